@@ -1,0 +1,37 @@
+namespace Loyalty;
+
+/// <summary>
+/// One member of one program, keyed by <see cref="LoyaltyIds.MemberKey"/>. It holds balance,
+/// tier and referral links in memory; every change is a ledger entry committed before the call
+/// returns.
+/// </summary>
+public interface IMemberGrain : IGrainWithStringKey
+{
+    /// <summary>Enrols the member; a resend of the same enrolment is answered as already enrolled.</summary>
+    Task<EnrolmentResult> Enrol(Enrolment enrolment);
+
+    /// <summary>Applies a purchase; answers only after its ledger entry is durable.</summary>
+    Task<AccrualResult> Accrue(Purchase purchase);
+
+    /// <summary>The member, or null when not enrolled.</summary>
+    Task<MemberView?> Get();
+
+    /// <summary>
+    /// A page of the ledger, newest first, of entries with a sequence below
+    /// <paramref name="beforeSequence"/> (all when null); null when the member is not enrolled.
+    /// </summary>
+    Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize);
+
+    /// <summary>Records that this member referred <paramref name="referredMemberId"/>; idempotent.</summary>
+    Task<LoyaltyError> AddReferral(string referredMemberId);
+}
+
+/// <summary>One program (retailer) and its configuration, keyed by program id.</summary>
+public interface IProgramGrain : IGrainWithStringKey
+{
+    /// <summary>Creates the program or replaces its settings, bumping the version.</summary>
+    Task<ProgramConfig> Put(ProgramSettings settings);
+
+    /// <summary>The configuration, or null when the program does not exist.</summary>
+    Task<ProgramConfig?> Get();
+}

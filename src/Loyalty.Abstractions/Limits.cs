@@ -1,0 +1,41 @@
+namespace Loyalty;
+
+/// <summary>
+/// Every bound the engine enforces on input. A limit protects memory, the database and the
+/// other members sharing a commit from one malformed or hostile event.
+/// </summary>
+public static class Limits
+{
+    /// <summary>Longest program, member, store or transaction id, in characters.</summary>
+    public const int IdLengthMax = 64;
+
+    /// <summary>Longest SKU or category code, in characters.</summary>
+    public const int CodeLengthMax = 64;
+
+    /// <summary>Longest program name, in characters.</summary>
+    public const int NameLengthMax = 200;
+
+    /// <summary>Most line items one purchase may carry.</summary>
+    public const int LineItemsMax = 500;
+
+    /// <summary>Largest purchase total in minor units (one billion major units at exponent 2).</summary>
+    public const long PurchaseAmountMinorMax = 100_000_000_000;
+
+    /// <summary>Largest quantity on one line item.</summary>
+    public const int LineQuantityMax = 100_000;
+
+    /// <summary>Largest earn rate, in points per whole currency unit.</summary>
+    public const long EarnPointsPerUnitMax = 10_000;
+
+    /// <summary>How far in the future a purchase timestamp may lie (clock skew between tills).</summary>
+    public static readonly TimeSpan PurchaseFutureSkewMax = TimeSpan.FromMinutes(15);
+
+    /// <summary>Largest ledger page.</summary>
+    public const int LedgerPageSizeMax = 500;
+
+    /// <summary>Ledger page size when the caller does not choose.</summary>
+    public const int LedgerPageSizeDefault = 50;
+
+    /// <summary>Most members one member may have referred (bounds the in-memory referral list).</summary>
+    public const int ReferralsPerMemberMax = 10_000;
+}

@@ -1,0 +1,70 @@
+namespace Loyalty;
+
+/// <summary>A request to enrol a member, optionally referred by another member of the program.</summary>
+[GenerateSerializer, Immutable]
+public sealed record Enrolment(
+    [property: Id(0)] string ProgramId,
+    [property: Id(1)] string MemberId,
+    [property: Id(2)] string? ReferredBy);
+
+/// <summary>A member as queries see it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record MemberView(
+    [property: Id(0)] string ProgramId,
+    [property: Id(1)] string MemberId,
+    [property: Id(2)] Points Balance,
+    [property: Id(3)] string Tier,
+    [property: Id(4)] string? ReferredBy,
+    [property: Id(5)] IReadOnlyList<string> Referrals,
+    [property: Id(6)] Points LifetimeEarned,
+    [property: Id(7)] DateTimeOffset EnrolledAt,
+    [property: Id(8)] long LastSequence);
+
+/// <summary>The answer to an enrolment.</summary>
+[GenerateSerializer, Immutable]
+public sealed record EnrolmentResult(
+    [property: Id(0)] MemberView? Member,
+    [property: Id(1)] bool AlreadyEnrolled,
+    [property: Id(2)] LoyaltyError Error,
+    [property: Id(3)] string? ErrorMessage)
+{
+    /// <summary>A refusal with the reason.</summary>
+    public static EnrolmentResult Reject(LoyaltyError error, string message) => new(null, false, error, message);
+}
+
+/// <summary>What a ledger entry records.</summary>
+public enum LedgerEntryKind : short
+{
+    /// <summary>The member joined the program.</summary>
+    Enrol = 1,
+
+    /// <summary>Points earned by a purchase.</summary>
+    Earn = 2,
+
+    /// <summary>This member referred another member (no points yet; rewards come with the rules).</summary>
+    ReferralLink = 3,
+}
+
+/// <summary>One change to a member, as the append-only ledger holds it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record LedgerEntry(
+    [property: Id(0)] string ProgramId,
+    [property: Id(1)] string MemberId,
+    [property: Id(2)] long Sequence,
+    [property: Id(3)] LedgerEntryKind Kind,
+    [property: Id(4)] Points Points,
+    [property: Id(5)] string? TransactionId,
+    [property: Id(6)] long Fingerprint,
+    [property: Id(7)] string? StoreId,
+    [property: Id(8)] long AmountMinor,
+    [property: Id(9)] string? Currency,
+    [property: Id(10)] string? Reason,
+    [property: Id(11)] string? Reference,
+    [property: Id(12)] DateTimeOffset OccurredAt,
+    [property: Id(13)] DateTimeOffset RecordedAt);
+
+/// <summary>A page of a member's ledger, newest first.</summary>
+[GenerateSerializer, Immutable]
+public sealed record LedgerPage(
+    [property: Id(0)] IReadOnlyList<LedgerEntry> Entries,
+    [property: Id(1)] long? NextBeforeSequence);

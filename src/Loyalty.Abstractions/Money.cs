@@ -1,0 +1,28 @@
+namespace Loyalty;
+
+/// <summary>An amount of money in integer minor units (e.g. cents) of one currency.</summary>
+[GenerateSerializer, Immutable]
+public readonly record struct Money([property: Id(0)] long AmountMinor, [property: Id(1)] string Currency)
+{
+    /// <summary>
+    /// Converts this amount to whole currency units times <paramref name="perUnit"/>, rounding
+    /// down: 12.99 USD at 1 point per unit is 12 points. Checked: overflow throws.
+    /// </summary>
+    public long WholeUnitsTimes(long perUnit, int currencyExponent)
+    {
+        long minorPerUnit = MinorPerUnit(currencyExponent);
+        // Multiply first so fractional rates stay exact, then round toward zero.
+        return checked(AmountMinor * perUnit) / minorPerUnit;
+    }
+
+    /// <summary>Ten to the power of the currency exponent (0..4).</summary>
+    public static long MinorPerUnit(int currencyExponent) => currencyExponent switch
+    {
+        0 => 1,
+        1 => 10,
+        2 => 100,
+        3 => 1000,
+        4 => 10000,
+        _ => throw new ArgumentOutOfRangeException(nameof(currencyExponent), currencyExponent, "Currency exponent must be 0..4."),
+    };
+}

@@ -1,0 +1,13 @@
+namespace Loyalty.Grains;
+
+/// <summary>How many points a purchase earns under a program's configuration.</summary>
+public static class Earning
+{
+    /// <summary>
+    /// The base earn: whole currency units of the purchase total times the program's rate,
+    /// rounded down. Deterministic: the same purchase under the same program version earns the
+    /// same points.
+    /// </summary>
+    public static Points Compute(Purchase purchase, ProgramConfig program) =>
+        new(purchase.Amount.WholeUnitsTimes(program.Settings.EarnPointsPerUnit, program.Settings.CurrencyExponent));
+}

@@ -1,0 +1,19 @@
+using Loyalty.Storage;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+
+namespace Loyalty.Grains;
+
+/// <summary>Registers what member and program grains need besides storage.</summary>
+public static class GrainsSiloBuilderExtensions
+{
+    /// <summary>Adds the program directory, the clock and member options, plus storage.</summary>
+    public static ISiloBuilder AddLoyaltyGrains(this ISiloBuilder silo, StorageOptions storage, Action<MemberOptions>? configureMembers = null, Action<LedgerCommitOptions>? configureLedger = null)
+    {
+        silo.AddLoyaltyStorage(storage, configureLedger);
+        silo.Services.TryAddSingleton(TimeProvider.System);
+        silo.Services.AddOptions<MemberOptions>().Configure(o => configureMembers?.Invoke(o));
+        silo.Services.AddSingleton<ProgramDirectory>();
+        return silo;
+    }
+}

@@ -1,0 +1,541 @@
+using Loyalty.Storage;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Concurrency;
+using Orleans.Runtime;
+using Orleans.Storage;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// One member. Every change is applied in memory before the first await, then its ledger entry
+/// joins the silo's group commit and the call answers once the commit is durable. The grain is
+/// reentrant so that many of one member's events can wait for commits at the same time.
+/// When a commit fails or collides, the in-memory state is marked invalid and the next call
+/// reloads it from storage (snapshot plus the ledger after it), once the member's in-flight
+/// commits have settled: an acknowledged change is never lost, an unacknowledged one never kept.
+/// </summary>
+[Reentrant]
+public sealed partial class MemberGrain : Grain, IMemberGrain
+{
+    /// <summary>How often one request re-runs after a collision before it gives up.</summary>
+    private const int AttemptsMax = 3;
+
+    /// <summary>The key under which an in-flight enrolment waits; '#' cannot occur in a transaction id.</summary>
+    private const string EnrolKey = "#enrol";
+
+    private readonly IPersistentState<MemberState> _snapshot;
+    private readonly LedgerCommitQueue _ledger;
+    private readonly ILedgerStore _store;
+    private readonly ProgramDirectory _programs;
+    private readonly TimeProvider _clock;
+    private readonly MemberOptions _options;
+    private readonly ILogger<MemberGrain> _logger;
+    private readonly Dictionary<string, TaskCompletionSource> _uncommitted = new(StringComparer.Ordinal);
+    private string _programId = "";
+    private string _memberId = "";
+    private MemberState _state = new();
+    private bool _valid;
+    private bool _snapshotJustRead = true;
+    private Task? _loading;
+    private int _inFlight;
+    private TaskCompletionSource? _drained;
+    private int _appliedSinceSnapshot;
+    private bool _snapshotting;
+
+    /// <summary>Creates the grain; Orleans supplies the dependencies.</summary>
+    public MemberGrain(
+        [PersistentState("member", StorageSiloBuilderExtensions.SnapshotStorageName)] IPersistentState<MemberState> snapshot,
+        LedgerCommitQueue ledger,
+        ILedgerStore store,
+        ProgramDirectory programs,
+        TimeProvider clock,
+        IOptions<MemberOptions> options,
+        ILogger<MemberGrain> logger)
+    {
+        _snapshot = snapshot;
+        _ledger = ledger;
+        _store = store;
+        _programs = programs;
+        _clock = clock;
+        _options = options.Value;
+        _logger = logger;
+    }
+
+    private enum CommitOutcome
+    {
+        Committed,
+        Conflict,
+        Failed,
+    }
+
+    /// <inheritdoc />
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        (_programId, _memberId) = LoyaltyIds.SplitMemberKey(this.GetPrimaryKeyString());
+        await EnsureLoadedAsync();
+    }
+
+    /// <inheritdoc />
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        if (_valid && _inFlight == 0 && _appliedSinceSnapshot > 0 && !_snapshotting)
+        {
+            await WriteSnapshotAsync();
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<AccrualResult> Accrue(Purchase purchase)
+    {
+        string txn = purchase.TransactionId;
+        string? error = purchase.Check(_clock.GetUtcNow()) ?? CheckRouting(purchase.ProgramId, purchase.MemberId);
+        if (error is not null)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, error);
+        }
+
+        long fingerprint = purchase.ComputeFingerprint();
+        for (int attempt = 0; attempt < AttemptsMax; attempt++)
+        {
+            if (!await TryEnsureLoadedAsync())
+            {
+                return AccrualResult.Reject(txn, LoyaltyError.Unavailable, "member state could not be loaded; nothing was recorded, retry");
+            }
+
+            ProgramConfig? program = await _programs.GetAsync(_programId);
+            if (program is null)
+            {
+                return AccrualResult.Reject(txn, LoyaltyError.NotFound, $"program '{_programId}' not found");
+            }
+
+            if (!_valid)
+            {
+                continue;
+            }
+
+            if (_uncommitted.TryGetValue(txn, out TaskCompletionSource? original))
+            {
+                // A resend while the original still waits for its commit: answer after it settles.
+                await original.Task;
+                continue;
+            }
+
+            if (Precheck(purchase, program, fingerprint) is { } early)
+            {
+                return early;
+            }
+
+            // From here to the commit there is no await: the change is applied atomically.
+            Points earned = Earning.Compute(purchase, program);
+            LedgerEntry entry = new(
+                _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Earn, earned, txn, fingerprint,
+                purchase.StoreId, purchase.Amount.AmountMinor, purchase.Amount.Currency, null, null,
+                purchase.OccurredAt, _clock.GetUtcNow());
+            _state.Apply(entry, _options.RecentTransactionsMax);
+            Points balance = _state.Balance;
+            switch (await CommitAsync(entry, txn))
+            {
+                case CommitOutcome.Committed:
+                    return new AccrualResult(txn, AccrualStatus.Accepted, earned, balance, entry.Sequence, LoyaltyError.None, null);
+                case CommitOutcome.Failed:
+                    return AccrualResult.Reject(txn, LoyaltyError.Unavailable, "the ledger could not commit; nothing was recorded, retry");
+            }
+
+            // The database already holds this transaction id (an older resend, or another member's) or
+            // another activation wrote this sequence. Ask the ledger, after the state is reloaded.
+            if (await ResolveConflictAsync(txn, fingerprint) is { } resolved)
+            {
+                return resolved;
+            }
+        }
+
+        return AccrualResult.Reject(txn, LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
+    }
+
+    /// <inheritdoc />
+    public async Task<EnrolmentResult> Enrol(Enrolment enrolment)
+    {
+        string? error = CheckRouting(enrolment.ProgramId, enrolment.MemberId)
+            ?? (enrolment.ReferredBy is null ? null : LoyaltyIds.Check(enrolment.ReferredBy, "referred_by"));
+        if (error is not null)
+        {
+            return EnrolmentResult.Reject(LoyaltyError.InvalidArgument, error);
+        }
+
+        if (enrolment.ReferredBy == _memberId)
+        {
+            return EnrolmentResult.Reject(LoyaltyError.InvalidArgument, "referred_by cannot be the member itself");
+        }
+
+        for (int attempt = 0; attempt < AttemptsMax; attempt++)
+        {
+            if (await CheckEnrolmentPreconditionsAsync(enrolment) is { } refused)
+            {
+                return refused;
+            }
+
+            if (!_valid)
+            {
+                continue;
+            }
+
+            if (_uncommitted.TryGetValue(EnrolKey, out TaskCompletionSource? original))
+            {
+                await original.Task;
+                continue;
+            }
+
+            if (_state.Enrolled)
+            {
+                return await AnswerRepeatedEnrolmentAsync(enrolment.ReferredBy);
+            }
+
+            LedgerEntry entry = new(
+                _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Enrol, Points.Zero, null, 0,
+                null, 0, null, null, enrolment.ReferredBy, _clock.GetUtcNow(), _clock.GetUtcNow());
+            _state.Apply(entry, _options.RecentTransactionsMax);
+            switch (await CommitAsync(entry, EnrolKey))
+            {
+                case CommitOutcome.Committed:
+                    await LinkReferrerAsync(enrolment.ReferredBy);
+                    return new EnrolmentResult(_state.ToView(_programId, _memberId), false, LoyaltyError.None, null);
+                case CommitOutcome.Failed:
+                    return EnrolmentResult.Reject(LoyaltyError.Unavailable, "the ledger could not commit; nothing was recorded, retry");
+            }
+        }
+
+        return EnrolmentResult.Reject(LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
+    }
+
+    /// <inheritdoc />
+    public async Task<LoyaltyError> AddReferral(string referredMemberId)
+    {
+        if (LoyaltyIds.Check(referredMemberId, "referred member id") is not null || referredMemberId == _memberId)
+        {
+            return LoyaltyError.InvalidArgument;
+        }
+
+        string key = "#referral:" + referredMemberId;
+        for (int attempt = 0; attempt < AttemptsMax; attempt++)
+        {
+            if (!await TryEnsureLoadedAsync())
+            {
+                return LoyaltyError.Unavailable;
+            }
+
+            if (_uncommitted.TryGetValue(key, out TaskCompletionSource? original))
+            {
+                await original.Task;
+                continue;
+            }
+
+            if (!_state.Enrolled)
+            {
+                return LoyaltyError.NotFound;
+            }
+
+            if (_state.Referrals.Contains(referredMemberId))
+            {
+                return LoyaltyError.None;
+            }
+
+            if (_state.Referrals.Count >= Limits.ReferralsPerMemberMax)
+            {
+                return LoyaltyError.FailedPrecondition;
+            }
+
+            LedgerEntry entry = new(
+                _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.ReferralLink, Points.Zero, null, 0,
+                null, 0, null, null, referredMemberId, _clock.GetUtcNow(), _clock.GetUtcNow());
+            _state.Apply(entry, _options.RecentTransactionsMax);
+            switch (await CommitAsync(entry, key))
+            {
+                case CommitOutcome.Committed:
+                    return LoyaltyError.None;
+                case CommitOutcome.Failed:
+                    return LoyaltyError.Unavailable;
+            }
+        }
+
+        return LoyaltyError.Unavailable;
+    }
+
+    /// <inheritdoc />
+    public async Task<MemberView?> Get()
+    {
+        await EnsureLoadedAsync();
+        return _state.Enrolled ? _state.ToView(_programId, _memberId) : null;
+    }
+
+    /// <inheritdoc />
+    public async Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize)
+    {
+        await EnsureLoadedAsync();
+        if (!_state.Enrolled)
+        {
+            return null;
+        }
+
+        int size = Math.Clamp(pageSize, 1, Limits.LedgerPageSizeMax);
+        IReadOnlyList<LedgerEntry> rows = await _store.ReadPageAsync(_programId, _memberId, beforeSequence ?? long.MaxValue, size + 1, CancellationToken.None);
+        if (rows.Count <= size)
+        {
+            return new LedgerPage(rows, null);
+        }
+
+        LedgerEntry[] page = [.. rows.Take(size)];
+        return new LedgerPage(page, page[^1].Sequence);
+    }
+
+    private string? CheckRouting(string programId, string memberId) =>
+        programId == _programId && memberId == _memberId ? null : "the request was routed to another member";
+
+    /// <summary>Answers without a write: not enrolled, a remembered resend, or the wrong currency.</summary>
+    private AccrualResult? Precheck(Purchase purchase, ProgramConfig program, long fingerprint)
+    {
+        string txn = purchase.TransactionId;
+        if (!_state.Enrolled)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.NotFound, $"member '{_memberId}' is not enrolled in program '{_programId}'");
+        }
+
+        if (_state.FindRecent(txn) is { } prior)
+        {
+            return prior.Fingerprint == fingerprint
+                ? new AccrualResult(txn, AccrualStatus.Duplicate, prior.Points, _state.Balance, prior.Sequence, LoyaltyError.None, null)
+                : AccrualResult.Reject(txn, LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different purchase");
+        }
+
+        if (purchase.Amount.Currency != program.Settings.Currency)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
+                $"currency '{purchase.Amount.Currency}' does not match the program's currency '{program.Settings.Currency}'");
+        }
+
+        return null;
+    }
+
+    private async Task<AccrualResult?> ResolveConflictAsync(string txn, long fingerprint)
+    {
+        if (!await TryEnsureLoadedAsync())
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.Unavailable, "member state could not be loaded; nothing was recorded, retry");
+        }
+
+        LedgerEntry? existing = await _store.FindTransactionAsync(_programId, txn, CancellationToken.None);
+        if (existing is null)
+        {
+            return null;
+        }
+
+        return existing.MemberId == _memberId && existing.Fingerprint == fingerprint
+            ? new AccrualResult(txn, AccrualStatus.Duplicate, existing.Points, _state.Balance, existing.Sequence, LoyaltyError.None, null)
+            : AccrualResult.Reject(txn, LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different purchase");
+    }
+
+    private async Task<EnrolmentResult?> CheckEnrolmentPreconditionsAsync(Enrolment enrolment)
+    {
+        if (!await TryEnsureLoadedAsync())
+        {
+            return EnrolmentResult.Reject(LoyaltyError.Unavailable, "member state could not be loaded; nothing was recorded, retry");
+        }
+
+        if (await _programs.GetAsync(_programId) is null)
+        {
+            return EnrolmentResult.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
+        }
+
+        if (enrolment.ReferredBy is not null && !_state.Enrolled
+            && await ReferrerGrain(enrolment.ReferredBy).Get() is null)
+        {
+            return EnrolmentResult.Reject(LoyaltyError.NotFound, $"referred_by member '{enrolment.ReferredBy}' is not enrolled in program '{_programId}'");
+        }
+
+        return null;
+    }
+
+    private async Task<EnrolmentResult> AnswerRepeatedEnrolmentAsync(string? referredBy)
+    {
+        if (_state.ReferredBy != referredBy)
+        {
+            return EnrolmentResult.Reject(LoyaltyError.AlreadyExists, $"member '{_memberId}' is already enrolled with different details");
+        }
+
+        // A resend also repairs the referrer's side if the first attempt stopped before it.
+        await LinkReferrerAsync(referredBy);
+        return new EnrolmentResult(_state.ToView(_programId, _memberId), true, LoyaltyError.None, null);
+    }
+
+    private async Task LinkReferrerAsync(string? referredBy)
+    {
+        if (referredBy is null)
+        {
+            return;
+        }
+
+        LoyaltyError error = await ReferrerGrain(referredBy).AddReferral(_memberId);
+        if (error != LoyaltyError.None)
+        {
+            LogReferralLinkFailed(_programId, _memberId, referredBy, error);
+        }
+    }
+
+    private IMemberGrain ReferrerGrain(string memberId) =>
+        GrainFactory.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_programId, memberId));
+
+    /// <summary>
+    /// Waits for the entry's batch. Anything but a clean insert invalidates the in-memory state,
+    /// which already holds the change. The waiter registered under <paramref name="key"/> is
+    /// released only after this bookkeeping, so a resend sees the settled state.
+    /// </summary>
+    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, string key)
+    {
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _uncommitted[key] = settled;
+        _inFlight++;
+        _appliedSinceSnapshot++;
+        CommitOutcome outcome;
+        try
+        {
+            outcome = await _ledger.AppendAsync(entry) ? CommitOutcome.Committed : CommitOutcome.Conflict;
+        }
+        catch (LedgerUnavailableException)
+        {
+            outcome = CommitOutcome.Failed;
+        }
+
+        if (outcome != CommitOutcome.Committed)
+        {
+            _valid = false;
+            LogCommitNotApplied(_programId, _memberId, entry.Sequence, outcome);
+        }
+
+        _uncommitted.Remove(key);
+        settled.SetResult();
+        _inFlight--;
+        if (_inFlight == 0 && _drained is { } drained)
+        {
+            _drained = null;
+            drained.SetResult();
+        }
+
+        if (outcome == CommitOutcome.Committed)
+        {
+            MaybeSnapshot();
+        }
+
+        return outcome;
+    }
+
+    private void MaybeSnapshot()
+    {
+        if (_valid && _inFlight == 0 && !_snapshotting && _appliedSinceSnapshot >= _options.SnapshotEveryEntries)
+        {
+            _ = WriteSnapshotAsync();
+        }
+    }
+
+    /// <summary>Writes the state as a snapshot. Never throws: the ledger stays the source of truth.</summary>
+    private async Task WriteSnapshotAsync()
+    {
+        _snapshotting = true;
+        int covered = _appliedSinceSnapshot;
+        try
+        {
+            _snapshot.State = _state.Clone();
+            await _snapshot.WriteStateAsync();
+            _appliedSinceSnapshot -= covered;
+        }
+        catch (InconsistentStateException e)
+        {
+            // Another activation wrote this member: ours is stale and must reload.
+            _valid = false;
+            LogSnapshotConflict(e, _programId, _memberId);
+        }
+        catch (Exception e)
+        {
+            LogSnapshotFailed(e, _programId, _memberId);
+        }
+        finally
+        {
+            _snapshotting = false;
+        }
+    }
+
+    private async Task<bool> TryEnsureLoadedAsync()
+    {
+        try
+        {
+            await EnsureLoadedAsync();
+            return true;
+        }
+        catch (Exception e)
+        {
+            LogLoadFailed(e, _programId, _memberId);
+            return false;
+        }
+    }
+
+    private async Task EnsureLoadedAsync()
+    {
+        while (!_valid)
+        {
+            _loading ??= LoadAsync();
+            Task loading = _loading;
+            try
+            {
+                await loading;
+            }
+            finally
+            {
+                if (ReferenceEquals(_loading, loading))
+                {
+                    _loading = null;
+                }
+            }
+        }
+    }
+
+    /// <summary>Rebuilds the state from the snapshot and the ledger after it, once in-flight commits settle.</summary>
+    private async Task LoadAsync()
+    {
+        while (_inFlight > 0)
+        {
+            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            await _drained.Task;
+        }
+
+        if (!_snapshotJustRead)
+        {
+            await _snapshot.ReadStateAsync();
+        }
+
+        _snapshotJustRead = false;
+        MemberState state = _snapshot.State.Clone();
+        IReadOnlyList<LedgerEntry> entries = await _store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
+        foreach (LedgerEntry entry in entries)
+        {
+            state.Apply(entry, _options.RecentTransactionsMax);
+        }
+
+        _state = state;
+        _appliedSinceSnapshot = entries.Count;
+        _valid = true;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: entry {Sequence} not committed ({Outcome}); state will reload")]
+    private partial void LogCommitNotApplied(string programId, string memberId, long sequence, CommitOutcome outcome);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot conflict; state will reload")]
+    private partial void LogSnapshotConflict(Exception exception, string programId, string memberId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot write failed")]
+    private partial void LogSnapshotFailed(Exception exception, string programId, string memberId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Member {ProgramId}/{MemberId}: state could not be loaded")]
+    private partial void LogLoadFailed(Exception exception, string programId, string memberId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error})")]
+    private partial void LogReferralLinkFailed(string programId, string memberId, string referrerId, LoyaltyError error);
+}

@@ -1,0 +1,23 @@
+namespace Loyalty.Grains;
+
+/// <summary>Tuning of member grains. Bound from the <c>Members</c> configuration section.</summary>
+public sealed class MemberOptions
+{
+    /// <summary>The configuration section name.</summary>
+    public const string SectionName = "Members";
+
+    /// <summary>
+    /// A snapshot is written once this many ledger entries have been applied since the last one,
+    /// so activation replays at most about this many entries.
+    /// </summary>
+    public int SnapshotEveryEntries { get; set; } = 100;
+
+    /// <summary>
+    /// How many of a member's newest transaction ids the grain remembers, so a resend is answered
+    /// from memory. Older resends are still caught by the database's unique index.
+    /// </summary>
+    public int RecentTransactionsMax { get; set; } = 16;
+
+    /// <summary>How long a silo trusts its cached copy of a program's configuration, in milliseconds.</summary>
+    public int ProgramCacheTtlMs { get; set; } = 2_000;
+}

@@ -1,0 +1,31 @@
+namespace Loyalty.Host;
+
+/// <summary>Limits of the gRPC gateway. Bound from the <c>Gateway</c> configuration section.</summary>
+public sealed class GatewayOptions
+{
+    /// <summary>The configuration section name.</summary>
+    public const string SectionName = "Gateway";
+
+    /// <summary>
+    /// Most purchases of one ingest stream being processed or waiting for their ack to be sent;
+    /// the gateway stops reading the stream while the limit is reached (HTTP/2 flow control then
+    /// slows the till).
+    /// </summary>
+    public int StreamInFlightMax { get; set; } = 1024;
+}
+
+/// <summary>The embedded silo's identity and ports. Bound from the <c>Orleans</c> section.</summary>
+public sealed class SiloOptions
+{
+    /// <summary>The configuration section name.</summary>
+    public const string SectionName = "Orleans";
+
+    /// <summary>Orleans cluster id.</summary>
+    public string ClusterId { get; set; } = "loyalty";
+
+    /// <summary>Silo-to-silo port.</summary>
+    public int SiloPort { get; set; } = 11111;
+
+    /// <summary>Orleans client gateway port (the gRPC gateway does not need it).</summary>
+    public int GatewayPort { get; set; } = 30000;
+}

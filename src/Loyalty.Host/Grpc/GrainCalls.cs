@@ -1,0 +1,40 @@
+using Grpc.Core;
+
+namespace Loyalty.Host.Grpc;
+
+/// <summary>
+/// Runs a grain call from a gRPC handler. Anything that escapes the grain is an engine fault
+/// the caller can retry, so it becomes UNAVAILABLE, never a bare INTERNAL; the details go to
+/// the log, not to the client.
+/// </summary>
+internal static partial class GrainCalls
+{
+    public static async Task<T> RunAsync<T>(Func<Task<T>> call, ILogger logger, string operation)
+    {
+        try
+        {
+            return await call();
+        }
+        catch (RpcException)
+        {
+            throw;
+        }
+        catch (Exception e)
+        {
+            LogGrainCallFailed(logger, e, operation);
+            throw new RpcException(new Status(StatusCode.Unavailable, $"{operation} could not be completed; nothing was recorded, retry"));
+        }
+    }
+
+    /// <summary>Throws INVALID_ARGUMENT when <paramref name="error"/> is set.</summary>
+    public static void Require(string? error)
+    {
+        if (error is not null)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, error));
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "{Operation} failed in the engine")]
+    public static partial void LogGrainCallFailed(ILogger logger, Exception exception, string operation);
+}

@@ -1,0 +1,73 @@
+using System.Globalization;
+using Grpc.Core;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Host.Grpc;
+
+/// <summary>Member enrolment and queries over gRPC.</summary>
+public sealed class MembersService(IGrainFactory grains, ILogger<MembersService> logger) : V1.Members.MembersBase
+{
+    /// <inheritdoc />
+    public override async Task<V1.EnrollResponse> Enroll(V1.EnrollRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        string? referredBy = request.ReferredBy.Length == 0 ? null : request.ReferredBy;
+        GrainCalls.Require(referredBy is null ? null : LoyaltyIds.Check(referredBy, "referred_by"));
+        var enrolment = new Enrolment(request.ProgramId, request.MemberId, referredBy);
+        EnrolmentResult result = await GrainCalls.RunAsync(() => member.Enrol(enrolment), logger, "Enroll");
+        if (result.Member is null)
+        {
+            throw WireMapping.ToRpcException(result.Error, result.ErrorMessage);
+        }
+
+        return new V1.EnrollResponse { Member = WireMapping.ToMessage(result.Member), AlreadyEnrolled = result.AlreadyEnrolled };
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.Member> GetMember(V1.GetMemberRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        MemberView? view = await GrainCalls.RunAsync(member.Get, logger, "GetMember");
+        return view is null ? throw NotEnrolled(request.ProgramId, request.MemberId) : WireMapping.ToMessage(view);
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.ListLedgerResponse> ListLedger(V1.ListLedgerRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        if (request.PageSize is < 0 or > Limits.LedgerPageSizeMax)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"page_size must be 0..{Limits.LedgerPageSizeMax}"));
+        }
+
+        long? before = null;
+        if (request.PageToken.Length > 0)
+        {
+            if (!long.TryParse(request.PageToken, NumberStyles.None, CultureInfo.InvariantCulture, out long token) || token <= 0)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, "page_token is malformed"));
+            }
+
+            before = token;
+        }
+
+        int size = request.PageSize == 0 ? Limits.LedgerPageSizeDefault : request.PageSize;
+        LedgerPage? page = await GrainCalls.RunAsync(() => member.GetLedger(before, size), logger, "ListLedger")
+            ?? throw NotEnrolled(request.ProgramId, request.MemberId);
+        var response = new V1.ListLedgerResponse
+        {
+            NextPageToken = page.NextBeforeSequence?.ToString(CultureInfo.InvariantCulture) ?? "",
+        };
+        response.Entries.AddRange(page.Entries.Select(WireMapping.ToMessage));
+        return response;
+    }
+
+    private IMemberGrain Member(string programId, string memberId)
+    {
+        GrainCalls.Require(LoyaltyIds.Check(programId, "program_id") ?? LoyaltyIds.Check(memberId, "member_id"));
+        return grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(programId, memberId));
+    }
+
+    private static RpcException NotEnrolled(string programId, string memberId) =>
+        new(new Status(StatusCode.NotFound, $"member '{memberId}' is not enrolled in program '{programId}'"));
+}

@@ -1,0 +1,98 @@
+using System.Threading.Channels;
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Host.Grpc;
+
+/// <summary>
+/// Purchase ingestion. The stream keeps up to <see cref="GatewayOptions.StreamInFlightMax"/>
+/// purchases in flight: each goes to its member grain at once, and acknowledgements are written
+/// back in the order the commits finish, by one writer (a response stream allows one writer).
+/// </summary>
+public sealed partial class PurchasesService(
+    IGrainFactory grains,
+    TimeProvider clock,
+    IOptions<GatewayOptions> options,
+    ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
+{
+    private readonly int _inFlightMax = Math.Max(1, options.Value.StreamInFlightMax);
+
+    /// <inheritdoc />
+    public override async Task<V1.PurchaseAck> Accrue(V1.Purchase request, ServerCallContext context)
+    {
+        Purchase? purchase = WireMapping.ToPurchase(request, clock.GetUtcNow(), out string? error);
+        GrainCalls.Require(error);
+        AccrualResult result = await GrainCalls.RunAsync(() => Member(purchase!).Accrue(purchase!), logger, "Accrue");
+        return result.Status == AccrualStatus.Rejected
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : WireMapping.ToAck(result);
+    }
+
+    /// <inheritdoc />
+    public override async Task Ingest(IAsyncStreamReader<V1.Purchase> requestStream, IServerStreamWriter<V1.PurchaseAck> responseStream, ServerCallContext context)
+    {
+        CancellationToken cancel = context.CancellationToken;
+        using var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
+        Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions { SingleReader = true });
+        Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, cancel);
+        try
+        {
+            while (await requestStream.MoveNext(cancel))
+            {
+                await slots.WaitAsync(cancel);
+                _ = ProcessAsync(requestStream.Current, acks.Writer);
+            }
+
+            // The till has finished sending: wait until every ack has been written.
+            for (int i = 0; i < _inFlightMax; i++)
+            {
+                await slots.WaitAsync(cancel);
+            }
+        }
+        finally
+        {
+            acks.Writer.TryComplete();
+            await writer;
+        }
+    }
+
+    private async Task ProcessAsync(V1.Purchase message, ChannelWriter<V1.PurchaseAck> acks)
+    {
+        V1.PurchaseAck ack;
+        try
+        {
+            Purchase? purchase = WireMapping.ToPurchase(message, clock.GetUtcNow(), out string? error);
+            ack = purchase is null
+                ? WireMapping.Rejected(message.TransactionId, StatusCode.InvalidArgument, error!)
+                : WireMapping.ToAck(await Member(purchase).Accrue(purchase));
+        }
+        catch (Exception e)
+        {
+            GrainCalls.LogGrainCallFailed(logger, e, "Ingest");
+            ack = WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry");
+        }
+
+        acks.TryWrite(ack);
+    }
+
+    /// <summary>Writes acks as they come; a slot is freed only once its ack is on the wire.</summary>
+    private static async Task WriteAcksAsync(ChannelReader<V1.PurchaseAck> acks, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots, CancellationToken cancel)
+    {
+        try
+        {
+            await foreach (V1.PurchaseAck ack in acks.ReadAllAsync(cancel))
+            {
+                await responseStream.WriteAsync(ack, cancel);
+                slots.Release();
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The client went away; the remaining acks have nowhere to go.
+        }
+    }
+
+    private IMemberGrain Member(Purchase purchase) =>
+        grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(purchase.ProgramId, purchase.MemberId));
+}

@@ -1,0 +1,48 @@
+using Loyalty.Grains;
+using Loyalty.Host.Grpc;
+using Loyalty.Storage;
+using Orleans.Configuration;
+
+namespace Loyalty.Host;
+
+/// <summary>Builds the engine: an Orleans silo with the gRPC gateway co-hosted.</summary>
+public static class LoyaltyEngineExtensions
+{
+    /// <summary>Adds the silo, its storage and the gRPC services, all from configuration.</summary>
+    public static WebApplicationBuilder AddLoyaltyEngine(this WebApplicationBuilder builder)
+    {
+        IConfiguration config = builder.Configuration;
+        StorageOptions storage = config.ReadStorageOptions();
+        SiloOptions silo = config.GetSection(SiloOptions.SectionName).Get<SiloOptions>() ?? new SiloOptions();
+
+        builder.Services.Configure<GatewayOptions>(config.GetSection(GatewayOptions.SectionName));
+        builder.Services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = 1024 * 1024;
+            o.EnableDetailedErrors = false;
+        });
+        builder.UseOrleans(siloBuilder =>
+        {
+            siloBuilder.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, serviceId: storage.ServiceId, clusterId: silo.ClusterId);
+            siloBuilder.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = silo.ClusterId;
+                o.ServiceId = storage.ServiceId;
+            });
+            siloBuilder.AddLoyaltyGrains(
+                storage,
+                members => config.GetSection(MemberOptions.SectionName).Bind(members),
+                ledger => config.GetSection(LedgerCommitOptions.SectionName).Bind(ledger));
+        });
+        return builder;
+    }
+
+    /// <summary>Maps the gRPC services.</summary>
+    public static WebApplication MapLoyaltyGateway(this WebApplication app)
+    {
+        app.MapGrpcService<ProgramAdminService>();
+        app.MapGrpcService<MembersService>();
+        app.MapGrpcService<PurchasesService>();
+        return app;
+    }
+}

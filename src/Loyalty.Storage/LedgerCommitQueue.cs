@@ -1,0 +1,224 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Loyalty.Storage;
+
+/// <summary>
+/// Group commit: ledger entries from every member grain of this silo wait in one bounded queue
+/// and are written together, one database transaction per batch. A batch is flushed when it
+/// holds <see cref="LedgerCommitOptions.BatchSizeMax"/> entries or its first entry has waited
+/// <see cref="LedgerCommitOptions.FlushIntervalMs"/>; while one batch commits, the next fills,
+/// so batches grow with load. No path commits once per entry.
+/// </summary>
+public sealed partial class LedgerCommitQueue
+{
+    /// <summary>The meter under which the queue publishes its counters.</summary>
+    public const string MeterName = "Loyalty.Ledger";
+
+    private static readonly Meter Meter = new(MeterName);
+    private static readonly Counter<long> EntriesCommitted = Meter.CreateCounter<long>("loyalty.ledger.entries_committed");
+    private static readonly Counter<long> BatchesCommitted = Meter.CreateCounter<long>("loyalty.ledger.batches_committed");
+    private static readonly Counter<long> BatchesFailed = Meter.CreateCounter<long>("loyalty.ledger.batches_failed");
+    private static readonly Histogram<double> CommitDuration = Meter.CreateHistogram<double>("loyalty.ledger.commit_duration", "ms");
+
+    /// <summary>How long the writer pauses after a failed batch before trying the next one.</summary>
+    private static readonly TimeSpan FailureBackoff = TimeSpan.FromMilliseconds(50);
+
+    private readonly ILedgerStore _store;
+    private readonly LedgerCommitOptions _options;
+    private readonly ILogger<LedgerCommitQueue> _logger;
+    private readonly Channel<PendingAppend> _queue;
+    private Task? _writer;
+    private long _batchCount;
+    private long _entryCount;
+
+    /// <summary>Creates the queue; call <see cref="Start"/> before appending.</summary>
+    public LedgerCommitQueue(ILedgerStore store, IOptions<LedgerCommitOptions> options, ILogger<LedgerCommitQueue> logger)
+    {
+        _store = store;
+        _options = options.Value;
+        _options.Validate();
+        _logger = logger;
+        _queue = Channel.CreateBounded<PendingAppend>(new BoundedChannelOptions(_options.QueueCapacity)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+    }
+
+    /// <summary>Batches committed since start (for tests and diagnostics).</summary>
+    public long BatchCount => Interlocked.Read(ref _batchCount);
+
+    /// <summary>Entries committed since start (for tests and diagnostics).</summary>
+    public long EntryCount => Interlocked.Read(ref _entryCount);
+
+    /// <summary>
+    /// Queues an entry and completes when its batch is committed: true when written, false when
+    /// its sequence or transaction id was already taken (nothing written). Throws
+    /// <see cref="LedgerUnavailableException"/> when the batch failed; then the entry is not
+    /// durable and must not be acknowledged.
+    /// </summary>
+    public Task<bool> AppendAsync(LedgerEntry entry)
+    {
+        var pending = new PendingAppend(entry);
+        if (!_queue.Writer.TryWrite(pending))
+        {
+            return WaitForRoomAsync(pending);
+        }
+
+        return pending.Task;
+    }
+
+    /// <summary>Starts the writer loop.</summary>
+    public void Start()
+    {
+        if (_writer is not null)
+        {
+            throw new InvalidOperationException("The ledger commit queue is already running.");
+        }
+
+        _writer = Task.Run(WriteLoopAsync);
+    }
+
+    /// <summary>Refuses new entries, commits everything queued, and stops the writer.</summary>
+    public async Task StopAsync()
+    {
+        _queue.Writer.TryComplete();
+        if (_writer is not null)
+        {
+            await _writer;
+        }
+    }
+
+    private async Task<bool> WaitForRoomAsync(PendingAppend pending)
+    {
+        try
+        {
+            await _queue.Writer.WriteAsync(pending);
+        }
+        catch (ChannelClosedException e)
+        {
+            throw new LedgerUnavailableException("The ledger is shutting down.", e);
+        }
+
+        return await pending.Task;
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        ChannelReader<PendingAppend> reader = _queue.Reader;
+        var batch = new List<PendingAppend>(_options.BatchSizeMax);
+        var entries = new List<LedgerEntry>(_options.BatchSizeMax);
+        var inserted = new bool[_options.BatchSizeMax];
+        while (await FillBatchAsync(reader, batch))
+        {
+            if (batch.Count == 0)
+            {
+                continue;
+            }
+
+            entries.Clear();
+            foreach (PendingAppend p in batch)
+            {
+                entries.Add(p.Entry);
+            }
+
+            await CommitAsync(batch, entries, inserted);
+            batch.Clear();
+        }
+    }
+
+    /// <summary>Waits for a first entry, then gathers more until the batch is full or the flush interval is over.</summary>
+    private async Task<bool> FillBatchAsync(ChannelReader<PendingAppend> reader, List<PendingAppend> batch)
+    {
+        if (!await reader.WaitToReadAsync())
+        {
+            return false;
+        }
+
+        long started = Stopwatch.GetTimestamp();
+        while (batch.Count < _options.BatchSizeMax)
+        {
+            if (reader.TryRead(out PendingAppend? next))
+            {
+                batch.Add(next);
+                continue;
+            }
+
+            TimeSpan remaining = TimeSpan.FromMilliseconds(_options.FlushIntervalMs) - Stopwatch.GetElapsedTime(started);
+            if (remaining <= TimeSpan.Zero || !await WaitForMoreAsync(reader, remaining))
+            {
+                break;
+            }
+        }
+
+        return true;
+    }
+
+    private static async Task<bool> WaitForMoreAsync(ChannelReader<PendingAppend> reader, TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        try
+        {
+            return await reader.WaitToReadAsync(cancel.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, bool[] inserted)
+    {
+        long started = Stopwatch.GetTimestamp();
+        try
+        {
+            await _store.AppendBatchAsync(entries, inserted, CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            BatchesFailed.Add(1);
+            LogBatchFailed(e, batch.Count);
+            var failure = new LedgerUnavailableException("The ledger could not commit; the change was not recorded.", e);
+            foreach (PendingAppend p in batch)
+            {
+                p.TrySetException(failure);
+            }
+
+            await Task.Delay(FailureBackoff);
+            return;
+        }
+
+        CommitDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        BatchesCommitted.Add(1);
+        EntriesCommitted.Add(batch.Count);
+        Interlocked.Increment(ref _batchCount);
+        Interlocked.Add(ref _entryCount, batch.Count);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            batch[i].TrySetResult(inserted[i]);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Ledger batch of {EntryCount} entries failed to commit")]
+    private partial void LogBatchFailed(Exception exception, int entryCount);
+
+    /// <summary>An entry waiting for its batch; the completion runs its awaiter off the writer loop.</summary>
+    private sealed class PendingAppend(LedgerEntry entry) : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
+    {
+        public LedgerEntry Entry { get; } = entry;
+    }
+}
+
+/// <summary>The ledger could not make a change durable. Nothing of it was acknowledged; retry later.</summary>
+public sealed class LedgerUnavailableException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public LedgerUnavailableException(string message, Exception? inner = null)
+        : base(message, inner)
+    {
+    }
+}

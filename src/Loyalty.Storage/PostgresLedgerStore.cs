@@ -1,0 +1,177 @@
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Loyalty.Storage;
+
+/// <summary>
+/// The ledger in PostgreSQL. A batch is one INSERT of parallel arrays (unnest), so a commit of
+/// thousands of entries is one round trip. Several silos may append at once: the primary key
+/// and the transaction-id index decide, and conflicting rows are reported, not raised.
+/// </summary>
+public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
+{
+    private const string Columns =
+        "program_id, member_id, seq, kind, points, txn_id, fingerprint, store_id, amount_minor, currency, reason, reference, occurred_at, recorded_at";
+
+    /// <summary>Serialises schema migrations of concurrently starting silos (an arbitrary constant).</summary>
+    private const long MigrationLockKey = 0x4C6F79616C7479; // "Loyalty"
+
+    private const string InsertSql =
+        "INSERT INTO ledger_entries (" + Columns + ") " +
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[], $5::bigint[], $6::text[], $7::bigint[], " +
+        "$8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[]) " +
+        "ON CONFLICT DO NOTHING RETURNING program_id, member_id, seq";
+
+    private readonly NpgsqlDataSource _dataSource;
+
+    /// <summary>Creates the store over a pooled data source.</summary>
+    public PostgresLedgerStore(string connectionString)
+    {
+        _dataSource = NpgsqlDataSource.Create(connectionString);
+    }
+
+    /// <inheritdoc />
+    public async Task MigrateAsync(CancellationToken cancellationToken)
+    {
+        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await ExecuteAsync(connection, $"SELECT pg_advisory_xact_lock({MigrationLockKey});", cancellationToken);
+        await ExecuteAsync(connection,
+            "CREATE TABLE IF NOT EXISTS loyalty_schema_versions (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());",
+            cancellationToken);
+        var applied = new HashSet<int>();
+        await using (var select = new NpgsqlCommand("SELECT version FROM loyalty_schema_versions;", connection))
+        await using (NpgsqlDataReader reader = await select.ExecuteReaderAsync(cancellationToken))
+        {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                applied.Add(reader.GetInt32(0));
+            }
+        }
+
+        foreach (SchemaScripts.Script script in SchemaScripts.For("Postgres").Where(s => !applied.Contains(s.Version)))
+        {
+            await ExecuteAsync(connection, script.Text, cancellationToken);
+            await using var record = new NpgsqlCommand("INSERT INTO loyalty_schema_versions (version, name) VALUES ($1, $2);", connection);
+            record.Parameters.AddWithValue(script.Version);
+            record.Parameters.AddWithValue(script.Name);
+            await record.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
+    {
+        Array.Clear(inserted);
+        int n = entries.Count;
+        var programs = new string[n];
+        var members = new string[n];
+        var sequences = new long[n];
+        var kinds = new short[n];
+        var points = new long[n];
+        var transactions = new string?[n];
+        var fingerprints = new long[n];
+        var stores = new string?[n];
+        var amounts = new long[n];
+        var currencies = new string?[n];
+        var reasons = new string?[n];
+        var references = new string?[n];
+        var occurred = new DateTime[n];
+        var recorded = new DateTime[n];
+        var index = new Dictionary<(string, string, long), int>(n);
+        for (int i = 0; i < n; i++)
+        {
+            LedgerEntry e = entries[i];
+            (programs[i], members[i], sequences[i], kinds[i], points[i]) = (e.ProgramId, e.MemberId, e.Sequence, (short)e.Kind, e.Points.Value);
+            (transactions[i], fingerprints[i], stores[i], amounts[i]) = (e.TransactionId, e.Fingerprint, e.StoreId, e.AmountMinor);
+            (currencies[i], reasons[i], references[i]) = (e.Currency, e.Reason, e.Reference);
+            (occurred[i], recorded[i]) = (e.OccurredAt.UtcDateTime, e.RecordedAt.UtcDateTime);
+            index[(e.ProgramId, e.MemberId, e.Sequence)] = i;
+        }
+
+        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using var command = new NpgsqlCommand(InsertSql, connection);
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = programs });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = members });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = sequences });
+        command.Parameters.Add(new NpgsqlParameter<short[]> { TypedValue = kinds });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = points });
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = transactions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = fingerprints });
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = stores, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = amounts });
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = currencies, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = reasons, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = references, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<DateTime[]> { TypedValue = occurred, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        command.Parameters.Add(new NpgsqlParameter<DateTime[]> { TypedValue = recorded, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+
+        // A single statement outside an explicit transaction commits atomically on its own.
+        await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            inserted[index[(reader.GetString(0), reader.GetString(1), reader.GetInt64(2))]] = true;
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            $"SELECT {Columns} FROM ledger_entries WHERE program_id = $1 AND member_id = $2 AND seq > $3 ORDER BY seq;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(memberId);
+        command.Parameters.AddWithValue(afterSequence);
+        return await ReadAllAsync(command, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<LedgerEntry>> ReadPageAsync(string programId, string memberId, long beforeSequence, int limit, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            $"SELECT {Columns} FROM ledger_entries WHERE program_id = $1 AND member_id = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(memberId);
+        command.Parameters.AddWithValue(beforeSequence);
+        command.Parameters.AddWithValue(limit);
+        return await ReadAllAsync(command, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<LedgerEntry?> FindTransactionAsync(string programId, string transactionId, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            $"SELECT {Columns} FROM ledger_entries WHERE program_id = $1 AND txn_id = $2;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(transactionId);
+        IReadOnlyList<LedgerEntry> rows = await ReadAllAsync(command, cancellationToken);
+        return rows.Count == 0 ? null : rows[0];
+    }
+
+    /// <inheritdoc />
+    public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+
+    private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    private static async Task<IReadOnlyList<LedgerEntry>> ReadAllAsync(NpgsqlCommand command, CancellationToken cancellationToken)
+    {
+        var rows = new List<LedgerEntry>();
+        await using NpgsqlDataReader r = await command.ExecuteReaderAsync(cancellationToken);
+        while (await r.ReadAsync(cancellationToken))
+        {
+            rows.Add(new LedgerEntry(
+                r.GetString(0), r.GetString(1), r.GetInt64(2), (LedgerEntryKind)r.GetInt16(3), new Points(r.GetInt64(4)),
+                r.IsDBNull(5) ? null : r.GetString(5), r.GetInt64(6), r.IsDBNull(7) ? null : r.GetString(7), r.GetInt64(8),
+                r.IsDBNull(9) ? null : r.GetString(9), r.IsDBNull(10) ? null : r.GetString(10), r.IsDBNull(11) ? null : r.GetString(11),
+                new DateTimeOffset(r.GetDateTime(12), TimeSpan.Zero), new DateTimeOffset(r.GetDateTime(13), TimeSpan.Zero)));
+        }
+
+        return rows;
+    }
+}

@@ -1,0 +1,225 @@
+using Microsoft.Data.Sqlite;
+
+namespace Loyalty.Storage;
+
+/// <summary>
+/// The ledger in an embedded SQLite file, in WAL mode with synchronous=FULL so that a committed
+/// batch survives a crash of the process and of the machine. One connection is kept for the
+/// writer; readers use pooled connections, which WAL lets run beside the writer.
+/// </summary>
+public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
+{
+    private const string Columns =
+        "program_id, member_id, seq, kind, points, txn_id, fingerprint, store_id, amount_minor, currency, reason, reference, occurred_at, recorded_at";
+
+    private const string InsertSql =
+        "INSERT INTO ledger_entries (" + Columns + ") VALUES " +
+        "($p, $m, $s, $k, $pts, $t, $f, $st, $a, $c, $r, $ref, $o, $rec) ON CONFLICT DO NOTHING";
+
+    private readonly string _connectionString;
+    private SqliteConnection? _writer;
+    private SqliteCommand? _insert;
+
+    /// <summary>Creates the store; the database file's folder is created if missing.</summary>
+    public SqliteLedgerStore(string connectionString)
+    {
+        var builder = new SqliteConnectionStringBuilder(connectionString);
+        if (string.IsNullOrWhiteSpace(builder.DataSource))
+        {
+            throw new ArgumentException("The SQLite connection string needs a Data Source.", nameof(connectionString));
+        }
+
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(builder.DataSource));
+        if (!string.IsNullOrEmpty(folder))
+        {
+            Directory.CreateDirectory(folder);
+        }
+
+        builder.Pooling = true;
+        builder.DefaultTimeout = 30;
+        _connectionString = builder.ToString();
+    }
+
+    /// <inheritdoc />
+    public async Task MigrateAsync(CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        // WAL is a property of the file, so it is set once here for every later connection.
+        await ExecuteAsync(connection, "PRAGMA journal_mode=WAL;", cancellationToken);
+        await ExecuteAsync(connection, "BEGIN IMMEDIATE;", cancellationToken);
+        try
+        {
+            await ExecuteAsync(connection,
+                "CREATE TABLE IF NOT EXISTS loyalty_schema_versions (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);",
+                cancellationToken);
+            var applied = new HashSet<long>();
+            await using (SqliteCommand select = connection.CreateCommand())
+            {
+                select.CommandText = "SELECT version FROM loyalty_schema_versions;";
+                await using SqliteDataReader reader = await select.ExecuteReaderAsync(cancellationToken);
+                while (await reader.ReadAsync(cancellationToken))
+                {
+                    applied.Add(reader.GetInt64(0));
+                }
+            }
+
+            foreach (SchemaScripts.Script script in SchemaScripts.For("Sqlite").Where(s => !applied.Contains(s.Version)))
+            {
+                await ExecuteAsync(connection, script.Text, cancellationToken);
+                await using SqliteCommand record = connection.CreateCommand();
+                record.CommandText = "INSERT INTO loyalty_schema_versions (version, name, applied_at) VALUES ($v, $n, CURRENT_TIMESTAMP);";
+                record.Parameters.AddWithValue("$v", script.Version);
+                record.Parameters.AddWithValue("$n", script.Name);
+                await record.ExecuteNonQueryAsync(cancellationToken);
+            }
+
+            await ExecuteAsync(connection, "COMMIT;", cancellationToken);
+        }
+        catch
+        {
+            await ExecuteAsync(connection, "ROLLBACK;", CancellationToken.None);
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
+    {
+        try
+        {
+            SqliteCommand insert = await PrepareWriterAsync(cancellationToken);
+            await using SqliteTransaction transaction = (SqliteTransaction)await _writer!.BeginTransactionAsync(cancellationToken);
+            insert.Transaction = transaction;
+            for (int i = 0; i < entries.Count; i++)
+            {
+                Bind(insert, entries[i]);
+                inserted[i] = insert.ExecuteNonQuery() == 1;
+            }
+
+            await transaction.CommitAsync(cancellationToken);
+        }
+        catch
+        {
+            // The connection may be in any state; the next batch starts from a fresh one.
+            Array.Clear(inserted);
+            ResetWriter();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"SELECT {Columns} FROM ledger_entries WHERE program_id = $p AND member_id = $m AND seq > $s ORDER BY seq;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$m", memberId);
+        command.Parameters.AddWithValue("$s", afterSequence);
+        return await ReadAllAsync(command, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<LedgerEntry>> ReadPageAsync(string programId, string memberId, long beforeSequence, int limit, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"SELECT {Columns} FROM ledger_entries WHERE program_id = $p AND member_id = $m AND seq < $s ORDER BY seq DESC LIMIT $l;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$m", memberId);
+        command.Parameters.AddWithValue("$s", beforeSequence);
+        command.Parameters.AddWithValue("$l", limit);
+        return await ReadAllAsync(command, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<LedgerEntry?> FindTransactionAsync(string programId, string transactionId, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"SELECT {Columns} FROM ledger_entries WHERE program_id = $p AND txn_id = $t;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$t", transactionId);
+        IReadOnlyList<LedgerEntry> rows = await ReadAllAsync(command, cancellationToken);
+        return rows.Count == 0 ? null : rows[0];
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => ResetWriter();
+
+    private async Task<SqliteCommand> PrepareWriterAsync(CancellationToken cancellationToken)
+    {
+        if (_insert is not null)
+        {
+            return _insert;
+        }
+
+        _writer = await OpenAsync(cancellationToken);
+        await ExecuteAsync(_writer, "PRAGMA synchronous=FULL;", cancellationToken);
+        _insert = _writer.CreateCommand();
+        _insert.CommandText = InsertSql;
+        foreach (string name in new[] { "$p", "$m", "$s", "$k", "$pts", "$t", "$f", "$st", "$a", "$c", "$r", "$ref", "$o", "$rec" })
+        {
+            _insert.Parameters.Add(new SqliteParameter { ParameterName = name });
+        }
+
+        return _insert;
+    }
+
+    private static void Bind(SqliteCommand insert, LedgerEntry e)
+    {
+        SqliteParameterCollection p = insert.Parameters;
+        p[0].Value = e.ProgramId;
+        p[1].Value = e.MemberId;
+        p[2].Value = e.Sequence;
+        p[3].Value = (long)e.Kind;
+        p[4].Value = e.Points.Value;
+        p[5].Value = (object?)e.TransactionId ?? DBNull.Value;
+        p[6].Value = e.Fingerprint;
+        p[7].Value = (object?)e.StoreId ?? DBNull.Value;
+        p[8].Value = e.AmountMinor;
+        p[9].Value = (object?)e.Currency ?? DBNull.Value;
+        p[10].Value = (object?)e.Reason ?? DBNull.Value;
+        p[11].Value = (object?)e.Reference ?? DBNull.Value;
+        p[12].Value = UnixMicros.From(e.OccurredAt);
+        p[13].Value = UnixMicros.From(e.RecordedAt);
+    }
+
+    private void ResetWriter()
+    {
+        _insert?.Dispose();
+        _insert = null;
+        _writer?.Dispose();
+        _writer = null;
+    }
+
+    private async Task<SqliteConnection> OpenAsync(CancellationToken cancellationToken)
+    {
+        var connection = new SqliteConnection(_connectionString);
+        await connection.OpenAsync(cancellationToken);
+        return connection;
+    }
+
+    private static async Task ExecuteAsync(SqliteConnection connection, string sql, CancellationToken cancellationToken)
+    {
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    private static async Task<IReadOnlyList<LedgerEntry>> ReadAllAsync(SqliteCommand command, CancellationToken cancellationToken)
+    {
+        var rows = new List<LedgerEntry>();
+        await using SqliteDataReader r = await command.ExecuteReaderAsync(cancellationToken);
+        while (await r.ReadAsync(cancellationToken))
+        {
+            rows.Add(new LedgerEntry(
+                r.GetString(0), r.GetString(1), r.GetInt64(2), (LedgerEntryKind)r.GetInt16(3), new Points(r.GetInt64(4)),
+                r.IsDBNull(5) ? null : r.GetString(5), r.GetInt64(6), r.IsDBNull(7) ? null : r.GetString(7), r.GetInt64(8),
+                r.IsDBNull(9) ? null : r.GetString(9), r.IsDBNull(10) ? null : r.GetString(10), r.IsDBNull(11) ? null : r.GetString(11),
+                UnixMicros.To(r.GetInt64(12)), UnixMicros.To(r.GetInt64(13))));
+        }
+
+        return rows;
+    }
+}

@@ -1,0 +1,87 @@
+namespace Loyalty.Storage;
+
+/// <summary>Which database backs the engine. Bound from the <c>Storage</c> configuration section.</summary>
+public sealed class StorageOptions
+{
+    /// <summary>The configuration section name.</summary>
+    public const string SectionName = "Storage";
+
+    /// <summary>The database kind.</summary>
+    public StorageProvider Provider { get; set; } = StorageProvider.Sqlite;
+
+    /// <summary>
+    /// ADO.NET connection string. For SQLite, a relative <c>Data Source</c> is resolved against
+    /// the working directory and its folder is created on start.
+    /// </summary>
+    public string ConnectionString { get; set; } = "Data Source=data/loyalty.db";
+
+    /// <summary>
+    /// Orleans' service id; rows in the grain storage table are scoped by it, so several
+    /// deployments may share one database without seeing each other's snapshots.
+    /// </summary>
+    public string ServiceId { get; set; } = "loyaltygrains";
+
+    /// <summary>
+    /// A copy in which a relative SQLite path is made absolute (against the working directory),
+    /// so the ledger and Orleans' snapshot storage open the same file whatever folder they run in.
+    /// </summary>
+    public StorageOptions Resolved()
+    {
+        if (Provider != StorageProvider.Sqlite)
+        {
+            return this;
+        }
+
+        var builder = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString);
+        builder.DataSource = Path.GetFullPath(builder.DataSource);
+        return new StorageOptions { Provider = Provider, ConnectionString = builder.ToString(), ServiceId = ServiceId };
+    }
+}
+
+/// <summary>The supported databases.</summary>
+public enum StorageProvider
+{
+    /// <summary>An embedded SQLite file (the default; no server needed).</summary>
+    Sqlite,
+
+    /// <summary>A PostgreSQL server (production, and cluster mode).</summary>
+    Postgres,
+}
+
+/// <summary>
+/// Limits of the group commit. A batch is flushed when it holds <see cref="BatchSizeMax"/>
+/// entries or its first entry has waited <see cref="FlushIntervalMs"/>, whichever comes first.
+/// </summary>
+public sealed class LedgerCommitOptions
+{
+    /// <summary>The configuration section name.</summary>
+    public const string SectionName = "Ledger";
+
+    /// <summary>Most entries in one database transaction.</summary>
+    public int BatchSizeMax { get; set; } = 4096;
+
+    /// <summary>Longest time the first entry of a batch waits for company, in milliseconds.</summary>
+    public int FlushIntervalMs { get; set; } = 2;
+
+    /// <summary>Most entries waiting for a commit; appenders wait when it is full (backpressure).</summary>
+    public int QueueCapacity { get; set; } = 65_536;
+
+    /// <summary>Throws when an option is out of range, naming it.</summary>
+    public void Validate()
+    {
+        if (BatchSizeMax is < 1 or > 100_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(BatchSizeMax), BatchSizeMax, "Ledger:BatchSizeMax must be 1..100000.");
+        }
+
+        if (FlushIntervalMs is < 0 or > 1_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(FlushIntervalMs), FlushIntervalMs, "Ledger:FlushIntervalMs must be 0..1000.");
+        }
+
+        if (QueueCapacity < BatchSizeMax)
+        {
+            throw new ArgumentOutOfRangeException(nameof(QueueCapacity), QueueCapacity, "Ledger:QueueCapacity must be at least Ledger:BatchSizeMax.");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Configuration;
+using Orleans.Runtime;
+using Orleans.Storage;
+
+namespace Loyalty.Storage;
+
+/// <summary>Wires the ledger, its group commit and the snapshot store into a silo.</summary>
+public static class StorageSiloBuilderExtensions
+{
+    /// <summary>The name of the Orleans grain storage that holds member and program snapshots.</summary>
+    public const string SnapshotStorageName = "loyalty";
+
+    /// <summary>
+    /// Adds the ledger store for the configured database, the group-commit queue (started and
+    /// stopped with the silo, after the schema is migrated) and Orleans' ADO.NET grain storage
+    /// for snapshots on the same database.
+    /// </summary>
+    public static ISiloBuilder AddLoyaltyStorage(this ISiloBuilder silo, StorageOptions storage, Action<LedgerCommitOptions>? configureLedger = null)
+    {
+        ArgumentNullException.ThrowIfNull(storage);
+        storage = storage.Resolved();
+        silo.Services.AddSingleton(Options.Create(storage));
+        silo.Services.AddOptions<LedgerCommitOptions>().Configure(o => configureLedger?.Invoke(o));
+        silo.Services.AddSingleton<ILedgerStore>(_ => storage.Provider switch
+        {
+            StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString),
+            StorageProvider.Postgres => new PostgresLedgerStore(storage.ConnectionString),
+            _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),
+        });
+        silo.Services.AddSingleton<LedgerCommitQueue>();
+        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, LedgerLifecycle>();
+        silo.AddAdoNetGrainStorage(SnapshotStorageName, (OptionsBuilder<AdoNetGrainStorageOptions> builder) =>
+            builder.Configure<IServiceProvider>((o, services) =>
+            {
+                o.Invariant = storage.Provider == StorageProvider.Postgres ? "Npgsql" : "System.Data.SQLite";
+                o.ConnectionString = storage.ConnectionString;
+                // Orleans' own binary format: compact, versioned by [Id] attributes.
+                o.GrainStorageSerializer = new OrleansGrainStorageSerializer(services.GetRequiredService<Orleans.Serialization.Serializer>());
+            }));
+        return silo;
+    }
+
+    /// <summary>Reads <see cref="StorageOptions"/> from the <c>Storage</c> configuration section.</summary>
+    public static StorageOptions ReadStorageOptions(this IConfiguration configuration)
+    {
+        var options = new StorageOptions();
+        configuration.GetSection(StorageOptions.SectionName).Bind(options);
+        return options;
+    }
+}
+
+/// <summary>Migrates the schema and runs the group commit for as long as the silo lives.</summary>
+internal sealed partial class LedgerLifecycle(ILedgerStore store, LedgerCommitQueue queue, ILogger<LedgerLifecycle> logger)
+    : ILifecycleParticipant<ISiloLifecycle>
+{
+    public void Participate(ISiloLifecycle lifecycle) =>
+        // The earliest stage: the grain storage provider reads its queries from the schema later.
+        lifecycle.Subscribe(nameof(LedgerLifecycle), ServiceLifecycleStage.RuntimeInitialize, StartAsync, StopAsync);
+
+    private async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await store.MigrateAsync(cancellationToken);
+        queue.Start();
+        LogStarted(store.GetType().Name);
+    }
+
+    private async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await queue.StopAsync();
+        LogStopped(queue.EntryCount, queue.BatchCount);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Ledger ready on {Store}")]
+    private partial void LogStarted(string store);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Ledger stopped after {EntryCount} entries in {BatchCount} batches")]
+    private partial void LogStopped(long entryCount, long batchCount);
+}

@@ -1,0 +1,185 @@
+using Loyalty.Storage;
+using Loyalty.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace Loyalty.Tests.Storage;
+
+/// <summary>The ledger store and the group commit against real SQLite and real PostgreSQL.</summary>
+public sealed class LedgerStoreTests
+{
+    public static TheoryData<Backend> Backends => [Backend.Sqlite, Backend.Postgres];
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task Migrate_RunTwice_IsIdempotent(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+
+        await store.MigrateAsync(CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10)], new bool[1], CancellationToken.None);
+        await store.MigrateAsync(CancellationToken.None);
+
+        Assert.Single(await store.ReadAfterAsync("p", "m", 0, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Migrate_ConcurrentSilosOnOnePostgres_AllSucceed()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Postgres, "migrate");
+        PostgresLedgerStore[] stores = [.. Enumerable.Range(0, 4).Select(_ => new PostgresLedgerStore(options.ConnectionString))];
+
+        await Task.WhenAll(stores.Select(s => s.MigrateAsync(CancellationToken.None)));
+
+        await using var connection = new NpgsqlConnection(options.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT count(*) FROM loyalty_schema_versions", connection);
+        Assert.Equal(2L, (long)(await command.ExecuteScalarAsync())!);
+    }
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task AppendBatch_TakenSequenceOrTransaction_IsSkippedAndReported(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        await store.AppendBatchAsync([Entries.Earn("p", "a", 1, 10, "t1")], new bool[1], CancellationToken.None);
+        LedgerEntry[] batch =
+        [
+            Entries.Earn("p", "a", 2, 20, "t2"),
+            Entries.Earn("p", "a", 1, 99, "t-other"), // sequence taken
+            Entries.Earn("p", "b", 1, 30, "t1"),      // transaction id taken by another member
+            Entries.Earn("q", "b", 1, 40, "t1"),      // same transaction id in another program is fine
+        ];
+        var inserted = new bool[batch.Length];
+
+        await store.AppendBatchAsync(batch, inserted, CancellationToken.None);
+
+        Assert.Equal([true, false, false, true], inserted);
+        IReadOnlyList<LedgerEntry> a = await store.ReadAfterAsync("p", "a", 0, CancellationToken.None);
+        Assert.Equal([10L, 20L], a.Select(e => e.Points.Value));
+        Assert.Empty(await store.ReadAfterAsync("p", "b", 0, CancellationToken.None));
+    }
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task Entry_RoundTrips_EveryField(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        var at = new DateTimeOffset(2026, 3, 4, 5, 6, 7, 123, TimeSpan.Zero);
+        var entry = new LedgerEntry("p", "m", 7, LedgerEntryKind.Earn, new Points(-5), "tx", long.MinValue + 3, "s", 1234, "EUR", "why", "ref", at, at.AddSeconds(1));
+
+        await store.AppendBatchAsync([entry], new bool[1], CancellationToken.None);
+
+        Assert.Equal(entry, await store.FindTransactionAsync("p", "tx", CancellationToken.None));
+        Assert.Null(await store.FindTransactionAsync("p", "nope", CancellationToken.None));
+    }
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task ReadPage_PagesNewestFirst(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        LedgerEntry[] entries = [.. Enumerable.Range(1, 5).Select(i => Entries.Earn("p", "m", i, i))];
+        await store.AppendBatchAsync(entries, new bool[5], CancellationToken.None);
+
+        IReadOnlyList<LedgerEntry> first = await store.ReadPageAsync("p", "m", long.MaxValue, 2, CancellationToken.None);
+        IReadOnlyList<LedgerEntry> second = await store.ReadPageAsync("p", "m", first[^1].Sequence, 2, CancellationToken.None);
+
+        Assert.Equal([5L, 4L], first.Select(e => e.Sequence));
+        Assert.Equal([3L, 2L], second.Select(e => e.Sequence));
+    }
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task GroupCommit_ManyConcurrentAppends_ShareFewTransactions(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 500, flushIntervalMs: 5);
+        queue.Start();
+        const int count = 2_000;
+
+        bool[] results = await Task.WhenAll(Enumerable.Range(1, count).Select(i => queue.AppendAsync(Entries.Earn("p", $"m{i % 100}", (i / 100) + 1, 1))));
+        await queue.StopAsync();
+
+        Assert.All(results, Assert.True);
+        Assert.Equal(count, queue.EntryCount);
+        // One commit per entry would be 2000 batches; group commit needs a handful.
+        Assert.InRange(queue.BatchCount, 4, 200);
+        long total = 0;
+        for (int m = 0; m < 100; m++)
+        {
+            total += (await store.ReadAfterAsync("p", $"m{m}", 0, CancellationToken.None)).Count;
+        }
+
+        Assert.Equal(count, total);
+    }
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task GroupCommit_FailedTransaction_FailsEveryEntryOfTheBatchAndWritesNone(Backend backend)
+    {
+        StorageOptions options = TestDatabases.Create(backend, "fail");
+        ILedgerStore store = await CreateStoreAsync(options);
+        // A real constraint the database enforces: points above 1000 abort the whole transaction.
+        await ExecuteAsync(options, "CREATE TRIGGER no_big_points BEFORE INSERT ON ledger_entries WHEN NEW.points > 1000 BEGIN SELECT RAISE(ABORT, 'too big'); END;",
+            "ALTER TABLE ledger_entries ADD CONSTRAINT no_big_points CHECK (points <= 1000);");
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 100, flushIntervalMs: 200);
+        queue.Start();
+
+        Task<bool> good = queue.AppendAsync(Entries.Earn("p", "a", 1, 10));
+        Task<bool> bad = queue.AppendAsync(Entries.Earn("p", "b", 1, 5_000));
+
+        await Assert.ThrowsAsync<LedgerUnavailableException>(() => good);
+        await Assert.ThrowsAsync<LedgerUnavailableException>(() => bad);
+        Assert.Empty(await store.ReadAfterAsync("p", "a", 0, CancellationToken.None));
+
+        // The writer carries on with the next batch.
+        Assert.True(await queue.AppendAsync(Entries.Earn("p", "a", 1, 10)));
+        await queue.StopAsync();
+        Assert.Single(await store.ReadAfterAsync("p", "a", 0, CancellationToken.None));
+    }
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task GroupCommit_Stop_CommitsEverythingQueued(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 10, flushIntervalMs: 50);
+        queue.Start();
+
+        Task<bool>[] appends = [.. Enumerable.Range(1, 95).Select(i => queue.AppendAsync(Entries.Earn("p", "m", i, 1)))];
+        await queue.StopAsync();
+
+        Assert.All(appends, t => Assert.True(t.IsCompletedSuccessfully && t.Result));
+        Assert.Equal(95, (await store.ReadAfterAsync("p", "m", 0, CancellationToken.None)).Count);
+    }
+
+    internal static async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>
+        await CreateStoreAsync(TestDatabases.Create(backend, "ledger"));
+
+    private static async Task<ILedgerStore> CreateStoreAsync(StorageOptions options)
+    {
+        ILedgerStore store = options.Provider == StorageProvider.Sqlite
+            ? new SqliteLedgerStore(options.ConnectionString)
+            : new PostgresLedgerStore(options.ConnectionString);
+        await store.MigrateAsync(CancellationToken.None);
+        return store;
+    }
+
+    private static LedgerCommitQueue CreateQueue(ILedgerStore store, int batchSizeMax, int flushIntervalMs) =>
+        new(store, Options.Create(new LedgerCommitOptions { BatchSizeMax = batchSizeMax, FlushIntervalMs = flushIntervalMs, QueueCapacity = 10_000 }),
+            NullLogger<LedgerCommitQueue>.Instance);
+
+    private static async Task ExecuteAsync(StorageOptions options, string sqliteSql, string postgresSql)
+    {
+        if (options.Provider == StorageProvider.Sqlite)
+        {
+            await using var connection = new Microsoft.Data.Sqlite.SqliteConnection(options.ConnectionString);
+            await connection.OpenAsync();
+            await using var command = connection.CreateCommand();
+            command.CommandText = sqliteSql;
+            await command.ExecuteNonQueryAsync();
+        }
+        else
+        {
+            await using var connection = new NpgsqlConnection(options.ConnectionString);
+            await connection.OpenAsync();
+            await using var command = new NpgsqlCommand(postgresSql, connection);
+            await command.ExecuteNonQueryAsync();
+        }
+    }
+}
