@@ -23,8 +23,8 @@ public struct Fingerprint
         Add(value.Length);
         foreach (char c in value)
         {
-            Mix((byte)c);
-            Mix((byte)(c >> 8));
+            Mix(unchecked((byte)c));
+            Mix(unchecked((byte)(c >> 8)));
         }
     }
 
@@ -34,7 +34,7 @@ public struct Fingerprint
         ulong v = unchecked((ulong)value);
         for (int i = 0; i < 8; i++)
         {
-            Mix((byte)(v >> (i * 8)));
+            Mix(unchecked((byte)(v >> (i * 8))));
         }
     }
 

@@ -5,8 +5,8 @@ namespace Loyalty;
 public readonly record struct Money([property: Id(0)] long AmountMinor, [property: Id(1)] string Currency)
 {
     /// <summary>
-    /// Converts this amount to whole currency units times <paramref name="perUnit"/>, rounding
-    /// down: 12.99 USD at 1 point per unit is 12 points. Checked: overflow throws.
+    /// This amount in currency units times <paramref name="perUnit"/>, rounded down once at the
+    /// end: 12.99 USD at 2 points per unit is 25 points (25.98 rounded down). Checked: overflow throws.
     /// </summary>
     public long WholeUnitsTimes(long perUnit, int currencyExponent)
     {

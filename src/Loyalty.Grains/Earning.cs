@@ -4,8 +4,8 @@ namespace Loyalty.Grains;
 public static class Earning
 {
     /// <summary>
-    /// The base earn: whole currency units of the purchase total times the program's rate,
-    /// rounded down. Deterministic: the same purchase under the same program version earns the
+    /// The base earn: the purchase total in currency units times the program's rate, rounded
+    /// down once. Deterministic: the same purchase under the same program version earns the
     /// same points.
     /// </summary>
     public static Points Compute(Purchase purchase, ProgramConfig program) =>
