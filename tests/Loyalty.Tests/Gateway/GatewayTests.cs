@@ -1,0 +1,199 @@
+using Grpc.Core;
+using Loyalty.Tests.Infrastructure;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Gateway;
+
+public sealed class EngineFixture : IAsyncLifetime
+{
+    public InProcessEngine Engine { get; private set; } = null!;
+
+    public async Task InitializeAsync() => Engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "gateway"));
+
+    public async Task DisposeAsync() => await Engine.DisposeAsync();
+}
+
+/// <summary>The gRPC API over a real HTTP/2 channel against the real host.</summary>
+public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFixture>
+{
+    private readonly string _program = "g" + Guid.NewGuid().ToString("N")[..10];
+
+    private InProcessEngine Engine => fixture.Engine;
+
+    [Fact]
+    public async Task Ingest_StreamOfPurchases_AcksEachOnceAfterCommit()
+    {
+        await SetUpAsync(members: 10);
+        const int count = 500;
+
+        List<V1.PurchaseAck> acks = await StreamAsync(Enumerable.Range(0, count)
+            .Select(i => Wire.Purchase(_program, $"m{i % 10}", $"t{i}", 10_00 + i)));
+
+        Assert.Equal(count, acks.Count);
+        Assert.Equal(count, acks.Select(a => a.TransactionId).Distinct().Count());
+        Assert.All(acks, a => Assert.Equal(V1.AckStatus.Accepted, a.Status));
+        long acked = acks.Sum(a => a.PointsEarned);
+        long balances = 0;
+        for (int m = 0; m < 10; m++)
+        {
+            balances += (await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = $"m{m}" })).Balance;
+        }
+
+        Assert.Equal(acked, balances);
+        Assert.Equal(acked, await Sql.ScalarAsync(Engine.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}'"));
+    }
+
+    [Fact]
+    public async Task Ingest_BadEventsAreRejectedWithAReason_AndTheStreamGoesOn()
+    {
+        await SetUpAsync(members: 1);
+        V1.Purchase good = Wire.Purchase(_program, "m0", "ok-1", 5_00);
+        V1.Purchase[] events =
+        [
+            Wire.Purchase(_program, "m0", "", 5_00),
+            Wire.Purchase(_program, "m0", "neg", -1),
+            Wire.Purchase(_program, "ghost", "ghost-1", 5_00),
+            Wire.Purchase(_program, "m0", "bad id!", 5_00),
+            Wire.Purchase(_program, "m0", "eur", 5_00, "EUR"),
+            Wire.Purchase(_program, "m0", new string('x', 65), 5_00),
+            Wire.Purchase(_program + "nope", "m0", "np-1", 5_00),
+            good,
+            good,
+            Wire.Purchase(_program, "m0", "ok-1", 6_00),
+        ];
+
+        Dictionary<int, V1.PurchaseAck> acks = (await StreamAsync(events, inOrder: true)).Select((a, i) => (a, i)).ToDictionary(x => x.i, x => x.a);
+
+        Assert.Equal(("INVALID_ARGUMENT", true), (acks[0].ErrorCode, acks[0].ErrorMessage.Contains("transaction_id", StringComparison.Ordinal)));
+        Assert.Equal(("INVALID_ARGUMENT", true), (acks[1].ErrorCode, acks[1].ErrorMessage.Contains("amount_minor", StringComparison.Ordinal)));
+        Assert.Equal("NOT_FOUND", acks[2].ErrorCode);
+        Assert.Equal("INVALID_ARGUMENT", acks[3].ErrorCode);
+        Assert.Equal("FAILED_PRECONDITION", acks[4].ErrorCode);
+        Assert.Equal(("INVALID_ARGUMENT", true), (acks[5].ErrorCode, acks[5].ErrorMessage.Contains("longer than", StringComparison.Ordinal)));
+        Assert.Equal("NOT_FOUND", acks[6].ErrorCode);
+        Assert.Equal(V1.AckStatus.Accepted, acks[7].Status);
+        Assert.Equal((V1.AckStatus.Duplicate, 5L), (acks[8].Status, acks[8].PointsEarned));
+        Assert.Equal("ALREADY_EXISTS", acks[9].ErrorCode);
+        Assert.Equal(5, (await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "m0" })).Balance);
+        Assert.Equal(1, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"));
+    }
+
+    [Fact]
+    public async Task Accrue_Unary_MapsRefusalsToStatusCodes()
+    {
+        await SetUpAsync(members: 1);
+
+        V1.PurchaseAck ok = await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "m0", "u1", 3_00));
+        V1.PurchaseAck dup = await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "m0", "u1", 3_00));
+        RpcException invalid = await Assert.ThrowsAsync<RpcException>(() => Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "", "u2", 3_00)).ResponseAsync);
+        RpcException missing = await Assert.ThrowsAsync<RpcException>(() => Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "ghost", "u3", 3_00)).ResponseAsync);
+        RpcException conflict = await Assert.ThrowsAsync<RpcException>(() => Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "m0", "u1", 4_00)).ResponseAsync);
+        RpcException noTime = await Assert.ThrowsAsync<RpcException>(() => Engine.Purchases.AccrueAsync(new V1.Purchase(Wire.Purchase(_program, "m0", "u4", 3_00)) { OccurredAt = null }).ResponseAsync);
+
+        Assert.Equal((V1.AckStatus.Accepted, 3L, 3L), (ok.Status, ok.PointsEarned, ok.Balance));
+        Assert.Equal(V1.AckStatus.Duplicate, dup.Status);
+        Assert.Equal((StatusCode.InvalidArgument, true), (invalid.StatusCode, invalid.Status.Detail.Contains("member_id", StringComparison.Ordinal)));
+        Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+        Assert.Equal(StatusCode.AlreadyExists, conflict.StatusCode);
+        Assert.Equal((StatusCode.InvalidArgument, true), (noTime.StatusCode, noTime.Status.Detail.Contains("occurred_at", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Accrue_TooManyLineItems_IsInvalidArgument()
+    {
+        await SetUpAsync(members: 1);
+        V1.Purchase purchase = Wire.Purchase(_program, "m0", "big-basket", 1_000_00);
+        purchase.LineItems.Clear();
+        purchase.LineItems.Add(Enumerable.Range(0, Limits.LineItemsMax + 1).Select(i => new V1.LineItem { Sku = $"s{i}", Quantity = 1, AmountMinor = 1 }));
+
+        RpcException e = await Assert.ThrowsAsync<RpcException>(() => Engine.Purchases.AccrueAsync(purchase).ResponseAsync);
+
+        Assert.Equal((StatusCode.InvalidArgument, true), (e.StatusCode, e.Status.Detail.Contains("line_items", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Members_EnrolGetAndPageTheLedger()
+    {
+        await SetUpAsync(members: 1);
+        V1.EnrollResponse referred = await Engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = _program, MemberId = "m1", ReferredBy = "m0" });
+        V1.EnrollResponse again = await Engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = _program, MemberId = "m1", ReferredBy = "m0" });
+        for (int i = 0; i < 3; i++)
+        {
+            await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "m0", $"l{i}", 1_00));
+        }
+
+        V1.Member referrer = await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "m0" });
+        V1.ListLedgerResponse page1 = await Engine.Members.ListLedgerAsync(new V1.ListLedgerRequest { ProgramId = _program, MemberId = "m0", PageSize = 3 });
+        V1.ListLedgerResponse page2 = await Engine.Members.ListLedgerAsync(new V1.ListLedgerRequest { ProgramId = _program, MemberId = "m0", PageSize = 3, PageToken = page1.NextPageToken });
+        RpcException badToken = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.ListLedgerAsync(new V1.ListLedgerRequest { ProgramId = _program, MemberId = "m0", PageToken = "zz" }).ResponseAsync);
+        RpcException unknown = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "ghost" }).ResponseAsync);
+
+        Assert.Equal(("m0", false, true), (referred.Member.ReferredBy, referred.AlreadyEnrolled, again.AlreadyEnrolled));
+        Assert.Equal(["m1"], referrer.Referrals);
+        Assert.Equal(3, referrer.Balance);
+        Assert.Equal([V1.LedgerEntryKind.Earn, V1.LedgerEntryKind.Earn, V1.LedgerEntryKind.Earn], page1.Entries.Select(e => e.Kind));
+        Assert.Equal([V1.LedgerEntryKind.ReferralLink, V1.LedgerEntryKind.Enrol], page2.Entries.Select(e => e.Kind));
+        Assert.Equal("", page2.NextPageToken);
+        Assert.Equal(StatusCode.InvalidArgument, badToken.StatusCode);
+        Assert.Equal(StatusCode.NotFound, unknown.StatusCode);
+    }
+
+    [Fact]
+    public async Task Programs_PutGetAndRefuseInvalid()
+    {
+        V1.Program created = await Engine.Programs.PutProgramAsync(Wire.Program(_program, 3));
+        V1.Program read = await Engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = _program });
+        RpcException badCurrency = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.PutProgramAsync(new V1.PutProgramRequest(Wire.Program(_program)) { Currency = "dollars" }).ResponseAsync);
+        RpcException missing = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = _program + "x" }).ResponseAsync);
+
+        Assert.Equal((1L, 3L), (created.Version, read.EarnPointsPerUnit));
+        Assert.Equal((StatusCode.InvalidArgument, true), (badCurrency.StatusCode, badCurrency.Status.Detail.Contains("currency", StringComparison.Ordinal)));
+        Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+    }
+
+    private async Task SetUpAsync(int members)
+    {
+        await Engine.Programs.PutProgramAsync(Wire.Program(_program));
+        for (int m = 0; m < members; m++)
+        {
+            await Engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = _program, MemberId = $"m{m}" });
+        }
+    }
+
+    /// <summary>Streams events and collects one ack per event; with inOrder, each waits for its ack.</summary>
+    private async Task<List<V1.PurchaseAck>> StreamAsync(IEnumerable<V1.Purchase> events, bool inOrder = false)
+    {
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> call = Engine.Purchases.Ingest(cancellationToken: cancel.Token);
+        var acks = new List<V1.PurchaseAck>();
+        if (inOrder)
+        {
+            foreach (V1.Purchase e in events)
+            {
+                await call.RequestStream.WriteAsync(e);
+                Assert.True(await call.ResponseStream.MoveNext(cancel.Token));
+                acks.Add(call.ResponseStream.Current);
+            }
+
+            await call.RequestStream.CompleteAsync();
+            Assert.False(await call.ResponseStream.MoveNext(cancel.Token));
+            return acks;
+        }
+
+        Task reader = Task.Run(async () =>
+        {
+            await foreach (V1.PurchaseAck ack in call.ResponseStream.ReadAllAsync(cancel.Token))
+            {
+                acks.Add(ack);
+            }
+        });
+        foreach (V1.Purchase e in events)
+        {
+            await call.RequestStream.WriteAsync(e);
+        }
+
+        await call.RequestStream.CompleteAsync();
+        await reader;
+        return acks;
+    }
+}

@@ -1,0 +1,58 @@
+using Grpc.Net.Client;
+using Loyalty.Host;
+using Loyalty.Storage;
+using Microsoft.AspNetCore.Builder;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Infrastructure;
+
+/// <summary>
+/// The real engine (silo plus gRPC gateway, as Program.cs builds it) inside the test process, on
+/// a free loopback port, reached over a real HTTP/2 gRPC channel.
+/// </summary>
+public sealed class InProcessEngine : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private InProcessEngine(WebApplication app, GrpcChannel channel, StorageOptions storage)
+    {
+        _app = app;
+        Channel = channel;
+        Storage = storage;
+        Programs = new V1.ProgramAdmin.ProgramAdminClient(channel);
+        Members = new V1.Members.MembersClient(channel);
+        Purchases = new V1.Purchases.PurchasesClient(channel);
+    }
+
+    public GrpcChannel Channel { get; }
+
+    public StorageOptions Storage { get; }
+
+    public V1.ProgramAdmin.ProgramAdminClient Programs { get; }
+
+    public V1.Members.MembersClient Members { get; }
+
+    public V1.Purchases.PurchasesClient Purchases { get; }
+
+    public static async Task<InProcessEngine> StartAsync(StorageOptions storage)
+    {
+        int port = Ports.Free();
+        WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            Args = EngineArgs.For(storage, port),
+            ContentRootPath = AppContext.BaseDirectory,
+        });
+        builder.AddLoyaltyEngine();
+        WebApplication app = builder.Build();
+        app.MapLoyaltyGateway();
+        await app.StartAsync();
+        return new InProcessEngine(app, GrpcChannel.ForAddress($"http://127.0.0.1:{port}"), storage);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Channel.Dispose();
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}
