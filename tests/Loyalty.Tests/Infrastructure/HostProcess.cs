@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using Grpc.Core;
+using Grpc.Net.Client;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Infrastructure;
+
+/// <summary>
+/// The engine as a separate process (the built Loyalty.Host.dll), so a test can kill it with
+/// SIGKILL. Only the process this class started is ever killed, by its own handle.
+/// </summary>
+public sealed class HostProcess : IAsyncDisposable
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(90);
+    private readonly Process _process;
+    private readonly Queue<string> _output = new();
+
+    private HostProcess(Process process, int port)
+    {
+        _process = process;
+        Channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
+        Programs = new V1.ProgramAdmin.ProgramAdminClient(Channel);
+        Members = new V1.Members.MembersClient(Channel);
+        Purchases = new V1.Purchases.PurchasesClient(Channel);
+    }
+
+    public GrpcChannel Channel { get; }
+
+    public V1.ProgramAdmin.ProgramAdminClient Programs { get; }
+
+    public V1.Members.MembersClient Members { get; }
+
+    public V1.Purchases.PurchasesClient Purchases { get; }
+
+    /// <summary>The last lines the process wrote, for failure messages.</summary>
+    public string RecentOutput
+    {
+        get
+        {
+            lock (_output)
+            {
+                return string.Join(Environment.NewLine, _output);
+            }
+        }
+    }
+
+    public static async Task<HostProcess> StartAsync(string[] args, int port)
+    {
+        var info = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = TestDatabases.TempFolder(),
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(HostAssemblyPath());
+        foreach (string arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        Process process = Process.Start(info) ?? throw new InvalidOperationException("dotnet did not start.");
+        var host = new HostProcess(process, port);
+        process.OutputDataReceived += (_, e) => host.Remember(e.Data);
+        process.ErrorDataReceived += (_, e) => host.Remember(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        await host.WaitUntilServingAsync();
+        return host;
+    }
+
+    /// <summary>SIGKILL: no shutdown hooks, no flush, like a power cut for the process.</summary>
+    public void Kill()
+    {
+        _process.Kill(entireProcessTree: false);
+        _process.WaitForExit(10_000);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Channel.Dispose();
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: false);
+            await _process.WaitForExitAsync();
+        }
+
+        _process.Dispose();
+    }
+
+    private static string HostAssemblyPath()
+    {
+        // tests/Loyalty.Tests/bin/<Configuration>/<tfm>/ -> src/Loyalty.Host/bin/<Configuration>/<tfm>/
+        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        string tfm = here.Name;
+        string configuration = here.Parent!.Name;
+        DirectoryInfo? root = here;
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "LoyaltyGrains.sln")))
+        {
+            root = root.Parent;
+        }
+
+        string path = Path.Combine(root?.FullName ?? throw new InvalidOperationException("LoyaltyGrains.sln not found above the test folder."),
+            "src", "Loyalty.Host", "bin", configuration, tfm, "Loyalty.Host.dll");
+        return File.Exists(path) ? path : throw new FileNotFoundException("Build the solution first; the host is missing.", path);
+    }
+
+    private void Remember(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_output)
+        {
+            _output.Enqueue(line);
+            while (_output.Count > 40)
+            {
+                _output.Dequeue();
+            }
+        }
+    }
+
+    private async Task WaitUntilServingAsync()
+    {
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            if (_process.HasExited)
+            {
+                throw new InvalidOperationException($"The host exited with {_process.ExitCode}:{Environment.NewLine}{RecentOutput}");
+            }
+
+            try
+            {
+                await Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = "readiness-probe" }, deadline: DateTime.UtcNow.AddSeconds(5));
+                return;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+            {
+                return;
+            }
+            catch (RpcException) when (deadline.Elapsed < StartTimeout)
+            {
+                await Task.Delay(200);
+            }
+        }
+    }
+}
