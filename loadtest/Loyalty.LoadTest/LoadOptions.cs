@@ -1,0 +1,83 @@
+using System.Globalization;
+
+namespace Loyalty.LoadTest;
+
+/// <summary>Command-line options of the load tester.</summary>
+internal sealed class LoadOptions
+{
+    public string Target { get; private set; } = "http://127.0.0.1:5000";
+
+    public string Program { get; private set; } = "load-" + Guid.NewGuid().ToString("N")[..8];
+
+    public int Members { get; private set; } = 10_000;
+
+    public long Events { get; private set; } = 200_000;
+
+    public double DurationSeconds { get; private set; } = 60;
+
+    public int Streams { get; private set; } = 4;
+
+    public int InFlightPerStream { get; private set; } = 512;
+
+    public string Mode { get; private set; } = "max";
+
+    public double RatePerSecond { get; private set; }
+
+    public double ZipfSkew { get; private set; }
+
+    public string? JsonPath { get; private set; }
+
+    public bool Verify { get; private set; } = true;
+
+    public const string Usage = """
+        Loyalty load tester: streams purchases to a running engine and verifies the balances.
+
+          --target URL          engine address (default http://127.0.0.1:5000)
+          --members N           distinct members, enrolled first (default 10000)
+          --events N            stop after N events (default 200000)
+          --duration S          stop after S seconds (default 60)
+          --streams N           concurrent ingest streams (default 4)
+          --in-flight N         unacknowledged events per stream in max mode (default 512)
+          --mode max|rate       closed loop as fast as acks return, or open loop at --rate
+          --rate N              events per second in rate mode (all streams together)
+          --zipf S              member popularity skew; 0 = uniform (default 0)
+          --program ID          program id (default: a fresh one per run)
+          --json PATH           write a machine-readable report
+          --no-verify           skip reading back balances
+        """;
+
+    public static LoadOptions Parse(string[] args)
+    {
+        var o = new LoadOptions();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            switch (args[i])
+            {
+                case "--target": o.Target = Next(); break;
+                case "--program": o.Program = Next(); break;
+                case "--members": o.Members = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--members"); break;
+                case "--events": o.Events = Positive(long.Parse(Next(), CultureInfo.InvariantCulture), "--events"); break;
+                case "--duration": o.DurationSeconds = Positive(double.Parse(Next(), CultureInfo.InvariantCulture), "--duration"); break;
+                case "--streams": o.Streams = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--streams"); break;
+                case "--in-flight": o.InFlightPerStream = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--in-flight"); break;
+                case "--mode": o.Mode = Next() is "max" or "rate" ? args[i] : throw new ArgumentException("--mode is max or rate"); break;
+                case "--rate": o.RatePerSecond = Positive(double.Parse(Next(), CultureInfo.InvariantCulture), "--rate"); break;
+                case "--zipf": o.ZipfSkew = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--json": o.JsonPath = Next(); break;
+                case "--no-verify": o.Verify = false; break;
+                default: throw new ArgumentException($"unknown option {args[i]}");
+            }
+        }
+
+        if (o.Mode == "rate" && o.RatePerSecond <= 0)
+        {
+            throw new ArgumentException("--mode rate needs --rate");
+        }
+
+        return o;
+    }
+
+    private static T Positive<T>(T value, string name) where T : System.Numerics.INumber<T> =>
+        value > T.Zero ? value : throw new ArgumentException($"{name} must be positive");
+}
