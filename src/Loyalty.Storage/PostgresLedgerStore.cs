@@ -10,8 +10,7 @@ namespace Loyalty.Storage;
 /// </summary>
 public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
 {
-    private const string Columns =
-        "program_id, member_id, seq, kind, points, txn_id, fingerprint, store_id, amount_minor, currency, reason, reference, occurred_at, recorded_at";
+    private const string Columns = LedgerRows.Columns;
 
     /// <summary>Serialises schema migrations of concurrently starting silos (an arbitrary constant).</summary>
     private const long MigrationLockKey = 0x4C6F79616C7479; // "Loyalty"
@@ -124,7 +123,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(memberId);
         command.Parameters.AddWithValue(afterSequence);
-        return await ReadAllAsync(command, cancellationToken);
+        return await LedgerRows.ReadAllAsync(command, static (r, i) => new DateTimeOffset(r.GetDateTime(i), TimeSpan.Zero), cancellationToken);
     }
 
     /// <inheritdoc />
@@ -136,7 +135,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         command.Parameters.AddWithValue(memberId);
         command.Parameters.AddWithValue(beforeSequence);
         command.Parameters.AddWithValue(limit);
-        return await ReadAllAsync(command, cancellationToken);
+        return await LedgerRows.ReadAllAsync(command, static (r, i) => new DateTimeOffset(r.GetDateTime(i), TimeSpan.Zero), cancellationToken);
     }
 
     /// <inheritdoc />
@@ -146,7 +145,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             $"SELECT {Columns} FROM ledger_entries WHERE program_id = $1 AND txn_id = $2;");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(transactionId);
-        IReadOnlyList<LedgerEntry> rows = await ReadAllAsync(command, cancellationToken);
+        IReadOnlyList<LedgerEntry> rows = await LedgerRows.ReadAllAsync(command, static (r, i) => new DateTimeOffset(r.GetDateTime(i), TimeSpan.Zero), cancellationToken);
         return rows.Count == 0 ? null : rows[0];
     }
 
@@ -157,21 +156,5 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     {
         await using var command = new NpgsqlCommand(sql, connection);
         await command.ExecuteNonQueryAsync(cancellationToken);
-    }
-
-    private static async Task<IReadOnlyList<LedgerEntry>> ReadAllAsync(NpgsqlCommand command, CancellationToken cancellationToken)
-    {
-        var rows = new List<LedgerEntry>();
-        await using NpgsqlDataReader r = await command.ExecuteReaderAsync(cancellationToken);
-        while (await r.ReadAsync(cancellationToken))
-        {
-            rows.Add(new LedgerEntry(
-                r.GetString(0), r.GetString(1), r.GetInt64(2), (LedgerEntryKind)r.GetInt16(3), new Points(r.GetInt64(4)),
-                r.IsDBNull(5) ? null : r.GetString(5), r.GetInt64(6), r.IsDBNull(7) ? null : r.GetString(7), r.GetInt64(8),
-                r.IsDBNull(9) ? null : r.GetString(9), r.IsDBNull(10) ? null : r.GetString(10), r.IsDBNull(11) ? null : r.GetString(11),
-                new DateTimeOffset(r.GetDateTime(12), TimeSpan.Zero), new DateTimeOffset(r.GetDateTime(13), TimeSpan.Zero)));
-        }
-
-        return rows;
     }
 }

@@ -9,8 +9,7 @@ namespace Loyalty.Storage;
 /// </summary>
 public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 {
-    private const string Columns =
-        "program_id, member_id, seq, kind, points, txn_id, fingerprint, store_id, amount_minor, currency, reason, reference, occurred_at, recorded_at";
+    private const string Columns = LedgerRows.Columns;
 
     private const string InsertSql =
         "INSERT INTO ledger_entries (" + Columns + ") VALUES " +
@@ -116,7 +115,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         command.Parameters.AddWithValue("$p", programId);
         command.Parameters.AddWithValue("$m", memberId);
         command.Parameters.AddWithValue("$s", afterSequence);
-        return await ReadAllAsync(command, cancellationToken);
+        return await LedgerRows.ReadAllAsync(command, static (r, i) => UnixMicros.To(r.GetInt64(i)), cancellationToken);
     }
 
     /// <inheritdoc />
@@ -129,7 +128,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         command.Parameters.AddWithValue("$m", memberId);
         command.Parameters.AddWithValue("$s", beforeSequence);
         command.Parameters.AddWithValue("$l", limit);
-        return await ReadAllAsync(command, cancellationToken);
+        return await LedgerRows.ReadAllAsync(command, static (r, i) => UnixMicros.To(r.GetInt64(i)), cancellationToken);
     }
 
     /// <inheritdoc />
@@ -140,7 +139,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         command.CommandText = $"SELECT {Columns} FROM ledger_entries WHERE program_id = $p AND txn_id = $t;";
         command.Parameters.AddWithValue("$p", programId);
         command.Parameters.AddWithValue("$t", transactionId);
-        IReadOnlyList<LedgerEntry> rows = await ReadAllAsync(command, cancellationToken);
+        IReadOnlyList<LedgerEntry> rows = await LedgerRows.ReadAllAsync(command, static (r, i) => UnixMicros.To(r.GetInt64(i)), cancellationToken);
         return rows.Count == 0 ? null : rows[0];
     }
 
@@ -205,21 +204,5 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         await using SqliteCommand command = connection.CreateCommand();
         command.CommandText = sql;
         await command.ExecuteNonQueryAsync(cancellationToken);
-    }
-
-    private static async Task<IReadOnlyList<LedgerEntry>> ReadAllAsync(SqliteCommand command, CancellationToken cancellationToken)
-    {
-        var rows = new List<LedgerEntry>();
-        await using SqliteDataReader r = await command.ExecuteReaderAsync(cancellationToken);
-        while (await r.ReadAsync(cancellationToken))
-        {
-            rows.Add(new LedgerEntry(
-                r.GetString(0), r.GetString(1), r.GetInt64(2), (LedgerEntryKind)r.GetInt16(3), new Points(r.GetInt64(4)),
-                r.IsDBNull(5) ? null : r.GetString(5), r.GetInt64(6), r.IsDBNull(7) ? null : r.GetString(7), r.GetInt64(8),
-                r.IsDBNull(9) ? null : r.GetString(9), r.IsDBNull(10) ? null : r.GetString(10), r.IsDBNull(11) ? null : r.GetString(11),
-                UnixMicros.To(r.GetInt64(12)), UnixMicros.To(r.GetInt64(13))));
-        }
-
-        return rows;
     }
 }
