@@ -14,6 +14,16 @@ namespace Loyalty.LoadTest;
 internal sealed class LoadRun(LoadOptions options)
 {
     private const int SetupConcurrency = 64;
+
+    /// <summary>Largest latency the histogram tracks; latencies are recorded in microseconds.</summary>
+    private const long LatencyMicrosMax = 3_600_000_000;
+
+    private const int LatencySignificantDigits = 3;
+
+    /// <summary>Purchases cycle through this many stores and this many distinct amounts.</summary>
+    private const int StoreCount = 50;
+
+    private const int AmountSpreadMinor = 20_000;
     private readonly string _runId = Guid.NewGuid().ToString("N")[..6];
     private readonly long[] _expectedPoints = new long[options.Members];
     private readonly ConcurrentDictionary<string, long> _errors = new();
@@ -39,7 +49,7 @@ internal sealed class LoadRun(LoadOptions options)
         await Task.WhenAll(streams);
         double seconds = clock.Elapsed.TotalSeconds;
 
-        var latency = new LongHistogram(TimeStamp.Hours(1), 3);
+        var latency = NewHistogram();
         foreach (LongHistogram h in histograms)
         {
             latency.Add(h);
@@ -65,7 +75,7 @@ internal sealed class LoadRun(LoadOptions options)
 
     private async Task<LongHistogram> RunStreamAsync(V1.Purchases.PurchasesClient client, int stream, long count, Stopwatch clock)
     {
-        var histogram = new LongHistogram(TimeStamp.Hours(1), 3);
+        LongHistogram histogram = NewHistogram();
         var startedAt = new long[count];
         var members = new int[count];
         var picker = new MemberPicker(options.Members, options.ZipfSkew, seed: stream + 1);
@@ -126,8 +136,8 @@ internal sealed class LoadRun(LoadOptions options)
         TransactionId = $"{_runId}-{stream}-{k}",
         ProgramId = options.Program,
         MemberId = MemberId(member),
-        StoreId = "store-" + (k % 50).ToString(CultureInfo.InvariantCulture),
-        AmountMinor = 1_00 + (k % 20_000),
+        StoreId = "store-" + (k % StoreCount).ToString(CultureInfo.InvariantCulture),
+        AmountMinor = 1_00 + (k % AmountSpreadMinor),
         Currency = "USD",
         OccurredAt = Timestamp.FromDateTime(DateTime.UtcNow),
     };
@@ -174,6 +184,8 @@ internal sealed class LoadRun(LoadOptions options)
     private void PrintProgress(Stopwatch clock) =>
         Console.Error.WriteLine($"loadtest: {clock.Elapsed.TotalSeconds,6:F1}s  sent {Interlocked.Read(ref _sent),10}  acked {Interlocked.Read(ref _acked),10}  " +
             $"{Interlocked.Read(ref _acked) / Math.Max(0.001, clock.Elapsed.TotalSeconds),10:F0} ev/s");
+
+    private static LongHistogram NewHistogram() => new(LatencyMicrosMax, LatencySignificantDigits);
 
     private static string MemberId(int m) => "lm" + m.ToString(CultureInfo.InvariantCulture);
 }

@@ -8,7 +8,7 @@ public readonly record struct Money([property: Id(0)] long AmountMinor, [propert
     /// This amount in currency units times <paramref name="perUnit"/>, rounded down once at the
     /// end: 12.99 USD at 2 points per unit is 25 points (25.98 rounded down). Checked: overflow throws.
     /// </summary>
-    public long WholeUnitsTimes(long perUnit, int currencyExponent)
+    public long TimesRateRoundedDown(long perUnit, int currencyExponent)
     {
         long minorPerUnit = MinorPerUnit(currencyExponent);
         // Multiply first so fractional rates stay exact, then round toward zero.

@@ -9,5 +9,5 @@ public static class Earning
     /// same points.
     /// </summary>
     public static Points Compute(Purchase purchase, ProgramConfig program) =>
-        new(purchase.Amount.WholeUnitsTimes(program.Settings.EarnPointsPerUnit, program.Settings.CurrencyExponent));
+        new(purchase.Amount.TimesRateRoundedDown(program.Settings.EarnPointsPerUnit, program.Settings.CurrencyExponent));
 }

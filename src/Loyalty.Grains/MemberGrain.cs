@@ -31,7 +31,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private readonly TimeProvider _clock;
     private readonly MemberOptions _options;
     private readonly ILogger<MemberGrain> _logger;
-    private readonly Dictionary<string, TaskCompletionSource> _uncommitted = new(StringComparer.Ordinal);
+    /// <summary>
+    /// Keys of changes waiting for their commit. The value is created only when a resend has to
+    /// wait for one, so the common path allocates nothing here.
+    /// </summary>
+    private readonly Dictionary<string, TaskCompletionSource?> _uncommitted = new(StringComparer.Ordinal);
     private string _programId = "";
     private string _memberId = "";
     private MemberState _state = new();
@@ -114,10 +118,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 continue;
             }
 
-            if (_uncommitted.TryGetValue(txn, out TaskCompletionSource? original))
+            if (WaitForUncommitted(txn) is { } original)
             {
                 // A resend while the original still waits for its commit: answer after it settles.
-                await original.Task;
+                await original;
                 continue;
             }
 
@@ -180,9 +184,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 continue;
             }
 
-            if (_uncommitted.TryGetValue(EnrolKey, out TaskCompletionSource? original))
+            if (WaitForUncommitted(EnrolKey) is { } original)
             {
-                await original.Task;
+                await original;
                 continue;
             }
 
@@ -224,9 +228,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 return LoyaltyError.Unavailable;
             }
 
-            if (_uncommitted.TryGetValue(key, out TaskCompletionSource? original))
+            if (WaitForUncommitted(key) is { } original)
             {
-                await original.Task;
+                await original;
                 continue;
             }
 
@@ -391,8 +395,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     /// </summary>
     private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, string key)
     {
-        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        _uncommitted[key] = settled;
+        _uncommitted[key] = null;
         _inFlight++;
         _appliedSinceSnapshot++;
         CommitOutcome outcome;
@@ -411,8 +414,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
             LogCommitNotApplied(_programId, _memberId, entry.Sequence, outcome);
         }
 
-        _uncommitted.Remove(key);
-        settled.SetResult();
+        if (_uncommitted.Remove(key, out TaskCompletionSource? waiters))
+        {
+            waiters?.SetResult();
+        }
         _inFlight--;
         if (_inFlight == 0 && _drained is { } drained)
         {
@@ -426,6 +431,26 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         }
 
         return outcome;
+    }
+
+    /// <summary>
+    /// When a change under <paramref name="key"/> is waiting for its commit, a task that completes
+    /// after that commit's bookkeeping; otherwise null.
+    /// </summary>
+    private Task? WaitForUncommitted(string key)
+    {
+        if (!_uncommitted.TryGetValue(key, out TaskCompletionSource? waiters))
+        {
+            return null;
+        }
+
+        if (waiters is null)
+        {
+            waiters = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _uncommitted[key] = waiters;
+        }
+
+        return waiters.Task;
     }
 
     private void MaybeSnapshot()

@@ -6,6 +6,9 @@ public sealed class GatewayOptions
     /// <summary>The configuration section name.</summary>
     public const string SectionName = "Gateway";
 
+    /// <summary>Largest gRPC message the gateway accepts; a purchase at the line-item limit is far smaller.</summary>
+    public const int MessageBytesMax = 1024 * 1024;
+
     /// <summary>
     /// Most purchases of one ingest stream being processed or waiting for their ack to be sent;
     /// the gateway stops reading the stream while the limit is reached (HTTP/2 flow control then

@@ -18,7 +18,7 @@ public static class LoyaltyEngineExtensions
         builder.Services.Configure<GatewayOptions>(config.GetSection(GatewayOptions.SectionName));
         builder.Services.AddGrpc(o =>
         {
-            o.MaxReceiveMessageSize = 1024 * 1024;
+            o.MaxReceiveMessageSize = GatewayOptions.MessageBytesMax;
             o.EnableDetailedErrors = false;
         });
         builder.UseOrleans(siloBuilder =>

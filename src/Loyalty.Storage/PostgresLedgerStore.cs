@@ -12,6 +12,10 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
 {
     private const string Columns = LedgerRows.Columns;
 
+    /// <summary>timestamptz columns come back as UTC DateTime.</summary>
+    private static readonly Func<System.Data.Common.DbDataReader, int, DateTimeOffset> ReadTime =
+        static (r, i) => new DateTimeOffset(r.GetDateTime(i), TimeSpan.Zero);
+
     /// <summary>Serialises schema migrations of concurrently starting silos (an arbitrary constant).</summary>
     private const long MigrationLockKey = 0x4C6F79616C7479; // "Loyalty"
 
@@ -123,7 +127,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(memberId);
         command.Parameters.AddWithValue(afterSequence);
-        return await LedgerRows.ReadAllAsync(command, static (r, i) => new DateTimeOffset(r.GetDateTime(i), TimeSpan.Zero), cancellationToken);
+        return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
     }
 
     /// <inheritdoc />
@@ -135,7 +139,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         command.Parameters.AddWithValue(memberId);
         command.Parameters.AddWithValue(beforeSequence);
         command.Parameters.AddWithValue(limit);
-        return await LedgerRows.ReadAllAsync(command, static (r, i) => new DateTimeOffset(r.GetDateTime(i), TimeSpan.Zero), cancellationToken);
+        return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
     }
 
     /// <inheritdoc />
@@ -145,7 +149,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             $"SELECT {Columns} FROM ledger_entries WHERE program_id = $1 AND txn_id = $2;");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(transactionId);
-        IReadOnlyList<LedgerEntry> rows = await LedgerRows.ReadAllAsync(command, static (r, i) => new DateTimeOffset(r.GetDateTime(i), TimeSpan.Zero), cancellationToken);
+        IReadOnlyList<LedgerEntry> rows = await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
         return rows.Count == 0 ? null : rows[0];
     }
 

@@ -11,6 +11,13 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 {
     private const string Columns = LedgerRows.Columns;
 
+    /// <summary>How long a connection waits for another writer's lock before failing.</summary>
+    private const int BusyTimeoutSeconds = 30;
+
+    /// <summary>Timestamps are stored as microseconds since the Unix epoch.</summary>
+    private static readonly Func<System.Data.Common.DbDataReader, int, DateTimeOffset> ReadTime =
+        static (r, i) => UnixMicros.To(r.GetInt64(i));
+
     private const string InsertSql =
         "INSERT INTO ledger_entries (" + Columns + ") VALUES " +
         "($p, $m, $s, $k, $pts, $t, $f, $st, $a, $c, $r, $ref, $o, $rec) ON CONFLICT DO NOTHING";
@@ -35,7 +42,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         }
 
         builder.Pooling = true;
-        builder.DefaultTimeout = 30;
+        builder.DefaultTimeout = BusyTimeoutSeconds;
         _connectionString = builder.ToString();
     }
 
@@ -115,7 +122,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         command.Parameters.AddWithValue("$p", programId);
         command.Parameters.AddWithValue("$m", memberId);
         command.Parameters.AddWithValue("$s", afterSequence);
-        return await LedgerRows.ReadAllAsync(command, static (r, i) => UnixMicros.To(r.GetInt64(i)), cancellationToken);
+        return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
     }
 
     /// <inheritdoc />
@@ -128,7 +135,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         command.Parameters.AddWithValue("$m", memberId);
         command.Parameters.AddWithValue("$s", beforeSequence);
         command.Parameters.AddWithValue("$l", limit);
-        return await LedgerRows.ReadAllAsync(command, static (r, i) => UnixMicros.To(r.GetInt64(i)), cancellationToken);
+        return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
     }
 
     /// <inheritdoc />
@@ -139,7 +146,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         command.CommandText = $"SELECT {Columns} FROM ledger_entries WHERE program_id = $p AND txn_id = $t;";
         command.Parameters.AddWithValue("$p", programId);
         command.Parameters.AddWithValue("$t", transactionId);
-        IReadOnlyList<LedgerEntry> rows = await LedgerRows.ReadAllAsync(command, static (r, i) => UnixMicros.To(r.GetInt64(i)), cancellationToken);
+        IReadOnlyList<LedgerEntry> rows = await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
         return rows.Count == 0 ? null : rows[0];
     }
 

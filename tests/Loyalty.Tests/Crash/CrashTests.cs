@@ -2,8 +2,6 @@ using System.Collections.Concurrent;
 using Grpc.Core;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
-using Microsoft.Data.Sqlite;
-using Npgsql;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Crash;
@@ -24,7 +22,7 @@ public sealed class CrashTests
     [Theory, MemberData(nameof(Backends))]
     public async Task SigkillMidStream_EveryAcknowledgedEventSurvivesExactlyOnce_AndResendsChangeNoBalance(Backend backend)
     {
-        StorageOptions storage = TestDatabases.Create(backend, "crash").Resolved();
+        StorageOptions storage = TestDatabases.Create(backend, "crash");
         V1.Purchase[] events = [.. Enumerable.Range(0, EventCount).Select(i => Wire.Purchase(Program, $"m{i % MemberCount}", $"e{i}", 1_00 + (i % 5_000)))];
 
         // Arrange: a host with a program and members, then a stream killed mid-flight.
@@ -152,34 +150,9 @@ public sealed class CrashTests
         return balances;
     }
 
-    private static async Task<Dictionary<string, (long, long)>> ReadLedgerAsync(StorageOptions storage)
-    {
-        const string sql = "SELECT txn_id, sum(points), count(*) FROM ledger_entries WHERE program_id = 'crash' AND txn_id IS NOT NULL GROUP BY txn_id";
-        var rows = new Dictionary<string, (long, long)>();
-        if (storage.Provider == StorageProvider.Sqlite)
-        {
-            await using var connection = new SqliteConnection(storage.ConnectionString);
-            await connection.OpenAsync();
-            await using SqliteCommand command = connection.CreateCommand();
-            command.CommandText = sql;
-            await using SqliteDataReader r = await command.ExecuteReaderAsync();
-            while (await r.ReadAsync())
-            {
-                rows[r.GetString(0)] = (r.GetInt64(1), r.GetInt64(2));
-            }
-
-            return rows;
-        }
-
-        await using var pg = new NpgsqlConnection(storage.ConnectionString);
-        await pg.OpenAsync();
-        await using var pgCommand = new NpgsqlCommand(sql, pg);
-        await using NpgsqlDataReader reader = await pgCommand.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            rows[reader.GetString(0)] = (reader.GetInt64(1), reader.GetInt64(2));
-        }
-
-        return rows;
-    }
+    private static async Task<Dictionary<string, (long, long)>> ReadLedgerAsync(StorageOptions storage) =>
+        (await Sql.RowsAsync(storage,
+            "SELECT txn_id, sum(points), count(*) FROM ledger_entries WHERE program_id = 'crash' AND txn_id IS NOT NULL GROUP BY txn_id",
+            r => (Txn: r.GetString(0), Points: r.GetInt64(1), Copies: r.GetInt64(2))))
+        .ToDictionary(row => row.Txn, row => (row.Points, row.Copies));
 }

@@ -15,12 +15,12 @@ public sealed class DomainRulesTests
     [InlineData(1, 1, 2, 0)]
     [InlineData(500, 3, 0, 1500)]
     [InlineData(1_000, 1, 3, 1)]
-    public void WholeUnitsTimes_RoundsTheProductDownOnce(long amountMinor, long rate, int exponent, long expected) =>
-        Assert.Equal(expected, new Money(amountMinor, "USD").WholeUnitsTimes(rate, exponent));
+    public void TimesRateRoundedDown_RoundsTheProductDownOnce(long amountMinor, long rate, int exponent, long expected) =>
+        Assert.Equal(expected, new Money(amountMinor, "USD").TimesRateRoundedDown(rate, exponent));
 
     [Fact]
-    public void WholeUnitsTimes_Overflow_Throws() =>
-        Assert.Throws<OverflowException>(() => new Money(long.MaxValue / 2, "USD").WholeUnitsTimes(10, 2));
+    public void TimesRateRoundedDown_Overflow_Throws() =>
+        Assert.Throws<OverflowException>(() => new Money(long.MaxValue / 2, "USD").TimesRateRoundedDown(10, 2));
 
     [Fact]
     public void Points_AdditionOverflow_Throws() =>
@@ -80,6 +80,23 @@ public sealed class DomainRulesTests
 
         Assert.Equal("line_items[1].quantity must be 1..100000", purchase.Check(Entries.Now));
     }
+
+    [Theory]
+    [InlineData("", "USD", 2, 1, "name")]
+    [InlineData("Shop", "US", 2, 1, "currency")]
+    [InlineData("Shop", "USD", 5, 1, "currency_exponent")]
+    [InlineData("Shop", "USD", 2, -1, "earn_points_per_unit")]
+    [InlineData("Shop", "USD", 2, Limits.EarnPointsPerUnitMax + 1, "earn_points_per_unit")]
+    public void ProgramSettings_OutOfRange_AreRefusedNamingTheField(string name, string currency, int exponent, long rate, string field)
+    {
+        string? error = new ProgramSettings(name, currency, exponent, rate).Check();
+
+        Assert.StartsWith(field, error);
+    }
+
+    [Fact]
+    public void ProgramSettings_Valid_PassTheCheck() =>
+        Assert.Null(new ProgramSettings("Shop", "USD", 2, Limits.EarnPointsPerUnitMax).Check());
 
     [Fact]
     public void Fingerprint_SameContent_IsEqual_AnyChangedField_Differs()

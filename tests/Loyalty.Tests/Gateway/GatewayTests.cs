@@ -138,6 +138,19 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal(StatusCode.NotFound, unknown.StatusCode);
     }
 
+    [Theory]
+    [InlineData(-1)]
+    [InlineData(Limits.LedgerPageSizeMax + 1)]
+    public async Task ListLedger_PageSizeOutOfRange_IsInvalidArgument(int pageSize)
+    {
+        await SetUpAsync(members: 1);
+
+        RpcException e = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.ListLedgerAsync(
+            new V1.ListLedgerRequest { ProgramId = _program, MemberId = "m0", PageSize = pageSize }).ResponseAsync);
+
+        Assert.Equal((StatusCode.InvalidArgument, true), (e.StatusCode, e.Status.Detail.Contains("page_size", StringComparison.Ordinal)));
+    }
+
     [Fact]
     public async Task Programs_PutGetAndRefuseInvalid()
     {

@@ -26,7 +26,7 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        Storage = TestDatabases.Create(Backend, "grains").Resolved();
+        Storage = TestDatabases.Create(Backend, "grains");
         var builder = new TestClusterBuilder(1);
         builder.Properties["Storage:Provider"] = Storage.Provider.ToString();
         builder.Properties["Storage:ConnectionString"] = Storage.ConnectionString;

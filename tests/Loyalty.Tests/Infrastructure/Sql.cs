@@ -1,3 +1,5 @@
+using System.Data.Common;
+using System.Globalization;
 using Loyalty.Storage;
 using Microsoft.Data.Sqlite;
 using Npgsql;
@@ -7,25 +9,41 @@ namespace Loyalty.Tests.Infrastructure;
 /// <summary>Direct SQL against a test database, for arranging faults and checking rows.</summary>
 public static class Sql
 {
+    public static async Task<DbConnection> OpenAsync(StorageOptions storage)
+    {
+        DbConnection connection = storage.Provider == StorageProvider.Sqlite
+            ? new SqliteConnection(storage.ConnectionString)
+            : new NpgsqlConnection(storage.ConnectionString);
+        await connection.OpenAsync();
+        return connection;
+    }
+
     public static async Task<long> ScalarAsync(StorageOptions storage, string sql)
     {
-        if (storage.Provider == StorageProvider.Sqlite)
-        {
-            await using var connection = new SqliteConnection(storage.ConnectionString);
-            await connection.OpenAsync();
-            await using SqliteCommand command = connection.CreateCommand();
-            command.CommandText = sql;
-            return Convert.ToInt64(await command.ExecuteScalarAsync() ?? 0L, System.Globalization.CultureInfo.InvariantCulture);
-        }
-
-        await using var pg = new NpgsqlConnection(storage.ConnectionString);
-        await pg.OpenAsync();
-        await using var pgCommand = new NpgsqlCommand(sql, pg);
-        object? value = await pgCommand.ExecuteScalarAsync();
-        return value is null or DBNull ? 0 : Convert.ToInt64(value, System.Globalization.CultureInfo.InvariantCulture);
+        await using DbConnection connection = await OpenAsync(storage);
+        await using DbCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        object? value = await command.ExecuteScalarAsync();
+        return value is null or DBNull ? 0 : Convert.ToInt64(value, CultureInfo.InvariantCulture);
     }
 
     public static Task ExecuteAsync(StorageOptions storage, string sql) => ScalarAsync(storage, sql);
+
+    /// <summary>Every row of a query, mapped by <paramref name="map"/>.</summary>
+    public static async Task<List<T>> RowsAsync<T>(StorageOptions storage, string sql, Func<DbDataReader, T> map)
+    {
+        await using DbConnection connection = await OpenAsync(storage);
+        await using DbCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        await using DbDataReader reader = await command.ExecuteReaderAsync();
+        var rows = new List<T>();
+        while (await reader.ReadAsync())
+        {
+            rows.Add(map(reader));
+        }
+
+        return rows;
+    }
 
     /// <summary>Ledger entries of a member (all kinds).</summary>
     public static Task<long> CountEntriesAsync(StorageOptions storage, string program, string member) =>

@@ -2,7 +2,6 @@ using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
-using Npgsql;
 
 namespace Loyalty.Tests.Storage;
 
@@ -31,10 +30,7 @@ public sealed class LedgerStoreTests
 
         await Task.WhenAll(stores.Select(s => s.MigrateAsync(CancellationToken.None)));
 
-        await using var connection = new NpgsqlConnection(options.ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand("SELECT count(*) FROM loyalty_schema_versions", connection);
-        Assert.Equal(2L, (long)(await command.ExecuteScalarAsync())!);
+        Assert.Equal(2, await Sql.ScalarAsync(options, "SELECT count(*) FROM loyalty_schema_versions"));
     }
 
     [Theory, MemberData(nameof(Backends))]
@@ -148,6 +144,20 @@ public sealed class LedgerStoreTests
         Assert.Equal(95, (await store.ReadAfterAsync("p", "m", 0, CancellationToken.None)).Count);
     }
 
+    [Theory]
+    [InlineData(0, 2, 100, "BatchSizeMax")]
+    [InlineData(100, -1, 100, "FlushIntervalMs")]
+    [InlineData(100, 1_001, 100, "FlushIntervalMs")]
+    [InlineData(100, 2, 99, "QueueCapacity")]
+    public void CommitOptions_OutOfRange_AreRefusedNamingTheKey(int batch, int flushMs, int capacity, string key)
+    {
+        var options = new LedgerCommitOptions { BatchSizeMax = batch, FlushIntervalMs = flushMs, QueueCapacity = capacity };
+
+        ArgumentOutOfRangeException e = Assert.Throws<ArgumentOutOfRangeException>(options.Validate);
+
+        Assert.Equal(key, e.ParamName);
+    }
+
     internal static async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>
         await CreateStoreAsync(TestDatabases.Create(backend, "ledger"));
 
@@ -164,22 +174,6 @@ public sealed class LedgerStoreTests
         new(store, Options.Create(new LedgerCommitOptions { BatchSizeMax = batchSizeMax, FlushIntervalMs = flushIntervalMs, QueueCapacity = 10_000 }),
             NullLogger<LedgerCommitQueue>.Instance);
 
-    private static async Task ExecuteAsync(StorageOptions options, string sqliteSql, string postgresSql)
-    {
-        if (options.Provider == StorageProvider.Sqlite)
-        {
-            await using var connection = new Microsoft.Data.Sqlite.SqliteConnection(options.ConnectionString);
-            await connection.OpenAsync();
-            await using var command = connection.CreateCommand();
-            command.CommandText = sqliteSql;
-            await command.ExecuteNonQueryAsync();
-        }
-        else
-        {
-            await using var connection = new NpgsqlConnection(options.ConnectionString);
-            await connection.OpenAsync();
-            await using var command = new NpgsqlCommand(postgresSql, connection);
-            await command.ExecuteNonQueryAsync();
-        }
-    }
+    private static Task ExecuteAsync(StorageOptions options, string sqliteSql, string postgresSql) =>
+        Sql.ExecuteAsync(options, options.Provider == StorageProvider.Sqlite ? sqliteSql : postgresSql);
 }
