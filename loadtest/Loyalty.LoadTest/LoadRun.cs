@@ -64,7 +64,8 @@ internal sealed class LoadRun(LoadOptions options)
         var programs = new V1.ProgramAdmin.ProgramAdminClient(channel);
         await programs.PutProgramAsync(new V1.PutProgramRequest
         {
-            ProgramId = options.Program, Name = "Load test", Currency = "USD", CurrencyExponent = 2, EarnPointsPerUnit = 1,
+            ProgramId = options.Program,
+            Settings = new V1.ProgramSettings { Name = "Load test", Currency = "USD", CurrencyExponent = 2, EarnPointsPerUnit = 1 },
         });
         var members = new V1.Members.MembersClient(channel);
         var clock = Stopwatch.StartNew();

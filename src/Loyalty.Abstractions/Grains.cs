@@ -13,6 +13,15 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Applies a purchase; answers only after its ledger entry is durable.</summary>
     Task<AccrualResult> Accrue(Purchase purchase);
 
+    /// <summary>Reverses the points of (part of) an earlier purchase; answers only after the entry is durable.</summary>
+    Task<ReturnResult> Return(PurchaseReturn purchaseReturn);
+
+    /// <summary>Replaces the member's flags (e.g. "storecard"); flags named by the program's flag rules earn faster.</summary>
+    Task<MemberResult> SetFlags(IReadOnlyList<string> flags);
+
+    /// <summary>A manual adjustment by support staff; idempotent by its transaction id.</summary>
+    Task<AccrualResult> Adjust(Adjustment adjustment);
+
     /// <summary>The member, or null when not enrolled.</summary>
     Task<MemberView?> Get();
 

@@ -38,4 +38,34 @@ public static class Limits
 
     /// <summary>Most members one member may have referred (bounds the in-memory referral list).</summary>
     public const int ReferralsPerMemberMax = 10_000;
+
+    /// <summary>Longest pending (return) period, in days.</summary>
+    public const int PendingDaysMax = 365;
+
+    /// <summary>Largest sign-up bonus, campaign bonus, campaign cap or earn cap, in points.</summary>
+    public const long BonusPointsMax = 1_000_000_000;
+
+    /// <summary>Most SKU and category rules per program.</summary>
+    public const int ProductRulesMax = 2_000;
+
+    /// <summary>Most flag rules per program, and most flags per member.</summary>
+    public const int FlagRulesMax = 32;
+
+    /// <summary>Most campaigns configured on a program at once.</summary>
+    public const int CampaignsMax = 100;
+
+    /// <summary>Most tiers on a ladder.</summary>
+    public const int TiersMax = 16;
+
+    /// <summary>Most perks listed per tier.</summary>
+    public const int PerksMax = 32;
+
+    /// <summary>Longest tier qualification window and grace, in days; also how long qualification history is kept.</summary>
+    public const int TierWindowDaysMax = 730;
+
+    /// <summary>Longest reason on a manual adjustment, in characters.</summary>
+    public const int ReasonLengthMax = 500;
+
+    /// <summary>Largest manual adjustment, in points either way.</summary>
+    public const long AdjustmentPointsMax = 1_000_000_000;
 }

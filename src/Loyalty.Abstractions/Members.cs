@@ -7,7 +7,14 @@ public sealed record Enrolment(
     [property: Id(1)] string MemberId,
     [property: Id(2)] string? ReferredBy);
 
-/// <summary>A member as queries see it.</summary>
+/// <summary>Points that are earned but not yet spendable, and when they become spendable.</summary>
+[GenerateSerializer, Immutable]
+public sealed record PendingPoints(
+    [property: Id(0)] string TransactionId,
+    [property: Id(1)] Points Points,
+    [property: Id(2)] DateTimeOffset AvailableAt);
+
+/// <summary>A member as queries see it, at the moment of the query.</summary>
 [GenerateSerializer, Immutable]
 public sealed record MemberView(
     [property: Id(0)] string ProgramId,
@@ -18,7 +25,15 @@ public sealed record MemberView(
     [property: Id(5)] IReadOnlyList<string> Referrals,
     [property: Id(6)] Points LifetimeEarned,
     [property: Id(7)] DateTimeOffset EnrolledAt,
-    [property: Id(8)] long LastSequence);
+    [property: Id(8)] long LastSequence,
+    [property: Id(9)] Points Pending,
+    [property: Id(10)] IReadOnlyList<PendingPoints> PendingLots,
+    [property: Id(11)] IReadOnlyList<string> Flags,
+    [property: Id(12)] DateTimeOffset? TierReviewAt,
+    [property: Id(13)] long TierQualifying,
+    [property: Id(14)] IReadOnlyList<string> Perks,
+    [property: Id(15)] Points Shortfall,
+    [property: Id(16)] Points LifetimeReversed);
 
 /// <summary>The answer to an enrolment.</summary>
 [GenerateSerializer, Immutable]
@@ -32,6 +47,17 @@ public sealed record EnrolmentResult(
     public static EnrolmentResult Reject(LoyaltyError error, string message) => new(null, false, error, message);
 }
 
+/// <summary>The answer to a change of member details (flags).</summary>
+[GenerateSerializer, Immutable]
+public sealed record MemberResult(
+    [property: Id(0)] MemberView? Member,
+    [property: Id(1)] LoyaltyError Error,
+    [property: Id(2)] string? ErrorMessage)
+{
+    /// <summary>A refusal with the reason.</summary>
+    public static MemberResult Reject(LoyaltyError error, string message) => new(null, error, message);
+}
+
 /// <summary>What a ledger entry records.</summary>
 public enum LedgerEntryKind : short
 {
@@ -43,6 +69,15 @@ public enum LedgerEntryKind : short
 
     /// <summary>This member referred another member (no points yet; rewards come with the rules).</summary>
     ReferralLink = 3,
+
+    /// <summary>Points reversed by a (partial) return of an earlier purchase.</summary>
+    Return = 4,
+
+    /// <summary>A manual adjustment by support staff, with its reason.</summary>
+    Adjust = 5,
+
+    /// <summary>The member's flags were set (no points).</summary>
+    Flags = 6,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>
@@ -61,7 +96,10 @@ public sealed record LedgerEntry(
     [property: Id(10)] string? Reason,
     [property: Id(11)] string? Reference,
     [property: Id(12)] DateTimeOffset OccurredAt,
-    [property: Id(13)] DateTimeOffset RecordedAt);
+    [property: Id(13)] DateTimeOffset RecordedAt,
+    [property: Id(14)] long ProgramVersion = 0,
+    [property: Id(15)] DateTimeOffset? AvailableAt = null,
+    [property: Id(16)] EntryDetails? Details = null);
 
 /// <summary>A page of a member's ledger, newest first.</summary>
 [GenerateSerializer, Immutable]

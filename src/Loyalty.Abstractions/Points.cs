@@ -13,6 +13,9 @@ public readonly record struct Points([property: Id(0)] long Value) : IComparable
     /// <summary>Subtracts two amounts of points; throws <see cref="OverflowException"/> on overflow.</summary>
     public static Points operator -(Points a, Points b) => new(checked(a.Value - b.Value));
 
+    /// <summary>Negates an amount of points; throws <see cref="OverflowException"/> for the minimum value.</summary>
+    public static Points operator -(Points a) => new(checked(-a.Value));
+
     /// <inheritdoc />
     public int CompareTo(Points other) => Value.CompareTo(other.Value);
 

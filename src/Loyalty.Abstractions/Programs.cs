@@ -1,15 +1,48 @@
 namespace Loyalty;
 
-/// <summary>What an administrator sets on a program (retailer).</summary>
+/// <summary>
+/// Everything an administrator sets on a program (retailer). Every change is a new version; a
+/// purchase earns under the version current when it is applied, and its ledger entry records
+/// that version.
+/// </summary>
 [GenerateSerializer, Immutable]
 public sealed record ProgramSettings(
     [property: Id(0)] string Name,
     [property: Id(1)] string Currency,
     [property: Id(2)] int CurrencyExponent,
-    [property: Id(3)] long EarnPointsPerUnit)
+    [property: Id(3)] long EarnPointsPerUnit,
+    [property: Id(4)] Rounding Rounding = Rounding.Down,
+    [property: Id(5)] string TimeZone = "UTC",
+    [property: Id(6)] int PendingDays = 0,
+    [property: Id(7)] NegativeBalancePolicy NegativeBalance = NegativeBalancePolicy.AllowNegative,
+    [property: Id(8)] long SignupBonusPoints = 0,
+    [property: Id(9)] long DailyEarnCapPoints = 0,
+    [property: Id(10)] long MonthlyEarnCapPoints = 0,
+    [property: Id(11)] IReadOnlyList<ProductRule>? ProductRules = null,
+    [property: Id(12)] IReadOnlyList<FlagRule>? FlagRules = null,
+    [property: Id(13)] IReadOnlyList<Campaign>? Campaigns = null,
+    [property: Id(14)] TierLadder? Tiers = null)
 {
+    /// <summary>Product rules, never null.</summary>
+    public IReadOnlyList<ProductRule> ProductRuleList => ProductRules ?? [];
+
+    /// <summary>Flag rules, never null.</summary>
+    public IReadOnlyList<FlagRule> FlagRuleList => FlagRules ?? [];
+
+    /// <summary>Campaigns, never null.</summary>
+    public IReadOnlyList<Campaign> CampaignList => Campaigns ?? [];
+
+    /// <summary>The tier ladder; the single "standard" tier when none is configured.</summary>
+    public TierLadder Ladder => Tiers ?? TierLadder.Default;
+
+    /// <summary>The program's time zone, for calendar days, campaign hours and earn caps.</summary>
+    public TimeZoneInfo Zone => TimeZoneInfo.FindSystemTimeZoneById(TimeZone);
+
     /// <summary>Returns null when the settings are valid, otherwise a message naming the field.</summary>
-    public string? Check()
+    public string? Check() =>
+        CheckBasics() ?? CheckProductRules() ?? CheckFlagRules() ?? CheckCampaigns() ?? CheckTiers();
+
+    private string? CheckBasics()
     {
         if (string.IsNullOrWhiteSpace(Name) || Name.Length > Limits.NameLengthMax)
         {
@@ -31,8 +64,221 @@ public sealed record ProgramSettings(
             return $"earn_points_per_unit must be 0..{Limits.EarnPointsPerUnitMax}";
         }
 
+        if (!Enum.IsDefined(Rounding))
+        {
+            return "rounding must be DOWN, HALF_UP or UP";
+        }
+
+        if (TimeZone.Length is 0 or > Limits.CodeLengthMax || !TimeZoneInfo.TryFindSystemTimeZoneById(TimeZone, out _))
+        {
+            return $"time_zone '{TimeZone}' is not a known IANA time zone such as Europe/London";
+        }
+
+        if (PendingDays is < 0 or > Limits.PendingDaysMax)
+        {
+            return $"pending_days must be 0..{Limits.PendingDaysMax}";
+        }
+
+        if (!Enum.IsDefined(NegativeBalance))
+        {
+            return "negative_balance must be ALLOW_NEGATIVE or FLOOR_AT_ZERO";
+        }
+
+        return CheckPoints(SignupBonusPoints, "signup_bonus_points")
+            ?? CheckPoints(DailyEarnCapPoints, "daily_earn_cap_points")
+            ?? CheckPoints(MonthlyEarnCapPoints, "monthly_earn_cap_points");
+    }
+
+    private string? CheckProductRules()
+    {
+        if (ProductRuleList.Count > Limits.ProductRulesMax)
+        {
+            return $"product_rules has more than {Limits.ProductRulesMax} entries";
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < ProductRuleList.Count; i++)
+        {
+            ProductRule rule = ProductRuleList[i];
+            string field = $"product_rules[{i}]";
+            if ((rule.Sku is null) == (rule.Category is null))
+            {
+                return $"{field} must name exactly one of sku or category";
+            }
+
+            string? error = LoyaltyIds.Check(rule.Sku ?? rule.Category, field + (rule.Sku is null ? ".category" : ".sku"), Limits.CodeLengthMax);
+            if (error is not null)
+            {
+                return error;
+            }
+
+            if (!rule.Exclude && rule.MultiplierBp is < 1 or > Multipliers.Max)
+            {
+                return $"{field}.multiplier_bp must be 1..{Multipliers.Max} (10000 is x1), or set exclude";
+            }
+
+            if (!seen.Add(rule.Code))
+            {
+                return $"{field} repeats {rule.Code}";
+            }
+        }
+
         return null;
     }
+
+    private string? CheckFlagRules()
+    {
+        if (FlagRuleList.Count > Limits.FlagRulesMax)
+        {
+            return $"flag_rules has more than {Limits.FlagRulesMax} entries";
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < FlagRuleList.Count; i++)
+        {
+            FlagRule rule = FlagRuleList[i];
+            string? error = LoyaltyIds.Check(rule.Flag, $"flag_rules[{i}].flag", Limits.CodeLengthMax)
+                ?? CheckBonusMultiplier(rule.MultiplierBp, $"flag_rules[{i}].multiplier_bp");
+            if (error is not null)
+            {
+                return error;
+            }
+
+            if (!seen.Add(rule.Flag))
+            {
+                return $"flag_rules[{i}] repeats flag {rule.Flag}";
+            }
+        }
+
+        return null;
+    }
+
+    private string? CheckCampaigns()
+    {
+        if (CampaignList.Count > Limits.CampaignsMax)
+        {
+            return $"campaigns has more than {Limits.CampaignsMax} entries";
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < CampaignList.Count; i++)
+        {
+            string? error = CheckCampaign(CampaignList[i], $"campaigns[{i}]");
+            if (error is not null)
+            {
+                return error;
+            }
+
+            if (!seen.Add(CampaignList[i].Id))
+            {
+                return $"campaigns[{i}] repeats id {CampaignList[i].Id}";
+            }
+        }
+
+        return null;
+    }
+
+    private static string? CheckCampaign(Campaign c, string field)
+    {
+        string? error = LoyaltyIds.Check(c.Id, field + ".id", Limits.CodeLengthMax);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        if (c.Name.Length > Limits.NameLengthMax)
+        {
+            return $"{field}.name is longer than {Limits.NameLengthMax} characters";
+        }
+
+        if (c.StartsAt == default || c.EndsAt <= c.StartsAt)
+        {
+            return $"{field} needs starts_at before ends_at";
+        }
+
+        if (c.HourFrom is < 0 or > 24 || c.HourTo is < 0 or > 24 || c.HourFrom > c.HourTo)
+        {
+            return $"{field} hours must satisfy 0 <= hour_from <= hour_to <= 24 (both 0: all day)";
+        }
+
+        if (c.Weekdays.Count > 7 || c.Weekdays.Any(d => !Enum.IsDefined(d)) || c.Channels.Any(ch => ch is < SalesChannel.Store or > SalesChannel.App))
+        {
+            return $"{field} has an unknown weekday or channel";
+        }
+
+        if (c.Tiers.Count > Limits.TiersMax || c.Flags.Count > Limits.FlagRulesMax)
+        {
+            return $"{field} lists too many tiers or flags";
+        }
+
+        if (c.MultiplierBp != 0 && CheckBonusMultiplier(c.MultiplierBp, field + ".multiplier_bp") is { } multiplierError)
+        {
+            return multiplierError;
+        }
+
+        if (c.MultiplierBp == 0 && c.BonusPoints == 0)
+        {
+            return $"{field} needs a multiplier_bp or bonus_points";
+        }
+
+        return CheckPoints(c.BonusPoints, field + ".bonus_points")
+            ?? CheckPoints(c.CapPoints, field + ".cap_points")
+            ?? (c.MinSpendMinor is < 0 or > Limits.PurchaseAmountMinorMax ? $"{field}.min_spend_minor must be 0..{Limits.PurchaseAmountMinorMax}" : null);
+    }
+
+    private string? CheckTiers()
+    {
+        if (Tiers is null)
+        {
+            return null;
+        }
+
+        if (Tiers.Tiers.Count is 0 or > Limits.TiersMax)
+        {
+            return $"tiers must list 1..{Limits.TiersMax} tiers";
+        }
+
+        if (!Enum.IsDefined(Tiers.Basis) || Tiers.WindowDays is < 1 or > Limits.TierWindowDaysMax || Tiers.GraceDays is < 0 or > Limits.TierWindowDaysMax)
+        {
+            return $"tiers needs a basis (POINTS or SPEND), window_days 1..{Limits.TierWindowDaysMax} and grace_days 0..{Limits.TierWindowDaysMax}";
+        }
+
+        for (int i = 0; i < Tiers.Tiers.Count; i++)
+        {
+            TierDefinition t = Tiers.Tiers[i];
+            string field = $"tiers.tiers[{i}]";
+            string? error = LoyaltyIds.Check(t.Name, field + ".name", Limits.CodeLengthMax)
+                ?? CheckBonusMultiplier(t.MultiplierBp, field + ".multiplier_bp");
+            if (error is not null)
+            {
+                return error;
+            }
+
+            if (i == 0 ? t.Threshold != 0 : t.Threshold <= Tiers.Tiers[i - 1].Threshold)
+            {
+                return $"{field}.threshold must be 0 for the first tier and rise strictly from tier to tier";
+            }
+
+            if (Tiers.Tiers.Take(i).Any(p => p.Name == t.Name))
+            {
+                return $"{field} repeats tier {t.Name}";
+            }
+
+            if (t.Perks.Count > Limits.PerksMax || t.Perks.Any(p => p.Length is 0 or > Limits.NameLengthMax))
+            {
+                return $"{field}.perks must be at most {Limits.PerksMax} texts of 1..{Limits.NameLengthMax} characters";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Tier, flag and campaign multipliers only ever add: x1 up to the maximum.</summary>
+    private static string? CheckBonusMultiplier(int multiplierBp, string field) =>
+        multiplierBp is < Multipliers.One or > Multipliers.Max ? $"{field} must be {Multipliers.One}..{Multipliers.Max} (10000 is x1)" : null;
+
+    private static string? CheckPoints(long points, string field) =>
+        points is < 0 or > Limits.BonusPointsMax ? $"{field} must be 0..{Limits.BonusPointsMax}" : null;
 }
 
 /// <summary>A program's configuration as the engine applies it, with its version.</summary>

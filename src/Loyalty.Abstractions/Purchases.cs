@@ -17,7 +17,9 @@ public sealed record Purchase(
     [property: Id(3)] string StoreId,
     [property: Id(4)] Money Amount,
     [property: Id(5)] DateTimeOffset OccurredAt,
-    [property: Id(6)] IReadOnlyList<LineItem> LineItems)
+    [property: Id(6)] IReadOnlyList<LineItem> LineItems,
+    [property: Id(7)] SalesChannel Channel = SalesChannel.Unspecified,
+    [property: Id(8)] string? Tender = null)
 {
     /// <summary>
     /// Returns null when the purchase is well-formed, otherwise a message naming the first bad
@@ -42,6 +44,16 @@ public sealed record Purchase(
         if (!CurrencyCodes.IsWellFormed(Amount.Currency))
         {
             return "currency must be a three-letter ISO 4217 code such as USD";
+        }
+
+        if (!Enum.IsDefined(Channel))
+        {
+            return "channel is not a known sales channel";
+        }
+
+        if (Tender is not null && LoyaltyIds.Check(Tender, "tender", Limits.CodeLengthMax) is { } tenderError)
+        {
+            return tenderError;
         }
 
         if (OccurredAt == default)
@@ -70,6 +82,8 @@ public sealed record Purchase(
         f.Add(Amount.AmountMinor);
         f.Add(Amount.Currency);
         f.Add(OccurredAt.UtcTicks);
+        f.Add((long)Channel);
+        f.Add(Tender ?? "");
         f.Add(LineItems.Count);
         foreach (LineItem line in LineItems)
         {
@@ -148,7 +162,10 @@ public sealed record AccrualResult(
     [property: Id(3)] Points Balance,
     [property: Id(4)] long Sequence,
     [property: Id(5)] LoyaltyError Error,
-    [property: Id(6)] string? ErrorMessage)
+    [property: Id(6)] string? ErrorMessage,
+    [property: Id(7)] EntryDetails? Details = null,
+    [property: Id(8)] DateTimeOffset? AvailableAt = null,
+    [property: Id(9)] long ProgramVersion = 0)
 {
     /// <summary>A refusal with the reason.</summary>
     public static AccrualResult Reject(string transactionId, LoyaltyError error, string message) =>

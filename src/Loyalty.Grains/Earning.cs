@@ -1,13 +1,267 @@
+using System.Runtime.CompilerServices;
+
 namespace Loyalty.Grains;
 
-/// <summary>How many points a purchase earns under a program's configuration.</summary>
+/// <summary>What the earn rules need to know about the member at the moment of a purchase.</summary>
+/// <param name="Tier">The member's tier (after any review that was due).</param>
+/// <param name="Flags">The member's flags.</param>
+/// <param name="CampaignEarned">Points the member already has from a campaign, by campaign id.</param>
+/// <param name="EarnedOnDay">Points the member already earned on a program-local day (DayNumber).</param>
+/// <param name="EarnedInMonth">Points the member already earned in a program-local month (year * 12 + month - 1).</param>
+public sealed record EarnContext(
+    TierDefinition Tier,
+    IReadOnlyCollection<string> Flags,
+    Func<string, long> CampaignEarned,
+    Func<int, long> EarnedOnDay,
+    Func<int, long> EarnedInMonth);
+
+/// <summary>The points a purchase earns and why.</summary>
+public sealed record EarnResult(Points Total, Points BasketPoints, EntryDetails Details);
+
+/// <summary>
+/// The earn rules, applied in a fixed order so the same purchase under the same program version
+/// and member state always earns the same points:
+/// <list type="number">
+/// <item>Basket points. With line items, each line earns amount x rate x its product multiplier:
+/// a SKU rule beats a category rule, an excluded line earns nothing, a line without a rule earns
+/// at x1; lines are grouped into one component per rule (and "base" for the rest). Without line
+/// items the total earns at x1.</item>
+/// <item>Bonuses on the exact (unrounded) basket points: the tier multiplier, each flag rule the
+/// member holds or the tender names, and each campaign that applies (its multiplier and its fixed
+/// bonus). Multipliers stack by adding: x2 and x1.5 together give basket x (1 + 1 + 0.5).</item>
+/// <item>Each component is rounded on its own by the program's rounding rule; the total is the
+/// sum of the rounded components.</item>
+/// <item>Caps: a campaign gives a member at most its cap in total; then the daily and monthly
+/// earn caps trim the total, taking bonuses before basket points, the last component first.</item>
+/// </list>
+/// </summary>
 public static class Earning
 {
-    /// <summary>
-    /// The base earn: the purchase total in currency units times the program's rate, rounded
-    /// down once. Deterministic: the same purchase under the same program version earns the
-    /// same points.
-    /// </summary>
-    public static Points Compute(Purchase purchase, ProgramConfig program) =>
-        new(purchase.Amount.TimesRateRoundedDown(program.Settings.EarnPointsPerUnit, program.Settings.CurrencyExponent));
+    /// <summary>Applies the rules of <paramref name="settings"/> to <paramref name="purchase"/>.</summary>
+    public static EarnResult Compute(Purchase purchase, ProgramSettings settings, EarnContext member)
+    {
+        CompiledRules rules = CompiledRules.For(settings);
+        DateTime local = TimeZoneInfo.ConvertTime(purchase.OccurredAt, rules.Zone).DateTime;
+        int day = DateOnly.FromDateTime(local).DayNumber;
+        int month = checked((local.Year * 12) + local.Month - 1);
+
+        var components = new List<BreakdownComponent>(4);
+        var capsHit = new List<string>();
+        decimal basket = AddBasket(purchase, settings, rules, components, out IReadOnlyList<SkuAmount>? lines);
+        int basketCount = components.Count;
+        AddMultiplier(components, ComponentKind.Tier, member.Tier.Name, member.Tier.MultiplierBp, basket, settings.Rounding);
+        foreach (FlagRule flag in settings.FlagRuleList)
+        {
+            if (member.Flags.Contains(flag.Flag) || purchase.Tender == flag.Flag)
+            {
+                AddMultiplier(components, ComponentKind.Flag, flag.Flag, flag.MultiplierBp, basket, settings.Rounding);
+            }
+        }
+
+        long cappedByCampaigns = 0;
+        foreach (Campaign campaign in settings.CampaignList)
+        {
+            if (Applies(campaign, purchase, local, member))
+            {
+                cappedByCampaigns += AddCampaign(components, capsHit, campaign, basket, settings.Rounding, member.CampaignEarned(campaign.Id));
+            }
+        }
+
+        long beforeCaps = Sum(components);
+        long allowed = Allowed(beforeCaps, settings.DailyEarnCapPoints, member.EarnedOnDay(day), "daily", capsHit);
+        allowed = Allowed(allowed, settings.MonthlyEarnCapPoints, member.EarnedInMonth(month), "monthly", capsHit);
+        Trim(components, beforeCaps - allowed);
+        long basketPoints = Sum(components.Take(basketCount));
+        var details = new EntryDetails
+        {
+            Components = components,
+            CapsHit = capsHit,
+            CappedPoints = checked(beforeCaps - allowed + cappedByCampaigns),
+            EarnDay = day,
+            EarnMonth = month,
+            Lines = lines,
+        };
+        return new EarnResult(new Points(allowed), new Points(basketPoints), details);
+    }
+
+    /// <summary>Rounds exact points to whole points by the program's rule.</summary>
+    public static long Round(decimal points, Rounding rounding) => rounding switch
+    {
+        Rounding.Down => (long)decimal.Truncate(points),
+        Rounding.HalfUp => (long)decimal.Round(points, MidpointRounding.AwayFromZero),
+        Rounding.Up => (long)decimal.Ceiling(points),
+        _ => throw new ArgumentOutOfRangeException(nameof(rounding), rounding, "Unknown rounding rule."),
+    };
+
+    /// <summary>Whether a campaign applies to the purchase, by time, channel, tier, flags and spend.</summary>
+    public static bool Applies(Campaign campaign, Purchase purchase, DateTime local, EarnContext member)
+    {
+        if (purchase.OccurredAt < campaign.StartsAt || purchase.OccurredAt >= campaign.EndsAt)
+        {
+            return false;
+        }
+
+        if (campaign.Weekdays.Count > 0 && !campaign.Weekdays.Contains(local.DayOfWeek))
+        {
+            return false;
+        }
+
+        bool allDay = campaign.HourFrom == 0 && campaign.HourTo is 0 or 24;
+        if (!allDay && (local.Hour < campaign.HourFrom || local.Hour >= campaign.HourTo))
+        {
+            return false;
+        }
+
+        if (campaign.Channels.Count > 0 && !campaign.Channels.Contains(purchase.Channel))
+        {
+            return false;
+        }
+
+        if (campaign.Tiers.Count > 0 && !campaign.Tiers.Contains(member.Tier.Name))
+        {
+            return false;
+        }
+
+        if (campaign.Flags.Count > 0 && !campaign.Flags.Any(f => member.Flags.Contains(f) || purchase.Tender == f))
+        {
+            return false;
+        }
+
+        return purchase.Amount.AmountMinor >= campaign.MinSpendMinor;
+    }
+
+    /// <summary>Adds one component per product-rule group and returns the exact basket points.</summary>
+    private static decimal AddBasket(Purchase purchase, ProgramSettings settings, CompiledRules rules, List<BreakdownComponent> components, out IReadOnlyList<SkuAmount>? lines)
+    {
+        decimal perMinor = (decimal)settings.EarnPointsPerUnit / Money.MinorPerUnit(settings.CurrencyExponent);
+        if (purchase.LineItems.Count == 0)
+        {
+            lines = null;
+            decimal points = purchase.Amount.AmountMinor * perMinor;
+            components.Add(new BreakdownComponent(ComponentKind.Base, "base", Round(points, settings.Rounding)));
+            return points;
+        }
+
+        // Group the lines by the rule that decides them, keeping the rules' configured order.
+        var groups = new SortedDictionary<int, (ProductRule? Rule, long AmountMinor)>();
+        var skus = new Dictionary<string, (long AmountMinor, int MultiplierBp)>(StringComparer.Ordinal);
+        foreach (LineItem line in purchase.LineItems)
+        {
+            (int index, ProductRule? rule) = rules.Match(line);
+            groups[index] = (rule, checked((groups.TryGetValue(index, out var g) ? g.AmountMinor : 0) + line.AmountMinor));
+            int multiplier = rule?.EffectiveMultiplierBp ?? Multipliers.One;
+            skus[line.Sku] = (checked((skus.TryGetValue(line.Sku, out var s) ? s.AmountMinor : 0) + line.AmountMinor), multiplier);
+        }
+
+        lines = [.. skus.Select(s => new SkuAmount(s.Key, s.Value.AmountMinor, s.Value.MultiplierBp))];
+        decimal basket = 0;
+        foreach ((ProductRule? rule, long amountMinor) in groups.Values)
+        {
+            decimal points = amountMinor * perMinor * (rule?.EffectiveMultiplierBp ?? Multipliers.One) / Multipliers.One;
+            basket += points;
+            components.Add(rule is null
+                ? new BreakdownComponent(ComponentKind.Base, "base", Round(points, settings.Rounding))
+                : new BreakdownComponent(ComponentKind.Product, rule.Code, Round(points, settings.Rounding)));
+        }
+
+        return basket;
+    }
+
+    private static void AddMultiplier(List<BreakdownComponent> components, ComponentKind kind, string code, int multiplierBp, decimal basket, Rounding rounding)
+    {
+        if (multiplierBp > Multipliers.One)
+        {
+            components.Add(new BreakdownComponent(kind, code, Round(basket * (multiplierBp - Multipliers.One) / Multipliers.One, rounding)));
+        }
+    }
+
+    /// <summary>Adds the campaign's component and returns the points its cap removed.</summary>
+    private static long AddCampaign(List<BreakdownComponent> components, List<string> capsHit, Campaign campaign, decimal basket, Rounding rounding, long earnedBefore)
+    {
+        decimal extra = campaign.MultiplierBp > Multipliers.One ? basket * (campaign.MultiplierBp - Multipliers.One) / Multipliers.One : 0;
+        long uncapped = checked(Round(extra, rounding) + campaign.BonusPoints);
+        long points = uncapped;
+        if (campaign.CapPoints > 0 && checked(earnedBefore + points) > campaign.CapPoints)
+        {
+            points = Math.Max(0, campaign.CapPoints - earnedBefore);
+            capsHit.Add("campaign:" + campaign.Id);
+        }
+
+        components.Add(new BreakdownComponent(ComponentKind.Campaign, campaign.Id, points));
+        return uncapped - points;
+    }
+
+    private static long Allowed(long points, long capPoints, long earnedBefore, string cap, List<string> capsHit)
+    {
+        if (capPoints <= 0 || checked(earnedBefore + points) <= capPoints)
+        {
+            return points;
+        }
+
+        capsHit.Add(cap);
+        return Math.Max(0, capPoints - earnedBefore);
+    }
+
+    /// <summary>Removes <paramref name="excess"/> points, last component first.</summary>
+    private static void Trim(List<BreakdownComponent> components, long excess)
+    {
+        for (int i = components.Count - 1; i >= 0 && excess > 0; i--)
+        {
+            long cut = Math.Min(excess, components[i].Points);
+            components[i] = components[i] with { Points = components[i].Points - cut };
+            excess -= cut;
+        }
+    }
+
+    private static long Sum(IEnumerable<BreakdownComponent> components)
+    {
+        long total = 0;
+        foreach (BreakdownComponent c in components)
+        {
+            total = checked(total + c.Points);
+        }
+
+        return total;
+    }
+}
+
+/// <summary>A program's rules indexed for the hot path; built once per settings instance.</summary>
+internal sealed class CompiledRules
+{
+    private static readonly ConditionalWeakTable<ProgramSettings, CompiledRules> Cache = [];
+    private readonly Dictionary<string, int> _bySku = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _byCategory = new(StringComparer.Ordinal);
+    private readonly IReadOnlyList<ProductRule> _rules;
+
+    private CompiledRules(ProgramSettings settings)
+    {
+        Zone = settings.Zone;
+        _rules = settings.ProductRuleList;
+        for (int i = 0; i < _rules.Count; i++)
+        {
+            if (_rules[i].Sku is { } sku)
+            {
+                _bySku[sku] = i;
+            }
+            else
+            {
+                _byCategory[_rules[i].Category!] = i;
+            }
+        }
+    }
+
+    public TimeZoneInfo Zone { get; }
+
+    public static CompiledRules For(ProgramSettings settings) => Cache.GetValue(settings, static s => new CompiledRules(s));
+
+    /// <summary>The rule deciding a line (SKU before category) and its position; -1 and null for none.</summary>
+    public (int Index, ProductRule? Rule) Match(LineItem line)
+    {
+        if (_bySku.TryGetValue(line.Sku, out int i) || (line.Category.Length > 0 && _byCategory.TryGetValue(line.Category, out i)))
+        {
+            return (i, _rules[i]);
+        }
+
+        return (-1, null);
+    }
 }

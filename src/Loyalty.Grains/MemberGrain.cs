@@ -2,6 +2,7 @@ using Loyalty.Storage;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Concurrency;
+using Orleans.Serialization;
 using Orleans.Runtime;
 using Orleans.Storage;
 
@@ -31,6 +32,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private readonly TimeProvider _clock;
     private readonly MemberOptions _options;
     private readonly ILogger<MemberGrain> _logger;
+    private readonly DeepCopier<MemberState> _copier;
     /// <summary>
     /// Keys of changes waiting for their commit. The value is created only when a resend has to
     /// wait for one, so the common path allocates nothing here.
@@ -55,8 +57,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         ProgramDirectory programs,
         TimeProvider clock,
         IOptions<MemberOptions> options,
+        DeepCopier<MemberState> copier,
         ILogger<MemberGrain> logger)
     {
+        _copier = copier;
         _snapshot = snapshot;
         _ledger = ledger;
         _store = store;
@@ -90,74 +94,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     }
 
     /// <inheritdoc />
-    public async Task<AccrualResult> Accrue(Purchase purchase)
-    {
-        string txn = purchase.TransactionId;
-        string? error = purchase.Check(_clock.GetUtcNow()) ?? CheckRouting(purchase.ProgramId, purchase.MemberId);
-        if (error is not null)
-        {
-            return AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, error);
-        }
-
-        long fingerprint = purchase.ComputeFingerprint();
-        for (int attempt = 0; attempt < AttemptsMax; attempt++)
-        {
-            if (!await TryEnsureLoadedAsync())
-            {
-                return AccrualResult.Reject(txn, LoyaltyError.Unavailable, "member state could not be loaded; nothing was recorded, retry");
-            }
-
-            ProgramConfig? program = await _programs.GetAsync(_programId);
-            if (program is null)
-            {
-                return AccrualResult.Reject(txn, LoyaltyError.NotFound, $"program '{_programId}' not found");
-            }
-
-            if (!_valid)
-            {
-                continue;
-            }
-
-            if (WaitForUncommitted(txn) is { } original)
-            {
-                // A resend while the original still waits for its commit: answer after it settles.
-                await original;
-                continue;
-            }
-
-            if (Precheck(purchase, program, fingerprint) is { } early)
-            {
-                return early;
-            }
-
-            // From here to the commit there is no await: the change is applied atomically.
-            Points earned = Earning.Compute(purchase, program);
-            LedgerEntry entry = new(
-                _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Earn, earned, txn, fingerprint,
-                purchase.StoreId, purchase.Amount.AmountMinor, purchase.Amount.Currency, null, null,
-                purchase.OccurredAt, _clock.GetUtcNow());
-            _state.Apply(entry, _options.RecentTransactionsMax);
-            Points balance = _state.Balance;
-            switch (await CommitAsync(entry, txn))
-            {
-                case CommitOutcome.Committed:
-                    return new AccrualResult(txn, AccrualStatus.Accepted, earned, balance, entry.Sequence, LoyaltyError.None, null);
-                case CommitOutcome.Failed:
-                    return AccrualResult.Reject(txn, LoyaltyError.Unavailable, "the ledger could not commit; nothing was recorded, retry");
-            }
-
-            // The database already holds this transaction id (an older resend, or another member's) or
-            // another activation wrote this sequence. Ask the ledger, after the state is reloaded.
-            if (await ResolveConflictAsync(txn, fingerprint) is { } resolved)
-            {
-                return resolved;
-            }
-        }
-
-        return AccrualResult.Reject(txn, LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
-    }
-
-    /// <inheritdoc />
     public async Task<EnrolmentResult> Enrol(Enrolment enrolment)
     {
         string? error = CheckRouting(enrolment.ProgramId, enrolment.MemberId)
@@ -179,6 +115,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 return refused;
             }
 
+            ProgramConfig? program = await _programs.GetAsync(_programId);
+
             if (!_valid)
             {
                 continue;
@@ -195,15 +133,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 return await AnswerRepeatedEnrolmentAsync(enrolment.ReferredBy);
             }
 
-            LedgerEntry entry = new(
-                _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Enrol, Points.Zero, null, 0,
-                null, 0, null, null, enrolment.ReferredBy, _clock.GetUtcNow(), _clock.GetUtcNow());
+            LedgerEntry entry = EnrolEntry(enrolment, program);
             _state.Apply(entry, _options.RecentTransactionsMax);
             switch (await CommitAsync(entry, EnrolKey))
             {
                 case CommitOutcome.Committed:
                     await LinkReferrerAsync(enrolment.ReferredBy);
-                    return new EnrolmentResult(_state.ToView(_programId, _memberId), false, LoyaltyError.None, null);
+                    return new EnrolmentResult(View(program), false, LoyaltyError.None, null);
                 case CommitOutcome.Failed:
                     return EnrolmentResult.Reject(LoyaltyError.Unavailable, "the ledger could not commit; nothing was recorded, retry");
             }
@@ -266,13 +202,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     }
 
     /// <inheritdoc />
-    public async Task<MemberView?> Get()
-    {
-        await EnsureLoadedAsync();
-        return _state.Enrolled ? _state.ToView(_programId, _memberId) : null;
-    }
-
-    /// <inheritdoc />
     public async Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize)
     {
         await EnsureLoadedAsync();
@@ -295,49 +224,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private string? CheckRouting(string programId, string memberId) =>
         programId == _programId && memberId == _memberId ? null : "the request was routed to another member";
 
-    /// <summary>Answers without a write: not enrolled, a remembered resend, or the wrong currency.</summary>
-    private AccrualResult? Precheck(Purchase purchase, ProgramConfig program, long fingerprint)
-    {
-        string txn = purchase.TransactionId;
-        if (!_state.Enrolled)
-        {
-            return AccrualResult.Reject(txn, LoyaltyError.NotFound, $"member '{_memberId}' is not enrolled in program '{_programId}'");
-        }
-
-        if (_state.FindRecent(txn) is { } prior)
-        {
-            return prior.Fingerprint == fingerprint
-                ? new AccrualResult(txn, AccrualStatus.Duplicate, prior.Points, _state.Balance, prior.Sequence, LoyaltyError.None, null)
-                : AccrualResult.Reject(txn, LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different purchase");
-        }
-
-        if (purchase.Amount.Currency != program.Settings.Currency)
-        {
-            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
-                $"currency '{purchase.Amount.Currency}' does not match the program's currency '{program.Settings.Currency}'");
-        }
-
-        return null;
-    }
-
-    private async Task<AccrualResult?> ResolveConflictAsync(string txn, long fingerprint)
-    {
-        if (!await TryEnsureLoadedAsync())
-        {
-            return AccrualResult.Reject(txn, LoyaltyError.Unavailable, "member state could not be loaded; nothing was recorded, retry");
-        }
-
-        LedgerEntry? existing = await _store.FindTransactionAsync(_programId, txn, CancellationToken.None);
-        if (existing is null)
-        {
-            return null;
-        }
-
-        return existing.MemberId == _memberId && existing.Fingerprint == fingerprint
-            ? new AccrualResult(txn, AccrualStatus.Duplicate, existing.Points, _state.Balance, existing.Sequence, LoyaltyError.None, null)
-            : AccrualResult.Reject(txn, LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different purchase");
-    }
-
     private async Task<EnrolmentResult?> CheckEnrolmentPreconditionsAsync(Enrolment enrolment)
     {
         if (!await TryEnsureLoadedAsync())
@@ -359,6 +245,21 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         return null;
     }
 
+    private LedgerEntry EnrolEntry(Enrolment enrolment, ProgramConfig? program)
+    {
+        DateTimeOffset now = _clock.GetUtcNow();
+        ProgramSettings? settings = program?.Settings;
+        Points bonus = new(settings?.SignupBonusPoints ?? 0);
+        var details = new EntryDetails
+        {
+            Components = bonus.Value > 0 ? [new BreakdownComponent(ComponentKind.Signup, "signup", bonus.Value)] : [],
+            TierAfter = settings?.Ladder.Tiers[0].Name ?? MemberState.DefaultTier,
+        };
+        return new LedgerEntry(
+            _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Enrol, bonus, null, 0,
+            null, 0, null, null, enrolment.ReferredBy, now, now, program?.Version ?? 0, null, details);
+    }
+
     private async Task<EnrolmentResult> AnswerRepeatedEnrolmentAsync(string? referredBy)
     {
         if (_state.ReferredBy != referredBy)
@@ -368,7 +269,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
 
         // A resend also repairs the referrer's side if the first attempt stopped before it.
         await LinkReferrerAsync(referredBy);
-        return new EnrolmentResult(_state.ToView(_programId, _memberId), true, LoyaltyError.None, null);
+        return new EnrolmentResult(View(await _programs.GetAsync(_programId)), true, LoyaltyError.None, null);
     }
 
     private async Task LinkReferrerAsync(string? referredBy)
@@ -468,7 +369,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         int covered = _appliedSinceSnapshot;
         try
         {
-            _snapshot.State = _state.Clone();
+            _snapshot.State = _copier.Copy(_state);
             await _snapshot.WriteStateAsync();
             _appliedSinceSnapshot -= covered;
         }
@@ -537,7 +438,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         }
 
         _snapshotJustRead = false;
-        MemberState state = _snapshot.State.Clone();
+        MemberState state = _copier.Copy(_snapshot.State);
         IReadOnlyList<LedgerEntry> entries = await _store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
         foreach (LedgerEntry entry in entries)
         {

@@ -2,8 +2,10 @@ namespace Loyalty.Grains;
 
 /// <summary>
 /// A member as its grain holds it in memory, and as it is snapshotted. It changes only through
-/// <see cref="Apply"/>, used both for live changes and for replaying the ledger, so replay always
-/// rebuilds exactly the state that was acknowledged.
+/// <see cref="Apply"/> (used both for live changes and for replaying the ledger) and
+/// <see cref="Mature"/> (a pure function of time), so replay always rebuilds exactly the state
+/// that was acknowledged. Apply reads only the entry, never the program's configuration: every
+/// decision the rules made is recorded in the entry's details.
 /// </summary>
 [GenerateSerializer]
 public sealed class MemberState
@@ -11,19 +13,25 @@ public sealed class MemberState
     /// <summary>The tier every member starts in until the program defines a ladder.</summary>
     public const string DefaultTier = "standard";
 
+    /// <summary>How many days of earn-cap history are kept (a month and then some).</summary>
+    private const int CapDaysKept = 62;
+
+    /// <summary>How many months of earn-cap history are kept.</summary>
+    private const int CapMonthsKept = 14;
+
     /// <summary>Sequence of the newest ledger entry applied.</summary>
     [Id(0)] public long Sequence { get; set; }
 
     /// <summary>Whether an enrolment entry has been applied.</summary>
     [Id(1)] public bool Enrolled { get; set; }
 
-    /// <summary>Spendable points.</summary>
+    /// <summary>Spendable (active) points. Negative only under the allow-negative policy.</summary>
     [Id(2)] public Points Balance { get; set; }
 
-    /// <summary>All points ever earned.</summary>
+    /// <summary>All points ever earned (purchases, sign-up, positive adjustments), before returns.</summary>
     [Id(3)] public Points LifetimeEarned { get; set; }
 
-    /// <summary>The member's tier.</summary>
+    /// <summary>The member's tier as of its newest entry.</summary>
     [Id(4)] public string Tier { get; set; } = DefaultTier;
 
     /// <summary>Who referred this member, if anyone.</summary>
@@ -38,6 +46,67 @@ public sealed class MemberState
     /// <summary>The newest transactions, oldest first, bounded by the grain's option.</summary>
     [Id(8)] public List<RecentTransaction> Recent { get; set; } = [];
 
+    /// <summary>Earned points not yet spendable, one lot per purchase, in order of availability.</summary>
+    [Id(9)] public List<PendingLot> Pending { get; set; } = [];
+
+    /// <summary>When the tier is next reviewed for a downgrade; null in the entry tier.</summary>
+    [Id(10)] public DateTimeOffset? TierReviewAt { get; set; }
+
+    /// <summary>Qualifying points and spend per UTC day of recording, oldest first.</summary>
+    [Id(11)] public List<QualifyingDay> Qualification { get; set; } = [];
+
+    /// <summary>Points earned per program-local day (DayNumber), for the daily cap.</summary>
+    [Id(12)] public Dictionary<int, long> EarnedByDay { get; set; } = [];
+
+    /// <summary>Points earned per program-local month, for the monthly cap.</summary>
+    [Id(13)] public Dictionary<int, long> EarnedByMonth { get; set; } = [];
+
+    /// <summary>Points earned per campaign, net of returns, for campaign caps.</summary>
+    [Id(14)] public Dictionary<string, long> CampaignEarned { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Purchases with at least one return, by transaction id.</summary>
+    [Id(15)] public Dictionary<string, ReturnProgress> Returns { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>The member's flags, e.g. "storecard".</summary>
+    [Id(16)] public List<string> Flags { get; set; } = [];
+
+    /// <summary>Points returns could not take back because the balance was floored at zero.</summary>
+    [Id(17)] public Points Shortfall { get; set; }
+
+    /// <summary>All points reversed by returns.</summary>
+    [Id(18)] public Points LifetimeReversed { get; set; }
+
+    /// <summary>Points earned and not yet spendable.</summary>
+    public Points PendingTotal
+    {
+        get
+        {
+            Points total = Points.Zero;
+            foreach (PendingLot lot in Pending)
+            {
+                total += lot.Points;
+            }
+
+            return total;
+        }
+    }
+
+    /// <summary>Moves every pending lot available by <paramref name="now"/> into the balance.</summary>
+    public void Mature(DateTimeOffset now)
+    {
+        int matured = 0;
+        while (matured < Pending.Count && Pending[matured].AvailableAt <= now)
+        {
+            Balance += Pending[matured].Points;
+            matured++;
+        }
+
+        if (matured > 0)
+        {
+            Pending.RemoveRange(0, matured);
+        }
+    }
+
     /// <summary>Applies one ledger entry. Throws when entries arrive out of order.</summary>
     public void Apply(LedgerEntry entry, int recentMax)
     {
@@ -47,16 +116,24 @@ public sealed class MemberState
         }
 
         Sequence = entry.Sequence;
+        Mature(entry.RecordedAt);
         switch (entry.Kind)
         {
             case LedgerEntryKind.Enrol:
-                Enrolled = true;
-                EnrolledAt = entry.OccurredAt;
-                ReferredBy = entry.Reference;
+                ApplyEnrol(entry);
                 break;
             case LedgerEntryKind.Earn:
+                ApplyEarn(entry);
+                break;
+            case LedgerEntryKind.Return:
+                ApplyReturn(entry);
+                break;
+            case LedgerEntryKind.Adjust:
                 Balance += entry.Points;
-                LifetimeEarned += entry.Points;
+                LifetimeEarned += entry.Points.Value > 0 ? entry.Points : Points.Zero;
+                break;
+            case LedgerEntryKind.Flags:
+                Flags = [.. entry.Details?.Flags ?? []];
                 break;
             case LedgerEntryKind.ReferralLink when entry.Reference is not null && !Referrals.Contains(entry.Reference):
                 Referrals.Add(entry.Reference);
@@ -83,23 +160,183 @@ public sealed class MemberState
         return null;
     }
 
-    /// <summary>A deep copy, for a snapshot that must not change while it is written.</summary>
-    public MemberState Clone() => new()
+    /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
+    public (long Points, long Spend) QualifyingAt(DateTimeOffset at, int windowDays)
     {
-        Sequence = Sequence,
-        Enrolled = Enrolled,
-        Balance = Balance,
-        LifetimeEarned = LifetimeEarned,
-        Tier = Tier,
-        ReferredBy = ReferredBy,
-        Referrals = [.. Referrals],
-        EnrolledAt = EnrolledAt,
-        Recent = [.. Recent],
-    };
+        int last = DayOf(at);
+        int first = last - windowDays + 1;
+        long points = 0, spend = 0;
+        foreach (QualifyingDay day in Qualification)
+        {
+            if (day.Day >= first && day.Day <= last)
+            {
+                points = checked(points + day.Points);
+                spend = checked(spend + day.Spend);
+            }
+        }
 
-    /// <summary>The member as queries see it.</summary>
-    public MemberView ToView(string programId, string memberId) =>
-        new(programId, memberId, Balance, Tier, ReferredBy, [.. Referrals], LifetimeEarned, EnrolledAt, Sequence);
+        return (points, spend);
+    }
+
+    /// <summary>The pending lot of a purchase, or null once it is spendable (or fully reversed).</summary>
+    public PendingLot? FindPending(string transactionId) => Pending.Find(l => l.TransactionId == transactionId);
+
+    /// <summary>The member as queries see it; <paramref name="tier"/> is the tier after any review due now.</summary>
+    public MemberView ToView(string programId, string memberId, string tier, DateTimeOffset? reviewAt, long qualifying, IReadOnlyList<string> perks) =>
+        new(programId, memberId, Balance, tier, ReferredBy, [.. Referrals], LifetimeEarned, EnrolledAt, Sequence,
+            PendingTotal, [.. Pending.Select(l => new PendingPoints(l.TransactionId, l.Points, l.AvailableAt))],
+            [.. Flags], reviewAt, qualifying, perks, Shortfall, LifetimeReversed);
+
+    /// <summary>The UTC calendar day of an instant, as a day number.</summary>
+    public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
+
+    private void ApplyEnrol(LedgerEntry entry)
+    {
+        Enrolled = true;
+        EnrolledAt = entry.OccurredAt;
+        ReferredBy = entry.Reference;
+        Balance += entry.Points;
+        LifetimeEarned += entry.Points;
+        Tier = entry.Details?.TierAfter ?? DefaultTier;
+        TierReviewAt = null;
+    }
+
+    private void ApplyEarn(LedgerEntry entry)
+    {
+        if (entry.AvailableAt is { } availableAt && availableAt > entry.RecordedAt && entry.Points.Value > 0)
+        {
+            AddPending(new PendingLot { TransactionId = entry.TransactionId!, AvailableAt = availableAt, Points = entry.Points });
+        }
+        else
+        {
+            Balance += entry.Points;
+        }
+
+        LifetimeEarned += entry.Points;
+        EntryDetails? details = entry.Details;
+        AddQualifying(DayOf(entry.RecordedAt), entry.Points.Value, entry.AmountMinor);
+        if (details is null)
+        {
+            return;
+        }
+
+        Tier = details.TierAfter ?? Tier;
+        TierReviewAt = details.TierReviewAt;
+        AddCapped(EarnedByDay, details.EarnDay, entry.Points.Value, CapDaysKept);
+        AddCapped(EarnedByMonth, details.EarnMonth, entry.Points.Value, CapMonthsKept);
+        foreach (BreakdownComponent c in details.Components)
+        {
+            if (c.Kind == ComponentKind.Campaign)
+            {
+                CampaignEarned[c.Code] = checked(CampaignEarned.GetValueOrDefault(c.Code) + c.Points);
+            }
+        }
+    }
+
+    private void ApplyReturn(LedgerEntry entry)
+    {
+        EntryDetails details = entry.Details ?? throw new InvalidOperationException($"Return entry {entry.Sequence} has no details.");
+        string original = entry.Reference ?? throw new InvalidOperationException($"Return entry {entry.Sequence} names no purchase.");
+        if (details.PendingReversed > 0 && FindPending(original) is { } lot)
+        {
+            lot.Points -= new Points(details.PendingReversed);
+            if (lot.Points.Value <= 0)
+            {
+                Pending.Remove(lot);
+            }
+        }
+
+        Balance -= new Points(details.ActiveReversed);
+        Shortfall += new Points(details.Shortfall);
+        long reversed = checked(details.PendingReversed + details.ActiveReversed + details.Shortfall);
+        LifetimeReversed += new Points(reversed);
+        RecordProgress(original, details);
+        if (details.OriginalRecordedAt is { } recordedAt)
+        {
+            AddQualifying(DayOf(recordedAt), -reversed, -details.ReturnedAmountMinor, createMissing: false);
+        }
+
+        AddCapped(EarnedByDay, details.EarnDay, -reversed, CapDaysKept, createMissing: false);
+        AddCapped(EarnedByMonth, details.EarnMonth, -reversed, CapMonthsKept, createMissing: false);
+        foreach (BreakdownComponent c in details.Components)
+        {
+            if (c.Kind == ComponentKind.Campaign && CampaignEarned.TryGetValue(c.Code, out long earned))
+            {
+                CampaignEarned[c.Code] = checked(earned - c.Points);
+            }
+        }
+    }
+
+    private void RecordProgress(string original, EntryDetails details)
+    {
+        if (!Returns.TryGetValue(original, out ReturnProgress? progress))
+        {
+            progress = new ReturnProgress { ByLines = details.Lines is not null, Reversed = new long[details.Components.Count] };
+            Returns[original] = progress;
+        }
+
+        progress.AmountReturnedMinor = checked(progress.AmountReturnedMinor + details.ReturnedAmountMinor);
+        foreach (SkuAmount line in details.Lines ?? [])
+        {
+            progress.SkuReturnedMinor[line.Sku] = checked(progress.SkuReturnedMinor.GetValueOrDefault(line.Sku) + line.AmountMinor);
+        }
+
+        for (int i = 0; i < details.Components.Count && i < progress.Reversed.Length; i++)
+        {
+            progress.Reversed[i] = checked(progress.Reversed[i] + details.Components[i].Points);
+        }
+    }
+
+    private void AddPending(PendingLot lot)
+    {
+        // Lots usually arrive in order of availability; keep the list sorted for Mature.
+        int at = Pending.Count;
+        while (at > 0 && Pending[at - 1].AvailableAt > lot.AvailableAt)
+        {
+            at--;
+        }
+
+        Pending.Insert(at, lot);
+    }
+
+    private void AddQualifying(int day, long points, long spend, bool createMissing = true)
+    {
+        QualifyingDay? bucket = Qualification.Find(d => d.Day == day);
+        if (bucket is null)
+        {
+            if (!createMissing)
+            {
+                return;
+            }
+
+            bucket = new QualifyingDay { Day = day };
+            int at = Qualification.FindIndex(d => d.Day > day);
+            Qualification.Insert(at < 0 ? Qualification.Count : at, bucket);
+        }
+
+        bucket.Points = checked(bucket.Points + points);
+        bucket.Spend = checked(bucket.Spend + spend);
+        int oldest = Qualification[^1].Day - Limits.TierWindowDaysMax - Limits.TierWindowDaysMax;
+        Qualification.RemoveAll(d => d.Day < oldest);
+    }
+
+    private static void AddCapped(Dictionary<int, long> buckets, int key, long points, int kept, bool createMissing = true)
+    {
+        if (!buckets.TryGetValue(key, out long value) && !createMissing)
+        {
+            return;
+        }
+
+        buckets[key] = checked(value + points);
+        if (buckets.Count > kept)
+        {
+            int newest = buckets.Keys.Max();
+            foreach (int old in buckets.Keys.Where(k => k <= newest - kept).ToList())
+            {
+                buckets.Remove(old);
+            }
+        }
+    }
 
     private void Remember(RecentTransaction transaction, int recentMax)
     {
@@ -109,6 +346,34 @@ public sealed class MemberState
             Recent.RemoveRange(0, Recent.Count - recentMax);
         }
     }
+}
+
+/// <summary>The points of one purchase while they are pending.</summary>
+[GenerateSerializer]
+public sealed class PendingLot
+{
+    /// <summary>The purchase.</summary>
+    [Id(0)] public string TransactionId { get; set; } = "";
+
+    /// <summary>When the points become spendable.</summary>
+    [Id(1)] public DateTimeOffset AvailableAt { get; set; }
+
+    /// <summary>The points still pending (less any reversed by returns).</summary>
+    [Id(2)] public Points Points { get; set; }
+}
+
+/// <summary>Qualifying points and spend recorded on one UTC day.</summary>
+[GenerateSerializer]
+public sealed class QualifyingDay
+{
+    /// <summary>The day (DateOnly.DayNumber).</summary>
+    [Id(0)] public int Day { get; set; }
+
+    /// <summary>Points earned that day, net of returns since.</summary>
+    [Id(1)] public long Points { get; set; }
+
+    /// <summary>Money spent that day in minor units, net of returns since.</summary>
+    [Id(2)] public long Spend { get; set; }
 }
 
 /// <summary>A transaction the member grain remembers, to answer a resend without the database.</summary>

@@ -1,4 +1,6 @@
 using System.Data.Common;
+using System.Text.Json;
+using System.Text.Json.Serialization;
 
 namespace Loyalty.Storage;
 
@@ -7,7 +9,8 @@ internal static class LedgerRows
 {
     /// <summary>The select list every ledger query uses, in the order <see cref="ReadAllAsync"/> reads.</summary>
     public const string Columns =
-        "program_id, member_id, seq, kind, points, txn_id, fingerprint, store_id, amount_minor, currency, reason, reference, occurred_at, recorded_at";
+        "program_id, member_id, seq, kind, points, txn_id, fingerprint, store_id, amount_minor, currency, reason, reference, occurred_at, recorded_at, " +
+        "program_version, available_at, details";
 
     /// <summary>Runs the command and maps every row; <paramref name="time"/> decodes a timestamp column.</summary>
     public static async Task<IReadOnlyList<LedgerEntry>> ReadAllAsync(DbCommand command, Func<DbDataReader, int, DateTimeOffset> time, CancellationToken cancellationToken)
@@ -19,7 +22,7 @@ internal static class LedgerRows
             rows.Add(new LedgerEntry(
                 r.GetString(0), r.GetString(1), r.GetInt64(2), (LedgerEntryKind)r.GetInt16(3), new Points(r.GetInt64(4)),
                 Text(r, 5), r.GetInt64(6), Text(r, 7), r.GetInt64(8), Text(r, 9), Text(r, 10), Text(r, 11),
-                time(r, 12), time(r, 13)));
+                time(r, 12), time(r, 13), r.GetInt64(14), r.IsDBNull(15) ? null : time(r, 15), DetailsJson.Read(Text(r, 16))));
         }
 
         return rows;
@@ -27,3 +30,25 @@ internal static class LedgerRows
 
     private static string? Text(DbDataReader r, int ordinal) => r.IsDBNull(ordinal) ? null : r.GetString(ordinal);
 }
+
+/// <summary>
+/// The details column: compact JSON with snake_case names and enum names, defaults left out,
+/// so reports can read it (<c>details::jsonb -&gt; 'components'</c> on PostgreSQL).
+/// </summary>
+public static class DetailsJson
+{
+    /// <summary>The JSON text of the details, or null.</summary>
+    public static string? Write(EntryDetails? details) =>
+        details is null ? null : JsonSerializer.Serialize(details, DetailsJsonContext.Default.EntryDetails);
+
+    /// <summary>The details from their JSON text, or null.</summary>
+    public static EntryDetails? Read(string? json) =>
+        json is null ? null : JsonSerializer.Deserialize(json, DetailsJsonContext.Default.EntryDetails);
+}
+
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault,
+    UseStringEnumConverter = true)]
+[JsonSerializable(typeof(EntryDetails))]
+internal sealed partial class DetailsJsonContext : JsonSerializerContext;

@@ -22,7 +22,8 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     private const string InsertSql =
         "INSERT INTO ledger_entries (" + Columns + ") " +
         "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[], $5::bigint[], $6::text[], $7::bigint[], " +
-        "$8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[]) " +
+        "$8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[], " +
+        "$15::bigint[], $16::timestamptz[], $17::text[]) " +
         "ON CONFLICT DO NOTHING RETURNING program_id, member_id, seq";
 
     private readonly NpgsqlDataSource _dataSource;
@@ -83,6 +84,9 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         var references = new string?[n];
         var occurred = new DateTime[n];
         var recorded = new DateTime[n];
+        var versions = new long[n];
+        var available = new DateTime?[n];
+        var details = new string?[n];
         var index = new Dictionary<(string, string, long), int>(n);
         for (int i = 0; i < n; i++)
         {
@@ -91,6 +95,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             (transactions[i], fingerprints[i], stores[i], amounts[i]) = (e.TransactionId, e.Fingerprint, e.StoreId, e.AmountMinor);
             (currencies[i], reasons[i], references[i]) = (e.Currency, e.Reason, e.Reference);
             (occurred[i], recorded[i]) = (e.OccurredAt.UtcDateTime, e.RecordedAt.UtcDateTime);
+            (versions[i], available[i], details[i]) = (e.ProgramVersion, e.AvailableAt?.UtcDateTime, DetailsJson.Write(e.Details));
             index[(e.ProgramId, e.MemberId, e.Sequence)] = i;
         }
 
@@ -110,6 +115,9 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = references, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter<DateTime[]> { TypedValue = occurred, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
         command.Parameters.Add(new NpgsqlParameter<DateTime[]> { TypedValue = recorded, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = versions });
+        command.Parameters.Add(new NpgsqlParameter<DateTime?[]> { TypedValue = available, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = details, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
 
         // A single statement outside an explicit transaction commits atomically on its own.
         await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);

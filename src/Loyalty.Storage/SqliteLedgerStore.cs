@@ -20,7 +20,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
     private const string InsertSql =
         "INSERT INTO ledger_entries (" + Columns + ") VALUES " +
-        "($p, $m, $s, $k, $pts, $t, $f, $st, $a, $c, $r, $ref, $o, $rec) ON CONFLICT DO NOTHING";
+        "($p, $m, $s, $k, $pts, $t, $f, $st, $a, $c, $r, $ref, $o, $rec, $v, $av, $d) ON CONFLICT DO NOTHING";
 
     private readonly string _connectionString;
     private SqliteConnection? _writer;
@@ -164,7 +164,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         await ExecuteAsync(_writer, "PRAGMA synchronous=FULL;", cancellationToken);
         _insert = _writer.CreateCommand();
         _insert.CommandText = InsertSql;
-        foreach (string name in new[] { "$p", "$m", "$s", "$k", "$pts", "$t", "$f", "$st", "$a", "$c", "$r", "$ref", "$o", "$rec" })
+        foreach (string name in new[] { "$p", "$m", "$s", "$k", "$pts", "$t", "$f", "$st", "$a", "$c", "$r", "$ref", "$o", "$rec", "$v", "$av", "$d" })
         {
             _insert.Parameters.Add(new SqliteParameter { ParameterName = name });
         }
@@ -189,6 +189,9 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         p[11].Value = (object?)e.Reference ?? DBNull.Value;
         p[12].Value = UnixMicros.From(e.OccurredAt);
         p[13].Value = UnixMicros.From(e.RecordedAt);
+        p[14].Value = e.ProgramVersion;
+        p[15].Value = e.AvailableAt is { } availableAt ? UnixMicros.From(availableAt) : DBNull.Value;
+        p[16].Value = (object?)DetailsJson.Write(e.Details) ?? DBNull.Value;
     }
 
     private void ResetWriter()

@@ -62,6 +62,39 @@ public sealed class MembersService(IGrainFactory grains, ILogger<MembersService>
         return response;
     }
 
+    /// <inheritdoc />
+    public override async Task<V1.Member> SetMemberFlags(V1.SetMemberFlagsRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        string[] flags = [.. request.Flags];
+        MemberResult result = await GrainCalls.RunAsync(() => member.SetFlags(flags), logger, "SetMemberFlags");
+        return result.Member is null
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : WireMapping.ToMessage(result.Member);
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.AdjustPointsResponse> AdjustPoints(V1.AdjustPointsRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        var adjustment = new Adjustment(request.TransactionId, new Points(request.Points), request.Reason);
+        GrainCalls.Require(adjustment.Check());
+        AccrualResult result = await GrainCalls.RunAsync(() => member.Adjust(adjustment), logger, "AdjustPoints");
+        if (result.Status == AccrualStatus.Rejected)
+        {
+            throw WireMapping.ToRpcException(result.Error, result.ErrorMessage);
+        }
+
+        return new V1.AdjustPointsResponse
+        {
+            TransactionId = result.TransactionId,
+            Status = result.Status == AccrualStatus.Accepted ? V1.AckStatus.Accepted : V1.AckStatus.Duplicate,
+            Points = result.Earned.Value,
+            Balance = result.Balance.Value,
+            Sequence = result.Sequence,
+        };
+    }
+
     private IMemberGrain Member(string programId, string memberId)
     {
         GrainCalls.Require(LoyaltyIds.Check(programId, "program_id") ?? LoyaltyIds.Check(memberId, "member_id"));

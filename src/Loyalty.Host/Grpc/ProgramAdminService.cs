@@ -10,9 +10,9 @@ public sealed class ProgramAdminService(IGrainFactory grains, ILogger<ProgramAdm
     public override async Task<V1.Program> PutProgram(V1.PutProgramRequest request, ServerCallContext context)
     {
         GrainCalls.Require(LoyaltyIds.Check(request.ProgramId, "program_id"));
-        var settings = new ProgramSettings(request.Name, request.Currency, request.CurrencyExponent, request.EarnPointsPerUnit);
-        GrainCalls.Require(settings.Check());
-        ProgramConfig config = await GrainCalls.RunAsync(() => grains.GetGrain<IProgramGrain>(request.ProgramId).Put(settings), logger, "PutProgram");
+        ProgramSettings? settings = ProgramMapping.ToSettings(request.Settings, out string? error);
+        GrainCalls.Require(error ?? settings!.Check());
+        ProgramConfig config = await GrainCalls.RunAsync(() => grains.GetGrain<IProgramGrain>(request.ProgramId).Put(settings!), logger, "PutProgram");
         return WireMapping.ToMessage(config);
     }
 

@@ -30,6 +30,18 @@ public sealed partial class PurchasesService(
     }
 
     /// <inheritdoc />
+    public override async Task<V1.ReturnAck> Return(V1.ReturnRequest request, ServerCallContext context)
+    {
+        PurchaseReturn? purchaseReturn = WireMapping.ToReturn(request, clock.GetUtcNow(), out string? error);
+        GrainCalls.Require(error);
+        IMemberGrain member = grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(purchaseReturn!.ProgramId, purchaseReturn.MemberId));
+        ReturnResult result = await GrainCalls.RunAsync(() => member.Return(purchaseReturn), logger, "Return");
+        return result.Status == AccrualStatus.Rejected
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : WireMapping.ToAck(result);
+    }
+
+    /// <inheritdoc />
     public override async Task Ingest(IAsyncStreamReader<V1.Purchase> requestStream, IServerStreamWriter<V1.PurchaseAck> responseStream, ServerCallContext context)
     {
         CancellationToken cancel = context.CancellationToken;

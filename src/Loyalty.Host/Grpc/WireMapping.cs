@@ -60,7 +60,8 @@ internal static class WireMapping
 
         var purchase = new Purchase(
             message.TransactionId, message.ProgramId, message.MemberId, message.StoreId,
-            new Money(message.AmountMinor, message.Currency), occurredAt, lines);
+            new Money(message.AmountMinor, message.Currency), occurredAt, lines,
+            (SalesChannel)(int)message.Channel, message.Tender.Length == 0 ? null : message.Tender);
         error = purchase.Check(now);
         return error is null ? purchase : null;
     }
@@ -80,7 +81,73 @@ internal static class WireMapping
         Sequence = result.Sequence,
         ErrorCode = result.Error == LoyaltyError.None ? "" : StatusName(ToStatusCode(result.Error)),
         ErrorMessage = result.ErrorMessage ?? "",
+        Breakdown = result.Details is null ? null : ToBreakdown(result.Details),
+        AvailableAt = result.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null,
+        ProgramVersion = result.ProgramVersion,
     };
+
+    /// <summary>
+    /// Maps a return message, or returns the reason it cannot be; the return's own checks run here
+    /// too, before any grain is called.
+    /// </summary>
+    public static PurchaseReturn? ToReturn(V1.ReturnRequest message, DateTimeOffset now, out string? error)
+    {
+        DateTimeOffset occurredAt = default;
+        try
+        {
+            occurredAt = message.OccurredAt?.ToDateTimeOffset() ?? default;
+        }
+        catch (InvalidOperationException)
+        {
+            error = "occurred_at is out of range";
+            return null;
+        }
+
+        if (message.Lines.Count > Limits.LineItemsMax)
+        {
+            error = $"lines has more than {Limits.LineItemsMax} entries";
+            return null;
+        }
+
+        var request = new PurchaseReturn(
+            message.TransactionId, message.ProgramId, message.MemberId, message.OriginalTransactionId, message.StoreId,
+            new Money(message.AmountMinor, message.Currency), occurredAt,
+            [.. message.Lines.Select(l => new ReturnLine(l.Sku, l.Quantity, l.AmountMinor))]);
+        error = request.Check(now);
+        return error is null ? request : null;
+    }
+
+    /// <summary>The acknowledgement of a return.</summary>
+    public static V1.ReturnAck ToAck(ReturnResult result) => new()
+    {
+        TransactionId = result.TransactionId,
+        Status = result.Status == AccrualStatus.Accepted ? V1.AckStatus.Accepted : V1.AckStatus.Duplicate,
+        PointsReversed = result.Reversed.Value,
+        Balance = result.Balance.Value,
+        PendingPoints = result.Pending.Value,
+        Sequence = result.Sequence,
+        Breakdown = result.Details is null ? null : ToBreakdown(result.Details),
+    };
+
+    /// <summary>The breakdown message of an entry's details.</summary>
+    public static V1.Breakdown ToBreakdown(EntryDetails d)
+    {
+        var m = new V1.Breakdown
+        {
+            BasePoints = d.Components.Where(c => c.Kind is ComponentKind.Base or ComponentKind.Product).Sum(c => c.Points),
+            CappedPoints = d.CappedPoints,
+            TierBefore = d.TierBefore ?? "",
+            TierAfter = d.TierAfter ?? "",
+            TierReviewAt = d.TierReviewAt is { } reviewAt ? Timestamp.FromDateTimeOffset(reviewAt) : null,
+            DowngradedFrom = d.DowngradedFrom ?? "",
+            PendingReversed = d.PendingReversed,
+            ActiveReversed = d.ActiveReversed,
+            Shortfall = d.Shortfall,
+        };
+        m.Components.AddRange(d.Components.Select(c => new V1.BreakdownComponent { Kind = (V1.ComponentKind)(int)c.Kind, Code = c.Code, Points = c.Points }));
+        m.CapsHit.AddRange(d.CapsHit);
+        return m;
+    }
 
     /// <summary>A rejection acknowledgement for a purchase that never reached a grain.</summary>
     public static V1.PurchaseAck Rejected(string transactionId, StatusCode code, string message) => new()
@@ -116,8 +183,21 @@ internal static class WireMapping
             LifetimeEarned = m.LifetimeEarned.Value,
             EnrolledAt = Timestamp.FromDateTimeOffset(m.EnrolledAt),
             LastSequence = m.LastSequence,
+            PendingPoints = m.Pending.Value,
+            TierReviewAt = m.TierReviewAt is { } reviewAt ? Timestamp.FromDateTimeOffset(reviewAt) : null,
+            TierQualifying = m.TierQualifying,
+            ShortfallPoints = m.Shortfall.Value,
+            LifetimeReversed = m.LifetimeReversed.Value,
         };
         message.Referrals.AddRange(m.Referrals);
+        message.Pending.AddRange(m.PendingLots.Select(l => new V1.PendingPoints
+        {
+            TransactionId = l.TransactionId,
+            Points = l.Points.Value,
+            AvailableAt = Timestamp.FromDateTimeOffset(l.AvailableAt),
+        }));
+        message.Flags.AddRange(m.Flags);
+        message.Perks.AddRange(m.Perks);
         return message;
     }
 
@@ -125,10 +205,7 @@ internal static class WireMapping
     public static V1.Program ToMessage(ProgramConfig p) => new()
     {
         ProgramId = p.ProgramId,
-        Name = p.Settings.Name,
-        Currency = p.Settings.Currency,
-        CurrencyExponent = p.Settings.CurrencyExponent,
-        EarnPointsPerUnit = p.Settings.EarnPointsPerUnit,
+        Settings = ProgramMapping.ToMessage(p.Settings),
         Version = p.Version,
     };
 
@@ -141,6 +218,9 @@ internal static class WireMapping
             LedgerEntryKind.Enrol => V1.LedgerEntryKind.Enrol,
             LedgerEntryKind.Earn => V1.LedgerEntryKind.Earn,
             LedgerEntryKind.ReferralLink => V1.LedgerEntryKind.ReferralLink,
+            LedgerEntryKind.Return => V1.LedgerEntryKind.Return,
+            LedgerEntryKind.Adjust => V1.LedgerEntryKind.Adjust,
+            LedgerEntryKind.Flags => V1.LedgerEntryKind.Flags,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,
@@ -151,5 +231,9 @@ internal static class WireMapping
         Reason = e.Reason ?? (e.Kind == LedgerEntryKind.ReferralLink ? "referred " + e.Reference : ""),
         OccurredAt = Timestamp.FromDateTimeOffset(e.OccurredAt),
         RecordedAt = Timestamp.FromDateTimeOffset(e.RecordedAt),
+        ProgramVersion = e.ProgramVersion,
+        AvailableAt = e.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null,
+        Breakdown = e.Details is null ? null : ToBreakdown(e.Details),
+        Reference = e.Reference ?? "",
     };
 }

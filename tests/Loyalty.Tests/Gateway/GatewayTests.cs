@@ -156,10 +156,12 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     {
         V1.Program created = await Engine.Programs.PutProgramAsync(Wire.Program(_program, 3));
         V1.Program read = await Engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = _program });
-        RpcException badCurrency = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.PutProgramAsync(new V1.PutProgramRequest(Wire.Program(_program)) { Currency = "dollars" }).ResponseAsync);
+        V1.PutProgramRequest invalid = Wire.Program(_program);
+        invalid.Settings.Currency = "dollars";
+        RpcException badCurrency = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.PutProgramAsync(invalid).ResponseAsync);
         RpcException missing = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = _program + "x" }).ResponseAsync);
 
-        Assert.Equal((1L, 3L), (created.Version, read.EarnPointsPerUnit));
+        Assert.Equal((1L, 3L), (created.Version, read.Settings.EarnPointsPerUnit));
         Assert.Equal((StatusCode.InvalidArgument, true), (badCurrency.StatusCode, badCurrency.Status.Detail.Contains("currency", StringComparison.Ordinal)));
         Assert.Equal(StatusCode.NotFound, missing.StatusCode);
     }

@@ -21,9 +21,12 @@ public static class Wire
     public static V1.PutProgramRequest Program(string program, long rate = 1) => new()
     {
         ProgramId = program,
-        Name = "Shop " + program,
-        Currency = "USD",
-        CurrencyExponent = 2,
-        EarnPointsPerUnit = rate,
+        Settings = new V1.ProgramSettings
+        {
+            Name = "Shop " + program,
+            Currency = "USD",
+            CurrencyExponent = 2,
+            EarnPointsPerUnit = rate,
+        },
     };
 }

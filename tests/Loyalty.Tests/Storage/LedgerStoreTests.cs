@@ -30,7 +30,7 @@ public sealed class LedgerStoreTests
 
         await Task.WhenAll(stores.Select(s => s.MigrateAsync(CancellationToken.None)));
 
-        Assert.Equal(2, await Sql.ScalarAsync(options, "SELECT count(*) FROM loyalty_schema_versions"));
+        Assert.Equal(3, await Sql.ScalarAsync(options, "SELECT count(*) FROM loyalty_schema_versions"));
     }
 
     [Theory, MemberData(nameof(Backends))]

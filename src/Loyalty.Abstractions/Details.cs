@@ -1,0 +1,107 @@
+namespace Loyalty;
+
+/// <summary>What one part of an earn (or of its reversal) is for.</summary>
+public enum ComponentKind
+{
+    /// <summary>Lines (or the total) without a product rule, at the base rate.</summary>
+    Base = 1,
+
+    /// <summary>Lines under one SKU or category rule, at the base rate times the rule's multiplier.</summary>
+    Product = 2,
+
+    /// <summary>The member's tier multiplier, on the basket points.</summary>
+    Tier = 3,
+
+    /// <summary>A member flag or the purchase's tender, on the basket points.</summary>
+    Flag = 4,
+
+    /// <summary>A bonus campaign: its multiplier on the basket points plus its fixed bonus.</summary>
+    Campaign = 5,
+
+    /// <summary>The program's sign-up bonus.</summary>
+    Signup = 6,
+}
+
+/// <summary>One part of an earn: which rule, and the whole points it gave (after rounding and caps).</summary>
+[GenerateSerializer, Immutable]
+public sealed record BreakdownComponent(
+    [property: Id(0)] ComponentKind Kind,
+    [property: Id(1)] string Code,
+    [property: Id(2)] long Points);
+
+/// <summary>The money of one SKU on a purchase (or a return), with the product multiplier it earned at.</summary>
+[GenerateSerializer, Immutable]
+public sealed record SkuAmount(
+    [property: Id(0)] string Sku,
+    [property: Id(1)] long AmountMinor,
+    [property: Id(2)] int MultiplierBp);
+
+/// <summary>
+/// The explanation stored with a ledger entry, and returned with its acknowledgement. Replay
+/// reads it instead of re-evaluating the rules, so a member's state never depends on the
+/// configuration of today: earn entries carry their components, the tier decision and the
+/// calendar buckets they count in; return entries carry what they reversed and from where.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record EntryDetails
+{
+    /// <summary>The parts of the earn (for a return: the part of each original component reversed, as positive numbers).</summary>
+    [Id(0)] public IReadOnlyList<BreakdownComponent> Components { get; init; } = [];
+
+    /// <summary>Caps that cut this earn: "daily", "monthly", "campaign:ID".</summary>
+    [Id(1)] public IReadOnlyList<string> CapsHit { get; init; } = [];
+
+    /// <summary>Points the caps removed.</summary>
+    [Id(2)] public long CappedPoints { get; init; }
+
+    /// <summary>The member's tier when the event arrived (after any review that was due).</summary>
+    [Id(3)] public string? TierBefore { get; init; }
+
+    /// <summary>The member's tier after the event.</summary>
+    [Id(4)] public string? TierAfter { get; init; }
+
+    /// <summary>When the tier after the event is next reviewed for a downgrade; null for the entry tier.</summary>
+    [Id(5)] public DateTimeOffset? TierReviewAt { get; init; }
+
+    /// <summary>The program-local calendar day (DateOnly.DayNumber) of the purchase, for the daily cap.</summary>
+    [Id(6)] public int EarnDay { get; init; }
+
+    /// <summary>The program-local month (year * 12 + month - 1) of the purchase, for the monthly cap.</summary>
+    [Id(7)] public int EarnMonth { get; init; }
+
+    /// <summary>Earn: the basket per SKU (for line-item returns). Return: the SKUs returned.</summary>
+    [Id(8)] public IReadOnlyList<SkuAmount>? Lines { get; init; }
+
+    /// <summary>Return: points taken from the purchase's still-pending lot.</summary>
+    [Id(9)] public long PendingReversed { get; init; }
+
+    /// <summary>Return: points taken from the active balance.</summary>
+    [Id(10)] public long ActiveReversed { get; init; }
+
+    /// <summary>Return: points that should have been reversed but were not (balance floored at zero).</summary>
+    [Id(11)] public long Shortfall { get; init; }
+
+    /// <summary>Return: money returned, in minor units.</summary>
+    [Id(12)] public long ReturnedAmountMinor { get; init; }
+
+    /// <summary>Return: when the original purchase was recorded (its qualification day).</summary>
+    [Id(13)] public DateTimeOffset? OriginalRecordedAt { get; init; }
+
+    /// <summary>Flags entry: the member's flags from now on.</summary>
+    [Id(14)] public IReadOnlyList<string>? Flags { get; init; }
+
+    /// <summary>The tier was lowered by a review before this event, from this tier.</summary>
+    [Id(15)] public string? DowngradedFrom { get; init; }
+
+    /// <summary>The sum of the components.</summary>
+    public long ComponentTotal()
+    {
+        long total = 0;
+        foreach (BreakdownComponent c in Components)
+        {
+            total = checked(total + c.Points);
+        }
+
+        return total;
+    }
+}

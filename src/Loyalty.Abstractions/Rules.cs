@@ -1,0 +1,148 @@
+namespace Loyalty;
+
+/// <summary>How a fractional number of points becomes whole. Applied to each breakdown component on its own.</summary>
+public enum Rounding
+{
+    /// <summary>Toward zero: 25.98 points are 25.</summary>
+    Down = 1,
+
+    /// <summary>To the nearest whole point, halves away from zero: 25.5 points are 26.</summary>
+    HalfUp = 2,
+
+    /// <summary>Away from zero: 25.01 points are 26.</summary>
+    Up = 3,
+}
+
+/// <summary>What a return does when the points it reverses have already been spent.</summary>
+public enum NegativeBalancePolicy
+{
+    /// <summary>The balance goes below zero; future earn pays it back.</summary>
+    AllowNegative = 1,
+
+    /// <summary>The balance stops at zero and the missing points are recorded as a shortfall.</summary>
+    FloorAtZero = 2,
+}
+
+/// <summary>Where a purchase was made.</summary>
+public enum SalesChannel
+{
+    /// <summary>Not stated by the till; matches only campaigns open to every channel.</summary>
+    Unspecified = 0,
+
+    /// <summary>A physical store.</summary>
+    Store = 1,
+
+    /// <summary>The web shop.</summary>
+    Online = 2,
+
+    /// <summary>The retailer's mobile app.</summary>
+    App = 3,
+}
+
+/// <summary>What tier qualification counts in its rolling window.</summary>
+public enum TierBasis
+{
+    /// <summary>Points earned by purchases, net of returns.</summary>
+    Points = 1,
+
+    /// <summary>Money spent (purchase totals in minor units), net of returns.</summary>
+    Spend = 2,
+}
+
+/// <summary>
+/// A multiplier or exclusion for the lines of one SKU or one category. A SKU rule beats a
+/// category rule for the same line; a line without a rule earns at 1x.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record ProductRule(
+    [property: Id(0)] string? Sku,
+    [property: Id(1)] string? Category,
+    [property: Id(2)] int MultiplierBp,
+    [property: Id(3)] bool Exclude)
+{
+    /// <summary>The rule's name in a breakdown, e.g. "sku:GIFT-50" or "category:wine".</summary>
+    public string Code => Sku is not null ? "sku:" + Sku : "category:" + Category;
+
+    /// <summary>The multiplier the rule gives a line, in basis points (0 when excluded).</summary>
+    public int EffectiveMultiplierBp => Exclude ? 0 : MultiplierBp;
+}
+
+/// <summary>A member flag (or tender carried on the purchase) that earns faster, e.g. "storecard" at 15000 bp (x1.5).</summary>
+[GenerateSerializer, Immutable]
+public sealed record FlagRule(
+    [property: Id(0)] string Flag,
+    [property: Id(1)] int MultiplierBp);
+
+/// <summary>
+/// A bonus campaign. It applies to a purchase whose local time lies in the window (and on the
+/// listed weekdays and hours, when given), made in one of the listed channels, by a member of
+/// one of the listed tiers holding one of the listed flags (each list: empty means any). Its
+/// effect is a multiplier, a fixed bonus, or both; a member earns at most <see cref="CapPoints"/>
+/// from it in total (0: no cap).
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record Campaign(
+    [property: Id(0)] string Id,
+    [property: Id(1)] string Name,
+    [property: Id(2)] DateTimeOffset StartsAt,
+    [property: Id(3)] DateTimeOffset EndsAt,
+    [property: Id(4)] IReadOnlyList<DayOfWeek> Weekdays,
+    [property: Id(5)] int HourFrom,
+    [property: Id(6)] int HourTo,
+    [property: Id(7)] IReadOnlyList<SalesChannel> Channels,
+    [property: Id(8)] IReadOnlyList<string> Tiers,
+    [property: Id(9)] IReadOnlyList<string> Flags,
+    [property: Id(10)] int MultiplierBp,
+    [property: Id(11)] long BonusPoints,
+    [property: Id(12)] long CapPoints,
+    [property: Id(13)] long MinSpendMinor);
+
+/// <summary>One rung of the tier ladder.</summary>
+[GenerateSerializer, Immutable]
+public sealed record TierDefinition(
+    [property: Id(0)] string Name,
+    [property: Id(1)] long Threshold,
+    [property: Id(2)] int MultiplierBp,
+    [property: Id(3)] IReadOnlyList<string> Perks);
+
+/// <summary>
+/// The tier ladder: tiers from the entry tier (threshold 0) upwards, qualification counted over
+/// a rolling window of <see cref="WindowDays"/>. A member moves up on the purchase that crosses a
+/// threshold; the tier is then held for one window, reviewed <see cref="GraceDays"/> after the
+/// window ends, and lowered by at most one tier per review.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record TierLadder(
+    [property: Id(0)] TierBasis Basis,
+    [property: Id(1)] int WindowDays,
+    [property: Id(2)] int GraceDays,
+    [property: Id(3)] IReadOnlyList<TierDefinition> Tiers)
+{
+    /// <summary>The ladder of a program without tiers: everyone is "standard" at 1x.</summary>
+    public static readonly TierLadder Default = new(TierBasis.Points, 365, 0,
+        [new TierDefinition("standard", 0, Multipliers.One, [])]);
+
+    /// <summary>The index of the named tier; the entry tier when the name is unknown (e.g. after a ladder change).</summary>
+    public int IndexOf(string? name)
+    {
+        for (int i = 0; i < Tiers.Count; i++)
+        {
+            if (Tiers[i].Name == name)
+            {
+                return i;
+            }
+        }
+
+        return 0;
+    }
+}
+
+/// <summary>Multipliers are integers in basis points: 10000 is x1, 15000 is x1.5, 20000 is double.</summary>
+public static class Multipliers
+{
+    /// <summary>x1 in basis points.</summary>
+    public const int One = 10_000;
+
+    /// <summary>The largest multiplier, x10.</summary>
+    public const int Max = 100_000;
+}

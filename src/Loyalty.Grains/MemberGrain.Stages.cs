@@ -1,0 +1,146 @@
+namespace Loyalty.Grains;
+
+/// <summary>The decisions of returns and adjustments, and the answers shared by every change.</summary>
+public sealed partial class MemberGrain
+{
+    private ReturnResult? StageReturn(PurchaseReturn request, long fingerprint, LedgerEntry? original, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        string txn = request.TransactionId;
+        if (Precheck(txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)) is { } early)
+        {
+            return early;
+        }
+
+        if (original is null || original.MemberId != _memberId || original.Kind != LedgerEntryKind.Earn)
+        {
+            return ReturnResult.Reject(txn, LoyaltyError.NotFound,
+                $"original_transaction_id '{request.OriginalTransactionId}' is not a purchase of member '{_memberId}' in program '{_programId}'");
+        }
+
+        ReversalResult? reversal = Reversal.Compute(original, _state.Returns.GetValueOrDefault(original.TransactionId!), request, out string? error);
+        if (reversal is null)
+        {
+            return ReturnResult.Reject(txn, LoyaltyError.FailedPrecondition, error!);
+        }
+
+        // The purchase's own pending points go first; the rest comes out of the active balance,
+        // where the program's policy decides what happens to points already spent.
+        long fromPending = Math.Min(reversal.Total, _state.FindPending(original.TransactionId!)?.Points.Value ?? 0);
+        long rest = reversal.Total - fromPending;
+        long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
+            ? rest
+            : Math.Min(rest, Math.Max(0, _state.Balance.Value));
+        var details = new EntryDetails
+        {
+            Components = reversal.Components,
+            PendingReversed = fromPending,
+            ActiveReversed = fromActive,
+            Shortfall = rest - fromActive,
+            ReturnedAmountMinor = reversal.ReturnedAmountMinor,
+            Lines = reversal.Lines,
+            OriginalRecordedAt = original.RecordedAt,
+            EarnDay = original.Details?.EarnDay ?? 0,
+            EarnMonth = original.Details?.EarnMonth ?? 0,
+        };
+        entry = NewEntry(LedgerEntryKind.Return, new Points(-checked(fromPending + fromActive)), txn, fingerprint, now, program) with
+        {
+            StoreId = request.StoreId,
+            AmountMinor = reversal.ReturnedAmountMinor,
+            Currency = request.Amount.Currency,
+            Reference = original.TransactionId,
+            OccurredAt = request.OccurredAt,
+            Details = details,
+        };
+        return null;
+    }
+
+    private AccrualResult? StageAdjustment(Adjustment adjustment, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        string txn = adjustment.TransactionId;
+        if (Precheck(txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)) is { } early)
+        {
+            return early;
+        }
+
+        if (program.Settings.NegativeBalance == NegativeBalancePolicy.FloorAtZero && (_state.Balance + adjustment.Points).Value < 0)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
+                $"the adjustment would take the active balance ({_state.Balance.Value}) below zero, and the program floors balances at zero");
+        }
+
+        entry = NewEntry(LedgerEntryKind.Adjust, adjustment.Points, txn, fingerprint, now, program) with { Reason = adjustment.Reason };
+        return null;
+    }
+
+    /// <summary>Answers without a write: not enrolled, or a remembered transaction id.</summary>
+    private T? Precheck<T>(string txn, long fingerprint, Func<string, Points, long, T> duplicate, Func<LoyaltyError, string, T> reject)
+        where T : class
+    {
+        if (!_state.Enrolled)
+        {
+            return reject(LoyaltyError.NotFound, NotEnrolledMessage());
+        }
+
+        if (_state.FindRecent(txn) is { } prior)
+        {
+            return prior.Fingerprint == fingerprint
+                ? duplicate(txn, prior.Points, prior.Sequence)
+                : reject(LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
+        }
+
+        return null;
+    }
+
+    /// <summary>The answer when the ledger already holds the transaction id: the same request, or another one.</summary>
+    private Task<T?> AnswerFromLedger<T>(LedgerEntry existing, string txn, long fingerprint, Func<string, Points, long, T> duplicate, Func<LoyaltyError, string, T> reject)
+        where T : class
+    {
+        T answer = existing.MemberId == _memberId && existing.Fingerprint == fingerprint
+            ? duplicate(txn, existing.Points, existing.Sequence)
+            : reject(LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
+        return Task.FromResult<T?>(answer);
+    }
+
+    private AccrualResult AccrualDuplicate(string txn, Points points, long sequence) =>
+        new(txn, AccrualStatus.Duplicate, points, _state.Balance, sequence, LoyaltyError.None, null);
+
+    private ReturnResult ReturnDuplicate(string txn, Points points, long sequence) =>
+        new(txn, AccrualStatus.Duplicate, Points.Zero - points, _state.Balance, _state.PendingTotal, sequence, null, LoyaltyError.None, null);
+
+    /// <summary>The committed ledger entry of a transaction id, waiting first if its commit is still in flight here.</summary>
+    private async Task<LedgerEntry?> FindCommittedAsync(string txn)
+    {
+        for (int i = 0; i < AttemptsMax && WaitForUncommitted(txn) is { } inFlight; i++)
+        {
+            await inFlight;
+        }
+
+        return await _store.FindTransactionAsync(_programId, txn, CancellationToken.None);
+    }
+
+    private LedgerEntry NewEntry(LedgerEntryKind kind, Points points, string? txn, long fingerprint, DateTimeOffset now, ProgramConfig program) =>
+        new(_programId, _memberId, checked(_state.Sequence + 1), kind, points, txn, fingerprint,
+            null, 0, null, null, null, now, now, program.Version);
+
+    /// <summary>The qualifying total (points or spend, by the ladder's basis) of the window ending at <paramref name="at"/>.</summary>
+    private long Qualifying(TierLadder ladder, DateTimeOffset at)
+    {
+        (long points, long spend) = _state.QualifyingAt(at, ladder.WindowDays);
+        return ladder.Basis == TierBasis.Points ? points : spend;
+    }
+
+    /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>
+    private MemberView View(ProgramConfig? program)
+    {
+        DateTimeOffset now = _clock.GetUtcNow();
+        _state.Mature(now);
+        TierLadder ladder = program?.Settings.Ladder ?? TierLadder.Default;
+        (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, at => Qualifying(ladder, at), now);
+        TierDefinition tier = ladder.Tiers[index];
+        return _state.ToView(_programId, _memberId, tier.Name, reviewAt, Qualifying(ladder, now), tier.Perks);
+    }
+
+    private string NotEnrolledMessage() => $"member '{_memberId}' is not enrolled in program '{_programId}'";
+}

@@ -1,0 +1,262 @@
+namespace Loyalty.Grains;
+
+/// <summary>Purchases, returns, adjustments and flags: every change that follows the program's rules.</summary>
+public sealed partial class MemberGrain
+{
+    private const string NotCommitted = "the ledger could not commit; nothing was recorded, retry";
+    private const string NotLoaded = "member state could not be loaded; nothing was recorded, retry";
+    private const string FlagsKey = "#flags";
+
+    /// <summary>
+    /// Decides one change without awaiting: either an answer without a write (a refusal, a
+    /// remembered resend) or the ledger entry to apply and commit.
+    /// </summary>
+    private delegate T? Stage<T>(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+        where T : class;
+
+    /// <inheritdoc />
+    public Task<AccrualResult> Accrue(Purchase purchase)
+    {
+        string txn = purchase.TransactionId;
+        string? error = purchase.Check(_clock.GetUtcNow()) ?? CheckRouting(purchase.ProgramId, purchase.MemberId);
+        if (error is not null)
+        {
+            return Task.FromResult(AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, error));
+        }
+
+        long fingerprint = purchase.ComputeFingerprint();
+        return WriteAsync(
+            txn,
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, program, now, out entry),
+            (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion),
+            existing => AnswerFromLedger(existing, txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)),
+            (e, m) => AccrualResult.Reject(txn, e, m));
+    }
+
+    /// <inheritdoc />
+    public Task<ReturnResult> Return(PurchaseReturn purchaseReturn)
+    {
+        string txn = purchaseReturn.TransactionId;
+        string? error = purchaseReturn.Check(_clock.GetUtcNow()) ?? CheckRouting(purchaseReturn.ProgramId, purchaseReturn.MemberId);
+        if (error is not null)
+        {
+            return Task.FromResult(ReturnResult.Reject(txn, LoyaltyError.InvalidArgument, error));
+        }
+
+        long fingerprint = purchaseReturn.ComputeFingerprint();
+        LedgerEntry? original = null;
+        return WriteAsync(
+            txn,
+            prefetch: async () => original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, program, now, out entry),
+            (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, -entry.Points, balance, pending, entry.Sequence, entry.Details, LoyaltyError.None, null),
+            existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
+            (e, m) => ReturnResult.Reject(txn, e, m));
+    }
+
+    /// <inheritdoc />
+    public Task<AccrualResult> Adjust(Adjustment adjustment)
+    {
+        string txn = adjustment.TransactionId;
+        if (adjustment.Check() is { } error)
+        {
+            return Task.FromResult(AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, error));
+        }
+
+        long fingerprint = adjustment.ComputeFingerprint();
+        return WriteAsync(
+            txn,
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAdjustment(adjustment, fingerprint, program, now, out entry),
+            (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, null, null, entry.ProgramVersion),
+            existing => AnswerFromLedger(existing, txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)),
+            (e, m) => AccrualResult.Reject(txn, e, m));
+    }
+
+    /// <inheritdoc />
+    public Task<MemberResult> SetFlags(IReadOnlyList<string> flags)
+    {
+        string? error = flags.Count > Limits.FlagRulesMax ? $"flags has more than {Limits.FlagRulesMax} entries" : null;
+        for (int i = 0; i < flags.Count && error is null; i++)
+        {
+            error = LoyaltyIds.Check(flags[i], $"flags[{i}]", Limits.CodeLengthMax);
+        }
+
+        if (error is not null)
+        {
+            return Task.FromResult(MemberResult.Reject(LoyaltyError.InvalidArgument, error));
+        }
+
+        string[] wanted = [.. flags.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
+        ProgramConfig? current = null;
+        return WriteAsync(
+            FlagsKey,
+            prefetch: async () => current = await _programs.GetAsync(_programId),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                if (!_state.Enrolled)
+                {
+                    return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
+                }
+
+                if (_state.Flags.SequenceEqual(wanted))
+                {
+                    return new MemberResult(View(program), LoyaltyError.None, null);
+                }
+
+                entry = NewEntry(LedgerEntryKind.Flags, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { Flags = wanted } };
+                return null;
+            },
+            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+    }
+
+    /// <inheritdoc />
+    public async Task<MemberView?> Get()
+    {
+        await EnsureLoadedAsync();
+        if (!_state.Enrolled)
+        {
+            return null;
+        }
+
+        ProgramConfig? program = await _programs.GetAsync(_programId);
+        return View(program);
+    }
+
+    /// <summary>
+    /// The write loop every change shares: load, read the program, fetch what the change needs,
+    /// then decide and apply without an await, commit, and answer. A collision reloads the state
+    /// and asks the ledger whether the transaction id is already taken; a failure keeps nothing.
+    /// </summary>
+    private async Task<T> WriteAsync<T>(
+        string key,
+        Func<Task>? prefetch,
+        Stage<T> stage,
+        Func<LedgerEntry, Points, Points, T> committed,
+        Func<LedgerEntry, Task<T?>> fromLedger,
+        Func<LoyaltyError, string, T> reject)
+        where T : class
+    {
+        for (int attempt = 0; attempt < AttemptsMax; attempt++)
+        {
+            if (!await TryEnsureLoadedAsync())
+            {
+                return reject(LoyaltyError.Unavailable, NotLoaded);
+            }
+
+            if (await _programs.GetAsync(_programId) is not { } program)
+            {
+                return reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
+            }
+
+            if (prefetch is not null)
+            {
+                await prefetch();
+            }
+
+            if (!_valid)
+            {
+                continue;
+            }
+
+            if (WaitForUncommitted(key) is { } original)
+            {
+                // A resend while the original still waits for its commit: answer after it settles.
+                await original;
+                continue;
+            }
+
+            // From here to the commit there is no await: the change is applied atomically.
+            DateTimeOffset now = _clock.GetUtcNow();
+            _state.Mature(now);
+            T? answer = stage(program, now, out LedgerEntry? entry);
+            if (entry is null)
+            {
+                return answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
+            }
+
+            _state.Apply(entry, _options.RecentTransactionsMax);
+            Points balance = _state.Balance;
+            Points pending = _state.PendingTotal;
+            switch (await CommitAsync(entry, key))
+            {
+                case CommitOutcome.Committed:
+                    return committed(entry, balance, pending);
+                case CommitOutcome.Failed:
+                    return reject(LoyaltyError.Unavailable, NotCommitted);
+            }
+
+            // The database already holds this transaction id (an older resend, or another member's) or
+            // another activation wrote this sequence. Ask the ledger, after the state is reloaded.
+            if (!await TryEnsureLoadedAsync())
+            {
+                return reject(LoyaltyError.Unavailable, NotLoaded);
+            }
+
+            if (entry.TransactionId is not null && await _store.FindTransactionAsync(_programId, entry.TransactionId, CancellationToken.None) is { } existing
+                && await fromLedger(existing) is { } resolved)
+            {
+                return resolved;
+            }
+        }
+
+        return reject(LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
+    }
+
+    private AccrualResult? StageAccrual(Purchase purchase, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        string txn = purchase.TransactionId;
+        if (Precheck(txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)) is { } early)
+        {
+            return early;
+        }
+
+        ProgramSettings settings = program.Settings;
+        if (purchase.Amount.Currency != settings.Currency)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
+                $"currency '{purchase.Amount.Currency}' does not match the program's currency '{settings.Currency}'");
+        }
+
+        TierLadder ladder = settings.Ladder;
+        int indexBefore = ladder.IndexOf(_state.Tier);
+        (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, _state.TierReviewAt, ladder, at => Qualifying(ladder, at), now);
+        EarnResult earn = Earning.Compute(purchase, settings, new EarnContext(
+            ladder.Tiers[reviewed], _state.Flags,
+            id => _state.CampaignEarned.GetValueOrDefault(id),
+            day => _state.EarnedByDay.GetValueOrDefault(day),
+            month => _state.EarnedByMonth.GetValueOrDefault(month)));
+
+        // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
+        long qualifying = checked(Qualifying(ladder, now) + (ladder.Basis == TierBasis.Points ? earn.Total.Value : purchase.Amount.AmountMinor));
+        int after = Math.Max(reviewed, Tiering.Reached(ladder, qualifying));
+        if (after > reviewed)
+        {
+            reviewAt = now.AddDays(ladder.WindowDays);
+        }
+
+        EntryDetails details = earn.Details with
+        {
+            TierBefore = ladder.Tiers[reviewed].Name,
+            TierAfter = ladder.Tiers[after].Name,
+            TierReviewAt = after == 0 ? null : reviewAt,
+            DowngradedFrom = reviewed < indexBefore ? _state.Tier : null,
+        };
+        DateTimeOffset? availableAt = settings.PendingDays > 0 ? now.AddDays(settings.PendingDays) : null;
+        entry = NewEntry(LedgerEntryKind.Earn, earn.Total, txn, fingerprint, now, program) with
+        {
+            StoreId = purchase.StoreId,
+            AmountMinor = purchase.Amount.AmountMinor,
+            Currency = purchase.Amount.Currency,
+            OccurredAt = purchase.OccurredAt,
+            AvailableAt = availableAt,
+            Details = details,
+        };
+        return null;
+    }
+}

@@ -1,0 +1,55 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// Tier moves. Up: on the event that brings the qualifying total of the rolling window to a
+/// higher threshold, straight to the highest tier reached; the tier is then held for one window.
+/// Down: only at a review, <see cref="TierLadder.GraceDays"/> after the held window ends, and at
+/// most one tier per review; a member who still qualifies keeps the tier for another window.
+/// </summary>
+public static class Tiering
+{
+    /// <summary>Bounds the reviews one call may catch up on (a member idle for years).</summary>
+    private const int ReviewStepsMax = 10_000;
+
+    /// <summary>The tier index and next review after every review due by <paramref name="now"/>.</summary>
+    /// <param name="index">The member's tier index now.</param>
+    /// <param name="reviewAt">When the member's tier is next reviewed; null for the entry tier.</param>
+    /// <param name="ladder">The program's ladder.</param>
+    /// <param name="qualifyingAt">The qualifying total of the window ending at the given time.</param>
+    /// <param name="now">The time of the event.</param>
+    public static (int Index, DateTimeOffset? ReviewAt) Review(int index, DateTimeOffset? reviewAt, TierLadder ladder, Func<DateTimeOffset, long> qualifyingAt, DateTimeOffset now)
+    {
+        for (int step = 0; step < ReviewStepsMax && index > 0 && reviewAt is { } due; step++)
+        {
+            DateTimeOffset at = due.AddDays(ladder.GraceDays);
+            if (at > now)
+            {
+                break;
+            }
+
+            if (qualifyingAt(at) < ladder.Tiers[index].Threshold)
+            {
+                index--;
+            }
+
+            reviewAt = due.AddDays(ladder.WindowDays);
+        }
+
+        return index == 0 ? (0, null) : (index, reviewAt);
+    }
+
+    /// <summary>The highest tier whose threshold <paramref name="qualifying"/> reaches.</summary>
+    public static int Reached(TierLadder ladder, long qualifying)
+    {
+        int index = 0;
+        for (int i = 1; i < ladder.Tiers.Count; i++)
+        {
+            if (qualifying >= ladder.Tiers[i].Threshold)
+            {
+                index = i;
+            }
+        }
+
+        return index;
+    }
+}

@@ -1,0 +1,144 @@
+using Google.Protobuf.WellKnownTypes;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Host.Grpc;
+
+/// <summary>Program settings between the wire and the domain. Unset enums take the documented defaults.</summary>
+internal static class ProgramMapping
+{
+    /// <summary>The settings, or null with the reason they cannot be mapped; the domain check runs afterwards.</summary>
+    public static ProgramSettings? ToSettings(V1.ProgramSettings? m, out string? error)
+    {
+        error = null;
+        if (m is null)
+        {
+            error = "settings is required";
+            return null;
+        }
+
+        var campaigns = new List<Campaign>(m.Campaigns.Count);
+        for (int i = 0; i < m.Campaigns.Count && error is null; i++)
+        {
+            campaigns.Add(ToCampaign(m.Campaigns[i], $"settings.campaigns[{i}]", ref error));
+        }
+
+        if (error is not null)
+        {
+            return null;
+        }
+
+        return new ProgramSettings(
+            m.Name, m.Currency, m.CurrencyExponent, m.EarnPointsPerUnit,
+            m.Rounding == V1.Rounding.Unspecified ? Rounding.Down : (Rounding)(int)m.Rounding,
+            m.TimeZone.Length == 0 ? "UTC" : m.TimeZone,
+            m.PendingDays,
+            m.NegativeBalance == V1.NegativeBalancePolicy.Unspecified ? NegativeBalancePolicy.AllowNegative : (NegativeBalancePolicy)(int)m.NegativeBalance,
+            m.SignupBonusPoints, m.DailyEarnCapPoints, m.MonthlyEarnCapPoints,
+            [.. m.ProductRules.Select(r => new ProductRule(Optional(r.Sku), Optional(r.Category), r.MultiplierBp, r.Exclude))],
+            [.. m.FlagRules.Select(r => new FlagRule(r.Flag, r.MultiplierBp))],
+            campaigns,
+            m.Tiers is null ? null : new TierLadder(
+                m.Tiers.Basis == V1.TierBasis.Unspecified ? TierBasis.Points : (TierBasis)(int)m.Tiers.Basis,
+                m.Tiers.WindowDays, m.Tiers.GraceDays,
+                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, t.MultiplierBp == 0 ? Multipliers.One : t.MultiplierBp, [.. t.Perks]))]));
+    }
+
+    /// <summary>The settings message.</summary>
+    public static V1.ProgramSettings ToMessage(ProgramSettings s)
+    {
+        var m = new V1.ProgramSettings
+        {
+            Name = s.Name,
+            Currency = s.Currency,
+            CurrencyExponent = s.CurrencyExponent,
+            EarnPointsPerUnit = s.EarnPointsPerUnit,
+            Rounding = (V1.Rounding)(int)s.Rounding,
+            TimeZone = s.TimeZone,
+            PendingDays = s.PendingDays,
+            NegativeBalance = (V1.NegativeBalancePolicy)(int)s.NegativeBalance,
+            SignupBonusPoints = s.SignupBonusPoints,
+            DailyEarnCapPoints = s.DailyEarnCapPoints,
+            MonthlyEarnCapPoints = s.MonthlyEarnCapPoints,
+        };
+        m.ProductRules.AddRange(s.ProductRuleList.Select(r => new V1.ProductRule { Sku = r.Sku ?? "", Category = r.Category ?? "", MultiplierBp = r.MultiplierBp, Exclude = r.Exclude }));
+        m.FlagRules.AddRange(s.FlagRuleList.Select(r => new V1.FlagRule { Flag = r.Flag, MultiplierBp = r.MultiplierBp }));
+        m.Campaigns.AddRange(s.CampaignList.Select(ToMessage));
+        if (s.Tiers is { } ladder)
+        {
+            m.Tiers = new V1.TierLadder { Basis = (V1.TierBasis)(int)ladder.Basis, WindowDays = ladder.WindowDays, GraceDays = ladder.GraceDays };
+            m.Tiers.Tiers.AddRange(ladder.Tiers.Select(t =>
+            {
+                var tier = new V1.Tier { Name = t.Name, Threshold = t.Threshold, MultiplierBp = t.MultiplierBp };
+                tier.Perks.AddRange(t.Perks);
+                return tier;
+            }));
+        }
+
+        return m;
+    }
+
+    private static Campaign ToCampaign(V1.Campaign c, string field, ref string? error)
+    {
+        var weekdays = new List<DayOfWeek>(c.Weekdays.Count);
+        foreach (V1.Weekday day in c.Weekdays)
+        {
+            if (day is < V1.Weekday.Monday or > V1.Weekday.Sunday)
+            {
+                error = $"{field}.weekdays has an unspecified or unknown weekday";
+            }
+
+            weekdays.Add(day == V1.Weekday.Sunday ? DayOfWeek.Sunday : (DayOfWeek)(int)day);
+        }
+
+        if (c.StartsAt is null || c.EndsAt is null)
+        {
+            error ??= $"{field} needs starts_at and ends_at";
+        }
+
+        return new Campaign(
+            c.Id, c.Name, Time(c.StartsAt), Time(c.EndsAt), weekdays, c.HourFrom, c.HourTo,
+            [.. c.Channels.Select(ch => (SalesChannel)(int)ch)], [.. c.Tiers], [.. c.Flags],
+            c.MultiplierBp, c.BonusPoints, c.CapPoints, c.MinSpendMinor);
+    }
+
+    private static V1.Campaign ToMessage(Campaign c)
+    {
+        var m = new V1.Campaign
+        {
+            Id = c.Id,
+            Name = c.Name,
+            StartsAt = Timestamp.FromDateTimeOffset(c.StartsAt),
+            EndsAt = Timestamp.FromDateTimeOffset(c.EndsAt),
+            HourFrom = c.HourFrom,
+            HourTo = c.HourTo,
+            MultiplierBp = c.MultiplierBp,
+            BonusPoints = c.BonusPoints,
+            CapPoints = c.CapPoints,
+            MinSpendMinor = c.MinSpendMinor,
+        };
+        m.Weekdays.AddRange(c.Weekdays.Select(d => d == DayOfWeek.Sunday ? V1.Weekday.Sunday : (V1.Weekday)(int)d));
+        m.Channels.AddRange(c.Channels.Select(ch => (V1.Channel)(int)ch));
+        m.Tiers.AddRange(c.Tiers);
+        m.Flags.AddRange(c.Flags);
+        return m;
+    }
+
+    private static DateTimeOffset Time(Timestamp? t)
+    {
+        if (t is null)
+        {
+            return default;
+        }
+
+        try
+        {
+            return t.ToDateTimeOffset();
+        }
+        catch (InvalidOperationException)
+        {
+            return default;
+        }
+    }
+
+    private static string? Optional(string value) => value.Length == 0 ? null : value;
+}
