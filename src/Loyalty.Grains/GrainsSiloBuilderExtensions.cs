@@ -12,6 +12,7 @@ public static class GrainsSiloBuilderExtensions
     {
         silo.AddLoyaltyStorage(storage, configureLedger);
         silo.Services.TryAddSingleton(TimeProvider.System);
+        silo.Services.TryAddSingleton(EngineClock.System);
         silo.Services.AddOptions<MemberOptions>().Configure(o => configureMembers?.Invoke(o));
         silo.Services.AddSingleton<ProgramDirectory>();
         return silo;

@@ -29,7 +29,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private readonly LedgerCommitQueue _ledger;
     private readonly ILedgerStore _store;
     private readonly ProgramDirectory _programs;
-    private readonly TimeProvider _clock;
+    private readonly EngineClock _clock;
     private readonly MemberOptions _options;
     private readonly ILogger<MemberGrain> _logger;
     private readonly DeepCopier<MemberState> _copier;
@@ -55,7 +55,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         LedgerCommitQueue ledger,
         ILedgerStore store,
         ProgramDirectory programs,
-        TimeProvider clock,
+        EngineClock clock,
         IOptions<MemberOptions> options,
         DeepCopier<MemberState> copier,
         ILogger<MemberGrain> logger)

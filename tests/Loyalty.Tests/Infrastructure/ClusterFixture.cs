@@ -1,6 +1,9 @@
 using Loyalty.Grains;
 using Loyalty.Storage;
+using System.Collections.Concurrent;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Infrastructure;
@@ -24,12 +27,21 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
 
     public IGrainFactory Grains => Cluster.GrainFactory;
 
+    /// <summary>The clock of the loyalty rules in this cluster's silo; tests move it forward by days.</summary>
+    public FakeTimeProvider Clock { get; } = new(DateTimeOffset.UtcNow);
+
+    /// <summary>Clocks by fixture id: the silo configurator is created by the test cluster, not by us.</summary>
+    private static readonly ConcurrentDictionary<string, FakeTimeProvider> Clocks = new();
+
     public async Task InitializeAsync()
     {
         Storage = TestDatabases.Create(Backend, "grains");
         var builder = new TestClusterBuilder(1);
         builder.Properties["Storage:Provider"] = Storage.Provider.ToString();
         builder.Properties["Storage:ConnectionString"] = Storage.ConnectionString;
+        string clockId = Guid.NewGuid().ToString("N");
+        Clocks[clockId] = Clock;
+        builder.Properties["Test:ClockId"] = clockId;
         builder.AddSiloBuilderConfigurator<SiloConfigurator>();
         Cluster = builder.Build();
         await Cluster.DeployAsync();
@@ -47,7 +59,9 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
 
     private sealed class SiloConfigurator : ISiloConfigurator
     {
-        public void Configure(ISiloBuilder siloBuilder) =>
+        public void Configure(ISiloBuilder siloBuilder)
+        {
+            siloBuilder.Services.AddSingleton(new EngineClock(Clocks[siloBuilder.Configuration["Test:ClockId"]!]));
             siloBuilder.AddLoyaltyGrains(
                 siloBuilder.Configuration.ReadStorageOptions(),
                 members =>
@@ -56,6 +70,7 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
                     members.RecentTransactionsMax = RecentTransactionsMax;
                 },
                 ledger => ledger.FlushIntervalMs = 1);
+        }
     }
 }
 

@@ -1,0 +1,160 @@
+using Loyalty.Grains;
+using Loyalty.Tests.Infrastructure;
+using static Loyalty.Tests.Rules.RuleBuilders;
+
+namespace Loyalty.Tests.Rules;
+
+/// <summary>Returns reverse proportionally and never more than was earned; tiers move by the ladder's rules.</summary>
+public sealed class ReturnAndTierRulesTests
+{
+    /// <summary>base 100 (lines a 60.00 at x1, wine 40.00 at x2 = 80 with the product component) plus a 90-point campaign.</summary>
+    private static readonly LedgerEntry Original = new(
+        "p", "m", 2, LedgerEntryKind.Earn, new Points(240), "t1", 1, "store-1", 100_00, "USD", null, null, Wednesday, Wednesday,
+        1, null, new EntryDetails
+        {
+            Components =
+            [
+                new BreakdownComponent(ComponentKind.Base, "base", 60),
+                new BreakdownComponent(ComponentKind.Product, "category:wine", 80),
+                new BreakdownComponent(ComponentKind.Campaign, "double", 100),
+            ],
+            Lines = [new SkuAmount("a", 60_00, Multipliers.One), new SkuAmount("w", 40_00, 20_000)],
+        });
+
+    private static PurchaseReturn ByAmount(long amountMinor, string txn = "r1") =>
+        new(txn, "p", "m", "t1", "store-1", new Money(amountMinor, "USD"), Wednesday, []);
+
+    private static PurchaseReturn ByLines(params (string Sku, long AmountMinor)[] lines) =>
+        new("r1", "p", "m", "t1", "store-1", new Money(0, "USD"), Wednesday, [.. lines.Select(l => new ReturnLine(l.Sku, 1, l.AmountMinor))]);
+
+    [Fact]
+    public void Return_ByAmount_ReversesEveryComponentInProportion()
+    {
+        ReversalResult? r = Reversal.Compute(Original, null, ByAmount(25_00), out string? error);
+
+        Assert.Null(error);
+        Assert.Equal([15L, 20L, 25L], r!.Components.Select(c => c.Points));
+        Assert.Equal(60, r.Total);
+    }
+
+    [Fact]
+    public void Return_ByLines_WeighsEachSkuByItsMultiplier()
+    {
+        // The wine line is 40 % of the money but earned at x2: 80 of the 140 weighted basket.
+        ReversalResult? wine = Reversal.Compute(Original, null, ByLines(("w", 40_00)), out string? error);
+
+        Assert.Null(error);
+        Assert.Equal([34L, 45L, 57L], wine!.Components.Select(c => c.Points)); // 60, 80, 100 x 80/140, truncated
+    }
+
+    [Fact]
+    public void Return_RepeatedPartialReturns_NeverExceedAndEndExactlyAtTheOriginal()
+    {
+        var state = new ReturnProgress { Reversed = new long[3] };
+        long total = 0;
+        foreach (long part in new long[] { 33_33, 33_33, 33_34 })
+        {
+            ReversalResult r = Reversal.Compute(Original, state, ByAmount(part), out _)!;
+            total += r.Total;
+            state.AmountReturnedMinor += part;
+            for (int i = 0; i < 3; i++)
+            {
+                state.Reversed[i] += r.Components[i].Points;
+            }
+
+            Assert.True(total <= 240);
+        }
+
+        Assert.Equal(240, total);
+        Assert.Equal([60L, 80L, 100L], state.Reversed);
+        Assert.Null(Reversal.Compute(Original, state, ByAmount(1), out string? more));
+        Assert.Contains("exceeds the purchase", more, StringComparison.Ordinal);
+    }
+
+    public static TheoryData<string, PurchaseReturn, ReturnProgress?, string> Refusals => new()
+    {
+        { "more than the purchase", ByAmount(100_01), null, "exceeds the purchase" },
+        { "more of a sku than bought", ByLines(("w", 40_01)), null, "for sku 'w'" },
+        { "a sku that was not bought", ByLines(("zzz", 1_00)), null, "sku 'zzz' was not part" },
+        { "lines after a return by amount", ByLines(("a", 1_00)), new ReturnProgress { ByLines = false, Reversed = new long[3] }, "returned by amount before" },
+        { "another currency", ByAmount(1_00) with { Amount = new Money(1_00, "EUR") }, null, "currency 'EUR'" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Refusals))]
+    public void Return_NotFittingThePurchase_IsRefusedWithTheReason(string rule, PurchaseReturn request, ReturnProgress? progress, string reason)
+    {
+        ReversalResult? r = Reversal.Compute(Original, progress, request, out string? error);
+
+        Assert.Null(r);
+        Assert.True(error is not null && error.Contains(reason, StringComparison.Ordinal), $"{rule}: {error}");
+    }
+
+    [Fact]
+    public void ReturnRequest_Malformed_IsRefusedNamingTheField()
+    {
+        DateTimeOffset now = Wednesday.AddHours(1);
+        Assert.Contains("needs lines or an amount_minor", ByAmount(0).Check(now), StringComparison.Ordinal);
+        Assert.Contains("0 or the sum", (ByLines(("a", 5_00)) with { Amount = new Money(4_00, "USD") }).Check(now), StringComparison.Ordinal);
+        Assert.Contains("must differ", (ByAmount(1_00) with { OriginalTransactionId = "r1" }).Check(now), StringComparison.Ordinal);
+        Assert.Contains("quantity", (ByLines(("a", 5_00)) with { Lines = [new ReturnLine("a", 0, 5_00)] }).Check(now), StringComparison.Ordinal);
+        Assert.Null(ByLines(("a", 5_00)).Check(now));
+    }
+
+    private static readonly TierLadder Ladder = new(TierBasis.Points, 365, 30,
+    [
+        new TierDefinition("member", 0, Multipliers.One, []),
+        new TierDefinition("silver", 1_000, 12_500, []),
+        new TierDefinition("gold", 5_000, 15_000, ["lounge"]),
+    ]);
+
+    [Theory]
+    [InlineData(999, 0)]
+    [InlineData(1_000, 1)]
+    [InlineData(4_999, 1)]
+    [InlineData(1_000_000, 2)]
+    public void Tier_Reached_IsTheHighestThresholdMet(long qualifying, int tier)
+    {
+        Assert.Equal(tier, Tiering.Reached(Ladder, qualifying));
+    }
+
+    [Theory]
+    [InlineData("before the review is due", 2, 10, 0, 2)]
+    [InlineData("inside the grace period", 2, 365 + 29, 0, 2)]
+    [InlineData("after grace, not requalified: one tier down", 2, 365 + 30, 0, 1)]
+    [InlineData("after grace, still qualifies: kept", 2, 365 + 30, 5_000, 2)]
+    [InlineData("two reviews passed: two tiers down, one at a time", 2, 365 + 365 + 30, 0, 0)]
+    [InlineData("the entry tier never moves down", 0, 5_000, 0, 0)]
+    public void Tier_Review_DowngradesOnlyAtReviewsOneTierAtATime(string rule, int tier, int daysLater, long qualifying, int expected)
+    {
+        DateTimeOffset upgradedAt = Wednesday;
+        DateTimeOffset? reviewAt = tier == 0 ? null : upgradedAt.AddDays(365);
+
+        (int index, _) = Tiering.Review(tier, reviewAt, Ladder, _ => qualifying, upgradedAt.AddDays(daysLater));
+
+        Assert.True(expected == index, $"{rule}: got {index}");
+    }
+
+    [Fact]
+    public void MemberState_ReturnsAndPendingLots_ReplayToTheSameState()
+    {
+        LedgerEntry enrol = new("p", "m", 1, LedgerEntryKind.Enrol, new Points(50), null, 0, null, 0, null, null, null, Wednesday, Wednesday);
+        LedgerEntry earn = Original with { AvailableAt = Wednesday.AddDays(30) };
+        LedgerEntry partial = new("p", "m", 3, LedgerEntryKind.Return, new Points(-60), "r1", 2, "store-1", 25_00, "USD", null, "t1",
+            Wednesday.AddDays(1), Wednesday.AddDays(1), 1, null,
+            new EntryDetails { Components = [new(ComponentKind.Base, "base", 15), new(ComponentKind.Product, "category:wine", 20), new(ComponentKind.Campaign, "double", 25)], PendingReversed = 60, ReturnedAmountMinor = 25_00, OriginalRecordedAt = Wednesday });
+        var live = new MemberState();
+        foreach (LedgerEntry e in new[] { enrol, earn, partial })
+        {
+            live.Apply(e, 4);
+        }
+
+        MemberState replayed = Snapshots.RoundTrip(live);
+        replayed.Mature(Wednesday.AddDays(31));
+        live.Mature(Wednesday.AddDays(31));
+
+        Assert.Equal(Snapshots.Describe(live), Snapshots.Describe(replayed));
+        Assert.Equal((230L, 0L), (live.Balance.Value, live.PendingTotal.Value)); // 50 + 240 - 60, all matured
+        Assert.Equal(75, live.CampaignEarned["double"]);
+    }
+}
