@@ -1,0 +1,292 @@
+using System.Text.Json;
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.Grains;
+
+/// <summary>
+/// The loyalty rules through real member grains on a real database: pending points, returns,
+/// the negative-balance policies, tiers, caps, flags and configuration versions. The rules'
+/// clock is the fixture's fake clock, moved forward by days.
+/// </summary>
+public abstract class RulesGrainTests(ClusterFixture fixture)
+{
+    private readonly string _program = "r" + Guid.NewGuid().ToString("N")[..10];
+    private int _txn;
+
+    private static readonly TierLadder Ladder = new(TierBasis.Points, 365, 30,
+    [
+        new TierDefinition("member", 0, Multipliers.One, []),
+        new TierDefinition("silver", 150, 15_000, ["free delivery"]),
+    ]);
+
+    private static ProgramSettings Shop => new("Shop", "USD", 2, 1);
+
+    private DateTimeOffset Now => fixture.Clock.GetUtcNow();
+
+    [Fact]
+    public async Task Enrol_WithSignupBonus_IsSpendableAtOnceAndRecordsTheProgramVersion()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 250 });
+
+        MemberView view = (await member.Get())!;
+        List<long> versions = await Sql.RowsAsync(fixture.Storage, $"SELECT program_version FROM ledger_entries WHERE program_id = '{_program}'", r => r.GetInt64(0));
+
+        Assert.Equal((250L, 0L), (view.Balance.Value, view.Pending.Value));
+        Assert.Equal([1L], versions);
+    }
+
+    [Fact]
+    public async Task Pending_PointsBecomeSpendableAfterThePendingPeriod_WithoutAnyCall()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { PendingDays = 14 });
+        DateTimeOffset at = Now;
+        AccrualResult earned = await member.Accrue(Buy(100_00));
+
+        MemberView during = (await member.Get())!;
+        fixture.Clock.Advance(TimeSpan.FromDays(14));
+        MemberView after = (await member.Get())!;
+
+        Assert.Equal(at.AddDays(14), earned.AvailableAt);
+        Assert.Equal((0L, 100L), (during.Balance.Value, during.Pending.Value));
+        Assert.Equal((100L, 0L), (after.Balance.Value, after.Pending.Value));
+        Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND available_at IS NOT NULL"));
+    }
+
+    [Fact]
+    public async Task Return_WhilePending_ReversesThePendingPointsFirst()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { PendingDays = 30, SignupBonusPoints = 10 });
+        await member.Accrue(Buy(100_00, "buy"));
+
+        ReturnResult returned = await member.Return(ReturnOf("buy", 40_00));
+
+        Assert.Equal(AccrualStatus.Accepted, returned.Status);
+        Assert.Equal((40L, 40L, 0L), (returned.Reversed.Value, returned.Details!.PendingReversed, returned.Details.ActiveReversed));
+        Assert.Equal((10L, 60L), (returned.Balance.Value, returned.Pending.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Theory]
+    [InlineData(NegativeBalancePolicy.AllowNegative, -80L, 0L)]
+    [InlineData(NegativeBalancePolicy.FloorAtZero, 0L, 80L)]
+    public async Task Return_OfSpentPoints_FollowsTheNegativeBalancePolicy(NegativeBalancePolicy policy, long balance, long shortfall)
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { NegativeBalance = policy });
+        await member.Accrue(Buy(100_00, "buy"));
+        await member.Adjust(new Adjustment("spend", new Points(-80), "spent at the till"));
+
+        ReturnResult returned = await member.Return(ReturnOf("buy", 100_00));
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal((balance, shortfall), (view.Balance.Value, view.Shortfall.Value));
+        Assert.Equal(shortfall, returned.Details!.Shortfall);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Return_Refusals_NameTheProblemAndWriteNothing()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+        IMemberGrain other = await EnrolAsync("other");
+        await member.Accrue(Buy(100_00, "buy"));
+        await other.Accrue(Buy(50_00, "theirs", "other"));
+        long entries = await Sql.CountEntriesAsync(fixture.Storage, _program, "m");
+
+        ReturnResult unknown = await member.Return(ReturnOf("nope", 1_00));
+        ReturnResult othersPurchase = await member.Return(ReturnOf("theirs", 1_00));
+        ReturnResult tooMuch = await member.Return(ReturnOf("buy", 100_01));
+        ReturnResult ok = await member.Return(ReturnOf("buy", 30_00, "ret"));
+        ReturnResult resend = await member.Return(ReturnOf("buy", 30_00, "ret"));
+        ReturnResult reused = await member.Return(ReturnOf("buy", 31_00, "ret"));
+
+        Assert.Equal(LoyaltyError.NotFound, unknown.Error);
+        Assert.Equal(LoyaltyError.NotFound, othersPurchase.Error);
+        Assert.Contains("exceeds the purchase", tooMuch.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(LoyaltyError.FailedPrecondition, tooMuch.Error);
+        Assert.Equal((AccrualStatus.Accepted, 30L), (ok.Status, ok.Reversed.Value));
+        Assert.Equal((AccrualStatus.Duplicate, 30L), (resend.Status, resend.Reversed.Value));
+        Assert.Equal(LoyaltyError.AlreadyExists, reused.Error);
+        Assert.Equal(entries + 1, await Sql.CountEntriesAsync(fixture.Storage, _program, "m"));
+        Assert.Equal(70L, (await member.Get())!.Balance.Value);
+    }
+
+    [Fact]
+    public async Task Tier_UpgradesOnTheCrossingPurchase_AndTheNextPurchaseEarnsFaster()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });
+
+        AccrualResult crossing = await member.Accrue(Buy(160_00));
+        AccrualResult next = await member.Accrue(Buy(100_00));
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal(("member", "silver", 160L), (crossing.Details!.TierBefore, crossing.Details.TierAfter, crossing.Earned.Value));
+        Assert.Equal(150L, next.Earned.Value); // 100 x 1.5
+        Assert.Equal(("silver", Now.AddDays(365)), (view.Tier, view.TierReviewAt!.Value));
+        Assert.Equal(["free delivery"], view.Perks);
+    }
+
+    [Fact]
+    public async Task Tier_DowngradesOneTierAfterTheWindowAndGrace_NotBefore()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });
+        await member.Accrue(Buy(160_00));
+
+        fixture.Clock.Advance(TimeSpan.FromDays(365 + 29));
+        string inGrace = (await member.Get())!.Tier;
+        fixture.Clock.Advance(TimeSpan.FromDays(1));
+        string afterGrace = (await member.Get())!.Tier;
+        AccrualResult next = await member.Accrue(Buy(10_00));
+
+        Assert.Equal(("silver", "member"), (inGrace, afterGrace));
+        Assert.Equal(("silver", "member", 10L), (next.Details!.DowngradedFrom, next.Details.TierBefore, next.Earned.Value));
+    }
+
+    [Fact]
+    public async Task Tier_QualificationCountsTheNetOfReturns()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });
+        await member.Accrue(Buy(100_00, "buy"));
+        await member.Return(ReturnOf("buy", 60_00));
+
+        AccrualResult next = await member.Accrue(Buy(100_00));
+
+        Assert.Equal("member", next.Details!.TierAfter); // 40 + 100 < 150
+        Assert.Equal(140L, (await member.Get())!.TierQualifying);
+    }
+
+    [Fact]
+    public async Task Caps_CampaignAndDailyCaps_HoldAcrossPurchases()
+    {
+        Campaign bonus = new("welcome", "Welcome", Now.AddDays(-1), Now.AddDays(10), [], 0, 0, [], [], [], 0, 50, 80, 0);
+        IMemberGrain member = await SetUpAsync(Shop with { Campaigns = [bonus], DailyEarnCapPoints = 300 });
+
+        AccrualResult first = await member.Accrue(Buy(100_00));
+        AccrualResult second = await member.Accrue(Buy(100_00));
+        AccrualResult third = await member.Accrue(Buy(100_00));
+
+        Assert.Equal((150L, 130L, 20L), (first.Earned.Value, second.Earned.Value, third.Earned.Value));
+        Assert.Contains("campaign:welcome", second.Details!.CapsHit);
+        Assert.Contains("daily", third.Details!.CapsHit);
+    }
+
+    [Fact]
+    public async Task Flags_SetThroughTheGrain_MakeTheMemberEarnFaster()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { FlagRules = [new FlagRule("storecard", 15_000)] });
+
+        MemberResult flagged = await member.SetFlags(["storecard"]);
+        MemberResult again = await member.SetFlags(["storecard"]);
+        AccrualResult earned = await member.Accrue(Buy(100_00));
+        MemberResult refused = await member.SetFlags(["not a flag"]);
+
+        Assert.Equal(["storecard"], flagged.Member!.Flags);
+        Assert.Equal(flagged.Member.LastSequence, again.Member!.LastSequence);
+        Assert.Equal(150L, earned.Earned.Value);
+        Assert.Equal(LoyaltyError.InvalidArgument, refused.Error);
+    }
+
+    [Fact]
+    public async Task Configuration_ChangeAppliesToLaterEventsOnly_AndReplayKeepsEarlierPoints()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+        AccrualResult before = await member.Accrue(Buy(100_00));
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { EarnPointsPerUnit = 3 });
+        AccrualResult after = await member.Accrue(Buy(100_00));
+
+        await fixture.DeactivateAllAsync();
+        MemberView replayed = (await member.Get())!;
+
+        Assert.Equal((100L, 1L), (before.Earned.Value, before.ProgramVersion));
+        Assert.Equal((300L, 2L), (after.Earned.Value, after.ProgramVersion));
+        Assert.Equal(400L, replayed.Balance.Value);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task Property_RandomPurchasesReturnsAndTime_LedgerSumsToBalancePlusPendingAndReplayAgrees(int seed)
+    {
+        var random = new Random(seed);
+        ProgramSettings settings = Shop with
+        {
+            PendingDays = 7,
+            NegativeBalance = seed % 2 == 0 ? NegativeBalancePolicy.FloorAtZero : NegativeBalancePolicy.AllowNegative,
+            ProductRules = [new ProductRule(null, "wine", 30_000, false), new ProductRule("GIFT", null, 0, true)],
+            Campaigns = [new Campaign("double", "Double", Now.AddDays(-1), Now.AddDays(20), [], 0, 0, [], [], [], 20_000, 5, 400, 0)],
+            Tiers = Ladder,
+        };
+        IMemberGrain member = await SetUpAsync(settings);
+        var purchases = new List<(string Txn, long Amount)>();
+        for (int step = 0; step < 60; step++)
+        {
+            await RandomStepAsync(random, member, purchases, step);
+        }
+
+        string before = JsonSerializer.Serialize(await member.Get());
+        await fixture.DeactivateAllAsync();
+        string after = JsonSerializer.Serialize(await member.Get());
+
+        Assert.Equal(before, after);
+        await AssertLedgerMatchesAsync(member);
+        long overReversed = await Sql.ScalarAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries e WHERE e.program_id = '{_program}' AND e.kind = 2 AND e.points < " +
+            $"(SELECT coalesce(sum(-r.points), 0) FROM ledger_entries r WHERE r.program_id = e.program_id AND r.kind = 4 AND r.reference = e.txn_id)");
+        Assert.Equal(0, overReversed);
+        Assert.True(await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 4") >= 5);
+    }
+
+    private async Task RandomStepAsync(Random random, IMemberGrain member, List<(string Txn, long Amount)> purchases, int step)
+    {
+        switch (random.Next(10))
+        {
+            case < 5:
+                string txn = $"buy{step}";
+                long a = random.Next(1, 200) * 1_00L, b = random.Next(1, 100) * 1_00L;
+                Purchase p = Buy(a + b, txn) with { LineItems = [new LineItem("food", "food", 1, a), new LineItem(random.Next(2) == 0 ? "w1" : "GIFT", "wine", 1, b)] };
+                Assert.Equal(AccrualStatus.Accepted, (await member.Accrue(p)).Status);
+                purchases.Add((txn, a + b));
+                break;
+            case < 8 when purchases.Count > 0:
+                (string original, long amount) = purchases[random.Next(purchases.Count)];
+                ReturnResult r = await member.Return(ReturnOf(original, random.Next(1, (int)Math.Min(amount, 150_00)), $"ret{step}"));
+                Assert.True(r.Status == AccrualStatus.Accepted || r.Error == LoyaltyError.FailedPrecondition, r.ErrorMessage);
+                break;
+            case 8:
+                await member.Adjust(new Adjustment($"adj{step}", new Points(-random.Next(1, 50)), "redeemed"));
+                break;
+            default:
+                fixture.Clock.Advance(TimeSpan.FromDays(random.Next(1, 10)));
+                break;
+        }
+    }
+
+    /// <summary>The ledger is the truth: its sum is the balance plus the pending points.</summary>
+    private async Task AssertLedgerMatchesAsync(IMemberGrain member)
+    {
+        MemberView view = (await member.Get())!;
+        Assert.Equal(view.Balance.Value + view.Pending.Value, await Sql.SumPointsAsync(fixture.Storage, _program, view.MemberId));
+    }
+
+    private Purchase Buy(long amountMinor, string? txn = null, string memberId = "m") =>
+        new(txn ?? $"t{Interlocked.Increment(ref _txn)}", _program, memberId, "store-1", new Money(amountMinor, "USD"), Now.AddMinutes(-1), []);
+
+    private PurchaseReturn ReturnOf(string original, long amountMinor, string? txn = null) =>
+        new(txn ?? $"ret{Interlocked.Increment(ref _txn)}", _program, "m", original, "store-1", new Money(amountMinor, "USD"), Now.AddMinutes(-1), []);
+
+    private async Task<IMemberGrain> SetUpAsync(ProgramSettings settings)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(settings);
+        return await EnrolAsync("m");
+    }
+
+    private async Task<IMemberGrain> EnrolAsync(string memberId)
+    {
+        IMemberGrain member = fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, memberId));
+        Assert.Equal(LoyaltyError.None, (await member.Enrol(new Enrolment(_program, memberId, null))).Error);
+        return member;
+    }
+}
+
+public sealed class SqliteRulesGrainTests(SqliteClusterFixture fixture) : RulesGrainTests(fixture), IClassFixture<SqliteClusterFixture>;
+
+public sealed class PostgresRulesGrainTests(PostgresClusterFixture fixture) : RulesGrainTests(fixture), IClassFixture<PostgresClusterFixture>;
