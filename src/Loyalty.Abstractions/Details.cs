@@ -29,12 +29,16 @@ public sealed record BreakdownComponent(
     [property: Id(1)] string Code,
     [property: Id(2)] long Points);
 
-/// <summary>The money of one SKU on a purchase (or a return), with the product multiplier it earned at.</summary>
+/// <summary>
+/// The money of one SKU on a purchase (or a return), with the product multiplier it earned at
+/// and the basket component ("base" or a rule's code) its points are in.
+/// </summary>
 [GenerateSerializer, Immutable]
 public sealed record SkuAmount(
     [property: Id(0)] string Sku,
     [property: Id(1)] long AmountMinor,
-    [property: Id(2)] int MultiplierBp);
+    [property: Id(2)] int MultiplierBp,
+    [property: Id(3)] string Component = "base");
 
 /// <summary>
 /// The explanation stored with a ledger entry, and returned with its acknowledgement. Replay

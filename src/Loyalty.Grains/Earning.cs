@@ -144,16 +144,16 @@ public static class Earning
 
         // Group the lines by the rule that decides them, keeping the rules' configured order.
         var groups = new SortedDictionary<int, (ProductRule? Rule, long AmountMinor)>();
-        var skus = new Dictionary<string, (long AmountMinor, int MultiplierBp)>(StringComparer.Ordinal);
+        var skus = new Dictionary<(string Sku, string Component), (long AmountMinor, int MultiplierBp)>();
         foreach (LineItem line in purchase.LineItems)
         {
             (int index, ProductRule? rule) = rules.Match(line);
             groups[index] = (rule, checked((groups.TryGetValue(index, out var g) ? g.AmountMinor : 0) + line.AmountMinor));
-            int multiplier = rule?.EffectiveMultiplierBp ?? Multipliers.One;
-            skus[line.Sku] = (checked((skus.TryGetValue(line.Sku, out var s) ? s.AmountMinor : 0) + line.AmountMinor), multiplier);
+            (string, string) key = (line.Sku, rule?.Code ?? "base");
+            skus[key] = (checked((skus.TryGetValue(key, out var s) ? s.AmountMinor : 0) + line.AmountMinor), rule?.EffectiveMultiplierBp ?? Multipliers.One);
         }
 
-        lines = [.. skus.Select(s => new SkuAmount(s.Key, s.Value.AmountMinor, s.Value.MultiplierBp))];
+        lines = [.. skus.Select(s => new SkuAmount(s.Key.Sku, s.Value.AmountMinor, s.Value.MultiplierBp, s.Key.Component))];
         decimal basket = 0;
         foreach ((ProductRule? rule, long amountMinor) in groups.Values)
         {

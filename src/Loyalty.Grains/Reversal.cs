@@ -25,39 +25,54 @@ public sealed class ReturnProgress
 public sealed record ReversalResult(IReadOnlyList<BreakdownComponent> Components, long Total, long ReturnedAmountMinor, IReadOnlyList<SkuAmount>? Lines);
 
 /// <summary>
-/// Returns reverse exactly what the purchase earned for the returned part. Each component of the
-/// original earn (base, product, tier, flag, campaign) is reversed in the share of the purchase
-/// returned so far: by amount, the share is money returned / purchase total; by lines, it is the
-/// returned money weighted by each SKU's product multiplier / the whole basket so weighted (an
-/// excluded line reverses nothing, a x3 line reverses three times as much). Shares accumulate
+/// Returns reverse exactly what the purchase earned for the returned part, component by
+/// component. By amount, every component is reversed in the share money returned / purchase
+/// total. By lines, a basket component (base, or one product rule) is reversed in the share of
+/// its own lines' money that came back, and a bonus component (tier, flag, campaign) in the share
+/// of the basket's weighted money that came back (weighted by each line's product multiplier, so
+/// an excluded line reverses no bonus and a x3 line three times as much). Shares accumulate
 /// across partial returns and are truncated, so the returns of a purchase never reverse more
 /// than it earned, and returning all of it reverses exactly all of it.
 /// </summary>
 public static class Reversal
 {
+    /// <summary>A share of a component: numerator over denominator (a zero denominator reverses nothing).</summary>
+    private readonly record struct Share(Int128 Returned, Int128 Whole)
+    {
+        public long Of(long points) => Whole == 0 ? 0 : (long)(points * Returned / Whole);
+    }
+
     /// <summary>The reversal, or an error message when the return does not fit the purchase.</summary>
     public static ReversalResult? Compute(LedgerEntry original, ReturnProgress? progress, PurchaseReturn request, out string? error)
     {
         EntryDetails details = original.Details ?? new EntryDetails { Components = [new BreakdownComponent(ComponentKind.Base, "base", original.Points.Value)] };
         bool byLines = request.Lines.Count > 0;
-        if (progress is not null && progress.ByLines != byLines)
-        {
-            error = byLines
-                ? "this purchase was returned by amount before; return the rest by amount"
-                : "this purchase was returned by lines before; return the rest by lines";
-            return null;
-        }
-
-        if (request.Amount.Currency != original.Currency)
-        {
-            error = $"currency '{request.Amount.Currency}' does not match the purchase's currency '{original.Currency}'";
-            return null;
-        }
-
-        (Int128 after, Int128 whole, IReadOnlyList<SkuAmount>? lines) = byLines
-            ? ShareByLines(details, progress, request, out error)
-            : ShareByAmount(original, progress, request, out error);
+        error = progress is not null && progress.ByLines != byLines
+            ? (byLines ? "this purchase was returned by amount before; return the rest by amount" : "this purchase was returned by lines before; return the rest by lines")
+            : request.Amount.Currency != original.Currency
+                ? $"currency '{request.Amount.Currency}' does not match the purchase's currency '{original.Currency}'"
+                : null;
         if (error is not null)
+        {
+            return null;
+        }
+
+        Func<BreakdownComponent, Share>? shareOf;
+        IReadOnlyList<SkuAmount>? lines = null;
+        if (byLines)
+        {
+            shareOf = SharesByLines(details, progress, request, out lines, out error);
+        }
+        else
+        {
+            long after = checked((progress?.AmountReturnedMinor ?? 0) + request.Amount.AmountMinor);
+            error = after > original.AmountMinor
+                ? $"the return exceeds the purchase: {progress?.AmountReturnedMinor ?? 0} of {original.AmountMinor} minor units were already returned"
+                : null;
+            shareOf = _ => new Share(after, original.AmountMinor);
+        }
+
+        if (shareOf is null || error is not null)
         {
             return null;
         }
@@ -67,9 +82,8 @@ public static class Reversal
         for (int i = 0; i < details.Components.Count; i++)
         {
             BreakdownComponent c = details.Components[i];
-            long reversedBefore = progress is not null && i < progress.Reversed.Length ? progress.Reversed[i] : 0;
-            long reversedAfter = whole == 0 ? 0 : (long)(c.Points * after / whole);
-            long now = reversedAfter - reversedBefore;
+            long before = progress is not null && i < progress.Reversed.Length ? progress.Reversed[i] : 0;
+            long now = shareOf(c).Of(c.Points) - before;
             components.Add(c with { Points = now });
             total = checked(total + now);
         }
@@ -77,59 +91,75 @@ public static class Reversal
         return new ReversalResult(components, total, request.ReturnedAmountMinor, lines);
     }
 
-    private static (Int128 After, Int128 Whole, IReadOnlyList<SkuAmount>? Lines) ShareByAmount(
-        LedgerEntry original, ReturnProgress? progress, PurchaseReturn request, out string? error)
+    private static Func<BreakdownComponent, Share>? SharesByLines(
+        EntryDetails details, ReturnProgress? progress, PurchaseReturn request, out IReadOnlyList<SkuAmount>? lines, out string? error)
     {
-        long before = progress?.AmountReturnedMinor ?? 0;
-        long after = checked(before + request.Amount.AmountMinor);
-        error = after > original.AmountMinor
-            ? $"the return exceeds the purchase: {before} of {original.AmountMinor} minor units were already returned"
-            : null;
-        return (after, original.AmountMinor, null);
-    }
-
-    private static (Int128 After, Int128 Whole, IReadOnlyList<SkuAmount>? Lines) ShareByLines(
-        EntryDetails details, ReturnProgress? progress, PurchaseReturn request, out string? error)
-    {
+        lines = null;
         if (details.Lines is not { Count: > 0 } basket)
         {
             error = "the purchase had no line items; return it by amount";
-            return default;
+            return null;
         }
 
-        var returned = new Dictionary<string, long>(StringComparer.Ordinal);
+        // Cumulative money returned per SKU, after this return.
+        var returnedNow = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (ReturnLine line in request.Lines)
         {
-            returned[line.Sku] = checked((returned.TryGetValue(line.Sku, out long sum) ? sum : 0) + line.AmountMinor);
+            returnedNow[line.Sku] = checked(returnedNow.GetValueOrDefault(line.Sku) + line.AmountMinor);
         }
 
-        Int128 whole = 0, after = 0;
-        var lines = new List<SkuAmount>(returned.Count);
-        foreach (SkuAmount sku in basket)
+        var bought = basket.GroupBy(l => l.Sku, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Sum(l => l.AmountMinor), StringComparer.Ordinal);
+        var cumulative = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach ((string sku, long now) in returnedNow)
         {
-            long already = progress is not null && progress.SkuReturnedMinor.TryGetValue(sku.Sku, out long a) ? a : 0;
-            long now = returned.Remove(sku.Sku, out long r) ? r : 0;
-            if (checked(already + now) > sku.AmountMinor)
+            long already = progress?.SkuReturnedMinor.GetValueOrDefault(sku) ?? 0;
+            if (!bought.TryGetValue(sku, out long amount))
             {
-                error = $"the return exceeds the purchase for sku '{sku.Sku}': {already} of {sku.AmountMinor} minor units were already returned";
-                return default;
+                error = $"sku '{sku}' was not part of the purchase";
+                return null;
             }
 
-            whole += (Int128)sku.AmountMinor * sku.MultiplierBp;
-            after += (Int128)(already + now) * sku.MultiplierBp;
-            if (now > 0)
+            if (checked(already + now) > amount)
             {
-                lines.Add(sku with { AmountMinor = now });
+                error = $"the return exceeds the purchase for sku '{sku}': {already} of {amount} minor units were already returned";
+                return null;
             }
+
+            cumulative[sku] = already + now;
         }
 
-        if (returned.Count > 0)
+        foreach ((string sku, long already) in progress?.SkuReturnedMinor ?? [])
         {
-            error = $"sku '{returned.Keys.First()}' was not part of the purchase";
-            return default;
+            cumulative.TryAdd(sku, already);
         }
 
+        lines = [.. returnedNow.Select(r => new SkuAmount(r.Key, r.Value, 0, ""))];
         error = null;
-        return (after, whole, lines);
+        return Shares(basket, cumulative);
+    }
+
+    /// <summary>
+    /// The share of each component given the money returned per SKU so far. A SKU's returned money
+    /// fills its basket entries in order (a SKU normally sits in one component).
+    /// </summary>
+    private static Func<BreakdownComponent, Share> Shares(IReadOnlyList<SkuAmount> basket, Dictionary<string, long> cumulative)
+    {
+        var remaining = new Dictionary<string, long>(cumulative, StringComparer.Ordinal);
+        var groupWhole = new Dictionary<string, Int128>(StringComparer.Ordinal);
+        var groupReturned = new Dictionary<string, Int128>(StringComparer.Ordinal);
+        Int128 weightedWhole = 0, weightedReturned = 0;
+        foreach (SkuAmount entry in basket)
+        {
+            long back = Math.Min(remaining.GetValueOrDefault(entry.Sku), entry.AmountMinor);
+            remaining[entry.Sku] = remaining.GetValueOrDefault(entry.Sku) - back;
+            groupWhole[entry.Component] = groupWhole.GetValueOrDefault(entry.Component) + entry.AmountMinor;
+            groupReturned[entry.Component] = groupReturned.GetValueOrDefault(entry.Component) + back;
+            weightedWhole += (Int128)entry.AmountMinor * entry.MultiplierBp;
+            weightedReturned += (Int128)back * entry.MultiplierBp;
+        }
+
+        return c => c.Kind is ComponentKind.Base or ComponentKind.Product
+            ? new Share(groupReturned.GetValueOrDefault(c.Code), groupWhole.GetValueOrDefault(c.Code))
+            : new Share(weightedReturned, weightedWhole);
     }
 }

@@ -216,7 +216,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
             Tiers = Ladder,
         };
         IMemberGrain member = await SetUpAsync(settings);
-        var purchases = new List<(string Txn, long Amount)>();
+        var purchases = new List<(string Txn, long Amount, long Food)>();
         for (int step = 0; step < 60; step++)
         {
             await RandomStepAsync(random, member, purchases, step);
@@ -235,7 +235,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         Assert.True(await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 4") >= 5);
     }
 
-    private async Task RandomStepAsync(Random random, IMemberGrain member, List<(string Txn, long Amount)> purchases, int step)
+    private async Task RandomStepAsync(Random random, IMemberGrain member, List<(string Txn, long Amount, long Food)> purchases, int step)
     {
         switch (random.Next(10))
         {
@@ -244,11 +244,17 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
                 long a = random.Next(1, 200) * 1_00L, b = random.Next(1, 100) * 1_00L;
                 Purchase p = Buy(a + b, txn) with { LineItems = [new LineItem("food", "food", 1, a), new LineItem(random.Next(2) == 0 ? "w1" : "GIFT", "wine", 1, b)] };
                 Assert.Equal(AccrualStatus.Accepted, (await member.Accrue(p)).Status);
-                purchases.Add((txn, a + b));
+                purchases.Add((txn, a + b, a));
                 break;
             case < 8 when purchases.Count > 0:
-                (string original, long amount) = purchases[random.Next(purchases.Count)];
-                ReturnResult r = await member.Return(ReturnOf(original, random.Next(1, (int)Math.Min(amount, 150_00)), $"ret{step}"));
+                (string original, long amount, long food) = purchases[random.Next(purchases.Count)];
+                PurchaseReturn request = ReturnOf(original, random.Next(1, (int)Math.Min(amount, 150_00)), $"ret{step}");
+                if (random.Next(2) == 0)
+                {
+                    request = request with { Amount = new Money(0, "USD"), Lines = [new ReturnLine("food", 1, random.Next(1, (int)food + 1))] };
+                }
+
+                ReturnResult r = await member.Return(request);
                 Assert.True(r.Status == AccrualStatus.Accepted || r.Error == LoyaltyError.FailedPrecondition, r.ErrorMessage);
                 break;
             case 8:

@@ -18,7 +18,7 @@ public sealed class ReturnAndTierRulesTests
                 new BreakdownComponent(ComponentKind.Product, "category:wine", 80),
                 new BreakdownComponent(ComponentKind.Campaign, "double", 100),
             ],
-            Lines = [new SkuAmount("a", 60_00, Multipliers.One), new SkuAmount("w", 40_00, 20_000)],
+            Lines = [new SkuAmount("a", 60_00, Multipliers.One, "base"), new SkuAmount("w", 40_00, 20_000, "category:wine")],
         });
 
     private static PurchaseReturn ByAmount(long amountMinor, string txn = "r1") =>
@@ -38,13 +38,34 @@ public sealed class ReturnAndTierRulesTests
     }
 
     [Fact]
-    public void Return_ByLines_WeighsEachSkuByItsMultiplier()
+    public void Return_ByLines_ReversesTheLinesOwnPointsAndTheirWeightedShareOfBonuses()
     {
-        // The wine line is 40 % of the money but earned at x2: 80 of the 140 weighted basket.
+        // The wine line's own component goes back whole; it is 40 % of the money but earned at x2,
+        // so it carries 80 of the 140 weighted basket: 100 x 80/140 of the campaign, truncated.
         ReversalResult? wine = Reversal.Compute(Original, null, ByLines(("w", 40_00)), out string? error);
 
         Assert.Null(error);
-        Assert.Equal([34L, 45L, 57L], wine!.Components.Select(c => c.Points)); // 60, 80, 100 x 80/140, truncated
+        Assert.Equal([0L, 80L, 57L], wine!.Components.Select(c => c.Points));
+    }
+
+    [Fact]
+    public void Return_ByLinesInPieces_EndsExactlyAtTheOriginal()
+    {
+        var state = new ReturnProgress { ByLines = true, Reversed = new long[3] };
+        long total = 0;
+        foreach ((string sku, long amount) in new[] { ("a", 10_00L), ("w", 15_00L), ("a", 50_00L), ("w", 25_00L) })
+        {
+            ReversalResult r = Reversal.Compute(Original, state, ByLines((sku, amount)), out _)!;
+            total += r.Total;
+            state.SkuReturnedMinor[sku] = state.SkuReturnedMinor.GetValueOrDefault(sku) + amount;
+            for (int i = 0; i < 3; i++)
+            {
+                state.Reversed[i] += r.Components[i].Points;
+            }
+        }
+
+        Assert.Equal(240, total);
+        Assert.Equal([60L, 80L, 100L], state.Reversed);
     }
 
     [Fact]
