@@ -21,6 +21,9 @@ public static class LoyaltyEngineExtensions
             o.MaxReceiveMessageSize = GatewayOptions.MessageBytesMax;
             o.EnableDetailedErrors = false;
         });
+
+        // Server reflection lets grpcurl and similar tools call the API without the .proto file.
+        builder.Services.AddGrpcReflection();
         builder.UseOrleans(siloBuilder =>
         {
             siloBuilder.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, serviceId: storage.ServiceId, clusterId: silo.ClusterId);
@@ -43,6 +46,7 @@ public static class LoyaltyEngineExtensions
         app.MapGrpcService<ProgramAdminService>();
         app.MapGrpcService<MembersService>();
         app.MapGrpcService<PurchasesService>();
+        app.MapGrpcReflectionService();
         return app;
     }
 }

@@ -1,3 +1,4 @@
+using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Loyalty.Tests.Infrastructure;
 using V1 = Loyalty.Api.V1;
@@ -164,6 +165,64 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal((1L, 3L), (created.Version, read.Settings.EarnPointsPerUnit));
         Assert.Equal((StatusCode.InvalidArgument, true), (badCurrency.StatusCode, badCurrency.Status.Detail.Contains("currency", StringComparison.Ordinal)));
         Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+    }
+
+    [Fact]
+    public async Task Programs_RulesRoundTripAndInvalidRulesNameTheField()
+    {
+        V1.PutProgramRequest request = Wire.Program(_program);
+        request.Settings.PendingDays = 14;
+        request.Settings.ProductRules.Add(new V1.ProductRule { Sku = "GIFT", Exclude = true });
+        request.Settings.Tiers = new V1.TierLadder { WindowDays = 365, Tiers = { new V1.Tier { Name = "base" }, new V1.Tier { Name = "gold", Threshold = 100, MultiplierBp = 15_000 } } };
+        V1.PutProgramRequest badWeekday = request.Clone();
+        badWeekday.Settings.Campaigns.Add(new V1.Campaign
+        {
+            Id = "c", MultiplierBp = 20_000, Weekdays = { V1.Weekday.Unspecified },
+            StartsAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow), EndsAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow.AddDays(1)),
+        });
+        V1.PutProgramRequest badTier = request.Clone();
+        badTier.Settings.Tiers.Tiers[1].Threshold = 0;
+
+        V1.Program created = await Engine.Programs.PutProgramAsync(request);
+        RpcException weekday = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.PutProgramAsync(badWeekday).ResponseAsync);
+        RpcException tier = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.PutProgramAsync(badTier).ResponseAsync);
+
+        Assert.Equal(request.Settings.ProductRules, created.Settings.ProductRules);
+        Assert.Equal(("gold", 15_000, V1.TierBasis.Points), (created.Settings.Tiers.Tiers[1].Name, created.Settings.Tiers.Tiers[1].MultiplierBp, created.Settings.Tiers.Basis));
+        Assert.Equal((StatusCode.InvalidArgument, true), (weekday.StatusCode, weekday.Status.Detail.Contains("campaigns[0].weekdays", StringComparison.Ordinal)));
+        Assert.Equal((StatusCode.InvalidArgument, true), (tier.StatusCode, tier.Status.Detail.Contains("tiers.tiers[1].threshold", StringComparison.Ordinal)));
+        Assert.Equal(1L, (await Engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = _program })).Version);
+    }
+
+    [Fact]
+    public async Task Members_FlagsAdjustmentsAndReturns_OverGrpc_WithRefusalsAsStatuses()
+    {
+        await SetUpAsync(members: 2);
+        var m0 = new V1.GetMemberRequest { ProgramId = _program, MemberId = "m0" };
+
+        V1.Member flagged = await Engine.Members.SetMemberFlagsAsync(new V1.SetMemberFlagsRequest { ProgramId = _program, MemberId = "m0", Flags = { "storecard" } });
+        V1.AdjustPointsResponse adjusted = await Engine.Members.AdjustPointsAsync(new V1.AdjustPointsRequest { ProgramId = _program, MemberId = "m0", TransactionId = "adj-1", Points = 25, Reason = "goodwill" });
+        RpcException noReason = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.AdjustPointsAsync(new V1.AdjustPointsRequest { ProgramId = _program, MemberId = "m0", TransactionId = "adj-2", Points = 5 }).ResponseAsync);
+        await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "m1", "theirs", 10_00));
+        await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "m0", "mine", 10_00));
+        V1.ReturnRequest returnOf = new() { TransactionId = "r1", ProgramId = _program, MemberId = "m0", StoreId = "s", OriginalTransactionId = "theirs", AmountMinor = 1_00, Currency = "USD", OccurredAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow) };
+        RpcException notTheirs = await Assert.ThrowsAsync<RpcException>(() => Engine.Purchases.ReturnAsync(returnOf).ResponseAsync);
+        RpcException malformed = await Assert.ThrowsAsync<RpcException>(() => Engine.Purchases.ReturnAsync(new V1.ReturnRequest(returnOf) { OriginalTransactionId = "mine", AmountMinor = 0 }).ResponseAsync);
+        V1.ReturnAck returned = await Engine.Purchases.ReturnAsync(new V1.ReturnRequest(returnOf) { OriginalTransactionId = "mine", AmountMinor = 5_00 });
+        V1.ListLedgerResponse ledger = await Engine.Members.ListLedgerAsync(new V1.ListLedgerRequest { ProgramId = _program, MemberId = "m0" });
+
+        Assert.Equal(["storecard"], flagged.Flags);
+        Assert.Equal((V1.AckStatus.Accepted, 25L), (adjusted.Status, adjusted.Balance));
+        Assert.Equal((StatusCode.InvalidArgument, true), (noReason.StatusCode, noReason.Status.Detail.Contains("reason", StringComparison.Ordinal)));
+        Assert.Equal(StatusCode.NotFound, notTheirs.StatusCode);
+        Assert.Equal((StatusCode.InvalidArgument, true), (malformed.StatusCode, malformed.Status.Detail.Contains("amount_minor", StringComparison.Ordinal)));
+        Assert.Equal((V1.AckStatus.Accepted, 5L, 30L), (returned.Status, returned.PointsReversed, returned.Balance));
+        Assert.Equal(
+            [V1.LedgerEntryKind.Return, V1.LedgerEntryKind.Earn, V1.LedgerEntryKind.Adjust, V1.LedgerEntryKind.Flags, V1.LedgerEntryKind.Enrol],
+            ledger.Entries.Select(e => e.Kind));
+        Assert.Equal(("mine", 1L), (ledger.Entries[0].Reference, ledger.Entries[0].ProgramVersion));
+        Assert.Equal("base", ledger.Entries[1].Breakdown.Components[0].Code);
+        Assert.Equal(30L, (await Engine.Members.GetMemberAsync(m0)).Balance);
     }
 
     private async Task SetUpAsync(int members)

@@ -94,14 +94,7 @@ public sealed class HostProcess : IAsyncDisposable
         var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
         string tfm = here.Name;
         string configuration = here.Parent!.Name;
-        DirectoryInfo? root = here;
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "LoyaltyGrains.sln")))
-        {
-            root = root.Parent;
-        }
-
-        string path = Path.Combine(root?.FullName ?? throw new InvalidOperationException("LoyaltyGrains.sln not found above the test folder."),
-            "src", "Loyalty.Host", "bin", configuration, tfm, "Loyalty.Host.dll");
+        string path = Path.Combine(RepoPaths.Root(), "src", "Loyalty.Host", "bin", configuration, tfm, "Loyalty.Host.dll");
         return File.Exists(path) ? path : throw new FileNotFoundException("Build the solution first; the host is missing.", path);
     }
 
