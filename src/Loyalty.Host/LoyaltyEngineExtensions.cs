@@ -20,6 +20,7 @@ public static class LoyaltyEngineExtensions
         {
             o.MaxReceiveMessageSize = GatewayOptions.MessageBytesMax;
             o.EnableDetailedErrors = false;
+            o.Interceptors.Add<FaultInterceptor>();
         });
 
         // Server reflection lets grpcurl and similar tools call the API without the .proto file.

@@ -1,6 +1,7 @@
 using System.Data.Common;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
 
 namespace Loyalty.Storage;
 
@@ -32,18 +33,59 @@ internal static class LedgerRows
 }
 
 /// <summary>
-/// The details column: compact JSON with snake_case names and enum names, defaults left out,
-/// so reports can read it (<c>details::jsonb -&gt; 'components'</c> on PostgreSQL).
+/// The details column: compact JSON with snake_case names and enum names, so reports can read it
+/// (<c>details::jsonb -&gt; 'components'</c> on PostgreSQL). Every entry carries one, so it is kept
+/// small: defaults and empty lists are left out, and <c>tier_before</c> only appears when it
+/// differs from <c>tier_after</c>.
 /// </summary>
 public static class DetailsJson
 {
+    private static readonly JsonTypeInfo<EntryDetails> Info = CreateInfo();
+
     /// <summary>The JSON text of the details, or null.</summary>
     public static string? Write(EntryDetails? details) =>
-        details is null ? null : JsonSerializer.Serialize(details, DetailsJsonContext.Default.EntryDetails);
+        details is null ? null : JsonSerializer.Serialize(details, Info);
 
     /// <summary>The details from their JSON text, or null.</summary>
-    public static EntryDetails? Read(string? json) =>
-        json is null ? null : JsonSerializer.Deserialize(json, DetailsJsonContext.Default.EntryDetails);
+    public static EntryDetails? Read(string? json)
+    {
+        if (json is null)
+        {
+            return null;
+        }
+
+        // The generated deserializer sets absent init-only lists to null: restore the empty defaults.
+        EntryDetails details = JsonSerializer.Deserialize(json, Info) ?? throw new JsonException("The details column holds null.");
+        return details with
+        {
+            Components = details.Components ?? [],
+            CapsHit = details.CapsHit ?? [],
+            TierBefore = details.TierBefore ?? details.TierAfter,
+        };
+    }
+
+    private static JsonTypeInfo<EntryDetails> CreateInfo()
+    {
+        var options = new JsonSerializerOptions(DetailsJsonContext.Default.Options)
+        {
+            TypeInfoResolver = DetailsJsonContext.Default.WithAddedModifier(static info =>
+            {
+                foreach (JsonPropertyInfo property in info.Properties)
+                {
+                    if (property.PropertyType != typeof(string) && typeof(System.Collections.IEnumerable).IsAssignableFrom(property.PropertyType))
+                    {
+                        property.ShouldSerialize = static (_, value) => value is System.Collections.ICollection { Count: > 0 };
+                    }
+
+                    if (info.Type == typeof(EntryDetails) && property.Name == "tier_before")
+                    {
+                        property.ShouldSerialize = static (owner, value) => value is not null && !Equals(value, ((EntryDetails)owner).TierAfter);
+                    }
+                }
+            }),
+        };
+        return (JsonTypeInfo<EntryDetails>)options.GetTypeInfo(typeof(EntryDetails));
+    }
 }
 
 [JsonSourceGenerationOptions(

@@ -33,6 +33,7 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal(count, acks.Count);
         Assert.Equal(count, acks.Select(a => a.TransactionId).Distinct().Count());
         Assert.All(acks, a => Assert.Equal(V1.AckStatus.Accepted, a.Status));
+        Assert.All(acks, a => Assert.Equal(a.PointsEarned, a.Breakdown.Components.Sum(c => c.Points)));
         long acked = acks.Sum(a => a.PointsEarned);
         long balances = 0;
         for (int m = 0; m < 10; m++)

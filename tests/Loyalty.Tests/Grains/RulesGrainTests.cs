@@ -142,6 +142,19 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Tier_OnSpend_QualifiesByMoneyNotPoints()
+    {
+        TierLadder bySpend = Ladder with { Basis = TierBasis.Spend, Tiers = [Ladder.Tiers[0], Ladder.Tiers[1] with { Threshold = 200_00 }] };
+        IMemberGrain member = await SetUpAsync(Shop with { EarnPointsPerUnit = 0, Tiers = bySpend });
+
+        AccrualResult small = await member.Accrue(Buy(150_00));
+        AccrualResult crossing = await member.Accrue(Buy(60_00));
+
+        Assert.Equal(("member", "silver"), (small.Details!.TierAfter, crossing.Details!.TierAfter));
+        Assert.Equal(210_00L, (await member.Get())!.TierQualifying);
+    }
+
+    [Fact]
     public async Task Tier_QualificationCountsTheNetOfReturns()
     {
         IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });

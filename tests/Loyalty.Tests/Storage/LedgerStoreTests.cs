@@ -22,6 +22,35 @@ public sealed class LedgerStoreTests
         Assert.Single(await store.ReadAfterAsync("p", "m", 0, CancellationToken.None));
     }
 
+    [Theory, MemberData(nameof(Backends))]
+    public async Task Append_EntryWithDetails_ReadsBackTheSameBreakdownVersionAndAvailability(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        var details = new EntryDetails
+        {
+            Components = [new BreakdownComponent(ComponentKind.Base, "base", 100), new BreakdownComponent(ComponentKind.Campaign, "double", 100)],
+            CapsHit = ["daily"],
+            CappedPoints = 5,
+            TierBefore = "member",
+            TierAfter = "gold",
+            TierReviewAt = Entries.Now.AddDays(365),
+            EarnDay = 740_000,
+            EarnMonth = 24_322,
+            Lines = [new SkuAmount("a", 100_00, 10_000, "base")],
+        };
+        LedgerEntry plain = Entries.Earn("p", "m", 1, 10) with { Details = new EntryDetails { TierBefore = "member", TierAfter = "member" } };
+        LedgerEntry rich = Entries.Earn("p", "m", 2, 200) with { ProgramVersion = 7, AvailableAt = Entries.Now.AddDays(14), Details = details };
+
+        await store.AppendBatchAsync([plain, rich], new bool[2], CancellationToken.None);
+        IReadOnlyList<LedgerEntry> read = await store.ReadAfterAsync("p", "m", 0, CancellationToken.None);
+
+        Assert.Equal((7L, Entries.Now.AddDays(14)), (read[1].ProgramVersion, read[1].AvailableAt!.Value));
+        Assert.Equal(DetailsJson.Write(details), DetailsJson.Write(read[1].Details));
+        Assert.Equal(("member", "member", null), (read[0].Details!.TierBefore, read[0].Details!.TierAfter, read[0].AvailableAt));
+        Assert.DoesNotContain("tier_before", DetailsJson.Write(plain.Details), StringComparison.Ordinal);
+        Assert.DoesNotContain("caps_hit", DetailsJson.Write(plain.Details), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Migrate_ConcurrentSilosOnOnePostgres_AllSucceed()
     {
