@@ -27,7 +27,14 @@ public static class Sql
         return value is null or DBNull ? 0 : Convert.ToInt64(value, CultureInfo.InvariantCulture);
     }
 
-    public static Task ExecuteAsync(StorageOptions storage, string sql) => ScalarAsync(storage, sql);
+    /// <summary>Runs every statement of <paramref name="sql"/>.</summary>
+    public static async Task ExecuteAsync(StorageOptions storage, string sql)
+    {
+        await using DbConnection connection = await OpenAsync(storage);
+        await using DbCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        await command.ExecuteNonQueryAsync();
+    }
 
     /// <summary>Every row of a query, mapped by <paramref name="map"/>.</summary>
     public static async Task<List<T>> RowsAsync<T>(StorageOptions storage, string sql, Func<DbDataReader, T> map)

@@ -22,6 +22,32 @@ public sealed class LedgerStoreTests
         Assert.Single(await store.ReadAfterAsync("p", "m", 0, CancellationToken.None));
     }
 
+    [Fact]
+    public async Task Migrate_SqliteLedgerWithoutRowid_MovesToInsertionOrderKeepingEveryRow()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "upgrade");
+        string scripts = Path.Combine(RepoPaths.Root(), "src", "Loyalty.Storage", "Sql", "Sqlite");
+        await Sql.ExecuteAsync(options, "CREATE TABLE loyalty_schema_versions (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);");
+        foreach (string file in Directory.GetFiles(scripts, "*.sql").Where(f => string.CompareOrdinal(Path.GetFileName(f), "004") < 0).Order(StringComparer.Ordinal))
+        {
+            await Sql.ExecuteAsync(options, await File.ReadAllTextAsync(file));
+            await Sql.ExecuteAsync(options, $"INSERT INTO loyalty_schema_versions VALUES ({Path.GetFileName(file)[..3]}, 'old', 'then');");
+        }
+
+        await Sql.ExecuteAsync(options,
+            "INSERT INTO ledger_entries (program_id, member_id, seq, kind, points, txn_id, fingerprint, amount_minor, occurred_at, recorded_at) " +
+            "VALUES ('p', 'm', 1, 2, 10, 't1', 42, 1000, 1, 1), ('p', 'm', 2, 2, 5, 't2', 43, 500, 2, 2);");
+        using var store = new SqliteLedgerStore(options.ConnectionString);
+
+        await store.MigrateAsync(CancellationToken.None);
+        bool[] inserted = new bool[1];
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 3, 1, "t1")], inserted, CancellationToken.None);
+
+        Assert.Equal([10L, 5L], (await store.ReadAfterAsync("p", "m", 0, CancellationToken.None)).Select(e => e.Points.Value));
+        Assert.False(inserted[0]); // the transaction-id index came along
+        Assert.Equal(0, await Sql.ScalarAsync(options, "SELECT count(*) FROM sqlite_master WHERE name = 'ledger_entries' AND sql LIKE '%WITHOUT ROWID%'"));
+    }
+
     [Theory, MemberData(nameof(Backends))]
     public async Task Append_EntryWithDetails_ReadsBackTheSameBreakdownVersionAndAvailability(Backend backend)
     {
