@@ -5,7 +5,7 @@ namespace Loyalty.LoadTest;
 /// <summary>Command-line options of the load tester.</summary>
 internal sealed class LoadOptions
 {
-    public string Target { get; private set; } = "http://127.0.0.1:5000";
+    public string Target { get; set; } = "http://127.0.0.1:5000";
 
     public string Program { get; private set; } = "load-" + Guid.NewGuid().ToString("N")[..8];
 
@@ -29,6 +29,20 @@ internal sealed class LoadOptions
 
     public bool Verify { get; private set; } = true;
 
+    public string? Spawn { get; private set; }
+
+    public string? Postgres { get; private set; } = Environment.GetEnvironmentVariable("LOYALTY_BENCH_POSTGRES");
+
+    public string? HtmlPath { get; private set; }
+
+    public int LinesMax { get; private set; } = 3;
+
+    public int Stores { get; private set; } = 50;
+
+    public double ReturnShare { get; private set; }
+
+    public bool Quiet { get; private set; }
+
     public const string Usage = """
         Loyalty load tester: streams purchases to a running engine and verifies the balances.
 
@@ -42,8 +56,16 @@ internal sealed class LoadOptions
           --rate N              events per second in rate mode (all streams together)
           --zipf S              member popularity skew; 0 = uniform (default 0)
           --program ID          program id (default: a fresh one per run)
+          --stores N            stores the purchases come from (default 50)
+          --lines N             line items per basket, 1..N at random; 0 = totals only (default 3)
+          --returns F           share of accepted purchases returned in part, 0..1 (default 0)
+          --spawn KIND          start an engine first: sqlite (a fresh file), postgres (needs
+                                --postgres or LOYALTY_BENCH_POSTGRES) or memory (not durable: the ceiling)
+          --postgres CONN       Npgsql connection string for --spawn postgres
           --json PATH           write a machine-readable report
+          --html PATH           write a self-contained page with throughput and latency charts
           --no-verify           skip reading back balances
+          --quiet               no progress output
         """;
 
     public static LoadOptions Parse(string[] args)
@@ -66,8 +88,20 @@ internal sealed class LoadOptions
                 case "--zipf": o.ZipfSkew = double.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--json": o.JsonPath = Next(); break;
                 case "--no-verify": o.Verify = false; break;
+                case "--quiet": o.Quiet = true; break;
+                case "--spawn": o.Spawn = Next() is "sqlite" or "postgres" or "memory" ? args[i] : throw new ArgumentException("--spawn is sqlite, postgres or memory"); break;
+                case "--postgres": o.Postgres = Next(); break;
+                case "--html": o.HtmlPath = Next(); break;
+                case "--lines": o.LinesMax = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 50 and int n ? n : throw new ArgumentException("--lines must be 0..50"); break;
+                case "--stores": o.Stores = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--stores"); break;
+                case "--returns": o.ReturnShare = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 1 and double f ? f : throw new ArgumentException("--returns must be 0..1"); break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
+        }
+
+        if (o.Spawn is not null && args.Contains("--target"))
+        {
+            throw new ArgumentException("--spawn starts its own engine; leave out --target");
         }
 
         if (o.Mode == "rate" && o.RatePerSecond <= 0)

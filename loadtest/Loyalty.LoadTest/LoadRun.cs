@@ -2,84 +2,107 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using System.Threading.Channels;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Grpc.Net.Client;
 using HdrHistogram;
+using Spectre.Console;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.LoadTest;
 
-/// <summary>One benchmark run: set up a program and members, stream, measure, verify, report.</summary>
+/// <summary>
+/// One benchmark run: (optionally start an engine,) set up a program and members, stream a POS
+/// mix of purchases (and some returns), measure every ack, verify the balances, report.
+/// </summary>
 internal sealed class LoadRun(LoadOptions options)
 {
     private const int SetupConcurrency = 64;
+    private const int ReturnWorkers = 8;
 
     /// <summary>Largest latency the histogram tracks; latencies are recorded in microseconds.</summary>
     private const long LatencyMicrosMax = 3_600_000_000;
 
     private const int LatencySignificantDigits = 3;
 
-    /// <summary>Purchases cycle through this many stores and this many distinct amounts.</summary>
-    private const int StoreCount = 50;
-
-    private const int AmountSpreadMinor = 20_000;
     private readonly string _runId = Guid.NewGuid().ToString("N")[..6];
     private readonly long[] _expectedPoints = new long[options.Members];
     private readonly ConcurrentDictionary<string, long> _errors = new();
+    private readonly Channel<PendingReturn> _returns = Channel.CreateUnbounded<PendingReturn>();
+    private readonly List<LongHistogram> _histograms = [];
+    private readonly List<TimelinePoint> _timeline = [];
     private long _sent;
     private long _acked;
+    private long _returnsSent;
+    private long _returnsAcked;
+
+    private readonly record struct PendingReturn(int Member, string Original, string Sku, long AmountMinor);
+
+    /// <summary>One second of the run: when, how many acks so far, throughput in that second, p99 so far.</summary>
+    internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms);
 
     public async Task<int> RunAsync()
     {
+        await using EngineProcess? engine = options.Spawn is null ? null : await EngineProcess.StartAsync(options.Spawn, options.Postgres);
+        if (engine is not null)
+        {
+            options.Target = engine.Target;
+            Log($"started an engine on {options.Spawn} at {engine.Target}");
+        }
+
         using var channel = GrpcChannel.ForAddress(options.Target, new GrpcChannelOptions
         {
             HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
         });
         await SetUpAsync(channel);
-        Console.Error.WriteLine($"loadtest: {options.Streams} streams, mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
+        Log($"{options.Streams} streams, mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
-        var purchases = new V1.Purchases.PurchasesClient(channel);
-        long eventsPerStream = Math.Max(1, options.Events / options.Streams);
-        var histograms = new LongHistogram[options.Streams];
         var clock = Stopwatch.StartNew();
-        using var progress = new Timer(_ => PrintProgress(clock), null, 1000, 1000);
-        Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(async () =>
-            histograms[s] = await RunStreamAsync(purchases, s, eventsPerStream, clock)))];
-        await Task.WhenAll(streams);
+        Task run = RunLoadAsync(channel, clock);
+        await ShowProgressAsync(run, clock);
+        await run;
         double seconds = clock.Elapsed.TotalSeconds;
 
-        var latency = NewHistogram();
-        foreach (LongHistogram h in histograms)
-        {
-            latency.Add(h);
-        }
-
         (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(channel) : (true, 0, 0);
-        return Report(latency, seconds, ok, mismatched, checkedMembers);
+        return Report(Merged(), seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB);
+    }
+
+    private async Task RunLoadAsync(GrpcChannel channel, Stopwatch clock)
+    {
+        var purchases = new V1.Purchases.PurchasesClient(channel);
+        long eventsPerStream = Math.Max(1, options.Events / options.Streams);
+        Task[] returns = [.. Enumerable.Range(0, ReturnWorkers).Select(_ => Task.Run(() => ReturnWorkerAsync(purchases)))];
+        Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(() => RunStreamAsync(purchases, s, eventsPerStream, clock)))];
+        await Task.WhenAll(streams);
+        _returns.Writer.Complete();
+        await Task.WhenAll(returns);
     }
 
     private async Task SetUpAsync(GrpcChannel channel)
     {
         var programs = new V1.ProgramAdmin.ProgramAdminClient(channel);
-        await programs.PutProgramAsync(new V1.PutProgramRequest
-        {
-            ProgramId = options.Program,
-            Settings = new V1.ProgramSettings { Name = "Load test", Currency = "USD", CurrencyExponent = 2, EarnPointsPerUnit = 1 },
-        });
+        await programs.PutProgramAsync(PosMix.Program(options.Program));
         var members = new V1.Members.MembersClient(channel);
         var clock = Stopwatch.StartNew();
         await Parallel.ForAsync(0, options.Members, new ParallelOptions { MaxDegreeOfParallelism = SetupConcurrency }, async (m, ct) =>
             await members.EnrollAsync(new V1.EnrollRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: ct));
-        Console.Error.WriteLine($"loadtest: enrolled {options.Members} members in {clock.Elapsed.TotalSeconds:F1}s");
+        Log($"enrolled {options.Members} members in {clock.Elapsed.TotalSeconds:F1}s");
     }
 
-    private async Task<LongHistogram> RunStreamAsync(V1.Purchases.PurchasesClient client, int stream, long count, Stopwatch clock)
+    private async Task RunStreamAsync(V1.Purchases.PurchasesClient client, int stream, long count, Stopwatch clock)
     {
         LongHistogram histogram = NewHistogram();
+        lock (_histograms)
+        {
+            _histograms.Add(histogram);
+        }
+
         var startedAt = new long[count];
-        var members = new int[count];
+        var baskets = new PosMix.Basket[count];
         var picker = new MemberPicker(options.Members, options.ZipfSkew, seed: stream + 1);
+        var mix = new PosMix(options.LinesMax, options.Stores, seed: stream + 1);
+        var returnDice = new Random(stream + 1_000);
         using var slots = new SemaphoreSlim(options.InFlightPerStream);
         using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> call = client.Ingest();
         Task reader = Task.Run(async () =>
@@ -87,17 +110,13 @@ internal sealed class LoadRun(LoadOptions options)
             await foreach (V1.PurchaseAck ack in call.ResponseStream.ReadAllAsync())
             {
                 long k = long.Parse(ack.TransactionId.AsSpan(ack.TransactionId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
-                histogram.RecordValue(Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency));
-                Interlocked.Increment(ref _acked);
-                if (ack.Status == V1.AckStatus.Accepted)
+                long micros = Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency);
+                lock (histogram)
                 {
-                    Interlocked.Add(ref _expectedPoints[members[k]], ack.PointsEarned);
-                }
-                else
-                {
-                    _errors.AddOrUpdate(ack.Status == V1.AckStatus.Duplicate ? "DUPLICATE" : ack.ErrorCode, 1, (_, n) => n + 1);
+                    histogram.RecordValue(micros);
                 }
 
+                OnAck(ack, baskets[k], returnDice);
                 slots.Release();
             }
         });
@@ -120,28 +139,156 @@ internal sealed class LoadRun(LoadOptions options)
                 now = intended;
             }
 
-            int member = picker.Next();
-            members[k] = member;
+            PosMix.Basket basket = mix.Next(picker.Next());
+            baskets[k] = basket;
             startedAt[k] = now;
-            await call.RequestStream.WriteAsync(Purchase(stream, k, member));
+            await call.RequestStream.WriteAsync(Purchase(stream, k, basket));
             Interlocked.Increment(ref _sent);
         }
 
         await call.RequestStream.CompleteAsync();
         await reader;
-        return histogram;
     }
 
-    private V1.Purchase Purchase(int stream, long k, int member) => new()
+    private void OnAck(V1.PurchaseAck ack, PosMix.Basket basket, Random returnDice)
     {
-        TransactionId = $"{_runId}-{stream}-{k}",
-        ProgramId = options.Program,
-        MemberId = MemberId(member),
-        StoreId = "store-" + (k % StoreCount).ToString(CultureInfo.InvariantCulture),
-        AmountMinor = 1_00 + (k % AmountSpreadMinor),
-        Currency = "USD",
-        OccurredAt = Timestamp.FromDateTime(DateTime.UtcNow),
-    };
+        Interlocked.Increment(ref _acked);
+        if (ack.Status != V1.AckStatus.Accepted)
+        {
+            _errors.AddOrUpdate(ack.Status == V1.AckStatus.Duplicate ? "DUPLICATE" : ack.ErrorCode, 1, (_, n) => n + 1);
+            return;
+        }
+
+        Interlocked.Add(ref _expectedPoints[basket.Member], ack.PointsEarned);
+        if (options.ReturnShare > 0 && returnDice.NextDouble() < options.ReturnShare)
+        {
+            (string sku, long amount) = basket.Lines.Length > 0 ? (basket.Lines[0].Sku, basket.Lines[0].AmountMinor) : ("", Math.Max(1, basket.AmountMinor / 2));
+            _returns.Writer.TryWrite(new PendingReturn(basket.Member, ack.TransactionId, sku, amount));
+        }
+    }
+
+    /// <summary>Returns part of an accepted purchase: its first line, or half its amount.</summary>
+    private async Task ReturnWorkerAsync(V1.Purchases.PurchasesClient client)
+    {
+        await foreach (PendingReturn r in _returns.Reader.ReadAllAsync())
+        {
+            var request = new V1.ReturnRequest
+            {
+                TransactionId = "r-" + r.Original,
+                ProgramId = options.Program,
+                MemberId = MemberId(r.Member),
+                OriginalTransactionId = r.Original,
+                StoreId = "store-0",
+                Currency = "USD",
+                OccurredAt = Timestamp.FromDateTime(DateTime.UtcNow),
+            };
+            if (r.Sku.Length > 0)
+            {
+                request.Lines.Add(new V1.ReturnLine { Sku = r.Sku, Quantity = 1, AmountMinor = r.AmountMinor });
+            }
+            else
+            {
+                request.AmountMinor = r.AmountMinor;
+            }
+
+            Interlocked.Increment(ref _returnsSent);
+            try
+            {
+                V1.ReturnAck ack = await client.ReturnAsync(request);
+                Interlocked.Add(ref _expectedPoints[r.Member], -ack.PointsReversed);
+                Interlocked.Increment(ref _returnsAcked);
+            }
+            catch (RpcException e)
+            {
+                _errors.AddOrUpdate("return:" + e.StatusCode, 1, (_, n) => n + 1);
+            }
+        }
+    }
+
+    private V1.Purchase Purchase(int stream, long k, PosMix.Basket basket)
+    {
+        var purchase = new V1.Purchase
+        {
+            TransactionId = $"{_runId}-{stream}-{k}",
+            ProgramId = options.Program,
+            MemberId = MemberId(basket.Member),
+            StoreId = basket.Store,
+            AmountMinor = basket.AmountMinor,
+            Currency = "USD",
+            OccurredAt = Timestamp.FromDateTime(DateTime.UtcNow),
+            Channel = V1.Channel.Store,
+        };
+        foreach (PosMix.Line line in basket.Lines)
+        {
+            purchase.LineItems.Add(new V1.LineItem { Sku = line.Sku, Category = line.Category, Quantity = 1, AmountMinor = line.AmountMinor });
+        }
+
+        return purchase;
+    }
+
+    /// <summary>Shows progress once a second until the run ends: a live line on a terminal, plain lines otherwise.</summary>
+    private async Task ShowProgressAsync(Task run, Stopwatch clock)
+    {
+        if (options.Quiet || !AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            while (!run.IsCompleted)
+            {
+                await Task.WhenAny(run, Task.Delay(1000));
+                TimelinePoint point = Sample(clock);
+                if (!options.Quiet)
+                {
+                    Log($"{point.Seconds,6:F1}s  sent {Interlocked.Read(ref _sent),10}  acked {point.Acked,10}  {point.PerSecond,8:F0} ev/s  p99 {point.P99Ms,8:F1} ms");
+                }
+            }
+
+            return;
+        }
+
+        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        await console.Progress().Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .StartAsync(async context =>
+            {
+                ProgressTask task = context.AddTask("starting", maxValue: options.Events);
+                while (!run.IsCompleted)
+                {
+                    await Task.WhenAny(run, Task.Delay(1000));
+                    TimelinePoint point = Sample(clock);
+                    task.Value = Math.Max(point.Acked, clock.Elapsed.TotalSeconds / options.DurationSeconds * options.Events);
+                    task.Description = $"{point.Acked,10:N0} acked  {point.PerSecond,8:N0} ev/s  p99 {point.P99Ms,7:F1} ms";
+                }
+
+                task.Value = options.Events;
+            });
+    }
+
+    private TimelinePoint Sample(Stopwatch clock)
+    {
+        long acked = Interlocked.Read(ref _acked);
+        double seconds = clock.Elapsed.TotalSeconds;
+        TimelinePoint previous = _timeline.Count > 0 ? _timeline[^1] : default;
+        LongHistogram merged = Merged();
+        double p99 = merged.TotalCount == 0 ? 0 : merged.GetValueAtPercentile(99) / 1000.0;
+        var point = new TimelinePoint(seconds, acked, (acked - previous.Acked) / Math.Max(0.001, seconds - previous.Seconds), p99);
+        _timeline.Add(point);
+        return point;
+    }
+
+    private LongHistogram Merged()
+    {
+        LongHistogram merged = NewHistogram();
+        lock (_histograms)
+        {
+            foreach (LongHistogram h in _histograms)
+            {
+                lock (h)
+                {
+                    merged.Add(h);
+                }
+            }
+        }
+
+        return merged;
+    }
 
     private async Task<(bool Ok, long Mismatched, long Checked)> VerifyAsync(GrpcChannel channel)
     {
@@ -150,7 +297,7 @@ internal sealed class LoadRun(LoadOptions options)
         await Parallel.ForAsync(0, options.Members, new ParallelOptions { MaxDegreeOfParallelism = SetupConcurrency }, async (m, ct) =>
         {
             V1.Member member = await client.GetMemberAsync(new V1.GetMemberRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: ct);
-            if (member.Balance != Interlocked.Read(ref _expectedPoints[m]))
+            if (member.Balance + member.PendingPoints != Interlocked.Read(ref _expectedPoints[m]))
             {
                 Interlocked.Increment(ref mismatched);
             }
@@ -158,7 +305,7 @@ internal sealed class LoadRun(LoadOptions options)
         return (mismatched == 0, mismatched, options.Members);
     }
 
-    private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers)
+    private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers, double? peakMiB)
     {
         double Ms(double percentile) => latency.TotalCount == 0 ? 0 : latency.GetValueAtPercentile(percentile) / 1000.0;
         var report = new
@@ -170,7 +317,9 @@ internal sealed class LoadRun(LoadOptions options)
             throughput_per_s = Math.Round(_acked / seconds, 1),
             latency_ms = new { p50 = Ms(50), p90 = Ms(90), p99 = Ms(99), p999 = Ms(99.9), max = latency.TotalCount == 0 ? 0 : latency.GetMaxValue() / 1000.0 },
             verify = new { ok = ok && _errors.IsEmpty && _acked == _sent, members_checked = checkedMembers, members_mismatched = mismatched },
-            config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.Target },
+            returns = new { sent = _returnsSent, acked = _returnsAcked },
+            engine = new { spawned = options.Spawn, peak_working_set_mib = peakMiB },
+            config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.Target },
         };
         string json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true });
         Console.WriteLine(json);
@@ -179,54 +328,23 @@ internal sealed class LoadRun(LoadOptions options)
             File.WriteAllText(options.JsonPath, json);
         }
 
+        if (options.HtmlPath is not null)
+        {
+            File.WriteAllText(options.HtmlPath, HtmlReport.Render(json, _timeline, latency));
+        }
+
         return report.verify.ok ? 0 : 1;
     }
 
-    private void PrintProgress(Stopwatch clock) =>
-        Console.Error.WriteLine($"loadtest: {clock.Elapsed.TotalSeconds,6:F1}s  sent {Interlocked.Read(ref _sent),10}  acked {Interlocked.Read(ref _acked),10}  " +
-            $"{Interlocked.Read(ref _acked) / Math.Max(0.001, clock.Elapsed.TotalSeconds),10:F0} ev/s");
+    private void Log(string message)
+    {
+        if (!options.Quiet)
+        {
+            Console.Error.WriteLine("loadtest: " + message);
+        }
+    }
 
     private static LongHistogram NewHistogram() => new(LatencyMicrosMax, LatencySignificantDigits);
 
     private static string MemberId(int m) => "lm" + m.ToString(CultureInfo.InvariantCulture);
-}
-
-/// <summary>Picks members uniformly or with Zipf-distributed popularity.</summary>
-internal sealed class MemberPicker
-{
-    private readonly Random _random;
-    private readonly double[]? _cumulative;
-    private readonly int _members;
-
-    public MemberPicker(int members, double skew, int seed)
-    {
-        _random = new Random(seed);
-        _members = members;
-        if (skew > 0)
-        {
-            _cumulative = new double[members];
-            double sum = 0;
-            for (int i = 0; i < members; i++)
-            {
-                sum += 1.0 / Math.Pow(i + 1, skew);
-                _cumulative[i] = sum;
-            }
-
-            for (int i = 0; i < members; i++)
-            {
-                _cumulative[i] /= sum;
-            }
-        }
-    }
-
-    public int Next()
-    {
-        if (_cumulative is null)
-        {
-            return _random.Next(_members);
-        }
-
-        int index = Array.BinarySearch(_cumulative, _random.NextDouble());
-        return Math.Min(index < 0 ? ~index : index, _members - 1);
-    }
 }

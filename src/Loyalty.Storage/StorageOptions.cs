@@ -46,6 +46,12 @@ public enum StorageProvider
 
     /// <summary>A PostgreSQL server (production, and cluster mode).</summary>
     Postgres,
+
+    /// <summary>
+    /// Process memory, for benchmarks only: nothing is durable. It measures the engine without
+    /// storage, the ceiling that SQLite and PostgreSQL are compared with.
+    /// </summary>
+    Memory,
 }
 
 /// <summary>

@@ -29,10 +29,17 @@ public static class StorageSiloBuilderExtensions
         {
             StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString),
             StorageProvider.Postgres => new PostgresLedgerStore(storage.ConnectionString),
+            StorageProvider.Memory => new MemoryLedgerStore(),
             _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),
         });
         silo.Services.AddSingleton<LedgerCommitQueue>();
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, LedgerLifecycle>();
+        if (storage.Provider == StorageProvider.Memory)
+        {
+            silo.AddMemoryGrainStorage(SnapshotStorageName);
+            return silo;
+        }
+
         silo.AddAdoNetGrainStorage(SnapshotStorageName, (OptionsBuilder<AdoNetGrainStorageOptions> builder) =>
             builder.Configure<IServiceProvider>((o, services) =>
             {
@@ -66,6 +73,10 @@ internal sealed partial class LedgerLifecycle(ILedgerStore store, LedgerCommitQu
         await store.MigrateAsync(cancellationToken);
         queue.Start();
         LogStarted(store.GetType().Name);
+        if (store is MemoryLedgerStore)
+        {
+            LogNotDurable();
+        }
     }
 
     private async Task StopAsync(CancellationToken cancellationToken)
@@ -76,6 +87,9 @@ internal sealed partial class LedgerLifecycle(ILedgerStore store, LedgerCommitQu
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Ledger ready on {Store}")]
     private partial void LogStarted(string store);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Storage:Provider is Memory: nothing is durable; for benchmarks only")]
+    private partial void LogNotDurable();
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Ledger stopped after {EntryCount} entries in {BatchCount} batches")]
     private partial void LogStopped(long entryCount, long batchCount);

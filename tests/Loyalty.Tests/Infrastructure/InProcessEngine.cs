@@ -26,6 +26,9 @@ public sealed class InProcessEngine : IAsyncDisposable
 
     public GrpcChannel Channel { get; }
 
+    /// <summary>The engine's gRPC address, e.g. http://127.0.0.1:41234.</summary>
+    public string Address => "http://" + Channel.Target;
+
     public StorageOptions Storage { get; }
 
     public V1.ProgramAdmin.ProgramAdminClient Programs { get; }

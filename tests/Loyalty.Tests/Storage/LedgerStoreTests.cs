@@ -23,6 +23,22 @@ public sealed class LedgerStoreTests
     }
 
     [Fact]
+    public async Task MemoryStore_SameConstraintsAsTheDatabases()
+    {
+        var store = new MemoryLedgerStore();
+        bool[] first = new bool[3], second = new bool[3];
+
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10, "t1"), Entries.Earn("p", "m", 2, 20, "t2"), Entries.Earn("p", "n", 1, 5, "t3")], first, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 2, 99, "t9"), Entries.Earn("p", "x", 1, 99, "t1"), Entries.Earn("p", "m", 3, 30, "t4")], second, CancellationToken.None);
+
+        Assert.Equal([true, true, true], first);
+        Assert.Equal([false, false, true], second);
+        Assert.Equal([10L, 20L, 30L], (await store.ReadAfterAsync("p", "m", 0, CancellationToken.None)).Select(e => e.Points.Value));
+        Assert.Equal([30L, 20L], (await store.ReadPageAsync("p", "m", 4, 2, CancellationToken.None)).Select(e => e.Points.Value));
+        Assert.Equal("n", (await store.FindTransactionAsync("p", "t3", CancellationToken.None))!.MemberId);
+    }
+
+    [Fact]
     public async Task Migrate_SqliteLedgerWithoutRowid_MovesToInsertionOrderKeepingEveryRow()
     {
         StorageOptions options = TestDatabases.Create(Backend.Sqlite, "upgrade");

@@ -1,0 +1,151 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Grpc.Core;
+using Grpc.Net.Client;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.LoadTest;
+
+/// <summary>
+/// An engine the load tester starts itself (--spawn), on free loopback ports, with its data in a
+/// fresh temporary folder (SQLite) or the given PostgreSQL; stopped when the run ends.
+/// </summary>
+internal sealed class EngineProcess : IAsyncDisposable
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(90);
+    private readonly Process _process;
+    private readonly string _dataFolder;
+
+    private EngineProcess(Process process, string target, string dataFolder)
+    {
+        _process = process;
+        Target = target;
+        _dataFolder = dataFolder;
+    }
+
+    /// <summary>The engine's gRPC address.</summary>
+    public string Target { get; }
+
+    /// <summary>The engine's peak resident memory so far, in MiB.</summary>
+    public double PeakWorkingSetMiB
+    {
+        get
+        {
+            _process.Refresh();
+            return Math.Round(_process.PeakWorkingSet64 / 1024.0 / 1024.0, 1);
+        }
+    }
+
+    /// <summary>Starts the engine next to this tool's build and waits until it answers.</summary>
+    public static async Task<EngineProcess> StartAsync(string storage, string? postgres)
+    {
+        int port = FreePort();
+        string data = Path.Combine(Path.GetTempPath(), "loyalty-loadtest-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(data);
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = data };
+        info.ArgumentList.Add(HostAssembly());
+        foreach (string arg in Arguments(storage, postgres, port, data))
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        Process process = Process.Start(info) ?? throw new InvalidOperationException("The engine did not start.");
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { Console.Error.WriteLine("engine: " + e.Data); } };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var engine = new EngineProcess(process, $"http://127.0.0.1:{port}", data);
+        await engine.WaitUntilReadyAsync();
+        return engine;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+
+        _process.Dispose();
+        try
+        {
+            Directory.Delete(_dataFolder, recursive: true);
+        }
+        catch (IOException)
+        {
+            // A file still held open; the temporary folder is left for the system to clean.
+        }
+    }
+
+    private static IEnumerable<string> Arguments(string storage, string? postgres, int port, string data)
+    {
+        yield return $"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}";
+        yield return $"--Orleans:SiloPort={FreePort()}";
+        yield return $"--Orleans:GatewayPort={FreePort()}";
+        switch (storage)
+        {
+            case "sqlite":
+                yield return "--Storage:Provider=Sqlite";
+                yield return $"--Storage:ConnectionString=Data Source={Path.Combine(data, "loyalty.db")}";
+                break;
+            case "postgres":
+                yield return "--Storage:Provider=Postgres";
+                yield return "--Storage:ConnectionString=" + (postgres ?? throw new ArgumentException("--spawn postgres needs --postgres CONNECTION or LOYALTY_BENCH_POSTGRES"));
+                break;
+            case "memory":
+                yield return "--Storage:Provider=Memory";
+                break;
+            default:
+                throw new ArgumentException("--spawn is sqlite, postgres or memory");
+        }
+    }
+
+    private async Task WaitUntilReadyAsync()
+    {
+        using var channel = GrpcChannel.ForAddress(Target);
+        var programs = new V1.ProgramAdmin.ProgramAdminClient(channel);
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                await programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = "ready-check" }, deadline: DateTime.UtcNow.AddSeconds(2));
+                return;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+            {
+                return;
+            }
+            catch (RpcException) when (clock.Elapsed < StartTimeout && !_process.HasExited)
+            {
+                await Task.Delay(200);
+            }
+        }
+    }
+
+    /// <summary>The engine built alongside this tool (the project references it, so one build makes both).</summary>
+    private static string HostAssembly()
+    {
+        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        string tfm = here.Name, configuration = here.Parent!.Name;
+        DirectoryInfo? root = here;
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "LoyaltyGrains.sln")))
+        {
+            root = root.Parent;
+        }
+
+        string path = Path.Combine(root?.FullName ?? throw new InvalidOperationException("LoyaltyGrains.sln not found above the load tester."),
+            "src", "Loyalty.Host", "bin", configuration, tfm, "Loyalty.Host.dll");
+        return File.Exists(path) ? path : throw new FileNotFoundException("The engine is not built; build the solution in this configuration.", path);
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}

@@ -1,0 +1,98 @@
+namespace Loyalty.Storage;
+
+/// <summary>
+/// The ledger in process memory, with the same constraints as the databases: a member's
+/// sequence and a program's transaction id are each taken once, conflicts are reported per
+/// entry. Nothing survives the process: it exists to measure the engine without storage (the
+/// ceiling the durable stores are compared with) and is never a production choice.
+/// </summary>
+public sealed class MemoryLedgerStore : ILedgerStore
+{
+    private readonly Lock _gate = new();
+    private readonly Dictionary<(string Program, string Member), List<LedgerEntry>> _members = [];
+    private readonly Dictionary<(string Program, string Transaction), LedgerEntry> _transactions = [];
+
+    /// <inheritdoc />
+    public Task MigrateAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <inheritdoc />
+    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            for (int i = 0; i < entries.Count; i++)
+            {
+                inserted[i] = TryAppend(entries[i]);
+            }
+        }
+
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            IReadOnlyList<LedgerEntry> rows = _members.TryGetValue((programId, memberId), out List<LedgerEntry>? list)
+                ? [.. list.Where(e => e.Sequence > afterSequence)]
+                : [];
+            return Task.FromResult(rows);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<LedgerEntry>> ReadPageAsync(string programId, string memberId, long beforeSequence, int limit, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            IReadOnlyList<LedgerEntry> rows = _members.TryGetValue((programId, memberId), out List<LedgerEntry>? list)
+                ? [.. list.Where(e => e.Sequence < beforeSequence).Reverse().Take(limit)]
+                : [];
+            return Task.FromResult(rows);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<LedgerEntry?> FindTransactionAsync(string programId, string transactionId, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            return Task.FromResult(_transactions.GetValueOrDefault((programId, transactionId)));
+        }
+    }
+
+    private bool TryAppend(LedgerEntry entry)
+    {
+        if (entry.TransactionId is { } txn && _transactions.ContainsKey((entry.ProgramId, txn)))
+        {
+            return false;
+        }
+
+        if (!_members.TryGetValue((entry.ProgramId, entry.MemberId), out List<LedgerEntry>? list))
+        {
+            list = [];
+            _members[(entry.ProgramId, entry.MemberId)] = list;
+        }
+
+        // Sequences arrive in order per member; keep the list sorted for a late one anyway.
+        int at = list.Count;
+        while (at > 0 && list[at - 1].Sequence >= entry.Sequence)
+        {
+            if (list[at - 1].Sequence == entry.Sequence)
+            {
+                return false;
+            }
+
+            at--;
+        }
+
+        list.Insert(at, entry);
+        if (entry.TransactionId is { } id)
+        {
+            _transactions[(entry.ProgramId, id)] = entry;
+        }
+
+        return true;
+    }
+}

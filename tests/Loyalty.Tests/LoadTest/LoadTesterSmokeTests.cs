@@ -1,0 +1,38 @@
+using System.Text.Json;
+using Loyalty.LoadTest;
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.LoadTest;
+
+/// <summary>
+/// A small run of the real load tester against the real engine: a POS mix with line items and
+/// returns over two streams, every balance verified. Throughput is not asserted (benchmarks are
+/// not unit tests); correctness of the tool and the engine under concurrent load is.
+/// </summary>
+public sealed class LoadTesterSmokeTests
+{
+    [Fact]
+    public async Task LoadTester_SmallMixedRun_VerifiesEveryBalanceAndWritesBothReports()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "smoke"));
+        string folder = Directory.CreateTempSubdirectory("loyalty-smoke").FullName;
+        string json = Path.Combine(folder, "report.json"), html = Path.Combine(folder, "report.html");
+        LoadOptions options = LoadOptions.Parse(
+        [
+            "--target", engine.Address,
+            "--members", "200", "--events", "4000", "--streams", "2", "--in-flight", "128",
+            "--lines", "3", "--returns", "0.1", "--duration", "60", "--quiet", "--json", json, "--html", html,
+        ]);
+
+        int exit = await new LoadRun(options).RunAsync();
+
+        using JsonDocument report = JsonDocument.Parse(await File.ReadAllTextAsync(json));
+        JsonElement root = report.RootElement;
+        Assert.Equal(0, exit);
+        Assert.True(root.GetProperty("verify").GetProperty("ok").GetBoolean());
+        Assert.Equal((4000L, 4000L), (root.GetProperty("events_sent").GetInt64(), root.GetProperty("events_acked").GetInt64()));
+        Assert.True(root.GetProperty("returns").GetProperty("acked").GetInt64() > 100);
+        Assert.Contains("<polyline", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
+        Directory.Delete(folder, recursive: true);
+    }
+}
