@@ -43,13 +43,16 @@ internal sealed class LoadOptions
 
     public bool Quiet { get; private set; }
 
+    public double WarmupSeconds { get; private set; } = 5;
+
     public const string Usage = """
         Loyalty load tester: streams purchases to a running engine and verifies the balances.
 
           --target URL          engine address (default http://127.0.0.1:5000)
           --members N           distinct members, enrolled first (default 10000)
           --events N            stop after N events (default 200000)
-          --duration S          stop after S seconds (default 60)
+          --duration S          stop after S seconds (default 60), warm-up included
+          --warmup S            seconds of load before measuring starts (default 5; 0 = none)
           --streams N           concurrent ingest streams (default 4)
           --in-flight N         unacknowledged events per stream in max mode (default 512)
           --mode max|rate       closed loop as fast as acks return, or open loop at --rate
@@ -89,6 +92,7 @@ internal sealed class LoadOptions
                 case "--json": o.JsonPath = Next(); break;
                 case "--no-verify": o.Verify = false; break;
                 case "--quiet": o.Quiet = true; break;
+                case "--warmup": o.WarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and double w ? w : throw new ArgumentException("--warmup must be 0 or more"); break;
                 case "--spawn": o.Spawn = Next() is "sqlite" or "postgres" or "memory" ? args[i] : throw new ArgumentException("--spawn is sqlite, postgres or memory"); break;
                 case "--postgres": o.Postgres = Next(); break;
                 case "--html": o.HtmlPath = Next(); break;

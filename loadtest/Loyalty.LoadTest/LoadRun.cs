@@ -34,6 +34,8 @@ internal sealed class LoadRun(LoadOptions options)
     private readonly List<TimelinePoint> _timeline = [];
     private long _sent;
     private long _acked;
+    private long _ackedMeasured;
+    private long _measureFrom = long.MaxValue;
     private long _returnsSent;
     private long _returnsAcked;
 
@@ -59,10 +61,11 @@ internal sealed class LoadRun(LoadOptions options)
         Log($"{options.Streams} streams, mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
         var clock = Stopwatch.StartNew();
+        _measureFrom = Stopwatch.GetTimestamp() + (long)(options.WarmupSeconds * Stopwatch.Frequency);
         Task run = RunLoadAsync(channel, clock);
         await ShowProgressAsync(run, clock);
         await run;
-        double seconds = clock.Elapsed.TotalSeconds;
+        double seconds = Math.Max(0.001, (Stopwatch.GetTimestamp() - Math.Min(_measureFrom, Stopwatch.GetTimestamp())) / (double)Stopwatch.Frequency);
 
         (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(channel) : (true, 0, 0);
         return Report(Merged(), seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB);
@@ -110,10 +113,16 @@ internal sealed class LoadRun(LoadOptions options)
             await foreach (V1.PurchaseAck ack in call.ResponseStream.ReadAllAsync())
             {
                 long k = long.Parse(ack.TransactionId.AsSpan(ack.TransactionId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
-                long micros = Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency);
-                lock (histogram)
+                // Events sent during the warm-up count for verification, not for the figures.
+                if (startedAt[k] >= _measureFrom)
                 {
-                    histogram.RecordValue(micros);
+                    long micros = Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency);
+                    lock (histogram)
+                    {
+                        histogram.RecordValue(micros);
+                    }
+
+                    Interlocked.Increment(ref _ackedMeasured);
                 }
 
                 OnAck(ack, baskets[k], returnDice);
@@ -314,7 +323,8 @@ internal sealed class LoadRun(LoadOptions options)
             events_acked = _acked,
             errors = _errors.ToDictionary(e => e.Key, e => e.Value),
             duration_s = Math.Round(seconds, 3),
-            throughput_per_s = Math.Round(_acked / seconds, 1),
+            warmup_s = options.WarmupSeconds,
+            throughput_per_s = Math.Round(_ackedMeasured / seconds, 1),
             latency_ms = new { p50 = Ms(50), p90 = Ms(90), p99 = Ms(99), p999 = Ms(99.9), max = latency.TotalCount == 0 ? 0 : latency.GetMaxValue() / 1000.0 },
             verify = new { ok = ok && _errors.IsEmpty && _acked == _sent, members_checked = checkedMembers, members_mismatched = mismatched },
             returns = new { sent = _returnsSent, acked = _returnsAcked },
