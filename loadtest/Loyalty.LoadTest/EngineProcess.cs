@@ -38,21 +38,24 @@ internal sealed class EngineProcess : IAsyncDisposable
     }
 
     /// <summary>Starts the engine next to this tool's build and waits until it answers.</summary>
-    public static async Task<EngineProcess> StartAsync(string storage, string? postgres)
+    public static async Task<EngineProcess> StartAsync(string storage, string? postgres, IEnumerable<string> extraArgs)
     {
         int port = FreePort();
         string data = Path.Combine(Path.GetTempPath(), "loyalty-loadtest-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(data);
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = data };
         info.ArgumentList.Add(HostAssembly());
-        foreach (string arg in Arguments(storage, postgres, port, data))
+        foreach (string arg in Arguments(storage, postgres, port, data).Concat(extraArgs))
         {
             info.ArgumentList.Add(arg);
         }
 
         Process process = Process.Start(info) ?? throw new InvalidOperationException("The engine did not start.");
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { Console.Error.WriteLine("engine: " + e.Data); } };
+        string logPath = data + ".engine.log";
+        var log = new StreamWriter(logPath) { AutoFlush = true };
+        Console.Error.WriteLine($"loadtest: the engine's log is {logPath}");
+        process.OutputDataReceived += (_, e) => Write(log, e.Data);
+        process.ErrorDataReceived += (_, e) => Write(log, e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         var engine = new EngineProcess(process, $"http://127.0.0.1:{port}", data);
@@ -77,6 +80,17 @@ internal sealed class EngineProcess : IAsyncDisposable
         catch (IOException)
         {
             // A file still held open; the temporary folder is left for the system to clean.
+        }
+    }
+
+    private static void Write(StreamWriter log, string? line)
+    {
+        if (line is not null)
+        {
+            lock (log)
+            {
+                log.WriteLine(line);
+            }
         }
     }
 

@@ -45,6 +45,8 @@ internal sealed class LoadOptions
 
     public double WarmupSeconds { get; private set; } = 5;
 
+    public List<string> EngineArgs { get; } = [];
+
     public const string Usage = """
         Loyalty load tester: streams purchases to a running engine and verifies the balances.
 
@@ -65,6 +67,8 @@ internal sealed class LoadOptions
           --spawn KIND          start an engine first: sqlite (a fresh file), postgres (needs
                                 --postgres or LOYALTY_BENCH_POSTGRES) or memory (not durable: the ceiling)
           --postgres CONN       Npgsql connection string for --spawn postgres
+          --engine-arg ARG      one more argument for the spawned engine (repeatable),
+                                e.g. --engine-arg --Orleans:IdleDeactivateAfterSeconds=30
           --json PATH           write a machine-readable report
           --html PATH           write a self-contained page with throughput and latency charts
           --no-verify           skip reading back balances
@@ -95,6 +99,7 @@ internal sealed class LoadOptions
                 case "--warmup": o.WarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and double w ? w : throw new ArgumentException("--warmup must be 0 or more"); break;
                 case "--spawn": o.Spawn = Next() is "sqlite" or "postgres" or "memory" ? args[i] : throw new ArgumentException("--spawn is sqlite, postgres or memory"); break;
                 case "--postgres": o.Postgres = Next(); break;
+                case "--engine-arg": o.EngineArgs.Add(Next()); break;
                 case "--html": o.HtmlPath = Next(); break;
                 case "--lines": o.LinesMax = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 50 and int n ? n : throw new ArgumentException("--lines must be 0..50"); break;
                 case "--stores": o.Stores = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--stores"); break;

@@ -46,7 +46,7 @@ internal sealed class LoadRun(LoadOptions options)
 
     public async Task<int> RunAsync()
     {
-        await using EngineProcess? engine = options.Spawn is null ? null : await EngineProcess.StartAsync(options.Spawn, options.Postgres);
+        await using EngineProcess? engine = options.Spawn is null ? null : await EngineProcess.StartAsync(options.Spawn, options.Postgres, options.EngineArgs);
         if (engine is not null)
         {
             options.Target = engine.Target;
@@ -303,6 +303,7 @@ internal sealed class LoadRun(LoadOptions options)
     {
         var client = new V1.Members.MembersClient(channel);
         long mismatched = 0;
+        var clock = Stopwatch.StartNew();
         await Parallel.ForAsync(0, options.Members, new ParallelOptions { MaxDegreeOfParallelism = SetupConcurrency }, async (m, ct) =>
         {
             V1.Member member = await client.GetMemberAsync(new V1.GetMemberRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: ct);
@@ -311,6 +312,7 @@ internal sealed class LoadRun(LoadOptions options)
                 Interlocked.Increment(ref mismatched);
             }
         });
+        Log($"verified {options.Members} members in {clock.Elapsed.TotalSeconds:F1}s ({options.Members / Math.Max(0.001, clock.Elapsed.TotalSeconds):F0} members/s, {SetupConcurrency} reads at a time)");
         return (mismatched == 0, mismatched, options.Members);
     }
 

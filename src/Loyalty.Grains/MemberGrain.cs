@@ -87,7 +87,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     /// <inheritdoc />
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
-        if (_valid && _inFlight == 0 && _appliedSinceSnapshot > 0 && !_snapshotting)
+        if (_valid && _inFlight == 0 && _appliedSinceSnapshot >= Math.Max(1, _options.SnapshotOnDeactivateMinEntries) && !_snapshotting)
         {
             await WriteSnapshotAsync();
         }

@@ -13,6 +13,13 @@ public sealed class MemberOptions
     public int SnapshotEveryEntries { get; set; } = 100;
 
     /// <summary>
+    /// On deactivation, a snapshot is written only when at least this many entries were applied
+    /// since the last one. A shorter tail is cheap to replay, and skipping it keeps a wave of idle
+    /// members being deactivated together from turning into a wave of single-row writes.
+    /// </summary>
+    public int SnapshotOnDeactivateMinEntries { get; set; } = 20;
+
+    /// <summary>
     /// How many of a member's newest transaction ids the grain remembers, so a resend is answered
     /// from memory. Older resends are still caught by the database's unique index.
     /// </summary>

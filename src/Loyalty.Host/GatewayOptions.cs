@@ -31,4 +31,10 @@ public sealed class SiloOptions
 
     /// <summary>Orleans client gateway port (the gRPC gateway does not need it).</summary>
     public int GatewayPort { get; set; } = 30000;
+
+    /// <summary>
+    /// How long a member grain may stay idle before it is deactivated (its state is already in
+    /// storage). Bounds the silo's memory by the members active recently, not all members ever seen.
+    /// </summary>
+    public int IdleDeactivateAfterSeconds { get; set; } = 300;
 }

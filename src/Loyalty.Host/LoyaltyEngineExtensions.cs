@@ -33,6 +33,12 @@ public static class LoyaltyEngineExtensions
                 o.ClusterId = silo.ClusterId;
                 o.ServiceId = storage.ServiceId;
             });
+            siloBuilder.Configure<GrainCollectionOptions>(o =>
+            {
+                o.CollectionAge = TimeSpan.FromSeconds(Math.Max(silo.IdleDeactivateAfterSeconds, 10));
+                // Idle grains are looked for at a quarter of the age (Orleans needs the quantum below the age).
+                o.CollectionQuantum = o.CollectionAge / 4;
+            });
             siloBuilder.AddLoyaltyGrains(
                 storage,
                 members => config.GetSection(MemberOptions.SectionName).Bind(members),
