@@ -13,6 +13,14 @@ public sealed class EngineClock(TimeProvider time)
     /// <summary>The underlying time provider.</summary>
     public TimeProvider Time { get; } = time;
 
-    /// <summary>Now, in UTC.</summary>
-    public DateTimeOffset GetUtcNow() => Time.GetUtcNow();
+    /// <summary>
+    /// Now, in UTC, truncated to whole microseconds: the ledger's precision. Every time the rules
+    /// derive from it (recorded_at, available_at, tier reviews) then reads back from the ledger
+    /// exactly as it was used, so a replayed member equals the live one to the tick.
+    /// </summary>
+    public DateTimeOffset GetUtcNow()
+    {
+        DateTimeOffset now = Time.GetUtcNow().ToUniversalTime();
+        return now.AddTicks(-(now.UtcTicks % TimeSpan.TicksPerMicrosecond));
+    }
 }

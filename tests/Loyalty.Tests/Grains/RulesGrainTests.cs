@@ -239,7 +239,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         await fixture.DeactivateAllAsync();
         string after = JsonSerializer.Serialize(await member.Get());
 
-        Assert.Equal(before, after);
+        Assert.True(before == after, $"live:\n{before}\nreplayed:\n{after}");
         await AssertLedgerMatchesAsync(member);
         long overReversed = await Sql.ScalarAsync(fixture.Storage,
             $"SELECT count(*) FROM ledger_entries e WHERE e.program_id = '{_program}' AND e.kind = 2 AND e.points < " +

@@ -28,7 +28,8 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
     public IGrainFactory Grains => Cluster.GrainFactory;
 
     /// <summary>The clock of the loyalty rules in this cluster's silo; tests move it forward by days.</summary>
-    public FakeTimeProvider Clock { get; } = new(DateTimeOffset.UtcNow);
+    /// <remarks>It starts on a whole second, so times the tests derive from it are whole microseconds like the ledger's.</remarks>
+    public FakeTimeProvider Clock { get; } = new(DateTimeOffset.FromUnixTimeSeconds(DateTimeOffset.UtcNow.ToUnixTimeSeconds()));
 
     /// <summary>Clocks by fixture id: the silo configurator is created by the test cluster, not by us.</summary>
     private static readonly ConcurrentDictionary<string, FakeTimeProvider> Clocks = new();
