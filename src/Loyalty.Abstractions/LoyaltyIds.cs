@@ -31,6 +31,28 @@ public static class LoyaltyIds
         return null;
     }
 
+    /// <summary>
+    /// Whether <paramref name="value"/> is a valid id; allocates nothing, so hot paths check first
+    /// and build the message (with its field name) only for a refusal.
+    /// </summary>
+    public static bool IsValid(string? value, int lengthMax = Limits.IdLengthMax)
+    {
+        if (string.IsNullOrEmpty(value) || value.Length > lengthMax)
+        {
+            return false;
+        }
+
+        foreach (char c in value)
+        {
+            if (!IsIdChar(c))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     /// <summary>The member grain's key: program id and member id joined by a slash.</summary>
     public static string MemberKey(string programId, string memberId) => programId + "/" + memberId;
 

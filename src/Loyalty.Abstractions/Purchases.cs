@@ -107,15 +107,14 @@ public sealed record Purchase(
         for (int i = 0; i < LineItems.Count; i++)
         {
             LineItem line = LineItems[i];
-            string? error = LoyaltyIds.Check(line.Sku, $"line_items[{i}].sku", Limits.CodeLengthMax);
-            if (error is not null)
+            if (!LoyaltyIds.IsValid(line.Sku, Limits.CodeLengthMax))
             {
-                return error;
+                return LoyaltyIds.Check(line.Sku, $"line_items[{i}].sku", Limits.CodeLengthMax);
             }
 
-            if (line.Category.Length > 0 && LoyaltyIds.Check(line.Category, $"line_items[{i}].category", Limits.CodeLengthMax) is { } categoryError)
+            if (line.Category.Length > 0 && !LoyaltyIds.IsValid(line.Category, Limits.CodeLengthMax))
             {
-                return categoryError;
+                return LoyaltyIds.Check(line.Category, $"line_items[{i}].category", Limits.CodeLengthMax);
             }
 
             if (line.Quantity is <= 0 or > Limits.LineQuantityMax)

@@ -46,7 +46,7 @@ public static class Earning
         int month = checked((local.Year * 12) + local.Month - 1);
 
         var components = new List<BreakdownComponent>(4);
-        var capsHit = new List<string>();
+        var capsHit = new List<string>(0);
         decimal basket = AddBasket(purchase, settings, rules, components, out IReadOnlyList<SkuAmount>? lines);
         int basketCount = components.Count;
         AddMultiplier(components, ComponentKind.Tier, member.Tier.Name, member.Tier.MultiplierBp, basket, settings.Rounding);
@@ -71,7 +71,12 @@ public static class Earning
         long allowed = Allowed(beforeCaps, settings.DailyEarnCapPoints, member.EarnedOnDay(day), "daily", capsHit);
         allowed = Allowed(allowed, settings.MonthlyEarnCapPoints, member.EarnedInMonth(month), "monthly", capsHit);
         Trim(components, beforeCaps - allowed);
-        long basketPoints = Sum(components.Take(basketCount));
+        long basketPoints = 0;
+        for (int i = 0; i < basketCount; i++)
+        {
+            basketPoints = checked(basketPoints + components[i].Points);
+        }
+
         var details = new EntryDetails
         {
             Components = components,

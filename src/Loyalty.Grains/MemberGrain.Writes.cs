@@ -225,12 +225,11 @@ public sealed partial class MemberGrain
 
         TierLadder ladder = settings.Ladder;
         int indexBefore = ladder.IndexOf(_state.Tier);
-        (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, _state.TierReviewAt, ladder, at => Qualifying(ladder, at), now);
+        (int reviewed, DateTimeOffset? reviewAt) = indexBefore == 0
+            ? (0, (DateTimeOffset?)null)
+            : Tiering.Review(indexBefore, _state.TierReviewAt, ladder, at => Qualifying(ladder, at), now);
         EarnResult earn = Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], _state.Flags,
-            id => _state.CampaignEarned.GetValueOrDefault(id),
-            day => _state.EarnedByDay.GetValueOrDefault(day),
-            month => _state.EarnedByMonth.GetValueOrDefault(month)));
+            ladder.Tiers[reviewed], _state.Flags, _campaignEarned, _earnedOnDay, _earnedInMonth));
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
         long qualifying = checked(Qualifying(ladder, now) + (ladder.Basis == TierBasis.Points ? earn.Total.Value : purchase.Amount.AmountMinor));

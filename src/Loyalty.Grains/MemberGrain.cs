@@ -49,6 +49,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private int _appliedSinceSnapshot;
     private bool _snapshotting;
 
+    // The member's counters as the earn rules read them; made once per activation, not per purchase.
+    private readonly Func<string, long> _campaignEarned;
+    private readonly Func<int, long> _earnedOnDay;
+    private readonly Func<int, long> _earnedInMonth;
+
     /// <summary>Creates the grain; Orleans supplies the dependencies.</summary>
     public MemberGrain(
         [PersistentState("member", StorageSiloBuilderExtensions.SnapshotStorageName)] IPersistentState<MemberState> snapshot,
@@ -61,6 +66,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         ILogger<MemberGrain> logger)
     {
         _copier = copier;
+        _campaignEarned = id => _state.CampaignEarned.GetValueOrDefault(id);
+        _earnedOnDay = day => _state.EarnedByDay.GetValueOrDefault(day);
+        _earnedInMonth = month => _state.EarnedByMonth.GetValueOrDefault(month);
         _snapshot = snapshot;
         _ledger = ledger;
         _store = store;

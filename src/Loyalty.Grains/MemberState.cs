@@ -301,7 +301,14 @@ public sealed class MemberState
 
     private void AddQualifying(int day, long points, long spend, bool createMissing = true)
     {
-        QualifyingDay? bucket = Qualification.Find(d => d.Day == day);
+        // Days are kept in order and nearly always arrive as the newest: search from the end.
+        int at = Qualification.Count;
+        while (at > 0 && Qualification[at - 1].Day > day)
+        {
+            at--;
+        }
+
+        QualifyingDay? bucket = at > 0 && Qualification[at - 1].Day == day ? Qualification[at - 1] : null;
         if (bucket is null)
         {
             if (!createMissing)
@@ -310,14 +317,19 @@ public sealed class MemberState
             }
 
             bucket = new QualifyingDay { Day = day };
-            int at = Qualification.FindIndex(d => d.Day > day);
-            Qualification.Insert(at < 0 ? Qualification.Count : at, bucket);
+            Qualification.Insert(at, bucket);
         }
 
         bucket.Points = checked(bucket.Points + points);
         bucket.Spend = checked(bucket.Spend + spend);
         int oldest = Qualification[^1].Day - Limits.TierWindowDaysMax - Limits.TierWindowDaysMax;
-        Qualification.RemoveAll(d => d.Day < oldest);
+        int expired = 0;
+        while (expired < Qualification.Count && Qualification[expired].Day < oldest)
+        {
+            expired++;
+        }
+
+        Qualification.RemoveRange(0, expired);
     }
 
     private static void AddCapped(Dictionary<int, long> buckets, int key, long points, int kept, bool createMissing = true)

@@ -132,9 +132,18 @@ internal static class WireMapping
     /// <summary>The breakdown message of an entry's details.</summary>
     public static V1.Breakdown ToBreakdown(EntryDetails d)
     {
+        long basePoints = 0;
+        foreach (BreakdownComponent c in d.Components)
+        {
+            if (c.Kind is ComponentKind.Base or ComponentKind.Product)
+            {
+                basePoints += c.Points;
+            }
+        }
+
         var m = new V1.Breakdown
         {
-            BasePoints = d.Components.Where(c => c.Kind is ComponentKind.Base or ComponentKind.Product).Sum(c => c.Points),
+            BasePoints = basePoints,
             CappedPoints = d.CappedPoints,
             TierBefore = d.TierBefore ?? "",
             TierAfter = d.TierAfter ?? "",
@@ -144,7 +153,11 @@ internal static class WireMapping
             ActiveReversed = d.ActiveReversed,
             Shortfall = d.Shortfall,
         };
-        m.Components.AddRange(d.Components.Select(c => new V1.BreakdownComponent { Kind = (V1.ComponentKind)(int)c.Kind, Code = c.Code, Points = c.Points }));
+        foreach (BreakdownComponent c in d.Components)
+        {
+            m.Components.Add(new V1.BreakdownComponent { Kind = (V1.ComponentKind)(int)c.Kind, Code = c.Code, Points = c.Points });
+        }
+
         m.CapsHit.AddRange(d.CapsHit);
         return m;
     }
