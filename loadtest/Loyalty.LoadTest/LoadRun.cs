@@ -31,11 +31,13 @@ internal sealed class LoadRun(LoadOptions options)
     private readonly ConcurrentDictionary<string, long> _errors = new();
     private readonly Channel<PendingReturn> _returns = Channel.CreateUnbounded<PendingReturn>();
     private readonly List<LongHistogram> _histograms = [];
+    private readonly List<LongHistogram> _allHistograms = [];
     private readonly List<TimelinePoint> _timeline = [];
     private long _sent;
     private long _acked;
     private long _ackedMeasured;
     private long _measureFrom = long.MaxValue;
+    private double _warmupUsed = options.WarmupSeconds;
     private long _returnsSent;
     private long _returnsAcked;
 
@@ -66,9 +68,16 @@ internal sealed class LoadRun(LoadOptions options)
         await ShowProgressAsync(run, clock);
         await run;
         double seconds = Math.Max(0.001, (Stopwatch.GetTimestamp() - Math.Min(_measureFrom, Stopwatch.GetTimestamp())) / (double)Stopwatch.Frequency);
+        LongHistogram measured = Merged(_histograms);
+        if (measured.TotalCount == 0)
+        {
+            // The run ended inside the warm-up: report the whole run rather than nothing.
+            Log("the run ended before the warm-up did; the figures cover the whole run");
+            (measured, seconds, _ackedMeasured, _warmupUsed) = (Merged(_allHistograms), clock.Elapsed.TotalSeconds, _acked, 0);
+        }
 
         (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(channel) : (true, 0, 0);
-        return Report(Merged(), seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB);
+        return Report(measured, seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB);
     }
 
     private async Task RunLoadAsync(GrpcChannel channel, Stopwatch clock)
@@ -95,10 +104,11 @@ internal sealed class LoadRun(LoadOptions options)
 
     private async Task RunStreamAsync(V1.Purchases.PurchasesClient client, int stream, long count, Stopwatch clock)
     {
-        LongHistogram histogram = NewHistogram();
+        LongHistogram histogram = NewHistogram(), all = NewHistogram();
         lock (_histograms)
         {
             _histograms.Add(histogram);
+            _allHistograms.Add(all);
         }
 
         var startedAt = new long[count];
@@ -114,15 +124,15 @@ internal sealed class LoadRun(LoadOptions options)
             {
                 long k = long.Parse(ack.TransactionId.AsSpan(ack.TransactionId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
                 // Events sent during the warm-up count for verification, not for the figures.
-                if (startedAt[k] >= _measureFrom)
+                long micros = Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency);
+                lock (all)
                 {
-                    long micros = Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency);
-                    lock (histogram)
+                    all.RecordValue(micros);
+                    if (startedAt[k] >= _measureFrom)
                     {
                         histogram.RecordValue(micros);
+                        Interlocked.Increment(ref _ackedMeasured);
                     }
-
-                    Interlocked.Increment(ref _ackedMeasured);
                 }
 
                 OnAck(ack, baskets[k], returnDice);
@@ -275,23 +285,24 @@ internal sealed class LoadRun(LoadOptions options)
         long acked = Interlocked.Read(ref _acked);
         double seconds = clock.Elapsed.TotalSeconds;
         TimelinePoint previous = _timeline.Count > 0 ? _timeline[^1] : default;
-        LongHistogram merged = Merged();
+        LongHistogram merged = Merged(_allHistograms);
         double p99 = merged.TotalCount == 0 ? 0 : merged.GetValueAtPercentile(99) / 1000.0;
         var point = new TimelinePoint(seconds, acked, (acked - previous.Acked) / Math.Max(0.001, seconds - previous.Seconds), p99);
         _timeline.Add(point);
         return point;
     }
 
-    private LongHistogram Merged()
+    private LongHistogram Merged(List<LongHistogram> histograms)
     {
         LongHistogram merged = NewHistogram();
         lock (_histograms)
         {
-            foreach (LongHistogram h in _histograms)
+            for (int i = 0; i < histograms.Count; i++)
             {
-                lock (h)
+                // Each stream's pair is guarded by its "all" histogram (see RunStreamAsync).
+                lock (_allHistograms[i])
                 {
-                    merged.Add(h);
+                    merged.Add(histograms[i]);
                 }
             }
         }
@@ -325,7 +336,7 @@ internal sealed class LoadRun(LoadOptions options)
             events_acked = _acked,
             errors = _errors.ToDictionary(e => e.Key, e => e.Value),
             duration_s = Math.Round(seconds, 3),
-            warmup_s = options.WarmupSeconds,
+            warmup_s = _warmupUsed,
             throughput_per_s = Math.Round(_ackedMeasured / seconds, 1),
             latency_ms = new { p50 = Ms(50), p90 = Ms(90), p99 = Ms(99), p999 = Ms(99.9), max = latency.TotalCount == 0 ? 0 : latency.GetMaxValue() / 1000.0 },
             verify = new { ok = ok && _errors.IsEmpty && _acked == _sent, members_checked = checkedMembers, members_mismatched = mismatched },

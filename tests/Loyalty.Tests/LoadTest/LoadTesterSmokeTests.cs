@@ -32,6 +32,8 @@ public sealed class LoadTesterSmokeTests
         Assert.True(root.GetProperty("verify").GetProperty("ok").GetBoolean());
         Assert.Equal((4000L, 4000L), (root.GetProperty("events_sent").GetInt64(), root.GetProperty("events_acked").GetInt64()));
         Assert.True(root.GetProperty("returns").GetProperty("acked").GetInt64() > 100);
+        Assert.True(root.GetProperty("throughput_per_s").GetDouble() > 0); // a run shorter than the warm-up still reports
+        Assert.True(root.GetProperty("latency_ms").GetProperty("p99").GetDouble() > 0);
         Assert.Contains("<polyline", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
         Directory.Delete(folder, recursive: true);
     }
