@@ -14,14 +14,17 @@ namespace Loyalty.LoadTest;
 internal sealed class EngineProcess : IAsyncDisposable
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(90);
+    private static readonly TimeSpan ReadyPollInterval = TimeSpan.FromMilliseconds(200);
     private readonly Process _process;
     private readonly string _dataFolder;
+    private readonly StreamWriter _log;
 
-    private EngineProcess(Process process, string target, string dataFolder)
+    private EngineProcess(Process process, string target, string dataFolder, StreamWriter log)
     {
         _process = process;
         Target = target;
         _dataFolder = dataFolder;
+        _log = log;
     }
 
     /// <summary>The engine's gRPC address.</summary>
@@ -58,7 +61,7 @@ internal sealed class EngineProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => Write(log, e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var engine = new EngineProcess(process, $"http://127.0.0.1:{port}", data);
+        var engine = new EngineProcess(process, $"http://127.0.0.1:{port}", data, log);
         await engine.WaitUntilReadyAsync();
         return engine;
     }
@@ -73,6 +76,12 @@ internal sealed class EngineProcess : IAsyncDisposable
         }
 
         _process.Dispose();
+        lock (_log)
+        {
+            // The log file itself stays, for a look after the run.
+            _log.Dispose();
+        }
+
         try
         {
             Directory.Delete(_dataFolder, recursive: true);
@@ -135,7 +144,7 @@ internal sealed class EngineProcess : IAsyncDisposable
             }
             catch (RpcException) when (clock.Elapsed < StartTimeout && !_process.HasExited)
             {
-                await Task.Delay(200);
+                await Task.Delay(ReadyPollInterval);
             }
         }
     }

@@ -5,6 +5,9 @@ namespace Loyalty.LoadTest;
 /// <summary>Command-line options of the load tester.</summary>
 internal sealed class LoadOptions
 {
+    /// <summary>Most line items the load tester puts in one basket.</summary>
+    public const int BasketLinesMax = 50;
+
     public string Target { get; set; } = "http://127.0.0.1:5000";
 
     public string Program { get; private set; } = "load-" + Guid.NewGuid().ToString("N")[..8];
@@ -101,7 +104,7 @@ internal sealed class LoadOptions
                 case "--postgres": o.Postgres = Next(); break;
                 case "--engine-arg": o.EngineArgs.Add(Next()); break;
                 case "--html": o.HtmlPath = Next(); break;
-                case "--lines": o.LinesMax = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 50 and int n ? n : throw new ArgumentException("--lines must be 0..50"); break;
+                case "--lines": o.LinesMax = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= BasketLinesMax and int n ? n : throw new ArgumentException($"--lines must be 0..{BasketLinesMax}"); break;
                 case "--stores": o.Stores = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--stores"); break;
                 case "--returns": o.ReturnShare = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 1 and double f ? f : throw new ArgumentException("--returns must be 0..1"); break;
                 default: throw new ArgumentException($"unknown option {args[i]}");

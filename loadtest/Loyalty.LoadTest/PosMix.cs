@@ -11,6 +11,11 @@ namespace Loyalty.LoadTest;
 internal sealed class PosMix(int linesMax, int stores, int seed)
 {
     private const int CatalogueSize = 1_000;
+
+    /// <summary>A line costs 0.50 up to this plus 0.50; a basket without lines up to this plus 1.00.</summary>
+    private const int LineAmountSpreadMinor = 10_000;
+
+    private const int TotalAmountSpreadMinor = 20_000;
     private static readonly string[] Categories = ["grocery", "electronics", "apparel", "home", "giftcards"];
     private static readonly string[] Skus = [.. Enumerable.Range(0, CatalogueSize).Select(n => n % Categories.Length == 4 ? "GIFT-CARD" : "SKU-" + n.ToString(CultureInfo.InvariantCulture))];
     private static readonly string[] StoreIds = [.. Enumerable.Range(0, 1_000).Select(n => "store-" + n.ToString(CultureInfo.InvariantCulture))];
@@ -44,7 +49,7 @@ internal sealed class PosMix(int linesMax, int stores, int seed)
         string store = StoreIds[_random.Next(Math.Min(stores, StoreIds.Length))];
         if (linesMax == 0)
         {
-            return new Basket(member, store, 1_00 + _random.Next(20_000), []);
+            return new Basket(member, store, 1_00 + _random.Next(TotalAmountSpreadMinor), []);
         }
 
         var lines = new Line[1 + _random.Next(linesMax)];
@@ -52,7 +57,7 @@ internal sealed class PosMix(int linesMax, int stores, int seed)
         for (int i = 0; i < lines.Length; i++)
         {
             int n = _random.Next(CatalogueSize);
-            lines[i] = new Line(Skus[n], Categories[n % Categories.Length], 50 + _random.Next(10_000));
+            lines[i] = new Line(Skus[n], Categories[n % Categories.Length], 50 + _random.Next(LineAmountSpreadMinor));
             total += lines[i].AmountMinor;
         }
 

@@ -98,12 +98,15 @@ public sealed record EntryDetails
     [Id(15)] public string? DowngradedFrom { get; init; }
 
     /// <summary>The sum of the components.</summary>
-    public long ComponentTotal()
+    public long ComponentTotal() => Total(Components, Components.Count);
+
+    /// <summary>The sum of the first <paramref name="count"/> components; checked.</summary>
+    public static long Total(IReadOnlyList<BreakdownComponent> components, int count)
     {
         long total = 0;
-        foreach (BreakdownComponent c in Components)
+        for (int i = 0; i < count; i++)
         {
-            total = checked(total + c.Points);
+            total = checked(total + components[i].Points);
         }
 
         return total;

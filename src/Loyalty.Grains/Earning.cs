@@ -67,16 +67,11 @@ public static class Earning
             }
         }
 
-        long beforeCaps = Sum(components);
+        long beforeCaps = EntryDetails.Total(components, components.Count);
         long allowed = Allowed(beforeCaps, settings.DailyEarnCapPoints, member.EarnedOnDay(day), "daily", capsHit);
         allowed = Allowed(allowed, settings.MonthlyEarnCapPoints, member.EarnedInMonth(month), "monthly", capsHit);
         Trim(components, beforeCaps - allowed);
-        long basketPoints = 0;
-        for (int i = 0; i < basketCount; i++)
-        {
-            basketPoints = checked(basketPoints + components[i].Points);
-        }
-
+        long basketPoints = EntryDetails.Total(components, basketCount);
         var details = new EntryDetails
         {
             Components = components,
@@ -216,17 +211,6 @@ public static class Earning
             components[i] = components[i] with { Points = components[i].Points - cut };
             excess -= cut;
         }
-    }
-
-    private static long Sum(IEnumerable<BreakdownComponent> components)
-    {
-        long total = 0;
-        foreach (BreakdownComponent c in components)
-        {
-            total = checked(total + c.Points);
-        }
-
-        return total;
     }
 }
 

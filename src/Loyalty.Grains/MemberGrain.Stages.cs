@@ -137,7 +137,7 @@ public sealed partial class MemberGrain
         DateTimeOffset now = _clock.GetUtcNow();
         _state.Mature(now);
         TierLadder ladder = program?.Settings.Ladder ?? TierLadder.Default;
-        (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, at => Qualifying(ladder, at), now);
+        (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
         TierDefinition tier = ladder.Tiers[index];
         return _state.ToView(_programId, _memberId, tier.Name, reviewAt, Qualifying(ladder, now), tier.Perks);
     }

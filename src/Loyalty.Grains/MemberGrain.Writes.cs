@@ -25,13 +25,8 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = purchase.ComputeFingerprint();
-        return WriteAsync(
-            txn,
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, program, now, out entry),
-            (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion),
-            existing => AnswerFromLedger(existing, txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)),
-            (e, m) => AccrualResult.Reject(txn, e, m));
+        return WriteAccrualAsync(txn, fingerprint,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, program, now, out entry));
     }
 
     /// <inheritdoc />
@@ -65,13 +60,8 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = adjustment.ComputeFingerprint();
-        return WriteAsync(
-            txn,
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAdjustment(adjustment, fingerprint, program, now, out entry),
-            (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, null, null, entry.ProgramVersion),
-            existing => AnswerFromLedger(existing, txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)),
-            (e, m) => AccrualResult.Reject(txn, e, m));
+        return WriteAccrualAsync(txn, fingerprint,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAdjustment(adjustment, fingerprint, program, now, out entry));
     }
 
     /// <inheritdoc />
@@ -126,6 +116,16 @@ public sealed partial class MemberGrain
         ProgramConfig? program = await _programs.GetAsync(_programId);
         return View(program);
     }
+
+    /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: a purchase or an adjustment.</summary>
+    private Task<AccrualResult> WriteAccrualAsync(string txn, long fingerprint, Stage<AccrualResult> stage) =>
+        WriteAsync(
+            txn,
+            prefetch: null,
+            stage,
+            (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion),
+            existing => AnswerFromLedger(existing, txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)),
+            (e, m) => AccrualResult.Reject(txn, e, m));
 
     /// <summary>
     /// The write loop every change shares: load, read the program, fetch what the change needs,
@@ -225,15 +225,13 @@ public sealed partial class MemberGrain
 
         TierLadder ladder = settings.Ladder;
         int indexBefore = ladder.IndexOf(_state.Tier);
-        (int reviewed, DateTimeOffset? reviewAt) = indexBefore == 0
-            ? (0, (DateTimeOffset?)null)
-            : Tiering.Review(indexBefore, _state.TierReviewAt, ladder, at => Qualifying(ladder, at), now);
+        (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, _state.TierReviewAt, ladder, _qualifyingAt, now);
         EarnResult earn = Earning.Compute(purchase, settings, new EarnContext(
             ladder.Tiers[reviewed], _state.Flags, _campaignEarned, _earnedOnDay, _earnedInMonth));
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
-        long qualifying = checked(Qualifying(ladder, now) + (ladder.Basis == TierBasis.Points ? earn.Total.Value : purchase.Amount.AmountMinor));
-        int after = Math.Max(reviewed, Tiering.Reached(ladder, qualifying));
+        int after = Tiering.Upgrade(reviewed, ladder, _qualifyingAt, now,
+            ladder.Basis == TierBasis.Points ? earn.Total.Value : purchase.Amount.AmountMinor);
         if (after > reviewed)
         {
             reviewAt = now.AddDays(ladder.WindowDays);
@@ -247,15 +245,10 @@ public sealed partial class MemberGrain
             DowngradedFrom = reviewed < indexBefore ? _state.Tier : null,
         };
         DateTimeOffset? availableAt = settings.PendingDays > 0 ? now.AddDays(settings.PendingDays) : null;
-        entry = NewEntry(LedgerEntryKind.Earn, earn.Total, txn, fingerprint, now, program) with
-        {
-            StoreId = purchase.StoreId,
-            AmountMinor = purchase.Amount.AmountMinor,
-            Currency = purchase.Amount.Currency,
-            OccurredAt = purchase.OccurredAt,
-            AvailableAt = availableAt,
-            Details = details,
-        };
+        entry = new LedgerEntry(
+            _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Earn, earn.Total, txn, fingerprint,
+            purchase.StoreId, purchase.Amount.AmountMinor, purchase.Amount.Currency, null, null,
+            purchase.OccurredAt, now, program.Version, availableAt, details);
         return null;
     }
 }

@@ -53,6 +53,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private readonly Func<string, long> _campaignEarned;
     private readonly Func<int, long> _earnedOnDay;
     private readonly Func<int, long> _earnedInMonth;
+    private readonly Func<TierLadder, DateTimeOffset, long> _qualifyingAt;
 
     /// <summary>Creates the grain; Orleans supplies the dependencies.</summary>
     public MemberGrain(
@@ -69,6 +70,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         _campaignEarned = id => _state.CampaignEarned.GetValueOrDefault(id);
         _earnedOnDay = day => _state.EarnedByDay.GetValueOrDefault(day);
         _earnedInMonth = month => _state.EarnedByMonth.GetValueOrDefault(month);
+        _qualifyingAt = Qualifying;
         _snapshot = snapshot;
         _ledger = ledger;
         _store = store;

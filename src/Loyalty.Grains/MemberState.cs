@@ -166,12 +166,13 @@ public sealed class MemberState
         int last = DayOf(at);
         int first = last - windowDays + 1;
         long points = 0, spend = 0;
-        foreach (QualifyingDay day in Qualification)
+        // Days are in order: walk back from the newest and stop at the window's start.
+        for (int i = Qualification.Count - 1; i >= 0 && Qualification[i].Day >= first; i--)
         {
-            if (day.Day >= first && day.Day <= last)
+            if (Qualification[i].Day <= last)
             {
-                points = checked(points + day.Points);
-                spend = checked(spend + day.Spend);
+                points = checked(points + Qualification[i].Points);
+                spend = checked(spend + Qualification[i].Spend);
             }
         }
 

@@ -15,9 +15,9 @@ public static class Tiering
     /// <param name="index">The member's tier index now.</param>
     /// <param name="reviewAt">When the member's tier is next reviewed; null for the entry tier.</param>
     /// <param name="ladder">The program's ladder.</param>
-    /// <param name="qualifyingAt">The qualifying total of the window ending at the given time.</param>
+    /// <param name="qualifyingAt">The qualifying total of the ladder's window ending at the given time.</param>
     /// <param name="now">The time of the event.</param>
-    public static (int Index, DateTimeOffset? ReviewAt) Review(int index, DateTimeOffset? reviewAt, TierLadder ladder, Func<DateTimeOffset, long> qualifyingAt, DateTimeOffset now)
+    public static (int Index, DateTimeOffset? ReviewAt) Review(int index, DateTimeOffset? reviewAt, TierLadder ladder, Func<TierLadder, DateTimeOffset, long> qualifyingAt, DateTimeOffset now)
     {
         for (int step = 0; step < ReviewStepsMax && index > 0 && reviewAt is { } due; step++)
         {
@@ -27,7 +27,7 @@ public static class Tiering
                 break;
             }
 
-            if (qualifyingAt(at) < ladder.Tiers[index].Threshold)
+            if (qualifyingAt(ladder, at) < ladder.Tiers[index].Threshold)
             {
                 index--;
             }
@@ -36,6 +36,21 @@ public static class Tiering
         }
 
         return index == 0 ? (0, null) : (index, reviewAt);
+    }
+
+    /// <summary>
+    /// The tier after an event adding <paramref name="adding"/> to the window ending
+    /// <paramref name="now"/>: the highest tier reached, never below <paramref name="index"/>. The
+    /// window is only summed when there is a tier above to reach.
+    /// </summary>
+    public static int Upgrade(int index, TierLadder ladder, Func<TierLadder, DateTimeOffset, long> qualifyingAt, DateTimeOffset now, long adding)
+    {
+        if (index >= ladder.Tiers.Count - 1)
+        {
+            return index;
+        }
+
+        return Math.Max(index, Reached(ladder, checked(qualifyingAt(ladder, now) + adding)));
     }
 
     /// <summary>The highest tier whose threshold <paramref name="qualifying"/> reaches.</summary>

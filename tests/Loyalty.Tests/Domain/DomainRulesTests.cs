@@ -71,6 +71,27 @@ public sealed class DomainRulesTests
     }
 
     [Fact]
+    public void PurchaseCheck_UnknownChannelOrMalformedTender_IsRefusedNamingTheField()
+    {
+        Purchase purchase = Entries.Purchase("p", "m", "t", 1_00, Entries.Now);
+
+        Assert.Equal("channel is not a known sales channel", (purchase with { Channel = (SalesChannel)9 }).Check(Entries.Now));
+        Assert.Equal("tender may contain only letters, digits and . _ : -", (purchase with { Tender = "store card" }).Check(Entries.Now));
+        Assert.Null((purchase with { Channel = SalesChannel.App, Tender = "storecard" }).Check(Entries.Now));
+    }
+
+    [Fact]
+    public void PurchaseCheck_MalformedSkuOrCategory_NamesTheLine()
+    {
+        Purchase purchase = Entries.Purchase("p", "m", "t", 1_00, Entries.Now);
+
+        Assert.Equal("line_items[1].sku may contain only letters, digits and . _ : -",
+            (purchase with { LineItems = [new LineItem("a", "", 1, 10), new LineItem("b/c", "", 1, 10)] }).Check(Entries.Now));
+        Assert.Equal("line_items[0].category may contain only letters, digits and . _ : -",
+            (purchase with { LineItems = [new LineItem("a", "wine & beer", 1, 10)] }).Check(Entries.Now));
+    }
+
+    [Fact]
     public void PurchaseCheck_BadLine_NamesItsIndex()
     {
         Purchase purchase = Entries.Purchase("p", "m", "t", 1_00, Entries.Now) with

@@ -84,6 +84,34 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Adjust_BelowZeroUnderFloorAtZero_IsRefusedAndWritesNothing_AndAResendIsDuplicate()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { NegativeBalance = NegativeBalancePolicy.FloorAtZero, SignupBonusPoints = 50 });
+        long entries = await Sql.CountEntriesAsync(fixture.Storage, _program, "m");
+
+        AccrualResult tooMuch = await member.Adjust(new Adjustment("adj-1", new Points(-51), "correction"));
+        AccrualResult allowed = await member.Adjust(new Adjustment("adj-2", new Points(-50), "correction"));
+        AccrualResult resend = await member.Adjust(new Adjustment("adj-2", new Points(-50), "correction"));
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, tooMuch.Error);
+        Assert.Contains("below zero", tooMuch.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal((AccrualStatus.Accepted, 0L), (allowed.Status, allowed.Balance.Value));
+        Assert.Equal(AccrualStatus.Duplicate, resend.Status);
+        Assert.Equal(entries + 1, await Sql.CountEntriesAsync(fixture.Storage, _program, "m"));
+    }
+
+    [Fact]
+    public async Task Flags_MoreThanTheLimit_AreRefused()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+
+        MemberResult refused = await member.SetFlags([.. Enumerable.Range(0, Limits.FlagRulesMax + 1).Select(i => $"f{i}")]);
+
+        Assert.Equal(LoyaltyError.InvalidArgument, refused.Error);
+        Assert.Empty((await member.Get())!.Flags);
+    }
+
+    [Fact]
     public async Task Return_Refusals_NameTheProblemAndWriteNothing()
     {
         IMemberGrain member = await SetUpAsync(Shop);

@@ -101,6 +101,15 @@ public sealed class ReturnAndTierRulesTests
         { "another currency", ByAmount(1_00) with { Amount = new Money(1_00, "EUR") }, null, "currency 'EUR'" },
     };
 
+    [Fact]
+    public void Return_ByLinesOfAPurchaseWithoutLines_IsRefused()
+    {
+        LedgerEntry totalOnly = Original with { Details = Original.Details! with { Lines = null } };
+
+        Assert.Null(Reversal.Compute(totalOnly, null, ByLines(("a", 1_00)), out string? error));
+        Assert.Equal("the purchase had no line items; return it by amount", error);
+    }
+
     [Theory]
     [MemberData(nameof(Refusals))]
     public void Return_NotFittingThePurchase_IsRefusedWithTheReason(string rule, PurchaseReturn request, ReturnProgress? progress, string reason)
@@ -151,7 +160,7 @@ public sealed class ReturnAndTierRulesTests
         DateTimeOffset upgradedAt = Wednesday;
         DateTimeOffset? reviewAt = tier == 0 ? null : upgradedAt.AddDays(365);
 
-        (int index, _) = Tiering.Review(tier, reviewAt, Ladder, _ => qualifying, upgradedAt.AddDays(daysLater));
+        (int index, _) = Tiering.Review(tier, reviewAt, Ladder, (_, _) => qualifying, upgradedAt.AddDays(daysLater));
 
         Assert.True(expected == index, $"{rule}: got {index}");
     }
