@@ -97,6 +97,33 @@ public sealed record EntryDetails
     /// <summary>The tier was lowered by a review before this event, from this tier.</summary>
     [Id(15)] public string? DowngradedFrom { get; init; }
 
+    /// <summary>Earn, enrolment, positive adjustment: when the lot this entry creates expires; null when never.</summary>
+    [Id(16)] public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <summary>
+    /// The lots this entry touched: spent (redeem), taken back (return, negative adjustment),
+    /// expired, or warned about. Replay applies exactly these, so it never re-decides.
+    /// </summary>
+    [Id(17)] public IReadOnlyList<LotUse>? Lots { get; init; }
+
+    /// <summary>Redeem, reserve: the reward and how many units.</summary>
+    [Id(18)] public string? RewardId { get; init; }
+
+    /// <inheritdoc cref="RewardId"/>
+    [Id(19)] public int Quantity { get; init; }
+
+    /// <summary>Reserve: when the hold lapses if neither committed nor cancelled.</summary>
+    [Id(20)] public DateTimeOffset? LapsesAt { get; init; }
+
+    /// <summary>Reserve: the points held. Reservation end: the state it ended in (cancelled or lapsed).</summary>
+    [Id(21)] public long HeldPoints { get; init; }
+
+    /// <inheritdoc cref="HeldPoints"/>
+    [Id(22)] public ReservationState EndedAs { get; init; }
+
+    /// <summary>Expiry warning: the inactivity deadline warned about; expire: set when inactivity caused it.</summary>
+    [Id(23)] public DateTimeOffset? InactivityDeadline { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

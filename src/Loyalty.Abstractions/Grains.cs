@@ -22,6 +22,21 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>A manual adjustment by support staff; idempotent by its transaction id.</summary>
     Task<AccrualResult> Adjust(Adjustment adjustment);
 
+    /// <summary>Spends points on a reward at once; idempotent by the transaction id.</summary>
+    Task<RedemptionResult> Redeem(Redemption redemption);
+
+    /// <summary>Holds points for a reward at a till until committed, cancelled or lapsed; idempotent by the reservation id.</summary>
+    Task<RedemptionResult> Reserve(Redemption reservation);
+
+    /// <summary>Spends the points a reservation holds; a repeat answers the same commit.</summary>
+    Task<RedemptionResult> CommitReservation(string reservationId);
+
+    /// <summary>Frees the points a reservation holds; a repeat, or a cancel after it lapsed, is answered without a change.</summary>
+    Task<RedemptionResult> CancelReservation(string reservationId);
+
+    /// <summary>Does the member's due work (lapses, expiries, warnings) and schedules the next; called by the due scheduler.</summary>
+    Task Wake();
+
     /// <summary>The member, or null when not enrolled.</summary>
     Task<MemberView?> Get();
 
@@ -33,6 +48,19 @@ public interface IMemberGrain : IGrainWithStringKey
 
     /// <summary>Records that this member referred <paramref name="referredMemberId"/>; idempotent.</summary>
     Task<LoyaltyError> AddReferral(string referredMemberId);
+}
+
+/// <summary>The stock of one reward, keyed "program/reward": units taken by redemptions and open reservations.</summary>
+public interface IRewardStockGrain : IGrainWithStringKey
+{
+    /// <summary>Takes units when fewer than <paramref name="stock"/> would then be taken; false when out of stock.</summary>
+    Task<bool> Take(int quantity, long stock);
+
+    /// <summary>Gives units back (a refused redemption, a cancelled or lapsed reservation).</summary>
+    Task Give(int quantity);
+
+    /// <summary>Units taken so far.</summary>
+    Task<long> Taken();
 }
 
 /// <summary>One program (retailer) and its configuration, keyed by program id.</summary>

@@ -68,4 +68,25 @@ public static class Limits
 
     /// <summary>Largest manual adjustment, in points either way.</summary>
     public const long AdjustmentPointsMax = 1_000_000_000;
+
+    /// <summary>Longest expiry lifespan or inactivity period, in months.</summary>
+    public const int ExpiryMonthsMax = 120;
+
+    /// <summary>Earliest "expiring soon" warning, in days before the expiry.</summary>
+    public const int ExpiryWarnDaysMax = 365;
+
+    /// <summary>Most rewards in a program's catalogue.</summary>
+    public const int RewardsMax = 1_000;
+
+    /// <summary>Most units of one reward in one redemption.</summary>
+    public const int RedeemQuantityMax = 1_000;
+
+    /// <summary>Shortest and longest time a reservation holds points, in seconds.</summary>
+    public const int ReservationHoldSecondsMin = 10;
+
+    /// <inheritdoc cref="ReservationHoldSecondsMin"/>
+    public const int ReservationHoldSecondsMax = 86_400;
+
+    /// <summary>Most reservations one member may hold open at once.</summary>
+    public const int OpenReservationsMax = 32;
 }

@@ -33,7 +33,16 @@ public sealed record MemberView(
     [property: Id(13)] long TierQualifying,
     [property: Id(14)] IReadOnlyList<string> Perks,
     [property: Id(15)] Points Shortfall,
-    [property: Id(16)] Points LifetimeReversed);
+    [property: Id(16)] Points LifetimeReversed,
+    [property: Id(17)] Points Held = default,
+    [property: Id(18)] Points LifetimeRedeemed = default,
+    [property: Id(19)] Points LifetimeExpired = default,
+    [property: Id(20)] IReadOnlyList<UpcomingExpiry>? Expiring = null,
+    [property: Id(21)] DateTimeOffset? LastActivityAt = null)
+{
+    /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
+    public Points Available => Balance - Held;
+}
 
 /// <summary>The answer to an enrolment.</summary>
 [GenerateSerializer, Immutable]
@@ -78,6 +87,21 @@ public enum LedgerEntryKind : short
 
     /// <summary>The member's flags were set (no points).</summary>
     Flags = 6,
+
+    /// <summary>Points spent on a reward: a direct redeem, or the commit of a reservation.</summary>
+    Redeem = 7,
+
+    /// <summary>Points held for a reward at the till until the reservation is committed, cancelled or lapses (no points move).</summary>
+    Reserve = 8,
+
+    /// <summary>A reservation was cancelled or lapsed; its points are free again (no points move).</summary>
+    ReservationEnd = 9,
+
+    /// <summary>Points expired (breakage): their lots reached their expiry, or the member was inactive too long.</summary>
+    Expire = 10,
+
+    /// <summary>The member was warned that points expire soon (no points move).</summary>
+    ExpiryWarning = 11,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

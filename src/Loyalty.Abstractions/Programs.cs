@@ -21,8 +21,39 @@ public sealed record ProgramSettings(
     [property: Id(11)] IReadOnlyList<ProductRule>? ProductRules = null,
     [property: Id(12)] IReadOnlyList<FlagRule>? FlagRules = null,
     [property: Id(13)] IReadOnlyList<Campaign>? Campaigns = null,
-    [property: Id(14)] TierLadder? Tiers = null)
+    [property: Id(14)] TierLadder? Tiers = null,
+    [property: Id(15)] ExpiryPolicy? Expiry = null,
+    [property: Id(16)] IReadOnlyList<Reward>? Rewards = null,
+    [property: Id(17)] int ReservationHoldSeconds = ProgramSettings.ReservationHoldSecondsDefault)
 {
+    /// <summary>How long a reservation holds points when the program does not say.</summary>
+    public const int ReservationHoldSecondsDefault = 900;
+
+    /// <summary>The rewards catalogue, never null.</summary>
+    public IReadOnlyList<Reward> RewardList => Rewards ?? [];
+
+    /// <summary>The expiry policy; points never expire when none is configured.</summary>
+    public ExpiryPolicy ExpiryRules => Expiry ?? NoExpiry;
+
+    /// <summary>Whether lots can expire, by age or by inactivity.</summary>
+    public bool HasExpiry => Expiry is { } e && (e.Mode != ExpiryMode.None || e.InactivityMonths > 0);
+
+    /// <summary>The reward with this id, or null.</summary>
+    public Reward? FindReward(string id)
+    {
+        foreach (Reward reward in RewardList)
+        {
+            if (reward.Id == id)
+            {
+                return reward;
+            }
+        }
+
+        return null;
+    }
+
+    private static readonly ExpiryPolicy NoExpiry = new(ExpiryMode.None, 0);
+
     /// <summary>Product rules, never null.</summary>
     public IReadOnlyList<ProductRule> ProductRuleList => ProductRules ?? [];
 
@@ -40,7 +71,41 @@ public sealed record ProgramSettings(
 
     /// <summary>Returns null when the settings are valid, otherwise a message naming the field.</summary>
     public string? Check() =>
-        CheckBasics() ?? CheckProductRules() ?? CheckFlagRules() ?? CheckCampaigns() ?? CheckTiers();
+        CheckBasics() ?? CheckProductRules() ?? CheckFlagRules() ?? CheckCampaigns() ?? CheckTiers() ?? CheckRedemption();
+
+    private string? CheckRedemption()
+    {
+        if (Expiry?.Check() is { } expiryError)
+        {
+            return expiryError;
+        }
+
+        if (ReservationHoldSeconds is < Limits.ReservationHoldSecondsMin or > Limits.ReservationHoldSecondsMax)
+        {
+            return $"reservation_hold_seconds must be {Limits.ReservationHoldSecondsMin}..{Limits.ReservationHoldSecondsMax}";
+        }
+
+        if (RewardList.Count > Limits.RewardsMax)
+        {
+            return $"rewards has more than {Limits.RewardsMax} entries";
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < RewardList.Count; i++)
+        {
+            if (RewardList[i].Check($"rewards[{i}]") is { } error)
+            {
+                return error;
+            }
+
+            if (!seen.Add(RewardList[i].Id))
+            {
+                return $"rewards[{i}] repeats id {RewardList[i].Id}";
+            }
+        }
+
+        return null;
+    }
 
     private string? CheckBasics()
     {

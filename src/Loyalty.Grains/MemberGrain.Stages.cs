@@ -1,3 +1,5 @@
+using Loyalty.Storage;
+
 namespace Loyalty.Grains;
 
 /// <summary>The decisions of returns and adjustments, and the answers shared by every change.</summary>
@@ -36,6 +38,8 @@ public sealed partial class MemberGrain
             Components = reversal.Components,
             PendingReversed = fromPending,
             ActiveReversed = fromActive,
+            // The purchase's own lot first, so other purchases' points keep their expiry.
+            Lots = fromActive > 0 ? _state.PlanDebit(fromActive, original.TransactionId) : null,
             Shortfall = rest - fromActive,
             ReturnedAmountMinor = reversal.ReturnedAmountMinor,
             Lines = reversal.Lines,
@@ -70,7 +74,10 @@ public sealed partial class MemberGrain
                 $"the adjustment would take the active balance ({_state.Balance.Value}) below zero, and the program floors balances at zero");
         }
 
-        entry = NewEntry(LedgerEntryKind.Adjust, adjustment.Points, txn, fingerprint, now, program) with { Reason = adjustment.Reason };
+        EntryDetails details = adjustment.Points.Value >= 0
+            ? new EntryDetails { ExpiresAt = LotExpiry(program.Settings, now) }
+            : new EntryDetails { Lots = _state.PlanDebit(-adjustment.Points.Value) };
+        entry = NewEntry(LedgerEntryKind.Adjust, adjustment.Points, txn, fingerprint, now, program) with { Reason = adjustment.Reason, Details = details };
         return null;
     }
 
@@ -139,7 +146,37 @@ public sealed partial class MemberGrain
         TierLadder ladder = program?.Settings.Ladder ?? TierLadder.Default;
         (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
         TierDefinition tier = ladder.Tiers[index];
-        return _state.ToView(_programId, _memberId, tier.Name, reviewAt, Qualifying(ladder, now), tier.Perks);
+        ExpiryPolicy policy = program?.Settings.ExpiryRules ?? new ExpiryPolicy(ExpiryMode.None, 0);
+        return _state.ToView(_programId, _memberId, tier.Name, reviewAt, Qualifying(ladder, now), tier.Perks) with
+        {
+            Held = _state.HeldAt(now),
+            LifetimeRedeemed = _state.LifetimeRedeemed,
+            LifetimeExpired = _state.LifetimeExpired,
+            Expiring = Expiring.Upcoming(_state, policy),
+            LastActivityAt = _state.LastActivityAt,
+        };
+    }
+
+    /// <summary>When a lot that becomes spendable at <paramref name="availableAt"/> expires under the program's policy.</summary>
+    private static DateTimeOffset? LotExpiry(ProgramSettings? settings, DateTimeOffset availableAt) =>
+        settings is { Expiry: { Mode: not ExpiryMode.None } policy } ? policy.ExpiresAt(availableAt, settings.Zone) : null;
+
+    /// <summary>
+    /// The change to the due schedule that an entry just applied needs: a mark when the member
+    /// now has due work earlier than the schedule is known to hold, otherwise none.
+    /// </summary>
+    private DueChange? MarkDue(ProgramSettings? settings)
+    {
+        if (settings is null || (!settings.HasExpiry && _state.Holds.Count == 0)
+            || Expiring.NextDue(_state, settings.ExpiryRules) is not { } next
+            || (_scheduleKnown && _scheduledDue is { } known && known <= next))
+        {
+            return null;
+        }
+
+        _scheduleKnown = true;
+        _scheduledDue = next;
+        return new DueChange(_programId, _memberId, next, Exact: false);
     }
 
     private string NotEnrolledMessage() => $"member '{_memberId}' is not enrolled in program '{_programId}'";

@@ -182,7 +182,7 @@ public sealed partial class MemberGrain
             _state.Apply(entry, _options.RecentTransactionsMax);
             Points balance = _state.Balance;
             Points pending = _state.PendingTotal;
-            switch (await CommitAsync(entry, key))
+            switch (await CommitAsync(entry, key, MarkDue(program.Settings)))
             {
                 case CommitOutcome.Committed:
                     return committed(entry, balance, pending);
@@ -245,6 +245,11 @@ public sealed partial class MemberGrain
             DowngradedFrom = reviewed < indexBefore ? _state.Tier : null,
         };
         DateTimeOffset? availableAt = settings.PendingDays > 0 ? now.AddDays(settings.PendingDays) : null;
+        if (settings.HasExpiry && earn.Total.Value > 0)
+        {
+            details = details with { ExpiresAt = LotExpiry(settings, availableAt ?? now) };
+        }
+
         entry = new LedgerEntry(
             _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Earn, earn.Total, txn, fingerprint,
             purchase.StoreId, purchase.Amount.AmountMinor, purchase.Amount.Currency, null, null,

@@ -48,6 +48,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private TaskCompletionSource? _drained;
     private int _appliedSinceSnapshot;
     private bool _snapshotting;
+    /// <summary>
+    /// What this activation knows of its row in the due schedule: when known, the row holds
+    /// <see cref="_scheduledDue"/> or an earlier time (early is safe, late is not). Unknown after
+    /// a load, so the first change with due work marks the schedule once.
+    /// </summary>
+    private bool _scheduleKnown;
+    private DateTimeOffset? _scheduledDue;
 
     // The member's counters as the earn rules read them; made once per activation, not per purchase.
     private readonly Func<string, long> _campaignEarned;
@@ -145,7 +152,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
 
             LedgerEntry entry = EnrolEntry(enrolment, program);
             _state.Apply(entry, _options.RecentTransactionsMax);
-            switch (await CommitAsync(entry, EnrolKey))
+            switch (await CommitAsync(entry, EnrolKey, MarkDue(program?.Settings)))
             {
                 case CommitOutcome.Committed:
                     await LinkReferrerAsync(enrolment.ReferredBy);
@@ -264,6 +271,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         {
             Components = bonus.Value > 0 ? [new BreakdownComponent(ComponentKind.Signup, "signup", bonus.Value)] : [],
             TierAfter = settings?.Ladder.Tiers[0].Name ?? MemberState.DefaultTier,
+            ExpiresAt = bonus.Value > 0 ? LotExpiry(settings, now) : null,
         };
         return new LedgerEntry(
             _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Enrol, bonus, null, 0,
@@ -304,7 +312,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     /// which already holds the change. The waiter registered under <paramref name="key"/> is
     /// released only after this bookkeeping, so a resend sees the settled state.
     /// </summary>
-    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, string key)
+    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, string key, DueChange? due = null)
     {
         _uncommitted[key] = null;
         _inFlight++;
@@ -312,7 +320,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         CommitOutcome outcome;
         try
         {
-            outcome = await _ledger.AppendAsync(entry) ? CommitOutcome.Committed : CommitOutcome.Conflict;
+            outcome = await _ledger.AppendAsync(entry, due) ? CommitOutcome.Committed : CommitOutcome.Conflict;
         }
         catch (LedgerUnavailableException)
         {
@@ -448,7 +456,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         }
 
         _snapshotJustRead = false;
+        _scheduleKnown = false;
         MemberState state = _copier.Copy(_snapshot.State);
+        state.ReconcileLots();
         IReadOnlyList<LedgerEntry> entries = await _store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
         foreach (LedgerEntry entry in entries)
         {

@@ -76,6 +76,46 @@ public sealed class MemberState
     /// <summary>All points reversed by returns.</summary>
     [Id(18)] public Points LifetimeReversed { get; set; }
 
+    /// <summary>
+    /// The spendable points by lot, soonest expiry first (lots that never expire last). Their sum
+    /// is the balance when it is positive; a negative balance has no lots, and later credit pays
+    /// the debt before it makes a lot.
+    /// </summary>
+    [Id(19)] public List<PointLot> Lots { get; set; } = [];
+
+    /// <summary>Open reservations: points held at a till until committed, cancelled or lapsed.</summary>
+    [Id(20)] public List<Hold> Holds { get; set; } = [];
+
+    /// <summary>The newest member activity (enrolment, earn, redeem, reservation), for the inactivity rule.</summary>
+    [Id(21)] public DateTimeOffset LastActivityAt { get; set; }
+
+    /// <summary>The inactivity deadline the member was last warned about.</summary>
+    [Id(22)] public DateTimeOffset? InactivityWarnedFor { get; set; }
+
+    /// <summary>All points spent on rewards.</summary>
+    [Id(23)] public Points LifetimeRedeemed { get; set; }
+
+    /// <summary>All points that expired (breakage).</summary>
+    [Id(24)] public Points LifetimeExpired { get; set; }
+
+    /// <summary>Points held by reservations that have not lapsed by <paramref name="now"/>.</summary>
+    public Points HeldAt(DateTimeOffset now)
+    {
+        Points held = Points.Zero;
+        foreach (Hold hold in Holds)
+        {
+            if (hold.LapsesAt > now)
+            {
+                held += hold.Points;
+            }
+        }
+
+        return held;
+    }
+
+    /// <summary>The open reservation with this id, or null.</summary>
+    public Hold? FindHold(string reservationId) => Holds.Find(h => h.ReservationId == reservationId);
+
     /// <summary>Points earned and not yet spendable.</summary>
     public Points PendingTotal
     {
@@ -97,7 +137,8 @@ public sealed class MemberState
         int matured = 0;
         while (matured < Pending.Count && Pending[matured].AvailableAt <= now)
         {
-            Balance += Pending[matured].Points;
+            PendingLot lot = Pending[matured];
+            Credit(lot.Points, lot.TransactionId, lot.ExpiresAt);
             matured++;
         }
 
@@ -128,9 +169,34 @@ public sealed class MemberState
             case LedgerEntryKind.Return:
                 ApplyReturn(entry);
                 break;
+            case LedgerEntryKind.Adjust when entry.Points.Value >= 0:
+                Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
+                LifetimeEarned += entry.Points;
+                break;
             case LedgerEntryKind.Adjust:
-                Balance += entry.Points;
-                LifetimeEarned += entry.Points.Value > 0 ? entry.Points : Points.Zero;
+                Debit(-entry.Points, entry.Details?.Lots);
+                break;
+            case LedgerEntryKind.Redeem:
+                ApplyRedeem(entry);
+                break;
+            case LedgerEntryKind.Reserve:
+                EntryDetails reserve = entry.Details ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
+                Holds.Add(new Hold
+                {
+                    ReservationId = entry.TransactionId!, Points = new Points(reserve.HeldPoints), LapsesAt = reserve.LapsesAt ?? entry.RecordedAt,
+                    RewardId = reserve.RewardId ?? "", Quantity = reserve.Quantity,
+                });
+                LastActivityAt = entry.RecordedAt;
+                break;
+            case LedgerEntryKind.ReservationEnd when entry.Reference is not null:
+                Holds.RemoveAll(h => h.ReservationId == entry.Reference);
+                break;
+            case LedgerEntryKind.Expire:
+                Debit(-entry.Points, entry.Details?.Lots);
+                LifetimeExpired += -entry.Points;
+                break;
+            case LedgerEntryKind.ExpiryWarning:
+                ApplyWarning(entry.Details);
                 break;
             case LedgerEntryKind.Flags:
                 Flags = [.. entry.Details?.Flags ?? []];
@@ -143,6 +209,115 @@ public sealed class MemberState
         if (entry.TransactionId is not null)
         {
             Remember(new RecentTransaction(entry.TransactionId, entry.Fingerprint, entry.Points, entry.Sequence), recentMax);
+        }
+    }
+
+    /// <summary>
+    /// Adds spendable points as a lot. A negative balance (a debt left by returns) is paid first;
+    /// only what is left over makes a lot.
+    /// </summary>
+    public void Credit(Points points, string lotId, DateTimeOffset? expiresAt)
+    {
+        long debt = Balance.Value < 0 ? -Balance.Value : 0;
+        long toLot = points.Value - Math.Min(points.Value, debt);
+        Balance += points;
+        if (toLot <= 0)
+        {
+            return;
+        }
+
+        // Soonest expiry first, never-expiring last; equal expiries keep their order of arrival.
+        int at = Lots.Count;
+        while (at > 0 && Later(Lots[at - 1].ExpiresAt, expiresAt))
+        {
+            at--;
+        }
+
+        Lots.Insert(at, new PointLot { Id = lotId, Points = new Points(toLot), ExpiresAt = expiresAt });
+    }
+
+    /// <summary>
+    /// Which lots <paramref name="points"/> would come from: the lot <paramref name="preferred"/>
+    /// first when given (a return takes back its own purchase's points), then the soonest to
+    /// expire. The plan may cover less than asked when the lots run out.
+    /// </summary>
+    public List<LotUse> PlanDebit(long points, string? preferred = null)
+    {
+        var plan = new List<LotUse>();
+        long left = points;
+        PointLot? own = preferred is null ? null : Lots.Find(l => l.Id == preferred);
+        if (own is not null)
+        {
+            left -= Take(plan, own, left);
+        }
+
+        foreach (PointLot lot in Lots)
+        {
+            if (left <= 0)
+            {
+                break;
+            }
+
+            if (!ReferenceEquals(lot, own))
+            {
+                left -= Take(plan, lot, left);
+            }
+        }
+
+        return plan;
+
+        static long Take(List<LotUse> plan, PointLot lot, long wanted)
+        {
+            long take = Math.Min(wanted, lot.Points.Value);
+            if (take > 0)
+            {
+                plan.Add(new LotUse(lot.Id, take, lot.ExpiresAt));
+            }
+
+            return take;
+        }
+    }
+
+    /// <summary>
+    /// Takes points out of the balance, from the lots of <paramref name="plan"/> (computed now when
+    /// an older entry carries none). Whatever the lots do not cover becomes a negative balance.
+    /// </summary>
+    public void Debit(Points points, IReadOnlyList<LotUse>? plan)
+    {
+        foreach (LotUse use in plan ?? PlanDebit(points.Value))
+        {
+            int at = Lots.FindIndex(l => l.Id == use.LotId && l.ExpiresAt == use.ExpiresAt);
+            if (at < 0)
+            {
+                throw new InvalidOperationException($"Lot {use.LotId} is not held by the member.");
+            }
+
+            Lots[at].Points -= new Points(use.Points);
+            if (Lots[at].Points.Value <= 0)
+            {
+                Lots.RemoveAt(at);
+            }
+        }
+
+        Balance -= points;
+    }
+
+    /// <summary>
+    /// Old snapshots kept only a balance: give any spendable points no lot holds one lot that
+    /// never expires, so the lots add up to the balance again.
+    /// </summary>
+    public void ReconcileLots()
+    {
+        long inLots = 0;
+        foreach (PointLot lot in Lots)
+        {
+            inLots = checked(inLots + lot.Points.Value);
+        }
+
+        long missing = Math.Max(0, Balance.Value) - inLots;
+        if (missing > 0)
+        {
+            Lots.Add(new PointLot { Id = "#balance", Points = new Points(missing), ExpiresAt = null });
         }
     }
 
@@ -196,8 +371,9 @@ public sealed class MemberState
         Enrolled = true;
         EnrolledAt = entry.OccurredAt;
         ReferredBy = entry.Reference;
-        Balance += entry.Points;
+        Credit(entry.Points, "#signup", entry.Details?.ExpiresAt);
         LifetimeEarned += entry.Points;
+        LastActivityAt = entry.RecordedAt;
         Tier = entry.Details?.TierAfter ?? DefaultTier;
         TierReviewAt = null;
     }
@@ -206,14 +382,15 @@ public sealed class MemberState
     {
         if (entry.AvailableAt is { } availableAt && availableAt > entry.RecordedAt && entry.Points.Value > 0)
         {
-            AddPending(new PendingLot { TransactionId = entry.TransactionId!, AvailableAt = availableAt, Points = entry.Points });
+            AddPending(new PendingLot { TransactionId = entry.TransactionId!, AvailableAt = availableAt, Points = entry.Points, ExpiresAt = entry.Details?.ExpiresAt });
         }
-        else
+        else if (entry.Points.Value > 0)
         {
-            Balance += entry.Points;
+            Credit(entry.Points, entry.TransactionId!, entry.Details?.ExpiresAt);
         }
 
         LifetimeEarned += entry.Points;
+        LastActivityAt = entry.RecordedAt;
         EntryDetails? details = entry.Details;
         AddQualifying(DayOf(entry.RecordedAt), entry.Points.Value, entry.AmountMinor);
         if (details is null)
@@ -247,7 +424,7 @@ public sealed class MemberState
             }
         }
 
-        Balance -= new Points(details.ActiveReversed);
+        Debit(new Points(details.ActiveReversed), details.Lots);
         Shortfall += new Points(details.Shortfall);
         long reversed = checked(details.PendingReversed + details.ActiveReversed + details.Shortfall);
         LifetimeReversed += new Points(reversed);
@@ -267,6 +444,42 @@ public sealed class MemberState
             }
         }
     }
+
+    private void ApplyRedeem(LedgerEntry entry)
+    {
+        Debit(-entry.Points, entry.Details?.Lots);
+        LifetimeRedeemed += -entry.Points;
+        LastActivityAt = entry.RecordedAt;
+        if (entry.Reference is { } reservation)
+        {
+            Holds.RemoveAll(h => h.ReservationId == reservation);
+        }
+    }
+
+    private void ApplyWarning(EntryDetails? details)
+    {
+        foreach (LotUse use in details?.Lots ?? [])
+        {
+            foreach (PointLot lot in Lots)
+            {
+                if (lot.Id == use.LotId && lot.ExpiresAt == use.ExpiresAt)
+                {
+                    lot.Warned = true;
+                }
+            }
+        }
+
+        if (details?.InactivityDeadline is { } deadline)
+        {
+            InactivityWarnedFor = deadline;
+        }
+    }
+
+    /// <summary>A lot id for an entry without a transaction id.</summary>
+    private static string LotIdOf(LedgerEntry entry) => "#" + entry.Sequence.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Whether expiry <paramref name="a"/> comes after <paramref name="b"/>; null is never.</summary>
+    private static bool Later(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b is not null : b is not null && a > b;
 
     private void RecordProgress(string original, EntryDetails details)
     {
@@ -373,6 +586,46 @@ public sealed class PendingLot
 
     /// <summary>The points still pending (less any reversed by returns).</summary>
     [Id(2)] public Points Points { get; set; }
+
+    /// <summary>When the points expire once spendable; null when never.</summary>
+    [Id(3)] public DateTimeOffset? ExpiresAt { get; set; }
+}
+
+/// <summary>Spendable points that share an origin and an expiry.</summary>
+[GenerateSerializer]
+public sealed class PointLot
+{
+    /// <summary>Where the points came from: the purchase's transaction id, "#signup", an adjustment's id.</summary>
+    [Id(0)] public string Id { get; set; } = "";
+
+    /// <summary>The points left in the lot.</summary>
+    [Id(1)] public Points Points { get; set; }
+
+    /// <summary>When they expire; null when never.</summary>
+    [Id(2)] public DateTimeOffset? ExpiresAt { get; set; }
+
+    /// <summary>Whether the member was warned that this lot expires soon.</summary>
+    [Id(3)] public bool Warned { get; set; }
+}
+
+/// <summary>An open reservation at a till.</summary>
+[GenerateSerializer]
+public sealed class Hold
+{
+    /// <summary>The reservation id (the Reserve entry's transaction id).</summary>
+    [Id(0)] public string ReservationId { get; set; } = "";
+
+    /// <summary>The points held.</summary>
+    [Id(1)] public Points Points { get; set; }
+
+    /// <summary>When the hold lapses if neither committed nor cancelled.</summary>
+    [Id(2)] public DateTimeOffset LapsesAt { get; set; }
+
+    /// <summary>The reward reserved.</summary>
+    [Id(3)] public string RewardId { get; set; } = "";
+
+    /// <summary>How many units.</summary>
+    [Id(4)] public int Quantity { get; set; }
 }
 
 /// <summary>Qualifying points and spend recorded on one UTC day.</summary>

@@ -42,7 +42,8 @@ public static class LoyaltyEngineExtensions
             siloBuilder.AddLoyaltyGrains(
                 storage,
                 members => config.GetSection(MemberOptions.SectionName).Bind(members),
-                ledger => config.GetSection(LedgerCommitOptions.SectionName).Bind(ledger));
+                ledger => config.GetSection(LedgerCommitOptions.SectionName).Bind(ledger),
+                schedule => config.GetSection(ScheduleOptions.SectionName).Bind(schedule));
         });
         return builder;
     }

@@ -15,8 +15,20 @@ public interface ILedgerStore
     /// (program, transaction id) is already taken is skipped, not an error:
     /// <paramref name="inserted"/>[i] tells whether entry i was written.
     /// Throws when the transaction fails; then nothing of the batch was written.
+    /// The <paramref name="dues"/> changes to the due schedule are applied in their order,
+    /// before the entries (an early due time is harmless; a lost one is not).
     /// </summary>
-    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken);
+    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Claims up to <paramref name="limit"/> members whose due time is at or before
+    /// <paramref name="now"/>, earliest first, by moving their due time to
+    /// <paramref name="leaseUntil"/>; rows another silo is claiming at the same moment are skipped.
+    /// </summary>
+    Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken);
+
+    /// <summary>A member's due time, or null when it has none.</summary>
+    Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken);
 
     /// <summary>A member's entries with a sequence above <paramref name="afterSequence"/>, oldest first.</summary>
     Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken);

@@ -61,9 +61,16 @@ public sealed partial class LedgerCommitQueue
     /// <see cref="LedgerUnavailableException"/> when the batch failed; then the entry is not
     /// durable and must not be acknowledged.
     /// </summary>
-    public Task<bool> AppendAsync(LedgerEntry entry)
+    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null) => Enqueue(new PendingAppend(entry, due));
+
+    /// <summary>
+    /// Queues a change to the due schedule on its own. It is written in queue order with the
+    /// entries around it, so a member's exact due time is never overwritten by an older mark.
+    /// </summary>
+    public Task ScheduleAsync(DueChange due) => Enqueue(new PendingAppend(null, due));
+
+    private Task<bool> Enqueue(PendingAppend pending)
     {
-        var pending = new PendingAppend(entry);
         if (!_queue.Writer.TryWrite(pending))
         {
             return WaitForRoomAsync(pending);
@@ -112,6 +119,7 @@ public sealed partial class LedgerCommitQueue
         ChannelReader<PendingAppend> reader = _queue.Reader;
         var batch = new List<PendingAppend>(_options.BatchSizeMax);
         var entries = new List<LedgerEntry>(_options.BatchSizeMax);
+        var dues = new List<DueChange>();
         var inserted = new bool[_options.BatchSizeMax];
         while (await FillBatchAsync(reader, batch))
         {
@@ -121,12 +129,21 @@ public sealed partial class LedgerCommitQueue
             }
 
             entries.Clear();
+            dues.Clear();
             foreach (PendingAppend p in batch)
             {
-                entries.Add(p.Entry);
+                if (p.Entry is not null)
+                {
+                    entries.Add(p.Entry);
+                }
+
+                if (p.Due is { } due)
+                {
+                    dues.Add(due);
+                }
             }
 
-            await CommitAsync(batch, entries, inserted);
+            await CommitAsync(batch, entries, dues, inserted);
             batch.Clear();
         }
     }
@@ -171,12 +188,12 @@ public sealed partial class LedgerCommitQueue
         }
     }
 
-    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, bool[] inserted)
+    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<DueChange> dues, bool[] inserted)
     {
         long started = Stopwatch.GetTimestamp();
         try
         {
-            await _store.AppendBatchAsync(entries, inserted, CancellationToken.None);
+            await _store.AppendBatchAsync(entries, inserted, dues, CancellationToken.None);
         }
         catch (Exception e)
         {
@@ -194,12 +211,13 @@ public sealed partial class LedgerCommitQueue
 
         CommitDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         BatchesCommitted.Add(1);
-        EntriesCommitted.Add(batch.Count);
+        EntriesCommitted.Add(entries.Count);
         Interlocked.Increment(ref _batchCount);
-        Interlocked.Add(ref _entryCount, batch.Count);
-        for (int i = 0; i < batch.Count; i++)
+        Interlocked.Add(ref _entryCount, entries.Count);
+        int entry = 0;
+        foreach (PendingAppend p in batch)
         {
-            batch[i].TrySetResult(inserted[i]);
+            p.TrySetResult(p.Entry is null || inserted[entry++]);
         }
     }
 
@@ -207,9 +225,11 @@ public sealed partial class LedgerCommitQueue
     private partial void LogBatchFailed(Exception exception, int entryCount);
 
     /// <summary>An entry waiting for its batch; the completion runs its awaiter off the writer loop.</summary>
-    private sealed class PendingAppend(LedgerEntry entry) : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
+    private sealed class PendingAppend(LedgerEntry? entry, DueChange? due) : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
     {
-        public LedgerEntry Entry { get; } = entry;
+        public LedgerEntry? Entry { get; } = entry;
+
+        public DueChange? Due { get; } = due;
     }
 }
 

@@ -11,15 +11,21 @@ public sealed class MemoryLedgerStore : ILedgerStore
     private readonly Lock _gate = new();
     private readonly Dictionary<(string Program, string Member), List<LedgerEntry>> _members = [];
     private readonly Dictionary<(string Program, string Transaction), LedgerEntry> _transactions = [];
+    private readonly Dictionary<(string Program, string Member), DateTimeOffset> _due = [];
 
     /// <inheritdoc />
     public Task MigrateAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <inheritdoc />
-    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
+    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
     {
         lock (_gate)
         {
+            foreach (DueChange change in dues)
+            {
+                ApplyDue(change);
+            }
+
             for (int i = 0; i < entries.Count; i++)
             {
                 inserted[i] = TryAppend(entries[i]);
@@ -60,6 +66,46 @@ public sealed class MemoryLedgerStore : ILedgerStore
         {
             return Task.FromResult(_transactions.GetValueOrDefault((programId, transactionId)));
         }
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            List<DueMember> claimed = [.. _due.Where(d => d.Value <= now).OrderBy(d => d.Value).Take(limit).Select(d => new DueMember(d.Key.Program, d.Key.Member))];
+            foreach (DueMember member in claimed)
+            {
+                _due[(member.ProgramId, member.MemberId)] = leaseUntil;
+            }
+
+            return Task.FromResult<IReadOnlyList<DueMember>>(claimed);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            return Task.FromResult(_due.TryGetValue((programId, memberId), out DateTimeOffset due) ? due : (DateTimeOffset?)null);
+        }
+    }
+
+    private void ApplyDue(DueChange change)
+    {
+        (string, string) key = (change.ProgramId, change.MemberId);
+        if (change.DueAt is not { } due)
+        {
+            if (change.Exact)
+            {
+                _due.Remove(key);
+            }
+
+            return;
+        }
+
+        _due[key] = !change.Exact && _due.TryGetValue(key, out DateTimeOffset current) && current < due ? current : due;
     }
 
     private bool TryAppend(LedgerEntry entry)

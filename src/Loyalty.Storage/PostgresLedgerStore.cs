@@ -66,7 +66,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);
         int n = entries.Count;
@@ -100,6 +100,13 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         }
 
         await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        if (dues.Count > 0)
+        {
+            // Before the entries and committed on their own: a due time written for entries that
+            // then fail is only early, and an early wake finds nothing and reschedules.
+            await WriteDuesAsync(connection, dues, cancellationToken);
+        }
+
         await using var command = new NpgsqlCommand(InsertSql, connection);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = programs });
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = members });
@@ -162,7 +169,57 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
+    public async Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            "UPDATE member_due d SET due_at = $2 FROM (SELECT program_id, member_id FROM member_due WHERE due_at <= $1 " +
+            "ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) c " +
+            "WHERE d.program_id = c.program_id AND d.member_id = c.member_id RETURNING d.program_id, d.member_id;");
+        command.Parameters.AddWithValue(now.UtcDateTime);
+        command.Parameters.AddWithValue(leaseUntil.UtcDateTime);
+        command.Parameters.AddWithValue(limit);
+        var claimed = new List<DueMember>();
+        await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            claimed.Add(new DueMember(reader.GetString(0), reader.GetString(1)));
+        }
+
+        return claimed;
+    }
+
+    /// <inheritdoc />
+    public async Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT due_at FROM member_due WHERE program_id = $1 AND member_id = $2;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(memberId);
+        return await command.ExecuteScalarAsync(cancellationToken) is DateTime due ? new DateTimeOffset(due, TimeSpan.Zero) : null;
+    }
+
+    /// <inheritdoc />
     public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+
+    private static async Task WriteDuesAsync(NpgsqlConnection connection, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
+    {
+        foreach (DueChange change in DueChange.Collapse(dues))
+        {
+            await using var command = new NpgsqlCommand(
+                change.DueAt is null
+                    ? "DELETE FROM member_due WHERE program_id = $1 AND member_id = $2;"
+                    : "INSERT INTO member_due (program_id, member_id, due_at) VALUES ($1, $2, $3) ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = " +
+                      (change.Exact ? "excluded.due_at;" : "LEAST(member_due.due_at, excluded.due_at);"),
+                connection);
+            command.Parameters.AddWithValue(change.ProgramId);
+            command.Parameters.AddWithValue(change.MemberId);
+            if (change.DueAt is { } due)
+            {
+                command.Parameters.AddWithValue(due.UtcDateTime);
+            }
+
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+    }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)
     {

@@ -89,12 +89,17 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
     {
         try
         {
             SqliteCommand insert = await PrepareWriterAsync(cancellationToken);
             await using SqliteTransaction transaction = (SqliteTransaction)await _writer!.BeginTransactionAsync(cancellationToken);
+            if (dues.Count > 0)
+            {
+                WriteDues(transaction, dues);
+            }
+
             insert.Transaction = transaction;
             for (int i = 0; i < entries.Count; i++)
             {
@@ -151,7 +156,61 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
+    public async Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText =
+            "UPDATE member_due SET due_at = $lease WHERE rowid IN " +
+            "(SELECT rowid FROM member_due WHERE due_at <= $now ORDER BY due_at LIMIT $n) RETURNING program_id, member_id;";
+        command.Parameters.AddWithValue("$lease", UnixMicros.From(leaseUntil));
+        command.Parameters.AddWithValue("$now", UnixMicros.From(now));
+        command.Parameters.AddWithValue("$n", limit);
+        var claimed = new List<DueMember>();
+        await using SqliteDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            claimed.Add(new DueMember(reader.GetString(0), reader.GetString(1)));
+        }
+
+        return claimed;
+    }
+
+    /// <inheritdoc />
+    public async Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT due_at FROM member_due WHERE program_id = $p AND member_id = $m;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$m", memberId);
+        return await command.ExecuteScalarAsync(cancellationToken) is long micros ? UnixMicros.To(micros) : null;
+    }
+
+    /// <inheritdoc />
     public void Dispose() => ResetWriter();
+
+    /// <summary>Applies the batch's due-schedule changes inside its transaction (they are rare: one per member and expiry period).</summary>
+    private void WriteDues(SqliteTransaction transaction, IReadOnlyList<DueChange> dues)
+    {
+        foreach (DueChange change in DueChange.Collapse(dues))
+        {
+            using SqliteCommand command = _writer!.CreateCommand();
+            command.Transaction = transaction;
+            command.CommandText = change.DueAt is null
+                ? "DELETE FROM member_due WHERE program_id = $p AND member_id = $m;"
+                : "INSERT INTO member_due (program_id, member_id, due_at) VALUES ($p, $m, $d) ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = " +
+                  (change.Exact ? "excluded.due_at;" : "min(member_due.due_at, excluded.due_at);");
+            command.Parameters.AddWithValue("$p", change.ProgramId);
+            command.Parameters.AddWithValue("$m", change.MemberId);
+            if (change.DueAt is { } due)
+            {
+                command.Parameters.AddWithValue("$d", UnixMicros.From(due));
+            }
+
+            command.ExecuteNonQuery();
+        }
+    }
 
     private async Task<SqliteCommand> PrepareWriterAsync(CancellationToken cancellationToken)
     {

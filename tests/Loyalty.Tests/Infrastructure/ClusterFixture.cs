@@ -70,7 +70,8 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
                     members.SnapshotEveryEntries = SnapshotEveryEntries;
                     members.RecentTransactionsMax = RecentTransactionsMax;
                 },
-                ledger => ledger.FlushIntervalMs = 1);
+                ledger => ledger.FlushIntervalMs = 1,
+                schedule => schedule.PollIntervalMs = 50);
         }
     }
 }

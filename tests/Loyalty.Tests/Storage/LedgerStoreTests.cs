@@ -16,7 +16,7 @@ public sealed class LedgerStoreTests
         ILedgerStore store = await CreateStoreAsync(backend);
 
         await store.MigrateAsync(CancellationToken.None);
-        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10)], new bool[1], CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10)], new bool[1], [], CancellationToken.None);
         await store.MigrateAsync(CancellationToken.None);
 
         Assert.Single(await store.ReadAfterAsync("p", "m", 0, CancellationToken.None));
@@ -28,8 +28,8 @@ public sealed class LedgerStoreTests
         var store = new MemoryLedgerStore();
         bool[] first = new bool[3], second = new bool[3];
 
-        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10, "t1"), Entries.Earn("p", "m", 2, 20, "t2"), Entries.Earn("p", "n", 1, 5, "t3")], first, CancellationToken.None);
-        await store.AppendBatchAsync([Entries.Earn("p", "m", 2, 99, "t9"), Entries.Earn("p", "x", 1, 99, "t1"), Entries.Earn("p", "m", 3, 30, "t4")], second, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10, "t1"), Entries.Earn("p", "m", 2, 20, "t2"), Entries.Earn("p", "n", 1, 5, "t3")], first, [], CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 2, 99, "t9"), Entries.Earn("p", "x", 1, 99, "t1"), Entries.Earn("p", "m", 3, 30, "t4")], second, [], CancellationToken.None);
 
         Assert.Equal([true, true, true], first);
         Assert.Equal([false, false, true], second);
@@ -57,7 +57,7 @@ public sealed class LedgerStoreTests
 
         await store.MigrateAsync(CancellationToken.None);
         bool[] inserted = new bool[1];
-        await store.AppendBatchAsync([Entries.Earn("p", "m", 3, 1, "t1")], inserted, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 3, 1, "t1")], inserted, [], CancellationToken.None);
 
         Assert.Equal([10L, 5L], (await store.ReadAfterAsync("p", "m", 0, CancellationToken.None)).Select(e => e.Points.Value));
         Assert.False(inserted[0]); // the transaction-id index came along
@@ -83,7 +83,7 @@ public sealed class LedgerStoreTests
         LedgerEntry plain = Entries.Earn("p", "m", 1, 10) with { Details = new EntryDetails { TierBefore = "member", TierAfter = "member" } };
         LedgerEntry rich = Entries.Earn("p", "m", 2, 200) with { ProgramVersion = 7, AvailableAt = Entries.Now.AddDays(14), Details = details };
 
-        await store.AppendBatchAsync([plain, rich], new bool[2], CancellationToken.None);
+        await store.AppendBatchAsync([plain, rich], new bool[2], [], CancellationToken.None);
         IReadOnlyList<LedgerEntry> read = await store.ReadAfterAsync("p", "m", 0, CancellationToken.None);
 
         Assert.Equal((7L, Entries.Now.AddDays(14)), (read[1].ProgramVersion, read[1].AvailableAt!.Value));
@@ -101,14 +101,15 @@ public sealed class LedgerStoreTests
 
         await Task.WhenAll(stores.Select(s => s.MigrateAsync(CancellationToken.None)));
 
-        Assert.Equal(3, await Sql.ScalarAsync(options, "SELECT count(*) FROM loyalty_schema_versions"));
+        // One row per PostgreSQL migration script (001, 002, 003, 005; 004 is SQLite only).
+        Assert.Equal(4, await Sql.ScalarAsync(options, "SELECT count(*) FROM loyalty_schema_versions"));
     }
 
     [Theory, MemberData(nameof(Backends))]
     public async Task AppendBatch_TakenSequenceOrTransaction_IsSkippedAndReported(Backend backend)
     {
         ILedgerStore store = await CreateStoreAsync(backend);
-        await store.AppendBatchAsync([Entries.Earn("p", "a", 1, 10, "t1")], new bool[1], CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "a", 1, 10, "t1")], new bool[1], [], CancellationToken.None);
         LedgerEntry[] batch =
         [
             Entries.Earn("p", "a", 2, 20, "t2"),
@@ -118,7 +119,7 @@ public sealed class LedgerStoreTests
         ];
         var inserted = new bool[batch.Length];
 
-        await store.AppendBatchAsync(batch, inserted, CancellationToken.None);
+        await store.AppendBatchAsync(batch, inserted, [], CancellationToken.None);
 
         Assert.Equal([true, false, false, true], inserted);
         IReadOnlyList<LedgerEntry> a = await store.ReadAfterAsync("p", "a", 0, CancellationToken.None);
@@ -133,7 +134,7 @@ public sealed class LedgerStoreTests
         var at = new DateTimeOffset(2026, 3, 4, 5, 6, 7, 123, TimeSpan.Zero);
         var entry = new LedgerEntry("p", "m", 7, LedgerEntryKind.Earn, new Points(-5), "tx", long.MinValue + 3, "s", 1234, "EUR", "why", "ref", at, at.AddSeconds(1));
 
-        await store.AppendBatchAsync([entry], new bool[1], CancellationToken.None);
+        await store.AppendBatchAsync([entry], new bool[1], [], CancellationToken.None);
 
         Assert.Equal(entry, await store.FindTransactionAsync("p", "tx", CancellationToken.None));
         Assert.Null(await store.FindTransactionAsync("p", "nope", CancellationToken.None));
@@ -144,7 +145,7 @@ public sealed class LedgerStoreTests
     {
         ILedgerStore store = await CreateStoreAsync(backend);
         LedgerEntry[] entries = [.. Enumerable.Range(1, 5).Select(i => Entries.Earn("p", "m", i, i))];
-        await store.AppendBatchAsync(entries, new bool[5], CancellationToken.None);
+        await store.AppendBatchAsync(entries, new bool[5], [], CancellationToken.None);
 
         IReadOnlyList<LedgerEntry> first = await store.ReadPageAsync("p", "m", long.MaxValue, 2, CancellationToken.None);
         IReadOnlyList<LedgerEntry> second = await store.ReadPageAsync("p", "m", first[^1].Sequence, 2, CancellationToken.None);
@@ -227,6 +228,53 @@ public sealed class LedgerStoreTests
         ArgumentOutOfRangeException e = Assert.Throws<ArgumentOutOfRangeException>(options.Validate);
 
         Assert.Equal(key, e.ParamName);
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    [InlineData("memory")]
+    public async Task DueSchedule_MarksOnlyMoveEarlier_ExactSetsReplace_AndAClaimLeasesTheRow(string kind)
+    {
+        ILedgerStore store = kind switch
+        {
+            "memory" => new MemoryLedgerStore(),
+            "sqlite" => await CreateStoreAsync(Backend.Sqlite),
+            _ => await CreateStoreAsync(Backend.Postgres),
+        };
+        var t0 = new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero);
+
+        await store.AppendBatchAsync([], [], [new DueChange("p", "a", t0.AddDays(2), false), new DueChange("p", "a", t0.AddDays(1), false), new DueChange("p", "a", t0.AddDays(3), false)], CancellationToken.None);
+        await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(9), false), new DueChange("p", "c", t0, false)], CancellationToken.None);
+        await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(5), true), new DueChange("p", "c", null, true)], CancellationToken.None);
+        DateTimeOffset? a = await store.ReadDueAsync("p", "a", CancellationToken.None);
+        DateTimeOffset? b = await store.ReadDueAsync("p", "b", CancellationToken.None);
+        DateTimeOffset? c = await store.ReadDueAsync("p", "c", CancellationToken.None);
+        IReadOnlyList<DueMember> first = await store.ClaimDueAsync(t0.AddDays(6), t0.AddDays(6).AddMinutes(1), 10, CancellationToken.None);
+        IReadOnlyList<DueMember> whileLeased = await store.ClaimDueAsync(t0.AddDays(6), t0.AddDays(6).AddMinutes(1), 10, CancellationToken.None);
+        IReadOnlyList<DueMember> afterLease = await store.ClaimDueAsync(t0.AddDays(6).AddMinutes(2), t0.AddDays(7), 1, CancellationToken.None);
+
+        Assert.Equal((t0.AddDays(1), t0.AddDays(5), (DateTimeOffset?)null), (a, b, c));
+        Assert.Equal([new DueMember("p", "a"), new DueMember("p", "b")], first);
+        Assert.Empty(whileLeased);
+        Assert.Single(afterLease);
+    }
+
+    [Fact]
+    public void DueChanges_CollapsePerMemberInOrder()
+    {
+        var t0 = new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero);
+
+        List<DueChange> collapsed = DueChange.Collapse(
+        [
+            new DueChange("p", "a", t0.AddDays(3), true), new DueChange("p", "a", t0.AddDays(1), false),
+            new DueChange("p", "b", t0.AddDays(1), false), new DueChange("p", "b", t0.AddDays(4), true),
+            new DueChange("p", "c", null, true), new DueChange("p", "c", t0, false),
+        ]);
+
+        Assert.Equal(
+            [new DueChange("p", "a", t0.AddDays(1), true), new DueChange("p", "b", t0.AddDays(4), true), new DueChange("p", "c", t0, true)],
+            collapsed);
     }
 
     internal static async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>

@@ -1,0 +1,92 @@
+namespace Loyalty;
+
+/// <summary>How an earned lot's expiry date is set.</summary>
+public enum ExpiryMode
+{
+    /// <summary>Points never expire by age (an inactivity rule may still apply).</summary>
+    None = 0,
+
+    /// <summary>A fixed lifespan: the lot expires that many months after it became spendable.</summary>
+    Lifespan = 1,
+
+    /// <summary>At the end of the program-local month in which the lifespan ends.</summary>
+    EndOfMonth = 2,
+
+    /// <summary>At the end of the program-local year in which the lifespan ends.</summary>
+    EndOfYear = 3,
+}
+
+/// <summary>
+/// A program's expiry policy. Every earned lot gets its expiry when it is earned, from the
+/// policy of that moment; a later change of policy applies to later lots only.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record ExpiryPolicy(
+    [property: Id(0)] ExpiryMode Mode,
+    [property: Id(1)] int LifespanMonths,
+    [property: Id(2)] int InactivityMonths = 0,
+    [property: Id(3)] int WarnDays = 0)
+{
+    /// <summary>When a lot that becomes spendable at <paramref name="availableAt"/> expires; null when it does not.</summary>
+    public DateTimeOffset? ExpiresAt(DateTimeOffset availableAt, TimeZoneInfo zone)
+    {
+        if (Mode == ExpiryMode.None)
+        {
+            return null;
+        }
+
+        DateTimeOffset end = availableAt.AddMonths(LifespanMonths);
+        if (Mode == ExpiryMode.Lifespan)
+        {
+            return end;
+        }
+
+        // The lot is good through the last local day of the month (or year) its lifespan ends in.
+        DateTime local = TimeZoneInfo.ConvertTime(end, zone).DateTime;
+        DateTime next = Mode == ExpiryMode.EndOfMonth
+            ? new DateTime(local.Year, local.Month, 1).AddMonths(1)
+            : new DateTime(local.Year + 1, 1, 1);
+        while (zone.IsInvalidTime(next))
+        {
+            // Some zones skip midnight when daylight saving starts; the day then begins an hour later.
+            next = next.AddHours(1);
+        }
+
+        return new DateTimeOffset(next, zone.GetUtcOffset(next)).ToUniversalTime();
+    }
+
+    /// <summary>Returns null when the policy is valid, otherwise a message naming the field.</summary>
+    public string? Check()
+    {
+        if (!Enum.IsDefined(Mode))
+        {
+            return "expiry.mode must be NONE, LIFESPAN, END_OF_MONTH or END_OF_YEAR";
+        }
+
+        if (Mode == ExpiryMode.None ? LifespanMonths != 0 : LifespanMonths is < 1 or > Limits.ExpiryMonthsMax)
+        {
+            return $"expiry.lifespan_months must be 1..{Limits.ExpiryMonthsMax} (0 with mode NONE)";
+        }
+
+        if (InactivityMonths is < 0 or > Limits.ExpiryMonthsMax)
+        {
+            return $"expiry.inactivity_months must be 0..{Limits.ExpiryMonthsMax}";
+        }
+
+        return WarnDays is < 0 or > Limits.ExpiryWarnDaysMax ? $"expiry.warn_days must be 0..{Limits.ExpiryWarnDaysMax}" : null;
+    }
+}
+
+/// <summary>Points that expire at one instant (pending ones included), as the member sees them.</summary>
+[GenerateSerializer, Immutable]
+public sealed record UpcomingExpiry(
+    [property: Id(0)] DateTimeOffset ExpiresAt,
+    [property: Id(1)] Points Points,
+    [property: Id(2)] string Reason);
+
+/// <summary>One lot's part in a change: points taken from it (spent, reversed, expired), warned or restored.</summary>
+[GenerateSerializer, Immutable]
+public sealed record LotUse(
+    [property: Id(0)] string LotId,
+    [property: Id(1)] long Points,
+    [property: Id(2)] DateTimeOffset? ExpiresAt);

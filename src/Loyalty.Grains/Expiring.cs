@@ -1,0 +1,243 @@
+namespace Loyalty.Grains;
+
+/// <summary>What a member has to do by the clock, decided from its state alone.</summary>
+public enum DueKind
+{
+    /// <summary>A reservation lapsed: release its hold.</summary>
+    Lapse,
+
+    /// <summary>Points expire: lots past their expiry, or every lot after the inactivity deadline.</summary>
+    Expire,
+
+    /// <summary>Points expire soon: warn the member.</summary>
+    Warn,
+}
+
+/// <summary>One piece of due work: which kind, and what it touches.</summary>
+public sealed record DueWork(
+    DueKind Kind,
+    IReadOnlyList<LotUse> Lots,
+    DateTimeOffset At,
+    Hold? Hold = null,
+    DateTimeOffset? InactivityDeadline = null);
+
+/// <summary>
+/// Expiry and the other work a member has at a time (pure functions of the state, the program's
+/// policy and the clock). Lots are kept soonest expiry first, so the next due time is found
+/// from the front of the lists, not by walking every lot.
+/// </summary>
+public static class Expiring
+{
+    /// <summary>The most expiry instants listed to a member.</summary>
+    public const int UpcomingMax = 100;
+
+    /// <summary>
+    /// The earliest time the member has due work, or null when nothing is ever due. Times that
+    /// cannot act yet are pushed back to when they can: a pending lot's warning waits for the lot
+    /// to become spendable, and expiry waits for open reservations to end (held points do not
+    /// expire under a till's feet).
+    /// </summary>
+    public static DateTimeOffset? NextDue(MemberState state, ExpiryPolicy policy)
+    {
+        DateTimeOffset? due = null;
+        DateTimeOffset? holdsEnd = null;
+        foreach (Hold hold in state.Holds)
+        {
+            Consider(ref due, hold.LapsesAt);
+            holdsEnd = Latest(holdsEnd, hold.LapsesAt);
+        }
+
+        TimeSpan warn = TimeSpan.FromDays(policy.WarnDays);
+        if (state.Lots.Count > 0 && state.Lots[0].ExpiresAt is { } first)
+        {
+            Consider(ref due, Latest(holdsEnd, first)!.Value);
+        }
+
+        if (policy.WarnDays > 0 && FirstUnwarned(state) is { ExpiresAt: { } expiresAt })
+        {
+            Consider(ref due, expiresAt - warn);
+        }
+
+        foreach (PendingLot lot in state.Pending)
+        {
+            if (lot.ExpiresAt is { } pendingExpiry)
+            {
+                Consider(ref due, Latest(lot.AvailableAt, policy.WarnDays > 0 ? pendingExpiry - warn : pendingExpiry)!.Value);
+            }
+        }
+
+        if (policy.InactivityMonths > 0)
+        {
+            DateTimeOffset deadline = InactivityDeadline(state, policy);
+            if (state.Lots.Count > 0)
+            {
+                Consider(ref due, Latest(holdsEnd, deadline)!.Value);
+                if (policy.WarnDays > 0 && state.InactivityWarnedFor != deadline)
+                {
+                    Consider(ref due, deadline - warn);
+                }
+            }
+
+            if (state.Pending.Count > 0)
+            {
+                Consider(ref due, Latest(state.Pending[0].AvailableAt, deadline)!.Value);
+            }
+        }
+
+        return due;
+    }
+
+    /// <summary>The first piece of work due at <paramref name="now"/> (after pending lots have matured), or null.</summary>
+    public static DueWork? Next(MemberState state, ExpiryPolicy policy, DateTimeOffset now)
+    {
+        foreach (Hold hold in state.Holds)
+        {
+            if (hold.LapsesAt <= now)
+            {
+                return new DueWork(DueKind.Lapse, [], hold.LapsesAt, hold);
+            }
+        }
+
+        // Points held by open reservations are not expired; they wait for the reservations to end.
+        long spare = state.Balance.Value - state.HeldAt(now).Value;
+        if (policy.InactivityMonths > 0 && state.Lots.Count > 0 && InactivityDeadline(state, policy) is var deadline && deadline <= now)
+        {
+            List<LotUse> lots = state.PlanDebit(spare);
+            if (lots.Count > 0)
+            {
+                return new DueWork(DueKind.Expire, lots, deadline, InactivityDeadline: deadline);
+            }
+        }
+
+        if (Expired(state, now, spare) is { Count: > 0 } expired)
+        {
+            return new DueWork(DueKind.Expire, expired, expired[0].ExpiresAt!.Value);
+        }
+
+        return policy.WarnDays > 0 ? Warning(state, policy, now) : null;
+    }
+
+    /// <summary>When the member's points expire for inactivity, from its newest activity.</summary>
+    public static DateTimeOffset InactivityDeadline(MemberState state, ExpiryPolicy policy) =>
+        state.LastActivityAt.AddMonths(policy.InactivityMonths);
+
+    /// <summary>What expires when, soonest first: lots (pending ones included) by expiry, and everything at the inactivity deadline.</summary>
+    public static IReadOnlyList<UpcomingExpiry> Upcoming(MemberState state, ExpiryPolicy policy)
+    {
+        var byInstant = new SortedDictionary<DateTimeOffset, long>();
+        long total = 0;
+        foreach (PointLot lot in state.Lots)
+        {
+            total = checked(total + lot.Points.Value);
+            if (lot.ExpiresAt is { } at)
+            {
+                byInstant[at] = checked(byInstant.GetValueOrDefault(at) + lot.Points.Value);
+            }
+        }
+
+        foreach (PendingLot lot in state.Pending)
+        {
+            total = checked(total + lot.Points.Value);
+            if (lot.ExpiresAt is { } at)
+            {
+                byInstant[at] = checked(byInstant.GetValueOrDefault(at) + lot.Points.Value);
+            }
+        }
+
+        var upcoming = new List<UpcomingExpiry>();
+        DateTimeOffset? deadline = policy.InactivityMonths > 0 && total > 0 ? InactivityDeadline(state, policy) : null;
+        foreach ((DateTimeOffset at, long points) in byInstant)
+        {
+            if (deadline is { } d && d <= at)
+            {
+                break;
+            }
+
+            upcoming.Add(new UpcomingExpiry(at, new Points(points), "lifespan"));
+            total -= points;
+        }
+
+        if (deadline is { } inactive && total > 0)
+        {
+            upcoming.Add(new UpcomingExpiry(inactive, new Points(total), "inactivity"));
+        }
+
+        return upcoming.Count > UpcomingMax ? upcoming[..UpcomingMax] : upcoming;
+    }
+
+    private static List<LotUse> Expired(MemberState state, DateTimeOffset now, long spare)
+    {
+        var expired = new List<LotUse>();
+        foreach (PointLot lot in state.Lots)
+        {
+            if (spare <= 0 || lot.ExpiresAt is not { } at || at > now)
+            {
+                break;
+            }
+
+            long take = Math.Min(spare, lot.Points.Value);
+            expired.Add(new LotUse(lot.Id, take, at));
+            spare -= take;
+        }
+
+        return expired;
+    }
+
+    private static DueWork? Warning(MemberState state, ExpiryPolicy policy, DateTimeOffset now)
+    {
+        TimeSpan warn = TimeSpan.FromDays(policy.WarnDays);
+        var lots = new List<LotUse>();
+        foreach (PointLot lot in state.Lots)
+        {
+            if (lot.ExpiresAt is not { } at || at - warn > now)
+            {
+                break;
+            }
+
+            if (!lot.Warned)
+            {
+                lots.Add(new LotUse(lot.Id, lot.Points.Value, at));
+            }
+        }
+
+        DateTimeOffset? deadline = null;
+        if (policy.InactivityMonths > 0 && state.Lots.Count > 0)
+        {
+            DateTimeOffset d = InactivityDeadline(state, policy);
+            deadline = d - warn <= now && state.InactivityWarnedFor != d ? d : null;
+        }
+
+        return lots.Count == 0 && deadline is null
+            ? null
+            : new DueWork(DueKind.Warn, lots, lots.Count > 0 ? lots[0].ExpiresAt!.Value : deadline!.Value, InactivityDeadline: deadline);
+    }
+
+    private static PointLot? FirstUnwarned(MemberState state)
+    {
+        foreach (PointLot lot in state.Lots)
+        {
+            if (lot.ExpiresAt is null)
+            {
+                return null;
+            }
+
+            if (!lot.Warned)
+            {
+                return lot;
+            }
+        }
+
+        return null;
+    }
+
+    private static void Consider(ref DateTimeOffset? due, DateTimeOffset at)
+    {
+        if (due is null || at < due)
+        {
+            due = at;
+        }
+    }
+
+    private static DateTimeOffset? Latest(DateTimeOffset? a, DateTimeOffset? b) =>
+        a is null ? b : b is null ? a : a > b ? a : b;
+}

@@ -1,0 +1,115 @@
+using Loyalty.Storage;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// Work by the clock: reservations that lapse, points that expire and warnings before they do.
+/// The due scheduler wakes the member when its row in the due schedule comes due, whether or not
+/// the grain was active; the grain writes one entry per piece of work and sets the next due time.
+/// </summary>
+public sealed partial class MemberGrain
+{
+    /// <summary>The most pieces of due work one wake does; the rest waits for the next wake, moments later.</summary>
+    private const int WakeStepsMax = 16;
+
+    private const string DueKey = "#due";
+
+    /// <inheritdoc />
+    public async Task Wake()
+    {
+        for (int step = 0; step < WakeStepsMax; step++)
+        {
+            DueOutcome outcome = await WriteAsync(
+                DueKey,
+                prefetch: null,
+                StageDue,
+                (entry, _, _) => new DueOutcome(entry, LoyaltyError.None),
+                _ => Task.FromResult<DueOutcome?>(null),
+                (e, _) => new DueOutcome(null, e));
+            if (outcome.Error != LoyaltyError.None)
+            {
+                // Not done: the claim's lease runs out and the scheduler wakes the member again.
+                throw new InvalidOperationException($"Due work of {_programId}/{_memberId} could not be written ({outcome.Error}).");
+            }
+
+            if (outcome.Entry is not { } entry)
+            {
+                break;
+            }
+
+            if (entry.Kind == LedgerEntryKind.ReservationEnd && entry.Details is { RewardId: { } reward } details)
+            {
+                await GiveStockAsync(reward, details.Quantity);
+            }
+        }
+
+        await RescheduleAsync();
+    }
+
+    /// <summary>
+    /// Sets the member's due time to exactly its next due work, once every change in flight has
+    /// settled (a change that failed to commit must not leave the schedule later than the truth).
+    /// It goes through the commit queue, so a mark queued after it is never overwritten.
+    /// </summary>
+    private async Task RescheduleAsync()
+    {
+        while (_inFlight > 0)
+        {
+            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            await _drained.Task;
+        }
+
+        await EnsureLoadedAsync();
+        ProgramConfig? program = await _programs.GetAsync(_programId);
+        DateTimeOffset? next = null;
+        if (_state.Enrolled && program is not null)
+        {
+            _state.Mature(_clock.GetUtcNow());
+            next = Expiring.NextDue(_state, program.Settings.ExpiryRules);
+        }
+
+        _scheduleKnown = true;
+        _scheduledDue = next;
+        await _ledger.ScheduleAsync(new DueChange(_programId, _memberId, next, Exact: true));
+    }
+
+    private DueOutcome? StageDue(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        if (!_state.Enrolled || Expiring.Next(_state, program.Settings.ExpiryRules, now) is not { } work)
+        {
+            return DueOutcome.Nothing;
+        }
+
+        entry = work.Kind switch
+        {
+            DueKind.Lapse => NewEntry(LedgerEntryKind.ReservationEnd, Points.Zero, work.Hold!.ReservationId + EndSuffix, ReleaseFingerprint, now, program) with
+            {
+                Reference = work.Hold.ReservationId,
+                OccurredAt = work.At,
+                Details = new EntryDetails
+                {
+                    RewardId = work.Hold.RewardId, Quantity = work.Hold.Quantity, HeldPoints = work.Hold.Points.Value, EndedAs = ReservationState.Lapsed,
+                },
+            },
+            DueKind.Expire => NewEntry(LedgerEntryKind.Expire, new Points(-work.Lots.Sum(l => l.Points)), null, 0, now, program) with
+            {
+                Reason = work.InactivityDeadline is null ? "lifespan" : "inactivity",
+                OccurredAt = work.At,
+                Details = new EntryDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
+            },
+            _ => NewEntry(LedgerEntryKind.ExpiryWarning, Points.Zero, null, 0, now, program) with
+            {
+                Reason = "expiring soon",
+                Details = new EntryDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
+            },
+        };
+        return null;
+    }
+
+    /// <summary>What one step of a wake did: an entry, nothing left to do, or an error.</summary>
+    private sealed record DueOutcome(LedgerEntry? Entry, LoyaltyError Error)
+    {
+        public static readonly DueOutcome Nothing = new(null, LoyaltyError.None);
+    }
+}

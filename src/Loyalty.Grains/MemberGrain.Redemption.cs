@@ -1,0 +1,261 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// Redemption: a direct redeem, and the till's reserve, commit and cancel. The grain is the
+/// member's single writer and decides each of them without an await between the balance check
+/// and applying the entry, so concurrent redemptions from many tills can never overdraw.
+/// </summary>
+public sealed partial class MemberGrain
+{
+    /// <summary>
+    /// The transaction id of the entry that ends a reservation (commit, cancel or lapse). One id
+    /// for all three: the ledger's unique index lets a reservation end only once, on any silo.
+    /// '#' cannot occur in a client's id.
+    /// </summary>
+    private const string EndSuffix = "#end";
+
+    /// <summary>Fingerprints of the two ways a reservation ends, to tell them apart in the ledger.</summary>
+    private const long CommitFingerprint = 1;
+
+    private const long ReleaseFingerprint = 2;
+
+    /// <inheritdoc />
+    public Task<RedemptionResult> Redeem(Redemption redemption) => SpendOrHoldAsync(redemption, reserve: false);
+
+    /// <inheritdoc />
+    public Task<RedemptionResult> Reserve(Redemption reservation) => SpendOrHoldAsync(reservation, reserve: true);
+
+    /// <inheritdoc />
+    public Task<RedemptionResult> CommitReservation(string reservationId) => EndReservationAsync(reservationId, commit: true);
+
+    /// <inheritdoc />
+    public Task<RedemptionResult> CancelReservation(string reservationId) => EndReservationAsync(reservationId, commit: false);
+
+    private async Task<RedemptionResult> SpendOrHoldAsync(Redemption request, bool reserve)
+    {
+        string txn = request.TransactionId;
+        if (request.Check(reserve ? "reservation_id" : "transaction_id") is { } error)
+        {
+            return RedemptionResult.Reject(txn, LoyaltyError.InvalidArgument, error);
+        }
+
+        long fingerprint = request.ComputeFingerprint();
+        var stock = new StockClaim();
+        RedemptionResult result = await WriteAsync(
+            txn,
+            prefetch: () => TakeStockAsync(request, stock),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageSpendOrHold(request, reserve, fingerprint, stock, program, now, out entry),
+            (entry, balance, _) => Answer(entry, balance, reserve ? ReservationState.Held : ReservationState.None),
+            existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m)),
+            (e, m) => RedemptionResult.Reject(txn, e, m));
+        if (stock.Taken && result.Status != AccrualStatus.Accepted)
+        {
+            await Stock(request.RewardId).Give(request.Quantity);
+        }
+
+        return result;
+    }
+
+    private async Task<RedemptionResult> EndReservationAsync(string reservationId, bool commit)
+    {
+        if (LoyaltyIds.Check(reservationId, "reservation_id") is { } error)
+        {
+            return RedemptionResult.Reject(reservationId, LoyaltyError.InvalidArgument, error);
+        }
+
+        string key = reservationId + EndSuffix;
+        long fingerprint = commit ? CommitFingerprint : ReleaseFingerprint;
+        LedgerEntry? ended = null;
+        RedemptionResult result = await WriteAsync(
+            key,
+            prefetch: async () => ended = _state.FindHold(reservationId) is null ? await FindCommittedAsync(key) : null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageEnd(reservationId, commit, ended, program, now, out entry),
+            (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.Details!.EndedAs) with { TransactionId = reservationId },
+            existing => Task.FromResult<RedemptionResult?>(AnswerEnded(reservationId, existing, commit)),
+            (e, m) => RedemptionResult.Reject(reservationId, e, m));
+        if (!commit && result.Status == AccrualStatus.Accepted && result.RewardId is { } reward)
+        {
+            await GiveStockAsync(reward, result.Quantity);
+        }
+
+        return result;
+    }
+
+    private RedemptionResult? StageSpendOrHold(Redemption request, bool reserve, long fingerprint, StockClaim stock, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        string txn = request.TransactionId;
+        if (Precheck(txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m)) is { } early)
+        {
+            return early;
+        }
+
+        if (Affordability(request, program, now, out long points) is { } refusal)
+        {
+            return RedemptionResult.Reject(txn, refusal.Error, refusal.Message);
+        }
+
+        if (reserve && _state.Holds.Count(h => h.LapsesAt > now) >= Limits.OpenReservationsMax)
+        {
+            return RedemptionResult.Reject(txn, LoyaltyError.FailedPrecondition, $"the member already holds {Limits.OpenReservationsMax} open reservations");
+        }
+
+        if (program.Settings.FindReward(request.RewardId)!.Stock is not null && !stock.Taken)
+        {
+            return stock.OutOfStock
+                ? RedemptionResult.Reject(txn, LoyaltyError.FailedPrecondition, $"reward '{request.RewardId}' is out of stock")
+                : RedemptionResult.Reject(txn, LoyaltyError.Unavailable, "the reward's stock could not be reserved; nothing was recorded, retry");
+        }
+
+        var details = new EntryDetails { RewardId = request.RewardId, Quantity = request.Quantity };
+        entry = reserve
+            ? NewEntry(LedgerEntryKind.Reserve, Points.Zero, txn, fingerprint, now, program) with
+            {
+                StoreId = request.StoreId,
+                Details = details with { HeldPoints = points, LapsesAt = now.AddSeconds(program.Settings.ReservationHoldSeconds) },
+            }
+            : NewEntry(LedgerEntryKind.Redeem, new Points(-points), txn, fingerprint, now, program) with
+            {
+                StoreId = request.StoreId,
+                Details = details with { Lots = _state.PlanDebit(points) },
+            };
+        return null;
+    }
+
+    /// <summary>Why the member cannot have the reward now, or null; <paramref name="points"/> is its price.</summary>
+    private (LoyaltyError Error, string Message)? Affordability(Redemption request, ProgramConfig program, DateTimeOffset now, out long points)
+    {
+        points = 0;
+        if (program.Settings.FindReward(request.RewardId) is not { } reward)
+        {
+            return (LoyaltyError.NotFound, $"reward '{request.RewardId}' is not in the catalogue of program '{_programId}'");
+        }
+
+        TierLadder ladder = program.Settings.Ladder;
+        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
+        if (reward.Refusal(now, ladder.Tiers[tier].Name) is { } refusal)
+        {
+            return (LoyaltyError.FailedPrecondition, refusal);
+        }
+
+        points = checked(reward.PointsPrice * request.Quantity);
+        Points available = _state.Balance - _state.HeldAt(now);
+        return available.Value < points
+            ? (LoyaltyError.FailedPrecondition, $"the member has {available.Value} points available; {request.Quantity} x '{reward.Id}' needs {points}")
+            : null;
+    }
+
+    private RedemptionResult? StageEnd(string reservationId, bool commit, LedgerEntry? ended, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        string key = reservationId + EndSuffix;
+        if (!_state.Enrolled)
+        {
+            return RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, NotEnrolledMessage());
+        }
+
+        if (_state.FindHold(reservationId) is not { } hold)
+        {
+            return ended is not null ? AnswerEnded(reservationId, ended, commit)
+                : _state.FindRecent(key) is { } prior ? AnswerEnded(reservationId, prior.Points.Value < 0, prior.Points, prior.Sequence, commit)
+                : RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, $"member '{_memberId}' has no reservation '{reservationId}'");
+        }
+
+        var details = new EntryDetails { RewardId = hold.RewardId, Quantity = hold.Quantity, HeldPoints = hold.Points.Value };
+        if (!commit)
+        {
+            entry = NewEntry(LedgerEntryKind.ReservationEnd, Points.Zero, key, ReleaseFingerprint, now, program) with
+            {
+                Reference = reservationId,
+                Details = details with { EndedAs = hold.LapsesAt <= now ? ReservationState.Lapsed : ReservationState.Cancelled },
+            };
+            return null;
+        }
+
+        if (hold.LapsesAt <= now)
+        {
+            return RedemptionResult.Reject(reservationId, LoyaltyError.FailedPrecondition, $"reservation '{reservationId}' lapsed at {hold.LapsesAt:O}; nothing was spent");
+        }
+
+        if (_state.Balance.Value < hold.Points.Value)
+        {
+            return RedemptionResult.Reject(reservationId, LoyaltyError.FailedPrecondition,
+                $"the balance ({_state.Balance.Value}) no longer covers the {hold.Points.Value} points reservation '{reservationId}' holds");
+        }
+
+        entry = NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, CommitFingerprint, now, program) with
+        {
+            Reference = reservationId,
+            Details = details with { Lots = _state.PlanDebit(hold.Points.Value) },
+        };
+        return null;
+    }
+
+    private RedemptionResult Answer(LedgerEntry entry, Points balance, ReservationState reservation)
+    {
+        EntryDetails details = entry.Details!;
+        Points points = entry.Kind == LedgerEntryKind.Redeem ? -entry.Points : new Points(details.HeldPoints);
+        return new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, points, balance, balance - _state.HeldAt(_clock.GetUtcNow()), entry.Sequence,
+            details.RewardId, details.Quantity, reservation, details.LapsesAt, details.Lots ?? [], LoyaltyError.None, null);
+    }
+
+    /// <summary>A resend of a redeem or a reservation, answered from the grain's memory.</summary>
+    private RedemptionResult Duplicate(string txn, Points points, long sequence, bool reserve)
+    {
+        Hold? hold = reserve ? _state.FindHold(txn) : null;
+        return new RedemptionResult(txn, AccrualStatus.Duplicate, reserve ? hold?.Points ?? Points.Zero : -points, _state.Balance,
+            _state.Balance - _state.HeldAt(_clock.GetUtcNow()), sequence, hold?.RewardId, hold?.Quantity ?? 0,
+            reserve ? (hold is null ? ReservationState.None : ReservationState.Held) : ReservationState.None, hold?.LapsesAt, [], LoyaltyError.None, null);
+    }
+
+    /// <summary>The answer when the reservation has already ended, as the ledger records it.</summary>
+    private RedemptionResult AnswerEnded(string reservationId, LedgerEntry ended, bool commit) =>
+        AnswerEnded(reservationId, ended.Kind == LedgerEntryKind.Redeem, ended.Points, ended.Sequence, commit,
+            ended.Details?.EndedAs ?? ReservationState.Cancelled);
+
+    private RedemptionResult AnswerEnded(string reservationId, bool committed, Points points, long sequence, bool commit, ReservationState endedAs = ReservationState.Cancelled)
+    {
+        ReservationState state = committed ? ReservationState.Committed : endedAs;
+        if (committed != commit)
+        {
+            return RedemptionResult.Reject(reservationId, LoyaltyError.FailedPrecondition,
+                $"reservation '{reservationId}' was already {(committed ? "committed" : "cancelled or lapsed")}");
+        }
+
+        return new RedemptionResult(reservationId, AccrualStatus.Duplicate, -points, _state.Balance, _state.Balance - _state.HeldAt(_clock.GetUtcNow()),
+            sequence, null, 0, state, null, [], LoyaltyError.None, null);
+    }
+
+    /// <summary>Takes the reward's stock before the decision, when the reward has stock and the member plausibly can have it.</summary>
+    private async Task TakeStockAsync(Redemption request, StockClaim stock)
+    {
+        if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.FindRecent(request.TransactionId) is not null
+            || await _programs.GetAsync(_programId) is not { } program
+            || program.Settings.FindReward(request.RewardId) is not { Stock: { } units }
+            || Affordability(request, program, _clock.GetUtcNow(), out _) is not null)
+        {
+            return;
+        }
+
+        stock.Taken = await Stock(request.RewardId).Take(request.Quantity, units);
+        stock.OutOfStock = !stock.Taken;
+    }
+
+    private async Task GiveStockAsync(string rewardId, int quantity)
+    {
+        if (await _programs.GetAsync(_programId) is { } program && program.Settings.FindReward(rewardId) is { Stock: not null })
+        {
+            await Stock(rewardId).Give(quantity);
+        }
+    }
+
+    private IRewardStockGrain Stock(string rewardId) => GrainFactory.GetGrain<IRewardStockGrain>(_programId + "/" + rewardId);
+
+    /// <summary>Whether this request holds units of the reward's stock.</summary>
+    private sealed class StockClaim
+    {
+        public bool Taken { get; set; }
+
+        public bool OutOfStock { get; set; }
+    }
+}

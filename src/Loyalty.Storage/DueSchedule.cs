@@ -1,0 +1,42 @@
+namespace Loyalty.Storage;
+
+/// <summary>
+/// A change to a member's row in the due schedule: the time the member next has work to do by
+/// the clock (a lot expires, a warning is due, a reservation lapses). An exact change sets the
+/// time (null removes the row); a mark only ever moves it earlier. A due time may be early
+/// (the member wakes, finds nothing and sets the next one) but never late.
+/// </summary>
+public readonly record struct DueChange(string ProgramId, string MemberId, DateTimeOffset? DueAt, bool Exact)
+{
+    /// <summary>
+    /// The changes of one batch reduced to one per member, in the order they were queued: an
+    /// exact change replaces what came before it, and a later mark can only bring it forward.
+    /// </summary>
+    public static List<DueChange> Collapse(IReadOnlyList<DueChange> changes)
+    {
+        var byMember = new Dictionary<(string, string), int>();
+        var result = new List<DueChange>(changes.Count);
+        foreach (DueChange change in changes)
+        {
+            if (!byMember.TryGetValue((change.ProgramId, change.MemberId), out int at))
+            {
+                byMember[(change.ProgramId, change.MemberId)] = result.Count;
+                result.Add(change);
+                continue;
+            }
+
+            DueChange before = result[at];
+            result[at] = change.Exact
+                ? change
+                : before with { DueAt = Earliest(before.DueAt, change.DueAt) ?? change.DueAt, Exact = before.Exact };
+        }
+
+        return result;
+    }
+
+    private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) =>
+        a is null ? b : b is null ? a : a < b ? a : b;
+}
+
+/// <summary>A member whose due time has come, claimed for a while by this silo.</summary>
+public readonly record struct DueMember(string ProgramId, string MemberId);

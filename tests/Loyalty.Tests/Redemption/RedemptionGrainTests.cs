@@ -1,0 +1,381 @@
+using System.Text.Json;
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.Redemption;
+
+/// <summary>
+/// Redemption, reservations, lots and expiry through real member grains on a real database.
+/// The rules' clock is the fixture's fake clock; the silo's due scheduler polls the schedule
+/// every 50 ms, so expiry happens as soon as the clock is moved past a due time.
+/// </summary>
+public abstract class RedemptionGrainTests(ClusterFixture fixture)
+{
+    private static readonly TimeSpan DueWaitMax = TimeSpan.FromSeconds(15);
+
+    private readonly string _program = "x" + Guid.NewGuid().ToString("N")[..10];
+    private int _txn;
+
+    private static readonly Reward Coffee = new("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE");
+    private static readonly Reward TenOff = new("ten-off", "$10 off", RewardKind.Discount, 100, ValueMinor: 10_00);
+    private static readonly Reward Trees = new("trees", "Plant a tree", RewardKind.Donation, 50, ValueMinor: 1_00, Cause: "Forests Now");
+
+    private static ProgramSettings Shop => new("Shop", "USD", 2, 1, Rewards: [Coffee, TenOff, Trees]);
+
+    private static ExpiryPolicy TwelveMonths => new(ExpiryMode.Lifespan, 12);
+
+    private DateTimeOffset Now => fixture.Clock.GetUtcNow();
+
+    [Fact]
+    public async Task Redeem_SpendsFromTheActiveBalance_AndAResendIsDuplicate()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100 });
+
+        RedemptionResult redeemed = await member.Redeem(new Loyalty.Redemption("r1", "coffee", 2));
+        RedemptionResult resend = await member.Redeem(new Loyalty.Redemption("r1", "coffee", 2));
+
+        Assert.Equal((AccrualStatus.Accepted, 60L, 40L), (redeemed.Status, redeemed.Points.Value, redeemed.Balance.Value));
+        Assert.Equal(AccrualStatus.Duplicate, resend.Status);
+        Assert.Equal(40L, (await member.Get())!.Balance.Value);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Redeem_Refusals_NameTheProblemAndWriteNothing()
+    {
+        ProgramSettings settings = Shop with
+        {
+            PendingDays = 14,
+            SignupBonusPoints = 40,
+            Rewards =
+            [
+                Coffee, TenOff,
+                new Reward("gold-lounge", "Lounge", RewardKind.Product, 10, Sku: "LOUNGE", Tiers: ["gold"]),
+                new Reward("summer", "Summer", RewardKind.Product, 10, Sku: "SUN", AvailableFrom: Now.AddDays(30)),
+                new Reward("rare", "Rare", RewardKind.Product, 10, Sku: "RARE", Stock: 0),
+            ],
+        };
+        IMemberGrain member = await SetUpAsync(settings);
+        await member.Accrue(Buy(500_00));
+        long entries = await Sql.CountEntriesAsync(fixture.Storage, _program, "m");
+
+        (string Reward, int Quantity, LoyaltyError Error, string Says)[] cases =
+        [
+            ("nope", 1, LoyaltyError.NotFound, "not in the catalogue"),
+            ("ten-off", 1, LoyaltyError.FailedPrecondition, "40 points available"),   // 500 pending points are not spendable
+            ("gold-lounge", 1, LoyaltyError.FailedPrecondition, "for tiers gold"),
+            ("summer", 1, LoyaltyError.FailedPrecondition, "not available now"),
+            ("rare", 1, LoyaltyError.FailedPrecondition, "out of stock"),
+            ("coffee", 0, LoyaltyError.InvalidArgument, "quantity"),
+        ];
+        foreach ((string reward, int quantity, LoyaltyError error, string says) in cases)
+        {
+            RedemptionResult refused = await member.Redeem(new Loyalty.Redemption(Txn(), reward, quantity));
+            Assert.True(refused.Error == error && refused.ErrorMessage!.Contains(says, StringComparison.Ordinal), $"{reward}: {refused.Error} {refused.ErrorMessage}");
+        }
+
+        Assert.Equal(entries, await Sql.CountEntriesAsync(fixture.Storage, _program, "m"));
+        Assert.Equal(0L, await fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/rare").Taken());
+    }
+
+    [Fact]
+    public async Task Redeem_ManyTillsAtOnce_NeverOverdraw()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 1_000 });
+
+        RedemptionResult[] results = await Task.WhenAll(Enumerable.Range(0, 50).Select(i => member.Redeem(new Loyalty.Redemption($"till{i}", "coffee", 1, $"store-{i % 7}"))));
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal(33, results.Count(r => r.Status == AccrualStatus.Accepted));
+        Assert.All(results.Where(r => r.Status != AccrualStatus.Accepted), r => Assert.Equal(LoyaltyError.FailedPrecondition, r.Error));
+        Assert.Equal(10L, view.Balance.Value);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Redeem_WithStock_TakesUnitsUntilNoneAreLeft()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 1_000, Rewards = [Coffee with { Stock = 3 }] });
+
+        RedemptionResult[] results = await Task.WhenAll(Enumerable.Range(0, 5).Select(i => member.Redeem(new Loyalty.Redemption($"s{i}", "coffee", 1))));
+
+        Assert.Equal(3, results.Count(r => r.Status == AccrualStatus.Accepted));
+        Assert.Equal(2, results.Count(r => r.ErrorMessage?.Contains("out of stock", StringComparison.Ordinal) == true));
+        Assert.Equal(3L, await fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee").Taken());
+    }
+
+    [Fact]
+    public async Task Reserve_HoldsPoints_CommitSpendsThem_AndBothAreIdempotent()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150 });
+
+        RedemptionResult held = await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1, "store-1"));
+        MemberView during = (await member.Get())!;
+        RedemptionResult tooMuch = await member.Redeem(new Loyalty.Redemption("r-x", "ten-off", 1));
+        RedemptionResult committed = await member.CommitReservation("res-1");
+        RedemptionResult again = await member.CommitReservation("res-1");
+        RedemptionResult cancelAfter = await member.CancelReservation("res-1");
+        MemberView after = (await member.Get())!;
+
+        Assert.Equal((ReservationState.Held, 100L), (held.Reservation, held.Points.Value));
+        Assert.Equal(Now.AddSeconds(ProgramSettings.ReservationHoldSecondsDefault), held.LapsesAt);
+        Assert.Equal((150L, 100L, 50L), (during.Balance.Value, during.Held.Value, during.Available.Value));
+        Assert.Equal(LoyaltyError.FailedPrecondition, tooMuch.Error);
+        Assert.Equal((AccrualStatus.Accepted, ReservationState.Committed, 50L), (committed.Status, committed.Reservation, committed.Balance.Value));
+        Assert.Equal((AccrualStatus.Duplicate, ReservationState.Committed), (again.Status, again.Reservation));
+        Assert.Equal(LoyaltyError.FailedPrecondition, cancelAfter.Error);
+        Assert.Equal((50L, 0L, 100L), (after.Balance.Value, after.Held.Value, after.LifetimeRedeemed.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Reserve_Cancelled_FreesThePointsAndTheStock()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150, Rewards = [TenOff with { Stock = 1 }] });
+
+        await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1));
+        long takenWhileHeld = await fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/ten-off").Taken();
+        RedemptionResult cancelled = await member.CancelReservation("res-1");
+        RedemptionResult again = await member.CancelReservation("res-1");
+        RedemptionResult commitAfter = await member.CommitReservation("res-1");
+        RedemptionResult unknown = await member.CancelReservation("never");
+
+        Assert.Equal(1L, takenWhileHeld);
+        Assert.Equal((AccrualStatus.Accepted, ReservationState.Cancelled, 150L), (cancelled.Status, cancelled.Reservation, cancelled.Available.Value));
+        Assert.Equal(AccrualStatus.Duplicate, again.Status);
+        Assert.Equal(LoyaltyError.FailedPrecondition, commitAfter.Error);
+        Assert.Equal(LoyaltyError.NotFound, unknown.Error);
+        Assert.Equal(0L, await fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/ten-off").Taken());
+    }
+
+    [Fact]
+    public async Task Reserve_NeitherCommittedNorCancelled_LapsesOnItsOwn()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150, ReservationHoldSeconds = 60, Rewards = [TenOff with { Stock = 5 }] });
+        await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1));
+        await fixture.DeactivateAllAsync();
+
+        fixture.Clock.Advance(TimeSpan.FromSeconds(61));
+        await WaitForEntryAsync(LedgerEntryKind.ReservationEnd);
+        RedemptionResult commit = await member.CommitReservation("res-1");
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, commit.Error);
+        Assert.Equal((150L, 0L), (view.Available.Value, view.Held.Value));
+        Assert.Equal(0L, await fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/ten-off").Taken());
+        Assert.Contains("Lapsed", await DetailsOfAsync(LedgerEntryKind.ReservationEnd), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Expiry_ALotExpiresAfterItsLifespan_EvenWhileTheMemberIsNotActive()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Expiry = TwelveMonths });
+        AccrualResult earned = await member.Accrue(Buy(100_00, "buy"));
+        DateTimeOffset expected = Now.AddMonths(12);
+        await fixture.DeactivateAllAsync();
+
+        fixture.Clock.Advance(TimeSpan.FromDays(366));
+        await WaitForEntryAsync(LedgerEntryKind.Expire);
+        long expiredPoints = await Sql.ScalarAsync(fixture.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 10");
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal(expected, earned.Details!.ExpiresAt);
+        Assert.Equal(-100L, expiredPoints);
+        Assert.Equal((0L, 100L), (view.Balance.Value, view.LifetimeExpired.Value));
+        Assert.Empty(view.Expiring!);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Spending_ConsumesTheSoonestExpiringPointsFirst_AndReturnsTakeBackTheirOwnLot()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Expiry = TwelveMonths });
+        await member.Accrue(Buy(100_00, "old"));
+        fixture.Clock.Advance(TimeSpan.FromDays(60));
+        await member.Accrue(Buy(100_00, "new"));
+        fixture.Clock.Advance(TimeSpan.FromDays(1));
+        await member.Accrue(Buy(100_00, "newest"));
+
+        RedemptionResult redeemed = await member.Redeem(new Loyalty.Redemption("r1", "ten-off", 1));
+        redeemed = await member.Redeem(new Loyalty.Redemption("r2", "coffee", 1));
+        ReturnResult returned = await member.Return(new PurchaseReturn("ret", _program, "m", "newest", "store-1", new Money(50_00, "USD"), Now, []));
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal([("new", 30L)], redeemed.Lots.Select(l => (l.LotId, l.Points)));
+        Assert.Equal("newest", Assert.Single(returned.Details!.Lots!).LotId);
+        Assert.Equal([70L, 50L], view.Expiring!.Select(e => e.Points.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Expiry_MembersAreWarnedBeforehand_Once()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Expiry = TwelveMonths with { WarnDays = 30 } });
+        await member.Accrue(Buy(100_00));
+
+        fixture.Clock.Advance(TimeSpan.FromDays(365 - 29));
+        await WaitForEntryAsync(LedgerEntryKind.ExpiryWarning);
+        await Task.Delay(300);
+        long warnings = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 11");
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal(1, warnings);
+        Assert.Equal(100L, view.Balance.Value);
+        Assert.Equal(100L, Assert.Single(view.Expiring!).Points.Value);
+    }
+
+    [Fact]
+    public async Task Expiry_ForInactivity_TakesEveryLot_AndActivityPostponesIt()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6), SignupBonusPoints = 10 });
+        await member.Accrue(Buy(100_00));
+        fixture.Clock.Advance(TimeSpan.FromDays(150));
+        await member.Accrue(Buy(20_00));
+        fixture.Clock.Advance(TimeSpan.FromDays(150));
+        await Task.Delay(300);
+        long before = (await member.Get())!.Balance.Value;
+
+        fixture.Clock.Advance(TimeSpan.FromDays(40));
+        await WaitForEntryAsync(LedgerEntryKind.Expire);
+        MemberView after = (await member.Get())!;
+
+        Assert.Equal(130L, before);
+        Assert.Equal((0L, 130L), (after.Balance.Value, after.LifetimeExpired.Value));
+        Assert.Contains("inactivity", await ReasonOfAsync(LedgerEntryKind.Expire), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(4)]
+    public async Task Property_RandomEarnRedeemReturnReserveAndExpiry_LedgerSumsToBalanceAndNoLotIsUsedTwice(int seed)
+    {
+        var random = new Random(seed);
+        IMemberGrain member = await SetUpAsync(Shop with
+        {
+            Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 2, WarnDays: 7),
+            PendingDays = 5,
+            NegativeBalance = seed % 2 == 0 ? NegativeBalancePolicy.FloorAtZero : NegativeBalancePolicy.AllowNegative,
+            ReservationHoldSeconds = 3_600,
+        });
+        var purchases = new List<string>();
+        for (int step = 0; step < 60; step++)
+        {
+            await RandomStepAsync(random, member, purchases, step);
+        }
+
+        await Task.Delay(300);
+        string before = JsonSerializer.Serialize(await member.Get());
+        await fixture.DeactivateAllAsync();
+        string after = JsonSerializer.Serialize(await member.Get());
+
+        Assert.True(before == after, $"live:\n{before}\nreplayed:\n{after}");
+        await AssertLedgerMatchesAsync(member);
+        await AssertNoLotUsedTwiceAsync();
+        long expired = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 10");
+        long redeemed = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 7");
+        Assert.True(expired >= 1 && redeemed >= 3, $"the run should expire and redeem: {expired} expiries, {redeemed} redemptions");
+    }
+
+    private async Task RandomStepAsync(Random random, IMemberGrain member, List<string> purchases, int step)
+    {
+        switch (random.Next(12))
+        {
+            case < 5:
+                string txn = $"buy{step}";
+                Assert.Equal(AccrualStatus.Accepted, (await member.Accrue(Buy(random.Next(1, 300) * 1_00L, txn))).Status);
+                purchases.Add(txn);
+                break;
+            case 5 when purchases.Count > 0:
+                ReturnResult r = await member.Return(new PurchaseReturn($"ret{step}", _program, "m", purchases[random.Next(purchases.Count)], "store-1", new Money(random.Next(1, 100_00), "USD"), Now, []));
+                Assert.True(r.Status == AccrualStatus.Accepted || r.Error == LoyaltyError.FailedPrecondition, r.ErrorMessage);
+                break;
+            case 6:
+            case 7:
+                RedemptionResult redeemed = await member.Redeem(new Loyalty.Redemption($"red{step}", random.Next(2) == 0 ? "coffee" : "trees", random.Next(1, 4)));
+                Assert.True(redeemed.Status == AccrualStatus.Accepted || redeemed.Error == LoyaltyError.FailedPrecondition, redeemed.ErrorMessage);
+                break;
+            case 8:
+                RedemptionResult held = await member.Reserve(new Loyalty.Redemption($"res{step}", "coffee", 1));
+                if (held.Status == AccrualStatus.Accepted && random.Next(3) > 0)
+                {
+                    RedemptionResult end = random.Next(2) == 0 ? await member.CommitReservation($"res{step}") : await member.CancelReservation($"res{step}");
+                    Assert.Equal(AccrualStatus.Accepted, end.Status);
+                }
+
+                break;
+            default:
+                fixture.Clock.Advance(TimeSpan.FromDays(random.Next(1, 25)));
+                await Task.Delay(150);
+                break;
+        }
+    }
+
+    /// <summary>Every lot is credited once; what entries take from it never exceeds what it got.</summary>
+    private async Task AssertNoLotUsedTwiceAsync()
+    {
+        List<(int Kind, long Points, string? Txn, string? Details)> rows = await Sql.RowsAsync(fixture.Storage,
+            $"SELECT kind, points, txn_id, details FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm' ORDER BY seq",
+            r => ((int)r.GetInt64(0), r.GetInt64(1), r.IsDBNull(2) ? null : r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3)));
+        var credited = new Dictionary<string, long>();
+        var taken = new Dictionary<string, long>();
+        foreach ((int kind, long points, string? txn, string? json) in rows)
+        {
+            if (kind is 2 && points > 0)
+            {
+                Assert.True(credited.TryAdd(txn!, points), $"lot {txn} credited twice");
+            }
+
+            if (kind is 4 or 7 or 10 && json is not null)
+            {
+                foreach (JsonElement lot in JsonDocument.Parse(json).RootElement.TryGetProperty("lots", out JsonElement lots) ? lots.EnumerateArray() : [])
+                {
+                    string id = lot.GetProperty("lot_id").GetString()!;
+                    taken[id] = taken.GetValueOrDefault(id) + lot.GetProperty("points").GetInt64();
+                }
+            }
+        }
+
+        foreach ((string id, long points) in taken.Where(t => credited.ContainsKey(t.Key)))
+        {
+            Assert.True(points <= credited[id], $"lot {id}: {points} taken of {credited[id]}");
+        }
+    }
+
+    private async Task WaitForEntryAsync(LedgerEntryKind kind)
+    {
+        DateTime deadline = DateTime.UtcNow + DueWaitMax;
+        while (await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)kind}") == 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"no {kind} entry within {DueWaitMax.TotalSeconds} s");
+            await Task.Delay(50);
+        }
+    }
+
+    private async Task<string> DetailsOfAsync(LedgerEntryKind kind) =>
+        (await Sql.RowsAsync(fixture.Storage, $"SELECT details FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)kind}", r => r.GetString(0)))[0];
+
+    private async Task<string> ReasonOfAsync(LedgerEntryKind kind) =>
+        (await Sql.RowsAsync(fixture.Storage, $"SELECT reason FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)kind}", r => r.GetString(0)))[0];
+
+    private async Task AssertLedgerMatchesAsync(IMemberGrain member)
+    {
+        MemberView view = (await member.Get())!;
+        Assert.Equal(view.Balance.Value + view.Pending.Value, await Sql.SumPointsAsync(fixture.Storage, _program, view.MemberId));
+    }
+
+    private string Txn() => $"t{Interlocked.Increment(ref _txn)}";
+
+    private Purchase Buy(long amountMinor, string? txn = null) =>
+        new(txn ?? Txn(), _program, "m", "store-1", new Money(amountMinor, "USD"), Now.AddMinutes(-1), []);
+
+    private async Task<IMemberGrain> SetUpAsync(ProgramSettings settings)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(settings);
+        IMemberGrain member = fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, "m"));
+        Assert.Equal(LoyaltyError.None, (await member.Enrol(new Enrolment(_program, "m", null))).Error);
+        return member;
+    }
+}
+
+public sealed class SqliteRedemptionGrainTests(SqliteClusterFixture fixture) : RedemptionGrainTests(fixture), IClassFixture<SqliteClusterFixture>;
+
+public sealed class PostgresRedemptionGrainTests(PostgresClusterFixture fixture) : RedemptionGrainTests(fixture), IClassFixture<PostgresClusterFixture>;

@@ -1,0 +1,71 @@
+namespace Loyalty.Tests.Rules;
+
+/// <summary>Expiry dates from a program's policy, and the refusals of policies and catalogues.</summary>
+public sealed class ExpiryRulesTests
+{
+    [Theory]
+    [InlineData(ExpiryMode.Lifespan, 12, "UTC", "2026-03-15T10:00:00Z", "2027-03-15T10:00:00Z")]
+    [InlineData(ExpiryMode.EndOfMonth, 12, "UTC", "2026-03-15T10:00:00Z", "2027-04-01T00:00:00Z")]
+    [InlineData(ExpiryMode.EndOfYear, 12, "UTC", "2026-03-15T10:00:00Z", "2028-01-01T00:00:00Z")]
+    // The month ends at local midnight: 1 April 2027 00:00 in New York (EDT, UTC-4).
+    [InlineData(ExpiryMode.EndOfMonth, 12, "America/New_York", "2026-03-15T10:00:00Z", "2027-04-01T04:00:00Z")]
+    // 31 Dec 23:30 in New York is already 1 January in UTC: the local year decides.
+    [InlineData(ExpiryMode.EndOfYear, 1, "America/New_York", "2026-12-01T04:30:00Z", "2027-01-01T05:00:00Z")]
+    public void ExpiresAt_FollowsTheModeInTheProgramsTimeZone(ExpiryMode mode, int months, string zone, string availableAt, string expected)
+    {
+        var policy = new ExpiryPolicy(mode, months);
+
+        DateTimeOffset? expiresAt = policy.ExpiresAt(DateTimeOffset.Parse(availableAt, System.Globalization.CultureInfo.InvariantCulture), TimeZoneInfo.FindSystemTimeZoneById(zone));
+
+        Assert.Equal(DateTimeOffset.Parse(expected, System.Globalization.CultureInfo.InvariantCulture), expiresAt);
+    }
+
+    [Fact]
+    public void ExpiresAt_ModeNone_IsNever() =>
+        Assert.Null(new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6).ExpiresAt(RuleBuilders.Wednesday, TimeZoneInfo.Utc));
+
+    [Theory]
+    [InlineData(ExpiryMode.Lifespan, 0, 0, 0, "expiry.lifespan_months")]
+    [InlineData(ExpiryMode.None, 12, 0, 0, "expiry.lifespan_months")]
+    [InlineData(ExpiryMode.Lifespan, 121, 0, 0, "expiry.lifespan_months")]
+    [InlineData(ExpiryMode.Lifespan, 12, -1, 0, "expiry.inactivity_months")]
+    [InlineData(ExpiryMode.Lifespan, 12, 0, 366, "expiry.warn_days")]
+    [InlineData((ExpiryMode)9, 12, 0, 0, "expiry.mode")]
+    public void Settings_WithABadExpiryPolicy_AreRefusedNamingTheField(ExpiryMode mode, int lifespan, int inactivity, int warn, string field)
+    {
+        ProgramSettings settings = RuleBuilders.Program() with { Expiry = new ExpiryPolicy(mode, lifespan, inactivity, warn) };
+
+        Assert.StartsWith(field, settings.Check(), StringComparison.Ordinal);
+    }
+
+    public static TheoryData<Reward, string> BadRewards => new()
+    {
+        { new Reward("", "x", RewardKind.Product, 10, Sku: "S"), "rewards[0].id" },
+        { new Reward("r", "", RewardKind.Product, 10, Sku: "S"), "rewards[0].name" },
+        { new Reward("r", "x", RewardKind.Product, 0, Sku: "S"), "rewards[0].points_price" },
+        { new Reward("r", "x", RewardKind.Discount, 10), "rewards[0].value_minor" },
+        { new Reward("r", "x", RewardKind.Product, 10), "rewards[0].sku" },
+        { new Reward("r", "x", RewardKind.Donation, 10), "rewards[0].cause" },
+        { new Reward("r", "x", (RewardKind)7, 10), "rewards[0].kind" },
+        { new Reward("r", "x", RewardKind.Product, 10, Sku: "S", Stock: -1), "rewards[0].stock" },
+        { new Reward("r", "x", RewardKind.Product, 10, Sku: "S", AvailableFrom: RuleBuilders.Wednesday, AvailableUntil: RuleBuilders.Wednesday), "rewards[0] needs" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadRewards))]
+    public void Settings_WithABadReward_AreRefusedNamingTheField(Reward reward, string field)
+    {
+        ProgramSettings settings = RuleBuilders.Program() with { Rewards = [reward] };
+
+        Assert.StartsWith(field, settings.Check(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Settings_RepeatingARewardOrHoldingTooLong_AreRefused()
+    {
+        var coffee = new Reward("coffee", "Coffee", RewardKind.Product, 30, Sku: "C");
+
+        Assert.StartsWith("rewards[1] repeats", (RuleBuilders.Program() with { Rewards = [coffee, coffee] }).Check(), StringComparison.Ordinal);
+        Assert.StartsWith("reservation_hold_seconds", (RuleBuilders.Program() with { ReservationHoldSeconds = 5 }).Check(), StringComparison.Ordinal);
+    }
+}
