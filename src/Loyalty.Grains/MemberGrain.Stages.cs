@@ -39,7 +39,7 @@ public sealed partial class MemberGrain
             PendingReversed = fromPending,
             ActiveReversed = fromActive,
             // The purchase's own lot first, so other purchases' points keep their expiry.
-            Lots = fromActive > 0 ? _state.PlanDebit(fromActive, original.TransactionId) : null,
+            Lots = fromActive > 0 ? _state.PlanDebit(fromActive, prefer: true, original.Details?.ExpiresAt) : null,
             Shortfall = rest - fromActive,
             ReturnedAmountMinor = reversal.ReturnedAmountMinor,
             Lines = reversal.Lines,

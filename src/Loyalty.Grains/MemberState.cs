@@ -213,8 +213,10 @@ public sealed class MemberState
     }
 
     /// <summary>
-    /// Adds spendable points as a lot. A negative balance (a debt left by returns) is paid first;
-    /// only what is left over makes a lot.
+    /// Adds spendable points to the lot of their expiry, or a new lot. Lots are per expiry, not
+    /// per purchase: points that expire together are spent and expire together, so the lots stay
+    /// few however many purchases a member makes. A negative balance (a debt left by returns) is
+    /// paid first; only what is left over goes to a lot.
     /// </summary>
     public void Credit(Points points, string lotId, DateTimeOffset? expiresAt)
     {
@@ -226,26 +228,33 @@ public sealed class MemberState
             return;
         }
 
-        // Soonest expiry first, never-expiring last; equal expiries keep their order of arrival.
+        // Soonest expiry first, never-expiring last; new points usually expire last, so search from the end.
         int at = Lots.Count;
         while (at > 0 && Later(Lots[at - 1].ExpiresAt, expiresAt))
         {
             at--;
         }
 
+        if (at > 0 && Lots[at - 1].ExpiresAt == expiresAt)
+        {
+            Lots[at - 1].Points += new Points(toLot);
+            return;
+        }
+
         Lots.Insert(at, new PointLot { Id = lotId, Points = new Points(toLot), ExpiresAt = expiresAt });
     }
 
     /// <summary>
-    /// Which lots <paramref name="points"/> would come from: the lot <paramref name="preferred"/>
-    /// first when given (a return takes back its own purchase's points), then the soonest to
-    /// expire. The plan may cover less than asked when the lots run out.
+    /// Which lots <paramref name="points"/> would come from: when <paramref name="prefer"/> is
+    /// set, the lot expiring at <paramref name="preferredExpiry"/> first (a return takes back its
+    /// own purchase's points, so other points keep their dates), then the soonest to expire. The
+    /// plan may cover less than asked when the lots run out.
     /// </summary>
-    public List<LotUse> PlanDebit(long points, string? preferred = null)
+    public List<LotUse> PlanDebit(long points, bool prefer = false, DateTimeOffset? preferredExpiry = null)
     {
         var plan = new List<LotUse>();
         long left = points;
-        PointLot? own = preferred is null ? null : Lots.Find(l => l.Id == preferred);
+        PointLot? own = prefer ? Lots.Find(l => l.ExpiresAt == preferredExpiry) : null;
         if (own is not null)
         {
             left -= Take(plan, own, left);

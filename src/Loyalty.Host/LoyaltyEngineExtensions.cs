@@ -54,6 +54,7 @@ public static class LoyaltyEngineExtensions
         app.MapGrpcService<ProgramAdminService>();
         app.MapGrpcService<MembersService>();
         app.MapGrpcService<PurchasesService>();
+        app.MapGrpcService<RedemptionsService>();
         app.MapGrpcReflectionService();
         return app;
     }

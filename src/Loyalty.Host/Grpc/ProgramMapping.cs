@@ -40,7 +40,12 @@ internal static class ProgramMapping
             m.Tiers is null ? null : new TierLadder(
                 m.Tiers.Basis == V1.TierBasis.Unspecified ? TierBasis.Points : (TierBasis)(int)m.Tiers.Basis,
                 m.Tiers.WindowDays, m.Tiers.GraceDays,
-                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, t.MultiplierBp == 0 ? Multipliers.One : t.MultiplierBp, [.. t.Perks]))]));
+                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, t.MultiplierBp == 0 ? Multipliers.One : t.MultiplierBp, [.. t.Perks]))]),
+            m.Expiry is null ? null : new ExpiryPolicy(
+                m.Expiry.Mode == V1.ExpiryMode.Unspecified ? ExpiryMode.None : (ExpiryMode)((int)m.Expiry.Mode - 1),
+                m.Expiry.LifespanMonths, m.Expiry.InactivityMonths, m.Expiry.WarnDays),
+            [.. m.Rewards.Select(ToReward)],
+            m.ReservationHoldSeconds == 0 ? ProgramSettings.ReservationHoldSecondsDefault : m.ReservationHoldSeconds);
     }
 
     /// <summary>The settings message.</summary>
@@ -72,6 +77,47 @@ internal static class ProgramMapping
                 tier.Perks.AddRange(t.Perks);
                 return tier;
             }));
+        }
+
+        if (s.Expiry is { } expiry)
+        {
+            m.Expiry = new V1.ExpiryPolicy
+            {
+                Mode = (V1.ExpiryMode)((int)expiry.Mode + 1),
+                LifespanMonths = expiry.LifespanMonths,
+                InactivityMonths = expiry.InactivityMonths,
+                WarnDays = expiry.WarnDays,
+            };
+        }
+
+        m.Rewards.AddRange(s.RewardList.Select(ToMessage));
+        m.ReservationHoldSeconds = s.ReservationHoldSeconds;
+        return m;
+    }
+
+    private static Reward ToReward(V1.Reward r) =>
+        new(r.Id, r.Name, (RewardKind)(int)r.Kind, r.PointsPrice, r.ValueMinor, Optional(r.Sku), Optional(r.Cause),
+            [.. r.Tiers], r.AvailableFrom is null ? null : Time(r.AvailableFrom), r.AvailableUntil is null ? null : Time(r.AvailableUntil),
+            r.HasStock ? r.Stock : null);
+
+    private static V1.Reward ToMessage(Reward r)
+    {
+        var m = new V1.Reward
+        {
+            Id = r.Id,
+            Name = r.Name,
+            Kind = (V1.RewardKind)(int)r.Kind,
+            PointsPrice = r.PointsPrice,
+            ValueMinor = r.ValueMinor,
+            Sku = r.Sku ?? "",
+            Cause = r.Cause ?? "",
+            AvailableFrom = r.AvailableFrom is { } from ? Timestamp.FromDateTimeOffset(from) : null,
+            AvailableUntil = r.AvailableUntil is { } until ? Timestamp.FromDateTimeOffset(until) : null,
+        };
+        m.Tiers.AddRange(r.TierList);
+        if (r.Stock is { } stock)
+        {
+            m.Stock = stock;
         }
 
         return m;

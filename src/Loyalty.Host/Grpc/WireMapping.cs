@@ -152,7 +152,15 @@ internal static class WireMapping
             PendingReversed = d.PendingReversed,
             ActiveReversed = d.ActiveReversed,
             Shortfall = d.Shortfall,
+            ExpiresAt = Time(d.ExpiresAt),
+            RewardId = d.RewardId ?? "",
+            Quantity = d.Quantity,
+            LapsesAt = Time(d.LapsesAt),
+            HeldPoints = d.HeldPoints,
+            EndedAs = (V1.ReservationState)(int)d.EndedAs,
+            InactivityDeadline = Time(d.InactivityDeadline),
         };
+        m.Lots.AddRange((d.Lots ?? []).Select(ToMessage));
         foreach (BreakdownComponent c in d.Components)
         {
             m.Components.Add(new V1.BreakdownComponent { Kind = (V1.ComponentKind)(int)c.Kind, Code = c.Code, Points = c.Points });
@@ -161,6 +169,31 @@ internal static class WireMapping
         m.CapsHit.AddRange(d.CapsHit);
         return m;
     }
+
+    /// <summary>The lot message.</summary>
+    public static V1.LotUse ToMessage(LotUse lot) => new() { LotId = lot.LotId, Points = lot.Points, ExpiresAt = Time(lot.ExpiresAt) };
+
+    /// <summary>The acknowledgement of a redeem, a reservation, its commit or its cancel.</summary>
+    public static V1.RedemptionAck ToAck(RedemptionResult r)
+    {
+        var ack = new V1.RedemptionAck
+        {
+            TransactionId = r.TransactionId,
+            Status = r.Status == AccrualStatus.Accepted ? V1.AckStatus.Accepted : V1.AckStatus.Duplicate,
+            Points = r.Points.Value,
+            Balance = r.Balance.Value,
+            AvailablePoints = r.Available.Value,
+            Sequence = r.Sequence,
+            RewardId = r.RewardId ?? "",
+            Quantity = r.Quantity,
+            Reservation = (V1.ReservationState)(int)r.Reservation,
+            LapsesAt = Time(r.LapsesAt),
+        };
+        ack.Lots.AddRange(r.Lots.Select(ToMessage));
+        return ack;
+    }
+
+    private static Timestamp? Time(DateTimeOffset? at) => at is { } value ? Timestamp.FromDateTimeOffset(value) : null;
 
     /// <summary>A rejection acknowledgement for a purchase that never reached a grain.</summary>
     public static V1.PurchaseAck Rejected(string transactionId, StatusCode code, string message) => new()
@@ -201,7 +234,18 @@ internal static class WireMapping
             TierQualifying = m.TierQualifying,
             ShortfallPoints = m.Shortfall.Value,
             LifetimeReversed = m.LifetimeReversed.Value,
+            HeldPoints = m.Held.Value,
+            AvailablePoints = m.Available.Value,
+            LifetimeRedeemed = m.LifetimeRedeemed.Value,
+            LifetimeExpired = m.LifetimeExpired.Value,
+            LastActivityAt = Time(m.LastActivityAt),
         };
+        message.Expiring.AddRange((m.Expiring ?? []).Select(e => new V1.UpcomingExpiry
+        {
+            ExpiresAt = Timestamp.FromDateTimeOffset(e.ExpiresAt),
+            Points = e.Points.Value,
+            Reason = e.Reason,
+        }));
         message.Referrals.AddRange(m.Referrals);
         message.Pending.AddRange(m.PendingLots.Select(l => new V1.PendingPoints
         {
@@ -234,6 +278,11 @@ internal static class WireMapping
             LedgerEntryKind.Return => V1.LedgerEntryKind.Return,
             LedgerEntryKind.Adjust => V1.LedgerEntryKind.Adjust,
             LedgerEntryKind.Flags => V1.LedgerEntryKind.Flags,
+            LedgerEntryKind.Redeem => V1.LedgerEntryKind.Redeem,
+            LedgerEntryKind.Reserve => V1.LedgerEntryKind.Reserve,
+            LedgerEntryKind.ReservationEnd => V1.LedgerEntryKind.ReservationEnd,
+            LedgerEntryKind.Expire => V1.LedgerEntryKind.Expire,
+            LedgerEntryKind.ExpiryWarning => V1.LedgerEntryKind.ExpiryWarning,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,

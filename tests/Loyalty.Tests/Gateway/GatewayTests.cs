@@ -226,6 +226,56 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal(30L, (await Engine.Members.GetMemberAsync(m0)).Balance);
     }
 
+    [Fact]
+    public async Task Redemptions_BadInputAndRefusals_GetAStatusNamingTheProblem_AndWriteNothing()
+    {
+        V1.PutProgramRequest program = Wire.Program(_program);
+        program.Settings.SignupBonusPoints = 20;
+        program.Settings.Rewards.Add(new V1.Reward { Id = "coffee", Name = "Coffee", Kind = V1.RewardKind.Product, PointsPrice = 30, Sku = "COFFEE" });
+        await Engine.Programs.PutProgramAsync(program);
+        await Engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = _program, MemberId = "m0" });
+        var redemptions = new V1.Redemptions.RedemptionsClient(Engine.Channel);
+        V1.RedeemRequest Redeem(string txn, string reward, int quantity = 1) =>
+            new() { TransactionId = txn, ProgramId = _program, MemberId = "m0", RewardId = reward, Quantity = quantity };
+
+        (Func<Task>, StatusCode, string)[] cases =
+        [
+            (() => redemptions.RedeemAsync(Redeem("", "coffee")).ResponseAsync, StatusCode.InvalidArgument, "transaction_id"),
+            (() => redemptions.RedeemAsync(Redeem("r1", "coffee", 1_001)).ResponseAsync, StatusCode.InvalidArgument, "quantity"),
+            (() => redemptions.RedeemAsync(Redeem("r1", "nope")).ResponseAsync, StatusCode.NotFound, "reward 'nope'"),
+            (() => redemptions.RedeemAsync(Redeem("r1", "coffee")).ResponseAsync, StatusCode.FailedPrecondition, "20 points available"),
+            (() => redemptions.ReserveAsync(new V1.ReserveRequest { ReservationId = "bad id!", ProgramId = _program, MemberId = "m0", RewardId = "coffee" }).ResponseAsync,
+                StatusCode.InvalidArgument, "reservation_id"),
+            (() => redemptions.CommitReservationAsync(new V1.ReservationRequest { ProgramId = _program, MemberId = "m0", ReservationId = "never" }).ResponseAsync,
+                StatusCode.NotFound, "no reservation 'never'"),
+            (() => redemptions.CancelReservationAsync(new V1.ReservationRequest { ProgramId = _program, MemberId = "ghost", ReservationId = "r" }).ResponseAsync,
+                StatusCode.NotFound, "not enrolled"),
+        ];
+        foreach ((Func<Task> call, StatusCode code, string says) in cases)
+        {
+            RpcException e = await Assert.ThrowsAsync<RpcException>(call);
+            Assert.True(e.StatusCode == code && e.Status.Detail.Contains(says, StringComparison.Ordinal), $"{code} '{says}': got {e.StatusCode} {e.Status.Detail}");
+        }
+
+        Assert.Equal(1, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'"));
+    }
+
+    [Fact]
+    public async Task PutProgram_WithABadExpiryOrReward_IsInvalidArgumentNamingTheField()
+    {
+        V1.PutProgramRequest badExpiry = Wire.Program(_program);
+        badExpiry.Settings.Expiry = new V1.ExpiryPolicy { Mode = V1.ExpiryMode.Lifespan, LifespanMonths = 0 };
+        V1.PutProgramRequest badReward = Wire.Program(_program);
+        badReward.Settings.Rewards.Add(new V1.Reward { Id = "gift", Name = "Gift", Kind = V1.RewardKind.Discount, PointsPrice = 10 });
+
+        RpcException expiry = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.PutProgramAsync(badExpiry).ResponseAsync);
+        RpcException reward = await Assert.ThrowsAsync<RpcException>(() => Engine.Programs.PutProgramAsync(badReward).ResponseAsync);
+
+        Assert.Equal((StatusCode.InvalidArgument, StatusCode.InvalidArgument), (expiry.StatusCode, reward.StatusCode));
+        Assert.StartsWith("expiry.lifespan_months", expiry.Status.Detail, StringComparison.Ordinal);
+        Assert.StartsWith("rewards[0].value_minor", reward.Status.Detail, StringComparison.Ordinal);
+    }
+
     private async Task SetUpAsync(int members)
     {
         await Engine.Programs.PutProgramAsync(Wire.Program(_program));

@@ -1,5 +1,7 @@
 using Grpc.Net.Client;
+using Loyalty.Grains;
 using Loyalty.Host;
+using Microsoft.Extensions.DependencyInjection;
 using Loyalty.Storage;
 using Microsoft.AspNetCore.Builder;
 using V1 = Loyalty.Api.V1;
@@ -37,14 +39,21 @@ public sealed class InProcessEngine : IAsyncDisposable
 
     public V1.Purchases.PurchasesClient Purchases { get; }
 
-    public static async Task<InProcessEngine> StartAsync(StorageOptions storage)
+    /// <summary>Starts the engine; with <paramref name="rulesClock"/>, the loyalty rules and the due schedule run on that clock.</summary>
+    public static async Task<InProcessEngine> StartAsync(StorageOptions storage, TimeProvider? rulesClock = null, params string[] extraArgs)
     {
         int port = Ports.Free();
         WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
-            Args = EngineArgs.For(storage, port),
+            Args = [.. EngineArgs.For(storage, port), .. extraArgs],
             ContentRootPath = AppContext.BaseDirectory,
         });
+        if (rulesClock is not null)
+        {
+            // Registered before the engine, whose own registration only fills a gap.
+            builder.Services.AddSingleton(new EngineClock(rulesClock));
+        }
+
         builder.AddLoyaltyEngine();
         WebApplication app = builder.Build();
         app.MapLoyaltyGateway();

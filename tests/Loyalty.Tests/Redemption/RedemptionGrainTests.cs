@@ -309,34 +309,41 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         }
     }
 
-    /// <summary>Every lot is credited once; what entries take from it never exceeds what it got.</summary>
+    /// <summary>
+    /// No lot is consumed twice: per expiry instant (a lot holds the points that expire together),
+    /// what entries spent, took back or expired never exceeds what was credited to it.
+    /// </summary>
     private async Task AssertNoLotUsedTwiceAsync()
     {
-        List<(int Kind, long Points, string? Txn, string? Details)> rows = await Sql.RowsAsync(fixture.Storage,
-            $"SELECT kind, points, txn_id, details FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm' ORDER BY seq",
-            r => ((int)r.GetInt64(0), r.GetInt64(1), r.IsDBNull(2) ? null : r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3)));
+        List<(int Kind, long Points, string? Details)> rows = await Sql.RowsAsync(fixture.Storage,
+            $"SELECT kind, points, details FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm' ORDER BY seq",
+            r => ((int)r.GetInt64(0), r.GetInt64(1), r.IsDBNull(2) ? null : r.GetString(2)));
         var credited = new Dictionary<string, long>();
         var taken = new Dictionary<string, long>();
-        foreach ((int kind, long points, string? txn, string? json) in rows)
+        foreach ((int kind, long points, string? json) in rows)
         {
-            if (kind is 2 && points > 0)
+            using JsonDocument details = JsonDocument.Parse(json ?? "{}");
+            JsonElement root = details.RootElement;
+            if (kind is 1 or 2 && points > 0)
             {
-                Assert.True(credited.TryAdd(txn!, points), $"lot {txn} credited twice");
+                string expiry = root.TryGetProperty("expires_at", out JsonElement e) ? e.GetString()! : "never";
+                credited[expiry] = credited.GetValueOrDefault(expiry) + points;
             }
 
-            if (kind is 4 or 7 or 10 && json is not null)
+            if (kind is 4 or 7 or 10 && root.TryGetProperty("lots", out JsonElement lots))
             {
-                foreach (JsonElement lot in JsonDocument.Parse(json).RootElement.TryGetProperty("lots", out JsonElement lots) ? lots.EnumerateArray() : [])
+                foreach (JsonElement lot in lots.EnumerateArray())
                 {
-                    string id = lot.GetProperty("lot_id").GetString()!;
-                    taken[id] = taken.GetValueOrDefault(id) + lot.GetProperty("points").GetInt64();
+                    string expiry = lot.TryGetProperty("expires_at", out JsonElement e) ? e.GetString()! : "never";
+                    taken[expiry] = taken.GetValueOrDefault(expiry) + lot.GetProperty("points").GetInt64();
                 }
             }
         }
 
-        foreach ((string id, long points) in taken.Where(t => credited.ContainsKey(t.Key)))
+        Assert.NotEmpty(taken);
+        foreach ((string expiry, long points) in taken)
         {
-            Assert.True(points <= credited[id], $"lot {id}: {points} taken of {credited[id]}");
+            Assert.True(points <= credited.GetValueOrDefault(expiry), $"lot expiring {expiry}: {points} taken of {credited.GetValueOrDefault(expiry)} credited");
         }
     }
 

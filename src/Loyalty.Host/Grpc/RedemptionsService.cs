@@ -1,0 +1,50 @@
+using Grpc.Core;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Host.Grpc;
+
+/// <summary>Redemption over gRPC: validate, map, call the member grain, map back.</summary>
+public sealed class RedemptionsService(IGrainFactory grains, ILogger<RedemptionsService> logger) : V1.Redemptions.RedemptionsBase
+{
+    /// <inheritdoc />
+    public override Task<V1.RedemptionAck> Redeem(V1.RedeemRequest request, ServerCallContext context)
+    {
+        var redemption = new Redemption(request.TransactionId, request.RewardId, request.Quantity == 0 ? 1 : request.Quantity, Optional(request.StoreId));
+        GrainCalls.Require(redemption.Check());
+        return CallAsync(request.ProgramId, request.MemberId, m => m.Redeem(redemption), "Redeem");
+    }
+
+    /// <inheritdoc />
+    public override Task<V1.RedemptionAck> Reserve(V1.ReserveRequest request, ServerCallContext context)
+    {
+        var reservation = new Redemption(request.ReservationId, request.RewardId, request.Quantity == 0 ? 1 : request.Quantity, Optional(request.StoreId));
+        GrainCalls.Require(reservation.Check("reservation_id"));
+        return CallAsync(request.ProgramId, request.MemberId, m => m.Reserve(reservation), "Reserve");
+    }
+
+    /// <inheritdoc />
+    public override Task<V1.RedemptionAck> CommitReservation(V1.ReservationRequest request, ServerCallContext context)
+    {
+        GrainCalls.Require(LoyaltyIds.Check(request.ReservationId, "reservation_id"));
+        return CallAsync(request.ProgramId, request.MemberId, m => m.CommitReservation(request.ReservationId), "CommitReservation");
+    }
+
+    /// <inheritdoc />
+    public override Task<V1.RedemptionAck> CancelReservation(V1.ReservationRequest request, ServerCallContext context)
+    {
+        GrainCalls.Require(LoyaltyIds.Check(request.ReservationId, "reservation_id"));
+        return CallAsync(request.ProgramId, request.MemberId, m => m.CancelReservation(request.ReservationId), "CancelReservation");
+    }
+
+    private async Task<V1.RedemptionAck> CallAsync(string programId, string memberId, Func<IMemberGrain, Task<RedemptionResult>> call, string operation)
+    {
+        GrainCalls.Require(LoyaltyIds.Check(programId, "program_id") ?? LoyaltyIds.Check(memberId, "member_id"));
+        IMemberGrain member = grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(programId, memberId));
+        RedemptionResult result = await GrainCalls.RunAsync(() => call(member), logger, operation);
+        return result.Status == AccrualStatus.Rejected
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : WireMapping.ToAck(result);
+    }
+
+    private static string? Optional(string value) => value.Length == 0 ? null : value;
+}
