@@ -20,6 +20,9 @@ public enum ComponentKind
 
     /// <summary>The program's sign-up bonus.</summary>
     Signup = 6,
+
+    /// <summary>The referral reward of the referred member's first qualifying purchase; code "referral:REFERRER". Reversed only by a full return.</summary>
+    Referral = 7,
 }
 
 /// <summary>One part of an earn: which rule, and the whole points it gave (after rounding and caps).</summary>
@@ -123,6 +126,12 @@ public sealed record EntryDetails
 
     /// <summary>Expiry warning: the inactivity deadline warned about; expire: set when inactivity caused it.</summary>
     [Id(23)] public DateTimeOffset? InactivityDeadline { get; init; }
+
+    /// <summary>Earn: the referrer's reward this first qualifying purchase earns it (the referred member's is a component).</summary>
+    [Id(24)] public long ReferrerReward { get; init; }
+
+    /// <summary>Return: it reversed the referral rewards (the qualifying purchase came back in full).</summary>
+    [Id(25)] public bool ReferralReversed { get; init; }
 
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);

@@ -46,8 +46,33 @@ public interface IMemberGrain : IGrainWithStringKey
     /// </summary>
     Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize);
 
-    /// <summary>Records that this member referred <paramref name="referredMemberId"/>; idempotent.</summary>
+    /// <summary>
+    /// Records that this member referred <paramref name="referredMemberId"/>; idempotent. Refused
+    /// (FailedPrecondition) when the member has reached the program's referral cap for the period.
+    /// </summary>
     Task<LoyaltyError> AddReferral(string referredMemberId);
+
+    /// <summary>Sets who referred this already enrolled member, by member id or referral code; once, and before its first qualifying purchase.</summary>
+    Task<MemberResult> SetReferrer(string? referrerId, string? referralCode);
+
+    /// <summary>Who referred this member (null when nobody, or not enrolled); for cycle checks.</summary>
+    Task<string?> GetReferrer();
+
+    /// <summary>The member's referral code, issued on first request; null when not enrolled.</summary>
+    Task<string?> GetReferralCode();
+
+    /// <summary>Credits (or with <paramref name="reverse"/>, takes back) the reward for referring <paramref name="referredMemberId"/>; idempotent.</summary>
+    Task<LoyaltyError> SettleReferralReward(string referredMemberId, long points, bool reverse);
+}
+
+/// <summary>A referral code, keyed by the code: which member of which program it belongs to.</summary>
+public interface IReferralCodeGrain : IGrainWithStringKey
+{
+    /// <summary>Gives the code to the member when it is free (or already theirs); false when another member holds it.</summary>
+    Task<bool> Claim(ReferralOwner owner);
+
+    /// <summary>The code's member, or null when the code was never issued.</summary>
+    Task<ReferralOwner?> Resolve();
 }
 
 /// <summary>The stock of one reward, keyed "program/reward": units taken by redemptions and open reservations.</summary>

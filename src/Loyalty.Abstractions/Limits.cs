@@ -87,6 +87,12 @@ public static class Limits
     /// <inheritdoc cref="ReservationHoldSecondsMin"/>
     public const int ReservationHoldSecondsMax = 86_400;
 
+    /// <summary>Longest referral cap period, in days.</summary>
+    public const int ReferralPeriodDaysMax = 3_650;
+
+    /// <summary>How far up the referral chain a cycle is looked for; a longer chain is refused as a possible cycle.</summary>
+    public const int ReferralChainDepthMax = 64;
+
     /// <summary>Most reservations one member may hold open at once.</summary>
     public const int OpenReservationsMax = 32;
 }

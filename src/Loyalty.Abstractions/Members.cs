@@ -5,7 +5,8 @@ namespace Loyalty;
 public sealed record Enrolment(
     [property: Id(0)] string ProgramId,
     [property: Id(1)] string MemberId,
-    [property: Id(2)] string? ReferredBy);
+    [property: Id(2)] string? ReferredBy,
+    [property: Id(3)] string? ReferralCode = null);
 
 /// <summary>Points that are earned but not yet spendable, and when they become spendable.</summary>
 [GenerateSerializer, Immutable]
@@ -38,7 +39,8 @@ public sealed record MemberView(
     [property: Id(18)] Points LifetimeRedeemed = default,
     [property: Id(19)] Points LifetimeExpired = default,
     [property: Id(20)] IReadOnlyList<UpcomingExpiry>? Expiring = null,
-    [property: Id(21)] DateTimeOffset? LastActivityAt = null)
+    [property: Id(21)] DateTimeOffset? LastActivityAt = null,
+    [property: Id(22)] string? ReferralQualifiedBy = null)
 {
     /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
     public Points Available => Balance - Held;
@@ -102,6 +104,12 @@ public enum LedgerEntryKind : short
 
     /// <summary>The member was warned that points expire soon (no points move).</summary>
     ExpiryWarning = 11,
+
+    /// <summary>An enrolled member entered who referred it (no points move).</summary>
+    Referred = 12,
+
+    /// <summary>The referrer's reward for a referred member's first qualifying purchase, or its reversal.</summary>
+    ReferralReward = 13,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

@@ -24,7 +24,8 @@ public sealed record ProgramSettings(
     [property: Id(14)] TierLadder? Tiers = null,
     [property: Id(15)] ExpiryPolicy? Expiry = null,
     [property: Id(16)] IReadOnlyList<Reward>? Rewards = null,
-    [property: Id(17)] int ReservationHoldSeconds = ProgramSettings.ReservationHoldSecondsDefault)
+    [property: Id(17)] int ReservationHoldSeconds = ProgramSettings.ReservationHoldSecondsDefault,
+    [property: Id(18)] ReferralPolicy? Referrals = null)
 {
     /// <summary>How long a reservation holds points when the program does not say.</summary>
     public const int ReservationHoldSecondsDefault = 900;
@@ -75,9 +76,9 @@ public sealed record ProgramSettings(
 
     private string? CheckRedemption()
     {
-        if (Expiry?.Check() is { } expiryError)
+        if ((Expiry?.Check() ?? Referrals?.Check()) is { } policyError)
         {
-            return expiryError;
+            return policyError;
         }
 
         if (ReservationHoldSeconds is < Limits.ReservationHoldSecondsMin or > Limits.ReservationHoldSecondsMax)

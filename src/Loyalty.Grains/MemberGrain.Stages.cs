@@ -46,6 +46,7 @@ public sealed partial class MemberGrain
             OriginalRecordedAt = original.RecordedAt,
             EarnDay = original.Details?.EarnDay ?? 0,
             EarnMonth = original.Details?.EarnMonth ?? 0,
+            ReferralReversed = reversal.Full && !_state.ReferralReversed && original.TransactionId == _state.ReferralQualifiedBy,
         };
         entry = NewEntry(LedgerEntryKind.Return, new Points(-checked(fromPending + fromActive)), txn, fingerprint, now, program) with
         {
@@ -154,6 +155,7 @@ public sealed partial class MemberGrain
             LifetimeExpired = _state.LifetimeExpired,
             Expiring = Expiring.Upcoming(_state, policy),
             LastActivityAt = _state.LastActivityAt,
+            ReferralQualifiedBy = _state.ReferralQualifiedBy,
         };
     }
 

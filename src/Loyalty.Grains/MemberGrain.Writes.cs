@@ -25,8 +25,22 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = purchase.ComputeFingerprint();
-        return WriteAccrualAsync(txn, fingerprint,
+        Task<AccrualResult> write = WriteAccrualAsync(txn, fingerprint,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, program, now, out entry));
+
+        // Only a referred member's purchases take the longer path (once, until the referrer is settled).
+        return ReferrerToSettle ? ThenSettleReferrerAsync(write) : write;
+    }
+
+    private async Task<T> ThenSettleReferrerAsync<T>(Task<T> write)
+    {
+        T result = await write;
+        if (ReferrerToSettle && _state.ReferralQualifiedBy is not null)
+        {
+            await SettleReferrerAsync();
+        }
+
+        return result;
     }
 
     /// <inheritdoc />
@@ -41,13 +55,14 @@ public sealed partial class MemberGrain
 
         long fingerprint = purchaseReturn.ComputeFingerprint();
         LedgerEntry? original = null;
-        return WriteAsync(
+        Task<ReturnResult> write = WriteAsync(
             txn,
             prefetch: async () => original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId),
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, program, now, out entry),
             (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, -entry.Points, balance, pending, entry.Sequence, entry.Details, LoyaltyError.None, null),
             existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
             (e, m) => ReturnResult.Reject(txn, e, m));
+        return _state.ReferredBy is null ? write : ThenSettleReferrerAsync(write);
     }
 
     /// <inheritdoc />
@@ -226,8 +241,8 @@ public sealed partial class MemberGrain
         TierLadder ladder = settings.Ladder;
         int indexBefore = ladder.IndexOf(_state.Tier);
         (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, _state.TierReviewAt, ladder, _qualifyingAt, now);
-        EarnResult earn = Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], _state.Flags, _campaignEarned, _earnedOnDay, _earnedInMonth));
+        EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
+            ladder.Tiers[reviewed], _state.Flags, _campaignEarned, _earnedOnDay, _earnedInMonth)), purchase, settings);
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
         int after = Tiering.Upgrade(reviewed, ladder, _qualifyingAt, now,

@@ -120,11 +120,23 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
             return EnrolmentResult.Reject(LoyaltyError.InvalidArgument, error);
         }
 
-        if (enrolment.ReferredBy == _memberId)
+        if (enrolment.ReferralCode is not null)
         {
-            return EnrolmentResult.Reject(LoyaltyError.InvalidArgument, "referred_by cannot be the member itself");
+            (string? MemberId, MemberResult? Error)? resolved = await ResolveReferrerAsync(enrolment.ReferredBy, enrolment.ReferralCode);
+            if (resolved?.Error is { } refused)
+            {
+                return EnrolmentResult.Reject(refused.Error, refused.ErrorMessage!);
+            }
+
+            enrolment = enrolment with { ReferredBy = resolved?.MemberId, ReferralCode = null };
         }
 
+        if (enrolment.ReferredBy == _memberId)
+        {
+            return EnrolmentResult.Reject(LoyaltyError.InvalidArgument, "a member cannot refer itself");
+        }
+
+        bool linked = false;
         for (int attempt = 0; attempt < AttemptsMax; attempt++)
         {
             if (await CheckEnrolmentPreconditionsAsync(enrolment) is { } refused)
@@ -150,12 +162,24 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 return await AnswerRepeatedEnrolmentAsync(enrolment.ReferredBy);
             }
 
+            if (enrolment.ReferredBy is { } referrer && !linked)
+            {
+                // The referrer first: it enforces the referral cap, and a link without an enrolment is harmless.
+                if (await LinkAtReferrerAsync(referrer) is { } refusal)
+                {
+                    return EnrolmentResult.Reject(refusal.Error, refusal.Message);
+                }
+
+                linked = true;
+                attempt--;
+                continue;
+            }
+
             LedgerEntry entry = EnrolEntry(enrolment, program);
             _state.Apply(entry, _options.RecentTransactionsMax);
             switch (await CommitAsync(entry, EnrolKey, MarkDue(program?.Settings)))
             {
                 case CommitOutcome.Committed:
-                    await LinkReferrerAsync(enrolment.ReferredBy);
                     return new EnrolmentResult(View(program), false, LoyaltyError.None, null);
                 case CommitOutcome.Failed:
                     return EnrolmentResult.Reject(LoyaltyError.Unavailable, "the ledger could not commit; nothing was recorded, retry");
@@ -181,12 +205,20 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 return LoyaltyError.Unavailable;
             }
 
+            ReferralPolicy? policy = (await _programs.GetAsync(_programId))?.Settings.Referrals;
+            if (!_valid)
+            {
+                continue;
+            }
+
             if (WaitForUncommitted(key) is { } original)
             {
                 await original;
                 continue;
             }
 
+            // From here to the commit there is no await.
+            DateTimeOffset now = _clock.GetUtcNow();
             if (!_state.Enrolled)
             {
                 return LoyaltyError.NotFound;
@@ -197,14 +229,15 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 return LoyaltyError.None;
             }
 
-            if (_state.Referrals.Count >= Limits.ReferralsPerMemberMax)
+            if (_state.Referrals.Count >= Limits.ReferralsPerMemberMax
+                || (policy is { CapPerPeriod: > 0 } && _state.ReferralsSince(now, policy.PeriodDays) >= policy.CapPerPeriod))
             {
                 return LoyaltyError.FailedPrecondition;
             }
 
             LedgerEntry entry = new(
                 _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.ReferralLink, Points.Zero, null, 0,
-                null, 0, null, null, referredMemberId, _clock.GetUtcNow(), _clock.GetUtcNow());
+                null, 0, null, null, referredMemberId, now, now);
             _state.Apply(entry, _options.RecentTransactionsMax);
             switch (await CommitAsync(entry, key))
             {

@@ -98,6 +98,37 @@ public sealed class MemberState
     /// <summary>All points that expired (breakage).</summary>
     [Id(24)] public Points LifetimeExpired { get; set; }
 
+    /// <summary>When each referral in <see cref="Referrals"/> was made (same order), for the referral cap.</summary>
+    [Id(25)] public List<DateTimeOffset> ReferredAt { get; set; } = [];
+
+    /// <summary>The purchase that qualified this referred member (and rewarded both sides); null before it.</summary>
+    [Id(26)] public string? ReferralQualifiedBy { get; set; }
+
+    /// <summary>The reward the referrer is owed for this member's qualifying purchase.</summary>
+    [Id(27)] public long ReferrerRewardOwed { get; set; }
+
+    /// <summary>The qualifying purchase was returned in full: both referral rewards are reversed.</summary>
+    [Id(28)] public bool ReferralReversed { get; set; }
+
+    /// <summary>As a referrer: the reward credited per referred member (0 once reversed).</summary>
+    [Id(29)] public Dictionary<string, long> ReferralRewards { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Purchases accepted (earn entries), returned or not.</summary>
+    [Id(30)] public long PurchaseCount { get; set; }
+
+    /// <summary>Referrals made in the <paramref name="days"/> days before <paramref name="now"/>.</summary>
+    public int ReferralsSince(DateTimeOffset now, int days)
+    {
+        DateTimeOffset from = now.AddDays(-days);
+        int count = 0;
+        for (int i = ReferredAt.Count - 1; i >= 0 && ReferredAt[i] > from; i--)
+        {
+            count++;
+        }
+
+        return count;
+    }
+
     /// <summary>Points held by reservations that have not lapsed by <paramref name="now"/>.</summary>
     public Points HeldAt(DateTimeOffset now)
     {
@@ -203,6 +234,13 @@ public sealed class MemberState
                 break;
             case LedgerEntryKind.ReferralLink when entry.Reference is not null && !Referrals.Contains(entry.Reference):
                 Referrals.Add(entry.Reference);
+                ReferredAt.Add(entry.RecordedAt);
+                break;
+            case LedgerEntryKind.Referred:
+                ReferredBy = entry.Reference;
+                break;
+            case LedgerEntryKind.ReferralReward:
+                ApplyReferralReward(entry);
                 break;
         }
 
@@ -400,6 +438,7 @@ public sealed class MemberState
 
         LifetimeEarned += entry.Points;
         LastActivityAt = entry.RecordedAt;
+        PurchaseCount++;
         EntryDetails? details = entry.Details;
         AddQualifying(DayOf(entry.RecordedAt), entry.Points.Value, entry.AmountMinor);
         if (details is null)
@@ -409,6 +448,12 @@ public sealed class MemberState
 
         Tier = details.TierAfter ?? Tier;
         TierReviewAt = details.TierReviewAt;
+        if (details.Components.Any(c => c.Kind == ComponentKind.Referral) || details.ReferrerReward > 0)
+        {
+            ReferralQualifiedBy = entry.TransactionId;
+            ReferrerRewardOwed = details.ReferrerReward;
+        }
+
         AddCapped(EarnedByDay, details.EarnDay, entry.Points.Value, CapDaysKept);
         AddCapped(EarnedByMonth, details.EarnMonth, entry.Points.Value, CapMonthsKept);
         foreach (BreakdownComponent c in details.Components)
@@ -435,6 +480,7 @@ public sealed class MemberState
 
         Debit(new Points(details.ActiveReversed), details.Lots);
         Shortfall += new Points(details.Shortfall);
+        ReferralReversed |= details.ReferralReversed;
         long reversed = checked(details.PendingReversed + details.ActiveReversed + details.Shortfall);
         LifetimeReversed += new Points(reversed);
         RecordProgress(original, details);
@@ -463,6 +509,23 @@ public sealed class MemberState
         {
             Holds.RemoveAll(h => h.ReservationId == reservation);
         }
+    }
+
+    private void ApplyReferralReward(LedgerEntry entry)
+    {
+        string referred = entry.Reference ?? throw new InvalidOperationException($"Referral reward {entry.Sequence} names no member.");
+        if (entry.Points.Value >= 0 && !(entry.Details?.ReferralReversed ?? false))
+        {
+            Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
+            LifetimeEarned += entry.Points;
+            ReferralRewards[referred] = entry.Points.Value;
+            return;
+        }
+
+        Debit(-entry.Points, entry.Details?.Lots);
+        Shortfall += new Points(entry.Details?.Shortfall ?? 0);
+        LifetimeReversed += new Points(checked(-entry.Points.Value + (entry.Details?.Shortfall ?? 0)));
+        ReferralRewards[referred] = 0;
     }
 
     private void ApplyWarning(EntryDetails? details)

@@ -22,7 +22,8 @@ public sealed class ReturnProgress
 /// <param name="Total">The sum of <paramref name="Components"/>.</param>
 /// <param name="ReturnedAmountMinor">Money this return gives back.</param>
 /// <param name="Lines">The SKUs this return gives back (null for a return by amount).</param>
-public sealed record ReversalResult(IReadOnlyList<BreakdownComponent> Components, long Total, long ReturnedAmountMinor, IReadOnlyList<SkuAmount>? Lines);
+/// <param name="Full">The purchase has now been returned in full.</param>
+public sealed record ReversalResult(IReadOnlyList<BreakdownComponent> Components, long Total, long ReturnedAmountMinor, IReadOnlyList<SkuAmount>? Lines, bool Full);
 
 /// <summary>
 /// Returns reverse exactly what the purchase earned for the returned part, component by
@@ -59,9 +60,10 @@ public static class Reversal
 
         Func<BreakdownComponent, Share>? shareOf;
         IReadOnlyList<SkuAmount>? lines = null;
+        bool full;
         if (byLines)
         {
-            shareOf = SharesByLines(details, progress, request, out lines, out error);
+            shareOf = SharesByLines(details, progress, request, out lines, out full, out error);
         }
         else
         {
@@ -70,6 +72,7 @@ public static class Reversal
                 ? $"the return exceeds the purchase: {progress?.AmountReturnedMinor ?? 0} of {original.AmountMinor} minor units were already returned"
                 : null;
             shareOf = _ => new Share(after, original.AmountMinor);
+            full = after == original.AmountMinor;
         }
 
         if (shareOf is null || error is not null)
@@ -83,18 +86,20 @@ public static class Reversal
         {
             BreakdownComponent c = details.Components[i];
             long before = progress is not null && i < progress.Reversed.Length ? progress.Reversed[i] : 0;
-            long now = shareOf(c).Of(c.Points) - before;
+            // A referral reward is not earned by the money of the purchase: it goes back only with all of it.
+            long now = (c.Kind == ComponentKind.Referral ? (full ? c.Points : 0) : shareOf(c).Of(c.Points)) - before;
             components.Add(c with { Points = now });
             total = checked(total + now);
         }
 
-        return new ReversalResult(components, total, request.ReturnedAmountMinor, lines);
+        return new ReversalResult(components, total, request.ReturnedAmountMinor, lines, full);
     }
 
     private static Func<BreakdownComponent, Share>? SharesByLines(
-        EntryDetails details, ReturnProgress? progress, PurchaseReturn request, out IReadOnlyList<SkuAmount>? lines, out string? error)
+        EntryDetails details, ReturnProgress? progress, PurchaseReturn request, out IReadOnlyList<SkuAmount>? lines, out bool full, out string? error)
     {
         lines = null;
+        full = false;
         if (details.Lines is not { Count: > 0 } basket)
         {
             error = "the purchase had no line items; return it by amount";
@@ -134,6 +139,7 @@ public static class Reversal
         }
 
         lines = [.. returnedNow.Select(r => new SkuAmount(r.Key, r.Value, 0, ""))];
+        full = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value);
         error = null;
         return Shares(basket, cumulative);
     }

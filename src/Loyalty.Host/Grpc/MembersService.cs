@@ -12,8 +12,10 @@ public sealed class MembersService(IGrainFactory grains, ILogger<MembersService>
     {
         IMemberGrain member = Member(request.ProgramId, request.MemberId);
         string? referredBy = request.ReferredBy.Length == 0 ? null : request.ReferredBy;
+        string? code = request.ReferralCode.Length == 0 ? null : request.ReferralCode;
         GrainCalls.Require(referredBy is null ? null : LoyaltyIds.Check(referredBy, "referred_by"));
-        var enrolment = new Enrolment(request.ProgramId, request.MemberId, referredBy);
+        GrainCalls.Require(code is null ? null : CheckCode(code));
+        var enrolment = new Enrolment(request.ProgramId, request.MemberId, referredBy, code);
         EnrolmentResult result = await GrainCalls.RunAsync(() => member.Enrol(enrolment), logger, "Enroll");
         if (result.Member is null)
         {
@@ -93,6 +95,35 @@ public sealed class MembersService(IGrainFactory grains, ILogger<MembersService>
             Balance = result.Balance.Value,
             Sequence = result.Sequence,
         };
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.ReferralCodeResponse> GetReferralCode(V1.GetMemberRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        string? code = await GrainCalls.RunAsync(member.GetReferralCode, logger, "GetReferralCode");
+        return code is null ? throw NotEnrolled(request.ProgramId, request.MemberId) : new V1.ReferralCodeResponse { ReferralCode = code };
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.Member> SetReferrer(V1.SetReferrerRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        string? referredBy = request.ReferredBy.Length == 0 ? null : request.ReferredBy;
+        string? code = request.ReferralCode.Length == 0 ? null : request.ReferralCode;
+        GrainCalls.Require(referredBy is null && code is null ? "set referred_by or referral_code" : null);
+        GrainCalls.Require(referredBy is null ? null : LoyaltyIds.Check(referredBy, "referred_by"));
+        GrainCalls.Require(code is null ? null : CheckCode(code));
+        MemberResult result = await GrainCalls.RunAsync(() => member.SetReferrer(referredBy, code), logger, "SetReferrer");
+        return result.Member is null
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : WireMapping.ToMessage(result.Member);
+    }
+
+    private static string? CheckCode(string code)
+    {
+        ReferralCodes.Normalize(code, out string? error);
+        return error;
     }
 
     private IMemberGrain Member(string programId, string memberId)

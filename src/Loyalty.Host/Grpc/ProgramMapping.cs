@@ -45,7 +45,10 @@ internal static class ProgramMapping
                 m.Expiry.Mode == V1.ExpiryMode.Unspecified ? ExpiryMode.None : (ExpiryMode)((int)m.Expiry.Mode - 1),
                 m.Expiry.LifespanMonths, m.Expiry.InactivityMonths, m.Expiry.WarnDays),
             [.. m.Rewards.Select(ToReward)],
-            m.ReservationHoldSeconds == 0 ? ProgramSettings.ReservationHoldSecondsDefault : m.ReservationHoldSeconds);
+            m.ReservationHoldSeconds == 0 ? ProgramSettings.ReservationHoldSecondsDefault : m.ReservationHoldSeconds,
+            m.Referrals is null ? null : new ReferralPolicy(
+                m.Referrals.ReferrerPoints, m.Referrals.ReferredPoints, m.Referrals.MinPurchaseMinor, m.Referrals.CapPerPeriod,
+                m.Referrals.PeriodDays == 0 ? 30 : m.Referrals.PeriodDays));
     }
 
     /// <summary>The settings message.</summary>
@@ -91,6 +94,18 @@ internal static class ProgramMapping
         }
 
         m.Rewards.AddRange(s.RewardList.Select(ToMessage));
+        if (s.Referrals is { } referrals)
+        {
+            m.Referrals = new V1.ReferralPolicy
+            {
+                ReferrerPoints = referrals.ReferrerPoints,
+                ReferredPoints = referrals.ReferredPoints,
+                MinPurchaseMinor = referrals.MinPurchaseMinor,
+                CapPerPeriod = referrals.CapPerPeriod,
+                PeriodDays = referrals.PeriodDays,
+            };
+        }
+
         m.ReservationHoldSeconds = s.ReservationHoldSeconds;
         return m;
     }

@@ -239,6 +239,7 @@ internal static class WireMapping
             LifetimeRedeemed = m.LifetimeRedeemed.Value,
             LifetimeExpired = m.LifetimeExpired.Value,
             LastActivityAt = Time(m.LastActivityAt),
+            ReferralQualifiedBy = m.ReferralQualifiedBy ?? "",
         };
         message.Expiring.AddRange((m.Expiring ?? []).Select(e => new V1.UpcomingExpiry
         {
@@ -283,6 +284,8 @@ internal static class WireMapping
             LedgerEntryKind.ReservationEnd => V1.LedgerEntryKind.ReservationEnd,
             LedgerEntryKind.Expire => V1.LedgerEntryKind.Expire,
             LedgerEntryKind.ExpiryWarning => V1.LedgerEntryKind.ExpiryWarning,
+            LedgerEntryKind.Referred => V1.LedgerEntryKind.Referred,
+            LedgerEntryKind.ReferralReward => V1.LedgerEntryKind.ReferralReward,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,

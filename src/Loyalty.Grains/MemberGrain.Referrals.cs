@@ -1,0 +1,325 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// Referrals. The graph lives in the member grains: each member knows who referred it and whom
+/// it referred. Both sides are rewarded on the referred member's first qualifying purchase: the
+/// referred member's reward is a component of that purchase's earn, and the referrer's is an
+/// entry in the referrer's own ledger, settled by a call that is idempotent by the referred
+/// member, so it can be repeated until it lands.
+/// </summary>
+public sealed partial class MemberGrain
+{
+    /// <summary>How many codes are tried when a member's code collides with another member's.</summary>
+    private const int CodeAttemptsMax = 8;
+
+    private const string ReferredKey = "#referred";
+
+    private string? _referralCode;
+
+    /// <summary>Whether this activation has settled the referrer's reward, and its reversal, for this member.</summary>
+    private bool _rewardSettled;
+
+    private bool _reversalSettled;
+
+    /// <inheritdoc />
+    public async Task<MemberResult> SetReferrer(string? referrerId, string? referralCode)
+    {
+        if (await ResolveReferrerAsync(referrerId, referralCode) is not { } resolved)
+        {
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, "set referred_by or referral_code");
+        }
+
+        if (resolved.Error is { } refused)
+        {
+            return refused;
+        }
+
+        string referrer = resolved.MemberId!;
+        if (!await TryEnsureLoadedAsync())
+        {
+            return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
+        }
+
+        if (_state.Enrolled && _state.ReferredBy == referrer)
+        {
+            return new MemberResult(View(await _programs.GetAsync(_programId)), LoyaltyError.None, null);
+        }
+
+        if (CheckReferrable(referrer) is { } early)
+        {
+            return early;
+        }
+
+        if (await FindCycleAsync(referrer) is { } cycle)
+        {
+            return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"referral by '{referrer}' would close a referral cycle: {cycle}");
+        }
+
+        if (await LinkAtReferrerAsync(referrer) is { } linkRefusal)
+        {
+            return MemberResult.Reject(linkRefusal.Error, linkRefusal.Message);
+        }
+
+        ProgramConfig? current = null;
+        return await WriteAsync(
+            ReferredKey,
+            prefetch: async () => current = await _programs.GetAsync(_programId),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                if (CheckReferrable(referrer) is { } refusal)
+                {
+                    return _state.ReferredBy == referrer ? new MemberResult(View(program), LoyaltyError.None, null) : refusal;
+                }
+
+                entry = NewEntry(LedgerEntryKind.Referred, Points.Zero, null, 0, now, program) with { Reference = referrer };
+                return null;
+            },
+            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+    }
+
+    /// <inheritdoc />
+    public async Task<string?> GetReferrer()
+    {
+        await EnsureLoadedAsync();
+        return _state.Enrolled ? _state.ReferredBy : null;
+    }
+
+    /// <inheritdoc />
+    public async Task<string?> GetReferralCode()
+    {
+        await EnsureLoadedAsync();
+        if (!_state.Enrolled)
+        {
+            return null;
+        }
+
+        var owner = new ReferralOwner(_programId, _memberId);
+        for (int salt = 0; salt < CodeAttemptsMax && _referralCode is null; salt++)
+        {
+            string code = ReferralCodes.For(_programId, _memberId, salt);
+            if (await GrainFactory.GetGrain<IReferralCodeGrain>(code).Claim(owner))
+            {
+                _referralCode = code;
+            }
+        }
+
+        return _referralCode ?? throw new InvalidOperationException($"No free referral code for {_programId}/{_memberId}.");
+    }
+
+    /// <inheritdoc />
+    public async Task<LoyaltyError> SettleReferralReward(string referredMemberId, long points, bool reverse)
+    {
+        if (LoyaltyIds.Check(referredMemberId, "referred member id") is not null || points is < 0 or > Limits.BonusPointsMax)
+        {
+            return LoyaltyError.InvalidArgument;
+        }
+
+        // '#' cannot occur in a client's transaction id: the keys cannot collide with purchases.
+        string txn = "#ref:" + referredMemberId + (reverse ? ":reversed" : "");
+        AccrualResult result = await WriteAsync(
+            txn,
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReferralReward(referredMemberId, txn, points, reverse, program, now, out entry),
+            (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null),
+            _ => Task.FromResult<AccrualResult?>(new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null)),
+            (e, m) => AccrualResult.Reject(txn, e, m));
+        return result.Error;
+    }
+
+    private AccrualResult? StageReferralReward(string referred, string txn, long points, bool reverse, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        if (!_state.Enrolled)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.NotFound, NotEnrolledMessage());
+        }
+
+        if (_state.FindRecent(txn) is not null || (!reverse && _state.ReferralRewards.ContainsKey(referred))
+            || (reverse && _state.ReferralRewards.GetValueOrDefault(referred, -1) == 0))
+        {
+            return new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null);
+        }
+
+        if (!reverse)
+        {
+            entry = NewEntry(LedgerEntryKind.ReferralReward, new Points(points), txn, 0, now, program) with
+            {
+                Reference = referred,
+                Reason = "referred " + referred,
+                Details = new EntryDetails { ExpiresAt = LotExpiry(program.Settings, now) },
+            };
+            return null;
+        }
+
+        // A reversal before the reward arrived records that none is due; it takes what was credited.
+        long credited = Math.Max(0, _state.ReferralRewards.GetValueOrDefault(referred));
+        long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
+            ? credited
+            : Math.Min(credited, Math.Max(0, _state.Balance.Value));
+        entry = NewEntry(LedgerEntryKind.ReferralReward, new Points(-fromActive), txn, 0, now, program) with
+        {
+            Reference = referred,
+            Reason = "referral of " + referred + " reversed: the qualifying purchase was returned",
+            Details = new EntryDetails { ReferralReversed = true, Lots = _state.PlanDebit(fromActive), Shortfall = credited - fromActive },
+        };
+        return null;
+    }
+
+    /// <summary>Why this member cannot be given a referrer now, or null.</summary>
+    private MemberResult? CheckReferrable(string referrer)
+    {
+        if (!_state.Enrolled)
+        {
+            return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
+        }
+
+        if (referrer == _memberId)
+        {
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, "a member cannot refer itself");
+        }
+
+        if (_state.ReferredBy is { } already)
+        {
+            return MemberResult.Reject(LoyaltyError.AlreadyExists, $"member '{_memberId}' was already referred by '{already}'");
+        }
+
+        return _state.PurchaseCount > 0
+            ? MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' has already made a purchase; a referral must come before it")
+            : null;
+    }
+
+    /// <summary>The referrer named by id or by code, or a refusal; null when neither is given.</summary>
+    private async Task<(string? MemberId, MemberResult? Error)?> ResolveReferrerAsync(string? referrerId, string? referralCode)
+    {
+        if (referralCode is null)
+        {
+            return referrerId is null ? null
+                : LoyaltyIds.Check(referrerId, "referred_by") is { } idError ? (null, MemberResult.Reject(LoyaltyError.InvalidArgument, idError))
+                : (referrerId, null);
+        }
+
+        if (ReferralCodes.Normalize(referralCode, out string? codeError) is not { } code)
+        {
+            return (null, MemberResult.Reject(LoyaltyError.InvalidArgument, codeError!));
+        }
+
+        ReferralOwner? owner = await GrainFactory.GetGrain<IReferralCodeGrain>(code).Resolve();
+        if (owner is null)
+        {
+            return (null, MemberResult.Reject(LoyaltyError.NotFound, $"referral code '{code}' is unknown"));
+        }
+
+        if (owner.ProgramId != _programId)
+        {
+            return (null, MemberResult.Reject(LoyaltyError.FailedPrecondition, $"referral code '{code}' belongs to another program"));
+        }
+
+        return referrerId is not null && referrerId != owner.MemberId
+            ? (null, MemberResult.Reject(LoyaltyError.InvalidArgument, "referred_by and referral_code name different members"))
+            : (owner.MemberId, null);
+    }
+
+    /// <summary>The chain from <paramref name="referrer"/> up to this member when linking would close a cycle, else null.</summary>
+    private async Task<string?> FindCycleAsync(string referrer)
+    {
+        var chain = new List<string> { referrer };
+        string? at = referrer;
+        for (int depth = 0; depth < Limits.ReferralChainDepthMax; depth++)
+        {
+            at = await ReferrerGrain(at).GetReferrer();
+            if (at is null)
+            {
+                return null;
+            }
+
+            chain.Add(at);
+            if (at == _memberId)
+            {
+                // Written as "who referred whom", ending with the link that would close the cycle.
+                chain.Reverse();
+                return string.Join(" → ", chain) + " → " + _memberId;
+            }
+        }
+
+        return $"the chain above '{referrer}' is longer than {Limits.ReferralChainDepthMax}";
+    }
+
+    /// <summary>Links this member at the referrer (which enforces the referral cap); null when linked.</summary>
+    private async Task<(LoyaltyError Error, string Message)?> LinkAtReferrerAsync(string referrer)
+    {
+        LoyaltyError error = await ReferrerGrain(referrer).AddReferral(_memberId);
+        return error switch
+        {
+            LoyaltyError.None => null,
+            LoyaltyError.NotFound => (LoyaltyError.NotFound, $"referrer '{referrer}' is not enrolled in program '{_programId}'"),
+            LoyaltyError.FailedPrecondition => (LoyaltyError.FailedPrecondition, $"referrer '{referrer}' has reached the program's cap of referrals for the period"),
+            _ => (LoyaltyError.Unavailable, "the referrer could not be linked; nothing was recorded, retry"),
+        };
+    }
+
+    /// <summary>
+    /// The referral reward (a component of the earn) when this purchase is the member's first
+    /// qualifying one; the referrer's share is recorded in the details and settled after commit.
+    /// </summary>
+    private EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings)
+    {
+        if (_state.ReferredBy is not { } referrer || _state.ReferralQualifiedBy is not null
+            || settings.Referrals is not { } policy || policy.ReferrerPoints + policy.ReferredPoints == 0
+            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor)
+        {
+            return earn;
+        }
+
+        EntryDetails details = earn.Details with
+        {
+            Components = policy.ReferredPoints > 0
+                ? [.. earn.Details.Components, new BreakdownComponent(ComponentKind.Referral, "referral:" + referrer, policy.ReferredPoints)]
+                : earn.Details.Components,
+            ReferrerReward = policy.ReferrerPoints,
+        };
+        return earn with { Total = earn.Total + new Points(policy.ReferredPoints), Details = details };
+    }
+
+    /// <summary>Whether the referrer still has to hear of this member's qualifying purchase (or of its return).</summary>
+    private bool ReferrerToSettle => _state.ReferredBy is not null
+        && (_state.ReferralQualifiedBy is null || (_state.ReferrerRewardOwed > 0 && !_rewardSettled) || (_state.ReferralReversed && !_reversalSettled));
+
+    /// <summary>Tells the referrer its reward, or its reversal; idempotent, so it is simply repeated after a failure.</summary>
+    private async Task SettleReferrerAsync()
+    {
+        if (_state.ReferredBy is not { } referrer || _state.ReferralQualifiedBy is null)
+        {
+            return;
+        }
+
+        try
+        {
+            IMemberGrain grain = ReferrerGrain(referrer);
+            LoyaltyError error = LoyaltyError.None;
+            if (_state.ReferrerRewardOwed > 0 && !_rewardSettled)
+            {
+                error = await grain.SettleReferralReward(_memberId, _state.ReferrerRewardOwed, reverse: false);
+                _rewardSettled = error == LoyaltyError.None;
+            }
+
+            if (error == LoyaltyError.None && _state.ReferralReversed && !_reversalSettled)
+            {
+                error = await grain.SettleReferralReward(_memberId, 0, reverse: true);
+                _reversalSettled = error == LoyaltyError.None;
+            }
+
+            if (error != LoyaltyError.None)
+            {
+                LogReferralLinkFailed(_programId, _memberId, referrer, error);
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // The next purchase or return of this member tries again; the call is idempotent.
+            LogReferralLinkFailed(_programId, _memberId, referrer, LoyaltyError.Unavailable);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.Redemption;
+
+/// <summary>Referral codes, rewards on the first qualifying purchase, clawback and refusals, through real grains on a real database.</summary>
+public abstract class ReferralGrainTests(ClusterFixture fixture)
+{
+    private readonly string _program = "f" + Guid.NewGuid().ToString("N")[..10];
+    private int _txn;
+
+    private static ProgramSettings Shop => new("Shop", "USD", 2, 1, Referrals: new ReferralPolicy(ReferrerPoints: 500, ReferredPoints: 200, MinPurchaseMinor: 50_00));
+
+    [Fact]
+    public async Task Rewards_GoToBothSides_OnTheFirstQualifyingPurchase_NotAtSignUp()
+    {
+        await PutAsync(Shop);
+        IMemberGrain anna = await EnrolAsync("anna");
+        string code = (await anna.GetReferralCode())!;
+        IMemberGrain ben = await EnrolAsync("ben", code: code.ToLowerInvariant());
+        long annaAtSignUp = (await anna.Get())!.Balance.Value;
+
+        AccrualResult small = await ben.Accrue(Buy("ben", 20_00));
+        AccrualResult qualifying = await ben.Accrue(Buy("ben", 60_00, "qualify"));
+        AccrualResult later = await ben.Accrue(Buy("ben", 60_00));
+        MemberView annaView = (await anna.Get())!, benView = (await ben.Get())!;
+
+        Assert.Equal(code, await anna.GetReferralCode());
+        Assert.Equal(0L, annaAtSignUp);
+        Assert.Equal((20L, 260L, 60L), (small.Earned.Value, qualifying.Earned.Value, later.Earned.Value));
+        Assert.Contains(qualifying.Details!.Components, c => c is { Kind: ComponentKind.Referral, Code: "referral:anna", Points: 200 });
+        Assert.Equal((500L, 340L), (annaView.Balance.Value, benView.Balance.Value));
+        Assert.Equal(("anna", "qualify"), (benView.ReferredBy, benView.ReferralQualifiedBy));
+        Assert.Equal(["ben"], annaView.Referrals);
+        Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'anna' AND kind = 13"));
+    }
+
+    [Fact]
+    public async Task Return_OfTheQualifyingPurchase_ReversesBothRewardsOnlyWhenFull()
+    {
+        await PutAsync(Shop);
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "anna");
+        await ben.Accrue(Buy("ben", 60_00, "qualify"));
+
+        ReturnResult half = await ben.Return(ReturnOf("ben", "qualify", 30_00));
+        long annaAfterHalf = (await anna.Get())!.Balance.Value;
+        ReturnResult rest = await ben.Return(ReturnOf("ben", "qualify", 30_00));
+        MemberView annaView = (await anna.Get())!, benView = (await ben.Get())!;
+
+        Assert.Equal((30L, 500L), (half.Reversed.Value, annaAfterHalf));
+        Assert.Equal(230L, rest.Reversed.Value);
+        Assert.True(rest.Details!.ReferralReversed);
+        Assert.Equal((0L, 0L), (annaView.Balance.Value, benView.Balance.Value));
+        Assert.Equal(0L, await Sql.SumPointsAsync(fixture.Storage, _program, "anna"));
+    }
+
+    [Fact]
+    public async Task Refusals_NameTheProblem_AndWriteNothing()
+    {
+        await PutAsync(Shop);
+        await fixture.Grains.GetGrain<IProgramGrain>(_program + "-other").Put(Shop);
+        IMemberGrain stranger = fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program + "-other", "zoe"));
+        await stranger.Enrol(new Enrolment(_program + "-other", "zoe", null));
+        string otherProgramCode = (await stranger.GetReferralCode())!;
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "anna");
+        IMemberGrain cleo = await EnrolAsync("cleo", referredBy: "ben");
+        IMemberGrain buyer = await EnrolAsync("buyer");
+        await buyer.Accrue(Buy("buyer", 10_00));
+        string annaCode = (await anna.GetReferralCode())!;
+        long entries = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'");
+
+        (string Case, MemberResult Result, LoyaltyError Error, string Says)[] cases =
+        [
+            ("self", await anna.SetReferrer(null, annaCode), LoyaltyError.InvalidArgument, "cannot refer itself"),
+            ("already referred", await ben.SetReferrer("cleo", null), LoyaltyError.AlreadyExists, "already referred by 'anna'"),
+            ("cycle of two", await anna.SetReferrer("ben", null), LoyaltyError.FailedPrecondition, "cycle: anna → ben → anna"),
+            ("cycle of three", await anna.SetReferrer("cleo", null), LoyaltyError.FailedPrecondition, "cycle: anna → ben → cleo → anna"),
+            ("other program", await buyer.SetReferrer(null, otherProgramCode), LoyaltyError.FailedPrecondition, "belongs to another program"),
+            ("unknown code", await buyer.SetReferrer(null, "ZZZZZZZZ"), LoyaltyError.NotFound, "unknown"),
+            ("after a purchase", await buyer.SetReferrer("anna", null), LoyaltyError.FailedPrecondition, "already made a purchase"),
+        ];
+
+        foreach ((string name, MemberResult result, LoyaltyError error, string says) in cases)
+        {
+            Assert.True(result.Error == error && result.ErrorMessage!.Contains(says, StringComparison.Ordinal), $"{name}: {result.Error} {result.ErrorMessage}");
+        }
+
+        Assert.Equal(entries, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'"));
+        Assert.Null((await anna.Get())!.ReferredBy);
+    }
+
+    [Fact]
+    public async Task Referrers_OverTheirCapForThePeriod_AreRefused_UntilThePeriodMovesOn()
+    {
+        await PutAsync(Shop with { Referrals = Shop.Referrals! with { CapPerPeriod = 2, PeriodDays = 30 } });
+        await EnrolAsync("anna");
+        await EnrolAsync("b1", referredBy: "anna");
+        await EnrolAsync("b2", referredBy: "anna");
+
+        EnrolmentResult third = await Member("b3").Enrol(new Enrolment(_program, "b3", "anna"));
+        MemberView? notEnrolled = await Member("b3").Get();
+        fixture.Clock.Advance(TimeSpan.FromDays(31));
+        EnrolmentResult later = await Member("b3").Enrol(new Enrolment(_program, "b3", "anna"));
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, third.Error);
+        Assert.Contains("cap of referrals", third.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null(notEnrolled);
+        Assert.Equal(LoyaltyError.None, later.Error);
+    }
+
+    [Fact]
+    public async Task SetReferrer_AfterEnrolment_LinksBothDirections_AndRewardsLater()
+    {
+        await PutAsync(Shop);
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain ben = await EnrolAsync("ben");
+
+        MemberResult linked = await ben.SetReferrer(null, await anna.GetReferralCode());
+        MemberResult again = await ben.SetReferrer("anna", null);
+        await ben.Accrue(Buy("ben", 100_00));
+
+        Assert.Equal(("anna", LoyaltyError.None), (linked.Member!.ReferredBy, again.Error));
+        Assert.Equal(["ben"], (await anna.Get())!.Referrals);
+        Assert.Equal(500L, (await anna.Get())!.Balance.Value);
+    }
+
+    private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
+
+    private Task PutAsync(ProgramSettings settings) => fixture.Grains.GetGrain<IProgramGrain>(_program).Put(settings);
+
+    private async Task<IMemberGrain> EnrolAsync(string id, string? referredBy = null, string? code = null)
+    {
+        EnrolmentResult result = await Member(id).Enrol(new Enrolment(_program, id, referredBy, code));
+        Assert.True(result.Error == LoyaltyError.None, result.ErrorMessage);
+        return Member(id);
+    }
+
+    private Purchase Buy(string member, long amountMinor, string? txn = null) =>
+        new(txn ?? $"t{Interlocked.Increment(ref _txn)}", _program, member, "store-1", new Money(amountMinor, "USD"), fixture.Clock.GetUtcNow().AddMinutes(-1), []);
+
+    private PurchaseReturn ReturnOf(string member, string original, long amountMinor) =>
+        new($"r{Interlocked.Increment(ref _txn)}", _program, member, original, "store-1", new Money(amountMinor, "USD"), fixture.Clock.GetUtcNow(), []);
+}
+
+public sealed class SqliteReferralGrainTests(SqliteClusterFixture fixture) : ReferralGrainTests(fixture), IClassFixture<SqliteClusterFixture>;
+
+public sealed class PostgresReferralGrainTests(PostgresClusterFixture fixture) : ReferralGrainTests(fixture), IClassFixture<PostgresClusterFixture>;
