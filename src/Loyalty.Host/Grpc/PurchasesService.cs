@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Grpc.Core;
+using Loyalty.Grains;
 using Microsoft.Extensions.Options;
 using V1 = Loyalty.Api.V1;
 
@@ -9,10 +10,11 @@ namespace Loyalty.Host.Grpc;
 /// Purchase ingestion. The stream keeps up to <see cref="GatewayOptions.StreamInFlightMax"/>
 /// purchases in flight: each goes to its member grain at once, and acknowledgements are written
 /// back in the order the commits finish, by one writer (a response stream allows one writer).
+/// Timestamps are checked against the engine's clock, the one the rules use.
 /// </summary>
 public sealed partial class PurchasesService(
     IGrainFactory grains,
-    TimeProvider clock,
+    EngineClock clock,
     IOptions<GatewayOptions> options,
     ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
 {

@@ -45,7 +45,7 @@ public sealed partial class ReadmeExampleTests
             }
         }
 
-        Assert.Equal(13, steps.Count);
+        Assert.Equal(17, steps.Count);
         Assert.Single(steps, s => s.ClockTo is not null);
     }
 
