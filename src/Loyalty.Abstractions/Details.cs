@@ -133,6 +133,9 @@ public sealed record EntryDetails
     /// <summary>Return: it reversed the referral rewards (the qualifying purchase came back in full).</summary>
     [Id(25)] public bool ReferralReversed { get; init; }
 
+    /// <summary>Return: the points a full return of a purchase paid partly in points gives back, to the lots they came from.</summary>
+    [Id(26)] public IReadOnlyList<LotUse>? Restored { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

@@ -19,7 +19,9 @@ public sealed record Purchase(
     [property: Id(5)] DateTimeOffset OccurredAt,
     [property: Id(6)] IReadOnlyList<LineItem> LineItems,
     [property: Id(7)] SalesChannel Channel = SalesChannel.Unspecified,
-    [property: Id(8)] string? Tender = null)
+    [property: Id(8)] string? Tender = null,
+    [property: Id(9)] string? RedeemRewardId = null,
+    [property: Id(10)] int RedeemQuantity = 0)
 {
     /// <summary>
     /// Returns null when the purchase is well-formed, otherwise a message naming the first bad
@@ -54,6 +56,13 @@ public sealed record Purchase(
         if (Tender is not null && LoyaltyIds.Check(Tender, "tender", Limits.CodeLengthMax) is { } tenderError)
         {
             return tenderError;
+        }
+
+        if (RedeemRewardId is not null
+            && (LoyaltyIds.Check(RedeemRewardId, "redeem_reward_id", Limits.CodeLengthMax)
+                ?? (RedeemQuantity is < 1 or > Limits.RedeemQuantityMax ? $"redeem_quantity must be 1..{Limits.RedeemQuantityMax}" : null)) is { } redeemError)
+        {
+            return redeemError;
         }
 
         if (OccurredAt == default)
@@ -91,6 +100,13 @@ public sealed record Purchase(
             f.Add(line.Category);
             f.Add(line.Quantity);
             f.Add(line.AmountMinor);
+        }
+
+        // Only when present, so purchases without a redemption keep the fingerprints they always had.
+        if (RedeemRewardId is not null)
+        {
+            f.Add(RedeemRewardId);
+            f.Add(RedeemQuantity);
         }
 
         return f.Value;
@@ -164,7 +180,9 @@ public sealed record AccrualResult(
     [property: Id(6)] string? ErrorMessage,
     [property: Id(7)] EntryDetails? Details = null,
     [property: Id(8)] DateTimeOffset? AvailableAt = null,
-    [property: Id(9)] long ProgramVersion = 0)
+    [property: Id(9)] long ProgramVersion = 0,
+    [property: Id(10)] Points Redeemed = default,
+    [property: Id(11)] IReadOnlyList<LotUse>? RedeemedLots = null)
 {
     /// <summary>A refusal with the reason.</summary>
     public static AccrualResult Reject(string transactionId, LoyaltyError error, string message) =>

@@ -5,7 +5,7 @@ namespace Loyalty.Grains;
 /// <summary>The decisions of returns and adjustments, and the answers shared by every change.</summary>
 public sealed partial class MemberGrain
 {
-    private ReturnResult? StageReturn(PurchaseReturn request, long fingerprint, LedgerEntry? original, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    private ReturnResult? StageReturn(PurchaseReturn request, long fingerprint, LedgerEntry? original, LedgerEntry? redeemed, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string txn = request.TransactionId;
@@ -47,8 +47,11 @@ public sealed partial class MemberGrain
             EarnDay = original.Details?.EarnDay ?? 0,
             EarnMonth = original.Details?.EarnMonth ?? 0,
             ReferralReversed = reversal.Full && !_state.ReferralReversed && original.TransactionId == _state.ReferralQualifiedBy,
+            // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
+            Restored = reversal.Full && redeemed?.Details?.Lots is { Count: > 0 } spent ? spent : null,
         };
-        entry = NewEntry(LedgerEntryKind.Return, new Points(-checked(fromPending + fromActive)), txn, fingerprint, now, program) with
+        long restored = details.Restored?.Sum(l => l.Points) ?? 0;
+        entry = NewEntry(LedgerEntryKind.Return, new Points(checked(restored - fromPending - fromActive)), txn, fingerprint, now, program) with
         {
             StoreId = request.StoreId,
             AmountMinor = reversal.ReturnedAmountMinor,

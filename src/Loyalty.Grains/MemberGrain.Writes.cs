@@ -7,6 +7,15 @@ public sealed partial class MemberGrain
     private const string NotLoaded = "member state could not be loaded; nothing was recorded, retry";
     private const string FlagsKey = "#flags";
 
+    /// <summary>The suffix of the redemption a purchase carries; '#' cannot occur in a client's id.</summary>
+    private const string BasketRedeemSuffix = "#redeem";
+
+    /// <summary>
+    /// An entry a stage decided must commit together with, and just before, the entry it stages
+    /// (the redemption a purchase carries). Set and taken with no await in between.
+    /// </summary>
+    private LedgerEntry? _before;
+
     /// <summary>
     /// Decides one change without awaiting: either an answer without a write (a refusal, a
     /// remembered resend) or the ledger entry to apply and commit.
@@ -25,11 +34,47 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = purchase.ComputeFingerprint();
+        if (purchase.RedeemRewardId is { } reward)
+        {
+            return AccrueWithRedemptionAsync(purchase, new Redemption(txn + BasketRedeemSuffix, reward, purchase.RedeemQuantity, purchase.StoreId), fingerprint);
+        }
+
         Task<AccrualResult> write = WriteAccrualAsync(txn, fingerprint,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, program, now, out entry));
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, null, program, now, out entry));
 
         // Only a referred member's purchases take the longer path (once, until the referrer is settled).
         return ReferrerToSettle ? ThenSettleReferrerAsync(write) : write;
+    }
+
+    /// <summary>A purchase paid partly in points: the reward's stock first when it has any, then both entries in one commit.</summary>
+    private async Task<AccrualResult> AccrueWithRedemptionAsync(Purchase purchase, Redemption redemption, long fingerprint)
+    {
+        var stock = new StockClaim();
+        LedgerEntry? redeemed = null;
+        AccrualResult result = await WriteAsync(
+            purchase.TransactionId,
+            prefetch: () => TakeStockAsync(redemption, stock),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                AccrualResult? answer = StageAccrual(purchase, fingerprint, (redemption, stock), program, now, out entry);
+                redeemed = _before;
+                return answer;
+            },
+            (entry, balance, _) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
+                entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.Details?.Lots),
+            existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)),
+            (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m));
+        if (stock.Taken && result.Status != AccrualStatus.Accepted)
+        {
+            await Stock(redemption.RewardId).Give(redemption.Quantity);
+        }
+
+        if (ReferrerToSettle && _state.ReferralQualifiedBy is not null)
+        {
+            await SettleReferrerAsync();
+        }
+
+        return result;
     }
 
     private async Task<T> ThenSettleReferrerAsync<T>(Task<T> write)
@@ -54,12 +99,18 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = purchaseReturn.ComputeFingerprint();
-        LedgerEntry? original = null;
+        LedgerEntry? original = null, redeemed = null;
         Task<ReturnResult> write = WriteAsync(
             txn,
-            prefetch: async () => original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId),
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, program, now, out entry),
-            (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, -entry.Points, balance, pending, entry.Sequence, entry.Details, LoyaltyError.None, null),
+            prefetch: async () =>
+            {
+                original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId);
+                redeemed = original?.Details?.RewardId is null ? null
+                    : await _store.FindTransactionAsync(_programId, original.TransactionId + BasketRedeemSuffix, CancellationToken.None);
+            },
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, program, now, out entry),
+            (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, new Points(checked(entry.Details!.PendingReversed + entry.Details.ActiveReversed)),
+                balance, pending, entry.Sequence, entry.Details, LoyaltyError.None, null),
             existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
             (e, m) => ReturnResult.Reject(txn, e, m));
         return _state.ReferredBy is null ? write : ThenSettleReferrerAsync(write);
@@ -188,16 +239,24 @@ public sealed partial class MemberGrain
             // From here to the commit there is no await: the change is applied atomically.
             DateTimeOffset now = _clock.GetUtcNow();
             _state.Mature(now);
+            _before = null;
             T? answer = stage(program, now, out LedgerEntry? entry);
+            LedgerEntry? before = _before;
+            _before = null;
             if (entry is null)
             {
                 return answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
             }
 
+            if (before is not null)
+            {
+                _state.Apply(before, _options.RecentTransactionsMax);
+            }
+
             _state.Apply(entry, _options.RecentTransactionsMax);
             Points balance = _state.Balance;
             Points pending = _state.PendingTotal;
-            switch (await CommitAsync(entry, key, MarkDue(program.Settings)))
+            switch (await CommitAsync(entry, key, MarkDue(program.Settings), before))
             {
                 case CommitOutcome.Committed:
                     return committed(entry, balance, pending);
@@ -222,7 +281,7 @@ public sealed partial class MemberGrain
         return reject(LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
     }
 
-    private AccrualResult? StageAccrual(Purchase purchase, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    private AccrualResult? StageAccrual(Purchase purchase, long fingerprint, (Redemption Request, StockClaim Stock)? redemption, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string txn = purchase.TransactionId;
@@ -236,6 +295,17 @@ public sealed partial class MemberGrain
         {
             return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
                 $"currency '{purchase.Amount.Currency}' does not match the program's currency '{settings.Currency}'");
+        }
+
+        LedgerEntry? redeemed = null;
+        if (redemption is { } r)
+        {
+            if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, program, now, out redeemed) is { } refused)
+            {
+                return AccrualResult.Reject(txn, refused.Error, $"the purchase's redemption: {refused.ErrorMessage}");
+            }
+
+            redeemed = redeemed! with { Reference = txn };
         }
 
         TierLadder ladder = settings.Ladder;
@@ -265,8 +335,14 @@ public sealed partial class MemberGrain
             details = details with { ExpiresAt = LotExpiry(settings, availableAt ?? now) };
         }
 
+        if (redeemed is not null)
+        {
+            details = details with { RewardId = purchase.RedeemRewardId, Quantity = purchase.RedeemQuantity };
+            _before = redeemed;
+        }
+
         entry = new LedgerEntry(
-            _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Earn, earn.Total, txn, fingerprint,
+            _programId, _memberId, checked(_state.Sequence + (redeemed is null ? 1 : 2)), LedgerEntryKind.Earn, earn.Total, txn, fingerprint,
             purchase.StoreId, purchase.Amount.AmountMinor, purchase.Amount.Currency, null, null,
             purchase.OccurredAt, now, program.Version, availableAt, details);
         return null;

@@ -345,7 +345,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     /// which already holds the change. The waiter registered under <paramref name="key"/> is
     /// released only after this bookkeeping, so a resend sees the settled state.
     /// </summary>
-    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, string key, DueChange? due = null)
+    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, string key, DueChange? due = null, LedgerEntry? before = null)
     {
         _uncommitted[key] = null;
         _inFlight++;
@@ -353,7 +353,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         CommitOutcome outcome;
         try
         {
-            outcome = await _ledger.AppendAsync(entry, due) ? CommitOutcome.Committed : CommitOutcome.Conflict;
+            bool written = before is null ? await _ledger.AppendAsync(entry, due) : await _ledger.AppendPairAsync(before, entry, due);
+            outcome = written ? CommitOutcome.Committed : CommitOutcome.Conflict;
         }
         catch (LedgerUnavailableException)
         {

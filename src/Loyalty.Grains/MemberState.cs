@@ -481,6 +481,12 @@ public sealed class MemberState
         Debit(new Points(details.ActiveReversed), details.Lots);
         Shortfall += new Points(details.Shortfall);
         ReferralReversed |= details.ReferralReversed;
+        foreach (LotUse restored in details.Restored ?? [])
+        {
+            Credit(new Points(restored.Points), restored.LotId, restored.ExpiresAt);
+            LifetimeRedeemed -= new Points(restored.Points);
+        }
+
         long reversed = checked(details.PendingReversed + details.ActiveReversed + details.Shortfall);
         LifetimeReversed += new Points(reversed);
         RecordProgress(original, details);

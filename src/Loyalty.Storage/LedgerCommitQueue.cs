@@ -61,13 +61,20 @@ public sealed partial class LedgerCommitQueue
     /// <see cref="LedgerUnavailableException"/> when the batch failed; then the entry is not
     /// durable and must not be acknowledged.
     /// </summary>
-    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null) => Enqueue(new PendingAppend(entry, due));
+    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null) => Enqueue(new PendingAppend(entry, due, null));
+
+    /// <summary>
+    /// Queues two entries of one member that must commit together (a redemption and the purchase
+    /// that carries it): they travel as one item, so they land in the same batch and the same
+    /// transaction. True only when both were written.
+    /// </summary>
+    public Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, DueChange? due = null) => Enqueue(new PendingAppend(first, due, second));
 
     /// <summary>
     /// Queues a change to the due schedule on its own. It is written in queue order with the
     /// entries around it, so a member's exact due time is never overwritten by an older mark.
     /// </summary>
-    public Task ScheduleAsync(DueChange due) => Enqueue(new PendingAppend(null, due));
+    public Task ScheduleAsync(DueChange due) => Enqueue(new PendingAppend(null, due, null));
 
     private Task<bool> Enqueue(PendingAppend pending)
     {
@@ -120,7 +127,8 @@ public sealed partial class LedgerCommitQueue
         var batch = new List<PendingAppend>(_options.BatchSizeMax);
         var entries = new List<LedgerEntry>(_options.BatchSizeMax);
         var dues = new List<DueChange>();
-        var inserted = new bool[_options.BatchSizeMax];
+        // Room for a pair in every item of a full batch.
+        var inserted = new bool[2 * _options.BatchSizeMax];
         while (await FillBatchAsync(reader, batch))
         {
             if (batch.Count == 0)
@@ -135,6 +143,11 @@ public sealed partial class LedgerCommitQueue
                 if (p.Entry is not null)
                 {
                     entries.Add(p.Entry);
+                }
+
+                if (p.Second is not null)
+                {
+                    entries.Add(p.Second);
                 }
 
                 if (p.Due is { } due)
@@ -217,7 +230,13 @@ public sealed partial class LedgerCommitQueue
         int entry = 0;
         foreach (PendingAppend p in batch)
         {
-            p.TrySetResult(p.Entry is null || inserted[entry++]);
+            bool written = p.Entry is null || inserted[entry++];
+            if (p.Second is not null)
+            {
+                written &= inserted[entry++];
+            }
+
+            p.TrySetResult(written);
         }
     }
 
@@ -225,9 +244,11 @@ public sealed partial class LedgerCommitQueue
     private partial void LogBatchFailed(Exception exception, int entryCount);
 
     /// <summary>An entry waiting for its batch; the completion runs its awaiter off the writer loop.</summary>
-    private sealed class PendingAppend(LedgerEntry? entry, DueChange? due) : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
+    private sealed class PendingAppend(LedgerEntry? entry, DueChange? due, LedgerEntry? second) : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
     {
         public LedgerEntry? Entry { get; } = entry;
+
+        public LedgerEntry? Second { get; } = second;
 
         public DueChange? Due { get; } = due;
     }

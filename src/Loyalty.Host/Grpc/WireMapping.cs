@@ -61,30 +61,42 @@ internal static class WireMapping
         var purchase = new Purchase(
             message.TransactionId, message.ProgramId, message.MemberId, message.StoreId,
             new Money(message.AmountMinor, message.Currency), occurredAt, lines,
-            (SalesChannel)(int)message.Channel, message.Tender.Length == 0 ? null : message.Tender);
+            (SalesChannel)(int)message.Channel, message.Tender.Length == 0 ? null : message.Tender,
+            message.RedeemRewardId.Length == 0 ? null : message.RedeemRewardId,
+            message.RedeemRewardId.Length == 0 ? 0 : message.RedeemQuantity == 0 ? 1 : message.RedeemQuantity);
         error = purchase.Check(now);
         return error is null ? purchase : null;
     }
 
     /// <summary>The acknowledgement for an accrual result.</summary>
-    public static V1.PurchaseAck ToAck(AccrualResult result) => new()
+    public static V1.PurchaseAck ToAck(AccrualResult result)
     {
-        TransactionId = result.TransactionId,
-        Status = result.Status switch
+        var ack = new V1.PurchaseAck
         {
-            AccrualStatus.Accepted => V1.AckStatus.Accepted,
-            AccrualStatus.Duplicate => V1.AckStatus.Duplicate,
-            _ => V1.AckStatus.Rejected,
-        },
-        PointsEarned = result.Earned.Value,
-        Balance = result.Balance.Value,
-        Sequence = result.Sequence,
-        ErrorCode = result.Error == LoyaltyError.None ? "" : StatusName(ToStatusCode(result.Error)),
-        ErrorMessage = result.ErrorMessage ?? "",
-        Breakdown = result.Details is null ? null : ToBreakdown(result.Details),
-        AvailableAt = result.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null,
-        ProgramVersion = result.ProgramVersion,
-    };
+            TransactionId = result.TransactionId,
+            Status = result.Status switch
+            {
+                AccrualStatus.Accepted => V1.AckStatus.Accepted,
+                AccrualStatus.Duplicate => V1.AckStatus.Duplicate,
+                _ => V1.AckStatus.Rejected,
+            },
+            PointsEarned = result.Earned.Value,
+            Balance = result.Balance.Value,
+            Sequence = result.Sequence,
+            ErrorCode = result.Error == LoyaltyError.None ? "" : StatusName(ToStatusCode(result.Error)),
+            ErrorMessage = result.ErrorMessage ?? "",
+            Breakdown = result.Details is null ? null : ToBreakdown(result.Details),
+            AvailableAt = result.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null,
+            ProgramVersion = result.ProgramVersion,
+            PointsRedeemed = result.Redeemed.Value,
+        };
+        if (result.RedeemedLots is { Count: > 0 } lots)
+        {
+            ack.RedeemedLots.AddRange(lots.Select(ToMessage));
+        }
+
+        return ack;
+    }
 
     /// <summary>
     /// Maps a return message, or returns the reason it cannot be; the return's own checks run here
@@ -161,6 +173,7 @@ internal static class WireMapping
             InactivityDeadline = Time(d.InactivityDeadline),
         };
         m.Lots.AddRange((d.Lots ?? []).Select(ToMessage));
+        m.Restored.AddRange((d.Restored ?? []).Select(ToMessage));
         foreach (BreakdownComponent c in d.Components)
         {
             m.Components.Add(new V1.BreakdownComponent { Kind = (V1.ComponentKind)(int)c.Kind, Code = c.Code, Points = c.Points });

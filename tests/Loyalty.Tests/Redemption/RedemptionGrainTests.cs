@@ -166,6 +166,56 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Purchase_CarryingARedemption_SpendsAndEarnsTogether_AndAResendIsDuplicate()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100 });
+        Purchase basket = Buy(50_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 };
+
+        AccrualResult accepted = await member.Accrue(basket);
+        AccrualResult resend = await member.Accrue(basket);
+        List<(long Seq, int Kind, long Points)> rows = await Sql.RowsAsync(fixture.Storage,
+            $"SELECT seq, kind, points FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm' AND seq > 1 ORDER BY seq",
+            r => (r.GetInt64(0), (int)r.GetInt64(1), r.GetInt64(2)));
+
+        Assert.Equal((AccrualStatus.Accepted, 50L, 30L, 120L), (accepted.Status, accepted.Earned.Value, accepted.Redeemed.Value, accepted.Balance.Value));
+        Assert.Equal("#signup", Assert.Single(accepted.RedeemedLots!).LotId);
+        Assert.Equal(AccrualStatus.Duplicate, resend.Status);
+        Assert.Equal([(2L, 7, -30L), (3L, 2, 50L)], rows);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Purchase_WithARedemptionTheMemberCannotAfford_IsRefusedWhole()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 20 });
+        long entries = await Sql.CountEntriesAsync(fixture.Storage, _program, "m");
+
+        AccrualResult refused = await member.Accrue(Buy(50_00) with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+        Assert.Contains("redemption", refused.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(entries, await Sql.CountEntriesAsync(fixture.Storage, _program, "m"));
+    }
+
+    [Fact]
+    public async Task Return_InFullOfAPurchasePaidPartlyInPoints_GivesThePointsBackToTheirLots()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Expiry = TwelveMonths });
+        DateTimeOffset signupExpiry = Now.AddMonths(12);
+        await member.Accrue(Buy(50_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
+
+        ReturnResult half = await member.Return(new PurchaseReturn("r1", _program, "m", "basket", "store-1", new Money(25_00, "USD"), Now, []));
+        ReturnResult rest = await member.Return(new PurchaseReturn("r2", _program, "m", "basket", "store-1", new Money(25_00, "USD"), Now, []));
+        MemberView view = (await member.Get())!;
+
+        Assert.Null(half.Details!.Restored);
+        Assert.Equal([new LotUse("#signup", 30, signupExpiry)], rest.Details!.Restored);
+        Assert.Equal((100L, 0L), (view.Balance.Value, view.LifetimeRedeemed.Value));
+        Assert.Equal([(signupExpiry, 100L)], view.Expiring!.Select(e => (e.ExpiresAt, e.Points.Value)));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Expiry_ALotExpiresAfterItsLifespan_EvenWhileTheMemberIsNotActive()
     {
         IMemberGrain member = await SetUpAsync(Shop with { Expiry = TwelveMonths });
@@ -281,8 +331,14 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         {
             case < 5:
                 string txn = $"buy{step}";
-                Assert.Equal(AccrualStatus.Accepted, (await member.Accrue(Buy(random.Next(1, 300) * 1_00L, txn))).Status);
-                purchases.Add(txn);
+                Purchase purchase = Buy(random.Next(1, 300) * 1_00L, txn);
+                AccrualResult earned = await member.Accrue(random.Next(4) == 0 ? purchase with { RedeemRewardId = "coffee", RedeemQuantity = 1 } : purchase);
+                Assert.True(earned.Status == AccrualStatus.Accepted || earned.Error == LoyaltyError.FailedPrecondition, earned.ErrorMessage);
+                if (earned.Status == AccrualStatus.Accepted)
+                {
+                    purchases.Add(txn);
+                }
+
                 break;
             case 5 when purchases.Count > 0:
                 ReturnResult r = await member.Return(new PurchaseReturn($"ret{step}", _program, "m", purchases[random.Next(purchases.Count)], "store-1", new Money(random.Next(1, 100_00), "USD"), Now, []));
@@ -328,6 +384,13 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
             {
                 string expiry = root.TryGetProperty("expires_at", out JsonElement e) ? e.GetString()! : "never";
                 credited[expiry] = credited.GetValueOrDefault(expiry) + points;
+            }
+
+            // A full return of a purchase paid partly in points credits the spent points back to their lots.
+            foreach (JsonElement lot in root.TryGetProperty("restored", out JsonElement restored) ? restored.EnumerateArray() : [])
+            {
+                string expiry = lot.TryGetProperty("expires_at", out JsonElement e) ? e.GetString()! : "never";
+                credited[expiry] = credited.GetValueOrDefault(expiry) + lot.GetProperty("points").GetInt64();
             }
 
             if (kind is 4 or 7 or 10 && root.TryGetProperty("lots", out JsonElement lots))
