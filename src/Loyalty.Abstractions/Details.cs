@@ -136,6 +136,15 @@ public sealed record EntryDetails
     /// <summary>Return: the points a full return of a purchase paid partly in points gives back, to the lots they came from.</summary>
     [Id(26)] public IReadOnlyList<LotUse>? Restored { get; init; }
 
+    /// <summary>Profile entry: the names of the fields the member now has (never their values).</summary>
+    [Id(27)] public IReadOnlyList<string>? ProfileFields { get; init; }
+
+    /// <summary>Merge entries: what moved from the merged-away member to the survivor.</summary>
+    [Id(28)] public MergeTransfer? Merge { get; init; }
+
+    /// <summary>Repointed entry: the member id that was replaced (the entry's reference is the new one).</summary>
+    [Id(29)] public string? ReplacedMember { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

@@ -37,6 +37,25 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Does the member's due work (lapses, expiries, warnings) and schedules the next; called by the due scheduler.</summary>
     Task Wake();
 
+    /// <summary>Replaces the member's profile fields (personal data, kept outside the ledger).</summary>
+    Task<MemberResult> SetProfile(IReadOnlyDictionary<string, string> fields);
+
+    /// <summary>Erases the member's personal data on request; ledger amounts stay (anonymised). Idempotent.</summary>
+    Task<MemberResult> Erase(string reason);
+
+    /// <summary>
+    /// Merges the duplicate account <paramref name="duplicateId"/> into this one: its points, lots,
+    /// pending points and return progress move here, the higher tier is kept, referral links are
+    /// re-pointed, and the duplicate answers with a pointer to this member. Idempotent.
+    /// </summary>
+    Task<MemberResult> MergeFrom(string duplicateId, string reason);
+
+    /// <summary>Leaves this account to <paramref name="survivorId"/>: records the transfer and empties it; repeated, answers the same transfer.</summary>
+    Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId);
+
+    /// <summary>Replaces <paramref name="fromId"/> by <paramref name="toId"/> in this member's referral links (after a merge).</summary>
+    Task<LoyaltyError> Repoint(string fromId, string toId);
+
     /// <summary>The member, or null when not enrolled.</summary>
     Task<MemberView?> Get();
 
@@ -73,6 +92,9 @@ public interface IReferralCodeGrain : IGrainWithStringKey
 
     /// <summary>The code's member, or null when the code was never issued.</summary>
     Task<ReferralOwner?> Resolve();
+
+    /// <summary>Withdraws the code from its member (erasure); nothing happens when another member holds it.</summary>
+    Task Release(ReferralOwner owner);
 }
 
 /// <summary>The stock of one reward, keyed "program/reward": units taken by redemptions and open reservations.</summary>

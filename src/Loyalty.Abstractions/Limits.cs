@@ -93,6 +93,12 @@ public static class Limits
     /// <summary>How far up the referral chain a cycle is looked for; a longer chain is refused as a possible cycle.</summary>
     public const int ReferralChainDepthMax = 64;
 
+    /// <summary>Most profile fields per member.</summary>
+    public const int ProfileFieldsMax = 32;
+
+    /// <summary>Longest profile field value, in characters.</summary>
+    public const int ProfileValueLengthMax = 500;
+
     /// <summary>Most reservations one member may hold open at once.</summary>
     public const int OpenReservationsMax = 32;
 }

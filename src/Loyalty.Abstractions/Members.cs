@@ -40,7 +40,11 @@ public sealed record MemberView(
     [property: Id(19)] Points LifetimeExpired = default,
     [property: Id(20)] IReadOnlyList<UpcomingExpiry>? Expiring = null,
     [property: Id(21)] DateTimeOffset? LastActivityAt = null,
-    [property: Id(22)] string? ReferralQualifiedBy = null)
+    [property: Id(22)] string? ReferralQualifiedBy = null,
+    [property: Id(23)] IReadOnlyDictionary<string, string>? Profile = null,
+    [property: Id(24)] bool Erased = false,
+    [property: Id(25)] string? MergedInto = null,
+    [property: Id(26)] IReadOnlyList<string>? MergedFrom = null)
 {
     /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
     public Points Available => Balance - Held;
@@ -110,6 +114,21 @@ public enum LedgerEntryKind : short
 
     /// <summary>The referrer's reward for a referred member's first qualifying purchase, or its reversal.</summary>
     ReferralReward = 13,
+
+    /// <summary>The member's profile fields were replaced (the entry names the fields, never their values).</summary>
+    Profile = 14,
+
+    /// <summary>The member's personal data was erased on request; amounts are kept.</summary>
+    Erase = 15,
+
+    /// <summary>This duplicate account was merged into another (reference); its points left with it.</summary>
+    MergedAway = 16,
+
+    /// <summary>A duplicate account (reference) was merged into this one; its points arrived.</summary>
+    MergedIn = 17,
+
+    /// <summary>A referral link now names the survivor of a merge instead of the merged-away member.</summary>
+    Repointed = 18,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

@@ -171,9 +171,9 @@ public sealed partial class MemberGrain
     /// <summary>Why this member cannot be given a referrer now, or null.</summary>
     private MemberResult? CheckReferrable(string referrer)
     {
-        if (!_state.Enrolled)
+        if (Closed() is { } closed)
         {
-            return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
+            return closed;
         }
 
         if (referrer == _memberId)

@@ -14,7 +14,8 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        if (original is null || original.MemberId != _memberId || original.Kind != LedgerEntryKind.Earn)
+        // A purchase of a duplicate account merged into this one is returned here.
+        if (original is null || (original.MemberId != _memberId && !_state.MergedFrom.Contains(original.MemberId)) || original.Kind != LedgerEntryKind.Earn)
         {
             return ReturnResult.Reject(txn, LoyaltyError.NotFound,
                 $"original_transaction_id '{request.OriginalTransactionId}' is not a purchase of member '{_memberId}' in program '{_programId}'");
@@ -94,6 +95,11 @@ public sealed partial class MemberGrain
             return reject(LoyaltyError.NotFound, NotEnrolledMessage());
         }
 
+        if (_state.MergedInto is not null || _state.Erased)
+        {
+            return reject(LoyaltyError.FailedPrecondition, Closed()!.ErrorMessage!);
+        }
+
         if (_state.FindRecent(txn) is { } prior)
         {
             return prior.Fingerprint == fingerprint
@@ -159,6 +165,10 @@ public sealed partial class MemberGrain
             Expiring = Expiring.Upcoming(_state, policy),
             LastActivityAt = _state.LastActivityAt,
             ReferralQualifiedBy = _state.ReferralQualifiedBy,
+            Profile = _state.HasProfile ? _profile : null,
+            Erased = _state.Erased,
+            MergedInto = _state.MergedInto,
+            MergedFrom = [.. _state.MergedFrom],
         };
     }
 

@@ -1,3 +1,5 @@
+using System.Text.Json;
+
 namespace Loyalty.Grains;
 
 /// <summary>Purchases, returns, adjustments and flags: every change that follows the program's rules.</summary>
@@ -152,9 +154,9 @@ public sealed partial class MemberGrain
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
-                if (!_state.Enrolled)
+                if (Closed() is { } closed)
                 {
-                    return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
+                    return closed;
                 }
 
                 if (_state.Flags.SequenceEqual(wanted))
@@ -177,6 +179,12 @@ public sealed partial class MemberGrain
         if (!_state.Enrolled)
         {
             return null;
+        }
+
+        if (_state.HasProfile && _profile is null
+            && await _store.ReadProfileAsync(_programId, _memberId, CancellationToken.None) is { } json)
+        {
+            _profile = JsonSerializer.Deserialize<Dictionary<string, string>>(json);
         }
 
         ProgramConfig? program = await _programs.GetAsync(_programId);

@@ -116,6 +116,21 @@ public sealed class MemberState
     /// <summary>Purchases accepted (earn entries), returned or not.</summary>
     [Id(30)] public long PurchaseCount { get; set; }
 
+    /// <summary>The member's personal data was erased; it takes no more changes.</summary>
+    [Id(31)] public bool Erased { get; set; }
+
+    /// <summary>The member this duplicate account was merged into; it takes no more changes.</summary>
+    [Id(32)] public string? MergedInto { get; set; }
+
+    /// <summary>What this account handed over when it was merged away (to answer a repeated merge).</summary>
+    [Id(33)] public MergeTransfer? Detached { get; set; }
+
+    /// <summary>Duplicate accounts merged into this one.</summary>
+    [Id(34)] public List<string> MergedFrom { get; set; } = [];
+
+    /// <summary>Whether the member has profile fields (kept outside the ledger).</summary>
+    [Id(35)] public bool HasProfile { get; set; }
+
     /// <summary>Referrals made in the <paramref name="days"/> days before <paramref name="now"/>.</summary>
     public int ReferralsSince(DateTimeOffset now, int days)
     {
@@ -241,6 +256,29 @@ public sealed class MemberState
                 break;
             case LedgerEntryKind.ReferralReward:
                 ApplyReferralReward(entry);
+                break;
+            case LedgerEntryKind.Profile:
+                HasProfile = entry.Details?.ProfileFields is { Count: > 0 };
+                break;
+            case LedgerEntryKind.Erase:
+                Erased = true;
+                HasProfile = false;
+                Flags = [];
+                break;
+            case LedgerEntryKind.MergedAway:
+                ApplyMergedAway(entry);
+                break;
+            case LedgerEntryKind.MergedIn:
+                ApplyMergedIn(entry);
+                break;
+            case LedgerEntryKind.Repointed when entry.Details?.ReplacedMember is { } replaced && entry.Reference is { } survivor:
+                int at = Referrals.IndexOf(replaced);
+                if (at >= 0)
+                {
+                    Referrals[at] = survivor;
+                }
+
+                ReferredBy = ReferredBy == replaced ? survivor : ReferredBy;
                 break;
         }
 
@@ -532,6 +570,70 @@ public sealed class MemberState
         Shortfall += new Points(entry.Details?.Shortfall ?? 0);
         LifetimeReversed += new Points(checked(-entry.Points.Value + (entry.Details?.Shortfall ?? 0)));
         ReferralRewards[referred] = 0;
+    }
+
+    /// <summary>The hand-over of a merge, from this member's state (mature its pending lots first).</summary>
+    public MergeTransfer TransferOf(string memberId, string tier, DateTimeOffset? tierReviewAt) => new(
+        memberId, Balance.Value,
+        [.. Lots.Select(l => new LotUse(l.Id, l.Points.Value, l.ExpiresAt))],
+        [.. Pending.Select(p => new PendingLotUse(p.TransactionId, p.Points.Value, p.AvailableAt, p.ExpiresAt))],
+        tier, tierReviewAt, ReferredBy, [.. Referrals],
+        LifetimeEarned.Value, LifetimeRedeemed.Value, LifetimeExpired.Value, LifetimeReversed.Value,
+        [.. Returns.Select(r => new ReturnedSoFar(r.Key, r.Value.ByLines, r.Value.AmountReturnedMinor, new Dictionary<string, long>(r.Value.SkuReturnedMinor), [.. r.Value.Reversed]))],
+        PurchaseCount);
+
+    private void ApplyMergedAway(LedgerEntry entry)
+    {
+        MergedInto = entry.Reference;
+        Detached = entry.Details?.Merge;
+        Balance = Points.Zero;
+        Lots.Clear();
+        Pending.Clear();
+        Holds.Clear();
+    }
+
+    private void ApplyMergedIn(LedgerEntry entry)
+    {
+        MergeTransfer t = entry.Details?.Merge ?? throw new InvalidOperationException($"Merge entry {entry.Sequence} carries no transfer.");
+        if (t.Balance < 0)
+        {
+            Debit(new Points(-t.Balance), null);
+        }
+
+        foreach (LotUse lot in t.Lots)
+        {
+            Credit(new Points(lot.Points), lot.LotId, lot.ExpiresAt);
+        }
+
+        foreach (PendingLotUse lot in t.Pending)
+        {
+            AddPending(new PendingLot { TransactionId = lot.TransactionId, Points = new Points(lot.Points), AvailableAt = lot.AvailableAt, ExpiresAt = lot.ExpiresAt });
+        }
+
+        foreach (string referred in t.Referrals.Where(r => !Referrals.Contains(r)))
+        {
+            Referrals.Add(referred);
+            ReferredAt.Add(entry.RecordedAt);
+        }
+
+        foreach (ReturnedSoFar r in t.Returns)
+        {
+            Returns[r.TransactionId] = new ReturnProgress
+            {
+                ByLines = r.ByLines, AmountReturnedMinor = r.AmountReturnedMinor,
+                SkuReturnedMinor = new Dictionary<string, long>(r.SkuReturnedMinor, StringComparer.Ordinal), Reversed = [.. r.Reversed],
+            };
+        }
+
+        ReferredBy ??= t.ReferredBy;
+        Tier = entry.Details.TierAfter ?? Tier;
+        TierReviewAt = entry.Details.TierAfter is null ? TierReviewAt : entry.Details.TierReviewAt;
+        LifetimeEarned += new Points(t.LifetimeEarned);
+        LifetimeRedeemed += new Points(t.LifetimeRedeemed);
+        LifetimeExpired += new Points(t.LifetimeExpired);
+        LifetimeReversed += new Points(t.LifetimeReversed);
+        PurchaseCount = checked(PurchaseCount + t.PurchaseCount);
+        MergedFrom.Add(t.MemberId);
     }
 
     private void ApplyWarning(EntryDetails? details)

@@ -35,6 +35,16 @@ public sealed class ReferralCodeGrain(
 
     /// <inheritdoc />
     public Task<ReferralOwner?> Resolve() => Task.FromResult(state.State.Owner);
+
+    /// <inheritdoc />
+    public async Task Release(ReferralOwner owner)
+    {
+        if (state.State.Owner == owner)
+        {
+            await state.ClearStateAsync();
+            state.State.Owner = null;
+        }
+    }
 }
 
 /// <summary>The stored state of a referral code.</summary>

@@ -27,6 +27,18 @@ public interface ILedgerStore
     /// </summary>
     Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken);
 
+    /// <summary>Replaces a member's profile (a JSON object), or deletes it when <paramref name="fieldsJson"/> is null.</summary>
+    Task WriteProfileAsync(string programId, string memberId, string? fieldsJson, DateTimeOffset at, CancellationToken cancellationToken);
+
+    /// <summary>A member's profile as a JSON object, or null when it has none.</summary>
+    Task<string?> ReadProfileAsync(string programId, string memberId, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Removes what a member's ledger rows may hold of personal data (free-text reasons typed by
+    /// staff, the flags of flag entries), keeping every amount so program totals stay right.
+    /// </summary>
+    Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken);
+
     /// <summary>A member's due time, or null when it has none.</summary>
     Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken);
 

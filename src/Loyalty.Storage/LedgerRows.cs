@@ -72,7 +72,8 @@ public static class DetailsJson
             {
                 foreach (JsonPropertyInfo property in info.Properties)
                 {
-                    if (property.PropertyType != typeof(string) && typeof(System.Collections.IEnumerable).IsAssignableFrom(property.PropertyType))
+                    // Empty lists of the entry itself are left out; nested records (a merge's transfer) keep theirs.
+                    if (info.Type == typeof(EntryDetails) && property.PropertyType != typeof(string) && typeof(System.Collections.IEnumerable).IsAssignableFrom(property.PropertyType))
                     {
                         property.ShouldSerialize = static (_, value) => value is System.Collections.ICollection { Count: > 0 };
                     }

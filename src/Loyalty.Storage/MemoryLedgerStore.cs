@@ -12,6 +12,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
     private readonly Dictionary<(string Program, string Member), List<LedgerEntry>> _members = [];
     private readonly Dictionary<(string Program, string Transaction), LedgerEntry> _transactions = [];
     private readonly Dictionary<(string Program, string Member), DateTimeOffset> _due = [];
+    private readonly Dictionary<(string Program, string Member), string> _profiles = [];
 
     /// <inheritdoc />
     public Task MigrateAsync(CancellationToken cancellationToken) => Task.CompletedTask;
@@ -90,6 +91,55 @@ public sealed class MemoryLedgerStore : ILedgerStore
         {
             return Task.FromResult(_due.TryGetValue((programId, memberId), out DateTimeOffset due) ? due : (DateTimeOffset?)null);
         }
+    }
+
+    /// <inheritdoc />
+    public Task WriteProfileAsync(string programId, string memberId, string? fieldsJson, DateTimeOffset at, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (fieldsJson is null)
+            {
+                _profiles.Remove((programId, memberId));
+            }
+            else
+            {
+                _profiles[(programId, memberId)] = fieldsJson;
+            }
+        }
+
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public Task<string?> ReadProfileAsync(string programId, string memberId, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            return Task.FromResult(_profiles.GetValueOrDefault((programId, memberId)));
+        }
+    }
+
+    /// <inheritdoc />
+    public Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (_members.TryGetValue((programId, memberId), out List<LedgerEntry>? list))
+            {
+                for (int i = 0; i < list.Count; i++)
+                {
+                    list[i] = list[i].Kind switch
+                    {
+                        LedgerEntryKind.Adjust => list[i] with { Reason = "erased" },
+                        LedgerEntryKind.Flags => list[i] with { Details = null },
+                        _ => list[i],
+                    };
+                }
+            }
+        }
+
+        return Task.CompletedTask;
     }
 
     private void ApplyDue(DueChange change)

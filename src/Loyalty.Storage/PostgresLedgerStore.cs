@@ -198,6 +198,44 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
+    public async Task WriteProfileAsync(string programId, string memberId, string? fieldsJson, DateTimeOffset at, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(fieldsJson is null
+            ? "DELETE FROM member_profiles WHERE program_id = $1 AND member_id = $2;"
+            : "INSERT INTO member_profiles (program_id, member_id, fields, updated_at) VALUES ($1, $2, $3, $4) " +
+              "ON CONFLICT (program_id, member_id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(memberId);
+        if (fieldsJson is not null)
+        {
+            command.Parameters.AddWithValue(fieldsJson);
+            command.Parameters.AddWithValue(at.UtcDateTime);
+        }
+
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<string?> ReadProfileAsync(string programId, string memberId, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT fields FROM member_profiles WHERE program_id = $1 AND member_id = $2;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(memberId);
+        return await command.ExecuteScalarAsync(cancellationToken) as string;
+    }
+
+    /// <inheritdoc />
+    public async Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            "UPDATE ledger_entries SET reason = CASE WHEN kind = 5 THEN 'erased' ELSE reason END, details = CASE WHEN kind = 6 THEN NULL ELSE details END " +
+            "WHERE program_id = $1 AND member_id = $2 AND kind IN (5, 6);");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(memberId);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
     public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
 
     private static async Task WriteDuesAsync(NpgsqlConnection connection, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)

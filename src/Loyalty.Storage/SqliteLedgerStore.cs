@@ -188,7 +188,47 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
+    public Task WriteProfileAsync(string programId, string memberId, string? fieldsJson, DateTimeOffset at, CancellationToken cancellationToken) =>
+        ExecuteOnceAsync(
+            fieldsJson is null
+                ? "DELETE FROM member_profiles WHERE program_id = $p AND member_id = $m;"
+                : "INSERT INTO member_profiles (program_id, member_id, fields, updated_at) VALUES ($p, $m, $f, $t) " +
+                  "ON CONFLICT (program_id, member_id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at;",
+            cancellationToken, ("$p", programId), ("$m", memberId), ("$f", fieldsJson ?? ""), ("$t", UnixMicros.From(at)));
+
+    /// <inheritdoc />
+    public async Task<string?> ReadProfileAsync(string programId, string memberId, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT fields FROM member_profiles WHERE program_id = $p AND member_id = $m;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$m", memberId);
+        return await command.ExecuteScalarAsync(cancellationToken) as string;
+    }
+
+    /// <inheritdoc />
+    public Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken) =>
+        ExecuteOnceAsync(
+            "UPDATE ledger_entries SET reason = CASE WHEN kind = 5 THEN 'erased' ELSE reason END, details = CASE WHEN kind = 6 THEN NULL ELSE details END " +
+            "WHERE program_id = $p AND member_id = $m AND kind IN (5, 6);",
+            cancellationToken, ("$p", programId), ("$m", memberId));
+
+    /// <inheritdoc />
     public void Dispose() => ResetWriter();
+
+    private async Task ExecuteOnceAsync(string sql, CancellationToken cancellationToken, params (string Name, object Value)[] parameters)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        foreach ((string name, object value) in parameters)
+        {
+            command.Parameters.AddWithValue(name, value);
+        }
+
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
 
     /// <summary>Applies the batch's due-schedule changes inside its transaction (they are rare: one per member and expiry period).</summary>
     private void WriteDues(SqliteTransaction transaction, IReadOnlyList<DueChange> dues)

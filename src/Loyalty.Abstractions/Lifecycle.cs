@@ -1,0 +1,68 @@
+namespace Loyalty;
+
+/// <summary>
+/// Everything one member hands to another when two accounts are merged: spendable lots with their
+/// expiries, pending points with their dates, the tier, referral links, lifetime totals, and the
+/// return progress of its purchases (so they can still be returned, never beyond what they earned).
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record MergeTransfer(
+    [property: Id(0)] string MemberId,
+    [property: Id(1)] long Balance,
+    [property: Id(2)] IReadOnlyList<LotUse> Lots,
+    [property: Id(3)] IReadOnlyList<PendingLotUse> Pending,
+    [property: Id(4)] string Tier,
+    [property: Id(5)] DateTimeOffset? TierReviewAt,
+    [property: Id(6)] string? ReferredBy,
+    [property: Id(7)] IReadOnlyList<string> Referrals,
+    [property: Id(8)] long LifetimeEarned,
+    [property: Id(9)] long LifetimeRedeemed,
+    [property: Id(10)] long LifetimeExpired,
+    [property: Id(11)] long LifetimeReversed,
+    [property: Id(12)] IReadOnlyList<ReturnedSoFar> Returns,
+    [property: Id(13)] long PurchaseCount);
+
+/// <summary>A pending lot as a merge moves it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record PendingLotUse(
+    [property: Id(0)] string TransactionId,
+    [property: Id(1)] long Points,
+    [property: Id(2)] DateTimeOffset AvailableAt,
+    [property: Id(3)] DateTimeOffset? ExpiresAt);
+
+/// <summary>How much of one purchase had been returned when a merge moved it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ReturnedSoFar(
+    [property: Id(0)] string TransactionId,
+    [property: Id(1)] bool ByLines,
+    [property: Id(2)] long AmountReturnedMinor,
+    [property: Id(3)] IReadOnlyDictionary<string, long> SkuReturnedMinor,
+    [property: Id(4)] IReadOnlyList<long> Reversed);
+
+/// <summary>A member's personal fields (name, e-mail, …): kept apart from the ledger, and deleted on erasure.</summary>
+public static class Profiles
+{
+    /// <summary>Returns null when the fields are acceptable, otherwise a message naming the problem.</summary>
+    public static string? Check(IReadOnlyDictionary<string, string> fields)
+    {
+        if (fields.Count > Limits.ProfileFieldsMax)
+        {
+            return $"profile has more than {Limits.ProfileFieldsMax} fields";
+        }
+
+        foreach ((string name, string value) in fields)
+        {
+            if (LoyaltyIds.Check(name, "profile field name", Limits.CodeLengthMax) is { } error)
+            {
+                return error;
+            }
+
+            if (value.Length > Limits.ProfileValueLengthMax)
+            {
+                return $"profile field '{name}' is longer than {Limits.ProfileValueLengthMax} characters";
+            }
+        }
+
+        return null;
+    }
+}

@@ -1,0 +1,302 @@
+using System.Text.Json;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// The member lifecycle: profile fields, erasure of personal data, and the merge of a duplicate
+/// account. Personal fields live outside the append-only ledger (in <c>member_profiles</c>), so
+/// erasing them never touches the amounts program accounting needs.
+/// </summary>
+public sealed partial class MemberGrain
+{
+    private const string ProfileKey = "#profile";
+    private const string EraseKey = "#erase";
+    private const string DetachKey = "#detach";
+
+    private IReadOnlyDictionary<string, string>? _profile;
+
+    /// <inheritdoc />
+    public async Task<MemberResult> SetProfile(IReadOnlyDictionary<string, string> fields)
+    {
+        if (Profiles.Check(fields) is { } error)
+        {
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, error);
+        }
+
+        if (!await TryEnsureLoadedAsync())
+        {
+            return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
+        }
+
+        if (Closed() is { } closed)
+        {
+            return closed;
+        }
+
+        // The personal data first, then the ledger's note that it changed (names only, never values).
+        var copy = new SortedDictionary<string, string>(fields.ToDictionary(), StringComparer.Ordinal);
+        await _store.WriteProfileAsync(_programId, _memberId, copy.Count == 0 ? null : JsonSerializer.Serialize(copy), _clock.GetUtcNow(), CancellationToken.None);
+        _profile = copy;
+        ProgramConfig? current = null;
+        return await WriteAsync(
+            ProfileKey,
+            prefetch: async () => current = await _programs.GetAsync(_programId),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = NewEntry(LedgerEntryKind.Profile, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { ProfileFields = [.. copy.Keys] } };
+                return Closed();
+            },
+            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+    }
+
+    /// <inheritdoc />
+    public async Task<MemberResult> Erase(string reason)
+    {
+        if (string.IsNullOrWhiteSpace(reason) || reason.Length > Limits.ReasonLengthMax)
+        {
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, $"reason is required and at most {Limits.ReasonLengthMax} characters");
+        }
+
+        ProgramConfig? current = null;
+        MemberResult result = await WriteAsync(
+            EraseKey,
+            prefetch: async () => current = await _programs.GetAsync(_programId),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                if (!_state.Enrolled)
+                {
+                    return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
+                }
+
+                if (_state.Erased)
+                {
+                    return new MemberResult(View(program), LoyaltyError.None, null);
+                }
+
+                entry = NewEntry(LedgerEntryKind.Erase, Points.Zero, null, 0, now, program) with { Reason = reason };
+                return null;
+            },
+            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+        if (result.Error != LoyaltyError.None)
+        {
+            return result;
+        }
+
+        // The member is marked erased durably first; the clean-up is idempotent, and a repeated
+        // request repeats it, so a failure half-way is repaired by asking again.
+        await _store.WriteProfileAsync(_programId, _memberId, null, _clock.GetUtcNow(), CancellationToken.None);
+        await _store.AnonymiseAsync(_programId, _memberId, CancellationToken.None);
+        var owner = new ReferralOwner(_programId, _memberId);
+        for (int salt = 0; salt < CodeAttemptsMax; salt++)
+        {
+            await GrainFactory.GetGrain<IReferralCodeGrain>(ReferralCodes.For(_programId, _memberId, salt)).Release(owner);
+        }
+
+        _profile = null;
+        _referralCode = null;
+        return result;
+    }
+
+    /// <inheritdoc />
+    public async Task<MemberResult> MergeFrom(string duplicateId, string reason)
+    {
+        string? error = LoyaltyIds.Check(duplicateId, "duplicate_member_id")
+            ?? (duplicateId == _memberId ? "a member cannot be merged into itself" : null)
+            ?? (string.IsNullOrWhiteSpace(reason) || reason.Length > Limits.ReasonLengthMax ? $"reason is required and at most {Limits.ReasonLengthMax} characters" : null);
+        if (error is not null)
+        {
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, error);
+        }
+
+        if (!await TryEnsureLoadedAsync())
+        {
+            return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
+        }
+
+        if (Closed() is { } closed)
+        {
+            return closed;
+        }
+
+        MergeTransfer? transfer = null;
+        if (!_state.MergedFrom.Contains(duplicateId))
+        {
+            // The duplicate lets go first: its points leave it before they arrive here, so they never
+            // exist twice. If this member fails after that, asking again fetches the same transfer.
+            (MergeTransfer? t, LoyaltyError detachError, string? message) = await ReferrerGrain(duplicateId).Detach(_memberId);
+            if (t is null)
+            {
+                return MemberResult.Reject(detachError, message ?? $"member '{duplicateId}' could not be merged");
+            }
+
+            transfer = t;
+        }
+
+        ProgramConfig? current = null;
+        MemberResult result = await WriteAsync(
+            "#merge:" + duplicateId,
+            prefetch: async () => current = await _programs.GetAsync(_programId),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageMergeIn(duplicateId, transfer, reason, program, now, out entry),
+            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+        if (result.Error == LoyaltyError.None)
+        {
+            await RepointLinksAsync(duplicateId, transfer);
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc />
+    public async Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId)
+    {
+        DetachOutcome outcome = await WriteAsync(
+            DetachKey,
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageDetach(survivorId, program, now, out entry),
+            (entry, _, _) => new DetachOutcome(entry.Details!.Merge, LoyaltyError.None, null),
+            _ => Task.FromResult<DetachOutcome?>(null),
+            (e, m) => new DetachOutcome(null, e, m));
+        return (outcome.Transfer, outcome.Error, outcome.Message);
+    }
+
+    /// <inheritdoc />
+    public async Task<LoyaltyError> Repoint(string fromId, string toId)
+    {
+        MemberResult result = await WriteAsync(
+            "#repoint:" + fromId,
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                if (!_state.Enrolled)
+                {
+                    return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
+                }
+
+                if (_state.ReferredBy != fromId && !_state.Referrals.Contains(fromId))
+                {
+                    return new MemberResult(null, LoyaltyError.None, null);
+                }
+
+                entry = NewEntry(LedgerEntryKind.Repointed, Points.Zero, null, 0, now, program) with
+                {
+                    Reference = toId,
+                    Details = new EntryDetails { ReplacedMember = fromId },
+                };
+                return null;
+            },
+            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+        return result.Error;
+    }
+
+    private DetachOutcome? StageDetach(string survivorId, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        if (!_state.Enrolled)
+        {
+            return new DetachOutcome(null, LoyaltyError.NotFound, NotEnrolledMessage());
+        }
+
+        if (_state.MergedInto is { } into)
+        {
+            return into == survivorId
+                ? new DetachOutcome(_state.Detached, LoyaltyError.None, null)
+                : new DetachOutcome(null, LoyaltyError.FailedPrecondition, $"member '{_memberId}' was already merged into '{into}'");
+        }
+
+        if (_state.Erased || _state.HeldAt(now).Value > 0)
+        {
+            return new DetachOutcome(null, LoyaltyError.FailedPrecondition,
+                _state.Erased ? $"member '{_memberId}' was erased" : $"member '{_memberId}' has open reservations; commit or cancel them first");
+        }
+
+        TierLadder ladder = program.Settings.Ladder;
+        (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
+        MergeTransfer transfer = _state.TransferOf(_memberId, ladder.Tiers[tier].Name, reviewAt);
+        entry = NewEntry(LedgerEntryKind.MergedAway, -(_state.Balance + _state.PendingTotal), null, 0, now, program) with
+        {
+            Reference = survivorId,
+            Reason = "merged into " + survivorId,
+            Details = new EntryDetails { Merge = transfer },
+        };
+        return null;
+    }
+
+    private MemberResult? StageMergeIn(string duplicateId, MergeTransfer? transfer, string reason, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        if (Closed() is { } closed)
+        {
+            return closed;
+        }
+
+        if (_state.MergedFrom.Contains(duplicateId) || transfer is null)
+        {
+            return new MemberResult(View(program), LoyaltyError.None, null);
+        }
+
+        // The higher of the two tiers is kept, with its own review date.
+        TierLadder ladder = program.Settings.Ladder;
+        (int mine, DateTimeOffset? myReview) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
+        int theirs = ladder.IndexOf(transfer.Tier);
+        bool takeTheirs = theirs > mine;
+        long pending = transfer.Pending.Sum(p => p.Points);
+        entry = NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance + pending)), null, 0, now, program) with
+        {
+            Reference = duplicateId,
+            Reason = reason,
+            Details = new EntryDetails
+            {
+                Merge = transfer,
+                TierBefore = ladder.Tiers[mine].Name,
+                TierAfter = takeTheirs ? transfer.Tier : ladder.Tiers[mine].Name,
+                TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
+            },
+        };
+        return null;
+    }
+
+    /// <summary>Points the duplicate's referrer and the members it referred at the survivor; idempotent, repeated by a repeated merge.</summary>
+    private async Task RepointLinksAsync(string duplicateId, MergeTransfer? transfer)
+    {
+        MergeTransfer? moved = transfer ?? await ReferrerGrain(duplicateId).Detach(_memberId) switch { var (t, _, _) => t };
+        if (moved is null)
+        {
+            return;
+        }
+
+        IEnumerable<string> linked = moved.Referrals;
+        if (moved.ReferredBy is { } referrer && _state.ReferredBy == referrer)
+        {
+            linked = linked.Append(referrer);
+        }
+
+        foreach (string member in linked.Where(m => m != _memberId))
+        {
+            LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, _memberId);
+            if (error != LoyaltyError.None)
+            {
+                LogReferralLinkFailed(_programId, member, _memberId, error);
+            }
+        }
+    }
+
+    /// <summary>A refusal when the member takes no more changes: not enrolled, erased, or merged away.</summary>
+    private MemberResult? Closed() =>
+        !_state.Enrolled ? MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage())
+        : _state.MergedInto is { } into ? MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' was merged into '{into}'; use '{into}'")
+        : _state.Erased ? MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' was erased")
+        : null;
+
+    /// <summary>The answer of a detach.</summary>
+    private sealed record DetachOutcome(MergeTransfer? Transfer, LoyaltyError Error, string? Message);
+}

@@ -1,0 +1,137 @@
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.Redemption;
+
+/// <summary>Profile fields, erasure and the merge of duplicate accounts, through real grains on a real database.</summary>
+public abstract class LifecycleGrainTests(ClusterFixture fixture)
+{
+    private readonly string _program = "l" + Guid.NewGuid().ToString("N")[..10];
+    private int _txn;
+
+    private static readonly TierLadder Ladder = new(TierBasis.Points, 365, 30,
+    [
+        new TierDefinition("member", 0, Multipliers.One, []),
+        new TierDefinition("gold", 500, 12_500, ["lounge"]),
+    ]);
+
+    private static ProgramSettings Shop => new("Shop", "USD", 2, 1, PendingDays: 10, Tiers: Ladder, Expiry: new ExpiryPolicy(ExpiryMode.Lifespan, 12),
+        Referrals: new ReferralPolicy(100, 50));
+
+    [Fact]
+    public async Task Profile_IsKeptOutsideTheLedger_AndTheLedgerNamesOnlyTheFields()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+
+        MemberResult set = await anna.SetProfile(new Dictionary<string, string> { ["name"] = "Anna Berg", ["email"] = "anna@example.com" });
+        await fixture.DeactivateAllAsync();
+        MemberView reloaded = (await anna.Get())!;
+        List<string> details = await Sql.RowsAsync(fixture.Storage, $"SELECT details FROM ledger_entries WHERE program_id = '{_program}' AND kind = 14", r => r.GetString(0));
+        MemberResult tooMany = await anna.SetProfile(Enumerable.Range(0, Limits.ProfileFieldsMax + 1).ToDictionary(i => $"f{i}", _ => "x"));
+
+        Assert.Equal(LoyaltyError.None, set.Error);
+        Assert.Equal("anna@example.com", reloaded.Profile!["email"]);
+        Assert.DoesNotContain("Anna", Assert.Single(details), StringComparison.Ordinal);
+        Assert.Contains("email", details[0], StringComparison.Ordinal);
+        Assert.Equal(LoyaltyError.InvalidArgument, tooMany.Error);
+    }
+
+    [Fact]
+    public async Task Erase_RemovesPersonalData_KeepsTheAmounts_AndClosesTheAccount()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        await anna.SetProfile(new Dictionary<string, string> { ["name"] = "Anna Berg" });
+        await anna.SetFlags(["vegan"]);
+        await anna.Accrue(Buy("anna", 120_00));
+        await anna.Adjust(new Adjustment("adj-1", new Points(5), "Anna Berg called about her missing points"));
+        string code = (await anna.GetReferralCode())!;
+        long sumBefore = await Sql.SumPointsAsync(fixture.Storage, _program, "anna");
+
+        MemberResult erased = await anna.Erase("GDPR request 2026-118");
+        MemberResult again = await anna.Erase("GDPR request 2026-118");
+        AccrualResult after = await anna.Accrue(Buy("anna", 10_00));
+        long personal = await Sql.ScalarAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'anna' AND (reason LIKE '%Anna%' OR details LIKE '%vegan%')");
+        long profiles = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM member_profiles WHERE program_id = '{_program}'");
+        EnrolmentResult referred = await Member("ben").Enrol(new Enrolment(_program, "ben", null, code));
+
+        Assert.True(erased.Member!.Erased);
+        Assert.Null(erased.Member.Profile);
+        Assert.Empty(erased.Member.Flags);
+        Assert.Equal(LoyaltyError.None, again.Error);
+        Assert.Equal(LoyaltyError.FailedPrecondition, after.Error);
+        Assert.Equal((0L, 0L), (personal, profiles));
+        Assert.Equal(sumBefore, await Sql.SumPointsAsync(fixture.Storage, _program, "anna"));
+        Assert.Equal(LoyaltyError.NotFound, referred.Error);
+    }
+
+    [Fact]
+    public async Task Merge_MovesPointsLotsPendingAndLinks_KeepsTheHigherTier_AndLeavesAPointer()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        IMemberGrain dup = await EnrolAsync("anna2", referredBy: null);
+        IMemberGrain friend = await EnrolAsync("friend", referredBy: "anna2");
+        fixture.Clock.Advance(TimeSpan.FromDays(1));
+        await anna.Accrue(Buy("anna", 100_00));
+        await dup.Accrue(Buy("anna2", 600_00, "dup-buy"));
+        fixture.Clock.Advance(TimeSpan.FromDays(11));
+        await dup.Accrue(Buy("anna2", 40_00, "dup-pending"));
+        MemberView dupBefore = (await dup.Get())!;
+
+        MemberResult merged = await anna.MergeFrom("anna2", "duplicate sign-up, ticket 881");
+        MemberResult again = await anna.MergeFrom("anna2", "duplicate sign-up, ticket 881");
+        MemberView dupAfter = (await dup.Get())!;
+        AccrualResult refused = await dup.Accrue(Buy("anna2", 10_00));
+        ReturnResult returned = await anna.Return(new PurchaseReturn("ret-dup", _program, "anna", "dup-buy", "store-1", new Money(600_00, "USD"), fixture.Clock.GetUtcNow(), []));
+        await fixture.DeactivateAllAsync();
+        MemberView survivor = (await anna.Get())!;
+
+        Assert.Equal(("gold", 600L, 50L), (dupBefore.Tier, dupBefore.Balance.Value, dupBefore.Pending.Value));
+        Assert.Equal((LoyaltyError.None, LoyaltyError.None), (merged.Error, again.Error));
+        Assert.Equal(("gold", 700L, 50L), (merged.Member!.Tier, merged.Member.Balance.Value, merged.Member.Pending.Value));
+        Assert.Equal(["friend"], merged.Member.Referrals);
+        Assert.Equal(("anna", 0L), (dupAfter.MergedInto, dupAfter.Balance.Value));
+        Assert.Contains("merged into 'anna'", refused.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal((AccrualStatus.Accepted, 600L), (returned.Status, returned.Reversed.Value));
+        Assert.Equal("anna", (await friend.Get())!.ReferredBy);
+        Assert.Equal((100L, 50L), (survivor.Balance.Value, survivor.Pending.Value));
+        Assert.Equal(["anna2"], survivor.MergedFrom);
+        Assert.Equal(survivor.Balance.Value + survivor.Pending.Value, await Sql.SumPointsAsync(fixture.Storage, _program, "anna"));
+        Assert.Equal(0L, await Sql.SumPointsAsync(fixture.Storage, _program, "anna2"));
+    }
+
+    [Fact]
+    public async Task Merge_Refusals_WriteNothing()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        long entries = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'");
+
+        MemberResult self = await anna.MergeFrom("anna", "oops");
+        MemberResult ghost = await anna.MergeFrom("ghost", "duplicate");
+        MemberResult noReason = await anna.MergeFrom("ghost", " ");
+
+        Assert.Equal((LoyaltyError.InvalidArgument, LoyaltyError.NotFound, LoyaltyError.InvalidArgument), (self.Error, ghost.Error, noReason.Error));
+        Assert.Equal(entries, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'"));
+    }
+
+    private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
+
+    private async Task<IMemberGrain> SetUpAsync(string id)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        return await EnrolAsync(id, null);
+    }
+
+    private async Task<IMemberGrain> EnrolAsync(string id, string? referredBy)
+    {
+        EnrolmentResult result = await Member(id).Enrol(new Enrolment(_program, id, referredBy));
+        Assert.True(result.Error == LoyaltyError.None, result.ErrorMessage);
+        return Member(id);
+    }
+
+    private Purchase Buy(string member, long amountMinor, string? txn = null) =>
+        new(txn ?? $"t{Interlocked.Increment(ref _txn)}", _program, member, "store-1", new Money(amountMinor, "USD"), fixture.Clock.GetUtcNow().AddMinutes(-1), []);
+}
+
+public sealed class SqliteLifecycleGrainTests(SqliteClusterFixture fixture) : LifecycleGrainTests(fixture), IClassFixture<SqliteClusterFixture>;
+
+public sealed class PostgresLifecycleGrainTests(PostgresClusterFixture fixture) : LifecycleGrainTests(fixture), IClassFixture<PostgresClusterFixture>;
