@@ -120,6 +120,40 @@ public sealed class MembersService(IGrainFactory grains, ILogger<MembersService>
             : WireMapping.ToMessage(result.Member);
     }
 
+    /// <inheritdoc />
+    public override async Task<V1.Member> SetProfile(V1.SetProfileRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        var fields = new Dictionary<string, string>(request.Fields, StringComparer.Ordinal);
+        GrainCalls.Require(Profiles.Check(fields));
+        return await MemberOrThrowAsync(() => member.SetProfile(fields), "SetProfile");
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.Member> EraseMember(V1.EraseMemberRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        GrainCalls.Require(string.IsNullOrWhiteSpace(request.Reason) ? "reason is required" : null);
+        return await MemberOrThrowAsync(() => member.Erase(request.Reason), "EraseMember");
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.Member> MergeMembers(V1.MergeMembersRequest request, ServerCallContext context)
+    {
+        GrainCalls.Require(LoyaltyIds.Check(request.SurvivorId, "survivor_id") ?? LoyaltyIds.Check(request.DuplicateId, "duplicate_id")
+            ?? (string.IsNullOrWhiteSpace(request.Reason) ? "reason is required" : null));
+        IMemberGrain survivor = Member(request.ProgramId, request.SurvivorId);
+        return await MemberOrThrowAsync(() => survivor.MergeFrom(request.DuplicateId, request.Reason), "MergeMembers");
+    }
+
+    private async Task<V1.Member> MemberOrThrowAsync(Func<Task<MemberResult>> call, string operation)
+    {
+        MemberResult result = await GrainCalls.RunAsync(call, logger, operation);
+        return result.Member is null
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : WireMapping.ToMessage(result.Member);
+    }
+
     private static string? CheckCode(string code)
     {
         ReferralCodes.Normalize(code, out string? error);

@@ -253,7 +253,15 @@ internal static class WireMapping
             LifetimeExpired = m.LifetimeExpired.Value,
             LastActivityAt = Time(m.LastActivityAt),
             ReferralQualifiedBy = m.ReferralQualifiedBy ?? "",
+            Erased = m.Erased,
+            MergedInto = m.MergedInto ?? "",
         };
+        message.MergedFrom.AddRange(m.MergedFrom ?? []);
+        foreach ((string name, string value) in m.Profile ?? new Dictionary<string, string>())
+        {
+            message.Profile[name] = value;
+        }
+
         message.Expiring.AddRange((m.Expiring ?? []).Select(e => new V1.UpcomingExpiry
         {
             ExpiresAt = Timestamp.FromDateTimeOffset(e.ExpiresAt),
@@ -299,6 +307,11 @@ internal static class WireMapping
             LedgerEntryKind.ExpiryWarning => V1.LedgerEntryKind.ExpiryWarning,
             LedgerEntryKind.Referred => V1.LedgerEntryKind.Referred,
             LedgerEntryKind.ReferralReward => V1.LedgerEntryKind.ReferralReward,
+            LedgerEntryKind.Profile => V1.LedgerEntryKind.Profile,
+            LedgerEntryKind.Erase => V1.LedgerEntryKind.Erase,
+            LedgerEntryKind.MergedAway => V1.LedgerEntryKind.MergedAway,
+            LedgerEntryKind.MergedIn => V1.LedgerEntryKind.MergedIn,
+            LedgerEntryKind.Repointed => V1.LedgerEntryKind.Repointed,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,

@@ -276,6 +276,29 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.StartsWith("rewards[0].value_minor", reward.Status.Detail, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Lifecycle_ProfileMergeAndErase_OverGrpc()
+    {
+        await SetUpAsync(members: 2);
+        var profile = new V1.SetProfileRequest { ProgramId = _program, MemberId = "m0" };
+        profile.Fields.Add("name", "Mia Lund");
+        await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "m1", "dup-1", 30_00));
+
+        V1.Member withProfile = await Engine.Members.SetProfileAsync(profile);
+        V1.Member merged = await Engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = _program, SurvivorId = "m0", DuplicateId = "m1", Reason = "duplicate" });
+        V1.Member pointer = await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "m1" });
+        V1.Member erased = await Engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = _program, MemberId = "m0", Reason = "request 7" });
+        RpcException noReason = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = _program, MemberId = "m0" }).ResponseAsync);
+
+        Assert.Equal("Mia Lund", withProfile.Profile["name"]);
+        Assert.Equal((30L, "m1"), (merged.Balance, Assert.Single(merged.MergedFrom)));
+        Assert.Equal("m0", pointer.MergedInto);
+        Assert.True(erased.Erased);
+        Assert.Empty(erased.Profile);
+        Assert.Equal(30L, erased.Balance);
+        Assert.Equal(StatusCode.InvalidArgument, noReason.StatusCode);
+    }
+
     private async Task SetUpAsync(int members)
     {
         await Engine.Programs.PutProgramAsync(Wire.Program(_program));
