@@ -115,7 +115,19 @@ public sealed partial class MemberGrain
                 balance, pending, entry.Sequence, entry.Details, LoyaltyError.None, null),
             existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
             (e, m) => ReturnResult.Reject(txn, e, m));
-        return _state.ReferredBy is null ? write : ThenSettleReferrerAsync(write);
+        return FinishReturnAsync(_state.ReferredBy is null ? write : ThenSettleReferrerAsync(write), () => original);
+    }
+
+    /// <summary>A full return of a purchase paid partly in points also gives the reward's unit back to its stock.</summary>
+    private async Task<ReturnResult> FinishReturnAsync(Task<ReturnResult> write, Func<LedgerEntry?> original)
+    {
+        ReturnResult result = await write;
+        if (result.Status == AccrualStatus.Accepted && result.Details?.Restored is { Count: > 0 } && original()?.Details is { RewardId: { } reward } bought)
+        {
+            await GiveStockAsync(reward, bought.Quantity);
+        }
+
+        return result;
     }
 
     /// <inheritdoc />

@@ -200,7 +200,7 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     [Fact]
     public async Task Return_InFullOfAPurchasePaidPartlyInPoints_GivesThePointsBackToTheirLots()
     {
-        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Expiry = TwelveMonths });
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Expiry = TwelveMonths, Rewards = [Coffee with { Stock = 10 }] });
         DateTimeOffset signupExpiry = Now.AddMonths(12);
         await member.Accrue(Buy(50_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
 
@@ -212,6 +212,7 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         Assert.Equal([new LotUse("#signup", 30, signupExpiry)], rest.Details!.Restored);
         Assert.Equal((100L, 0L), (view.Balance.Value, view.LifetimeRedeemed.Value));
         Assert.Equal([(signupExpiry, 100L)], view.Expiring!.Select(e => (e.ExpiresAt, e.Points.Value)));
+        Assert.Equal(0L, await fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee").Taken());
         await AssertLedgerMatchesAsync(member);
     }
 
