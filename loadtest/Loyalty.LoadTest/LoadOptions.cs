@@ -44,6 +44,8 @@ internal sealed class LoadOptions
 
     public double ReturnShare { get; private set; }
 
+    public double RedemptionShare { get; private set; }
+
     public bool Quiet { get; private set; }
 
     public double WarmupSeconds { get; private set; } = 5;
@@ -67,6 +69,8 @@ internal sealed class LoadOptions
           --stores N            stores the purchases come from (default 50)
           --lines N             line items per basket, 1..N at random; 0 = totals only (default 3)
           --returns F           share of accepted purchases returned in part, 0..1 (default 0)
+          --redemptions F       share of accepted purchases followed by a redemption of a
+                                10-point reward by the same member, 0..1 (default 0)
           --spawn KIND          start an engine first: sqlite (a fresh file), postgres (needs
                                 --postgres or LOYALTY_BENCH_POSTGRES) or memory (not durable: the ceiling)
           --postgres CONN       Npgsql connection string for --spawn postgres
@@ -107,6 +111,7 @@ internal sealed class LoadOptions
                 case "--lines": o.LinesMax = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= BasketLinesMax and int n ? n : throw new ArgumentException($"--lines must be 0..{BasketLinesMax}"); break;
                 case "--stores": o.Stores = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--stores"); break;
                 case "--returns": o.ReturnShare = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 1 and double f ? f : throw new ArgumentException("--returns must be 0..1"); break;
+                case "--redemptions": o.RedemptionShare = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 1 and double r ? r : throw new ArgumentException("--redemptions must be 0..1"); break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
         }

@@ -14,12 +14,13 @@ namespace Loyalty.LoadTest;
 
 /// <summary>
 /// One benchmark run: (optionally start an engine,) set up a program and members, stream a POS
-/// mix of purchases (and some returns), measure every ack, verify the balances, report.
+/// mix of purchases (and some returns and redemptions), measure every ack, verify the balances, report.
 /// </summary>
 internal sealed class LoadRun(LoadOptions options)
 {
     private const int SetupConcurrency = 64;
-    private const int ReturnWorkers = 8;
+    /// <summary>Workers sending the returns and redemptions that follow accepted purchases.</summary>
+    private const int FollowUpWorkers = 8;
 
     /// <summary>Largest latency the histogram tracks; latencies are recorded in microseconds.</summary>
     private const long LatencyMicrosMax = 3_600_000_000;
@@ -29,7 +30,7 @@ internal sealed class LoadRun(LoadOptions options)
     private readonly string _runId = Guid.NewGuid().ToString("N")[..6];
     private readonly long[] _expectedPoints = new long[options.Members];
     private readonly ConcurrentDictionary<string, long> _errors = new();
-    private readonly Channel<PendingReturn> _returns = Channel.CreateUnbounded<PendingReturn>();
+    private readonly Channel<FollowUp> _followUps = Channel.CreateUnbounded<FollowUp>();
     private readonly List<LongHistogram> _histograms = [];
     private readonly List<LongHistogram> _allHistograms = [];
     private readonly List<TimelinePoint> _timeline = [];
@@ -40,8 +41,12 @@ internal sealed class LoadRun(LoadOptions options)
     private double _warmupUsed = options.WarmupSeconds;
     private long _returnsSent;
     private long _returnsAcked;
+    private long _redemptionsSent;
+    private long _redemptionsAccepted;
+    private long _redemptionsRefused;
 
-    private readonly record struct PendingReturn(int Member, string Original, string Sku, long AmountMinor);
+    /// <summary>A return of part of an accepted purchase (a SKU, or an amount), or a redemption by its member.</summary>
+    private readonly record struct FollowUp(int Member, string Original, string Sku, long AmountMinor, bool Redeem);
 
     /// <summary>One second of the run: when, how many acks so far, throughput in that second, p99 so far.</summary>
     internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms);
@@ -84,11 +89,12 @@ internal sealed class LoadRun(LoadOptions options)
     {
         var purchases = new V1.Purchases.PurchasesClient(channel);
         long eventsPerStream = Math.Max(1, options.Events / options.Streams);
-        Task[] returns = [.. Enumerable.Range(0, ReturnWorkers).Select(_ => Task.Run(() => ReturnWorkerAsync(purchases)))];
+        var redemptions = new V1.Redemptions.RedemptionsClient(channel);
+        Task[] followUps = [.. Enumerable.Range(0, FollowUpWorkers).Select(_ => Task.Run(() => FollowUpWorkerAsync(purchases, redemptions)))];
         Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(() => RunStreamAsync(purchases, s, eventsPerStream, clock)))];
         await Task.WhenAll(streams);
-        _returns.Writer.Complete();
-        await Task.WhenAll(returns);
+        _followUps.Writer.Complete();
+        await Task.WhenAll(followUps);
     }
 
     private async Task SetUpAsync(GrpcChannel channel)
@@ -182,45 +188,78 @@ internal sealed class LoadRun(LoadOptions options)
         if (options.ReturnShare > 0 && returnDice.NextDouble() < options.ReturnShare)
         {
             (string sku, long amount) = basket.Lines.Length > 0 ? (basket.Lines[0].Sku, basket.Lines[0].AmountMinor) : ("", Math.Max(1, basket.AmountMinor / 2));
-            _returns.Writer.TryWrite(new PendingReturn(basket.Member, ack.TransactionId, sku, amount));
+            _followUps.Writer.TryWrite(new FollowUp(basket.Member, ack.TransactionId, sku, amount, Redeem: false));
+        }
+
+        if (options.RedemptionShare > 0 && returnDice.NextDouble() < options.RedemptionShare)
+        {
+            _followUps.Writer.TryWrite(new FollowUp(basket.Member, ack.TransactionId, "", 0, Redeem: true));
+        }
+    }
+
+    private async Task FollowUpWorkerAsync(V1.Purchases.PurchasesClient purchases, V1.Redemptions.RedemptionsClient redemptions)
+    {
+        await foreach (FollowUp followUp in _followUps.Reader.ReadAllAsync())
+        {
+            await (followUp.Redeem ? RedeemAsync(redemptions, followUp) : ReturnAsync(purchases, followUp));
+        }
+    }
+
+    /// <summary>Redeems the 10-point reward for the purchase's member; a refusal for want of points is not an error.</summary>
+    private async Task RedeemAsync(V1.Redemptions.RedemptionsClient client, FollowUp r)
+    {
+        Interlocked.Increment(ref _redemptionsSent);
+        try
+        {
+            V1.RedemptionAck ack = await client.RedeemAsync(new V1.RedeemRequest
+            {
+                TransactionId = "x-" + r.Original, ProgramId = options.Program, MemberId = MemberId(r.Member), RewardId = PosMix.RewardId, StoreId = "store-0",
+            });
+            Interlocked.Add(ref _expectedPoints[r.Member], -ack.Points);
+            Interlocked.Increment(ref _redemptionsAccepted);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition)
+        {
+            Interlocked.Increment(ref _redemptionsRefused);
+        }
+        catch (RpcException e)
+        {
+            _errors.AddOrUpdate("redeem:" + e.StatusCode, 1, (_, n) => n + 1);
         }
     }
 
     /// <summary>Returns part of an accepted purchase: its first line, or half its amount.</summary>
-    private async Task ReturnWorkerAsync(V1.Purchases.PurchasesClient client)
+    private async Task ReturnAsync(V1.Purchases.PurchasesClient client, FollowUp r)
     {
-        await foreach (PendingReturn r in _returns.Reader.ReadAllAsync())
+        var request = new V1.ReturnRequest
         {
-            var request = new V1.ReturnRequest
-            {
-                TransactionId = "r-" + r.Original,
-                ProgramId = options.Program,
-                MemberId = MemberId(r.Member),
-                OriginalTransactionId = r.Original,
-                StoreId = "store-0",
-                Currency = "USD",
-                OccurredAt = Timestamp.FromDateTime(DateTime.UtcNow),
-            };
-            if (r.Sku.Length > 0)
-            {
-                request.Lines.Add(new V1.ReturnLine { Sku = r.Sku, Quantity = 1, AmountMinor = r.AmountMinor });
-            }
-            else
-            {
-                request.AmountMinor = r.AmountMinor;
-            }
+            TransactionId = "r-" + r.Original,
+            ProgramId = options.Program,
+            MemberId = MemberId(r.Member),
+            OriginalTransactionId = r.Original,
+            StoreId = "store-0",
+            Currency = "USD",
+            OccurredAt = Timestamp.FromDateTime(DateTime.UtcNow),
+        };
+        if (r.Sku.Length > 0)
+        {
+            request.Lines.Add(new V1.ReturnLine { Sku = r.Sku, Quantity = 1, AmountMinor = r.AmountMinor });
+        }
+        else
+        {
+            request.AmountMinor = r.AmountMinor;
+        }
 
-            Interlocked.Increment(ref _returnsSent);
-            try
-            {
-                V1.ReturnAck ack = await client.ReturnAsync(request);
-                Interlocked.Add(ref _expectedPoints[r.Member], -ack.PointsReversed);
-                Interlocked.Increment(ref _returnsAcked);
-            }
-            catch (RpcException e)
-            {
-                _errors.AddOrUpdate("return:" + e.StatusCode, 1, (_, n) => n + 1);
-            }
+        Interlocked.Increment(ref _returnsSent);
+        try
+        {
+            V1.ReturnAck ack = await client.ReturnAsync(request);
+            Interlocked.Add(ref _expectedPoints[r.Member], -ack.PointsReversed);
+            Interlocked.Increment(ref _returnsAcked);
+        }
+        catch (RpcException e)
+        {
+            _errors.AddOrUpdate("return:" + e.StatusCode, 1, (_, n) => n + 1);
         }
     }
 
@@ -341,8 +380,9 @@ internal sealed class LoadRun(LoadOptions options)
             latency_ms = new { p50 = Ms(50), p90 = Ms(90), p99 = Ms(99), p999 = Ms(99.9), max = latency.TotalCount == 0 ? 0 : latency.GetMaxValue() / 1000.0 },
             verify = new { ok = ok && _errors.IsEmpty && _acked == _sent, members_checked = checkedMembers, members_mismatched = mismatched },
             returns = new { sent = _returnsSent, acked = _returnsAcked },
+            redemptions = new { sent = _redemptionsSent, accepted = _redemptionsAccepted, refused_for_points = _redemptionsRefused },
             engine = new { spawned = options.Spawn, peak_working_set_mib = peakMiB },
-            config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.Target },
+            config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.RedemptionShare, options.Target },
         };
         string json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true });
         Console.WriteLine(json);

@@ -40,8 +40,12 @@ internal sealed class PosMix(int linesMax, int stores, int seed)
                 new V1.ProductRule { Sku = "GIFT-CARD", Exclude = true },
                 new V1.ProductRule { Category = "grocery", MultiplierBp = 20_000 },
             },
+            Rewards = { new V1.Reward { Id = RewardId, Name = "Free coffee", Kind = V1.RewardKind.Product, PointsPrice = 10, Sku = "COFFEE" } },
         },
     };
+
+    /// <summary>The reward members redeem in a run with redemptions.</summary>
+    public const string RewardId = "coffee";
 
     /// <summary>The next basket, for <paramref name="member"/>.</summary>
     public Basket Next(int member)

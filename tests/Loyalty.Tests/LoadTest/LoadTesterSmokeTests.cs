@@ -5,8 +5,8 @@ using Loyalty.Tests.Infrastructure;
 namespace Loyalty.Tests.LoadTest;
 
 /// <summary>
-/// A small run of the real load tester against the real engine: a POS mix with line items and
-/// returns over two streams, every balance verified. Throughput is not asserted (benchmarks are
+/// A small run of the real load tester against the real engine: a POS mix with line items,
+/// returns and redemptions over two streams, every balance verified. Throughput is not asserted (benchmarks are
 /// not unit tests); correctness of the tool and the engine under concurrent load is.
 /// </summary>
 public sealed class LoadTesterSmokeTests
@@ -21,7 +21,7 @@ public sealed class LoadTesterSmokeTests
         [
             "--target", engine.Address,
             "--members", "200", "--events", "4000", "--streams", "2", "--in-flight", "128",
-            "--lines", "3", "--returns", "0.1", "--duration", "60", "--quiet", "--json", json, "--html", html,
+            "--lines", "3", "--returns", "0.1", "--redemptions", "0.1", "--duration", "60", "--quiet", "--json", json, "--html", html,
         ]);
 
         int exit = await new LoadRun(options).RunAsync();
@@ -32,6 +32,7 @@ public sealed class LoadTesterSmokeTests
         Assert.True(root.GetProperty("verify").GetProperty("ok").GetBoolean());
         Assert.Equal((4000L, 4000L), (root.GetProperty("events_sent").GetInt64(), root.GetProperty("events_acked").GetInt64()));
         Assert.True(root.GetProperty("returns").GetProperty("acked").GetInt64() > 100);
+        Assert.True(root.GetProperty("redemptions").GetProperty("accepted").GetInt64() > 100);
         Assert.True(root.GetProperty("throughput_per_s").GetDouble() > 0); // a run shorter than the warm-up still reports
         Assert.True(root.GetProperty("latency_ms").GetProperty("p99").GetDouble() > 0);
         Assert.Contains("<polyline", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
