@@ -21,6 +21,13 @@ public interface ILedgerStore
     Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken);
 
     /// <summary>
+    /// Inserts two entries of one member all or nothing: when either's (program, member,
+    /// sequence) or (program, transaction id) is taken, neither is written and the answer is false.
+    /// Throws when the transaction fails; then neither was written.
+    /// </summary>
+    Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, CancellationToken cancellationToken);
+
+    /// <summary>
     /// Claims up to <paramref name="limit"/> members whose due time is at or before
     /// <paramref name="now"/>, earliest first, by moving their due time to
     /// <paramref name="leaseUntil"/>; rows another silo is claiming at the same moment are skipped.

@@ -127,8 +127,7 @@ public sealed partial class LedgerCommitQueue
         var batch = new List<PendingAppend>(_options.BatchSizeMax);
         var entries = new List<LedgerEntry>(_options.BatchSizeMax);
         var dues = new List<DueChange>();
-        // Room for a pair in every item of a full batch.
-        var inserted = new bool[2 * _options.BatchSizeMax];
+        var inserted = new bool[_options.BatchSizeMax];
         while (await FillBatchAsync(reader, batch))
         {
             if (batch.Count == 0)
@@ -140,14 +139,10 @@ public sealed partial class LedgerCommitQueue
             dues.Clear();
             foreach (PendingAppend p in batch)
             {
-                if (p.Entry is not null)
+                // A pair is written on its own, all or nothing, after the batch (pairs are rare).
+                if (p.Entry is not null && p.Second is null)
                 {
                     entries.Add(p.Entry);
-                }
-
-                if (p.Second is not null)
-                {
-                    entries.Add(p.Second);
                 }
 
                 if (p.Due is { } due)
@@ -204,9 +199,17 @@ public sealed partial class LedgerCommitQueue
     private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<DueChange> dues, bool[] inserted)
     {
         long started = Stopwatch.GetTimestamp();
+        bool[] pairs = new bool[batch.Count];
         try
         {
             await _store.AppendBatchAsync(entries, inserted, dues, CancellationToken.None);
+            for (int i = 0; i < batch.Count; i++)
+            {
+                if (batch[i] is { Entry: { } first, Second: { } second })
+                {
+                    pairs[i] = await _store.AppendPairAsync(first, second, CancellationToken.None);
+                }
+            }
         }
         catch (Exception e)
         {
@@ -228,15 +231,10 @@ public sealed partial class LedgerCommitQueue
         Interlocked.Increment(ref _batchCount);
         Interlocked.Add(ref _entryCount, entries.Count);
         int entry = 0;
-        foreach (PendingAppend p in batch)
+        for (int i = 0; i < batch.Count; i++)
         {
-            bool written = p.Entry is null || inserted[entry++];
-            if (p.Second is not null)
-            {
-                written &= inserted[entry++];
-            }
-
-            p.TrySetResult(written);
+            PendingAppend p = batch[i];
+            batch[i].TrySetResult(p.Second is not null ? pairs[i] : p.Entry is null || inserted[entry++]);
         }
     }
 

@@ -70,6 +70,27 @@ public sealed class MemoryLedgerStore : ILedgerStore
     }
 
     /// <inheritdoc />
+    public Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            bool free = !Taken(first) && !Taken(second) && first.Sequence != second.Sequence
+                && (first.TransactionId is null || first.TransactionId != second.TransactionId);
+            if (free)
+            {
+                TryAppend(first);
+                TryAppend(second);
+            }
+
+            return Task.FromResult(free);
+        }
+    }
+
+    private bool Taken(LedgerEntry entry) =>
+        (entry.TransactionId is { } txn && _transactions.ContainsKey((entry.ProgramId, txn)))
+        || (_members.TryGetValue((entry.ProgramId, entry.MemberId), out List<LedgerEntry>? list) && list.Exists(e => e.Sequence == entry.Sequence));
+
+    /// <inheritdoc />
     public Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
     {
         lock (_gate)

@@ -69,6 +69,23 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);
+        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        if (dues.Count > 0)
+        {
+            // Before the entries and committed on their own: a due time written for entries that
+            // then fail is only early, and an early wake finds nothing and reschedules.
+            await WriteDuesAsync(connection, dues, cancellationToken);
+        }
+
+        if (entries.Count > 0)
+        {
+            await InsertAsync(connection, entries, inserted, cancellationToken);
+        }
+    }
+
+    /// <summary>Inserts the entries with one statement; <paramref name="inserted"/>[i] tells whether entry i was written.</summary>
+    private static async Task InsertAsync(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
+    {
         int n = entries.Count;
         var programs = new string[n];
         var members = new string[n];
@@ -99,14 +116,6 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             index[(e.ProgramId, e.MemberId, e.Sequence)] = i;
         }
 
-        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
-        if (dues.Count > 0)
-        {
-            // Before the entries and committed on their own: a due time written for entries that
-            // then fail is only early, and an early wake finds nothing and reschedules.
-            await WriteDuesAsync(connection, dues, cancellationToken);
-        }
-
         await using var command = new NpgsqlCommand(InsertSql, connection);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = programs });
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = members });
@@ -126,7 +135,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         command.Parameters.Add(new NpgsqlParameter<DateTime?[]> { TypedValue = available, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
         command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = details, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
 
-        // A single statement outside an explicit transaction commits atomically on its own.
+        // One statement: atomic on its own, or part of the caller's transaction (a pair).
         await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
@@ -166,6 +175,24 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         command.Parameters.AddWithValue(transactionId);
         IReadOnlyList<LedgerEntry> rows = await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
         return rows.Count == 0 ? null : rows[0];
+    }
+
+    /// <inheritdoc />
+    public async Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, CancellationToken cancellationToken)
+    {
+        // The batch insert of two rows inside a transaction, rolled back unless both went in.
+        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
+        bool[] inserted = new bool[2];
+        await InsertAsync(connection, [first, second], inserted, cancellationToken);
+        if (inserted[0] && inserted[1])
+        {
+            await transaction.CommitAsync(cancellationToken);
+            return true;
+        }
+
+        await transaction.RollbackAsync(cancellationToken);
+        return false;
     }
 
     /// <inheritdoc />

@@ -156,6 +156,40 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
+    public async Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, CancellationToken cancellationToken)
+    {
+        try
+        {
+            SqliteCommand insert = await PrepareWriterAsync(cancellationToken);
+            await using SqliteTransaction transaction = (SqliteTransaction)await _writer!.BeginTransactionAsync(cancellationToken);
+            insert.Transaction = transaction;
+            Bind(insert, first);
+            bool both = insert.ExecuteNonQuery() == 1;
+            if (both)
+            {
+                Bind(insert, second);
+                both = insert.ExecuteNonQuery() == 1;
+            }
+
+            if (both)
+            {
+                await transaction.CommitAsync(cancellationToken);
+            }
+            else
+            {
+                await transaction.RollbackAsync(cancellationToken);
+            }
+
+            return both;
+        }
+        catch
+        {
+            ResetWriter();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
     public async Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
     {
         await using SqliteConnection connection = await OpenAsync(cancellationToken);

@@ -261,6 +261,30 @@ public sealed class LedgerStoreTests
         Assert.Single(afterLease);
     }
 
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    [InlineData("memory")]
+    public async Task AppendPair_IsAllOrNothing(string kind)
+    {
+        ILedgerStore store = kind switch
+        {
+            "memory" => new MemoryLedgerStore(),
+            "sqlite" => await CreateStoreAsync(Backend.Sqlite),
+            _ => await CreateStoreAsync(Backend.Postgres),
+        };
+        await store.AppendBatchAsync([Entries.Earn("p", "other", 1, 5, "taken")], new bool[1], [], CancellationToken.None);
+
+        bool clash = await store.AppendPairAsync(Entries.Earn("p", "m", 1, -3, "taken#redeem"), Entries.Earn("p", "m", 2, 10, "taken"), CancellationToken.None);
+        IReadOnlyList<LedgerEntry> afterClash = await store.ReadAfterAsync("p", "m", 0, CancellationToken.None);
+        bool clean = await store.AppendPairAsync(Entries.Earn("p", "m", 1, -3, "ok#redeem"), Entries.Earn("p", "m", 2, 10, "ok"), CancellationToken.None);
+
+        Assert.False(clash);
+        Assert.Empty(afterClash);
+        Assert.True(clean);
+        Assert.Equal([1L, 2L], (await store.ReadAfterAsync("p", "m", 0, CancellationToken.None)).Select(e => e.Sequence));
+    }
+
     [Fact]
     public void DueChanges_CollapsePerMemberInOrder()
     {
