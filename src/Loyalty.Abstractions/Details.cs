@@ -145,6 +145,9 @@ public sealed record EntryDetails
     /// <summary>Repointed entry: the member id that was replaced (the entry's reference is the new one).</summary>
     [Id(29)] public string? ReplacedMember { get; init; }
 
+    /// <summary>Merge-in: the survivor had no referrer and takes the duplicate's, with its referral status.</summary>
+    [Id(30)] public bool InheritsReferrer { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

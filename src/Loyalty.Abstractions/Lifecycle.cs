@@ -20,7 +20,9 @@ public sealed record MergeTransfer(
     [property: Id(10)] long LifetimeExpired,
     [property: Id(11)] long LifetimeReversed,
     [property: Id(12)] IReadOnlyList<ReturnedSoFar> Returns,
-    [property: Id(13)] long PurchaseCount);
+    [property: Id(13)] long PurchaseCount,
+    [property: Id(14)] string? ReferralQualifiedBy = null,
+    [property: Id(15)] bool ReferralReversed = false);
 
 /// <summary>A pending lot as a merge moves it.</summary>
 [GenerateSerializer, Immutable]

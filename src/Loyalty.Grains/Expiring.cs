@@ -119,7 +119,8 @@ public static class Expiring
 
     /// <summary>When the member's points expire for inactivity, from its newest activity.</summary>
     public static DateTimeOffset InactivityDeadline(MemberState state, ExpiryPolicy policy) =>
-        state.LastActivityAt.AddMonths(policy.InactivityMonths);
+        // Members whose snapshot predates activity tracking count from their enrolment.
+        (state.LastActivityAt == default ? state.EnrolledAt : state.LastActivityAt).AddMonths(policy.InactivityMonths);
 
     /// <summary>What expires when, soonest first: lots (pending ones included) by expiry, and everything at the inactivity deadline.</summary>
     public static IReadOnlyList<UpcomingExpiry> Upcoming(MemberState state, ExpiryPolicy policy)

@@ -26,6 +26,12 @@ public sealed partial class MemberGrain
                 (entry, _, _) => new DueOutcome(entry, LoyaltyError.None),
                 _ => Task.FromResult<DueOutcome?>(null),
                 (e, _) => new DueOutcome(null, e));
+            if (outcome.Error == LoyaltyError.NotFound)
+            {
+                // The program is gone: nothing is due any more; the reschedule removes the row.
+                break;
+            }
+
             if (outcome.Error != LoyaltyError.None)
             {
                 // Not done: the claim's lease runs out and the scheduler wakes the member again.
@@ -53,14 +59,20 @@ public sealed partial class MemberGrain
     /// </summary>
     private async Task RescheduleAsync()
     {
-        while (_inFlight > 0)
+        ProgramConfig? program;
+        do
         {
-            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            await _drained.Task;
+            await EnsureLoadedAsync();
+            program = await _programs.GetAsync(_programId);
+            while (_inFlight > 0)
+            {
+                _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                await _drained.Task;
+            }
         }
+        while (!_valid || _inFlight > 0);
 
-        await EnsureLoadedAsync();
-        ProgramConfig? program = await _programs.GetAsync(_programId);
+        // From here to queueing the change there is no await: nothing can be applied in between.
         DateTimeOffset? next = null;
         if (_state.Enrolled && program is not null)
         {

@@ -33,22 +33,41 @@ public sealed partial class MemberGrain
             return closed;
         }
 
-        // The personal data first, then the ledger's note that it changed (names only, never values).
+        // The ledger's note first (field names only, never values), then the personal data. An
+        // erasure that commits in between is seen afterwards, and the data is deleted again.
         var copy = new SortedDictionary<string, string>(fields.ToDictionary(), StringComparer.Ordinal);
-        await _store.WriteProfileAsync(_programId, _memberId, copy.Count == 0 ? null : JsonSerializer.Serialize(copy), _clock.GetUtcNow(), CancellationToken.None);
-        _profile = copy;
         ProgramConfig? current = null;
-        return await WriteAsync(
+        MemberResult result = await WriteAsync(
             ProfileKey,
             prefetch: async () => current = await _programs.GetAsync(_programId),
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
+                entry = null;
+                if (Closed() is { } refused)
+                {
+                    return refused;
+                }
+
                 entry = NewEntry(LedgerEntryKind.Profile, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { ProfileFields = [.. copy.Keys] } };
-                return Closed();
+                return null;
             },
-            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
+            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);
+        if (result.Error != LoyaltyError.None)
+        {
+            return result;
+        }
+
+        await _store.WriteProfileAsync(_programId, _memberId, copy.Count == 0 ? null : JsonSerializer.Serialize(copy), _clock.GetUtcNow(), CancellationToken.None);
+        if (_state.Erased)
+        {
+            await _store.WriteProfileAsync(_programId, _memberId, null, _clock.GetUtcNow(), CancellationToken.None);
+            return Closed()!;
+        }
+
+        _profile = copy;
+        return new MemberResult(View(current), LoyaltyError.None, null);
     }
 
     /// <inheritdoc />
@@ -234,9 +253,11 @@ public sealed partial class MemberGrain
     private MemberResult? StageMergeIn(string duplicateId, MergeTransfer? transfer, string reason, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
-        if (Closed() is { } closed)
+        if (_state.MergedInto is { } into)
         {
-            return closed;
+            // Only when this member was itself merged away during the duplicate's hand-over.
+            return MemberResult.Reject(LoyaltyError.FailedPrecondition,
+                $"member '{_memberId}' was merged into '{into}' meanwhile; '{duplicateId}' keeps its points in its merge record: merge it into '{into}'");
         }
 
         if (_state.MergedFrom.Contains(duplicateId) || transfer is null)
@@ -250,6 +271,7 @@ public sealed partial class MemberGrain
         int theirs = ladder.IndexOf(transfer.Tier);
         bool takeTheirs = theirs > mine;
         long pending = transfer.Pending.Sum(p => p.Points);
+        bool inheritsReferrer = _state.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != _memberId;
         entry = NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance + pending)), null, 0, now, program) with
         {
             Reference = duplicateId,
@@ -260,6 +282,7 @@ public sealed partial class MemberGrain
                 TierBefore = ladder.Tiers[mine].Name,
                 TierAfter = takeTheirs ? transfer.Tier : ladder.Tiers[mine].Name,
                 TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
+                InheritsReferrer = inheritsReferrer,
             },
         };
         return null;

@@ -91,7 +91,7 @@ public sealed partial class MemberGrain
     public async Task<string?> GetReferralCode()
     {
         await EnsureLoadedAsync();
-        if (!_state.Enrolled)
+        if (!_state.Enrolled || _state.Erased || _state.MergedInto is not null)
         {
             return null;
         }
@@ -117,6 +117,13 @@ public sealed partial class MemberGrain
             return LoyaltyError.InvalidArgument;
         }
 
+        await EnsureLoadedAsync();
+        if (_state.MergedInto is { } survivor)
+        {
+            // The referrer was merged into another account: the reward (or its reversal) goes there.
+            return await ReferrerGrain(survivor).SettleReferralReward(referredMemberId, points, reverse);
+        }
+
         // '#' cannot occur in a client's transaction id: the keys cannot collide with purchases.
         string txn = "#ref:" + referredMemberId + (reverse ? ":reversed" : "");
         AccrualResult result = await WriteAsync(
@@ -137,7 +144,8 @@ public sealed partial class MemberGrain
             return AccrualResult.Reject(txn, LoyaltyError.NotFound, NotEnrolledMessage());
         }
 
-        if (_state.FindRecent(txn) is not null || (!reverse && _state.ReferralRewards.ContainsKey(referred))
+        // An erased member is not rewarded any more (its account takes no changes).
+        if (_state.Erased || _state.FindRecent(txn) is not null || (!reverse && _state.ReferralRewards.ContainsKey(referred))
             || (reverse && _state.ReferralRewards.GetValueOrDefault(referred, -1) == 0))
         {
             return new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null);

@@ -29,11 +29,14 @@ public sealed partial class MemberGrain
 
         // The purchase's own pending points go first; the rest comes out of the active balance,
         // where the program's policy decides what happens to points already spent.
+        // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
+        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.Details?.Lots is { Count: > 0 } spent ? spent : null;
+        long restored = restoredLots?.Sum(l => l.Points) ?? 0;
         long fromPending = Math.Min(reversal.Total, _state.FindPending(original.TransactionId!)?.Points.Value ?? 0);
         long rest = reversal.Total - fromPending;
         long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
             ? rest
-            : Math.Min(rest, Math.Max(0, _state.Balance.Value));
+            : Math.Min(rest, Math.Max(0, checked(_state.Balance.Value + restored)));
         var details = new EntryDetails
         {
             Components = reversal.Components,
@@ -48,10 +51,8 @@ public sealed partial class MemberGrain
             EarnDay = original.Details?.EarnDay ?? 0,
             EarnMonth = original.Details?.EarnMonth ?? 0,
             ReferralReversed = reversal.Full && !_state.ReferralReversed && original.TransactionId == _state.ReferralQualifiedBy,
-            // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
-            Restored = reversal.Full && redeemed?.Details?.Lots is { Count: > 0 } spent ? spent : null,
+            Restored = restoredLots,
         };
-        long restored = details.Restored?.Sum(l => l.Points) ?? 0;
         entry = NewEntry(LedgerEntryKind.Return, new Points(checked(restored - fromPending - fromActive)), txn, fingerprint, now, program) with
         {
             StoreId = request.StoreId,

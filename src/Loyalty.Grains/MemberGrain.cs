@@ -224,6 +224,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                 return LoyaltyError.NotFound;
             }
 
+            if (_state.Erased || _state.MergedInto is not null)
+            {
+                return LoyaltyError.FailedPrecondition;
+            }
+
             if (_state.Referrals.Contains(referredMemberId))
             {
                 return LoyaltyError.None;

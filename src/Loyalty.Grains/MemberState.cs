@@ -371,10 +371,11 @@ public sealed class MemberState
     {
         foreach (LotUse use in plan ?? PlanDebit(points.Value))
         {
-            int at = Lots.FindIndex(l => l.Id == use.LotId && l.ExpiresAt == use.ExpiresAt);
+            // One lot per expiry: the expiry identifies it (its name is the first contributor's).
+            int at = Lots.FindIndex(l => l.ExpiresAt == use.ExpiresAt);
             if (at < 0)
             {
-                throw new InvalidOperationException($"Lot {use.LotId} is not held by the member.");
+                throw new InvalidOperationException($"No lot expiring {use.ExpiresAt:O} ({use.LotId}) is held by the member.");
             }
 
             Lots[at].Points -= new Points(use.Points);
@@ -402,7 +403,15 @@ public sealed class MemberState
         long missing = Math.Max(0, Balance.Value) - inLots;
         if (missing > 0)
         {
-            Lots.Add(new PointLot { Id = "#balance", Points = new Points(missing), ExpiresAt = null });
+            // Into the never-expiring lot (made when missing), without touching the balance.
+            if (Lots.Count > 0 && Lots[^1].ExpiresAt is null)
+            {
+                Lots[^1].Points += new Points(missing);
+            }
+            else
+            {
+                Lots.Add(new PointLot { Id = "#balance", Points = new Points(missing), ExpiresAt = null });
+            }
         }
     }
 
@@ -580,7 +589,7 @@ public sealed class MemberState
         tier, tierReviewAt, ReferredBy, [.. Referrals],
         LifetimeEarned.Value, LifetimeRedeemed.Value, LifetimeExpired.Value, LifetimeReversed.Value,
         [.. Returns.Select(r => new ReturnedSoFar(r.Key, r.Value.ByLines, r.Value.AmountReturnedMinor, new Dictionary<string, long>(r.Value.SkuReturnedMinor), [.. r.Value.Reversed]))],
-        PurchaseCount);
+        PurchaseCount, ReferralQualifiedBy, ReferralReversed);
 
     private void ApplyMergedAway(LedgerEntry entry)
     {
@@ -625,7 +634,15 @@ public sealed class MemberState
             };
         }
 
-        ReferredBy ??= t.ReferredBy;
+        if (entry.Details.InheritsReferrer)
+        {
+            // The duplicate's referral was already rewarded (or is settled by it): it is not rewarded again.
+            ReferredBy = t.ReferredBy;
+            ReferralQualifiedBy = t.ReferralQualifiedBy ?? (t.PurchaseCount > 0 ? "#merged" : null);
+            ReferralReversed = t.ReferralReversed;
+            ReferrerRewardOwed = 0;
+        }
+
         Tier = entry.Details.TierAfter ?? Tier;
         TierReviewAt = entry.Details.TierAfter is null ? TierReviewAt : entry.Details.TierReviewAt;
         LifetimeEarned += new Points(t.LifetimeEarned);
@@ -642,7 +659,7 @@ public sealed class MemberState
         {
             foreach (PointLot lot in Lots)
             {
-                if (lot.Id == use.LotId && lot.ExpiresAt == use.ExpiresAt)
+                if (lot.ExpiresAt == use.ExpiresAt)
                 {
                     lot.Warned = true;
                 }

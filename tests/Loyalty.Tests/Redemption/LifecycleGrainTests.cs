@@ -100,6 +100,25 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Merge_OfAReferredDuplicate_DoesNotRewardTheReferralTwice()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        IMemberGrain referrer = await EnrolAsync("rita", null);
+        IMemberGrain dup = await EnrolAsync("anna2", referredBy: "rita");
+        await dup.Accrue(Buy("anna2", 20_00));
+        long ritaAfterFirst = (await referrer.Get())!.Balance.Value;
+
+        await anna.MergeFrom("anna2", "duplicate");
+        await anna.Accrue(Buy("anna", 20_00));
+        MemberView annaView = (await anna.Get())!;
+
+        Assert.Equal(100L, ritaAfterFirst);
+        Assert.Equal(100L, (await referrer.Get())!.Balance.Value);
+        Assert.Equal("rita", annaView.ReferredBy);
+        Assert.DoesNotContain(annaView.Referrals, r => r == "anna");
+    }
+
+    [Fact]
     public async Task Merge_Refusals_WriteNothing()
     {
         IMemberGrain anna = await SetUpAsync("anna");

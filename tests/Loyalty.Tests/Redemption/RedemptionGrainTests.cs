@@ -217,6 +217,21 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_InFullOfAPurchasePaidInPoints_UnderFloorAtZero_TakesBackTheEarnFromTheRestoredPoints()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 500, NegativeBalance = NegativeBalancePolicy.FloorAtZero, Rewards = [Coffee with { PointsPrice = 500 }] });
+        await member.Accrue(Buy(100_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
+        await member.Adjust(new Adjustment("spend", new Points(-100), "spent elsewhere"));
+
+        ReturnResult returned = await member.Return(new PurchaseReturn("r1", _program, "m", "basket", "store-1", new Money(100_00, "USD"), Now, []));
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal((100L, 0L), (returned.Reversed.Value, returned.Details!.Shortfall));
+        Assert.Equal((400L, 0L), (view.Balance.Value, view.Shortfall.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Expiry_ALotExpiresAfterItsLifespan_EvenWhileTheMemberIsNotActive()
     {
         IMemberGrain member = await SetUpAsync(Shop with { Expiry = TwelveMonths });
