@@ -232,10 +232,11 @@ public sealed partial class MemberGrain
                 : new DetachOutcome(null, LoyaltyError.FailedPrecondition, $"member '{_memberId}' was already merged into '{into}'");
         }
 
-        if (_state.Erased || _state.HeldAt(now).Value > 0)
+        // A lapsed reservation still holds a stock unit until the schedule ends it, moments later.
+        if (_state.Erased || _state.Holds.Count > 0)
         {
             return new DetachOutcome(null, LoyaltyError.FailedPrecondition,
-                _state.Erased ? $"member '{_memberId}' was erased" : $"member '{_memberId}' has open reservations; commit or cancel them first");
+                _state.Erased ? $"member '{_memberId}' was erased" : $"member '{_memberId}' has reservations that have not ended; commit or cancel them, or retry after they lapse");
         }
 
         TierLadder ladder = program.Settings.Ladder;

@@ -19,8 +19,9 @@ public sealed class RewardStockGrain(
             return false;
         }
 
-        state.State.Taken = checked(state.State.Taken + quantity);
-        await WriteOrUndoAsync(-quantity);
+        long before = state.State.Taken;
+        state.State.Taken = checked(before + quantity);
+        await WriteOrUndoAsync(before);
         return true;
     }
 
@@ -32,14 +33,15 @@ public sealed class RewardStockGrain(
             return;
         }
 
-        state.State.Taken = Math.Max(0, state.State.Taken - quantity);
-        await WriteOrUndoAsync(quantity);
+        long before = state.State.Taken;
+        state.State.Taken = Math.Max(0, before - quantity);
+        await WriteOrUndoAsync(before);
     }
 
     /// <inheritdoc />
     public Task<long> Taken() => Task.FromResult(state.State.Taken);
 
-    private async Task WriteOrUndoAsync(int undo)
+    private async Task WriteOrUndoAsync(long before)
     {
         try
         {
@@ -48,7 +50,7 @@ public sealed class RewardStockGrain(
         catch
         {
             // Not durable, so not done: the caller sees the failure and nothing changed.
-            state.State.Taken = Math.Max(0, state.State.Taken + undo);
+            state.State.Taken = before;
             throw;
         }
     }
