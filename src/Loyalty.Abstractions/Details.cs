@@ -148,6 +148,9 @@ public sealed record EntryDetails
     /// <summary>Merge-in: the survivor had no referrer and takes the duplicate's, with its referral status.</summary>
     [Id(30)] public bool InheritsReferrer { get; init; }
 
+    /// <summary>Return: the purchase was made by a duplicate account since merged into this member.</summary>
+    [Id(31)] public bool MergedPurchase { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

@@ -63,7 +63,12 @@ public interface IMemberGrain : IGrainWithStringKey
     /// A page of the ledger, newest first, of entries with a sequence below
     /// <paramref name="beforeSequence"/> (all when null); null when the member is not enrolled.
     /// </summary>
-    Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize);
+    /// <remarks>
+    /// A member that absorbed duplicate accounts continues, after its own oldest entry, with each
+    /// duplicate's history (in merge order, newest first): <paramref name="fromMember"/> names the
+    /// duplicate a page continues in, as <see cref="LedgerPage.NextMember"/> said.
+    /// </remarks>
+    Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize, string? fromMember = null);
 
     /// <summary>
     /// Records that this member referred <paramref name="referredMemberId"/>; idempotent. Refused

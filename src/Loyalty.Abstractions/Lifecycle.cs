@@ -22,7 +22,8 @@ public sealed record MergeTransfer(
     [property: Id(12)] IReadOnlyList<ReturnedSoFar> Returns,
     [property: Id(13)] long PurchaseCount,
     [property: Id(14)] string? ReferralQualifiedBy = null,
-    [property: Id(15)] bool ReferralReversed = false);
+    [property: Id(15)] bool ReferralReversed = false,
+    [property: Id(16)] DateTimeOffset LastActivityAt = default);
 
 /// <summary>A pending lot as a merge moves it.</summary>
 [GenerateSerializer, Immutable]

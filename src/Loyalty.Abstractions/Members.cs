@@ -129,6 +129,9 @@ public enum LedgerEntryKind : short
 
     /// <summary>A referral link now names the survivor of a merge instead of the merged-away member.</summary>
     Repointed = 18,
+
+    /// <summary>The referrer has recorded its reward (or its reversal) for this member's qualifying purchase (no points move).</summary>
+    ReferralSettled = 19,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>
@@ -156,4 +159,9 @@ public sealed record LedgerEntry(
 [GenerateSerializer, Immutable]
 public sealed record LedgerPage(
     [property: Id(0)] IReadOnlyList<LedgerEntry> Entries,
-    [property: Id(1)] long? NextBeforeSequence);
+    [property: Id(1)] long? NextBeforeSequence,
+    [property: Id(2)] string? NextMember = null)
+{
+    /// <summary>Whether there is a next page.</summary>
+    public bool HasMore => NextBeforeSequence is not null || NextMember is not null;
+}

@@ -41,6 +41,12 @@ public static class Expiring
     {
         DateTimeOffset? due = null;
         DateTimeOffset? holdsEnd = null;
+        if (state.ReferralOwed)
+        {
+            // The referrer has not recorded its reward yet: due at once, so a wake retries it.
+            Consider(ref due, DateTimeOffset.UnixEpoch);
+        }
+
         foreach (Hold hold in state.Holds)
         {
             Consider(ref due, hold.LapsesAt);

@@ -17,6 +17,12 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task Wake()
     {
+        await EnsureLoadedAsync();
+        if (_state.ReferralOwed)
+        {
+            await SettleReferrerAsync();
+        }
+
         for (int step = 0; step < WakeStepsMax; step++)
         {
             DueOutcome outcome = await WriteAsync(

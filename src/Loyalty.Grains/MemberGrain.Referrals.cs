@@ -16,10 +16,6 @@ public sealed partial class MemberGrain
 
     private string? _referralCode;
 
-    /// <summary>Whether this activation has settled the referrer's reward, and its reversal, for this member.</summary>
-    private bool _rewardSettled;
-
-    private bool _reversalSettled;
 
     /// <inheritdoc />
     public async Task<MemberResult> SetReferrer(string? referrerId, string? referralCode)
@@ -292,42 +288,62 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>Whether the referrer still has to hear of this member's qualifying purchase (or of its return).</summary>
-    private bool ReferrerToSettle => _state.ReferredBy is not null
-        && (_state.ReferralQualifiedBy is null || (_state.ReferrerRewardOwed > 0 && !_rewardSettled) || (_state.ReferralReversed && !_reversalSettled));
+    private bool ReferrerToSettle => _state.ReferredBy is not null && (_state.ReferralQualifiedBy is null || _state.ReferralOwed);
 
-    /// <summary>Tells the referrer its reward, or its reversal; idempotent, so it is simply repeated after a failure.</summary>
+    /// <summary>
+    /// Tells the referrer its reward, or its reversal, then records here that it did. The call is
+    /// idempotent; until the record is written the member's due time stays "now", so the due
+    /// scheduler repeats it after any failure, whether or not the member is active.
+    /// </summary>
     private async Task SettleReferrerAsync()
     {
-        if (_state.ReferredBy is not { } referrer || _state.ReferralQualifiedBy is null)
+        if (_state.ReferredBy is not { } referrer || !_state.ReferralOwed)
         {
             return;
         }
 
+        bool reward = _state.ReferrerRewardOwed > 0 && !_state.RewardSettled, reversal = _state.ReferralReversed && !_state.ReversalSettled;
         try
         {
             IMemberGrain grain = ReferrerGrain(referrer);
-            LoyaltyError error = LoyaltyError.None;
-            if (_state.ReferrerRewardOwed > 0 && !_rewardSettled)
-            {
-                error = await grain.SettleReferralReward(_memberId, _state.ReferrerRewardOwed, reverse: false);
-                _rewardSettled = error == LoyaltyError.None;
-            }
-
-            if (error == LoyaltyError.None && _state.ReferralReversed && !_reversalSettled)
+            LoyaltyError error = reward ? await grain.SettleReferralReward(_memberId, _state.ReferrerRewardOwed, reverse: false) : LoyaltyError.None;
+            if (error == LoyaltyError.None && reversal)
             {
                 error = await grain.SettleReferralReward(_memberId, 0, reverse: true);
-                _reversalSettled = error == LoyaltyError.None;
             }
 
             if (error != LoyaltyError.None)
             {
                 LogReferralLinkFailed(_programId, _memberId, referrer, error);
+                return;
             }
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            // The next purchase or return of this member tries again; the call is idempotent.
             LogReferralLinkFailed(_programId, _memberId, referrer, LoyaltyError.Unavailable);
+            return;
         }
+
+        await WriteAsync(
+            "#referral-settled",
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                if (!_state.ReferralOwed)
+                {
+                    return new MemberResult(null, LoyaltyError.None, null);
+                }
+
+                entry = NewEntry(LedgerEntryKind.ReferralSettled, Points.Zero, null, 0, now, program) with
+                {
+                    Reference = referrer,
+                    Details = new EntryDetails { ReferrerReward = reward ? _state.ReferrerRewardOwed : 0, ReferralReversed = reversal },
+                };
+                return null;
+            },
+            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
     }
 }

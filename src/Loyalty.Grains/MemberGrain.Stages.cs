@@ -52,6 +52,7 @@ public sealed partial class MemberGrain
             EarnMonth = original.Details?.EarnMonth ?? 0,
             ReferralReversed = reversal.Full && !_state.ReferralReversed && original.TransactionId == _state.ReferralQualifiedBy,
             Restored = restoredLots,
+            MergedPurchase = original.MemberId != _memberId,
         };
         entry = NewEntry(LedgerEntryKind.Return, new Points(checked(restored - fromPending - fromActive)), txn, fingerprint, now, program) with
         {
@@ -183,7 +184,7 @@ public sealed partial class MemberGrain
     /// </summary>
     private DueChange? MarkDue(ProgramSettings? settings)
     {
-        if (settings is null || (!settings.HasExpiry && _state.Holds.Count == 0)
+        if (settings is null || (!settings.HasExpiry && _state.Holds.Count == 0 && !_state.ReferralOwed)
             || Expiring.NextDue(_state, settings.ExpiryRules) is not { } next
             || (_scheduleKnown && _scheduledDue is { } known && known <= next))
         {

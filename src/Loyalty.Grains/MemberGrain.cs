@@ -257,7 +257,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     }
 
     /// <inheritdoc />
-    public async Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize)
+    public async Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize, string? fromMember = null)
     {
         await EnsureLoadedAsync();
         if (!_state.Enrolled)
@@ -265,15 +265,23 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
             return null;
         }
 
-        int size = Math.Clamp(pageSize, 1, Limits.LedgerPageSizeMax);
-        IReadOnlyList<LedgerEntry> rows = await _store.ReadPageAsync(_programId, _memberId, beforeSequence ?? long.MaxValue, size + 1, CancellationToken.None);
-        if (rows.Count <= size)
+        // This member's history, then that of each duplicate merged into it: the history moved with the points.
+        List<string> histories = [_memberId, .. _state.MergedFrom];
+        int at = fromMember is null ? 0 : histories.IndexOf(fromMember);
+        if (at < 0)
         {
-            return new LedgerPage(rows, null);
+            return new LedgerPage([], null);
         }
 
-        LedgerEntry[] page = [.. rows.Take(size)];
-        return new LedgerPage(page, page[^1].Sequence);
+        int size = Math.Clamp(pageSize, 1, Limits.LedgerPageSizeMax);
+        IReadOnlyList<LedgerEntry> rows = await _store.ReadPageAsync(_programId, histories[at], beforeSequence ?? long.MaxValue, size + 1, CancellationToken.None);
+        if (rows.Count > size)
+        {
+            LedgerEntry[] page = [.. rows.Take(size)];
+            return new LedgerPage(page, page[^1].Sequence, at == 0 ? null : histories[at]);
+        }
+
+        return new LedgerPage(rows, null, at + 1 < histories.Count ? histories[at + 1] : null);
     }
 
     private string? CheckRouting(string programId, string memberId) =>

@@ -131,6 +131,16 @@ public sealed class MemberState
     /// <summary>Whether the member has profile fields (kept outside the ledger).</summary>
     [Id(35)] public bool HasProfile { get; set; }
 
+    /// <summary>The referrer has recorded its reward for this member's qualifying purchase.</summary>
+    [Id(36)] public bool RewardSettled { get; set; }
+
+    /// <summary>The referrer has recorded the reversal of that reward.</summary>
+    [Id(37)] public bool ReversalSettled { get; set; }
+
+    /// <summary>Whether the referrer still has to record its reward, or its reversal.</summary>
+    public bool ReferralOwed => ReferredBy is not null
+        && ((ReferrerRewardOwed > 0 && !RewardSettled) || (ReferralReversed && !ReversalSettled));
+
     /// <summary>Referrals made in the <paramref name="days"/> days before <paramref name="now"/>.</summary>
     public int ReferralsSince(DateTimeOffset now, int days)
     {
@@ -256,6 +266,10 @@ public sealed class MemberState
                 break;
             case LedgerEntryKind.ReferralReward:
                 ApplyReferralReward(entry);
+                break;
+            case LedgerEntryKind.ReferralSettled:
+                RewardSettled |= entry.Details?.ReferrerReward > 0;
+                ReversalSettled |= entry.Details?.ReferralReversed ?? false;
                 break;
             case LedgerEntryKind.Profile:
                 HasProfile = entry.Details?.ProfileFields is { Count: > 0 };
@@ -537,6 +551,13 @@ public sealed class MemberState
         long reversed = checked(details.PendingReversed + details.ActiveReversed + details.Shortfall);
         LifetimeReversed += new Points(reversed);
         RecordProgress(original, details);
+        if (details.MergedPurchase)
+        {
+            // The purchase was earned by a duplicate account merged into this one: this member's
+            // qualification and cap counters never counted it, so they are left alone.
+            return;
+        }
+
         if (details.OriginalRecordedAt is { } recordedAt)
         {
             AddQualifying(DayOf(recordedAt), -reversed, -details.ReturnedAmountMinor, createMissing: false);
@@ -589,7 +610,7 @@ public sealed class MemberState
         tier, tierReviewAt, ReferredBy, [.. Referrals],
         LifetimeEarned.Value, LifetimeRedeemed.Value, LifetimeExpired.Value, LifetimeReversed.Value,
         [.. Returns.Select(r => new ReturnedSoFar(r.Key, r.Value.ByLines, r.Value.AmountReturnedMinor, new Dictionary<string, long>(r.Value.SkuReturnedMinor), [.. r.Value.Reversed]))],
-        PurchaseCount, ReferralQualifiedBy, ReferralReversed);
+        PurchaseCount, ReferralQualifiedBy, ReferralReversed, LastActivityAt);
 
     private void ApplyMergedAway(LedgerEntry entry)
     {
@@ -650,6 +671,7 @@ public sealed class MemberState
         LifetimeExpired += new Points(t.LifetimeExpired);
         LifetimeReversed += new Points(t.LifetimeReversed);
         PurchaseCount = checked(PurchaseCount + t.PurchaseCount);
+        LastActivityAt = t.LastActivityAt > LastActivityAt ? t.LastActivityAt : LastActivityAt;
         MergedFrom.Add(t.MemberId);
     }
 

@@ -1,4 +1,5 @@
 using Loyalty.Storage;
+using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
 namespace Loyalty.Grains;
@@ -9,7 +10,10 @@ namespace Loyalty.Grains;
 /// </summary>
 public sealed class ProgramGrain(
     [PersistentState("program", StorageSiloBuilderExtensions.SnapshotStorageName)] IPersistentState<ProgramGrainState> state,
-    ProgramDirectory directory) : Grain, IProgramGrain
+    ProgramDirectory directory,
+    ILedgerStore store,
+    EngineClock clock,
+    IOptions<MemberOptions> members) : Grain, IProgramGrain
 {
     /// <inheritdoc />
     public async Task<ProgramConfig> Put(ProgramSettings settings)
@@ -22,6 +26,15 @@ public sealed class ProgramGrain(
 
         long version = checked((state.State.Config?.Version ?? 0) + 1);
         var config = new ProgramConfig(this.GetPrimaryKeyString(), settings, version);
+        if (version > 1 && state.State.Config!.Settings.Expiry != settings.Expiry)
+        {
+            // Every member wakes once and reschedules itself under the new policy (an inactivity
+            // rule added now applies to members who never change again). The wake waits out the
+            // other silos' program caches, so none decides under the old policy; it is queued
+            // before the change is stored, so a failure after it leaves only a harmless wake.
+            await store.ScheduleProgramAsync(config.ProgramId, clock.GetUtcNow().AddMilliseconds(2L * members.Value.ProgramCacheTtlMs + 1_000), CancellationToken.None);
+        }
+
         state.State = new ProgramGrainState { Config = config };
         await state.WriteStateAsync();
         directory.Remember(config);

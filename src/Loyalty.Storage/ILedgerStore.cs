@@ -46,6 +46,13 @@ public interface ILedgerStore
     /// </summary>
     Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Brings every member of a program due by <paramref name="dueAt"/> (a set-based statement over
+    /// the enrolment entries, for the rare change of a program's expiry policy): each member then
+    /// wakes once and schedules itself under the new policy.
+    /// </summary>
+    Task ScheduleProgramAsync(string programId, DateTimeOffset dueAt, CancellationToken cancellationToken);
+
     /// <summary>A member's due time, or null when it has none.</summary>
     Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken);
 

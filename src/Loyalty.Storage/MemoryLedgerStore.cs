@@ -106,6 +106,20 @@ public sealed class MemoryLedgerStore : ILedgerStore
     }
 
     /// <inheritdoc />
+    public Task ScheduleProgramAsync(string programId, DateTimeOffset dueAt, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            foreach ((string program, string member) in _members.Keys.Where(k => k.Program == programId).ToList())
+            {
+                ApplyDue(new DueChange(program, member, dueAt, Exact: false));
+            }
+        }
+
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
     public Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken)
     {
         lock (_gate)

@@ -216,6 +216,17 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
+    public async Task ScheduleProgramAsync(string programId, DateTimeOffset dueAt, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            "INSERT INTO member_due (program_id, member_id, due_at) SELECT program_id, member_id, $2 FROM ledger_entries WHERE program_id = $1 AND kind = 1 " +
+            "ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = LEAST(member_due.due_at, excluded.due_at);");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(dueAt.UtcDateTime);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
     public async Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken)
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT due_at FROM member_due WHERE program_id = $1 AND member_id = $2;");

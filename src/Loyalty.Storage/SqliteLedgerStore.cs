@@ -211,6 +211,13 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
+    public Task ScheduleProgramAsync(string programId, DateTimeOffset dueAt, CancellationToken cancellationToken) =>
+        ExecuteOnceAsync(
+            "INSERT INTO member_due (program_id, member_id, due_at) SELECT program_id, member_id, $d FROM ledger_entries WHERE program_id = $p AND kind = 1 " +
+            "ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = min(member_due.due_at, excluded.due_at);",
+            cancellationToken, ("$p", programId), ("$d", UnixMicros.From(dueAt)));
+
+    /// <inheritdoc />
     public async Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken)
     {
         await using SqliteConnection connection = await OpenAsync(cancellationToken);

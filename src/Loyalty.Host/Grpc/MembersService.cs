@@ -42,23 +42,16 @@ public sealed class MembersService(IGrainFactory grains, ILogger<MembersService>
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"page_size must be 0..{Limits.LedgerPageSizeMax}"));
         }
 
-        long? before = null;
-        if (request.PageToken.Length > 0)
-        {
-            if (!long.TryParse(request.PageToken, NumberStyles.None, CultureInfo.InvariantCulture, out long token) || token <= 0)
-            {
-                throw new RpcException(new Status(StatusCode.InvalidArgument, "page_token is malformed"));
-            }
-
-            before = token;
-        }
-
+        // A token is "SEQ" (this member's entries before SEQ), or "MEMBER@SEQ" / "MEMBER@" in the
+        // history of a duplicate merged into this member ('@' cannot occur in an id).
+        (string? from, long? before) = ParsePageToken(request.PageToken);
         int size = request.PageSize == 0 ? Limits.LedgerPageSizeDefault : request.PageSize;
-        LedgerPage? page = await GrainCalls.RunAsync(() => member.GetLedger(before, size), logger, "ListLedger")
+        LedgerPage? page = await GrainCalls.RunAsync(() => member.GetLedger(before, size, from), logger, "ListLedger")
             ?? throw NotEnrolled(request.ProgramId, request.MemberId);
+        string sequence = page.NextBeforeSequence?.ToString(CultureInfo.InvariantCulture) ?? "";
         var response = new V1.ListLedgerResponse
         {
-            NextPageToken = page.NextBeforeSequence?.ToString(CultureInfo.InvariantCulture) ?? "",
+            NextPageToken = page.NextMember is null ? sequence : page.NextMember + "@" + sequence,
         };
         response.Entries.AddRange(page.Entries.Select(WireMapping.ToMessage));
         return response;
@@ -152,6 +145,26 @@ public sealed class MembersService(IGrainFactory grains, ILogger<MembersService>
         return result.Member is null
             ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
             : WireMapping.ToMessage(result.Member);
+    }
+
+    private static (string? Member, long? Before) ParsePageToken(string token)
+    {
+        if (token.Length == 0)
+        {
+            return (null, null);
+        }
+
+        int at = token.IndexOf('@', StringComparison.Ordinal);
+        string? member = at < 0 ? null : token[..at];
+        string sequence = at < 0 ? token : token[(at + 1)..];
+        bool sequenceOk = sequence.Length == 0 && member is not null
+            || long.TryParse(sequence, NumberStyles.None, CultureInfo.InvariantCulture, out long parsed) && parsed > 0;
+        if (!sequenceOk || (member is not null && LoyaltyIds.Check(member, "page_token") is not null))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "page_token is malformed"));
+        }
+
+        return (member, sequence.Length == 0 ? null : long.Parse(sequence, CultureInfo.InvariantCulture));
     }
 
     private static string? CheckCode(string code)

@@ -312,6 +312,7 @@ internal static class WireMapping
             LedgerEntryKind.MergedAway => V1.LedgerEntryKind.MergedAway,
             LedgerEntryKind.MergedIn => V1.LedgerEntryKind.MergedIn,
             LedgerEntryKind.Repointed => V1.LedgerEntryKind.Repointed,
+            LedgerEntryKind.ReferralSettled => V1.LedgerEntryKind.ReferralSettled,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,
@@ -326,5 +327,6 @@ internal static class WireMapping
         AvailableAt = e.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null,
         Breakdown = e.Details is null ? null : ToBreakdown(e.Details),
         Reference = e.Reference ?? "",
+        MemberId = e.MemberId,
     };
 }

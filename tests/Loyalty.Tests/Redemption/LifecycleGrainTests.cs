@@ -119,6 +119,31 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Merge_TheSurvivorsLedger_ContinuesWithTheDuplicatesHistory()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        IMemberGrain dup = await EnrolAsync("anna2", null);
+        await dup.Accrue(Buy("anna2", 10_00, "old-1"));
+        await dup.Accrue(Buy("anna2", 10_00, "old-2"));
+        await anna.MergeFrom("anna2", "duplicate");
+
+        var entries = new List<LedgerEntry>();
+        LedgerPage page = (await anna.GetLedger(null, 2))!;
+        entries.AddRange(page.Entries);
+        for (int i = 0; i < 10 && page.HasMore; i++)
+        {
+            page = (await anna.GetLedger(page.NextBeforeSequence, 2, page.NextMember))!;
+            entries.AddRange(page.Entries);
+        }
+
+        Assert.Equal(["anna", "anna"], entries.Take(2).Select(e => e.MemberId));
+        Assert.Equal(LedgerEntryKind.MergedIn, entries[0].Kind);
+        Assert.Equal(["old-2", "old-1"], entries.Where(e => e.Kind == LedgerEntryKind.Earn).Select(e => e.TransactionId));
+        Assert.Equal(LedgerEntryKind.MergedAway, entries.First(e => e.MemberId == "anna2").Kind);
+        Assert.False(page.HasMore);
+    }
+
+    [Fact]
     public async Task Merge_Refusals_WriteNothing()
     {
         IMemberGrain anna = await SetUpAsync("anna");

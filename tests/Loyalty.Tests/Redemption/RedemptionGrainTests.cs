@@ -309,6 +309,20 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         Assert.Contains("inactivity", await ReasonOfAsync(LedgerEntryKind.Expire), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Expiry_AnInactivityRuleAddedLater_ReachesMembersWhoNeverChangeAgain()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+        await member.Accrue(Buy(100_00));
+        await fixture.DeactivateAllAsync();
+
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6) });
+        fixture.Clock.Advance(TimeSpan.FromDays(200));
+        await WaitForEntryAsync(LedgerEntryKind.Expire);
+
+        Assert.Equal((0L, 100L), ((await member.Get())!.Balance.Value, (await member.Get())!.LifetimeExpired.Value));
+    }
+
     [Theory]
     [InlineData(3)]
     [InlineData(4)]

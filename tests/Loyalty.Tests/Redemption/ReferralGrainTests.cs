@@ -32,6 +32,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         Assert.Equal(("anna", "qualify"), (benView.ReferredBy, benView.ReferralQualifiedBy));
         Assert.Equal(["ben"], annaView.Referrals);
         Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'anna' AND kind = 13"));
+        Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'ben' AND kind = 19"));
     }
 
     [Fact]
