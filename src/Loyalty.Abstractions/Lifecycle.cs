@@ -23,7 +23,21 @@ public sealed record MergeTransfer(
     [property: Id(13)] long PurchaseCount,
     [property: Id(14)] string? ReferralQualifiedBy = null,
     [property: Id(15)] bool ReferralReversed = false,
-    [property: Id(16)] DateTimeOffset LastActivityAt = default);
+    [property: Id(16)] DateTimeOffset LastActivityAt = default,
+    [property: Id(17)] ReferralStatus? Referral = null,
+    [property: Id(18)] IReadOnlyDictionary<string, long>? ReferralRewards = null,
+    [property: Id(19)] IReadOnlyList<string>? MergedFrom = null);
+
+/// <summary>
+/// A referred member's standing with its referrer, as a merge hands it on: under which member id
+/// the referrer recorded the referral, what it is owed, and what is already settled.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record ReferralStatus(
+    [property: Id(0)] string Subject,
+    [property: Id(1)] long RewardOwed,
+    [property: Id(2)] bool RewardSettled,
+    [property: Id(3)] bool ReversalSettled);
 
 /// <summary>A pending lot as a merge moves it.</summary>
 [GenerateSerializer, Immutable]

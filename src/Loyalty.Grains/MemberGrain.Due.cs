@@ -14,14 +14,14 @@ public sealed partial class MemberGrain
 
     private const string DueKey = "#due";
 
+    /// <summary>How long a wake waits before it retries telling a referrer its reward after a failure.</summary>
+    private static readonly TimeSpan SettlementRetryDelay = TimeSpan.FromMinutes(1);
+
     /// <inheritdoc />
     public async Task Wake()
     {
         await EnsureLoadedAsync();
-        if (_state.ReferralOwed)
-        {
-            await SettleReferrerAsync();
-        }
+        bool settled = !_state.ReferralOwed || await SettleReferrerAsync();
 
         for (int step = 0; step < WakeStepsMax; step++)
         {
@@ -55,7 +55,7 @@ public sealed partial class MemberGrain
             }
         }
 
-        await RescheduleAsync();
+        await RescheduleAsync(settled);
     }
 
     /// <summary>
@@ -63,13 +63,15 @@ public sealed partial class MemberGrain
     /// settled (a change that failed to commit must not leave the schedule later than the truth).
     /// It goes through the commit queue, so a mark queued after it is never overwritten.
     /// </summary>
-    private async Task RescheduleAsync()
+    private async Task RescheduleAsync(bool settled)
     {
         ProgramConfig? program;
         do
         {
             await EnsureLoadedAsync();
-            program = await _programs.GetAsync(_programId);
+            // Fresh, not cached: a silo whose cache still holds an older expiry policy must not
+            // reschedule (or drop) a member under it.
+            program = await _programs.GetFreshAsync(_programId);
             while (_inFlight > 0)
             {
                 _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -82,8 +84,14 @@ public sealed partial class MemberGrain
         DateTimeOffset? next = null;
         if (_state.Enrolled && program is not null)
         {
-            _state.Mature(_clock.GetUtcNow());
+            DateTimeOffset now = _clock.GetUtcNow();
+            _state.Mature(now);
             next = Expiring.NextDue(_state, program.Settings.ExpiryRules);
+            if (!settled && next <= now)
+            {
+                // The referrer could not be told: retry later, not at once (other members' work comes first).
+                next = now + SettlementRetryDelay;
+            }
         }
 
         _scheduleKnown = true;

@@ -109,7 +109,11 @@ public sealed partial class MemberGrain
         // The member is marked erased durably first; the clean-up is idempotent, and a repeated
         // request repeats it, so a failure half-way is repaired by asking again.
         await _store.WriteProfileAsync(_programId, _memberId, null, _clock.GetUtcNow(), CancellationToken.None);
-        await _store.AnonymiseAsync(_programId, _memberId, CancellationToken.None);
+        foreach (string member in (IEnumerable<string>)[_memberId, .. _state.MergedFrom])
+        {
+            // The survivor's ledger shows the merged histories too.
+            await _store.AnonymiseAsync(_programId, member, CancellationToken.None);
+        }
         var owner = new ReferralOwner(_programId, _memberId);
         for (int salt = 0; salt < CodeAttemptsMax; salt++)
         {

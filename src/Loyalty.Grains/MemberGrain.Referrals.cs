@@ -114,10 +114,11 @@ public sealed partial class MemberGrain
         }
 
         await EnsureLoadedAsync();
-        if (_state.MergedInto is { } survivor)
+        if (_state.MergedInto is { } survivor && !_state.ReferralRewards.ContainsKey(referredMemberId))
         {
-            // The referrer was merged into another account: the reward (or its reversal) goes there.
-            return await ReferrerGrain(survivor).SettleReferralReward(referredMemberId, points, reverse);
+            // The referrer was merged into another account: the reward (or its reversal) goes there,
+            // unless the referred member is that account itself (nobody rewards itself).
+            return survivor == referredMemberId ? LoyaltyError.None : await ReferrerGrain(survivor).SettleReferralReward(referredMemberId, points, reverse);
         }
 
         // '#' cannot occur in a client's transaction id: the keys cannot collide with purchases.
@@ -140,8 +141,10 @@ public sealed partial class MemberGrain
             return AccrualResult.Reject(txn, LoyaltyError.NotFound, NotEnrolledMessage());
         }
 
-        // An erased member is not rewarded any more (its account takes no changes).
-        if (_state.Erased || _state.FindRecent(txn) is not null || (!reverse && _state.ReferralRewards.ContainsKey(referred))
+        // An erased member is not rewarded any more (its account takes no changes), nor is a merged-away
+        // one (it only answers for what it recorded before), nor a member for referring itself.
+        if (_state.Erased || _state.MergedInto is not null || referred == _memberId || _state.MergedFrom.Contains(referred)
+            || _state.FindRecent(txn) is not null || (!reverse && _state.ReferralRewards.ContainsKey(referred))
             || (reverse && _state.ReferralRewards.GetValueOrDefault(referred, -1) == 0))
         {
             return new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null);
@@ -295,36 +298,37 @@ public sealed partial class MemberGrain
     /// idempotent; until the record is written the member's due time stays "now", so the due
     /// scheduler repeats it after any failure, whether or not the member is active.
     /// </summary>
-    private async Task SettleReferrerAsync()
+    private async Task<bool> SettleReferrerAsync()
     {
         if (_state.ReferredBy is not { } referrer || !_state.ReferralOwed)
         {
-            return;
+            return true;
         }
 
+        string subject = _state.ReferralSubject ?? _memberId;
         bool reward = _state.ReferrerRewardOwed > 0 && !_state.RewardSettled, reversal = _state.ReferralReversed && !_state.ReversalSettled;
         try
         {
             IMemberGrain grain = ReferrerGrain(referrer);
-            LoyaltyError error = reward ? await grain.SettleReferralReward(_memberId, _state.ReferrerRewardOwed, reverse: false) : LoyaltyError.None;
+            LoyaltyError error = reward ? await grain.SettleReferralReward(subject, _state.ReferrerRewardOwed, reverse: false) : LoyaltyError.None;
             if (error == LoyaltyError.None && reversal)
             {
-                error = await grain.SettleReferralReward(_memberId, 0, reverse: true);
+                error = await grain.SettleReferralReward(subject, 0, reverse: true);
             }
 
             if (error != LoyaltyError.None)
             {
                 LogReferralLinkFailed(_programId, _memberId, referrer, error);
-                return;
+                return false;
             }
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             LogReferralLinkFailed(_programId, _memberId, referrer, LoyaltyError.Unavailable);
-            return;
+            return false;
         }
 
-        await WriteAsync(
+        MemberResult settled = await WriteAsync(
             "#referral-settled",
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
@@ -345,5 +349,6 @@ public sealed partial class MemberGrain
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);
+        return settled.Error == LoyaltyError.None;
     }
 }

@@ -137,6 +137,12 @@ public sealed class MemberState
     /// <summary>The referrer has recorded the reversal of that reward.</summary>
     [Id(37)] public bool ReversalSettled { get; set; }
 
+    /// <summary>
+    /// The member id under which the referrer recorded this member's referral: its own, or that of
+    /// a duplicate merged into it whose referral it took over. Null means its own.
+    /// </summary>
+    [Id(38)] public string? ReferralSubject { get; set; }
+
     /// <summary>Whether the referrer still has to record its reward, or its reversal.</summary>
     public bool ReferralOwed => ReferredBy is not null
         && ((ReferrerRewardOwed > 0 && !RewardSettled) || (ReferralReversed && !ReversalSettled));
@@ -610,7 +616,10 @@ public sealed class MemberState
         tier, tierReviewAt, ReferredBy, [.. Referrals],
         LifetimeEarned.Value, LifetimeRedeemed.Value, LifetimeExpired.Value, LifetimeReversed.Value,
         [.. Returns.Select(r => new ReturnedSoFar(r.Key, r.Value.ByLines, r.Value.AmountReturnedMinor, new Dictionary<string, long>(r.Value.SkuReturnedMinor), [.. r.Value.Reversed]))],
-        PurchaseCount, ReferralQualifiedBy, ReferralReversed, LastActivityAt);
+        PurchaseCount, ReferralQualifiedBy, ReferralReversed, LastActivityAt,
+        new ReferralStatus(ReferralSubject ?? memberId, ReferrerRewardOwed, RewardSettled, ReversalSettled),
+        new Dictionary<string, long>(ReferralRewards, StringComparer.Ordinal),
+        [.. MergedFrom]);
 
     private void ApplyMergedAway(LedgerEntry entry)
     {
@@ -657,12 +666,23 @@ public sealed class MemberState
 
         if (entry.Details.InheritsReferrer)
         {
-            // The duplicate's referral was already rewarded (or is settled by it): it is not rewarded again.
+            // The duplicate's referral carries on here, under the id the referrer knows it by, so it
+            // is never rewarded twice and its reversal reaches the reward that was given.
             ReferredBy = t.ReferredBy;
             ReferralQualifiedBy = t.ReferralQualifiedBy ?? (t.PurchaseCount > 0 ? "#merged" : null);
             ReferralReversed = t.ReferralReversed;
-            ReferrerRewardOwed = 0;
+            ReferrerRewardOwed = t.Referral?.RewardOwed ?? 0;
+            RewardSettled = t.Referral?.RewardSettled ?? true;
+            ReversalSettled = t.Referral?.ReversalSettled ?? false;
+            ReferralSubject = t.Referral?.Subject ?? t.MemberId;
         }
+
+        foreach ((string referred, long points) in t.ReferralRewards ?? new Dictionary<string, long>())
+        {
+            ReferralRewards.TryAdd(referred, points);
+        }
+
+        MergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !MergedFrom.Contains(m)));
 
         Tier = entry.Details.TierAfter ?? Tier;
         TierReviewAt = entry.Details.TierAfter is null ? TierReviewAt : entry.Details.TierReviewAt;

@@ -25,6 +25,9 @@ public sealed class ProgramDirectory(IGrainFactory grains, TimeProvider clock, I
         return FetchAsync(programId);
     }
 
+    /// <summary>The program's configuration from the program grain itself, bypassing the cache (for rare decisions that must see the newest).</summary>
+    public ValueTask<ProgramConfig?> GetFreshAsync(string programId) => FetchAsync(programId);
+
     /// <summary>Records a configuration this silo has just written.</summary>
     public void Remember(ProgramConfig config) =>
         _cache.AddOrUpdate(config.ProgramId, (config, clock.GetTimestamp()), (_, old) =>

@@ -1,5 +1,4 @@
 using Loyalty.Storage;
-using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
 namespace Loyalty.Grains;
@@ -12,8 +11,7 @@ public sealed class ProgramGrain(
     [PersistentState("program", StorageSiloBuilderExtensions.SnapshotStorageName)] IPersistentState<ProgramGrainState> state,
     ProgramDirectory directory,
     ILedgerStore store,
-    EngineClock clock,
-    IOptions<MemberOptions> members) : Grain, IProgramGrain
+    EngineClock clock) : Grain, IProgramGrain
 {
     /// <inheritdoc />
     public async Task<ProgramConfig> Put(ProgramSettings settings)
@@ -26,18 +24,21 @@ public sealed class ProgramGrain(
 
         long version = checked((state.State.Config?.Version ?? 0) + 1);
         var config = new ProgramConfig(this.GetPrimaryKeyString(), settings, version);
-        if (version > 1 && state.State.Config!.Settings.Expiry != settings.Expiry)
-        {
-            // Every member wakes once and reschedules itself under the new policy (an inactivity
-            // rule added now applies to members who never change again). The wake waits out the
-            // other silos' program caches, so none decides under the old policy; it is queued
-            // before the change is stored, so a failure after it leaves only a harmless wake.
-            await store.ScheduleProgramAsync(config.ProgramId, clock.GetUtcNow().AddMilliseconds(2L * members.Value.ProgramCacheTtlMs + 1_000), CancellationToken.None);
-        }
-
-        state.State = new ProgramGrainState { Config = config };
+        bool expiryChanged = version > 1 && state.State.Config!.Settings.ExpiryRules != settings.ExpiryRules;
+        state.State = new ProgramGrainState { Config = config, RescheduleMembers = state.State.RescheduleMembers || expiryChanged };
         await state.WriteStateAsync();
         directory.Remember(config);
+        if (state.State.RescheduleMembers)
+        {
+            // Every member wakes once and reschedules itself under the new policy (an inactivity
+            // rule added now applies to members who never change again); wakes read the program
+            // fresh, so none decides under the old policy. Until this is done the flag stays
+            // stored, and the next change of the program does it again.
+            await store.ScheduleProgramAsync(config.ProgramId, clock.GetUtcNow(), CancellationToken.None);
+            state.State.RescheduleMembers = false;
+            await state.WriteStateAsync();
+        }
+
         return config;
     }
 
@@ -52,4 +53,8 @@ public sealed class ProgramGrainState
     /// <summary>The configuration, or null before the program is created.</summary>
     [Id(0)]
     public ProgramConfig? Config { get; set; }
+
+    /// <summary>The expiry policy changed and not every member has been brought due yet.</summary>
+    [Id(1)]
+    public bool RescheduleMembers { get; set; }
 }

@@ -126,6 +126,53 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         Assert.Equal(500L, (await anna.Get())!.Balance.Value);
     }
 
+    [Fact]
+    public async Task Merge_OfAReferrer_KeepsItsRewardsRecorded_SoNothingIsPaidTwice()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain sam = await EnrolAsync("sam");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "rita");
+        await ben.Accrue(Buy("ben", 60_00));
+
+        await sam.MergeFrom("rita", "duplicate");
+        LoyaltyError again = await rita.SettleReferralReward("ben", 500, reverse: false);
+        LoyaltyError atSurvivor = await sam.SettleReferralReward("ben", 500, reverse: false);
+
+        Assert.Equal((LoyaltyError.None, LoyaltyError.None), (again, atSurvivor));
+        Assert.Equal(500L, (await sam.Get())!.Balance.Value);
+    }
+
+    [Fact]
+    public async Task Merge_OfAReferredMember_ThenAFullReturn_ReversesTheRewardTheReferrerActuallyGave()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain sam = await EnrolAsync("sam");
+        IMemberGrain dora = await EnrolAsync("dora", referredBy: "rita");
+        await dora.Accrue(Buy("dora", 60_00, "p1"));
+        await sam.MergeFrom("dora", "duplicate");
+
+        ReturnResult returned = await sam.Return(ReturnOf("sam", "p1", 60_00));
+
+        Assert.True(returned.Details!.ReferralReversed);
+        Assert.Equal(0L, (await rita.Get())!.Balance.Value);
+        Assert.Equal(0L, (await sam.Get())!.Balance.Value);
+    }
+
+    [Fact]
+    public async Task Merge_OfAReferrerIntoItsReferee_NeverRewardsAMemberForReferringItself()
+    {
+        await PutAsync(Shop);
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "anna");
+        await ben.MergeFrom("anna", "the same person");
+
+        await ben.Accrue(Buy("ben", 60_00));
+
+        Assert.Equal(260L, (await ben.Get())!.Balance.Value);
+    }
+
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
 
     private Task PutAsync(ProgramSettings settings) => fixture.Grains.GetGrain<IProgramGrain>(_program).Put(settings);
