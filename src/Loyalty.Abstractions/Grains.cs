@@ -105,11 +105,15 @@ public interface IReferralCodeGrain : IGrainWithStringKey
 /// <summary>The stock of one reward, keyed "program/reward": units taken by redemptions and open reservations.</summary>
 public interface IRewardStockGrain : IGrainWithStringKey
 {
-    /// <summary>Takes units when fewer than <paramref name="stock"/> would then be taken; false when out of stock.</summary>
-    Task<bool> Take(int quantity, long stock);
+    /// <summary>
+    /// Takes units under <paramref name="claimId"/> (the transaction id of the ledger entry that
+    /// spends them) when no more than <paramref name="stock"/> would then be taken; false when out
+    /// of stock. Repeated with the same claim, it answers true without taking more.
+    /// </summary>
+    Task<bool> Take(string claimId, int quantity, long stock);
 
-    /// <summary>Gives units back (a refused redemption, a cancelled or lapsed reservation).</summary>
-    Task Give(int quantity);
+    /// <summary>Gives the claim's units back (a refused redemption, a cancelled or lapsed reservation, a full return); once per claim.</summary>
+    Task Give(string claimId, int quantity);
 
     /// <summary>Units taken so far.</summary>
     Task<long> Taken();

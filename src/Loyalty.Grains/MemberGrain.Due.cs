@@ -51,7 +51,7 @@ public sealed partial class MemberGrain
 
             if (entry.Kind == LedgerEntryKind.ReservationEnd && entry.Details is { RewardId: { } reward } details)
             {
-                await GiveStockAsync(reward, details.Quantity);
+                await GiveStockAsync(reward, entry.Reference!, details.Quantity);
             }
         }
 

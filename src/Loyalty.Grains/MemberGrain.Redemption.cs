@@ -50,7 +50,7 @@ public sealed partial class MemberGrain
             (e, m) => RedemptionResult.Reject(txn, e, m));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
-            await Stock(request.RewardId).Give(request.Quantity);
+            await Stock(request.RewardId).Give(request.TransactionId, request.Quantity);
         }
 
         return result;
@@ -75,7 +75,7 @@ public sealed partial class MemberGrain
             (e, m) => RedemptionResult.Reject(reservationId, e, m));
         if (!commit && result.Status == AccrualStatus.Accepted && result.RewardId is { } reward)
         {
-            await GiveStockAsync(reward, result.Quantity);
+            await GiveStockAsync(reward, reservationId, result.Quantity);
         }
 
         return result;
@@ -237,15 +237,15 @@ public sealed partial class MemberGrain
             return;
         }
 
-        stock.Taken = await Stock(request.RewardId).Take(request.Quantity, units);
+        stock.Taken = await Stock(request.RewardId).Take(request.TransactionId, request.Quantity, units);
         stock.OutOfStock = !stock.Taken;
     }
 
-    private async Task GiveStockAsync(string rewardId, int quantity)
+    private async Task GiveStockAsync(string rewardId, string claimId, int quantity)
     {
         if (await _programs.GetAsync(_programId) is { } program && program.Settings.FindReward(rewardId) is { Stock: not null })
         {
-            await Stock(rewardId).Give(quantity);
+            await Stock(rewardId).Give(claimId, quantity);
         }
     }
 

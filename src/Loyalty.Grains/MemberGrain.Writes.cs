@@ -68,7 +68,7 @@ public sealed partial class MemberGrain
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
-            await Stock(redemption.RewardId).Give(redemption.Quantity);
+            await Stock(redemption.RewardId).Give(redemption.TransactionId, redemption.Quantity);
         }
 
         if (ReferrerToSettle && _state.ReferralQualifiedBy is not null)
@@ -124,7 +124,7 @@ public sealed partial class MemberGrain
         ReturnResult result = await write;
         if (result.Status == AccrualStatus.Accepted && result.Details?.Restored is { Count: > 0 } && original()?.Details is { RewardId: { } reward } bought)
         {
-            await GiveStockAsync(reward, bought.Quantity);
+            await GiveStockAsync(reward, original()!.TransactionId + BasketRedeemSuffix, bought.Quantity);
         }
 
         return result;

@@ -25,6 +25,12 @@ public sealed class MemberOptions
     /// </summary>
     public int RecentTransactionsMax { get; set; } = 16;
 
+    /// <summary>
+    /// How long a reward's stock waits before it checks that a unit taken for a redemption was
+    /// recorded in the ledger, and gives it back when not, in seconds. Far longer than a commit.
+    /// </summary>
+    public int StockClaimConfirmSeconds { get; set; } = 600;
+
     /// <summary>How long a silo trusts its cached copy of a program's configuration, in milliseconds.</summary>
     public int ProgramCacheTtlMs { get; set; } = 2_000;
 }

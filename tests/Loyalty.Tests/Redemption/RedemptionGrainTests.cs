@@ -104,6 +104,24 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Stock_TakenForARedemptionThatNeverReachedTheLedger_GoesBack_AndRecordedOnesStay()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
+        IRewardStockGrain stock = fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee");
+        await member.Redeem(new Loyalty.Redemption("kept", "coffee", 1));
+        bool ghost = await stock.Take("lost-in-a-crash", 2, 5);
+        bool again = await stock.Take("lost-in-a-crash", 2, 5);
+        long before = await stock.Taken();
+
+        fixture.Clock.Advance(TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+        long after = await stock.Taken();
+
+        Assert.True(ghost && again);
+        Assert.Equal((3L, 1L), (before, after));
+    }
+
+    [Fact]
     public async Task Reserve_HoldsPoints_CommitSpendsThem_AndBothAreIdempotent()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150 });
