@@ -22,13 +22,15 @@ public sealed partial class ReadmeExampleTests
     /// <summary>How long a step after a clock jump may take to show the due work the scheduler does.</summary>
     private static readonly TimeSpan DueWaitMax = TimeSpan.FromSeconds(15);
 
-    [Fact]
-    public async Task ReadmeWorkedExample_EveryCall_AnswersAsDocumented()
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task ReadmeWorkedExample_EveryCall_AnswersAsDocumented(Backend backend)
     {
         List<Step> steps = ReadSteps();
         var clock = new FakeTimeProvider(ExampleStart);
         await using InProcessEngine engine = await InProcessEngine.StartAsync(
-            TestDatabases.Create(Backend.Sqlite, "readme"), clock, "--Schedule:PollIntervalMs=50");
+            TestDatabases.Create(backend, "readme"), clock, "--Schedule:PollIntervalMs=50");
         CallInvoker invoker = engine.Channel.CreateCallInvoker();
 
         foreach (Step step in steps)
