@@ -11,8 +11,11 @@ public sealed record ReferralPolicy(
     [property: Id(1)] long ReferredPoints,
     [property: Id(2)] long MinPurchaseMinor = 0,
     [property: Id(3)] int CapPerPeriod = 0,
-    [property: Id(4)] int PeriodDays = 30)
+    [property: Id(4)] int PeriodDays = ReferralPolicy.PeriodDaysDefault)
 {
+    /// <summary>The referral cap's period when the program does not say, in days.</summary>
+    public const int PeriodDaysDefault = 30;
+
     /// <summary>Returns null when the policy is valid, otherwise a message naming the field.</summary>
     public string? Check()
     {

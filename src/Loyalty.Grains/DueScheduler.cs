@@ -11,6 +11,9 @@ public sealed class ScheduleOptions
     /// <summary>The configuration section name.</summary>
     public const string SectionName = "Schedule";
 
+    /// <summary>The shortest poll interval accepted, in milliseconds (a smaller setting is raised to it).</summary>
+    public const int PollIntervalMsMin = 10;
+
     /// <summary>How often the silo looks for members with due work when the last look found few, in milliseconds.</summary>
     public int PollIntervalMs { get; set; } = 1_000;
 
@@ -62,7 +65,7 @@ internal sealed partial class DueScheduler(
     private async Task LoopAsync(CancellationToken cancel)
     {
         int batch = Math.Max(1, _options.ClaimBatchMax);
-        TimeSpan interval = TimeSpan.FromMilliseconds(Math.Max(10, _options.PollIntervalMs));
+        TimeSpan interval = TimeSpan.FromMilliseconds(Math.Max(ScheduleOptions.PollIntervalMsMin, _options.PollIntervalMs));
         while (!cancel.IsCancellationRequested)
         {
             int claimed = 0;

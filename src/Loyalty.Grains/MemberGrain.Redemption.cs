@@ -40,7 +40,7 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = request.ComputeFingerprint();
-        var stock = new StockClaim();
+        var stock = new StockTake();
         RedemptionResult result = await WriteAsync(
             txn,
             prefetch: () => TakeStockAsync(request, stock),
@@ -81,7 +81,7 @@ public sealed partial class MemberGrain
         return result;
     }
 
-    private RedemptionResult? StageSpendOrHold(Redemption request, bool reserve, long fingerprint, StockClaim stock, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    private RedemptionResult? StageSpendOrHold(Redemption request, bool reserve, long fingerprint, StockTake stock, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string txn = request.TransactionId;
@@ -227,7 +227,7 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>Takes the reward's stock before the decision, when the reward has stock and the member plausibly can have it.</summary>
-    private async Task TakeStockAsync(Redemption request, StockClaim stock)
+    private async Task TakeStockAsync(Redemption request, StockTake stock)
     {
         if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.FindRecent(request.TransactionId) is not null
             || await _programs.GetAsync(_programId) is not { } program
@@ -252,7 +252,7 @@ public sealed partial class MemberGrain
     private IRewardStockGrain Stock(string rewardId) => GrainFactory.GetGrain<IRewardStockGrain>(_programId + "/" + rewardId);
 
     /// <summary>Whether this request holds units of the reward's stock.</summary>
-    private sealed class StockClaim
+    private sealed class StockTake
     {
         public bool Taken { get; set; }
 

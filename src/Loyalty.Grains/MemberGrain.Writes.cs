@@ -13,16 +13,17 @@ public sealed partial class MemberGrain
     private const string BasketRedeemSuffix = "#redeem";
 
     /// <summary>
-    /// An entry a stage decided must commit together with, and just before, the entry it stages
-    /// (the redemption a purchase carries). Set and taken with no await in between.
-    /// </summary>
-    private LedgerEntry? _before;
-
-    /// <summary>
     /// Decides one change without awaiting: either an answer without a write (a refusal, a
     /// remembered resend) or the ledger entry to apply and commit.
     /// </summary>
     private delegate T? Stage<T>(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+        where T : class;
+
+    /// <summary>
+    /// A stage that may also decide an entry that commits with, and just before, its own (the
+    /// redemption a purchase carries): both or neither.
+    /// </summary>
+    private delegate T? PairStage<T>(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before)
         where T : class;
 
     /// <inheritdoc />
@@ -42,7 +43,7 @@ public sealed partial class MemberGrain
         }
 
         Task<AccrualResult> write = WriteAccrualAsync(txn, fingerprint,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, null, program, now, out entry));
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, null, program, now, out entry, out _));
 
         // Only a referred member's purchases take the longer path (once, until the referrer is settled).
         return ReferrerToSettle ? ThenSettleReferrerAsync(write) : write;
@@ -51,15 +52,16 @@ public sealed partial class MemberGrain
     /// <summary>A purchase paid partly in points: the reward's stock first when it has any, then both entries in one commit.</summary>
     private async Task<AccrualResult> AccrueWithRedemptionAsync(Purchase purchase, Redemption redemption, long fingerprint)
     {
-        var stock = new StockClaim();
+        var stock = new StockTake();
         LedgerEntry? redeemed = null;
-        AccrualResult result = await WriteAsync(
+        AccrualResult result = await WriteCoreAsync(
             purchase.TransactionId,
             prefetch: () => TakeStockAsync(redemption, stock),
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before) =>
             {
-                AccrualResult? answer = StageAccrual(purchase, fingerprint, (redemption, stock), program, now, out entry);
-                redeemed = _before;
+                AccrualResult? answer = StageAccrual(purchase, fingerprint, (redemption, stock), program, now, out entry, out before);
+                redeemed = before;
                 return answer;
             },
             (entry, balance, _) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
@@ -218,10 +220,22 @@ public sealed partial class MemberGrain
     /// then decide and apply without an await, commit, and answer. A collision reloads the state
     /// and asks the ledger whether the transaction id is already taken; a failure keeps nothing.
     /// </summary>
-    private async Task<T> WriteAsync<T>(
+    private Task<T> WriteAsync<T>(
         string key,
         Func<Task>? prefetch,
         Stage<T> stage,
+        Func<LedgerEntry, Points, Points, T> committed,
+        Func<LedgerEntry, Task<T?>> fromLedger,
+        Func<LoyaltyError, string, T> reject)
+        where T : class =>
+        WriteCoreAsync(key, prefetch, stage, null, committed, fromLedger, reject);
+
+    /// <summary>The write loop, for a single stage or a pair stage (exactly one of them).</summary>
+    private async Task<T> WriteCoreAsync<T>(
+        string key,
+        Func<Task>? prefetch,
+        Stage<T>? stage,
+        PairStage<T>? pairStage,
         Func<LedgerEntry, Points, Points, T> committed,
         Func<LedgerEntry, Task<T?>> fromLedger,
         Func<LoyaltyError, string, T> reject)
@@ -259,10 +273,8 @@ public sealed partial class MemberGrain
             // From here to the commit there is no await: the change is applied atomically.
             DateTimeOffset now = _clock.GetUtcNow();
             _state.Mature(now);
-            _before = null;
-            T? answer = stage(program, now, out LedgerEntry? entry);
-            LedgerEntry? before = _before;
-            _before = null;
+            LedgerEntry? entry, before = null;
+            T? answer = stage is not null ? stage(program, now, out entry) : pairStage!(program, now, out entry, out before);
             if (entry is null)
             {
                 return answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
@@ -301,9 +313,12 @@ public sealed partial class MemberGrain
         return reject(LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
     }
 
-    private AccrualResult? StageAccrual(Purchase purchase, long fingerprint, (Redemption Request, StockClaim Stock)? redemption, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    private AccrualResult? StageAccrual(
+        Purchase purchase, long fingerprint, (Redemption Request, StockTake Stock)? redemption, ProgramConfig program, DateTimeOffset now,
+        out LedgerEntry? entry, out LedgerEntry? redeemed)
     {
         entry = null;
+        redeemed = null;
         string txn = purchase.TransactionId;
         if (Precheck(txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)) is { } early)
         {
@@ -317,7 +332,6 @@ public sealed partial class MemberGrain
                 $"currency '{purchase.Amount.Currency}' does not match the program's currency '{settings.Currency}'");
         }
 
-        LedgerEntry? redeemed = null;
         if (redemption is { } r)
         {
             if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, program, now, out redeemed) is { } refused)
@@ -358,7 +372,6 @@ public sealed partial class MemberGrain
         if (redeemed is not null)
         {
             details = details with { RewardId = purchase.RedeemRewardId, Quantity = purchase.RedeemQuantity };
-            _before = redeemed;
         }
 
         entry = new LedgerEntry(

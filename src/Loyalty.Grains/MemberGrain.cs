@@ -197,63 +197,35 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
             return LoyaltyError.InvalidArgument;
         }
 
-        string key = "#referral:" + referredMemberId;
-        for (int attempt = 0; attempt < AttemptsMax; attempt++)
-        {
-            if (!await TryEnsureLoadedAsync())
+        MemberResult result = await WriteAsync(
+            "#referral:" + referredMemberId,
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
-                return LoyaltyError.Unavailable;
-            }
+                entry = null;
+                if (Closed() is { } closed)
+                {
+                    return closed;
+                }
 
-            ReferralPolicy? policy = (await _programs.GetAsync(_programId))?.Settings.Referrals;
-            if (!_valid)
-            {
-                continue;
-            }
+                if (_state.Referrals.Contains(referredMemberId))
+                {
+                    return new MemberResult(null, LoyaltyError.None, null);
+                }
 
-            if (WaitForUncommitted(key) is { } original)
-            {
-                await original;
-                continue;
-            }
+                if (_state.Referrals.Count >= Limits.ReferralsPerMemberMax
+                    || (program.Settings.Referrals is { CapPerPeriod: > 0 } policy && _state.ReferralsSince(now, policy.PeriodDays) >= policy.CapPerPeriod))
+                {
+                    return MemberResult.Reject(LoyaltyError.FailedPrecondition, "the referral cap is reached");
+                }
 
-            // From here to the commit there is no await.
-            DateTimeOffset now = _clock.GetUtcNow();
-            if (!_state.Enrolled)
-            {
-                return LoyaltyError.NotFound;
-            }
-
-            if (_state.Erased || _state.MergedInto is not null)
-            {
-                return LoyaltyError.FailedPrecondition;
-            }
-
-            if (_state.Referrals.Contains(referredMemberId))
-            {
-                return LoyaltyError.None;
-            }
-
-            if (_state.Referrals.Count >= Limits.ReferralsPerMemberMax
-                || (policy is { CapPerPeriod: > 0 } && _state.ReferralsSince(now, policy.PeriodDays) >= policy.CapPerPeriod))
-            {
-                return LoyaltyError.FailedPrecondition;
-            }
-
-            LedgerEntry entry = new(
-                _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.ReferralLink, Points.Zero, null, 0,
-                null, 0, null, null, referredMemberId, now, now);
-            _state.Apply(entry, _options.RecentTransactionsMax);
-            switch (await CommitAsync(entry, key))
-            {
-                case CommitOutcome.Committed:
-                    return LoyaltyError.None;
-                case CommitOutcome.Failed:
-                    return LoyaltyError.Unavailable;
-            }
-        }
-
-        return LoyaltyError.Unavailable;
+                entry = NewEntry(LedgerEntryKind.ReferralLink, Points.Zero, null, 0, now, program) with { Reference = referredMemberId };
+                return null;
+            },
+            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+        return result.Error;
     }
 
     /// <inheritdoc />

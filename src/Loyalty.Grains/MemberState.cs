@@ -515,20 +515,23 @@ public sealed class MemberState
 
         Tier = details.TierAfter ?? Tier;
         TierReviewAt = details.TierReviewAt;
-        if (details.Components.Any(c => c.Kind == ComponentKind.Referral) || details.ReferrerReward > 0)
-        {
-            ReferralQualifiedBy = entry.TransactionId;
-            ReferrerRewardOwed = details.ReferrerReward;
-        }
-
         AddCapped(EarnedByDay, details.EarnDay, entry.Points.Value, CapDaysKept);
         AddCapped(EarnedByMonth, details.EarnMonth, entry.Points.Value, CapMonthsKept);
+        bool referral = details.ReferrerReward > 0;
         foreach (BreakdownComponent c in details.Components)
         {
             if (c.Kind == ComponentKind.Campaign)
             {
                 CampaignEarned[c.Code] = checked(CampaignEarned.GetValueOrDefault(c.Code) + c.Points);
             }
+
+            referral |= c.Kind == ComponentKind.Referral;
+        }
+
+        if (referral)
+        {
+            ReferralQualifiedBy = entry.TransactionId;
+            ReferrerRewardOwed = details.ReferrerReward;
         }
     }
 

@@ -199,7 +199,7 @@ public sealed partial class LedgerCommitQueue
     private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<DueChange> dues, bool[] inserted)
     {
         long started = Stopwatch.GetTimestamp();
-        bool[] pairs = new bool[batch.Count];
+        bool[]? pairs = null;
         try
         {
             await _store.AppendBatchAsync(entries, inserted, dues, CancellationToken.None);
@@ -207,6 +207,8 @@ public sealed partial class LedgerCommitQueue
             {
                 if (batch[i] is { Entry: { } first, Second: { } second })
                 {
+                    // Only a batch that holds a pair pays for this array.
+                    pairs ??= new bool[batch.Count];
                     pairs[i] = await _store.AppendPairAsync(first, second, CancellationToken.None);
                 }
             }
@@ -234,7 +236,7 @@ public sealed partial class LedgerCommitQueue
         for (int i = 0; i < batch.Count; i++)
         {
             PendingAppend p = batch[i];
-            batch[i].TrySetResult(p.Second is not null ? pairs[i] : p.Entry is null || inserted[entry++]);
+            batch[i].TrySetResult(p.Second is not null ? pairs![i] : p.Entry is null || inserted[entry++]);
         }
     }
 

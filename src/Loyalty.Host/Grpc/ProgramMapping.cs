@@ -48,7 +48,7 @@ internal static class ProgramMapping
             m.ReservationHoldSeconds == 0 ? ProgramSettings.ReservationHoldSecondsDefault : m.ReservationHoldSeconds,
             m.Referrals is null ? null : new ReferralPolicy(
                 m.Referrals.ReferrerPoints, m.Referrals.ReferredPoints, m.Referrals.MinPurchaseMinor, m.Referrals.CapPerPeriod,
-                m.Referrals.PeriodDays == 0 ? 30 : m.Referrals.PeriodDays));
+                m.Referrals.PeriodDays == 0 ? ReferralPolicy.PeriodDaysDefault : m.Referrals.PeriodDays));
     }
 
     /// <summary>The settings message.</summary>

@@ -172,8 +172,16 @@ internal static class WireMapping
             EndedAs = (V1.ReservationState)(int)d.EndedAs,
             InactivityDeadline = Time(d.InactivityDeadline),
         };
-        m.Lots.AddRange((d.Lots ?? []).Select(ToMessage));
-        m.Restored.AddRange((d.Restored ?? []).Select(ToMessage));
+        // Most acks have neither: no iterator is made for them.
+        if (d.Lots is { Count: > 0 } lots)
+        {
+            m.Lots.AddRange(lots.Select(ToMessage));
+        }
+
+        if (d.Restored is { Count: > 0 } restored)
+        {
+            m.Restored.AddRange(restored.Select(ToMessage));
+        }
         foreach (BreakdownComponent c in d.Components)
         {
             m.Components.Add(new V1.BreakdownComponent { Kind = (V1.ComponentKind)(int)c.Kind, Code = c.Code, Points = c.Points });

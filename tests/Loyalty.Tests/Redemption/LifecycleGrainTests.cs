@@ -27,12 +27,14 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
         MemberView reloaded = (await anna.Get())!;
         List<string> details = await Sql.RowsAsync(fixture.Storage, $"SELECT details FROM ledger_entries WHERE program_id = '{_program}' AND kind = 14", r => r.GetString(0));
         MemberResult tooMany = await anna.SetProfile(Enumerable.Range(0, Limits.ProfileFieldsMax + 1).ToDictionary(i => $"f{i}", _ => "x"));
+        MemberResult tooLong = await anna.SetProfile(new Dictionary<string, string> { ["note"] = new string('x', Limits.ProfileValueLengthMax + 1) });
 
         Assert.Equal(LoyaltyError.None, set.Error);
         Assert.Equal("anna@example.com", reloaded.Profile!["email"]);
         Assert.DoesNotContain("Anna", Assert.Single(details), StringComparison.Ordinal);
         Assert.Contains("email", details[0], StringComparison.Ordinal);
-        Assert.Equal(LoyaltyError.InvalidArgument, tooMany.Error);
+        Assert.Equal((LoyaltyError.InvalidArgument, LoyaltyError.InvalidArgument), (tooMany.Error, tooLong.Error));
+        Assert.Contains("longer than", tooLong.ErrorMessage, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -146,6 +146,21 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Reserve_BeyondTheOpenReservationsLimit_IsRefused()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 10_000 });
+        for (int i = 0; i < Limits.OpenReservationsMax; i++)
+        {
+            Assert.Equal(AccrualStatus.Accepted, (await member.Reserve(new Loyalty.Redemption($"res-{i}", "coffee", 1))).Status);
+        }
+
+        RedemptionResult refused = await member.Reserve(new Loyalty.Redemption("one-too-many", "coffee", 1));
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+        Assert.Contains($"{Limits.OpenReservationsMax} open reservations", refused.ErrorMessage, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Reserve_Cancelled_FreesThePointsAndTheStock()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150, Rewards = [TenOff with { Stock = 1 }] });

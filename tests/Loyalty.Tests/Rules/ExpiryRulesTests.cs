@@ -1,6 +1,6 @@
 namespace Loyalty.Tests.Rules;
 
-/// <summary>Expiry dates from a program's policy, and the refusals of policies and catalogues.</summary>
+/// <summary>Expiry dates from a program's policy, and the refusals of expiry and referral policies and catalogues.</summary>
 public sealed class ExpiryRulesTests
 {
     [Theory]
@@ -58,6 +58,32 @@ public sealed class ExpiryRulesTests
         ProgramSettings settings = RuleBuilders.Program() with { Rewards = [reward] };
 
         Assert.StartsWith(field, settings.Check(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(-1, 0, 0, 0, 30, "referrals.referrer_points")]
+    [InlineData(0, Limits.BonusPointsMax + 1, 0, 0, 30, "referrals.referrer_points")]
+    [InlineData(10, 10, -1, 0, 30, "referrals.min_purchase_minor")]
+    [InlineData(10, 10, 0, -1, 30, "referrals.cap_per_period")]
+    [InlineData(10, 10, 0, Limits.ReferralsPerMemberMax + 1, 30, "referrals.cap_per_period")]
+    [InlineData(10, 10, 0, 5, 0, "referrals.period_days")]
+    [InlineData(10, 10, 0, 5, Limits.ReferralPeriodDaysMax + 1, "referrals.period_days")]
+    public void Settings_WithABadReferralPolicy_AreRefusedNamingTheField(long referrer, long referred, long minPurchase, int cap, int days, string field)
+    {
+        ProgramSettings settings = RuleBuilders.Program() with { Referrals = new ReferralPolicy(referrer, referred, minPurchase, cap, days) };
+
+        Assert.StartsWith(field, settings.Check(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Settings_WithMoreRewardsThanTheLimit_AreRefused()
+    {
+        ProgramSettings settings = RuleBuilders.Program() with
+        {
+            Rewards = [.. Enumerable.Range(0, Limits.RewardsMax + 1).Select(i => new Reward($"r{i}", "Reward", RewardKind.Product, 10, Sku: "S"))],
+        };
+
+        Assert.StartsWith("rewards has more than", settings.Check(), StringComparison.Ordinal);
     }
 
     [Fact]
