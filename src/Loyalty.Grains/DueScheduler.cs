@@ -35,7 +35,7 @@ public sealed class ScheduleOptions
 /// </summary>
 internal sealed partial class DueScheduler(
     ILedgerStore store,
-    IGrainFactory grains,
+    GrainReferences<IMemberGrain> members,
     EngineClock clock,
     IOptions<ScheduleOptions> options,
     ILogger<DueScheduler> logger) : ILifecycleParticipant<ISiloLifecycle>
@@ -104,7 +104,7 @@ internal sealed partial class DueScheduler(
         {
             try
             {
-                await grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(member.ProgramId, member.MemberId)).Wake();
+                await members.Get(LoyaltyIds.MemberKey(member.ProgramId, member.MemberId)).Wake();
             }
             catch (Exception e)
             {

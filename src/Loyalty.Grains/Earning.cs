@@ -37,6 +37,9 @@ public sealed record EarnResult(Points Total, Points BasketPoints, EntryDetails 
 /// </summary>
 public static class Earning
 {
+    /// <summary>Baskets of up to this many lines are grouped on the stack.</summary>
+    private const int StackLinesMax = 32;
+
     /// <summary>Applies the rules of <paramref name="settings"/> to <paramref name="purchase"/>.</summary>
     public static EarnResult Compute(Purchase purchase, ProgramSettings settings, EarnContext member)
     {
@@ -142,29 +145,59 @@ public static class Earning
             return points;
         }
 
-        // Group the lines by the rule that decides them, keeping the rules' configured order.
-        var groups = new SortedDictionary<int, (ProductRule? Rule, long AmountMinor)>();
-        var skus = new Dictionary<(string Sku, string Component), (long AmountMinor, int MultiplierBp)>();
+        // Group the lines by the rule that decides them, keeping the rules' configured order, and
+        // sum the money per SKU and component. Baskets are small, so a linear merge is cheaper
+        // than hashing (this runs for every purchase).
+        int count = purchase.LineItems.Count;
+        Span<(int Index, long AmountMinor)> groups = count <= StackLinesMax ? stackalloc (int, long)[StackLinesMax] : new (int, long)[count];
+        int groupCount = 0;
+        var skus = new List<SkuAmount>(count);
         foreach (LineItem line in purchase.LineItems)
         {
-            (int index, ProductRule? rule) = rules.Match(line);
-            groups[index] = (rule, checked((groups.TryGetValue(index, out var g) ? g.AmountMinor : 0) + line.AmountMinor));
-            (string, string) key = (line.Sku, rule?.Code ?? "base");
-            skus[key] = (checked((skus.TryGetValue(key, out var s) ? s.AmountMinor : 0) + line.AmountMinor), rule?.EffectiveMultiplierBp ?? Multipliers.One);
+            int index = rules.Match(line);
+            AddTo(groups, ref groupCount, index, line.AmountMinor);
+            AddTo(skus, line.Sku, rules.CodeAt(index), rules.MultiplierAt(index), line.AmountMinor);
         }
 
-        lines = [.. skus.Select(s => new SkuAmount(s.Key.Sku, s.Value.AmountMinor, s.Value.MultiplierBp, s.Key.Component))];
+        groups[..groupCount].Sort(static (a, b) => a.Index.CompareTo(b.Index));
+        lines = skus;
         decimal basket = 0;
-        foreach ((ProductRule? rule, long amountMinor) in groups.Values)
+        foreach ((int index, long amountMinor) in groups[..groupCount])
         {
-            decimal points = amountMinor * perMinor * (rule?.EffectiveMultiplierBp ?? Multipliers.One) / Multipliers.One;
+            decimal points = amountMinor * perMinor * rules.MultiplierAt(index) / Multipliers.One;
             basket += points;
-            components.Add(rule is null
-                ? new BreakdownComponent(ComponentKind.Base, "base", Round(points, settings.Rounding))
-                : new BreakdownComponent(ComponentKind.Product, rule.Code, Round(points, settings.Rounding)));
+            components.Add(new BreakdownComponent(index < 0 ? ComponentKind.Base : ComponentKind.Product, rules.CodeAt(index), Round(points, settings.Rounding)));
         }
 
         return basket;
+    }
+
+    private static void AddTo(Span<(int Index, long AmountMinor)> groups, ref int groupCount, int index, long amountMinor)
+    {
+        for (int i = 0; i < groupCount; i++)
+        {
+            if (groups[i].Index == index)
+            {
+                groups[i].AmountMinor = checked(groups[i].AmountMinor + amountMinor);
+                return;
+            }
+        }
+
+        groups[groupCount++] = (index, amountMinor);
+    }
+
+    private static void AddTo(List<SkuAmount> skus, string sku, string component, int multiplierBp, long amountMinor)
+    {
+        for (int i = 0; i < skus.Count; i++)
+        {
+            if (skus[i].Sku == sku && skus[i].Component == component)
+            {
+                skus[i] = skus[i] with { AmountMinor = checked(skus[i].AmountMinor + amountMinor) };
+                return;
+            }
+        }
+
+        skus.Add(new SkuAmount(sku, amountMinor, multiplierBp, component));
     }
 
     private static void AddMultiplier(List<BreakdownComponent> components, ComponentKind kind, string code, int multiplierBp, decimal basket, Rounding rounding)
@@ -221,11 +254,13 @@ internal sealed class CompiledRules
     private readonly Dictionary<string, int> _bySku = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _byCategory = new(StringComparer.Ordinal);
     private readonly IReadOnlyList<ProductRule> _rules;
+    private readonly string[] _codes;
 
     private CompiledRules(ProgramSettings settings)
     {
         Zone = settings.Zone;
         _rules = settings.ProductRuleList;
+        _codes = [.. _rules.Select(r => r.Code)];
         for (int i = 0; i < _rules.Count; i++)
         {
             if (_rules[i].Sku is { } sku)
@@ -243,14 +278,13 @@ internal sealed class CompiledRules
 
     public static CompiledRules For(ProgramSettings settings) => Cache.GetValue(settings, static s => new CompiledRules(s));
 
-    /// <summary>The rule deciding a line (SKU before category) and its position; -1 and null for none.</summary>
-    public (int Index, ProductRule? Rule) Match(LineItem line)
-    {
-        if (_bySku.TryGetValue(line.Sku, out int i) || (line.Category.Length > 0 && _byCategory.TryGetValue(line.Category, out i)))
-        {
-            return (i, _rules[i]);
-        }
+    /// <summary>The position of the rule deciding a line (SKU before category); -1 for none.</summary>
+    public int Match(LineItem line) =>
+        _bySku.TryGetValue(line.Sku, out int i) || (line.Category.Length > 0 && _byCategory.TryGetValue(line.Category, out i)) ? i : -1;
 
-        return (-1, null);
-    }
+    /// <summary>The breakdown code of the rule at <paramref name="index"/>; "base" for none.</summary>
+    public string CodeAt(int index) => index < 0 ? "base" : _codes[index];
+
+    /// <summary>The multiplier the rule at <paramref name="index"/> gives, in basis points; x1 for none.</summary>
+    public int MultiplierAt(int index) => index < 0 ? Multipliers.One : _rules[index].EffectiveMultiplierBp;
 }

@@ -356,23 +356,18 @@ public sealed partial class MemberGrain
             reviewAt = now.AddDays(ladder.WindowDays);
         }
 
+        // One copy of the details, not one per addition: this runs for every purchase.
+        DateTimeOffset? availableAt = settings.PendingDays > 0 ? now.AddDays(settings.PendingDays) : null;
         EntryDetails details = earn.Details with
         {
             TierBefore = ladder.Tiers[reviewed].Name,
             TierAfter = ladder.Tiers[after].Name,
             TierReviewAt = after == 0 ? null : reviewAt,
             DowngradedFrom = reviewed < indexBefore ? _state.Tier : null,
+            ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? LotExpiry(settings, availableAt ?? now) : earn.Details.ExpiresAt,
+            RewardId = redeemed is null ? earn.Details.RewardId : purchase.RedeemRewardId,
+            Quantity = redeemed is null ? earn.Details.Quantity : purchase.RedeemQuantity,
         };
-        DateTimeOffset? availableAt = settings.PendingDays > 0 ? now.AddDays(settings.PendingDays) : null;
-        if (settings.HasExpiry && earn.Total.Value > 0)
-        {
-            details = details with { ExpiresAt = LotExpiry(settings, availableAt ?? now) };
-        }
-
-        if (redeemed is not null)
-        {
-            details = details with { RewardId = purchase.RedeemRewardId, Quantity = purchase.RedeemQuantity };
-        }
 
         entry = new LedgerEntry(
             _programId, _memberId, checked(_state.Sequence + (redeemed is null ? 1 : 2)), LedgerEntryKind.Earn, earn.Total, txn, fingerprint,

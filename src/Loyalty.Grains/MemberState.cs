@@ -10,6 +10,14 @@ namespace Loyalty.Grains;
 [GenerateSerializer]
 public sealed class MemberState
 {
+    [NonSerialized]
+    private List<RecentTransaction> _recent = [];
+
+    // The hash of each remembered transaction id, in the same order; not stored, rebuilt on
+    // first use (string hashes differ between processes).
+    [NonSerialized]
+    private List<int>? _recentHashes;
+
     /// <summary>The tier every member starts in until the program defines a ladder.</summary>
     public const string DefaultTier = "standard";
 
@@ -43,8 +51,17 @@ public sealed class MemberState
     /// <summary>When the member enrolled.</summary>
     [Id(7)] public DateTimeOffset EnrolledAt { get; set; }
 
-    /// <summary>The newest transactions, oldest first, bounded by the grain's option.</summary>
-    [Id(8)] public List<RecentTransaction> Recent { get; set; } = [];
+    /// <summary>The newest transactions, oldest first, bounded by the grain's option. Changed only through <see cref="Apply"/>.</summary>
+    [Id(8)]
+    public List<RecentTransaction> Recent
+    {
+        get => _recent;
+        set
+        {
+            _recent = value;
+            _recentHashes = null;
+        }
+    }
 
     /// <summary>Earned points not yet spendable, one lot per purchase, in order of availability.</summary>
     [Id(9)] public List<PendingLot> Pending { get; set; } = [];
@@ -438,15 +455,33 @@ public sealed class MemberState
     /// <summary>The remembered transaction with this id, or null.</summary>
     public RecentTransaction? FindRecent(string transactionId)
     {
-        foreach (RecentTransaction t in Recent)
+        // Every purchase asks this; comparing hashes kept in one array first touches a
+        // remembered id (a separate object) only when it is likely the one.
+        List<int> hashes = RecentHashes();
+        int hash = transactionId.GetHashCode();
+        for (int i = 0; i < hashes.Count; i++)
         {
-            if (t.TransactionId == transactionId)
+            if (hashes[i] == hash && _recent[i].TransactionId == transactionId)
             {
-                return t;
+                return _recent[i];
             }
         }
 
         return null;
+    }
+
+    private List<int> RecentHashes()
+    {
+        if (_recentHashes is null)
+        {
+            _recentHashes = new List<int>(_recent.Count + 1);
+            foreach (RecentTransaction t in _recent)
+            {
+                _recentHashes.Add(t.TransactionId.GetHashCode());
+            }
+        }
+
+        return _recentHashes;
     }
 
     /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
@@ -808,10 +843,13 @@ public sealed class MemberState
 
     private void Remember(RecentTransaction transaction, int recentMax)
     {
-        Recent.Add(transaction);
-        if (Recent.Count > recentMax)
+        List<int> hashes = RecentHashes();
+        _recent.Add(transaction);
+        hashes.Add(transaction.TransactionId.GetHashCode());
+        if (_recent.Count > recentMax)
         {
-            Recent.RemoveRange(0, Recent.Count - recentMax);
+            hashes.RemoveRange(0, _recent.Count - recentMax);
+            _recent.RemoveRange(0, _recent.Count - recentMax);
         }
     }
 }

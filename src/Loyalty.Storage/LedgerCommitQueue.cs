@@ -94,7 +94,28 @@ public sealed partial class LedgerCommitQueue
             throw new InvalidOperationException("The ledger commit queue is already running.");
         }
 
-        _writer = Task.Run(WriteLoopAsync);
+        // The writer has a thread of its own: its work is serial, and on a busy thread pool every
+        // step of it would wait in line behind the grains' work items, so batches would grow slowly
+        // and commits would come late. Its waits block only this thread.
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                WriteLoop();
+                stopped.SetResult();
+            }
+            catch (Exception e)
+            {
+                stopped.SetException(e);
+            }
+        })
+        {
+            IsBackground = true,
+            Name = "Loyalty ledger writer",
+        };
+        thread.Start();
+        _writer = stopped.Task;
     }
 
     /// <summary>Refuses new entries, commits everything queued, and stops the writer.</summary>
@@ -121,14 +142,14 @@ public sealed partial class LedgerCommitQueue
         return await pending.Task;
     }
 
-    private async Task WriteLoopAsync()
+    private void WriteLoop()
     {
         ChannelReader<PendingAppend> reader = _queue.Reader;
         var batch = new List<PendingAppend>(_options.BatchSizeMax);
         var entries = new List<LedgerEntry>(_options.BatchSizeMax);
         var dues = new List<DueChange>();
         var inserted = new bool[_options.BatchSizeMax];
-        while (await FillBatchAsync(reader, batch))
+        while (FillBatch(reader, batch))
         {
             if (batch.Count == 0)
             {
@@ -151,15 +172,15 @@ public sealed partial class LedgerCommitQueue
                 }
             }
 
-            await CommitAsync(batch, entries, dues, inserted);
+            CommitAsync(batch, entries, dues, inserted).GetAwaiter().GetResult();
             batch.Clear();
         }
     }
 
     /// <summary>Waits for a first entry, then gathers more until the batch is full or the flush interval is over.</summary>
-    private async Task<bool> FillBatchAsync(ChannelReader<PendingAppend> reader, List<PendingAppend> batch)
+    private bool FillBatch(ChannelReader<PendingAppend> reader, List<PendingAppend> batch)
     {
-        if (!await reader.WaitToReadAsync())
+        if (!Wait(reader.WaitToReadAsync()))
         {
             return false;
         }
@@ -174,7 +195,7 @@ public sealed partial class LedgerCommitQueue
             }
 
             TimeSpan remaining = TimeSpan.FromMilliseconds(_options.FlushIntervalMs) - Stopwatch.GetElapsedTime(started);
-            if (remaining <= TimeSpan.Zero || !await WaitForMoreAsync(reader, remaining))
+            if (remaining <= TimeSpan.Zero || !WaitForMore(reader, remaining))
             {
                 break;
             }
@@ -183,18 +204,21 @@ public sealed partial class LedgerCommitQueue
         return true;
     }
 
-    private static async Task<bool> WaitForMoreAsync(ChannelReader<PendingAppend> reader, TimeSpan timeout)
+    private static bool WaitForMore(ChannelReader<PendingAppend> reader, TimeSpan timeout)
     {
         using var cancel = new CancellationTokenSource(timeout);
         try
         {
-            return await reader.WaitToReadAsync(cancel.Token);
+            return Wait(reader.WaitToReadAsync(cancel.Token));
         }
         catch (OperationCanceledException)
         {
             return false;
         }
     }
+
+    /// <summary>Blocks the writer's thread until the channel answers.</summary>
+    private static bool Wait(ValueTask<bool> pending) => pending.IsCompleted ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
 
     private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<DueChange> dues, bool[] inserted)
     {

@@ -5,7 +5,7 @@ using V1 = Loyalty.Api.V1;
 namespace Loyalty.Host.Grpc;
 
 /// <summary>Member enrolment and queries over gRPC.</summary>
-public sealed class MembersService(IGrainFactory grains, ILogger<MembersService> logger) : V1.Members.MembersBase
+public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogger<MembersService> logger) : V1.Members.MembersBase
 {
     /// <inheritdoc />
     public override async Task<V1.EnrollResponse> Enroll(V1.EnrollRequest request, ServerCallContext context)
@@ -176,7 +176,7 @@ public sealed class MembersService(IGrainFactory grains, ILogger<MembersService>
     private IMemberGrain Member(string programId, string memberId)
     {
         GrainCalls.Require(LoyaltyIds.Check(programId, "program_id") ?? LoyaltyIds.Check(memberId, "member_id"));
-        return grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(programId, memberId));
+        return members.Get(LoyaltyIds.MemberKey(programId, memberId));
     }
 
     private static RpcException NotEnrolled(string programId, string memberId) =>

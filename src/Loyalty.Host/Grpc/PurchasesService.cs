@@ -13,7 +13,7 @@ namespace Loyalty.Host.Grpc;
 /// Timestamps are checked against the engine's clock, the one the rules use.
 /// </summary>
 public sealed partial class PurchasesService(
-    IGrainFactory grains,
+    GrainReferences<IMemberGrain> members,
     EngineClock clock,
     IOptions<GatewayOptions> options,
     ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
@@ -36,7 +36,7 @@ public sealed partial class PurchasesService(
     {
         PurchaseReturn? purchaseReturn = WireMapping.ToReturn(request, clock.GetUtcNow(), out string? error);
         GrainCalls.Require(error);
-        IMemberGrain member = grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(purchaseReturn!.ProgramId, purchaseReturn.MemberId));
+        IMemberGrain member = members.Get(LoyaltyIds.MemberKey(purchaseReturn!.ProgramId, purchaseReturn.MemberId));
         ReturnResult result = await GrainCalls.RunAsync(() => member.Return(purchaseReturn), logger, "Return");
         return result.Status == AccrualStatus.Rejected
             ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
@@ -108,5 +108,5 @@ public sealed partial class PurchasesService(
     }
 
     private IMemberGrain Member(Purchase purchase) =>
-        grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(purchase.ProgramId, purchase.MemberId));
+        members.Get(LoyaltyIds.MemberKey(purchase.ProgramId, purchase.MemberId));
 }

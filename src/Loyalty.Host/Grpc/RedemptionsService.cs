@@ -4,7 +4,7 @@ using V1 = Loyalty.Api.V1;
 namespace Loyalty.Host.Grpc;
 
 /// <summary>Redemption over gRPC: validate, map, call the member grain, map back.</summary>
-public sealed class RedemptionsService(IGrainFactory grains, ILogger<RedemptionsService> logger) : V1.Redemptions.RedemptionsBase
+public sealed class RedemptionsService(GrainReferences<IMemberGrain> members, ILogger<RedemptionsService> logger) : V1.Redemptions.RedemptionsBase
 {
     /// <inheritdoc />
     public override Task<V1.RedemptionAck> Redeem(V1.RedeemRequest request, ServerCallContext context)
@@ -39,7 +39,7 @@ public sealed class RedemptionsService(IGrainFactory grains, ILogger<Redemptions
     private async Task<V1.RedemptionAck> CallAsync(string programId, string memberId, Func<IMemberGrain, Task<RedemptionResult>> call, string operation)
     {
         GrainCalls.Require(LoyaltyIds.Check(programId, "program_id") ?? LoyaltyIds.Check(memberId, "member_id"));
-        IMemberGrain member = grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(programId, memberId));
+        IMemberGrain member = members.Get(LoyaltyIds.MemberKey(programId, memberId));
         RedemptionResult result = await GrainCalls.RunAsync(() => call(member), logger, operation);
         return result.Status == AccrualStatus.Rejected
             ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
