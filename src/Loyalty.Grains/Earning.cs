@@ -16,7 +16,41 @@ public sealed record EarnContext(
     Func<int, long> EarnedInMonth);
 
 /// <summary>The points a purchase earns and why.</summary>
-public sealed record EarnResult(Points Total, Points BasketPoints, EntryDetails Details);
+/// <param name="Total">The points earned.</param>
+/// <param name="BasketPoints">The part of them from the basket components.</param>
+/// <param name="Components">The parts of the earn.</param>
+/// <param name="CapsHit">Caps that cut the earn.</param>
+/// <param name="CappedPoints">Points the caps removed.</param>
+/// <param name="EarnDay">The program-local day the purchase counts in.</param>
+/// <param name="EarnMonth">The program-local month the purchase counts in.</param>
+/// <param name="Lines">The money per SKU, with the multiplier it earned at; null without line items.</param>
+/// <param name="ReferrerReward">The referrer's reward this purchase qualifies for, if any.</param>
+public sealed record EarnResult(
+    Points Total,
+    Points BasketPoints,
+    IReadOnlyList<BreakdownComponent> Components,
+    IReadOnlyList<string> CapsHit,
+    long CappedPoints,
+    int EarnDay,
+    int EarnMonth,
+    IReadOnlyList<SkuAmount>? Lines,
+    long ReferrerReward = 0)
+{
+    /// <summary>
+    /// The earn on its own as ledger-entry details. A purchase's entry sets these fields together
+    /// with the tier decision and the expiry in one object instead (see MemberGrain.StageAccrual).
+    /// </summary>
+    public EntryDetails Details => new()
+    {
+        Components = Components,
+        CapsHit = CapsHit,
+        CappedPoints = CappedPoints,
+        EarnDay = EarnDay,
+        EarnMonth = EarnMonth,
+        Lines = Lines,
+        ReferrerReward = ReferrerReward,
+    };
+}
 
 /// <summary>
 /// The earn rules, applied in a fixed order so the same purchase under the same program version
@@ -75,16 +109,8 @@ public static class Earning
         allowed = Allowed(allowed, settings.MonthlyEarnCapPoints, member.EarnedInMonth(month), "monthly", capsHit);
         Trim(components, beforeCaps - allowed);
         long basketPoints = EntryDetails.Total(components, basketCount);
-        var details = new EntryDetails
-        {
-            Components = components,
-            CapsHit = capsHit,
-            CappedPoints = checked(beforeCaps - allowed + cappedByCampaigns),
-            EarnDay = day,
-            EarnMonth = month,
-            Lines = lines,
-        };
-        return new EarnResult(new Points(allowed), new Points(basketPoints), details);
+        return new EarnResult(new Points(allowed), new Points(basketPoints), components, capsHit,
+            checked(beforeCaps - allowed + cappedByCampaigns), day, month, lines);
     }
 
     /// <summary>Rounds exact points to whole points by the program's rule.</summary>

@@ -280,14 +280,14 @@ public sealed partial class MemberGrain
             return earn;
         }
 
-        EntryDetails details = earn.Details with
+        return earn with
         {
+            Total = earn.Total + new Points(policy.ReferredPoints),
             Components = policy.ReferredPoints > 0
-                ? [.. earn.Details.Components, new BreakdownComponent(ComponentKind.Referral, "referral:" + referrer, policy.ReferredPoints)]
-                : earn.Details.Components,
+                ? [.. earn.Components, new BreakdownComponent(ComponentKind.Referral, "referral:" + referrer, policy.ReferredPoints)]
+                : earn.Components,
             ReferrerReward = policy.ReferrerPoints,
         };
-        return earn with { Total = earn.Total + new Points(policy.ReferredPoints), Details = details };
     }
 
     /// <summary>Whether the referrer still has to hear of this member's qualifying purchase (or of its return).</summary>

@@ -356,17 +356,24 @@ public sealed partial class MemberGrain
             reviewAt = now.AddDays(ladder.WindowDays);
         }
 
-        // One copy of the details, not one per addition: this runs for every purchase.
+        // The details are made once, with every field: this runs for every purchase.
         DateTimeOffset? availableAt = settings.PendingDays > 0 ? now.AddDays(settings.PendingDays) : null;
-        EntryDetails details = earn.Details with
+        EntryDetails details = new()
         {
+            Components = earn.Components,
+            CapsHit = earn.CapsHit,
+            CappedPoints = earn.CappedPoints,
+            EarnDay = earn.EarnDay,
+            EarnMonth = earn.EarnMonth,
+            Lines = earn.Lines,
+            ReferrerReward = earn.ReferrerReward,
             TierBefore = ladder.Tiers[reviewed].Name,
             TierAfter = ladder.Tiers[after].Name,
             TierReviewAt = after == 0 ? null : reviewAt,
             DowngradedFrom = reviewed < indexBefore ? _state.Tier : null,
-            ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? LotExpiry(settings, availableAt ?? now) : earn.Details.ExpiresAt,
-            RewardId = redeemed is null ? earn.Details.RewardId : purchase.RedeemRewardId,
-            Quantity = redeemed is null ? earn.Details.Quantity : purchase.RedeemQuantity,
+            ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? LotExpiry(settings, availableAt ?? now) : null,
+            RewardId = redeemed is null ? null : purchase.RedeemRewardId,
+            Quantity = redeemed is null ? 0 : purchase.RedeemQuantity,
         };
 
         entry = new LedgerEntry(
