@@ -28,6 +28,8 @@ internal sealed class LoadOptions
 
     public double ZipfSkew { get; private set; }
 
+    public bool Sequential { get; private set; }
+
     public string? JsonPath { get; private set; }
 
     public bool Verify { get; private set; } = true;
@@ -65,6 +67,9 @@ internal sealed class LoadOptions
           --mode max|rate       closed loop as fast as acks return, or open loop at --rate
           --rate N              events per second in rate mode (all streams together)
           --zipf S              member popularity skew; 0 = uniform (default 0)
+          --order random|sequential
+                                random members (default), or every member in turn, so that
+                                N events reach N distinct members (for scale runs)
           --program ID          program id (default: a fresh one per run)
           --stores N            stores the purchases come from (default 50)
           --lines N             line items per basket, 1..N at random; 0 = totals only (default 3)
@@ -100,6 +105,7 @@ internal sealed class LoadOptions
                 case "--mode": o.Mode = Next() is "max" or "rate" ? args[i] : throw new ArgumentException("--mode is max or rate"); break;
                 case "--rate": o.RatePerSecond = Positive(double.Parse(Next(), CultureInfo.InvariantCulture), "--rate"); break;
                 case "--zipf": o.ZipfSkew = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--order": o.Sequential = Next() is "random" or "sequential" ? args[i] == "sequential" : throw new ArgumentException("--order is random or sequential"); break;
                 case "--json": o.JsonPath = Next(); break;
                 case "--no-verify": o.Verify = false; break;
                 case "--quiet": o.Quiet = true; break;
@@ -119,6 +125,11 @@ internal sealed class LoadOptions
         if (o.Spawn is not null && args.Contains("--target"))
         {
             throw new ArgumentException("--spawn starts its own engine; leave out --target");
+        }
+
+        if (o.Sequential && o.ZipfSkew > 0)
+        {
+            throw new ArgumentException("--order sequential visits every member in turn; it does not take --zipf");
         }
 
         if (o.Mode == "rate" && o.RatePerSecond <= 0)

@@ -119,7 +119,9 @@ internal sealed class LoadRun(LoadOptions options)
 
         var startedAt = new long[count];
         var baskets = new PosMix.Basket[count];
-        var picker = new MemberPicker(options.Members, options.ZipfSkew, seed: stream + 1);
+        MemberPicker picker = options.Sequential
+            ? MemberPicker.InTurn(options.Members, first: stream, step: options.Streams)
+            : new MemberPicker(options.Members, options.ZipfSkew, seed: stream + 1);
         var mix = new PosMix(options.LinesMax, options.Stores, seed: stream + 1);
         var returnDice = new Random(stream + 1_000);
         using var slots = new SemaphoreSlim(options.InFlightPerStream);

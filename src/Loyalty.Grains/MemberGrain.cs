@@ -43,7 +43,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private MemberState _state = new();
     private bool _valid;
     private bool _snapshotJustRead = true;
+    private readonly long _activatedAt = System.Diagnostics.Stopwatch.GetTimestamp();
     private Task? _loading;
+    private bool _loadedOnce;
     private int _inFlight;
     private TaskCompletionSource? _drained;
     private int _appliedSinceSnapshot;
@@ -487,6 +489,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         _state = state;
         _appliedSinceSnapshot = entries.Count;
         _valid = true;
+        if (!_loadedOnce)
+        {
+            // The cost of a cold member: from the activation's start (before Orleans reads the
+            // snapshot) to the state rebuilt from it and the ledger after it.
+            _loadedOnce = true;
+            GrainMetrics.ColdLoadDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(_activatedAt).TotalMilliseconds);
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: entry {Sequence} not committed ({Outcome}); state will reload")]

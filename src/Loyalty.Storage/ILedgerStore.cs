@@ -17,8 +17,17 @@ public interface ILedgerStore
     /// Throws when the transaction fails; then nothing of the batch was written.
     /// The <paramref name="dues"/> changes to the due schedule are applied in their order,
     /// before the entries (an early due time is harmless; a lost one is not).
+    /// <paramref name="detailsJson"/>, when given, holds entry i's details already encoded by
+    /// <see cref="DetailsJson.Write"/> (see <see cref="StoresDetailsAsJson"/>).
     /// </summary>
-    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken);
+    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Whether the store keeps entry details as JSON text. The commit queue then encodes them on
+    /// the appending thread, so that the work is spread over the grains' threads instead of
+    /// lengthening the single writer's batches.
+    /// </summary>
+    bool StoresDetailsAsJson => false;
 
     /// <summary>
     /// Inserts two entries of one member all or nothing: when either's (program, member,

@@ -61,20 +61,21 @@ public sealed partial class LedgerCommitQueue
     /// <see cref="LedgerUnavailableException"/> when the batch failed; then the entry is not
     /// durable and must not be acknowledged.
     /// </summary>
-    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null) => Enqueue(new PendingAppend(entry, due, null));
+    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null) =>
+        Enqueue(new PendingAppend(entry, due, null, _store.StoresDetailsAsJson ? DetailsJson.Write(entry.Details) : null));
 
     /// <summary>
     /// Queues two entries of one member that must commit together (a redemption and the purchase
     /// that carries it): they travel as one item, so they land in the same batch and the same
     /// transaction. True only when both were written.
     /// </summary>
-    public Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, DueChange? due = null) => Enqueue(new PendingAppend(first, due, second));
+    public Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, DueChange? due = null) => Enqueue(new PendingAppend(first, due, second, null));
 
     /// <summary>
     /// Queues a change to the due schedule on its own. It is written in queue order with the
     /// entries around it, so a member's exact due time is never overwritten by an older mark.
     /// </summary>
-    public Task ScheduleAsync(DueChange due) => Enqueue(new PendingAppend(null, due, null));
+    public Task ScheduleAsync(DueChange due) => Enqueue(new PendingAppend(null, due, null, null));
 
     private Task<bool> Enqueue(PendingAppend pending)
     {
@@ -147,6 +148,7 @@ public sealed partial class LedgerCommitQueue
         ChannelReader<PendingAppend> reader = _queue.Reader;
         var batch = new List<PendingAppend>(_options.BatchSizeMax);
         var entries = new List<LedgerEntry>(_options.BatchSizeMax);
+        List<string?>? details = _store.StoresDetailsAsJson ? new(_options.BatchSizeMax) : null;
         var dues = new List<DueChange>();
         var inserted = new bool[_options.BatchSizeMax];
         while (FillBatch(reader, batch))
@@ -157,6 +159,7 @@ public sealed partial class LedgerCommitQueue
             }
 
             entries.Clear();
+            details?.Clear();
             dues.Clear();
             foreach (PendingAppend p in batch)
             {
@@ -164,6 +167,7 @@ public sealed partial class LedgerCommitQueue
                 if (p.Entry is not null && p.Second is null)
                 {
                     entries.Add(p.Entry);
+                    details?.Add(p.EncodedDetails);
                 }
 
                 if (p.Due is { } due)
@@ -172,7 +176,7 @@ public sealed partial class LedgerCommitQueue
                 }
             }
 
-            CommitAsync(batch, entries, dues, inserted).GetAwaiter().GetResult();
+            CommitAsync(batch, entries, details, dues, inserted).GetAwaiter().GetResult();
             batch.Clear();
         }
     }
@@ -220,13 +224,13 @@ public sealed partial class LedgerCommitQueue
     /// <summary>Blocks the writer's thread until the channel answers.</summary>
     private static bool Wait(ValueTask<bool> pending) => pending.IsCompleted ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
 
-    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<DueChange> dues, bool[] inserted)
+    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<string?>? details, List<DueChange> dues, bool[] inserted)
     {
         long started = Stopwatch.GetTimestamp();
         bool[]? pairs = null;
         try
         {
-            await _store.AppendBatchAsync(entries, inserted, dues, CancellationToken.None);
+            await _store.AppendBatchAsync(entries, inserted, dues, details, CancellationToken.None);
             for (int i = 0; i < batch.Count; i++)
             {
                 if (batch[i] is { Entry: { } first, Second: { } second })
@@ -268,8 +272,11 @@ public sealed partial class LedgerCommitQueue
     private partial void LogBatchFailed(Exception exception, int entryCount);
 
     /// <summary>An entry waiting for its batch; the completion runs its awaiter off the writer loop.</summary>
-    private sealed class PendingAppend(LedgerEntry? entry, DueChange? due, LedgerEntry? second) : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
+    private sealed class PendingAppend(LedgerEntry? entry, DueChange? due, LedgerEntry? second, string? detailsJson) : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
     {
+        /// <summary>The entry's details encoded for the store, when it wants them so (a single entry only).</summary>
+        public string? EncodedDetails { get; } = detailsJson;
+
         public LedgerEntry? Entry { get; } = entry;
 
         public LedgerEntry? Second { get; } = second;

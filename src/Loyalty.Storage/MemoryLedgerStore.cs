@@ -18,7 +18,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
     public Task MigrateAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <inheritdoc />
-    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
+    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson, CancellationToken cancellationToken)
     {
         lock (_gate)
         {

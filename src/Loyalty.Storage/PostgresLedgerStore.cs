@@ -66,7 +66,10 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
+    public bool StoresDetailsAsJson => true;
+
+    /// <inheritdoc />
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);
         await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
@@ -79,12 +82,12 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
 
         if (entries.Count > 0)
         {
-            await InsertAsync(connection, entries, inserted, cancellationToken);
+            await InsertAsync(connection, entries, detailsJson, inserted, cancellationToken);
         }
     }
 
     /// <summary>Inserts the entries with one statement; <paramref name="inserted"/>[i] tells whether entry i was written.</summary>
-    private static async Task InsertAsync(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
+    private static async Task InsertAsync(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, IReadOnlyList<string?>? detailsJson, bool[] inserted, CancellationToken cancellationToken)
     {
         int n = entries.Count;
         var programs = new string[n];
@@ -112,7 +115,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             (transactions[i], fingerprints[i], stores[i], amounts[i]) = (e.TransactionId, e.Fingerprint, e.StoreId, e.AmountMinor);
             (currencies[i], reasons[i], references[i]) = (e.Currency, e.Reason, e.Reference);
             (occurred[i], recorded[i]) = (e.OccurredAt.UtcDateTime, e.RecordedAt.UtcDateTime);
-            (versions[i], available[i], details[i]) = (e.ProgramVersion, e.AvailableAt?.UtcDateTime, DetailsJson.Write(e.Details));
+            (versions[i], available[i], details[i]) = (e.ProgramVersion, e.AvailableAt?.UtcDateTime, detailsJson is null ? DetailsJson.Write(e.Details) : detailsJson[i]);
             index[(e.ProgramId, e.MemberId, e.Sequence)] = i;
         }
 
@@ -184,7 +187,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
         await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
         bool[] inserted = new bool[2];
-        await InsertAsync(connection, [first, second], inserted, cancellationToken);
+        await InsertAsync(connection, [first, second], null, inserted, cancellationToken);
         if (inserted[0] && inserted[1])
         {
             await transaction.CommitAsync(cancellationToken);

@@ -24,7 +24,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
     private readonly string _connectionString;
     private SqliteConnection? _writer;
-    private SqliteCommand? _insert;
+    private SqliteInsert? _insert;
 
     /// <summary>Creates the store; the database file's folder is created if missing.</summary>
     public SqliteLedgerStore(string connectionString)
@@ -89,22 +89,23 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
+    public bool StoresDetailsAsJson => true;
+
+    /// <inheritdoc />
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson, CancellationToken cancellationToken)
     {
         try
         {
-            SqliteCommand insert = await PrepareWriterAsync(cancellationToken);
+            SqliteInsert insert = await PrepareWriterAsync(cancellationToken);
             await using SqliteTransaction transaction = (SqliteTransaction)await _writer!.BeginTransactionAsync(cancellationToken);
             if (dues.Count > 0)
             {
                 WriteDues(transaction, dues);
             }
 
-            insert.Transaction = transaction;
             for (int i = 0; i < entries.Count; i++)
             {
-                Bind(insert, entries[i]);
-                inserted[i] = insert.ExecuteNonQuery() == 1;
+                inserted[i] = insert.Insert(entries[i], detailsJson is null ? DetailsJson.Write(entries[i].Details) : detailsJson[i]);
             }
 
             await transaction.CommitAsync(cancellationToken);
@@ -160,17 +161,9 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     {
         try
         {
-            SqliteCommand insert = await PrepareWriterAsync(cancellationToken);
+            SqliteInsert insert = await PrepareWriterAsync(cancellationToken);
             await using SqliteTransaction transaction = (SqliteTransaction)await _writer!.BeginTransactionAsync(cancellationToken);
-            insert.Transaction = transaction;
-            Bind(insert, first);
-            bool both = insert.ExecuteNonQuery() == 1;
-            if (both)
-            {
-                Bind(insert, second);
-                both = insert.ExecuteNonQuery() == 1;
-            }
-
+            bool both = insert.Insert(first, DetailsJson.Write(first.Details)) && insert.Insert(second, DetailsJson.Write(second.Details));
             if (both)
             {
                 await transaction.CommitAsync(cancellationToken);
@@ -293,7 +286,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         }
     }
 
-    private async Task<SqliteCommand> PrepareWriterAsync(CancellationToken cancellationToken)
+    private async Task<SqliteInsert> PrepareWriterAsync(CancellationToken cancellationToken)
     {
         if (_insert is not null)
         {
@@ -302,36 +295,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
         _writer = await OpenAsync(cancellationToken);
         await ExecuteAsync(_writer, "PRAGMA synchronous=FULL;", cancellationToken);
-        _insert = _writer.CreateCommand();
-        _insert.CommandText = InsertSql;
-        foreach (string name in new[] { "$p", "$m", "$s", "$k", "$pts", "$t", "$f", "$st", "$a", "$c", "$r", "$ref", "$o", "$rec", "$v", "$av", "$d" })
-        {
-            _insert.Parameters.Add(new SqliteParameter { ParameterName = name });
-        }
-
+        _insert = new SqliteInsert(_writer, InsertSql);
         return _insert;
-    }
-
-    private static void Bind(SqliteCommand insert, LedgerEntry e)
-    {
-        SqliteParameterCollection p = insert.Parameters;
-        p[0].Value = e.ProgramId;
-        p[1].Value = e.MemberId;
-        p[2].Value = e.Sequence;
-        p[3].Value = (long)e.Kind;
-        p[4].Value = e.Points.Value;
-        p[5].Value = (object?)e.TransactionId ?? DBNull.Value;
-        p[6].Value = e.Fingerprint;
-        p[7].Value = (object?)e.StoreId ?? DBNull.Value;
-        p[8].Value = e.AmountMinor;
-        p[9].Value = (object?)e.Currency ?? DBNull.Value;
-        p[10].Value = (object?)e.Reason ?? DBNull.Value;
-        p[11].Value = (object?)e.Reference ?? DBNull.Value;
-        p[12].Value = UnixMicros.From(e.OccurredAt);
-        p[13].Value = UnixMicros.From(e.RecordedAt);
-        p[14].Value = e.ProgramVersion;
-        p[15].Value = e.AvailableAt is { } availableAt ? UnixMicros.From(availableAt) : DBNull.Value;
-        p[16].Value = (object?)DetailsJson.Write(e.Details) ?? DBNull.Value;
     }
 
     private void ResetWriter()
