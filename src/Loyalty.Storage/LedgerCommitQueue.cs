@@ -95,9 +95,9 @@ public sealed partial class LedgerCommitQueue
             throw new InvalidOperationException("The ledger commit queue is already running.");
         }
 
-        // The writer has a thread of its own: its work is serial, and on a busy thread pool every
-        // step of it would wait in line behind the grains' work items, so batches would grow slowly
-        // and commits would come late. Its waits block only this thread.
+        // The writer has a thread of its own: its work is serial and, on SQLite, synchronous, so on
+        // the thread pool it would hold a pool thread for a whole batch and each of its steps would
+        // queue behind the grains' work items. Its waits block only this thread.
         var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var thread = new Thread(() =>
         {
