@@ -11,6 +11,50 @@ public abstract class MemberGrainTests(ClusterFixture fixture)
     private IGrainFactory Grains => fixture.Grains;
 
     [Fact]
+    public async Task GrainReferences_AfterTheFirst_AreTheSameGrainsAsOrleansGives()
+    {
+        var references = new GrainReferences<IMemberGrain>(Grains);
+        string key = LoyaltyIds.MemberKey(_program, "m1"), other = LoyaltyIds.MemberKey(_program, "m2");
+
+        IMemberGrain first = references.Get(key), second = references.Get(other);
+
+        Assert.Equal(Grains.GetGrain<IMemberGrain>(key).GetGrainId(), first.GetGrainId());
+        Assert.Equal(Grains.GetGrain<IMemberGrain>(other).GetGrainId(), second.GetGrainId());
+        await EnrolAsync("m2");
+        Assert.NotNull(await second.Get());
+    }
+
+    [Fact]
+    public async Task Activation_OfAMember_RecordsItsColdLoadDuration()
+    {
+        var recorded = new List<double>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == Loyalty.Grains.GrainMetrics.MeterName && instrument.Name == "loyalty.member.cold_load_duration")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<double>((_, value, _, _) =>
+        {
+            lock (recorded)
+            {
+                recorded.Add(value);
+            }
+        });
+        listener.Start();
+
+        await EnrolAsync("cold");
+
+        lock (recorded)
+        {
+            Assert.NotEmpty(recorded);
+            Assert.All(recorded, ms => Assert.True(ms >= 0));
+        }
+    }
+
+    [Fact]
     public async Task Accrue_EnrolledMember_EarnsAmountTimesRateRoundedDownAndIsInTheLedger()
     {
         IMemberGrain member = await EnrolAsync("m1");
