@@ -68,8 +68,9 @@ internal sealed class LoadOptions
           --rate N              events per second in rate mode (all streams together)
           --zipf S              member popularity skew; 0 = uniform (default 0)
           --order random|sequential
-                                random members (default), or every member in turn, so that
-                                N events reach N distinct members (for scale runs)
+                                random members (default), or in turn: stream s takes members
+                                s, s + streams, ...; once each stream has sent members/streams
+                                events, every member has been reached (for scale runs)
           --program ID          program id (default: a fresh one per run)
           --stores N            stores the purchases come from (default 50)
           --lines N             line items per basket, 1..N at random; 0 = totals only (default 3)

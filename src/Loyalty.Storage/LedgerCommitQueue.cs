@@ -61,8 +61,21 @@ public sealed partial class LedgerCommitQueue
     /// <see cref="LedgerUnavailableException"/> when the batch failed; then the entry is not
     /// durable and must not be acknowledged.
     /// </summary>
-    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null) =>
-        Enqueue(new PendingAppend(entry, due, null, _store.StoresDetailsAsJson ? DetailsJson.Write(entry.Details) : null));
+    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null)
+    {
+        string? details;
+        try
+        {
+            details = _store.StoresDetailsAsJson ? DetailsJson.Write(entry.Details) : null;
+        }
+        catch (Exception e)
+        {
+            // Fails like a batch would: the caller knows this exception and keeps nothing.
+            return Task.FromException<bool>(new LedgerUnavailableException("The entry's details could not be encoded; the change was not recorded.", e));
+        }
+
+        return Enqueue(new PendingAppend(entry, due, null, details));
+    }
 
     /// <summary>
     /// Queues two entries of one member that must commit together (a redemption and the purchase
@@ -96,8 +109,7 @@ public sealed partial class LedgerCommitQueue
         }
 
         // The writer has a thread of its own: its work is serial and, on SQLite, synchronous, so on
-        // the thread pool it would hold a pool thread for a whole batch and each of its steps would
-        // queue behind the grains' work items. Its waits block only this thread.
+        // the thread pool it would hold a pool thread for a whole batch. Its waits block only this thread.
         var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var thread = new Thread(() =>
         {
