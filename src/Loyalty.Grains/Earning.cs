@@ -25,6 +25,7 @@ public sealed record EarnContext(
 /// <param name="EarnMonth">The program-local month the purchase counts in.</param>
 /// <param name="Lines">The money per SKU, with the multiplier it earned at; null without line items.</param>
 /// <param name="ReferrerReward">The referrer's reward this purchase qualifies for, if any.</param>
+/// <remarks>A purchase's ledger entry holds these parts in its details, set together with the tier decision and the expiry (MemberGrain.StageAccrual).</remarks>
 public sealed record EarnResult(
     Points Total,
     Points BasketPoints,
@@ -34,23 +35,7 @@ public sealed record EarnResult(
     int EarnDay,
     int EarnMonth,
     IReadOnlyList<SkuAmount>? Lines,
-    long ReferrerReward = 0)
-{
-    /// <summary>
-    /// The earn on its own as ledger-entry details. A purchase's entry sets these fields together
-    /// with the tier decision and the expiry in one object instead (see MemberGrain.StageAccrual).
-    /// </summary>
-    public EntryDetails Details => new()
-    {
-        Components = Components,
-        CapsHit = CapsHit,
-        CappedPoints = CappedPoints,
-        EarnDay = EarnDay,
-        EarnMonth = EarnMonth,
-        Lines = Lines,
-        ReferrerReward = ReferrerReward,
-    };
-}
+    long ReferrerReward = 0);
 
 /// <summary>
 /// The earn rules, applied in a fixed order so the same purchase under the same program version

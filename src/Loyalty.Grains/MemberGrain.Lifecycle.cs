@@ -39,10 +39,11 @@ public sealed partial class MemberGrain
         ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
             ProfileKey,
-            prefetch: async () => current = await _programs.GetAsync(_programId),
+            prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
+                current = program;
                 if (Closed() is { } refused)
                 {
                     return refused;
@@ -81,10 +82,11 @@ public sealed partial class MemberGrain
         ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
             EraseKey,
-            prefetch: async () => current = await _programs.GetAsync(_programId),
+            prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
+                current = program;
                 if (!_state.Enrolled)
                 {
                     return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
@@ -163,8 +165,12 @@ public sealed partial class MemberGrain
         ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
             "#merge:" + duplicateId,
-            prefetch: async () => current = await _programs.GetAsync(_programId),
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageMergeIn(duplicateId, transfer, reason, program, now, out entry),
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                current = program;
+                return StageMergeIn(duplicateId, transfer, reason, program, now, out entry);
+            },
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);

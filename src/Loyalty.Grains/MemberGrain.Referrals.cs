@@ -59,10 +59,11 @@ public sealed partial class MemberGrain
         ProgramConfig? current = null;
         return await WriteAsync(
             ReferredKey,
-            prefetch: async () => current = await _programs.GetAsync(_programId),
+            prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
+                current = program;
                 if (CheckReferrable(referrer) is { } refusal)
                 {
                     return _state.ReferredBy == referrer ? new MemberResult(View(program), LoyaltyError.None, null) : refusal;

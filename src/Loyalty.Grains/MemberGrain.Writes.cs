@@ -164,10 +164,11 @@ public sealed partial class MemberGrain
         ProgramConfig? current = null;
         return WriteAsync(
             FlagsKey,
-            prefetch: async () => current = await _programs.GetAsync(_programId),
+            prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
+                current = program;
                 if (Closed() is { } closed)
                 {
                     return closed;

@@ -230,13 +230,9 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
-    public async Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken)
-    {
-        await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT due_at FROM member_due WHERE program_id = $1 AND member_id = $2;");
-        command.Parameters.AddWithValue(programId);
-        command.Parameters.AddWithValue(memberId);
-        return await command.ExecuteScalarAsync(cancellationToken) is DateTime due ? new DateTimeOffset(due, TimeSpan.Zero) : null;
-    }
+    public async Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken) =>
+        await ReadMemberValueAsync("SELECT due_at FROM member_due WHERE program_id = $1 AND member_id = $2;", programId, memberId, cancellationToken)
+            is DateTime due ? new DateTimeOffset(due, TimeSpan.Zero) : null;
 
     /// <inheritdoc />
     public async Task WriteProfileAsync(string programId, string memberId, string? fieldsJson, DateTimeOffset at, CancellationToken cancellationToken)
@@ -257,12 +253,16 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
-    public async Task<string?> ReadProfileAsync(string programId, string memberId, CancellationToken cancellationToken)
+    public async Task<string?> ReadProfileAsync(string programId, string memberId, CancellationToken cancellationToken) =>
+        await ReadMemberValueAsync("SELECT fields FROM member_profiles WHERE program_id = $1 AND member_id = $2;", programId, memberId, cancellationToken) as string;
+
+    /// <summary>The one value <paramref name="sql"/> selects for a member ($1, $2); null when there is no row.</summary>
+    private async Task<object?> ReadMemberValueAsync(string sql, string programId, string memberId, CancellationToken cancellationToken)
     {
-        await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT fields FROM member_profiles WHERE program_id = $1 AND member_id = $2;");
+        await using NpgsqlCommand command = _dataSource.CreateCommand(sql);
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(memberId);
-        return await command.ExecuteScalarAsync(cancellationToken) as string;
+        return await command.ExecuteScalarAsync(cancellationToken);
     }
 
     /// <inheritdoc />

@@ -211,15 +211,9 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
             cancellationToken, ("$p", programId), ("$d", UnixMicros.From(dueAt)));
 
     /// <inheritdoc />
-    public async Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken)
-    {
-        await using SqliteConnection connection = await OpenAsync(cancellationToken);
-        await using SqliteCommand command = connection.CreateCommand();
-        command.CommandText = "SELECT due_at FROM member_due WHERE program_id = $p AND member_id = $m;";
-        command.Parameters.AddWithValue("$p", programId);
-        command.Parameters.AddWithValue("$m", memberId);
-        return await command.ExecuteScalarAsync(cancellationToken) is long micros ? UnixMicros.To(micros) : null;
-    }
+    public async Task<DateTimeOffset?> ReadDueAsync(string programId, string memberId, CancellationToken cancellationToken) =>
+        await ReadMemberValueAsync("SELECT due_at FROM member_due WHERE program_id = $p AND member_id = $m;", programId, memberId, cancellationToken)
+            is long micros ? UnixMicros.To(micros) : null;
 
     /// <inheritdoc />
     public Task WriteProfileAsync(string programId, string memberId, string? fieldsJson, DateTimeOffset at, CancellationToken cancellationToken) =>
@@ -231,14 +225,18 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
             cancellationToken, ("$p", programId), ("$m", memberId), ("$f", fieldsJson ?? ""), ("$t", UnixMicros.From(at)));
 
     /// <inheritdoc />
-    public async Task<string?> ReadProfileAsync(string programId, string memberId, CancellationToken cancellationToken)
+    public async Task<string?> ReadProfileAsync(string programId, string memberId, CancellationToken cancellationToken) =>
+        await ReadMemberValueAsync("SELECT fields FROM member_profiles WHERE program_id = $p AND member_id = $m;", programId, memberId, cancellationToken) as string;
+
+    /// <summary>The one value <paramref name="sql"/> selects for a member ($p, $m); null when there is no row.</summary>
+    private async Task<object?> ReadMemberValueAsync(string sql, string programId, string memberId, CancellationToken cancellationToken)
     {
         await using SqliteConnection connection = await OpenAsync(cancellationToken);
         await using SqliteCommand command = connection.CreateCommand();
-        command.CommandText = "SELECT fields FROM member_profiles WHERE program_id = $p AND member_id = $m;";
+        command.CommandText = sql;
         command.Parameters.AddWithValue("$p", programId);
         command.Parameters.AddWithValue("$m", memberId);
-        return await command.ExecuteScalarAsync(cancellationToken) as string;
+        return await command.ExecuteScalarAsync(cancellationToken);
     }
 
     /// <inheritdoc />

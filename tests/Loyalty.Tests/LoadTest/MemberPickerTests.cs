@@ -25,6 +25,14 @@ public sealed class MemberPickerTests
     }
 
     [Fact]
+    public void Parse_UnknownOrder_IsRefused()
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--order", "shuffled"]));
+
+        Assert.Contains("--order", error.Message);
+    }
+
+    [Fact]
     public void Parse_SequentialOrderWithZipf_IsRefused()
     {
         var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--order", "sequential", "--zipf", "1.1"]));

@@ -85,7 +85,7 @@ public sealed class EarningRulesTests
         EarnResult earn = Earning.Compute(purchase, settings, member);
 
         Assert.True(expected == Describe(earn), $"{rule}: expected '{expected}', got '{Describe(earn)}'");
-        Assert.Equal(earn.Total.Value, earn.Details.ComponentTotal());
+        Assert.Equal(earn.Total.Value, EntryDetails.Total(earn.Components, earn.Components.Count));
     }
 
     public static TheoryData<string, Campaign, Purchase, bool> CampaignConditions

@@ -26,5 +26,5 @@ public static class RuleBuilders
         new(new TierDefinition(tier, 0, tierMultiplierBp, []), flags ?? [], _ => campaignEarned, _ => earnedToday, _ => earnedThisMonth);
 
     public static string Describe(EarnResult earn) =>
-        string.Join(" ", earn.Details.Components.Select(c => $"{c.Code}={c.Points}")) + $" total={earn.Total.Value}";
+        string.Join(" ", earn.Components.Select(c => $"{c.Code}={c.Points}")) + $" total={earn.Total.Value}";
 }
