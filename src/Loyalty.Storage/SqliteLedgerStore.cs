@@ -22,13 +22,29 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         "INSERT INTO ledger_entries (" + Columns + ") VALUES " +
         "($p, $m, $s, $k, $pts, $t, $f, $st, $a, $c, $r, $ref, $o, $rec, $v, $av, $d) ON CONFLICT DO NOTHING";
 
+    /// <summary>The default of <see cref="StorageOptions.SqliteWalCheckpointPages"/> (80 MiB of 4 KiB pages).</summary>
+    public const int WalCheckpointPagesDefault = 20_000;
+
+    /// <summary>The smallest and largest accepted <see cref="StorageOptions.SqliteWalCheckpointPages"/>.</summary>
+    public const int WalCheckpointPagesMin = 100, WalCheckpointPagesMax = 1_000_000;
+
     private readonly string _connectionString;
+    private readonly int _walCheckpointPages;
     private SqliteConnection? _writer;
     private SqliteInsert? _insert;
 
     /// <summary>Creates the store; the database file's folder is created if missing.</summary>
-    public SqliteLedgerStore(string connectionString)
+    /// <param name="connectionString">The ADO.NET connection string; it needs a Data Source.</param>
+    /// <param name="walCheckpointPages">See <see cref="StorageOptions.SqliteWalCheckpointPages"/>.</param>
+    public SqliteLedgerStore(string connectionString, int walCheckpointPages = WalCheckpointPagesDefault)
     {
+        if (walCheckpointPages is < WalCheckpointPagesMin or > WalCheckpointPagesMax)
+        {
+            throw new ArgumentOutOfRangeException(nameof(walCheckpointPages), walCheckpointPages,
+                $"Storage:SqliteWalCheckpointPages must be {WalCheckpointPagesMin}..{WalCheckpointPagesMax}.");
+        }
+
+        _walCheckpointPages = walCheckpointPages;
         var builder = new SqliteConnectionStringBuilder(connectionString);
         if (string.IsNullOrWhiteSpace(builder.DataSource))
         {
@@ -293,6 +309,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
         _writer = await OpenAsync(cancellationToken);
         await ExecuteAsync(_writer, "PRAGMA synchronous=FULL;", cancellationToken);
+        // The writer commits nearly every batch, so its setting decides when checkpoints run.
+        await ExecuteAsync(_writer, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);
         _insert = new SqliteInsert(_writer, InsertSql);
         return _insert;
     }

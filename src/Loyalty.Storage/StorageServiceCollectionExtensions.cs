@@ -27,7 +27,7 @@ public static class StorageSiloBuilderExtensions
         silo.Services.AddOptions<LedgerCommitOptions>().Configure(o => configureLedger?.Invoke(o));
         silo.Services.AddSingleton<ILedgerStore>(_ => storage.Provider switch
         {
-            StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString),
+            StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString, storage.SqliteWalCheckpointPages),
             StorageProvider.Postgres => new PostgresLedgerStore(storage.ConnectionString),
             StorageProvider.Memory => new MemoryLedgerStore(),
             _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),

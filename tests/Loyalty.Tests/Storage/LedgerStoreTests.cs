@@ -64,6 +64,41 @@ public sealed class LedgerStoreTests
         Assert.Equal(0, await Sql.ScalarAsync(options, "SELECT count(*) FROM sqlite_master WHERE name = 'ledger_entries' AND sql LIKE '%WITHOUT ROWID%'"));
     }
 
+    [Theory]
+    [InlineData(SqliteLedgerStore.WalCheckpointPagesMin, true)]
+    [InlineData(SqliteLedgerStore.WalCheckpointPagesMax, false)]
+    public async Task SqliteWalCheckpointPages_DecidesWhenCommittedPagesReachTheDatabaseFile(int pages, bool copiedBack)
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, $"checkpoint{pages}");
+        using var store = new SqliteLedgerStore(options.ConnectionString, pages);
+        await store.MigrateAsync(CancellationToken.None);
+        string file = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(options.ConnectionString).DataSource;
+        long migrated = new FileInfo(file).Length;
+
+        // Close to 1 MB of pages: far more than the small log allows, far less than the large one.
+        for (int batch = 0; batch < 4; batch++)
+        {
+            LedgerEntry[] entries = [.. Enumerable.Range(0, 2_000).Select(i => Entries.Earn("p", $"m{i}", batch + 1, 10, $"t{batch}-{i}"))];
+            await store.AppendBatchAsync(entries, new bool[entries.Length], [], null, CancellationToken.None);
+        }
+
+        long grown = new FileInfo(file).Length - migrated;
+        Assert.True(copiedBack ? grown > 500_000 : grown < 100_000, $"the database file grew by {grown} bytes");
+        Assert.Equal(8_000, await Sql.ScalarAsync(options, "SELECT count(*) FROM ledger_entries"));
+    }
+
+    [Theory]
+    [InlineData(SqliteLedgerStore.WalCheckpointPagesMin - 1)]
+    [InlineData(SqliteLedgerStore.WalCheckpointPagesMax + 1)]
+    public void SqliteWalCheckpointPages_OutOfRange_IsRefusedNamingTheSetting(int pages)
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "checkpoint-refused");
+
+        var refused = Assert.Throws<ArgumentOutOfRangeException>(() => new SqliteLedgerStore(options.ConnectionString, pages));
+
+        Assert.Contains("Storage:SqliteWalCheckpointPages", refused.Message, StringComparison.Ordinal);
+    }
+
     [Theory, MemberData(nameof(Backends))]
     public async Task Append_EntryWithDetails_ReadsBackTheSameBreakdownVersionAndAvailability(Backend backend)
     {
