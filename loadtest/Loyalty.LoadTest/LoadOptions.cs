@@ -8,6 +8,9 @@ internal sealed class LoadOptions
     /// <summary>Most line items the load tester puts in one basket.</summary>
     public const int BasketLinesMax = 50;
 
+    /// <summary>Most purchases per message: the engine's limit for IngestBatches.</summary>
+    public const int BatchMax = 1_000;
+
     public string Target { get; set; } = "http://127.0.0.1:5000";
 
     public string Program { get; private set; } = "load-" + Guid.NewGuid().ToString("N")[..8];
@@ -21,6 +24,9 @@ internal sealed class LoadOptions
     public int Streams { get; private set; } = 4;
 
     public int InFlightPerStream { get; private set; } = 512;
+
+    /// <summary>Purchases per message; above 1 the streams use IngestBatches instead of Ingest.</summary>
+    public int Batch { get; private set; } = 1;
 
     public string Mode { get; private set; } = "max";
 
@@ -64,6 +70,8 @@ internal sealed class LoadOptions
           --warmup S            seconds of load before measuring starts (default 5; 0 = none)
           --streams N           concurrent ingest streams (default 4)
           --in-flight N         unacknowledged events per stream in max mode (default 512)
+          --batch N             purchases per message, 1..1000 (default 1: Ingest, one purchase
+                                per message; above 1: IngestBatches); at most --in-flight
           --mode max|rate       closed loop as fast as acks return, or open loop at --rate
           --rate N              events per second in rate mode (all streams together)
           --zipf S              member popularity skew; 0 = uniform (default 0)
@@ -103,6 +111,7 @@ internal sealed class LoadOptions
                 case "--duration": o.DurationSeconds = Positive(double.Parse(Next(), CultureInfo.InvariantCulture), "--duration"); break;
                 case "--streams": o.Streams = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--streams"); break;
                 case "--in-flight": o.InFlightPerStream = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--in-flight"); break;
+                case "--batch": o.Batch = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 1 and <= BatchMax and int b ? b : throw new ArgumentException($"--batch must be 1..{BatchMax}"); break;
                 case "--mode": o.Mode = Next() is "max" or "rate" ? args[i] : throw new ArgumentException("--mode is max or rate"); break;
                 case "--rate": o.RatePerSecond = Positive(double.Parse(Next(), CultureInfo.InvariantCulture), "--rate"); break;
                 case "--zipf": o.ZipfSkew = double.Parse(Next(), CultureInfo.InvariantCulture); break;
@@ -131,6 +140,11 @@ internal sealed class LoadOptions
         if (o.Sequential && o.ZipfSkew > 0)
         {
             throw new ArgumentException("--order sequential visits every member in turn; it does not take --zipf");
+        }
+
+        if (o.Batch > o.InFlightPerStream)
+        {
+            throw new ArgumentException("--batch cannot be larger than --in-flight: a batch is sent whole, so its purchases all count as in flight");
         }
 
         if (o.Mode == "rate" && o.RatePerSecond <= 0)

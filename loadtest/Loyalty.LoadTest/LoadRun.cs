@@ -125,29 +125,27 @@ internal sealed class LoadRun(LoadOptions options)
         var mix = new PosMix(options.LinesMax, options.Stores, seed: stream + 1);
         var returnDice = new Random(stream + 1_000);
         using var slots = new SemaphoreSlim(options.InFlightPerStream);
-        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> call = client.Ingest();
-        Task reader = Task.Run(async () =>
+        var sink = new PurchaseSink(client, options.Batch);
+        void Acked(V1.PurchaseAck ack)
         {
-            await foreach (V1.PurchaseAck ack in call.ResponseStream.ReadAllAsync())
+            long k = long.Parse(ack.TransactionId.AsSpan(ack.TransactionId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
+            // Events sent during the warm-up count for verification, not for the figures.
+            long micros = Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency);
+            lock (all)
             {
-                long k = long.Parse(ack.TransactionId.AsSpan(ack.TransactionId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
-                // Events sent during the warm-up count for verification, not for the figures.
-                long micros = Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency);
-                lock (all)
+                all.RecordValue(micros);
+                if (startedAt[k] >= _measureFrom)
                 {
-                    all.RecordValue(micros);
-                    if (startedAt[k] >= _measureFrom)
-                    {
-                        histogram.RecordValue(micros);
-                        Interlocked.Increment(ref _ackedMeasured);
-                    }
+                    histogram.RecordValue(micros);
+                    Interlocked.Increment(ref _ackedMeasured);
                 }
-
-                OnAck(ack, baskets[k], returnDice);
-                slots.Release();
             }
-        });
 
+            OnAck(ack, baskets[k], returnDice);
+            slots.Release();
+        }
+
+        Task reader = Task.Run(() => sink.ReadAcksAsync(Acked));
         double perStreamRate = options.RatePerSecond / options.Streams;
         long streamStart = Stopwatch.GetTimestamp();
         for (long k = 0; k < count && clock.Elapsed.TotalSeconds < options.DurationSeconds; k++)
@@ -169,12 +167,13 @@ internal sealed class LoadRun(LoadOptions options)
             PosMix.Basket basket = mix.Next(picker.Next());
             baskets[k] = basket;
             startedAt[k] = now;
-            await call.RequestStream.WriteAsync(Purchase(stream, k, basket));
+            await sink.SendAsync(Purchase(stream, k, basket));
             Interlocked.Increment(ref _sent);
         }
 
-        await call.RequestStream.CompleteAsync();
+        await sink.CompleteAsync();
         await reader;
+        sink.Dispose();
     }
 
     private void OnAck(V1.PurchaseAck ack, PosMix.Basket basket, Random returnDice)

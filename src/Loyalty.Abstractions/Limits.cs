@@ -6,6 +6,9 @@ namespace Loyalty;
 /// </summary>
 public static class Limits
 {
+    /// <summary>Most purchases in one message of <c>Purchases.IngestBatches</c>.</summary>
+    public const int IngestBatchPurchasesMax = 1_000;
+
     /// <summary>Longest program, member, store or transaction id, in characters.</summary>
     public const int IdLengthMax = 64;
 

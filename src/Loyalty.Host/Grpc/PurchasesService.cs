@@ -10,7 +10,8 @@ namespace Loyalty.Host.Grpc;
 /// Purchase ingestion. The stream keeps up to <see cref="GatewayOptions.StreamInFlightMax"/>
 /// purchases in flight: each goes to its member grain at once, and acknowledgements are written
 /// back in the order the commits finish, by one writer (a response stream allows one writer).
-/// Timestamps are checked against the engine's clock, the one the rules use.
+/// Timestamps are checked against the engine's clock, the one the rules use. Batches of purchases
+/// share the same limit, counted in purchases, and are answered one message per batch, in order.
 /// </summary>
 public sealed partial class PurchasesService(
     GrainReferences<IMemberGrain> members,
@@ -18,6 +19,9 @@ public sealed partial class PurchasesService(
     IOptions<GatewayOptions> options,
     ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
 {
+    /// <summary>Most batches of one IngestBatches stream waiting for their answer to be written.</summary>
+    private const int BatchesPendingMax = 64;
+
     private readonly int _inFlightMax = Math.Max(1, options.Value.StreamInFlightMax);
 
     /// <inheritdoc />
@@ -71,23 +75,105 @@ public sealed partial class PurchasesService(
         }
     }
 
-    private async Task ProcessAsync(V1.Purchase message, ChannelWriter<V1.PurchaseAck> acks)
+    private async Task ProcessAsync(V1.Purchase message, ChannelWriter<V1.PurchaseAck> acks) => acks.TryWrite(await AckAsync(message));
+
+    /// <summary>Decides one purchase; never throws: a failure becomes a rejection that says nothing was recorded.</summary>
+    private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message)
     {
-        V1.PurchaseAck ack;
         try
         {
             Purchase? purchase = WireMapping.ToPurchase(message, clock.GetUtcNow(), out string? error);
-            ack = purchase is null
+            return purchase is null
                 ? WireMapping.Rejected(message.TransactionId, StatusCode.InvalidArgument, error!)
                 : WireMapping.ToAck(await Member(purchase).Accrue(purchase));
         }
         catch (Exception e)
         {
             GrainCalls.LogGrainCallFailed(logger, e, "Ingest");
-            ack = WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry");
+            return WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry");
+        }
+    }
+
+    /// <inheritdoc />
+    public override async Task IngestBatches(IAsyncStreamReader<V1.PurchaseBatch> requestStream, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, ServerCallContext context)
+    {
+        CancellationToken cancel = context.CancellationToken;
+        using var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
+        // Answers leave in batch order; a bounded queue of decided-or-deciding batches keeps a slow reader from piling them up.
+        Channel<Task<V1.PurchaseAck>[]> batches = Channel.CreateBounded<Task<V1.PurchaseAck>[]>(
+            new BoundedChannelOptions(BatchesPendingMax) { SingleReader = true, SingleWriter = true });
+        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, cancel);
+        try
+        {
+            while (await requestStream.MoveNext(cancel))
+            {
+                await batches.Writer.WriteAsync(await DispatchAsync(requestStream.Current, slots, cancel), cancel);
+            }
+        }
+        finally
+        {
+            batches.Writer.TryComplete();
+            await writer;
+        }
+    }
+
+    /// <summary>Sends each purchase of a batch to its member in order, each once a slot is free; the slot comes back when its member has answered.</summary>
+    private async Task<Task<V1.PurchaseAck>[]> DispatchAsync(V1.PurchaseBatch batch, SemaphoreSlim slots, CancellationToken cancel)
+    {
+        int count = batch.Purchases.Count;
+        var calls = new Task<V1.PurchaseAck>[count];
+        if (count > Limits.IngestBatchPurchasesMax)
+        {
+            string error = $"the batch has {count} purchases; at most {Limits.IngestBatchPurchasesMax}";
+            for (int i = 0; i < count; i++)
+            {
+                calls[i] = Task.FromResult(WireMapping.Rejected(batch.Purchases[i].TransactionId, StatusCode.InvalidArgument, error));
+            }
+
+            return calls;
         }
 
-        acks.TryWrite(ack);
+        for (int i = 0; i < count; i++)
+        {
+            await slots.WaitAsync(cancel);
+            calls[i] = AckThenFreeAsync(batch.Purchases[i], slots);
+        }
+
+        return calls;
+    }
+
+    private async Task<V1.PurchaseAck> AckThenFreeAsync(V1.Purchase message, SemaphoreSlim slots)
+    {
+        try
+        {
+            return await AckAsync(message);
+        }
+        finally
+        {
+            slots.Release();
+        }
+    }
+
+    /// <summary>Writes one answer per batch, in the order the batches came.</summary>
+    private static async Task WriteBatchAcksAsync(ChannelReader<Task<V1.PurchaseAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationToken cancel)
+    {
+        try
+        {
+            await foreach (Task<V1.PurchaseAck>[] calls in batches.ReadAllAsync(cancel))
+            {
+                var answer = new V1.PurchaseBatchAck();
+                foreach (Task<V1.PurchaseAck> call in calls)
+                {
+                    answer.Acks.Add(await call);
+                }
+
+                await responseStream.WriteAsync(answer, cancel);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The client went away; the remaining answers have nowhere to go.
+        }
     }
 
     /// <summary>Writes acks as they come; a slot is freed only once its ack is on the wire.</summary>

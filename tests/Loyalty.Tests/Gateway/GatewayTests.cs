@@ -81,6 +81,48 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     [Fact]
+    public async Task IngestBatches_AnswersEachBatchInOrder_OneAckPerPurchaseInTheBatchOrder()
+    {
+        await SetUpAsync(members: 10);
+        V1.PurchaseBatch[] batches =
+        [
+            Batch(Enumerable.Range(0, 400).Select(i => Wire.Purchase(_program, $"m{i % 10}", $"a{i}", 10_00 + i))),
+            Batch([Wire.Purchase(_program, "m0", "a0", 10_00), Wire.Purchase(_program, "ghost", "g1", 5_00), Wire.Purchase(_program, "m1", "", 5_00), Wire.Purchase(_program, "m2", "b1", 7_00)]),
+            Batch(Enumerable.Range(0, 250).Select(i => Wire.Purchase(_program, $"m{i % 10}", $"c{i}", 3_00))),
+        ];
+
+        List<V1.PurchaseBatchAck> answers = await StreamBatchesAsync(batches);
+
+        Assert.Equal([400, 4, 250], answers.Select(a => a.Acks.Count));
+        for (int b = 0; b < batches.Length; b++)
+        {
+            Assert.Equal(batches[b].Purchases.Select(p => p.TransactionId), answers[b].Acks.Select(a => a.TransactionId));
+        }
+
+        Assert.All(answers[0].Acks.Concat(answers[2].Acks), a => Assert.Equal(V1.AckStatus.Accepted, a.Status));
+        Assert.Equal([V1.AckStatus.Duplicate, V1.AckStatus.Rejected, V1.AckStatus.Rejected, V1.AckStatus.Accepted], answers[1].Acks.Select(a => a.Status));
+        Assert.Equal(["", "NOT_FOUND", "INVALID_ARGUMENT", ""], answers[1].Acks.Select(a => a.ErrorCode));
+        long acked = answers.SelectMany(a => a.Acks).Where(a => a.Status == V1.AckStatus.Accepted).Sum(a => a.PointsEarned);
+        Assert.Equal(acked, await Sql.ScalarAsync(Engine.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}'"));
+        Assert.Equal(651, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"));
+    }
+
+    [Fact]
+    public async Task IngestBatches_OversizedBatch_RejectsEveryPurchaseWritesNothing_AndTheStreamGoesOn()
+    {
+        await SetUpAsync(members: 1);
+        V1.PurchaseBatch oversized = Batch(Enumerable.Range(0, Limits.IngestBatchPurchasesMax + 1).Select(i => Wire.Purchase(_program, "m0", $"o{i}", 1_00)));
+
+        List<V1.PurchaseBatchAck> answers = await StreamBatchesAsync([oversized, new V1.PurchaseBatch(), Batch([Wire.Purchase(_program, "m0", "after", 2_00)])]);
+
+        Assert.Equal([Limits.IngestBatchPurchasesMax + 1, 0, 1], answers.Select(a => a.Acks.Count));
+        Assert.All(answers[0].Acks, a => Assert.Equal(("INVALID_ARGUMENT", true), (a.ErrorCode, a.ErrorMessage.Contains("at most 1000", StringComparison.Ordinal))));
+        Assert.Equal(V1.AckStatus.Accepted, answers[2].Acks[0].Status);
+        Assert.Equal(1, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"));
+        Assert.Equal(2, (await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "m0" })).Balance);
+    }
+
+    [Fact]
     public async Task Accrue_Unary_MapsRefusalsToStatusCodes()
     {
         await SetUpAsync(members: 1);
@@ -309,6 +351,31 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     /// <summary>Streams events and collects one ack per event; with inOrder, each waits for its ack.</summary>
+    private static V1.PurchaseBatch Batch(IEnumerable<V1.Purchase> purchases)
+    {
+        var batch = new V1.PurchaseBatch();
+        batch.Purchases.Add(purchases);
+        return batch;
+    }
+
+    /// <summary>Sends every batch, then reads every answer: answers must come in batch order without waiting for the next batch.</summary>
+    private async Task<List<V1.PurchaseBatchAck>> StreamBatchesAsync(IEnumerable<V1.PurchaseBatch> batches)
+    {
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck> call = Engine.Purchases.IngestBatches(cancellationToken: cancel.Token);
+        var answers = new List<V1.PurchaseBatchAck>();
+        foreach (V1.PurchaseBatch batch in batches)
+        {
+            await call.RequestStream.WriteAsync(batch);
+            Assert.True(await call.ResponseStream.MoveNext(cancel.Token));
+            answers.Add(call.ResponseStream.Current);
+        }
+
+        await call.RequestStream.CompleteAsync();
+        Assert.False(await call.ResponseStream.MoveNext(cancel.Token));
+        return answers;
+    }
+
     private async Task<List<V1.PurchaseAck>> StreamAsync(IEnumerable<V1.Purchase> events, bool inOrder = false)
     {
         using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));

@@ -11,8 +11,11 @@ namespace Loyalty.Tests.LoadTest;
 /// </summary>
 public sealed class LoadTesterSmokeTests
 {
-    [Fact]
-    public async Task LoadTester_SmallMixedRun_VerifiesEveryBalanceAndWritesBothReports()
+    /// <param name="batch">1: one purchase per message on Ingest; 30: IngestBatches, each stream's last batch partly full.</param>
+    [Theory]
+    [InlineData("1")]
+    [InlineData("30")]
+    public async Task LoadTester_SmallMixedRun_VerifiesEveryBalanceAndWritesBothReports(string batch)
     {
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "smoke"));
         string folder = Directory.CreateTempSubdirectory("loyalty-smoke").FullName;
@@ -20,7 +23,7 @@ public sealed class LoadTesterSmokeTests
         LoadOptions options = LoadOptions.Parse(
         [
             "--target", engine.Address,
-            "--members", "200", "--events", "4000", "--streams", "2", "--in-flight", "128",
+            "--members", "200", "--events", "4000", "--streams", "2", "--in-flight", "128", "--batch", batch,
             "--lines", "3", "--returns", "0.1", "--redemptions", "0.1", "--duration", "60", "--quiet", "--json", json, "--html", html,
         ]);
 

@@ -1,0 +1,98 @@
+using Grpc.Core;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.LoadTest;
+
+/// <summary>
+/// One stream's way to the engine: one purchase per message on Ingest, or, with a batch size
+/// above one, purchases gathered into messages of that size on IngestBatches. Either way every
+/// acknowledgement reaches the same handler, one purchase at a time.
+/// </summary>
+internal sealed class PurchaseSink : IDisposable
+{
+    private readonly int _batch;
+    private readonly AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck>? _single;
+    private readonly AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck>? _batched;
+    private V1.PurchaseBatch _pending = new();
+
+    public PurchaseSink(V1.Purchases.PurchasesClient client, int batch)
+    {
+        _batch = batch;
+        if (batch > 1)
+        {
+            _batched = client.IngestBatches();
+        }
+        else
+        {
+            _single = client.Ingest();
+        }
+    }
+
+    /// <summary>Sends the purchase, or keeps it until its batch is full.</summary>
+    public async Task SendAsync(V1.Purchase purchase)
+    {
+        if (_single is not null)
+        {
+            await _single.RequestStream.WriteAsync(purchase);
+            return;
+        }
+
+        _pending.Purchases.Add(purchase);
+        if (_pending.Purchases.Count == _batch)
+        {
+            await FlushAsync();
+        }
+    }
+
+    /// <summary>Sends what is kept and closes the request stream.</summary>
+    public async Task CompleteAsync()
+    {
+        if (_single is not null)
+        {
+            await _single.RequestStream.CompleteAsync();
+            return;
+        }
+
+        if (_pending.Purchases.Count > 0)
+        {
+            await FlushAsync();
+        }
+
+        await _batched!.RequestStream.CompleteAsync();
+    }
+
+    /// <summary>Hands every acknowledgement to <paramref name="acked"/> until the engine closes the stream.</summary>
+    public async Task ReadAcksAsync(Action<V1.PurchaseAck> acked)
+    {
+        if (_single is not null)
+        {
+            await foreach (V1.PurchaseAck ack in _single.ResponseStream.ReadAllAsync())
+            {
+                acked(ack);
+            }
+
+            return;
+        }
+
+        await foreach (V1.PurchaseBatchAck answer in _batched!.ResponseStream.ReadAllAsync())
+        {
+            foreach (V1.PurchaseAck ack in answer.Acks)
+            {
+                acked(ack);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _single?.Dispose();
+        _batched?.Dispose();
+    }
+
+    private async Task FlushAsync()
+    {
+        V1.PurchaseBatch full = _pending;
+        _pending = new V1.PurchaseBatch();
+        await _batched!.RequestStream.WriteAsync(full);
+    }
+}

@@ -1,0 +1,30 @@
+using Loyalty.LoadTest;
+
+namespace Loyalty.Tests.LoadTest;
+
+public sealed class LoadOptionsTests
+{
+    [Fact]
+    public void Parse_NoBatch_SendsOnePurchasePerMessage()
+    {
+        Assert.Equal(1, LoadOptions.Parse([]).Batch);
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("1001")]
+    public void Parse_BatchOutsideOneToTheEngineLimit_IsRefused(string batch)
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--batch", batch]));
+
+        Assert.Contains("--batch must be 1..1000", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Parse_BatchLargerThanInFlight_IsRefused()
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--batch", "64", "--in-flight", "32"]));
+
+        Assert.Contains("--in-flight", error.Message, StringComparison.Ordinal);
+    }
+}
