@@ -125,7 +125,9 @@ internal sealed class LoadRun(LoadOptions options)
         var mix = new PosMix(options.LinesMax, options.Stores, seed: stream + 1);
         var returnDice = new Random(stream + 1_000);
         using var slots = new SemaphoreSlim(options.InFlightPerStream);
-        var sink = new PurchaseSink(client, options.Batch);
+        using var sink = new PurchaseSink(client, options.Batch);
+        // Cancelled when the ack stream fails, so that the send loop stops waiting for slots that will never come back.
+        using var readerFailed = new CancellationTokenSource();
         void Acked(V1.PurchaseAck ack)
         {
             long k = long.Parse(ack.TransactionId.AsSpan(ack.TransactionId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
@@ -145,12 +147,31 @@ internal sealed class LoadRun(LoadOptions options)
             slots.Release();
         }
 
-        Task reader = Task.Run(() => sink.ReadAcksAsync(Acked));
+        Task reader = Task.Run(async () =>
+        {
+            try
+            {
+                await sink.ReadAcksAsync(Acked);
+            }
+            catch
+            {
+                await readerFailed.CancelAsync();
+                throw;
+            }
+        });
         double perStreamRate = options.RatePerSecond / options.Streams;
         long streamStart = Stopwatch.GetTimestamp();
-        for (long k = 0; k < count && clock.Elapsed.TotalSeconds < options.DurationSeconds; k++)
+        for (long k = 0; k < count && clock.Elapsed.TotalSeconds < options.DurationSeconds && !readerFailed.IsCancellationRequested; k++)
         {
-            await slots.WaitAsync();
+            try
+            {
+                await slots.WaitAsync(readerFailed.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                break; // the reader's own exception is raised below
+            }
+
             long now = Stopwatch.GetTimestamp();
             if (options.Mode == "rate")
             {
@@ -171,9 +192,12 @@ internal sealed class LoadRun(LoadOptions options)
             Interlocked.Increment(ref _sent);
         }
 
-        await sink.CompleteAsync();
+        if (!readerFailed.IsCancellationRequested)
+        {
+            await sink.CompleteAsync();
+        }
+
         await reader;
-        sink.Dispose();
     }
 
     private void OnAck(V1.PurchaseAck ack, PosMix.Basket basket, Random returnDice)

@@ -10,9 +10,18 @@ public sealed class GatewayOptions
     public const int MessageBytesMax = 1024 * 1024;
 
     /// <summary>
-    /// Most purchases of one ingest stream being processed or waiting for their ack to be sent;
-    /// the gateway stops reading the stream while the limit is reached (HTTP/2 flow control then
-    /// slows the till).
+    /// Largest message of the purchase service, where one message may carry a batch of up to
+    /// <c>Limits.IngestBatchPurchasesMax</c> purchases. A larger message fails the call with
+    /// RESOURCE_EXHAUSTED and ends the stream.
+    /// </summary>
+    public const int PurchaseMessageBytesMax = 4 * 1024 * 1024;
+
+    /// <summary>
+    /// Most purchases of one ingest stream at their member grains; the gateway stops reading the
+    /// stream while the limit is reached (HTTP/2 flow control then slows the till). On
+    /// <c>Ingest</c> a purchase counts until its ack is sent. On <c>IngestBatches</c> it counts
+    /// until its member has answered, so that a batch larger than the limit still moves; decided
+    /// answers then wait to be written in a queue of at most 64 batches per stream.
     /// </summary>
     public int StreamInFlightMax { get; set; } = 1024;
 }

@@ -21,7 +21,7 @@ public static class LoyaltyEngineExtensions
             o.MaxReceiveMessageSize = GatewayOptions.MessageBytesMax;
             o.EnableDetailedErrors = false;
             o.Interceptors.Add<FaultInterceptor>();
-        });
+        }).AddServiceOptions<PurchasesService>(o => o.MaxReceiveMessageSize = GatewayOptions.PurchaseMessageBytesMax);
 
         // Server reflection lets grpcurl and similar tools call the API without the .proto file.
         builder.Services.AddGrpcReflection();

@@ -309,7 +309,9 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
         _writer = await OpenAsync(cancellationToken);
         await ExecuteAsync(_writer, "PRAGMA synchronous=FULL;", cancellationToken);
-        // The writer commits nearly every batch, so its setting decides when checkpoints run.
+        // A per-connection setting. The writer commits the ledger's batches, so in a steady stream of
+        // purchases its setting decides when checkpoints run. Other connections that commit (Orleans'
+        // snapshot storage, due claims, profiles) keep SQLite's 1,000 pages and may checkpoint sooner.
         await ExecuteAsync(_writer, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);
         _insert = new SqliteInsert(_writer, InsertSql);
         return _insert;

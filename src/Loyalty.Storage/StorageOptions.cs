@@ -27,7 +27,10 @@ public sealed class StorageOptions
     /// at random, every batch dirties about one index page per entry; at SQLite's default of 1,000
     /// pages the writer checkpointed after nearly every batch and wrote each page twice per batch.
     /// A larger log lets a page changed by many batches reach the file once per checkpoint, at the
-    /// cost of a larger log file (pages of 4 KiB) and a longer pause when the checkpoint runs.
+    /// cost of a larger log file (pages of 4 KiB) and a longer pause when the checkpoint runs. It is
+    /// set on the ledger writer's connection; Orleans' snapshot storage commits on its own
+    /// connections with SQLite's default, so snapshots (every <c>Members:SnapshotEveryEntries</c>)
+    /// can still start a checkpoint earlier.
     /// </summary>
     public int SqliteWalCheckpointPages { get; set; } = SqliteLedgerStore.WalCheckpointPagesDefault;
 

@@ -10,8 +10,8 @@ namespace Loyalty.Host.Grpc;
 /// Purchase ingestion. The stream keeps up to <see cref="GatewayOptions.StreamInFlightMax"/>
 /// purchases in flight: each goes to its member grain at once, and acknowledgements are written
 /// back in the order the commits finish, by one writer (a response stream allows one writer).
-/// Timestamps are checked against the engine's clock, the one the rules use. Batches of purchases
-/// share the same limit, counted in purchases, and are answered one message per batch, in order.
+/// Timestamps are checked against the engine's clock, the one the rules use. On IngestBatches the
+/// limit counts purchases at their members, and answers go back one message per batch, in order.
 /// </summary>
 public sealed partial class PurchasesService(
     GrainReferences<IMemberGrain> members,
@@ -97,12 +97,15 @@ public sealed partial class PurchasesService(
     /// <inheritdoc />
     public override async Task IngestBatches(IAsyncStreamReader<V1.PurchaseBatch> requestStream, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, ServerCallContext context)
     {
-        CancellationToken cancel = context.CancellationToken;
-        using var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
-        // Answers leave in batch order; a bounded queue of decided-or-deciding batches keeps a slow reader from piling them up.
+        // Also cancelled when the writer fails, so that reading stops instead of waiting for room in a queue nobody empties.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        CancellationToken cancel = stop.Token;
+        // Not disposed: grain calls still running after the client has gone release their slots later.
+        var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
+        // Answers leave in batch order; a bounded queue of batches keeps a slow reader from piling them up.
         Channel<Task<V1.PurchaseAck>[]> batches = Channel.CreateBounded<Task<V1.PurchaseAck>[]>(
             new BoundedChannelOptions(BatchesPendingMax) { SingleReader = true, SingleWriter = true });
-        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, cancel);
+        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop);
         try
         {
             while (await requestStream.MoveNext(cancel))
@@ -154,12 +157,12 @@ public sealed partial class PurchasesService(
         }
     }
 
-    /// <summary>Writes one answer per batch, in the order the batches came.</summary>
-    private static async Task WriteBatchAcksAsync(ChannelReader<Task<V1.PurchaseAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationToken cancel)
+    /// <summary>Writes one answer per batch, in the order the batches came; a failure stops the stream's reading too.</summary>
+    private static async Task WriteBatchAcksAsync(ChannelReader<Task<V1.PurchaseAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop)
     {
         try
         {
-            await foreach (Task<V1.PurchaseAck>[] calls in batches.ReadAllAsync(cancel))
+            await foreach (Task<V1.PurchaseAck>[] calls in batches.ReadAllAsync(stop.Token))
             {
                 var answer = new V1.PurchaseBatchAck();
                 foreach (Task<V1.PurchaseAck> call in calls)
@@ -167,12 +170,17 @@ public sealed partial class PurchasesService(
                     answer.Acks.Add(await call);
                 }
 
-                await responseStream.WriteAsync(answer, cancel);
+                await responseStream.WriteAsync(answer, stop.Token);
             }
         }
         catch (OperationCanceledException)
         {
             // The client went away; the remaining answers have nowhere to go.
+        }
+        catch (Exception)
+        {
+            await stop.CancelAsync();
+            throw;
         }
     }
 
