@@ -16,12 +16,16 @@ public sealed class GatewayOptions
     /// </summary>
     public const int PurchaseMessageBytesMax = 4 * 1024 * 1024;
 
+    /// <summary>Most batches of one IngestBatches stream dispatched but not yet answered on the wire.</summary>
+    public const int StreamBatchesPendingMax = 64;
+
     /// <summary>
     /// Most purchases of one ingest stream at their member grains; the gateway stops reading the
     /// stream while the limit is reached (HTTP/2 flow control then slows the till). On
     /// <c>Ingest</c> a purchase counts until its ack is sent. On <c>IngestBatches</c> it counts
     /// until its member has answered, so that a batch larger than the limit still moves; decided
-    /// answers then wait to be written in a queue of at most 64 batches per stream.
+    /// answers then wait to be written in a queue of at most <see cref="StreamBatchesPendingMax"/>
+    /// batches per stream.
     /// </summary>
     public int StreamInFlightMax { get; set; } = 1024;
 }

@@ -19,9 +19,6 @@ public sealed partial class PurchasesService(
     IOptions<GatewayOptions> options,
     ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
 {
-    /// <summary>Most batches of one IngestBatches stream waiting for their answer to be written.</summary>
-    private const int BatchesPendingMax = 64;
-
     private readonly int _inFlightMax = Math.Max(1, options.Value.StreamInFlightMax);
 
     /// <inheritdoc />
@@ -59,7 +56,7 @@ public sealed partial class PurchasesService(
             while (await requestStream.MoveNext(cancel))
             {
                 await slots.WaitAsync(cancel);
-                _ = ProcessAsync(requestStream.Current, acks.Writer);
+                _ = AckAsync(requestStream.Current, acks.Writer, slotToFree: null);
             }
 
             // The till has finished sending: wait until every ack has been written.
@@ -75,23 +72,31 @@ public sealed partial class PurchasesService(
         }
     }
 
-    private async Task ProcessAsync(V1.Purchase message, ChannelWriter<V1.PurchaseAck> acks) => acks.TryWrite(await AckAsync(message));
-
-    /// <summary>Decides one purchase; never throws: a failure becomes a rejection that says nothing was recorded.</summary>
-    private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message)
+    /// <summary>
+    /// Decides one purchase and hands its ack to <paramref name="acks"/> (Ingest) or returns it
+    /// (IngestBatches), freeing <paramref name="slotToFree"/> once decided. One method for both,
+    /// so that each purchase costs one state machine. Never throws: a failure becomes a rejection
+    /// that says nothing was recorded.
+    /// </summary>
+    private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message, ChannelWriter<V1.PurchaseAck>? acks, SemaphoreSlim? slotToFree)
     {
+        V1.PurchaseAck ack;
         try
         {
             Purchase? purchase = WireMapping.ToPurchase(message, clock.GetUtcNow(), out string? error);
-            return purchase is null
+            ack = purchase is null
                 ? WireMapping.Rejected(message.TransactionId, StatusCode.InvalidArgument, error!)
                 : WireMapping.ToAck(await Member(purchase).Accrue(purchase));
         }
         catch (Exception e)
         {
             GrainCalls.LogGrainCallFailed(logger, e, "Ingest");
-            return WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry");
+            ack = WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry");
         }
+
+        acks?.TryWrite(ack);
+        slotToFree?.Release();
+        return ack;
     }
 
     /// <inheritdoc />
@@ -104,7 +109,7 @@ public sealed partial class PurchasesService(
         var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
         // Answers leave in batch order; a bounded queue of batches keeps a slow reader from piling them up.
         Channel<Task<V1.PurchaseAck>[]> batches = Channel.CreateBounded<Task<V1.PurchaseAck>[]>(
-            new BoundedChannelOptions(BatchesPendingMax) { SingleReader = true, SingleWriter = true });
+            new BoundedChannelOptions(GatewayOptions.StreamBatchesPendingMax) { SingleReader = true, SingleWriter = true });
         Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop);
         try
         {
@@ -139,22 +144,10 @@ public sealed partial class PurchasesService(
         for (int i = 0; i < count; i++)
         {
             await slots.WaitAsync(cancel);
-            calls[i] = AckThenFreeAsync(batch.Purchases[i], slots);
+            calls[i] = AckAsync(batch.Purchases[i], acks: null, slotToFree: slots);
         }
 
         return calls;
-    }
-
-    private async Task<V1.PurchaseAck> AckThenFreeAsync(V1.Purchase message, SemaphoreSlim slots)
-    {
-        try
-        {
-            return await AckAsync(message);
-        }
-        finally
-        {
-            slots.Release();
-        }
     }
 
     /// <summary>Writes one answer per batch, in the order the batches came; a failure stops the stream's reading too.</summary>

@@ -123,6 +123,43 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     [Fact]
+    public async Task IngestBatches_MessageOverTheOtherServicesOneMiB_IsStillRead()
+    {
+        await SetUpAsync(members: 1);
+        V1.PurchaseBatch large = Batch(Enumerable.Range(0, 40).Select(i => FullBasket($"l{i}")));
+
+        List<V1.PurchaseBatchAck> answers = await StreamBatchesAsync([large]);
+
+        Assert.True(large.CalculateSize() > Loyalty.Host.GatewayOptions.MessageBytesMax);
+        Assert.All(answers[0].Acks, a => Assert.Equal(V1.AckStatus.Accepted, a.Status));
+    }
+
+    [Fact]
+    public async Task IngestBatches_MessageOverFourMiB_EndsTheCallWithResourceExhausted_AndWritesNothing()
+    {
+        await SetUpAsync(members: 1);
+        // 100 purchases at the line-item limit: well within the purchase count, over 6 MB on the wire.
+        V1.PurchaseBatch huge = Batch(Enumerable.Range(0, 100).Select(i => FullBasket($"h{i}")));
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck> call = Engine.Purchases.IngestBatches(cancellationToken: cancel.Token);
+
+        try
+        {
+            await call.RequestStream.WriteAsync(huge);
+        }
+        catch (RpcException)
+        {
+            // The server may end the call while the message is still being sent; its status is read below.
+        }
+
+        RpcException refused = await Assert.ThrowsAsync<RpcException>(() => call.ResponseStream.MoveNext(cancel.Token));
+
+        Assert.True(huge.CalculateSize() > Loyalty.Host.GatewayOptions.PurchaseMessageBytesMax);
+        Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+        Assert.Equal(0, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"));
+    }
+
+    [Fact]
     public async Task Accrue_Unary_MapsRefusalsToStatusCodes()
     {
         await SetUpAsync(members: 1);
@@ -351,6 +388,16 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     /// <summary>Streams events and collects one ack per event; with inOrder, each waits for its ack.</summary>
+    /// <summary>A valid purchase of m0 at the line-item limit, with long codes: about 65 KB on the wire.</summary>
+    private V1.Purchase FullBasket(string transactionId)
+    {
+        V1.Purchase purchase = Wire.Purchase(_program, "m0", transactionId, Limits.LineItemsMax);
+        purchase.LineItems.Clear();
+        purchase.LineItems.Add(Enumerable.Range(0, Limits.LineItemsMax).Select(l =>
+            new V1.LineItem { Sku = $"sku-{l:D3}-{new string('s', 52)}", Category = new string('c', 40), Quantity = 1, AmountMinor = 1 }));
+        return purchase;
+    }
+
     private static V1.PurchaseBatch Batch(IEnumerable<V1.Purchase> purchases)
     {
         var batch = new V1.PurchaseBatch();
@@ -358,21 +405,27 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         return batch;
     }
 
-    /// <summary>Sends every batch, then reads every answer: answers must come in batch order without waiting for the next batch.</summary>
+    /// <summary>Sends the batches one at a time, each answer read before the next batch is sent.</summary>
     private async Task<List<V1.PurchaseBatchAck>> StreamBatchesAsync(IEnumerable<V1.PurchaseBatch> batches)
     {
         using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         using AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck> call = Engine.Purchases.IngestBatches(cancellationToken: cancel.Token);
-        var answers = new List<V1.PurchaseBatchAck>();
-        foreach (V1.PurchaseBatch batch in batches)
+        return await InLockstepAsync(call, batches, cancel.Token);
+    }
+
+    /// <summary>Writes each request and reads its one answer before the next; then the stream must end.</summary>
+    private static async Task<List<TResponse>> InLockstepAsync<TRequest, TResponse>(AsyncDuplexStreamingCall<TRequest, TResponse> call, IEnumerable<TRequest> requests, CancellationToken cancel)
+    {
+        var answers = new List<TResponse>();
+        foreach (TRequest request in requests)
         {
-            await call.RequestStream.WriteAsync(batch);
-            Assert.True(await call.ResponseStream.MoveNext(cancel.Token));
+            await call.RequestStream.WriteAsync(request);
+            Assert.True(await call.ResponseStream.MoveNext(cancel));
             answers.Add(call.ResponseStream.Current);
         }
 
         await call.RequestStream.CompleteAsync();
-        Assert.False(await call.ResponseStream.MoveNext(cancel.Token));
+        Assert.False(await call.ResponseStream.MoveNext(cancel));
         return answers;
     }
 
@@ -380,21 +433,12 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     {
         using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> call = Engine.Purchases.Ingest(cancellationToken: cancel.Token);
-        var acks = new List<V1.PurchaseAck>();
         if (inOrder)
         {
-            foreach (V1.Purchase e in events)
-            {
-                await call.RequestStream.WriteAsync(e);
-                Assert.True(await call.ResponseStream.MoveNext(cancel.Token));
-                acks.Add(call.ResponseStream.Current);
-            }
-
-            await call.RequestStream.CompleteAsync();
-            Assert.False(await call.ResponseStream.MoveNext(cancel.Token));
-            return acks;
+            return await InLockstepAsync(call, events, cancel.Token);
         }
 
+        var acks = new List<V1.PurchaseAck>();
         Task reader = Task.Run(async () =>
         {
             await foreach (V1.PurchaseAck ack in call.ResponseStream.ReadAllAsync(cancel.Token))
