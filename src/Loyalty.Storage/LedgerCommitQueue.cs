@@ -10,8 +10,9 @@ namespace Loyalty.Storage;
 /// Group commit: ledger entries from every member grain of this silo wait in one bounded queue
 /// and are written together, one database transaction per batch. A batch is flushed when it
 /// holds <see cref="LedgerCommitOptions.BatchSizeMax"/> entries or its first entry has waited
-/// <see cref="LedgerCommitOptions.FlushIntervalMs"/>; while one batch commits, the next fills,
-/// so batches grow with load. No path commits once per entry.
+/// <see cref="LedgerCommitOptions.FlushIntervalMs"/> (by default it does not wait: whatever is
+/// queued goes). While one batch commits, the next fills, so batches grow with load. No path
+/// commits once per entry.
 /// </summary>
 public sealed partial class LedgerCommitQueue
 {
@@ -220,17 +221,21 @@ public sealed partial class LedgerCommitQueue
         return true;
     }
 
+    /// <summary>
+    /// Waits up to <paramref name="timeout"/> for another entry. A wait that times out is simply
+    /// left behind (the next entry completes it), so an idle interval costs no exception and no
+    /// cancellation source.
+    /// </summary>
     private static bool WaitForMore(ChannelReader<PendingAppend> reader, TimeSpan timeout)
     {
-        using var cancel = new CancellationTokenSource(timeout);
-        try
+        ValueTask<bool> more = reader.WaitToReadAsync();
+        if (more.IsCompleted)
         {
-            return Wait(reader.WaitToReadAsync(cancel.Token));
+            return more.Result;
         }
-        catch (OperationCanceledException)
-        {
-            return false;
-        }
+
+        Task<bool> pending = more.AsTask();
+        return pending.Wait(timeout) && pending.Result;
     }
 
     /// <summary>Blocks the writer's thread until the channel answers.</summary>

@@ -79,8 +79,14 @@ public sealed class LedgerCommitOptions
     /// <summary>Most entries in one database transaction.</summary>
     public int BatchSizeMax { get; set; } = 4096;
 
-    /// <summary>Longest time the first entry of a batch waits for company, in milliseconds.</summary>
-    public int FlushIntervalMs { get; set; } = 2;
+    /// <summary>
+    /// Longest time the first entry of a batch waits for company, in milliseconds. By default 0:
+    /// the writer commits whatever is queued at once, and entries that arrive during a commit form
+    /// the next batch, so batches still grow with load. Waiting only added latency: at 70 % of the
+    /// maximum load, 2 ms doubled the median ack time on SQLite (4.2 ms at 0, 8.0 ms at 2) without
+    /// raising the maximum throughput.
+    /// </summary>
+    public int FlushIntervalMs { get; set; }
 
     /// <summary>Most entries waiting for a commit; appenders wait when it is full (backpressure).</summary>
     public int QueueCapacity { get; set; } = 65_536;

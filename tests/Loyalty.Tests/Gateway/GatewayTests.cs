@@ -108,6 +108,46 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     [Fact]
+    public async Task IngestBatches_ClientCancelsMidStream_ResendingTheBatchesCountsEveryPurchaseOnce()
+    {
+        await SetUpAsync(members: 10);
+        V1.PurchaseBatch[] batches = [.. Enumerable.Range(0, 20).Select(b =>
+            Batch(Enumerable.Range(0, 500).Select(i => Wire.Purchase(_program, $"m{i % 10}", $"x{b}-{i}", 10_00 + i))))];
+        using (var cancel = new CancellationTokenSource())
+        using (AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck> call = Engine.Purchases.IngestBatches(cancellationToken: cancel.Token))
+        {
+            foreach (V1.PurchaseBatch batch in batches)
+            {
+                await call.RequestStream.WriteAsync(batch);
+            }
+
+            // The till goes away without reading an answer, once the first of its purchases are committed.
+            await WaitUntilAsync(async () => await PurchaseEntriesAsync() > 0);
+            await cancel.CancelAsync();
+        }
+
+        // The till does not know what was recorded, so it sends the same batches again.
+        List<V1.PurchaseBatchAck> answers = await StreamBatchesAsync(batches);
+
+        V1.PurchaseAck[] acks = [.. answers.SelectMany(a => a.Acks)];
+        Assert.Equal(batches.SelectMany(b => b.Purchases).Select(p => p.TransactionId), acks.Select(a => a.TransactionId));
+        Assert.All(acks, a => Assert.Contains(a.Status, new[] { V1.AckStatus.Accepted, V1.AckStatus.Duplicate }));
+        Assert.Contains(acks, a => a.Status == V1.AckStatus.Duplicate);
+        Assert.Equal(10_000, await PurchaseEntriesAsync());
+        Assert.Equal(await Sql.ScalarAsync(Engine.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"), acks.Sum(a => a.PointsEarned));
+        long balances = 0;
+        for (int m = 0; m < 10; m++)
+        {
+            balances += (await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = $"m{m}" })).Balance;
+        }
+
+        Assert.Equal(await Sql.ScalarAsync(Engine.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}'"), balances);
+    }
+
+    private Task<long> PurchaseEntriesAsync() =>
+        Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2");
+
+    [Fact]
     public async Task IngestBatches_OversizedBatch_RejectsEveryPurchaseWritesNothing_AndTheStreamGoesOn()
     {
         await SetUpAsync(members: 1);
@@ -396,6 +436,17 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         purchase.LineItems.Add(Enumerable.Range(0, Limits.LineItemsMax).Select(l =>
             new V1.LineItem { Sku = $"sku-{l:D3}-{new string('s', 52)}", Category = new string('c', 40), Quantity = 1, AmountMinor = 1 }));
         return purchase;
+    }
+
+    /// <summary>Polls <paramref name="condition"/> every few milliseconds, for at most ten seconds.</summary>
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition)
+    {
+        long deadline = Environment.TickCount64 + 10_000;
+        while (!await condition())
+        {
+            Assert.True(Environment.TickCount64 < deadline, "The condition did not hold within ten seconds.");
+            await Task.Delay(5);
+        }
     }
 
     private static V1.PurchaseBatch Batch(IEnumerable<V1.Purchase> purchases)

@@ -215,6 +215,57 @@ public sealed class LedgerStoreTests
     }
 
     [Theory, MemberData(nameof(Backends))]
+    public async Task GroupCommit_WithoutFlushWait_EntriesQueuedDuringACommitShareTheNext(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 500, flushIntervalMs: 0);
+        queue.Start();
+        const int count = 2_000;
+
+        bool[] results = await Task.WhenAll(Enumerable.Range(1, count).Select(i => queue.AppendAsync(Entries.Earn("p", $"m{i % 100}", (i / 100) + 1, 1))));
+        await queue.StopAsync();
+
+        Assert.All(results, Assert.True);
+        Assert.Equal(count, queue.EntryCount);
+        // Nothing waits for a timer, yet the writer never commits entry by entry under load.
+        Assert.InRange(queue.BatchCount, 4, 200);
+    }
+
+    [Fact]
+    public async Task GroupCommit_FlushWait_HoldsTheFirstEntryUntilCompanyArrives()
+    {
+        ILedgerStore store = await CreateStoreAsync(Backend.Sqlite);
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 2, flushIntervalMs: 1_000);
+        queue.Start();
+
+        Task<bool> first = queue.AppendAsync(Entries.Earn("p", "a", 1, 10));
+        await Task.Delay(100);
+        Assert.False(first.IsCompleted);
+        Task<bool> second = queue.AppendAsync(Entries.Earn("p", "b", 1, 10));
+
+        Assert.True(await first);
+        Assert.True(await second);
+        Assert.Equal(1, queue.BatchCount);
+        await queue.StopAsync();
+    }
+
+    [Fact]
+    public async Task GroupCommit_FlushWaitThatRunsOut_CommitsAloneAndTheWriterStillWakesForTheNext()
+    {
+        ILedgerStore store = await CreateStoreAsync(Backend.Sqlite);
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 100, flushIntervalMs: 20);
+        queue.Start();
+
+        Assert.True(await queue.AppendAsync(Entries.Earn("p", "a", 1, 10)));
+        Assert.Equal(1, queue.BatchCount);
+        // The timed-out wait was left behind; the next entry must still be picked up.
+        Assert.True(await queue.AppendAsync(Entries.Earn("p", "a", 2, 10)).WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(2, queue.BatchCount);
+        await queue.StopAsync();
+        Assert.Equal(2, (await store.ReadAfterAsync("p", "a", 0, CancellationToken.None)).Count);
+    }
+
+    [Theory, MemberData(nameof(Backends))]
     public async Task GroupCommit_FailedTransaction_FailsEveryEntryOfTheBatchAndWritesNone(Backend backend)
     {
         StorageOptions options = TestDatabases.Create(backend, "fail");
