@@ -77,7 +77,7 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal((V1.AckStatus.Duplicate, 5L), (acks[8].Status, acks[8].PointsEarned));
         Assert.Equal("ALREADY_EXISTS", acks[9].ErrorCode);
         Assert.Equal(5, (await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "m0" })).Balance);
-        Assert.Equal(1, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"));
+        Assert.Equal(1, await PurchaseEntriesAsync());
     }
 
     [Fact]
@@ -104,7 +104,7 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal(["", "NOT_FOUND", "INVALID_ARGUMENT", ""], answers[1].Acks.Select(a => a.ErrorCode));
         long acked = answers.SelectMany(a => a.Acks).Where(a => a.Status == V1.AckStatus.Accepted).Sum(a => a.PointsEarned);
         Assert.Equal(acked, await Sql.ScalarAsync(Engine.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}'"));
-        Assert.Equal(651, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"));
+        Assert.Equal(651, await PurchaseEntriesAsync());
     }
 
     [Fact]
@@ -144,9 +144,6 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal(await Sql.ScalarAsync(Engine.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}'"), balances);
     }
 
-    private Task<long> PurchaseEntriesAsync() =>
-        Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2");
-
     [Fact]
     public async Task IngestBatches_OversizedBatch_RejectsEveryPurchaseWritesNothing_AndTheStreamGoesOn()
     {
@@ -158,7 +155,7 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal([Limits.IngestBatchPurchasesMax + 1, 0, 1], answers.Select(a => a.Acks.Count));
         Assert.All(answers[0].Acks, a => Assert.Equal(("INVALID_ARGUMENT", true), (a.ErrorCode, a.ErrorMessage.Contains("at most 1000", StringComparison.Ordinal))));
         Assert.Equal(V1.AckStatus.Accepted, answers[2].Acks[0].Status);
-        Assert.Equal(1, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"));
+        Assert.Equal(1, await PurchaseEntriesAsync());
         Assert.Equal(2, (await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "m0" })).Balance);
     }
 
@@ -196,7 +193,7 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
 
         Assert.True(huge.CalculateSize() > Loyalty.Host.GatewayOptions.PurchaseMessageBytesMax);
         Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
-        Assert.Equal(0, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2"));
+        Assert.Equal(0, await PurchaseEntriesAsync());
     }
 
     [Fact]
@@ -437,6 +434,10 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
             new V1.LineItem { Sku = $"sku-{l:D3}-{new string('s', 52)}", Category = new string('c', 40), Quantity = 1, AmountMinor = 1 }));
         return purchase;
     }
+
+    /// <summary>How many purchase entries the test's program has in the ledger.</summary>
+    private Task<long> PurchaseEntriesAsync() =>
+        Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 2");
 
     /// <summary>Polls <paramref name="condition"/> every few milliseconds, for at most ten seconds.</summary>
     private static async Task WaitUntilAsync(Func<Task<bool>> condition)
