@@ -34,14 +34,16 @@ public sealed record BreakdownComponent(
 
 /// <summary>
 /// The money of one SKU on a purchase (or a return), with the product multiplier it earned at
-/// and the basket component ("base" or a rule's code) its points are in.
+/// and the basket component ("base" or a rule's code) its points are in, and how many units
+/// (0 in entries recorded before quantities were kept: their returns are bounded by money only).
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record SkuAmount(
     [property: Id(0)] string Sku,
     [property: Id(1)] long AmountMinor,
     [property: Id(2)] int MultiplierBp,
-    [property: Id(3)] string Component = "base");
+    [property: Id(3)] string Component = "base",
+    [property: Id(4)] int Quantity = 0);
 
 /// <summary>
 /// The explanation stored with a ledger entry, and returned with its acknowledgement. Replay

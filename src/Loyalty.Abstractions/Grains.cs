@@ -70,12 +70,6 @@ public interface IMemberGrain : IGrainWithStringKey
     /// </remarks>
     Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize, string? fromMember = null);
 
-    /// <summary>
-    /// Records that this member referred <paramref name="referredMemberId"/>; idempotent. Refused
-    /// (FailedPrecondition) when the member has reached the program's referral cap for the period.
-    /// </summary>
-    Task<LoyaltyError> AddReferral(string referredMemberId);
-
     /// <summary>Sets who referred this already enrolled member, by member id or referral code; once, and before its first qualifying purchase.</summary>
     Task<MemberResult> SetReferrer(string? referrerId, string? referralCode);
 
@@ -87,6 +81,45 @@ public interface IMemberGrain : IGrainWithStringKey
 
     /// <summary>Credits (or with <paramref name="reverse"/>, takes back) the reward for referring <paramref name="referredMemberId"/>; idempotent.</summary>
     Task<LoyaltyError> SettleReferralReward(string referredMemberId, long points, bool reverse);
+}
+
+/// <summary>
+/// The steps of changes that touch two members (referral links, merges). Only the program's
+/// <see cref="IProgramLinksGrain"/> calls them, one change at a time; clients call
+/// <see cref="IMemberGrain"/>, which hands such changes to it.
+/// </summary>
+public interface IMemberLinkSteps : IGrainWithStringKey
+{
+    /// <summary>Enrols a member whose referrer is named (and resolved from a code, if one was given).</summary>
+    Task<EnrolmentResult> EnrolReferred(Enrolment enrolment);
+
+    /// <summary>Links this enrolled member to <paramref name="referrerId"/>, refusing cycles; see <see cref="IMemberGrain.SetReferrer"/>.</summary>
+    Task<MemberResult> LinkReferrer(string referrerId);
+
+    /// <summary>
+    /// Records that this member referred <paramref name="referredMemberId"/>; idempotent. Refused,
+    /// with the reason, when this member is not enrolled, is closed, or has reached a referral cap.
+    /// </summary>
+    Task<MemberResult> AddReferral(string referredMemberId);
+
+    /// <summary>Merges the duplicate into this member; see <see cref="IMemberGrain.MergeFrom"/>.</summary>
+    Task<MemberResult> MergeDuplicate(string duplicateId, string reason);
+}
+
+/// <summary>
+/// One per program, keyed by program id: the desk through which every change that touches two
+/// members passes, one at a time, so that such changes are linearizable with respect to each other.
+/// </summary>
+public interface IProgramLinksGrain : IGrainWithStringKey
+{
+    /// <summary>Enrols a member with a referrer.</summary>
+    Task<EnrolmentResult> Enrol(Enrolment enrolment);
+
+    /// <summary>Gives an enrolled member its referrer.</summary>
+    Task<MemberResult> SetReferrer(string memberId, string referrerId);
+
+    /// <summary>Merges <paramref name="duplicateId"/> into <paramref name="survivorId"/>.</summary>
+    Task<MemberResult> Merge(string survivorId, string duplicateId, string reason);
 }
 
 /// <summary>A referral code, keyed by the code: which member of which program it belongs to.</summary>

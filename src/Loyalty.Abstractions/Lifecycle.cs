@@ -54,7 +54,8 @@ public sealed record ReturnedSoFar(
     [property: Id(1)] bool ByLines,
     [property: Id(2)] long AmountReturnedMinor,
     [property: Id(3)] IReadOnlyDictionary<string, long> SkuReturnedMinor,
-    [property: Id(4)] IReadOnlyList<long> Reversed);
+    [property: Id(4)] IReadOnlyList<long> Reversed,
+    [property: Id(5)] IReadOnlyDictionary<string, int>? SkuReturnedQuantity = null);
 
 /// <summary>A member's personal fields (name, e-mail, …): kept apart from the ledger, and deleted on erasure.</summary>
 public static class Profiles

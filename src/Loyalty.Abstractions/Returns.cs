@@ -153,7 +153,8 @@ public sealed record Adjustment(
             return error;
         }
 
-        if (Points.Value == 0 || Math.Abs(Points.Value) > Limits.AdjustmentPointsMax)
+        // Compared without Math.Abs, which overflows on long.MinValue.
+        if (Points.Value is 0 or < -Limits.AdjustmentPointsMax or > Limits.AdjustmentPointsMax)
         {
             return $"points must be non-zero and at most {Limits.AdjustmentPointsMax} either way";
         }

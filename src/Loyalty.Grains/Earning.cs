@@ -167,7 +167,7 @@ public static class Earning
         {
             int index = rules.Match(line);
             AddTo(groups, ref groupCount, index, line.AmountMinor);
-            AddTo(skus, line.Sku, rules.CodeAt(index), rules.MultiplierAt(index), line.AmountMinor);
+            AddTo(skus, line.Sku, rules.CodeAt(index), rules.MultiplierAt(index), line.AmountMinor, line.Quantity);
         }
 
         groups[..groupCount].Sort(static (a, b) => a.Index.CompareTo(b.Index));
@@ -197,18 +197,18 @@ public static class Earning
         groups[groupCount++] = (index, amountMinor);
     }
 
-    private static void AddTo(List<SkuAmount> skus, string sku, string component, int multiplierBp, long amountMinor)
+    private static void AddTo(List<SkuAmount> skus, string sku, string component, int multiplierBp, long amountMinor, int quantity)
     {
         for (int i = 0; i < skus.Count; i++)
         {
             if (skus[i].Sku == sku && skus[i].Component == component)
             {
-                skus[i] = skus[i] with { AmountMinor = checked(skus[i].AmountMinor + amountMinor) };
+                skus[i] = skus[i] with { AmountMinor = checked(skus[i].AmountMinor + amountMinor), Quantity = checked(skus[i].Quantity + quantity) };
                 return;
             }
         }
 
-        skus.Add(new SkuAmount(sku, amountMinor, multiplierBp, component));
+        skus.Add(new SkuAmount(sku, amountMinor, multiplierBp, component, quantity));
     }
 
     private static void AddMultiplier(List<BreakdownComponent> components, ComponentKind kind, string code, int multiplierBp, decimal basket, Rounding rounding)

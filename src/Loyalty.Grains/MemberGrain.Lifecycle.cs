@@ -148,6 +148,23 @@ public sealed partial class MemberGrain
             return closed;
         }
 
+        // A merge touches two members (and their referral links): it is made at the program's desk, one at a time.
+        return await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Merge(_memberId, duplicateId, reason);
+    }
+
+    /// <inheritdoc />
+    async Task<MemberResult> IMemberLinkSteps.MergeDuplicate(string duplicateId, string reason)
+    {
+        if (!await TryEnsureLoadedAsync())
+        {
+            return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
+        }
+
+        if (Closed() is { } closed)
+        {
+            return closed;
+        }
+
         MergeTransfer? transfer = null;
         if (!_state.MergedFrom.Contains(duplicateId))
         {

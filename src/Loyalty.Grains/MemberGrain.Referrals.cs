@@ -30,7 +30,18 @@ public sealed partial class MemberGrain
             return refused;
         }
 
-        string referrer = resolved.MemberId!;
+        // A referral link touches two members: it is made at the program's desk, one at a time.
+        return await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).SetReferrer(_memberId, resolved.MemberId!);
+    }
+
+    /// <inheritdoc />
+    async Task<MemberResult> IMemberLinkSteps.LinkReferrer(string referrer)
+    {
+        if (LoyaltyIds.Check(referrer, "referred_by") is { } invalid)
+        {
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, invalid);
+        }
+
         if (!await TryEnsureLoadedAsync())
         {
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
@@ -243,6 +254,12 @@ public sealed partial class MemberGrain
                 return null;
             }
 
+            if (at != _memberId && chain.Contains(at))
+            {
+                // Links made before the desk existed may already loop; say so rather than "too long".
+                return $"the chain above '{referrer}' already loops through '{at}'";
+            }
+
             chain.Add(at);
             if (at == _memberId)
             {
@@ -255,16 +272,15 @@ public sealed partial class MemberGrain
         return $"the chain above '{referrer}' is longer than {Limits.ReferralChainDepthMax}";
     }
 
-    /// <summary>Links this member at the referrer (which enforces the referral cap); null when linked.</summary>
+    /// <summary>Links this member at the referrer (which enforces the referral caps); null when linked, else the referrer's own reason.</summary>
     private async Task<(LoyaltyError Error, string Message)?> LinkAtReferrerAsync(string referrer)
     {
-        LoyaltyError error = await ReferrerGrain(referrer).AddReferral(_memberId);
-        return error switch
+        MemberResult linked = await LinkSteps(referrer).AddReferral(_memberId);
+        return linked.Error switch
         {
             LoyaltyError.None => null,
             LoyaltyError.NotFound => (LoyaltyError.NotFound, $"referrer '{referrer}' is not enrolled in program '{_programId}'"),
-            LoyaltyError.FailedPrecondition => (LoyaltyError.FailedPrecondition, $"referrer '{referrer}' has reached the program's cap of referrals for the period"),
-            _ => (LoyaltyError.Unavailable, "the referrer could not be linked; nothing was recorded, retry"),
+            _ => (linked.Error, "the referrer refused the link: " + (linked.ErrorMessage ?? linked.Error.ToString())),
         };
     }
 

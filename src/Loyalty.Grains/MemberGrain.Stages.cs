@@ -21,6 +21,12 @@ public sealed partial class MemberGrain
                 $"original_transaction_id '{request.OriginalTransactionId}' is not a purchase of member '{_memberId}' in program '{_programId}'");
         }
 
+        if (request.OccurredAt < original.OccurredAt)
+        {
+            return ReturnResult.Reject(txn, LoyaltyError.FailedPrecondition,
+                $"occurred_at {request.OccurredAt:O} is before the purchase's occurred_at {original.OccurredAt:O}; a return cannot precede its purchase");
+        }
+
         ReversalResult? reversal = Reversal.Compute(original, _state.Returns.GetValueOrDefault(original.TransactionId!), request, out string? error);
         if (reversal is null)
         {

@@ -1,3 +1,4 @@
+using Loyalty.Storage;
 using System.Text.Json;
 
 namespace Loyalty.Grains;
@@ -271,27 +272,33 @@ public sealed partial class MemberGrain
                 continue;
             }
 
-            // From here to the commit there is no await: the change is applied atomically.
+            // From here to the commit there is no await: decide (every check, overflow included),
+            // then apply what cannot fail, then commit.
             DateTimeOffset now = _clock.GetUtcNow();
             _state.Mature(now);
-            LedgerEntry? entry, before = null;
-            T? answer = stage is not null ? stage(program, now, out entry) : pairStage!(program, now, out entry, out before);
+            LedgerEntry? entry = null, before = null;
+            if (Decide(stage, pairStage, program, now, ref entry, ref before, out T? answer) is { } overflow)
+            {
+                return reject(LoyaltyError.InvalidArgument, overflow);
+            }
+
             if (entry is null)
             {
                 return answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
             }
 
-            if (before is not null)
+            if (Headroom.Refuse(_state, before ?? entry, before is null ? null : entry) is { } refused)
             {
-                _state.Apply(before, _options.RecentTransactionsMax);
+                return reject(refused.Error, refused.Message);
             }
 
-            _state.Apply(entry, _options.RecentTransactionsMax);
+            ApplyDecided(entry, before);
             Points balance = _state.Balance;
             Points pending = _state.PendingTotal;
             switch (await CommitAsync(entry, key, MarkDue(program.Settings), before))
             {
                 case CommitOutcome.Committed:
+                    AtFault(FaultStep.Acknowledge, entry, before);
                     return committed(entry, balance, pending);
                 case CommitOutcome.Failed:
                     return reject(LoyaltyError.Unavailable, NotCommitted);
@@ -312,6 +319,27 @@ public sealed partial class MemberGrain
         }
 
         return reject(LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
+    }
+
+    /// <summary>
+    /// Runs a stage: a pure decision over the state. Its checked arithmetic (earn rates times a
+    /// large basket, say) may overflow; that is a refusal of the request, returned here as its
+    /// message, and nothing has changed.
+    /// </summary>
+    private static string? Decide<T>(Stage<T>? stage, PairStage<T>? pairStage, ProgramConfig program, DateTimeOffset now,
+        ref LedgerEntry? entry, ref LedgerEntry? before, out T? answer)
+        where T : class
+    {
+        try
+        {
+            answer = stage is not null ? stage(program, now, out entry) : pairStage!(program, now, out entry, out before);
+            return null;
+        }
+        catch (OverflowException)
+        {
+            (answer, entry, before) = (null, null, null);
+            return "amount_minor or points: the change's amounts overflow 64-bit arithmetic under the program's rules; nothing was recorded";
+        }
     }
 
     private AccrualResult? StageAccrual(

@@ -17,7 +17,7 @@ namespace Loyalty.Grains;
 /// commits have settled: an acknowledged change is never lost, an unacknowledged one never kept.
 /// </summary>
 [Reentrant]
-public sealed partial class MemberGrain : Grain, IMemberGrain
+public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 {
     /// <summary>How often one request re-runs after a collision before it gives up.</summary>
     private const int AttemptsMax = 3;
@@ -33,6 +33,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     private readonly MemberOptions _options;
     private readonly ILogger<MemberGrain> _logger;
     private readonly DeepCopier<MemberState> _copier;
+    private readonly FaultInjector _faults;
     /// <summary>
     /// Keys of changes waiting for their commit. The value is created only when a resend has to
     /// wait for one, so the common path allocates nothing here.
@@ -73,9 +74,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         EngineClock clock,
         IOptions<MemberOptions> options,
         DeepCopier<MemberState> copier,
-        ILogger<MemberGrain> logger)
+        ILogger<MemberGrain> logger,
+        FaultInjector faults)
     {
         _copier = copier;
+        _faults = faults;
         _campaignEarned = id => _state.CampaignEarned.GetValueOrDefault(id);
         _earnedOnDay = day => _state.EarnedByDay.GetValueOrDefault(day);
         _earnedInMonth = month => _state.EarnedByMonth.GetValueOrDefault(month);
@@ -138,6 +141,21 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
             return EnrolmentResult.Reject(LoyaltyError.InvalidArgument, "a member cannot refer itself");
         }
 
+        // A referral link touches two members: it is made at the program's desk, one at a time.
+        return enrolment.ReferredBy is null
+            ? await EnrolCoreAsync(enrolment)
+            : await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Enrol(enrolment);
+    }
+
+    /// <inheritdoc />
+    Task<EnrolmentResult> IMemberLinkSteps.EnrolReferred(Enrolment enrolment) =>
+        CheckRouting(enrolment.ProgramId, enrolment.MemberId) is { } misrouted
+            ? Task.FromResult(EnrolmentResult.Reject(LoyaltyError.InvalidArgument, misrouted))
+            : EnrolCoreAsync(enrolment);
+
+    /// <summary>The enrolment, once any referral code is resolved: the referrer's link first, then the member's entry.</summary>
+    private async Task<EnrolmentResult> EnrolCoreAsync(Enrolment enrolment)
+    {
         bool linked = false;
         for (int attempt = 0; attempt < AttemptsMax; attempt++)
         {
@@ -178,10 +196,16 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
             }
 
             LedgerEntry entry = EnrolEntry(enrolment, program);
-            _state.Apply(entry, _options.RecentTransactionsMax);
+            if (Headroom.Refuse(_state, entry) is { } tooLarge)
+            {
+                return EnrolmentResult.Reject(tooLarge.Error, tooLarge.Message);
+            }
+
+            ApplyDecided(entry, null);
             switch (await CommitAsync(entry, EnrolKey, MarkDue(program?.Settings)))
             {
                 case CommitOutcome.Committed:
+                    AtFault(FaultStep.Acknowledge, entry, null);
                     return new EnrolmentResult(View(program), false, LoyaltyError.None, null);
                 case CommitOutcome.Failed:
                     return EnrolmentResult.Reject(LoyaltyError.Unavailable, "the ledger could not commit; nothing was recorded, retry");
@@ -192,14 +216,16 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
     }
 
     /// <inheritdoc />
-    public async Task<LoyaltyError> AddReferral(string referredMemberId)
+    async Task<MemberResult> IMemberLinkSteps.AddReferral(string referredMemberId)
     {
-        if (LoyaltyIds.Check(referredMemberId, "referred member id") is not null || referredMemberId == _memberId)
+        string? invalid = LoyaltyIds.Check(referredMemberId, "referred member id")
+            ?? (referredMemberId == _memberId ? "a member cannot refer itself" : null);
+        if (invalid is not null)
         {
-            return LoyaltyError.InvalidArgument;
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, invalid);
         }
 
-        MemberResult result = await WriteAsync(
+        return await WriteAsync(
             "#referral:" + referredMemberId,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
@@ -215,10 +241,16 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
                     return new MemberResult(null, LoyaltyError.None, null);
                 }
 
-                if (_state.Referrals.Count >= Limits.ReferralsPerMemberMax
-                    || (program.Settings.Referrals is { CapPerPeriod: > 0 } policy && _state.ReferralsSince(now, policy.PeriodDays) >= policy.CapPerPeriod))
+                if (_state.Referrals.Count >= Limits.ReferralsPerMemberMax)
                 {
-                    return MemberResult.Reject(LoyaltyError.FailedPrecondition, "the referral cap is reached");
+                    return MemberResult.Reject(LoyaltyError.FailedPrecondition,
+                        $"referrer '{_memberId}' has referred {Limits.ReferralsPerMemberMax} members, the most one member may");
+                }
+
+                if (program.Settings.Referrals is { CapPerPeriod: > 0 } policy && _state.ReferralsSince(now, policy.PeriodDays) >= policy.CapPerPeriod)
+                {
+                    return MemberResult.Reject(LoyaltyError.FailedPrecondition,
+                        $"referrer '{_memberId}' has reached the program's cap of {policy.CapPerPeriod} referrals in {policy.PeriodDays} days");
                 }
 
                 entry = NewEntry(LedgerEntryKind.ReferralLink, Points.Zero, null, 0, now, program) with { Reference = referredMemberId };
@@ -227,7 +259,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);
-        return result.Error;
     }
 
     /// <inheritdoc />
@@ -317,15 +348,52 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
             return;
         }
 
-        LoyaltyError error = await ReferrerGrain(referredBy).AddReferral(_memberId);
-        if (error != LoyaltyError.None)
+        MemberResult linked = await LinkSteps(referredBy).AddReferral(_memberId);
+        if (linked.Error != LoyaltyError.None)
         {
-            LogReferralLinkFailed(_programId, _memberId, referredBy, error);
+            LogReferralLinkFailed(_programId, _memberId, referredBy, linked.Error);
         }
     }
 
     private IMemberGrain ReferrerGrain(string memberId) =>
         GrainFactory.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_programId, memberId));
+
+    private IMemberLinkSteps LinkSteps(string memberId) =>
+        GrainFactory.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_programId, memberId));
+
+    /// <summary>
+    /// Applies decided entries (admitted by <see cref="Headroom.Refuse"/>) to the live state. The
+    /// state is marked invalid while they apply: apply cannot fail by design, but if it ever threw,
+    /// the next call would rebuild the member from its ledger instead of keeping half a change,
+    /// and no snapshot is written from an invalid state.
+    /// </summary>
+    private void ApplyDecided(LedgerEntry entry, LedgerEntry? before)
+    {
+        _valid = false;
+        if (before is not null)
+        {
+            _state.Apply(before, _options.RecentTransactionsMax);
+        }
+
+        _state.Apply(entry, _options.RecentTransactionsMax);
+        if (_faults.Armed)
+        {
+            AtFault(FaultStep.Apply, entry, before);
+        }
+
+        _valid = true;
+    }
+
+    /// <summary>The fault-injection seam at a step of the grain, for both entries of a pair.</summary>
+    private void AtFault(FaultStep step, LedgerEntry entry, LedgerEntry? before)
+    {
+        if (before is not null)
+        {
+            _faults.At(step, before);
+        }
+
+        _faults.At(step, entry);
+    }
 
     /// <summary>
     /// Waits for the entry's batch. Anything but a clean insert invalidates the in-memory state,
@@ -408,7 +476,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
         int covered = _appliedSinceSnapshot;
         try
         {
-            _snapshot.State = _copier.Copy(_state);
+            MemberState copy = _copier.Copy(_state);
+            copy.Format = MemberState.CurrentFormat;
+            _snapshot.State = copy;
             await _snapshot.WriteStateAsync();
             _appliedSinceSnapshot -= covered;
         }
@@ -478,7 +548,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain
 
         _snapshotJustRead = false;
         _scheduleKnown = false;
-        MemberState state = _copier.Copy(_snapshot.State);
+        // A snapshot of another format is not read: the ledger alone rebuilds the member.
+        MemberState state = _snapshot.State.Format == MemberState.CurrentFormat ? _copier.Copy(_snapshot.State) : new MemberState();
         state.ReconcileLots();
         IReadOnlyList<LedgerEntry> entries = await _store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
         foreach (LedgerEntry entry in entries)

@@ -160,6 +160,22 @@ public sealed class MemberState
     /// </summary>
     [Id(38)] public string? ReferralSubject { get; set; }
 
+    /// <summary>
+    /// The sum of the magnitudes of every entry applied (see <see cref="Headroom"/>): every counter
+    /// here is bounded by it in absolute value, and decisions keep it within
+    /// <see cref="Headroom.VolumeMax"/>, so applying an admitted entry cannot overflow.
+    /// </summary>
+    [Id(39)] public long Volume { get; set; }
+
+    /// <summary>
+    /// The snapshot format this state was written in; a snapshot of another format is ignored and
+    /// the member is rebuilt from its ledger alone. Zero in states written before formats were kept.
+    /// </summary>
+    [Id(40)] public int Format { get; set; }
+
+    /// <summary>The format of snapshots this version writes (2: <see cref="Volume"/> is kept).</summary>
+    public const int CurrentFormat = 2;
+
     /// <summary>Whether the referrer still has to record its reward, or its reversal.</summary>
     public bool ReferralOwed => ReferredBy is not null
         && ((ReferrerRewardOwed > 0 && !RewardSettled) || (ReferralReversed && !ReversalSettled));
@@ -227,7 +243,10 @@ public sealed class MemberState
         }
     }
 
-    /// <summary>Applies one ledger entry. Throws when entries arrive out of order.</summary>
+    /// <summary>
+    /// Applies one ledger entry. Throws when entries arrive out of order, before changing anything.
+    /// A live entry was admitted by <see cref="Headroom.Refuse"/>, so nothing below can overflow.
+    /// </summary>
     public void Apply(LedgerEntry entry, int recentMax)
     {
         if (entry.Sequence <= Sequence)
@@ -235,6 +254,7 @@ public sealed class MemberState
             throw new InvalidOperationException($"Ledger entry {entry.Sequence} applied after {Sequence}.");
         }
 
+        Volume = checked(Volume + Headroom.MagnitudeOf(entry));
         Sequence = entry.Sequence;
         Mature(entry.RecordedAt);
         switch (entry.Kind)
@@ -653,7 +673,8 @@ public sealed class MemberState
         [.. Pending.Select(p => new PendingLotUse(p.TransactionId, p.Points.Value, p.AvailableAt, p.ExpiresAt))],
         tier, tierReviewAt, ReferredBy, [.. Referrals],
         LifetimeEarned.Value, LifetimeRedeemed.Value, LifetimeExpired.Value, LifetimeReversed.Value,
-        [.. Returns.Select(r => new ReturnedSoFar(r.Key, r.Value.ByLines, r.Value.AmountReturnedMinor, new Dictionary<string, long>(r.Value.SkuReturnedMinor), [.. r.Value.Reversed]))],
+        [.. Returns.Select(r => new ReturnedSoFar(r.Key, r.Value.ByLines, r.Value.AmountReturnedMinor, new Dictionary<string, long>(r.Value.SkuReturnedMinor), [.. r.Value.Reversed],
+            new Dictionary<string, int>(r.Value.SkuReturnedQuantity)))],
         PurchaseCount, ReferralQualifiedBy, ReferralReversed, LastActivityAt,
         new ReferralStatus(ReferralSubject ?? memberId, ReferrerRewardOwed, RewardSettled, ReversalSettled),
         new Dictionary<string, long>(ReferralRewards, StringComparer.Ordinal),
@@ -699,6 +720,7 @@ public sealed class MemberState
             {
                 ByLines = r.ByLines, AmountReturnedMinor = r.AmountReturnedMinor,
                 SkuReturnedMinor = new Dictionary<string, long>(r.SkuReturnedMinor, StringComparer.Ordinal), Reversed = [.. r.Reversed],
+                SkuReturnedQuantity = new Dictionary<string, int>(r.SkuReturnedQuantity ?? new Dictionary<string, int>(), StringComparer.Ordinal),
             };
         }
 
@@ -770,6 +792,10 @@ public sealed class MemberState
         foreach (SkuAmount line in details.Lines ?? [])
         {
             progress.SkuReturnedMinor[line.Sku] = checked(progress.SkuReturnedMinor.GetValueOrDefault(line.Sku) + line.AmountMinor);
+            if (line.Quantity > 0)
+            {
+                progress.SkuReturnedQuantity[line.Sku] = checked(progress.SkuReturnedQuantity.GetValueOrDefault(line.Sku) + line.Quantity);
+            }
         }
 
         for (int i = 0; i < details.Components.Count && i < progress.Reversed.Length; i++)

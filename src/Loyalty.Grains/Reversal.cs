@@ -15,6 +15,9 @@ public sealed class ReturnProgress
 
     /// <summary>Points reversed so far, per component of the original earn (same order).</summary>
     [Id(3)] public long[] Reversed { get; set; } = [];
+
+    /// <summary>Units returned so far per SKU, for returns by lines (purchases recorded with quantities).</summary>
+    [Id(4)] public Dictionary<string, int> SkuReturnedQuantity { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>The reversal a return causes, before it is split between pending and active points.</summary>
@@ -108,9 +111,17 @@ public static class Reversal
 
         // Cumulative money returned per SKU, after this return.
         var returnedNow = new Dictionary<string, long>(StringComparer.Ordinal);
+        var unitsNow = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (ReturnLine line in request.Lines)
         {
             returnedNow[line.Sku] = checked(returnedNow.GetValueOrDefault(line.Sku) + line.AmountMinor);
+            unitsNow[line.Sku] = checked(unitsNow.GetValueOrDefault(line.Sku) + line.Quantity);
+        }
+
+        if (ExceedsUnits(basket, progress, unitsNow) is { } tooMany)
+        {
+            error = tooMany;
+            return null;
         }
 
         var bought = basket.GroupBy(l => l.Sku, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Sum(l => l.AmountMinor), StringComparer.Ordinal);
@@ -138,10 +149,35 @@ public static class Reversal
             cumulative.TryAdd(sku, already);
         }
 
-        lines = [.. returnedNow.Select(r => new SkuAmount(r.Key, r.Value, 0, ""))];
+        lines = [.. returnedNow.Select(r => new SkuAmount(r.Key, r.Value, 0, "", unitsNow[r.Key]))];
         full = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value);
         error = null;
         return Shares(basket, cumulative);
+    }
+
+    /// <summary>
+    /// Why the return gives back more units of a SKU than the purchase had, counting earlier
+    /// returns; null when it does not. Purchases recorded before quantities were kept (quantity 0)
+    /// are bounded by money only.
+    /// </summary>
+    private static string? ExceedsUnits(IReadOnlyList<SkuAmount> basket, ReturnProgress? progress, Dictionary<string, int> unitsNow)
+    {
+        foreach ((string sku, int now) in unitsNow)
+        {
+            long bought = 0;
+            foreach (SkuAmount line in basket)
+            {
+                bought += line.Sku == sku ? line.Quantity : 0;
+            }
+
+            int already = progress?.SkuReturnedQuantity.GetValueOrDefault(sku) ?? 0;
+            if (bought > 0 && (long)already + now > bought)
+            {
+                return $"the return exceeds the purchase for sku '{sku}': {now} returned now and {already} before, of {bought} units bought";
+            }
+        }
+
+        return null;
     }
 
     /// <summary>

@@ -31,15 +31,17 @@ public sealed partial class LedgerCommitQueue
     private readonly ILedgerStore _store;
     private readonly LedgerCommitOptions _options;
     private readonly ILogger<LedgerCommitQueue> _logger;
+    private readonly FaultInjector _faults;
     private readonly Channel<PendingAppend> _queue;
     private Task? _writer;
     private long _batchCount;
     private long _entryCount;
 
     /// <summary>Creates the queue; call <see cref="Start"/> before appending.</summary>
-    public LedgerCommitQueue(ILedgerStore store, IOptions<LedgerCommitOptions> options, ILogger<LedgerCommitQueue> logger)
+    public LedgerCommitQueue(ILedgerStore store, IOptions<LedgerCommitOptions> options, ILogger<LedgerCommitQueue> logger, FaultInjector? faults = null)
     {
         _store = store;
+        _faults = faults ?? new FaultInjector();
         _options = options.Value;
         _options.Validate();
         _logger = logger;
@@ -67,6 +69,7 @@ public sealed partial class LedgerCommitQueue
         string? details;
         try
         {
+            _faults.At(FaultStep.Encode, entry);
             details = _store.StoresDetailsAsJson ? DetailsJson.Write(entry.Details) : null;
         }
         catch (Exception e)
@@ -83,7 +86,26 @@ public sealed partial class LedgerCommitQueue
     /// that carries it): they travel as one item, so they land in the same batch and the same
     /// transaction. True only when both were written.
     /// </summary>
-    public Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, DueChange? due = null) => Enqueue(new PendingAppend(first, due, second, null));
+    public Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, DueChange? due = null)
+    {
+        if (second.MemberId != first.MemberId || second.Sequence != first.Sequence + 1)
+        {
+            throw new InvalidOperationException($"A pair must be two consecutive entries of one member, not {first.MemberId}#{first.Sequence} and {second.MemberId}#{second.Sequence}.");
+        }
+
+        try
+        {
+            // A pair's details are encoded by the store, in its own transaction; the step is the same.
+            _faults.At(FaultStep.Encode, first);
+            _faults.At(FaultStep.Encode, second);
+        }
+        catch (InjectedFaultException e)
+        {
+            return Task.FromException<bool>(new LedgerUnavailableException("The entry's details could not be encoded; the change was not recorded.", e));
+        }
+
+        return Enqueue(new PendingAppend(first, due, second, null));
+    }
 
     /// <summary>
     /// Queues a change to the due schedule on its own. It is written in queue order with the
@@ -93,6 +115,18 @@ public sealed partial class LedgerCommitQueue
 
     private Task<bool> Enqueue(PendingAppend pending)
     {
+        if (_faults.Armed && pending.Entry is { } entry)
+        {
+            try
+            {
+                _faults.At(FaultStep.Enqueue, entry);
+            }
+            catch (InjectedFaultException e)
+            {
+                return Task.FromException<bool>(new LedgerUnavailableException("The entry could not be queued; the change was not recorded.", e));
+            }
+        }
+
         if (!_queue.Writer.TryWrite(pending))
         {
             return WaitForRoomAsync(pending);
@@ -247,6 +281,11 @@ public sealed partial class LedgerCommitQueue
         bool[]? pairs = null;
         try
         {
+            if (_faults.Armed)
+            {
+                InjectCommitFaults(batch);
+            }
+
             await _store.AppendBatchAsync(entries, inserted, dues, details, CancellationToken.None);
             for (int i = 0; i < batch.Count; i++)
             {
@@ -282,6 +321,23 @@ public sealed partial class LedgerCommitQueue
         {
             PendingAppend p = batch[i];
             batch[i].TrySetResult(p.Second is not null ? pairs![i] : p.Entry is null || inserted[entry++]);
+        }
+    }
+
+    /// <summary>Fails the whole batch, as a database error would, when an armed fault chooses one of its entries.</summary>
+    private void InjectCommitFaults(List<PendingAppend> batch)
+    {
+        foreach (PendingAppend p in batch)
+        {
+            if (p.Entry is { } first)
+            {
+                _faults.At(FaultStep.Commit, first);
+            }
+
+            if (p.Second is { } second)
+            {
+                _faults.At(FaultStep.Commit, second);
+            }
         }
     }
 

@@ -32,6 +32,7 @@ public static class StorageSiloBuilderExtensions
             StorageProvider.Memory => new MemoryLedgerStore(),
             _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),
         });
+        silo.Services.AddSingleton<FaultInjector>();
         silo.Services.AddSingleton<LedgerCommitQueue>();
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, LedgerLifecycle>();
         if (storage.Provider == StorageProvider.Memory)

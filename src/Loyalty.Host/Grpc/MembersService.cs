@@ -95,7 +95,21 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
     {
         IMemberGrain member = Member(request.ProgramId, request.MemberId);
         string? code = await GrainCalls.RunAsync(member.GetReferralCode, logger, "GetReferralCode");
-        return code is null ? throw NotEnrolled(request.ProgramId, request.MemberId) : new V1.ReferralCodeResponse { ReferralCode = code };
+        return code is null ? throw await NoCodeAsync(member, request) : new V1.ReferralCodeResponse { ReferralCode = code };
+    }
+
+    /// <summary>Why a member has no referral code: not enrolled, or closed (erased, merged away).</summary>
+    private async Task<RpcException> NoCodeAsync(IMemberGrain member, V1.GetMemberRequest request)
+    {
+        MemberView? view = await GrainCalls.RunAsync(member.Get, logger, "GetReferralCode");
+        return view switch
+        {
+            { MergedInto: { } survivor } => new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"member '{request.MemberId}' was merged into '{survivor}'; use '{survivor}'")),
+            { Erased: true } => new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"member '{request.MemberId}' was erased and has no referral code")),
+            _ => NotEnrolled(request.ProgramId, request.MemberId),
+        };
     }
 
     /// <inheritdoc />

@@ -69,6 +69,7 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
                 {
                     members.SnapshotEveryEntries = SnapshotEveryEntries;
                     members.RecentTransactionsMax = RecentTransactionsMax;
+                    members.SnapshotOnDeactivateMinEntries = 1;
                 },
                 ledger => ledger.FlushIntervalMs = 1,
                 schedule => schedule.PollIntervalMs = 50);

@@ -105,7 +105,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         EnrolmentResult later = await Member("b3").Enrol(new Enrolment(_program, "b3", "anna"));
 
         Assert.Equal(LoyaltyError.FailedPrecondition, third.Error);
-        Assert.Contains("cap of referrals", third.ErrorMessage, StringComparison.Ordinal);
+        Assert.Contains("has reached the program's cap of 2 referrals in 30 days", third.ErrorMessage, StringComparison.Ordinal);
         Assert.Null(notEnrolled);
         Assert.Equal(LoyaltyError.None, later.Error);
     }

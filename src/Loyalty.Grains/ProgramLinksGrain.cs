@@ -1,0 +1,96 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// The desk through which every change that touches two members of a program passes: referral
+/// links (at enrolment and later) and merges. It is an ordinary, non-reentrant grain, one per
+/// program, and Orleans keeps one activation of it in the cluster, so these changes run one at
+/// a time whichever silo their members live on. A check made on one member (is there a cycle
+/// above the referrer? is the survivor still open?) and the writes on the others can then never
+/// interleave with an opposite request: two members cannot refer each other, and two opposite
+/// merges cannot both detach their duplicates.
+/// </summary>
+/// <remarks>
+/// Why a desk and not locks on members: a lock per member would need an order, timeouts and a
+/// durable owner to survive a crash; the desk needs none, because the state stays where it was,
+/// in the members' ledgers, and every step it takes is idempotent. A change cut short by a crash
+/// is completed by repeating it; a merge left half-done (the duplicate detached, the survivor
+/// not yet credited) is completed here before any later merge of either member. Such changes
+/// are rare next to purchases, which never pass here, so one at a time per program costs little.
+/// </remarks>
+public sealed class ProgramLinksGrain : Grain, IProgramLinksGrain
+{
+    /// <inheritdoc />
+    public Task<EnrolmentResult> Enrol(Enrolment enrolment) => Steps(enrolment.MemberId).EnrolReferred(enrolment);
+
+    /// <inheritdoc />
+    public Task<MemberResult> SetReferrer(string memberId, string referrerId) => Steps(memberId).LinkReferrer(referrerId);
+
+    /// <inheritdoc />
+    public async Task<MemberResult> Merge(string survivorId, string duplicateId, string reason)
+    {
+        await CompletePendingMergeAsync(duplicateId);
+        await CompletePendingMergeAsync(survivorId);
+        if (await MergeCycleAsync(survivorId, duplicateId) is { } cycle)
+        {
+            return MemberResult.Reject(LoyaltyError.FailedPrecondition,
+                $"merging '{duplicateId}' into '{survivorId}' would close a referral cycle: {cycle}");
+        }
+
+        return await Steps(survivorId).MergeDuplicate(duplicateId, reason);
+    }
+
+    /// <summary>
+    /// When <paramref name="memberId"/> was detached into a survivor that has not taken it in (a
+    /// merge cut short), finishes that merge; the survivor answers at once when it already has.
+    /// </summary>
+    private async Task CompletePendingMergeAsync(string memberId)
+    {
+        if (await Member(memberId).Get() is { MergedInto: { } survivor })
+        {
+            await Steps(survivor).MergeDuplicate(memberId, $"completes the merge of '{memberId}' into '{survivor}'");
+        }
+    }
+
+    /// <summary>
+    /// The cycle a merge would close, or null. After the merge the survivor keeps its referrer (or
+    /// takes the duplicate's), and whoever the duplicate referred is re-pointed at the survivor: a
+    /// cycle forms when the chain above the survivor's referrer, read with that re-pointing,
+    /// comes back to the survivor.
+    /// </summary>
+    private async Task<string?> MergeCycleAsync(string survivorId, string duplicateId)
+    {
+        string? referrer = await Member(survivorId).GetReferrer();
+        if (referrer is null && await Member(duplicateId).GetReferrer() is { } inherited && inherited != survivorId)
+        {
+            referrer = inherited;
+        }
+
+        // A survivor referred by the duplicate itself keeps that link (nobody is rewarded for it).
+        if (referrer is null || referrer == duplicateId)
+        {
+            return null;
+        }
+
+        var chain = new List<string> { survivorId };
+        string? at = referrer;
+        for (int depth = 0; depth < Limits.ReferralChainDepthMax && at is not null; depth++)
+        {
+            chain.Add(at);
+            if (at == survivorId)
+            {
+                return string.Join(" ← ", chain);
+            }
+
+            string? above = await Member(at).GetReferrer();
+            at = above == duplicateId ? survivorId : above;
+        }
+
+        return null;
+    }
+
+    private IMemberLinkSteps Steps(string memberId) =>
+        GrainFactory.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(this.GetPrimaryKeyString(), memberId));
+
+    private IMemberGrain Member(string memberId) =>
+        GrainFactory.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(this.GetPrimaryKeyString(), memberId));
+}

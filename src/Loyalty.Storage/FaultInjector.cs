@@ -1,0 +1,56 @@
+namespace Loyalty.Storage;
+
+/// <summary>The steps between a change's decision and its acknowledgement, where faults can be injected.</summary>
+public enum FaultStep
+{
+    /// <summary>The entry's details are encoded for the database.</summary>
+    Encode,
+
+    /// <summary>The entry joins the silo's commit queue.</summary>
+    Enqueue,
+
+    /// <summary>The entry's batch is written to the database.</summary>
+    Commit,
+
+    /// <summary>The member grain has applied the entry to its state (before the commit).</summary>
+    Apply,
+
+    /// <summary>The entry is durable and the member grain is about to answer.</summary>
+    Acknowledge,
+}
+
+/// <summary>Thrown by an armed <see cref="FaultInjector"/>; never thrown otherwise.</summary>
+public sealed class InjectedFaultException(FaultStep step, long sequence)
+    : Exception($"Fault injected at {step} of entry {sequence}.")
+{
+    /// <summary>Where the fault was injected.</summary>
+    public FaultStep Step { get; } = step;
+}
+
+/// <summary>
+/// A seam for tests that prove a change is all or nothing: armed with a rule, it throws at the
+/// chosen step for the chosen entries. Disarmed (always, in production) it costs one read of a
+/// field per step. One per silo, registered with the ledger.
+/// </summary>
+public sealed class FaultInjector
+{
+    private volatile Func<FaultStep, LedgerEntry, bool>? _rule;
+
+    /// <summary>Whether a rule is armed.</summary>
+    public bool Armed => _rule is not null;
+
+    /// <summary>From now on, throws at every step and entry for which <paramref name="rule"/> answers true.</summary>
+    public void Arm(Func<FaultStep, LedgerEntry, bool> rule) => _rule = rule;
+
+    /// <summary>Stops injecting faults.</summary>
+    public void Disarm() => _rule = null;
+
+    /// <summary>Throws <see cref="InjectedFaultException"/> when the armed rule chooses this step and entry.</summary>
+    public void At(FaultStep step, LedgerEntry entry)
+    {
+        if (_rule is { } rule && rule(step, entry))
+        {
+            throw new InjectedFaultException(step, entry.Sequence);
+        }
+    }
+}
