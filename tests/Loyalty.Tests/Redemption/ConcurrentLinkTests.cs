@@ -1,0 +1,251 @@
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.Redemption;
+
+/// <summary>
+/// Changes that touch two members, sent at the same moment: opposite referral links, rings of
+/// three to five, opposite merges and rings of merges. No interleaving may make a cycle, strand or
+/// double points, or reward one side of a referral without the other.
+/// </summary>
+public abstract class ConcurrentLinkTests(ClusterFixture fixture)
+{
+    private const int PairsCount = 150;
+    private const int RingsPerSize = 20;
+    private static readonly TimeSpan SettleWaitMax = TimeSpan.FromSeconds(30);
+
+    private readonly string _program = "c" + Guid.NewGuid().ToString("N")[..10];
+
+    private static ProgramSettings Shop => new("Shop", "USD", 2, 1, Referrals: new ReferralPolicy(ReferrerPoints: 500, ReferredPoints: 200, MinPurchaseMinor: 10_00));
+
+    [Fact]
+    public async Task OppositeReferrals_AtOnce_LinkExactlyOneWay_AndRewardBothSidesOrNeither()
+    {
+        await PutAsync();
+        string[] xs = [.. Enumerable.Range(0, PairsCount).Select(i => $"x{i}")], ys = [.. Enumerable.Range(0, PairsCount).Select(i => $"y{i}")];
+        await EnrolAllAsync([.. xs, .. ys]);
+
+        MemberResult[] results = await Task.WhenAll(xs.Zip(ys).SelectMany(p => new[]
+        {
+            Member(p.First).SetReferrer(p.Second, null),
+            Member(p.Second).SetReferrer(p.First, null),
+        }));
+
+        for (int i = 0; i < PairsCount; i++)
+        {
+            (MemberResult there, MemberResult back) = (results[2 * i], results[2 * i + 1]);
+            Assert.Equal(1, new[] { there, back }.Count(r => r.Error == LoyaltyError.None));
+            MemberResult refused = there.Error == LoyaltyError.None ? back : there;
+            Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+            Assert.Contains("would close a referral cycle", refused.ErrorMessage, StringComparison.Ordinal);
+        }
+
+        string[] all = [.. xs, .. ys];
+        await AssertNoCycleAndLinksMirroredAsync(all);
+        await Task.WhenAll(all.Select(m => Member(m).Accrue(Buy(m, "q-" + m))));
+        await AssertRewardsBothSidesOrNeitherAsync(all);
+    }
+
+    [Fact]
+    public async Task RingsOfThreeToFive_AtOnce_NeverCloseACycle()
+    {
+        await PutAsync();
+        var rings = new List<string[]>();
+        for (int size = 3; size <= 5; size++)
+        {
+            for (int r = 0; r < RingsPerSize; r++)
+            {
+                rings.Add([.. Enumerable.Range(0, size).Select(i => $"r{size}-{r}-{i}")]);
+            }
+        }
+
+        await EnrolAllAsync([.. rings.SelectMany(r => r)]);
+
+        MemberResult[][] results = await Task.WhenAll(rings.Select(ring =>
+            Task.WhenAll(ring.Select((m, i) => Member(m).SetReferrer(ring[(i + 1) % ring.Length], null)))));
+
+        for (int r = 0; r < rings.Count; r++)
+        {
+            // Every link but the one that would close the ring.
+            Assert.Equal(rings[r].Length - 1, results[r].Count(x => x.Error == LoyaltyError.None));
+            Assert.Contains("would close a referral cycle", Assert.Single(results[r], x => x.Error != LoyaltyError.None).ErrorMessage, StringComparison.Ordinal);
+        }
+
+        await AssertNoCycleAndLinksMirroredAsync([.. rings.SelectMany(r => r)]);
+    }
+
+    [Fact]
+    public async Task OppositeMerges_AtOnce_MergeExactlyOneWay_AndConservePoints_AcrossARestart()
+    {
+        await PutAsync();
+        string[] xs = [.. Enumerable.Range(0, PairsCount).Select(i => $"mx{i}")], ys = [.. Enumerable.Range(0, PairsCount).Select(i => $"my{i}")];
+        string[] all = [.. xs, .. ys];
+        await EnrolAllAsync(all);
+        await Task.WhenAll(all.Select((m, i) => Member(m).Accrue(Buy(m, "p-" + m, (i + 1) * 1_00))));
+        long before = await TotalBalanceAsync(all);
+
+        MemberResult[] results = await Task.WhenAll(xs.Zip(ys).SelectMany(p => new[]
+        {
+            Member(p.First).MergeFrom(p.Second, "duplicate"),
+            Member(p.Second).MergeFrom(p.First, "duplicate"),
+        }));
+
+        for (int i = 0; i < PairsCount; i++)
+        {
+            Assert.Equal(1, new[] { results[2 * i], results[2 * i + 1] }.Count(r => r.Error == LoyaltyError.None));
+            (string survivor, string duplicate) = results[2 * i].Error == LoyaltyError.None ? (xs[i], ys[i]) : (ys[i], xs[i]);
+            MemberResult refused = results[2 * i].Error == LoyaltyError.None ? results[2 * i + 1] : results[2 * i];
+            Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+            Assert.Contains($"was merged into '{survivor}'", refused.ErrorMessage, StringComparison.Ordinal);
+            MemberView gone = (await Member(duplicate).Get())!;
+            Assert.Equal((survivor, 0L), (gone.MergedInto, gone.Balance.Value));
+        }
+
+        Assert.Equal(before, await TotalBalanceAsync(all));
+        await fixture.DeactivateAllAsync();
+        Assert.Equal(before, await TotalBalanceAsync(all));
+        // The ledger agrees: a merge moves points out of one member and into another, never more.
+        Assert.Equal(before, await Sql.ScalarAsync(fixture.Storage, $"SELECT coalesce(sum(points), 0) FROM ledger_entries WHERE program_id = '{_program}'"));
+    }
+
+    [Fact]
+    public async Task RingsOfMerges_AtOnce_LeaveEveryPointWithAnOpenMember_AndNoPointerLoop()
+    {
+        await PutAsync();
+        var rings = new List<string[]>();
+        for (int size = 3; size <= 5; size++)
+        {
+            for (int r = 0; r < RingsPerSize / 2; r++)
+            {
+                rings.Add([.. Enumerable.Range(0, size).Select(i => $"g{size}-{r}-{i}")]);
+            }
+        }
+
+        string[] all = [.. rings.SelectMany(r => r)];
+        await EnrolAllAsync(all);
+        await Task.WhenAll(all.Select(m => Member(m).Accrue(Buy(m, "p-" + m, 50_00))));
+        long before = await TotalBalanceAsync(all);
+
+        await Task.WhenAll(rings.SelectMany(ring => ring.Select((m, i) => Member(m).MergeFrom(ring[(i + 1) % ring.Length], "duplicate"))));
+
+        foreach (string[] ring in rings)
+        {
+            Dictionary<string, MemberView> views = (await Task.WhenAll(ring.Select(async m => (await Member(m).Get())!))).ToDictionary(v => v.MemberId);
+            Assert.Contains(views.Values, v => v.MergedInto is null);
+            Assert.Equal(ring.Length * 50L, views.Values.Sum(v => v.Balance.Value));
+            foreach (MemberView v in views.Values.Where(v => v.MergedInto is not null))
+            {
+                // A merged-away member is empty, and its pointers lead to an open member without looping.
+                Assert.Equal(0L, v.Balance.Value);
+                var seen = new HashSet<string> { v.MemberId };
+                string at = v.MergedInto!;
+                while (views[at].MergedInto is { } next)
+                {
+                    Assert.True(seen.Add(at), $"merge pointers loop through {at}");
+                    at = next;
+                }
+            }
+        }
+
+        Assert.Equal(before, await TotalBalanceAsync(all));
+    }
+
+    [Fact]
+    public async Task Merge_ThatWouldCloseAReferralCycle_IsRefused_AndWritesNothing()
+    {
+        await PutAsync();
+        await EnrolAllAsync(["a"]);
+        await Member("b").Enrol(new Enrolment(_program, "b", "a"));
+        await Member("c").Enrol(new Enrolment(_program, "c", "b"));
+        long entries = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'");
+
+        // c's referrer b was referred by a: merged into c, a's referral of b would point at c.
+        MemberResult merged = await Member("c").MergeFrom("a", "duplicate");
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, merged.Error);
+        Assert.Contains("would close a referral cycle: c ← b ← c", merged.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(entries, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'"));
+    }
+
+    [Fact]
+    public async Task Referral_ByAClosedMember_IsRefusedWithTheRealReason()
+    {
+        await PutAsync();
+        await EnrolAllAsync(["erased", "kept", "gone"]);
+        await Member("erased").Erase("request");
+        await Member("kept").MergeFrom("gone", "duplicate");
+
+        EnrolmentResult byErased = await Member("n1").Enrol(new Enrolment(_program, "n1", "erased"));
+        EnrolmentResult byMerged = await Member("n2").Enrol(new Enrolment(_program, "n2", "gone"));
+
+        Assert.Equal((LoyaltyError.FailedPrecondition, LoyaltyError.FailedPrecondition), (byErased.Error, byMerged.Error));
+        Assert.Contains("member 'erased' was erased", byErased.ErrorMessage, StringComparison.Ordinal);
+        Assert.Contains("member 'gone' was merged into 'kept'; use 'kept'", byMerged.ErrorMessage, StringComparison.Ordinal);
+        Assert.DoesNotContain("cap", byErased.ErrorMessage + byMerged.ErrorMessage, StringComparison.Ordinal);
+    }
+
+    private async Task AssertNoCycleAndLinksMirroredAsync(string[] members)
+    {
+        Dictionary<string, MemberView> views = (await Task.WhenAll(members.Select(async m => (await Member(m).Get())!)))
+            .ToDictionary(v => v.MemberId);
+        foreach (MemberView view in views.Values)
+        {
+            var seen = new HashSet<string> { view.MemberId };
+            for (string? at = view.ReferredBy; at is not null; at = views[at].ReferredBy)
+            {
+                Assert.True(seen.Add(at), $"a referral cycle runs through {view.MemberId}: {string.Join(" → ", seen)} → {at}");
+            }
+
+            if (view.ReferredBy is { } referrer)
+            {
+                Assert.Contains(view.MemberId, views[referrer].Referrals);
+            }
+        }
+    }
+
+    /// <summary>Every referred member earned its 200 with the qualifying purchase; its referrer must get 500, and nobody else anything.</summary>
+    private async Task AssertRewardsBothSidesOrNeitherAsync(string[] members)
+    {
+        var deadline = DateTime.UtcNow + SettleWaitMax;
+        Dictionary<string, MemberView> views;
+        while (true)
+        {
+            views = (await Task.WhenAll(members.Select(async m => (await Member(m).Get())!))).ToDictionary(v => v.MemberId);
+            bool settled = views.Values.All(v => v.Balance.Value == Expected(v, views));
+            if (settled || DateTime.UtcNow > deadline)
+            {
+                break;
+            }
+
+            await Task.Delay(200);
+        }
+
+        foreach (MemberView v in views.Values)
+        {
+            Assert.Equal(Expected(v, views), v.Balance.Value);
+        }
+
+        // 20 points for the purchase (1 a dollar), 200 when referred, 500 per member referred.
+        static long Expected(MemberView v, Dictionary<string, MemberView> all) =>
+            20 + (v.ReferredBy is null ? 0 : 200) + 500L * all.Values.Count(o => o.ReferredBy == v.MemberId);
+    }
+
+    private async Task<long> TotalBalanceAsync(string[] members) =>
+        (await Task.WhenAll(members.Select(async m => (await Member(m).Get())!.Balance.Value))).Sum();
+
+    private Task PutAsync() => fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+
+    private async Task EnrolAllAsync(string[] members)
+    {
+        EnrolmentResult[] results = await Task.WhenAll(members.Select(m => Member(m).Enrol(new Enrolment(_program, m, null))));
+        Assert.All(results, r => Assert.Equal(LoyaltyError.None, r.Error));
+    }
+
+    private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
+
+    private Purchase Buy(string member, string txn, long amountMinor = 20_00) =>
+        new(txn, _program, member, "s1", new Money(amountMinor, "USD"), fixture.Clock.GetUtcNow().AddMinutes(-1), []);
+}
+
+public sealed class SqliteConcurrentLinkTests(SqliteClusterFixture fixture) : ConcurrentLinkTests(fixture), IClassFixture<SqliteClusterFixture>;
+
+public sealed class PostgresConcurrentLinkTests(PostgresClusterFixture fixture) : ConcurrentLinkTests(fixture), IClassFixture<PostgresClusterFixture>;
