@@ -230,6 +230,27 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     [Fact]
+    public async Task GetReferralCode_OfAClosedMember_SaysWhy()
+    {
+        await SetUpAsync(members: 0);
+        foreach (string m in new[] { "gone", "kept", "erased" })
+        {
+            await Engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = _program, MemberId = m });
+        }
+
+        await Engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = _program, MemberId = "erased", Reason = "request 7" });
+        await Engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = _program, SurvivorId = "kept", DuplicateId = "gone", Reason = "duplicate" });
+
+        RpcException erased = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.GetReferralCodeAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "erased" }).ResponseAsync);
+        RpcException merged = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.GetReferralCodeAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "gone" }).ResponseAsync);
+        RpcException ghost = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.GetReferralCodeAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "ghost" }).ResponseAsync);
+
+        Assert.Equal((StatusCode.FailedPrecondition, "member 'erased' was erased and has no referral code"), (erased.StatusCode, erased.Status.Detail));
+        Assert.Equal((StatusCode.FailedPrecondition, "member 'gone' was merged into 'kept'; use 'kept'"), (merged.StatusCode, merged.Status.Detail));
+        Assert.Equal(StatusCode.NotFound, ghost.StatusCode);
+    }
+
+    [Fact]
     public async Task Members_EnrolGetAndPageTheLedger()
     {
         await SetUpAsync(members: 1);
@@ -424,7 +445,6 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         }
     }
 
-    /// <summary>Streams events and collects one ack per event; with inOrder, each waits for its ack.</summary>
     /// <summary>A valid purchase of m0 at the line-item limit, with long codes: about 65 KB on the wire.</summary>
     private V1.Purchase FullBasket(string transactionId)
     {

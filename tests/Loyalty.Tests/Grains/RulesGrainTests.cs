@@ -139,6 +139,31 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_ByLines_OfMoreUnitsThanBought_OrDatedBeforeThePurchase_IsRefusedAndWritesNothing()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+        await member.Accrue(Buy(30_00, "basket") with { LineItems = [new LineItem("mug", "kitchen", 2, 20_00), new LineItem("tea", "food", 1, 10_00)] });
+        long entries = await Sql.CountEntriesAsync(fixture.Storage, _program, "m");
+        PurchaseReturn ByLines(string txn, int quantity, long amountMinor, DateTimeOffset? at = null) =>
+            new(txn, _program, "m", "basket", "store-1", new Money(0, "USD"), at ?? Now, [new ReturnLine("mug", quantity, amountMinor)]);
+
+        ReturnResult threeOfTwo = await member.Return(ByLines("r1", 3, 15_00));
+        ReturnResult early = await member.Return(ByLines("r2", 1, 10_00, Now.AddDays(-1)));
+        ReturnResult one = await member.Return(ByLines("r3", 1, 5_00));
+        ReturnResult twoMore = await member.Return(ByLines("r4", 2, 5_00));
+        ReturnResult last = await member.Return(ByLines("r5", 1, 15_00));
+
+        Assert.Equal((LoyaltyError.FailedPrecondition, LoyaltyError.FailedPrecondition), (threeOfTwo.Error, early.Error));
+        Assert.Contains("sku 'mug': 3 returned now and 0 before, of 2 units bought", threeOfTwo.ErrorMessage, StringComparison.Ordinal);
+        Assert.Contains("is before the purchase's occurred_at", early.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(AccrualStatus.Accepted, one.Status);
+        Assert.Contains("1 before, of 2 units bought", twoMore.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(AccrualStatus.Accepted, last.Status);
+        Assert.Equal(entries + 2, await Sql.CountEntriesAsync(fixture.Storage, _program, "m"));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Tier_UpgradesOnTheCrossingPurchase_AndTheNextPurchaseEarnsFaster()
     {
         IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });
