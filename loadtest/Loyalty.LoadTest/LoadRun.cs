@@ -41,6 +41,8 @@ internal sealed class LoadRun(LoadOptions options)
     private double _warmupUsed = options.WarmupSeconds;
     private long _returnsSent;
     private long _returnsAcked;
+    /// <summary>When the last purchase stream ended, and when the last follow-up was answered (Stopwatch ticks).</summary>
+    private long _purchasesEndedAt, _followUpsEndedAt, _startedAt;
     private long _redemptionsSent;
     private long _redemptionsAccepted;
     private long _redemptionsRefused;
@@ -68,17 +70,20 @@ internal sealed class LoadRun(LoadOptions options)
         Log($"{options.Streams} streams, mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
         var clock = Stopwatch.StartNew();
-        _measureFrom = Stopwatch.GetTimestamp() + (long)(options.WarmupSeconds * Stopwatch.Frequency);
+        _startedAt = Stopwatch.GetTimestamp();
+        _measureFrom = _startedAt + (long)(options.WarmupSeconds * Stopwatch.Frequency);
         Task run = RunLoadAsync(channel, clock);
         await ShowProgressAsync(run, clock);
         await run;
-        double seconds = Math.Max(0.001, (Stopwatch.GetTimestamp() - Math.Min(_measureFrom, Stopwatch.GetTimestamp())) / (double)Stopwatch.Frequency);
+        // Purchase throughput covers the purchases only: returns and redemptions still being
+        // answered after the last purchase are reported on their own.
+        double seconds = Math.Max(0.001, Seconds(Math.Min(_measureFrom, _purchasesEndedAt), _purchasesEndedAt));
         LongHistogram measured = Merged(_histograms);
         if (measured.TotalCount == 0)
         {
             // The run ended inside the warm-up: report the whole run rather than nothing.
             Log("the run ended before the warm-up did; the figures cover the whole run");
-            (measured, seconds, _ackedMeasured, _warmupUsed) = (Merged(_allHistograms), clock.Elapsed.TotalSeconds, _acked, 0);
+            (measured, seconds, _ackedMeasured, _warmupUsed) = (Merged(_allHistograms), Math.Max(0.001, Seconds(_startedAt, _purchasesEndedAt)), _acked, 0);
         }
 
         (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(channel) : (true, 0, 0);
@@ -93,9 +98,13 @@ internal sealed class LoadRun(LoadOptions options)
         Task[] followUps = [.. Enumerable.Range(0, FollowUpWorkers).Select(_ => Task.Run(() => FollowUpWorkerAsync(purchases, redemptions)))];
         Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(() => RunStreamAsync(purchases, s, eventsPerStream, clock)))];
         await Task.WhenAll(streams);
+        _purchasesEndedAt = Stopwatch.GetTimestamp();
         _followUps.Writer.Complete();
         await Task.WhenAll(followUps);
+        _followUpsEndedAt = Stopwatch.GetTimestamp();
     }
+
+    private static double Seconds(long from, long to) => (to - from) / (double)Stopwatch.Frequency;
 
     private async Task SetUpAsync(GrpcChannel channel)
     {
@@ -406,6 +415,11 @@ internal sealed class LoadRun(LoadOptions options)
             verify = new { ok = ok && _errors.IsEmpty && _acked == _sent, members_checked = checkedMembers, members_mismatched = mismatched },
             returns = new { sent = _returnsSent, acked = _returnsAcked },
             redemptions = new { sent = _redemptionsSent, accepted = _redemptionsAccepted, refused_for_points = _redemptionsRefused },
+            follow_ups = new
+            {
+                answered_per_s = Math.Round((_returnsAcked + _redemptionsAccepted + _redemptionsRefused) / Math.Max(0.001, Seconds(_startedAt, _followUpsEndedAt)), 1),
+                drained_after_purchases_s = Math.Round(Seconds(_purchasesEndedAt, _followUpsEndedAt), 3),
+            },
             engine = new { spawned = options.Spawn, peak_working_set_mib = peakMiB },
             config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.RedemptionShare, options.Target },
         };

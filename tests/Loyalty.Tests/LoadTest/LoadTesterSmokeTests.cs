@@ -38,6 +38,9 @@ public sealed class LoadTesterSmokeTests
         Assert.True(root.GetProperty("redemptions").GetProperty("accepted").GetInt64() > 100);
         Assert.True(root.GetProperty("throughput_per_s").GetDouble() > 0); // a run shorter than the warm-up still reports
         Assert.True(root.GetProperty("latency_ms").GetProperty("p99").GetDouble() > 0);
+        JsonElement followUps = root.GetProperty("follow_ups");
+        Assert.True(followUps.GetProperty("answered_per_s").GetDouble() > 0);
+        Assert.True(followUps.GetProperty("drained_after_purchases_s").GetDouble() >= 0);
         Assert.Contains("<polyline", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
         Directory.Delete(folder, recursive: true);
     }
