@@ -108,14 +108,12 @@ public sealed partial class MemberGrain
             return reject(LoyaltyError.FailedPrecondition, Closed()!.ErrorMessage!);
         }
 
-        if (_state.FindRecent(txn) is { } prior)
-        {
-            return prior.Fingerprint == fingerprint
-                ? duplicate(txn, prior.Points, prior.Sequence)
-                : reject(LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
-        }
-
-        return null;
+        // Remembered by hash: the same fingerprint is the same request; another fingerprint may be
+        // a hash collision, so the ledger's unique index decides (a real reuse collides there and
+        // is answered from the ledger as ALREADY_EXISTS).
+        return _state.FindRecent(txn) is { } prior && prior.Fingerprint == fingerprint
+            ? duplicate(txn, prior.Points, prior.Sequence)
+            : null;
     }
 
     /// <summary>The answer when the ledger already holds the transaction id: the same request, or another one.</summary>

@@ -34,11 +34,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private readonly ILogger<MemberGrain> _logger;
     private readonly DeepCopier<MemberState> _copier;
     private readonly FaultInjector _faults;
-    /// <summary>
-    /// Keys of changes waiting for their commit. The value is created only when a resend has to
-    /// wait for one, so the common path allocates nothing here.
-    /// </summary>
-    private readonly Dictionary<string, TaskCompletionSource?> _uncommitted = new(StringComparer.Ordinal);
+    /// <summary>The keys of changes waiting for their commit, by hash (see <see cref="InFlightKeys"/>).</summary>
+    private InFlightKeys _uncommitted;
     private string _programId = "";
     private string _memberId = "";
     private MemberState _state = new();
@@ -402,7 +399,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// </summary>
     private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, string key, DueChange? due = null, LedgerEntry? before = null)
     {
-        _uncommitted[key] = null;
+        long keyHash = RecentTransactions.HashOf(key);
+        _uncommitted.Add(keyHash);
         _inFlight++;
         _appliedSinceSnapshot++;
         CommitOutcome outcome;
@@ -422,10 +420,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             LogCommitNotApplied(_programId, _memberId, entry.Sequence, outcome);
         }
 
-        if (_uncommitted.Remove(key, out TaskCompletionSource? waiters))
-        {
-            waiters?.SetResult();
-        }
+        _uncommitted.Remove(keyHash);
         _inFlight--;
         if (_inFlight == 0 && _drained is { } drained)
         {
@@ -447,18 +442,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// </summary>
     private Task? WaitForUncommitted(string key)
     {
-        if (!_uncommitted.TryGetValue(key, out TaskCompletionSource? waiters))
-        {
-            return null;
-        }
-
-        if (waiters is null)
-        {
-            waiters = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _uncommitted[key] = waiters;
-        }
-
-        return waiters.Task;
+        return _uncommitted.WaitFor(RecentTransactions.HashOf(key));
     }
 
     private void MaybeSnapshot()
@@ -494,6 +478,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
         finally
         {
+            // The written copy is not kept: between writes the grain holds one state, not two.
+            _snapshot.State = MemberState.Placeholder;
             _snapshotting = false;
         }
     }
@@ -549,7 +535,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         _snapshotJustRead = false;
         _scheduleKnown = false;
         // A snapshot of another format is not read: the ledger alone rebuilds the member.
-        MemberState state = _snapshot.State.Format == MemberState.CurrentFormat ? _copier.Copy(_snapshot.State) : new MemberState();
+        // The state read is taken over, not copied, so the grain holds one state, not two.
+        MemberState state = _snapshot.State.Format == MemberState.CurrentFormat && !ReferenceEquals(_snapshot.State, MemberState.Placeholder)
+            ? _snapshot.State
+            : new MemberState();
+        _snapshot.State = MemberState.Placeholder;
         state.ReconcileLots();
         IReadOnlyList<LedgerEntry> entries = await _store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
         foreach (LedgerEntry entry in entries)

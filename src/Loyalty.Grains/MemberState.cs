@@ -1,3 +1,5 @@
+using System.Collections.ObjectModel;
+
 namespace Loyalty.Grains;
 
 /// <summary>
@@ -10,13 +12,9 @@ namespace Loyalty.Grains;
 [GenerateSerializer]
 public sealed class MemberState
 {
-    [NonSerialized]
-    private List<RecentTransaction> _recent = [];
-
-    // The hash of each remembered transaction id, in the same order; not stored, rebuilt on
-    // first use (string hashes differ between processes).
-    [NonSerialized]
-    private List<int>? _recentHashes;
+    /// <summary>The newest transactions, to answer resends from memory; changed only through <see cref="Apply"/>.</summary>
+    [Id(41)]
+    private RecentTransactions _recent = new();
 
     /// <summary>The tier every member starts in until the program defines a ladder.</summary>
     public const string DefaultTier = "standard";
@@ -46,25 +44,19 @@ public sealed class MemberState
     [Id(5)] public string? ReferredBy { get; set; }
 
     /// <summary>Whom this member referred, oldest first.</summary>
-    [Id(6)] public List<string> Referrals { get; set; } = [];
+    [Id(6)] private List<string>? _referrals;
+
+    /// <inheritdoc cref="_referrals"/>
+    public IReadOnlyList<string> Referrals => (IReadOnlyList<string>?)_referrals ?? [];
 
     /// <summary>When the member enrolled.</summary>
     [Id(7)] public DateTimeOffset EnrolledAt { get; set; }
 
-    /// <summary>The newest transactions, oldest first, bounded by the grain's option. Changed only through <see cref="Apply"/>.</summary>
-    [Id(8)]
-    public List<RecentTransaction> Recent
-    {
-        get => _recent;
-        set
-        {
-            _recent = value;
-            _recentHashes = null;
-        }
-    }
-
     /// <summary>Earned points not yet spendable, one lot per purchase, in order of availability.</summary>
-    [Id(9)] public List<PendingLot> Pending { get; set; } = [];
+    [Id(9)] private List<PendingLot>? _pending;
+
+    /// <inheritdoc cref="_pending"/>
+    public IReadOnlyList<PendingLot> Pending => (IReadOnlyList<PendingLot>?)_pending ?? [];
 
     /// <summary>When the tier is next reviewed for a downgrade; null in the entry tier.</summary>
     [Id(10)] public DateTimeOffset? TierReviewAt { get; set; }
@@ -79,13 +71,22 @@ public sealed class MemberState
     [Id(13)] public Dictionary<int, long> EarnedByMonth { get; set; } = [];
 
     /// <summary>Points earned per campaign, net of returns, for campaign caps.</summary>
-    [Id(14)] public Dictionary<string, long> CampaignEarned { get; set; } = new(StringComparer.Ordinal);
+    [Id(14)] private Dictionary<string, long>? _campaignEarned;
+
+    /// <inheritdoc cref="_campaignEarned"/>
+    public IReadOnlyDictionary<string, long> CampaignEarned => (IReadOnlyDictionary<string, long>?)_campaignEarned ?? ReadOnlyDictionary<string, long>.Empty;
 
     /// <summary>Purchases with at least one return, by transaction id.</summary>
-    [Id(15)] public Dictionary<string, ReturnProgress> Returns { get; set; } = new(StringComparer.Ordinal);
+    [Id(15)] private Dictionary<string, ReturnProgress>? _returns;
+
+    /// <inheritdoc cref="_returns"/>
+    public IReadOnlyDictionary<string, ReturnProgress> Returns => (IReadOnlyDictionary<string, ReturnProgress>?)_returns ?? ReadOnlyDictionary<string, ReturnProgress>.Empty;
 
     /// <summary>The member's flags, e.g. "storecard".</summary>
-    [Id(16)] public List<string> Flags { get; set; } = [];
+    [Id(16)] private List<string>? _flags;
+
+    /// <inheritdoc cref="_flags"/>
+    public IReadOnlyList<string> Flags => (IReadOnlyList<string>?)_flags ?? [];
 
     /// <summary>Points returns could not take back because the balance was floored at zero.</summary>
     [Id(17)] public Points Shortfall { get; set; }
@@ -101,7 +102,10 @@ public sealed class MemberState
     [Id(19)] public List<PointLot> Lots { get; set; } = [];
 
     /// <summary>Open reservations: points held at a till until committed, cancelled or lapsed.</summary>
-    [Id(20)] public List<Hold> Holds { get; set; } = [];
+    [Id(20)] private List<Hold>? _holds;
+
+    /// <inheritdoc cref="_holds"/>
+    public IReadOnlyList<Hold> Holds => (IReadOnlyList<Hold>?)_holds ?? [];
 
     /// <summary>The newest member activity (enrolment, earn, redeem, reservation), for the inactivity rule.</summary>
     [Id(21)] public DateTimeOffset LastActivityAt { get; set; }
@@ -116,7 +120,10 @@ public sealed class MemberState
     [Id(24)] public Points LifetimeExpired { get; set; }
 
     /// <summary>When each referral in <see cref="Referrals"/> was made (same order), for the referral cap.</summary>
-    [Id(25)] public List<DateTimeOffset> ReferredAt { get; set; } = [];
+    [Id(25)] private List<DateTimeOffset>? _referredAt;
+
+    /// <inheritdoc cref="_referredAt"/>
+    public IReadOnlyList<DateTimeOffset> ReferredAt => (IReadOnlyList<DateTimeOffset>?)_referredAt ?? [];
 
     /// <summary>The purchase that qualified this referred member (and rewarded both sides); null before it.</summary>
     [Id(26)] public string? ReferralQualifiedBy { get; set; }
@@ -128,7 +135,10 @@ public sealed class MemberState
     [Id(28)] public bool ReferralReversed { get; set; }
 
     /// <summary>As a referrer: the reward credited per referred member (0 once reversed).</summary>
-    [Id(29)] public Dictionary<string, long> ReferralRewards { get; set; } = new(StringComparer.Ordinal);
+    [Id(29)] private Dictionary<string, long>? _referralRewards;
+
+    /// <inheritdoc cref="_referralRewards"/>
+    public IReadOnlyDictionary<string, long> ReferralRewards => (IReadOnlyDictionary<string, long>?)_referralRewards ?? ReadOnlyDictionary<string, long>.Empty;
 
     /// <summary>Purchases accepted (earn entries), returned or not.</summary>
     [Id(30)] public long PurchaseCount { get; set; }
@@ -143,7 +153,10 @@ public sealed class MemberState
     [Id(33)] public MergeTransfer? Detached { get; set; }
 
     /// <summary>Duplicate accounts merged into this one.</summary>
-    [Id(34)] public List<string> MergedFrom { get; set; } = [];
+    [Id(34)] private List<string>? _mergedFrom;
+
+    /// <inheritdoc cref="_mergedFrom"/>
+    public IReadOnlyList<string> MergedFrom => (IReadOnlyList<string>?)_mergedFrom ?? [];
 
     /// <summary>Whether the member has profile fields (kept outside the ledger).</summary>
     [Id(35)] public bool HasProfile { get; set; }
@@ -173,8 +186,14 @@ public sealed class MemberState
     /// </summary>
     [Id(40)] public int Format { get; set; }
 
-    /// <summary>The format of snapshots this version writes (2: <see cref="Volume"/> is kept).</summary>
-    public const int CurrentFormat = 2;
+    /// <summary>The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections made on first use).</summary>
+    public const int CurrentFormat = 3;
+
+    /// <summary>
+    /// What a member grain's snapshot slot holds between reads and writes, so that the grain keeps
+    /// one state in memory, not two. Never changed, never written (its format is not current).
+    /// </summary>
+    public static MemberState Placeholder { get; } = new();
 
     /// <summary>Whether the referrer still has to record its reward, or its reversal.</summary>
     public bool ReferralOwed => ReferredBy is not null
@@ -209,7 +228,7 @@ public sealed class MemberState
     }
 
     /// <summary>The open reservation with this id, or null.</summary>
-    public Hold? FindHold(string reservationId) => Holds.Find(h => h.ReservationId == reservationId);
+    public Hold? FindHold(string reservationId) => _holds?.Find(h => h.ReservationId == reservationId);
 
     /// <summary>Points earned and not yet spendable.</summary>
     public Points PendingTotal
@@ -229,17 +248,22 @@ public sealed class MemberState
     /// <summary>Moves every pending lot available by <paramref name="now"/> into the balance.</summary>
     public void Mature(DateTimeOffset now)
     {
-        int matured = 0;
-        while (matured < Pending.Count && Pending[matured].AvailableAt <= now)
+        if (_pending is not { Count: > 0 } pending)
         {
-            PendingLot lot = Pending[matured];
+            return;
+        }
+
+        int matured = 0;
+        while (matured < pending.Count && pending[matured].AvailableAt <= now)
+        {
+            PendingLot lot = pending[matured];
             Credit(lot.Points, lot.TransactionId, lot.ExpiresAt);
             matured++;
         }
 
         if (matured > 0)
         {
-            Pending.RemoveRange(0, matured);
+            pending.RemoveRange(0, matured);
         }
     }
 
@@ -280,7 +304,7 @@ public sealed class MemberState
                 break;
             case LedgerEntryKind.Reserve:
                 EntryDetails reserve = entry.Details ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
-                Holds.Add(new Hold
+                (_holds ??= []).Add(new Hold
                 {
                     ReservationId = entry.TransactionId!, Points = new Points(reserve.HeldPoints), LapsesAt = reserve.LapsesAt ?? entry.RecordedAt,
                     RewardId = reserve.RewardId ?? "", Quantity = reserve.Quantity,
@@ -288,7 +312,7 @@ public sealed class MemberState
                 LastActivityAt = entry.RecordedAt;
                 break;
             case LedgerEntryKind.ReservationEnd when entry.Reference is not null:
-                Holds.RemoveAll(h => h.ReservationId == entry.Reference);
+                _holds?.RemoveAll(h => h.ReservationId == entry.Reference);
                 break;
             case LedgerEntryKind.Expire:
                 Debit(-entry.Points, entry.Details?.Lots);
@@ -298,11 +322,11 @@ public sealed class MemberState
                 ApplyWarning(entry.Details);
                 break;
             case LedgerEntryKind.Flags:
-                Flags = [.. entry.Details?.Flags ?? []];
+                _flags = entry.Details?.Flags is { Count: > 0 } flags ? [.. flags] : null;
                 break;
             case LedgerEntryKind.ReferralLink when entry.Reference is not null && !Referrals.Contains(entry.Reference):
-                Referrals.Add(entry.Reference);
-                ReferredAt.Add(entry.RecordedAt);
+                (_referrals ??= []).Add(entry.Reference);
+                (_referredAt ??= []).Add(entry.RecordedAt);
                 break;
             case LedgerEntryKind.Referred:
                 ReferredBy = entry.Reference;
@@ -320,7 +344,7 @@ public sealed class MemberState
             case LedgerEntryKind.Erase:
                 Erased = true;
                 HasProfile = false;
-                Flags = [];
+                _flags = null;
                 break;
             case LedgerEntryKind.MergedAway:
                 ApplyMergedAway(entry);
@@ -329,10 +353,10 @@ public sealed class MemberState
                 ApplyMergedIn(entry);
                 break;
             case LedgerEntryKind.Repointed when entry.Details?.ReplacedMember is { } replaced && entry.Reference is { } survivor:
-                int at = Referrals.IndexOf(replaced);
+                int at = _referrals?.IndexOf(replaced) ?? -1;
                 if (at >= 0)
                 {
-                    Referrals[at] = survivor;
+                    _referrals![at] = survivor;
                 }
 
                 ReferredBy = ReferredBy == replaced ? survivor : ReferredBy;
@@ -341,7 +365,7 @@ public sealed class MemberState
 
         if (entry.TransactionId is not null)
         {
-            Remember(new RecentTransaction(entry.TransactionId, entry.Fingerprint, entry.Points, entry.Sequence), recentMax);
+            _recent.Add(entry.TransactionId, entry.Fingerprint, entry.Points, entry.Sequence, recentMax);
         }
     }
 
@@ -472,37 +496,14 @@ public sealed class MemberState
         }
     }
 
-    /// <summary>The remembered transaction with this id, or null.</summary>
-    public RecentTransaction? FindRecent(string transactionId)
-    {
-        // Every purchase asks this; comparing hashes kept in one array first touches a
-        // remembered id (a separate object) only when it is likely the one.
-        List<int> hashes = RecentHashes();
-        int hash = transactionId.GetHashCode();
-        for (int i = 0; i < hashes.Count; i++)
-        {
-            if (hashes[i] == hash && _recent[i].TransactionId == transactionId)
-            {
-                return _recent[i];
-            }
-        }
+    /// <summary>
+    /// The remembered transaction whose id hashes like this one, or null; see
+    /// <see cref="RecentTransactions"/> for what a match means.
+    /// </summary>
+    public Remembered? FindRecent(string transactionId) => _recent.Find(transactionId);
 
-        return null;
-    }
-
-    private List<int> RecentHashes()
-    {
-        if (_recentHashes is null)
-        {
-            _recentHashes = new List<int>(_recent.Count + 1);
-            foreach (RecentTransaction t in _recent)
-            {
-                _recentHashes.Add(t.TransactionId.GetHashCode());
-            }
-        }
-
-        return _recentHashes;
-    }
+    /// <summary>How many transactions are remembered.</summary>
+    public int RecentCount => _recent.Count;
 
     /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
     public (long Points, long Spend) QualifyingAt(DateTimeOffset at, int windowDays)
@@ -524,7 +525,7 @@ public sealed class MemberState
     }
 
     /// <summary>The pending lot of a purchase, or null once it is spendable (or fully reversed).</summary>
-    public PendingLot? FindPending(string transactionId) => Pending.Find(l => l.TransactionId == transactionId);
+    public PendingLot? FindPending(string transactionId) => _pending?.Find(l => l.TransactionId == transactionId);
 
     /// <summary>The member as queries see it; <paramref name="tier"/> is the tier after any review due now.</summary>
     public MemberView ToView(string programId, string memberId, string tier, DateTimeOffset? reviewAt, long qualifying, IReadOnlyList<string> perks) =>
@@ -577,7 +578,8 @@ public sealed class MemberState
         {
             if (c.Kind == ComponentKind.Campaign)
             {
-                CampaignEarned[c.Code] = checked(CampaignEarned.GetValueOrDefault(c.Code) + c.Points);
+                Dictionary<string, long> campaigns = _campaignEarned ??= new(StringComparer.Ordinal);
+                campaigns[c.Code] = checked(campaigns.GetValueOrDefault(c.Code) + c.Points);
             }
 
             referral |= c.Kind == ComponentKind.Referral;
@@ -599,7 +601,7 @@ public sealed class MemberState
             lot.Points -= new Points(details.PendingReversed);
             if (lot.Points.Value <= 0)
             {
-                Pending.Remove(lot);
+                _pending!.Remove(lot);
             }
         }
 
@@ -631,9 +633,9 @@ public sealed class MemberState
         AddCapped(EarnedByMonth, details.EarnMonth, -reversed, CapMonthsKept, createMissing: false);
         foreach (BreakdownComponent c in details.Components)
         {
-            if (c.Kind == ComponentKind.Campaign && CampaignEarned.TryGetValue(c.Code, out long earned))
+            if (c.Kind == ComponentKind.Campaign && _campaignEarned is { } campaigns && campaigns.TryGetValue(c.Code, out long earned))
             {
-                CampaignEarned[c.Code] = checked(earned - c.Points);
+                campaigns[c.Code] = checked(earned - c.Points);
             }
         }
     }
@@ -645,7 +647,7 @@ public sealed class MemberState
         LastActivityAt = entry.RecordedAt;
         if (entry.Reference is { } reservation)
         {
-            Holds.RemoveAll(h => h.ReservationId == reservation);
+            _holds?.RemoveAll(h => h.ReservationId == reservation);
         }
     }
 
@@ -656,14 +658,14 @@ public sealed class MemberState
         {
             Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
             LifetimeEarned += entry.Points;
-            ReferralRewards[referred] = entry.Points.Value;
+            (_referralRewards ??= new(StringComparer.Ordinal))[referred] = entry.Points.Value;
             return;
         }
 
         Debit(-entry.Points, entry.Details?.Lots);
         Shortfall += new Points(entry.Details?.Shortfall ?? 0);
         LifetimeReversed += new Points(checked(-entry.Points.Value + (entry.Details?.Shortfall ?? 0)));
-        ReferralRewards[referred] = 0;
+        (_referralRewards ??= new(StringComparer.Ordinal))[referred] = 0;
     }
 
     /// <summary>The hand-over of a merge, from this member's state (mature its pending lots first).</summary>
@@ -686,8 +688,8 @@ public sealed class MemberState
         Detached = entry.Details?.Merge;
         Balance = Points.Zero;
         Lots.Clear();
-        Pending.Clear();
-        Holds.Clear();
+        _pending = null;
+        _holds = null;
     }
 
     private void ApplyMergedIn(LedgerEntry entry)
@@ -710,13 +712,13 @@ public sealed class MemberState
 
         foreach (string referred in t.Referrals.Where(r => !Referrals.Contains(r)))
         {
-            Referrals.Add(referred);
-            ReferredAt.Add(entry.RecordedAt);
+            (_referrals ??= []).Add(referred);
+            (_referredAt ??= []).Add(entry.RecordedAt);
         }
 
         foreach (ReturnedSoFar r in t.Returns)
         {
-            Returns[r.TransactionId] = new ReturnProgress
+            (_returns ??= new(StringComparer.Ordinal))[r.TransactionId] = new ReturnProgress
             {
                 ByLines = r.ByLines, AmountReturnedMinor = r.AmountReturnedMinor,
                 SkuReturnedMinor = new Dictionary<string, long>(r.SkuReturnedMinor, StringComparer.Ordinal), Reversed = [.. r.Reversed],
@@ -739,10 +741,11 @@ public sealed class MemberState
 
         foreach ((string referred, long points) in t.ReferralRewards ?? new Dictionary<string, long>())
         {
-            ReferralRewards.TryAdd(referred, points);
+            (_referralRewards ??= new(StringComparer.Ordinal)).TryAdd(referred, points);
         }
 
-        MergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !MergedFrom.Contains(m)));
+        List<string> mergedFrom = _mergedFrom ??= [];
+        mergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !mergedFrom.Contains(m)));
 
         Tier = entry.Details.TierAfter ?? Tier;
         TierReviewAt = entry.Details.TierAfter is null ? TierReviewAt : entry.Details.TierReviewAt;
@@ -752,7 +755,7 @@ public sealed class MemberState
         LifetimeReversed += new Points(t.LifetimeReversed);
         PurchaseCount = checked(PurchaseCount + t.PurchaseCount);
         LastActivityAt = t.LastActivityAt > LastActivityAt ? t.LastActivityAt : LastActivityAt;
-        MergedFrom.Add(t.MemberId);
+        mergedFrom.Add(t.MemberId);
     }
 
     private void ApplyWarning(EntryDetails? details)
@@ -782,10 +785,11 @@ public sealed class MemberState
 
     private void RecordProgress(string original, EntryDetails details)
     {
-        if (!Returns.TryGetValue(original, out ReturnProgress? progress))
+        Dictionary<string, ReturnProgress> returns = _returns ??= new(StringComparer.Ordinal);
+        if (!returns.TryGetValue(original, out ReturnProgress? progress))
         {
             progress = new ReturnProgress { ByLines = details.Lines is not null, Reversed = new long[details.Components.Count] };
-            Returns[original] = progress;
+            returns[original] = progress;
         }
 
         progress.AmountReturnedMinor = checked(progress.AmountReturnedMinor + details.ReturnedAmountMinor);
@@ -807,13 +811,14 @@ public sealed class MemberState
     private void AddPending(PendingLot lot)
     {
         // Lots usually arrive in order of availability; keep the list sorted for Mature.
-        int at = Pending.Count;
-        while (at > 0 && Pending[at - 1].AvailableAt > lot.AvailableAt)
+        List<PendingLot> pending = _pending ??= [];
+        int at = pending.Count;
+        while (at > 0 && pending[at - 1].AvailableAt > lot.AvailableAt)
         {
             at--;
         }
 
-        Pending.Insert(at, lot);
+        pending.Insert(at, lot);
     }
 
     private void AddQualifying(int day, long points, long spend, bool createMissing = true)
@@ -864,18 +869,6 @@ public sealed class MemberState
             {
                 buckets.Remove(old);
             }
-        }
-    }
-
-    private void Remember(RecentTransaction transaction, int recentMax)
-    {
-        List<int> hashes = RecentHashes();
-        _recent.Add(transaction);
-        hashes.Add(transaction.TransactionId.GetHashCode());
-        if (_recent.Count > recentMax)
-        {
-            hashes.RemoveRange(0, _recent.Count - recentMax);
-            _recent.RemoveRange(0, _recent.Count - recentMax);
         }
     }
 }
@@ -947,11 +940,3 @@ public sealed class QualifyingDay
     /// <summary>Money spent that day in minor units, net of returns since.</summary>
     [Id(2)] public long Spend { get; set; }
 }
-
-/// <summary>A transaction the member grain remembers, to answer a resend without the database.</summary>
-[GenerateSerializer, Immutable]
-public sealed record RecentTransaction(
-    [property: Id(0)] string TransactionId,
-    [property: Id(1)] long Fingerprint,
-    [property: Id(2)] Points Points,
-    [property: Id(3)] long Sequence);

@@ -14,27 +14,49 @@ public sealed class MemberStateRecentTests
         var state = new MemberState();
         for (int i = 1; i <= RecentMax + 4; i++)
         {
-            state.Apply(Entries.Earn("p", "m", i, 10, $"t{i}"), RecentMax);
+            state.Apply(Adjustment(i), RecentMax);
         }
 
+        Assert.Equal(RecentMax, state.RecentCount);
         Assert.All(Enumerable.Range(1, 4), i => Assert.Null(state.FindRecent($"t{i}")));
-        Assert.All(Enumerable.Range(5, RecentMax), i => Assert.Equal(i, state.FindRecent($"t{i}")!.Sequence));
+        Assert.All(Enumerable.Range(5, RecentMax), i => Assert.Equal(i, state.FindRecent($"t{i}")!.Value.Sequence));
         Assert.Null(state.FindRecent("t999"));
     }
 
     [Fact]
-    public void FindRecent_AfterTheListIsReplaced_AsByARestoredSnapshot_SearchesTheNewList()
+    public void FindRecent_AfterASnapshotRoundTrip_AndASmallerLimit_KeepsTheNewest()
     {
         var state = new MemberState();
-        state.Apply(Entries.Earn("p", "m", 1, 10, "old"), RecentMax);
-        Assert.NotNull(state.FindRecent("old"));
+        for (int i = 1; i <= 10; i++)
+        {
+            state.Apply(Adjustment(i), RecentMax);
+        }
 
-        state.Recent = [new RecentTransaction("restored", 7, new Points(5), 9)];
+        MemberState restored = Snapshots.RoundTrip(state);
+        restored.Apply(Adjustment(11), 4);
 
-        Assert.Null(state.FindRecent("old"));
-        Assert.Equal(9, state.FindRecent("restored")!.Sequence);
-        state.Apply(Entries.Earn("p", "m", 10, 10, "next"), RecentMax);
-        Assert.Equal(10, state.FindRecent("next")!.Sequence);
-        Assert.Equal(9, state.FindRecent("restored")!.Sequence);
+        Assert.Equal(4, restored.RecentCount);
+        Assert.All(Enumerable.Range(8, 4), i => Assert.Equal(i, restored.FindRecent($"t{i}")!.Value.Sequence));
+        Assert.Null(restored.FindRecent("t7"));
+        Assert.Equal(new Points(3), restored.FindRecent("t11")!.Value.Points);
     }
+
+    [Fact]
+    public void RememberingATransaction_AllocatesNothing_OnceTheRingExists()
+    {
+        LedgerEntry[] entries = [.. Enumerable.Range(2, 200).Select(Adjustment)];
+        var recent = new RecentTransactions();
+        recent.Add("warm", 1, new Points(1), 1, RecentMax);
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        foreach (LedgerEntry e in entries)
+        {
+            recent.Add(e.TransactionId!, e.Fingerprint, e.Points, e.Sequence, RecentMax);
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    private static LedgerEntry Adjustment(int i) =>
+        new("p", "m", i, LedgerEntryKind.Adjust, new Points(3), $"t{i}", i, null, 0, null, "test", null, DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch);
 }
