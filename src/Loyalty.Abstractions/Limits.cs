@@ -42,6 +42,9 @@ public static class Limits
     /// <summary>Most members one member may have referred (bounds the in-memory referral list).</summary>
     public const int ReferralsPerMemberMax = 10_000;
 
+    /// <summary>Most duplicate accounts one member may absorb (directly or through its duplicates): bounds its merge history.</summary>
+    public const int MergesPerMemberMax = 100;
+
     /// <summary>Longest pending (return) period, in days.</summary>
     public const int PendingDaysMax = 365;
 

@@ -168,6 +168,15 @@ public sealed partial class MemberGrain
         MergeTransfer? transfer = null;
         if (!_state.MergedFrom.Contains(duplicateId))
         {
+            // Checked before the duplicate lets go, so a refusal strands nothing; the desk runs one
+            // merge at a time, so the counts cannot change before the merge is recorded.
+            int mergesAfter = _state.MergedFrom.Count + 1 + ((await ReferrerGrain(duplicateId).Get())?.MergedFrom?.Count ?? 0);
+            if (mergesAfter > Limits.MergesPerMemberMax)
+            {
+                return MemberResult.Reject(LoyaltyError.FailedPrecondition,
+                    $"member '{_memberId}' would hold the histories of {mergesAfter} merged accounts, more than the {Limits.MergesPerMemberMax} one member may");
+            }
+
             // The duplicate lets go first: its points leave it before they arrive here, so they never
             // exist twice. If this member fails after that, asking again fetches the same transfer.
             (MergeTransfer? t, LoyaltyError detachError, string? message) = await ReferrerGrain(duplicateId).Detach(_memberId);

@@ -367,6 +367,41 @@ public sealed class MemberState
         {
             _recent.Add(entry.TransactionId, entry.Fingerprint, entry.Points, entry.Sequence, recentMax);
         }
+
+        AssertInvariants(entry);
+    }
+
+    /// <summary>
+    /// What every apply must leave true: the lots hold exactly the positive balance, soonest
+    /// expiry first; pending lots are in order of availability; bounded lists stay in bounds. A
+    /// breach is a bug; it throws, and the member grain (which marks its state invalid while an
+    /// entry applies) rebuilds the member from its ledger instead of serving a broken state.
+    /// </summary>
+    private void AssertInvariants(LedgerEntry entry)
+    {
+        long inLots = 0;
+        for (int i = 0; i < Lots.Count; i++)
+        {
+            inLots += Lots[i].Points.Value;
+            if (Lots[i].Points.Value <= 0 || (i > 0 && Later(Lots[i - 1].ExpiresAt, Lots[i].ExpiresAt)))
+            {
+                throw new InvalidOperationException($"After entry {entry.Sequence}: lot {i} is empty or out of expiry order.");
+            }
+        }
+
+        for (int i = 1; i < Pending.Count; i++)
+        {
+            if (Pending[i - 1].AvailableAt > Pending[i].AvailableAt)
+            {
+                throw new InvalidOperationException($"After entry {entry.Sequence}: pending lots are out of order.");
+            }
+        }
+
+        if (inLots != Math.Max(0, Balance.Value) || Referrals.Count > Limits.ReferralsPerMemberMax || MergedFrom.Count > Limits.MergesPerMemberMax)
+        {
+            throw new InvalidOperationException(
+                $"After entry {entry.Sequence}: lots hold {inLots} for a balance of {Balance.Value}, or a bounded list ({Referrals.Count} referrals, {MergedFrom.Count} merges) is over its limit.");
+        }
     }
 
     /// <summary>

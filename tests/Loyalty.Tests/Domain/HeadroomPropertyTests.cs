@@ -76,6 +76,18 @@ public sealed class HeadroomPropertyTests
         Assert.Throws<InvalidOperationException>(() => Headroom.Refuse(state, Entry(2, LedgerEntryKind.Adjust, 5, 0, null), Entry(4, LedgerEntryKind.Adjust, 5, 0, null)));
     }
 
+    [Fact]
+    public void Apply_OfAnEntryThatBreaksTheLots_Throws_ForTheGrainToRebuild()
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 100, 0, null), 8);
+
+        // A redemption whose plan takes from no lot: the balance would drop below what the lots hold.
+        LedgerEntry broken = Entry(2, LedgerEntryKind.Redeem, -10, 0, new EntryDetails { Lots = [] });
+
+        Assert.Contains("lots hold 100 for a balance of 90", Assert.Throws<InvalidOperationException>(() => state.Apply(broken, 8)).Message, StringComparison.Ordinal);
+    }
+
     private static LedgerEntry NextEntry(Random random, MemberState state, int step)
     {
         long sequence = state.Sequence + 1;

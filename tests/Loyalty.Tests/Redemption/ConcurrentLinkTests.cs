@@ -183,6 +183,26 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
         Assert.DoesNotContain("cap", byErased.ErrorMessage + byMerged.ErrorMessage, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Merges_BeyondTheLimit_AreRefusedBeforeTheDuplicateLetsGo()
+    {
+        await PutAsync();
+        string[] duplicates = [.. Enumerable.Range(0, Limits.MergesPerMemberMax + 1).Select(i => $"d{i}")];
+        await EnrolAllAsync(["keeper", .. duplicates]);
+        await Member(duplicates[^1]).Accrue(Buy(duplicates[^1], "p-last"));
+        foreach (string d in duplicates[..^1])
+        {
+            Assert.Equal(LoyaltyError.None, (await Member("keeper").MergeFrom(d, "duplicate")).Error);
+        }
+
+        MemberResult refused = await Member("keeper").MergeFrom(duplicates[^1], "duplicate");
+        MemberView last = (await Member(duplicates[^1]).Get())!;
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+        Assert.Contains($"more than the {Limits.MergesPerMemberMax} one member may", refused.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal((null, 20L), (last.MergedInto, last.Balance.Value));
+    }
+
     private async Task AssertNoCycleAndLinksMirroredAsync(string[] members)
     {
         Dictionary<string, MemberView> views = (await Task.WhenAll(members.Select(async m => (await Member(m).Get())!)))
