@@ -2,18 +2,37 @@ using System.Runtime.CompilerServices;
 
 namespace Loyalty.Grains;
 
+/// <summary>What a member has already earned, as the earn caps read it.</summary>
+public interface IEarnHistory
+{
+    /// <summary>Points the member already has from a campaign, by campaign id.</summary>
+    long CampaignEarned(string campaignId);
+
+    /// <summary>Points the member already earned on a program-local day (DayNumber).</summary>
+    long EarnedOnDay(int day);
+
+    /// <summary>Points the member already earned in a program-local month (year * 12 + month - 1).</summary>
+    long EarnedInMonth(int month);
+}
+
 /// <summary>What the earn rules need to know about the member at the moment of a purchase.</summary>
 /// <param name="Tier">The member's tier (after any review that was due).</param>
 /// <param name="Flags">The member's flags.</param>
-/// <param name="CampaignEarned">Points the member already has from a campaign, by campaign id.</param>
-/// <param name="EarnedOnDay">Points the member already earned on a program-local day (DayNumber).</param>
-/// <param name="EarnedInMonth">Points the member already earned in a program-local month (year * 12 + month - 1).</param>
+/// <param name="History">What the member already earned (the member's state itself: no delegate per member).</param>
 public sealed record EarnContext(
     TierDefinition Tier,
     IReadOnlyCollection<string> Flags,
-    Func<string, long> CampaignEarned,
-    Func<int, long> EarnedOnDay,
-    Func<int, long> EarnedInMonth);
+    IEarnHistory History)
+{
+    /// <inheritdoc cref="IEarnHistory.CampaignEarned"/>
+    public long CampaignEarned(string campaignId) => History.CampaignEarned(campaignId);
+
+    /// <inheritdoc cref="IEarnHistory.EarnedOnDay"/>
+    public long EarnedOnDay(int day) => History.EarnedOnDay(day);
+
+    /// <inheritdoc cref="IEarnHistory.EarnedInMonth"/>
+    public long EarnedInMonth(int month) => History.EarnedInMonth(month);
+}
 
 /// <summary>The points a purchase earns and why.</summary>
 /// <param name="Total">The points earned.</param>

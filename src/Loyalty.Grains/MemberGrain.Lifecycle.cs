@@ -276,7 +276,7 @@ public sealed partial class MemberGrain
         }
 
         TierLadder ladder = program.Settings.Ladder;
-        (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
+        (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         MergeTransfer transfer = _state.TransferOf(_memberId, ladder.Tiers[tier].Name, reviewAt);
         entry = NewEntry(LedgerEntryKind.MergedAway, -(_state.Balance + _state.PendingTotal), null, 0, now, program) with
         {
@@ -304,7 +304,7 @@ public sealed partial class MemberGrain
 
         // The higher of the two tiers is kept, with its own review date.
         TierLadder ladder = program.Settings.Ladder;
-        (int mine, DateTimeOffset? myReview) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
+        (int mine, DateTimeOffset? myReview) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         int theirs = ladder.IndexOf(transfer.Tier);
         bool takeTheirs = theirs > mine;
         long pending = transfer.Pending.Sum(p => p.Points);

@@ -132,7 +132,7 @@ public sealed partial class MemberGrain
         }
 
         TierLadder ladder = program.Settings.Ladder;
-        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
+        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         if (reward.Refusal(now, ladder.Tiers[tier].Name) is { } refusal)
         {
             return (LoyaltyError.FailedPrecondition, refusal);

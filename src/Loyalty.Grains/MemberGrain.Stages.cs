@@ -147,23 +147,16 @@ public sealed partial class MemberGrain
         new(_programId, _memberId, checked(_state.Sequence + 1), kind, points, txn, fingerprint,
             null, 0, null, null, null, now, now, program.Version);
 
-    /// <summary>The qualifying total (points or spend, by the ladder's basis) of the window ending at <paramref name="at"/>.</summary>
-    private long Qualifying(TierLadder ladder, DateTimeOffset at)
-    {
-        (long points, long spend) = _state.QualifyingAt(at, ladder.WindowDays);
-        return ladder.Basis == TierBasis.Points ? points : spend;
-    }
-
     /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>
     private MemberView View(ProgramConfig? program)
     {
         DateTimeOffset now = _clock.GetUtcNow();
         _state.Mature(now);
         TierLadder ladder = program?.Settings.Ladder ?? TierLadder.Default;
-        (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _qualifyingAt, now);
+        (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         TierDefinition tier = ladder.Tiers[index];
         ExpiryPolicy policy = program?.Settings.ExpiryRules ?? new ExpiryPolicy(ExpiryMode.None, 0);
-        return _state.ToView(_programId, _memberId, tier.Name, reviewAt, Qualifying(ladder, now), tier.Perks) with
+        return _state.ToView(_programId, _memberId, tier.Name, reviewAt, ((IQualifying)_state).QualifyingAt(ladder, now), tier.Perks) with
         {
             Held = _state.HeldAt(now),
             LifetimeRedeemed = _state.LifetimeRedeemed,

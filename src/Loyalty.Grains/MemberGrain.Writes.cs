@@ -373,12 +373,12 @@ public sealed partial class MemberGrain
 
         TierLadder ladder = settings.Ladder;
         int indexBefore = ladder.IndexOf(_state.Tier);
-        (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, _state.TierReviewAt, ladder, _qualifyingAt, now);
+        (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, _state.TierReviewAt, ladder, _state, now);
         EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], _state.Flags, _campaignEarned, _earnedOnDay, _earnedInMonth)), purchase, settings);
+            ladder.Tiers[reviewed], _state.Flags, _state)), purchase, settings);
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
-        int after = Tiering.Upgrade(reviewed, ladder, _qualifyingAt, now,
+        int after = Tiering.Upgrade(reviewed, ladder, _state, now,
             ladder.Basis == TierBasis.Points ? earn.Total.Value : purchase.Amount.AmountMinor);
         if (after > reviewed)
         {

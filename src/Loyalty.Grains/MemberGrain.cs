@@ -56,11 +56,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private bool _scheduleKnown;
     private DateTimeOffset? _scheduledDue;
 
-    // The member's counters as the earn rules read them; made once per activation, not per purchase.
-    private readonly Func<string, long> _campaignEarned;
-    private readonly Func<int, long> _earnedOnDay;
-    private readonly Func<int, long> _earnedInMonth;
-    private readonly Func<TierLadder, DateTimeOffset, long> _qualifyingAt;
 
     /// <summary>Creates the grain; Orleans supplies the dependencies.</summary>
     public MemberGrain(
@@ -76,10 +71,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         _copier = copier;
         _faults = faults;
-        _campaignEarned = id => _state.CampaignEarned.GetValueOrDefault(id);
-        _earnedOnDay = day => _state.EarnedByDay.GetValueOrDefault(day);
-        _earnedInMonth = month => _state.EarnedByMonth.GetValueOrDefault(month);
-        _qualifyingAt = Qualifying;
         _snapshot = snapshot;
         _ledger = ledger;
         _store = store;

@@ -10,7 +10,7 @@ namespace Loyalty.Grains;
 /// decision the rules made is recorded in the entry's details.
 /// </summary>
 [GenerateSerializer]
-public sealed class MemberState
+public sealed class MemberState : IEarnHistory, IQualifying
 {
     /// <summary>The newest transactions, to answer resends from memory; changed only through <see cref="Apply"/>.</summary>
     [Id(41)]
@@ -539,6 +539,22 @@ public sealed class MemberState
 
     /// <summary>How many transactions are remembered.</summary>
     public int RecentCount => _recent.Count;
+
+    /// <inheritdoc />
+    long IEarnHistory.CampaignEarned(string campaignId) => _campaignEarned?.GetValueOrDefault(campaignId) ?? 0;
+
+    /// <inheritdoc />
+    long IEarnHistory.EarnedOnDay(int day) => EarnedByDay.GetValueOrDefault(day);
+
+    /// <inheritdoc />
+    long IEarnHistory.EarnedInMonth(int month) => EarnedByMonth.GetValueOrDefault(month);
+
+    /// <inheritdoc />
+    long IQualifying.QualifyingAt(TierLadder ladder, DateTimeOffset at)
+    {
+        (long points, long spend) = QualifyingAt(at, ladder.WindowDays);
+        return ladder.Basis == TierBasis.Points ? points : spend;
+    }
 
     /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
     public (long Points, long Spend) QualifyingAt(DateTimeOffset at, int windowDays)

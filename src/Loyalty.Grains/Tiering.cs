@@ -1,5 +1,12 @@
 namespace Loyalty.Grains;
 
+/// <summary>The qualifying total of a member: what its tier is judged on.</summary>
+public interface IQualifying
+{
+    /// <summary>The qualifying total (points or spend, as the ladder says) of the ladder's window ending at <paramref name="at"/>.</summary>
+    long QualifyingAt(TierLadder ladder, DateTimeOffset at);
+}
+
 /// <summary>
 /// Tier moves. Up: on the event that brings the qualifying total of the rolling window to a
 /// higher threshold, straight to the highest tier reached; the tier is then held for one window.
@@ -15,9 +22,9 @@ public static class Tiering
     /// <param name="index">The member's tier index now.</param>
     /// <param name="reviewAt">When the member's tier is next reviewed; null for the entry tier.</param>
     /// <param name="ladder">The program's ladder.</param>
-    /// <param name="qualifyingAt">The qualifying total of the ladder's window ending at the given time.</param>
+    /// <param name="member">The member's qualifying totals.</param>
     /// <param name="now">The time of the event.</param>
-    public static (int Index, DateTimeOffset? ReviewAt) Review(int index, DateTimeOffset? reviewAt, TierLadder ladder, Func<TierLadder, DateTimeOffset, long> qualifyingAt, DateTimeOffset now)
+    public static (int Index, DateTimeOffset? ReviewAt) Review(int index, DateTimeOffset? reviewAt, TierLadder ladder, IQualifying member, DateTimeOffset now)
     {
         for (int step = 0; step < ReviewStepsMax && index > 0 && reviewAt is { } due; step++)
         {
@@ -27,7 +34,7 @@ public static class Tiering
                 break;
             }
 
-            if (qualifyingAt(ladder, at) < ladder.Tiers[index].Threshold)
+            if (member.QualifyingAt(ladder, at) < ladder.Tiers[index].Threshold)
             {
                 index--;
             }
@@ -43,14 +50,14 @@ public static class Tiering
     /// <paramref name="now"/>: the highest tier reached, never below <paramref name="index"/>. The
     /// window is only summed when there is a tier above to reach.
     /// </summary>
-    public static int Upgrade(int index, TierLadder ladder, Func<TierLadder, DateTimeOffset, long> qualifyingAt, DateTimeOffset now, long adding)
+    public static int Upgrade(int index, TierLadder ladder, IQualifying member, DateTimeOffset now, long adding)
     {
         if (index >= ladder.Tiers.Count - 1)
         {
             return index;
         }
 
-        return Math.Max(index, Reached(ladder, checked(qualifyingAt(ladder, now) + adding)));
+        return Math.Max(index, Reached(ladder, checked(member.QualifyingAt(ladder, now) + adding)));
     }
 
     /// <summary>The highest tier whose threshold <paramref name="qualifying"/> reaches.</summary>

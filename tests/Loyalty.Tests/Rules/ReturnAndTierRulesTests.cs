@@ -160,7 +160,7 @@ public sealed class ReturnAndTierRulesTests
         DateTimeOffset upgradedAt = Wednesday;
         DateTimeOffset? reviewAt = tier == 0 ? null : upgradedAt.AddDays(365);
 
-        (int index, _) = Tiering.Review(tier, reviewAt, Ladder, (_, _) => qualifying, upgradedAt.AddDays(daysLater));
+        (int index, _) = Tiering.Review(tier, reviewAt, Ladder, RuleBuilders.Qualifying(qualifying), upgradedAt.AddDays(daysLater));
 
         Assert.True(expected == index, $"{rule}: got {index}");
     }

@@ -23,7 +23,24 @@ public static class RuleBuilders
 
     public static EarnContext Member(string tier = "standard", int tierMultiplierBp = Multipliers.One, string[]? flags = null,
         long campaignEarned = 0, long earnedToday = 0, long earnedThisMonth = 0) =>
-        new(new TierDefinition(tier, 0, tierMultiplierBp, []), flags ?? [], _ => campaignEarned, _ => earnedToday, _ => earnedThisMonth);
+        new(new TierDefinition(tier, 0, tierMultiplierBp, []), flags ?? [], new History(campaignEarned, earnedToday, earnedThisMonth));
+
+    /// <summary>A qualifying total that is the same whatever the window.</summary>
+    public static IQualifying Qualifying(long total) => new FixedQualifying(total);
+
+    private sealed record History(long Campaign, long Today, long ThisMonth) : IEarnHistory
+    {
+        public long CampaignEarned(string campaignId) => Campaign;
+
+        public long EarnedOnDay(int day) => Today;
+
+        public long EarnedInMonth(int month) => ThisMonth;
+    }
+
+    private sealed record FixedQualifying(long Total) : IQualifying
+    {
+        public long QualifyingAt(TierLadder ladder, DateTimeOffset at) => Total;
+    }
 
     public static string Describe(EarnResult earn) =>
         string.Join(" ", earn.Components.Select(c => $"{c.Code}={c.Points}")) + $" total={earn.Total.Value}";
