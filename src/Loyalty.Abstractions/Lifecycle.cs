@@ -55,7 +55,7 @@ public sealed record ReturnedSoFar(
     [property: Id(2)] long AmountReturnedMinor,
     [property: Id(3)] IReadOnlyDictionary<string, long> SkuReturnedMinor,
     [property: Id(4)] IReadOnlyList<long> Reversed,
-    [property: Id(5)] IReadOnlyDictionary<string, int>? SkuReturnedQuantity = null);
+    [property: Id(5)] IReadOnlyDictionary<string, long>? SkuReturnedQuantity = null);
 
 /// <summary>A member's personal fields (name, e-mail, …): kept apart from the ledger, and deleted on erasure.</summary>
 public static class Profiles

@@ -120,7 +120,7 @@ public static class Headroom
                 sum = Add(sum, amount);
             }
 
-            foreach (long quantity in r.SkuReturnedQuantity?.Values ?? (IEnumerable<int>)[])
+            foreach (long quantity in r.SkuReturnedQuantity?.Values ?? (IEnumerable<long>)[])
             {
                 sum = Add(sum, quantity);
             }

@@ -168,13 +168,9 @@ public sealed partial class MemberGrain
         MergeTransfer? transfer = null;
         if (!_state.MergedFrom.Contains(duplicateId))
         {
-            // Checked before the duplicate lets go, so a refusal strands nothing; the desk runs one
-            // merge at a time, so the counts cannot change before the merge is recorded.
-            int mergesAfter = _state.MergedFrom.Count + 1 + ((await ReferrerGrain(duplicateId).Get())?.MergedFrom?.Count ?? 0);
-            if (mergesAfter > Limits.MergesPerMemberMax)
+            if (await RefuseMergeAsync(duplicateId) is { } refused)
             {
-                return MemberResult.Reject(LoyaltyError.FailedPrecondition,
-                    $"member '{_memberId}' would hold the histories of {mergesAfter} merged accounts, more than the {Limits.MergesPerMemberMax} one member may");
+                return refused;
             }
 
             // The duplicate lets go first: its points leave it before they arrive here, so they never
@@ -206,6 +202,34 @@ public sealed partial class MemberGrain
         }
 
         return result;
+    }
+
+    /// <summary>
+    /// Why the duplicate cannot be merged here, checked before it lets go so that a refusal strands
+    /// nothing (the desk runs one merge at a time, so the counts cannot change before the merge is
+    /// recorded); null when it can. A duplicate that already let go to this member is always taken
+    /// in: refusing it then would strand its points.
+    /// </summary>
+    private async Task<MemberResult?> RefuseMergeAsync(string duplicateId)
+    {
+        MemberView? duplicate = await ReferrerGrain(duplicateId).Get();
+        if (duplicate is null || duplicate.MergedInto == _memberId)
+        {
+            return null;
+        }
+
+        int mergesAfter = _state.MergedFrom.Count + 1 + (duplicate.MergedFrom?.Count ?? 0);
+        if (mergesAfter > Limits.MergesPerMemberMax)
+        {
+            return MemberResult.Reject(LoyaltyError.FailedPrecondition,
+                $"member '{_memberId}' would hold the histories of {mergesAfter} merged accounts, more than the {Limits.MergesPerMemberMax} one member may");
+        }
+
+        int referralsAfter = _state.Referrals.Count + duplicate.Referrals.Count(r => !_state.Referrals.Contains(r));
+        return referralsAfter > Limits.ReferralsPerMemberMax
+            ? MemberResult.Reject(LoyaltyError.FailedPrecondition,
+                $"member '{_memberId}' would have {referralsAfter} referrals, more than the {Limits.ReferralsPerMemberMax} one member may")
+            : null;
     }
 
     /// <inheritdoc />

@@ -157,7 +157,8 @@ public sealed partial class MemberGrain
         if (_state.FindHold(reservationId) is not { } hold)
         {
             return ended is not null ? AnswerEnded(reservationId, ended, commit)
-                : _state.FindRecent(key) is { } prior ? AnswerEnded(reservationId, prior.Points.Value < 0, prior.Points, prior.Sequence, commit)
+                // Remembered by hash: only an ending's own fingerprint makes it this reservation's ending.
+                : _state.FindRecent(key) is { Fingerprint: ReleaseFingerprint or CommitFingerprint } prior ? AnswerEnded(reservationId, prior.Points.Value < 0, prior.Points, prior.Sequence, commit)
                 : RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, $"member '{_memberId}' has no reservation '{reservationId}'");
         }
 

@@ -156,7 +156,7 @@ public sealed partial class MemberGrain
         // An erased member is not rewarded any more (its account takes no changes), nor is a merged-away
         // one (it only answers for what it recorded before), nor a member for referring itself.
         if (_state.Erased || _state.MergedInto is not null || referred == _memberId || _state.MergedFrom.Contains(referred)
-            || _state.FindRecent(txn) is not null || (!reverse && _state.ReferralRewards.ContainsKey(referred))
+            || _state.FindRecent(txn) is { Fingerprint: 0 } || (!reverse && _state.ReferralRewards.ContainsKey(referred))
             || (reverse && _state.ReferralRewards.GetValueOrDefault(referred, -1) == 0))
         {
             return new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null);

@@ -108,12 +108,18 @@ public sealed partial class MemberGrain
             return reject(LoyaltyError.FailedPrecondition, Closed()!.ErrorMessage!);
         }
 
-        // Remembered by hash: the same fingerprint is the same request; another fingerprint may be
-        // a hash collision, so the ledger's unique index decides (a real reuse collides there and
-        // is answered from the ledger as ALREADY_EXISTS).
-        return _state.FindRecent(txn) is { } prior && prior.Fingerprint == fingerprint
-            ? duplicate(txn, prior.Points, prior.Sequence)
-            : null;
+        // Remembered by a 64-bit hash of the id: another fingerprint under the same hash is a reuse
+        // of the id (or, with odds of about 2^-60 per purchase, two ids of this member colliding).
+        // It is refused here, before anything is applied: a conflicting entry must never be applied
+        // in memory and left for the unique index, since later changes could build on it.
+        if (_state.FindRecent(txn) is { } prior)
+        {
+            return prior.Fingerprint == fingerprint
+                ? duplicate(txn, prior.Points, prior.Sequence)
+                : reject(LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
+        }
+
+        return null;
     }
 
     /// <summary>The answer when the ledger already holds the transaction id: the same request, or another one.</summary>

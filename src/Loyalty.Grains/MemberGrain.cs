@@ -364,6 +364,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         _state.Apply(entry, _options.RecentTransactionsMax);
+        _state.AssertInvariants(entry);
         if (_faults.Armed)
         {
             AtFault(FaultStep.Apply, entry, before);

@@ -17,7 +17,7 @@ public sealed class ReturnProgress
     [Id(3)] public long[] Reversed { get; set; } = [];
 
     /// <summary>Units returned so far per SKU, for returns by lines (purchases recorded with quantities).</summary>
-    [Id(4)] public Dictionary<string, int> SkuReturnedQuantity { get; set; } = new(StringComparer.Ordinal);
+    [Id(4)] public Dictionary<string, long> SkuReturnedQuantity { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>The reversal a return causes, before it is split between pending and active points.</summary>
@@ -170,8 +170,8 @@ public static class Reversal
                 bought += line.Sku == sku ? line.Quantity : 0;
             }
 
-            int already = progress?.SkuReturnedQuantity.GetValueOrDefault(sku) ?? 0;
-            if (bought > 0 && (long)already + now > bought)
+            long already = progress?.SkuReturnedQuantity.GetValueOrDefault(sku) ?? 0;
+            if (bought > 0 && already + now > bought)
             {
                 return $"the return exceeds the purchase for sku '{sku}': {now} returned now and {already} before, of {bought} units bought";
             }

@@ -132,6 +132,9 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             async t => Error(await t.Member("m").SetReferrer("r", null))),
         ["referral reward"] = new(LedgerEntryKind.ReferralReward, ["m", "r"], async t => { await t.EnrolAsync("r"); await t.EnrolAsync("m", "r"); },
             async t => await t.Member("r").SettleReferralReward("m", 500, reverse: false) is var e && e == LoyaltyError.None ? null : e.ToString()),
+        ["repointed"] = new(LedgerEntryKind.Repointed, ["m", "d", "r"], async t => { await t.EnrolAsync("m"); await t.EnrolAsync("d"); await t.EnrolAsync("r", "d"); },
+            async t => Error(await t.Member("m").MergeFrom("d", "duplicate"))
+                ?? ((await t.Member("r").Get())!.ReferredBy is var by && by == "m" ? null : $"r is referred by {by}, not m")),
         ["merged away"] = new(LedgerEntryKind.MergedAway, ["m", "d"], async t => { await t.EnrolAsync("m"); await t.EnrolAsync("d"); await t.BuyAsync("d", "p1"); },
             async t => Error(await t.Member("m").MergeFrom("d", "duplicate"))),
         ["merged in"] = new(LedgerEntryKind.MergedIn, ["m", "d"], async t => { await t.EnrolAsync("m"); await t.EnrolAsync("d"); await t.BuyAsync("d", "p1"); },

@@ -203,6 +203,29 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
         Assert.Equal((null, 20L), (last.MergedInto, last.Balance.Value));
     }
 
+    [Fact]
+    public async Task AMergeCutShortAfterTheDuplicateLetGo_IsCompleted_EvenAtTheLimit()
+    {
+        await PutAsync();
+        string[] duplicates = [.. Enumerable.Range(0, Limits.MergesPerMemberMax).Select(i => $"e{i}")];
+        await EnrolAllAsync(["keeper", "late", .. duplicates]);
+        await Member("late").Accrue(Buy("late", "p-late"));
+        foreach (string d in duplicates[..^1])
+        {
+            Assert.Equal(LoyaltyError.None, (await Member("keeper").MergeFrom(d, "duplicate")).Error);
+        }
+
+        // "late" lets go to keeper and the merge stops there, as a crash would leave it; then keeper reaches the limit.
+        Assert.NotNull((await Member("late").Detach("keeper")).Transfer);
+        Assert.Equal(LoyaltyError.None, (await Member("keeper").MergeFrom(duplicates[^1], "duplicate")).Error);
+
+        MemberResult completed = await Member("keeper").MergeFrom("late", "duplicate");
+
+        Assert.Equal(LoyaltyError.None, completed.Error);
+        Assert.Equal(Limits.MergesPerMemberMax + 1, completed.Member!.MergedFrom!.Count);
+        Assert.Equal(20L, completed.Member.Balance.Value);
+    }
+
     private async Task AssertNoCycleAndLinksMirroredAsync(string[] members)
     {
         Dictionary<string, MemberView> views = (await Task.WhenAll(members.Select(async m => (await Member(m).Get())!)))
