@@ -243,7 +243,7 @@ public sealed partial class MemberGrain
         Func<LoyaltyError, string, T> reject)
         where T : class
     {
-        for (int attempt = 0; attempt < AttemptsMax; attempt++)
+        for (int attempt = 0, pass = 0; attempt < AttemptsMax && pass < PassesMax; attempt++, pass++)
         {
             if (!await TryEnsureLoadedAsync())
             {
@@ -260,8 +260,12 @@ public sealed partial class MemberGrain
                 await prefetch();
             }
 
+            await WaitForCommitsAsync();
             if (!_valid)
             {
+                // Another change's commit failed or collided while this one waited: reload and
+                // decide again, without counting it as this change's own collision.
+                attempt--;
                 continue;
             }
 

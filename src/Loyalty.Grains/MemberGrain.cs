@@ -9,9 +9,10 @@ using Orleans.Storage;
 namespace Loyalty.Grains;
 
 /// <summary>
-/// One member. Every change is applied in memory before the first await, then its ledger entry
-/// joins the silo's group commit and the call answers once the commit is durable. The grain is
-/// reentrant so that many of one member's events can wait for commits at the same time.
+/// One member. Every change is decided on committed state and applied in memory before the first
+/// await, then its ledger entry joins the silo's group commit and the call answers once the
+/// commit is durable. The grain is reentrant, so reads and other members' calls are not held up,
+/// but one member has one change in flight at a time (see <see cref="WaitForCommitsAsync"/>).
 /// When a commit fails or collides, the in-memory state is marked invalid and the next call
 /// reloads it from storage (snapshot plus the ledger after it), once the member's in-flight
 /// commits have settled: an acknowledged change is never lost, an unacknowledged one never kept.
@@ -19,8 +20,14 @@ namespace Loyalty.Grains;
 [Reentrant]
 public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 {
-    /// <summary>How often one request re-runs after a collision before it gives up.</summary>
+    /// <summary>How often one request re-runs after a collision of its own before it gives up.</summary>
     private const int AttemptsMax = 3;
+
+    /// <summary>
+    /// How often one request may find the member being rebuilt after other changes' failures
+    /// before it gives up (each pass waits for those changes, so this bounds a pathological case only).
+    /// </summary>
+    private const int PassesMax = 1_000;
 
     /// <summary>The key under which an in-flight enrolment waits; '#' cannot occur in a transaction id.</summary>
     private const string EnrolKey = "#enrol";
@@ -145,7 +152,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private async Task<EnrolmentResult> EnrolCoreAsync(Enrolment enrolment)
     {
         bool linked = false;
-        for (int attempt = 0; attempt < AttemptsMax; attempt++)
+        for (int attempt = 0, pass = 0; attempt < AttemptsMax && pass < PassesMax; attempt++, pass++)
         {
             if (await CheckEnrolmentPreconditionsAsync(enrolment) is { } refused)
             {
@@ -153,9 +160,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             }
 
             ProgramConfig? program = await _programs.GetAsync(_programId);
-
+            await WaitForCommitsAsync();
             if (!_valid)
             {
+                attempt--;
                 continue;
             }
 
@@ -426,6 +434,23 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         return outcome;
+    }
+
+    /// <summary>
+    /// Returns once none of this member's changes waits for its commit. A change is decided on
+    /// committed state only, so a member has one change (or pair) in flight at a time: a change
+    /// decided on top of one that the ledger then refuses (a resend of an id older than the grain
+    /// remembers) would otherwise commit after it, leaving a gap in the member's sequence and,
+    /// for a redemption, points spent that were never credited. Members' changes still share the
+    /// silo's group commit; only one member's own changes queue behind each other.
+    /// </summary>
+    private async Task WaitForCommitsAsync()
+    {
+        while (_inFlight > 0)
+        {
+            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            await _drained.Task;
+        }
     }
 
     /// <summary>

@@ -94,6 +94,41 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(["m"]);
     }
 
+    [Fact]
+    public async Task AResendOfAnOldPurchase_AndARedemptionAtTheSameMoment_NeverSpendPointsTheLedgerRefused()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("m");
+        Purchase old = Purchase("m", "old") with { Amount = new Money(50_00, "USD") };
+        await Member("m").Accrue(old);
+        await Member("m").Redeem(new Loyalty.Redemption("spent", "coffee", 3));
+        for (int i = 0; i < ClusterFixture.RecentTransactionsMax + 16; i++)
+        {
+            // Purchases that earn nothing push "old" out of the member's memory of recent ids.
+            await Member("m").Accrue(Purchase("m", $"tiny{i}") with { Amount = new Money(1, "USD") });
+        }
+
+        long left = (await Member("m").Get())!.Balance.Value;
+        if (left >= Coffee.PointsPrice)
+        {
+            await Member("m").Redeem(new Loyalty.Redemption("drain", "coffee", (int)(left / Coffee.PointsPrice)));
+        }
+
+        for (int round = 0; round < 20; round++)
+        {
+            // The resend is decided before the redemption; if the redemption were decided on top of it,
+            // it would spend points that the ledger refuses as a duplicate.
+            Task<AccrualResult> resend = Member("m").Accrue(old);
+            Task<RedemptionResult> redeem = Member("m").Redeem(new Loyalty.Redemption($"r{round}", "coffee", 1));
+            (AccrualResult resent, RedemptionResult redeemed) = (await resend, await redeem);
+
+            Assert.Equal((AccrualStatus.Duplicate, LoyaltyError.FailedPrecondition), (resent.Status, redeemed.Error));
+        }
+
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+        Assert.Equal(left % Coffee.PointsPrice, (await Member("m").Get())!.Balance.Value);
+    }
+
     private async Task AppendDirectlyAsync(LedgerEntry entry)
     {
         ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
