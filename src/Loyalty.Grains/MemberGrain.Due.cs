@@ -12,7 +12,6 @@ public sealed partial class MemberGrain
     /// <summary>The most pieces of due work one wake does; the rest waits for the next wake, moments later.</summary>
     private const int WakeStepsMax = 16;
 
-    private const string DueKey = "#due";
 
     /// <summary>How long a wake waits before it retries telling a referrer its reward after a failure.</summary>
     private static readonly TimeSpan SettlementRetryDelay = TimeSpan.FromMinutes(1);
@@ -26,7 +25,6 @@ public sealed partial class MemberGrain
         for (int step = 0; step < WakeStepsMax; step++)
         {
             DueOutcome outcome = await WriteAsync(
-                DueKey,
                 prefetch: null,
                 StageDue,
                 (entry, _, _) => new DueOutcome(entry, LoyaltyError.None),

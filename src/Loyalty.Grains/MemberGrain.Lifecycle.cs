@@ -9,9 +9,6 @@ namespace Loyalty.Grains;
 /// </summary>
 public sealed partial class MemberGrain
 {
-    private const string ProfileKey = "#profile";
-    private const string EraseKey = "#erase";
-    private const string DetachKey = "#detach";
 
     private IReadOnlyDictionary<string, string>? _profile;
 
@@ -38,7 +35,6 @@ public sealed partial class MemberGrain
         var copy = new SortedDictionary<string, string>(fields.ToDictionary(), StringComparer.Ordinal);
         ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
-            ProfileKey,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -81,7 +77,6 @@ public sealed partial class MemberGrain
 
         ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
-            EraseKey,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -186,7 +181,6 @@ public sealed partial class MemberGrain
 
         ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
-            "#merge:" + duplicateId,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -236,7 +230,6 @@ public sealed partial class MemberGrain
     public async Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId)
     {
         DetachOutcome outcome = await WriteAsync(
-            DetachKey,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageDetach(survivorId, program, now, out entry),
             (entry, _, _) => new DetachOutcome(entry.Details!.Merge, LoyaltyError.None, null),
@@ -249,7 +242,6 @@ public sealed partial class MemberGrain
     public async Task<LoyaltyError> Repoint(string fromId, string toId)
     {
         MemberResult result = await WriteAsync(
-            "#repoint:" + fromId,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {

@@ -42,7 +42,6 @@ public sealed partial class MemberGrain
         long fingerprint = request.ComputeFingerprint();
         var stock = new StockTake();
         RedemptionResult result = await WriteAsync(
-            txn,
             prefetch: () => TakeStockAsync(request, stock),
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageSpendOrHold(request, reserve, fingerprint, stock, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, reserve ? ReservationState.Held : ReservationState.None),
@@ -67,7 +66,6 @@ public sealed partial class MemberGrain
         long fingerprint = commit ? CommitFingerprint : ReleaseFingerprint;
         LedgerEntry? ended = null;
         RedemptionResult result = await WriteAsync(
-            key,
             prefetch: async () => ended = _state.FindHold(reservationId) is null ? await FindCommittedAsync(key) : null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageEnd(reservationId, commit, ended, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.Details!.EndedAs) with { TransactionId = reservationId },

@@ -12,7 +12,6 @@ public sealed partial class MemberGrain
     /// <summary>How many codes are tried when a member's code collides with another member's.</summary>
     private const int CodeAttemptsMax = 8;
 
-    private const string ReferredKey = "#referred";
 
     private string? _referralCode;
 
@@ -69,7 +68,6 @@ public sealed partial class MemberGrain
 
         ProgramConfig? current = null;
         return await WriteAsync(
-            ReferredKey,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -136,7 +134,6 @@ public sealed partial class MemberGrain
         // '#' cannot occur in a client's transaction id: the keys cannot collide with purchases.
         string txn = "#ref:" + referredMemberId + (reverse ? ":reversed" : "");
         AccrualResult result = await WriteAsync(
-            txn,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReferralReward(referredMemberId, txn, points, reverse, program, now, out entry),
             (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null),
@@ -346,7 +343,6 @@ public sealed partial class MemberGrain
         }
 
         MemberResult settled = await WriteAsync(
-            "#referral-settled",
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {

@@ -138,14 +138,10 @@ public sealed partial class MemberGrain
     private ReturnResult ReturnDuplicate(string txn, Points points, long sequence) =>
         new(txn, AccrualStatus.Duplicate, Points.Zero - points, _state.Balance, _state.PendingTotal, sequence, null, LoyaltyError.None, null);
 
-    /// <summary>The committed ledger entry of a transaction id, waiting first if its commit is still in flight here.</summary>
+    /// <summary>The committed ledger entry of a transaction id, waiting first for this member's change in flight (it may be that one).</summary>
     private async Task<LedgerEntry?> FindCommittedAsync(string txn)
     {
-        for (int i = 0; i < AttemptsMax && WaitForUncommitted(txn) is { } inFlight; i++)
-        {
-            await inFlight;
-        }
-
+        await WaitForCommitsAsync();
         return await _store.FindTransactionAsync(_programId, txn, CancellationToken.None);
     }
 

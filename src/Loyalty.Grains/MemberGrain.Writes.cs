@@ -8,7 +8,6 @@ public sealed partial class MemberGrain
 {
     private const string NotCommitted = "the ledger could not commit; nothing was recorded, retry";
     private const string NotLoaded = "member state could not be loaded; nothing was recorded, retry";
-    private const string FlagsKey = "#flags";
 
     /// <summary>The suffix of the redemption a purchase carries; '#' cannot occur in a client's id.</summary>
     private const string BasketRedeemSuffix = "#redeem";
@@ -56,7 +55,6 @@ public sealed partial class MemberGrain
         var stock = new StockTake();
         LedgerEntry? redeemed = null;
         AccrualResult result = await WriteCoreAsync(
-            purchase.TransactionId,
             prefetch: () => TakeStockAsync(redemption, stock),
             null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before) =>
@@ -106,7 +104,6 @@ public sealed partial class MemberGrain
         long fingerprint = purchaseReturn.ComputeFingerprint();
         LedgerEntry? original = null, redeemed = null;
         Task<ReturnResult> write = WriteAsync(
-            txn,
             prefetch: async () =>
             {
                 original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId);
@@ -164,7 +161,6 @@ public sealed partial class MemberGrain
         string[] wanted = [.. flags.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
         ProgramConfig? current = null;
         return WriteAsync(
-            FlagsKey,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -210,7 +206,6 @@ public sealed partial class MemberGrain
     /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: a purchase or an adjustment.</summary>
     private Task<AccrualResult> WriteAccrualAsync(string txn, long fingerprint, Stage<AccrualResult> stage) =>
         WriteAsync(
-            txn,
             prefetch: null,
             stage,
             (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion),
@@ -223,18 +218,16 @@ public sealed partial class MemberGrain
     /// and asks the ledger whether the transaction id is already taken; a failure keeps nothing.
     /// </summary>
     private Task<T> WriteAsync<T>(
-        string key,
         Func<Task>? prefetch,
         Stage<T> stage,
         Func<LedgerEntry, Points, Points, T> committed,
         Func<LedgerEntry, Task<T?>> fromLedger,
         Func<LoyaltyError, string, T> reject)
         where T : class =>
-        WriteCoreAsync(key, prefetch, stage, null, committed, fromLedger, reject);
+        WriteCoreAsync(prefetch, stage, null, committed, fromLedger, reject);
 
     /// <summary>The write loop, for a single stage or a pair stage (exactly one of them).</summary>
     private async Task<T> WriteCoreAsync<T>(
-        string key,
         Func<Task>? prefetch,
         Stage<T>? stage,
         PairStage<T>? pairStage,
@@ -269,13 +262,6 @@ public sealed partial class MemberGrain
                 continue;
             }
 
-            if (WaitForUncommitted(key) is { } original)
-            {
-                // A resend while the original still waits for its commit: answer after it settles.
-                await original;
-                continue;
-            }
-
             // From here to the commit there is no await: decide (every check, overflow included),
             // then apply what cannot fail, then commit.
             DateTimeOffset now = _clock.GetUtcNow();
@@ -299,7 +285,7 @@ public sealed partial class MemberGrain
             ApplyDecided(entry, before);
             Points balance = _state.Balance;
             Points pending = _state.PendingTotal;
-            switch (await CommitAsync(entry, key, MarkDue(program.Settings), before))
+            switch (await CommitAsync(entry, MarkDue(program.Settings), before))
             {
                 case CommitOutcome.Committed:
                     AtFault(FaultStep.Acknowledge, entry, before);

@@ -29,9 +29,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// </summary>
     private const int PassesMax = 1_000;
 
-    /// <summary>The key under which an in-flight enrolment waits; '#' cannot occur in a transaction id.</summary>
-    private const string EnrolKey = "#enrol";
-
     private readonly IPersistentState<MemberState> _snapshot;
     private readonly LedgerCommitQueue _ledger;
     private readonly ILedgerStore _store;
@@ -41,8 +38,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private readonly ILogger<MemberGrain> _logger;
     private readonly DeepCopier<MemberState> _copier;
     private readonly FaultInjector _faults;
-    /// <summary>The keys of changes waiting for their commit, by hash (see <see cref="InFlightKeys"/>).</summary>
-    private InFlightKeys _uncommitted;
     private string _programId = "";
     private string _memberId = "";
     private MemberState _state = new();
@@ -62,7 +57,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// </summary>
     private bool _scheduleKnown;
     private DateTimeOffset? _scheduledDue;
-
 
     /// <summary>Creates the grain; Orleans supplies the dependencies.</summary>
     public MemberGrain(
@@ -167,12 +161,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 continue;
             }
 
-            if (WaitForUncommitted(EnrolKey) is { } original)
-            {
-                await original;
-                continue;
-            }
-
             if (_state.Enrolled)
             {
                 return await AnswerRepeatedEnrolmentAsync(enrolment.ReferredBy);
@@ -198,7 +186,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             }
 
             ApplyDecided(entry, null);
-            switch (await CommitAsync(entry, EnrolKey, MarkDue(program?.Settings)))
+            switch (await CommitAsync(entry, MarkDue(program?.Settings)))
             {
                 case CommitOutcome.Committed:
                     AtFault(FaultStep.Acknowledge, entry, null);
@@ -222,7 +210,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         return await WriteAsync(
-            "#referral:" + referredMemberId,
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -394,16 +381,14 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
     /// <summary>
     /// Waits for the entry's batch. Anything but a clean insert invalidates the in-memory state,
-    /// which already holds the change. The waiter registered under <paramref name="key"/> is
-    /// released only after this bookkeeping, so a resend sees the settled state.
+    /// which already holds the change. Changes waiting in <see cref="WaitForCommitsAsync"/> are
+    /// released only after this bookkeeping, so a resend decides on the settled state.
     /// </summary>
-    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, string key, DueChange? due = null, LedgerEntry? before = null)
+    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, DueChange? due = null, LedgerEntry? before = null)
     {
-        long keyHash = RecentTransactions.HashOf(key);
-        _uncommitted.Add(keyHash);
         _inFlight++;
         _appliedSinceSnapshot++;
-        CommitOutcome outcome;
+        CommitOutcome outcome = CommitOutcome.Failed;
         try
         {
             bool written = before is null ? await _ledger.AppendAsync(entry, due) : await _ledger.AppendPairAsync(before, entry, due);
@@ -411,21 +396,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
         catch (LedgerUnavailableException)
         {
-            outcome = CommitOutcome.Failed;
+            // Not recorded; the outcome stays Failed.
         }
-
-        if (outcome != CommitOutcome.Committed)
+        finally
         {
-            _valid = false;
-            LogCommitNotApplied(_programId, _memberId, entry.Sequence, outcome);
-        }
-
-        _uncommitted.Remove(keyHash);
-        _inFlight--;
-        if (_inFlight == 0 && _drained is { } drained)
-        {
-            _drained = null;
-            drained.SetResult();
+            // On every path, an unexpected exception included: the member's next change waits for
+            // this one to settle, and an unconfirmed change must not stay in memory.
+            Settle(entry, outcome);
         }
 
         if (outcome == CommitOutcome.Committed)
@@ -434,6 +411,23 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         return outcome;
+    }
+
+    /// <summary>The bookkeeping after a commit: invalidate unless committed, and release the changes waiting for it.</summary>
+    private void Settle(LedgerEntry entry, CommitOutcome outcome)
+    {
+        if (outcome != CommitOutcome.Committed)
+        {
+            _valid = false;
+            LogCommitNotApplied(_programId, _memberId, entry.Sequence, outcome);
+        }
+
+        _inFlight--;
+        if (_inFlight == 0 && _drained is { } drained)
+        {
+            _drained = null;
+            drained.SetResult();
+        }
     }
 
     /// <summary>
@@ -451,15 +445,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             await _drained.Task;
         }
-    }
-
-    /// <summary>
-    /// When a change under <paramref name="key"/> is waiting for its commit, a task that completes
-    /// after that commit's bookkeeping; otherwise null.
-    /// </summary>
-    private Task? WaitForUncommitted(string key)
-    {
-        return _uncommitted.WaitFor(RecentTransactions.HashOf(key));
     }
 
     private void MaybeSnapshot()

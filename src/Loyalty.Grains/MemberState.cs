@@ -367,7 +367,6 @@ public sealed class MemberState : IEarnHistory, IQualifying
         {
             _recent.Add(entry.TransactionId, entry.Fingerprint, entry.Points, entry.Sequence, recentMax);
         }
-
     }
 
     /// <summary>

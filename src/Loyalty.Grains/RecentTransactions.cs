@@ -10,8 +10,9 @@ namespace Loyalty.Grains;
 /// <remarks>
 /// A transaction is known by a 64-bit hash of its id (<see cref="HashOf"/>). A hash that matches
 /// with a matching content fingerprint (itself a hash over the id and the content) is the same
-/// request; a hash that matches with another fingerprint is not trusted as a conflict: the caller
-/// lets the ledger's unique index decide, so a collision can never refuse a new transaction.
+/// request; with another fingerprint, callers treat it as a reuse of the id and refuse it before
+/// anything is applied (two ids of one member sharing a hash among its newest 16 is about 2^-60
+/// per purchase), and internal entries are recognised by their own fixed fingerprints.
 /// </remarks>
 [GenerateSerializer]
 public sealed class RecentTransactions
@@ -24,7 +25,7 @@ public sealed class RecentTransactions
     public int Count => _count;
 
     /// <summary>The hash a transaction id is remembered by.</summary>
-    public static long HashOf(string transactionId)
+    private static long HashOf(string transactionId)
     {
         var hash = new Fingerprint();
         hash.Add(transactionId);

@@ -93,18 +93,9 @@ public sealed partial class LedgerCommitQueue
             throw new InvalidOperationException($"A pair must be two consecutive entries of one member, not {first.MemberId}#{first.Sequence} and {second.MemberId}#{second.Sequence}.");
         }
 
-        try
-        {
-            // A pair's details are encoded by the store, in its own transaction; the step is the same.
-            _faults.At(FaultStep.Encode, first);
-            _faults.At(FaultStep.Encode, second);
-        }
-        catch (InjectedFaultException e)
-        {
-            return Task.FromException<bool>(new LedgerUnavailableException("The entry's details could not be encoded; the change was not recorded.", e));
-        }
-
-        return Enqueue(new PendingAppend(first, due, second, null));
+        // A pair's details are encoded by the store, in its own transaction; the step is the same.
+        return InjectedFault(FaultStep.Encode, "The entry's details could not be encoded", first, second)
+            ?? Enqueue(new PendingAppend(first, due, second, null));
     }
 
     /// <summary>
@@ -115,16 +106,9 @@ public sealed partial class LedgerCommitQueue
 
     private Task<bool> Enqueue(PendingAppend pending)
     {
-        if (_faults.Armed && pending.Entry is { } entry)
+        if (pending.Entry is { } entry && InjectedFault(FaultStep.Enqueue, "The entry could not be queued", entry, pending.Second) is { } refused)
         {
-            try
-            {
-                _faults.At(FaultStep.Enqueue, entry);
-            }
-            catch (InjectedFaultException e)
-            {
-                return Task.FromException<bool>(new LedgerUnavailableException("The entry could not be queued; the change was not recorded.", e));
-            }
+            return refused;
         }
 
         if (!_queue.Writer.TryWrite(pending))
@@ -321,6 +305,33 @@ public sealed partial class LedgerCommitQueue
         {
             PendingAppend p = batch[i];
             batch[i].TrySetResult(p.Second is not null ? pairs![i] : p.Entry is null || inserted[entry++]);
+        }
+    }
+
+    /// <summary>
+    /// When an armed fault chooses <paramref name="first"/> or <paramref name="second"/> at this
+    /// step, the failure the caller would see from the ledger; otherwise null.
+    /// </summary>
+    private Task<bool>? InjectedFault(FaultStep step, string what, LedgerEntry first, LedgerEntry? second = null)
+    {
+        if (!_faults.Armed)
+        {
+            return null;
+        }
+
+        try
+        {
+            _faults.At(step, first);
+            if (second is not null)
+            {
+                _faults.At(step, second);
+            }
+
+            return null;
+        }
+        catch (InjectedFaultException e)
+        {
+            return Task.FromException<bool>(new LedgerUnavailableException(what + "; the change was not recorded.", e));
         }
     }
 
