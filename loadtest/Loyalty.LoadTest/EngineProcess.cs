@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Grpc.Core;
 using Grpc.Net.Client;
+using Loyalty.Api;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.LoadTest;
@@ -30,6 +31,9 @@ internal sealed class EngineProcess : IAsyncDisposable
     /// <summary>The engine's gRPC address.</summary>
     public string Target { get; }
 
+    /// <summary>The operator key the engine is given (made by this tool, so that it works on a database that already holds keys).</summary>
+    public required string OperatorKey { get; init; }
+
     /// <summary>The engine's peak resident memory so far, in MiB.</summary>
     public double PeakWorkingSetMiB
     {
@@ -53,6 +57,9 @@ internal sealed class EngineProcess : IAsyncDisposable
             info.ArgumentList.Add(arg);
         }
 
+        string operatorKey = KeyTokens.New().Token;
+        info.ArgumentList.Add("--Auth:BootstrapOperatorKey=" + operatorKey);
+
         Process process = Process.Start(info) ?? throw new InvalidOperationException("The engine did not start.");
         string logPath = data + ".engine.log";
         var log = new StreamWriter(logPath) { AutoFlush = true };
@@ -61,7 +68,7 @@ internal sealed class EngineProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => Write(log, e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var engine = new EngineProcess(process, $"http://127.0.0.1:{port}", data, log);
+        var engine = new EngineProcess(process, $"http://127.0.0.1:{port}", data, log) { OperatorKey = operatorKey };
         await engine.WaitUntilReadyAsync();
         return engine;
     }
@@ -138,8 +145,9 @@ internal sealed class EngineProcess : IAsyncDisposable
                 await programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = "ready-check" }, deadline: DateTime.UtcNow.AddSeconds(2));
                 return;
             }
-            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+            catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.Unauthenticated)
             {
+                // Any answer of the gateway's own means the engine is up (its keys are loaded before it listens).
                 return;
             }
             catch (RpcException) when (clock.Elapsed < StartTimeout && !_process.HasExited)

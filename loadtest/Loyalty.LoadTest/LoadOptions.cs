@@ -13,6 +13,28 @@ internal sealed class LoadOptions
 
     public string Target { get; set; } = "http://127.0.0.1:5000";
 
+    /// <summary>The key given with --key, if any.</summary>
+    public string? Key { get; private set; }
+
+    /// <summary>The key that sets up the program against --target: --key, else $LOYALTY_KEY, else ./data/operator.key.</summary>
+    public string ResolveKey()
+    {
+        if (Key is { Length: > 0 } key)
+        {
+            return key;
+        }
+
+        if (Environment.GetEnvironmentVariable("LOYALTY_KEY") is { Length: > 0 } fromEnvironment)
+        {
+            return fromEnvironment;
+        }
+
+        string file = Path.Combine("data", "operator.key");
+        return File.Exists(file)
+            ? File.ReadAllText(file).Trim()
+            : throw new ArgumentException("--target needs an operator or program admin key: --key KEY, LOYALTY_KEY, or ./data/operator.key");
+    }
+
     public string Program { get; private set; } = "load-" + Guid.NewGuid().ToString("N")[..8];
 
     public int Members { get; private set; } = 10_000;
@@ -64,6 +86,9 @@ internal sealed class LoadOptions
         Loyalty load tester: streams purchases to a running engine and verifies the balances.
 
           --target URL          engine address (default http://127.0.0.1:5000)
+          --key KEY             an operator key, or the program's admin key, for --target
+                                (default: $LOYALTY_KEY, else ./data/operator.key); the run
+                                itself uses a POS key it makes with it
           --members N           distinct members, enrolled first (default 10000)
           --events N            stop after N events (default 200000)
           --duration S          stop after S seconds (default 60), warm-up included
@@ -105,6 +130,7 @@ internal sealed class LoadOptions
             switch (args[i])
             {
                 case "--target": o.Target = Next(); break;
+                case "--key": o.Key = Next(); break;
                 case "--program": o.Program = Next(); break;
                 case "--members": o.Members = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--members"); break;
                 case "--events": o.Events = Positive(long.Parse(Next(), CultureInfo.InvariantCulture), "--events"); break;

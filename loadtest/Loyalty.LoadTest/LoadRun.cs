@@ -8,6 +8,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using HdrHistogram;
 using Spectre.Console;
+using Loyalty.Api;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.LoadTest;
@@ -66,13 +67,15 @@ internal sealed class LoadRun(LoadOptions options)
         {
             HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
         });
-        await SetUpAsync(channel);
+        // The program is set up with the operator's (or the program admin's) key; the load runs
+        // with a POS key made for the run, as a till would.
+        CallInvoker till = channel.WithKey(await SetUpAsync(channel, engine?.OperatorKey ?? options.ResolveKey()));
         Log($"{options.Streams} streams, mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
         var clock = Stopwatch.StartNew();
         _startedAt = Stopwatch.GetTimestamp();
         _measureFrom = _startedAt + (long)(options.WarmupSeconds * Stopwatch.Frequency);
-        Task run = RunLoadAsync(channel, clock);
+        Task run = RunLoadAsync(till, clock);
         await ShowProgressAsync(run, clock);
         await run;
         // Purchase throughput covers the purchases only: returns and redemptions still being
@@ -86,11 +89,11 @@ internal sealed class LoadRun(LoadOptions options)
             (measured, seconds, _ackedMeasured, _warmupUsed) = (Merged(_allHistograms), Math.Max(0.001, Seconds(_startedAt, _purchasesEndedAt)), _acked, 0);
         }
 
-        (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(channel) : (true, 0, 0);
+        (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(till) : (true, 0, 0);
         return Report(measured, seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB);
     }
 
-    private async Task RunLoadAsync(GrpcChannel channel, Stopwatch clock)
+    private async Task RunLoadAsync(CallInvoker channel, Stopwatch clock)
     {
         var purchases = new V1.Purchases.PurchasesClient(channel);
         long eventsPerStream = Math.Max(1, options.Events / options.Streams);
@@ -106,15 +109,25 @@ internal sealed class LoadRun(LoadOptions options)
 
     private static double Seconds(long from, long to) => (to - from) / (double)Stopwatch.Frequency;
 
-    private async Task SetUpAsync(GrpcChannel channel)
+    /// <summary>Puts the program, makes a POS key for the run and enrols the members with it; returns the key.</summary>
+    private async Task<string> SetUpAsync(GrpcChannel channel, string adminKey)
     {
-        var programs = new V1.ProgramAdmin.ProgramAdminClient(channel);
+        CallInvoker admin = channel.WithKey(adminKey);
+        var programs = new V1.ProgramAdmin.ProgramAdminClient(admin);
         await programs.PutProgramAsync(PosMix.Program(options.Program));
-        var members = new V1.Members.MembersClient(channel);
+        V1.CreatedKey key = await new V1.Access.AccessClient(admin).CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = options.Program,
+            Scope = V1.KeyScope.Pos,
+            Name = "load test " + DateTimeOffset.UtcNow.ToString("u", CultureInfo.InvariantCulture),
+            ExpiresAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow.AddDays(1)),
+        });
+        var members = new V1.Members.MembersClient(channel.WithKey(key.Secret));
         var clock = Stopwatch.StartNew();
         await Parallel.ForAsync(0, options.Members, new ParallelOptions { MaxDegreeOfParallelism = SetupConcurrency }, async (m, ct) =>
-            await members.EnrollAsync(new V1.EnrollRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: ct));
+            await Quota.RetryAsync(() => members.EnrollAsync(new V1.EnrollRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: ct).ResponseAsync, ct));
         Log($"enrolled {options.Members} members in {clock.Elapsed.TotalSeconds:F1}s");
+        return key.Secret;
     }
 
     private async Task RunStreamAsync(V1.Purchases.PurchasesClient client, int stream, long count, Stopwatch clock)
@@ -383,14 +396,14 @@ internal sealed class LoadRun(LoadOptions options)
         return merged;
     }
 
-    private async Task<(bool Ok, long Mismatched, long Checked)> VerifyAsync(GrpcChannel channel)
+    private async Task<(bool Ok, long Mismatched, long Checked)> VerifyAsync(CallInvoker channel)
     {
         var client = new V1.Members.MembersClient(channel);
         long mismatched = 0;
         var clock = Stopwatch.StartNew();
         await Parallel.ForAsync(0, options.Members, new ParallelOptions { MaxDegreeOfParallelism = SetupConcurrency }, async (m, ct) =>
         {
-            V1.Member member = await client.GetMemberAsync(new V1.GetMemberRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: ct);
+            V1.Member member = await Quota.RetryAsync(() => client.GetMemberAsync(new V1.GetMemberRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: ct).ResponseAsync, ct);
             if (member.Balance + member.PendingPoints != Interlocked.Read(ref _expectedPoints[m]))
             {
                 Interlocked.Increment(ref mismatched);

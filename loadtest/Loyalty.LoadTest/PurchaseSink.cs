@@ -96,3 +96,25 @@ internal sealed class PurchaseSink : IDisposable
         await _batched!.RequestStream.WriteAsync(full);
     }
 }
+
+/// <summary>How the load tester honours a key's quota on unary calls: it waits as long as the engine asks, then tries again.</summary>
+internal static class Quota
+{
+    /// <summary>Tries at most this often before giving up.</summary>
+    private const int AttemptsMax = 100;
+
+    public static async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await call();
+            }
+            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.ResourceExhausted && attempt < AttemptsMax)
+            {
+                await Task.Delay(Loyalty.Api.ApiKeyCalls.RetryAfter(e) ?? TimeSpan.FromMilliseconds(100), cancellationToken);
+            }
+        }
+    }
+}

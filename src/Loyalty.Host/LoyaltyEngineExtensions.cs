@@ -1,6 +1,9 @@
 using Loyalty.Grains;
+using Loyalty.Host.Access;
 using Loyalty.Host.Grpc;
 using Loyalty.Storage;
+using Grpc.AspNetCore.Server.Model;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
 
 namespace Loyalty.Host;
@@ -16,12 +19,25 @@ public static class LoyaltyEngineExtensions
         SiloOptions silo = config.GetSection(SiloOptions.SectionName).Get<SiloOptions>() ?? new SiloOptions();
 
         builder.Services.Configure<GatewayOptions>(config.GetSection(GatewayOptions.SectionName));
+        builder.AddLoyaltyAccess();
         builder.Services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = GatewayOptions.MessageBytesMax;
             o.EnableDetailedErrors = false;
+            // Outermost first: nothing reaches a service, or the fault handler, without a key.
+            o.Interceptors.Add<AccessInterceptor>();
             o.Interceptors.Add<FaultInterceptor>();
         }).AddServiceOptions<PurchasesService>(o => o.MaxReceiveMessageSize = GatewayOptions.PurchaseMessageBytesMax);
+
+        // Every service is bound with request marshallers that refuse a message that does not
+        // parse as INVALID_ARGUMENT; grpc-dotnet's own binder would answer UNKNOWN.
+        foreach (ServiceDescriptor binder in builder.Services.Where(d => d.ServiceType == typeof(IServiceMethodProvider<>)
+            && d.ImplementationType?.Name == "BinderServiceMethodProvider`1").ToList())
+        {
+            builder.Services.Remove(binder);
+        }
+
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton(typeof(IServiceMethodProvider<>), typeof(ParsingMethodProvider<>)));
 
         // Server reflection lets grpcurl and similar tools call the API without the .proto file.
         builder.Services.AddGrpcReflection();
@@ -55,7 +71,21 @@ public static class LoyaltyEngineExtensions
         app.MapGrpcService<MembersService>();
         app.MapGrpcService<PurchasesService>();
         app.MapGrpcService<RedemptionsService>();
+        app.MapGrpcService<AccessService>();
         app.MapGrpcReflectionService();
         return app;
+    }
+
+    /// <summary>Adds API keys, their refresh, quotas and the client-fault log.</summary>
+    private static void AddLoyaltyAccess(this WebApplicationBuilder builder)
+    {
+        IConfiguration config = builder.Configuration;
+        builder.Services.Configure<AuthOptions>(config.GetSection(AuthOptions.SectionName));
+        builder.Services.Configure<QuotaOptions>(config.GetSection(QuotaOptions.SectionName));
+        builder.Services.TryAddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<KeyRegistry>();
+        builder.Services.AddSingleton<ClientFaults>();
+        // A silo lifecycle stage: the keys load after the ledger has migrated the schema they live in.
+        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, AccessLifecycle>();
     }
 }

@@ -32,6 +32,12 @@ public static class StorageSiloBuilderExtensions
             StorageProvider.Memory => new MemoryLedgerStore(),
             _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),
         });
+        silo.Services.AddSingleton<IAccessStore>(services => storage.Provider switch
+        {
+            StorageProvider.Sqlite => new SqliteAccessStore(storage.ConnectionString),
+            StorageProvider.Postgres => new PostgresAccessStore(storage.ConnectionString),
+            _ => new MemoryAccessStore(services.GetService<TimeProvider>() ?? TimeProvider.System),
+        });
         silo.Services.AddSingleton<FaultInjector>();
         silo.Services.AddSingleton<LedgerCommitQueue>();
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, LedgerLifecycle>();

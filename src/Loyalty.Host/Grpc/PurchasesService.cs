@@ -1,6 +1,8 @@
 using System.Threading.Channels;
+using System.Globalization;
 using Grpc.Core;
 using Loyalty.Grains;
+using Loyalty.Host.Access;
 using Microsoft.Extensions.Options;
 using V1 = Loyalty.Api.V1;
 
@@ -17,6 +19,7 @@ public sealed partial class PurchasesService(
     GrainReferences<IMemberGrain> members,
     EngineClock clock,
     IOptions<GatewayOptions> options,
+    ClientFaults faults,
     ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
 {
     private readonly int _inFlightMax = Math.Max(1, options.Value.StreamInFlightMax);
@@ -48,6 +51,7 @@ public sealed partial class PurchasesService(
     public override async Task Ingest(IAsyncStreamReader<V1.Purchase> requestStream, IServerStreamWriter<V1.PurchaseAck> responseStream, ServerCallContext context)
     {
         CancellationToken cancel = context.CancellationToken;
+        Caller caller = Caller.Of(context);
         using var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
         Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions { SingleReader = true });
         Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, cancel);
@@ -56,7 +60,7 @@ public sealed partial class PurchasesService(
             while (await requestStream.MoveNext(cancel))
             {
                 await slots.WaitAsync(cancel);
-                _ = AckAsync(requestStream.Current, acks.Writer, slotToFree: null);
+                _ = AckAsync(requestStream.Current, caller, acks.Writer, slotToFree: null);
             }
 
             // The till has finished sending: wait until every ack has been written.
@@ -78,15 +82,22 @@ public sealed partial class PurchasesService(
     /// so that each purchase costs one state machine. Never throws: a failure becomes a rejection
     /// that says nothing was recorded.
     /// </summary>
-    private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message, ChannelWriter<V1.PurchaseAck>? acks, SemaphoreSlim? slotToFree)
+    private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message, Caller caller, ChannelWriter<V1.PurchaseAck>? acks, SemaphoreSlim? slotToFree)
     {
         V1.PurchaseAck ack;
         try
         {
-            Purchase? purchase = WireMapping.ToPurchase(message, clock.GetUtcNow(), out string? error);
-            ack = purchase is null
-                ? WireMapping.Rejected(message.TransactionId, StatusCode.InvalidArgument, error!)
-                : WireMapping.ToAck(await Member(purchase).Accrue(purchase));
+            if (Refuse(message, caller) is { } refused)
+            {
+                ack = refused;
+            }
+            else
+            {
+                Purchase? purchase = WireMapping.ToPurchase(message, clock.GetUtcNow(), out string? error);
+                ack = purchase is null
+                    ? WireMapping.Rejected(message.TransactionId, StatusCode.InvalidArgument, error!)
+                    : WireMapping.ToAck(await Member(purchase).Accrue(purchase));
+            }
         }
         catch (Exception e)
         {
@@ -99,12 +110,38 @@ public sealed partial class PurchasesService(
         return ack;
     }
 
+    /// <summary>
+    /// The refusal of a streamed purchase the key may not send (another program, another store)
+    /// or not send now (over its purchase quota), or null. The stream goes on either way.
+    /// </summary>
+    private V1.PurchaseAck? Refuse(V1.Purchase message, Caller caller)
+    {
+        if ((caller.RefusesProgram(message.ProgramId) ?? caller.RefusesStore(message.StoreId)) is { } denied)
+        {
+            faults.Record(ClientFaultKind.PermissionDenied, "/loyalty.v1.Purchases/Ingest", denied);
+            return WireMapping.Rejected(message.TransactionId, StatusCode.PermissionDenied, denied);
+        }
+
+        if (caller.Quota.TryTakePurchase(out TimeSpan retryAfter))
+        {
+            return null;
+        }
+
+        long milliseconds = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalMilliseconds));
+        faults.Record(ClientFaultKind.QuotaExceeded, "/loyalty.v1.Purchases/Ingest", "the key's purchase rate");
+        V1.PurchaseAck ack = WireMapping.Rejected(message.TransactionId, StatusCode.ResourceExhausted,
+            "over the key's purchase rate; retry after " + milliseconds.ToString(CultureInfo.InvariantCulture) + " ms");
+        ack.RetryAfterMs = milliseconds;
+        return ack;
+    }
+
     /// <inheritdoc />
     public override async Task IngestBatches(IAsyncStreamReader<V1.PurchaseBatch> requestStream, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, ServerCallContext context)
     {
         // Also cancelled when the writer fails, so that reading stops instead of waiting for room in a queue nobody empties.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         CancellationToken cancel = stop.Token;
+        Caller caller = Caller.Of(context);
         // Not disposed: grain calls still running after the client has gone release their slots later.
         var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
         // Answers leave in batch order; a bounded queue of batches keeps a slow reader from piling them up.
@@ -115,7 +152,7 @@ public sealed partial class PurchasesService(
         {
             while (await requestStream.MoveNext(cancel))
             {
-                await batches.Writer.WriteAsync(await DispatchAsync(requestStream.Current, slots, cancel), cancel);
+                await batches.Writer.WriteAsync(await DispatchAsync(requestStream.Current, caller, slots, cancel), cancel);
             }
         }
         finally
@@ -126,7 +163,7 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>Sends each purchase of a batch to its member in order, each once a slot is free; the slot comes back when its member has answered.</summary>
-    private async Task<Task<V1.PurchaseAck>[]> DispatchAsync(V1.PurchaseBatch batch, SemaphoreSlim slots, CancellationToken cancel)
+    private async Task<Task<V1.PurchaseAck>[]> DispatchAsync(V1.PurchaseBatch batch, Caller caller, SemaphoreSlim slots, CancellationToken cancel)
     {
         int count = batch.Purchases.Count;
         var calls = new Task<V1.PurchaseAck>[count];
@@ -144,7 +181,7 @@ public sealed partial class PurchasesService(
         for (int i = 0; i < count; i++)
         {
             await slots.WaitAsync(cancel);
-            calls[i] = AckAsync(batch.Purchases[i], acks: null, slotToFree: slots);
+            calls[i] = AckAsync(batch.Purchases[i], caller, acks: null, slotToFree: slots);
         }
 
         return calls;

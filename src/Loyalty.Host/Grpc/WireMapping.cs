@@ -216,10 +216,26 @@ internal static class WireMapping
 
     private static Timestamp? Time(DateTimeOffset? at) => at is { } value ? Timestamp.FromDateTimeOffset(value) : null;
 
+    /// <summary>A timestamp as a time, or false when it lies outside what a timestamp may hold.</summary>
+    public static bool TryToTime(Timestamp timestamp, out DateTimeOffset at)
+    {
+        try
+        {
+            at = timestamp.ToDateTimeOffset();
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            at = default;
+            return false;
+        }
+    }
+
     /// <summary>A rejection acknowledgement for a purchase that never reached a grain.</summary>
     public static V1.PurchaseAck Rejected(string transactionId, StatusCode code, string message) => new()
     {
-        TransactionId = transactionId,
+        // An id too long to be valid is not echoed whole.
+        TransactionId = transactionId.Length <= Limits.IdLengthMax ? transactionId : Bounded.Echo(transactionId),
         Status = V1.AckStatus.Rejected,
         ErrorCode = StatusName(code),
         ErrorMessage = message,
@@ -234,6 +250,10 @@ internal static class WireMapping
         StatusCode.FailedPrecondition => "FAILED_PRECONDITION",
         StatusCode.Unavailable => "UNAVAILABLE",
         StatusCode.ResourceExhausted => "RESOURCE_EXHAUSTED",
+        StatusCode.PermissionDenied => "PERMISSION_DENIED",
+        StatusCode.Unauthenticated => "UNAUTHENTICATED",
+        StatusCode.DeadlineExceeded => "DEADLINE_EXCEEDED",
+        StatusCode.OK => "OK",
         _ => code.ToString().ToUpperInvariant(),
     };
 

@@ -371,7 +371,7 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         program.Settings.Rewards.Add(new V1.Reward { Id = "coffee", Name = "Coffee", Kind = V1.RewardKind.Product, PointsPrice = 30, Sku = "COFFEE" });
         await Engine.Programs.PutProgramAsync(program);
         await Engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = _program, MemberId = "m0" });
-        var redemptions = new V1.Redemptions.RedemptionsClient(Engine.Channel);
+        var redemptions = new V1.Redemptions.RedemptionsClient(Engine.Invoker);
         V1.RedeemRequest Redeem(string txn, string reward, int quantity = 1) =>
             new() { TransactionId = txn, ProgramId = _program, MemberId = "m0", RewardId = reward, Quantity = quantity };
 

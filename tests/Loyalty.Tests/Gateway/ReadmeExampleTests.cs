@@ -1,3 +1,4 @@
+using Loyalty.Api;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Google.Protobuf;
@@ -29,9 +30,17 @@ public sealed partial class ReadmeExampleTests
     {
         List<Step> steps = ReadSteps();
         var clock = new FakeTimeProvider(ExampleStart);
+        // As on a fresh machine: no configured key, so the first start writes one to the key file,
+        // and the README's commands read it from there.
+        string keyFile = Path.Combine(TestDatabases.TempFolder(), "operator.key");
         await using InProcessEngine engine = await InProcessEngine.StartAsync(
-            TestDatabases.Create(backend, "readme"), clock, "--Schedule:PollIntervalMs=50");
-        CallInvoker invoker = engine.Channel.CreateCallInvoker();
+            TestDatabases.Create(backend, "readme"), clock, "--Schedule:PollIntervalMs=50", "--Auth:BootstrapOperatorKey=", $"--Auth:OperatorKeyFile={keyFile}");
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(keyFile));
+        }
+
+        CallInvoker invoker = engine.Channel.WithKey(await File.ReadAllTextAsync(keyFile));
 
         foreach (Step step in steps)
         {
@@ -123,7 +132,7 @@ public sealed partial class ReadmeExampleTests
         _ => actual.ValueKind == expected.ValueKind && actual.GetRawText() == expected.GetRawText(),
     };
 
-    [GeneratedRegex(@"```bash\ngrpcurl -plaintext -d @ 127\.0\.0\.1:5000 (?<method>[\w.]+/\w+) <<'EOF'\n(?<request>.*?)\nEOF\n```\n```(?:json|text)\n(?<expected>.*?)\n```", RegexOptions.Singleline)]
+    [GeneratedRegex(@"```bash\ngrpcurl -plaintext -H ""authorization: Bearer \$\(cat data/operator\.key\)"" -d @ 127\.0\.0\.1:5000 (?<method>[\w.]+/\w+) <<'EOF'\n(?<request>.*?)\nEOF\n```\n```(?:json|text)\n(?<expected>.*?)\n```", RegexOptions.Singleline)]
     private static partial Regex StepPattern();
 
     [GeneratedRegex(@"<!-- clock: (?<to>\S+) -->")]

@@ -15,5 +15,6 @@ public static class EngineArgs
         $"--Orleans:GatewayPort={Ports.Free()}",
         "--Ledger:FlushIntervalMs=1",
         "--Logging:LogLevel:Default=Warning",
+        $"--Auth:BootstrapOperatorKey={TestKeys.Operator}",
     ];
 }

@@ -1,3 +1,4 @@
+using Loyalty.Api;
 using System.Diagnostics;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -19,12 +20,16 @@ public sealed class HostProcess : IAsyncDisposable
     {
         _process = process;
         Channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
-        Programs = new V1.ProgramAdmin.ProgramAdminClient(Channel);
-        Members = new V1.Members.MembersClient(Channel);
-        Purchases = new V1.Purchases.PurchasesClient(Channel);
+        Invoker = Channel.WithKey(TestKeys.Operator);
+        Programs = new V1.ProgramAdmin.ProgramAdminClient(Invoker);
+        Members = new V1.Members.MembersClient(Invoker);
+        Purchases = new V1.Purchases.PurchasesClient(Invoker);
     }
 
     public GrpcChannel Channel { get; }
+
+    /// <summary>Calls over <see cref="Channel"/> with the operator key.</summary>
+    public CallInvoker Invoker { get; }
 
     public V1.ProgramAdmin.ProgramAdminClient Programs { get; }
 

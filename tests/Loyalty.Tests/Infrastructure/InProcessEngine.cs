@@ -1,3 +1,5 @@
+using Loyalty.Api;
+using Grpc.Core;
 using Grpc.Net.Client;
 using Loyalty.Grains;
 using Loyalty.Host;
@@ -21,12 +23,16 @@ public sealed class InProcessEngine : IAsyncDisposable
         _app = app;
         Channel = channel;
         Storage = storage;
-        Programs = new V1.ProgramAdmin.ProgramAdminClient(channel);
-        Members = new V1.Members.MembersClient(channel);
-        Purchases = new V1.Purchases.PurchasesClient(channel);
+        Invoker = channel.WithKey(TestKeys.Operator);
+        Programs = new V1.ProgramAdmin.ProgramAdminClient(Invoker);
+        Members = new V1.Members.MembersClient(Invoker);
+        Purchases = new V1.Purchases.PurchasesClient(Invoker);
     }
 
     public GrpcChannel Channel { get; }
+
+    /// <summary>Calls over <see cref="Channel"/> with the operator key.</summary>
+    public CallInvoker Invoker { get; }
 
     /// <summary>The engine's gRPC address, e.g. http://127.0.0.1:41234.</summary>
     public string Address => "http://" + Channel.Target;

@@ -22,7 +22,7 @@ public sealed class LoadTesterSmokeTests
         string json = Path.Combine(folder, "report.json"), html = Path.Combine(folder, "report.html");
         LoadOptions options = LoadOptions.Parse(
         [
-            "--target", engine.Address,
+            "--target", engine.Address, "--key", TestKeys.Operator,
             "--members", "200", "--events", "4000", "--streams", "2", "--in-flight", "128", "--batch", batch,
             "--lines", "3", "--returns", "0.1", "--redemptions", "0.1", "--duration", "60", "--quiet", "--json", json, "--html", html,
         ]);

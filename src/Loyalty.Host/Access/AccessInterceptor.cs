@@ -1,0 +1,152 @@
+using System.Globalization;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+using Loyalty.Storage;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Host.Access;
+
+/// <summary>
+/// The front door of every call: authenticates the key, checks the call against
+/// <see cref="AccessPolicy"/> (scope, program, store), takes the call from the key's quota, and
+/// records support and admin calls in the audit trail. A refused call reaches no service, so it
+/// writes nothing. Streams are checked here once; their messages are checked by the service.
+/// </summary>
+public sealed class AccessInterceptor(KeyRegistry keys, IAccessStore audit, ClientFaults faults, TimeProvider clock) : Interceptor
+{
+    /// <inheritdoc />
+    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        (Caller caller, CallRule rule) = Admit(context);
+        if (rule.ProgramScoped)
+        {
+            CheckScoped(caller, request, context);
+        }
+
+        bool allowed = rule.Kind == CallKind.Purchase
+            ? caller.Quota.TryTakePurchase(out TimeSpan retryAfter)
+            : caller.Quota.TryTakeUnary(out retryAfter);
+        if (!allowed)
+        {
+            throw OverQuota(context, retryAfter, "the key's call rate");
+        }
+
+        caller.AttachTo(context);
+        return rule.Audited
+            ? await AuditedAsync(caller, request, context, continuation)
+            : await continuation(request, context);
+    }
+
+    /// <inheritdoc />
+    public override async Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        (Caller caller, _) = Admit(context);
+        if (!caller.Quota.TryOpenStream())
+        {
+            throw OverQuota(context, TimeSpan.FromSeconds(1), "the streams the key may hold open");
+        }
+
+        try
+        {
+            caller.AttachTo(context);
+            await continuation(requestStream, responseStream, context);
+        }
+        finally
+        {
+            caller.Quota.CloseStream();
+        }
+    }
+
+    /// <summary>Authenticates the call and checks its method against the key's scope.</summary>
+    private (Caller Caller, CallRule Rule) Admit(ServerCallContext context)
+    {
+        Caller? caller = keys.Authenticate(context.RequestHeaders.GetValue("authorization"), out string failure);
+        if (caller is null)
+        {
+            throw Refuse(ClientFaultKind.Unauthenticated, StatusCode.Unauthenticated, context, failure);
+        }
+
+        CallRule? rule = AccessPolicy.For(context.Method);
+        if (rule is null || (rule.Scopes & caller.Key.Scope.AsSet()) == 0)
+        {
+            throw Refuse(ClientFaultKind.PermissionDenied, StatusCode.PermissionDenied, context,
+                $"a {caller.Key.Scope.ToStored()} key may not call {context.Method}");
+        }
+
+        return (caller, rule);
+    }
+
+    /// <summary>Checks the request's program and, for a POS key restricted to stores, its store.</summary>
+    private void CheckScoped(Caller caller, object? request, ServerCallContext context)
+    {
+        if (request is not V1.IProgramScoped scoped)
+        {
+            // A program-scoped call whose request names no program: only operators may make it.
+            if (caller.Key.Scope != AccessScope.Operator)
+            {
+                throw Refuse(ClientFaultKind.PermissionDenied, StatusCode.PermissionDenied, context, "this call needs an operator key");
+            }
+
+            return;
+        }
+
+        string? refusal = caller.RefusesProgram(scoped.ProgramId)
+            ?? (request is V1.IStoreScoped store ? caller.RefusesStore(store.StoreId) : null);
+        if (refusal is not null)
+        {
+            throw Refuse(ClientFaultKind.PermissionDenied, StatusCode.PermissionDenied, context, refusal);
+        }
+    }
+
+    /// <summary>Runs a call between two audit writes: who started it, then how it ended.</summary>
+    private async Task<TResponse> AuditedAsync<TRequest, TResponse>(Caller caller, TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
+        where TRequest : class
+        where TResponse : class
+    {
+        string program = (request as V1.IProgramScoped)?.ProgramId ?? "";
+        long id = await audit.AppendAuditAsync(
+            new AuditRow(0, program, clock.GetUtcNow(), caller.Key.KeyId, context.Method, Target(request), IAccessStore.OutcomeStarted),
+            context.CancellationToken);
+        string outcome = "UNAVAILABLE";
+        try
+        {
+            TResponse response = await continuation(request, context);
+            outcome = "OK";
+            return response;
+        }
+        catch (RpcException e)
+        {
+            outcome = Grpc.WireMapping.StatusName(e.StatusCode);
+            throw;
+        }
+        finally
+        {
+            // Not the call's token: the outcome is recorded even when the client has gone.
+            await audit.CompleteAuditAsync(id, outcome, CancellationToken.None);
+        }
+    }
+
+    /// <summary>What an audited call was about, bounded.</summary>
+    private static string Target(object? request) => Bounded.Echo(request switch
+    {
+        V1.MergeMembersRequest merge => merge.SurvivorId + "<-" + merge.DuplicateId,
+        V1.IMemberScoped member => member.MemberId,
+        V1.RevokeKeyRequest revoke => revoke.KeyId,
+        V1.CreateKeyRequest create => create.Scope.ToString(),
+        _ => "",
+    });
+
+    private RpcException OverQuota(ServerCallContext context, TimeSpan retryAfter, string limit)
+    {
+        long milliseconds = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalMilliseconds));
+        faults.Record(ClientFaultKind.QuotaExceeded, context.Method, limit);
+        var trailers = new Metadata { { Loyalty.Api.ApiKeyCalls.RetryAfterTrailer, milliseconds.ToString(CultureInfo.InvariantCulture) } };
+        return new RpcException(new Status(StatusCode.ResourceExhausted, $"over {limit}; retry after {milliseconds} ms"), trailers);
+    }
+
+    private RpcException Refuse(ClientFaultKind kind, StatusCode code, ServerCallContext context, string message)
+    {
+        faults.Record(kind, context.Method, message);
+        return new RpcException(new Status(code, message));
+    }
+}

@@ -1,0 +1,113 @@
+using Loyalty.Api;
+using Loyalty.Storage;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+
+namespace Loyalty.Host.Access;
+
+/// <summary>
+/// Loads the keys once the schema is migrated, makes sure an operator key exists, and keeps the
+/// keys refreshed while the silo runs. A node that cannot load its keys does not start.
+/// </summary>
+internal sealed partial class AccessLifecycle(
+    KeyRegistry registry,
+    IAccessStore store,
+    IOptions<AuthOptions> options,
+    TimeProvider clock,
+    ILogger<AccessLifecycle> logger) : ILifecycleParticipant<ISiloLifecycle>
+{
+    private readonly CancellationTokenSource _stop = new();
+    private Task _refreshes = Task.CompletedTask;
+
+    public void Participate(ISiloLifecycle lifecycle) =>
+        // After RuntimeInitialize, where the ledger migrates the schema the keys live in.
+        lifecycle.Subscribe(nameof(AccessLifecycle), ServiceLifecycleStage.ApplicationServices, StartAsync, StopAsync);
+
+    private async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await registry.RefreshAsync(cancellationToken);
+        await BootstrapAsync(cancellationToken);
+        _refreshes = registry.RunRefreshesAsync(_stop.Token);
+    }
+
+    private async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stop.CancelAsync();
+        try
+        {
+            await _refreshes;
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopped as asked.
+        }
+    }
+
+    /// <summary>Stores the configured operator key, or, on the first start of an empty database, makes one and writes it to the key file.</summary>
+    private async Task BootstrapAsync(CancellationToken cancellationToken)
+    {
+        AuthOptions auth = options.Value;
+        if (auth.BootstrapOperatorKey.Length > 0)
+        {
+            await StoreConfiguredKeyAsync(auth.BootstrapOperatorKey.Trim(), cancellationToken);
+            return;
+        }
+
+        if (registry.List("", includeRevoked: true).Count > 0 || (await store.ReadKeysChangedSinceAsync(null, cancellationToken)).Keys.Count > 0)
+        {
+            return;
+        }
+
+        (AccessKey key, string token) = await registry.CreateAsync("", AccessScope.Operator, [], "first operator key", expiresAt: null, "bootstrap", cancellationToken);
+        string path = Path.GetFullPath(auth.OperatorKeyFile);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var write = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            write.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        await using (var file = new StreamWriter(path, write))
+        {
+            await file.WriteAsync(token);
+        }
+
+        if (!OperatingSystem.IsWindows())
+        {
+            // UnixCreateMode applies to new files only; an old file of another mode is narrowed too.
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
+        LogOperatorKeyWritten(key.KeyId, path);
+    }
+
+    private async Task StoreConfiguredKeyAsync(string token, CancellationToken cancellationToken)
+    {
+        if (!KeyTokens.TryParse(token, out string keyId, out string secret))
+        {
+            throw new InvalidOperationException($"Auth:BootstrapOperatorKey is not a key: expected {KeyTokens.Prefix}<16 hex digits>.<43 base64url characters>.");
+        }
+
+        if (registry.Find(keyId) is { } stored)
+        {
+            if (!stored.HasSecret(secret) || stored.Scope != AccessScope.Operator)
+            {
+                throw new InvalidOperationException($"Auth:BootstrapOperatorKey names key {keyId}, which is stored with another secret or scope.");
+            }
+
+            return;
+        }
+
+        var row = new AccessKeyRow(keyId, "", AccessScope.Operator.ToStored(), "", "configured operator key", KeyTokens.Hash(secret),
+            clock.GetUtcNow(), "configuration", ExpiresAt: null, RevokedAt: null);
+        await store.TryInsertKeyAsync(row, cancellationToken);
+        await registry.RefreshAsync(cancellationToken);
+        LogConfiguredKeyStored(keyId);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "No API key existed: made operator key {KeyId} and wrote it to {Path} (readable by this user only). Send it as 'authorization: Bearer <key>'")]
+    private partial void LogOperatorKeyWritten(string keyId, string path);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stored the configured operator key {KeyId}")]
+    private partial void LogConfiguredKeyStored(string keyId);
+}

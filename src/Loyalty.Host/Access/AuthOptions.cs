@@ -1,0 +1,21 @@
+namespace Loyalty.Host.Access;
+
+/// <summary>How the gateway authenticates. Bound from the <c>Auth</c> section. There is no mode without keys.</summary>
+public sealed class AuthOptions
+{
+    /// <summary>The configuration section name.</summary>
+    public const string SectionName = "Auth";
+
+    /// <summary>
+    /// An operator key a deployment provides (a token made by <c>KeyTokens</c>' format, e.g. from a
+    /// secret store). It is stored on start if missing. When empty, the first start of an engine
+    /// whose database holds no key makes one and writes it to <see cref="OperatorKeyFile"/>.
+    /// </summary>
+    public string BootstrapOperatorKey { get; set; } = "";
+
+    /// <summary>Where the first start writes the operator key it made (readable by the owner only).</summary>
+    public string OperatorKeyFile { get; set; } = "data/operator.key";
+
+    /// <summary>How often each node reads keys created or revoked elsewhere: the delay before a revocation holds everywhere.</summary>
+    public int RefreshIntervalMs { get; set; } = 1_000;
+}

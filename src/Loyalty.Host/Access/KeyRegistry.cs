@@ -1,0 +1,159 @@
+using Loyalty.Api;
+using System.Collections.Concurrent;
+using Loyalty.Storage;
+using Microsoft.Extensions.Options;
+
+namespace Loyalty.Host.Access;
+
+/// <summary>
+/// Every key of the engine, held in memory and refreshed from the database every
+/// <see cref="AuthOptions.RefreshIntervalMs"/>: a call is authenticated without a database round
+/// trip, a flood of made-up keys costs no query, and a key created or revoked on any node holds on
+/// every node within one refresh. Keys are few (at most <see cref="KeysPerProgramMax"/> active per
+/// program), so holding them all is cheap.
+/// </summary>
+public sealed partial class KeyRegistry(
+    IAccessStore store,
+    IOptions<AuthOptions> options,
+    IOptions<QuotaOptions> quotas,
+    TimeProvider clock,
+    ILogger<KeyRegistry> logger)
+{
+    /// <summary>Active (not revoked, not expired) keys one program may have.</summary>
+    public const int KeysPerProgramMax = 1_000;
+
+    /// <summary>Active operator keys.</summary>
+    public const int OperatorKeysMax = 100;
+
+    /// <summary>Characters of an authorization header looked at; longer values are refused unread.</summary>
+    private const int AuthorizationLengthMax = 7 + KeyTokens.TokenLength;
+
+    /// <summary>How far back each refresh looks before the previous one, for changes committed late.</summary>
+    private static readonly TimeSpan RefreshOverlap = TimeSpan.FromSeconds(10);
+
+    private readonly ConcurrentDictionary<string, AccessKey> _keys = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, KeyQuota> _quotas = new(StringComparer.Ordinal);
+    private DateTimeOffset? _refreshedAt;
+
+    /// <summary>The refresh interval.</summary>
+    public TimeSpan RefreshInterval => TimeSpan.FromMilliseconds(Math.Clamp(options.Value.RefreshIntervalMs, 50, 60_000));
+
+    /// <summary>
+    /// The caller of an <c>authorization</c> value, or null and why not (a message that reveals
+    /// nothing about which keys exist).
+    /// </summary>
+    public Caller? Authenticate(string? authorization, out string failure)
+    {
+        if (string.IsNullOrEmpty(authorization))
+        {
+            failure = "send the key as 'authorization: Bearer <key>'";
+            return null;
+        }
+
+        ReadOnlySpan<char> value = authorization.AsSpan().Trim();
+        if (value.Length > AuthorizationLengthMax || !value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)
+            || !KeyTokens.TryParse(value[7..].Trim(), out string keyId, out string secret)
+            || !_keys.TryGetValue(keyId, out AccessKey? key) || !key.HasSecret(secret))
+        {
+            failure = "the key is not valid";
+            return null;
+        }
+
+        if (key.Unusable(clock.GetUtcNow()) is { } why)
+        {
+            failure = why;
+            return null;
+        }
+
+        failure = "";
+        KeyQuota quota = _quotas.GetOrAdd(keyId, static (_, k) => new KeyQuota(k.Limits, k.Clock), (Limits: quotas.Value.For(key.Scope), Clock: clock));
+        return new Caller(key, quota);
+    }
+
+    /// <summary>The key with this id, or null.</summary>
+    public AccessKey? Find(string keyId) => _keys.GetValueOrDefault(keyId);
+
+    /// <summary>A program's keys (operator keys for an empty id), oldest first.</summary>
+    public IReadOnlyList<AccessKey> List(string programId, bool includeRevoked) =>
+        [.. _keys.Values
+            .Where(k => k.ProgramId == programId && (includeRevoked || k.Row.RevokedAt is null))
+            .OrderBy(k => k.Row.CreatedAt).ThenBy(k => k.KeyId, StringComparer.Ordinal)];
+
+    /// <summary>How many keys of a program (operator keys for an empty id) work now.</summary>
+    public int CountActive(string programId)
+    {
+        DateTimeOffset now = clock.GetUtcNow();
+        return _keys.Values.Count(k => k.ProgramId == programId && k.Unusable(now) is null);
+    }
+
+    /// <summary>Stores a new key and returns it with its token (the only time the secret exists outside the caller).</summary>
+    public async Task<(AccessKey Key, string Token)> CreateAsync(
+        string programId, AccessScope scope, IReadOnlyCollection<string> storeIds, string name, DateTimeOffset? expiresAt, string createdBy, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            (string keyId, string secret, string token) = KeyTokens.New();
+            var row = new AccessKeyRow(keyId, programId, scope.ToStored(), string.Join(',', storeIds), name, KeyTokens.Hash(secret),
+                clock.GetUtcNow(), createdBy, expiresAt, RevokedAt: null);
+            // 64 random bits of id: a collision is astronomically rare, and then a new id is drawn.
+            if (await store.TryInsertKeyAsync(row, cancellationToken))
+            {
+                AccessKey key = AccessKey.From(row);
+                _keys[keyId] = key;
+                return (key, token);
+            }
+        }
+    }
+
+    /// <summary>Revokes a key at once on this node (the others follow within one refresh); null when there is no such key.</summary>
+    public async Task<AccessKey?> RevokeAsync(string keyId, CancellationToken cancellationToken)
+    {
+        AccessKeyRow? row = await store.RevokeKeyAsync(keyId, clock.GetUtcNow(), cancellationToken);
+        if (row is null)
+        {
+            return null;
+        }
+
+        AccessKey key = AccessKey.From(row);
+        _keys[keyId] = key;
+        _quotas.TryRemove(keyId, out _);
+        return key;
+    }
+
+    /// <summary>Reads the keys changed since the previous refresh (all of them the first time).</summary>
+    public async Task RefreshAsync(CancellationToken cancellationToken)
+    {
+        DateTimeOffset? since = _refreshedAt - RefreshOverlap;
+        (IReadOnlyList<AccessKeyRow> rows, DateTimeOffset now) = await store.ReadKeysChangedSinceAsync(since, cancellationToken);
+        foreach (AccessKeyRow row in rows)
+        {
+            _keys[row.KeyId] = AccessKey.From(row);
+            if (row.RevokedAt is not null)
+            {
+                _quotas.TryRemove(row.KeyId, out _);
+            }
+        }
+
+        _refreshedAt = now;
+    }
+
+    /// <summary>Refreshes until <paramref name="cancellationToken"/> is cancelled; a failed refresh is logged and tried again.</summary>
+    public async Task RunRefreshesAsync(CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(RefreshInterval, clock);
+        while (await timer.WaitForNextTickAsync(cancellationToken))
+        {
+            try
+            {
+                await RefreshAsync(cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogRefreshFailed(e.GetType().Name, e.Message);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Refreshing API keys failed ({Error}: {Message}); the keys held stay in force")]
+    private partial void LogRefreshFailed(string error, string message);
+}

@@ -1,0 +1,79 @@
+namespace Loyalty.Storage;
+
+/// <summary>The access store of the in-memory engine (benchmarks only): nothing survives a restart.</summary>
+public sealed class MemoryAccessStore(TimeProvider clock) : IAccessStore
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, (AccessKeyRow Key, DateTimeOffset ChangedAt)> _keys = new(StringComparer.Ordinal);
+    private readonly List<AuditRow> _audit = [];
+
+    /// <inheritdoc />
+    public Task<bool> TryInsertKeyAsync(AccessKeyRow key, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            return Task.FromResult(_keys.TryAdd(key.KeyId, (key, clock.GetUtcNow())));
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<AccessKeyRow?> RevokeKeyAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            if (!_keys.TryGetValue(keyId, out (AccessKeyRow Key, DateTimeOffset ChangedAt) entry))
+            {
+                return Task.FromResult<AccessKeyRow?>(null);
+            }
+
+            if (entry.Key.RevokedAt is null)
+            {
+                entry = (entry.Key with { RevokedAt = at }, clock.GetUtcNow());
+                _keys[keyId] = entry;
+            }
+
+            return Task.FromResult<AccessKeyRow?>(entry.Key);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<(IReadOnlyList<AccessKeyRow> Keys, DateTimeOffset DatabaseNow)> ReadKeysChangedSinceAsync(DateTimeOffset? since, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            AccessKeyRow[] keys = [.. _keys.Values.Where(e => since is null || e.ChangedAt >= since).Select(e => e.Key)];
+            return Task.FromResult<(IReadOnlyList<AccessKeyRow>, DateTimeOffset)>((keys, clock.GetUtcNow()));
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<long> AppendAuditAsync(AuditRow record, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            long id = _audit.Count + 1;
+            _audit.Add(record with { Id = id });
+            return Task.FromResult(id);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task CompleteAuditAsync(long id, string outcome, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            _audit[(int)(id - 1)] = _audit[(int)(id - 1)] with { Outcome = outcome };
+            return Task.CompletedTask;
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<AuditRow>> ReadAuditAsync(string programId, long beforeId, int limit, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            AuditRow[] page = [.. Enumerable.Reverse(_audit).Where(r => r.ProgramId == programId && r.Id < beforeId).Take(limit)];
+            return Task.FromResult<IReadOnlyList<AuditRow>>(page);
+        }
+    }
+}
