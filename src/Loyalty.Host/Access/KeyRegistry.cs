@@ -94,7 +94,7 @@ public sealed partial class KeyRegistry(
         {
             (string keyId, string secret, string token) = KeyTokens.New();
             var row = new AccessKeyRow(keyId, programId, scope.ToStored(), string.Join(',', storeIds), name, KeyTokens.Hash(secret),
-                clock.GetUtcNow(), createdBy, expiresAt, RevokedAt: null);
+                Microseconds(clock.GetUtcNow()), createdBy, expiresAt is { } at ? Microseconds(at) : null, RevokedAt: null);
             // 64 random bits of id: a collision is astronomically rare, and then a new id is drawn.
             if (await store.TryInsertKeyAsync(row, cancellationToken))
             {
@@ -108,7 +108,7 @@ public sealed partial class KeyRegistry(
     /// <summary>Revokes a key at once on this node (the others follow within one refresh); null when there is no such key.</summary>
     public async Task<AccessKey?> RevokeAsync(string keyId, CancellationToken cancellationToken)
     {
-        AccessKeyRow? row = await store.RevokeKeyAsync(keyId, clock.GetUtcNow(), cancellationToken);
+        AccessKeyRow? row = await store.RevokeKeyAsync(keyId, Microseconds(clock.GetUtcNow()), cancellationToken);
         if (row is null)
         {
             return null;
@@ -153,6 +153,9 @@ public sealed partial class KeyRegistry(
             }
         }
     }
+
+    /// <summary>A time cut to what both databases keep, so that a key reads the same before and after a refresh.</summary>
+    private static DateTimeOffset Microseconds(DateTimeOffset at) => new(at.UtcTicks - (at.UtcTicks % 10), TimeSpan.Zero);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Refreshing API keys failed ({Error}: {Message}); the keys held stay in force")]
     private partial void LogRefreshFailed(string error, string message);

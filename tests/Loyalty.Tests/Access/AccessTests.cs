@@ -1,0 +1,466 @@
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Loyalty.Api;
+using Loyalty.Host.Access;
+using Loyalty.Storage;
+using Loyalty.Tests.Infrastructure;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Access;
+
+/// <summary>Keys, scopes, programs, stores and the audit trail, over a real channel to the real host.</summary>
+public sealed class AccessTests
+{
+    private const string ProgramA = "shop-a", ProgramB = "shop-b";
+
+    [Fact]
+    public void Policy_ListsEveryMethodOfTheApi_AndEveryProgramScopedRequestNamesItsProgram()
+    {
+        foreach (MethodDescriptor method in RawCalls.AllMethods())
+        {
+            CallRule? rule = AccessPolicy.For(method.FullName());
+            Assert.True(rule is not null, $"{method.FullName()} is not in AccessPolicy: nobody could call it");
+            if (rule.ProgramScoped)
+            {
+                Assert.True(typeof(V1.IProgramScoped).IsAssignableFrom(method.InputType.ClrType),
+                    $"{method.InputType.ClrType.Name} does not implement IProgramScoped");
+            }
+
+            if (method.InputType.FindFieldByName("store_id") is not null)
+            {
+                Assert.True(typeof(V1.IStoreScoped).IsAssignableFrom(method.InputType.ClrType),
+                    $"{method.InputType.ClrType.Name} names a store but does not implement IStoreScoped");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task EveryCall_WithoutAValidKey_IsUnauthenticated_AndWritesNothing(Backend backend)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "noauth"));
+        (string revoked, _) = await SetUpAsync(engine);
+        await new V1.Access.AccessClient(engine.Invoker).RevokeKeyAsync(new V1.RevokeKeyRequest { ProgramId = ProgramA, KeyId = KeyId(revoked) });
+        string wrongSecret = TestKeys.Operator[..^4] + (TestKeys.Operator.EndsWith("AAAA", StringComparison.Ordinal) ? "BBBB" : "AAAA");
+        string[] badKeys = ["", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer " + KeyTokens.New().Token, "Bearer " + wrongSecret,
+            "Bearer " + revoked, "Bearer " + new string('x', 4_000)];
+        long ledgerRows = await Sql.ScalarAsync(engine.Storage, "SELECT count(*) FROM ledger_entries");
+
+        int tried = 0, refused = 0;
+        foreach (string authorization in badKeys)
+        {
+            CallInvoker invoker = authorization.Length == 0 ? engine.Channel.CreateCallInvoker() : RawKey(engine, authorization);
+            foreach (MethodDescriptor method in RawCalls.AllMethods().Where(m => !m.IsClientStreaming))
+            {
+                tried++;
+                StatusCode status = await RawCalls.UnaryStatusAsync(invoker, method, Valid(method));
+                refused += status == StatusCode.Unauthenticated ? 1 : 0;
+                Assert.True(status == StatusCode.Unauthenticated, $"{method.FullName()} with '{authorization[..Math.Min(20, authorization.Length)]}' answered {status}");
+            }
+
+            foreach (string stream in new[] { "Ingest", "IngestBatches" })
+            {
+                tried++;
+                StatusCode status = await RawCalls.StreamStatusAsync(invoker, "loyalty.v1.Purchases", stream, Wire.Purchase(ProgramA, "m1", "t-noauth", 100).ToByteArray());
+                Assert.Equal(StatusCode.Unauthenticated, status);
+                refused++;
+            }
+        }
+
+        Assert.Equal(tried, refused);
+        Assert.Equal(ledgerRows, await Sql.ScalarAsync(engine.Storage, "SELECT count(*) FROM ledger_entries"));
+        V1.Member member = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramA, MemberId = "m1" });
+        Assert.Equal(0, member.Balance);
+        RpcException none = await Assert.ThrowsAsync<RpcException>(() => engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = "evil" }).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, none.StatusCode);
+    }
+
+    [Fact]
+    public async Task EachScope_MayMakeExactlyTheCallsOfThePolicy()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "scopes"));
+        await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Invoker);
+        foreach (V1.KeyScope scope in new[] { V1.KeyScope.Admin, V1.KeyScope.Pos, V1.KeyScope.Support, V1.KeyScope.Reader })
+        {
+            string key = (await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = scope, Name = scope.ToString() })).Secret;
+            CallInvoker invoker = engine.Channel.WithKey(key);
+            Scopes set = ((AccessScope)(int)scope).AsSet();
+            foreach (MethodDescriptor method in RawCalls.AllMethods().Where(m => !m.IsClientStreaming))
+            {
+                CallRule rule = AccessPolicy.For(method.FullName())!;
+                StatusCode status = await RawCalls.UnaryStatusAsync(invoker, method, RawCalls.Request(method, ProgramA));
+                bool allowed = (rule.Scopes & set) != 0;
+                Assert.True(allowed ? status is not (StatusCode.PermissionDenied or StatusCode.Unauthenticated) : status == StatusCode.PermissionDenied,
+                    $"{scope} on {method.FullName()}: {status}, the policy {(allowed ? "allows" : "refuses")} it");
+            }
+
+            StatusCode ingest = await RawCalls.StreamStatusAsync(invoker, "loyalty.v1.Purchases", "Ingest");
+            Assert.Equal(scope == V1.KeyScope.Pos ? StatusCode.OK : StatusCode.PermissionDenied, ingest);
+        }
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task ProgramKeys_OnAnotherProgram_ArePermissionDenied_AndChangeNothing(Backend backend)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "tenants"));
+        (string posA, string adminA) = await SetUpAsync(engine);
+        var posOnA = new V1.Purchases.PurchasesClient(engine.Channel.WithKey(posA));
+        var adminOnA = engine.Channel.WithKey(adminA);
+
+        RpcException accrue = await Assert.ThrowsAsync<RpcException>(() => posOnA.AccrueAsync(Wire.Purchase(ProgramB, "m1", "t-cross", 10_00)).ResponseAsync);
+        RpcException put = await Assert.ThrowsAsync<RpcException>(() => new V1.ProgramAdmin.ProgramAdminClient(adminOnA).PutProgramAsync(Wire.Program(ProgramB, rate: 10_000)).ResponseAsync);
+        RpcException read = await Assert.ThrowsAsync<RpcException>(() => new V1.Members.MembersClient(adminOnA).GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramB, MemberId = "m1" }).ResponseAsync);
+        RpcException key = await Assert.ThrowsAsync<RpcException>(() => new V1.Access.AccessClient(adminOnA).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramB, Scope = V1.KeyScope.Admin, Name = "mine now" }).ResponseAsync);
+        RpcException operatorKey = await Assert.ThrowsAsync<RpcException>(() => new V1.Access.AccessClient(adminOnA).CreateKeyAsync(new V1.CreateKeyRequest { Scope = V1.KeyScope.Operator, Name = "root" }).ResponseAsync);
+
+        Assert.All(new[] { accrue, put, read, key, operatorKey }, e => Assert.Equal(StatusCode.PermissionDenied, e.StatusCode));
+        Assert.Contains("another program", accrue.Status.Detail, StringComparison.Ordinal);
+        V1.Program programB = await engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = ProgramB });
+        Assert.Equal(1, programB.Settings.EarnPointsPerUnit);
+        Assert.Equal(0, (await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramB, MemberId = "m1" })).Balance);
+        Assert.Empty((await new V1.Access.AccessClient(engine.Invoker).ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramB })).Keys);
+    }
+
+    [Fact]
+    public async Task PosKey_RestrictedToStores_RefusesOtherStores_AndTheStreamGoesOn()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "stores"));
+        await SetUpAsync(engine);
+        V1.CreatedKey key = await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "store 1 tills", StoreIds = { "store-1" },
+        });
+        var till = new V1.Purchases.PurchasesClient(engine.Channel.WithKey(key.Secret));
+        V1.Purchase elsewhere = Wire.Purchase(ProgramA, "m1", "t-store-2", 10_00);
+        elsewhere.StoreId = "store-2";
+
+        RpcException unary = await Assert.ThrowsAsync<RpcException>(() => till.AccrueAsync(elsewhere).ResponseAsync);
+        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream = till.Ingest();
+        await stream.RequestStream.WriteAsync(elsewhere);
+        await stream.RequestStream.WriteAsync(Wire.Purchase(ProgramA, "m1", "t-store-1", 10_00));
+        await stream.RequestStream.CompleteAsync();
+        List<V1.PurchaseAck> acks = [];
+        while (await stream.ResponseStream.MoveNext(CancellationToken.None))
+        {
+            acks.Add(stream.ResponseStream.Current);
+        }
+
+        Assert.Equal(StatusCode.PermissionDenied, unary.StatusCode);
+        Assert.Contains("store-2", unary.Status.Detail, StringComparison.Ordinal);
+        V1.PurchaseAck refused = Assert.Single(acks, a => a.TransactionId == "t-store-2");
+        Assert.Equal((V1.AckStatus.Rejected, "PERMISSION_DENIED"), (refused.Status, refused.ErrorCode));
+        Assert.Equal(V1.AckStatus.Accepted, Assert.Single(acks, a => a.TransactionId == "t-store-1").Status);
+        Assert.Equal(1, await Sql.ScalarAsync(engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{ProgramA}' AND kind = 2"));
+        Assert.Equal(["store-1"], key.Key.StoreIds);
+    }
+
+    [Fact]
+    public async Task Ingest_ForAnotherProgram_IsRejectedPerPurchase_AndTheStreamGoesOn()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "streamprog"));
+        (string pos, _) = await SetUpAsync(engine);
+        var till = new V1.Purchases.PurchasesClient(engine.Channel.WithKey(pos));
+
+        using AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck> stream = till.IngestBatches();
+        await stream.RequestStream.WriteAsync(new V1.PurchaseBatch { Purchases = { Wire.Purchase(ProgramB, "m1", "b-1", 10_00), Wire.Purchase(ProgramA, "m1", "a-1", 10_00) } });
+        await stream.RequestStream.CompleteAsync();
+        Assert.True(await stream.ResponseStream.MoveNext(CancellationToken.None));
+        V1.PurchaseBatchAck answer = stream.ResponseStream.Current;
+
+        Assert.Equal("PERMISSION_DENIED", answer.Acks[0].ErrorCode);
+        Assert.Equal(V1.AckStatus.Accepted, answer.Acks[1].Status);
+        Assert.Equal(0, (await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramB, MemberId = "m1" })).Balance);
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task Keys_AreCreatedListedAndRevoked_AndTheSecretIsShownOnce(Backend backend)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "keys"));
+        (_, string adminA) = await SetUpAsync(engine);
+        var admin = new V1.Access.AccessClient(engine.Channel.WithKey(adminA));
+
+        V1.CreatedKey reader = await admin.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "dashboards" });
+        V1.ApiKey me = await new V1.Access.AccessClient(engine.Channel.WithKey(reader.Secret)).WhoAmIAsync(new V1.WhoAmIRequest());
+        V1.ListKeysResponse listed = await admin.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA });
+        V1.ApiKey revoked = await admin.RevokeKeyAsync(new V1.RevokeKeyRequest { ProgramId = ProgramA, KeyId = reader.Key.KeyId });
+        RpcException after = await Assert.ThrowsAsync<RpcException>(() =>
+            new V1.Access.AccessClient(engine.Channel.WithKey(reader.Secret)).WhoAmIAsync(new V1.WhoAmIRequest()).ResponseAsync);
+        V1.ListKeysResponse active = await admin.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA });
+        V1.ListKeysResponse all = await admin.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true });
+
+        Assert.StartsWith(KeyTokens.Prefix + reader.Key.KeyId + ".", reader.Secret, StringComparison.Ordinal);
+        Assert.Equal((reader.Key.KeyId, V1.KeyScope.Reader, ProgramA), (me.KeyId, me.Scope, me.ProgramId));
+        Assert.Equal(KeyId(adminA), me.CreatedBy);
+        Assert.Contains(listed.Keys, k => k.KeyId == reader.Key.KeyId);
+        Assert.DoesNotContain(reader.Secret[(KeyTokens.Prefix.Length + KeyTokens.KeyIdLength + 1)..], listed.ToString(), StringComparison.Ordinal);
+        Assert.NotNull(revoked.RevokedAt);
+        Assert.Equal((StatusCode.Unauthenticated, "the key was revoked"), (after.StatusCode, after.Status.Detail));
+        Assert.DoesNotContain(active.Keys, k => k.KeyId == reader.Key.KeyId);
+        Assert.Contains(all.Keys, k => k.KeyId == reader.Key.KeyId && k.RevokedAt is not null);
+        string stored = Assert.Single(await Sql.RowsAsync(engine.Storage, $"SELECT secret_sha256 FROM access_keys WHERE key_id = '{reader.Key.KeyId}'", r => r.GetString(0)));
+        Assert.Equal(KeyTokens.Hash(reader.Secret[(KeyTokens.Prefix.Length + KeyTokens.KeyIdLength + 1)..]), stored);
+    }
+
+    [Fact]
+    public async Task CreateKey_Refusals_NameTheirReason()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "keyrules"));
+        await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Invoker);
+        (V1.CreateKeyRequest Request, StatusCode Code, string Says)[] cases =
+        [
+            (new() { ProgramId = ProgramA, Name = "x" }, StatusCode.InvalidArgument, "scope is required"),
+            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos }, StatusCode.InvalidArgument, "name is required"),
+            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Operator, Name = "x" }, StatusCode.InvalidArgument, "operator keys belong to no program"),
+            (new() { ProgramId = "nope", Scope = V1.KeyScope.Pos, Name = "x" }, StatusCode.NotFound, "program 'nope' not found"),
+            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "x", StoreIds = { "s1" } }, StatusCode.InvalidArgument, "store_ids restrict POS keys only"),
+            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "x", StoreIds = { "bad store" } }, StatusCode.InvalidArgument, "store_ids may contain only"),
+            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "x", ExpiresAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow.AddDays(-1)) }, StatusCode.InvalidArgument, "expires_at must lie in the future"),
+            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "x", ExpiresAt = new Timestamp { Seconds = long.MaxValue } }, StatusCode.InvalidArgument, "expires_at is out of range"),
+            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = new string('n', 100_000) }, StatusCode.InvalidArgument, "name is required, at most 200"),
+        ];
+        string keysBefore = (await access.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true })).ToString();
+
+        foreach ((V1.CreateKeyRequest request, StatusCode code, string says) in cases)
+        {
+            RpcException e = await Assert.ThrowsAsync<RpcException>(() => access.CreateKeyAsync(request).ResponseAsync);
+            Assert.Equal(code, e.StatusCode);
+            Assert.Contains(says, e.Status.Detail, StringComparison.Ordinal);
+            Assert.True(e.Status.Detail.Length < 300, "the refusal echoes too much");
+        }
+
+        Assert.Equal(keysBefore, (await access.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true })).ToString());
+        V1.ApiKey self = await access.WhoAmIAsync(new V1.WhoAmIRequest());
+        RpcException last = await Assert.ThrowsAsync<RpcException>(() => access.RevokeKeyAsync(new V1.RevokeKeyRequest { KeyId = self.KeyId }).ResponseAsync);
+        Assert.Equal(StatusCode.FailedPrecondition, last.StatusCode);
+    }
+
+    [Fact]
+    public async Task RevokedKey_IsRefusedByEveryNode_WithinTwoSeconds()
+    {
+        StorageOptions storage = TestDatabases.Create(Backend.Postgres, "revoke");
+        await using InProcessEngine first = await InProcessEngine.StartAsync(storage);
+        await using InProcessEngine second = await InProcessEngine.StartAsync(storage);
+        await first.Programs.PutProgramAsync(Wire.Program(ProgramA));
+        var access = new V1.Access.AccessClient(first.Invoker);
+        V1.CreatedKey key = await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "two nodes" });
+        var onSecond = new V1.Access.AccessClient(second.Channel.WithKey(key.Secret));
+
+        TimeSpan known = await TimeUntilAsync(async () => await StatusAsync(onSecond) == StatusCode.OK);
+        await access.RevokeKeyAsync(new V1.RevokeKeyRequest { ProgramId = ProgramA, KeyId = key.Key.KeyId });
+        TimeSpan refused = await TimeUntilAsync(async () => await StatusAsync(onSecond) == StatusCode.Unauthenticated);
+
+        Assert.True(known < TimeSpan.FromSeconds(2), $"the new key worked on the other node after {known}");
+        Assert.True(refused < TimeSpan.FromSeconds(2), $"the revoked key was refused by the other node after {refused}");
+    }
+
+    [Fact]
+    public async Task Quotas_OverTheRate_AreResourceExhaustedWithRetryAfter_AndAStreamGoesOn()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "quota"), null,
+            "--Quotas:Reader:UnaryPerSecond=0.5", "--Quotas:Reader:UnaryBurst=3",
+            "--Quotas:Pos:PurchasesPerSecond=0.5", "--Quotas:Pos:PurchasesBurst=5", "--Quotas:Pos:StreamsMax=1");
+        (string pos, _) = await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Invoker);
+        string reader = (await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "r" })).Secret;
+        var members = new V1.Members.MembersClient(engine.Channel.WithKey(reader));
+        var get = new V1.GetMemberRequest { ProgramId = ProgramA, MemberId = "m1" };
+        for (int i = 0; i < 3; i++)
+        {
+            await members.GetMemberAsync(get);
+        }
+
+        RpcException over = await Assert.ThrowsAsync<RpcException>(() => members.GetMemberAsync(get).ResponseAsync);
+        var till = new V1.Purchases.PurchasesClient(engine.Channel.WithKey(pos));
+        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream = till.Ingest();
+        Assert.True(await StreamIsOpenAsync(stream));
+        StatusCode second = await RawCalls.StreamStatusAsync(engine.Channel.WithKey(pos), "loyalty.v1.Purchases", "Ingest");
+        for (int i = 0; i < 8; i++)
+        {
+            await stream.RequestStream.WriteAsync(Wire.Purchase(ProgramA, "m1", $"q-{i}", 1_00));
+        }
+
+        List<V1.PurchaseAck> acks = await ReadAsync(stream, 8);
+        await Task.Delay(TimeSpan.FromSeconds(2.1));
+        await stream.RequestStream.WriteAsync(Wire.Purchase(ProgramA, "m1", "q-later", 1_00));
+        V1.PurchaseAck later = (await ReadAsync(stream, 1))[0];
+        await stream.RequestStream.CompleteAsync();
+
+        Assert.Equal(StatusCode.ResourceExhausted, over.StatusCode);
+        Assert.True(over.RetryAfter() > TimeSpan.Zero, "no retry-after-ms trailer");
+        Assert.Equal(StatusCode.ResourceExhausted, second);
+        // The stream's first purchase (the open check) took one token of 5; a new one comes every 2 s.
+        Assert.Equal(4, acks.Count(a => a.Status == V1.AckStatus.Accepted));
+        Assert.All(acks.Where(a => a.Status == V1.AckStatus.Rejected), a =>
+        {
+            Assert.Equal("RESOURCE_EXHAUSTED", a.ErrorCode);
+            Assert.True(a.RetryAfterMs > 0);
+        });
+        Assert.Equal(V1.AckStatus.Accepted, later.Status);
+    }
+
+    [Fact]
+    public async Task ExpiredKey_IsUnauthenticated()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "expiry"));
+        await SetUpAsync(engine);
+        V1.CreatedKey key = await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "short", ExpiresAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow.AddSeconds(1.5)),
+        });
+        var client = new V1.Access.AccessClient(engine.Channel.WithKey(key.Secret));
+        await client.WhoAmIAsync(new V1.WhoAmIRequest());
+
+        TimeSpan expired = await TimeUntilAsync(async () => await StatusAsync(client) == StatusCode.Unauthenticated);
+
+        Assert.True(expired < TimeSpan.FromSeconds(3));
+        RpcException e = await Assert.ThrowsAsync<RpcException>(() => client.WhoAmIAsync(new V1.WhoAmIRequest()).ResponseAsync);
+        Assert.Equal("the key has expired", e.Status.Detail);
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task SupportAndAdminCalls_AreInTheAuditTrail_WithTheirKeyAndOutcome(Backend backend)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "audit"));
+        (string pos, string admin) = await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Channel.WithKey(admin));
+        V1.CreatedKey support = await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Support, Name = "desk" });
+        var staff = new V1.Members.MembersClient(engine.Channel.WithKey(support.Secret));
+        await staff.AdjustPointsAsync(new V1.AdjustPointsRequest { ProgramId = ProgramA, MemberId = "m1", TransactionId = "adj-1", Points = 50, Reason = "goodwill" });
+        await Assert.ThrowsAsync<RpcException>(() => staff.AdjustPointsAsync(new V1.AdjustPointsRequest { ProgramId = ProgramA, MemberId = "m1", TransactionId = "adj-2", Points = 50 }).ResponseAsync);
+        await new V1.Purchases.PurchasesClient(engine.Channel.WithKey(pos)).AccrueAsync(Wire.Purchase(ProgramA, "m1", "t-audit", 10_00));
+
+        V1.ListAuditResponse trail = await access.ListAuditAsync(new V1.ListAuditRequest { ProgramId = ProgramA });
+        V1.ListAuditResponse page = await access.ListAuditAsync(new V1.ListAuditRequest { ProgramId = ProgramA, PageSize = 1, PageToken = trail.Records[0].Id.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        RpcException posReads = await Assert.ThrowsAsync<RpcException>(() =>
+            new V1.Access.AccessClient(engine.Channel.WithKey(pos)).ListAuditAsync(new V1.ListAuditRequest { ProgramId = ProgramA }).ResponseAsync);
+
+        Assert.Equal(
+            [("/loyalty.v1.Members/AdjustPoints", "INVALID_ARGUMENT", support.Key.KeyId, "m1"), ("/loyalty.v1.Members/AdjustPoints", "OK", support.Key.KeyId, "m1")],
+            trail.Records.Take(2).Select(r => (r.Method, r.Outcome, r.KeyId, r.Target)));
+        Assert.Contains(trail.Records, r => r.Method == "/loyalty.v1.Access/CreateKey" && r.KeyId == KeyId(admin) && r.Outcome == "OK");
+        Assert.Contains(trail.Records, r => r.Method == "/loyalty.v1.ProgramAdmin/PutProgram" && r.KeyId == KeyId(TestKeys.Operator));
+        Assert.DoesNotContain(trail.Records, r => r.Method.EndsWith("/Accrue", StringComparison.Ordinal));
+        Assert.Equal(trail.Records[1].Id, Assert.Single(page.Records).Id);
+        Assert.Equal(StatusCode.PermissionDenied, posReads.StatusCode);
+    }
+
+    [Fact]
+    public async Task Reflection_NeedsAKey()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "reflection"));
+        byte[] listServices = [0x3A, 0x00];
+
+        StatusCode without = await RawCalls.StreamStatusAsync(engine.Channel.CreateCallInvoker(), "grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo", listServices);
+        StatusCode with = await RawCalls.StreamStatusAsync(engine.Invoker, "grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo", listServices);
+
+        Assert.Equal(StatusCode.Unauthenticated, without);
+        Assert.Equal(StatusCode.OK, with);
+    }
+
+    [Fact]
+    public async Task FirstStart_WritesAnOperatorKeyFile_AndALaterStartKeepsIt()
+    {
+        StorageOptions storage = TestDatabases.Create(Backend.Sqlite, "bootstrap");
+        string file = Path.Combine(TestDatabases.TempFolder(), "data", "operator.key");
+        string[] args = ["--Auth:BootstrapOperatorKey=", $"--Auth:OperatorKeyFile={file}"];
+        string key;
+        await using (InProcessEngine first = await InProcessEngine.StartAsync(storage, null, args))
+        {
+            key = await File.ReadAllTextAsync(file);
+            V1.ApiKey me = await new V1.Access.AccessClient(first.Channel.WithKey(key)).WhoAmIAsync(new V1.WhoAmIRequest());
+            Assert.Equal((V1.KeyScope.Operator, "bootstrap"), (me.Scope, me.CreatedBy));
+        }
+
+        await using InProcessEngine second = await InProcessEngine.StartAsync(storage, null, args);
+        Assert.Equal(key, await File.ReadAllTextAsync(file));
+        Assert.Equal(V1.KeyScope.Operator, (await new V1.Access.AccessClient(second.Channel.WithKey(key)).WhoAmIAsync(new V1.WhoAmIRequest())).Scope);
+    }
+
+    /// <summary>Programs A and B, member m1 in both; a POS key and an admin key of A.</summary>
+    private static async Task<(string Pos, string Admin)> SetUpAsync(InProcessEngine engine)
+    {
+        foreach (string program in new[] { ProgramA, ProgramB })
+        {
+            await engine.Programs.PutProgramAsync(Wire.Program(program));
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = program, MemberId = "m1" });
+        }
+
+        var access = new V1.Access.AccessClient(engine.Invoker);
+        V1.CreatedKey pos = await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "tills" });
+        V1.CreatedKey admin = await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Admin, Name = "admin" });
+        return (pos.Secret, admin.Secret);
+    }
+
+    /// <summary>A request that would change something if it were let through.</summary>
+    private static Google.Protobuf.IMessage Valid(MethodDescriptor method) => method.Name switch
+    {
+        "PutProgram" => Wire.Program("evil", rate: 10_000),
+        "AdjustPoints" => new V1.AdjustPointsRequest { ProgramId = ProgramA, MemberId = "m1", TransactionId = "evil", Points = 1_000_000_000, Reason = "x" },
+        "Accrue" => Wire.Purchase(ProgramA, "m1", "evil-t", 10_00),
+        "EraseMember" => new V1.EraseMemberRequest { ProgramId = ProgramA, MemberId = "m1", Reason = "x" },
+        "CreateKey" => new V1.CreateKeyRequest { Scope = V1.KeyScope.Operator, Name = "evil" },
+        _ => RawCalls.Request(method, ProgramA),
+    };
+
+    private static string KeyId(string token) => token.Substring(KeyTokens.Prefix.Length, KeyTokens.KeyIdLength);
+
+    /// <summary>Calls with an authorization value as given, not necessarily a bearer key.</summary>
+    private static CallInvoker RawKey(InProcessEngine engine, string authorization) =>
+        Grpc.Core.Interceptors.CallInvokerExtensions.Intercept(engine.Channel.CreateCallInvoker(), metadata =>
+        {
+            metadata.Add("authorization", authorization);
+            return metadata;
+        });
+
+    private static async Task<StatusCode> StatusAsync(V1.Access.AccessClient client)
+    {
+        try
+        {
+            await client.WhoAmIAsync(new V1.WhoAmIRequest());
+            return StatusCode.OK;
+        }
+        catch (RpcException e)
+        {
+            return e.StatusCode;
+        }
+    }
+
+    private static async Task<TimeSpan> TimeUntilAsync(Func<Task<bool>> condition)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!await condition() && clock.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            await Task.Delay(20);
+        }
+
+        return clock.Elapsed;
+    }
+
+    private static async Task<bool> StreamIsOpenAsync(AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream)
+    {
+        await stream.RequestStream.WriteAsync(Wire.Purchase(ProgramA, "m1", "q-open", 1_00));
+        return (await ReadAsync(stream, 1))[0].Status == V1.AckStatus.Accepted;
+    }
+
+    private static async Task<List<V1.PurchaseAck>> ReadAsync(AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream, int count)
+    {
+        var acks = new List<V1.PurchaseAck>();
+        while (acks.Count < count && await stream.ResponseStream.MoveNext(CancellationToken.None))
+        {
+            acks.Add(stream.ResponseStream.Current);
+        }
+
+        return acks;
+    }
+}
