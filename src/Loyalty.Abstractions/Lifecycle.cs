@@ -79,6 +79,11 @@ public static class Profiles
             {
                 return $"profile field '{name}' is longer than {Limits.ProfileValueLengthMax} characters";
             }
+
+            if (FreeText.HasControl(value))
+            {
+                return $"profile field '{name}' may not contain control characters";
+            }
         }
 
         return null;

@@ -33,6 +33,12 @@ public static class Limits
     /// <summary>How far in the future a purchase timestamp may lie (clock skew between tills).</summary>
     public static readonly TimeSpan PurchaseFutureSkewMax = TimeSpan.FromMinutes(15);
 
+    /// <summary>The earliest time a purchase or return may name, whatever its program allows: 1970 and 0001 are unset clocks.</summary>
+    public static readonly DateTimeOffset OccurredAtMin = new(2000, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
+    /// <summary>The largest <c>max_backdate_days</c> a program may set.</summary>
+    public const int BackdateDaysMax = 3_650;
+
     /// <summary>Largest ledger page.</summary>
     public const int LedgerPageSizeMax = 500;
 

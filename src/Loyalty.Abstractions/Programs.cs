@@ -25,10 +25,24 @@ public sealed record ProgramSettings(
     [property: Id(15)] ExpiryPolicy? Expiry = null,
     [property: Id(16)] IReadOnlyList<Reward>? Rewards = null,
     [property: Id(17)] int ReservationHoldSeconds = ProgramSettings.ReservationHoldSecondsDefault,
-    [property: Id(18)] ReferralPolicy? Referrals = null)
+    [property: Id(18)] ReferralPolicy? Referrals = null,
+    [property: Id(19)] int MaxBackdateDays = ProgramSettings.MaxBackdateDaysDefault)
 {
     /// <summary>How long a reservation holds points when the program does not say.</summary>
     public const int ReservationHoldSecondsDefault = 900;
+
+    /// <summary>How many days back a purchase or return may be dated when the program does not say.</summary>
+    public const int MaxBackdateDaysDefault = 365;
+
+    /// <summary>
+    /// Why a purchase or return dated <paramref name="occurredAt"/> is too old to take at
+    /// <paramref name="now"/>, or null. Replaying old history is a mistake or an attack; an import
+    /// of history would be its own, explicit path.
+    /// </summary>
+    public string? RefusesBackdated(DateTimeOffset occurredAt, DateTimeOffset now) =>
+        occurredAt < now - TimeSpan.FromDays(MaxBackdateDays)
+            ? $"occurred_at is more than {MaxBackdateDays} days in the past (the program's max_backdate_days)"
+            : null;
 
     /// <summary>The rewards catalogue, never null.</summary>
     public IReadOnlyList<Reward> RewardList => Rewards ?? [];
@@ -81,6 +95,11 @@ public sealed record ProgramSettings(
             return policyError;
         }
 
+        if (MaxBackdateDays is < 1 or > Limits.BackdateDaysMax)
+        {
+            return $"max_backdate_days must be 1..{Limits.BackdateDaysMax}";
+        }
+
         if (ReservationHoldSeconds is < Limits.ReservationHoldSecondsMin or > Limits.ReservationHoldSecondsMax)
         {
             return $"reservation_hold_seconds must be {Limits.ReservationHoldSecondsMin}..{Limits.ReservationHoldSecondsMax}";
@@ -110,9 +129,9 @@ public sealed record ProgramSettings(
 
     private string? CheckBasics()
     {
-        if (string.IsNullOrWhiteSpace(Name) || Name.Length > Limits.NameLengthMax)
+        if (FreeText.Check(Name, "name", Limits.NameLengthMax) is { } nameError)
         {
-            return $"name is required and at most {Limits.NameLengthMax} characters";
+            return nameError;
         }
 
         if (!CurrencyCodes.IsWellFormed(Currency))
@@ -137,7 +156,9 @@ public sealed record ProgramSettings(
 
         if (TimeZone.Length is 0 or > Limits.CodeLengthMax || !TimeZoneInfo.TryFindSystemTimeZoneById(TimeZone, out _))
         {
-            return $"time_zone '{TimeZone}' is not a known IANA time zone such as Europe/London";
+            return TimeZone.Length > Limits.CodeLengthMax
+                ? $"time_zone is longer than {Limits.CodeLengthMax} characters"
+                : $"time_zone '{Bounded.Echo(TimeZone)}' is not a known IANA time zone such as Europe/London";
         }
 
         if (PendingDays is < 0 or > Limits.PendingDaysMax)

@@ -75,6 +75,11 @@ public sealed record Purchase(
             return "occurred_at is in the future";
         }
 
+        if (OccurredAt < Limits.OccurredAtMin)
+        {
+            return "occurred_at is before 2000-01-01";
+        }
+
         return CheckLineItems();
     }
 

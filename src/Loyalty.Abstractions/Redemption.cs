@@ -53,9 +53,9 @@ public sealed record Reward(
             return error;
         }
 
-        if (string.IsNullOrWhiteSpace(Name) || Name.Length > Limits.NameLengthMax)
+        if (FreeText.Check(Name, field + ".name", Limits.NameLengthMax) is { } nameError)
         {
-            return $"{field}.name is required and at most {Limits.NameLengthMax} characters";
+            return nameError;
         }
 
         if (PointsPrice is < 1 or > Limits.BonusPointsMax)
@@ -67,8 +67,8 @@ public sealed record Reward(
         {
             RewardKind.Discount => ValueMinor is < 1 or > Limits.PurchaseAmountMinorMax ? $"{field}.value_minor must be 1..{Limits.PurchaseAmountMinorMax} for a discount" : null,
             RewardKind.Product => LoyaltyIds.Check(Sku, field + ".sku", Limits.CodeLengthMax),
-            RewardKind.Donation => string.IsNullOrWhiteSpace(Cause) || Cause.Length > Limits.NameLengthMax
-                ? $"{field}.cause is required for a donation, at most {Limits.NameLengthMax} characters"
+            RewardKind.Donation => FreeText.Check(Cause, field + ".cause", Limits.NameLengthMax) is { } causeError
+                ? causeError + " (a donation names its cause)"
                 : ValueMinor is < 0 or > Limits.PurchaseAmountMinorMax ? $"{field}.value_minor must be 0..{Limits.PurchaseAmountMinorMax}" : null,
             _ => $"{field}.kind must be DISCOUNT, PRODUCT or DONATION",
         };

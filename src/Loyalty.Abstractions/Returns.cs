@@ -53,6 +53,11 @@ public sealed record PurchaseReturn(
             return "occurred_at is required and may not lie in the future";
         }
 
+        if (OccurredAt < Limits.OccurredAtMin)
+        {
+            return "occurred_at is before 2000-01-01";
+        }
+
         return Lines.Count == 0 ? CheckAmountOnly() : CheckLines();
     }
 
@@ -159,9 +164,7 @@ public sealed record Adjustment(
             return $"points must be non-zero and at most {Limits.AdjustmentPointsMax} either way";
         }
 
-        return string.IsNullOrWhiteSpace(Reason) || Reason.Length > Limits.ReasonLengthMax
-            ? $"reason is required and at most {Limits.ReasonLengthMax} characters"
-            : null;
+        return FreeText.Check(Reason, "reason", Limits.ReasonLengthMax);
     }
 
     /// <summary>The content fingerprint; a resend must match it.</summary>

@@ -70,9 +70,9 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<MemberResult> Erase(string reason)
     {
-        if (string.IsNullOrWhiteSpace(reason) || reason.Length > Limits.ReasonLengthMax)
+        if (FreeText.Check(reason, "reason", Limits.ReasonLengthMax) is { } reasonError)
         {
-            return MemberResult.Reject(LoyaltyError.InvalidArgument, $"reason is required and at most {Limits.ReasonLengthMax} characters");
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, reasonError);
         }
 
         ProgramConfig? current = null;
@@ -127,7 +127,7 @@ public sealed partial class MemberGrain
     {
         string? error = LoyaltyIds.Check(duplicateId, "duplicate_member_id")
             ?? (duplicateId == _memberId ? "a member cannot be merged into itself" : null)
-            ?? (string.IsNullOrWhiteSpace(reason) || reason.Length > Limits.ReasonLengthMax ? $"reason is required and at most {Limits.ReasonLengthMax} characters" : null);
+            ?? FreeText.Check(reason, "reason", Limits.ReasonLengthMax);
         if (error is not null)
         {
             return MemberResult.Reject(LoyaltyError.InvalidArgument, error);

@@ -14,6 +14,11 @@ public sealed partial class MemberGrain
             return early;
         }
 
+        if (program.Settings.RefusesBackdated(request.OccurredAt, now) is { } tooOld)
+        {
+            return ReturnResult.Reject(txn, LoyaltyError.InvalidArgument, tooOld);
+        }
+
         // A purchase of a duplicate account merged into this one is returned here.
         if (original is null || (original.MemberId != _memberId && !_state.MergedFrom.Contains(original.MemberId)) || original.Kind != LedgerEntryKind.Earn)
         {

@@ -351,6 +351,11 @@ public sealed partial class MemberGrain
                 $"currency '{purchase.Amount.Currency}' does not match the program's currency '{settings.Currency}'");
         }
 
+        if (settings.RefusesBackdated(purchase.OccurredAt, now) is { } tooOld)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, tooOld);
+        }
+
         if (redemption is { } r)
         {
             if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, program, now, out redeemed) is { } refused)

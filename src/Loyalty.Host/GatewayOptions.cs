@@ -28,6 +28,13 @@ public sealed class GatewayOptions
     /// batches per stream.
     /// </summary>
     public int StreamInFlightMax { get; set; } = 1024;
+
+    /// <summary>
+    /// Seconds a purchase stream may stay silent before the gateway ends it (DEADLINE_EXCEEDED);
+    /// 0 for never. HTTP/2 keep-alive pings (Kestrel:Limits:Http2:KeepAlivePingDelay) do not count
+    /// as messages: a till that has nothing to send for this long opens a new stream when it has.
+    /// </summary>
+    public int StreamIdleTimeoutSeconds { get; set; } = 600;
 }
 
 /// <summary>The embedded silo's identity and ports. Bound from the <c>Orleans</c> section.</summary>

@@ -67,6 +67,7 @@ public static class LoyaltyEngineExtensions
     /// <summary>Maps the gRPC services.</summary>
     public static WebApplication MapLoyaltyGateway(this WebApplication app)
     {
+        app.UseGrpcProtocolErrorsAsInvalidArgument();
         app.MapGrpcService<ProgramAdminService>();
         app.MapGrpcService<MembersService>();
         app.MapGrpcService<PurchasesService>();

@@ -12,7 +12,7 @@ namespace Loyalty.Host.Access;
 /// records support and admin calls in the audit trail. A refused call reaches no service, so it
 /// writes nothing. Streams are checked here once; their messages are checked by the service.
 /// </summary>
-public sealed class AccessInterceptor(KeyRegistry keys, IAccessStore audit, ClientFaults faults, TimeProvider clock) : Interceptor
+public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore audit, ClientFaults faults, TimeProvider clock, ILogger<AccessInterceptor> logger) : Interceptor
 {
     /// <inheritdoc />
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
@@ -103,10 +103,21 @@ public sealed class AccessInterceptor(KeyRegistry keys, IAccessStore audit, Clie
         where TRequest : class
         where TResponse : class
     {
-        string program = (request as V1.IProgramScoped)?.ProgramId ?? "";
-        long id = await audit.AppendAuditAsync(
-            new AuditRow(0, program, clock.GetUtcNow(), caller.Key.KeyId, context.Method, Target(request), IAccessStore.OutcomeStarted),
-            context.CancellationToken);
+        // Written before the request is validated, so whatever the client sent is cleaned first.
+        string program = FreeText.Clean((request as V1.IProgramScoped)?.ProgramId);
+        long id;
+        try
+        {
+            id = await audit.AppendAuditAsync(
+                new AuditRow(0, program, clock.GetUtcNow(), caller.Key.KeyId, context.Method, FreeText.Clean(Target(request)), IAccessStore.OutcomeStarted),
+                context.CancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // No change without its record: the call is not made.
+            throw new RpcException(new Status(StatusCode.Unavailable, "the audit trail could not be written; nothing was done, retry"));
+        }
+
         string outcome = "UNAVAILABLE";
         try
         {
@@ -121,20 +132,28 @@ public sealed class AccessInterceptor(KeyRegistry keys, IAccessStore audit, Clie
         }
         finally
         {
-            // Not the call's token: the outcome is recorded even when the client has gone.
-            await audit.CompleteAuditAsync(id, outcome, CancellationToken.None);
+            try
+            {
+                // Not the call's token: the outcome is recorded even when the client has gone.
+                await audit.CompleteAuditAsync(id, outcome, CancellationToken.None);
+            }
+            catch (Exception e)
+            {
+                // The record stays STARTED; the call's own answer is not replaced by this failure.
+                LogAuditCompletionFailed(id, outcome, e.GetType().Name, e.Message);
+            }
         }
     }
 
     /// <summary>What an audited call was about, bounded.</summary>
-    private static string Target(object? request) => Bounded.Echo(request switch
+    private static string Target(object? request) => (request switch
     {
         V1.MergeMembersRequest merge => merge.SurvivorId + "<-" + merge.DuplicateId,
         V1.IMemberScoped member => member.MemberId,
         V1.RevokeKeyRequest revoke => revoke.KeyId,
         V1.CreateKeyRequest create => create.Scope.ToString(),
         _ => "",
-    });
+    }) ?? "";
 
     private RpcException OverQuota(ServerCallContext context, TimeSpan retryAfter, string limit)
     {
@@ -149,4 +168,7 @@ public sealed class AccessInterceptor(KeyRegistry keys, IAccessStore audit, Clie
         faults.Record(kind, context.Method, message);
         return new RpcException(new Status(code, message));
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Audit record {AuditId} stays STARTED: recording outcome {Outcome} failed ({Error}: {Message})")]
+    private partial void LogAuditCompletionFailed(long auditId, string outcome, string error, string message);
 }

@@ -121,9 +121,9 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
             return scope == AccessScope.Operator ? "operator keys belong to no program; leave program_id empty" : LoyaltyIds.Check(request.ProgramId, "program_id");
         }
 
-        if (string.IsNullOrWhiteSpace(request.Name) || request.Name.Length > Limits.NameLengthMax)
+        if (FreeText.Check(request.Name, "name", Limits.NameLengthMax) is { } nameError)
         {
-            return $"name is required, at most {Limits.NameLengthMax} characters";
+            return nameError;
         }
 
         if (stores.Length > 0 && scope != AccessScope.Pos)

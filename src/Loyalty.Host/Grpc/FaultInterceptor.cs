@@ -7,8 +7,11 @@ namespace Loyalty.Host.Grpc;
 /// The last line: an exception that escapes a handler (not a grain fault, which
 /// <see cref="GrainCalls"/> already maps) is logged and answered as UNAVAILABLE instead of
 /// gRPC's bare UNKNOWN. A retry is safe: every write is idempotent by its transaction id.
+/// A call the client itself ended is not an engine fault: it is counted in <see cref="ClientFaults"/>.
+/// A broken request stream is INVALID_ARGUMENT (see <see cref="ProtocolErrors"/> for unary calls).
+/// Refusals longer than <see cref="Bounded.DetailLengthMax"/> are cut.
 /// </summary>
-public sealed partial class FaultInterceptor(ILogger<FaultInterceptor> logger) : Interceptor
+public sealed partial class FaultInterceptor(ClientFaults faults, ILogger<FaultInterceptor> logger) : Interceptor
 {
     /// <inheritdoc />
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
@@ -16,6 +19,14 @@ public sealed partial class FaultInterceptor(ILogger<FaultInterceptor> logger) :
         try
         {
             return await continuation(request, context);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Internal)
+        {
+            throw Malformed(e, context);
+        }
+        catch (RpcException e) when (e.Status.Detail.Length > Bounded.DetailLengthMax)
+        {
+            throw Cut(e);
         }
         catch (Exception e) when (e is not RpcException && e is not OperationCanceledException)
         {
@@ -30,14 +41,44 @@ public sealed partial class FaultInterceptor(ILogger<FaultInterceptor> logger) :
         {
             await continuation(requestStream, responseStream, context);
         }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Internal)
+        {
+            throw Malformed(e, context);
+        }
+        catch (RpcException e) when (e.Status.Detail.Length > Bounded.DetailLengthMax)
+        {
+            throw Cut(e);
+        }
         catch (Exception e) when (e is not RpcException && e is not OperationCanceledException)
         {
             throw Fault(e, context);
         }
     }
 
+    /// <summary>
+    /// A request stream whose framing is broken (a message cut short, compressed without an
+    /// encoding): grpc-dotnet's reader says INTERNAL, but the fault is the client's and a retry of
+    /// the same bytes cannot succeed, so it is INVALID_ARGUMENT. The engine itself never raises INTERNAL.
+    /// </summary>
+    private RpcException Malformed(RpcException e, ServerCallContext context)
+    {
+        faults.Record(ClientFaultKind.Malformed, context.Method, e.Status.Detail);
+        return new RpcException(new Status(StatusCode.InvalidArgument, ProtocolErrors.InvalidFramePrefix + Bounded.Echo(e.Status.Detail)));
+    }
+
+    /// <summary>The same refusal with its message cut: no answer echoes a huge field back.</summary>
+    private static RpcException Cut(RpcException e) => new(new Status(e.StatusCode, Bounded.Detail(e.Status.Detail)), e.Trailers);
+
     private RpcException Fault(Exception e, ServerCallContext context)
     {
+        if (context.CancellationToken.IsCancellationRequested)
+        {
+            // The client reset or abandoned the call (a stream read then fails with an I/O error):
+            // its fault, counted and logged without a stack trace, not an engine failure.
+            faults.Record(ClientFaultKind.Reset, context.Method, e.GetType().Name);
+            return new RpcException(new Status(StatusCode.Cancelled, "the client ended the call"));
+        }
+
         LogHandlerFailed(e, context.Method);
         return new RpcException(new Status(StatusCode.Unavailable, "the request could not be completed; retry (transaction ids make retries safe)"));
     }

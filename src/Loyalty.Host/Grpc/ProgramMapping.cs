@@ -48,7 +48,8 @@ internal static class ProgramMapping
             m.ReservationHoldSeconds == 0 ? ProgramSettings.ReservationHoldSecondsDefault : m.ReservationHoldSeconds,
             m.Referrals is null ? null : new ReferralPolicy(
                 m.Referrals.ReferrerPoints, m.Referrals.ReferredPoints, m.Referrals.MinPurchaseMinor, m.Referrals.CapPerPeriod,
-                m.Referrals.PeriodDays == 0 ? ReferralPolicy.PeriodDaysDefault : m.Referrals.PeriodDays));
+                m.Referrals.PeriodDays == 0 ? ReferralPolicy.PeriodDaysDefault : m.Referrals.PeriodDays),
+            m.MaxBackdateDays == 0 ? ProgramSettings.MaxBackdateDaysDefault : m.MaxBackdateDays);
     }
 
     /// <summary>The settings message.</summary>
@@ -107,6 +108,7 @@ internal static class ProgramMapping
         }
 
         m.ReservationHoldSeconds = s.ReservationHoldSeconds;
+        m.MaxBackdateDays = s.MaxBackdateDays;
         return m;
     }
 

@@ -23,6 +23,9 @@ public sealed partial class PurchasesService(
     ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
 {
     private readonly int _inFlightMax = Math.Max(1, options.Value.StreamInFlightMax);
+    private readonly TimeSpan _idleMax = options.Value.StreamIdleTimeoutSeconds > 0
+        ? TimeSpan.FromSeconds(options.Value.StreamIdleTimeoutSeconds)
+        : Timeout.InfiniteTimeSpan;
 
     /// <inheritdoc />
     public override async Task<V1.PurchaseAck> Accrue(V1.Purchase request, ServerCallContext context)
@@ -55,9 +58,10 @@ public sealed partial class PurchasesService(
         using var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
         Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions { SingleReader = true });
         Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, cancel);
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         try
         {
-            while (await requestStream.MoveNext(cancel))
+            while (await NextAsync(requestStream, idle, cancel))
             {
                 await slots.WaitAsync(cancel);
                 _ = AckAsync(requestStream.Current, caller, acks.Writer, slotToFree: null);
@@ -111,6 +115,25 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>
+    /// Reads the next message of a stream. A stream that sends nothing for
+    /// <see cref="GatewayOptions.StreamIdleTimeoutSeconds"/> is ended with DEADLINE_EXCEEDED, so
+    /// that abandoned streams do not hold a key's stream allowance and the engine's memory forever.
+    /// </summary>
+    private async Task<bool> NextAsync<T>(IAsyncStreamReader<T> stream, CancellationTokenSource idle, CancellationToken cancel)
+    {
+        idle.CancelAfter(_idleMax);
+        try
+        {
+            return await stream.MoveNext(idle.Token);
+        }
+        catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded,
+                $"no message for {_idleMax.TotalSeconds:0} s; the stream is closed (open a new one)"));
+        }
+    }
+
+    /// <summary>
     /// The refusal of a streamed purchase the key may not send (another program, another store)
     /// or not send now (over its purchase quota), or null. The stream goes on either way.
     /// </summary>
@@ -148,9 +171,10 @@ public sealed partial class PurchasesService(
         Channel<Task<V1.PurchaseAck>[]> batches = Channel.CreateBounded<Task<V1.PurchaseAck>[]>(
             new BoundedChannelOptions(GatewayOptions.StreamBatchesPendingMax) { SingleReader = true, SingleWriter = true });
         Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop);
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         try
         {
-            while (await requestStream.MoveNext(cancel))
+            while (await NextAsync(requestStream, idle, cancel))
             {
                 await batches.Writer.WriteAsync(await DispatchAsync(requestStream.Current, caller, slots, cancel), cancel);
             }

@@ -20,7 +20,7 @@ internal static class WireMapping
 
     /// <summary>An exception carrying the status for a domain refusal.</summary>
     public static RpcException ToRpcException(LoyaltyError error, string? message) =>
-        new(new Status(ToStatusCode(error), message ?? error.ToString()));
+        new(new Status(ToStatusCode(error), Bounded.Detail(message ?? error.ToString())));
 
     /// <summary>
     /// Maps a purchase message, or returns the reason it cannot be: ids, amounts, line items and
@@ -84,7 +84,7 @@ internal static class WireMapping
             Balance = result.Balance.Value,
             Sequence = result.Sequence,
             ErrorCode = result.Error == LoyaltyError.None ? "" : StatusName(ToStatusCode(result.Error)),
-            ErrorMessage = result.ErrorMessage ?? "",
+            ErrorMessage = Bounded.Detail(result.ErrorMessage),
             Breakdown = result.Details is null ? null : ToBreakdown(result.Details),
             AvailableAt = result.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null,
             ProgramVersion = result.ProgramVersion,
@@ -238,7 +238,7 @@ internal static class WireMapping
         TransactionId = transactionId.Length <= Limits.IdLengthMax ? transactionId : Bounded.Echo(transactionId),
         Status = V1.AckStatus.Rejected,
         ErrorCode = StatusName(code),
-        ErrorMessage = message,
+        ErrorMessage = Bounded.Detail(message),
     };
 
     /// <summary>The canonical upper-case name of a status code, e.g. INVALID_ARGUMENT.</summary>

@@ -225,7 +225,7 @@ public sealed class AccessTests
             (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "x", StoreIds = { "bad store" } }, StatusCode.InvalidArgument, "store_ids may contain only"),
             (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "x", ExpiresAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow.AddDays(-1)) }, StatusCode.InvalidArgument, "expires_at must lie in the future"),
             (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "x", ExpiresAt = new Timestamp { Seconds = long.MaxValue } }, StatusCode.InvalidArgument, "expires_at is out of range"),
-            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = new string('n', 100_000) }, StatusCode.InvalidArgument, "name is required, at most 200"),
+            (new() { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = new string('n', 100_000) }, StatusCode.InvalidArgument, "name is required and at most 200"),
         ];
         string keysBefore = (await access.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true })).ToString();
 

@@ -37,6 +37,21 @@ public sealed class HostProcess : IAsyncDisposable
 
     public V1.Purchases.PurchasesClient Purchases { get; }
 
+    /// <summary>Characters the process has written to stdout and stderr (its log), newlines included.</summary>
+    public long OutputChars => Interlocked.Read(ref _outputChars);
+
+    private long _outputChars;
+
+    /// <summary>The process's resident memory now, in MiB.</summary>
+    public double WorkingSetMiB
+    {
+        get
+        {
+            _process.Refresh();
+            return _process.WorkingSet64 / 1024.0 / 1024.0;
+        }
+    }
+
     /// <summary>The last lines the process wrote, for failure messages.</summary>
     public string RecentOutput
     {
@@ -110,6 +125,7 @@ public sealed class HostProcess : IAsyncDisposable
             return;
         }
 
+        Interlocked.Add(ref _outputChars, line.Length + 1);
         lock (_output)
         {
             _output.Enqueue(line);
@@ -135,7 +151,7 @@ public sealed class HostProcess : IAsyncDisposable
                 await Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = "readiness-probe" }, deadline: DateTime.UtcNow.AddSeconds(5));
                 return;
             }
-            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+            catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.Unauthenticated)
             {
                 return;
             }

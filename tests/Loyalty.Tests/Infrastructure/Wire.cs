@@ -27,6 +27,8 @@ public static class Wire
             Currency = "USD",
             CurrencyExponent = 2,
             EarnPointsPerUnit = rate,
+            // The tests' purchases carry fixed dates; the default bound (365 days) would refuse them one day.
+            MaxBackdateDays = 3_650,
         },
     };
 }

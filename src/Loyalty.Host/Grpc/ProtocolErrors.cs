@@ -1,0 +1,46 @@
+using System.Globalization;
+using Microsoft.Extensions.Primitives;
+
+namespace Loyalty.Host.Grpc;
+
+/// <summary>
+/// Unary calls whose request body is not a well-formed gRPC message (cut short, followed by more
+/// data, flagged compressed without an encoding) are refused by grpc-dotnet before any
+/// interceptor runs, with INTERNAL. Such an answer is a trailers-only response, so its status is
+/// still in the headers when they are about to be sent; this middleware turns it into
+/// INVALID_ARGUMENT there: the fault is the client's, and sending the same bytes again cannot help.
+/// The engine itself never answers INTERNAL, so nothing else is touched.
+/// </summary>
+public static class ProtocolErrors
+{
+    /// <summary>How the refusal of a broken request begins.</summary>
+    public const string InvalidFramePrefix = "the request is not a well-formed gRPC message: ";
+
+    private const string InternalCode = "13";
+
+    /// <summary>Adds the middleware; it must run before the gRPC endpoints.</summary>
+    public static IApplicationBuilder UseGrpcProtocolErrorsAsInvalidArgument(this IApplicationBuilder app) =>
+        app.Use(static (context, next) =>
+        {
+            if (context.Request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true)
+            {
+                context.Response.OnStarting(static state => Rewrite((HttpContext)state), context);
+            }
+
+            return next(context);
+        });
+
+    private static Task Rewrite(HttpContext context)
+    {
+        IHeaderDictionary headers = context.Response.Headers;
+        if (headers.TryGetValue("grpc-status", out StringValues status) && status == InternalCode)
+        {
+            string detail = Uri.UnescapeDataString(headers["grpc-message"].ToString());
+            context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.Malformed, context.Request.Path, detail);
+            headers["grpc-status"] = ((int)global::Grpc.Core.StatusCode.InvalidArgument).ToString(CultureInfo.InvariantCulture);
+            headers["grpc-message"] = Uri.EscapeDataString(InvalidFramePrefix + Bounded.Echo(detail));
+        }
+
+        return Task.CompletedTask;
+    }
+}
