@@ -113,6 +113,7 @@ internal sealed class EngineProcess : IAsyncDisposable
     private static IEnumerable<string> Arguments(string storage, string? postgres, int port, string data)
     {
         yield return $"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{port}";
+        yield return $"--Kestrel:Endpoints:Http:Url=http://127.0.0.1:{FreePort()}";
         yield return $"--Orleans:SiloPort={FreePort()}";
         yield return $"--Orleans:GatewayPort={FreePort()}";
         switch (storage)

@@ -27,7 +27,10 @@ public static class LoyaltyEngineExtensions
             // Outermost first: nothing reaches a service, or the fault handler, without a key.
             o.Interceptors.Add<AccessInterceptor>();
             o.Interceptors.Add<FaultInterceptor>();
-        }).AddServiceOptions<PurchasesService>(o => o.MaxReceiveMessageSize = GatewayOptions.PurchaseMessageBytesMax);
+        }).AddServiceOptions<PurchasesService>(o => o.MaxReceiveMessageSize = GatewayOptions.PurchaseMessageBytesMax)
+            // Every unary call as HTTP/JSON too (the google.api.http routes of the .proto), through the same interceptors.
+            .AddJsonTranscoding();
+        builder.Services.AddLoyaltyOpenApi();
 
         // Every service is bound with request marshallers that refuse a message that does not
         // parse as INVALID_ARGUMENT; grpc-dotnet's own binder would answer UNKNOWN.
@@ -68,6 +71,7 @@ public static class LoyaltyEngineExtensions
     public static WebApplication MapLoyaltyGateway(this WebApplication app)
     {
         app.UseGrpcProtocolErrorsAsInvalidArgument();
+        app.UseLoyaltyOpenApi();
         app.MapGrpcService<ProgramAdminService>();
         app.MapGrpcService<MembersService>();
         app.MapGrpcService<PurchasesService>();

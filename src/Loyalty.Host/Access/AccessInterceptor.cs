@@ -159,6 +159,8 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
     {
         long milliseconds = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalMilliseconds));
         faults.Record(ClientFaultKind.QuotaExceeded, context.Method, limit);
+        // The same advice as an HTTP header, for HTTP/JSON callers (429 with Retry-After).
+        context.GetHttpContext().Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
         var trailers = new Metadata { { Loyalty.Api.ApiKeyCalls.RetryAfterTrailer, milliseconds.ToString(CultureInfo.InvariantCulture) } };
         return new RpcException(new Status(StatusCode.ResourceExhausted, $"over {limit}; retry after {milliseconds} ms"), trailers);
     }

@@ -39,6 +39,9 @@ public sealed class InProcessEngine : IAsyncDisposable
 
     public StorageOptions Storage { get; }
 
+    /// <summary>The engine's HTTP/1.1 (JSON) address.</summary>
+    public required string HttpAddress { get; init; }
+
     public V1.ProgramAdmin.ProgramAdminClient Programs { get; }
 
     public V1.Members.MembersClient Members { get; }
@@ -48,10 +51,10 @@ public sealed class InProcessEngine : IAsyncDisposable
     /// <summary>Starts the engine; with <paramref name="rulesClock"/>, the loyalty rules and the due schedule run on that clock.</summary>
     public static async Task<InProcessEngine> StartAsync(StorageOptions storage, TimeProvider? rulesClock = null, params string[] extraArgs)
     {
-        int port = Ports.Free();
+        int port = Ports.Free(), httpPort = Ports.Free();
         WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
-            Args = [.. EngineArgs.For(storage, port), .. extraArgs],
+            Args = [.. EngineArgs.For(storage, port, httpPort), .. extraArgs],
             ContentRootPath = AppContext.BaseDirectory,
         });
         if (rulesClock is not null)
@@ -64,7 +67,7 @@ public sealed class InProcessEngine : IAsyncDisposable
         WebApplication app = builder.Build();
         app.MapLoyaltyGateway();
         await app.StartAsync();
-        return new InProcessEngine(app, GrpcChannel.ForAddress($"http://127.0.0.1:{port}"), storage);
+        return new InProcessEngine(app, GrpcChannel.ForAddress($"http://127.0.0.1:{port}"), storage) { HttpAddress = $"http://127.0.0.1:{httpPort}" };
     }
 
     public async ValueTask DisposeAsync()
