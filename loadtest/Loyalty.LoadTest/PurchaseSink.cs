@@ -97,23 +97,29 @@ internal sealed class PurchaseSink : IDisposable
     }
 }
 
-/// <summary>How the load tester honours a key's quota on unary calls: it waits as long as the engine asks, then tries again.</summary>
+/// <summary>
+/// How the load tester honours a key's quota on unary calls: it waits as long as the engine asks,
+/// plus a random share of a few milliseconds so that its many parallel callers do not all come
+/// back at the same instant, and tries again, for at most <see cref="PatienceMax"/> per call.
+/// </summary>
 internal static class Quota
 {
-    /// <summary>Tries at most this often before giving up.</summary>
-    private const int AttemptsMax = 100;
+    private static readonly TimeSpan PatienceMax = TimeSpan.FromMinutes(2);
 
     public static async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
     {
-        for (int attempt = 1; ; attempt++)
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
+        while (true)
         {
             try
             {
                 return await call();
             }
-            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.ResourceExhausted && attempt < AttemptsMax)
+            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.ResourceExhausted
+                && System.Diagnostics.Stopwatch.GetElapsedTime(started) < PatienceMax)
             {
-                await Task.Delay(Loyalty.Api.ApiKeyCalls.RetryAfter(e) ?? TimeSpan.FromMilliseconds(100), cancellationToken);
+                TimeSpan wait = (Loyalty.Api.ApiKeyCalls.RetryAfter(e) ?? TimeSpan.FromMilliseconds(100)) + TimeSpan.FromMilliseconds(Random.Shared.Next(1, 20));
+                await Task.Delay(wait, cancellationToken);
             }
         }
     }

@@ -40,9 +40,15 @@ public sealed record ProgramSettings(
     /// of history would be its own, explicit path.
     /// </summary>
     public string? RefusesBackdated(DateTimeOffset occurredAt, DateTimeOffset now) =>
-        occurredAt < now - TimeSpan.FromDays(MaxBackdateDays)
-            ? $"occurred_at is more than {MaxBackdateDays} days in the past (the program's max_backdate_days)"
+        occurredAt < now - TimeSpan.FromDays(BackdateDays)
+            ? $"occurred_at is more than {BackdateDays} days in the past (the program's max_backdate_days)"
             : null;
+
+    /// <summary>
+    /// <see cref="MaxBackdateDays"/>, or the default for settings stored before the field existed
+    /// (Orleans' serializer leaves a missing field at 0, which would refuse every purchase).
+    /// </summary>
+    public int BackdateDays => MaxBackdateDays > 0 ? MaxBackdateDays : MaxBackdateDaysDefault;
 
     /// <summary>The rewards catalogue, never null.</summary>
     public IReadOnlyList<Reward> RewardList => Rewards ?? [];

@@ -86,7 +86,8 @@ public static class LoyaltyEngineExtensions
     {
         IConfiguration config = builder.Configuration;
         builder.Services.Configure<AuthOptions>(config.GetSection(AuthOptions.SectionName));
-        builder.Services.Configure<QuotaOptions>(config.GetSection(QuotaOptions.SectionName));
+        builder.Services.AddOptions<QuotaOptions>().Bind(config.GetSection(QuotaOptions.SectionName))
+            .Validate(q => q.Problem() is null, "Quotas: rates must be above 0 and bursts at least 1").ValidateOnStart();
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<KeyRegistry>();
         builder.Services.AddSingleton<ClientFaults>();

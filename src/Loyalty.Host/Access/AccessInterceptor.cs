@@ -41,6 +41,34 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
     public override async Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
     {
         (Caller caller, _) = Admit(context);
+        await StreamAsync(caller, context, () => continuation(requestStream, responseStream, context));
+    }
+
+    /// <inheritdoc />
+    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        // No such call today; any added later (a health watch, a change feed) is behind keys from the start.
+        (Caller caller, CallRule rule) = Admit(context);
+        if (rule.ProgramScoped)
+        {
+            CheckScoped(caller, request, context);
+        }
+
+        await StreamAsync(caller, context, () => continuation(request, responseStream, context));
+    }
+
+    /// <inheritdoc />
+    public override async Task<TResponse> ClientStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, ServerCallContext context, ClientStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        (Caller caller, _) = Admit(context);
+        TResponse? response = null;
+        await StreamAsync(caller, context, async () => response = await continuation(requestStream, context));
+        return response!;
+    }
+
+    /// <summary>Runs a stream within the key's allowance of open streams.</summary>
+    private async Task StreamAsync(Caller caller, ServerCallContext context, Func<Task> run)
+    {
         if (!caller.Quota.TryOpenStream())
         {
             throw OverQuota(context, TimeSpan.FromSeconds(1), "the streams the key may hold open");
@@ -49,7 +77,7 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
         try
         {
             caller.AttachTo(context);
-            await continuation(requestStream, responseStream, context);
+            await run();
         }
         finally
         {
@@ -128,6 +156,11 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
         catch (RpcException e)
         {
             outcome = Grpc.WireMapping.StatusName(e.StatusCode);
+            throw;
+        }
+        catch (OperationCanceledException)
+        {
+            outcome = "CANCELLED";
             throw;
         }
         finally

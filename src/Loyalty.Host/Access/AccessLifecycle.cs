@@ -61,22 +61,21 @@ internal sealed partial class AccessLifecycle(
         (AccessKey key, string token) = await registry.CreateAsync("", AccessScope.Operator, [], "first operator key", expiresAt: null, "bootstrap", cancellationToken);
         string path = Path.GetFullPath(auth.OperatorKeyFile);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        var write = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        // A new file, readable by the owner only from its first byte, then moved over any old
+        // one (a move replaces a symbolic link rather than writing through it).
+        string fresh = path + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+        var write = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows())
         {
             write.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         }
 
-        await using (var file = new StreamWriter(path, write))
+        await using (var file = new StreamWriter(fresh, write))
         {
             await file.WriteAsync(token);
         }
 
-        if (!OperatingSystem.IsWindows())
-        {
-            // UnixCreateMode applies to new files only; an old file of another mode is narrowed too.
-            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        }
+        File.Move(fresh, path, overwrite: true);
 
         LogOperatorKeyWritten(key.KeyId, path);
     }

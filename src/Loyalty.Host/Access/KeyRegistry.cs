@@ -70,6 +70,10 @@ public sealed partial class KeyRegistry(
         return new Caller(key, quota);
     }
 
+    /// <summary>Why a key authenticated earlier (an open stream's) no longer works, or null while it does.</summary>
+    public string? NoLongerUsable(string keyId) =>
+        _keys.TryGetValue(keyId, out AccessKey? key) ? key.Unusable(clock.GetUtcNow()) : "the key was removed";
+
     /// <summary>The key with this id, or null.</summary>
     public AccessKey? Find(string keyId) => _keys.GetValueOrDefault(keyId);
 
@@ -127,7 +131,20 @@ public sealed partial class KeyRegistry(
         (IReadOnlyList<AccessKeyRow> rows, DateTimeOffset now) = await store.ReadKeysChangedSinceAsync(since, cancellationToken);
         foreach (AccessKeyRow row in rows)
         {
-            _keys[row.KeyId] = AccessKey.From(row);
+            AccessKey read;
+            try
+            {
+                read = AccessKey.From(row);
+            }
+            catch (Exception e) when (e is InvalidOperationException or FormatException)
+            {
+                // One corrupt row must not stop every later key (and revocation) from arriving.
+                LogBadKeyRow(row.KeyId, e.Message);
+                continue;
+            }
+
+            // Revocation is final: a row read before a revocation made here must not undo it.
+            _keys.AddOrUpdate(row.KeyId, read, (_, held) => held.Row.RevokedAt is not null && read.Row.RevokedAt is null ? held : read);
             if (row.RevokedAt is not null)
             {
                 _quotas.TryRemove(row.KeyId, out _);
@@ -156,6 +173,9 @@ public sealed partial class KeyRegistry(
 
     /// <summary>A time cut to what both databases keep, so that a key reads the same before and after a refresh.</summary>
     private static DateTimeOffset Microseconds(DateTimeOffset at) => new(at.UtcTicks - (at.UtcTicks % 10), TimeSpan.Zero);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "API key {KeyId} is stored in a form this engine cannot read ({Problem}); it is refused")]
+    private partial void LogBadKeyRow(string keyId, string problem);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Refreshing API keys failed ({Error}: {Message}); the keys held stay in force")]
     private partial void LogRefreshFailed(string error, string message);

@@ -16,13 +16,20 @@ public sealed class QuotaOptions
     public ScopeQuota Admin { get; set; } = new() { UnaryPerSecond = 50, UnaryBurst = 100, PurchasesPerSecond = 1, PurchasesBurst = 1, StreamsMax = 4 };
 
     /// <summary>Limits of POS keys: a large retailer's busy hour with headroom, per key.</summary>
-    public ScopeQuota Pos { get; set; } = new() { UnaryPerSecond = 2_000, UnaryBurst = 4_000, PurchasesPerSecond = 50_000, PurchasesBurst = 100_000, StreamsMax = 256 };
+    public ScopeQuota Pos { get; set; } = new() { UnaryPerSecond = 5_000, UnaryBurst = 10_000, PurchasesPerSecond = 50_000, PurchasesBurst = 100_000, StreamsMax = 256 };
 
     /// <summary>Limits of support keys.</summary>
     public ScopeQuota Support { get; set; } = new() { UnaryPerSecond = 100, UnaryBurst = 200, PurchasesPerSecond = 1, PurchasesBurst = 1, StreamsMax = 4 };
 
     /// <summary>Limits of reader keys.</summary>
     public ScopeQuota Reader { get; set; } = new() { UnaryPerSecond = 500, UnaryBurst = 1_000, PurchasesPerSecond = 1, PurchasesBurst = 1, StreamsMax = 4 };
+
+    /// <summary>Why the limits cannot be used (a rate of 0 would refuse everything), or null.</summary>
+    public string? Problem() =>
+        Enum.GetValues<AccessScope>().Select(s => (Scope: s, Quota: For(s)))
+            .Where(q => q.Quota.UnaryPerSecond <= 0 || q.Quota.UnaryBurst < 1 || q.Quota.PurchasesPerSecond <= 0 || q.Quota.PurchasesBurst < 1 || q.Quota.StreamsMax < 0)
+            .Select(q => $"Quotas:{q.Scope}: rates must be above 0, bursts at least 1, StreamsMax at least 0")
+            .FirstOrDefault();
 
     /// <summary>The limits of a scope.</summary>
     public ScopeQuota For(AccessScope scope) => scope switch

@@ -42,7 +42,7 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
         int max = scope == AccessScope.Operator ? KeyRegistry.OperatorKeysMax : KeyRegistry.KeysPerProgramMax;
         if (keys.CountActive(request.ProgramId) >= max)
         {
-            throw new RpcException(new Status(StatusCode.ResourceExhausted, $"at most {max} active keys; revoke one first"));
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"at most {max} active keys; revoke one first"));
         }
 
         (AccessKey key, string token) = await keys.CreateAsync(request.ProgramId, scope, stores, request.Name, expires, caller.Key.KeyId, context.CancellationToken);

@@ -83,7 +83,8 @@ public sealed partial class ClientFaults : IDisposable
             _suppressed = 0;
         }
 
-        LogFault(kind, Bounded.Echo(method), Bounded.Echo(detail), suppressed);
+        // Client text, cleaned: no line breaks or control characters reach the log.
+        LogFault(kind, FreeText.Clean(method), FreeText.Clean(detail), suppressed);
     }
 
     /// <inheritdoc />

@@ -20,6 +20,12 @@ public sealed partial class FaultInterceptor(ClientFaults faults, ILogger<FaultI
         {
             return await continuation(request, context);
         }
+        catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.Status.Detail.StartsWith("Received message exceeds", StringComparison.Ordinal))
+        {
+            // A streamed message over the size limit, as grpc-dotnet's reader refused it: counted, not logged as a failure.
+            faults.Record(ClientFaultKind.TooLarge, context.Method, e.Status.Detail);
+            throw;
+        }
         catch (RpcException e) when (e.StatusCode == StatusCode.Internal)
         {
             throw Malformed(e, context);
@@ -40,6 +46,12 @@ public sealed partial class FaultInterceptor(ClientFaults faults, ILogger<FaultI
         try
         {
             await continuation(requestStream, responseStream, context);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.Status.Detail.StartsWith("Received message exceeds", StringComparison.Ordinal))
+        {
+            // A streamed message over the size limit, as grpc-dotnet's reader refused it: counted, not logged as a failure.
+            faults.Record(ClientFaultKind.TooLarge, context.Method, e.Status.Detail);
+            throw;
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.Internal)
         {

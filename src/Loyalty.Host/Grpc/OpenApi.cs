@@ -49,7 +49,7 @@ public static class OpenApi
     {
         app.Use(static async (context, next) =>
         {
-            if (context.Request.Path.StartsWithSegments("/openapi", StringComparison.Ordinal)
+            if (context.Request.Path.StartsWithSegments("/openapi", StringComparison.OrdinalIgnoreCase)
                 && context.RequestServices.GetRequiredService<KeyRegistry>().Authenticate(context.Request.Headers.Authorization, out string failure) is null)
             {
                 context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.Unauthenticated, context.Request.Path, failure);

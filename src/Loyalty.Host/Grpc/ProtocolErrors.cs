@@ -18,6 +18,8 @@ public static class ProtocolErrors
 
     private const string InternalCode = "13";
 
+    private const string ResourceExhaustedCode = "8";
+
     /// <summary>Adds the middleware; it must run before the gRPC endpoints.</summary>
     public static IApplicationBuilder UseGrpcProtocolErrorsAsInvalidArgument(this IApplicationBuilder app) =>
         app.Use(static (context, next) =>
@@ -33,6 +35,13 @@ public static class ProtocolErrors
     private static Task Rewrite(HttpContext context)
     {
         IHeaderDictionary headers = context.Response.Headers;
+        if (headers.TryGetValue("grpc-status", out StringValues exhausted) && exhausted == ResourceExhaustedCode
+            && headers["grpc-message"].ToString().StartsWith("Received message exceeds", StringComparison.Ordinal))
+        {
+            // A message over the size limit (compressed or inflated); grpc-dotnet's status stands, and it is counted.
+            context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.TooLarge, context.Request.Path, headers["grpc-message"].ToString());
+        }
+
         if (headers.TryGetValue("grpc-status", out StringValues status) && status == InternalCode)
         {
             string detail = Uri.UnescapeDataString(headers["grpc-message"].ToString());

@@ -18,10 +18,14 @@ namespace Loyalty.Host.Grpc;
 public sealed partial class PurchasesService(
     GrainReferences<IMemberGrain> members,
     EngineClock clock,
+    KeyRegistry keys,
     IOptions<GatewayOptions> options,
     ClientFaults faults,
     ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
 {
+    /// <summary>How long a refused stream's writer may take to send the answers already decided.</summary>
+    private static readonly TimeSpan WriterGraceMax = TimeSpan.FromSeconds(5);
+
     private readonly int _inFlightMax = Math.Max(1, options.Value.StreamInFlightMax);
     private readonly TimeSpan _idleMax = options.Value.StreamIdleTimeoutSeconds > 0
         ? TimeSpan.FromSeconds(options.Value.StreamIdleTimeoutSeconds)
@@ -56,22 +60,31 @@ public sealed partial class PurchasesService(
         CancellationToken cancel = context.CancellationToken;
         Caller caller = Caller.Of(context);
         using var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
+        // Cancelled when the stream ends in a refusal, so that a writer stuck on a client that does not read stops too.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions { SingleReader = true });
-        Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, cancel);
+        Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, stop.Token);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         try
         {
-            while (await NextAsync(requestStream, idle, cancel))
+            while (await NextAsync(requestStream, caller, idle, cancel))
             {
-                await slots.WaitAsync(cancel);
+                await WithinIdleAsync(slots.WaitAsync, idle, cancel, "the client has not read its acknowledgements");
                 _ = AckAsync(requestStream.Current, caller, acks.Writer, slotToFree: null);
             }
 
             // The till has finished sending: wait until every ack has been written.
+            idle.CancelAfter(_idleMax);
             for (int i = 0; i < _inFlightMax; i++)
             {
-                await slots.WaitAsync(cancel);
+                await WithinIdleAsync(slots.WaitAsync, idle, cancel, "the client has not read its acknowledgements");
             }
+        }
+        catch
+        {
+            acks.Writer.TryComplete();
+            await StopWriterAsync(writer, stop);
+            throw;
         }
         finally
         {
@@ -119,17 +132,57 @@ public sealed partial class PurchasesService(
     /// <see cref="GatewayOptions.StreamIdleTimeoutSeconds"/> is ended with DEADLINE_EXCEEDED, so
     /// that abandoned streams do not hold a key's stream allowance and the engine's memory forever.
     /// </summary>
-    private async Task<bool> NextAsync<T>(IAsyncStreamReader<T> stream, CancellationTokenSource idle, CancellationToken cancel)
+    private async Task<bool> NextAsync<T>(IAsyncStreamReader<T> stream, Caller caller, CancellationTokenSource idle, CancellationToken cancel)
     {
         idle.CancelAfter(_idleMax);
+        bool more;
         try
         {
-            return await stream.MoveNext(idle.Token);
+            more = await stream.MoveNext(idle.Token);
         }
         catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
         {
             throw new RpcException(new Status(StatusCode.DeadlineExceeded,
                 $"no message for {_idleMax.TotalSeconds:0} s; the stream is closed (open a new one)"));
+        }
+
+        // A key revoked (or expired) while its stream is open stops there, not when the stream ends.
+        if (more && keys.NoLongerUsable(caller.Key.KeyId) is { } why)
+        {
+            faults.Record(ClientFaultKind.Unauthenticated, "/loyalty.v1.Purchases/Ingest", why);
+            throw new RpcException(new Status(StatusCode.Unauthenticated, why));
+        }
+
+        return more;
+    }
+
+    /// <summary>
+    /// When a stream ends in a refusal, its answers already decided are still written, so that the
+    /// refusal's status follows them; a writer that has not finished within
+    /// <see cref="WriterGraceMax"/> (its client does not read) is cancelled, which resets the stream.
+    /// </summary>
+    private static async Task StopWriterAsync(Task writer, CancellationTokenSource stop)
+    {
+        if (await Task.WhenAny(writer, Task.Delay(WriterGraceMax)) != writer)
+        {
+            await stop.CancelAsync();
+        }
+    }
+
+    /// <summary>
+    /// Waits for room in the stream's purchases in flight or its queue of answers. A client that
+    /// stops reading its acknowledgements would hold that room forever (HTTP/2 flow control stops
+    /// the writer); after the idle limit its stream is ended too.
+    /// </summary>
+    private async Task WithinIdleAsync(Func<CancellationToken, Task> wait, CancellationTokenSource idle, CancellationToken cancel, string what)
+    {
+        try
+        {
+            await wait(idle.Token);
+        }
+        catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, $"{what} for {_idleMax.TotalSeconds:0} s; the stream is closed"));
         }
     }
 
@@ -174,10 +227,17 @@ public sealed partial class PurchasesService(
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         try
         {
-            while (await NextAsync(requestStream, idle, cancel))
+            while (await NextAsync(requestStream, caller, idle, cancel))
             {
-                await batches.Writer.WriteAsync(await DispatchAsync(requestStream.Current, caller, slots, cancel), cancel);
+                Task<V1.PurchaseAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, slots, cancel);
+                await WithinIdleAsync(t => batches.Writer.WriteAsync(dispatched, t).AsTask(), idle, cancel, "the client has not read its answers");
             }
+        }
+        catch
+        {
+            batches.Writer.TryComplete();
+            await StopWriterAsync(writer, stop);
+            throw;
         }
         finally
         {

@@ -308,6 +308,24 @@ public sealed class AccessTests
     }
 
     [Fact]
+    public async Task KeyRevokedWhileItsStreamIsOpen_EndsTheStream_Unauthenticated()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "revokestream"));
+        (string pos, _) = await SetUpAsync(engine);
+        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream = new V1.Purchases.PurchasesClient(engine.Channel.WithKey(pos)).Ingest();
+        await stream.RequestStream.WriteAsync(Wire.Purchase(ProgramA, "m1", "before-revoke", 1_00));
+        V1.PurchaseAck before = (await ReadAsync(stream, 1))[0];
+
+        await new V1.Access.AccessClient(engine.Invoker).RevokeKeyAsync(new V1.RevokeKeyRequest { ProgramId = ProgramA, KeyId = KeyId(pos) });
+        await stream.RequestStream.WriteAsync(Wire.Purchase(ProgramA, "m1", "after-revoke", 1_00));
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => stream.ResponseStream.MoveNext(CancellationToken.None));
+
+        Assert.Equal(V1.AckStatus.Accepted, before.Status);
+        Assert.Equal((StatusCode.Unauthenticated, "the key was revoked"), (ended.StatusCode, ended.Status.Detail));
+        Assert.Equal(0, await Sql.ScalarAsync(engine.Storage, "SELECT count(*) FROM ledger_entries WHERE txn_id = 'after-revoke'"));
+    }
+
+    [Fact]
     public async Task ExpiredKey_IsUnauthenticated()
     {
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "expiry"));

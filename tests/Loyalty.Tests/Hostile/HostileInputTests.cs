@@ -120,6 +120,17 @@ public sealed class HostileInputTests
     }
 
     [Fact]
+    public void SettingsStoredBeforeTheBackdateLimit_UseTheDefault_NotZeroDays()
+    {
+        // Orleans leaves a field a stored program did not have at 0.
+        var stored = new ProgramSettings("old", "USD", 2, 1, MaxBackdateDays: 0);
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+
+        Assert.Null(stored.RefusesBackdated(now.AddDays(-10), now));
+        Assert.NotNull(stored.RefusesBackdated(now.AddDays(-ProgramSettings.MaxBackdateDaysDefault - 1), now));
+    }
+
+    [Fact]
     public async Task SilentStream_IsEndedAfterTheIdleLimit_WithDeadlineExceeded()
     {
         await using InProcessEngine engine = await StartAsync(Backend.Sqlite, "--Gateway:StreamIdleTimeoutSeconds=1");
