@@ -20,23 +20,9 @@ public sealed partial class FaultInterceptor(ClientFaults faults, ILogger<FaultI
         {
             return await continuation(request, context);
         }
-        catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.Status.Detail.StartsWith("Received message exceeds", StringComparison.Ordinal))
+        catch (Exception e) when (Answer(e, context) is { } answer)
         {
-            // A streamed message over the size limit, as grpc-dotnet's reader refused it: counted, not logged as a failure.
-            faults.Record(ClientFaultKind.TooLarge, context.Method, e.Status.Detail);
-            throw;
-        }
-        catch (RpcException e) when (e.StatusCode == StatusCode.Internal)
-        {
-            throw Malformed(e, context);
-        }
-        catch (RpcException e) when (e.Status.Detail.Length > Bounded.DetailLengthMax)
-        {
-            throw Cut(e);
-        }
-        catch (Exception e) when (e is not RpcException && e is not OperationCanceledException)
-        {
-            throw Fault(e, context);
+            throw answer;
         }
     }
 
@@ -47,23 +33,32 @@ public sealed partial class FaultInterceptor(ClientFaults faults, ILogger<FaultI
         {
             await continuation(requestStream, responseStream, context);
         }
-        catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.Status.Detail.StartsWith("Received message exceeds", StringComparison.Ordinal))
+        catch (Exception e) when (Answer(e, context) is { } answer)
         {
-            // A streamed message over the size limit, as grpc-dotnet's reader refused it: counted, not logged as a failure.
-            faults.Record(ClientFaultKind.TooLarge, context.Method, e.Status.Detail);
-            throw;
+            throw answer;
         }
-        catch (RpcException e) when (e.StatusCode == StatusCode.Internal)
+    }
+
+    /// <summary>
+    /// What the client gets instead of <paramref name="e"/>, or null when <paramref name="e"/>
+    /// itself is the answer (a refusal, a cancellation).
+    /// </summary>
+    private RpcException? Answer(Exception e, ServerCallContext context)
+    {
+        switch (e)
         {
-            throw Malformed(e, context);
-        }
-        catch (RpcException e) when (e.Status.Detail.Length > Bounded.DetailLengthMax)
-        {
-            throw Cut(e);
-        }
-        catch (Exception e) when (e is not RpcException && e is not OperationCanceledException)
-        {
-            throw Fault(e, context);
+            case OperationCanceledException:
+                return null;
+            case RpcException { StatusCode: StatusCode.ResourceExhausted } tooLarge when tooLarge.Status.Detail.StartsWith("Received message exceeds", StringComparison.Ordinal):
+                // A streamed message over the size limit, as grpc-dotnet's reader refused it: counted, not logged as a failure.
+                faults.Record(ClientFaultKind.TooLarge, context.Method, tooLarge.Status.Detail);
+                return null;
+            case RpcException { StatusCode: StatusCode.Internal } broken:
+                return Malformed(broken, context);
+            case RpcException refusal:
+                return refusal.Status.Detail.Length > Bounded.DetailLengthMax ? Cut(refusal) : null;
+            default:
+                return Fault(e, context);
         }
     }
 

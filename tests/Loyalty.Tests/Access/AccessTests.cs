@@ -6,12 +6,13 @@ using Loyalty.Api;
 using Loyalty.Host.Access;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
+using Xunit.Abstractions;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Access;
 
 /// <summary>Keys, scopes, programs, stores and the audit trail, over a real channel to the real host.</summary>
-public sealed class AccessTests
+public sealed class AccessTests(ITestOutputHelper output)
 {
     private const string ProgramA = "shop-a", ProgramB = "shop-b";
 
@@ -70,6 +71,7 @@ public sealed class AccessTests
             }
         }
 
+        output.WriteLine($"{tried} calls without a valid key ({badKeys.Length} kinds of credentials × every method), {refused} refused with UNAUTHENTICATED");
         Assert.Equal(tried, refused);
         Assert.Equal(ledgerRows, await Sql.ScalarAsync(engine.Storage, "SELECT count(*) FROM ledger_entries"));
         V1.Member member = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramA, MemberId = "m1" });
