@@ -35,6 +35,12 @@ public sealed class GatewayOptions
     /// as messages: a till that has nothing to send for this long opens a new stream when it has.
     /// </summary>
     public int StreamIdleTimeoutSeconds { get; set; } = 600;
+
+    /// <summary>
+    /// Seconds a stopping node (SIGTERM) keeps serving while its health says not-ready, before it
+    /// stops taking calls; the host's shutdown timeout must be longer.
+    /// </summary>
+    public int DrainDelaySeconds { get; set; } = 5;
 }
 
 /// <summary>The embedded silo's identity and ports. Bound from the <c>Orleans</c> section.</summary>

@@ -31,6 +31,7 @@ public static class LoyaltyEngineExtensions
             // Every unary call as HTTP/JSON too (the google.api.http routes of the .proto), through the same interceptors.
             .AddJsonTranscoding();
         builder.Services.AddLoyaltyOpenApi();
+        builder.Services.AddLoyaltyHealth();
 
         // Every service is bound with request marshallers that refuse a message that does not
         // parse as INVALID_ARGUMENT; grpc-dotnet's own binder would answer UNKNOWN.
@@ -78,6 +79,7 @@ public static class LoyaltyEngineExtensions
         app.MapGrpcService<RedemptionsService>();
         app.MapGrpcService<AccessService>();
         app.MapGrpcReflectionService();
+        app.MapGrpcHealthChecksService();
         return app;
     }
 

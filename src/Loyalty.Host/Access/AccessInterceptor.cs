@@ -17,6 +17,11 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
     /// <inheritdoc />
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
     {
+        if (AccessPolicy.IsAnonymous(context.Method))
+        {
+            return await continuation(request, context);
+        }
+
         (Caller caller, CallRule rule) = Admit(context);
         if (rule.ProgramScoped)
         {
@@ -47,7 +52,13 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
     /// <inheritdoc />
     public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
     {
-        // No such call today; any added later (a health watch, a change feed) is behind keys from the start.
+        if (AccessPolicy.IsAnonymous(context.Method))
+        {
+            await continuation(request, responseStream, context);
+            return;
+        }
+
+        // Any other call of this kind added later (a change feed) is behind keys from the start.
         (Caller caller, CallRule rule) = Admit(context);
         if (rule.ProgramScoped)
         {

@@ -16,11 +16,12 @@ public enum CallKind
 }
 
 /// <summary>Who may make a call, and how it is counted and recorded.</summary>
-/// <param name="Scopes">The scopes that may make it.</param>
+/// <param name="Scopes">The scopes that may make it; <see cref="Scopes.None"/> with <paramref name="Anonymous"/> for calls without a key.</param>
 /// <param name="ProgramScoped">Whether the request names a program the key must belong to (<c>IProgramScoped</c>).</param>
 /// <param name="Kind">How it counts against the key's quota.</param>
 /// <param name="Audited">Whether the call goes to the audit trail with the key that made it.</param>
-public sealed record CallRule(Scopes Scopes, bool ProgramScoped, CallKind Kind, bool Audited);
+/// <param name="Anonymous">Whether the call needs no key at all (health probes only).</param>
+public sealed record CallRule(Scopes Scopes, bool ProgramScoped, CallKind Kind, bool Audited, bool Anonymous = false);
 
 /// <summary>
 /// The table of calls and the scopes that may make them; the README's table is this one. A
@@ -65,6 +66,12 @@ public static class AccessPolicy
         ["/loyalty.v1.Access/WhoAmI"] = new(Scopes.Any, ProgramScoped: false, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Access/ListAudit"] = new(Owners | Scopes.Reader, ProgramScoped: true, CallKind.Unary, Audited: false),
 
+        // Health probes come from load balancers and orchestrators, which hold no key; the answer
+        // (serving or not) says nothing about any program.
+        ["/grpc.health.v1.Health/Check"] = new(Scopes.None, ProgramScoped: false, CallKind.Unary, Audited: false, Anonymous: true),
+        ["/grpc.health.v1.Health/Watch"] = new(Scopes.None, ProgramScoped: false, CallKind.Stream, Audited: false, Anonymous: true),
+        ["/grpc.health.v1.Health/List"] = new(Scopes.None, ProgramScoped: false, CallKind.Unary, Audited: false, Anonymous: true),
+
         // Reflection describes the API to any key holder; without a key it answers nothing.
         ["/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"] = new(Scopes.Any, ProgramScoped: false, CallKind.Stream, Audited: false),
         ["/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"] = new(Scopes.Any, ProgramScoped: false, CallKind.Stream, Audited: false),
@@ -72,6 +79,9 @@ public static class AccessPolicy
 
     /// <summary>Every listed method and its rule.</summary>
     public static IReadOnlyDictionary<string, CallRule> All => Table;
+
+    /// <summary>Whether a method needs no key (the health probes).</summary>
+    public static bool IsAnonymous(string method) => For(method) is { Anonymous: true };
 
     /// <summary>The rule of a method (its full name, "/package.Service/Method"), or null: nobody may call it.</summary>
     public static CallRule? For(string method) => Table.GetValueOrDefault(method);

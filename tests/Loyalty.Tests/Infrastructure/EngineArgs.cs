@@ -17,6 +17,8 @@ public static class EngineArgs
         $"--Orleans:GatewayPort={Ports.Free()}",
         "--Ledger:FlushIntervalMs=1",
         "--Logging:LogLevel:Default=Warning",
+        // Tests stop engines often; the drain delay is tested on its own.
+        "--Gateway:DrainDelaySeconds=0",
         $"--Auth:BootstrapOperatorKey={TestKeys.Operator}",
     ];
 }

@@ -70,6 +70,9 @@ public sealed class InProcessEngine : IAsyncDisposable
         return new InProcessEngine(app, GrpcChannel.ForAddress($"http://127.0.0.1:{port}"), storage) { HttpAddress = $"http://127.0.0.1:{httpPort}" };
     }
 
+    /// <summary>Starts stopping the engine, as SIGTERM would; the task ends when it has stopped.</summary>
+    public Task StopAsync() => _app.StopAsync();
+
     public async ValueTask DisposeAsync()
     {
         Channel.Dispose();

@@ -1,0 +1,124 @@
+using Loyalty.Storage;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+
+namespace Loyalty.Host.Grpc;
+
+/// <summary>
+/// gRPC health checking (<c>grpc.health.v1.Health</c>) for load balancers and orchestrators,
+/// answered without a key (a probe carries none, and the answer says nothing about any program).
+/// Service <c>""</c> and <c>"ready"</c>: the silo is active in its cluster, the database answers,
+/// and the node is not stopping — a draining node turns not-ready first. Service <c>"live"</c>:
+/// the process serves calls.
+/// </summary>
+public static class Health
+{
+    /// <summary>The tag of the checks that make a node ready.</summary>
+    public const string ReadyTag = "ready";
+
+    /// <summary>The tag of the check that says the process serves.</summary>
+    public const string LiveTag = "live";
+
+    /// <summary>Adds the checks and the gRPC health service.</summary>
+    public static IServiceCollection AddLoyaltyHealth(this IServiceCollection services)
+    {
+        services.AddHealthChecks()
+            .AddCheck("process", () => HealthCheckResult.Healthy(), tags: [LiveTag])
+            .AddCheck<SiloActiveCheck>("silo", tags: [ReadyTag])
+            .AddCheck<DatabaseCheck>("database", tags: [ReadyTag])
+            .AddCheck<NotStoppingCheck>("not-stopping", tags: [ReadyTag]);
+        services.AddGrpcHealthChecks(o =>
+        {
+            o.Services.Map("", r => r.Tags.Contains(ReadyTag));
+            o.Services.Map(ReadyTag, r => r.Tags.Contains(ReadyTag));
+            // Serving as long as the process answers.
+            o.Services.Map(LiveTag, r => r.Tags.Contains(LiveTag));
+            // Check runs the checks when asked, so a probe sees a drain at once; Watch follows the publisher below.
+            o.UseHealthChecksCache = false;
+        });
+        services.Configure<HealthCheckPublisherOptions>(o =>
+        {
+            o.Delay = TimeSpan.Zero;
+            o.Period = TimeSpan.FromSeconds(1);
+        });
+        services.AddSingleton<DrainDelay>();
+        services.AddHostedService(s => s.GetRequiredService<DrainDelay>());
+        return services;
+    }
+
+    /// <summary>Ready while this silo is active in the cluster's membership.</summary>
+    private sealed class SiloActiveCheck(ISiloStatusOracle silo) : IHealthCheck
+    {
+        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+            Task.FromResult(silo.CurrentStatus == SiloStatus.Active
+                ? HealthCheckResult.Healthy()
+                : HealthCheckResult.Unhealthy($"the silo is {silo.CurrentStatus}"));
+    }
+
+    /// <summary>Ready while the engine's database answers a query, within two seconds.</summary>
+    private sealed class DatabaseCheck(IAccessStore store, TimeProvider clock) : IHealthCheck
+    {
+        public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(2));
+            try
+            {
+                // The newest key changes: one indexed query on a small table.
+                await store.ReadKeysChangedSinceAsync(clock.GetUtcNow(), timeout.Token);
+                return HealthCheckResult.Healthy();
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                return HealthCheckResult.Unhealthy("the database does not answer: " + e.GetType().Name);
+            }
+        }
+    }
+
+    /// <summary>Not ready from the moment the node starts stopping (SIGTERM), so that traffic moves away before it goes.</summary>
+    private sealed class NotStoppingCheck(DrainDelay drain, IHostApplicationLifetime lifetime) : IHealthCheck
+    {
+        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+            Task.FromResult(drain.Draining || lifetime.ApplicationStopping.IsCancellationRequested
+                ? HealthCheckResult.Unhealthy("the node is stopping")
+                : HealthCheckResult.Healthy());
+    }
+}
+
+/// <summary>
+/// The first step of stopping: the node says not-ready (see <see cref="Health"/>) and keeps
+/// serving for <see cref="GatewayOptions.DrainDelaySeconds"/>, so that load balancers and clients
+/// move away before the gateway stops taking calls and the silo hands its grains over.
+/// </summary>
+internal sealed partial class DrainDelay(IOptions<GatewayOptions> options, ILogger<DrainDelay> logger) : IHostedLifecycleService
+{
+    private volatile bool _draining;
+
+    /// <summary>Whether the node has begun to stop (the host's stopping hooks run before its ApplicationStopping token fires).</summary>
+    public bool Draining => _draining;
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StoppingAsync(CancellationToken cancellationToken)
+    {
+        _draining = true;
+        int seconds = Math.Max(0, options.Value.DrainDelaySeconds);
+        if (seconds > 0)
+        {
+            LogDraining(seconds);
+            await Task.Delay(TimeSpan.FromSeconds(seconds), cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stopping: not ready, still serving for {Seconds} s")]
+    private partial void LogDraining(int seconds);
+}
