@@ -49,8 +49,28 @@ public sealed class SiloOptions
     /// <summary>The configuration section name.</summary>
     public const string SectionName = "Orleans";
 
-    /// <summary>Orleans cluster id.</summary>
+    /// <summary>Orleans cluster id: the engines sharing one membership table with this id form one cluster.</summary>
     public string ClusterId { get; set; } = "loyalty";
+
+    /// <summary>
+    /// How engines find each other: <see cref="MembershipKind.Localhost"/> (one engine, the
+    /// default) or <see cref="MembershipKind.Postgres"/> (several engines sharing the PostgreSQL of
+    /// <c>Storage:ConnectionString</c>, through Orleans' ADO.NET clustering).
+    /// </summary>
+    public MembershipKind Membership { get; set; } = MembershipKind.Localhost;
+
+    /// <summary>
+    /// The address other engines reach this one at (cluster mode); empty for 127.0.0.1. In a
+    /// container, the container's own address.
+    /// </summary>
+    public string AdvertisedAddress { get; set; } = "";
+
+    /// <summary>
+    /// How long a silent engine may go unanswered before the others declare it dead and take over
+    /// its members (cluster mode): probes time out after a third of it, and three missed probes
+    /// are a death. Orleans' default would be about 15 s; a till's retry should not wait that long.
+    /// </summary>
+    public int FailureDetectionSeconds { get; set; } = 6;
 
     /// <summary>Silo-to-silo port.</summary>
     public int SiloPort { get; set; } = 11111;
@@ -63,4 +83,14 @@ public sealed class SiloOptions
     /// storage). Bounds the silo's memory by the members active recently, not all members ever seen.
     /// </summary>
     public int IdleDeactivateAfterSeconds { get; set; } = 300;
+}
+
+/// <summary>How engines find each other.</summary>
+public enum MembershipKind
+{
+    /// <summary>One engine on its own (Orleans' development clustering on the loopback interface).</summary>
+    Localhost,
+
+    /// <summary>A cluster whose membership table lives in the engine's PostgreSQL.</summary>
+    Postgres,
 }

@@ -4,6 +4,7 @@ using Loyalty.Host.Grpc;
 using Loyalty.Storage;
 using Grpc.AspNetCore.Server.Model;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using System.Net;
 using Orleans.Configuration;
 
 namespace Loyalty.Host;
@@ -47,7 +48,7 @@ public static class LoyaltyEngineExtensions
         builder.Services.AddGrpcReflection();
         builder.UseOrleans(siloBuilder =>
         {
-            siloBuilder.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, serviceId: storage.ServiceId, clusterId: silo.ClusterId);
+            siloBuilder.UseLoyaltyMembership(silo, storage);
             siloBuilder.Configure<ClusterOptions>(o =>
             {
                 o.ClusterId = silo.ClusterId;
@@ -95,5 +96,52 @@ public static class LoyaltyEngineExtensions
         builder.Services.AddSingleton<ClientFaults>();
         // A silo lifecycle stage: the keys load after the ledger has migrated the schema they live in.
         builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, AccessLifecycle>();
+    }
+
+    /// <summary>
+    /// One engine on the loopback interface, or a cluster whose membership lives in the engine's
+    /// PostgreSQL (the schema scripts carry Orleans' membership queries). SQLite serves one engine.
+    /// </summary>
+    private static void UseLoyaltyMembership(this ISiloBuilder siloBuilder, SiloOptions silo, StorageOptions storage)
+    {
+        if (silo.Membership == MembershipKind.Localhost)
+        {
+            siloBuilder.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, serviceId: storage.ServiceId, clusterId: silo.ClusterId);
+            return;
+        }
+
+        if (storage.Provider != StorageProvider.Postgres)
+        {
+            throw new InvalidOperationException("Orleans:Membership=Postgres needs Storage:Provider=Postgres: the engines of a cluster share one PostgreSQL.");
+        }
+
+        IPAddress advertised = silo.AdvertisedAddress.Length == 0 ? IPAddress.Loopback
+            : IPAddress.TryParse(silo.AdvertisedAddress, out IPAddress? address) ? address
+            : throw new InvalidOperationException($"Orleans:AdvertisedAddress '{silo.AdvertisedAddress}' is not an IP address.");
+        siloBuilder.UseAdoNetClustering(o =>
+        {
+            o.Invariant = "Npgsql";
+            o.ConnectionString = storage.ConnectionString;
+        });
+        siloBuilder.Configure<EndpointOptions>(o =>
+        {
+            o.AdvertisedIPAddress = advertised;
+            o.SiloPort = silo.SiloPort;
+            o.GatewayPort = silo.GatewayPort;
+            // Listen on the advertised address's interfaces: loopback stays loopback; in a container, all.
+            IPAddress listen = IPAddress.IsLoopback(advertised) ? advertised : IPAddress.Any;
+            o.SiloListeningEndpoint = new IPEndPoint(listen, silo.SiloPort);
+            o.GatewayListeningEndpoint = new IPEndPoint(listen, silo.GatewayPort);
+        });
+        siloBuilder.Configure<ClusterMembershipOptions>(o =>
+        {
+            TimeSpan probe = TimeSpan.FromSeconds(Math.Clamp(silo.FailureDetectionSeconds, 3, 60) / 3.0);
+            o.ProbeTimeout = probe;
+            o.NumMissedProbesLimit = 3;
+            // A dead engine's row stays visible until it is cleaned up; refresh often enough that a
+            // restarted engine finds the others quickly.
+            o.TableRefreshTimeout = TimeSpan.FromSeconds(10);
+            o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(10);
+        });
     }
 }

@@ -31,6 +31,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     private readonly string _connectionString;
     private readonly int _walCheckpointPages;
     private SqliteConnection? _writer;
+    private FileStream? _owner;
     private SqliteInsert? _insert;
 
     /// <summary>Creates the store; the database file's folder is created if missing.</summary>
@@ -65,6 +66,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// <inheritdoc />
     public async Task MigrateAsync(CancellationToken cancellationToken)
     {
+        TakeFile();
         await using SqliteConnection connection = await OpenAsync(cancellationToken);
         // WAL is a property of the file, so it is set once here for every later connection.
         await ExecuteAsync(connection, "PRAGMA journal_mode=WAL;", cancellationToken);
@@ -263,7 +265,38 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
             cancellationToken, ("$p", programId), ("$m", memberId));
 
     /// <inheritdoc />
-    public void Dispose() => ResetWriter();
+    public void Dispose()
+    {
+        ResetWriter();
+        _owner?.Dispose();
+        _owner = null;
+    }
+
+    /// <summary>
+    /// Claims the database file for this engine with an exclusive lock on a file beside it, held
+    /// while the engine runs (the operating system drops it if the process dies). A second engine
+    /// on the same file would keep its own members' state in memory beside the first's, and their
+    /// ledger writes would collide: it refuses to start instead.
+    /// </summary>
+    private void TakeFile()
+    {
+        if (_owner is not null)
+        {
+            return;
+        }
+
+        string path = new SqliteConnectionStringBuilder(_connectionString).DataSource + ".lock";
+        try
+        {
+            _owner = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException)
+        {
+            throw new InvalidOperationException(
+                $"{Path.GetFullPath(path)} is held by another engine: an SQLite database serves one engine. " +
+                "To run several, use PostgreSQL (Storage:Provider=Postgres) with Orleans:Membership=Postgres.");
+        }
+    }
 
     private async Task ExecuteOnceAsync(string sql, CancellationToken cancellationToken, params (string Name, object Value)[] parameters)
     {

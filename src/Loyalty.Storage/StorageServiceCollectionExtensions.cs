@@ -72,8 +72,9 @@ internal sealed partial class LedgerLifecycle(ILedgerStore store, LedgerCommitQu
     : ILifecycleParticipant<ISiloLifecycle>
 {
     public void Participate(ISiloLifecycle lifecycle) =>
-        // The earliest stage: the grain storage provider reads its queries from the schema later.
-        lifecycle.Subscribe(nameof(LedgerLifecycle), ServiceLifecycleStage.RuntimeInitialize, StartAsync, StopAsync);
+        // Before every Orleans provider: the membership table and the grain storage read their
+        // queries from the schema this migrates (membership at RuntimeInitialize).
+        lifecycle.Subscribe(nameof(LedgerLifecycle), ServiceLifecycleStage.RuntimeInitialize - 1, StartAsync, StopAsync);
 
     private async Task StartAsync(CancellationToken cancellationToken)
     {
