@@ -1,0 +1,181 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Grpc.Core;
+using Loyalty.Storage;
+using Loyalty.Tests.Infrastructure;
+using Xunit.Abstractions;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Cluster;
+
+/// <summary>
+/// Three engines on one PostgreSQL; purchases stream through two of them to members spread over
+/// all three, and the third is killed (SIGKILL) at a seeded point. After the cluster has declared
+/// it dead, the till resends everything: every acknowledged purchase is in the ledger exactly
+/// once with its points, and balances equal ledger sums.
+/// </summary>
+public sealed class FailoverTests(ITestOutputHelper output)
+{
+    private const string Program = "failover";
+    private const int MembersCount = 60;
+    private const int PurchasesCount = 600;
+
+    /// <summary>How long after the kill every member must answer again (the engine's detection is tuned to about 6 s).</summary>
+    private static readonly TimeSpan FailoverMax = TimeSpan.FromSeconds(30);
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(5)]
+    public async Task NodeKilledMidStream_LosesAndDoublesNothing_AndItsMembersAnswerElsewhere(int seed)
+    {
+        StorageOptions storage = TestDatabases.Create(Backend.Postgres, "failover");
+        var nodes = new List<HostProcess>();
+        try
+        {
+            for (int n = 0; n < 3; n++)
+            {
+                int port = Ports.Free();
+                nodes.Add(await HostProcess.StartAsync([.. EngineArgs.For(storage, port), "--Orleans:Membership=Postgres"], port));
+            }
+
+            await nodes[0].Programs.PutProgramAsync(Wire.Program(Program));
+            for (int m = 0; m < MembersCount; m++)
+            {
+                // Through every node, so that members are placed on all three.
+                await nodes[m % 3].Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = $"m{m}" });
+            }
+
+            V1.Purchase[] purchases = [.. Enumerable.Range(0, PurchasesCount).Select(i => Wire.Purchase(Program, $"m{i % MembersCount}", $"p{seed}-{i}", 1_00 + i))];
+            int killAfter = new Random(seed).Next(50, PurchasesCount - 50);
+            var acked = new ConcurrentDictionary<string, long>();
+            var clock = Stopwatch.StartNew();
+            TimeSpan killedAt = TimeSpan.Zero;
+            await StreamAsync(nodes[0], nodes[1], purchases, acked, sentSoFar =>
+            {
+                if (sentSoFar == killAfter)
+                {
+                    nodes[2].Kill();
+                    killedAt = clock.Elapsed;
+                }
+            });
+
+            await UntilEveryMemberAnswersAsync(nodes[0]);
+            TimeSpan failover = clock.Elapsed - killedAt;
+            int refusedBeforeResend = PurchasesCount - acked.Count;
+            Dictionary<string, long> final = await ResendUntilAllAnsweredAsync(nodes[0], purchases, acked);
+
+            output.WriteLine($"seed {seed}: killed after {killAfter} purchases; every member answered {failover.TotalSeconds:F1} s after the kill; " +
+                $"{refusedBeforeResend} of {PurchasesCount} not acknowledged before the resend");
+            Assert.True(failover < FailoverMax, $"members answered again only {failover} after the kill");
+            Assert.All(acked, a => Assert.Equal(a.Value, final[a.Key]));
+            List<(string Txn, long Points)> rows = await Sql.RowsAsync(storage,
+                $"SELECT txn_id, points FROM ledger_entries WHERE program_id = '{Program}' AND kind = 2", r => (r.GetString(0), r.GetInt64(1)));
+            Assert.Equal(PurchasesCount, rows.Count);
+            Assert.Equal(PurchasesCount, rows.Select(r => r.Txn).Distinct().Count());
+            Assert.All(rows, r => Assert.Equal(final[r.Txn], r.Points));
+            long balances = 0;
+            for (int m = 0; m < MembersCount; m++)
+            {
+                balances += (await nodes[0].Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = $"m{m}" })).Balance;
+            }
+
+            Assert.Equal(rows.Sum(r => r.Points), balances);
+        }
+        finally
+        {
+            foreach (HostProcess node in nodes)
+            {
+                await node.DisposeAsync();
+            }
+        }
+    }
+
+    /// <summary>Sends the purchases over one stream to each of two nodes, alternately; records the accepted ones.</summary>
+    private static async Task StreamAsync(HostProcess a, HostProcess b, V1.Purchase[] purchases, ConcurrentDictionary<string, long> acked, Action<int> sent)
+    {
+        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> first = a.Purchases.Ingest(deadline: DateTime.UtcNow.AddMinutes(2));
+        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> second = b.Purchases.Ingest(deadline: DateTime.UtcNow.AddMinutes(2));
+        Task[] readers = [ReadAsync(first, acked), ReadAsync(second, acked)];
+        for (int i = 0; i < purchases.Length; i++)
+        {
+            await (i % 2 == 0 ? first : second).RequestStream.WriteAsync(purchases[i]);
+            sent(i + 1);
+            await Task.Delay(2);
+        }
+
+        await first.RequestStream.CompleteAsync();
+        await second.RequestStream.CompleteAsync();
+        await Task.WhenAll(readers);
+    }
+
+    private static async Task ReadAsync(AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream, ConcurrentDictionary<string, long> acked)
+    {
+        try
+        {
+            while (await stream.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                V1.PurchaseAck ack = stream.ResponseStream.Current;
+                if (ack.Status is V1.AckStatus.Accepted or V1.AckStatus.Duplicate)
+                {
+                    acked[ack.TransactionId] = ack.PointsEarned;
+                }
+            }
+        }
+        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled)
+        {
+            // A stream cut by the failure: its unacknowledged purchases are resent below.
+        }
+    }
+
+    /// <summary>Waits until every member answers a read through <paramref name="node"/>; returns when.</summary>
+    private static async Task<TimeSpan> UntilEveryMemberAnswersAsync(HostProcess node)
+    {
+        var clock = Stopwatch.StartNew();
+        for (int m = 0; m < MembersCount; m++)
+        {
+            while (true)
+            {
+                try
+                {
+                    await node.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = $"m{m}" }, deadline: DateTime.UtcNow.AddSeconds(5));
+                    break;
+                }
+                catch (RpcException) when (clock.Elapsed < TimeSpan.FromSeconds(90))
+                {
+                    await Task.Delay(100);
+                }
+            }
+        }
+
+        return clock.Elapsed;
+    }
+
+    /// <summary>The till's recovery: every purchase again, until each is answered ACCEPTED or DUPLICATE; the points each answer gave.</summary>
+    private static async Task<Dictionary<string, long>> ResendUntilAllAnsweredAsync(HostProcess node, V1.Purchase[] purchases, ConcurrentDictionary<string, long> acked)
+    {
+        var final = new Dictionary<string, long>();
+        for (int round = 0; round < 20 && final.Count < purchases.Length; round++)
+        {
+            foreach (V1.Purchase purchase in purchases.Where(p => !final.ContainsKey(p.TransactionId)))
+            {
+                try
+                {
+                    V1.PurchaseAck ack = await node.Purchases.AccrueAsync(purchase, deadline: DateTime.UtcNow.AddSeconds(10));
+                    Assert.True(!acked.ContainsKey(purchase.TransactionId) || ack.Status == V1.AckStatus.Duplicate,
+                        $"{purchase.TransactionId} was acknowledged before the kill, and its resend answered {ack.Status}");
+                    final[purchase.TransactionId] = ack.PointsEarned;
+                }
+                catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+                {
+                    await Task.Delay(200);
+                }
+            }
+        }
+
+        Assert.Equal(purchases.Length, final.Count);
+        return final;
+    }
+}
