@@ -60,8 +60,8 @@ public sealed class SiloOptions
     public MembershipKind Membership { get; set; } = MembershipKind.Localhost;
 
     /// <summary>
-    /// The address other engines reach this one at (cluster mode); empty for 127.0.0.1. In a
-    /// container, the container's own address.
+    /// The address other engines reach this one at (cluster mode): an IP address, or a host name
+    /// whose first IPv4 address is taken (in a container, its service name); empty for 127.0.0.1.
     /// </summary>
     public string AdvertisedAddress { get; set; } = "";
 

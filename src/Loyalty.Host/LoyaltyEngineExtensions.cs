@@ -117,7 +117,9 @@ public static class LoyaltyEngineExtensions
 
         IPAddress advertised = silo.AdvertisedAddress.Length == 0 ? IPAddress.Loopback
             : IPAddress.TryParse(silo.AdvertisedAddress, out IPAddress? address) ? address
-            : throw new InvalidOperationException($"Orleans:AdvertisedAddress '{silo.AdvertisedAddress}' is not an IP address.");
+            // A host name (a container's service name): its first IPv4 address.
+            : Dns.GetHostAddresses(silo.AdvertisedAddress).FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+                ?? throw new InvalidOperationException($"Orleans:AdvertisedAddress '{silo.AdvertisedAddress}' has no IPv4 address.");
         siloBuilder.UseAdoNetClustering(o =>
         {
             o.Invariant = "Npgsql";
