@@ -39,8 +39,10 @@ public static class Health
         });
         services.Configure<HealthCheckPublisherOptions>(o =>
         {
-            o.Delay = TimeSpan.Zero;
-            o.Period = TimeSpan.FromSeconds(1);
+            // The publisher feeds Watch; it starts once a node has had time to join (each
+            // unhealthy result is logged as an error, and a starting silo is not yet active).
+            o.Delay = TimeSpan.FromSeconds(10);
+            o.Period = TimeSpan.FromSeconds(2);
         });
         services.AddSingleton<DrainDelay>();
         services.AddHostedService(s => s.GetRequiredService<DrainDelay>());

@@ -15,56 +15,41 @@ public sealed class ClusterTests
     public async Task ThreeEngines_OnOnePostgres_FormOneCluster_AndServeEveryMemberFromAnyNode()
     {
         StorageOptions storage = TestDatabases.Create(Backend.Postgres, "cluster");
-        var nodes = new List<HostProcess>();
-        try
+        await using ClusterNodes cluster = await ClusterNodes.StartAsync(storage, 3);
+        IReadOnlyList<HostProcess> nodes = cluster.Nodes;
+        long active = await ActiveSilosAsync(storage, expected: 3);
+        await nodes[0].Programs.PutProgramAsync(Wire.Program(Program));
+        for (int m = 0; m < MembersCount; m++)
         {
-            for (int n = 0; n < 3; n++)
-            {
-                int port = Ports.Free();
-                nodes.Add(await HostProcess.StartAsync([.. EngineArgs.For(storage, port), "--Orleans:Membership=Postgres"], port));
-            }
-
-            long active = await ActiveSilosAsync(storage, expected: 3);
-            await nodes[0].Programs.PutProgramAsync(Wire.Program(Program));
-            for (int m = 0; m < MembersCount; m++)
-            {
-                await nodes[m % 2].Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = $"m{m}" });
-            }
-
-            long acked = 0;
-            foreach (HostProcess node in nodes.Take(2))
-            {
-                using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream = node.Purchases.Ingest();
-                for (int i = 0; i < 150; i++)
-                {
-                    await stream.RequestStream.WriteAsync(Wire.Purchase(Program, $"m{i % MembersCount}", $"{node.GetHashCode()}-{i}", 1_00 + i));
-                }
-
-                await stream.RequestStream.CompleteAsync();
-                while (await stream.ResponseStream.MoveNext(CancellationToken.None))
-                {
-                    Assert.Equal(V1.AckStatus.Accepted, stream.ResponseStream.Current.Status);
-                    acked += stream.ResponseStream.Current.PointsEarned;
-                }
-            }
-
-            long balances = 0;
-            for (int m = 0; m < MembersCount; m++)
-            {
-                balances += (await nodes[2].Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = $"m{m}" })).Balance;
-            }
-
-            Assert.Equal(3, active);
-            Assert.Equal(acked, balances);
-            Assert.Equal(acked, await Sql.ScalarAsync(storage, $"SELECT coalesce(sum(points), 0) FROM ledger_entries WHERE program_id = '{Program}' AND kind = 2"));
+            await nodes[m % 2].Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = $"m{m}" });
         }
-        finally
+
+        long acked = 0;
+        foreach (HostProcess node in nodes.Take(2))
         {
-            foreach (HostProcess node in nodes)
+            using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream = node.Purchases.Ingest();
+            for (int i = 0; i < 150; i++)
             {
-                await node.DisposeAsync();
+                await stream.RequestStream.WriteAsync(Wire.Purchase(Program, $"m{i % MembersCount}", $"{node.GetHashCode()}-{i}", 1_00 + i));
+            }
+
+            await stream.RequestStream.CompleteAsync();
+            while (await stream.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                Assert.Equal(V1.AckStatus.Accepted, stream.ResponseStream.Current.Status);
+                acked += stream.ResponseStream.Current.PointsEarned;
             }
         }
+
+        long balances = 0;
+        for (int m = 0; m < MembersCount; m++)
+        {
+            balances += (await nodes[2].Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = $"m{m}" })).Balance;
+        }
+
+        Assert.Equal(3, active);
+        Assert.Equal(acked, balances);
+        Assert.Equal(acked, await Sql.ScalarAsync(storage, $"SELECT coalesce(sum(points), 0) FROM ledger_entries WHERE program_id = '{Program}' AND kind = 2"));
     }
 
     [Fact]

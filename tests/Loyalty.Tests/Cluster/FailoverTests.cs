@@ -32,65 +32,86 @@ public sealed class FailoverTests(ITestOutputHelper output)
     public async Task NodeKilledMidStream_LosesAndDoublesNothing_AndItsMembersAnswerElsewhere(int seed)
     {
         StorageOptions storage = TestDatabases.Create(Backend.Postgres, "failover");
-        var nodes = new List<HostProcess>();
-        try
+        await using ClusterNodes cluster = await ClusterNodes.StartAsync(storage, 3);
+        IReadOnlyList<HostProcess> nodes = cluster.Nodes;
+        await nodes[0].Programs.PutProgramAsync(Wire.Program(Program));
+        for (int m = 0; m < MembersCount; m++)
         {
-            for (int n = 0; n < 3; n++)
-            {
-                int port = Ports.Free();
-                nodes.Add(await HostProcess.StartAsync([.. EngineArgs.For(storage, port), "--Orleans:Membership=Postgres"], port));
-            }
-
-            await nodes[0].Programs.PutProgramAsync(Wire.Program(Program));
-            for (int m = 0; m < MembersCount; m++)
-            {
-                // Through every node, so that members are placed on all three.
-                await nodes[m % 3].Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = $"m{m}" });
-            }
-
-            V1.Purchase[] purchases = [.. Enumerable.Range(0, PurchasesCount).Select(i => Wire.Purchase(Program, $"m{i % MembersCount}", $"p{seed}-{i}", 1_00 + i))];
-            int killAfter = new Random(seed).Next(50, PurchasesCount - 50);
-            var acked = new ConcurrentDictionary<string, long>();
-            var clock = Stopwatch.StartNew();
-            TimeSpan killedAt = TimeSpan.Zero;
-            await StreamAsync(nodes[0], nodes[1], purchases, acked, sentSoFar =>
-            {
-                if (sentSoFar == killAfter)
-                {
-                    nodes[2].Kill();
-                    killedAt = clock.Elapsed;
-                }
-            });
-
-            await UntilEveryMemberAnswersAsync(nodes[0]);
-            TimeSpan failover = clock.Elapsed - killedAt;
-            int refusedBeforeResend = PurchasesCount - acked.Count;
-            Dictionary<string, long> final = await ResendUntilAllAnsweredAsync(nodes[0], purchases, acked);
-
-            output.WriteLine($"seed {seed}: killed after {killAfter} purchases; every member answered {failover.TotalSeconds:F1} s after the kill; " +
-                $"{refusedBeforeResend} of {PurchasesCount} not acknowledged before the resend");
-            Assert.True(failover < FailoverMax, $"members answered again only {failover} after the kill");
-            Assert.All(acked, a => Assert.Equal(a.Value, final[a.Key]));
-            List<(string Txn, long Points)> rows = await Sql.RowsAsync(storage,
-                $"SELECT txn_id, points FROM ledger_entries WHERE program_id = '{Program}' AND kind = 2", r => (r.GetString(0), r.GetInt64(1)));
-            Assert.Equal(PurchasesCount, rows.Count);
-            Assert.Equal(PurchasesCount, rows.Select(r => r.Txn).Distinct().Count());
-            Assert.All(rows, r => Assert.Equal(final[r.Txn], r.Points));
-            long balances = 0;
-            for (int m = 0; m < MembersCount; m++)
-            {
-                balances += (await nodes[0].Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = $"m{m}" })).Balance;
-            }
-
-            Assert.Equal(rows.Sum(r => r.Points), balances);
+            // Through every node, so that members are placed on all three.
+            await nodes[m % 3].Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = $"m{m}" });
         }
-        finally
+
+        V1.Purchase[] purchases = [.. Enumerable.Range(0, PurchasesCount).Select(i => Wire.Purchase(Program, $"m{i % MembersCount}", $"p{seed}-{i}", 1_00 + i))];
+        int killAfter = new Random(seed).Next(50, PurchasesCount - 50);
+        var acked = new ConcurrentDictionary<string, long>();
+        var clock = Stopwatch.StartNew();
+        TimeSpan killedAt = TimeSpan.Zero;
+        await StreamAsync(nodes[0], nodes[1], purchases, acked, sentSoFar =>
         {
-            foreach (HostProcess node in nodes)
+            if (sentSoFar == killAfter)
             {
-                await node.DisposeAsync();
+                nodes[2].Kill();
+                killedAt = clock.Elapsed;
+            }
+        });
+
+        await UntilEveryMemberAnswersAsync(nodes[0]);
+        TimeSpan failover = clock.Elapsed - killedAt;
+        int refusedBeforeResend = PurchasesCount - acked.Count;
+        Dictionary<string, long> final = await ResendUntilAllAnsweredAsync(nodes[0], purchases, acked);
+
+        output.WriteLine($"seed {seed}: killed after {killAfter} purchases; every member answered {failover.TotalSeconds:F1} s after the kill; " +
+            $"{refusedBeforeResend} of {PurchasesCount} not acknowledged before the resend");
+        Assert.True(failover < FailoverMax, $"members answered again only {failover} after the kill");
+        Assert.All(acked, a => Assert.Equal(a.Value, final[a.Key]));
+        List<(string Txn, long Points)> rows = await Sql.RowsAsync(storage,
+            $"SELECT txn_id, points FROM ledger_entries WHERE program_id = '{Program}' AND kind = 2", r => (r.GetString(0), r.GetInt64(1)));
+        Assert.Equal(PurchasesCount, rows.Count);
+        Assert.Equal(PurchasesCount, rows.Select(r => r.Txn).Distinct().Count());
+        Assert.All(rows, r => Assert.Equal(final[r.Txn], r.Points));
+        long balances = 0;
+        for (int m = 0; m < MembersCount; m++)
+        {
+            balances += (await nodes[0].Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = $"m{m}" })).Balance;
+        }
+
+        Assert.Equal(rows.Sum(r => r.Points), balances);
+    }
+
+    [Fact]
+    public async Task StreamWhoseNodeDies_FailsFast_WithUnavailable_AndAnotherNodeTakesTheResend()
+    {
+        StorageOptions storage = TestDatabases.Create(Backend.Postgres, "streamdies");
+        await using ClusterNodes cluster = await ClusterNodes.StartAsync(storage, 2);
+        HostProcess doomed = cluster.Nodes[1], survivor = cluster.Nodes[0];
+        await survivor.Programs.PutProgramAsync(Wire.Program(Program));
+        await survivor.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "m0" });
+        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream = doomed.Purchases.Ingest();
+        await stream.RequestStream.WriteAsync(Wire.Purchase(Program, "m0", "before", 1_00));
+        Assert.True(await stream.ResponseStream.MoveNext(CancellationToken.None));
+
+        var clock = Stopwatch.StartNew();
+        doomed.Kill();
+        RpcException cut = await Assert.ThrowsAsync<RpcException>(() => stream.ResponseStream.MoveNext(CancellationToken.None));
+        TimeSpan failed = clock.Elapsed;
+        // The member may have lived on the killed node: until the cluster declares it dead, the resend is refused UNAVAILABLE.
+        V1.PurchaseAck? resent = null;
+        while (resent is null && clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            try
+            {
+                resent = await survivor.Purchases.AccrueAsync(Wire.Purchase(Program, "m0", "before", 1_00), deadline: DateTime.UtcNow.AddSeconds(30));
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable)
+            {
+                await Task.Delay(200);
             }
         }
+
+        output.WriteLine($"the stream failed {failed.TotalMilliseconds:F0} ms after its node was killed, with {cut.StatusCode}");
+        Assert.Equal(StatusCode.Unavailable, cut.StatusCode);
+        Assert.True(failed < TimeSpan.FromSeconds(5), $"the stream failed only after {failed}");
+        Assert.Equal(V1.AckStatus.Duplicate, resent?.Status);
     }
 
     /// <summary>Sends the purchases over one stream to each of two nodes, alternately; records the accepted ones.</summary>
