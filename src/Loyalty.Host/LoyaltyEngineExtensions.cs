@@ -21,6 +21,7 @@ public static class LoyaltyEngineExtensions
 
         builder.Services.Configure<GatewayOptions>(config.GetSection(GatewayOptions.SectionName));
         builder.AddLoyaltyAccess();
+        builder.AddLoyaltyTelemetry();
         builder.Services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = GatewayOptions.MessageBytesMax;
@@ -49,6 +50,8 @@ public static class LoyaltyEngineExtensions
         builder.UseOrleans(siloBuilder =>
         {
             siloBuilder.UseLoyaltyMembership(silo, storage);
+            // Grain calls carry the caller's trace, so a purchase is one trace from gateway to grain.
+            siloBuilder.AddActivityPropagation();
             siloBuilder.Configure<ClusterOptions>(o =>
             {
                 o.ClusterId = silo.ClusterId;
