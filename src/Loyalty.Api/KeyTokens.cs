@@ -17,7 +17,10 @@ public static class KeyTokens
     /// <summary>Hex digits of a key id.</summary>
     public const int KeyIdLength = 16;
 
-    /// <summary>Characters of a secret: 32 bytes in base64url without padding.</summary>
+    /// <summary>Random bytes of a secret (256 bits).</summary>
+    public const int SecretBytes = 32;
+
+    /// <summary>Characters of a secret: <see cref="SecretBytes"/> bytes in base64url without padding.</summary>
     public const int SecretLength = 43;
 
     /// <summary>A token's length; longer authorization values are refused before any parsing.</summary>
@@ -27,12 +30,12 @@ public static class KeyTokens
     public static (string KeyId, string Secret, string Token) New()
     {
         string keyId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(KeyIdLength / 2));
-        string secret = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
+        string secret = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(SecretBytes));
         return (keyId, secret, Join(keyId, secret));
     }
 
     /// <summary>The token of a key id and secret.</summary>
-    public static string Join(string keyId, string secret) => Prefix + keyId + "." + secret;
+    private static string Join(string keyId, string secret) => Prefix + keyId + "." + secret;
 
     /// <summary>Splits a token; false for anything that is not one (no detail: the caller answers UNAUTHENTICATED).</summary>
     public static bool TryParse(ReadOnlySpan<char> token, out string keyId, out string secret)
@@ -45,7 +48,7 @@ public static class KeyTokens
 
         ReadOnlySpan<char> id = token.Slice(Prefix.Length, KeyIdLength);
         ReadOnlySpan<char> rest = token[(Prefix.Length + KeyIdLength + 1)..];
-        if (!IsLowerHex(id) || !Base64Url.IsValid(rest, out int bytes) || bytes != 32)
+        if (!IsLowerHex(id) || !Base64Url.IsValid(rest, out int bytes) || bytes != SecretBytes)
         {
             return false;
         }
@@ -57,10 +60,6 @@ public static class KeyTokens
 
     /// <summary>The stored form of a secret: lower-case hex SHA-256 of its UTF-8 bytes.</summary>
     public static string Hash(string secret) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(secret)));
-
-    /// <summary>Whether <paramref name="secret"/> hashes to <paramref name="sha256Hex"/>, in time independent of where they differ.</summary>
-    public static bool Matches(string secret, string sha256Hex) =>
-        CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(Hash(secret)), Encoding.ASCII.GetBytes(sha256Hex));
 
     private static bool IsLowerHex(ReadOnlySpan<char> value)
     {

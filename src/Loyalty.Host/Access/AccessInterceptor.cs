@@ -14,15 +14,17 @@ namespace Loyalty.Host.Access;
 /// </summary>
 public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore audit, ClientFaults faults, TimeProvider clock, ILogger<AccessInterceptor> logger) : Interceptor
 {
+    /// <summary>When a key at its cap of open streams is told to try again (a stream's end cannot be foreseen).</summary>
+    private static readonly TimeSpan StreamRetryAfter = TimeSpan.FromSeconds(1);
+
     /// <inheritdoc />
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
     {
-        if (AccessPolicy.IsAnonymous(context.Method))
+        if (Admit(context) is not (Caller caller, CallRule rule))
         {
             return await continuation(request, context);
         }
 
-        (Caller caller, CallRule rule) = Admit(context);
         if (rule.ProgramScoped)
         {
             CheckScoped(caller, request, context);
@@ -45,21 +47,25 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
     /// <inheritdoc />
     public override async Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
     {
-        (Caller caller, _) = Admit(context);
+        if (Admit(context) is not (Caller caller, _))
+        {
+            await continuation(requestStream, responseStream, context);
+            return;
+        }
+
         await StreamAsync(caller, context, () => continuation(requestStream, responseStream, context));
     }
 
     /// <inheritdoc />
     public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
     {
-        if (AccessPolicy.IsAnonymous(context.Method))
+        // A call of this kind added later (a change feed) is behind keys from the start; the health watch is not.
+        if (Admit(context) is not (Caller caller, CallRule rule))
         {
             await continuation(request, responseStream, context);
             return;
         }
 
-        // Any other call of this kind added later (a change feed) is behind keys from the start.
-        (Caller caller, CallRule rule) = Admit(context);
         if (rule.ProgramScoped)
         {
             CheckScoped(caller, request, context);
@@ -71,7 +77,11 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
     /// <inheritdoc />
     public override async Task<TResponse> ClientStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, ServerCallContext context, ClientStreamingServerMethod<TRequest, TResponse> continuation)
     {
-        (Caller caller, _) = Admit(context);
+        if (Admit(context) is not (Caller caller, _))
+        {
+            return await continuation(requestStream, context);
+        }
+
         TResponse? response = null;
         await StreamAsync(caller, context, async () => response = await continuation(requestStream, context));
         return response!;
@@ -82,7 +92,7 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
     {
         if (!caller.Quota.TryOpenStream())
         {
-            throw OverQuota(context, TimeSpan.FromSeconds(1), "the streams the key may hold open");
+            throw OverQuota(context, StreamRetryAfter, "the streams the key may hold open");
         }
 
         try
@@ -96,16 +106,24 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
         }
     }
 
-    /// <summary>Authenticates the call and checks its method against the key's scope.</summary>
-    private (Caller Caller, CallRule Rule) Admit(ServerCallContext context)
+    /// <summary>
+    /// Authenticates the call and checks its method against the key's scope; null for a call that
+    /// needs no key (the health probes). Refusals are thrown.
+    /// </summary>
+    private (Caller Caller, CallRule Rule)? Admit(ServerCallContext context)
     {
+        CallRule? rule = AccessPolicy.For(context.Method);
+        if (rule is { Anonymous: true })
+        {
+            return null;
+        }
+
         Caller? caller = keys.Authenticate(context.RequestHeaders.GetValue("authorization"), out string failure);
         if (caller is null)
         {
             throw Refuse(ClientFaultKind.Unauthenticated, StatusCode.Unauthenticated, context, failure);
         }
 
-        CallRule? rule = AccessPolicy.For(context.Method);
         if (rule is null || (rule.Scopes & caller.Key.Scope.AsSet()) == 0)
         {
             throw Refuse(ClientFaultKind.PermissionDenied, StatusCode.PermissionDenied, context,
@@ -201,10 +219,10 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
 
     private RpcException OverQuota(ServerCallContext context, TimeSpan retryAfter, string limit)
     {
-        long milliseconds = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalMilliseconds));
+        long milliseconds = TokenBucket.WholeMilliseconds(retryAfter);
         faults.Record(ClientFaultKind.QuotaExceeded, context.Method, limit);
         // The same advice as an HTTP header, for HTTP/JSON callers (429 with Retry-After).
-        context.GetHttpContext().Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        context.GetHttpContext().Response.Headers.RetryAfter = ((milliseconds + 999) / 1000).ToString(CultureInfo.InvariantCulture);
         var trailers = new Metadata { { Loyalty.Api.ApiKeyCalls.RetryAfterTrailer, milliseconds.ToString(CultureInfo.InvariantCulture) } };
         return new RpcException(new Status(StatusCode.ResourceExhausted, $"over {limit}; retry after {milliseconds} ms"), trailers);
     }

@@ -80,9 +80,6 @@ public static class AccessPolicy
     /// <summary>Every listed method and its rule.</summary>
     public static IReadOnlyDictionary<string, CallRule> All => Table;
 
-    /// <summary>Whether a method needs no key (the health probes).</summary>
-    public static bool IsAnonymous(string method) => For(method) is { Anonymous: true };
-
     /// <summary>The rule of a method (its full name, "/package.Service/Method"), or null: nobody may call it.</summary>
     public static CallRule? For(string method) => Table.GetValueOrDefault(method);
 }

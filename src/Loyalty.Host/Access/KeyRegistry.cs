@@ -25,6 +25,9 @@ public sealed partial class KeyRegistry(
     /// <summary>Active operator keys.</summary>
     public const int OperatorKeysMax = 100;
 
+    /// <summary>The bounds <see cref="AuthOptions.RefreshIntervalMs"/> is kept within.</summary>
+    private const int RefreshIntervalMsMin = 50, RefreshIntervalMsMax = 60_000;
+
     /// <summary>Characters of an authorization header looked at; longer values are refused unread.</summary>
     private const int AuthorizationLengthMax = 7 + KeyTokens.TokenLength;
 
@@ -36,7 +39,7 @@ public sealed partial class KeyRegistry(
     private DateTimeOffset? _refreshedAt;
 
     /// <summary>The refresh interval.</summary>
-    public TimeSpan RefreshInterval => TimeSpan.FromMilliseconds(Math.Clamp(options.Value.RefreshIntervalMs, 50, 60_000));
+    public TimeSpan RefreshInterval => TimeSpan.FromMilliseconds(Math.Clamp(options.Value.RefreshIntervalMs, RefreshIntervalMsMin, RefreshIntervalMsMax));
 
     /// <summary>
     /// The caller of an <c>authorization</c> value, or null and why not (a message that reveals

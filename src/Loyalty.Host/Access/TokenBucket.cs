@@ -30,6 +30,9 @@ public sealed class TokenBucket
     /// <summary>Most tokens held.</summary>
     public double Burst { get; }
 
+    /// <summary>A wait as the whole milliseconds a client is told (at least 1: "now" would invite a busy loop).</summary>
+    public static long WholeMilliseconds(TimeSpan retryAfter) => Math.Max(1, (long)Math.Ceiling(retryAfter.TotalMilliseconds));
+
     /// <summary>Takes a token; when there is none, false and how long until there will be one.</summary>
     public bool TryTake(long now, out TimeSpan retryAfter)
     {

@@ -43,6 +43,7 @@ public sealed partial class ClientFaults : IDisposable
     private long _windowStartedAt;
     private int _linesInWindow;
     private long _suppressed;
+    private long _total;
 
     /// <summary>Creates the counter.</summary>
     public ClientFaults(ILogger<ClientFaults> logger, TimeProvider clock)
@@ -54,8 +55,6 @@ public sealed partial class ClientFaults : IDisposable
 
     /// <summary>Faults counted since start, all kinds (for tests and the log).</summary>
     public long Total => Interlocked.Read(ref _total);
-
-    private long _total;
 
     /// <summary>Counts a fault and logs it if this second's lines are not used up.</summary>
     public void Record(ClientFaultKind kind, string method, string detail)

@@ -49,7 +49,7 @@ public sealed partial class FaultInterceptor(ClientFaults faults, ILogger<FaultI
         {
             case OperationCanceledException:
                 return null;
-            case RpcException { StatusCode: StatusCode.ResourceExhausted } tooLarge when tooLarge.Status.Detail.StartsWith("Received message exceeds", StringComparison.Ordinal):
+            case RpcException { StatusCode: StatusCode.ResourceExhausted } tooLarge when tooLarge.Status.Detail.StartsWith(ProtocolErrors.MessageTooLargePrefix, StringComparison.Ordinal):
                 // A streamed message over the size limit, as grpc-dotnet's reader refused it: counted, not logged as a failure.
                 faults.Record(ClientFaultKind.TooLarge, context.Method, tooLarge.Status.Detail);
                 return null;

@@ -61,10 +61,13 @@ public static class Health
     /// <summary>Ready while the engine's database answers a query, within two seconds.</summary>
     private sealed class DatabaseCheck(IAccessStore store, TimeProvider clock) : IHealthCheck
     {
+        /// <summary>How long the database may take to answer before the node is not ready.</summary>
+        private static readonly TimeSpan DatabaseAnswerMax = TimeSpan.FromSeconds(2);
+
         public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(2));
+            timeout.CancelAfter(DatabaseAnswerMax);
             try
             {
                 // The newest key changes: one indexed query on a small table.

@@ -16,6 +16,9 @@ public static class ProtocolErrors
     /// <summary>How the refusal of a broken request begins.</summary>
     public const string InvalidFramePrefix = "the request is not a well-formed gRPC message: ";
 
+    /// <summary>How grpc-dotnet's refusal of a message over the size limit begins (RESOURCE_EXHAUSTED).</summary>
+    public const string MessageTooLargePrefix = "Received message exceeds";
+
     private const string InternalCode = "13";
 
     private const string ResourceExhaustedCode = "8";
@@ -36,7 +39,7 @@ public static class ProtocolErrors
     {
         IHeaderDictionary headers = context.Response.Headers;
         if (headers.TryGetValue("grpc-status", out StringValues exhausted) && exhausted == ResourceExhaustedCode
-            && headers["grpc-message"].ToString().StartsWith("Received message exceeds", StringComparison.Ordinal))
+            && headers["grpc-message"].ToString().StartsWith(MessageTooLargePrefix, StringComparison.Ordinal))
         {
             // A message over the size limit (compressed or inflated); grpc-dotnet's status stands, and it is counted.
             context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.TooLarge, context.Request.Path, headers["grpc-message"].ToString());

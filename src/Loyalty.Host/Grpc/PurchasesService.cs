@@ -67,10 +67,15 @@ public sealed partial class PurchasesService(
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         try
         {
-            while (await NextAsync(requestStream, caller, idle, cancel))
+            while (await NextAsync(requestStream, caller, context.Method, idle, cancel))
             {
-                await WithinIdleAsync(slots.WaitAsync, idle, cancel, "the client has not read its acknowledgements");
-                _ = AckAsync(requestStream.Current, caller, acks.Writer, slotToFree: null);
+                // A free slot is taken at once; only a full stream waits (within the idle limit).
+                if (!slots.Wait(0))
+                {
+                    await WithinIdleAsync(slots.WaitAsync, idle, cancel, "the client has not read its acknowledgements");
+                }
+
+                _ = AckAsync(requestStream.Current, caller, context.Method, acks.Writer, slotToFree: null);
             }
 
             // The till has finished sending: wait until every ack has been written.
@@ -99,12 +104,12 @@ public sealed partial class PurchasesService(
     /// so that each purchase costs one state machine. Never throws: a failure becomes a rejection
     /// that says nothing was recorded.
     /// </summary>
-    private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message, Caller caller, ChannelWriter<V1.PurchaseAck>? acks, SemaphoreSlim? slotToFree)
+    private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message, Caller caller, string method, ChannelWriter<V1.PurchaseAck>? acks, SemaphoreSlim? slotToFree)
     {
         V1.PurchaseAck ack;
         try
         {
-            if (Refuse(message, caller) is { } refused)
+            if (Refuse(message, caller, method) is { } refused)
             {
                 ack = refused;
             }
@@ -132,7 +137,7 @@ public sealed partial class PurchasesService(
     /// <see cref="GatewayOptions.StreamIdleTimeoutSeconds"/> is ended with DEADLINE_EXCEEDED, so
     /// that abandoned streams do not hold a key's stream allowance and the engine's memory forever.
     /// </summary>
-    private async Task<bool> NextAsync<T>(IAsyncStreamReader<T> stream, Caller caller, CancellationTokenSource idle, CancellationToken cancel)
+    private async Task<bool> NextAsync<T>(IAsyncStreamReader<T> stream, Caller caller, string method, CancellationTokenSource idle, CancellationToken cancel)
     {
         idle.CancelAfter(_idleMax);
         bool more;
@@ -149,7 +154,7 @@ public sealed partial class PurchasesService(
         // A key revoked (or expired) while its stream is open stops there, not when the stream ends.
         if (more && keys.NoLongerUsable(caller.Key.KeyId) is { } why)
         {
-            faults.Record(ClientFaultKind.Unauthenticated, "/loyalty.v1.Purchases/Ingest", why);
+            faults.Record(ClientFaultKind.Unauthenticated, method, why);
             throw new RpcException(new Status(StatusCode.Unauthenticated, why));
         }
 
@@ -190,11 +195,11 @@ public sealed partial class PurchasesService(
     /// The refusal of a streamed purchase the key may not send (another program, another store)
     /// or not send now (over its purchase quota), or null. The stream goes on either way.
     /// </summary>
-    private V1.PurchaseAck? Refuse(V1.Purchase message, Caller caller)
+    private V1.PurchaseAck? Refuse(V1.Purchase message, Caller caller, string method)
     {
         if ((caller.RefusesProgram(message.ProgramId) ?? caller.RefusesStore(message.StoreId)) is { } denied)
         {
-            faults.Record(ClientFaultKind.PermissionDenied, "/loyalty.v1.Purchases/Ingest", denied);
+            faults.Record(ClientFaultKind.PermissionDenied, method, denied);
             return WireMapping.Rejected(message.TransactionId, StatusCode.PermissionDenied, denied);
         }
 
@@ -203,8 +208,8 @@ public sealed partial class PurchasesService(
             return null;
         }
 
-        long milliseconds = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalMilliseconds));
-        faults.Record(ClientFaultKind.QuotaExceeded, "/loyalty.v1.Purchases/Ingest", "the key's purchase rate");
+        long milliseconds = TokenBucket.WholeMilliseconds(retryAfter);
+        faults.Record(ClientFaultKind.QuotaExceeded, method, "the key's purchase rate");
         V1.PurchaseAck ack = WireMapping.Rejected(message.TransactionId, StatusCode.ResourceExhausted,
             "over the key's purchase rate; retry after " + milliseconds.ToString(CultureInfo.InvariantCulture) + " ms");
         ack.RetryAfterMs = milliseconds;
@@ -227,10 +232,13 @@ public sealed partial class PurchasesService(
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         try
         {
-            while (await NextAsync(requestStream, caller, idle, cancel))
+            while (await NextAsync(requestStream, caller, context.Method, idle, cancel))
             {
-                Task<V1.PurchaseAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, slots, cancel);
-                await WithinIdleAsync(t => batches.Writer.WriteAsync(dispatched, t).AsTask(), idle, cancel, "the client has not read its answers");
+                Task<V1.PurchaseAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, context.Method, slots, cancel);
+                if (!batches.Writer.TryWrite(dispatched))
+                {
+                    await WithinIdleAsync(t => batches.Writer.WriteAsync(dispatched, t).AsTask(), idle, cancel, "the client has not read its answers");
+                }
             }
         }
         catch
@@ -247,7 +255,7 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>Sends each purchase of a batch to its member in order, each once a slot is free; the slot comes back when its member has answered.</summary>
-    private async Task<Task<V1.PurchaseAck>[]> DispatchAsync(V1.PurchaseBatch batch, Caller caller, SemaphoreSlim slots, CancellationToken cancel)
+    private async Task<Task<V1.PurchaseAck>[]> DispatchAsync(V1.PurchaseBatch batch, Caller caller, string method, SemaphoreSlim slots, CancellationToken cancel)
     {
         int count = batch.Purchases.Count;
         var calls = new Task<V1.PurchaseAck>[count];
@@ -265,7 +273,7 @@ public sealed partial class PurchasesService(
         for (int i = 0; i < count; i++)
         {
             await slots.WaitAsync(cancel);
-            calls[i] = AckAsync(batch.Purchases[i], caller, acks: null, slotToFree: slots);
+            calls[i] = AckAsync(batch.Purchases[i], caller, method, acks: null, slotToFree: slots);
         }
 
         return calls;

@@ -37,6 +37,15 @@ public sealed class AccessTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void QuotaOptions_WithARateOfZeroOrABurstBelowOne_AreRefused_AndTheDefaultsPass()
+    {
+        Assert.Null(new QuotaOptions().Problem());
+        Assert.NotNull(new QuotaOptions { Pos = new ScopeQuota { UnaryPerSecond = 0, UnaryBurst = 10, PurchasesPerSecond = 10, PurchasesBurst = 10, StreamsMax = 1 } }.Problem());
+        Assert.NotNull(new QuotaOptions { Reader = new ScopeQuota { UnaryPerSecond = 10, UnaryBurst = 0.5, PurchasesPerSecond = 10, PurchasesBurst = 10, StreamsMax = 1 } }.Problem());
+        Assert.NotNull(new QuotaOptions { Admin = new ScopeQuota { UnaryPerSecond = 10, UnaryBurst = 10, PurchasesPerSecond = 10, PurchasesBurst = 10, StreamsMax = -1 } }.Problem());
+    }
+
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
