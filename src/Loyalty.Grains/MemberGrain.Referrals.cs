@@ -89,14 +89,14 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<string?> GetReferrer()
     {
-        await EnsureLoadedAsync();
+        await SettleForReadAsync();
         return _state.Enrolled ? _state.ReferredBy : null;
     }
 
     /// <inheritdoc />
     public async Task<string?> GetReferralCode()
     {
-        await EnsureLoadedAsync();
+        await SettleForReadAsync();
         if (!_state.Enrolled || _state.Erased || _state.MergedInto is not null)
         {
             return null;

@@ -187,7 +187,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<MemberView?> Get()
     {
-        await EnsureLoadedAsync();
+        await SettleForReadAsync();
         if (!_state.Enrolled)
         {
             return null;
@@ -200,7 +200,10 @@ public sealed partial class MemberGrain
         }
 
         ProgramConfig? program = await _programs.GetAsync(_programId);
-        return View(program);
+
+        // The awaits above let other changes start: settle again, then answer without an await.
+        await SettleForReadAsync();
+        return _state.Enrolled ? View(program) : null;
     }
 
     /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: a purchase or an adjustment.</summary>

@@ -247,7 +247,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// <inheritdoc />
     public async Task<LedgerPage?> GetLedger(long? beforeSequence, int pageSize, string? fromMember = null)
     {
-        await EnsureLoadedAsync();
+        await SettleForReadAsync();
         if (!_state.Enrolled)
         {
             return null;
@@ -445,6 +445,22 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             await _drained.Task;
         }
+    }
+
+    /// <summary>
+    /// Returns, without awaiting afterwards, once the state holds only committed changes: loaded,
+    /// valid and with no change waiting for its commit. A read answers from here, so nobody sees a
+    /// balance whose ledger entry is not durable yet (and could still be taken back by a failed
+    /// commit), and a ledger page read after a member's answer includes every change it showed.
+    /// </summary>
+    private async Task SettleForReadAsync()
+    {
+        do
+        {
+            await EnsureLoadedAsync();
+            await WaitForCommitsAsync();
+        }
+        while (!_valid || _inFlight > 0);
     }
 
     private void MaybeSnapshot()

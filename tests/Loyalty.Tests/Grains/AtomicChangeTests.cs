@@ -129,6 +129,62 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Equal(left % Coffee.PointsPrice, (await Member("m").Get())!.Balance.Value);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task AReadDuringACommit_WaitsForIt_AndNeverShowsAChangeTheLedgerDoesNotHold(bool commitFails)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("m");
+        await BuyAsync("m", "first");
+        MemberView before = (await Member("m").Get())!;
+
+        // The commit of "held" waits at the gate (on the commit queue's thread, not the grain's).
+        using var reached = new SemaphoreSlim(0);
+        using var gate = new SemaphoreSlim(0);
+        FaultInjector faults = Faults();
+        faults.Arm((at, entry) =>
+        {
+            if (at != FaultStep.Commit || entry.ProgramId != _program || entry.TransactionId != "held")
+            {
+                return false;
+            }
+
+            reached.Release();
+            return gate.Wait(TimeSpan.FromSeconds(30)) && commitFails;
+        });
+        try
+        {
+            Task<AccrualResult> held = Member("m").Accrue(Purchase("m", "held"));
+            Assert.True(await reached.WaitAsync(TimeSpan.FromSeconds(10)), "the purchase never reached its commit");
+
+            // The purchase is applied in memory and waits for its commit: the reads must wait too.
+            Task<MemberView?> read = Member("m").Get();
+            Task<LedgerPage?> page = Member("m").GetLedger(null, 1);
+            await Task.Delay(300);
+            Assert.False(read.IsCompleted, "GetMember answered while a change was still uncommitted");
+            Assert.False(page.IsCompleted, "the ledger was read while a change was still uncommitted");
+
+            gate.Release();
+            AccrualResult result = await held;
+            MemberView seen = (await read)!;
+            LedgerPage newest = (await page)!;
+
+            Assert.Equal(commitFails ? LoyaltyError.Unavailable : LoyaltyError.None, result.Error);
+            long expected = commitFails ? before.Balance.Value : checked(before.Balance.Value + result.Earned.Value);
+            Assert.Equal(expected, seen.Balance.Value);
+            Assert.Equal(commitFails ? "first" : "held", Assert.Single(newest.Entries).TransactionId);
+            Assert.Equal(seen.LastSequence, newest.Entries[0].Sequence);
+        }
+        finally
+        {
+            faults.Disarm();
+            gate.Release();
+        }
+
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+    }
+
     private async Task AppendDirectlyAsync(LedgerEntry entry)
     {
         ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
