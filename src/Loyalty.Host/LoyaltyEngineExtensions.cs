@@ -12,6 +12,9 @@ namespace Loyalty.Host;
 /// <summary>Builds the engine: an Orleans silo with the gRPC gateway co-hosted.</summary>
 public static class LoyaltyEngineExtensions
 {
+    /// <summary>How long the gateway and the silo may take to stop after the drain, before the host gives up on them.</summary>
+    private static readonly TimeSpan SiloStopMax = TimeSpan.FromSeconds(60);
+
     /// <summary>Adds the silo, its storage and the gRPC services, all from configuration.</summary>
     public static WebApplicationBuilder AddLoyaltyEngine(this WebApplicationBuilder builder)
     {
@@ -20,6 +23,10 @@ public static class LoyaltyEngineExtensions
         SiloOptions silo = config.GetSection(SiloOptions.SectionName).Get<SiloOptions>() ?? new SiloOptions();
 
         builder.Services.Configure<GatewayOptions>(config.GetSection(GatewayOptions.SectionName));
+        GatewayOptions gateway = config.GetSection(GatewayOptions.SectionName).Get<GatewayOptions>() ?? new GatewayOptions();
+        builder.Services.Configure<HostOptions>(o =>
+            // The drain, the streams' end, then the gateway's and the silo's stop (ledger flush, grains handed over).
+            o.ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(0, gateway.DrainDelaySeconds)) + DrainDelay.StreamsEndMax + SiloStopMax);
         builder.AddLoyaltyAccess();
         builder.AddLoyaltyTelemetry();
         builder.Services.AddGrpc(o =>

@@ -44,6 +44,7 @@ public static class Health
             o.Delay = TimeSpan.FromSeconds(10);
             o.Period = TimeSpan.FromSeconds(2);
         });
+        services.AddSingleton<OpenStreams>();
         services.AddSingleton<DrainDelay>();
         services.AddHostedService(s => s.GetRequiredService<DrainDelay>());
         return services;
@@ -92,12 +93,17 @@ public static class Health
 }
 
 /// <summary>
-/// The first step of stopping: the node says not-ready (see <see cref="Health"/>) and keeps
+/// The first steps of stopping: the node says not-ready (see <see cref="Health"/>) and keeps
 /// serving for <see cref="GatewayOptions.DrainDelaySeconds"/>, so that load balancers and clients
-/// move away before the gateway stops taking calls and the silo hands its grains over.
+/// move away; then it ends its open purchase streams (each answers what it took, then ends with
+/// UNAVAILABLE) and waits for them, before the gateway stops taking calls and the silo flushes
+/// its ledger and hands its grains over.
 /// </summary>
-internal sealed partial class DrainDelay(IOptions<GatewayOptions> options, ILogger<DrainDelay> logger) : IHostedLifecycleService
+internal sealed partial class DrainDelay(IOptions<GatewayOptions> options, OpenStreams streams, ILogger<DrainDelay> logger) : IHostedLifecycleService
 {
+    /// <summary>How long the open streams may take to answer what they took and end.</summary>
+    public static readonly TimeSpan StreamsEndMax = TimeSpan.FromSeconds(15);
+
     private volatile bool _draining;
 
     /// <summary>Whether the node has begun to stop (the host's stopping hooks run before its ApplicationStopping token fires).</summary>
@@ -118,6 +124,18 @@ internal sealed partial class DrainDelay(IOptions<GatewayOptions> options, ILogg
             LogDraining(seconds);
             await Task.Delay(TimeSpan.FromSeconds(seconds), cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
+
+        int open = streams.Count;
+        streams.End();
+        if (open > 0)
+        {
+            LogEndingStreams(open);
+        }
+
+        if (!await streams.WaitClosedAsync(StreamsEndMax, cancellationToken))
+        {
+            LogStreamsStillOpen(streams.Count, StreamsEndMax.TotalSeconds);
+        }
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
@@ -126,4 +144,10 @@ internal sealed partial class DrainDelay(IOptions<GatewayOptions> options, ILogg
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Stopping: not ready, still serving for {Seconds} s")]
     private partial void LogDraining(int seconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stopping: ending {Count} open purchase streams")]
+    private partial void LogEndingStreams(int count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping: {Count} purchase streams still open after {Seconds} s; the server's stop ends them")]
+    private partial void LogStreamsStillOpen(int count, double seconds);
 }

@@ -19,6 +19,7 @@ public sealed partial class PurchasesService(
     GrainReferences<IMemberGrain> members,
     EngineClock clock,
     KeyRegistry keys,
+    OpenStreams streams,
     IOptions<GatewayOptions> options,
     ClientFaults faults,
     ILogger<PurchasesService> logger) : V1.Purchases.PurchasesBase
@@ -59,15 +60,18 @@ public sealed partial class PurchasesService(
     {
         CancellationToken cancel = context.CancellationToken;
         Caller caller = Caller.Of(context);
+        using OpenStreams.Lease open = OpenStream();
         using var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
         // Cancelled when the stream ends in a refusal, so that a writer stuck on a client that does not read stops too.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions { SingleReader = true });
         Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, stop.Token);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        // Reading alone also stops when the node stops; waiting to answer what was taken does not.
+        using var reading = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, streams.Ending);
         try
         {
-            while (await NextAsync(requestStream, caller, context.Method, idle, cancel))
+            while (await NextAsync(requestStream, caller, context.Method, idle, reading.Token, cancel))
             {
                 // A free slot is taken at once; only a full stream waits (within the idle limit).
                 if (!slots.Wait(0))
@@ -78,12 +82,14 @@ public sealed partial class PurchasesService(
                 _ = AckAsync(requestStream.Current, caller, context.Method, acks.Writer, slotToFree: null);
             }
 
-            // The till has finished sending: wait until every ack has been written.
+            // The till has finished sending (or the node is stopping): wait until every ack has been written.
             idle.CancelAfter(_idleMax);
             for (int i = 0; i < _inFlightMax; i++)
             {
                 await WithinIdleAsync(slots.WaitAsync, idle, cancel, "the client has not read its acknowledgements");
             }
+
+            ThrowIfStopping();
         }
         catch
         {
@@ -136,14 +142,21 @@ public sealed partial class PurchasesService(
     /// Reads the next message of a stream. A stream that sends nothing for
     /// <see cref="GatewayOptions.StreamIdleTimeoutSeconds"/> is ended with DEADLINE_EXCEEDED, so
     /// that abandoned streams do not hold a key's stream allowance and the engine's memory forever.
+    /// False at the stream's end, and when the node is stopping (<paramref name="reading"/> also
+    /// ends with the node's streams).
     /// </summary>
-    private async Task<bool> NextAsync<T>(IAsyncStreamReader<T> stream, Caller caller, string method, CancellationTokenSource idle, CancellationToken cancel)
+    private async Task<bool> NextAsync<T>(IAsyncStreamReader<T> stream, Caller caller, string method, CancellationTokenSource idle, CancellationToken reading, CancellationToken cancel)
     {
         idle.CancelAfter(_idleMax);
         bool more;
         try
         {
-            more = await stream.MoveNext(idle.Token);
+            more = await stream.MoveNext(reading);
+        }
+        catch (OperationCanceledException) when (!cancel.IsCancellationRequested && streams.Ended)
+        {
+            // The node is stopping: take nothing more; what was taken is answered, then the stream ends.
+            return false;
         }
         catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
         {
@@ -223,6 +236,7 @@ public sealed partial class PurchasesService(
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         CancellationToken cancel = stop.Token;
         Caller caller = Caller.Of(context);
+        using OpenStreams.Lease open = OpenStream();
         // Not disposed: grain calls still running after the client has gone release their slots later.
         var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
         // Answers leave in batch order; a bounded queue of batches keeps a slow reader from piling them up.
@@ -230,9 +244,11 @@ public sealed partial class PurchasesService(
             new BoundedChannelOptions(GatewayOptions.StreamBatchesPendingMax) { SingleReader = true, SingleWriter = true });
         Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        // Reading alone also stops when the node stops; waiting to answer what was taken does not.
+        using var reading = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, streams.Ending);
         try
         {
-            while (await NextAsync(requestStream, caller, context.Method, idle, cancel))
+            while (await NextAsync(requestStream, caller, context.Method, idle, reading.Token, cancel))
             {
                 Task<V1.PurchaseAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, context.Method, slots, cancel);
                 if (!batches.Writer.TryWrite(dispatched))
@@ -240,6 +256,11 @@ public sealed partial class PurchasesService(
                     await WithinIdleAsync(t => batches.Writer.WriteAsync(dispatched, t).AsTask(), idle, cancel, "the client has not read its answers");
                 }
             }
+
+            // Every batch taken is answered before the stream ends.
+            batches.Writer.TryComplete();
+            await writer;
+            ThrowIfStopping();
         }
         catch
         {
@@ -320,6 +341,21 @@ public sealed partial class PurchasesService(
         catch (OperationCanceledException)
         {
             // The client went away; the remaining acks have nowhere to go.
+        }
+    }
+
+    /// <summary>Counts the stream as open; a stopping node refuses it instead.</summary>
+    private OpenStreams.Lease OpenStream()
+    {
+        ThrowIfStopping();
+        return streams.Open();
+    }
+
+    private void ThrowIfStopping()
+    {
+        if (streams.Ended)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, OpenStreams.StoppingMessage));
         }
     }
 

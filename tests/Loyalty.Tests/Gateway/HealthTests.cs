@@ -1,10 +1,13 @@
 using Grpc.Core;
 using Grpc.Health.V1;
+using Loyalty.Api;
+using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
+using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Gateway;
 
-/// <summary>gRPC health checking: without a key, live and ready, and not-ready first when the node stops.</summary>
+/// <summary>gRPC health checking: without a key, live and ready, and not-ready first when the node stops; then the node ends its streams cleanly.</summary>
 public sealed class HealthTests
 {
     [Theory]
@@ -35,5 +38,87 @@ public sealed class HealthTests
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, live);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, draining);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, liveWhileDraining);
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task AStreamOpenWhenTheNodeStops_IsAnsweredForEverythingItTook_ThenEndsUnavailable(Backend backend)
+    {
+        StorageOptions storage = TestDatabases.Create(backend, "drain");
+        InProcessEngine engine = await InProcessEngine.StartAsync(storage, null, "--Gateway:DrainDelaySeconds=1");
+        CallInvoker invoker = engine.Channel.WithKey(TestKeys.Operator);
+        await new V1.ProgramAdmin.ProgramAdminClient(invoker).PutProgramAsync(Wire.Program("drain"));
+        await new V1.Members.MembersClient(invoker).EnrollAsync(new V1.EnrollRequest { ProgramId = "drain", MemberId = "m" });
+        var till = new V1.Purchases.PurchasesClient(invoker);
+        using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream = till.Ingest();
+        var acked = new List<string>();
+        Task<RpcException?> reader = ReadUntilEndAsync(stream, acked);
+
+        // The till keeps sending while the node stops, until the stream is closed under it.
+        Task? stopped = null;
+        int sent = 0;
+        for (; sent < 2_000 && !reader.IsCompleted; sent++)
+        {
+            if (sent == 20)
+            {
+                stopped = engine.StopAsync();
+            }
+
+            try
+            {
+                await stream.RequestStream.WriteAsync(Wire.Purchase("drain", "m", $"d{sent}", 1_00));
+            }
+            catch (Exception e) when (e is RpcException or InvalidOperationException)
+            {
+                break;
+            }
+
+            await Task.Delay(5);
+        }
+
+        RpcException? end = await reader;
+        RpcException? refused = null;
+        try
+        {
+            using AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> late = till.Ingest();
+            await late.RequestStream.WriteAsync(Wire.Purchase("drain", "m", "late", 1_00));
+            await late.ResponseStream.MoveNext(CancellationToken.None);
+        }
+        catch (RpcException e)
+        {
+            refused = e;
+        }
+
+        await stopped!;
+        await engine.DisposeAsync();
+        List<string> written = await Sql.RowsAsync(storage,
+            "SELECT txn_id FROM ledger_entries WHERE program_id = 'drain' AND kind = 2", r => r.GetString(0));
+
+        Assert.Equal(StatusCode.Unavailable, end?.StatusCode);
+        Assert.Contains("the node is stopping", end!.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.Unavailable, refused?.StatusCode);
+        Assert.True(acked.Count >= 20, $"only {acked.Count} purchases were answered before the stop");
+        Assert.True(acked.Count < sent, "the stream took every purchase; the drain ended nothing");
+        // Everything the stream took was answered, and nothing unanswered was written: the till resends exactly what it has no answer for.
+        Assert.Equal(acked.Order(StringComparer.Ordinal), written.Order(StringComparer.Ordinal));
+    }
+
+    private static async Task<RpcException?> ReadUntilEndAsync(AsyncDuplexStreamingCall<V1.Purchase, V1.PurchaseAck> stream, List<string> acked)
+    {
+        try
+        {
+            while (await stream.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                Assert.Equal(V1.AckStatus.Accepted, stream.ResponseStream.Current.Status);
+                acked.Add(stream.ResponseStream.Current.TransactionId);
+            }
+
+            return null;
+        }
+        catch (RpcException e)
+        {
+            return e;
+        }
     }
 }

@@ -5,10 +5,39 @@ namespace Loyalty.Tests.Infrastructure;
 /// <summary>Engine processes that form one cluster on one PostgreSQL (Orleans:Membership=Postgres), stopped together.</summary>
 public sealed class ClusterNodes : IAsyncDisposable
 {
-    private ClusterNodes(List<HostProcess> nodes) => Nodes = nodes;
+    private readonly List<HostProcess> _nodes;
 
-    /// <summary>The nodes, in the order they started.</summary>
-    public IReadOnlyList<HostProcess> Nodes { get; }
+    private ClusterNodes(List<HostProcess> nodes) => _nodes = nodes;
+
+    /// <summary>The nodes, in the order they started (a restarted node keeps its place).</summary>
+    public IReadOnlyList<HostProcess> Nodes
+    {
+        get
+        {
+            lock (_nodes)
+            {
+                return [.. _nodes];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Stops node <paramref name="index"/> with SIGTERM (it drains and stops by itself), then starts
+    /// it again with the same command line; returns how the stop went.
+    /// </summary>
+    public async Task<(int ExitCode, TimeSpan Took)> RestartAsync(int index, TimeSpan stopTimeout)
+    {
+        HostProcess old = Nodes[index];
+        (int, TimeSpan) stopped = await old.TerminateAsync(stopTimeout);
+        await old.DisposeAsync();
+        HostProcess started = await HostProcess.StartAsync([.. old.Args], old.Port);
+        lock (_nodes)
+        {
+            _nodes[index] = started;
+        }
+
+        return stopped;
+    }
 
     /// <summary>Starts <paramref name="count"/> engines one after another, each serving before the next starts.</summary>
     public static async Task<ClusterNodes> StartAsync(StorageOptions storage, int count)

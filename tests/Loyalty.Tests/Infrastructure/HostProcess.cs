@@ -16,9 +16,11 @@ public sealed class HostProcess : IAsyncDisposable
     private readonly Process _process;
     private readonly Queue<string> _output = new();
 
-    private HostProcess(Process process, int port)
+    private HostProcess(Process process, int port, string[] args)
     {
         _process = process;
+        Port = port;
+        Args = args;
         Channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
         Invoker = Channel.WithKey(TestKeys.Operator);
         Programs = new V1.ProgramAdmin.ProgramAdminClient(Invoker);
@@ -27,6 +29,12 @@ public sealed class HostProcess : IAsyncDisposable
     }
 
     public GrpcChannel Channel { get; }
+
+    /// <summary>The gRPC port it serves on.</summary>
+    public int Port { get; }
+
+    /// <summary>The command line it was started with (to start it again the same way).</summary>
+    public IReadOnlyList<string> Args { get; }
 
     /// <summary>Calls over <see cref="Channel"/> with the operator key.</summary>
     public CallInvoker Invoker { get; }
@@ -80,7 +88,7 @@ public sealed class HostProcess : IAsyncDisposable
         }
 
         Process process = Process.Start(info) ?? throw new InvalidOperationException("dotnet did not start.");
-        var host = new HostProcess(process, port);
+        var host = new HostProcess(process, port, args);
         process.OutputDataReceived += (_, e) => host.Remember(e.Data);
         process.ErrorDataReceived += (_, e) => host.Remember(e.Data);
         process.BeginOutputReadLine();
@@ -94,6 +102,32 @@ public sealed class HostProcess : IAsyncDisposable
     {
         _process.Kill(entireProcessTree: false);
         _process.WaitForExit(10_000);
+    }
+
+    /// <summary>
+    /// SIGTERM, as an orchestrator stops a node: the engine drains and stops by itself. Returns its
+    /// exit code and how long it took; the process is killed if it has not exited within <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<(int ExitCode, TimeSpan Took)> TerminateAsync(TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        using (Process signal = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await signal.WaitForExitAsync();
+        }
+
+        using var limit = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(limit.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            Kill();
+            throw new TimeoutException($"The engine did not stop within {timeout} of SIGTERM:{Environment.NewLine}{RecentOutput}");
+        }
+
+        return (_process.ExitCode, clock.Elapsed);
     }
 
     public async ValueTask DisposeAsync()
