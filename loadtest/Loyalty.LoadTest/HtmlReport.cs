@@ -22,6 +22,8 @@ internal static class HtmlReport
             .Append("<h1>LoyaltyGrains load test</h1>")
             .Append("<h2>Throughput (acknowledged events per second)</h2>")
             .Append(Chart([.. timeline.Select(p => (p.Seconds, p.PerSecond))], "s", "ev/s", i => timeline[i].Seconds.ToString("F0", CultureInfo.InvariantCulture)))
+            .Append("<h2>Errors per second (failed streams, refused purchases; a failover shows here)</h2>")
+            .Append(Chart([.. timeline.Select(p => (p.Seconds, p.ErrorsPerSecond))], "s", "errors/s", i => timeline[i].Seconds.ToString("F0", CultureInfo.InvariantCulture), "#c0392b"))
             .Append("<h2>Ack latency by percentile (ms)</h2>")
             .Append(Chart([.. Percentiles.Select((p, i) => ((double)i, latency.TotalCount == 0 ? 0 : latency.GetValueAtPercentile(p) / 1000.0))],
                 "percentile", "ms", i => Percentiles[i].ToString(CultureInfo.InvariantCulture)))
@@ -29,7 +31,7 @@ internal static class HtmlReport
         return html.ToString();
     }
 
-    private static string Chart(IReadOnlyList<(double X, double Y)> points, string xLabel, string yLabel, Func<int, string> tick)
+    private static string Chart(IReadOnlyList<(double X, double Y)> points, string xLabel, string yLabel, Func<int, string> tick, string colour = "#2a6fdb")
     {
         var svg = new StringBuilder();
         svg.Append(CultureInfo.InvariantCulture, $"<svg width=\"{Width}\" height=\"{Height}\" xmlns=\"http://www.w3.org/2000/svg\">");
@@ -45,7 +47,7 @@ internal static class HtmlReport
             .Append(CultureInfo.InvariantCulture, $"<line x1=\"{Margin}\" y1=\"{Margin}\" x2=\"{Margin}\" y2=\"{Height - Margin}\" stroke=\"#888\"/>")
             .Append(CultureInfo.InvariantCulture, $"<text x=\"{Width - Margin}\" y=\"{Height - 10}\" text-anchor=\"end\">{xLabel}</text>")
             .Append(CultureInfo.InvariantCulture, $"<text x=\"5\" y=\"{Margin - 10}\">{yLabel} (max {yMax:F1})</text>")
-            .Append("<polyline fill=\"none\" stroke=\"#2a6fdb\" stroke-width=\"2\" points=\"");
+            .Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"");
         foreach ((double x, double y) in points)
         {
             svg.Append(CultureInfo.InvariantCulture, $"{Px(x):F1},{Py(y):F1} ");

@@ -13,6 +13,9 @@ internal sealed class LoadOptions
 
     public string Target { get; set; } = "http://127.0.0.1:5000";
 
+    /// <summary>The engines of --target (a comma-separated list): streams are spread over them.</summary>
+    public IReadOnlyList<string> Targets => Target.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+
     /// <summary>The key given with --key, if any.</summary>
     public string? Key { get; private set; }
 
@@ -85,7 +88,11 @@ internal sealed class LoadOptions
     public const string Usage = """
         Loyalty load tester: streams purchases to a running engine and verifies the balances.
 
-          --target URL          engine address (default http://127.0.0.1:5000)
+          --target URL[,URL...] engine addresses (default http://127.0.0.1:5000); streams are
+                                spread over them, and a stream that fails moves to the next
+                                one and resends every purchase not yet acknowledged (purchases
+                                refused with UNAVAILABLE are resent too), so a failover can be
+                                measured: the report counts it per second
           --key KEY             an operator key, or the program's admin key, for --target
                                 (default: $LOYALTY_KEY, else ./data/operator.key); the run
                                 itself uses a POS key it makes with it
@@ -161,6 +168,11 @@ internal sealed class LoadOptions
         if (o.Spawn is not null && args.Contains("--target"))
         {
             throw new ArgumentException("--spawn starts its own engine; leave out --target");
+        }
+
+        if (o.Targets.Count == 0 || o.Targets.Any(t => !Uri.TryCreate(t, UriKind.Absolute, out _)))
+        {
+            throw new ArgumentException("--target takes one or more absolute URLs, separated by commas");
         }
 
         if (o.Sequential && o.ZipfSkew > 0)

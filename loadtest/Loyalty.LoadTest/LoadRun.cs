@@ -28,9 +28,26 @@ internal sealed class LoadRun(LoadOptions options)
 
     private const int LatencySignificantDigits = 3;
 
+    /// <summary>Most times one stream moves to another target before it gives up.</summary>
+    private const int ReconnectsMax = 1_000;
+
+    /// <summary>How long after the run's end a stream keeps resending what was not answered.</summary>
+    private static readonly TimeSpan ResendGraceMax = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long a purchase refused with UNAVAILABLE waits before it is sent again.</summary>
+    private static readonly TimeSpan RetryDelay = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>How long a stream whose connection failed waits before it connects to the next target.</summary>
+    private static readonly TimeSpan ReconnectDelay = TimeSpan.FromMilliseconds(100);
+
     private readonly string _runId = Guid.NewGuid().ToString("N")[..6];
     private readonly long[] _expectedPoints = new long[options.Members];
     private readonly ConcurrentDictionary<string, long> _errors = new();
+    /// <summary>Failures the run recovered from by resending (streams cut, purchases refused UNAVAILABLE), by kind.</summary>
+    private readonly ConcurrentDictionary<string, long> _recovered = new();
+    private long _errorEvents;
+    private long _reconnects;
+    private long _resent;
     private readonly Channel<FollowUp> _followUps = Channel.CreateUnbounded<FollowUp>();
     private readonly List<LongHistogram> _histograms = [];
     private readonly List<LongHistogram> _allHistograms = [];
@@ -51,8 +68,8 @@ internal sealed class LoadRun(LoadOptions options)
     /// <summary>A return of part of an accepted purchase (a SKU, or an amount), or a redemption by its member.</summary>
     private readonly record struct FollowUp(int Member, string Original, string Sku, long AmountMinor, bool Redeem);
 
-    /// <summary>One second of the run: when, how many acks so far, throughput in that second, p99 so far.</summary>
-    internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms);
+    /// <summary>One second of the run: when, acks so far, throughput in that second, p99 so far, errors so far and in that second (failed streams, refusals).</summary>
+    internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms, long Errors = 0, double ErrorsPerSecond = 0);
 
     public async Task<int> RunAsync()
     {
@@ -63,19 +80,35 @@ internal sealed class LoadRun(LoadOptions options)
             Log($"started an engine on {options.Spawn} at {engine.Target}");
         }
 
-        using var channel = GrpcChannel.ForAddress(options.Target, new GrpcChannelOptions
+        GrpcChannel[] channels = [.. options.Targets.Select(t => GrpcChannel.ForAddress(t, new GrpcChannelOptions
         {
             HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
-        });
+        }))];
+        try
+        {
+            return await RunOnAsync(channels, engine);
+        }
+        finally
+        {
+            foreach (GrpcChannel channel in channels)
+            {
+                channel.Dispose();
+            }
+        }
+    }
+
+    private async Task<int> RunOnAsync(GrpcChannel[] channels, EngineProcess? engine)
+    {
         // The program is set up with the operator's (or the program admin's) key; the load runs
         // with a POS key made for the run, as a till would.
-        CallInvoker till = channel.WithKey(await SetUpAsync(channel, engine?.OperatorKey ?? options.ResolveKey()));
-        Log($"{options.Streams} streams, mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
+        string posKey = await SetUpAsync(channels[0], engine?.OperatorKey ?? options.ResolveKey());
+        CallInvoker[] tills = [.. channels.Select(c => c.WithKey(posKey))];
+        Log($"{options.Streams} streams over {tills.Length} target(s), mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
         var clock = Stopwatch.StartNew();
         _startedAt = Stopwatch.GetTimestamp();
         _measureFrom = _startedAt + (long)(options.WarmupSeconds * Stopwatch.Frequency);
-        Task run = RunLoadAsync(till, clock);
+        Task run = RunLoadAsync(tills, clock);
         await ShowProgressAsync(run, clock);
         await run;
         // Purchase throughput covers the purchases only: returns and redemptions still being
@@ -89,17 +122,17 @@ internal sealed class LoadRun(LoadOptions options)
             (measured, seconds, _ackedMeasured, _warmupUsed) = (Merged(_allHistograms), Math.Max(0.001, Seconds(_startedAt, _purchasesEndedAt)), _acked, 0);
         }
 
-        (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(till) : (true, 0, 0);
+        (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(tills) : (true, 0, 0);
         return Report(measured, seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB);
     }
 
-    private async Task RunLoadAsync(CallInvoker channel, Stopwatch clock)
+    private async Task RunLoadAsync(CallInvoker[] tills, Stopwatch clock)
     {
-        var purchases = new V1.Purchases.PurchasesClient(channel);
+        V1.Purchases.PurchasesClient[] targets = [.. tills.Select(t => new V1.Purchases.PurchasesClient(t))];
         long eventsPerStream = Math.Max(1, options.Events / options.Streams);
-        var redemptions = new V1.Redemptions.RedemptionsClient(channel);
-        Task[] followUps = [.. Enumerable.Range(0, FollowUpWorkers).Select(_ => Task.Run(() => FollowUpWorkerAsync(purchases, redemptions)))];
-        Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(() => RunStreamAsync(purchases, s, eventsPerStream, clock)))];
+        Task[] followUps = [.. Enumerable.Range(0, FollowUpWorkers).Select(w => Task.Run(() =>
+            FollowUpWorkerAsync(targets[w % targets.Length], new V1.Redemptions.RedemptionsClient(tills[w % tills.Length]))))];
+        Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(() => RunStreamAsync(targets, s, eventsPerStream, clock)))];
         await Task.WhenAll(streams);
         _purchasesEndedAt = Stopwatch.GetTimestamp();
         _followUps.Writer.Complete();
@@ -130,70 +163,108 @@ internal sealed class LoadRun(LoadOptions options)
         return key.Secret;
     }
 
-    private async Task RunStreamAsync(V1.Purchases.PurchasesClient client, int stream, long count, Stopwatch clock)
+    /// <summary>
+    /// One stream's purchases, on its target first (stream s on target s mod targets). When the
+    /// stream fails it moves to the next target and resends every purchase not yet answered;
+    /// purchases refused with UNAVAILABLE are sent again after <see cref="RetryDelay"/>. A purchase
+    /// holds its in-flight slot until it is answered for good, so resends never exceed the window.
+    /// </summary>
+    private async Task RunStreamAsync(V1.Purchases.PurchasesClient[] targets, int stream, long count, Stopwatch clock)
     {
-        LongHistogram histogram = NewHistogram(), all = NewHistogram();
+        var state = new StreamState(stream, count, options.InFlightPerStream);
         lock (_histograms)
         {
-            _histograms.Add(histogram);
-            _allHistograms.Add(all);
+            _histograms.Add(state.Histogram);
+            _allHistograms.Add(state.All);
         }
 
-        var startedAt = new long[count];
-        var baskets = new PosMix.Basket[count];
         MemberPicker picker = options.Sequential
             ? MemberPicker.InTurn(options.Members, first: stream, step: options.Streams)
             : new MemberPicker(options.Members, options.ZipfSkew, seed: stream + 1);
         var mix = new PosMix(options.LinesMax, options.Stores, seed: stream + 1);
-        var returnDice = new Random(stream + 1_000);
-        using var slots = new SemaphoreSlim(options.InFlightPerStream);
+        long streamStart = Stopwatch.GetTimestamp();
+        for (int attempt = 0, target = stream % targets.Length; ; attempt++, target = (target + 1) % targets.Length)
+        {
+            bool failed = await StreamOnceAsync(targets[target], state, picker, mix, streamStart, clock);
+            bool sendingOver = state.Next >= count || clock.Elapsed.TotalSeconds >= options.DurationSeconds;
+            if (sendingOver && state.Unanswered.IsEmpty)
+            {
+                return;
+            }
+
+            if (attempt >= ReconnectsMax || clock.Elapsed.TotalSeconds >= options.DurationSeconds + ResendGraceMax.TotalSeconds)
+            {
+                _errors.AddOrUpdate("unanswered", state.Unanswered.Count, (_, n) => n + state.Unanswered.Count);
+                return;
+            }
+
+            if (failed)
+            {
+                Interlocked.Increment(ref _reconnects);
+                await Task.Delay(ReconnectDelay);
+            }
+        }
+    }
+
+    /// <summary>One connection of a stream: resends what is unanswered, sends new purchases, waits for the answers; true when the stream failed.</summary>
+    private async Task<bool> StreamOnceAsync(V1.Purchases.PurchasesClient client, StreamState state, MemberPicker picker, PosMix mix, long streamStart, Stopwatch clock)
+    {
         using var sink = new PurchaseSink(client, options.Batch);
         // Cancelled when the ack stream fails, so that the send loop stops waiting for slots that will never come back.
         using var readerFailed = new CancellationTokenSource();
-        void Acked(V1.PurchaseAck ack)
-        {
-            long k = long.Parse(ack.TransactionId.AsSpan(ack.TransactionId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
-            // Events sent during the warm-up count for verification, not for the figures.
-            long micros = Math.Max(0, (Stopwatch.GetTimestamp() - startedAt[k]) * 1_000_000 / Stopwatch.Frequency);
-            lock (all)
-            {
-                all.RecordValue(micros);
-                if (startedAt[k] >= _measureFrom)
-                {
-                    histogram.RecordValue(micros);
-                    Interlocked.Increment(ref _ackedMeasured);
-                }
-            }
-
-            OnAck(ack, baskets[k], returnDice);
-            slots.Release();
-        }
-
         Task reader = Task.Run(async () =>
         {
             try
             {
-                await sink.ReadAcksAsync(Acked);
+                await sink.ReadAcksAsync(ack => Acked(ack, state));
             }
-            catch
+            catch (Exception e) when (e is RpcException or IOException or InvalidOperationException)
             {
+                Recovered("stream:" + (e is RpcException r ? r.StatusCode.ToString() : e.GetType().Name));
                 await readerFailed.CancelAsync();
-                throw;
             }
         });
-        double perStreamRate = options.RatePerSecond / options.Streams;
-        long streamStart = Stopwatch.GetTimestamp();
-        for (long k = 0; k < count && clock.Elapsed.TotalSeconds < options.DurationSeconds && !readerFailed.IsCancellationRequested; k++)
+        try
         {
-            try
+            foreach (long k in state.Unanswered.Keys.Order())
             {
-                await slots.WaitAsync(readerFailed.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                break; // the reader's own exception is raised below
+                await ResendAsync(sink, state, k);
             }
 
+            await SendNewAsync(sink, state, picker, mix, streamStart, clock, readerFailed.Token);
+            // Wait for the answers still due, resending what is refused UNAVAILABLE meanwhile.
+            long graceEnds = Stopwatch.GetTimestamp() + (long)(ResendGraceMax.TotalSeconds * Stopwatch.Frequency);
+            while (!state.Unanswered.IsEmpty && !readerFailed.IsCancellationRequested && Stopwatch.GetTimestamp() < graceEnds)
+            {
+                await ResendDueAsync(sink, state);
+                await sink.FlushAsync();
+                await Task.Delay(10);
+            }
+
+            if (!readerFailed.IsCancellationRequested)
+            {
+                await sink.CompleteAsync();
+            }
+        }
+        catch (Exception e) when (e is RpcException or IOException or InvalidOperationException or OperationCanceledException)
+        {
+            // The stream broke under a write; the reader says how, and the caller moves on.
+            await readerFailed.CancelAsync();
+        }
+
+        await reader;
+        return readerFailed.IsCancellationRequested;
+    }
+
+    /// <summary>New purchases, paced in rate mode, while the run lasts and the stream holds.</summary>
+    private async Task SendNewAsync(PurchaseSink sink, StreamState state, MemberPicker picker, PosMix mix, long streamStart, Stopwatch clock, CancellationToken readerFailed)
+    {
+        double perStreamRate = options.RatePerSecond / options.Streams;
+        while (state.Next < state.Count && clock.Elapsed.TotalSeconds < options.DurationSeconds && !readerFailed.IsCancellationRequested)
+        {
+            await ResendDueAsync(sink, state);
+            await state.Slots.WaitAsync(readerFailed);
+            long k = state.Next;
             long now = Stopwatch.GetTimestamp();
             if (options.Mode == "rate")
             {
@@ -201,33 +272,127 @@ internal sealed class LoadRun(LoadOptions options)
                 long intended = streamStart + (long)(k / perStreamRate * Stopwatch.Frequency);
                 if (intended > now)
                 {
-                    await Task.Delay(TimeSpan.FromTicks((intended - now) * TimeSpan.TicksPerSecond / Stopwatch.Frequency));
+                    await Task.Delay(TimeSpan.FromTicks((intended - now) * TimeSpan.TicksPerSecond / Stopwatch.Frequency), readerFailed);
                 }
 
                 now = intended;
             }
 
             PosMix.Basket basket = mix.Next(picker.Next());
-            baskets[k] = basket;
-            startedAt[k] = now;
-            await sink.SendAsync(Purchase(stream, k, basket));
+            state.Baskets[k] = basket;
+            state.StartedAt[k] = now;
+            V1.Purchase purchase = Purchase(state.Stream, k, basket);
+            // Unanswered from before it is written: a write cut half-way is resent on the next connection.
+            state.Unanswered[k] = purchase;
+            state.Next = k + 1;
             Interlocked.Increment(ref _sent);
+            await sink.SendAsync(purchase);
         }
-
-        if (!readerFailed.IsCancellationRequested)
-        {
-            await sink.CompleteAsync();
-        }
-
-        await reader;
     }
 
-    private void OnAck(V1.PurchaseAck ack, PosMix.Basket basket, Random returnDice)
+    /// <summary>Sends again the purchases refused UNAVAILABLE whose wait is over.</summary>
+    private async Task ResendDueAsync(PurchaseSink sink, StreamState state)
+    {
+        long now = Stopwatch.GetTimestamp();
+        while (state.Retries.TryPeek(out (long K, long Due) retry) && retry.Due <= now && state.Retries.TryDequeue(out retry))
+        {
+            await ResendAsync(sink, state, retry.K);
+        }
+    }
+
+    private async Task ResendAsync(PurchaseSink sink, StreamState state, long k)
+    {
+        if (state.Unanswered.TryGetValue(k, out V1.Purchase? purchase))
+        {
+            state.Resent[k] = 0;
+            Interlocked.Increment(ref _resent);
+            await sink.SendAsync(purchase);
+        }
+    }
+
+    /// <summary>
+    /// An answer: a refusal with UNAVAILABLE is sent again later; the first final answer of a
+    /// purchase is measured and counted (a resend's DUPLICATE of a purchase already answered is not).
+    /// </summary>
+    private void Acked(V1.PurchaseAck ack, StreamState state)
+    {
+        long k = long.Parse(ack.TransactionId.AsSpan(ack.TransactionId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
+        if (ack.Status == V1.AckStatus.Rejected && ack.ErrorCode == "UNAVAILABLE")
+        {
+            Recovered("purchase:UNAVAILABLE");
+            state.Retries.Enqueue((k, Stopwatch.GetTimestamp() + (long)(RetryDelay.TotalSeconds * Stopwatch.Frequency)));
+            return;
+        }
+
+        if (!state.Unanswered.TryRemove(k, out _))
+        {
+            return;
+        }
+
+        // Events sent during the warm-up count for verification, not for the figures; a resent
+        // purchase's latency counts from its first send, so a failover shows in the tail.
+        long micros = Math.Max(0, (Stopwatch.GetTimestamp() - state.StartedAt[k]) * 1_000_000 / Stopwatch.Frequency);
+        lock (state.All)
+        {
+            state.All.RecordValue(micros);
+            if (state.StartedAt[k] >= _measureFrom)
+            {
+                state.Histogram.RecordValue(micros);
+                Interlocked.Increment(ref _ackedMeasured);
+            }
+        }
+
+        OnAck(ack, state.Baskets[k], state.ReturnDice, state.Resent.ContainsKey(k));
+        state.Slots.Release();
+    }
+
+    private void Recovered(string kind)
+    {
+        _recovered.AddOrUpdate(kind, 1, (_, n) => n + 1);
+        Interlocked.Increment(ref _errorEvents);
+    }
+
+    /// <summary>What one stream keeps across its connections.</summary>
+    private sealed class StreamState(int stream, long count, int inFlight)
+    {
+        public int Stream { get; } = stream;
+
+        public long Count { get; } = count;
+
+        /// <summary>The next purchase's number; written by the stream's send loop only.</summary>
+        public long Next { get; set; }
+
+        public long[] StartedAt { get; } = new long[count];
+
+        public PosMix.Basket[] Baskets { get; } = new PosMix.Basket[count];
+
+        /// <summary>Purchases sent and not yet answered for good, by number (each holds a slot).</summary>
+        public ConcurrentDictionary<long, V1.Purchase> Unanswered { get; } = new();
+
+        /// <summary>Purchases sent more than once (their DUPLICATE answers are expected).</summary>
+        public ConcurrentDictionary<long, byte> Resent { get; } = new();
+
+        /// <summary>Purchases refused UNAVAILABLE, with the time they may be sent again.</summary>
+        public ConcurrentQueue<(long K, long Due)> Retries { get; } = new();
+
+        public SemaphoreSlim Slots { get; } = new(inFlight);
+
+        public Random ReturnDice { get; } = new(stream + 1_000);
+
+        public LongHistogram Histogram { get; } = NewHistogram();
+
+        public LongHistogram All { get; } = NewHistogram();
+    }
+
+    private void OnAck(V1.PurchaseAck ack, PosMix.Basket basket, Random returnDice, bool resent)
     {
         Interlocked.Increment(ref _acked);
-        if (ack.Status != V1.AckStatus.Accepted)
+        // A purchase resent after a failure may have been recorded the first time: DUPLICATE with its points is its answer.
+        bool answered = ack.Status == V1.AckStatus.Accepted || (ack.Status == V1.AckStatus.Duplicate && resent);
+        if (!answered)
         {
             _errors.AddOrUpdate(ack.Status == V1.AckStatus.Duplicate ? "DUPLICATE" : ack.ErrorCode, 1, (_, n) => n + 1);
+            Interlocked.Increment(ref _errorEvents);
             return;
         }
 
@@ -272,6 +437,7 @@ internal sealed class LoadRun(LoadOptions options)
         catch (RpcException e)
         {
             _errors.AddOrUpdate("redeem:" + e.StatusCode, 1, (_, n) => n + 1);
+            Interlocked.Increment(ref _errorEvents);
         }
     }
 
@@ -307,6 +473,7 @@ internal sealed class LoadRun(LoadOptions options)
         catch (RpcException e)
         {
             _errors.AddOrUpdate("return:" + e.StatusCode, 1, (_, n) => n + 1);
+            Interlocked.Increment(ref _errorEvents);
         }
     }
 
@@ -373,7 +540,9 @@ internal sealed class LoadRun(LoadOptions options)
         TimelinePoint previous = _timeline.Count > 0 ? _timeline[^1] : default;
         LongHistogram merged = Merged(_allHistograms);
         double p99 = merged.TotalCount == 0 ? 0 : merged.GetValueAtPercentile(99) / 1000.0;
-        var point = new TimelinePoint(seconds, acked, (acked - previous.Acked) / Math.Max(0.001, seconds - previous.Seconds), p99);
+        long errors = Interlocked.Read(ref _errorEvents);
+        double elapsed = Math.Max(0.001, seconds - previous.Seconds);
+        var point = new TimelinePoint(seconds, acked, (acked - previous.Acked) / elapsed, p99, errors, (errors - previous.Errors) / elapsed);
         _timeline.Add(point);
         return point;
     }
@@ -396,14 +565,14 @@ internal sealed class LoadRun(LoadOptions options)
         return merged;
     }
 
-    private async Task<(bool Ok, long Mismatched, long Checked)> VerifyAsync(CallInvoker channel)
+    private async Task<(bool Ok, long Mismatched, long Checked)> VerifyAsync(CallInvoker[] tills)
     {
-        var client = new V1.Members.MembersClient(channel);
+        V1.Members.MembersClient[] clients = [.. tills.Select(t => new V1.Members.MembersClient(t))];
         long mismatched = 0;
         var clock = Stopwatch.StartNew();
         await Parallel.ForAsync(0, options.Members, new ParallelOptions { MaxDegreeOfParallelism = SetupConcurrency }, async (m, ct) =>
         {
-            V1.Member member = await Quota.RetryAsync(() => client.GetMemberAsync(new V1.GetMemberRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: ct).ResponseAsync, ct);
+            V1.Member member = await ReadMemberAsync(clients, m, ct);
             if (member.Balance + member.PendingPoints != Interlocked.Read(ref _expectedPoints[m]))
             {
                 Interlocked.Increment(ref mismatched);
@@ -411,6 +580,23 @@ internal sealed class LoadRun(LoadOptions options)
         });
         Log($"verified {options.Members} members in {clock.Elapsed.TotalSeconds:F1}s ({options.Members / Math.Max(0.001, clock.Elapsed.TotalSeconds):F0} members/s, {SetupConcurrency} reads at a time)");
         return (mismatched == 0, mismatched, options.Members);
+    }
+
+    /// <summary>A member, read through the targets in turn: one that is gone (a failover run) answers UNAVAILABLE, another answers.</summary>
+    private async Task<V1.Member> ReadMemberAsync(V1.Members.MembersClient[] clients, int m, CancellationToken cancel)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            V1.Members.MembersClient client = clients[(m + attempt) % clients.Length];
+            try
+            {
+                return await Quota.RetryAsync(() => client.GetMemberAsync(new V1.GetMemberRequest { ProgramId = options.Program, MemberId = MemberId(m) }, cancellationToken: cancel).ResponseAsync, cancel, retryUnavailable: false);
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && attempt < ReconnectsMax)
+            {
+                await Task.Delay(ReconnectDelay, cancel);
+            }
+        }
     }
 
     private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers, double? peakMiB)
@@ -421,6 +607,8 @@ internal sealed class LoadRun(LoadOptions options)
             events_sent = _sent,
             events_acked = _acked,
             errors = _errors.ToDictionary(e => e.Key, e => e.Value),
+            // Failures the run recovered from by resending: cut streams and purchases refused UNAVAILABLE.
+            recovered = new { reconnects = _reconnects, resent = _resent, by_kind = _recovered.ToDictionary(e => e.Key, e => e.Value) },
             duration_s = Math.Round(seconds, 3),
             warmup_s = _warmupUsed,
             throughput_per_s = Math.Round(_ackedMeasured / seconds, 1),
@@ -434,6 +622,7 @@ internal sealed class LoadRun(LoadOptions options)
                 drained_after_purchases_s = Math.Round(Seconds(_purchasesEndedAt, _followUpsEndedAt), 3),
             },
             engine = new { spawned = options.Spawn, peak_working_set_mib = peakMiB },
+            timeline = _timeline.Select(p => new { s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), errors_per_s = Math.Round(p.ErrorsPerSecond) }),
             config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.RedemptionShare, options.Target },
         };
         string json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true });

@@ -40,7 +40,16 @@ internal sealed class PurchaseSink : IDisposable
         _pending.Purchases.Add(purchase);
         if (_pending.Purchases.Count == _batch)
         {
-            await FlushAsync();
+            await SendPendingAsync();
+        }
+    }
+
+    /// <summary>Sends a partly full batch now (a resend must not wait for the batch to fill).</summary>
+    public async Task FlushAsync()
+    {
+        if (_batched is not null && _pending.Purchases.Count > 0)
+        {
+            await SendPendingAsync();
         }
     }
 
@@ -53,11 +62,7 @@ internal sealed class PurchaseSink : IDisposable
             return;
         }
 
-        if (_pending.Purchases.Count > 0)
-        {
-            await FlushAsync();
-        }
-
+        await FlushAsync();
         await _batched!.RequestStream.CompleteAsync();
     }
 
@@ -89,7 +94,7 @@ internal sealed class PurchaseSink : IDisposable
         _batched?.Dispose();
     }
 
-    private async Task FlushAsync()
+    private async Task SendPendingAsync()
     {
         V1.PurchaseBatch full = _pending;
         _pending = new V1.PurchaseBatch();
@@ -98,15 +103,21 @@ internal sealed class PurchaseSink : IDisposable
 }
 
 /// <summary>
-/// How the load tester honours a key's quota on unary calls: it waits as long as the engine asks,
-/// plus a random share of a few milliseconds so that its many parallel callers do not all come
-/// back at the same instant, and tries again, for at most <see cref="PatienceMax"/> per call.
+/// How the load tester makes its unary calls: over a key's quota it waits as long as the engine
+/// asks, plus a random share of a few milliseconds so that its many parallel callers do not all
+/// come back at the same instant; refused UNAVAILABLE (a node failing over) it waits a moment.
+/// Then it tries again, for at most <see cref="PatienceMax"/> per call.
 /// </summary>
 internal static class Quota
 {
     private static readonly TimeSpan PatienceMax = TimeSpan.FromMinutes(2);
 
-    public static async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
+    private static readonly TimeSpan UnavailableWait = TimeSpan.FromMilliseconds(200);
+
+    /// <param name="call">The call.</param>
+    /// <param name="cancellationToken">Ends the waiting.</param>
+    /// <param name="retryUnavailable">False when the caller moves to another target on UNAVAILABLE itself.</param>
+    public static async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken, bool retryUnavailable = true)
     {
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         while (true)
@@ -115,10 +126,12 @@ internal static class Quota
             {
                 return await call();
             }
-            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.ResourceExhausted
+            catch (Grpc.Core.RpcException e) when ((e.StatusCode == Grpc.Core.StatusCode.ResourceExhausted || (retryUnavailable && e.StatusCode == Grpc.Core.StatusCode.Unavailable))
                 && System.Diagnostics.Stopwatch.GetElapsedTime(started) < PatienceMax)
             {
-                TimeSpan wait = (Loyalty.Api.ApiKeyCalls.RetryAfter(e) ?? TimeSpan.FromMilliseconds(100)) + TimeSpan.FromMilliseconds(Random.Shared.Next(1, 20));
+                TimeSpan wait = e.StatusCode == Grpc.Core.StatusCode.Unavailable
+                    ? UnavailableWait
+                    : (Loyalty.Api.ApiKeyCalls.RetryAfter(e) ?? TimeSpan.FromMilliseconds(100)) + TimeSpan.FromMilliseconds(Random.Shared.Next(1, 20));
                 await Task.Delay(wait, cancellationToken);
             }
         }
