@@ -34,12 +34,7 @@ public sealed class FailoverTests(ITestOutputHelper output)
         StorageOptions storage = TestDatabases.Create(Backend.Postgres, "failover");
         await using ClusterNodes cluster = await ClusterNodes.StartAsync(storage, 3);
         IReadOnlyList<HostProcess> nodes = cluster.Nodes;
-        await nodes[0].Programs.PutProgramAsync(Wire.Program(Program));
-        for (int m = 0; m < MembersCount; m++)
-        {
-            // Through every node, so that members are placed on all three.
-            await nodes[m % 3].Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = $"m{m}" });
-        }
+        await ClusterLedger.EnrolAcrossAsync(nodes, Program, MembersCount);
 
         V1.Purchase[] purchases = [.. Enumerable.Range(0, PurchasesCount).Select(i => Wire.Purchase(Program, $"m{i % MembersCount}", $"p{seed}-{i}", 1_00 + i))];
         int killAfter = new Random(seed).Next(50, PurchasesCount - 50);
@@ -64,18 +59,8 @@ public sealed class FailoverTests(ITestOutputHelper output)
             $"{refusedBeforeResend} of {PurchasesCount} not acknowledged before the resend");
         Assert.True(failover < FailoverMax, $"members answered again only {failover} after the kill");
         Assert.All(acked, a => Assert.Equal(a.Value, final[a.Key]));
-        List<(string Txn, long Points)> rows = await Sql.RowsAsync(storage,
-            $"SELECT txn_id, points FROM ledger_entries WHERE program_id = '{Program}' AND kind = 2", r => (r.GetString(0), r.GetInt64(1)));
-        Assert.Equal(PurchasesCount, rows.Count);
-        Assert.Equal(PurchasesCount, rows.Select(r => r.Txn).Distinct().Count());
-        Assert.All(rows, r => Assert.Equal(final[r.Txn], r.Points));
-        long balances = 0;
-        for (int m = 0; m < MembersCount; m++)
-        {
-            balances += (await nodes[0].Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = $"m{m}" })).Balance;
-        }
-
-        Assert.Equal(rows.Sum(r => r.Points), balances);
+        Assert.Equal(PurchasesCount, final.Count);
+        await ClusterLedger.AssertEachPurchaseOnceAsync(storage, Program, final, MembersCount, nodes[0]);
     }
 
     [Fact]

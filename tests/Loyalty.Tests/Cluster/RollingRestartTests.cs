@@ -33,11 +33,7 @@ public sealed class RollingRestartTests(ITestOutputHelper output)
     {
         StorageOptions storage = TestDatabases.Create(Backend.Postgres, "rolling");
         await using ClusterNodes cluster = await ClusterNodes.StartAsync(storage, 3);
-        await cluster.Nodes[0].Programs.PutProgramAsync(Wire.Program(Program));
-        for (int m = 0; m < MembersCount; m++)
-        {
-            await cluster.Nodes[m % 3].Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = $"m{m}" });
-        }
+        await ClusterLedger.EnrolAcrossAsync(cluster.Nodes, Program, MembersCount);
 
         // Three tills, each starting on another node, so that every restart cuts a stream; they send until told to stop.
         Till[] tills = [.. Enumerable.Range(0, 3).Select(t => new Till(cluster, t))];
@@ -74,18 +70,7 @@ public sealed class RollingRestartTests(ITestOutputHelper output)
         Assert.All(streamEnds, code => Assert.Equal(StatusCode.Unavailable, code));
         Assert.All(refusals, refusal => Assert.StartsWith("UNAVAILABLE:", refusal, StringComparison.Ordinal));
         Assert.Equal(sent, acked.Count);
-        List<(string Txn, long Points)> rows = await Sql.RowsAsync(storage,
-            $"SELECT txn_id, points FROM ledger_entries WHERE program_id = '{Program}' AND kind = 2", r => (r.GetString(0), r.GetInt64(1)));
-        Assert.Equal(sent, rows.Count);
-        Assert.Equal(sent, rows.Select(r => r.Txn).Distinct().Count());
-        Assert.All(rows, r => Assert.Equal(acked[r.Txn], r.Points));
-        long balances = 0;
-        for (int m = 0; m < MembersCount; m++)
-        {
-            balances += (await cluster.Nodes[m % 3].Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = $"m{m}" })).Balance;
-        }
-
-        Assert.Equal(rows.Sum(r => r.Points), balances);
+        await ClusterLedger.AssertEachPurchaseOnceAsync(storage, Program, acked, MembersCount, cluster.Nodes[0]);
     }
 
     private static async Task Until(Func<bool> condition, TimeSpan timeout)
