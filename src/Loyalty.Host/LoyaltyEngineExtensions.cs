@@ -4,6 +4,7 @@ using Loyalty.Host.Grpc;
 using Loyalty.Storage;
 using Grpc.AspNetCore.Server.Model;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using System.Net;
 using Orleans.Configuration;
 
@@ -23,6 +24,8 @@ public static class LoyaltyEngineExtensions
         SiloOptions silo = config.GetSection(SiloOptions.SectionName).Get<SiloOptions>() ?? new SiloOptions();
 
         builder.Services.Configure<GatewayOptions>(config.GetSection(GatewayOptions.SectionName));
+        builder.Services.Configure<DashboardSettings>(config.GetSection(DashboardSettings.SectionName));
+        DashboardSettings dashboard = config.GetSection(DashboardSettings.SectionName).Get<DashboardSettings>() ?? new DashboardSettings();
         GatewayOptions gateway = config.GetSection(GatewayOptions.SectionName).Get<GatewayOptions>() ?? new GatewayOptions();
         builder.Services.Configure<HostOptions>(o =>
             // The drain, the streams' end, then the gateway's and the silo's stop (ledger flush, grains handed over).
@@ -59,6 +62,7 @@ public static class LoyaltyEngineExtensions
             siloBuilder.UseLoyaltyMembership(silo, storage);
             // Grain calls carry the caller's trace, so a purchase is one trace from gateway to grain.
             siloBuilder.AddActivityPropagation();
+            siloBuilder.AddLoyaltyDashboard(dashboard);
             siloBuilder.Configure<ClusterOptions>(o =>
             {
                 o.ClusterId = silo.ClusterId;
@@ -84,6 +88,7 @@ public static class LoyaltyEngineExtensions
     {
         app.UseGrpcProtocolErrorsAsInvalidArgument();
         app.UseLoyaltyOpenApi();
+        app.MapLoyaltyDashboard(app.Services.GetRequiredService<IOptions<DashboardSettings>>().Value);
         app.MapGrpcService<ProgramAdminService>();
         app.MapGrpcService<MembersService>();
         app.MapGrpcService<PurchasesService>();
