@@ -73,7 +73,7 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Sets who referred this already enrolled member, by member id or referral code; once, and before its first qualifying purchase.</summary>
     Task<MemberResult> SetReferrer(string? referrerId, string? referralCode);
 
-    /// <summary>Who referred this member (null when nobody, or not enrolled); for cycle checks.</summary>
+    /// <summary>Who referred this member (null when nobody, or not enrolled), as the ledger has it; for cycle checks.</summary>
     Task<string?> GetReferrer();
 
     /// <summary>The member's referral code, issued on first request; null when not enrolled.</summary>
@@ -104,6 +104,9 @@ public interface IMemberLinkSteps : IGrainWithStringKey
 
     /// <summary>Merges the duplicate into this member; see <see cref="IMemberGrain.MergeFrom"/>.</summary>
     Task<MemberResult> MergeDuplicate(string duplicateId, string reason);
+
+    /// <summary>The member as the ledger has it (an activation that missed another's writes reloads first); null when not enrolled.</summary>
+    Task<MemberView?> GetCommitted();
 }
 
 /// <summary>

@@ -41,8 +41,14 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.InvalidArgument, invalid);
         }
 
-        if (!await TryEnsureLoadedAsync())
+        try
         {
+            // As the ledger has it: another activation of this member may have linked it meanwhile.
+            await CatchUpAsync();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            LogLoadFailed(e, _programId, _memberId);
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
         }
 
@@ -89,7 +95,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<string?> GetReferrer()
     {
-        await SettleForReadAsync();
+        await CatchUpAsync();
         return _state.Enrolled ? _state.ReferredBy : null;
     }
 

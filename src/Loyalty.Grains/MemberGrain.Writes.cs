@@ -206,6 +206,13 @@ public sealed partial class MemberGrain
         return _state.Enrolled ? View(program) : null;
     }
 
+    /// <inheritdoc />
+    async Task<MemberView?> IMemberLinkSteps.GetCommitted()
+    {
+        await CatchUpAsync();
+        return await Get();
+    }
+
     /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: a purchase or an adjustment.</summary>
     private Task<AccrualResult> WriteAccrualAsync(string txn, long fingerprint, Stage<AccrualResult> stage) =>
         WriteAsync(

@@ -463,6 +463,25 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         while (!_valid || _inFlight > 0);
     }
 
+    /// <summary>
+    /// Like <see cref="SettleForReadAsync"/>, and also reloads the state when the ledger holds
+    /// entries this activation has not applied: another activation of this member wrote them
+    /// (Orleans may run two for a while during membership changes). One indexed read of the newest
+    /// entry; used by the checks of changes that touch two members, which must see every member
+    /// as the ledger has it, not as a stale activation remembers it.
+    /// </summary>
+    private async Task CatchUpAsync()
+    {
+        await SettleForReadAsync();
+        IReadOnlyList<LedgerEntry> newest = await _store.ReadPageAsync(_programId, _memberId, long.MaxValue, 1, CancellationToken.None);
+        if (newest.Count > 0 && newest[0].Sequence > _state.Sequence && _inFlight == 0)
+        {
+            _valid = false;
+        }
+
+        await SettleForReadAsync();
+    }
+
     private void MaybeSnapshot()
     {
         if (_valid && _inFlight == 0 && !_snapshotting && _appliedSinceSnapshot >= _options.SnapshotEveryEntries)

@@ -1,3 +1,5 @@
+using Loyalty.Storage;
+
 namespace Loyalty.Grains;
 
 /// <summary>
@@ -16,18 +18,34 @@ namespace Loyalty.Grains;
 /// is completed by repeating it; a merge left half-done (the duplicate detached, the survivor
 /// not yet credited) is completed here before any later merge of either member. Such changes
 /// are rare next to purchases, which never pass here, so one at a time per program costs little.
+/// <para>
+/// Orleans keeps one activation "for the most part": during membership changes, or with a node
+/// that sees a different membership, two may run for a while. So each change also holds the
+/// program's lock in the database (<see cref="ILedgerStore.LockAsync"/>), and reads every member
+/// as the ledger has it: two desks then still make their changes one after the other, each
+/// seeing the other's.
+/// </para>
 /// </remarks>
-public sealed class ProgramLinksGrain : Grain, IProgramLinksGrain
+public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinksGrain
 {
     /// <inheritdoc />
-    public Task<EnrolmentResult> Enrol(Enrolment enrolment) => Steps(enrolment.MemberId).EnrolReferred(enrolment);
+    public async Task<EnrolmentResult> Enrol(Enrolment enrolment)
+    {
+        await using IAsyncDisposable held = await LockAsync();
+        return await Steps(enrolment.MemberId).EnrolReferred(enrolment);
+    }
 
     /// <inheritdoc />
-    public Task<MemberResult> SetReferrer(string memberId, string referrerId) => Steps(memberId).LinkReferrer(referrerId);
+    public async Task<MemberResult> SetReferrer(string memberId, string referrerId)
+    {
+        await using IAsyncDisposable held = await LockAsync();
+        return await Steps(memberId).LinkReferrer(referrerId);
+    }
 
     /// <inheritdoc />
     public async Task<MemberResult> Merge(string survivorId, string duplicateId, string reason)
     {
+        await using IAsyncDisposable held = await LockAsync();
         await CompletePendingMergeAsync(duplicateId);
         await CompletePendingMergeAsync(survivorId);
         if (await MergeCycleAsync(survivorId, duplicateId) is { } cycle)
@@ -45,7 +63,7 @@ public sealed class ProgramLinksGrain : Grain, IProgramLinksGrain
     /// </summary>
     private async Task CompletePendingMergeAsync(string memberId)
     {
-        if (await Member(memberId).Get() is { MergedInto: { } survivor })
+        if (await Steps(memberId).GetCommitted() is { MergedInto: { } survivor })
         {
             await Steps(survivor).MergeDuplicate(memberId, $"completes the merge of '{memberId}' into '{survivor}'");
         }
@@ -87,6 +105,9 @@ public sealed class ProgramLinksGrain : Grain, IProgramLinksGrain
 
         return null;
     }
+
+    /// <summary>The program's lock for changes touching two members, across engines.</summary>
+    private Task<IAsyncDisposable> LockAsync() => store.LockAsync("links/" + this.GetPrimaryKeyString(), CancellationToken.None);
 
     private IMemberLinkSteps Steps(string memberId) =>
         GrainFactory.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(this.GetPrimaryKeyString(), memberId));

@@ -73,4 +73,21 @@ public interface ILedgerStore
 
     /// <summary>The entry holding a transaction id within a program, or null.</summary>
     Task<LedgerEntry?> FindTransactionAsync(string programId, string transactionId, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Holds the lock named <paramref name="name"/>, exclusive across every engine on this store,
+    /// until the handle is disposed or its engine dies. For changes that must not interleave even
+    /// while Orleans runs two activations of one grain (during membership changes, or with a
+    /// partitioned view). An SQLite or in-memory store serves one engine, whose single activation
+    /// of a grain already serialises its calls: there the lock is a no-op.
+    /// </summary>
+    Task<IAsyncDisposable> LockAsync(string name, CancellationToken cancellationToken);
+}
+
+/// <summary>The lock of a store that serves one engine: nothing to hold.</summary>
+internal sealed class OneEngineLock : IAsyncDisposable
+{
+    public static readonly Task<IAsyncDisposable> Held = Task.FromResult<IAsyncDisposable>(new OneEngineLock());
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }

@@ -226,4 +226,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
 
         return true;
     }
+
+    /// <inheritdoc />
+    public Task<IAsyncDisposable> LockAsync(string name, CancellationToken cancellationToken) => OneEngineLock.Held;
 }

@@ -305,4 +305,44 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         await using var command = new NpgsqlCommand(sql, connection);
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// A transaction-scoped advisory lock on its own connection: released when the handle commits,
+    /// and by PostgreSQL when the engine's connection dies with it, so a crash never leaves it held.
+    /// </remarks>
+    public async Task<IAsyncDisposable> LockAsync(string name, CancellationToken cancellationToken)
+    {
+        NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        try
+        {
+            NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
+            await using var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended(@name, 0))", connection, transaction);
+            command.Parameters.AddWithValue("name", name);
+            await command.ExecuteNonQueryAsync(cancellationToken);
+            return new AdvisoryLock(connection, transaction);
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>A held advisory lock: ending its transaction releases it.</summary>
+    private sealed class AdvisoryLock(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            try
+            {
+                await transaction.CommitAsync();
+            }
+            finally
+            {
+                await transaction.DisposeAsync();
+                await connection.DisposeAsync();
+            }
+        }
+    }
 }

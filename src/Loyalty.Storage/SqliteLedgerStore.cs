@@ -371,4 +371,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         command.CommandText = sql;
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
+
+    /// <inheritdoc />
+    public Task<IAsyncDisposable> LockAsync(string name, CancellationToken cancellationToken) => OneEngineLock.Held;
 }

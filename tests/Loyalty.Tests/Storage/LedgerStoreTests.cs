@@ -377,6 +377,28 @@ public sealed class LedgerStoreTests
             collapsed);
     }
 
+    [Fact]
+    public async Task PostgresLock_IsExclusiveAcrossStores_UntilReleased_AndOtherNamesDoNotWait()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Postgres, "lock");
+        var first = (PostgresLedgerStore)await CreateStoreAsync(options);
+        var second = (PostgresLedgerStore)await CreateStoreAsync(options);
+        await using (first)
+        await using (second)
+        {
+            IAsyncDisposable held = await first.LockAsync("links/p", CancellationToken.None);
+            Task<IAsyncDisposable> waiting = second.LockAsync("links/p", CancellationToken.None);
+            await using (await second.LockAsync("links/q", CancellationToken.None))
+            {
+                await Task.Delay(300);
+                Assert.False(waiting.IsCompleted, "a second engine took a lock the first still held");
+            }
+
+            await held.DisposeAsync();
+            await using IAsyncDisposable taken = await waiting.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+    }
+
     internal static async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>
         await CreateStoreAsync(TestDatabases.Create(backend, "ledger"));
 
