@@ -8,33 +8,19 @@ cd "$(dirname "$0")"
 
 # shellcheck source=scripts/local-postgres.sh
 source scripts/local-postgres.sh
+# shellcheck source=scripts/cluster-nodes.sh
+source scripts/cluster-nodes.sh
 
 NODES=${NODES:-3}
-PIDS=()
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  stop_postgres
-}
-trap stop_all EXIT
+trap 'stop_nodes; stop_postgres' EXIT
 
 if [[ -z "${LOYALTY_POSTGRES:-}" ]]; then start_postgres; fi
 dotnet build src/Loyalty.Host -c Release -v quiet -nologo
 mkdir -p data
+start_nodes "$NODES" "$LOYALTY_POSTGRES" "$PWD" "$PWD/data" --Dashboard:Enabled=true
 for i in $(seq 1 "$NODES"); do
-  grpc=$(free_port); http=$(free_port); silo=$(free_port); gateway=$(free_port)
-  dotnet src/Loyalty.Host/bin/Release/net10.0/Loyalty.Host.dll \
-    --Storage:Provider=Postgres "--Storage:ConnectionString=$LOYALTY_POSTGRES" \
-    --Orleans:Membership=Postgres "--Orleans:SiloPort=$silo" "--Orleans:GatewayPort=$gateway" \
-    "--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:$grpc" "--Kestrel:Endpoints:Http:Url=http://127.0.0.1:$http" \
-    >"data/node$i.log" 2>&1 &
-  PIDS+=("$!")
-  # Ready when the JSON endpoint answers (401 without a key); the next node joins a running cluster.
-  for _ in $(seq 1 120); do
-    if curl -s -o /dev/null "http://127.0.0.1:$http/v1/whoami"; then break; fi
-    sleep 0.5
-  done
-  echo "node $i: gRPC 127.0.0.1:$grpc, HTTP/JSON 127.0.0.1:$http, log data/node$i.log"
+  echo "node $i: gRPC 127.0.0.1:${NODE_GRPC[$((i - 1))]}, HTTP/JSON 127.0.0.1:${NODE_HTTP[$((i - 1))]}, log data/node$i.log"
 done
-echo "cluster.sh: $NODES nodes; the operator key is in data/operator.key. Ctrl-C stops them."
+echo "cluster.sh: $NODES nodes; the operator key is in data/operator.key (also the dashboard's password:"
+echo "  http://127.0.0.1:${NODE_HTTP[0]}/dashboard/). Ctrl-C stops them."
 wait

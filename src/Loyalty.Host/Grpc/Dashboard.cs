@@ -10,8 +10,8 @@ public sealed class DashboardSettings
     /// <summary>The configuration section name.</summary>
     public const string SectionName = "Dashboard";
 
-    /// <summary>Whether the engine serves the dashboard (operator keys only).</summary>
-    public bool Enabled { get; set; } = true;
+    /// <summary>Whether the engine serves the dashboard (operator keys only); off unless asked for, as it costs memory (about 60 MiB resident on start).</summary>
+    public bool Enabled { get; set; }
 
     /// <summary>Whether the dashboard may stream the engine's log live (it can name members); off unless asked for.</summary>
     public bool ShowLog { get; set; }

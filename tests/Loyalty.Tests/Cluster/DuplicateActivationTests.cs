@@ -180,6 +180,49 @@ public sealed class DuplicateActivationTests(ITestOutputHelper output)
         Assert.Equal(pairs, a.Count(o => o.Kind == "merge" && o.Ok));
     }
 
+    [Fact]
+    public async Task LimitedStock_RedeemedThroughTwoEnginesAtOnce_IsNeverOversold()
+    {
+        const int stock = 10, members = 30;
+        StorageOptions storage = TestDatabases.Create(Backend.Postgres, "dupstock");
+        await using InProcessEngine a = await InProcessEngine.StartAsync(storage);
+        await using InProcessEngine b = await InProcessEngine.StartAsync(storage);
+        var (programs, membersA, tillA, desksA) = Clients(a);
+        var (_, _, _, desksB) = Clients(b);
+        V1.PutProgramRequest program = Wire.Program(Program);
+        program.Settings.Rewards.Add(new V1.Reward { Id = "mug", Name = "Mug", Kind = V1.RewardKind.Product, PointsPrice = 10, Sku = "MUG", Stock = stock });
+        await programs.PutProgramAsync(program);
+        for (int m = 0; m < members; m++)
+        {
+            await membersA.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = $"s{m}" });
+            await tillA.AccrueAsync(Wire.Purchase(Program, $"s{m}", $"buy-s{m}", 100_00));
+        }
+
+        // Every member asks for a mug through both engines at once: each engine has its own activation of the stock.
+        List<Task<V1.RedemptionAck>> calls = [];
+        for (int m = 0; m < members; m++)
+        {
+            calls.Add(desksA.RedeemAsync(new V1.RedeemRequest { TransactionId = $"ma{m}", ProgramId = Program, MemberId = $"s{m}", RewardId = "mug", StoreId = "store-1" }).ResponseAsync);
+            calls.Add(desksB.RedeemAsync(new V1.RedeemRequest { TransactionId = $"mb{m}", ProgramId = Program, MemberId = $"s{m}", RewardId = "mug", StoreId = "store-1" }).ResponseAsync);
+        }
+
+        var outcomes = new Dictionary<string, int>();
+        int accepted = 0;
+        foreach (Task<V1.RedemptionAck> call in calls)
+        {
+            if (await Outcome(call, outcomes) is not null)
+            {
+                accepted++;
+            }
+        }
+
+        long redeemedInLedger = await Sql.ScalarAsync(storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{Program}' AND kind = 7");
+        output.WriteLine($"{calls.Count} redemptions of {stock} mugs: {accepted} accepted, {redeemedInLedger} in the ledger; outcomes {string.Join(", ", outcomes.Select(o => $"{o.Key} {o.Value}"))}");
+        Assert.True(redeemedInLedger <= stock, $"{redeemedInLedger} mugs were redeemed from a stock of {stock}");
+        Assert.Equal(accepted, redeemedInLedger);
+        Assert.True(accepted > 0, "no mug was redeemed at all");
+    }
+
     private static async Task<bool> Succeeded(Task<V1.Member> call)
     {
         try

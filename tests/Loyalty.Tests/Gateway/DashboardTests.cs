@@ -19,7 +19,7 @@ public sealed class DashboardTests
     [Fact]
     public async Task Dashboard_OpensForAnOperatorKeyOnly_PageScriptAndDataAlike()
     {
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "dashboard"));
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "dashboard"), null, "--Dashboard:Enabled=true");
         using var http = new HttpClient { BaseAddress = new Uri(engine.HttpAddress), Timeout = TimeSpan.FromSeconds(30) };
         string posKey = await PosKeyAsync(http);
 
@@ -47,9 +47,9 @@ public sealed class DashboardTests
     }
 
     [Fact]
-    public async Task Dashboard_WhenDisabled_IsNotServed()
+    public async Task Dashboard_ByDefault_IsNotServed()
     {
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "nodashboard"), null, "--Dashboard:Enabled=false");
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "nodashboard"));
         using var http = new HttpClient { BaseAddress = new Uri(engine.HttpAddress), Timeout = TimeSpan.FromSeconds(30) };
 
         Assert.Equal(HttpStatusCode.NotFound, (await GetAsync(http, "/dashboard/", Basic("ops", TestKeys.Operator))).StatusCode);

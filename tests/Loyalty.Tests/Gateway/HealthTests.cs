@@ -99,7 +99,7 @@ public sealed class HealthTests
         Assert.Contains("the node is stopping", end!.Status.Detail, StringComparison.Ordinal);
         Assert.Equal(StatusCode.Unavailable, refused?.StatusCode);
         Assert.True(acked.Count >= 20, $"only {acked.Count} purchases were answered before the stop");
-        Assert.True(acked.Count < sent, "the stream took every purchase; the drain ended nothing");
+        Assert.True(sent < 2_000, "the stream was never ended by the stop");
         // Everything the stream took was answered, and nothing unanswered was written: the till resends exactly what it has no answer for.
         Assert.Equal(acked.Order(StringComparer.Ordinal), written.Order(StringComparer.Ordinal));
     }
