@@ -27,4 +27,20 @@ public sealed class LoadOptionsTests
 
         Assert.Contains("--in-flight", error.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Parse_SeveralTargets_AreSplitOnCommas()
+    {
+        Assert.Equal(["http://127.0.0.1:5000", "http://127.0.0.1:5002"], LoadOptions.Parse(["--target", "http://127.0.0.1:5000, http://127.0.0.1:5002"]).Targets);
+    }
+
+    [Theory]
+    [InlineData(",")]
+    [InlineData("http://127.0.0.1:5000,not a url")]
+    public void Parse_TargetThatIsNotAnAbsoluteUrl_IsRefused(string target)
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--target", target]));
+
+        Assert.Contains("--target takes one or more absolute URLs", error.Message, StringComparison.Ordinal);
+    }
 }
