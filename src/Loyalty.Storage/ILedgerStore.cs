@@ -82,7 +82,56 @@ public interface ILedgerStore
     /// of a grain already serialises its calls: there the lock is a no-op.
     /// </summary>
     Task<IAsyncDisposable> LockAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Up to <paramref name="limit"/> entries of a program after <paramref name="after"/>, in the
+    /// order their commits became visible, with their positions. A later call never returns an
+    /// entry positioned at or before one an earlier call returned: an entry whose commit is still
+    /// in flight on any engine holds back every entry that might be positioned after it.
+    /// </summary>
+    Task<IReadOnlyList<PositionedEntry>> ReadEventsAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The position of a program's last entry that <see cref="ReadEventsAsync"/> would return now
+    /// (<see cref="EventPosition.Start"/> when none): reading after it gives only what commits later.
+    /// </summary>
+    Task<EventPosition> ReadEventsEndAsync(string programId, CancellationToken cancellationToken);
+
+    /// <summary>One member's entry with its event position, or null when there is none.</summary>
+    Task<PositionedEntry?> ReadEventAsync(string programId, string memberId, long sequence, CancellationToken cancellationToken);
 }
+
+/// <summary>
+/// Where an entry stands in a program's event order. On PostgreSQL: the id of the transaction that
+/// wrote it, then an ascending number within it. Reads stop below the oldest transaction still
+/// running, so no entry can later appear before one already read even when several engines commit
+/// at once. On SQLite and in memory one writer commits at a time: the row's insertion number alone.
+/// </summary>
+/// <param name="Commit">The writing transaction's id (0 where one writer commits at a time).</param>
+/// <param name="Row">Ascending within a commit (and across commits where <paramref name="Commit"/> is 0).</param>
+public readonly record struct EventPosition(long Commit, long Row) : IComparable<EventPosition>
+{
+    /// <summary>Before every entry.</summary>
+    public static readonly EventPosition Start = new(0, 0);
+
+    /// <inheritdoc />
+    public int CompareTo(EventPosition other) => Commit != other.Commit ? Commit.CompareTo(other.Commit) : Row.CompareTo(other.Row);
+
+    /// <summary>Whether <paramref name="a"/> comes before <paramref name="b"/>.</summary>
+    public static bool operator <(EventPosition a, EventPosition b) => a.CompareTo(b) < 0;
+
+    /// <summary>Whether <paramref name="a"/> comes after <paramref name="b"/>.</summary>
+    public static bool operator >(EventPosition a, EventPosition b) => a.CompareTo(b) > 0;
+
+    /// <summary>Whether <paramref name="a"/> is not after <paramref name="b"/>.</summary>
+    public static bool operator <=(EventPosition a, EventPosition b) => a.CompareTo(b) <= 0;
+
+    /// <summary>Whether <paramref name="a"/> is not before <paramref name="b"/>.</summary>
+    public static bool operator >=(EventPosition a, EventPosition b) => a.CompareTo(b) >= 0;
+}
+
+/// <summary>A ledger entry with its position in its program's event order.</summary>
+public sealed record PositionedEntry(EventPosition Position, LedgerEntry Entry);
 
 /// <summary>The lock of a store that serves one engine: nothing to hold.</summary>
 internal sealed class OneEngineLock : IAsyncDisposable

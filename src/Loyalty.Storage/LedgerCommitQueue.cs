@@ -32,15 +32,17 @@ public sealed partial class LedgerCommitQueue
     private readonly LedgerCommitOptions _options;
     private readonly ILogger<LedgerCommitQueue> _logger;
     private readonly FaultInjector _faults;
+    private readonly LedgerCommits _commits;
     private readonly Channel<PendingAppend> _queue;
     private Task? _writer;
     private long _batchCount;
     private long _entryCount;
 
     /// <summary>Creates the queue; call <see cref="Start"/> before appending.</summary>
-    public LedgerCommitQueue(ILedgerStore store, IOptions<LedgerCommitOptions> options, ILogger<LedgerCommitQueue> logger, FaultInjector? faults = null)
+    public LedgerCommitQueue(ILedgerStore store, IOptions<LedgerCommitOptions> options, ILogger<LedgerCommitQueue> logger, FaultInjector? faults = null, LedgerCommits? commits = null)
     {
         _store = store;
+        _commits = commits ?? new LedgerCommits();
         _faults = faults ?? new FaultInjector();
         _options = options.Value;
         _options.Validate();
@@ -306,6 +308,8 @@ public sealed partial class LedgerCommitQueue
             PendingAppend p = batch[i];
             batch[i].TrySetResult(p.Second is not null ? pairs![i] : p.Entry is null || inserted[entry++]);
         }
+
+        _commits.Signal();
     }
 
     /// <summary>

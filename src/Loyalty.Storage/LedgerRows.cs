@@ -20,14 +20,32 @@ internal static class LedgerRows
         await using DbDataReader r = await command.ExecuteReaderAsync(cancellationToken);
         while (await r.ReadAsync(cancellationToken))
         {
-            rows.Add(new LedgerEntry(
-                r.GetString(0), r.GetString(1), r.GetInt64(2), (LedgerEntryKind)r.GetInt16(3), new Points(r.GetInt64(4)),
-                Text(r, 5), r.GetInt64(6), Text(r, 7), r.GetInt64(8), Text(r, 9), Text(r, 10), Text(r, 11),
-                time(r, 12), time(r, 13), r.GetInt64(14), r.IsDBNull(15) ? null : time(r, 15), DetailsJson.Read(Text(r, 16))));
+            rows.Add(ReadEntry(r, time));
         }
 
         return rows;
     }
+
+    /// <summary>
+    /// Runs a command whose select list is <see cref="Columns"/> followed by the two columns of the
+    /// entry's event position, and maps every row.
+    /// </summary>
+    public static async Task<IReadOnlyList<PositionedEntry>> ReadPositionedAsync(DbCommand command, Func<DbDataReader, int, DateTimeOffset> time, CancellationToken cancellationToken)
+    {
+        var rows = new List<PositionedEntry>();
+        await using DbDataReader r = await command.ExecuteReaderAsync(cancellationToken);
+        while (await r.ReadAsync(cancellationToken))
+        {
+            rows.Add(new PositionedEntry(new EventPosition(r.GetInt64(17), r.GetInt64(18)), ReadEntry(r, time)));
+        }
+
+        return rows;
+    }
+
+    private static LedgerEntry ReadEntry(DbDataReader r, Func<DbDataReader, int, DateTimeOffset> time) =>
+        new(r.GetString(0), r.GetString(1), r.GetInt64(2), (LedgerEntryKind)r.GetInt16(3), new Points(r.GetInt64(4)),
+            Text(r, 5), r.GetInt64(6), Text(r, 7), r.GetInt64(8), Text(r, 9), Text(r, 10), Text(r, 11),
+            time(r, 12), time(r, 13), r.GetInt64(14), r.IsDBNull(15) ? null : time(r, 15), DetailsJson.Read(Text(r, 16)));
 
     private static string? Text(DbDataReader r, int ordinal) => r.IsDBNull(ordinal) ? null : r.GetString(ordinal);
 }

@@ -14,6 +14,10 @@ public sealed class MemoryLedgerStore : ILedgerStore
     private readonly Dictionary<(string Program, string Member), DateTimeOffset> _due = [];
     private readonly Dictionary<(string Program, string Member), string> _profiles = [];
 
+    /// <summary>Each program's entries in append order, with their row numbers (one counter for all programs).</summary>
+    private readonly Dictionary<string, List<(long Row, string Member, long Sequence)>> _order = [];
+    private long _rows;
+
     /// <inheritdoc />
     public Task MigrateAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -57,6 +61,55 @@ public sealed class MemoryLedgerStore : ILedgerStore
                 ? [.. list.Where(e => e.Sequence < beforeSequence).Reverse().Take(limit)]
                 : [];
             return Task.FromResult(rows);
+        }
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Entries are looked up in their member's list, so an anonymised entry reads anonymised.</remarks>
+    public Task<IReadOnlyList<PositionedEntry>> ReadEventsAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            var rows = new List<PositionedEntry>();
+            if (_order.TryGetValue(programId, out List<(long Row, string Member, long Sequence)>? order))
+            {
+                int first = order.BinarySearch((after.Row + 1, "", 0), Comparer<(long Row, string Member, long Sequence)>.Create(static (a, b) => a.Row.CompareTo(b.Row)));
+                for (int i = first < 0 ? ~first : first; i < order.Count && rows.Count < limit; i++)
+                {
+                    (long row, string member, long sequence) = order[i];
+                    LedgerEntry entry = _members[(programId, member)].Find(e => e.Sequence == sequence)!;
+                    rows.Add(new PositionedEntry(new EventPosition(0, row), entry));
+                }
+            }
+
+            return Task.FromResult<IReadOnlyList<PositionedEntry>>(rows);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<PositionedEntry?> ReadEventAsync(string programId, string memberId, long sequence, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            LedgerEntry? entry = _members.TryGetValue((programId, memberId), out List<LedgerEntry>? list) ? list.Find(e => e.Sequence == sequence) : null;
+            if (entry is null || !_order.TryGetValue(programId, out List<(long Row, string Member, long Sequence)>? order))
+            {
+                return Task.FromResult<PositionedEntry?>(null);
+            }
+
+            long row = order.FindLast(o => o.Member == memberId && o.Sequence == sequence).Row;
+            return Task.FromResult<PositionedEntry?>(new PositionedEntry(new EventPosition(0, row), entry));
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<EventPosition> ReadEventsEndAsync(string programId, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            return Task.FromResult(_order.TryGetValue(programId, out List<(long Row, string Member, long Sequence)>? order) && order.Count > 0
+                ? new EventPosition(0, order[^1].Row)
+                : EventPosition.Start);
         }
     }
 
@@ -219,6 +272,13 @@ public sealed class MemoryLedgerStore : ILedgerStore
         }
 
         list.Insert(at, entry);
+        if (!_order.TryGetValue(entry.ProgramId, out List<(long Row, string Member, long Sequence)>? order))
+        {
+            order = [];
+            _order[entry.ProgramId] = order;
+        }
+
+        order.Add((++_rows, entry.MemberId, entry.Sequence));
         if (entry.TransactionId is { } id)
         {
             _transactions[(entry.ProgramId, id)] = entry;

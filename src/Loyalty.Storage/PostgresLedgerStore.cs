@@ -169,6 +169,44 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
     }
 
+    /// <summary>The oldest transaction id still running (or the next one): every row below it is final.</summary>
+    private const string VisibleHorizonSql = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<PositionedEntry>> ReadEventsAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            $"SELECT {Columns}, commit_tx, pos FROM ledger_entries WHERE program_id = $1 AND (commit_tx, pos) > ($2, $3) " +
+            $"AND commit_tx < {VisibleHorizonSql} ORDER BY commit_tx, pos LIMIT $4;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(after.Commit);
+        command.Parameters.AddWithValue(after.Row);
+        command.Parameters.AddWithValue(limit);
+        return await LedgerRows.ReadPositionedAsync(command, ReadTime, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<PositionedEntry?> ReadEventAsync(string programId, string memberId, long sequence, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            $"SELECT {Columns}, commit_tx, pos FROM ledger_entries WHERE program_id = $1 AND member_id = $2 AND seq = $3;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(memberId);
+        command.Parameters.AddWithValue(sequence);
+        IReadOnlyList<PositionedEntry> rows = await LedgerRows.ReadPositionedAsync(command, ReadTime, cancellationToken);
+        return rows.Count == 0 ? null : rows[0];
+    }
+
+    /// <inheritdoc />
+    public async Task<EventPosition> ReadEventsEndAsync(string programId, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            $"SELECT commit_tx, pos FROM ledger_entries WHERE program_id = $1 AND commit_tx < {VisibleHorizonSql} ORDER BY commit_tx DESC, pos DESC LIMIT 1;");
+        command.Parameters.AddWithValue(programId);
+        await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken) ? new EventPosition(reader.GetInt64(0), reader.GetInt64(1)) : EventPosition.Start;
+    }
+
     /// <inheritdoc />
     public async Task<LedgerEntry?> FindTransactionAsync(string programId, string transactionId, CancellationToken cancellationToken)
     {

@@ -163,6 +163,41 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
+    public async Task<IReadOnlyList<PositionedEntry>> ReadEventsAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"SELECT {Columns}, 0, rowid FROM ledger_entries WHERE program_id = $p AND rowid > $r ORDER BY rowid LIMIT $l;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$r", after.Row);
+        command.Parameters.AddWithValue("$l", limit);
+        return await LedgerRows.ReadPositionedAsync(command, ReadTime, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<PositionedEntry?> ReadEventAsync(string programId, string memberId, long sequence, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"SELECT {Columns}, 0, rowid FROM ledger_entries WHERE program_id = $p AND member_id = $m AND seq = $s;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$m", memberId);
+        command.Parameters.AddWithValue("$s", sequence);
+        IReadOnlyList<PositionedEntry> rows = await LedgerRows.ReadPositionedAsync(command, ReadTime, cancellationToken);
+        return rows.Count == 0 ? null : rows[0];
+    }
+
+    /// <inheritdoc />
+    public async Task<EventPosition> ReadEventsEndAsync(string programId, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT max(rowid) FROM ledger_entries WHERE program_id = $p;";
+        command.Parameters.AddWithValue("$p", programId);
+        return await command.ExecuteScalarAsync(cancellationToken) is long row ? new EventPosition(0, row) : EventPosition.Start;
+    }
+
+    /// <inheritdoc />
     public async Task<LedgerEntry?> FindTransactionAsync(string programId, string transactionId, CancellationToken cancellationToken)
     {
         await using SqliteConnection connection = await OpenAsync(cancellationToken);

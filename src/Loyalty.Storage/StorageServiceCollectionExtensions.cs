@@ -38,7 +38,14 @@ public static class StorageSiloBuilderExtensions
             StorageProvider.Postgres => new PostgresAccessStore(storage.ConnectionString),
             _ => new MemoryAccessStore(services.GetService<TimeProvider>() ?? TimeProvider.System),
         });
+        silo.Services.AddSingleton<IWebhookStore>(_ => storage.Provider switch
+        {
+            StorageProvider.Sqlite => new SqliteWebhookStore(storage.ConnectionString),
+            StorageProvider.Postgres => new PostgresWebhookStore(storage.ConnectionString),
+            _ => new MemoryWebhookStore(),
+        });
         silo.Services.AddSingleton<FaultInjector>();
+        silo.Services.AddSingleton<LedgerCommits>();
         silo.Services.AddSingleton<LedgerCommitQueue>();
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, LedgerLifecycle>();
         if (storage.Provider == StorageProvider.Memory)
