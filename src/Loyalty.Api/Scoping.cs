@@ -66,3 +66,19 @@ public sealed partial class ListKeysRequest : IProgramScoped;
 public sealed partial class RevokeKeyRequest : IProgramScoped;
 
 public sealed partial class ListAuditRequest : IProgramScoped;
+
+public sealed partial class SubscribeRequest : IProgramScoped;
+
+public sealed partial class CreateWebhookRequest : IProgramScoped;
+
+public sealed partial class WebhookRequest : IProgramScoped;
+
+public sealed partial class ListWebhooksRequest : IProgramScoped;
+
+public sealed partial class UpdateWebhookRequest : IProgramScoped;
+
+public sealed partial class RotateWebhookSecretRequest : IProgramScoped;
+
+public sealed partial class ListWebhookDeliveriesRequest : IProgramScoped;
+
+public sealed partial class RedeliverRequest : IProgramScoped;

@@ -1,5 +1,7 @@
 using Loyalty.Grains;
 using Loyalty.Host.Access;
+using Loyalty.Host.Events;
+using Loyalty.Host.Webhooks;
 using Loyalty.Host.Grpc;
 using Loyalty.Storage;
 using Grpc.AspNetCore.Server.Model;
@@ -44,6 +46,14 @@ public static class LoyaltyEngineExtensions
             .AddJsonTranscoding();
         builder.Services.AddLoyaltyOpenApi();
         builder.Services.AddLoyaltyHealth();
+        builder.Services.AddOptions<EventOptions>().Bind(config.GetSection(EventOptions.SectionName))
+            .Validate(o => o.Problem() is null, "Events: a value is out of range (see the README)").ValidateOnStart();
+        builder.Services.AddSingleton<EventFeed>();
+        builder.Services.AddOptions<WebhookOptions>().Bind(config.GetSection(WebhookOptions.SectionName))
+            .Validate(o => o.Problem() is null, "Webhooks: a value is out of range (see the README)").ValidateOnStart();
+        builder.Services.AddSingleton<WebhookSender>();
+        builder.Services.AddSingleton<WebhookDispatcher>();
+        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(services => services.GetRequiredService<WebhookDispatcher>());
 
         // Every service is bound with request marshallers that refuse a message that does not
         // parse as INVALID_ARGUMENT; grpc-dotnet's own binder would answer UNKNOWN.
@@ -94,6 +104,8 @@ public static class LoyaltyEngineExtensions
         app.MapGrpcService<PurchasesService>();
         app.MapGrpcService<RedemptionsService>();
         app.MapGrpcService<AccessService>();
+        app.MapGrpcService<EventsService>();
+        app.MapGrpcService<WebhooksService>();
         app.MapGrpcReflectionService();
         app.MapGrpcHealthChecksService();
         return app;

@@ -66,6 +66,18 @@ public static class AccessPolicy
         ["/loyalty.v1.Access/WhoAmI"] = new(Scopes.Any, ProgramScoped: false, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Access/ListAudit"] = new(Owners | Scopes.Reader, ProgramScoped: true, CallKind.Unary, Audited: false),
 
+        // Events carry what members did: for those who may read members, not for tills.
+        ["/loyalty.v1.Events/Subscribe"] = new(Reads, ProgramScoped: true, CallKind.Stream, Audited: false),
+
+        ["/loyalty.v1.Webhooks/CreateWebhook"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: true),
+        ["/loyalty.v1.Webhooks/GetWebhook"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Webhooks/ListWebhooks"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Webhooks/UpdateWebhook"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: true),
+        ["/loyalty.v1.Webhooks/RotateWebhookSecret"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: true),
+        ["/loyalty.v1.Webhooks/DeleteWebhook"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: true),
+        ["/loyalty.v1.Webhooks/ListWebhookDeliveries"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Webhooks/RedeliverWebhookEvent"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: true),
+
         // Health probes come from load balancers and orchestrators, which hold no key; the answer
         // (serving or not) says nothing about any program.
         ["/grpc.health.v1.Health/Check"] = new(Scopes.None, ProgramScoped: false, CallKind.Unary, Audited: false, Anonymous: true),

@@ -40,7 +40,7 @@ public sealed class ClusterNodes : IAsyncDisposable
     }
 
     /// <summary>Starts <paramref name="count"/> engines one after another, each serving before the next starts.</summary>
-    public static async Task<ClusterNodes> StartAsync(StorageOptions storage, int count)
+    public static async Task<ClusterNodes> StartAsync(StorageOptions storage, int count, params string[] extraArgs)
     {
         var nodes = new List<HostProcess>();
         try
@@ -48,7 +48,7 @@ public sealed class ClusterNodes : IAsyncDisposable
             for (int n = 0; n < count; n++)
             {
                 int port = Ports.Free();
-                nodes.Add(await HostProcess.StartAsync([.. EngineArgs.For(storage, port), "--Orleans:Membership=Postgres"], port));
+                nodes.Add(await HostProcess.StartAsync([.. EngineArgs.For(storage, port), "--Orleans:Membership=Postgres", .. extraArgs], port));
             }
         }
         catch

@@ -47,7 +47,8 @@ public static class GrpcFrames
     }
 
     /// <summary>Posts a request body to a method ("/package.Service/Method"); the status the engine answered with.</summary>
-    public static async Task<(StatusCode Code, string Message)> SendAsync(HttpClient http, string address, string method, byte[] body, string? key, string? encoding = null)
+    /// <remarks>With <paramref name="timeoutMs"/>, the call carries that deadline (grpc-timeout): for a stream that would never end by itself.</remarks>
+    public static async Task<(StatusCode Code, string Message)> SendAsync(HttpClient http, string address, string method, byte[] body, string? key, string? encoding = null, int? timeoutMs = null)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, address + method)
         {
@@ -65,6 +66,11 @@ public static class GrpcFrames
         if (encoding is not null)
         {
             request.Headers.TryAddWithoutValidation("grpc-encoding", encoding);
+        }
+
+        if (timeoutMs is { } timeout)
+        {
+            request.Headers.TryAddWithoutValidation("grpc-timeout", timeout.ToString(System.Globalization.CultureInfo.InvariantCulture) + "m");
         }
 
         using HttpResponseMessage response = await http.SendAsync(request, HttpCompletionOption.ResponseContentRead);

@@ -33,6 +33,9 @@ public sealed class HostProcess : IAsyncDisposable
     /// <summary>The gRPC port it serves on.</summary>
     public int Port { get; }
 
+    /// <summary>The engine's process id.</summary>
+    public int ProcessId => _process.Id;
+
     /// <summary>The command line it was started with (to start it again the same way).</summary>
     public IReadOnlyList<string> Args { get; }
 

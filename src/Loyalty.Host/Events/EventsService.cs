@@ -1,0 +1,117 @@
+using Grpc.Core;
+using Loyalty.Host.Grpc;
+using Loyalty.Storage;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Host.Events;
+
+/// <summary>The event stream over gRPC. The interceptor has already checked the key, its scope and program.</summary>
+public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFactory grains, OpenStreams streams) : V1.Events.EventsBase
+{
+    /// <summary>The message of a stream ended by a stopping node.</summary>
+    public const string StoppingMessage = "the node is stopping: subscribe on another node with the cursor of the last event you handled";
+
+    /// <inheritdoc />
+    public override async Task Subscribe(V1.SubscribeRequest request, IServerStreamWriter<V1.Event> responseStream, ServerCallContext context)
+    {
+        GrainCalls.Require(LoyaltyIds.Check(request.ProgramId, "program_id"));
+        HashSet<string>? types = TypesOf(request);
+        if (await grains.GetGrain<IProgramGrain>(request.ProgramId).Get() is null)
+        {
+            throw new RpcException(new Status(StatusCode.NotFound, $"program '{request.ProgramId}' not found"));
+        }
+
+        (EventPosition readAfter, EventMark last) = await StartOf(request, context.CancellationToken);
+        if (streams.Ended)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, StoppingMessage));
+        }
+
+        if (!feed.TryEnter())
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, "this node serves as many event streams as it may; try another node or later"));
+        }
+
+        using OpenStreams.Lease open = streams.Open();
+        using var ending = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, streams.Ending);
+        try
+        {
+            // Headers now, before any event: a client that waits for them knows where its stream starts.
+            await context.WriteResponseHeadersAsync([]);
+            await foreach (PositionedEntry entry in feed.FollowAsync(request.ProgramId, readAfter, ending.Token))
+            {
+                int count = LoyaltyEvents.CountOf(entry.Entry);
+                for (int index = 0; index < count; index++)
+                {
+                    var mark = new EventMark(entry.Position, index);
+                    if (mark.CompareTo(last) <= 0)
+                    {
+                        continue;
+                    }
+
+                    last = mark;
+                    if (types is null || types.Contains(LoyaltyEvents.TypeOf(entry.Entry, index)))
+                    {
+                        await responseStream.WriteAsync(LoyaltyEvents.ToEvent(entry, index), ending.Token);
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (streams.Ended && !context.CancellationToken.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, StoppingMessage));
+        }
+        finally
+        {
+            feed.Leave();
+        }
+    }
+
+    /// <summary>Where to read from, and the last event the client has (events up to it are skipped).</summary>
+    private async Task<(EventPosition ReadAfter, EventMark Last)> StartOf(V1.SubscribeRequest request, CancellationToken cancellationToken)
+    {
+        if (request.AfterCursor.Length > 0)
+        {
+            GrainCalls.Require(EventCursor.TryParse(request.AfterCursor, out EventPosition position, out int index)
+                ? null
+                : $"after_cursor '{Bounded.Echo(request.AfterCursor)}' is not a cursor this engine gave out");
+            return (EventCursor.ReadFrom(position, index), new EventMark(position, index));
+        }
+
+        if (request.FromBeginning)
+        {
+            return (EventPosition.Start, new EventMark(EventPosition.Start, -1));
+        }
+
+        // From now: everything up to the ledger's visible end counts as handled.
+        EventPosition end = await store.ReadEventsEndAsync(request.ProgramId, cancellationToken);
+        return (end, new EventMark(end, int.MaxValue));
+    }
+
+    /// <summary>The types asked for, or null for all; unknown types are refused.</summary>
+    private static HashSet<string>? TypesOf(V1.SubscribeRequest request) => ParseTypes(request.EventTypes);
+
+    /// <summary>A filter of event types, or null for all; unknown or too many types are refused with INVALID_ARGUMENT.</summary>
+    public static HashSet<string>? ParseTypes(IReadOnlyCollection<string> requested)
+    {
+        if (requested.Count == 0)
+        {
+            return null;
+        }
+
+        GrainCalls.Require(requested.Count > LoyaltyEvents.TypesPerFilterMax ? $"at most {LoyaltyEvents.TypesPerFilterMax} types" : null);
+        foreach (string type in requested)
+        {
+            GrainCalls.Require(LoyaltyEvents.AllTypes.Contains(type) ? null : $"unknown event type '{Bounded.Echo(type)}'; the README lists the types");
+        }
+
+        return [.. requested];
+    }
+}
+
+/// <summary>An event's place: its entry's position, then its index within the entry.</summary>
+public readonly record struct EventMark(EventPosition Position, int Index) : IComparable<EventMark>
+{
+    /// <inheritdoc />
+    public int CompareTo(EventMark other) => Position != other.Position ? Position.CompareTo(other.Position) : Index.CompareTo(other.Index);
+}

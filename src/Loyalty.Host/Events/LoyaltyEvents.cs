@@ -1,0 +1,149 @@
+using System.Collections.Frozen;
+using Google.Protobuf.WellKnownTypes;
+using Loyalty.Host.Grpc;
+using Loyalty.Storage;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Host.Events;
+
+/// <summary>
+/// What each ledger entry means to a subscriber: its event type, and the facts a client would
+/// otherwise have to work out (a tier change, the points about to expire). Pure: the same entry
+/// always gives the same events, so a replay and a live delivery agree, and event ids are stable.
+/// </summary>
+public static class LoyaltyEvents
+{
+    /// <summary>The derived event of an entry that moved the member's tier.</summary>
+    public const string TierChanged = "tier.changed";
+
+    /// <summary>Types a subscription may name at most.</summary>
+    public const int TypesPerFilterMax = 32;
+
+    /// <summary>The event type of each entry kind; every kind has one (a test checks).</summary>
+    public static readonly FrozenDictionary<LedgerEntryKind, string> TypeOfKind = new Dictionary<LedgerEntryKind, string>
+    {
+        [LedgerEntryKind.Enrol] = "member.enrolled",
+        [LedgerEntryKind.Earn] = "points.earned",
+        [LedgerEntryKind.ReferralLink] = "referral.linked",
+        [LedgerEntryKind.Return] = "points.returned",
+        [LedgerEntryKind.Adjust] = "points.adjusted",
+        [LedgerEntryKind.Flags] = "member.flags_changed",
+        [LedgerEntryKind.Redeem] = "reward.redeemed",
+        [LedgerEntryKind.Reserve] = "reservation.created",
+        [LedgerEntryKind.ReservationEnd] = "reservation.ended",
+        [LedgerEntryKind.Expire] = "points.expired",
+        [LedgerEntryKind.ExpiryWarning] = "points.expiring",
+        [LedgerEntryKind.Referred] = "member.referred",
+        [LedgerEntryKind.ReferralReward] = "referral.rewarded",
+        [LedgerEntryKind.Profile] = "member.profile_changed",
+        [LedgerEntryKind.Erase] = "member.erased",
+        [LedgerEntryKind.MergedAway] = "member.merged_away",
+        [LedgerEntryKind.MergedIn] = "member.merged",
+        [LedgerEntryKind.Repointed] = "referral.repointed",
+        [LedgerEntryKind.ReferralSettled] = "referral.settled",
+    }.ToFrozenDictionary();
+
+    /// <summary>Every event type, for validating filters.</summary>
+    public static readonly FrozenSet<string> AllTypes = TypeOfKind.Values.Append(TierChanged).ToFrozenSet(StringComparer.Ordinal);
+
+    /// <summary>
+    /// How many events an entry gives: its own, and a <see cref="TierChanged"/> after it when
+    /// the member's tier before (or before a review's downgrade) differs from the tier after.
+    /// </summary>
+    public static int CountOf(LedgerEntry entry) => TierChangeOf(entry) is null ? 1 : 2;
+
+    /// <summary>The <paramref name="index"/>th event of a positioned entry (0 is its own, 1 the tier change).</summary>
+    public static V1.Event ToEvent(PositionedEntry positioned, int index)
+    {
+        LedgerEntry entry = positioned.Entry;
+        var message = new V1.Event
+        {
+            Cursor = EventCursor.Format(positioned.Position, index),
+            EventId = IdOf(entry, index),
+            Type = TypeOf(entry, index),
+            ProgramId = entry.ProgramId,
+            MemberId = entry.MemberId,
+            Time = Timestamp.FromDateTimeOffset(entry.RecordedAt),
+            Entry = WireMapping.ToMessage(entry),
+        };
+        if (index == 1)
+        {
+            (string from, string to) = TierChangeOf(entry)!.Value;
+            message.TierChange = new V1.TierChange { FromTier = from, ToTier = to };
+        }
+        else if (entry.Kind == LedgerEntryKind.ExpiryWarning && ExpiringOf(entry) is { } expiring)
+        {
+            message.Expiring = expiring;
+        }
+
+        return message;
+    }
+
+    /// <summary>The type of an entry's <paramref name="index"/>th event.</summary>
+    public static string TypeOf(LedgerEntry entry, int index) =>
+        index == 1 ? TierChanged
+        : TypeOfKind.TryGetValue(entry.Kind, out string? type) ? type
+        : throw new InvalidOperationException($"Ledger entry kind {entry.Kind} has no event type.");
+
+    /// <summary>Unique within the program and the same every time: the member, the entry's sequence, and the index.</summary>
+    public static string IdOf(LedgerEntry entry, int index) =>
+        index == 0 ? $"{entry.MemberId}/{entry.Sequence}" : $"{entry.MemberId}/{entry.Sequence}/{index}";
+
+    /// <summary>The member and sequence an event id names, or null when it is not one.</summary>
+    public static (string Member, long Sequence, int Index)? ParseId(string eventId)
+    {
+        string[] parts = eventId.Split('/');
+        if (parts.Length is < 2 or > 3 || parts[0].Length == 0
+            || !long.TryParse(parts[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long sequence) || sequence <= 0)
+        {
+            return null;
+        }
+
+        int index = 0;
+        if (parts.Length == 3 && (parts[2] != "1"))
+        {
+            return null;
+        }
+
+        if (parts.Length == 3)
+        {
+            index = 1;
+        }
+
+        return (parts[0], sequence, index);
+    }
+
+    /// <summary>The tier before (or before a review's downgrade) and after the entry, when they differ.</summary>
+    public static (string From, string To)? TierChangeOf(LedgerEntry entry)
+    {
+        if (entry.Details is not { } details || details.TierAfter is null)
+        {
+            return null;
+        }
+
+        string from = details.DowngradedFrom ?? details.TierBefore ?? "";
+        string to = details.TierAfter;
+        return string.Equals(from, to, StringComparison.Ordinal) ? null : (from, to);
+    }
+
+    private static V1.ExpiringPoints? ExpiringOf(LedgerEntry entry)
+    {
+        IReadOnlyList<LotUse> lots = entry.Details?.Lots ?? [];
+        long points = 0;
+        DateTimeOffset? earliest = entry.Details?.InactivityDeadline;
+        foreach (LotUse lot in lots)
+        {
+            points = checked(points + lot.Points);
+            if (lot.ExpiresAt is { } at && (earliest is null || at < earliest))
+            {
+                earliest = at;
+            }
+        }
+
+        return new V1.ExpiringPoints
+        {
+            Points = points,
+            ExpiresAt = earliest is { } when ? Timestamp.FromDateTimeOffset(when) : null,
+        };
+    }
+}

@@ -1,0 +1,127 @@
+using Loyalty.Storage;
+using Microsoft.Extensions.Options;
+
+namespace Loyalty.Host.Webhooks;
+
+/// <summary>
+/// Takes the leases of webhook subscriptions no live node holds and runs a <see cref="WebhookWorker"/>
+/// for each, from when the silo is active until it stops. Every node does this; the lease in the
+/// database gives each subscription to exactly one at a time, and a dead node's subscriptions go
+/// to another once their leases run out.
+/// </summary>
+public sealed partial class WebhookDispatcher(
+    ILedgerStore ledger,
+    IWebhookStore store,
+    WebhookSender sender,
+    LedgerCommits commits,
+    IOptions<WebhookOptions> options,
+    TimeProvider clock,
+    ILogger<WebhookDispatcher> logger) : ILifecycleParticipant<ISiloLifecycle>
+{
+    /// <summary>Subscriptions one node delivers at once.</summary>
+    public const int WorkersPerNodeMax = 64;
+
+    /// <summary>How long a stopping node waits for its workers to save their positions.</summary>
+    private static readonly TimeSpan StopWaitMax = TimeSpan.FromSeconds(10);
+
+    private readonly WebhookOptions _options = options.Value;
+    private readonly Dictionary<(string, string), (WebhookWorker Worker, Task Run)> _workers = [];
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _loop;
+
+    /// <summary>Names this node in leases: host, process and a random part (a restarted process is another owner).</summary>
+    public string Owner { get; } = $"{Bounded.Echo(Environment.MachineName)}/{Environment.ProcessId}/{Guid.NewGuid():N}";
+
+    /// <inheritdoc />
+    public void Participate(ISiloLifecycle lifecycle) =>
+        lifecycle.Subscribe(nameof(WebhookDispatcher), ServiceLifecycleStage.Active, StartAsync, StopAsync);
+
+    private Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (_options.Enabled)
+        {
+            _loop = Task.Run(() => LoopAsync(_stop.Token), CancellationToken.None);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stop.CancelAsync();
+        if (_loop is not null)
+        {
+            await _loop.ContinueWith(static _ => { }, TaskScheduler.Default);
+        }
+
+        Task[] running = [.. _workers.Values.Select(w => w.Run)];
+        await Task.WhenAny(Task.WhenAll(running), Task.Delay(StopWaitMax, CancellationToken.None));
+        foreach ((string program, string webhook) in _workers.Keys)
+        {
+            // Another node may take it at once instead of after the lease.
+            await store.ReleaseAsync(program, webhook, Owner, CancellationToken.None);
+        }
+    }
+
+    private async Task LoopAsync(CancellationToken stop)
+    {
+        TimeSpan poll = TimeSpan.FromMilliseconds(Math.Max(_options.PollIntervalMs, 200));
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                Forget();
+                int room = WorkersPerNodeMax - _workers.Count;
+                if (room > 0)
+                {
+                    DateTimeOffset now = clock.GetUtcNow();
+                    IReadOnlyList<WebhookRow> claimed = await store.ClaimAsync(Owner, now, now.AddSeconds(_options.LeaseSeconds), room, stop);
+                    foreach (WebhookRow row in claimed.Where(r => !_workers.ContainsKey((r.ProgramId, r.WebhookId))))
+                    {
+                        var worker = new WebhookWorker(row, Owner, ledger, store, sender, commits, _options, clock, logger);
+                        _workers[worker.Key] = (worker, Task.Run(() => RunWorkerAsync(worker, stop), CancellationToken.None));
+                    }
+                }
+
+                await Task.Delay(poll, stop);
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                LogClaimFailed(e);
+                await Task.Delay(poll, CancellationToken.None);
+            }
+        }
+    }
+
+    private async Task RunWorkerAsync(WebhookWorker worker, CancellationToken stop)
+    {
+        try
+        {
+            await worker.RunAsync(stop);
+        }
+        catch (Exception e) when (!stop.IsCancellationRequested)
+        {
+            // The database failed mid-step: the worker ends; its lease runs out and it is claimed again.
+            LogWorkerFailed(e, worker.Key.ProgramId, worker.Key.WebhookId);
+        }
+    }
+
+    /// <summary>Drops the workers that ended (lease lost, disabled, failed), so their subscriptions can be claimed again.</summary>
+    private void Forget()
+    {
+        foreach ((string, string) key in _workers.Where(w => w.Value.Run.IsCompleted).Select(w => w.Key).ToList())
+        {
+            _workers.Remove(key);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Claiming webhook subscriptions failed; retrying")]
+    private partial void LogClaimFailed(Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Webhook {ProgramId}/{WebhookId}: delivery stopped by an error; it resumes from its saved position")]
+    private partial void LogWorkerFailed(Exception exception, string programId, string webhookId);
+}

@@ -1,0 +1,285 @@
+using System.Collections.Concurrent;
+using Loyalty.Host.Events;
+using Loyalty.Storage;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Host.Webhooks;
+
+/// <summary>
+/// Delivers one subscription's events while this node holds its lease. Events are taken in
+/// windows after the saved position; within a window each member's events go one after the
+/// other (a member's next event only after its previous one was delivered), different members' in
+/// parallel; the position moves past a window only once all of it was delivered. So a node that
+/// dies mid-window leaves the window to the next holder, which delivers it again (at least once,
+/// with the same delivery ids), and nothing after it was delivered before it.
+/// </summary>
+internal sealed partial class WebhookWorker(
+    WebhookRow webhook,
+    string owner,
+    ILedgerStore ledger,
+    IWebhookStore store,
+    WebhookSender sender,
+    LedgerCommits commits,
+    WebhookOptions options,
+    TimeProvider clock,
+    ILogger logger)
+{
+    private readonly Lock _gate = new();
+    private readonly ConcurrentQueue<WebhookAttemptRow> _attempts = new();
+    private WebhookRow _webhook = webhook;
+    private EventMark _delivered = ParsePosition(webhook.Position);
+    private DateTimeOffset? _failingSince = webhook.FailingSince;
+
+    /// <summary>The subscription's (program, id).</summary>
+    public (string ProgramId, string WebhookId) Key { get; } = (webhook.ProgramId, webhook.WebhookId);
+
+    /// <summary>Runs until <paramref name="stop"/>, the lease is lost, or the subscription is disabled or deleted.</summary>
+    public async Task RunAsync(CancellationToken stop)
+    {
+        using var running = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        Task renewing = RenewAsync(running);
+        try
+        {
+            while (!running.IsCancellationRequested)
+            {
+                (List<V1.Event> window, EventMark end) = await ReadWindowAsync(running.Token);
+                if (end.CompareTo(Delivered) <= 0)
+                {
+                    await Task.WhenAny(commits.Next, Task.Delay(options.PollIntervalMs, running.Token));
+                    continue;
+                }
+
+                if (!await DeliverWindowAsync(window, running.Token))
+                {
+                    return;
+                }
+
+                lock (_gate)
+                {
+                    _delivered = end;
+                }
+
+                if (!await SaveAsync(running.Token))
+                {
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (running.IsCancellationRequested)
+        {
+            // Stopping, or the lease is gone: the saved position is where the next holder starts.
+        }
+        finally
+        {
+            await running.CancelAsync();
+            await renewing.ContinueWith(static _ => { }, TaskScheduler.Default);
+            await FlushAttemptsAsync();
+        }
+    }
+
+    private EventMark Delivered
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _delivered;
+            }
+        }
+    }
+
+    /// <summary>The events after the position, up to a window's worth, and the mark of the last one looked at.</summary>
+    private async Task<(List<V1.Event> Window, EventMark End)> ReadWindowAsync(CancellationToken cancellationToken)
+    {
+        EventMark delivered = Delivered;
+        HashSet<string>? types = TypesOf(_webhook.Types);
+        IReadOnlyList<PositionedEntry> page = await ledger.ReadEventsAsync(
+            _webhook.ProgramId, EventCursor.ReadFrom(delivered.Position, delivered.Index), options.WindowEvents, cancellationToken);
+        var window = new List<V1.Event>(page.Count);
+        EventMark end = delivered;
+        foreach (PositionedEntry entry in page)
+        {
+            int count = LoyaltyEvents.CountOf(entry.Entry);
+            for (int index = 0; index < count; index++)
+            {
+                var mark = new EventMark(entry.Position, index);
+                if (mark.CompareTo(delivered) <= 0)
+                {
+                    continue;
+                }
+
+                end = mark;
+                if (types is null || types.Contains(LoyaltyEvents.TypeOf(entry.Entry, index)))
+                {
+                    window.Add(LoyaltyEvents.ToEvent(entry, index));
+                }
+            }
+        }
+
+        return (window, end);
+    }
+
+    /// <summary>Delivers a window: members in parallel, each member's events in order. False when the subscription was disabled.</summary>
+    private async Task<bool> DeliverWindowAsync(List<V1.Event> window, CancellationToken cancellationToken)
+    {
+        using var disabled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var slots = new SemaphoreSlim(options.ConcurrencyPerWebhook);
+        bool gaveUp = false;
+
+        async Task MemberAsync(IEnumerable<V1.Event> events)
+        {
+            await slots.WaitAsync(disabled.Token);
+            try
+            {
+                foreach (V1.Event e in events)
+                {
+                    if (!await DeliverAsync(e, disabled.Token))
+                    {
+                        gaveUp = true;
+                        await disabled.CancelAsync();
+                        return;
+                    }
+                }
+            }
+            finally
+            {
+                slots.Release();
+            }
+        }
+
+        Task all = Task.WhenAll(window.GroupBy(e => e.MemberId, StringComparer.Ordinal).Select(member => MemberAsync(member)));
+        try
+        {
+            await all;
+        }
+        catch (OperationCanceledException) when (gaveUp)
+        {
+            return false;
+        }
+
+        return !gaveUp;
+    }
+
+    /// <summary>Delivers one event, retrying with exponential backoff; false when the subscription was disabled meanwhile.</summary>
+    private async Task<bool> DeliverAsync(V1.Event e, CancellationToken cancellationToken)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            WebhookRow current = _webhook;
+            DeliveryOutcome outcome = await sender.SendAsync(current, e, cancellationToken);
+            DateTimeOffset now = clock.GetUtcNow();
+            _attempts.Enqueue(new WebhookAttemptRow(0, current.ProgramId, current.WebhookId, WebhookSender.DeliveryIdOf(current.WebhookId, e.EventId),
+                e.EventId, e.Type, e.MemberId, attempt, now, outcome.StatusCode, outcome.LatencyMs, outcome.Error, Manual: false));
+            if (outcome.Delivered)
+            {
+                lock (_gate)
+                {
+                    _failingSince = null;
+                }
+
+                return true;
+            }
+
+            TimeSpan failing;
+            lock (_gate)
+            {
+                _failingSince ??= now;
+                failing = now - _failingSince.Value;
+            }
+
+            LogAttemptFailed(current.ProgramId, current.WebhookId, e.EventId, attempt, outcome.Error ?? "");
+            if (failing >= TimeSpan.FromSeconds(options.DisableAfterFailingSeconds))
+            {
+                string reason = WebhookSender.Bounded($"failing since {now - failing:u}: {outcome.Error}");
+                await store.DisableAsync(current.ProgramId, current.WebhookId, owner, reason, now, CancellationToken.None);
+                LogDisabled(current.ProgramId, current.WebhookId, reason);
+                return false;
+            }
+
+            await Task.Delay(Backoff(attempt), cancellationToken);
+        }
+    }
+
+    /// <summary>The wait after the <paramref name="attempt"/>th failure: doubling from the first delay, capped, with up to 20 % jitter.</summary>
+    private TimeSpan Backoff(int attempt)
+    {
+        double ms = options.RetryFirstDelayMs * Math.Pow(2, Math.Min(attempt - 1, 30));
+        ms = Math.Min(ms, options.RetryDelayMaxSeconds * 1000.0);
+        return TimeSpan.FromMilliseconds(ms * (1 + (Random.Shared.NextDouble() * 0.2)));
+    }
+
+    /// <summary>Saves the position and extends the lease; false when the lease was lost.</summary>
+    private async Task<bool> SaveAsync(CancellationToken cancellationToken)
+    {
+        EventMark delivered;
+        DateTimeOffset? failingSince;
+        lock (_gate)
+        {
+            (delivered, failingSince) = (_delivered, _failingSince);
+        }
+
+        await FlushAttemptsAsync();
+        DateTimeOffset leaseUntil = clock.GetUtcNow().AddSeconds(options.LeaseSeconds);
+        bool held = await store.SaveProgressAsync(_webhook.ProgramId, _webhook.WebhookId, owner,
+            EventCursor.Format(delivered.Position, delivered.Index), failingSince, leaseUntil, cancellationToken);
+        if (!held)
+        {
+            LogLeaseLost(_webhook.ProgramId, _webhook.WebhookId);
+        }
+
+        return held;
+    }
+
+    /// <summary>
+    /// Every third of the lease: saves progress (so the lease stays while one delivery is retried
+    /// for hours) and picks up changed settings (URL, types, a rotated secret). Ends the worker when
+    /// the lease is lost or the subscription was disabled or deleted.
+    /// </summary>
+    private async Task RenewAsync(CancellationTokenSource running)
+    {
+        TimeSpan every = TimeSpan.FromSeconds(options.LeaseSeconds / 3.0);
+        while (!running.IsCancellationRequested)
+        {
+            await Task.Delay(every, running.Token);
+            WebhookRow? fresh = await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, running.Token);
+            if (fresh is not { Enabled: true } || !await SaveAsync(running.Token))
+            {
+                await running.CancelAsync();
+                return;
+            }
+
+            _webhook = fresh;
+        }
+    }
+
+    private async Task FlushAttemptsAsync()
+    {
+        var batch = new List<WebhookAttemptRow>();
+        while (batch.Count < 1_000 && _attempts.TryDequeue(out WebhookAttemptRow? attempt))
+        {
+            batch.Add(attempt);
+        }
+
+        if (batch.Count > 0)
+        {
+            await store.AppendAttemptsAsync(batch, CancellationToken.None);
+        }
+    }
+
+    /// <summary>The position text as a mark; a subscription's position is always one this engine wrote.</summary>
+    private static EventMark ParsePosition(string position) =>
+        EventCursor.TryParse(position, out EventPosition at, out int index) ? new EventMark(at, index) : new EventMark(EventPosition.Start, 1);
+
+    /// <summary>The stored type list as a filter, or null for every type.</summary>
+    internal static HashSet<string>? TypesOf(string types) =>
+        types.Length == 0 ? null : new HashSet<string>(types.Split(',', StringSplitOptions.RemoveEmptyEntries), StringComparer.Ordinal);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Webhook {ProgramId}/{WebhookId}: delivery of {EventId} failed (attempt {Attempt}): {Error}")]
+    private partial void LogAttemptFailed(string programId, string webhookId, string eventId, int attempt, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Webhook {ProgramId}/{WebhookId} disabled: {Reason}")]
+    private partial void LogDisabled(string programId, string webhookId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Webhook {ProgramId}/{WebhookId}: this node no longer holds its lease")]
+    private partial void LogLeaseLost(string programId, string webhookId);
+}

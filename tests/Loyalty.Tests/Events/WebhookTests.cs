@@ -1,0 +1,254 @@
+using Grpc.Core;
+using Loyalty.Api;
+using Loyalty.Host.Webhooks;
+using Loyalty.Storage;
+using Loyalty.Tests.Infrastructure;
+using Xunit.Abstractions;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Events;
+
+/// <summary>
+/// Webhooks against a real HTTP receiver that fails and hangs: every event delivered at least
+/// once, each member's in order, every signature valid, duplicates only as retries of one delivery id.
+/// </summary>
+public sealed class WebhookTests(ITestOutputHelper output)
+{
+    private const string Program = "hooks";
+    private static readonly TimeSpan Delivery = TimeSpan.FromSeconds(90);
+
+    /// <summary>Fast retries and a one-second timeout, so that a test sees many of them.</summary>
+    internal static readonly string[] FastWebhooks =
+    [
+        "--Webhooks:AllowHttp=true", "--Webhooks:TimeoutSeconds=1", "--Webhooks:RetryFirstDelayMs=20",
+        "--Webhooks:RetryDelayMaxSeconds=1", "--Webhooks:PollIntervalMs=50", "--Webhooks:LeaseSeconds=3",
+    ];
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task EveryEventIsDeliveredAtLeastOnce_InOrderPerMember_Signed_ThroughFailuresAndHangs(Backend backend)
+    {
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 17, failShare: 0.3, hangShare: 0.03);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "hooks"), null, FastWebhooks);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["before"], purchases: 1, prefix: "b", program: Program);
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        V1.CreatedWebhook created = await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url });
+
+        string[] members = [.. Enumerable.Range(0, 8).Select(i => "m" + i)];
+        await Task.WhenAll(members.Select(m => EventStreamTests.EnrolAndBuyAsync(engine, [m], purchases: 5, prefix: "p", program: Program)));
+        List<string> expected = await EventIdsAsync(engine, members);
+        await receiver.WaitForAsync(expected, Delivery);
+
+        IReadOnlyList<ReceivedHook> received = receiver.Received;
+        output.WriteLine($"{expected.Count} events, {received.Count} requests, {received.Count(r => r.Answered == 500)} answered 500, {received.Count(r => r.Answered == 0)} hung");
+        Assert.DoesNotContain(received, r => r.MemberId == "before");
+        AssertSignedWith(received, created.Secret, keyVersion: 1);
+        AssertOneDeliveryIdPerEvent(received);
+        AssertInOrderPerMember(received, retriesOfDeliveredAllowed: false);
+        Assert.Contains(received, r => r.Answered == 500);
+        Assert.Contains(received, r => r.Answered == 0);
+
+        // The log shows the failures and the successes; the position reaches the last event.
+        V1.ListWebhookDeliveriesResponse log = await hooks.ListWebhookDeliveriesAsync(new V1.ListWebhookDeliveriesRequest { ProgramId = Program, WebhookId = created.Webhook.WebhookId, PageSize = 500 });
+        Assert.Contains(log.Deliveries, d => d.StatusCode == 500 && d.Error.Contains("500", StringComparison.Ordinal));
+        Assert.Contains(log.Deliveries, d => d.StatusCode == 0 && d.Error.Contains("no answer", StringComparison.Ordinal));
+        Assert.Contains(log.Deliveries, d => d.StatusCode == 200 && d.Attempt > 1);
+    }
+
+    [Fact]
+    public async Task ARotatedSecret_SignsBesideThePreviousOne_UntilTheGraceEnds()
+    {
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 1);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookrot"), null, FastWebhooks);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        V1.CreatedWebhook first = await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url, WebhookId = "crm" });
+        V1.CreatedWebhook rotated = await hooks.RotateWebhookSecretAsync(new V1.RotateWebhookSecretRequest { ProgramId = Program, WebhookId = "crm", GraceSeconds = 3600 });
+
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 1, prefix: "p", program: Program);
+        await receiver.WaitForAsync(await EventIdsAsync(engine, ["a"]), Delivery);
+
+        Assert.Equal(2, rotated.Webhook.KeyVersion);
+        Assert.NotEqual(first.Secret, rotated.Secret);
+        foreach (ReceivedHook hook in receiver.Received)
+        {
+            long timestamp = long.Parse(hook.Headers.Timestamp, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal("2", hook.Headers.KeyVersion);
+            Assert.Equal($"v2={WebhookSender.Sign(rotated.Secret, timestamp, hook.Body)},v1={WebhookSender.Sign(first.Secret, timestamp, hook.Body)}", hook.Headers.Signatures);
+        }
+
+        V1.Webhook shown = await hooks.GetWebhookAsync(new V1.WebhookRequest { ProgramId = Program, WebhookId = "crm" });
+        Assert.DoesNotContain(rotated.Secret, shown.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AnEndpointFailingTooLong_IsDisabledWithItsReason_AndReenablingResumesWhereItStopped()
+    {
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 2, failShare: 1.0);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookoff"), null,
+            [.. FastWebhooks, "--Webhooks:DisableAfterFailingSeconds=2"]);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url, WebhookId = "down" });
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a", "b"], purchases: 2, prefix: "p", program: Program);
+
+        V1.Webhook webhook = await hooks.GetWebhookAsync(new V1.WebhookRequest { ProgramId = Program, WebhookId = "down" });
+        for (int i = 0; i < 200 && webhook.Enabled; i++)
+        {
+            await Task.Delay(100);
+            webhook = await hooks.GetWebhookAsync(new V1.WebhookRequest { ProgramId = Program, WebhookId = "down" });
+        }
+
+        Assert.False(webhook.Enabled);
+        Assert.Contains("HTTP 500", webhook.DisabledReason, StringComparison.Ordinal);
+        Assert.NotNull(webhook.FailingSince);
+        int requestsWhenDisabled = receiver.Received.Count;
+        await Task.Delay(500);
+        Assert.Equal(requestsWhenDisabled, receiver.Received.Count);
+
+        receiver.FailShare = 0;
+        webhook = await hooks.UpdateWebhookAsync(new V1.UpdateWebhookRequest { ProgramId = Program, WebhookId = "down", Enabled = true });
+        Assert.True(webhook.Enabled);
+        Assert.Empty(webhook.DisabledReason);
+        await receiver.WaitForAsync(await EventIdsAsync(engine, ["a", "b"]), Delivery);
+        AssertInOrderPerMember(receiver.Received, retriesOfDeliveredAllowed: false);
+    }
+
+    [Fact]
+    public async Task Redeliver_SendsOneEventAgain_WithItsDeliveryId_AndLogsItAsManual()
+    {
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 3);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookredo"), null, FastWebhooks);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url, WebhookId = "crm", EventTypes = { "points.earned" } });
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 2, prefix: "p", program: Program);
+        await receiver.WaitForAsync(["a/2", "a/3"], Delivery);
+        Assert.All(receiver.Received, r => Assert.Equal("points.earned", r.Type));
+
+        V1.WebhookDelivery again = await hooks.RedeliverWebhookEventAsync(new V1.RedeliverRequest { ProgramId = Program, WebhookId = "crm", EventId = "a/2" });
+        RpcException missing = await Assert.ThrowsAsync<RpcException>(() => hooks.RedeliverWebhookEventAsync(new V1.RedeliverRequest { ProgramId = Program, WebhookId = "crm", EventId = "a/99" }).ResponseAsync);
+
+        Assert.Equal(200, again.StatusCode);
+        Assert.True(again.Manual);
+        ReceivedHook[] copies = [.. receiver.Received.Where(r => r.EventId == "a/2")];
+        Assert.Equal(2, copies.Length);
+        Assert.Single(copies.Select(c => c.DeliveryId).Distinct());
+        Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+        V1.ListWebhookDeliveriesResponse log = await hooks.ListWebhookDeliveriesAsync(new V1.ListWebhookDeliveriesRequest { ProgramId = Program, WebhookId = "crm" });
+        Assert.True(log.Deliveries[0].Manual);
+    }
+
+    [Fact]
+    public async Task WebhookCalls_RefuseBadInputAndOtherKeys_WithAStatusNamingTheProblem()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookbad"));
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        string pos = (await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = Program, Scope = V1.KeyScope.Pos, Name = "till" })).Secret;
+
+        async Task<RpcException> Refused(Func<Task> call) => await Assert.ThrowsAsync<RpcException>(call);
+
+        RpcException http = await Refused(() => hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = "http://127.0.0.1:9/x" }).ResponseAsync);
+        RpcException relative = await Refused(() => hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = "/hooks" }).ResponseAsync);
+        RpcException type = await Refused(() => hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = "https://crm.example/x", EventTypes = { "everything" } }).ResponseAsync);
+        RpcException secretInUrl = await Refused(() => hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = "https://user:pw@crm.example/x" }).ResponseAsync);
+        RpcException till = await Refused(() => new V1.Webhooks.WebhooksClient(engine.Channel.WithKey(pos)).ListWebhooksAsync(new V1.ListWebhooksRequest { ProgramId = Program }).ResponseAsync);
+        RpcException none = await Refused(() => hooks.GetWebhookAsync(new V1.WebhookRequest { ProgramId = Program, WebhookId = "nope" }).ResponseAsync);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = "https://crm.example/x", WebhookId = "crm" });
+        RpcException twice = await Refused(() => hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = "https://crm.example/y", WebhookId = "crm" }).ResponseAsync);
+        RpcException grace = await Refused(() => hooks.RotateWebhookSecretAsync(new V1.RotateWebhookSecretRequest { ProgramId = Program, WebhookId = "crm", GraceSeconds = 999_999_999 }).ResponseAsync);
+
+        Assert.Equal(StatusCode.InvalidArgument, http.StatusCode);
+        Assert.Contains("https", http.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.InvalidArgument, relative.StatusCode);
+        Assert.Equal(StatusCode.InvalidArgument, type.StatusCode);
+        Assert.Contains("everything", type.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.InvalidArgument, secretInUrl.StatusCode);
+        Assert.Equal(StatusCode.PermissionDenied, till.StatusCode);
+        Assert.Equal(StatusCode.NotFound, none.StatusCode);
+        Assert.Equal(StatusCode.AlreadyExists, twice.StatusCode);
+        Assert.Equal(StatusCode.InvalidArgument, grace.StatusCode);
+        Assert.Single((await hooks.ListWebhooksAsync(new V1.ListWebhooksRequest { ProgramId = Program })).Webhooks);
+    }
+
+    /// <summary>The ids of every event the members' ledgers give.</summary>
+    internal static async Task<List<string>> EventIdsAsync(InProcessEngine engine, IEnumerable<string> members, string program = Program) =>
+        await EventIdsAsync(engine.Members, members, program);
+
+    internal static async Task<List<string>> EventIdsAsync(V1.Members.MembersClient client, IEnumerable<string> members, string program = Program)
+    {
+        var ids = new List<string>();
+        foreach (string member in members)
+        {
+            V1.ListLedgerResponse ledger = await client.ListLedgerAsync(new V1.ListLedgerRequest { ProgramId = program, MemberId = member, PageSize = 500 });
+            foreach (V1.LedgerEntry e in ledger.Entries)
+            {
+                ids.Add($"{member}/{e.Sequence}");
+                if (e.Breakdown is { } b && b.TierAfter.Length > 0 && (b.DowngradedFrom.Length > 0 ? b.DowngradedFrom : b.TierBefore) != b.TierAfter)
+                {
+                    ids.Add($"{member}/{e.Sequence}/1");
+                }
+            }
+        }
+
+        return ids;
+    }
+
+    internal static void AssertSignedWith(IEnumerable<ReceivedHook> received, string secret, int keyVersion)
+    {
+        foreach (ReceivedHook hook in received)
+        {
+            long timestamp = long.Parse(hook.Headers.Timestamp, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal($"v{keyVersion}={WebhookSender.Sign(secret, timestamp, hook.Body)}", hook.Headers.Signatures);
+        }
+    }
+
+    internal static void AssertOneDeliveryIdPerEvent(IEnumerable<ReceivedHook> received)
+    {
+        foreach (IGrouping<string, ReceivedHook> e in received.GroupBy(r => r.EventId))
+        {
+            Assert.Single(e.Select(r => r.DeliveryId).Distinct());
+        }
+    }
+
+    /// <summary>
+    /// Per member, an event is first sent only after every earlier event of that member was
+    /// delivered. With <paramref name="retriesOfDeliveredAllowed"/> (a node died mid-window), an
+    /// event already delivered may come again; without it, only failed attempts are repeated.
+    /// </summary>
+    internal static void AssertInOrderPerMember(IEnumerable<ReceivedHook> received, bool retriesOfDeliveredAllowed)
+    {
+        foreach (IGrouping<string, ReceivedHook> member in received.GroupBy(r => r.MemberId))
+        {
+            var delivered = new HashSet<string>();
+            string? pending = null;
+            var firstSent = new List<(long Sequence, string EventId)>();
+            foreach (ReceivedHook hook in member.OrderBy(r => r.Arrival))
+            {
+                if (delivered.Contains(hook.EventId))
+                {
+                    Assert.True(retriesOfDeliveredAllowed, $"{hook.EventId} was sent again after it was delivered");
+                }
+                else
+                {
+                    Assert.True(pending is null || pending == hook.EventId, $"{hook.EventId} was sent while {pending} of the same member was not yet delivered");
+                    if (pending is null)
+                    {
+                        firstSent.Add((hook.Sequence, hook.EventId));
+                    }
+
+                    pending = hook.Answered is >= 200 and < 300 ? null : hook.EventId;
+                    if (pending is null)
+                    {
+                        delivered.Add(hook.EventId);
+                    }
+                }
+            }
+
+            Assert.Equal(firstSent.OrderBy(f => f.Sequence).ThenBy(f => f.EventId, StringComparer.Ordinal).Select(f => f.EventId), firstSent.Select(f => f.EventId));
+        }
+    }
+}
