@@ -85,6 +85,12 @@ internal sealed class LoadOptions
 
     public List<string> EngineArgs { get; } = [];
 
+    /// <summary>Event streams (Events.Subscribe) held open during the run, to measure events out.</summary>
+    public int Subscribers { get; private set; }
+
+    /// <summary>Whether a webhook subscription delivers every event to a receiver in the load tester.</summary>
+    public bool Webhook { get; private set; }
+
     public const string Usage = """
         Loyalty load tester: streams purchases to a running engine and verifies the balances.
 
@@ -117,6 +123,13 @@ internal sealed class LoadOptions
           --returns F           share of accepted purchases returned in part, 0..1 (default 0)
           --redemptions F       share of accepted purchases followed by a redemption of a
                                 10-point reward by the same member, 0..1 (default 0)
+          --subscribers N       event streams (Events.Subscribe) open during the run; the
+                                report gives their events per second and the delay from an
+                                entry's record time to its arrival (default 0)
+          --webhook             a webhook for every event, received by the load tester on a
+                                loopback port (the engine needs Webhooks:AllowHttp=true; a
+                                spawned engine gets it); the report gives deliveries per
+                                second and their delay
           --spawn KIND          start an engine first: sqlite (a fresh file), postgres (needs
                                 --postgres or LOYALTY_BENCH_POSTGRES) or memory (not durable: the ceiling)
           --postgres CONN       Npgsql connection string for --spawn postgres
@@ -161,6 +174,8 @@ internal sealed class LoadOptions
                 case "--stores": o.Stores = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--stores"); break;
                 case "--returns": o.ReturnShare = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 1 and double f ? f : throw new ArgumentException("--returns must be 0..1"); break;
                 case "--redemptions": o.RedemptionShare = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 1 and double r ? r : throw new ArgumentException("--redemptions must be 0..1"); break;
+                case "--subscribers": o.Subscribers = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 64 and int subscribers ? subscribers : throw new ArgumentException("--subscribers must be 0..64"); break;
+                case "--webhook": o.Webhook = true; break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
         }
@@ -183,6 +198,11 @@ internal sealed class LoadOptions
         if (o.Batch > o.InFlightPerStream)
         {
             throw new ArgumentException("--batch cannot be larger than --in-flight: a batch is sent whole, so its purchases all count as in flight");
+        }
+
+        if (o.Webhook && o.Spawn is not null)
+        {
+            o.EngineArgs.Add("--Webhooks:AllowHttp=true");
         }
 
         if (o.Mode == "rate" && o.RatePerSecond <= 0)

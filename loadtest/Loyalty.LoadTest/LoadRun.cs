@@ -40,6 +40,9 @@ internal sealed class LoadRun(LoadOptions options)
     /// <summary>How long a stream whose connection failed waits before it connects to the next target.</summary>
     private static readonly TimeSpan ReconnectDelay = TimeSpan.FromMilliseconds(100);
 
+    /// <summary>How long the run waits after the last purchase for the event streams and the webhook to catch up.</summary>
+    private static readonly TimeSpan EventsDrainMax = TimeSpan.FromSeconds(60);
+
     private readonly string _runId = Guid.NewGuid().ToString("N")[..6];
     private readonly long[] _expectedPoints = new long[options.Members];
     private readonly ConcurrentDictionary<string, long> _errors = new();
@@ -101,16 +104,27 @@ internal sealed class LoadRun(LoadOptions options)
     {
         // The program is set up with the operator's (or the program admin's) key; the load runs
         // with a POS key made for the run, as a till would.
-        string posKey = await SetUpAsync(channels[0], engine?.OperatorKey ?? options.ResolveKey());
+        string adminKey = engine?.OperatorKey ?? options.ResolveKey();
+        string posKey = await SetUpAsync(channels[0], adminKey);
         CallInvoker[] tills = [.. channels.Select(c => c.WithKey(posKey))];
+        await using EventWatch? watch = options.Subscribers > 0 || options.Webhook ? new EventWatch(options) : null;
+        if (watch is not null)
+        {
+            await watch.StartAsync(channels[0].WithKey(adminKey));
+            Log($"events out: {options.Subscribers} event stream(s){(options.Webhook ? " and a webhook" : "")}");
+        }
+
         Log($"{options.Streams} streams over {tills.Length} target(s), mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
         var clock = Stopwatch.StartNew();
         _startedAt = Stopwatch.GetTimestamp();
         _measureFrom = _startedAt + (long)(options.WarmupSeconds * Stopwatch.Frequency);
+        watch?.MeasureFrom(_measureFrom);
         Task run = RunLoadAsync(tills, clock);
         await ShowProgressAsync(run, clock);
         await run;
+        watch?.MeasureTo(_purchasesEndedAt);
+        double drained = watch is null ? 0 : await watch.DrainAsync(_acked, EventsDrainMax);
         // Purchase throughput covers the purchases only: returns and redemptions still being
         // answered after the last purchase are reported on their own.
         double seconds = Math.Max(0.001, Seconds(Math.Min(_measureFrom, _purchasesEndedAt), _purchasesEndedAt));
@@ -123,7 +137,7 @@ internal sealed class LoadRun(LoadOptions options)
         }
 
         (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(tills) : (true, 0, 0);
-        return Report(measured, seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB);
+        return Report(measured, seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB, watch?.Report(seconds, drained));
     }
 
     private async Task RunLoadAsync(CallInvoker[] tills, Stopwatch clock)
@@ -599,7 +613,7 @@ internal sealed class LoadRun(LoadOptions options)
         }
     }
 
-    private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers, double? peakMiB)
+    private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers, double? peakMiB, object? eventsOut)
     {
         double Ms(double percentile) => latency.TotalCount == 0 ? 0 : latency.GetValueAtPercentile(percentile) / 1000.0;
         var report = new
@@ -622,6 +636,7 @@ internal sealed class LoadRun(LoadOptions options)
                 drained_after_purchases_s = Math.Round(Seconds(_purchasesEndedAt, _followUpsEndedAt), 3),
             },
             engine = new { spawned = options.Spawn, peak_working_set_mib = peakMiB },
+            events_out = eventsOut,
             timeline = _timeline.Select(p => new { s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), errors_per_s = Math.Round(p.ErrorsPerSecond) }),
             config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.RedemptionShare, options.Target },
         };

@@ -82,7 +82,8 @@ public interface IWebhookStore
 
     /// <summary>
     /// Changes the URL, types and enabled state. Enabling clears the disabled reason and
-    /// <see cref="WebhookRow.FailingSince"/>. False when there is no such subscription.
+    /// <see cref="WebhookRow.FailingSince"/>. Disabling keeps the lease (the holder's next save
+    /// fails; nobody else claims it before the lease ends). False when there is no such subscription.
     /// </summary>
     Task<bool> UpdateConfigAsync(string programId, string webhookId, string url, string types, bool enabled, string? disabledReason, DateTimeOffset at, CancellationToken cancellationToken);
 
@@ -99,7 +100,8 @@ public interface IWebhookStore
     /// Takes the lease of up to <paramref name="limit"/> enabled subscriptions that no node holds
     /// (their lease ended before <paramref name="now"/>) or that <paramref name="owner"/> already
     /// holds, until <paramref name="leaseUntil"/>, and returns them. Two nodes claiming at once
-    /// never both get one subscription.
+    /// never both get one subscription. Subscriptions the owner already holds come last, so that
+    /// they never crowd free ones out of the limit.
     /// </summary>
     Task<IReadOnlyList<WebhookRow>> ClaimAsync(string owner, DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken);
 
@@ -116,7 +118,10 @@ public interface IWebhookStore
     /// <summary>Ends <paramref name="owner"/>'s lease (a node stopping), so another node may claim the subscription at once.</summary>
     Task ReleaseAsync(string programId, string webhookId, string owner, CancellationToken cancellationToken);
 
-    /// <summary>Appends attempts to the log, keeping the newest <see cref="AttemptsKeptPerWebhook"/> per webhook.</summary>
+    /// <summary>
+    /// Appends attempts to the log, keeping the newest <see cref="AttemptsKeptPerWebhook"/> per
+    /// webhook; attempts of a subscription deleted meanwhile are dropped.
+    /// </summary>
     Task AppendAttemptsAsync(IReadOnlyList<WebhookAttemptRow> attempts, CancellationToken cancellationToken);
 
     /// <summary>Up to <paramref name="limit"/> attempts of a webhook with an id below <paramref name="beforeId"/>, newest first.</summary>

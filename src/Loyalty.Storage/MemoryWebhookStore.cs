@@ -56,7 +56,7 @@ public sealed class MemoryWebhookStore : IWebhookStore
                 return Task.FromResult(false);
             }
 
-            // As in SQL: FailingSince is the lease holder's while enabled, and disabling ends the lease.
+            // As in SQL: FailingSince is the lease holder's while enabled; the lease runs out by itself.
             WebhookRow row = s.Row with
             {
                 Url = url,
@@ -66,7 +66,7 @@ public sealed class MemoryWebhookStore : IWebhookStore
                 FailingSince = enabled && !s.Row.Enabled ? null : s.Row.FailingSince,
                 UpdatedAt = at,
             };
-            _webhooks[(programId, webhookId)] = enabled ? s with { Row = row } : new Subscription(row, null, null);
+            _webhooks[(programId, webhookId)] = s with { Row = row };
             return Task.FromResult(true);
         }
     }
@@ -110,7 +110,7 @@ public sealed class MemoryWebhookStore : IWebhookStore
         ArgumentOutOfRangeException.ThrowIfNegative(limit);
         lock (_lock)
         {
-            (string, string)[] keys = [.. _webhooks.Where(e => e.Value.IsClaimableBy(owner, now)).Take(limit).Select(e => e.Key)];
+            (string, string)[] keys = [.. _webhooks.Where(e => e.Value.IsClaimableBy(owner, now)).OrderBy(e => e.Value.LeaseOwner == owner).Take(limit).Select(e => e.Key)];
             var claimed = new List<WebhookRow>(keys.Length);
             foreach ((string, string) key in keys)
             {

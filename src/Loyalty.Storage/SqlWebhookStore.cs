@@ -89,16 +89,16 @@ public abstract class SqlWebhookStore : IWebhookStore
     /// <inheritdoc />
     public async Task<bool> UpdateConfigAsync(string programId, string webhookId, string url, string types, bool enabled, string? disabledReason, DateTimeOffset at, CancellationToken cancellationToken)
     {
-        // Disabling ends the lease, so the delivering node's next SaveProgress fails and it stops.
-        // FailingSince is cleared only when a disabled subscription is enabled again: while it is
-        // enabled, that column belongs to the node holding the lease.
+        // Disabling keeps the lease: the delivering node's next SaveProgress fails (it needs the
+        // subscription enabled) and it stops, and no other node may claim the subscription before
+        // that lease runs out, even if it is enabled again at once, so two nodes never deliver it
+        // together. FailingSince is cleared only when a disabled subscription is enabled again:
+        // while it is enabled, that column belongs to the node holding the lease.
         await using DbConnection connection = await OpenAsync(cancellationToken);
         await using DbCommand command = Command(connection,
             "UPDATE webhooks SET url = @u, types = @t, " +
             "disabled_reason = CASE WHEN @e THEN NULL ELSE @r END, " +
             "failing_since = CASE WHEN @e AND NOT enabled THEN NULL ELSE failing_since END, " +
-            "lease_owner = CASE WHEN @e THEN lease_owner ELSE NULL END, " +
-            "lease_until = CASE WHEN @e THEN lease_until ELSE NULL END, " +
             $"enabled = @e, updated_at = @at WHERE {ByKey};",
             ("@p", programId), ("@w", webhookId), ("@u", url), ("@t", types), ("@e", enabled),
             ("@r", OrNull(disabledReason)), ("@at", ToDb(at)));
@@ -193,9 +193,9 @@ public abstract class SqlWebhookStore : IWebhookStore
 
         await using DbConnection connection = await OpenAsync(cancellationToken);
         await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
-        foreach (WebhookAttemptRow attempt in attempts)
+        foreach (IGrouping<(string ProgramId, string WebhookId), WebhookAttemptRow> webhook in attempts.GroupBy(a => (a.ProgramId, a.WebhookId)))
         {
-            await InsertAttemptAsync(transaction, attempt, cancellationToken);
+            await InsertAttemptsAsync(transaction, webhook.Key.ProgramId, webhook.Key.WebhookId, [.. webhook], cancellationToken);
         }
 
         // In one order on every node, so two appends that trim the same webhooks never deadlock.
@@ -229,16 +229,43 @@ public abstract class SqlWebhookStore : IWebhookStore
         return attempts;
     }
 
-    private async Task InsertAttemptAsync(DbTransaction transaction, WebhookAttemptRow a, CancellationToken cancellationToken)
+    /// <summary>Rows per INSERT statement: few round trips, far below either database's parameter limit.</summary>
+    private const int AttemptsPerStatement = 100;
+
+    /// <summary>
+    /// Inserts one webhook's attempts with a few multi-row statements, so that the transaction
+    /// (which on PostgreSQL holds back the event horizon while it runs) stays short.
+    /// </summary>
+    private async Task InsertAttemptsAsync(DbTransaction transaction, string programId, string webhookId, WebhookAttemptRow[] rows, CancellationToken cancellationToken)
     {
-        await using DbCommand insert = Command(transaction,
-            "INSERT INTO webhook_attempts (program_id, webhook_id, delivery_id, event_id, event_type, member_id, attempt, at, " +
-            "status_code, latency_ms, error, manual) SELECT @p, @w, @d, @ev, @et, @m, @a, @at, @sc, @ms, @er, @man " +
-            $"WHERE EXISTS (SELECT 1 FROM webhooks WHERE {ByKey}{AppendLockSql});",
-            ("@p", a.ProgramId), ("@w", a.WebhookId), ("@d", a.DeliveryId), ("@ev", a.EventId), ("@et", a.EventType),
-            ("@m", a.MemberId), ("@a", a.Attempt), ("@at", ToDb(a.At)), ("@sc", a.StatusCode), ("@ms", a.LatencyMs),
-            ("@er", OrNull(a.Error)), ("@man", a.Manual));
-        await insert.ExecuteNonQueryAsync(cancellationToken);
+        // The subscription must still exist; on PostgreSQL its key lock makes a concurrent delete wait for this append.
+        await using (DbCommand exists = Command(transaction, $"SELECT 1 FROM webhooks WHERE {ByKey}{AppendLockSql};", ("@p", programId), ("@w", webhookId)))
+        {
+            if (await exists.ExecuteScalarAsync(cancellationToken) is null)
+            {
+                return;
+            }
+        }
+
+        foreach (WebhookAttemptRow[] chunk in rows.Chunk(AttemptsPerStatement))
+        {
+            var values = new System.Text.StringBuilder();
+            var parameters = new List<(string, object)> { ("@p", programId), ("@w", webhookId) };
+            for (int i = 0; i < chunk.Length; i++)
+            {
+                WebhookAttemptRow a = chunk[i];
+                values.Append(i == 0 ? "" : ", ").Append(System.Globalization.CultureInfo.InvariantCulture,
+                    $"(@p, @w, @d{i}, @ev{i}, @et{i}, @m{i}, @a{i}, @at{i}, @sc{i}, @ms{i}, @er{i}, @man{i})");
+                parameters.AddRange([($"@d{i}", a.DeliveryId), ($"@ev{i}", a.EventId), ($"@et{i}", a.EventType), ($"@m{i}", a.MemberId),
+                    ($"@a{i}", a.Attempt), ($"@at{i}", ToDb(a.At)), ($"@sc{i}", a.StatusCode), ($"@ms{i}", a.LatencyMs),
+                    ($"@er{i}", OrNull(a.Error)), ($"@man{i}", a.Manual)]);
+            }
+
+            await using DbCommand insert = Command(transaction,
+                "INSERT INTO webhook_attempts (program_id, webhook_id, delivery_id, event_id, event_type, member_id, attempt, at, " +
+                $"status_code, latency_ms, error, manual) VALUES {values};", [.. parameters]);
+            await insert.ExecuteNonQueryAsync(cancellationToken);
+        }
     }
 
     private async Task<List<WebhookRow>> ReadWebhooksAsync(DbCommand command, CancellationToken cancellationToken)
@@ -309,7 +336,7 @@ public sealed class PostgresWebhookStore(string connectionString) : SqlWebhookSt
     protected override string ClaimSql =>
         "UPDATE webhooks SET lease_owner = @o, lease_until = @until WHERE (program_id, webhook_id) IN (" +
         "SELECT program_id, webhook_id FROM webhooks WHERE enabled AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @o) " +
-        "ORDER BY program_id, webhook_id LIMIT @l FOR UPDATE SKIP LOCKED) " +
+        "ORDER BY (lease_owner IS NOT DISTINCT FROM @o), program_id, webhook_id LIMIT @l FOR UPDATE SKIP LOCKED) " +
         $"RETURNING {WebhookColumns};";
 
     /// <inheritdoc />
@@ -344,7 +371,7 @@ public sealed class SqliteWebhookStore(string connectionString) : SqlWebhookStor
     protected override string ClaimSql =>
         "UPDATE webhooks SET lease_owner = @o, lease_until = @until WHERE (program_id, webhook_id) IN (" +
         "SELECT program_id, webhook_id FROM webhooks WHERE enabled AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @o) " +
-        "ORDER BY program_id, webhook_id LIMIT @l) " +
+        "ORDER BY (lease_owner IS @o), program_id, webhook_id LIMIT @l) " +
         $"RETURNING {WebhookColumns};";
 
     /// <inheritdoc />

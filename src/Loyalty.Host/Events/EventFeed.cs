@@ -130,16 +130,24 @@ public sealed partial class EventFeed : IDisposable
             follower.Joining++;
         }
 
+        bool attached = false;
         try
         {
             await follower.EnsureHeadAsync(_store, cancellationToken);
-            return follower.Attach(_options.SubscriberBufferEntriesMax);
+            Subscription subscription = follower.Attach(_options.SubscriberBufferEntriesMax);
+            attached = true;
+            return subscription;
         }
         finally
         {
             lock (_gate)
             {
                 follower.Joining--;
+                // A join that failed (the client left, the ledger failed) leaves no idle follower behind.
+                if (!attached && follower.Count == 0 && follower.Joining == 0 && _followers.GetValueOrDefault(programId) == follower)
+                {
+                    _followers.Remove(programId);
+                }
             }
         }
     }
@@ -172,11 +180,14 @@ public sealed partial class EventFeed : IDisposable
     private async Task LoopAsync(CancellationToken stop)
     {
         TimeSpan poll = TimeSpan.FromMilliseconds(_options.PollIntervalMs);
+        Task committed = _commits.Next;
         while (!stop.IsCancellationRequested)
         {
             try
             {
-                await Task.WhenAny(_commits.Next, Task.Delay(poll, stop));
+                await Task.WhenAny(committed, Task.Delay(poll, stop));
+                // Taken before the reads: a commit during them wakes the next wait at once.
+                committed = _commits.Next;
                 ProgramFollower[] followers;
                 lock (_gate)
                 {
@@ -283,6 +294,18 @@ public sealed partial class EventFeed : IDisposable
             }
 
             return subscription;
+        }
+
+        /// <summary>Subscribers now.</summary>
+        public int Count
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _subscriptions.Count;
+                }
+            }
         }
 
         /// <summary>Removes a subscriber; answers how many are left.</summary>

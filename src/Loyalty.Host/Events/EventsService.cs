@@ -72,9 +72,10 @@ public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFact
     {
         if (request.AfterCursor.Length > 0)
         {
-            GrainCalls.Require(EventCursor.TryParse(request.AfterCursor, out EventPosition position, out int index)
-                ? null
-                : $"after_cursor '{Bounded.Echo(request.AfterCursor)}' is not a cursor this engine gave out");
+            string notOurs = $"after_cursor '{Bounded.Echo(request.AfterCursor)}' is not a cursor this engine gave out";
+            GrainCalls.Require(EventCursor.TryParse(request.AfterCursor, out EventPosition position, out int index) ? null : notOurs);
+            // A cursor past the ledger's visible end was never given out: following it would skip what comes.
+            GrainCalls.Require(position > await store.ReadEventsEndAsync(request.ProgramId, cancellationToken) ? notOurs : null);
             return (EventCursor.ReadFrom(position, index), new EventMark(position, index));
         }
 

@@ -55,11 +55,15 @@ public sealed partial class WebhookDispatcher(
         }
 
         Task[] running = [.. _workers.Values.Select(w => w.Run)];
-        await Task.WhenAny(Task.WhenAll(running), Task.Delay(StopWaitMax, CancellationToken.None));
-        foreach ((string program, string webhook) in _workers.Keys)
+        await Task.WhenAny(Task.WhenAll(running), Task.Delay(StopWaitMax, cancellationToken));
+        foreach (((string program, string webhook), (WebhookWorker _, Task run)) in _workers)
         {
-            // Another node may take it at once instead of after the lease.
-            await store.ReleaseAsync(program, webhook, Owner, CancellationToken.None);
+            // Another node may take a stopped worker's subscription at once instead of after the
+            // lease; one still running keeps its lease, which runs out after it stops sending.
+            if (run.IsCompleted && !cancellationToken.IsCancellationRequested)
+            {
+                await store.ReleaseAsync(program, webhook, Owner, cancellationToken);
+            }
         }
     }
 
@@ -105,7 +109,8 @@ public sealed partial class WebhookDispatcher(
         }
         catch (Exception e) when (!stop.IsCancellationRequested)
         {
-            // The database failed mid-step: the worker ends; its lease runs out and it is claimed again.
+            // The database failed mid-step: the worker ends, and this node claims the subscription
+            // again at its next look (it still holds the lease), from the saved position.
             LogWorkerFailed(e, worker.Key.ProgramId, worker.Key.WebhookId);
         }
     }

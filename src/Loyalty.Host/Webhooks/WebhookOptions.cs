@@ -31,10 +31,10 @@ public sealed class WebhookOptions
     public int DisableAfterFailingSeconds { get; set; } = 259_200;
 
     /// <summary>Members whose events are delivered at once, per subscription (each member's in order).</summary>
-    public int ConcurrencyPerWebhook { get; set; } = 8;
+    public int ConcurrencyPerWebhook { get; set; } = 16;
 
     /// <summary>Events read and delivered per step; the position is saved after each step.</summary>
-    public int WindowEvents { get; set; } = 256;
+    public int WindowEvents { get; set; } = 1_000;
 
     /// <summary>How long a node holds a subscription without renewing; a dead node's subscriptions move after this.</summary>
     public int LeaseSeconds { get; set; } = 30;

@@ -61,7 +61,8 @@ public sealed class WebhookSender : IDisposable
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             MaxResponseHeadersLength = 16,
         };
-        _client = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(_options.TimeoutSeconds) };
+        // Each attempt has its own limit (SendAsync); this one is only a backstop.
+        _client = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(_options.TimeoutSeconds + 5) };
     }
 
     /// <summary>The id of the delivery of an event to a subscription: every attempt carries it.</summary>
@@ -117,19 +118,24 @@ public sealed class WebhookSender : IDisposable
         request.Headers.Add(KeyVersionHeader, webhook.KeyVersion.ToString(CultureInfo.InvariantCulture));
         request.Headers.Add(SignatureHeader, SignaturesOf(webhook, timestamp, body, now));
         long started = Stopwatch.GetTimestamp();
+        // One limit for the whole attempt, the answer's body included: a receiver that sends its
+        // headers and then stalls must not hold the delivery forever.
+        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        attempt.CancelAfter(TimeSpan.FromSeconds(_options.TimeoutSeconds));
         try
         {
-            using HttpResponseMessage response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+            using HttpResponseMessage response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, attempt.Token);
             int status = (int)response.StatusCode;
-            string answer = await ReadBoundedAsync(response, cancellationToken);
+            string answer = await ReadBoundedAsync(response, attempt.Token);
             int latency = Elapsed(started);
             return response.IsSuccessStatusCode
                 ? new DeliveryOutcome(true, status, latency, null)
                 : new DeliveryOutcome(false, status, latency, Bounded($"HTTP {status}" + (status is >= 300 and < 400 ? " (redirects are not followed)" : "") + (answer.Length > 0 ? ": " + answer : "")));
         }
-        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
-            string why = ex is TaskCanceledException ? $"no answer within {_options.TimeoutSeconds} s" : ex.Message;
+            // Whatever the receiver or the network did (refused, reset, cut short, too slow) is a failed attempt.
+            string why = attempt.IsCancellationRequested ? $"no answer within {_options.TimeoutSeconds} s" : ex.GetType().Name + ": " + ex.Message;
             return new DeliveryOutcome(false, 0, Elapsed(started), Bounded(why));
         }
     }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using Loyalty.Host.Events;
 using Loyalty.Storage;
 using V1 = Loyalty.Api.V1;
@@ -24,9 +25,20 @@ internal sealed partial class WebhookWorker(
     TimeProvider clock,
     ILogger logger)
 {
+    /// <summary>The smallest gap between two reads of the ledger, however often commits wake the worker.</summary>
+    private static readonly TimeSpan ReadGapMin = TimeSpan.FromMilliseconds(50);
+
     private readonly Lock _gate = new();
     private readonly ConcurrentQueue<WebhookAttemptRow> _attempts = new();
+    private readonly SemaphoreSlim _saving = new(1, 1);
     private WebhookRow _webhook = webhook;
+
+    /// <summary>
+    /// When this node must stop sending (Stopwatch ticks): two thirds of a lease after it last
+    /// took or renewed it, so that it stops before another node may take over, even if its
+    /// renewals fail or the clocks of the nodes disagree by less than a third of a lease.
+    /// </summary>
+    private long _sendUntil = Stopwatch.GetTimestamp() + LeaseTicks(options, 2.0 / 3);
     private EventMark _delivered = ParsePosition(webhook.Position);
     private DateTimeOffset? _failingSince = webhook.FailingSince;
 
@@ -42,10 +54,13 @@ internal sealed partial class WebhookWorker(
         {
             while (!running.IsCancellationRequested)
             {
+                // Taken before the read: a commit during the read wakes the next wait at once.
+                Task committed = commits.Next;
                 (List<V1.Event> window, EventMark end) = await ReadWindowAsync(running.Token);
                 if (end.CompareTo(Delivered) <= 0)
                 {
-                    await Task.WhenAny(commits.Next, Task.Delay(options.PollIntervalMs, running.Token));
+                    await Task.WhenAny(committed, Task.Delay(options.PollIntervalMs, running.Token));
+                    await Task.Delay(ReadGapMin, running.Token);
                     continue;
                 }
 
@@ -125,6 +140,7 @@ internal sealed partial class WebhookWorker(
         using var disabled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using var slots = new SemaphoreSlim(options.ConcurrencyPerWebhook);
         bool gaveUp = false;
+        Exception? failure = null;
 
         async Task MemberAsync(IEnumerable<V1.Event> events)
         {
@@ -141,6 +157,12 @@ internal sealed partial class WebhookWorker(
                     }
                 }
             }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // The others stop too: the window is delivered again from its start anyway.
+                failure = e;
+                await disabled.CancelAsync();
+            }
             finally
             {
                 slots.Release();
@@ -152,9 +174,13 @@ internal sealed partial class WebhookWorker(
         {
             await all;
         }
-        catch (OperationCanceledException) when (gaveUp)
+        catch (OperationCanceledException) when (gaveUp || failure is not null)
         {
-            return false;
+        }
+
+        if (failure is not null)
+        {
+            throw new InvalidOperationException("A delivery failed unexpectedly; the window will be delivered again.", failure);
         }
 
         return !gaveUp;
@@ -165,9 +191,21 @@ internal sealed partial class WebhookWorker(
     {
         for (int attempt = 1; ; attempt++)
         {
+            if (Stopwatch.GetTimestamp() > Interlocked.Read(ref _sendUntil))
+            {
+                // The lease may be another node's by now: send nothing more.
+                throw new OperationCanceledException("The lease was not renewed in time.");
+            }
+
             WebhookRow current = _webhook;
             DeliveryOutcome outcome = await sender.SendAsync(current, e, cancellationToken);
             DateTimeOffset now = clock.GetUtcNow();
+            if (_attempts.Count >= IWebhookStore.AttemptsKeptPerWebhook)
+            {
+                // The log keeps the newest attempts only; so does the queue before it is written.
+                _attempts.TryDequeue(out _);
+            }
+
             _attempts.Enqueue(new WebhookAttemptRow(0, current.ProgramId, current.WebhookId, WebhookSender.DeliveryIdOf(current.WebhookId, e.EventId),
                 e.EventId, e.Type, e.MemberId, attempt, now, outcome.StatusCode, outcome.LatencyMs, outcome.Error, Manual: false));
             if (outcome.Delivered)
@@ -211,24 +249,38 @@ internal sealed partial class WebhookWorker(
     /// <summary>Saves the position and extends the lease; false when the lease was lost.</summary>
     private async Task<bool> SaveAsync(CancellationToken cancellationToken)
     {
-        EventMark delivered;
-        DateTimeOffset? failingSince;
-        lock (_gate)
+        // One save at a time (the renewal and the main loop both save), so the position saved never goes back.
+        await _saving.WaitAsync(cancellationToken);
+        try
         {
-            (delivered, failingSince) = (_delivered, _failingSince);
-        }
+            EventMark delivered;
+            DateTimeOffset? failingSince;
+            lock (_gate)
+            {
+                (delivered, failingSince) = (_delivered, _failingSince);
+            }
 
-        await FlushAttemptsAsync();
-        DateTimeOffset leaseUntil = clock.GetUtcNow().AddSeconds(options.LeaseSeconds);
-        bool held = await store.SaveProgressAsync(_webhook.ProgramId, _webhook.WebhookId, owner,
-            EventCursor.Format(delivered.Position, delivered.Index), failingSince, leaseUntil, cancellationToken);
-        if (!held)
+            await FlushAttemptsAsync();
+            long started = Stopwatch.GetTimestamp();
+            DateTimeOffset leaseUntil = clock.GetUtcNow().AddSeconds(options.LeaseSeconds);
+            bool held = await store.SaveProgressAsync(_webhook.ProgramId, _webhook.WebhookId, owner,
+                EventCursor.Format(delivered.Position, delivered.Index), failingSince, leaseUntil, cancellationToken);
+            if (!held)
+            {
+                LogLeaseLost(_webhook.ProgramId, _webhook.WebhookId);
+                return false;
+            }
+
+            Interlocked.Exchange(ref _sendUntil, started + LeaseTicks(options, 2.0 / 3));
+            return true;
+        }
+        finally
         {
-            LogLeaseLost(_webhook.ProgramId, _webhook.WebhookId);
+            _saving.Release();
         }
-
-        return held;
     }
+
+    private static long LeaseTicks(WebhookOptions options, double share) => (long)(options.LeaseSeconds * share * Stopwatch.Frequency);
 
     /// <summary>
     /// Every third of the lease: saves progress (so the lease stays while one delivery is retried
@@ -241,21 +293,31 @@ internal sealed partial class WebhookWorker(
         while (!running.IsCancellationRequested)
         {
             await Task.Delay(every, running.Token);
-            WebhookRow? fresh = await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, running.Token);
-            if (fresh is not { Enabled: true } || !await SaveAsync(running.Token))
+            try
             {
-                await running.CancelAsync();
-                return;
-            }
+                WebhookRow? fresh = await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, running.Token);
+                if (fresh is not { Enabled: true } || !await SaveAsync(running.Token))
+                {
+                    await running.CancelAsync();
+                    return;
+                }
 
-            _webhook = fresh;
+                _webhook = fresh;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // The database failed: try again next time; sending stops by itself if the lease is not renewed.
+                LogRenewFailed(e, _webhook.ProgramId, _webhook.WebhookId);
+            }
         }
     }
 
     private async Task FlushAttemptsAsync()
     {
-        var batch = new List<WebhookAttemptRow>();
-        while (batch.Count < 1_000 && _attempts.TryDequeue(out WebhookAttemptRow? attempt))
+        // At most what the queue holds now (it is bounded), so a busy delivery cannot keep this looping.
+        int pending = _attempts.Count;
+        var batch = new List<WebhookAttemptRow>(pending);
+        while (batch.Count < pending && _attempts.TryDequeue(out WebhookAttemptRow? attempt))
         {
             batch.Add(attempt);
         }
@@ -279,6 +341,9 @@ internal sealed partial class WebhookWorker(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Webhook {ProgramId}/{WebhookId} disabled: {Reason}")]
     private partial void LogDisabled(string programId, string webhookId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Webhook {ProgramId}/{WebhookId}: renewing the lease failed; retrying")]
+    private partial void LogRenewFailed(Exception exception, string programId, string webhookId);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Webhook {ProgramId}/{WebhookId}: this node no longer holds its lease")]
     private partial void LogLeaseLost(string programId, string webhookId);

@@ -214,7 +214,7 @@ public sealed class WebhookStoreTests
     }
 
     [Theory, MemberData(nameof(Stores))]
-    public async Task UpdateConfig_Disabling_EndsTheLease_SoTheOwnersNextSaveProgressFails(string kind)
+    public async Task UpdateConfig_Disabling_FailsTheOwnersNextSave_AndKeepsOtherOwnersOutUntilTheLeaseEnds(string kind)
     {
         IWebhookStore store = await CreateStoreAsync(kind);
         await store.TryInsertAsync(Row("w1"), None);
@@ -224,9 +224,11 @@ public sealed class WebhookStoreTests
         bool saved = await store.SaveProgressAsync("p", "w1", "a", "cursor:9", null, T0.AddSeconds(60), None);
         await store.UpdateConfigAsync("p", "w1", Row("w1").Url, "", true, null, T0.AddSeconds(2), None);
         IReadOnlyList<WebhookRow> byBWithinOldLease = await store.ClaimAsync("b", T0.AddSeconds(3), T0.AddSeconds(60), 10, None);
+        IReadOnlyList<WebhookRow> byBAfterIt = await store.ClaimAsync("b", T0.AddSeconds(31), T0.AddSeconds(60), 10, None);
 
         Assert.False(saved);
-        Assert.Equal("pos-0", Assert.Single(byBWithinOldLease).Position);
+        Assert.Empty(byBWithinOldLease);
+        Assert.Equal("pos-0", Assert.Single(byBAfterIt).Position);
     }
 
     [Theory, MemberData(nameof(Stores))]
