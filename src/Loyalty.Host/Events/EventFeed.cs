@@ -67,9 +67,10 @@ public sealed partial class EventFeed : IDisposable
 
     /// <summary>
     /// Every entry of the program after <paramref name="after"/>, in event order, without end:
-    /// the ledger's history first, then entries as they commit.
+    /// the ledger's history first, then entries as they commit; in batches of what is at hand
+    /// (so that a writer can send a batch with one flush).
     /// </summary>
-    public async IAsyncEnumerable<PositionedEntry> FollowAsync(string programId, EventPosition after, [EnumeratorCancellation] CancellationToken cancellationToken)
+    public async IAsyncEnumerable<IReadOnlyList<PositionedEntry>> FollowAsync(string programId, EventPosition after, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         EnsureLoop();
         EventPosition last = after;
@@ -83,10 +84,10 @@ public sealed partial class EventFeed : IDisposable
                 while (true)
                 {
                     IReadOnlyList<PositionedEntry> page = await _store.ReadEventsAsync(programId, last, _options.PageEntries, cancellationToken);
-                    foreach (PositionedEntry entry in page)
+                    if (page.Count > 0)
                     {
-                        last = entry.Position;
-                        yield return entry;
+                        last = page[^1].Position;
+                        yield return page;
                     }
 
                     if (page.Count < _options.PageEntries)
@@ -96,12 +97,23 @@ public sealed partial class EventFeed : IDisposable
                 }
 
                 // Live, until the subscriber falls too far behind and the follower lets it go.
-                await foreach (PositionedEntry entry in subscription.Entries.ReadAllAsync(cancellationToken))
+                ChannelReader<PositionedEntry> live = subscription.Entries;
+                var batch = new List<PositionedEntry>();
+                while (await live.WaitToReadAsync(cancellationToken))
                 {
-                    if (entry.Position > last)
+                    batch.Clear();
+                    while (batch.Count < _options.PageEntries && live.TryRead(out PositionedEntry? entry))
                     {
-                        last = entry.Position;
-                        yield return entry;
+                        if (entry.Position > last)
+                        {
+                            last = entry.Position;
+                            batch.Add(entry);
+                        }
+                    }
+
+                    if (batch.Count > 0)
+                    {
+                        yield return batch;
                     }
                 }
 

@@ -38,23 +38,28 @@ public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFact
         {
             // Headers now, before any event: a client that waits for them knows where its stream starts.
             await context.WriteResponseHeadersAsync([]);
-            await foreach (PositionedEntry entry in feed.FollowAsync(request.ProgramId, readAfter, ending.Token))
+            var events = new List<V1.Event>();
+            await foreach (IReadOnlyList<PositionedEntry> batch in feed.FollowAsync(request.ProgramId, readAfter, ending.Token))
             {
-                int count = LoyaltyEvents.CountOf(entry.Entry);
-                for (int index = 0; index < count; index++)
+                events.Clear();
+                foreach (PositionedEntry entry in batch)
                 {
-                    var mark = new EventMark(entry.Position, index);
-                    if (mark.CompareTo(last) <= 0)
+                    int count = LoyaltyEvents.CountOf(entry.Entry);
+                    for (int index = 0; index < count; index++)
                     {
-                        continue;
-                    }
-
-                    last = mark;
-                    if (types is null || types.Contains(LoyaltyEvents.TypeOf(entry.Entry, index)))
-                    {
-                        await responseStream.WriteAsync(LoyaltyEvents.ToEvent(entry, index), ending.Token);
+                        var mark = new EventMark(entry.Position, index);
+                        if (mark.CompareTo(last) > 0)
+                        {
+                            last = mark;
+                            if (types is null || types.Contains(LoyaltyEvents.TypeOf(entry.Entry, index)))
+                            {
+                                events.Add(LoyaltyEvents.ToEvent(entry, index));
+                            }
+                        }
                     }
                 }
+
+                await WriteAsync(responseStream, events, ending.Token);
             }
         }
         catch (OperationCanceledException) when (streams.Ended && !context.CancellationToken.IsCancellationRequested)
@@ -66,6 +71,18 @@ public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFact
             feed.Leave();
         }
     }
+
+    /// <summary>Writes a batch with one flush: every event but the last only buffered.</summary>
+    private static async Task WriteAsync(IServerStreamWriter<V1.Event> stream, List<V1.Event> events, CancellationToken cancellationToken)
+    {
+        for (int i = 0; i < events.Count; i++)
+        {
+            stream.WriteOptions = i < events.Count - 1 ? BufferedWrite : null;
+            await stream.WriteAsync(events[i], cancellationToken);
+        }
+    }
+
+    private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
 
     /// <summary>Where to read from, and the last event the client has (events up to it are skipped).</summary>
     private async Task<(EventPosition ReadAfter, EventMark Last)> StartOf(V1.SubscribeRequest request, CancellationToken cancellationToken)

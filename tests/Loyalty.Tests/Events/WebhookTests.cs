@@ -27,9 +27,9 @@ public sealed class WebhookTests(ITestOutputHelper output)
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
-    public async Task EveryEventIsDeliveredAtLeastOnce_InOrderPerMember_Signed_ThroughFailuresAndHangs(Backend backend)
+    public async Task EveryEventIsDeliveredAtLeastOnce_InOrderPerMember_Signed_ThroughFailuresHangsAndStalledBodies(Backend backend)
     {
-        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 17, failShare: 0.3, hangShare: 0.03);
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 17, failShare: 0.3, hangShare: 0.03, stallShare: 0.03);
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "hooks"), null, FastWebhooks);
         await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
         await EventStreamTests.EnrolAndBuyAsync(engine, ["before"], purchases: 1, prefix: "b", program: Program);
@@ -42,13 +42,14 @@ public sealed class WebhookTests(ITestOutputHelper output)
         await receiver.WaitForAsync(expected, Delivery);
 
         IReadOnlyList<ReceivedHook> received = receiver.Received;
-        output.WriteLine($"{expected.Count} events, {received.Count} requests, {received.Count(r => r.Answered == 500)} answered 500, {received.Count(r => r.Answered == 0)} hung");
+        output.WriteLine($"{expected.Count} events, {received.Count} requests, {received.Count(r => r.Answered == 500)} answered 500, {received.Count(r => r.Answered == 0)} hung, {received.Count(r => r.Answered == -1)} stalled after their headers");
         Assert.DoesNotContain(received, r => r.MemberId == "before");
         AssertSignedWith(received, created.Secret, keyVersion: 1);
         AssertOneDeliveryIdPerEvent(received);
         AssertInOrderPerMember(received, retriesOfDeliveredAllowed: false);
         Assert.Contains(received, r => r.Answered == 500);
         Assert.Contains(received, r => r.Answered == 0);
+        Assert.Contains(received, r => r.Answered == -1);
 
         // The log shows the failures and the successes; the position reaches the last event.
         V1.ListWebhookDeliveriesResponse log = await hooks.ListWebhookDeliveriesAsync(new V1.ListWebhookDeliveriesRequest { ProgramId = Program, WebhookId = created.Webhook.WebhookId, PageSize = 500 });

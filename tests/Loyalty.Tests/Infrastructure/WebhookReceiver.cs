@@ -14,7 +14,7 @@ namespace Loyalty.Tests.Infrastructure;
 /// <param name="MemberId">The body's member.</param>
 /// <param name="Sequence">The ledger sequence of the event's entry.</param>
 /// <param name="Type">The body's event type.</param>
-/// <param name="Answered">The status the receiver answered; 0 when it hung instead.</param>
+/// <param name="Answered">The status the receiver answered; 0 when it hung before answering, -1 when it sent 200 and then stalled the body.</param>
 /// <param name="Headers">The signature headers: timestamp, key version, signatures.</param>
 /// <param name="Body">The body as sent.</param>
 public sealed record ReceivedHook(int Arrival, string DeliveryId, string EventId, string MemberId, long Sequence, string Type, int Answered,
@@ -32,8 +32,9 @@ public sealed class WebhookReceiver : IAsyncDisposable
     private readonly List<ReceivedHook> _received = [];
     private readonly Random _random;
 
-    private WebhookReceiver(int seed, double failShare, double hangShare, TimeSpan hang)
+    private WebhookReceiver(int seed, double failShare, double hangShare, TimeSpan hang, double stallShare)
     {
+        StallShare = stallShare;
         _random = new Random(seed);
         FailShare = failShare;
         HangShare = hangShare;
@@ -57,6 +58,9 @@ public sealed class WebhookReceiver : IAsyncDisposable
     /// <summary>How long every request takes to answer (a slow receiver).</summary>
     public TimeSpan Delay { get; set; }
 
+    /// <summary>The share of requests answered 200 whose body then stalls past the engine's timeout.</summary>
+    public double StallShare { get; set; }
+
     /// <summary>The share of requests left hanging.</summary>
     public double HangShare { get; set; }
 
@@ -76,9 +80,9 @@ public sealed class WebhookReceiver : IAsyncDisposable
     }
 
     /// <summary>Starts a receiver.</summary>
-    public static async Task<WebhookReceiver> StartAsync(int seed, double failShare = 0, double hangShare = 0, TimeSpan? hang = null)
+    public static async Task<WebhookReceiver> StartAsync(int seed, double failShare = 0, double hangShare = 0, TimeSpan? hang = null, double stallShare = 0)
     {
-        var receiver = new WebhookReceiver(seed, failShare, hangShare, hang ?? TimeSpan.FromSeconds(3));
+        var receiver = new WebhookReceiver(seed, failShare, hangShare, hang ?? TimeSpan.FromSeconds(3), stallShare);
         await receiver._app.StartAsync();
         return receiver;
     }
@@ -134,13 +138,23 @@ public sealed class WebhookReceiver : IAsyncDisposable
         lock (_gate)
         {
             double roll = _random.NextDouble();
-            answer = roll < HangShare ? 0 : roll < HangShare + FailShare ? 500 : 200;
+            answer = roll < HangShare ? 0 : roll < HangShare + StallShare ? -1 : roll < HangShare + StallShare + FailShare ? 500 : 200;
             _received.Add(new ReceivedHook(_received.Count, context.Request.Headers[WebhookSender.DeliveryHeader].ToString(),
                 root.GetProperty("id").GetString()!, root.GetProperty("member_id").GetString()!, long.Parse(entrySequence, System.Globalization.CultureInfo.InvariantCulture),
                 root.GetProperty("type").GetString()!, answer, headers, body));
         }
 
         await Task.Delay(Delay, CancellationToken.None);
+        if (answer == -1)
+        {
+            // The status and headers go out at once; the body never comes within the engine's limit.
+            context.Response.StatusCode = 200;
+            context.Response.ContentLength = 100;
+            await context.Response.Body.FlushAsync();
+            await Task.Delay(hang, CancellationToken.None);
+            return;
+        }
+
         if (answer == 0)
         {
             // Longer than the engine waits: it gives up on this attempt and retries.
