@@ -1,4 +1,5 @@
 using System.Data.Common;
+using static Loyalty.Storage.SqlCommands;
 using Microsoft.Data.Sqlite;
 using Npgsql;
 
@@ -124,21 +125,6 @@ public abstract class SqlAccessStore : IAccessStore
         FromDb(r, 6), r.GetString(7),
         r.IsDBNull(8) ? null : FromDb(r, 8),
         r.IsDBNull(9) ? null : FromDb(r, 9));
-
-    private static DbCommand Command(DbConnection connection, string sql, params (string Name, object Value)[] parameters)
-    {
-        DbCommand command = connection.CreateCommand();
-        command.CommandText = sql;
-        foreach ((string name, object value) in parameters)
-        {
-            DbParameter parameter = command.CreateParameter();
-            parameter.ParameterName = name;
-            parameter.Value = value;
-            command.Parameters.Add(parameter);
-        }
-
-        return command;
-    }
 }
 
 /// <summary>The access store in PostgreSQL (timestamptz, the server's clock).</summary>

@@ -1,4 +1,5 @@
 using System.Data.Common;
+using static Loyalty.Storage.SqlCommands;
 using Microsoft.Data.Sqlite;
 using Npgsql;
 
@@ -296,29 +297,6 @@ public abstract class SqlWebhookStore : IWebhookStore
     private static object OrNull(string? value) => value is null ? DBNull.Value : value;
 
     private static string? StringOrNull(DbDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
-
-    private static DbCommand Command(DbTransaction transaction, string sql, params (string Name, object Value)[] parameters)
-    {
-        // SQLite refuses a command without its transaction while one is open on the connection.
-        DbCommand command = Command(transaction.Connection!, sql, parameters);
-        command.Transaction = transaction;
-        return command;
-    }
-
-    private static DbCommand Command(DbConnection connection, string sql, params (string Name, object Value)[] parameters)
-    {
-        DbCommand command = connection.CreateCommand();
-        command.CommandText = sql;
-        foreach ((string name, object value) in parameters)
-        {
-            DbParameter parameter = command.CreateParameter();
-            parameter.ParameterName = name;
-            parameter.Value = value;
-            command.Parameters.Add(parameter);
-        }
-
-        return command;
-    }
 }
 
 /// <summary>The webhook store in PostgreSQL (timestamptz; several nodes share it).</summary>

@@ -59,6 +59,8 @@ internal sealed partial class WebhookWorker(
                 (List<V1.Event> window, EventMark end) = await ReadWindowAsync(running.Token);
                 if (end.CompareTo(Delivered) <= 0)
                 {
+                    // Idle: a good moment to write the delivery log.
+                    await FlushAttemptsAsync();
                     await Task.WhenAny(committed, Task.Delay(options.PollIntervalMs, running.Token));
                     await Task.Delay(ReadGapMin, running.Token);
                     continue;
@@ -260,7 +262,6 @@ internal sealed partial class WebhookWorker(
                 (delivered, failingSince) = (_delivered, _failingSince);
             }
 
-            await FlushAttemptsAsync();
             long started = Stopwatch.GetTimestamp();
             DateTimeOffset leaseUntil = clock.GetUtcNow().AddSeconds(options.LeaseSeconds);
             bool held = await store.SaveProgressAsync(_webhook.ProgramId, _webhook.WebhookId, owner,
@@ -295,6 +296,10 @@ internal sealed partial class WebhookWorker(
             await Task.Delay(every, running.Token);
             try
             {
+                // The delivery log is written here and when idle, not after every window: under
+                // load it keeps only the newest attempts anyway, and each write competes with the
+                // ledger's commits (on SQLite for the one write lock).
+                await FlushAttemptsAsync();
                 WebhookRow? fresh = await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, running.Token);
                 if (fresh is not { Enabled: true } || !await SaveAsync(running.Token))
                 {
