@@ -7,7 +7,8 @@ namespace Loyalty.Tests.Events;
 
 /// <summary>
 /// The node delivering a subscription dies by SIGKILL mid-delivery; the other node of the cluster
-/// takes the subscription over when the lease runs out and resumes from the saved position.
+/// (or the engine itself, restarted) takes the subscription over when the lease runs out and
+/// resumes from the saved position.
 /// </summary>
 public sealed class WebhookFailoverTests(ITestOutputHelper output)
 {
@@ -54,6 +55,67 @@ public sealed class WebhookFailoverTests(ITestOutputHelper output)
         IReadOnlyList<ReceivedHook> received = receiver.Received;
         output.WriteLine($"{expected.Count} events; {deliveredAtKill} delivered when the holder was killed; {received.Count} requests in all");
         Assert.True(deliveredAtKill < expected.Count, "the holder was killed after delivering everything");
+        WebhookTests.AssertSignedWith(received, created.Secret, keyVersion: 1);
+        WebhookTests.AssertOneDeliveryIdPerEvent(received);
+        WebhookTests.AssertInOrderPerMember(received, retriesOfDeliveredAllowed: true);
+    }
+
+    [Fact]
+    public async Task ASingleEngineKilledMidDelivery_ResumesWhereItWas_AfterItsRestart()
+    {
+        StorageOptions storage = TestDatabases.Create(Backend.Sqlite, "hookrestart");
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 6, failShare: 0.1);
+        receiver.Delay = TimeSpan.FromMilliseconds(200);
+        // Windows of 10 entries: the position is saved often, so "where it was" is a small window back.
+        const int Window = 10;
+        string[] args = [.. WebhookTests.FastWebhooks, "--Webhooks:ConcurrencyPerWebhook=2", $"--Webhooks:WindowEvents={Window}"];
+        int port = Ports.Free();
+        HostProcess engine = await HostProcess.StartAsync([.. EngineArgs.For(storage, port), .. args], port);
+        List<string> expected;
+        int deliveredAtKill;
+        V1.CreatedWebhook created;
+        try
+        {
+            await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+            created = await new V1.Webhooks.WebhooksClient(engine.Invoker).CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url });
+            string[] members = [.. Enumerable.Range(0, 8).Select(i => "m" + i)];
+            foreach (string member in members)
+            {
+                await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = member });
+                for (int i = 0; i < 4; i++)
+                {
+                    await engine.Purchases.AccrueAsync(Wire.Purchase(Program, member, $"p-{member}-{i}", 60_00));
+                }
+            }
+
+            expected = await WebhookTests.EventIdsAsync(engine.Members, members, Program);
+            DateTime until = DateTime.UtcNow.AddSeconds(60);
+            // Past several saved windows, so that resuming from scratch would show.
+            while (receiver.DeliveredEventIds().Count < expected.Count / 2)
+            {
+                Assert.True(DateTime.UtcNow < until, "deliveries did not start");
+                await Task.Delay(20);
+            }
+
+            deliveredAtKill = receiver.DeliveredEventIds().Count;
+            engine.Kill();
+        }
+        finally
+        {
+            await engine.DisposeAsync();
+        }
+
+        // The same database, a new process: it takes the subscription once the dead one's lease ends.
+        int again = Ports.Free();
+        await using HostProcess restarted = await HostProcess.StartAsync([.. EngineArgs.For(storage, again), .. args], again);
+        await receiver.WaitForAsync(expected, TimeSpan.FromSeconds(90));
+        IReadOnlyList<ReceivedHook> received = receiver.Received;
+        output.WriteLine($"{expected.Count} events; {deliveredAtKill} delivered when the engine was killed; {received.Count} requests in all");
+        Assert.True(deliveredAtKill < expected.Count, "the engine was killed after delivering everything");
+        // It resumed from its saved position: at most the window in flight (up to two events an entry) was delivered twice.
+        int twice = received.Count(r => r.Answered is >= 200 and < 300) - expected.Count;
+        output.WriteLine($"{twice} events delivered twice");
+        Assert.True(twice <= 2 * Window && twice < deliveredAtKill, $"{twice} events were delivered twice; the saved position was not where delivery stood");
         WebhookTests.AssertSignedWith(received, created.Secret, keyVersion: 1);
         WebhookTests.AssertOneDeliveryIdPerEvent(received);
         WebhookTests.AssertInOrderPerMember(received, retriesOfDeliveredAllowed: true);
