@@ -27,23 +27,8 @@ public sealed class WebhookFailoverTests(ITestOutputHelper output)
         V1.CreatedWebhook created = await new V1.Webhooks.WebhooksClient(first.Invoker).CreateWebhookAsync(
             new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url });
 
-        string[] members = [.. Enumerable.Range(0, 12).Select(i => "m" + i)];
-        foreach (string member in members)
-        {
-            await first.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = member });
-            for (int i = 0; i < 4; i++)
-            {
-                await first.Purchases.AccrueAsync(Wire.Purchase(Program, member, $"p-{member}-{i}", 60_00));
-            }
-        }
-
-        List<string> expected = await WebhookTests.EventIdsAsync(first.Members, members, Program);
-        DateTime until = DateTime.UtcNow.AddSeconds(60);
-        while (receiver.DeliveredEventIds().Count < expected.Count / 4)
-        {
-            Assert.True(DateTime.UtcNow < until, "deliveries did not start");
-            await Task.Delay(20);
-        }
+        List<string> expected = await EnrolAndBuyAsync(first, 12);
+        await WaitForDeliveriesAsync(receiver, expected.Count / 4);
 
         string owner = (await Sql.RowsAsync(storage, "SELECT lease_owner FROM webhooks;", r => r.GetString(0))).Single();
         int pid = int.Parse(owner.Split('/')[1], System.Globalization.CultureInfo.InvariantCulture);
@@ -78,24 +63,9 @@ public sealed class WebhookFailoverTests(ITestOutputHelper output)
         {
             await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
             created = await new V1.Webhooks.WebhooksClient(engine.Invoker).CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url });
-            string[] members = [.. Enumerable.Range(0, 8).Select(i => "m" + i)];
-            foreach (string member in members)
-            {
-                await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = member });
-                for (int i = 0; i < 4; i++)
-                {
-                    await engine.Purchases.AccrueAsync(Wire.Purchase(Program, member, $"p-{member}-{i}", 60_00));
-                }
-            }
-
-            expected = await WebhookTests.EventIdsAsync(engine.Members, members, Program);
-            DateTime until = DateTime.UtcNow.AddSeconds(60);
+            expected = await EnrolAndBuyAsync(engine, 8);
             // Past several saved windows, so that resuming from scratch would show.
-            while (receiver.DeliveredEventIds().Count < expected.Count / 2)
-            {
-                Assert.True(DateTime.UtcNow < until, "deliveries did not start");
-                await Task.Delay(20);
-            }
+            await WaitForDeliveriesAsync(receiver, expected.Count / 2);
 
             deliveredAtKill = receiver.DeliveredEventIds().Count;
             engine.Kill();
@@ -119,5 +89,31 @@ public sealed class WebhookFailoverTests(ITestOutputHelper output)
         WebhookTests.AssertSignedWith(received, created.Secret, keyVersion: 1);
         WebhookTests.AssertOneDeliveryIdPerEvent(received);
         WebhookTests.AssertInOrderPerMember(received, retriesOfDeliveredAllowed: true);
+    }
+
+    /// <summary>Enrols members m0.. through the engine, four purchases each; the ids of the events their ledgers give.</summary>
+    private static async Task<List<string>> EnrolAndBuyAsync(HostProcess engine, int count)
+    {
+        string[] members = [.. Enumerable.Range(0, count).Select(i => "m" + i)];
+        foreach (string member in members)
+        {
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = member });
+            for (int i = 0; i < 4; i++)
+            {
+                await engine.Purchases.AccrueAsync(Wire.Purchase(Program, member, $"p-{member}-{i}", 60_00));
+            }
+        }
+
+        return await WebhookTests.EventIdsAsync(engine.Members, members, Program);
+    }
+
+    private static async Task WaitForDeliveriesAsync(WebhookReceiver receiver, int count)
+    {
+        DateTime until = DateTime.UtcNow.AddSeconds(60);
+        while (receiver.DeliveredEventIds().Count < count)
+        {
+            Assert.True(DateTime.UtcNow < until, "deliveries did not start");
+            await Task.Delay(20);
+        }
     }
 }
