@@ -117,6 +117,7 @@ public sealed partial class EventFeed : IDisposable
                     }
                 }
 
+                EventMetrics.FellBehind.Add(1);
                 LogFellBehind(programId, _options.SubscriberBufferEntriesMax);
             }
             finally

@@ -80,6 +80,8 @@ public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFact
             stream.WriteOptions = i < events.Count - 1 ? BufferedWrite : null;
             await stream.WriteAsync(events[i], cancellationToken);
         }
+
+        EventMetrics.Streamed.Add(events.Count);
     }
 
     private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);

@@ -210,8 +210,10 @@ internal sealed partial class WebhookWorker(
 
             _attempts.Enqueue(new WebhookAttemptRow(0, current.ProgramId, current.WebhookId, WebhookSender.DeliveryIdOf(current.WebhookId, e.EventId),
                 e.EventId, e.Type, e.MemberId, attempt, now, outcome.StatusCode, outcome.LatencyMs, outcome.Error, Manual: false));
+            EventMetrics.WebhookAttempts.Add(1, new KeyValuePair<string, object?>("outcome", outcome.Delivered ? "delivered" : "failed"));
             if (outcome.Delivered)
             {
+                EventMetrics.WebhookDelay.Record((now - e.Time.ToDateTimeOffset()).TotalMilliseconds);
                 lock (_gate)
                 {
                     _failingSince = null;
@@ -232,6 +234,7 @@ internal sealed partial class WebhookWorker(
             {
                 string reason = WebhookSender.Bounded($"failing since {now - failing:u}: {outcome.Error}");
                 await store.DisableAsync(current.ProgramId, current.WebhookId, owner, reason, now, CancellationToken.None);
+                EventMetrics.WebhooksDisabled.Add(1);
                 LogDisabled(current.ProgramId, current.WebhookId, reason);
                 return false;
             }

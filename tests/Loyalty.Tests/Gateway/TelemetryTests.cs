@@ -12,7 +12,7 @@ namespace Loyalty.Tests.Gateway;
 public sealed class TelemetryTests
 {
     [Fact]
-    public async Task WithAnOtlpEndpoint_TheEngineExportsItsMetricsAndTraces()
+    public async Task WithAnOtlpEndpoint_TheEngineExportsItsMetricsAndTraces_EventsOutIncluded()
     {
         var received = new ConcurrentDictionary<string, ConcurrentBag<byte[]>>();
         int receiverPort = Ports.Free();
@@ -27,26 +27,36 @@ public sealed class TelemetryTests
             received.GetOrAdd(signal, _ => []).Add(body.ToArray());
             return Results.Ok();
         });
+        // The same receiver takes the engine's webhook deliveries.
+        receiver.MapPost("/hooks", () => Results.Ok());
         await receiver.StartAsync();
 
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "otel"), null,
             $"--OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{receiverPort}", "--OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-            "--OTEL_METRIC_EXPORT_INTERVAL=500", "--OTEL_BSP_SCHEDULE_DELAY=200");
+            "--OTEL_METRIC_EXPORT_INTERVAL=500", "--OTEL_BSP_SCHEDULE_DELAY=200", "--Webhooks:AllowHttp=true", "--Webhooks:PollIntervalMs=50");
         await engine.Programs.PutProgramAsync(Wire.Program("otel"));
+        await new V1.Webhooks.WebhooksClient(engine.Invoker).CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = "otel", Url = $"http://127.0.0.1:{receiverPort}/hooks" });
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using Grpc.Core.AsyncServerStreamingCall<V1.Event> events = new V1.Events.EventsClient(engine.Invoker).Subscribe(
+            new V1.SubscribeRequest { ProgramId = "otel" }, cancellationToken: cancel.Token);
+        await events.ResponseHeadersAsync;
         await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = "otel", MemberId = "m1" });
         await engine.Purchases.AccrueAsync(Wire.Purchase("otel", "m1", "t-otel", 10_00));
+        Assert.True(await events.ResponseStream.MoveNext(cancel.Token));
 
-        bool metrics = false, traces = false;
-        for (int i = 0; i < 100 && !(metrics && traces); i++)
+        bool metrics = false, traces = false, eventsOut = false;
+        for (int i = 0; i < 100 && !(metrics && traces && eventsOut); i++)
         {
             await Task.Delay(100);
             metrics = Contains(received, "metrics", "loyalty.ledger.entries_committed");
             traces = Contains(received, "traces", "/loyalty.v1.Purchases/Accrue") || Contains(received, "traces", "loyalty.v1.Purchases/Accrue");
+            eventsOut = Contains(received, "metrics", "loyalty.events.streamed") && Contains(received, "metrics", "loyalty.webhooks.delivery_delay");
         }
 
         string got = string.Join(", ", received.Select(r => $"{r.Key}: {r.Value.Count} posts, {r.Value.Sum(b => b.Length)} bytes"));
         Assert.True(metrics, "no export of the ledger's meter reached the receiver; received " + got);
         Assert.True(traces, "no trace of the Accrue call reached the receiver");
+        Assert.True(eventsOut, "no export of the events-out meter (a streamed event, a webhook delivery) reached the receiver");
     }
 
     private static bool Contains(ConcurrentDictionary<string, ConcurrentBag<byte[]>> received, string signal, string text) =>
