@@ -15,7 +15,7 @@ public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFact
     public override async Task Subscribe(V1.SubscribeRequest request, IServerStreamWriter<V1.Event> responseStream, ServerCallContext context)
     {
         GrainCalls.Require(LoyaltyIds.Check(request.ProgramId, "program_id"));
-        HashSet<string>? types = TypesOf(request);
+        HashSet<string>? types = ParseTypes(request.EventTypes);
         if (await grains.GetGrain<IProgramGrain>(request.ProgramId).Get() is null)
         {
             throw new RpcException(new Status(StatusCode.NotFound, $"program '{request.ProgramId}' not found"));
@@ -107,9 +107,6 @@ public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFact
         EventPosition end = await store.ReadEventsEndAsync(request.ProgramId, cancellationToken);
         return (end, new EventMark(end, int.MaxValue));
     }
-
-    /// <summary>The types asked for, or null for all; unknown types are refused.</summary>
-    private static HashSet<string>? TypesOf(V1.SubscribeRequest request) => ParseTypes(request.EventTypes);
 
     /// <summary>A filter of event types, or null for all; unknown or too many types are refused with INVALID_ARGUMENT.</summary>
     public static HashSet<string>? ParseTypes(IReadOnlyCollection<string> requested)

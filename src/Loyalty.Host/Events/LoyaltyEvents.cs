@@ -89,28 +89,18 @@ public static class LoyaltyEvents
     public static string IdOf(LedgerEntry entry, int index) =>
         index == 0 ? $"{entry.MemberId}/{entry.Sequence}" : $"{entry.MemberId}/{entry.Sequence}/{index}";
 
-    /// <summary>The member and sequence an event id names, or null when it is not one.</summary>
+    /// <summary>Characters an event id may have: a member id, a sequence and an index, with room to spare.</summary>
+    public const int EventIdLengthMax = 200;
+
+    /// <summary>The member, sequence and index an event id names, or null when it is not one.</summary>
     public static (string Member, long Sequence, int Index)? ParseId(string eventId)
     {
-        string[] parts = eventId.Split('/');
-        if (parts.Length is < 2 or > 3 || parts[0].Length == 0
-            || !long.TryParse(parts[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long sequence) || sequence <= 0)
-        {
-            return null;
-        }
-
-        int index = 0;
-        if (parts.Length == 3 && (parts[2] != "1"))
-        {
-            return null;
-        }
-
-        if (parts.Length == 3)
-        {
-            index = 1;
-        }
-
-        return (parts[0], sequence, index);
+        string[] parts = eventId.Length > EventIdLengthMax ? [] : eventId.Split('/');
+        return parts.Length is 2 or 3 && parts[0].Length > 0
+            && long.TryParse(parts[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long sequence) && sequence > 0
+            && (parts.Length == 2 || parts[2] == "1")
+                ? (parts[0], sequence, parts.Length - 2)
+                : null;
     }
 
     /// <summary>The tier before (or before a review's downgrade) and after the entry, when they differ.</summary>

@@ -134,7 +134,7 @@ public sealed class WebhooksService(
     public override async Task<V1.WebhookDelivery> RedeliverWebhookEvent(V1.RedeliverRequest request, ServerCallContext context)
     {
         WebhookRow row = await FindAsync(request.ProgramId, request.WebhookId, context.CancellationToken);
-        GrainCalls.Require(request.EventId.Length > 200 || LoyaltyEvents.ParseId(request.EventId) is null
+        GrainCalls.Require(LoyaltyEvents.ParseId(request.EventId) is null
             ? $"event_id '{Bounded.Echo(request.EventId)}' is not an event id (member/sequence)"
             : null);
         (string member, long sequence, int index) = LoyaltyEvents.ParseId(request.EventId)!.Value;
