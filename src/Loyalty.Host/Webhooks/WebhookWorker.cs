@@ -28,6 +28,9 @@ internal sealed partial class WebhookWorker(
     /// <summary>The smallest gap between two reads of the ledger, however often commits wake the worker.</summary>
     private static readonly TimeSpan ReadGapMin = TimeSpan.FromMilliseconds(50);
 
+    /// <summary>How often a worker whose right to send ran out looks whether a renewal restored it.</summary>
+    private static readonly TimeSpan LeaseWaitPoll = TimeSpan.FromMilliseconds(20);
+
     private readonly Lock _gate = new();
     private readonly ConcurrentQueue<WebhookAttemptRow> _attempts = new();
     private readonly SemaphoreSlim _saving = new(1, 1);
@@ -193,12 +196,7 @@ internal sealed partial class WebhookWorker(
     {
         for (int attempt = 1; ; attempt++)
         {
-            if (Stopwatch.GetTimestamp() > Interlocked.Read(ref _sendUntil))
-            {
-                // The lease may be another node's by now: send nothing more.
-                throw new OperationCanceledException("The lease was not renewed in time.");
-            }
-
+            await WaitForLeaseAsync(cancellationToken);
             WebhookRow current = _webhook;
             DeliveryOutcome outcome = await sender.SendAsync(current, e, cancellationToken);
             DateTimeOffset now = clock.GetUtcNow();
@@ -240,6 +238,19 @@ internal sealed partial class WebhookWorker(
             }
 
             await Task.Delay(Backoff(attempt), cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Waits while this node's right to send has run out: the lease may be another node's by now.
+    /// A slow renewal extends it and sending resumes where it was (giving up here would deliver
+    /// the window again); a lost lease ends the worker, which cancels the wait.
+    /// </summary>
+    private async Task WaitForLeaseAsync(CancellationToken cancellationToken)
+    {
+        while (Stopwatch.GetTimestamp() > Interlocked.Read(ref _sendUntil))
+        {
+            await Task.Delay(LeaseWaitPoll, cancellationToken);
         }
     }
 

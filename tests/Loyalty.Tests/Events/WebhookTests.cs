@@ -41,12 +41,12 @@ public sealed class WebhookTests(ITestOutputHelper output)
         List<string> expected = await EventIdsAsync(engine, members);
         await receiver.WaitForAsync(expected, Delivery);
 
-        IReadOnlyList<ReceivedHook> received = receiver.Received;
+        (IReadOnlyList<ReceivedHook> received, HashSet<int> engineDelivered) = await AsSeenByEngineAsync(hooks, created.Webhook.WebhookId, receiver);
         output.WriteLine($"{expected.Count} events, {received.Count} requests, {received.Count(r => r.Answered == 500)} answered 500, {received.Count(r => r.Answered == 0)} hung, {received.Count(r => r.Answered == -1)} stalled after their headers");
         Assert.DoesNotContain(received, r => r.MemberId == "before");
         AssertSignedWith(received, created.Secret, keyVersion: 1);
         AssertOneDeliveryIdPerEvent(received);
-        AssertInOrderPerMember(received, retriesOfDeliveredAllowed: false);
+        AssertInOrderPerMember(received, retriesOfDeliveredAllowed: false, r => engineDelivered.Contains(r.Arrival));
         Assert.Contains(received, r => r.Answered == 500);
         Assert.Contains(received, r => r.Answered == 0);
         Assert.Contains(received, r => r.Answered == -1);
@@ -121,7 +121,8 @@ public sealed class WebhookTests(ITestOutputHelper output)
         Assert.True(webhook.Enabled);
         Assert.Empty(webhook.DisabledReason);
         await receiver.WaitForAsync(await EventIdsAsync(engine, ["a", "b"]), Delivery);
-        AssertInOrderPerMember(receiver.Received, retriesOfDeliveredAllowed: false);
+        (IReadOnlyList<ReceivedHook> received, HashSet<int> engineDelivered) = await AsSeenByEngineAsync(hooks, "down", receiver);
+        AssertInOrderPerMember(received, retriesOfDeliveredAllowed: false, r => engineDelivered.Contains(r.Arrival));
     }
 
     [Fact]
@@ -223,20 +224,61 @@ public sealed class WebhookTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The requests the receiver got, once the engine's delivery log accounts for every one of
+    /// them, and the arrivals the engine saw delivered. The two can differ: a 200 the receiver
+    /// sent after the engine's time limit ran out is a failed attempt to the engine, rightly
+    /// retried. A request is matched to the log by event, in order (one event's attempts never
+    /// overlap on one node).
+    /// </summary>
+    internal static async Task<(IReadOnlyList<ReceivedHook> Received, HashSet<int> Delivered)> AsSeenByEngineAsync(
+        V1.Webhooks.WebhooksClient hooks, string webhookId, WebhookReceiver receiver, string program = Program)
+    {
+        var request = new V1.ListWebhookDeliveriesRequest { ProgramId = program, WebhookId = webhookId, PageSize = 500 };
+        DateTime until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            IReadOnlyList<ReceivedHook> received = receiver.Received;
+            V1.WebhookDelivery[] log = [.. (await hooks.ListWebhookDeliveriesAsync(request)).Deliveries.Where(d => !d.Manual).Reverse()];
+            Dictionary<string, Queue<V1.WebhookDelivery>> byEvent = log.GroupBy(d => d.EventId).ToDictionary(g => g.Key, g => new Queue<V1.WebhookDelivery>(g));
+            bool settled = log.Length == received.Count && received.All(r => byEvent.ContainsKey(r.EventId))
+                && byEvent.Values.All(attempts => attempts.Last().StatusCode is >= 200 and < 300);
+            if (settled)
+            {
+                var delivered = new HashSet<int>();
+                foreach (ReceivedHook hook in received)
+                {
+                    V1.WebhookDelivery attempt = byEvent[hook.EventId].Dequeue();
+                    if (attempt.StatusCode is >= 200 and < 300 && attempt.Error.Length == 0)
+                    {
+                        delivered.Add(hook.Arrival);
+                    }
+                }
+
+                return (received, delivered);
+            }
+
+            Assert.True(DateTime.UtcNow < until, $"the engine's log has {log.Length} attempts, the receiver {received.Count} requests");
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>
     /// Per member, an event is first sent only after every earlier event of that member was
     /// delivered. With <paramref name="retriesOfDeliveredAllowed"/> (a node died mid-window), an
     /// event already delivered may come again; without it, only failed attempts are repeated.
+    /// Whether a request was delivered is the receiver's answer unless <paramref name="delivered"/> says.
     /// </summary>
-    internal static void AssertInOrderPerMember(IEnumerable<ReceivedHook> received, bool retriesOfDeliveredAllowed)
+    internal static void AssertInOrderPerMember(IEnumerable<ReceivedHook> received, bool retriesOfDeliveredAllowed, Func<ReceivedHook, bool>? delivered = null)
     {
+        delivered ??= r => r.Answered is >= 200 and < 300;
         foreach (IGrouping<string, ReceivedHook> member in received.GroupBy(r => r.MemberId))
         {
-            var delivered = new HashSet<string>();
+            var done = new HashSet<string>();
             string? pending = null;
             var firstSent = new List<(long Sequence, string EventId)>();
             foreach (ReceivedHook hook in member.OrderBy(r => r.Arrival))
             {
-                if (delivered.Contains(hook.EventId))
+                if (done.Contains(hook.EventId))
                 {
                     Assert.True(retriesOfDeliveredAllowed, $"{hook.EventId} was sent again after it was delivered");
                 }
@@ -248,10 +290,10 @@ public sealed class WebhookTests(ITestOutputHelper output)
                         firstSent.Add((hook.Sequence, hook.EventId));
                     }
 
-                    pending = hook.Answered is >= 200 and < 300 ? null : hook.EventId;
+                    pending = delivered(hook) ? null : hook.EventId;
                     if (pending is null)
                     {
-                        delivered.Add(hook.EventId);
+                        done.Add(hook.EventId);
                     }
                 }
             }
