@@ -153,6 +153,12 @@ public sealed record EntryDetails
     /// <summary>Return: the purchase was made by a duplicate account since merged into this member.</summary>
     [Id(31)] public bool MergedPurchase { get; init; }
 
+    /// <summary>
+    /// Return that took points from the purchase's pending lot: when that lot was to become
+    /// spendable. Reports use it to cancel the reversed points' scheduled maturity.
+    /// </summary>
+    [Id(32)] public DateTimeOffset? PendingAvailableAt { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

@@ -39,6 +39,13 @@ public static class Limits
     /// <summary>The largest <c>max_backdate_days</c> a program may set.</summary>
     public const int BackdateDaysMax = 3_650;
 
+    /// <summary>
+    /// Largest money value of 1,000 points, in minor units (1,000,000 = $10 a point): so that a
+    /// programme's liability (outstanding points times this, over 1,000) cannot overflow before
+    /// its points do.
+    /// </summary>
+    public const long PointValueMinorPerThousandMax = 1_000_000;
+
     /// <summary>Largest ledger page.</summary>
     public const int LedgerPageSizeMax = 500;
 

@@ -26,7 +26,8 @@ public sealed record ProgramSettings(
     [property: Id(16)] IReadOnlyList<Reward>? Rewards = null,
     [property: Id(17)] int ReservationHoldSeconds = ProgramSettings.ReservationHoldSecondsDefault,
     [property: Id(18)] ReferralPolicy? Referrals = null,
-    [property: Id(19)] int MaxBackdateDays = ProgramSettings.MaxBackdateDaysDefault)
+    [property: Id(19)] int MaxBackdateDays = ProgramSettings.MaxBackdateDaysDefault,
+    [property: Id(20)] AccountingPolicy? Accounting = null)
 {
     /// <summary>How long a reservation holds points when the program does not say.</summary>
     public const int ReservationHoldSecondsDefault = 900;
@@ -96,7 +97,7 @@ public sealed record ProgramSettings(
 
     private string? CheckRedemption()
     {
-        if ((Expiry?.Check() ?? Referrals?.Check()) is { } policyError)
+        if ((Expiry?.Check() ?? Referrals?.Check() ?? Accounting?.Check()) is { } policyError)
         {
             return policyError;
         }
@@ -387,4 +388,30 @@ public static class CurrencyCodes
     /// <summary>True for three upper-case ASCII letters.</summary>
     public static bool IsWellFormed(string? code) =>
         code is { Length: 3 } && code.All(c => c is >= 'A' and <= 'Z');
+}
+
+/// <summary>
+/// How the program's accounting values its points: the money a point stands for (what the
+/// retailer expects a redeemed point to cost it), and the breakage expected until the programme
+/// has matured lots to observe it on.
+/// </summary>
+/// <param name="PointValueMinorPerThousand">Money of 1,000 points, in the program's minor units (1,000 = one cent a point for USD).</param>
+/// <param name="ExpectedBreakageBp">Share of points expected never to be redeemed, in basis points (0..10,000), used while no lot has matured.</param>
+[GenerateSerializer, Immutable]
+public sealed record AccountingPolicy(
+    [property: Id(0)] long PointValueMinorPerThousand,
+    [property: Id(1)] int ExpectedBreakageBp = 0)
+{
+    /// <summary>Returns null when the policy is valid, otherwise a message naming the field.</summary>
+    public string? Check()
+    {
+        if (PointValueMinorPerThousand is < 0 or > Limits.PointValueMinorPerThousandMax)
+        {
+            return $"accounting.point_value_minor_per_thousand must be 0..{Limits.PointValueMinorPerThousandMax}";
+        }
+
+        return ExpectedBreakageBp is < 0 or > Multipliers.One
+            ? $"accounting.expected_breakage_bp must be 0..{Multipliers.One}"
+            : null;
+    }
 }

@@ -82,3 +82,5 @@ public sealed partial class RotateWebhookSecretRequest : IProgramScoped;
 public sealed partial class ListWebhookDeliveriesRequest : IProgramScoped;
 
 public sealed partial class RedeliverRequest : IProgramScoped;
+
+public sealed partial class ProgramReportRequest : IProgramScoped;

@@ -43,7 +43,8 @@ public sealed partial class MemberGrain
         // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
         IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.Details?.Lots is { Count: > 0 } spent ? spent : null;
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
-        long fromPending = Math.Min(reversal.Total, _state.FindPending(original.TransactionId!)?.Points.Value ?? 0);
+        PendingLot? pendingLot = _state.FindPending(original.TransactionId!);
+        long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
         long rest = reversal.Total - fromPending;
         long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
             ? rest
@@ -52,6 +53,7 @@ public sealed partial class MemberGrain
         {
             Components = reversal.Components,
             PendingReversed = fromPending,
+            PendingAvailableAt = fromPending > 0 ? pendingLot!.AvailableAt : null,
             ActiveReversed = fromActive,
             // The purchase's own lot first, so other purchases' points keep their expiry.
             Lots = fromActive > 0 ? _state.PlanDebit(fromActive, prefer: true, original.Details?.ExpiresAt) : null,

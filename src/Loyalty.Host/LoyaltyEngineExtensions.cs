@@ -106,6 +106,7 @@ public static class LoyaltyEngineExtensions
         app.MapGrpcService<AccessService>();
         app.MapGrpcService<EventsService>();
         app.MapGrpcService<WebhooksService>();
+        app.MapGrpcService<Reports.ReportsService>();
         app.MapGrpcReflectionService();
         app.MapGrpcHealthChecksService();
         return app;

@@ -99,6 +99,25 @@ public interface ILedgerStore
 
     /// <summary>One member's entry with its event position, or null when there is none.</summary>
     Task<PositionedEntry?> ReadEventAsync(string programId, string memberId, long sequence, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// A program's report totals for the UTC days in [<paramref name="fromDay"/>, <paramref name="toDay"/>),
+    /// per day, or (<paramref name="perDay"/> false) summed over the days and given as <paramref name="fromDay"/>'s.
+    /// They include every entry committed (the totals commit with their entries).
+    /// </summary>
+    Task<IReadOnlyList<Reports.ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Replaces every report total of a program (a rebuild from its ledger) and takes the program
+    /// off the list of those to rebuild, in one transaction.
+    /// </summary>
+    Task ReplaceTotalsAsync(string programId, Reports.ReportTotals totals, CancellationToken cancellationToken);
+
+    /// <summary>Puts a program (or, for null, every program with entries) on the list of those whose totals are to be rebuilt.</summary>
+    Task MarkTotalsForRebuildAsync(string? programId, CancellationToken cancellationToken);
+
+    /// <summary>The programs whose report totals are to be rebuilt from their ledgers (those with entries older than the totals).</summary>
+    Task<IReadOnlyList<string>> ReadTotalsToRebuildAsync(CancellationToken cancellationToken);
 }
 
 /// <summary>

@@ -1,3 +1,5 @@
+using Loyalty.Storage.Reports;
+
 namespace Loyalty.Storage;
 
 /// <summary>
@@ -17,6 +19,8 @@ public sealed class MemoryLedgerStore : ILedgerStore
     /// <summary>Each program's entries in append order, with their row numbers (one counter for all programs).</summary>
     private readonly Dictionary<string, List<(long Row, string Member, long Sequence)>> _order = [];
     private long _rows;
+    private readonly ReportTotals _reportTotals = new();
+    private readonly HashSet<string> _rebuilds = new(StringComparer.Ordinal);
 
     /// <inheritdoc />
     public Task MigrateAsync(CancellationToken cancellationToken) => Task.CompletedTask;
@@ -35,9 +39,58 @@ public sealed class MemoryLedgerStore : ILedgerStore
             {
                 inserted[i] = TryAppend(entries[i]);
             }
+
+            _reportTotals.Add(ReportTotals.Of(entries, inserted));
         }
 
         return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            IReadOnlyList<ReportTotal> totals = [.. _reportTotals.Of(programId)
+                .Where(t => t.Day >= fromDay && t.Day < toDay)
+                .GroupBy(t => (Day: perDay ? t.Day : fromDay, t.Metric, t.Key))
+                .Select(g => new ReportTotal(g.Key.Day, g.Key.Metric, g.Key.Key, g.Sum(t => t.Value)))
+                .OrderBy(t => t.Day).ThenBy(t => t.Metric).ThenBy(t => t.Key, StringComparer.Ordinal)];
+            return Task.FromResult(totals);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task ReplaceTotalsAsync(string programId, ReportTotals totals, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            _reportTotals.Remove(programId);
+            _reportTotals.Add(totals);
+            _rebuilds.Remove(programId);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public Task MarkTotalsForRebuildAsync(string? programId, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            _rebuilds.UnionWith(programId is null ? _order.Keys : [programId]);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<string>> ReadTotalsToRebuildAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            return Task.FromResult<IReadOnlyList<string>>([.. _rebuilds.Order(StringComparer.Ordinal)]);
+        }
     }
 
     /// <inheritdoc />
@@ -133,6 +186,8 @@ public sealed class MemoryLedgerStore : ILedgerStore
             {
                 TryAppend(first);
                 TryAppend(second);
+                _reportTotals.Add(first);
+                _reportTotals.Add(second);
             }
 
             return Task.FromResult(free);

@@ -1,3 +1,4 @@
+using Loyalty.Storage.Reports;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -26,7 +27,11 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         "$15::bigint[], $16::timestamptz[], $17::text[]) " +
         "ON CONFLICT DO NOTHING RETURNING program_id, member_id, seq";
 
+    /// <summary>Report totals slots: engines add into different rows of one day's totals, most of the time.</summary>
+    private const int TotalsSlots = 16;
+
     private readonly NpgsqlDataSource _dataSource;
+    private readonly short _slot = (short)Random.Shared.Next(TotalsSlots);
 
     /// <summary>Creates the store over a pooled data source.</summary>
     public PostgresLedgerStore(string connectionString)
@@ -82,8 +87,116 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
 
         if (entries.Count > 0)
         {
-            await InsertAsync(connection, entries, detailsJson, inserted, cancellationToken);
+            // The entries and the report totals of those written commit together.
+            await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
+            try
+            {
+                await InsertAsync(connection, entries, detailsJson, inserted, cancellationToken);
+                await WriteTotalsAsync(connection, ReportTotals.Of(entries, inserted), _slot, cancellationToken);
+                await transaction.CommitAsync(cancellationToken);
+            }
+            catch
+            {
+                Array.Clear(inserted);
+                throw;
+            }
         }
+    }
+
+    /// <summary>Adds totals into this engine's slot of their rows, in the rows' order (so two engines sharing a slot cannot deadlock).</summary>
+    private static async Task WriteTotalsAsync(NpgsqlConnection connection, ReportTotals totals, short slot, CancellationToken cancellationToken)
+    {
+        if (totals.Count == 0)
+        {
+            return;
+        }
+
+        int n = totals.Count, i = 0;
+        var programs = new string[n];
+        var days = new int[n];
+        var metrics = new short[n];
+        var keys = new string[n];
+        var values = new long[n];
+        foreach ((string program, ReportTotal total) in totals.Sorted)
+        {
+            (programs[i], days[i], metrics[i], keys[i], values[i]) = (program, total.Day, (short)total.Metric, total.Key, total.Value);
+            i++;
+        }
+
+        await using var command = new NpgsqlCommand(
+            "INSERT INTO report_totals (program_id, day, metric, key, slot, value) " +
+            "SELECT p, d, m, k, $6, v FROM unnest($1::text[], $2::int[], $3::smallint[], $4::text[], $5::bigint[]) AS t(p, d, m, k, v) " +
+            "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = report_totals.value + excluded.value;", connection);
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = programs });
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = days });
+        command.Parameters.Add(new NpgsqlParameter<short[]> { TypedValue = metrics });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = keys });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = values });
+        command.Parameters.Add(new NpgsqlParameter<short> { TypedValue = slot });
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken)
+    {
+        string day = perDay ? "day" : "$2";
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            $"SELECT {day}, metric, key, sum(value)::bigint FROM report_totals WHERE program_id = $1 AND day >= $2 AND day < $3 GROUP BY {day}, metric, key ORDER BY 1, 2, 3;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(fromDay);
+        command.Parameters.AddWithValue(toDay);
+        var totals = new List<ReportTotal>();
+        await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            totals.Add(new ReportTotal(reader.GetInt32(0), (ReportMetric)reader.GetInt16(1), reader.GetString(2), reader.GetInt64(3)));
+        }
+
+        return totals;
+    }
+
+    /// <inheritdoc />
+    public async Task ReplaceTotalsAsync(string programId, ReportTotals totals, CancellationToken cancellationToken)
+    {
+        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
+        foreach (string sql in (string[])["DELETE FROM report_totals WHERE program_id = $1;", "DELETE FROM report_rebuilds WHERE program_id = $1;"])
+        {
+            await using var delete = new NpgsqlCommand(sql, connection);
+            delete.Parameters.AddWithValue(programId);
+            await delete.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        await WriteTotalsAsync(connection, totals, 0, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task MarkTotalsForRebuildAsync(string? programId, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(programId is null
+            ? "INSERT INTO report_rebuilds (program_id) SELECT DISTINCT program_id FROM ledger_entries ON CONFLICT DO NOTHING;"
+            : "INSERT INTO report_rebuilds (program_id) VALUES ($1) ON CONFLICT DO NOTHING;");
+        if (programId is not null)
+        {
+            command.Parameters.AddWithValue(programId);
+        }
+
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<string>> ReadTotalsToRebuildAsync(CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT program_id FROM report_rebuilds ORDER BY program_id;");
+        var ids = new List<string>();
+        await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            ids.Add(reader.GetString(0));
+        }
+
+        return ids;
     }
 
     /// <summary>Inserts the entries with one statement; <paramref name="inserted"/>[i] tells whether entry i was written.</summary>
@@ -228,6 +341,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         await InsertAsync(connection, [first, second], null, inserted, cancellationToken);
         if (inserted[0] && inserted[1])
         {
+            await WriteTotalsAsync(connection, ReportTotals.Of([first, second], inserted), _slot, cancellationToken);
             await transaction.CommitAsync(cancellationToken);
             return true;
         }

@@ -1,3 +1,4 @@
+using Loyalty.Storage.Reports;
 using Microsoft.Data.Sqlite;
 
 namespace Loyalty.Storage;
@@ -126,6 +127,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
                 inserted[i] = insert.Insert(entries[i], detailsJson is null ? DetailsJson.Write(entries[i].Details) : detailsJson[i]);
             }
 
+            WriteTotals(transaction, ReportTotals.Of(entries, inserted));
             await transaction.CommitAsync(cancellationToken);
         }
         catch
@@ -219,6 +221,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
             bool both = insert.Insert(first, DetailsJson.Write(first.Details)) && insert.Insert(second, DetailsJson.Write(second.Details));
             if (both)
             {
+                WriteTotals(transaction, ReportTotals.Of([first, second], [true, true]));
                 await transaction.CommitAsync(cancellationToken);
             }
             else
@@ -383,6 +386,96 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         await ExecuteAsync(_writer, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);
         _insert = new SqliteInsert(_writer, InsertSql);
         return _insert;
+    }
+
+    /// <summary>Adds report totals in the writer's transaction (one writer: one slot).</summary>
+    private static void WriteTotals(SqliteTransaction transaction, ReportTotals totals)
+    {
+        if (totals.Count == 0)
+        {
+            return;
+        }
+
+        using SqliteCommand command = transaction.Connection!.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = "INSERT INTO report_totals (program_id, day, metric, key, slot, value) VALUES ($p, $d, $m, $k, 0, $v) " +
+            "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = value + excluded.value;";
+        SqliteParameter program = command.Parameters.Add("$p", SqliteType.Text);
+        SqliteParameter day = command.Parameters.Add("$d", SqliteType.Integer);
+        SqliteParameter metric = command.Parameters.Add("$m", SqliteType.Integer);
+        SqliteParameter key = command.Parameters.Add("$k", SqliteType.Text);
+        SqliteParameter value = command.Parameters.Add("$v", SqliteType.Integer);
+        foreach ((string programId, ReportTotal total) in totals.Sorted)
+        {
+            (program.Value, day.Value, metric.Value, key.Value, value.Value) = (programId, total.Day, (short)total.Metric, total.Key, total.Value);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken)
+    {
+        string dayColumn = perDay ? "day" : "$f";
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"SELECT {dayColumn}, metric, key, sum(value) FROM report_totals WHERE program_id = $p AND day >= $f AND day < $t " +
+            $"GROUP BY {dayColumn}, metric, key ORDER BY 1, 2, 3;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$f", fromDay);
+        command.Parameters.AddWithValue("$t", toDay);
+        var totals = new List<ReportTotal>();
+        await using SqliteDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            totals.Add(new ReportTotal(reader.GetInt32(0), (ReportMetric)reader.GetInt16(1), reader.GetString(2), reader.GetInt64(3)));
+        }
+
+        return totals;
+    }
+
+    /// <inheritdoc />
+    public async Task ReplaceTotalsAsync(string programId, ReportTotals totals, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteTransaction transaction = (SqliteTransaction)await connection.BeginTransactionAsync(cancellationToken);
+        await using (SqliteCommand delete = connection.CreateCommand())
+        {
+            delete.Transaction = transaction;
+            delete.CommandText = "DELETE FROM report_totals WHERE program_id = $p; DELETE FROM report_rebuilds WHERE program_id = $p;";
+            delete.Parameters.AddWithValue("$p", programId);
+            await delete.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        WriteTotals(transaction, totals);
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task MarkTotalsForRebuildAsync(string? programId, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = programId is null
+            ? "INSERT OR IGNORE INTO report_rebuilds (program_id) SELECT DISTINCT program_id FROM ledger_entries;"
+            : "INSERT OR IGNORE INTO report_rebuilds (program_id) VALUES ($p);";
+        command.Parameters.AddWithValue("$p", (object?)programId ?? DBNull.Value);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<string>> ReadTotalsToRebuildAsync(CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT program_id FROM report_rebuilds ORDER BY program_id;";
+        var ids = new List<string>();
+        await using SqliteDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            ids.Add(reader.GetString(0));
+        }
+
+        return ids;
     }
 
     private void ResetWriter()

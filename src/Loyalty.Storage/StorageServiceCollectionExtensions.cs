@@ -86,6 +86,13 @@ internal sealed partial class LedgerLifecycle(ILedgerStore store, LedgerCommitQu
     private async Task StartAsync(CancellationToken cancellationToken)
     {
         await store.MigrateAsync(cancellationToken);
+        // Before the first commit: a rebuild must not race the writers of its program.
+        (int programs, long entries) = await Reports.ReportRebuild.RunDueAsync(store, cancellationToken);
+        if (programs > 0)
+        {
+            LogTotalsRebuilt(programs, entries);
+        }
+
         queue.Start();
         LogStarted(store.GetType().Name);
         if (store is MemoryLedgerStore)
@@ -102,6 +109,9 @@ internal sealed partial class LedgerLifecycle(ILedgerStore store, LedgerCommitQu
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Ledger ready on {Store}")]
     private partial void LogStarted(string store);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Report totals rebuilt from the ledger for {Programs} programs ({Entries} entries)")]
+    private partial void LogTotalsRebuilt(int programs, long entries);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Storage:Provider is Memory: nothing is durable; for benchmarks only")]
     private partial void LogNotDurable();

@@ -77,6 +77,7 @@ public static class AccessPolicy
         ["/loyalty.v1.Webhooks/DeleteWebhook"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Webhooks/ListWebhookDeliveries"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Webhooks/RedeliverWebhookEvent"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: true),
+        ["/loyalty.v1.Reports/GetProgramReport"] = new(Owners | Scopes.Reader, ProgramScoped: true, CallKind.Unary, Audited: false),
 
         // Health probes come from load balancers and orchestrators, which hold no key; the answer
         // (serving or not) says nothing about any program.

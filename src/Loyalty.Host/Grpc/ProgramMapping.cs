@@ -49,7 +49,8 @@ internal static class ProgramMapping
             m.Referrals is null ? null : new ReferralPolicy(
                 m.Referrals.ReferrerPoints, m.Referrals.ReferredPoints, m.Referrals.MinPurchaseMinor, m.Referrals.CapPerPeriod,
                 m.Referrals.PeriodDays == 0 ? ReferralPolicy.PeriodDaysDefault : m.Referrals.PeriodDays),
-            m.MaxBackdateDays == 0 ? ProgramSettings.MaxBackdateDaysDefault : m.MaxBackdateDays);
+            m.MaxBackdateDays == 0 ? ProgramSettings.MaxBackdateDaysDefault : m.MaxBackdateDays,
+            m.Accounting is null ? null : new AccountingPolicy(m.Accounting.PointValueMinorPerThousand, m.Accounting.ExpectedBreakageBp));
     }
 
     /// <summary>The settings message.</summary>
@@ -109,6 +110,11 @@ internal static class ProgramMapping
 
         m.ReservationHoldSeconds = s.ReservationHoldSeconds;
         m.MaxBackdateDays = s.MaxBackdateDays;
+        if (s.Accounting is { } accounting)
+        {
+            m.Accounting = new V1.AccountingPolicy { PointValueMinorPerThousand = accounting.PointValueMinorPerThousand, ExpectedBreakageBp = accounting.ExpectedBreakageBp };
+        }
+
         return m;
     }
 

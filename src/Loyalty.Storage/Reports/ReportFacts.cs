@@ -1,0 +1,241 @@
+namespace Loyalty.Storage.Reports;
+
+/// <summary>
+/// What a program's report totals count, per day. Point flows are stored as positive numbers; a
+/// flow's direction is <see cref="ReportFacts.SignOf"/>. Every entry's points are split over the
+/// flows exactly, so the signed sum of the flows up to a day is the sum of the ledger up to it.
+/// </summary>
+public enum ReportMetric : short
+{
+    /// <summary>Points earned by purchases: base rate, product rules, tier and flag multipliers.</summary>
+    IssuedPurchases = 1,
+
+    /// <summary>Points from bonus campaigns.</summary>
+    IssuedBonuses = 2,
+
+    /// <summary>Sign-up bonuses (on enrolment or on the first purchase).</summary>
+    IssuedSignup = 3,
+
+    /// <summary>Referral rewards, to the referred member and to the referrer.</summary>
+    IssuedReferrals = 4,
+
+    /// <summary>Points added by support staff.</summary>
+    IssuedAdjustments = 5,
+
+    /// <summary>Points removed by support staff.</summary>
+    DeductedAdjustments = 6,
+
+    /// <summary>Points reversed by returns (and reversed referral rewards).</summary>
+    Reversed = 7,
+
+    /// <summary>Points spent on rewards; the key is the reward id.</summary>
+    Redeemed = 8,
+
+    /// <summary>Points expired (breakage).</summary>
+    Expired = 9,
+
+    /// <summary>Points that arrived with a merged duplicate account.</summary>
+    MergedIn = 10,
+
+    /// <summary>Points that left with an account merged into another.</summary>
+    MergedOut = 11,
+
+    /// <summary>Points spent on a purchase that came back in full, returned to the member's lots.</summary>
+    RedemptionsReturned = 12,
+
+    /// <summary>Points of an entry no other flow explains (signed; zero unless a new kind of entry moves points).</summary>
+    Other = 13,
+
+    /// <summary>Points earned into a pending lot.</summary>
+    PendingAdded = 20,
+
+    /// <summary>Pending points that become spendable, on the day they do (so future days may hold them).</summary>
+    PendingMatured = 21,
+
+    /// <summary>Pending points reversed by a return before they became spendable.</summary>
+    PendingReversed = 22,
+
+    /// <summary>Money of purchases, in the program's minor units.</summary>
+    Sales = 30,
+
+    /// <summary>Purchases (earn entries).</summary>
+    Purchases = 31,
+
+    /// <summary>Money returned, in minor units.</summary>
+    ReturnedSales = 32,
+
+    /// <summary>Returns.</summary>
+    Returns = 33,
+
+    /// <summary>Members enrolled.</summary>
+    Enrolled = 40,
+
+    /// <summary>Points redeemed from lots that expire (or expired) on the day; for breakage on matured lots.</summary>
+    CohortRedeemed = 50,
+
+    /// <summary>Points of lots that expired on the day.</summary>
+    CohortExpired = 51,
+}
+
+/// <summary>One day's total of a metric (and key) of a program.</summary>
+/// <param name="Day">The UTC day (<see cref="DateOnly.DayNumber"/>).</param>
+/// <param name="Metric">What is counted.</param>
+/// <param name="Key">A sub-total's key (a reward id) or "".</param>
+/// <param name="Value">The total.</param>
+public readonly record struct ReportTotal(int Day, ReportMetric Metric, string Key, long Value);
+
+/// <summary>
+/// The report totals of ledger entries: a pure function of each entry, added up per batch and
+/// written in the same transaction as the entries, so reports see exactly what the ledger holds.
+/// </summary>
+public static class ReportFacts
+{
+    /// <summary>The UTC day of a time, as reports bucket it.</summary>
+    public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
+
+    /// <summary>+1 for flows that add points to the program's outstanding total, −1 for those that take them, 0 for others.</summary>
+    public static int SignOf(ReportMetric metric) => metric switch
+    {
+        ReportMetric.IssuedPurchases or ReportMetric.IssuedBonuses or ReportMetric.IssuedSignup or ReportMetric.IssuedReferrals
+            or ReportMetric.IssuedAdjustments or ReportMetric.MergedIn or ReportMetric.RedemptionsReturned or ReportMetric.Other => 1,
+        ReportMetric.DeductedAdjustments or ReportMetric.Reversed or ReportMetric.Redeemed or ReportMetric.Expired or ReportMetric.MergedOut => -1,
+        _ => 0,
+    };
+
+    /// <summary>Adds what <paramref name="e"/> contributes to <paramref name="into"/>.</summary>
+    public static void Collect(LedgerEntry e, ReportTotals into)
+    {
+        int day = DayOf(e.RecordedAt);
+        long explained = e.Kind switch
+        {
+            LedgerEntryKind.Earn => Earn(e, day, into),
+            LedgerEntryKind.Enrol => Enrol(e, day, into),
+            LedgerEntryKind.Return => Return(e, day, into),
+            LedgerEntryKind.Redeem => Redeem(e, day, into),
+            LedgerEntryKind.Expire => Expire(e, day, into),
+            LedgerEntryKind.Adjust or LedgerEntryKind.ReferralReward or LedgerEntryKind.MergedIn or LedgerEntryKind.MergedAway => Flow(e, day, into),
+            _ => 0,
+        };
+
+        long rest = checked(e.Points.Value - explained);
+        if (rest != 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.Other, "", rest);
+        }
+    }
+
+    private static long Earn(LedgerEntry e, int day, ReportTotals into)
+    {
+        long bonuses = 0, signup = 0, referrals = 0;
+        foreach (BreakdownComponent c in e.Details?.Components ?? [])
+        {
+            switch (c.Kind)
+            {
+                case ComponentKind.Campaign: bonuses = checked(bonuses + c.Points); break;
+                case ComponentKind.Signup: signup = checked(signup + c.Points); break;
+                case ComponentKind.Referral: referrals = checked(referrals + c.Points); break;
+            }
+        }
+
+        // The purchase's own points are the rest, so the parts always add up to the entry.
+        long purchases = checked(e.Points.Value - bonuses - signup - referrals);
+        into.Add(e.ProgramId, day, ReportMetric.IssuedPurchases, "", purchases);
+        into.Add(e.ProgramId, day, ReportMetric.IssuedBonuses, "", bonuses);
+        into.Add(e.ProgramId, day, ReportMetric.IssuedSignup, "", signup);
+        into.Add(e.ProgramId, day, ReportMetric.IssuedReferrals, "", referrals);
+        into.Add(e.ProgramId, day, ReportMetric.Sales, "", e.AmountMinor);
+        into.Add(e.ProgramId, day, ReportMetric.Purchases, "", 1);
+        if (e.AvailableAt is { } available && available > e.RecordedAt && e.Points.Value > 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.PendingAdded, "", e.Points.Value);
+            into.Add(e.ProgramId, DayOf(available), ReportMetric.PendingMatured, "", e.Points.Value);
+        }
+
+        return e.Points.Value;
+    }
+
+    private static long Enrol(LedgerEntry e, int day, ReportTotals into)
+    {
+        into.Add(e.ProgramId, day, ReportMetric.Enrolled, "", 1);
+        into.Add(e.ProgramId, day, ReportMetric.IssuedSignup, "", e.Points.Value);
+        if (e.AvailableAt is { } available && available > e.RecordedAt && e.Points.Value > 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.PendingAdded, "", e.Points.Value);
+            into.Add(e.ProgramId, DayOf(available), ReportMetric.PendingMatured, "", e.Points.Value);
+        }
+
+        return e.Points.Value;
+    }
+
+    private static long Return(LedgerEntry e, int day, ReportTotals into)
+    {
+        EntryDetails d = e.Details ?? new EntryDetails();
+        long reversed = checked(d.PendingReversed + d.ActiveReversed);
+        long restored = 0;
+        foreach (LotUse lot in d.Restored ?? [])
+        {
+            restored = checked(restored + lot.Points);
+            if (lot.ExpiresAt is { } expires)
+            {
+                into.Add(e.ProgramId, DayOf(expires), ReportMetric.CohortRedeemed, "", -lot.Points);
+            }
+        }
+
+        into.Add(e.ProgramId, day, ReportMetric.Reversed, "", reversed);
+        into.Add(e.ProgramId, day, ReportMetric.RedemptionsReturned, "", restored);
+        into.Add(e.ProgramId, day, ReportMetric.ReturnedSales, "", d.ReturnedAmountMinor);
+        into.Add(e.ProgramId, day, ReportMetric.Returns, "", 1);
+        if (d.PendingReversed > 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.PendingReversed, "", d.PendingReversed);
+            if (d.PendingAvailableAt is { } available)
+            {
+                // Those points will not mature after all.
+                into.Add(e.ProgramId, DayOf(available), ReportMetric.PendingMatured, "", -d.PendingReversed);
+            }
+        }
+
+        return checked(restored - reversed);
+    }
+
+    private static long Redeem(LedgerEntry e, int day, ReportTotals into)
+    {
+        into.Add(e.ProgramId, day, ReportMetric.Redeemed, e.Details?.RewardId ?? "", -e.Points.Value);
+        foreach (LotUse lot in e.Details?.Lots ?? [])
+        {
+            if (lot.ExpiresAt is { } expires)
+            {
+                into.Add(e.ProgramId, DayOf(expires), ReportMetric.CohortRedeemed, "", lot.Points);
+            }
+        }
+
+        return e.Points.Value;
+    }
+
+    private static long Expire(LedgerEntry e, int day, ReportTotals into)
+    {
+        into.Add(e.ProgramId, day, ReportMetric.Expired, "", -e.Points.Value);
+        foreach (LotUse lot in e.Details?.Lots ?? [])
+        {
+            // A lot expired early (inactivity) matured on the day it went.
+            DateTimeOffset matured = lot.ExpiresAt is { } expires && expires < e.RecordedAt ? expires : e.RecordedAt;
+            into.Add(e.ProgramId, DayOf(matured), ReportMetric.CohortExpired, "", lot.Points);
+        }
+
+        return e.Points.Value;
+    }
+
+    /// <summary>Entries that move points one way or the other under one pair of flows.</summary>
+    private static long Flow(LedgerEntry e, int day, ReportTotals into)
+    {
+        (ReportMetric up, ReportMetric down) = e.Kind switch
+        {
+            LedgerEntryKind.Adjust => (ReportMetric.IssuedAdjustments, ReportMetric.DeductedAdjustments),
+            LedgerEntryKind.ReferralReward => (ReportMetric.IssuedReferrals, ReportMetric.Reversed),
+            _ => (ReportMetric.MergedIn, ReportMetric.MergedOut),
+        };
+        long points = e.Points.Value;
+        into.Add(e.ProgramId, day, points >= 0 ? up : down, "", Math.Abs(points));
+        return points;
+    }
+}

@@ -1,0 +1,70 @@
+namespace Loyalty.Storage.Reports;
+
+/// <summary>
+/// Report totals added up over a batch of entries (or a whole ledger, when rebuilding), one
+/// number per (program, day, metric, key); written with one statement per batch.
+/// </summary>
+public sealed class ReportTotals
+{
+    private readonly Dictionary<(string Program, int Day, ReportMetric Metric, string Key), long> _totals = [];
+
+    /// <summary>How many distinct totals are held.</summary>
+    public int Count => _totals.Count;
+
+    /// <summary>The totals, sorted by program, day, metric and key (the order rows are locked in).</summary>
+    public IEnumerable<(string Program, ReportTotal Total)> Sorted =>
+        _totals.OrderBy(t => t.Key.Program, StringComparer.Ordinal).ThenBy(t => t.Key.Day).ThenBy(t => t.Key.Metric).ThenBy(t => t.Key.Key, StringComparer.Ordinal)
+            .Select(t => (t.Key.Program, new ReportTotal(t.Key.Day, t.Key.Metric, t.Key.Key, t.Value)));
+
+    /// <summary>The totals of the entries <paramref name="inserted"/> says were written.</summary>
+    public static ReportTotals Of(IReadOnlyList<LedgerEntry> entries, bool[] inserted)
+    {
+        var totals = new ReportTotals();
+        for (int i = 0; i < entries.Count; i++)
+        {
+            if (inserted[i])
+            {
+                ReportFacts.Collect(entries[i], totals);
+            }
+        }
+
+        return totals;
+    }
+
+    /// <summary>Adds <paramref name="value"/> to a total (nothing for zero); checked.</summary>
+    public void Add(string programId, int day, ReportMetric metric, string key, long value)
+    {
+        if (value == 0)
+        {
+            return;
+        }
+
+        var at = (programId, day, metric, key);
+        _totals[at] = checked(_totals.GetValueOrDefault(at) + value);
+    }
+
+    /// <summary>Adds every total of <paramref name="other"/>.</summary>
+    public void Add(ReportTotals other)
+    {
+        foreach (KeyValuePair<(string Program, int Day, ReportMetric Metric, string Key), long> t in other._totals)
+        {
+            Add(t.Key.Program, t.Key.Day, t.Key.Metric, t.Key.Key, t.Value);
+        }
+    }
+
+    /// <summary>Removes a program's totals.</summary>
+    public void Remove(string programId)
+    {
+        foreach ((string, int, ReportMetric, string) key in _totals.Keys.Where(k => k.Program == programId).ToList())
+        {
+            _totals.Remove(key);
+        }
+    }
+
+    /// <summary>A program's totals (unsorted).</summary>
+    public IEnumerable<ReportTotal> Of(string programId) =>
+        _totals.Where(t => t.Key.Program == programId).Select(t => new ReportTotal(t.Key.Day, t.Key.Metric, t.Key.Key, t.Value));
+
+    /// <summary>Adds an entry's contribution.</summary>
+    public void Add(LedgerEntry entry) => ReportFacts.Collect(entry, this);
+}

@@ -1,0 +1,206 @@
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Loyalty.Api;
+using Loyalty.Storage;
+using Loyalty.Storage.Reports;
+using Loyalty.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Reports;
+
+/// <summary>
+/// Programme reports against the ledger they summarise: a year of a small programme (sign-ups,
+/// pending purchases, a campaign, a return, adjustments, redemptions, a merge, expiry) on both
+/// databases, every figure checked against SQL run directly on the ledger and against the members.
+/// </summary>
+public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private const string Program = "acct";
+    private static readonly DateTimeOffset Start = new(2026, 11, 24, 12, 0, 0, TimeSpan.Zero);
+    private static readonly TimeSpan DueWaitMax = TimeSpan.FromSeconds(20);
+    private static readonly string[] MemberIds = ["a", "b", "c", "d"];
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task EveryFigure_EqualsTheSumOverTheLedger_AndTheMembers_AndARebuildGivesTheSameReport(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "report"), clock, "--Schedule:PollIntervalMs=50");
+        var reports = new V1.Reports.ReportsClient(engine.Invoker);
+        await PlayAYearAsync(engine, clock);
+
+        var request = new V1.ProgramReportRequest { ProgramId = Program, From = "2026-11-01", GroupBy = V1.ReportGrouping.Month, Csv = true };
+        V1.ProgramReport report = await reports.GetProgramReportAsync(request);
+        V1.PointFlows total = report.Total.Flows;
+        V1.ProgramBalances closing = report.Total.Closing;
+        StorageOptions db = engine.Storage;
+        output.WriteLine(report.Csv);
+
+        Assert.Equal(await LedgerAsync(db, "SUM(points)", ""), total.Net);
+        Assert.Equal(total.Net, closing.Outstanding);
+        Assert.Equal(0, report.Opening.Outstanding);
+        Assert.Equal(await LedgerAsync(db, "COUNT(*)", "AND kind = 1"), total.Enrolled);
+        Assert.Equal(await LedgerAsync(db, "COUNT(*)", "AND kind = 2"), total.Purchases);
+        Assert.Equal(await LedgerAsync(db, "SUM(amount_minor)", "AND kind = 2"), total.SalesMinor);
+        Assert.Equal(await LedgerAsync(db, "COUNT(*)", "AND kind = 4"), total.Returns);
+        Assert.Equal(await LedgerAsync(db, "SUM(points)", "AND kind = 5 AND points > 0"), total.IssuedAdjustments);
+        Assert.Equal(await LedgerAsync(db, "-SUM(points)", "AND kind = 5 AND points < 0"), total.DeductedAdjustments);
+        Assert.Equal(await LedgerAsync(db, "-SUM(points)", "AND kind = 7"), total.Redeemed);
+        Assert.Equal(total.Redeemed, Assert.Single(report.Total.RedeemedByReward, r => r.RewardId == "mug").Points);
+        Assert.Equal(await LedgerAsync(db, "-SUM(points)", "AND kind = 10"), total.Expired);
+        Assert.Equal(await LedgerAsync(db, "SUM(points)", "AND kind = 17"), total.MergedIn);
+        Assert.Equal(await LedgerAsync(db, "-SUM(points)", "AND kind = 16"), total.MergedOut);
+        Assert.Equal(await LedgerAsync(db, $"SUM({Json(backend, "pending_reversed")} + {Json(backend, "active_reversed")})", "AND kind = 4"), total.Reversed);
+        Assert.Equal(await CampaignPointsAsync(db, backend), total.IssuedBonuses);
+        Assert.Equal(await LedgerAsync(db, "SUM(points)", "AND kind = 1"), total.IssuedSignup);
+        Assert.Equal(0, total.Other);
+
+        // The story touched every figure it checks (a test of zeros proves nothing).
+        Assert.All([total.IssuedBonuses, total.IssuedAdjustments, total.DeductedAdjustments, total.Reversed, total.Redeemed, total.Expired,
+            total.MergedIn, total.PendingAdded, total.PendingMatured, total.PendingReversed, total.ReturnedMinor], v => Assert.True(v > 0));
+
+        // What the members hold is what the report says is outstanding.
+        V1.Member[] members = [.. await Task.WhenAll(MemberIds.Select(async m => await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = m })))];
+        Assert.Equal(members.Sum(m => m.Balance + m.PendingPoints), closing.Outstanding);
+        Assert.Equal(members.Sum(m => m.PendingPoints), closing.Pending);
+        Assert.Equal(4, closing.Members);
+
+        // Accounting: four cents a point; breakage observed on lots that matured (all of them, a year on).
+        Assert.Equal(closing.Outstanding * 4, closing.LiabilityMinor);
+        Assert.True(closing.BreakageObserved);
+        Assert.Equal(total.Expired, closing.MaturedExpired);
+        Assert.Equal(total.Redeemed, closing.MaturedRedeemed);
+        int breakage = (int)Math.Round(total.Expired * 10_000m / (total.Expired + total.Redeemed), MidpointRounding.AwayFromZero);
+        Assert.Equal(breakage, closing.BreakageBp);
+        Assert.Equal((long)Math.Round(closing.LiabilityMinor * (10_000 - breakage) / 10_000m, MidpointRounding.AwayFromZero), closing.DeferredRevenueMinor);
+
+        // The periods add up to the whole, each closing where the next opens.
+        // November 2026 to January 2028, the engine's today.
+        Assert.Equal(15, report.Periods.Count);
+        Assert.Equal(total.Net, report.Periods.Sum(p => p.Flows.Net));
+        Assert.Equal(total.Issued, report.Periods.Sum(p => p.Flows.Issued));
+        Assert.Equal(closing, report.Periods[^1].Closing);
+        Assert.Equal(report.Periods.Count + 1, report.Csv.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+
+        // Rebuilt from the ledger alone, the totals give the same report.
+        await RebuildAsync(db);
+        Assert.Equal(report, await reports.GetProgramReportAsync(request));
+    }
+
+    [Fact]
+    public async Task ABadPeriod_AnUnknownProgram_AndATillKey_AreRefused_WithTheReason()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "reportbad"));
+        await engine.Programs.PutProgramAsync(Wire.Program(Program));
+        var reports = new V1.Reports.ReportsClient(engine.Invoker);
+        string till = (await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = Program, Scope = V1.KeyScope.Pos, Name = "till" })).Secret;
+
+        async Task<RpcException> Refused(V1.ProgramReportRequest request, V1.Reports.ReportsClient? client = null) =>
+            await Assert.ThrowsAsync<RpcException>(() => (client ?? reports).GetProgramReportAsync(request).ResponseAsync);
+
+        RpcException day = await Refused(new() { ProgramId = Program, From = "1 Nov 2026" });
+        RpcException order = await Refused(new() { ProgramId = Program, From = "2026-11-02", To = "2026-11-01" });
+        RpcException periods = await Refused(new() { ProgramId = Program, From = "2020-01-01", To = "2026-11-01", GroupBy = V1.ReportGrouping.Day });
+        RpcException unknown = await Refused(new() { ProgramId = "nope" });
+        RpcException pos = await Refused(new() { ProgramId = Program }, new V1.Reports.ReportsClient(engine.Channel.WithKey(till)));
+
+        Assert.Equal(StatusCode.InvalidArgument, day.StatusCode);
+        Assert.Contains("YYYY-MM-DD", day.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.InvalidArgument, order.StatusCode);
+        Assert.Contains("after", order.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.InvalidArgument, periods.StatusCode);
+        Assert.Contains("group by a longer period", periods.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.NotFound, unknown.StatusCode);
+        Assert.Equal(StatusCode.PermissionDenied, pos.StatusCode);
+    }
+
+    /// <summary>
+    /// Sign-ups, pending purchases under a double-points campaign, a return inside the pending
+    /// window, adjustments both ways, a redemption, a merge; then the pending points mature, one
+    /// more redemption, and a year later every lot left expires.
+    /// </summary>
+    private static async Task PlayAYearAsync(InProcessEngine engine, FakeTimeProvider clock)
+    {
+        V1.PutProgramRequest program = Wire.Program(Program);
+        program.Settings.SignupBonusPoints = 50;
+        program.Settings.PendingDays = 7;
+        program.Settings.Expiry = new V1.ExpiryPolicy { Mode = V1.ExpiryMode.Lifespan, LifespanMonths = 12 };
+        program.Settings.Accounting = new V1.AccountingPolicy { PointValueMinorPerThousand = 4_000, ExpectedBreakageBp = 1_500 };
+        program.Settings.Rewards.Add(new V1.Reward { Id = "mug", Name = "Mug", Kind = V1.RewardKind.Product, Sku = "mug", PointsPrice = 30 });
+        program.Settings.Campaigns.Add(new V1.Campaign
+        {
+            Id = "double", Name = "Double points", MultiplierBp = 20_000,
+            StartsAt = Timestamp.FromDateTimeOffset(Start.AddMonths(-2)), EndsAt = Timestamp.FromDateTimeOffset(Start.AddMonths(2)),
+        });
+        await engine.Programs.PutProgramAsync(program);
+        foreach (string member in MemberIds)
+        {
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = member });
+        }
+
+        await engine.Purchases.AccrueAsync(Purchase("a", "a1", 100_00));
+        await engine.Purchases.AccrueAsync(Purchase("a", "a2", 40_00));
+        await engine.Purchases.AccrueAsync(Purchase("b", "b1", 50_00));
+        await engine.Purchases.AccrueAsync(Purchase("c", "c1", 80_00));
+        await engine.Purchases.ReturnAsync(new V1.ReturnRequest
+        {
+            TransactionId = "r1", ProgramId = Program, MemberId = "a", OriginalTransactionId = "a1", StoreId = "store-1",
+            AmountMinor = 40_00, Currency = "USD", OccurredAt = Timestamp.FromDateTimeOffset(clock.GetUtcNow()),
+        });
+        await engine.Members.AdjustPointsAsync(new V1.AdjustPointsRequest { ProgramId = Program, MemberId = "b", TransactionId = "adj1", Points = 25, Reason = "goodwill" });
+        await engine.Members.AdjustPointsAsync(new V1.AdjustPointsRequest { ProgramId = Program, MemberId = "c", TransactionId = "adj2", Points = -10, Reason = "correction" });
+        var redemptions = new V1.Redemptions.RedemptionsClient(engine.Invoker);
+        await redemptions.RedeemAsync(new V1.RedeemRequest { TransactionId = "red1", ProgramId = Program, MemberId = "d", RewardId = "mug", Quantity = 1, StoreId = "store-1" });
+        await engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = Program, SurvivorId = "b", DuplicateId = "d", Reason = "same person" });
+
+        clock.Advance(TimeSpan.FromDays(8));
+        await engine.Purchases.AccrueAsync(Purchase("a", "a3", 20_00));
+        await redemptions.RedeemAsync(new V1.RedeemRequest { TransactionId = "red2", ProgramId = Program, MemberId = "a", RewardId = "mug", Quantity = 2, StoreId = "store-1" });
+
+        clock.Advance(TimeSpan.FromDays(400));
+        DateTime until = DateTime.UtcNow + DueWaitMax;
+        while (await LedgerAsync(engine.Storage, "SUM(points)", "") != 0)
+        {
+            Assert.True(DateTime.UtcNow < until, "the lots left did not expire in time");
+            await Task.Delay(100);
+        }
+    }
+
+    private static V1.Purchase Purchase(string member, string txn, long amountMinor)
+    {
+        V1.Purchase purchase = Wire.Purchase(Program, member, txn, amountMinor);
+        purchase.OccurredAt = Timestamp.FromDateTimeOffset(Start.AddHours(-1));
+        return purchase;
+    }
+
+    private static Task<long> LedgerAsync(StorageOptions db, string aggregate, string where) =>
+        Sql.ScalarAsync(db, $"SELECT COALESCE({aggregate}, 0) FROM ledger_entries WHERE program_id = '{Program}' {where}");
+
+    private static string Json(Backend backend, string field) => backend == Backend.Postgres
+        ? $"COALESCE((details::jsonb ->> '{field}')::bigint, 0)"
+        : $"COALESCE(json_extract(details, '$.{field}'), 0)";
+
+    private static Task<long> CampaignPointsAsync(StorageOptions db, Backend backend) => Sql.ScalarAsync(db, backend == Backend.Postgres
+        ? $"SELECT COALESCE(SUM((c ->> 'points')::bigint), 0) FROM ledger_entries, jsonb_array_elements(details::jsonb -> 'components') c " +
+          $"WHERE program_id = '{Program}' AND kind = 2 AND c ->> 'kind' = 'Campaign'"
+        : $"SELECT COALESCE(SUM(json_extract(c.value, '$.points')), 0) FROM ledger_entries, json_each(ledger_entries.details, '$.components') c " +
+          $"WHERE program_id = '{Program}' AND kind = 2 AND json_extract(c.value, '$.kind') = 'Campaign'");
+
+    private static async Task RebuildAsync(StorageOptions db)
+    {
+        if (db.Provider == StorageProvider.Postgres)
+        {
+            await using var store = new PostgresLedgerStore(db.ConnectionString);
+            await store.MarkTotalsForRebuildAsync(Program, CancellationToken.None);
+            Assert.Equal((1, await LedgerAsync(db, "COUNT(*)", "")), await ReportRebuild.RunDueAsync(store, CancellationToken.None));
+        }
+        else
+        {
+            using var store = new SqliteLedgerStore(db.ConnectionString);
+            await store.MarkTotalsForRebuildAsync(Program, CancellationToken.None);
+            Assert.Equal((1, await LedgerAsync(db, "COUNT(*)", "")), await ReportRebuild.RunDueAsync(store, CancellationToken.None));
+        }
+    }
+}
