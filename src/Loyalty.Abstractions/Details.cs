@@ -159,6 +159,12 @@ public sealed record EntryDetails
     /// </summary>
     [Id(32)] public DateTimeOffset? PendingAvailableAt { get; init; }
 
+    /// <summary>Earn: the purchase's place among the member's purchases (<see cref="PurchaseActivity"/> flags), for reports.</summary>
+    [Id(33)] public int Activity { get; init; }
+
+    /// <summary>Feedback: the score, 0..10 (the member's tier at the time is <see cref="TierAfter"/>).</summary>
+    [Id(34)] public int Score { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

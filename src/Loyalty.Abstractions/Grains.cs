@@ -22,6 +22,9 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>A manual adjustment by support staff; idempotent by its transaction id.</summary>
     Task<AccrualResult> Adjust(Adjustment adjustment);
 
+    /// <summary>Records a survey answer, with the program's reward for answering; idempotent by its id.</summary>
+    Task<AccrualResult> RecordFeedback(Feedback feedback);
+
     /// <summary>Spends points on a reward at once; idempotent by the transaction id.</summary>
     Task<RedemptionResult> Redeem(Redemption redemption);
 

@@ -39,12 +39,15 @@ public static class Limits
     /// <summary>The largest <c>max_backdate_days</c> a program may set.</summary>
     public const int BackdateDaysMax = 3_650;
 
+    /// <summary>Characters of a survey answer's comment.</summary>
+    public const int CommentLengthMax = 1_000;
+
     /// <summary>
-    /// Largest money value of 1,000 points, in minor units (1,000,000 = $10 a point): so that a
-    /// programme's liability (outstanding points times this, over 1,000) cannot overflow before
-    /// its points do.
+    /// Largest money value of 1,000 points, in minor units (100,000 = $1 a point). A report whose
+    /// liability would not fit 64 bits (past 9.2e16 points outstanding at this value) answers
+    /// OUT_OF_RANGE instead.
     /// </summary>
-    public const long PointValueMinorPerThousandMax = 1_000_000;
+    public const long PointValueMinorPerThousandMax = 100_000;
 
     /// <summary>Largest ledger page.</summary>
     public const int LedgerPageSizeMax = 500;

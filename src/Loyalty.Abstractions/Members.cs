@@ -132,6 +132,9 @@ public enum LedgerEntryKind : short
 
     /// <summary>The referrer has recorded its reward (or its reversal) for this member's qualifying purchase (no points move).</summary>
     ReferralSettled = 19,
+
+    /// <summary>The member answered a survey (score 0..10, comment as the reason, channel as the reference); the program's reward, if any, as points.</summary>
+    Feedback = 20,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

@@ -27,7 +27,8 @@ public sealed record ProgramSettings(
     [property: Id(17)] int ReservationHoldSeconds = ProgramSettings.ReservationHoldSecondsDefault,
     [property: Id(18)] ReferralPolicy? Referrals = null,
     [property: Id(19)] int MaxBackdateDays = ProgramSettings.MaxBackdateDaysDefault,
-    [property: Id(20)] AccountingPolicy? Accounting = null)
+    [property: Id(20)] AccountingPolicy? Accounting = null,
+    [property: Id(21)] long FeedbackRewardPoints = 0)
 {
     /// <summary>How long a reservation holds points when the program does not say.</summary>
     public const int ReservationHoldSecondsDefault = 900;
@@ -179,6 +180,7 @@ public sealed record ProgramSettings(
         }
 
         return CheckPoints(SignupBonusPoints, "signup_bonus_points")
+            ?? CheckPoints(FeedbackRewardPoints, "feedback_reward_points")
             ?? CheckPoints(DailyEarnCapPoints, "daily_earn_cap_points")
             ?? CheckPoints(MonthlyEarnCapPoints, "monthly_earn_cap_points");
     }

@@ -178,3 +178,38 @@ public sealed record Adjustment(
         return f.Value;
     }
 }
+
+/// <summary>
+/// A member's answer to a survey ("how likely are you to recommend us", 0..10), for NPS. The
+/// comment is personal data: it is erased with the member. Idempotent by its id, which shares the
+/// program's transaction ids.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record Feedback(
+    [property: Id(0)] string FeedbackId,
+    [property: Id(1)] int Score,
+    [property: Id(2)] string? Comment,
+    [property: Id(3)] string? Channel)
+{
+    /// <summary>The highest score.</summary>
+    public const int ScoreMax = 10;
+
+    /// <summary>Returns null when the answer is well-formed, otherwise a message naming the field.</summary>
+    public string? Check() =>
+        LoyaltyIds.Check(FeedbackId, "feedback_id")
+        ?? (Score is < 0 or > ScoreMax ? $"score must be 0..{ScoreMax}" : null)
+        ?? (Comment is null ? null : FreeText.Check(Comment, "comment", Limits.CommentLengthMax))
+        ?? (Channel is null ? null : LoyaltyIds.Check(Channel, "channel", Limits.CodeLengthMax));
+
+    /// <summary>The content fingerprint; a resend must match it.</summary>
+    public long ComputeFingerprint()
+    {
+        var f = new Fingerprint();
+        f.Add("feedback");
+        f.Add(FeedbackId);
+        f.Add(Score);
+        f.Add(Comment ?? "");
+        f.Add(Channel ?? "");
+        return f.Value;
+    }
+}

@@ -84,3 +84,5 @@ public sealed partial class ListWebhookDeliveriesRequest : IProgramScoped;
 public sealed partial class RedeliverRequest : IProgramScoped;
 
 public sealed partial class ProgramReportRequest : IProgramScoped;
+
+public sealed partial class RecordFeedbackRequest : IProgramScoped, IMemberScoped;

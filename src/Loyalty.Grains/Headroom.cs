@@ -66,6 +66,7 @@ public static class Headroom
         LedgerEntryKind.MergedIn or LedgerEntryKind.MergedAway => "duplicate_member_id (the duplicate's totals)",
         LedgerEntryKind.Enrol => "the program's signup_bonus_points",
         LedgerEntryKind.ReferralReward => "the program's referral reward",
+        LedgerEntryKind.Feedback => "the program's feedback_reward_points",
         _ => "the change",
     };
 

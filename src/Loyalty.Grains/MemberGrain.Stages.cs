@@ -101,6 +101,31 @@ public sealed partial class MemberGrain
         return null;
     }
 
+    private AccrualResult? StageFeedback(Feedback feedback, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        string txn = feedback.FeedbackId;
+        if (Precheck(txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)) is { } early)
+        {
+            return early;
+        }
+
+        var reward = new Points(program.Settings.FeedbackRewardPoints);
+        var details = new EntryDetails
+        {
+            Score = feedback.Score,
+            TierAfter = _state.Tier,
+            ExpiresAt = reward.Value > 0 ? LotExpiry(program.Settings, now) : null,
+        };
+        entry = NewEntry(LedgerEntryKind.Feedback, reward, txn, fingerprint, now, program) with
+        {
+            Reason = feedback.Comment,
+            Reference = feedback.Channel,
+            Details = details,
+        };
+        return null;
+    }
+
     /// <summary>Answers without a write: not enrolled, or a remembered transaction id.</summary>
     private T? Precheck<T>(string txn, long fingerprint, Func<string, Points, long, T> duplicate, Func<LoyaltyError, string, T> reject)
         where T : class

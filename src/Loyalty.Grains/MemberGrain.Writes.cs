@@ -145,6 +145,20 @@ public sealed partial class MemberGrain
     }
 
     /// <inheritdoc />
+    public Task<AccrualResult> RecordFeedback(Feedback feedback)
+    {
+        string txn = feedback.FeedbackId;
+        if (feedback.Check() is { } error)
+        {
+            return Task.FromResult(AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, error));
+        }
+
+        long fingerprint = feedback.ComputeFingerprint();
+        return WriteAccrualAsync(txn, fingerprint,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageFeedback(feedback, fingerprint, program, now, out entry));
+    }
+
+    /// <inheritdoc />
     public Task<MemberResult> SetFlags(IReadOnlyList<string> flags)
     {
         string? error = flags.Count > Limits.FlagRulesMax ? $"flags has more than {Limits.FlagRulesMax} entries" : null;
@@ -408,6 +422,7 @@ public sealed partial class MemberGrain
             ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? LotExpiry(settings, availableAt ?? now) : null,
             RewardId = redeemed is null ? null : purchase.RedeemRewardId,
             Quantity = redeemed is null ? 0 : purchase.RedeemQuantity,
+            Activity = PurchaseActivity.Flags(_state.LastPurchaseDay, _state.PurchasesInPeriods, _state.PurchaseCount, MemberState.DayOf(now)),
         };
 
         entry = new LedgerEntry(

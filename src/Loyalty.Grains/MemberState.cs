@@ -186,8 +186,17 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// </summary>
     [Id(40)] public int Format { get; set; }
 
-    /// <summary>The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections made on first use).</summary>
-    public const int CurrentFormat = 3;
+    /// <summary>The UTC day (day number) of the member's last purchase; 0 before the first.</summary>
+    [Id(43)] public int LastPurchaseDay { get; set; }
+
+    /// <summary>Purchases, at most 2, in the day, week, month and year of <see cref="LastPurchaseDay"/> (<see cref="PurchaseActivity"/>).</summary>
+    [Id(44)] public int PurchasesInPeriods { get; set; }
+
+    /// <summary>
+    /// The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections
+    /// made on first use; 4: the purchase activity of <see cref="LastPurchaseDay"/> is kept).
+    /// </summary>
+    public const int CurrentFormat = 4;
 
     /// <summary>
     /// What a member grain's snapshot slot holds between reads and writes, so that the grain keeps
@@ -291,6 +300,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
                 break;
             case LedgerEntryKind.Return:
                 ApplyReturn(entry);
+                break;
+            case LedgerEntryKind.Feedback:
+                Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
+                LifetimeEarned += entry.Points;
                 break;
             case LedgerEntryKind.Adjust when entry.Points.Value >= 0:
                 Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
@@ -613,6 +626,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         LifetimeEarned += entry.Points;
         LastActivityAt = entry.RecordedAt;
+        int day = DayOf(entry.RecordedAt);
+        PurchasesInPeriods = PurchaseActivity.Advance(LastPurchaseDay, PurchasesInPeriods, PurchaseCount, day);
+        LastPurchaseDay = day;
         PurchaseCount++;
         EntryDetails? details = entry.Details;
         AddQualifying(DayOf(entry.RecordedAt), entry.Points.Value, entry.AmountMinor);

@@ -3,6 +3,7 @@ using Loyalty.Host.Access;
 using Loyalty.Host.Events;
 using Loyalty.Host.Webhooks;
 using Loyalty.Host.Grpc;
+using Loyalty.Host.Reports;
 using Loyalty.Storage;
 using Grpc.AspNetCore.Server.Model;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -106,7 +107,8 @@ public static class LoyaltyEngineExtensions
         app.MapGrpcService<AccessService>();
         app.MapGrpcService<EventsService>();
         app.MapGrpcService<WebhooksService>();
-        app.MapGrpcService<Reports.ReportsService>();
+        app.MapGrpcService<ReportsService>();
+        app.MapReportPage();
         app.MapGrpcReflectionService();
         app.MapGrpcHealthChecksService();
         return app;

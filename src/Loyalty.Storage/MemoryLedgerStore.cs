@@ -276,6 +276,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
                     {
                         LedgerEntryKind.Adjust => list[i] with { Reason = "erased" },
                         LedgerEntryKind.Flags => list[i] with { Details = null },
+                        LedgerEntryKind.Feedback => list[i] with { Reason = null },
                         _ => list[i],
                     };
                 }

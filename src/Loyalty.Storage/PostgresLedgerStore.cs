@@ -27,11 +27,13 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         "$15::bigint[], $16::timestamptz[], $17::text[]) " +
         "ON CONFLICT DO NOTHING RETURNING program_id, member_id, seq";
 
-    /// <summary>Report totals slots: engines add into different rows of one day's totals, most of the time.</summary>
+    /// <summary>
+    /// Report totals slots: each batch adds into one chosen at random, so engines committing at
+    /// the same moment rarely wait for each other's row locks on one day's totals.
+    /// </summary>
     private const int TotalsSlots = 16;
 
     private readonly NpgsqlDataSource _dataSource;
-    private readonly short _slot = (short)Random.Shared.Next(TotalsSlots);
 
     /// <summary>Creates the store over a pooled data source.</summary>
     public PostgresLedgerStore(string connectionString)
@@ -92,7 +94,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             try
             {
                 await InsertAsync(connection, entries, detailsJson, inserted, cancellationToken);
-                await WriteTotalsAsync(connection, ReportTotals.Of(entries, inserted), _slot, cancellationToken);
+                await WriteTotalsAsync(connection, ReportTotals.Of(entries, inserted), AnySlot(), cancellationToken);
                 await transaction.CommitAsync(cancellationToken);
             }
             catch
@@ -103,7 +105,9 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         }
     }
 
-    /// <summary>Adds totals into this engine's slot of their rows, in the rows' order (so two engines sharing a slot cannot deadlock).</summary>
+    private static short AnySlot() => (short)Random.Shared.Next(TotalsSlots);
+
+    /// <summary>Adds totals into one slot of their rows, in the rows' order (so two engines sharing a slot cannot deadlock).</summary>
     private static async Task WriteTotalsAsync(NpgsqlConnection connection, ReportTotals totals, short slot, CancellationToken cancellationToken)
     {
         if (totals.Count == 0)
@@ -126,7 +130,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         await using var command = new NpgsqlCommand(
             "INSERT INTO report_totals (program_id, day, metric, key, slot, value) " +
             "SELECT p, d, m, k, $6, v FROM unnest($1::text[], $2::int[], $3::smallint[], $4::text[], $5::bigint[]) AS t(p, d, m, k, v) " +
-            "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = report_totals.value + excluded.value;", connection);
+            "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = " + Saturated("report_totals.value::numeric + excluded.value") + ";", connection);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = programs });
         command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = days });
         command.Parameters.Add(new NpgsqlParameter<short[]> { TypedValue = metrics });
@@ -136,12 +140,15 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
+    /// <summary>A numeric expression held within bigint: a report total must never fail a commit or a read.</summary>
+    private static string Saturated(string numeric) => $"LEAST(GREATEST({numeric}, {long.MinValue}), {long.MaxValue})::bigint";
+
     /// <inheritdoc />
     public async Task<IReadOnlyList<ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken)
     {
         string day = perDay ? "day" : "$2";
         await using NpgsqlCommand command = _dataSource.CreateCommand(
-            $"SELECT {day}, metric, key, sum(value)::bigint FROM report_totals WHERE program_id = $1 AND day >= $2 AND day < $3 GROUP BY {day}, metric, key ORDER BY 1, 2, 3;");
+            $"SELECT {day}, metric, key, {Saturated("sum(value)")} FROM report_totals WHERE program_id = $1 AND day >= $2 AND day < $3 GROUP BY {day}, metric, key ORDER BY 1, 2, 3;");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(fromDay);
         command.Parameters.AddWithValue(toDay);
@@ -341,7 +348,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         await InsertAsync(connection, [first, second], null, inserted, cancellationToken);
         if (inserted[0] && inserted[1])
         {
-            await WriteTotalsAsync(connection, ReportTotals.Of([first, second], inserted), _slot, cancellationToken);
+            await WriteTotalsAsync(connection, ReportTotals.Of([first, second], inserted), AnySlot(), cancellationToken);
             await transaction.CommitAsync(cancellationToken);
             return true;
         }
@@ -421,8 +428,8 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public async Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken)
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand(
-            "UPDATE ledger_entries SET reason = CASE WHEN kind = 5 THEN 'erased' ELSE reason END, details = CASE WHEN kind = 6 THEN NULL ELSE details END " +
-            "WHERE program_id = $1 AND member_id = $2 AND kind IN (5, 6);");
+            "UPDATE ledger_entries SET reason = CASE WHEN kind = 5 THEN 'erased' WHEN kind = 20 THEN NULL ELSE reason END, details = CASE WHEN kind = 6 THEN NULL ELSE details END " +
+            "WHERE program_id = $1 AND member_id = $2 AND kind IN (5, 6, 20);");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(memberId);
         await command.ExecuteNonQueryAsync(cancellationToken);

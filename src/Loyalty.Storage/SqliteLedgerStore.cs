@@ -298,8 +298,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// <inheritdoc />
     public Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken) =>
         ExecuteOnceAsync(
-            "UPDATE ledger_entries SET reason = CASE WHEN kind = 5 THEN 'erased' ELSE reason END, details = CASE WHEN kind = 6 THEN NULL ELSE details END " +
-            "WHERE program_id = $p AND member_id = $m AND kind IN (5, 6);",
+            "UPDATE ledger_entries SET reason = CASE WHEN kind = 5 THEN 'erased' WHEN kind = 20 THEN NULL ELSE reason END, details = CASE WHEN kind = 6 THEN NULL ELSE details END " +
+            "WHERE program_id = $p AND member_id = $m AND kind IN (5, 6, 20);",
             cancellationToken, ("$p", programId), ("$m", memberId));
 
     /// <inheritdoc />
@@ -388,7 +388,10 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         return _insert;
     }
 
-    /// <summary>Adds report totals in the writer's transaction (one writer: one slot).</summary>
+    /// <summary>
+    /// Adds report totals in the writer's transaction (one writer: one slot, any order). A batch
+    /// holds few distinct totals (days × figures), so one prepared statement run per total is cheap.
+    /// </summary>
     private static void WriteTotals(SqliteTransaction transaction, ReportTotals totals)
     {
         if (totals.Count == 0)
@@ -405,7 +408,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         SqliteParameter metric = command.Parameters.Add("$m", SqliteType.Integer);
         SqliteParameter key = command.Parameters.Add("$k", SqliteType.Text);
         SqliteParameter value = command.Parameters.Add("$v", SqliteType.Integer);
-        foreach ((string programId, ReportTotal total) in totals.Sorted)
+        command.Prepare();
+        foreach ((string programId, ReportTotal total) in totals.All)
         {
             (program.Value, day.Value, metric.Value, key.Value, value.Value) = (programId, total.Day, (short)total.Metric, total.Key, total.Value);
             command.ExecuteNonQuery();

@@ -41,6 +41,7 @@ public static class LoyaltyEvents
         [LedgerEntryKind.MergedIn] = "member.merged",
         [LedgerEntryKind.Repointed] = "referral.repointed",
         [LedgerEntryKind.ReferralSettled] = "referral.settled",
+        [LedgerEntryKind.Feedback] = "feedback.recorded",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

@@ -75,12 +75,22 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
         var adjustment = new Adjustment(request.TransactionId, new Points(request.Points), request.Reason);
         GrainCalls.Require(adjustment.Check());
         AccrualResult result = await GrainCalls.RunAsync(() => member.Adjust(adjustment), logger, "AdjustPoints");
-        if (result.Status == AccrualStatus.Rejected)
-        {
-            throw WireMapping.ToRpcException(result.Error, result.ErrorMessage);
-        }
+        return Answer(result);
+    }
 
-        return new V1.AdjustPointsResponse
+    /// <inheritdoc />
+    public override async Task<V1.AdjustPointsResponse> RecordFeedback(V1.RecordFeedbackRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        var feedback = new Feedback(request.FeedbackId, request.Score, request.Comment.Length == 0 ? null : request.Comment, request.Channel.Length == 0 ? null : request.Channel);
+        GrainCalls.Require(feedback.Check());
+        AccrualResult result = await GrainCalls.RunAsync(() => member.RecordFeedback(feedback), logger, "RecordFeedback");
+        return Answer(result);
+    }
+
+    private static V1.AdjustPointsResponse Answer(AccrualResult result) => result.Status == AccrualStatus.Rejected
+        ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+        : new V1.AdjustPointsResponse
         {
             TransactionId = result.TransactionId,
             Status = result.Status == AccrualStatus.Accepted ? V1.AckStatus.Accepted : V1.AckStatus.Duplicate,
@@ -88,7 +98,6 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
             Balance = result.Balance.Value,
             Sequence = result.Sequence,
         };
-    }
 
     /// <inheritdoc />
     public override async Task<V1.ReferralCodeResponse> GetReferralCode(V1.GetMemberRequest request, ServerCallContext context)

@@ -50,7 +50,8 @@ internal static class ProgramMapping
                 m.Referrals.ReferrerPoints, m.Referrals.ReferredPoints, m.Referrals.MinPurchaseMinor, m.Referrals.CapPerPeriod,
                 m.Referrals.PeriodDays == 0 ? ReferralPolicy.PeriodDaysDefault : m.Referrals.PeriodDays),
             m.MaxBackdateDays == 0 ? ProgramSettings.MaxBackdateDaysDefault : m.MaxBackdateDays,
-            m.Accounting is null ? null : new AccountingPolicy(m.Accounting.PointValueMinorPerThousand, m.Accounting.ExpectedBreakageBp));
+            m.Accounting is null ? null : new AccountingPolicy(m.Accounting.PointValueMinorPerThousand, m.Accounting.ExpectedBreakageBp),
+            m.FeedbackRewardPoints);
     }
 
     /// <summary>The settings message.</summary>
@@ -110,6 +111,7 @@ internal static class ProgramMapping
 
         m.ReservationHoldSeconds = s.ReservationHoldSeconds;
         m.MaxBackdateDays = s.MaxBackdateDays;
+        m.FeedbackRewardPoints = s.FeedbackRewardPoints;
         if (s.Accounting is { } accounting)
         {
             m.Accounting = new V1.AccountingPolicy { PointValueMinorPerThousand = accounting.PointValueMinorPerThousand, ExpectedBreakageBp = accounting.ExpectedBreakageBp };

@@ -341,6 +341,7 @@ internal static class WireMapping
             LedgerEntryKind.MergedIn => V1.LedgerEntryKind.MergedIn,
             LedgerEntryKind.Repointed => V1.LedgerEntryKind.Repointed,
             LedgerEntryKind.ReferralSettled => V1.LedgerEntryKind.ReferralSettled,
+            LedgerEntryKind.Feedback => V1.LedgerEntryKind.Feedback,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,

@@ -14,8 +14,8 @@ public static class ProgramReports
     /// <summary>Most periods one report answers (a ten-year report by day is refused; ask by month).</summary>
     public const int PeriodsMax = 1_000;
 
-    /// <summary>Longest period a report covers, in days (a century).</summary>
-    public const int DaysMax = 36_600;
+    /// <summary>Longest period a report covers, in days (ten years): it bounds the daily totals one report reads.</summary>
+    public const int DaysMax = 3_661;
 
     /// <summary>The default length of a report when no first day is given, in days.</summary>
     public const int DefaultDays = 30;
@@ -85,6 +85,7 @@ public static class ProgramReports
             Opening = running.Balances(),
         };
         var whole = new Flows();
+        List<string> ladder = [.. settings.Ladder.Tiers.Select(t => t.Name)];
         int next = 0;
         for (DateOnly start = from; start <= to; start = PeriodEnd(PeriodStart(start, grouping), grouping).AddDays(1))
         {
@@ -97,16 +98,42 @@ public static class ProgramReports
                 running.Add(days[next]);
             }
 
-            report.Periods.Add(flows.ToPeriod(start, end, running.Balances()));
+            bool complete = start == PeriodStart(start, grouping) && end == PeriodEnd(start, grouping);
+            report.Periods.Add(flows.ToPeriod(start, end, running, KindOf(grouping), complete, ladder));
         }
 
-        report.Total = whole.ToPeriod(from, to, running.Balances());
+        // The total counts active members exactly when it is one calendar period of some kind.
+        PurchaseActivity.Period? exact = WholePeriodKind(from, to);
+        report.Total = whole.ToPeriod(from, to, running, exact ?? KindOf(grouping), exact is not null || report.Periods.Count == 1 && report.Periods[0].Members.ActiveExact, ladder);
         if (csv)
         {
             report.Csv = Csv(report.Periods);
         }
 
         return report;
+    }
+
+    /// <summary>The activity counts that match a grouping.</summary>
+    private static PurchaseActivity.Period KindOf(V1.ReportGrouping grouping) => grouping switch
+    {
+        V1.ReportGrouping.Week => PurchaseActivity.Period.Week,
+        V1.ReportGrouping.Month => PurchaseActivity.Period.Month,
+        V1.ReportGrouping.Year => PurchaseActivity.Period.Year,
+        _ => PurchaseActivity.Period.Day,
+    };
+
+    /// <summary>The kind of calendar period that <paramref name="from"/>..<paramref name="to"/> is exactly, or null.</summary>
+    private static PurchaseActivity.Period? WholePeriodKind(DateOnly from, DateOnly to)
+    {
+        foreach (V1.ReportGrouping grouping in (V1.ReportGrouping[])[V1.ReportGrouping.Day, V1.ReportGrouping.Week, V1.ReportGrouping.Month, V1.ReportGrouping.Year])
+        {
+            if (PeriodStart(from, grouping) == from && PeriodEnd(from, grouping) == to)
+            {
+                return KindOf(grouping);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>A day as YYYY-MM-DD.</summary>
@@ -121,17 +148,22 @@ public static class ProgramReports
         csv.Append("start,end,issued,issued_purchases,issued_bonuses,issued_signup,issued_referrals,issued_adjustments,deducted_adjustments,")
             .Append("reversed,redeemed,expired,merged_in,merged_out,redemptions_returned,other,net,pending_added,pending_matured,pending_reversed,")
             .Append("sales_minor,purchases,returned_minor,returns,enrolled,outstanding,pending,spendable,liability_minor,deferred_revenue_minor,")
-            .Append("breakage_bp,breakage_observed,matured_redeemed,matured_expired,members\n");
+            .Append("breakage_bp,breakage_observed,matured_redeemed,matured_expired,members,")
+            .Append("active,repeat,active_exact,participation_bp,repeat_rate_bp,first_time_sales_minor,returning_sales_minor,average_order_minor,")
+            .Append("lifetime_value_minor,referrals_made,referrals_qualified,upgrades,downgrades,issued_feedback,nps_responses,nps\n");
         foreach (V1.ReportPeriod p in periods)
         {
             V1.PointFlows f = p.Flows;
             V1.ProgramBalances b = p.Closing;
+            V1.MemberFigures m = p.Members;
             object[] cells =
             [
                 p.Start, p.End, f.Issued, f.IssuedPurchases, f.IssuedBonuses, f.IssuedSignup, f.IssuedReferrals, f.IssuedAdjustments, f.DeductedAdjustments,
                 f.Reversed, f.Redeemed, f.Expired, f.MergedIn, f.MergedOut, f.RedemptionsReturned, f.Other, f.Net, f.PendingAdded, f.PendingMatured, f.PendingReversed,
                 f.SalesMinor, f.Purchases, f.ReturnedMinor, f.Returns, f.Enrolled, b.Outstanding, b.Pending, b.Spendable, b.LiabilityMinor, b.DeferredRevenueMinor,
                 b.BreakageBp, b.BreakageObserved ? "true" : "false", b.MaturedRedeemed, b.MaturedExpired, b.Members,
+                m.Active, m.Repeat, m.ActiveExact ? "true" : "false", m.ParticipationBp, m.RepeatRateBp, m.FirstTimeSalesMinor, m.ReturningSalesMinor, m.AverageOrderMinor,
+                m.LifetimeValueMinor, m.ReferralsMade, m.ReferralsQualified, m.Upgrades, m.Downgrades, f.IssuedFeedback, p.Nps.Responses, p.Nps.Nps,
             ];
             csv.AppendJoin(',', cells.Select(c => Convert.ToString(c, CultureInfo.InvariantCulture))).Append('\n');
         }
@@ -143,20 +175,25 @@ public static class ProgramReports
     private sealed class Flows
     {
         private readonly Dictionary<ReportMetric, long> _metrics = [];
-        private readonly SortedDictionary<string, long> _redeemed = new(StringComparer.Ordinal);
+        private readonly SortedDictionary<(ReportMetric Metric, string Key), long> _keyed = new(KeyOrder.Instance);
 
         public void Add(ReportTotal t)
         {
             _metrics[t.Metric] = checked(_metrics.GetValueOrDefault(t.Metric) + t.Value);
-            if (t.Metric == ReportMetric.Redeemed)
+            if (t.Metric is ReportMetric.Redeemed or ReportMetric.TierMoves or ReportMetric.TierEntered or ReportMetric.TierLeft
+                or ReportMetric.NpsPromoters or ReportMetric.NpsPassives or ReportMetric.NpsDetractors)
             {
-                _redeemed[t.Key] = checked(_redeemed.GetValueOrDefault(t.Key) + t.Value);
+                _keyed[(t.Metric, t.Key)] = checked(_keyed.GetValueOrDefault((t.Metric, t.Key)) + t.Value);
             }
         }
 
-        public V1.ReportPeriod ToPeriod(DateOnly start, DateOnly end, V1.ProgramBalances closing)
+        private long M(ReportMetric metric) => _metrics.GetValueOrDefault(metric);
+
+        private IEnumerable<(string Key, long Value)> Keyed(ReportMetric metric) =>
+            _keyed.Where(k => k.Key.Metric == metric).Select(k => (k.Key.Key, k.Value));
+
+        public V1.ReportPeriod ToPeriod(DateOnly start, DateOnly end, Running running, PurchaseActivity.Period activity, bool activeExact, List<string> ladder)
         {
-            long M(ReportMetric metric) => _metrics.GetValueOrDefault(metric);
             var flows = new V1.PointFlows
             {
                 IssuedPurchases = M(ReportMetric.IssuedPurchases),
@@ -180,25 +217,127 @@ public static class ProgramReports
                 ReturnedMinor = M(ReportMetric.ReturnedSales),
                 Returns = M(ReportMetric.Returns),
                 Enrolled = M(ReportMetric.Enrolled),
+                IssuedFeedback = M(ReportMetric.IssuedFeedback),
             };
-            flows.Issued = checked(flows.IssuedPurchases + flows.IssuedBonuses + flows.IssuedSignup + flows.IssuedReferrals + flows.IssuedAdjustments);
+            flows.Issued = checked(flows.IssuedPurchases + flows.IssuedBonuses + flows.IssuedSignup + flows.IssuedReferrals + flows.IssuedAdjustments + flows.IssuedFeedback);
             flows.Net = _metrics.Sum(m => checked(ReportFacts.SignOf(m.Key) * m.Value));
-            var period = new V1.ReportPeriod { Start = Text(start), End = Text(end), Flows = flows, Closing = closing };
-            period.RedeemedByReward.AddRange(_redeemed.Select(r => new V1.RewardPoints { RewardId = r.Key, Points = r.Value }));
+            V1.ProgramBalances closing = running.Balances();
+            var period = new V1.ReportPeriod { Start = Text(start), End = Text(end), Flows = flows, Closing = closing, Members = Members(running, closing, activity, activeExact, ladder), Nps = Nps(ladder) };
+            period.RedeemedByReward.AddRange(Keyed(ReportMetric.Redeemed).Select(r => new V1.RewardPoints { RewardId = r.Key, Points = r.Value }));
             return period;
         }
+
+        private V1.NpsFigures Nps(List<string> ladder)
+        {
+            var tiers = new SortedDictionary<string, (long Promoters, long Passives, long Detractors)>(StringComparer.Ordinal);
+            foreach ((ReportMetric metric, int slot) in (ReadOnlySpan<(ReportMetric, int)>)[(ReportMetric.NpsPromoters, 0), (ReportMetric.NpsPassives, 1), (ReportMetric.NpsDetractors, 2)])
+            {
+                foreach ((string tier, long count) in Keyed(metric))
+                {
+                    (long p, long q, long d) = tiers.GetValueOrDefault(tier);
+                    tiers[tier] = slot switch { 0 => (p + count, q, d), 1 => (p, q + count, d), _ => (p, q, d + count) };
+                }
+            }
+
+            var nps = new V1.NpsFigures
+            {
+                Promoters = M(ReportMetric.NpsPromoters),
+                Passives = M(ReportMetric.NpsPassives),
+                Detractors = M(ReportMetric.NpsDetractors),
+            };
+            nps.Responses = checked(nps.Promoters + nps.Passives + nps.Detractors);
+            nps.Nps = Score(nps.Promoters, nps.Detractors, nps.Responses);
+            foreach ((string tier, (long p, long q, long d)) in tiers.OrderBy(t => ladder.IndexOf(t.Key) is var i and >= 0 ? i : int.MaxValue))
+            {
+                nps.Tiers.Add(new V1.TierNps { Tier = tier, Promoters = p, Passives = q, Detractors = d, Responses = p + q + d, Nps = Score(p, d, p + q + d) });
+            }
+
+            return nps;
+        }
+
+        /// <summary>% promoters − % detractors, to two decimals; 0 without answers.</summary>
+        private static double Score(long promoters, long detractors, long responses) =>
+            responses == 0 ? 0 : (double)Math.Round((promoters - detractors) * 100m / responses, 2, MidpointRounding.AwayFromZero);
+
+        private V1.MemberFigures Members(Running running, V1.ProgramBalances closing, PurchaseActivity.Period activity, bool activeExact, List<string> ladder)
+        {
+            long active = M(ReportMetric.ActiveDay + (short)activity), repeat = M(ReportMetric.RepeatDay + (short)activity);
+            long sales = M(ReportMetric.Sales), firstTime = M(ReportMetric.FirstTimeSales);
+            var figures = new V1.MemberFigures
+            {
+                Active = active,
+                Repeat = repeat,
+                ActiveExact = activeExact,
+                ParticipationBp = Ratio(active, closing.Members),
+                RepeatRateBp = Ratio(repeat, active),
+                FirstTimePurchases = M(ReportMetric.FirstTimePurchases),
+                FirstTimeSalesMinor = firstTime,
+                ReturningSalesMinor = checked(sales - firstTime),
+                AverageOrderMinor = Divide(sales, M(ReportMetric.Purchases)),
+                RevenuePerActiveMemberMinor = Divide(sales, active),
+                LifetimeValueMinor = Divide(running.NetSales, closing.Members),
+                ReferralsMade = M(ReportMetric.ReferralsMade),
+                ReferralsQualified = M(ReportMetric.ReferralsQualified),
+                ReferralConversionBp = Ratio(M(ReportMetric.ReferralsQualified), M(ReportMetric.ReferralsMade)),
+            };
+            foreach ((string move, long count) in Keyed(ReportMetric.TierMoves))
+            {
+                string[] ends = move.Split('>');
+                int up = ladder.IndexOf(ends[^1]).CompareTo(ladder.IndexOf(ends[0]));
+                figures.Upgrades += up > 0 ? count : 0;
+                figures.Downgrades += up < 0 ? count : 0;
+            }
+
+            figures.Tiers.AddRange(running.Tiers(ladder).Select(t => new V1.TierMembers
+            {
+                Tier = t.Tier,
+                Members = t.Members,
+                Entered = _keyed.GetValueOrDefault((ReportMetric.TierEntered, t.Tier)),
+                Left = _keyed.GetValueOrDefault((ReportMetric.TierLeft, t.Tier)),
+            }));
+            return figures;
+        }
+    }
+
+    /// <summary>a / b in basis points, rounded half away from zero; 0 when b is not positive.</summary>
+    private static int Ratio(long a, long b) =>
+        b <= 0 ? 0 : (int)Math.Clamp(Math.Round(a * (decimal)Multipliers.One / b, MidpointRounding.AwayFromZero), int.MinValue, int.MaxValue);
+
+    /// <summary>a / b rounded half away from zero; 0 when b is not positive.</summary>
+    private static long Divide(long a, long b) => b <= 0 ? 0 : (long)Math.Round(a / (decimal)b, MidpointRounding.AwayFromZero);
+
+    /// <summary>Metric first, then key, ordinal.</summary>
+    private sealed class KeyOrder : IComparer<(ReportMetric Metric, string Key)>
+    {
+        public static readonly KeyOrder Instance = new();
+
+        public int Compare((ReportMetric Metric, string Key) x, (ReportMetric Metric, string Key) y) =>
+            x.Metric != y.Metric ? x.Metric.CompareTo(y.Metric) : string.CompareOrdinal(x.Key, y.Key);
     }
 
     /// <summary>The programme's position, added up day by day.</summary>
     private sealed class Running(AccountingPolicy? accounting)
     {
+        private readonly Dictionary<string, long> _tiers = new(StringComparer.Ordinal);
         private long _outstanding, _pending, _members, _maturedRedeemed, _maturedExpired;
+
+        /// <summary>Sales less returns, from the programme's start.</summary>
+        public long NetSales { get; private set; }
+
+        /// <summary>Members per tier: the ladder's tiers in order, then any other tier still held (renamed or removed).</summary>
+        public IEnumerable<(string Tier, long Members)> Tiers(List<string> ladder) =>
+            ladder.Select(t => (t, _tiers.GetValueOrDefault(t)))
+                .Concat(_tiers.Where(t => !ladder.Contains(t.Key) && t.Value != 0).OrderBy(t => t.Key, StringComparer.Ordinal).Select(t => (t.Key, t.Value)));
 
         public void Add(ReportTotal t)
         {
             _outstanding = checked(_outstanding + (ReportFacts.SignOf(t.Metric) * t.Value));
             switch (t.Metric)
             {
+                case ReportMetric.Sales: NetSales = checked(NetSales + t.Value); break;
+                case ReportMetric.ReturnedSales: NetSales = checked(NetSales - t.Value); break;
+                case ReportMetric.TierEntered: _tiers[t.Key] = checked(_tiers.GetValueOrDefault(t.Key) + t.Value); break;
+                case ReportMetric.TierLeft: _tiers[t.Key] = checked(_tiers.GetValueOrDefault(t.Key) - t.Value); break;
                 case ReportMetric.PendingAdded: _pending = checked(_pending + t.Value); break;
                 case ReportMetric.PendingMatured or ReportMetric.PendingReversed: _pending = checked(_pending - t.Value); break;
                 case ReportMetric.Enrolled: _members = checked(_members + t.Value); break;

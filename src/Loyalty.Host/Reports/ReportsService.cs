@@ -17,7 +17,7 @@ public sealed class ReportsService(ILedgerStore ledger, IGrainFactory grains, Lo
         DateOnly today = DateOnly.FromDateTime(clock.GetUtcNow().UtcDateTime);
         DateOnly to = request.To.Length == 0 ? today : Day(request.To, "to");
         to = to > today ? today : to;
-        DateOnly from = request.From.Length == 0 ? to.AddDays(1 - ProgramReports.DefaultDays) : Day(request.From, "from");
+        DateOnly from = request.From.Length == 0 ? DateOnly.FromDayNumber(Math.Max(0, to.DayNumber + 1 - ProgramReports.DefaultDays)) : Day(request.From, "from");
         GrainCalls.Require(from > to ? $"from {request.From} is after to {ProgramReports.Text(to)}"
             : to.DayNumber - from.DayNumber >= ProgramReports.DaysMax ? $"the period is longer than {ProgramReports.DaysMax} days"
             : !Enum.IsDefined(request.GroupBy) ? $"group_by {(int)request.GroupBy} is not a grouping"
@@ -33,7 +33,14 @@ public sealed class ReportsService(ILedgerStore ledger, IGrainFactory grains, Lo
 
         IReadOnlyList<ReportTotal> before = await ledger.ReadTotalsAsync(request.ProgramId, DateOnly.MinValue.DayNumber, from.DayNumber, perDay: false, context.CancellationToken);
         IReadOnlyList<ReportTotal> days = await ledger.ReadTotalsAsync(request.ProgramId, from.DayNumber, to.DayNumber + 1, perDay: true, context.CancellationToken);
-        return ProgramReports.Build(request.ProgramId, program.Settings, from, to, grouping, before, days, request.Csv);
+        try
+        {
+            return ProgramReports.Build(request.ProgramId, program.Settings, from, to, grouping, before, days, request.Csv);
+        }
+        catch (OverflowException)
+        {
+            throw new RpcException(new Status(StatusCode.OutOfRange, "a figure of this report does not fit 64 bits (the programme's totals or their money value are too large)"));
+        }
     }
 
     private static DateOnly Day(string text, string field) =>

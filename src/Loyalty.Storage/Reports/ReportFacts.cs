@@ -43,6 +43,9 @@ public enum ReportMetric : short
     /// <summary>Points spent on a purchase that came back in full, returned to the member's lots.</summary>
     RedemptionsReturned = 12,
 
+    /// <summary>Points given for survey answers.</summary>
+    IssuedFeedback = 14,
+
     /// <summary>Points of an entry no other flow explains (signed; zero unless a new kind of entry moves points).</summary>
     Other = 13,
 
@@ -67,13 +70,70 @@ public enum ReportMetric : short
     /// <summary>Returns.</summary>
     Returns = 33,
 
+    /// <summary>Purchases that were their member's first.</summary>
+    FirstTimePurchases = 34,
+
+    /// <summary>Money of purchases that were their member's first, in minor units.</summary>
+    FirstTimeSales = 35,
+
     /// <summary>Members enrolled.</summary>
     Enrolled = 40,
 
-    /// <summary>Points redeemed from lots that expire (or expired) on the day; for breakage on matured lots.</summary>
+    /// <summary>Members who made a purchase on the day (their first of the day).</summary>
+    ActiveDay = 60,
+
+    /// <summary>Purchases that were their member's first of the ISO week.</summary>
+    ActiveWeek = 61,
+
+    /// <summary>Purchases that were their member's first of the month.</summary>
+    ActiveMonth = 62,
+
+    /// <summary>Purchases that were their member's first of the year.</summary>
+    ActiveYear = 63,
+
+    /// <summary>Purchases that were their member's second of the day.</summary>
+    RepeatDay = 64,
+
+    /// <summary>Purchases that were their member's second of the ISO week.</summary>
+    RepeatWeek = 65,
+
+    /// <summary>Purchases that were their member's second of the month.</summary>
+    RepeatMonth = 66,
+
+    /// <summary>Purchases that were their member's second of the year.</summary>
+    RepeatYear = 67,
+
+    /// <summary>Members who entered a tier (the key), on enrolment or by a move.</summary>
+    TierEntered = 70,
+
+    /// <summary>Members who left a tier (the key).</summary>
+    TierLeft = 71,
+
+    /// <summary>Moves between tiers; the key is "from>to".</summary>
+    TierMoves = 72,
+
+    /// <summary>Survey answers scoring 9-10; the key is the member's tier when it answered.</summary>
+    NpsPromoters = 90,
+
+    /// <summary>Survey answers scoring 7-8, by tier.</summary>
+    NpsPassives = 91,
+
+    /// <summary>Survey answers scoring 0-6, by tier.</summary>
+    NpsDetractors = 92,
+
+    /// <summary>Members enrolled with a referrer.</summary>
+    ReferralsMade = 80,
+
+    /// <summary>Referred members' first qualifying purchases (both sides rewarded).</summary>
+    ReferralsQualified = 81,
+
+    /// <summary>
+    /// Points redeemed from lots whose expiry date is the day (the day is the lot's, not the
+    /// redemption's, so future days hold totals too); for breakage on matured lots.
+    /// </summary>
     CohortRedeemed = 50,
 
-    /// <summary>Points of lots that expired on the day.</summary>
+    /// <summary>Points expired from lots whose expiry date is the day (lots without one are left out).</summary>
     CohortExpired = 51,
 }
 
@@ -97,7 +157,7 @@ public static class ReportFacts
     public static int SignOf(ReportMetric metric) => metric switch
     {
         ReportMetric.IssuedPurchases or ReportMetric.IssuedBonuses or ReportMetric.IssuedSignup or ReportMetric.IssuedReferrals
-            or ReportMetric.IssuedAdjustments or ReportMetric.MergedIn or ReportMetric.RedemptionsReturned or ReportMetric.Other => 1,
+            or ReportMetric.IssuedAdjustments or ReportMetric.IssuedFeedback or ReportMetric.MergedIn or ReportMetric.RedemptionsReturned or ReportMetric.Other => 1,
         ReportMetric.DeductedAdjustments or ReportMetric.Reversed or ReportMetric.Redeemed or ReportMetric.Expired or ReportMetric.MergedOut => -1,
         _ => 0,
     };
@@ -113,7 +173,10 @@ public static class ReportFacts
             LedgerEntryKind.Return => Return(e, day, into),
             LedgerEntryKind.Redeem => Redeem(e, day, into),
             LedgerEntryKind.Expire => Expire(e, day, into),
-            LedgerEntryKind.Adjust or LedgerEntryKind.ReferralReward or LedgerEntryKind.MergedIn or LedgerEntryKind.MergedAway => Flow(e, day, into),
+            LedgerEntryKind.MergedIn => MergedIn(e, day, into),
+            LedgerEntryKind.Referred => Referred(e, day, into),
+            LedgerEntryKind.Feedback => Feedback(e, day, into),
+            LedgerEntryKind.Adjust or LedgerEntryKind.ReferralReward or LedgerEntryKind.MergedAway => Flow(e, day, into),
             _ => 0,
         };
 
@@ -145,6 +208,12 @@ public static class ReportFacts
         into.Add(e.ProgramId, day, ReportMetric.IssuedReferrals, "", referrals);
         into.Add(e.ProgramId, day, ReportMetric.Sales, "", e.AmountMinor);
         into.Add(e.ProgramId, day, ReportMetric.Purchases, "", 1);
+        Activity(e, day, into);
+        Tiers(e, day, into);
+        if (referrals > 0 || e.Details?.ReferrerReward > 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.ReferralsQualified, "", 1);
+        }
         if (e.AvailableAt is { } available && available > e.RecordedAt && e.Points.Value > 0)
         {
             into.Add(e.ProgramId, day, ReportMetric.PendingAdded, "", e.Points.Value);
@@ -154,9 +223,71 @@ public static class ReportFacts
         return e.Points.Value;
     }
 
+    /// <summary>The purchase's place among its member's purchases: first ever, first or second of its day, week, month, year.</summary>
+    private static void Activity(LedgerEntry e, int day, ReportTotals into)
+    {
+        int flags = e.Details?.Activity ?? 0;
+        if ((flags & PurchaseActivity.FirstEver) != 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.FirstTimePurchases, "", 1);
+            into.Add(e.ProgramId, day, ReportMetric.FirstTimeSales, "", e.AmountMinor);
+        }
+
+        if (flags == 0)
+        {
+            return;
+        }
+
+        foreach (PurchaseActivity.Period period in PurchaseActivity.Periods)
+        {
+            if ((flags & PurchaseActivity.FirstIn(period)) != 0)
+            {
+                into.Add(e.ProgramId, day, ReportMetric.ActiveDay + (short)period, "", 1);
+            }
+
+            if ((flags & PurchaseActivity.SecondIn(period)) != 0)
+            {
+                into.Add(e.ProgramId, day, ReportMetric.RepeatDay + (short)period, "", 1);
+            }
+        }
+    }
+
+    /// <summary>Tier moves an entry records: a downgrade by review before it, then its own change.</summary>
+    private static void Tiers(LedgerEntry e, int day, ReportTotals into)
+    {
+        if (e.Details is not { TierAfter: { } after } d)
+        {
+            return;
+        }
+
+        string before = d.TierBefore ?? after;
+        if (d.DowngradedFrom is { } from && from != before)
+        {
+            Move(e.ProgramId, day, from, before, into);
+        }
+
+        if (before != after)
+        {
+            Move(e.ProgramId, day, before, after, into);
+        }
+    }
+
+    private static void Move(string programId, int day, string from, string to, ReportTotals into)
+    {
+        into.Add(programId, day, ReportMetric.TierLeft, from, 1);
+        into.Add(programId, day, ReportMetric.TierEntered, to, 1);
+        into.Add(programId, day, ReportMetric.TierMoves, from + ">" + to, 1);
+    }
+
     private static long Enrol(LedgerEntry e, int day, ReportTotals into)
     {
         into.Add(e.ProgramId, day, ReportMetric.Enrolled, "", 1);
+        into.Add(e.ProgramId, day, ReportMetric.TierEntered, e.Details?.TierAfter ?? "", 1);
+        if (e.Reference is not null)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.ReferralsMade, "", 1);
+        }
+
         into.Add(e.ProgramId, day, ReportMetric.IssuedSignup, "", e.Points.Value);
         if (e.AvailableAt is { } available && available > e.RecordedAt && e.Points.Value > 0)
         {
@@ -217,12 +348,38 @@ public static class ReportFacts
         into.Add(e.ProgramId, day, ReportMetric.Expired, "", -e.Points.Value);
         foreach (LotUse lot in e.Details?.Lots ?? [])
         {
-            // A lot expired early (inactivity) matured on the day it went.
-            DateTimeOffset matured = lot.ExpiresAt is { } expires && expires < e.RecordedAt ? expires : e.RecordedAt;
-            into.Add(e.ProgramId, DayOf(matured), ReportMetric.CohortExpired, "", lot.Points);
+            // Counted like the lot's redemptions, on its own expiry day (even when inactivity took
+            // it earlier), so a cohort's rate compares like with like; lots without an expiry date
+            // never mature and are left out on both sides.
+            if (lot.ExpiresAt is { } expires)
+            {
+                into.Add(e.ProgramId, DayOf(expires), ReportMetric.CohortExpired, "", lot.Points);
+            }
         }
 
         return e.Points.Value;
+    }
+
+    private static long Feedback(LedgerEntry e, int day, ReportTotals into)
+    {
+        int score = e.Details?.Score ?? 0;
+        ReportMetric answer = score >= 9 ? ReportMetric.NpsPromoters : score >= 7 ? ReportMetric.NpsPassives : ReportMetric.NpsDetractors;
+        into.Add(e.ProgramId, day, answer, e.Details?.TierAfter ?? "", 1);
+        into.Add(e.ProgramId, day, ReportMetric.IssuedFeedback, "", e.Points.Value);
+        return e.Points.Value;
+    }
+
+    /// <summary>An enrolled member's referrer recorded later (no points move).</summary>
+    private static long Referred(LedgerEntry e, int day, ReportTotals into)
+    {
+        into.Add(e.ProgramId, day, ReportMetric.ReferralsMade, "", 1);
+        return 0;
+    }
+
+    private static long MergedIn(LedgerEntry e, int day, ReportTotals into)
+    {
+        Tiers(e, day, into);
+        return Flow(e, day, into);
     }
 
     /// <summary>Entries that move points one way or the other under one pair of flows.</summary>

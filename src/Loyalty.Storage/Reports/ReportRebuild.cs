@@ -2,7 +2,7 @@ namespace Loyalty.Storage.Reports;
 
 /// <summary>
 /// Rebuilds report totals from the ledger, for programs whose ledgers are older than their totals
-/// (written before reports existed) or when an operator asks (<c>Loyalty.Host rebuild-reports</c>).
+/// (written before reports existed) or that an operator listed in <c>report_rebuilds</c>.
 /// It must run while nothing writes to the program: the engine does it when it starts, before it
 /// serves, under a lock that other starting engines wait on.
 /// </summary>

@@ -11,6 +11,10 @@ public sealed class ReportTotals
     /// <summary>How many distinct totals are held.</summary>
     public int Count => _totals.Count;
 
+    /// <summary>The totals in no particular order.</summary>
+    public IEnumerable<(string Program, ReportTotal Total)> All =>
+        _totals.Select(t => (t.Key.Program, new ReportTotal(t.Key.Day, t.Key.Metric, t.Key.Key, t.Value)));
+
     /// <summary>The totals, sorted by program, day, metric and key (the order rows are locked in).</summary>
     public IEnumerable<(string Program, ReportTotal Total)> Sorted =>
         _totals.OrderBy(t => t.Key.Program, StringComparer.Ordinal).ThenBy(t => t.Key.Day).ThenBy(t => t.Key.Metric).ThenBy(t => t.Key.Key, StringComparer.Ordinal)
@@ -31,7 +35,10 @@ public sealed class ReportTotals
         return totals;
     }
 
-    /// <summary>Adds <paramref name="value"/> to a total (nothing for zero); checked.</summary>
+    /// <summary>
+    /// Adds <paramref name="value"/> to a total (nothing for zero). Saturating, never throwing: a
+    /// total past 64 bits (no real programme gets near) must not fail the ledger's commit.
+    /// </summary>
     public void Add(string programId, int day, ReportMetric metric, string key, long value)
     {
         if (value == 0)
@@ -40,8 +47,11 @@ public sealed class ReportTotals
         }
 
         var at = (programId, day, metric, key);
-        _totals[at] = checked(_totals.GetValueOrDefault(at) + value);
+        _totals[at] = SaturatingAdd(_totals.GetValueOrDefault(at), value);
     }
+
+    /// <summary>a + b, held at <see cref="long.MaxValue"/> or <see cref="long.MinValue"/> instead of overflowing.</summary>
+    public static long SaturatingAdd(long a, long b) => (long)Int128.Clamp((Int128)a + b, long.MinValue, long.MaxValue);
 
     /// <summary>Adds every total of <paramref name="other"/>.</summary>
     public void Add(ReportTotals other)

@@ -16,7 +16,7 @@ namespace Loyalty.Tests.Reports;
 /// </summary>
 public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper output)
 {
-    private const string Program = "acct";
+    internal const string Program = "acct";
     private static readonly DateTimeOffset Start = new(2026, 11, 24, 12, 0, 0, TimeSpan.Zero);
     private static readonly TimeSpan DueWaitMax = TimeSpan.FromSeconds(20);
     private static readonly string[] MemberIds = ["a", "b", "c", "d"];
@@ -55,10 +55,29 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         Assert.Equal(await LedgerAsync(db, $"SUM({Json(backend, "pending_reversed")} + {Json(backend, "active_reversed")})", "AND kind = 4"), total.Reversed);
         Assert.Equal(await CampaignPointsAsync(db, backend), total.IssuedBonuses);
         Assert.Equal(await LedgerAsync(db, "SUM(points)", "AND kind = 1"), total.IssuedSignup);
+        Assert.Equal(await LedgerAsync(db, "SUM(points)", "AND kind = 20"), total.IssuedFeedback);
         Assert.Equal(0, total.Other);
 
+        // Members: a, b and c bought in November (a twice, on one day), a again in December.
+        V1.MemberFigures november = report.Periods[0].Members, december = report.Periods[1].Members;
+        Assert.Equal((3, 1, true), (november.Active, november.Repeat, november.ActiveExact));
+        Assert.Equal(3_333, november.RepeatRateBp);
+        Assert.Equal(7_500, november.ParticipationBp);
+        Assert.Equal((1, 0), (december.Active, december.Repeat));
+        Assert.Equal(await LedgerAsync(db, "COUNT(DISTINCT member_id)", "AND kind = 2"), report.Total.Members.FirstTimePurchases);
+        Assert.Equal(230_00, report.Total.Members.FirstTimeSalesMinor);
+        Assert.Equal(60_00, report.Total.Members.ReturningSalesMinor);
+        Assert.Equal((total.SalesMinor - total.ReturnedMinor) / 4, report.Total.Members.LifetimeValueMinor);
+        Assert.Equal(4, Assert.Single(report.Total.Members.Tiers).Members);
+
+        // NPS: 10, 9 and 3 are two promoters and a detractor: (2 - 1) / 3.
+        V1.NpsFigures nps = report.Total.Nps;
+        Assert.Equal(await LedgerAsync(db, "COUNT(*)", "AND kind = 20"), nps.Responses);
+        Assert.Equal((2, 0, 1), (nps.Promoters, nps.Passives, nps.Detractors));
+        Assert.Equal(33.33, nps.Nps);
+
         // The story touched every figure it checks (a test of zeros proves nothing).
-        Assert.All([total.IssuedBonuses, total.IssuedAdjustments, total.DeductedAdjustments, total.Reversed, total.Redeemed, total.Expired,
+        Assert.All([total.IssuedBonuses, total.IssuedAdjustments, total.IssuedFeedback, total.DeductedAdjustments, total.Reversed, total.Redeemed, total.Expired,
             total.MergedIn, total.PendingAdded, total.PendingMatured, total.PendingReversed, total.ReturnedMinor], v => Assert.True(v > 0));
 
         // What the members hold is what the report says is outstanding.
@@ -116,15 +135,45 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         Assert.Equal(StatusCode.PermissionDenied, pos.StatusCode);
     }
 
+    [Fact]
+    public async Task Feedback_IsIdempotentByItsId_RefusesBadScores_AndItsCommentIsErasedWithTheMember()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "feedback"));
+        V1.PutProgramRequest program = Wire.Program(Program);
+        program.Settings.FeedbackRewardPoints = 7;
+        await engine.Programs.PutProgramAsync(program);
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "m" });
+        var answer = new V1.RecordFeedbackRequest { ProgramId = Program, MemberId = "m", FeedbackId = "s1", Score = 8, Comment = "friendly staff", Channel = "app" };
+
+        V1.AdjustPointsResponse first = await engine.Members.RecordFeedbackAsync(answer);
+        V1.AdjustPointsResponse again = await engine.Members.RecordFeedbackAsync(answer);
+        RpcException changed = await Assert.ThrowsAsync<RpcException>(() => engine.Members.RecordFeedbackAsync(new V1.RecordFeedbackRequest(answer) { Score = 2 }).ResponseAsync);
+        RpcException score = await Assert.ThrowsAsync<RpcException>(() => engine.Members.RecordFeedbackAsync(new V1.RecordFeedbackRequest(answer) { FeedbackId = "s2", Score = 11 }).ResponseAsync);
+        RpcException stranger = await Assert.ThrowsAsync<RpcException>(() => engine.Members.RecordFeedbackAsync(new V1.RecordFeedbackRequest(answer) { MemberId = "nobody" }).ResponseAsync);
+        string before = (await Sql.RowsAsync(engine.Storage, $"SELECT reason FROM ledger_entries WHERE program_id = '{Program}' AND kind = 20", r => r.GetString(0))).Single();
+        await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "m", Reason = "ticket 7" });
+
+        Assert.Equal((V1.AckStatus.Accepted, 7, 7), (first.Status, first.Points, first.Balance));
+        Assert.Equal(V1.AckStatus.Duplicate, again.Status);
+        Assert.Equal(StatusCode.AlreadyExists, changed.StatusCode);
+        Assert.Equal(StatusCode.InvalidArgument, score.StatusCode);
+        Assert.Contains("score", score.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.NotFound, stranger.StatusCode);
+        Assert.Equal("friendly staff", before);
+        Assert.Equal(0, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND kind = 20 AND reason IS NOT NULL"));
+        Assert.Equal(1, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND kind = 20"));
+    }
+
     /// <summary>
     /// Sign-ups, pending purchases under a double-points campaign, a return inside the pending
     /// window, adjustments both ways, a redemption, a merge; then the pending points mature, one
     /// more redemption, and a year later every lot left expires.
     /// </summary>
-    private static async Task PlayAYearAsync(InProcessEngine engine, FakeTimeProvider clock)
+    internal static async Task PlayAYearAsync(InProcessEngine engine, FakeTimeProvider clock)
     {
         V1.PutProgramRequest program = Wire.Program(Program);
         program.Settings.SignupBonusPoints = 50;
+        program.Settings.FeedbackRewardPoints = 5;
         program.Settings.PendingDays = 7;
         program.Settings.Expiry = new V1.ExpiryPolicy { Mode = V1.ExpiryMode.Lifespan, LifespanMonths = 12 };
         program.Settings.Accounting = new V1.AccountingPolicy { PointValueMinorPerThousand = 4_000, ExpectedBreakageBp = 1_500 };
@@ -154,6 +203,10 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         var redemptions = new V1.Redemptions.RedemptionsClient(engine.Invoker);
         await redemptions.RedeemAsync(new V1.RedeemRequest { TransactionId = "red1", ProgramId = Program, MemberId = "d", RewardId = "mug", Quantity = 1, StoreId = "store-1" });
         await engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = Program, SurvivorId = "b", DuplicateId = "d", Reason = "same person" });
+        foreach ((string member, int score) in new[] { ("a", 10), ("b", 9), ("c", 3) })
+        {
+            await engine.Members.RecordFeedbackAsync(new V1.RecordFeedbackRequest { ProgramId = Program, MemberId = member, FeedbackId = "nps-" + member, Score = score, Comment = "comment of " + member, Channel = "email" });
+        }
 
         clock.Advance(TimeSpan.FromDays(8));
         await engine.Purchases.AccrueAsync(Purchase("a", "a3", 20_00));

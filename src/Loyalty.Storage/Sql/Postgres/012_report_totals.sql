@@ -1,8 +1,8 @@
 -- Report totals: per program, UTC day, metric and key (a reward id, or ''), the sum of what that
 -- day's entries contribute (Loyalty.Storage.Reports.ReportFacts). They are written in the same
--- transaction as the entries, so a report over them sees exactly the committed ledger. Each engine
--- adds into one of 16 slots chosen at random when it starts, so engines committing at the same
--- moment rarely wait for each other's row locks; a report sums the slots. A ledger written before
+-- transaction as the entries, so a report over them sees exactly the committed ledger. Each batch
+-- adds into one of 16 slots chosen at random, so engines committing at the same moment rarely
+-- wait for each other's row locks; a report sums the slots. A ledger written before
 -- this migration has no totals yet: see report_rebuilds below.
 CREATE TABLE IF NOT EXISTS report_totals (
     program_id text NOT NULL,

@@ -1,0 +1,127 @@
+using Loyalty.Host.Reports;
+using Loyalty.Storage.Reports;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Reports;
+
+/// <summary>The report's pure rules: how entries split into flows, how days group into periods, how money is derived.</summary>
+public sealed class ReportRulesTests
+{
+    private static readonly DateTimeOffset Monday = new(2026, 11, 30, 10, 0, 0, TimeSpan.Zero);
+
+    public static TheoryData<LedgerEntry> Entries() =>
+    [
+        Entry(LedgerEntryKind.Earn, 300, new EntryDetails { Components = [new(ComponentKind.Base, "base", 100), new(ComponentKind.Campaign, "double", 100), new(ComponentKind.Signup, "signup", 50), new(ComponentKind.Referral, "referral:x", 50)] }),
+        Entry(LedgerEntryKind.Earn, 7, null),
+        Entry(LedgerEntryKind.Enrol, 50, null),
+        Entry(LedgerEntryKind.Return, -70, new EntryDetails { PendingReversed = 40, ActiveReversed = 60, Restored = [new LotUse("l1", 30, Monday.AddYears(1))], PendingAvailableAt = Monday.AddDays(7) }),
+        Entry(LedgerEntryKind.Redeem, -30, new EntryDetails { RewardId = "mug", Lots = [new LotUse("l1", 20, Monday.AddYears(1)), new LotUse("l2", 10, null)] }),
+        Entry(LedgerEntryKind.Expire, -25, new EntryDetails { Lots = [new LotUse("l1", 25, Monday.AddYears(1))], InactivityDeadline = Monday }),
+        Entry(LedgerEntryKind.Adjust, -12, null),
+        Entry(LedgerEntryKind.Adjust, 12, null),
+        Entry(LedgerEntryKind.ReferralReward, -40, null),
+        Entry(LedgerEntryKind.MergedAway, -99, null),
+        Entry(LedgerEntryKind.MergedIn, 99, null),
+        Entry(LedgerEntryKind.Flags, 0, null),
+        Entry((LedgerEntryKind)999, 5, null),
+    ];
+
+    [Theory]
+    [MemberData(nameof(Entries))]
+    public void EveryEntry_SplitsIntoFlows_WhoseSignedSumIsItsPoints(LedgerEntry entry)
+    {
+        var totals = new ReportTotals();
+        totals.Add(entry);
+
+        long signed = totals.Of("p").Sum(t => ReportFacts.SignOf(t.Metric) * t.Value);
+        Assert.Equal(entry.Points.Value, signed);
+        Assert.Equal(Enum.IsDefined(entry.Kind), !totals.Of("p").Any(t => t.Metric == ReportMetric.Other));
+    }
+
+    [Fact]
+    public void AReturnFromPendingPoints_CancelsTheirMaturity_AndRestoredPointsLeaveTheirCohort()
+    {
+        var totals = new ReportTotals();
+        totals.Add(Entry(LedgerEntryKind.Return, -70, new EntryDetails { PendingReversed = 40, ActiveReversed = 60, Restored = [new LotUse("l1", 30, Monday.AddYears(1))], PendingAvailableAt = Monday.AddDays(7) }));
+
+        ReportTotal[] t = [.. totals.Of("p")];
+        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday.AddDays(7)), ReportMetric.PendingMatured, "", -40), t);
+        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday), ReportMetric.PendingReversed, "", 40), t);
+        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday.AddYears(1)), ReportMetric.CohortRedeemed, "", -30), t);
+        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday), ReportMetric.Reversed, "", 100), t);
+    }
+
+    [Fact]
+    public void ExpiredAndRedeemedPoints_CountInTheLotsCohort_OnItsExpiryDay_AndUndatedLotsInNone()
+    {
+        var totals = new ReportTotals();
+        totals.Add(Entry(LedgerEntryKind.Expire, -35, new EntryDetails { Lots = [new LotUse("l1", 25, Monday.AddYears(1)), new LotUse("#balance", 10, null)], InactivityDeadline = Monday }));
+        totals.Add(Entry(LedgerEntryKind.Redeem, -30, new EntryDetails { RewardId = "mug", Lots = [new LotUse("l1", 20, Monday.AddYears(1)), new LotUse("l2", 10, null)] }));
+
+        ReportTotal[] cohorts = [.. totals.Of("p").Where(t => t.Metric is ReportMetric.CohortExpired or ReportMetric.CohortRedeemed).OrderBy(t => t.Metric)];
+        Assert.Equal([new(ReportFacts.DayOf(Monday.AddYears(1)), ReportMetric.CohortRedeemed, "", 20), new(ReportFacts.DayOf(Monday.AddYears(1)), ReportMetric.CohortExpired, "", 25)], cohorts);
+    }
+
+    [Fact]
+    public void Periods_AreIsoWeeksFromMonday_CalendarMonthsAndYears_ClippedToTheAskedDays()
+    {
+        var sunday = new DateOnly(2026, 12, 6);
+
+        Assert.Equal(new DateOnly(2026, 11, 30), ProgramReports.PeriodStart(sunday, V1.ReportGrouping.Week));
+        Assert.Equal(new DateOnly(2026, 12, 7), ProgramReports.PeriodStart(sunday.AddDays(1), V1.ReportGrouping.Week));
+        Assert.Equal(new DateOnly(2024, 2, 29), ProgramReports.PeriodEnd(new DateOnly(2024, 2, 1), V1.ReportGrouping.Month));
+        Assert.Equal(new DateOnly(2026, 12, 31), ProgramReports.PeriodEnd(new DateOnly(2026, 1, 1), V1.ReportGrouping.Year));
+        V1.ProgramReport report = Build(new DateOnly(2026, 12, 3), new DateOnly(2026, 12, 16), V1.ReportGrouping.Week, [], []);
+        Assert.Equal(["2026-12-03..2026-12-06", "2026-12-07..2026-12-13", "2026-12-14..2026-12-16"], report.Periods.Select(p => $"{p.Start}..{p.End}"));
+        Assert.Equal(3, ProgramReports.PeriodCount(new DateOnly(2026, 12, 3), new DateOnly(2026, 12, 16), V1.ReportGrouping.Week));
+    }
+
+    [Theory]
+    [InlineData(1, V1.ReportGrouping.Day)]
+    [InlineData(62, V1.ReportGrouping.Day)]
+    [InlineData(63, V1.ReportGrouping.Week)]
+    [InlineData(183, V1.ReportGrouping.Month)]
+    [InlineData(1_828, V1.ReportGrouping.Year)]
+    public void WithoutAGrouping_TheLengthOfThePeriodChoosesIt(int days, V1.ReportGrouping expected) =>
+        Assert.Equal(expected, ProgramReports.AutomaticGrouping(days));
+
+    [Fact]
+    public void TheOpeningCarriesForward_AndMoneyIsRoundedHalfAwayFromZero_AtThePointValue()
+    {
+        var from = new DateOnly(2026, 12, 1);
+        ReportTotal[] before = [new(0, ReportMetric.IssuedPurchases, "", 1_001), new(0, ReportMetric.Enrolled, "", 3)];
+        ReportTotal[] days = [new(from.DayNumber, ReportMetric.Redeemed, "mug", 500), new(from.DayNumber + 1, ReportMetric.IssuedBonuses, "", 2)];
+
+        V1.ProgramReport report = Build(from, from.AddDays(1), V1.ReportGrouping.Day, before, days, new AccountingPolicy(1_500, 2_000));
+
+        Assert.Equal(1_001, report.Opening.Outstanding);
+        Assert.Equal(1_502, report.Opening.LiabilityMinor); // 1,001 x 1.5 = 1,501.5
+        Assert.Equal(1_202, report.Opening.DeferredRevenueMinor); // 1,502 x 0.8 = 1,201.6
+        Assert.False(report.Opening.BreakageObserved);
+        Assert.Equal(501, report.Periods[0].Closing.Outstanding);
+        Assert.Equal(503, report.Total.Closing.Outstanding);
+        Assert.Equal(-498, report.Total.Flows.Net);
+        Assert.Equal(500, Assert.Single(report.Total.RedeemedByReward).Points);
+        Assert.Equal(3, report.Total.Closing.Members);
+    }
+
+    [Fact]
+    public void BreakageIsObservedOnMaturedLots_BetweenNoneAndAll()
+    {
+        var from = new DateOnly(2026, 12, 1);
+        ReportTotal[] days = [new(from.DayNumber, ReportMetric.CohortRedeemed, "", 300), new(from.DayNumber, ReportMetric.CohortExpired, "", 100)];
+
+        V1.ProgramBalances closing = Build(from, from, V1.ReportGrouping.Day, [], days, new AccountingPolicy(1_000, 9_000)).Total.Closing;
+        V1.ProgramBalances onlyExpired = Build(from, from, V1.ReportGrouping.Day, [], [days[1]], new AccountingPolicy(1_000, 9_000)).Total.Closing;
+
+        Assert.True(closing.BreakageObserved);
+        Assert.Equal(2_500, closing.BreakageBp);
+        Assert.Equal(10_000, onlyExpired.BreakageBp);
+    }
+
+    private static V1.ProgramReport Build(DateOnly from, DateOnly to, V1.ReportGrouping grouping, ReportTotal[] before, ReportTotal[] days, AccountingPolicy? accounting = null) =>
+        ProgramReports.Build("p", new ProgramSettings("P", "USD", 2, 1, Accounting: accounting), from, to, grouping, before, days, csv: true);
+
+    private static LedgerEntry Entry(LedgerEntryKind kind, long points, EntryDetails? details) =>
+        new("p", "m", 1, kind, new Points(points), "t", 0, null, kind == LedgerEntryKind.Earn ? 10_00 : 0, "USD", null, null, Monday, Monday, Details: details);
+}
