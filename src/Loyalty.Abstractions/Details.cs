@@ -165,6 +165,9 @@ public sealed record EntryDetails
     /// <summary>Feedback: the score, 0..10 (the member's tier at the time is <see cref="TierAfter"/>).</summary>
     [Id(34)] public int Score { get; init; }
 
+    /// <summary>Redeem of a donation reward: the cause the money goes to (the entry's amount).</summary>
+    [Id(35)] public string? Cause { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

@@ -28,6 +28,12 @@ public sealed record Reward(
     [property: Id(9)] DateTimeOffset? AvailableUntil = null,
     [property: Id(10)] long? Stock = null)
 {
+    /// <summary>The key of the grain that counts a reward's units taken: program and reward.</summary>
+    public static string StockKey(string programId, string rewardId) => programId + "/" + rewardId;
+
+    /// <summary>The money of <paramref name="quantity"/> units (the discount, product value or donation); checked.</summary>
+    public long ValueOf(int quantity) => checked(ValueMinor * quantity);
+
     /// <summary>Tiers allowed to redeem it, never null; empty means every tier.</summary>
     public IReadOnlyList<string> TierList => Tiers ?? [];
 

@@ -112,11 +112,11 @@ public sealed partial class MemberGrain
                 StoreId = request.StoreId,
                 Details = details with { HeldPoints = points, LapsesAt = now.AddSeconds(program.Settings.ReservationHoldSeconds) },
             }
-            : NewEntry(LedgerEntryKind.Redeem, new Points(-points), txn, fingerprint, now, program) with
+            : Valued(NewEntry(LedgerEntryKind.Redeem, new Points(-points), txn, fingerprint, now, program) with
             {
                 StoreId = request.StoreId,
                 Details = details with { Lots = _state.PlanDebit(points) },
-            };
+            }, program.Settings);
         return null;
     }
 
@@ -182,13 +182,27 @@ public sealed partial class MemberGrain
                 $"the balance ({_state.Balance.Value}) no longer covers the {hold.Points.Value} points reservation '{reservationId}' holds");
         }
 
-        entry = NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, CommitFingerprint, now, program) with
+        entry = Valued(NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, CommitFingerprint, now, program) with
         {
             Reference = reservationId,
             Details = details with { Lots = _state.PlanDebit(hold.Points.Value) },
-        };
+        }, program.Settings);
         return null;
     }
+
+    /// <summary>
+    /// A redemption with the money its reward stands for (the discount, product value or donation,
+    /// times the units) and, for a donation, its cause, as the catalogue has them when it is spent.
+    /// </summary>
+    private static LedgerEntry Valued(LedgerEntry redeem, ProgramSettings settings) =>
+        settings.FindReward(redeem.Details!.RewardId!) is { } reward
+            ? redeem with
+            {
+                AmountMinor = reward.ValueOf(redeem.Details.Quantity),
+                Currency = settings.Currency,
+                Details = redeem.Details with { Cause = reward.Kind == RewardKind.Donation ? reward.Cause : null },
+            }
+            : redeem;
 
     private RedemptionResult Answer(LedgerEntry entry, Points balance, ReservationState reservation)
     {
@@ -248,7 +262,7 @@ public sealed partial class MemberGrain
         }
     }
 
-    private IRewardStockGrain Stock(string rewardId) => GrainFactory.GetGrain<IRewardStockGrain>(_programId + "/" + rewardId);
+    private IRewardStockGrain Stock(string rewardId) => GrainFactory.GetGrain<IRewardStockGrain>(Reward.StockKey(_programId, rewardId));
 
     /// <summary>Whether this request holds units of the reward's stock.</summary>
     private sealed class StockTake

@@ -180,7 +180,7 @@ public static class ProgramReports
         public void Add(ReportTotal t)
         {
             _metrics[t.Metric] = checked(_metrics.GetValueOrDefault(t.Metric) + t.Value);
-            if (t.Metric is ReportMetric.Redeemed or ReportMetric.TierMoves or ReportMetric.TierEntered or ReportMetric.TierLeft
+            if (t.Metric is ReportMetric.Redeemed or ReportMetric.RedeemedUnits or ReportMetric.RedeemedValue or ReportMetric.Donated or ReportMetric.Donations or ReportMetric.TierMoves or ReportMetric.TierEntered or ReportMetric.TierLeft
                 or ReportMetric.NpsPromoters or ReportMetric.NpsPassives or ReportMetric.NpsDetractors)
             {
                 _keyed[(t.Metric, t.Key)] = checked(_keyed.GetValueOrDefault((t.Metric, t.Key)) + t.Value);
@@ -223,7 +223,19 @@ public static class ProgramReports
             flows.Net = _metrics.Sum(m => checked(ReportFacts.SignOf(m.Key) * m.Value));
             V1.ProgramBalances closing = running.Balances();
             var period = new V1.ReportPeriod { Start = Text(start), End = Text(end), Flows = flows, Closing = closing, Members = Members(running, closing, activity, activeExact, ladder), Nps = Nps(ladder) };
-            period.RedeemedByReward.AddRange(Keyed(ReportMetric.Redeemed).Select(r => new V1.RewardPoints { RewardId = r.Key, Points = r.Value }));
+            period.RedeemedByReward.AddRange(Keyed(ReportMetric.Redeemed).Select(r => new V1.RewardPoints
+            {
+                RewardId = r.Key,
+                Points = r.Value,
+                Units = _keyed.GetValueOrDefault((ReportMetric.RedeemedUnits, r.Key)),
+                ValueMinor = _keyed.GetValueOrDefault((ReportMetric.RedeemedValue, r.Key)),
+            }));
+            period.Donations.AddRange(Keyed(ReportMetric.Donated).Select(d => new V1.CauseDonations
+            {
+                Cause = d.Key,
+                AmountMinor = d.Value,
+                Donations = _keyed.GetValueOrDefault((ReportMetric.Donations, d.Key)),
+            }));
             return period;
         }
 

@@ -33,14 +33,24 @@ public sealed class ReportsService(ILedgerStore ledger, IGrainFactory grains, Lo
 
         IReadOnlyList<ReportTotal> before = await ledger.ReadTotalsAsync(request.ProgramId, DateOnly.MinValue.DayNumber, from.DayNumber, perDay: false, context.CancellationToken);
         IReadOnlyList<ReportTotal> days = await ledger.ReadTotalsAsync(request.ProgramId, from.DayNumber, to.DayNumber + 1, perDay: true, context.CancellationToken);
+        V1.ProgramReport report;
         try
         {
-            return ProgramReports.Build(request.ProgramId, program.Settings, from, to, grouping, before, days, request.Csv);
+            report = ProgramReports.Build(request.ProgramId, program.Settings, from, to, grouping, before, days, request.Csv);
         }
         catch (OverflowException)
         {
             throw new RpcException(new Status(StatusCode.OutOfRange, "a figure of this report does not fit 64 bits (the programme's totals or their money value are too large)"));
         }
+
+        // Stock as it stands now (the catalogue is bounded: Limits.RewardsMax).
+        foreach (Reward reward in program.Settings.RewardList.Where(r => r.Stock is not null))
+        {
+            long taken = await grains.GetGrain<IRewardStockGrain>(Reward.StockKey(request.ProgramId, reward.Id)).Taken();
+            report.Stock.Add(new V1.RewardStock { RewardId = reward.Id, Stock = reward.Stock!.Value, Taken = taken, Left = Math.Max(0, reward.Stock.Value - taken) });
+        }
+
+        return report;
     }
 
     private static DateOnly Day(string text, string field) =>

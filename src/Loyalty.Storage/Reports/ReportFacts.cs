@@ -31,6 +31,18 @@ public enum ReportMetric : short
     /// <summary>Points spent on rewards; the key is the reward id.</summary>
     Redeemed = 8,
 
+    /// <summary>Units of rewards redeemed; the key is the reward id.</summary>
+    RedeemedUnits = 15,
+
+    /// <summary>Money of rewards redeemed (discounts, product values, donations) in minor units; the key is the reward id.</summary>
+    RedeemedValue = 16,
+
+    /// <summary>Money donated through donation rewards, in minor units; the key is the cause.</summary>
+    Donated = 17,
+
+    /// <summary>Donations made; the key is the cause.</summary>
+    Donations = 18,
+
     /// <summary>Points expired (breakage).</summary>
     Expired = 9,
 
@@ -331,7 +343,16 @@ public static class ReportFacts
 
     private static long Redeem(LedgerEntry e, int day, ReportTotals into)
     {
-        into.Add(e.ProgramId, day, ReportMetric.Redeemed, e.Details?.RewardId ?? "", -e.Points.Value);
+        string reward = e.Details?.RewardId ?? "";
+        into.Add(e.ProgramId, day, ReportMetric.Redeemed, reward, -e.Points.Value);
+        into.Add(e.ProgramId, day, ReportMetric.RedeemedUnits, reward, e.Details?.Quantity ?? 0);
+        into.Add(e.ProgramId, day, ReportMetric.RedeemedValue, reward, e.AmountMinor);
+        if (e.Details?.Cause is { } cause)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.Donated, cause, e.AmountMinor);
+            into.Add(e.ProgramId, day, ReportMetric.Donations, cause, 1);
+        }
+
         foreach (LotUse lot in e.Details?.Lots ?? [])
         {
             if (lot.ExpiresAt is { } expires)

@@ -48,7 +48,13 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         Assert.Equal(await LedgerAsync(db, "SUM(points)", "AND kind = 5 AND points > 0"), total.IssuedAdjustments);
         Assert.Equal(await LedgerAsync(db, "-SUM(points)", "AND kind = 5 AND points < 0"), total.DeductedAdjustments);
         Assert.Equal(await LedgerAsync(db, "-SUM(points)", "AND kind = 7"), total.Redeemed);
-        Assert.Equal(total.Redeemed, Assert.Single(report.Total.RedeemedByReward, r => r.RewardId == "mug").Points);
+        Assert.Equal(total.Redeemed, report.Total.RedeemedByReward.Sum(r => r.Points));
+        Assert.Equal(await LedgerAsync(db, "-SUM(points)", $"AND kind = 7 AND {Json(backend, "reward_id", text: true)} = 'mug'"), Assert.Single(report.Total.RedeemedByReward, r => r.RewardId == "mug").Points);
+        Assert.Equal((3, 3 * 4_50), Assert.Single(report.Total.RedeemedByReward, r => r.RewardId == "mug") is var mug ? (mug.Units, mug.ValueMinor) : default);
+        V1.CauseDonations forests = Assert.Single(report.Total.Donations);
+        Assert.Equal(("forests", 1, 2 * 1_00), (forests.Cause, forests.Donations, forests.AmountMinor));
+        V1.RewardStock stock = Assert.Single(report.Stock);
+        Assert.Equal(("tree", 5, 2, 3), (stock.RewardId, stock.Stock, stock.Taken, stock.Left));
         Assert.Equal(await LedgerAsync(db, "-SUM(points)", "AND kind = 10"), total.Expired);
         Assert.Equal(await LedgerAsync(db, "SUM(points)", "AND kind = 17"), total.MergedIn);
         Assert.Equal(await LedgerAsync(db, "-SUM(points)", "AND kind = 16"), total.MergedOut);
@@ -177,7 +183,8 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         program.Settings.PendingDays = 7;
         program.Settings.Expiry = new V1.ExpiryPolicy { Mode = V1.ExpiryMode.Lifespan, LifespanMonths = 12 };
         program.Settings.Accounting = new V1.AccountingPolicy { PointValueMinorPerThousand = 4_000, ExpectedBreakageBp = 1_500 };
-        program.Settings.Rewards.Add(new V1.Reward { Id = "mug", Name = "Mug", Kind = V1.RewardKind.Product, Sku = "mug", PointsPrice = 30 });
+        program.Settings.Rewards.Add(new V1.Reward { Id = "mug", Name = "Mug", Kind = V1.RewardKind.Product, Sku = "mug", PointsPrice = 30, ValueMinor = 4_50 });
+        program.Settings.Rewards.Add(new V1.Reward { Id = "tree", Name = "Plant a tree", Kind = V1.RewardKind.Donation, Cause = "forests", PointsPrice = 10, ValueMinor = 1_00, Stock = 5 });
         program.Settings.Campaigns.Add(new V1.Campaign
         {
             Id = "double", Name = "Double points", MultiplierBp = 20_000,
@@ -203,6 +210,7 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         var redemptions = new V1.Redemptions.RedemptionsClient(engine.Invoker);
         await redemptions.RedeemAsync(new V1.RedeemRequest { TransactionId = "red1", ProgramId = Program, MemberId = "d", RewardId = "mug", Quantity = 1, StoreId = "store-1" });
         await engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = Program, SurvivorId = "b", DuplicateId = "d", Reason = "same person" });
+        await redemptions.RedeemAsync(new V1.RedeemRequest { TransactionId = "tree1", ProgramId = Program, MemberId = "c", RewardId = "tree", Quantity = 2, StoreId = "store-1" });
         foreach ((string member, int score) in new[] { ("a", 10), ("b", 9), ("c", 3) })
         {
             await engine.Members.RecordFeedbackAsync(new V1.RecordFeedbackRequest { ProgramId = Program, MemberId = member, FeedbackId = "nps-" + member, Score = score, Comment = "comment of " + member, Channel = "email" });
@@ -231,9 +239,13 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
     private static Task<long> LedgerAsync(StorageOptions db, string aggregate, string where) =>
         Sql.ScalarAsync(db, $"SELECT COALESCE({aggregate}, 0) FROM ledger_entries WHERE program_id = '{Program}' {where}");
 
-    private static string Json(Backend backend, string field) => backend == Backend.Postgres
-        ? $"COALESCE((details::jsonb ->> '{field}')::bigint, 0)"
-        : $"COALESCE(json_extract(details, '$.{field}'), 0)";
+    private static string Json(Backend backend, string field, bool text = false) => (backend, text) switch
+    {
+        (Backend.Postgres, false) => $"COALESCE((details::jsonb ->> '{field}')::bigint, 0)",
+        (Backend.Postgres, true) => $"(details::jsonb ->> '{field}')",
+        (_, false) => $"COALESCE(json_extract(details, '$.{field}'), 0)",
+        _ => $"json_extract(details, '$.{field}')",
+    };
 
     private static Task<long> CampaignPointsAsync(StorageOptions db, Backend backend) => Sql.ScalarAsync(db, backend == Backend.Postgres
         ? $"SELECT COALESCE(SUM((c ->> 'points')::bigint), 0) FROM ledger_entries, jsonb_array_elements(details::jsonb -> 'components') c " +
