@@ -119,8 +119,26 @@ public sealed class ReportRulesTests
         Assert.Equal(10_000, onlyExpired.BreakageBp);
     }
 
-    private static V1.ProgramReport Build(DateOnly from, DateOnly to, V1.ReportGrouping grouping, ReportTotal[] before, ReportTotal[] days, AccountingPolicy? accounting = null) =>
-        ProgramReports.Build("p", new ProgramSettings("P", "USD", 2, 1, Accounting: accounting), from, to, grouping, before, days, csv: true);
+    [Fact]
+    public void TierMoves_CountUpOrDownByTheLadder_AndTheDistributionFollowsThem()
+    {
+        var from = DateOnly.FromDateTime(Monday.UtcDateTime);
+        var ladder = new TierLadder(TierBasis.Points, 365, 0, [new("base", 0, Multipliers.One, []), new("silver", 100, Multipliers.One, []), new("gold", 500, Multipliers.One, [])]);
+        var totals = new ReportTotals();
+        totals.Add(Entry(LedgerEntryKind.Enrol, 0, new EntryDetails { TierAfter = "base" }) with { Reference = "referrer" });
+        totals.Add(Entry(LedgerEntryKind.Enrol, 0, new EntryDetails { TierAfter = "base" }));
+        totals.Add(Entry(LedgerEntryKind.Earn, 600, new EntryDetails { TierBefore = "base", TierAfter = "gold", Components = [new(ComponentKind.Referral, "referral:x", 10)] }));
+        totals.Add(Entry(LedgerEntryKind.Earn, 5, new EntryDetails { DowngradedFrom = "gold", TierBefore = "silver", TierAfter = "silver" }));
+
+        V1.MemberFigures members = Build(from, from, V1.ReportGrouping.Day, [], [.. totals.Of("p").OrderBy(t => t.Day)], settings: new ProgramSettings("P", "USD", 2, 1, Tiers: ladder)).Total.Members;
+
+        Assert.Equal((1, 1), (members.Upgrades, members.Downgrades));
+        Assert.Equal(["base:1", "silver:1", "gold:0"], members.Tiers.Select(t => $"{t.Tier}:{t.Members}"));
+        Assert.Equal((1, 1, 10_000), (members.ReferralsMade, members.ReferralsQualified, members.ReferralConversionBp));
+    }
+
+    private static V1.ProgramReport Build(DateOnly from, DateOnly to, V1.ReportGrouping grouping, ReportTotal[] before, ReportTotal[] days, AccountingPolicy? accounting = null, ProgramSettings? settings = null) =>
+        ProgramReports.Build("p", settings ?? new ProgramSettings("P", "USD", 2, 1, Accounting: accounting), from, to, grouping, before, days, csv: true);
 
     private static LedgerEntry Entry(LedgerEntryKind kind, long points, EntryDetails? details) =>
         new("p", "m", 1, kind, new Points(points), "t", 0, null, kind == LedgerEntryKind.Earn ? 10_00 : 0, "USD", null, null, Monday, Monday, Details: details);
