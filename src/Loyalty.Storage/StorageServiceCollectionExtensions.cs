@@ -25,13 +25,7 @@ public static class StorageSiloBuilderExtensions
         storage = storage.Resolved();
         silo.Services.AddSingleton(Options.Create(storage));
         silo.Services.AddOptions<LedgerCommitOptions>().Configure(o => configureLedger?.Invoke(o));
-        silo.Services.AddSingleton<ILedgerStore>(_ => storage.Provider switch
-        {
-            StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString, storage.SqliteWalCheckpointPages),
-            StorageProvider.Postgres => new PostgresLedgerStore(storage.ConnectionString),
-            StorageProvider.Memory => new MemoryLedgerStore(),
-            _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),
-        });
+        silo.Services.AddSingleton(_ => CreateLedgerStore(storage));
         silo.Services.AddSingleton<IAccessStore>(services => storage.Provider switch
         {
             StorageProvider.Sqlite => new SqliteAccessStore(storage.ConnectionString),
@@ -64,6 +58,15 @@ public static class StorageSiloBuilderExtensions
             }));
         return silo;
     }
+
+    /// <summary>The ledger store for resolved options (<see cref="StorageOptions.Resolved"/>).</summary>
+    public static ILedgerStore CreateLedgerStore(StorageOptions storage) => storage.Provider switch
+    {
+        StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString, storage.SqliteWalCheckpointPages),
+        StorageProvider.Postgres => new PostgresLedgerStore(storage.ConnectionString),
+        StorageProvider.Memory => new MemoryLedgerStore(),
+        _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),
+    };
 
     /// <summary>Reads <see cref="StorageOptions"/> from the <c>Storage</c> configuration section.</summary>
     public static StorageOptions ReadStorageOptions(this IConfiguration configuration)

@@ -374,6 +374,7 @@ public static class ProgramReports
                 DeferredRevenueMinor = Scale(liability, Multipliers.One - breakageBp, Multipliers.One),
                 BreakageBp = breakageBp,
                 BreakageObserved = observed,
+                RedemptionBp = observed ? Multipliers.One - breakageBp : 0,
                 MaturedRedeemed = _maturedRedeemed,
                 MaturedExpired = _maturedExpired,
                 Members = _members,

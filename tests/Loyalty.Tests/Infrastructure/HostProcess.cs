@@ -145,7 +145,7 @@ public sealed class HostProcess : IAsyncDisposable
         _process.Dispose();
     }
 
-    private static string HostAssemblyPath()
+    internal static string HostAssemblyPath()
     {
         // tests/Loyalty.Tests/bin/<Configuration>/<tfm>/ -> src/Loyalty.Host/bin/<Configuration>/<tfm>/
         var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));

@@ -99,6 +99,7 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         Assert.Equal(total.Redeemed, closing.MaturedRedeemed);
         int breakage = (int)Math.Round(total.Expired * 10_000m / (total.Expired + total.Redeemed), MidpointRounding.AwayFromZero);
         Assert.Equal(breakage, closing.BreakageBp);
+        Assert.Equal(10_000 - breakage, closing.RedemptionBp);
         Assert.Equal((long)Math.Round(closing.LiabilityMinor * (10_000 - breakage) / 10_000m, MidpointRounding.AwayFromZero), closing.DeferredRevenueMinor);
 
         // The periods add up to the whole, each closing where the next opens.
@@ -112,6 +113,52 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         // Rebuilt from the ledger alone, the totals give the same report.
         await RebuildAsync(db);
         Assert.Equal(report, await reports.GetProgramReportAsync(request));
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task TheRebuildCommand_RestoresLostTotalsFromTheLedger_AndRefusesABadProgramName(Backend backend)
+    {
+        StorageOptions db = TestDatabases.Create(backend, "rebuildcmd");
+        var clock = new FakeTimeProvider(Start);
+        var request = new V1.ProgramReportRequest { ProgramId = Program, From = "2026-11-01", GroupBy = V1.ReportGrouping.Month };
+        V1.ProgramReport before;
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(db, clock, "--Schedule:PollIntervalMs=50"))
+        {
+            await PlayAYearAsync(engine, clock);
+            before = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(request);
+        }
+
+        await Sql.ExecuteAsync(db, $"DELETE FROM report_totals WHERE program_id = '{Program}'");
+        (int code, string said) = await RunCommandAsync(db, "rebuild-reports", Program);
+        (int badCode, string badSaid) = await RunCommandAsync(db, "rebuild-reports", "no such/program");
+
+        Assert.Equal(0, code);
+        Assert.Contains("rebuilt the report totals of 1 programs", said, StringComparison.Ordinal);
+        Assert.Equal(2, badCode);
+        Assert.Contains("program", badSaid, StringComparison.Ordinal);
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(db, clock, "--Schedule:PollIntervalMs=50"))
+        {
+            Assert.Equal(before, await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(request));
+        }
+    }
+
+    /// <summary>Runs the engine's binary with a command and the database's settings; its exit code and output.</summary>
+    private static async Task<(int Code, string Output)> RunCommandAsync(StorageOptions db, params string[] command)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in (string[])[HostProcess.HostAssemblyPath(), .. command, $"--Storage:Provider={db.Provider}", $"--Storage:ConnectionString={db.ConnectionString}"])
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using System.Diagnostics.Process process = System.Diagnostics.Process.Start(start)!;
+        Task<string> output = process.StandardOutput.ReadToEndAsync();
+        Task<string> errors = process.StandardError.ReadToEndAsync();
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        await process.WaitForExitAsync(limit.Token);
+        return (process.ExitCode, await output + await errors);
     }
 
     [Fact]
