@@ -187,7 +187,8 @@ public sealed record AccrualResult(
     [property: Id(8)] DateTimeOffset? AvailableAt = null,
     [property: Id(9)] long ProgramVersion = 0,
     [property: Id(10)] Points Redeemed = default,
-    [property: Id(11)] IReadOnlyList<LotUse>? RedeemedLots = null)
+    [property: Id(11)] IReadOnlyList<LotUse>? RedeemedLots = null,
+    [property: Id(12)] Points Pending = default)
 {
     /// <summary>A refusal with the reason.</summary>
     public static AccrualResult Reject(string transactionId, LoyaltyError error, string message) =>

@@ -63,8 +63,8 @@ public sealed partial class MemberGrain
                 redeemed = before;
                 return answer;
             },
-            (entry, balance, _) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
-                entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.Details?.Lots),
+            (entry, balance, pending) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
+                entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.Details?.Lots, pending),
             existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)),
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
@@ -232,7 +232,7 @@ public sealed partial class MemberGrain
         WriteAsync(
             prefetch: null,
             stage,
-            (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion),
+            (entry, balance, pending) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion, Pending: pending),
             existing => AnswerFromLedger(existing, txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)),
             (e, m) => AccrualResult.Reject(txn, e, m));
 

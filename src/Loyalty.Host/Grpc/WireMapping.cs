@@ -89,6 +89,7 @@ internal static class WireMapping
             AvailableAt = result.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null,
             ProgramVersion = result.ProgramVersion,
             PointsRedeemed = result.Redeemed.Value,
+            PendingPoints = result.Pending.Value,
         };
         if (result.RedeemedLots is { Count: > 0 } lots)
         {

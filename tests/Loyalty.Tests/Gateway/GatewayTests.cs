@@ -329,6 +329,24 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     [Fact]
+    public async Task APurchaseAck_CarriesThePendingPoints_ThatItsBalanceDoesNotShow()
+    {
+        V1.PutProgramRequest request = Wire.Program(_program);
+        request.Settings.PendingDays = 14;
+        await Engine.Programs.PutProgramAsync(request);
+        await Engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = _program, MemberId = "pend" });
+
+        V1.PurchaseAck first = await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "pend", "pend-1", 60_00));
+        V1.PurchaseAck second = await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "pend", "pend-2", 40_00));
+        V1.PurchaseAck resent = await Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "pend", "pend-1", 60_00));
+
+        Assert.Equal((V1.AckStatus.Accepted, 60, 0, 60), (first.Status, first.PointsEarned, first.Balance, first.PendingPoints));
+        Assert.NotNull(first.AvailableAt);
+        Assert.Equal((0, 100), (second.Balance, second.PendingPoints));
+        Assert.Equal((V1.AckStatus.Duplicate, 0), (resent.Status, resent.PendingPoints));
+    }
+
+    [Fact]
     public async Task Members_FlagsAdjustmentsAndReturns_OverGrpc_WithRefusalsAsStatuses()
     {
         await SetUpAsync(members: 2);
