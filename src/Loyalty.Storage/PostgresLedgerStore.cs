@@ -127,10 +127,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             i++;
         }
 
-        await using var command = new NpgsqlCommand(
-            "INSERT INTO report_totals (program_id, day, metric, key, slot, value) " +
-            "SELECT p, d, m, k, $6, v FROM unnest($1::text[], $2::int[], $3::smallint[], $4::text[], $5::bigint[]) AS t(p, d, m, k, v) " +
-            "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = " + Saturated("report_totals.value::numeric + excluded.value") + ";", connection);
+        await using var command = new NpgsqlCommand(UpsertTotalsSql, connection);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = programs });
         command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = days });
         command.Parameters.Add(new NpgsqlParameter<short[]> { TypedValue = metrics });
@@ -142,6 +139,12 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
 
     /// <summary>A numeric expression held within bigint: a report total must never fail a commit or a read.</summary>
     private static string Saturated(string numeric) => $"LEAST(GREATEST({numeric}, {long.MinValue}), {long.MaxValue})::bigint";
+
+    /// <summary>Adds a batch's totals (parallel arrays) into one slot; built once, not per batch.</summary>
+    private static readonly string UpsertTotalsSql =
+        "INSERT INTO report_totals (program_id, day, metric, key, slot, value) " +
+        "SELECT p, d, m, k, $6, v FROM unnest($1::text[], $2::int[], $3::smallint[], $4::text[], $5::bigint[]) AS t(p, d, m, k, v) " +
+        "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = " + Saturated("report_totals.value::numeric + excluded.value") + ";";
 
     /// <inheritdoc />
     public async Task<IReadOnlyList<ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken)

@@ -226,11 +226,7 @@ public static class ReportFacts
         {
             into.Add(e.ProgramId, day, ReportMetric.ReferralsQualified, "", 1);
         }
-        if (e.AvailableAt is { } available && available > e.RecordedAt && e.Points.Value > 0)
-        {
-            into.Add(e.ProgramId, day, ReportMetric.PendingAdded, "", e.Points.Value);
-            into.Add(e.ProgramId, DayOf(available), ReportMetric.PendingMatured, "", e.Points.Value);
-        }
+        Pending(e, day, into);
 
         return e.Points.Value;
     }
@@ -291,6 +287,16 @@ public static class ReportFacts
         into.Add(programId, day, ReportMetric.TierMoves, from + ">" + to, 1);
     }
 
+    /// <summary>An entry whose points start pending: added now, maturing on the day they become spendable.</summary>
+    private static void Pending(LedgerEntry e, int day, ReportTotals into)
+    {
+        if (e.AvailableAt is { } available && available > e.RecordedAt && e.Points.Value > 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.PendingAdded, "", e.Points.Value);
+            into.Add(e.ProgramId, DayOf(available), ReportMetric.PendingMatured, "", e.Points.Value);
+        }
+    }
+
     private static long Enrol(LedgerEntry e, int day, ReportTotals into)
     {
         into.Add(e.ProgramId, day, ReportMetric.Enrolled, "", 1);
@@ -301,11 +307,7 @@ public static class ReportFacts
         }
 
         into.Add(e.ProgramId, day, ReportMetric.IssuedSignup, "", e.Points.Value);
-        if (e.AvailableAt is { } available && available > e.RecordedAt && e.Points.Value > 0)
-        {
-            into.Add(e.ProgramId, day, ReportMetric.PendingAdded, "", e.Points.Value);
-            into.Add(e.ProgramId, DayOf(available), ReportMetric.PendingMatured, "", e.Points.Value);
-        }
+        Pending(e, day, into);
 
         return e.Points.Value;
     }
