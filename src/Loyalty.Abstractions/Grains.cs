@@ -19,6 +19,9 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Replaces the member's flags (e.g. "storecard"); flags named by the program's flag rules earn faster.</summary>
     Task<MemberResult> SetFlags(IReadOnlyList<string> flags);
 
+    /// <summary>Replaces the flags, or adds and removes some against those held when the change applies.</summary>
+    Task<MemberResult> ChangeFlags(FlagChange change);
+
     /// <summary>A manual adjustment by support staff; idempotent by its transaction id.</summary>
     Task<AccrualResult> Adjust(Adjustment adjustment);
 
@@ -61,6 +64,21 @@ public interface IMemberGrain : IGrainWithStringKey
 
     /// <summary>The member, or null when not enrolled.</summary>
     Task<MemberView?> Get();
+
+    /// <summary>What the purchase would earn now and what the member could then redeem, decided as <see cref="Accrue"/> would; writes nothing.</summary>
+    Task<QuoteResult> Quote(Purchase purchase);
+
+    /// <summary>The catalogue as the member sees it now (redeemable or why not); null when not enrolled.</summary>
+    Task<RewardsView?> Rewards();
+
+    /// <summary>The member's open reservations, soonest to lapse first; null when not enrolled.</summary>
+    Task<IReadOnlyList<OpenReservation>?> Reservations();
+
+    /// <summary>
+    /// The member's transaction (purchase, return, adjustment, redemption, reservation, survey
+    /// answer) by its id, with where it stands; null when the member or the id is unknown here.
+    /// </summary>
+    Task<TransactionView?> FindTransaction(string transactionId);
 
     /// <summary>
     /// A page of the ledger, newest first, of entries with a sequence below
@@ -163,6 +181,12 @@ public interface IProgramGrain : IGrainWithStringKey
 {
     /// <summary>Creates the program or replaces its settings, bumping the version.</summary>
     Task<ProgramConfig> Put(ProgramSettings settings);
+
+    /// <summary>
+    /// Creates or replaces the settings only when the program is at <paramref name="expectedVersion"/>
+    /// (0: does not exist yet), or always when it is null; the check and the change are one step.
+    /// </summary>
+    Task<ProgramPut> PutIfVersion(ProgramSettings settings, long? expectedVersion);
 
     /// <summary>The configuration, or null when the program does not exist.</summary>
     Task<ProgramConfig?> Get();

@@ -44,11 +44,31 @@ public sealed record MemberView(
     [property: Id(23)] IReadOnlyDictionary<string, string>? Profile = null,
     [property: Id(24)] bool Erased = false,
     [property: Id(25)] string? MergedInto = null,
-    [property: Id(26)] IReadOnlyList<string>? MergedFrom = null)
+    [property: Id(26)] IReadOnlyList<string>? MergedFrom = null,
+    [property: Id(27)] TierProgress? TierProgress = null)
 {
     /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
     public Points Available => Balance - Held;
 }
+
+/// <summary>
+/// A member's way up (and its hold on) the tier ladder, in the ladder's basis: points, or money
+/// in minor units for a spend ladder.
+/// </summary>
+/// <param name="Basis">What the amounts count.</param>
+/// <param name="NextTier">The tier above, or null at the top.</param>
+/// <param name="NextThreshold">The next tier's threshold (0 at the top).</param>
+/// <param name="ToNextTier">What the rolling window still needs to reach the next tier; 0 at the top.</param>
+/// <param name="KeepTierBy">When the held tier is next reviewed; null in the entry tier.</param>
+/// <param name="ToKeepTier">What the window must still gain by then to keep the tier (what drops out of it by then counted).</param>
+[GenerateSerializer, Immutable]
+public sealed record TierProgress(
+    [property: Id(0)] TierBasis Basis,
+    [property: Id(1)] string? NextTier,
+    [property: Id(2)] long NextThreshold,
+    [property: Id(3)] long ToNextTier,
+    [property: Id(4)] DateTimeOffset? KeepTierBy,
+    [property: Id(5)] long ToKeepTier);
 
 /// <summary>The answer to an enrolment.</summary>
 [GenerateSerializer, Immutable]

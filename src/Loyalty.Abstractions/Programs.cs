@@ -307,14 +307,15 @@ public sealed record ProgramSettings(
             return $"{field} lists too many tiers or flags";
         }
 
+        // 0 is x1, as on every rule (configurations stored before 0 was mapped to x1 hold 0).
         if (c.MultiplierBp != 0 && CheckBonusMultiplier(c.MultiplierBp, field + ".multiplier_bp") is { } multiplierError)
         {
             return multiplierError;
         }
 
-        if (c.MultiplierBp == 0 && c.BonusPoints == 0)
+        if (c.MultiplierBp <= Multipliers.One && c.BonusPoints == 0)
         {
-            return $"{field} needs a multiplier_bp or bonus_points";
+            return $"{field} gives nothing: it needs a multiplier_bp above {Multipliers.One} (x1) or bonus_points";
         }
 
         return CheckPoints(c.BonusPoints, field + ".bonus_points")
@@ -383,6 +384,15 @@ public sealed record ProgramConfig(
     [property: Id(0)] string ProgramId,
     [property: Id(1)] ProgramSettings Settings,
     [property: Id(2)] long Version);
+
+/// <summary>
+/// The answer to a conditional change of a program: the new configuration, or null when the
+/// program was not at the expected version (<paramref name="CurrentVersion"/> says where it is).
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record ProgramPut(
+    [property: Id(0)] ProgramConfig? Config,
+    [property: Id(1)] long CurrentVersion);
 
 /// <summary>Checks on ISO 4217 currency codes.</summary>
 public static class CurrencyCodes

@@ -86,3 +86,7 @@ public sealed partial class RedeliverRequest : IProgramScoped;
 public sealed partial class ProgramReportRequest : IProgramScoped;
 
 public sealed partial class RecordFeedbackRequest : IProgramScoped, IMemberScoped;
+
+public sealed partial class ListRewardsRequest : IProgramScoped, IMemberScoped;
+
+public sealed partial class GetTransactionRequest : IProgramScoped, IMemberScoped;

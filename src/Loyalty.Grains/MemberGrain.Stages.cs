@@ -202,6 +202,7 @@ public sealed partial class MemberGrain
             Erased = _state.Erased,
             MergedInto = _state.MergedInto,
             MergedFrom = [.. _state.MergedFrom],
+            TierProgress = Tiering.Progress(index, reviewAt, ladder, _state, now),
         };
     }
 

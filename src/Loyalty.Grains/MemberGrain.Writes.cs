@@ -159,20 +159,16 @@ public sealed partial class MemberGrain
     }
 
     /// <inheritdoc />
-    public Task<MemberResult> SetFlags(IReadOnlyList<string> flags)
-    {
-        string? error = flags.Count > Limits.FlagRulesMax ? $"flags has more than {Limits.FlagRulesMax} entries" : null;
-        for (int i = 0; i < flags.Count && error is null; i++)
-        {
-            error = LoyaltyIds.Check(flags[i], $"flags[{i}]", Limits.CodeLengthMax);
-        }
+    public Task<MemberResult> SetFlags(IReadOnlyList<string> flags) => ChangeFlags(FlagChange.ReplaceWith(flags));
 
-        if (error is not null)
+    /// <inheritdoc />
+    public Task<MemberResult> ChangeFlags(FlagChange change)
+    {
+        if (change.Check() is { } error)
         {
             return Task.FromResult(MemberResult.Reject(LoyaltyError.InvalidArgument, error));
         }
 
-        string[] wanted = [.. flags.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
         ProgramConfig? current = null;
         return WriteAsync(
             prefetch: null,
@@ -183,6 +179,12 @@ public sealed partial class MemberGrain
                 if (Closed() is { } closed)
                 {
                     return closed;
+                }
+
+                // Added and removed against the flags as committed now: the write loop decides one change at a time.
+                if (change.ApplyTo(_state.Flags, out string? tooMany) is not { } wanted)
+                {
+                    return MemberResult.Reject(LoyaltyError.FailedPrecondition, tooMany!);
                 }
 
                 if (_state.Flags.SequenceEqual(wanted))

@@ -14,15 +14,25 @@ public sealed class ProgramGrain(
     EngineClock clock) : Grain, IProgramGrain
 {
     /// <inheritdoc />
-    public async Task<ProgramConfig> Put(ProgramSettings settings)
+    public async Task<ProgramConfig> Put(ProgramSettings settings) => (await PutIfVersion(settings, null)).Config!;
+
+    /// <inheritdoc />
+    public async Task<ProgramPut> PutIfVersion(ProgramSettings settings, long? expectedVersion)
     {
+        // The grain is not reentrant: no other change runs between this check and the write.
+        long current = state.State.Config?.Version ?? 0;
+        if (expectedVersion is { } expected && expected != current)
+        {
+            return new ProgramPut(null, current);
+        }
+
         string? error = settings.Check();
         if (error is not null)
         {
             throw new ArgumentException(error, nameof(settings));
         }
 
-        long version = checked((state.State.Config?.Version ?? 0) + 1);
+        long version = checked(current + 1);
         var config = new ProgramConfig(this.GetPrimaryKeyString(), settings, version);
         bool expiryChanged = version > 1 && state.State.Config!.Settings.ExpiryRules != settings.ExpiryRules;
         state.State = new ProgramGrainState { Config = config, RescheduleMembers = state.State.RescheduleMembers || expiryChanged };
@@ -39,7 +49,7 @@ public sealed class ProgramGrain(
             await state.WriteStateAsync();
         }
 
-        return config;
+        return new ProgramPut(config, version);
     }
 
     /// <inheritdoc />

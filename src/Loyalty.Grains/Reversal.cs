@@ -46,6 +46,22 @@ public static class Reversal
         public long Of(long points) => Whole == 0 ? 0 : (long)(points * Returned / Whole);
     }
 
+    /// <summary>How much of <paramref name="purchase"/> its returns so far (<paramref name="progress"/>, null for none) gave back, and what is left.</summary>
+    public static ReturnStatus Status(LedgerEntry purchase, ReturnProgress? progress)
+    {
+        long returnedMinor = progress?.AmountReturnedMinor ?? 0;
+        long reversed = 0;
+        foreach (long points in progress?.Reversed ?? [])
+        {
+            reversed = checked(reversed + points);
+        }
+
+        LineStatus[] lines = [.. (purchase.Details?.Lines ?? []).Select(l =>
+            new LineStatus(l.Sku, l.Quantity, progress?.SkuReturnedQuantity.GetValueOrDefault(l.Sku) ?? 0))];
+        long returnable = Math.Max(0, checked(purchase.AmountMinor - returnedMinor));
+        return new ReturnStatus(returnedMinor, returnable, reversed, Math.Max(0, checked(purchase.Points.Value - reversed)), lines, returnable == 0);
+    }
+
     /// <summary>The reversal, or an error message when the return does not fit the purchase.</summary>
     public static ReversalResult? Compute(LedgerEntry original, ReturnProgress? progress, PurchaseReturn request, out string? error)
     {

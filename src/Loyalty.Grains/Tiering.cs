@@ -74,4 +74,29 @@ public static class Tiering
 
         return index;
     }
+
+    /// <summary>
+    /// Where the member stands on the ladder at <paramref name="now"/>: what the window still needs
+    /// to reach the next tier, and what it needs by the next review to keep the tier held (counting
+    /// only what will still lie in the window then). Null for a one-tier ladder.
+    /// </summary>
+    /// <param name="index">The tier index after any review due by <paramref name="now"/>.</param>
+    /// <param name="reviewAt">The next review's window end (the review itself is grace days later); null in the entry tier.</param>
+    /// <param name="ladder">The program's ladder.</param>
+    /// <param name="member">The member's qualifying totals.</param>
+    /// <param name="now">The time of the question.</param>
+    public static TierProgress? Progress(int index, DateTimeOffset? reviewAt, TierLadder ladder, IQualifying member, DateTimeOffset now)
+    {
+        if (ladder.Tiers.Count < 2)
+        {
+            return null;
+        }
+
+        long qualifying = member.QualifyingAt(ladder, now);
+        TierDefinition? next = index + 1 < ladder.Tiers.Count ? ladder.Tiers[index + 1] : null;
+        long toNext = next is null ? 0 : Math.Max(0, checked(next.Threshold - qualifying));
+        DateTimeOffset? keepBy = index > 0 && reviewAt is { } due ? due.AddDays(ladder.GraceDays) : null;
+        long toKeep = keepBy is { } review ? Math.Max(0, checked(ladder.Tiers[index].Threshold - member.QualifyingAt(ladder, review))) : 0;
+        return new TierProgress(ladder.Basis, next?.Name, next?.Threshold ?? 0, toNext, keepBy, toKeep);
+    }
 }

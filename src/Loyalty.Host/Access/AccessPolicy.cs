@@ -55,11 +55,15 @@ public static class AccessPolicy
         ["/loyalty.v1.Redemptions/Reserve"] = new(Till, ProgramScoped: true, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Redemptions/CommitReservation"] = new(Till, ProgramScoped: true, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Redemptions/CancelReservation"] = new(Till, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Redemptions/ListRewards"] = new(Scopes.Any, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Redemptions/ListReservations"] = new(Scopes.Any, ProgramScoped: true, CallKind.Unary, Audited: false),
 
         ["/loyalty.v1.Purchases/Accrue"] = new(Till, ProgramScoped: true, CallKind.Purchase, Audited: false),
         ["/loyalty.v1.Purchases/Ingest"] = new(Till, ProgramScoped: false, CallKind.Stream, Audited: false),
         ["/loyalty.v1.Purchases/IngestBatches"] = new(Till, ProgramScoped: false, CallKind.Stream, Audited: false),
         ["/loyalty.v1.Purchases/Return"] = new(Till, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Purchases/Quote"] = new(Till | Scopes.Reader, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Purchases/GetTransaction"] = new(Scopes.Any, ProgramScoped: true, CallKind.Unary, Audited: false),
 
         ["/loyalty.v1.Access/CreateKey"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Access/ListKeys"] = new(Owners, ProgramScoped: true, CallKind.Unary, Audited: false),

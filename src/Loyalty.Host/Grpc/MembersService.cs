@@ -61,8 +61,10 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
     public override async Task<V1.Member> SetMemberFlags(V1.SetMemberFlagsRequest request, ServerCallContext context)
     {
         IMemberGrain member = Member(request.ProgramId, request.MemberId);
-        string[] flags = [.. request.Flags];
-        MemberResult result = await GrainCalls.RunAsync(() => member.SetFlags(flags), logger, "SetMemberFlags");
+        bool edit = request.AddFlags.Count > 0 || request.RemoveFlags.Count > 0;
+        var change = new FlagChange(edit && request.Flags.Count == 0 ? null : [.. request.Flags], [.. request.AddFlags], [.. request.RemoveFlags]);
+        GrainCalls.Require(change.Check());
+        MemberResult result = await GrainCalls.RunAsync(() => member.ChangeFlags(change), logger, "SetMemberFlags");
         return result.Member is null
             ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
             : WireMapping.ToMessage(result.Member);

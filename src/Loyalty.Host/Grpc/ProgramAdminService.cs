@@ -12,8 +12,14 @@ public sealed class ProgramAdminService(IGrainFactory grains, ILogger<ProgramAdm
         GrainCalls.Require(LoyaltyIds.Check(request.ProgramId, "program_id"));
         ProgramSettings? settings = ProgramMapping.ToSettings(request.Settings, out string? error);
         GrainCalls.Require(error ?? settings!.Check());
-        ProgramConfig config = await GrainCalls.RunAsync(() => grains.GetGrain<IProgramGrain>(request.ProgramId).Put(settings!), logger, "PutProgram");
-        return WireMapping.ToMessage(config);
+        GrainCalls.Require(request.HasExpectedVersion && request.ExpectedVersion < 0 ? "expected_version must be 0 or more (0: the program must not exist yet)" : null);
+        long? expected = request.HasExpectedVersion ? request.ExpectedVersion : null;
+        ProgramPut put = await GrainCalls.RunAsync(() => grains.GetGrain<IProgramGrain>(request.ProgramId).PutIfVersion(settings!, expected), logger, "PutProgram");
+        return put.Config is { } config
+            ? WireMapping.ToMessage(config)
+            : throw new RpcException(new Status(StatusCode.FailedPrecondition, put.CurrentVersion == 0
+                ? $"expected_version {expected}: program '{request.ProgramId}' does not exist yet (expect 0 to create it); nothing was changed"
+                : $"expected_version {expected} is stale: program '{request.ProgramId}' is at version {put.CurrentVersion}; read it again and reapply the change; nothing was changed"));
     }
 
     /// <inheritdoc />

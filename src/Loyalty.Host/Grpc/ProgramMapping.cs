@@ -34,13 +34,13 @@ internal static class ProgramMapping
             m.PendingDays,
             m.NegativeBalance == V1.NegativeBalancePolicy.Unspecified ? NegativeBalancePolicy.AllowNegative : (NegativeBalancePolicy)(int)m.NegativeBalance,
             m.SignupBonusPoints, m.DailyEarnCapPoints, m.MonthlyEarnCapPoints,
-            [.. m.ProductRules.Select(r => new ProductRule(Optional(r.Sku), Optional(r.Category), r.MultiplierBp, r.Exclude))],
-            [.. m.FlagRules.Select(r => new FlagRule(r.Flag, r.MultiplierBp))],
+            [.. m.ProductRules.Select(r => new ProductRule(Optional(r.Sku), Optional(r.Category), r.Exclude ? r.MultiplierBp : Multiplier(r.MultiplierBp), r.Exclude))],
+            [.. m.FlagRules.Select(r => new FlagRule(r.Flag, Multiplier(r.MultiplierBp)))],
             campaigns,
             m.Tiers is null ? null : new TierLadder(
                 m.Tiers.Basis == V1.TierBasis.Unspecified ? TierBasis.Points : (TierBasis)(int)m.Tiers.Basis,
                 m.Tiers.WindowDays, m.Tiers.GraceDays,
-                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, t.MultiplierBp == 0 ? Multipliers.One : t.MultiplierBp, [.. t.Perks]))]),
+                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, Multiplier(t.MultiplierBp), [.. t.Perks]))]),
             m.Expiry is null ? null : new ExpiryPolicy(
                 m.Expiry.Mode == V1.ExpiryMode.Unspecified ? ExpiryMode.None : (ExpiryMode)((int)m.Expiry.Mode - 1),
                 m.Expiry.LifespanMonths, m.Expiry.InactivityMonths, m.Expiry.WarnDays),
@@ -125,7 +125,8 @@ internal static class ProgramMapping
             [.. r.Tiers], r.AvailableFrom is null ? null : Time(r.AvailableFrom), r.AvailableUntil is null ? null : Time(r.AvailableUntil),
             r.HasStock ? r.Stock : null);
 
-    private static V1.Reward ToMessage(Reward r)
+    /// <summary>The catalogue entry's message.</summary>
+    public static V1.Reward ToMessage(Reward r)
     {
         var m = new V1.Reward
         {
@@ -169,8 +170,14 @@ internal static class ProgramMapping
         return new Campaign(
             c.Id, c.Name, Time(c.StartsAt), Time(c.EndsAt), weekdays, c.HourFrom, c.HourTo,
             [.. c.Channels.Select(ch => (SalesChannel)(int)ch)], [.. c.Tiers], [.. c.Flags],
-            c.MultiplierBp, c.BonusPoints, c.CapPoints, c.MinSpendMinor);
+            Multiplier(c.MultiplierBp), c.BonusPoints, c.CapPoints, c.MinSpendMinor);
     }
+
+    /// <summary>
+    /// A multiplier from the wire: 0 (proto3's unset) means x1 on every rule (tier, flag, product,
+    /// campaign), so a field left out never changes earning and never means "nothing".
+    /// </summary>
+    private static int Multiplier(int multiplierBp) => multiplierBp == 0 ? Multipliers.One : multiplierBp;
 
     private static V1.Campaign ToMessage(Campaign c)
     {
@@ -182,7 +189,7 @@ internal static class ProgramMapping
             EndsAt = Timestamp.FromDateTimeOffset(c.EndsAt),
             HourFrom = c.HourFrom,
             HourTo = c.HourTo,
-            MultiplierBp = c.MultiplierBp,
+            MultiplierBp = Multiplier(c.MultiplierBp),
             BonusPoints = c.BonusPoints,
             CapPoints = c.CapPoints,
             MinSpendMinor = c.MinSpendMinor,

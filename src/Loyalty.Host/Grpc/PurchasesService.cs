@@ -44,6 +44,32 @@ public sealed partial class PurchasesService(
     }
 
     /// <inheritdoc />
+    public override async Task<V1.PurchaseQuote> Quote(V1.Purchase request, ServerCallContext context)
+    {
+        // A quote needs no id of its own; a placeholder passes the purchase's checks and is never recorded.
+        V1.Purchase basket = request.TransactionId.Length > 0 ? request : new V1.Purchase(request) { TransactionId = "quote" };
+        Purchase? purchase = WireMapping.ToPurchase(basket, clock.GetUtcNow(), out string? error);
+        GrainCalls.Require(error);
+        QuoteResult result = await GrainCalls.RunAsync(() => Member(purchase!).Quote(purchase!), logger, "Quote");
+        return result.Error != LoyaltyError.None
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : WireMapping.ToMessage(result);
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.Transaction> GetTransaction(V1.GetTransactionRequest request, ServerCallContext context)
+    {
+        GrainCalls.Require(LoyaltyIds.Check(request.ProgramId, "program_id") ?? LoyaltyIds.Check(request.MemberId, "member_id")
+            ?? LoyaltyIds.Check(request.TransactionId, "transaction_id"));
+        IMemberGrain member = members.Get(LoyaltyIds.MemberKey(request.ProgramId, request.MemberId));
+        TransactionView? found = await GrainCalls.RunAsync(() => member.FindTransaction(request.TransactionId), logger, "GetTransaction");
+        return found is null
+            ? throw new RpcException(new Status(StatusCode.NotFound,
+                $"member '{request.MemberId}' of program '{request.ProgramId}' has no transaction '{request.TransactionId}' (or is not enrolled)"))
+            : WireMapping.ToMessage(found);
+    }
+
+    /// <inheritdoc />
     public override async Task<V1.ReturnAck> Return(V1.ReturnRequest request, ServerCallContext context)
     {
         PurchaseReturn? purchaseReturn = WireMapping.ToReturn(request, clock.GetUtcNow(), out string? error);

@@ -36,10 +36,45 @@ public sealed class RedemptionsService(GrainReferences<IMemberGrain> members, IL
         return CallAsync(request.ProgramId, request.MemberId, m => m.CancelReservation(request.ReservationId), "CancelReservation");
     }
 
-    private async Task<V1.RedemptionAck> CallAsync(string programId, string memberId, Func<IMemberGrain, Task<RedemptionResult>> call, string operation)
+    /// <inheritdoc />
+    public override async Task<V1.ListRewardsResponse> ListRewards(V1.ListRewardsRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Checked(request.ProgramId, request.MemberId);
+        RewardsView view = await GrainCalls.RunAsync(() => member.Rewards(), logger, "ListRewards") ?? throw NotEnrolled(request.ProgramId, request.MemberId);
+        var response = new V1.ListRewardsResponse { AvailablePoints = view.Available.Value, Tier = view.Tier };
+        response.Rewards.AddRange(view.Options.Where(o => !request.RedeemableOnly || o.Block == RewardBlock.None).Select(WireMapping.ToMessage));
+        return response;
+    }
+
+    /// <inheritdoc />
+    public override async Task<V1.ListReservationsResponse> ListReservations(V1.GetMemberRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Checked(request.ProgramId, request.MemberId);
+        IReadOnlyList<OpenReservation> open = await GrainCalls.RunAsync(() => member.Reservations(), logger, "ListReservations") ?? throw NotEnrolled(request.ProgramId, request.MemberId);
+        var response = new V1.ListReservationsResponse();
+        response.Reservations.AddRange(open.Select(h => new V1.Reservation
+        {
+            ReservationId = h.ReservationId,
+            RewardId = h.RewardId,
+            Quantity = h.Quantity,
+            Points = h.Points.Value,
+            LapsesAt = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(h.LapsesAt),
+        }));
+        return response;
+    }
+
+    private IMemberGrain Checked(string programId, string memberId)
     {
         GrainCalls.Require(LoyaltyIds.Check(programId, "program_id") ?? LoyaltyIds.Check(memberId, "member_id"));
-        IMemberGrain member = members.Get(LoyaltyIds.MemberKey(programId, memberId));
+        return members.Get(LoyaltyIds.MemberKey(programId, memberId));
+    }
+
+    private static RpcException NotEnrolled(string programId, string memberId) =>
+        new(new Status(StatusCode.NotFound, $"member '{memberId}' is not enrolled in program '{programId}'"));
+
+    private async Task<V1.RedemptionAck> CallAsync(string programId, string memberId, Func<IMemberGrain, Task<RedemptionResult>> call, string operation)
+    {
+        IMemberGrain member = Checked(programId, memberId);
         RedemptionResult result = await GrainCalls.RunAsync(() => call(member), logger, operation);
         return result.Status == AccrualStatus.Rejected
             ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)

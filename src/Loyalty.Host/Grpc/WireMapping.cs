@@ -258,6 +258,75 @@ internal static class WireMapping
         _ => code.ToString().ToUpperInvariant(),
     };
 
+    private static V1.TierProgress ToMessage(TierProgress p) => new()
+    {
+        Basis = (V1.TierBasis)(int)p.Basis,
+        NextTier = p.NextTier ?? "",
+        NextThreshold = p.NextThreshold,
+        ToNextTier = p.ToNextTier,
+        KeepTierBy = Time(p.KeepTierBy),
+        ToKeepTier = p.ToKeepTier,
+    };
+
+    /// <summary>One reward as a member sees it.</summary>
+    public static V1.RewardOption ToMessage(RewardOption o)
+    {
+        var m = new V1.RewardOption
+        {
+            Reward = ProgramMapping.ToMessage(o.Reward),
+            Redeemable = o.Block == RewardBlock.None,
+            BlockedBy = (V1.RewardBlock)(int)o.Block,
+            Reason = o.Reason ?? "",
+            PointsShort = o.PointsShort,
+            MaxUnits = o.MaxUnits,
+        };
+        if (o.StockLeft is { } left)
+        {
+            m.StockLeft = left;
+        }
+
+        return m;
+    }
+
+    /// <summary>The earn preview's message.</summary>
+    public static V1.PurchaseQuote ToMessage(QuoteResult q)
+    {
+        var m = new V1.PurchaseQuote
+        {
+            Points = q.Points.Value,
+            Breakdown = q.Details is { } details ? ToBreakdown(details) : null,
+            AvailableAt = Time(q.AvailableAt),
+            Balance = q.Balance.Value,
+            AvailablePoints = q.Available.Value,
+            PendingPoints = q.Pending.Value,
+            AvailableAfter = q.AvailableAfter.Value,
+            PointsRedeemed = q.Redeemed.Value,
+            ProgramVersion = q.ProgramVersion,
+        };
+        m.Rewards.AddRange((q.Rewards ?? []).Select(ToMessage));
+        return m;
+    }
+
+    /// <summary>A transaction and where it stands.</summary>
+    public static V1.Transaction ToMessage(TransactionView t)
+    {
+        var m = new V1.Transaction { Entry = ToMessage(t.Entry), ReservationState = (V1.ReservationState)(int)t.Reservation };
+        if (t.Returns is { } r)
+        {
+            m.ReturnProgress = new V1.ReturnProgress
+            {
+                ReturnedMinor = r.ReturnedMinor,
+                ReturnableMinor = r.ReturnableMinor,
+                ReversedPoints = r.ReversedPoints,
+                ReversiblePoints = r.ReversiblePoints,
+                FullyReturned = r.Full,
+            };
+            m.ReturnProgress.Lines.AddRange(r.Lines.Select(l => new V1.LineProgress { Sku = l.Sku, Quantity = l.Quantity, ReturnedQuantity = l.ReturnedQuantity }));
+        }
+
+        return m;
+    }
+
     /// <summary>The member message.</summary>
     public static V1.Member ToMessage(MemberView m)
     {
@@ -284,6 +353,7 @@ internal static class WireMapping
             ReferralQualifiedBy = m.ReferralQualifiedBy ?? "",
             Erased = m.Erased,
             MergedInto = m.MergedInto ?? "",
+            TierProgress = m.TierProgress is { } progress ? ToMessage(progress) : null,
         };
         message.MergedFrom.AddRange(m.MergedFrom ?? []);
         foreach ((string name, string value) in m.Profile ?? new Dictionary<string, string>())

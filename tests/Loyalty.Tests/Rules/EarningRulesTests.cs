@@ -163,7 +163,7 @@ public sealed class EarningRulesTests
         { "rule multiplier above x10", Program() with { ProductRules = [new ProductRule("a", null, 200_000, false)] }, "multiplier_bp" },
         { "the same sku twice", Program() with { ProductRules = [new ProductRule("a", null, 20_000, false), new ProductRule("a", null, 5_000, false)] }, "repeats sku:a" },
         { "a flag multiplier below x1", Program() with { FlagRules = [new FlagRule("card", 5_000)] }, "flag_rules[0].multiplier_bp" },
-        { "a campaign without effect", Program() with { Campaigns = [Campaign("c")] }, "needs a multiplier_bp or bonus_points" },
+        { "a campaign without effect", Program() with { Campaigns = [Campaign("c")] }, "gives nothing" },
         { "a campaign ending before it starts", Program() with { Campaigns = [Campaign("c", 20_000) with { EndsAt = Wednesday.AddDays(-30) }] }, "starts_at before ends_at" },
         { "campaign hours out of order", Program() with { Campaigns = [Campaign("c", 20_000) with { HourFrom = 19, HourTo = 17 }] }, "hour_from" },
         { "two campaigns with one id", Program() with { Campaigns = [Campaign("c", 20_000), Campaign("c", bonus: 5)] }, "repeats id c" },

@@ -1,0 +1,45 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// Which rewards a member can redeem, and why not the others: the same checks, in the same order,
+/// as a redemption (tier, window, stock, points), so a till that shows an option as redeemable
+/// sees the redemption accepted unless something changes in between.
+/// </summary>
+public static class RewardChoice
+{
+    /// <summary>Every reward of <paramref name="catalogue"/>, judged for a member in <paramref name="tier"/> with <paramref name="available"/> points.</summary>
+    /// <param name="catalogue">The program's rewards, in catalogue order.</param>
+    /// <param name="tier">The member's tier now.</param>
+    /// <param name="available">Points the member can spend: balance less held (never below 0 for this purpose).</param>
+    /// <param name="now">The moment judged.</param>
+    /// <param name="taken">Units taken so far of rewards with stock, by reward id; a reward missing here counts as none taken.</param>
+    public static IReadOnlyList<RewardOption> Options(IReadOnlyList<Reward> catalogue, string tier, long available, DateTimeOffset now, IReadOnlyDictionary<string, long> taken)
+    {
+        var options = new RewardOption[catalogue.Count];
+        for (int i = 0; i < catalogue.Count; i++)
+        {
+            options[i] = Judge(catalogue[i], tier, Math.Max(0, available), now, taken.GetValueOrDefault(catalogue[i].Id));
+        }
+
+        return options;
+    }
+
+    private static RewardOption Judge(Reward reward, string tier, long available, DateTimeOffset now, long taken)
+    {
+        long? left = reward.Stock is { } stock ? Math.Max(0, stock - taken) : null;
+        long affordable = available / reward.PointsPrice;
+        int units = (int)Math.Min(Math.Min(affordable, left ?? long.MaxValue), Limits.RedeemQuantityMax);
+        long pointsShort = Math.Max(0, reward.PointsPrice - available);
+        (RewardBlock block, string? reason) = reward switch
+        {
+            _ when reward.TierList.Count > 0 && !reward.TierList.Contains(tier) =>
+                (RewardBlock.Tier, $"reward '{reward.Id}' is for tiers {string.Join(", ", reward.TierList)}; the member is {tier}"),
+            { AvailableFrom: { } from } when now < from => (RewardBlock.NotYet, $"reward '{reward.Id}' is available from {from:O}"),
+            { AvailableUntil: { } until } when now >= until => (RewardBlock.Ended, $"reward '{reward.Id}' was available until {until:O}"),
+            _ when left == 0 => (RewardBlock.OutOfStock, $"reward '{reward.Id}' is out of stock"),
+            _ when pointsShort > 0 => (RewardBlock.Points, $"the member has {available} points available; '{reward.Id}' needs {reward.PointsPrice}"),
+            _ => (RewardBlock.None, null),
+        };
+        return new RewardOption(reward, block, reason, pointsShort, block == RewardBlock.None ? units : 0, left);
+    }
+}
