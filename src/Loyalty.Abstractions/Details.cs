@@ -23,6 +23,9 @@ public enum ComponentKind
 
     /// <summary>The referral reward of the referred member's first qualifying purchase; code "referral:REFERRER". Reversed only by a full return.</summary>
     Referral = 7,
+
+    /// <summary>A personal bonus day the member booked; code is the day (YYYY-MM-DD, program-local).</summary>
+    BonusDay = 8,
 }
 
 /// <summary>One part of an earn: which rule, and the whole points it gave (after rounding and caps).</summary>
@@ -167,6 +170,9 @@ public sealed record EntryDetails
 
     /// <summary>Redeem of a donation reward: the cause the money goes to (the entry's amount).</summary>
     [Id(35)] public string? Cause { get; init; }
+
+    /// <summary>Bonus-day booking: the program-local day booked (DateOnly.DayNumber).</summary>
+    [Id(36)] public int BonusDay { get; init; }
 
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);

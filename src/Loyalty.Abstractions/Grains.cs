@@ -19,6 +19,9 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Replaces the member's flags (e.g. "storecard"); flags named by the program's flag rules earn faster.</summary>
     Task<MemberResult> SetFlags(IReadOnlyList<string> flags);
 
+    /// <summary>Books a personal bonus day within the member's tier's allowance; idempotent by the booking id, and a day booked twice is booked once.</summary>
+    Task<BonusDayResult> BookBonusDay(BonusDayBooking booking);
+
     /// <summary>Replaces the flags, or adds and removes some against those held when the change applies.</summary>
     Task<MemberResult> ChangeFlags(FlagChange change);
 

@@ -123,4 +123,10 @@ public static class Limits
 
     /// <summary>Most reservations one member may hold open at once.</summary>
     public const int OpenReservationsMax = 32;
+
+    /// <summary>Most personal bonus days a tier may grant a member per year.</summary>
+    public const int BonusDaysPerYearMax = 52;
+
+    /// <summary>How far ahead a bonus day may be booked, in days.</summary>
+    public const int BonusDayBookAheadDaysMax = 366;
 }

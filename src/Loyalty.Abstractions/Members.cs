@@ -45,7 +45,9 @@ public sealed record MemberView(
     [property: Id(24)] bool Erased = false,
     [property: Id(25)] string? MergedInto = null,
     [property: Id(26)] IReadOnlyList<string>? MergedFrom = null,
-    [property: Id(27)] TierProgress? TierProgress = null)
+    [property: Id(27)] TierProgress? TierProgress = null,
+    [property: Id(28)] IReadOnlyList<DateOnly>? BonusDays = null,
+    [property: Id(29)] int BonusDaysLeft = 0)
 {
     /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
     public Points Available => Balance - Held;
@@ -155,6 +157,9 @@ public enum LedgerEntryKind : short
 
     /// <summary>The member answered a survey (score 0..10, comment as the reason, channel as the reference); the program's reward, if any, as points.</summary>
     Feedback = 20,
+
+    /// <summary>The member booked a personal bonus day (no points move; the day is in the details).</summary>
+    BonusDayBooked = 21,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

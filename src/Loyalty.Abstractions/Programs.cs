@@ -28,7 +28,8 @@ public sealed record ProgramSettings(
     [property: Id(18)] ReferralPolicy? Referrals = null,
     [property: Id(19)] int MaxBackdateDays = ProgramSettings.MaxBackdateDaysDefault,
     [property: Id(20)] AccountingPolicy? Accounting = null,
-    [property: Id(21)] long FeedbackRewardPoints = 0)
+    [property: Id(21)] long FeedbackRewardPoints = 0,
+    [property: Id(22)] BonusDayPolicy? BonusDays = null)
 {
     /// <summary>How long a reservation holds points when the program does not say.</summary>
     public const int ReservationHoldSecondsDefault = 900;
@@ -98,7 +99,7 @@ public sealed record ProgramSettings(
 
     private string? CheckRedemption()
     {
-        if ((Expiry?.Check() ?? Referrals?.Check() ?? Accounting?.Check()) is { } policyError)
+        if ((Expiry?.Check() ?? Referrals?.Check() ?? Accounting?.Check() ?? BonusDays?.Check()) is { } policyError)
         {
             return policyError;
         }
@@ -364,6 +365,11 @@ public sealed record ProgramSettings(
             if (t.Perks.Count > Limits.PerksMax || t.Perks.Any(p => p.Length is 0 or > Limits.NameLengthMax))
             {
                 return $"{field}.perks must be at most {Limits.PerksMax} texts of 1..{Limits.NameLengthMax} characters";
+            }
+
+            if (t.BonusDaysPerYear is < 0 or > Limits.BonusDaysPerYearMax)
+            {
+                return $"{field}.bonus_days_per_year must be 0..{Limits.BonusDaysPerYearMax}";
             }
         }
 

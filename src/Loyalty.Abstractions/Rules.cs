@@ -103,7 +103,8 @@ public sealed record TierDefinition(
     [property: Id(0)] string Name,
     [property: Id(1)] long Threshold,
     [property: Id(2)] int MultiplierBp,
-    [property: Id(3)] IReadOnlyList<string> Perks);
+    [property: Id(3)] IReadOnlyList<string> Perks,
+    [property: Id(4)] int BonusDaysPerYear = 0);
 
 /// <summary>
 /// The tier ladder: tiers from the entry tier (threshold 0) upwards, qualification counted over

@@ -90,3 +90,5 @@ public sealed partial class RecordFeedbackRequest : IProgramScoped, IMemberScope
 public sealed partial class ListRewardsRequest : IProgramScoped, IMemberScoped;
 
 public sealed partial class GetTransactionRequest : IProgramScoped, IMemberScoped;
+
+public sealed partial class BookBonusDayRequest : IProgramScoped, IMemberScoped;

@@ -13,6 +13,9 @@ public interface IEarnHistory
 
     /// <summary>Points the member already earned in a program-local month (year * 12 + month - 1).</summary>
     long EarnedInMonth(int month);
+
+    /// <summary>Whether the member booked the program-local day (DayNumber) as a personal bonus day.</summary>
+    bool IsBonusDay(int day);
 }
 
 /// <summary>What the earn rules need to know about the member at the moment of a purchase.</summary>
@@ -100,12 +103,19 @@ public static class Earning
         }
 
         long cappedByCampaigns = 0;
+        int campaignsFrom = components.Count;
         foreach (Campaign campaign in settings.CampaignList)
         {
             if (Applies(campaign, purchase, local, member))
             {
                 cappedByCampaigns += AddCampaign(components, capsHit, campaign, basket, settings.Rounding, member.CampaignEarned(campaign.Id));
             }
+        }
+
+        if (settings.BonusDays is { } bonusDays && member.History.IsBonusDay(day)
+            && AddBonusDay(components, campaignsFrom, capsHit, bonusDays, DateOnly.FromDayNumber(day), basket, settings.Rounding))
+        {
+            cappedByCampaigns = 0;
         }
 
         long beforeCaps = EntryDetails.Total(components, components.Count);
@@ -115,6 +125,33 @@ public static class Earning
         long basketPoints = EntryDetails.Total(components, basketCount);
         return new EarnResult(new Points(allowed), new Points(basketPoints), components, capsHit,
             checked(beforeCaps - allowed + cappedByCampaigns), day, month, lines);
+    }
+
+    /// <summary>
+    /// Adds the bonus day's extra points. Under <see cref="BonusDayStacking.Larger"/> they replace
+    /// the campaigns' components (from <paramref name="campaignsFrom"/>) when larger, and are left
+    /// out otherwise; returns true when the campaigns' components were replaced.
+    /// </summary>
+    private static bool AddBonusDay(List<BreakdownComponent> components, int campaignsFrom, List<string> capsHit, BonusDayPolicy policy, DateOnly day, decimal basket, Rounding rounding)
+    {
+        long points = Round(basket * (policy.MultiplierBp - Multipliers.One) / Multipliers.One, rounding);
+        var component = new BreakdownComponent(ComponentKind.BonusDay, day.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture), points);
+        if (policy.Stacking == BonusDayStacking.Stack)
+        {
+            components.Add(component);
+            return false;
+        }
+
+        long campaigns = EntryDetails.Total(components, components.Count) - EntryDetails.Total(components, campaignsFrom);
+        if (points <= campaigns)
+        {
+            return false;
+        }
+
+        components.RemoveRange(campaignsFrom, components.Count - campaignsFrom);
+        capsHit.RemoveAll(c => c.StartsWith("campaign:", StringComparison.Ordinal));
+        components.Add(component);
+        return true;
     }
 
     /// <summary>Rounds exact points to whole points by the program's rule.</summary>

@@ -203,6 +203,8 @@ public sealed partial class MemberGrain
             MergedInto = _state.MergedInto,
             MergedFrom = [.. _state.MergedFrom],
             TierProgress = Tiering.Progress(index, reviewAt, ladder, _state, now),
+            BonusDays = program?.Settings.BonusDays is null ? null : BonusDayRules.Upcoming(_state.BonusDays, BonusDayRules.LocalDay(now, program.Settings.Zone)),
+            BonusDaysLeft = program?.Settings.BonusDays is null ? 0 : BonusDayRules.Left(tier, _state.BonusDays, BonusDayRules.LocalDay(now, program.Settings.Zone).Year),
         };
     }
 

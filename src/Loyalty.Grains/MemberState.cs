@@ -192,6 +192,14 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Purchases, at most 2, in the day, week, month and year of <see cref="LastPurchaseDay"/> (<see cref="PurchaseActivity"/>).</summary>
     [Id(44)] public int PurchasesInPeriods { get; set; }
 
+    /// <summary>The personal bonus days the member booked; made on the first booking.</summary>
+    [Id(45)] private BookedBonusDays? _bonusDays;
+
+    /// <inheritdoc cref="_bonusDays"/>
+    public BookedBonusDays BonusDays => _bonusDays ?? NoBonusDays;
+
+    private static readonly BookedBonusDays NoBonusDays = new();
+
     /// <summary>
     /// The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections
     /// made on first use; 4: the purchase activity of <see cref="LastPurchaseDay"/> is kept).
@@ -364,6 +372,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
                 break;
             case LedgerEntryKind.MergedIn:
                 ApplyMergedIn(entry);
+                break;
+            case LedgerEntryKind.BonusDayBooked:
+                (_bonusDays ??= new BookedBonusDays()).Book(entry.Details?.BonusDay ?? throw new InvalidOperationException($"Bonus-day entry {entry.Sequence} has no details."));
                 break;
             case LedgerEntryKind.Repointed when entry.Details?.ReplacedMember is { } replaced && entry.Reference is { } survivor:
                 int at = _referrals?.IndexOf(replaced) ?? -1;
@@ -562,6 +573,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     /// <inheritdoc />
     long IEarnHistory.EarnedInMonth(int month) => EarnedByMonth.GetValueOrDefault(month);
+
+    /// <inheritdoc />
+    bool IEarnHistory.IsBonusDay(int day) => _bonusDays?.Contains(day) ?? false;
 
     /// <inheritdoc />
     long IQualifying.QualifyingAt(TierLadder ladder, DateTimeOffset at)

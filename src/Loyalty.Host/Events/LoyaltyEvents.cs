@@ -42,6 +42,7 @@ public static class LoyaltyEvents
         [LedgerEntryKind.Repointed] = "referral.repointed",
         [LedgerEntryKind.ReferralSettled] = "referral.settled",
         [LedgerEntryKind.Feedback] = "feedback.recorded",
+        [LedgerEntryKind.BonusDayBooked] = "bonus_day.booked",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

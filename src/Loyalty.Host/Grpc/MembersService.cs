@@ -71,6 +71,24 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
     }
 
     /// <inheritdoc />
+    public override async Task<V1.BookBonusDayResponse> BookBonusDay(V1.BookBonusDayRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        DateOnly? day = WireMapping.ParseDay(request.Day, "day", out string? error);
+        var booking = new BonusDayBooking(request.BookingId, day ?? default);
+        GrainCalls.Require(error ?? booking.Check());
+        BonusDayResult result = await GrainCalls.RunAsync(() => member.BookBonusDay(booking), logger, "BookBonusDay");
+        if (result.Error != LoyaltyError.None)
+        {
+            throw WireMapping.ToRpcException(result.Error, result.ErrorMessage);
+        }
+
+        var response = new V1.BookBonusDayResponse { Day = WireMapping.IsoDay(result.Day), AlreadyBooked = result.AlreadyBooked, DaysLeft = result.DaysLeft, Sequence = result.Sequence };
+        response.BookedDays.AddRange(result.Booked.Select(WireMapping.IsoDay));
+        return response;
+    }
+
+    /// <inheritdoc />
     public override async Task<V1.AdjustPointsResponse> AdjustPoints(V1.AdjustPointsRequest request, ServerCallContext context)
     {
         IMemberGrain member = Member(request.ProgramId, request.MemberId);

@@ -40,7 +40,7 @@ internal static class ProgramMapping
             m.Tiers is null ? null : new TierLadder(
                 m.Tiers.Basis == V1.TierBasis.Unspecified ? TierBasis.Points : (TierBasis)(int)m.Tiers.Basis,
                 m.Tiers.WindowDays, m.Tiers.GraceDays,
-                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, Multiplier(t.MultiplierBp), [.. t.Perks]))]),
+                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, Multiplier(t.MultiplierBp), [.. t.Perks], t.BonusDaysPerYear))]),
             m.Expiry is null ? null : new ExpiryPolicy(
                 m.Expiry.Mode == V1.ExpiryMode.Unspecified ? ExpiryMode.None : (ExpiryMode)((int)m.Expiry.Mode - 1),
                 m.Expiry.LifespanMonths, m.Expiry.InactivityMonths, m.Expiry.WarnDays),
@@ -51,7 +51,9 @@ internal static class ProgramMapping
                 m.Referrals.PeriodDays == 0 ? ReferralPolicy.PeriodDaysDefault : m.Referrals.PeriodDays),
             m.MaxBackdateDays == 0 ? ProgramSettings.MaxBackdateDaysDefault : m.MaxBackdateDays,
             m.Accounting is null ? null : new AccountingPolicy(m.Accounting.PointValueMinorPerThousand, m.Accounting.ExpectedBreakageBp),
-            m.FeedbackRewardPoints);
+            m.FeedbackRewardPoints,
+            m.BonusDays is null ? null : new BonusDayPolicy(m.BonusDays.MultiplierBp,
+                m.BonusDays.Stacking == V1.BonusDayStacking.Unspecified ? BonusDayStacking.Stack : (BonusDayStacking)(int)m.BonusDays.Stacking));
     }
 
     /// <summary>The settings message.</summary>
@@ -79,7 +81,7 @@ internal static class ProgramMapping
             m.Tiers = new V1.TierLadder { Basis = (V1.TierBasis)(int)ladder.Basis, WindowDays = ladder.WindowDays, GraceDays = ladder.GraceDays };
             m.Tiers.Tiers.AddRange(ladder.Tiers.Select(t =>
             {
-                var tier = new V1.Tier { Name = t.Name, Threshold = t.Threshold, MultiplierBp = t.MultiplierBp };
+                var tier = new V1.Tier { Name = t.Name, Threshold = t.Threshold, MultiplierBp = t.MultiplierBp, BonusDaysPerYear = t.BonusDaysPerYear };
                 tier.Perks.AddRange(t.Perks);
                 return tier;
             }));
@@ -115,6 +117,11 @@ internal static class ProgramMapping
         if (s.Accounting is { } accounting)
         {
             m.Accounting = new V1.AccountingPolicy { PointValueMinorPerThousand = accounting.PointValueMinorPerThousand, ExpectedBreakageBp = accounting.ExpectedBreakageBp };
+        }
+
+        if (s.BonusDays is { } bonusDays)
+        {
+            m.BonusDays = new V1.BonusDayPolicy { MultiplierBp = bonusDays.MultiplierBp, Stacking = (V1.BonusDayStacking)(int)bonusDays.Stacking };
         }
 
         return m;

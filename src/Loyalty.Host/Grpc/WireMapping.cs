@@ -172,6 +172,7 @@ internal static class WireMapping
             HeldPoints = d.HeldPoints,
             EndedAs = (V1.ReservationState)(int)d.EndedAs,
             InactivityDeadline = Time(d.InactivityDeadline),
+            BonusDay = d.BonusDay == 0 ? "" : IsoDay(DateOnly.FromDayNumber(d.BonusDay)),
         };
         // Most acks have neither: no iterator is made for them.
         if (d.Lots is { Count: > 0 } lots)
@@ -327,6 +328,17 @@ internal static class WireMapping
         return m;
     }
 
+    /// <summary>A calendar day as YYYY-MM-DD.</summary>
+    public static string IsoDay(DateOnly day) => day.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>A calendar day from YYYY-MM-DD, or null with a message naming <paramref name="field"/>.</summary>
+    public static DateOnly? ParseDay(string text, string field, out string? error)
+    {
+        bool ok = text.Length == 10 && DateOnly.TryParseExact(text, "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out DateOnly day);
+        error = ok ? null : $"{field} must be a day as YYYY-MM-DD";
+        return ok ? DateOnly.ParseExact(text, "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture) : null;
+    }
+
     /// <summary>The member message.</summary>
     public static V1.Member ToMessage(MemberView m)
     {
@@ -354,7 +366,9 @@ internal static class WireMapping
             Erased = m.Erased,
             MergedInto = m.MergedInto ?? "",
             TierProgress = m.TierProgress is { } progress ? ToMessage(progress) : null,
+            BonusDaysLeft = m.BonusDaysLeft,
         };
+        message.BonusDays.AddRange((m.BonusDays ?? []).Select(IsoDay));
         message.MergedFrom.AddRange(m.MergedFrom ?? []);
         foreach ((string name, string value) in m.Profile ?? new Dictionary<string, string>())
         {
@@ -413,6 +427,7 @@ internal static class WireMapping
             LedgerEntryKind.Repointed => V1.LedgerEntryKind.Repointed,
             LedgerEntryKind.ReferralSettled => V1.LedgerEntryKind.ReferralSettled,
             LedgerEntryKind.Feedback => V1.LedgerEntryKind.Feedback,
+            LedgerEntryKind.BonusDayBooked => V1.LedgerEntryKind.BonusDayBooked,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,

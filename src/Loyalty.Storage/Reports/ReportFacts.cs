@@ -10,7 +10,7 @@ public enum ReportMetric : short
     /// <summary>Points earned by purchases: base rate, product rules, tier and flag multipliers.</summary>
     IssuedPurchases = 1,
 
-    /// <summary>Points from bonus campaigns.</summary>
+    /// <summary>Points from bonus campaigns and personal bonus days.</summary>
     IssuedBonuses = 2,
 
     /// <summary>Sign-up bonuses (on enrolment or on the first purchase).</summary>
@@ -206,7 +206,7 @@ public static class ReportFacts
         {
             switch (c.Kind)
             {
-                case ComponentKind.Campaign: bonuses = checked(bonuses + c.Points); break;
+                case ComponentKind.Campaign or ComponentKind.BonusDay: bonuses = checked(bonuses + c.Points); break;
                 case ComponentKind.Signup: signup = checked(signup + c.Points); break;
                 case ComponentKind.Referral: referrals = checked(referrals + c.Points); break;
             }

@@ -18,7 +18,9 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     private static readonly Reward Coffee = new("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE");
 
     private static ProgramSettings Shop => new("Shop", "USD", 2, 1, SignupBonusPoints: 100, Rewards: [Coffee],
-        Referrals: new ReferralPolicy(ReferrerPoints: 500, ReferredPoints: 200, MinPurchaseMinor: 10_00));
+        Referrals: new ReferralPolicy(ReferrerPoints: 500, ReferredPoints: 200, MinPurchaseMinor: 10_00),
+        Tiers: new TierLadder(TierBasis.Points, 365, 0, [new TierDefinition(MemberState.DefaultTier, 0, Multipliers.One, [], BonusDaysPerYear: 5)]),
+        BonusDays: new BonusDayPolicy(20_000, BonusDayStacking.Stack), FeedbackRewardPoints: 10);
 
     private readonly string _program = "a" + Guid.NewGuid().ToString("N")[..10];
 
@@ -213,6 +215,10 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         ["cancel"] = new(LedgerEntryKind.ReservationEnd, ["m"],
             async t => { await t.EnrolAsync("m"); await t.Member("m").Reserve(new Loyalty.Redemption("h1", "coffee", 1)); },
             async t => Error(await t.Member("m").CancelReservation("h1"))),
+        ["feedback"] = new(LedgerEntryKind.Feedback, ["m"], t => t.EnrolAsync("m"),
+            async t => Error(await t.Member("m").RecordFeedback(new Feedback("fb1", 9, "friendly staff", "app")))),
+        ["bonus day"] = new(LedgerEntryKind.BonusDayBooked, ["m"], t => t.EnrolAsync("m"),
+            async t => Error(await t.Member("m").BookBonusDay(new BonusDayBooking("bd1", DateOnly.FromDateTime(t.Now.UtcDateTime).AddDays(3))))),
         ["flags"] = new(LedgerEntryKind.Flags, ["m"], t => t.EnrolAsync("m"), async t => Error(await t.Member("m").SetFlags(["storecard"]))),
         ["profile"] = new(LedgerEntryKind.Profile, ["m"], t => t.EnrolAsync("m"),
             async t => Error(await t.Member("m").SetProfile(new Dictionary<string, string> { ["name"] = "M" }))),
@@ -251,6 +257,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     private static string? Error(RedemptionResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
 
     private static string? Error(MemberResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
+
+    private static string? Error(BonusDayResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
 
     private FaultInjector Faults() => Silo().GetRequiredService<FaultInjector>();
 

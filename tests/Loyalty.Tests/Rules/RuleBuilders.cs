@@ -22,14 +22,16 @@ public static class RuleBuilders
         new(id, id, Wednesday.AddDays(-7), Wednesday.AddDays(7), [], 0, 0, [], [], [], multiplierBp, bonus, cap, 0);
 
     public static EarnContext Member(string tier = "standard", int tierMultiplierBp = Multipliers.One, string[]? flags = null,
-        long campaignEarned = 0, long earnedToday = 0, long earnedThisMonth = 0) =>
-        new(new TierDefinition(tier, 0, tierMultiplierBp, []), flags ?? [], new History(campaignEarned, earnedToday, earnedThisMonth));
+        long campaignEarned = 0, long earnedToday = 0, long earnedThisMonth = 0, DateOnly? bonusDay = null) =>
+        new(new TierDefinition(tier, 0, tierMultiplierBp, []), flags ?? [], new History(campaignEarned, earnedToday, earnedThisMonth, bonusDay?.DayNumber ?? -1));
 
     /// <summary>A qualifying total that is the same whatever the window.</summary>
     public static IQualifying Qualifying(long total) => new FixedQualifying(total);
 
-    private sealed record History(long Campaign, long Today, long ThisMonth) : IEarnHistory
+    private sealed record History(long Campaign, long Today, long ThisMonth, int BonusDay) : IEarnHistory
     {
+        public bool IsBonusDay(int day) => day == BonusDay;
+
         public long CampaignEarned(string campaignId) => Campaign;
 
         public long EarnedOnDay(int day) => Today;

@@ -1,0 +1,64 @@
+namespace Loyalty.Grains;
+
+/// <summary>The kinds of programme beyond points per purchase: personal bonus days.</summary>
+public sealed partial class MemberGrain
+{
+    /// <inheritdoc />
+    public Task<BonusDayResult> BookBonusDay(BonusDayBooking booking)
+    {
+        if (booking.Check() is { } error)
+        {
+            return Task.FromResult(BonusDayResult.Reject(LoyaltyError.InvalidArgument, error));
+        }
+
+        long fingerprint = booking.ComputeFingerprint();
+        ProgramConfig? current = null;
+        return WriteAsync(
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageBonusDay(booking, fingerprint, current = program, now, out entry),
+            (entry, _, _) => BonusDayAnswer(booking.Day, alreadyBooked: false, entry.Sequence, current!),
+            existing => existing.MemberId == _memberId && existing.Fingerprint == fingerprint
+                ? Task.FromResult<BonusDayResult?>(BonusDayAnswer(booking.Day, alreadyBooked: true, existing.Sequence, current))
+                : Task.FromResult<BonusDayResult?>(BonusDayResult.Reject(LoyaltyError.AlreadyExists, $"booking_id '{booking.BookingId}' was already used for a different request")),
+            BonusDayResult.Reject);
+    }
+
+    private BonusDayResult? StageBonusDay(BonusDayBooking booking, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        string txn = booking.BookingId;
+        if (Precheck(txn, fingerprint, (_, _, sequence) => BonusDayAnswer(booking.Day, alreadyBooked: true, sequence, program), BonusDayResult.Reject) is { } early)
+        {
+            return early;
+        }
+
+        ProgramSettings settings = program.Settings;
+        TierLadder ladder = settings.Ladder;
+        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
+        if (BonusDayRules.Refusal(settings.BonusDays, ladder.Tiers[tier], _state.BonusDays, booking.Day, BonusDayRules.LocalDay(now, settings.Zone)) is { } refusal)
+        {
+            return BonusDayResult.Reject(refusal.Error, refusal.Message);
+        }
+
+        if (_state.BonusDays.Contains(booking.Day.DayNumber))
+        {
+            return BonusDayAnswer(booking.Day, alreadyBooked: true, 0, program);
+        }
+
+        entry = NewEntry(LedgerEntryKind.BonusDayBooked, Points.Zero, txn, fingerprint, now, program) with
+        {
+            Details = new EntryDetails { BonusDay = booking.Day.DayNumber, TierAfter = ladder.Tiers[tier].Name },
+        };
+        return null;
+    }
+
+    private BonusDayResult BonusDayAnswer(DateOnly day, bool alreadyBooked, long sequence, ProgramConfig? program)
+    {
+        ProgramSettings? settings = program?.Settings;
+        DateOnly today = BonusDayRules.LocalDay(_clock.GetUtcNow(), settings?.Zone ?? TimeZoneInfo.Utc);
+        TierLadder ladder = settings?.Ladder ?? TierLadder.Default;
+        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, _clock.GetUtcNow());
+        return new BonusDayResult(day, alreadyBooked, BonusDayRules.Left(ladder.Tiers[tier], _state.BonusDays, day.Year),
+            BonusDayRules.Upcoming(_state.BonusDays, today), sequence, LoyaltyError.None, null);
+    }
+}
