@@ -168,11 +168,17 @@ public sealed record EntryDetails
     /// <summary>Feedback: the score, 0..10 (the member's tier at the time is <see cref="TierAfter"/>).</summary>
     [Id(34)] public int Score { get; init; }
 
-    /// <summary>Redeem of a donation reward: the cause the money goes to (the entry's amount).</summary>
+    /// <summary>
+    /// The cause money goes to: a donation reward's (redeem; the money is the entry's amount), or
+    /// the cause a purchase gives a share to (earn and its returns; the money is <see cref="GivenMinor"/>).
+    /// </summary>
     [Id(35)] public string? Cause { get; init; }
 
     /// <summary>Bonus-day booking: the program-local day booked (DateOnly.DayNumber).</summary>
     [Id(36)] public int BonusDay { get; init; }
+
+    /// <summary>Earn: the money (minor units) the purchase gives to <see cref="Cause"/>; return: the part taken back, negative.</summary>
+    [Id(37)] public long GivenMinor { get; init; }
 
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);

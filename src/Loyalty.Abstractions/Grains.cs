@@ -22,6 +22,9 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Books a personal bonus day within the member's tier's allowance; idempotent by the booking id, and a day booked twice is booked once.</summary>
     Task<BonusDayResult> BookBonusDay(BonusDayBooking booking);
 
+    /// <summary>Chooses the cause (from the program's list) the member's purchases give a share to; null stops giving (or falls back to the default cause).</summary>
+    Task<MemberResult> ChooseCause(string? causeId);
+
     /// <summary>Replaces the flags, or adds and removes some against those held when the change applies.</summary>
     Task<MemberResult> ChangeFlags(FlagChange change);
 

@@ -26,7 +26,8 @@ public sealed record MergeTransfer(
     [property: Id(16)] DateTimeOffset LastActivityAt = default,
     [property: Id(17)] ReferralStatus? Referral = null,
     [property: Id(18)] IReadOnlyDictionary<string, long>? ReferralRewards = null,
-    [property: Id(19)] IReadOnlyList<string>? MergedFrom = null);
+    [property: Id(19)] IReadOnlyList<string>? MergedFrom = null,
+    [property: Id(20)] long GivenMinor = 0);
 
 /// <summary>
 /// A referred member's standing with its referrer, as a merge hands it on: under which member id

@@ -129,4 +129,7 @@ public static class Limits
 
     /// <summary>How far ahead a bonus day may be booked, in days.</summary>
     public const int BonusDayBookAheadDaysMax = 366;
+
+    /// <summary>Most causes a giving programme lists.</summary>
+    public const int CausesMax = 50;
 }

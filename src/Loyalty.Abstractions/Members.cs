@@ -47,7 +47,9 @@ public sealed record MemberView(
     [property: Id(26)] IReadOnlyList<string>? MergedFrom = null,
     [property: Id(27)] TierProgress? TierProgress = null,
     [property: Id(28)] IReadOnlyList<DateOnly>? BonusDays = null,
-    [property: Id(29)] int BonusDaysLeft = 0)
+    [property: Id(29)] int BonusDaysLeft = 0,
+    [property: Id(30)] string? Cause = null,
+    [property: Id(31)] long GivenMinor = 0)
 {
     /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
     public Points Available => Balance - Held;
@@ -160,6 +162,9 @@ public enum LedgerEntryKind : short
 
     /// <summary>The member booked a personal bonus day (no points move; the day is in the details).</summary>
     BonusDayBooked = 21,
+
+    /// <summary>The member chose the cause its purchases give to (reference: the cause; none to stop giving).</summary>
+    CauseChosen = 22,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

@@ -92,3 +92,5 @@ public sealed partial class ListRewardsRequest : IProgramScoped, IMemberScoped;
 public sealed partial class GetTransactionRequest : IProgramScoped, IMemberScoped;
 
 public sealed partial class BookBonusDayRequest : IProgramScoped, IMemberScoped;
+
+public sealed partial class ChooseCauseRequest : IProgramScoped, IMemberScoped;

@@ -1,8 +1,52 @@
 namespace Loyalty.Grains;
 
-/// <summary>The kinds of programme beyond points per purchase: personal bonus days.</summary>
+/// <summary>The kinds of programme beyond points per purchase: personal bonus days, giving back.</summary>
 public sealed partial class MemberGrain
 {
+    /// <inheritdoc />
+    public Task<MemberResult> ChooseCause(string? causeId)
+    {
+        if (causeId is not null && LoyaltyIds.Check(causeId, "cause_id", Limits.CodeLengthMax) is { } error)
+        {
+            return Task.FromResult(MemberResult.Reject(LoyaltyError.InvalidArgument, error));
+        }
+
+        ProgramConfig? current = null;
+        return WriteAsync(
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                current = program;
+                if (Closed() is { } closed)
+                {
+                    return closed;
+                }
+
+                if (program.Settings.Giving is not { } giving)
+                {
+                    return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"program '{_programId}' gives no share of purchases to causes (settings.giving)");
+                }
+
+                if (causeId is not null && !giving.Has(causeId))
+                {
+                    return MemberResult.Reject(LoyaltyError.NotFound,
+                        $"cause '{causeId}' is not one of program '{_programId}''s causes ({string.Join(", ", giving.Causes.Select(c => c.Id))})");
+                }
+
+                if (_state.Cause == causeId)
+                {
+                    return new MemberResult(View(program), LoyaltyError.None, null);
+                }
+
+                entry = NewEntry(LedgerEntryKind.CauseChosen, Points.Zero, null, 0, now, program) with { Reference = causeId };
+                return null;
+            },
+            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+    }
+
     /// <inheritdoc />
     public Task<BonusDayResult> BookBonusDay(BonusDayBooking booking)
     {

@@ -32,7 +32,8 @@ public sealed partial class MemberGrain
                 $"occurred_at {request.OccurredAt:O} is before the purchase's occurred_at {original.OccurredAt:O}; a return cannot precede its purchase");
         }
 
-        ReversalResult? reversal = Reversal.Compute(original, _state.Returns.GetValueOrDefault(original.TransactionId!), request, out string? error);
+        ReturnProgress? progress = _state.Returns.GetValueOrDefault(original.TransactionId!);
+        ReversalResult? reversal = Reversal.Compute(original, progress, request, out string? error);
         if (reversal is null)
         {
             return ReturnResult.Reject(txn, LoyaltyError.FailedPrecondition, error!);
@@ -49,6 +50,7 @@ public sealed partial class MemberGrain
         long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
             ? rest
             : Math.Min(rest, Math.Max(0, checked(_state.Balance.Value + restored)));
+        long takenBack = GivingRules.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, progress?.AmountReturnedMinor ?? 0, reversal.ReturnedAmountMinor);
         var details = new EntryDetails
         {
             Components = reversal.Components,
@@ -66,6 +68,8 @@ public sealed partial class MemberGrain
             ReferralReversed = reversal.Full && !_state.ReferralReversed && original.TransactionId == _state.ReferralQualifiedBy,
             Restored = restoredLots,
             MergedPurchase = original.MemberId != _memberId,
+            Cause = takenBack > 0 ? original.Details!.Cause : null,
+            GivenMinor = -takenBack,
         };
         entry = NewEntry(LedgerEntryKind.Return, new Points(checked(restored - fromPending - fromActive)), txn, fingerprint, now, program) with
         {
@@ -205,6 +209,8 @@ public sealed partial class MemberGrain
             TierProgress = Tiering.Progress(index, reviewAt, ladder, _state, now),
             BonusDays = program?.Settings.BonusDays is null ? null : BonusDayRules.Upcoming(_state.BonusDays, BonusDayRules.LocalDay(now, program.Settings.Zone)),
             BonusDaysLeft = program?.Settings.BonusDays is null ? 0 : BonusDayRules.Left(tier, _state.BonusDays, BonusDayRules.LocalDay(now, program.Settings.Zone).Year),
+            Cause = _state.Cause,
+            GivenMinor = _state.GivenMinor,
         };
     }
 

@@ -406,6 +406,8 @@ public sealed partial class MemberGrain
             reviewAt = now.AddDays(ladder.WindowDays);
         }
 
+        (string? Cause, long GivenMinor) giving = GivingRules.OfPurchase(settings.Giving, _state.Cause, purchase.Amount.AmountMinor);
+
         // The details are made once, with every field: this runs for every purchase.
         DateTimeOffset? availableAt = settings.PendingDays > 0 ? now.AddDays(settings.PendingDays) : null;
         EntryDetails details = new()
@@ -425,6 +427,8 @@ public sealed partial class MemberGrain
             RewardId = redeemed is null ? null : purchase.RedeemRewardId,
             Quantity = redeemed is null ? 0 : purchase.RedeemQuantity,
             Activity = PurchaseActivity.Flags(_state.LastPurchaseDay, _state.PurchasesInPeriods, _state.PurchaseCount, MemberState.DayOf(now)),
+            Cause = giving.Cause,
+            GivenMinor = giving.GivenMinor,
         };
 
         entry = new LedgerEntry(

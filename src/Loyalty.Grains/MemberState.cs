@@ -200,6 +200,12 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     private static readonly BookedBonusDays NoBonusDays = new();
 
+    /// <summary>The cause the member chose for its purchases to give to; null when none.</summary>
+    [Id(46)] public string? Cause { get; private set; }
+
+    /// <summary>Money the member's purchases gave to causes, net of returns, in minor units.</summary>
+    [Id(47)] public long GivenMinor { get; private set; }
+
     /// <summary>
     /// The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections
     /// made on first use; 4: the purchase activity of <see cref="LastPurchaseDay"/> is kept).
@@ -305,9 +311,11 @@ public sealed class MemberState : IEarnHistory, IQualifying
                 break;
             case LedgerEntryKind.Earn:
                 ApplyEarn(entry);
+                GivenMinor += entry.Details?.GivenMinor ?? 0;
                 break;
             case LedgerEntryKind.Return:
                 ApplyReturn(entry);
+                GivenMinor += entry.Details?.GivenMinor ?? 0;
                 break;
             case LedgerEntryKind.Feedback:
                 Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
@@ -366,12 +374,16 @@ public sealed class MemberState : IEarnHistory, IQualifying
                 Erased = true;
                 HasProfile = false;
                 _flags = null;
+                Cause = null;
                 break;
             case LedgerEntryKind.MergedAway:
                 ApplyMergedAway(entry);
                 break;
             case LedgerEntryKind.MergedIn:
                 ApplyMergedIn(entry);
+                break;
+            case LedgerEntryKind.CauseChosen:
+                Cause = entry.Reference;
                 break;
             case LedgerEntryKind.BonusDayBooked:
                 (_bonusDays ??= new BookedBonusDays()).Book(entry.Details?.BonusDay ?? throw new InvalidOperationException($"Bonus-day entry {entry.Sequence} has no details."));
@@ -762,7 +774,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         PurchaseCount, ReferralQualifiedBy, ReferralReversed, LastActivityAt,
         new ReferralStatus(ReferralSubject ?? memberId, ReferrerRewardOwed, RewardSettled, ReversalSettled),
         new Dictionary<string, long>(ReferralRewards, StringComparer.Ordinal),
-        [.. MergedFrom]);
+        [.. MergedFrom], GivenMinor);
 
     private void ApplyMergedAway(LedgerEntry entry)
     {
@@ -787,6 +799,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
             Credit(new Points(lot.Points), lot.LotId, lot.ExpiresAt);
         }
 
+        // The duplicate's giving counts as the member's; each purchase's cause stays in its own entry.
+        GivenMinor += t.GivenMinor;
         foreach (PendingLotUse lot in t.Pending)
         {
             AddPending(new PendingLot { TransactionId = lot.TransactionId, Points = new Points(lot.Points), AvailableAt = lot.AvailableAt, ExpiresAt = lot.ExpiresAt });

@@ -51,7 +51,8 @@ public interface ILedgerStore
 
     /// <summary>
     /// Removes what a member's ledger rows may hold of personal data (free-text reasons typed by
-    /// staff, the flags of flag entries), keeping every amount so program totals stay right.
+    /// staff, the flags of flag entries, survey comments, the cause the member chose), keeping every
+    /// amount so program totals stay right.
     /// </summary>
     Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken);
 

@@ -277,6 +277,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
                         LedgerEntryKind.Adjust => list[i] with { Reason = "erased" },
                         LedgerEntryKind.Flags => list[i] with { Details = null },
                         LedgerEntryKind.Feedback => list[i] with { Reason = null },
+                        LedgerEntryKind.CauseChosen => list[i] with { Reference = null },
                         _ => list[i],
                     };
                 }

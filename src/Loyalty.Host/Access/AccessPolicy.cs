@@ -47,6 +47,7 @@ public static class AccessPolicy
         ["/loyalty.v1.Members/AdjustPoints"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/RecordFeedback"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Members/BookBonusDay"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Members/ChooseCause"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Members/SetReferrer"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/SetProfile"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/EraseMember"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),

@@ -43,6 +43,7 @@ public static class LoyaltyEvents
         [LedgerEntryKind.ReferralSettled] = "referral.settled",
         [LedgerEntryKind.Feedback] = "feedback.recorded",
         [LedgerEntryKind.BonusDayBooked] = "bonus_day.booked",
+        [LedgerEntryKind.CauseChosen] = "member.cause_chosen",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

@@ -71,6 +71,18 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
     }
 
     /// <inheritdoc />
+    public override async Task<V1.Member> ChooseCause(V1.ChooseCauseRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        string? cause = request.CauseId.Length == 0 ? null : request.CauseId;
+        GrainCalls.Require(cause is null ? null : LoyaltyIds.Check(cause, "cause_id", Limits.CodeLengthMax));
+        MemberResult result = await GrainCalls.RunAsync(() => member.ChooseCause(cause), logger, "ChooseCause");
+        return result.Member is null
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : WireMapping.ToMessage(result.Member);
+    }
+
+    /// <inheritdoc />
     public override async Task<V1.BookBonusDayResponse> BookBonusDay(V1.BookBonusDayRequest request, ServerCallContext context)
     {
         IMemberGrain member = Member(request.ProgramId, request.MemberId);

@@ -53,7 +53,8 @@ internal static class ProgramMapping
             m.Accounting is null ? null : new AccountingPolicy(m.Accounting.PointValueMinorPerThousand, m.Accounting.ExpectedBreakageBp),
             m.FeedbackRewardPoints,
             m.BonusDays is null ? null : new BonusDayPolicy(m.BonusDays.MultiplierBp,
-                m.BonusDays.Stacking == V1.BonusDayStacking.Unspecified ? BonusDayStacking.Stack : (BonusDayStacking)(int)m.BonusDays.Stacking));
+                m.BonusDays.Stacking == V1.BonusDayStacking.Unspecified ? BonusDayStacking.Stack : (BonusDayStacking)(int)m.BonusDays.Stacking),
+            m.Giving is null ? null : new GivingPolicy(m.Giving.ShareBp, [.. m.Giving.Causes.Select(c => new Cause(c.Id, c.Name))], Optional(m.Giving.DefaultCause)));
     }
 
     /// <summary>The settings message.</summary>
@@ -122,6 +123,12 @@ internal static class ProgramMapping
         if (s.BonusDays is { } bonusDays)
         {
             m.BonusDays = new V1.BonusDayPolicy { MultiplierBp = bonusDays.MultiplierBp, Stacking = (V1.BonusDayStacking)(int)bonusDays.Stacking };
+        }
+
+        if (s.Giving is { } giving)
+        {
+            m.Giving = new V1.GivingPolicy { ShareBp = giving.ShareBp, DefaultCause = giving.DefaultCause ?? "" };
+            m.Giving.Causes.AddRange(giving.Causes.Select(c => new V1.GivingCause { Id = c.Id, Name = c.Name }));
         }
 
         return m;

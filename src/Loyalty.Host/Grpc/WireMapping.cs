@@ -173,6 +173,8 @@ internal static class WireMapping
             EndedAs = (V1.ReservationState)(int)d.EndedAs,
             InactivityDeadline = Time(d.InactivityDeadline),
             BonusDay = d.BonusDay == 0 ? "" : IsoDay(DateOnly.FromDayNumber(d.BonusDay)),
+            Cause = d.Cause ?? "",
+            GivenMinor = d.GivenMinor,
         };
         // Most acks have neither: no iterator is made for them.
         if (d.Lots is { Count: > 0 } lots)
@@ -367,6 +369,8 @@ internal static class WireMapping
             MergedInto = m.MergedInto ?? "",
             TierProgress = m.TierProgress is { } progress ? ToMessage(progress) : null,
             BonusDaysLeft = m.BonusDaysLeft,
+            Cause = m.Cause ?? "",
+            GivenMinor = m.GivenMinor,
         };
         message.BonusDays.AddRange((m.BonusDays ?? []).Select(IsoDay));
         message.MergedFrom.AddRange(m.MergedFrom ?? []);
@@ -428,6 +432,7 @@ internal static class WireMapping
             LedgerEntryKind.ReferralSettled => V1.LedgerEntryKind.ReferralSettled,
             LedgerEntryKind.Feedback => V1.LedgerEntryKind.Feedback,
             LedgerEntryKind.BonusDayBooked => V1.LedgerEntryKind.BonusDayBooked,
+            LedgerEntryKind.CauseChosen => V1.LedgerEntryKind.CauseChosen,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,

@@ -180,7 +180,7 @@ public static class ProgramReports
         public void Add(ReportTotal t)
         {
             _metrics[t.Metric] = checked(_metrics.GetValueOrDefault(t.Metric) + t.Value);
-            if (t.Metric is ReportMetric.Redeemed or ReportMetric.RedeemedUnits or ReportMetric.RedeemedValue or ReportMetric.Donated or ReportMetric.Donations or ReportMetric.TierMoves or ReportMetric.TierEntered or ReportMetric.TierLeft
+            if (t.Metric is ReportMetric.Redeemed or ReportMetric.RedeemedUnits or ReportMetric.RedeemedValue or ReportMetric.Donated or ReportMetric.Donations or ReportMetric.Given or ReportMetric.TierMoves or ReportMetric.TierEntered or ReportMetric.TierLeft
                 or ReportMetric.NpsPromoters or ReportMetric.NpsPassives or ReportMetric.NpsDetractors)
             {
                 _keyed[(t.Metric, t.Key)] = checked(_keyed.GetValueOrDefault((t.Metric, t.Key)) + t.Value);
@@ -230,12 +230,14 @@ public static class ProgramReports
                 Units = _keyed.GetValueOrDefault((ReportMetric.RedeemedUnits, r.Key)),
                 ValueMinor = _keyed.GetValueOrDefault((ReportMetric.RedeemedValue, r.Key)),
             }));
-            period.Donations.AddRange(Keyed(ReportMetric.Donated).Select(d => new V1.CauseDonations
-            {
-                Cause = d.Key,
-                AmountMinor = d.Value,
-                Donations = _keyed.GetValueOrDefault((ReportMetric.Donations, d.Key)),
-            }));
+            period.Donations.AddRange(Keyed(ReportMetric.Donated).Concat(Keyed(ReportMetric.Given)).Select(d => d.Key).Distinct().Order(StringComparer.Ordinal)
+                .Select(cause => new V1.CauseDonations
+                {
+                    Cause = cause,
+                    AmountMinor = _keyed.GetValueOrDefault((ReportMetric.Donated, cause)),
+                    Donations = _keyed.GetValueOrDefault((ReportMetric.Donations, cause)),
+                    GivenMinor = _keyed.GetValueOrDefault((ReportMetric.Given, cause)),
+                }));
             return period;
         }
 

@@ -43,6 +43,9 @@ public enum ReportMetric : short
     /// <summary>Donations made; the key is the cause.</summary>
     Donations = 18,
 
+    /// <summary>Money purchases gave to causes (giving back), net of returns, in minor units; the key is the cause.</summary>
+    Given = 19,
+
     /// <summary>Points expired (breakage).</summary>
     Expired = 9,
 
@@ -222,6 +225,7 @@ public static class ReportFacts
         into.Add(e.ProgramId, day, ReportMetric.Purchases, "", 1);
         Activity(e, day, into);
         Tiers(e, day, into);
+        Giving(e, day, into);
         if (referrals > 0 || e.Details?.ReferrerReward > 0)
         {
             into.Add(e.ProgramId, day, ReportMetric.ReferralsQualified, "", 1);
@@ -257,6 +261,15 @@ public static class ReportFacts
             {
                 into.Add(e.ProgramId, day, ReportMetric.RepeatDay + (short)period, "", 1);
             }
+        }
+    }
+
+    /// <summary>The money a purchase gave to its cause, or a return took back (negative).</summary>
+    private static void Giving(LedgerEntry e, int day, ReportTotals into)
+    {
+        if (e.Details is { GivenMinor: not 0, Cause: { } cause } d)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.Given, cause, d.GivenMinor);
         }
     }
 
@@ -330,6 +343,7 @@ public static class ReportFacts
         into.Add(e.ProgramId, day, ReportMetric.RedemptionsReturned, "", restored);
         into.Add(e.ProgramId, day, ReportMetric.ReturnedSales, "", d.ReturnedAmountMinor);
         into.Add(e.ProgramId, day, ReportMetric.Returns, "", 1);
+        Giving(e, day, into);
         if (d.PendingReversed > 0)
         {
             into.Add(e.ProgramId, day, ReportMetric.PendingReversed, "", d.PendingReversed);

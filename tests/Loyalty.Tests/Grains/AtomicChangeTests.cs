@@ -20,7 +20,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     private static ProgramSettings Shop => new("Shop", "USD", 2, 1, SignupBonusPoints: 100, Rewards: [Coffee],
         Referrals: new ReferralPolicy(ReferrerPoints: 500, ReferredPoints: 200, MinPurchaseMinor: 10_00),
         Tiers: new TierLadder(TierBasis.Points, 365, 0, [new TierDefinition(MemberState.DefaultTier, 0, Multipliers.One, [], BonusDaysPerYear: 5)]),
-        BonusDays: new BonusDayPolicy(20_000, BonusDayStacking.Stack), FeedbackRewardPoints: 10);
+        BonusDays: new BonusDayPolicy(20_000, BonusDayStacking.Stack), FeedbackRewardPoints: 10,
+        Giving: new GivingPolicy(100, [new Cause("forests", "Forests")], DefaultCause: "forests"));
 
     private readonly string _program = "a" + Guid.NewGuid().ToString("N")[..10];
 
@@ -219,6 +220,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             async t => Error(await t.Member("m").RecordFeedback(new Feedback("fb1", 9, "friendly staff", "app")))),
         ["bonus day"] = new(LedgerEntryKind.BonusDayBooked, ["m"], t => t.EnrolAsync("m"),
             async t => Error(await t.Member("m").BookBonusDay(new BonusDayBooking("bd1", DateOnly.FromDateTime(t.Now.UtcDateTime).AddDays(3))))),
+        ["cause"] = new(LedgerEntryKind.CauseChosen, ["m"], t => t.EnrolAsync("m"), async t => Error(await t.Member("m").ChooseCause("forests"))),
         ["flags"] = new(LedgerEntryKind.Flags, ["m"], t => t.EnrolAsync("m"), async t => Error(await t.Member("m").SetFlags(["storecard"]))),
         ["profile"] = new(LedgerEntryKind.Profile, ["m"], t => t.EnrolAsync("m"),
             async t => Error(await t.Member("m").SetProfile(new Dictionary<string, string> { ["name"] = "M" }))),
