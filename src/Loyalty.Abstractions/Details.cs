@@ -180,6 +180,15 @@ public sealed record EntryDetails
     /// <summary>Earn: the money (minor units) the purchase gives to <see cref="Cause"/>; return: the part taken back, negative.</summary>
     [Id(37)] public long GivenMinor { get; init; }
 
+    /// <summary>Birthday: the year it is for, and the gift with until when it may be redeemed.</summary>
+    [Id(38)] public BirthdayGrant? Birthday { get; init; }
+
+    /// <summary>Redeem: one unit was the member's birthday gift, for no points.</summary>
+    [Id(39)] public bool BirthdayGift { get; init; }
+
+    /// <summary>Profile: the birthday's month (1..12) when the profile has a birthday; 0 otherwise.</summary>
+    [Id(40)] public int BirthMonth { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

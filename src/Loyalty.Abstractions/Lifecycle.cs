@@ -87,6 +87,27 @@ public static class Profiles
             }
         }
 
-        return null;
+        return fields.TryGetValue(BirthdayField, out string? birthday) && BirthMonthOf(birthday) == 0
+            ? $"profile field '{BirthdayField}' must be YYYY-MM-DD or MM-DD"
+            : null;
+    }
+
+    /// <summary>The profile field a member's birthday is in (for birthday rewards).</summary>
+    public const string BirthdayField = "birthday";
+
+    /// <summary>The month (1..12) of a birthday written YYYY-MM-DD or MM-DD; 0 when it is neither.</summary>
+    public static int BirthMonthOf(string? birthday)
+    {
+        string? monthDay = birthday?.Length switch
+        {
+            10 when DateOnly.TryParseExact(birthday, "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out _) => birthday[5..],
+            5 => birthday,
+            _ => null,
+        };
+
+        // Month and day are checked against a leap year, so 02-29 is a birthday.
+        return monthDay is not null && DateOnly.TryParseExact("2024-" + monthDay, "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out DateOnly day)
+            ? day.Month
+            : 0;
     }
 }

@@ -49,7 +49,8 @@ public sealed record MemberView(
     [property: Id(28)] IReadOnlyList<DateOnly>? BonusDays = null,
     [property: Id(29)] int BonusDaysLeft = 0,
     [property: Id(30)] string? Cause = null,
-    [property: Id(31)] long GivenMinor = 0)
+    [property: Id(31)] long GivenMinor = 0,
+    [property: Id(32)] BirthdayGrant? BirthdayGift = null)
 {
     /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
     public Points Available => Balance - Held;
@@ -165,6 +166,9 @@ public enum LedgerEntryKind : short
 
     /// <summary>The member chose the cause its purchases give to (reference: the cause; none to stop giving).</summary>
     CauseChosen = 22,
+
+    /// <summary>The member's birthday month began: the program's birthday points, and its gift to redeem until the month ends.</summary>
+    Birthday = 23,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

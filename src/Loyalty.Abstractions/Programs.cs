@@ -30,7 +30,8 @@ public sealed record ProgramSettings(
     [property: Id(20)] AccountingPolicy? Accounting = null,
     [property: Id(21)] long FeedbackRewardPoints = 0,
     [property: Id(22)] BonusDayPolicy? BonusDays = null,
-    [property: Id(23)] GivingPolicy? Giving = null)
+    [property: Id(23)] GivingPolicy? Giving = null,
+    [property: Id(24)] BirthdayPolicy? Birthday = null)
 {
     /// <summary>How long a reservation holds points when the program does not say.</summary>
     public const int ReservationHoldSecondsDefault = 900;
@@ -100,7 +101,7 @@ public sealed record ProgramSettings(
 
     private string? CheckRedemption()
     {
-        if ((Expiry?.Check() ?? Referrals?.Check() ?? Accounting?.Check() ?? BonusDays?.Check() ?? Giving?.Check()) is { } policyError)
+        if ((Expiry?.Check() ?? Referrals?.Check() ?? Accounting?.Check() ?? BonusDays?.Check() ?? Giving?.Check() ?? Birthday?.Check(this)) is { } policyError)
         {
             return policyError;
         }

@@ -84,7 +84,7 @@ public sealed partial class MemberGrain
         {
             DateTimeOffset now = _clock.GetUtcNow();
             _state.Mature(now);
-            next = Expiring.NextDue(_state, program.Settings.ExpiryRules);
+            next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules), ProgrammeDue(program.Settings));
             if (!settled && next <= now)
             {
                 // The referrer could not be told: retry later, not at once (other members' work comes first).
@@ -100,9 +100,16 @@ public sealed partial class MemberGrain
     private DueOutcome? StageDue(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
-        if (!_state.Enrolled || Expiring.Next(_state, program.Settings.ExpiryRules, now) is not { } work)
+        if (!_state.Enrolled)
         {
             return DueOutcome.Nothing;
+        }
+
+        if (Expiring.Next(_state, program.Settings.ExpiryRules, now) is not { } work)
+        {
+            // A closed account (erased, merged away) earns nothing new.
+            entry = _state.Erased || _state.MergedInto is not null ? null : ProgrammeWork(program, now);
+            return entry is null ? DueOutcome.Nothing : null;
         }
 
         entry = work.Kind switch
@@ -129,6 +136,23 @@ public sealed partial class MemberGrain
             },
         };
         return null;
+    }
+
+    /// <summary>The programme's own due work at <paramref name="now"/> (a birthday), as an entry; null when none is due.</summary>
+    private LedgerEntry? ProgrammeWork(ProgramConfig program, DateTimeOffset now)
+    {
+        ProgramSettings settings = program.Settings;
+        if (BirthdayRules.Grant(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, now, settings.Zone) is not { } grant)
+        {
+            return null;
+        }
+
+        var points = new Points(settings.Birthday!.BonusPoints);
+        return NewEntry(LedgerEntryKind.Birthday, points, null, 0, now, program) with
+        {
+            Reason = "birthday " + grant.Year.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            Details = new EntryDetails { Birthday = grant, ExpiresAt = points.Value > 0 ? LotExpiry(settings, now) : null },
+        };
     }
 
     /// <summary>What one step of a wake did: an entry, nothing left to do, or an error.</summary>

@@ -45,7 +45,11 @@ public sealed partial class MemberGrain
                     return refused;
                 }
 
-                entry = NewEntry(LedgerEntryKind.Profile, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { ProfileFields = [.. copy.Keys] } };
+                entry = NewEntry(LedgerEntryKind.Profile, Points.Zero, null, 0, now, program) with
+                {
+                    // The birthday's month only, for the due schedule; the date itself stays in the profile.
+                    Details = new EntryDetails { ProfileFields = [.. copy.Keys], BirthMonth = Profiles.BirthMonthOf(copy.GetValueOrDefault(Profiles.BirthdayField)) },
+                };
                 return null;
             },
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),

@@ -54,10 +54,11 @@ public sealed partial class MemberGrain
         Points available = _state.Balance - _state.HeldAt(now);
         Points after = entry.AvailableAt is null ? available + entry.Points : available;
         Points redeemed = Points.Zero;
+        bool giftSpent = false;
         if (purchase.RedeemRewardId is { } rewardId)
         {
             var redemption = new Redemption(QuoteTransactionId, rewardId, Math.Max(1, purchase.RedeemQuantity), purchase.StoreId);
-            if (QuoteRedemption(redemption, program, taken, now, out redeemed) is { } refusal)
+            if (QuoteRedemption(redemption, program, taken, now, out redeemed, out giftSpent) is { } refusal)
             {
                 return QuoteResult.Reject(refusal.Error, $"the purchase's redemption: {refusal.Message}");
             }
@@ -65,17 +66,18 @@ public sealed partial class MemberGrain
             after -= redeemed;
         }
 
-        IReadOnlyList<RewardOption> options = RewardChoice.Options(program.Settings.RewardList, entry.Details?.TierAfter ?? _state.Tier, after.Value, now, taken);
+        string? gift = giftSpent ? null : _state.OpenBirthdayGift(now)?.GiftRewardId;
+        IReadOnlyList<RewardOption> options = RewardChoice.Options(program.Settings.RewardList, entry.Details?.TierAfter ?? _state.Tier, after.Value, now, taken, gift);
         return new QuoteResult(LoyaltyError.None, null, entry.Points, entry.Details, entry.AvailableAt,
             _state.Balance, available, _state.PendingTotal, after, redeemed, options, program.Version);
     }
 
     /// <summary>Whether the basket's redemption would be accepted (stock judged by the units taken now), and its points.</summary>
-    private (LoyaltyError Error, string Message)? QuoteRedemption(Redemption redemption, ProgramConfig program, IReadOnlyDictionary<string, long> taken, DateTimeOffset now, out Points points)
+    private (LoyaltyError Error, string Message)? QuoteRedemption(Redemption redemption, ProgramConfig program, IReadOnlyDictionary<string, long> taken, DateTimeOffset now, out Points points, out bool gift)
     {
         // The purchase's checks covered the reward id and quantity.
         points = Points.Zero;
-        if (Affordability(redemption, program, now, out long price) is { } refusal)
+        if (Affordability(redemption, program, now, allowGift: true, out long price, out gift) is { } refusal)
         {
             return refusal;
         }
@@ -108,7 +110,7 @@ public sealed partial class MemberGrain
         (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         Points available = _state.Balance - _state.HeldAt(now);
         string tierName = ladder.Tiers[tier].Name;
-        return new RewardsView(tierName, available, RewardChoice.Options(program.Settings.RewardList, tierName, available.Value, now, taken));
+        return new RewardsView(tierName, available, RewardChoice.Options(program.Settings.RewardList, tierName, available.Value, now, taken, _state.OpenBirthdayGift(now)?.GiftRewardId));
     }
 
     /// <inheritdoc />

@@ -88,7 +88,8 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        if (Affordability(request, program, now, out long points) is { } refusal)
+        // A birthday gift is spent at once (a direct redeem or a basket's), never held by a reservation.
+        if (Affordability(request, program, now, allowGift: !reserve, out long points, out bool gift) is { } refusal)
         {
             return RedemptionResult.Reject(txn, refusal.Error, refusal.Message);
         }
@@ -105,7 +106,7 @@ public sealed partial class MemberGrain
                 : RedemptionResult.Reject(txn, LoyaltyError.Unavailable, "the reward's stock could not be reserved; nothing was recorded, retry");
         }
 
-        var details = new EntryDetails { RewardId = request.RewardId, Quantity = request.Quantity };
+        var details = new EntryDetails { RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift };
         entry = reserve
             ? NewEntry(LedgerEntryKind.Reserve, Points.Zero, txn, fingerprint, now, program) with
             {
@@ -120,10 +121,14 @@ public sealed partial class MemberGrain
         return null;
     }
 
-    /// <summary>Why the member cannot have the reward now, or null; <paramref name="points"/> is its price.</summary>
-    private (LoyaltyError Error, string Message)? Affordability(Redemption request, ProgramConfig program, DateTimeOffset now, out long points)
+    /// <summary>
+    /// Why the member cannot have the reward now, or null; <paramref name="points"/> is its price,
+    /// less one unit when <paramref name="allowGift"/> and it is the member's open birthday gift (<paramref name="gift"/>).
+    /// </summary>
+    private (LoyaltyError Error, string Message)? Affordability(Redemption request, ProgramConfig program, DateTimeOffset now, bool allowGift, out long points, out bool gift)
     {
         points = 0;
+        gift = false;
         if (program.Settings.FindReward(request.RewardId) is not { } reward)
         {
             return (LoyaltyError.NotFound, $"reward '{request.RewardId}' is not in the catalogue of program '{_programId}'");
@@ -136,7 +141,8 @@ public sealed partial class MemberGrain
             return (LoyaltyError.FailedPrecondition, refusal);
         }
 
-        points = checked(reward.PointsPrice * request.Quantity);
+        gift = allowGift && _state.OpenBirthdayGift(now)?.GiftRewardId == reward.Id;
+        points = checked(reward.PointsPrice * (request.Quantity - (gift ? 1 : 0)));
         Points available = _state.Balance - _state.HeldAt(now);
         return available.Value < points
             ? (LoyaltyError.FailedPrecondition, $"the member has {available.Value} points available; {request.Quantity} x '{reward.Id}' needs {points}")
@@ -245,7 +251,7 @@ public sealed partial class MemberGrain
         if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.FindRecent(request.TransactionId) is not null
             || await _programs.GetAsync(_programId) is not { } program
             || program.Settings.FindReward(request.RewardId) is not { Stock: { } units }
-            || Affordability(request, program, _clock.GetUtcNow(), out _) is not null)
+            || Affordability(request, program, _clock.GetUtcNow(), allowGift: true, out _, out _) is not null)
         {
             return;
         }

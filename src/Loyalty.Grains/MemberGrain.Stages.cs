@@ -211,6 +211,7 @@ public sealed partial class MemberGrain
             BonusDaysLeft = program?.Settings.BonusDays is null ? 0 : BonusDayRules.Left(tier, _state.BonusDays, BonusDayRules.LocalDay(now, program.Settings.Zone).Year),
             Cause = _state.Cause,
             GivenMinor = _state.GivenMinor,
+            BirthdayGift = _state.OpenBirthdayGift(now),
         };
     }
 
@@ -224,8 +225,9 @@ public sealed partial class MemberGrain
     /// </summary>
     private DueChange? MarkDue(ProgramSettings? settings)
     {
-        if (settings is null || (!settings.HasExpiry && _state.Holds.Count == 0 && !_state.ReferralOwed)
-            || Expiring.NextDue(_state, settings.ExpiryRules) is not { } next
+        if (settings is null
+            || Earliest(settings.HasExpiry || _state.Holds.Count > 0 || _state.ReferralOwed ? Expiring.NextDue(_state, settings.ExpiryRules) : null,
+                ProgrammeDue(settings)) is not { } next
             || (_scheduleKnown && _scheduledDue is { } known && known <= next))
         {
             return null;
@@ -235,6 +237,17 @@ public sealed partial class MemberGrain
         _scheduledDue = next;
         return new DueChange(_programId, _memberId, next, Exact: false);
     }
+
+    /// <summary>
+    /// When the member's next programme work is due (a birthday), besides what <see cref="Expiring"/>
+    /// schedules; null when none. Cheap for members without such work: it runs after every change.
+    /// </summary>
+    private DateTimeOffset? ProgrammeDue(ProgramSettings settings) =>
+        settings.Birthday is not null && _state.BirthMonth != 0 && !_state.Erased && _state.MergedInto is null
+            ? BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, _clock.GetUtcNow(), settings.Zone)
+            : null;
+
+    private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null || a <= b ? a : b;
 
     private string NotEnrolledMessage() => $"member '{_memberId}' is not enrolled in program '{_programId}'";
 }

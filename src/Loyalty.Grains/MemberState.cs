@@ -206,6 +206,22 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Money the member's purchases gave to causes, net of returns, in minor units.</summary>
     [Id(47)] public long GivenMinor { get; private set; }
 
+    /// <summary>The month (1..12) of the birthday in the member's profile; 0 when it has none.</summary>
+    [Id(48)] public int BirthMonth { get; private set; }
+
+    /// <summary>The newest year the member's birthday was rewarded; 0 before the first.</summary>
+    [Id(49)] public int BirthdayYear { get; private set; }
+
+    /// <summary>The newest birthday's grant, with its gift; null before the first.</summary>
+    [Id(50)] public BirthdayGrant? BirthdayGrant { get; private set; }
+
+    /// <summary>The newest birthday's gift has been redeemed.</summary>
+    [Id(51)] public bool BirthdayGiftUsed { get; private set; }
+
+    /// <summary>The birthday gift the member may redeem at <paramref name="now"/>; null when none is open.</summary>
+    public BirthdayGrant? OpenBirthdayGift(DateTimeOffset now) =>
+        BirthdayGrant is { GiftRewardId: not null } grant && !BirthdayGiftUsed && now < grant.GiftUntil ? grant : null;
+
     /// <summary>
     /// The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections
     /// made on first use; 4: the purchase activity of <see cref="LastPurchaseDay"/> is kept).
@@ -369,12 +385,21 @@ public sealed class MemberState : IEarnHistory, IQualifying
                 break;
             case LedgerEntryKind.Profile:
                 HasProfile = entry.Details?.ProfileFields is { Count: > 0 };
+                BirthMonth = entry.Details?.BirthMonth ?? 0;
+                break;
+            case LedgerEntryKind.Birthday:
+                Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
+                LifetimeEarned += entry.Points;
+                BirthdayGrant = entry.Details?.Birthday ?? throw new InvalidOperationException($"Birthday entry {entry.Sequence} has no grant.");
+                BirthdayYear = BirthdayGrant.Year;
+                BirthdayGiftUsed = false;
                 break;
             case LedgerEntryKind.Erase:
                 Erased = true;
                 HasProfile = false;
                 _flags = null;
                 Cause = null;
+                BirthMonth = 0;
                 break;
             case LedgerEntryKind.MergedAway:
                 ApplyMergedAway(entry);
@@ -736,6 +761,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     private void ApplyRedeem(LedgerEntry entry)
     {
+        BirthdayGiftUsed |= entry.Details?.BirthdayGift ?? false;
         Debit(-entry.Points, entry.Details?.Lots);
         LifetimeRedeemed += -entry.Points;
         LastActivityAt = entry.RecordedAt;

@@ -34,7 +34,8 @@ public sealed class ProgramGrain(
 
         long version = checked(current + 1);
         var config = new ProgramConfig(this.GetPrimaryKeyString(), settings, version);
-        bool expiryChanged = version > 1 && state.State.Config!.Settings.ExpiryRules != settings.ExpiryRules;
+        // A new expiry policy or birthday rule changes when members are due: each is brought due once.
+        bool expiryChanged = version > 1 && (state.State.Config!.Settings.ExpiryRules != settings.ExpiryRules || state.State.Config.Settings.Birthday != settings.Birthday);
         state.State = new ProgramGrainState { Config = config, RescheduleMembers = state.State.RescheduleMembers || expiryChanged };
         await state.WriteStateAsync();
         directory.Remember(config);

@@ -13,23 +13,24 @@ public static class RewardChoice
     /// <param name="available">Points the member can spend: balance less held (never below 0 for this purpose).</param>
     /// <param name="now">The moment judged.</param>
     /// <param name="taken">Units taken so far of rewards with stock, by reward id; a reward missing here counts as none taken.</param>
-    public static IReadOnlyList<RewardOption> Options(IReadOnlyList<Reward> catalogue, string tier, long available, DateTimeOffset now, IReadOnlyDictionary<string, long> taken)
+    /// <param name="gift">The reward of the member's open birthday gift (one unit for no points); null for none.</param>
+    public static IReadOnlyList<RewardOption> Options(IReadOnlyList<Reward> catalogue, string tier, long available, DateTimeOffset now, IReadOnlyDictionary<string, long> taken, string? gift = null)
     {
         var options = new RewardOption[catalogue.Count];
         for (int i = 0; i < catalogue.Count; i++)
         {
-            options[i] = Judge(catalogue[i], tier, Math.Max(0, available), now, taken.GetValueOrDefault(catalogue[i].Id));
+            options[i] = Judge(catalogue[i], tier, Math.Max(0, available), now, taken.GetValueOrDefault(catalogue[i].Id), catalogue[i].Id == gift);
         }
 
         return options;
     }
 
-    private static RewardOption Judge(Reward reward, string tier, long available, DateTimeOffset now, long taken)
+    private static RewardOption Judge(Reward reward, string tier, long available, DateTimeOffset now, long taken, bool gift)
     {
         long? left = reward.Stock is { } stock ? Math.Max(0, stock - taken) : null;
-        long affordable = available / reward.PointsPrice;
+        long affordable = (available / reward.PointsPrice) + (gift ? 1 : 0);
         int units = (int)Math.Min(Math.Min(affordable, left ?? long.MaxValue), Limits.RedeemQuantityMax);
-        long pointsShort = Math.Max(0, reward.PointsPrice - available);
+        long pointsShort = gift ? 0 : Math.Max(0, reward.PointsPrice - available);
         (RewardBlock block, string? reason) = reward switch
         {
             _ when reward.TierList.Count > 0 && !reward.TierList.Contains(tier) =>

@@ -275,7 +275,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
                     list[i] = list[i].Kind switch
                     {
                         LedgerEntryKind.Adjust => list[i] with { Reason = "erased" },
-                        LedgerEntryKind.Flags => list[i] with { Details = null },
+                        LedgerEntryKind.Flags or LedgerEntryKind.Profile => list[i] with { Details = null },
                         LedgerEntryKind.Feedback => list[i] with { Reason = null },
                         LedgerEntryKind.CauseChosen => list[i] with { Reference = null },
                         _ => list[i],

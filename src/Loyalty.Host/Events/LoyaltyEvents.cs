@@ -44,6 +44,7 @@ public static class LoyaltyEvents
         [LedgerEntryKind.Feedback] = "feedback.recorded",
         [LedgerEntryKind.BonusDayBooked] = "bonus_day.booked",
         [LedgerEntryKind.CauseChosen] = "member.cause_chosen",
+        [LedgerEntryKind.Birthday] = "birthday.rewarded",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

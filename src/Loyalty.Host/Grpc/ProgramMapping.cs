@@ -54,7 +54,8 @@ internal static class ProgramMapping
             m.FeedbackRewardPoints,
             m.BonusDays is null ? null : new BonusDayPolicy(m.BonusDays.MultiplierBp,
                 m.BonusDays.Stacking == V1.BonusDayStacking.Unspecified ? BonusDayStacking.Stack : (BonusDayStacking)(int)m.BonusDays.Stacking),
-            m.Giving is null ? null : new GivingPolicy(m.Giving.ShareBp, [.. m.Giving.Causes.Select(c => new Cause(c.Id, c.Name))], Optional(m.Giving.DefaultCause)));
+            m.Giving is null ? null : new GivingPolicy(m.Giving.ShareBp, [.. m.Giving.Causes.Select(c => new Cause(c.Id, c.Name))], Optional(m.Giving.DefaultCause)),
+            m.Birthday is null ? null : new BirthdayPolicy(m.Birthday.BonusPoints, Optional(m.Birthday.GiftRewardId)));
     }
 
     /// <summary>The settings message.</summary>
@@ -129,6 +130,11 @@ internal static class ProgramMapping
         {
             m.Giving = new V1.GivingPolicy { ShareBp = giving.ShareBp, DefaultCause = giving.DefaultCause ?? "" };
             m.Giving.Causes.AddRange(giving.Causes.Select(c => new V1.GivingCause { Id = c.Id, Name = c.Name }));
+        }
+
+        if (s.Birthday is { } birthday)
+        {
+            m.Birthday = new V1.BirthdayPolicy { BonusPoints = birthday.BonusPoints, GiftRewardId = birthday.GiftRewardId ?? "" };
         }
 
         return m;

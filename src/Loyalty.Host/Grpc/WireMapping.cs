@@ -175,7 +175,14 @@ internal static class WireMapping
             BonusDay = d.BonusDay == 0 ? "" : IsoDay(DateOnly.FromDayNumber(d.BonusDay)),
             Cause = d.Cause ?? "",
             GivenMinor = d.GivenMinor,
+            BirthdayGift = d.BirthdayGift,
         };
+        if (d.Birthday is { } birthday)
+        {
+            m.RewardId = birthday.GiftRewardId ?? "";
+            m.LapsesAt = birthday.GiftRewardId is null ? null : Timestamp.FromDateTimeOffset(birthday.GiftUntil);
+        }
+
         // Most acks have neither: no iterator is made for them.
         if (d.Lots is { Count: > 0 } lots)
         {
@@ -371,6 +378,7 @@ internal static class WireMapping
             BonusDaysLeft = m.BonusDaysLeft,
             Cause = m.Cause ?? "",
             GivenMinor = m.GivenMinor,
+            BirthdayGift = m.BirthdayGift is { } gift ? new V1.BirthdayGift { RewardId = gift.GiftRewardId ?? "", Until = Timestamp.FromDateTimeOffset(gift.GiftUntil), Year = gift.Year } : null,
         };
         message.BonusDays.AddRange((m.BonusDays ?? []).Select(IsoDay));
         message.MergedFrom.AddRange(m.MergedFrom ?? []);
@@ -433,6 +441,7 @@ internal static class WireMapping
             LedgerEntryKind.Feedback => V1.LedgerEntryKind.Feedback,
             LedgerEntryKind.BonusDayBooked => V1.LedgerEntryKind.BonusDayBooked,
             LedgerEntryKind.CauseChosen => V1.LedgerEntryKind.CauseChosen,
+            LedgerEntryKind.Birthday => V1.LedgerEntryKind.Birthday,
             _ => V1.LedgerEntryKind.Unspecified,
         },
         Points = e.Points.Value,

@@ -10,7 +10,7 @@ public enum ReportMetric : short
     /// <summary>Points earned by purchases: base rate, product rules, tier and flag multipliers.</summary>
     IssuedPurchases = 1,
 
-    /// <summary>Points from bonus campaigns and personal bonus days.</summary>
+    /// <summary>Points from bonus campaigns, personal bonus days and birthdays.</summary>
     IssuedBonuses = 2,
 
     /// <summary>Sign-up bonuses (on enrolment or on the first purchase).</summary>
@@ -191,6 +191,7 @@ public static class ReportFacts
             LedgerEntryKind.MergedIn => MergedIn(e, day, into),
             LedgerEntryKind.Referred => Referred(e, day, into),
             LedgerEntryKind.Feedback => Feedback(e, day, into),
+            LedgerEntryKind.Birthday => Birthday(e, day, into),
             LedgerEntryKind.Adjust or LedgerEntryKind.ReferralReward or LedgerEntryKind.MergedAway => Flow(e, day, into),
             _ => 0,
         };
@@ -403,6 +404,13 @@ public static class ReportFacts
         ReportMetric answer = score >= 9 ? ReportMetric.NpsPromoters : score >= 7 ? ReportMetric.NpsPassives : ReportMetric.NpsDetractors;
         into.Add(e.ProgramId, day, answer, e.Details?.TierAfter ?? "", 1);
         into.Add(e.ProgramId, day, ReportMetric.IssuedFeedback, "", e.Points.Value);
+        return e.Points.Value;
+    }
+
+    /// <summary>A birthday's points, counted with the bonuses.</summary>
+    private static long Birthday(LedgerEntry e, int day, ReportTotals into)
+    {
+        into.Add(e.ProgramId, day, ReportMetric.IssuedBonuses, "", e.Points.Value);
         return e.Points.Value;
     }
 
