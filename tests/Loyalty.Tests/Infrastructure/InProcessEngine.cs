@@ -51,6 +51,24 @@ public sealed class InProcessEngine : IAsyncDisposable
     /// <summary>Starts the engine; with <paramref name="rulesClock"/>, the loyalty rules and the due schedule run on that clock.</summary>
     public static async Task<InProcessEngine> StartAsync(StorageOptions storage, TimeProvider? rulesClock = null, params string[] extraArgs)
     {
+        // A port free a moment ago may be taken by then (an outgoing connection's ephemeral port,
+        // another test's engine): bind again on new ports, a bounded number of times.
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await StartOnceAsync(storage, rulesClock, extraArgs);
+            }
+            catch (IOException e) when (attempt < BindAttemptsMax && e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+            {
+            }
+        }
+    }
+
+    private const int BindAttemptsMax = 5;
+
+    private static async Task<InProcessEngine> StartOnceAsync(StorageOptions storage, TimeProvider? rulesClock, string[] extraArgs)
+    {
         int port = Ports.Free(), httpPort = Ports.Free();
         WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
@@ -66,7 +84,18 @@ public sealed class InProcessEngine : IAsyncDisposable
         builder.AddLoyaltyEngine();
         WebApplication app = builder.Build();
         app.MapLoyaltyGateway();
-        await app.StartAsync();
+        try
+        {
+            await app.StartAsync();
+        }
+        catch (IOException)
+        {
+            // The services that did start (the silo, the ledger writer) stop before the next attempt opens the database again.
+            await app.StopAsync();
+            await app.DisposeAsync();
+            throw;
+        }
+
         return new InProcessEngine(app, GrpcChannel.ForAddress($"http://127.0.0.1:{port}"), storage) { HttpAddress = $"http://127.0.0.1:{httpPort}" };
     }
 
