@@ -26,6 +26,9 @@ public enum ComponentKind
 
     /// <summary>A personal bonus day the member booked; code is the day (YYYY-MM-DD, program-local).</summary>
     BonusDay = 8,
+
+    /// <summary>The member's paid membership plan multiplier; code is the plan.</summary>
+    Membership = 9,
 }
 
 /// <summary>One part of an earn: which rule, and the whole points it gave (after rounding and caps).</summary>
@@ -188,6 +191,9 @@ public sealed record EntryDetails
 
     /// <summary>Profile: the birthday's month (1..12) when the profile has a birthday; 0 otherwise.</summary>
     [Id(40)] public int BirthMonth { get; init; }
+
+    /// <summary>Membership entries: the plan and the term it runs to.</summary>
+    [Id(41)] public MembershipChange? Membership { get; init; }
 
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);

@@ -19,6 +19,15 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Replaces the member's flags (e.g. "storecard"); flags named by the program's flag rules earn faster.</summary>
     Task<MemberResult> SetFlags(IReadOnlyList<string> flags);
 
+    /// <summary>Starts or renews a paid membership on the retailer billing's confirmation of a payment; idempotent by the payment id.</summary>
+    Task<MembershipResult> ConfirmMembershipPayment(MembershipPayment payment);
+
+    /// <summary>Starts a plan's free trial, once per member and plan.</summary>
+    Task<MembershipResult> StartMembershipTrial(string planId);
+
+    /// <summary>Cancels the membership: it lapses when its term ends; a later payment renews it again.</summary>
+    Task<MembershipResult> CancelMembership(string reason);
+
     /// <summary>Books a personal bonus day within the member's tier's allowance; idempotent by the booking id, and a day booked twice is booked once.</summary>
     Task<BonusDayResult> BookBonusDay(BonusDayBooking booking);
 

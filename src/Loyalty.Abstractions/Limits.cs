@@ -132,4 +132,22 @@ public static class Limits
 
     /// <summary>Most causes a giving programme lists.</summary>
     public const int CausesMax = 50;
+
+    /// <summary>Most membership plans per program.</summary>
+    public const int MembershipPlansMax = 20;
+
+    /// <summary>Largest membership fee, in minor units.</summary>
+    public const long MembershipFeeMinorMax = 100_000_000;
+
+    /// <summary>Longest membership term and free trial.</summary>
+    public const int MembershipTermMonthsMax = 36;
+
+    /// <inheritdoc cref="MembershipTermMonthsMax"/>
+    public const int MembershipTrialDaysMax = 365;
+
+    /// <summary>How far ahead renewals may carry a membership's term, in months.</summary>
+    public const int MembershipPaidAheadMonthsMax = 120;
+
+    /// <summary>Membership changes kept in a member's history.</summary>
+    public const int MembershipHistoryMax = 24;
 }

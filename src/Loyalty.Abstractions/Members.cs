@@ -50,7 +50,8 @@ public sealed record MemberView(
     [property: Id(29)] int BonusDaysLeft = 0,
     [property: Id(30)] string? Cause = null,
     [property: Id(31)] long GivenMinor = 0,
-    [property: Id(32)] BirthdayGrant? BirthdayGift = null)
+    [property: Id(32)] BirthdayGrant? BirthdayGift = null,
+    [property: Id(33)] MembershipView? Membership = null)
 {
     /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
     public Points Available => Balance - Held;
@@ -169,6 +170,18 @@ public enum LedgerEntryKind : short
 
     /// <summary>The member's birthday month began: the program's birthday points, and its gift to redeem until the month ends.</summary>
     Birthday = 23,
+
+    /// <summary>A paid membership (or its free trial) began: payment id, fee and currency as the entry's transaction, amount and currency.</summary>
+    MembershipStarted = 24,
+
+    /// <summary>A paid membership was renewed by a payment: its term runs on.</summary>
+    MembershipRenewed = 25,
+
+    /// <summary>The membership was cancelled: it lapses when its term ends.</summary>
+    MembershipCancelled = 26,
+
+    /// <summary>The membership's term ended without a renewal.</summary>
+    MembershipLapsed = 27,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

@@ -31,8 +31,15 @@ public sealed record ProgramSettings(
     [property: Id(21)] long FeedbackRewardPoints = 0,
     [property: Id(22)] BonusDayPolicy? BonusDays = null,
     [property: Id(23)] GivingPolicy? Giving = null,
-    [property: Id(24)] BirthdayPolicy? Birthday = null)
+    [property: Id(24)] BirthdayPolicy? Birthday = null,
+    [property: Id(25)] IReadOnlyList<MembershipPlan>? MembershipPlans = null)
 {
+    /// <summary>The membership plans, never null.</summary>
+    public IReadOnlyList<MembershipPlan> PlanList => MembershipPlans ?? [];
+
+    /// <summary>The plan with this id, or null.</summary>
+    public MembershipPlan? FindPlan(string? id) => id is null ? null : PlanList.FirstOrDefault(p => p.Id == id);
+
     /// <summary>How long a reservation holds points when the program does not say.</summary>
     public const int ReservationHoldSecondsDefault = 900;
 
@@ -114,6 +121,11 @@ public sealed record ProgramSettings(
         if (ReservationHoldSeconds is < Limits.ReservationHoldSecondsMin or > Limits.ReservationHoldSecondsMax)
         {
             return $"reservation_hold_seconds must be {Limits.ReservationHoldSecondsMin}..{Limits.ReservationHoldSecondsMax}";
+        }
+
+        if (CheckPlans() is { } planError)
+        {
+            return planError;
         }
 
         if (RewardList.Count > Limits.RewardsMax)
@@ -376,6 +388,30 @@ public sealed record ProgramSettings(
         }
 
         return null;
+    }
+
+    private string? CheckPlans()
+    {
+        if (PlanList.Count > Limits.MembershipPlansMax)
+        {
+            return $"membership_plans has more than {Limits.MembershipPlansMax} plans";
+        }
+
+        for (int i = 0; i < PlanList.Count; i++)
+        {
+            if (PlanList[i].Check($"membership_plans[{i}]") is { } error)
+            {
+                return error;
+            }
+
+            if (PlanList.Take(i).Any(p => p.Id == PlanList[i].Id))
+            {
+                return $"membership_plans[{i}] repeats plan {PlanList[i].Id}";
+            }
+        }
+
+        string? unknown = CampaignList.SelectMany(c => c.PlanList).Concat(RewardList.SelectMany(r => r.PlanList)).FirstOrDefault(p => FindPlan(p) is null);
+        return unknown is null ? null : $"a campaign or reward names plan '{Bounded.Echo(unknown)}', which is not in membership_plans";
     }
 
     /// <summary>Tier, flag and campaign multipliers only ever add: x1 up to the maximum.</summary>

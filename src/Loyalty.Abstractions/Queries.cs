@@ -20,6 +20,9 @@ public enum RewardBlock
 
     /// <summary>Not enough available points for one unit.</summary>
     Points = 5,
+
+    /// <summary>The reward is reserved to members of membership plans the member does not hold.</summary>
+    Plan = 6,
 }
 
 /// <summary>One reward of the catalogue as one member sees it at one moment.</summary>

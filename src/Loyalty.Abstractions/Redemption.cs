@@ -26,8 +26,12 @@ public sealed record Reward(
     [property: Id(7)] IReadOnlyList<string>? Tiers = null,
     [property: Id(8)] DateTimeOffset? AvailableFrom = null,
     [property: Id(9)] DateTimeOffset? AvailableUntil = null,
-    [property: Id(10)] long? Stock = null)
+    [property: Id(10)] long? Stock = null,
+    [property: Id(11)] IReadOnlyList<string>? Plans = null)
 {
+    /// <summary>Membership plans whose members alone may redeem it; empty means everyone.</summary>
+    public IReadOnlyList<string> PlanList => Plans ?? [];
+
     /// <summary>The key of the grain that counts a reward's units taken: program and reward.</summary>
     public static string StockKey(string programId, string rewardId) => programId + "/" + rewardId;
 
@@ -37,9 +41,17 @@ public sealed record Reward(
     /// <summary>Tiers allowed to redeem it, never null; empty means every tier.</summary>
     public IReadOnlyList<string> TierList => Tiers ?? [];
 
-    /// <summary>Whether it can be redeemed at <paramref name="now"/> by a member in <paramref name="tier"/>; otherwise why not.</summary>
-    public string? Refusal(DateTimeOffset now, string tier)
+    /// <summary>
+    /// Whether it can be redeemed at <paramref name="now"/> by a member in <paramref name="tier"/>
+    /// holding membership plan <paramref name="plan"/> (null for none); otherwise why not.
+    /// </summary>
+    public string? Refusal(DateTimeOffset now, string tier, string? plan)
     {
+        if (PlanList.Count > 0 && (plan is null || !PlanList.Contains(plan)))
+        {
+            return $"reward '{Id}' is for members of plans {string.Join(", ", PlanList)}";
+        }
+
         if ((AvailableFrom is { } from && now < from) || (AvailableUntil is { } until && now >= until))
         {
             return $"reward '{Id}' is not available now";

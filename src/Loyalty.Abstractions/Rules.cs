@@ -95,7 +95,12 @@ public sealed record Campaign(
     [property: Id(10)] int MultiplierBp,
     [property: Id(11)] long BonusPoints,
     [property: Id(12)] long CapPoints,
-    [property: Id(13)] long MinSpendMinor);
+    [property: Id(13)] long MinSpendMinor,
+    [property: Id(14)] IReadOnlyList<string>? Plans = null)
+{
+    /// <summary>Membership plans whose members alone get the campaign; empty means everyone.</summary>
+    public IReadOnlyList<string> PlanList => Plans ?? [];
+}
 
 /// <summary>One rung of the tier ladder.</summary>
 [GenerateSerializer, Immutable]

@@ -94,3 +94,9 @@ public sealed partial class GetTransactionRequest : IProgramScoped, IMemberScope
 public sealed partial class BookBonusDayRequest : IProgramScoped, IMemberScoped;
 
 public sealed partial class ChooseCauseRequest : IProgramScoped, IMemberScoped;
+
+public sealed partial class ConfirmMembershipPaymentRequest : IProgramScoped, IMemberScoped;
+
+public sealed partial class StartMembershipTrialRequest : IProgramScoped, IMemberScoped;
+
+public sealed partial class CancelMembershipRequest : IProgramScoped, IMemberScoped;

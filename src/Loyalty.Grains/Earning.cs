@@ -22,10 +22,12 @@ public interface IEarnHistory
 /// <param name="Tier">The member's tier (after any review that was due).</param>
 /// <param name="Flags">The member's flags.</param>
 /// <param name="History">What the member already earned (the member's state itself: no delegate per member).</param>
+/// <param name="Plan">The membership plan whose benefits the member has now; null for none.</param>
 public sealed record EarnContext(
     TierDefinition Tier,
     IReadOnlyCollection<string> Flags,
-    IEarnHistory History)
+    IEarnHistory History,
+    MembershipPlan? Plan = null)
 {
     /// <inheritdoc cref="IEarnHistory.CampaignEarned"/>
     public long CampaignEarned(string campaignId) => History.CampaignEarned(campaignId);
@@ -100,6 +102,11 @@ public static class Earning
             {
                 AddMultiplier(components, ComponentKind.Flag, flag.Flag, flag.MultiplierBp, basket, settings.Rounding);
             }
+        }
+
+        if (member.Plan is { } plan)
+        {
+            AddMultiplier(components, ComponentKind.Membership, plan.Id, plan.MultiplierBp, basket, settings.Rounding);
         }
 
         long cappedByCampaigns = 0;
@@ -193,6 +200,11 @@ public static class Earning
         }
 
         if (campaign.Flags.Count > 0 && !campaign.Flags.Any(f => member.Flags.Contains(f) || purchase.Tender == f))
+        {
+            return false;
+        }
+
+        if (campaign.PlanList.Count > 0 && (member.Plan is null || !campaign.PlanList.Contains(member.Plan.Id)))
         {
             return false;
         }

@@ -138,10 +138,20 @@ public sealed partial class MemberGrain
         return null;
     }
 
-    /// <summary>The programme's own due work at <paramref name="now"/> (a birthday), as an entry; null when none is due.</summary>
+    /// <summary>The programme's own due work at <paramref name="now"/> (a membership's lapse, a birthday), as an entry; null when none is due.</summary>
     private LedgerEntry? ProgrammeWork(ProgramConfig program, DateTimeOffset now)
     {
         ProgramSettings settings = program.Settings;
+        MembershipState membership = _state.Membership;
+        if (MembershipRules.LapseDue(membership, now))
+        {
+            return NewEntry(LedgerEntryKind.MembershipLapsed, Points.Zero, null, 0, now, program) with
+            {
+                OccurredAt = membership.TermEndsAt,
+                Details = new EntryDetails { Membership = new MembershipChange(membership.PlanId!, membership.TermEndsAt) },
+            };
+        }
+
         if (BirthdayRules.Grant(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, now, settings.Zone) is not { } grant)
         {
             return null;

@@ -1,8 +1,126 @@
 namespace Loyalty.Grains;
 
-/// <summary>The kinds of programme beyond points per purchase: personal bonus days, giving back.</summary>
+/// <summary>The kinds of programme beyond points per purchase: paid membership, personal bonus days, giving back.</summary>
 public sealed partial class MemberGrain
 {
+    /// <inheritdoc />
+    public Task<MembershipResult> ConfirmMembershipPayment(MembershipPayment payment)
+    {
+        if (payment.Check() is { } error)
+        {
+            return Task.FromResult(MembershipResult.Reject(LoyaltyError.InvalidArgument, error));
+        }
+
+        long fingerprint = payment.ComputeFingerprint();
+        ProgramConfig? current = null;
+        return WriteAsync(
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                current = program;
+                if (Precheck(payment.PaymentId, fingerprint, (_, _, sequence) => MembershipAnswer(program, AccrualStatus.Duplicate, sequence), MembershipResult.Reject) is { } early)
+                {
+                    return early;
+                }
+
+                if (MembershipRules.Pay(program.Settings, _state.Membership, payment, now, out var refusal) is not { } decided)
+                {
+                    return MembershipResult.Reject(refusal!.Value.Error, refusal.Value.Message);
+                }
+
+                entry = NewEntry(decided.Kind, Points.Zero, payment.PaymentId, fingerprint, now, program) with
+                {
+                    AmountMinor = payment.Amount.AmountMinor,
+                    Currency = payment.Amount.Currency,
+                    Details = new EntryDetails { Membership = decided.Change },
+                };
+                return null;
+            },
+            (entry, _, _) => MembershipAnswer(current, AccrualStatus.Accepted, entry.Sequence),
+            existing => AnswerFromLedger(existing, payment.PaymentId, fingerprint, (_, _, sequence) => MembershipAnswer(current, AccrualStatus.Duplicate, sequence), MembershipResult.Reject),
+            MembershipResult.Reject);
+    }
+
+    /// <inheritdoc />
+    public Task<MembershipResult> StartMembershipTrial(string planId)
+    {
+        if (LoyaltyIds.Check(planId, "plan_id", Limits.CodeLengthMax) is { } error)
+        {
+            return Task.FromResult(MembershipResult.Reject(LoyaltyError.InvalidArgument, error));
+        }
+
+        return WriteMembershipAsync((program, now) =>
+        {
+            MembershipState member = _state.Membership;
+            if (member.Status == MembershipStatus.Trial && member.PlanAt(now) == planId)
+            {
+                // A resend of the trial that started: answered, not started again.
+                return (null, MembershipAnswer(program, AccrualStatus.Duplicate, 0));
+            }
+
+            MembershipChange? trial = MembershipRules.Trial(program.Settings, member, planId, now, out var refusal);
+            return trial is null
+                ? (null, MembershipResult.Reject(refusal!.Value.Error, refusal.Value.Message))
+                : (NewEntry(LedgerEntryKind.MembershipStarted, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { Membership = trial } }, null);
+        });
+    }
+
+    /// <inheritdoc />
+    public Task<MembershipResult> CancelMembership(string reason)
+    {
+        if (FreeText.Check(reason, "reason", Limits.ReasonLengthMax) is { } error)
+        {
+            return Task.FromResult(MembershipResult.Reject(LoyaltyError.InvalidArgument, error));
+        }
+
+        return WriteMembershipAsync((program, now) =>
+        {
+            MembershipState member = _state.Membership;
+            if (member.PlanAt(now) is null)
+            {
+                return (null, MembershipResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' holds no membership to cancel"));
+            }
+
+            if (member.Status == MembershipStatus.Cancelled)
+            {
+                return (null, MembershipAnswer(program, AccrualStatus.Duplicate, 0));
+            }
+
+            return (NewEntry(LedgerEntryKind.MembershipCancelled, Points.Zero, null, 0, now, program) with
+            {
+                Reason = reason,
+                Details = new EntryDetails { Membership = new MembershipChange(member.PlanId!, member.TermEndsAt, member.Status == MembershipStatus.Trial) },
+            }, null);
+        });
+    }
+
+    /// <summary>A membership change decided by <paramref name="decide"/> (an entry, or an answer without a write) on an open account.</summary>
+    private Task<MembershipResult> WriteMembershipAsync(Func<ProgramConfig, DateTimeOffset, (LedgerEntry? Entry, MembershipResult? Answer)> decide)
+    {
+        ProgramConfig? current = null;
+        return WriteAsync(
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                current = program;
+                if (Closed() is { } closed)
+                {
+                    return MembershipResult.Reject(closed.Error, closed.ErrorMessage!);
+                }
+
+                (entry, MembershipResult? answer) = decide(program, now);
+                return answer;
+            },
+            (entry, _, _) => MembershipAnswer(current, AccrualStatus.Accepted, entry.Sequence),
+            _ => Task.FromResult<MembershipResult?>(null),
+            MembershipResult.Reject);
+    }
+
+    private MembershipResult MembershipAnswer(ProgramConfig? program, AccrualStatus status, long sequence) =>
+        new(_state.Membership.ToView(program?.Settings, _clock.GetUtcNow()), status, sequence, LoyaltyError.None, null);
+
     /// <inheritdoc />
     public Task<MemberResult> ChooseCause(string? causeId)
     {

@@ -67,7 +67,7 @@ public sealed partial class MemberGrain
         }
 
         string? gift = giftSpent ? null : _state.OpenBirthdayGift(now)?.GiftRewardId;
-        IReadOnlyList<RewardOption> options = RewardChoice.Options(program.Settings.RewardList, entry.Details?.TierAfter ?? _state.Tier, after.Value, now, taken, gift);
+        IReadOnlyList<RewardOption> options = RewardChoice.Options(program.Settings.RewardList, entry.Details?.TierAfter ?? _state.Tier, after.Value, now, taken, gift, _state.Membership.PlanAt(now));
         return new QuoteResult(LoyaltyError.None, null, entry.Points, entry.Details, entry.AvailableAt,
             _state.Balance, available, _state.PendingTotal, after, redeemed, options, program.Version);
     }
@@ -110,7 +110,7 @@ public sealed partial class MemberGrain
         (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         Points available = _state.Balance - _state.HeldAt(now);
         string tierName = ladder.Tiers[tier].Name;
-        return new RewardsView(tierName, available, RewardChoice.Options(program.Settings.RewardList, tierName, available.Value, now, taken, _state.OpenBirthdayGift(now)?.GiftRewardId));
+        return new RewardsView(tierName, available, RewardChoice.Options(program.Settings.RewardList, tierName, available.Value, now, taken, _state.OpenBirthdayGift(now)?.GiftRewardId, _state.Membership.PlanAt(now)));
     }
 
     /// <inheritdoc />

@@ -136,7 +136,7 @@ public sealed partial class MemberGrain
 
         TierLadder ladder = program.Settings.Ladder;
         (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
-        if (reward.Refusal(now, ladder.Tiers[tier].Name) is { } refusal)
+        if (reward.Refusal(now, ladder.Tiers[tier].Name, _state.Membership.PlanAt(now)) is { } refusal)
         {
             return (LoyaltyError.FailedPrecondition, refusal);
         }

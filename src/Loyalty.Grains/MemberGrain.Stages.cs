@@ -212,6 +212,7 @@ public sealed partial class MemberGrain
             Cause = _state.Cause,
             GivenMinor = _state.GivenMinor,
             BirthdayGift = _state.OpenBirthdayGift(now),
+            Membership = _state.Membership.ToView(program?.Settings, now),
         };
     }
 
@@ -239,13 +240,15 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>
-    /// When the member's next programme work is due (a birthday), besides what <see cref="Expiring"/>
+    /// When the member's next programme work is due (a membership's lapse, a birthday), besides what <see cref="Expiring"/>
     /// schedules; null when none. Cheap for members without such work: it runs after every change.
     /// </summary>
     private DateTimeOffset? ProgrammeDue(ProgramSettings settings) =>
-        settings.Birthday is not null && _state.BirthMonth != 0 && !_state.Erased && _state.MergedInto is null
-            ? BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, _clock.GetUtcNow(), settings.Zone)
-            : null;
+        _state.Erased || _state.MergedInto is not null ? null
+        : Earliest(_state.Membership.LapsesAt,
+            settings.Birthday is not null && _state.BirthMonth != 0
+                ? BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, _clock.GetUtcNow(), settings.Zone)
+                : null);
 
     private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null || a <= b ? a : b;
 

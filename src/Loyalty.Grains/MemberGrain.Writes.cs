@@ -396,7 +396,7 @@ public sealed partial class MemberGrain
         int indexBefore = ladder.IndexOf(_state.Tier);
         (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, _state.TierReviewAt, ladder, _state, now);
         EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], _state.Flags, _state)), purchase, settings);
+            ladder.Tiers[reviewed], _state.Flags, _state, settings.FindPlan(_state.Membership.PlanAt(now)))), purchase, settings);
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
         int after = Tiering.Upgrade(reviewed, ladder, _state, now,

@@ -218,6 +218,14 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>The newest birthday's gift has been redeemed.</summary>
     [Id(51)] public bool BirthdayGiftUsed { get; private set; }
 
+    /// <summary>The member's paid membership; made on its first membership entry.</summary>
+    [Id(52)] private MembershipState? _membership;
+
+    /// <inheritdoc cref="_membership"/>
+    public MembershipState Membership => _membership ?? NoMembership;
+
+    private static readonly MembershipState NoMembership = new();
+
     /// <summary>The birthday gift the member may redeem at <paramref name="now"/>; null when none is open.</summary>
     public BirthdayGrant? OpenBirthdayGift(DateTimeOffset now) =>
         BirthdayGrant is { GiftRewardId: not null } grant && !BirthdayGiftUsed && now < grant.GiftUntil ? grant : null;
@@ -406,6 +414,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
                 break;
             case LedgerEntryKind.MergedIn:
                 ApplyMergedIn(entry);
+                break;
+            case LedgerEntryKind.MembershipStarted or LedgerEntryKind.MembershipRenewed or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MembershipLapsed:
+                (_membership ??= new MembershipState()).Apply(entry);
                 break;
             case LedgerEntryKind.CauseChosen:
                 Cause = entry.Reference;

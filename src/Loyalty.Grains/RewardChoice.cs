@@ -2,7 +2,7 @@ namespace Loyalty.Grains;
 
 /// <summary>
 /// Which rewards a member can redeem, and why not the others: the same checks, in the same order,
-/// as a redemption (tier, window, stock, points), so a till that shows an option as redeemable
+/// as a redemption (plan, tier, window, stock, points), so a till that shows an option as redeemable
 /// sees the redemption accepted unless something changes in between.
 /// </summary>
 public static class RewardChoice
@@ -14,18 +14,19 @@ public static class RewardChoice
     /// <param name="now">The moment judged.</param>
     /// <param name="taken">Units taken so far of rewards with stock, by reward id; a reward missing here counts as none taken.</param>
     /// <param name="gift">The reward of the member's open birthday gift (one unit for no points); null for none.</param>
-    public static IReadOnlyList<RewardOption> Options(IReadOnlyList<Reward> catalogue, string tier, long available, DateTimeOffset now, IReadOnlyDictionary<string, long> taken, string? gift = null)
+    /// <param name="plan">The membership plan whose benefits the member has; null for none.</param>
+    public static IReadOnlyList<RewardOption> Options(IReadOnlyList<Reward> catalogue, string tier, long available, DateTimeOffset now, IReadOnlyDictionary<string, long> taken, string? gift = null, string? plan = null)
     {
         var options = new RewardOption[catalogue.Count];
         for (int i = 0; i < catalogue.Count; i++)
         {
-            options[i] = Judge(catalogue[i], tier, Math.Max(0, available), now, taken.GetValueOrDefault(catalogue[i].Id), catalogue[i].Id == gift);
+            options[i] = Judge(catalogue[i], tier, plan, Math.Max(0, available), now, taken.GetValueOrDefault(catalogue[i].Id), catalogue[i].Id == gift);
         }
 
         return options;
     }
 
-    private static RewardOption Judge(Reward reward, string tier, long available, DateTimeOffset now, long taken, bool gift)
+    private static RewardOption Judge(Reward reward, string tier, string? plan, long available, DateTimeOffset now, long taken, bool gift)
     {
         long? left = reward.Stock is { } stock ? Math.Max(0, stock - taken) : null;
         long affordable = (available / reward.PointsPrice) + (gift ? 1 : 0);
@@ -33,6 +34,8 @@ public static class RewardChoice
         long pointsShort = gift ? 0 : Math.Max(0, reward.PointsPrice - available);
         (RewardBlock block, string? reason) = reward switch
         {
+            _ when reward.PlanList.Count > 0 && (plan is null || !reward.PlanList.Contains(plan)) =>
+                (RewardBlock.Plan, $"reward '{reward.Id}' is for members of plans {string.Join(", ", reward.PlanList)}"),
             _ when reward.TierList.Count > 0 && !reward.TierList.Contains(tier) =>
                 (RewardBlock.Tier, $"reward '{reward.Id}' is for tiers {string.Join(", ", reward.TierList)}; the member is {tier}"),
             { AvailableFrom: { } from } when now < from => (RewardBlock.NotYet, $"reward '{reward.Id}' is available from {from:O}"),

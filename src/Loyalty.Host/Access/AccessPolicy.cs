@@ -48,6 +48,11 @@ public static class AccessPolicy
         ["/loyalty.v1.Members/RecordFeedback"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Members/BookBonusDay"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: false),
         ["/loyalty.v1.Members/ChooseCause"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: false),
+
+        // Membership payments come from the retailer's billing (a till or web shop key); support may start a trial or cancel.
+        ["/loyalty.v1.Members/ConfirmMembershipPayment"] = new(Till, ProgramScoped: true, CallKind.Unary, Audited: true),
+        ["/loyalty.v1.Members/StartMembershipTrial"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: true),
+        ["/loyalty.v1.Members/CancelMembership"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/SetReferrer"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/SetProfile"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/EraseMember"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),

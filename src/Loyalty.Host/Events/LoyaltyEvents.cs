@@ -45,6 +45,10 @@ public static class LoyaltyEvents
         [LedgerEntryKind.BonusDayBooked] = "bonus_day.booked",
         [LedgerEntryKind.CauseChosen] = "member.cause_chosen",
         [LedgerEntryKind.Birthday] = "birthday.rewarded",
+        [LedgerEntryKind.MembershipStarted] = "membership.started",
+        [LedgerEntryKind.MembershipRenewed] = "membership.renewed",
+        [LedgerEntryKind.MembershipCancelled] = "membership.cancelled",
+        [LedgerEntryKind.MembershipLapsed] = "membership.lapsed",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

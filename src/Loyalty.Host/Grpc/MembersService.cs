@@ -71,6 +71,44 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
     }
 
     /// <inheritdoc />
+    public override Task<V1.MembershipResponse> ConfirmMembershipPayment(V1.ConfirmMembershipPaymentRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        var payment = new MembershipPayment(request.PaymentId, request.PlanId, new Money(request.AmountMinor, request.Currency));
+        GrainCalls.Require(payment.Check());
+        return MembershipAsync(() => member.ConfirmMembershipPayment(payment), "ConfirmMembershipPayment");
+    }
+
+    /// <inheritdoc />
+    public override Task<V1.MembershipResponse> StartMembershipTrial(V1.StartMembershipTrialRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        GrainCalls.Require(LoyaltyIds.Check(request.PlanId, "plan_id", Limits.CodeLengthMax));
+        return MembershipAsync(() => member.StartMembershipTrial(request.PlanId), "StartMembershipTrial");
+    }
+
+    /// <inheritdoc />
+    public override Task<V1.MembershipResponse> CancelMembership(V1.CancelMembershipRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        GrainCalls.Require(FreeText.Check(request.Reason, "reason", Limits.ReasonLengthMax));
+        return MembershipAsync(() => member.CancelMembership(request.Reason), "CancelMembership");
+    }
+
+    private async Task<V1.MembershipResponse> MembershipAsync(Func<Task<MembershipResult>> call, string operation)
+    {
+        MembershipResult result = await GrainCalls.RunAsync(call, logger, operation);
+        return result.Error != LoyaltyError.None
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : new V1.MembershipResponse
+            {
+                Membership = result.Membership is { } view ? WireMapping.ToMessage(view) : null,
+                Status = (V1.AckStatus)(int)result.Status,
+                Sequence = result.Sequence,
+            };
+    }
+
+    /// <inheritdoc />
     public override async Task<V1.Member> ChooseCause(V1.ChooseCauseRequest request, ServerCallContext context)
     {
         IMemberGrain member = Member(request.ProgramId, request.MemberId);

@@ -55,7 +55,9 @@ internal static class ProgramMapping
             m.BonusDays is null ? null : new BonusDayPolicy(m.BonusDays.MultiplierBp,
                 m.BonusDays.Stacking == V1.BonusDayStacking.Unspecified ? BonusDayStacking.Stack : (BonusDayStacking)(int)m.BonusDays.Stacking),
             m.Giving is null ? null : new GivingPolicy(m.Giving.ShareBp, [.. m.Giving.Causes.Select(c => new Cause(c.Id, c.Name))], Optional(m.Giving.DefaultCause)),
-            m.Birthday is null ? null : new BirthdayPolicy(m.Birthday.BonusPoints, Optional(m.Birthday.GiftRewardId)));
+            m.Birthday is null ? null : new BirthdayPolicy(m.Birthday.BonusPoints, Optional(m.Birthday.GiftRewardId)),
+            m.MembershipPlans.Count == 0 ? null : [.. m.MembershipPlans.Select(p => new MembershipPlan(p.Id, p.Name, p.FeeMinor, p.TermMonths, p.TrialDays,
+                Multiplier(p.MultiplierBp), [.. p.Perks], p.EarlyAccess))]);
     }
 
     /// <summary>The settings message.</summary>
@@ -137,13 +139,20 @@ internal static class ProgramMapping
             m.Birthday = new V1.BirthdayPolicy { BonusPoints = birthday.BonusPoints, GiftRewardId = birthday.GiftRewardId ?? "" };
         }
 
+        m.MembershipPlans.AddRange(s.PlanList.Select(p =>
+        {
+            var plan = new V1.MembershipPlan { Id = p.Id, Name = p.Name, FeeMinor = p.FeeMinor, TermMonths = p.TermMonths, TrialDays = p.TrialDays, MultiplierBp = p.MultiplierBp, EarlyAccess = p.EarlyAccess };
+            plan.Perks.AddRange(p.PerkList);
+            return plan;
+        }));
+
         return m;
     }
 
     private static Reward ToReward(V1.Reward r) =>
         new(r.Id, r.Name, (RewardKind)(int)r.Kind, r.PointsPrice, r.ValueMinor, Optional(r.Sku), Optional(r.Cause),
             [.. r.Tiers], r.AvailableFrom is null ? null : Time(r.AvailableFrom), r.AvailableUntil is null ? null : Time(r.AvailableUntil),
-            r.HasStock ? r.Stock : null);
+            r.HasStock ? r.Stock : null, r.Plans.Count == 0 ? null : [.. r.Plans]);
 
     /// <summary>The catalogue entry's message.</summary>
     public static V1.Reward ToMessage(Reward r)
@@ -161,6 +170,7 @@ internal static class ProgramMapping
             AvailableUntil = r.AvailableUntil is { } until ? Timestamp.FromDateTimeOffset(until) : null,
         };
         m.Tiers.AddRange(r.TierList);
+        m.Plans.AddRange(r.PlanList);
         if (r.Stock is { } stock)
         {
             m.Stock = stock;
@@ -190,7 +200,7 @@ internal static class ProgramMapping
         return new Campaign(
             c.Id, c.Name, Time(c.StartsAt), Time(c.EndsAt), weekdays, c.HourFrom, c.HourTo,
             [.. c.Channels.Select(ch => (SalesChannel)(int)ch)], [.. c.Tiers], [.. c.Flags],
-            Multiplier(c.MultiplierBp), c.BonusPoints, c.CapPoints, c.MinSpendMinor);
+            Multiplier(c.MultiplierBp), c.BonusPoints, c.CapPoints, c.MinSpendMinor, c.Plans.Count == 0 ? null : [.. c.Plans]);
     }
 
     /// <summary>
@@ -218,6 +228,7 @@ internal static class ProgramMapping
         m.Channels.AddRange(c.Channels.Select(ch => (V1.Channel)(int)ch));
         m.Tiers.AddRange(c.Tiers);
         m.Flags.AddRange(c.Flags);
+        m.Plans.AddRange(c.PlanList);
         return m;
     }
 

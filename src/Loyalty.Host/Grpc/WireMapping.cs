@@ -177,6 +177,11 @@ internal static class WireMapping
             GivenMinor = d.GivenMinor,
             BirthdayGift = d.BirthdayGift,
         };
+        if (d.Membership is { } membership)
+        {
+            (m.PlanId, m.TermEndsAt, m.Trial) = (membership.PlanId, Timestamp.FromDateTimeOffset(membership.TermEndsAt), membership.Trial);
+        }
+
         if (d.Birthday is { } birthday)
         {
             m.RewardId = birthday.GiftRewardId ?? "";
@@ -337,6 +342,31 @@ internal static class WireMapping
         return m;
     }
 
+    /// <summary>The membership message.</summary>
+    public static V1.Membership ToMessage(MembershipView v)
+    {
+        var m = new V1.Membership
+        {
+            PlanId = v.PlanId,
+            Status = (V1.MembershipStatus)(int)v.Status,
+            StartedAt = Timestamp.FromDateTimeOffset(v.StartedAt),
+            TermEndsAt = Timestamp.FromDateTimeOffset(v.TermEndsAt),
+            EarlyAccess = v.EarlyAccess,
+            MultiplierBp = v.MultiplierBp,
+        };
+        m.Perks.AddRange(v.Perks);
+        m.History.AddRange(v.History.Select(h => new V1.MembershipStep
+        {
+            Kind = ToMessage(h.Kind),
+            PlanId = h.PlanId,
+            At = Timestamp.FromDateTimeOffset(h.At),
+            TermEndsAt = Timestamp.FromDateTimeOffset(h.TermEndsAt),
+            PaymentId = h.PaymentId ?? "",
+            AmountMinor = h.AmountMinor,
+        }));
+        return m;
+    }
+
     /// <summary>A calendar day as YYYY-MM-DD.</summary>
     public static string IsoDay(DateOnly day) => day.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
 
@@ -379,6 +409,7 @@ internal static class WireMapping
             Cause = m.Cause ?? "",
             GivenMinor = m.GivenMinor,
             BirthdayGift = m.BirthdayGift is { } gift ? new V1.BirthdayGift { RewardId = gift.GiftRewardId ?? "", Until = Timestamp.FromDateTimeOffset(gift.GiftUntil), Year = gift.Year } : null,
+            Membership = m.Membership is { } membership ? ToMessage(membership) : null,
         };
         message.BonusDays.AddRange((m.BonusDays ?? []).Select(IsoDay));
         message.MergedFrom.AddRange(m.MergedFrom ?? []);
@@ -413,37 +444,44 @@ internal static class WireMapping
         Version = p.Version,
     };
 
+    /// <summary>The wire kind of a ledger entry kind; a kind the wire does not know yet is UNSPECIFIED.</summary>
+    public static V1.LedgerEntryKind ToMessage(LedgerEntryKind kind) => kind switch
+    {
+        LedgerEntryKind.Enrol => V1.LedgerEntryKind.Enrol,
+        LedgerEntryKind.Earn => V1.LedgerEntryKind.Earn,
+        LedgerEntryKind.ReferralLink => V1.LedgerEntryKind.ReferralLink,
+        LedgerEntryKind.Return => V1.LedgerEntryKind.Return,
+        LedgerEntryKind.Adjust => V1.LedgerEntryKind.Adjust,
+        LedgerEntryKind.Flags => V1.LedgerEntryKind.Flags,
+        LedgerEntryKind.Redeem => V1.LedgerEntryKind.Redeem,
+        LedgerEntryKind.Reserve => V1.LedgerEntryKind.Reserve,
+        LedgerEntryKind.ReservationEnd => V1.LedgerEntryKind.ReservationEnd,
+        LedgerEntryKind.Expire => V1.LedgerEntryKind.Expire,
+        LedgerEntryKind.ExpiryWarning => V1.LedgerEntryKind.ExpiryWarning,
+        LedgerEntryKind.Referred => V1.LedgerEntryKind.Referred,
+        LedgerEntryKind.ReferralReward => V1.LedgerEntryKind.ReferralReward,
+        LedgerEntryKind.Profile => V1.LedgerEntryKind.Profile,
+        LedgerEntryKind.Erase => V1.LedgerEntryKind.Erase,
+        LedgerEntryKind.MergedAway => V1.LedgerEntryKind.MergedAway,
+        LedgerEntryKind.MergedIn => V1.LedgerEntryKind.MergedIn,
+        LedgerEntryKind.Repointed => V1.LedgerEntryKind.Repointed,
+        LedgerEntryKind.ReferralSettled => V1.LedgerEntryKind.ReferralSettled,
+        LedgerEntryKind.Feedback => V1.LedgerEntryKind.Feedback,
+        LedgerEntryKind.BonusDayBooked => V1.LedgerEntryKind.BonusDayBooked,
+        LedgerEntryKind.CauseChosen => V1.LedgerEntryKind.CauseChosen,
+        LedgerEntryKind.Birthday => V1.LedgerEntryKind.Birthday,
+        LedgerEntryKind.MembershipStarted => V1.LedgerEntryKind.MembershipStarted,
+        LedgerEntryKind.MembershipRenewed => V1.LedgerEntryKind.MembershipRenewed,
+        LedgerEntryKind.MembershipCancelled => V1.LedgerEntryKind.MembershipCancelled,
+        LedgerEntryKind.MembershipLapsed => V1.LedgerEntryKind.MembershipLapsed,
+        _ => V1.LedgerEntryKind.Unspecified,
+    };
+
     /// <summary>The ledger entry message.</summary>
     public static V1.LedgerEntry ToMessage(LedgerEntry e) => new()
     {
         Sequence = e.Sequence,
-        Kind = e.Kind switch
-        {
-            LedgerEntryKind.Enrol => V1.LedgerEntryKind.Enrol,
-            LedgerEntryKind.Earn => V1.LedgerEntryKind.Earn,
-            LedgerEntryKind.ReferralLink => V1.LedgerEntryKind.ReferralLink,
-            LedgerEntryKind.Return => V1.LedgerEntryKind.Return,
-            LedgerEntryKind.Adjust => V1.LedgerEntryKind.Adjust,
-            LedgerEntryKind.Flags => V1.LedgerEntryKind.Flags,
-            LedgerEntryKind.Redeem => V1.LedgerEntryKind.Redeem,
-            LedgerEntryKind.Reserve => V1.LedgerEntryKind.Reserve,
-            LedgerEntryKind.ReservationEnd => V1.LedgerEntryKind.ReservationEnd,
-            LedgerEntryKind.Expire => V1.LedgerEntryKind.Expire,
-            LedgerEntryKind.ExpiryWarning => V1.LedgerEntryKind.ExpiryWarning,
-            LedgerEntryKind.Referred => V1.LedgerEntryKind.Referred,
-            LedgerEntryKind.ReferralReward => V1.LedgerEntryKind.ReferralReward,
-            LedgerEntryKind.Profile => V1.LedgerEntryKind.Profile,
-            LedgerEntryKind.Erase => V1.LedgerEntryKind.Erase,
-            LedgerEntryKind.MergedAway => V1.LedgerEntryKind.MergedAway,
-            LedgerEntryKind.MergedIn => V1.LedgerEntryKind.MergedIn,
-            LedgerEntryKind.Repointed => V1.LedgerEntryKind.Repointed,
-            LedgerEntryKind.ReferralSettled => V1.LedgerEntryKind.ReferralSettled,
-            LedgerEntryKind.Feedback => V1.LedgerEntryKind.Feedback,
-            LedgerEntryKind.BonusDayBooked => V1.LedgerEntryKind.BonusDayBooked,
-            LedgerEntryKind.CauseChosen => V1.LedgerEntryKind.CauseChosen,
-            LedgerEntryKind.Birthday => V1.LedgerEntryKind.Birthday,
-            _ => V1.LedgerEntryKind.Unspecified,
-        },
+        Kind = ToMessage(e.Kind),
         Points = e.Points.Value,
         TransactionId = e.TransactionId ?? "",
         StoreId = e.StoreId ?? "",

@@ -21,7 +21,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Referrals: new ReferralPolicy(ReferrerPoints: 500, ReferredPoints: 200, MinPurchaseMinor: 10_00),
         Tiers: new TierLadder(TierBasis.Points, 365, 0, [new TierDefinition(MemberState.DefaultTier, 0, Multipliers.One, [], BonusDaysPerYear: 5)]),
         BonusDays: new BonusDayPolicy(20_000, BonusDayStacking.Stack), FeedbackRewardPoints: 10,
-        Giving: new GivingPolicy(100, [new Cause("forests", "Forests")], DefaultCause: "forests"));
+        Giving: new GivingPolicy(100, [new Cause("forests", "Forests")], DefaultCause: "forests"),
+        MembershipPlans: [new MembershipPlan("prime", "Prime", 14_99, 1, TrialDays: 30, MultiplierBp: 15_000)]);
 
     private readonly string _program = "a" + Guid.NewGuid().ToString("N")[..10];
 
@@ -220,6 +221,13 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             async t => Error(await t.Member("m").RecordFeedback(new Feedback("fb1", 9, "friendly staff", "app")))),
         ["bonus day"] = new(LedgerEntryKind.BonusDayBooked, ["m"], t => t.EnrolAsync("m"),
             async t => Error(await t.Member("m").BookBonusDay(new BonusDayBooking("bd1", DateOnly.FromDateTime(t.Now.UtcDateTime).AddDays(3))))),
+        ["membership payment"] = new(LedgerEntryKind.MembershipStarted, ["m"], t => t.EnrolAsync("m"),
+            async t => Error(await t.Member("m").ConfirmMembershipPayment(new MembershipPayment("pay1", "prime", new Money(14_99, "USD"))))),
+        ["membership trial"] = new(LedgerEntryKind.MembershipStarted, ["m"], t => t.EnrolAsync("m"), async t => Error(await t.Member("m").StartMembershipTrial("prime"))),
+        ["membership renewal"] = new(LedgerEntryKind.MembershipRenewed, ["m"], async t => { await t.EnrolAsync("m"); await t.Member("m").StartMembershipTrial("prime"); },
+            async t => Error(await t.Member("m").ConfirmMembershipPayment(new MembershipPayment("pay1", "prime", new Money(14_99, "USD"))))),
+        ["membership cancel"] = new(LedgerEntryKind.MembershipCancelled, ["m"], async t => { await t.EnrolAsync("m"); await t.Member("m").StartMembershipTrial("prime"); },
+            async t => Error(await t.Member("m").CancelMembership("customer request"))),
         ["cause"] = new(LedgerEntryKind.CauseChosen, ["m"], t => t.EnrolAsync("m"), async t => Error(await t.Member("m").ChooseCause("forests"))),
         ["flags"] = new(LedgerEntryKind.Flags, ["m"], t => t.EnrolAsync("m"), async t => Error(await t.Member("m").SetFlags(["storecard"]))),
         ["profile"] = new(LedgerEntryKind.Profile, ["m"], t => t.EnrolAsync("m"),
@@ -261,6 +269,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     private static string? Error(MemberResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
 
     private static string? Error(BonusDayResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
+
+    private static string? Error(MembershipResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
 
     private FaultInjector Faults() => Silo().GetRequiredService<FaultInjector>();
 

@@ -1,0 +1,150 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// A member's paid membership, changed only by membership entries: the plan, its status and
+/// term, the plans whose free trial was used, and a bounded history of changes.
+/// </summary>
+[GenerateSerializer]
+public sealed class MembershipState
+{
+    /// <summary>The plan of the newest membership; null before the first.</summary>
+    [Id(0)] public string? PlanId { get; private set; }
+
+    /// <summary>The status as the newest entry left it (a term past its end lapses with the next due work).</summary>
+    [Id(1)] public MembershipStatus Status { get; private set; }
+
+    /// <summary>When the newest membership began.</summary>
+    [Id(2)] public DateTimeOffset StartedAt { get; private set; }
+
+    /// <summary>When its term (or trial) ends.</summary>
+    [Id(3)] public DateTimeOffset TermEndsAt { get; private set; }
+
+    [Id(4)] private List<string>? _trialsUsed;
+
+    [Id(5)] private List<MembershipStep>? _history;
+
+    /// <summary>Plans whose free trial the member has had.</summary>
+    public IReadOnlyList<string> TrialsUsed => (IReadOnlyList<string>?)_trialsUsed ?? [];
+
+    /// <summary>The newest changes, oldest first, at most <see cref="Limits.MembershipHistoryMax"/>.</summary>
+    public IReadOnlyList<MembershipStep> History => (IReadOnlyList<MembershipStep>?)_history ?? [];
+
+    /// <summary>Whether the membership gives its benefits (trial, active or cancelled, before the term's end).</summary>
+    public bool IsCurrent => Status is MembershipStatus.Trial or MembershipStatus.Active or MembershipStatus.Cancelled;
+
+    /// <summary>The plan whose benefits the member has at <paramref name="now"/>; null when none.</summary>
+    public string? PlanAt(DateTimeOffset now) => IsCurrent && now < TermEndsAt ? PlanId : null;
+
+    /// <summary>When the membership lapses unless renewed; null when it is not current.</summary>
+    public DateTimeOffset? LapsesAt => IsCurrent ? TermEndsAt : null;
+
+    /// <summary>Applies a membership entry.</summary>
+    public void Apply(LedgerEntry entry)
+    {
+        MembershipChange change = entry.Details?.Membership ?? throw new InvalidOperationException($"Membership entry {entry.Sequence} has no change.");
+        switch (entry.Kind)
+        {
+            case LedgerEntryKind.MembershipStarted:
+                (PlanId, StartedAt, TermEndsAt) = (change.PlanId, entry.RecordedAt, change.TermEndsAt);
+                Status = change.Trial ? MembershipStatus.Trial : MembershipStatus.Active;
+                if (change.Trial && !TrialsUsed.Contains(change.PlanId))
+                {
+                    (_trialsUsed ??= []).Add(change.PlanId);
+                }
+
+                break;
+            case LedgerEntryKind.MembershipRenewed:
+                (TermEndsAt, Status) = (change.TermEndsAt, MembershipStatus.Active);
+                break;
+            case LedgerEntryKind.MembershipCancelled:
+                Status = MembershipStatus.Cancelled;
+                break;
+            case LedgerEntryKind.MembershipLapsed:
+                Status = MembershipStatus.Lapsed;
+                break;
+            default:
+                throw new InvalidOperationException($"Entry {entry.Sequence} of kind {entry.Kind} is not a membership entry.");
+        }
+
+        _history ??= [];
+        _history.Add(new MembershipStep(entry.Kind, change.PlanId, entry.RecordedAt, change.TermEndsAt, entry.TransactionId, entry.AmountMinor));
+        if (_history.Count > Limits.MembershipHistoryMax)
+        {
+            _history.RemoveAt(0);
+        }
+    }
+
+    /// <summary>The membership as queries see it at <paramref name="now"/> (a term that ended shows as lapsed); null before the first.</summary>
+    public MembershipView? ToView(ProgramSettings? settings, DateTimeOffset now)
+    {
+        if (PlanId is null)
+        {
+            return null;
+        }
+
+        MembershipPlan? plan = settings?.FindPlan(PlanId);
+        MembershipStatus status = IsCurrent && now >= TermEndsAt ? MembershipStatus.Lapsed : Status;
+        bool benefits = status != MembershipStatus.Lapsed && plan is not null;
+        return new MembershipView(PlanId, status, StartedAt, TermEndsAt, benefits && plan!.EarlyAccess, benefits ? plan!.PerkList : [],
+            benefits ? plan!.MultiplierBp : Multipliers.One, [.. History]);
+    }
+}
+
+/// <summary>Membership changes, decided purely: the entry's kind and change, or a refusal naming its reason.</summary>
+public static class MembershipRules
+{
+    /// <summary>What a confirmed payment does: starts a membership, or renews the current one by a term.</summary>
+    public static (LedgerEntryKind Kind, MembershipChange Change)? Pay(ProgramSettings settings, MembershipState member, MembershipPayment payment, DateTimeOffset now, out (LoyaltyError Error, string Message)? refusal)
+    {
+        refusal = null;
+        if (settings.FindPlan(payment.PlanId) is not { } plan)
+        {
+            refusal = (LoyaltyError.NotFound, $"plan_id '{payment.PlanId}' is not one of the program's membership_plans");
+            return null;
+        }
+
+        if (payment.Amount.Currency != settings.Currency || payment.Amount.AmountMinor != plan.FeeMinor)
+        {
+            refusal = (LoyaltyError.FailedPrecondition,
+                $"the payment ({payment.Amount.AmountMinor} {payment.Amount.Currency}) does not match plan {plan.Id}'s fee ({plan.FeeMinor} {settings.Currency})");
+            return null;
+        }
+
+        if (member.PlanAt(now) is not { } current)
+        {
+            return (LedgerEntryKind.MembershipStarted, new MembershipChange(plan.Id, now.AddMonths(plan.TermMonths)));
+        }
+
+        if (current != plan.Id)
+        {
+            refusal = (LoyaltyError.FailedPrecondition,
+                $"the member holds plan {current} until {member.TermEndsAt:O}; a payment for plan {plan.Id} can start only after it ends");
+            return null;
+        }
+
+        // A paid term follows the term (or trial) already running.
+        DateTimeOffset end = member.TermEndsAt.AddMonths(plan.TermMonths);
+        if (end > now.AddMonths(Limits.MembershipPaidAheadMonthsMax))
+        {
+            refusal = (LoyaltyError.FailedPrecondition, $"the membership is already paid until {member.TermEndsAt:O}; at most {Limits.MembershipPaidAheadMonthsMax} months ahead");
+            return null;
+        }
+
+        return (LedgerEntryKind.MembershipRenewed, new MembershipChange(plan.Id, end));
+    }
+
+    /// <summary>A free trial of the plan; refused when the plan has none, the member had it, or holds a plan now.</summary>
+    public static MembershipChange? Trial(ProgramSettings settings, MembershipState member, string planId, DateTimeOffset now, out (LoyaltyError Error, string Message)? refusal)
+    {
+        MembershipPlan? plan = settings.FindPlan(planId);
+        refusal = plan is null ? (LoyaltyError.NotFound, $"plan_id '{planId}' is not one of the program's membership_plans")
+            : plan.TrialDays == 0 ? (LoyaltyError.FailedPrecondition, $"plan {planId} has no free trial")
+            : member.TrialsUsed.Contains(planId) ? (LoyaltyError.FailedPrecondition, $"the member already had plan {planId}'s free trial")
+            : member.PlanAt(now) is { } current ? (LoyaltyError.FailedPrecondition, $"the member holds plan {current} until {member.TermEndsAt:O}")
+            : null;
+        return refusal is null ? new MembershipChange(planId, now.AddDays(plan!.TrialDays), Trial: true) : null;
+    }
+
+    /// <summary>Whether the membership's term has ended at <paramref name="now"/> and its lapse is to be recorded.</summary>
+    public static bool LapseDue(MembershipState member, DateTimeOffset now) => member.LapsesAt is { } at && at <= now;
+}

@@ -1,0 +1,146 @@
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Loyalty.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Programmes;
+
+/// <summary>
+/// Paid membership over gRPC on both databases: a free trial, a payment confirmed by billing that
+/// renews it, the plan's benefits (multiplier, reserved campaign and reward, perks, early access),
+/// cancellation at the term's end, the lapse on time through the due schedule, a new start, and
+/// the members rebuilt from the ledger.
+/// </summary>
+public sealed class MembershipTests
+{
+    private const string Program = "prime";
+    private static readonly DateTimeOffset Start = new(2026, 11, 30, 12, 0, 0, TimeSpan.Zero);
+    private static readonly TimeSpan DueWaitMax = TimeSpan.FromSeconds(20);
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task ATrialThenPayments_GiveThePlansBenefits_UntilTheTermLapsesOnTime(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "membership"), clock, "--Schedule:PollIntervalMs=50");
+        try
+        {
+            var redemptions = new V1.Redemptions.RedemptionsClient(engine.Invoker);
+            await engine.Programs.PutProgramAsync(Settings());
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "p" });
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "q" });
+
+            V1.MembershipResponse trial = await engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "p", PlanId = "prime" });
+            V1.MembershipResponse trialAgain = await engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "p", PlanId = "prime" });
+            V1.PurchaseAck member = await engine.Purchases.AccrueAsync(Buy("p", "p-1", 100_00));
+            V1.PurchaseAck nonMember = await engine.Purchases.AccrueAsync(Buy("q", "q-1", 100_00));
+
+            Assert.Equal((V1.AckStatus.Accepted, V1.MembershipStatus.Trial), (trial.Status, trial.Membership.Status));
+            Assert.Equal(Start.AddDays(30), trial.Membership.TermEndsAt.ToDateTimeOffset());
+            Assert.True(trial.Membership.EarlyAccess);
+            Assert.Equal(new[] { "free delivery" }, trial.Membership.Perks);
+            Assert.Equal((V1.AckStatus.Duplicate, 0L), (trialAgain.Status, trialAgain.Sequence));
+            Assert.Equal("base=100 prime=50 members-week=20", Describe(member));
+            Assert.Equal("base=100", Describe(nonMember));
+
+            // Billing confirms the first payment during the trial: the paid month follows the trial.
+            V1.MembershipResponse paid = await PayAsync(engine, "p", "pay-1", 14_99);
+            V1.MembershipResponse resent = await PayAsync(engine, "p", "pay-1", 14_99);
+            RpcException reused = await RefusedAsync(PayAsync(engine, "p", "pay-1", 15_99));
+            RpcException wrongFee = await RefusedAsync(PayAsync(engine, "p", "pay-2", 10_00));
+            RpcException unknownPlan = await RefusedAsync(PayAsync(engine, "p", "pay-3", 14_99, plan: "gold"));
+            RpcException noTrialLeft = await RefusedAsync(engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "p", PlanId = "plus" }).ResponseAsync);
+
+            Assert.Equal((V1.AckStatus.Accepted, V1.MembershipStatus.Active), (paid.Status, paid.Membership.Status));
+            Assert.Equal(Start.AddDays(30).AddMonths(1), paid.Membership.TermEndsAt.ToDateTimeOffset());
+            Assert.Equal((V1.AckStatus.Duplicate, paid.Sequence), (resent.Status, resent.Sequence));
+            Assert.Equal(StatusCode.AlreadyExists, reused.StatusCode);
+            Assert.Equal((StatusCode.FailedPrecondition, true), (wrongFee.StatusCode, wrongFee.Status.Detail.Contains("does not match plan prime's fee", StringComparison.Ordinal)));
+            Assert.Equal(StatusCode.NotFound, unknownPlan.StatusCode);
+            Assert.Equal((StatusCode.FailedPrecondition, true), (noTrialLeft.StatusCode, noTrialLeft.Status.Detail.Contains("plan plus has no free trial", StringComparison.Ordinal)));
+            RpcException otherPlan = await RefusedAsync(PayAsync(engine, "p", "pay-5", 99_00, plan: "plus"));
+            Assert.Equal((StatusCode.FailedPrecondition, true), (otherPlan.StatusCode, otherPlan.Status.Detail.Contains("holds plan prime", StringComparison.Ordinal)));
+
+            V1.ListRewardsResponse asMember = await redemptions.ListRewardsAsync(new V1.ListRewardsRequest { ProgramId = Program, MemberId = "p" });
+            V1.ListRewardsResponse asOther = await redemptions.ListRewardsAsync(new V1.ListRewardsRequest { ProgramId = Program, MemberId = "q" });
+            Assert.True(asMember.Rewards.Single(r => r.Reward.Id == "deal").Redeemable);
+            Assert.Equal(V1.RewardBlock.Plan, asOther.Rewards.Single(r => r.Reward.Id == "deal").BlockedBy);
+            Assert.Equal(StatusCode.FailedPrecondition, (await RefusedAsync(redemptions.RedeemAsync(new V1.RedeemRequest { ProgramId = Program, MemberId = "q", TransactionId = "q-deal", RewardId = "deal" }).ResponseAsync)).StatusCode);
+
+            // Cancelled: the benefits last to the term's end; then the due schedule records the lapse.
+            V1.MembershipResponse cancelled = await engine.Members.CancelMembershipAsync(new V1.CancelMembershipRequest { ProgramId = Program, MemberId = "p", Reason = "customer request" });
+            RpcException nothingToCancel = await RefusedAsync(engine.Members.CancelMembershipAsync(new V1.CancelMembershipRequest { ProgramId = Program, MemberId = "q", Reason = "x" }).ResponseAsync);
+            Assert.Equal((V1.MembershipStatus.Cancelled, paid.Membership.TermEndsAt), (cancelled.Membership.Status, cancelled.Membership.TermEndsAt));
+            Assert.Equal(StatusCode.FailedPrecondition, nothingToCancel.StatusCode);
+            clock.SetUtcNow(paid.Membership.TermEndsAt.ToDateTimeOffset().AddDays(-1));
+            Assert.Equal("base=100 prime=50", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-2", 100_00, clock.GetUtcNow()))));
+
+            clock.SetUtcNow(paid.Membership.TermEndsAt.ToDateTimeOffset().AddSeconds(1));
+            await WaitForAsync(engine, "p", kind: 27);
+            V1.Member lapsed = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "p" });
+            Assert.Equal((V1.MembershipStatus.Lapsed, false, 0), (lapsed.Membership.Status, lapsed.Membership.EarlyAccess, lapsed.Membership.Perks.Count));
+            Assert.Equal(
+                new[] { V1.LedgerEntryKind.MembershipStarted, V1.LedgerEntryKind.MembershipRenewed, V1.LedgerEntryKind.MembershipCancelled, V1.LedgerEntryKind.MembershipLapsed },
+                lapsed.Membership.History.Select(h => h.Kind));
+            Assert.Equal(("pay-1", 14_99L), (lapsed.Membership.History[1].PaymentId, lapsed.Membership.History[1].AmountMinor));
+            Assert.Equal("base=100", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-3", 100_00, clock.GetUtcNow()))));
+
+            // The trial was used; a new payment starts a new term now.
+            Assert.Equal(StatusCode.FailedPrecondition, (await RefusedAsync(engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "p", PlanId = "prime" }).ResponseAsync)).StatusCode);
+            V1.MembershipResponse again = await PayAsync(engine, "p", "pay-4", 14_99);
+            Assert.Equal((V1.MembershipStatus.Active, clock.GetUtcNow().AddMonths(1)), (again.Membership.Status, again.Membership.TermEndsAt.ToDateTimeOffset()));
+
+            engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "p", "q");
+        }
+        finally
+        {
+            await engine.DisposeAsync();
+        }
+    }
+
+    /// <summary>Prime: $14.99 a month, a 30-day trial, x1.5 points, a members' week campaign and a members' deal; Plus: no trial.</summary>
+    private static V1.PutProgramRequest Settings()
+    {
+        V1.PutProgramRequest request = Wire.Program(Program);
+        V1.ProgramSettings s = request.Settings;
+        s.MembershipPlans.Add(new V1.MembershipPlan { Id = "prime", Name = "Prime", FeeMinor = 14_99, TermMonths = 1, TrialDays = 30, MultiplierBp = 15_000, Perks = { "free delivery" }, EarlyAccess = true });
+        s.MembershipPlans.Add(new V1.MembershipPlan { Id = "plus", Name = "Plus", FeeMinor = 99_00, TermMonths = 12 });
+        s.Campaigns.Add(new V1.Campaign
+        {
+            Id = "members-week", Name = "Members' week", BonusPoints = 20, Plans = { "prime" },
+            StartsAt = Timestamp.FromDateTimeOffset(Start.AddDays(-1)), EndsAt = Timestamp.FromDateTimeOffset(Start.AddDays(7)),
+        });
+        s.Rewards.Add(new V1.Reward { Id = "deal", Name = "Members' deal", Kind = V1.RewardKind.Discount, PointsPrice = 10, ValueMinor = 5_00, Plans = { "prime" } });
+        return request;
+    }
+
+    private static Task<V1.MembershipResponse> PayAsync(InProcessEngine engine, string member, string payment, long amountMinor, string plan = "prime") =>
+        engine.Members.ConfirmMembershipPaymentAsync(new V1.ConfirmMembershipPaymentRequest
+        {
+            ProgramId = Program, MemberId = member, PaymentId = payment, PlanId = plan, AmountMinor = amountMinor, Currency = "USD",
+        }).ResponseAsync;
+
+    private static V1.Purchase Buy(string member, string txn, long amountMinor, DateTimeOffset? at = null)
+    {
+        V1.Purchase purchase = Wire.Purchase(Program, member, txn, amountMinor);
+        purchase.OccurredAt = Timestamp.FromDateTimeOffset(at ?? Start);
+        return purchase;
+    }
+
+    private static string Describe(V1.PurchaseAck ack) =>
+        string.Join(" ", ack.Breakdown.Components.Where(c => c.Points != 0).Select(c => $"{(c.Kind == V1.ComponentKind.Base ? "base" : c.Code)}={c.Points}"));
+
+    private static async Task WaitForAsync(InProcessEngine engine, string member, int kind)
+    {
+        DateTime until = DateTime.UtcNow + DueWaitMax;
+        while (await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = '{member}' AND kind = {kind}") == 0)
+        {
+            Assert.True(DateTime.UtcNow < until, $"no entry of kind {kind} for {member} in time");
+            await Task.Delay(50);
+        }
+    }
+
+    private static async Task<RpcException> RefusedAsync<T>(Task<T> call) => await Assert.ThrowsAsync<RpcException>(() => call);
+}

@@ -1,0 +1,119 @@
+using Loyalty.Grains;
+using static Loyalty.Tests.Rules.RuleBuilders;
+
+namespace Loyalty.Tests.Rules;
+
+/// <summary>Paid membership decided purely: starts, renewals, trials, lapses, the history's bound, and the plan's earn benefits.</summary>
+public sealed class MembershipRulesTests
+{
+    private static readonly MembershipPlan Monthly = new("prime", "Prime", 14_99, 1, TrialDays: 30, MultiplierBp: 15_000);
+    private static readonly MembershipPlan Yearly = new("plus", "Plus", 99_00, 12);
+    private static readonly ProgramSettings Shop = Program() with { MembershipPlans = [Monthly, Yearly] };
+
+    [Fact]
+    public void APayment_StartsATermNow_AndThenRenewsFromTheTermsEnd()
+    {
+        var member = new MembershipState();
+
+        (LedgerEntryKind kind, MembershipChange change) = MembershipRules.Pay(Shop, member, Payment("p1", "prime", 14_99), Wednesday, out _)!.Value;
+        Apply(member, kind, change, Wednesday);
+        (LedgerEntryKind renewKind, MembershipChange renewed) = MembershipRules.Pay(Shop, member, Payment("p2", "prime", 14_99), Wednesday.AddDays(10), out _)!.Value;
+
+        Assert.Equal((LedgerEntryKind.MembershipStarted, Wednesday.AddMonths(1)), (kind, change.TermEndsAt));
+        Assert.Equal((LedgerEntryKind.MembershipRenewed, Wednesday.AddMonths(2)), (renewKind, renewed.TermEndsAt));
+    }
+
+    public static TheoryData<string, MembershipPayment, string> Refusals => new()
+    {
+        { "an unknown plan", Payment("x", "gold", 14_99), "not one of the program's membership_plans" },
+        { "another amount", Payment("x", "prime", 9_99), "does not match plan prime's fee" },
+        { "another currency", new MembershipPayment("x", "prime", new Money(14_99, "EUR")), "does not match plan prime's fee" },
+        { "another plan while one runs", Payment("x", "plus", 99_00), "holds plan prime" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Refusals))]
+    public void APayment_IsRefusedWithItsReason(string rule, MembershipPayment payment, string reason)
+    {
+        var member = new MembershipState();
+        Apply(member, LedgerEntryKind.MembershipStarted, new MembershipChange("prime", Wednesday.AddMonths(1)), Wednesday);
+
+        Assert.Null(MembershipRules.Pay(Shop, member, payment, Wednesday.AddDays(1), out var refusal));
+        Assert.True(refusal?.Message.Contains(reason, StringComparison.Ordinal) == true, $"{rule}: {refusal?.Message}");
+    }
+
+    [Fact]
+    public void Renewals_CannotPayMoreThanTenYearsAhead()
+    {
+        var member = new MembershipState();
+        Apply(member, LedgerEntryKind.MembershipStarted, new MembershipChange("plus", Wednesday.AddMonths(Limits.MembershipPaidAheadMonthsMax)), Wednesday);
+
+        Assert.Null(MembershipRules.Pay(Shop, member, Payment("x", "plus", 99_00), Wednesday, out var refusal));
+        Assert.Contains("at most 120 months ahead", refusal!.Value.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ATrial_IsOncePerPlan_OnlyForPlansWithOne_AndNotWhileAPlanRuns()
+    {
+        var member = new MembershipState();
+
+        MembershipChange trial = MembershipRules.Trial(Shop, member, "prime", Wednesday, out _)!;
+        Assert.Null(MembershipRules.Trial(Shop, member, "plus", Wednesday, out var noTrial));
+        Apply(member, LedgerEntryKind.MembershipStarted, trial, Wednesday);
+        Assert.Null(MembershipRules.Trial(Shop, member, "prime", Wednesday.AddDays(60), out var used));
+        Assert.Null(MembershipRules.Trial(Shop, member, "prime", Wednesday.AddDays(1), out var running));
+
+        Assert.Equal((true, Wednesday.AddDays(30)), (trial.Trial, trial.TermEndsAt));
+        Assert.Contains("has no free trial", noTrial!.Value.Message, StringComparison.Ordinal);
+        Assert.Contains("already had", used!.Value.Message, StringComparison.Ordinal);
+        Assert.Contains("already had", running!.Value.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ATerm_LapsesAtItsEnd_AndGivesNoBenefitsAfterIt()
+    {
+        var member = new MembershipState();
+        Apply(member, LedgerEntryKind.MembershipStarted, new MembershipChange("prime", Wednesday.AddMonths(1)), Wednesday);
+        Apply(member, LedgerEntryKind.MembershipCancelled, new MembershipChange("prime", Wednesday.AddMonths(1)), Wednesday.AddDays(3));
+
+        Assert.Equal("prime", member.PlanAt(Wednesday.AddMonths(1).AddTicks(-1)));
+        Assert.False(MembershipRules.LapseDue(member, Wednesday.AddMonths(1).AddTicks(-1)));
+        Assert.True(MembershipRules.LapseDue(member, Wednesday.AddMonths(1)));
+        Assert.Null(member.PlanAt(Wednesday.AddMonths(1)));
+        Assert.Equal(MembershipStatus.Lapsed, member.ToView(Shop, Wednesday.AddMonths(1))!.Status);
+        Apply(member, LedgerEntryKind.MembershipLapsed, new MembershipChange("prime", Wednesday.AddMonths(1)), Wednesday.AddMonths(1));
+        Assert.Null(member.LapsesAt);
+    }
+
+    [Fact]
+    public void TheHistory_KeepsTheNewestChangesOnly()
+    {
+        var member = new MembershipState();
+        for (int i = 0; i < 100; i++)
+        {
+            Apply(member, LedgerEntryKind.MembershipRenewed, new MembershipChange("prime", Wednesday.AddMonths(i + 1)), Wednesday.AddDays(i));
+        }
+
+        Assert.Equal(Limits.MembershipHistoryMax, member.History.Count);
+        Assert.Equal(Wednesday.AddMonths(100), member.History[^1].TermEndsAt);
+    }
+
+    [Fact]
+    public void APlanMember_EarnsThePlansMultiplier_AndGetsTheCampaignsReservedToIt()
+    {
+        ProgramSettings program = Shop with { Campaigns = [Campaign("members", bonus: 20) with { Plans = ["prime"] }] };
+
+        EarnResult member = Earning.Compute(Basket(100_00), program, Member() with { Plan = Monthly });
+        EarnResult other = Earning.Compute(Basket(100_00), program, Member() with { Plan = Yearly });
+        EarnResult none = Earning.Compute(Basket(100_00), program, Member());
+
+        Assert.Equal("base=100 prime=50 members=20 total=170", Describe(member));
+        Assert.Equal("base=100 total=100", Describe(other));
+        Assert.Equal("base=100 total=100", Describe(none));
+    }
+
+    private static MembershipPayment Payment(string id, string plan, long amountMinor) => new(id, plan, new Money(amountMinor, "USD"));
+
+    private static void Apply(MembershipState member, LedgerEntryKind kind, MembershipChange change, DateTimeOffset at) =>
+        member.Apply(new LedgerEntry("p", "m", 1, kind, Points.Zero, null, 0, null, 0, null, null, null, at, at, Details: new EntryDetails { Membership = change }));
+}
