@@ -195,6 +195,15 @@ public sealed record EntryDetails
     /// <summary>Membership entries: the plan and the term it runs to.</summary>
     [Id(41)] public MembershipChange? Membership { get; init; }
 
+    /// <summary>Trade-in entries: the item's category and, once inspected, its condition.</summary>
+    [Id(42)] public TradeInRecord? TradeIn { get; init; }
+
+    /// <summary>
+    /// The store-credit wallet's change in minor units: an accepted trade-in's credit (positive), a
+    /// purchase's store credit spent as a tender (negative), a return's refund of it (positive).
+    /// </summary>
+    [Id(43)] public long WalletMinor { get; init; }
+
     /// <summary>The sum of the components.</summary>
     public long ComponentTotal() => Total(Components, Components.Count);
 

@@ -28,6 +28,12 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Cancels the membership: it lapses when its term ends; a later payment renews it again.</summary>
     Task<MembershipResult> CancelMembership(string reason);
 
+    /// <summary>Records an item handed in for trade-in credit, waiting for inspection; idempotent by the trade-in id.</summary>
+    Task<TradeInResult> SubmitTradeIn(TradeIn tradeIn);
+
+    /// <summary>Grades an item waiting for inspection: its credit (from the program's table) goes to the wallet, or nothing when rejected; once per trade-in.</summary>
+    Task<TradeInResult> InspectTradeIn(string tradeInId, TradeInCondition condition);
+
     /// <summary>Books a personal bonus day within the member's tier's allowance; idempotent by the booking id, and a day booked twice is booked once.</summary>
     Task<BonusDayResult> BookBonusDay(BonusDayBooking booking);
 

@@ -150,4 +150,13 @@ public static class Limits
 
     /// <summary>Membership changes kept in a member's history.</summary>
     public const int MembershipHistoryMax = 24;
+
+    /// <summary>Most rates in a trade-in table.</summary>
+    public const int TradeInRatesMax = 500;
+
+    /// <summary>Largest credit one traded-in item gives, in minor units.</summary>
+    public const long TradeInCreditMinorMax = 10_000_000;
+
+    /// <summary>Most trade-ins one member may have waiting for inspection.</summary>
+    public const int OpenTradeInsMax = 50;
 }

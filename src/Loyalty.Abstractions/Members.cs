@@ -51,7 +51,9 @@ public sealed record MemberView(
     [property: Id(30)] string? Cause = null,
     [property: Id(31)] long GivenMinor = 0,
     [property: Id(32)] BirthdayGrant? BirthdayGift = null,
-    [property: Id(33)] MembershipView? Membership = null)
+    [property: Id(33)] MembershipView? Membership = null,
+    [property: Id(34)] long WalletMinor = 0,
+    [property: Id(35)] IReadOnlyList<OpenTradeIn>? TradeIns = null)
 {
     /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
     public Points Available => Balance - Held;
@@ -182,6 +184,15 @@ public enum LedgerEntryKind : short
 
     /// <summary>The membership's term ended without a renewal.</summary>
     MembershipLapsed = 27,
+
+    /// <summary>An item was handed in for trade-in credit and waits for inspection (transaction: the trade-in id).</summary>
+    TradeInSubmitted = 28,
+
+    /// <summary>An inspected trade-in was accepted: its credit went to the store-credit wallet (reference: the trade-in id).</summary>
+    TradeInAccepted = 29,
+
+    /// <summary>An inspected trade-in was rejected: no credit (reference: the trade-in id).</summary>
+    TradeInRejected = 30,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

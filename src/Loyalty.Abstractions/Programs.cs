@@ -32,7 +32,8 @@ public sealed record ProgramSettings(
     [property: Id(22)] BonusDayPolicy? BonusDays = null,
     [property: Id(23)] GivingPolicy? Giving = null,
     [property: Id(24)] BirthdayPolicy? Birthday = null,
-    [property: Id(25)] IReadOnlyList<MembershipPlan>? MembershipPlans = null)
+    [property: Id(25)] IReadOnlyList<MembershipPlan>? MembershipPlans = null,
+    [property: Id(26)] TradeInPolicy? TradeIn = null)
 {
     /// <summary>The membership plans, never null.</summary>
     public IReadOnlyList<MembershipPlan> PlanList => MembershipPlans ?? [];
@@ -108,7 +109,7 @@ public sealed record ProgramSettings(
 
     private string? CheckRedemption()
     {
-        if ((Expiry?.Check() ?? Referrals?.Check() ?? Accounting?.Check() ?? BonusDays?.Check() ?? Giving?.Check() ?? Birthday?.Check(this)) is { } policyError)
+        if ((Expiry?.Check() ?? Referrals?.Check() ?? Accounting?.Check() ?? BonusDays?.Check() ?? Giving?.Check() ?? Birthday?.Check(this) ?? TradeIn?.Check()) is { } policyError)
         {
             return policyError;
         }

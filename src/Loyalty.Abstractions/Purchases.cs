@@ -21,7 +21,8 @@ public sealed record Purchase(
     [property: Id(7)] SalesChannel Channel = SalesChannel.Unspecified,
     [property: Id(8)] string? Tender = null,
     [property: Id(9)] string? RedeemRewardId = null,
-    [property: Id(10)] int RedeemQuantity = 0)
+    [property: Id(10)] int RedeemQuantity = 0,
+    [property: Id(11)] long WalletMinor = 0)
 {
     /// <summary>
     /// Returns null when the purchase is well-formed, otherwise a message naming the first bad
@@ -65,6 +66,11 @@ public sealed record Purchase(
             return redeemError;
         }
 
+        if (WalletMinor < 0 || WalletMinor > Amount.AmountMinor)
+        {
+            return "wallet_minor (store credit paid) must be 0..amount_minor";
+        }
+
         if (OccurredAt == default)
         {
             return "occurred_at is required";
@@ -105,6 +111,13 @@ public sealed record Purchase(
             f.Add(line.Category);
             f.Add(line.Quantity);
             f.Add(line.AmountMinor);
+        }
+
+        // Only when present, so purchases paid without store credit keep the fingerprints they always had.
+        if (WalletMinor != 0)
+        {
+            f.Add("wallet");
+            f.Add(WalletMinor);
         }
 
         // Only when present, so purchases without a redemption keep the fingerprints they always had.

@@ -100,3 +100,7 @@ public sealed partial class ConfirmMembershipPaymentRequest : IProgramScoped, IM
 public sealed partial class StartMembershipTrialRequest : IProgramScoped, IMemberScoped;
 
 public sealed partial class CancelMembershipRequest : IProgramScoped, IMemberScoped;
+
+public sealed partial class SubmitTradeInRequest : IProgramScoped, IMemberScoped, IStoreScoped;
+
+public sealed partial class InspectTradeInRequest : IProgramScoped, IMemberScoped;

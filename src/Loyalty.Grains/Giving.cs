@@ -20,6 +20,7 @@ public static class GivingRules
     /// that a purchase of <paramref name="amountMinor"/> gave, after <paramref name="returnedBeforeMinor"/>
     /// was returned before: the share of the money returned so far, rounded down, less what earlier
     /// returns took. Partial returns never take back more than was given; returning all takes back all.
+    /// The same share gives back the store credit a purchase was paid with.
     /// </summary>
     public static long TakenBack(long givenMinor, long amountMinor, long returnedBeforeMinor, long returnedNowMinor)
     {

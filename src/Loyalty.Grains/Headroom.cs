@@ -82,7 +82,7 @@ public static class Headroom
 
         sum = Add(Add(Add(sum, details.PendingReversed), details.ActiveReversed), details.Shortfall);
         sum = Add(Add(Add(sum, details.ReturnedAmountMinor), details.HeldPoints), details.ReferrerReward);
-        sum = Add(Add(sum, details.Quantity), details.GivenMinor);
+        sum = Add(Add(Add(sum, details.Quantity), details.GivenMinor), details.WalletMinor);
         foreach (SkuAmount line in details.Lines ?? [])
         {
             sum = Add(Add(sum, line.AmountMinor), line.Quantity);
@@ -106,7 +106,7 @@ public static class Headroom
     /// <summary>Everything a merge hands over: the survivor's counters grow by at most this.</summary>
     private static long MagnitudeOf(MergeTransfer t)
     {
-        long sum = Add(Add(Add(t.Balance, MagnitudeOf(t.Lots)), t.PurchaseCount), t.GivenMinor);
+        long sum = Add(Add(Add(Add(t.Balance, MagnitudeOf(t.Lots)), t.PurchaseCount), t.GivenMinor), t.WalletMinor);
         foreach (PendingLotUse lot in t.Pending)
         {
             sum = Add(sum, lot.Points);

@@ -1,8 +1,121 @@
 namespace Loyalty.Grains;
 
-/// <summary>The kinds of programme beyond points per purchase: paid membership, personal bonus days, giving back.</summary>
+/// <summary>The kinds of programme beyond points per purchase: paid membership, trade-in credit, personal bonus days, giving back.</summary>
 public sealed partial class MemberGrain
 {
+    /// <summary>The suffix of the transaction id of a trade-in's inspection: once per trade-in, on any silo.</summary>
+    private const string InspectedSuffix = "#inspected";
+
+    /// <inheritdoc />
+    public Task<TradeInResult> SubmitTradeIn(TradeIn tradeIn)
+    {
+        string id = tradeIn.TradeInId;
+        if (tradeIn.Check() is { } error)
+        {
+            return Task.FromResult(TradeInResult.Reject(id, LoyaltyError.InvalidArgument, error));
+        }
+
+        long fingerprint = tradeIn.ComputeFingerprint();
+        return WriteAsync(
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                entry = null;
+                if (Precheck(id, fingerprint, (_, _, sequence) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m)) is { } early)
+                {
+                    return early;
+                }
+
+                if (program.Settings.TradeIn is not { } policy)
+                {
+                    return TradeInResult.Reject(id, LoyaltyError.FailedPrecondition, $"program '{_programId}' takes no trade-ins (settings.trade_in)");
+                }
+
+                if (!policy.Takes(tradeIn.Category))
+                {
+                    return TradeInResult.Reject(id, LoyaltyError.FailedPrecondition, $"category '{tradeIn.Category}' is not in the program's trade-in table");
+                }
+
+                if (_state.TradeIns.Count >= Limits.OpenTradeInsMax)
+                {
+                    return TradeInResult.Reject(id, LoyaltyError.FailedPrecondition, $"the member already has {Limits.OpenTradeInsMax} trade-ins waiting for inspection");
+                }
+
+                entry = NewEntry(LedgerEntryKind.TradeInSubmitted, Points.Zero, id, fingerprint, now, program) with
+                {
+                    StoreId = tradeIn.StoreId,
+                    Details = new EntryDetails { TradeIn = new TradeInRecord(tradeIn.Category) },
+                };
+                return null;
+            },
+            (entry, _, _) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Accepted, entry.Sequence),
+            existing => AnswerFromLedger(existing, id, fingerprint, (_, _, sequence) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m)),
+            (e, m) => TradeInResult.Reject(id, e, m));
+    }
+
+    /// <inheritdoc />
+    public Task<TradeInResult> InspectTradeIn(string tradeInId, TradeInCondition condition)
+    {
+        if ((LoyaltyIds.Check(tradeInId, "trade_in_id") ?? (Enum.IsDefined(condition) ? null : "condition must be LIKE_NEW, GOOD, WORN or REJECTED")) is { } error)
+        {
+            return Task.FromResult(TradeInResult.Reject(tradeInId, LoyaltyError.InvalidArgument, error));
+        }
+
+        string key = tradeInId + InspectedSuffix;
+        long fingerprint = (long)condition;
+        LedgerEntry? inspected = null;
+        return WriteAsync(
+            prefetch: async () => inspected = _state.TradeIns.Any(t => t.TradeInId == tradeInId) ? null : await FindCommittedAsync(key),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageInspection(tradeInId, condition, inspected, program, now, out entry),
+            (entry, _, _) => TradeInAnswer(tradeInId, entry, AccrualStatus.Accepted),
+            existing => Task.FromResult<TradeInResult?>(InspectedAnswer(tradeInId, condition, existing)),
+            (e, m) => TradeInResult.Reject(tradeInId, e, m));
+    }
+
+    private TradeInResult? StageInspection(string tradeInId, TradeInCondition condition, LedgerEntry? inspected, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        if (Closed() is { } closed)
+        {
+            return TradeInResult.Reject(tradeInId, closed.Error, closed.ErrorMessage!);
+        }
+
+        if (_state.TradeIns.FirstOrDefault(t => t.TradeInId == tradeInId) is not { } open)
+        {
+            return inspected is not null ? InspectedAnswer(tradeInId, condition, inspected)
+                : TradeInResult.Reject(tradeInId, LoyaltyError.NotFound, $"member '{_memberId}' has no trade-in '{tradeInId}' waiting for inspection");
+        }
+
+        long? credit = condition == TradeInCondition.Rejected ? 0 : program.Settings.TradeIn?.CreditOf(open.Category, condition);
+        if (credit is null)
+        {
+            return TradeInResult.Reject(tradeInId, LoyaltyError.FailedPrecondition, $"the program's trade-in table has no credit for {open.Category} in condition {condition}");
+        }
+
+        entry = NewEntry(condition == TradeInCondition.Rejected ? LedgerEntryKind.TradeInRejected : LedgerEntryKind.TradeInAccepted, Points.Zero,
+            tradeInId + InspectedSuffix, (long)condition, now, program) with
+        {
+            Reference = tradeInId,
+            AmountMinor = credit.Value,
+            Currency = program.Settings.Currency,
+            Details = new EntryDetails { TradeIn = new TradeInRecord(open.Category, condition), WalletMinor = credit.Value },
+        };
+        return null;
+    }
+
+    /// <summary>The answer when the trade-in was inspected before: the same grade again is a duplicate, another one a conflict.</summary>
+    private TradeInResult InspectedAnswer(string tradeInId, TradeInCondition condition, LedgerEntry inspected) =>
+        inspected.Fingerprint == (long)condition
+            ? TradeInAnswer(tradeInId, inspected, AccrualStatus.Duplicate)
+            : TradeInResult.Reject(tradeInId, LoyaltyError.FailedPrecondition, $"trade-in '{tradeInId}' was already inspected as {(TradeInCondition)inspected.Fingerprint}");
+
+    private TradeInResult TradeInAnswer(string tradeInId, string category, AccrualStatus status, long sequence) =>
+        new(tradeInId, TradeInStatus.Pending, category, null, 0, _state.WalletMinor, status, sequence, LoyaltyError.None, null);
+
+    private TradeInResult TradeInAnswer(string tradeInId, LedgerEntry inspected, AccrualStatus status) =>
+        new(tradeInId, inspected.Kind == LedgerEntryKind.TradeInAccepted ? TradeInStatus.Accepted : TradeInStatus.Rejected,
+            inspected.Details?.TradeIn?.Category ?? "", inspected.Details?.TradeIn?.Condition, inspected.AmountMinor, _state.WalletMinor, status, inspected.Sequence, LoyaltyError.None, null);
+
     /// <inheritdoc />
     public Task<MembershipResult> ConfirmMembershipPayment(MembershipPayment payment)
     {

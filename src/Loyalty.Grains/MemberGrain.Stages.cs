@@ -51,6 +51,9 @@ public sealed partial class MemberGrain
             ? rest
             : Math.Min(rest, Math.Max(0, checked(_state.Balance.Value + restored)));
         long takenBack = GivingRules.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, progress?.AmountReturnedMinor ?? 0, reversal.ReturnedAmountMinor);
+
+        // Store credit the purchase was paid with goes back to the wallet in the share of the money returned.
+        long refunded = GivingRules.TakenBack(-(original.Details?.WalletMinor ?? 0), original.AmountMinor, progress?.AmountReturnedMinor ?? 0, reversal.ReturnedAmountMinor);
         var details = new EntryDetails
         {
             Components = reversal.Components,
@@ -70,6 +73,7 @@ public sealed partial class MemberGrain
             MergedPurchase = original.MemberId != _memberId,
             Cause = takenBack > 0 ? original.Details!.Cause : null,
             GivenMinor = -takenBack,
+            WalletMinor = refunded,
         };
         entry = NewEntry(LedgerEntryKind.Return, new Points(checked(restored - fromPending - fromActive)), txn, fingerprint, now, program) with
         {
@@ -213,6 +217,8 @@ public sealed partial class MemberGrain
             GivenMinor = _state.GivenMinor,
             BirthdayGift = _state.OpenBirthdayGift(now),
             Membership = _state.Membership.ToView(program?.Settings, now),
+            WalletMinor = _state.WalletMinor,
+            TradeIns = _state.TradeIns.Count == 0 ? null : [.. _state.TradeIns],
         };
     }
 

@@ -382,6 +382,12 @@ public sealed partial class MemberGrain
             return AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, tooOld);
         }
 
+        if (purchase.WalletMinor > _state.WalletMinor)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
+                $"wallet_minor {purchase.WalletMinor}: the member has {_state.WalletMinor} minor units of store credit");
+        }
+
         if (redemption is { } r)
         {
             if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, program, now, out redeemed) is { } refused)
@@ -429,6 +435,7 @@ public sealed partial class MemberGrain
             Activity = PurchaseActivity.Flags(_state.LastPurchaseDay, _state.PurchasesInPeriods, _state.PurchaseCount, MemberState.DayOf(now)),
             Cause = giving.Cause,
             GivenMinor = giving.GivenMinor,
+            WalletMinor = -purchase.WalletMinor,
         };
 
         entry = new LedgerEntry(

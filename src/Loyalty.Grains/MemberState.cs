@@ -226,6 +226,15 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     private static readonly MembershipState NoMembership = new();
 
+    /// <summary>The store-credit wallet, in minor units: trade-in credit less what purchases spent, plus refunds.</summary>
+    [Id(53)] public long WalletMinor { get; private set; }
+
+    /// <summary>Trade-ins waiting for inspection, oldest first; decisions keep them at most <see cref="Limits.OpenTradeInsMax"/>.</summary>
+    [Id(54)] private List<OpenTradeIn>? _tradeIns;
+
+    /// <inheritdoc cref="_tradeIns"/>
+    public IReadOnlyList<OpenTradeIn> TradeIns => (IReadOnlyList<OpenTradeIn>?)_tradeIns ?? [];
+
     /// <summary>The birthday gift the member may redeem at <paramref name="now"/>; null when none is open.</summary>
     public BirthdayGrant? OpenBirthdayGift(DateTimeOffset now) =>
         BirthdayGrant is { GiftRewardId: not null } grant && !BirthdayGiftUsed && now < grant.GiftUntil ? grant : null;
@@ -336,10 +345,19 @@ public sealed class MemberState : IEarnHistory, IQualifying
             case LedgerEntryKind.Earn:
                 ApplyEarn(entry);
                 GivenMinor += entry.Details?.GivenMinor ?? 0;
+                WalletMinor += entry.Details?.WalletMinor ?? 0;
                 break;
             case LedgerEntryKind.Return:
                 ApplyReturn(entry);
                 GivenMinor += entry.Details?.GivenMinor ?? 0;
+                WalletMinor += entry.Details?.WalletMinor ?? 0;
+                break;
+            case LedgerEntryKind.TradeInSubmitted:
+                (_tradeIns ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.Details?.TradeIn?.Category ?? "", entry.RecordedAt));
+                break;
+            case LedgerEntryKind.TradeInAccepted or LedgerEntryKind.TradeInRejected:
+                _tradeIns?.RemoveAll(t => t.TradeInId == entry.Reference);
+                WalletMinor += entry.Details?.WalletMinor ?? 0;
                 break;
             case LedgerEntryKind.Feedback:
                 Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
@@ -811,13 +829,14 @@ public sealed class MemberState : IEarnHistory, IQualifying
         PurchaseCount, ReferralQualifiedBy, ReferralReversed, LastActivityAt,
         new ReferralStatus(ReferralSubject ?? memberId, ReferrerRewardOwed, RewardSettled, ReversalSettled),
         new Dictionary<string, long>(ReferralRewards, StringComparer.Ordinal),
-        [.. MergedFrom], GivenMinor);
+        [.. MergedFrom], GivenMinor, WalletMinor);
 
     private void ApplyMergedAway(LedgerEntry entry)
     {
         MergedInto = entry.Reference;
         Detached = entry.Details?.Merge;
         Balance = Points.Zero;
+        WalletMinor = 0;
         Lots.Clear();
         _pending = null;
         _holds = null;
@@ -838,6 +857,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         // The duplicate's giving counts as the member's; each purchase's cause stays in its own entry.
         GivenMinor += t.GivenMinor;
+        WalletMinor += t.WalletMinor;
         foreach (PendingLotUse lot in t.Pending)
         {
             AddPending(new PendingLot { TransactionId = lot.TransactionId, Points = new Points(lot.Points), AvailableAt = lot.AvailableAt, ExpiresAt = lot.ExpiresAt });

@@ -53,6 +53,10 @@ public static class AccessPolicy
         ["/loyalty.v1.Members/ConfirmMembershipPayment"] = new(Till, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/StartMembershipTrial"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/CancelMembership"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: true),
+
+        // Trade-ins are handed in at a till; inspection (which gives credit) is for the store's staff keys too.
+        ["/loyalty.v1.Members/SubmitTradeIn"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: false),
+        ["/loyalty.v1.Members/InspectTradeIn"] = new(Till | Scopes.Support, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/SetReferrer"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/SetProfile"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),
         ["/loyalty.v1.Members/EraseMember"] = new(Staff, ProgramScoped: true, CallKind.Unary, Audited: true),

@@ -49,6 +49,9 @@ public static class LoyaltyEvents
         [LedgerEntryKind.MembershipRenewed] = "membership.renewed",
         [LedgerEntryKind.MembershipCancelled] = "membership.cancelled",
         [LedgerEntryKind.MembershipLapsed] = "membership.lapsed",
+        [LedgerEntryKind.TradeInSubmitted] = "trade_in.submitted",
+        [LedgerEntryKind.TradeInAccepted] = "trade_in.accepted",
+        [LedgerEntryKind.TradeInRejected] = "trade_in.rejected",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

@@ -109,6 +109,42 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
     }
 
     /// <inheritdoc />
+    public override Task<V1.TradeInResponse> SubmitTradeIn(V1.SubmitTradeInRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        var tradeIn = new TradeIn(request.TradeInId, request.Category, request.StoreId.Length == 0 ? null : request.StoreId);
+        GrainCalls.Require(tradeIn.Check());
+        return TradeInAsync(() => member.SubmitTradeIn(tradeIn), "SubmitTradeIn");
+    }
+
+    /// <inheritdoc />
+    public override Task<V1.TradeInResponse> InspectTradeIn(V1.InspectTradeInRequest request, ServerCallContext context)
+    {
+        IMemberGrain member = Member(request.ProgramId, request.MemberId);
+        GrainCalls.Require(LoyaltyIds.Check(request.TradeInId, "trade_in_id")
+            ?? (request.Condition is V1.TradeInCondition.Unspecified or > V1.TradeInCondition.Rejected ? "condition must be LIKE_NEW, GOOD, WORN or REJECTED" : null));
+        return TradeInAsync(() => member.InspectTradeIn(request.TradeInId, (TradeInCondition)(int)request.Condition), "InspectTradeIn");
+    }
+
+    private async Task<V1.TradeInResponse> TradeInAsync(Func<Task<TradeInResult>> call, string operation)
+    {
+        TradeInResult result = await GrainCalls.RunAsync(call, logger, operation);
+        return result.Error != LoyaltyError.None
+            ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
+            : new V1.TradeInResponse
+            {
+                TradeInId = result.TradeInId,
+                TradeInStatus = (V1.TradeInStatus)(int)result.TradeInStatus,
+                Category = result.Category,
+                Condition = (V1.TradeInCondition)(int)(result.Condition ?? 0),
+                CreditMinor = result.CreditMinor,
+                WalletMinor = result.WalletMinor,
+                Status = (V1.AckStatus)(int)result.Status,
+                Sequence = result.Sequence,
+            };
+    }
+
+    /// <inheritdoc />
     public override async Task<V1.Member> ChooseCause(V1.ChooseCauseRequest request, ServerCallContext context)
     {
         IMemberGrain member = Member(request.ProgramId, request.MemberId);

@@ -57,7 +57,8 @@ internal static class ProgramMapping
             m.Giving is null ? null : new GivingPolicy(m.Giving.ShareBp, [.. m.Giving.Causes.Select(c => new Cause(c.Id, c.Name))], Optional(m.Giving.DefaultCause)),
             m.Birthday is null ? null : new BirthdayPolicy(m.Birthday.BonusPoints, Optional(m.Birthday.GiftRewardId)),
             m.MembershipPlans.Count == 0 ? null : [.. m.MembershipPlans.Select(p => new MembershipPlan(p.Id, p.Name, p.FeeMinor, p.TermMonths, p.TrialDays,
-                Multiplier(p.MultiplierBp), [.. p.Perks], p.EarlyAccess))]);
+                Multiplier(p.MultiplierBp), [.. p.Perks], p.EarlyAccess))],
+            m.TradeIn is null ? null : new TradeInPolicy([.. m.TradeIn.Rates.Select(r => new TradeInRate(r.Category, (TradeInCondition)(int)r.Condition, r.CreditMinor))]));
     }
 
     /// <summary>The settings message.</summary>
@@ -137,6 +138,12 @@ internal static class ProgramMapping
         if (s.Birthday is { } birthday)
         {
             m.Birthday = new V1.BirthdayPolicy { BonusPoints = birthday.BonusPoints, GiftRewardId = birthday.GiftRewardId ?? "" };
+        }
+
+        if (s.TradeIn is { } tradeIn)
+        {
+            m.TradeIn = new V1.TradeInPolicy();
+            m.TradeIn.Rates.AddRange(tradeIn.Rates.Select(r => new V1.TradeInRate { Category = r.Category, Condition = (V1.TradeInCondition)(int)r.Condition, CreditMinor = r.CreditMinor }));
         }
 
         m.MembershipPlans.AddRange(s.PlanList.Select(p =>

@@ -63,7 +63,8 @@ internal static class WireMapping
             new Money(message.AmountMinor, message.Currency), occurredAt, lines,
             (SalesChannel)(int)message.Channel, message.Tender.Length == 0 ? null : message.Tender,
             message.RedeemRewardId.Length == 0 ? null : message.RedeemRewardId,
-            message.RedeemRewardId.Length == 0 ? 0 : message.RedeemQuantity == 0 ? 1 : message.RedeemQuantity);
+            message.RedeemRewardId.Length == 0 ? 0 : message.RedeemQuantity == 0 ? 1 : message.RedeemQuantity,
+            message.WalletMinor);
         error = purchase.Check(now);
         return error is null ? purchase : null;
     }
@@ -176,6 +177,9 @@ internal static class WireMapping
             Cause = d.Cause ?? "",
             GivenMinor = d.GivenMinor,
             BirthdayGift = d.BirthdayGift,
+            WalletMinor = d.WalletMinor,
+            TradeInCategory = d.TradeIn?.Category ?? "",
+            TradeInCondition = (V1.TradeInCondition)(int)(d.TradeIn?.Condition ?? 0),
         };
         if (d.Membership is { } membership)
         {
@@ -410,7 +414,9 @@ internal static class WireMapping
             GivenMinor = m.GivenMinor,
             BirthdayGift = m.BirthdayGift is { } gift ? new V1.BirthdayGift { RewardId = gift.GiftRewardId ?? "", Until = Timestamp.FromDateTimeOffset(gift.GiftUntil), Year = gift.Year } : null,
             Membership = m.Membership is { } membership ? ToMessage(membership) : null,
+            WalletMinor = m.WalletMinor,
         };
+        message.TradeIns.AddRange((m.TradeIns ?? []).Select(t => new V1.PendingTradeIn { TradeInId = t.TradeInId, Category = t.Category, SubmittedAt = Timestamp.FromDateTimeOffset(t.SubmittedAt) }));
         message.BonusDays.AddRange((m.BonusDays ?? []).Select(IsoDay));
         message.MergedFrom.AddRange(m.MergedFrom ?? []);
         foreach ((string name, string value) in m.Profile ?? new Dictionary<string, string>())
@@ -474,6 +480,9 @@ internal static class WireMapping
         LedgerEntryKind.MembershipRenewed => V1.LedgerEntryKind.MembershipRenewed,
         LedgerEntryKind.MembershipCancelled => V1.LedgerEntryKind.MembershipCancelled,
         LedgerEntryKind.MembershipLapsed => V1.LedgerEntryKind.MembershipLapsed,
+        LedgerEntryKind.TradeInSubmitted => V1.LedgerEntryKind.TradeInSubmitted,
+        LedgerEntryKind.TradeInAccepted => V1.LedgerEntryKind.TradeInAccepted,
+        LedgerEntryKind.TradeInRejected => V1.LedgerEntryKind.TradeInRejected,
         _ => V1.LedgerEntryKind.Unspecified,
     };
 

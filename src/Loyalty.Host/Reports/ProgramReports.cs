@@ -150,7 +150,8 @@ public static class ProgramReports
             .Append("sales_minor,purchases,returned_minor,returns,enrolled,outstanding,pending,spendable,liability_minor,deferred_revenue_minor,")
             .Append("breakage_bp,breakage_observed,matured_redeemed,matured_expired,members,")
             .Append("active,repeat,active_exact,participation_bp,repeat_rate_bp,first_time_sales_minor,returning_sales_minor,average_order_minor,")
-            .Append("lifetime_value_minor,referrals_made,referrals_qualified,upgrades,downgrades,issued_feedback,nps_responses,nps\n");
+            .Append("lifetime_value_minor,referrals_made,referrals_qualified,upgrades,downgrades,issued_feedback,nps_responses,nps,")
+            .Append("store_credit_issued_minor,store_credit_spent_minor,store_credit_refunded_minor,store_credit_minor\n");
         foreach (V1.ReportPeriod p in periods)
         {
             V1.PointFlows f = p.Flows;
@@ -164,6 +165,7 @@ public static class ProgramReports
                 b.BreakageBp, b.BreakageObserved ? "true" : "false", b.MaturedRedeemed, b.MaturedExpired, b.Members,
                 m.Active, m.Repeat, m.ActiveExact ? "true" : "false", m.ParticipationBp, m.RepeatRateBp, m.FirstTimeSalesMinor, m.ReturningSalesMinor, m.AverageOrderMinor,
                 m.LifetimeValueMinor, m.ReferralsMade, m.ReferralsQualified, m.Upgrades, m.Downgrades, f.IssuedFeedback, p.Nps.Responses, p.Nps.Nps,
+                p.StoreCredit?.IssuedMinor ?? 0, p.StoreCredit?.SpentMinor ?? 0, p.StoreCredit?.RefundedMinor ?? 0, b.StoreCreditMinor,
             ];
             csv.AppendJoin(',', cells.Select(c => Convert.ToString(c, CultureInfo.InvariantCulture))).Append('\n');
         }
@@ -223,6 +225,12 @@ public static class ProgramReports
             flows.Net = _metrics.Sum(m => checked(ReportFacts.SignOf(m.Key) * m.Value));
             V1.ProgramBalances closing = running.Balances();
             var period = new V1.ReportPeriod { Start = Text(start), End = Text(end), Flows = flows, Closing = closing, Members = Members(running, closing, activity, activeExact, ladder), Nps = Nps(ladder) };
+            period.StoreCredit = new V1.StoreCreditFlows
+            {
+                IssuedMinor = M(ReportMetric.StoreCreditIssued),
+                SpentMinor = M(ReportMetric.StoreCreditSpent),
+                RefundedMinor = M(ReportMetric.StoreCreditRefunded),
+            };
             period.RedeemedByReward.AddRange(Keyed(ReportMetric.Redeemed).Select(r => new V1.RewardPoints
             {
                 RewardId = r.Key,
@@ -333,7 +341,7 @@ public static class ProgramReports
     private sealed class Running(AccountingPolicy? accounting)
     {
         private readonly Dictionary<string, long> _tiers = new(StringComparer.Ordinal);
-        private long _outstanding, _pending, _members, _maturedRedeemed, _maturedExpired;
+        private long _outstanding, _pending, _members, _maturedRedeemed, _maturedExpired, _storeCredit;
 
         /// <summary>Sales less returns, from the programme's start.</summary>
         public long NetSales { get; private set; }
@@ -357,6 +365,8 @@ public static class ProgramReports
                 case ReportMetric.Enrolled: _members = checked(_members + t.Value); break;
                 case ReportMetric.CohortRedeemed: _maturedRedeemed = checked(_maturedRedeemed + t.Value); break;
                 case ReportMetric.CohortExpired: _maturedExpired = checked(_maturedExpired + t.Value); break;
+                case ReportMetric.StoreCreditIssued or ReportMetric.StoreCreditRefunded: _storeCredit = checked(_storeCredit + t.Value); break;
+                case ReportMetric.StoreCreditSpent: _storeCredit = checked(_storeCredit - t.Value); break;
             }
         }
 
@@ -380,6 +390,7 @@ public static class ProgramReports
                 MaturedRedeemed = _maturedRedeemed,
                 MaturedExpired = _maturedExpired,
                 Members = _members,
+                StoreCreditMinor = _storeCredit,
             };
         }
 

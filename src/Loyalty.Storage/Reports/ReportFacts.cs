@@ -46,6 +46,15 @@ public enum ReportMetric : short
     /// <summary>Money purchases gave to causes (giving back), net of returns, in minor units; the key is the cause.</summary>
     Given = 19,
 
+    /// <summary>Store credit given for accepted trade-ins, in minor units.</summary>
+    StoreCreditIssued = 90,
+
+    /// <summary>Store credit spent as a tender in purchases, in minor units.</summary>
+    StoreCreditSpent = 91,
+
+    /// <summary>Store credit given back by returns of purchases paid with it, in minor units.</summary>
+    StoreCreditRefunded = 92,
+
     /// <summary>Points expired (breakage).</summary>
     Expired = 9,
 
@@ -192,6 +201,7 @@ public static class ReportFacts
             LedgerEntryKind.Referred => Referred(e, day, into),
             LedgerEntryKind.Feedback => Feedback(e, day, into),
             LedgerEntryKind.Birthday => Birthday(e, day, into),
+            LedgerEntryKind.TradeInAccepted => TradeIn(e, day, into),
             LedgerEntryKind.Adjust or LedgerEntryKind.ReferralReward or LedgerEntryKind.MergedAway => Flow(e, day, into),
             _ => 0,
         };
@@ -227,6 +237,10 @@ public static class ReportFacts
         Activity(e, day, into);
         Tiers(e, day, into);
         Giving(e, day, into);
+        if (e.Details?.WalletMinor < 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.StoreCreditSpent, "", -e.Details.WalletMinor);
+        }
         if (referrals > 0 || e.Details?.ReferrerReward > 0)
         {
             into.Add(e.ProgramId, day, ReportMetric.ReferralsQualified, "", 1);
@@ -345,6 +359,10 @@ public static class ReportFacts
         into.Add(e.ProgramId, day, ReportMetric.ReturnedSales, "", d.ReturnedAmountMinor);
         into.Add(e.ProgramId, day, ReportMetric.Returns, "", 1);
         Giving(e, day, into);
+        if (d.WalletMinor > 0)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.StoreCreditRefunded, "", d.WalletMinor);
+        }
         if (d.PendingReversed > 0)
         {
             into.Add(e.ProgramId, day, ReportMetric.PendingReversed, "", d.PendingReversed);
@@ -405,6 +423,13 @@ public static class ReportFacts
         into.Add(e.ProgramId, day, answer, e.Details?.TierAfter ?? "", 1);
         into.Add(e.ProgramId, day, ReportMetric.IssuedFeedback, "", e.Points.Value);
         return e.Points.Value;
+    }
+
+    /// <summary>An accepted trade-in's store credit (no points move).</summary>
+    private static long TradeIn(LedgerEntry e, int day, ReportTotals into)
+    {
+        into.Add(e.ProgramId, day, ReportMetric.StoreCreditIssued, "", e.Details?.WalletMinor ?? 0);
+        return 0;
     }
 
     /// <summary>A birthday's points, counted with the bonuses.</summary>

@@ -22,7 +22,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Tiers: new TierLadder(TierBasis.Points, 365, 0, [new TierDefinition(MemberState.DefaultTier, 0, Multipliers.One, [], BonusDaysPerYear: 5)]),
         BonusDays: new BonusDayPolicy(20_000, BonusDayStacking.Stack), FeedbackRewardPoints: 10,
         Giving: new GivingPolicy(100, [new Cause("forests", "Forests")], DefaultCause: "forests"),
-        MembershipPlans: [new MembershipPlan("prime", "Prime", 14_99, 1, TrialDays: 30, MultiplierBp: 15_000)]);
+        MembershipPlans: [new MembershipPlan("prime", "Prime", 14_99, 1, TrialDays: 30, MultiplierBp: 15_000)],
+        TradeIn: new TradeInPolicy([new TradeInRate("jackets", TradeInCondition.Good, 30_00)]));
 
     private readonly string _program = "a" + Guid.NewGuid().ToString("N")[..10];
 
@@ -228,6 +229,13 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             async t => Error(await t.Member("m").ConfirmMembershipPayment(new MembershipPayment("pay1", "prime", new Money(14_99, "USD"))))),
         ["membership cancel"] = new(LedgerEntryKind.MembershipCancelled, ["m"], async t => { await t.EnrolAsync("m"); await t.Member("m").StartMembershipTrial("prime"); },
             async t => Error(await t.Member("m").CancelMembership("customer request"))),
+        ["trade-in"] = new(LedgerEntryKind.TradeInSubmitted, ["m"], t => t.EnrolAsync("m"),
+            async t => Error(await t.Member("m").SubmitTradeIn(new TradeIn("ti1", "jackets", "s1")))),
+        ["trade-in accepted"] = new(LedgerEntryKind.TradeInAccepted, ["m"], async t => { await t.EnrolAsync("m"); await t.Member("m").SubmitTradeIn(new TradeIn("ti1", "jackets", "s1")); },
+            async t => Error(await t.Member("m").InspectTradeIn("ti1", TradeInCondition.Good))),
+        ["store credit spent"] = new(LedgerEntryKind.Earn, ["m"],
+            async t => { await t.EnrolAsync("m"); await t.Member("m").SubmitTradeIn(new TradeIn("ti1", "jackets", "s1")); await t.Member("m").InspectTradeIn("ti1", TradeInCondition.Good); },
+            async t => Error(await t.Member("m").Accrue(t.Purchase("m", "pw") with { WalletMinor = 20_00 }))),
         ["cause"] = new(LedgerEntryKind.CauseChosen, ["m"], t => t.EnrolAsync("m"), async t => Error(await t.Member("m").ChooseCause("forests"))),
         ["flags"] = new(LedgerEntryKind.Flags, ["m"], t => t.EnrolAsync("m"), async t => Error(await t.Member("m").SetFlags(["storecard"]))),
         ["profile"] = new(LedgerEntryKind.Profile, ["m"], t => t.EnrolAsync("m"),
@@ -271,6 +279,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     private static string? Error(BonusDayResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
 
     private static string? Error(MembershipResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
+
+    private static string? Error(TradeInResult r) => r.Error == LoyaltyError.None ? null : r.ErrorMessage;
 
     private FaultInjector Faults() => Silo().GetRequiredService<FaultInjector>();
 

@@ -197,6 +197,34 @@ public sealed class ScenarioTests
         Assert.Equal(150, studioEarn.PointsEarned);
     }
 
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task PatagoniaWornWear_InspectedTradeInsGiveStoreCredit_ThatPaysForGearAndComesBackWithAReturn(Backend backend)
+    {
+        await using Story story = await Story.StartAsync(backend, "patagonia-worn-wear.json");
+        await story.EnrolAsync("pam");
+
+        await story.Engine.Members.SubmitTradeInAsync(new V1.SubmitTradeInRequest { ProgramId = story.Program, MemberId = "pam", TradeInId = "wj-1", Category = "jackets", StoreId = "store-1" });
+        await story.Engine.Members.SubmitTradeInAsync(new V1.SubmitTradeInRequest { ProgramId = story.Program, MemberId = "pam", TradeInId = "wp-1", Category = "packs", StoreId = "store-1" });
+        V1.TradeInResponse jacket = await story.Engine.Members.InspectTradeInAsync(new V1.InspectTradeInRequest { ProgramId = story.Program, MemberId = "pam", TradeInId = "wj-1", Condition = V1.TradeInCondition.LikeNew });
+        V1.TradeInResponse pack = await story.Engine.Members.InspectTradeInAsync(new V1.InspectTradeInRequest { ProgramId = story.Program, MemberId = "pam", TradeInId = "wp-1", Condition = V1.TradeInCondition.Rejected });
+        V1.Purchase fleece = Wire.Purchase(story.Program, "pam", "buy-1", 80_00);
+        fleece.OccurredAt = Timestamp.FromDateTimeOffset(Start);
+        fleece.WalletMinor = 50_00;
+        await story.Engine.Purchases.AccrueAsync(fleece);
+        V1.Member spent = await story.MemberAsync("pam");
+        await story.Engine.Purchases.ReturnAsync(new V1.ReturnRequest
+        {
+            TransactionId = "ret-1", ProgramId = story.Program, MemberId = "pam", StoreId = "store-1", OriginalTransactionId = "buy-1",
+            AmountMinor = 80_00, Currency = "USD", OccurredAt = Timestamp.FromDateTimeOffset(Start),
+        });
+
+        Assert.Equal((50_00L, 0L), (jacket.CreditMinor, pack.CreditMinor));
+        Assert.Equal(0, spent.WalletMinor);
+        Assert.Equal(50_00, (await story.MemberAsync("pam")).WalletMinor);
+    }
+
     /// <summary>An engine on a fake clock with one scenario loaded through the API as its program.</summary>
     private sealed class Story : IAsyncDisposable
     {
