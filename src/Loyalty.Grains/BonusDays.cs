@@ -4,13 +4,16 @@ namespace Loyalty.Grains;
 /// The personal bonus days a member booked, as program-local day numbers in ascending order. Only
 /// bookings change it, and a booking is never in the past, so days more than
 /// <see cref="KeptDays"/> before the newest booking can never matter again and are dropped: the
-/// list stays bounded (at most <see cref="Limits.BonusDaysPerYearMax"/> a year over about three years).
+/// list stays bounded (at most <see cref="Limits.BonusDaysPerYearMax"/> a year over about eleven years).
 /// </summary>
 [GenerateSerializer]
 public sealed class BookedBonusDays
 {
-    /// <summary>Days kept before the newest booking: a purchase or return is never dated further back than that matters.</summary>
-    public const int KeptDays = 2 * 366;
+    /// <summary>
+    /// Days kept before the newest booking: it may lie a year ahead, and a purchase may be dated as
+    /// far back as a program allows, so a booked day is kept while any purchase could fall on it.
+    /// </summary>
+    public const int KeptDays = Limits.BonusDayBookAheadDaysMax + Limits.BackdateDaysMax;
 
     [Id(0)] private List<int>? _days;
 

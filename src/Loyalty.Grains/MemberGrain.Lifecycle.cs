@@ -295,6 +295,16 @@ public sealed partial class MemberGrain
                 _state.Erased ? $"member '{_memberId}' was erased" : $"member '{_memberId}' has reservations that have not ended; commit or cancel them, or retry after they lapse");
         }
 
+        // A membership and trade-ins waiting for inspection are the duplicate's own business with the
+        // retailer (billing, a store's inspection): the merge waits until they end rather than drop them.
+        string? plan = _state.Membership.PlanAt(now);
+        if (plan is not null || _state.TradeIns.Count > 0)
+        {
+            return new DetachOutcome(null, LoyaltyError.FailedPrecondition, _state.TradeIns.Count > 0
+                ? $"member '{_memberId}' has trade-ins waiting for inspection; inspect them first"
+                : $"member '{_memberId}' holds membership plan {plan} until {_state.Membership.TermEndsAt:O}; cancel it and retry after it lapses");
+        }
+
         TierLadder ladder = program.Settings.Ladder;
         (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         MergeTransfer transfer = _state.TransferOf(_memberId, ladder.Tiers[tier].Name, reviewAt);

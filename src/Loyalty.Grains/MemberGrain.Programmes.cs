@@ -16,12 +16,14 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = tradeIn.ComputeFingerprint();
+        LedgerEntry? older = null;
         return WriteAsync(
-            prefetch: null,
+            prefetch: async () => older = await FindOlderAsync(id),
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
-                if (Precheck(id, fingerprint, (_, _, sequence) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m)) is { } early)
+                if ((Precheck(id, fingerprint, (_, _, sequence) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m))
+                    ?? AnswerOlder(older, id, fingerprint, sequence => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m))) is { } early)
                 {
                     return early;
                 }
@@ -126,13 +128,15 @@ public sealed partial class MemberGrain
 
         long fingerprint = payment.ComputeFingerprint();
         ProgramConfig? current = null;
+        LedgerEntry? older = null;
         return WriteAsync(
-            prefetch: null,
+            prefetch: async () => older = await FindOlderAsync(payment.PaymentId),
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
                 current = program;
-                if (Precheck(payment.PaymentId, fingerprint, (_, _, sequence) => MembershipAnswer(program, AccrualStatus.Duplicate, sequence), MembershipResult.Reject) is { } early)
+                if ((Precheck(payment.PaymentId, fingerprint, (_, _, sequence) => MembershipAnswer(program, AccrualStatus.Duplicate, sequence), MembershipResult.Reject)
+                    ?? AnswerOlder(older, payment.PaymentId, fingerprint, sequence => MembershipAnswer(program, AccrualStatus.Duplicate, sequence), MembershipResult.Reject)) is { } early)
                 {
                     return early;
                 }
@@ -288,9 +292,16 @@ public sealed partial class MemberGrain
 
         long fingerprint = booking.ComputeFingerprint();
         ProgramConfig? current = null;
+        LedgerEntry? older = null;
         return WriteAsync(
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageBonusDay(booking, fingerprint, current = program, now, out entry),
+            prefetch: async () => older = await FindOlderAsync(booking.BookingId),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+            {
+                current = program;
+                entry = null;
+                return AnswerOlder(older, booking.BookingId, fingerprint, sequence => BonusDayAnswer(booking.Day, alreadyBooked: true, sequence, program), BonusDayResult.Reject)
+                    ?? StageBonusDay(booking, fingerprint, program, now, out entry);
+            },
             (entry, _, _) => BonusDayAnswer(booking.Day, alreadyBooked: false, entry.Sequence, current!),
             existing => existing.MemberId == _memberId && existing.Fingerprint == fingerprint
                 ? Task.FromResult<BonusDayResult?>(BonusDayAnswer(booking.Day, alreadyBooked: true, existing.Sequence, current))
@@ -326,6 +337,21 @@ public sealed partial class MemberGrain
         };
         return null;
     }
+
+    /// <summary>
+    /// A request id this member's memory of recent transactions no longer holds, as the ledger has
+    /// it (null when never used). Looked up before deciding, so that a resend of an old request is
+    /// answered as what it was instead of judged again under today's state (a payment's plan since
+    /// changed, a year's bonus days since used up).
+    /// </summary>
+    private async Task<LedgerEntry?> FindOlderAsync(string id) => _state.FindRecent(id) is null ? await FindCommittedAsync(id) : null;
+
+    /// <summary>The answer to a request whose id the ledger already holds: the same request again, or a reuse of the id.</summary>
+    private T? AnswerOlder<T>(LedgerEntry? older, string id, long fingerprint, Func<long, T> duplicate, Func<LoyaltyError, string, T> reject)
+        where T : class =>
+        older is null ? null
+        : older.MemberId == _memberId && older.Fingerprint == fingerprint ? duplicate(older.Sequence)
+        : reject(LoyaltyError.AlreadyExists, $"'{id}' was already used for a different request");
 
     private BonusDayResult BonusDayAnswer(DateOnly day, bool alreadyBooked, long sequence, ProgramConfig? program)
     {

@@ -50,10 +50,13 @@ public sealed partial class MemberGrain
         long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
             ? rest
             : Math.Min(rest, Math.Max(0, checked(_state.Balance.Value + restored)));
-        long takenBack = GivingRules.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, progress?.AmountReturnedMinor ?? 0, reversal.ReturnedAmountMinor);
+        // A purchase returned in full (every line, though lines may not add up to its amount) gives back all of the rest.
+        long returnedBefore = progress?.AmountReturnedMinor ?? 0;
+        long returnedNow = reversal.Full ? Math.Max(0, original.AmountMinor - returnedBefore) : reversal.ReturnedAmountMinor;
+        long takenBack = GivingRules.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, returnedBefore, returnedNow);
 
         // Store credit the purchase was paid with goes back to the wallet in the share of the money returned.
-        long refunded = GivingRules.TakenBack(-(original.Details?.WalletMinor ?? 0), original.AmountMinor, progress?.AmountReturnedMinor ?? 0, reversal.ReturnedAmountMinor);
+        long refunded = GivingRules.TakenBack(-(original.Details?.WalletMinor ?? 0), original.AmountMinor, returnedBefore, returnedNow);
         var details = new EntryDetails
         {
             Components = reversal.Components,

@@ -36,8 +36,20 @@ public sealed class ProgramGrain(
         var config = new ProgramConfig(this.GetPrimaryKeyString(), settings, version);
         // A new expiry policy or birthday rule changes when members are due: each is brought due once.
         bool expiryChanged = version > 1 && (state.State.Config!.Settings.ExpiryRules != settings.ExpiryRules || state.State.Config.Settings.Birthday != settings.Birthday);
-        state.State = new ProgramGrainState { Config = config, RescheduleMembers = state.State.RescheduleMembers || expiryChanged };
-        await state.WriteStateAsync();
+        ProgramGrainState before = state.State;
+        state.State = new ProgramGrainState { Config = config, RescheduleMembers = before.RescheduleMembers || expiryChanged };
+        try
+        {
+            await state.WriteStateAsync();
+        }
+        catch
+        {
+            // Not saved: the grain must keep answering the version that is stored, or a retry under
+            // the expected version would be refused as stale.
+            state.State = before;
+            throw;
+        }
+
         directory.Remember(config);
         if (state.State.RescheduleMembers)
         {

@@ -59,7 +59,10 @@ public static class Reversal
         LineStatus[] lines = [.. (purchase.Details?.Lines ?? []).Select(l =>
             new LineStatus(l.Sku, l.Quantity, progress?.SkuReturnedQuantity.GetValueOrDefault(l.Sku) ?? 0))];
         long returnable = Math.Max(0, checked(purchase.AmountMinor - returnedMinor));
-        return new ReturnStatus(returnedMinor, returnable, reversed, Math.Max(0, checked(purchase.Points.Value - reversed)), lines, returnable == 0);
+
+        // Returned by lines, a purchase is complete when every unit came back, though its lines may not add up to its amount (tax).
+        bool allLines = lines.Length > 0 && progress?.ByLines == true && lines.All(l => l.Quantity > 0 && l.ReturnedQuantity >= l.Quantity);
+        return new ReturnStatus(returnedMinor, allLines ? 0 : returnable, reversed, Math.Max(0, checked(purchase.Points.Value - reversed)), lines, returnable == 0 || allLines);
     }
 
     /// <summary>The reversal, or an error message when the return does not fit the purchase.</summary>

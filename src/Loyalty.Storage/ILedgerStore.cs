@@ -51,8 +51,9 @@ public interface ILedgerStore
 
     /// <summary>
     /// Removes what a member's ledger rows may hold of personal data (free-text reasons typed by
-    /// staff, the flags of flag entries, survey comments, the cause the member chose), keeping every
-    /// amount so program totals stay right.
+    /// staff or members, the flags of flag entries, survey comments, the cause the member chose, the
+    /// profile's birth month and the birthday entries' reason), keeping every amount so program
+    /// totals stay right.
     /// </summary>
     Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken);
 

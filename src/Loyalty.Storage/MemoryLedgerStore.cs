@@ -274,7 +274,8 @@ public sealed class MemoryLedgerStore : ILedgerStore
                 {
                     list[i] = list[i].Kind switch
                     {
-                        LedgerEntryKind.Adjust => list[i] with { Reason = "erased" },
+                        LedgerEntryKind.Adjust or LedgerEntryKind.MembershipCancelled => list[i] with { Reason = "erased" },
+                        LedgerEntryKind.Birthday => list[i] with { Reason = null },
                         LedgerEntryKind.Flags or LedgerEntryKind.Profile => list[i] with { Details = null },
                         LedgerEntryKind.Feedback => list[i] with { Reason = null },
                         LedgerEntryKind.CauseChosen => list[i] with { Reference = null },

@@ -72,6 +72,10 @@ public sealed class BirthdayTests
             Assert.Equal(200, (await MemberAsync(engine, "dec")).Balance);
             Assert.Equal(0, await BirthdaysAsync(engine, "gone"));
 
+            // Erasure forgets the birth month and the birthday entries' reason; the points stay.
+            await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "dec", Reason = "ticket 4" });
+            Assert.Equal(0, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = 'dec' AND ((kind = 23 AND reason IS NOT NULL) OR (kind = 14 AND details IS NOT NULL))"));
+            Assert.Equal(200, (await MemberAsync(engine, "dec")).Balance);
             engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "dec", "late", "none", "gone");
         }
         finally

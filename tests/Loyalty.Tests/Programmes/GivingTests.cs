@@ -85,6 +85,33 @@ public sealed class GivingTests
         }
     }
 
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task EveryLineReturned_TakesBackAllItGave_AndThePurchaseShowsFullyReturned(Backend backend)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "giving-lines"), new FakeTimeProvider(Start));
+        await engine.Programs.PutProgramAsync(Settings());
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "t" });
+        await ChooseAsync(engine, "t", "oceans");
+
+        // $108.00 with $8.00 of tax outside the lines: the lines add up to $100.
+        V1.Purchase taxed = Buy("t", "tax-1", 108_00);
+        taxed.LineItems.Clear();
+        taxed.LineItems.Add(new V1.LineItem { Sku = "a", Category = "c", Quantity = 2, AmountMinor = 60_00 });
+        taxed.LineItems.Add(new V1.LineItem { Sku = "b", Category = "c", Quantity = 1, AmountMinor = 40_00 });
+        V1.PurchaseAck bought = await engine.Purchases.AccrueAsync(taxed);
+        V1.ReturnRequest back = Return("t", "tax-r", "tax-1", 0);
+        back.Lines.Add(new V1.ReturnLine { Sku = "a", Quantity = 2, AmountMinor = 60_00 });
+        back.Lines.Add(new V1.ReturnLine { Sku = "b", Quantity = 1, AmountMinor = 40_00 });
+        await engine.Purchases.ReturnAsync(back);
+        V1.Transaction purchase = await engine.Purchases.GetTransactionAsync(new V1.GetTransactionRequest { ProgramId = Program, MemberId = "t", TransactionId = "tax-1" });
+
+        Assert.Equal(10_80, bought.Breakdown.GivenMinor);
+        Assert.Equal(0, (await MemberAsync(engine, "t")).GivenMinor);
+        Assert.Equal((true, 0L), (purchase.ReturnProgress.FullyReturned, purchase.ReturnProgress.ReturnableMinor));
+    }
+
     /// <summary>10 % of each purchase to the member's cause; no default.</summary>
     private static V1.PutProgramRequest Settings()
     {

@@ -92,12 +92,45 @@ public sealed class MembershipTests
             V1.MembershipResponse again = await PayAsync(engine, "p", "pay-4", 14_99);
             Assert.Equal((V1.MembershipStatus.Active, clock.GetUtcNow().AddMonths(1)), (again.Membership.Status, again.Membership.TermEndsAt.ToDateTimeOffset()));
 
+            // Erasure keeps the payments and forgets the typed reason.
+            await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "p", Reason = "ticket 3" });
+            Assert.Equal(0, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = 'p' AND kind = 26 AND reason <> 'erased'"));
             engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "p", "q");
         }
         finally
         {
             await engine.DisposeAsync();
         }
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task AnOldPaymentResent_IsAnsweredAsWhatItWas_AndAMemberHoldingAPlanIsNotMergedAway(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "membership-resend"), clock);
+        await engine.Programs.PutProgramAsync(Settings());
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "p" });
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "s" });
+        V1.MembershipResponse paid = await PayAsync(engine, "p", "old-pay", 14_99);
+
+        // Enough later changes that the member's memory of recent transactions no longer holds the payment, and a new fee.
+        for (int i = 0; i < 40; i++)
+        {
+            await engine.Purchases.AccrueAsync(Buy("p", $"later-{i}", 1_00));
+        }
+
+        V1.PutProgramRequest dearer = Settings();
+        dearer.Settings.MembershipPlans[0].FeeMinor = 19_99;
+        await engine.Programs.PutProgramAsync(dearer);
+        V1.MembershipResponse resent = await PayAsync(engine, "p", "old-pay", 14_99);
+        RpcException merge = await RefusedAsync(engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = Program, SurvivorId = "s", DuplicateId = "p", Reason = "duplicate" }).ResponseAsync);
+
+        Assert.Equal((V1.AckStatus.Duplicate, paid.Sequence), (resent.Status, resent.Sequence));
+        Assert.Equal((StatusCode.FailedPrecondition, true), (merge.StatusCode, merge.Status.Detail.Contains("holds membership plan prime", StringComparison.Ordinal)));
+        Assert.Equal(1, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND kind IN (24, 25)"));
+        Assert.Equal("", (await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "p" })).MergedInto);
     }
 
     /// <summary>Prime: $14.99 a month, a 30-day trial, x1.5 points, a members' week campaign and a members' deal; Plus: no trial.</summary>
