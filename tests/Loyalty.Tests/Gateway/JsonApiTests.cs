@@ -95,6 +95,37 @@ public sealed class JsonApiTests
         Assert.True(document.GetProperty("components").GetProperty("securitySchemes").TryGetProperty("bearer", out _));
     }
 
+    [Fact]
+    public async Task TheProgrammeCalls_AreHttpJsonToo_AStaleVersionIsRefused_AndAQuoteWritesNothing()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "json-programmes"));
+        using HttpClient http = Client(engine, TestKeys.Operator);
+        object settings = new
+        {
+            name = "Web shop", currency = "USD", currencyExponent = 2, earnPointsPerUnit = 1, maxBackdateDays = 3650,
+            rewards = new[] { new { id = "tea", name = "Tea", kind = "REWARD_KIND_PRODUCT", pointsPrice = 10, sku = "TEA" } },
+            membershipPlans = new[] { new { id = "club", name = "Club", feeMinor = 5_00, termMonths = 1, multiplierBp = 20_000 } },
+        };
+        (await http.PutAsJsonAsync($"/v1/programs/{Program}?expected_version=0", settings)).EnsureSuccessStatusCode();
+        HttpResponseMessage stale = await http.PutAsJsonAsync($"/v1/programs/{Program}?expected_version=0", settings);
+        (await http.PostAsJsonAsync($"/v1/programs/{Program}/members", new { memberId = "ann" })).EnsureSuccessStatusCode();
+        HttpResponseMessage paid = await http.PostAsJsonAsync($"/v1/programs/{Program}/members/ann/membership/payments", new { paymentId = "inv-1", planId = "club", amountMinor = 5_00, currency = "USD" });
+        HttpResponseMessage quote = await http.PostAsJsonAsync($"/v1/programs/{Program}/members/ann/quote", new
+        {
+            storeId = "web", amountMinor = 12_50, currency = "USD", occurredAt = DateTimeOffset.UtcNow.ToString("O"),
+        });
+        JsonElement rewards = await Json(await http.GetAsync($"/v1/programs/{Program}/members/ann/rewards"));
+        long entries = await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}'");
+
+        // FAILED_PRECONDITION is HTTP 400 in gRPC's mapping; the body names the version.
+        Assert.Equal((HttpStatusCode.BadRequest, HttpStatusCode.OK, HttpStatusCode.OK), (stale.StatusCode, paid.StatusCode, quote.StatusCode));
+        Assert.Contains("is at version 1", await stale.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal("MEMBERSHIP_STATUS_ACTIVE", (await Json(paid)).GetProperty("membership").GetProperty("status").GetString());
+        Assert.Equal(24, (await Json(quote)).GetProperty("points").GetInt64());
+        Assert.Equal("REWARD_BLOCK_POINTS", rewards.GetProperty("rewards")[0].GetProperty("blockedBy").GetString());
+        Assert.Equal(2, entries);
+    }
+
     private static HttpClient Client(InProcessEngine engine, string? key)
     {
         var http = new HttpClient { BaseAddress = new Uri(engine.HttpAddress), Timeout = TimeSpan.FromSeconds(30) };

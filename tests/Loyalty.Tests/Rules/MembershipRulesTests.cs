@@ -117,3 +117,34 @@ public sealed class MembershipRulesTests
     private static void Apply(MembershipState member, LedgerEntryKind kind, MembershipChange change, DateTimeOffset at) =>
         member.Apply(new LedgerEntry("p", "m", 1, kind, Points.Zero, null, 0, null, 0, null, null, null, at, at, Details: new EntryDetails { Membership = change }));
 }
+
+/// <summary>The refusals of the programme settings added with the kinds of programme: each names its field.</summary>
+public sealed class ProgrammeSettingsRefusalTests
+{
+    public static TheoryData<string, ProgramSettings, string> Cases => new()
+    {
+        { "a plan term of 0 months", Shop(new MembershipPlan("p", "P", 1_00, 0)), "membership_plans[0] needs term_months" },
+        { "a negative fee", Shop(new MembershipPlan("p", "P", -1, 1)), "membership_plans[0].fee_minor" },
+        { "a plan multiplier below x1", Shop(new MembershipPlan("p", "P", 1_00, 1, MultiplierBp: 5_000)), "membership_plans[0].multiplier_bp" },
+        { "two plans with one id", Shop(new MembershipPlan("p", "P", 1_00, 1), new MembershipPlan("p", "Q", 2_00, 1)), "repeats plan p" },
+        { "a campaign for an unknown plan", Shop(new MembershipPlan("p", "P", 1_00, 1)) with { Campaigns = [RuleBuilders.Campaign("c", bonus: 5) with { Plans = ["gold"] }] }, "plan 'gold'" },
+        { "a reward for an unknown plan", RuleBuilders.Program() with { Rewards = [new Reward("r", "R", RewardKind.Product, 10, Sku: "R", Plans: ["gold"])] }, "plan 'gold'" },
+        { "a trade-in table without rates", RuleBuilders.Program() with { TradeIn = new TradeInPolicy([]) }, "trade_in.rates must list" },
+        { "a trade-in rate for REJECTED", RuleBuilders.Program() with { TradeIn = new TradeInPolicy([new TradeInRate("j", TradeInCondition.Rejected, 1)]) }, "condition must be LIKE_NEW, GOOD or WORN" },
+        { "a trade-in rate repeated", RuleBuilders.Program() with { TradeIn = new TradeInPolicy([new TradeInRate("j", TradeInCondition.Good, 1), new TradeInRate("j", TradeInCondition.Good, 2)]) }, "repeats j" },
+        { "a trade-in credit too large", RuleBuilders.Program() with { TradeIn = new TradeInPolicy([new TradeInRate("j", TradeInCondition.Good, Limits.TradeInCreditMinorMax + 1)]) }, "credit_minor must be" },
+        { "a bonus day at x1", RuleBuilders.Program() with { BonusDays = new BonusDayPolicy(Multipliers.One, BonusDayStacking.Stack) }, "bonus_days.multiplier_bp" },
+        { "a tier granting 53 bonus days", RuleBuilders.Program() with { Tiers = new TierLadder(TierBasis.Points, 365, 0, [new TierDefinition("t", 0, Multipliers.One, [], 53)]) }, "bonus_days_per_year must be 0..52" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ASetting_OutOfBounds_IsRefusedNamingItsField(string rule, ProgramSettings settings, string message)
+    {
+        string? error = settings.Check();
+
+        Assert.True(error?.Contains(message, StringComparison.Ordinal) == true, $"{rule}: {error ?? "accepted"}");
+    }
+
+    private static ProgramSettings Shop(params MembershipPlan[] plans) => RuleBuilders.Program() with { MembershipPlans = plans };
+}
