@@ -213,7 +213,15 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>A membership change decided by <paramref name="decide"/> (an entry, or an answer without a write) on an open account.</summary>
-    private Task<MembershipResult> WriteMembershipAsync(Func<ProgramConfig, DateTimeOffset, (LedgerEntry? Entry, MembershipResult? Answer)> decide)
+    private Task<MembershipResult> WriteMembershipAsync(Func<ProgramConfig, DateTimeOffset, (LedgerEntry? Entry, MembershipResult? Answer)> decide) =>
+        WriteOpenAsync(decide, (program, entry) => MembershipAnswer(program, AccrualStatus.Accepted, entry.Sequence), MembershipResult.Reject);
+
+    /// <summary>
+    /// A change of an open account (enrolled, neither erased nor merged away) decided by
+    /// <paramref name="decide"/>: the entry to write, or an answer without a write.
+    /// </summary>
+    private Task<T> WriteOpenAsync<T>(Func<ProgramConfig, DateTimeOffset, (LedgerEntry? Entry, T? Answer)> decide, Func<ProgramConfig?, LedgerEntry, T> committed, Func<LoyaltyError, string, T> reject)
+        where T : class
     {
         ProgramConfig? current = null;
         return WriteAsync(
@@ -224,15 +232,15 @@ public sealed partial class MemberGrain
                 current = program;
                 if (Closed() is { } closed)
                 {
-                    return MembershipResult.Reject(closed.Error, closed.ErrorMessage!);
+                    return reject(closed.Error, closed.ErrorMessage!);
                 }
 
-                (entry, MembershipResult? answer) = decide(program, now);
+                (entry, T? answer) = decide(program, now);
                 return answer;
             },
-            (entry, _, _) => MembershipAnswer(current, AccrualStatus.Accepted, entry.Sequence),
-            _ => Task.FromResult<MembershipResult?>(null),
-            MembershipResult.Reject);
+            (entry, _, _) => committed(current, entry),
+            _ => Task.FromResult<T?>(null),
+            reject);
     }
 
     private MembershipResult MembershipAnswer(ProgramConfig? program, AccrualStatus status, long sequence) =>
@@ -246,40 +254,25 @@ public sealed partial class MemberGrain
             return Task.FromResult(MemberResult.Reject(LoyaltyError.InvalidArgument, error));
         }
 
-        ProgramConfig? current = null;
-        return WriteAsync(
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+        return WriteOpenAsync<MemberResult>((program, now) =>
+        {
+            if (program.Settings.Giving is not { } giving)
             {
-                entry = null;
-                current = program;
-                if (Closed() is { } closed)
-                {
-                    return closed;
-                }
+                return (null, MemberResult.Reject(LoyaltyError.FailedPrecondition, $"program '{_programId}' gives no share of purchases to causes (settings.giving)"));
+            }
 
-                if (program.Settings.Giving is not { } giving)
-                {
-                    return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"program '{_programId}' gives no share of purchases to causes (settings.giving)");
-                }
+            if (causeId is not null && !giving.Has(causeId))
+            {
+                return (null, MemberResult.Reject(LoyaltyError.NotFound,
+                    $"cause '{causeId}' is not one of program '{_programId}''s causes ({string.Join(", ", giving.Causes.Select(c => c.Id))})"));
+            }
 
-                if (causeId is not null && !giving.Has(causeId))
-                {
-                    return MemberResult.Reject(LoyaltyError.NotFound,
-                        $"cause '{causeId}' is not one of program '{_programId}''s causes ({string.Join(", ", giving.Causes.Select(c => c.Id))})");
-                }
-
-                if (_state.Cause == causeId)
-                {
-                    return new MemberResult(View(program), LoyaltyError.None, null);
-                }
-
-                entry = NewEntry(LedgerEntryKind.CauseChosen, Points.Zero, null, 0, now, program) with { Reference = causeId };
-                return null;
-            },
-            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
-            _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
+            return _state.Cause == causeId
+                ? (null, new MemberResult(View(program), LoyaltyError.None, null))
+                : (NewEntry(LedgerEntryKind.CauseChosen, Points.Zero, null, 0, now, program) with { Reference = causeId }, null);
+        },
+        (program, _) => new MemberResult(View(program), LoyaltyError.None, null),
+        MemberResult.Reject);
     }
 
     /// <inheritdoc />

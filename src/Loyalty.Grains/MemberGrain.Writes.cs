@@ -169,35 +169,20 @@ public sealed partial class MemberGrain
             return Task.FromResult(MemberResult.Reject(LoyaltyError.InvalidArgument, error));
         }
 
-        ProgramConfig? current = null;
-        return WriteAsync(
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+        return WriteOpenAsync<MemberResult>((program, now) =>
+        {
+            // Added and removed against the flags as committed now: the write loop decides one change at a time.
+            if (change.ApplyTo(_state.Flags, out string? tooMany) is not { } wanted)
             {
-                entry = null;
-                current = program;
-                if (Closed() is { } closed)
-                {
-                    return closed;
-                }
+                return (null, MemberResult.Reject(LoyaltyError.FailedPrecondition, tooMany!));
+            }
 
-                // Added and removed against the flags as committed now: the write loop decides one change at a time.
-                if (change.ApplyTo(_state.Flags, out string? tooMany) is not { } wanted)
-                {
-                    return MemberResult.Reject(LoyaltyError.FailedPrecondition, tooMany!);
-                }
-
-                if (_state.Flags.SequenceEqual(wanted))
-                {
-                    return new MemberResult(View(program), LoyaltyError.None, null);
-                }
-
-                entry = NewEntry(LedgerEntryKind.Flags, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { Flags = wanted } };
-                return null;
-            },
-            (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
-            _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
+            return _state.Flags.SequenceEqual(wanted)
+                ? (null, new MemberResult(View(program), LoyaltyError.None, null))
+                : (NewEntry(LedgerEntryKind.Flags, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { Flags = wanted } }, null);
+        },
+        (program, _) => new MemberResult(View(program), LoyaltyError.None, null),
+        MemberResult.Reject);
     }
 
     /// <inheritdoc />

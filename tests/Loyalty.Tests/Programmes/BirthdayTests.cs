@@ -1,6 +1,7 @@
 using Grpc.Core;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Time.Testing;
+using static Loyalty.Tests.Programmes.Calls;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Programmes;
@@ -14,7 +15,6 @@ public sealed class BirthdayTests
 {
     private const string Program = "bday";
     private static readonly DateTimeOffset Start = new(2026, 11, 30, 12, 0, 0, TimeSpan.Zero);
-    private static readonly TimeSpan DueWaitMax = TimeSpan.FromSeconds(20);
 
     [Theory]
     [InlineData(Backend.Sqlite)]
@@ -102,16 +102,8 @@ public sealed class BirthdayTests
     private static Task<V1.Transaction> TransactionAsync(InProcessEngine engine, string member, string txn) =>
         engine.Purchases.GetTransactionAsync(new V1.GetTransactionRequest { ProgramId = Program, MemberId = member, TransactionId = txn }).ResponseAsync;
 
-    private static Task<long> BirthdaysAsync(InProcessEngine engine, string member) =>
-        Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = '{member}' AND kind = 23");
+    private static Task<long> BirthdaysAsync(InProcessEngine engine, string member) => EntriesAsync(engine, Program, member, (int)V1.LedgerEntryKind.Birthday);
 
-    private static async Task WaitForAsync(InProcessEngine engine, string member, long birthdays)
-    {
-        DateTime until = DateTime.UtcNow + DueWaitMax;
-        while (await BirthdaysAsync(engine, member) < birthdays)
-        {
-            Assert.True(DateTime.UtcNow < until, $"{member}'s birthday {birthdays} was not written in time");
-            await Task.Delay(50);
-        }
-    }
+    private static Task WaitForAsync(InProcessEngine engine, string member, long birthdays) =>
+        WaitForEntriesAsync(engine, Program, member, (int)V1.LedgerEntryKind.Birthday, birthdays);
 }

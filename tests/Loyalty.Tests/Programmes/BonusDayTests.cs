@@ -2,6 +2,7 @@ using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Time.Testing;
+using static Loyalty.Tests.Programmes.Calls;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Programmes;
@@ -127,5 +128,4 @@ public sealed class BonusDayTests
         return purchase;
     }
 
-    private static async Task<RpcException> RefusedAsync<T>(Task<T> call) => await Assert.ThrowsAsync<RpcException>(() => call);
 }

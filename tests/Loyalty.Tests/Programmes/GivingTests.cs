@@ -2,6 +2,7 @@ using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Time.Testing;
+using static Loyalty.Tests.Programmes.Calls;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Programmes;
@@ -155,5 +156,4 @@ public sealed class GivingTests
             ? $"SELECT COALESCE(SUM((details::jsonb ->> 'given_minor')::bigint), 0) FROM ledger_entries WHERE program_id = '{Program}'"
             : $"SELECT COALESCE(SUM(json_extract(details, '$.given_minor')), 0) FROM ledger_entries WHERE program_id = '{Program}'");
 
-    private static async Task<RpcException> RefusedAsync<T>(Task<T> call) => await Assert.ThrowsAsync<RpcException>(() => call);
 }

@@ -2,6 +2,7 @@ using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Time.Testing;
+using static Loyalty.Tests.Programmes.Calls;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Programmes;
@@ -16,7 +17,6 @@ public sealed class MembershipTests
 {
     private const string Program = "prime";
     private static readonly DateTimeOffset Start = new(2026, 11, 30, 12, 0, 0, TimeSpan.Zero);
-    private static readonly TimeSpan DueWaitMax = TimeSpan.FromSeconds(20);
 
     [Theory]
     [InlineData(Backend.Sqlite)]
@@ -78,7 +78,7 @@ public sealed class MembershipTests
             Assert.Equal("base=100 prime=50", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-2", 100_00, clock.GetUtcNow()))));
 
             clock.SetUtcNow(paid.Membership.TermEndsAt.ToDateTimeOffset().AddSeconds(1));
-            await WaitForAsync(engine, "p", kind: 27);
+            await WaitForEntriesAsync(engine, Program, "p", (int)V1.LedgerEntryKind.MembershipLapsed);
             V1.Member lapsed = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "p" });
             Assert.Equal((V1.MembershipStatus.Lapsed, false, 0), (lapsed.Membership.Status, lapsed.Membership.EarlyAccess, lapsed.Membership.Perks.Count));
             Assert.Equal(
@@ -165,15 +165,4 @@ public sealed class MembershipTests
     private static string Describe(V1.PurchaseAck ack) =>
         string.Join(" ", ack.Breakdown.Components.Where(c => c.Points != 0).Select(c => $"{(c.Kind == V1.ComponentKind.Base ? "base" : c.Code)}={c.Points}"));
 
-    private static async Task WaitForAsync(InProcessEngine engine, string member, int kind)
-    {
-        DateTime until = DateTime.UtcNow + DueWaitMax;
-        while (await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = '{member}' AND kind = {kind}") == 0)
-        {
-            Assert.True(DateTime.UtcNow < until, $"no entry of kind {kind} for {member} in time");
-            await Task.Delay(50);
-        }
-    }
-
-    private static async Task<RpcException> RefusedAsync<T>(Task<T> call) => await Assert.ThrowsAsync<RpcException>(() => call);
 }

@@ -228,8 +228,6 @@ public sealed class ScenarioTests
     /// <summary>An engine on a fake clock with one scenario loaded through the API as its program.</summary>
     private sealed class Story : IAsyncDisposable
     {
-        private static readonly TimeSpan DueWaitMax = TimeSpan.FromSeconds(20);
-
         private Story(InProcessEngine engine, FakeTimeProvider clock, string program)
         {
             (Engine, Clock, Program) = (engine, clock, program);
@@ -266,15 +264,7 @@ public sealed class ScenarioTests
         public Task<V1.Member> MemberAsync(string member) =>
             Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = member }).ResponseAsync;
 
-        public async Task WaitForEntryAsync(string member, V1.LedgerEntryKind kind)
-        {
-            DateTime until = DateTime.UtcNow + DueWaitMax;
-            while (await Sql.ScalarAsync(Engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = '{member}' AND kind = {(int)kind}") == 0)
-            {
-                Assert.True(DateTime.UtcNow < until, $"no {kind} entry for {member} in time");
-                await Task.Delay(50);
-            }
-        }
+        public Task WaitForEntryAsync(string member, V1.LedgerEntryKind kind) => Calls.WaitForEntriesAsync(Engine, Program, member, (int)kind);
 
         public ValueTask DisposeAsync() => Engine.DisposeAsync();
     }

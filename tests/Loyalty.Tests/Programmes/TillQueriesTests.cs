@@ -2,6 +2,7 @@ using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Time.Testing;
+using static Loyalty.Tests.Programmes.Calls;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Programmes;
@@ -233,5 +234,4 @@ public sealed class TillQueriesTests
     private static Task<long> EntriesAsync(InProcessEngine engine) =>
         Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}'");
 
-    private static async Task<RpcException> RefusedAsync<T>(Task<T> call) => await Assert.ThrowsAsync<RpcException>(() => call);
 }

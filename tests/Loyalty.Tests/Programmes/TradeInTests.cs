@@ -2,6 +2,7 @@ using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Time.Testing;
+using static Loyalty.Tests.Programmes.Calls;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Programmes;
@@ -129,5 +130,4 @@ public sealed class TradeInTests
             ? $"SELECT COALESCE(SUM((details::jsonb ->> 'wallet_minor')::bigint), 0) FROM ledger_entries WHERE program_id = '{Program}'"
             : $"SELECT COALESCE(SUM(json_extract(details, '$.wallet_minor')), 0) FROM ledger_entries WHERE program_id = '{Program}'");
 
-    private static async Task<RpcException> RefusedAsync<T>(Task<T> call) => await Assert.ThrowsAsync<RpcException>(() => call);
 }
