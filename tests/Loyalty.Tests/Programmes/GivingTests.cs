@@ -66,6 +66,11 @@ public sealed class GivingTests
             Assert.Equal(StatusCode.NotFound, (await RefusedAsync(ChooseAsync(engine, "ghost", "oceans"))).StatusCode);
             Assert.Equal(entries, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}'"));
 
+            // An empty cause withdraws the choice: without a default cause, purchases give nothing.
+            V1.Member withdrawn = await ChooseAsync(engine, "a", "");
+            V1.PurchaseAck afterWithdrawal = await engine.Purchases.AccrueAsync(Buy("a", "a-3", 50_00));
+            Assert.Equal(("", 0L), (withdrawn.Cause, afterWithdrawal.Breakdown.GivenMinor));
+
             engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "a", "b", "c");
 
             // Erasure forgets the choice, in memory and in the ledger; the amounts stay for the accounts.

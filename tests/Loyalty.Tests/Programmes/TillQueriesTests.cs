@@ -167,6 +167,8 @@ public sealed class TillQueriesTests
         Assert.Equal(("h-open", "coffee", 2, 100L), (open.ReservationId, open.RewardId, open.Quantity, open.Points));
         Assert.Equal(clock.GetUtcNow().AddSeconds(ReservationHoldSeconds), open.LapsesAt.ToDateTimeOffset());
 
+        Assert.Equal(StatusCode.NotFound, (await RefusedAsync(redemptions.ListReservationsAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "ghost" }).ResponseAsync)).StatusCode);
+
         // Another member's transaction, an unknown id and a malformed one are refused with their reason.
         Assert.Equal(StatusCode.NotFound, (await RefusedAsync(engine.Purchases.GetTransactionAsync(new V1.GetTransactionRequest { ProgramId = Program, MemberId = "u", TransactionId = "p-1" }).ResponseAsync)).StatusCode);
         Assert.Equal(StatusCode.NotFound, (await RefusedAsync(engine.Purchases.GetTransactionAsync(new V1.GetTransactionRequest { ProgramId = Program, MemberId = "t", TransactionId = "never" }).ResponseAsync)).StatusCode);
