@@ -1,6 +1,6 @@
 namespace Loyalty.Grains;
 
-/// <summary>Giving back, decided purely: what a purchase gives and to which cause, and what a return takes back.</summary>
+/// <summary>Giving back, decided purely: what a purchase gives and to which cause (a return takes its share back through <see cref="Reversal.TakenBack"/>).</summary>
 public static class GivingRules
 {
     /// <summary>
@@ -13,23 +13,5 @@ public static class GivingRules
         string? cause = policy is null ? null : policy.Has(chosen) ? chosen : policy.DefaultCause;
         long given = cause is null ? 0 : policy!.ShareOf(amountMinor);
         return given > 0 ? (cause, given) : (null, 0);
-    }
-
-    /// <summary>
-    /// What a return of <paramref name="returnedNowMinor"/> takes back of <paramref name="givenMinor"/>
-    /// that a purchase of <paramref name="amountMinor"/> gave, after <paramref name="returnedBeforeMinor"/>
-    /// was returned before: the share of the money returned so far, rounded down, less what earlier
-    /// returns took. Partial returns never take back more than was given; returning all takes back all.
-    /// The same share gives back the store credit a purchase was paid with.
-    /// </summary>
-    public static long TakenBack(long givenMinor, long amountMinor, long returnedBeforeMinor, long returnedNowMinor)
-    {
-        if (givenMinor <= 0 || amountMinor <= 0)
-        {
-            return 0;
-        }
-
-        long after = Math.Min(amountMinor, checked(returnedBeforeMinor + returnedNowMinor));
-        return (long)(((Int128)givenMinor * after / amountMinor) - ((Int128)givenMinor * Math.Min(amountMinor, returnedBeforeMinor) / amountMinor));
     }
 }

@@ -53,10 +53,10 @@ public sealed partial class MemberGrain
         // A purchase returned in full (every line, though lines may not add up to its amount) gives back all of the rest.
         long returnedBefore = progress?.AmountReturnedMinor ?? 0;
         long returnedNow = reversal.Full ? Math.Max(0, original.AmountMinor - returnedBefore) : reversal.ReturnedAmountMinor;
-        long takenBack = GivingRules.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, returnedBefore, returnedNow);
+        long takenBack = Reversal.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, returnedBefore, returnedNow);
 
         // Store credit the purchase was paid with goes back to the wallet in the share of the money returned.
-        long refunded = GivingRules.TakenBack(-(original.Details?.WalletMinor ?? 0), original.AmountMinor, returnedBefore, returnedNow);
+        long refunded = Reversal.TakenBack(-(original.Details?.WalletMinor ?? 0), original.AmountMinor, returnedBefore, returnedNow);
         var details = new EntryDetails
         {
             Components = reversal.Components,
@@ -201,6 +201,9 @@ public sealed partial class MemberGrain
         (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         TierDefinition tier = ladder.Tiers[index];
         ExpiryPolicy policy = program?.Settings.ExpiryRules ?? new ExpiryPolicy(ExpiryMode.None, 0);
+
+        // The program's calendar day, only for a program with bonus days (finding its time zone is not free).
+        DateOnly? today = program?.Settings.BonusDays is null ? null : BonusDayRules.LocalDay(now, program.Settings.Zone);
         return _state.ToView(_programId, _memberId, tier.Name, reviewAt, ((IQualifying)_state).QualifyingAt(ladder, now), tier.Perks) with
         {
             Held = _state.HeldAt(now),
@@ -214,8 +217,8 @@ public sealed partial class MemberGrain
             MergedInto = _state.MergedInto,
             MergedFrom = [.. _state.MergedFrom],
             TierProgress = Tiering.Progress(index, reviewAt, ladder, _state, now),
-            BonusDays = program?.Settings.BonusDays is null ? null : BonusDayRules.Upcoming(_state.BonusDays, BonusDayRules.LocalDay(now, program.Settings.Zone)),
-            BonusDaysLeft = program?.Settings.BonusDays is null ? 0 : BonusDayRules.Left(tier, _state.BonusDays, BonusDayRules.LocalDay(now, program.Settings.Zone).Year),
+            BonusDays = today is { } day ? BonusDayRules.Upcoming(_state.BonusDays, day) : null,
+            BonusDaysLeft = today is { } year ? BonusDayRules.Left(tier, _state.BonusDays, year.Year) : 0,
             Cause = _state.Cause,
             GivenMinor = _state.GivenMinor,
             BirthdayGift = _state.OpenBirthdayGift(now),

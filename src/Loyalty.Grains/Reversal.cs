@@ -46,6 +46,24 @@ public static class Reversal
         public long Of(long points) => Whole == 0 ? 0 : (long)(points * Returned / Whole);
     }
 
+    /// <summary>
+    /// What a return of <paramref name="returnedNowMinor"/> takes back of money <paramref name="givenMinor"/>
+    /// that a purchase of <paramref name="amountMinor"/> moved (its share to a cause, the store credit
+    /// it was paid with), after <paramref name="returnedBeforeMinor"/> was returned before: the share of
+    /// the money returned so far, rounded down, less what earlier returns took. Partial returns never
+    /// take back more than was moved; returning all takes back all.
+    /// </summary>
+    public static long TakenBack(long givenMinor, long amountMinor, long returnedBeforeMinor, long returnedNowMinor)
+    {
+        if (givenMinor <= 0 || amountMinor <= 0)
+        {
+            return 0;
+        }
+
+        long after = Math.Min(amountMinor, checked(returnedBeforeMinor + returnedNowMinor));
+        return (long)(((Int128)givenMinor * after / amountMinor) - ((Int128)givenMinor * Math.Min(amountMinor, returnedBeforeMinor) / amountMinor));
+    }
+
     /// <summary>How much of <paramref name="purchase"/> its returns so far (<paramref name="progress"/>, null for none) gave back, and what is left.</summary>
     public static ReturnStatus Status(LedgerEntry purchase, ReturnProgress? progress)
     {

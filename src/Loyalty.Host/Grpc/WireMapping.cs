@@ -377,9 +377,10 @@ internal static class WireMapping
     /// <summary>A calendar day from YYYY-MM-DD, or null with a message naming <paramref name="field"/>.</summary>
     public static DateOnly? ParseDay(string text, string field, out string? error)
     {
-        bool ok = text.Length == 10 && DateOnly.TryParseExact(text, "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out DateOnly day);
+        DateOnly day = default;
+        bool ok = text.Length == 10 && DateOnly.TryParseExact(text, "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out day);
         error = ok ? null : $"{field} must be a day as YYYY-MM-DD";
-        return ok ? DateOnly.ParseExact(text, "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture) : null;
+        return ok ? day : null;
     }
 
     /// <summary>The member message.</summary>

@@ -42,7 +42,7 @@ public sealed class GivingRulesTests
             while (returned < amount)
             {
                 long now = Math.Min(amount - returned, random.NextInt64(1, (amount / 3) + 2));
-                long back = GivingRules.TakenBack(given, amount, returned, now);
+                long back = Reversal.TakenBack(given, amount, returned, now);
                 Assert.InRange(back, 0, given - taken);
                 (returned, taken) = (returned + now, taken + back);
             }
