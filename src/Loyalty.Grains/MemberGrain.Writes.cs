@@ -264,7 +264,7 @@ public sealed partial class MemberGrain
                 await prefetch();
             }
 
-            await WaitForCommitsAsync();
+            await WaitToDecideAsync();
             if (!_valid)
             {
                 // Another change's commit failed or collided while this one waited: reload and
@@ -278,25 +278,28 @@ public sealed partial class MemberGrain
             DateTimeOffset now = _clock.GetUtcNow();
             _state.Mature(now);
             LedgerEntry? entry = null, before = null;
-            if (Decide(stage, pairStage, program, now, ref entry, ref before, out T? answer) is { } overflow)
+            string? overflow = Decide(stage, pairStage, program, now, ref entry, ref before, out T? answer);
+            (LoyaltyError Error, string Message)? refused = entry is null ? null : Headroom.Refuse(_state, before ?? entry, before is null ? null : entry);
+            if (entry is null || refused is not null)
             {
-                return reject(LoyaltyError.InvalidArgument, overflow);
-            }
+                if (_open is { } group)
+                {
+                    // An answer without a write is given on committed state only, and this one may
+                    // rest on the open group's changes: decide again once they have settled.
+                    await group.Outcome.Task;
+                    attempt--;
+                    continue;
+                }
 
-            if (entry is null)
-            {
-                return answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
-            }
-
-            if (Headroom.Refuse(_state, before ?? entry, before is null ? null : entry) is { } refused)
-            {
-                return reject(refused.Error, refused.Message);
+                return overflow is not null ? reject(LoyaltyError.InvalidArgument, overflow)
+                    : refused is { } no ? reject(no.Error, no.Message)
+                    : answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
             }
 
             ApplyDecided(entry, before);
             Points balance = _state.Balance;
             Points pending = _state.PendingTotal;
-            switch (await CommitAsync(entry, MarkDue(program.Settings), before))
+            switch (await CommitAsync(entry, program.Settings, before))
             {
                 case CommitOutcome.Committed:
                     AtFault(FaultStep.Acknowledge, entry, before);

@@ -12,7 +12,8 @@ namespace Loyalty.Grains;
 /// One member. Every change is decided on committed state and applied in memory before the first
 /// await, then its ledger entry joins the silo's group commit and the call answers once the
 /// commit is durable. The grain is reentrant, so reads and other members' calls are not held up,
-/// but one member has one change in flight at a time (see <see cref="WaitForCommitsAsync"/>).
+/// but one member has one commit group in flight at a time: changes that arrive meanwhile wait,
+/// then decide on top of each other and commit together, all or nothing (see <see cref="CommitAsync"/>).
 /// When a commit fails or collides, the in-memory state is marked invalid and the next call
 /// reloads it from storage (snapshot plus the ledger after it), once the member's in-flight
 /// commits have settled: an acknowledged change is never lost, an unacknowledged one never kept.
@@ -46,8 +47,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private readonly long _activatedAt = System.Diagnostics.Stopwatch.GetTimestamp();
     private Task? _loading;
     private bool _loadedOnce;
+    /// <summary>Commit groups in flight: 0 or 1 (open, or sent to the ledger).</summary>
     private int _inFlight;
     private TaskCompletionSource? _drained;
+    /// <summary>The commit group that changes may still join (see <see cref="CommitAsync"/>).</summary>
+    private CommitGroup? _open;
+    /// <summary>Changes waiting in <see cref="WaitToDecideAsync"/> for the group in flight.</summary>
+    private int _waiting;
     private int _appliedSinceSnapshot;
     private bool _snapshotting;
     /// <summary>
@@ -186,7 +192,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             }
 
             ApplyDecided(entry, null);
-            switch (await CommitAsync(entry, MarkDue(program?.Settings)))
+            switch (await CommitAsync(entry, program?.Settings))
             {
                 case CommitOutcome.Committed:
                     AtFault(FaultStep.Acknowledge, entry, null);
@@ -380,18 +386,50 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     }
 
     /// <summary>
-    /// Waits for the entry's batch. Anything but a clean insert invalidates the in-memory state,
-    /// which already holds the change. Changes waiting in <see cref="WaitForCommitsAsync"/> are
-    /// released only after this bookkeeping, so a resend decides on the settled state.
+    /// Commits an applied change (an entry, or a pair that carries <paramref name="before"/>)
+    /// and answers how it went. Anything but a clean insert invalidates the in-memory state,
+    /// which already holds the change; changes waiting for it are released only after this
+    /// bookkeeping, so a resend decides on the settled state.
+    /// <para>
+    /// One member's changes form commit groups, so that a member who is sent many changes at
+    /// once is not held to one change per commit. A change that finds no group in flight opens
+    /// one. When others are waiting for the previous group (they were released with it), it
+    /// yields once to the activation's queue first, and each of them that writes decides on top
+    /// of it and joins. Then the group is sealed and goes to the ledger as one all-or-nothing
+    /// unit (<see cref="LedgerCommitQueue.AppendGroupAsync"/>): a change is never durable
+    /// without the changes it was decided on, and if one entry is refused, none is written and
+    /// every change of the group decides again on the reloaded state. With nobody waiting (the
+    /// usual case) the change commits alone and nothing is allocated for the group.
+    /// </para>
     /// </summary>
-    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, DueChange? due = null, LedgerEntry? before = null)
+    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before = null)
     {
+        _appliedSinceSnapshot += before is null ? 1 : 2;
+        if (_open is { } joined)
+        {
+            joined.Add(before, entry, settings);
+            return await joined.Outcome.Task;
+        }
+
         _inFlight++;
-        _appliedSinceSnapshot++;
+        CommitGroup? group = null;
         CommitOutcome outcome = CommitOutcome.Failed;
         try
         {
-            bool written = before is null ? await _ledger.AppendAsync(entry, due) : await _ledger.AppendPairAsync(before, entry, due);
+            if (_waiting > 0)
+            {
+                group = _open = new CommitGroup();
+                group.Add(before, entry, settings);
+                await Task.Yield();
+                _open = null;
+                settings = group.Settings;
+            }
+
+            // The due mark is made for the state after the group's last change.
+            DueChange? due = MarkDue(settings);
+            bool written = group is not null ? await _ledger.AppendGroupAsync(group.Entries, due)
+                : before is null ? await _ledger.AppendAsync(entry, due)
+                : await _ledger.AppendGroupAsync([before, entry], due);
             outcome = written ? CommitOutcome.Committed : CommitOutcome.Conflict;
         }
         catch (LedgerUnavailableException)
@@ -401,8 +439,14 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         finally
         {
             // On every path, an unexpected exception included: the member's next change waits for
-            // this one to settle, and an unconfirmed change must not stay in memory.
-            Settle(entry, outcome);
+            // this group to settle, and an unconfirmed change must not stay in memory.
+            if (ReferenceEquals(_open, group))
+            {
+                _open = null;
+            }
+
+            Settle(group?.Entries[0] ?? before ?? entry, outcome);
+            group?.Outcome.SetResult(outcome);
         }
 
         if (outcome == CommitOutcome.Committed)
@@ -414,12 +458,12 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     }
 
     /// <summary>The bookkeeping after a commit: invalidate unless committed, and release the changes waiting for it.</summary>
-    private void Settle(LedgerEntry entry, CommitOutcome outcome)
+    private void Settle(LedgerEntry first, CommitOutcome outcome)
     {
         if (outcome != CommitOutcome.Committed)
         {
             _valid = false;
-            LogCommitNotApplied(_programId, _memberId, entry.Sequence, outcome);
+            LogCommitNotApplied(_programId, _memberId, first.Sequence, outcome);
         }
 
         _inFlight--;
@@ -432,11 +476,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
     /// <summary>
     /// Returns once none of this member's changes waits for its commit. A change is decided on
-    /// committed state only, so a member has one change (or pair) in flight at a time: a change
-    /// decided on top of one that the ledger then refuses (a resend of an id older than the grain
-    /// remembers) would otherwise commit after it, leaving a gap in the member's sequence and,
-    /// for a redemption, points spent that were never credited. Members' changes still share the
-    /// silo's group commit; only one member's own changes queue behind each other.
+    /// committed state only, or inside the group it commits with: a change decided on top of one
+    /// that the ledger then refuses (a resend of an id older than the grain remembers) would
+    /// otherwise commit after it, leaving a gap in the member's sequence and, for a redemption,
+    /// points spent that were never credited. Members' changes share the silo's group commit.
     /// </summary>
     private async Task WaitForCommitsAsync()
     {
@@ -444,6 +487,50 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         {
             _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             await _drained.Task;
+        }
+    }
+
+    /// <summary>
+    /// Like <see cref="WaitForCommitsAsync"/>, but returns at once while a commit group is open:
+    /// a change may then decide on top of it and join it (see <see cref="CommitAsync"/>).
+    /// </summary>
+    private async Task WaitToDecideAsync()
+    {
+        while (_inFlight > 0 && _open is null)
+        {
+            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiting++;
+            try
+            {
+                await _drained.Task;
+            }
+            finally
+            {
+                _waiting--;
+            }
+        }
+    }
+
+    /// <summary>One member's changes decided on top of each other and committed as one unit.</summary>
+    private sealed class CommitGroup
+    {
+        public List<LedgerEntry> Entries { get; } = new(4);
+
+        /// <summary>How the group's commit went, for every change in it.</summary>
+        public TaskCompletionSource<CommitOutcome> Outcome { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>The program's settings the last change was decided under (for the due mark).</summary>
+        public ProgramSettings? Settings { get; private set; }
+
+        public void Add(LedgerEntry? before, LedgerEntry entry, ProgramSettings? settings)
+        {
+            if (before is not null)
+            {
+                Entries.Add(before);
+            }
+
+            Entries.Add(entry);
+            Settings = settings ?? Settings;
         }
     }
 

@@ -19,8 +19,11 @@ public interface ILedgerStore
     /// before the entries (an early due time is harmless; a lost one is not).
     /// <paramref name="detailsJson"/>, when given, holds entry i's details already encoded by
     /// <see cref="DetailsJson.Write"/> (see <see cref="StoresDetailsAsJson"/>).
+    /// Each of <paramref name="groups"/> is written all or nothing within the transaction: when
+    /// one of its entries is skipped, so are the others (see <see cref="EntryGroups.TakeBackPartial"/>).
     /// </summary>
-    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson, CancellationToken cancellationToken);
+    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson,
+        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken);
 
     /// <summary>
     /// Whether the store keeps entry details as JSON text. The commit queue then encodes them on
@@ -30,11 +33,16 @@ public interface ILedgerStore
     bool StoresDetailsAsJson => false;
 
     /// <summary>
-    /// Inserts two entries of one member all or nothing: when either's (program, member,
-    /// sequence) or (program, transaction id) is taken, neither is written and the answer is false.
-    /// Throws when the transaction fails; then neither was written.
+    /// Inserts one member's consecutive entries all or nothing: when any one's (program, member,
+    /// sequence) or (program, transaction id) is taken, none is written and the answer is false.
+    /// Throws when the transaction fails; then none was written.
     /// </summary>
-    Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, CancellationToken cancellationToken);
+    async Task<bool> AppendGroupAsync(IReadOnlyList<LedgerEntry> group, CancellationToken cancellationToken)
+    {
+        bool[] inserted = new bool[group.Count];
+        await AppendBatchAsync(group, inserted, [], null, [new EntryGroup(0, group.Count)], cancellationToken);
+        return inserted.Length > 0 && Array.TrueForAll(inserted, i => i);
+    }
 
     /// <summary>
     /// Claims up to <paramref name="limit"/> members whose due time is at or before

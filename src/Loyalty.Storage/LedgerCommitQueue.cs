@@ -80,24 +80,50 @@ public sealed partial class LedgerCommitQueue
             return Task.FromException<bool>(new LedgerUnavailableException("The entry's details could not be encoded; the change was not recorded.", e));
         }
 
-        return Enqueue(new PendingAppend(entry, due, null, details));
+        return Enqueue(new PendingAppend(entry, due, null, details is null ? null : [details]));
     }
 
     /// <summary>
-    /// Queues two entries of one member that must commit together (a redemption and the purchase
-    /// that carries it): they travel as one item, so they land in the same batch and the same
-    /// transaction. True only when both were written.
+    /// Queues one member's consecutive entries that must commit together (changes decided on
+    /// top of each other, or a redemption and the purchase that carries it): they travel as one
+    /// item, so they land in the same batch, and the store writes them all or nothing. True only
+    /// when all were written.
     /// </summary>
-    public Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, DueChange? due = null)
+    public Task<bool> AppendGroupAsync(IReadOnlyList<LedgerEntry> group, DueChange? due = null)
     {
-        if (second.MemberId != first.MemberId || second.Sequence != first.Sequence + 1)
+        if (EntryGroups.Check(group) is { } wrong)
         {
-            throw new InvalidOperationException($"A pair must be two consecutive entries of one member, not {first.MemberId}#{first.Sequence} and {second.MemberId}#{second.Sequence}.");
+            throw new InvalidOperationException(wrong + ".");
         }
 
-        // A pair's details are encoded by the store, in its own transaction; the step is the same.
-        return InjectedFault(FaultStep.Encode, "The entry's details could not be encoded", first, second)
-            ?? Enqueue(new PendingAppend(first, due, second, null));
+        if (group.Count == 1)
+        {
+            return AppendAsync(group[0], due);
+        }
+
+        string?[]? details = null;
+        try
+        {
+            if (_store.StoresDetailsAsJson)
+            {
+                details = new string?[group.Count];
+            }
+
+            for (int i = 0; i < group.Count; i++)
+            {
+                _faults.At(FaultStep.Encode, group[i]);
+                if (details is not null)
+                {
+                    details[i] = DetailsJson.Write(group[i].Details);
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            return Task.FromException<bool>(new LedgerUnavailableException("The entries' details could not be encoded; the change was not recorded.", e));
+        }
+
+        return Enqueue(new PendingAppend(null, due, group, details));
     }
 
     /// <summary>
@@ -108,7 +134,7 @@ public sealed partial class LedgerCommitQueue
 
     private Task<bool> Enqueue(PendingAppend pending)
     {
-        if (pending.Entry is { } entry && InjectedFault(FaultStep.Enqueue, "The entry could not be queued", entry, pending.Second) is { } refused)
+        if (_faults.Armed && InjectedFault(FaultStep.Enqueue, "The entry could not be queued", pending) is { } refused)
         {
             return refused;
         }
@@ -183,7 +209,8 @@ public sealed partial class LedgerCommitQueue
         var entries = new List<LedgerEntry>(_options.BatchSizeMax);
         List<string?>? details = _store.StoresDetailsAsJson ? new(_options.BatchSizeMax) : null;
         var dues = new List<DueChange>();
-        var inserted = new bool[_options.BatchSizeMax];
+        var groups = new List<EntryGroup>();
+        bool[] inserted = new bool[_options.BatchSizeMax];
         while (FillBatch(reader, batch))
         {
             if (batch.Count == 0)
@@ -194,13 +221,18 @@ public sealed partial class LedgerCommitQueue
             entries.Clear();
             details?.Clear();
             dues.Clear();
+            groups.Clear();
             foreach (PendingAppend p in batch)
             {
-                // A pair is written on its own, all or nothing, after the batch (pairs are rare).
-                if (p.Entry is not null && p.Second is null)
+                if (p.Count > 1)
                 {
-                    entries.Add(p.Entry);
-                    details?.Add(p.EncodedDetails);
+                    groups.Add(new EntryGroup(entries.Count, p.Count));
+                }
+
+                for (int i = 0; i < p.Count; i++)
+                {
+                    entries.Add(p[i]);
+                    details?.Add(p.EncodedDetails?[i]);
                 }
 
                 if (p.Due is { } due)
@@ -209,7 +241,13 @@ public sealed partial class LedgerCommitQueue
                 }
             }
 
-            CommitAsync(batch, entries, details, dues, inserted).GetAwaiter().GetResult();
+            if (inserted.Length < entries.Count)
+            {
+                // A batch of groups may hold more entries than items.
+                inserted = new bool[entries.Count];
+            }
+
+            CommitAsync(batch, entries, details, dues, groups, inserted).GetAwaiter().GetResult();
             batch.Clear();
         }
     }
@@ -261,27 +299,18 @@ public sealed partial class LedgerCommitQueue
     /// <summary>Blocks the writer's thread until the channel answers.</summary>
     private static bool Wait(ValueTask<bool> pending) => pending.IsCompleted ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
 
-    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<string?>? details, List<DueChange> dues, bool[] inserted)
+    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<string?>? details, List<DueChange> dues,
+        List<EntryGroup> groups, bool[] inserted)
     {
         long started = Stopwatch.GetTimestamp();
-        bool[]? pairs = null;
         try
         {
             if (_faults.Armed)
             {
-                InjectCommitFaults(batch);
+                InjectCommitFaults(entries);
             }
 
-            await _store.AppendBatchAsync(entries, inserted, dues, details, CancellationToken.None);
-            for (int i = 0; i < batch.Count; i++)
-            {
-                if (batch[i] is { Entry: { } first, Second: { } second })
-                {
-                    // Only a batch that holds a pair pays for this array.
-                    pairs ??= new bool[batch.Count];
-                    pairs[i] = await _store.AppendPairAsync(first, second, CancellationToken.None);
-                }
-            }
+            await _store.AppendBatchAsync(entries, inserted, dues, details, groups, CancellationToken.None);
         }
         catch (Exception e)
         {
@@ -303,32 +332,32 @@ public sealed partial class LedgerCommitQueue
         Interlocked.Increment(ref _batchCount);
         Interlocked.Add(ref _entryCount, entries.Count);
         int entry = 0;
-        for (int i = 0; i < batch.Count; i++)
+        foreach (PendingAppend p in batch)
         {
-            PendingAppend p = batch[i];
-            batch[i].TrySetResult(p.Second is not null ? pairs![i] : p.Entry is null || inserted[entry++]);
+            // An item is written when all its entries are (a group's are all or none).
+            bool written = true;
+            for (int i = 0; i < p.Count; i++)
+            {
+                written &= inserted[entry++];
+            }
+
+            p.TrySetResult(written);
         }
 
         _commits.Signal();
     }
 
     /// <summary>
-    /// When an armed fault chooses <paramref name="first"/> or <paramref name="second"/> at this
-    /// step, the failure the caller would see from the ledger; otherwise null.
+    /// When an armed fault chooses one of the item's entries at this step, the failure the
+    /// caller would see from the ledger; otherwise null.
     /// </summary>
-    private Task<bool>? InjectedFault(FaultStep step, string what, LedgerEntry first, LedgerEntry? second = null)
+    private Task<bool>? InjectedFault(FaultStep step, string what, PendingAppend pending)
     {
-        if (!_faults.Armed)
-        {
-            return null;
-        }
-
         try
         {
-            _faults.At(step, first);
-            if (second is not null)
+            for (int i = 0; i < pending.Count; i++)
             {
-                _faults.At(step, second);
+                _faults.At(step, pending[i]);
             }
 
             return null;
@@ -340,34 +369,35 @@ public sealed partial class LedgerCommitQueue
     }
 
     /// <summary>Fails the whole batch, as a database error would, when an armed fault chooses one of its entries.</summary>
-    private void InjectCommitFaults(List<PendingAppend> batch)
+    private void InjectCommitFaults(List<LedgerEntry> entries)
     {
-        foreach (PendingAppend p in batch)
+        foreach (LedgerEntry entry in entries)
         {
-            if (p.Entry is { } first)
-            {
-                _faults.At(FaultStep.Commit, first);
-            }
-
-            if (p.Second is { } second)
-            {
-                _faults.At(FaultStep.Commit, second);
-            }
+            _faults.At(FaultStep.Commit, entry);
         }
     }
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Ledger batch of {EntryCount} entries failed to commit")]
     private partial void LogBatchFailed(Exception exception, int entryCount);
 
-    /// <summary>An entry waiting for its batch; the completion runs its awaiter off the writer loop.</summary>
-    private sealed class PendingAppend(LedgerEntry? entry, DueChange? due, LedgerEntry? second, string? detailsJson) : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
+    /// <summary>
+    /// An entry (or a group of one member's entries, or only a due change) waiting for its batch;
+    /// the completion runs its awaiter off the writer loop.
+    /// </summary>
+    private sealed class PendingAppend(LedgerEntry? entry, DueChange? due, IReadOnlyList<LedgerEntry>? group, string?[]? detailsJson)
+        : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
     {
-        /// <summary>The entry's details encoded for the store, when it wants them so (a single entry only).</summary>
-        public string? EncodedDetails { get; } = detailsJson;
+        private readonly LedgerEntry? _entry = entry;
+        private readonly IReadOnlyList<LedgerEntry>? _group = group;
 
-        public LedgerEntry? Entry { get; } = entry;
+        /// <summary>The entries' details encoded for the store, when it wants them so.</summary>
+        public string?[]? EncodedDetails { get; } = detailsJson;
 
-        public LedgerEntry? Second { get; } = second;
+        /// <summary>How many entries the item holds: none for a due change alone.</summary>
+        public int Count => _group?.Count ?? (_entry is null ? 0 : 1);
+
+        /// <summary>The item's entries, in sequence order.</summary>
+        public LedgerEntry this[int index] => _group is null ? _entry! : _group[index];
 
         public DueChange? Due { get; } = due;
     }

@@ -26,7 +26,8 @@ public sealed class MemoryLedgerStore : ILedgerStore
     public Task MigrateAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <inheritdoc />
-    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson, CancellationToken cancellationToken)
+    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson,
+        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         lock (_gate)
         {
@@ -38,6 +39,11 @@ public sealed class MemoryLedgerStore : ILedgerStore
             for (int i = 0; i < entries.Count; i++)
             {
                 inserted[i] = TryAppend(entries[i]);
+            }
+
+            if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)
+            {
+                partial.ForEach(Remove);
             }
 
             _reportTotals.Add(ReportTotals.Of(entries, inserted));
@@ -174,29 +180,6 @@ public sealed class MemoryLedgerStore : ILedgerStore
             return Task.FromResult(_transactions.GetValueOrDefault((programId, transactionId)));
         }
     }
-
-    /// <inheritdoc />
-    public Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, CancellationToken cancellationToken)
-    {
-        lock (_gate)
-        {
-            bool free = !Taken(first) && !Taken(second) && first.Sequence != second.Sequence
-                && (first.TransactionId is null || first.TransactionId != second.TransactionId);
-            if (free)
-            {
-                TryAppend(first);
-                TryAppend(second);
-                _reportTotals.Add(first);
-                _reportTotals.Add(second);
-            }
-
-            return Task.FromResult(free);
-        }
-    }
-
-    private bool Taken(LedgerEntry entry) =>
-        (entry.TransactionId is { } txn && _transactions.ContainsKey((entry.ProgramId, txn)))
-        || (_members.TryGetValue((entry.ProgramId, entry.MemberId), out List<LedgerEntry>? list) && list.Exists(e => e.Sequence == entry.Sequence));
 
     /// <inheritdoc />
     public Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
@@ -343,6 +326,18 @@ public sealed class MemoryLedgerStore : ILedgerStore
         }
 
         return true;
+    }
+
+    /// <summary>Takes back an entry this batch appended (the part of a group that could not go in whole).</summary>
+    private void Remove(LedgerEntry entry)
+    {
+        _members[(entry.ProgramId, entry.MemberId)].Remove(entry);
+        List<(long Row, string Member, long Sequence)> order = _order[entry.ProgramId];
+        order.RemoveAt(order.FindLastIndex(o => o.Member == entry.MemberId && o.Sequence == entry.Sequence));
+        if (entry.TransactionId is { } id)
+        {
+            _transactions.Remove((entry.ProgramId, id));
+        }
     }
 
     /// <inheritdoc />

@@ -76,7 +76,8 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public bool StoresDetailsAsJson => true;
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson, CancellationToken cancellationToken)
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson,
+        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);
         await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
@@ -94,6 +95,11 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             try
             {
                 await InsertAsync(connection, entries, detailsJson, inserted, cancellationToken);
+                if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)
+                {
+                    await RemoveAsync(connection, partial, cancellationToken);
+                }
+
                 await WriteTotalsAsync(connection, ReportTotals.Of(entries, inserted), AnySlot(), cancellationToken);
                 await transaction.CommitAsync(cancellationToken);
             }
@@ -261,7 +267,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         command.Parameters.Add(new NpgsqlParameter<DateTime?[]> { TypedValue = available, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
         command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = details, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
 
-        // One statement: atomic on its own, or part of the caller's transaction (a pair).
+        // One statement, inside the batch's transaction.
         await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
@@ -341,23 +347,16 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         return rows.Count == 0 ? null : rows[0];
     }
 
-    /// <inheritdoc />
-    public async Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, CancellationToken cancellationToken)
+    /// <summary>Removes entries this transaction inserted (the part of a group that could not go in whole).</summary>
+    private static async Task RemoveAsync(NpgsqlConnection connection, List<LedgerEntry> entries, CancellationToken cancellationToken)
     {
-        // The batch insert of two rows inside a transaction, rolled back unless both went in.
-        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
-        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
-        bool[] inserted = new bool[2];
-        await InsertAsync(connection, [first, second], null, inserted, cancellationToken);
-        if (inserted[0] && inserted[1])
-        {
-            await WriteTotalsAsync(connection, ReportTotals.Of([first, second], inserted), AnySlot(), cancellationToken);
-            await transaction.CommitAsync(cancellationToken);
-            return true;
-        }
-
-        await transaction.RollbackAsync(cancellationToken);
-        return false;
+        await using var command = new NpgsqlCommand(
+            "DELETE FROM ledger_entries e USING unnest($1::text[], $2::text[], $3::bigint[]) AS r(p, m, s) " +
+            "WHERE e.program_id = r.p AND e.member_id = r.m AND e.seq = r.s;", connection);
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. entries.Select(e => e.ProgramId)] });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. entries.Select(e => e.MemberId)] });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = [.. entries.Select(e => e.Sequence)] });
+        await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
     /// <inheritdoc />

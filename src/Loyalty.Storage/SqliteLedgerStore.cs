@@ -111,7 +111,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     public bool StoresDetailsAsJson => true;
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson, CancellationToken cancellationToken)
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson,
+        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         try
         {
@@ -125,6 +126,11 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
             for (int i = 0; i < entries.Count; i++)
             {
                 inserted[i] = insert.Insert(entries[i], detailsJson is null ? DetailsJson.Write(entries[i].Details) : detailsJson[i]);
+            }
+
+            if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)
+            {
+                Remove(transaction, partial);
             }
 
             WriteTotals(transaction, ReportTotals.Of(entries, inserted));
@@ -211,30 +217,19 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         return rows.Count == 0 ? null : rows[0];
     }
 
-    /// <inheritdoc />
-    public async Task<bool> AppendPairAsync(LedgerEntry first, LedgerEntry second, CancellationToken cancellationToken)
+    /// <summary>Removes entries this transaction inserted (the part of a group that could not go in whole).</summary>
+    private void Remove(SqliteTransaction transaction, List<LedgerEntry> entries)
     {
-        try
+        using SqliteCommand command = _writer!.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = "DELETE FROM ledger_entries WHERE program_id = $p AND member_id = $m AND seq = $s;";
+        SqliteParameter program = command.Parameters.Add("$p", SqliteType.Text);
+        SqliteParameter member = command.Parameters.Add("$m", SqliteType.Text);
+        SqliteParameter sequence = command.Parameters.Add("$s", SqliteType.Integer);
+        foreach (LedgerEntry entry in entries)
         {
-            SqliteInsert insert = await PrepareWriterAsync(cancellationToken);
-            await using SqliteTransaction transaction = (SqliteTransaction)await _writer!.BeginTransactionAsync(cancellationToken);
-            bool both = insert.Insert(first, DetailsJson.Write(first.Details)) && insert.Insert(second, DetailsJson.Write(second.Details));
-            if (both)
-            {
-                WriteTotals(transaction, ReportTotals.Of([first, second], [true, true]));
-                await transaction.CommitAsync(cancellationToken);
-            }
-            else
-            {
-                await transaction.RollbackAsync(cancellationToken);
-            }
-
-            return both;
-        }
-        catch
-        {
-            ResetWriter();
-            throw;
+            (program.Value, member.Value, sequence.Value) = (entry.ProgramId, entry.MemberId, entry.Sequence);
+            command.ExecuteNonQuery();
         }
     }
 

@@ -30,7 +30,7 @@ public sealed class EventOrderTests
             await insert.ExecuteNonQueryAsync();
         }
 
-        await store.AppendBatchAsync([Entries.Earn(Program, "late", 1, 10)], new bool[1], [], null, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn(Program, "late", 1, 10)], new bool[1], [], null, [], CancellationToken.None);
 
         Assert.Empty(await store.ReadEventsAsync(Program, EventPosition.Start, 100, CancellationToken.None));
         Assert.Equal(EventPosition.Start, await store.ReadEventsEndAsync(Program, CancellationToken.None));
@@ -83,7 +83,7 @@ public sealed class EventOrderTests
                 await oneAtATime.WaitAsync();
                 try
                 {
-                    await store.AppendBatchAsync(entries, new bool[entries.Length], [], null, CancellationToken.None);
+                    await store.AppendBatchAsync(entries, new bool[entries.Length], [], null, [], CancellationToken.None);
                 }
                 finally
                 {

@@ -134,6 +134,92 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Equal(left % Coffee.PointsPrice, (await Member("m").Get())!.Balance.Value);
     }
 
+    [Fact]
+    public async Task ManyChangesToOneMemberAtOnce_CommitInGroups_NotOnePerCommit()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("hot");
+        LedgerCommitQueue queue = Silo().GetRequiredService<LedgerCommitQueue>();
+        long batchesBefore = queue.BatchCount;
+
+        // 300 purchases and 30 redemptions of one member, all sent at once.
+        Task<AccrualResult>[] purchases = [.. Enumerable.Range(0, 300).Select(i => Member("hot").Accrue(Purchase("hot", $"g{i}")))];
+        Task<RedemptionResult>[] redemptions = [.. Enumerable.Range(0, 30).Select(i => Member("hot").Redeem(new Loyalty.Redemption($"gr{i}", "coffee", 1)))];
+        AccrualResult[] earned = await Task.WhenAll(purchases);
+        RedemptionResult[] redeemed = await Task.WhenAll(redemptions);
+        long batches = queue.BatchCount - batchesBefore;
+
+        Assert.All(earned, r => Assert.Equal((AccrualStatus.Accepted, LoyaltyError.None), (r.Status, r.Error)));
+        Assert.All(redeemed, r => Assert.True(r.Error is LoyaltyError.None or LoyaltyError.FailedPrecondition, r.ErrorMessage));
+
+        // One change per commit would need a batch for each of the 300-odd changes.
+        Assert.True(batches < 150, $"{batches} batches for {earned.Length + redeemed.Length} changes of one member");
+        long spent = redeemed.Count(r => r.Error == LoyaltyError.None) * Coffee.PointsPrice;
+        Assert.Equal(checked(earned.Sum(r => r.Earned.Value) - spent), (await Member("hot").Get())!.Balance.Value);
+        await AssertEachMemberIsItsLedgerAsync(["hot"]);
+    }
+
+    [Fact]
+    public async Task AGroupWithAnEntryTheLedgerRefuses_WritesNoneOfIt_AndEveryOtherChangeIsDecidedAgain()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("hot");
+        await EnrolAsync("other");
+        for (int round = 0; round < 20; round++)
+        {
+            // "taken{round}" is already another member's: the hot member's grain cannot know it,
+            // so it decides the purchase and only the ledger refuses it, with whatever shares its group.
+            Assert.Null(await BuyAsync("other", $"taken{round}"));
+            Task<AccrualResult>[] sent = [.. Enumerable.Range(0, 20).Select(i => Member("hot").Accrue(Purchase("hot", i == 7 ? $"taken{round}" : $"r{round}-{i}")))];
+            AccrualResult[] answers = await Task.WhenAll(sent);
+
+            for (int i = 0; i < answers.Length; i++)
+            {
+                Assert.Equal(i == 7 ? LoyaltyError.AlreadyExists : LoyaltyError.None, answers[i].Error);
+            }
+        }
+
+        await AssertEachMemberIsItsLedgerAsync(["hot", "other"]);
+        long purchases = (await Sql.RowsAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'hot' AND kind = {(int)LedgerEntryKind.Earn}", r => r.GetInt64(0)))[0];
+        Assert.Equal(20 * 19, purchases);
+    }
+
+    [Fact]
+    public async Task AFaultAtTheCommitOfAGroup_FailsEveryChangeInIt_AndKeepsNone()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("hot");
+        FaultInjector faults = Faults();
+        faults.Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.TransactionId == "doomed");
+        AccrualResult[] answers;
+        try
+        {
+            answers = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => Member("hot").Accrue(Purchase("hot", i == 0 ? "doomed" : $"f{i}"))));
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        // Whatever shared the doomed entry's group failed with it; nothing it failed is in the ledger.
+        Assert.Equal(LoyaltyError.Unavailable, answers[0].Error);
+        Assert.All(answers, a => Assert.True(a.Error is LoyaltyError.None or LoyaltyError.Unavailable, a.ErrorMessage));
+        HashSet<string> written = [.. await Sql.RowsAsync(fixture.Storage,
+            $"SELECT txn_id FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'hot' AND kind = {(int)LedgerEntryKind.Earn}", r => r.GetString(0))];
+        Assert.Equal(answers.Where(a => a.Error == LoyaltyError.None).Select(a => a.TransactionId).Order(), written.Order());
+        await AssertEachMemberIsItsLedgerAsync(["hot"]);
+
+        // Each failed change, sent again, goes in.
+        foreach (AccrualResult failed in answers.Where(a => a.Error != LoyaltyError.None))
+        {
+            Assert.Null(await BuyAsync("hot", failed.TransactionId));
+        }
+
+        Assert.Equal(30, (await Sql.RowsAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'hot' AND kind = {(int)LedgerEntryKind.Earn}", r => r.GetInt64(0)))[0]);
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
@@ -193,7 +279,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     private async Task AppendDirectlyAsync(LedgerEntry entry)
     {
         ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
-        await store.AppendBatchAsync([entry], new bool[1], [], store.StoresDetailsAsJson ? [DetailsJson.Write(entry.Details)] : null, CancellationToken.None);
+        await store.AppendBatchAsync([entry], new bool[1], [], store.StoresDetailsAsJson ? [DetailsJson.Write(entry.Details)] : null, [], CancellationToken.None);
     }
 
     /// <summary>What a scenario does: arrange members, then one request that writes an entry of <see cref="Kind"/>.</summary>

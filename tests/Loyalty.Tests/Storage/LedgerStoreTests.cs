@@ -16,7 +16,7 @@ public sealed class LedgerStoreTests
         ILedgerStore store = await CreateStoreAsync(backend);
 
         await store.MigrateAsync(CancellationToken.None);
-        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10)], new bool[1], [], null, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10)], new bool[1], [], null, [], CancellationToken.None);
         await store.MigrateAsync(CancellationToken.None);
 
         Assert.Single(await store.ReadAfterAsync("p", "m", 0, CancellationToken.None));
@@ -28,8 +28,8 @@ public sealed class LedgerStoreTests
         var store = new MemoryLedgerStore();
         bool[] first = new bool[3], second = new bool[3];
 
-        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10, "t1"), Entries.Earn("p", "m", 2, 20, "t2"), Entries.Earn("p", "n", 1, 5, "t3")], first, [], null, CancellationToken.None);
-        await store.AppendBatchAsync([Entries.Earn("p", "m", 2, 99, "t9"), Entries.Earn("p", "x", 1, 99, "t1"), Entries.Earn("p", "m", 3, 30, "t4")], second, [], null, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10, "t1"), Entries.Earn("p", "m", 2, 20, "t2"), Entries.Earn("p", "n", 1, 5, "t3")], first, [], null, [], CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 2, 99, "t9"), Entries.Earn("p", "x", 1, 99, "t1"), Entries.Earn("p", "m", 3, 30, "t4")], second, [], null, [], CancellationToken.None);
 
         Assert.Equal([true, true, true], first);
         Assert.Equal([false, false, true], second);
@@ -57,7 +57,7 @@ public sealed class LedgerStoreTests
 
         await store.MigrateAsync(CancellationToken.None);
         bool[] inserted = new bool[1];
-        await store.AppendBatchAsync([Entries.Earn("p", "m", 3, 1, "t1")], inserted, [], null, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 3, 1, "t1")], inserted, [], null, [], CancellationToken.None);
 
         Assert.Equal([10L, 5L], (await store.ReadAfterAsync("p", "m", 0, CancellationToken.None)).Select(e => e.Points.Value));
         Assert.False(inserted[0]); // the transaction-id index came along
@@ -79,7 +79,7 @@ public sealed class LedgerStoreTests
         for (int batch = 0; batch < 4; batch++)
         {
             LedgerEntry[] entries = [.. Enumerable.Range(0, 2_000).Select(i => Entries.Earn("p", $"m{i}", batch + 1, 10, $"t{batch}-{i}"))];
-            await store.AppendBatchAsync(entries, new bool[entries.Length], [], null, CancellationToken.None);
+            await store.AppendBatchAsync(entries, new bool[entries.Length], [], null, [], CancellationToken.None);
         }
 
         long grown = new FileInfo(file).Length - migrated;
@@ -118,7 +118,7 @@ public sealed class LedgerStoreTests
         LedgerEntry plain = Entries.Earn("p", "m", 1, 10) with { Details = new EntryDetails { TierBefore = "member", TierAfter = "member" } };
         LedgerEntry rich = Entries.Earn("p", "m", 2, 200) with { ProgramVersion = 7, AvailableAt = Entries.Now.AddDays(14), Details = details };
 
-        await store.AppendBatchAsync([plain, rich], new bool[2], [], null, CancellationToken.None);
+        await store.AppendBatchAsync([plain, rich], new bool[2], [], null, [], CancellationToken.None);
         IReadOnlyList<LedgerEntry> read = await store.ReadAfterAsync("p", "m", 0, CancellationToken.None);
 
         Assert.Equal((7L, Entries.Now.AddDays(14)), (read[1].ProgramVersion, read[1].AvailableAt!.Value));
@@ -145,7 +145,7 @@ public sealed class LedgerStoreTests
     public async Task AppendBatch_TakenSequenceOrTransaction_IsSkippedAndReported(Backend backend)
     {
         ILedgerStore store = await CreateStoreAsync(backend);
-        await store.AppendBatchAsync([Entries.Earn("p", "a", 1, 10, "t1")], new bool[1], [], null, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "a", 1, 10, "t1")], new bool[1], [], null, [], CancellationToken.None);
         LedgerEntry[] batch =
         [
             Entries.Earn("p", "a", 2, 20, "t2"),
@@ -155,7 +155,7 @@ public sealed class LedgerStoreTests
         ];
         var inserted = new bool[batch.Length];
 
-        await store.AppendBatchAsync(batch, inserted, [], null, CancellationToken.None);
+        await store.AppendBatchAsync(batch, inserted, [], null, [], CancellationToken.None);
 
         Assert.Equal([true, false, false, true], inserted);
         IReadOnlyList<LedgerEntry> a = await store.ReadAfterAsync("p", "a", 0, CancellationToken.None);
@@ -170,7 +170,7 @@ public sealed class LedgerStoreTests
         var at = new DateTimeOffset(2026, 3, 4, 5, 6, 7, 123, TimeSpan.Zero);
         var entry = new LedgerEntry("p", "m", 7, LedgerEntryKind.Earn, new Points(-5), "tx", long.MinValue + 3, "s", 1234, "EUR", "why", "ref", at, at.AddSeconds(1));
 
-        await store.AppendBatchAsync([entry], new bool[1], [], null, CancellationToken.None);
+        await store.AppendBatchAsync([entry], new bool[1], [], null, [], CancellationToken.None);
 
         Assert.Equal(entry, await store.FindTransactionAsync("p", "tx", CancellationToken.None));
         Assert.Null(await store.FindTransactionAsync("p", "nope", CancellationToken.None));
@@ -181,7 +181,7 @@ public sealed class LedgerStoreTests
     {
         ILedgerStore store = await CreateStoreAsync(backend);
         LedgerEntry[] entries = [.. Enumerable.Range(1, 5).Select(i => Entries.Earn("p", "m", i, i))];
-        await store.AppendBatchAsync(entries, new bool[5], [], null, CancellationToken.None);
+        await store.AppendBatchAsync(entries, new bool[5], [], null, [], CancellationToken.None);
 
         IReadOnlyList<LedgerEntry> first = await store.ReadPageAsync("p", "m", long.MaxValue, 2, CancellationToken.None);
         IReadOnlyList<LedgerEntry> second = await store.ReadPageAsync("p", "m", first[^1].Sequence, 2, CancellationToken.None);
@@ -320,9 +320,9 @@ public sealed class LedgerStoreTests
         };
         var t0 = new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero);
 
-        await store.AppendBatchAsync([], [], [new DueChange("p", "a", t0.AddDays(2), false), new DueChange("p", "a", t0.AddDays(1), false), new DueChange("p", "a", t0.AddDays(3), false)], null, CancellationToken.None);
-        await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(9), false), new DueChange("p", "c", t0, false)], null, CancellationToken.None);
-        await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(5), true), new DueChange("p", "c", null, true)], null, CancellationToken.None);
+        await store.AppendBatchAsync([], [], [new DueChange("p", "a", t0.AddDays(2), false), new DueChange("p", "a", t0.AddDays(1), false), new DueChange("p", "a", t0.AddDays(3), false)], null, [], CancellationToken.None);
+        await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(9), false), new DueChange("p", "c", t0, false)], null, [], CancellationToken.None);
+        await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(5), true), new DueChange("p", "c", null, true)], null, [], CancellationToken.None);
         DateTimeOffset? a = await store.ReadDueAsync("p", "a", CancellationToken.None);
         DateTimeOffset? b = await store.ReadDueAsync("p", "b", CancellationToken.None);
         DateTimeOffset? c = await store.ReadDueAsync("p", "c", CancellationToken.None);
@@ -340,7 +340,7 @@ public sealed class LedgerStoreTests
     [InlineData("sqlite")]
     [InlineData("postgres")]
     [InlineData("memory")]
-    public async Task AppendPair_IsAllOrNothing(string kind)
+    public async Task AppendGroup_IsAllOrNothing(string kind)
     {
         ILedgerStore store = kind switch
         {
@@ -348,11 +348,11 @@ public sealed class LedgerStoreTests
             "sqlite" => await CreateStoreAsync(Backend.Sqlite),
             _ => await CreateStoreAsync(Backend.Postgres),
         };
-        await store.AppendBatchAsync([Entries.Earn("p", "other", 1, 5, "taken")], new bool[1], [], null, CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "other", 1, 5, "taken")], new bool[1], [], null, [], CancellationToken.None);
 
-        bool clash = await store.AppendPairAsync(Entries.Earn("p", "m", 1, -3, "taken#redeem"), Entries.Earn("p", "m", 2, 10, "taken"), CancellationToken.None);
+        bool clash = await store.AppendGroupAsync([Entries.Earn("p", "m", 1, -3, "taken#redeem"), Entries.Earn("p", "m", 2, 10, "taken")], CancellationToken.None);
         IReadOnlyList<LedgerEntry> afterClash = await store.ReadAfterAsync("p", "m", 0, CancellationToken.None);
-        bool clean = await store.AppendPairAsync(Entries.Earn("p", "m", 1, -3, "ok#redeem"), Entries.Earn("p", "m", 2, 10, "ok"), CancellationToken.None);
+        bool clean = await store.AppendGroupAsync([Entries.Earn("p", "m", 1, -3, "ok#redeem"), Entries.Earn("p", "m", 2, 10, "ok")], CancellationToken.None);
 
         Assert.False(clash);
         Assert.Empty(afterClash);
