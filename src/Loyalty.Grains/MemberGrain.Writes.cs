@@ -299,13 +299,19 @@ public sealed partial class MemberGrain
             ApplyDecided(entry, before);
             Points balance = _state.Balance;
             Points pending = _state.PendingTotal;
-            switch (await CommitAsync(entry, program.Settings, before))
+            CommitOutcome outcome = await CommitAsync(entry, program.Settings, before);
+            switch (outcome)
             {
                 case CommitOutcome.Committed:
                     AtFault(FaultStep.Acknowledge, entry, before);
                     return committed(entry, balance, pending);
                 case CommitOutcome.Failed:
                     return reject(LoyaltyError.Unavailable, NotCommitted);
+                case CommitOutcome.GroupConflict:
+                    // Another change of the group may be the one refused: this does not count as
+                    // this change's own collision unless the ledger shows its id taken (below).
+                    attempt--;
+                    break;
             }
 
             // The database already holds this transaction id (an older resend, or another member's) or

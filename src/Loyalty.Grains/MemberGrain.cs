@@ -50,6 +50,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// <summary>Commit groups in flight: 0 or 1 (open, or sent to the ledger).</summary>
     private int _inFlight;
     private TaskCompletionSource? _drained;
+    /// <summary>The enrolment of this member under way, if any (see <see cref="EnrolInTurnAsync"/>).</summary>
+    private Task? _enrolling;
     /// <summary>The commit group that changes may still join (see <see cref="CommitAsync"/>).</summary>
     private CommitGroup? _open;
     /// <summary>Changes waiting in <see cref="WaitToDecideAsync"/> for the group in flight.</summary>
@@ -92,7 +94,16 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         Committed,
         Conflict,
         Failed,
+
+        /// <summary>A group of several changes collided: maybe on this change, maybe on another.</summary>
+        GroupConflict,
     }
+
+    /// <summary>
+    /// The most entries a commit group takes; later changes wait for the next group. It bounds the
+    /// ledger batch a busy member can make, and what one collision sends back to decide again.
+    /// </summary>
+    private const int GroupEntriesMax = 256;
 
     /// <inheritdoc />
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -137,8 +148,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         // A referral link touches two members: it is made at the program's desk, one at a time.
+        // A plain enrolment does not pass the desk (bulk enrolment must not queue behind one grain
+        // per program); it takes its turn with the referred ones here, at the member.
         return enrolment.ReferredBy is null
-            ? await EnrolCoreAsync(enrolment)
+            ? await EnrolInTurnAsync(enrolment)
             : await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Enrol(enrolment);
     }
 
@@ -146,7 +159,35 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     Task<EnrolmentResult> IMemberLinkSteps.EnrolReferred(Enrolment enrolment) =>
         CheckRouting(enrolment.ProgramId, enrolment.MemberId) is { } misrouted
             ? Task.FromResult(EnrolmentResult.Reject(LoyaltyError.InvalidArgument, misrouted))
-            : EnrolCoreAsync(enrolment);
+            : EnrolInTurnAsync(enrolment);
+
+    /// <summary>
+    /// Runs one enrolment of this member at a time. A referred enrolment links the member at its
+    /// referrer before it writes its own entry; a plain enrolment that ran in between would
+    /// enrol the member with no referrer and leave the referrer holding a link (counted against
+    /// its caps) that nothing removes. In turn, the later one finds the member enrolled and is
+    /// answered as a repeat (or refused as different), and the referrer is linked only when the
+    /// member names it.
+    /// </summary>
+    private async Task<EnrolmentResult> EnrolInTurnAsync(Enrolment enrolment)
+    {
+        while (_enrolling is { } running)
+        {
+            await running;
+        }
+
+        var turn = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _enrolling = turn.Task;
+        try
+        {
+            return await EnrolCoreAsync(enrolment);
+        }
+        finally
+        {
+            _enrolling = null;
+            turn.SetResult();
+        }
+    }
 
     /// <summary>The enrolment, once any referral code is resolved: the referrer's link first, then the member's entry.</summary>
     private async Task<EnrolmentResult> EnrolCoreAsync(Enrolment enrolment)
@@ -405,9 +446,12 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before = null)
     {
         _appliedSinceSnapshot += before is null ? 1 : 2;
+
+        // The due mark is made for the state this change leaves (a group keeps the earliest).
+        DueChange? due = MarkDue(settings);
         if (_open is { } joined)
         {
-            joined.Add(before, entry, settings);
+            joined.Add(before, entry, due);
             return await joined.Outcome.Task;
         }
 
@@ -419,18 +463,18 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             if (_waiting > 0)
             {
                 group = _open = new CommitGroup();
-                group.Add(before, entry, settings);
+                group.Add(before, entry, due);
                 await Task.Yield();
                 _open = null;
-                settings = group.Settings;
+                due = group.Due;
             }
 
-            // The due mark is made for the state after the group's last change.
-            DueChange? due = MarkDue(settings);
             bool written = group is not null ? await _ledger.AppendGroupAsync(group.Entries, due)
                 : before is null ? await _ledger.AppendAsync(entry, due)
                 : await _ledger.AppendGroupAsync([before, entry], due);
-            outcome = written ? CommitOutcome.Committed : CommitOutcome.Conflict;
+            outcome = written ? CommitOutcome.Committed
+                : group is { Changes: > 1 } ? CommitOutcome.GroupConflict
+                : CommitOutcome.Conflict;
         }
         catch (LedgerUnavailableException)
         {
@@ -445,8 +489,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 _open = null;
             }
 
-            Settle(group?.Entries[0] ?? before ?? entry, outcome);
+            // The group's other changes resume first, ahead of the changes waiting for the next
+            // group: they answer from the state their group left (before a next change applies),
+            // and one that must decide again does so before a next group opens.
             group?.Outcome.SetResult(outcome);
+            Settle(group?.Entries[0] ?? before ?? entry, outcome);
         }
 
         if (outcome == CommitOutcome.Committed)
@@ -491,12 +538,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     }
 
     /// <summary>
-    /// Like <see cref="WaitForCommitsAsync"/>, but returns at once while a commit group is open:
-    /// a change may then decide on top of it and join it (see <see cref="CommitAsync"/>).
+    /// Like <see cref="WaitForCommitsAsync"/>, but returns at once while a commit group is open
+    /// and has room (<see cref="GroupEntriesMax"/>): a change may then decide on top of it and
+    /// join it (see <see cref="CommitAsync"/>).
     /// </summary>
     private async Task WaitToDecideAsync()
     {
-        while (_inFlight > 0 && _open is null)
+        while (_inFlight > 0 && (_open is null || _open.Entries.Count >= GroupEntriesMax))
         {
             _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiting++;
@@ -519,10 +567,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         /// <summary>How the group's commit went, for every change in it.</summary>
         public TaskCompletionSource<CommitOutcome> Outcome { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        /// <summary>The program's settings the last change was decided under (for the due mark).</summary>
-        public ProgramSettings? Settings { get; private set; }
+        /// <summary>The changes in the group (a change is one entry, or a pair).</summary>
+        public int Changes { get; private set; }
 
-        public void Add(LedgerEntry? before, LedgerEntry entry, ProgramSettings? settings)
+        /// <summary>The group's mark on the due schedule: the latest a change made, which is the earliest time.</summary>
+        public DueChange? Due { get; private set; }
+
+        public void Add(LedgerEntry? before, LedgerEntry entry, DueChange? due)
         {
             if (before is not null)
             {
@@ -530,7 +581,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             }
 
             Entries.Add(entry);
-            Settings = settings ?? Settings;
+            Changes++;
+            Due = due ?? Due;
         }
     }
 

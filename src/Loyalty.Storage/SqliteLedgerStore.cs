@@ -217,7 +217,11 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         return rows.Count == 0 ? null : rows[0];
     }
 
-    /// <summary>Removes entries this transaction inserted (the part of a group that could not go in whole).</summary>
+    /// <summary>
+    /// Removes entries this transaction inserted (the part of a group that could not go in whole).
+    /// Nobody ever saw them, so a rowid this frees and a later insert takes again still comes
+    /// after every rowid a reader of events has seen.
+    /// </summary>
     private void Remove(SqliteTransaction transaction, List<LedgerEntry> entries)
     {
         using SqliteCommand command = _writer!.CreateCommand();

@@ -142,19 +142,22 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         LedgerCommitQueue queue = Silo().GetRequiredService<LedgerCommitQueue>();
         long batchesBefore = queue.BatchCount;
 
-        // 300 purchases and 30 redemptions of one member, all sent at once.
-        Task<AccrualResult>[] purchases = [.. Enumerable.Range(0, 300).Select(i => Member("hot").Accrue(Purchase("hot", $"g{i}")))];
+        // 60 purchases first (enough points for every coffee below), then 240 purchases and 30
+        // redemptions of the same member, all sent at once.
+        AccrualResult[] first = await Task.WhenAll(Enumerable.Range(0, 60).Select(i => Member("hot").Accrue(Purchase("hot", $"g{i}"))));
+        Task<AccrualResult>[] purchases = [.. Enumerable.Range(60, 240).Select(i => Member("hot").Accrue(Purchase("hot", $"g{i}")))];
         Task<RedemptionResult>[] redemptions = [.. Enumerable.Range(0, 30).Select(i => Member("hot").Redeem(new Loyalty.Redemption($"gr{i}", "coffee", 1)))];
-        AccrualResult[] earned = await Task.WhenAll(purchases);
+        AccrualResult[] earned = [.. first, .. await Task.WhenAll(purchases)];
         RedemptionResult[] redeemed = await Task.WhenAll(redemptions);
         long batches = queue.BatchCount - batchesBefore;
 
+        Assert.True(first.Sum(r => r.Earned.Value) >= 30 * Coffee.PointsPrice, "the first purchases earn too little for the test");
         Assert.All(earned, r => Assert.Equal((AccrualStatus.Accepted, LoyaltyError.None), (r.Status, r.Error)));
-        Assert.All(redeemed, r => Assert.True(r.Error is LoyaltyError.None or LoyaltyError.FailedPrecondition, r.ErrorMessage));
+        Assert.All(redeemed, r => Assert.Equal((LoyaltyError.None, null), (r.Error, r.ErrorMessage)));
 
         // One change per commit would need a batch for each of the 300-odd changes.
         Assert.True(batches < 150, $"{batches} batches for {earned.Length + redeemed.Length} changes of one member");
-        long spent = redeemed.Count(r => r.Error == LoyaltyError.None) * Coffee.PointsPrice;
+        long spent = redeemed.Length * Coffee.PointsPrice;
         Assert.Equal(checked(earned.Sum(r => r.Earned.Value) - spent), (await Member("hot").Get())!.Balance.Value);
         await AssertEachMemberIsItsLedgerAsync(["hot"]);
     }
@@ -175,7 +178,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
             for (int i = 0; i < answers.Length; i++)
             {
-                Assert.Equal(i == 7 ? LoyaltyError.AlreadyExists : LoyaltyError.None, answers[i].Error);
+                Assert.Equal(i == 7 ? (AccrualStatus.Rejected, LoyaltyError.AlreadyExists) : (AccrualStatus.Accepted, LoyaltyError.None), (answers[i].Status, answers[i].Error));
             }
         }
 
@@ -195,7 +198,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         AccrualResult[] answers;
         try
         {
-            answers = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => Member("hot").Accrue(Purchase("hot", i == 0 ? "doomed" : $"f{i}"))));
+            answers = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => Member("hot").Accrue(Purchase("hot", i == 15 ? "doomed" : $"f{i}"))));
         }
         finally
         {
@@ -203,8 +206,10 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         }
 
         // Whatever shared the doomed entry's group failed with it; nothing it failed is in the ledger.
-        Assert.Equal(LoyaltyError.Unavailable, answers[0].Error);
+        // The first purchase commits alone; the rest wait for it and go as a group, "doomed" among them.
+        Assert.Equal(LoyaltyError.Unavailable, answers[15].Error);
         Assert.All(answers, a => Assert.True(a.Error is LoyaltyError.None or LoyaltyError.Unavailable, a.ErrorMessage));
+        Assert.True(answers.Count(a => a.Error != LoyaltyError.None) > 1, "the doomed purchase failed alone: it was not in a group");
         HashSet<string> written = [.. await Sql.RowsAsync(fixture.Storage,
             $"SELECT txn_id FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'hot' AND kind = {(int)LedgerEntryKind.Earn}", r => r.GetString(0))];
         Assert.Equal(answers.Where(a => a.Error == LoyaltyError.None).Select(a => a.TransactionId).Order(), written.Order());
@@ -218,6 +223,49 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
         Assert.Equal(30, (await Sql.RowsAsync(fixture.Storage,
             $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'hot' AND kind = {(int)LedgerEntryKind.Earn}", r => r.GetInt64(0)))[0]);
+    }
+
+    [Fact]
+    public async Task APlainEnrolment_WhileAReferredOneLinksTheReferrer_WaitsItsTurn_AndLeavesNoLinkTheMemberDoesNotName()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("ref");
+
+        // The referrer's side of the link waits at its commit while a plain enrolment of the same member arrives.
+        using var reached = new SemaphoreSlim(0);
+        using var gate = new SemaphoreSlim(0);
+        FaultInjector faults = Faults();
+        faults.Arm((at, entry) =>
+        {
+            if (at != FaultStep.Commit || entry.ProgramId != _program || entry.Kind != LedgerEntryKind.ReferralLink)
+            {
+                return false;
+            }
+
+            reached.Release();
+            return !gate.Wait(TimeSpan.FromSeconds(30));
+        });
+        EnrolmentResult referred, plain;
+        try
+        {
+            Task<EnrolmentResult> referring = Member("new").Enrol(new Enrolment(_program, "new", "ref"));
+            Assert.True(await reached.WaitAsync(TimeSpan.FromSeconds(10)), "the referral link never reached its commit");
+            Task<EnrolmentResult> plainly = Member("new").Enrol(new Enrolment(_program, "new", null));
+            await Task.Delay(300);
+            Assert.False(plainly.IsCompleted, "a plain enrolment went ahead while a referred enrolment of the member was under way");
+            gate.Release();
+            (referred, plain) = (await referring, await plainly);
+        }
+        finally
+        {
+            faults.Disarm();
+            gate.Release();
+        }
+
+        Assert.Equal((LoyaltyError.None, LoyaltyError.AlreadyExists), (referred.Error, plain.Error));
+        Assert.Equal("ref", (await Member("new").Get())!.ReferredBy);
+        Assert.Equal(["new"], (await Member("ref").Get())!.Referrals);
+        await AssertEachMemberIsItsLedgerAsync(["ref", "new"]);
     }
 
     [Theory]

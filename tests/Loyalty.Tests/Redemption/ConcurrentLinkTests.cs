@@ -242,6 +242,13 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
             {
                 Assert.Contains(view.MemberId, views[referrer].Referrals);
             }
+
+            // And the other way: a referrer holds no link to a member that does not name it.
+            foreach (string referred in view.Referrals)
+            {
+                Assert.True(views.TryGetValue(referred, out MemberView? other) && other.ReferredBy == view.MemberId,
+                    $"{view.MemberId} lists {referred} as referred, but {referred} names {(other is null ? "nobody known" : other.ReferredBy ?? "no referrer")}");
+            }
         }
     }
 
