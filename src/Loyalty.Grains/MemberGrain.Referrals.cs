@@ -348,7 +348,25 @@ public sealed partial class MemberGrain
             return false;
         }
 
-        MemberResult settled = await WriteAsync(
+        MemberResult settled;
+        try
+        {
+            settled = await WriteSettledAsync(referrer, reward, reversal);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // The referrer has its reward; this member's note of it is written again by the due
+            // schedule (the member stays owed). The purchase that led here is committed either way.
+            LogReferralLinkFailed(_programId, _memberId, referrer, LoyaltyError.Unavailable);
+            return false;
+        }
+
+        return settled.Error == LoyaltyError.None;
+    }
+
+    /// <summary>Writes that the referrer was told of its reward (or its reversal).</summary>
+    private Task<MemberResult> WriteSettledAsync(string referrer, bool reward, bool reversal) =>
+        WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -368,6 +386,4 @@ public sealed partial class MemberGrain
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);
-        return settled.Error == LoyaltyError.None;
-    }
 }

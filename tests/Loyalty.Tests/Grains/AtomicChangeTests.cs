@@ -73,6 +73,111 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(s.Members);
     }
 
+    public static TheoryData<string, FaultStep> DueCases()
+    {
+        var data = new TheoryData<string, FaultStep>();
+        foreach (string kind in DueScenarios.Keys)
+        {
+            foreach (FaultStep step in Enum.GetValues<FaultStep>())
+            {
+                data.Add(kind, step);
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>
+    /// Work the due schedule does in the background (expiry and its warning, a membership's lapse,
+    /// a birthday) and the referrer's settlement after a referred member's first purchase: a fault
+    /// at any step is retried by the schedule itself, and once it has, the work is done exactly
+    /// once and each member equals its ledger, live, from its snapshot and from the ledger alone.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(DueCases))]
+    public async Task FaultInDueWork_AtAnyStep_IsRetriedByTheSchedule_DoneOnce_AndLeavesTheMemberEqualToItsLedger(string scenario, FaultStep step)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with
+        {
+            Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, WarnDays: 7),
+            Birthday = new BirthdayPolicy(50),
+        });
+        DueScenario s = DueScenarios[scenario];
+        await s.Arrange(this);
+        FaultInjector faults = Faults();
+        int fired = 0;
+        faults.Arm((at, entry) => at == step && entry.ProgramId == _program && entry.Kind == s.Kind && Interlocked.Exchange(ref fired, 1) == 0);
+        try
+        {
+            await s.Trigger(this);
+            for (var until = DateTime.UtcNow.AddSeconds(20); Volatile.Read(ref fired) == 0 && DateTime.UtcNow < until;)
+            {
+                await Task.Delay(20);
+            }
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        Assert.Equal(1, fired);
+
+        // The schedule tries again: at once when the member marked its due time again, else when
+        // the failed wake's claim runs out (the clock is moved past the lease).
+        long done = 0;
+        for (var until = DateTime.UtcNow.AddSeconds(30); DateTime.UtcNow < until; await Task.Delay(100))
+        {
+            done = await CountAsync(s.Member, s.Kind);
+            if (done > 0)
+            {
+                break;
+            }
+
+            fixture.Clock.Advance(TimeSpan.FromSeconds(61));
+        }
+
+        Assert.Equal(1, done);
+        await AssertEachMemberIsItsLedgerAsync(s.Members);
+        Assert.Equal(1, await CountAsync(s.Member, s.Kind));
+    }
+
+    private void Advance(TimeSpan by) => fixture.Clock.Advance(by);
+
+    private async Task<long> CountAsync(string member, LedgerEntryKind kind) =>
+        (await Sql.RowsAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{member}' AND kind = {(int)kind}", r => r.GetInt64(0)))[0];
+
+    /// <summary>Due work: arrange the members, then make the work due (or start it); <see cref="Member"/> writes an entry of <see cref="Kind"/>.</summary>
+    private sealed record DueScenario(LedgerEntryKind Kind, string Member, string[] Members, Func<AtomicChangeTests, Task> Arrange, Func<AtomicChangeTests, Task> Trigger);
+
+    private static readonly Dictionary<string, DueScenario> DueScenarios = new()
+    {
+        // A lot earned now expires in a month, with a warning a week before.
+        ["expiry warning"] = new(LedgerEntryKind.ExpiryWarning, "m", ["m"], async t => { await t.EnrolAsync("m"); await t.BuyAsync("m", "p1"); },
+            t => { t.Advance(TimeSpan.FromDays(27)); return Task.CompletedTask; }),
+        ["expire"] = new(LedgerEntryKind.Expire, "m", ["m"], async t => { await t.EnrolAsync("m"); await t.BuyAsync("m", "p1"); },
+            t => { t.Advance(TimeSpan.FromDays(40)); return Task.CompletedTask; }),
+        ["membership lapsed"] = new(LedgerEntryKind.MembershipLapsed, "m", ["m"],
+            async t => { await t.EnrolAsync("m"); Assert.Null(Error(await t.Member("m").StartMembershipTrial("prime"))); },
+            t => { t.Advance(TimeSpan.FromDays(31)); return Task.CompletedTask; }),
+        ["birthday"] = new(LedgerEntryKind.Birthday, "m", ["m"],
+            async t =>
+            {
+                await t.EnrolAsync("m");
+                DateTimeOffset next = t.Now.AddMonths(1);
+                Assert.Null(Error(await t.Member("m").SetProfile(new Dictionary<string, string> { ["birthday"] = $"{next.Month:00}-15" })));
+            },
+            t =>
+            {
+                // To the second day of the birthday month (UTC, the program's zone).
+                DateTimeOffset next = t.Now.AddMonths(1);
+                t.Advance(new DateTimeOffset(next.Year, next.Month, 2, 0, 0, 0, TimeSpan.Zero) - t.Now);
+                return Task.CompletedTask;
+            }),
+        ["referral settled"] = new(LedgerEntryKind.ReferralSettled, "m", ["m", "r"], async t => { await t.EnrolAsync("r"); await t.EnrolAsync("m", referredBy: "r"); },
+            async t => await t.BuyAsync("m", "qualifying")),
+    };
+
     [Fact]
     public async Task ChangesThatWouldOverflow_AreRefusedNamingTheField_WithoutUsingASequence()
     {
