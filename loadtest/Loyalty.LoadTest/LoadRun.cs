@@ -277,7 +277,16 @@ internal sealed class LoadRun(LoadOptions options)
         while (state.Next < state.Count && clock.Elapsed.TotalSeconds < options.DurationSeconds && !readerFailed.IsCancellationRequested)
         {
             await ResendDueAsync(sink, state);
-            await state.Slots.WaitAsync(readerFailed);
+
+            // A purchase refused UNAVAILABLE keeps its slot until it is answered, so while every
+            // slot waits for a resend (a node down for longer than the slots last), the resends
+            // must still go out: wait for a slot in short steps and send what is due in between.
+            while (!await state.Slots.WaitAsync(RetryDelay, readerFailed))
+            {
+                await ResendDueAsync(sink, state);
+                await sink.FlushAsync();
+            }
+
             long k = state.Next;
             long now = Stopwatch.GetTimestamp();
             if (options.Mode == "rate")

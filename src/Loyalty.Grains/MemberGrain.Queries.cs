@@ -139,6 +139,10 @@ public sealed partial class MemberGrain
         LedgerEntry? entry = await FindCommittedAsync(transactionId);
         LedgerEntry? ended = entry?.Kind == LedgerEntryKind.Reserve ? await FindCommittedAsync(transactionId + EndSuffix) : null;
 
+        // A purchase's returns, from the ledger: the member keeps only its most recent ones' progress.
+        IReadOnlyList<LedgerEntry> returns = entry?.Kind == LedgerEntryKind.Earn
+            ? await _store.ReadReturnsOfAsync(_programId, transactionId, CancellationToken.None) : [];
+
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
         if (entry is null || (entry.MemberId != _memberId && !_state.MergedFrom.Contains(entry.MemberId)))
@@ -148,7 +152,7 @@ public sealed partial class MemberGrain
 
         return entry.Kind switch
         {
-            LedgerEntryKind.Earn => new TransactionView(entry, Reversal.Status(entry, _state.Returns.GetValueOrDefault(transactionId)), ReservationState.None),
+            LedgerEntryKind.Earn => new TransactionView(entry, Reversal.Status(entry, ReturnProgress.Of(entry, returns)), ReservationState.None),
             LedgerEntryKind.Reserve => new TransactionView(ended is { Kind: LedgerEntryKind.Redeem } ? ended : entry, null, ReservationStateOf(ended, entry)),
             _ => new TransactionView(entry, null, ReservationState.None),
         };

@@ -5,7 +5,8 @@ namespace Loyalty.Grains;
 /// <summary>The decisions of returns and adjustments, and the answers shared by every change.</summary>
 public sealed partial class MemberGrain
 {
-    private ReturnResult? StageReturn(PurchaseReturn request, long fingerprint, LedgerEntry? original, LedgerEntry? redeemed, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    private ReturnResult? StageReturn(PurchaseReturn request, long fingerprint, LedgerEntry? original, LedgerEntry? redeemed,
+        IReadOnlyList<LedgerEntry>? earlierReturns, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string txn = request.TransactionId;
@@ -32,7 +33,19 @@ public sealed partial class MemberGrain
                 $"occurred_at {request.OccurredAt:O} is before the purchase's occurred_at {original.OccurredAt:O}; a return cannot precede its purchase");
         }
 
-        ReturnProgress? progress = _state.Returns.GetValueOrDefault(original.TransactionId!);
+        // What was returned of it so far: kept by the member, or (once) made from the ledger's returns.
+        ReturnProgress? progress = _state.KnownReturns(original.TransactionId!);
+        if (progress is null)
+        {
+            if (earlierReturns is null)
+            {
+                // Kept when the ledger was skipped, forgotten since (256 other purchases returned meanwhile).
+                return ReturnResult.Reject(txn, LoyaltyError.Unavailable, "the purchase's return progress changed while this return was decided; retry");
+            }
+
+            progress = _state.RememberReturns(original, earlierReturns);
+        }
+
         ReversalResult? reversal = Reversal.Compute(original, progress, request, out string? error);
         if (reversal is null)
         {

@@ -103,14 +103,19 @@ public sealed partial class MemberGrain
 
         long fingerprint = purchaseReturn.ComputeFingerprint();
         LedgerEntry? original = null, redeemed = null;
+        IReadOnlyList<LedgerEntry>? earlierReturns = null;
         Task<ReturnResult> write = WriteAsync(
             prefetch: async () =>
             {
                 original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId);
                 redeemed = original?.Details?.RewardId is null ? null
                     : await _store.FindTransactionAsync(_programId, original.TransactionId + BasketRedeemSuffix, CancellationToken.None);
+
+                // The purchase's earlier returns, unless the member holds all of them.
+                earlierReturns = original is { Kind: LedgerEntryKind.Earn } && _state.KnownReturns(original.TransactionId!) is null
+                    ? await _store.ReadReturnsOfAsync(_programId, original.TransactionId!, CancellationToken.None) : null;
             },
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, program, now, out entry),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, earlierReturns, program, now, out entry),
             (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, new Points(checked(entry.Details!.PendingReversed + entry.Details.ActiveReversed)),
                 balance, pending, entry.Sequence, entry.Details, LoyaltyError.None, null),
             existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),

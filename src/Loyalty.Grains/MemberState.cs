@@ -76,8 +76,15 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <inheritdoc cref="_campaignEarned"/>
     public IReadOnlyDictionary<string, long> CampaignEarned => (IReadOnlyDictionary<string, long>?)_campaignEarned ?? ReadOnlyDictionary<string, long>.Empty;
 
-    /// <summary>Purchases with at least one return, by transaction id.</summary>
+    /// <summary>
+    /// The return progress of the member's most recently returned purchases (at most
+    /// <see cref="ReturnsKept"/>), by transaction id. The rest is read from the ledger when one of
+    /// them is returned again or looked up (<see cref="RememberReturns"/>).
+    /// </summary>
     [Id(15)] private Dictionary<string, ReturnProgress>? _returns;
+
+    /// <summary>How many purchases' return progress a member keeps in memory.</summary>
+    public const int ReturnsKept = 256;
 
     /// <inheritdoc cref="_returns"/>
     public IReadOnlyDictionary<string, ReturnProgress> Returns => (IReadOnlyDictionary<string, ReturnProgress>?)_returns ?? ReadOnlyDictionary<string, ReturnProgress>.Empty;
@@ -493,6 +500,11 @@ public sealed class MemberState : IEarnHistory, IQualifying
         {
             throw new InvalidOperationException($"After entry {entry.Sequence}: lots hold {inLots} for a balance of {Balance.Value}.");
         }
+
+        if (Returns.Count > ReturnsKept)
+        {
+            throw new InvalidOperationException($"After entry {entry.Sequence}: {Returns.Count} purchases' return progress kept, more than {ReturnsKept}.");
+        }
     }
 
     /// <summary>
@@ -764,7 +776,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         long reversed = checked(details.PendingReversed + details.ActiveReversed + details.Shortfall);
         LifetimeReversed += new Points(reversed);
-        RecordProgress(original, details);
+        RecordProgress(original, details, entry.Sequence);
         if (details.MergedPurchase)
         {
             // The purchase was earned by a duplicate account merged into this one: this member's
@@ -871,13 +883,17 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         foreach (ReturnedSoFar r in t.Returns)
         {
+            // Taken as incomplete: the duplicate may have forgotten older returns, so the ledger is asked again.
             (_returns ??= new(StringComparer.Ordinal))[r.TransactionId] = new ReturnProgress
             {
                 ByLines = r.ByLines, AmountReturnedMinor = r.AmountReturnedMinor,
                 SkuReturnedMinor = new Dictionary<string, long>(r.SkuReturnedMinor, StringComparer.Ordinal), Reversed = [.. r.Reversed],
                 SkuReturnedQuantity = new Dictionary<string, long>(r.SkuReturnedQuantity ?? new Dictionary<string, long>(), StringComparer.Ordinal),
+                Touched = entry.Sequence, Count = 1,
             };
         }
+
+        ForgetOldestReturns();
 
         if (entry.Details.InheritsReferrer)
         {
@@ -936,28 +952,62 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Whether expiry <paramref name="a"/> comes after <paramref name="b"/>; null is never.</summary>
     private static bool Later(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b is not null : b is not null && a > b;
 
-    private void RecordProgress(string original, EntryDetails details)
+    private void RecordProgress(string original, EntryDetails details, long sequence)
     {
         Dictionary<string, ReturnProgress> returns = _returns ??= new(StringComparer.Ordinal);
         if (!returns.TryGetValue(original, out ReturnProgress? progress))
         {
-            progress = new ReturnProgress { ByLines = details.Lines is not null, Reversed = new long[details.Components.Count] };
+            // Complete only when it is certain no older return was forgotten: a live return is
+            // decided on a progress remembered from the ledger first, so this is replay.
+            progress = new ReturnProgress { Reversed = new long[details.Components.Count] };
             returns[original] = progress;
+            ForgetOldestReturns();
         }
 
-        progress.AmountReturnedMinor = checked(progress.AmountReturnedMinor + details.ReturnedAmountMinor);
-        foreach (SkuAmount line in details.Lines ?? [])
+        progress.Touched = sequence;
+        progress.Add(details);
+    }
+
+    /// <summary>
+    /// The return progress of <paramref name="purchase"/>, complete: as kept when it is, else made
+    /// from <paramref name="ledgerReturns"/> (every return of it, read from the ledger) and kept
+    /// from now on. Null when it has no returns. Called before a return of it is decided; it adds
+    /// only what the ledger already holds, so the state stays the replay of its ledger.
+    /// </summary>
+    public ReturnProgress? RememberReturns(LedgerEntry purchase, IReadOnlyList<LedgerEntry> ledgerReturns)
+    {
+        string id = purchase.TransactionId!;
+        if (_returns?.GetValueOrDefault(id) is { Complete: true } known)
         {
-            progress.SkuReturnedMinor[line.Sku] = checked(progress.SkuReturnedMinor.GetValueOrDefault(line.Sku) + line.AmountMinor);
-            if (line.Quantity > 0)
-            {
-                progress.SkuReturnedQuantity[line.Sku] = checked(progress.SkuReturnedQuantity.GetValueOrDefault(line.Sku) + line.Quantity);
-            }
+            known.Touched = Sequence;
+            return known;
         }
 
-        for (int i = 0; i < details.Components.Count && i < progress.Reversed.Length; i++)
+        if (ReturnProgress.Of(purchase, ledgerReturns) is not { } progress)
         {
-            progress.Reversed[i] = checked(progress.Reversed[i] + details.Components[i].Points);
+            return null;
+        }
+
+        progress.Touched = Sequence;
+        (_returns ??= new(StringComparer.Ordinal))[id] = progress;
+        ForgetOldestReturns();
+        return progress;
+    }
+
+    /// <summary>
+    /// The progress of <paramref name="purchaseId"/> when it is known to be complete; null when it
+    /// has no returns kept or may lack forgotten ones (then ask <see cref="RememberReturns"/>).
+    /// </summary>
+    public ReturnProgress? KnownReturns(string purchaseId) =>
+        _returns?.GetValueOrDefault(purchaseId) is { Complete: true } known ? known : null;
+
+    /// <summary>Forgets the least recently used progress while more than <see cref="ReturnsKept"/> are kept.</summary>
+    private void ForgetOldestReturns()
+    {
+        while (_returns is { Count: > ReturnsKept } returns)
+        {
+            string oldest = returns.MinBy(r => r.Value.Touched).Key;
+            returns.Remove(oldest);
         }
     }
 

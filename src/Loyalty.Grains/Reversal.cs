@@ -18,6 +18,60 @@ public sealed class ReturnProgress
 
     /// <summary>Units returned so far per SKU, for returns by lines (purchases recorded with quantities).</summary>
     [Id(4)] public Dictionary<string, long> SkuReturnedQuantity { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Whether this holds every return of the purchase: true when it was made from the purchase's
+    /// returns read from the ledger (and kept up since), false when it was begun by a return
+    /// replayed after the purchase's older returns were forgotten (see <see cref="MemberState.ReturnsKept"/>).
+    /// </summary>
+    [Id(5)] public bool Complete { get; set; }
+
+    /// <summary>The member's sequence when this was last used: the least recently used is forgotten first.</summary>
+    [Id(6)] public long Touched { get; set; }
+
+    /// <summary>How many returns it holds.</summary>
+    [Id(7)] public int Count { get; set; }
+
+    /// <summary>The complete progress of <paramref name="purchase"/> from every return of it read from the ledger; null for none.</summary>
+    public static ReturnProgress? Of(LedgerEntry purchase, IReadOnlyList<LedgerEntry> returns)
+    {
+        if (returns.Count == 0)
+        {
+            return null;
+        }
+
+        var progress = new ReturnProgress { Reversed = new long[purchase.Details?.Components.Count ?? 0], Complete = true };
+        foreach (LedgerEntry r in returns)
+        {
+            progress.Add(r.Details ?? throw new InvalidOperationException($"Return entry {r.MemberId}#{r.Sequence} has no details."));
+        }
+
+        return progress;
+    }
+
+    /// <summary>Adds one return to the progress.</summary>
+    public void Add(EntryDetails details)
+    {
+        if (Count++ == 0)
+        {
+            ByLines = details.Lines is not null;
+        }
+
+        AmountReturnedMinor = checked(AmountReturnedMinor + details.ReturnedAmountMinor);
+        foreach (SkuAmount line in details.Lines ?? [])
+        {
+            SkuReturnedMinor[line.Sku] = checked(SkuReturnedMinor.GetValueOrDefault(line.Sku) + line.AmountMinor);
+            if (line.Quantity > 0)
+            {
+                SkuReturnedQuantity[line.Sku] = checked(SkuReturnedQuantity.GetValueOrDefault(line.Sku) + line.Quantity);
+            }
+        }
+
+        for (int i = 0; i < details.Components.Count && i < Reversed.Length; i++)
+        {
+            Reversed[i] = checked(Reversed[i] + details.Components[i].Points);
+        }
+    }
 }
 
 /// <summary>The reversal a return causes, before it is split between pending and active points.</summary>

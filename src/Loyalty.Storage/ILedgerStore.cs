@@ -85,6 +85,13 @@ public interface ILedgerStore
     Task<LedgerEntry?> FindTransactionAsync(string programId, string transactionId, CancellationToken cancellationToken);
 
     /// <summary>
+    /// The returns of the purchase <paramref name="purchaseTransactionId"/> (entries of kind
+    /// <see cref="LedgerEntryKind.Return"/> that reference it), whichever member wrote them (a
+    /// merge moves a purchase's later returns to the survivor), in the order they were recorded.
+    /// </summary>
+    Task<IReadOnlyList<LedgerEntry>> ReadReturnsOfAsync(string programId, string purchaseTransactionId, CancellationToken cancellationToken);
+
+    /// <summary>
     /// Holds the lock named <paramref name="name"/>, exclusive across every engine on this store,
     /// until the handle is disposed or its engine dies. For changes that must not interleave even
     /// while Orleans runs two activations of one grain (during membership changes, or with a

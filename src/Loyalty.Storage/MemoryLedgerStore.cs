@@ -182,6 +182,18 @@ public sealed class MemoryLedgerStore : ILedgerStore
     }
 
     /// <inheritdoc />
+    public Task<IReadOnlyList<LedgerEntry>> ReadReturnsOfAsync(string programId, string purchaseTransactionId, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            IReadOnlyList<LedgerEntry> returns = [.. _members.Where(m => m.Key.Item1 == programId).SelectMany(m => m.Value)
+                .Where(e => e.Kind == LedgerEntryKind.Return && e.Reference == purchaseTransactionId)
+                .OrderBy(e => e.RecordedAt).ThenBy(e => e.MemberId, StringComparer.Ordinal).ThenBy(e => e.Sequence)];
+            return Task.FromResult(returns);
+        }
+    }
+
+    /// <inheritdoc />
     public Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
     {
         lock (_gate)

@@ -347,6 +347,16 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         return rows.Count == 0 ? null : rows[0];
     }
 
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<LedgerEntry>> ReadReturnsOfAsync(string programId, string purchaseTransactionId, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand(
+            $"SELECT {Columns} FROM ledger_entries WHERE program_id = $1 AND reference = $2 AND kind = {(int)LedgerEntryKind.Return} ORDER BY recorded_at, member_id, seq;");
+        command.Parameters.AddWithValue(programId);
+        command.Parameters.AddWithValue(purchaseTransactionId);
+        return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
+    }
+
     /// <summary>Removes entries this transaction inserted (the part of a group that could not go in whole).</summary>
     private static async Task RemoveAsync(NpgsqlConnection connection, List<LedgerEntry> entries, CancellationToken cancellationToken)
     {

@@ -217,6 +217,17 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         return rows.Count == 0 ? null : rows[0];
     }
 
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<LedgerEntry>> ReadReturnsOfAsync(string programId, string purchaseTransactionId, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"SELECT {Columns} FROM ledger_entries WHERE program_id = $p AND reference = $r AND kind = {(int)LedgerEntryKind.Return} ORDER BY recorded_at, member_id, seq;";
+        command.Parameters.AddWithValue("$p", programId);
+        command.Parameters.AddWithValue("$r", purchaseTransactionId);
+        return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
+    }
+
     /// <summary>
     /// Removes entries this transaction inserted (the part of a group that could not go in whole).
     /// Nobody ever saw them, so a rowid this frees and a later insert takes again still comes

@@ -179,6 +179,36 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     };
 
     [Fact]
+    public async Task ReturnProgress_IsBounded_AndAForgottenPurchaseIsReadFromTheLedger_LiveAndAfterARebuild()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("m");
+        int purchases = MemberState.ReturnsKept + 44;
+        Assert.All(await Task.WhenAll(Enumerable.Range(0, purchases).Select(i => BuyAsync("m", $"b{i}"))), Assert.Null);
+
+        // $15 of each $20 purchase comes back, the oldest first: more purchases than the member keeps progress for.
+        for (int i = 0; i < purchases; i++)
+        {
+            Assert.Null(Error(await Member("m").Return(new PurchaseReturn($"r{i}", _program, "m", $"b{i}", "s1", new Money(15_00, "USD"), Now, []))));
+        }
+
+        // b0's progress was forgotten long ago: $10 more would exceed it, $5 is the rest.
+        ReturnResult tooMuch = await Member("m").Return(new PurchaseReturn("again0", _program, "m", "b0", "s1", new Money(10_00, "USD"), Now, []));
+        Assert.Equal(LoyaltyError.FailedPrecondition, tooMuch.Error);
+        Assert.Contains("15", tooMuch.ErrorMessage!, StringComparison.Ordinal);
+        TransactionView? b1 = await Member("m").FindTransaction("b1");
+        Assert.Equal(15_00, b1!.Returns!.ReturnedMinor);
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+
+        // Rebuilt from the ledger alone (the assertion above deleted the snapshot): still refused, and the rest still fits.
+        Assert.Equal(LoyaltyError.FailedPrecondition, (await Member("m").Return(new PurchaseReturn("again1", _program, "m", "b1", "s1", new Money(10_00, "USD"), Now, []))).Error);
+        Assert.Null(Error(await Member("m").Return(new PurchaseReturn("rest0", _program, "m", "b0", "s1", new Money(5_00, "USD"), Now, []))));
+        Assert.Null(Error(await Member("m").Return(new PurchaseReturn("rest1", _program, "m", "b1", "s1", new Money(5_00, "USD"), Now, []))));
+        Assert.Equal(LoyaltyError.FailedPrecondition, (await Member("m").Return(new PurchaseReturn("over0", _program, "m", "b0", "s1", new Money(1, "USD"), Now, []))).Error);
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+    }
+
+    [Fact]
     public async Task ChangesThatWouldOverflow_AreRefusedNamingTheField_WithoutUsingASequence()
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });

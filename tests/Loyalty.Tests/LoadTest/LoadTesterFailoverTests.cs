@@ -23,12 +23,13 @@ public sealed class LoadTesterFailoverTests(ITestOutputHelper output)
         LoadOptions options = LoadOptions.Parse(
         [
             "--target", string.Join(",", cluster.Nodes.Select(n => $"http://127.0.0.1:{n.Port}")), "--key", TestKeys.Operator,
-            "--members", "300", "--events", "6000", "--streams", "3", "--mode", "rate", "--rate", "300",
+            "--members", "300", "--events", "6000", "--streams", "3", "--mode", "rate", "--rate", "300", "--in-flight", "16",
             "--duration", "20", "--warmup", "0", "--lines", "2", "--quiet", "--json", json, "--html", html,
         ]);
 
         var clock = System.Diagnostics.Stopwatch.StartNew();
         Task<int> run = new LoadRun(options).RunAsync();
+        // Few slots per stream (16): the outage refuses more purchases than that, and the resends must still go out.
         // Killed once the load flows (the set-up is done and purchases are being recorded).
         while (!run.IsCompleted && clock.Elapsed < TimeSpan.FromMinutes(2)
             && await Sql.ScalarAsync(storage, "SELECT count(*) FROM ledger_entries WHERE kind = 2") < 1_000)
