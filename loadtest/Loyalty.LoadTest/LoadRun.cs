@@ -281,10 +281,16 @@ internal sealed class LoadRun(LoadOptions options)
             // A purchase refused UNAVAILABLE keeps its slot until it is answered, so while every
             // slot waits for a resend (a node down for longer than the slots last), the resends
             // must still go out: wait for a slot in short steps and send what is due in between.
-            while (!await state.Slots.WaitAsync(RetryDelay, readerFailed))
+            bool slot;
+            while (!(slot = await state.Slots.WaitAsync(RetryDelay, readerFailed)) && clock.Elapsed.TotalSeconds < options.DurationSeconds)
             {
                 await ResendDueAsync(sink, state);
                 await sink.FlushAsync();
+            }
+
+            if (!slot)
+            {
+                break;
             }
 
             long k = state.Next;

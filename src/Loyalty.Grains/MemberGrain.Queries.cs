@@ -139,7 +139,7 @@ public sealed partial class MemberGrain
         LedgerEntry? entry = await FindCommittedAsync(transactionId);
         LedgerEntry? ended = entry?.Kind == LedgerEntryKind.Reserve ? await FindCommittedAsync(transactionId + EndSuffix) : null;
 
-        // A purchase's returns, from the ledger: the member keeps only its most recent ones' progress.
+        // A purchase's returns, from the ledger (one indexed read): the member keeps only its most recent ones' progress.
         IReadOnlyList<LedgerEntry> returns = entry?.Kind == LedgerEntryKind.Earn
             ? await _store.ReadReturnsOfAsync(_programId, transactionId, CancellationToken.None) : [];
 

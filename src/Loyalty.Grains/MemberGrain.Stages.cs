@@ -6,7 +6,7 @@ namespace Loyalty.Grains;
 public sealed partial class MemberGrain
 {
     private ReturnResult? StageReturn(PurchaseReturn request, long fingerprint, LedgerEntry? original, LedgerEntry? redeemed,
-        IReadOnlyList<LedgerEntry>? earlierReturns, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+        LedgerReturns? earlierReturns, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string txn = request.TransactionId;
@@ -37,15 +37,25 @@ public sealed partial class MemberGrain
         ReturnProgress? progress = _state.KnownReturns(original.TransactionId!);
         if (progress is null)
         {
-            if (earlierReturns is null)
+            if (_open is not null)
             {
-                // Kept when the ledger was skipped, forgotten since (256 other purchases returned meanwhile).
-                return ReturnResult.Reject(txn, LoyaltyError.Unavailable, "the purchase's return progress changed while this return was decided; retry");
+                // Not kept, and the open group may hold a return of it the ledger read cannot
+                // show: answered this way, the change waits for the group and starts again.
+                return ReturnResult.Reject(txn, LoyaltyError.Unavailable, "the purchase's returns are being changed; retry");
             }
 
-            progress = _state.RememberReturns(original, earlierReturns);
+            if (earlierReturns?.Stale(_state) != false)
+            {
+                // Forgotten since the ledger was skipped, or the state was rebuilt or the purchase's
+                // progress changed since it was read: read the ledger again.
+                throw new StalePrefetchException();
+            }
+
+            progress = _state.RememberReturns(original, earlierReturns.Returns);
         }
 
+        // A progress with no return yet is the same as none.
+        progress = progress is { Count: > 0 } ? progress : null;
         ReversalResult? reversal = Reversal.Compute(original, progress, request, out string? error);
         if (reversal is null)
         {
@@ -278,4 +288,17 @@ public sealed partial class MemberGrain
     private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null || a <= b ? a : b;
 
     private string NotEnrolledMessage() => $"member '{_memberId}' is not enrolled in program '{_programId}'";
+
+    /// <summary>
+    /// A purchase's returns as read from the ledger, with the state they were read against: stale
+    /// when the state was rebuilt since, or the purchase's kept progress changed after the read.
+    /// </summary>
+    private sealed record LedgerReturns(string PurchaseId, IReadOnlyList<LedgerEntry> Returns, MemberState ReadOn, long SequenceAtRead)
+    {
+        public bool Stale(MemberState now) =>
+            !ReferenceEquals(now, ReadOn) || (now.Returns.GetValueOrDefault(PurchaseId) is { } kept && kept.Touched > SequenceAtRead);
+    }
+
+    /// <summary>Thrown by a stage whose prefetched reads are stale: the write loop runs the prefetch again.</summary>
+    private sealed class StalePrefetchException : Exception;
 }

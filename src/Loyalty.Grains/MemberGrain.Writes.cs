@@ -103,7 +103,7 @@ public sealed partial class MemberGrain
 
         long fingerprint = purchaseReturn.ComputeFingerprint();
         LedgerEntry? original = null, redeemed = null;
-        IReadOnlyList<LedgerEntry>? earlierReturns = null;
+        LedgerReturns? earlierReturns = null;
         Task<ReturnResult> write = WriteAsync(
             prefetch: async () =>
             {
@@ -111,9 +111,14 @@ public sealed partial class MemberGrain
                 redeemed = original?.Details?.RewardId is null ? null
                     : await _store.FindTransactionAsync(_programId, original.TransactionId + BasketRedeemSuffix, CancellationToken.None);
 
-                // The purchase's earlier returns, unless the member holds all of them.
-                earlierReturns = original is { Kind: LedgerEntryKind.Earn } && _state.KnownReturns(original.TransactionId!) is null
-                    ? await _store.ReadReturnsOfAsync(_programId, original.TransactionId!, CancellationToken.None) : null;
+                // The purchase's earlier returns, unless the member holds all of them (noting the
+                // state they were read against, so that the stage can tell a stale read).
+                earlierReturns = null;
+                if (original is { Kind: LedgerEntryKind.Earn, TransactionId: { } purchaseId } && _state.KnownReturns(purchaseId) is null)
+                {
+                    (MemberState readOn, long sequence) = (_state, _state.Sequence);
+                    earlierReturns = new LedgerReturns(purchaseId, await _store.ReadReturnsOfAsync(_programId, purchaseId, CancellationToken.None), readOn, sequence);
+                }
             },
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, earlierReturns, program, now, out entry),
             (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, new Points(checked(entry.Details!.PendingReversed + entry.Details.ActiveReversed)),
@@ -283,7 +288,19 @@ public sealed partial class MemberGrain
             DateTimeOffset now = _clock.GetUtcNow();
             _state.Mature(now);
             LedgerEntry? entry = null, before = null;
-            string? overflow = Decide(stage, pairStage, program, now, ref entry, ref before, out T? answer);
+            string? overflow;
+            T? answer;
+            try
+            {
+                overflow = Decide(stage, pairStage, program, now, ref entry, ref before, out answer);
+            }
+            catch (StalePrefetchException)
+            {
+                // Nothing was decided: fetch again and decide again.
+                attempt--;
+                continue;
+            }
+
             (LoyaltyError Error, string Message)? refused = entry is null ? null : Headroom.Refuse(_state, before ?? entry, before is null ? null : entry);
             if (entry is null || refused is not null)
             {

@@ -723,6 +723,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             state.Apply(entry, _options.RecentTransactionsMax);
         }
 
+        state.TrimReturns();
+
         _state = state;
         _appliedSinceSnapshot = entries.Count;
         _valid = true;

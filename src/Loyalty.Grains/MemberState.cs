@@ -970,11 +970,12 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     /// <summary>
     /// The return progress of <paramref name="purchase"/>, complete: as kept when it is, else made
-    /// from <paramref name="ledgerReturns"/> (every return of it, read from the ledger) and kept
-    /// from now on. Null when it has no returns. Called before a return of it is decided; it adds
-    /// only what the ledger already holds, so the state stays the replay of its ledger.
+    /// from <paramref name="ledgerReturns"/> (every return of it, read from the ledger; none for a
+    /// first return) and kept from now on, so that the returns applied after it keep it complete.
+    /// Called before a return of it is decided; it adds only what the ledger already holds, so the
+    /// state stays the replay of its ledger.
     /// </summary>
-    public ReturnProgress? RememberReturns(LedgerEntry purchase, IReadOnlyList<LedgerEntry> ledgerReturns)
+    public ReturnProgress RememberReturns(LedgerEntry purchase, IReadOnlyList<LedgerEntry> ledgerReturns)
     {
         string id = purchase.TransactionId!;
         if (_returns?.GetValueOrDefault(id) is { Complete: true } known)
@@ -983,16 +984,15 @@ public sealed class MemberState : IEarnHistory, IQualifying
             return known;
         }
 
-        if (ReturnProgress.Of(purchase, ledgerReturns) is not { } progress)
-        {
-            return null;
-        }
-
+        ReturnProgress progress = ReturnProgress.Of(purchase, ledgerReturns);
         progress.Touched = Sequence;
         (_returns ??= new(StringComparer.Ordinal))[id] = progress;
         ForgetOldestReturns();
         return progress;
     }
+
+    /// <summary>Keeps at most <see cref="ReturnsKept"/> return progresses (a snapshot of an older version may hold more).</summary>
+    public void TrimReturns() => ForgetOldestReturns();
 
     /// <summary>
     /// The progress of <paramref name="purchaseId"/> when it is known to be complete; null when it

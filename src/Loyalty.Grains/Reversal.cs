@@ -32,14 +32,9 @@ public sealed class ReturnProgress
     /// <summary>How many returns it holds.</summary>
     [Id(7)] public int Count { get; set; }
 
-    /// <summary>The complete progress of <paramref name="purchase"/> from every return of it read from the ledger; null for none.</summary>
-    public static ReturnProgress? Of(LedgerEntry purchase, IReadOnlyList<LedgerEntry> returns)
+    /// <summary>The complete progress of <paramref name="purchase"/> from every return of it read from the ledger (empty for none).</summary>
+    public static ReturnProgress Of(LedgerEntry purchase, IReadOnlyList<LedgerEntry> returns)
     {
-        if (returns.Count == 0)
-        {
-            return null;
-        }
-
         var progress = new ReturnProgress { Reversed = new long[purchase.Details?.Components.Count ?? 0], Complete = true };
         foreach (LedgerEntry r in returns)
         {

@@ -12,6 +12,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
 {
     private readonly Lock _gate = new();
     private readonly Dictionary<(string Program, string Member), List<LedgerEntry>> _members = [];
+    private readonly Dictionary<(string Program, string Purchase), List<LedgerEntry>> _returnsOf = [];
     private readonly Dictionary<(string Program, string Transaction), LedgerEntry> _transactions = [];
     private readonly Dictionary<(string Program, string Member), DateTimeOffset> _due = [];
     private readonly Dictionary<(string Program, string Member), string> _profiles = [];
@@ -186,9 +187,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
     {
         lock (_gate)
         {
-            IReadOnlyList<LedgerEntry> returns = [.. _members.Where(m => m.Key.Item1 == programId).SelectMany(m => m.Value)
-                .Where(e => e.Kind == LedgerEntryKind.Return && e.Reference == purchaseTransactionId)
-                .OrderBy(e => e.RecordedAt).ThenBy(e => e.MemberId, StringComparer.Ordinal).ThenBy(e => e.Sequence)];
+            IReadOnlyList<LedgerEntry> returns = [.. _returnsOf.GetValueOrDefault((programId, purchaseTransactionId)) ?? []];
             return Task.FromResult(returns);
         }
     }
@@ -337,6 +336,17 @@ public sealed class MemoryLedgerStore : ILedgerStore
             _transactions[(entry.ProgramId, id)] = entry;
         }
 
+        if (entry is { Kind: LedgerEntryKind.Return, Reference: { } purchase })
+        {
+            if (!_returnsOf.TryGetValue((entry.ProgramId, purchase), out List<LedgerEntry>? returns))
+            {
+                returns = [];
+                _returnsOf[(entry.ProgramId, purchase)] = returns;
+            }
+
+            returns.Add(entry);
+        }
+
         return true;
     }
 
@@ -349,6 +359,11 @@ public sealed class MemoryLedgerStore : ILedgerStore
         if (entry.TransactionId is { } id)
         {
             _transactions.Remove((entry.ProgramId, id));
+        }
+
+        if (entry is { Kind: LedgerEntryKind.Return, Reference: { } purchase })
+        {
+            _returnsOf[(entry.ProgramId, purchase)].Remove(entry);
         }
     }
 

@@ -205,6 +205,20 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Null(Error(await Member("m").Return(new PurchaseReturn("rest0", _program, "m", "b0", "s1", new Money(5_00, "USD"), Now, []))));
         Assert.Null(Error(await Member("m").Return(new PurchaseReturn("rest1", _program, "m", "b1", "s1", new Money(5_00, "USD"), Now, []))));
         Assert.Equal(LoyaltyError.FailedPrecondition, (await Member("m").Return(new PurchaseReturn("over0", _program, "m", "b0", "s1", new Money(1, "USD"), Now, []))).Error);
+
+        // Returns of one purchase sent at once, for a forgotten purchase ($5 left of b2) and a new
+        // one ($20): exactly what is left goes back, whatever the interleaving.
+        Assert.Null(await BuyAsync("m", "fresh"));
+        ReturnResult[] atOnce = await Task.WhenAll(Enumerable.Range(0, 10).SelectMany(i => new[]
+        {
+            Member("m").Return(new PurchaseReturn($"c2-{i}", _program, "m", "b2", "s1", new Money(1_00, "USD"), Now, [])),
+            Member("m").Return(new PurchaseReturn($"cf-{i}", _program, "m", "fresh", "s1", new Money(5_00, "USD"), Now, [])),
+        }));
+        Assert.All(atOnce, r => Assert.True(r.Error is LoyaltyError.None or LoyaltyError.FailedPrecondition, r.ErrorMessage));
+        Assert.Equal(5, atOnce.Count(r => r.TransactionId.StartsWith("c2-", StringComparison.Ordinal) && r.Error == LoyaltyError.None));
+        Assert.Equal(4, atOnce.Count(r => r.TransactionId.StartsWith("cf-", StringComparison.Ordinal) && r.Error == LoyaltyError.None));
+        Assert.Equal(20_00, (await Member("m").FindTransaction("b2"))!.Returns!.ReturnedMinor);
+        Assert.Equal(20_00, (await Member("m").FindTransaction("fresh"))!.Returns!.ReturnedMinor);
         await AssertEachMemberIsItsLedgerAsync(["m"]);
     }
 
