@@ -72,8 +72,7 @@ public sealed partial class MemberGrain
             program = await _programs.GetFreshAsync(_programId);
             while (_inFlight > 0)
             {
-                _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                await _drained.Task;
+                await Drained();
             }
         }
         while (!_valid || _inFlight > 0);

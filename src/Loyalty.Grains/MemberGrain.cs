@@ -532,10 +532,12 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         while (_inFlight > 0)
         {
-            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            await _drained.Task;
+            await Drained();
         }
     }
+
+    /// <summary>Completes when the member has no commit group in flight any more (see <see cref="Settle"/>).</summary>
+    private Task Drained() => (_drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
 
     /// <summary>
     /// Like <see cref="WaitForCommitsAsync"/>, but returns at once while a commit group is open
@@ -546,11 +548,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         while (_inFlight > 0 && (_open is null || _open.Entries.Count >= GroupEntriesMax))
         {
-            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiting++;
             try
             {
-                await _drained.Task;
+                await Drained();
             }
             finally
             {
@@ -699,8 +700,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         while (_inFlight > 0)
         {
-            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            await _drained.Task;
+            await Drained();
         }
 
         if (!_snapshotJustRead)

@@ -27,14 +27,19 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
     private readonly string _program = "a" + Guid.NewGuid().ToString("N")[..10];
 
-    public static TheoryData<string, FaultStep> Cases()
+    public static TheoryData<string, FaultStep> Cases() => AtEveryStep(Scenarios.Keys);
+
+    public static TheoryData<string, FaultStep> DueCases() => AtEveryStep(DueScenarios.Keys);
+
+    /// <summary>Each scenario with a fault at each step.</summary>
+    private static TheoryData<string, FaultStep> AtEveryStep(IEnumerable<string> scenarios)
     {
         var data = new TheoryData<string, FaultStep>();
-        foreach (string kind in Scenarios.Keys)
+        foreach (string scenario in scenarios)
         {
             foreach (FaultStep step in Enum.GetValues<FaultStep>())
             {
-                data.Add(kind, step);
+                data.Add(scenario, step);
             }
         }
 
@@ -71,20 +76,6 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(s.Members);
         Assert.Null(await s.Act(this));
         await AssertEachMemberIsItsLedgerAsync(s.Members);
-    }
-
-    public static TheoryData<string, FaultStep> DueCases()
-    {
-        var data = new TheoryData<string, FaultStep>();
-        foreach (string kind in DueScenarios.Keys)
-        {
-            foreach (FaultStep step in Enum.GetValues<FaultStep>())
-            {
-                data.Add(kind, step);
-            }
-        }
-
-        return data;
     }
 
     /// <summary>
