@@ -41,20 +41,20 @@ public static class Expiring
     {
         DateTimeOffset? due = null;
         DateTimeOffset? holdsEnd = null;
-        if (state.ReferralOwed)
+        if (state.Referral.Owed)
         {
             // The referrer has not recorded its reward yet: due at once, so a wake retries it.
             Consider(ref due, DateTimeOffset.UnixEpoch);
         }
 
-        foreach (Hold hold in state.Holds)
+        foreach (Hold hold in state.Lots.Holds)
         {
             Consider(ref due, hold.LapsesAt);
             holdsEnd = Latest(holdsEnd, hold.LapsesAt);
         }
 
         TimeSpan warn = TimeSpan.FromDays(policy.WarnDays);
-        if (state.Lots.Count > 0 && state.Lots[0].ExpiresAt is { } first)
+        if (state.Lots.Spendable.Count > 0 && state.Lots.Spendable[0].ExpiresAt is { } first)
         {
             Consider(ref due, Latest(holdsEnd, first)!.Value);
         }
@@ -64,7 +64,7 @@ public static class Expiring
             Consider(ref due, expiresAt - warn);
         }
 
-        foreach (PendingLot lot in state.Pending)
+        foreach (PendingLot lot in state.Lots.Pending)
         {
             if (lot.ExpiresAt is { } pendingExpiry)
             {
@@ -75,7 +75,7 @@ public static class Expiring
         if (policy.InactivityMonths > 0)
         {
             DateTimeOffset deadline = InactivityDeadline(state, policy);
-            if (state.Lots.Count > 0)
+            if (state.Lots.Spendable.Count > 0)
             {
                 Consider(ref due, Latest(holdsEnd, deadline)!.Value);
                 if (policy.WarnDays > 0 && state.InactivityWarnedFor != deadline)
@@ -84,9 +84,9 @@ public static class Expiring
                 }
             }
 
-            if (state.Pending.Count > 0)
+            if (state.Lots.Pending.Count > 0)
             {
-                Consider(ref due, Latest(state.Pending[0].AvailableAt, deadline)!.Value);
+                Consider(ref due, Latest(state.Lots.Pending[0].AvailableAt, deadline)!.Value);
             }
         }
 
@@ -96,7 +96,7 @@ public static class Expiring
     /// <summary>The first piece of work due at <paramref name="now"/> (after pending lots have matured), or null.</summary>
     public static DueWork? Next(MemberState state, ExpiryPolicy policy, DateTimeOffset now)
     {
-        foreach (Hold hold in state.Holds)
+        foreach (Hold hold in state.Lots.Holds)
         {
             if (hold.LapsesAt <= now)
             {
@@ -105,10 +105,10 @@ public static class Expiring
         }
 
         // Points held by open reservations are not expired; they wait for the reservations to end.
-        long spare = state.Balance.Value - state.HeldAt(now).Value;
-        if (policy.InactivityMonths > 0 && state.Lots.Count > 0 && InactivityDeadline(state, policy) is var deadline && deadline <= now)
+        long spare = state.Balance.Value - state.Lots.HeldAt(now).Value;
+        if (policy.InactivityMonths > 0 && state.Lots.Spendable.Count > 0 && InactivityDeadline(state, policy) is var deadline && deadline <= now)
         {
-            List<LotUse> lots = state.PlanDebit(spare);
+            List<LotUse> lots = state.Lots.PlanDebit(spare);
             if (lots.Count > 0)
             {
                 return new DueWork(DueKind.Expire, lots, deadline, InactivityDeadline: deadline);
@@ -133,7 +133,7 @@ public static class Expiring
     {
         var byInstant = new SortedDictionary<DateTimeOffset, long>();
         long total = 0;
-        foreach (PointLot lot in state.Lots)
+        foreach (PointLot lot in state.Lots.Spendable)
         {
             total = checked(total + lot.Points.Value);
             if (lot.ExpiresAt is { } at)
@@ -142,7 +142,7 @@ public static class Expiring
             }
         }
 
-        foreach (PendingLot lot in state.Pending)
+        foreach (PendingLot lot in state.Lots.Pending)
         {
             total = checked(total + lot.Points.Value);
             if (lot.ExpiresAt is { } at)
@@ -175,7 +175,7 @@ public static class Expiring
     private static List<LotUse> Expired(MemberState state, DateTimeOffset now, long spare)
     {
         var expired = new List<LotUse>();
-        foreach (PointLot lot in state.Lots)
+        foreach (PointLot lot in state.Lots.Spendable)
         {
             if (spare <= 0 || lot.ExpiresAt is not { } at || at > now)
             {
@@ -194,7 +194,7 @@ public static class Expiring
     {
         TimeSpan warn = TimeSpan.FromDays(policy.WarnDays);
         var lots = new List<LotUse>();
-        foreach (PointLot lot in state.Lots)
+        foreach (PointLot lot in state.Lots.Spendable)
         {
             if (lot.ExpiresAt is not { } at || at - warn > now)
             {
@@ -208,7 +208,7 @@ public static class Expiring
         }
 
         DateTimeOffset? deadline = null;
-        if (policy.InactivityMonths > 0 && state.Lots.Count > 0)
+        if (policy.InactivityMonths > 0 && state.Lots.Spendable.Count > 0)
         {
             DateTimeOffset d = InactivityDeadline(state, policy);
             deadline = d - warn <= now && state.InactivityWarnedFor != d ? d : null;
@@ -221,7 +221,7 @@ public static class Expiring
 
     private static PointLot? FirstUnwarned(MemberState state)
     {
-        foreach (PointLot lot in state.Lots)
+        foreach (PointLot lot in state.Lots.Spendable)
         {
             if (lot.ExpiresAt is null)
             {

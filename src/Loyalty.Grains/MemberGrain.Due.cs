@@ -20,7 +20,7 @@ public sealed partial class MemberGrain
     public async Task Wake()
     {
         await EnsureLoadedAsync();
-        bool settled = !_state.ReferralOwed || await SettleReferrerAsync();
+        bool settled = !_state.Referral.Owed || await SettleReferrerAsync();
 
         for (int step = 0; step < WakeStepsMax; step++)
         {
@@ -82,7 +82,7 @@ public sealed partial class MemberGrain
         if (_state.Enrolled && program is not null)
         {
             DateTimeOffset now = _clock.GetUtcNow();
-            _state.Mature(now);
+            _state.Lots.Mature(now);
             next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules), ProgrammeDue(program.Settings));
             if (!settled && next <= now)
             {

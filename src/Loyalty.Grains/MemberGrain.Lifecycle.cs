@@ -223,7 +223,7 @@ public sealed partial class MemberGrain
                 $"member '{_memberId}' would hold the histories of {mergesAfter} merged accounts, more than the {Limits.MergesPerMemberMax} one member may");
         }
 
-        int referralsAfter = _state.Referrals.Count + duplicate.Referrals.Count(r => !_state.Referrals.Contains(r));
+        int referralsAfter = _state.Referral.Referrals.Count + duplicate.Referrals.Count(r => !_state.Referral.Referrals.Contains(r));
         return referralsAfter > Limits.ReferralsPerMemberMax
             ? MemberResult.Reject(LoyaltyError.FailedPrecondition,
                 $"member '{_memberId}' would have {referralsAfter} referrals, more than the {Limits.ReferralsPerMemberMax} one member may")
@@ -255,7 +255,7 @@ public sealed partial class MemberGrain
                     return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
                 }
 
-                if (_state.ReferredBy != fromId && !_state.Referrals.Contains(fromId))
+                if (_state.Referral.ReferredBy != fromId && !_state.Referral.Referrals.Contains(fromId))
                 {
                     return new MemberResult(null, LoyaltyError.None, null);
                 }
@@ -289,7 +289,7 @@ public sealed partial class MemberGrain
         }
 
         // A lapsed reservation still holds a stock unit until the schedule ends it, moments later.
-        if (_state.Erased || _state.Holds.Count > 0)
+        if (_state.Erased || _state.Lots.Holds.Count > 0)
         {
             return new DetachOutcome(null, LoyaltyError.FailedPrecondition,
                 _state.Erased ? $"member '{_memberId}' was erased" : $"member '{_memberId}' has reservations that have not ended; commit or cancel them, or retry after they lapse");
@@ -308,7 +308,7 @@ public sealed partial class MemberGrain
         TierLadder ladder = program.Settings.Ladder;
         (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         MergeTransfer transfer = _state.TransferOf(_memberId, ladder.Tiers[tier].Name, reviewAt);
-        entry = NewEntry(LedgerEntryKind.MergedAway, -(_state.Balance + _state.PendingTotal), null, 0, now, program) with
+        entry = NewEntry(LedgerEntryKind.MergedAway, -(_state.Balance + _state.Lots.PendingTotal), null, 0, now, program) with
         {
             Reference = survivorId,
             Reason = "merged into " + survivorId,
@@ -338,7 +338,7 @@ public sealed partial class MemberGrain
         int theirs = ladder.IndexOf(transfer.Tier);
         bool takeTheirs = theirs > mine;
         long pending = transfer.Pending.Sum(p => p.Points);
-        bool inheritsReferrer = _state.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != _memberId;
+        bool inheritsReferrer = _state.Referral.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != _memberId;
         entry = NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance + pending)), null, 0, now, program) with
         {
             Reference = duplicateId,
@@ -365,7 +365,7 @@ public sealed partial class MemberGrain
         }
 
         IEnumerable<string> linked = moved.Referrals;
-        if (moved.ReferredBy is { } referrer && _state.ReferredBy == referrer)
+        if (moved.ReferredBy is { } referrer && _state.Referral.ReferredBy == referrer)
         {
             linked = linked.Append(referrer);
         }

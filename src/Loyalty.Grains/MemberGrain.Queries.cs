@@ -33,7 +33,7 @@ public sealed partial class MemberGrain
     /// <summary>The purchase decided as Accrue would decide it now (every check, overflow included), and never applied.</summary>
     private QuoteResult DecideQuote(Purchase purchase, ProgramConfig program, IReadOnlyDictionary<string, long> taken, DateTimeOffset now)
     {
-        _state.Mature(now);
+        _state.Lots.Mature(now);
         LedgerEntry? entry = null, before = null;
         if (Decide((ProgramConfig p, DateTimeOffset n, out LedgerEntry? e) => StageAccrual(purchase, 0, null, p, n, out e, out _),
             null, program, now, ref entry, ref before, out AccrualResult? refused) is { } overflow)
@@ -51,7 +51,7 @@ public sealed partial class MemberGrain
             return QuoteResult.Reject(tooLarge.Error, tooLarge.Message);
         }
 
-        Points available = _state.Balance - _state.HeldAt(now);
+        Points available = _state.Balance - _state.Lots.HeldAt(now);
         Points after = entry.AvailableAt is null ? available + entry.Points : available;
         Points redeemed = Points.Zero;
         bool giftSpent = false;
@@ -69,7 +69,7 @@ public sealed partial class MemberGrain
         string? gift = giftSpent ? null : _state.OpenBirthdayGift(now)?.GiftRewardId;
         IReadOnlyList<RewardOption> options = RewardChoice.Options(program.Settings.RewardList, entry.Details?.TierAfter ?? _state.Tier, after.Value, now, taken, gift, _state.Membership.PlanAt(now));
         return new QuoteResult(LoyaltyError.None, null, entry.Points, entry.Details, entry.AvailableAt,
-            _state.Balance, available, _state.PendingTotal, after, redeemed, options, program.Version);
+            _state.Balance, available, _state.Lots.PendingTotal, after, redeemed, options, program.Version);
     }
 
     /// <summary>Whether the basket's redemption would be accepted (stock judged by the units taken now), and its points.</summary>
@@ -105,10 +105,10 @@ public sealed partial class MemberGrain
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
         DateTimeOffset now = _clock.GetUtcNow();
-        _state.Mature(now);
+        _state.Lots.Mature(now);
         TierLadder ladder = program.Settings.Ladder;
         (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
-        Points available = _state.Balance - _state.HeldAt(now);
+        Points available = _state.Balance - _state.Lots.HeldAt(now);
         string tierName = ladder.Tiers[tier].Name;
         return new RewardsView(tierName, available, RewardChoice.Options(program.Settings.RewardList, tierName, available.Value, now, taken, _state.OpenBirthdayGift(now)?.GiftRewardId, _state.Membership.PlanAt(now)));
     }
@@ -123,7 +123,7 @@ public sealed partial class MemberGrain
         }
 
         DateTimeOffset now = _clock.GetUtcNow();
-        return [.. _state.Holds.Where(h => h.LapsesAt > now).OrderBy(h => h.LapsesAt)
+        return [.. _state.Lots.Holds.Where(h => h.LapsesAt > now).OrderBy(h => h.LapsesAt)
             .Select(h => new OpenReservation(h.ReservationId, h.RewardId, h.Quantity, h.Points, h.LapsesAt))];
     }
 
@@ -162,7 +162,7 @@ public sealed partial class MemberGrain
     {
         { Kind: LedgerEntryKind.Redeem } => ReservationState.Committed,
         { Details.EndedAs: var endedAs } => endedAs,
-        null when _state.FindHold(reserve.TransactionId!) is { } hold => hold.LapsesAt > _clock.GetUtcNow() ? ReservationState.Held : ReservationState.Lapsed,
+        null when _state.Lots.FindHold(reserve.TransactionId!) is { } hold => hold.LapsesAt > _clock.GetUtcNow() ? ReservationState.Held : ReservationState.Lapsed,
         _ => ReservationState.Lapsed,
     };
 

@@ -66,7 +66,7 @@ public sealed partial class MemberGrain
         long fingerprint = commit ? CommitFingerprint : ReleaseFingerprint;
         LedgerEntry? ended = null;
         RedemptionResult result = await WriteAsync(
-            prefetch: async () => ended = _state.FindHold(reservationId) is null ? await FindCommittedAsync(key) : null,
+            prefetch: async () => ended = _state.Lots.FindHold(reservationId) is null ? await FindCommittedAsync(key) : null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageEnd(reservationId, commit, ended, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.Details!.EndedAs) with { TransactionId = reservationId },
             existing => Task.FromResult<RedemptionResult?>(AnswerEnded(reservationId, existing, commit)),
@@ -94,7 +94,7 @@ public sealed partial class MemberGrain
             return RedemptionResult.Reject(txn, refusal.Error, refusal.Message);
         }
 
-        if (reserve && _state.Holds.Count(h => h.LapsesAt > now) >= Limits.OpenReservationsMax)
+        if (reserve && _state.Lots.Holds.Count(h => h.LapsesAt > now) >= Limits.OpenReservationsMax)
         {
             return RedemptionResult.Reject(txn, LoyaltyError.FailedPrecondition, $"the member already holds {Limits.OpenReservationsMax} open reservations");
         }
@@ -116,7 +116,7 @@ public sealed partial class MemberGrain
             : Valued(NewEntry(LedgerEntryKind.Redeem, new Points(-points), txn, fingerprint, now, program) with
             {
                 StoreId = request.StoreId,
-                Details = details with { Lots = _state.PlanDebit(points) },
+                Details = details with { Lots = _state.Lots.PlanDebit(points) },
             }, program.Settings);
         return null;
     }
@@ -143,7 +143,7 @@ public sealed partial class MemberGrain
 
         gift = allowGift && _state.OpenBirthdayGift(now)?.GiftRewardId == reward.Id;
         points = checked(reward.PointsPrice * (request.Quantity - (gift ? 1 : 0)));
-        Points available = _state.Balance - _state.HeldAt(now);
+        Points available = _state.Balance - _state.Lots.HeldAt(now);
         return available.Value < points
             ? (LoyaltyError.FailedPrecondition, $"the member has {available.Value} points available; {request.Quantity} x '{reward.Id}' needs {points}")
             : null;
@@ -158,7 +158,7 @@ public sealed partial class MemberGrain
             return RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, NotEnrolledMessage());
         }
 
-        if (_state.FindHold(reservationId) is not { } hold)
+        if (_state.Lots.FindHold(reservationId) is not { } hold)
         {
             return ended is not null ? AnswerEnded(reservationId, ended, commit)
                 // Remembered by hash: only an ending's own fingerprint makes it this reservation's ending.
@@ -191,7 +191,7 @@ public sealed partial class MemberGrain
         entry = Valued(NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, CommitFingerprint, now, program) with
         {
             Reference = reservationId,
-            Details = details with { Lots = _state.PlanDebit(hold.Points.Value) },
+            Details = details with { Lots = _state.Lots.PlanDebit(hold.Points.Value) },
         }, program.Settings);
         return null;
     }
@@ -214,16 +214,16 @@ public sealed partial class MemberGrain
     {
         EntryDetails details = entry.Details!;
         Points points = entry.Kind == LedgerEntryKind.Redeem ? -entry.Points : new Points(details.HeldPoints);
-        return new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, points, balance, balance - _state.HeldAt(_clock.GetUtcNow()), entry.Sequence,
+        return new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, points, balance, balance - _state.Lots.HeldAt(_clock.GetUtcNow()), entry.Sequence,
             details.RewardId, details.Quantity, reservation, details.LapsesAt, details.Lots ?? [], LoyaltyError.None, null);
     }
 
     /// <summary>A resend of a redeem or a reservation, answered from the grain's memory.</summary>
     private RedemptionResult Duplicate(string txn, Points points, long sequence, bool reserve)
     {
-        Hold? hold = reserve ? _state.FindHold(txn) : null;
+        Hold? hold = reserve ? _state.Lots.FindHold(txn) : null;
         return new RedemptionResult(txn, AccrualStatus.Duplicate, reserve ? hold?.Points ?? Points.Zero : -points, _state.Balance,
-            _state.Balance - _state.HeldAt(_clock.GetUtcNow()), sequence, hold?.RewardId, hold?.Quantity ?? 0,
+            _state.Balance - _state.Lots.HeldAt(_clock.GetUtcNow()), sequence, hold?.RewardId, hold?.Quantity ?? 0,
             reserve ? (hold is null ? ReservationState.None : ReservationState.Held) : ReservationState.None, hold?.LapsesAt, [], LoyaltyError.None, null);
     }
 
@@ -241,7 +241,7 @@ public sealed partial class MemberGrain
                 $"reservation '{reservationId}' was already {(committed ? "committed" : "cancelled or lapsed")}");
         }
 
-        return new RedemptionResult(reservationId, AccrualStatus.Duplicate, -points, _state.Balance, _state.Balance - _state.HeldAt(_clock.GetUtcNow()),
+        return new RedemptionResult(reservationId, AccrualStatus.Duplicate, -points, _state.Balance, _state.Balance - _state.Lots.HeldAt(_clock.GetUtcNow()),
             sequence, null, 0, state, null, [], LoyaltyError.None, null);
     }
 

@@ -52,7 +52,7 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
         }
 
-        if (_state.Enrolled && _state.ReferredBy == referrer)
+        if (_state.Enrolled && _state.Referral.ReferredBy == referrer)
         {
             return new MemberResult(View(await _programs.GetAsync(_programId)), LoyaltyError.None, null);
         }
@@ -81,7 +81,7 @@ public sealed partial class MemberGrain
                 current = program;
                 if (CheckReferrable(referrer) is { } refusal)
                 {
-                    return _state.ReferredBy == referrer ? new MemberResult(View(program), LoyaltyError.None, null) : refusal;
+                    return _state.Referral.ReferredBy == referrer ? new MemberResult(View(program), LoyaltyError.None, null) : refusal;
                 }
 
                 entry = NewEntry(LedgerEntryKind.Referred, Points.Zero, null, 0, now, program) with { Reference = referrer };
@@ -96,7 +96,7 @@ public sealed partial class MemberGrain
     public async Task<string?> GetReferrer()
     {
         await CatchUpAsync();
-        return _state.Enrolled ? _state.ReferredBy : null;
+        return _state.Enrolled ? _state.Referral.ReferredBy : null;
     }
 
     /// <inheritdoc />
@@ -130,7 +130,7 @@ public sealed partial class MemberGrain
         }
 
         await EnsureLoadedAsync();
-        if (_state.MergedInto is { } survivor && !_state.ReferralRewards.ContainsKey(referredMemberId))
+        if (_state.MergedInto is { } survivor && !_state.Referral.Rewards.ContainsKey(referredMemberId))
         {
             // The referrer was merged into another account: the reward (or its reversal) goes there,
             // unless the referred member is that account itself (nobody rewards itself).
@@ -159,8 +159,8 @@ public sealed partial class MemberGrain
         // An erased member is not rewarded any more (its account takes no changes), nor is a merged-away
         // one (it only answers for what it recorded before), nor a member for referring itself.
         if (_state.Erased || _state.MergedInto is not null || referred == _memberId || _state.MergedFrom.Contains(referred)
-            || _state.FindRecent(txn) is { Fingerprint: 0 } || (!reverse && _state.ReferralRewards.ContainsKey(referred))
-            || (reverse && _state.ReferralRewards.GetValueOrDefault(referred, -1) == 0))
+            || _state.FindRecent(txn) is { Fingerprint: 0 } || (!reverse && _state.Referral.Rewards.ContainsKey(referred))
+            || (reverse && _state.Referral.Rewards.GetValueOrDefault(referred, -1) == 0))
         {
             return new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null);
         }
@@ -177,7 +177,7 @@ public sealed partial class MemberGrain
         }
 
         // A reversal before the reward arrived records that none is due; it takes what was credited.
-        long credited = Math.Max(0, _state.ReferralRewards.GetValueOrDefault(referred));
+        long credited = Math.Max(0, _state.Referral.Rewards.GetValueOrDefault(referred));
         long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
             ? credited
             : Math.Min(credited, Math.Max(0, _state.Balance.Value));
@@ -185,7 +185,7 @@ public sealed partial class MemberGrain
         {
             Reference = referred,
             Reason = "referral of " + referred + " reversed: the qualifying purchase was returned",
-            Details = new EntryDetails { ReferralReversed = true, Lots = _state.PlanDebit(fromActive), Shortfall = credited - fromActive },
+            Details = new EntryDetails { ReferralReversed = true, Lots = _state.Lots.PlanDebit(fromActive), Shortfall = credited - fromActive },
         };
         return null;
     }
@@ -203,12 +203,12 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.InvalidArgument, "a member cannot refer itself");
         }
 
-        if (_state.ReferredBy is { } already)
+        if (_state.Referral.ReferredBy is { } already)
         {
             return MemberResult.Reject(LoyaltyError.AlreadyExists, $"member '{_memberId}' was already referred by '{already}'");
         }
 
-        return _state.PurchaseCount > 0
+        return _state.Earnings.PurchaseCount > 0
             ? MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' has already made a purchase; a referral must come before it")
             : null;
     }
@@ -293,7 +293,7 @@ public sealed partial class MemberGrain
     /// </summary>
     private EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings)
     {
-        if (_state.ReferredBy is not { } referrer || _state.ReferralQualifiedBy is not null
+        if (_state.Referral.ReferredBy is not { } referrer || _state.Referral.QualifiedBy is not null
             || settings.Referrals is not { } policy || policy.ReferrerPoints + policy.ReferredPoints == 0
             || purchase.Amount.AmountMinor < policy.MinPurchaseMinor)
         {
@@ -311,7 +311,7 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>Whether the referrer still has to hear of this member's qualifying purchase (or of its return).</summary>
-    private bool ReferrerToSettle => _state.ReferredBy is not null && (_state.ReferralQualifiedBy is null || _state.ReferralOwed);
+    private bool ReferrerToSettle => _state.Referral.ReferredBy is not null && (_state.Referral.QualifiedBy is null || _state.Referral.Owed);
 
     /// <summary>
     /// Tells the referrer its reward, or its reversal, then records here that it did. The call is
@@ -320,17 +320,17 @@ public sealed partial class MemberGrain
     /// </summary>
     private async Task<bool> SettleReferrerAsync()
     {
-        if (_state.ReferredBy is not { } referrer || !_state.ReferralOwed)
+        if (_state.Referral.ReferredBy is not { } referrer || !_state.Referral.Owed)
         {
             return true;
         }
 
-        string subject = _state.ReferralSubject ?? _memberId;
-        bool reward = _state.ReferrerRewardOwed > 0 && !_state.RewardSettled, reversal = _state.ReferralReversed && !_state.ReversalSettled;
+        string subject = _state.Referral.Subject ?? _memberId;
+        bool reward = _state.Referral.RewardOwed > 0 && !_state.Referral.RewardSettled, reversal = _state.Referral.Reversed && !_state.Referral.ReversalSettled;
         try
         {
             IMemberGrain grain = ReferrerGrain(referrer);
-            LoyaltyError error = reward ? await grain.SettleReferralReward(subject, _state.ReferrerRewardOwed, reverse: false) : LoyaltyError.None;
+            LoyaltyError error = reward ? await grain.SettleReferralReward(subject, _state.Referral.RewardOwed, reverse: false) : LoyaltyError.None;
             if (error == LoyaltyError.None && reversal)
             {
                 error = await grain.SettleReferralReward(subject, 0, reverse: true);
@@ -371,7 +371,7 @@ public sealed partial class MemberGrain
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
-                if (!_state.ReferralOwed)
+                if (!_state.Referral.Owed)
                 {
                     return new MemberResult(null, LoyaltyError.None, null);
                 }
@@ -379,7 +379,7 @@ public sealed partial class MemberGrain
                 entry = NewEntry(LedgerEntryKind.ReferralSettled, Points.Zero, null, 0, now, program) with
                 {
                     Reference = referrer,
-                    Details = new EntryDetails { ReferrerReward = reward ? _state.ReferrerRewardOwed : 0, ReferralReversed = reversal },
+                    Details = new EntryDetails { ReferrerReward = reward ? _state.Referral.RewardOwed : 0, ReferralReversed = reversal },
                 };
                 return null;
             },

@@ -34,7 +34,7 @@ public sealed partial class MemberGrain
         }
 
         // What was returned of it so far: kept by the member, or (once) made from the ledger's returns.
-        ReturnProgress? progress = _state.KnownReturns(original.TransactionId!);
+        ReturnProgress? progress = _state.Returns.Known(original.TransactionId!);
         if (progress is null)
         {
             if (_open is not null)
@@ -51,7 +51,7 @@ public sealed partial class MemberGrain
                 throw new StalePrefetchException();
             }
 
-            progress = _state.RememberReturns(original, earlierReturns.Returns);
+            progress = _state.Returns.Remember(original, earlierReturns.Returns, _state.Sequence);
         }
 
         // A progress with no return yet is the same as none.
@@ -67,7 +67,7 @@ public sealed partial class MemberGrain
         // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
         IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.Details?.Lots is { Count: > 0 } spent ? spent : null;
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
-        PendingLot? pendingLot = _state.FindPending(original.TransactionId!);
+        PendingLot? pendingLot = _state.Lots.FindPending(original.TransactionId!);
         long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
         long rest = reversal.Total - fromPending;
         long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
@@ -84,17 +84,17 @@ public sealed partial class MemberGrain
         {
             Components = reversal.Components,
             PendingReversed = fromPending,
-            PendingAvailableAt = fromPending > 0 ? pendingLot!.AvailableAt : null,
+            PendingAvailableAt = fromPending > 0 ? pendingLot!.Value.AvailableAt : null,
             ActiveReversed = fromActive,
             // The purchase's own lot first, so other purchases' points keep their expiry.
-            Lots = fromActive > 0 ? _state.PlanDebit(fromActive, prefer: true, original.Details?.ExpiresAt) : null,
+            Lots = fromActive > 0 ? _state.Lots.PlanDebit(fromActive, prefer: true, original.Details?.ExpiresAt) : null,
             Shortfall = rest - fromActive,
             ReturnedAmountMinor = reversal.ReturnedAmountMinor,
             Lines = reversal.Lines,
             OriginalRecordedAt = original.RecordedAt,
             EarnDay = original.Details?.EarnDay ?? 0,
             EarnMonth = original.Details?.EarnMonth ?? 0,
-            ReferralReversed = reversal.Full && !_state.ReferralReversed && original.TransactionId == _state.ReferralQualifiedBy,
+            ReferralReversed = reversal.Full && !_state.Referral.Reversed && original.TransactionId == _state.Referral.QualifiedBy,
             Restored = restoredLots,
             MergedPurchase = original.MemberId != _memberId,
             Cause = takenBack > 0 ? original.Details!.Cause : null,
@@ -130,7 +130,7 @@ public sealed partial class MemberGrain
 
         EntryDetails details = adjustment.Points.Value >= 0
             ? new EntryDetails { ExpiresAt = LotExpiry(program.Settings, now) }
-            : new EntryDetails { Lots = _state.PlanDebit(-adjustment.Points.Value) };
+            : new EntryDetails { Lots = _state.Lots.PlanDebit(-adjustment.Points.Value) };
         entry = NewEntry(LedgerEntryKind.Adjust, adjustment.Points, txn, fingerprint, now, program) with { Reason = adjustment.Reason, Details = details };
         return null;
     }
@@ -202,7 +202,7 @@ public sealed partial class MemberGrain
         new(txn, AccrualStatus.Duplicate, points, _state.Balance, sequence, LoyaltyError.None, null);
 
     private ReturnResult ReturnDuplicate(string txn, Points points, long sequence) =>
-        new(txn, AccrualStatus.Duplicate, Points.Zero - points, _state.Balance, _state.PendingTotal, sequence, null, LoyaltyError.None, null);
+        new(txn, AccrualStatus.Duplicate, Points.Zero - points, _state.Balance, _state.Lots.PendingTotal, sequence, null, LoyaltyError.None, null);
 
     /// <summary>The committed ledger entry of a transaction id, waiting first for this member's change in flight (it may be that one).</summary>
     private async Task<LedgerEntry?> FindCommittedAsync(string txn)
@@ -219,7 +219,7 @@ public sealed partial class MemberGrain
     private MemberView View(ProgramConfig? program)
     {
         DateTimeOffset now = _clock.GetUtcNow();
-        _state.Mature(now);
+        _state.Lots.Mature(now);
         TierLadder ladder = program?.Settings.Ladder ?? TierLadder.Default;
         (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
         TierDefinition tier = ladder.Tiers[index];
@@ -229,12 +229,12 @@ public sealed partial class MemberGrain
         DateOnly? today = program?.Settings.BonusDays is null ? null : BonusDayRules.LocalDay(now, program.Settings.Zone);
         return _state.ToView(_programId, _memberId, tier.Name, reviewAt, ((IQualifying)_state).QualifyingAt(ladder, now), tier.Perks) with
         {
-            Held = _state.HeldAt(now),
+            Held = _state.Lots.HeldAt(now),
             LifetimeRedeemed = _state.LifetimeRedeemed,
             LifetimeExpired = _state.LifetimeExpired,
             Expiring = Expiring.Upcoming(_state, policy),
             LastActivityAt = _state.LastActivityAt,
-            ReferralQualifiedBy = _state.ReferralQualifiedBy,
+            ReferralQualifiedBy = _state.Referral.QualifiedBy,
             Profile = _state.HasProfile ? _profile : null,
             Erased = _state.Erased,
             MergedInto = _state.MergedInto,
@@ -262,7 +262,7 @@ public sealed partial class MemberGrain
     private DueChange? MarkDue(ProgramSettings? settings)
     {
         if (settings is null
-            || Earliest(settings.HasExpiry || _state.Holds.Count > 0 || _state.ReferralOwed ? Expiring.NextDue(_state, settings.ExpiryRules) : null,
+            || Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed ? Expiring.NextDue(_state, settings.ExpiryRules) : null,
                 ProgrammeDue(settings)) is not { } next
             || (_scheduleKnown && _scheduledDue is { } known && known <= next))
         {
@@ -296,7 +296,7 @@ public sealed partial class MemberGrain
     private sealed record LedgerReturns(string PurchaseId, IReadOnlyList<LedgerEntry> Returns, MemberState ReadOn, long SequenceAtRead)
     {
         public bool Stale(MemberState now) =>
-            !ReferenceEquals(now, ReadOn) || (now.Returns.GetValueOrDefault(PurchaseId) is { } kept && kept.Touched > SequenceAtRead);
+            !ReferenceEquals(now, ReadOn) || (now.Returns.Kept.GetValueOrDefault(PurchaseId) is { } kept && kept.Touched > SequenceAtRead);
     }
 
     /// <summary>Thrown by a stage whose prefetched reads are stale: the write loop runs the prefetch again.</summary>

@@ -72,7 +72,7 @@ public sealed partial class MemberGrain
             await Stock(redemption.RewardId).Give(redemption.TransactionId, redemption.Quantity);
         }
 
-        if (ReferrerToSettle && _state.ReferralQualifiedBy is not null)
+        if (ReferrerToSettle && _state.Referral.QualifiedBy is not null)
         {
             await SettleReferrerAsync();
         }
@@ -83,7 +83,7 @@ public sealed partial class MemberGrain
     private async Task<T> ThenSettleReferrerAsync<T>(Task<T> write)
     {
         T result = await write;
-        if (ReferrerToSettle && _state.ReferralQualifiedBy is not null)
+        if (ReferrerToSettle && _state.Referral.QualifiedBy is not null)
         {
             await SettleReferrerAsync();
         }
@@ -114,7 +114,7 @@ public sealed partial class MemberGrain
                 // The purchase's earlier returns, unless the member holds all of them (noting the
                 // state they were read against, so that the stage can tell a stale read).
                 earlierReturns = null;
-                if (original is { Kind: LedgerEntryKind.Earn, TransactionId: { } purchaseId } && _state.KnownReturns(purchaseId) is null)
+                if (original is { Kind: LedgerEntryKind.Earn, TransactionId: { } purchaseId } && _state.Returns.Known(purchaseId) is null)
                 {
                     (MemberState readOn, long sequence) = (_state, _state.Sequence);
                     earlierReturns = new LedgerReturns(purchaseId, await _store.ReadReturnsOfAsync(_programId, purchaseId, CancellationToken.None), readOn, sequence);
@@ -125,7 +125,7 @@ public sealed partial class MemberGrain
                 balance, pending, entry.Sequence, entry.Details, LoyaltyError.None, null),
             existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
             (e, m) => ReturnResult.Reject(txn, e, m));
-        return FinishReturnAsync(_state.ReferredBy is null ? write : ThenSettleReferrerAsync(write), () => original);
+        return FinishReturnAsync(_state.Referral.ReferredBy is null ? write : ThenSettleReferrerAsync(write), () => original);
     }
 
     /// <summary>A full return of a purchase paid partly in points also gives the reward's unit back to its stock.</summary>
@@ -286,7 +286,7 @@ public sealed partial class MemberGrain
             // From here to the commit there is no await: decide (every check, overflow included),
             // then apply what cannot fail, then commit.
             DateTimeOffset now = _clock.GetUtcNow();
-            _state.Mature(now);
+            _state.Lots.Mature(now);
             LedgerEntry? entry = null, before = null;
             string? overflow;
             T? answer;
@@ -320,7 +320,7 @@ public sealed partial class MemberGrain
 
             ApplyDecided(entry, before);
             Points balance = _state.Balance;
-            Points pending = _state.PendingTotal;
+            Points pending = _state.Lots.PendingTotal;
             CommitOutcome outcome = await CommitAsync(entry, program.Settings, before);
             switch (outcome)
             {
@@ -448,7 +448,7 @@ public sealed partial class MemberGrain
             ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? LotExpiry(settings, availableAt ?? now) : null,
             RewardId = redeemed is null ? null : purchase.RedeemRewardId,
             Quantity = redeemed is null ? 0 : purchase.RedeemQuantity,
-            Activity = PurchaseActivity.Flags(_state.LastPurchaseDay, _state.PurchasesInPeriods, _state.PurchaseCount, MemberState.DayOf(now)),
+            Activity = PurchaseActivity.Flags(_state.Earnings.LastPurchaseDay, _state.Earnings.PurchasesInPeriods, _state.Earnings.PurchaseCount, MemberState.DayOf(now)),
             Cause = giving.Cause,
             GivenMinor = giving.GivenMinor,
             WalletMinor = -purchase.WalletMinor,

@@ -266,18 +266,18 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                     return closed;
                 }
 
-                if (_state.Referrals.Contains(referredMemberId))
+                if (_state.Referral.Referrals.Contains(referredMemberId))
                 {
                     return new MemberResult(null, LoyaltyError.None, null);
                 }
 
-                if (_state.Referrals.Count >= Limits.ReferralsPerMemberMax)
+                if (_state.Referral.Referrals.Count >= Limits.ReferralsPerMemberMax)
                 {
                     return MemberResult.Reject(LoyaltyError.FailedPrecondition,
                         $"referrer '{_memberId}' has referred {Limits.ReferralsPerMemberMax} members, the most one member may");
                 }
 
-                if (program.Settings.Referrals is { CapPerPeriod: > 0 } policy && _state.ReferralsSince(now, policy.PeriodDays) >= policy.CapPerPeriod)
+                if (program.Settings.Referrals is { CapPerPeriod: > 0 } policy && _state.Referral.MadeSince(now, policy.PeriodDays) >= policy.CapPerPeriod)
                 {
                     return MemberResult.Reject(LoyaltyError.FailedPrecondition,
                         $"referrer '{_memberId}' has reached the program's cap of {policy.CapPerPeriod} referrals in {policy.PeriodDays} days");
@@ -361,7 +361,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
     private async Task<EnrolmentResult> AnswerRepeatedEnrolmentAsync(string? referredBy)
     {
-        if (_state.ReferredBy != referredBy)
+        if (_state.Referral.ReferredBy != referredBy)
         {
             return EnrolmentResult.Reject(LoyaltyError.AlreadyExists, $"member '{_memberId}' is already enrolled with different details");
         }
@@ -723,7 +723,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             state.Apply(entry, _options.RecentTransactionsMax);
         }
 
-        state.TrimReturns();
+        state.Returns.Trim();
 
         _state = state;
         _appliedSinceSnapshot = entries.Count;

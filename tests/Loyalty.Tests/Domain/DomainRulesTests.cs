@@ -155,7 +155,7 @@ public sealed class DomainRulesTests
         resumed.Apply(entries[3], 1);
 
         Assert.Equal(Snapshots.Describe(whole), Snapshots.Describe(resumed));
-        Assert.Equal(["friend"], resumed.Referrals);
+        Assert.Equal(["friend"], resumed.Referral.Referrals);
         Assert.Equal(new Points(15), resumed.Balance);
         Assert.Equal(1, resumed.RecentCount);
         Assert.NotNull(resumed.FindRecent("m-t4"));

@@ -180,11 +180,11 @@ public sealed class ReturnAndTierRulesTests
         }
 
         MemberState replayed = Snapshots.RoundTrip(live);
-        replayed.Mature(Wednesday.AddDays(31));
-        live.Mature(Wednesday.AddDays(31));
+        replayed.Lots.Mature(Wednesday.AddDays(31));
+        live.Lots.Mature(Wednesday.AddDays(31));
 
         Assert.Equal(Snapshots.Describe(live), Snapshots.Describe(replayed));
-        Assert.Equal((230L, 0L), (live.Balance.Value, live.PendingTotal.Value)); // 50 + 240 - 60, all matured
-        Assert.Equal(75, live.CampaignEarned["double"]);
+        Assert.Equal((230L, 0L), (live.Balance.Value, live.Lots.PendingTotal.Value)); // 50 + 240 - 60, all matured
+        Assert.Equal(75, live.Earnings.CampaignEarned["double"]);
     }
 }

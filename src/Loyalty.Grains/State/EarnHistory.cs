@@ -1,0 +1,204 @@
+using System.Collections.ObjectModel;
+using System.Runtime.InteropServices;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// What a member earned, bucketed the way the rules ask for it: qualifying points and spend per
+/// UTC day (the tier window), points per program-local day and month (the earn caps), points per
+/// campaign (campaign caps), and the purchase counts reports use. Every bucket list is bounded:
+/// days older than two of the longest tier windows, and cap days and months past what a cap can
+/// look at, are dropped as newer ones arrive. Changed only through <see cref="MemberState.Apply"/>.
+/// </summary>
+[GenerateSerializer]
+public sealed class EarnHistory
+{
+    /// <summary>How many days of earn-cap history are kept (a month and then some).</summary>
+    public const int CapDaysKept = 62;
+
+    /// <summary>How many months of earn-cap history are kept.</summary>
+    public const int CapMonthsKept = 14;
+
+    /// <summary>How many days apart the oldest and newest qualifying day kept may be.</summary>
+    public const int QualifyingDaysSpanMax = Limits.TierWindowDaysMax + Limits.TierWindowDaysMax;
+
+    [Id(0)] private List<QualifyingDay>? _qualification;
+    [Id(1)] private Dictionary<int, long>? _earnedByDay;
+    [Id(2)] private Dictionary<int, long>? _earnedByMonth;
+    [Id(3)] private Dictionary<string, long>? _campaignEarned;
+    [Id(4)] private long _purchaseCount;
+    [Id(5)] private int _lastPurchaseDay;
+    [Id(6)] private int _purchasesInPeriods;
+
+    /// <summary>Qualifying points and spend per UTC day of recording, oldest first.</summary>
+    public IReadOnlyList<QualifyingDay> Qualification => (IReadOnlyList<QualifyingDay>?)_qualification ?? [];
+
+    /// <summary>Points earned per program-local day (DayNumber), for the daily cap.</summary>
+    public IReadOnlyDictionary<int, long> EarnedByDay => (IReadOnlyDictionary<int, long>?)_earnedByDay ?? ReadOnlyDictionary<int, long>.Empty;
+
+    /// <summary>Points earned per program-local month (year * 12 + month - 1), for the monthly cap.</summary>
+    public IReadOnlyDictionary<int, long> EarnedByMonth => (IReadOnlyDictionary<int, long>?)_earnedByMonth ?? ReadOnlyDictionary<int, long>.Empty;
+
+    /// <summary>Points earned per campaign, net of returns, for campaign caps.</summary>
+    public IReadOnlyDictionary<string, long> CampaignEarned => (IReadOnlyDictionary<string, long>?)_campaignEarned ?? ReadOnlyDictionary<string, long>.Empty;
+
+    /// <summary>Purchases accepted (earn entries), returned or not.</summary>
+    public long PurchaseCount => _purchaseCount;
+
+    /// <summary>The UTC day (day number) of the member's last purchase; 0 before the first.</summary>
+    public int LastPurchaseDay => _lastPurchaseDay;
+
+    /// <summary>Purchases, at most 2, in the day, week, month and year of <see cref="LastPurchaseDay"/> (<see cref="PurchaseActivity"/>).</summary>
+    public int PurchasesInPeriods => _purchasesInPeriods;
+
+    /// <summary>Counts a purchase recorded on UTC day <paramref name="day"/>, before it is bucketed.</summary>
+    public void CountPurchase(int day)
+    {
+        _purchasesInPeriods = PurchaseActivity.Advance(_lastPurchaseDay, _purchasesInPeriods, _purchaseCount, day);
+        _lastPurchaseDay = day;
+        _purchaseCount++;
+    }
+
+    /// <summary>Counts the purchases of a duplicate account merged into this member.</summary>
+    public void CountMergedPurchases(long purchases) => _purchaseCount = checked(_purchaseCount + purchases);
+
+    /// <summary>
+    /// Adds an earn's points (negative for a return's) to its buckets: the cap day and month and
+    /// each campaign component. A return only reduces buckets still kept (<paramref name="createMissing"/> false).
+    /// </summary>
+    public void AddToCaps(int earnDay, int earnMonth, long points, IReadOnlyList<BreakdownComponent> components, bool createMissing = true)
+    {
+        AddCapped(_earnedByDay ??= [], earnDay, points, CapDaysKept, createMissing);
+        AddCapped(_earnedByMonth ??= [], earnMonth, points, CapMonthsKept, createMissing);
+        foreach (BreakdownComponent c in components)
+        {
+            if (c.Kind != ComponentKind.Campaign)
+            {
+                continue;
+            }
+
+            Dictionary<string, long> campaigns = _campaignEarned ??= new(StringComparer.Ordinal);
+            if (createMissing || campaigns.ContainsKey(c.Code))
+            {
+                // A return's components are the positive points it reversed: they come off.
+                campaigns[c.Code] = checked(campaigns.GetValueOrDefault(c.Code) + (createMissing ? c.Points : -c.Points));
+            }
+        }
+    }
+
+    /// <summary>
+    /// Adds qualifying points and spend to UTC day <paramref name="day"/>; a return's negative
+    /// amounts only reduce a day still kept (<paramref name="createMissing"/> false).
+    /// </summary>
+    public void AddQualifying(int day, long points, long spend, bool createMissing = true)
+    {
+        List<QualifyingDay> days = _qualification ??= [];
+        // Days are kept in order and nearly always arrive as the newest: search from the end.
+        int at = days.Count;
+        while (at > 0 && days[at - 1].Day > day)
+        {
+            at--;
+        }
+
+        if (at > 0 && days[at - 1].Day == day)
+        {
+            ref QualifyingDay bucket = ref CollectionsMarshal.AsSpan(days)[at - 1];
+            bucket = new QualifyingDay(day, checked(bucket.Points + points), checked(bucket.Spend + spend));
+        }
+        else if (createMissing)
+        {
+            days.Insert(at, new QualifyingDay(day, points, spend));
+        }
+        else
+        {
+            return;
+        }
+
+        int oldest = days[^1].Day - QualifyingDaysSpanMax;
+        int expired = 0;
+        while (expired < days.Count && days[expired].Day < oldest)
+        {
+            expired++;
+        }
+
+        days.RemoveRange(0, expired);
+    }
+
+    /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
+    public (long Points, long Spend) QualifyingAt(DateTimeOffset at, int windowDays)
+    {
+        IReadOnlyList<QualifyingDay> days = Qualification;
+        int last = MemberState.DayOf(at);
+        int first = last - windowDays + 1;
+        long points = 0, spend = 0;
+        // Days are in order: walk back from the newest and stop at the window's start.
+        for (int i = days.Count - 1; i >= 0 && days[i].Day >= first; i--)
+        {
+            if (days[i].Day <= last)
+            {
+                points = checked(points + days[i].Points);
+                spend = checked(spend + days[i].Spend);
+            }
+        }
+
+        return (points, spend);
+    }
+
+    /// <summary>Throws unless every bucket list is within its bound and the qualifying days are in order.</summary>
+    public void AssertInvariants(long sequence)
+    {
+        IReadOnlyList<QualifyingDay> days = Qualification;
+        for (int i = 1; i < days.Count; i++)
+        {
+            if (days[i - 1].Day >= days[i].Day)
+            {
+                throw new InvalidOperationException($"After entry {sequence}: qualifying days are out of order.");
+            }
+        }
+
+        if (days.Count > 0 && days[^1].Day - days[0].Day > QualifyingDaysSpanMax)
+        {
+            throw new InvalidOperationException($"After entry {sequence}: qualifying days span more than {QualifyingDaysSpanMax} days.");
+        }
+
+        if (EarnedByDay.Count > CapDaysKept || EarnedByMonth.Count > CapMonthsKept)
+        {
+            throw new InvalidOperationException($"After entry {sequence}: {EarnedByDay.Count} cap days or {EarnedByMonth.Count} cap months kept.");
+        }
+    }
+
+    private static void AddCapped(Dictionary<int, long> buckets, int key, long points, int kept, bool createMissing)
+    {
+        if (!buckets.TryGetValue(key, out long value) && !createMissing)
+        {
+            return;
+        }
+
+        buckets[key] = checked(value + points);
+        if (buckets.Count <= kept)
+        {
+            return;
+        }
+
+        int newest = int.MinValue;
+        foreach (int k in buckets.Keys)
+        {
+            newest = Math.Max(newest, k);
+        }
+
+        foreach (int old in buckets.Keys.Where(k => k <= newest - kept).ToList())
+        {
+            buckets.Remove(old);
+        }
+    }
+}
+
+/// <summary>Qualifying points and spend recorded on one UTC day.</summary>
+/// <param name="Day">The day (DateOnly.DayNumber).</param>
+/// <param name="Points">Points earned that day, net of returns since.</param>
+/// <param name="Spend">Money spent that day in minor units, net of returns since.</param>
+[GenerateSerializer, Immutable]
+public readonly record struct QualifyingDay(
+    [property: Id(0)] int Day,
+    [property: Id(1)] long Points,
+    [property: Id(2)] long Spend);

@@ -1,0 +1,388 @@
+using System.Runtime.InteropServices;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// A member's points by where they stand: the spendable balance and its lots (one per expiry),
+/// the points of purchases still pending for their return window, and the points held by open
+/// reservations. Lots are value types in lists the book owns, so a purchase changes numbers in
+/// place instead of allocating objects that live as long as the member (each one a reference the
+/// garbage collector would have to trace). Changed only through <see cref="MemberState.Apply"/>.
+/// </summary>
+[GenerateSerializer]
+public sealed class LotBook
+{
+    [Id(0)] private Points _balance;
+    [Id(1)] private List<PointLot>? _spendable;
+    [Id(2)] private List<PendingLot>? _pending;
+    [Id(3)] private List<Hold>? _holds;
+
+    /// <summary>Spendable (active) points. Negative only under the allow-negative policy.</summary>
+    public Points Balance => _balance;
+
+    /// <summary>
+    /// The spendable points by lot, soonest expiry first (lots that never expire last). Their sum
+    /// is the balance when it is positive; a negative balance has no lots, and later credit pays
+    /// the debt before it makes a lot.
+    /// </summary>
+    public IReadOnlyList<PointLot> Spendable => (IReadOnlyList<PointLot>?)_spendable ?? [];
+
+    /// <summary>Earned points not yet spendable, one lot per purchase, in order of availability.</summary>
+    public IReadOnlyList<PendingLot> Pending => (IReadOnlyList<PendingLot>?)_pending ?? [];
+
+    /// <summary>Open reservations: points held at a till until committed, cancelled or lapsed.</summary>
+    public IReadOnlyList<Hold> Holds => (IReadOnlyList<Hold>?)_holds ?? [];
+
+    /// <summary>Points earned and not yet spendable.</summary>
+    public Points PendingTotal
+    {
+        get
+        {
+            Points total = Points.Zero;
+            foreach (PendingLot lot in Pending)
+            {
+                total += lot.Points;
+            }
+
+            return total;
+        }
+    }
+
+    /// <summary>Points held by reservations that have not lapsed by <paramref name="now"/>.</summary>
+    public Points HeldAt(DateTimeOffset now)
+    {
+        Points held = Points.Zero;
+        foreach (Hold hold in Holds)
+        {
+            if (hold.LapsesAt > now)
+            {
+                held += hold.Points;
+            }
+        }
+
+        return held;
+    }
+
+    /// <summary>The open reservation with this id, or null.</summary>
+    public Hold? FindHold(string reservationId) => _holds?.Find(h => h.ReservationId == reservationId);
+
+    /// <summary>The pending lot of a purchase, or null once it is spendable (or fully reversed).</summary>
+    public PendingLot? FindPending(string transactionId)
+    {
+        int at = IndexOfPending(transactionId);
+        return at < 0 ? null : _pending![at];
+    }
+
+    /// <summary>Moves every pending lot available by <paramref name="now"/> into the balance.</summary>
+    public void Mature(DateTimeOffset now)
+    {
+        if (_pending is not { Count: > 0 } pending)
+        {
+            return;
+        }
+
+        int matured = 0;
+        while (matured < pending.Count && pending[matured].AvailableAt <= now)
+        {
+            PendingLot lot = pending[matured];
+            Credit(lot.Points, lot.TransactionId, lot.ExpiresAt);
+            matured++;
+        }
+
+        if (matured > 0)
+        {
+            pending.RemoveRange(0, matured);
+        }
+    }
+
+    /// <summary>
+    /// Adds spendable points to the lot of their expiry, or a new lot. Lots are per expiry, not
+    /// per purchase: points that expire together are spent and expire together, so the lots stay
+    /// few however many purchases a member makes. A negative balance (a debt left by returns) is
+    /// paid first; only what is left over goes to a lot.
+    /// </summary>
+    public void Credit(Points points, string lotId, DateTimeOffset? expiresAt)
+    {
+        long debt = _balance.Value < 0 ? -_balance.Value : 0;
+        long toLot = points.Value - Math.Min(points.Value, debt);
+        _balance += points;
+        if (toLot <= 0)
+        {
+            return;
+        }
+
+        List<PointLot> lots = _spendable ??= [];
+        // Soonest expiry first, never-expiring last; new points usually expire last, so search from the end.
+        int at = lots.Count;
+        while (at > 0 && Later(lots[at - 1].ExpiresAt, expiresAt))
+        {
+            at--;
+        }
+
+        if (at > 0 && lots[at - 1].ExpiresAt == expiresAt)
+        {
+            ref PointLot same = ref CollectionsMarshal.AsSpan(lots)[at - 1];
+            same = same with { Points = same.Points + new Points(toLot) };
+            return;
+        }
+
+        lots.Insert(at, new PointLot(lotId, new Points(toLot), expiresAt, Warned: false));
+    }
+
+    /// <summary>
+    /// Which lots <paramref name="points"/> would come from: when <paramref name="prefer"/> is
+    /// set, the lot expiring at <paramref name="preferredExpiry"/> first (a return takes back its
+    /// own purchase's points, so other points keep their dates), then the soonest to expire. The
+    /// plan may cover less than asked when the lots run out.
+    /// </summary>
+    public List<LotUse> PlanDebit(long points, bool prefer = false, DateTimeOffset? preferredExpiry = null)
+    {
+        var plan = new List<LotUse>();
+        IReadOnlyList<PointLot> lots = Spendable;
+        long left = points;
+        int own = prefer ? IndexOfExpiry(preferredExpiry) : -1;
+        if (own >= 0)
+        {
+            left -= Take(plan, lots[own], left);
+        }
+
+        for (int i = 0; i < lots.Count && left > 0; i++)
+        {
+            if (i != own)
+            {
+                left -= Take(plan, lots[i], left);
+            }
+        }
+
+        return plan;
+
+        static long Take(List<LotUse> plan, PointLot lot, long wanted)
+        {
+            long take = Math.Min(wanted, lot.Points.Value);
+            if (take > 0)
+            {
+                plan.Add(new LotUse(lot.Id, take, lot.ExpiresAt));
+            }
+
+            return take;
+        }
+    }
+
+    /// <summary>
+    /// Takes points out of the balance, from the lots of <paramref name="plan"/> (computed now when
+    /// an older entry carries none). Whatever the lots do not cover becomes a negative balance.
+    /// </summary>
+    public void Debit(Points points, IReadOnlyList<LotUse>? plan)
+    {
+        foreach (LotUse use in plan ?? PlanDebit(points.Value))
+        {
+            // One lot per expiry: the expiry identifies it (its name is the first contributor's).
+            int at = IndexOfExpiry(use.ExpiresAt);
+            if (at < 0)
+            {
+                throw new InvalidOperationException($"No lot expiring {use.ExpiresAt:O} ({use.LotId}) is held by the member.");
+            }
+
+            ref PointLot lot = ref CollectionsMarshal.AsSpan(_spendable)[at];
+            lot = lot with { Points = lot.Points - new Points(use.Points) };
+            if (lot.Points.Value <= 0)
+            {
+                _spendable!.RemoveAt(at);
+            }
+        }
+
+        _balance -= points;
+    }
+
+    /// <summary>Marks the lots of <paramref name="uses"/> (by expiry) as warned about.</summary>
+    public void Warn(IReadOnlyList<LotUse> uses)
+    {
+        Span<PointLot> lots = CollectionsMarshal.AsSpan(_spendable);
+        foreach (LotUse use in uses)
+        {
+            for (int i = 0; i < lots.Length; i++)
+            {
+                if (lots[i].ExpiresAt == use.ExpiresAt)
+                {
+                    lots[i] = lots[i] with { Warned = true };
+                }
+            }
+        }
+    }
+
+    /// <summary>Adds a purchase's pending points, keeping the lots in order of availability.</summary>
+    public void AddPending(PendingLot lot)
+    {
+        // Lots usually arrive in order of availability; keep the list sorted for Mature.
+        List<PendingLot> pending = _pending ??= [];
+        int at = pending.Count;
+        while (at > 0 && pending[at - 1].AvailableAt > lot.AvailableAt)
+        {
+            at--;
+        }
+
+        pending.Insert(at, lot);
+    }
+
+    /// <summary>Takes <paramref name="points"/> back from a purchase's pending lot, if it is still pending; an emptied lot goes.</summary>
+    public void ReversePending(string transactionId, long points)
+    {
+        int at = IndexOfPending(transactionId);
+        if (points <= 0 || at < 0)
+        {
+            return;
+        }
+
+        ref PendingLot lot = ref CollectionsMarshal.AsSpan(_pending)[at];
+        lot = lot with { Points = lot.Points - new Points(points) };
+        if (lot.Points.Value <= 0)
+        {
+            _pending!.RemoveAt(at);
+        }
+    }
+
+    /// <summary>Opens a reservation's hold.</summary>
+    public void AddHold(Hold hold) => (_holds ??= []).Add(hold);
+
+    /// <summary>Ends a reservation's hold (committed, cancelled or lapsed); nothing when it is not open.</summary>
+    public void EndHold(string? reservationId) => _holds?.RemoveAll(h => h.ReservationId == reservationId);
+
+    /// <summary>Empties the book: the member was merged away and its points left with it.</summary>
+    public void Clear()
+    {
+        _balance = Points.Zero;
+        _spendable = null;
+        _pending = null;
+        _holds = null;
+    }
+
+    /// <summary>
+    /// Old snapshots kept only a balance: give any spendable points no lot holds one lot that
+    /// never expires, so the lots add up to the balance again.
+    /// </summary>
+    public void Reconcile()
+    {
+        long inLots = 0;
+        foreach (PointLot lot in Spendable)
+        {
+            inLots = checked(inLots + lot.Points.Value);
+        }
+
+        long missing = Math.Max(0, _balance.Value) - inLots;
+        if (missing <= 0)
+        {
+            return;
+        }
+
+        // Into the never-expiring lot (made when missing), without touching the balance.
+        List<PointLot> lots = _spendable ??= [];
+        if (lots.Count > 0 && lots[^1].ExpiresAt is null)
+        {
+            lots[^1] = lots[^1] with { Points = lots[^1].Points + new Points(missing) };
+        }
+        else
+        {
+            lots.Add(new PointLot("#balance", new Points(missing), null, Warned: false));
+        }
+    }
+
+    /// <summary>
+    /// Throws unless the lots hold exactly the positive balance, each non-empty and soonest expiry
+    /// first, and the pending lots are in order of availability.
+    /// </summary>
+    public void AssertInvariants(long sequence)
+    {
+        IReadOnlyList<PointLot> lots = Spendable;
+        long inLots = 0;
+        for (int i = 0; i < lots.Count; i++)
+        {
+            inLots += lots[i].Points.Value;
+            if (lots[i].Points.Value <= 0 || (i > 0 && Later(lots[i - 1].ExpiresAt, lots[i].ExpiresAt)))
+            {
+                throw new InvalidOperationException($"After entry {sequence}: lot {i} is empty or out of expiry order.");
+            }
+        }
+
+        for (int i = 1; i < Pending.Count; i++)
+        {
+            if (Pending[i - 1].AvailableAt > Pending[i].AvailableAt || Pending[i].Points.Value <= 0)
+            {
+                throw new InvalidOperationException($"After entry {sequence}: pending lots are out of order or empty.");
+            }
+        }
+
+        if (inLots != Math.Max(0, _balance.Value))
+        {
+            throw new InvalidOperationException($"After entry {sequence}: lots hold {inLots} for a balance of {_balance.Value}.");
+        }
+    }
+
+    /// <summary>Whether expiry <paramref name="a"/> comes after <paramref name="b"/>; null is never.</summary>
+    private static bool Later(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b is not null : b is not null && a > b;
+
+    private int IndexOfExpiry(DateTimeOffset? expiresAt)
+    {
+        IReadOnlyList<PointLot> lots = Spendable;
+        for (int i = 0; i < lots.Count; i++)
+        {
+            if (lots[i].ExpiresAt == expiresAt)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
+    private int IndexOfPending(string transactionId)
+    {
+        IReadOnlyList<PendingLot> pending = Pending;
+        for (int i = 0; i < pending.Count; i++)
+        {
+            if (pending[i].TransactionId == transactionId)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+}
+
+/// <summary>Spendable points that share an expiry.</summary>
+/// <param name="Id">Where the points came from: the first contributing purchase's transaction id, "#signup", an adjustment's id.</param>
+/// <param name="Points">The points left in the lot.</param>
+/// <param name="ExpiresAt">When they expire; null when never.</param>
+/// <param name="Warned">Whether the member was warned that this lot expires soon.</param>
+[GenerateSerializer, Immutable]
+public readonly record struct PointLot(
+    [property: Id(0)] string Id,
+    [property: Id(1)] Points Points,
+    [property: Id(2)] DateTimeOffset? ExpiresAt,
+    [property: Id(3)] bool Warned);
+
+/// <summary>The points of one purchase while they are pending.</summary>
+/// <param name="TransactionId">The purchase.</param>
+/// <param name="AvailableAt">When the points become spendable.</param>
+/// <param name="Points">The points still pending (less any reversed by returns).</param>
+/// <param name="ExpiresAt">When the points expire once spendable; null when never.</param>
+[GenerateSerializer, Immutable]
+public readonly record struct PendingLot(
+    [property: Id(0)] string TransactionId,
+    [property: Id(1)] DateTimeOffset AvailableAt,
+    [property: Id(2)] Points Points,
+    [property: Id(3)] DateTimeOffset? ExpiresAt);
+
+/// <summary>An open reservation at a till.</summary>
+/// <param name="ReservationId">The reservation id (the Reserve entry's transaction id).</param>
+/// <param name="Points">The points held.</param>
+/// <param name="LapsesAt">When the hold lapses if neither committed nor cancelled.</param>
+/// <param name="RewardId">The reward reserved.</param>
+/// <param name="Quantity">How many units.</param>
+[GenerateSerializer, Immutable]
+public sealed record Hold(
+    [property: Id(0)] string ReservationId,
+    [property: Id(1)] Points Points,
+    [property: Id(2)] DateTimeOffset LapsesAt,
+    [property: Id(3)] string RewardId,
+    [property: Id(4)] int Quantity);

@@ -1,0 +1,579 @@
+using System.Collections.ObjectModel;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// A member as its grain holds it in memory, and as it is snapshotted. It changes only through
+/// <see cref="Apply"/> (used both for live changes and for replaying the ledger) and
+/// <see cref="LotBook.Mature"/> (a pure function of time), so replay always rebuilds exactly the state
+/// that was acknowledged. Apply reads only the entry, never the program's configuration: every
+/// decision the rules made is recorded in the entry's details.
+/// </summary>
+[GenerateSerializer]
+public sealed class MemberState : IEarnHistory, IQualifying
+{
+    /// <summary>The newest transactions, to answer resends from memory; changed only through <see cref="Apply"/>.</summary>
+    [Id(41)]
+    private RecentTransactions _recent = new();
+
+    /// <summary>The tier every member starts in until the program defines a ladder.</summary>
+    public const string DefaultTier = "standard";
+
+    /// <summary>How many purchases' return progress a member keeps in memory (<see cref="ReturnBook.ReturnsKept"/>).</summary>
+    public const int ReturnsKept = ReturnBook.ReturnsKept;
+
+    /// <summary>Sequence of the newest ledger entry applied.</summary>
+    [Id(0)] public long Sequence { get; private set; }
+
+    /// <summary>Whether an enrolment entry has been applied.</summary>
+    [Id(1)] public bool Enrolled { get; private set; }
+
+    /// <summary>The member's points: balance and lots, pending points, reservations' holds.</summary>
+    [Id(55)] public LotBook Lots { get; private set; } = new();
+
+    /// <summary>What the member earned, bucketed for the tier window, the earn caps and reports.</summary>
+    [Id(56)] public EarnHistory Earnings { get; private set; } = new();
+
+    /// <summary>Who referred the member and whom it referred.</summary>
+    [Id(57)] public ReferralSide Referral { get; private set; } = new();
+
+    /// <summary>What was returned of the member's most recently returned purchases.</summary>
+    [Id(58)] public ReturnBook Returns { get; private set; } = new();
+
+    /// <summary>Spendable (active) points. Negative only under the allow-negative policy.</summary>
+    public Points Balance => Lots.Balance;
+
+    /// <summary>All points ever earned (purchases, sign-up, positive adjustments), before returns.</summary>
+    [Id(3)] public Points LifetimeEarned { get; private set; }
+
+    /// <summary>The member's tier as of its newest entry.</summary>
+    [Id(4)] public string Tier { get; private set; } = DefaultTier;
+
+    /// <summary>When the member enrolled.</summary>
+    [Id(7)] public DateTimeOffset EnrolledAt { get; private set; }
+
+    /// <summary>When the tier is next reviewed for a downgrade; null in the entry tier.</summary>
+    [Id(10)] public DateTimeOffset? TierReviewAt { get; private set; }
+
+    /// <summary>The member's flags, e.g. "storecard".</summary>
+    [Id(16)] private List<string>? _flags;
+
+    /// <inheritdoc cref="_flags"/>
+    public IReadOnlyList<string> Flags => (IReadOnlyList<string>?)_flags ?? [];
+
+    /// <summary>Points returns could not take back because the balance was floored at zero.</summary>
+    [Id(17)] public Points Shortfall { get; private set; }
+
+    /// <summary>All points reversed by returns.</summary>
+    [Id(18)] public Points LifetimeReversed { get; private set; }
+
+    /// <summary>The newest member activity (enrolment, earn, redeem, reservation), for the inactivity rule.</summary>
+    [Id(21)] public DateTimeOffset LastActivityAt { get; private set; }
+
+    /// <summary>The inactivity deadline the member was last warned about.</summary>
+    [Id(22)] public DateTimeOffset? InactivityWarnedFor { get; private set; }
+
+    /// <summary>All points spent on rewards.</summary>
+    [Id(23)] public Points LifetimeRedeemed { get; private set; }
+
+    /// <summary>All points that expired (breakage).</summary>
+    [Id(24)] public Points LifetimeExpired { get; private set; }
+
+    /// <summary>The member's personal data was erased; it takes no more changes.</summary>
+    [Id(31)] public bool Erased { get; private set; }
+
+    /// <summary>The member this duplicate account was merged into; it takes no more changes.</summary>
+    [Id(32)] public string? MergedInto { get; private set; }
+
+    /// <summary>What this account handed over when it was merged away (to answer a repeated merge).</summary>
+    [Id(33)] public MergeTransfer? Detached { get; private set; }
+
+    /// <summary>Duplicate accounts merged into this one.</summary>
+    [Id(34)] private List<string>? _mergedFrom;
+
+    /// <inheritdoc cref="_mergedFrom"/>
+    public IReadOnlyList<string> MergedFrom => (IReadOnlyList<string>?)_mergedFrom ?? [];
+
+    /// <summary>Whether the member has profile fields (kept outside the ledger).</summary>
+    [Id(35)] public bool HasProfile { get; private set; }
+
+    /// <summary>
+    /// The sum of the magnitudes of every entry applied (see <see cref="Headroom"/>): every counter
+    /// here is bounded by it in absolute value, and decisions keep it within
+    /// <see cref="Headroom.VolumeMax"/>, so applying an admitted entry cannot overflow.
+    /// </summary>
+    [Id(39)] public long Volume { get; private set; }
+
+    /// <summary>
+    /// The snapshot format this state was written in; a snapshot of another format is ignored and
+    /// the member is rebuilt from its ledger alone. Zero in states written before formats were kept.
+    /// </summary>
+    [Id(40)] public int Format { get; set; }
+
+    /// <summary>The personal bonus days the member booked; made on the first booking.</summary>
+    [Id(45)] private BookedBonusDays? _bonusDays;
+
+    /// <inheritdoc cref="_bonusDays"/>
+    public BookedBonusDays BonusDays => _bonusDays ?? NoBonusDays;
+
+    private static readonly BookedBonusDays NoBonusDays = new();
+
+    /// <summary>The cause the member chose for its purchases to give to; null when none.</summary>
+    [Id(46)] public string? Cause { get; private set; }
+
+    /// <summary>Money the member's purchases gave to causes, net of returns, in minor units.</summary>
+    [Id(47)] public long GivenMinor { get; private set; }
+
+    /// <summary>The month (1..12) of the birthday in the member's profile; 0 when it has none.</summary>
+    [Id(48)] public int BirthMonth { get; private set; }
+
+    /// <summary>The newest year the member's birthday was rewarded; 0 before the first.</summary>
+    [Id(49)] public int BirthdayYear { get; private set; }
+
+    /// <summary>The newest birthday's grant, with its gift; null before the first.</summary>
+    [Id(50)] public BirthdayGrant? BirthdayGrant { get; private set; }
+
+    /// <summary>The newest birthday's gift has been redeemed.</summary>
+    [Id(51)] public bool BirthdayGiftUsed { get; private set; }
+
+    /// <summary>The member's paid membership; made on its first membership entry.</summary>
+    [Id(52)] private MembershipState? _membership;
+
+    /// <inheritdoc cref="_membership"/>
+    public MembershipState Membership => _membership ?? NoMembership;
+
+    private static readonly MembershipState NoMembership = new();
+
+    /// <summary>The store-credit wallet, in minor units: trade-in credit less what purchases spent, plus refunds.</summary>
+    [Id(53)] public long WalletMinor { get; private set; }
+
+    /// <summary>Trade-ins waiting for inspection, oldest first; decisions keep them at most <see cref="Limits.OpenTradeInsMax"/>.</summary>
+    [Id(54)] private List<OpenTradeIn>? _tradeIns;
+
+    /// <inheritdoc cref="_tradeIns"/>
+    public IReadOnlyList<OpenTradeIn> TradeIns => (IReadOnlyList<OpenTradeIn>?)_tradeIns ?? [];
+
+    /// <summary>The birthday gift the member may redeem at <paramref name="now"/>; null when none is open.</summary>
+    public BirthdayGrant? OpenBirthdayGift(DateTimeOffset now) =>
+        BirthdayGrant is { GiftRewardId: not null } grant && !BirthdayGiftUsed && now < grant.GiftUntil ? grant : null;
+
+
+    /// <summary>
+    /// The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections
+    /// made on first use; 4: the purchase activity is kept; 5: the state is split by concern into
+    /// <see cref="Lots"/>, <see cref="Earnings"/>, <see cref="Referral"/> and <see cref="Returns"/>).
+    /// </summary>
+    public const int CurrentFormat = 5;
+
+    /// <summary>
+    /// What a member grain's snapshot slot holds between reads and writes, so that the grain keeps
+    /// one state in memory, not two. Never changed, never written (its format is not current).
+    /// </summary>
+    public static MemberState Placeholder { get; } = new();
+
+    /// <summary>
+    /// Applies one ledger entry: a table of what each kind does, every kind listed. Throws when
+    /// entries arrive out of order or the kind is unknown (a ledger written by a newer version),
+    /// before changing anything. A live entry was admitted by <see cref="Headroom.Refuse"/>, so
+    /// nothing below can overflow.
+    /// </summary>
+    public void Apply(LedgerEntry entry, int recentMax)
+    {
+        if (entry.Sequence <= Sequence)
+        {
+            throw new InvalidOperationException($"Ledger entry {entry.Sequence} applied after {Sequence}.");
+        }
+
+        if (entry.Kind is < LedgerEntryKind.Enrol or > LedgerEntryKind.TradeInRejected)
+        {
+            throw new InvalidOperationException($"Ledger entry {entry.Sequence} is of unknown kind {(int)entry.Kind}.");
+        }
+
+        Volume = checked(Volume + Headroom.MagnitudeOf(entry));
+        Sequence = entry.Sequence;
+        Lots.Mature(entry.RecordedAt);
+        ApplyKind(entry);
+        if (entry.TransactionId is not null)
+        {
+            _recent.Add(entry.TransactionId, entry.Fingerprint, entry.Points, entry.Sequence, recentMax);
+        }
+    }
+
+    /// <summary>
+    /// What every apply must leave true: the lots hold exactly the positive balance, soonest
+    /// expiry first; pending lots are in order of availability; the histories are within their
+    /// bounds. (The limits on referrals and merges are decisions, not invariants: a merge cut
+    /// short after the duplicate let go is completed even at the limit, so that no points are
+    /// stranded.) A breach is a bug; it throws, and the member grain (which marks its state invalid
+    /// while an entry applies, and checks after every live apply) rebuilds the member from its
+    /// ledger instead of serving a broken state. Replay does not check: a ledger written by an
+    /// older version (more merges than the limit allows now, say) must still load.
+    /// </summary>
+    public void AssertInvariants(LedgerEntry entry)
+    {
+        Lots.AssertInvariants(entry.Sequence);
+        Earnings.AssertInvariants(entry.Sequence);
+        Referral.AssertInvariants(entry.Sequence);
+        Returns.AssertInvariants(entry.Sequence);
+    }
+
+    /// <summary>
+    /// Old snapshots kept only a balance: give any spendable points no lot holds one lot that
+    /// never expires, so the lots add up to the balance again.
+    /// </summary>
+    public void ReconcileLots() => Lots.Reconcile();
+
+    /// <summary>
+    /// The remembered transaction whose id hashes like this one, or null; see
+    /// <see cref="RecentTransactions"/> for what a match means.
+    /// </summary>
+    public Remembered? FindRecent(string transactionId) => _recent.Find(transactionId);
+
+    /// <summary>How many transactions are remembered.</summary>
+    public int RecentCount => _recent.Count;
+
+    /// <inheritdoc />
+    long IEarnHistory.CampaignEarned(string campaignId) => Earnings.CampaignEarned.GetValueOrDefault(campaignId);
+
+    /// <inheritdoc />
+    long IEarnHistory.EarnedOnDay(int day) => Earnings.EarnedByDay.GetValueOrDefault(day);
+
+    /// <inheritdoc />
+    long IEarnHistory.EarnedInMonth(int month) => Earnings.EarnedByMonth.GetValueOrDefault(month);
+
+    /// <inheritdoc />
+    bool IEarnHistory.IsBonusDay(int day) => _bonusDays?.Contains(day) ?? false;
+
+    /// <inheritdoc />
+    long IQualifying.QualifyingAt(TierLadder ladder, DateTimeOffset at)
+    {
+        (long points, long spend) = Earnings.QualifyingAt(at, ladder.WindowDays);
+        return ladder.Basis == TierBasis.Points ? points : spend;
+    }
+
+    /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
+    public (long Points, long Spend) QualifyingAt(DateTimeOffset at, int windowDays) => Earnings.QualifyingAt(at, windowDays);
+
+    /// <summary>The member as queries see it; <paramref name="tier"/> is the tier after any review due now.</summary>
+    public MemberView ToView(string programId, string memberId, string tier, DateTimeOffset? reviewAt, long qualifying, IReadOnlyList<string> perks) =>
+        new(programId, memberId, Balance, tier, Referral.ReferredBy, [.. Referral.Referrals], LifetimeEarned, EnrolledAt, Sequence,
+            Lots.PendingTotal, [.. Lots.Pending.Select(l => new PendingPoints(l.TransactionId, l.Points, l.AvailableAt))],
+            [.. Flags], reviewAt, qualifying, perks, Shortfall, LifetimeReversed);
+
+    /// <summary>The hand-over of a merge, from this member's state (mature its pending lots first).</summary>
+    public MergeTransfer TransferOf(string memberId, string tier, DateTimeOffset? tierReviewAt) => new(
+        memberId, Balance.Value,
+        [.. Lots.Spendable.Select(l => new LotUse(l.Id, l.Points.Value, l.ExpiresAt))],
+        [.. Lots.Pending.Select(p => new PendingLotUse(p.TransactionId, p.Points.Value, p.AvailableAt, p.ExpiresAt))],
+        tier, tierReviewAt, Referral.ReferredBy, [.. Referral.Referrals],
+        LifetimeEarned.Value, LifetimeRedeemed.Value, LifetimeExpired.Value, LifetimeReversed.Value,
+        Returns.Transfer(),
+        Earnings.PurchaseCount, Referral.QualifiedBy, Referral.Reversed, LastActivityAt,
+        Referral.StatusOf(memberId),
+        new Dictionary<string, long>(Referral.Rewards, StringComparer.Ordinal),
+        [.. MergedFrom], GivenMinor, WalletMinor);
+
+    /// <summary>The UTC calendar day of an instant, as a day number.</summary>
+    public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
+
+    private void ApplyKind(LedgerEntry entry)
+    {
+        switch (entry.Kind)
+        {
+            case LedgerEntryKind.Enrol: ApplyEnrol(entry); break;
+            case LedgerEntryKind.Earn: ApplyEarn(entry); break;
+            case LedgerEntryKind.Return: ApplyReturn(entry); break;
+            case LedgerEntryKind.Adjust: ApplyAdjust(entry); break;
+            case LedgerEntryKind.Feedback: Earn(entry); break;
+            case LedgerEntryKind.Redeem: ApplyRedeem(entry); break;
+            case LedgerEntryKind.Reserve: ApplyReserve(entry); break;
+            case LedgerEntryKind.ReservationEnd: Lots.EndHold(entry.Reference); break;
+            case LedgerEntryKind.Expire: ApplyExpire(entry); break;
+            case LedgerEntryKind.ExpiryWarning: ApplyWarning(entry.Details); break;
+            case LedgerEntryKind.Flags: _flags = entry.Details?.Flags is { Count: > 0 } flags ? [.. flags] : null; break;
+            case LedgerEntryKind.ReferralLink: ApplyReferralLink(entry); break;
+            case LedgerEntryKind.Referred: Referral.ReferredByMember(entry.Reference); break;
+            case LedgerEntryKind.ReferralReward: ApplyReferralReward(entry); break;
+            case LedgerEntryKind.ReferralSettled: Referral.Settle(entry.Details?.ReferrerReward > 0, entry.Details?.ReferralReversed ?? false); break;
+            case LedgerEntryKind.Repointed: ApplyRepointed(entry); break;
+            case LedgerEntryKind.Profile: ApplyProfile(entry); break;
+            case LedgerEntryKind.Erase: ApplyErase(); break;
+            case LedgerEntryKind.MergedAway: ApplyMergedAway(entry); break;
+            case LedgerEntryKind.MergedIn: ApplyMergedIn(entry); break;
+            case LedgerEntryKind.Birthday: ApplyBirthday(entry); break;
+            case LedgerEntryKind.BonusDayBooked: ApplyBonusDay(entry); break;
+            case LedgerEntryKind.CauseChosen: Cause = entry.Reference; break;
+            case LedgerEntryKind.MembershipStarted or LedgerEntryKind.MembershipRenewed
+                or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MembershipLapsed: (_membership ??= new MembershipState()).Apply(entry); break;
+            case LedgerEntryKind.TradeInSubmitted: (_tradeIns ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.Details?.TradeIn?.Category ?? "", entry.RecordedAt)); break;
+            case LedgerEntryKind.TradeInAccepted or LedgerEntryKind.TradeInRejected: ApplyTradeInDecided(entry); break;
+            default: throw new InvalidOperationException($"Ledger entry {entry.Sequence} is of unknown kind {(int)entry.Kind}.");
+        }
+    }
+
+    /// <summary>Points that arrive spendable at once: a lot of their expiry, and lifetime earned.</summary>
+    private void Earn(LedgerEntry entry)
+    {
+        Lots.Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
+        LifetimeEarned += entry.Points;
+    }
+
+    private void ApplyEnrol(LedgerEntry entry)
+    {
+        Enrolled = true;
+        EnrolledAt = entry.OccurredAt;
+        Referral.ReferredByMember(entry.Reference);
+        Lots.Credit(entry.Points, "#signup", entry.Details?.ExpiresAt);
+        LifetimeEarned += entry.Points;
+        LastActivityAt = entry.RecordedAt;
+        Tier = entry.Details?.TierAfter ?? DefaultTier;
+        TierReviewAt = null;
+    }
+
+    private void ApplyEarn(LedgerEntry entry)
+    {
+        EntryDetails? details = entry.Details;
+        if (entry.AvailableAt is { } availableAt && availableAt > entry.RecordedAt && entry.Points.Value > 0)
+        {
+            Lots.AddPending(new PendingLot(entry.TransactionId!, availableAt, entry.Points, details?.ExpiresAt));
+        }
+        else if (entry.Points.Value > 0)
+        {
+            Lots.Credit(entry.Points, entry.TransactionId!, details?.ExpiresAt);
+        }
+
+        LifetimeEarned += entry.Points;
+        LastActivityAt = entry.RecordedAt;
+        GivenMinor += details?.GivenMinor ?? 0;
+        WalletMinor += details?.WalletMinor ?? 0;
+        int day = DayOf(entry.RecordedAt);
+        Earnings.CountPurchase(day);
+        Earnings.AddQualifying(day, entry.Points.Value, entry.AmountMinor);
+        if (details is null)
+        {
+            return;
+        }
+
+        Tier = details.TierAfter ?? Tier;
+        TierReviewAt = details.TierReviewAt;
+        Earnings.AddToCaps(details.EarnDay, details.EarnMonth, entry.Points.Value, details.Components);
+        if (details.ReferrerReward > 0 || HasReferralComponent(details.Components))
+        {
+            Referral.Qualify(entry.TransactionId, details.ReferrerReward);
+        }
+    }
+
+    private static bool HasReferralComponent(IReadOnlyList<BreakdownComponent> components)
+    {
+        for (int i = 0; i < components.Count; i++)
+        {
+            if (components[i].Kind == ComponentKind.Referral)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private void ApplyReturn(LedgerEntry entry)
+    {
+        EntryDetails details = entry.Details ?? throw new InvalidOperationException($"Return entry {entry.Sequence} has no details.");
+        string original = entry.Reference ?? throw new InvalidOperationException($"Return entry {entry.Sequence} names no purchase.");
+        Lots.ReversePending(original, details.PendingReversed);
+        Lots.Debit(new Points(details.ActiveReversed), details.Lots);
+        Shortfall += new Points(details.Shortfall);
+        if (details.ReferralReversed)
+        {
+            Referral.Reverse();
+        }
+
+        foreach (LotUse restored in details.Restored ?? [])
+        {
+            Lots.Credit(new Points(restored.Points), restored.LotId, restored.ExpiresAt);
+            LifetimeRedeemed -= new Points(restored.Points);
+        }
+
+        long reversed = checked(details.PendingReversed + details.ActiveReversed + details.Shortfall);
+        LifetimeReversed += new Points(reversed);
+        GivenMinor += details.GivenMinor;
+        WalletMinor += details.WalletMinor;
+        Returns.Record(original, details, entry.Sequence);
+        if (details.MergedPurchase)
+        {
+            // The purchase was earned by a duplicate account merged into this one: this member's
+            // qualification and cap counters never counted it, so they are left alone.
+            return;
+        }
+
+        if (details.OriginalRecordedAt is { } recordedAt)
+        {
+            Earnings.AddQualifying(DayOf(recordedAt), -reversed, -details.ReturnedAmountMinor, createMissing: false);
+        }
+
+        Earnings.AddToCaps(details.EarnDay, details.EarnMonth, -reversed, details.Components, createMissing: false);
+    }
+
+    private void ApplyAdjust(LedgerEntry entry)
+    {
+        if (entry.Points.Value >= 0)
+        {
+            Earn(entry);
+        }
+        else
+        {
+            Lots.Debit(-entry.Points, entry.Details?.Lots);
+        }
+    }
+
+    private void ApplyRedeem(LedgerEntry entry)
+    {
+        BirthdayGiftUsed |= entry.Details?.BirthdayGift ?? false;
+        Lots.Debit(-entry.Points, entry.Details?.Lots);
+        LifetimeRedeemed += -entry.Points;
+        LastActivityAt = entry.RecordedAt;
+        if (entry.Reference is { } reservation)
+        {
+            Lots.EndHold(reservation);
+        }
+    }
+
+    private void ApplyReserve(LedgerEntry entry)
+    {
+        EntryDetails reserve = entry.Details ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
+        Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity));
+        LastActivityAt = entry.RecordedAt;
+    }
+
+    private void ApplyExpire(LedgerEntry entry)
+    {
+        Lots.Debit(-entry.Points, entry.Details?.Lots);
+        LifetimeExpired += -entry.Points;
+    }
+
+    private void ApplyReferralLink(LedgerEntry entry)
+    {
+        if (entry.Reference is { } referred)
+        {
+            Referral.Link(referred, entry.RecordedAt);
+        }
+    }
+
+    private void ApplyReferralReward(LedgerEntry entry)
+    {
+        string referred = entry.Reference ?? throw new InvalidOperationException($"Referral reward {entry.Sequence} names no member.");
+        if (entry.Points.Value >= 0 && !(entry.Details?.ReferralReversed ?? false))
+        {
+            Earn(entry);
+            Referral.Reward(referred, entry.Points.Value);
+            return;
+        }
+
+        Lots.Debit(-entry.Points, entry.Details?.Lots);
+        Shortfall += new Points(entry.Details?.Shortfall ?? 0);
+        LifetimeReversed += new Points(checked(-entry.Points.Value + (entry.Details?.Shortfall ?? 0)));
+        Referral.Reward(referred, 0);
+    }
+
+    private void ApplyRepointed(LedgerEntry entry)
+    {
+        if (entry.Details?.ReplacedMember is { } replaced && entry.Reference is { } survivor)
+        {
+            Referral.Repoint(replaced, survivor);
+        }
+    }
+
+    private void ApplyProfile(LedgerEntry entry)
+    {
+        HasProfile = entry.Details?.ProfileFields is { Count: > 0 };
+        BirthMonth = entry.Details?.BirthMonth ?? 0;
+    }
+
+    private void ApplyErase()
+    {
+        Erased = true;
+        HasProfile = false;
+        _flags = null;
+        Cause = null;
+        BirthMonth = 0;
+    }
+
+    private void ApplyBirthday(LedgerEntry entry)
+    {
+        BirthdayGrant grant = entry.Details?.Birthday ?? throw new InvalidOperationException($"Birthday entry {entry.Sequence} has no grant.");
+        Earn(entry);
+        BirthdayGrant = grant;
+        BirthdayYear = grant.Year;
+        BirthdayGiftUsed = false;
+    }
+
+    private void ApplyBonusDay(LedgerEntry entry) =>
+        (_bonusDays ??= new BookedBonusDays()).Book(entry.Details?.BonusDay ?? throw new InvalidOperationException($"Bonus-day entry {entry.Sequence} has no details."));
+
+    private void ApplyTradeInDecided(LedgerEntry entry)
+    {
+        _tradeIns?.RemoveAll(t => t.TradeInId == entry.Reference);
+        WalletMinor += entry.Details?.WalletMinor ?? 0;
+    }
+
+    private void ApplyMergedAway(LedgerEntry entry)
+    {
+        MergedInto = entry.Reference;
+        Detached = entry.Details?.Merge;
+        WalletMinor = 0;
+        Lots.Clear();
+    }
+
+    private void ApplyMergedIn(LedgerEntry entry)
+    {
+        EntryDetails details = entry.Details ?? throw new InvalidOperationException($"Merge entry {entry.Sequence} has no details.");
+        MergeTransfer t = details.Merge ?? throw new InvalidOperationException($"Merge entry {entry.Sequence} carries no transfer.");
+        if (t.Balance < 0)
+        {
+            Lots.Debit(new Points(-t.Balance), null);
+        }
+
+        foreach (LotUse lot in t.Lots)
+        {
+            Lots.Credit(new Points(lot.Points), lot.LotId, lot.ExpiresAt);
+        }
+
+        foreach (PendingLotUse lot in t.Pending)
+        {
+            Lots.AddPending(new PendingLot(lot.TransactionId, lot.AvailableAt, new Points(lot.Points), lot.ExpiresAt));
+        }
+
+        // The duplicate's giving counts as the member's; each purchase's cause stays in its own entry.
+        GivenMinor += t.GivenMinor;
+        WalletMinor += t.WalletMinor;
+        Referral.Adopt(t, details.InheritsReferrer, entry.RecordedAt);
+        Returns.Adopt(t.Returns, entry.Sequence);
+        List<string> mergedFrom = _mergedFrom ??= [];
+        mergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !mergedFrom.Contains(m)));
+        mergedFrom.Add(t.MemberId);
+        Tier = details.TierAfter ?? Tier;
+        TierReviewAt = details.TierAfter is null ? TierReviewAt : details.TierReviewAt;
+        LifetimeEarned += new Points(t.LifetimeEarned);
+        LifetimeRedeemed += new Points(t.LifetimeRedeemed);
+        LifetimeExpired += new Points(t.LifetimeExpired);
+        LifetimeReversed += new Points(t.LifetimeReversed);
+        Earnings.CountMergedPurchases(t.PurchaseCount);
+        LastActivityAt = t.LastActivityAt > LastActivityAt ? t.LastActivityAt : LastActivityAt;
+    }
+
+    private void ApplyWarning(EntryDetails? details)
+    {
+        if (details?.Lots is { } lots)
+        {
+            Lots.Warn(lots);
+        }
+
+        if (details?.InactivityDeadline is { } deadline)
+        {
+            InactivityWarnedFor = deadline;
+        }
+    }
+
+    /// <summary>A lot id for an entry without a transaction id.</summary>
+    private static string LotIdOf(LedgerEntry entry) => "#" + entry.Sequence.ToString(System.Globalization.CultureInfo.InvariantCulture);
+}

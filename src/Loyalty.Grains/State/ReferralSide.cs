@@ -1,0 +1,153 @@
+using System.Collections.ObjectModel;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// A member's place in the referral graph: who referred it and how far that referral got
+/// (qualified by a purchase, reversed by its return, recorded by the referrer), and whom it
+/// referred, with the reward it got for each. Changed only through <see cref="MemberState.Apply"/>.
+/// </summary>
+[GenerateSerializer]
+public sealed class ReferralSide
+{
+    [Id(0)] private List<string>? _referrals;
+    [Id(1)] private List<DateTimeOffset>? _referredAt;
+    [Id(2)] private Dictionary<string, long>? _rewards;
+
+    /// <summary>Who referred this member, if anyone.</summary>
+    [Id(3)] public string? ReferredBy { get; private set; }
+
+    /// <summary>The purchase that qualified this referred member (and rewarded both sides); null before it.</summary>
+    [Id(4)] public string? QualifiedBy { get; private set; }
+
+    /// <summary>The reward the referrer is owed for this member's qualifying purchase.</summary>
+    [Id(5)] public long RewardOwed { get; private set; }
+
+    /// <summary>The qualifying purchase was returned in full: both referral rewards are reversed.</summary>
+    [Id(6)] public bool Reversed { get; private set; }
+
+    /// <summary>The referrer has recorded its reward for this member's qualifying purchase.</summary>
+    [Id(7)] public bool RewardSettled { get; private set; }
+
+    /// <summary>The referrer has recorded the reversal of that reward.</summary>
+    [Id(8)] public bool ReversalSettled { get; private set; }
+
+    /// <summary>
+    /// The member id under which the referrer recorded this member's referral: its own, or that of
+    /// a duplicate merged into it whose referral it took over. Null means its own.
+    /// </summary>
+    [Id(9)] public string? Subject { get; private set; }
+
+    /// <summary>Whom this member referred, oldest first.</summary>
+    public IReadOnlyList<string> Referrals => (IReadOnlyList<string>?)_referrals ?? [];
+
+    /// <summary>When each referral in <see cref="Referrals"/> was made (same order), for the referral cap.</summary>
+    public IReadOnlyList<DateTimeOffset> ReferredAt => (IReadOnlyList<DateTimeOffset>?)_referredAt ?? [];
+
+    /// <summary>As a referrer: the reward credited per referred member (0 once reversed).</summary>
+    public IReadOnlyDictionary<string, long> Rewards => (IReadOnlyDictionary<string, long>?)_rewards ?? ReadOnlyDictionary<string, long>.Empty;
+
+    /// <summary>Whether the referrer still has to record its reward, or its reversal.</summary>
+    public bool Owed => ReferredBy is not null
+        && ((RewardOwed > 0 && !RewardSettled) || (Reversed && !ReversalSettled));
+
+    /// <summary>Referrals made in the <paramref name="days"/> days before <paramref name="now"/>.</summary>
+    public int MadeSince(DateTimeOffset now, int days)
+    {
+        DateTimeOffset from = now.AddDays(-days);
+        int count = 0;
+        for (int i = ReferredAt.Count - 1; i >= 0 && ReferredAt[i] > from; i--)
+        {
+            count++;
+        }
+
+        return count;
+    }
+
+    /// <summary>Records who referred this member (an enrolment or a referral made later).</summary>
+    public void ReferredByMember(string? referrer) => ReferredBy = referrer;
+
+    /// <summary>Records a member this one referred, once.</summary>
+    public void Link(string referred, DateTimeOffset at)
+    {
+        if (!Referrals.Contains(referred))
+        {
+            (_referrals ??= []).Add(referred);
+            (_referredAt ??= []).Add(at);
+        }
+    }
+
+    /// <summary>This member's purchase <paramref name="purchaseId"/> qualified its referral; the referrer is owed <paramref name="referrerReward"/>.</summary>
+    public void Qualify(string? purchaseId, long referrerReward)
+    {
+        QualifiedBy = purchaseId;
+        RewardOwed = referrerReward;
+    }
+
+    /// <summary>The qualifying purchase came back in full: both rewards are reversed.</summary>
+    public void Reverse() => Reversed = true;
+
+    /// <summary>The referrer recorded the reward, the reversal, or both.</summary>
+    public void Settle(bool reward, bool reversal)
+    {
+        RewardSettled |= reward;
+        ReversalSettled |= reversal;
+    }
+
+    /// <summary>As a referrer: the reward for <paramref name="referred"/> (0 once reversed).</summary>
+    public void Reward(string referred, long points) => (_rewards ??= new(StringComparer.Ordinal))[referred] = points;
+
+    /// <summary>A referral link of <paramref name="replaced"/> now names <paramref name="survivor"/>, which it was merged into.</summary>
+    public void Repoint(string replaced, string survivor)
+    {
+        int at = _referrals?.IndexOf(replaced) ?? -1;
+        if (at >= 0)
+        {
+            _referrals![at] = survivor;
+        }
+
+        ReferredBy = ReferredBy == replaced ? survivor : ReferredBy;
+    }
+
+    /// <summary>
+    /// Takes over what a duplicate merged in at <paramref name="at"/> brings: the members it
+    /// referred, its rewards for them, and (when <paramref name="inheritsReferrer"/>, because this
+    /// member had no referrer) its own referral, under the id the referrer knows it by, so it is
+    /// never rewarded twice and its reversal reaches the reward that was given.
+    /// </summary>
+    public void Adopt(MergeTransfer t, bool inheritsReferrer, DateTimeOffset at)
+    {
+        foreach (string referred in t.Referrals)
+        {
+            Link(referred, at);
+        }
+
+        if (inheritsReferrer)
+        {
+            ReferredBy = t.ReferredBy;
+            QualifiedBy = t.ReferralQualifiedBy ?? (t.PurchaseCount > 0 ? "#merged" : null);
+            Reversed = t.ReferralReversed;
+            RewardOwed = t.Referral?.RewardOwed ?? 0;
+            RewardSettled = t.Referral?.RewardSettled ?? true;
+            ReversalSettled = t.Referral?.ReversalSettled ?? false;
+            Subject = t.Referral?.Subject ?? t.MemberId;
+        }
+
+        foreach ((string referred, long points) in t.ReferralRewards ?? new Dictionary<string, long>())
+        {
+            (_rewards ??= new(StringComparer.Ordinal)).TryAdd(referred, points);
+        }
+    }
+
+    /// <summary>This member's referral as a merge hands it on.</summary>
+    public ReferralStatus StatusOf(string memberId) => new(Subject ?? memberId, RewardOwed, RewardSettled, ReversalSettled);
+
+    /// <summary>Throws unless each referral has its time, in order.</summary>
+    public void AssertInvariants(long sequence)
+    {
+        if (Referrals.Count != ReferredAt.Count)
+        {
+            throw new InvalidOperationException($"After entry {sequence}: {Referrals.Count} referrals with {ReferredAt.Count} times.");
+        }
+    }
+}

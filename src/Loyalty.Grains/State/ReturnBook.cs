@@ -1,0 +1,114 @@
+using System.Collections.ObjectModel;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// What was returned of the member's most recently returned purchases (at most
+/// <see cref="ReturnsKept"/>), by transaction id. The rest is read from the ledger when one of
+/// them is returned again or looked up (<see cref="Remember"/>), so the book stays bounded however
+/// many purchases come back. Changed only through <see cref="MemberState.Apply"/> and
+/// <see cref="Remember"/>, which adds only what the ledger already holds.
+/// </summary>
+[GenerateSerializer]
+public sealed class ReturnBook
+{
+    /// <summary>How many purchases' return progress a member keeps in memory.</summary>
+    public const int ReturnsKept = 256;
+
+    [Id(0)] private Dictionary<string, ReturnProgress>? _progress;
+
+    /// <summary>The progress kept, by purchase.</summary>
+    public IReadOnlyDictionary<string, ReturnProgress> Kept => (IReadOnlyDictionary<string, ReturnProgress>?)_progress ?? ReadOnlyDictionary<string, ReturnProgress>.Empty;
+
+    /// <summary>
+    /// The progress of <paramref name="purchaseId"/> when it is known to be complete; null when it
+    /// has no returns kept or may lack forgotten ones (then ask <see cref="Remember"/>).
+    /// </summary>
+    public ReturnProgress? Known(string purchaseId) =>
+        _progress?.GetValueOrDefault(purchaseId) is { Complete: true } known ? known : null;
+
+    /// <summary>Adds a return of <paramref name="purchaseId"/> applied as entry <paramref name="sequence"/>.</summary>
+    public void Record(string purchaseId, EntryDetails details, long sequence)
+    {
+        Dictionary<string, ReturnProgress> progress = _progress ??= new(StringComparer.Ordinal);
+        if (!progress.TryGetValue(purchaseId, out ReturnProgress? kept))
+        {
+            // Complete only when it is certain no older return was forgotten: a live return is
+            // decided on a progress remembered from the ledger first, so this is replay.
+            kept = new ReturnProgress { Reversed = new long[details.Components.Count] };
+            progress[purchaseId] = kept;
+            ForgetOldest();
+        }
+
+        kept.Touched = sequence;
+        kept.Add(details);
+    }
+
+    /// <summary>
+    /// The return progress of <paramref name="purchase"/>, complete: as kept when it is, else made
+    /// from <paramref name="ledgerReturns"/> (every return of it, read from the ledger; none for a
+    /// first return) and kept from now on, so that the returns applied after it keep it complete.
+    /// </summary>
+    public ReturnProgress Remember(LedgerEntry purchase, IReadOnlyList<LedgerEntry> ledgerReturns, long sequence)
+    {
+        string id = purchase.TransactionId!;
+        if (Known(id) is { } known)
+        {
+            known.Touched = sequence;
+            return known;
+        }
+
+        ReturnProgress progress = ReturnProgress.Of(purchase, ledgerReturns);
+        progress.Touched = sequence;
+        (_progress ??= new(StringComparer.Ordinal))[id] = progress;
+        ForgetOldest();
+        return progress;
+    }
+
+    /// <summary>
+    /// Takes over the progress a merged-away duplicate kept, as incomplete: the duplicate may have
+    /// forgotten older returns, so the ledger is asked again before one of them is returned.
+    /// </summary>
+    public void Adopt(IReadOnlyList<ReturnedSoFar> returns, long sequence)
+    {
+        foreach (ReturnedSoFar r in returns)
+        {
+            (_progress ??= new(StringComparer.Ordinal))[r.TransactionId] = new ReturnProgress
+            {
+                ByLines = r.ByLines, AmountReturnedMinor = r.AmountReturnedMinor,
+                SkuReturnedMinor = new Dictionary<string, long>(r.SkuReturnedMinor, StringComparer.Ordinal), Reversed = [.. r.Reversed],
+                SkuReturnedQuantity = new Dictionary<string, long>(r.SkuReturnedQuantity ?? new Dictionary<string, long>(), StringComparer.Ordinal),
+                Touched = sequence, Count = 1,
+            };
+        }
+
+        ForgetOldest();
+    }
+
+    /// <summary>What a merge hands on of this book.</summary>
+    public IReadOnlyList<ReturnedSoFar> Transfer() =>
+        [.. Kept.Select(r => new ReturnedSoFar(r.Key, r.Value.ByLines, r.Value.AmountReturnedMinor, new Dictionary<string, long>(r.Value.SkuReturnedMinor), [.. r.Value.Reversed],
+            new Dictionary<string, long>(r.Value.SkuReturnedQuantity)))];
+
+    /// <summary>Keeps at most <see cref="ReturnsKept"/> progresses (a snapshot of an older version may hold more).</summary>
+    public void Trim() => ForgetOldest();
+
+    /// <summary>Throws when more than <see cref="ReturnsKept"/> progresses are kept.</summary>
+    public void AssertInvariants(long sequence)
+    {
+        if (Kept.Count > ReturnsKept)
+        {
+            throw new InvalidOperationException($"After entry {sequence}: {Kept.Count} purchases' return progress kept, more than {ReturnsKept}.");
+        }
+    }
+
+    /// <summary>Forgets the least recently used progress while more than <see cref="ReturnsKept"/> are kept.</summary>
+    private void ForgetOldest()
+    {
+        while (_progress is { Count: > ReturnsKept } progress)
+        {
+            string oldest = progress.MinBy(r => r.Value.Touched).Key;
+            progress.Remove(oldest);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+using Loyalty.Grains;
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.Domain;
+
+/// <summary>
+/// The member's state split by concern (lots, earn history, referrals, returns): each part keeps
+/// its bound and its order whatever the ledger holds, and an entry the state cannot read changes
+/// nothing.
+/// </summary>
+public sealed class MemberStateConcernsTests
+{
+    private static readonly DateTimeOffset Start = new(2026, 1, 1, 9, 0, 0, TimeSpan.Zero);
+
+    [Fact]
+    public void Apply_UnknownKind_ThrowsBeforeChangingAnything()
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 10, Start), 8);
+        string before = Snapshots.Describe(state);
+
+        var unknown = Entry(2, (LedgerEntryKind)999, 5, Start.AddMinutes(1));
+
+        InvalidOperationException e = Assert.Throws<InvalidOperationException>(() => state.Apply(unknown, 8));
+        Assert.Contains("unknown kind 999", e.Message, StringComparison.Ordinal);
+        Assert.Equal(before, Snapshots.Describe(state));
+    }
+
+    [Fact]
+    public void EveryKnownKind_IsApplied_NoneFallsThroughToUnknown()
+    {
+        // A kind added to the enum without a line in Apply's table would throw "unknown kind" here.
+        foreach (LedgerEntryKind kind in Enum.GetValues<LedgerEntryKind>())
+        {
+            var state = new MemberState();
+            LedgerEntry entry = Entry(1, kind, 0, Start) with { Details = DetailsFor(kind) };
+            Exception? thrown = Record.Exception(() => state.Apply(entry, 8));
+            Assert.False(thrown is InvalidOperationException { Message: var m } && m.Contains("unknown kind", StringComparison.Ordinal), $"{kind} is not in Apply's table");
+        }
+    }
+
+    [Fact]
+    public void EarnHistory_FourHundredDaysOfEarns_KeepsEveryBucketListWithinItsBound()
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
+        for (int day = 0; day < 400; day++)
+        {
+            DateTimeOffset at = Start.AddDays(day);
+            LedgerEntry earn = Entry(day + 2, LedgerEntryKind.Earn, 10, at) with
+            {
+                AmountMinor = 10_00,
+                Details = new EntryDetails
+                {
+                    Components = [new(ComponentKind.Base, "base", 10)],
+                    EarnDay = DateOnly.FromDateTime(at.UtcDateTime).DayNumber,
+                    EarnMonth = (at.Year * 12) + at.Month - 1,
+                },
+            };
+            state.Apply(earn, 8);
+            state.AssertInvariants(earn);
+        }
+
+        EarnHistory history = state.Earnings;
+        Assert.Equal(EarnHistory.CapDaysKept, history.EarnedByDay.Count);
+        Assert.True(history.EarnedByMonth.Count <= EarnHistory.CapMonthsKept, $"{history.EarnedByMonth.Count} months kept");
+        Assert.True(history.Qualification[^1].Day - history.Qualification[0].Day <= EarnHistory.QualifyingDaysSpanMax);
+        Assert.Equal(400, history.PurchaseCount);
+        // The newest 30 days still count in full for a 30-day tier window.
+        Assert.Equal((300L, 300_00L), history.QualifyingAt(Start.AddDays(399), 30));
+    }
+
+    [Fact]
+    public void LotBook_OneLotPerExpiry_SpentSoonestFirst_AndWarnedInPlace()
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
+        DateTimeOffset soon = Start.AddDays(30), late = Start.AddDays(300);
+        state.Apply(Adjust(2, 40, late), 8);
+        state.Apply(Adjust(3, 25, soon), 8);
+        state.Apply(Adjust(4, 5, soon), 8);
+        state.Apply(Entry(5, LedgerEntryKind.ExpiryWarning, 0, Start) with { Details = new EntryDetails { Lots = [new LotUse("t3", 30, soon)] } }, 8);
+
+        Assert.Equal([(30L, soon, true), (40L, late, false)], state.Lots.Spendable.Select(l => (l.Points.Value, l.ExpiresAt!.Value, l.Warned)));
+        List<LotUse> plan = state.Lots.PlanDebit(35);
+        Assert.Equal([(30L, (DateTimeOffset?)soon), (5L, late)], plan.Select(u => (u.Points, u.ExpiresAt)));
+
+        LedgerEntry spend = Entry(6, LedgerEntryKind.Adjust, -35, Start) with { Details = new EntryDetails { Lots = plan } };
+        state.Apply(spend, 8);
+        state.AssertInvariants(spend);
+        Assert.Equal([(35L, (DateTimeOffset?)late)], state.Lots.Spendable.Select(l => (l.Points.Value, l.ExpiresAt)));
+        Assert.Equal(Snapshots.Describe(state), Snapshots.Describe(Snapshots.RoundTrip(state)));
+    }
+
+    [Fact]
+    public void ReferralSide_TheSameLinkTwice_IsKeptOnce_AndARepointRenamesIt()
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
+        state.Apply(Entry(2, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "a" }, 8);
+        state.Apply(Entry(3, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "a" }, 8);
+        state.Apply(Entry(4, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "b" }, 8);
+        LedgerEntry repoint = Entry(5, LedgerEntryKind.Repointed, 0, Start) with { Reference = "c", Details = new EntryDetails { ReplacedMember = "a" } };
+        state.Apply(repoint, 8);
+        state.AssertInvariants(repoint);
+
+        Assert.Equal(["c", "b"], state.Referral.Referrals);
+        Assert.Equal(2, state.Referral.ReferredAt.Count);
+        Assert.Equal(2, state.Referral.MadeSince(Start.AddDays(1), 7));
+    }
+
+    private static LedgerEntry Adjust(long sequence, long points, DateTimeOffset expiresAt) =>
+        Entry(sequence, LedgerEntryKind.Adjust, points, Start) with { Details = new EntryDetails { ExpiresAt = expiresAt } };
+
+    private static EntryDetails? DetailsFor(LedgerEntryKind kind) => kind switch
+    {
+        LedgerEntryKind.Return => new EntryDetails(),
+        LedgerEntryKind.Reserve => new EntryDetails { HeldPoints = 0, LapsesAt = Start },
+        LedgerEntryKind.Birthday => new EntryDetails { Birthday = new BirthdayGrant(2026, null, Start) },
+        LedgerEntryKind.BonusDayBooked => new EntryDetails { BonusDay = 1 },
+        LedgerEntryKind.MergedIn => new EntryDetails
+        {
+            Merge = new MergeTransfer("d", 0, [], [], "standard", null, null, [], 0, 0, 0, 0, [], 0),
+        },
+        _ => new EntryDetails(),
+    };
+
+    private static LedgerEntry Entry(long sequence, LedgerEntryKind kind, long points, DateTimeOffset at) =>
+        new("p", "m", sequence, kind, new Points(points), "t" + sequence, 0, null, 0, "USD", null, "ref", at, at, 1, null, null);
+}
