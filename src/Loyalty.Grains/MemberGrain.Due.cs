@@ -160,7 +160,7 @@ public sealed partial class MemberGrain
         return NewEntry(LedgerEntryKind.Birthday, points, null, 0, now, program) with
         {
             Reason = "birthday " + grant.Year.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            Details = new EntryDetails { Birthday = grant, ExpiresAt = points.Value > 0 ? LotExpiry(settings, now) : null },
+            Details = new EntryDetails { Birthday = grant, ExpiresAt = points.Value > 0 ? Decider.LotExpiry(settings, now) : null },
         };
     }
 

@@ -171,7 +171,7 @@ public sealed partial class MemberGrain
             {
                 Reference = referred,
                 Reason = "referred " + referred,
-                Details = new EntryDetails { ExpiresAt = LotExpiry(program.Settings, now) },
+                Details = new EntryDetails { ExpiresAt = Decider.LotExpiry(program.Settings, now) },
             };
             return null;
         }
@@ -284,29 +284,6 @@ public sealed partial class MemberGrain
             LoyaltyError.None => null,
             LoyaltyError.NotFound => (LoyaltyError.NotFound, $"referrer '{referrer}' is not enrolled in program '{_programId}'"),
             _ => (linked.Error, "the referrer refused the link: " + (linked.ErrorMessage ?? linked.Error.ToString())),
-        };
-    }
-
-    /// <summary>
-    /// The referral reward (a component of the earn) when this purchase is the member's first
-    /// qualifying one; the referrer's share is recorded in the details and settled after commit.
-    /// </summary>
-    private EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings)
-    {
-        if (_state.Referral.ReferredBy is not { } referrer || _state.Referral.QualifiedBy is not null
-            || settings.Referrals is not { } policy || policy.ReferrerPoints + policy.ReferredPoints == 0
-            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor)
-        {
-            return earn;
-        }
-
-        return earn with
-        {
-            Total = earn.Total + new Points(policy.ReferredPoints),
-            Components = policy.ReferredPoints > 0
-                ? [.. earn.Components, new BreakdownComponent(ComponentKind.Referral, "referral:" + referrer, policy.ReferredPoints)]
-                : earn.Components,
-            ReferrerReward = policy.ReferrerPoints,
         };
     }
 

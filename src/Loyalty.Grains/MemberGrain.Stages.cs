@@ -2,7 +2,7 @@ using Loyalty.Storage;
 
 namespace Loyalty.Grains;
 
-/// <summary>The decisions of returns and adjustments, and the answers shared by every change.</summary>
+/// <summary>The stages of returns, adjustments and feedback (their decisions are in <see cref="ReturnDecision"/> and its neighbours), and the answers shared by every change.</summary>
 public sealed partial class MemberGrain
 {
     private ReturnResult? StageReturn(PurchaseReturn request, long fingerprint, LedgerEntry? original, LedgerEntry? redeemed,
@@ -15,26 +15,15 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        if (program.Settings.RefusesBackdated(request.OccurredAt, now) is { } tooOld)
+        var decider = new Decider(_programId, _memberId, _state, program, now);
+        if (ReturnDecision.Check(decider, request, original) is { } refused)
         {
-            return ReturnResult.Reject(txn, LoyaltyError.InvalidArgument, tooOld);
-        }
-
-        // A purchase of a duplicate account merged into this one is returned here.
-        if (original is null || (original.MemberId != _memberId && !_state.MergedFrom.Contains(original.MemberId)) || original.Kind != LedgerEntryKind.Earn)
-        {
-            return ReturnResult.Reject(txn, LoyaltyError.NotFound,
-                $"original_transaction_id '{request.OriginalTransactionId}' is not a purchase of member '{_memberId}' in program '{_programId}'");
-        }
-
-        if (request.OccurredAt < original.OccurredAt)
-        {
-            return ReturnResult.Reject(txn, LoyaltyError.FailedPrecondition,
-                $"occurred_at {request.OccurredAt:O} is before the purchase's occurred_at {original.OccurredAt:O}; a return cannot precede its purchase");
+            return ReturnResult.Reject(txn, refused.Error, refused.Message!);
         }
 
         // What was returned of it so far: kept by the member, or (once) made from the ledger's returns.
-        ReturnProgress? progress = _state.Returns.Known(original.TransactionId!);
+        LedgerEntry purchase = original!;
+        ReturnProgress? progress = _state.Returns.Known(purchase.TransactionId!);
         if (progress is null)
         {
             if (_open is not null)
@@ -51,66 +40,13 @@ public sealed partial class MemberGrain
                 throw new StalePrefetchException();
             }
 
-            progress = _state.Returns.Remember(original, earlierReturns.Returns, _state.Sequence);
+            progress = _state.Returns.Remember(purchase, earlierReturns.Returns, _state.Sequence);
         }
 
         // A progress with no return yet is the same as none.
-        progress = progress is { Count: > 0 } ? progress : null;
-        ReversalResult? reversal = Reversal.Compute(original, progress, request, out string? error);
-        if (reversal is null)
-        {
-            return ReturnResult.Reject(txn, LoyaltyError.FailedPrecondition, error!);
-        }
-
-        // The purchase's own pending points go first; the rest comes out of the active balance,
-        // where the program's policy decides what happens to points already spent.
-        // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
-        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.Details?.Lots is { Count: > 0 } spent ? spent : null;
-        long restored = restoredLots?.Sum(l => l.Points) ?? 0;
-        PendingLot? pendingLot = _state.Lots.FindPending(original.TransactionId!);
-        long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
-        long rest = reversal.Total - fromPending;
-        long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
-            ? rest
-            : Math.Min(rest, Math.Max(0, checked(_state.Balance.Value + restored)));
-        // A purchase returned in full (every line, though lines may not add up to its amount) gives back all of the rest.
-        long returnedBefore = progress?.AmountReturnedMinor ?? 0;
-        long returnedNow = reversal.Full ? Math.Max(0, original.AmountMinor - returnedBefore) : reversal.ReturnedAmountMinor;
-        long takenBack = Reversal.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, returnedBefore, returnedNow);
-
-        // Store credit the purchase was paid with goes back to the wallet in the share of the money returned.
-        long refunded = Reversal.TakenBack(-(original.Details?.WalletMinor ?? 0), original.AmountMinor, returnedBefore, returnedNow);
-        var details = new EntryDetails
-        {
-            Components = reversal.Components,
-            PendingReversed = fromPending,
-            PendingAvailableAt = fromPending > 0 ? pendingLot!.Value.AvailableAt : null,
-            ActiveReversed = fromActive,
-            // The purchase's own lot first, so other purchases' points keep their expiry.
-            Lots = fromActive > 0 ? _state.Lots.PlanDebit(fromActive, prefer: true, original.Details?.ExpiresAt) : null,
-            Shortfall = rest - fromActive,
-            ReturnedAmountMinor = reversal.ReturnedAmountMinor,
-            Lines = reversal.Lines,
-            OriginalRecordedAt = original.RecordedAt,
-            EarnDay = original.Details?.EarnDay ?? 0,
-            EarnMonth = original.Details?.EarnMonth ?? 0,
-            ReferralReversed = reversal.Full && !_state.Referral.Reversed && original.TransactionId == _state.Referral.QualifiedBy,
-            Restored = restoredLots,
-            MergedPurchase = original.MemberId != _memberId,
-            Cause = takenBack > 0 ? original.Details!.Cause : null,
-            GivenMinor = -takenBack,
-            WalletMinor = refunded,
-        };
-        entry = NewEntry(LedgerEntryKind.Return, new Points(checked(restored - fromPending - fromActive)), txn, fingerprint, now, program) with
-        {
-            StoreId = request.StoreId,
-            AmountMinor = reversal.ReturnedAmountMinor,
-            Currency = request.Amount.Currency,
-            Reference = original.TransactionId,
-            OccurredAt = request.OccurredAt,
-            Details = details,
-        };
-        return null;
+        Decision decision = ReturnDecision.Decide(decider, request, fingerprint, purchase, redeemed, progress is { Count: > 0 } ? progress : null);
+        entry = decision.Entry;
+        return decision.Refused ? ReturnResult.Reject(txn, decision.Error, decision.Message!) : null;
     }
 
     private AccrualResult? StageAdjustment(Adjustment adjustment, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
@@ -122,17 +58,7 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        if (program.Settings.NegativeBalance == NegativeBalancePolicy.FloorAtZero && (_state.Balance + adjustment.Points).Value < 0)
-        {
-            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
-                $"the adjustment would take the active balance ({_state.Balance.Value}) below zero, and the program floors balances at zero");
-        }
-
-        EntryDetails details = adjustment.Points.Value >= 0
-            ? new EntryDetails { ExpiresAt = LotExpiry(program.Settings, now) }
-            : new EntryDetails { Lots = _state.Lots.PlanDebit(-adjustment.Points.Value) };
-        entry = NewEntry(LedgerEntryKind.Adjust, adjustment.Points, txn, fingerprint, now, program) with { Reason = adjustment.Reason, Details = details };
-        return null;
+        return Answer(AdjustmentDecision.Decide(new Decider(_programId, _memberId, _state, program, now), adjustment, fingerprint), txn, out entry);
     }
 
     private AccrualResult? StageFeedback(Feedback feedback, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
@@ -144,20 +70,14 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        var reward = new Points(program.Settings.FeedbackRewardPoints);
-        var details = new EntryDetails
-        {
-            Score = feedback.Score,
-            TierAfter = _state.Tier,
-            ExpiresAt = reward.Value > 0 ? LotExpiry(program.Settings, now) : null,
-        };
-        entry = NewEntry(LedgerEntryKind.Feedback, reward, txn, fingerprint, now, program) with
-        {
-            Reason = feedback.Comment,
-            Reference = feedback.Channel,
-            Details = details,
-        };
-        return null;
+        return Answer(FeedbackDecision.Decide(new Decider(_programId, _memberId, _state, program, now), feedback, fingerprint), txn, out entry);
+    }
+
+    /// <summary>A decision as a stage answers it: the entry to write, or the refusal.</summary>
+    private static AccrualResult? Answer(Decision decision, string txn, out LedgerEntry? entry)
+    {
+        entry = decision.Entry;
+        return decision.Refused ? AccrualResult.Reject(txn, decision.Error, decision.Message!) : null;
     }
 
     /// <summary>Answers without a write: not enrolled, or a remembered transaction id.</summary>
@@ -212,8 +132,7 @@ public sealed partial class MemberGrain
     }
 
     private LedgerEntry NewEntry(LedgerEntryKind kind, Points points, string? txn, long fingerprint, DateTimeOffset now, ProgramConfig program) =>
-        new(_programId, _memberId, checked(_state.Sequence + 1), kind, points, txn, fingerprint,
-            null, 0, null, null, null, now, now, program.Version);
+        new Decider(_programId, _memberId, _state, program, now).NewEntry(kind, points, txn, fingerprint);
 
     /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>
     private MemberView View(ProgramConfig? program)
@@ -250,10 +169,6 @@ public sealed partial class MemberGrain
             TradeIns = _state.TradeIns.Count == 0 ? null : [.. _state.TradeIns],
         };
     }
-
-    /// <summary>When a lot that becomes spendable at <paramref name="availableAt"/> expires under the program's policy.</summary>
-    private static DateTimeOffset? LotExpiry(ProgramSettings? settings, DateTimeOffset availableAt) =>
-        settings is { Expiry: { Mode: not ExpiryMode.None } policy } ? policy.ExpiresAt(availableAt, settings.Zone) : null;
 
     /// <summary>
     /// The change to the due schedule that an entry just applied needs: a mark when the member

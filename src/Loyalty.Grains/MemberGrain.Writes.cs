@@ -386,78 +386,23 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        ProgramSettings settings = program.Settings;
-        if (purchase.Amount.Currency != settings.Currency)
+        var decider = new Decider(_programId, _memberId, _state, program, now);
+        if (AccrualDecision.Check(decider, purchase) is { } refused)
         {
-            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
-                $"currency '{purchase.Amount.Currency}' does not match the program's currency '{settings.Currency}'");
-        }
-
-        if (settings.RefusesBackdated(purchase.OccurredAt, now) is { } tooOld)
-        {
-            return AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, tooOld);
-        }
-
-        if (purchase.WalletMinor > _state.WalletMinor)
-        {
-            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition,
-                $"wallet_minor {purchase.WalletMinor}: the member has {_state.WalletMinor} minor units of store credit");
+            return AccrualResult.Reject(txn, refused.Error, refused.Message!);
         }
 
         if (redemption is { } r)
         {
-            if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, program, now, out redeemed) is { } refused)
+            if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, program, now, out redeemed) is { } notRedeemed)
             {
-                return AccrualResult.Reject(txn, refused.Error, $"the purchase's redemption: {refused.ErrorMessage}");
+                return AccrualResult.Reject(txn, notRedeemed.Error, $"the purchase's redemption: {notRedeemed.ErrorMessage}");
             }
 
             redeemed = redeemed! with { Reference = txn };
         }
 
-        TierLadder ladder = settings.Ladder;
-        int indexBefore = ladder.IndexOf(_state.Tier);
-        (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, _state.TierReviewAt, ladder, _state, now);
-        EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], _state.Flags, _state, settings.FindPlan(_state.Membership.PlanAt(now)))), purchase, settings);
-
-        // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
-        int after = Tiering.Upgrade(reviewed, ladder, _state, now,
-            ladder.Basis == TierBasis.Points ? earn.Total.Value : purchase.Amount.AmountMinor);
-        if (after > reviewed)
-        {
-            reviewAt = now.AddDays(ladder.WindowDays);
-        }
-
-        (string? Cause, long GivenMinor) giving = GivingRules.OfPurchase(settings.Giving, _state.Cause, purchase.Amount.AmountMinor);
-
-        // The details are made once, with every field: this runs for every purchase.
-        DateTimeOffset? availableAt = settings.PendingDays > 0 ? now.AddDays(settings.PendingDays) : null;
-        EntryDetails details = new()
-        {
-            Components = earn.Components,
-            CapsHit = earn.CapsHit,
-            CappedPoints = earn.CappedPoints,
-            EarnDay = earn.EarnDay,
-            EarnMonth = earn.EarnMonth,
-            Lines = earn.Lines,
-            ReferrerReward = earn.ReferrerReward,
-            TierBefore = ladder.Tiers[reviewed].Name,
-            TierAfter = ladder.Tiers[after].Name,
-            TierReviewAt = after == 0 ? null : reviewAt,
-            DowngradedFrom = reviewed < indexBefore ? _state.Tier : null,
-            ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? LotExpiry(settings, availableAt ?? now) : null,
-            RewardId = redeemed is null ? null : purchase.RedeemRewardId,
-            Quantity = redeemed is null ? 0 : purchase.RedeemQuantity,
-            Activity = PurchaseActivity.Flags(_state.Earnings.LastPurchaseDay, _state.Earnings.PurchasesInPeriods, _state.Earnings.PurchaseCount, MemberState.DayOf(now)),
-            Cause = giving.Cause,
-            GivenMinor = giving.GivenMinor,
-            WalletMinor = -purchase.WalletMinor,
-        };
-
-        entry = new LedgerEntry(
-            _programId, _memberId, checked(_state.Sequence + (redeemed is null ? 1 : 2)), LedgerEntryKind.Earn, earn.Total, txn, fingerprint,
-            purchase.StoreId, purchase.Amount.AmountMinor, purchase.Amount.Currency, null, null,
-            purchase.OccurredAt, now, program.Version, availableAt, details);
+        entry = AccrualDecision.Decide(decider, purchase, fingerprint, redeemed);
         return null;
     }
 }

@@ -352,7 +352,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         {
             Components = bonus.Value > 0 ? [new BreakdownComponent(ComponentKind.Signup, "signup", bonus.Value)] : [],
             TierAfter = settings?.Ladder.Tiers[0].Name ?? MemberState.DefaultTier,
-            ExpiresAt = bonus.Value > 0 ? LotExpiry(settings, now) : null,
+            ExpiresAt = bonus.Value > 0 ? Decider.LotExpiry(settings, now) : null,
         };
         return new LedgerEntry(
             _programId, _memberId, checked(_state.Sequence + 1), LedgerEntryKind.Enrol, bonus, null, 0,

@@ -1,0 +1,113 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// A purchase's earn: the checks that refuse it, then its points (the earn rules, the referral
+/// reward of a first qualifying purchase), the tier it moves the member to, its lot's expiry and
+/// pending time, its share to a cause and the store credit it spends, all in one entry.
+/// </summary>
+public static class AccrualDecision
+{
+    /// <summary>
+    /// The refusal of a purchase the member's state or the program rules out (currency,
+    /// back-dating, store credit), or null when it may be earned. Checked before any redemption
+    /// it carries is decided, so that its own reason is the one named.
+    /// </summary>
+    public static Decision? Check(in Decider d, Purchase purchase)
+    {
+        ProgramSettings settings = d.Settings;
+        if (purchase.Amount.Currency != settings.Currency)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"currency '{purchase.Amount.Currency}' does not match the program's currency '{settings.Currency}'");
+        }
+
+        if (settings.RefusesBackdated(purchase.OccurredAt, d.Now) is { } tooOld)
+        {
+            return Decision.Refuse(LoyaltyError.InvalidArgument, tooOld);
+        }
+
+        return purchase.WalletMinor > d.State.WalletMinor
+            ? Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"wallet_minor {purchase.WalletMinor}: the member has {d.State.WalletMinor} minor units of store credit")
+            : null;
+    }
+
+    /// <summary>
+    /// The earn entry of a purchase that passed <see cref="Check"/>; <paramref name="redeemed"/> is
+    /// the redemption decided with it (written just before it, in the same commit group), or null.
+    /// </summary>
+    public static LedgerEntry Decide(in Decider d, Purchase purchase, long fingerprint, LedgerEntry? redeemed)
+    {
+        MemberState state = d.State;
+        ProgramSettings settings = d.Settings;
+        TierLadder ladder = settings.Ladder;
+        int indexBefore = ladder.IndexOf(state.Tier);
+        (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, state.TierReviewAt, ladder, state, d.Now);
+        EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
+            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanAt(d.Now)))), purchase, settings, state.Referral);
+
+        // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
+        int after = Tiering.Upgrade(reviewed, ladder, state, d.Now,
+            ladder.Basis == TierBasis.Points ? earn.Total.Value : purchase.Amount.AmountMinor);
+        if (after > reviewed)
+        {
+            reviewAt = d.Now.AddDays(ladder.WindowDays);
+        }
+
+        (string? Cause, long GivenMinor) giving = GivingRules.OfPurchase(settings.Giving, state.Cause, purchase.Amount.AmountMinor);
+        DateTimeOffset? availableAt = settings.PendingDays > 0 ? d.Now.AddDays(settings.PendingDays) : null;
+        EarnHistory history = state.Earnings;
+
+        // The details are made once, with every field: this runs for every purchase.
+        EntryDetails details = new()
+        {
+            Components = earn.Components,
+            CapsHit = earn.CapsHit,
+            CappedPoints = earn.CappedPoints,
+            EarnDay = earn.EarnDay,
+            EarnMonth = earn.EarnMonth,
+            Lines = earn.Lines,
+            ReferrerReward = earn.ReferrerReward,
+            TierBefore = ladder.Tiers[reviewed].Name,
+            TierAfter = ladder.Tiers[after].Name,
+            TierReviewAt = after == 0 ? null : reviewAt,
+            DowngradedFrom = reviewed < indexBefore ? state.Tier : null,
+            ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? Decider.LotExpiry(settings, availableAt ?? d.Now) : null,
+            RewardId = redeemed is null ? null : purchase.RedeemRewardId,
+            Quantity = redeemed is null ? 0 : purchase.RedeemQuantity,
+            Activity = PurchaseActivity.Flags(history.LastPurchaseDay, history.PurchasesInPeriods, history.PurchaseCount, MemberState.DayOf(d.Now)),
+            Cause = giving.Cause,
+            GivenMinor = giving.GivenMinor,
+            WalletMinor = -purchase.WalletMinor,
+        };
+
+        // Made directly, not as a copy of a new entry: this runs for every purchase.
+        return new LedgerEntry(
+            d.ProgramId, d.MemberId, checked(state.Sequence + (redeemed is null ? 1 : 2)), LedgerEntryKind.Earn, earn.Total, purchase.TransactionId, fingerprint,
+            purchase.StoreId, purchase.Amount.AmountMinor, purchase.Amount.Currency, null, null,
+            purchase.OccurredAt, d.Now, d.Program.Version, availableAt, details);
+    }
+
+    /// <summary>
+    /// The referral rewards of a referred member's first qualifying purchase: the member's own as a
+    /// component of this earn, the referrer's as an amount it is owed (settled at the referrer).
+    /// </summary>
+    private static EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings, ReferralSide referral)
+    {
+        if (referral.ReferredBy is not { } referrer || referral.QualifiedBy is not null
+            || settings.Referrals is not { } policy || policy.ReferrerPoints + policy.ReferredPoints == 0
+            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor)
+        {
+            return earn;
+        }
+
+        return earn with
+        {
+            Total = earn.Total + new Points(policy.ReferredPoints),
+            Components = policy.ReferredPoints > 0
+                ? [.. earn.Components, new BreakdownComponent(ComponentKind.Referral, "referral:" + referrer, policy.ReferredPoints)]
+                : earn.Components,
+            ReferrerReward = policy.ReferrerPoints,
+        };
+    }
+}

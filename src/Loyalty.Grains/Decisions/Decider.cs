@@ -1,0 +1,46 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// What every decision reads: the member's committed state, its program's configuration and the
+/// time. Deciders are pure functions of it and of the request: they return the entry to write,
+/// or a refusal naming its reason, and change nothing. The grain applies what they return only
+/// after it is committed (see <see cref="MemberState.Apply"/>).
+/// </summary>
+/// <param name="ProgramId">The member's program.</param>
+/// <param name="MemberId">The member.</param>
+/// <param name="State">The member's committed state (with any open commit group's changes applied).</param>
+/// <param name="Program">The program's configuration now.</param>
+/// <param name="Now">The time of the decision: the entry's recorded time.</param>
+public readonly record struct Decider(string ProgramId, string MemberId, MemberState State, ProgramConfig Program, DateTimeOffset Now)
+{
+    /// <summary>The program's settings.</summary>
+    public ProgramSettings Settings => Program.Settings;
+
+    /// <summary>
+    /// A new entry of this member, <paramref name="after"/> places after its newest (2 for an
+    /// entry that follows another decided with it, such as a purchase after its redemption).
+    /// </summary>
+    public LedgerEntry NewEntry(LedgerEntryKind kind, Points points, string? txn, long fingerprint, int after = 1) =>
+        new(ProgramId, MemberId, checked(State.Sequence + after), kind, points, txn, fingerprint,
+            null, 0, null, null, null, Now, Now, Program.Version);
+
+    /// <summary>When a lot that becomes spendable at <paramref name="availableAt"/> expires under the program's policy.</summary>
+    public static DateTimeOffset? LotExpiry(ProgramSettings? settings, DateTimeOffset availableAt) =>
+        settings is { Expiry: { Mode: not ExpiryMode.None } policy } ? policy.ExpiresAt(availableAt, settings.Zone) : null;
+}
+
+/// <summary>What a decider returns: the entry to write, or a refusal with its reason.</summary>
+/// <param name="Entry">The entry to write; null when refused.</param>
+/// <param name="Error">Why it was refused; <see cref="LoyaltyError.None"/> when an entry is written.</param>
+/// <param name="Message">The refusal's message, naming the field or the state that refused it.</param>
+public readonly record struct Decision(LedgerEntry? Entry, LoyaltyError Error, string? Message)
+{
+    /// <summary>Whether the request was refused.</summary>
+    public bool Refused => Entry is null;
+
+    /// <summary>Write <paramref name="entry"/>.</summary>
+    public static Decision Write(LedgerEntry entry) => new(entry, LoyaltyError.None, null);
+
+    /// <summary>Refuse, for <paramref name="error"/>: <paramref name="message"/>.</summary>
+    public static Decision Refuse(LoyaltyError error, string message) => new(null, error, message);
+}

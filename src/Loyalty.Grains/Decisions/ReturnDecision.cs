@@ -1,0 +1,106 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// A return of (part of) a purchase: the checks that refuse it, then the points it takes back,
+/// component by component (<see cref="Reversal"/>), split between the purchase's pending lot and
+/// the active balance under the program's negative-balance policy, with the points a purchase paid
+/// partly in points gives back, its share to a cause and the store credit it refunds.
+/// </summary>
+public static class ReturnDecision
+{
+    /// <summary>
+    /// The refusal of a return that cannot be of <paramref name="original"/> (not a purchase of this
+    /// member or of a duplicate merged into it, dated before it, or back-dated beyond the program's
+    /// limit), or null when its progress may be looked up and the return decided.
+    /// </summary>
+    public static Decision? Check(in Decider d, PurchaseReturn request, LedgerEntry? original)
+    {
+        if (d.Settings.RefusesBackdated(request.OccurredAt, d.Now) is { } tooOld)
+        {
+            return Decision.Refuse(LoyaltyError.InvalidArgument, tooOld);
+        }
+
+        // A purchase of a duplicate account merged into this one is returned here.
+        if (original is null || (original.MemberId != d.MemberId && !d.State.MergedFrom.Contains(original.MemberId)) || original.Kind != LedgerEntryKind.Earn)
+        {
+            return Decision.Refuse(LoyaltyError.NotFound,
+                $"original_transaction_id '{request.OriginalTransactionId}' is not a purchase of member '{d.MemberId}' in program '{d.ProgramId}'");
+        }
+
+        return request.OccurredAt < original.OccurredAt
+            ? Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"occurred_at {request.OccurredAt:O} is before the purchase's occurred_at {original.OccurredAt:O}; a return cannot precede its purchase")
+            : null;
+    }
+
+    /// <summary>
+    /// The return entry, or the refusal of a return that asks for more than is left of the
+    /// purchase. <paramref name="progress"/> is every earlier return of <paramref name="original"/>
+    /// (null for none); <paramref name="redeemed"/> is the redemption the purchase was paid with, if any.
+    /// </summary>
+    public static Decision Decide(in Decider d, PurchaseReturn request, long fingerprint, LedgerEntry original, LedgerEntry? redeemed, ReturnProgress? progress)
+    {
+        MemberState state = d.State;
+        ReversalResult? reversal = Reversal.Compute(original, progress, request, out string? error);
+        if (reversal is null)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition, error!);
+        }
+
+        // The purchase's own pending points go first; the rest comes out of the active balance,
+        // where the program's policy decides what happens to points already spent.
+        // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
+        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.Details?.Lots is { Count: > 0 } spent ? spent : null;
+        long restored = restoredLots?.Sum(l => l.Points) ?? 0;
+        PendingLot? pendingLot = state.Lots.FindPending(original.TransactionId!);
+        long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
+        long rest = reversal.Total - fromPending;
+        long fromActive = d.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
+            ? rest
+            : Math.Min(rest, Math.Max(0, checked(state.Balance.Value + restored)));
+        (long takenBack, long refunded) = MoneyBack(original, progress, reversal);
+        var details = new EntryDetails
+        {
+            Components = reversal.Components,
+            PendingReversed = fromPending,
+            PendingAvailableAt = fromPending > 0 ? pendingLot!.Value.AvailableAt : null,
+            ActiveReversed = fromActive,
+            // The purchase's own lot first, so other purchases' points keep their expiry.
+            Lots = fromActive > 0 ? state.Lots.PlanDebit(fromActive, prefer: true, original.Details?.ExpiresAt) : null,
+            Shortfall = rest - fromActive,
+            ReturnedAmountMinor = reversal.ReturnedAmountMinor,
+            Lines = reversal.Lines,
+            OriginalRecordedAt = original.RecordedAt,
+            EarnDay = original.Details?.EarnDay ?? 0,
+            EarnMonth = original.Details?.EarnMonth ?? 0,
+            ReferralReversed = reversal.Full && !state.Referral.Reversed && original.TransactionId == state.Referral.QualifiedBy,
+            Restored = restoredLots,
+            MergedPurchase = original.MemberId != d.MemberId,
+            Cause = takenBack > 0 ? original.Details!.Cause : null,
+            GivenMinor = -takenBack,
+            WalletMinor = refunded,
+        };
+        return Decision.Write(d.NewEntry(LedgerEntryKind.Return, new Points(checked(restored - fromPending - fromActive)), request.TransactionId, fingerprint) with
+        {
+            StoreId = request.StoreId,
+            AmountMinor = reversal.ReturnedAmountMinor,
+            Currency = request.Amount.Currency,
+            Reference = original.TransactionId,
+            OccurredAt = request.OccurredAt,
+            Details = details,
+        });
+    }
+
+    /// <summary>
+    /// The money a return moves back, in the share of the purchase's money returned: what it gave
+    /// to a cause (taken back) and the store credit it was paid with (refunded to the wallet).
+    /// </summary>
+    private static (long TakenBack, long Refunded) MoneyBack(LedgerEntry original, ReturnProgress? progress, ReversalResult reversal)
+    {
+        // A purchase returned in full (every line, though lines may not add up to its amount) gives back all of the rest.
+        long returnedBefore = progress?.AmountReturnedMinor ?? 0;
+        long returnedNow = reversal.Full ? Math.Max(0, original.AmountMinor - returnedBefore) : reversal.ReturnedAmountMinor;
+        return (Reversal.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, returnedBefore, returnedNow),
+            Reversal.TakenBack(-(original.Details?.WalletMinor ?? 0), original.AmountMinor, returnedBefore, returnedNow));
+    }
+}

@@ -1,0 +1,161 @@
+using Loyalty.Grains;
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.Decisions;
+
+/// <summary>
+/// The deciders without a cluster: each is a pure function of the member's state, the program and
+/// the request; it returns the entry to write or a refusal naming its reason, and never changes
+/// the state it reads.
+/// </summary>
+public sealed class DecisionTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 6, 1, 12, 0, 0, TimeSpan.Zero);
+
+    [Fact]
+    public void Accrual_Decided_LeavesTheStateAsItWas_AndItsEntryAppliesAsTheNextOne()
+    {
+        MemberState state = Enrolled();
+        string before = Snapshots.Describe(state);
+
+        LedgerEntry earn = AccrualDecision.Decide(Decider(state), Purchase("t1", 25_00), 7, redeemed: null);
+
+        Assert.Equal(before, Snapshots.Describe(state));
+        Assert.Equal((2L, LedgerEntryKind.Earn, 25L, "t1", 7L), (earn.Sequence, earn.Kind, earn.Points.Value, earn.TransactionId, earn.Fingerprint));
+        state.Apply(earn, 8);
+        Assert.Equal(25, state.Balance.Value);
+    }
+
+    [Fact]
+    public void Accrual_InAnotherCurrency_IsRefusedNamingBothCurrencies()
+    {
+        Purchase euros = Purchase("t1", 25_00) with { Amount = new Money(25_00, "EUR") };
+
+        Decision? refused = AccrualDecision.Check(Decider(Enrolled()), euros);
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused?.Error);
+        Assert.Equal("currency 'EUR' does not match the program's currency 'USD'", refused?.Message);
+    }
+
+    [Fact]
+    public void Accrual_SpendingMoreStoreCreditThanTheMemberHolds_IsRefused()
+    {
+        Decision? refused = AccrualDecision.Check(Decider(Enrolled()), Purchase("t1", 25_00) with { WalletMinor = 1 });
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused?.Error);
+        Assert.StartsWith("wallet_minor 1: the member has 0", refused?.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Accrual_FirstQualifyingPurchaseOfAReferredMember_CarriesBothRewards_TheSecondNeither()
+    {
+        MemberState state = Enrolled(referredBy: "ann");
+        ProgramSettings settings = Settings() with { Referrals = new ReferralPolicy(ReferrerPoints: 100, ReferredPoints: 50, MinPurchaseMinor: 10_00) };
+
+        LedgerEntry small = AccrualDecision.Decide(Decider(state, settings), Purchase("t0", 5_00), 1, null);
+        LedgerEntry first = AccrualDecision.Decide(Decider(state, settings), Purchase("t1", 25_00), 1, null);
+        state.Apply(first, 8);
+        LedgerEntry second = AccrualDecision.Decide(Decider(state, settings), Purchase("t2", 25_00), 1, null);
+
+        Assert.Equal((5L, 0L), (small.Points.Value, small.Details!.ReferrerReward));
+        Assert.Equal((75L, 100L), (first.Points.Value, first.Details!.ReferrerReward));
+        Assert.Contains(first.Details.Components, c => c is { Kind: ComponentKind.Referral, Code: "referral:ann", Points: 50 });
+        Assert.Equal((25L, 0L), (second.Points.Value, second.Details!.ReferrerReward));
+    }
+
+    [Fact]
+    public void Return_OfAPurchaseOfAnotherMember_IsNotFound()
+    {
+        LedgerEntry theirs = Earned("t1", 25_00) with { MemberId = "someone-else" };
+
+        Decision? refused = ReturnDecision.Check(Decider(Enrolled()), Return("r1", "t1", 5_00), theirs);
+
+        Assert.Equal(LoyaltyError.NotFound, refused?.Error);
+        Assert.Equal("original_transaction_id 't1' is not a purchase of member 'm' in program 'p'", refused?.Message);
+    }
+
+    [Fact]
+    public void Return_DatedBeforeItsPurchase_IsRefused()
+    {
+        Decision? refused = ReturnDecision.Check(Decider(Enrolled()), Return("r1", "t1", 5_00) with { OccurredAt = Now.AddHours(-2) }, Earned("t1", 25_00));
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused?.Error);
+        Assert.Contains("a return cannot precede its purchase", refused?.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Return_OfMoreThanIsLeft_IsRefused_AndOfTheRest_TakesBackTheRest()
+    {
+        MemberState state = Enrolled();
+        LedgerEntry purchase = AccrualDecision.Decide(Decider(state), Purchase("t1", 20_00), 1, null);
+        state.Apply(purchase, 8);
+        LedgerEntry firstReturn = ReturnDecision.Decide(Decider(state), Return("r1", "t1", 15_00), 2, purchase, null, null).Entry!;
+        state.Apply(firstReturn, 8);
+        ReturnProgress progress = ReturnProgress.Of(purchase, [firstReturn]);
+
+        Decision tooMuch = ReturnDecision.Decide(Decider(state), Return("r2", "t1", 10_00), 3, purchase, null, progress);
+        Decision rest = ReturnDecision.Decide(Decider(state), Return("r3", "t1", 5_00), 4, purchase, null, progress);
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, tooMuch.Error);
+        Assert.Equal((-15L, -5L), (firstReturn.Points.Value, rest.Entry!.Points.Value));
+    }
+
+    [Fact]
+    public void Return_OfAPendingPurchase_TakesItsPendingPointsFirst_AndNothingFromTheBalance()
+    {
+        ProgramSettings pending = Settings() with { PendingDays = 30 };
+        MemberState state = Enrolled();
+        state.Apply(AdjustmentDecision.Decide(Decider(state, pending), new Adjustment("a1", new Points(40), "goodwill"), 1).Entry!, 8);
+        LedgerEntry purchase = AccrualDecision.Decide(Decider(state, pending), Purchase("t1", 20_00), 1, null);
+        state.Apply(purchase, 8);
+
+        EntryDetails details = ReturnDecision.Decide(Decider(state, pending), Return("r1", "t1", 10_00), 2, purchase, null, null).Entry!.Details!;
+
+        Assert.Equal((10L, 0L, 0L), (details.PendingReversed, details.ActiveReversed, details.Shortfall));
+        Assert.Equal(Now.AddDays(30), details.PendingAvailableAt);
+    }
+
+    [Fact]
+    public void Adjustment_BelowZeroWhereBalancesAreFloored_IsRefused_WhereNegativeIsAllowed_IsWritten()
+    {
+        MemberState state = Enrolled();
+        var adjustment = new Adjustment("a1", new Points(-10), "correction");
+
+        Decision floored = AdjustmentDecision.Decide(Decider(state, Settings() with { NegativeBalance = NegativeBalancePolicy.FloorAtZero }), adjustment, 1);
+        Decision allowed = AdjustmentDecision.Decide(Decider(state), adjustment, 1);
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, floored.Error);
+        Assert.Equal("the adjustment would take the active balance (0) below zero, and the program floors balances at zero", floored.Message);
+        Assert.Equal((-10L, "correction"), (allowed.Entry!.Points.Value, allowed.Entry.Reason));
+    }
+
+    [Fact]
+    public void Feedback_CarriesTheScoreAndTheMembersTier_AndTheProgramsReward()
+    {
+        Decision decision = FeedbackDecision.Decide(Decider(Enrolled(), Settings() with { FeedbackRewardPoints = 5 }), new Feedback("f1", 9, "great", "app"), 1);
+
+        Assert.Equal((5L, 9, MemberState.DefaultTier, "app"), (decision.Entry!.Points.Value, decision.Entry.Details!.Score, decision.Entry.Details.TierAfter, decision.Entry.Reference));
+    }
+
+    private static ProgramSettings Settings() => new("P", "USD", 2, 1);
+
+    private static Decider Decider(MemberState state, ProgramSettings? settings = null) =>
+        new("p", "m", state, new ProgramConfig("p", settings ?? Settings(), 1), Now);
+
+    private static MemberState Enrolled(string? referredBy = null)
+    {
+        var state = new MemberState();
+        state.Apply(new LedgerEntry("p", "m", 1, LedgerEntryKind.Enrol, Points.Zero, null, 0, null, 0, null, null, referredBy,
+            Now.AddDays(-1), Now.AddDays(-1), 1, null, new EntryDetails()), 8);
+        return state;
+    }
+
+    private static Purchase Purchase(string txn, long amountMinor) =>
+        new(txn, "p", "m", "store-1", new Money(amountMinor, "USD"), Now.AddHours(-1), []);
+
+    private static PurchaseReturn Return(string txn, string original, long amountMinor) =>
+        new(txn, "p", "m", original, "store-1", new Money(amountMinor, "USD"), Now, []);
+
+    private static LedgerEntry Earned(string txn, long amountMinor) =>
+        AccrualDecision.Decide(Decider(Enrolled()), Purchase(txn, amountMinor), 1, null);
+}
