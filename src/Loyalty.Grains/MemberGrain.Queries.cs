@@ -77,9 +77,9 @@ public sealed partial class MemberGrain
     {
         // The purchase's checks covered the reward id and quantity.
         points = Points.Zero;
-        if (Affordability(redemption, program, now, allowGift: true, out long price, out gift) is { } refusal)
+        if (RedemptionDecision.Affordability(new Decider(_programId, _memberId, _state, program, now), redemption, allowGift: true, out long price, out gift) is { } refusal)
         {
-            return refusal;
+            return (refusal.Error, refusal.Message!);
         }
 
         if (program.Settings.FindReward(redemption.RewardId)!.Stock is { } stock && stock - taken.GetValueOrDefault(redemption.RewardId) < redemption.Quantity)

@@ -88,65 +88,11 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        // A birthday gift is spent at once (a direct redeem or a basket's), never held by a reservation.
-        if (Affordability(request, program, now, allowGift: !reserve, out long points, out bool gift) is { } refusal)
-        {
-            return RedemptionResult.Reject(txn, refusal.Error, refusal.Message);
-        }
-
-        if (reserve && _state.Lots.Holds.Count(h => h.LapsesAt > now) >= Limits.OpenReservationsMax)
-        {
-            return RedemptionResult.Reject(txn, LoyaltyError.FailedPrecondition, $"the member already holds {Limits.OpenReservationsMax} open reservations");
-        }
-
-        if (program.Settings.FindReward(request.RewardId)!.Stock is not null && !stock.Taken)
-        {
-            return stock.OutOfStock
-                ? RedemptionResult.Reject(txn, LoyaltyError.FailedPrecondition, $"reward '{request.RewardId}' is out of stock")
-                : RedemptionResult.Reject(txn, LoyaltyError.Unavailable, "the reward's stock could not be reserved; nothing was recorded, retry");
-        }
-
-        var details = new EntryDetails { RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift };
-        entry = reserve
-            ? NewEntry(LedgerEntryKind.Reserve, Points.Zero, txn, fingerprint, now, program) with
-            {
-                StoreId = request.StoreId,
-                Details = details with { HeldPoints = points, LapsesAt = now.AddSeconds(program.Settings.ReservationHoldSeconds) },
-            }
-            : Valued(NewEntry(LedgerEntryKind.Redeem, new Points(-points), txn, fingerprint, now, program) with
-            {
-                StoreId = request.StoreId,
-                Details = details with { Lots = _state.Lots.PlanDebit(points) },
-            }, program.Settings);
-        return null;
-    }
-
-    /// <summary>
-    /// Why the member cannot have the reward now, or null; <paramref name="points"/> is its price,
-    /// less one unit when <paramref name="allowGift"/> and it is the member's open birthday gift (<paramref name="gift"/>).
-    /// </summary>
-    private (LoyaltyError Error, string Message)? Affordability(Redemption request, ProgramConfig program, DateTimeOffset now, bool allowGift, out long points, out bool gift)
-    {
-        points = 0;
-        gift = false;
-        if (program.Settings.FindReward(request.RewardId) is not { } reward)
-        {
-            return (LoyaltyError.NotFound, $"reward '{request.RewardId}' is not in the catalogue of program '{_programId}'");
-        }
-
-        TierLadder ladder = program.Settings.Ladder;
-        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
-        if (reward.Refusal(now, ladder.Tiers[tier].Name, _state.Membership.PlanAt(now)) is { } refusal)
-        {
-            return (LoyaltyError.FailedPrecondition, refusal);
-        }
-
-        gift = allowGift && _state.OpenBirthdayGift(now)?.GiftRewardId == reward.Id;
-        points = checked(reward.PointsPrice * (request.Quantity - (gift ? 1 : 0)));
-        Points available = _state.Balance - _state.Lots.HeldAt(now);
-        return available.Value < points
-            ? (LoyaltyError.FailedPrecondition, $"the member has {available.Value} points available; {request.Quantity} x '{reward.Id}' needs {points}")
-            : null;
+        RedemptionDecision.Stock secured = program.Settings.FindReward(request.RewardId)?.Stock is null || stock.Taken ? RedemptionDecision.Stock.Secured
+            : stock.OutOfStock ? RedemptionDecision.Stock.OutOfStock : RedemptionDecision.Stock.Unknown;
+        Decision decision = RedemptionDecision.SpendOrHold(new Decider(_programId, _memberId, _state, program, now), request, reserve, fingerprint, secured);
+        entry = decision.Entry;
+        return decision.Refused ? RedemptionResult.Reject(txn, decision.Error, decision.Message!) : null;
     }
 
     private RedemptionResult? StageEnd(string reservationId, bool commit, LedgerEntry? ended, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
@@ -166,49 +112,10 @@ public sealed partial class MemberGrain
                 : RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, $"member '{_memberId}' has no reservation '{reservationId}'");
         }
 
-        var details = new EntryDetails { RewardId = hold.RewardId, Quantity = hold.Quantity, HeldPoints = hold.Points.Value };
-        if (!commit)
-        {
-            entry = NewEntry(LedgerEntryKind.ReservationEnd, Points.Zero, key, ReleaseFingerprint, now, program) with
-            {
-                Reference = reservationId,
-                Details = details with { EndedAs = hold.LapsesAt <= now ? ReservationState.Lapsed : ReservationState.Cancelled },
-            };
-            return null;
-        }
-
-        if (hold.LapsesAt <= now)
-        {
-            return RedemptionResult.Reject(reservationId, LoyaltyError.FailedPrecondition, $"reservation '{reservationId}' lapsed at {hold.LapsesAt:O}; nothing was spent");
-        }
-
-        if (_state.Balance.Value < hold.Points.Value)
-        {
-            return RedemptionResult.Reject(reservationId, LoyaltyError.FailedPrecondition,
-                $"the balance ({_state.Balance.Value}) no longer covers the {hold.Points.Value} points reservation '{reservationId}' holds");
-        }
-
-        entry = Valued(NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, CommitFingerprint, now, program) with
-        {
-            Reference = reservationId,
-            Details = details with { Lots = _state.Lots.PlanDebit(hold.Points.Value) },
-        }, program.Settings);
-        return null;
+        Decision decision = RedemptionDecision.End(new Decider(_programId, _memberId, _state, program, now), hold, commit, key, commit ? CommitFingerprint : ReleaseFingerprint);
+        entry = decision.Entry;
+        return decision.Refused ? RedemptionResult.Reject(reservationId, decision.Error, decision.Message!) : null;
     }
-
-    /// <summary>
-    /// A redemption with the money its reward stands for (the discount, product value or donation,
-    /// times the units) and, for a donation, its cause, as the catalogue has them when it is spent.
-    /// </summary>
-    private static LedgerEntry Valued(LedgerEntry redeem, ProgramSettings settings) =>
-        settings.FindReward(redeem.Details!.RewardId!) is { } reward
-            ? redeem with
-            {
-                AmountMinor = reward.ValueOf(redeem.Details.Quantity),
-                Currency = settings.Currency,
-                Details = redeem.Details with { Cause = reward.Kind == RewardKind.Donation ? reward.Cause : null },
-            }
-            : redeem;
 
     private RedemptionResult Answer(LedgerEntry entry, Points balance, ReservationState reservation)
     {
@@ -251,7 +158,7 @@ public sealed partial class MemberGrain
         if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.FindRecent(request.TransactionId) is not null
             || await _programs.GetAsync(_programId) is not { } program
             || program.Settings.FindReward(request.RewardId) is not { Stock: { } units }
-            || Affordability(request, program, _clock.GetUtcNow(), allowGift: true, out _, out _) is not null)
+            || RedemptionDecision.Affordability(new Decider(_programId, _memberId, _state, program, _clock.GetUtcNow()), request, allowGift: true, out _, out _) is not null)
         {
             return;
         }

@@ -137,6 +137,60 @@ public sealed class DecisionTests
         Assert.Equal((5L, 9, MemberState.DefaultTier, "app"), (decision.Entry!.Points.Value, decision.Entry.Details!.Score, decision.Entry.Details.TierAfter, decision.Entry.Reference));
     }
 
+    [Fact]
+    public void Redeem_OfMoreThanTheAvailablePoints_IsRefusedNamingBoth_AndPointsHeldByAReservationAreNotAvailable()
+    {
+        MemberState state = WithPoints(100);
+        LedgerEntry hold = RedemptionDecision.SpendOrHold(Decider(state, Catalogue()), new Loyalty.Redemption("h1", "mug", 1), reserve: true, 1, RedemptionDecision.Stock.Secured).Entry!;
+        state.Apply(hold, 8);
+
+        Decision refused = RedemptionDecision.SpendOrHold(Decider(state, Catalogue()), new Loyalty.Redemption("d1", "mug", 1), reserve: false, 2, RedemptionDecision.Stock.Secured);
+
+        Assert.Equal((LedgerEntryKind.Reserve, 0L, 60L), (hold.Kind, hold.Points.Value, hold.Details!.HeldPoints));
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+        Assert.Equal("the member has 40 points available; 1 x 'mug' needs 60", refused.Message);
+    }
+
+    [Fact]
+    public void Redeem_OfARewardOutOfStock_IsRefused_WithStockUnknown_IsUnavailable()
+    {
+        MemberState state = WithPoints(100);
+
+        Decision outOfStock = RedemptionDecision.SpendOrHold(Decider(state, Catalogue()), new Loyalty.Redemption("d1", "mug", 1), false, 1, RedemptionDecision.Stock.OutOfStock);
+        Decision unknown = RedemptionDecision.SpendOrHold(Decider(state, Catalogue()), new Loyalty.Redemption("d1", "mug", 1), false, 1, RedemptionDecision.Stock.Unknown);
+        Decision missing = RedemptionDecision.SpendOrHold(Decider(state, Catalogue()), new Loyalty.Redemption("d1", "yacht", 1), false, 1, RedemptionDecision.Stock.Secured);
+
+        Assert.Equal((LoyaltyError.FailedPrecondition, "reward 'mug' is out of stock"), (outOfStock.Error, outOfStock.Message));
+        Assert.Equal(LoyaltyError.Unavailable, unknown.Error);
+        Assert.Equal((LoyaltyError.NotFound, "reward 'yacht' is not in the catalogue of program 'p'"), (missing.Error, missing.Message));
+    }
+
+    [Fact]
+    public void ReservationEnd_ALapsedHold_CannotBeCommitted_AndIsReleasedAsLapsed()
+    {
+        MemberState state = WithPoints(100);
+        LedgerEntry held = RedemptionDecision.SpendOrHold(Decider(state, Catalogue()), new Loyalty.Redemption("h1", "mug", 1), true, 1, RedemptionDecision.Stock.Secured).Entry!;
+        state.Apply(held, 8);
+        Hold hold = state.Lots.FindHold("h1")!;
+        Decider later = new("p", "m", state, new ProgramConfig("p", Catalogue(), 1), hold.LapsesAt.AddSeconds(1));
+
+        Decision commit = RedemptionDecision.End(later, hold, commit: true, "h1#end", 1);
+        Decision release = RedemptionDecision.End(later, hold, commit: false, "h1#end", 2);
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, commit.Error);
+        Assert.Contains("lapsed", commit.Message, StringComparison.Ordinal);
+        Assert.Equal((ReservationState.Lapsed, "h1"), (release.Entry!.Details!.EndedAs, release.Entry.Reference));
+    }
+
+    private static ProgramSettings Catalogue() => Settings() with { Rewards = [new Reward("mug", "Mug", RewardKind.Product, 60, 5_00)] };
+
+    private static MemberState WithPoints(long points)
+    {
+        MemberState state = Enrolled();
+        state.Apply(AdjustmentDecision.Decide(Decider(state), new Adjustment("a1", new Points(points), "welcome"), 1).Entry!, 8);
+        return state;
+    }
+
     private static ProgramSettings Settings() => new("P", "USD", 2, 1);
 
     private static Decider Decider(MemberState state, ProgramSettings? settings = null) =>

@@ -1,0 +1,138 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// Redemption: whether the member may have a reward now and at what price (a birthday gift is one
+/// unit free), a direct redeem or a reservation's hold, and a reservation's end (committed,
+/// cancelled or lapsed). Points are spent soonest-expiring first; what is held by open
+/// reservations is not available to anything else, so concurrent tills can never overdraw.
+/// </summary>
+public static class RedemptionDecision
+{
+    /// <summary>Whether the reward's stock was secured before the decision (rewards without stock need none).</summary>
+    public enum Stock
+    {
+        /// <summary>The reward has no stock, or its units were taken for this request.</summary>
+        Secured,
+
+        /// <summary>The reward has no units left.</summary>
+        OutOfStock,
+
+        /// <summary>The stock could not be asked (a failure): nothing may be written, the client retries.</summary>
+        Unknown,
+    }
+
+    /// <summary>
+    /// Why the member cannot have the reward now, or null; <paramref name="points"/> is its price,
+    /// less one unit when <paramref name="allowGift"/> and it is the member's open birthday gift (<paramref name="gift"/>).
+    /// </summary>
+    public static Decision? Affordability(in Decider d, Redemption request, bool allowGift, out long points, out bool gift)
+    {
+        points = 0;
+        gift = false;
+        MemberState state = d.State;
+        if (d.Settings.FindReward(request.RewardId) is not { } reward)
+        {
+            return Decision.Refuse(LoyaltyError.NotFound, $"reward '{request.RewardId}' is not in the catalogue of program '{d.ProgramId}'");
+        }
+
+        TierLadder ladder = d.Settings.Ladder;
+        (int tier, _) = Tiering.Review(ladder.IndexOf(state.Tier), state.TierReviewAt, ladder, state, d.Now);
+        if (reward.Refusal(d.Now, ladder.Tiers[tier].Name, state.Membership.PlanAt(d.Now)) is { } refusal)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition, refusal);
+        }
+
+        gift = allowGift && state.OpenBirthdayGift(d.Now)?.GiftRewardId == reward.Id;
+        points = checked(reward.PointsPrice * (request.Quantity - (gift ? 1 : 0)));
+        Points available = state.Balance - state.Lots.HeldAt(d.Now);
+        return available.Value < points
+            ? Decision.Refuse(LoyaltyError.FailedPrecondition, $"the member has {available.Value} points available; {request.Quantity} x '{reward.Id}' needs {points}")
+            : null;
+    }
+
+    /// <summary>A direct redeem (<paramref name="reserve"/> false) or a reservation's hold, or the refusal.</summary>
+    public static Decision SpendOrHold(in Decider d, Redemption request, bool reserve, long fingerprint, Stock stock)
+    {
+        // A birthday gift is spent at once (a direct redeem or a basket's), never held by a reservation.
+        if (Affordability(d, request, allowGift: !reserve, out long points, out bool gift) is { } refused)
+        {
+            return refused;
+        }
+
+        DateTimeOffset now = d.Now;
+        if (reserve && d.State.Lots.Holds.Count(h => h.LapsesAt > now) >= Limits.OpenReservationsMax)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition, $"the member already holds {Limits.OpenReservationsMax} open reservations");
+        }
+
+        if (stock != Stock.Secured)
+        {
+            return stock == Stock.OutOfStock
+                ? Decision.Refuse(LoyaltyError.FailedPrecondition, $"reward '{request.RewardId}' is out of stock")
+                : Decision.Refuse(LoyaltyError.Unavailable, "the reward's stock could not be reserved; nothing was recorded, retry");
+        }
+
+        var details = new EntryDetails { RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift };
+        return Decision.Write(reserve
+            ? d.NewEntry(LedgerEntryKind.Reserve, Points.Zero, request.TransactionId, fingerprint) with
+            {
+                StoreId = request.StoreId,
+                Details = details with { HeldPoints = points, LapsesAt = now.AddSeconds(d.Settings.ReservationHoldSeconds) },
+            }
+            : Valued(d.NewEntry(LedgerEntryKind.Redeem, new Points(-points), request.TransactionId, fingerprint) with
+            {
+                StoreId = request.StoreId,
+                Details = details with { Lots = d.State.Lots.PlanDebit(points) },
+            }, d.Settings));
+    }
+
+    /// <summary>
+    /// The end of the open reservation <paramref name="hold"/>: its commit (the points spent, unless
+    /// it lapsed or the balance no longer covers it), or its release (cancelled, or lapsed when
+    /// its time has passed). <paramref name="key"/> and <paramref name="fingerprint"/> identify the end.
+    /// </summary>
+    public static Decision End(in Decider d, Hold hold, bool commit, string key, long fingerprint)
+    {
+        var details = new EntryDetails { RewardId = hold.RewardId, Quantity = hold.Quantity, HeldPoints = hold.Points.Value };
+        if (!commit)
+        {
+            return Decision.Write(d.NewEntry(LedgerEntryKind.ReservationEnd, Points.Zero, key, fingerprint) with
+            {
+                Reference = hold.ReservationId,
+                Details = details with { EndedAs = hold.LapsesAt <= d.Now ? ReservationState.Lapsed : ReservationState.Cancelled },
+            });
+        }
+
+        if (hold.LapsesAt <= d.Now)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition, $"reservation '{hold.ReservationId}' lapsed at {hold.LapsesAt:O}; nothing was spent");
+        }
+
+        Points balance = d.State.Balance;
+        if (balance.Value < hold.Points.Value)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"the balance ({balance.Value}) no longer covers the {hold.Points.Value} points reservation '{hold.ReservationId}' holds");
+        }
+
+        return Decision.Write(Valued(d.NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, fingerprint) with
+        {
+            Reference = hold.ReservationId,
+            Details = details with { Lots = d.State.Lots.PlanDebit(hold.Points.Value) },
+        }, d.Settings));
+    }
+
+    /// <summary>
+    /// A redemption with the money its reward stands for (the discount, product value or donation,
+    /// times the units) and, for a donation, its cause, as the catalogue has them when it is spent.
+    /// </summary>
+    private static LedgerEntry Valued(LedgerEntry redeem, ProgramSettings settings) =>
+        settings.FindReward(redeem.Details!.RewardId!) is { } reward
+            ? redeem with
+            {
+                AmountMinor = reward.ValueOf(redeem.Details.Quantity),
+                Currency = settings.Currency,
+                Details = redeem.Details with { Cause = reward.Kind == RewardKind.Donation ? reward.Cause : null },
+            }
+            : redeem;
+}
