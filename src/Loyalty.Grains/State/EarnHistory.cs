@@ -23,8 +23,8 @@ public sealed class EarnHistory
     public const int QualifyingDaysSpanMax = Limits.TierWindowDaysMax + Limits.TierWindowDaysMax;
 
     [Id(0)] private List<QualifyingDay>? _qualification;
-    [Id(1)] private Dictionary<int, long>? _earnedByDay;
-    [Id(2)] private Dictionary<int, long>? _earnedByMonth;
+    [Id(7)] private CapBucket[]? _earnedByDay;
+    [Id(8)] private CapBucket[]? _earnedByMonth;
     [Id(3)] private Dictionary<string, long>? _campaignEarned;
     [Id(4)] private long _purchaseCount;
     [Id(5)] private int _lastPurchaseDay;
@@ -33,11 +33,21 @@ public sealed class EarnHistory
     /// <summary>Qualifying points and spend per UTC day of recording, oldest first.</summary>
     public IReadOnlyList<QualifyingDay> Qualification => (IReadOnlyList<QualifyingDay>?)_qualification ?? [];
 
-    /// <summary>Points earned per program-local day (DayNumber), for the daily cap.</summary>
-    public IReadOnlyDictionary<int, long> EarnedByDay => (IReadOnlyDictionary<int, long>?)_earnedByDay ?? ReadOnlyDictionary<int, long>.Empty;
+    /// <summary>
+    /// Points earned per program-local day (DayNumber), oldest first, for the daily cap. An
+    /// array of values sized to what it holds (a member usually has one or two days), not a
+    /// dictionary: a purchase on a day already kept changes a number in place.
+    /// </summary>
+    public IReadOnlyList<CapBucket> EarnedByDay => _earnedByDay ?? [];
 
-    /// <summary>Points earned per program-local month (year * 12 + month - 1), for the monthly cap.</summary>
-    public IReadOnlyDictionary<int, long> EarnedByMonth => (IReadOnlyDictionary<int, long>?)_earnedByMonth ?? ReadOnlyDictionary<int, long>.Empty;
+    /// <summary>Points earned per program-local month (year * 12 + month - 1), oldest first, for the monthly cap.</summary>
+    public IReadOnlyList<CapBucket> EarnedByMonth => _earnedByMonth ?? [];
+
+    /// <summary>Points earned on program-local day <paramref name="day"/>, as far as it is kept.</summary>
+    public long EarnedOnDay(int day) => CapBucket.Find(_earnedByDay, day);
+
+    /// <summary>Points earned in program-local month <paramref name="month"/>, as far as it is kept.</summary>
+    public long EarnedInMonth(int month) => CapBucket.Find(_earnedByMonth, month);
 
     /// <summary>Points earned per campaign, net of returns, for campaign caps.</summary>
     public IReadOnlyDictionary<string, long> CampaignEarned => (IReadOnlyDictionary<string, long>?)_campaignEarned ?? ReadOnlyDictionary<string, long>.Empty;
@@ -68,8 +78,8 @@ public sealed class EarnHistory
     /// </summary>
     public void AddToCaps(int earnDay, int earnMonth, long points, IReadOnlyList<BreakdownComponent> components, bool createMissing = true)
     {
-        AddCapped(_earnedByDay ??= [], earnDay, points, CapDaysKept, createMissing);
-        AddCapped(_earnedByMonth ??= [], earnMonth, points, CapMonthsKept, createMissing);
+        _earnedByDay = CapBucket.Add(_earnedByDay, earnDay, points, CapDaysKept, createMissing);
+        _earnedByMonth = CapBucket.Add(_earnedByMonth, earnMonth, points, CapMonthsKept, createMissing);
         foreach (BreakdownComponent c in components)
         {
             if (c.Kind != ComponentKind.Campaign)
@@ -166,30 +176,69 @@ public sealed class EarnHistory
             throw new InvalidOperationException($"After entry {sequence}: {EarnedByDay.Count} cap days or {EarnedByMonth.Count} cap months kept.");
         }
     }
+}
 
-    private static void AddCapped(Dictionary<int, long> buckets, int key, long points, int kept, bool createMissing)
+/// <summary>Points earned in one cap period (a program-local day or month).</summary>
+/// <param name="Key">The period: a day number or a month number.</param>
+/// <param name="Points">Points earned in it, net of returns since.</param>
+[GenerateSerializer, Immutable]
+public readonly record struct CapBucket(
+    [property: Id(0)] int Key,
+    [property: Id(1)] long Points)
+{
+    /// <summary>The points of period <paramref name="key"/> in <paramref name="buckets"/> (sorted by key), or 0.</summary>
+    public static long Find(CapBucket[]? buckets, int key)
     {
-        if (!buckets.TryGetValue(key, out long value) && !createMissing)
+        int at = buckets is null ? -1 : Array.BinarySearch(buckets, new CapBucket(key, 0), ByKey.Instance);
+        return at >= 0 ? buckets![at].Points : 0;
+    }
+
+    /// <summary>
+    /// Adds <paramref name="points"/> to period <paramref name="key"/>, in place when it is kept;
+    /// a new period (unless <paramref name="createMissing"/> is false) makes a new array one longer,
+    /// and when that holds more than <paramref name="kept"/> periods, those <paramref name="kept"/>
+    /// or more before the newest are dropped. Returns the array to keep (null while empty).
+    /// </summary>
+    public static CapBucket[]? Add(CapBucket[]? buckets, int key, long points, int kept, bool createMissing)
+    {
+        buckets ??= [];
+        int at = Array.BinarySearch(buckets, new CapBucket(key, 0), ByKey.Instance);
+        if (at >= 0)
         {
-            return;
+            buckets[at] = new CapBucket(key, checked(buckets[at].Points + points));
+            return buckets;
         }
 
-        buckets[key] = checked(value + points);
-        if (buckets.Count <= kept)
+        if (!createMissing)
         {
-            return;
+            return buckets.Length == 0 ? null : buckets;
         }
 
-        int newest = int.MinValue;
-        foreach (int k in buckets.Keys)
+        at = ~at;
+        var grown = new CapBucket[buckets.Length + 1];
+        Array.Copy(buckets, grown, at);
+        grown[at] = new CapBucket(key, points);
+        Array.Copy(buckets, at, grown, at + 1, buckets.Length - at);
+        if (grown.Length <= kept)
         {
-            newest = Math.Max(newest, k);
+            return grown;
         }
 
-        foreach (int old in buckets.Keys.Where(k => k <= newest - kept).ToList())
+        int oldestKept = grown[^1].Key - kept;
+        int dropped = 0;
+        while (grown[dropped].Key <= oldestKept)
         {
-            buckets.Remove(old);
+            dropped++;
         }
+
+        return grown[dropped..];
+    }
+
+    private sealed class ByKey : IComparer<CapBucket>
+    {
+        public static readonly ByKey Instance = new();
+
+        public int Compare(CapBucket x, CapBucket y) => x.Key.CompareTo(y.Key);
     }
 }
 

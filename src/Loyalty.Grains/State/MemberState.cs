@@ -236,10 +236,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     long IEarnHistory.CampaignEarned(string campaignId) => Earnings.CampaignEarned.GetValueOrDefault(campaignId);
 
     /// <inheritdoc />
-    long IEarnHistory.EarnedOnDay(int day) => Earnings.EarnedByDay.GetValueOrDefault(day);
+    long IEarnHistory.EarnedOnDay(int day) => Earnings.EarnedOnDay(day);
 
     /// <inheritdoc />
-    long IEarnHistory.EarnedInMonth(int month) => Earnings.EarnedByMonth.GetValueOrDefault(month);
+    long IEarnHistory.EarnedInMonth(int month) => Earnings.EarnedInMonth(month);
 
     /// <inheritdoc />
     bool IEarnHistory.IsBonusDay(int day) => _bonusDays?.Contains(day) ?? false;

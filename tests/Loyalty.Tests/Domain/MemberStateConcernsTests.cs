@@ -66,8 +66,32 @@ public sealed class MemberStateConcernsTests
         Assert.True(history.EarnedByMonth.Count <= EarnHistory.CapMonthsKept, $"{history.EarnedByMonth.Count} months kept");
         Assert.True(history.Qualification[^1].Day - history.Qualification[0].Day <= EarnHistory.QualifyingDaysSpanMax);
         Assert.Equal(400, history.PurchaseCount);
+        // Oldest first, the newest day holding its purchase's points, an older one nothing.
+        Assert.Equal(10, history.EarnedOnDay(DateOnly.FromDateTime(Start.AddDays(399).UtcDateTime).DayNumber));
+        Assert.Equal(0, history.EarnedOnDay(DateOnly.FromDateTime(Start.AddDays(300).UtcDateTime).DayNumber));
+        Assert.True(history.EarnedByDay.Zip(history.EarnedByDay.Skip(1)).All(p => p.First.Key < p.Second.Key));
         // The newest 30 days still count in full for a 30-day tier window.
         Assert.Equal((300L, 300_00L), history.QualifyingAt(Start.AddDays(399), 30));
+    }
+
+    [Fact]
+    public void CapBuckets_KeepTheirOrder_DropOnlyBeyondTheirBound_AndAReturnNeverCreatesOne()
+    {
+        CapBucket[]? buckets = null;
+        foreach (int key in new[] { 10, 3, 7, 3 })
+        {
+            buckets = CapBucket.Add(buckets, key, 5, kept: 3, createMissing: true);
+        }
+
+        CapBucket[]? returned = CapBucket.Add(buckets, 4, -5, kept: 3, createMissing: false);
+        CapBucket[]? grown = CapBucket.Add(buckets, 20, 1, kept: 3, createMissing: true);
+
+        Assert.Equal([(3, 10L), (7, 5L), (10, 5L)], buckets!.Select(b => (b.Key, b.Points)));
+        Assert.Same(buckets, returned);
+        Assert.Equal([(20, 1L)], grown!.Select(b => (b.Key, b.Points)));
+        Assert.Null(CapBucket.Add(null, 4, -5, kept: 3, createMissing: false));
+        Assert.Equal(10, CapBucket.Find(buckets, 3));
+        Assert.Equal(0, CapBucket.Find(buckets, 4));
     }
 
     [Fact]
