@@ -47,8 +47,10 @@ public static class Expiring
             Consider(ref due, DateTimeOffset.UnixEpoch);
         }
 
-        foreach (Hold hold in state.Lots.Holds)
+        IReadOnlyList<Hold> holds = state.Lots.Holds;
+        for (int i = 0; i < holds.Count; i++)
         {
+            Hold hold = holds[i];
             Consider(ref due, hold.LapsesAt);
             holdsEnd = Latest(holdsEnd, hold.LapsesAt);
         }
@@ -64,8 +66,10 @@ public static class Expiring
             Consider(ref due, expiresAt - warn);
         }
 
-        foreach (PendingLot lot in state.Lots.Pending)
+        IReadOnlyList<PendingLot> pending = state.Lots.Pending;
+        for (int i = 0; i < pending.Count; i++)
         {
+            PendingLot lot = pending[i];
             if (lot.ExpiresAt is { } pendingExpiry)
             {
                 Consider(ref due, Latest(lot.AvailableAt, policy.WarnDays > 0 ? pendingExpiry - warn : pendingExpiry)!.Value);
@@ -96,8 +100,10 @@ public static class Expiring
     /// <summary>The first piece of work due at <paramref name="now"/> (after pending lots have matured), or null.</summary>
     public static DueWork? Next(MemberState state, ExpiryPolicy policy, DateTimeOffset now)
     {
-        foreach (Hold hold in state.Lots.Holds)
+        IReadOnlyList<Hold> holds = state.Lots.Holds;
+        for (int i = 0; i < holds.Count; i++)
         {
+            Hold hold = holds[i];
             if (hold.LapsesAt <= now)
             {
                 return new DueWork(DueKind.Lapse, [], hold.LapsesAt, hold);
@@ -133,8 +139,10 @@ public static class Expiring
     {
         var byInstant = new SortedDictionary<DateTimeOffset, long>();
         long total = 0;
-        foreach (PointLot lot in state.Lots.Spendable)
+        IReadOnlyList<PointLot> spendable = state.Lots.Spendable;
+        for (int i = 0; i < spendable.Count; i++)
         {
+            PointLot lot = spendable[i];
             total = checked(total + lot.Points.Value);
             if (lot.ExpiresAt is { } at)
             {
@@ -142,8 +150,10 @@ public static class Expiring
             }
         }
 
-        foreach (PendingLot lot in state.Lots.Pending)
+        IReadOnlyList<PendingLot> pending = state.Lots.Pending;
+        for (int i = 0; i < pending.Count; i++)
         {
+            PendingLot lot = pending[i];
             total = checked(total + lot.Points.Value);
             if (lot.ExpiresAt is { } at)
             {
@@ -175,8 +185,10 @@ public static class Expiring
     private static List<LotUse> Expired(MemberState state, DateTimeOffset now, long spare)
     {
         var expired = new List<LotUse>();
-        foreach (PointLot lot in state.Lots.Spendable)
+        IReadOnlyList<PointLot> spendable = state.Lots.Spendable;
+        for (int i = 0; i < spendable.Count; i++)
         {
+            PointLot lot = spendable[i];
             if (spare <= 0 || lot.ExpiresAt is not { } at || at > now)
             {
                 break;
@@ -194,8 +206,10 @@ public static class Expiring
     {
         TimeSpan warn = TimeSpan.FromDays(policy.WarnDays);
         var lots = new List<LotUse>();
-        foreach (PointLot lot in state.Lots.Spendable)
+        IReadOnlyList<PointLot> spendable = state.Lots.Spendable;
+        for (int i = 0; i < spendable.Count; i++)
         {
+            PointLot lot = spendable[i];
             if (lot.ExpiresAt is not { } at || at - warn > now)
             {
                 break;
@@ -221,8 +235,10 @@ public static class Expiring
 
     private static PointLot? FirstUnwarned(MemberState state)
     {
-        foreach (PointLot lot in state.Lots.Spendable)
+        IReadOnlyList<PointLot> spendable = state.Lots.Spendable;
+        for (int i = 0; i < spendable.Count; i++)
         {
+            PointLot lot = spendable[i];
             if (lot.ExpiresAt is null)
             {
                 return null;

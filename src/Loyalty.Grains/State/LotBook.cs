@@ -245,7 +245,13 @@ public sealed class LotBook
     public void AddHold(Hold hold) => (_holds ??= []).Add(hold);
 
     /// <summary>Ends a reservation's hold (committed, cancelled or lapsed); nothing when it is not open.</summary>
-    public void EndHold(string? reservationId) => _holds?.RemoveAll(h => h.ReservationId == reservationId);
+    public void EndHold(string? reservationId)
+    {
+        if (reservationId is not null)
+        {
+            _holds?.RemoveAll(h => h.ReservationId == reservationId);
+        }
+    }
 
     /// <summary>Empties the book: the member was merged away and its points left with it.</summary>
     public void Clear()
@@ -303,9 +309,9 @@ public sealed class LotBook
             }
         }
 
-        for (int i = 1; i < Pending.Count; i++)
+        for (int i = 0; i < Pending.Count; i++)
         {
-            if (Pending[i - 1].AvailableAt > Pending[i].AvailableAt || Pending[i].Points.Value <= 0)
+            if ((i > 0 && Pending[i - 1].AvailableAt > Pending[i].AvailableAt) || Pending[i].Points.Value <= 0)
             {
                 throw new InvalidOperationException($"After entry {sequence}: pending lots are out of order or empty.");
             }

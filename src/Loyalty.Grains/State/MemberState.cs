@@ -161,9 +161,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>
     /// The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections
     /// made on first use; 4: the purchase activity is kept; 5: the state is split by concern into
-    /// <see cref="Lots"/>, <see cref="Earnings"/>, <see cref="Referral"/> and <see cref="Returns"/>).
+    /// <see cref="Lots"/>, <see cref="Earnings"/>, <see cref="Referral"/> and <see cref="Returns"/>;
+    /// 6: the earn-cap periods are sorted arrays).
     /// </summary>
-    public const int CurrentFormat = 5;
+    public const int CurrentFormat = 6;
 
     /// <summary>
     /// What a member grain's snapshot slot holds between reads and writes, so that the grain keeps
@@ -184,7 +185,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
             throw new InvalidOperationException($"Ledger entry {entry.Sequence} applied after {Sequence}.");
         }
 
-        if (entry.Kind is < LedgerEntryKind.Enrol or > LedgerEntryKind.TradeInRejected)
+        if (!Enum.IsDefined(entry.Kind))
         {
             throw new InvalidOperationException($"Ledger entry {entry.Sequence} is of unknown kind {(int)entry.Kind}.");
         }
