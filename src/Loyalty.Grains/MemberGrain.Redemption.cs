@@ -90,9 +90,8 @@ public sealed partial class MemberGrain
 
         RedemptionDecision.Stock secured = program.Settings.FindReward(request.RewardId)?.Stock is null || stock.Taken ? RedemptionDecision.Stock.Secured
             : stock.OutOfStock ? RedemptionDecision.Stock.OutOfStock : RedemptionDecision.Stock.Unknown;
-        Decision decision = RedemptionDecision.SpendOrHold(new Decider(_programId, _memberId, _state, program, now), request, reserve, fingerprint, secured);
-        entry = decision.Entry;
-        return decision.Refused ? RedemptionResult.Reject(txn, decision.Error, decision.Message!) : null;
+        return RedemptionDecision.SpendOrHold(new Decider(_programId, _memberId, _state, program, now), request, reserve, fingerprint, secured)
+            .Staged(out entry, (e, m) => RedemptionResult.Reject(txn, e, m));
     }
 
     private RedemptionResult? StageEnd(string reservationId, bool commit, LedgerEntry? ended, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
@@ -112,9 +111,8 @@ public sealed partial class MemberGrain
                 : RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, $"member '{_memberId}' has no reservation '{reservationId}'");
         }
 
-        Decision decision = RedemptionDecision.End(new Decider(_programId, _memberId, _state, program, now), hold, commit, key, commit ? CommitFingerprint : ReleaseFingerprint);
-        entry = decision.Entry;
-        return decision.Refused ? RedemptionResult.Reject(reservationId, decision.Error, decision.Message!) : null;
+        return RedemptionDecision.End(new Decider(_programId, _memberId, _state, program, now), hold, commit, key, commit ? CommitFingerprint : ReleaseFingerprint)
+            .Staged(out entry, (e, m) => RedemptionResult.Reject(reservationId, e, m));
     }
 
     private RedemptionResult Answer(LedgerEntry entry, Points balance, ReservationState reservation)

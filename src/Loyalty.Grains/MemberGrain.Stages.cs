@@ -44,9 +44,8 @@ public sealed partial class MemberGrain
         }
 
         // A progress with no return yet is the same as none.
-        Decision decision = ReturnDecision.Decide(decider, request, fingerprint, purchase, redeemed, progress is { Count: > 0 } ? progress : null);
-        entry = decision.Entry;
-        return decision.Refused ? ReturnResult.Reject(txn, decision.Error, decision.Message!) : null;
+        return ReturnDecision.Decide(decider, request, fingerprint, purchase, redeemed, progress is { Count: > 0 } ? progress : null)
+            .Staged(out entry, (e, m) => ReturnResult.Reject(txn, e, m));
     }
 
     private AccrualResult? StageAdjustment(Adjustment adjustment, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
@@ -58,7 +57,8 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        return Answer(AdjustmentDecision.Decide(new Decider(_programId, _memberId, _state, program, now), adjustment, fingerprint), txn, out entry);
+        return AdjustmentDecision.Decide(new Decider(_programId, _memberId, _state, program, now), adjustment, fingerprint)
+            .Staged(out entry, (e, m) => AccrualResult.Reject(txn, e, m));
     }
 
     private AccrualResult? StageFeedback(Feedback feedback, long fingerprint, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
@@ -70,14 +70,8 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        return Answer(FeedbackDecision.Decide(new Decider(_programId, _memberId, _state, program, now), feedback, fingerprint), txn, out entry);
-    }
-
-    /// <summary>A decision as a stage answers it: the entry to write, or the refusal.</summary>
-    private static AccrualResult? Answer(Decision decision, string txn, out LedgerEntry? entry)
-    {
-        entry = decision.Entry;
-        return decision.Refused ? AccrualResult.Reject(txn, decision.Error, decision.Message!) : null;
+        return FeedbackDecision.Decide(new Decider(_programId, _memberId, _state, program, now), feedback, fingerprint)
+            .Staged(out entry, (e, m) => AccrualResult.Reject(txn, e, m));
     }
 
     /// <summary>Answers without a write: not enrolled, or a remembered transaction id.</summary>

@@ -716,7 +716,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             ? _snapshot.State
             : new MemberState();
         _snapshot.State = MemberState.Placeholder;
-        state.ReconcileLots();
+        state.Lots.Reconcile();
         IReadOnlyList<LedgerEntry> entries = await _store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
         foreach (LedgerEntry entry in entries)
         {

@@ -22,7 +22,7 @@ public sealed class ReturnProgress
     /// <summary>
     /// Whether this holds every return of the purchase: true when it was made from the purchase's
     /// returns read from the ledger (and kept up since), false when it was begun by a return
-    /// replayed after the purchase's older returns were forgotten (see <see cref="MemberState.ReturnsKept"/>).
+    /// replayed after the purchase's older returns were forgotten (see <see cref="ReturnBook.ReturnsKept"/>).
     /// </summary>
     [Id(5)] public bool Complete { get; set; }
 

@@ -16,12 +16,9 @@ public readonly record struct Decider(string ProgramId, string MemberId, MemberS
     /// <summary>The program's settings.</summary>
     public ProgramSettings Settings => Program.Settings;
 
-    /// <summary>
-    /// A new entry of this member, <paramref name="after"/> places after its newest (2 for an
-    /// entry that follows another decided with it, such as a purchase after its redemption).
-    /// </summary>
-    public LedgerEntry NewEntry(LedgerEntryKind kind, Points points, string? txn, long fingerprint, int after = 1) =>
-        new(ProgramId, MemberId, checked(State.Sequence + after), kind, points, txn, fingerprint,
+    /// <summary>The member's next entry, with the envelope every kind shares; callers add the rest with <c>with</c>.</summary>
+    public LedgerEntry NewEntry(LedgerEntryKind kind, Points points, string? txn, long fingerprint) =>
+        new(ProgramId, MemberId, checked(State.Sequence + 1), kind, points, txn, fingerprint,
             null, 0, null, null, null, Now, Now, Program.Version);
 
     /// <summary>When a lot that becomes spendable at <paramref name="availableAt"/> expires under the program's policy.</summary>
@@ -43,4 +40,15 @@ public readonly record struct Decision(LedgerEntry? Entry, LoyaltyError Error, s
 
     /// <summary>Refuse, for <paramref name="error"/>: <paramref name="message"/>.</summary>
     public static Decision Refuse(LoyaltyError error, string message) => new(null, error, message);
+
+    /// <summary>
+    /// The decision as a grain stage answers it: <paramref name="entry"/> to write and null, or no
+    /// entry and the refusal made by <paramref name="reject"/>.
+    /// </summary>
+    public T? Staged<T>(out LedgerEntry? entry, Func<LoyaltyError, string, T> reject)
+        where T : class
+    {
+        entry = Entry;
+        return Refused ? reject(Error, Message!) : null;
+    }
 }

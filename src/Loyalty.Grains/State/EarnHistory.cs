@@ -72,26 +72,35 @@ public sealed class EarnHistory
     /// <summary>Counts the purchases of a duplicate account merged into this member.</summary>
     public void CountMergedPurchases(long purchases) => _purchaseCount = checked(_purchaseCount + purchases);
 
-    /// <summary>
-    /// Adds an earn's points (negative for a return's) to its buckets: the cap day and month and
-    /// each campaign component. A return only reduces buckets still kept (<paramref name="createMissing"/> false).
-    /// </summary>
-    public void AddToCaps(int earnDay, int earnMonth, long points, IReadOnlyList<BreakdownComponent> components, bool createMissing = true)
+    /// <summary>Counts an earn's points in its cap day and month and in each of its campaigns.</summary>
+    public void CountEarn(int earnDay, int earnMonth, long points, IReadOnlyList<BreakdownComponent> components)
     {
-        _earnedByDay = CapBucket.Add(_earnedByDay, earnDay, points, CapDaysKept, createMissing);
-        _earnedByMonth = CapBucket.Add(_earnedByMonth, earnMonth, points, CapMonthsKept, createMissing);
-        foreach (BreakdownComponent c in components)
+        _earnedByDay = CapBucket.Add(_earnedByDay, earnDay, points, CapDaysKept, createMissing: true);
+        _earnedByMonth = CapBucket.Add(_earnedByMonth, earnMonth, points, CapMonthsKept, createMissing: true);
+        for (int i = 0; i < components.Count; i++)
         {
-            if (c.Kind != ComponentKind.Campaign)
+            if (components[i] is { Kind: ComponentKind.Campaign } c)
             {
-                continue;
+                Dictionary<string, long> campaigns = _campaignEarned ??= new(StringComparer.Ordinal);
+                campaigns[c.Code] = checked(campaigns.GetValueOrDefault(c.Code) + c.Points);
             }
+        }
+    }
 
-            Dictionary<string, long> campaigns = _campaignEarned ??= new(StringComparer.Ordinal);
-            if (createMissing || campaigns.ContainsKey(c.Code))
+    /// <summary>
+    /// Takes a return's <paramref name="reversed"/> points off the cap day and month of its
+    /// purchase, and its components (the positive points reversed) off their campaigns, each only
+    /// while it is still kept: a return never creates a period or a campaign.
+    /// </summary>
+    public void CountReturn(int earnDay, int earnMonth, long reversed, IReadOnlyList<BreakdownComponent> components)
+    {
+        _earnedByDay = CapBucket.Add(_earnedByDay, earnDay, -reversed, CapDaysKept, createMissing: false);
+        _earnedByMonth = CapBucket.Add(_earnedByMonth, earnMonth, -reversed, CapMonthsKept, createMissing: false);
+        for (int i = 0; i < components.Count; i++)
+        {
+            if (components[i] is { Kind: ComponentKind.Campaign } c && _campaignEarned is { } campaigns && campaigns.TryGetValue(c.Code, out long earned))
             {
-                // A return's components are the positive points it reversed: they come off.
-                campaigns[c.Code] = checked(campaigns.GetValueOrDefault(c.Code) + (createMissing ? c.Points : -c.Points));
+                campaigns[c.Code] = checked(earned - c.Points);
             }
         }
     }

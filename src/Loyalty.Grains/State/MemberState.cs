@@ -19,9 +19,6 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>The tier every member starts in until the program defines a ladder.</summary>
     public const string DefaultTier = "standard";
 
-    /// <summary>How many purchases' return progress a member keeps in memory (<see cref="ReturnBook.ReturnsKept"/>).</summary>
-    public const int ReturnsKept = ReturnBook.ReturnsKept;
-
     /// <summary>Sequence of the newest ledger entry applied.</summary>
     [Id(0)] public long Sequence { get; private set; }
 
@@ -219,12 +216,6 @@ public sealed class MemberState : IEarnHistory, IQualifying
     }
 
     /// <summary>
-    /// Old snapshots kept only a balance: give any spendable points no lot holds one lot that
-    /// never expires, so the lots add up to the balance again.
-    /// </summary>
-    public void ReconcileLots() => Lots.Reconcile();
-
-    /// <summary>
     /// The remembered transaction whose id hashes like this one, or null; see
     /// <see cref="RecentTransactions"/> for what a match means.
     /// </summary>
@@ -251,9 +242,6 @@ public sealed class MemberState : IEarnHistory, IQualifying
         (long points, long spend) = Earnings.QualifyingAt(at, ladder.WindowDays);
         return ladder.Basis == TierBasis.Points ? points : spend;
     }
-
-    /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
-    public (long Points, long Spend) QualifyingAt(DateTimeOffset at, int windowDays) => Earnings.QualifyingAt(at, windowDays);
 
     /// <summary>The member as queries see it; <paramref name="tier"/> is the tier after any review due now.</summary>
     public MemberView ToView(string programId, string memberId, string tier, DateTimeOffset? reviewAt, long qualifying, IReadOnlyList<string> perks) =>
@@ -357,7 +345,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         Tier = details.TierAfter ?? Tier;
         TierReviewAt = details.TierReviewAt;
-        Earnings.AddToCaps(details.EarnDay, details.EarnMonth, entry.Points.Value, details.Components);
+        Earnings.CountEarn(details.EarnDay, details.EarnMonth, entry.Points.Value, details.Components);
         if (details.ReferrerReward > 0 || HasReferralComponent(details.Components))
         {
             Referral.Qualify(entry.TransactionId, details.ReferrerReward);
@@ -412,7 +400,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
             Earnings.AddQualifying(DayOf(recordedAt), -reversed, -details.ReturnedAmountMinor, createMissing: false);
         }
 
-        Earnings.AddToCaps(details.EarnDay, details.EarnMonth, -reversed, details.Components, createMissing: false);
+        Earnings.CountReturn(details.EarnDay, details.EarnMonth, reversed, details.Components);
     }
 
     private void ApplyAdjust(LedgerEntry entry)

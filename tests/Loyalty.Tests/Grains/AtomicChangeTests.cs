@@ -174,7 +174,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
         await EnrolAsync("m");
-        int purchases = MemberState.ReturnsKept + 44;
+        int purchases = ReturnBook.ReturnsKept + 44;
         Assert.All(await Task.WhenAll(Enumerable.Range(0, purchases).Select(i => BuyAsync("m", $"b{i}"))), Assert.Null);
 
         // $15 of each $20 purchase comes back, the oldest first: more purchases than the member keeps progress for.
