@@ -382,10 +382,7 @@ public sealed partial class MemberGrain
 
     /// <summary>A refusal when the member takes no more changes: not enrolled, erased, or merged away.</summary>
     private MemberResult? Closed() =>
-        !_state.Enrolled ? MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage())
-        : _state.MergedInto is { } into ? MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' was merged into '{into}'; use '{into}'")
-        : _state.Erased ? MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' was erased")
-        : null;
+        Decider.ClosedFor(_programId, _memberId, _state) is { } closed ? MemberResult.Reject(closed.Error, closed.Message!) : null;
 
     /// <summary>The answer of a detach.</summary>
     private sealed record DetachOutcome(MergeTransfer? Transfer, LoyaltyError Error, string? Message);

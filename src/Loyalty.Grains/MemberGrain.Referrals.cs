@@ -57,9 +57,10 @@ public sealed partial class MemberGrain
             return new MemberResult(View(await _programs.GetAsync(_programId)), LoyaltyError.None, null);
         }
 
-        if (CheckReferrable(referrer) is { } early)
+        ProgramConfig? program = await _programs.GetAsync(_programId);
+        if (program is not null && ReferralDecision.Referrable(At(program, _clock.GetUtcNow()), referrer) is { } early)
         {
-            return early;
+            return MemberResult.Reject(early.Error, early.Message!);
         }
 
         if (await FindCycleAsync(referrer) is { } cycle)
@@ -77,15 +78,8 @@ public sealed partial class MemberGrain
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
-                entry = null;
                 current = program;
-                if (CheckReferrable(referrer) is { } refusal)
-                {
-                    return _state.Referral.ReferredBy == referrer ? new MemberResult(View(program), LoyaltyError.None, null) : refusal;
-                }
-
-                entry = NewEntry(LedgerEntryKind.Referred, Points.Zero, null, 0, now, program) with { Reference = referrer };
-                return null;
+                return ReferralDecision.Referred(At(program, now), referrer).Staged(out entry, MemberResult.Reject, () => new MemberResult(View(program), LoyaltyError.None, null));
             },
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
@@ -141,76 +135,13 @@ public sealed partial class MemberGrain
         string txn = "#ref:" + referredMemberId + (reverse ? ":reversed" : "");
         AccrualResult result = await WriteAsync(
             prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReferralReward(referredMemberId, txn, points, reverse, program, now, out entry),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+                ReferralDecision.Reward(At(program, now), referredMemberId, txn, points, reverse).Staged(
+                    out entry, (e, m) => AccrualResult.Reject(txn, e, m), () => new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null)),
             (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null),
             _ => Task.FromResult<AccrualResult?>(new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null)),
             (e, m) => AccrualResult.Reject(txn, e, m));
         return result.Error;
-    }
-
-    private AccrualResult? StageReferralReward(string referred, string txn, long points, bool reverse, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
-    {
-        entry = null;
-        if (!_state.Enrolled)
-        {
-            return AccrualResult.Reject(txn, LoyaltyError.NotFound, NotEnrolledMessage());
-        }
-
-        // An erased member is not rewarded any more (its account takes no changes), nor is a merged-away
-        // one (it only answers for what it recorded before), nor a member for referring itself.
-        if (_state.Erased || _state.MergedInto is not null || referred == _memberId || _state.MergedFrom.Contains(referred)
-            || _state.FindRecent(txn) is { Fingerprint: 0 } || (!reverse && _state.Referral.Rewards.ContainsKey(referred))
-            || (reverse && _state.Referral.Rewards.GetValueOrDefault(referred, -1) == 0))
-        {
-            return new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null);
-        }
-
-        if (!reverse)
-        {
-            entry = NewEntry(LedgerEntryKind.ReferralReward, new Points(points), txn, 0, now, program) with
-            {
-                Reference = referred,
-                Reason = "referred " + referred,
-                Details = new EntryDetails { ExpiresAt = Decider.LotExpiry(program.Settings, now) },
-            };
-            return null;
-        }
-
-        // A reversal before the reward arrived records that none is due; it takes what was credited.
-        long credited = Math.Max(0, _state.Referral.Rewards.GetValueOrDefault(referred));
-        long fromActive = program.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
-            ? credited
-            : Math.Min(credited, Math.Max(0, _state.Balance.Value));
-        entry = NewEntry(LedgerEntryKind.ReferralReward, new Points(-fromActive), txn, 0, now, program) with
-        {
-            Reference = referred,
-            Reason = "referral of " + referred + " reversed: the qualifying purchase was returned",
-            Details = new EntryDetails { ReferralReversed = true, Lots = _state.Lots.PlanDebit(fromActive), Shortfall = credited - fromActive },
-        };
-        return null;
-    }
-
-    /// <summary>Why this member cannot be given a referrer now, or null.</summary>
-    private MemberResult? CheckReferrable(string referrer)
-    {
-        if (Closed() is { } closed)
-        {
-            return closed;
-        }
-
-        if (referrer == _memberId)
-        {
-            return MemberResult.Reject(LoyaltyError.InvalidArgument, "a member cannot refer itself");
-        }
-
-        if (_state.Referral.ReferredBy is { } already)
-        {
-            return MemberResult.Reject(LoyaltyError.AlreadyExists, $"member '{_memberId}' was already referred by '{already}'");
-        }
-
-        return _state.Earnings.PurchaseCount > 0
-            ? MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' has already made a purchase; a referral must come before it")
-            : null;
     }
 
     /// <summary>The referrer named by id or by code, or a refusal; null when neither is given.</summary>
@@ -346,20 +277,7 @@ public sealed partial class MemberGrain
         WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-            {
-                entry = null;
-                if (!_state.Referral.Owed)
-                {
-                    return new MemberResult(null, LoyaltyError.None, null);
-                }
-
-                entry = NewEntry(LedgerEntryKind.ReferralSettled, Points.Zero, null, 0, now, program) with
-                {
-                    Reference = referrer,
-                    Details = new EntryDetails { ReferrerReward = reward ? _state.Referral.RewardOwed : 0, ReferralReversed = reversal },
-                };
-                return null;
-            },
+                ReferralDecision.Settled(At(program, now), referrer, reward, reversal).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);

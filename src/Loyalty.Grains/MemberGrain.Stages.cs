@@ -126,7 +126,10 @@ public sealed partial class MemberGrain
     }
 
     private LedgerEntry NewEntry(LedgerEntryKind kind, Points points, string? txn, long fingerprint, DateTimeOffset now, ProgramConfig program) =>
-        new Decider(_programId, _memberId, _state, program, now).NewEntry(kind, points, txn, fingerprint);
+        At(program, now).NewEntry(kind, points, txn, fingerprint);
+
+    /// <summary>What a decision reads now: this member's committed state, <paramref name="program"/> and <paramref name="now"/>.</summary>
+    private Decider At(ProgramConfig program, DateTimeOffset now) => new(_programId, _memberId, _state, program, now);
 
     /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>
     private MemberView View(ProgramConfig? program)
@@ -196,7 +199,7 @@ public sealed partial class MemberGrain
 
     private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null || a <= b ? a : b;
 
-    private string NotEnrolledMessage() => $"member '{_memberId}' is not enrolled in program '{_programId}'";
+    private string NotEnrolledMessage() => Decider.NotEnrolledIn(_programId, _memberId);
 
     /// <summary>
     /// A purchase's returns as read from the ledger, with the state they were read against: stale

@@ -256,37 +256,12 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             return MemberResult.Reject(LoyaltyError.InvalidArgument, invalid);
         }
 
+        MemberResult linked = new(null, LoyaltyError.None, null);
         return await WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-            {
-                entry = null;
-                if (Closed() is { } closed)
-                {
-                    return closed;
-                }
-
-                if (_state.Referral.Referrals.Contains(referredMemberId))
-                {
-                    return new MemberResult(null, LoyaltyError.None, null);
-                }
-
-                if (_state.Referral.Referrals.Count >= Limits.ReferralsPerMemberMax)
-                {
-                    return MemberResult.Reject(LoyaltyError.FailedPrecondition,
-                        $"referrer '{_memberId}' has referred {Limits.ReferralsPerMemberMax} members, the most one member may");
-                }
-
-                if (program.Settings.Referrals is { CapPerPeriod: > 0 } policy && _state.Referral.MadeSince(now, policy.PeriodDays) >= policy.CapPerPeriod)
-                {
-                    return MemberResult.Reject(LoyaltyError.FailedPrecondition,
-                        $"referrer '{_memberId}' has reached the program's cap of {policy.CapPerPeriod} referrals in {policy.PeriodDays} days");
-                }
-
-                entry = NewEntry(LedgerEntryKind.ReferralLink, Points.Zero, null, 0, now, program) with { Reference = referredMemberId };
-                return null;
-            },
-            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
+                ReferralDecision.Referral(At(program, now), referredMemberId).Staged(out entry, MemberResult.Reject, () => linked),
+            (_, _, _) => linked,
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);
     }

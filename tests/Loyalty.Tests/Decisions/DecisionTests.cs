@@ -182,6 +182,106 @@ public sealed class DecisionTests
         Assert.Equal((ReservationState.Lapsed, "h1"), (release.Entry!.Details!.EndedAs, release.Entry.Reference));
     }
 
+    [Fact]
+    public void Referrable_ItselfAlreadyReferredOrAfterAPurchase_IsRefusedNamingTheReason()
+    {
+        MemberState purchased = Enrolled();
+        purchased.Apply(AccrualDecision.Decide(Decider(purchased), Purchase("t1", 25_00), 1, null), 8);
+
+        Decision? self = ReferralDecision.Referrable(Decider(Enrolled()), "m");
+        Decision? already = ReferralDecision.Referrable(Decider(Enrolled(referredBy: "ann")), "bob");
+        Decision? late = ReferralDecision.Referrable(Decider(purchased), "bob");
+        Decision? notEnrolled = ReferralDecision.Referrable(Decider(new MemberState()), "bob");
+
+        Assert.Equal((LoyaltyError.InvalidArgument, "a member cannot refer itself"), (self?.Error, self?.Message));
+        Assert.Equal((LoyaltyError.AlreadyExists, "member 'm' was already referred by 'ann'"), (already?.Error, already?.Message));
+        Assert.Equal(LoyaltyError.FailedPrecondition, late?.Error);
+        Assert.Contains("already made a purchase", late?.Message, StringComparison.Ordinal);
+        Assert.Equal((LoyaltyError.NotFound, "member 'm' is not enrolled in program 'p'"), (notEnrolled?.Error, notEnrolled?.Message));
+        Assert.Null(ReferralDecision.Referrable(Decider(Enrolled()), "bob"));
+    }
+
+    [Fact]
+    public void Referred_ToTheSameReferrerAgain_WritesNothing_ToAnother_IsRefused()
+    {
+        MemberState state = Enrolled();
+        Decision first = ReferralDecision.Referred(Decider(state), "ann");
+        state.Apply(first.Entry!, 8);
+
+        Decision again = ReferralDecision.Referred(Decider(state), "ann");
+        Decision other = ReferralDecision.Referred(Decider(state), "bob");
+
+        Assert.Equal((LedgerEntryKind.Referred, "ann"), (first.Entry!.Kind, first.Entry.Reference));
+        Assert.Equal("ann", state.Referral.ReferredBy);
+        Assert.True(again.Done);
+        Assert.Equal(LoyaltyError.AlreadyExists, other.Error);
+    }
+
+    [Fact]
+    public void Referral_AtTheReferrer_BeyondTheProgramsCap_IsRefusedNamingIt_AnExistingLinkWritesNothing()
+    {
+        MemberState state = Enrolled();
+        ProgramSettings settings = Settings() with { Referrals = new ReferralPolicy(100, 50, CapPerPeriod: 2, PeriodDays: 30) };
+        foreach (string referred in new[] { "r1", "r2" })
+        {
+            state.Apply(ReferralDecision.Referral(Decider(state, settings), referred).Entry!, 8);
+        }
+
+        Decision third = ReferralDecision.Referral(Decider(state, settings), "r3");
+        Decision repeated = ReferralDecision.Referral(Decider(state, settings), "r1");
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, third.Error);
+        Assert.Equal("referrer 'm' has reached the program's cap of 2 referrals in 30 days", third.Message);
+        Assert.True(repeated.Done);
+        Assert.Equal(["r1", "r2"], state.Referral.Referrals);
+    }
+
+    [Fact]
+    public void ReferralReward_IsWrittenOnce_ItsReversalTakesBackWhatIsLeft_WhereBalancesAreFloored()
+    {
+        MemberState state = Enrolled();
+        ProgramSettings floored = Settings() with { NegativeBalance = NegativeBalancePolicy.FloorAtZero };
+        Decision reward = ReferralDecision.Reward(Decider(state, floored), "bob", "#ref:bob", 100, reverse: false);
+        state.Apply(reward.Entry!, 8);
+        state.Apply(RedemptionFree(state, 70), 8);
+
+        Decision again = ReferralDecision.Reward(Decider(state, floored), "bob", "#ref:bob", 100, reverse: false);
+        Decision reversal = ReferralDecision.Reward(Decider(state, floored), "bob", "#ref:bob:reversed", 0, reverse: true);
+        Decision unfloored = ReferralDecision.Reward(Decider(state), "bob", "#ref:bob:reversed", 0, reverse: true);
+
+        Assert.Equal((100L, "bob"), (reward.Entry!.Points.Value, reward.Entry.Reference));
+        Assert.True(again.Done);
+        Assert.Equal((-30L, 70L, true), (reversal.Entry!.Points.Value, reversal.Entry.Details!.Shortfall, reversal.Entry.Details.ReferralReversed));
+        Assert.Equal((-100L, 0L), (unfloored.Entry!.Points.Value, unfloored.Entry.Details!.Shortfall));
+    }
+
+    [Fact]
+    public void ReferralReward_ForItselfOrForAMemberItAbsorbed_WritesNothing()
+    {
+        Assert.True(ReferralDecision.Reward(Decider(Enrolled()), "m", "#ref:m", 100, reverse: false).Done);
+        Assert.True(ReferralDecision.Reward(Decider(new MemberState()), "bob", "#ref:bob", 100, reverse: false).Refused);
+    }
+
+    [Fact]
+    public void ReferralSettled_WhenNothingIsOwed_WritesNothing()
+    {
+        Assert.True(ReferralDecision.Settled(Decider(Enrolled(referredBy: "ann")), "ann", reward: true, reversal: false).Done);
+    }
+
+    [Fact]
+    public void Staged_OfADecisionThatWritesNothing_AnswersTheStagesSuccess_AndWithoutOneThrows()
+    {
+        string? answer = Decision.Nothing.Staged(out LedgerEntry? entry, (_, m) => m, () => "done");
+
+        Assert.Equal("done", answer);
+        Assert.Null(entry);
+        Assert.Throws<InvalidOperationException>(() => Decision.Nothing.Staged<string>(out _, (_, m) => m));
+    }
+
+    /// <summary>A negative adjustment standing in for points spent, so the balance is below what a reward gave.</summary>
+    private static LedgerEntry RedemptionFree(MemberState state, long points) =>
+        AdjustmentDecision.Decide(Decider(state), new Adjustment("spent", new Points(-points), "spent"), 1).Entry!;
+
     private static ProgramSettings Catalogue() => Settings() with { Rewards = [new Reward("mug", "Mug", RewardKind.Product, 60, 5_00)] };
 
     private static MemberState WithPoints(long points)

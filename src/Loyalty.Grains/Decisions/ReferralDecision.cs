@@ -1,0 +1,133 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// Referrals, one member's side at a time: whether a member may be given a referrer, the link on
+/// each side, the referrer's reward (or its reversal) and the referred member's note that the
+/// referrer was told. Which two members are linked, and in what order, is decided at the program's
+/// desk (<see cref="ProgramLinksGrain"/>), so no interleaving makes a cycle; each side's entry is
+/// decided here from that member's state alone.
+/// </summary>
+public static class ReferralDecision
+{
+    /// <summary>Why this member cannot be given <paramref name="referrer"/> as its referrer now, or null.</summary>
+    public static Decision? Referrable(in Decider d, string referrer)
+    {
+        if (d.Closed() is { } closed)
+        {
+            return closed;
+        }
+
+        if (referrer == d.MemberId)
+        {
+            return Decision.Refuse(LoyaltyError.InvalidArgument, "a member cannot refer itself");
+        }
+
+        if (d.State.Referral.ReferredBy is { } already)
+        {
+            return Decision.Refuse(LoyaltyError.AlreadyExists, $"member '{d.MemberId}' was already referred by '{already}'");
+        }
+
+        return d.State.Earnings.PurchaseCount > 0
+            ? Decision.Refuse(LoyaltyError.FailedPrecondition, $"member '{d.MemberId}' has already made a purchase; a referral must come before it")
+            : null;
+    }
+
+    /// <summary>The referred member's side of a link: the entry naming its referrer; nothing when already linked to it.</summary>
+    public static Decision Referred(in Decider d, string referrer)
+    {
+        if (Referrable(d, referrer) is { } refusal)
+        {
+            return d.State.Enrolled && d.State.Referral.ReferredBy == referrer ? Decision.Nothing : refusal;
+        }
+
+        return Decision.Write(d.NewEntry(LedgerEntryKind.Referred, Points.Zero, null, 0) with { Reference = referrer });
+    }
+
+    /// <summary>
+    /// The referrer's side of a link: the entry naming the referred member, within the most one
+    /// member may refer and the program's cap per period; nothing when the link exists.
+    /// </summary>
+    public static Decision Referral(in Decider d, string referred)
+    {
+        if (d.Closed() is { } closed)
+        {
+            return closed;
+        }
+
+        ReferralSide side = d.State.Referral;
+        if (side.Referrals.Contains(referred))
+        {
+            return Decision.Nothing;
+        }
+
+        if (side.Referrals.Count >= Limits.ReferralsPerMemberMax)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"referrer '{d.MemberId}' has referred {Limits.ReferralsPerMemberMax} members, the most one member may");
+        }
+
+        if (d.Settings.Referrals is { CapPerPeriod: > 0 } policy && side.MadeSince(d.Now, policy.PeriodDays) >= policy.CapPerPeriod)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"referrer '{d.MemberId}' has reached the program's cap of {policy.CapPerPeriod} referrals in {policy.PeriodDays} days");
+        }
+
+        return Decision.Write(d.NewEntry(LedgerEntryKind.ReferralLink, Points.Zero, null, 0) with { Reference = referred });
+    }
+
+    /// <summary>
+    /// The referrer's reward for <paramref name="referred"/>'s first qualifying purchase, or its
+    /// reversal when that purchase came back in full (what was credited, from the soonest-expiring
+    /// lots, floored at zero where the program floors balances). Nothing when it is already
+    /// recorded, or when this member is not to be rewarded: erased, merged away, the referred
+    /// member itself or merged into it.
+    /// </summary>
+    public static Decision Reward(in Decider d, string referred, string txn, long points, bool reverse)
+    {
+        MemberState state = d.State;
+        if (!state.Enrolled)
+        {
+            return Decision.Refuse(LoyaltyError.NotFound, d.NotEnrolled);
+        }
+
+        IReadOnlyDictionary<string, long> rewards = state.Referral.Rewards;
+        if (state.Erased || state.MergedInto is not null || referred == d.MemberId || state.MergedFrom.Contains(referred)
+            || state.FindRecent(txn) is { Fingerprint: 0 } || (!reverse && rewards.ContainsKey(referred))
+            || (reverse && rewards.GetValueOrDefault(referred, -1) == 0))
+        {
+            return Decision.Nothing;
+        }
+
+        if (!reverse)
+        {
+            return Decision.Write(d.NewEntry(LedgerEntryKind.ReferralReward, new Points(points), txn, 0) with
+            {
+                Reference = referred,
+                Reason = "referred " + referred,
+                Details = new EntryDetails { ExpiresAt = Decider.LotExpiry(d.Settings, d.Now) },
+            });
+        }
+
+        // A reversal before the reward arrived records that none is due; it takes what was credited.
+        long credited = Math.Max(0, rewards.GetValueOrDefault(referred));
+        long fromActive = d.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
+            ? credited
+            : Math.Min(credited, Math.Max(0, state.Balance.Value));
+        return Decision.Write(d.NewEntry(LedgerEntryKind.ReferralReward, new Points(-fromActive), txn, 0) with
+        {
+            Reference = referred,
+            Reason = "referral of " + referred + " reversed: the qualifying purchase was returned",
+            Details = new EntryDetails { ReferralReversed = true, Lots = state.Lots.PlanDebit(fromActive), Shortfall = credited - fromActive },
+        });
+    }
+
+    /// <summary>The referred member's note that its referrer was told of the reward and/or its reversal; nothing when nothing is owed.</summary>
+    public static Decision Settled(in Decider d, string referrer, bool reward, bool reversal) =>
+        !d.State.Referral.Owed
+            ? Decision.Nothing
+            : Decision.Write(d.NewEntry(LedgerEntryKind.ReferralSettled, Points.Zero, null, 0) with
+            {
+                Reference = referrer,
+                Details = new EntryDetails { ReferrerReward = reward ? d.State.Referral.RewardOwed : 0, ReferralReversed = reversal },
+            });
+}
