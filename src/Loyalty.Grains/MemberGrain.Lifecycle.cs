@@ -38,19 +38,11 @@ public sealed partial class MemberGrain
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
-                entry = null;
                 current = program;
-                if (Closed() is { } refused)
-                {
-                    return refused;
-                }
 
-                entry = NewEntry(LedgerEntryKind.Profile, Points.Zero, null, 0, now, program) with
-                {
-                    // The birthday's month only, for the due schedule; the date itself stays in the profile.
-                    Details = new EntryDetails { ProfileFields = [.. copy.Keys], BirthMonth = Profiles.BirthMonthOf(copy.GetValueOrDefault(Profiles.BirthdayField)) },
-                };
-                return null;
+                // The birthday's month only, for the due schedule; the date itself stays in the profile.
+                return LifecycleDecision.Profile(At(program, now), copy.Keys, Profiles.BirthMonthOf(copy.GetValueOrDefault(Profiles.BirthdayField)))
+                    .Staged(out entry, MemberResult.Reject);
             },
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
@@ -84,20 +76,8 @@ public sealed partial class MemberGrain
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
-                entry = null;
                 current = program;
-                if (!_state.Enrolled)
-                {
-                    return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
-                }
-
-                if (_state.Erased)
-                {
-                    return new MemberResult(View(program), LoyaltyError.None, null);
-                }
-
-                entry = NewEntry(LedgerEntryKind.Erase, Points.Zero, null, 0, now, program) with { Reason = reason };
-                return null;
+                return LifecycleDecision.Erase(At(program, now), reason).Staged(out entry, MemberResult.Reject, () => new MemberResult(View(program), LoyaltyError.None, null));
             },
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
@@ -189,7 +169,8 @@ public sealed partial class MemberGrain
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 current = program;
-                return StageMergeIn(duplicateId, transfer, reason, program, now, out entry);
+                return LifecycleDecision.MergeIn(At(program, now), duplicateId, transfer, reason)
+                    .Staged(out entry, MemberResult.Reject, () => new MemberResult(View(program), LoyaltyError.None, null));
             },
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
@@ -216,17 +197,10 @@ public sealed partial class MemberGrain
             return null;
         }
 
-        int mergesAfter = _state.MergedFrom.Count + 1 + (duplicate.MergedFrom?.Count ?? 0);
-        if (mergesAfter > Limits.MergesPerMemberMax)
-        {
-            return MemberResult.Reject(LoyaltyError.FailedPrecondition,
-                $"member '{_memberId}' would hold the histories of {mergesAfter} merged accounts, more than the {Limits.MergesPerMemberMax} one member may");
-        }
-
-        int referralsAfter = _state.Referral.Referrals.Count + duplicate.Referrals.Count(r => !_state.Referral.Referrals.Contains(r));
-        return referralsAfter > Limits.ReferralsPerMemberMax
-            ? MemberResult.Reject(LoyaltyError.FailedPrecondition,
-                $"member '{_memberId}' would have {referralsAfter} referrals, more than the {Limits.ReferralsPerMemberMax} one member may")
+        ProgramConfig? program = await _programs.GetAsync(_programId);
+        return program is not null
+            && LifecycleDecision.MergeLimits(At(program, _clock.GetUtcNow()), duplicate.MergedFrom?.Count ?? 0, duplicate.Referrals) is { } refused
+            ? MemberResult.Reject(refused.Error, refused.Message!)
             : null;
     }
 
@@ -235,7 +209,9 @@ public sealed partial class MemberGrain
     {
         DetachOutcome outcome = await WriteAsync(
             prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageDetach(survivorId, program, now, out entry),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+                LifecycleDecision.Detach(At(program, now), survivorId)
+                    .Staged(out entry, (e, m) => new DetachOutcome(null, e, m), () => new DetachOutcome(_state.Detached, LoyaltyError.None, null)),
             (entry, _, _) => new DetachOutcome(entry.Details!.Merge, LoyaltyError.None, null),
             _ => Task.FromResult<DetachOutcome?>(null),
             (e, m) => new DetachOutcome(null, e, m));
@@ -248,111 +224,11 @@ public sealed partial class MemberGrain
         MemberResult result = await WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-            {
-                entry = null;
-                if (!_state.Enrolled)
-                {
-                    return MemberResult.Reject(LoyaltyError.NotFound, NotEnrolledMessage());
-                }
-
-                if (_state.Referral.ReferredBy != fromId && !_state.Referral.Referrals.Contains(fromId))
-                {
-                    return new MemberResult(null, LoyaltyError.None, null);
-                }
-
-                entry = NewEntry(LedgerEntryKind.Repointed, Points.Zero, null, 0, now, program) with
-                {
-                    Reference = toId,
-                    Details = new EntryDetails { ReplacedMember = fromId },
-                };
-                return null;
-            },
+                LifecycleDecision.Repoint(At(program, now), fromId, toId).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);
         return result.Error;
-    }
-
-    private DetachOutcome? StageDetach(string survivorId, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
-    {
-        entry = null;
-        if (!_state.Enrolled)
-        {
-            return new DetachOutcome(null, LoyaltyError.NotFound, NotEnrolledMessage());
-        }
-
-        if (_state.MergedInto is { } into)
-        {
-            return into == survivorId
-                ? new DetachOutcome(_state.Detached, LoyaltyError.None, null)
-                : new DetachOutcome(null, LoyaltyError.FailedPrecondition, $"member '{_memberId}' was already merged into '{into}'");
-        }
-
-        // A lapsed reservation still holds a stock unit until the schedule ends it, moments later.
-        if (_state.Erased || _state.Lots.Holds.Count > 0)
-        {
-            return new DetachOutcome(null, LoyaltyError.FailedPrecondition,
-                _state.Erased ? $"member '{_memberId}' was erased" : $"member '{_memberId}' has reservations that have not ended; commit or cancel them, or retry after they lapse");
-        }
-
-        // A membership and trade-ins waiting for inspection are the duplicate's own business with the
-        // retailer (billing, a store's inspection): the merge waits until they end rather than drop them.
-        string? plan = _state.Membership.PlanAt(now);
-        if (plan is not null || _state.TradeIns.Count > 0)
-        {
-            return new DetachOutcome(null, LoyaltyError.FailedPrecondition, _state.TradeIns.Count > 0
-                ? $"member '{_memberId}' has trade-ins waiting for inspection; inspect them first"
-                : $"member '{_memberId}' holds membership plan {plan} until {_state.Membership.TermEndsAt:O}; cancel it and retry after it lapses");
-        }
-
-        TierLadder ladder = program.Settings.Ladder;
-        (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
-        MergeTransfer transfer = _state.TransferOf(_memberId, ladder.Tiers[tier].Name, reviewAt);
-        entry = NewEntry(LedgerEntryKind.MergedAway, -(_state.Balance + _state.Lots.PendingTotal), null, 0, now, program) with
-        {
-            Reference = survivorId,
-            Reason = "merged into " + survivorId,
-            Details = new EntryDetails { Merge = transfer },
-        };
-        return null;
-    }
-
-    private MemberResult? StageMergeIn(string duplicateId, MergeTransfer? transfer, string reason, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
-    {
-        entry = null;
-        if (_state.MergedInto is { } into)
-        {
-            // Only when this member was itself merged away during the duplicate's hand-over.
-            return MemberResult.Reject(LoyaltyError.FailedPrecondition,
-                $"member '{_memberId}' was merged into '{into}' meanwhile; '{duplicateId}' keeps its points in its merge record: merge it into '{into}'");
-        }
-
-        if (_state.MergedFrom.Contains(duplicateId) || transfer is null)
-        {
-            return new MemberResult(View(program), LoyaltyError.None, null);
-        }
-
-        // The higher of the two tiers is kept, with its own review date.
-        TierLadder ladder = program.Settings.Ladder;
-        (int mine, DateTimeOffset? myReview) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
-        int theirs = ladder.IndexOf(transfer.Tier);
-        bool takeTheirs = theirs > mine;
-        long pending = transfer.Pending.Sum(p => p.Points);
-        bool inheritsReferrer = _state.Referral.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != _memberId;
-        entry = NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance + pending)), null, 0, now, program) with
-        {
-            Reference = duplicateId,
-            Reason = reason,
-            Details = new EntryDetails
-            {
-                Merge = transfer,
-                TierBefore = ladder.Tiers[mine].Name,
-                TierAfter = takeTheirs ? transfer.Tier : ladder.Tiers[mine].Name,
-                TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
-                InheritsReferrer = inheritsReferrer,
-            },
-        };
-        return null;
     }
 
     /// <summary>Points the duplicate's referrer and the members it referred at the survivor; idempotent, repeated by a repeated merge.</summary>

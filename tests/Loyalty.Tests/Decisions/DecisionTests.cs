@@ -278,6 +278,84 @@ public sealed class DecisionTests
         Assert.Throws<InvalidOperationException>(() => Decision.Nothing.Staged<string>(out _, (_, m) => m));
     }
 
+    [Fact]
+    public void Detach_WithAReservationOpen_IsRefused_AfterItLetGo_AgainToTheSameSurvivorWritesNothing_ToAnotherIsRefused()
+    {
+        MemberState duplicate = WithPoints(100);
+        MemberState reserved = WithPoints(100);
+        reserved.Apply(RedemptionDecision.SpendOrHold(Decider(reserved, Catalogue()), new Loyalty.Redemption("h1", "mug", 1), true, 1, RedemptionDecision.Stock.Secured).Entry!, 8);
+
+        Decision blocked = LifecycleDecision.Detach(Decider(reserved, Catalogue()), "s");
+        Decision detached = LifecycleDecision.Detach(Decider(duplicate), "s");
+        duplicate.Apply(detached.Entry!, 8);
+        Decision again = LifecycleDecision.Detach(Decider(duplicate), "s");
+        Decision elsewhere = LifecycleDecision.Detach(Decider(duplicate), "t");
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, blocked.Error);
+        Assert.Contains("reservations that have not ended", blocked.Message, StringComparison.Ordinal);
+        Assert.Equal((LedgerEntryKind.MergedAway, -100L, 100L), (detached.Entry!.Kind, detached.Entry.Points.Value, detached.Entry.Details!.Merge!.Balance));
+        Assert.Equal((0L, "s"), (duplicate.Balance.Value, duplicate.MergedInto));
+        Assert.True(again.Done);
+        Assert.Equal((LoyaltyError.FailedPrecondition, "member 'm' was already merged into 's'"), (elsewhere.Error, elsewhere.Message));
+    }
+
+    [Fact]
+    public void MergeIn_ConservesThePoints_InheritsTheReferrerWhenItHasNone_AndASecondTimeWritesNothing()
+    {
+        MemberState duplicate = Enrolled(referredBy: "ann");
+        duplicate.Apply(AdjustmentDecision.Decide(Decider(duplicate), new Adjustment("a1", new Points(70), "welcome"), 1).Entry!, 8);
+        MergeTransfer transfer = LifecycleDecision.Detach(Decider(duplicate), "s").Entry!.Details!.Merge!;
+        MemberState survivor = WithPoints(30);
+        Decider atSurvivor = new("p", "s", survivor, new ProgramConfig("p", Settings(), 1), Now);
+
+        Decision merged = LifecycleDecision.MergeIn(atSurvivor, "m", transfer, "duplicate account");
+        survivor.Apply(merged.Entry!, 8);
+        Decision again = LifecycleDecision.MergeIn(atSurvivor with { State = survivor }, "m", transfer, "duplicate account");
+
+        Assert.Equal((70L, true), (merged.Entry!.Points.Value, merged.Entry.Details!.InheritsReferrer));
+        Assert.Equal((100L, "ann"), (survivor.Balance.Value, survivor.Referral.ReferredBy));
+        Assert.True(again.Done);
+    }
+
+    [Fact]
+    public void MergeLimits_BeyondTheMostReferralsOneMemberMayHold_IsRefusedNamingTheCount_SharedOnesCountOnce()
+    {
+        MemberState survivor = Enrolled();
+        survivor.Apply(ReferralDecision.Referral(Decider(survivor), "shared").Entry!, 8);
+        string[] theirs = ["shared", .. Enumerable.Range(0, Limits.ReferralsPerMemberMax).Select(i => "r" + i)];
+
+        Decision? tooMany = LifecycleDecision.MergeLimits(Decider(survivor), 0, theirs);
+        Decision? fits = LifecycleDecision.MergeLimits(Decider(survivor), 0, theirs[..^1]);
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, tooMany?.Error);
+        Assert.Equal($"member 'm' would have {Limits.ReferralsPerMemberMax + 1} referrals, more than the {Limits.ReferralsPerMemberMax} one member may", tooMany?.Message);
+        Assert.Null(fits);
+    }
+
+    [Fact]
+    public void Erase_ASecondTime_WritesNothing_AndAnErasedMemberTakesNoProfile()
+    {
+        MemberState state = Enrolled();
+        state.Apply(LifecycleDecision.Erase(Decider(state), "asked by the member").Entry!, 8);
+
+        Assert.True(LifecycleDecision.Erase(Decider(state), "again").Done);
+        Decision profile = LifecycleDecision.Profile(Decider(state), ["email"], 0);
+        Assert.Equal((LoyaltyError.FailedPrecondition, "member 'm' was erased"), (profile.Error, profile.Message));
+    }
+
+    [Fact]
+    public void Repoint_OfALinkTheMemberDoesNotHave_WritesNothing_OfItsReferrer_RenamesIt()
+    {
+        MemberState state = Enrolled(referredBy: "old");
+
+        Decision unrelated = LifecycleDecision.Repoint(Decider(state), "someone", "new");
+        Decision repointed = LifecycleDecision.Repoint(Decider(state), "old", "new");
+        state.Apply(repointed.Entry!, 8);
+
+        Assert.True(unrelated.Done);
+        Assert.Equal("new", state.Referral.ReferredBy);
+    }
+
     /// <summary>A negative adjustment standing in for points spent, so the balance is below what a reward gave.</summary>
     private static LedgerEntry RedemptionFree(MemberState state, long points) =>
         AdjustmentDecision.Decide(Decider(state), new Adjustment("spent", new Points(-points), "spent"), 1).Entry!;

@@ -1,0 +1,162 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// The member's lifecycle: profile notes, erasure, and the two sides of a merge (the duplicate
+/// letting go of everything it holds, the survivor taking it in) with the referral links that
+/// follow a merged member. The desk (<see cref="ProgramLinksGrain"/>) runs one merge at a time;
+/// each side's entry is decided here from that member's state alone.
+/// </summary>
+public static class LifecycleDecision
+{
+    /// <summary>The ledger's note of a profile change: the field names (never their values) and the birthday's month for the due schedule.</summary>
+    public static Decision Profile(in Decider d, IReadOnlyCollection<string> fieldNames, int birthMonth) =>
+        d.Closed() ?? Decision.Write(d.NewEntry(LedgerEntryKind.Profile, Points.Zero, null, 0) with
+        {
+            Details = new EntryDetails { ProfileFields = [.. fieldNames], BirthMonth = birthMonth },
+        });
+
+    /// <summary>The erasure of the member's personal data; nothing when it is erased already.</summary>
+    public static Decision Erase(in Decider d, string reason) =>
+        !d.State.Enrolled ? Decision.Refuse(LoyaltyError.NotFound, d.NotEnrolled)
+        : d.State.Erased ? Decision.Nothing
+        : Decision.Write(d.NewEntry(LedgerEntryKind.Erase, Points.Zero, null, 0) with { Reason = reason });
+
+    /// <summary>
+    /// The survivor's limits, checked before the duplicate lets go so that a refusal strands
+    /// nothing: the merged histories and the referrals it would hold. Null when it may.
+    /// </summary>
+    public static Decision? MergeLimits(in Decider d, int duplicateMerges, IEnumerable<string> duplicateReferrals)
+    {
+        int mergesAfter = d.State.MergedFrom.Count + 1 + duplicateMerges;
+        if (mergesAfter > Limits.MergesPerMemberMax)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"member '{d.MemberId}' would hold the histories of {mergesAfter} merged accounts, more than the {Limits.MergesPerMemberMax} one member may");
+        }
+
+        IReadOnlyList<string> mine = d.State.Referral.Referrals;
+        int referralsAfter = mine.Count + duplicateReferrals.Count(r => !mine.Contains(r));
+        return referralsAfter > Limits.ReferralsPerMemberMax
+            ? Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"member '{d.MemberId}' would have {referralsAfter} referrals, more than the {Limits.ReferralsPerMemberMax} one member may")
+            : null;
+    }
+
+    /// <summary>
+    /// The duplicate's side of a merge: everything it holds (balance, pending lots, tier, links)
+    /// leaves it in one entry. Nothing when it already went to <paramref name="survivorId"/> (the
+    /// transfer is then <see cref="MemberState.Detached"/>); refused while it has business of its
+    /// own that a merge would drop: reservations, a membership, trade-ins awaiting inspection.
+    /// </summary>
+    public static Decision Detach(in Decider d, string survivorId)
+    {
+        MemberState state = d.State;
+        if (!state.Enrolled)
+        {
+            return Decision.Refuse(LoyaltyError.NotFound, d.NotEnrolled);
+        }
+
+        if (state.MergedInto is { } into)
+        {
+            return into == survivorId
+                ? Decision.Nothing
+                : Decision.Refuse(LoyaltyError.FailedPrecondition, $"member '{d.MemberId}' was already merged into '{into}'");
+        }
+
+        if (DetachBlocked(d) is { } blocked)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition, blocked);
+        }
+
+        TierLadder ladder = d.Settings.Ladder;
+        (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(state.Tier), state.TierReviewAt, ladder, state, d.Now);
+        MergeTransfer transfer = state.TransferOf(d.MemberId, ladder.Tiers[tier].Name, reviewAt);
+        return Decision.Write(d.NewEntry(LedgerEntryKind.MergedAway, -(state.Balance + state.Lots.PendingTotal), null, 0) with
+        {
+            Reference = survivorId,
+            Reason = "merged into " + survivorId,
+            Details = new EntryDetails { Merge = transfer },
+        });
+    }
+
+    /// <summary>
+    /// The survivor's side: the duplicate's points arrive, the higher of the two tiers is kept with
+    /// its own review date, and its referrer is inherited when the survivor has none. Nothing when
+    /// it is already in (or no transfer was handed over).
+    /// </summary>
+    public static Decision MergeIn(in Decider d, string duplicateId, MergeTransfer? transfer, string reason)
+    {
+        MemberState state = d.State;
+        if (state.MergedInto is { } into)
+        {
+            // Only when this member was itself merged away during the duplicate's hand-over.
+            return Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"member '{d.MemberId}' was merged into '{into}' meanwhile; '{duplicateId}' keeps its points in its merge record: merge it into '{into}'");
+        }
+
+        if (state.MergedFrom.Contains(duplicateId) || transfer is null)
+        {
+            return Decision.Nothing;
+        }
+
+        TierLadder ladder = d.Settings.Ladder;
+        (int mine, DateTimeOffset? myReview) = Tiering.Review(ladder.IndexOf(state.Tier), state.TierReviewAt, ladder, state, d.Now);
+        bool takeTheirs = ladder.IndexOf(transfer.Tier) > mine;
+        long pending = 0;
+        foreach (PendingLotUse lot in transfer.Pending)
+        {
+            pending = checked(pending + lot.Points);
+        }
+
+        return Decision.Write(d.NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance + pending)), null, 0) with
+        {
+            Reference = duplicateId,
+            Reason = reason,
+            Details = new EntryDetails
+            {
+                Merge = transfer,
+                TierBefore = ladder.Tiers[mine].Name,
+                TierAfter = takeTheirs ? transfer.Tier : ladder.Tiers[mine].Name,
+                TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
+                InheritsReferrer = state.Referral.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != d.MemberId,
+            },
+        });
+    }
+
+    /// <summary>A referral link that named a merged-away member now names its survivor; nothing when this member has no link to it.</summary>
+    public static Decision Repoint(in Decider d, string fromId, string toId) =>
+        !d.State.Enrolled ? Decision.Refuse(LoyaltyError.NotFound, d.NotEnrolled)
+        : d.State.Referral.ReferredBy != fromId && !d.State.Referral.Referrals.Contains(fromId) ? Decision.Nothing
+        : Decision.Write(d.NewEntry(LedgerEntryKind.Repointed, Points.Zero, null, 0) with
+        {
+            Reference = toId,
+            Details = new EntryDetails { ReplacedMember = fromId },
+        });
+
+    /// <summary>Why the member cannot let go of its account now, or null.</summary>
+    private static string? DetachBlocked(in Decider d)
+    {
+        MemberState state = d.State;
+        if (state.Erased)
+        {
+            return $"member '{d.MemberId}' was erased";
+        }
+
+        // A lapsed reservation still holds a stock unit until the schedule ends it, moments later.
+        if (state.Lots.Holds.Count > 0)
+        {
+            return $"member '{d.MemberId}' has reservations that have not ended; commit or cancel them, or retry after they lapse";
+        }
+
+        // A membership and trade-ins waiting for inspection are the duplicate's own business with the
+        // retailer (billing, a store's inspection): the merge waits until they end rather than drop them.
+        if (state.TradeIns.Count > 0)
+        {
+            return $"member '{d.MemberId}' has trade-ins waiting for inspection; inspect them first";
+        }
+
+        return state.Membership.PlanAt(d.Now) is { } plan
+            ? $"member '{d.MemberId}' holds membership plan {plan} until {state.Membership.TermEndsAt:O}; cancel it and retry after it lapses"
+            : null;
+    }
+}
