@@ -52,160 +52,34 @@ public sealed record SkuAmount(
     [property: Id(4)] int Quantity = 0);
 
 /// <summary>
-/// The explanation stored with a ledger entry, and returned with its acknowledgement. Replay
-/// reads it instead of re-evaluating the rules, so a member's state never depends on the
-/// configuration of today: earn entries carry their components, the tier decision and the
-/// calendar buckets they count in; return entries carry what they reversed and from where.
+/// The explanation stored with a ledger entry, and returned with its acknowledgement: one sealed
+/// record per entry kind (<see cref="For"/> says which), with that kind's own facts. Replay reads
+/// it instead of re-evaluating the rules, so a member's state never depends on the configuration
+/// of today: earn entries carry their components, the tier decision and the calendar buckets they
+/// count in; return entries carry what they reversed and from where. Kinds whose entry says all
+/// (a link, an erasure, a chosen cause) have none. Facts several kinds share are read through
+/// small interfaces (<see cref="ITierOutcome"/>, <see cref="ILotCredit"/>, <see cref="ILotsTaken"/>,
+/// <see cref="IMoneyMoved"/>), never through a field that only some kinds fill.
 /// </summary>
 [GenerateSerializer, Immutable]
-public sealed record EntryDetails
+public abstract record EntryDetails
 {
-    /// <summary>The parts of the earn (for a return: the part of each original component reversed, as positive numbers).</summary>
-    [Id(0)] public IReadOnlyList<BreakdownComponent> Components { get; init; } = [];
+    private static readonly Type?[] Types = MapKinds();
 
-    /// <summary>Caps that cut this earn: "daily", "monthly", "campaign:ID".</summary>
-    [Id(1)] public IReadOnlyList<string> CapsHit { get; init; } = [];
+    /// <summary>The details record of <paramref name="kind"/>; null for kinds without details. An undefined kind throws.</summary>
+    public static Type? For(LedgerEntryKind kind) =>
+        (int)kind is > 0 and var i && i < Types.Length && Enum.IsDefined(kind)
+            ? Types[i]
+            : throw new ArgumentOutOfRangeException(nameof(kind), kind, "Not a ledger entry kind.");
 
-    /// <summary>Points the caps removed.</summary>
-    [Id(2)] public long CappedPoints { get; init; }
-
-    /// <summary>The member's tier when the event arrived (after any review that was due).</summary>
-    [Id(3)] public string? TierBefore { get; init; }
-
-    /// <summary>The member's tier after the event.</summary>
-    [Id(4)] public string? TierAfter { get; init; }
-
-    /// <summary>When the tier after the event is next reviewed for a downgrade; null for the entry tier.</summary>
-    [Id(5)] public DateTimeOffset? TierReviewAt { get; init; }
-
-    /// <summary>The program-local calendar day (DateOnly.DayNumber) of the purchase, for the daily cap.</summary>
-    [Id(6)] public int EarnDay { get; init; }
-
-    /// <summary>The program-local month (year * 12 + month - 1) of the purchase, for the monthly cap.</summary>
-    [Id(7)] public int EarnMonth { get; init; }
-
-    /// <summary>Earn: the basket per SKU (for line-item returns). Return: the SKUs returned.</summary>
-    [Id(8)] public IReadOnlyList<SkuAmount>? Lines { get; init; }
-
-    /// <summary>Return: points taken from the purchase's still-pending lot.</summary>
-    [Id(9)] public long PendingReversed { get; init; }
-
-    /// <summary>Return: points taken from the active balance.</summary>
-    [Id(10)] public long ActiveReversed { get; init; }
-
-    /// <summary>Return: points that should have been reversed but were not (balance floored at zero).</summary>
-    [Id(11)] public long Shortfall { get; init; }
-
-    /// <summary>Return: money returned, in minor units.</summary>
-    [Id(12)] public long ReturnedAmountMinor { get; init; }
-
-    /// <summary>Return: when the original purchase was recorded (its qualification day).</summary>
-    [Id(13)] public DateTimeOffset? OriginalRecordedAt { get; init; }
-
-    /// <summary>Flags entry: the member's flags from now on.</summary>
-    [Id(14)] public IReadOnlyList<string>? Flags { get; init; }
-
-    /// <summary>The tier was lowered by a review before this event, from this tier.</summary>
-    [Id(15)] public string? DowngradedFrom { get; init; }
-
-    /// <summary>Earn, enrolment, positive adjustment: when the lot this entry creates expires; null when never.</summary>
-    [Id(16)] public DateTimeOffset? ExpiresAt { get; init; }
+    /// <summary>Whether <paramref name="details"/> may be the details of an entry of <paramref name="kind"/>: its record, or none.</summary>
+    public static bool Fits(LedgerEntryKind kind, EntryDetails? details) => details is null || details.GetType() == For(kind);
 
     /// <summary>
-    /// The lots this entry touched: spent (redeem), taken back (return, negative adjustment),
-    /// expired, or warned about. Replay applies exactly these, so it never re-decides.
+    /// The details as read back from storage, with the defaults a reader expects where the stored
+    /// form leaves them out (empty lists, the tier before equal to the tier after).
     /// </summary>
-    [Id(17)] public IReadOnlyList<LotUse>? Lots { get; init; }
-
-    /// <summary>Redeem, reserve: the reward and how many units.</summary>
-    [Id(18)] public string? RewardId { get; init; }
-
-    /// <inheritdoc cref="RewardId"/>
-    [Id(19)] public int Quantity { get; init; }
-
-    /// <summary>Reserve: when the hold lapses if neither committed nor cancelled.</summary>
-    [Id(20)] public DateTimeOffset? LapsesAt { get; init; }
-
-    /// <summary>Reserve: the points held. Reservation end: the state it ended in (cancelled or lapsed).</summary>
-    [Id(21)] public long HeldPoints { get; init; }
-
-    /// <inheritdoc cref="HeldPoints"/>
-    [Id(22)] public ReservationState EndedAs { get; init; }
-
-    /// <summary>Expiry warning: the inactivity deadline warned about; expire: set when inactivity caused it.</summary>
-    [Id(23)] public DateTimeOffset? InactivityDeadline { get; init; }
-
-    /// <summary>Earn: the referrer's reward this first qualifying purchase earns it (the referred member's is a component).</summary>
-    [Id(24)] public long ReferrerReward { get; init; }
-
-    /// <summary>Return: it reversed the referral rewards (the qualifying purchase came back in full).</summary>
-    [Id(25)] public bool ReferralReversed { get; init; }
-
-    /// <summary>Return: the points a full return of a purchase paid partly in points gives back, to the lots they came from.</summary>
-    [Id(26)] public IReadOnlyList<LotUse>? Restored { get; init; }
-
-    /// <summary>Profile entry: the names of the fields the member now has (never their values).</summary>
-    [Id(27)] public IReadOnlyList<string>? ProfileFields { get; init; }
-
-    /// <summary>Merge entries: what moved from the merged-away member to the survivor.</summary>
-    [Id(28)] public MergeTransfer? Merge { get; init; }
-
-    /// <summary>Repointed entry: the member id that was replaced (the entry's reference is the new one).</summary>
-    [Id(29)] public string? ReplacedMember { get; init; }
-
-    /// <summary>Merge-in: the survivor had no referrer and takes the duplicate's, with its referral status.</summary>
-    [Id(30)] public bool InheritsReferrer { get; init; }
-
-    /// <summary>Return: the purchase was made by a duplicate account since merged into this member.</summary>
-    [Id(31)] public bool MergedPurchase { get; init; }
-
-    /// <summary>
-    /// Return that took points from the purchase's pending lot: when that lot was to become
-    /// spendable. Reports use it to cancel the reversed points' scheduled maturity.
-    /// </summary>
-    [Id(32)] public DateTimeOffset? PendingAvailableAt { get; init; }
-
-    /// <summary>Earn: the purchase's place among the member's purchases (<see cref="PurchaseActivity"/> flags), for reports.</summary>
-    [Id(33)] public int Activity { get; init; }
-
-    /// <summary>Feedback: the score, 0..10 (the member's tier at the time is <see cref="TierAfter"/>).</summary>
-    [Id(34)] public int Score { get; init; }
-
-    /// <summary>
-    /// The cause money goes to: a donation reward's (redeem; the money is the entry's amount), or
-    /// the cause a purchase gives a share to (earn and its returns; the money is <see cref="GivenMinor"/>).
-    /// </summary>
-    [Id(35)] public string? Cause { get; init; }
-
-    /// <summary>Bonus-day booking: the program-local day booked (DateOnly.DayNumber).</summary>
-    [Id(36)] public int BonusDay { get; init; }
-
-    /// <summary>Earn: the money (minor units) the purchase gives to <see cref="Cause"/>; return: the part taken back, negative.</summary>
-    [Id(37)] public long GivenMinor { get; init; }
-
-    /// <summary>Birthday: the year it is for, and the gift with until when it may be redeemed.</summary>
-    [Id(38)] public BirthdayGrant? Birthday { get; init; }
-
-    /// <summary>Redeem: one unit was the member's birthday gift, for no points.</summary>
-    [Id(39)] public bool BirthdayGift { get; init; }
-
-    /// <summary>Profile: the birthday's month (1..12) when the profile has a birthday; 0 otherwise.</summary>
-    [Id(40)] public int BirthMonth { get; init; }
-
-    /// <summary>Membership entries: the plan and the term it runs to.</summary>
-    [Id(41)] public MembershipChange? Membership { get; init; }
-
-    /// <summary>Trade-in entries: the item's category and, once inspected, its condition.</summary>
-    [Id(42)] public TradeInRecord? TradeIn { get; init; }
-
-    /// <summary>
-    /// The store-credit wallet's change in minor units: an accepted trade-in's credit (positive), a
-    /// purchase's store credit spent as a tender (negative), a return's refund of it (positive).
-    /// </summary>
-    [Id(43)] public long WalletMinor { get; init; }
-
-    /// <summary>The sum of the components.</summary>
-    public long ComponentTotal() => Total(Components, Components.Count);
+    public virtual EntryDetails WithDefaults() => this;
 
     /// <summary>The sum of the first <paramref name="count"/> components; checked.</summary>
     public static long Total(IReadOnlyList<BreakdownComponent> components, int count)
@@ -218,4 +92,495 @@ public sealed record EntryDetails
 
         return total;
     }
+
+    private static Type?[] MapKinds()
+    {
+        var types = new Type?[(int)LedgerEntryKind.TradeInRejected + 1];
+        types[(int)LedgerEntryKind.Enrol] = typeof(EnrolDetails);
+        types[(int)LedgerEntryKind.Earn] = typeof(EarnDetails);
+        types[(int)LedgerEntryKind.Return] = typeof(ReturnDetails);
+        types[(int)LedgerEntryKind.Adjust] = typeof(AdjustDetails);
+        types[(int)LedgerEntryKind.Flags] = typeof(FlagsDetails);
+        types[(int)LedgerEntryKind.Redeem] = typeof(RedeemDetails);
+        types[(int)LedgerEntryKind.Reserve] = typeof(ReserveDetails);
+        types[(int)LedgerEntryKind.ReservationEnd] = typeof(ReservationEndDetails);
+        types[(int)LedgerEntryKind.Expire] = typeof(ExpireDetails);
+        types[(int)LedgerEntryKind.ExpiryWarning] = typeof(ExpiryWarningDetails);
+        types[(int)LedgerEntryKind.ReferralReward] = typeof(ReferralRewardDetails);
+        types[(int)LedgerEntryKind.Profile] = typeof(ProfileDetails);
+        types[(int)LedgerEntryKind.MergedAway] = typeof(MergedAwayDetails);
+        types[(int)LedgerEntryKind.MergedIn] = typeof(MergedInDetails);
+        types[(int)LedgerEntryKind.Repointed] = typeof(RepointedDetails);
+        types[(int)LedgerEntryKind.ReferralSettled] = typeof(ReferralSettledDetails);
+        types[(int)LedgerEntryKind.Feedback] = typeof(FeedbackDetails);
+        types[(int)LedgerEntryKind.BonusDayBooked] = typeof(BonusDayBookedDetails);
+        types[(int)LedgerEntryKind.Birthday] = typeof(BirthdayDetails);
+        types[(int)LedgerEntryKind.MembershipStarted] = typeof(MembershipStartedDetails);
+        types[(int)LedgerEntryKind.MembershipRenewed] = typeof(MembershipRenewedDetails);
+        types[(int)LedgerEntryKind.MembershipCancelled] = typeof(MembershipCancelledDetails);
+        types[(int)LedgerEntryKind.MembershipLapsed] = typeof(MembershipLapsedDetails);
+        types[(int)LedgerEntryKind.TradeInSubmitted] = typeof(TradeInSubmittedDetails);
+        types[(int)LedgerEntryKind.TradeInAccepted] = typeof(TradeInAcceptedDetails);
+        types[(int)LedgerEntryKind.TradeInRejected] = typeof(TradeInRejectedDetails);
+
+        // ReferralLink, Referred, Erase and CauseChosen say everything in the entry itself.
+        return types;
+    }
 }
+
+/// <summary>Details of entries that decide the member's tier: before, after, and when it is next reviewed.</summary>
+public interface ITierOutcome
+{
+    /// <summary>The member's tier when the event arrived (after any review that was due).</summary>
+    string? TierBefore { get; }
+
+    /// <summary>The member's tier after the event.</summary>
+    string? TierAfter { get; }
+
+    /// <summary>When the tier after the event is next reviewed for a downgrade; null for the entry tier.</summary>
+    DateTimeOffset? TierReviewAt { get; }
+
+    /// <summary>The tier was lowered by a review before this event, from this tier; null when not.</summary>
+    string? DowngradedFrom { get; }
+}
+
+/// <summary>Details of entries that credit points as a lot: when that lot expires.</summary>
+public interface ILotCredit
+{
+    /// <summary>When the lot this entry creates expires; null when never.</summary>
+    DateTimeOffset? ExpiresAt { get; }
+}
+
+/// <summary>Details of entries that take points from lots (or warn about them): exactly which, so replay never re-decides.</summary>
+public interface ILotsTaken
+{
+    /// <summary>The lots spent, taken back, expired or warned about.</summary>
+    IReadOnlyList<LotUse>? Lots { get; }
+}
+
+/// <summary>Details of entries that move money besides points: a share given to a cause, the store-credit wallet.</summary>
+public interface IMoneyMoved
+{
+    /// <summary>The cause money goes to, or null.</summary>
+    string? Cause { get; }
+
+    /// <summary>The money (minor units) given to <see cref="Cause"/>; negative when taken back.</summary>
+    long GivenMinor { get; }
+
+    /// <summary>The store-credit wallet's change in minor units: credit (positive) or spent (negative).</summary>
+    long WalletMinor { get; }
+}
+
+/// <summary>An enrolment: the sign-up bonus as a component, the entry tier, the bonus lot's expiry.</summary>
+[GenerateSerializer, Immutable]
+public sealed record EnrolDetails : EntryDetails, ILotCredit
+{
+    /// <summary>The sign-up bonus, when the program gives one.</summary>
+    [Id(0)] public IReadOnlyList<BreakdownComponent> Components { get; init; } = [];
+
+    /// <summary>The member's first tier.</summary>
+    [Id(1)] public string? TierAfter { get; init; }
+
+    /// <inheritdoc />
+    [Id(2)] public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <inheritdoc />
+    public override EntryDetails WithDefaults() => this with { Components = Components ?? [] };
+}
+
+/// <summary>A purchase's earn: how its points are made up, the caps and tier it met, what it counts in.</summary>
+[GenerateSerializer, Immutable]
+public sealed record EarnDetails : EntryDetails, ITierOutcome, ILotCredit, IMoneyMoved
+{
+    /// <summary>The parts of the earn.</summary>
+    [Id(0)] public IReadOnlyList<BreakdownComponent> Components { get; init; } = [];
+
+    /// <summary>Caps that cut this earn: "daily", "monthly", "campaign:ID".</summary>
+    [Id(1)] public IReadOnlyList<string> CapsHit { get; init; } = [];
+
+    /// <summary>Points the caps removed.</summary>
+    [Id(2)] public long CappedPoints { get; init; }
+
+    /// <inheritdoc />
+    [Id(3)] public string? TierBefore { get; init; }
+
+    /// <inheritdoc />
+    [Id(4)] public string? TierAfter { get; init; }
+
+    /// <inheritdoc />
+    [Id(5)] public DateTimeOffset? TierReviewAt { get; init; }
+
+    /// <summary>The program-local calendar day (DateOnly.DayNumber) of the purchase, for the daily cap.</summary>
+    [Id(6)] public int EarnDay { get; init; }
+
+    /// <summary>The program-local month (year * 12 + month - 1) of the purchase, for the monthly cap.</summary>
+    [Id(7)] public int EarnMonth { get; init; }
+
+    /// <summary>The basket per SKU (for line-item returns).</summary>
+    [Id(8)] public IReadOnlyList<SkuAmount>? Lines { get; init; }
+
+    /// <inheritdoc />
+    [Id(9)] public string? DowngradedFrom { get; init; }
+
+    /// <inheritdoc />
+    [Id(10)] public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <summary>The reward redeemed with the purchase (its own redeem entry comes just before), and how many units.</summary>
+    [Id(11)] public string? RewardId { get; init; }
+
+    /// <inheritdoc cref="RewardId"/>
+    [Id(12)] public int Quantity { get; init; }
+
+    /// <summary>The referrer's reward this first qualifying purchase earns it (the referred member's is a component).</summary>
+    [Id(13)] public long ReferrerReward { get; init; }
+
+    /// <summary>The purchase's place among the member's purchases (<see cref="PurchaseActivity"/> flags), for reports.</summary>
+    [Id(14)] public int Activity { get; init; }
+
+    /// <inheritdoc />
+    [Id(15)] public string? Cause { get; init; }
+
+    /// <inheritdoc />
+    [Id(16)] public long GivenMinor { get; init; }
+
+    /// <inheritdoc />
+    [Id(17)] public long WalletMinor { get; init; }
+
+    /// <summary>The sum of the components.</summary>
+    public long ComponentTotal() => Total(Components, Components.Count);
+
+    /// <inheritdoc />
+    public override EntryDetails WithDefaults() => this with { Components = Components ?? [], CapsHit = CapsHit ?? [], TierBefore = TierBefore ?? TierAfter };
+}
+
+/// <summary>A return: what it reversed (per original component, as positive numbers) and from where.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ReturnDetails : EntryDetails, ILotsTaken, IMoneyMoved
+{
+    /// <summary>The part of each original component reversed, as positive numbers.</summary>
+    [Id(0)] public IReadOnlyList<BreakdownComponent> Components { get; init; } = [];
+
+    /// <summary>The SKUs returned.</summary>
+    [Id(1)] public IReadOnlyList<SkuAmount>? Lines { get; init; }
+
+    /// <summary>Points taken from the purchase's still-pending lot.</summary>
+    [Id(2)] public long PendingReversed { get; init; }
+
+    /// <summary>Points taken from the active balance.</summary>
+    [Id(3)] public long ActiveReversed { get; init; }
+
+    /// <summary>Points that should have been reversed but were not (balance floored at zero).</summary>
+    [Id(4)] public long Shortfall { get; init; }
+
+    /// <summary>Money returned, in minor units.</summary>
+    [Id(5)] public long ReturnedAmountMinor { get; init; }
+
+    /// <summary>When the original purchase was recorded (its qualification day).</summary>
+    [Id(6)] public DateTimeOffset? OriginalRecordedAt { get; init; }
+
+    /// <summary>The original purchase's day and month, whose cap periods the return gives back to.</summary>
+    [Id(7)] public int EarnDay { get; init; }
+
+    /// <inheritdoc cref="EarnDay"/>
+    [Id(8)] public int EarnMonth { get; init; }
+
+    /// <inheritdoc />
+    [Id(9)] public IReadOnlyList<LotUse>? Lots { get; init; }
+
+    /// <summary>It reversed the referral rewards (the qualifying purchase came back in full).</summary>
+    [Id(10)] public bool ReferralReversed { get; init; }
+
+    /// <summary>The points a full return of a purchase paid partly in points gives back, to the lots they came from.</summary>
+    [Id(11)] public IReadOnlyList<LotUse>? Restored { get; init; }
+
+    /// <summary>The purchase was made by a duplicate account since merged into this member.</summary>
+    [Id(12)] public bool MergedPurchase { get; init; }
+
+    /// <summary>When the purchase's pending lot, which the return took points from, was to become spendable.</summary>
+    [Id(13)] public DateTimeOffset? PendingAvailableAt { get; init; }
+
+    /// <inheritdoc />
+    [Id(14)] public string? Cause { get; init; }
+
+    /// <inheritdoc />
+    [Id(15)] public long GivenMinor { get; init; }
+
+    /// <inheritdoc />
+    [Id(16)] public long WalletMinor { get; init; }
+
+    /// <inheritdoc />
+    public override EntryDetails WithDefaults() => this with { Components = Components ?? [] };
+}
+
+/// <summary>A manual adjustment: the lot it credits (its expiry), or the lots it takes from.</summary>
+[GenerateSerializer, Immutable]
+public sealed record AdjustDetails : EntryDetails, ILotCredit, ILotsTaken
+{
+    /// <inheritdoc />
+    [Id(0)] public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <inheritdoc />
+    [Id(1)] public IReadOnlyList<LotUse>? Lots { get; init; }
+}
+
+/// <summary>The member's flags from now on.</summary>
+[GenerateSerializer, Immutable]
+public sealed record FlagsDetails : EntryDetails
+{
+    /// <summary>The flags.</summary>
+    [Id(0)] public IReadOnlyList<string>? Flags { get; init; }
+}
+
+/// <summary>A redemption: the reward, how many units, and the lots it spent.</summary>
+[GenerateSerializer, Immutable]
+public sealed record RedeemDetails : EntryDetails, ILotsTaken
+{
+    /// <summary>The reward.</summary>
+    [Id(0)] public string? RewardId { get; init; }
+
+    /// <summary>How many units.</summary>
+    [Id(1)] public int Quantity { get; init; }
+
+    /// <inheritdoc />
+    [Id(2)] public IReadOnlyList<LotUse>? Lots { get; init; }
+
+    /// <summary>One unit was the member's birthday gift, for no points.</summary>
+    [Id(3)] public bool BirthdayGift { get; init; }
+
+    /// <summary>A donation reward's cause; the money is the entry's amount.</summary>
+    [Id(4)] public string? Cause { get; init; }
+
+    /// <summary>A committed reservation: the points it had held.</summary>
+    [Id(5)] public long HeldPoints { get; init; }
+}
+
+/// <summary>A reservation: the reward, how many units, the points held and when the hold lapses.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ReserveDetails : EntryDetails
+{
+    /// <summary>The reward.</summary>
+    [Id(0)] public string? RewardId { get; init; }
+
+    /// <summary>How many units.</summary>
+    [Id(1)] public int Quantity { get; init; }
+
+    /// <summary>When the hold lapses if neither committed nor cancelled.</summary>
+    [Id(2)] public DateTimeOffset? LapsesAt { get; init; }
+
+    /// <summary>The points held.</summary>
+    [Id(3)] public long HeldPoints { get; init; }
+}
+
+/// <summary>A reservation that ended without a redemption: cancelled or lapsed.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ReservationEndDetails : EntryDetails
+{
+    /// <summary>The reward.</summary>
+    [Id(0)] public string? RewardId { get; init; }
+
+    /// <summary>How many units.</summary>
+    [Id(1)] public int Quantity { get; init; }
+
+    /// <summary>The points it had held.</summary>
+    [Id(2)] public long HeldPoints { get; init; }
+
+    /// <summary>The state it ended in.</summary>
+    [Id(3)] public ReservationState EndedAs { get; init; }
+}
+
+/// <summary>Points expired: the lots, and the inactivity deadline when inactivity caused it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ExpireDetails : EntryDetails, ILotsTaken
+{
+    /// <inheritdoc />
+    [Id(0)] public IReadOnlyList<LotUse>? Lots { get; init; }
+
+    /// <summary>Set when inactivity caused it.</summary>
+    [Id(1)] public DateTimeOffset? InactivityDeadline { get; init; }
+}
+
+/// <summary>A warning that points will expire: the lots, and the inactivity deadline warned about.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ExpiryWarningDetails : EntryDetails, ILotsTaken
+{
+    /// <inheritdoc />
+    [Id(0)] public IReadOnlyList<LotUse>? Lots { get; init; }
+
+    /// <summary>The inactivity deadline warned about.</summary>
+    [Id(1)] public DateTimeOffset? InactivityDeadline { get; init; }
+}
+
+/// <summary>A referrer's reward (its lot's expiry), or its reversal (the lots taken back and what could not be).</summary>
+[GenerateSerializer, Immutable]
+public sealed record ReferralRewardDetails : EntryDetails, ILotCredit, ILotsTaken
+{
+    /// <inheritdoc />
+    [Id(0)] public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <summary>It reverses the reward (the qualifying purchase came back in full).</summary>
+    [Id(1)] public bool ReferralReversed { get; init; }
+
+    /// <inheritdoc />
+    [Id(2)] public IReadOnlyList<LotUse>? Lots { get; init; }
+
+    /// <summary>Points that should have been taken back but were not (balance floored at zero).</summary>
+    [Id(3)] public long Shortfall { get; init; }
+}
+
+/// <summary>A profile change: the names of the fields the member now has (never their values).</summary>
+[GenerateSerializer, Immutable]
+public sealed record ProfileDetails : EntryDetails
+{
+    /// <summary>The field names.</summary>
+    [Id(0)] public IReadOnlyList<string>? ProfileFields { get; init; }
+
+    /// <summary>The birthday's month (1..12) when the profile has a birthday; 0 otherwise.</summary>
+    [Id(1)] public int BirthMonth { get; init; }
+}
+
+/// <summary>The duplicate's side of a merge: everything that left it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record MergedAwayDetails : EntryDetails
+{
+    /// <summary>What moved to the survivor.</summary>
+    [Id(0)] public MergeTransfer? Merge { get; init; }
+}
+
+/// <summary>The survivor's side of a merge: what arrived, and the tier kept.</summary>
+[GenerateSerializer, Immutable]
+public sealed record MergedInDetails : EntryDetails, ITierOutcome
+{
+    /// <summary>What moved from the merged-away member.</summary>
+    [Id(0)] public MergeTransfer? Merge { get; init; }
+
+    /// <inheritdoc />
+    [Id(1)] public string? TierBefore { get; init; }
+
+    /// <inheritdoc />
+    [Id(2)] public string? TierAfter { get; init; }
+
+    /// <inheritdoc />
+    [Id(3)] public DateTimeOffset? TierReviewAt { get; init; }
+
+    /// <summary>The survivor had no referrer and takes the duplicate's, with its referral status.</summary>
+    [Id(4)] public bool InheritsReferrer { get; init; }
+
+    /// <summary>Never set: a merge keeps the higher tier, it lowers none.</summary>
+    string? ITierOutcome.DowngradedFrom => null;
+
+    /// <inheritdoc />
+    public override EntryDetails WithDefaults() => this with { TierBefore = TierBefore ?? TierAfter };
+}
+
+/// <summary>A referral link repointed from a merged-away member (the entry's reference is the survivor).</summary>
+[GenerateSerializer, Immutable]
+public sealed record RepointedDetails : EntryDetails
+{
+    /// <summary>The member id that was replaced.</summary>
+    [Id(0)] public string? ReplacedMember { get; init; }
+}
+
+/// <summary>The referred member's note that its referrer was told of the reward and/or its reversal.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ReferralSettledDetails : EntryDetails
+{
+    /// <summary>The reward the referrer was told of; 0 when none.</summary>
+    [Id(0)] public long ReferrerReward { get; init; }
+
+    /// <summary>The referrer was told of the reversal.</summary>
+    [Id(1)] public bool ReferralReversed { get; init; }
+}
+
+/// <summary>A survey answer: the score with the member's tier at the time, and the reward's lot.</summary>
+[GenerateSerializer, Immutable]
+public sealed record FeedbackDetails : EntryDetails, ILotCredit
+{
+    /// <summary>The score, 0..10.</summary>
+    [Id(0)] public int Score { get; init; }
+
+    /// <summary>The member's tier when it answered.</summary>
+    [Id(1)] public string? TierAfter { get; init; }
+
+    /// <inheritdoc />
+    [Id(2)] public DateTimeOffset? ExpiresAt { get; init; }
+}
+
+/// <summary>A personal bonus day booked, with the tier that allowed it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record BonusDayBookedDetails : EntryDetails
+{
+    /// <summary>The program-local day booked (DateOnly.DayNumber).</summary>
+    [Id(0)] public int BonusDay { get; init; }
+
+    /// <summary>The member's tier when it booked.</summary>
+    [Id(1)] public string? TierAfter { get; init; }
+}
+
+/// <summary>A birthday: the year it is for, the gift with until when it may be redeemed, and the points' lot.</summary>
+[GenerateSerializer, Immutable]
+public sealed record BirthdayDetails : EntryDetails, ILotCredit
+{
+    /// <summary>The grant.</summary>
+    [Id(0)] public BirthdayGrant? Birthday { get; init; }
+
+    /// <inheritdoc />
+    [Id(1)] public DateTimeOffset? ExpiresAt { get; init; }
+}
+
+/// <summary>Details of the membership entries: the plan and the term it runs to.</summary>
+[GenerateSerializer, Immutable]
+public abstract record MembershipDetails : EntryDetails
+{
+    /// <summary>The plan and its term.</summary>
+    [Id(0)] public MembershipChange? Membership { get; init; }
+
+    /// <summary>The details of the membership entry of <paramref name="kind"/>.</summary>
+    public static MembershipDetails Of(LedgerEntryKind kind, MembershipChange change) => kind switch
+    {
+        LedgerEntryKind.MembershipStarted => new MembershipStartedDetails { Membership = change },
+        LedgerEntryKind.MembershipRenewed => new MembershipRenewedDetails { Membership = change },
+        LedgerEntryKind.MembershipCancelled => new MembershipCancelledDetails { Membership = change },
+        LedgerEntryKind.MembershipLapsed => new MembershipLapsedDetails { Membership = change },
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Not a membership entry kind."),
+    };
+}
+
+/// <summary>A paid membership (or its trial) began.</summary>
+[GenerateSerializer, Immutable]
+public sealed record MembershipStartedDetails : MembershipDetails;
+
+/// <summary>A membership was renewed.</summary>
+[GenerateSerializer, Immutable]
+public sealed record MembershipRenewedDetails : MembershipDetails;
+
+/// <summary>A membership was cancelled; it lapses when its term ends.</summary>
+[GenerateSerializer, Immutable]
+public sealed record MembershipCancelledDetails : MembershipDetails;
+
+/// <summary>A membership's term ended without a renewal.</summary>
+[GenerateSerializer, Immutable]
+public sealed record MembershipLapsedDetails : MembershipDetails;
+
+/// <summary>Details of the trade-in entries: the item's category and, once inspected, its condition.</summary>
+[GenerateSerializer, Immutable]
+public abstract record TradeInDetails : EntryDetails
+{
+    /// <summary>The item.</summary>
+    [Id(0)] public TradeInRecord? TradeIn { get; init; }
+}
+
+/// <summary>An item handed in, waiting for inspection.</summary>
+[GenerateSerializer, Immutable]
+public sealed record TradeInSubmittedDetails : TradeInDetails;
+
+/// <summary>An inspected trade-in accepted: the store credit it gave.</summary>
+[GenerateSerializer, Immutable]
+public sealed record TradeInAcceptedDetails : TradeInDetails
+{
+    /// <summary>The credit, in minor units, added to the store-credit wallet.</summary>
+    [Id(0)] public long WalletMinor { get; init; }
+}
+
+/// <summary>An inspected trade-in rejected: no credit.</summary>
+[GenerateSerializer, Immutable]
+public sealed record TradeInRejectedDetails : TradeInDetails;

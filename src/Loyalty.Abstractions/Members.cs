@@ -214,7 +214,22 @@ public sealed record LedgerEntry(
     [property: Id(13)] DateTimeOffset RecordedAt,
     [property: Id(14)] long ProgramVersion = 0,
     [property: Id(15)] DateTimeOffset? AvailableAt = null,
-    [property: Id(16)] EntryDetails? Details = null);
+    [property: Id(16)] EntryDetails? Details = null)
+{
+    /// <summary>
+    /// The details as the record of this entry's kind; null when the entry has none (kinds without
+    /// details, a profile note after erasure). Details of another kind's record throw: an entry
+    /// never carries another kind's facts.
+    /// </summary>
+    public T? DetailsAs<T>()
+        where T : EntryDetails =>
+        Details switch
+        {
+            null => null,
+            T mine => mine,
+            var other => throw new InvalidOperationException($"Entry {Sequence} of member '{MemberId}' is a {Kind} with details of type {other.GetType().Name}, not {typeof(T).Name}."),
+        };
+}
 
 /// <summary>A page of a member's ledger, newest first.</summary>
 [GenerateSerializer, Immutable]

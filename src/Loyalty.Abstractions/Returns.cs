@@ -134,7 +134,7 @@ public sealed record ReturnResult(
     [property: Id(3)] Points Balance,
     [property: Id(4)] Points Pending,
     [property: Id(5)] long Sequence,
-    [property: Id(6)] EntryDetails? Details,
+    [property: Id(6)] ReturnDetails? Details,
     [property: Id(7)] LoyaltyError Error,
     [property: Id(8)] string? ErrorMessage)
 {

@@ -30,7 +30,8 @@ public static class Headroom
     /// <summary>
     /// Why the member cannot take <paramref name="first"/> (and <paramref name="second"/>, decided
     /// with it), or null when applying them to <paramref name="state"/> cannot overflow. The
-    /// sequence is checked too: a member's ledger is contiguous, so a gap is a bug and throws.
+    /// sequence is checked too: a member's ledger is contiguous, so a gap is a bug and throws; so are
+    /// details that are not the record of their entry's kind.
     /// </summary>
     public static (LoyaltyError Error, string Message)? Refuse(MemberState state, LedgerEntry first, LedgerEntry? second = null)
     {
@@ -38,6 +39,13 @@ public static class Headroom
         {
             throw new InvalidOperationException(
                 $"Entries {first.Sequence}{(second is null ? "" : "," + second.Sequence)} do not follow the member's sequence {state.Sequence}.");
+        }
+
+        // A decider that gives an entry another kind's record is a bug: caught here, before anything is applied or written.
+        AssertDetailsFit(first);
+        if (second is not null)
+        {
+            AssertDetailsFit(second);
         }
 
         long magnitude = second is null ? MagnitudeOf(first) : Add(MagnitudeOf(first), MagnitudeOf(second));
@@ -57,6 +65,14 @@ public static class Headroom
         return null;
     }
 
+    private static void AssertDetailsFit(LedgerEntry entry)
+    {
+        if (!EntryDetails.Fits(entry.Kind, entry.Details))
+        {
+            throw new InvalidOperationException($"Entry {entry.Sequence} is a {entry.Kind} with details of type {entry.Details!.GetType().Name}.");
+        }
+    }
+
     /// <summary>The request field whose value the entry's amounts come from, for refusals.</summary>
     private static string FieldOf(LedgerEntry entry) => entry.Kind switch
     {
@@ -72,24 +88,49 @@ public static class Headroom
 
     private static string Describe(long magnitude) => magnitude == long.MaxValue ? "more than 2^63" : magnitude.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
-    private static long MagnitudeOf(EntryDetails details)
+    /// <summary>
+    /// The sum of the magnitudes of every number the details carry that a member's counters grow
+    /// by, by kind. It counts into the member's volume, so it stays as it was when the details
+    /// were one record (the same numbers, nothing added), and old snapshots agree with replay.
+    /// </summary>
+    private static long MagnitudeOf(EntryDetails details) => details switch
+    {
+        EarnDetails d => Add(Add(Add(Add(Add(MagnitudeOf(d.Components), MagnitudeOf(d.Lines)), d.ReferrerReward), d.Quantity), d.GivenMinor), d.WalletMinor),
+        ReturnDetails d => Add(Add(Add(Add(Add(Add(Add(Add(Add(MagnitudeOf(d.Components), MagnitudeOf(d.Lines)), d.PendingReversed), d.ActiveReversed), d.Shortfall),
+            d.ReturnedAmountMinor), d.GivenMinor), d.WalletMinor), MagnitudeOf(d.Lots)), MagnitudeOf(d.Restored)),
+        EnrolDetails d => MagnitudeOf(d.Components),
+        RedeemDetails d => Add(Add(MagnitudeOf(d.Lots), d.Quantity), d.HeldPoints),
+        ReserveDetails d => Add(d.HeldPoints, d.Quantity),
+        ReservationEndDetails d => Add(d.HeldPoints, d.Quantity),
+        ReferralRewardDetails d => Add(MagnitudeOf(d.Lots), d.Shortfall),
+        ReferralSettledDetails d => Add(0, d.ReferrerReward),
+        TradeInAcceptedDetails d => Add(0, d.WalletMinor),
+        MergedAwayDetails { Merge: { } transfer } => MagnitudeOf(transfer),
+        MergedInDetails { Merge: { } transfer } => MagnitudeOf(transfer),
+        ILotsTaken d => MagnitudeOf(d.Lots),
+        _ => 0,
+    };
+
+    private static long MagnitudeOf(IReadOnlyList<BreakdownComponent> components)
     {
         long sum = 0;
-        foreach (BreakdownComponent c in details.Components)
+        foreach (BreakdownComponent c in components)
         {
             sum = Add(sum, c.Points);
         }
 
-        sum = Add(Add(Add(sum, details.PendingReversed), details.ActiveReversed), details.Shortfall);
-        sum = Add(Add(Add(sum, details.ReturnedAmountMinor), details.HeldPoints), details.ReferrerReward);
-        sum = Add(Add(Add(sum, details.Quantity), details.GivenMinor), details.WalletMinor);
-        foreach (SkuAmount line in details.Lines ?? [])
+        return sum;
+    }
+
+    private static long MagnitudeOf(IReadOnlyList<SkuAmount>? lines)
+    {
+        long sum = 0;
+        foreach (SkuAmount line in lines ?? [])
         {
             sum = Add(Add(sum, line.AmountMinor), line.Quantity);
         }
 
-        sum = Add(Add(sum, MagnitudeOf(details.Lots)), MagnitudeOf(details.Restored));
-        return details.Merge is { } transfer ? Add(sum, MagnitudeOf(transfer)) : sum;
+        return sum;
     }
 
     private static long MagnitudeOf(IReadOnlyList<LotUse>? lots)

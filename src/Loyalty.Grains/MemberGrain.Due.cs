@@ -47,7 +47,7 @@ public sealed partial class MemberGrain
                 break;
             }
 
-            if (entry.Kind == LedgerEntryKind.ReservationEnd && entry.Details is { RewardId: { } reward } details)
+            if (entry.Kind == LedgerEntryKind.ReservationEnd && entry.DetailsAs<ReservationEndDetails>() is { RewardId: { } reward } details)
             {
                 await GiveStockAsync(reward, entry.Reference!, details.Quantity);
             }
@@ -104,64 +104,12 @@ public sealed partial class MemberGrain
             return DueOutcome.Nothing;
         }
 
-        if (Expiring.Next(_state, program.Settings.ExpiryRules, now) is not { } work)
-        {
-            // A closed account (erased, merged away) earns nothing new.
-            entry = _state.Erased || _state.MergedInto is not null ? null : ProgrammeWork(program, now);
-            return entry is null ? DueOutcome.Nothing : null;
-        }
-
-        entry = work.Kind switch
-        {
-            DueKind.Lapse => NewEntry(LedgerEntryKind.ReservationEnd, Points.Zero, work.Hold!.ReservationId + EndSuffix, ReleaseFingerprint, now, program) with
-            {
-                Reference = work.Hold.ReservationId,
-                OccurredAt = work.At,
-                Details = new EntryDetails
-                {
-                    RewardId = work.Hold.RewardId, Quantity = work.Hold.Quantity, HeldPoints = work.Hold.Points.Value, EndedAs = ReservationState.Lapsed,
-                },
-            },
-            DueKind.Expire => NewEntry(LedgerEntryKind.Expire, new Points(-work.Lots.Sum(l => l.Points)), null, 0, now, program) with
-            {
-                Reason = work.InactivityDeadline is null ? "lifespan" : "inactivity",
-                OccurredAt = work.At,
-                Details = new EntryDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
-            },
-            _ => NewEntry(LedgerEntryKind.ExpiryWarning, Points.Zero, null, 0, now, program) with
-            {
-                Reason = "expiring soon",
-                Details = new EntryDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
-            },
-        };
-        return null;
-    }
-
-    /// <summary>The programme's own due work at <paramref name="now"/> (a membership's lapse, a birthday), as an entry; null when none is due.</summary>
-    private LedgerEntry? ProgrammeWork(ProgramConfig program, DateTimeOffset now)
-    {
-        ProgramSettings settings = program.Settings;
-        MembershipState membership = _state.Membership;
-        if (MembershipRules.LapseDue(membership, now))
-        {
-            return NewEntry(LedgerEntryKind.MembershipLapsed, Points.Zero, null, 0, now, program) with
-            {
-                OccurredAt = membership.TermEndsAt,
-                Details = new EntryDetails { Membership = new MembershipChange(membership.PlanId!, membership.TermEndsAt) },
-            };
-        }
-
-        if (BirthdayRules.Grant(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, now, settings.Zone) is not { } grant)
-        {
-            return null;
-        }
-
-        var points = new Points(settings.Birthday!.BonusPoints);
-        return NewEntry(LedgerEntryKind.Birthday, points, null, 0, now, program) with
-        {
-            Reason = "birthday " + grant.Year.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            Details = new EntryDetails { Birthday = grant, ExpiresAt = points.Value > 0 ? Decider.LotExpiry(settings, now) : null },
-        };
+        // A closed account (erased, merged away) earns nothing new: no birthday, no membership to lapse.
+        Decider at = At(program, now);
+        Decision decision = Expiring.Next(_state, program.Settings.ExpiryRules, now) is { } work ? DueDecision.Of(at, work, EndSuffix, ReleaseFingerprint)
+            : _state.Erased || _state.MergedInto is not null ? Decision.Nothing
+            : DueDecision.Programme(at);
+        return decision.Staged(out entry, (e, _) => new DueOutcome(null, e), () => DueOutcome.Nothing);
     }
 
     /// <summary>What one step of a wake did: an entry, nothing left to do, or an error.</summary>

@@ -212,7 +212,7 @@ public sealed partial class MemberGrain
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
                 LifecycleDecision.Detach(At(program, now), survivorId)
                     .Staged(out entry, (e, m) => new DetachOutcome(null, e, m), () => new DetachOutcome(_state.Detached, LoyaltyError.None, null)),
-            (entry, _, _) => new DetachOutcome(entry.Details!.Merge, LoyaltyError.None, null),
+            (entry, _, _) => new DetachOutcome(entry.DetailsAs<MergedAwayDetails>()!.Merge, LoyaltyError.None, null),
             _ => Task.FromResult<DetachOutcome?>(null),
             (e, m) => new DetachOutcome(null, e, m));
         return (outcome.Transfer, outcome.Error, outcome.Message);

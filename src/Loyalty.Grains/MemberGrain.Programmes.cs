@@ -28,27 +28,7 @@ public sealed partial class MemberGrain
                     return early;
                 }
 
-                if (program.Settings.TradeIn is not { } policy)
-                {
-                    return TradeInResult.Reject(id, LoyaltyError.FailedPrecondition, $"program '{_programId}' takes no trade-ins (settings.trade_in)");
-                }
-
-                if (!policy.Takes(tradeIn.Category))
-                {
-                    return TradeInResult.Reject(id, LoyaltyError.FailedPrecondition, $"category '{tradeIn.Category}' is not in the program's trade-in table");
-                }
-
-                if (_state.TradeIns.Count >= Limits.OpenTradeInsMax)
-                {
-                    return TradeInResult.Reject(id, LoyaltyError.FailedPrecondition, $"the member already has {Limits.OpenTradeInsMax} trade-ins waiting for inspection");
-                }
-
-                entry = NewEntry(LedgerEntryKind.TradeInSubmitted, Points.Zero, id, fingerprint, now, program) with
-                {
-                    StoreId = tradeIn.StoreId,
-                    Details = new EntryDetails { TradeIn = new TradeInRecord(tradeIn.Category) },
-                };
-                return null;
+                return ProgrammeDecision.TradeIn(At(program, now), tradeIn, fingerprint).Staged(out entry, (e, m) => TradeInResult.Reject(id, e, m));
             },
             (entry, _, _) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Accepted, entry.Sequence),
             existing => AnswerFromLedger(existing, id, fingerprint, (_, _, sequence) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m)),
@@ -88,21 +68,7 @@ public sealed partial class MemberGrain
                 : TradeInResult.Reject(tradeInId, LoyaltyError.NotFound, $"member '{_memberId}' has no trade-in '{tradeInId}' waiting for inspection");
         }
 
-        long? credit = condition == TradeInCondition.Rejected ? 0 : program.Settings.TradeIn?.CreditOf(open.Category, condition);
-        if (credit is null)
-        {
-            return TradeInResult.Reject(tradeInId, LoyaltyError.FailedPrecondition, $"the program's trade-in table has no credit for {open.Category} in condition {condition}");
-        }
-
-        entry = NewEntry(condition == TradeInCondition.Rejected ? LedgerEntryKind.TradeInRejected : LedgerEntryKind.TradeInAccepted, Points.Zero,
-            tradeInId + InspectedSuffix, (long)condition, now, program) with
-        {
-            Reference = tradeInId,
-            AmountMinor = credit.Value,
-            Currency = program.Settings.Currency,
-            Details = new EntryDetails { TradeIn = new TradeInRecord(open.Category, condition), WalletMinor = credit.Value },
-        };
-        return null;
+        return ProgrammeDecision.Inspection(At(program, now), open, condition, tradeInId + InspectedSuffix).Staged(out entry, (e, m) => TradeInResult.Reject(tradeInId, e, m));
     }
 
     /// <summary>The answer when the trade-in was inspected before: the same grade again is a duplicate, another one a conflict.</summary>
@@ -116,7 +82,7 @@ public sealed partial class MemberGrain
 
     private TradeInResult TradeInAnswer(string tradeInId, LedgerEntry inspected, AccrualStatus status) =>
         new(tradeInId, inspected.Kind == LedgerEntryKind.TradeInAccepted ? TradeInStatus.Accepted : TradeInStatus.Rejected,
-            inspected.Details?.TradeIn?.Category ?? "", inspected.Details?.TradeIn?.Condition, inspected.AmountMinor, _state.WalletMinor, status, inspected.Sequence, LoyaltyError.None, null);
+            (inspected.Details as TradeInDetails)?.TradeIn?.Category ?? "", (inspected.Details as TradeInDetails)?.TradeIn?.Condition, inspected.AmountMinor, _state.WalletMinor, status, inspected.Sequence, LoyaltyError.None, null);
 
     /// <inheritdoc />
     public Task<MembershipResult> ConfirmMembershipPayment(MembershipPayment payment)
@@ -141,18 +107,7 @@ public sealed partial class MemberGrain
                     return early;
                 }
 
-                if (MembershipRules.Pay(program.Settings, _state.Membership, payment, now, out var refusal) is not { } decided)
-                {
-                    return MembershipResult.Reject(refusal!.Value.Error, refusal.Value.Message);
-                }
-
-                entry = NewEntry(decided.Kind, Points.Zero, payment.PaymentId, fingerprint, now, program) with
-                {
-                    AmountMinor = payment.Amount.AmountMinor,
-                    Currency = payment.Amount.Currency,
-                    Details = new EntryDetails { Membership = decided.Change },
-                };
-                return null;
+                return ProgrammeDecision.Payment(At(program, now), payment, fingerprint).Staged(out entry, MembershipResult.Reject);
             },
             (entry, _, _) => MembershipAnswer(current, AccrualStatus.Accepted, entry.Sequence),
             existing => AnswerFromLedger(existing, payment.PaymentId, fingerprint, (_, _, sequence) => MembershipAnswer(current, AccrualStatus.Duplicate, sequence), MembershipResult.Reject),
@@ -167,20 +122,7 @@ public sealed partial class MemberGrain
             return Task.FromResult(MembershipResult.Reject(LoyaltyError.InvalidArgument, error));
         }
 
-        return WriteMembershipAsync((program, now) =>
-        {
-            MembershipState member = _state.Membership;
-            if (member.Status == MembershipStatus.Trial && member.PlanAt(now) == planId)
-            {
-                // A resend of the trial that started: answered, not started again.
-                return (null, MembershipAnswer(program, AccrualStatus.Duplicate, 0));
-            }
-
-            MembershipChange? trial = MembershipRules.Trial(program.Settings, member, planId, now, out var refusal);
-            return trial is null
-                ? (null, MembershipResult.Reject(refusal!.Value.Error, refusal.Value.Message))
-                : (NewEntry(LedgerEntryKind.MembershipStarted, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { Membership = trial } }, null);
-        });
+        return WriteMembershipAsync((program, now) => ProgrammeDecision.Trial(At(program, now), planId));
     }
 
     /// <inheritdoc />
@@ -191,36 +133,18 @@ public sealed partial class MemberGrain
             return Task.FromResult(MembershipResult.Reject(LoyaltyError.InvalidArgument, error));
         }
 
-        return WriteMembershipAsync((program, now) =>
-        {
-            MembershipState member = _state.Membership;
-            if (member.PlanAt(now) is null)
-            {
-                return (null, MembershipResult.Reject(LoyaltyError.FailedPrecondition, $"member '{_memberId}' holds no membership to cancel"));
-            }
-
-            if (member.Status == MembershipStatus.Cancelled)
-            {
-                return (null, MembershipAnswer(program, AccrualStatus.Duplicate, 0));
-            }
-
-            return (NewEntry(LedgerEntryKind.MembershipCancelled, Points.Zero, null, 0, now, program) with
-            {
-                Reason = reason,
-                Details = new EntryDetails { Membership = new MembershipChange(member.PlanId!, member.TermEndsAt, member.Status == MembershipStatus.Trial) },
-            }, null);
-        });
+        return WriteMembershipAsync((program, now) => ProgrammeDecision.Cancellation(At(program, now), reason));
     }
 
-    /// <summary>A membership change decided by <paramref name="decide"/> (an entry, or an answer without a write) on an open account.</summary>
-    private Task<MembershipResult> WriteMembershipAsync(Func<ProgramConfig, DateTimeOffset, (LedgerEntry? Entry, MembershipResult? Answer)> decide) =>
-        WriteOpenAsync(decide, (program, entry) => MembershipAnswer(program, AccrualStatus.Accepted, entry.Sequence), MembershipResult.Reject);
+    /// <summary>A membership change decided by <paramref name="decide"/> on an open account; a change already made is answered as a duplicate.</summary>
+    private Task<MembershipResult> WriteMembershipAsync(Func<ProgramConfig, DateTimeOffset, Decision> decide) =>
+        WriteOpenAsync(decide, program => MembershipAnswer(program, AccrualStatus.Duplicate, 0), (program, entry) => MembershipAnswer(program, AccrualStatus.Accepted, entry.Sequence), MembershipResult.Reject);
 
     /// <summary>
     /// A change of an open account (enrolled, neither erased nor merged away) decided by
-    /// <paramref name="decide"/>: the entry to write, or an answer without a write.
+    /// <paramref name="decide"/>; <paramref name="done"/> answers a decision that writes nothing.
     /// </summary>
-    private Task<T> WriteOpenAsync<T>(Func<ProgramConfig, DateTimeOffset, (LedgerEntry? Entry, T? Answer)> decide, Func<ProgramConfig?, LedgerEntry, T> committed, Func<LoyaltyError, string, T> reject)
+    private Task<T> WriteOpenAsync<T>(Func<ProgramConfig, DateTimeOffset, Decision> decide, Func<ProgramConfig, T> done, Func<ProgramConfig?, LedgerEntry, T> committed, Func<LoyaltyError, string, T> reject)
         where T : class
     {
         ProgramConfig? current = null;
@@ -235,8 +159,7 @@ public sealed partial class MemberGrain
                     return reject(closed.Error, closed.ErrorMessage!);
                 }
 
-                (entry, T? answer) = decide(program, now);
-                return answer;
+                return decide(program, now).Staged(out entry, reject, () => done(program));
             },
             (entry, _, _) => committed(current, entry),
             _ => Task.FromResult<T?>(null),
@@ -254,25 +177,11 @@ public sealed partial class MemberGrain
             return Task.FromResult(MemberResult.Reject(LoyaltyError.InvalidArgument, error));
         }
 
-        return WriteOpenAsync<MemberResult>((program, now) =>
-        {
-            if (program.Settings.Giving is not { } giving)
-            {
-                return (null, MemberResult.Reject(LoyaltyError.FailedPrecondition, $"program '{_programId}' gives no share of purchases to causes (settings.giving)"));
-            }
-
-            if (causeId is not null && !giving.Has(causeId))
-            {
-                return (null, MemberResult.Reject(LoyaltyError.NotFound,
-                    $"cause '{causeId}' is not one of program '{_programId}''s causes ({string.Join(", ", giving.Causes.Select(c => c.Id))})"));
-            }
-
-            return _state.Cause == causeId
-                ? (null, new MemberResult(View(program), LoyaltyError.None, null))
-                : (NewEntry(LedgerEntryKind.CauseChosen, Points.Zero, null, 0, now, program) with { Reference = causeId }, null);
-        },
-        (program, _) => new MemberResult(View(program), LoyaltyError.None, null),
-        MemberResult.Reject);
+        return WriteOpenAsync(
+            (program, now) => ProgrammeDecision.Cause(At(program, now), causeId),
+            program => new MemberResult(View(program), LoyaltyError.None, null),
+            (program, _) => new MemberResult(View(program), LoyaltyError.None, null),
+            MemberResult.Reject);
     }
 
     /// <inheritdoc />
@@ -311,24 +220,8 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        ProgramSettings settings = program.Settings;
-        TierLadder ladder = settings.Ladder;
-        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
-        if (BonusDayRules.Refusal(settings.BonusDays, ladder.Tiers[tier], _state.BonusDays, booking.Day, BonusDayRules.LocalDay(now, settings.Zone)) is { } refusal)
-        {
-            return BonusDayResult.Reject(refusal.Error, refusal.Message);
-        }
-
-        if (_state.BonusDays.Contains(booking.Day.DayNumber))
-        {
-            return BonusDayAnswer(booking.Day, alreadyBooked: true, 0, program);
-        }
-
-        entry = NewEntry(LedgerEntryKind.BonusDayBooked, Points.Zero, txn, fingerprint, now, program) with
-        {
-            Details = new EntryDetails { BonusDay = booking.Day.DayNumber, TierAfter = ladder.Tiers[tier].Name },
-        };
-        return null;
+        return ProgrammeDecision.BonusDay(At(program, now), booking, fingerprint)
+            .Staged(out entry, BonusDayResult.Reject, () => BonusDayAnswer(booking.Day, alreadyBooked: true, 0, program));
     }
 
     /// <summary>

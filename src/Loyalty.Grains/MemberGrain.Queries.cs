@@ -67,7 +67,7 @@ public sealed partial class MemberGrain
         }
 
         string? gift = giftSpent ? null : _state.OpenBirthdayGift(now)?.GiftRewardId;
-        IReadOnlyList<RewardOption> options = RewardChoice.Options(program.Settings.RewardList, entry.Details?.TierAfter ?? _state.Tier, after.Value, now, taken, gift, _state.Membership.PlanAt(now));
+        IReadOnlyList<RewardOption> options = RewardChoice.Options(program.Settings.RewardList, entry.DetailsAs<EarnDetails>()?.TierAfter ?? _state.Tier, after.Value, now, taken, gift, _state.Membership.PlanAt(now));
         return new QuoteResult(LoyaltyError.None, null, entry.Points, entry.Details, entry.AvailableAt,
             _state.Balance, available, _state.Lots.PendingTotal, after, redeemed, options, program.Version);
     }
@@ -161,7 +161,7 @@ public sealed partial class MemberGrain
     private ReservationState ReservationStateOf(LedgerEntry? ended, LedgerEntry reserve) => ended switch
     {
         { Kind: LedgerEntryKind.Redeem } => ReservationState.Committed,
-        { Details.EndedAs: var endedAs } => endedAs,
+        { Details: ReservationEndDetails { EndedAs: var endedAs } } => endedAs,
         null when _state.Lots.FindHold(reserve.TransactionId!) is { } hold => hold.LapsesAt > _clock.GetUtcNow() ? ReservationState.Held : ReservationState.Lapsed,
         _ => ReservationState.Lapsed,
     };

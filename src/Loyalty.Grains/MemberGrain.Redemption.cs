@@ -68,7 +68,7 @@ public sealed partial class MemberGrain
         RedemptionResult result = await WriteAsync(
             prefetch: async () => ended = _state.Lots.FindHold(reservationId) is null ? await FindCommittedAsync(key) : null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageEnd(reservationId, commit, ended, program, now, out entry),
-            (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.Details!.EndedAs) with { TransactionId = reservationId },
+            (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.DetailsAs<ReservationEndDetails>()!.EndedAs) with { TransactionId = reservationId },
             existing => Task.FromResult<RedemptionResult?>(AnswerEnded(reservationId, existing, commit)),
             (e, m) => RedemptionResult.Reject(reservationId, e, m));
         if (!commit && result.Status == AccrualStatus.Accepted && result.RewardId is { } reward)
@@ -117,10 +117,17 @@ public sealed partial class MemberGrain
 
     private RedemptionResult Answer(LedgerEntry entry, Points balance, ReservationState reservation)
     {
-        EntryDetails details = entry.Details!;
-        Points points = entry.Kind == LedgerEntryKind.Redeem ? -entry.Points : new Points(details.HeldPoints);
-        return new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, points, balance, balance - _state.Lots.HeldAt(_clock.GetUtcNow()), entry.Sequence,
-            details.RewardId, details.Quantity, reservation, details.LapsesAt, details.Lots ?? [], LoyaltyError.None, null);
+        Points held = balance - _state.Lots.HeldAt(_clock.GetUtcNow());
+        return entry.Details switch
+        {
+            RedeemDetails spent => new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, -entry.Points, balance, held, entry.Sequence,
+                spent.RewardId, spent.Quantity, reservation, null, spent.Lots ?? [], LoyaltyError.None, null),
+            ReserveDetails hold => new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, new Points(hold.HeldPoints), balance, held, entry.Sequence,
+                hold.RewardId, hold.Quantity, reservation, hold.LapsesAt, [], LoyaltyError.None, null),
+            ReservationEndDetails end => new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, new Points(end.HeldPoints), balance, held, entry.Sequence,
+                end.RewardId, end.Quantity, reservation, null, [], LoyaltyError.None, null),
+            _ => throw new InvalidOperationException($"Entry {entry.Sequence} ({entry.Kind}) is not a redemption's."),
+        };
     }
 
     /// <summary>A resend of a redeem or a reservation, answered from the grain's memory.</summary>
@@ -135,7 +142,7 @@ public sealed partial class MemberGrain
     /// <summary>The answer when the reservation has already ended, as the ledger records it.</summary>
     private RedemptionResult AnswerEnded(string reservationId, LedgerEntry ended, bool commit) =>
         AnswerEnded(reservationId, ended.Kind == LedgerEntryKind.Redeem, ended.Points, ended.Sequence, commit,
-            ended.Details?.EndedAs ?? ReservationState.Cancelled);
+            (ended.Details as ReservationEndDetails)?.EndedAs ?? ReservationState.Cancelled);
 
     private RedemptionResult AnswerEnded(string reservationId, bool committed, Points points, long sequence, bool commit, ReservationState endedAs = ReservationState.Cancelled)
     {

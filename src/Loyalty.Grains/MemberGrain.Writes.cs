@@ -64,7 +64,7 @@ public sealed partial class MemberGrain
                 return answer;
             },
             (entry, balance, pending) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
-                entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.Details?.Lots, pending),
+                entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.DetailsAs<RedeemDetails>()?.Lots, pending),
             existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)),
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
@@ -108,7 +108,7 @@ public sealed partial class MemberGrain
             prefetch: async () =>
             {
                 original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId);
-                redeemed = original?.Details?.RewardId is null ? null
+                redeemed = (original?.Details as EarnDetails)?.RewardId is null ? null
                     : await _store.FindTransactionAsync(_programId, original.TransactionId + BasketRedeemSuffix, CancellationToken.None);
 
                 // The purchase's earlier returns, unless the member holds all of them (noting the
@@ -121,18 +121,21 @@ public sealed partial class MemberGrain
                 }
             },
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, earlierReturns, program, now, out entry),
-            (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, new Points(checked(entry.Details!.PendingReversed + entry.Details.ActiveReversed)),
-                balance, pending, entry.Sequence, entry.Details, LoyaltyError.None, null),
+            (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, ReversedOf(entry.DetailsAs<ReturnDetails>()!),
+                balance, pending, entry.Sequence, entry.DetailsAs<ReturnDetails>(), LoyaltyError.None, null),
             existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
             (e, m) => ReturnResult.Reject(txn, e, m));
         return FinishReturnAsync(_state.Referral.ReferredBy is null ? write : ThenSettleReferrerAsync(write), () => original);
     }
 
+    /// <summary>The points a return took back: from the purchase's pending lot and from the balance.</summary>
+    private static Points ReversedOf(ReturnDetails details) => new(checked(details.PendingReversed + details.ActiveReversed));
+
     /// <summary>A full return of a purchase paid partly in points also gives the reward's unit back to its stock.</summary>
     private async Task<ReturnResult> FinishReturnAsync(Task<ReturnResult> write, Func<LedgerEntry?> original)
     {
         ReturnResult result = await write;
-        if (result.Status == AccrualStatus.Accepted && result.Details?.Restored is { Count: > 0 } && original()?.Details is { RewardId: { } reward } bought)
+        if (result.Status == AccrualStatus.Accepted && result.Details?.Restored is { Count: > 0 } && original()?.Details is EarnDetails { RewardId: { } reward } bought)
         {
             await GiveStockAsync(reward, original()!.TransactionId + BasketRedeemSuffix, bought.Quantity);
         }
@@ -179,20 +182,11 @@ public sealed partial class MemberGrain
             return Task.FromResult(MemberResult.Reject(LoyaltyError.InvalidArgument, error));
         }
 
-        return WriteOpenAsync<MemberResult>((program, now) =>
-        {
-            // Added and removed against the flags as committed now: the write loop decides one change at a time.
-            if (change.ApplyTo(_state.Flags, out string? tooMany) is not { } wanted)
-            {
-                return (null, MemberResult.Reject(LoyaltyError.FailedPrecondition, tooMany!));
-            }
-
-            return _state.Flags.SequenceEqual(wanted)
-                ? (null, new MemberResult(View(program), LoyaltyError.None, null))
-                : (NewEntry(LedgerEntryKind.Flags, Points.Zero, null, 0, now, program) with { Details = new EntryDetails { Flags = wanted } }, null);
-        },
-        (program, _) => new MemberResult(View(program), LoyaltyError.None, null),
-        MemberResult.Reject);
+        return WriteOpenAsync(
+            (program, now) => LifecycleDecision.Flags(At(program, now), change),
+            program => new MemberResult(View(program), LoyaltyError.None, null),
+            (program, _) => new MemberResult(View(program), LoyaltyError.None, null),
+            MemberResult.Reject);
     }
 
     /// <inheritdoc />

@@ -323,7 +323,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         DateTimeOffset now = _clock.GetUtcNow();
         ProgramSettings? settings = program?.Settings;
         Points bonus = new(settings?.SignupBonusPoints ?? 0);
-        var details = new EntryDetails
+        var details = new EnrolDetails
         {
             Components = bonus.Value > 0 ? [new BreakdownComponent(ComponentKind.Signup, "signup", bonus.Value)] : [],
             TierAfter = settings?.Ladder.Tiers[0].Name ?? MemberState.DefaultTier,

@@ -41,7 +41,7 @@ public sealed class MembershipState
     /// <summary>Applies a membership entry.</summary>
     public void Apply(LedgerEntry entry)
     {
-        MembershipChange change = entry.Details?.Membership ?? throw new InvalidOperationException($"Membership entry {entry.Sequence} has no change.");
+        MembershipChange change = (entry.Details as MembershipDetails)?.Membership ?? throw new InvalidOperationException($"Membership entry {entry.Sequence} has no change.");
         switch (entry.Kind)
         {
             case LedgerEntryKind.MembershipStarted:

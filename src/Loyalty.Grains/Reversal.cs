@@ -35,17 +35,17 @@ public sealed class ReturnProgress
     /// <summary>The complete progress of <paramref name="purchase"/> from every return of it read from the ledger (empty for none).</summary>
     public static ReturnProgress Of(LedgerEntry purchase, IReadOnlyList<LedgerEntry> returns)
     {
-        var progress = new ReturnProgress { Reversed = new long[purchase.Details?.Components.Count ?? 0], Complete = true };
+        var progress = new ReturnProgress { Reversed = new long[purchase.DetailsAs<EarnDetails>()?.Components.Count ?? 0], Complete = true };
         foreach (LedgerEntry r in returns)
         {
-            progress.Add(r.Details ?? throw new InvalidOperationException($"Return entry {r.MemberId}#{r.Sequence} has no details."));
+            progress.Add(r.DetailsAs<ReturnDetails>() ?? throw new InvalidOperationException($"Return entry {r.MemberId}#{r.Sequence} has no details."));
         }
 
         return progress;
     }
 
     /// <summary>Adds one return to the progress.</summary>
-    public void Add(EntryDetails details)
+    public void Add(ReturnDetails details)
     {
         if (Count++ == 0)
         {
@@ -123,7 +123,7 @@ public static class Reversal
             reversed = checked(reversed + points);
         }
 
-        LineStatus[] lines = [.. (purchase.Details?.Lines ?? []).Select(l =>
+        LineStatus[] lines = [.. (purchase.DetailsAs<EarnDetails>()?.Lines ?? []).Select(l =>
             new LineStatus(l.Sku, l.Quantity, progress?.SkuReturnedQuantity.GetValueOrDefault(l.Sku) ?? 0))];
         long returnable = Math.Max(0, checked(purchase.AmountMinor - returnedMinor));
 
@@ -135,7 +135,7 @@ public static class Reversal
     /// <summary>The reversal, or an error message when the return does not fit the purchase.</summary>
     public static ReversalResult? Compute(LedgerEntry original, ReturnProgress? progress, PurchaseReturn request, out string? error)
     {
-        EntryDetails details = original.Details ?? new EntryDetails { Components = [new BreakdownComponent(ComponentKind.Base, "base", original.Points.Value)] };
+        EarnDetails details = original.DetailsAs<EarnDetails>() ?? new EarnDetails { Components = [new BreakdownComponent(ComponentKind.Base, "base", original.Points.Value)] };
         bool byLines = request.Lines.Count > 0;
         error = progress is not null && progress.ByLines != byLines
             ? (byLines ? "this purchase was returned by amount before; return the rest by amount" : "this purchase was returned by lines before; return the rest by lines")
@@ -185,7 +185,7 @@ public static class Reversal
     }
 
     private static Func<BreakdownComponent, Share>? SharesByLines(
-        EntryDetails details, ReturnProgress? progress, PurchaseReturn request, out IReadOnlyList<SkuAmount>? lines, out bool full, out string? error)
+        EarnDetails details, ReturnProgress? progress, PurchaseReturn request, out IReadOnlyList<SkuAmount>? lines, out bool full, out string? error)
     {
         lines = null;
         full = false;

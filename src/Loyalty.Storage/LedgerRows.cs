@@ -45,7 +45,7 @@ internal static class LedgerRows
     private static LedgerEntry ReadEntry(DbDataReader r, Func<DbDataReader, int, DateTimeOffset> time) =>
         new(r.GetString(0), r.GetString(1), r.GetInt64(2), (LedgerEntryKind)r.GetInt16(3), new Points(r.GetInt64(4)),
             Text(r, 5), r.GetInt64(6), Text(r, 7), r.GetInt64(8), Text(r, 9), Text(r, 10), Text(r, 11),
-            time(r, 12), time(r, 13), r.GetInt64(14), r.IsDBNull(15) ? null : time(r, 15), DetailsJson.Read(Text(r, 16)));
+            time(r, 12), time(r, 13), r.GetInt64(14), r.IsDBNull(15) ? null : time(r, 15), DetailsJson.Read((LedgerEntryKind)r.GetInt16(3), Text(r, 16)));
 
     private static string? Text(DbDataReader r, int ordinal) => r.IsDBNull(ordinal) ? null : r.GetString(ordinal);
 }
@@ -58,52 +58,57 @@ internal static class LedgerRows
 /// </summary>
 public static class DetailsJson
 {
-    private static readonly JsonTypeInfo<EntryDetails> Info = CreateInfo();
+    private static readonly JsonSerializerOptions Options = CreateOptions();
 
     /// <summary>The JSON text of the details, or null.</summary>
     public static string? Write(EntryDetails? details) =>
-        details is null ? null : JsonSerializer.Serialize(details, Info);
+        details is null ? null : JsonSerializer.Serialize(details, Options.GetTypeInfo(details.GetType()));
 
-    /// <summary>The details from their JSON text, or null.</summary>
-    public static EntryDetails? Read(string? json)
+    /// <summary>
+    /// The details of an entry of <paramref name="kind"/> from their JSON text, as that kind's record;
+    /// null when there is no text or the kind has no details (rows written before details were split
+    /// by kind may hold an empty object for those). The names are the same for every kind, so rows
+    /// written as one shared record read as the record of their kind.
+    /// </summary>
+    public static EntryDetails? Read(LedgerEntryKind kind, string? json)
     {
-        if (json is null)
+        if (json is null || EntryDetails.For(kind) is not { } type)
         {
             return null;
         }
 
-        // The generated deserializer sets absent init-only lists to null: restore the empty defaults.
-        EntryDetails details = JsonSerializer.Deserialize(json, Info) ?? throw new JsonException("The details column holds null.");
-        return details with
-        {
-            Components = details.Components ?? [],
-            CapsHit = details.CapsHit ?? [],
-            TierBefore = details.TierBefore ?? details.TierAfter,
-        };
+        var details = (EntryDetails?)JsonSerializer.Deserialize(json, Options.GetTypeInfo(type)) ?? throw new JsonException("The details column holds null.");
+        return details.WithDefaults();
     }
 
-    private static JsonTypeInfo<EntryDetails> CreateInfo()
+    private static JsonSerializerOptions CreateOptions()
     {
         var options = new JsonSerializerOptions(DetailsJsonContext.Default.Options)
         {
             TypeInfoResolver = DetailsJsonContext.Default.WithAddedModifier(static info =>
             {
+                if (!typeof(EntryDetails).IsAssignableFrom(info.Type))
+                {
+                    return;
+                }
+
                 foreach (JsonPropertyInfo property in info.Properties)
                 {
                     // Empty lists of the entry itself are left out; nested records (a merge's transfer) keep theirs.
-                    if (info.Type == typeof(EntryDetails) && property.PropertyType != typeof(string) && typeof(System.Collections.IEnumerable).IsAssignableFrom(property.PropertyType))
+                    if (property.PropertyType != typeof(string) && typeof(System.Collections.IEnumerable).IsAssignableFrom(property.PropertyType))
                     {
                         property.ShouldSerialize = static (_, value) => value is System.Collections.ICollection { Count: > 0 };
                     }
 
-                    if (info.Type == typeof(EntryDetails) && property.Name == "tier_before")
+                    if (property.Name == "tier_before" && typeof(ITierOutcome).IsAssignableFrom(info.Type))
                     {
-                        property.ShouldSerialize = static (owner, value) => value is not null && !Equals(value, ((EntryDetails)owner).TierAfter);
+                        property.ShouldSerialize = static (owner, value) => value is not null && !Equals(value, ((ITierOutcome)owner).TierAfter);
                     }
                 }
             }),
         };
-        return (JsonTypeInfo<EntryDetails>)options.GetTypeInfo(typeof(EntryDetails));
+        options.MakeReadOnly();
+        return options;
     }
 }
 
@@ -111,5 +116,30 @@ public static class DetailsJson
     PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault,
     UseStringEnumConverter = true)]
-[JsonSerializable(typeof(EntryDetails))]
+[JsonSerializable(typeof(EnrolDetails))]
+[JsonSerializable(typeof(EarnDetails))]
+[JsonSerializable(typeof(ReturnDetails))]
+[JsonSerializable(typeof(AdjustDetails))]
+[JsonSerializable(typeof(FlagsDetails))]
+[JsonSerializable(typeof(RedeemDetails))]
+[JsonSerializable(typeof(ReserveDetails))]
+[JsonSerializable(typeof(ReservationEndDetails))]
+[JsonSerializable(typeof(ExpireDetails))]
+[JsonSerializable(typeof(ExpiryWarningDetails))]
+[JsonSerializable(typeof(ReferralRewardDetails))]
+[JsonSerializable(typeof(ProfileDetails))]
+[JsonSerializable(typeof(MergedAwayDetails))]
+[JsonSerializable(typeof(MergedInDetails))]
+[JsonSerializable(typeof(RepointedDetails))]
+[JsonSerializable(typeof(ReferralSettledDetails))]
+[JsonSerializable(typeof(FeedbackDetails))]
+[JsonSerializable(typeof(BonusDayBookedDetails))]
+[JsonSerializable(typeof(BirthdayDetails))]
+[JsonSerializable(typeof(MembershipStartedDetails))]
+[JsonSerializable(typeof(MembershipRenewedDetails))]
+[JsonSerializable(typeof(MembershipCancelledDetails))]
+[JsonSerializable(typeof(MembershipLapsedDetails))]
+[JsonSerializable(typeof(TradeInSubmittedDetails))]
+[JsonSerializable(typeof(TradeInAcceptedDetails))]
+[JsonSerializable(typeof(TradeInRejectedDetails))]
 internal sealed partial class DetailsJsonContext : JsonSerializerContext;

@@ -59,7 +59,7 @@ public static class AccrualDecision
         EarnHistory history = state.Earnings;
 
         // The details are made once, with every field: this runs for every purchase.
-        EntryDetails details = new()
+        EarnDetails details = new()
         {
             Components = earn.Components,
             CapsHit = earn.CapsHit,

@@ -12,8 +12,24 @@ public static class LifecycleDecision
     public static Decision Profile(in Decider d, IReadOnlyCollection<string> fieldNames, int birthMonth) =>
         d.Closed() ?? Decision.Write(d.NewEntry(LedgerEntryKind.Profile, Points.Zero, null, 0) with
         {
-            Details = new EntryDetails { ProfileFields = [.. fieldNames], BirthMonth = birthMonth },
+            Details = new ProfileDetails { ProfileFields = [.. fieldNames], BirthMonth = birthMonth },
         });
+
+    /// <summary>
+    /// The member's flags after <paramref name="change"/>, added and removed against the flags as
+    /// committed now; nothing when they stay as they are, refused beyond the most a member may hold.
+    /// </summary>
+    public static Decision Flags(in Decider d, FlagChange change)
+    {
+        if (change.ApplyTo(d.State.Flags, out string? tooMany) is not { } wanted)
+        {
+            return Decision.Refuse(LoyaltyError.FailedPrecondition, tooMany!);
+        }
+
+        return d.State.Flags.SequenceEqual(wanted)
+            ? Decision.Nothing
+            : Decision.Write(d.NewEntry(LedgerEntryKind.Flags, Points.Zero, null, 0) with { Details = new FlagsDetails { Flags = wanted } });
+    }
 
     /// <summary>The erasure of the member's personal data; nothing when it is erased already.</summary>
     public static Decision Erase(in Decider d, string reason) =>
@@ -75,7 +91,7 @@ public static class LifecycleDecision
         {
             Reference = survivorId,
             Reason = "merged into " + survivorId,
-            Details = new EntryDetails { Merge = transfer },
+            Details = new MergedAwayDetails { Merge = transfer },
         });
     }
 
@@ -112,7 +128,7 @@ public static class LifecycleDecision
         {
             Reference = duplicateId,
             Reason = reason,
-            Details = new EntryDetails
+            Details = new MergedInDetails
             {
                 Merge = transfer,
                 TierBefore = ladder.Tiers[mine].Name,
@@ -130,7 +146,7 @@ public static class LifecycleDecision
         : Decision.Write(d.NewEntry(LedgerEntryKind.Repointed, Points.Zero, null, 0) with
         {
             Reference = toId,
-            Details = new EntryDetails { ReplacedMember = fromId },
+            Details = new RepointedDetails { ReplacedMember = fromId },
         });
 
     /// <summary>Why the member cannot let go of its account now, or null.</summary>

@@ -72,17 +72,22 @@ public static class RedemptionDecision
                 : Decision.Refuse(LoyaltyError.Unavailable, "the reward's stock could not be reserved; nothing was recorded, retry");
         }
 
-        var details = new EntryDetails { RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift };
         return Decision.Write(reserve
             ? d.NewEntry(LedgerEntryKind.Reserve, Points.Zero, request.TransactionId, fingerprint) with
             {
                 StoreId = request.StoreId,
-                Details = details with { HeldPoints = points, LapsesAt = now.AddSeconds(d.Settings.ReservationHoldSeconds) },
+                Details = new ReserveDetails
+                {
+                    RewardId = request.RewardId,
+                    Quantity = request.Quantity,
+                    HeldPoints = points,
+                    LapsesAt = now.AddSeconds(d.Settings.ReservationHoldSeconds),
+                },
             }
             : Valued(d.NewEntry(LedgerEntryKind.Redeem, new Points(-points), request.TransactionId, fingerprint) with
             {
                 StoreId = request.StoreId,
-                Details = details with { Lots = d.State.Lots.PlanDebit(points) },
+                Details = new RedeemDetails { RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift, Lots = d.State.Lots.PlanDebit(points) },
             }, d.Settings));
     }
 
@@ -93,13 +98,18 @@ public static class RedemptionDecision
     /// </summary>
     public static Decision End(in Decider d, Hold hold, bool commit, string key, long fingerprint)
     {
-        var details = new EntryDetails { RewardId = hold.RewardId, Quantity = hold.Quantity, HeldPoints = hold.Points.Value };
         if (!commit)
         {
             return Decision.Write(d.NewEntry(LedgerEntryKind.ReservationEnd, Points.Zero, key, fingerprint) with
             {
                 Reference = hold.ReservationId,
-                Details = details with { EndedAs = hold.LapsesAt <= d.Now ? ReservationState.Lapsed : ReservationState.Cancelled },
+                Details = new ReservationEndDetails
+                {
+                    RewardId = hold.RewardId,
+                    Quantity = hold.Quantity,
+                    HeldPoints = hold.Points.Value,
+                    EndedAs = hold.LapsesAt <= d.Now ? ReservationState.Lapsed : ReservationState.Cancelled,
+                },
             });
         }
 
@@ -118,7 +128,7 @@ public static class RedemptionDecision
         return Decision.Write(Valued(d.NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, fingerprint) with
         {
             Reference = hold.ReservationId,
-            Details = details with { Lots = d.State.Lots.PlanDebit(hold.Points.Value) },
+            Details = new RedeemDetails { RewardId = hold.RewardId, Quantity = hold.Quantity, HeldPoints = hold.Points.Value, Lots = d.State.Lots.PlanDebit(hold.Points.Value) },
         }, d.Settings));
     }
 
@@ -127,12 +137,12 @@ public static class RedemptionDecision
     /// times the units) and, for a donation, its cause, as the catalogue has them when it is spent.
     /// </summary>
     private static LedgerEntry Valued(LedgerEntry redeem, ProgramSettings settings) =>
-        settings.FindReward(redeem.Details!.RewardId!) is { } reward
+        redeem.DetailsAs<RedeemDetails>() is { } details && settings.FindReward(details.RewardId!) is { } reward
             ? redeem with
             {
-                AmountMinor = reward.ValueOf(redeem.Details.Quantity),
+                AmountMinor = reward.ValueOf(details.Quantity),
                 Currency = settings.Currency,
-                Details = redeem.Details with { Cause = reward.Kind == RewardKind.Donation ? reward.Cause : null },
+                Details = details with { Cause = reward.Kind == RewardKind.Donation ? reward.Cause : null },
             }
             : redeem;
 }

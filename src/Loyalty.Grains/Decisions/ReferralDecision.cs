@@ -104,7 +104,7 @@ public static class ReferralDecision
             {
                 Reference = referred,
                 Reason = "referred " + referred,
-                Details = new EntryDetails { ExpiresAt = Decider.LotExpiry(d.Settings, d.Now) },
+                Details = new ReferralRewardDetails { ExpiresAt = Decider.LotExpiry(d.Settings, d.Now) },
             });
         }
 
@@ -117,7 +117,7 @@ public static class ReferralDecision
         {
             Reference = referred,
             Reason = "referral of " + referred + " reversed: the qualifying purchase was returned",
-            Details = new EntryDetails { ReferralReversed = true, Lots = state.Lots.PlanDebit(fromActive), Shortfall = credited - fromActive },
+            Details = new ReferralRewardDetails { ReferralReversed = true, Lots = state.Lots.PlanDebit(fromActive), Shortfall = credited - fromActive },
         });
     }
 
@@ -128,6 +128,6 @@ public static class ReferralDecision
             : Decision.Write(d.NewEntry(LedgerEntryKind.ReferralSettled, Points.Zero, null, 0) with
             {
                 Reference = referrer,
-                Details = new EntryDetails { ReferrerReward = reward ? d.State.Referral.RewardOwed : 0, ReferralReversed = reversal },
+                Details = new ReferralSettledDetails { ReferrerReward = reward ? d.State.Referral.RewardOwed : 0, ReferralReversed = reversal },
             });
 }

@@ -50,7 +50,7 @@ public static class ReturnDecision
         // The purchase's own pending points go first; the rest comes out of the active balance,
         // where the program's policy decides what happens to points already spent.
         // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
-        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.Details?.Lots is { Count: > 0 } spent ? spent : null;
+        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.DetailsAs<RedeemDetails>()?.Lots is { Count: > 0 } spent ? spent : null;
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
         PendingLot? pendingLot = state.Lots.FindPending(original.TransactionId!);
         long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
@@ -59,24 +59,25 @@ public static class ReturnDecision
             ? rest
             : Math.Min(rest, Math.Max(0, checked(state.Balance.Value + restored)));
         (long takenBack, long refunded) = MoneyBack(original, progress, reversal);
-        var details = new EntryDetails
+        EarnDetails? earned = original.DetailsAs<EarnDetails>();
+        var details = new ReturnDetails
         {
             Components = reversal.Components,
             PendingReversed = fromPending,
             PendingAvailableAt = fromPending > 0 ? pendingLot!.Value.AvailableAt : null,
             ActiveReversed = fromActive,
             // The purchase's own lot first, so other purchases' points keep their expiry.
-            Lots = fromActive > 0 ? state.Lots.PlanDebit(fromActive, prefer: true, original.Details?.ExpiresAt) : null,
+            Lots = fromActive > 0 ? state.Lots.PlanDebit(fromActive, prefer: true, earned?.ExpiresAt) : null,
             Shortfall = rest - fromActive,
             ReturnedAmountMinor = reversal.ReturnedAmountMinor,
             Lines = reversal.Lines,
             OriginalRecordedAt = original.RecordedAt,
-            EarnDay = original.Details?.EarnDay ?? 0,
-            EarnMonth = original.Details?.EarnMonth ?? 0,
+            EarnDay = earned?.EarnDay ?? 0,
+            EarnMonth = earned?.EarnMonth ?? 0,
             ReferralReversed = reversal.Full && !state.Referral.Reversed && original.TransactionId == state.Referral.QualifiedBy,
             Restored = restoredLots,
             MergedPurchase = original.MemberId != d.MemberId,
-            Cause = takenBack > 0 ? original.Details!.Cause : null,
+            Cause = takenBack > 0 ? earned!.Cause : null,
             GivenMinor = -takenBack,
             WalletMinor = refunded,
         };
@@ -100,7 +101,8 @@ public static class ReturnDecision
         // A purchase returned in full (every line, though lines may not add up to its amount) gives back all of the rest.
         long returnedBefore = progress?.AmountReturnedMinor ?? 0;
         long returnedNow = reversal.Full ? Math.Max(0, original.AmountMinor - returnedBefore) : reversal.ReturnedAmountMinor;
-        return (Reversal.TakenBack(original.Details?.GivenMinor ?? 0, original.AmountMinor, returnedBefore, returnedNow),
-            Reversal.TakenBack(-(original.Details?.WalletMinor ?? 0), original.AmountMinor, returnedBefore, returnedNow));
+        EarnDetails? earned = original.DetailsAs<EarnDetails>();
+        return (Reversal.TakenBack(earned?.GivenMinor ?? 0, original.AmountMinor, returnedBefore, returnedNow),
+            Reversal.TakenBack(-(earned?.WalletMinor ?? 0), original.AmountMinor, returnedBefore, returnedNow));
     }
 }

@@ -14,8 +14,8 @@ public static class AdjustmentDecision
         }
 
         EntryDetails details = adjustment.Points.Value >= 0
-            ? new EntryDetails { ExpiresAt = Decider.LotExpiry(d.Settings, d.Now) }
-            : new EntryDetails { Lots = d.State.Lots.PlanDebit(-adjustment.Points.Value) };
+            ? new AdjustDetails { ExpiresAt = Decider.LotExpiry(d.Settings, d.Now) }
+            : new AdjustDetails { Lots = d.State.Lots.PlanDebit(-adjustment.Points.Value) };
         return Decision.Write(d.NewEntry(LedgerEntryKind.Adjust, adjustment.Points, adjustment.TransactionId, fingerprint) with
         {
             Reason = adjustment.Reason,
@@ -31,7 +31,7 @@ public static class FeedbackDecision
     public static Decision Decide(in Decider d, Feedback feedback, long fingerprint)
     {
         var reward = new Points(d.Settings.FeedbackRewardPoints);
-        var details = new EntryDetails
+        var details = new FeedbackDetails
         {
             Score = feedback.Score,
             TierAfter = d.State.Tier,

@@ -278,12 +278,12 @@ public sealed class MemberState : IEarnHistory, IQualifying
             case LedgerEntryKind.Reserve: ApplyReserve(entry); break;
             case LedgerEntryKind.ReservationEnd: Lots.EndHold(entry.Reference); break;
             case LedgerEntryKind.Expire: ApplyExpire(entry); break;
-            case LedgerEntryKind.ExpiryWarning: ApplyWarning(entry.Details); break;
-            case LedgerEntryKind.Flags: _flags = entry.Details?.Flags is { Count: > 0 } flags ? [.. flags] : null; break;
+            case LedgerEntryKind.ExpiryWarning: ApplyWarning(entry.DetailsAs<ExpiryWarningDetails>()); break;
+            case LedgerEntryKind.Flags: _flags = entry.DetailsAs<FlagsDetails>()?.Flags is { Count: > 0 } flags ? [.. flags] : null; break;
             case LedgerEntryKind.ReferralLink: ApplyReferralLink(entry); break;
             case LedgerEntryKind.Referred: Referral.ReferredByMember(entry.Reference); break;
             case LedgerEntryKind.ReferralReward: ApplyReferralReward(entry); break;
-            case LedgerEntryKind.ReferralSettled: Referral.Settle(entry.Details?.ReferrerReward > 0, entry.Details?.ReferralReversed ?? false); break;
+            case LedgerEntryKind.ReferralSettled: ApplyReferralSettled(entry.DetailsAs<ReferralSettledDetails>()); break;
             case LedgerEntryKind.Repointed: ApplyRepointed(entry); break;
             case LedgerEntryKind.Profile: ApplyProfile(entry); break;
             case LedgerEntryKind.Erase: ApplyErase(); break;
@@ -294,7 +294,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
             case LedgerEntryKind.CauseChosen: Cause = entry.Reference; break;
             case LedgerEntryKind.MembershipStarted or LedgerEntryKind.MembershipRenewed
                 or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MembershipLapsed: (_membership ??= new MembershipState()).Apply(entry); break;
-            case LedgerEntryKind.TradeInSubmitted: (_tradeIns ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.Details?.TradeIn?.Category ?? "", entry.RecordedAt)); break;
+            case LedgerEntryKind.TradeInSubmitted: (_tradeIns ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.DetailsAs<TradeInSubmittedDetails>()?.TradeIn?.Category ?? "", entry.RecordedAt)); break;
             case LedgerEntryKind.TradeInAccepted or LedgerEntryKind.TradeInRejected: ApplyTradeInDecided(entry); break;
             default: throw new InvalidOperationException($"Ledger entry {entry.Sequence} is of unknown kind {(int)entry.Kind}.");
         }
@@ -303,25 +303,29 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Points that arrive spendable at once: a lot of their expiry, and lifetime earned.</summary>
     private void Earn(LedgerEntry entry)
     {
-        Lots.Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), entry.Details?.ExpiresAt);
+        Lots.Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), (entry.Details as ILotCredit)?.ExpiresAt);
         LifetimeEarned += entry.Points;
     }
+
+    private void ApplyReferralSettled(ReferralSettledDetails? details) =>
+        Referral.Settle(details?.ReferrerReward > 0, details?.ReferralReversed ?? false);
 
     private void ApplyEnrol(LedgerEntry entry)
     {
         Enrolled = true;
         EnrolledAt = entry.OccurredAt;
         Referral.ReferredByMember(entry.Reference);
-        Lots.Credit(entry.Points, "#signup", entry.Details?.ExpiresAt);
+        EnrolDetails? details = entry.DetailsAs<EnrolDetails>();
+        Lots.Credit(entry.Points, "#signup", details?.ExpiresAt);
         LifetimeEarned += entry.Points;
         LastActivityAt = entry.RecordedAt;
-        Tier = entry.Details?.TierAfter ?? DefaultTier;
+        Tier = details?.TierAfter ?? DefaultTier;
         TierReviewAt = null;
     }
 
     private void ApplyEarn(LedgerEntry entry)
     {
-        EntryDetails? details = entry.Details;
+        EarnDetails? details = entry.DetailsAs<EarnDetails>();
         if (entry.AvailableAt is { } availableAt && availableAt > entry.RecordedAt && entry.Points.Value > 0)
         {
             Lots.AddPending(new PendingLot(entry.TransactionId!, availableAt, entry.Points, details?.ExpiresAt));
@@ -367,7 +371,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     private void ApplyReturn(LedgerEntry entry)
     {
-        EntryDetails details = entry.Details ?? throw new InvalidOperationException($"Return entry {entry.Sequence} has no details.");
+        ReturnDetails details = entry.DetailsAs<ReturnDetails>() ?? throw new InvalidOperationException($"Return entry {entry.Sequence} has no details.");
         string original = entry.Reference ?? throw new InvalidOperationException($"Return entry {entry.Sequence} names no purchase.");
         Lots.ReversePending(original, details.PendingReversed);
         Lots.Debit(new Points(details.ActiveReversed), details.Lots);
@@ -411,14 +415,15 @@ public sealed class MemberState : IEarnHistory, IQualifying
         }
         else
         {
-            Lots.Debit(-entry.Points, entry.Details?.Lots);
+            Lots.Debit(-entry.Points, entry.DetailsAs<AdjustDetails>()?.Lots);
         }
     }
 
     private void ApplyRedeem(LedgerEntry entry)
     {
-        BirthdayGiftUsed |= entry.Details?.BirthdayGift ?? false;
-        Lots.Debit(-entry.Points, entry.Details?.Lots);
+        RedeemDetails? details = entry.DetailsAs<RedeemDetails>();
+        BirthdayGiftUsed |= details?.BirthdayGift ?? false;
+        Lots.Debit(-entry.Points, details?.Lots);
         LifetimeRedeemed += -entry.Points;
         LastActivityAt = entry.RecordedAt;
         if (entry.Reference is { } reservation)
@@ -429,14 +434,14 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     private void ApplyReserve(LedgerEntry entry)
     {
-        EntryDetails reserve = entry.Details ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
+        ReserveDetails reserve = entry.DetailsAs<ReserveDetails>() ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
         Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity));
         LastActivityAt = entry.RecordedAt;
     }
 
     private void ApplyExpire(LedgerEntry entry)
     {
-        Lots.Debit(-entry.Points, entry.Details?.Lots);
+        Lots.Debit(-entry.Points, entry.DetailsAs<ExpireDetails>()?.Lots);
         LifetimeExpired += -entry.Points;
     }
 
@@ -451,22 +456,23 @@ public sealed class MemberState : IEarnHistory, IQualifying
     private void ApplyReferralReward(LedgerEntry entry)
     {
         string referred = entry.Reference ?? throw new InvalidOperationException($"Referral reward {entry.Sequence} names no member.");
-        if (entry.Points.Value >= 0 && !(entry.Details?.ReferralReversed ?? false))
+        ReferralRewardDetails? details = entry.DetailsAs<ReferralRewardDetails>();
+        if (entry.Points.Value >= 0 && !(details?.ReferralReversed ?? false))
         {
             Earn(entry);
             Referral.Reward(referred, entry.Points.Value);
             return;
         }
 
-        Lots.Debit(-entry.Points, entry.Details?.Lots);
-        Shortfall += new Points(entry.Details?.Shortfall ?? 0);
-        LifetimeReversed += new Points(checked(-entry.Points.Value + (entry.Details?.Shortfall ?? 0)));
+        Lots.Debit(-entry.Points, details?.Lots);
+        Shortfall += new Points(details?.Shortfall ?? 0);
+        LifetimeReversed += new Points(checked(-entry.Points.Value + (details?.Shortfall ?? 0)));
         Referral.Reward(referred, 0);
     }
 
     private void ApplyRepointed(LedgerEntry entry)
     {
-        if (entry.Details?.ReplacedMember is { } replaced && entry.Reference is { } survivor)
+        if (entry.DetailsAs<RepointedDetails>()?.ReplacedMember is { } replaced && entry.Reference is { } survivor)
         {
             Referral.Repoint(replaced, survivor);
         }
@@ -474,8 +480,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     private void ApplyProfile(LedgerEntry entry)
     {
-        HasProfile = entry.Details?.ProfileFields is { Count: > 0 };
-        BirthMonth = entry.Details?.BirthMonth ?? 0;
+        // An erasure leaves the note without its details: no fields, no birthday.
+        ProfileDetails? details = entry.DetailsAs<ProfileDetails>();
+        HasProfile = details?.ProfileFields is { Count: > 0 };
+        BirthMonth = details?.BirthMonth ?? 0;
     }
 
     private void ApplyErase()
@@ -489,7 +497,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     private void ApplyBirthday(LedgerEntry entry)
     {
-        BirthdayGrant grant = entry.Details?.Birthday ?? throw new InvalidOperationException($"Birthday entry {entry.Sequence} has no grant.");
+        BirthdayGrant grant = entry.DetailsAs<BirthdayDetails>()?.Birthday ?? throw new InvalidOperationException($"Birthday entry {entry.Sequence} has no grant.");
         Earn(entry);
         BirthdayGrant = grant;
         BirthdayYear = grant.Year;
@@ -497,25 +505,25 @@ public sealed class MemberState : IEarnHistory, IQualifying
     }
 
     private void ApplyBonusDay(LedgerEntry entry) =>
-        (_bonusDays ??= new BookedBonusDays()).Book(entry.Details?.BonusDay ?? throw new InvalidOperationException($"Bonus-day entry {entry.Sequence} has no details."));
+        (_bonusDays ??= new BookedBonusDays()).Book(entry.DetailsAs<BonusDayBookedDetails>()?.BonusDay ?? throw new InvalidOperationException($"Bonus-day entry {entry.Sequence} has no details."));
 
     private void ApplyTradeInDecided(LedgerEntry entry)
     {
         _tradeIns?.RemoveAll(t => t.TradeInId == entry.Reference);
-        WalletMinor += entry.Details?.WalletMinor ?? 0;
+        WalletMinor += (entry.Details as TradeInAcceptedDetails)?.WalletMinor ?? 0;
     }
 
     private void ApplyMergedAway(LedgerEntry entry)
     {
         MergedInto = entry.Reference;
-        Detached = entry.Details?.Merge;
+        Detached = entry.DetailsAs<MergedAwayDetails>()?.Merge;
         WalletMinor = 0;
         Lots.Clear();
     }
 
     private void ApplyMergedIn(LedgerEntry entry)
     {
-        EntryDetails details = entry.Details ?? throw new InvalidOperationException($"Merge entry {entry.Sequence} has no details.");
+        MergedInDetails details = entry.DetailsAs<MergedInDetails>() ?? throw new InvalidOperationException($"Merge entry {entry.Sequence} has no details.");
         MergeTransfer t = details.Merge ?? throw new InvalidOperationException($"Merge entry {entry.Sequence} carries no transfer.");
         if (t.Balance < 0)
         {
@@ -550,7 +558,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         LastActivityAt = t.LastActivityAt > LastActivityAt ? t.LastActivityAt : LastActivityAt;
     }
 
-    private void ApplyWarning(EntryDetails? details)
+    private void ApplyWarning(ExpiryWarningDetails? details)
     {
         if (details?.Lots is { } lots)
         {

@@ -28,7 +28,7 @@ public sealed class ReturnBook
         _progress?.GetValueOrDefault(purchaseId) is { Complete: true } known ? known : null;
 
     /// <summary>Adds a return of <paramref name="purchaseId"/> applied as entry <paramref name="sequence"/>.</summary>
-    public void Record(string purchaseId, EntryDetails details, long sequence)
+    public void Record(string purchaseId, ReturnDetails details, long sequence)
     {
         Dictionary<string, ReturnProgress> progress = _progress ??= new(StringComparer.Ordinal);
         if (!progress.TryGetValue(purchaseId, out ReturnProgress? kept))

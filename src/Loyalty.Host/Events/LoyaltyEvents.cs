@@ -117,21 +117,23 @@ public static class LoyaltyEvents
     /// <summary>The tier before (or before a review's downgrade) and after the entry, when they differ.</summary>
     public static (string From, string To)? TierChangeOf(LedgerEntry entry)
     {
-        if (entry.Details is not { } details || details.TierAfter is null)
+        // Only entries that decide the tier: an enrolment starts at the entry tier (no change), and a
+        // feedback or a bonus-day booking names the tier the member had at the time.
+        if (entry.Details is not ITierOutcome { TierAfter: { } to } tier)
         {
             return null;
         }
 
-        string from = details.DowngradedFrom ?? details.TierBefore ?? "";
-        string to = details.TierAfter;
+        string from = tier.DowngradedFrom ?? tier.TierBefore ?? to;
         return string.Equals(from, to, StringComparison.Ordinal) ? null : (from, to);
     }
 
     private static V1.ExpiringPoints? ExpiringOf(LedgerEntry entry)
     {
-        IReadOnlyList<LotUse> lots = entry.Details?.Lots ?? [];
+        ExpiryWarningDetails? warning = entry.DetailsAs<ExpiryWarningDetails>();
+        IReadOnlyList<LotUse> lots = warning?.Lots ?? [];
         long points = 0;
-        DateTimeOffset? earliest = entry.Details?.InactivityDeadline;
+        DateTimeOffset? earliest = warning?.InactivityDeadline;
         foreach (LotUse lot in lots)
         {
             points = checked(points + lot.Points);

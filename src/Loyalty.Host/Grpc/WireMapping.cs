@@ -143,72 +143,127 @@ internal static class WireMapping
         Breakdown = result.Details is null ? null : ToBreakdown(result.Details),
     };
 
-    /// <summary>The breakdown message of an entry's details.</summary>
+    /// <summary>
+    /// The breakdown message of an entry's details: one message for every kind (the API's), filled
+    /// from the facts the kind's record has; what a kind does not have stays at its default.
+    /// </summary>
     public static V1.Breakdown ToBreakdown(EntryDetails d)
     {
+        var m = new V1.Breakdown();
+        switch (d)
+        {
+            case EarnDetails earn:
+                AddComponents(m, earn.Components);
+                (m.CappedPoints, m.RewardId, m.Quantity) = (earn.CappedPoints, earn.RewardId ?? "", earn.Quantity);
+                m.CapsHit.AddRange(earn.CapsHit);
+                break;
+            case ReturnDetails ret:
+                AddComponents(m, ret.Components);
+                (m.PendingReversed, m.ActiveReversed, m.Shortfall) = (ret.PendingReversed, ret.ActiveReversed, ret.Shortfall);
+                if (ret.Restored is { Count: > 0 } restored)
+                {
+                    m.Restored.AddRange(restored.Select(ToMessage));
+                }
+
+                break;
+            case EnrolDetails enrol:
+                AddComponents(m, enrol.Components);
+                m.TierBefore = m.TierAfter = enrol.TierAfter ?? "";
+                break;
+            default:
+                FillOther(m, d);
+                break;
+        }
+
+        Fill(m, d);
+        return m;
+    }
+
+    /// <summary>The facts several kinds share: the tier decision, a credited lot's expiry, the lots taken, money moved.</summary>
+    private static void Fill(V1.Breakdown m, EntryDetails d)
+    {
+        if (d is ITierOutcome tier)
+        {
+            (m.TierBefore, m.TierAfter, m.DowngradedFrom) = (tier.TierBefore ?? "", tier.TierAfter ?? "", tier.DowngradedFrom ?? "");
+            m.TierReviewAt = Time(tier.TierReviewAt);
+        }
+
+        if (d is ILotCredit credit)
+        {
+            m.ExpiresAt = Time(credit.ExpiresAt);
+        }
+
+        // Most acks have no lots: no iterator is made for them.
+        if (d is ILotsTaken { Lots: { Count: > 0 } lots })
+        {
+            m.Lots.AddRange(lots.Select(ToMessage));
+        }
+
+        if (d is IMoneyMoved money)
+        {
+            (m.Cause, m.GivenMinor, m.WalletMinor) = (money.Cause ?? "", money.GivenMinor, money.WalletMinor);
+        }
+    }
+
+    /// <summary>The facts of the kinds other than earns, returns and enrolments.</summary>
+    private static void FillOther(V1.Breakdown m, EntryDetails d)
+    {
+        switch (d)
+        {
+            case RedeemDetails redeem:
+                (m.RewardId, m.Quantity, m.HeldPoints, m.BirthdayGift, m.Cause) = (redeem.RewardId ?? "", redeem.Quantity, redeem.HeldPoints, redeem.BirthdayGift, redeem.Cause ?? "");
+                break;
+            case ReserveDetails reserve:
+                (m.RewardId, m.Quantity, m.HeldPoints, m.LapsesAt) = (reserve.RewardId ?? "", reserve.Quantity, reserve.HeldPoints, Time(reserve.LapsesAt));
+                break;
+            case ReservationEndDetails end:
+                (m.RewardId, m.Quantity, m.HeldPoints, m.EndedAs) = (end.RewardId ?? "", end.Quantity, end.HeldPoints, (V1.ReservationState)(int)end.EndedAs);
+                break;
+            case ExpireDetails expire:
+                m.InactivityDeadline = Time(expire.InactivityDeadline);
+                break;
+            case ExpiryWarningDetails warning:
+                m.InactivityDeadline = Time(warning.InactivityDeadline);
+                break;
+            case ReferralRewardDetails reward:
+                m.Shortfall = reward.Shortfall;
+                break;
+            case FeedbackDetails feedback:
+                m.TierBefore = m.TierAfter = feedback.TierAfter ?? "";
+                break;
+            case BonusDayBookedDetails booked:
+                m.TierBefore = m.TierAfter = booked.TierAfter ?? "";
+                m.BonusDay = booked.BonusDay == 0 ? "" : IsoDay(DateOnly.FromDayNumber(booked.BonusDay));
+                break;
+            case BirthdayDetails { Birthday: { } birthday }:
+                m.RewardId = birthday.GiftRewardId ?? "";
+                m.LapsesAt = birthday.GiftRewardId is null ? null : Timestamp.FromDateTimeOffset(birthday.GiftUntil);
+                break;
+            case MembershipDetails { Membership: { } membership }:
+                (m.PlanId, m.TermEndsAt, m.Trial) = (membership.PlanId, Timestamp.FromDateTimeOffset(membership.TermEndsAt), membership.Trial);
+                break;
+            case TradeInDetails trade:
+                m.TradeInCategory = trade.TradeIn?.Category ?? "";
+                m.TradeInCondition = (V1.TradeInCondition)(int)(trade.TradeIn?.Condition ?? 0);
+                m.WalletMinor = (trade as TradeInAcceptedDetails)?.WalletMinor ?? 0;
+                break;
+        }
+    }
+
+    private static void AddComponents(V1.Breakdown m, IReadOnlyList<BreakdownComponent> components)
+    {
         long basePoints = 0;
-        foreach (BreakdownComponent c in d.Components)
+        foreach (BreakdownComponent c in components)
         {
             if (c.Kind is ComponentKind.Base or ComponentKind.Product)
             {
                 basePoints += c.Points;
             }
-        }
 
-        var m = new V1.Breakdown
-        {
-            BasePoints = basePoints,
-            CappedPoints = d.CappedPoints,
-            TierBefore = d.TierBefore ?? "",
-            TierAfter = d.TierAfter ?? "",
-            TierReviewAt = d.TierReviewAt is { } reviewAt ? Timestamp.FromDateTimeOffset(reviewAt) : null,
-            DowngradedFrom = d.DowngradedFrom ?? "",
-            PendingReversed = d.PendingReversed,
-            ActiveReversed = d.ActiveReversed,
-            Shortfall = d.Shortfall,
-            ExpiresAt = Time(d.ExpiresAt),
-            RewardId = d.RewardId ?? "",
-            Quantity = d.Quantity,
-            LapsesAt = Time(d.LapsesAt),
-            HeldPoints = d.HeldPoints,
-            EndedAs = (V1.ReservationState)(int)d.EndedAs,
-            InactivityDeadline = Time(d.InactivityDeadline),
-            BonusDay = d.BonusDay == 0 ? "" : IsoDay(DateOnly.FromDayNumber(d.BonusDay)),
-            Cause = d.Cause ?? "",
-            GivenMinor = d.GivenMinor,
-            BirthdayGift = d.BirthdayGift,
-            WalletMinor = d.WalletMinor,
-            TradeInCategory = d.TradeIn?.Category ?? "",
-            TradeInCondition = (V1.TradeInCondition)(int)(d.TradeIn?.Condition ?? 0),
-        };
-        if (d.Membership is { } membership)
-        {
-            (m.PlanId, m.TermEndsAt, m.Trial) = (membership.PlanId, Timestamp.FromDateTimeOffset(membership.TermEndsAt), membership.Trial);
-        }
-
-        if (d.Birthday is { } birthday)
-        {
-            m.RewardId = birthday.GiftRewardId ?? "";
-            m.LapsesAt = birthday.GiftRewardId is null ? null : Timestamp.FromDateTimeOffset(birthday.GiftUntil);
-        }
-
-        // Most acks have neither: no iterator is made for them.
-        if (d.Lots is { Count: > 0 } lots)
-        {
-            m.Lots.AddRange(lots.Select(ToMessage));
-        }
-
-        if (d.Restored is { Count: > 0 } restored)
-        {
-            m.Restored.AddRange(restored.Select(ToMessage));
-        }
-        foreach (BreakdownComponent c in d.Components)
-        {
             m.Components.Add(new V1.BreakdownComponent { Kind = (V1.ComponentKind)(int)c.Kind, Code = c.Code, Points = c.Points });
         }
 
-        m.CapsHit.AddRange(d.CapsHit);
-        return m;
+        m.BasePoints = basePoints;
     }
 
     /// <summary>The lot message.</summary>

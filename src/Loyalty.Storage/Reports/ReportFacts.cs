@@ -215,8 +215,9 @@ public static class ReportFacts
 
     private static long Earn(LedgerEntry e, int day, ReportTotals into)
     {
+        EarnDetails? d = e.DetailsAs<EarnDetails>();
         long bonuses = 0, signup = 0, referrals = 0;
-        foreach (BreakdownComponent c in e.Details?.Components ?? [])
+        foreach (BreakdownComponent c in d?.Components ?? [])
         {
             switch (c.Kind)
             {
@@ -234,14 +235,14 @@ public static class ReportFacts
         into.Add(e.ProgramId, day, ReportMetric.IssuedReferrals, "", referrals);
         into.Add(e.ProgramId, day, ReportMetric.Sales, "", e.AmountMinor);
         into.Add(e.ProgramId, day, ReportMetric.Purchases, "", 1);
-        Activity(e, day, into);
+        Activity(e, d?.Activity ?? 0, day, into);
         Tiers(e, day, into);
         Giving(e, day, into);
-        if (e.Details?.WalletMinor < 0)
+        if (d?.WalletMinor < 0)
         {
-            into.Add(e.ProgramId, day, ReportMetric.StoreCreditSpent, "", -e.Details.WalletMinor);
+            into.Add(e.ProgramId, day, ReportMetric.StoreCreditSpent, "", -d.WalletMinor);
         }
-        if (referrals > 0 || e.Details?.ReferrerReward > 0)
+        if (referrals > 0 || d?.ReferrerReward > 0)
         {
             into.Add(e.ProgramId, day, ReportMetric.ReferralsQualified, "", 1);
         }
@@ -251,9 +252,8 @@ public static class ReportFacts
     }
 
     /// <summary>The purchase's place among its member's purchases: first ever, first or second of its day, week, month, year.</summary>
-    private static void Activity(LedgerEntry e, int day, ReportTotals into)
+    private static void Activity(LedgerEntry e, int flags, int day, ReportTotals into)
     {
-        int flags = e.Details?.Activity ?? 0;
         if ((flags & PurchaseActivity.FirstEver) != 0)
         {
             into.Add(e.ProgramId, day, ReportMetric.FirstTimePurchases, "", 1);
@@ -282,7 +282,7 @@ public static class ReportFacts
     /// <summary>The money a purchase gave to its cause, or a return took back (negative).</summary>
     private static void Giving(LedgerEntry e, int day, ReportTotals into)
     {
-        if (e.Details is { GivenMinor: not 0, Cause: { } cause } d)
+        if (e.Details is IMoneyMoved { GivenMinor: not 0, Cause: { } cause } d)
         {
             into.Add(e.ProgramId, day, ReportMetric.Given, cause, d.GivenMinor);
         }
@@ -291,7 +291,7 @@ public static class ReportFacts
     /// <summary>Tier moves an entry records: a downgrade by review before it, then its own change.</summary>
     private static void Tiers(LedgerEntry e, int day, ReportTotals into)
     {
-        if (e.Details is not { TierAfter: { } after } d)
+        if (e.Details is not ITierOutcome { TierAfter: { } after } d)
         {
             return;
         }
@@ -328,7 +328,7 @@ public static class ReportFacts
     private static long Enrol(LedgerEntry e, int day, ReportTotals into)
     {
         into.Add(e.ProgramId, day, ReportMetric.Enrolled, "", 1);
-        into.Add(e.ProgramId, day, ReportMetric.TierEntered, e.Details?.TierAfter ?? "", 1);
+        into.Add(e.ProgramId, day, ReportMetric.TierEntered, e.DetailsAs<EnrolDetails>()?.TierAfter ?? "", 1);
         if (e.Reference is not null)
         {
             into.Add(e.ProgramId, day, ReportMetric.ReferralsMade, "", 1);
@@ -342,7 +342,7 @@ public static class ReportFacts
 
     private static long Return(LedgerEntry e, int day, ReportTotals into)
     {
-        EntryDetails d = e.Details ?? new EntryDetails();
+        ReturnDetails d = e.DetailsAs<ReturnDetails>() ?? new ReturnDetails();
         long reversed = checked(d.PendingReversed + d.ActiveReversed);
         long restored = 0;
         foreach (LotUse lot in d.Restored ?? [])
@@ -378,17 +378,18 @@ public static class ReportFacts
 
     private static long Redeem(LedgerEntry e, int day, ReportTotals into)
     {
-        string reward = e.Details?.RewardId ?? "";
+        RedeemDetails? d = e.DetailsAs<RedeemDetails>();
+        string reward = d?.RewardId ?? "";
         into.Add(e.ProgramId, day, ReportMetric.Redeemed, reward, -e.Points.Value);
-        into.Add(e.ProgramId, day, ReportMetric.RedeemedUnits, reward, e.Details?.Quantity ?? 0);
+        into.Add(e.ProgramId, day, ReportMetric.RedeemedUnits, reward, d?.Quantity ?? 0);
         into.Add(e.ProgramId, day, ReportMetric.RedeemedValue, reward, e.AmountMinor);
-        if (e.Details?.Cause is { } cause)
+        if (d?.Cause is { } cause)
         {
             into.Add(e.ProgramId, day, ReportMetric.Donated, cause, e.AmountMinor);
             into.Add(e.ProgramId, day, ReportMetric.Donations, cause, 1);
         }
 
-        foreach (LotUse lot in e.Details?.Lots ?? [])
+        foreach (LotUse lot in d?.Lots ?? [])
         {
             if (lot.ExpiresAt is { } expires)
             {
@@ -402,7 +403,7 @@ public static class ReportFacts
     private static long Expire(LedgerEntry e, int day, ReportTotals into)
     {
         into.Add(e.ProgramId, day, ReportMetric.Expired, "", -e.Points.Value);
-        foreach (LotUse lot in e.Details?.Lots ?? [])
+        foreach (LotUse lot in e.DetailsAs<ExpireDetails>()?.Lots ?? [])
         {
             // Counted like the lot's redemptions, on its own expiry day (even when inactivity took
             // it earlier), so a cohort's rate compares like with like; lots without an expiry date
@@ -418,9 +419,10 @@ public static class ReportFacts
 
     private static long Feedback(LedgerEntry e, int day, ReportTotals into)
     {
-        int score = e.Details?.Score ?? 0;
+        FeedbackDetails? d = e.DetailsAs<FeedbackDetails>();
+        int score = d?.Score ?? 0;
         ReportMetric answer = score >= 9 ? ReportMetric.NpsPromoters : score >= 7 ? ReportMetric.NpsPassives : ReportMetric.NpsDetractors;
-        into.Add(e.ProgramId, day, answer, e.Details?.TierAfter ?? "", 1);
+        into.Add(e.ProgramId, day, answer, d?.TierAfter ?? "", 1);
         into.Add(e.ProgramId, day, ReportMetric.IssuedFeedback, "", e.Points.Value);
         return e.Points.Value;
     }
@@ -428,7 +430,7 @@ public static class ReportFacts
     /// <summary>An accepted trade-in's store credit (no points move).</summary>
     private static long TradeIn(LedgerEntry e, int day, ReportTotals into)
     {
-        into.Add(e.ProgramId, day, ReportMetric.StoreCreditIssued, "", e.Details?.WalletMinor ?? 0);
+        into.Add(e.ProgramId, day, ReportMetric.StoreCreditIssued, "", e.DetailsAs<TradeInAcceptedDetails>()?.WalletMinor ?? 0);
         return 0;
     }
 

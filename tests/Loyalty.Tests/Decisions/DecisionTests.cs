@@ -57,10 +57,10 @@ public sealed class DecisionTests
         state.Apply(first, 8);
         LedgerEntry second = AccrualDecision.Decide(Decider(state, settings), Purchase("t2", 25_00), 1, null);
 
-        Assert.Equal((5L, 0L), (small.Points.Value, small.Details!.ReferrerReward));
-        Assert.Equal((75L, 100L), (first.Points.Value, first.Details!.ReferrerReward));
-        Assert.Contains(first.Details.Components, c => c is { Kind: ComponentKind.Referral, Code: "referral:ann", Points: 50 });
-        Assert.Equal((25L, 0L), (second.Points.Value, second.Details!.ReferrerReward));
+        Assert.Equal((5L, 0L), (small.Points.Value, small.DetailsAs<EarnDetails>()!.ReferrerReward));
+        Assert.Equal((75L, 100L), (first.Points.Value, first.DetailsAs<EarnDetails>()!.ReferrerReward));
+        Assert.Contains(first.DetailsAs<EarnDetails>()!.Components, c => c is { Kind: ComponentKind.Referral, Code: "referral:ann", Points: 50 });
+        Assert.Equal((25L, 0L), (second.Points.Value, second.DetailsAs<EarnDetails>()!.ReferrerReward));
     }
 
     [Fact]
@@ -109,7 +109,7 @@ public sealed class DecisionTests
         LedgerEntry purchase = AccrualDecision.Decide(Decider(state, pending), Purchase("t1", 20_00), 1, null);
         state.Apply(purchase, 8);
 
-        EntryDetails details = ReturnDecision.Decide(Decider(state, pending), Return("r1", "t1", 10_00), 2, purchase, null, null).Entry!.Details!;
+        ReturnDetails details = ReturnDecision.Decide(Decider(state, pending), Return("r1", "t1", 10_00), 2, purchase, null, null).Entry!.DetailsAs<ReturnDetails>()!;
 
         Assert.Equal((10L, 0L, 0L), (details.PendingReversed, details.ActiveReversed, details.Shortfall));
         Assert.Equal(Now.AddDays(30), details.PendingAvailableAt);
@@ -134,7 +134,7 @@ public sealed class DecisionTests
     {
         Decision decision = FeedbackDecision.Decide(Decider(Enrolled(), Settings() with { FeedbackRewardPoints = 5 }), new Feedback("f1", 9, "great", "app"), 1);
 
-        Assert.Equal((5L, 9, MemberState.DefaultTier, "app"), (decision.Entry!.Points.Value, decision.Entry.Details!.Score, decision.Entry.Details.TierAfter, decision.Entry.Reference));
+        Assert.Equal((5L, 9, MemberState.DefaultTier, "app"), (decision.Entry!.Points.Value, decision.Entry.DetailsAs<FeedbackDetails>()!.Score, decision.Entry.DetailsAs<FeedbackDetails>()!.TierAfter, decision.Entry.Reference));
     }
 
     [Fact]
@@ -146,7 +146,7 @@ public sealed class DecisionTests
 
         Decision refused = RedemptionDecision.SpendOrHold(Decider(state, Catalogue()), new Loyalty.Redemption("d1", "mug", 1), reserve: false, 2, RedemptionDecision.Stock.Secured);
 
-        Assert.Equal((LedgerEntryKind.Reserve, 0L, 60L), (hold.Kind, hold.Points.Value, hold.Details!.HeldPoints));
+        Assert.Equal((LedgerEntryKind.Reserve, 0L, 60L), (hold.Kind, hold.Points.Value, hold.DetailsAs<ReserveDetails>()!.HeldPoints));
         Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
         Assert.Equal("the member has 40 points available; 1 x 'mug' needs 60", refused.Message);
     }
@@ -179,7 +179,7 @@ public sealed class DecisionTests
 
         Assert.Equal(LoyaltyError.FailedPrecondition, commit.Error);
         Assert.Contains("lapsed", commit.Message, StringComparison.Ordinal);
-        Assert.Equal((ReservationState.Lapsed, "h1"), (release.Entry!.Details!.EndedAs, release.Entry.Reference));
+        Assert.Equal((ReservationState.Lapsed, "h1"), (release.Entry!.DetailsAs<ReservationEndDetails>()!.EndedAs, release.Entry.Reference));
     }
 
     [Fact]
@@ -251,8 +251,8 @@ public sealed class DecisionTests
 
         Assert.Equal((100L, "bob"), (reward.Entry!.Points.Value, reward.Entry.Reference));
         Assert.True(again.Done);
-        Assert.Equal((-30L, 70L, true), (reversal.Entry!.Points.Value, reversal.Entry.Details!.Shortfall, reversal.Entry.Details.ReferralReversed));
-        Assert.Equal((-100L, 0L), (unfloored.Entry!.Points.Value, unfloored.Entry.Details!.Shortfall));
+        Assert.Equal((-30L, 70L, true), (reversal.Entry!.Points.Value, reversal.Entry.DetailsAs<ReferralRewardDetails>()!.Shortfall, reversal.Entry.DetailsAs<ReferralRewardDetails>()!.ReferralReversed));
+        Assert.Equal((-100L, 0L), (unfloored.Entry!.Points.Value, unfloored.Entry.DetailsAs<ReferralRewardDetails>()!.Shortfall));
     }
 
     [Fact]
@@ -293,7 +293,7 @@ public sealed class DecisionTests
 
         Assert.Equal(LoyaltyError.FailedPrecondition, blocked.Error);
         Assert.Contains("reservations that have not ended", blocked.Message, StringComparison.Ordinal);
-        Assert.Equal((LedgerEntryKind.MergedAway, -100L, 100L), (detached.Entry!.Kind, detached.Entry.Points.Value, detached.Entry.Details!.Merge!.Balance));
+        Assert.Equal((LedgerEntryKind.MergedAway, -100L, 100L), (detached.Entry!.Kind, detached.Entry.Points.Value, detached.Entry.DetailsAs<MergedAwayDetails>()!.Merge!.Balance));
         Assert.Equal((0L, "s"), (duplicate.Balance.Value, duplicate.MergedInto));
         Assert.True(again.Done);
         Assert.Equal((LoyaltyError.FailedPrecondition, "member 'm' was already merged into 's'"), (elsewhere.Error, elsewhere.Message));
@@ -304,7 +304,7 @@ public sealed class DecisionTests
     {
         MemberState duplicate = Enrolled(referredBy: "ann");
         duplicate.Apply(AdjustmentDecision.Decide(Decider(duplicate), new Adjustment("a1", new Points(70), "welcome"), 1).Entry!, 8);
-        MergeTransfer transfer = LifecycleDecision.Detach(Decider(duplicate), "s").Entry!.Details!.Merge!;
+        MergeTransfer transfer = LifecycleDecision.Detach(Decider(duplicate), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
         MemberState survivor = WithPoints(30);
         Decider atSurvivor = new("p", "s", survivor, new ProgramConfig("p", Settings(), 1), Now);
 
@@ -312,7 +312,7 @@ public sealed class DecisionTests
         survivor.Apply(merged.Entry!, 8);
         Decision again = LifecycleDecision.MergeIn(atSurvivor with { State = survivor }, "m", transfer, "duplicate account");
 
-        Assert.Equal((70L, true), (merged.Entry!.Points.Value, merged.Entry.Details!.InheritsReferrer));
+        Assert.Equal((70L, true), (merged.Entry!.Points.Value, merged.Entry.DetailsAs<MergedInDetails>()!.InheritsReferrer));
         Assert.Equal((100L, "ann"), (survivor.Balance.Value, survivor.Referral.ReferredBy));
         Assert.True(again.Done);
     }
@@ -356,6 +356,87 @@ public sealed class DecisionTests
         Assert.Equal("new", state.Referral.ReferredBy);
     }
 
+    [Fact]
+    public void TradeIn_OfACategoryTheProgramDoesNotTake_IsRefused_AcceptedInspectionCreditsTheWallet_RejectedGivesNothing()
+    {
+        MemberState state = Enrolled();
+        ProgramSettings settings = Settings() with { TradeIn = new TradeInPolicy([new TradeInRate("jacket", TradeInCondition.Good, 25_00)]) };
+        Decision refused = ProgrammeDecision.TradeIn(Decider(state, settings), new TradeIn("ti0", "boots", null), 1);
+        Decision submitted = ProgrammeDecision.TradeIn(Decider(state, settings), new TradeIn("ti1", "jacket", "store-1"), 1);
+        state.Apply(submitted.Entry!, 8);
+        OpenTradeIn open = state.TradeIns.Single();
+
+        Decision noRate = ProgrammeDecision.Inspection(Decider(state, settings), open, TradeInCondition.Worn, "ti1#inspected");
+        Decision rejected = ProgrammeDecision.Inspection(Decider(state, settings), open, TradeInCondition.Rejected, "ti1#inspected");
+        Decision accepted = ProgrammeDecision.Inspection(Decider(state, settings), open, TradeInCondition.Good, "ti1#inspected");
+        state.Apply(accepted.Entry!, 8);
+
+        Assert.Equal((LoyaltyError.FailedPrecondition, "category 'boots' is not in the program's trade-in table"), (refused.Error, refused.Message));
+        Assert.Equal(LoyaltyError.FailedPrecondition, noRate.Error);
+        Assert.Equal((LedgerEntryKind.TradeInRejected, 0L), (rejected.Entry!.Kind, rejected.Entry.AmountMinor));
+        Assert.Equal((LedgerEntryKind.TradeInAccepted, 25_00L), (accepted.Entry!.Kind, accepted.Entry.DetailsAs<TradeInAcceptedDetails>()!.WalletMinor));
+        Assert.Equal(25_00, state.WalletMinor);
+        Assert.Empty(state.TradeIns);
+    }
+
+    [Fact]
+    public void Membership_TrialAgain_WritesNothing_CancellationOfNone_IsRefused_ASecondCancellationWritesNothing()
+    {
+        MemberState state = Enrolled();
+        ProgramSettings settings = Settings() with { MembershipPlans = [new MembershipPlan("plus", "Plus", 9_99, 12, TrialDays: 30)] };
+        Decision none = ProgrammeDecision.Cancellation(Decider(state, settings), "no longer wanted");
+        Decision trial = ProgrammeDecision.Trial(Decider(state, settings), "plus");
+        state.Apply(trial.Entry!, 8);
+
+        Decision again = ProgrammeDecision.Trial(Decider(state, settings), "plus");
+        Decision cancelled = ProgrammeDecision.Cancellation(Decider(state, settings), "no longer wanted");
+        state.Apply(cancelled.Entry!, 8);
+
+        Assert.Equal((LoyaltyError.FailedPrecondition, "member 'm' holds no membership to cancel"), (none.Error, none.Message));
+        Assert.IsType<MembershipStartedDetails>(trial.Entry!.Details);
+        Assert.True(again.Done);
+        Assert.True(ProgrammeDecision.Cancellation(Decider(state, settings), "again").Done);
+    }
+
+    [Fact]
+    public void Cause_NotInTheProgram_IsNotFound_TheMembersOwnAgainWritesNothing()
+    {
+        MemberState state = Enrolled();
+        ProgramSettings settings = Settings() with { Giving = new GivingPolicy(100, [new Cause("trees", "Trees")]) };
+        Decision unknown = ProgrammeDecision.Cause(Decider(state, settings), "whales");
+        state.Apply(ProgrammeDecision.Cause(Decider(state, settings), "trees").Entry!, 8);
+
+        Assert.Equal(LoyaltyError.NotFound, unknown.Error);
+        Assert.Equal("trees", state.Cause);
+        Assert.True(ProgrammeDecision.Cause(Decider(state, settings), "trees").Done);
+        Assert.Equal(LoyaltyError.FailedPrecondition, ProgrammeDecision.Cause(Decider(state), "trees").Error);
+    }
+
+    [Fact]
+    public void Flags_Unchanged_WriteNothing_Changed_NameTheFlagsFromNowOn()
+    {
+        MemberState state = Enrolled();
+        Decision set = LifecycleDecision.Flags(Decider(state), FlagChange.ReplaceWith(["card"]));
+        state.Apply(set.Entry!, 8);
+
+        Assert.Equal(["card"], set.Entry!.DetailsAs<FlagsDetails>()!.Flags);
+        Assert.True(LifecycleDecision.Flags(Decider(state), FlagChange.ReplaceWith(["card"])).Done);
+    }
+
+    [Fact]
+    public void Due_ExpiryOfLots_TakesExactlyThoseLots_AndWithNothingDue_TheProgrammeWritesNothing()
+    {
+        MemberState state = WithPoints(100);
+        var work = new DueWork(DueKind.Expire, [new LotUse("a1", 40, null)], Now);
+
+        Decision expired = DueDecision.Of(Decider(state), work, "#end", 2);
+        state.Apply(expired.Entry!, 8);
+
+        Assert.Equal((LedgerEntryKind.Expire, -40L, "lifespan"), (expired.Entry!.Kind, expired.Entry.Points.Value, expired.Entry.Reason));
+        Assert.Equal((60L, 40L), (state.Balance.Value, state.LifetimeExpired.Value));
+        Assert.True(DueDecision.Programme(Decider(state)).Done);
+    }
+
     /// <summary>A negative adjustment standing in for points spent, so the balance is below what a reward gave.</summary>
     private static LedgerEntry RedemptionFree(MemberState state, long points) =>
         AdjustmentDecision.Decide(Decider(state), new Adjustment("spent", new Points(-points), "spent"), 1).Entry!;
@@ -378,7 +459,7 @@ public sealed class DecisionTests
     {
         var state = new MemberState();
         state.Apply(new LedgerEntry("p", "m", 1, LedgerEntryKind.Enrol, Points.Zero, null, 0, null, 0, null, null, referredBy,
-            Now.AddDays(-1), Now.AddDays(-1), 1, null, new EntryDetails()), 8);
+            Now.AddDays(-1), Now.AddDays(-1), 1, null, new EnrolDetails()), 8);
         return state;
     }
 

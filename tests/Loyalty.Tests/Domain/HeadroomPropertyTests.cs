@@ -84,7 +84,7 @@ public sealed class HeadroomPropertyTests
         state.Apply(Entry(1, LedgerEntryKind.Enrol, 100, 0, null), 8);
 
         // A redemption whose plan takes from no lot: the balance would drop below what the lots hold.
-        LedgerEntry broken = Entry(2, LedgerEntryKind.Redeem, -10, 0, new EntryDetails { Lots = [] });
+        LedgerEntry broken = Entry(2, LedgerEntryKind.Redeem, -10, 0, new RedeemDetails { Lots = [] });
 
         state.Apply(broken, 8);
 
@@ -102,7 +102,7 @@ public sealed class HeadroomPropertyTests
         long points = Amount(random);
         return random.Next(3) switch
         {
-            0 => Entry(sequence, LedgerEntryKind.Earn, points, Amount(random), new EntryDetails
+            0 => Entry(sequence, LedgerEntryKind.Earn, points, Amount(random), new EarnDetails
             {
                 Components = [new BreakdownComponent(ComponentKind.Base, "base", points)],
                 EarnDay = 20_000 + step,
@@ -116,7 +116,7 @@ public sealed class HeadroomPropertyTests
 
     /// <summary>A debit of existing points, with the lots it takes, as a decision would plan it.</summary>
     private static LedgerEntry Debit(MemberState state, long sequence, long points) =>
-        Entry(sequence, LedgerEntryKind.Adjust, -points, 0, new EntryDetails { Lots = state.Lots.PlanDebit(points) });
+        Entry(sequence, LedgerEntryKind.Adjust, -points, 0, new AdjustDetails { Lots = state.Lots.PlanDebit(points) });
 
     /// <summary>Amounts biased towards the limits: tiny, large, near half of 64 bits, and near all of it.</summary>
     private static long Amount(Random random) => random.Next(5) switch

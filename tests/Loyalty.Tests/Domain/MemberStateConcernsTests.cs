@@ -50,7 +50,7 @@ public sealed class MemberStateConcernsTests
             LedgerEntry earn = Entry(day + 2, LedgerEntryKind.Earn, 10, at) with
             {
                 AmountMinor = 10_00,
-                Details = new EntryDetails
+                Details = new EarnDetails
                 {
                     Components = [new(ComponentKind.Base, "base", 10)],
                     EarnDay = DateOnly.FromDateTime(at.UtcDateTime).DayNumber,
@@ -103,13 +103,13 @@ public sealed class MemberStateConcernsTests
         state.Apply(Adjust(2, 40, late), 8);
         state.Apply(Adjust(3, 25, soon), 8);
         state.Apply(Adjust(4, 5, soon), 8);
-        state.Apply(Entry(5, LedgerEntryKind.ExpiryWarning, 0, Start) with { Details = new EntryDetails { Lots = [new LotUse("t3", 30, soon)] } }, 8);
+        state.Apply(Entry(5, LedgerEntryKind.ExpiryWarning, 0, Start) with { Details = new ExpiryWarningDetails { Lots = [new LotUse("t3", 30, soon)] } }, 8);
 
         Assert.Equal([(30L, soon, true), (40L, late, false)], state.Lots.Spendable.Select(l => (l.Points.Value, l.ExpiresAt!.Value, l.Warned)));
         List<LotUse> plan = state.Lots.PlanDebit(35);
         Assert.Equal([(30L, (DateTimeOffset?)soon), (5L, late)], plan.Select(u => (u.Points, u.ExpiresAt)));
 
-        LedgerEntry spend = Entry(6, LedgerEntryKind.Adjust, -35, Start) with { Details = new EntryDetails { Lots = plan } };
+        LedgerEntry spend = Entry(6, LedgerEntryKind.Adjust, -35, Start) with { Details = new AdjustDetails { Lots = plan } };
         state.Apply(spend, 8);
         state.AssertInvariants(spend);
         Assert.Equal([(35L, (DateTimeOffset?)late)], state.Lots.Spendable.Select(l => (l.Points.Value, l.ExpiresAt)));
@@ -124,7 +124,7 @@ public sealed class MemberStateConcernsTests
         state.Apply(Entry(2, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "a" }, 8);
         state.Apply(Entry(3, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "a" }, 8);
         state.Apply(Entry(4, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "b" }, 8);
-        LedgerEntry repoint = Entry(5, LedgerEntryKind.Repointed, 0, Start) with { Reference = "c", Details = new EntryDetails { ReplacedMember = "a" } };
+        LedgerEntry repoint = Entry(5, LedgerEntryKind.Repointed, 0, Start) with { Reference = "c", Details = new RepointedDetails { ReplacedMember = "a" } };
         state.Apply(repoint, 8);
         state.AssertInvariants(repoint);
 
@@ -134,19 +134,18 @@ public sealed class MemberStateConcernsTests
     }
 
     private static LedgerEntry Adjust(long sequence, long points, DateTimeOffset expiresAt) =>
-        Entry(sequence, LedgerEntryKind.Adjust, points, Start) with { Details = new EntryDetails { ExpiresAt = expiresAt } };
+        Entry(sequence, LedgerEntryKind.Adjust, points, Start) with { Details = new AdjustDetails { ExpiresAt = expiresAt } };
 
     private static EntryDetails? DetailsFor(LedgerEntryKind kind) => kind switch
     {
-        LedgerEntryKind.Return => new EntryDetails(),
-        LedgerEntryKind.Reserve => new EntryDetails { HeldPoints = 0, LapsesAt = Start },
-        LedgerEntryKind.Birthday => new EntryDetails { Birthday = new BirthdayGrant(2026, null, Start) },
-        LedgerEntryKind.BonusDayBooked => new EntryDetails { BonusDay = 1 },
-        LedgerEntryKind.MergedIn => new EntryDetails
+        LedgerEntryKind.Reserve => new ReserveDetails { HeldPoints = 0, LapsesAt = Start },
+        LedgerEntryKind.Birthday => new BirthdayDetails { Birthday = new BirthdayGrant(2026, null, Start) },
+        LedgerEntryKind.BonusDayBooked => new BonusDayBookedDetails { BonusDay = 1 },
+        LedgerEntryKind.MergedIn => new MergedInDetails
         {
             Merge = new MergeTransfer("d", 0, [], [], "standard", null, null, [], 0, 0, 0, 0, [], 0),
         },
-        _ => new EntryDetails(),
+        _ => EntryDetails.For(kind) is { } type ? (EntryDetails)Activator.CreateInstance(type)! : null,
     };
 
     private static LedgerEntry Entry(long sequence, LedgerEntryKind kind, long points, DateTimeOffset at) =>

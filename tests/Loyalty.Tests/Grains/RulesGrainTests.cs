@@ -172,7 +172,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         AccrualResult next = await member.Accrue(Buy(100_00));
         MemberView view = (await member.Get())!;
 
-        Assert.Equal(("member", "silver", 160L), (crossing.Details!.TierBefore, crossing.Details.TierAfter, crossing.Earned.Value));
+        Assert.Equal(("member", "silver", 160L), (((EarnDetails)crossing.Details!).TierBefore, ((EarnDetails)crossing.Details!).TierAfter, crossing.Earned.Value));
         Assert.Equal(150L, next.Earned.Value); // 100 x 1.5
         Assert.Equal(("silver", Now.AddDays(365)), (view.Tier, view.TierReviewAt!.Value));
         Assert.Equal(["free delivery"], view.Perks);
@@ -191,7 +191,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         AccrualResult next = await member.Accrue(Buy(10_00));
 
         Assert.Equal(("silver", "member"), (inGrace, afterGrace));
-        Assert.Equal(("silver", "member", 10L), (next.Details!.DowngradedFrom, next.Details.TierBefore, next.Earned.Value));
+        Assert.Equal(("silver", "member", 10L), (((EarnDetails)next.Details!).DowngradedFrom, ((EarnDetails)next.Details!).TierBefore, next.Earned.Value));
     }
 
     [Fact]
@@ -203,7 +203,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         AccrualResult small = await member.Accrue(Buy(150_00));
         AccrualResult crossing = await member.Accrue(Buy(60_00));
 
-        Assert.Equal(("member", "silver"), (small.Details!.TierAfter, crossing.Details!.TierAfter));
+        Assert.Equal(("member", "silver"), (((EarnDetails)small.Details!).TierAfter, ((EarnDetails)crossing.Details!).TierAfter));
         Assert.Equal(210_00L, (await member.Get())!.TierQualifying);
     }
 
@@ -216,7 +216,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
 
         AccrualResult next = await member.Accrue(Buy(100_00));
 
-        Assert.Equal("member", next.Details!.TierAfter); // 40 + 100 < 150
+        Assert.Equal("member", ((EarnDetails)next.Details!).TierAfter); // 40 + 100 < 150
         Assert.Equal(140L, (await member.Get())!.TierQualifying);
     }
 
@@ -231,8 +231,8 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         AccrualResult third = await member.Accrue(Buy(100_00));
 
         Assert.Equal((150L, 130L, 20L), (first.Earned.Value, second.Earned.Value, third.Earned.Value));
-        Assert.Contains("campaign:welcome", second.Details!.CapsHit);
-        Assert.Contains("daily", third.Details!.CapsHit);
+        Assert.Contains("campaign:welcome", ((EarnDetails)second.Details!).CapsHit);
+        Assert.Contains("daily", ((EarnDetails)third.Details!).CapsHit);
     }
 
     [Fact]

@@ -277,7 +277,7 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         long expiredPoints = await Sql.ScalarAsync(fixture.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 10");
         MemberView view = (await member.Get())!;
 
-        Assert.Equal(expected, earned.Details!.ExpiresAt);
+        Assert.Equal(expected, ((EarnDetails)earned.Details!).ExpiresAt);
         Assert.Equal(-100L, expiredPoints);
         Assert.Equal((0L, 100L), (view.Balance.Value, view.LifetimeExpired.Value));
         Assert.Empty(view.Expiring!);

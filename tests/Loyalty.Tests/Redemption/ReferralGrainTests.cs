@@ -27,7 +27,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         Assert.Equal(code, await anna.GetReferralCode());
         Assert.Equal(0L, annaAtSignUp);
         Assert.Equal((20L, 260L, 60L), (small.Earned.Value, qualifying.Earned.Value, later.Earned.Value));
-        Assert.Contains(qualifying.Details!.Components, c => c is { Kind: ComponentKind.Referral, Code: "referral:anna", Points: 200 });
+        Assert.Contains(((EarnDetails)qualifying.Details!).Components, c => c is { Kind: ComponentKind.Referral, Code: "referral:anna", Points: 200 });
         Assert.Equal((500L, 340L), (annaView.Balance.Value, benView.Balance.Value));
         Assert.Equal(("anna", "qualify"), (benView.ReferredBy, benView.ReferralQualifiedBy));
         Assert.Equal(["ben"], annaView.Referrals);

@@ -11,12 +11,12 @@ public sealed class ReportRulesTests
 
     public static TheoryData<LedgerEntry> Entries() =>
     [
-        Entry(LedgerEntryKind.Earn, 300, new EntryDetails { Components = [new(ComponentKind.Base, "base", 100), new(ComponentKind.Campaign, "double", 100), new(ComponentKind.Signup, "signup", 50), new(ComponentKind.Referral, "referral:x", 50)] }),
+        Entry(LedgerEntryKind.Earn, 300, new EarnDetails { Components = [new(ComponentKind.Base, "base", 100), new(ComponentKind.Campaign, "double", 100), new(ComponentKind.Signup, "signup", 50), new(ComponentKind.Referral, "referral:x", 50)] }),
         Entry(LedgerEntryKind.Earn, 7, null),
         Entry(LedgerEntryKind.Enrol, 50, null),
-        Entry(LedgerEntryKind.Return, -70, new EntryDetails { PendingReversed = 40, ActiveReversed = 60, Restored = [new LotUse("l1", 30, Monday.AddYears(1))], PendingAvailableAt = Monday.AddDays(7) }),
-        Entry(LedgerEntryKind.Redeem, -30, new EntryDetails { RewardId = "mug", Lots = [new LotUse("l1", 20, Monday.AddYears(1)), new LotUse("l2", 10, null)] }),
-        Entry(LedgerEntryKind.Expire, -25, new EntryDetails { Lots = [new LotUse("l1", 25, Monday.AddYears(1))], InactivityDeadline = Monday }),
+        Entry(LedgerEntryKind.Return, -70, new ReturnDetails { PendingReversed = 40, ActiveReversed = 60, Restored = [new LotUse("l1", 30, Monday.AddYears(1))], PendingAvailableAt = Monday.AddDays(7) }),
+        Entry(LedgerEntryKind.Redeem, -30, new RedeemDetails { RewardId = "mug", Lots = [new LotUse("l1", 20, Monday.AddYears(1)), new LotUse("l2", 10, null)] }),
+        Entry(LedgerEntryKind.Expire, -25, new ExpireDetails { Lots = [new LotUse("l1", 25, Monday.AddYears(1))], InactivityDeadline = Monday }),
         Entry(LedgerEntryKind.Adjust, -12, null),
         Entry(LedgerEntryKind.Adjust, 12, null),
         Entry(LedgerEntryKind.ReferralReward, -40, null),
@@ -42,7 +42,7 @@ public sealed class ReportRulesTests
     public void AReturnFromPendingPoints_CancelsTheirMaturity_AndRestoredPointsLeaveTheirCohort()
     {
         var totals = new ReportTotals();
-        totals.Add(Entry(LedgerEntryKind.Return, -70, new EntryDetails { PendingReversed = 40, ActiveReversed = 60, Restored = [new LotUse("l1", 30, Monday.AddYears(1))], PendingAvailableAt = Monday.AddDays(7) }));
+        totals.Add(Entry(LedgerEntryKind.Return, -70, new ReturnDetails { PendingReversed = 40, ActiveReversed = 60, Restored = [new LotUse("l1", 30, Monday.AddYears(1))], PendingAvailableAt = Monday.AddDays(7) }));
 
         ReportTotal[] t = [.. totals.Of("p")];
         Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday.AddDays(7)), ReportMetric.PendingMatured, "", -40), t);
@@ -55,8 +55,8 @@ public sealed class ReportRulesTests
     public void ExpiredAndRedeemedPoints_CountInTheLotsCohort_OnItsExpiryDay_AndUndatedLotsInNone()
     {
         var totals = new ReportTotals();
-        totals.Add(Entry(LedgerEntryKind.Expire, -35, new EntryDetails { Lots = [new LotUse("l1", 25, Monday.AddYears(1)), new LotUse("#balance", 10, null)], InactivityDeadline = Monday }));
-        totals.Add(Entry(LedgerEntryKind.Redeem, -30, new EntryDetails { RewardId = "mug", Lots = [new LotUse("l1", 20, Monday.AddYears(1)), new LotUse("l2", 10, null)] }));
+        totals.Add(Entry(LedgerEntryKind.Expire, -35, new ExpireDetails { Lots = [new LotUse("l1", 25, Monday.AddYears(1)), new LotUse("#balance", 10, null)], InactivityDeadline = Monday }));
+        totals.Add(Entry(LedgerEntryKind.Redeem, -30, new RedeemDetails { RewardId = "mug", Lots = [new LotUse("l1", 20, Monday.AddYears(1)), new LotUse("l2", 10, null)] }));
 
         ReportTotal[] cohorts = [.. totals.Of("p").Where(t => t.Metric is ReportMetric.CohortExpired or ReportMetric.CohortRedeemed).OrderBy(t => t.Metric)];
         Assert.Equal([new(ReportFacts.DayOf(Monday.AddYears(1)), ReportMetric.CohortRedeemed, "", 20), new(ReportFacts.DayOf(Monday.AddYears(1)), ReportMetric.CohortExpired, "", 25)], cohorts);
@@ -125,10 +125,10 @@ public sealed class ReportRulesTests
         var from = DateOnly.FromDateTime(Monday.UtcDateTime);
         var ladder = new TierLadder(TierBasis.Points, 365, 0, [new("base", 0, Multipliers.One, []), new("silver", 100, Multipliers.One, []), new("gold", 500, Multipliers.One, [])]);
         var totals = new ReportTotals();
-        totals.Add(Entry(LedgerEntryKind.Enrol, 0, new EntryDetails { TierAfter = "base" }) with { Reference = "referrer" });
-        totals.Add(Entry(LedgerEntryKind.Enrol, 0, new EntryDetails { TierAfter = "base" }));
-        totals.Add(Entry(LedgerEntryKind.Earn, 600, new EntryDetails { TierBefore = "base", TierAfter = "gold", Components = [new(ComponentKind.Referral, "referral:x", 10)] }));
-        totals.Add(Entry(LedgerEntryKind.Earn, 5, new EntryDetails { DowngradedFrom = "gold", TierBefore = "silver", TierAfter = "silver" }));
+        totals.Add(Entry(LedgerEntryKind.Enrol, 0, new EnrolDetails { TierAfter = "base" }) with { Reference = "referrer" });
+        totals.Add(Entry(LedgerEntryKind.Enrol, 0, new EnrolDetails { TierAfter = "base" }));
+        totals.Add(Entry(LedgerEntryKind.Earn, 600, new EarnDetails { TierBefore = "base", TierAfter = "gold", Components = [new(ComponentKind.Referral, "referral:x", 10)] }));
+        totals.Add(Entry(LedgerEntryKind.Earn, 5, new EarnDetails { DowngradedFrom = "gold", TierBefore = "silver", TierAfter = "silver" }));
 
         V1.MemberFigures members = Build(from, from, V1.ReportGrouping.Day, [], [.. totals.Of("p").OrderBy(t => t.Day)], settings: new ProgramSettings("P", "USD", 2, 1, Tiers: ladder)).Total.Members;
 

@@ -115,7 +115,7 @@ public sealed class MembershipRulesTests
     private static MembershipPayment Payment(string id, string plan, long amountMinor) => new(id, plan, new Money(amountMinor, "USD"));
 
     private static void Apply(MembershipState member, LedgerEntryKind kind, MembershipChange change, DateTimeOffset at) =>
-        member.Apply(new LedgerEntry("p", "m", 1, kind, Points.Zero, null, 0, null, 0, null, null, null, at, at, Details: new EntryDetails { Membership = change }));
+        member.Apply(new LedgerEntry("p", "m", 1, kind, Points.Zero, null, 0, null, 0, null, null, null, at, at, Details: MembershipDetails.Of(kind, change)));
 }
 
 /// <summary>The refusals of the programme settings added with the kinds of programme: each names its field.</summary>

@@ -10,7 +10,7 @@ public sealed class ReturnAndTierRulesTests
     /// <summary>base 100 (lines a 60.00 at x1, wine 40.00 at x2 = 80 with the product component) plus a 90-point campaign.</summary>
     private static readonly LedgerEntry Original = new(
         "p", "m", 2, LedgerEntryKind.Earn, new Points(240), "t1", 1, "store-1", 100_00, "USD", null, null, Wednesday, Wednesday,
-        1, null, new EntryDetails
+        1, null, new EarnDetails
         {
             Components =
             [
@@ -104,7 +104,7 @@ public sealed class ReturnAndTierRulesTests
     [Fact]
     public void Return_ByLinesOfAPurchaseWithoutLines_IsRefused()
     {
-        LedgerEntry totalOnly = Original with { Details = Original.Details! with { Lines = null } };
+        LedgerEntry totalOnly = Original with { Details = Original.DetailsAs<EarnDetails>()! with { Lines = null } };
 
         Assert.Null(Reversal.Compute(totalOnly, null, ByLines(("a", 1_00)), out string? error));
         Assert.Equal("the purchase had no line items; return it by amount", error);
@@ -172,7 +172,7 @@ public sealed class ReturnAndTierRulesTests
         LedgerEntry earn = Original with { AvailableAt = Wednesday.AddDays(30) };
         LedgerEntry partial = new("p", "m", 3, LedgerEntryKind.Return, new Points(-60), "r1", 2, "store-1", 25_00, "USD", null, "t1",
             Wednesday.AddDays(1), Wednesday.AddDays(1), 1, null,
-            new EntryDetails { Components = [new(ComponentKind.Base, "base", 15), new(ComponentKind.Product, "category:wine", 20), new(ComponentKind.Campaign, "double", 25)], PendingReversed = 60, ReturnedAmountMinor = 25_00, OriginalRecordedAt = Wednesday });
+            new ReturnDetails { Components = [new(ComponentKind.Base, "base", 15), new(ComponentKind.Product, "category:wine", 20), new(ComponentKind.Campaign, "double", 25)], PendingReversed = 60, ReturnedAmountMinor = 25_00, OriginalRecordedAt = Wednesday });
         var live = new MemberState();
         foreach (LedgerEntry e in new[] { enrol, earn, partial })
         {

@@ -103,7 +103,7 @@ public sealed class LedgerStoreTests
     public async Task Append_EntryWithDetails_ReadsBackTheSameBreakdownVersionAndAvailability(Backend backend)
     {
         ILedgerStore store = await CreateStoreAsync(backend);
-        var details = new EntryDetails
+        var details = new EarnDetails
         {
             Components = [new BreakdownComponent(ComponentKind.Base, "base", 100), new BreakdownComponent(ComponentKind.Campaign, "double", 100)],
             CapsHit = ["daily"],
@@ -115,7 +115,7 @@ public sealed class LedgerStoreTests
             EarnMonth = 24_322,
             Lines = [new SkuAmount("a", 100_00, 10_000, "base")],
         };
-        LedgerEntry plain = Entries.Earn("p", "m", 1, 10) with { Details = new EntryDetails { TierBefore = "member", TierAfter = "member" } };
+        LedgerEntry plain = Entries.Earn("p", "m", 1, 10) with { Details = new EarnDetails { TierBefore = "member", TierAfter = "member" } };
         LedgerEntry rich = Entries.Earn("p", "m", 2, 200) with { ProgramVersion = 7, AvailableAt = Entries.Now.AddDays(14), Details = details };
 
         await store.AppendBatchAsync([plain, rich], new bool[2], [], null, [], CancellationToken.None);
@@ -123,7 +123,7 @@ public sealed class LedgerStoreTests
 
         Assert.Equal((7L, Entries.Now.AddDays(14)), (read[1].ProgramVersion, read[1].AvailableAt!.Value));
         Assert.Equal(DetailsJson.Write(details), DetailsJson.Write(read[1].Details));
-        Assert.Equal(("member", "member", null), (read[0].Details!.TierBefore, read[0].Details!.TierAfter, read[0].AvailableAt));
+        Assert.Equal(("member", "member", null), (read[0].DetailsAs<EarnDetails>()!.TierBefore, read[0].DetailsAs<EarnDetails>()!.TierAfter, read[0].AvailableAt));
         Assert.DoesNotContain("tier_before", DetailsJson.Write(plain.Details), StringComparison.Ordinal);
         Assert.DoesNotContain("caps_hit", DetailsJson.Write(plain.Details), StringComparison.Ordinal);
     }

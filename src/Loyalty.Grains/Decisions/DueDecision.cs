@@ -1,0 +1,77 @@
+namespace Loyalty.Grains;
+
+/// <summary>
+/// The work that falls due for a member without a request: a reservation's lapse, points expiring
+/// (by their lot's date or the member's inactivity) and the warning before, a membership's lapse
+/// at its term's end, a birthday's gift. <see cref="Expiring"/> finds what is due; these make its
+/// entry. One piece at a time: the scheduler wakes the member again for the next.
+/// </summary>
+public static class DueDecision
+{
+    /// <summary>
+    /// The entry of <paramref name="work"/>. A lapse is its reservation's end, keyed as any end of
+    /// it is (the reservation id and <paramref name="endSuffix"/>, <paramref name="endFingerprint"/>),
+    /// so a commit or cancel that raced it is answered from the ledger.
+    /// </summary>
+    public static Decision Of(in Decider d, DueWork work, string endSuffix, long endFingerprint) => work.Kind switch
+    {
+        DueKind.Lapse => Decision.Write(d.NewEntry(LedgerEntryKind.ReservationEnd, Points.Zero, work.Hold!.ReservationId + endSuffix, endFingerprint) with
+        {
+            Reference = work.Hold.ReservationId,
+            OccurredAt = work.At,
+            Details = new ReservationEndDetails
+            {
+                RewardId = work.Hold.RewardId, Quantity = work.Hold.Quantity, HeldPoints = work.Hold.Points.Value, EndedAs = ReservationState.Lapsed,
+            },
+        }),
+        DueKind.Expire => Decision.Write(d.NewEntry(LedgerEntryKind.Expire, new Points(-Sum(work.Lots)), null, 0) with
+        {
+            Reason = work.InactivityDeadline is null ? "lifespan" : "inactivity",
+            OccurredAt = work.At,
+            Details = new ExpireDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
+        }),
+        _ => Decision.Write(d.NewEntry(LedgerEntryKind.ExpiryWarning, Points.Zero, null, 0) with
+        {
+            Reason = "expiring soon",
+            Details = new ExpiryWarningDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
+        }),
+    };
+
+    /// <summary>The programme's own due work (a membership's lapse, then a birthday); nothing when none is due.</summary>
+    public static Decision Programme(in Decider d)
+    {
+        ProgramSettings settings = d.Settings;
+        MembershipState membership = d.State.Membership;
+        if (MembershipRules.LapseDue(membership, d.Now))
+        {
+            return Decision.Write(d.NewEntry(LedgerEntryKind.MembershipLapsed, Points.Zero, null, 0) with
+            {
+                OccurredAt = membership.TermEndsAt,
+                Details = new MembershipLapsedDetails { Membership = new MembershipChange(membership.PlanId!, membership.TermEndsAt) },
+            });
+        }
+
+        if (BirthdayRules.Grant(settings.Birthday, d.State.BirthMonth, d.State.BirthdayYear, d.Now, settings.Zone) is not { } grant)
+        {
+            return Decision.Nothing;
+        }
+
+        var points = new Points(settings.Birthday!.BonusPoints);
+        return Decision.Write(d.NewEntry(LedgerEntryKind.Birthday, points, null, 0) with
+        {
+            Reason = "birthday " + grant.Year.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            Details = new BirthdayDetails { Birthday = grant, ExpiresAt = points.Value > 0 ? Decider.LotExpiry(settings, d.Now) : null },
+        });
+    }
+
+    private static long Sum(IReadOnlyList<LotUse> lots)
+    {
+        long sum = 0;
+        foreach (LotUse lot in lots)
+        {
+            sum = checked(sum + lot.Points);
+        }
+
+        return sum;
+    }
+}
