@@ -12,4 +12,11 @@ public static class GrainMetrics
 
     /// <summary>How long a member activation takes to have its state: snapshot read plus ledger tail replayed, in milliseconds.</summary>
     public static readonly Histogram<double> ColdLoadDuration = Meter.CreateHistogram<double>("loyalty.member.cold_load_duration", "ms");
+
+    /// <summary>
+    /// How many entries one member's commit group holds when several of its changes go to the
+    /// ledger together (a busy member); at most the grain's cap per group. Changes committed
+    /// alone (the usual case) are not recorded.
+    /// </summary>
+    public static readonly Histogram<int> GroupEntries = Meter.CreateHistogram<int>("loyalty.member.group_entries", "{entry}");
 }

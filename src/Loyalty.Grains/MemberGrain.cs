@@ -103,7 +103,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// The most entries a commit group takes; later changes wait for the next group. It bounds the
     /// ledger batch a busy member can make, and what one collision sends back to decide again.
     /// </summary>
-    private const int GroupEntriesMax = 256;
+    internal const int GroupEntriesMax = 256;
 
     /// <inheritdoc />
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -442,6 +442,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 await Task.Yield();
                 _open = null;
                 due = group.Due;
+                GrainMetrics.GroupEntries.Record(group.Entries.Count);
             }
 
             bool written = group is not null ? await _ledger.AppendGroupAsync(group.Entries, due)

@@ -366,6 +366,64 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ManyChangesWaitingForOneCommit_GoInGroupsOfAtMostTheCap_AndEveryOneIsCommitted()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("busy");
+        int waiting = MemberGrain.GroupEntriesMax + 100;
+
+        // Group sizes as the grains report them (other tests' groups are far smaller than the cap).
+        var sizes = new System.Collections.Concurrent.ConcurrentBag<int>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == GrainMetrics.MeterName && instrument.Name == "loyalty.member.group_entries")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<int>((_, size, _, _) => sizes.Add(size));
+        listener.Start();
+
+        // The first purchase waits at its commit while the rest arrive and wait for it.
+        using var reached = new SemaphoreSlim(0);
+        using var gate = new SemaphoreSlim(0);
+        FaultInjector faults = Faults();
+        faults.Arm((at, entry) =>
+        {
+            if (at != FaultStep.Commit || entry.ProgramId != _program || entry.TransactionId != "first")
+            {
+                return false;
+            }
+
+            reached.Release();
+            return !gate.Wait(TimeSpan.FromSeconds(30));
+        });
+        AccrualResult[] answers;
+        try
+        {
+            Task<AccrualResult> first = Member("busy").Accrue(Purchase("busy", "first"));
+            Assert.True(await reached.WaitAsync(TimeSpan.FromSeconds(10)), "the first purchase never reached its commit");
+            Task<AccrualResult>[] rest = [.. Enumerable.Range(0, waiting).Select(i => Member("busy").Accrue(Purchase("busy", $"w{i}")))];
+            await Task.Delay(1_000);
+            Assert.DoesNotContain(rest, r => r.IsCompleted);
+            gate.Release();
+            answers = [await first, .. await Task.WhenAll(rest)];
+        }
+        finally
+        {
+            faults.Disarm();
+            gate.Release();
+        }
+
+        Assert.All(answers, a => Assert.Equal(LoyaltyError.None, a.Error));
+        Assert.Equal(MemberGrain.GroupEntriesMax, sizes.Max());
+        Assert.Equal(waiting + 1, (await Sql.RowsAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'busy' AND kind = {(int)LedgerEntryKind.Earn}", r => r.GetInt64(0)))[0]);
+        await AssertEachMemberIsItsLedgerAsync(["busy"]);
+    }
+
+    [Fact]
     public async Task APlainEnrolment_WhileAReferredOneLinksTheReferrer_WaitsItsTurn_AndLeavesNoLinkTheMemberDoesNotName()
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
