@@ -77,7 +77,7 @@ public sealed partial class MemberGrain
     {
         // The purchase's checks covered the reward id and quantity.
         points = Points.Zero;
-        if (RedemptionDecision.Affordability(new Decider(_programId, _memberId, _state, program, now), redemption, allowGift: true, out long price, out gift) is { } refusal)
+        if (RedemptionDecision.Affordability(At(program, now), redemption, allowGift: true, out long price, out gift) is { } refusal)
         {
             return (refusal.Error, refusal.Message!);
         }

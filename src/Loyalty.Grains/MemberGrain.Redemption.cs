@@ -90,7 +90,7 @@ public sealed partial class MemberGrain
 
         RedemptionDecision.Stock secured = program.Settings.FindReward(request.RewardId)?.Stock is null || stock.Taken ? RedemptionDecision.Stock.Secured
             : stock.OutOfStock ? RedemptionDecision.Stock.OutOfStock : RedemptionDecision.Stock.Unknown;
-        return RedemptionDecision.SpendOrHold(new Decider(_programId, _memberId, _state, program, now), request, reserve, fingerprint, secured)
+        return RedemptionDecision.SpendOrHold(At(program, now), request, reserve, fingerprint, secured)
             .Staged(out entry, (e, m) => RedemptionResult.Reject(txn, e, m));
     }
 
@@ -111,23 +111,21 @@ public sealed partial class MemberGrain
                 : RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, $"member '{_memberId}' has no reservation '{reservationId}'");
         }
 
-        return RedemptionDecision.End(new Decider(_programId, _memberId, _state, program, now), hold, commit, key, commit ? CommitFingerprint : ReleaseFingerprint)
+        return RedemptionDecision.End(At(program, now), hold, commit, key, commit ? CommitFingerprint : ReleaseFingerprint)
             .Staged(out entry, (e, m) => RedemptionResult.Reject(reservationId, e, m));
     }
 
     private RedemptionResult Answer(LedgerEntry entry, Points balance, ReservationState reservation)
     {
-        Points held = balance - _state.Lots.HeldAt(_clock.GetUtcNow());
-        return entry.Details switch
+        (Points points, string? reward, int quantity, DateTimeOffset? lapsesAt, IReadOnlyList<LotUse>? lots) = entry.Details switch
         {
-            RedeemDetails spent => new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, -entry.Points, balance, held, entry.Sequence,
-                spent.RewardId, spent.Quantity, reservation, null, spent.Lots ?? [], LoyaltyError.None, null),
-            ReserveDetails hold => new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, new Points(hold.HeldPoints), balance, held, entry.Sequence,
-                hold.RewardId, hold.Quantity, reservation, hold.LapsesAt, [], LoyaltyError.None, null),
-            ReservationEndDetails end => new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, new Points(end.HeldPoints), balance, held, entry.Sequence,
-                end.RewardId, end.Quantity, reservation, null, [], LoyaltyError.None, null),
+            RedeemDetails spent => (-entry.Points, spent.RewardId, spent.Quantity, null, spent.Lots),
+            ReserveDetails hold => (new Points(hold.HeldPoints), hold.RewardId, hold.Quantity, hold.LapsesAt, null),
+            ReservationEndDetails end => (new Points(end.HeldPoints), end.RewardId, end.Quantity, (DateTimeOffset?)null, (IReadOnlyList<LotUse>?)null),
             _ => throw new InvalidOperationException($"Entry {entry.Sequence} ({entry.Kind}) is not a redemption's."),
         };
+        return new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, points, balance, balance - _state.Lots.HeldAt(_clock.GetUtcNow()), entry.Sequence,
+            reward, quantity, reservation, lapsesAt, lots ?? [], LoyaltyError.None, null);
     }
 
     /// <summary>A resend of a redeem or a reservation, answered from the grain's memory.</summary>
@@ -163,7 +161,7 @@ public sealed partial class MemberGrain
         if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.FindRecent(request.TransactionId) is not null
             || await _programs.GetAsync(_programId) is not { } program
             || program.Settings.FindReward(request.RewardId) is not { Stock: { } units }
-            || RedemptionDecision.Affordability(new Decider(_programId, _memberId, _state, program, _clock.GetUtcNow()), request, allowGift: true, out _, out _) is not null)
+            || RedemptionDecision.Affordability(At(program, _clock.GetUtcNow()), request, allowGift: true, out _, out _) is not null)
         {
             return;
         }

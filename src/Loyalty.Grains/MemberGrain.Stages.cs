@@ -15,7 +15,7 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        var decider = new Decider(_programId, _memberId, _state, program, now);
+        Decider decider = At(program, now);
         if (ReturnDecision.Check(decider, request, original) is { } refused)
         {
             return ReturnResult.Reject(txn, refused.Error, refused.Message!);
@@ -57,7 +57,7 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        return AdjustmentDecision.Decide(new Decider(_programId, _memberId, _state, program, now), adjustment, fingerprint)
+        return AdjustmentDecision.Decide(At(program, now), adjustment, fingerprint)
             .Staged(out entry, (e, m) => AccrualResult.Reject(txn, e, m));
     }
 
@@ -70,7 +70,7 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        return FeedbackDecision.Decide(new Decider(_programId, _memberId, _state, program, now), feedback, fingerprint)
+        return FeedbackDecision.Decide(At(program, now), feedback, fingerprint)
             .Staged(out entry, (e, m) => AccrualResult.Reject(txn, e, m));
     }
 

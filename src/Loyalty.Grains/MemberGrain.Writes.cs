@@ -380,7 +380,7 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        var decider = new Decider(_programId, _memberId, _state, program, now);
+        Decider decider = At(program, now);
         if (AccrualDecision.Check(decider, purchase) is { } refused)
         {
             return AccrualResult.Reject(txn, refused.Error, refused.Message!);

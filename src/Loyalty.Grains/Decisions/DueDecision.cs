@@ -24,7 +24,7 @@ public static class DueDecision
                 RewardId = work.Hold.RewardId, Quantity = work.Hold.Quantity, HeldPoints = work.Hold.Points.Value, EndedAs = ReservationState.Lapsed,
             },
         }),
-        DueKind.Expire => Decision.Write(d.NewEntry(LedgerEntryKind.Expire, new Points(-Sum(work.Lots)), null, 0) with
+        DueKind.Expire => Decision.Write(d.NewEntry(LedgerEntryKind.Expire, new Points(-work.Lots.Sum(l => l.Points)), null, 0) with
         {
             Reason = work.InactivityDeadline is null ? "lifespan" : "inactivity",
             OccurredAt = work.At,
@@ -62,16 +62,5 @@ public static class DueDecision
             Reason = "birthday " + grant.Year.ToString(System.Globalization.CultureInfo.InvariantCulture),
             Details = new BirthdayDetails { Birthday = grant, ExpiresAt = points.Value > 0 ? Decider.LotExpiry(settings, d.Now) : null },
         });
-    }
-
-    private static long Sum(IReadOnlyList<LotUse> lots)
-    {
-        long sum = 0;
-        foreach (LotUse lot in lots)
-        {
-            sum = checked(sum + lot.Points);
-        }
-
-        return sum;
     }
 }
