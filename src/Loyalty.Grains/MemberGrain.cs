@@ -381,6 +381,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         _state.Apply(entry, _options.RecentTransactionsMax);
+        if (entry.Kind == LedgerEntryKind.Enrol)
+        {
+            _state.Prepare(_options.RecentTransactionsMax);
+        }
+
         _state.AssertInvariants(entry);
         if (_faults.Armed)
         {
@@ -700,6 +705,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         state.Returns.Trim();
+        if (state.Enrolled)
+        {
+            state.Prepare(_options.RecentTransactionsMax);
+        }
 
         _state = state;
         _appliedSinceSnapshot = entries.Count;

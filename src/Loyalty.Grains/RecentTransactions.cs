@@ -45,6 +45,15 @@ public sealed class RecentTransactions
         _count = Math.Min(_count + 1, capacity);
     }
 
+    /// <summary>Allocates the ring at <paramref name="capacity"/> now, not at the next transaction.</summary>
+    public void Prepare(int capacity)
+    {
+        if (_slots.Length != capacity)
+        {
+            Resize(capacity);
+        }
+    }
+
     /// <summary>The newest remembered transaction with this id's hash, or null.</summary>
     public Remembered? Find(string transactionId)
     {

@@ -61,6 +61,15 @@ public sealed class EarnHistory
     /// <summary>Purchases, at most 2, in the day, week, month and year of <see cref="LastPurchaseDay"/> (<see cref="PurchaseActivity"/>).</summary>
     public int PurchasesInPeriods => _purchasesInPeriods;
 
+    /// <summary>Room for the next qualifying day, made now (see <see cref="MemberState.Prepare"/>).</summary>
+    public void Prepare()
+    {
+        List<QualifyingDay> days = _qualification ??= new(SpareDays);
+        days.EnsureCapacity(days.Count + 1);
+    }
+
+    private const int SpareDays = 4;
+
     /// <summary>Counts a purchase recorded on UTC day <paramref name="day"/>, before it is bucketed.</summary>
     public void CountPurchase(int day)
     {

@@ -262,6 +262,15 @@ public sealed class LotBook
         _holds = null;
     }
 
+    /// <summary>Room for the next spendable lot, made now (see <see cref="MemberState.Prepare"/>).</summary>
+    public void Prepare()
+    {
+        List<PointLot> lots = _spendable ??= new(SpareLots);
+        lots.EnsureCapacity(lots.Count + 1);
+    }
+
+    private const int SpareLots = 4;
+
     /// <summary>
     /// Old snapshots kept only a balance: give any spendable points no lot holds one lot that
     /// never expires, so the lots add up to the balance again.

@@ -198,6 +198,22 @@ public sealed class MemberState : IEarnHistory, IQualifying
     }
 
     /// <summary>
+    /// Gives the structures every purchase writes to (the remembered transactions' ring, the lot
+    /// and qualifying-day lists, the cap periods) room for the next purchases, so that they are
+    /// allocated when the member is enrolled or loaded rather than by its first purchase. A member
+    /// held in memory is old to the garbage collector; what a purchase allocates and hangs on it
+    /// survives the next collection and is copied, and the pause grows with the members who bought
+    /// since. With the room made here, a purchase writes numbers into arrays the member already has.
+    /// Changes no value: only capacity.
+    /// </summary>
+    public void Prepare(int recentMax)
+    {
+        _recent.Prepare(recentMax);
+        Lots.Prepare();
+        Earnings.Prepare();
+    }
+
+    /// <summary>
     /// What every apply must leave true: the lots hold exactly the positive balance, soonest
     /// expiry first; pending lots are in order of availability; the histories are within their
     /// bounds. (The limits on referrals and merges are decisions, not invariants: a merge cut
