@@ -35,10 +35,7 @@ public sealed class RecentTransactions
     /// <summary>Remembers a transaction, forgetting the oldest beyond <paramref name="capacity"/>.</summary>
     public void Add(string transactionId, long fingerprint, Points points, long sequence, int capacity)
     {
-        if (_slots.Length != capacity)
-        {
-            Resize(capacity);
-        }
+        Prepare(capacity);
 
         _slots[_next] = new Remembered(HashOf(transactionId), fingerprint, points.Value, sequence);
         _next = (_next + 1) % capacity;
