@@ -117,6 +117,80 @@ public sealed class MemberStateConcernsTests
     }
 
     [Fact]
+    public void Prepare_ChangesNoValue_AndReplayingThePreparedStateGivesTheSameState()
+    {
+        var live = new MemberState();
+        var replayed = new MemberState();
+        LedgerEntry enrol = Entry(1, LedgerEntryKind.Enrol, 0, Start);
+        live.Apply(enrol, 8);
+        replayed.Apply(enrol, 8);
+        string before = Snapshots.Describe(live);
+
+        live.Prepare(8);
+        live.Prepare(8);
+
+        Assert.Equal(before, Snapshots.Describe(live));
+        for (int i = 2; i <= 12; i++)
+        {
+            LedgerEntry earn = DayEarn(i, Start.AddDays(i));
+            live.Apply(earn, 8);
+            live.Prepare(8);
+            replayed.Apply(earn, 8);
+            live.AssertInvariants(earn);
+        }
+
+        Assert.Equal(Snapshots.Describe(replayed), Snapshots.Describe(live));
+        Assert.Equal(Snapshots.Describe(live), Snapshots.Describe(Snapshots.RoundTrip(live)));
+        Assert.Equal(8, live.RecentCount);
+    }
+
+    [Fact]
+    public void FirstPurchase_OfAPreparedMember_AllocatesNoLotOrQualifyingList()
+    {
+        const int RecentMax = 64;
+        LedgerEntry enrol = Entry(1, LedgerEntryKind.Enrol, 0, Start);
+        LedgerEntry earn = DayEarn(2, Start);
+        var prepared = new MemberState();
+        prepared.Apply(enrol, RecentMax);
+        prepared.Prepare(RecentMax);
+        var bare = new MemberState();
+        bare.Apply(enrol, RecentMax);
+        // Warm up the code paths (and their static caches) on a third member.
+        var warm = new MemberState();
+        warm.Apply(enrol, RecentMax);
+        warm.Apply(earn, RecentMax);
+
+        long bareBytes = AllocatedBy(() => bare.Apply(earn, RecentMax));
+        long preparedBytes = AllocatedBy(() => prepared.Apply(earn, RecentMax));
+
+        Assert.Equal(Snapshots.Describe(bare), Snapshots.Describe(prepared));
+        // The lot list and the qualifying-day list (room for four of each) are made by Prepare.
+        Assert.True(bareBytes - preparedBytes >= 256, $"first purchase allocated {preparedBytes} bytes prepared, {bareBytes} bare");
+        // What is left is mostly the cap day and month arrays (one bucket each).
+        Assert.True(preparedBytes <= 160, $"first purchase of a prepared member allocated {preparedBytes} bytes");
+    }
+
+    private static long AllocatedBy(Action action)
+    {
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        action();
+        return GC.GetAllocatedBytesForCurrentThread() - before;
+    }
+
+    private static LedgerEntry DayEarn(long sequence, DateTimeOffset at) =>
+        Entry(sequence, LedgerEntryKind.Earn, 10, at) with
+        {
+            AmountMinor = 10_00,
+            Details = new EarnDetails
+            {
+                Components = [new(ComponentKind.Base, "base", 10)],
+                EarnDay = DateOnly.FromDateTime(at.UtcDateTime).DayNumber,
+                EarnMonth = (at.Year * 12) + at.Month - 1,
+                ExpiresAt = at.AddDays(365),
+            },
+        };
+
+    [Fact]
     public void ReferralSide_TheSameLinkTwice_IsKeptOnce_AndARepointRenamesIt()
     {
         var state = new MemberState();
