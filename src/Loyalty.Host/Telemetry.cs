@@ -16,6 +16,9 @@ public static class Telemetry
     /// <summary>The configuration key that turns the export on.</summary>
     public const string EndpointKey = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
+    /// <summary>The runtime's own meter: collections and their pause time (<c>dotnet.gc.pause.time</c>), heap sizes, thread pool.</summary>
+    private const string RuntimeMeter = "System.Runtime";
+
     /// <summary>Adds the export when an endpoint is configured.</summary>
     public static WebApplicationBuilder AddLoyaltyTelemetry(this WebApplicationBuilder builder)
     {
@@ -27,7 +30,7 @@ public static class Telemetry
         builder.Services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService(builder.Configuration["OTEL_SERVICE_NAME"] ?? "loyaltygrains"))
             .WithMetrics(m => m
-                .AddMeter("Loyalty.*", "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
+                .AddMeter("Loyalty.*", "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", RuntimeMeter)
                 .AddOtlpExporter())
             .WithTracing(t => t
                 .AddSource("Microsoft.Orleans.Runtime", "Microsoft.Orleans.Application")

@@ -48,13 +48,13 @@ public sealed class TelemetryTests
         for (int i = 0; i < 100 && !(metrics && traces && eventsOut); i++)
         {
             await Task.Delay(100);
-            metrics = Contains(received, "metrics", "loyalty.ledger.entries_committed");
+            metrics = Contains(received, "metrics", "loyalty.ledger.entries_committed") && Contains(received, "metrics", "dotnet.gc.pause.time");
             traces = Contains(received, "traces", "/loyalty.v1.Purchases/Accrue") || Contains(received, "traces", "loyalty.v1.Purchases/Accrue");
             eventsOut = Contains(received, "metrics", "loyalty.events.streamed") && Contains(received, "metrics", "loyalty.webhooks.delivery_delay");
         }
 
         string got = string.Join(", ", received.Select(r => $"{r.Key}: {r.Value.Count} posts, {r.Value.Sum(b => b.Length)} bytes"));
-        Assert.True(metrics, "no export of the ledger's meter reached the receiver; received " + got);
+        Assert.True(metrics, "no export of the ledger's meter and the runtime's (dotnet.gc.pause.time) reached the receiver; received " + got);
         Assert.True(traces, "no trace of the Accrue call reached the receiver");
         Assert.True(eventsOut, "no export of the events-out meter (a streamed event, a webhook delivery) reached the receiver");
     }
