@@ -67,9 +67,19 @@ internal sealed class LoadRun(LoadOptions options)
     private long _redemptionsSent;
     private long _redemptionsAccepted;
     private long _redemptionsRefused;
+    /// <summary>This process's own garbage collection when the purchases started, and while they ran.</summary>
+    private TesterGc _gcAtStart, _gcDuringPurchases;
 
     /// <summary>A return of part of an accepted purchase (a SKU, or an amount), or a redemption by its member.</summary>
     private readonly record struct FollowUp(int Member, string Original, string Sku, long AmountMinor, bool Redeem);
+
+    /// <summary>This process's collections so far (each generation's count includes the older ones' collections) and their total pause.</summary>
+    private readonly record struct TesterGc(TimeSpan Pause, int Gen0, int Gen1, int Gen2)
+    {
+        public static TesterGc Now() => new(GC.GetTotalPauseDuration(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+
+        public static TesterGc operator -(TesterGc a, TesterGc b) => new(a.Pause - b.Pause, a.Gen0 - b.Gen0, a.Gen1 - b.Gen1, a.Gen2 - b.Gen2);
+    }
 
     /// <summary>One second of the run: when, acks so far, throughput in that second, p99 so far, errors so far and in that second (failed streams, refusals).</summary>
     internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms, long Errors = 0, double ErrorsPerSecond = 0);
@@ -117,6 +127,7 @@ internal sealed class LoadRun(LoadOptions options)
         Log($"{options.Streams} streams over {tills.Length} target(s), mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
         var clock = Stopwatch.StartNew();
+        _gcAtStart = TesterGc.Now();
         _startedAt = Stopwatch.GetTimestamp();
         _measureFrom = _startedAt + (long)(options.WarmupSeconds * Stopwatch.Frequency);
         watch?.MeasureFrom(_measureFrom);
@@ -149,6 +160,7 @@ internal sealed class LoadRun(LoadOptions options)
         Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(() => RunStreamAsync(targets, s, eventsPerStream, clock)))];
         await Task.WhenAll(streams);
         _purchasesEndedAt = Stopwatch.GetTimestamp();
+        _gcDuringPurchases = TesterGc.Now() - _gcAtStart;
         _followUps.Writer.Complete();
         await Task.WhenAll(followUps);
         _followUpsEndedAt = Stopwatch.GetTimestamp();
@@ -651,6 +663,13 @@ internal sealed class LoadRun(LoadOptions options)
                 drained_after_purchases_s = Math.Round(Seconds(_purchasesEndedAt, _followUpsEndedAt), 3),
             },
             engine = new { spawned = options.Spawn, peak_working_set_mib = peakMiB },
+            // The load tester's own collections while the purchases ran: a pause here delays the
+            // reading of answers, so it is inside the latency measured, not the engine's doing.
+            tester_gc = new
+            {
+                pause_ms = Math.Round(_gcDuringPurchases.Pause.TotalMilliseconds, 1),
+                gen0 = _gcDuringPurchases.Gen0, gen1 = _gcDuringPurchases.Gen1, gen2 = _gcDuringPurchases.Gen2,
+            },
             events_out = eventsOut,
             timeline = _timeline.Select(p => new { s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), errors_per_s = Math.Round(p.ErrorsPerSecond) }),
             config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.RedemptionShare, options.Target },

@@ -41,6 +41,9 @@ public sealed class LoadTesterSmokeTests
         JsonElement followUps = root.GetProperty("follow_ups");
         Assert.True(followUps.GetProperty("answered_per_s").GetDouble() > 0);
         Assert.True(followUps.GetProperty("drained_after_purchases_s").GetDouble() >= 0);
+        JsonElement testerGc = root.GetProperty("tester_gc");
+        Assert.True(testerGc.GetProperty("pause_ms").GetDouble() >= 0);
+        Assert.True(testerGc.GetProperty("gen0").GetInt32() >= testerGc.GetProperty("gen1").GetInt32());
         Assert.Contains("<polyline", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
         Directory.Delete(folder, recursive: true);
     }
