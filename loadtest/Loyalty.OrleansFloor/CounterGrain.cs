@@ -1,0 +1,53 @@
+namespace Loyalty.OrleansFloor;
+
+/// <summary>A member reduced to a counter.</summary>
+public interface ICounterGrain : IGrainWithStringKey
+{
+    /// <summary>Adds <paramref name="amount"/>; <paramref name="id"/> names the call.</summary>
+    Task<long> AddAsync(string id, long amount);
+
+    /// <summary>The id of the newest call kept (<see cref="Catch.KeepId"/>), or null.</summary>
+    Task<string?> LastIdAsync();
+}
+
+/// <summary>What each call does besides adding: the garbage it leaves, and whether the grain keeps the call's id.</summary>
+public static class Catch
+{
+    /// <summary>Bytes of short-lived garbage each call allocates.</summary>
+    public static int Garbage { get; set; }
+
+    /// <summary>Whether the grain keeps the newest call's id (a young reference stored into an old object).</summary>
+    public static bool KeepId { get; set; }
+
+    /// <summary>Where the garbage goes, so the JIT cannot drop it.</summary>
+    public static object? Sink { get; set; }
+}
+
+/// <inheritdoc cref="ICounterGrain" />
+public sealed class CounterGrain : Grain, ICounterGrain
+{
+    private const int ChunkBytes = 256;
+    private long _total;
+    private string? _lastId;
+
+    /// <inheritdoc />
+    public Task<long> AddAsync(string id, long amount)
+    {
+        for (int i = 0; i < Catch.Garbage / ChunkBytes; i++)
+        {
+            // A 232-byte array is 256 bytes on the heap.
+            Catch.Sink = new byte[ChunkBytes - 24];
+        }
+
+        if (Catch.KeepId)
+        {
+            _lastId = id;
+        }
+
+        _total = checked(_total + amount);
+        return Task.FromResult(_total);
+    }
+
+    /// <inheritdoc />
+    public Task<string?> LastIdAsync() => Task.FromResult(_lastId);
+}

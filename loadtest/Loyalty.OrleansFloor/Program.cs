@@ -1,0 +1,97 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using HdrHistogram;
+using Loyalty.OrleansFloor;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
+
+// The latency floor Orleans itself sets for one activation per member: a silo holding N
+// activations of a grain that does nothing but add a number, called at a fixed rate from the
+// silo's own process (as the engine's gateway calls its member grains). Each call can allocate
+// garbage of a given size (what a real purchase allocates) and can keep the call's id in the
+// grain (a young object stored into an old one, as a member's new lot does). Prints one JSON line.
+FloorOptions options = FloorOptions.Parse(args);
+Catch.Garbage = options.GarbageBytes;
+Catch.KeepId = options.KeepId;
+
+using IHost host = Host.CreateDefaultBuilder()
+    .ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Error))
+    .UseOrleans(silo =>
+    {
+        silo.UseLocalhostClustering(siloPort: options.SiloPort, gatewayPort: options.GatewayPort);
+        // The engine's defaults: idle members stay for 300 s.
+        silo.Configure<GrainCollectionOptions>(o =>
+        {
+            o.CollectionAge = TimeSpan.FromSeconds(300);
+            o.CollectionQuantum = TimeSpan.FromSeconds(75);
+        });
+    })
+    .Build();
+await host.StartAsync();
+IGrainFactory grains = host.Services.GetRequiredService<IGrainFactory>();
+
+var activating = Stopwatch.StartNew();
+await Parallel.ForAsync(0, options.Activations, new ParallelOptions { MaxDegreeOfParallelism = 64 }, async (i, _) =>
+    await grains.GetGrain<ICounterGrain>(Key(i)).AddAsync("warm", 0));
+double activationSeconds = activating.Elapsed.TotalSeconds;
+GC.Collect();
+
+var latency = new LongHistogram(TimeSpan.FromSeconds(60).Ticks / 10, 3);
+var random = new Random(1);
+TimeSpan pauseBefore = GC.GetTotalPauseDuration();
+(int gen0, int gen1, int gen2) = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+long calls = checked((long)options.RatePerSecond * options.DurationSeconds);
+var pending = new List<Task>((int)Math.Min(calls, 10_000_000));
+long start = Stopwatch.GetTimestamp();
+for (long k = 0; k < calls; k++)
+{
+    // Open loop: each call's latency counts from when it was due, not from when it went out.
+    long due = start + (long)(k * (double)Stopwatch.Frequency / options.RatePerSecond);
+    TimeSpan wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due);
+    if (wait >= TimeSpan.FromMilliseconds(1))
+    {
+        await Task.Delay(wait);
+    }
+
+    pending.Add(CallAsync(grains.GetGrain<ICounterGrain>(Key(random.Next(options.Activations))), "c" + k.ToString(CultureInfo.InvariantCulture), due));
+}
+
+await Task.WhenAll(pending);
+double Ms(double percentile) => latency.GetValueAtPercentile(percentile) / 1000.0;
+Console.WriteLine(JsonSerializer.Serialize(new
+{
+    activations = options.Activations,
+    activation_s = Math.Round(activationSeconds, 1),
+    rate_per_s = options.RatePerSecond,
+    duration_s = options.DurationSeconds,
+    garbage_bytes_per_call = options.GarbageBytes,
+    keep_id = options.KeepId,
+    latency_ms = new { p50 = Ms(50), p99 = Ms(99), p999 = Ms(99.9), max = latency.GetMaxValue() / 1000.0 },
+    gc = new
+    {
+        pause_ms = Math.Round((GC.GetTotalPauseDuration() - pauseBefore).TotalMilliseconds, 1),
+        gen0 = GC.CollectionCount(0) - gen0,
+        gen1 = GC.CollectionCount(1) - gen1,
+        gen2 = GC.CollectionCount(2) - gen2,
+    },
+    peak_working_set_mib = Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0),
+    // A grain called last keeps its id when asked to: the option did what it says.
+    kept_id = await grains.GetGrain<ICounterGrain>(Key(0)).LastIdAsync() is not null,
+}));
+await host.StopAsync();
+return 0;
+
+async Task CallAsync(ICounterGrain grain, string id, long due)
+{
+    await grain.AddAsync(id, 1);
+    long micros = Stopwatch.GetElapsedTime(due).Ticks / 10;
+    lock (latency)
+    {
+        latency.RecordValue(Math.Max(0, micros));
+    }
+}
+
+static string Key(int i) => "m" + i.ToString(CultureInfo.InvariantCulture);
