@@ -31,6 +31,10 @@ public static class PurchaseActivity
     /// <summary>Every kind of period, finest first.</summary>
     public static readonly IReadOnlyList<Period> Periods = Enum.GetValues<Period>();
 
+    // The same, walked as an array: every purchase's decision and apply loop over it, and a
+    // foreach over the read-only list would allocate an enumerator each time.
+    private static readonly Period[] AllPeriods = Enum.GetValues<Period>();
+
     /// <summary>The flag of the member's first purchase in a period of this kind.</summary>
     public static int FirstIn(Period period) => 2 << (int)period;
 
@@ -46,7 +50,7 @@ public static class PurchaseActivity
     {
         int flags = purchaseCount == 0 ? FirstEver : 0;
         int next = Next(lastDay, counts, purchaseCount, day);
-        foreach (Period period in Periods)
+        foreach (Period period in AllPeriods)
         {
             int count = CountIn(next, period);
             int before = purchaseCount > 0 && Key(lastDay, period) == Key(day, period) ? CountIn(counts, period) : 0;
@@ -86,7 +90,7 @@ public static class PurchaseActivity
     private static int Next(int lastDay, int counts, long purchaseCount, int day)
     {
         int next = 0;
-        foreach (Period period in Periods)
+        foreach (Period period in AllPeriods)
         {
             int count = purchaseCount > 0 && Key(lastDay, period) == Key(day, period) ? Math.Min(CountIn(counts, period) + 1, 2) : 1;
             next |= count << (2 * (int)period);

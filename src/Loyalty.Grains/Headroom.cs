@@ -111,12 +111,14 @@ public static class Headroom
         _ => 0,
     };
 
+    // The lists are walked by index: every purchase's apply comes here, and a foreach over an
+    // IReadOnlyList would allocate an enumerator per list.
     private static long MagnitudeOf(IReadOnlyList<BreakdownComponent> components)
     {
         long sum = 0;
-        foreach (BreakdownComponent c in components)
+        for (int i = 0; i < components.Count; i++)
         {
-            sum = Add(sum, c.Points);
+            sum = Add(sum, components[i].Points);
         }
 
         return sum;
@@ -125,9 +127,9 @@ public static class Headroom
     private static long MagnitudeOf(IReadOnlyList<SkuAmount>? lines)
     {
         long sum = 0;
-        foreach (SkuAmount line in lines ?? [])
+        for (int i = 0; i < (lines?.Count ?? 0); i++)
         {
-            sum = Add(Add(sum, line.AmountMinor), line.Quantity);
+            sum = Add(Add(sum, lines![i].AmountMinor), lines[i].Quantity);
         }
 
         return sum;
@@ -136,9 +138,9 @@ public static class Headroom
     private static long MagnitudeOf(IReadOnlyList<LotUse>? lots)
     {
         long sum = 0;
-        foreach (LotUse lot in lots ?? [])
+        for (int i = 0; i < (lots?.Count ?? 0); i++)
         {
-            sum = Add(sum, lot.Points);
+            sum = Add(sum, lots![i].Points);
         }
 
         return sum;
