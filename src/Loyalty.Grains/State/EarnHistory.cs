@@ -1,4 +1,5 @@
 using System.Collections.ObjectModel;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.InteropServices;
 
 namespace Loyalty.Grains;
@@ -25,6 +26,9 @@ public sealed class EarnHistory
     [Id(0)] private List<QualifyingDay>? _qualification;
     [Id(7)] private CapBucket[]? _earnedByDay;
     [Id(8)] private CapBucket[]? _earnedByMonth;
+    // Unused slots at the end of each cap array (0 in snapshots written before they existed).
+    [Id(9)] private int _daySpare;
+    [Id(10)] private int _monthSpare;
     [Id(3)] private Dictionary<string, long>? _campaignEarned;
     [Id(4)] private long _purchaseCount;
     [Id(5)] private int _lastPurchaseDay;
@@ -35,19 +39,21 @@ public sealed class EarnHistory
 
     /// <summary>
     /// Points earned per program-local day (DayNumber), oldest first, for the daily cap. An
-    /// array of values sized to what it holds (a member usually has one or two days), not a
-    /// dictionary: a purchase on a day already kept changes a number in place.
+    /// array of values with room at its end, not a dictionary: a purchase on a day already kept
+    /// changes a number in place, and a new day takes a free slot; only when none is left is a
+    /// larger array made (twice the days, up to the bound), so a member's purchases rarely leave
+    /// a new object behind (see <see cref="MemberState.Prepare"/>).
     /// </summary>
-    public IReadOnlyList<CapBucket> EarnedByDay => _earnedByDay ?? [];
+    public IReadOnlyList<CapBucket> EarnedByDay => CapBucket.Used(_earnedByDay, _daySpare);
 
     /// <summary>Points earned per program-local month (year * 12 + month - 1), oldest first, for the monthly cap.</summary>
-    public IReadOnlyList<CapBucket> EarnedByMonth => _earnedByMonth ?? [];
+    public IReadOnlyList<CapBucket> EarnedByMonth => CapBucket.Used(_earnedByMonth, _monthSpare);
 
     /// <summary>Points earned on program-local day <paramref name="day"/>, as far as it is kept.</summary>
-    public long EarnedOnDay(int day) => CapBucket.Find(_earnedByDay, day);
+    public long EarnedOnDay(int day) => CapBucket.Find(_earnedByDay, _daySpare, day);
 
     /// <summary>Points earned in program-local month <paramref name="month"/>, as far as it is kept.</summary>
-    public long EarnedInMonth(int month) => CapBucket.Find(_earnedByMonth, month);
+    public long EarnedInMonth(int month) => CapBucket.Find(_earnedByMonth, _monthSpare, month);
 
     /// <summary>Points earned per campaign, net of returns, for campaign caps.</summary>
     public IReadOnlyDictionary<string, long> CampaignEarned => (IReadOnlyDictionary<string, long>?)_campaignEarned ?? ReadOnlyDictionary<string, long>.Empty;
@@ -61,11 +67,13 @@ public sealed class EarnHistory
     /// <summary>Purchases, at most 2, in the day, week, month and year of <see cref="LastPurchaseDay"/> (<see cref="PurchaseActivity"/>).</summary>
     public int PurchasesInPeriods => _purchasesInPeriods;
 
-    /// <summary>Room for the next qualifying day, made now (see <see cref="MemberState.Prepare"/>).</summary>
+    /// <summary>Room for the next qualifying day and cap day and month, made now (see <see cref="MemberState.Prepare"/>).</summary>
     public void Prepare()
     {
         List<QualifyingDay> days = _qualification ??= new(SpareDays);
         days.EnsureCapacity(days.Count + 1);
+        CapBucket.MakeRoom(ref _earnedByDay, ref _daySpare, CapDaysKept);
+        CapBucket.MakeRoom(ref _earnedByMonth, ref _monthSpare, CapMonthsKept);
     }
 
     private const int SpareDays = 4;
@@ -84,8 +92,8 @@ public sealed class EarnHistory
     /// <summary>Counts an earn's points in its cap day and month and in each of its campaigns.</summary>
     public void CountEarn(int earnDay, int earnMonth, long points, IReadOnlyList<BreakdownComponent> components)
     {
-        _earnedByDay = CapBucket.Add(_earnedByDay, earnDay, points, CapDaysKept, createMissing: true);
-        _earnedByMonth = CapBucket.Add(_earnedByMonth, earnMonth, points, CapMonthsKept, createMissing: true);
+        CapBucket.Add(ref _earnedByDay, ref _daySpare, earnDay, points, CapDaysKept, createMissing: true);
+        CapBucket.Add(ref _earnedByMonth, ref _monthSpare, earnMonth, points, CapMonthsKept, createMissing: true);
         for (int i = 0; i < components.Count; i++)
         {
             if (components[i] is { Kind: ComponentKind.Campaign } c)
@@ -103,8 +111,8 @@ public sealed class EarnHistory
     /// </summary>
     public void CountReturn(int earnDay, int earnMonth, long reversed, IReadOnlyList<BreakdownComponent> components)
     {
-        _earnedByDay = CapBucket.Add(_earnedByDay, earnDay, -reversed, CapDaysKept, createMissing: false);
-        _earnedByMonth = CapBucket.Add(_earnedByMonth, earnMonth, -reversed, CapMonthsKept, createMissing: false);
+        CapBucket.Add(ref _earnedByDay, ref _daySpare, earnDay, -reversed, CapDaysKept, createMissing: false);
+        CapBucket.Add(ref _earnedByMonth, ref _monthSpare, earnMonth, -reversed, CapMonthsKept, createMissing: false);
         for (int i = 0; i < components.Count; i++)
         {
             if (components[i] is { Kind: ComponentKind.Campaign } c && _campaignEarned is { } campaigns && campaigns.TryGetValue(c.Code, out long earned))
@@ -189,9 +197,10 @@ public sealed class EarnHistory
             throw new InvalidOperationException($"After entry {sequence}: qualifying days span more than {QualifyingDaysSpanMax} days.");
         }
 
-        if (EarnedByDay.Count > CapDaysKept || EarnedByMonth.Count > CapMonthsKept)
+        int capDays = CapBucket.Count(_earnedByDay, _daySpare), capMonths = CapBucket.Count(_earnedByMonth, _monthSpare);
+        if (capDays > CapDaysKept || capMonths > CapMonthsKept)
         {
-            throw new InvalidOperationException($"After entry {sequence}: {EarnedByDay.Count} cap days or {EarnedByMonth.Count} cap months kept.");
+            throw new InvalidOperationException($"After entry {sequence}: {capDays} cap days or {capMonths} cap months kept.");
         }
     }
 }
@@ -204,52 +213,85 @@ public readonly record struct CapBucket(
     [property: Id(0)] int Key,
     [property: Id(1)] long Points)
 {
-    /// <summary>The points of period <paramref name="key"/> in <paramref name="buckets"/> (sorted by key), or 0.</summary>
-    public static long Find(CapBucket[]? buckets, int key)
+    /// <summary>How many periods <paramref name="buckets"/> holds when its last <paramref name="spare"/> slots are free.</summary>
+    public static int Count(CapBucket[]? buckets, int spare) => buckets is null ? 0 : buckets.Length - spare;
+
+    /// <summary>The periods held, oldest first, without the free slots.</summary>
+    public static IReadOnlyList<CapBucket> Used(CapBucket[]? buckets, int spare) =>
+        buckets is null ? Array.Empty<CapBucket>() : new ArraySegment<CapBucket>(buckets, 0, buckets.Length - spare);
+
+    /// <summary>The points of period <paramref name="key"/> in <paramref name="buckets"/> (sorted by key, <paramref name="spare"/> free slots at the end), or 0.</summary>
+    public static long Find(CapBucket[]? buckets, int spare, int key)
     {
-        int at = buckets is null ? -1 : Array.BinarySearch(buckets, new CapBucket(key, 0), ByKey.Instance);
+        int at = buckets is null ? -1 : Array.BinarySearch(buckets, 0, buckets.Length - spare, new CapBucket(key, 0), ByKey.Instance);
         return at >= 0 ? buckets![at].Points : 0;
     }
 
     /// <summary>
     /// Adds <paramref name="points"/> to period <paramref name="key"/>, in place when it is kept;
-    /// a new period (unless <paramref name="createMissing"/> is false) makes a new array one longer,
-    /// and when that holds more than <paramref name="kept"/> periods, those <paramref name="kept"/>
-    /// or more before the newest are dropped. Returns the array to keep (null while empty).
+    /// a new period (unless <paramref name="createMissing"/> is false) takes a free slot (a larger
+    /// array is made only when none is left), and when that makes more than <paramref name="kept"/>
+    /// periods, those <paramref name="kept"/> or more before the newest are dropped, freeing
+    /// their slots. <paramref name="buckets"/> stays sorted by key, with <paramref name="spare"/>
+    /// free slots at its end.
     /// </summary>
-    public static CapBucket[]? Add(CapBucket[]? buckets, int key, long points, int kept, bool createMissing)
+    public static void Add(ref CapBucket[]? buckets, ref int spare, int key, long points, int kept, bool createMissing)
     {
-        buckets ??= [];
-        int at = Array.BinarySearch(buckets, new CapBucket(key, 0), ByKey.Instance);
+        int count = Count(buckets, spare);
+        int at = buckets is null ? -1 : Array.BinarySearch(buckets, 0, count, new CapBucket(key, 0), ByKey.Instance);
         if (at >= 0)
         {
-            buckets[at] = new CapBucket(key, checked(buckets[at].Points + points));
-            return buckets;
+            buckets![at] = new CapBucket(key, checked(buckets[at].Points + points));
+            return;
         }
 
         if (!createMissing)
         {
-            return buckets.Length == 0 ? null : buckets;
+            return;
         }
 
+        MakeRoom(ref buckets, ref spare, kept);
         at = ~at;
-        var grown = new CapBucket[buckets.Length + 1];
-        Array.Copy(buckets, grown, at);
-        grown[at] = new CapBucket(key, points);
-        Array.Copy(buckets, at, grown, at + 1, buckets.Length - at);
-        if (grown.Length <= kept)
+        Array.Copy(buckets, at, buckets, at + 1, count - at);
+        buckets[at] = new CapBucket(key, points);
+        count++;
+        spare--;
+        if (count <= kept)
         {
-            return grown;
+            return;
         }
 
-        int oldestKept = grown[^1].Key - kept;
+        int oldestKept = buckets[count - 1].Key - kept;
         int dropped = 0;
-        while (grown[dropped].Key <= oldestKept)
+        while (buckets[dropped].Key <= oldestKept)
         {
             dropped++;
         }
 
-        return grown[dropped..];
+        Array.Copy(buckets, dropped, buckets, 0, count - dropped);
+        Array.Clear(buckets, count - dropped, dropped);
+        spare += dropped;
+    }
+
+    /// <summary>
+    /// Makes sure <paramref name="buckets"/> has a free slot: when it has none, a new array twice
+    /// as long (at least two slots, at most one more than <paramref name="kept"/>) takes over its periods.
+    /// </summary>
+    public static void MakeRoom([NotNull] ref CapBucket[]? buckets, ref int spare, int kept)
+    {
+        if (buckets is not null && spare > 0)
+        {
+            return;
+        }
+
+        int count = Count(buckets, spare);
+        var grown = new CapBucket[Math.Min(kept + 1, Math.Max(2, count * 2))];
+        if (buckets is not null)
+        {
+            Array.Copy(buckets, grown, count);
+        }
+
+        (buckets, spare) = (grown, grown.Length - count);
     }
 
     private sealed class ByKey : IComparer<CapBucket>
