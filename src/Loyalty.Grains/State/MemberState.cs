@@ -199,7 +199,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     /// <summary>
     /// Gives the structures every purchase writes to (the remembered transactions' ring, the lot
-    /// and qualifying-day lists) room for the next purchases, so that they are
+    /// and qualifying-day lists, the cap day and month arrays) room for the next purchases, so that they are
     /// allocated when the member is enrolled or loaded rather than by its first purchase. A member
     /// held in memory is old to the garbage collector; what a purchase allocates and hangs on it
     /// survives the next collection and is copied, and the pause grows with the members who bought
