@@ -6,12 +6,12 @@ public interface ICounterGrain : IGrainWithStringKey
     /// <summary>Adds <paramref name="amount"/>; <paramref name="id"/> names the call.</summary>
     Task<long> AddAsync(string id, long amount);
 
-    /// <summary>The id of the newest call kept (<see cref="Catch.KeepId"/>), or null.</summary>
+    /// <summary>The id of the newest call kept (<see cref="PerCall.KeepId"/>), or null.</summary>
     Task<string?> LastIdAsync();
 }
 
 /// <summary>What each call does besides adding: the garbage it leaves, and whether the grain keeps the call's id.</summary>
-public static class Catch
+public static class PerCall
 {
     /// <summary>Bytes of short-lived garbage each call allocates.</summary>
     public static int Garbage { get; set; }
@@ -33,13 +33,13 @@ public sealed class CounterGrain : Grain, ICounterGrain
     /// <inheritdoc />
     public Task<long> AddAsync(string id, long amount)
     {
-        for (int i = 0; i < Catch.Garbage / ChunkBytes; i++)
+        for (int i = 0; i < PerCall.Garbage / ChunkBytes; i++)
         {
             // A 232-byte array is 256 bytes on the heap.
-            Catch.Sink = new byte[ChunkBytes - 24];
+            PerCall.Sink = new byte[ChunkBytes - 24];
         }
 
-        if (Catch.KeepId)
+        if (PerCall.KeepId)
         {
             _lastId = id;
         }

@@ -14,8 +14,8 @@ using Orleans.Configuration;
 // garbage of a given size (what a real purchase allocates) and can keep the call's id in the
 // grain (a young object stored into an old one, as a member's new lot does). Prints one JSON line.
 FloorOptions options = FloorOptions.Parse(args);
-Catch.Garbage = options.GarbageBytes;
-Catch.KeepId = options.KeepId;
+PerCall.Garbage = options.GarbageBytes;
+PerCall.KeepId = options.KeepId;
 
 using IHost host = Host.CreateDefaultBuilder()
     .ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Error))

@@ -29,10 +29,10 @@ public static class PurchaseActivity
     }
 
     /// <summary>Every kind of period, finest first.</summary>
-    public static readonly IReadOnlyList<Period> Periods = Enum.GetValues<Period>();
+    public static IReadOnlyList<Period> Periods => AllPeriods;
 
-    // The same, walked as an array: every purchase's decision and apply loop over it, and a
-    // foreach over the read-only list would allocate an enumerator each time.
+    // Walked here as an array: every purchase's decision and apply loop over it, and a foreach
+    // over the read-only list would allocate an enumerator each time.
     private static readonly Period[] AllPeriods = Enum.GetValues<Period>();
 
     /// <summary>The flag of the member's first purchase in a period of this kind.</summary>

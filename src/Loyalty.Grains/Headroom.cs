@@ -127,9 +127,9 @@ public static class Headroom
     private static long MagnitudeOf(IReadOnlyList<SkuAmount>? lines)
     {
         long sum = 0;
-        for (int i = 0; i < (lines?.Count ?? 0); i++)
+        for (int i = 0; i < lines?.Count; i++)
         {
-            sum = Add(Add(sum, lines![i].AmountMinor), lines[i].Quantity);
+            sum = Add(Add(sum, lines[i].AmountMinor), lines[i].Quantity);
         }
 
         return sum;
@@ -138,9 +138,9 @@ public static class Headroom
     private static long MagnitudeOf(IReadOnlyList<LotUse>? lots)
     {
         long sum = 0;
-        for (int i = 0; i < (lots?.Count ?? 0); i++)
+        for (int i = 0; i < lots?.Count; i++)
         {
-            sum = Add(sum, lots![i].Points);
+            sum = Add(sum, lots[i].Points);
         }
 
         return sum;
