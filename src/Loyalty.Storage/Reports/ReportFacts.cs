@@ -4,6 +4,7 @@ namespace Loyalty.Storage.Reports;
 /// What a program's report totals count, per day. Point flows are stored as positive numbers; a
 /// flow's direction is <see cref="ReportFacts.SignOf"/>. Every entry's points are split over the
 /// flows exactly, so the signed sum of the flows up to a day is the sum of the ledger up to it.
+/// The numbers are stored in <c>report_totals</c>: each is given to one figure and never reused.
 /// </summary>
 public enum ReportMetric : short
 {
@@ -47,13 +48,13 @@ public enum ReportMetric : short
     Given = 19,
 
     /// <summary>Store credit given for accepted trade-ins, in minor units.</summary>
-    StoreCreditIssued = 90,
+    StoreCreditIssued = 100,
 
     /// <summary>Store credit spent as a tender in purchases, in minor units.</summary>
-    StoreCreditSpent = 91,
+    StoreCreditSpent = 101,
 
     /// <summary>Store credit given back by returns of purchases paid with it, in minor units.</summary>
-    StoreCreditRefunded = 92,
+    StoreCreditRefunded = 102,
 
     /// <summary>Points expired (breakage).</summary>
     Expired = 9,

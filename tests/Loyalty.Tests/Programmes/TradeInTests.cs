@@ -60,6 +60,8 @@ public sealed class TradeInTests
             long afterPart = (await MemberAsync(engine)).WalletMinor;
             await engine.Purchases.ReturnAsync(Return("r2", 60_00));
             V1.Member member = await MemberAsync(engine);
+            // A survey answer in the same programme: its figures are counted apart from store credit's.
+            await engine.Members.RecordFeedbackAsync(new V1.RecordFeedbackRequest { ProgramId = Program, MemberId = "w", FeedbackId = "nps-1", Score = 10, Channel = "app" });
 
             Assert.Equal((100, -25_00L), (paid.PointsEarned, paid.Breakdown.WalletMinor));
             Assert.Equal((StatusCode.FailedPrecondition, true), (overdrawn.StatusCode, overdrawn.Status.Detail.Contains("has 500 minor units of store credit", StringComparison.Ordinal)));
@@ -73,8 +75,19 @@ public sealed class TradeInTests
                 new V1.ProgramReportRequest { ProgramId = Program, From = "2026-12-01", GroupBy = V1.ReportGrouping.Month, Csv = true });
             Assert.Equal((30_00L, 25_00L, 25_00L), (report.Total.StoreCredit.IssuedMinor, report.Total.StoreCredit.SpentMinor, report.Total.StoreCredit.RefundedMinor));
             Assert.Equal(member.WalletMinor, report.Total.Closing.StoreCreditMinor);
+            Assert.Equal((1L, 1L, 0L, 0L), (report.Total.Nps.Responses, report.Total.Nps.Promoters, report.Total.Nps.Passives, report.Total.Nps.Detractors));
             Assert.Equal(member.WalletMinor, await LedgerWalletAsync(engine, backend));
             Assert.EndsWith(",3000,2500,2500,3000", report.Csv.Split('\n', StringSplitOptions.RemoveEmptyEntries)[1], StringComparison.Ordinal);
+
+            // A database from before store credit had its own codes: its totals under 90-92 mixed
+            // both figures. Migration 14 has them rebuilt from the ledger when the engine starts.
+            await engine.DisposeAsync();
+            await Sql.ExecuteAsync(engine.Storage, "DELETE FROM loyalty_schema_versions WHERE version = 14");
+            await Sql.ExecuteAsync(engine.Storage, "UPDATE report_totals SET value = value + 3000 WHERE metric = 90");
+            engine = await InProcessEngine.StartAsync(engine.Storage, clock);
+            V1.ProgramReport migrated = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(
+                new V1.ProgramReportRequest { ProgramId = Program, From = "2026-12-01", GroupBy = V1.ReportGrouping.Month, Csv = true });
+            Assert.Equal(report, migrated);
 
             engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "w");
         }

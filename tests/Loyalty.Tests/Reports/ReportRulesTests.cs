@@ -26,6 +26,14 @@ public sealed class ReportRulesTests
         Entry((LedgerEntryKind)999, 5, null),
     ];
 
+    [Fact]
+    public void EveryMetric_HasItsOwnStoredCode()
+    {
+        // The codes are what report_totals stores: two figures sharing one would add into each other.
+        short[] codes = [.. Enum.GetValues<ReportMetric>().Select(m => (short)m)];
+        Assert.Equal(Enum.GetNames<ReportMetric>().Length, codes.Distinct().Count());
+    }
+
     [Theory]
     [MemberData(nameof(Entries))]
     public void EveryEntry_SplitsIntoFlows_WhoseSignedSumIsItsPoints(LedgerEntry entry)
