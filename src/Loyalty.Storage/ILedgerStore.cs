@@ -18,11 +18,11 @@ public interface ILedgerStore
     /// The <paramref name="dues"/> changes to the due schedule are applied in their order,
     /// before the entries (an early due time is harmless; a lost one is not).
     /// <paramref name="detailsJson"/>, when given, holds entry i's details already encoded by
-    /// <see cref="DetailsJson.Write"/> (see <see cref="StoresDetailsAsJson"/>).
+    /// <see cref="DetailsJson.WriteUtf8"/> (see <see cref="StoresDetailsAsJson"/>).
     /// Each of <paramref name="groups"/> is written all or nothing within the transaction: when
     /// one of its entries is skipped, so are the others (see <see cref="EntryGroups.TakeBackPartial"/>).
     /// </summary>
-    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson,
+    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<byte[]?>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken);
 
     /// <summary>

@@ -68,11 +68,11 @@ public sealed partial class LedgerCommitQueue
     /// </summary>
     public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null)
     {
-        string? details;
+        byte[]? details;
         try
         {
             _faults.At(FaultStep.Encode, entry);
-            details = _store.StoresDetailsAsJson ? DetailsJson.Write(entry.Details) : null;
+            details = _store.StoresDetailsAsJson ? DetailsJson.WriteUtf8(entry.Details) : null;
         }
         catch (Exception e)
         {
@@ -80,7 +80,7 @@ public sealed partial class LedgerCommitQueue
             return Task.FromException<bool>(new LedgerUnavailableException("The entry's details could not be encoded; the change was not recorded.", e));
         }
 
-        return Enqueue(new PendingAppend(entry, due, null, details is null ? null : [details]));
+        return Enqueue(new PendingAppend(entry, due, details));
     }
 
     /// <summary>
@@ -101,12 +101,12 @@ public sealed partial class LedgerCommitQueue
             return AppendAsync(group[0], due);
         }
 
-        string?[]? details = null;
+        byte[]?[]? details = null;
         try
         {
             if (_store.StoresDetailsAsJson)
             {
-                details = new string?[group.Count];
+                details = new byte[]?[group.Count];
             }
 
             for (int i = 0; i < group.Count; i++)
@@ -114,7 +114,7 @@ public sealed partial class LedgerCommitQueue
                 _faults.At(FaultStep.Encode, group[i]);
                 if (details is not null)
                 {
-                    details[i] = DetailsJson.Write(group[i].Details);
+                    details[i] = DetailsJson.WriteUtf8(group[i].Details);
                 }
             }
         }
@@ -123,14 +123,14 @@ public sealed partial class LedgerCommitQueue
             return Task.FromException<bool>(new LedgerUnavailableException("The entries' details could not be encoded; the change was not recorded.", e));
         }
 
-        return Enqueue(new PendingAppend(null, due, group, details));
+        return Enqueue(new PendingAppend(group, due, details));
     }
 
     /// <summary>
     /// Queues a change to the due schedule on its own. It is written in queue order with the
     /// entries around it, so a member's exact due time is never overwritten by an older mark.
     /// </summary>
-    public Task ScheduleAsync(DueChange due) => Enqueue(new PendingAppend(null, due, null, null));
+    public Task ScheduleAsync(DueChange due) => Enqueue(new PendingAppend((LedgerEntry?)null, due, null));
 
     private Task<bool> Enqueue(PendingAppend pending)
     {
@@ -207,7 +207,7 @@ public sealed partial class LedgerCommitQueue
         ChannelReader<PendingAppend> reader = _queue.Reader;
         var batch = new List<PendingAppend>(_options.BatchSizeMax);
         var entries = new List<LedgerEntry>(_options.BatchSizeMax);
-        List<string?>? details = _store.StoresDetailsAsJson ? new(_options.BatchSizeMax) : null;
+        List<byte[]?>? details = _store.StoresDetailsAsJson ? new(_options.BatchSizeMax) : null;
         var dues = new List<DueChange>();
         var groups = new List<EntryGroup>();
         bool[] inserted = new bool[_options.BatchSizeMax];
@@ -232,7 +232,7 @@ public sealed partial class LedgerCommitQueue
                 for (int i = 0; i < p.Count; i++)
                 {
                     entries.Add(p[i]);
-                    details?.Add(p.EncodedDetails?[i]);
+                    details?.Add(p.EncodedDetails(i));
                 }
 
                 if (p.Due is { } due)
@@ -299,7 +299,7 @@ public sealed partial class LedgerCommitQueue
     /// <summary>Blocks the writer's thread until the channel answers.</summary>
     private static bool Wait(ValueTask<bool> pending) => pending.IsCompleted ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
 
-    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<string?>? details, List<DueChange> dues,
+    private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<byte[]?>? details, List<DueChange> dues,
         List<EntryGroup> groups, bool[] inserted)
     {
         long started = Stopwatch.GetTimestamp();
@@ -384,14 +384,23 @@ public sealed partial class LedgerCommitQueue
     /// An entry (or a group of one member's entries, or only a due change) waiting for its batch;
     /// the completion runs its awaiter off the writer loop.
     /// </summary>
-    private sealed class PendingAppend(LedgerEntry? entry, DueChange? due, IReadOnlyList<LedgerEntry>? group, string?[]? detailsJson)
-        : TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
+    private sealed class PendingAppend : TaskCompletionSource<bool>
     {
-        private readonly LedgerEntry? _entry = entry;
-        private readonly IReadOnlyList<LedgerEntry>? _group = group;
+        private readonly LedgerEntry? _entry;
+        private readonly IReadOnlyList<LedgerEntry>? _group;
+        private readonly byte[]? _entryDetails;
+        private readonly byte[]?[]? _groupDetails;
 
-        /// <summary>The entries' details encoded for the store, when it wants them so.</summary>
-        public string?[]? EncodedDetails { get; } = detailsJson;
+        /// <summary>One entry (or none, for a due change alone) and its encoded details.</summary>
+        public PendingAppend(LedgerEntry? entry, DueChange? due, byte[]? details)
+            : base(TaskCreationOptions.RunContinuationsAsynchronously) => (_entry, Due, _entryDetails) = (entry, due, details);
+
+        /// <summary>A member's group of entries and their encoded details.</summary>
+        public PendingAppend(IReadOnlyList<LedgerEntry> group, DueChange? due, byte[]?[]? details)
+            : base(TaskCreationOptions.RunContinuationsAsynchronously) => (_group, Due, _groupDetails) = (group, due, details);
+
+        /// <summary>Entry <paramref name="index"/>'s details encoded for the store, when it wants them so.</summary>
+        public byte[]? EncodedDetails(int index) => _group is null ? _entryDetails : _groupDetails?[index];
 
         /// <summary>How many entries the item holds: none for a due change alone.</summary>
         public int Count => _group?.Count ?? (_entry is null ? 0 : 1);
@@ -399,7 +408,7 @@ public sealed partial class LedgerCommitQueue
         /// <summary>The item's entries, in sequence order.</summary>
         public LedgerEntry this[int index] => _group is null ? _entry! : _group[index];
 
-        public DueChange? Due { get; } = due;
+        public DueChange? Due { get; }
     }
 }
 

@@ -65,6 +65,13 @@ public static class DetailsJson
         details is null ? null : JsonSerializer.Serialize(details, Options.GetTypeInfo(details.GetType()));
 
     /// <summary>
+    /// The same JSON encoded as UTF-8, or null: what the ledger stores, without making a string
+    /// (twice the bytes, and transcoded back to UTF-8 by SQLite's binding) for every entry.
+    /// </summary>
+    public static byte[]? WriteUtf8(EntryDetails? details) =>
+        details is null ? null : JsonSerializer.SerializeToUtf8Bytes(details, Options.GetTypeInfo(details.GetType()));
+
+    /// <summary>
     /// The details of an entry of <paramref name="kind"/> from their JSON text, as that kind's record;
     /// null when there is no text or the kind has no details (rows written before details were split
     /// by kind may hold an empty object for those). The names are the same for every kind, so rows

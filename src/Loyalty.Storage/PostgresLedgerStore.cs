@@ -76,7 +76,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public bool StoresDetailsAsJson => true;
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson,
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<byte[]?>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);
@@ -215,8 +215,11 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         return ids;
     }
 
+    /// <summary>Details the commit queue encoded as UTF-8 JSON, as the text Npgsql sends for the column.</summary>
+    private static string? Text(byte[]? utf8Json) => utf8Json is null ? null : System.Text.Encoding.UTF8.GetString(utf8Json);
+
     /// <summary>Inserts the entries with one statement; <paramref name="inserted"/>[i] tells whether entry i was written.</summary>
-    private static async Task InsertAsync(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, IReadOnlyList<string?>? detailsJson, bool[] inserted, CancellationToken cancellationToken)
+    private static async Task InsertAsync(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, IReadOnlyList<byte[]?>? detailsJson, bool[] inserted, CancellationToken cancellationToken)
     {
         int n = entries.Count;
         var programs = new string[n];
@@ -244,7 +247,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             (transactions[i], fingerprints[i], stores[i], amounts[i]) = (e.TransactionId, e.Fingerprint, e.StoreId, e.AmountMinor);
             (currencies[i], reasons[i], references[i]) = (e.Currency, e.Reason, e.Reference);
             (occurred[i], recorded[i]) = (e.OccurredAt.UtcDateTime, e.RecordedAt.UtcDateTime);
-            (versions[i], available[i], details[i]) = (e.ProgramVersion, e.AvailableAt?.UtcDateTime, detailsJson is null ? DetailsJson.Write(e.Details) : detailsJson[i]);
+            (versions[i], available[i], details[i]) = (e.ProgramVersion, e.AvailableAt?.UtcDateTime, detailsJson is null ? DetailsJson.Write(e.Details) : Text(detailsJson[i]));
             index[(e.ProgramId, e.MemberId, e.Sequence)] = i;
         }
 

@@ -19,6 +19,11 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     private static readonly Func<System.Data.Common.DbDataReader, int, DateTimeOffset> ReadTime =
         static (r, i) => UnixMicros.To(r.GetInt64(i));
 
+    /// <summary>Adds to a report total in slot 0 (one engine writes the file).</summary>
+    private const string AddTotalSql =
+        "INSERT INTO report_totals (program_id, day, metric, key, slot, value) VALUES ($p, $d, $m, $k, 0, $v) " +
+        "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = value + excluded.value";
+
     private const string InsertSql =
         "INSERT INTO ledger_entries (" + Columns + ") VALUES " +
         "($p, $m, $s, $k, $pts, $t, $f, $st, $a, $c, $r, $ref, $o, $rec, $v, $av, $d) ON CONFLICT DO NOTHING";
@@ -34,6 +39,10 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     private SqliteConnection? _writer;
     private FileStream? _owner;
     private SqliteInsert? _insert;
+    private SqliteStatement? _addTotal;
+
+    /// <summary>The writer's batch's report totals, one instance reused (batches are written one at a time).</summary>
+    private readonly ReportTotals _batchTotals = new();
 
     /// <summary>Creates the store; the database file's folder is created if missing.</summary>
     /// <param name="connectionString">The ADO.NET connection string; it needs a Data Source.</param>
@@ -111,7 +120,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     public bool StoresDetailsAsJson => true;
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<string?>? detailsJson,
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<byte[]?>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         try
@@ -125,7 +134,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
             for (int i = 0; i < entries.Count; i++)
             {
-                inserted[i] = insert.Insert(entries[i], detailsJson is null ? DetailsJson.Write(entries[i].Details) : detailsJson[i]);
+                inserted[i] = insert.Insert(entries[i], detailsJson is null ? DetailsJson.WriteUtf8(entries[i].Details) : detailsJson[i]);
             }
 
             if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)
@@ -133,7 +142,9 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
                 Remove(transaction, partial);
             }
 
-            WriteTotals(transaction, ReportTotals.Of(entries, inserted));
+            _batchTotals.Clear();
+            _batchTotals.AddWritten(entries, inserted);
+            WriteTotals(_addTotal!, _batchTotals);
             await transaction.CommitAsync(cancellationToken);
         }
         catch
@@ -395,6 +406,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         // purchases its setting decides when checkpoints run. Other connections that commit (Orleans'
         // snapshot storage, due claims, profiles) keep SQLite's 1,000 pages and may checkpoint sooner.
         await ExecuteAsync(_writer, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);
+        _addTotal = new SqliteStatement(_writer, AddTotalSql, parameterCount: 5);
         _insert = new SqliteInsert(_writer, InsertSql);
         return _insert;
     }
@@ -403,27 +415,16 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// Adds report totals in the writer's transaction (one writer: one slot, any order). A batch
     /// holds few distinct totals (days × figures), so one prepared statement run per total is cheap.
     /// </summary>
-    private static void WriteTotals(SqliteTransaction transaction, ReportTotals totals)
+    private static void WriteTotals(SqliteStatement addTotal, ReportTotals totals)
     {
-        if (totals.Count == 0)
+        foreach (((string programId, int day, ReportMetric metric, string key), long value) in totals)
         {
-            return;
-        }
-
-        using SqliteCommand command = transaction.Connection!.CreateCommand();
-        command.Transaction = transaction;
-        command.CommandText = "INSERT INTO report_totals (program_id, day, metric, key, slot, value) VALUES ($p, $d, $m, $k, 0, $v) " +
-            "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = value + excluded.value;";
-        SqliteParameter program = command.Parameters.Add("$p", SqliteType.Text);
-        SqliteParameter day = command.Parameters.Add("$d", SqliteType.Integer);
-        SqliteParameter metric = command.Parameters.Add("$m", SqliteType.Integer);
-        SqliteParameter key = command.Parameters.Add("$k", SqliteType.Text);
-        SqliteParameter value = command.Parameters.Add("$v", SqliteType.Integer);
-        command.Prepare();
-        foreach ((string programId, ReportTotal total) in totals.All)
-        {
-            (program.Value, day.Value, metric.Value, key.Value, value.Value) = (programId, total.Day, (short)total.Metric, total.Key, total.Value);
-            command.ExecuteNonQuery();
+            addTotal.Text(1, programId);
+            addTotal.Integer(2, day);
+            addTotal.Integer(3, (long)metric);
+            addTotal.Text(4, key);
+            addTotal.Integer(5, value);
+            addTotal.Run();
         }
     }
 
@@ -461,7 +462,11 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
             await delete.ExecuteNonQueryAsync(cancellationToken);
         }
 
-        WriteTotals(transaction, totals);
+        using (var addTotal = new SqliteStatement(connection, AddTotalSql, parameterCount: 5))
+        {
+            WriteTotals(addTotal, totals);
+        }
+
         await transaction.CommitAsync(cancellationToken);
     }
 
@@ -497,6 +502,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     {
         _insert?.Dispose();
         _insert = null;
+        _addTotal?.Dispose();
+        _addTotal = null;
         _writer?.Dispose();
         _writer = null;
     }

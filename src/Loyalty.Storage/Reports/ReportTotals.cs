@@ -20,20 +20,31 @@ public sealed class ReportTotals
         _totals.OrderBy(t => t.Key.Program, StringComparer.Ordinal).ThenBy(t => t.Key.Day).ThenBy(t => t.Key.Metric).ThenBy(t => t.Key.Key, StringComparer.Ordinal)
             .Select(t => (t.Key.Program, new ReportTotal(t.Key.Day, t.Key.Metric, t.Key.Key, t.Value)));
 
+    /// <summary>The totals in no particular order, walked without allocating (the SQLite writer's batches).</summary>
+    public Dictionary<(string Program, int Day, ReportMetric Metric, string Key), long>.Enumerator GetEnumerator() => _totals.GetEnumerator();
+
     /// <summary>The totals of the entries <paramref name="inserted"/> says were written.</summary>
     public static ReportTotals Of(IReadOnlyList<LedgerEntry> entries, bool[] inserted)
     {
         var totals = new ReportTotals();
+        totals.AddWritten(entries, inserted);
+        return totals;
+    }
+
+    /// <summary>Adds the contributions of the entries <paramref name="inserted"/> says were written.</summary>
+    public void AddWritten(IReadOnlyList<LedgerEntry> entries, bool[] inserted)
+    {
         for (int i = 0; i < entries.Count; i++)
         {
             if (inserted[i])
             {
-                ReportFacts.Collect(entries[i], totals);
+                ReportFacts.Collect(entries[i], this);
             }
         }
-
-        return totals;
     }
+
+    /// <summary>Forgets every total, keeping the room they took (a writer reuses one for each batch).</summary>
+    public void Clear() => _totals.Clear();
 
     /// <summary>
     /// Adds <paramref name="value"/> to a total (nothing for zero). Saturating, never throwing: a

@@ -525,7 +525,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     private async Task AppendDirectlyAsync(LedgerEntry entry)
     {
         ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
-        await store.AppendBatchAsync([entry], new bool[1], [], store.StoresDetailsAsJson ? [DetailsJson.Write(entry.Details)] : null, [], CancellationToken.None);
+        await store.AppendBatchAsync([entry], new bool[1], [], store.StoresDetailsAsJson ? [DetailsJson.WriteUtf8(entry.Details)] : null, [], CancellationToken.None);
     }
 
     /// <summary>What a scenario does: arrange members, then one request that writes an entry of <see cref="Kind"/>.</summary>
