@@ -28,6 +28,9 @@ internal sealed class EngineProcess : IAsyncDisposable
         _log = log;
     }
 
+    /// <summary>The engine's process id (its garbage collector is watched through it).</summary>
+    public int ProcessId => _process.Id;
+
     /// <summary>The engine's gRPC address.</summary>
     public string Target { get; }
 
@@ -45,7 +48,7 @@ internal sealed class EngineProcess : IAsyncDisposable
     }
 
     /// <summary>Starts the engine next to this tool's build and waits until it answers.</summary>
-    public static async Task<EngineProcess> StartAsync(string storage, string? postgres, IEnumerable<string> extraArgs)
+    public static async Task<EngineProcess> StartAsync(string storage, string? postgres, IEnumerable<string> extraArgs, IReadOnlyDictionary<string, string> environment)
     {
         int port = FreePort();
         string data = Path.Combine(Path.GetTempPath(), "loyalty-loadtest-" + Guid.NewGuid().ToString("N")[..8]);
@@ -55,6 +58,11 @@ internal sealed class EngineProcess : IAsyncDisposable
         foreach (string arg in Arguments(storage, postgres, port, data).Concat(extraArgs))
         {
             info.ArgumentList.Add(arg);
+        }
+
+        foreach ((string name, string value) in environment)
+        {
+            info.Environment[name] = value;
         }
 
         string operatorKey = KeyTokens.New().Token;

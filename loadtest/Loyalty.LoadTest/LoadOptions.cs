@@ -85,6 +85,9 @@ internal sealed class LoadOptions
 
     public List<string> EngineArgs { get; } = [];
 
+    /// <summary>Environment variables set for the spawned engine only (its GC settings, say), not for this tool.</summary>
+    public Dictionary<string, string> EngineEnvironment { get; } = [];
+
     /// <summary>Event streams (Events.Subscribe) held open during the run, to measure events out.</summary>
     public int Subscribers { get; private set; }
 
@@ -135,6 +138,8 @@ internal sealed class LoadOptions
           --postgres CONN       Npgsql connection string for --spawn postgres
           --engine-arg ARG      one more argument for the spawned engine (repeatable),
                                 e.g. --engine-arg --Orleans:IdleDeactivateAfterSeconds=30
+          --engine-env NAME=VALUE  an environment variable for the spawned engine only
+                                (repeatable), e.g. --engine-env DOTNET_GCGen0MaxBudget=1000000
           --json PATH           write a machine-readable report
           --html PATH           write a self-contained page with throughput and latency charts
           --no-verify           skip reading back balances
@@ -169,6 +174,10 @@ internal sealed class LoadOptions
                 case "--spawn": o.Spawn = Next() is "sqlite" or "postgres" or "memory" ? args[i] : throw new ArgumentException("--spawn is sqlite, postgres or memory"); break;
                 case "--postgres": o.Postgres = Next(); break;
                 case "--engine-arg": o.EngineArgs.Add(Next()); break;
+                case "--engine-env":
+                    string[] variable = Next().Split('=', 2);
+                    o.EngineEnvironment[variable[0]] = variable.Length == 2 && variable[0].Length > 0 ? variable[1] : throw new ArgumentException("--engine-env takes NAME=VALUE");
+                    break;
                 case "--html": o.HtmlPath = Next(); break;
                 case "--lines": o.LinesMax = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= BasketLinesMax and int n ? n : throw new ArgumentException($"--lines must be 0..{BasketLinesMax}"); break;
                 case "--stores": o.Stores = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--stores"); break;
@@ -183,6 +192,11 @@ internal sealed class LoadOptions
         if (o.Spawn is not null && args.Contains("--target"))
         {
             throw new ArgumentException("--spawn starts its own engine; leave out --target");
+        }
+
+        if (o.Spawn is null && (o.EngineArgs.Count > 0 || o.EngineEnvironment.Count > 0))
+        {
+            throw new ArgumentException("--engine-arg and --engine-env are for an engine started with --spawn");
         }
 
         if (o.Targets.Count == 0 || o.Targets.Any(t => !Uri.TryCreate(t, UriKind.Absolute, out _)))

@@ -86,7 +86,7 @@ internal sealed class LoadRun(LoadOptions options)
 
     public async Task<int> RunAsync()
     {
-        await using EngineProcess? engine = options.Spawn is null ? null : await EngineProcess.StartAsync(options.Spawn, options.Postgres, options.EngineArgs);
+        await using EngineProcess? engine = options.Spawn is null ? null : await EngineProcess.StartAsync(options.Spawn, options.Postgres, options.EngineArgs, options.EngineEnvironment);
         if (engine is not null)
         {
             options.Target = engine.Target;
@@ -126,8 +126,10 @@ internal sealed class LoadRun(LoadOptions options)
 
         Log($"{options.Streams} streams over {tills.Length} target(s), mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
+        await using EngineGcWatch? engineGc = engine is null ? null : EngineGcWatch.TryStart(engine.ProcessId);
         var clock = Stopwatch.StartNew();
         _gcAtStart = TesterGc.Now();
+        (DateTime utc, long ticks) anchor = (DateTime.UtcNow, Stopwatch.GetTimestamp());
         _startedAt = Stopwatch.GetTimestamp();
         _measureFrom = _startedAt + (long)(options.WarmupSeconds * Stopwatch.Frequency);
         watch?.MeasureFrom(_measureFrom);
@@ -140,15 +142,25 @@ internal sealed class LoadRun(LoadOptions options)
         // answered after the last purchase are reported on their own.
         double seconds = Math.Max(0.001, Seconds(Math.Min(_measureFrom, _purchasesEndedAt), _purchasesEndedAt));
         LongHistogram measured = Merged(_histograms);
+        long measuredFrom = Math.Min(_measureFrom, _purchasesEndedAt);
         if (measured.TotalCount == 0)
         {
+            measuredFrom = _startedAt;
             // The run ended inside the warm-up: report the whole run rather than nothing.
             Log("the run ended before the warm-up did; the figures cover the whole run");
             (measured, seconds, _ackedMeasured, _warmupUsed) = (Merged(_allHistograms), Math.Max(0.001, Seconds(_startedAt, _purchasesEndedAt)), _acked, 0);
         }
 
+        DateTime Utc(long timestamp) => anchor.utc + TimeSpan.FromSeconds(Seconds(anchor.ticks, timestamp));
+        EngineGc? gc = engineGc is null ? null
+            : await engineGc.SummariseAsync(Utc(measuredFrom), Utc(_purchasesEndedAt), _ackedMeasured);
+        if (gc is not null)
+        {
+            Log($"engine GC over the measured purchases: {gc.AllocatedBytes / Math.Max(1, gc.Purchases)} bytes allocated per purchase, {gc.Pauses.Count} pauses, longest {(gc.Pauses.Count == 0 ? 0 : gc.Pauses.Max(p => p.Ms)):F1} ms");
+        }
+
         (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(tills) : (true, 0, 0);
-        return Report(measured, seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB, watch?.Report(seconds, drained));
+        return Report(measured, seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB, watch?.Report(seconds, drained), gc);
     }
 
     private async Task RunLoadAsync(CallInvoker[] tills, Stopwatch clock)
@@ -640,7 +652,7 @@ internal sealed class LoadRun(LoadOptions options)
         }
     }
 
-    private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers, double? peakMiB, object? eventsOut)
+    private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers, double? peakMiB, object? eventsOut, EngineGc? engineGc)
     {
         double Ms(double percentile) => latency.TotalCount == 0 ? 0 : latency.GetValueAtPercentile(percentile) / 1000.0;
         var report = new
@@ -670,8 +682,10 @@ internal sealed class LoadRun(LoadOptions options)
                 pause_ms = Math.Round(_gcDuringPurchases.Pause.TotalMilliseconds, 1),
                 gen0 = _gcDuringPurchases.Gen0, gen1 = _gcDuringPurchases.Gen1, gen2 = _gcDuringPurchases.Gen2,
             },
+            // The spawned engine's collections while the purchases were measured (see EngineGcWatch).
+            engine_gc = engineGc?.ToReport(),
             events_out = eventsOut,
-            timeline = _timeline.Select(p => new { s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), errors_per_s = Math.Round(p.ErrorsPerSecond) }),
+            timeline = _timeline.Select(p => new { s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), p99_ms = Math.Round(p.P99Ms, 1), errors_per_s = Math.Round(p.ErrorsPerSecond) }),
             config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.RedemptionShare, options.Target },
         };
         string json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true });

@@ -43,4 +43,25 @@ public sealed class LoadOptionsTests
 
         Assert.Contains("--target takes one or more absolute URLs", error.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Parse_EngineEnv_IsKeptForTheSpawnedEngine()
+    {
+        LoadOptions options = LoadOptions.Parse(["--spawn", "sqlite", "--engine-env", "DOTNET_GCGen0MaxBudget=1000000", "--engine-env", "A=b=c"]);
+
+        Assert.Equal("1000000", options.EngineEnvironment["DOTNET_GCGen0MaxBudget"]);
+        Assert.Equal("b=c", options.EngineEnvironment["A"]);
+    }
+
+    [Theory]
+    [InlineData("--spawn", "sqlite", "--engine-env", "NOVALUE", "takes NAME=VALUE")]
+    [InlineData("--spawn", "sqlite", "--engine-env", "=1", "takes NAME=VALUE")]
+    [InlineData("--target", "http://127.0.0.1:5000", "--engine-env", "A=1", "for an engine started with --spawn")]
+    [InlineData("--target", "http://127.0.0.1:5000", "--engine-arg", "--X=1", "for an engine started with --spawn")]
+    public void Parse_EngineEnvOrArg_Malformed_OrWithoutSpawn_IsRefused(string a, string b, string c, string d, string said)
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse([a, b, c, d]));
+
+        Assert.Contains(said, error.Message, StringComparison.Ordinal);
+    }
 }

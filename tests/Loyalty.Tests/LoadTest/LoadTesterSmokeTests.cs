@@ -45,6 +45,31 @@ public sealed class LoadTesterSmokeTests
         Assert.True(testerGc.GetProperty("pause_ms").GetDouble() >= 0);
         Assert.True(testerGc.GetProperty("gen0").GetInt32() >= testerGc.GetProperty("gen1").GetInt32());
         Assert.Contains("<polyline", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
+        Assert.Equal(JsonValueKind.Null, root.GetProperty("engine_gc").ValueKind); // an engine it did not start is not watched
+        Directory.Delete(folder, recursive: true);
+    }
+
+    [Fact]
+    public async Task LoadTester_WithAnEngineItStarts_ReportsTheEnginesAllocationAndPauses()
+    {
+        string folder = Directory.CreateTempSubdirectory("loyalty-smoke").FullName;
+        string json = Path.Combine(folder, "report.json");
+        LoadOptions options = LoadOptions.Parse(
+        [
+            "--spawn", "sqlite", "--members", "300", "--events", "6000", "--streams", "2", "--warmup", "0", "--duration", "60", "--quiet", "--json", json,
+        ]);
+
+        int exit = await new LoadRun(options).RunAsync();
+
+        using JsonDocument report = JsonDocument.Parse(await File.ReadAllTextAsync(json));
+        JsonElement gc = report.RootElement.GetProperty("engine_gc");
+        Assert.Equal(0, exit);
+        Assert.Equal("sqlite", report.RootElement.GetProperty("engine").GetProperty("spawned").GetString());
+        // Every purchase allocates in the engine (messages, tasks, the entry), so zero means the watch saw nothing.
+        Assert.InRange(gc.GetProperty("allocated_bytes_per_purchase").GetInt64(), 100, 1_000_000);
+        Assert.True(gc.GetProperty("allocated_mib").GetDouble() > 0);
+        Assert.True(gc.GetProperty("pause_ms_max").GetDouble() <= gc.GetProperty("pause_ms_total").GetDouble());
+        Assert.True(gc.GetProperty("gen0").GetInt32() >= 0 && gc.GetProperty("pauses_over_20ms").GetInt32() >= 0);
         Directory.Delete(folder, recursive: true);
     }
 }

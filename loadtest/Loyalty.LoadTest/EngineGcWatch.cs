@@ -1,0 +1,155 @@
+using System.Diagnostics.Tracing;
+using Microsoft.Diagnostics.NETCore.Client;
+using Microsoft.Diagnostics.Tracing;
+using Microsoft.Diagnostics.Tracing.Parsers;
+using Microsoft.Diagnostics.Tracing.Parsers.Clr;
+
+namespace Loyalty.LoadTest;
+
+/// <summary>
+/// The spawned engine's garbage collector, watched from outside through the runtime's event pipe
+/// (the channel dotnet-trace uses): what it allocated and how long it paused the engine while the
+/// purchases were measured. The allocation target is a figure of this benchmark, and a
+/// latency tail is read best beside the pauses that make it.
+/// </summary>
+/// <remarks>
+/// The session asks for the runtime's GC events only, at the verbose level that adds an
+/// allocation tick about every 100 KB allocated (each tick says how much since the last), so the
+/// sum of the ticks in the window is the engine's allocation to within 100 KB per GC heap. A pause
+/// runs from the runtime's suspension of the engine's threads to their restart.
+/// </remarks>
+internal sealed class EngineGcWatch : IAsyncDisposable
+{
+    /// <summary>How long to wait for the last events to arrive after the window closes.</summary>
+    private static readonly TimeSpan FlushWait = TimeSpan.FromSeconds(2);
+
+    private readonly EventPipeSession _session;
+    private readonly Task _reading;
+    private readonly object _lock = new();
+    private readonly List<(DateTime At, long Bytes)> _allocations = [];
+    private readonly List<Pause> _pauses = [];
+    private DateTime? _suspendedAt;
+    private int _deepestGeneration = -1;
+
+    private EngineGcWatch(EventPipeSession session)
+    {
+        _session = session;
+        _reading = Task.Run(Read);
+    }
+
+    /// <summary>One stop of the engine's threads: when it began, how long it lasted, the deepest generation collected.</summary>
+    public readonly record struct Pause(DateTime At, double Ms, int Generation);
+
+    /// <summary>Starts watching the process, or returns null (with the reason on the error output) when it cannot be watched.</summary>
+    public static EngineGcWatch? TryStart(int processId)
+    {
+        try
+        {
+            var client = new DiagnosticsClient(processId);
+            var provider = new EventPipeProvider("Microsoft-Windows-DotNETRuntime", EventLevel.Verbose, (long)ClrTraceEventParser.Keywords.GC);
+            return new EngineGcWatch(client.StartEventPipeSession(provider, requestRundown: false));
+        }
+        catch (Exception e) when (e is ServerNotAvailableException or UnsupportedCommandException or IOException or TimeoutException)
+        {
+            Console.Error.WriteLine($"loadtest: the engine's garbage collector cannot be watched ({e.Message}); engine_gc is left out");
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Stops the session once the events up to <paramref name="to"/> have had time to arrive, and
+    /// sums what fell between <paramref name="from"/> and <paramref name="to"/> (UTC).
+    /// </summary>
+    public async Task<EngineGc> SummariseAsync(DateTime from, DateTime to, long purchases)
+    {
+        TimeSpan left = to + FlushWait - DateTime.UtcNow;
+        if (left > TimeSpan.Zero)
+        {
+            await Task.Delay(left);
+        }
+
+        await StopAsync();
+        lock (_lock)
+        {
+            long bytes = _allocations.Where(a => a.At >= from && a.At < to).Sum(a => a.Bytes);
+            Pause[] pauses = [.. _pauses.Where(p => p.At >= from && p.At < to)];
+            return new EngineGc(bytes, purchases, pauses);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        _session.Dispose();
+    }
+
+    private async Task StopAsync()
+    {
+        try
+        {
+            await _session.StopAsync(CancellationToken.None);
+        }
+        catch (Exception e) when (e is ServerNotAvailableException or IOException or ObjectDisposedException or EndOfStreamException)
+        {
+            // The engine has gone already; what was read is kept.
+        }
+
+        await _reading;
+    }
+
+    private void Read()
+    {
+        try
+        {
+            using var source = new EventPipeEventSource(_session.EventStream);
+            source.Clr.GCAllocationTick += OnAllocation;
+            source.Clr.GCSuspendEEStart += e => Locked(() => (_suspendedAt, _deepestGeneration) = (e.TimeStamp.ToUniversalTime(), -1));
+            source.Clr.GCStart += e => Locked(() => _deepestGeneration = Math.Max(_deepestGeneration, e.Depth));
+            source.Clr.GCRestartEEStop += OnRestart;
+            source.Process();
+        }
+        catch (Exception e) when (e is EndOfStreamException or IOException or FormatException or ObjectDisposedException)
+        {
+            // The stream ended with the session or the engine; what was read is kept.
+        }
+    }
+
+    private void OnAllocation(GCAllocationTickTraceData e) => Locked(() => _allocations.Add((e.TimeStamp.ToUniversalTime(), e.AllocationAmount64)));
+
+    private void OnRestart(TraceEvent e) => Locked(() =>
+    {
+        // A suspension without a collection (for a debugger, or a thread-pool rebalance) is not a GC pause.
+        if (_suspendedAt is { } at && _deepestGeneration >= 0)
+        {
+            _pauses.Add(new Pause(at, (e.TimeStamp.ToUniversalTime() - at).TotalMilliseconds, _deepestGeneration));
+        }
+
+        _suspendedAt = null;
+    });
+
+    private void Locked(Action change)
+    {
+        lock (_lock)
+        {
+            change();
+        }
+    }
+}
+
+/// <summary>The engine's collections over the measured purchases.</summary>
+internal sealed record EngineGc(long AllocatedBytes, long Purchases, IReadOnlyList<EngineGcWatch.Pause> Pauses)
+{
+    /// <summary>The JSON report's view of it.</summary>
+    public object ToReport() => new
+    {
+        allocated_mib = Math.Round(AllocatedBytes / 1048576.0, 1),
+        allocated_bytes_per_purchase = Purchases == 0 ? 0 : AllocatedBytes / Purchases,
+        gen0 = Pauses.Count(p => p.Generation == 0),
+        gen1 = Pauses.Count(p => p.Generation == 1),
+        gen2 = Pauses.Count(p => p.Generation == 2),
+        pause_ms_total = Math.Round(Pauses.Sum(p => p.Ms), 1),
+        pause_ms_max = Math.Round(Pauses.Count == 0 ? 0 : Pauses.Max(p => p.Ms), 1),
+        pauses_over_20ms = Pauses.Count(p => p.Ms > 20),
+    };
+}
