@@ -58,9 +58,10 @@ internal sealed class EngineGcWatch : IAsyncDisposable
 
     /// <summary>
     /// Stops the session once the events up to <paramref name="to"/> have had time to arrive, and
-    /// sums what fell between <paramref name="from"/> and <paramref name="to"/> (UTC).
+    /// sums what fell between <paramref name="from"/> and <paramref name="to"/> (UTC); the pauses
+    /// it lists are timed from <paramref name="origin"/> (the start of the run, as the timeline is).
     /// </summary>
-    public async Task<EngineGc> SummariseAsync(DateTime from, DateTime to, long purchases)
+    public async Task<EngineGc> SummariseAsync(DateTime from, DateTime to, long purchases, DateTime origin)
     {
         TimeSpan left = to + FlushWait - DateTime.UtcNow;
         if (left > TimeSpan.Zero)
@@ -73,7 +74,7 @@ internal sealed class EngineGcWatch : IAsyncDisposable
         {
             long bytes = _allocations.Where(a => a.At >= from && a.At < to).Sum(a => a.Bytes);
             Pause[] pauses = [.. _pauses.Where(p => p.At >= from && p.At < to)];
-            return new EngineGc(bytes, purchases, pauses);
+            return new EngineGc(bytes, purchases, pauses, origin);
         }
     }
 
@@ -138,8 +139,11 @@ internal sealed class EngineGcWatch : IAsyncDisposable
 }
 
 /// <summary>The engine's collections over the measured purchases.</summary>
-internal sealed record EngineGc(long AllocatedBytes, long Purchases, IReadOnlyList<EngineGcWatch.Pause> Pauses)
+internal sealed record EngineGc(long AllocatedBytes, long Purchases, IReadOnlyList<EngineGcWatch.Pause> Pauses, DateTime Origin)
 {
+    /// <summary>The longest pauses listed one by one in the report.</summary>
+    public const int ListedPausesMax = 50;
+
     /// <summary>The JSON report's view of it.</summary>
     public object ToReport() => new
     {
@@ -151,5 +155,8 @@ internal sealed record EngineGc(long AllocatedBytes, long Purchases, IReadOnlyLi
         pause_ms_total = Math.Round(Pauses.Sum(p => p.Ms), 1),
         pause_ms_max = Math.Round(Pauses.Count == 0 ? 0 : Pauses.Max(p => p.Ms), 1),
         pauses_over_20ms = Pauses.Count(p => p.Ms > 20),
+        // The longest pauses, at seconds from the start of the run (as the timeline), in time order.
+        longest = Pauses.OrderByDescending(p => p.Ms).Take(ListedPausesMax).OrderBy(p => p.At)
+            .Select(p => new { s = Math.Round((p.At - Origin).TotalSeconds, 2), ms = Math.Round(p.Ms, 1), gen = p.Generation }),
     };
 }

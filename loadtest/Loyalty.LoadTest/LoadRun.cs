@@ -54,6 +54,7 @@ internal sealed class LoadRun(LoadOptions options)
     private readonly Channel<FollowUp> _followUps = Channel.CreateUnbounded<FollowUp>();
     private readonly List<LongHistogram> _histograms = [];
     private readonly List<LongHistogram> _allHistograms = [];
+    private readonly List<LongHistogram> _intervalHistograms = [];
     private readonly List<TimelinePoint> _timeline = [];
     private long _sent;
     private long _acked;
@@ -82,7 +83,9 @@ internal sealed class LoadRun(LoadOptions options)
     }
 
     /// <summary>One second of the run: when, acks so far, throughput in that second, p99 so far, errors so far and in that second (failed streams, refusals).</summary>
-    internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms, long Errors = 0, double ErrorsPerSecond = 0);
+    /// <summary>A second of the run: <see cref="P99Ms"/> since the start, the interval's own p99 and maximum since the point before.</summary>
+    internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms, long Errors = 0, double ErrorsPerSecond = 0,
+        double IntervalP99Ms = 0, double IntervalMaxMs = 0);
 
     public async Task<int> RunAsync()
     {
@@ -153,7 +156,7 @@ internal sealed class LoadRun(LoadOptions options)
 
         DateTime Utc(long timestamp) => anchor.utc + TimeSpan.FromSeconds(Seconds(anchor.ticks, timestamp));
         EngineGc? gc = engineGc is null ? null
-            : await engineGc.SummariseAsync(Utc(measuredFrom), Utc(_purchasesEndedAt), _ackedMeasured);
+            : await engineGc.SummariseAsync(Utc(measuredFrom), Utc(_purchasesEndedAt), _ackedMeasured, Utc(_startedAt));
         if (gc is not null)
         {
             Log($"engine GC over the measured purchases: {gc.AllocatedBytes / Math.Max(1, gc.Purchases)} bytes allocated per purchase, {gc.Pauses.Count} pauses, longest {(gc.Pauses.Count == 0 ? 0 : gc.Pauses.Max(p => p.Ms)):F1} ms");
@@ -214,6 +217,7 @@ internal sealed class LoadRun(LoadOptions options)
         {
             _histograms.Add(state.Histogram);
             _allHistograms.Add(state.All);
+            _intervalHistograms.Add(state.Interval);
         }
 
         MemberPicker picker = options.Sequential
@@ -388,6 +392,7 @@ internal sealed class LoadRun(LoadOptions options)
         lock (state.All)
         {
             state.All.RecordValue(micros);
+            state.Interval.RecordValue(micros);
             if (state.StartedAt[k] >= _measureFrom)
             {
                 state.Histogram.RecordValue(micros);
@@ -435,6 +440,9 @@ internal sealed class LoadRun(LoadOptions options)
         public LongHistogram Histogram { get; } = NewHistogram();
 
         public LongHistogram All { get; } = NewHistogram();
+
+        /// <summary>Answers since the timeline's last point (reset by each point, under <see cref="All"/>'s lock).</summary>
+        public LongHistogram Interval { get; } = NewHistogram();
     }
 
     private void OnAck(V1.PurchaseAck ack, PosMix.Basket basket, Random returnDice, bool resent)
@@ -595,12 +603,14 @@ internal sealed class LoadRun(LoadOptions options)
         double p99 = merged.TotalCount == 0 ? 0 : merged.GetValueAtPercentile(99) / 1000.0;
         long errors = Interlocked.Read(ref _errorEvents);
         double elapsed = Math.Max(0.001, seconds - previous.Seconds);
-        var point = new TimelinePoint(seconds, acked, (acked - previous.Acked) / elapsed, p99, errors, (errors - previous.Errors) / elapsed);
+        LongHistogram interval = Merged(_intervalHistograms, reset: true);
+        (double intervalP99, double intervalMax) = interval.TotalCount == 0 ? (0, 0) : (interval.GetValueAtPercentile(99) / 1000.0, interval.GetMaxValue() / 1000.0);
+        var point = new TimelinePoint(seconds, acked, (acked - previous.Acked) / elapsed, p99, errors, (errors - previous.Errors) / elapsed, intervalP99, intervalMax);
         _timeline.Add(point);
         return point;
     }
 
-    private LongHistogram Merged(List<LongHistogram> histograms)
+    private LongHistogram Merged(List<LongHistogram> histograms, bool reset = false)
     {
         LongHistogram merged = NewHistogram();
         lock (_histograms)
@@ -611,6 +621,10 @@ internal sealed class LoadRun(LoadOptions options)
                 lock (_allHistograms[i])
                 {
                     merged.Add(histograms[i]);
+                    if (reset)
+                    {
+                        histograms[i].Reset();
+                    }
                 }
             }
         }
@@ -685,7 +699,7 @@ internal sealed class LoadRun(LoadOptions options)
             // The spawned engine's collections while the purchases were measured (see EngineGcWatch).
             engine_gc = engineGc?.ToReport(),
             events_out = eventsOut,
-            timeline = _timeline.Select(p => new { s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), p99_ms = Math.Round(p.P99Ms, 1), errors_per_s = Math.Round(p.ErrorsPerSecond) }),
+            timeline = _timeline.Select(p => new { s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), p99_ms = Math.Round(p.P99Ms, 1), second_p99_ms = Math.Round(p.IntervalP99Ms, 1), second_max_ms = Math.Round(p.IntervalMaxMs, 1), errors_per_s = Math.Round(p.ErrorsPerSecond) }),
             config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.RedemptionShare, options.Target },
         };
         string json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true });

@@ -70,6 +70,13 @@ public sealed class LoadTesterSmokeTests
         Assert.True(gc.GetProperty("allocated_mib").GetDouble() > 0);
         Assert.True(gc.GetProperty("pause_ms_max").GetDouble() <= gc.GetProperty("pause_ms_total").GetDouble());
         Assert.True(gc.GetProperty("gen0").GetInt32() >= 0 && gc.GetProperty("pauses_over_20ms").GetInt32() >= 0);
+        JsonElement[] longest = [.. gc.GetProperty("longest").EnumerateArray()];
+        Assert.Equal(Math.Min(50, gc.GetProperty("gen0").GetInt32() + gc.GetProperty("gen1").GetInt32() + gc.GetProperty("gen2").GetInt32()), longest.Length);
+        Assert.All(longest, p => Assert.InRange(p.GetProperty("ms").GetDouble(), 0, gc.GetProperty("pause_ms_max").GetDouble()));
+        // Each second's own tail: its p99 never exceeds its maximum, and some second saw answers.
+        JsonElement[] seconds = [.. report.RootElement.GetProperty("timeline").EnumerateArray()];
+        Assert.All(seconds, t => Assert.True(t.GetProperty("second_p99_ms").GetDouble() <= t.GetProperty("second_max_ms").GetDouble()));
+        Assert.Contains(seconds, t => t.GetProperty("second_max_ms").GetDouble() > 0);
         Directory.Delete(folder, recursive: true);
     }
 }
