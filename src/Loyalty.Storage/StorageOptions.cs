@@ -35,6 +35,14 @@ public sealed class StorageOptions
     public int SqliteWalCheckpointPages { get; set; } = SqliteLedgerStore.WalCheckpointPagesDefault;
 
     /// <summary>
+    /// SQLite only: how often, in milliseconds, a background connection copies the write-ahead log
+    /// back into the database file (a passive checkpoint, beside the writer's commits), so that the
+    /// ledger's writer does not stall a batch on a checkpoint of its own; 0 turns it off, leaving
+    /// checkpoints to the writer at <see cref="SqliteWalCheckpointPages"/>. 100..60000.
+    /// </summary>
+    public int SqliteCheckpointIntervalMs { get; set; } = SqliteLedgerStore.CheckpointIntervalMsDefault;
+
+    /// <summary>
     /// A copy in which a relative SQLite path is made absolute (against the working directory),
     /// so the ledger and Orleans' snapshot storage open the same file whatever folder they run in.
     /// </summary>
@@ -47,7 +55,7 @@ public sealed class StorageOptions
 
         var builder = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString);
         builder.DataSource = Path.GetFullPath(builder.DataSource);
-        return new StorageOptions { Provider = Provider, ConnectionString = builder.ToString(), ServiceId = ServiceId, SqliteWalCheckpointPages = SqliteWalCheckpointPages };
+        return new StorageOptions { Provider = Provider, ConnectionString = builder.ToString(), ServiceId = ServiceId, SqliteWalCheckpointPages = SqliteWalCheckpointPages, SqliteCheckpointIntervalMs = SqliteCheckpointIntervalMs };
     }
 }
 

@@ -62,7 +62,7 @@ public static class StorageSiloBuilderExtensions
     /// <summary>The ledger store for resolved options (<see cref="StorageOptions.Resolved"/>).</summary>
     public static ILedgerStore CreateLedgerStore(StorageOptions storage) => storage.Provider switch
     {
-        StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString, storage.SqliteWalCheckpointPages),
+        StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString, storage.SqliteWalCheckpointPages, storage.SqliteCheckpointIntervalMs),
         StorageProvider.Postgres => new PostgresLedgerStore(storage.ConnectionString),
         StorageProvider.Memory => new MemoryLedgerStore(),
         _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),

@@ -70,7 +70,7 @@ public sealed class LedgerStoreTests
     public async Task SqliteWalCheckpointPages_DecidesWhenCommittedPagesReachTheDatabaseFile(int pages, bool copiedBack)
     {
         StorageOptions options = TestDatabases.Create(Backend.Sqlite, $"checkpoint{pages}");
-        using var store = new SqliteLedgerStore(options.ConnectionString, pages);
+        using var store = new SqliteLedgerStore(options.ConnectionString, pages, checkpointIntervalMs: 0);
         await store.MigrateAsync(CancellationToken.None);
         string file = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(options.ConnectionString).DataSource;
         long migrated = new FileInfo(file).Length;
@@ -85,6 +85,42 @@ public sealed class LedgerStoreTests
         long grown = new FileInfo(file).Length - migrated;
         Assert.True(copiedBack ? grown > 500_000 : grown < 100_000, $"the database file grew by {grown} bytes");
         Assert.Equal(8_000, await Sql.ScalarAsync(options, "SELECT count(*) FROM ledger_entries"));
+    }
+
+    [Theory]
+    [InlineData(SqliteLedgerStore.CheckpointIntervalMsMin, true)]
+    [InlineData(0, false)]
+    public async Task SqliteCheckpointInterval_CopiesCommittedPagesIntoTheFile_BesideTheWriter(int intervalMs, bool copiedBack)
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, $"bgcheckpoint{intervalMs}");
+        // The writer's own bound is as large as it goes: only the background loop can copy pages back.
+        using var store = new SqliteLedgerStore(options.ConnectionString, SqliteLedgerStore.WalCheckpointPagesMax, intervalMs);
+        await store.MigrateAsync(CancellationToken.None);
+        string file = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(options.ConnectionString).DataSource;
+        long migrated = new FileInfo(file).Length;
+
+        LedgerEntry[] entries = [.. Enumerable.Range(0, 4_000).Select(i => Entries.Earn("p", $"m{i}", 1, 10, $"t{i}"))];
+        await store.AppendBatchAsync(entries, new bool[entries.Length], [], null, [], CancellationToken.None);
+        long grown = 0;
+        for (var waited = System.Diagnostics.Stopwatch.StartNew(); waited.Elapsed < TimeSpan.FromSeconds(3) && grown <= 200_000; await Task.Delay(50))
+        {
+            grown = new FileInfo(file).Length - migrated;
+        }
+
+        Assert.True(copiedBack ? grown > 200_000 : grown < 100_000, $"the database file grew by {grown} bytes");
+        Assert.Equal(4_000, await Sql.ScalarAsync(options, "SELECT count(*) FROM ledger_entries"));
+    }
+
+    [Theory]
+    [InlineData(SqliteLedgerStore.CheckpointIntervalMsMin - 1)]
+    [InlineData(SqliteLedgerStore.CheckpointIntervalMsMax + 1)]
+    public void SqliteCheckpointInterval_OutOfRange_IsRefusedNamingTheSetting(int intervalMs)
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "bgcheckpoint-refused");
+
+        var refused = Assert.Throws<ArgumentOutOfRangeException>(() => new SqliteLedgerStore(options.ConnectionString, checkpointIntervalMs: intervalMs));
+
+        Assert.Contains("Storage:SqliteCheckpointIntervalMs", refused.Message, StringComparison.Ordinal);
     }
 
     [Theory]
