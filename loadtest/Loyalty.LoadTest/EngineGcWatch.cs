@@ -23,12 +23,16 @@ internal sealed class EngineGcWatch : IAsyncDisposable
     /// <summary>How long to wait for the last events to arrive after the window closes.</summary>
     private static readonly TimeSpan FlushWait = TimeSpan.FromSeconds(2);
 
+    /// <summary>How long stopping the session may take before the watch gives up on the engine.</summary>
+    private static readonly TimeSpan StopWaitMax = TimeSpan.FromSeconds(10);
+
     private readonly EventPipeSession _session;
     private readonly Task _reading;
     private readonly object _lock = new();
     private readonly List<(DateTime At, long Bytes)> _allocations = [];
     private readonly List<Pause> _pauses = [];
     private DateTime? _suspendedAt;
+    private bool _suspendedForGc;
     private int _deepestGeneration = -1;
 
     private EngineGcWatch(EventPipeSession session)
@@ -49,7 +53,7 @@ internal sealed class EngineGcWatch : IAsyncDisposable
             var provider = new EventPipeProvider("Microsoft-Windows-DotNETRuntime", EventLevel.Verbose, (long)ClrTraceEventParser.Keywords.GC);
             return new EngineGcWatch(client.StartEventPipeSession(provider, requestRundown: false));
         }
-        catch (Exception e) when (e is ServerNotAvailableException or UnsupportedCommandException or IOException or TimeoutException)
+        catch (Exception e) when (e is ServerNotAvailableException or ServerErrorException or UnsupportedCommandException or IOException or TimeoutException)
         {
             Console.Error.WriteLine($"loadtest: the engine's garbage collector cannot be watched ({e.Message}); engine_gc is left out");
             return null;
@@ -89,14 +93,15 @@ internal sealed class EngineGcWatch : IAsyncDisposable
     {
         try
         {
-            await _session.StopAsync(CancellationToken.None);
+            using var limit = new CancellationTokenSource(StopWaitMax);
+            await _session.StopAsync(limit.Token);
+            await _reading.WaitAsync(StopWaitMax);
         }
-        catch (Exception e) when (e is ServerNotAvailableException or IOException or ObjectDisposedException or EndOfStreamException)
+        catch (Exception e) when (e is ServerNotAvailableException or ServerErrorException or IOException or ObjectDisposedException or EndOfStreamException
+            or OperationCanceledException or TimeoutException)
         {
-            // The engine has gone already; what was read is kept.
+            // The engine has gone or stopped answering; what was read is kept.
         }
-
-        await _reading;
     }
 
     private void Read()
@@ -105,25 +110,38 @@ internal sealed class EngineGcWatch : IAsyncDisposable
         {
             using var source = new EventPipeEventSource(_session.EventStream);
             source.Clr.GCAllocationTick += OnAllocation;
-            source.Clr.GCSuspendEEStart += e => Locked(() => (_suspendedAt, _deepestGeneration) = (e.TimeStamp.ToUniversalTime(), -1));
+            source.Clr.GCSuspendEEStart += OnSuspend;
             source.Clr.GCStart += e => Locked(() => _deepestGeneration = Math.Max(_deepestGeneration, e.Depth));
             source.Clr.GCRestartEEStop += OnRestart;
             source.Process();
         }
-        catch (Exception e) when (e is EndOfStreamException or IOException or FormatException or ObjectDisposedException)
+        catch (Exception e)
         {
-            // The stream ended with the session or the engine; what was read is kept.
+            // The stream ended with the session or the engine, or could not be read further: what
+            // was read is kept, and the run goes on (the figures then cover less).
+            if (e is not (EndOfStreamException or IOException or ObjectDisposedException))
+            {
+                Console.Error.WriteLine($"loadtest: reading the engine's GC events stopped: {e.Message}");
+            }
         }
     }
+
+    private void OnSuspend(GCSuspendEETraceData e) => Locked(() =>
+    {
+        // Suspensions for a collection, or for the final marking of a background one (which has
+        // no start event of its own); a debugger's or a shutdown's are not GC pauses.
+        (_suspendedAt, _deepestGeneration) = (e.TimeStamp.ToUniversalTime(), -1);
+        _suspendedForGc = e.Reason is GCSuspendEEReason.SuspendForGC or GCSuspendEEReason.SuspendForGCPrep;
+    });
 
     private void OnAllocation(GCAllocationTickTraceData e) => Locked(() => _allocations.Add((e.TimeStamp.ToUniversalTime(), e.AllocationAmount64)));
 
     private void OnRestart(TraceEvent e) => Locked(() =>
     {
-        // A suspension without a collection (for a debugger, or a thread-pool rebalance) is not a GC pause.
-        if (_suspendedAt is { } at && _deepestGeneration >= 0)
+        if (_suspendedAt is { } at && _suspendedForGc)
         {
-            _pauses.Add(new Pause(at, (e.TimeStamp.ToUniversalTime() - at).TotalMilliseconds, _deepestGeneration));
+            // A pause with no collection started in it belongs to a background gen2 collection.
+            _pauses.Add(new Pause(at, (e.TimeStamp.ToUniversalTime() - at).TotalMilliseconds, _deepestGeneration >= 0 ? _deepestGeneration : 2));
         }
 
         _suspendedAt = null;

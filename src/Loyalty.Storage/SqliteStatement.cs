@@ -8,7 +8,8 @@ namespace Loyalty.Storage;
 /// Microsoft.Data.Sqlite's command makes a data reader, finds each parameter by name and binds it
 /// through a new object on every execution; the writer runs its statements for every batch, a few
 /// rows each when purchases arrive at a steady rate, so that was several objects per purchase.
-/// Here binding writes into SQLite's own statement and allocates nothing. It runs inside the
+/// Here binding copies each value into SQLite's own statement, with no object per parameter (text
+/// given as a string is still encoded to UTF-8 on the way). It runs inside the
 /// writer's transaction, which Microsoft.Data.Sqlite begins with BEGIN IMMEDIATE: the write lock
 /// is taken (with the connection's busy timeout) before the first statement, which therefore
 /// never waits for another writer.
@@ -36,7 +37,9 @@ internal sealed class SqliteStatement : IDisposable
 
     /// <summary>Binds parameter <paramref name="index"/> (from 1) to text already encoded as UTF-8, or to NULL.</summary>
     public void Utf8(int index, byte[]? value) =>
-        Check(value is null ? raw.sqlite3_bind_null(_statement, index) : raw.sqlite3_bind_text(_statement, index, (ReadOnlySpan<byte>)value));
+        Check(value is null ? raw.sqlite3_bind_null(_statement, index)
+            : value.Length == 0 ? raw.sqlite3_bind_text(_statement, index, string.Empty) // an empty span would bind as NULL
+            : raw.sqlite3_bind_text(_statement, index, (ReadOnlySpan<byte>)value));
 
     /// <summary>Binds parameter <paramref name="index"/> (from 1) to an integer.</summary>
     public void Integer(int index, long value) => Check(raw.sqlite3_bind_int64(_statement, index, value));
