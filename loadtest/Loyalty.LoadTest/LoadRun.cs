@@ -84,8 +84,12 @@ internal sealed class LoadRun(LoadOptions options)
 
     /// <summary>One second of the run: when, acks so far, throughput in that second, p99 so far, errors so far and in that second (failed streams, refusals).</summary>
     /// <summary>A second of the run: <see cref="P99Ms"/> since the start, the interval's own p99 and maximum since the point before.</summary>
+    /// <summary><see cref="Cpu"/> is the machine's counters at that moment; the busy and stolen shares are the interval's own.</summary>
     internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms, long Errors = 0, double ErrorsPerSecond = 0,
-        double IntervalP99Ms = 0, double IntervalMaxMs = 0);
+        double IntervalP99Ms = 0, double IntervalMaxMs = 0, MachineCpu? Cpu = null, double? CpuBusyPct = null, double? CpuStealPct = null);
+
+    /// <summary>The machine's processor counters when the run started, when the measured purchases started (the first second past the warm-up) and when the purchases ended.</summary>
+    private MachineCpu? _cpuAtStart, _cpuAtMeasure, _cpuAtEnd;
 
     public async Task<int> RunAsync()
     {
@@ -132,6 +136,7 @@ internal sealed class LoadRun(LoadOptions options)
         await using EngineGcWatch? engineGc = engine is null ? null : EngineGcWatch.TryStart(engine.ProcessId);
         var clock = Stopwatch.StartNew();
         _gcAtStart = TesterGc.Now();
+        _cpuAtStart = MachineCpu.Read();
         (DateTime utc, long ticks) anchor = (DateTime.UtcNow, Stopwatch.GetTimestamp());
         _startedAt = Stopwatch.GetTimestamp();
         _measureFrom = _startedAt + (long)(options.WarmupSeconds * Stopwatch.Frequency);
@@ -176,6 +181,7 @@ internal sealed class LoadRun(LoadOptions options)
         await Task.WhenAll(streams);
         _purchasesEndedAt = Stopwatch.GetTimestamp();
         _gcDuringPurchases = TesterGc.Now() - _gcAtStart;
+        _cpuAtEnd = MachineCpu.Read();
         _followUps.Writer.Complete();
         await Task.WhenAll(followUps);
         _followUpsEndedAt = Stopwatch.GetTimestamp();
@@ -605,7 +611,16 @@ internal sealed class LoadRun(LoadOptions options)
         double elapsed = Math.Max(0.001, seconds - previous.Seconds);
         LongHistogram interval = Merged(_intervalHistograms, reset: true);
         (double intervalP99, double intervalMax) = interval.TotalCount == 0 ? (0, 0) : (interval.GetValueAtPercentile(99) / 1000.0, interval.GetMaxValue() / 1000.0);
-        var point = new TimelinePoint(seconds, acked, (acked - previous.Acked) / elapsed, p99, errors, (errors - previous.Errors) / elapsed, intervalP99, intervalMax);
+        MachineCpu? cpu = MachineCpu.Read();
+        (double BusyPct, double StealPct)? share = cpu is { } now && (_timeline.Count > 0 ? previous.Cpu : _cpuAtStart) is { } before ? now.Since(before) : null;
+        var point = new TimelinePoint(seconds, acked, (acked - previous.Acked) / elapsed, p99, errors, (errors - previous.Errors) / elapsed, intervalP99, intervalMax,
+            cpu, share?.BusyPct, share?.StealPct);
+        if (_cpuAtMeasure is null && Stopwatch.GetTimestamp() >= _measureFrom)
+        {
+            // The counters are read once a second, so the measured window's start is known to a second.
+            _cpuAtMeasure = _timeline.Count > 0 ? previous.Cpu : _cpuAtStart;
+        }
+
         _timeline.Add(point);
         return point;
     }
@@ -699,7 +714,15 @@ internal sealed class LoadRun(LoadOptions options)
             // The spawned engine's collections while the purchases were measured (see EngineGcWatch).
             engine_gc = engineGc?.ToReport(),
             events_out = eventsOut,
-            timeline = _timeline.Select(p => new { s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), p99_ms = Math.Round(p.P99Ms, 1), second_p99_ms = Math.Round(p.IntervalP99Ms, 1), second_max_ms = Math.Round(p.IntervalMaxMs, 1), errors_per_s = Math.Round(p.ErrorsPerSecond) }),
+            // The whole machine's processor time while the measured purchases ran (Linux only, else null):
+            // time stolen by the host of a virtual machine stalls engine and tester alike.
+            machine_cpu = MachineCpuReport(),
+            timeline = _timeline.Select(p => new
+            {
+                s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), p99_ms = Math.Round(p.P99Ms, 1), second_p99_ms = Math.Round(p.IntervalP99Ms, 1),
+                second_max_ms = Math.Round(p.IntervalMaxMs, 1), errors_per_s = Math.Round(p.ErrorsPerSecond),
+                cpu_busy_pct = Round(p.CpuBusyPct), cpu_steal_pct = Round(p.CpuStealPct),
+            }),
             config = new { options.Mode, options.Streams, options.InFlightPerStream, options.Members, options.ZipfSkew, options.RatePerSecond, options.LinesMax, options.ReturnShare, options.RedemptionShare, options.Target },
         };
         string json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true });
@@ -716,6 +739,28 @@ internal sealed class LoadRun(LoadOptions options)
 
         return report.verify.ok ? 0 : 1;
     }
+
+    /// <summary>Busy and stolen shares over the measured purchases, and the seconds of that window with the most theft.</summary>
+    private object? MachineCpuReport()
+    {
+        if ((_cpuAtMeasure ?? _cpuAtStart) is not { } from || _cpuAtEnd is not { } to || to.Since(from) is not { } share)
+        {
+            return null;
+        }
+
+        double warmup = Math.Min(_warmupUsed, Seconds(_startedAt, _purchasesEndedAt));
+        double[] stolen = [.. _timeline.Where(p => p.Seconds > warmup && p.CpuStealPct is not null).Select(p => p.CpuStealPct!.Value)];
+        return new
+        {
+            cores = Environment.ProcessorCount,
+            busy_pct = Round(share.BusyPct),
+            steal_pct = Round(share.StealPct),
+            steal_pct_max_second = stolen.Length == 0 ? 0 : Round(stolen.Max()),
+            seconds_over_5pct_steal = stolen.Count(s => s > 5),
+        };
+    }
+
+    private static double? Round(double? value) => value is { } v ? Math.Round(v, 1) : null;
 
     private void Log(string message)
     {

@@ -77,6 +77,13 @@ public sealed class LoadTesterSmokeTests
         JsonElement[] seconds = [.. report.RootElement.GetProperty("timeline").EnumerateArray()];
         Assert.All(seconds, t => Assert.True(t.GetProperty("second_p99_ms").GetDouble() <= t.GetProperty("second_max_ms").GetDouble()));
         Assert.Contains(seconds, t => t.GetProperty("second_max_ms").GetDouble() > 0);
+        // The machine's processor time beside it: shares of the whole, and the run kept the machine busy.
+        JsonElement cpu = report.RootElement.GetProperty("machine_cpu");
+        Assert.Equal(Environment.ProcessorCount, cpu.GetProperty("cores").GetInt32());
+        Assert.InRange(cpu.GetProperty("busy_pct").GetDouble(), 0.1, 100);
+        Assert.InRange(cpu.GetProperty("steal_pct").GetDouble(), 0, 100);
+        Assert.InRange(cpu.GetProperty("steal_pct_max_second").GetDouble(), 0, 100);
+        Assert.All(seconds, t => Assert.InRange(t.GetProperty("cpu_busy_pct").GetDouble() + t.GetProperty("cpu_steal_pct").GetDouble(), 0, 100.001));
         Directory.Delete(folder, recursive: true);
     }
 }
