@@ -35,8 +35,7 @@ public sealed partial class MemberGrain
     {
         _state.Lots.Mature(now);
         LedgerEntry? entry = null, before = null;
-        if (Decide((ProgramConfig p, DateTimeOffset n, out LedgerEntry? e) => StageAccrual(purchase, 0, null, p, n, out e, out _),
-            null, program, now, ref entry, ref before, out AccrualResult? refused) is { } overflow)
+        if (Decide(new PurchaseWrite(this, purchase, fingerprint: 0), program, now, ref entry, ref before, out AccrualResult? refused) is { } overflow)
         {
             return QuoteResult.Reject(LoyaltyError.InvalidArgument, overflow);
         }

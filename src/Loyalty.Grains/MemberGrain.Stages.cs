@@ -76,27 +76,42 @@ public sealed partial class MemberGrain
 
     /// <summary>Answers without a write: not enrolled, or a remembered transaction id.</summary>
     private T? Precheck<T>(string txn, long fingerprint, Func<string, Points, long, T> duplicate, Func<LoyaltyError, string, T> reject)
-        where T : class
+        where T : class =>
+        Precheck(txn, fingerprint, out Remembered prior) switch
+        {
+            null => null,
+            { Error: LoyaltyError.None } => duplicate(txn, prior.Points, prior.Sequence),
+            { } refused => reject(refused.Error, refused.Message),
+        };
+
+    /// <summary>
+    /// Whether a change is answered without a write, and how: null to go on; an error of
+    /// <see cref="LoyaltyError.None"/> for a resend of a remembered change (<paramref name="prior"/>);
+    /// else the refusal. Nothing is allocated on the way on.
+    /// </summary>
+    private (LoyaltyError Error, string Message)? Precheck(string txn, long fingerprint, out Remembered prior)
     {
+        prior = default;
         if (!_state.Enrolled)
         {
-            return reject(LoyaltyError.NotFound, NotEnrolledMessage());
+            return (LoyaltyError.NotFound, NotEnrolledMessage());
         }
 
         if (_state.MergedInto is not null || _state.Erased)
         {
-            return reject(LoyaltyError.FailedPrecondition, Closed()!.ErrorMessage!);
+            return (LoyaltyError.FailedPrecondition, Closed()!.ErrorMessage!);
         }
 
         // Remembered by a 64-bit hash of the id: another fingerprint under the same hash is a reuse
         // of the id (or, with odds of about 2^-60 per purchase, two ids of this member colliding).
         // It is refused here, before anything is applied: a conflicting entry must never be applied
         // in memory and left for the unique index, since later changes could build on it.
-        if (_state.FindRecent(txn) is { } prior)
+        if (_state.FindRecent(txn) is { } remembered)
         {
-            return prior.Fingerprint == fingerprint
-                ? duplicate(txn, prior.Points, prior.Sequence)
-                : reject(LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
+            prior = remembered;
+            return remembered.Fingerprint == fingerprint
+                ? (LoyaltyError.None, "")
+                : (LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
         }
 
         return null;

@@ -42,8 +42,8 @@ public sealed partial class MemberGrain
             return AccrueWithRedemptionAsync(purchase, new Redemption(txn + BasketRedeemSuffix, reward, purchase.RedeemQuantity, purchase.StoreId), fingerprint);
         }
 
-        Task<AccrualResult> write = WriteAccrualAsync(txn, fingerprint,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageAccrual(purchase, fingerprint, null, program, now, out entry, out _));
+        // The hot path: one object carries the purchase through the write loop (no closures).
+        Task<AccrualResult> write = WriteCoreAsync(new PurchaseWrite(this, purchase, fingerprint));
 
         // Only a referred member's purchases take the longer path (once, until the referrer is settled).
         return ReferrerToSettle ? ThenSettleReferrerAsync(write) : write;
@@ -54,7 +54,7 @@ public sealed partial class MemberGrain
     {
         var stock = new StockTake();
         LedgerEntry? redeemed = null;
-        AccrualResult result = await WriteCoreAsync(
+        AccrualResult result = await WriteCoreAsync(new LambdaWrite<AccrualResult>(
             prefetch: () => TakeStockAsync(redemption, stock),
             null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before) =>
@@ -66,7 +66,7 @@ public sealed partial class MemberGrain
             (entry, balance, pending) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
                 entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.DetailsAs<RedeemDetails>()?.Lots, pending),
             existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)),
-            (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m));
+            (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
             await Stock(redemption.RewardId).Give(redemption.TransactionId, redemption.Quantity);
@@ -218,14 +218,89 @@ public sealed partial class MemberGrain
         return await Get();
     }
 
-    /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: a purchase or an adjustment.</summary>
+    /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: an adjustment or feedback.</summary>
     private Task<AccrualResult> WriteAccrualAsync(string txn, long fingerprint, Stage<AccrualResult> stage) =>
-        WriteAsync(
-            prefetch: null,
-            stage,
-            (entry, balance, pending) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion, Pending: pending),
-            existing => AnswerFromLedger(existing, txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)),
-            (e, m) => AccrualResult.Reject(txn, e, m));
+        WriteCoreAsync(new StagedAccrualWrite(this, txn, fingerprint, stage));
+
+    /// <summary>
+    /// One change's part in the write loop: how it fetches what it needs, decides, and answers.
+    /// The loop itself (<see cref="WriteCoreAsync"/>) is the same for every change.
+    /// </summary>
+    private abstract class Write<T>
+        where T : class
+    {
+        /// <summary>Reads, with awaits, what the decision needs (before the decision, which has none); null when nothing.</summary>
+        public virtual Task? PrefetchAsync() => null;
+
+        /// <summary>Decides the change (see <see cref="Stage{T}"/>): an answer, or the entry (and the one committed just before it, if any).</summary>
+        public abstract T? Stage(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before);
+
+        /// <summary>The answer once <paramref name="entry"/> is committed, given the balance and pending points it left.</summary>
+        public abstract T Committed(LedgerEntry entry, Points balance, Points pending);
+
+        /// <summary>The answer when the ledger already holds the change's transaction id; null to try again.</summary>
+        public abstract Task<T?> FromLedger(LedgerEntry existing);
+
+        /// <summary>A refusal.</summary>
+        public abstract T Reject(LoyaltyError error, string message);
+    }
+
+    /// <summary>A change given as functions: every change but the purchases and adjustments.</summary>
+    private sealed class LambdaWrite<T>(
+        Func<Task>? prefetch,
+        Stage<T>? stage,
+        PairStage<T>? pairStage,
+        Func<LedgerEntry, Points, Points, T> committed,
+        Func<LedgerEntry, Task<T?>> fromLedger,
+        Func<LoyaltyError, string, T> reject) : Write<T>
+        where T : class
+    {
+        public override Task? PrefetchAsync() => prefetch?.Invoke();
+
+        public override T? Stage(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before)
+        {
+            before = null;
+            return stage is not null ? stage(program, now, out entry) : pairStage!(program, now, out entry, out before);
+        }
+
+        public override T Committed(LedgerEntry entry, Points balance, Points pending) => committed(entry, balance, pending);
+
+        public override Task<T?> FromLedger(LedgerEntry existing) => fromLedger(existing);
+
+        public override T Reject(LoyaltyError error, string message) => reject(error, message);
+    }
+
+    /// <summary>A change of one entry answered by an <see cref="AccrualResult"/>, under its transaction id.</summary>
+    private abstract class AccrualWrite(MemberGrain grain, string txn, long fingerprint) : Write<AccrualResult>
+    {
+        protected MemberGrain Grain => grain;
+
+        protected long Fingerprint => fingerprint;
+
+        public override AccrualResult Committed(LedgerEntry entry, Points balance, Points pending) =>
+            new(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion, Pending: pending);
+
+        public override Task<AccrualResult?> FromLedger(LedgerEntry existing) => grain.AnswerFromLedger(existing, txn, fingerprint, grain.AccrualDuplicate, Reject);
+
+        public override AccrualResult Reject(LoyaltyError error, string message) => AccrualResult.Reject(txn, error, message);
+    }
+
+    /// <summary>A purchase without a redemption: the hot path.</summary>
+    private sealed class PurchaseWrite(MemberGrain grain, Purchase purchase, long fingerprint) : AccrualWrite(grain, purchase.TransactionId, fingerprint)
+    {
+        public override AccrualResult? Stage(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before) =>
+            Grain.StageAccrual(purchase, Fingerprint, null, program, now, out entry, out before);
+    }
+
+    /// <summary>An adjustment or feedback, decided by its stage.</summary>
+    private sealed class StagedAccrualWrite(MemberGrain grain, string txn, long fingerprint, Stage<AccrualResult> stage) : AccrualWrite(grain, txn, fingerprint)
+    {
+        public override AccrualResult? Stage(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before)
+        {
+            before = null;
+            return stage(program, now, out entry);
+        }
+    }
 
     /// <summary>
     /// The write loop every change shares: load, read the program, fetch what the change needs,
@@ -239,33 +314,27 @@ public sealed partial class MemberGrain
         Func<LedgerEntry, Task<T?>> fromLedger,
         Func<LoyaltyError, string, T> reject)
         where T : class =>
-        WriteCoreAsync(prefetch, stage, null, committed, fromLedger, reject);
+        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject));
 
-    /// <summary>The write loop, for a single stage or a pair stage (exactly one of them).</summary>
-    private async Task<T> WriteCoreAsync<T>(
-        Func<Task>? prefetch,
-        Stage<T>? stage,
-        PairStage<T>? pairStage,
-        Func<LedgerEntry, Points, Points, T> committed,
-        Func<LedgerEntry, Task<T?>> fromLedger,
-        Func<LoyaltyError, string, T> reject)
+    /// <summary>The write loop every change shares (see <see cref="WriteAsync{T}"/>).</summary>
+    private async Task<T> WriteCoreAsync<T>(Write<T> change)
         where T : class
     {
         for (int attempt = 0, pass = 0; attempt < AttemptsMax && pass < PassesMax; attempt++, pass++)
         {
             if (!await TryEnsureLoadedAsync())
             {
-                return reject(LoyaltyError.Unavailable, NotLoaded);
+                return change.Reject(LoyaltyError.Unavailable, NotLoaded);
             }
 
             if (await _programs.GetAsync(_programId) is not { } program)
             {
-                return reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
+                return change.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
             }
 
-            if (prefetch is not null)
+            if (change.PrefetchAsync() is { } prefetch)
             {
-                await prefetch();
+                await prefetch;
             }
 
             await WaitToDecideAsync();
@@ -286,7 +355,7 @@ public sealed partial class MemberGrain
             T? answer;
             try
             {
-                overflow = Decide(stage, pairStage, program, now, ref entry, ref before, out answer);
+                overflow = Decide(change, program, now, ref entry, ref before, out answer);
             }
             catch (StalePrefetchException)
             {
@@ -307,8 +376,8 @@ public sealed partial class MemberGrain
                     continue;
                 }
 
-                return overflow is not null ? reject(LoyaltyError.InvalidArgument, overflow)
-                    : refused is { } no ? reject(no.Error, no.Message)
+                return overflow is not null ? change.Reject(LoyaltyError.InvalidArgument, overflow)
+                    : refused is { } no ? change.Reject(no.Error, no.Message)
                     : answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
             }
 
@@ -320,9 +389,9 @@ public sealed partial class MemberGrain
             {
                 case CommitOutcome.Committed:
                     AtFault(FaultStep.Acknowledge, entry, before);
-                    return committed(entry, balance, pending);
+                    return change.Committed(entry, balance, pending);
                 case CommitOutcome.Failed:
-                    return reject(LoyaltyError.Unavailable, NotCommitted);
+                    return change.Reject(LoyaltyError.Unavailable, NotCommitted);
                 case CommitOutcome.GroupConflict:
                     // Another change of the group may be the one refused: this does not count as
                     // this change's own collision unless the ledger shows its id taken (below).
@@ -334,17 +403,17 @@ public sealed partial class MemberGrain
             // another activation wrote this sequence. Ask the ledger, after the state is reloaded.
             if (!await TryEnsureLoadedAsync())
             {
-                return reject(LoyaltyError.Unavailable, NotLoaded);
+                return change.Reject(LoyaltyError.Unavailable, NotLoaded);
             }
 
             if (entry.TransactionId is not null && await _store.FindTransactionAsync(_programId, entry.TransactionId, CancellationToken.None) is { } existing
-                && await fromLedger(existing) is { } resolved)
+                && await change.FromLedger(existing) is { } resolved)
             {
                 return resolved;
             }
         }
 
-        return reject(LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
+        return change.Reject(LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
     }
 
     /// <summary>
@@ -352,13 +421,13 @@ public sealed partial class MemberGrain
     /// large basket, say) may overflow; that is a refusal of the request, returned here as its
     /// message, and nothing has changed.
     /// </summary>
-    private static string? Decide<T>(Stage<T>? stage, PairStage<T>? pairStage, ProgramConfig program, DateTimeOffset now,
+    private static string? Decide<T>(Write<T> change, ProgramConfig program, DateTimeOffset now,
         ref LedgerEntry? entry, ref LedgerEntry? before, out T? answer)
         where T : class
     {
         try
         {
-            answer = stage is not null ? stage(program, now, out entry) : pairStage!(program, now, out entry, out before);
+            answer = change.Stage(program, now, out entry, out before);
             return null;
         }
         catch (OverflowException)
@@ -375,9 +444,9 @@ public sealed partial class MemberGrain
         entry = null;
         redeemed = null;
         string txn = purchase.TransactionId;
-        if (Precheck(txn, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(txn, e, m)) is { } early)
+        if (Precheck(txn, fingerprint, out Remembered prior) is { } early)
         {
-            return early;
+            return early.Error == LoyaltyError.None ? AccrualDuplicate(txn, prior.Points, prior.Sequence) : AccrualResult.Reject(txn, early.Error, early.Message);
         }
 
         Decider decider = At(program, now);
