@@ -85,7 +85,7 @@ public sealed class LotBook
         while (matured < pending.Count && pending[matured].AvailableAt <= now)
         {
             PendingLot lot = pending[matured];
-            Credit(lot.Points, lot.TransactionId, lot.ExpiresAt);
+            Credit(lot.Points, lot.Key, lot.ExpiresAt);
             matured++;
         }
 
@@ -103,12 +103,30 @@ public sealed class LotBook
     /// </summary>
     public void Credit(Points points, string lotId, DateTimeOffset? expiresAt)
     {
+        if (CreditExisting(points, expiresAt) is { } newLot)
+        {
+            _spendable!.Insert(newLot.At, new PointLot(LotId.From(lotId), newLot.Points, expiresAt, Warned: false));
+        }
+    }
+
+    /// <inheritdoc cref="Credit(Points, string, DateTimeOffset?)"/>
+    public void Credit(Points points, LotId lotId, DateTimeOffset? expiresAt)
+    {
+        if (CreditExisting(points, expiresAt) is { } newLot)
+        {
+            _spendable!.Insert(newLot.At, new PointLot(lotId, newLot.Points, expiresAt, Warned: false));
+        }
+    }
+
+    /// <summary>Credits the balance and the lot of the expiry if there is one; else where a new lot goes, and its points.</summary>
+    private (int At, Points Points)? CreditExisting(Points points, DateTimeOffset? expiresAt)
+    {
         long debt = _balance.Value < 0 ? -_balance.Value : 0;
         long toLot = points.Value - Math.Min(points.Value, debt);
         _balance += points;
         if (toLot <= 0)
         {
-            return;
+            return null;
         }
 
         List<PointLot> lots = _spendable ??= [];
@@ -123,10 +141,10 @@ public sealed class LotBook
         {
             ref PointLot same = ref CollectionsMarshal.AsSpan(lots)[at - 1];
             same = same with { Points = same.Points + new Points(toLot) };
-            return;
+            return null;
         }
 
-        lots.Insert(at, new PointLot(lotId, new Points(toLot), expiresAt, Warned: false));
+        return (at, new Points(toLot));
     }
 
     /// <summary>
@@ -297,7 +315,7 @@ public sealed class LotBook
         }
         else
         {
-            lots.Add(new PointLot("#balance", new Points(missing), null, Warned: false));
+            lots.Add(new PointLot(LotId.From("#balance"), new Points(missing), null, Warned: false));
         }
     }
 
@@ -354,7 +372,7 @@ public sealed class LotBook
         IReadOnlyList<PendingLot> pending = Pending;
         for (int i = 0; i < pending.Count; i++)
         {
-            if (pending[i].TransactionId == transactionId)
+            if (pending[i].Key.Is(transactionId))
             {
                 return i;
             }
@@ -365,28 +383,50 @@ public sealed class LotBook
 }
 
 /// <summary>Spendable points that share an expiry.</summary>
-/// <param name="Id">Where the points came from: the first contributing purchase's transaction id, "#signup", an adjustment's id.</param>
+/// <param name="Key">Where the points came from: the first contributing purchase's transaction id, "#signup", an adjustment's id (see <see cref="Id"/>).</param>
 /// <param name="Points">The points left in the lot.</param>
 /// <param name="ExpiresAt">When they expire; null when never.</param>
 /// <param name="Warned">Whether the member was warned that this lot expires soon.</param>
+/// <remarks>The id was a string at field 0 before snapshot format 7; such snapshots are rebuilt from the ledger.</remarks>
 [GenerateSerializer, Immutable]
 public readonly record struct PointLot(
-    [property: Id(0)] string Id,
+    [property: Id(4)] LotId Key,
     [property: Id(1)] Points Points,
     [property: Id(2)] DateTimeOffset? ExpiresAt,
-    [property: Id(3)] bool Warned);
+    [property: Id(3)] bool Warned)
+{
+    /// <summary>A lot of <paramref name="id"/>.</summary>
+    public PointLot(string id, Points points, DateTimeOffset? expiresAt, bool warned)
+        : this(LotId.From(id), points, expiresAt, warned)
+    {
+    }
+
+    /// <summary>The lot's id as text (made when asked: the lot keeps it inline, see <see cref="LotId"/>).</summary>
+    public string Id => Key.ToString();
+}
 
 /// <summary>The points of one purchase while they are pending.</summary>
-/// <param name="TransactionId">The purchase.</param>
+/// <param name="Key">The purchase's transaction id (see <see cref="TransactionId"/>).</param>
 /// <param name="AvailableAt">When the points become spendable.</param>
 /// <param name="Points">The points still pending (less any reversed by returns).</param>
 /// <param name="ExpiresAt">When the points expire once spendable; null when never.</param>
+/// <remarks>The id was a string at field 0 before snapshot format 7; such snapshots are rebuilt from the ledger.</remarks>
 [GenerateSerializer, Immutable]
 public readonly record struct PendingLot(
-    [property: Id(0)] string TransactionId,
+    [property: Id(4)] LotId Key,
     [property: Id(1)] DateTimeOffset AvailableAt,
     [property: Id(2)] Points Points,
-    [property: Id(3)] DateTimeOffset? ExpiresAt);
+    [property: Id(3)] DateTimeOffset? ExpiresAt)
+{
+    /// <summary>The pending points of purchase <paramref name="transactionId"/>.</summary>
+    public PendingLot(string transactionId, DateTimeOffset availableAt, Points points, DateTimeOffset? expiresAt)
+        : this(LotId.From(transactionId), availableAt, points, expiresAt)
+    {
+    }
+
+    /// <summary>The purchase (made as text when asked, see <see cref="LotId"/>).</summary>
+    public string TransactionId => Key.ToString();
+}
 
 /// <summary>An open reservation at a till.</summary>
 /// <param name="ReservationId">The reservation id (the Reserve entry's transaction id).</param>

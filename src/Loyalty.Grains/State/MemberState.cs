@@ -159,9 +159,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections
     /// made on first use; 4: the purchase activity is kept; 5: the state is split by concern into
     /// <see cref="Lots"/>, <see cref="Earnings"/>, <see cref="Referral"/> and <see cref="Returns"/>;
-    /// 6: the earn-cap periods are sorted arrays).
+    /// 6: the earn-cap periods are sorted arrays; 7: lot ids are kept inside the lots, see <see cref="LotId"/>).
     /// </summary>
-    public const int CurrentFormat = 6;
+    public const int CurrentFormat = 7;
 
     /// <summary>
     /// What a member grain's snapshot slot holds between reads and writes, so that the grain keeps
