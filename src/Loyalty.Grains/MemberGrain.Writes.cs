@@ -245,7 +245,7 @@ public sealed partial class MemberGrain
         public abstract T Reject(LoyaltyError error, string message);
     }
 
-    /// <summary>A change given as functions: every change but the purchases and adjustments.</summary>
+    /// <summary>A change given as functions: every change but purchases without a redemption, adjustments and feedback.</summary>
     private sealed class LambdaWrite<T>(
         Func<Task>? prefetch,
         Stage<T>? stage,

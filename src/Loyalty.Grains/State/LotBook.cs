@@ -101,13 +101,7 @@ public sealed class LotBook
     /// few however many purchases a member makes. A negative balance (a debt left by returns) is
     /// paid first; only what is left over goes to a lot.
     /// </summary>
-    public void Credit(Points points, string lotId, DateTimeOffset? expiresAt)
-    {
-        if (CreditExisting(points, expiresAt) is { } newLot)
-        {
-            _spendable!.Insert(newLot.At, new PointLot(LotId.From(lotId), newLot.Points, expiresAt, Warned: false));
-        }
-    }
+    public void Credit(Points points, string lotId, DateTimeOffset? expiresAt) => Credit(points, LotId.From(lotId), expiresAt);
 
     /// <inheritdoc cref="Credit(Points, string, DateTimeOffset?)"/>
     public void Credit(Points points, LotId lotId, DateTimeOffset? expiresAt)
@@ -287,7 +281,8 @@ public sealed class LotBook
         lots.EnsureCapacity(lots.Count + 1);
     }
 
-    private const int SpareLots = 4;
+    /// <summary>Room made for lots beyond the one a purchase may open (each lot carries its id inline, see <see cref="LotId"/>).</summary>
+    private const int SpareLots = 2;
 
     /// <summary>
     /// Old snapshots kept only a balance: give any spendable points no lot holds one lot that

@@ -17,8 +17,14 @@ namespace Loyalty.Grains;
 [Immutable]
 public readonly struct LotId : IEquatable<LotId>
 {
-    /// <summary>The longest id kept inline: the API's id length limit.</summary>
-    public const int InlineMax = Limits.IdLengthMax;
+    /// <summary>
+    /// The longest id kept inline: room for a UUID with a prefix (the API allows 64; longer ids are
+    /// kept as strings, as before). Each lot carries this many bytes, so it is not larger.
+    /// </summary>
+    public const int InlineMax = 48;
+
+    /// <summary>The length is kept in a byte: this constant does not compile should the limit outgrow one.</summary>
+    private const byte InlineMaxLength = InlineMax;
 
     private readonly Inline _bytes;
     private readonly byte _length;
@@ -31,11 +37,19 @@ public readonly struct LotId : IEquatable<LotId>
         _other = other;
     }
 
-    /// <summary>The id of <paramref name="text"/>: inline when it is ASCII and short enough, else the string itself.</summary>
-    public static LotId From(string text)
+    /// <summary>
+    /// The id of <paramref name="text"/>: inline when it is ASCII and short enough, else the string
+    /// itself. Null (never written by this engine, but a ledger row's details might hold it) is the
+    /// empty id, so that replaying such a row cannot fail half-way through a change.
+    /// </summary>
+    public static LotId From(string? text)
     {
-        ArgumentNullException.ThrowIfNull(text);
-        if (text.Length > InlineMax || !Ascii.IsValid(text))
+        if (text is null)
+        {
+            return default;
+        }
+
+        if (text.Length > InlineMaxLength || !Ascii.IsValid(text))
         {
             return new LotId(default, 0, text);
         }
@@ -46,8 +60,13 @@ public readonly struct LotId : IEquatable<LotId>
     }
 
     /// <summary>Whether this is the id <paramref name="text"/>, without making a string.</summary>
-    public bool Is(string text)
+    public bool Is(string? text)
     {
+        if (text is null)
+        {
+            return false;
+        }
+
         if (_other is not null)
         {
             return string.Equals(_other, text, StringComparison.Ordinal);

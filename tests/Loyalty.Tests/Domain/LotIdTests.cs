@@ -9,7 +9,8 @@ namespace Loyalty.Tests.Domain;
 /// <summary>Lot ids kept inside the lots, not as references to the purchases' strings.</summary>
 public sealed class LotIdTests
 {
-    private static readonly Serializer Serializer = new ServiceCollection().AddSerializer().BuildServiceProvider().GetRequiredService<Serializer>();
+    private static readonly IServiceProvider Services = new ServiceCollection().AddSerializer().BuildServiceProvider();
+    private static readonly Serializer Serializer = Services.GetRequiredService<Serializer>();
 
     [Theory]
     [InlineData("t1")]
@@ -31,7 +32,11 @@ public sealed class LotIdTests
         Assert.Equal(id, Serializer.Deserialize<LotId>(Serializer.SerializeToArray(id)));
         var lot = new PointLot(text, new Points(5), null, warned: false);
         Assert.Equal(lot, Serializer.Deserialize<PointLot>(Serializer.SerializeToArray(lot)));
+        Assert.Equal(lot, Services.GetRequiredService<DeepCopier<PointLot>>().Copy(lot)); // a snapshot write copies the state
+        var pending = new PendingLot(text, DateTimeOffset.UnixEpoch, new Points(5), null);
+        Assert.Equal(pending, Serializer.Deserialize<PendingLot>(Serializer.SerializeToArray(pending)));
         Assert.Equal(text, lot.Id);
+        Assert.Equal(text, pending.TransactionId);
     }
 
     [Fact]
@@ -40,6 +45,9 @@ public sealed class LotIdTests
         Assert.NotEqual(LotId.From("t-0001"), LotId.From("t-0002"));
         Assert.False(LotId.From("t-0001").Is("t-0002"));
         Assert.Equal(default, LotId.From(""));
+        Assert.Equal(default, LotId.From(null)); // never written by the engine; replaying it cannot fail
+        Assert.False(LotId.From("t-0001").Is(null));
+        Assert.True(LotId.From(new string('a', LotId.InlineMax + 1)).Is(new string('a', LotId.InlineMax + 1)));
     }
 
     [Fact]
