@@ -82,9 +82,12 @@ internal sealed class LoadRun(LoadOptions options)
         public static TesterGc operator -(TesterGc a, TesterGc b) => new(a.Pause - b.Pause, a.Gen0 - b.Gen0, a.Gen1 - b.Gen1, a.Gen2 - b.Gen2);
     }
 
-    /// <summary>One second of the run: when, acks so far, throughput in that second, p99 so far, errors so far and in that second (failed streams, refusals).</summary>
-    /// <summary>A second of the run: <see cref="P99Ms"/> since the start, the interval's own p99 and maximum since the point before.</summary>
-    /// <summary><see cref="Cpu"/> is the machine's counters at that moment; the busy and stolen shares are the interval's own.</summary>
+    /// <summary>
+    /// One second of the run: when, acks so far, throughput in that second, p99 since the start,
+    /// errors so far and in that second (failed streams, refusals), that second's own p99 and
+    /// maximum, and the machine's processor counters at that moment (<see cref="Cpu"/>) with that
+    /// second's busy and stolen shares.
+    /// </summary>
     internal readonly record struct TimelinePoint(double Seconds, long Acked, double PerSecond, double P99Ms, long Errors = 0, double ErrorsPerSecond = 0,
         double IntervalP99Ms = 0, double IntervalMaxMs = 0, MachineCpu? Cpu = null, double? CpuBusyPct = null, double? CpuStealPct = null);
 
@@ -756,9 +759,12 @@ internal sealed class LoadRun(LoadOptions options)
             busy_pct = Round(share.BusyPct),
             steal_pct = Round(share.StealPct),
             steal_pct_max_second = stolen.Length == 0 ? 0 : Round(stolen.Max()),
-            seconds_over_5pct_steal = stolen.Count(s => s > 5),
+            seconds_over_5pct_steal = stolen.Count(s => s > StolenSecondPct),
         };
     }
+
+    /// <summary>A second with more of the machine's time stolen than this (percent) is counted in the report.</summary>
+    private const double StolenSecondPct = 5;
 
     private static double? Round(double? value) => value is { } v ? Math.Round(v, 1) : null;
 

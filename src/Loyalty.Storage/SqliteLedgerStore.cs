@@ -476,13 +476,11 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
                 {
                     connection ??= await OpenAsync(stopping);
                     await ExecuteAsync(connection, "PRAGMA wal_checkpoint(PASSIVE);", stopping);
-                    CheckpointFailures = 0;
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
                     // Busy or failing this time: the next tick tries again on a fresh connection, and
-                    // the writer's own bound holds meanwhile. The count shows in health and tests.
-                    CheckpointFailures++;
+                    // the writer's own wal_autocheckpoint bound holds meanwhile.
                     connection?.Dispose();
                     connection = null;
                 }
@@ -497,9 +495,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
             connection?.Dispose();
         }
     }
-
-    /// <summary>Background checkpoints that failed in a row (0 while they succeed).</summary>
-    public int CheckpointFailures { get; private set; }
 
     /// <summary>
     /// Adds report totals in the writer's transaction (one writer: one slot, any order). A batch

@@ -101,7 +101,14 @@ public sealed class LotBook
     /// few however many purchases a member makes. A negative balance (a debt left by returns) is
     /// paid first; only what is left over goes to a lot.
     /// </summary>
-    public void Credit(Points points, string lotId, DateTimeOffset? expiresAt) => Credit(points, LotId.From(lotId), expiresAt);
+    public void Credit(Points points, string lotId, DateTimeOffset? expiresAt)
+    {
+        // The id is encoded only for a new lot: most credits add to the lot of their expiry.
+        if (CreditExisting(points, expiresAt) is { } newLot)
+        {
+            _spendable!.Insert(newLot.At, new PointLot(LotId.From(lotId), newLot.Points, expiresAt, Warned: false));
+        }
+    }
 
     /// <inheritdoc cref="Credit(Points, string, DateTimeOffset?)"/>
     public void Credit(Points points, LotId lotId, DateTimeOffset? expiresAt)
