@@ -56,6 +56,10 @@ internal sealed class LoadRun(LoadOptions options)
     private readonly List<LongHistogram> _allHistograms = [];
     private readonly List<LongHistogram> _intervalHistograms = [];
     private readonly List<TimelinePoint> _timeline = [];
+    /// <summary>Rate mode: wakes each stream at its purchases' send times (see <see cref="Pacer"/>).</summary>
+    private Pacer? _pacer;
+    /// <summary>Rate mode: how late the pacer woke a stream for a measured purchase's send time, in microseconds (locked on itself).</summary>
+    private readonly LongHistogram _pacingLate = NewHistogram();
     private long _sent;
     private long _acked;
     private long _ackedMeasured;
@@ -180,6 +184,7 @@ internal sealed class LoadRun(LoadOptions options)
         long eventsPerStream = Math.Max(1, options.Events / options.Streams);
         Task[] followUps = [.. Enumerable.Range(0, FollowUpWorkers).Select(w => Task.Run(() =>
             FollowUpWorkerAsync(targets[w % targets.Length], new V1.Redemptions.RedemptionsClient(tills[w % tills.Length]))))];
+        using Pacer? pacer = _pacer = options.Mode == "rate" ? new Pacer() : null;
         Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(() => RunStreamAsync(targets, s, eventsPerStream, clock)))];
         await Task.WhenAll(streams);
         _purchasesEndedAt = Stopwatch.GetTimestamp();
@@ -338,7 +343,8 @@ internal sealed class LoadRun(LoadOptions options)
                 long intended = streamStart + (long)(k / perStreamRate * Stopwatch.Frequency);
                 if (intended > now)
                 {
-                    await Task.Delay(TimeSpan.FromTicks((intended - now) * TimeSpan.TicksPerSecond / Stopwatch.Frequency), readerFailed);
+                    await _pacer!.WaitUntilAsync(intended, readerFailed);
+                    RecordPacing(intended);
                 }
 
                 now = intended;
@@ -353,6 +359,19 @@ internal sealed class LoadRun(LoadOptions options)
             state.Next = k + 1;
             Interlocked.Increment(ref _sent);
             await sink.SendAsync(purchase);
+        }
+    }
+
+    /// <summary>How late the send of a measured purchase woke, against its intended time: the load tester's own error, inside the latency it reports.</summary>
+    private void RecordPacing(long intended)
+    {
+        if (intended >= _measureFrom)
+        {
+            long micros = Math.Max(0, (Stopwatch.GetTimestamp() - intended) * 1_000_000 / Stopwatch.Frequency);
+            lock (_pacingLate)
+            {
+                _pacingLate.RecordValue(micros);
+            }
         }
     }
 
@@ -698,6 +717,8 @@ internal sealed class LoadRun(LoadOptions options)
             warmup_s = _warmupUsed,
             throughput_per_s = Math.Round(_ackedMeasured / seconds, 1),
             latency_ms = new { p50 = Ms(50), p90 = Ms(90), p99 = Ms(99), p999 = Ms(99.9), max = latency.TotalCount == 0 ? 0 : latency.GetMaxValue() / 1000.0 },
+            // Rate mode: how late the tester itself woke for measured purchases' send times (already inside latency_ms).
+            pacing_late_ms = PacingReport(),
             verify = new { ok = ok && _errors.IsEmpty && _acked == _sent, members_checked = checkedMembers, members_mismatched = mismatched },
             returns = new { sent = _returnsSent, acked = _returnsAcked },
             redemptions = new { sent = _redemptionsSent, accepted = _redemptionsAccepted, refused_for_points = _redemptionsRefused },
@@ -741,6 +762,16 @@ internal sealed class LoadRun(LoadOptions options)
         }
 
         return report.verify.ok ? 0 : 1;
+    }
+
+    private object? PacingReport()
+    {
+        lock (_pacingLate)
+        {
+            double Ms(double percentile) => _pacingLate.GetValueAtPercentile(percentile) / 1000.0;
+            return _pacingLate.TotalCount == 0 ? null
+                : new { waits = _pacingLate.TotalCount, p50 = Ms(50), p99 = Ms(99), p999 = Ms(99.9), max = _pacingLate.GetMaxValue() / 1000.0 };
+        }
     }
 
     /// <summary>Busy and stolen shares over the measured purchases, and the seconds of that window with the most theft.</summary>

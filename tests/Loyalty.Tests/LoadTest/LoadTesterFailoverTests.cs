@@ -53,6 +53,10 @@ public sealed class LoadTesterFailoverTests(ITestOutputHelper output)
         Assert.True(recovered.GetProperty("resent").GetInt64() >= 1, "nothing was resent");
         Assert.Contains(root.GetProperty("timeline").EnumerateArray(), p => p.GetProperty("errors_per_s").GetDouble() > 0);
         Assert.Contains("errors/s", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
+        // Rate mode reports how late the tester itself woke for its send times.
+        JsonElement pacing = root.GetProperty("pacing_late_ms");
+        Assert.True(pacing.GetProperty("waits").GetInt64() > 0);
+        Assert.InRange(pacing.GetProperty("p50").GetDouble(), 0, pacing.GetProperty("max").GetDouble());
         Directory.Delete(folder, recursive: true);
     }
 }

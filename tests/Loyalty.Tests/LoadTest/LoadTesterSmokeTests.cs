@@ -46,6 +46,7 @@ public sealed class LoadTesterSmokeTests
         Assert.True(testerGc.GetProperty("gen0").GetInt32() >= testerGc.GetProperty("gen1").GetInt32());
         Assert.Contains("<polyline", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
         Assert.Equal(JsonValueKind.Null, root.GetProperty("engine_gc").ValueKind); // an engine it did not start is not watched
+        Assert.Equal(JsonValueKind.Null, root.GetProperty("pacing_late_ms").ValueKind); // max mode sends without waiting
         Directory.Delete(folder, recursive: true);
     }
 
