@@ -156,12 +156,8 @@ public sealed class SqliteAccessStore(string connectionString) : SqlAccessStore
     protected override string NowSql => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 
     /// <inheritdoc />
-    protected override async Task<DbConnection> OpenAsync(CancellationToken cancellationToken)
-    {
-        var connection = new SqliteConnection(connectionString);
-        await connection.OpenAsync(cancellationToken);
-        return connection;
-    }
+    protected override async Task<DbConnection> OpenAsync(CancellationToken cancellationToken) =>
+        await SqliteConnections.OpenAsync(connectionString, cancellationToken);
 
     /// <inheritdoc />
     protected override object ToDb(DateTimeOffset value) => UnixMicros.From(value);

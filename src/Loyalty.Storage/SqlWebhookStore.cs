@@ -357,12 +357,8 @@ public sealed class SqliteWebhookStore(string connectionString) : SqlWebhookStor
     protected override string AppendLockSql => "";
 
     /// <inheritdoc />
-    protected override async Task<DbConnection> OpenAsync(CancellationToken cancellationToken)
-    {
-        var connection = new SqliteConnection(connectionString);
-        await connection.OpenAsync(cancellationToken);
-        return connection;
-    }
+    protected override async Task<DbConnection> OpenAsync(CancellationToken cancellationToken) =>
+        await SqliteConnections.OpenAsync(connectionString, cancellationToken);
 
     /// <inheritdoc />
     protected override object ToDb(DateTimeOffset value) => UnixMicros.From(value);

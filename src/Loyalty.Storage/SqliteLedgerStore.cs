@@ -12,9 +12,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 {
     private const string Columns = LedgerRows.Columns;
 
-    /// <summary>How long a connection waits for another writer's lock before failing.</summary>
-    private const int BusyTimeoutSeconds = 30;
-
     /// <summary>Timestamps are stored as microseconds since the Unix epoch.</summary>
     private static readonly Func<System.Data.Common.DbDataReader, int, DateTimeOffset> ReadTime =
         static (r, i) => UnixMicros.To(r.GetInt64(i));
@@ -89,7 +86,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         }
 
         builder.Pooling = true;
-        builder.DefaultTimeout = BusyTimeoutSeconds;
+        builder.DefaultTimeout = SqliteConnections.BusyTimeoutSeconds;
         _connectionString = builder.ToString();
     }
 
@@ -434,14 +431,10 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
         _writer = await OpenAsync(cancellationToken);
         await ExecuteAsync(_writer, "PRAGMA synchronous=FULL;", cancellationToken);
-        // While another connection holds the write lock (Orleans' snapshot storage, a due claim),
-        // SQLite's own busy handler retries within milliseconds. Without it Microsoft.Data.Sqlite
-        // retries the batch's BEGIN IMMEDIATE itself, after sleeping 150 ms: a stall of every
-        // purchase waiting for that batch, seen as 160 ms seconds in the load tester's timeline.
-        await ExecuteAsync(_writer, $"PRAGMA busy_timeout={BusyTimeoutSeconds * 1000};", cancellationToken);
-        // A per-connection setting. The writer commits the ledger's batches, so in a steady stream of
-        // purchases its setting decides when checkpoints run. Other connections that commit (Orleans'
-        // snapshot storage, due claims, profiles) keep SQLite's 1,000 pages and may checkpoint sooner.
+        // The writer, like every connection of ours, waits for the write lock in SQLite's own busy
+        // handler (see SqliteConnections). Unlike the others it checkpoints: its commits are the
+        // steady stream, so its setting decides when the write-ahead log is copied into the file.
+        // Orleans' snapshot storage opens its own connections and keeps SQLite's 1,000 pages.
         await ExecuteAsync(_writer, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);
         _addTotal = new SqliteStatement(_writer, AddTotalSql, parameterCount: 5);
         _insert = new SqliteInsert(_writer, InsertSql);
@@ -593,12 +586,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         _writer = null;
     }
 
-    private async Task<SqliteConnection> OpenAsync(CancellationToken cancellationToken)
-    {
-        var connection = new SqliteConnection(_connectionString);
-        await connection.OpenAsync(cancellationToken);
-        return connection;
-    }
+    private Task<SqliteConnection> OpenAsync(CancellationToken cancellationToken) => SqliteConnections.OpenAsync(_connectionString, cancellationToken);
 
     private static async Task ExecuteAsync(SqliteConnection connection, string sql, CancellationToken cancellationToken)
     {
