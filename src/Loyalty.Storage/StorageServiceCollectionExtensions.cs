@@ -23,6 +23,12 @@ public static class StorageSiloBuilderExtensions
     {
         ArgumentNullException.ThrowIfNull(storage);
         storage = storage.Resolved();
+        if (storage.Provider == StorageProvider.Sqlite)
+        {
+            // Before any connection opens: Orleans' snapshot storage opens its own (see SqliteBusyWait).
+            SqliteBusyWait.Install();
+        }
+
         silo.Services.AddSingleton(Options.Create(storage));
         silo.Services.AddOptions<LedgerCommitOptions>().Configure(o => configureLedger?.Invoke(o));
         silo.Services.AddSingleton(_ => CreateLedgerStore(storage));

@@ -28,6 +28,20 @@ public sealed class SqliteConnectionsTests
     }
 
     [Fact]
+    public async Task AConnectionOpenedElsewhere_AsOrleansOpensItsOwn_AlsoWaitsInSQLitesHandler()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "orleans");
+        SqliteBusyWait.Install();
+
+        // Orleans' ADO.NET storage: the provider's factory, the connection string, Open; no statement of ours.
+        await using var connection = (SqliteConnection)SqliteFactory.Instance.CreateConnection();
+        connection.ConnectionString = options.ConnectionString;
+        await connection.OpenAsync();
+
+        Assert.Equal(SqliteConnections.BusyTimeoutSeconds * 1000L, await PragmaAsync(connection, "busy_timeout"));
+    }
+
+    [Fact]
     public async Task AWriteWhileAnotherConnectionHoldsTheLock_CompletesOnceItIsReleased()
     {
         StorageOptions options = TestDatabases.Create(Backend.Sqlite, "contended");
