@@ -16,15 +16,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     private static readonly Func<System.Data.Common.DbDataReader, int, DateTimeOffset> ReadTime =
         static (r, i) => UnixMicros.To(r.GetInt64(i));
 
-    /// <summary>Adds to a report total in slot 0 (one engine writes the file).</summary>
-    private const string AddTotalSql =
-        "INSERT INTO report_totals (program_id, day, metric, key, slot, value) VALUES ($p, $d, $m, $k, 0, $v) " +
-        "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = value + excluded.value";
-
-    private const string InsertSql =
-        "INSERT INTO ledger_entries (" + Columns + ") VALUES " +
-        "($p, $m, $s, $k, $pts, $t, $f, $st, $a, $c, $r, $ref, $o, $rec, $v, $av, $d) ON CONFLICT DO NOTHING";
-
     /// <summary>The default of <see cref="StorageOptions.SqliteWalCheckpointPages"/> (80 MiB of 4 KiB pages).</summary>
     public const int WalCheckpointPagesDefault = 20_000;
 
@@ -45,10 +36,9 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     private readonly TimeSpan? _checkpointInterval;
     private readonly CancellationTokenSource _stopping = new();
     private Task? _checkpointer;
-    private SqliteConnection? _writer;
+    /// <summary>The ledger writer's connection and prepared statements; made by the first batch, and again after a failed one.</summary>
+    private SqliteWriter? _writer;
     private FileStream? _owner;
-    private SqliteInsert? _insert;
-    private SqliteStatement? _addTotal;
 
     /// <summary>The writer's batch's report totals, one instance reused (batches are written one at a time).</summary>
     private readonly ReportTotals _batchTotals = new();
@@ -142,33 +132,34 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     {
         try
         {
-            SqliteInsert insert = await PrepareWriterAsync(cancellationToken);
-            await using SqliteTransaction transaction = (SqliteTransaction)await _writer!.BeginTransactionAsync(cancellationToken);
+            SqliteWriter writer = _writer ?? await PrepareWriterAsync(cancellationToken);
+            writer.Begin();
             if (dues.Count > 0)
             {
-                WriteDues(transaction, dues);
+                writer.WriteDues(dues);
             }
 
             for (int i = 0; i < entries.Count; i++)
             {
-                inserted[i] = insert.Insert(entries[i], detailsJson is null ? DetailsJson.WriteUtf8(entries[i].Details) : detailsJson[i]);
+                inserted[i] = writer.Insert(entries[i], detailsJson is null ? DetailsJson.WriteUtf8(entries[i].Details) : detailsJson[i]);
             }
 
             if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)
             {
-                Remove(transaction, partial);
+                writer.Remove(partial);
             }
 
             _batchTotals.Clear();
             _batchTotals.AddWritten(entries, inserted);
-            WriteTotals(_addTotal!, _batchTotals);
-            await transaction.CommitAsync(cancellationToken);
+            writer.AddTotals(_batchTotals);
+            writer.Commit();
         }
         catch
         {
             // The connection may be in any state; the next batch starts from a fresh one.
             Array.Clear(inserted);
-            ResetWriter();
+            _writer?.Abandon();
+            _writer = null;
             throw;
         }
     }
@@ -261,21 +252,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// Nobody ever saw them, so a rowid this frees and a later insert takes again still comes
     /// after every rowid a reader of events has seen.
     /// </summary>
-    private void Remove(SqliteTransaction transaction, List<LedgerEntry> entries)
-    {
-        using SqliteCommand command = _writer!.CreateCommand();
-        command.Transaction = transaction;
-        command.CommandText = "DELETE FROM ledger_entries WHERE program_id = $p AND member_id = $m AND seq = $s;";
-        SqliteParameter program = command.Parameters.Add("$p", SqliteType.Text);
-        SqliteParameter member = command.Parameters.Add("$m", SqliteType.Text);
-        SqliteParameter sequence = command.Parameters.Add("$s", SqliteType.Integer);
-        foreach (LedgerEntry entry in entries)
-        {
-            (program.Value, member.Value, sequence.Value) = (entry.ProgramId, entry.MemberId, entry.Sequence);
-            command.ExecuteNonQuery();
-        }
-    }
-
     /// <inheritdoc />
     public async Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
     {
@@ -356,7 +332,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
         _stopping.Dispose();
 
-        ResetWriter();
+        _writer?.Dispose();
+        _writer = null;
         _owner?.Dispose();
         _owner = null;
     }
@@ -401,49 +378,37 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <summary>Applies the batch's due-schedule changes inside its transaction (they are rare: one per member and expiry period).</summary>
-    private void WriteDues(SqliteTransaction transaction, IReadOnlyList<DueChange> dues)
+    private async Task<SqliteWriter> PrepareWriterAsync(CancellationToken cancellationToken)
     {
-        foreach (DueChange change in DueChange.Collapse(dues))
+        SqliteConnection connection = await OpenAsync(cancellationToken);
+        try
         {
-            using SqliteCommand command = _writer!.CreateCommand();
-            command.Transaction = transaction;
-            command.CommandText = change.DueAt is null
-                ? "DELETE FROM member_due WHERE program_id = $p AND member_id = $m;"
-                : "INSERT INTO member_due (program_id, member_id, due_at) VALUES ($p, $m, $d) ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = " +
-                  (change.Exact ? "excluded.due_at;" : "min(member_due.due_at, excluded.due_at);");
-            command.Parameters.AddWithValue("$p", change.ProgramId);
-            command.Parameters.AddWithValue("$m", change.MemberId);
-            if (change.DueAt is { } due)
-            {
-                command.Parameters.AddWithValue("$d", UnixMicros.From(due));
-            }
-
-            command.ExecuteNonQuery();
+            await ConfigureWriterAsync(connection, cancellationToken);
+            _writer = new SqliteWriter(connection);
         }
-    }
-
-    private async Task<SqliteInsert> PrepareWriterAsync(CancellationToken cancellationToken)
-    {
-        if (_insert is not null)
+        catch
         {
-            return _insert;
+            SqliteConnection.ClearPool(connection);
+            await connection.DisposeAsync();
+            throw;
         }
 
-        _writer = await OpenAsync(cancellationToken);
-        await ExecuteAsync(_writer, "PRAGMA synchronous=FULL;", cancellationToken);
-        // The writer, like every connection of ours, waits for the write lock in SQLite's own busy
-        // handler (see SqliteConnections). Unlike the others it checkpoints: its commits are the
-        // steady stream, so its setting decides when the write-ahead log is copied into the file.
-        // Orleans' snapshot storage opens its own connections and keeps SQLite's 1,000 pages.
-        await ExecuteAsync(_writer, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);
-        _addTotal = new SqliteStatement(_writer, AddTotalSql, parameterCount: 5);
-        _insert = new SqliteInsert(_writer, InsertSql);
         if (_checkpointInterval is { } interval && _checkpointer is null)
         {
             _checkpointer = Task.Run(() => CheckpointLoopAsync(interval, _stopping.Token));
         }
 
-        return _insert;
+        return _writer;
+    }
+
+    private async Task ConfigureWriterAsync(SqliteConnection connection, CancellationToken cancellationToken)
+    {
+        await ExecuteAsync(connection, "PRAGMA synchronous=FULL;", cancellationToken);
+        // The writer, like every connection of ours, waits for the write lock in SQLite's own busy
+        // handler (see SqliteConnections). Unlike the others it checkpoints: its commits are the
+        // steady stream, so its setting decides when the write-ahead log is copied into the file.
+        // Orleans' snapshot storage opens its own connections and keeps SQLite's 1,000 pages.
+        await ExecuteAsync(connection, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);
     }
 
     private static readonly TimeSpan CheckpointerStopWait = TimeSpan.FromSeconds(10);
@@ -493,19 +458,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// Adds report totals in the writer's transaction (one writer: one slot, any order). A batch
     /// holds few distinct totals (days × figures), so one prepared statement run per total is cheap.
     /// </summary>
-    private static void WriteTotals(SqliteStatement addTotal, ReportTotals totals)
-    {
-        foreach (((string programId, int day, ReportMetric metric, string key), long value) in totals)
-        {
-            addTotal.Text(1, programId);
-            addTotal.Integer(2, day);
-            addTotal.Integer(3, (long)metric);
-            addTotal.Text(4, key);
-            addTotal.Integer(5, value);
-            addTotal.Run();
-        }
-    }
-
     /// <inheritdoc />
     public async Task<IReadOnlyList<ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken)
     {
@@ -540,9 +492,9 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
             await delete.ExecuteNonQueryAsync(cancellationToken);
         }
 
-        using (var addTotal = new SqliteStatement(connection, AddTotalSql, parameterCount: 5))
+        using (var addTotal = new SqliteStatement(connection, SqliteWriter.AddTotalSql, parameterCount: 5))
         {
-            WriteTotals(addTotal, totals);
+            SqliteWriter.AddTotals(addTotal, totals);
         }
 
         await transaction.CommitAsync(cancellationToken);
@@ -574,16 +526,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         }
 
         return ids;
-    }
-
-    private void ResetWriter()
-    {
-        _insert?.Dispose();
-        _insert = null;
-        _addTotal?.Dispose();
-        _addTotal = null;
-        _writer?.Dispose();
-        _writer = null;
     }
 
     private Task<SqliteConnection> OpenAsync(CancellationToken cancellationToken) => SqliteConnections.OpenAsync(_connectionString, cancellationToken);

@@ -9,10 +9,10 @@ namespace Loyalty.Storage;
 /// through a new object on every execution; the writer runs its statements for every batch, a few
 /// rows each when purchases arrive at a steady rate, so that was several objects per purchase.
 /// Here binding copies each value into SQLite's own statement, with no object per parameter (text
-/// given as a string is still encoded to UTF-8 on the way). It runs inside the
-/// writer's transaction, which Microsoft.Data.Sqlite begins with BEGIN IMMEDIATE: the write lock
-/// is taken (with the connection's busy timeout) before the first statement, which therefore
-/// never waits for another writer.
+/// given as a string is still encoded to UTF-8 on the way). The writer's statements run inside
+/// its transaction, begun with BEGIN IMMEDIATE (<see cref="SqliteWriter"/>): the write lock is
+/// taken (with the connection's busy timeout) before the first statement, which therefore never
+/// waits for another writer.
 /// </summary>
 internal sealed class SqliteStatement : IDisposable
 {

@@ -438,6 +438,30 @@ public sealed class LedgerStoreTests
     internal static async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>
         await CreateStoreAsync(TestDatabases.Create(backend, "ledger"));
 
+    [Fact]
+    public async Task Sqlite_ABatchFailingHalfWay_LeavesNothing_AndTheNextBatchCommits()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "halfway");
+        using var store = new SqliteLedgerStore(options.ConnectionString);
+        await store.MigrateAsync(CancellationToken.None);
+        DueChange due = new("p", "m", DateTimeOffset.UtcNow.AddDays(30), Exact: true);
+        // The second entry has no program: the NOT NULL column refuses it after the first is written.
+        LedgerEntry broken = Entries.Earn("p", "m", 2, 20) with { ProgramId = null! };
+        bool[] inserted = new bool[2];
+
+        await Assert.ThrowsAnyAsync<Microsoft.Data.Sqlite.SqliteException>(() =>
+            store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10), broken], inserted, [due], null, [], CancellationToken.None));
+        bool[] next = new bool[1];
+        await store.AppendBatchAsync([Entries.Earn("p", "n", 1, 5)], next, [], null, [], CancellationToken.None);
+
+        Assert.Equal([false, false], inserted);
+        Assert.Equal([true], next);
+        Assert.Empty(await store.ReadAfterAsync("p", "m", 0, CancellationToken.None));
+        Assert.Single(await store.ReadAfterAsync("p", "n", 0, CancellationToken.None));
+        Assert.Equal(0, await Sql.ScalarAsync(options, "SELECT count(*) FROM member_due"));
+        Assert.Equal(5, await Sql.ScalarAsync(options, "SELECT coalesce(sum(value), 0) FROM report_totals WHERE metric = 1"));
+    }
+
     private static async Task<ILedgerStore> CreateStoreAsync(StorageOptions options)
     {
         ILedgerStore store = options.Provider == StorageProvider.Sqlite
