@@ -108,18 +108,25 @@ internal sealed class Pacer : IDisposable
                 continue;
             }
 
-            // Outside the lock: the continuation may add the sender's next wait.
-            next.Registration.Dispose();
+            // Outside the lock: the continuation may add the sender's next wait. Unregister, not
+            // Dispose: Dispose would wait for a cancellation callback running on another thread.
+            next.Registration.Unregister();
             next.Done.TrySetResult();
         }
 
+        List<Waiter> left = [];
         lock (_due)
         {
             while (_due.TryDequeue(out Waiter waiter, out _))
             {
-                waiter.Registration.Dispose();
-                waiter.Done.TrySetCanceled();
+                left.Add(waiter);
             }
+        }
+
+        foreach (Waiter waiter in left)
+        {
+            waiter.Registration.Unregister();
+            waiter.Done.TrySetCanceled();
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Loyalty.Storage;
@@ -13,32 +14,38 @@ namespace Loyalty.Storage;
 /// </summary>
 internal static unsafe class SqliteBusyWait
 {
-    private static int _installed;
+    private static readonly Lock Installing = new();
+    private static bool _installed;
 
     /// <summary>Registers the hook once per process; connections opened before it keep their setting.</summary>
     public static void Install()
     {
-        if (Interlocked.Exchange(ref _installed, 1) == 1)
+        // Under a lock, so that no caller returns before the hook is in place.
+        lock (Installing)
         {
-            return;
-        }
+            if (_installed)
+            {
+                return;
+            }
 
-        // Loads the native library the way Microsoft.Data.Sqlite will, so both use one SQLite.
-        SQLitePCL.Batteries_V2.Init();
-        int result = sqlite3_auto_extension(&OnOpen);
-        if (result != 0)
-        {
-            Volatile.Write(ref _installed, 0);
-            throw new InvalidOperationException($"SQLite refused the busy-wait hook (error {result}).");
+            // Loads the native library the way Microsoft.Data.Sqlite will, so both use one SQLite.
+            SQLitePCL.Batteries_V2.Init();
+            int result = sqlite3_auto_extension(&OnOpen);
+            if (result != 0)
+            {
+                throw new InvalidOperationException($"SQLite refused the busy-wait hook (error {result}).");
+            }
+
+            _installed = true;
         }
     }
 
-    [UnmanagedCallersOnly]
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     private static int OnOpen(IntPtr connection, IntPtr errorMessage, IntPtr api) =>
         sqlite3_busy_timeout(connection, SqliteConnections.BusyTimeoutSeconds * 1000);
 
     [DllImport("e_sqlite3", CallingConvention = CallingConvention.Cdecl)]
-    private static extern int sqlite3_auto_extension(delegate* unmanaged<IntPtr, IntPtr, IntPtr, int> entryPoint);
+    private static extern int sqlite3_auto_extension(delegate* unmanaged[Cdecl]<IntPtr, IntPtr, IntPtr, int> entryPoint);
 
     [DllImport("e_sqlite3", CallingConvention = CallingConvention.Cdecl)]
     private static extern int sqlite3_busy_timeout(IntPtr connection, int milliseconds);

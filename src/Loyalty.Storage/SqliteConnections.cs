@@ -8,10 +8,9 @@ namespace Loyalty.Storage;
 /// the lock coming free. Without it, Microsoft.Data.Sqlite answers a busy file by putting the
 /// calling thread to sleep for 150 ms and trying again; with the ledger writer committing almost
 /// continuously under load, every periodic write elsewhere (claiming due members, webhook leases,
-/// key changes) would take such a sleep on a thread-pool thread. They also never checkpoint: with
-/// SQLite's default, any commit finding more than 1,000 pages in the write-ahead log copies all of
-/// them into the database file before it returns, which made a due claim once a second do the
-/// ledger writer's checkpoint on a thread-pool thread. The ledger writer sets its own threshold.
+/// key changes) would take such a sleep on a thread-pool thread. Their checkpoint threshold stays
+/// SQLite's default (1,000 pages): while no purchases arrive, their commits are what keeps the
+/// write-ahead log bounded; the ledger writer sets its own.
 /// </summary>
 internal static class SqliteConnections
 {
@@ -25,7 +24,7 @@ internal static class SqliteConnections
         {
             await connection.OpenAsync(cancellationToken);
             await using SqliteCommand command = connection.CreateCommand();
-            command.CommandText = $"PRAGMA busy_timeout={BusyTimeoutSeconds * 1000}; PRAGMA wal_autocheckpoint=0;";
+            command.CommandText = $"PRAGMA busy_timeout={BusyTimeoutSeconds * 1000};";
             await command.ExecuteNonQueryAsync(cancellationToken);
             return connection;
         }

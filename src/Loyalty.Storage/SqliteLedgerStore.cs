@@ -405,9 +405,10 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     {
         await ExecuteAsync(connection, "PRAGMA synchronous=FULL;", cancellationToken);
         // The writer, like every connection of ours, waits for the write lock in SQLite's own busy
-        // handler (see SqliteConnections). Unlike the others it checkpoints: its commits are the
-        // steady stream, so its setting decides when the write-ahead log is copied into the file.
-        // Orleans' snapshot storage opens its own connections and keeps SQLite's 1,000 pages.
+        // handler (see SqliteConnections). A per-connection setting: the writer commits the ledger's
+        // batches, so in a steady stream of purchases its threshold decides when checkpoints run.
+        // Other connections that commit (Orleans' snapshot storage, due claims, webhook leases) keep
+        // SQLite's 1,000 pages and may checkpoint sooner; they also bound the log while the writer idles.
         await ExecuteAsync(connection, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);
     }
 

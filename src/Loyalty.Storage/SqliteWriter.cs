@@ -44,15 +44,32 @@ internal sealed class SqliteWriter : IDisposable
     public SqliteWriter(SqliteConnection connection)
     {
         _connection = connection;
-        _begin = new SqliteStatement(connection, "BEGIN IMMEDIATE", parameterCount: 0);
-        _commit = new SqliteStatement(connection, "COMMIT", parameterCount: 0);
-        _rollback = new SqliteStatement(connection, "ROLLBACK", parameterCount: 0);
-        _insert = new SqliteInsert(connection, InsertSql);
-        _addTotal = new SqliteStatement(connection, AddTotalSql, parameterCount: 5);
-        _dueSet = new SqliteStatement(connection, DueSetSql, parameterCount: 3);
-        _dueEarlier = new SqliteStatement(connection, DueEarlierSql, parameterCount: 3);
-        _dueDelete = new SqliteStatement(connection, DueDeleteSql, parameterCount: 2);
-        _remove = new SqliteStatement(connection, RemoveSql, parameterCount: 3);
+        var prepared = new List<IDisposable>();
+        try
+        {
+            T Prepare<T>(T statement)
+                where T : IDisposable
+            {
+                prepared.Add(statement);
+                return statement;
+            }
+
+            _begin = Prepare(new SqliteStatement(connection, "BEGIN IMMEDIATE", parameterCount: 0));
+            _commit = Prepare(new SqliteStatement(connection, "COMMIT", parameterCount: 0));
+            _rollback = Prepare(new SqliteStatement(connection, "ROLLBACK", parameterCount: 0));
+            _insert = Prepare(new SqliteInsert(connection, InsertSql));
+            _addTotal = Prepare(new SqliteStatement(connection, AddTotalSql, parameterCount: 5));
+            _dueSet = Prepare(new SqliteStatement(connection, DueSetSql, parameterCount: 3));
+            _dueEarlier = Prepare(new SqliteStatement(connection, DueEarlierSql, parameterCount: 3));
+            _dueDelete = Prepare(new SqliteStatement(connection, DueDeleteSql, parameterCount: 2));
+            _remove = Prepare(new SqliteStatement(connection, RemoveSql, parameterCount: 3));
+        }
+        catch
+        {
+            // A statement left unfinalized would keep the connection half open after it is closed.
+            prepared.ForEach(p => p.Dispose());
+            throw;
+        }
     }
 
     /// <summary>Takes the write lock (waiting in SQLite's busy handler) and starts the batch's transaction.</summary>

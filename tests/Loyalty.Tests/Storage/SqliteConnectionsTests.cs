@@ -4,7 +4,7 @@ using Microsoft.Data.Sqlite;
 
 namespace Loyalty.Tests.Storage;
 
-/// <summary>How the engine's own connections to its SQLite file wait for the write lock and leave checkpoints to the ledger writer.</summary>
+/// <summary>How the engine's connections to its SQLite file, and Orleans' on the same file, wait for the write lock.</summary>
 public sealed class SqliteConnectionsTests
 {
     [Fact]
@@ -15,16 +15,6 @@ public sealed class SqliteConnectionsTests
         await using SqliteConnection connection = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
 
         Assert.Equal(SqliteConnections.BusyTimeoutSeconds * 1000L, await PragmaAsync(connection, "busy_timeout"));
-    }
-
-    [Fact]
-    public async Task Open_NeverCheckpoints_ThatIsTheLedgerWritersJob()
-    {
-        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "checkpoint");
-
-        await using SqliteConnection connection = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
-
-        Assert.Equal(0L, await PragmaAsync(connection, "wal_autocheckpoint"));
     }
 
     [Fact]
