@@ -16,8 +16,13 @@ public sealed class GzipBombTests(ITestOutputHelper output)
     /// <summary>What one bomb inflates to (it is about half a megabyte compressed, under every message limit).</summary>
     private const int InflatedBytes = 512 * 1024 * 1024;
 
-    /// <summary>Resident memory the engine may gain over all the bombs.</summary>
-    private const double GrowthMaxMiB = 50;
+    /// <summary>
+    /// Resident memory the engine may gain over all the bombs: a fifth of what one bomb inflates to.
+    /// The 94 refused calls themselves (message buffers up to the limit, the collector's timing) grew
+    /// it by 40–51 MiB in runs on the development machine, too close to the 50 MiB this was before;
+    /// one bomb inflated would add 512.
+    /// </summary>
+    private const double GrowthMaxMiB = 100;
 
     [Theory]
     [InlineData(Backend.Sqlite)]
