@@ -15,11 +15,16 @@ namespace Loyalty.Storage;
 internal static unsafe class SqliteBusyWait
 {
     private static readonly Lock Installing = new();
-    private static bool _installed;
+    private static volatile bool _installed;
 
     /// <summary>Registers the hook once per process; connections opened before it keep their setting.</summary>
     public static void Install()
     {
+        if (_installed)
+        {
+            return;
+        }
+
         // Under a lock, so that no caller returns before the hook is in place.
         lock (Installing)
         {

@@ -247,11 +247,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
     }
 
-    /// <summary>
-    /// Removes entries this transaction inserted (the part of a group that could not go in whole).
-    /// Nobody ever saw them, so a rowid this frees and a later insert takes again still comes
-    /// after every rowid a reader of events has seen.
-    /// </summary>
     /// <inheritdoc />
     public async Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
     {
@@ -377,7 +372,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
-    /// <summary>Applies the batch's due-schedule changes inside its transaction (they are rare: one per member and expiry period).</summary>
     private async Task<SqliteWriter> PrepareWriterAsync(CancellationToken cancellationToken)
     {
         SqliteConnection connection = await OpenAsync(cancellationToken);
@@ -455,10 +449,6 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         }
     }
 
-    /// <summary>
-    /// Adds report totals in the writer's transaction (one writer: one slot, any order). A batch
-    /// holds few distinct totals (days × figures), so one prepared statement run per total is cheap.
-    /// </summary>
     /// <inheritdoc />
     public async Task<IReadOnlyList<ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken)
     {

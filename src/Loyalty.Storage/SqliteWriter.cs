@@ -81,7 +81,7 @@ internal sealed class SqliteWriter : IDisposable
     /// <summary>Inserts one entry; false when its (member, sequence) or (program, transaction id) is taken.</summary>
     public bool Insert(LedgerEntry entry, byte[]? detailsJson) => _insert.Insert(entry, detailsJson);
 
-    /// <summary>Applies the batch's due-date changes, one per member (see <see cref="DueChange.Collapse"/>).</summary>
+    /// <summary>Applies the batch's due-date changes, one per member (see <see cref="DueChange.Collapse"/>); they are rare: one per member and expiry period.</summary>
     public void WriteDues(IReadOnlyList<DueChange> dues)
     {
         IReadOnlyList<DueChange> collapsed = dues.Count == 1 ? dues : DueChange.Collapse(dues);
@@ -100,7 +100,11 @@ internal sealed class SqliteWriter : IDisposable
         }
     }
 
-    /// <summary>Deletes entries written earlier in this transaction (a commit group taken back whole).</summary>
+    /// <summary>
+    /// Deletes entries this transaction inserted (the part of a group that could not go in whole).
+    /// Nobody ever saw them, so a rowid this frees and a later insert takes again still comes
+    /// after every rowid a reader of events has seen.
+    /// </summary>
     public void Remove(List<LedgerEntry> entries)
     {
         foreach (LedgerEntry entry in entries)
@@ -112,7 +116,10 @@ internal sealed class SqliteWriter : IDisposable
         }
     }
 
-    /// <summary>Adds the batch's report totals.</summary>
+    /// <summary>
+    /// Adds the batch's report totals (one writer: one slot, any order). A batch holds few distinct
+    /// totals (days × figures), so one prepared statement run per total is cheap.
+    /// </summary>
     public void AddTotals(ReportTotals totals) => AddTotals(_addTotal, totals);
 
     /// <summary>Adds <paramref name="totals"/> through a statement prepared from <see cref="AddTotalSql"/>.</summary>
