@@ -398,8 +398,10 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     private async Task ConfigureWriterAsync(SqliteConnection connection, CancellationToken cancellationToken)
     {
         await ExecuteAsync(connection, "PRAGMA synchronous=FULL;", cancellationToken);
-        // The writer, like every connection of ours, waits for the write lock in SQLite's own busy
-        // handler (see SqliteConnections). A per-connection setting: the writer commits the ledger's
+        // The writer, like every connection in the process, waits for the write lock in the
+        // engine's busy handler (see SqliteBusyWait); its waits are counted apart.
+        SqliteBusyWait.MarkLedgerWriter(connection.Handle!);
+        // A per-connection setting: the writer commits the ledger's
         // batches, so in a steady stream of purchases its threshold decides when checkpoints run.
         // Other connections that commit (Orleans' snapshot storage, due claims, webhook leases) keep
         // SQLite's 1,000 pages and may checkpoint sooner; they also bound the log while the writer idles.

@@ -8,50 +8,88 @@ namespace Loyalty.Tests.Storage;
 public sealed class SqliteConnectionsTests
 {
     [Fact]
-    public async Task Open_WaitsForTheWriteLockInSQLitesOwnHandler_NotInASleepOf150Ms()
+    public async Task AConnectionOfOurs_WaitsForTheWriteLockInTheEnginesHandler()
     {
         StorageOptions options = TestDatabases.Create(Backend.Sqlite, "busy");
+        await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
 
-        await using SqliteConnection connection = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
+        (int waits, bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
 
-        Assert.Equal(SqliteConnections.BusyTimeoutSeconds * 1000L, await PragmaAsync(connection, "busy_timeout"));
+        Assert.False(doneWhileHeld);
+        Assert.Equal(1, waits);
+        Assert.Equal(2L, rows);
     }
 
     [Fact]
-    public async Task AConnectionOpenedElsewhere_AsOrleansOpensItsOwn_AlsoWaitsInSQLitesHandler()
+    public async Task AConnectionOpenedElsewhere_AsOrleansOpensItsOwn_AlsoWaitsInTheEnginesHandler()
     {
         StorageOptions options = TestDatabases.Create(Backend.Sqlite, "orleans");
         SqliteBusyWait.Install();
 
         // Orleans' ADO.NET storage: the provider's factory, the connection string, Open; no statement of ours.
-        await using var connection = (SqliteConnection)SqliteFactory.Instance.CreateConnection();
-        connection.ConnectionString = options.ConnectionString;
-        await connection.OpenAsync();
+        await using var waiter = (SqliteConnection)SqliteFactory.Instance.CreateConnection();
+        waiter.ConnectionString = options.ConnectionString;
+        await waiter.OpenAsync();
 
-        Assert.Equal(SqliteConnections.BusyTimeoutSeconds * 1000L, await PragmaAsync(connection, "busy_timeout"));
+        (int waits, bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
+
+        Assert.False(doneWhileHeld);
+        Assert.Equal(1, waits);
+        Assert.Equal(2L, rows);
     }
 
     [Fact]
-    public async Task AWriteWhileAnotherConnectionHoldsTheLock_CompletesOnceItIsReleased()
+    public async Task TheLedgerWritersConnection_AlsoWaitsInTheEnginesHandler()
     {
-        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "contended");
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "writer");
+        await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
+        SqliteBusyWait.MarkLedgerWriter(waiter.Handle!);
+
+        (int waits, bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
+
+        Assert.False(doneWhileHeld);
+        Assert.Equal(1, waits);
+        Assert.Equal(2L, rows);
+    }
+
+    [Fact]
+    public void TheHandlersPauses_GrowFrom50Microseconds_AndAddUpToTheBusyTimeout()
+    {
+        long total = 0;
+        for (int attempt = 0; attempt < SqliteBusyWait.AttemptsMax; attempt++)
+        {
+            total += SqliteBusyWait.PauseMicroseconds(attempt);
+        }
+
+        Assert.Equal(50, SqliteBusyWait.PauseMicroseconds(0));
+        Assert.Equal(1000, SqliteBusyWait.PauseMicroseconds(SqliteBusyWait.AttemptsMax - 1));
+        Assert.InRange(total, SqliteConnections.BusyTimeoutSeconds * 1_000_000L, (SqliteConnections.BusyTimeoutSeconds * 1_000_000L) + 1000);
+    }
+
+    /// <summary>
+    /// Holds the write lock on a connection of its own while <paramref name="waiter"/> inserts a
+    /// row, then releases it: how many waits the waiter's thread began in the handler, whether the
+    /// insert finished while the lock was held, and the rows at the end.
+    /// </summary>
+    private static async Task<(int Waits, bool DoneWhileHeld, long Rows)> ContendAsync(StorageOptions options, SqliteConnection waiter)
+    {
         await using SqliteConnection holder = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
         await ExecuteAsync(holder, "PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER);");
-        await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
         await ExecuteAsync(holder, "BEGIN IMMEDIATE; INSERT INTO t VALUES (1);");
 
-        // Microsoft.Data.Sqlite's async calls run synchronously: the wait happens on its own thread.
-        Task write = Task.Run(() => ExecuteAsync(waiter, "INSERT INTO t VALUES (2);"));
+        // Microsoft.Data.Sqlite's async calls run synchronously, so the handler runs on this task's thread.
+        Task<int> write = Task.Run(async () =>
+        {
+            int before = SqliteBusyWait.WaitsOnThisThread;
+            await ExecuteAsync(waiter, "INSERT INTO t VALUES (2);");
+            return SqliteBusyWait.WaitsOnThisThread - before;
+        });
         await Task.Delay(50);
         bool doneWhileHeld = write.IsCompleted;
         await ExecuteAsync(holder, "COMMIT;");
-        await write.WaitAsync(TimeSpan.FromSeconds(30));
-
-        Assert.False(doneWhileHeld);
-        Assert.Equal(2L, await ScalarAsync(holder, "SELECT count(*) FROM t;"));
+        int waits = await write.WaitAsync(TimeSpan.FromSeconds(30));
+        return (waits, doneWhileHeld, await ScalarAsync(holder, "SELECT count(*) FROM t;"));
     }
-
-    private static async Task<long> PragmaAsync(SqliteConnection connection, string pragma) => await ScalarAsync(connection, $"PRAGMA {pragma};");
 
     private static async Task<long> ScalarAsync(SqliteConnection connection, string sql)
     {
