@@ -37,8 +37,8 @@ public sealed class StorageOptions
     /// <summary>
     /// SQLite only: how often, in milliseconds, a background connection copies the write-ahead log
     /// back into the database file (a passive checkpoint, beside the writer's commits), so that the
-    /// ledger's writer does not stall a batch on a checkpoint of its own; 0 turns it off, leaving
-    /// checkpoints to the writer at <see cref="SqliteWalCheckpointPages"/>, and is the default. 100..60000.
+    /// ledger's writer does not stall a batch on a checkpoint of its own; 250 by default, 100..60000,
+    /// or 0 to leave checkpoints to the writer at <see cref="SqliteWalCheckpointPages"/>.
     /// </summary>
     public int SqliteCheckpointIntervalMs { get; set; } = SqliteLedgerStore.CheckpointIntervalMsDefault;
 

@@ -89,6 +89,7 @@ public sealed class LedgerStoreTests
 
     [Theory]
     [InlineData(SqliteLedgerStore.CheckpointIntervalMsMin, true)]
+    [InlineData(SqliteLedgerStore.CheckpointIntervalMsDefault, true)]
     [InlineData(0, false)]
     public async Task SqliteCheckpointInterval_CopiesCommittedPagesIntoTheFile_BesideTheWriter(int intervalMs, bool copiedBack)
     {
