@@ -90,7 +90,14 @@ public sealed partial class PurchasesService(
         using var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
         // Cancelled when the stream ends in a refusal, so that a writer stuck on a client that does not read stops too.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-        Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions { SingleReader = true });
+        // The writer runs on the thread that hands it an ack (the member's answer), instead of
+        // waking another pool thread for every purchase: it only serializes and queues the ack
+        // for Kestrel's connection, which does the sending.
+        Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions
+        {
+            SingleReader = true,
+            AllowSynchronousContinuations = true,
+        });
         Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, stop.Token);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         // Reading alone also stops when the node stops; waiting to answer what was taken does not.
