@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -17,7 +18,8 @@ namespace Loyalty.Storage;
 /// millisecond (a due-member claim, a snapshot) waits 3–8 ms, the ledger's writer included, and
 /// every purchase of its next batch with it. This handler tries again after 50 µs for the first
 /// millisecond, every 250 µs for the next 20 ms, then every millisecond, and gives up (SQLITE_BUSY)
-/// after <see cref="SqliteConnections.BusyTimeoutSeconds"/>.
+/// once its pauses add up to <see cref="SqliteConnections.BusyTimeoutSeconds"/> (a little more in
+/// time, since a sleep overruns).
 /// </para>
 /// </summary>
 internal static unsafe class SqliteBusyWait
@@ -31,10 +33,10 @@ internal static unsafe class SqliteBusyWait
 
     private static readonly Meter Meter = new(LedgerCommitQueue.MeterName);
 
-    /// <summary>Waits for another connection's write lock (one per statement that found it taken).</summary>
+    /// <summary>Waits for another connection's write lock (one each time SQLite found it taken and called the handler afresh).</summary>
     private static readonly Counter<long> LockWaits = Meter.CreateCounter<long>("loyalty.sqlite.lock_waits", "{wait}");
 
-    /// <summary>Time slept waiting for the write lock.</summary>
+    /// <summary>Time slept waiting for the write lock, as measured around each pause.</summary>
     private static readonly Counter<double> LockWaitTime = Meter.CreateCounter<double>("loyalty.sqlite.lock_wait_time", "ms");
 
     private static readonly KeyValuePair<string, object?> LedgerWriter = new("connection", "ledger_writer");
@@ -43,12 +45,15 @@ internal static unsafe class SqliteBusyWait
     private static readonly Lock Installing = new();
     private static volatile bool _installed;
 
-    /// <summary>Waits begun on this thread (SQLite calls the handler on the thread running the statement).</summary>
+    /// <summary>Waits begun on this thread (SQLite calls the handler on the thread running the statement), all and the ledger writer's.</summary>
     [ThreadStatic]
-    private static int t_waits;
+    private static int t_waits, t_writerWaits;
 
-    /// <summary>How many times a statement run on this thread has waited in the handler.</summary>
-    internal static int WaitsOnThisThread => t_waits;
+    /// <summary>libc's <c>usleep</c>, found when the hook is installed; null where there is none (Windows).</summary>
+    private static delegate* unmanaged[Cdecl]<uint, int> _usleep;
+
+    /// <summary>How many times statements run on this thread have begun to wait in the handler, in all and on a ledger writer's connection.</summary>
+    internal static (int All, int Writer) WaitsOnThisThread => (t_waits, t_writerWaits);
 
     /// <summary>Registers the hook once per process; connections opened before it keep their setting.</summary>
     public static void Install()
@@ -68,6 +73,12 @@ internal static unsafe class SqliteBusyWait
 
             // Loads the native library the way Microsoft.Data.Sqlite will, so both use one SQLite.
             SQLitePCL.Batteries_V2.Init();
+            if (NativeLibrary.TryLoad("libc", typeof(SqliteBusyWait).Assembly, null, out IntPtr libc)
+                && NativeLibrary.TryGetExport(libc, "usleep", out IntPtr usleep))
+            {
+                _usleep = (delegate* unmanaged[Cdecl]<uint, int>)usleep;
+            }
+
             int result = sqlite3_auto_extension(&OnOpen);
             if (result != 0)
             {
@@ -78,10 +89,13 @@ internal static unsafe class SqliteBusyWait
         }
     }
 
-    /// <summary>Marks an open connection as the ledger writer's, so that its waits are counted apart.</summary>
-    public static void MarkLedgerWriter(SQLitePCL.sqlite3 connection)
+    /// <summary>
+    /// Marks an open connection as the ledger writer's (so that its waits are counted apart), or,
+    /// with <paramref name="ledgerWriter"/> false, as an ordinary one again before it goes back to the pool.
+    /// </summary>
+    public static void Mark(SQLitePCL.sqlite3 connection, bool ledgerWriter)
     {
-        int result = sqlite3_busy_handler(connection.DangerousGetHandle(), &OnBusy, 1);
+        int result = sqlite3_busy_handler(connection.DangerousGetHandle(), &OnBusy, ledgerWriter ? 1 : 0);
         if (result != 0)
         {
             throw new InvalidOperationException($"SQLite refused the busy handler (error {result}).");
@@ -99,6 +113,8 @@ internal static unsafe class SqliteBusyWait
     /// <summary>
     /// SQLite's busy callback: nonzero to try again, zero to give up. <paramref name="attempt"/>
     /// counts from 0 for each wait; <paramref name="writer"/> is 1 on the ledger writer's connection.
+    /// Nothing may escape it (an exception here would end the process), so a failure to count or
+    /// to sleep still answers "try again" until the attempts run out.
     /// </summary>
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     private static int OnBusy(nint writer, int attempt)
@@ -108,17 +124,43 @@ internal static unsafe class SqliteBusyWait
             return 0;
         }
 
-        int pause = PauseMicroseconds(attempt);
-        bool isWriter = writer == 1;
-        if (attempt == 0)
+        try
         {
-            t_waits++;
-            LockWaits.Add(1, isWriter ? LedgerWriter : Other);
+            bool isWriter = writer == 1;
+            if (attempt == 0)
+            {
+                t_waits++;
+                if (isWriter)
+                {
+                    t_writerWaits++;
+                }
+
+                LockWaits.Add(1, isWriter ? LedgerWriter : Other);
+            }
+
+            long started = Stopwatch.GetTimestamp();
+            Pause(PauseMicroseconds(attempt));
+            LockWaitTime.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds, isWriter ? LedgerWriter : Other);
+        }
+        catch
+        {
+            // A listener of the counters failed: the wait itself goes on.
         }
 
-        LockWaitTime.Add(pause / 1000.0, isWriter ? LedgerWriter : Other);
-        _ = usleep((uint)pause);
         return 1;
+    }
+
+    /// <summary>Sleeps for about <paramref name="microseconds"/>; without <c>usleep</c>, for a millisecond or more.</summary>
+    private static void Pause(int microseconds)
+    {
+        if (_usleep is not null)
+        {
+            _ = _usleep((uint)microseconds);
+        }
+        else
+        {
+            Thread.Sleep(1);
+        }
     }
 
     [DllImport("e_sqlite3", CallingConvention = CallingConvention.Cdecl)]
@@ -126,7 +168,4 @@ internal static unsafe class SqliteBusyWait
 
     [DllImport("e_sqlite3", CallingConvention = CallingConvention.Cdecl)]
     private static extern int sqlite3_busy_handler(IntPtr connection, delegate* unmanaged[Cdecl]<nint, int, int> handler, nint argument);
-
-    [DllImport("libc", CallingConvention = CallingConvention.Cdecl)]
-    private static extern int usleep(uint microseconds);
 }

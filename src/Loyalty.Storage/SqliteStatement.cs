@@ -11,7 +11,7 @@ namespace Loyalty.Storage;
 /// Here binding copies each value into SQLite's own statement, with no object per parameter (text
 /// given as a string is still encoded to UTF-8 on the way). The writer's statements run inside
 /// its transaction, begun with BEGIN IMMEDIATE (<see cref="SqliteWriter"/>): the write lock is
-/// taken (with the connection's busy timeout) before the first statement, which therefore never
+/// taken (waiting in the engine's busy handler, <see cref="SqliteBusyWait"/>) before the first statement, which therefore never
 /// waits for another writer.
 /// </summary>
 internal sealed class SqliteStatement : IDisposable

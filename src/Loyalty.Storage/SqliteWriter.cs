@@ -168,6 +168,12 @@ internal sealed class SqliteWriter : IDisposable
         }
 
         _insert.Dispose();
+        if (_connection.Handle is { } handle)
+        {
+            // Back to the pool as an ordinary connection, so that its later waits are not counted as the writer's.
+            SqliteBusyWait.Mark(handle, ledgerWriter: false);
+        }
+
         _connection.Dispose();
     }
 }

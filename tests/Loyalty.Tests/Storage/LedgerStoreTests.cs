@@ -6,8 +6,11 @@ using Microsoft.Extensions.Options;
 namespace Loyalty.Tests.Storage;
 
 /// <summary>The ledger store and the group commit against real SQLite and real PostgreSQL.</summary>
-public sealed class LedgerStoreTests
+public sealed class LedgerStoreTests : IDisposable
 {
+    /// <summary>The SQLite stores a test made, disposed after it: each has a checkpointer thread.</summary>
+    private readonly List<IDisposable> _made = [];
+
     public static TheoryData<Backend> Backends => [Backend.Sqlite, Backend.Postgres];
 
     [Theory, MemberData(nameof(Backends))]
@@ -110,6 +113,21 @@ public sealed class LedgerStoreTests
 
         Assert.True(copiedBack ? grown > 200_000 : grown < 100_000, $"the database file grew by {grown} bytes");
         Assert.Equal(4_000, await Sql.ScalarAsync(options, "SELECT count(*) FROM ledger_entries"));
+    }
+
+    [Fact]
+    public async Task Sqlite_DisposedTwice_WithItsCheckpointerRunning_SecondTimeDoesNothing()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "disposed-twice");
+        var store = new SqliteLedgerStore(options.ConnectionString, checkpointIntervalMs: SqliteLedgerStore.CheckpointIntervalMsMin);
+        await store.MigrateAsync(CancellationToken.None);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10)], new bool[1], [], null, [], CancellationToken.None);
+
+        store.Dispose();
+        Exception? second = Record.Exception(store.Dispose);
+
+        Assert.Null(second);
+        Assert.Equal(1, await Sql.ScalarAsync(options, "SELECT count(*) FROM ledger_entries"));
     }
 
     [Theory]
@@ -436,7 +454,15 @@ public sealed class LedgerStoreTests
         }
     }
 
-    internal static async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>
+    public void Dispose()
+    {
+        foreach (IDisposable store in _made)
+        {
+            store.Dispose();
+        }
+    }
+
+    private async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>
         await CreateStoreAsync(TestDatabases.Create(backend, "ledger"));
 
     [Fact]
@@ -463,11 +489,16 @@ public sealed class LedgerStoreTests
         Assert.Equal(5, await Sql.ScalarAsync(options, "SELECT coalesce(sum(value), 0) FROM report_totals WHERE metric = 1"));
     }
 
-    private static async Task<ILedgerStore> CreateStoreAsync(StorageOptions options)
+    private async Task<ILedgerStore> CreateStoreAsync(StorageOptions options)
     {
         ILedgerStore store = options.Provider == StorageProvider.Sqlite
             ? new SqliteLedgerStore(options.ConnectionString)
             : new PostgresLedgerStore(options.ConnectionString);
+        if (store is IDisposable disposable)
+        {
+            _made.Add(disposable);
+        }
+
         await store.MigrateAsync(CancellationToken.None);
         return store;
     }

@@ -13,10 +13,10 @@ public sealed class SqliteConnectionsTests
         StorageOptions options = TestDatabases.Create(Backend.Sqlite, "busy");
         await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
 
-        (int waits, bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
+        ((int all, int writer), bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
 
         Assert.False(doneWhileHeld);
-        Assert.Equal(1, waits);
+        Assert.Equal((1, 0), (all, writer));
         Assert.Equal(2L, rows);
     }
 
@@ -31,10 +31,10 @@ public sealed class SqliteConnectionsTests
         waiter.ConnectionString = options.ConnectionString;
         await waiter.OpenAsync();
 
-        (int waits, bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
+        ((int all, int writer), bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
 
         Assert.False(doneWhileHeld);
-        Assert.Equal(1, waits);
+        Assert.Equal((1, 0), (all, writer));
         Assert.Equal(2L, rows);
     }
 
@@ -43,13 +43,27 @@ public sealed class SqliteConnectionsTests
     {
         StorageOptions options = TestDatabases.Create(Backend.Sqlite, "writer");
         await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
-        SqliteBusyWait.MarkLedgerWriter(waiter.Handle!);
+        SqliteBusyWait.Mark(waiter.Handle!, ledgerWriter: true);
 
-        (int waits, bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
+        ((int all, int writer), bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
 
         Assert.False(doneWhileHeld);
-        Assert.Equal(1, waits);
+        Assert.Equal((1, 1), (all, writer));
         Assert.Equal(2L, rows);
+    }
+
+    [Fact]
+    public async Task AWritersConnectionMarkedBack_AsWhenItReturnsToThePool_CountsAsAnOrdinaryOne()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "unmarked");
+        await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
+        SqliteBusyWait.Mark(waiter.Handle!, ledgerWriter: true);
+        SqliteBusyWait.Mark(waiter.Handle!, ledgerWriter: false);
+
+        ((int all, int writer), bool doneWhileHeld, _) = await ContendAsync(options, waiter);
+
+        Assert.False(doneWhileHeld);
+        Assert.Equal((1, 0), (all, writer));
     }
 
     [Fact]
@@ -71,23 +85,23 @@ public sealed class SqliteConnectionsTests
     /// row, then releases it: how many waits the waiter's thread began in the handler, whether the
     /// insert finished while the lock was held, and the rows at the end.
     /// </summary>
-    private static async Task<(int Waits, bool DoneWhileHeld, long Rows)> ContendAsync(StorageOptions options, SqliteConnection waiter)
+    private static async Task<((int All, int Writer) Waits, bool DoneWhileHeld, long Rows)> ContendAsync(StorageOptions options, SqliteConnection waiter)
     {
         await using SqliteConnection holder = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
         await ExecuteAsync(holder, "PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER);");
         await ExecuteAsync(holder, "BEGIN IMMEDIATE; INSERT INTO t VALUES (1);");
 
         // Microsoft.Data.Sqlite's async calls run synchronously, so the handler runs on this task's thread.
-        Task<int> write = Task.Run(async () =>
+        Task<(int, int)> write = Task.Run(async () =>
         {
-            int before = SqliteBusyWait.WaitsOnThisThread;
+            (int all, int writer) = SqliteBusyWait.WaitsOnThisThread;
             await ExecuteAsync(waiter, "INSERT INTO t VALUES (2);");
-            return SqliteBusyWait.WaitsOnThisThread - before;
+            return (SqliteBusyWait.WaitsOnThisThread.All - all, SqliteBusyWait.WaitsOnThisThread.Writer - writer);
         });
         await Task.Delay(50);
         bool doneWhileHeld = write.IsCompleted;
         await ExecuteAsync(holder, "COMMIT;");
-        int waits = await write.WaitAsync(TimeSpan.FromSeconds(30));
+        (int, int) waits = await write.WaitAsync(TimeSpan.FromSeconds(30));
         return (waits, doneWhileHeld, await ScalarAsync(holder, "SELECT count(*) FROM t;"));
     }
 
