@@ -157,25 +157,7 @@ public sealed partial class LedgerCommitQueue
 
         // The writer has a thread of its own: its work is serial and, on SQLite, synchronous, so on
         // the thread pool it would hold a pool thread for a whole batch. Its waits block only this thread.
-        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                WriteLoop();
-                stopped.SetResult();
-            }
-            catch (Exception e)
-            {
-                stopped.SetException(e);
-            }
-        })
-        {
-            IsBackground = true,
-            Name = "Loyalty ledger writer",
-        };
-        thread.Start();
-        _writer = stopped.Task;
+        _writer = DedicatedThread.Start("Loyalty ledger writer", WriteLoop);
     }
 
     /// <summary>Refuses new entries, commits everything queued, and stops the writer.</summary>

@@ -426,27 +426,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// <summary>Starts the checkpointer's thread (once); it stops when the store is disposed.</summary>
     private Task StartCheckpointer(TimeSpan interval)
     {
-        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         CancellationToken stopping = _stopping.Token;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                CheckpointLoop(interval, stopping);
-                stopped.SetResult();
-            }
-            catch (Exception e)
-            {
-                // Nothing the loop does should get here; the task keeps it for Dispose to see.
-                stopped.SetException(e);
-            }
-        })
-        {
-            IsBackground = true,
-            Name = "Loyalty WAL checkpointer",
-        };
-        thread.Start();
-        return stopped.Task;
+        return DedicatedThread.Start("Loyalty WAL checkpointer", () => CheckpointLoop(interval, stopping));
     }
 
     /// <summary>
@@ -458,7 +439,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// without taking the writer's lock, so batches go on committing beside it; the log then starts
     /// over from its beginning, and the writer's own <c>wal_autocheckpoint</c> remains only as the
     /// bound should this loop fall behind or fail. Its own thread, because Microsoft.Data.Sqlite
-    /// runs the copy synchronously: on the thread pool it would hold a pool thread for its length.
+    /// runs the copy synchronously (see DedicatedThread).
     /// </summary>
     private void CheckpointLoop(TimeSpan interval, CancellationToken stopping)
     {

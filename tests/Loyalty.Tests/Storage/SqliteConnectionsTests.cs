@@ -7,63 +7,37 @@ namespace Loyalty.Tests.Storage;
 /// <summary>How the engine's connections to its SQLite file, and Orleans' on the same file, wait for the write lock.</summary>
 public sealed class SqliteConnectionsTests
 {
-    [Fact]
-    public async Task AConnectionOfOurs_WaitsForTheWriteLockInTheEnginesHandler()
+    /// <summary>How the waiting connection came to be.</summary>
+    public enum Opened
     {
-        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "busy");
-        await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
+        /// <summary>By the engine (SqliteConnections).</summary>
+        ByTheEngine,
+
+        /// <summary>As Orleans' ADO.NET storage opens its own: the provider's factory, the string, Open; no statement of ours.</summary>
+        AsOrleansOpensIt,
+
+        /// <summary>By the engine, then marked as the ledger writer's.</summary>
+        AsTheLedgerWriter,
+
+        /// <summary>Marked as the writer's, then back as an ordinary one (as when the writer's connection returns to the pool).</summary>
+        MarkedBackFromTheWriter,
+    }
+
+    [Theory]
+    [InlineData(Opened.ByTheEngine, 0)]
+    [InlineData(Opened.AsOrleansOpensIt, 0)]
+    [InlineData(Opened.AsTheLedgerWriter, 1)]
+    [InlineData(Opened.MarkedBackFromTheWriter, 0)]
+    public async Task AConnection_WaitsForTheWriteLockInTheEnginesHandler_CountedAsTheWritersOnlyOnItsConnection(Opened how, int writerWaits)
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, $"busy-{how}");
+        await using SqliteConnection waiter = await OpenAsync(options, how);
 
         ((int all, int writer), bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
 
         Assert.False(doneWhileHeld);
-        Assert.Equal((1, 0), (all, writer));
+        Assert.Equal((1, writerWaits), (all, writer));
         Assert.Equal(2L, rows);
-    }
-
-    [Fact]
-    public async Task AConnectionOpenedElsewhere_AsOrleansOpensItsOwn_AlsoWaitsInTheEnginesHandler()
-    {
-        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "orleans");
-        SqliteBusyWait.Install();
-
-        // Orleans' ADO.NET storage: the provider's factory, the connection string, Open; no statement of ours.
-        await using var waiter = (SqliteConnection)SqliteFactory.Instance.CreateConnection();
-        waiter.ConnectionString = options.ConnectionString;
-        await waiter.OpenAsync();
-
-        ((int all, int writer), bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
-
-        Assert.False(doneWhileHeld);
-        Assert.Equal((1, 0), (all, writer));
-        Assert.Equal(2L, rows);
-    }
-
-    [Fact]
-    public async Task TheLedgerWritersConnection_AlsoWaitsInTheEnginesHandler()
-    {
-        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "writer");
-        await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
-        SqliteBusyWait.Mark(waiter.Handle!, ledgerWriter: true);
-
-        ((int all, int writer), bool doneWhileHeld, long rows) = await ContendAsync(options, waiter);
-
-        Assert.False(doneWhileHeld);
-        Assert.Equal((1, 1), (all, writer));
-        Assert.Equal(2L, rows);
-    }
-
-    [Fact]
-    public async Task AWritersConnectionMarkedBack_AsWhenItReturnsToThePool_CountsAsAnOrdinaryOne()
-    {
-        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "unmarked");
-        await using SqliteConnection waiter = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
-        SqliteBusyWait.Mark(waiter.Handle!, ledgerWriter: true);
-        SqliteBusyWait.Mark(waiter.Handle!, ledgerWriter: false);
-
-        ((int all, int writer), bool doneWhileHeld, _) = await ContendAsync(options, waiter);
-
-        Assert.False(doneWhileHeld);
-        Assert.Equal((1, 0), (all, writer));
     }
 
     [Fact]
@@ -78,6 +52,31 @@ public sealed class SqliteConnectionsTests
         Assert.Equal(50, SqliteBusyWait.PauseMicroseconds(0));
         Assert.Equal(1000, SqliteBusyWait.PauseMicroseconds(SqliteBusyWait.AttemptsMax - 1));
         Assert.InRange(total, SqliteConnections.BusyTimeoutSeconds * 1_000_000L, (SqliteConnections.BusyTimeoutSeconds * 1_000_000L) + 1000);
+    }
+
+    private static async Task<SqliteConnection> OpenAsync(StorageOptions options, Opened how)
+    {
+        if (how == Opened.AsOrleansOpensIt)
+        {
+            SqliteBusyWait.Install();
+            var connection = (SqliteConnection)SqliteFactory.Instance.CreateConnection();
+            connection.ConnectionString = options.ConnectionString;
+            await connection.OpenAsync();
+            return connection;
+        }
+
+        SqliteConnection ours = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
+        if (how is Opened.AsTheLedgerWriter or Opened.MarkedBackFromTheWriter)
+        {
+            SqliteBusyWait.Mark(ours.Handle!, ledgerWriter: true);
+        }
+
+        if (how == Opened.MarkedBackFromTheWriter)
+        {
+            SqliteBusyWait.Mark(ours.Handle!, ledgerWriter: false);
+        }
+
+        return ours;
     }
 
     /// <summary>
