@@ -19,7 +19,8 @@ public sealed partial class LedgerCommitQueue
     /// <summary>The meter under which the queue publishes its counters.</summary>
     public const string MeterName = "Loyalty.Ledger";
 
-    private static readonly Meter Meter = new(MeterName);
+    /// <summary>The storage's one meter (the SQLite lock waits publish under it too).</summary>
+    internal static readonly Meter Meter = new(MeterName);
     private static readonly Counter<long> EntriesCommitted = Meter.CreateCounter<long>("loyalty.ledger.entries_committed");
     private static readonly Counter<long> BatchesCommitted = Meter.CreateCounter<long>("loyalty.ledger.batches_committed");
     private static readonly Counter<long> BatchesFailed = Meter.CreateCounter<long>("loyalty.ledger.batches_failed");

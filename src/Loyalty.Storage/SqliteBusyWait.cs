@@ -24,14 +24,17 @@ namespace Loyalty.Storage;
 /// </summary>
 internal static unsafe class SqliteBusyWait
 {
-    /// <summary>Attempts with the shortest pause, then with the middle one (see <see cref="PauseMicroseconds"/>).</summary>
+    /// <summary>The pauses between attempts, in microseconds: the first attempts', the next ones', and every later one's.</summary>
+    private const int ShortPause = 50, MiddlePause = 250, LongPause = 1000;
+
+    /// <summary>Attempts with the short pause, then (up to this count) with the middle one (see <see cref="PauseMicroseconds"/>).</summary>
     private const int ShortAttempts = 20, MiddleAttempts = 100;
 
     /// <summary>Attempts after which a wait gives up: their pauses add up to the busy timeout.</summary>
-    internal static readonly int AttemptsMax = MiddleAttempts + (SqliteConnections.BusyTimeoutSeconds * 1000)
-        - ((ShortAttempts * 50) + ((MiddleAttempts - ShortAttempts) * 250)) / 1000;
+    internal static readonly int AttemptsMax = MiddleAttempts
+        + (int)(((SqliteConnections.BusyTimeoutSeconds * 1_000_000L) - (ShortAttempts * ShortPause) - ((MiddleAttempts - ShortAttempts) * MiddlePause)) / LongPause);
 
-    private static readonly Meter Meter = new(LedgerCommitQueue.MeterName);
+    private static Meter Meter => LedgerCommitQueue.Meter;
 
     /// <summary>Waits for another connection's write lock (one each time SQLite found it taken and called the handler afresh).</summary>
     private static readonly Counter<long> LockWaits = Meter.CreateCounter<long>("loyalty.sqlite.lock_waits", "{wait}");
@@ -104,7 +107,10 @@ internal static unsafe class SqliteBusyWait
 
     /// <summary>The pause before attempt <paramref name="attempt"/> (0 for the first retry).</summary>
     internal static int PauseMicroseconds(int attempt) =>
-        attempt < ShortAttempts ? 50 : attempt < MiddleAttempts ? 250 : 1000;
+        attempt < ShortAttempts ? ShortPause : attempt < MiddleAttempts ? MiddlePause : LongPause;
+
+    /// <summary>Whether SQLite should try again before attempt <paramref name="attempt"/>, or give up with SQLITE_BUSY.</summary>
+    internal static bool TriesAgain(int attempt) => attempt < AttemptsMax;
 
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     private static int OnOpen(IntPtr connection, IntPtr errorMessage, IntPtr api) =>
@@ -119,7 +125,7 @@ internal static unsafe class SqliteBusyWait
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     private static int OnBusy(nint writer, int attempt)
     {
-        if (attempt >= AttemptsMax)
+        if (!TriesAgain(attempt))
         {
             return 0;
         }

@@ -336,7 +336,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
         if (stopped)
         {
-            // Still in the loop's hands otherwise (it reads the wait handle); left to the finalizer.
+            // Otherwise still in the loop's hands (it reads the wait handle), so left undisposed.
             _stopping.Dispose();
         }
 
@@ -414,8 +414,8 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         // The writer, like every connection in the process, waits for the write lock in the
         // engine's busy handler (see SqliteBusyWait); its waits are counted apart.
         SqliteBusyWait.Mark(connection.Handle!, ledgerWriter: true);
-        // A per-connection setting: the writer commits the ledger's
-        // batches, so in a steady stream of purchases its threshold decides when checkpoints run.
+        // A per-connection setting: the writer commits the ledger's batches, so without the
+        // checkpointer its threshold decides when checkpoints run, and with it bounds the log.
         // Other connections that commit (Orleans' snapshot storage, due claims, webhook leases) keep
         // SQLite's 1,000 pages and may checkpoint sooner; they also bound the log while the writer idles.
         await ExecuteAsync(connection, $"PRAGMA wal_autocheckpoint={_walCheckpointPages};", cancellationToken);

@@ -41,7 +41,7 @@ public sealed class SqliteConnectionsTests
     }
 
     [Fact]
-    public void TheHandlersPauses_GrowFrom50Microseconds_AndAddUpToTheBusyTimeout()
+    public void TheHandlersPauses_GrowFrom50Microseconds_AndItGivesUpOnceTheyAddUpToTheBusyTimeout()
     {
         long total = 0;
         for (int attempt = 0; attempt < SqliteBusyWait.AttemptsMax; attempt++)
@@ -49,6 +49,8 @@ public sealed class SqliteConnectionsTests
             total += SqliteBusyWait.PauseMicroseconds(attempt);
         }
 
+        Assert.True(SqliteBusyWait.TriesAgain(SqliteBusyWait.AttemptsMax - 1));
+        Assert.False(SqliteBusyWait.TriesAgain(SqliteBusyWait.AttemptsMax));
         Assert.Equal(50, SqliteBusyWait.PauseMicroseconds(0));
         Assert.Equal(1000, SqliteBusyWait.PauseMicroseconds(SqliteBusyWait.AttemptsMax - 1));
         Assert.InRange(total, SqliteConnections.BusyTimeoutSeconds * 1_000_000L, (SqliteConnections.BusyTimeoutSeconds * 1_000_000L) + 1000);
