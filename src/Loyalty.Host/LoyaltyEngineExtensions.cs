@@ -85,6 +85,24 @@ public static class LoyaltyEngineExtensions
                 // Idle grains are looked for at a quarter of the age (Orleans needs the quantum below the age).
                 o.CollectionQuantum = o.CollectionAge / 4;
             });
+            // One engine reads its directory in process: a cache of it would only hold every
+            // member's address twice (see SiloOptions.DirectoryCacheSize).
+            int cacheEntries = silo.DirectoryCacheEntries(new GrainDirectoryOptions().CacheSize);
+            siloBuilder.Configure<GrainDirectoryOptions>(o =>
+            {
+                if (cacheEntries == 0)
+                {
+                    // "None" turns the directory's cache off. The size stays above zero because
+                    // Orleans also builds a cache of that size for grains kept in an external
+                    // directory (none here), and refuses a size below 3 for it.
+                    o.CachingStrategy = GrainDirectoryOptions.CachingStrategyType.None;
+                    o.CacheSize = 1_000;
+                }
+                else
+                {
+                    o.CacheSize = cacheEntries;
+                }
+            });
             siloBuilder.AddLoyaltyGrains(
                 storage,
                 members => config.GetSection(MemberOptions.SectionName).Bind(members),

@@ -31,6 +31,9 @@ public sealed class InProcessEngine : IAsyncDisposable
 
     public GrpcChannel Channel { get; }
 
+    /// <summary>The engine's services, to read the configuration it settled on.</summary>
+    public IServiceProvider Services => _app.Services;
+
     /// <summary>Calls over <see cref="Channel"/> with the operator key.</summary>
     public CallInvoker Invoker { get; }
 
