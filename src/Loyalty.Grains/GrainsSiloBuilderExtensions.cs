@@ -21,6 +21,7 @@ public static class GrainsSiloBuilderExtensions
         silo.Services.TryAddSingleton(EngineClock.System);
         silo.Services.AddOptions<MemberOptions>().Configure(o => configureMembers?.Invoke(o));
         silo.Services.AddSingleton<ProgramDirectory>();
+        silo.Services.AddSingleton<MemberServices>();
         silo.Services.TryAddSingleton(typeof(GrainReferences<>));
         silo.Services.AddOptions<ScheduleOptions>().Configure(o => configureSchedule?.Invoke(o));
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, DueScheduler>();

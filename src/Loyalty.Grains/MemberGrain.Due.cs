@@ -69,7 +69,7 @@ public sealed partial class MemberGrain
             await EnsureLoadedAsync();
             // Fresh, not cached: a silo whose cache still holds an older expiry policy must not
             // reschedule (or drop) a member under it.
-            program = await _programs.GetFreshAsync(_programId);
+            program = await _services.Programs.GetFreshAsync(_programId);
             while (_inFlight > 0)
             {
                 await Drained();
@@ -81,7 +81,7 @@ public sealed partial class MemberGrain
         DateTimeOffset? next = null;
         if (_state.Enrolled && program is not null)
         {
-            DateTimeOffset now = _clock.GetUtcNow();
+            DateTimeOffset now = _services.Clock.GetUtcNow();
             _state.Lots.Mature(now);
             next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules), ProgrammeDue(program.Settings));
             if (!settled && next <= now)
@@ -93,7 +93,7 @@ public sealed partial class MemberGrain
 
         _scheduleKnown = true;
         _scheduledDue = next;
-        await _ledger.ScheduleAsync(new DueChange(_programId, _memberId, next, Exact: true));
+        await _services.Ledger.ScheduleAsync(new DueChange(_programId, _memberId, next, Exact: true));
     }
 
     private DueOutcome? StageDue(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)

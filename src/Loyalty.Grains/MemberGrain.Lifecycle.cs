@@ -52,10 +52,10 @@ public sealed partial class MemberGrain
             return result;
         }
 
-        await _store.WriteProfileAsync(_programId, _memberId, copy.Count == 0 ? null : JsonSerializer.Serialize(copy), _clock.GetUtcNow(), CancellationToken.None);
+        await _services.Store.WriteProfileAsync(_programId, _memberId, copy.Count == 0 ? null : JsonSerializer.Serialize(copy), _services.Clock.GetUtcNow(), CancellationToken.None);
         if (_state.Erased)
         {
-            await _store.WriteProfileAsync(_programId, _memberId, null, _clock.GetUtcNow(), CancellationToken.None);
+            await _services.Store.WriteProfileAsync(_programId, _memberId, null, _services.Clock.GetUtcNow(), CancellationToken.None);
             return Closed()!;
         }
 
@@ -89,11 +89,11 @@ public sealed partial class MemberGrain
 
         // The member is marked erased durably first; the clean-up is idempotent, and a repeated
         // request repeats it, so a failure half-way is repaired by asking again.
-        await _store.WriteProfileAsync(_programId, _memberId, null, _clock.GetUtcNow(), CancellationToken.None);
+        await _services.Store.WriteProfileAsync(_programId, _memberId, null, _services.Clock.GetUtcNow(), CancellationToken.None);
         foreach (string member in (IEnumerable<string>)[_memberId, .. _state.MergedFrom])
         {
             // The survivor's ledger shows the merged histories too.
-            await _store.AnonymiseAsync(_programId, member, CancellationToken.None);
+            await _services.Store.AnonymiseAsync(_programId, member, CancellationToken.None);
         }
         var owner = new ReferralOwner(_programId, _memberId);
         for (int salt = 0; salt < CodeAttemptsMax; salt++)
@@ -197,9 +197,9 @@ public sealed partial class MemberGrain
             return null;
         }
 
-        ProgramConfig? program = await _programs.GetAsync(_programId);
+        ProgramConfig? program = await _services.Programs.GetAsync(_programId);
         return program is not null
-            && LifecycleDecision.MergeLimits(At(program, _clock.GetUtcNow()), duplicate.MergedFrom?.Count ?? 0, duplicate.Referrals) is { } refused
+            && LifecycleDecision.MergeLimits(At(program, _services.Clock.GetUtcNow()), duplicate.MergedFrom?.Count ?? 0, duplicate.Referrals) is { } refused
             ? MemberResult.Reject(refused.Error, refused.Message!)
             : null;
     }
@@ -251,7 +251,7 @@ public sealed partial class MemberGrain
             LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, _memberId);
             if (error != LoyaltyError.None)
             {
-                LogReferralLinkFailed(_programId, member, _memberId, error);
+                LogReferralLinkFailed(_services.Logger, _programId, member, _memberId, error);
             }
         }
     }

@@ -15,19 +15,19 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<QuoteResult> Quote(Purchase purchase)
     {
-        if ((purchase.Check(_clock.GetUtcNow()) ?? CheckRouting(purchase.ProgramId, purchase.MemberId)) is { } error)
+        if ((purchase.Check(_services.Clock.GetUtcNow()) ?? CheckRouting(purchase.ProgramId, purchase.MemberId)) is { } error)
         {
             return QuoteResult.Reject(LoyaltyError.InvalidArgument, error);
         }
 
-        if (await _programs.GetAsync(_programId) is not { } program)
+        if (await _services.Programs.GetAsync(_programId) is not { } program)
         {
             return QuoteResult.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
         }
 
         IReadOnlyDictionary<string, long> taken = await StockTakenAsync(program.Settings);
         await SettleForReadAsync();
-        return DecideQuote(purchase with { TransactionId = QuoteTransactionId }, program, taken, _clock.GetUtcNow());
+        return DecideQuote(purchase with { TransactionId = QuoteTransactionId }, program, taken, _services.Clock.GetUtcNow());
     }
 
     /// <summary>The purchase decided as Accrue would decide it now (every check, overflow included), and never applied.</summary>
@@ -94,7 +94,7 @@ public sealed partial class MemberGrain
     public async Task<RewardsView?> Rewards()
     {
         await SettleForReadAsync();
-        if (!_state.Enrolled || await _programs.GetAsync(_programId) is not { } program)
+        if (!_state.Enrolled || await _services.Programs.GetAsync(_programId) is not { } program)
         {
             return null;
         }
@@ -103,7 +103,7 @@ public sealed partial class MemberGrain
 
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
-        DateTimeOffset now = _clock.GetUtcNow();
+        DateTimeOffset now = _services.Clock.GetUtcNow();
         _state.Lots.Mature(now);
         TierLadder ladder = program.Settings.Ladder;
         (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
@@ -121,7 +121,7 @@ public sealed partial class MemberGrain
             return null;
         }
 
-        DateTimeOffset now = _clock.GetUtcNow();
+        DateTimeOffset now = _services.Clock.GetUtcNow();
         return [.. _state.Lots.Holds.Where(h => h.LapsesAt > now).OrderBy(h => h.LapsesAt)
             .Select(h => new OpenReservation(h.ReservationId, h.RewardId, h.Quantity, h.Points, h.LapsesAt))];
     }
@@ -140,7 +140,7 @@ public sealed partial class MemberGrain
 
         // A purchase's returns, from the ledger (one indexed read): the member keeps only its most recent ones' progress.
         IReadOnlyList<LedgerEntry> returns = entry?.Kind == LedgerEntryKind.Earn
-            ? await _store.ReadReturnsOfAsync(_programId, transactionId, CancellationToken.None) : [];
+            ? await _services.Store.ReadReturnsOfAsync(_programId, transactionId, CancellationToken.None) : [];
 
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
@@ -161,7 +161,7 @@ public sealed partial class MemberGrain
     {
         { Kind: LedgerEntryKind.Redeem } => ReservationState.Committed,
         { Details: ReservationEndDetails { EndedAs: var endedAs } } => endedAs,
-        null when _state.Lots.FindHold(reserve.TransactionId!) is { } hold => hold.LapsesAt > _clock.GetUtcNow() ? ReservationState.Held : ReservationState.Lapsed,
+        null when _state.Lots.FindHold(reserve.TransactionId!) is { } hold => hold.LapsesAt > _services.Clock.GetUtcNow() ? ReservationState.Held : ReservationState.Lapsed,
         _ => ReservationState.Lapsed,
     };
 

@@ -48,17 +48,17 @@ public sealed partial class MemberGrain
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            LogLoadFailed(e, _programId, _memberId);
+            LogLoadFailed(_services.Logger, e, _programId, _memberId);
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
         }
 
         if (_state.Enrolled && _state.Referral.ReferredBy == referrer)
         {
-            return new MemberResult(View(await _programs.GetAsync(_programId)), LoyaltyError.None, null);
+            return new MemberResult(View(await _services.Programs.GetAsync(_programId)), LoyaltyError.None, null);
         }
 
-        ProgramConfig? program = await _programs.GetAsync(_programId);
-        if (program is not null && ReferralDecision.Referrable(At(program, _clock.GetUtcNow()), referrer) is { } early)
+        ProgramConfig? program = await _services.Programs.GetAsync(_programId);
+        if (program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } early)
         {
             return MemberResult.Reject(early.Error, early.Message!);
         }
@@ -246,13 +246,13 @@ public sealed partial class MemberGrain
 
             if (error != LoyaltyError.None)
             {
-                LogReferralLinkFailed(_programId, _memberId, referrer, error);
+                LogReferralLinkFailed(_services.Logger, _programId, _memberId, referrer, error);
                 return false;
             }
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            LogReferralLinkFailed(_programId, _memberId, referrer, LoyaltyError.Unavailable);
+            LogReferralLinkFailed(_services.Logger, _programId, _memberId, referrer, LoyaltyError.Unavailable);
             return false;
         }
 
@@ -265,7 +265,7 @@ public sealed partial class MemberGrain
         {
             // The referrer has its reward; this member's note of it is written again by the due
             // schedule (the member stays owed). The purchase that led here is committed either way.
-            LogReferralLinkFailed(_programId, _memberId, referrer, LoyaltyError.Unavailable);
+            LogReferralLinkFailed(_services.Logger, _programId, _memberId, referrer, LoyaltyError.Unavailable);
             return false;
         }
 

@@ -40,7 +40,7 @@ public sealed partial class MemberGrain
                 throw new StalePrefetchException();
             }
 
-            progress = _state.Returns.Remember(purchase, earlierReturns.Returns, _state.Sequence);
+            progress = _state.ReturnsToChange().Remember(purchase, earlierReturns.Returns, _state.Sequence);
         }
 
         // A progress with no return yet is the same as none.
@@ -137,7 +137,7 @@ public sealed partial class MemberGrain
     private async Task<LedgerEntry?> FindCommittedAsync(string txn)
     {
         await WaitForCommitsAsync();
-        return await _store.FindTransactionAsync(_programId, txn, CancellationToken.None);
+        return await _services.Store.FindTransactionAsync(_programId, txn, CancellationToken.None);
     }
 
     private LedgerEntry NewEntry(LedgerEntryKind kind, Points points, string? txn, long fingerprint, DateTimeOffset now, ProgramConfig program) =>
@@ -149,7 +149,7 @@ public sealed partial class MemberGrain
     /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>
     private MemberView View(ProgramConfig? program)
     {
-        DateTimeOffset now = _clock.GetUtcNow();
+        DateTimeOffset now = _services.Clock.GetUtcNow();
         _state.Lots.Mature(now);
         TierLadder ladder = program?.Settings.Ladder ?? TierLadder.Default;
         (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
@@ -209,7 +209,7 @@ public sealed partial class MemberGrain
         _state.Erased || _state.MergedInto is not null ? null
         : Earliest(_state.Membership.LapsesAt,
             settings.Birthday is not null && _state.BirthMonth != 0
-                ? BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, _clock.GetUtcNow(), settings.Zone)
+                ? BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, _services.Clock.GetUtcNow(), settings.Zone)
                 : null);
 
     private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null || a <= b ? a : b;

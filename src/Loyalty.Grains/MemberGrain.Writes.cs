@@ -30,7 +30,7 @@ public sealed partial class MemberGrain
     public Task<AccrualResult> Accrue(Purchase purchase)
     {
         string txn = purchase.TransactionId;
-        string? error = purchase.Check(_clock.GetUtcNow()) ?? CheckRouting(purchase.ProgramId, purchase.MemberId);
+        string? error = purchase.Check(_services.Clock.GetUtcNow()) ?? CheckRouting(purchase.ProgramId, purchase.MemberId);
         if (error is not null)
         {
             return Task.FromResult(AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, error));
@@ -95,7 +95,7 @@ public sealed partial class MemberGrain
     public Task<ReturnResult> Return(PurchaseReturn purchaseReturn)
     {
         string txn = purchaseReturn.TransactionId;
-        string? error = purchaseReturn.Check(_clock.GetUtcNow()) ?? CheckRouting(purchaseReturn.ProgramId, purchaseReturn.MemberId);
+        string? error = purchaseReturn.Check(_services.Clock.GetUtcNow()) ?? CheckRouting(purchaseReturn.ProgramId, purchaseReturn.MemberId);
         if (error is not null)
         {
             return Task.FromResult(ReturnResult.Reject(txn, LoyaltyError.InvalidArgument, error));
@@ -109,7 +109,7 @@ public sealed partial class MemberGrain
             {
                 original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId);
                 redeemed = (original?.Details as EarnDetails)?.RewardId is null ? null
-                    : await _store.FindTransactionAsync(_programId, original.TransactionId + BasketRedeemSuffix, CancellationToken.None);
+                    : await _services.Store.FindTransactionAsync(_programId, original.TransactionId + BasketRedeemSuffix, CancellationToken.None);
 
                 // The purchase's earlier returns, unless the member holds all of them (noting the
                 // state they were read against, so that the stage can tell a stale read).
@@ -117,7 +117,7 @@ public sealed partial class MemberGrain
                 if (original is { Kind: LedgerEntryKind.Earn, TransactionId: { } purchaseId } && _state.Returns.Known(purchaseId) is null)
                 {
                     (MemberState readOn, long sequence) = (_state, _state.Sequence);
-                    earlierReturns = new LedgerReturns(purchaseId, await _store.ReadReturnsOfAsync(_programId, purchaseId, CancellationToken.None), readOn, sequence);
+                    earlierReturns = new LedgerReturns(purchaseId, await _services.Store.ReadReturnsOfAsync(_programId, purchaseId, CancellationToken.None), readOn, sequence);
                 }
             },
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, earlierReturns, program, now, out entry),
@@ -199,12 +199,12 @@ public sealed partial class MemberGrain
         }
 
         if (_state.HasProfile && _profile is null
-            && await _store.ReadProfileAsync(_programId, _memberId, CancellationToken.None) is { } json)
+            && await _services.Store.ReadProfileAsync(_programId, _memberId, CancellationToken.None) is { } json)
         {
             _profile = JsonSerializer.Deserialize<Dictionary<string, string>>(json);
         }
 
-        ProgramConfig? program = await _programs.GetAsync(_programId);
+        ProgramConfig? program = await _services.Programs.GetAsync(_programId);
 
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
@@ -327,7 +327,7 @@ public sealed partial class MemberGrain
                 return change.Reject(LoyaltyError.Unavailable, NotLoaded);
             }
 
-            if (await _programs.GetAsync(_programId) is not { } program)
+            if (await _services.Programs.GetAsync(_programId) is not { } program)
             {
                 return change.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
             }
@@ -348,7 +348,7 @@ public sealed partial class MemberGrain
 
             // From here to the commit there is no await: decide (every check, overflow included),
             // then apply what cannot fail, then commit.
-            DateTimeOffset now = _clock.GetUtcNow();
+            DateTimeOffset now = _services.Clock.GetUtcNow();
             _state.Lots.Mature(now);
             LedgerEntry? entry = null, before = null;
             string? overflow;
@@ -406,7 +406,7 @@ public sealed partial class MemberGrain
                 return change.Reject(LoyaltyError.Unavailable, NotLoaded);
             }
 
-            if (entry.TransactionId is not null && await _store.FindTransactionAsync(_programId, entry.TransactionId, CancellationToken.None) is { } existing
+            if (entry.TransactionId is not null && await _services.Store.FindTransactionAsync(_programId, entry.TransactionId, CancellationToken.None) is { } existing
                 && await change.FromLedger(existing) is { } resolved)
             {
                 return resolved;

@@ -30,21 +30,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// </summary>
     private const int PassesMax = 1_000;
 
-    private readonly IPersistentState<MemberState> _snapshot;
-    private readonly LedgerCommitQueue _ledger;
-    private readonly ILedgerStore _store;
-    private readonly ProgramDirectory _programs;
-    private readonly EngineClock _clock;
-    private readonly MemberOptions _options;
-    private readonly ILogger<MemberGrain> _logger;
-    private readonly DeepCopier<MemberState> _copier;
-    private readonly FaultInjector _faults;
+    private readonly MemberServices _services;
+    /// <summary>The version of the member's snapshot row, as the store last read or wrote it; null for none yet.</summary>
+    private string? _snapshotEtag;
     private string _programId = "";
     private string _memberId = "";
     private MemberState _state = new();
     private bool _valid;
-    private bool _snapshotJustRead = true;
-    private readonly long _activatedAt = System.Diagnostics.Stopwatch.GetTimestamp();
     private Task? _loading;
     private bool _loadedOnce;
     /// <summary>Commit groups in flight: 0 or 1 (open, or sent to the ledger).</summary>
@@ -59,6 +51,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private int _appliedSinceSnapshot;
     private bool _snapshotting;
     /// <summary>
+    /// A snapshot write begun between calls and not finished yet; a load waits for it, so that
+    /// the version it reads is not overtaken by the write's (see <see cref="LoadAsync"/>).
+    /// </summary>
+    private Task? _snapshotWrite;
+    /// <summary>
     /// What this activation knows of its row in the due schedule: when known, the row holds
     /// <see cref="_scheduledDue"/> or an earlier time (early is safe, late is not). Unknown after
     /// a load, so the first change with due work marks the schedule once.
@@ -66,28 +63,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private bool _scheduleKnown;
     private DateTimeOffset? _scheduledDue;
 
-    /// <summary>Creates the grain; Orleans supplies the dependencies.</summary>
-    public MemberGrain(
-        [PersistentState("member", StorageSiloBuilderExtensions.SnapshotStorageName)] IPersistentState<MemberState> snapshot,
-        LedgerCommitQueue ledger,
-        ILedgerStore store,
-        ProgramDirectory programs,
-        EngineClock clock,
-        IOptions<MemberOptions> options,
-        DeepCopier<MemberState> copier,
-        ILogger<MemberGrain> logger,
-        FaultInjector faults)
-    {
-        _copier = copier;
-        _faults = faults;
-        _snapshot = snapshot;
-        _ledger = ledger;
-        _store = store;
-        _programs = programs;
-        _clock = clock;
-        _options = options.Value;
-        _logger = logger;
-    }
+    /// <summary>Creates the grain; Orleans supplies the engine's shared services.</summary>
+    public MemberGrain(MemberServices services) => _services = services;
 
     private enum CommitOutcome
     {
@@ -108,14 +85,15 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// <inheritdoc />
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        (_programId, _memberId) = LoyaltyIds.SplitMemberKey(this.GetPrimaryKeyString());
+        (string programId, _memberId) = LoyaltyIds.SplitMemberKey(this.GetPrimaryKeyString());
+        _programId = _services.ShareProgramId(programId);
         await EnsureLoadedAsync();
     }
 
     /// <inheritdoc />
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
-        if (_valid && _inFlight == 0 && _appliedSinceSnapshot >= Math.Max(1, _options.SnapshotOnDeactivateMinEntries) && !_snapshotting)
+        if (_valid && _inFlight == 0 && _appliedSinceSnapshot >= Math.Max(1, _services.Options.SnapshotOnDeactivateMinEntries) && !_snapshotting)
         {
             await WriteSnapshotAsync();
         }
@@ -200,7 +178,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 return refused;
             }
 
-            ProgramConfig? program = await _programs.GetAsync(_programId);
+            ProgramConfig? program = await _services.Programs.GetAsync(_programId);
             await WaitForCommitsAsync();
             if (!_valid)
             {
@@ -284,7 +262,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         int size = Math.Clamp(pageSize, 1, Limits.LedgerPageSizeMax);
-        IReadOnlyList<LedgerEntry> rows = await _store.ReadPageAsync(_programId, histories[at], beforeSequence ?? long.MaxValue, size + 1, CancellationToken.None);
+        IReadOnlyList<LedgerEntry> rows = await _services.Store.ReadPageAsync(_programId, histories[at], beforeSequence ?? long.MaxValue, size + 1, CancellationToken.None);
         if (rows.Count > size)
         {
             LedgerEntry[] page = [.. rows.Take(size)];
@@ -304,7 +282,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             return EnrolmentResult.Reject(LoyaltyError.Unavailable, "member state could not be loaded; nothing was recorded, retry");
         }
 
-        if (await _programs.GetAsync(_programId) is null)
+        if (await _services.Programs.GetAsync(_programId) is null)
         {
             return EnrolmentResult.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
         }
@@ -320,7 +298,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
     private LedgerEntry EnrolEntry(Enrolment enrolment, ProgramConfig? program)
     {
-        DateTimeOffset now = _clock.GetUtcNow();
+        DateTimeOffset now = _services.Clock.GetUtcNow();
         ProgramSettings? settings = program?.Settings;
         Points bonus = new(settings?.SignupBonusPoints ?? 0);
         var details = new EnrolDetails
@@ -343,7 +321,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
         // A resend also repairs the referrer's side if the first attempt stopped before it.
         await LinkReferrerAsync(referredBy);
-        return new EnrolmentResult(View(await _programs.GetAsync(_programId)), true, LoyaltyError.None, null);
+        return new EnrolmentResult(View(await _services.Programs.GetAsync(_programId)), true, LoyaltyError.None, null);
     }
 
     private async Task LinkReferrerAsync(string? referredBy)
@@ -356,7 +334,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         MemberResult linked = await LinkSteps(referredBy).AddReferral(_memberId);
         if (linked.Error != LoyaltyError.None)
         {
-            LogReferralLinkFailed(_programId, _memberId, referredBy, linked.Error);
+            LogReferralLinkFailed(_services.Logger, _programId, _memberId, referredBy, linked.Error);
         }
     }
 
@@ -377,17 +355,17 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         _valid = false;
         if (before is not null)
         {
-            _state.Apply(before, _options.RecentTransactionsMax);
+            _state.Apply(before, _services.Options.RecentTransactionsMax);
         }
 
-        _state.Apply(entry, _options.RecentTransactionsMax);
+        _state.Apply(entry, _services.Options.RecentTransactionsMax);
         if (entry.Kind == LedgerEntryKind.Enrol)
         {
-            _state.Prepare(_options.RecentTransactionsMax);
+            _state.Prepare(_services.Options.RecentTransactionsMax);
         }
 
         _state.AssertInvariants(entry);
-        if (_faults.Armed)
+        if (_services.Faults.Armed)
         {
             AtFault(FaultStep.Apply, entry, before);
         }
@@ -400,10 +378,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         if (before is not null)
         {
-            _faults.At(step, before);
+            _services.Faults.At(step, before);
         }
 
-        _faults.At(step, entry);
+        _services.Faults.At(step, entry);
     }
 
     /// <summary>
@@ -450,9 +428,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 GrainMetrics.GroupEntries.Record(group.Entries.Count);
             }
 
-            bool written = group is not null ? await _ledger.AppendGroupAsync(group.Entries, due)
-                : before is null ? await _ledger.AppendAsync(entry, due)
-                : await _ledger.AppendGroupAsync([before, entry], due);
+            bool written = group is not null ? await _services.Ledger.AppendGroupAsync(group.Entries, due)
+                : before is null ? await _services.Ledger.AppendAsync(entry, due)
+                : await _services.Ledger.AppendGroupAsync([before, entry], due);
             outcome = written ? CommitOutcome.Committed
                 : group is { Changes: > 1 } ? CommitOutcome.GroupConflict
                 : CommitOutcome.Conflict;
@@ -491,7 +469,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         if (outcome != CommitOutcome.Committed)
         {
             _valid = false;
-            LogCommitNotApplied(_programId, _memberId, first.Sequence, outcome);
+            LogCommitNotApplied(_services.Logger, _programId, _memberId, first.Sequence, outcome);
         }
 
         _inFlight--;
@@ -594,7 +572,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private async Task CatchUpAsync()
     {
         await SettleForReadAsync();
-        IReadOnlyList<LedgerEntry> newest = await _store.ReadPageAsync(_programId, _memberId, long.MaxValue, 1, CancellationToken.None);
+        IReadOnlyList<LedgerEntry> newest = await _services.Store.ReadPageAsync(_programId, _memberId, long.MaxValue, 1, CancellationToken.None);
         if (newest.Count > 0 && newest[0].Sequence > _state.Sequence && _inFlight == 0)
         {
             _valid = false;
@@ -605,9 +583,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
     private void MaybeSnapshot()
     {
-        if (_valid && _inFlight == 0 && !_snapshotting && _appliedSinceSnapshot >= _options.SnapshotEveryEntries)
+        if (_valid && _inFlight == 0 && !_snapshotting && _appliedSinceSnapshot >= _services.Options.SnapshotEveryEntries)
         {
-            _ = WriteSnapshotAsync();
+            Task write = WriteSnapshotAsync();
+            _snapshotWrite = write.IsCompleted ? null : write;
         }
     }
 
@@ -618,27 +597,28 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         int covered = _appliedSinceSnapshot;
         try
         {
-            MemberState copy = _copier.Copy(_state);
+            MemberState copy = _services.Copier.Copy(_state);
             copy.Format = MemberState.CurrentFormat;
-            _snapshot.State = copy;
-            await _snapshot.WriteStateAsync();
+            // The written copy is not kept: between writes the grain holds one state, not two.
+            var row = new GrainState<MemberState>(copy, _snapshotEtag) { RecordExists = _snapshotEtag is not null };
+            await _services.Snapshots.WriteStateAsync(MemberServices.SnapshotStateName, this.GetGrainId(), row);
+            _snapshotEtag = row.ETag;
             _appliedSinceSnapshot -= covered;
         }
         catch (InconsistentStateException e)
         {
             // Another activation wrote this member: ours is stale and must reload.
             _valid = false;
-            LogSnapshotConflict(e, _programId, _memberId);
+            LogSnapshotConflict(_services.Logger, e, _programId, _memberId);
         }
         catch (Exception e)
         {
-            LogSnapshotFailed(e, _programId, _memberId);
+            LogSnapshotFailed(_services.Logger, e, _programId, _memberId);
         }
         finally
         {
-            // The written copy is not kept: between writes the grain holds one state, not two.
-            _snapshot.State = MemberState.Placeholder;
             _snapshotting = false;
+            _snapshotWrite = null;
         }
     }
 
@@ -651,7 +631,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
         catch (Exception e)
         {
-            LogLoadFailed(e, _programId, _memberId);
+            LogLoadFailed(_services.Logger, e, _programId, _memberId);
             return false;
         }
     }
@@ -684,30 +664,35 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             await Drained();
         }
 
-        if (!_snapshotJustRead)
+        // A snapshot write under way would end after the read below and leave its version (and
+        // its count of entries covered) over the load's: a stale version, and the next write
+        // would collide with the row for nothing. The write never throws.
+        while (_snapshotWrite is { } write)
         {
-            await _snapshot.ReadStateAsync();
+            await write;
         }
 
-        _snapshotJustRead = false;
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var row = new GrainState<MemberState>(MemberState.Placeholder);
+        await _services.Snapshots.ReadStateAsync(MemberServices.SnapshotStateName, this.GetGrainId(), row);
+        _snapshotEtag = row.ETag;
         _scheduleKnown = false;
         // A snapshot of another format is not read: the ledger alone rebuilds the member.
         // The state read is taken over, not copied, so the grain holds one state, not two.
-        MemberState state = _snapshot.State.Format == MemberState.CurrentFormat && !ReferenceEquals(_snapshot.State, MemberState.Placeholder)
-            ? _snapshot.State
+        MemberState state = row.State is { Format: MemberState.CurrentFormat } read && !ReferenceEquals(read, MemberState.Placeholder)
+            ? read
             : new MemberState();
-        _snapshot.State = MemberState.Placeholder;
         state.Lots.Reconcile();
-        IReadOnlyList<LedgerEntry> entries = await _store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
+        IReadOnlyList<LedgerEntry> entries = await _services.Store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
         foreach (LedgerEntry entry in entries)
         {
-            state.Apply(entry, _options.RecentTransactionsMax);
+            state.Apply(entry, _services.Options.RecentTransactionsMax);
         }
 
         state.Returns.Trim();
         if (state.Enrolled)
         {
-            state.Prepare(_options.RecentTransactionsMax);
+            state.Prepare(_services.Options.RecentTransactionsMax);
         }
 
         _state = state;
@@ -715,25 +700,25 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         _valid = true;
         if (!_loadedOnce)
         {
-            // The cost of a cold member: from the activation's start (before Orleans reads the
-            // snapshot) to the state rebuilt from it and the ledger after it.
+            // The cost of a cold member: from the snapshot's read to the state rebuilt from it
+            // and the ledger after it.
             _loadedOnce = true;
-            GrainMetrics.ColdLoadDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(_activatedAt).TotalMilliseconds);
+            GrainMetrics.ColdLoadDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: entry {Sequence} not committed ({Outcome}); state will reload")]
-    private partial void LogCommitNotApplied(string programId, string memberId, long sequence, CommitOutcome outcome);
+    private static partial void LogCommitNotApplied(ILogger logger, string programId, string memberId, long sequence, CommitOutcome outcome);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot conflict; state will reload")]
-    private partial void LogSnapshotConflict(Exception exception, string programId, string memberId);
+    private static partial void LogSnapshotConflict(ILogger logger, Exception exception, string programId, string memberId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot write failed")]
-    private partial void LogSnapshotFailed(Exception exception, string programId, string memberId);
+    private static partial void LogSnapshotFailed(ILogger logger, Exception exception, string programId, string memberId);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Member {ProgramId}/{MemberId}: state could not be loaded")]
-    private partial void LogLoadFailed(Exception exception, string programId, string memberId);
+    private static partial void LogLoadFailed(ILogger logger, Exception exception, string programId, string memberId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error})")]
-    private partial void LogReferralLinkFailed(string programId, string memberId, string referrerId, LoyaltyError error);
+    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
 }

@@ -76,7 +76,7 @@ public sealed class EarnHistory
         CapBucket.MakeRoom(ref _earnedByMonth, ref _monthSpare, CapMonthsKept);
     }
 
-    private const int SpareDays = 4;
+    private const int SpareDays = 2;
 
     /// <summary>Counts a purchase recorded on UTC day <paramref name="day"/>, before it is bucketed.</summary>
     public void CountPurchase(int day)

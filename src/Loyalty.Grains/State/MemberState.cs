@@ -32,10 +32,30 @@ public sealed class MemberState : IEarnHistory, IQualifying
     [Id(56)] public EarnHistory Earnings { get; private set; } = new();
 
     /// <summary>Who referred the member and whom it referred.</summary>
-    [Id(57)] public ReferralSide Referral { get; private set; } = new();
+    public ReferralSide Referral => _referral ?? ReferralSide.None;
+
+    // Made at the member's first referral change; until then the shared empty side stands in.
+    [Id(57)] private ReferralSide? _referral;
+
+    private ReferralSide ReferralToChange => _referral ??= new();
+
+    // Nobody referred a member without a side of its own: it needs one only to name a referrer.
+    private void SetReferredBy(string? referrer)
+    {
+        if (referrer is not null || _referral is not null)
+        {
+            ReferralToChange.ReferredByMember(referrer);
+        }
+    }
 
     /// <summary>What was returned of the member's most recently returned purchases.</summary>
-    [Id(58)] public ReturnBook Returns { get; private set; } = new();
+    public ReturnBook Returns => _returns ?? ReturnBook.None;
+
+    // Made at the member's first return; until then the shared empty book stands in.
+    [Id(58)] private ReturnBook? _returns;
+
+    /// <summary>The member's own return book, made now if it has none (see <see cref="ReturnBook.Remember"/>).</summary>
+    internal ReturnBook ReturnsToChange() => _returns ??= new();
 
     /// <summary>Spendable (active) points. Negative only under the allow-negative policy.</summary>
     public Points Balance => Lots.Balance;
@@ -52,47 +72,17 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>When the tier is next reviewed for a downgrade; null in the entry tier.</summary>
     [Id(10)] public DateTimeOffset? TierReviewAt { get; private set; }
 
-    /// <summary>The member's flags, e.g. "storecard".</summary>
-    [Id(16)] private List<string>? _flags;
-
-    /// <inheritdoc cref="_flags"/>
-    public IReadOnlyList<string> Flags => (IReadOnlyList<string>?)_flags ?? [];
-
-    /// <summary>Points returns could not take back because the balance was floored at zero.</summary>
-    [Id(17)] public Points Shortfall { get; private set; }
-
     /// <summary>All points reversed by returns.</summary>
     [Id(18)] public Points LifetimeReversed { get; private set; }
 
     /// <summary>The newest member activity (enrolment, earn, redeem, reservation), for the inactivity rule.</summary>
     [Id(21)] public DateTimeOffset LastActivityAt { get; private set; }
 
-    /// <summary>The inactivity deadline the member was last warned about.</summary>
-    [Id(22)] public DateTimeOffset? InactivityWarnedFor { get; private set; }
-
     /// <summary>All points spent on rewards.</summary>
     [Id(23)] public Points LifetimeRedeemed { get; private set; }
 
     /// <summary>All points that expired (breakage).</summary>
     [Id(24)] public Points LifetimeExpired { get; private set; }
-
-    /// <summary>The member's personal data was erased; it takes no more changes.</summary>
-    [Id(31)] public bool Erased { get; private set; }
-
-    /// <summary>The member this duplicate account was merged into; it takes no more changes.</summary>
-    [Id(32)] public string? MergedInto { get; private set; }
-
-    /// <summary>What this account handed over when it was merged away (to answer a repeated merge).</summary>
-    [Id(33)] public MergeTransfer? Detached { get; private set; }
-
-    /// <summary>Duplicate accounts merged into this one.</summary>
-    [Id(34)] private List<string>? _mergedFrom;
-
-    /// <inheritdoc cref="_mergedFrom"/>
-    public IReadOnlyList<string> MergedFrom => (IReadOnlyList<string>?)_mergedFrom ?? [];
-
-    /// <summary>Whether the member has profile fields (kept outside the ledger).</summary>
-    [Id(35)] public bool HasProfile { get; private set; }
 
     /// <summary>
     /// The sum of the magnitudes of every entry applied (see <see cref="Headroom"/>): every counter
@@ -107,48 +97,84 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// </summary>
     [Id(40)] public int Format { get; set; }
 
-    /// <summary>The personal bonus days the member booked; made on the first booking.</summary>
-    [Id(45)] private BookedBonusDays? _bonusDays;
+    // What few members have (erasure, merges, flags, giving, birthdays, paid membership, the
+    // wallet, trade-ins, a shortfall, an inactivity warning) lives in an object made at the
+    // first such change, so that the many members without any hold one empty reference instead
+    // of about 140 bytes of empty fields. Setting a default value makes no object.
+    [Id(59)] private OccasionalState? _occasional;
 
-    /// <inheritdoc cref="_bonusDays"/>
-    public BookedBonusDays BonusDays => _bonusDays ?? NoBonusDays;
+    private OccasionalState Occasional => _occasional ??= new();
+
+    /// <summary>Whether the member holds an object for what few members have (for tests of the state's size).</summary>
+    internal bool HasOccasional => _occasional is not null;
+
+    private List<string>? FlagsKept { get => _occasional?.Flags; set { if (value is not null || _occasional is not null) Occasional.Flags = value; } }
+
+    /// <summary>The member's flags, e.g. "storecard".</summary>
+    public IReadOnlyList<string> Flags => (IReadOnlyList<string>?)FlagsKept ?? [];
+
+    /// <summary>Points returns could not take back because the balance was floored at zero.</summary>
+    public Points Shortfall { get => _occasional?.Shortfall ?? default; private set { if (value != default || _occasional is not null) Occasional.Shortfall = value; } }
+
+    /// <summary>The inactivity deadline the member was last warned about.</summary>
+    public DateTimeOffset? InactivityWarnedFor { get => _occasional?.InactivityWarnedFor; private set { if (value is not null || _occasional is not null) Occasional.InactivityWarnedFor = value; } }
+
+    /// <summary>The member's personal data was erased; it takes no more changes.</summary>
+    public bool Erased { get => _occasional?.Erased ?? false; private set { if (value || _occasional is not null) Occasional.Erased = value; } }
+
+    /// <summary>The member this duplicate account was merged into; it takes no more changes.</summary>
+    public string? MergedInto { get => _occasional?.MergedInto; private set { if (value is not null || _occasional is not null) Occasional.MergedInto = value; } }
+
+    /// <summary>What this account handed over when it was merged away (to answer a repeated merge).</summary>
+    public MergeTransfer? Detached { get => _occasional?.Detached; private set { if (value is not null || _occasional is not null) Occasional.Detached = value; } }
+
+    private List<string>? MergedFromKept { get => _occasional?.MergedFrom; set { if (value is not null || _occasional is not null) Occasional.MergedFrom = value; } }
+
+    /// <summary>Duplicate accounts merged into this one.</summary>
+    public IReadOnlyList<string> MergedFrom => (IReadOnlyList<string>?)MergedFromKept ?? [];
+
+    /// <summary>Whether the member has profile fields (kept outside the ledger).</summary>
+    public bool HasProfile { get => _occasional?.HasProfile ?? false; private set { if (value || _occasional is not null) Occasional.HasProfile = value; } }
+
+    private BookedBonusDays? BonusDaysBooked { get => _occasional?.BonusDays; set { if (value is not null || _occasional is not null) Occasional.BonusDays = value; } }
+
+    /// <summary>The personal bonus days the member booked; made on the first booking.</summary>
+    public BookedBonusDays BonusDays => BonusDaysBooked ?? NoBonusDays;
 
     private static readonly BookedBonusDays NoBonusDays = new();
 
     /// <summary>The cause the member chose for its purchases to give to; null when none.</summary>
-    [Id(46)] public string? Cause { get; private set; }
+    public string? Cause { get => _occasional?.Cause; private set { if (value is not null || _occasional is not null) Occasional.Cause = value; } }
 
     /// <summary>Money the member's purchases gave to causes, net of returns, in minor units.</summary>
-    [Id(47)] public long GivenMinor { get; private set; }
+    public long GivenMinor { get => _occasional?.GivenMinor ?? 0; private set { if (value != 0 || _occasional is not null) Occasional.GivenMinor = value; } }
 
     /// <summary>The month (1..12) of the birthday in the member's profile; 0 when it has none.</summary>
-    [Id(48)] public int BirthMonth { get; private set; }
+    public int BirthMonth { get => _occasional?.BirthMonth ?? 0; private set { if (value != 0 || _occasional is not null) Occasional.BirthMonth = value; } }
 
     /// <summary>The newest year the member's birthday was rewarded; 0 before the first.</summary>
-    [Id(49)] public int BirthdayYear { get; private set; }
+    public int BirthdayYear { get => _occasional?.BirthdayYear ?? 0; private set { if (value != 0 || _occasional is not null) Occasional.BirthdayYear = value; } }
 
     /// <summary>The newest birthday's grant, with its gift; null before the first.</summary>
-    [Id(50)] public BirthdayGrant? BirthdayGrant { get; private set; }
+    public BirthdayGrant? BirthdayGrant { get => _occasional?.BirthdayGrant; private set { if (value is not null || _occasional is not null) Occasional.BirthdayGrant = value; } }
 
     /// <summary>The newest birthday's gift has been redeemed.</summary>
-    [Id(51)] public bool BirthdayGiftUsed { get; private set; }
+    public bool BirthdayGiftUsed { get => _occasional?.BirthdayGiftUsed ?? false; private set { if (value || _occasional is not null) Occasional.BirthdayGiftUsed = value; } }
+
+    private MembershipState? MembershipKept { get => _occasional?.Membership; set { if (value is not null || _occasional is not null) Occasional.Membership = value; } }
 
     /// <summary>The member's paid membership; made on its first membership entry.</summary>
-    [Id(52)] private MembershipState? _membership;
-
-    /// <inheritdoc cref="_membership"/>
-    public MembershipState Membership => _membership ?? NoMembership;
+    public MembershipState Membership => MembershipKept ?? NoMembership;
 
     private static readonly MembershipState NoMembership = new();
 
     /// <summary>The store-credit wallet, in minor units: trade-in credit less what purchases spent, plus refunds.</summary>
-    [Id(53)] public long WalletMinor { get; private set; }
+    public long WalletMinor { get => _occasional?.WalletMinor ?? 0; private set { if (value != 0 || _occasional is not null) Occasional.WalletMinor = value; } }
+
+    private List<OpenTradeIn>? TradeInsOpen { get => _occasional?.TradeIns; set { if (value is not null || _occasional is not null) Occasional.TradeIns = value; } }
 
     /// <summary>Trade-ins waiting for inspection, oldest first; decisions keep them at most <see cref="Limits.OpenTradeInsMax"/>.</summary>
-    [Id(54)] private List<OpenTradeIn>? _tradeIns;
-
-    /// <inheritdoc cref="_tradeIns"/>
-    public IReadOnlyList<OpenTradeIn> TradeIns => (IReadOnlyList<OpenTradeIn>?)_tradeIns ?? [];
+    public IReadOnlyList<OpenTradeIn> TradeIns => (IReadOnlyList<OpenTradeIn>?)TradeInsOpen ?? [];
 
     /// <summary>The birthday gift the member may redeem at <paramref name="now"/>; null when none is open.</summary>
     public BirthdayGrant? OpenBirthdayGift(DateTimeOffset now) =>
@@ -159,13 +185,14 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// The format of snapshots this version writes (3: <see cref="Volume"/> is kept, collections
     /// made on first use; 4: the purchase activity is kept; 5: the state is split by concern into
     /// <see cref="Lots"/>, <see cref="Earnings"/>, <see cref="Referral"/> and <see cref="Returns"/>;
-    /// 6: the earn-cap periods are sorted arrays; 7: lot ids are kept inside the lots, see <see cref="LotId"/>).
+    /// 6: the earn-cap periods are sorted arrays; 7: lot ids are kept inside the lots, see <see cref="LotId"/>; 8: what few members have is kept
+    /// apart, made on first use, and so are the referral side and the return book).
     /// </summary>
-    public const int CurrentFormat = 7;
+    public const int CurrentFormat = 8;
 
     /// <summary>
-    /// What a member grain's snapshot slot holds between reads and writes, so that the grain keeps
-    /// one state in memory, not two. Never changed, never written (its format is not current).
+    /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
+    /// it there, and the grain starts from a new state. Never changed, never written (its format is not current).
     /// </summary>
     public static MemberState Placeholder { get; } = new();
 
@@ -203,8 +230,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// allocated when the member is enrolled or loaded rather than by its first purchase. A member
     /// held in memory is old to the garbage collector; what a purchase allocates and hangs on it
     /// survives the next collection and is copied, and the pause grows with the members who bought
-    /// since. With the room made here, a purchase writes numbers into arrays the member already has.
-    /// Changes no value: only capacity.
+    /// since. With the room made here, a purchase writes numbers into arrays the member already has,
+    /// except while its first transactions fill the remembered ring, which doubles from two slots
+    /// up to its limit (at most three times; see <see cref="RecentTransactions"/>) so that members
+    /// who buy once do not each hold a full ring. Changes no value: only capacity.
     /// </summary>
     public void Prepare(int recentMax)
     {
@@ -240,6 +269,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>How many transactions are remembered.</summary>
     public int RecentCount => _recent.Count;
 
+    /// <summary>The slots of the ring of recent transactions (for tests of its growth).</summary>
+    internal int RecentSlots => _recent.Slots;
+
     /// <inheritdoc />
     long IEarnHistory.CampaignEarned(string campaignId) => Earnings.CampaignEarned.GetValueOrDefault(campaignId);
 
@@ -250,7 +282,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     long IEarnHistory.EarnedInMonth(int month) => Earnings.EarnedInMonth(month);
 
     /// <inheritdoc />
-    bool IEarnHistory.IsBonusDay(int day) => _bonusDays?.Contains(day) ?? false;
+    bool IEarnHistory.IsBonusDay(int day) => BonusDaysBooked?.Contains(day) ?? false;
 
     /// <inheritdoc />
     long IQualifying.QualifyingAt(TierLadder ladder, DateTimeOffset at)
@@ -295,9 +327,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
             case LedgerEntryKind.ReservationEnd: Lots.EndHold(entry.Reference); break;
             case LedgerEntryKind.Expire: ApplyExpire(entry); break;
             case LedgerEntryKind.ExpiryWarning: ApplyWarning(entry.DetailsAs<ExpiryWarningDetails>()); break;
-            case LedgerEntryKind.Flags: _flags = entry.DetailsAs<FlagsDetails>()?.Flags is { Count: > 0 } flags ? [.. flags] : null; break;
+            case LedgerEntryKind.Flags: FlagsKept = entry.DetailsAs<FlagsDetails>()?.Flags is { Count: > 0 } flags ? [.. flags] : null; break;
             case LedgerEntryKind.ReferralLink: ApplyReferralLink(entry); break;
-            case LedgerEntryKind.Referred: Referral.ReferredByMember(entry.Reference); break;
+            case LedgerEntryKind.Referred: SetReferredBy(entry.Reference); break;
             case LedgerEntryKind.ReferralReward: ApplyReferralReward(entry); break;
             case LedgerEntryKind.ReferralSettled: ApplyReferralSettled(entry.DetailsAs<ReferralSettledDetails>()); break;
             case LedgerEntryKind.Repointed: ApplyRepointed(entry); break;
@@ -309,8 +341,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
             case LedgerEntryKind.BonusDayBooked: ApplyBonusDay(entry); break;
             case LedgerEntryKind.CauseChosen: Cause = entry.Reference; break;
             case LedgerEntryKind.MembershipStarted or LedgerEntryKind.MembershipRenewed
-                or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MembershipLapsed: (_membership ??= new MembershipState()).Apply(entry); break;
-            case LedgerEntryKind.TradeInSubmitted: (_tradeIns ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.DetailsAs<TradeInSubmittedDetails>()?.TradeIn?.Category ?? "", entry.RecordedAt)); break;
+                or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MembershipLapsed: (MembershipKept ??= new MembershipState()).Apply(entry); break;
+            case LedgerEntryKind.TradeInSubmitted: (TradeInsOpen ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.DetailsAs<TradeInSubmittedDetails>()?.TradeIn?.Category ?? "", entry.RecordedAt)); break;
             case LedgerEntryKind.TradeInAccepted or LedgerEntryKind.TradeInRejected: ApplyTradeInDecided(entry); break;
             default: throw new InvalidOperationException($"Ledger entry {entry.Sequence} is of unknown kind {(int)entry.Kind}.");
         }
@@ -324,13 +356,13 @@ public sealed class MemberState : IEarnHistory, IQualifying
     }
 
     private void ApplyReferralSettled(ReferralSettledDetails? details) =>
-        Referral.Settle(details?.ReferrerReward > 0, details?.ReferralReversed ?? false);
+        ReferralToChange.Settle(details?.ReferrerReward > 0, details?.ReferralReversed ?? false);
 
     private void ApplyEnrol(LedgerEntry entry)
     {
         Enrolled = true;
         EnrolledAt = entry.OccurredAt;
-        Referral.ReferredByMember(entry.Reference);
+        SetReferredBy(entry.Reference);
         EnrolDetails? details = entry.DetailsAs<EnrolDetails>();
         Lots.Credit(entry.Points, "#signup", details?.ExpiresAt);
         LifetimeEarned += entry.Points;
@@ -368,7 +400,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         Earnings.CountEarn(details.EarnDay, details.EarnMonth, entry.Points.Value, details.Components);
         if (details.ReferrerReward > 0 || HasReferralComponent(details.Components))
         {
-            Referral.Qualify(entry.TransactionId, details.ReferrerReward);
+            ReferralToChange.Qualify(entry.TransactionId, details.ReferrerReward);
         }
     }
 
@@ -394,7 +426,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         Shortfall += new Points(details.Shortfall);
         if (details.ReferralReversed)
         {
-            Referral.Reverse();
+            ReferralToChange.Reverse();
         }
 
         foreach (LotUse restored in details.Restored ?? [])
@@ -407,7 +439,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         LifetimeReversed += new Points(reversed);
         GivenMinor += details.GivenMinor;
         WalletMinor += details.WalletMinor;
-        Returns.Record(original, details, entry.Sequence);
+        ReturnsToChange().Record(original, details, entry.Sequence);
         if (details.MergedPurchase)
         {
             // The purchase was earned by a duplicate account merged into this one: this member's
@@ -465,7 +497,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     {
         if (entry.Reference is { } referred)
         {
-            Referral.Link(referred, entry.RecordedAt);
+            ReferralToChange.Link(referred, entry.RecordedAt);
         }
     }
 
@@ -476,21 +508,21 @@ public sealed class MemberState : IEarnHistory, IQualifying
         if (entry.Points.Value >= 0 && !(details?.ReferralReversed ?? false))
         {
             Earn(entry);
-            Referral.Reward(referred, entry.Points.Value);
+            ReferralToChange.Reward(referred, entry.Points.Value);
             return;
         }
 
         Lots.Debit(-entry.Points, details?.Lots);
         Shortfall += new Points(details?.Shortfall ?? 0);
         LifetimeReversed += new Points(checked(-entry.Points.Value + (details?.Shortfall ?? 0)));
-        Referral.Reward(referred, 0);
+        ReferralToChange.Reward(referred, 0);
     }
 
     private void ApplyRepointed(LedgerEntry entry)
     {
         if (entry.DetailsAs<RepointedDetails>()?.ReplacedMember is { } replaced && entry.Reference is { } survivor)
         {
-            Referral.Repoint(replaced, survivor);
+            ReferralToChange.Repoint(replaced, survivor);
         }
     }
 
@@ -506,7 +538,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     {
         Erased = true;
         HasProfile = false;
-        _flags = null;
+        FlagsKept = null;
         Cause = null;
         BirthMonth = 0;
     }
@@ -521,11 +553,11 @@ public sealed class MemberState : IEarnHistory, IQualifying
     }
 
     private void ApplyBonusDay(LedgerEntry entry) =>
-        (_bonusDays ??= new BookedBonusDays()).Book(entry.DetailsAs<BonusDayBookedDetails>()?.BonusDay ?? throw new InvalidOperationException($"Bonus-day entry {entry.Sequence} has no details."));
+        (BonusDaysBooked ??= new BookedBonusDays()).Book(entry.DetailsAs<BonusDayBookedDetails>()?.BonusDay ?? throw new InvalidOperationException($"Bonus-day entry {entry.Sequence} has no details."));
 
     private void ApplyTradeInDecided(LedgerEntry entry)
     {
-        _tradeIns?.RemoveAll(t => t.TradeInId == entry.Reference);
+        TradeInsOpen?.RemoveAll(t => t.TradeInId == entry.Reference);
         WalletMinor += (entry.Details as TradeInAcceptedDetails)?.WalletMinor ?? 0;
     }
 
@@ -559,9 +591,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
         // The duplicate's giving counts as the member's; each purchase's cause stays in its own entry.
         GivenMinor += t.GivenMinor;
         WalletMinor += t.WalletMinor;
-        Referral.Adopt(t, details.InheritsReferrer, entry.RecordedAt);
-        Returns.Adopt(t.Returns, entry.Sequence);
-        List<string> mergedFrom = _mergedFrom ??= [];
+        ReferralToChange.Adopt(t, details.InheritsReferrer, entry.RecordedAt);
+        ReturnsToChange().Adopt(t.Returns, entry.Sequence);
+        List<string> mergedFrom = MergedFromKept ??= [];
         mergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !mergedFrom.Contains(m)));
         mergedFrom.Add(t.MemberId);
         Tier = details.TierAfter ?? Tier;

@@ -10,6 +10,23 @@ namespace Loyalty.Grains;
 [GenerateSerializer]
 public sealed class ReferralSide
 {
+    /// <summary>
+    /// The side of a member that has no referral yet, shared by all of them: most members never
+    /// refer or are referred, and a million of them should not each hold an empty one. It is
+    /// read-only; <see cref="MemberState"/> makes a member its own side at its first referral change.
+    /// </summary>
+    public static ReferralSide None { get; } = new(shared: true);
+
+    [NonSerialized]
+    private readonly bool _shared;
+
+    /// <summary>Creates an empty side of the member's own.</summary>
+    public ReferralSide()
+    {
+    }
+
+    private ReferralSide(bool shared) => _shared = shared;
+
     [Id(0)] private List<string>? _referrals;
     [Id(1)] private List<DateTimeOffset>? _referredAt;
     [Id(2)] private Dictionary<string, long>? _rewards;
@@ -65,11 +82,16 @@ public sealed class ReferralSide
     }
 
     /// <summary>Records who referred this member (an enrolment or a referral made later).</summary>
-    public void ReferredByMember(string? referrer) => ReferredBy = referrer;
+    public void ReferredByMember(string? referrer)
+    {
+        Writable();
+        ReferredBy = referrer;
+    }
 
     /// <summary>Records a member this one referred, once.</summary>
     public void Link(string referred, DateTimeOffset at)
     {
+        Writable();
         if (!Referrals.Contains(referred))
         {
             (_referrals ??= []).Add(referred);
@@ -80,26 +102,37 @@ public sealed class ReferralSide
     /// <summary>This member's purchase <paramref name="purchaseId"/> qualified its referral; the referrer is owed <paramref name="referrerReward"/>.</summary>
     public void Qualify(string? purchaseId, long referrerReward)
     {
+        Writable();
         QualifiedBy = purchaseId;
         RewardOwed = referrerReward;
     }
 
     /// <summary>The qualifying purchase came back in full: both rewards are reversed.</summary>
-    public void Reverse() => Reversed = true;
+    public void Reverse()
+    {
+        Writable();
+        Reversed = true;
+    }
 
     /// <summary>The referrer recorded the reward, the reversal, or both.</summary>
     public void Settle(bool reward, bool reversal)
     {
+        Writable();
         RewardSettled |= reward;
         ReversalSettled |= reversal;
     }
 
     /// <summary>As a referrer: the reward for <paramref name="referred"/> (0 once reversed).</summary>
-    public void Reward(string referred, long points) => (_rewards ??= new(StringComparer.Ordinal))[referred] = points;
+    public void Reward(string referred, long points)
+    {
+        Writable();
+        (_rewards ??= new(StringComparer.Ordinal))[referred] = points;
+    }
 
     /// <summary>A referral link of <paramref name="replaced"/> now names <paramref name="survivor"/>, which it was merged into.</summary>
     public void Repoint(string replaced, string survivor)
     {
+        Writable();
         int at = _referrals?.IndexOf(replaced) ?? -1;
         if (at >= 0)
         {
@@ -117,6 +150,7 @@ public sealed class ReferralSide
     /// </summary>
     public void Adopt(MergeTransfer t, bool inheritsReferrer, DateTimeOffset at)
     {
+        Writable();
         foreach (string referred in t.Referrals)
         {
             Link(referred, at);
@@ -148,6 +182,14 @@ public sealed class ReferralSide
         if (Referrals.Count != ReferredAt.Count)
         {
             throw new InvalidOperationException($"After entry {sequence}: {Referrals.Count} referrals with {ReferredAt.Count} times.");
+        }
+    }
+
+    private void Writable()
+    {
+        if (_shared)
+        {
+            throw new InvalidOperationException("The shared empty referral side cannot change: the member makes its own first.");
         }
     }
 }

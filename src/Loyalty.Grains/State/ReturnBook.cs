@@ -12,6 +12,22 @@ namespace Loyalty.Grains;
 [GenerateSerializer]
 public sealed class ReturnBook
 {
+    /// <summary>
+    /// The book of a member with no return kept, shared by all of them and read-only;
+    /// <see cref="MemberState"/> makes a member its own book at its first return.
+    /// </summary>
+    public static ReturnBook None { get; } = new(shared: true);
+
+    [NonSerialized]
+    private readonly bool _shared;
+
+    /// <summary>Creates an empty book of the member's own.</summary>
+    public ReturnBook()
+    {
+    }
+
+    private ReturnBook(bool shared) => _shared = shared;
+
     /// <summary>How many purchases' return progress a member keeps in memory.</summary>
     public const int ReturnsKept = 256;
 
@@ -30,6 +46,7 @@ public sealed class ReturnBook
     /// <summary>Adds a return of <paramref name="purchaseId"/> applied as entry <paramref name="sequence"/>.</summary>
     public void Record(string purchaseId, ReturnDetails details, long sequence)
     {
+        Writable();
         Dictionary<string, ReturnProgress> progress = _progress ??= new(StringComparer.Ordinal);
         if (!progress.TryGetValue(purchaseId, out ReturnProgress? kept))
         {
@@ -51,6 +68,7 @@ public sealed class ReturnBook
     /// </summary>
     public ReturnProgress Remember(LedgerEntry purchase, IReadOnlyList<LedgerEntry> ledgerReturns, long sequence)
     {
+        Writable();
         string id = purchase.TransactionId!;
         if (Known(id) is { } known)
         {
@@ -71,6 +89,7 @@ public sealed class ReturnBook
     /// </summary>
     public void Adopt(IReadOnlyList<ReturnedSoFar> returns, long sequence)
     {
+        Writable();
         foreach (ReturnedSoFar r in returns)
         {
             (_progress ??= new(StringComparer.Ordinal))[r.TransactionId] = new ReturnProgress
@@ -109,6 +128,14 @@ public sealed class ReturnBook
         {
             string oldest = progress.MinBy(r => r.Value.Touched).Key;
             progress.Remove(oldest);
+        }
+    }
+
+    private void Writable()
+    {
+        if (_shared)
+        {
+            throw new InvalidOperationException("The shared empty return book cannot change: the member makes its own first.");
         }
     }
 }

@@ -216,7 +216,7 @@ public sealed class MemberStateConcernsTests
         long preparedBytes = AllocatedBy(() => prepared.Apply(earn, RecentMax));
 
         Assert.Equal(Snapshots.Describe(bare), Snapshots.Describe(prepared));
-        // The lot list and the qualifying-day list (room for four of each) are made by Prepare.
+        // The lot list and the qualifying-day list (room for two of each) are made by Prepare.
         Assert.True(bareBytes - preparedBytes >= 300, $"first purchase allocated {preparedBytes} bytes prepared, {bareBytes} bare");
         // The cap day and month arrays are made by Prepare too: nothing is left.
         Assert.True(preparedBytes == 0, $"first purchase of a prepared member allocated {preparedBytes} bytes");

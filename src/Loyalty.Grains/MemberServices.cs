@@ -1,0 +1,78 @@
+using System.Collections.Concurrent;
+using Loyalty.Storage;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Serialization;
+using Orleans.Storage;
+
+namespace Loyalty.Grains;
+
+/// <summary>
+/// What every member grain uses, made once per engine: a member holds one reference to it
+/// instead of a field per service. With a million members held, each field is 8 MB; so is the
+/// snapshot store taken from here instead of through Orleans' <c>[PersistentState]</c>, whose
+/// bridge, grain-state wrapper and lifecycle and migration registrations cost about 290 bytes
+/// per activation (the member reads and writes its snapshot itself, see
+/// <c>MemberGrain.LoadAsync</c> and <c>MemberGrain.WriteSnapshotAsync</c>).
+/// </summary>
+public sealed class MemberServices(
+    LedgerCommitQueue ledger,
+    ILedgerStore store,
+    ProgramDirectory programs,
+    EngineClock clock,
+    IOptions<MemberOptions> options,
+    DeepCopier<MemberState> copier,
+    ILogger<MemberGrain> logger,
+    FaultInjector faults,
+    IServiceProvider services)
+{
+    /// <summary>The state name member snapshots are stored under (as <c>[PersistentState("member")]</c> stored them).</summary>
+    public const string SnapshotStateName = "member";
+
+    /// <summary>The shared ledger writer.</summary>
+    public LedgerCommitQueue Ledger { get; } = ledger;
+
+    /// <summary>The ledger, read directly when a member loads and for statements.</summary>
+    public ILedgerStore Store { get; } = store;
+
+    /// <summary>Programs' rules, cached.</summary>
+    public ProgramDirectory Programs { get; } = programs;
+
+    /// <summary>The engine's clock.</summary>
+    public EngineClock Clock { get; } = clock;
+
+    /// <summary>Member options.</summary>
+    public MemberOptions Options { get; } = options.Value;
+
+    /// <summary>Copies the state for a snapshot written while the member goes on.</summary>
+    public DeepCopier<MemberState> Copier { get; } = copier;
+
+    /// <summary>The member grains' logger.</summary>
+    public ILogger<MemberGrain> Logger { get; } = logger;
+
+    /// <summary>Faults injected by tests; none otherwise.</summary>
+    public FaultInjector Faults { get; } = faults;
+
+    /// <summary>How many program ids <see cref="ShareProgramId"/> keeps one copy of; more programs than this are rare, and theirs are not shared.</summary>
+    public const int SharedProgramIdsMax = 10_000;
+
+    private readonly ConcurrentDictionary<string, string> _programIds = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// One copy of a program's id for all its members, instead of one per member cut from each
+    /// grain's key (about 40 bytes each); ids beyond <see cref="SharedProgramIdsMax"/> come back as given.
+    /// </summary>
+    public string ShareProgramId(string programId)
+    {
+        if (_programIds.TryGetValue(programId, out string? shared))
+        {
+            return shared;
+        }
+
+        return _programIds.Count < SharedProgramIdsMax ? _programIds.GetOrAdd(programId, programId) : programId;
+    }
+
+    /// <summary>Where snapshots are kept: the grain storage named <see cref="StorageSiloBuilderExtensions.SnapshotStorageName"/>.</summary>
+    public IGrainStorage Snapshots { get; } = services.GetRequiredKeyedService<IGrainStorage>(StorageSiloBuilderExtensions.SnapshotStorageName);
+}
