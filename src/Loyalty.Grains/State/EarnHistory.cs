@@ -76,7 +76,7 @@ public sealed class EarnHistory
         CapBucket.MakeRoom(ref _earnedByMonth, ref _monthSpare, CapMonthsKept);
     }
 
-    private const int SpareDays = 2;
+    private const int SpareDays = 1;
 
     /// <summary>Counts a purchase recorded on UTC day <paramref name="day"/>, before it is bucketed.</summary>
     public void CountPurchase(int day)
@@ -275,7 +275,7 @@ public readonly record struct CapBucket(
 
     /// <summary>
     /// Makes sure <paramref name="buckets"/> has a free slot: when it has none, a new array twice
-    /// as long (at least two slots, at most one more than <paramref name="kept"/>) takes over its periods.
+    /// as long (at least one slot, at most one more than <paramref name="kept"/>) takes over its periods.
     /// </summary>
     public static void MakeRoom([NotNull] ref CapBucket[]? buckets, ref int spare, int kept)
     {
@@ -285,7 +285,7 @@ public readonly record struct CapBucket(
         }
 
         int count = Count(buckets, spare);
-        var grown = new CapBucket[Math.Min(kept + 1, Math.Max(2, count * 2))];
+        var grown = new CapBucket[Math.Min(kept + 1, Math.Max(1, count * 2))];
         if (buckets is not null)
         {
             Array.Copy(buckets, grown, count);

@@ -289,7 +289,7 @@ public sealed class LotBook
     }
 
     /// <summary>Room made for lots beyond the one a purchase may open (each lot carries its id inline, see <see cref="LotId"/>).</summary>
-    private const int SpareLots = 2;
+    private const int SpareLots = 1;
 
     /// <summary>
     /// Old snapshots kept only a balance: give any spendable points no lot holds one lot that

@@ -115,8 +115,8 @@ public sealed class MemberStateConcernsTests
             Assert.Equal(Enumerable.Range(Math.Max(1, key - 61), Math.Min(key, 62)), CapBucket.Used(buckets, spare).Select(b => b.Key));
         }
 
-        // 2, 4, 8, 16, 32, 63 slots: six arrays for 200 periods, then none however many more come.
-        Assert.Equal(6, arrays.Count);
+        // 1, 2, 4, 8, 16, 32, 63 slots: seven arrays for 200 periods, then none however many more come.
+        Assert.Equal(7, arrays.Count);
         Assert.Equal(63, buckets!.Length);
         Assert.Equal(1, spare);
         Assert.Equal(200, CapBucket.Find(buckets, spare, 200));
