@@ -86,7 +86,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         (string programId, _memberId) = LoyaltyIds.SplitMemberKey(this.GetPrimaryKeyString());
-        _programId = _services.ShareProgramId(programId);
+        _programId = _services.ProgramIds.Share(programId);
         await EnsureLoadedAsync();
     }
 

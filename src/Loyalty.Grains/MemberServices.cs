@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Loyalty.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -54,24 +53,14 @@ public sealed class MemberServices(
     /// <summary>Faults injected by tests; none otherwise.</summary>
     public FaultInjector Faults { get; } = faults;
 
-    /// <summary>How many program ids <see cref="ShareProgramId"/> keeps one copy of; more programs than this are rare, and theirs are not shared.</summary>
+    /// <summary>How many program ids are kept one copy of; more programs than this are rare, and theirs are not shared.</summary>
     public const int SharedProgramIdsMax = 10_000;
-
-    private readonly ConcurrentDictionary<string, string> _programIds = new(StringComparer.Ordinal);
 
     /// <summary>
     /// One copy of a program's id for all its members, instead of one per member cut from each
-    /// grain's key (about 40 bytes each); ids beyond <see cref="SharedProgramIdsMax"/> come back as given.
+    /// grain's key.
     /// </summary>
-    public string ShareProgramId(string programId)
-    {
-        if (_programIds.TryGetValue(programId, out string? shared))
-        {
-            return shared;
-        }
-
-        return _programIds.Count < SharedProgramIdsMax ? _programIds.GetOrAdd(programId, programId) : programId;
-    }
+    public SharedStrings ProgramIds { get; } = new(SharedProgramIdsMax);
 
     /// <summary>Where snapshots are kept: the grain storage named <see cref="StorageSiloBuilderExtensions.SnapshotStorageName"/>.</summary>
     public IGrainStorage Snapshots { get; } = services.GetRequiredKeyedService<IGrainStorage>(StorageSiloBuilderExtensions.SnapshotStorageName);

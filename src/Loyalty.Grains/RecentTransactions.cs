@@ -3,11 +3,12 @@ namespace Loyalty.Grains;
 /// <summary>
 /// A member's newest transactions, so that a resend is answered from memory: a ring whose slots
 /// are values, not objects. Remembering a purchase overwrites numbers in an array the member
-/// already holds; it allocates nothing and stores no reference, so the garbage collector finds
-/// nothing new to trace from the member (which lives in the old generation) at its next pause.
-/// The ring starts at two slots and doubles, up to the capacity asked for, when the member has
-/// filled it (in <see cref="Prepare"/>, between transactions): a member with one purchase holds
-/// 88 bytes here, not the 536 of a full ring of 16, which counts with a million members held.
+/// already holds and stores no reference, so the garbage collector finds nothing new to trace
+/// from the member (which lives in the old generation) at its next pause. The ring starts at two
+/// slots and doubles, up to the capacity asked for, when a transaction finds it full
+/// (<see cref="Prepare"/>, which <see cref="Add"/> calls first): at most three new arrays per
+/// member, and a member with one purchase holds 88 bytes here, not the 536 of a full ring of 16,
+/// which counts with a million members held.
 /// Older resends are caught by the ledger's unique index, as before.
 /// </summary>
 /// <remarks>

@@ -92,11 +92,10 @@ public static class LoyaltyEngineExtensions
             {
                 if (cacheEntries == 0)
                 {
-                    // "None" turns the directory's cache off. The size stays above zero because
-                    // Orleans also builds a cache of that size for grains kept in an external
-                    // directory (none here), and refuses a size below 3 for it.
+                    // "None" turns the directory's cache off; the size is still read for grains
+                    // in an external directory, and Orleans refuses one below the minimum.
                     o.CachingStrategy = GrainDirectoryOptions.CachingStrategyType.None;
-                    o.CacheSize = 1_000;
+                    o.CacheSize = SiloOptions.ExternalDirectoryCacheSize;
                 }
                 else
                 {

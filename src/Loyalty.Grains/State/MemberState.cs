@@ -100,43 +100,52 @@ public sealed class MemberState : IEarnHistory, IQualifying
     // What few members have (erasure, merges, flags, giving, birthdays, paid membership, the
     // wallet, trade-ins, a shortfall, an inactivity warning) lives in an object made at the
     // first such change, so that the many members without any hold one empty reference instead
-    // of about 140 bytes of empty fields. Setting a default value makes no object.
+    // of about 120 bytes of empty fields (a state of 184 bytes instead of 304). Setting a default value makes no object.
     [Id(59)] private OccasionalState? _occasional;
 
     private OccasionalState Occasional => _occasional ??= new();
 
+    // Stores one of those values: a default value, for a member that has none of them yet, makes no object.
+    private void SetOccasional<T>(T value, Action<OccasionalState, T> store)
+    {
+        if (_occasional is not null || !EqualityComparer<T>.Default.Equals(value, default!))
+        {
+            store(Occasional, value);
+        }
+    }
+
     /// <summary>Whether the member holds an object for what few members have (for tests of the state's size).</summary>
     internal bool HasOccasional => _occasional is not null;
 
-    private List<string>? FlagsKept { get => _occasional?.Flags; set { if (value is not null || _occasional is not null) Occasional.Flags = value; } }
+    private List<string>? FlagsKept { get => _occasional?.Flags; set => SetOccasional(value, static (o, v) => o.Flags = v); }
 
     /// <summary>The member's flags, e.g. "storecard".</summary>
     public IReadOnlyList<string> Flags => (IReadOnlyList<string>?)FlagsKept ?? [];
 
     /// <summary>Points returns could not take back because the balance was floored at zero.</summary>
-    public Points Shortfall { get => _occasional?.Shortfall ?? default; private set { if (value != default || _occasional is not null) Occasional.Shortfall = value; } }
+    public Points Shortfall { get => _occasional?.Shortfall ?? default; private set => SetOccasional(value, static (o, v) => o.Shortfall = v); }
 
     /// <summary>The inactivity deadline the member was last warned about.</summary>
-    public DateTimeOffset? InactivityWarnedFor { get => _occasional?.InactivityWarnedFor; private set { if (value is not null || _occasional is not null) Occasional.InactivityWarnedFor = value; } }
+    public DateTimeOffset? InactivityWarnedFor { get => _occasional?.InactivityWarnedFor; private set => SetOccasional(value, static (o, v) => o.InactivityWarnedFor = v); }
 
     /// <summary>The member's personal data was erased; it takes no more changes.</summary>
-    public bool Erased { get => _occasional?.Erased ?? false; private set { if (value || _occasional is not null) Occasional.Erased = value; } }
+    public bool Erased { get => _occasional?.Erased ?? false; private set => SetOccasional(value, static (o, v) => o.Erased = v); }
 
     /// <summary>The member this duplicate account was merged into; it takes no more changes.</summary>
-    public string? MergedInto { get => _occasional?.MergedInto; private set { if (value is not null || _occasional is not null) Occasional.MergedInto = value; } }
+    public string? MergedInto { get => _occasional?.MergedInto; private set => SetOccasional(value, static (o, v) => o.MergedInto = v); }
 
     /// <summary>What this account handed over when it was merged away (to answer a repeated merge).</summary>
-    public MergeTransfer? Detached { get => _occasional?.Detached; private set { if (value is not null || _occasional is not null) Occasional.Detached = value; } }
+    public MergeTransfer? Detached { get => _occasional?.Detached; private set => SetOccasional(value, static (o, v) => o.Detached = v); }
 
-    private List<string>? MergedFromKept { get => _occasional?.MergedFrom; set { if (value is not null || _occasional is not null) Occasional.MergedFrom = value; } }
+    private List<string>? MergedFromKept { get => _occasional?.MergedFrom; set => SetOccasional(value, static (o, v) => o.MergedFrom = v); }
 
     /// <summary>Duplicate accounts merged into this one.</summary>
     public IReadOnlyList<string> MergedFrom => (IReadOnlyList<string>?)MergedFromKept ?? [];
 
     /// <summary>Whether the member has profile fields (kept outside the ledger).</summary>
-    public bool HasProfile { get => _occasional?.HasProfile ?? false; private set { if (value || _occasional is not null) Occasional.HasProfile = value; } }
+    public bool HasProfile { get => _occasional?.HasProfile ?? false; private set => SetOccasional(value, static (o, v) => o.HasProfile = v); }
 
-    private BookedBonusDays? BonusDaysBooked { get => _occasional?.BonusDays; set { if (value is not null || _occasional is not null) Occasional.BonusDays = value; } }
+    private BookedBonusDays? BonusDaysBooked { get => _occasional?.BonusDays; set => SetOccasional(value, static (o, v) => o.BonusDays = v); }
 
     /// <summary>The personal bonus days the member booked; made on the first booking.</summary>
     public BookedBonusDays BonusDays => BonusDaysBooked ?? NoBonusDays;
@@ -144,24 +153,24 @@ public sealed class MemberState : IEarnHistory, IQualifying
     private static readonly BookedBonusDays NoBonusDays = new();
 
     /// <summary>The cause the member chose for its purchases to give to; null when none.</summary>
-    public string? Cause { get => _occasional?.Cause; private set { if (value is not null || _occasional is not null) Occasional.Cause = value; } }
+    public string? Cause { get => _occasional?.Cause; private set => SetOccasional(value, static (o, v) => o.Cause = v); }
 
     /// <summary>Money the member's purchases gave to causes, net of returns, in minor units.</summary>
-    public long GivenMinor { get => _occasional?.GivenMinor ?? 0; private set { if (value != 0 || _occasional is not null) Occasional.GivenMinor = value; } }
+    public long GivenMinor { get => _occasional?.GivenMinor ?? 0; private set => SetOccasional(value, static (o, v) => o.GivenMinor = v); }
 
     /// <summary>The month (1..12) of the birthday in the member's profile; 0 when it has none.</summary>
-    public int BirthMonth { get => _occasional?.BirthMonth ?? 0; private set { if (value != 0 || _occasional is not null) Occasional.BirthMonth = value; } }
+    public int BirthMonth { get => _occasional?.BirthMonth ?? 0; private set => SetOccasional(value, static (o, v) => o.BirthMonth = v); }
 
     /// <summary>The newest year the member's birthday was rewarded; 0 before the first.</summary>
-    public int BirthdayYear { get => _occasional?.BirthdayYear ?? 0; private set { if (value != 0 || _occasional is not null) Occasional.BirthdayYear = value; } }
+    public int BirthdayYear { get => _occasional?.BirthdayYear ?? 0; private set => SetOccasional(value, static (o, v) => o.BirthdayYear = v); }
 
     /// <summary>The newest birthday's grant, with its gift; null before the first.</summary>
-    public BirthdayGrant? BirthdayGrant { get => _occasional?.BirthdayGrant; private set { if (value is not null || _occasional is not null) Occasional.BirthdayGrant = value; } }
+    public BirthdayGrant? BirthdayGrant { get => _occasional?.BirthdayGrant; private set => SetOccasional(value, static (o, v) => o.BirthdayGrant = v); }
 
     /// <summary>The newest birthday's gift has been redeemed.</summary>
-    public bool BirthdayGiftUsed { get => _occasional?.BirthdayGiftUsed ?? false; private set { if (value || _occasional is not null) Occasional.BirthdayGiftUsed = value; } }
+    public bool BirthdayGiftUsed { get => _occasional?.BirthdayGiftUsed ?? false; private set => SetOccasional(value, static (o, v) => o.BirthdayGiftUsed = v); }
 
-    private MembershipState? MembershipKept { get => _occasional?.Membership; set { if (value is not null || _occasional is not null) Occasional.Membership = value; } }
+    private MembershipState? MembershipKept { get => _occasional?.Membership; set => SetOccasional(value, static (o, v) => o.Membership = v); }
 
     /// <summary>The member's paid membership; made on its first membership entry.</summary>
     public MembershipState Membership => MembershipKept ?? NoMembership;
@@ -169,9 +178,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
     private static readonly MembershipState NoMembership = new();
 
     /// <summary>The store-credit wallet, in minor units: trade-in credit less what purchases spent, plus refunds.</summary>
-    public long WalletMinor { get => _occasional?.WalletMinor ?? 0; private set { if (value != 0 || _occasional is not null) Occasional.WalletMinor = value; } }
+    public long WalletMinor { get => _occasional?.WalletMinor ?? 0; private set => SetOccasional(value, static (o, v) => o.WalletMinor = v); }
 
-    private List<OpenTradeIn>? TradeInsOpen { get => _occasional?.TradeIns; set { if (value is not null || _occasional is not null) Occasional.TradeIns = value; } }
+    private List<OpenTradeIn>? TradeInsOpen { get => _occasional?.TradeIns; set => SetOccasional(value, static (o, v) => o.TradeIns = v); }
 
     /// <summary>Trade-ins waiting for inspection, oldest first; decisions keep them at most <see cref="Limits.OpenTradeInsMax"/>.</summary>
     public IReadOnlyList<OpenTradeIn> TradeIns => (IReadOnlyList<OpenTradeIn>?)TradeInsOpen ?? [];
