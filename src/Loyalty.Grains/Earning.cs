@@ -96,8 +96,10 @@ public static class Earning
         decimal basket = AddBasket(purchase, settings, rules, components, out IReadOnlyList<SkuAmount>? lines);
         int basketCount = components.Count;
         AddMultiplier(components, ComponentKind.Tier, member.Tier.Name, member.Tier.MultiplierBp, basket, settings.Rounding);
-        foreach (FlagRule flag in settings.FlagRuleList)
+        // Loops by index here: a foreach over a list's interface boxes its enumerator on every purchase.
+        for (int i = 0; i < settings.FlagRuleList.Count; i++)
         {
+            FlagRule flag = settings.FlagRuleList[i];
             if (member.Flags.Contains(flag.Flag) || purchase.Tender == flag.Flag)
             {
                 AddMultiplier(components, ComponentKind.Flag, flag.Flag, flag.MultiplierBp, basket, settings.Rounding);
@@ -111,8 +113,9 @@ public static class Earning
 
         long cappedByCampaigns = 0;
         int campaignsFrom = components.Count;
-        foreach (Campaign campaign in settings.CampaignList)
+        for (int i = 0; i < settings.CampaignList.Count; i++)
         {
+            Campaign campaign = settings.CampaignList[i];
             if (Applies(campaign, purchase, local, member))
             {
                 cappedByCampaigns += AddCampaign(components, capsHit, campaign, basket, settings.Rounding, member.CampaignEarned(campaign.Id));
@@ -231,8 +234,9 @@ public static class Earning
         Span<(int Index, long AmountMinor)> groups = count <= StackLinesMax ? stackalloc (int, long)[StackLinesMax] : new (int, long)[count];
         int groupCount = 0;
         var skus = new List<SkuAmount>(count);
-        foreach (LineItem line in purchase.LineItems)
+        for (int i = 0; i < count; i++)
         {
+            LineItem line = purchase.LineItems[i];
             int index = rules.Match(line);
             AddTo(groups, ref groupCount, index, line.AmountMinor);
             AddTo(skus, line.Sku, rules.CodeAt(index), rules.MultiplierAt(index), line.AmountMinor, line.Quantity);

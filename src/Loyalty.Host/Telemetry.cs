@@ -19,10 +19,13 @@ public static class Telemetry
     /// <summary>The runtime's own meter: collections and their pause time (<c>dotnet.gc.pause.time</c>), heap sizes, thread pool.</summary>
     private const string RuntimeMeter = "System.Runtime";
 
+    /// <summary>Whether <paramref name="configuration"/> names a collector, so that telemetry is collected and exported.</summary>
+    public static bool Exports(IConfiguration configuration) => !string.IsNullOrEmpty(configuration[EndpointKey]);
+
     /// <summary>Adds the export when an endpoint is configured.</summary>
     public static WebApplicationBuilder AddLoyaltyTelemetry(this WebApplicationBuilder builder)
     {
-        if (string.IsNullOrEmpty(builder.Configuration[EndpointKey]))
+        if (!Exports(builder.Configuration))
         {
             return builder;
         }

@@ -9,7 +9,7 @@ namespace Loyalty.Storage;
 /// through a new object on every execution; the writer runs its statements for every batch, a few
 /// rows each when purchases arrive at a steady rate, so that was several objects per purchase.
 /// Here binding copies each value into SQLite's own statement, with no object per parameter (text
-/// given as a string is still encoded to UTF-8 on the way). The writer's statements run inside
+/// given as a string is bound as its UTF-16 characters). The writer's statements run inside
 /// its transaction, begun with BEGIN IMMEDIATE (<see cref="SqliteWriter"/>): the write lock is
 /// taken (waiting in the engine's busy handler, <see cref="SqliteBusyWait"/>) before the first statement, which therefore never
 /// waits for another writer.
@@ -31,15 +31,29 @@ internal sealed class SqliteStatement : IDisposable
         }
     }
 
-    /// <summary>Binds parameter <paramref name="index"/> (from 1) to text, or to NULL.</summary>
+    /// <summary>
+    /// Empty text, zero-terminated: an empty span has no address and would bind as NULL, and
+    /// binding the empty string makes a new array for its terminator every time.
+    /// </summary>
+    private static readonly byte[] EmptyText = [0];
+
+    /// <summary>
+    /// Binds parameter <paramref name="index"/> (from 1) to text, or to NULL. The string's own
+    /// UTF-16 characters are bound (SQLite copies and converts them), so no UTF-8 array is made
+    /// for each value.
+    /// </summary>
     public void Text(int index, string? value) =>
-        Check(value is null ? raw.sqlite3_bind_null(_statement, index) : raw.sqlite3_bind_text(_statement, index, value));
+        Check(value is null ? raw.sqlite3_bind_null(_statement, index)
+            : value.Length == 0 ? BindEmpty(index)
+            : raw.sqlite3_bind_text16(_statement, index, value.AsSpan()));
 
     /// <summary>Binds parameter <paramref name="index"/> (from 1) to text already encoded as UTF-8, or to NULL.</summary>
     public void Utf8(int index, byte[]? value) =>
         Check(value is null ? raw.sqlite3_bind_null(_statement, index)
-            : value.Length == 0 ? raw.sqlite3_bind_text(_statement, index, string.Empty) // an empty span would bind as NULL
+            : value.Length == 0 ? BindEmpty(index)
             : raw.sqlite3_bind_text(_statement, index, (ReadOnlySpan<byte>)value));
+
+    private int BindEmpty(int index) => raw.sqlite3_bind_text(_statement, index, utf8z.FromSpan(EmptyText));
 
     /// <summary>Binds parameter <paramref name="index"/> (from 1) to an integer.</summary>
     public void Integer(int index, long value) => Check(raw.sqlite3_bind_int64(_statement, index, value));

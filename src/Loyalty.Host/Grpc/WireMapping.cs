@@ -253,8 +253,10 @@ internal static class WireMapping
     private static void AddComponents(V1.Breakdown m, IReadOnlyList<BreakdownComponent> components)
     {
         long basePoints = 0;
-        foreach (BreakdownComponent c in components)
+        m.Components.Capacity = components.Count;
+        for (int i = 0; i < components.Count; i++)
         {
+            BreakdownComponent c = components[i];
             if (c.Kind is ComponentKind.Base or ComponentKind.Product)
             {
                 basePoints += c.Points;

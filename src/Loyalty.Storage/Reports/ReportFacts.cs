@@ -218,8 +218,11 @@ public static class ReportFacts
     {
         EarnDetails? d = e.DetailsAs<EarnDetails>();
         long bonuses = 0, signup = 0, referrals = 0;
-        foreach (BreakdownComponent c in d?.Components ?? [])
+        // By index: a foreach over the list's interface boxes its enumerator, once per purchase.
+        IReadOnlyList<BreakdownComponent> components = d?.Components ?? [];
+        for (int i = 0; i < components.Count; i++)
         {
+            BreakdownComponent c = components[i];
             switch (c.Kind)
             {
                 case ComponentKind.Campaign or ComponentKind.BonusDay: bonuses = checked(bonuses + c.Points); break;
@@ -266,8 +269,9 @@ public static class ReportFacts
             return;
         }
 
-        foreach (PurchaseActivity.Period period in PurchaseActivity.Periods)
+        for (int i = 0; i < PurchaseActivity.Periods.Count; i++)
         {
+            PurchaseActivity.Period period = PurchaseActivity.Periods[i];
             if ((flags & PurchaseActivity.FirstIn(period)) != 0)
             {
                 into.Add(e.ProgramId, day, ReportMetric.ActiveDay + (short)period, "", 1);

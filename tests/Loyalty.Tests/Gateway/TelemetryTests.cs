@@ -4,6 +4,8 @@ using Loyalty.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Gateway;
@@ -44,19 +46,38 @@ public sealed class TelemetryTests
         await engine.Purchases.AccrueAsync(Wire.Purchase("otel", "m1", "t-otel", 10_00));
         Assert.True(await events.ResponseStream.MoveNext(cancel.Token));
 
-        bool metrics = false, traces = false, eventsOut = false;
-        for (int i = 0; i < 100 && !(metrics && traces && eventsOut); i++)
+        bool metrics = false, traces = false, grainCalls = false, eventsOut = false;
+        for (int i = 0; i < 100 && !(metrics && traces && grainCalls && eventsOut); i++)
         {
             await Task.Delay(100);
             metrics = Contains(received, "metrics", "loyalty.ledger.entries_committed") && Contains(received, "metrics", "dotnet.gc.pause.time");
             traces = Contains(received, "traces", "/loyalty.v1.Purchases/Accrue") || Contains(received, "traces", "loyalty.v1.Purchases/Accrue");
+            grainCalls = Contains(received, "traces", "IMemberGrain");
             eventsOut = Contains(received, "metrics", "loyalty.events.streamed") && Contains(received, "metrics", "loyalty.webhooks.delivery_delay");
         }
 
         string got = string.Join(", ", received.Select(r => $"{r.Key}: {r.Value.Count} posts, {r.Value.Sum(b => b.Length)} bytes"));
         Assert.True(metrics, "no export of the ledger's meter and the runtime's (dotnet.gc.pause.time) reached the receiver; received " + got);
         Assert.True(traces, "no trace of the Accrue call reached the receiver");
+        Assert.True(grainCalls, "no span of the member grain's call reached the receiver (grain calls carry the trace only with an endpoint)");
+        Assert.Single(engine.Services.GetServices<IIncomingGrainCallFilter>());
+        Assert.Single(engine.Services.GetServices<IOutgoingGrainCallFilter>());
         Assert.True(eventsOut, "no export of the events-out meter (a streamed event, a webhook delivery) reached the receiver");
+    }
+
+    [Fact]
+    public async Task WithoutAnOtlpEndpoint_GrainCallsPassNoFilter_AndPurchasesAreServed()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "no-otel"), null);
+        await engine.Programs.PutProgramAsync(Wire.Program("no-otel"));
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = "no-otel", MemberId = "m1" });
+
+        V1.PurchaseAck ack = await engine.Purchases.AccrueAsync(Wire.Purchase("no-otel", "m1", "t-no-otel", 10_00));
+
+        Assert.Equal(V1.AckStatus.Accepted, ack.Status);
+        // No filter: Orleans takes its direct call path, which allocates less per call.
+        Assert.Empty(engine.Services.GetServices<IIncomingGrainCallFilter>());
+        Assert.Empty(engine.Services.GetServices<IOutgoingGrainCallFilter>());
     }
 
     private static bool Contains(ConcurrentDictionary<string, ConcurrentBag<byte[]>> received, string signal, string text) =>

@@ -1,0 +1,83 @@
+using Loyalty.Storage;
+using Loyalty.Tests.Infrastructure;
+using Microsoft.Data.Sqlite;
+
+namespace Loyalty.Tests.Storage;
+
+/// <summary>The writer's prepared statements bind text as it was given: NULL, empty, and every character.</summary>
+public sealed class SqliteStatementTests
+{
+    [Theory]
+    [InlineData("m-1")]
+    [InlineData("")]
+    [InlineData("Zoë Ødegård, 東京店, 🎉 and a NUL \0 inside")]
+    public async Task Text_BindsTheString_ReadBackTheSame(string value)
+    {
+        await using SqliteConnection connection = await OpenWithTableAsync("text");
+        using (var insert = new SqliteStatement(connection, "INSERT INTO t (v, u) VALUES (?1, ?2);", 2))
+        {
+            insert.Text(1, value);
+            insert.Utf8(2, System.Text.Encoding.UTF8.GetBytes(value));
+            Assert.Equal(1, insert.Run());
+        }
+
+        (object text, object utf8) = await ReadAsync(connection);
+
+        Assert.Equal(value, text);
+        Assert.Equal(value, utf8);
+    }
+
+    [Fact]
+    public async Task Null_BindsNull_NotEmptyText()
+    {
+        await using SqliteConnection connection = await OpenWithTableAsync("null");
+        using (var insert = new SqliteStatement(connection, "INSERT INTO t (v, u) VALUES (?1, ?2);", 2))
+        {
+            insert.Text(1, null);
+            insert.Utf8(2, null);
+            insert.Run();
+        }
+
+        Assert.Equal((DBNull.Value, DBNull.Value), await ReadAsync(connection));
+    }
+
+    [Fact]
+    public async Task AStatementRunAgain_BindsTheNewValues_NotTheOldOnes()
+    {
+        await using SqliteConnection connection = await OpenWithTableAsync("again");
+        using (var insert = new SqliteStatement(connection, "INSERT INTO t (v, u) VALUES (?1, ?2);", 2))
+        {
+            insert.Text(1, "a much longer first value");
+            insert.Utf8(2, [0x61]);
+            insert.Run();
+            insert.Text(1, "");
+            insert.Utf8(2, []);
+            insert.Run();
+        }
+
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT v, u, typeof(v), typeof(u) FROM t ORDER BY rowid DESC LIMIT 1;";
+        await using SqliteDataReader reader = await command.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync());
+        Assert.Equal(("", "", "text", "text"), (reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetString(3)));
+    }
+
+    private static async Task<SqliteConnection> OpenWithTableAsync(string name)
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, $"statement-{name}");
+        SqliteConnection connection = await SqliteConnections.OpenAsync(options.ConnectionString, CancellationToken.None);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "CREATE TABLE t (v TEXT, u TEXT);";
+        await command.ExecuteNonQueryAsync();
+        return connection;
+    }
+
+    private static async Task<(object Text, object Utf8)> ReadAsync(SqliteConnection connection)
+    {
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT v, u FROM t;";
+        await using SqliteDataReader reader = await command.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync());
+        return (reader.GetValue(0), reader.GetValue(1));
+    }
+}
