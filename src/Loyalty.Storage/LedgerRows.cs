@@ -68,8 +68,16 @@ public static class DetailsJson
     /// The same JSON encoded as UTF-8, or null: what the ledger stores, without making a string
     /// (twice the bytes, and transcoded back to UTF-8 by SQLite's binding) for every entry.
     /// </summary>
-    public static byte[]? WriteUtf8(EntryDetails? details) =>
-        details is null ? null : JsonSerializer.SerializeToUtf8Bytes(details, Options.GetTypeInfo(details.GetType()));
+    public static byte[]? WriteUtf8(EntryDetails? details) => details switch
+    {
+        null => null,
+        EarnDetails earn when EarnDetailsJson.Handles(earn) => EarnDetailsJson.Write(earn),
+        _ => WriteUtf8BySerializer(details),
+    };
+
+    /// <summary>The serializer's UTF-8 JSON of <paramref name="details"/>, which the earn's own writer must equal.</summary>
+    internal static byte[] WriteUtf8BySerializer(EntryDetails details) =>
+        JsonSerializer.SerializeToUtf8Bytes(details, Options.GetTypeInfo(details.GetType()));
 
     /// <summary>
     /// The details of an entry of <paramref name="kind"/> from their JSON text, as that kind's record;
