@@ -26,6 +26,12 @@ public sealed partial class LedgerCommitQueue
     private static readonly Counter<long> BatchesFailed = Meter.CreateCounter<long>("loyalty.ledger.batches_failed");
     private static readonly Histogram<double> CommitDuration = Meter.CreateHistogram<double>("loyalty.ledger.commit_duration", "ms");
 
+    /// <summary>How long a batch's first item waited in the queue before the writer began the batch.</summary>
+    private static readonly Histogram<double> BatchWait = Meter.CreateHistogram<double>("loyalty.ledger.batch_wait", "ms");
+
+    /// <summary>From an item queued (a change, or a member's group of changes) to its batch committed: the wait for the writer, then the commit.</summary>
+    private static readonly Histogram<double> AppendDuration = Meter.CreateHistogram<double>("loyalty.ledger.append_duration", "ms");
+
     /// <summary>How long the writer pauses after a failed batch before trying the next one.</summary>
     private static readonly TimeSpan FailureBackoff = TimeSpan.FromMilliseconds(50);
 
@@ -286,6 +292,7 @@ public sealed partial class LedgerCommitQueue
         List<EntryGroup> groups, bool[] inserted)
     {
         long started = Stopwatch.GetTimestamp();
+        BatchWait.Record(Stopwatch.GetElapsedTime(batch[0].QueuedAt, started).TotalMilliseconds);
         try
         {
             if (_faults.Armed)
@@ -322,6 +329,11 @@ public sealed partial class LedgerCommitQueue
             for (int i = 0; i < p.Count; i++)
             {
                 written &= inserted[entry++];
+            }
+
+            if (p.Count > 0)
+            {
+                AppendDuration.Record(Stopwatch.GetElapsedTime(p.QueuedAt).TotalMilliseconds);
             }
 
             p.TrySetResult(written);
@@ -392,6 +404,9 @@ public sealed partial class LedgerCommitQueue
         public LedgerEntry this[int index] => _group is null ? _entry! : _group[index];
 
         public DueChange? Due { get; }
+
+        /// <summary>When the item was made, just before it was queued (<see cref="Stopwatch"/> ticks).</summary>
+        public long QueuedAt { get; } = Stopwatch.GetTimestamp();
     }
 }
 

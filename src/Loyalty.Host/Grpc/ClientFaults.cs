@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using Loyalty.Host.Grpc;
 
 namespace Loyalty.Host;
 
@@ -35,7 +36,7 @@ public sealed partial class ClientFaults : IDisposable
     /// <summary>Lines logged per second at most, over every kind of fault.</summary>
     public const int LogLinesPerSecondMax = 5;
 
-    private readonly Meter _meter = new("Loyalty.Gateway");
+    private readonly Meter _meter = new(GatewayMetrics.MeterName);
     private readonly Counter<long> _faults;
     private readonly ILogger<ClientFaults> _logger;
     private readonly TimeProvider _clock;

@@ -1,5 +1,6 @@
-using System.Threading.Channels;
+using System.Diagnostics;
 using System.Globalization;
+using System.Threading.Channels;
 using Grpc.Core;
 using Loyalty.Grains;
 using Loyalty.Host.Access;
@@ -145,6 +146,7 @@ public sealed partial class PurchasesService(
     /// </summary>
     private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message, Caller caller, string method, ChannelWriter<V1.PurchaseAck>? acks, SemaphoreSlim? slotToFree)
     {
+        long started = Stopwatch.GetTimestamp();
         V1.PurchaseAck ack;
         try
         {
@@ -166,6 +168,7 @@ public sealed partial class PurchasesService(
             ack = WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry");
         }
 
+        GatewayMetrics.PurchaseDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         acks?.TryWrite(ack);
         slotToFree?.Release();
         return ack;

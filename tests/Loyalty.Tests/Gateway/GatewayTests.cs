@@ -46,6 +46,44 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     [Fact]
+    public async Task Ingest_TimesEachPurchaseInTheGateway_AndEachChangesWaitForTheLedger_AndEachBatchsWait()
+    {
+        await SetUpAsync(members: 10);
+        const int count = 200;
+        var recorded = new Dictionary<string, List<double>> { ["loyalty.gateway.purchase_duration"] = [], ["loyalty.ledger.append_duration"] = [], ["loyalty.ledger.batch_wait"] = [] };
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (recorded.ContainsKey(instrument.Name))
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<double>((instrument, value, _, _) =>
+        {
+            lock (recorded)
+            {
+                recorded[instrument.Name].Add(value);
+            }
+        });
+        listener.Start();
+
+        List<V1.PurchaseAck> acks = await StreamAsync(Enumerable.Range(0, count)
+            .Select(i => Wire.Purchase(_program, $"m{i % 10}", $"timed-{i}", 10_00 + i)));
+
+        Assert.All(acks, a => Assert.Equal(V1.AckStatus.Accepted, a.Status));
+        lock (recorded)
+        {
+            // Other tests' engines in this process may add to the counts, never take from them.
+            Assert.True(recorded["loyalty.gateway.purchase_duration"].Count >= count, $"{recorded["loyalty.gateway.purchase_duration"].Count} gateway timings for {count} purchases");
+            // One per queued item: a change, or a member's changes committed as one group; at least one per member.
+            Assert.True(recorded["loyalty.ledger.append_duration"].Count >= 10, $"{recorded["loyalty.ledger.append_duration"].Count} append timings for 10 members");
+            Assert.NotEmpty(recorded["loyalty.ledger.batch_wait"]);
+            Assert.All(recorded.Values.SelectMany(v => v), ms => Assert.True(ms >= 0 && double.IsFinite(ms)));
+        }
+    }
+
+    [Fact]
     public async Task Ingest_BadEventsAreRejectedWithAReason_AndTheStreamGoesOn()
     {
         await SetUpAsync(members: 1);
