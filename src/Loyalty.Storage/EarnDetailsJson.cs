@@ -24,9 +24,17 @@ internal static class EarnDetailsJson
     [ThreadStatic]
     private static Utf8JsonWriter? t_writer;
 
-    /// <summary>Whether <paramref name="d"/> is written here: every kind of its components is a named one (the serializer writes others as numbers).</summary>
+    /// <summary>
+    /// Whether <paramref name="d"/> is written here: it has its list of components, and every
+    /// kind in it is a named one (the serializer writes others as numbers).
+    /// </summary>
     public static bool Handles(EarnDetails d)
     {
+        if (d.Components is null)
+        {
+            return false;
+        }
+
         for (int i = 0; i < d.Components.Count; i++)
         {
             if (!Enum.IsDefined(d.Components[i].Kind))

@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Text;
 using Microsoft.Data.Sqlite;
 using SQLitePCL;
 
@@ -9,7 +11,7 @@ namespace Loyalty.Storage;
 /// through a new object on every execution; the writer runs its statements for every batch, a few
 /// rows each when purchases arrive at a steady rate, so that was several objects per purchase.
 /// Here binding copies each value into SQLite's own statement, with no object per parameter (text
-/// given as a string is bound as its UTF-16 characters). The writer's statements run inside
+/// given as a string is encoded to UTF-8 on the stack or in a pooled array). The writer's statements run inside
 /// its transaction, begun with BEGIN IMMEDIATE (<see cref="SqliteWriter"/>): the write lock is
 /// taken (waiting in the engine's busy handler, <see cref="SqliteBusyWait"/>) before the first statement, which therefore never
 /// waits for another writer.
@@ -37,15 +39,40 @@ internal sealed class SqliteStatement : IDisposable
     /// </summary>
     private static readonly byte[] EmptyText = [0];
 
+    /// <summary>Text up to this many UTF-8 bytes is encoded on the stack; longer text in a pooled array.</summary>
+    private const int StackTextBytesMax = 512;
+
     /// <summary>
-    /// Binds parameter <paramref name="index"/> (from 1) to text, or to NULL. The string's own
-    /// UTF-16 characters are bound (SQLite copies and converts them), so no UTF-8 array is made
-    /// for each value.
+    /// Binds parameter <paramref name="index"/> (from 1) to text, or to NULL. The text is encoded
+    /// to UTF-8 here, on the stack or in a pooled array, and SQLite copies it, so no array is made
+    /// per value. Not bound as UTF-16: SQLite would take a leading U+FEFF or U+FFFE as a byte-order
+    /// mark and drop or swap the text, and would convert an unpaired surrogate differently from
+    /// .NET's encoder (which writes U+FFFD, as PostgreSQL's driver does).
     /// </summary>
-    public void Text(int index, string? value) =>
-        Check(value is null ? raw.sqlite3_bind_null(_statement, index)
-            : value.Length == 0 ? BindEmpty(index)
-            : raw.sqlite3_bind_text16(_statement, index, value.AsSpan()));
+    public void Text(int index, string? value)
+    {
+        if (value is null || value.Length == 0)
+        {
+            Check(value is null ? raw.sqlite3_bind_null(_statement, index) : BindEmpty(index));
+            return;
+        }
+
+        int bytesMax = Encoding.UTF8.GetMaxByteCount(value.Length);
+        byte[]? rented = bytesMax > StackTextBytesMax ? ArrayPool<byte>.Shared.Rent(bytesMax) : null;
+        try
+        {
+            Span<byte> buffer = rented ?? stackalloc byte[StackTextBytesMax];
+            int length = Encoding.UTF8.GetBytes(value, buffer);
+            Check(raw.sqlite3_bind_text(_statement, index, buffer[..length]));
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
 
     /// <summary>Binds parameter <paramref name="index"/> (from 1) to text already encoded as UTF-8, or to NULL.</summary>
     public void Utf8(int index, byte[]? value) =>

@@ -168,7 +168,7 @@ public sealed partial class PurchasesService(
             ack = WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry");
         }
 
-        GatewayMetrics.PurchaseDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        GatewayMetrics.RecordPurchase(started, ack.Status);
         acks?.TryWrite(ack);
         slotToFree?.Release();
         return ack;

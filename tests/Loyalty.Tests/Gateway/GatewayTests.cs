@@ -59,11 +59,16 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
                 l.EnableMeasurementEvents(instrument);
             }
         };
-        listener.SetMeasurementEventCallback<double>((instrument, value, _, _) =>
+        var statuses = new List<object?>();
+        listener.SetMeasurementEventCallback<double>((instrument, value, tags, _) =>
         {
             lock (recorded)
             {
                 recorded[instrument.Name].Add(value);
+                foreach (KeyValuePair<string, object?> tag in tags)
+                {
+                    statuses.Add(tag.Key == "status" ? tag.Value : null);
+                }
             }
         });
         listener.Start();
@@ -79,6 +84,7 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
             // One per queued item: a change, or a member's changes committed as one group; at least one per member.
             Assert.True(recorded["loyalty.ledger.append_duration"].Count >= 10, $"{recorded["loyalty.ledger.append_duration"].Count} append timings for 10 members");
             Assert.NotEmpty(recorded["loyalty.ledger.batch_wait"]);
+            Assert.True(statuses.Count(s => Equals(s, "accepted")) >= count, "each accepted purchase is timed with status=accepted");
             Assert.All(recorded.Values.SelectMany(v => v), ms => Assert.True(ms >= 0 && double.IsFinite(ms)));
         }
     }

@@ -68,7 +68,8 @@ public sealed class TelemetryTests
     [Fact]
     public async Task WithoutAnOtlpEndpoint_GrainCallsPassNoFilter_AndPurchasesAreServed()
     {
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "no-otel"), null);
+        // Empty, so that an endpoint in the machine's environment does not turn the export on.
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "no-otel"), null, "--OTEL_EXPORTER_OTLP_ENDPOINT=");
         await engine.Programs.PutProgramAsync(Wire.Program("no-otel"));
         await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = "no-otel", MemberId = "m1" });
 

@@ -11,6 +11,8 @@ public sealed class SqliteStatementTests
     [InlineData("m-1")]
     [InlineData("")]
     [InlineData("Zoë Ødegård, 東京店, 🎉 and a NUL \0 inside")]
+    [InlineData("\uFEFFleading byte-order mark")]
+    [InlineData("\uFFFEab, a swapped one")]
     public async Task Text_BindsTheString_ReadBackTheSame(string value)
     {
         await using SqliteConnection connection = await OpenWithTableAsync("text");
@@ -25,6 +27,35 @@ public sealed class SqliteStatementTests
 
         Assert.Equal(value, text);
         Assert.Equal(value, utf8);
+    }
+
+    [Fact]
+    public async Task LongText_PastTheStacksBytes_ReadsBackTheSame()
+    {
+        string value = string.Concat(Enumerable.Repeat("東京店 🎉 ", 200));
+        await using SqliteConnection connection = await OpenWithTableAsync("long");
+        using (var insert = new SqliteStatement(connection, "INSERT INTO t (v, u) VALUES (?1, ?2);", 2))
+        {
+            insert.Text(1, value);
+            insert.Utf8(2, null);
+            insert.Run();
+        }
+
+        Assert.Equal(value, (await ReadAsync(connection)).Text);
+    }
+
+    [Fact]
+    public async Task AnUnpairedSurrogate_IsStoredAsTheReplacementCharacter_AsUtf8EncodingDoes()
+    {
+        await using SqliteConnection connection = await OpenWithTableAsync("surrogate");
+        using (var insert = new SqliteStatement(connection, "INSERT INTO t (v, u) VALUES (?1, ?2);", 2))
+        {
+            insert.Text(1, "a\uD800b");
+            insert.Utf8(2, null);
+            insert.Run();
+        }
+
+        Assert.Equal("a\uFFFDb", (await ReadAsync(connection)).Text);
     }
 
     [Fact]
