@@ -316,7 +316,8 @@ public sealed partial class LedgerCommitQueue
             return;
         }
 
-        CommitDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        long committed = Stopwatch.GetTimestamp();
+        CommitDuration.Record(Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
         BatchesCommitted.Add(1);
         EntriesCommitted.Add(entries.Count);
         Interlocked.Increment(ref _batchCount);
@@ -333,7 +334,7 @@ public sealed partial class LedgerCommitQueue
 
             if (p.Count > 0)
             {
-                AppendDuration.Record(Stopwatch.GetElapsedTime(p.QueuedAt).TotalMilliseconds);
+                AppendDuration.Record(Stopwatch.GetElapsedTime(p.QueuedAt, committed).TotalMilliseconds);
             }
 
             p.TrySetResult(written);

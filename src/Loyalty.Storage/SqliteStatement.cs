@@ -39,7 +39,10 @@ internal sealed class SqliteStatement : IDisposable
     /// </summary>
     private static readonly byte[] EmptyText = [0];
 
-    /// <summary>Text up to this many UTF-8 bytes is encoded on the stack; longer text in a pooled array.</summary>
+    /// <summary>
+    /// Text whose UTF-8 may take up to this many bytes (by the encoder's worst case, 3 per
+    /// character and 3 more: about 170 characters) is encoded on the stack; longer text in a pooled array.
+    /// </summary>
     private const int StackTextBytesMax = 512;
 
     /// <summary>

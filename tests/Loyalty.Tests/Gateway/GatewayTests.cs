@@ -67,7 +67,10 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
                 recorded[instrument.Name].Add(value);
                 foreach (KeyValuePair<string, object?> tag in tags)
                 {
-                    statuses.Add(tag.Key == "status" ? tag.Value : null);
+                    if (tag.Key == "status")
+                    {
+                        statuses.Add(tag.Value);
+                    }
                 }
             }
         });
