@@ -1,6 +1,7 @@
 using Loyalty.Storage.Reports;
 using Microsoft.Data.Sqlite;
 using SQLitePCL;
+using System.Diagnostics.Metrics;
 
 namespace Loyalty.Storage;
 
@@ -77,6 +78,43 @@ internal sealed class SqliteWriter : IDisposable
 
     /// <summary>Commits the batch: with <c>synchronous=FULL</c>, durable when this returns.</summary>
     public void Commit() => _commit.Run();
+
+    /// <summary>The values of the <c>step</c> tag of <c>loyalty.ledger.checkpoint_duration</c>.</summary>
+    public const string CheckpointStepCopy = "copy", CheckpointStepSync = "sync", CheckpointStepFinish = "finish";
+
+    private static readonly Histogram<double> CheckpointDuration = LedgerCommitQueue.Meter.CreateHistogram<double>(
+        "loyalty.ledger.checkpoint_duration", "ms", "SQLite: the checkpointer's copy and sync of the log, and the writer's finish of it");
+
+    /// <summary>Records one step of a checkpoint, between two <see cref="System.Diagnostics.Stopwatch"/> timestamps.</summary>
+    public static void RecordCheckpoint(string step, long started, long ended) =>
+        CheckpointDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started, ended).TotalMilliseconds, new KeyValuePair<string, object?>("step", step));
+
+    /// <summary>
+    /// Copies the write-ahead log's committed frames into the database file: a passive checkpoint
+    /// on the writer's connection, outside any transaction. A failure is left to the next pass:
+    /// the log stays bounded by <c>wal_autocheckpoint</c>, and a file that cannot be written fails
+    /// the next batch, which reports it.
+    /// </summary>
+    public void CopyLogBack() =>
+        raw.sqlite3_wal_checkpoint_v2(_connection.Handle, MainDatabase, raw.SQLITE_CHECKPOINT_PASSIVE, out _, out _);
+
+    /// <summary>
+    /// A passive checkpoint of the main database on <paramref name="connection"/>, through the
+    /// pragma, which opens the log first on a connection that has not read yet (the C API then
+    /// does nothing): how many of the log's frames are now in the database file.
+    /// </summary>
+    public static long CopyLogBack(SqliteConnection connection)
+    {
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "PRAGMA wal_checkpoint(PASSIVE);";
+        using SqliteDataReader reader = command.ExecuteReader();
+        return reader.Read() ? reader.GetInt64(CheckpointedColumn) : 0;
+    }
+
+    /// <summary>The pragma's row is (busy, frames in the log, frames checkpointed).</summary>
+    private const int CheckpointedColumn = 2;
+
+    private const string MainDatabase = "main";
 
     /// <summary>Inserts one entry; false when its (member, sequence) or (program, transaction id) is taken.</summary>
     public bool Insert(LedgerEntry entry, byte[]? detailsJson) => _insert.Insert(entry, detailsJson);

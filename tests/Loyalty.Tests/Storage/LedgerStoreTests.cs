@@ -116,6 +116,38 @@ public sealed class LedgerStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task SqliteCheckpointer_UnderSteadyCommits_LetsTheLogStartOver()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "log-starts-over");
+        // The writer's own bound is never reached: only a completed checkpoint can start the log over.
+        using var store = new SqliteLedgerStore(options.ConnectionString, SqliteLedgerStore.WalCheckpointPagesMax, SqliteLedgerStore.CheckpointIntervalMsMin);
+        await store.MigrateAsync(CancellationToken.None);
+        string log = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(options.ConnectionString).DataSource + "-wal";
+
+        // Batches commit back to back, so every pass of the checkpointer overlaps commits.
+        const int StartsWanted = 3, BatchesMax = 5_000;
+        uint first = LogStarts(log), starts = 0;
+        var running = System.Diagnostics.Stopwatch.StartNew();
+        for (int batch = 0; batch < BatchesMax && starts < StartsWanted && running.Elapsed < TimeSpan.FromSeconds(10); batch++)
+        {
+            LedgerEntry[] entries = [.. Enumerable.Range(0, 20).Select(i => Entries.Earn("p", $"m{(batch * 7919 + i * 104_729) % 50_000}-{batch}-{i}", 1, 10, $"t{batch}-{i}"))];
+            await store.AppendBatchAsync(entries, new bool[entries.Length], [], null, [], CancellationToken.None);
+            starts = LogStarts(log) - first;
+        }
+
+        Assert.True(starts >= StartsWanted, $"the log started over {starts} times in {running.Elapsed.TotalSeconds:F1} s");
+    }
+
+    /// <summary>The write-ahead log header's checkpoint sequence number: one more each time the log starts over.</summary>
+    private static uint LogStarts(string walPath)
+    {
+        using var file = new FileStream(walPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        Span<byte> header = stackalloc byte[16];
+        file.ReadExactly(header);
+        return System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(header[12..]);
+    }
+
+    [Fact]
     public async Task Sqlite_DisposedTwice_WithItsCheckpointerRunning_SecondTimeDoesNothing()
     {
         StorageOptions options = TestDatabases.Create(Backend.Sqlite, "disposed-twice");
