@@ -493,14 +493,14 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
         // log as the pass began, not as it ended. When it did, this sync finds nothing to write.
         long copied = SqliteWriter.CopyLogBack(connection);
         long synced = System.Diagnostics.Stopwatch.GetTimestamp();
+        SqliteWriter.RecordCheckpoint(SqliteWriter.CheckpointStepCopy, started, synced);
         if (copied > 0 && _owner is { } owner)
         {
             FileSystemSync.TryFlush(owner.SafeFileHandle);
+            SqliteWriter.RecordCheckpoint(SqliteWriter.CheckpointStepSync, synced, System.Diagnostics.Stopwatch.GetTimestamp());
         }
 
         Volatile.Write(ref _checkpointPassed, 1);
-        SqliteWriter.RecordCheckpoint(SqliteWriter.CheckpointStepCopy, started, synced);
-        SqliteWriter.RecordCheckpoint(SqliteWriter.CheckpointStepSync, synced, System.Diagnostics.Stopwatch.GetTimestamp());
     }
 
     /// <summary>

@@ -95,8 +95,7 @@ internal sealed class SqliteWriter : IDisposable
     /// the log stays bounded by <c>wal_autocheckpoint</c>, and a file that cannot be written fails
     /// the next batch, which reports it.
     /// </summary>
-    public void CopyLogBack() =>
-        raw.sqlite3_wal_checkpoint_v2(_connection.Handle, MainDatabase, raw.SQLITE_CHECKPOINT_PASSIVE, out _, out _);
+    public void CopyLogBack() => _ = CopyLogBack(_connection);
 
     /// <summary>
     /// A passive checkpoint of the main database on <paramref name="connection"/>, through the
@@ -113,8 +112,6 @@ internal sealed class SqliteWriter : IDisposable
 
     /// <summary>The pragma's row is (busy, frames in the log, frames checkpointed).</summary>
     private const int CheckpointedColumn = 2;
-
-    private const string MainDatabase = "main";
 
     /// <summary>Inserts one entry; false when its (member, sequence) or (program, transaction id) is taken.</summary>
     public bool Insert(LedgerEntry entry, byte[]? detailsJson) => _insert.Insert(entry, detailsJson);
