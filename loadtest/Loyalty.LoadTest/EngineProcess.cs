@@ -31,6 +31,23 @@ internal sealed class EngineProcess : IAsyncDisposable
     /// <summary>The engine's process id (its garbage collector is watched through it).</summary>
     public int ProcessId => _process.Id;
 
+    /// <summary>The engine's processor time so far, user and system; null once it has exited.</summary>
+    public TimeSpan? ProcessorTime
+    {
+        get
+        {
+            try
+            {
+                _process.Refresh();
+                return _process.TotalProcessorTime;
+            }
+            catch (InvalidOperationException)
+            {
+                return null;
+            }
+        }
+    }
+
     /// <summary>The engine's gRPC address.</summary>
     public string Target { get; }
 

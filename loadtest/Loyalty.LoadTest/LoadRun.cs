@@ -98,6 +98,12 @@ internal sealed class LoadRun(LoadOptions options)
     /// <summary>The machine's processor counters when the run started, when the measured purchases started (the first second past the warm-up) and when the purchases ended.</summary>
     private MachineCpu? _cpuAtStart, _cpuAtMeasure, _cpuAtEnd;
 
+    /// <summary>The tester's and the spawned engine's processor time when the run started, when the measured purchases started (to a second) and when the purchases ended.</summary>
+    private ProcessCpu? _processCpuAtStart, _processCpuAtMeasure, _processCpuAtEnd;
+
+    /// <summary>The engine this run spawned, if any.</summary>
+    private EngineProcess? _engine;
+
     public async Task<int> RunAsync()
     {
         await using EngineProcess? engine = options.Spawn is null ? null : await EngineProcess.StartAsync(options.Spawn, options.Postgres, options.EngineArgs, options.EngineEnvironment);
@@ -140,10 +146,12 @@ internal sealed class LoadRun(LoadOptions options)
 
         Log($"{options.Streams} streams over {tills.Length} target(s), mode {options.Mode}, up to {options.Events} events or {options.DurationSeconds}s");
 
+        _engine = engine;
         await using EngineGcWatch? engineGc = engine is null ? null : EngineGcWatch.TryStart(engine.ProcessId);
         var clock = Stopwatch.StartNew();
         _gcAtStart = TesterGc.Now();
         _cpuAtStart = MachineCpu.Read();
+        _processCpuAtStart = ProcessCpu.Read(0, engine);
         (DateTime utc, long ticks) anchor = (DateTime.UtcNow, Stopwatch.GetTimestamp());
         _startedAt = Stopwatch.GetTimestamp();
         _measureFrom = _startedAt + (long)(options.WarmupSeconds * Stopwatch.Frequency);
@@ -190,6 +198,7 @@ internal sealed class LoadRun(LoadOptions options)
         _purchasesEndedAt = Stopwatch.GetTimestamp();
         _gcDuringPurchases = TesterGc.Now() - _gcAtStart;
         _cpuAtEnd = MachineCpu.Read();
+        _processCpuAtEnd = ProcessCpu.Read(Interlocked.Read(ref _acked), _engine);
         _followUps.Writer.Complete();
         await Task.WhenAll(followUps);
         _followUpsEndedAt = Stopwatch.GetTimestamp();
@@ -641,6 +650,8 @@ internal sealed class LoadRun(LoadOptions options)
         {
             // The counters are read once a second, so the measured window's start is known to a second.
             _cpuAtMeasure = _timeline.Count > 0 ? previous.Cpu : _cpuAtStart;
+            // Read now, not a second ago: a run that ended within that second keeps its start's reading.
+            _processCpuAtMeasure = Volatile.Read(ref _purchasesEndedAt) == 0 ? ProcessCpu.Read(acked, _engine) : null;
         }
 
         _timeline.Add(point);
@@ -741,6 +752,8 @@ internal sealed class LoadRun(LoadOptions options)
             // The whole machine's processor time while the measured purchases ran (Linux only, else null):
             // time stolen by the host of a virtual machine stalls engine and tester alike.
             machine_cpu = MachineCpuReport(),
+            // The tester's and the spawned engine's own processor time over the measured purchases.
+            process_cpu = ProcessCpuReport(),
             timeline = _timeline.Select(p => new
             {
                 s = Math.Round(p.Seconds, 1), acked_per_s = Math.Round(p.PerSecond), p99_ms = Math.Round(p.P99Ms, 1), second_p99_ms = Math.Round(p.IntervalP99Ms, 1),
@@ -772,6 +785,30 @@ internal sealed class LoadRun(LoadOptions options)
             return _pacingLate.TotalCount == 0 ? null
                 : new { waits = _pacingLate.TotalCount, p50 = Ms(50), p99 = Ms(99), p999 = Ms(99.9), max = _pacingLate.GetMaxValue() / 1000.0 };
         }
+    }
+
+    /// <summary>Cores kept busy and microseconds per purchase, of the tester and of the engine it spawned, from the first second past the warm-up (the run's start if it ended within the warm-up) to the last purchase.</summary>
+    private object? ProcessCpuReport()
+    {
+        // A measure reading taken as the purchases ended may come after the end's: then the start's.
+        if (_processCpuAtEnd is not { } to)
+        {
+            return null;
+        }
+
+        ProcessCpu.Share? Since(ProcessCpu? from) => from is { } reading ? to.Since(reading) : null;
+        if ((Since(_processCpuAtMeasure) ?? Since(_processCpuAtStart)) is not { } share)
+        {
+            return null;
+        }
+
+        return new
+        {
+            tester_cores = Math.Round(share.TesterCores, 2),
+            tester_us_per_purchase = Round(share.TesterUsPerPurchase),
+            engine_cores = share.EngineCores is { } cores ? Math.Round(cores, 2) : (double?)null,
+            engine_us_per_purchase = Round(share.EngineUsPerPurchase),
+        };
     }
 
     /// <summary>Busy and stolen shares over the measured purchases, and the seconds of that window with the most theft.</summary>

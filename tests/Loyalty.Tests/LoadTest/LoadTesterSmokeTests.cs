@@ -47,6 +47,9 @@ public sealed class LoadTesterSmokeTests
         Assert.Contains("<polyline", await File.ReadAllTextAsync(html), StringComparison.Ordinal);
         Assert.Equal(JsonValueKind.Null, root.GetProperty("engine_gc").ValueKind); // an engine it did not start is not watched
         Assert.Equal(JsonValueKind.Null, root.GetProperty("pacing_late_ms").ValueKind); // max mode sends without waiting
+        JsonElement processCpu = root.GetProperty("process_cpu");
+        Assert.True(processCpu.GetProperty("tester_us_per_purchase").GetDouble() > 0);
+        Assert.Equal(JsonValueKind.Null, processCpu.GetProperty("engine_cores").ValueKind); // nor is its processor time read
         Directory.Delete(folder, recursive: true);
     }
 
@@ -85,6 +88,11 @@ public sealed class LoadTesterSmokeTests
         Assert.InRange(cpu.GetProperty("steal_pct").GetDouble(), 0, 100);
         Assert.InRange(cpu.GetProperty("steal_pct_max_second").GetDouble(), 0, 100);
         Assert.All(seconds, t => Assert.InRange(t.GetProperty("cpu_busy_pct").GetDouble() + t.GetProperty("cpu_steal_pct").GetDouble(), 0, 100.001));
+        // Each process's own processor time: the engine did work for every purchase, within the machine's cores.
+        JsonElement processCpu = report.RootElement.GetProperty("process_cpu");
+        Assert.InRange(processCpu.GetProperty("engine_cores").GetDouble(), 0.01, Environment.ProcessorCount);
+        Assert.InRange(processCpu.GetProperty("engine_us_per_purchase").GetDouble(), 1, 1_000_000);
+        Assert.InRange(processCpu.GetProperty("tester_cores").GetDouble(), 0.01, Environment.ProcessorCount);
         Directory.Delete(folder, recursive: true);
     }
 }
