@@ -41,8 +41,9 @@ internal sealed class EngineProcess : IAsyncDisposable
                 _process.Refresh();
                 return _process.TotalProcessorTime;
             }
-            catch (InvalidOperationException)
+            catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
             {
+                // Exited, or reaped between the check and the read of its counters.
                 return null;
             }
         }

@@ -101,6 +101,10 @@ internal sealed class LoadRun(LoadOptions options)
     /// <summary>The tester's and the spawned engine's processor time when the run started, when the measured purchases started (to a second) and when the purchases ended.</summary>
     private ProcessCpu? _processCpuAtStart, _processCpuAtMeasure, _processCpuAtEnd;
 
+    /// <summary>Orders the measure reading against the end's: no measure reading is taken once the purchases have ended.</summary>
+    private readonly Lock _processCpuGate = new();
+    private bool _processCpuMeasureTaken;
+
     /// <summary>The engine this run spawned, if any.</summary>
     private EngineProcess? _engine;
 
@@ -198,7 +202,10 @@ internal sealed class LoadRun(LoadOptions options)
         _purchasesEndedAt = Stopwatch.GetTimestamp();
         _gcDuringPurchases = TesterGc.Now() - _gcAtStart;
         _cpuAtEnd = MachineCpu.Read();
-        _processCpuAtEnd = ProcessCpu.Read(Interlocked.Read(ref _acked), _engine);
+        lock (_processCpuGate)
+        {
+            _processCpuAtEnd = ProcessCpu.Read(Interlocked.Read(ref _acked), _engine);
+        }
         _followUps.Writer.Complete();
         await Task.WhenAll(followUps);
         _followUpsEndedAt = Stopwatch.GetTimestamp();
@@ -650,8 +657,16 @@ internal sealed class LoadRun(LoadOptions options)
         {
             // The counters are read once a second, so the measured window's start is known to a second.
             _cpuAtMeasure = _timeline.Count > 0 ? previous.Cpu : _cpuAtStart;
-            // Read now, not a second ago: a run that ended within that second keeps its start's reading.
-            _processCpuAtMeasure = Volatile.Read(ref _purchasesEndedAt) == 0 ? ProcessCpu.Read(acked, _engine) : null;
+        }
+
+        if (!_processCpuMeasureTaken && Stopwatch.GetTimestamp() >= _measureFrom)
+        {
+            // Read now, not a second ago; never after the end's reading (the report then uses the start's).
+            lock (_processCpuGate)
+            {
+                _processCpuMeasureTaken = true;
+                _processCpuAtMeasure = _processCpuAtEnd is null ? ProcessCpu.Read(Interlocked.Read(ref _acked), _engine) : null;
+            }
         }
 
         _timeline.Add(point);
@@ -787,17 +802,28 @@ internal sealed class LoadRun(LoadOptions options)
         }
     }
 
-    /// <summary>Cores kept busy and microseconds per purchase, of the tester and of the engine it spawned, from the first second past the warm-up (the run's start if it ended within the warm-up) to the last purchase.</summary>
+    /// <summary>
+    /// Cores kept busy and microseconds per purchase, of the tester and of the engine it spawned,
+    /// from the first second past the warm-up to the last purchase; from the start of the load
+    /// when there is no warm-up, or when what is left after it is under a second or holds no
+    /// purchase (processor time moves in steps of 10 ms, too coarse for less).
+    /// </summary>
     private object? ProcessCpuReport()
     {
-        // A measure reading taken as the purchases ended may come after the end's: then the start's.
-        if (_processCpuAtEnd is not { } to)
+        ProcessCpu? to, measured, started;
+        lock (_processCpuGate)
+        {
+            (to, measured, started) = (_processCpuAtEnd, _processCpuAtMeasure, _processCpuAtStart);
+        }
+
+        if (to is not { } end)
         {
             return null;
         }
 
-        ProcessCpu.Share? Since(ProcessCpu? from) => from is { } reading ? to.Since(reading) : null;
-        if ((Since(_processCpuAtMeasure) ?? Since(_processCpuAtStart)) is not { } share)
+        bool measuredEnough = options.WarmupSeconds > 0 && measured is { } m
+            && end.Timestamp - m.Timestamp >= Stopwatch.Frequency && end.Acked > m.Acked;
+        if ((measuredEnough ? measured : started) is not { } from || end.Since(from) is not { } share)
         {
             return null;
         }
