@@ -804,9 +804,7 @@ internal sealed class LoadRun(LoadOptions options)
 
     /// <summary>
     /// Cores kept busy and microseconds per purchase, of the tester and of the engine it spawned,
-    /// from the first second past the warm-up to the last purchase; from the start of the load
-    /// when there is no warm-up, or when what is left after it is under a second or holds no
-    /// purchase (processor time moves in steps of 10 ms, too coarse for less).
+    /// from the first second past the warm-up to the last purchase (see <see cref="ProcessCpu.WindowStart"/>).
     /// </summary>
     private object? ProcessCpuReport()
     {
@@ -821,9 +819,7 @@ internal sealed class LoadRun(LoadOptions options)
             return null;
         }
 
-        bool measuredEnough = options.WarmupSeconds > 0 && measured is { } m
-            && end.Timestamp - m.Timestamp >= Stopwatch.Frequency && end.Acked > m.Acked;
-        if ((measuredEnough ? measured : started) is not { } from || end.Since(from) is not { } share)
+        if (ProcessCpu.WindowStart(started, measured, end, warmedUp: options.WarmupSeconds > 0) is not { } from || end.Since(from) is not { } share)
         {
             return null;
         }

@@ -50,6 +50,30 @@ public sealed class ProcessCpuTests
     }
 
     [Fact]
+    public void WindowStart_IsPastTheWarmup_WhenWhatFollowsSpansTheMinimumAndHoldsPurchases()
+    {
+        var started = new ProcessCpu(0, 0, TimeSpan.Zero, null);
+        var pastWarmup = new ProcessCpu(5 * Second, 10_000, TimeSpan.FromSeconds(1), null);
+        var end = new ProcessCpu(35 * Second, 70_000, TimeSpan.FromSeconds(8), null);
+
+        Assert.Equal(pastWarmup, ProcessCpu.WindowStart(started, pastWarmup, end, warmedUp: true));
+    }
+
+    [Theory]
+    [InlineData(false, 30, 60_000)] // no warm-up: the whole load
+    [InlineData(true, 0.5, 1_000)] // under WindowMin past the warm-up
+    [InlineData(true, 30, 0)] // nothing acknowledged past the warm-up
+    public void WindowStart_FallsBackToTheLoadsStart(bool warmedUp, double secondsAfter, long ackedAfter)
+    {
+        var started = new ProcessCpu(0, 0, TimeSpan.Zero, null);
+        var pastWarmup = new ProcessCpu(5 * Second, 10_000, TimeSpan.FromSeconds(1), null);
+        var end = new ProcessCpu(pastWarmup.Timestamp + (long)(secondsAfter * Second), pastWarmup.Acked + ackedAfter, TimeSpan.FromSeconds(8), null);
+
+        Assert.Equal(started, ProcessCpu.WindowStart(started, pastWarmup, end, warmedUp));
+        Assert.Equal(started, ProcessCpu.WindowStart(started, pastWarmup: null, end, warmedUp: true)); // none taken before the end
+    }
+
+    [Fact]
     public void Read_OfThisProcess_GrowsWithTheWorkItDoes()
     {
         ProcessCpu before = ProcessCpu.Read(0, engine: null);
