@@ -20,25 +20,47 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// <summary>Serialises schema migrations of concurrently starting silos (an arbitrary constant).</summary>
     private const long MigrationLockKey = 0x4C6F79616C7479; // "Loyalty"
 
-    private const string InsertSql =
-        "INSERT INTO ledger_entries (" + Columns + ") " +
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[], $5::bigint[], $6::text[], $7::bigint[], " +
-        "$8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[], " +
-        "$15::bigint[], $16::timestamptz[], $17::text[]) " +
-        "ON CONFLICT DO NOTHING RETURNING program_id, member_id, seq";
-
     /// <summary>
     /// Report totals slots: each batch adds into one chosen at random, so engines committing at
     /// the same moment rarely wait for each other's row locks on one day's totals.
     /// </summary>
     private const int TotalsSlots = 16;
 
+    /// <summary>How long the batch writer's connection may sit unused before the next batch opens a fresh one.</summary>
+    internal const long WriterIdleMaxMs = 30_000;
+
     private readonly NpgsqlDataSource _dataSource;
+
+    /// <summary>The batch writer between batches; null while one is lent out (see <see cref="AppendBatchAsync"/>).</summary>
+    private PostgresBatchWriter? _idleWriter;
+    private volatile bool _disposed;
+
+    /// <summary>Closes the batch writer's connection once it has been idle for <see cref="WriterIdleMaxMs"/>, so an engine that stopped writing holds none.</summary>
+    private readonly Timer _idleSweep;
 
     /// <summary>Creates the store over a pooled data source.</summary>
     public PostgresLedgerStore(string connectionString)
     {
         _dataSource = NpgsqlDataSource.Create(connectionString);
+        _idleSweep = new Timer(static store => ((PostgresLedgerStore)store!).SweepIdleWriter(), this, WriterIdleMaxMs, WriterIdleMaxMs);
+    }
+
+    /// <summary>Takes the idle batch writer, closes it when it has waited too long, and puts it back otherwise.</summary>
+    private void SweepIdleWriter()
+    {
+        if (Interlocked.Exchange(ref _idleWriter, null) is not { } writer)
+        {
+            return;
+        }
+
+        if (Environment.TickCount64 - writer.LastUsedAt <= WriterIdleMaxMs && !_disposed
+            && Interlocked.CompareExchange(ref _idleWriter, writer, null) is null)
+        {
+            return;
+        }
+
+        // Closing only sends a goodbye; a failure means the connection was gone already.
+        _ = writer.DisposeAsync().AsTask().ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
     }
 
     /// <inheritdoc />
@@ -76,42 +98,50 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public bool StoresDetailsAsJson => true;
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Runs on the store's <see cref="PostgresBatchWriter"/> (an open connection with its
+    /// statements prepared), which one caller at a time borrows; a caller that finds it lent out
+    /// gets one of its own. A writer that failed is dropped, and one idle longer than
+    /// <see cref="WriterIdleMaxMs"/> is replaced, so a connection the network or the server closed
+    /// meanwhile does not fail the next batch.
+    /// </remarks>
     public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<byte[]?>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);
-        await using NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
-        if (dues.Count > 0)
+        PostgresBatchWriter? writer = Interlocked.Exchange(ref _idleWriter, null);
+        if (writer is not null && Environment.TickCount64 - writer.LastUsedAt > WriterIdleMaxMs)
         {
-            // Before the entries and committed on their own: a due time written for entries that
-            // then fail is only early, and an early wake finds nothing and reschedules.
-            await WriteDuesAsync(connection, dues, cancellationToken);
+            await writer.DisposeAsync();
+            writer = null;
         }
 
-        if (entries.Count > 0)
+        writer ??= await PostgresBatchWriter.OpenAsync(_dataSource, cancellationToken);
+        try
         {
-            // The entries and the report totals of those written commit together.
-            await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
-            try
-            {
-                await InsertAsync(connection, entries, detailsJson, inserted, cancellationToken);
-                if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)
-                {
-                    await RemoveAsync(connection, partial, cancellationToken);
-                }
+            await writer.WriteAsync(entries, inserted, dues, detailsJson, groups, cancellationToken);
+        }
+        catch
+        {
+            Array.Clear(inserted);
+            await writer.DisposeAsync();
+            throw;
+        }
 
-                await WriteTotalsAsync(connection, ReportTotals.Of(entries, inserted), AnySlot(), cancellationToken);
-                await transaction.CommitAsync(cancellationToken);
-            }
-            catch
-            {
-                Array.Clear(inserted);
-                throw;
-            }
+        if (Interlocked.CompareExchange(ref _idleWriter, writer, null) is not null)
+        {
+            // Another caller's writer is kept already.
+            await writer.DisposeAsync();
+        }
+        else if (_disposed && ReferenceEquals(Interlocked.CompareExchange(ref _idleWriter, null, writer), writer))
+        {
+            // The store closed meanwhile, and did not take the writer itself.
+            await writer.DisposeAsync();
         }
     }
 
-    private static short AnySlot() => (short)Random.Shared.Next(TotalsSlots);
+    /// <summary>Gives the report totals slot a batch adds into.</summary>
+    internal static short AnySlot() => (short)Random.Shared.Next(TotalsSlots);
 
     /// <summary>Adds totals into one slot of their rows, in the rows' order (so two engines sharing a slot cannot deadlock).</summary>
     private static async Task WriteTotalsAsync(NpgsqlConnection connection, ReportTotals totals, short slot, CancellationToken cancellationToken)
@@ -147,7 +177,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     private static string Saturated(string numeric) => $"LEAST(GREATEST({numeric}, {long.MinValue}), {long.MaxValue})::bigint";
 
     /// <summary>Adds a batch's totals (parallel arrays) into one slot; built once, not per batch.</summary>
-    private static readonly string UpsertTotalsSql =
+    internal static readonly string UpsertTotalsSql =
         "INSERT INTO report_totals (program_id, day, metric, key, slot, value) " +
         "SELECT p, d, m, k, $6, v FROM unnest($1::text[], $2::int[], $3::smallint[], $4::text[], $5::bigint[]) AS t(p, d, m, k, v) " +
         "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = " + Saturated("report_totals.value::numeric + excluded.value") + ";";
@@ -213,69 +243,6 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         }
 
         return ids;
-    }
-
-    /// <summary>Details the commit queue encoded as UTF-8 JSON, as the text Npgsql sends for the column.</summary>
-    private static string? Text(byte[]? utf8Json) => utf8Json is null ? null : System.Text.Encoding.UTF8.GetString(utf8Json);
-
-    /// <summary>Inserts the entries with one statement; <paramref name="inserted"/>[i] tells whether entry i was written.</summary>
-    private static async Task InsertAsync(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, IReadOnlyList<byte[]?>? detailsJson, bool[] inserted, CancellationToken cancellationToken)
-    {
-        int n = entries.Count;
-        var programs = new string[n];
-        var members = new string[n];
-        var sequences = new long[n];
-        var kinds = new short[n];
-        var points = new long[n];
-        var transactions = new string?[n];
-        var fingerprints = new long[n];
-        var stores = new string?[n];
-        var amounts = new long[n];
-        var currencies = new string?[n];
-        var reasons = new string?[n];
-        var references = new string?[n];
-        var occurred = new DateTime[n];
-        var recorded = new DateTime[n];
-        var versions = new long[n];
-        var available = new DateTime?[n];
-        var details = new string?[n];
-        var index = new Dictionary<(string, string, long), int>(n);
-        for (int i = 0; i < n; i++)
-        {
-            LedgerEntry e = entries[i];
-            (programs[i], members[i], sequences[i], kinds[i], points[i]) = (e.ProgramId, e.MemberId, e.Sequence, (short)e.Kind, e.Points.Value);
-            (transactions[i], fingerprints[i], stores[i], amounts[i]) = (e.TransactionId, e.Fingerprint, e.StoreId, e.AmountMinor);
-            (currencies[i], reasons[i], references[i]) = (e.Currency, e.Reason, e.Reference);
-            (occurred[i], recorded[i]) = (e.OccurredAt.UtcDateTime, e.RecordedAt.UtcDateTime);
-            (versions[i], available[i], details[i]) = (e.ProgramVersion, e.AvailableAt?.UtcDateTime, detailsJson is null ? DetailsJson.Write(e.Details) : Text(detailsJson[i]));
-            index[(e.ProgramId, e.MemberId, e.Sequence)] = i;
-        }
-
-        await using var command = new NpgsqlCommand(InsertSql, connection);
-        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = programs });
-        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = members });
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = sequences });
-        command.Parameters.Add(new NpgsqlParameter<short[]> { TypedValue = kinds });
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = points });
-        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = transactions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = fingerprints });
-        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = stores, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = amounts });
-        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = currencies, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = reasons, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = references, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter<DateTime[]> { TypedValue = occurred, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        command.Parameters.Add(new NpgsqlParameter<DateTime[]> { TypedValue = recorded, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = versions });
-        command.Parameters.Add(new NpgsqlParameter<DateTime?[]> { TypedValue = available, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = details, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-
-        // One statement, inside the batch's transaction.
-        await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            inserted[index[(reader.GetString(0), reader.GetString(1), reader.GetInt64(2))]] = true;
-        }
     }
 
     /// <inheritdoc />
@@ -361,7 +328,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <summary>Removes entries this transaction inserted (the part of a group that could not go in whole).</summary>
-    private static async Task RemoveAsync(NpgsqlConnection connection, List<LedgerEntry> entries, CancellationToken cancellationToken)
+    internal static async Task RemoveAsync(NpgsqlConnection connection, List<LedgerEntry> entries, CancellationToken cancellationToken)
     {
         await using var command = new NpgsqlCommand(
             "DELETE FROM ledger_entries e USING unnest($1::text[], $2::text[], $3::bigint[]) AS r(p, m, s) " +
@@ -452,9 +419,19 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
-    public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        _disposed = true;
+        await _idleSweep.DisposeAsync();
+        if (Interlocked.Exchange(ref _idleWriter, null) is { } writer)
+        {
+            await writer.DisposeAsync();
+        }
 
-    private static async Task WriteDuesAsync(NpgsqlConnection connection, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
+        await _dataSource.DisposeAsync();
+    }
+
+    internal static async Task WriteDuesAsync(NpgsqlConnection connection, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
     {
         foreach (DueChange change in DueChange.Collapse(dues))
         {

@@ -2,6 +2,7 @@ using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Npgsql;
 
 namespace Loyalty.Tests.Storage;
 
@@ -272,6 +273,56 @@ public sealed class LedgerStoreTests : IDisposable
         IReadOnlyList<LedgerEntry> a = await store.ReadAfterAsync("p", "a", 0, CancellationToken.None);
         Assert.Equal([10L, 20L], a.Select(e => e.Points.Value));
         Assert.Empty(await store.ReadAfterAsync("p", "b", 0, CancellationToken.None));
+    }
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task AppendBatch_SameKeyTwiceInOneBatch_WritesTheFirstOnly(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        LedgerEntry[] batch =
+        [
+            Entries.Earn("p", "a", 1, 10, "t1"),
+            Entries.Earn("p", "a", 1, 20, "t2"), // the same member and sequence again
+            Entries.Earn("p", "b", 1, 30, "t3"),
+            Entries.Earn("p", "c", 1, 40, "t3"), // the same transaction id again
+        ];
+        var inserted = new bool[batch.Length];
+
+        await store.AppendBatchAsync(batch, inserted, [], null, [], CancellationToken.None);
+
+        Assert.Equal([true, false, true, false], inserted);
+        Assert.Equal([10L], (await store.ReadAfterAsync("p", "a", 0, CancellationToken.None)).Select(e => e.Points.Value));
+        Assert.Empty(await store.ReadAfterAsync("p", "c", 0, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Postgres_WriterConnectionKilledBetweenBatches_FailsAtMostOneBatch_WritingNothing_AndTheNextWrites()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Postgres, "killed");
+        ILedgerStore store = await CreateStoreAsync(options);
+        await store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10, "t1")], new bool[1], [], null, [], CancellationToken.None);
+
+        // The server ends every other session of the database, the batch writer's included.
+        await Sql.ExecuteAsync(options, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid();");
+        int failures = 0;
+        bool[] inserted = new bool[1];
+        for (int attempt = 0; attempt < 2 && !inserted[0]; attempt++)
+        {
+            try
+            {
+                await store.AppendBatchAsync([Entries.Earn("p", "m", 2, 20, "t2")], inserted, [], null, [], CancellationToken.None);
+            }
+            catch (NpgsqlException)
+            {
+                failures++;
+                Assert.False(inserted[0]);
+                Assert.Single(await store.ReadAfterAsync("p", "m", 0, CancellationToken.None));
+            }
+        }
+
+        Assert.True(inserted[0]);
+        Assert.InRange(failures, 0, 1);
+        Assert.Equal([10L, 20L], (await store.ReadAfterAsync("p", "m", 0, CancellationToken.None)).Select(e => e.Points.Value));
     }
 
     [Theory, MemberData(nameof(Backends))]
