@@ -22,7 +22,13 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     /// The entries as parallel arrays, numbered (ordinality), inserted where their keys are free;
     /// the answer is the numbers of those written, so no key is read back as text. Details come as
     /// UTF-8 bytes, as the commit queue encoded them, and the server decodes them into the text column.
-    /// A repeated key within one batch answers its first number only.
+    /// <para>
+    /// A written row is matched to its entry by member, sequence and transaction id: an entry
+    /// skipped because its transaction id was taken must not be answered as written when a later
+    /// entry of the batch with the same member and sequence but another id went in. Entries equal
+    /// in all of these (a resend within one batch) answer the first number only: the rows are
+    /// inserted in their numbers' order, so the first is the one written and the rest conflict.
+    /// </para>
     /// </summary>
     private const string InsertSql =
         "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[], $5::bigint[], $6::text[], $7::bigint[], " +
@@ -32,8 +38,10 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         "written AS (INSERT INTO ledger_entries (" + LedgerRows.Columns + ") " +
         "SELECT program_id, member_id, seq, kind, points, txn_id, fingerprint, store_id, amount_minor, currency, reason, reference, " +
         "occurred_at, recorded_at, program_version, available_at, convert_from(details, 'UTF8') FROM input ORDER BY i " +
-        "ON CONFLICT DO NOTHING RETURNING program_id, member_id, seq) " +
-        "SELECT DISTINCT ON (input.program_id, input.member_id, input.seq) input.i::integer FROM input JOIN written USING (program_id, member_id, seq) " +
+        "ON CONFLICT DO NOTHING RETURNING program_id, member_id, seq, txn_id) " +
+        "SELECT DISTINCT ON (input.program_id, input.member_id, input.seq) input.i::integer FROM input JOIN written " +
+        "ON input.program_id = written.program_id AND input.member_id = written.member_id AND input.seq = written.seq " +
+        "AND input.txn_id IS NOT DISTINCT FROM written.txn_id " +
         "ORDER BY input.program_id, input.member_id, input.seq, input.i";
 
     /// <summary>Orders totals as their rows are locked (program, day, metric, key), so two writers sharing a slot cannot deadlock.</summary>
@@ -218,7 +226,21 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         }
 
         _totalSlot.TypedValue = PostgresLedgerStore.AnySlot();
-        await _totals.ExecuteNonQueryAsync(cancellationToken);
+        try
+        {
+            await _totals.ExecuteNonQueryAsync(cancellationToken);
+        }
+        finally
+        {
+            // Nothing of this batch is kept alive until the next one.
+            _batchTotals.Clear();
+            _sortedTotals.Clear();
+            _totalPrograms.Clear();
+            _totalDays.Clear();
+            _totalMetrics.Clear();
+            _totalKeys.Clear();
+            _totalValues.Clear();
+        }
     }
 
     private void ClearEntryLists()

@@ -59,8 +59,23 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             return;
         }
 
-        // Closing only sends a goodbye; a failure means the connection was gone already.
-        _ = writer.DisposeAsync().AsTask().ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
+        _ = CloseQuietlyAsync(writer);
+    }
+
+    /// <summary>
+    /// Closes a writer that is done with. Closing only says goodbye to the server: a failure means
+    /// the connection was gone already, and must neither fail a batch nor hide the batch's own error.
+    /// </summary>
+    private static async Task CloseQuietlyAsync(PostgresBatchWriter writer)
+    {
+        try
+        {
+            await writer.DisposeAsync();
+        }
+        catch (Exception e) when (e is NpgsqlException or IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            // Gone already.
+        }
     }
 
     /// <inheritdoc />
@@ -112,7 +127,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         PostgresBatchWriter? writer = Interlocked.Exchange(ref _idleWriter, null);
         if (writer is not null && Environment.TickCount64 - writer.LastUsedAt > WriterIdleMaxMs)
         {
-            await writer.DisposeAsync();
+            await CloseQuietlyAsync(writer);
             writer = null;
         }
 
@@ -124,7 +139,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         catch
         {
             Array.Clear(inserted);
-            await writer.DisposeAsync();
+            await CloseQuietlyAsync(writer);
             throw;
         }
 
