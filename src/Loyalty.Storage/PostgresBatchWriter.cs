@@ -44,20 +44,11 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         "AND input.txn_id IS NOT DISTINCT FROM written.txn_id " +
         "ORDER BY input.program_id, input.member_id, input.seq, input.i";
 
-    /// <summary>Orders totals as their rows are locked (program, day, metric, key), so two writers sharing a slot cannot deadlock.</summary>
-    private static readonly Comparison<(string Program, int Day, ReportMetric Metric, string Key, long Value)> TotalOrder = static (a, b) =>
-    {
-        int c = string.CompareOrdinal(a.Program, b.Program);
-        c = c != 0 ? c : a.Day.CompareTo(b.Day);
-        c = c != 0 ? c : a.Metric.CompareTo(b.Metric);
-        return c != 0 ? c : string.CompareOrdinal(a.Key, b.Key);
-    };
-
     private readonly NpgsqlConnection _connection;
     private readonly NpgsqlCommand _insert;
     private readonly NpgsqlCommand _totals;
     private readonly ReportTotals _batchTotals = new();
-    private readonly List<(string Program, int Day, ReportMetric Metric, string Key, long Value)> _sortedTotals = [];
+    private readonly List<(string Program, ReportTotal Total)> _sortedTotals = [];
 
     private readonly List<string> _programs = [], _members = [];
     private readonly List<long> _sequences = [], _points = [], _fingerprints = [], _amounts = [], _versions = [];
@@ -155,31 +146,31 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
 
     private async Task InsertAsync(IReadOnlyList<LedgerEntry> entries, IReadOnlyList<byte[]?>? detailsJson, bool[] inserted, CancellationToken cancellationToken)
     {
-        ClearEntryLists();
-        for (int i = 0; i < entries.Count; i++)
-        {
-            LedgerEntry e = entries[i];
-            _programs.Add(e.ProgramId);
-            _members.Add(e.MemberId);
-            _sequences.Add(e.Sequence);
-            _kinds.Add((short)e.Kind);
-            _points.Add(e.Points.Value);
-            _transactions.Add(e.TransactionId);
-            _fingerprints.Add(e.Fingerprint);
-            _stores.Add(e.StoreId);
-            _amounts.Add(e.AmountMinor);
-            _currencies.Add(e.Currency);
-            _reasons.Add(e.Reason);
-            _references.Add(e.Reference);
-            _occurred.Add(e.OccurredAt.UtcDateTime);
-            _recorded.Add(e.RecordedAt.UtcDateTime);
-            _versions.Add(e.ProgramVersion);
-            _available.Add(e.AvailableAt?.UtcDateTime);
-            _details.Add(detailsJson is null ? DetailsJson.WriteUtf8(e.Details) : detailsJson[i]);
-        }
-
         try
         {
+            // The lists are empty here: every batch's finally below clears them.
+            for (int i = 0; i < entries.Count; i++)
+            {
+                LedgerEntry e = entries[i];
+                _programs.Add(e.ProgramId);
+                _members.Add(e.MemberId);
+                _sequences.Add(e.Sequence);
+                _kinds.Add((short)e.Kind);
+                _points.Add(e.Points.Value);
+                _transactions.Add(e.TransactionId);
+                _fingerprints.Add(e.Fingerprint);
+                _stores.Add(e.StoreId);
+                _amounts.Add(e.AmountMinor);
+                _currencies.Add(e.Currency);
+                _reasons.Add(e.Reason);
+                _references.Add(e.Reference);
+                _occurred.Add(e.OccurredAt.UtcDateTime);
+                _recorded.Add(e.RecordedAt.UtcDateTime);
+                _versions.Add(e.ProgramVersion);
+                _available.Add(e.AvailableAt?.UtcDateTime);
+                _details.Add(detailsJson is null ? DetailsJson.WriteUtf8(e.Details) : detailsJson[i]);
+            }
+
             await using NpgsqlDataReader reader = await _insert.ExecuteReaderAsync(cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
             {
@@ -189,7 +180,7 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         }
         finally
         {
-            // The entries' texts and details are not kept alive until the next batch.
+            // The lists start every batch empty, and the entries' texts and details are not kept alive until the next one.
             ClearEntryLists();
         }
     }
@@ -197,42 +188,30 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     /// <summary>Adds the written entries' totals into one slot of their rows, in the rows' order.</summary>
     private async Task WriteTotalsAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, CancellationToken cancellationToken)
     {
-        _batchTotals.Clear();
-        _batchTotals.AddWritten(entries, inserted);
-        if (_batchTotals.Count == 0)
-        {
-            return;
-        }
-
-        _sortedTotals.Clear();
-        foreach (KeyValuePair<(string Program, int Day, ReportMetric Metric, string Key), long> total in _batchTotals)
-        {
-            _sortedTotals.Add((total.Key.Program, total.Key.Day, total.Key.Metric, total.Key.Key, total.Value));
-        }
-
-        _sortedTotals.Sort(TotalOrder);
-        _totalPrograms.Clear();
-        _totalDays.Clear();
-        _totalMetrics.Clear();
-        _totalKeys.Clear();
-        _totalValues.Clear();
-        foreach ((string program, int day, ReportMetric metric, string key, long value) in _sortedTotals)
-        {
-            _totalPrograms.Add(program);
-            _totalDays.Add(day);
-            _totalMetrics.Add((short)metric);
-            _totalKeys.Add(key);
-            _totalValues.Add(value);
-        }
-
-        _totalSlot.TypedValue = PostgresLedgerStore.AnySlot();
         try
         {
+            _batchTotals.AddWritten(entries, inserted);
+            if (_batchTotals.Count == 0)
+            {
+                return;
+            }
+
+            _batchTotals.SortInto(_sortedTotals);
+            foreach ((string program, ReportTotal total) in _sortedTotals)
+            {
+                _totalPrograms.Add(program);
+                _totalDays.Add(total.Day);
+                _totalMetrics.Add((short)total.Metric);
+                _totalKeys.Add(total.Key);
+                _totalValues.Add(total.Value);
+            }
+
+            _totalSlot.TypedValue = PostgresLedgerStore.AnySlot();
             await _totals.ExecuteNonQueryAsync(cancellationToken);
         }
         finally
         {
-            // Nothing of this batch is kept alive until the next one.
+            // The lists start every batch empty, and nothing of this batch is kept alive until the next one.
             _batchTotals.Clear();
             _sortedTotals.Clear();
             _totalPrograms.Clear();

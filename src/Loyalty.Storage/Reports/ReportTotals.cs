@@ -16,9 +16,39 @@ public sealed class ReportTotals
         _totals.Select(t => (t.Key.Program, new ReportTotal(t.Key.Day, t.Key.Metric, t.Key.Key, t.Value)));
 
     /// <summary>The totals, sorted by program, day, metric and key (the order rows are locked in).</summary>
-    public IEnumerable<(string Program, ReportTotal Total)> Sorted =>
-        _totals.OrderBy(t => t.Key.Program, StringComparer.Ordinal).ThenBy(t => t.Key.Day).ThenBy(t => t.Key.Metric).ThenBy(t => t.Key.Key, StringComparer.Ordinal)
-            .Select(t => (t.Key.Program, new ReportTotal(t.Key.Day, t.Key.Metric, t.Key.Key, t.Value)));
+    public IEnumerable<(string Program, ReportTotal Total)> Sorted
+    {
+        get
+        {
+            var sorted = new List<(string Program, ReportTotal Total)>(_totals.Count);
+            SortInto(sorted);
+            return sorted;
+        }
+    }
+
+    /// <summary>
+    /// Replaces <paramref name="sorted"/>'s contents with the totals in <see cref="Sorted"/>'s order,
+    /// allocating nothing once the list has room (a writer reuses one for each batch).
+    /// </summary>
+    public void SortInto(List<(string Program, ReportTotal Total)> sorted)
+    {
+        sorted.Clear();
+        foreach (KeyValuePair<(string Program, int Day, ReportMetric Metric, string Key), long> t in _totals)
+        {
+            sorted.Add((t.Key.Program, new ReportTotal(t.Key.Day, t.Key.Metric, t.Key.Key, t.Value)));
+        }
+
+        sorted.Sort(LockOrder);
+    }
+
+    /// <summary>Program, day, metric, key: the order rows are locked in, so two writers sharing a slot cannot deadlock.</summary>
+    private static readonly Comparison<(string Program, ReportTotal Total)> LockOrder = static (a, b) =>
+    {
+        int c = string.CompareOrdinal(a.Program, b.Program);
+        c = c != 0 ? c : a.Total.Day.CompareTo(b.Total.Day);
+        c = c != 0 ? c : a.Total.Metric.CompareTo(b.Total.Metric);
+        return c != 0 ? c : string.CompareOrdinal(a.Total.Key, b.Total.Key);
+    };
 
     /// <summary>The totals in no particular order, walked without allocating (the SQLite writer's batches).</summary>
     public Dictionary<(string Program, int Day, ReportMetric Metric, string Key), long>.Enumerator GetEnumerator() => _totals.GetEnumerator();

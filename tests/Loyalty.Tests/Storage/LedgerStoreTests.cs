@@ -317,7 +317,7 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Postgres_WriterConnectionKilledBetweenBatches_FailsAtMostOneBatch_WritingNothing_AndTheNextWrites()
+    public async Task Postgres_WriterConnectionKilledBetweenBatches_FailsOneBatch_WritingNothing_AndTheNextWrites()
     {
         StorageOptions options = TestDatabases.Create(Backend.Postgres, "killed");
         ILedgerStore store = await CreateStoreAsync(options);
