@@ -49,8 +49,14 @@ internal static class EarnDetailsJson
         return true;
     }
 
-    /// <summary>The details as UTF-8 JSON.</summary>
-    public static byte[] Write(EarnDetails d)
+    /// <summary>The details as UTF-8 JSON, in an array of their own.</summary>
+    public static byte[] Write(EarnDetails d) => Write(d, pool: null).Array!;
+
+    /// <summary>
+    /// The details as UTF-8 JSON: in an array of <paramref name="pool"/> when one is given and
+    /// the JSON is at most <see cref="EncodedDetails.PooledBytesMax"/> bytes, else in an array of their own.
+    /// </summary>
+    public static EncodedDetails Write(EarnDetails d, ArrayPool<byte>? pool)
     {
         ArrayBufferWriter<byte> buffer = t_buffer ??= new ArrayBufferWriter<byte>(BufferBytesInitial);
         Utf8JsonWriter writer = t_writer ??= new Utf8JsonWriter(buffer);
@@ -60,7 +66,7 @@ internal static class EarnDetailsJson
         {
             WriteObject(writer, d);
             writer.Flush();
-            return buffer.WrittenSpan.ToArray();
+            return EncodedDetails.Of(buffer.WrittenSpan, pool);
         }
         finally
         {

@@ -17,12 +17,14 @@ public interface ILedgerStore
     /// Throws when the transaction fails; then nothing of the batch was written.
     /// The <paramref name="dues"/> changes to the due schedule are applied in their order,
     /// before the entries (an early due time is harmless; a lost one is not).
-    /// <paramref name="detailsJson"/>, when given, holds entry i's details already encoded by
-    /// <see cref="DetailsJson.WriteUtf8"/> (see <see cref="StoresDetailsAsJson"/>).
+    /// <paramref name="detailsJson"/>, when given, holds entry i's details already encoded as
+    /// <see cref="DetailsJson.WriteUtf8"/> encodes them, empty for an entry without details (see
+    /// <see cref="StoresDetailsAsJson"/>). The bytes are the caller's again once this returns:
+    /// a store copies what it keeps.
     /// Each of <paramref name="groups"/> is written all or nothing within the transaction: when
     /// one of its entries is skipped, so are the others (see <see cref="EntryGroups.TakeBackPartial"/>).
     /// </summary>
-    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<byte[]?>? detailsJson,
+    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken);
 
     /// <summary>

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Data.Common;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -73,6 +74,18 @@ public static class DetailsJson
         null => null,
         EarnDetails earn when EarnDetailsJson.Handles(earn) => EarnDetailsJson.Write(earn),
         _ => WriteUtf8BySerializer(details),
+    };
+
+    /// <summary>
+    /// The same JSON for the ledger's queue: an earn's (most entries) in an array of
+    /// <paramref name="pool"/>, which the queue gives back once the entry's batch is written;
+    /// none for no details.
+    /// </summary>
+    internal static EncodedDetails Encode(EntryDetails? details, ArrayPool<byte> pool) => details switch
+    {
+        null => default,
+        EarnDetails earn when EarnDetailsJson.Handles(earn) => EarnDetailsJson.Write(earn, pool),
+        _ => new EncodedDetails(WriteUtf8BySerializer(details), pool: null),
     };
 
     /// <summary>The serializer's UTF-8 JSON of <paramref name="details"/>, which the earn's own writer must equal.</summary>

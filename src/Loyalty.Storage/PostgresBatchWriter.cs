@@ -117,7 +117,7 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     }
 
     /// <summary>Writes one batch as <see cref="ILedgerStore.AppendBatchAsync"/> describes.</summary>
-    public async Task WriteAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<byte[]?>? detailsJson,
+    public async Task WriteAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         if (dues.Count > 0)
@@ -144,7 +144,7 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         LastUsedAt = Environment.TickCount64;
     }
 
-    private async Task InsertAsync(IReadOnlyList<LedgerEntry> entries, IReadOnlyList<byte[]?>? detailsJson, bool[] inserted, CancellationToken cancellationToken)
+    private async Task InsertAsync(IReadOnlyList<LedgerEntry> entries, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson, bool[] inserted, CancellationToken cancellationToken)
     {
         try
         {
@@ -168,7 +168,8 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
                 _recorded.Add(e.RecordedAt.UtcDateTime);
                 _versions.Add(e.ProgramVersion);
                 _available.Add(e.AvailableAt?.UtcDateTime);
-                _details.Add(detailsJson is null ? DetailsJson.WriteUtf8(e.Details) : detailsJson[i]);
+                // The parameter wants arrays of their own: the queue's bytes go back to its pool after the batch.
+                _details.Add(detailsJson is null ? DetailsJson.WriteUtf8(e.Details) : detailsJson[i].IsEmpty ? null : detailsJson[i].ToArray());
             }
 
             await using NpgsqlDataReader reader = await _insert.ExecuteReaderAsync(cancellationToken);

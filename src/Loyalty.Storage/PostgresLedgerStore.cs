@@ -120,7 +120,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// <see cref="WriterIdleMaxMs"/> is replaced, so a connection the network or the server closed
     /// meanwhile does not fail the next batch.
     /// </remarks>
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<byte[]?>? detailsJson,
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);

@@ -15,8 +15,11 @@ internal sealed class SqliteInsert : IDisposable
     /// <summary>Prepares <paramref name="sql"/>, whose 17 parameters are the ledger's columns in order.</summary>
     public SqliteInsert(SqliteConnection connection, string sql) => _statement = new SqliteStatement(connection, sql, ColumnCount);
 
-    /// <summary>Inserts one entry; false when its (member, sequence) or (program, transaction id) is taken.</summary>
-    public bool Insert(LedgerEntry e, byte[]? detailsJson)
+    /// <summary>
+    /// Inserts one entry with its details' UTF-8 JSON (empty: none, stored as NULL); false when
+    /// its (member, sequence) or (program, transaction id) is taken.
+    /// </summary>
+    public bool Insert(LedgerEntry e, ReadOnlySpan<byte> detailsJson)
     {
         SqliteStatement s = _statement;
         s.Text(1, e.ProgramId);
@@ -35,7 +38,7 @@ internal sealed class SqliteInsert : IDisposable
         s.Integer(14, UnixMicros.From(e.RecordedAt));
         s.Integer(15, e.ProgramVersion);
         s.Integer(16, e.AvailableAt is { } availableAt ? UnixMicros.From(availableAt) : null);
-        s.Utf8(17, detailsJson);
+        s.Utf8OrNull(17, detailsJson);
         return s.Run() == 1;
     }
 

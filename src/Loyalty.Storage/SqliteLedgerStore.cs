@@ -132,7 +132,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     public bool StoresDetailsAsJson => true;
 
     /// <inheritdoc />
-    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<byte[]?>? detailsJson,
+    public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         try
@@ -147,7 +147,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
             for (int i = 0; i < entries.Count; i++)
             {
-                inserted[i] = writer.Insert(entries[i], detailsJson is null ? DetailsJson.WriteUtf8(entries[i].Details) : detailsJson[i]);
+                inserted[i] = writer.Insert(entries[i], detailsJson is null ? DetailsJson.WriteUtf8(entries[i].Details) : detailsJson[i].Span);
             }
 
             if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)

@@ -77,11 +77,12 @@ internal sealed class SqliteStatement : IDisposable
         }
     }
 
-    /// <summary>Binds parameter <paramref name="index"/> (from 1) to text already encoded as UTF-8, or to NULL.</summary>
-    public void Utf8(int index, byte[]? value) =>
-        Check(value is null ? raw.sqlite3_bind_null(_statement, index)
-            : value.Length == 0 ? BindEmpty(index)
-            : raw.sqlite3_bind_text(_statement, index, (ReadOnlySpan<byte>)value));
+    /// <summary>
+    /// Binds parameter <paramref name="index"/> (from 1) to text already encoded as UTF-8, or to
+    /// NULL when there is none (JSON, the only such text, is never empty). SQLite copies it.
+    /// </summary>
+    public void Utf8OrNull(int index, ReadOnlySpan<byte> value) =>
+        Check(value.IsEmpty ? raw.sqlite3_bind_null(_statement, index) : raw.sqlite3_bind_text(_statement, index, value));
 
     private int BindEmpty(int index) => raw.sqlite3_bind_text(_statement, index, utf8z.FromSpan(EmptyText));
 

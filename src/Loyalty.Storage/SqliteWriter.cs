@@ -114,7 +114,7 @@ internal sealed class SqliteWriter : IDisposable
     private const int CheckpointedColumn = 2;
 
     /// <summary>Inserts one entry; false when its (member, sequence) or (program, transaction id) is taken.</summary>
-    public bool Insert(LedgerEntry entry, byte[]? detailsJson) => _insert.Insert(entry, detailsJson);
+    public bool Insert(LedgerEntry entry, ReadOnlySpan<byte> detailsJson) => _insert.Insert(entry, detailsJson);
 
     /// <summary>Applies the batch's due-date changes, one per member (see <see cref="DueChange.Collapse"/>); they are rare: one per member and expiry period.</summary>
     public void WriteDues(IReadOnlyList<DueChange> dues)

@@ -404,6 +404,99 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         Assert.Equal(count, total);
     }
 
+    [Theory, MemberData(nameof(Backends))]
+    public async Task GroupCommit_DetailsEncodedIntoPooledArrays_ReadBackExactly_AfterFailedBatchesToo(Backend backend)
+    {
+        // The queue encodes earns' details into pooled arrays and takes them back after each
+        // batch: an array given back too early, or twice, would show here as another entry's
+        // bytes. Sizes vary (so arrays of several sizes are reused), entries come alone and in
+        // groups, concurrently, and some batches fail (their arrays go back too).
+        StorageOptions options = TestDatabases.Create(backend, "pooled-details");
+        ILedgerStore store = await CreateStoreAsync(options);
+        await ExecuteAsync(options, "CREATE TRIGGER no_big_points BEFORE INSERT ON ledger_entries WHEN NEW.points > 1000 BEGIN SELECT RAISE(ABORT, 'too big'); END;",
+            "ALTER TABLE ledger_entries ADD CONSTRAINT no_big_points CHECK (points <= 1000);");
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 50, flushIntervalMs: 2);
+        queue.Start();
+        const int members = 60, rounds = 12;
+        var random = new Random(7);
+        var written = new System.Collections.Concurrent.ConcurrentDictionary<(string, long), LedgerEntry>();
+
+        async Task MemberAsync(int m)
+        {
+            long sequence = 0;
+            for (int round = 0; round < rounds; round++)
+            {
+                LedgerEntry[] group = [.. Enumerable.Range(0, 1 + (round % 3 == 0 ? 1 : 0)).Select(_ => WithDetails(Entries.Earn("p", $"m{m}", ++sequence, 1 + ((m * 31 + round) % 900)), m, round, sequence))];
+                bool spoiled = (m + round) % 17 == 0;
+                if (spoiled)
+                {
+                    // A batch with this entry fails as a whole; the member's sequence is used again.
+                    await Assert.ThrowsAsync<LedgerUnavailableException>(() => queue.AppendAsync(Entries.Earn("p", $"m{m}", sequence + 1, 5_000)));
+                }
+
+                bool ok = group.Length == 1 ? await Retry(() => queue.AppendAsync(group[0])) : await Retry(() => queue.AppendGroupAsync(group));
+                Assert.True(ok);
+                foreach (LedgerEntry e in group)
+                {
+                    written[(e.MemberId, e.Sequence)] = e;
+                }
+
+                await Task.Yield();
+            }
+        }
+
+        // A batch that failed because of another member's spoiled entry is simply sent again.
+        static async Task<bool> Retry(Func<Task<bool>> append)
+        {
+            for (int attempt = 0; ; attempt++)
+            {
+                try
+                {
+                    return await append();
+                }
+                catch (LedgerUnavailableException) when (attempt < 50)
+                {
+                }
+            }
+        }
+
+        LedgerEntry WithDetails(LedgerEntry e, int m, int round, long sequence)
+        {
+            int lines;
+            lock (random)
+            {
+                lines = random.Next(0, 40);
+            }
+
+            return e with
+            {
+                Details = new EarnDetails
+                {
+                    Components = [new BreakdownComponent(ComponentKind.Base, $"m{m}-r{round}", e.Points.Value)],
+                    TierAfter = $"tier-{m}-{sequence}",
+                    Lines = [.. Enumerable.Range(0, lines).Select(i => new SkuAmount($"sku-{m}-{round}-{i}-{new string('x', i * 7)}", i + 1, 100 * (i + 1), "base", 1))],
+                },
+            };
+        }
+
+        await Task.WhenAll(Enumerable.Range(0, members).Select(m => Task.Run(() => MemberAsync(m))));
+        await queue.StopAsync();
+
+        int compared = 0;
+        for (int m = 0; m < members; m++)
+        {
+            foreach (LedgerEntry read in await store.ReadAfterAsync("p", $"m{m}", 0, CancellationToken.None))
+            {
+                LedgerEntry expected = written[(read.MemberId, read.Sequence)];
+                Assert.Equal(System.Text.Encoding.UTF8.GetString(DetailsJson.WriteUtf8BySerializer(expected.Details!)),
+                    System.Text.Encoding.UTF8.GetString(DetailsJson.WriteUtf8BySerializer(read.Details!)));
+                compared++;
+            }
+        }
+
+        Assert.Equal(written.Count, compared);
+    }
+
     [Fact]
     public async Task GroupCommit_FlushWait_HoldsTheFirstEntryUntilCompanyArrives()
     {
