@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace Loyalty;
 
 /// <summary>
@@ -26,6 +28,27 @@ public sealed class GrainReferences<TGrain>(IGrainFactory grains)
         // A benign race: two first calls resolve the same types.
         _resolved = new Resolved(reference.GrainId.Type, reference.InterfaceType);
         return first;
+    }
+
+    /// <summary>
+    /// The reference to the grain whose key is <paramref name="first"/> and <paramref name="second"/>
+    /// joined by a slash (as <see cref="LoyaltyIds.MemberKey"/> joins a member's): the same grain as
+    /// <c>Get(first + "/" + second)</c>, without making that string. The key's UTF-8 bytes are written
+    /// once, into the array the grain id keeps.
+    /// </summary>
+    public TGrain Get(string first, string second)
+    {
+        if (_resolved is not { } resolved)
+        {
+            return Get(first + "/" + second);
+        }
+
+        int firstBytes = Encoding.UTF8.GetByteCount(first);
+        var key = new byte[checked(firstBytes + 1 + Encoding.UTF8.GetByteCount(second))];
+        Encoding.UTF8.GetBytes(first, key);
+        key[firstBytes] = (byte)'/';
+        Encoding.UTF8.GetBytes(second, key.AsSpan(firstBytes + 1));
+        return (TGrain)grains.GetGrain(GrainId.Create(resolved.Grain, new IdSpan(key)), resolved.Interface);
     }
 
     private sealed record Resolved(GrainType Grain, GrainInterfaceType Interface);

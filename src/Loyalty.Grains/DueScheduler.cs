@@ -104,7 +104,7 @@ internal sealed partial class DueScheduler(
         {
             try
             {
-                await members.Get(LoyaltyIds.MemberKey(member.ProgramId, member.MemberId)).Wake();
+                await members.Get(member.ProgramId, member.MemberId).Wake();
             }
             catch (Exception e)
             {

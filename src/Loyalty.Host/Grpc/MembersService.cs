@@ -305,7 +305,7 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
     private IMemberGrain Member(string programId, string memberId)
     {
         GrainCalls.Require(LoyaltyIds.Check(programId, "program_id") ?? LoyaltyIds.Check(memberId, "member_id"));
-        return members.Get(LoyaltyIds.MemberKey(programId, memberId));
+        return members.Get(programId, memberId);
     }
 
     private static RpcException NotEnrolled(string programId, string memberId) =>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Grpc.Core;
 using Loyalty.Grains;
@@ -62,7 +63,7 @@ public sealed partial class PurchasesService(
     {
         GrainCalls.Require(LoyaltyIds.Check(request.ProgramId, "program_id") ?? LoyaltyIds.Check(request.MemberId, "member_id")
             ?? LoyaltyIds.Check(request.TransactionId, "transaction_id"));
-        IMemberGrain member = members.Get(LoyaltyIds.MemberKey(request.ProgramId, request.MemberId));
+        IMemberGrain member = members.Get(request.ProgramId, request.MemberId);
         TransactionView? found = await GrainCalls.RunAsync(() => member.FindTransaction(request.TransactionId), logger, "GetTransaction");
         return found is null
             ? throw new RpcException(new Status(StatusCode.NotFound,
@@ -75,7 +76,7 @@ public sealed partial class PurchasesService(
     {
         PurchaseReturn? purchaseReturn = WireMapping.ToReturn(request, clock.GetUtcNow(), out string? error);
         GrainCalls.Require(error);
-        IMemberGrain member = members.Get(LoyaltyIds.MemberKey(purchaseReturn!.ProgramId, purchaseReturn.MemberId));
+        IMemberGrain member = members.Get(purchaseReturn!.ProgramId, purchaseReturn.MemberId);
         ReturnResult result = await GrainCalls.RunAsync(() => member.Return(purchaseReturn), logger, "Return");
         return result.Status == AccrualStatus.Rejected
             ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
@@ -181,7 +182,9 @@ public sealed partial class PurchasesService(
     /// False at the stream's end, and when the node is stopping (<paramref name="reading"/> also
     /// ends with the node's streams).
     /// </summary>
-    private async Task<bool> NextAsync<T>(IAsyncStreamReader<T> stream, Caller caller, string method, CancellationTokenSource idle, CancellationToken reading, CancellationToken cancel)
+    /// <remarks>Awaited once, at once, by its loop: its state machine is reused from a pool rather than made per message.</remarks>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> NextAsync<T>(IAsyncStreamReader<T> stream, Caller caller, string method, CancellationTokenSource idle, CancellationToken reading, CancellationToken cancel)
     {
         idle.CancelAfter(_idleMax);
         bool more;
@@ -396,5 +399,5 @@ public sealed partial class PurchasesService(
     }
 
     private IMemberGrain Member(Purchase purchase) =>
-        members.Get(LoyaltyIds.MemberKey(purchase.ProgramId, purchase.MemberId));
+        members.Get(purchase.ProgramId, purchase.MemberId);
 }

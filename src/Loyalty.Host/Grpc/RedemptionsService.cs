@@ -66,7 +66,7 @@ public sealed class RedemptionsService(GrainReferences<IMemberGrain> members, IL
     private IMemberGrain Checked(string programId, string memberId)
     {
         GrainCalls.Require(LoyaltyIds.Check(programId, "program_id") ?? LoyaltyIds.Check(memberId, "member_id"));
-        return members.Get(LoyaltyIds.MemberKey(programId, memberId));
+        return members.Get(programId, memberId);
     }
 
     private static RpcException NotEnrolled(string programId, string memberId) =>

@@ -22,6 +22,13 @@ public abstract class MemberGrainTests(ClusterFixture fixture)
         Assert.Equal(Grains.GetGrain<IMemberGrain>(other).GetGrainId(), second.GetGrainId());
         await EnrolAsync("m2");
         Assert.NotNull(await second.Get());
+
+        // The two-part form writes the key's bytes itself: the same grains, first call or not.
+        Assert.Equal(first.GetGrainId(), references.Get(_program, "m1").GetGrainId());
+        Assert.Equal(second.GetGrainId(), new GrainReferences<IMemberGrain>(Grains).Get(_program, "m2").GetGrainId());
+        Assert.NotEqual(first.GetGrainId(), references.Get(_program, "m2").GetGrainId());
+        Assert.Equal(Grains.GetGrain<IMemberGrain>("é/ü-3").GetGrainId(), references.Get("é", "ü-3").GetGrainId());
+        Assert.NotNull(await references.Get(_program, "m2").Get());
     }
 
     [Fact]
