@@ -384,7 +384,30 @@ public sealed partial class MemberGrain
             ApplyDecided(entry, before);
             Points balance = _state.Balance;
             Points pending = _state.Lots.PendingTotal;
-            CommitOutcome outcome = await CommitAsync(entry, program.Settings, before);
+            CommitOutcome outcome;
+            if (CommitsAlone)
+            {
+                // CommitAsync's usual case, inline: the ledger's answer is awaited here.
+                Task<bool> append = BeginAlone(entry, program.Settings, before);
+                bool? written = null;
+                try
+                {
+                    written = await append;
+                }
+                catch (LedgerUnavailableException)
+                {
+                    // Not recorded: the outcome is Failed.
+                }
+                finally
+                {
+                    outcome = EndAlone(entry, before, written);
+                }
+            }
+            else
+            {
+                outcome = await CommitInGroupAsync(entry, program.Settings, before);
+            }
+
             switch (outcome)
             {
                 case CommitOutcome.Committed:
