@@ -38,6 +38,8 @@ public sealed class GrainReferences<TGrain>(IGrainFactory grains)
     /// </summary>
     public TGrain Get(string first, string second)
     {
+        ArgumentNullException.ThrowIfNull(first);
+        ArgumentNullException.ThrowIfNull(second);
         if (_resolved is not { } resolved)
         {
             return Get(first + "/" + second);

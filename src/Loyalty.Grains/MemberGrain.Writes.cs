@@ -387,7 +387,7 @@ public sealed partial class MemberGrain
             CommitOutcome outcome;
             if (CommitsAlone)
             {
-                // CommitAsync's usual case, inline: the ledger's answer is awaited here.
+                // CommitAsync's usual case, inline (keep the two alike): the ledger's answer is awaited here.
                 Task<bool> append = BeginAlone(entry, program.Settings, before);
                 bool? written = null;
                 try

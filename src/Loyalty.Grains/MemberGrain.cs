@@ -406,6 +406,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         if (CommitsAlone)
         {
+            // The same steps as the write loop's own (WriteCoreAsync): keep the two alike.
             Task<bool> append = BeginAlone(entry, settings, before);
             bool? written = null;
             CommitOutcome outcome;

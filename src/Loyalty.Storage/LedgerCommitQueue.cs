@@ -38,8 +38,11 @@ public sealed partial class LedgerCommitQueue
 
     /// <summary>
     /// The arrays entries' details are encoded into while queued (see <see cref="EncodedDetails"/>).
-    /// Up to 4,096 of each size are kept: enough for every entry in flight at the load tester's
-    /// maximum, about 2 MB of earns' JSON when full.
+    /// Up to 4,096 arrays of each size (powers of two up to <see cref="EncodedDetails.PooledBytesMax"/>)
+    /// are kept: enough for every entry in flight at the load tester's maximum (about 2 MB of
+    /// earns' JSON, in arrays of 512 bytes). Arrays are made only as entries need them, so a size
+    /// holds 4,096 only after that many entries of its size were queued at once; an array not
+    /// given back (an entry refused before the writer saw it) is simply collected.
     /// </summary>
     private static readonly ArrayPool<byte> DetailsBuffers = ArrayPool<byte>.Create(EncodedDetails.PooledBytesMax, 4096);
 
@@ -157,6 +160,7 @@ public sealed partial class LedgerCommitQueue
     {
         if (_faults.Armed && InjectedFault(FaultStep.Enqueue, "The entry could not be queued", pending) is { } refused)
         {
+            pending.ReturnDetails();
             return refused;
         }
 
@@ -199,6 +203,8 @@ public sealed partial class LedgerCommitQueue
         }
         catch (ChannelClosedException e)
         {
+            // Never queued: the writer will not give its arrays back.
+            pending.ReturnDetails();
             throw new LedgerUnavailableException("The ledger is shutting down.", e);
         }
 
