@@ -42,7 +42,15 @@ internal sealed class LoadOptions
 
     public int Members { get; private set; } = 10_000;
 
+    /// <summary>
+    /// The most events sent. Without <c>--events</c>: in rate mode what the rate needs for the
+    /// whole duration (a fixed count would end a fast run early, cutting its measured window
+    /// short with its warm-up still in it); in max mode 200,000.
+    /// </summary>
     public long Events { get; private set; } = 200_000;
+
+    /// <summary>Whether <c>--events</c> was given.</summary>
+    public bool EventsGiven { get; private set; }
 
     public double DurationSeconds { get; private set; } = 60;
 
@@ -106,7 +114,8 @@ internal sealed class LoadOptions
                                 (default: $LOYALTY_KEY, else ./data/operator.key); the run
                                 itself uses a POS key it makes with it
           --members N           distinct members, enrolled first (default 10000)
-          --events N            stop after N events (default 200000)
+          --events N            stop after N events (default: in rate mode, rate x duration;
+                                in max mode 200000)
           --duration S          stop after S seconds (default 60), warm-up included
           --warmup S            seconds of load before measuring starts (default 5; 0 = none)
           --streams N           concurrent ingest streams (default 4)
@@ -158,7 +167,7 @@ internal sealed class LoadOptions
                 case "--key": o.Key = Next(); break;
                 case "--program": o.Program = Next(); break;
                 case "--members": o.Members = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--members"); break;
-                case "--events": o.Events = Positive(long.Parse(Next(), CultureInfo.InvariantCulture), "--events"); break;
+                case "--events": o.Events = Positive(long.Parse(Next(), CultureInfo.InvariantCulture), "--events"); o.EventsGiven = true; break;
                 case "--duration": o.DurationSeconds = Positive(double.Parse(Next(), CultureInfo.InvariantCulture), "--duration"); break;
                 case "--streams": o.Streams = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--streams"); break;
                 case "--in-flight": o.InFlightPerStream = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--in-flight"); break;
@@ -222,6 +231,11 @@ internal sealed class LoadOptions
         if (o.Mode == "rate" && o.RatePerSecond <= 0)
         {
             throw new ArgumentException("--mode rate needs --rate");
+        }
+
+        if (o.Mode == "rate" && !o.EventsGiven)
+        {
+            o.Events = Math.Max(1, (long)Math.Ceiling(o.RatePerSecond * o.DurationSeconds));
         }
 
         return o;

@@ -200,6 +200,11 @@ internal sealed class LoadRun(LoadOptions options)
         Task[] streams = [.. Enumerable.Range(0, options.Streams).Select(s => Task.Run(() => RunStreamAsync(targets, s, eventsPerStream, clock)))];
         await Task.WhenAll(streams);
         _purchasesEndedAt = Stopwatch.GetTimestamp();
+        if (clock.Elapsed.TotalSeconds < options.DurationSeconds - 1)
+        {
+            Log($"the run stopped after {options.Events} events at {clock.Elapsed.TotalSeconds:F1}s, before --duration {options.DurationSeconds:0.#}s: its measured window is shorter (--events sets the count)");
+        }
+
         _gcDuringPurchases = TesterGc.Now() - _gcAtStart;
         _cpuAtEnd = MachineCpu.Read();
         lock (_processCpuGate)

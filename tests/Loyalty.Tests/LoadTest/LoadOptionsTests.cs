@@ -64,4 +64,13 @@ public sealed class LoadOptionsTests
 
         Assert.Contains(said, error.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Parse_RateModeWithoutEvents_SendsWhatTheRateNeedsForTheWholeDuration()
+    {
+        // 200,000 would end a run at 12,700/s after 15.7 s, its warm-up still in the window.
+        Assert.Equal(444_500, LoadOptions.Parse(["--mode", "rate", "--rate", "12700", "--duration", "35"]).Events);
+        Assert.Equal(50_000, LoadOptions.Parse(["--mode", "rate", "--rate", "12700", "--duration", "35", "--events", "50000"]).Events);
+        Assert.Equal(200_000, LoadOptions.Parse(["--mode", "max", "--duration", "35"]).Events);
+    }
 }

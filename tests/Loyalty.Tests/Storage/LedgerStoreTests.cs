@@ -411,10 +411,7 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         // batch: an array given back too early, or twice, would show here as another entry's
         // bytes. Sizes vary (so arrays of several sizes are reused), entries come alone and in
         // groups, concurrently, and some batches fail (their arrays go back too).
-        StorageOptions options = TestDatabases.Create(backend, "pooled-details");
-        ILedgerStore store = await CreateStoreAsync(options);
-        await ExecuteAsync(options, "CREATE TRIGGER no_big_points BEFORE INSERT ON ledger_entries WHEN NEW.points > 1000 BEGIN SELECT RAISE(ABORT, 'too big'); END;",
-            "ALTER TABLE ledger_entries ADD CONSTRAINT no_big_points CHECK (points <= 1000);");
+        ILedgerStore store = await CreateStoreRefusingBigPointsAsync(backend, "pooled-details");
         LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 50, flushIntervalMs: 2);
         queue.Start();
         const int members = 60, rounds = 12;
@@ -534,11 +531,7 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     [Theory, MemberData(nameof(Backends))]
     public async Task GroupCommit_FailedTransaction_FailsEveryEntryOfTheBatchAndWritesNone(Backend backend)
     {
-        StorageOptions options = TestDatabases.Create(backend, "fail");
-        ILedgerStore store = await CreateStoreAsync(options);
-        // A real constraint the database enforces: points above 1000 abort the whole transaction.
-        await ExecuteAsync(options, "CREATE TRIGGER no_big_points BEFORE INSERT ON ledger_entries WHEN NEW.points > 1000 BEGIN SELECT RAISE(ABORT, 'too big'); END;",
-            "ALTER TABLE ledger_entries ADD CONSTRAINT no_big_points CHECK (points <= 1000);");
+        ILedgerStore store = await CreateStoreRefusingBigPointsAsync(backend, "fail");
         LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 100, flushIntervalMs: 200);
         queue.Start();
 
@@ -733,6 +726,16 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         }
 
         await store.MigrateAsync(CancellationToken.None);
+        return store;
+    }
+
+    /// <summary>A store whose database refuses an entry of more than 1,000 points, aborting the whole transaction (a real constraint).</summary>
+    private async Task<ILedgerStore> CreateStoreRefusingBigPointsAsync(Backend backend, string name)
+    {
+        StorageOptions options = TestDatabases.Create(backend, name);
+        ILedgerStore store = await CreateStoreAsync(options);
+        await ExecuteAsync(options, "CREATE TRIGGER no_big_points BEFORE INSERT ON ledger_entries WHEN NEW.points > 1000 BEGIN SELECT RAISE(ABORT, 'too big'); END;",
+            "ALTER TABLE ledger_entries ADD CONSTRAINT no_big_points CHECK (points <= 1000);");
         return store;
     }
 
