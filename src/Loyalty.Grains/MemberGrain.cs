@@ -443,10 +443,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     private Task<bool> BeginAlone(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before)
     {
         _appliedSinceSnapshot += before is null ? 1 : 2;
-        DueChange? due = MarkDue(settings);
         _inFlight++;
         try
         {
+            // Inside the try: a failure here too settles the change as not written (the state is rebuilt).
+            DueChange? due = MarkDueFor(settings, entry, before);
             return before is null ? _services.Ledger.AppendAsync(entry, due) : _services.Ledger.AppendGroupAsync([before, entry], due);
         }
         catch (LedgerUnavailableException e)
@@ -459,6 +460,18 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             Settle(before ?? entry, CommitOutcome.Failed);
             throw;
         }
+    }
+
+    /// <summary>The due mark for the state a change leaves (<see cref="MarkDue"/>), with the fault-injection seam after it.</summary>
+    private DueChange? MarkDueFor(ProgramSettings? settings, LedgerEntry entry, LedgerEntry? before)
+    {
+        DueChange? due = MarkDue(settings);
+        if (_services.Faults.Armed)
+        {
+            AtFault(FaultStep.Schedule, entry, before);
+        }
+
+        return due;
     }
 
     /// <summary>
@@ -488,7 +501,19 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         _appliedSinceSnapshot += before is null ? 1 : 2;
 
         // The due mark is made for the state this change leaves (a group keeps the earliest).
-        DueChange? due = MarkDue(settings);
+        DueChange? due;
+        try
+        {
+            due = MarkDueFor(settings, entry, before);
+        }
+        catch
+        {
+            // The change is applied but will not be queued: the state is rebuilt before anything
+            // decides on it (a group in flight commits without it).
+            _valid = false;
+            throw;
+        }
+
         if (_open is { } joined)
         {
             joined.Add(before, entry, due);

@@ -17,6 +17,12 @@ public enum FaultStep
 
     /// <summary>The entry is durable and the member grain is about to answer.</summary>
     Acknowledge,
+
+    /// <summary>
+    /// The member grain has marked when the member's next due work is, for the state the entry
+    /// leaves (after applying it, before queuing it).
+    /// </summary>
+    Schedule,
 }
 
 /// <summary>Thrown by an armed <see cref="FaultInjector"/>; never thrown otherwise.</summary>
