@@ -49,9 +49,6 @@ internal sealed class LoadOptions
     /// </summary>
     public long Events { get; private set; } = 200_000;
 
-    /// <summary>Whether <c>--events</c> was given.</summary>
-    public bool EventsGiven { get; private set; }
-
     public double DurationSeconds { get; private set; } = 60;
 
     public int Streams { get; private set; } = 4;
@@ -158,6 +155,7 @@ internal sealed class LoadOptions
     public static LoadOptions Parse(string[] args)
     {
         var o = new LoadOptions();
+        bool eventsGiven = false;
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -167,7 +165,7 @@ internal sealed class LoadOptions
                 case "--key": o.Key = Next(); break;
                 case "--program": o.Program = Next(); break;
                 case "--members": o.Members = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--members"); break;
-                case "--events": o.Events = Positive(long.Parse(Next(), CultureInfo.InvariantCulture), "--events"); o.EventsGiven = true; break;
+                case "--events": o.Events = Positive(long.Parse(Next(), CultureInfo.InvariantCulture), "--events"); eventsGiven = true; break;
                 case "--duration": o.DurationSeconds = Positive(double.Parse(Next(), CultureInfo.InvariantCulture), "--duration"); break;
                 case "--streams": o.Streams = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--streams"); break;
                 case "--in-flight": o.InFlightPerStream = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--in-flight"); break;
@@ -233,7 +231,7 @@ internal sealed class LoadOptions
             throw new ArgumentException("--mode rate needs --rate");
         }
 
-        if (o.Mode == "rate" && !o.EventsGiven)
+        if (o.Mode == "rate" && !eventsGiven)
         {
             o.Events = Math.Max(1, (long)Math.Ceiling(o.RatePerSecond * o.DurationSeconds));
         }

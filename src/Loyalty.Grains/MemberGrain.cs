@@ -495,7 +495,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         return outcome;
     }
 
-    /// <summary>Commits a change in a commit group: it joins the open one, or opens one for the changes waiting (see <see cref="CommitAsync"/>).</summary>
+    /// <summary>Commits a change that does not commit alone: it joins the open group, or opens one for the changes waiting (see <see cref="CommitAsync"/>).</summary>
     private async Task<CommitOutcome> CommitInGroupAsync(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before)
     {
         _appliedSinceSnapshot += before is null ? 1 : 2;
@@ -520,26 +520,21 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             return await joined.Outcome.Task;
         }
 
+        // Not alone (CommitsAlone): changes wait for the group in flight, so this one opens the
+        // next group and yields once for them to decide on top of it and join.
         _inFlight++;
-        CommitGroup? group = null;
+        var group = new CommitGroup();
         CommitOutcome outcome = CommitOutcome.Failed;
         try
         {
-            if (_waiting > 0)
-            {
-                group = _open = new CommitGroup();
-                group.Add(before, entry, due);
-                await Task.Yield();
-                _open = null;
-                due = group.Due;
-                GrainMetrics.GroupEntries.Record(group.Entries.Count);
-            }
-
-            bool written = group is not null ? await _services.Ledger.AppendGroupAsync(group.Entries, due)
-                : before is null ? await _services.Ledger.AppendAsync(entry, due)
-                : await _services.Ledger.AppendGroupAsync([before, entry], due);
+            _open = group;
+            group.Add(before, entry, due);
+            await Task.Yield();
+            _open = null;
+            GrainMetrics.GroupEntries.Record(group.Entries.Count);
+            bool written = await _services.Ledger.AppendGroupAsync(group.Entries, group.Due);
             outcome = written ? CommitOutcome.Committed
-                : group is { Changes: > 1 } ? CommitOutcome.GroupConflict
+                : group.Changes > 1 ? CommitOutcome.GroupConflict
                 : CommitOutcome.Conflict;
         }
         catch (LedgerUnavailableException)
@@ -558,8 +553,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             // The group's other changes resume first, ahead of the changes waiting for the next
             // group: they answer from the state their group left (before a next change applies),
             // and one that must decide again does so before a next group opens.
-            group?.Outcome.SetResult(outcome);
-            Settle(group?.Entries[0] ?? before ?? entry, outcome);
+            group.Outcome.SetResult(outcome);
+            Settle(group.Entries[0], outcome);
         }
 
         if (outcome == CommitOutcome.Committed)

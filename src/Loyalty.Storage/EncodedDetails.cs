@@ -20,9 +20,9 @@ internal readonly struct EncodedDetails
 
     private readonly ArrayPool<byte>? _pool;
 
-    /// <summary>The whole of <paramref name="array"/>, which came from <paramref name="pool"/> or, when null, from no pool.</summary>
-    public EncodedDetails(byte[] array, ArrayPool<byte>? pool)
-        : this(array, array.Length, pool)
+    /// <summary>The whole of <paramref name="array"/>, an array of its own (from no pool).</summary>
+    public EncodedDetails(byte[] array)
+        : this(array, array.Length, pool: null)
     {
     }
 
@@ -42,7 +42,7 @@ internal readonly struct EncodedDetails
     {
         if (pool is null || json.Length > PooledBytesMax)
         {
-            return new EncodedDetails(json.ToArray(), pool: null);
+            return new EncodedDetails(json.ToArray());
         }
 
         byte[] rented = pool.Rent(json.Length);

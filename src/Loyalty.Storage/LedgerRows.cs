@@ -85,7 +85,7 @@ public static class DetailsJson
     {
         null => default,
         EarnDetails earn when EarnDetailsJson.Handles(earn) => EarnDetailsJson.Write(earn, pool),
-        _ => new EncodedDetails(WriteUtf8BySerializer(details), pool: null),
+        _ => new EncodedDetails(WriteUtf8BySerializer(details)),
     };
 
     /// <summary>The serializer's UTF-8 JSON of <paramref name="details"/>, which the earn's own writer must equal.</summary>

@@ -21,7 +21,7 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     /// <summary>
     /// The entries as parallel arrays, numbered (ordinality), inserted where their keys are free;
     /// the answer is the numbers of those written, so no key is read back as text. Details come as
-    /// UTF-8 bytes, as the commit queue encoded them, and the server decodes them into the text column.
+    /// UTF-8 bytes, as the commit queue encoded them (empty for none), and the server decodes them into the text column.
     /// <para>
     /// A written row is matched to its entry by member, sequence and transaction id: an entry
     /// skipped because its transaction id was taken must not be answered as written when a later
@@ -37,7 +37,7 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         "amount_minor, currency, reason, reference, occurred_at, recorded_at, program_version, available_at, details, i)), " +
         "written AS (INSERT INTO ledger_entries (" + LedgerRows.Columns + ") " +
         "SELECT program_id, member_id, seq, kind, points, txn_id, fingerprint, store_id, amount_minor, currency, reason, reference, " +
-        "occurred_at, recorded_at, program_version, available_at, convert_from(details, 'UTF8') FROM input ORDER BY i " +
+        "occurred_at, recorded_at, program_version, available_at, convert_from(NULLIF(details, ''::bytea), 'UTF8') FROM input ORDER BY i " +
         "ON CONFLICT DO NOTHING RETURNING program_id, member_id, seq, txn_id) " +
         "SELECT DISTINCT ON (input.program_id, input.member_id, input.seq) input.i::integer FROM input JOIN written " +
         "ON input.program_id = written.program_id AND input.member_id = written.member_id AND input.seq = written.seq " +
@@ -56,7 +56,7 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     private readonly List<string?> _transactions = [], _stores = [], _currencies = [], _reasons = [], _references = [];
     private readonly List<DateTime> _occurred = [], _recorded = [];
     private readonly List<DateTime?> _available = [];
-    private readonly List<byte[]?> _details = [];
+    private readonly List<ReadOnlyMemory<byte>> _details = [];
 
     private readonly List<string> _totalPrograms = [], _totalKeys = [];
     private readonly List<int> _totalDays = [];
@@ -168,8 +168,8 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
                 _recorded.Add(e.RecordedAt.UtcDateTime);
                 _versions.Add(e.ProgramVersion);
                 _available.Add(e.AvailableAt?.UtcDateTime);
-                // The parameter wants arrays of their own: the queue's bytes go back to its pool after the batch.
-                _details.Add(detailsJson is null ? DetailsJson.WriteUtf8(e.Details) : detailsJson[i].IsEmpty ? null : detailsJson[i].ToArray());
+                // Bound as they are (the queue's pooled bytes, no copy); none is empty bytes, NULL in the row.
+                _details.Add(detailsJson is null ? DetailsJson.WriteUtf8(e.Details) : detailsJson[i]);
             }
 
             await using NpgsqlDataReader reader = await _insert.ExecuteReaderAsync(cancellationToken);
