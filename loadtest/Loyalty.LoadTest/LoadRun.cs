@@ -449,7 +449,13 @@ internal sealed class LoadRun(LoadOptions options)
             }
         }
 
-        OnAck(ack, state.Baskets[k], state.ReturnDice, state.Resent.ContainsKey(k));
+        // A basket is needed only until its first final answer (this one). Letting it go then keeps
+        // the tester's heap from growing with the run: kept, every basket of a run stayed alive
+        // to its end, and the tester's own collections, which count in the latency it reports,
+        // had all of them to look through.
+        PosMix.Basket basket = state.Baskets[k] ?? throw new InvalidOperationException($"Purchase {k} was answered twice.");
+        state.Baskets[k] = null;
+        OnAck(ack, basket, state.ReturnDice, state.Resent.ContainsKey(k));
         state.Slots.Release();
     }
 
@@ -471,7 +477,7 @@ internal sealed class LoadRun(LoadOptions options)
 
         public long[] StartedAt { get; } = new long[count];
 
-        public PosMix.Basket[] Baskets { get; } = new PosMix.Basket[count];
+        public PosMix.Basket?[] Baskets { get; } = new PosMix.Basket?[count];
 
         /// <summary>Purchases sent and not yet answered for good, by number (each holds a slot).</summary>
         public ConcurrentDictionary<long, V1.Purchase> Unanswered { get; } = new();
