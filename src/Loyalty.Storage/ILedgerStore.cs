@@ -15,8 +15,8 @@ public interface ILedgerStore
     /// (program, transaction id) is already taken is skipped, not an error:
     /// <paramref name="inserted"/>[i] tells whether entry i was written.
     /// Throws when the transaction fails; then nothing of the batch was written.
-    /// The <paramref name="dues"/> changes to the due schedule are applied in their order,
-    /// before the entries (an early due time is harmless; a lost one is not).
+    /// The <paramref name="dues"/> changes to the due schedule are applied in their order, in
+    /// the same transaction, before the entries (an early due time is harmless; a lost one is not).
     /// <paramref name="detailsJson"/>, when given, holds entry i's details already encoded as
     /// <see cref="DetailsJson.WriteUtf8"/> encodes them, empty for an entry without details (see
     /// <see cref="StoresDetailsAsJson"/>). The bytes are the caller's again once this returns:

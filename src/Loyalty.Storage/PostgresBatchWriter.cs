@@ -44,7 +44,25 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         "AND input.txn_id IS NOT DISTINCT FROM written.txn_id " +
         "ORDER BY input.program_id, input.member_id, input.seq, input.i";
 
+    /// <summary>
+    /// A batch's due changes, one row each (collapsed per member, so no row is touched twice):
+    /// a null time removes the member's row, an exact time replaces it, any other keeps the
+    /// earlier of the two. One statement in the entries' transaction, so that entries are never
+    /// durable without their due time, as on SQLite.
+    /// </summary>
+    private const string DuesSql =
+        "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::boolean[]) AS t(program_id, member_id, due_at, exact)), " +
+        "removed AS (DELETE FROM member_due AS d USING input AS i " +
+        "WHERE i.due_at IS NULL AND d.program_id = i.program_id AND d.member_id = i.member_id), " +
+        "replaced AS (INSERT INTO member_due (program_id, member_id, due_at) " +
+        "SELECT program_id, member_id, due_at FROM input WHERE due_at IS NOT NULL AND exact " +
+        "ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = excluded.due_at) " +
+        "INSERT INTO member_due (program_id, member_id, due_at) " +
+        "SELECT program_id, member_id, due_at FROM input WHERE due_at IS NOT NULL AND NOT exact " +
+        "ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = LEAST(member_due.due_at, excluded.due_at)";
+
     private readonly NpgsqlConnection _connection;
+    private readonly NpgsqlCommand _dues;
     private readonly NpgsqlCommand _insert;
     private readonly NpgsqlCommand _totals;
     private readonly ReportTotals _batchTotals = new();
@@ -58,6 +76,10 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     private readonly List<DateTime?> _available = [];
     private readonly List<ReadOnlyMemory<byte>> _details = [];
 
+    private readonly List<string> _duePrograms = [], _dueMembers = [];
+    private readonly List<DateTime?> _dueTimes = [];
+    private readonly List<bool> _dueExact = [];
+
     private readonly List<string> _totalPrograms = [], _totalKeys = [];
     private readonly List<int> _totalDays = [];
     private readonly List<short> _totalMetrics = [];
@@ -67,6 +89,12 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     private PostgresBatchWriter(NpgsqlConnection connection)
     {
         _connection = connection;
+        _dues = new NpgsqlCommand(DuesSql, connection);
+        AddList(_dues, _duePrograms, NpgsqlDbType.Text);
+        AddList(_dues, _dueMembers, NpgsqlDbType.Text);
+        AddList(_dues, _dueTimes, NpgsqlDbType.TimestampTz);
+        AddList(_dues, _dueExact, NpgsqlDbType.Boolean);
+
         _insert = new NpgsqlCommand(InsertSql, connection);
         AddList(_insert, _programs, NpgsqlDbType.Text);
         AddList(_insert, _members, NpgsqlDbType.Text);
@@ -105,6 +133,7 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         var writer = new PostgresBatchWriter(connection);
         try
         {
+            await writer._dues.PrepareAsync(cancellationToken);
             await writer._insert.PrepareAsync(cancellationToken);
             await writer._totals.PrepareAsync(cancellationToken);
             return writer;
@@ -120,17 +149,24 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     public async Task WriteAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
+        if (entries.Count == 0 && dues.Count == 0)
+        {
+            return;
+        }
+
+        // The due times and the entries, with the report totals of those written, commit
+        // together: one commit (one flush of the server's log) a batch, as on SQLite. Due times
+        // were once written each in a commit of its own before the entries; with pending points
+        // or expiry, where a member's first purchase moves its due time, that took p99 at
+        // 2,000 purchases/s to 850 ms (the load tester's --rules full).
+        await using NpgsqlTransaction transaction = await _connection.BeginTransactionAsync(cancellationToken);
         if (dues.Count > 0)
         {
-            // Before the entries and committed on their own: a due time written for entries that
-            // then fail is only early, and an early wake finds nothing and reschedules.
-            await PostgresLedgerStore.WriteDuesAsync(_connection, dues, cancellationToken);
+            await WriteDuesAsync(dues, cancellationToken);
         }
 
         if (entries.Count > 0)
         {
-            // The entries and the report totals of those written commit together.
-            await using NpgsqlTransaction transaction = await _connection.BeginTransactionAsync(cancellationToken);
             await InsertAsync(entries, detailsJson, inserted, cancellationToken);
             if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)
             {
@@ -138,10 +174,40 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
             }
 
             await WriteTotalsAsync(entries, inserted, cancellationToken);
-            await transaction.CommitAsync(cancellationToken);
         }
 
+        await transaction.CommitAsync(cancellationToken);
         LastUsedAt = Environment.TickCount64;
+    }
+
+    /// <summary>Writes the batch's due changes (<see cref="DuesSql"/>), in key order so that two writers lock shared rows in one order.</summary>
+    private async Task WriteDuesAsync(IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
+    {
+        try
+        {
+            List<DueChange> collapsed = DueChange.Collapse(dues);
+            collapsed.Sort(static (a, b) =>
+            {
+                int byProgram = string.CompareOrdinal(a.ProgramId, b.ProgramId);
+                return byProgram != 0 ? byProgram : string.CompareOrdinal(a.MemberId, b.MemberId);
+            });
+            foreach (DueChange change in collapsed)
+            {
+                _duePrograms.Add(change.ProgramId);
+                _dueMembers.Add(change.MemberId);
+                _dueTimes.Add(change.DueAt?.UtcDateTime);
+                _dueExact.Add(change.Exact);
+            }
+
+            await _dues.ExecuteNonQueryAsync(cancellationToken);
+        }
+        finally
+        {
+            _duePrograms.Clear();
+            _dueMembers.Clear();
+            _dueTimes.Clear();
+            _dueExact.Clear();
+        }
     }
 
     private async Task InsertAsync(IReadOnlyList<LedgerEntry> entries, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson, bool[] inserted, CancellationToken cancellationToken)
@@ -251,6 +317,7 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
+        await _dues.DisposeAsync();
         await _insert.DisposeAsync();
         await _totals.DisposeAsync();
         await _connection.DisposeAsync();

@@ -358,9 +358,13 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public async Task<IReadOnlyList<DueMember>> ClaimDueAsync(DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken)
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand(
-            "UPDATE member_due d SET due_at = $2 FROM (SELECT program_id, member_id FROM member_due WHERE due_at <= $1 " +
-            "ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) c " +
-            "WHERE d.program_id = c.program_id AND d.member_id = c.member_id RETURNING d.program_id, d.member_id;");
+            // An UPDATE returns its rows in no particular order: the claimed are answered in their due order from the CTE.
+            "WITH c AS (SELECT program_id, member_id, due_at FROM member_due WHERE due_at <= $1 " +
+            "ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED), " +
+            "u AS (UPDATE member_due d SET due_at = $2 FROM c " +
+            "WHERE d.program_id = c.program_id AND d.member_id = c.member_id RETURNING d.program_id, d.member_id) " +
+            "SELECT c.program_id, c.member_id FROM c JOIN u ON u.program_id = c.program_id AND u.member_id = c.member_id " +
+            "ORDER BY c.due_at, c.program_id, c.member_id;");
         command.Parameters.AddWithValue(now.UtcDateTime);
         command.Parameters.AddWithValue(leaseUntil.UtcDateTime);
         command.Parameters.AddWithValue(limit);
@@ -444,27 +448,6 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         }
 
         await _dataSource.DisposeAsync();
-    }
-
-    internal static async Task WriteDuesAsync(NpgsqlConnection connection, IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
-    {
-        foreach (DueChange change in DueChange.Collapse(dues))
-        {
-            await using var command = new NpgsqlCommand(
-                change.DueAt is null
-                    ? "DELETE FROM member_due WHERE program_id = $1 AND member_id = $2;"
-                    : "INSERT INTO member_due (program_id, member_id, due_at) VALUES ($1, $2, $3) ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = " +
-                      (change.Exact ? "excluded.due_at;" : "LEAST(member_due.due_at, excluded.due_at);"),
-                connection);
-            command.Parameters.AddWithValue(change.ProgramId);
-            command.Parameters.AddWithValue(change.MemberId);
-            if (change.DueAt is { } due)
-            {
-                command.Parameters.AddWithValue(due.UtcDateTime);
-            }
-
-            await command.ExecuteNonQueryAsync(cancellationToken);
-        }
     }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)

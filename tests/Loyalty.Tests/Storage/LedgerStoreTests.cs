@@ -593,6 +593,9 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         await store.AppendBatchAsync([], [], [new DueChange("p", "a", t0.AddDays(2), false), new DueChange("p", "a", t0.AddDays(1), false), new DueChange("p", "a", t0.AddDays(3), false)], null, [], CancellationToken.None);
         await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(9), false), new DueChange("p", "c", t0, false)], null, [], CancellationToken.None);
         await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(5), true), new DueChange("p", "c", null, true)], null, [], CancellationToken.None);
+        // A later mark of a member with a row keeps the earlier time, beside a new member's row, in one batch.
+        await store.AppendBatchAsync([], [], [new DueChange("p", "d", t0.AddDays(8), false), new DueChange("p", "a", t0.AddDays(4), false)], null, [], CancellationToken.None);
+        DateTimeOffset? d = await store.ReadDueAsync("p", "d", CancellationToken.None);
         DateTimeOffset? a = await store.ReadDueAsync("p", "a", CancellationToken.None);
         DateTimeOffset? b = await store.ReadDueAsync("p", "b", CancellationToken.None);
         DateTimeOffset? c = await store.ReadDueAsync("p", "c", CancellationToken.None);
@@ -600,7 +603,7 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         IReadOnlyList<DueMember> whileLeased = await store.ClaimDueAsync(t0.AddDays(6), t0.AddDays(6).AddMinutes(1), 10, CancellationToken.None);
         IReadOnlyList<DueMember> afterLease = await store.ClaimDueAsync(t0.AddDays(6).AddMinutes(2), t0.AddDays(7), 1, CancellationToken.None);
 
-        Assert.Equal((t0.AddDays(1), t0.AddDays(5), (DateTimeOffset?)null), (a, b, c));
+        Assert.Equal((t0.AddDays(1), t0.AddDays(5), (DateTimeOffset?)null, (DateTimeOffset?)t0.AddDays(8)), (a, b, c, d));
         Assert.Equal([new DueMember("p", "a"), new DueMember("p", "b")], first);
         Assert.Empty(whileLeased);
         Assert.Single(afterLease);
@@ -687,18 +690,19 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     private async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>
         await CreateStoreAsync(TestDatabases.Create(backend, "ledger"));
 
-    [Fact]
-    public async Task Sqlite_ABatchFailingHalfWay_LeavesNothing_AndTheNextBatchCommits()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task ABatchFailingHalfWay_LeavesNothing_DueTimesIncluded_AndTheNextBatchCommits(string kind)
     {
-        StorageOptions options = TestDatabases.Create(Backend.Sqlite, "halfway");
-        using var store = new SqliteLedgerStore(options.ConnectionString);
-        await store.MigrateAsync(CancellationToken.None);
+        StorageOptions options = TestDatabases.Create(kind == "sqlite" ? Backend.Sqlite : Backend.Postgres, "halfway");
+        ILedgerStore store = await CreateStoreAsync(options);
         DueChange due = new("p", "m", DateTimeOffset.UtcNow.AddDays(30), Exact: true);
         // The second entry has no program: the NOT NULL column refuses it after the first is written.
         LedgerEntry broken = Entries.Earn("p", "m", 2, 20) with { ProgramId = null! };
         bool[] inserted = new bool[2];
 
-        await Assert.ThrowsAnyAsync<Microsoft.Data.Sqlite.SqliteException>(() =>
+        await Assert.ThrowsAnyAsync<System.Data.Common.DbException>(() =>
             store.AppendBatchAsync([Entries.Earn("p", "m", 1, 10), broken], inserted, [due], null, [], CancellationToken.None));
         bool[] next = new bool[1];
         await store.AppendBatchAsync([Entries.Earn("p", "n", 1, 5)], next, [], null, [], CancellationToken.None);
