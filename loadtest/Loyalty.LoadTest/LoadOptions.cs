@@ -80,6 +80,9 @@ internal sealed class LoadOptions
 
     public int Stores { get; private set; } = 50;
 
+    /// <summary>The program's rules: "plain" (points per dollar and two product rules) or "full" (also pending points, expiry and tiers).</summary>
+    public string Rules { get; private set; } = "plain";
+
     public double ReturnShare { get; private set; }
 
     public double RedemptionShare { get; private set; }
@@ -98,6 +101,9 @@ internal sealed class LoadOptions
 
     /// <summary>Whether a webhook subscription delivers every event to a receiver in the load tester.</summary>
     public bool Webhook { get; private set; }
+
+    private static string RulesNamed(string value) =>
+        value is "plain" or "full" ? value : throw new ArgumentException("--rules is plain or full");
 
     public const string Usage = """
         Loyalty load tester: streams purchases to a running engine and verifies the balances.
@@ -128,6 +134,11 @@ internal sealed class LoadOptions
                                 events, every member has been reached (for scale runs)
           --program ID          program id (default: a fresh one per run)
           --stores N            stores the purchases come from (default 50)
+          --rules plain|full    the program's rules: plain (default) earns spendable points by
+                                the dollar with two product rules; full also holds points
+                                pending for 14 days, lets each lot expire after 12 months with
+                                a warning 30 days before, and ranks members in three tiers, so
+                                that purchases also move due times and tier counts
           --lines N             line items per basket, 1..N at random; 0 = totals only (default 3)
           --returns F           share of accepted purchases returned in part, 0..1 (default 0)
           --redemptions F       share of accepted purchases followed by a redemption of a
@@ -187,6 +198,7 @@ internal sealed class LoadOptions
                     break;
                 case "--html": o.HtmlPath = Next(); break;
                 case "--lines": o.LinesMax = int.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= BasketLinesMax and int n ? n : throw new ArgumentException($"--lines must be 0..{BasketLinesMax}"); break;
+                case "--rules": o.Rules = RulesNamed(Next()); break;
                 case "--stores": o.Stores = Positive(int.Parse(Next(), CultureInfo.InvariantCulture), "--stores"); break;
                 case "--returns": o.ReturnShare = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 1 and double f ? f : throw new ArgumentException("--returns must be 0..1"); break;
                 case "--redemptions": o.RedemptionShare = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and <= 1 and double r ? r : throw new ArgumentException("--redemptions must be 0..1"); break;

@@ -223,7 +223,7 @@ internal sealed class LoadRun(LoadOptions options)
     {
         CallInvoker admin = channel.WithKey(adminKey);
         var programs = new V1.ProgramAdmin.ProgramAdminClient(admin);
-        await programs.PutProgramAsync(PosMix.Program(options.Program));
+        await programs.PutProgramAsync(PosMix.Program(options.Program, options.Rules));
         V1.CreatedKey key = await new V1.Access.AccessClient(admin).CreateKeyAsync(new V1.CreateKeyRequest
         {
             ProgramId = options.Program,

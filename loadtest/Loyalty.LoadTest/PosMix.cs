@@ -25,24 +25,49 @@ internal sealed class PosMix(int linesMax, int stores, int seed)
 
     internal sealed record Basket(int Member, string Store, long AmountMinor, Line[] Lines);
 
-    /// <summary>The program the mix is meant for.</summary>
-    public static V1.PutProgramRequest Program(string programId) => new()
+    /// <summary>The program the mix is meant for; with <paramref name="rules"/> "full", also pending points, expiry and tiers.</summary>
+    public static V1.PutProgramRequest Program(string programId, string rules = "plain")
     {
-        ProgramId = programId,
-        Settings = new V1.ProgramSettings
+        var request = new V1.PutProgramRequest
         {
-            Name = "Load test",
-            Currency = "USD",
-            CurrencyExponent = 2,
-            EarnPointsPerUnit = 1,
-            ProductRules =
+            ProgramId = programId,
+            Settings = new V1.ProgramSettings
             {
-                new V1.ProductRule { Sku = "GIFT-CARD", Exclude = true },
-                new V1.ProductRule { Category = "grocery", MultiplierBp = 20_000 },
+                Name = "Load test",
+                Currency = "USD",
+                CurrencyExponent = 2,
+                EarnPointsPerUnit = 1,
+                ProductRules =
+                {
+                    new V1.ProductRule { Sku = "GIFT-CARD", Exclude = true },
+                    new V1.ProductRule { Category = "grocery", MultiplierBp = 20_000 },
+                },
+                Rewards = { new V1.Reward { Id = RewardId, Name = "Free coffee", Kind = V1.RewardKind.Product, PointsPrice = 10, Sku = "COFFEE" } },
             },
-            Rewards = { new V1.Reward { Id = RewardId, Name = "Free coffee", Kind = V1.RewardKind.Product, PointsPrice = 10, Sku = "COFFEE" } },
-        },
-    };
+        };
+        if (rules == "full")
+        {
+            // What most retailers' programmes have beside earning: a return window, points that
+            // expire, and tiers. Each makes a purchase write more than its entry (a due time).
+            V1.ProgramSettings settings = request.Settings;
+            settings.PendingDays = 14;
+            settings.Expiry = new V1.ExpiryPolicy { Mode = V1.ExpiryMode.Lifespan, LifespanMonths = 12, WarnDays = 30 };
+            settings.Tiers = new V1.TierLadder
+            {
+                Basis = V1.TierBasis.Points,
+                WindowDays = 365,
+                GraceDays = 30,
+                Tiers =
+                {
+                    new V1.Tier { Name = "member", Threshold = 0 },
+                    new V1.Tier { Name = "silver", Threshold = 500, MultiplierBp = 12_500 },
+                    new V1.Tier { Name = "gold", Threshold = 2_000, MultiplierBp = 15_000 },
+                },
+            };
+        }
+
+        return request;
+    }
 
     /// <summary>The reward members redeem in a run with redemptions.</summary>
     public const string RewardId = "coffee";

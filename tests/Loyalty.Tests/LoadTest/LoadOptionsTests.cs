@@ -1,4 +1,5 @@
 using Loyalty.LoadTest;
+using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.LoadTest;
 
@@ -26,6 +27,29 @@ public sealed class LoadOptionsTests
         var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--batch", "64", "--in-flight", "32"]));
 
         Assert.Contains("--in-flight", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Parse_Rules_ArePlainUnlessFullIsAsked_AndFullAddsPendingExpiryAndTiers()
+    {
+        LoadOptions plain = LoadOptions.Parse([]);
+        LoadOptions full = LoadOptions.Parse(["--rules", "full"]);
+        V1.ProgramSettings plainSettings = PosMix.Program("p", plain.Rules).Settings;
+        V1.ProgramSettings fullSettings = PosMix.Program("p", full.Rules).Settings;
+
+        Assert.Equal(("plain", "full"), (plain.Rules, full.Rules));
+        Assert.Equal((0, null, null), (plainSettings.PendingDays, plainSettings.Expiry, plainSettings.Tiers));
+        Assert.Equal(14, fullSettings.PendingDays);
+        Assert.Equal(V1.ExpiryMode.Lifespan, fullSettings.Expiry.Mode);
+        Assert.Equal(["member", "silver", "gold"], fullSettings.Tiers.Tiers.Select(t => t.Name));
+    }
+
+    [Fact]
+    public void Parse_UnknownRules_AreRefused()
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--rules", "fancy"]));
+
+        Assert.Contains("--rules is plain or full", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Loyalty.LoadTest;
+using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 
 namespace Loyalty.Tests.LoadTest;
@@ -50,6 +51,33 @@ public sealed class LoadTesterSmokeTests
         JsonElement processCpu = root.GetProperty("process_cpu");
         Assert.True(processCpu.GetProperty("tester_us_per_purchase").GetDouble() > 0);
         Assert.Equal(JsonValueKind.Null, processCpu.GetProperty("engine_cores").ValueKind); // nor is its processor time read
+        Directory.Delete(folder, recursive: true);
+    }
+
+    [Fact]
+    public async Task LoadTester_WithTheFullRules_HoldsPointsPendingWithDueTimes_AndVerifiesEveryBalance()
+    {
+        StorageOptions storage = TestDatabases.Create(Backend.Sqlite, "smoke-full");
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(storage);
+        string folder = Directory.CreateTempSubdirectory("loyalty-smoke").FullName;
+        string json = Path.Combine(folder, "report.json");
+        LoadOptions options = LoadOptions.Parse(
+        [
+            "--target", engine.Address, "--key", TestKeys.Operator, "--rules", "full",
+            "--members", "100", "--events", "1500", "--streams", "2", "--in-flight", "64",
+            "--lines", "3", "--returns", "0.1", "--duration", "60", "--quiet", "--json", json,
+        ]);
+
+        int exit = await new LoadRun(options).RunAsync();
+
+        using JsonDocument report = JsonDocument.Parse(await File.ReadAllTextAsync(json));
+        JsonElement root = report.RootElement;
+        Assert.Equal(0, exit);
+        Assert.True(root.GetProperty("verify").GetProperty("ok").GetBoolean()); // balance plus pending points, per member
+        Assert.Equal((1500L, 1500L), (root.GetProperty("events_sent").GetInt64(), root.GetProperty("events_acked").GetInt64()));
+        Assert.True(root.GetProperty("returns").GetProperty("acked").GetInt64() > 50);
+        // Points pending for the return window make their members due: the plain rules write no due time.
+        Assert.True(await Sql.ScalarAsync(storage, "SELECT count(*) FROM member_due") > 50);
         Directory.Delete(folder, recursive: true);
     }
 
