@@ -93,7 +93,18 @@ public sealed partial class MemberGrain
 
         _scheduleKnown = true;
         _scheduledDue = next;
-        await _services.Ledger.ScheduleAsync(new DueChange(_programId, _memberId, next, Exact: true));
+        try
+        {
+            await _services.Ledger.ScheduleAsync(new DueChange(_programId, _memberId, next, Exact: true));
+        }
+        catch
+        {
+            // The due time rides in a batch with other members' entries, and goes with it when the
+            // batch fails: the row may still hold the claim's lease. Not knowing the stored time,
+            // the next change marks its due time again rather than skipping a mark it thinks made.
+            _scheduleKnown = false;
+            throw;
+        }
     }
 
     private DueOutcome? StageDue(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)

@@ -45,21 +45,22 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         "ORDER BY input.program_id, input.member_id, input.seq, input.i";
 
     /// <summary>
-    /// A batch's due changes, one row each (collapsed per member, so no row is touched twice):
-    /// a null time removes the member's row, an exact time replaces it, any other keeps the
-    /// earlier of the two. One statement in the entries' transaction, so that entries are never
-    /// durable without their due time, as on SQLite.
+    /// A batch's due changes, one row each (collapsed per member, so no row is touched twice): a
+    /// null time removes the member's row, an exact time replaces it, any other keeps the earlier
+    /// of the two. One statement in the entries' transaction, so that entries are never durable
+    /// without their due time, as on SQLite. The rows are upserted in key order, as
+    /// <see cref="PostgresLedgerStore.ScheduleProgramAsync"/> upserts a program's, so that two
+    /// transactions taking several of the same rows take them in one order.
     /// </summary>
     private const string DuesSql =
         "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::boolean[]) AS t(program_id, member_id, due_at, exact)), " +
         "removed AS (DELETE FROM member_due AS d USING input AS i " +
-        "WHERE i.due_at IS NULL AND d.program_id = i.program_id AND d.member_id = i.member_id), " +
-        "replaced AS (INSERT INTO member_due (program_id, member_id, due_at) " +
-        "SELECT program_id, member_id, due_at FROM input WHERE due_at IS NOT NULL AND exact " +
-        "ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = excluded.due_at) " +
+        "WHERE i.due_at IS NULL AND d.program_id = i.program_id AND d.member_id = i.member_id) " +
         "INSERT INTO member_due (program_id, member_id, due_at) " +
-        "SELECT program_id, member_id, due_at FROM input WHERE due_at IS NOT NULL AND NOT exact " +
-        "ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = LEAST(member_due.due_at, excluded.due_at)";
+        "SELECT program_id, member_id, due_at FROM input WHERE due_at IS NOT NULL ORDER BY program_id, member_id " +
+        "ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = CASE WHEN " +
+        "(SELECT i.exact FROM input AS i WHERE i.program_id = excluded.program_id AND i.member_id = excluded.member_id) " +
+        "THEN excluded.due_at ELSE LEAST(member_due.due_at, excluded.due_at) END";
 
     private readonly NpgsqlConnection _connection;
     private readonly NpgsqlCommand _dues;
@@ -180,17 +181,12 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         LastUsedAt = Environment.TickCount64;
     }
 
-    /// <summary>Writes the batch's due changes (<see cref="DuesSql"/>), in key order so that two writers lock shared rows in one order.</summary>
+    /// <summary>Writes the batch's due changes (<see cref="DuesSql"/>).</summary>
     private async Task WriteDuesAsync(IReadOnlyList<DueChange> dues, CancellationToken cancellationToken)
     {
         try
         {
             List<DueChange> collapsed = DueChange.Collapse(dues);
-            collapsed.Sort(static (a, b) =>
-            {
-                int byProgram = string.CompareOrdinal(a.ProgramId, b.ProgramId);
-                return byProgram != 0 ? byProgram : string.CompareOrdinal(a.MemberId, b.MemberId);
-            });
             foreach (DueChange change in collapsed)
             {
                 _duePrograms.Add(change.ProgramId);

@@ -382,8 +382,9 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public async Task ScheduleProgramAsync(string programId, DateTimeOffset dueAt, CancellationToken cancellationToken)
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand(
+            // In key order, as the batch writer upserts due rows: two transactions then take shared rows in one order.
             "INSERT INTO member_due (program_id, member_id, due_at) SELECT program_id, member_id, $2 FROM ledger_entries WHERE program_id = $1 AND kind = 1 " +
-            "ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = LEAST(member_due.due_at, excluded.due_at);");
+            "ORDER BY member_id ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = LEAST(member_due.due_at, excluded.due_at);");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(dueAt.UtcDateTime);
         await command.ExecuteNonQueryAsync(cancellationToken);

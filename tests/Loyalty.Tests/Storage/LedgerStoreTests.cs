@@ -594,8 +594,12 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(9), false), new DueChange("p", "c", t0, false)], null, [], CancellationToken.None);
         await store.AppendBatchAsync([], [], [new DueChange("p", "b", t0.AddDays(5), true), new DueChange("p", "c", null, true)], null, [], CancellationToken.None);
         // A later mark of a member with a row keeps the earlier time, beside a new member's row, in one batch.
-        await store.AppendBatchAsync([], [], [new DueChange("p", "d", t0.AddDays(8), false), new DueChange("p", "a", t0.AddDays(4), false)], null, [], CancellationToken.None);
+        await store.AppendBatchAsync([], [], [new DueChange("p", "d", t0.AddDays(8), false), new DueChange("p", "a", t0.AddDays(4), false), new DueChange("p", "f", t0.AddDays(12), false)], null, [], CancellationToken.None);
+        // A removal, an exact time and a mark of a new member, in one batch.
+        await store.AppendBatchAsync([], [], [new DueChange("p", "f", null, true), new DueChange("p", "d", t0.AddDays(9), true), new DueChange("p", "e", t0.AddDays(10), false)], null, [], CancellationToken.None);
         DateTimeOffset? d = await store.ReadDueAsync("p", "d", CancellationToken.None);
+        DateTimeOffset? e = await store.ReadDueAsync("p", "e", CancellationToken.None);
+        DateTimeOffset? f = await store.ReadDueAsync("p", "f", CancellationToken.None);
         DateTimeOffset? a = await store.ReadDueAsync("p", "a", CancellationToken.None);
         DateTimeOffset? b = await store.ReadDueAsync("p", "b", CancellationToken.None);
         DateTimeOffset? c = await store.ReadDueAsync("p", "c", CancellationToken.None);
@@ -603,7 +607,8 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         IReadOnlyList<DueMember> whileLeased = await store.ClaimDueAsync(t0.AddDays(6), t0.AddDays(6).AddMinutes(1), 10, CancellationToken.None);
         IReadOnlyList<DueMember> afterLease = await store.ClaimDueAsync(t0.AddDays(6).AddMinutes(2), t0.AddDays(7), 1, CancellationToken.None);
 
-        Assert.Equal((t0.AddDays(1), t0.AddDays(5), (DateTimeOffset?)null, (DateTimeOffset?)t0.AddDays(8)), (a, b, c, d));
+        Assert.Equal((t0.AddDays(1), t0.AddDays(5), (DateTimeOffset?)null), (a, b, c));
+        Assert.Equal((t0.AddDays(9), t0.AddDays(10), (DateTimeOffset?)null), (d, e, f));
         Assert.Equal([new DueMember("p", "a"), new DueMember("p", "b")], first);
         Assert.Empty(whileLeased);
         Assert.Single(afterLease);
