@@ -11,9 +11,15 @@ public readonly record struct DueChange(string ProgramId, string MemberId, DateT
     /// <summary>
     /// The changes of one batch reduced to one per member, in the order they were queued: an
     /// exact change replaces what came before it, and a later mark can only bring it forward.
+    /// A single change is already collapsed and comes back as it is, without allocating.
     /// </summary>
-    public static List<DueChange> Collapse(IReadOnlyList<DueChange> changes)
+    public static IReadOnlyList<DueChange> Collapse(IReadOnlyList<DueChange> changes)
     {
+        if (changes.Count <= 1)
+        {
+            return changes;
+        }
+
         var byMember = new Dictionary<(string, string), int>();
         var result = new List<DueChange>(changes.Count);
         foreach (DueChange change in changes)

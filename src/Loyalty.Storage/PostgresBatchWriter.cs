@@ -186,9 +186,10 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
     {
         try
         {
-            List<DueChange> collapsed = DueChange.Collapse(dues);
-            foreach (DueChange change in collapsed)
+            IReadOnlyList<DueChange> collapsed = DueChange.Collapse(dues);
+            for (int i = 0; i < collapsed.Count; i++)
             {
+                DueChange change = collapsed[i];
                 _duePrograms.Add(change.ProgramId);
                 _dueMembers.Add(change.MemberId);
                 _dueTimes.Add(change.DueAt?.UtcDateTime);

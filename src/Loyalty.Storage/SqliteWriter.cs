@@ -119,7 +119,7 @@ internal sealed class SqliteWriter : IDisposable
     /// <summary>Applies the batch's due-date changes, one per member (see <see cref="DueChange.Collapse"/>); they are rare: one per member and expiry period.</summary>
     public void WriteDues(IReadOnlyList<DueChange> dues)
     {
-        IReadOnlyList<DueChange> collapsed = dues.Count == 1 ? dues : DueChange.Collapse(dues);
+        IReadOnlyList<DueChange> collapsed = DueChange.Collapse(dues);
         for (int i = 0; i < collapsed.Count; i++)
         {
             DueChange change = collapsed[i];

@@ -643,7 +643,7 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     {
         var t0 = new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero);
 
-        List<DueChange> collapsed = DueChange.Collapse(
+        IReadOnlyList<DueChange> collapsed = DueChange.Collapse(
         [
             new DueChange("p", "a", t0.AddDays(3), true), new DueChange("p", "a", t0.AddDays(1), false),
             new DueChange("p", "b", t0.AddDays(1), false), new DueChange("p", "b", t0.AddDays(4), true),
