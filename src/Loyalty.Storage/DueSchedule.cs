@@ -9,6 +9,14 @@ namespace Loyalty.Storage;
 public readonly record struct DueChange(string ProgramId, string MemberId, DateTimeOffset? DueAt, bool Exact)
 {
     /// <summary>
+    /// The time to set, or null to remove the row. A mark has nothing to move earlier without a
+    /// time, and the stores would read one differently (a removal or nothing), so it is refused.
+    /// </summary>
+    public DateTimeOffset? DueAt { get; init; } = DueAt is not null || Exact
+        ? DueAt
+        : throw new ArgumentException("A due mark (not exact) needs a time; only an exact change may remove the row.", nameof(DueAt));
+
+    /// <summary>
     /// The changes of one batch reduced to one per member, in the order they were queued: an
     /// exact change replaces what came before it, and a later mark can only bring it forward.
     /// A single change is already collapsed and comes back as it is, without allocating.

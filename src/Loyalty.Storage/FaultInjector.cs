@@ -26,8 +26,8 @@ public enum FaultStep
 }
 
 /// <summary>Thrown by an armed <see cref="FaultInjector"/>; never thrown otherwise.</summary>
-public sealed class InjectedFaultException(FaultStep step, long sequence)
-    : Exception($"Fault injected at {step} of entry {sequence}.")
+public sealed class InjectedFaultException(FaultStep step, string what)
+    : Exception($"Fault injected at {step} of {what}.")
 {
     /// <summary>Where the fault was injected.</summary>
     public FaultStep Step { get; } = step;
@@ -41,22 +41,43 @@ public sealed class InjectedFaultException(FaultStep step, long sequence)
 public sealed class FaultInjector
 {
     private volatile Func<FaultStep, LedgerEntry, bool>? _rule;
+    private volatile Func<DueChange, bool>? _dueRule;
 
     /// <summary>Whether a rule is armed.</summary>
-    public bool Armed => _rule is not null;
+    public bool Armed => _rule is not null || _dueRule is not null;
 
     /// <summary>From now on, throws at every step and entry for which <paramref name="rule"/> answers true.</summary>
     public void Arm(Func<FaultStep, LedgerEntry, bool> rule) => _rule = rule;
 
+    /// <summary>
+    /// From now on, fails the commit of every batch that holds a due change for which
+    /// <paramref name="rule"/> answers true (a due change may ride alone, or beside other
+    /// members' entries, which then fail with it). The rule sees each due change of each batch.
+    /// </summary>
+    public void ArmDue(Func<DueChange, bool> rule) => _dueRule = rule;
+
     /// <summary>Stops injecting faults.</summary>
-    public void Disarm() => _rule = null;
+    public void Disarm()
+    {
+        _rule = null;
+        _dueRule = null;
+    }
 
     /// <summary>Throws <see cref="InjectedFaultException"/> when the armed rule chooses this step and entry.</summary>
     public void At(FaultStep step, LedgerEntry entry)
     {
         if (_rule is { } rule && rule(step, entry))
         {
-            throw new InjectedFaultException(step, entry.Sequence);
+            throw new InjectedFaultException(step, $"entry {entry.Sequence}");
+        }
+    }
+
+    /// <summary>Throws <see cref="InjectedFaultException"/> when the armed due rule chooses this due change at its commit.</summary>
+    public void AtDue(DueChange due)
+    {
+        if (_dueRule is { } rule && rule(due))
+        {
+            throw new InjectedFaultException(FaultStep.Commit, $"the due change of {due.ProgramId}/{due.MemberId}");
         }
     }
 }

@@ -326,7 +326,7 @@ public sealed partial class LedgerCommitQueue
         {
             if (_faults.Armed)
             {
-                InjectCommitFaults(entries);
+                InjectCommitFaults(entries, dues);
             }
 
             await _store.AppendBatchAsync(entries, inserted, dues, details, groups, CancellationToken.None);
@@ -393,12 +393,17 @@ public sealed partial class LedgerCommitQueue
         }
     }
 
-    /// <summary>Fails the whole batch, as a database error would, when an armed fault chooses one of its entries.</summary>
-    private void InjectCommitFaults(List<LedgerEntry> entries)
+    /// <summary>Fails the whole batch, as a database error would, when an armed fault chooses one of its entries or due changes.</summary>
+    private void InjectCommitFaults(List<LedgerEntry> entries, List<DueChange> dues)
     {
         foreach (LedgerEntry entry in entries)
         {
             _faults.At(FaultStep.Commit, entry);
+        }
+
+        foreach (DueChange due in dues)
+        {
+            _faults.AtDue(due);
         }
     }
 

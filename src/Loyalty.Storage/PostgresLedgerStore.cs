@@ -383,7 +383,8 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand(
             // In key order, as the batch writer upserts due rows: two transactions then take shared rows in one order.
-            "INSERT INTO member_due (program_id, member_id, due_at) SELECT program_id, member_id, $2 FROM ledger_entries WHERE program_id = $1 AND kind = 1 " +
+            // DISTINCT: an upsert may not touch one row twice, should a member ever have two enrolment entries.
+            "INSERT INTO member_due (program_id, member_id, due_at) SELECT DISTINCT program_id, member_id, $2::timestamptz FROM ledger_entries WHERE program_id = $1 AND kind = 1 " +
             "ORDER BY member_id ON CONFLICT (program_id, member_id) DO UPDATE SET due_at = LEAST(member_due.due_at, excluded.due_at);");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(dueAt.UtcDateTime);

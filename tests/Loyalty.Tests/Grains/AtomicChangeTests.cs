@@ -132,7 +132,71 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Equal(1, await CountAsync(s.Member, s.Kind));
     }
 
+    /// <summary>
+    /// A wake sets the member's due time exactly, in a batch that may fail (with other members'
+    /// entries beside it). The member then cannot know what its row holds, so the next change that
+    /// has due work marks it again rather than trusting the time it meant to write; and once the
+    /// claim's lease runs out the schedule wakes the member and the row holds the truth.
+    /// </summary>
+    [Fact]
+    public async Task ARescheduleLostWithAFailedBatch_IsMarkedAgainByTheNextChange_AndTheRowEndsExact()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, WarnDays: 7) });
+        await EnrolAsync("m");
+        Assert.Null(await BuyAsync("m", "p1"));
+        FaultInjector faults = Faults();
+        var seen = new System.Collections.Concurrent.ConcurrentQueue<DueChange>();
+        int failed = 0;
+        faults.ArmDue(due =>
+        {
+            if (due.ProgramId != _program || due.MemberId != "m")
+            {
+                return false;
+            }
+
+            seen.Enqueue(due);
+            return due.Exact && Interlocked.Exchange(ref failed, 1) == 0;
+        });
+        try
+        {
+            // The warning comes due: the wake writes it, then its exact reschedule fails.
+            Advance(TimeSpan.FromDays(27));
+            for (var until = DateTime.UtcNow.AddSeconds(20); Volatile.Read(ref failed) == 0 && DateTime.UtcNow < until;)
+            {
+                await Task.Delay(20);
+            }
+
+            Assert.Equal(1, Volatile.Read(ref failed));
+            Assert.Equal(1, await CountAsync("m", LedgerEntryKind.ExpiryWarning));
+            seen.Clear();
+
+            // p2's lot expires after p1's, so the member's next due work is still p1's expiry: a
+            // member that trusted the lost write would mark nothing here.
+            Assert.Null(await BuyAsync("m", "p2"));
+            DueChange mark = Assert.Single(seen);
+            Assert.False(mark.Exact);
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        // p1's lot expires first; the stores keep times to the microsecond.
+        DateTimeOffset expiry = (await Member("m").Get())!.Expiring![0].ExpiresAt;
+        DateTimeOffset? row = null;
+        for (var until = DateTime.UtcNow.AddSeconds(30); DateTime.UtcNow < until && !Near(row, expiry); await Task.Delay(100))
+        {
+            Advance(TimeSpan.FromSeconds(61));
+            row = await Silo().GetRequiredService<ILedgerStore>().ReadDueAsync(_program, "m", CancellationToken.None);
+        }
+
+        Assert.True(Near(row, expiry), $"the due row holds {row:O}, not p1's expiry {expiry:O}");
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+    }
+
     private void Advance(TimeSpan by) => fixture.Clock.Advance(by);
+
+    private static bool Near(DateTimeOffset? a, DateTimeOffset b) => a is { } t && (t - b).Duration() < TimeSpan.FromMilliseconds(1);
 
     private async Task<long> CountAsync(string member, LedgerEntryKind kind) =>
         (await Sql.RowsAsync(fixture.Storage,

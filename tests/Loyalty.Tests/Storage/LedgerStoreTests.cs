@@ -618,6 +618,38 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     [InlineData("sqlite")]
     [InlineData("postgres")]
     [InlineData("memory")]
+    public async Task ScheduleProgram_MarksEachEnrolledMemberOfThatProgramOnce_OnlyEarlier(string kind)
+    {
+        ILedgerStore store = kind switch
+        {
+            "memory" => new MemoryLedgerStore(),
+            "sqlite" => await CreateStoreAsync(Backend.Sqlite),
+            _ => await CreateStoreAsync(Backend.Postgres),
+        };
+        DateTimeOffset t0 = Entries.Now;
+        static LedgerEntry Enrol(string program, string member, long sequence) =>
+            new(program, member, sequence, LedgerEntryKind.Enrol, new Points(0), null, 0, null, 0, null, null, null, Entries.Now, Entries.Now);
+
+        // b has two enrolment entries (as an import could write): an upsert may touch its row only once.
+        LedgerEntry[] entries = [Enrol("p", "a", 1), Enrol("p", "b", 1), Enrol("p", "b", 2), Enrol("p", "c", 1), Enrol("q", "d", 1)];
+        await store.AppendBatchAsync(entries, new bool[entries.Length], [new DueChange("p", "a", t0.AddDays(1), true), new DueChange("p", "b", t0.AddDays(9), true)],
+            null, [], CancellationToken.None);
+
+        await store.ScheduleProgramAsync("p", t0.AddDays(3), CancellationToken.None);
+
+        var due = new List<DateTimeOffset?>();
+        foreach ((string program, string member) in new[] { ("p", "a"), ("p", "b"), ("p", "c"), ("q", "d") })
+        {
+            due.Add(await store.ReadDueAsync(program, member, CancellationToken.None));
+        }
+
+        Assert.Equal([t0.AddDays(1), t0.AddDays(3), t0.AddDays(3), null], due);
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    [InlineData("memory")]
     public async Task AppendGroup_IsAllOrNothing(string kind)
     {
         ILedgerStore store = kind switch
@@ -653,6 +685,14 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         Assert.Equal(
             [new DueChange("p", "a", t0.AddDays(1), true), new DueChange("p", "b", t0.AddDays(4), true), new DueChange("p", "c", t0, true)],
             collapsed);
+    }
+
+    [Fact]
+    public void DueMark_WithoutATime_IsRefused_WhileAnExactChangeWithoutOneRemovesTheRow()
+    {
+        ArgumentException refused = Assert.Throws<ArgumentException>(() => new DueChange("p", "a", null, Exact: false));
+        Assert.Equal("DueAt", refused.ParamName);
+        Assert.Null(new DueChange("p", "a", null, Exact: true).DueAt);
     }
 
     [Fact]
