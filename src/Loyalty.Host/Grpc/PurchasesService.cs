@@ -95,7 +95,7 @@ public sealed partial class PurchasesService(
         // The writer runs on the thread that hands it an ack (the member's answer), instead of
         // waking another pool thread for every purchase: it only serializes and queues the ack
         // for Kestrel's connection, which does the sending.
-        Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions
+        Channel<StreamAck> acks = Channel.CreateUnbounded<StreamAck>(new UnboundedChannelOptions
         {
             SingleReader = true,
             AllowSynchronousContinuations = true,
@@ -140,39 +140,39 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>
-    /// Decides one purchase and hands its ack to <paramref name="acks"/> (Ingest) or returns it
+    /// Decides one purchase and hands its answer to <paramref name="acks"/> (Ingest) or returns it
     /// (IngestBatches), freeing <paramref name="slotToFree"/> once decided. One method for both,
     /// so that each purchase costs one state machine. Never throws: a failure becomes a rejection
     /// that says nothing was recorded.
     /// </summary>
-    private async Task<V1.PurchaseAck> AckAsync(V1.Purchase message, Caller caller, string method, ChannelWriter<V1.PurchaseAck>? acks, SemaphoreSlim? slotToFree)
+    private async Task<StreamAck> AckAsync(V1.Purchase message, Caller caller, string method, ChannelWriter<StreamAck>? acks, SemaphoreSlim? slotToFree)
     {
         long started = Stopwatch.GetTimestamp();
-        V1.PurchaseAck ack;
+        StreamAck answer;
         try
         {
             if (Refuse(message, caller, method) is { } refused)
             {
-                ack = refused;
+                answer = new StreamAck(null, refused);
             }
             else
             {
                 Purchase? purchase = WireMapping.ToPurchase(message, clock.GetUtcNow(), out string? error);
-                ack = purchase is null
-                    ? WireMapping.Rejected(message.TransactionId, StatusCode.InvalidArgument, error!)
-                    : WireMapping.ToAck(await Member(purchase).Accrue(purchase));
+                answer = purchase is null
+                    ? new StreamAck(null, WireMapping.Rejected(message.TransactionId, StatusCode.InvalidArgument, error!))
+                    : new StreamAck(await Member(purchase).Accrue(purchase), null);
             }
         }
         catch (Exception e)
         {
             GrainCalls.LogGrainCallFailed(logger, e, "Ingest");
-            ack = WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry");
+            answer = new StreamAck(null, WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry"));
         }
 
-        GatewayMetrics.RecordPurchase(started, ack.Status);
-        acks?.TryWrite(ack);
+        GatewayMetrics.RecordPurchase(started, answer.Status);
+        acks?.TryWrite(answer);
         slotToFree?.Release();
-        return ack;
+        return answer;
     }
 
     /// <summary>
@@ -279,7 +279,7 @@ public sealed partial class PurchasesService(
         // Not disposed: grain calls still running after the client has gone release their slots later.
         var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
         // Answers leave in batch order; a bounded queue of batches keeps a slow reader from piling them up.
-        Channel<Task<V1.PurchaseAck>[]> batches = Channel.CreateBounded<Task<V1.PurchaseAck>[]>(
+        Channel<Task<StreamAck>[]> batches = Channel.CreateBounded<Task<StreamAck>[]>(
             new BoundedChannelOptions(GatewayOptions.StreamBatchesPendingMax) { SingleReader = true, SingleWriter = true });
         Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
@@ -289,7 +289,7 @@ public sealed partial class PurchasesService(
         {
             while (await NextAsync(requestStream, caller, context.Method, idle, reading.Token, cancel))
             {
-                Task<V1.PurchaseAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, context.Method, slots, cancel);
+                Task<StreamAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, context.Method, slots, cancel);
                 if (!batches.Writer.TryWrite(dispatched))
                 {
                     await WithinIdleAsync(t => batches.Writer.WriteAsync(dispatched, t).AsTask(), idle, cancel, "the client has not read its answers");
@@ -315,16 +315,16 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>Sends each purchase of a batch to its member in order, each once a slot is free; the slot comes back when its member has answered.</summary>
-    private async Task<Task<V1.PurchaseAck>[]> DispatchAsync(V1.PurchaseBatch batch, Caller caller, string method, SemaphoreSlim slots, CancellationToken cancel)
+    private async Task<Task<StreamAck>[]> DispatchAsync(V1.PurchaseBatch batch, Caller caller, string method, SemaphoreSlim slots, CancellationToken cancel)
     {
         int count = batch.Purchases.Count;
-        var calls = new Task<V1.PurchaseAck>[count];
+        var calls = new Task<StreamAck>[count];
         if (count > Limits.IngestBatchPurchasesMax)
         {
             string error = $"the batch has {count} purchases; at most {Limits.IngestBatchPurchasesMax}";
             for (int i = 0; i < count; i++)
             {
-                calls[i] = Task.FromResult(WireMapping.Rejected(batch.Purchases[i].TransactionId, StatusCode.InvalidArgument, error));
+                calls[i] = Task.FromResult(new StreamAck(null, WireMapping.Rejected(batch.Purchases[i].TransactionId, StatusCode.InvalidArgument, error)));
             }
 
             return calls;
@@ -340,16 +340,17 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>Writes one answer per batch, in the order the batches came; a failure stops the stream's reading too.</summary>
-    private static async Task WriteBatchAcksAsync(ChannelReader<Task<V1.PurchaseAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop)
+    private static async Task WriteBatchAcksAsync(ChannelReader<Task<StreamAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop)
     {
         try
         {
-            await foreach (Task<V1.PurchaseAck>[] calls in batches.ReadAllAsync(stop.Token))
+            await foreach (Task<StreamAck>[] calls in batches.ReadAllAsync(stop.Token))
             {
+                // Not the stream's reused message: a batch's answer holds one ack per purchase.
                 var answer = new V1.PurchaseBatchAck();
-                foreach (Task<V1.PurchaseAck> call in calls)
+                foreach (Task<StreamAck> call in calls)
                 {
-                    answer.Acks.Add(await call);
+                    answer.Acks.Add((await call).ToMessage());
                 }
 
                 await responseStream.WriteAsync(answer, stop.Token);
@@ -366,14 +367,18 @@ public sealed partial class PurchasesService(
         }
     }
 
-    /// <summary>Writes acks as they come; a slot is freed only once its ack is on the wire.</summary>
-    private static async Task WriteAcksAsync(ChannelReader<V1.PurchaseAck> acks, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots, CancellationToken cancel)
+    /// <summary>
+    /// Writes acks as they come, each member's answer in the stream's one reused message (the
+    /// write has serialized it when it completes); a slot is freed only once its ack is on the wire.
+    /// </summary>
+    private static async Task WriteAcksAsync(ChannelReader<StreamAck> acks, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots, CancellationToken cancel)
     {
+        var reused = new ReusedAck();
         try
         {
-            await foreach (V1.PurchaseAck ack in acks.ReadAllAsync(cancel))
+            await foreach (StreamAck ack in acks.ReadAllAsync(cancel))
             {
-                await responseStream.WriteAsync(ack, cancel);
+                await responseStream.WriteAsync(ack.Refusal ?? reused.Fill(ack.Result!), cancel);
                 slots.Release();
             }
         }
@@ -400,4 +405,16 @@ public sealed partial class PurchasesService(
 
     private IMemberGrain Member(Purchase purchase) =>
         members.Get(purchase.ProgramId, purchase.MemberId);
+
+    /// <summary>
+    /// A purchase's answer on its way to be written: the member's result, which the writer maps
+    /// into the stream's one message, or an ack made already (a refusal before any member).
+    /// </summary>
+    private readonly record struct StreamAck(AccrualResult? Result, V1.PurchaseAck? Refusal)
+    {
+        public V1.AckStatus Status => Refusal?.Status ?? WireMapping.StatusOf(Result!);
+
+        /// <summary>The answer as a message of its own.</summary>
+        public V1.PurchaseAck ToMessage() => Refusal ?? WireMapping.ToAck(Result!);
+    }
 }

@@ -1,3 +1,5 @@
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using V1 = Loyalty.Api.V1;
@@ -70,34 +72,57 @@ internal static class WireMapping
     }
 
     /// <summary>The acknowledgement for an accrual result.</summary>
-    public static V1.PurchaseAck ToAck(AccrualResult result)
+    public static V1.PurchaseAck ToAck(AccrualResult result) =>
+        FillAck(new V1.PurchaseAck(), result, result.Details is null ? null : new V1.Breakdown(), spareComponents: null);
+
+    /// <summary>
+    /// Fills <paramref name="ack"/>, new or cleared (<see cref="Clear"/>), with the answer to
+    /// <paramref name="result"/>; its breakdown goes into <paramref name="breakdown"/> (new or
+    /// cleared; needed when the result has details), its components into
+    /// <paramref name="spareComponents"/>' messages, which grow to the most any answer had.
+    /// </summary>
+    public static V1.PurchaseAck FillAck(V1.PurchaseAck ack, AccrualResult result, V1.Breakdown? breakdown, List<V1.BreakdownComponent>? spareComponents)
     {
-        var ack = new V1.PurchaseAck
-        {
-            TransactionId = result.TransactionId,
-            Status = result.Status switch
-            {
-                AccrualStatus.Accepted => V1.AckStatus.Accepted,
-                AccrualStatus.Duplicate => V1.AckStatus.Duplicate,
-                _ => V1.AckStatus.Rejected,
-            },
-            PointsEarned = result.Earned.Value,
-            Balance = result.Balance.Value,
-            Sequence = result.Sequence,
-            ErrorCode = result.Error == LoyaltyError.None ? "" : StatusName(ToStatusCode(result.Error)),
-            ErrorMessage = Bounded.Detail(result.ErrorMessage),
-            Breakdown = result.Details is null ? null : ToBreakdown(result.Details),
-            AvailableAt = result.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null,
-            ProgramVersion = result.ProgramVersion,
-            PointsRedeemed = result.Redeemed.Value,
-            PendingPoints = result.Pending.Value,
-        };
+        ack.TransactionId = result.TransactionId;
+        ack.Status = StatusOf(result);
+        ack.PointsEarned = result.Earned.Value;
+        ack.Balance = result.Balance.Value;
+        ack.Sequence = result.Sequence;
+        ack.ErrorCode = result.Error == LoyaltyError.None ? "" : StatusName(ToStatusCode(result.Error));
+        ack.ErrorMessage = Bounded.Detail(result.ErrorMessage);
+        ack.Breakdown = result.Details is null ? null : FillBreakdown(breakdown!, result.Details, spareComponents);
+        ack.AvailableAt = result.AvailableAt is { } availableAt ? Timestamp.FromDateTimeOffset(availableAt) : null;
+        ack.ProgramVersion = result.ProgramVersion;
+        ack.PointsRedeemed = result.Redeemed.Value;
+        ack.PendingPoints = result.Pending.Value;
         if (result.RedeemedLots is { Count: > 0 } lots)
         {
             ack.RedeemedLots.AddRange(lots.Select(ToMessage));
         }
 
         return ack;
+    }
+
+    /// <summary>The wire status of an accrual result.</summary>
+    public static V1.AckStatus StatusOf(AccrualResult result) => result.Status switch
+    {
+        AccrualStatus.Accepted => V1.AckStatus.Accepted,
+        AccrualStatus.Duplicate => V1.AckStatus.Duplicate,
+        _ => V1.AckStatus.Rejected,
+    };
+
+    /// <summary>
+    /// Resets every field of <paramref name="message"/> to its default (repeated fields emptied,
+    /// keeping their arrays; messages unset) through its descriptor, so that a field the API
+    /// gains later is reset too. For messages filled again rather than made anew.
+    /// </summary>
+    public static void Clear(IMessage message)
+    {
+        IList<FieldDescriptor> fields = message.Descriptor.Fields.InDeclarationOrder();
+        for (int i = 0; i < fields.Count; i++)
+        {
+            fields[i].Accessor.Clear(message);
+        }
     }
 
     /// <summary>
@@ -147,18 +172,20 @@ internal static class WireMapping
     /// The breakdown message of an entry's details: one message for every kind (the API's), filled
     /// from the facts the kind's record has; what a kind does not have stays at its default.
     /// </summary>
-    public static V1.Breakdown ToBreakdown(EntryDetails d)
+    public static V1.Breakdown ToBreakdown(EntryDetails d) => FillBreakdown(new V1.Breakdown(), d, spareComponents: null);
+
+    /// <summary>Fills <paramref name="m"/>, new or cleared, with <paramref name="d"/>'s breakdown (see <see cref="FillAck"/> for the spares).</summary>
+    private static V1.Breakdown FillBreakdown(V1.Breakdown m, EntryDetails d, List<V1.BreakdownComponent>? spareComponents)
     {
-        var m = new V1.Breakdown();
         switch (d)
         {
             case EarnDetails earn:
-                AddComponents(m, earn.Components);
+                AddComponents(m, earn.Components, spareComponents);
                 (m.CappedPoints, m.RewardId, m.Quantity) = (earn.CappedPoints, earn.RewardId ?? "", earn.Quantity);
                 m.CapsHit.AddRange(earn.CapsHit);
                 break;
             case ReturnDetails ret:
-                AddComponents(m, ret.Components);
+                AddComponents(m, ret.Components, spareComponents);
                 (m.PendingReversed, m.ActiveReversed, m.Shortfall) = (ret.PendingReversed, ret.ActiveReversed, ret.Shortfall);
                 if (ret.Restored is { Count: > 0 } restored)
                 {
@@ -167,7 +194,7 @@ internal static class WireMapping
 
                 break;
             case EnrolDetails enrol:
-                AddComponents(m, enrol.Components);
+                AddComponents(m, enrol.Components, spareComponents);
                 m.TierBefore = m.TierAfter = enrol.TierAfter ?? "";
                 break;
             default:
@@ -250,10 +277,14 @@ internal static class WireMapping
         }
     }
 
-    private static void AddComponents(V1.Breakdown m, IReadOnlyList<BreakdownComponent> components)
+    private static void AddComponents(V1.Breakdown m, IReadOnlyList<BreakdownComponent> components, List<V1.BreakdownComponent>? spares)
     {
         long basePoints = 0;
-        m.Components.Capacity = components.Count;
+        if (m.Components.Capacity < components.Count)
+        {
+            m.Components.Capacity = components.Count;
+        }
+
         for (int i = 0; i < components.Count; i++)
         {
             BreakdownComponent c = components[i];
@@ -262,10 +293,30 @@ internal static class WireMapping
                 basePoints += c.Points;
             }
 
-            m.Components.Add(new V1.BreakdownComponent { Kind = (V1.ComponentKind)(int)c.Kind, Code = c.Code, Points = c.Points });
+            V1.BreakdownComponent message = Component(spares, i);
+            (message.Kind, message.Code, message.Points) = ((V1.ComponentKind)(int)c.Kind, c.Code, c.Points);
+            m.Components.Add(message);
         }
 
         m.BasePoints = basePoints;
+    }
+
+    /// <summary>A new component message, or the <paramref name="index"/>th spare, cleared (made and kept when there are fewer).</summary>
+    private static V1.BreakdownComponent Component(List<V1.BreakdownComponent>? spares, int index)
+    {
+        if (spares is null)
+        {
+            return new V1.BreakdownComponent();
+        }
+
+        if (index == spares.Count)
+        {
+            spares.Add(new V1.BreakdownComponent());
+        }
+
+        V1.BreakdownComponent spare = spares[index];
+        Clear(spare);
+        return spare;
     }
 
     /// <summary>The lot message.</summary>

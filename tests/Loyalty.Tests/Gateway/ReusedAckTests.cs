@@ -1,0 +1,96 @@
+using Google.Protobuf;
+using Loyalty.Host.Grpc;
+using V1 = Loyalty.Api.V1;
+
+namespace Loyalty.Tests.Gateway;
+
+/// <summary>
+/// A purchase stream fills one ack message again for each purchase: whatever came before, the
+/// message written must equal the ack made anew for the same result, field for field.
+/// </summary>
+public sealed class ReusedAckTests
+{
+    private static readonly DateTimeOffset At = new(2026, 12, 4, 12, 0, 0, TimeSpan.Zero);
+
+    [Fact]
+    public void AReusedAck_EqualsTheAckMadeAnew_AfterAnyOtherAnswer()
+    {
+        var reused = new ReusedAck();
+        var random = new Random(20261204);
+        for (int i = 0; i < 2_000; i++)
+        {
+            AccrualResult result = RandomResult(random, i);
+
+            V1.PurchaseAck filled = reused.Fill(result);
+
+            V1.PurchaseAck fresh = WireMapping.ToAck(result);
+            Assert.Equal(fresh, filled);
+            Assert.Equal(fresh.ToByteString(), filled.ToByteString());
+        }
+    }
+
+    [Fact]
+    public void Clear_ResetsEveryField_IncludingRepeatedAndNestedOnes()
+    {
+        V1.PurchaseAck ack = WireMapping.ToAck(RandomResult(new Random(7), 0) with
+        {
+            Details = new EarnDetails { Components = [new(ComponentKind.Base, "base", 5)], CapsHit = ["daily"], TierAfter = "gold", ExpiresAt = At },
+            AvailableAt = At,
+            RedeemedLots = [new LotUse("l1", 3, At)],
+        });
+        ack.RetryAfterMs = 5;
+
+        WireMapping.Clear(ack);
+
+        Assert.Equal(new V1.PurchaseAck(), ack);
+        Assert.Equal(0, ack.CalculateSize());
+    }
+
+    /// <summary>Results of each shape a stream answers: accepted earns and returns with or without parts, duplicates, refusals.</summary>
+    private static AccrualResult RandomResult(Random random, int i)
+    {
+        int shape = random.Next(6);
+        string txn = $"t{i}";
+        if (shape == 0)
+        {
+            return AccrualResult.Reject(txn, LoyaltyError.FailedPrecondition, $"refused {i}");
+        }
+
+        EntryDetails? details = shape switch
+        {
+            1 => null,
+            2 => new ReturnDetails
+            {
+                Components = Components(random),
+                PendingReversed = random.Next(100),
+                Shortfall = random.Next(3),
+                Lots = random.Next(2) == 0 ? null : [new LotUse($"l{i}", random.Next(50), At.AddDays(random.Next(30)))],
+                Restored = random.Next(2) == 0 ? null : [new LotUse($"r{i}", random.Next(50), null)],
+            },
+            3 => new EnrolDetails { Components = Components(random), TierAfter = "member" },
+            _ => new EarnDetails
+            {
+                Components = Components(random),
+                CapsHit = random.Next(3) == 0 ? ["daily", $"campaign:c{i}"] : [],
+                CappedPoints = random.Next(10),
+                TierBefore = random.Next(2) == 0 ? "member" : null,
+                TierAfter = random.Next(2) == 0 ? "gold" : null,
+                TierReviewAt = random.Next(2) == 0 ? At.AddDays(i) : null,
+                DowngradedFrom = random.Next(4) == 0 ? "silver" : null,
+                ExpiresAt = random.Next(2) == 0 ? At.AddMonths(12) : null,
+                RewardId = random.Next(3) == 0 ? "coffee" : null,
+                Quantity = random.Next(3),
+                Cause = random.Next(3) == 0 ? "forests" : null,
+                GivenMinor = random.Next(100),
+                WalletMinor = random.Next(100),
+            },
+        };
+        return new AccrualResult(txn, shape == 1 ? AccrualStatus.Duplicate : AccrualStatus.Accepted, new Points(random.Next(1_000)),
+            new Points(random.Next(100_000)), i + 1, LoyaltyError.None, null, details,
+            random.Next(2) == 0 ? At.AddDays(14) : null, random.Next(5), new Points(random.Next(2) * 30),
+            random.Next(3) == 0 ? [new LotUse($"lot{i}", 30, At.AddMonths(6)), new LotUse($"lot{i}b", 1, null)] : null, new Points(random.Next(500)));
+    }
+
+    private static BreakdownComponent[] Components(Random random) =>
+        [.. Enumerable.Range(0, random.Next(6)).Select(k => new BreakdownComponent((ComponentKind)(1 + random.Next(3)), $"c{k}", random.Next(1, 400)))];
+}
