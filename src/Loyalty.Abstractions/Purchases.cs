@@ -105,8 +105,10 @@ public sealed record Purchase(
         f.Add((long)Channel);
         f.Add(Tender ?? "");
         f.Add(LineItems.Count);
-        foreach (LineItem line in LineItems)
+        // By index: a foreach over the interface would make an enumerator per purchase.
+        for (int i = 0; i < LineItems.Count; i++)
         {
+            LineItem line = LineItems[i];
             f.Add(line.Sku);
             f.Add(line.Category);
             f.Add(line.Quantity);

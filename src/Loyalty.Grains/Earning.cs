@@ -23,7 +23,7 @@ public interface IEarnHistory
 /// <param name="Flags">The member's flags.</param>
 /// <param name="History">What the member already earned (the member's state itself: no delegate per member).</param>
 /// <param name="Plan">The membership plan whose benefits the member has now; null for none.</param>
-public sealed record EarnContext(
+public readonly record struct EarnContext(
     TierDefinition Tier,
     IReadOnlyCollection<string> Flags,
     IEarnHistory History,
@@ -50,7 +50,7 @@ public sealed record EarnContext(
 /// <param name="Lines">The money per SKU, with the multiplier it earned at; null without line items.</param>
 /// <param name="ReferrerReward">The referrer's reward this purchase qualifies for, if any.</param>
 /// <remarks>A purchase's ledger entry holds these parts in its details, set together with the tier decision and the expiry (MemberGrain.StageAccrual).</remarks>
-public sealed record EarnResult(
+public readonly record struct EarnResult(
     Points Total,
     Points BasketPoints,
     IReadOnlyList<BreakdownComponent> Components,
@@ -92,7 +92,8 @@ public static class Earning
         int month = checked((local.Year * 12) + local.Month - 1);
 
         var components = new List<BreakdownComponent>(4);
-        var capsHit = new List<string>(0);
+        // Made only when a cap cuts the earn, which most purchases never meet.
+        List<string>? capsHit = null;
         decimal basket = AddBasket(purchase, settings, rules, components, out IReadOnlyList<SkuAmount>? lines);
         int basketCount = components.Count;
         AddMultiplier(components, ComponentKind.Tier, member.Tier.Name, member.Tier.MultiplierBp, basket, settings.Rounding);
@@ -118,7 +119,7 @@ public static class Earning
             Campaign campaign = settings.CampaignList[i];
             if (Applies(campaign, purchase, local, member))
             {
-                cappedByCampaigns += AddCampaign(components, capsHit, campaign, basket, settings.Rounding, member.CampaignEarned(campaign.Id));
+                cappedByCampaigns += AddCampaign(components, ref capsHit, campaign, basket, settings.Rounding, member.CampaignEarned(campaign.Id));
             }
         }
 
@@ -129,11 +130,11 @@ public static class Earning
         }
 
         long beforeCaps = EntryDetails.Total(components, components.Count);
-        long allowed = Allowed(beforeCaps, settings.DailyEarnCapPoints, member.EarnedOnDay(day), "daily", capsHit);
-        allowed = Allowed(allowed, settings.MonthlyEarnCapPoints, member.EarnedInMonth(month), "monthly", capsHit);
+        long allowed = Allowed(beforeCaps, settings.DailyEarnCapPoints, member.EarnedOnDay(day), "daily", ref capsHit);
+        allowed = Allowed(allowed, settings.MonthlyEarnCapPoints, member.EarnedInMonth(month), "monthly", ref capsHit);
         Trim(components, beforeCaps - allowed);
         long basketPoints = EntryDetails.Total(components, basketCount);
-        return new EarnResult(new Points(allowed), new Points(basketPoints), components, capsHit,
+        return new EarnResult(new Points(allowed), new Points(basketPoints), components, capsHit ?? (IReadOnlyList<string>)[],
             checked(beforeCaps - allowed + cappedByCampaigns), day, month, lines);
     }
 
@@ -142,7 +143,7 @@ public static class Earning
     /// the campaigns' components (from <paramref name="campaignsFrom"/>) when larger, and are left
     /// out otherwise; returns true when the campaigns' components were replaced.
     /// </summary>
-    private static bool AddBonusDay(List<BreakdownComponent> components, int campaignsFrom, List<string> capsHit, BonusDayPolicy policy, DateOnly day, decimal basket, Rounding rounding)
+    private static bool AddBonusDay(List<BreakdownComponent> components, int campaignsFrom, List<string>? capsHit, BonusDayPolicy policy, DateOnly day, decimal basket, Rounding rounding)
     {
         long points = Round(basket * (policy.MultiplierBp - Multipliers.One) / Multipliers.One, rounding);
         var component = new BreakdownComponent(ComponentKind.BonusDay, day.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture), points);
@@ -159,7 +160,7 @@ public static class Earning
         }
 
         components.RemoveRange(campaignsFrom, components.Count - campaignsFrom);
-        capsHit.RemoveAll(c => c.StartsWith("campaign:", StringComparison.Ordinal));
+        capsHit?.RemoveAll(c => c.StartsWith("campaign:", StringComparison.Ordinal));
         components.Add(component);
         return true;
     }
@@ -233,17 +234,20 @@ public static class Earning
         int count = purchase.LineItems.Count;
         Span<(int Index, long AmountMinor)> groups = count <= StackLinesMax ? stackalloc (int, long)[StackLinesMax] : new (int, long)[count];
         int groupCount = 0;
-        var skus = new List<SkuAmount>(count);
+        // One per distinct SKU and component; a basket rarely repeats a SKU, so the array is made
+        // for every line and cut down only when one does.
+        var skus = new SkuAmount[count];
+        int skuCount = 0;
         for (int i = 0; i < count; i++)
         {
             LineItem line = purchase.LineItems[i];
             int index = rules.Match(line);
             AddTo(groups, ref groupCount, index, line.AmountMinor);
-            AddTo(skus, line.Sku, rules.CodeAt(index), rules.MultiplierAt(index), line.AmountMinor, line.Quantity);
+            AddTo(skus, ref skuCount, line.Sku, rules.CodeAt(index), rules.MultiplierAt(index), line.AmountMinor, line.Quantity);
         }
 
         groups[..groupCount].Sort(static (a, b) => a.Index.CompareTo(b.Index));
-        lines = skus;
+        lines = skuCount == count ? skus : skus[..skuCount];
         decimal basket = 0;
         foreach ((int index, long amountMinor) in groups[..groupCount])
         {
@@ -269,9 +273,9 @@ public static class Earning
         groups[groupCount++] = (index, amountMinor);
     }
 
-    private static void AddTo(List<SkuAmount> skus, string sku, string component, int multiplierBp, long amountMinor, int quantity)
+    private static void AddTo(SkuAmount[] skus, ref int skuCount, string sku, string component, int multiplierBp, long amountMinor, int quantity)
     {
-        for (int i = 0; i < skus.Count; i++)
+        for (int i = 0; i < skuCount; i++)
         {
             if (skus[i].Sku == sku && skus[i].Component == component)
             {
@@ -280,7 +284,7 @@ public static class Earning
             }
         }
 
-        skus.Add(new SkuAmount(sku, amountMinor, multiplierBp, component, quantity));
+        skus[skuCount++] = new SkuAmount(sku, amountMinor, multiplierBp, component, quantity);
     }
 
     private static void AddMultiplier(List<BreakdownComponent> components, ComponentKind kind, string code, int multiplierBp, decimal basket, Rounding rounding)
@@ -292,7 +296,7 @@ public static class Earning
     }
 
     /// <summary>Adds the campaign's component and returns the points its cap removed.</summary>
-    private static long AddCampaign(List<BreakdownComponent> components, List<string> capsHit, Campaign campaign, decimal basket, Rounding rounding, long earnedBefore)
+    private static long AddCampaign(List<BreakdownComponent> components, ref List<string>? capsHit, Campaign campaign, decimal basket, Rounding rounding, long earnedBefore)
     {
         decimal extra = campaign.MultiplierBp > Multipliers.One ? basket * (campaign.MultiplierBp - Multipliers.One) / Multipliers.One : 0;
         long uncapped = checked(Round(extra, rounding) + campaign.BonusPoints);
@@ -300,21 +304,21 @@ public static class Earning
         if (campaign.CapPoints > 0 && checked(earnedBefore + points) > campaign.CapPoints)
         {
             points = Math.Max(0, campaign.CapPoints - earnedBefore);
-            capsHit.Add("campaign:" + campaign.Id);
+            (capsHit ??= []).Add("campaign:" + campaign.Id);
         }
 
         components.Add(new BreakdownComponent(ComponentKind.Campaign, campaign.Id, points));
         return uncapped - points;
     }
 
-    private static long Allowed(long points, long capPoints, long earnedBefore, string cap, List<string> capsHit)
+    private static long Allowed(long points, long capPoints, long earnedBefore, string cap, ref List<string>? capsHit)
     {
         if (capPoints <= 0 || checked(earnedBefore + points) <= capPoints)
         {
             return points;
         }
 
-        capsHit.Add(cap);
+        (capsHit ??= []).Add(cap);
         return Math.Max(0, capPoints - earnedBefore);
     }
 

@@ -376,10 +376,15 @@ public sealed partial class PurchasesService(
         var reused = new ReusedAck();
         try
         {
-            await foreach (StreamAck ack in acks.ReadAllAsync(cancel))
+            // The wait for the next ack takes no token: the stream completes the channel however it
+            // ends, which ends the wait, and a wait that can be cancelled makes a waiter per ack.
+            while (await acks.WaitToReadAsync())
             {
-                await responseStream.WriteAsync(ack.Refusal ?? reused.Fill(ack.Result!), cancel);
-                slots.Release();
+                while (acks.TryRead(out StreamAck ack))
+                {
+                    await responseStream.WriteAsync(ack.Refusal ?? reused.Fill(ack.Result!), cancel);
+                    slots.Release();
+                }
             }
         }
         catch (OperationCanceledException)
