@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Loyalty.Storage;
 using System.Text.Json;
 
@@ -27,26 +28,27 @@ public sealed partial class MemberGrain
         where T : class;
 
     /// <inheritdoc />
-    public Task<AccrualResult> Accrue(Purchase purchase)
+    public ValueTask<AccrualResult> Accrue(Purchase purchase)
     {
         string txn = purchase.TransactionId;
         string? error = purchase.Check(_services.Clock.GetUtcNow()) ?? CheckRouting(purchase.ProgramId, purchase.MemberId);
         if (error is not null)
         {
-            return Task.FromResult(AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, error));
+            return ValueTask.FromResult(AccrualResult.Reject(txn, LoyaltyError.InvalidArgument, error));
         }
 
         long fingerprint = purchase.ComputeFingerprint();
         if (purchase.RedeemRewardId is { } reward)
         {
-            return AccrueWithRedemptionAsync(purchase, new Redemption(txn + BasketRedeemSuffix, reward, purchase.RedeemQuantity, purchase.StoreId), fingerprint);
+            return new ValueTask<AccrualResult>(AccrueWithRedemptionAsync(purchase, new Redemption(txn + BasketRedeemSuffix, reward, purchase.RedeemQuantity, purchase.StoreId), fingerprint));
         }
 
-        // The hot path: one object carries the purchase through the write loop (no closures).
-        Task<AccrualResult> write = WriteCoreAsync(new PurchaseWrite(this, purchase, fingerprint));
+        // The hot path: one object carries the purchase through the write loop (no closures),
+        // whose pooled state machine answers Orleans directly (it awaits the answer once).
+        ValueTask<AccrualResult> write = WriteCoreAsync(new PurchaseWrite(this, purchase, fingerprint));
 
         // Only a referred member's purchases take the longer path (once, until the referrer is settled).
-        return ReferrerToSettle ? ThenSettleReferrerAsync(write) : write;
+        return ReferrerToSettle ? new ValueTask<AccrualResult>(ThenSettleReferrerAsync(write.AsTask())) : write;
     }
 
     /// <summary>A purchase paid partly in points: the reward's stock first when it has any, then both entries in one commit.</summary>
@@ -220,7 +222,7 @@ public sealed partial class MemberGrain
 
     /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: an adjustment or feedback.</summary>
     private Task<AccrualResult> WriteAccrualAsync(string txn, long fingerprint, Stage<AccrualResult> stage) =>
-        WriteCoreAsync(new StagedAccrualWrite(this, txn, fingerprint, stage));
+        WriteCoreAsync(new StagedAccrualWrite(this, txn, fingerprint, stage)).AsTask();
 
     /// <summary>
     /// One change's part in the write loop: how it fetches what it needs, decides, and answers.
@@ -314,10 +316,15 @@ public sealed partial class MemberGrain
         Func<LedgerEntry, Task<T?>> fromLedger,
         Func<LoyaltyError, string, T> reject)
         where T : class =>
-        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject));
+        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject)).AsTask();
 
-    /// <summary>The write loop every change shares (see <see cref="WriteAsync{T}"/>).</summary>
-    private async Task<T> WriteCoreAsync<T>(Write<T> change)
+    /// <summary>
+    /// The write loop every change shares (see <see cref="WriteAsync{T}"/>). Its state machine
+    /// comes from a pool (it is the hot path's largest object); so its value task is awaited
+    /// once, or turned into a task at once.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<T> WriteCoreAsync<T>(Write<T> change)
         where T : class
     {
         for (int attempt = 0, pass = 0; attempt < AttemptsMax && pass < PassesMax; attempt++, pass++)

@@ -39,7 +39,7 @@ public sealed partial class PurchasesService(
     {
         Purchase? purchase = WireMapping.ToPurchase(request, clock.GetUtcNow(), out string? error);
         GrainCalls.Require(error);
-        AccrualResult result = await GrainCalls.RunAsync(() => Member(purchase!).Accrue(purchase!), logger, "Accrue");
+        AccrualResult result = await GrainCalls.RunAsync(() => Member(purchase!).Accrue(purchase!).AsTask(), logger, "Accrue");
         return result.Status == AccrualStatus.Rejected
             ? throw WireMapping.ToRpcException(result.Error, result.ErrorMessage)
             : WireMapping.ToAck(result);

@@ -327,7 +327,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         {
             // The resend is decided before the redemption; if the redemption were decided on top of it,
             // it would spend points that the ledger refuses as a duplicate.
-            Task<AccrualResult> resend = Member("m").Accrue(old);
+            Task<AccrualResult> resend = Member("m").Accrue(old).AsTask();
             Task<RedemptionResult> redeem = Member("m").Redeem(new Loyalty.Redemption($"r{round}", "coffee", 1));
             (AccrualResult resent, RedemptionResult redeemed) = (await resend, await redeem);
 
@@ -348,8 +348,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
         // 60 purchases first (enough points for every coffee below), then 240 purchases and 30
         // redemptions of the same member, all sent at once.
-        AccrualResult[] first = await Task.WhenAll(Enumerable.Range(0, 60).Select(i => Member("hot").Accrue(Purchase("hot", $"g{i}"))));
-        Task<AccrualResult>[] purchases = [.. Enumerable.Range(60, 240).Select(i => Member("hot").Accrue(Purchase("hot", $"g{i}")))];
+        AccrualResult[] first = await Task.WhenAll(Enumerable.Range(0, 60).Select(i => Member("hot").Accrue(Purchase("hot", $"g{i}")).AsTask()));
+        Task<AccrualResult>[] purchases = [.. Enumerable.Range(60, 240).Select(i => Member("hot").Accrue(Purchase("hot", $"g{i}")).AsTask())];
         Task<RedemptionResult>[] redemptions = [.. Enumerable.Range(0, 30).Select(i => Member("hot").Redeem(new Loyalty.Redemption($"gr{i}", "coffee", 1)))];
         AccrualResult[] earned = [.. first, .. await Task.WhenAll(purchases)];
         RedemptionResult[] redeemed = await Task.WhenAll(redemptions);
@@ -377,7 +377,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             // "taken{round}" is already another member's: the hot member's grain cannot know it,
             // so it decides the purchase and only the ledger refuses it, with whatever shares its group.
             Assert.Null(await BuyAsync("other", $"taken{round}"));
-            Task<AccrualResult>[] sent = [.. Enumerable.Range(0, 20).Select(i => Member("hot").Accrue(Purchase("hot", i == 7 ? $"taken{round}" : $"r{round}-{i}")))];
+            Task<AccrualResult>[] sent = [.. Enumerable.Range(0, 20).Select(i => Member("hot").Accrue(Purchase("hot", i == 7 ? $"taken{round}" : $"r{round}-{i}")).AsTask())];
             AccrualResult[] answers = await Task.WhenAll(sent);
 
             for (int i = 0; i < answers.Length; i++)
@@ -402,7 +402,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         AccrualResult[] answers;
         try
         {
-            answers = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => Member("hot").Accrue(Purchase("hot", i == 15 ? "doomed" : $"f{i}"))));
+            answers = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => Member("hot").Accrue(Purchase("hot", i == 15 ? "doomed" : $"f{i}")).AsTask()));
         }
         finally
         {
@@ -466,9 +466,9 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         AccrualResult[] answers;
         try
         {
-            Task<AccrualResult> first = Member("busy").Accrue(Purchase("busy", "first"));
+            Task<AccrualResult> first = Member("busy").Accrue(Purchase("busy", "first")).AsTask();
             Assert.True(await reached.WaitAsync(TimeSpan.FromSeconds(10)), "the first purchase never reached its commit");
-            Task<AccrualResult>[] rest = [.. Enumerable.Range(0, waiting).Select(i => Member("busy").Accrue(Purchase("busy", $"w{i}")))];
+            Task<AccrualResult>[] rest = [.. Enumerable.Range(0, waiting).Select(i => Member("busy").Accrue(Purchase("busy", $"w{i}")).AsTask())];
             await Task.Delay(1_000);
             Assert.DoesNotContain(rest, r => r.IsCompleted);
             gate.Release();
@@ -556,7 +556,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         });
         try
         {
-            Task<AccrualResult> held = Member("m").Accrue(Purchase("m", "held"));
+            Task<AccrualResult> held = Member("m").Accrue(Purchase("m", "held")).AsTask();
             Assert.True(await reached.WaitAsync(TimeSpan.FromSeconds(10)), "the purchase never reached its commit");
 
             // The purchase is applied in memory and waits for its commit: the reads must wait too.

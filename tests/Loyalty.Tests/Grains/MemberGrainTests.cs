@@ -206,7 +206,7 @@ public abstract class MemberGrainTests(ClusterFixture fixture)
         const int count = 300;
 
         AccrualResult[] results = await Task.WhenAll(Enumerable.Range(0, count)
-            .Select(i => member.Accrue(Entries.Purchase(_program, "hot", $"t{i}", 1_00))));
+            .Select(i => member.Accrue(Entries.Purchase(_program, "hot", $"t{i}", 1_00)).AsTask()));
 
         Assert.All(results, r => Assert.Equal(AccrualStatus.Accepted, r.Status));
         Assert.Equal(count, results.Select(r => r.Sequence).Distinct().Count());

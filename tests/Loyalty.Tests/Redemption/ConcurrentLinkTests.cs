@@ -41,7 +41,7 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
 
         string[] all = [.. xs, .. ys];
         await AssertNoCycleAndLinksMirroredAsync(all);
-        await Task.WhenAll(all.Select(m => Member(m).Accrue(Buy(m, "q-" + m))));
+        await Task.WhenAll(all.Select(m => Member(m).Accrue(Buy(m, "q-" + m)).AsTask()));
         await AssertRewardsBothSidesOrNeitherAsync(all);
     }
 
@@ -80,7 +80,7 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
         string[] xs = [.. Enumerable.Range(0, PairsCount).Select(i => $"mx{i}")], ys = [.. Enumerable.Range(0, PairsCount).Select(i => $"my{i}")];
         string[] all = [.. xs, .. ys];
         await EnrolAllAsync(all);
-        await Task.WhenAll(all.Select((m, i) => Member(m).Accrue(Buy(m, "p-" + m, (i + 1) * 1_00))));
+        await Task.WhenAll(all.Select((m, i) => Member(m).Accrue(Buy(m, "p-" + m, (i + 1) * 1_00)).AsTask()));
         long before = await TotalBalanceAsync(all);
 
         MemberResult[] results = await Task.WhenAll(xs.Zip(ys).SelectMany(p => new[]
@@ -122,7 +122,7 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
 
         string[] all = [.. rings.SelectMany(r => r)];
         await EnrolAllAsync(all);
-        await Task.WhenAll(all.Select(m => Member(m).Accrue(Buy(m, "p-" + m, 50_00))));
+        await Task.WhenAll(all.Select(m => Member(m).Accrue(Buy(m, "p-" + m, 50_00)).AsTask()));
         long before = await TotalBalanceAsync(all);
 
         await Task.WhenAll(rings.SelectMany(ring => ring.Select((m, i) => Member(m).MergeFrom(ring[(i + 1) % ring.Length], "duplicate"))));
