@@ -39,7 +39,23 @@ public sealed record ProgramSettings(
     public IReadOnlyList<MembershipPlan> PlanList => MembershipPlans ?? [];
 
     /// <summary>The plan with this id, or null.</summary>
-    public MembershipPlan? FindPlan(string? id) => id is null ? null : PlanList.FirstOrDefault(p => p.Id == id);
+    public MembershipPlan? FindPlan(string? id)
+    {
+        // A loop, not a lambda: the lambda's closure over the id was made on every call (every
+        // purchase asks), even for a member without a plan.
+        if (id is not null)
+        {
+            for (int i = 0; i < PlanList.Count; i++)
+            {
+                if (PlanList[i].Id == id)
+                {
+                    return PlanList[i];
+                }
+            }
+        }
+
+        return null;
+    }
 
     /// <summary>How long a reservation holds points when the program does not say.</summary>
     public const int ReservationHoldSecondsDefault = 900;

@@ -1,8 +1,8 @@
 namespace Loyalty;
 
-/// <summary>One line of a basket.</summary>
+/// <summary>One line of a basket; a value, so that a purchase's lines are one array rather than an object each.</summary>
 [GenerateSerializer, Immutable]
-public sealed record LineItem(
+public readonly record struct LineItem(
     [property: Id(0)] string Sku,
     [property: Id(1)] string Category,
     [property: Id(2)] int Quantity,

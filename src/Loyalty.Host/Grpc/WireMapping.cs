@@ -182,7 +182,11 @@ internal static class WireMapping
             case EarnDetails earn:
                 AddComponents(m, earn.Components, spareComponents);
                 (m.CappedPoints, m.RewardId, m.Quantity) = (earn.CappedPoints, earn.RewardId ?? "", earn.Quantity);
-                m.CapsHit.AddRange(earn.CapsHit);
+                if (earn.CapsHit.Count > 0)
+                {
+                    // Most earns hit no cap: AddRange would make an enumerator even of nothing.
+                    m.CapsHit.AddRange(earn.CapsHit);
+                }
                 break;
             case ReturnDetails ret:
                 AddComponents(m, ret.Components, spareComponents);
