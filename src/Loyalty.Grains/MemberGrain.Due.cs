@@ -91,20 +91,25 @@ public sealed partial class MemberGrain
             }
         }
 
-        _scheduleKnown = true;
-        _scheduledDue = next;
+        // The due time rides in a batch with other members' entries, and goes with it when the
+        // batch fails: the row may then still hold the claim's lease. So the time is known only
+        // once the write has landed; until then every change marks its own due time rather than
+        // skipping a mark it thinks made (a mark queued after this exact time can only bring it
+        // forward).
+        _scheduleKnown = false;
         try
         {
             await _services.Ledger.ScheduleAsync(new DueChange(_programId, _memberId, next, Exact: true));
         }
         catch
         {
-            // The due time rides in a batch with other members' entries, and goes with it when the
-            // batch fails: the row may still hold the claim's lease. Not knowing the stored time,
-            // the next change marks its due time again rather than skipping a mark it thinks made.
             _scheduleKnown = false;
             throw;
         }
+
+        // Landed: the row holds this time, or an earlier one that a change marked meanwhile.
+        _scheduledDue = _scheduleKnown && _scheduledDue is { } marked && (next is null || marked < next) ? marked : next;
+        _scheduleKnown = true;
     }
 
     private DueOutcome? StageDue(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)

@@ -100,7 +100,7 @@ public sealed partial class PurchasesService(
             SingleReader = true,
             AllowSynchronousContinuations = true,
         });
-        Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, stop.Token);
+        Task writer = WriteAcksAsync(acks.Reader, responseStream, slots, logger, stop.Token);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         // Reading alone also stops when the node stops; waiting to answer what was taken does not.
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, streams.Ending);
@@ -281,7 +281,7 @@ public sealed partial class PurchasesService(
         // Answers leave in batch order; a bounded queue of batches keeps a slow reader from piling them up.
         Channel<Task<StreamAck>[]> batches = Channel.CreateBounded<Task<StreamAck>[]>(
             new BoundedChannelOptions(GatewayOptions.StreamBatchesPendingMax) { SingleReader = true, SingleWriter = true });
-        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop);
+        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop, logger);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         // Reading alone also stops when the node stops; waiting to answer what was taken does not.
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, streams.Ending);
@@ -340,7 +340,7 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>Writes one answer per batch, in the order the batches came; a failure stops the stream's reading too.</summary>
-    private static async Task WriteBatchAcksAsync(ChannelReader<Task<StreamAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop)
+    private static async Task WriteBatchAcksAsync(ChannelReader<Task<StreamAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop, ILogger logger)
     {
         try
         {
@@ -350,7 +350,7 @@ public sealed partial class PurchasesService(
                 var answer = new V1.PurchaseBatchAck();
                 foreach (Task<StreamAck> call in calls)
                 {
-                    answer.Acks.Add((await call).ToMessage());
+                    answer.Acks.Add(MessageOf(await call, reused: null, logger));
                 }
 
                 await responseStream.WriteAsync(answer, stop.Token);
@@ -371,7 +371,7 @@ public sealed partial class PurchasesService(
     /// Writes acks as they come, each member's answer in the stream's one reused message (the
     /// write has serialized it when it completes); a slot is freed only once its ack is on the wire.
     /// </summary>
-    private static async Task WriteAcksAsync(ChannelReader<StreamAck> acks, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots, CancellationToken cancel)
+    private static async Task WriteAcksAsync(ChannelReader<StreamAck> acks, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots, ILogger logger, CancellationToken cancel)
     {
         var reused = new ReusedAck();
         try
@@ -382,7 +382,7 @@ public sealed partial class PurchasesService(
             {
                 while (acks.TryRead(out StreamAck ack))
                 {
-                    await responseStream.WriteAsync(ack.Refusal ?? reused.Fill(ack.Result!), cancel);
+                    await responseStream.WriteAsync(MessageOf(ack, reused, logger), cancel);
                     slots.Release();
                 }
             }
@@ -412,14 +412,35 @@ public sealed partial class PurchasesService(
         members.Get(purchase.ProgramId, purchase.MemberId);
 
     /// <summary>
+    /// The message of an answer: in the stream's reused one (<paramref name="reused"/>), or a
+    /// message of its own. A mapping that throws (a bug) answers that one purchase, so that the
+    /// writer goes on with the others instead of ending the stream in silence.
+    /// </summary>
+    internal static V1.PurchaseAck MessageOf(StreamAck ack, ReusedAck? reused, ILogger logger)
+    {
+        if (ack.Refusal is { } refusal)
+        {
+            return refusal;
+        }
+
+        try
+        {
+            return reused is null ? WireMapping.ToAck(ack.Result!) : reused.Fill(ack.Result!);
+        }
+        catch (Exception e)
+        {
+            GrainCalls.LogGrainCallFailed(logger, e, "Ingest");
+            return WireMapping.Rejected(ack.Result!.TransactionId, StatusCode.Unavailable,
+                "the purchase's answer could not be made; it may have been recorded: send it again to read its result");
+        }
+    }
+
+    /// <summary>
     /// A purchase's answer on its way to be written: the member's result, which the writer maps
     /// into the stream's one message, or an ack made already (a refusal before any member).
     /// </summary>
-    private readonly record struct StreamAck(AccrualResult? Result, V1.PurchaseAck? Refusal)
+    internal readonly record struct StreamAck(AccrualResult? Result, V1.PurchaseAck? Refusal)
     {
         public V1.AckStatus Status => Refusal?.Status ?? WireMapping.StatusOf(Result!);
-
-        /// <summary>The answer as a message of its own.</summary>
-        public V1.PurchaseAck ToMessage() => Refusal ?? WireMapping.ToAck(Result!);
     }
 }

@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Loyalty.Host.Grpc;
+using Microsoft.Extensions.Logging.Abstractions;
 using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Tests.Gateway;
@@ -27,6 +28,26 @@ public sealed class ReusedAckTests
             Assert.Equal(fresh, filled);
             Assert.Equal(fresh.ToByteString(), filled.ToByteString());
         }
+    }
+
+    [Fact]
+    public void AnAnswerThatCannotBeMapped_IsThatPurchasesRejection_AndTheNextAckIsWhole()
+    {
+        var reused = new ReusedAck();
+        // A component without a code: the message's setter throws half-way through the breakdown.
+        AccrualResult broken = RandomResult(new Random(3), 0) with
+        {
+            Status = AccrualStatus.Accepted,
+            Details = new EarnDetails { Components = [new(ComponentKind.Base, "base", 5), new(ComponentKind.Product, null!, 7)], CapsHit = ["daily"] },
+        };
+        AccrualResult good = RandomResult(new Random(4), 1) with { Status = AccrualStatus.Accepted, Details = new EarnDetails { Components = [new(ComponentKind.Base, "base", 9)] } };
+
+        V1.PurchaseAck refused = PurchasesService.MessageOf(new PurchasesService.StreamAck(broken, null), reused, NullLogger.Instance);
+        V1.PurchaseAck next = PurchasesService.MessageOf(new PurchasesService.StreamAck(good, null), reused, NullLogger.Instance);
+
+        Assert.Equal((V1.AckStatus.Rejected, "UNAVAILABLE", "t0"), (refused.Status, refused.ErrorCode, refused.TransactionId));
+        Assert.Contains("may have been recorded", refused.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(WireMapping.ToAck(good), next);
     }
 
     [Fact]
