@@ -198,7 +198,12 @@ internal sealed partial class WebhookWorker(
         {
             await WaitForLeaseAsync(cancellationToken);
             WebhookRow current = _webhook;
-            DeliveryOutcome outcome = await sender.SendAsync(current, e, cancellationToken);
+
+            // An attempt once started is not cancelled (another member's attempt disabling the
+            // endpoint, the lease running out, the node stopping): it may already have reached the
+            // receiver, and the log must hold every attempt that may have. Its own time limit
+            // (Webhooks:TimeoutSeconds) bounds it; the backoff and the lease wait below stop at once.
+            DeliveryOutcome outcome = await sender.SendAsync(current, e, CancellationToken.None);
             DateTimeOffset now = clock.GetUtcNow();
             if (_attempts.Count >= IWebhookStore.AttemptsKeptPerWebhook)
             {

@@ -145,10 +145,12 @@ public sealed class WebhooksService(
         }
 
         V1.Event e = LoyaltyEvents.ToEvent(entry, index);
-        DeliveryOutcome outcome = await sender.SendAsync(row, e, context.CancellationToken);
+        // Neither the attempt nor its log entry follows the caller's cancellation: a request that
+        // may have reached the receiver is logged (the attempt's own time limit bounds it).
+        DeliveryOutcome outcome = await sender.SendAsync(row, e, CancellationToken.None);
         var attempt = new WebhookAttemptRow(0, row.ProgramId, row.WebhookId, WebhookSender.DeliveryIdOf(row.WebhookId, e.EventId), e.EventId, e.Type, e.MemberId,
             1, clock.GetUtcNow(), outcome.StatusCode, outcome.LatencyMs, outcome.Error, Manual: true);
-        await store.AppendAttemptsAsync([attempt], context.CancellationToken);
+        await store.AppendAttemptsAsync([attempt], CancellationToken.None);
         logger.LogInformation("Webhook {ProgramId}/{WebhookId}: {EventId} redelivered by hand, status {StatusCode}", row.ProgramId, row.WebhookId, e.EventId, outcome.StatusCode);
         return ToMessage(attempt);
     }
