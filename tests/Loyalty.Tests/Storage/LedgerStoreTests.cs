@@ -582,12 +582,7 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     [InlineData("memory")]
     public async Task DueSchedule_MarksOnlyMoveEarlier_ExactSetsReplace_AndAClaimLeasesTheRow(string kind)
     {
-        ILedgerStore store = kind switch
-        {
-            "memory" => new MemoryLedgerStore(),
-            "sqlite" => await CreateStoreAsync(Backend.Sqlite),
-            _ => await CreateStoreAsync(Backend.Postgres),
-        };
+        ILedgerStore store = await StoreOfKindAsync(kind);
         var t0 = new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero);
 
         await store.AppendBatchAsync([], [], [new DueChange("p", "a", t0.AddDays(2), false), new DueChange("p", "a", t0.AddDays(1), false), new DueChange("p", "a", t0.AddDays(3), false)], null, [], CancellationToken.None);
@@ -620,12 +615,7 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     [InlineData("memory")]
     public async Task ScheduleProgram_MarksEachEnrolledMemberOfThatProgramOnce_OnlyEarlier(string kind)
     {
-        ILedgerStore store = kind switch
-        {
-            "memory" => new MemoryLedgerStore(),
-            "sqlite" => await CreateStoreAsync(Backend.Sqlite),
-            _ => await CreateStoreAsync(Backend.Postgres),
-        };
+        ILedgerStore store = await StoreOfKindAsync(kind);
         DateTimeOffset t0 = Entries.Now;
         static LedgerEntry Enrol(string program, string member, long sequence) =>
             new(program, member, sequence, LedgerEntryKind.Enrol, new Points(0), null, 0, null, 0, null, null, null, Entries.Now, Entries.Now);
@@ -652,12 +642,7 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     [InlineData("memory")]
     public async Task AppendGroup_IsAllOrNothing(string kind)
     {
-        ILedgerStore store = kind switch
-        {
-            "memory" => new MemoryLedgerStore(),
-            "sqlite" => await CreateStoreAsync(Backend.Sqlite),
-            _ => await CreateStoreAsync(Backend.Postgres),
-        };
+        ILedgerStore store = await StoreOfKindAsync(kind);
         await store.AppendBatchAsync([Entries.Earn("p", "other", 1, 5, "taken")], new bool[1], [], null, [], CancellationToken.None);
 
         bool clash = await store.AppendGroupAsync([Entries.Earn("p", "m", 1, -3, "taken#redeem"), Entries.Earn("p", "m", 2, 10, "taken")], CancellationToken.None);
@@ -731,6 +716,14 @@ public sealed class LedgerStoreTests : IAsyncLifetime
             await store.DisposeAsync();
         }
     }
+
+    /// <summary>A store of the kind a theory names: "memory", "sqlite" or "postgres".</summary>
+    private async Task<ILedgerStore> StoreOfKindAsync(string kind) => kind switch
+    {
+        "memory" => new MemoryLedgerStore(),
+        "sqlite" => await CreateStoreAsync(Backend.Sqlite),
+        _ => await CreateStoreAsync(Backend.Postgres),
+    };
 
     private async Task<ILedgerStore> CreateStoreAsync(Backend backend) =>
         await CreateStoreAsync(TestDatabases.Create(backend, "ledger"));
