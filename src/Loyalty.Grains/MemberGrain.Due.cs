@@ -103,6 +103,7 @@ public sealed partial class MemberGrain
         }
         catch
         {
+            // A change's mark meanwhile may have set it known; the row's time is not known now.
             _scheduleKnown = false;
             throw;
         }

@@ -317,13 +317,8 @@ public sealed partial class LedgerCommitQueue
     private bool WaitForEntry(ChannelReader<PendingAppend> reader, TimeSpan timeout)
     {
         long started = Stopwatch.GetTimestamp();
-        while (!reader.TryPeek(out _))
+        while (true)
         {
-            if (reader.Completion.IsCompleted)
-            {
-                return false;
-            }
-
             _queued.Reset();
             if (reader.TryPeek(out _))
             {
@@ -341,8 +336,6 @@ public sealed partial class LedgerCommitQueue
                 return reader.TryPeek(out _);
             }
         }
-
-        return true;
     }
 
     private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<ReadOnlyMemory<byte>>? details, List<DueChange> dues,

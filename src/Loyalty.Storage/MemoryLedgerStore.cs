@@ -287,11 +287,8 @@ public sealed class MemoryLedgerStore : ILedgerStore
         (string, string) key = (change.ProgramId, change.MemberId);
         if (change.DueAt is not { } due)
         {
-            if (change.Exact)
-            {
-                _due.Remove(key);
-            }
-
+            // Only an exact change comes without a time (DueChange refuses a mark without one).
+            _due.Remove(key);
             return;
         }
 
