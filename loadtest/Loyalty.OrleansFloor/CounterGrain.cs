@@ -16,6 +16,9 @@ public static class PerCall
     /// <summary>Bytes of short-lived garbage each call allocates.</summary>
     public static int Garbage { get; set; }
 
+    /// <summary>The bytes the garbage takes on the heap per call: whole chunks of <see cref="CounterGrain.ChunkBytes"/>.</summary>
+    public static int GarbageBytesPerCall => Garbage / CounterGrain.ChunkBytes * CounterGrain.ChunkBytes;
+
     /// <summary>Whether the grain keeps the newest call's id (a young reference stored into an old object).</summary>
     public static bool KeepId { get; set; }
 
@@ -26,7 +29,8 @@ public static class PerCall
 /// <inheritdoc cref="ICounterGrain" />
 public sealed class CounterGrain : Grain, ICounterGrain
 {
-    private const int ChunkBytes = 256;
+    /// <summary>The heap size of one piece of garbage.</summary>
+    internal const int ChunkBytes = 256;
     private long _total;
     private string? _lastId;
 
