@@ -2,9 +2,12 @@ using System.Globalization;
 
 namespace Loyalty.OrleansFloor;
 
-/// <summary>The floor run's options: <c>--activations N --rate R --duration S --garbage BYTES --keep-id --silo-port P --gateway-port P</c>.</summary>
+/// <summary>The floor run's options: <c>--activations N --rate R --duration S --garbage BYTES --keep-id --await-once --silo-port P --gateway-port P</c>.</summary>
 public sealed record FloorOptions(int Activations, int RatePerSecond, int DurationSeconds, int GarbageBytes, bool KeepId, int SiloPort, int GatewayPort)
 {
+    /// <summary>Whether each call's grain method waits once before it answers, as a member waits for its commit.</summary>
+    public bool AwaitOnce { get; init; }
+
     /// <summary>Reads the options; an unknown or malformed one throws naming it.</summary>
     public static FloorOptions Parse(string[] args)
     {
@@ -18,6 +21,7 @@ public sealed record FloorOptions(int Activations, int RatePerSecond, int Durati
                 "--duration" => options with { DurationSeconds = Positive(args, ++i) },
                 "--garbage" => options with { GarbageBytes = Positive(args, ++i, allowZero: true) },
                 "--keep-id" => options with { KeepId = true },
+                "--await-once" => options with { AwaitOnce = true },
                 "--silo-port" => options with { SiloPort = Positive(args, ++i) },
                 "--gateway-port" => options with { GatewayPort = Positive(args, ++i) },
                 _ => throw new ArgumentException($"unknown option {args[i]}"),

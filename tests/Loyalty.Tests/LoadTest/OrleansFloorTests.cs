@@ -9,9 +9,9 @@ namespace Loyalty.Tests.LoadTest;
 public sealed class OrleansFloorTests
 {
     [Fact]
-    public async Task ASmallRun_ReportsLatencyAndCollections_AndKeepsIdsWhenAsked()
+    public async Task ASmallRun_ReportsLatencyCollectionsAndBytesPerCall_AndKeepsIdsAndWaitsWhenAsked()
     {
-        JsonElement kept = await RunAsync("--activations", "500", "--rate", "400", "--duration", "2", "--garbage", "4096", "--keep-id");
+        JsonElement kept = await RunAsync("--activations", "500", "--rate", "400", "--duration", "2", "--garbage", "4096", "--keep-id", "--await-once");
         JsonElement bare = await RunAsync("--activations", "200", "--rate", "200", "--duration", "1");
 
         Assert.Equal(500, kept.GetProperty("activations").GetInt32());
@@ -20,6 +20,8 @@ public sealed class OrleansFloorTests
         Assert.True(kept.GetProperty("gc").GetProperty("pause_ms").GetDouble() >= 0);
         Assert.True(kept.GetProperty("kept_id").GetBoolean());
         Assert.False(bare.GetProperty("kept_id").GetBoolean());
+        Assert.True(kept.GetProperty("await_once").GetBoolean());
+        Assert.False(bare.GetProperty("await_once").GetBoolean());
 
         // What a call allocates besides the garbage asked for: Orleans' message, callback, tasks and
         // this loop's share. Positive, and not the garbage counted in (4,096 bytes a call in the first run).
