@@ -17,6 +17,15 @@ public readonly record struct DueChange(string ProgramId, string MemberId, DateT
         : throw new ArgumentException("A due mark (not exact) needs a time; only an exact change may remove the row.", nameof(DueAt));
 
     /// <summary>
+    /// Why this change cannot be written, or null. The constructor refuses a mark without a time,
+    /// but <c>with</c> and <c>default</c> do not run it: the commit queue asks this of every change
+    /// it is given, so that no store ever reads a mark without a time or a row without a member.
+    /// </summary>
+    public string? Problem => ProgramId is null || MemberId is null ? "a due change needs a program and a member"
+        : DueAt is null && !Exact ? "a due mark (not exact) needs a time; only an exact change may remove the row"
+        : null;
+
+    /// <summary>
     /// The changes of one batch reduced to one per member, in the order they were queued: an
     /// exact change replaces what came before it, and a later mark can only bring it forward.
     /// A single change is already collapsed and comes back as it is, without allocating.

@@ -57,7 +57,9 @@ public sealed partial class LedgerCommitQueue
     /// Set by every producer after it queues (and at the end), reset by the writer before it
     /// looks for work: the writer's wait. A thread blocking on the channel's own wait would make a
     /// waiter, a task over it and a blocking event for every batch, which at a steady rate is
-    /// every few purchases; this event is made once.
+    /// every few purchases; this event is made once. It is not disposed: it lives as long as the
+    /// queue, producers may still set it after the writer stops, and an event whose wait handle is
+    /// never read holds no handle of the system's, only a lock object.
     /// </summary>
     private readonly ManualResetEventSlim _queued = new(initialState: false);
     private Task? _writer;
@@ -94,6 +96,7 @@ public sealed partial class LedgerCommitQueue
     /// </summary>
     public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null)
     {
+        RefuseBroken(due);
         EncodedDetails details;
         try
         {
@@ -121,6 +124,8 @@ public sealed partial class LedgerCommitQueue
         {
             throw new InvalidOperationException(wrong + ".");
         }
+
+        RefuseBroken(due);
 
         if (group.Count == 1)
         {
@@ -162,7 +167,20 @@ public sealed partial class LedgerCommitQueue
     /// Queues a change to the due schedule on its own. It is written in queue order with the
     /// entries around it, so a member's exact due time is never overwritten by an older mark.
     /// </summary>
-    public Task ScheduleAsync(DueChange due) => Enqueue(new PendingAppend((LedgerEntry?)null, due, default(EncodedDetails)));
+    public Task ScheduleAsync(DueChange due)
+    {
+        RefuseBroken(due);
+        return Enqueue(new PendingAppend((LedgerEntry?)null, due, default(EncodedDetails)));
+    }
+
+    /// <summary>Throws for a due change no store may read (see <see cref="DueChange.Problem"/>): a caller's mistake, before anything is queued.</summary>
+    private static void RefuseBroken(DueChange? due)
+    {
+        if (due?.Problem is { } problem)
+        {
+            throw new ArgumentException(problem + ".", nameof(due));
+        }
+    }
 
     private Task<bool> Enqueue(PendingAppend pending)
     {

@@ -513,6 +513,33 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task CommitQueue_RefusesADueChangeNoStoreMayRead_EvenMadeByWithOrDefault_AndQueuesNothing()
+    {
+        ILedgerStore store = await CreateStoreAsync(Backend.Sqlite);
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 100, flushIntervalMs: 1);
+        queue.Start();
+        DateTimeOffset t0 = new(2026, 3, 1, 0, 0, 0, TimeSpan.Zero);
+        // The constructor refuses a mark without a time; these two never ran it. The queue refuses
+        // them at once (a caller's mistake), not through the task.
+        DueChange markWithoutTime = new DueChange("p", "a", t0, Exact: false) with { DueAt = null };
+        DueChange nobody = default;
+        Assert.NotNull(markWithoutTime.Problem);
+        Assert.NotNull(nobody.Problem);
+        Assert.Null(new DueChange("p", "a", null, Exact: true).Problem);
+
+        Assert.Throws<ArgumentException>(() => { _ = queue.AppendAsync(Entries.Earn("p", "a", 1, 10), markWithoutTime); });
+        Assert.Throws<ArgumentException>(() => { _ = queue.AppendGroupAsync([Entries.Earn("p", "a", 1, 10), Entries.Earn("p", "a", 2, 10)], nobody); });
+        Assert.Throws<ArgumentException>(() => { _ = queue.ScheduleAsync(markWithoutTime); });
+
+        // Nothing of them was queued: the next good append is the first batch, and the member's
+        // sequence starts at 1.
+        Assert.True(await queue.AppendAsync(Entries.Earn("p", "a", 1, 10), new DueChange("p", "a", t0, Exact: true)));
+        Assert.Equal(1, queue.BatchCount);
+        await queue.StopAsync();
+        Assert.Single(await store.ReadAfterAsync("p", "a", 0, CancellationToken.None));
+    }
+
+    [Fact]
     public async Task GroupCommit_FlushWaitThatRunsOut_CommitsAloneAndTheWriterStillWakesForTheNext()
     {
         ILedgerStore store = await CreateStoreAsync(Backend.Sqlite);
