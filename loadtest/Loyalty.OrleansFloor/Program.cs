@@ -51,8 +51,22 @@ long calls = checked((long)options.RatePerSecond * options.DurationSeconds);
 var pending = new List<Task>((int)Math.Min(calls, 10_000_000));
 // The load tester's pacer: Task.Delay would add milliseconds of its own lateness to the figures.
 using var pacer = new Loyalty.LoadTest.Pacer();
-// Everything the process allocates while the calls run, this loop's share included (the call's id,
-// its state machine, the list of calls), as the engine's gateway has a share of its own per purchase.
+// What pacing alone allocates, with whatever the process does meanwhile (Orleans' timers, the
+// runtime), at the same rate without calls: taken off the figure per call below.
+// At most 5 s of it: enough calls' worth to average over, and short beside a run.
+long pacedOnly = Math.Min(calls, (long)options.RatePerSecond * 5);
+long pacingBefore = GC.GetTotalAllocatedBytes(precise: true);
+long pacingStart = Stopwatch.GetTimestamp();
+for (long k = 0; k < pacedOnly; k++)
+{
+    await pacer.WaitUntilAsync(pacingStart + (long)(k * (double)Stopwatch.Frequency / options.RatePerSecond));
+}
+
+double pacingBytesPerCall = (double)(GC.GetTotalAllocatedBytes(precise: true) - pacingBefore) / pacedOnly;
+
+// Everything the process allocates while the calls run; less the pacing's share and the garbage
+// asked for, what is left is Orleans' path and this loop's state machine per call (the engine's
+// gateway has a state machine of its own per purchase).
 long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
 long start = Stopwatch.GetTimestamp();
 for (long k = 0; k < calls; k++)
@@ -79,8 +93,10 @@ Console.WriteLine(JsonSerializer.Serialize(new
     keep_id = options.KeepId,
     await_once = options.AwaitOnce,
     latency_ms = new { p50 = Ms(50), p99 = Ms(99), p999 = Ms(99.9), max = latency.GetMaxValue() / 1000.0 },
-    // The garbage asked for is left out: what remains is Orleans' call path plus this loop's share.
-    allocated_bytes_per_call = calls == 0 ? 0 : Math.Round((double)allocated / calls - PerCall.GarbageBytesPerCall),
+    // The garbage asked for and the pacing's share are left out: what remains is Orleans' call path plus this loop's state machine.
+    allocated_bytes_per_call = Math.Round((double)allocated / calls - PerCall.GarbageBytesPerCall - pacingBytesPerCall),
+    pacing_bytes_per_call = Math.Round(pacingBytesPerCall),
+    waits = PerCall.Waits,
     gc = new
     {
         pause_ms = Math.Round((GC.GetTotalPauseDuration() - pauseBefore).TotalMilliseconds, 1),

@@ -19,9 +19,10 @@ public readonly record struct DueChange(string ProgramId, string MemberId, DateT
     /// <summary>
     /// Why this change cannot be written, or null. The constructor refuses a mark without a time,
     /// but <c>with</c> and <c>default</c> do not run it: the commit queue asks this of every change
-    /// it is given, so that no store ever reads a mark without a time or a row without a member.
+    /// it is given, so that no store reached through the queue reads a mark without a time or a row
+    /// without a member. A method, not a property, so that it stays out of the record's text.
     /// </summary>
-    public string? Problem => ProgramId is null || MemberId is null ? "a due change needs a program and a member"
+    public string? Check() => ProgramId is null || MemberId is null ? "a due change needs a program and a member"
         : DueAt is null && !Exact ? "a due mark (not exact) needs a time; only an exact change may remove the row"
         : null;
 

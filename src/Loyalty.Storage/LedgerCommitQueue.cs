@@ -92,7 +92,8 @@ public sealed partial class LedgerCommitQueue
     /// Queues an entry and completes when its batch is committed: true when written, false when
     /// its sequence or transaction id was already taken (nothing written). Throws
     /// <see cref="LedgerUnavailableException"/> when the batch failed; then the entry is not
-    /// durable and must not be acknowledged.
+    /// durable and must not be acknowledged. A due change no store may read
+    /// (<see cref="DueChange.Check"/>) throws <see cref="ArgumentException"/> at once, and nothing is queued.
     /// </summary>
     public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null)
     {
@@ -165,7 +166,8 @@ public sealed partial class LedgerCommitQueue
 
     /// <summary>
     /// Queues a change to the due schedule on its own. It is written in queue order with the
-    /// entries around it, so a member's exact due time is never overwritten by an older mark.
+    /// entries around it, so a member's exact due time is never overwritten by an older mark. A
+    /// change no store may read throws <see cref="ArgumentException"/> at once, as for <see cref="AppendAsync"/>.
     /// </summary>
     public Task ScheduleAsync(DueChange due)
     {
@@ -173,10 +175,10 @@ public sealed partial class LedgerCommitQueue
         return Enqueue(new PendingAppend((LedgerEntry?)null, due, default(EncodedDetails)));
     }
 
-    /// <summary>Throws for a due change no store may read (see <see cref="DueChange.Problem"/>): a caller's mistake, before anything is queued.</summary>
+    /// <summary>Throws for a due change no store may read (see <see cref="DueChange.Check"/>): a caller's mistake, before anything is queued.</summary>
     private static void RefuseBroken(DueChange? due)
     {
-        if (due?.Problem is { } problem)
+        if (due?.Check() is { } problem)
         {
             throw new ArgumentException(problem + ".", nameof(due));
         }

@@ -22,9 +22,14 @@ public sealed class OrleansFloorTests
         Assert.False(bare.GetProperty("kept_id").GetBoolean());
         Assert.True(kept.GetProperty("await_once").GetBoolean());
         Assert.False(bare.GetProperty("await_once").GetBoolean());
+        // Every call of the first run waited once (800 calls, and the warm-up's 500); none of the second.
+        Assert.True(kept.GetProperty("waits").GetInt64() >= 800);
+        Assert.Equal(0, bare.GetProperty("waits").GetInt64());
+        Assert.True(kept.GetProperty("pacing_bytes_per_call").GetDouble() >= 0);
 
-        // What a call allocates besides the garbage asked for: Orleans' message, callback, tasks and
-        // this loop's share. Positive, and not the garbage counted in (4,096 bytes a call in the first run).
+        // What a call allocates besides the garbage asked for and the pacing: Orleans' message, callback,
+        // tasks and the calling state machine. Positive, and not the garbage counted in (4,096 bytes a
+        // call in the first run, which also makes an id string a call).
         double keptBytes = kept.GetProperty("allocated_bytes_per_call").GetDouble();
         double bareBytes = bare.GetProperty("allocated_bytes_per_call").GetDouble();
         Assert.InRange(bareBytes, 100, 4000);

@@ -523,9 +523,9 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         // them at once (a caller's mistake), not through the task.
         DueChange markWithoutTime = new DueChange("p", "a", t0, Exact: false) with { DueAt = null };
         DueChange nobody = default;
-        Assert.NotNull(markWithoutTime.Problem);
-        Assert.NotNull(nobody.Problem);
-        Assert.Null(new DueChange("p", "a", null, Exact: true).Problem);
+        Assert.NotNull(markWithoutTime.Check());
+        Assert.NotNull(nobody.Check());
+        Assert.Null(new DueChange("p", "a", null, Exact: true).Check());
 
         Assert.Throws<ArgumentException>(() => { _ = queue.AppendAsync(Entries.Earn("p", "a", 1, 10), markWithoutTime); });
         Assert.Throws<ArgumentException>(() => { _ = queue.AppendGroupAsync([Entries.Earn("p", "a", 1, 10), Entries.Earn("p", "a", 2, 10)], nobody); });
