@@ -24,9 +24,15 @@ public sealed partial class WebhookDispatcher(
     /// <summary>How long a stopping node waits for its workers to save their positions.</summary>
     private static readonly TimeSpan StopWaitMax = TimeSpan.FromSeconds(10);
 
+    /// <summary>How long a stopping node then waits for abandoned attempts to be logged.</summary>
+    private static readonly TimeSpan AbandonWaitMax = TimeSpan.FromSeconds(3);
+
     private readonly WebhookOptions _options = options.Value;
     private readonly Dictionary<(string, string), (WebhookWorker Worker, Task Run)> _workers = [];
     private readonly CancellationTokenSource _stop = new();
+
+    /// <summary>Cancelled when a stopping node will wait no longer for attempts under way (a receiver that answers slowly, with a long Webhooks:TimeoutSeconds).</summary>
+    private readonly CancellationTokenSource _abandon = new();
     private Task? _loop;
 
     /// <summary>Names this node in leases: host, process and a random part (a restarted process is another owner).</summary>
@@ -55,7 +61,15 @@ public sealed partial class WebhookDispatcher(
         }
 
         Task[] running = [.. _workers.Values.Select(w => w.Run)];
-        await Task.WhenAny(Task.WhenAll(running), Task.Delay(StopWaitMax, cancellationToken));
+        Task all = Task.WhenAll(running);
+        await Task.WhenAny(all, Task.Delay(StopWaitMax, cancellationToken));
+        if (!all.IsCompleted)
+        {
+            // Attempts still under way are ended as abandoned, and logged as such, rather than
+            // cut off unlogged when the process exits.
+            await _abandon.CancelAsync();
+            await Task.WhenAny(all, Task.Delay(AbandonWaitMax, cancellationToken));
+        }
         foreach (((string program, string webhook), (WebhookWorker _, Task run)) in _workers)
         {
             // Another node may take a stopped worker's subscription at once instead of after the
@@ -105,7 +119,7 @@ public sealed partial class WebhookDispatcher(
     {
         try
         {
-            await worker.RunAsync(stop);
+            await worker.RunAsync(stop, _abandon.Token);
         }
         catch (Exception e) when (!stop.IsCancellationRequested)
         {

@@ -102,8 +102,16 @@ public sealed class WebhookSender : IDisposable
         return signatures;
     }
 
-    /// <summary>Makes one attempt; never throws for the receiver's failures (they are the outcome).</summary>
-    public async Task<DeliveryOutcome> SendAsync(WebhookRow webhook, V1.Event e, CancellationToken cancellationToken)
+    /// <summary>The outcome's error when the attempt was abandoned (<see cref="SendAsync"/>).</summary>
+    public const string Abandoned = "the node stopped before an answer came; the receiver may have it";
+
+    /// <summary>
+    /// Makes one attempt; never throws for the receiver's failures (they are the outcome).
+    /// <paramref name="abandon"/> ends the attempt before its time limit (a node that cannot wait
+    /// any longer to stop): the outcome is then a failure that says so, not an exception, so that
+    /// the delivery log still holds an attempt the receiver may have had.
+    /// </summary>
+    public async Task<DeliveryOutcome> SendAsync(WebhookRow webhook, V1.Event e, CancellationToken abandon)
     {
         string body = BodyOf(e);
         DateTimeOffset now = _clock.GetUtcNow();
@@ -120,7 +128,7 @@ public sealed class WebhookSender : IDisposable
         long started = Stopwatch.GetTimestamp();
         // One limit for the whole attempt, the answer's body included: a receiver that sends its
         // headers and then stalls must not hold the delivery forever.
-        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(abandon);
         attempt.CancelAfter(TimeSpan.FromSeconds(_options.TimeoutSeconds));
         try
         {
@@ -132,10 +140,12 @@ public sealed class WebhookSender : IDisposable
                 ? new DeliveryOutcome(true, status, latency, null)
                 : new DeliveryOutcome(false, status, latency, Bounded($"HTTP {status}" + (status is >= 300 and < 400 ? " (redirects are not followed)" : "") + (answer.Length > 0 ? ": " + answer : "")));
         }
-        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        catch (Exception ex)
         {
             // Whatever the receiver or the network did (refused, reset, cut short, too slow) is a failed attempt.
-            string why = attempt.IsCancellationRequested ? $"no answer within {_options.TimeoutSeconds} s" : ex.GetType().Name + ": " + ex.Message;
+            string why = abandon.IsCancellationRequested ? Abandoned
+                : attempt.IsCancellationRequested ? $"no answer within {_options.TimeoutSeconds} s"
+                : ex.GetType().Name + ": " + ex.Message;
             return new DeliveryOutcome(false, 0, Elapsed(started), Bounded(why));
         }
     }

@@ -35,6 +35,7 @@ internal sealed partial class WebhookWorker(
     private readonly ConcurrentQueue<WebhookAttemptRow> _attempts = new();
     private readonly SemaphoreSlim _saving = new(1, 1);
     private WebhookRow _webhook = webhook;
+    private CancellationToken _abandon;
 
     /// <summary>
     /// When this node must stop sending (Stopwatch ticks): two thirds of a lease after it last
@@ -48,9 +49,14 @@ internal sealed partial class WebhookWorker(
     /// <summary>The subscription's (program, id).</summary>
     public (string ProgramId, string WebhookId) Key { get; } = (webhook.ProgramId, webhook.WebhookId);
 
-    /// <summary>Runs until <paramref name="stop"/>, the lease is lost, or the subscription is disabled or deleted.</summary>
-    public async Task RunAsync(CancellationToken stop)
+    /// <summary>
+    /// Runs until <paramref name="stop"/>, the lease is lost, or the subscription is disabled or
+    /// deleted. Attempts under way when it stops run on to their answers or their time limit,
+    /// unless <paramref name="abandon"/> ends them first (see <see cref="WebhookSender.SendAsync"/>).
+    /// </summary>
+    public async Task RunAsync(CancellationToken stop, CancellationToken abandon)
     {
+        _abandon = abandon;
         using var running = CancellationTokenSource.CreateLinkedTokenSource(stop);
         Task renewing = RenewAsync(running);
         try
@@ -203,7 +209,8 @@ internal sealed partial class WebhookWorker(
             // endpoint, the lease running out, the node stopping): it may already have reached the
             // receiver, and the log must hold every attempt that may have. Its own time limit
             // (Webhooks:TimeoutSeconds) bounds it; the backoff and the lease wait below stop at once.
-            DeliveryOutcome outcome = await sender.SendAsync(current, e, CancellationToken.None);
+            // Only a node that has waited as long as it may to stop abandons it, and logs that.
+            DeliveryOutcome outcome = await sender.SendAsync(current, e, _abandon);
             DateTimeOffset now = clock.GetUtcNow();
             if (_attempts.Count >= IWebhookStore.AttemptsKeptPerWebhook)
             {
@@ -214,6 +221,10 @@ internal sealed partial class WebhookWorker(
             _attempts.Enqueue(new WebhookAttemptRow(0, current.ProgramId, current.WebhookId, WebhookSender.DeliveryIdOf(current.WebhookId, e.EventId),
                 e.EventId, e.Type, e.MemberId, attempt, now, outcome.StatusCode, outcome.LatencyMs, outcome.Error, Manual: false));
             EventMetrics.WebhookAttempts.Add(1, new KeyValuePair<string, object?>("outcome", outcome.Delivered ? "delivered" : "failed"));
+
+            // Abandoned by a stopping node: logged, and not the receiver's failure (it counts
+            // towards nothing); the next holder delivers the event again.
+            _abandon.ThrowIfCancellationRequested();
             if (outcome.Delivered)
             {
                 EventMetrics.WebhookDelay.Record((now - e.Time.ToDateTimeOffset()).TotalMilliseconds);

@@ -135,6 +135,42 @@ public sealed class WebhookTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task AnAttemptStillWaitingWhenTheNodeStops_IsAbandonedAndLogged_WithinTheStop()
+    {
+        // The receiver holds the request longer than the node waits to stop (10 s), and the
+        // attempt's own limit is longer still: before, the process exited with the attempt unlogged.
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 4, hangShare: 1.0, hang: TimeSpan.FromSeconds(18));
+        StorageOptions storage = TestDatabases.Create(Backend.Sqlite, "hookstop");
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(storage, null, [.. FastWebhooks, "--Webhooks:TimeoutSeconds=120"]))
+        {
+            await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+            var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+            await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url, WebhookId = "slow" });
+            await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 1, prefix: "p", program: Program);
+            for (int i = 0; i < 300 && receiver.Received.Count == 0; i++)
+            {
+                await Task.Delay(100);
+            }
+
+            Assert.NotEmpty(receiver.Received);
+            var stopping = System.Diagnostics.Stopwatch.StartNew();
+            await engine.StopAsync();
+            // Ten seconds of waiting, then the attempt is abandoned and logged: well before its own limit.
+            Assert.InRange(stopping.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(40));
+        }
+
+        // The next node delivers the event again; answered at once, so that it stops at once.
+        receiver.HangShare = 0;
+        await using InProcessEngine again = await InProcessEngine.StartAsync(storage, null, [.. FastWebhooks, "--Webhooks:TimeoutSeconds=120"]);
+        V1.ListWebhookDeliveriesResponse log = await new V1.Webhooks.WebhooksClient(again.Invoker)
+            .ListWebhookDeliveriesAsync(new V1.ListWebhookDeliveriesRequest { ProgramId = Program, WebhookId = "slow" });
+        V1.WebhookDelivery abandoned = Assert.Single(log.Deliveries, d => d.Error == WebhookSender.Abandoned);
+        Assert.Equal(receiver.Received[0].DeliveryId, abandoned.DeliveryId);
+        Assert.Equal(0, abandoned.StatusCode);
+        Assert.False(abandoned.Manual);
+    }
+
+    [Fact]
     public async Task Redeliver_SendsOneEventAgain_WithItsDeliveryId_AndLogsItAsManual()
     {
         await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 3);
