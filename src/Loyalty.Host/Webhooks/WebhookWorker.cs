@@ -85,7 +85,9 @@ internal sealed partial class WebhookWorker(
                     _delivered = end;
                 }
 
-                if (!await SaveAsync(running.Token))
+                // Saved even when the node is stopping (that is what it waits for), unless it has
+                // stopped waiting: a window delivered in full is not sent again by the next holder.
+                if (!await SaveAsync(_abandon))
                 {
                     return;
                 }
@@ -202,6 +204,9 @@ internal sealed partial class WebhookWorker(
     {
         for (int attempt = 1; ; attempt++)
         {
+            // A stopping node (or a disabled subscription) starts no new attempt; the wait for the
+            // lease below only looks at the token when it has to wait.
+            cancellationToken.ThrowIfCancellationRequested();
             await WaitForLeaseAsync(cancellationToken);
             WebhookRow current = _webhook;
 

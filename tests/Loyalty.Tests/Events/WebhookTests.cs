@@ -1,4 +1,5 @@
 using Grpc.Core;
+using Microsoft.Extensions.DependencyInjection;
 using Loyalty.Api;
 using Loyalty.Host.Webhooks;
 using Loyalty.Storage;
@@ -155,8 +156,14 @@ public sealed class WebhookTests(ITestOutputHelper output)
             Assert.NotEmpty(receiver.Received);
             var stopping = System.Diagnostics.Stopwatch.StartNew();
             await engine.StopAsync();
-            // Ten seconds of waiting, then the attempt is abandoned and logged: well before its own limit.
+            // Ten seconds of waiting, then the attempt is abandoned: the stop does not wait for its 120 s limit.
             Assert.InRange(stopping.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(40));
+
+            // Logged by the time the stop returned, not later by a task left running.
+            IReadOnlyList<WebhookAttemptRow> logged = await engine.Services.GetRequiredService<IWebhookStore>()
+                .ReadAttemptsAsync(Program, "slow", long.MaxValue, 100, CancellationToken.None);
+            WebhookAttemptRow row = Assert.Single(logged);
+            Assert.Equal(WebhookSender.Abandoned, row.Error);
         }
 
         // The next node delivers the event again; answered at once, so that it stops at once.
