@@ -121,10 +121,11 @@ public sealed partial class WebhookDispatcher(
         {
             await worker.RunAsync(stop, _abandon.Token);
         }
-        catch (Exception e) when (!stop.IsCancellationRequested)
+        catch (Exception e) when (e is not OperationCanceledException || !stop.IsCancellationRequested)
         {
             // The database failed mid-step: the worker ends, and this node claims the subscription
-            // again at its next look (it still holds the lease), from the saved position.
+            // again at its next look (it still holds the lease), from the saved position. Logged
+            // while the node stops too (a cancellation then is the normal end, and is not).
             LogWorkerFailed(e, worker.Key.ProgramId, worker.Key.WebhookId);
         }
     }
