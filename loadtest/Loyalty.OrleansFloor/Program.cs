@@ -53,13 +53,14 @@ var pending = new List<Task>((int)Math.Min(calls, 10_000_000));
 using var pacer = new Loyalty.LoadTest.Pacer();
 // What pacing alone allocates, with whatever the process does meanwhile (Orleans' timers, the
 // runtime), at the same rate without calls: taken off the figure per call below.
-// At most 5 s of it: enough calls' worth to average over, and short beside a run.
-long pacedOnly = Math.Min(calls, (long)options.RatePerSecond * 5);
+// At most PacingBaselineSecondsMax of it: enough calls' worth to average over, and short beside a run.
+const int PacingBaselineSecondsMax = 5;
+long pacedOnly = Math.Min(calls, (long)options.RatePerSecond * PacingBaselineSecondsMax);
 long pacingBefore = GC.GetTotalAllocatedBytes(precise: true);
 long pacingStart = Stopwatch.GetTimestamp();
 for (long k = 0; k < pacedOnly; k++)
 {
-    await pacer.WaitUntilAsync(pacingStart + (long)(k * (double)Stopwatch.Frequency / options.RatePerSecond));
+    await pacer.WaitUntilAsync(DueAt(pacingStart, k));
 }
 
 double pacingBytesPerCall = (double)(GC.GetTotalAllocatedBytes(precise: true) - pacingBefore) / pacedOnly;
@@ -72,7 +73,7 @@ long start = Stopwatch.GetTimestamp();
 for (long k = 0; k < calls; k++)
 {
     // Open loop: each call's latency counts from when it was due, not from when it went out.
-    long due = start + (long)(k * (double)Stopwatch.Frequency / options.RatePerSecond);
+    long due = DueAt(start, k);
     await pacer.WaitUntilAsync(due);
     // The keys are made before the clock starts, and an id per call only when the grain keeps it:
     // the figure per call is then Orleans' path and this loop's state machine, not the benchmark's strings.
@@ -120,5 +121,8 @@ async Task CallAsync(ICounterGrain grain, string id, long due)
         latency.RecordValue(Math.Max(0, micros));
     }
 }
+
+// When call k of a pass that started at start is due (Stopwatch ticks), at the run's rate.
+long DueAt(long start, long k) => start + (long)(k * (double)Stopwatch.Frequency / options.RatePerSecond);
 
 static string Key(int i) => "m" + i.ToString(CultureInfo.InvariantCulture);

@@ -8,13 +8,15 @@ namespace Loyalty.Storage;
 /// </summary>
 public readonly record struct DueChange(string ProgramId, string MemberId, DateTimeOffset? DueAt, bool Exact)
 {
+    private const string MarkWithoutTime = "a due mark (not exact) needs a time; only an exact change may remove the row";
+
     /// <summary>
     /// The time to set, or null to remove the row. A mark has nothing to move earlier without a
     /// time, and the stores would read one differently (a removal or nothing), so it is refused.
     /// </summary>
     public DateTimeOffset? DueAt { get; init; } = DueAt is not null || Exact
         ? DueAt
-        : throw new ArgumentException("A due mark (not exact) needs a time; only an exact change may remove the row.", nameof(DueAt));
+        : throw new ArgumentException(MarkWithoutTime + ".", nameof(DueAt));
 
     /// <summary>
     /// Why this change cannot be written, or null. The constructor refuses a mark without a time,
@@ -23,7 +25,7 @@ public readonly record struct DueChange(string ProgramId, string MemberId, DateT
     /// without a member. A method, not a property, so that it stays out of the record's text.
     /// </summary>
     public string? Check() => ProgramId is null || MemberId is null ? "a due change needs a program and a member"
-        : DueAt is null && !Exact ? "a due mark (not exact) needs a time; only an exact change may remove the row"
+        : DueAt is null && !Exact ? MarkWithoutTime
         : null;
 
     /// <summary>

@@ -126,12 +126,12 @@ public sealed partial class LedgerCommitQueue
             throw new InvalidOperationException(wrong + ".");
         }
 
-        RefuseBroken(due);
-
         if (group.Count == 1)
         {
             return AppendAsync(group[0], due);
         }
+
+        RefuseBroken(due);
 
         EncodedDetails[]? details = null;
         try

@@ -287,7 +287,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
         (string, string) key = (change.ProgramId, change.MemberId);
         if (change.DueAt is not { } due)
         {
-            // Only an exact change comes without a time (DueChange refuses a mark without one).
+            // Only an exact change comes without a time: the commit queue refuses a mark without one (DueChange.Check).
             _due.Remove(key);
             return;
         }

@@ -70,6 +70,7 @@ public sealed partial class WebhookDispatcher(
             await _abandon.CancelAsync();
             await Task.WhenAny(all, Task.Delay(AbandonWaitMax, cancellationToken));
         }
+
         foreach (((string program, string webhook), (WebhookWorker _, Task run)) in _workers)
         {
             // Another node may take a stopped worker's subscription at once instead of after the
@@ -96,7 +97,7 @@ public sealed partial class WebhookDispatcher(
                     IReadOnlyList<WebhookRow> claimed = await store.ClaimAsync(Owner, now, now.AddSeconds(_options.LeaseSeconds), room, stop);
                     foreach (WebhookRow row in claimed.Where(r => !_workers.ContainsKey((r.ProgramId, r.WebhookId))))
                     {
-                        var worker = new WebhookWorker(row, Owner, ledger, store, sender, commits, _options, clock, logger);
+                        var worker = new WebhookWorker(row, Owner, ledger, store, sender, commits, _options, clock, logger, _abandon.Token);
                         _workers[worker.Key] = (worker, Task.Run(() => RunWorkerAsync(worker, stop), CancellationToken.None));
                     }
                 }
@@ -119,7 +120,7 @@ public sealed partial class WebhookDispatcher(
     {
         try
         {
-            await worker.RunAsync(stop, _abandon.Token);
+            await worker.RunAsync(stop);
         }
         catch (Exception e) when (e is not OperationCanceledException || !stop.IsCancellationRequested)
         {

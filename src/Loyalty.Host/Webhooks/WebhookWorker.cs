@@ -23,7 +23,8 @@ internal sealed partial class WebhookWorker(
     LedgerCommits commits,
     WebhookOptions options,
     TimeProvider clock,
-    ILogger logger)
+    ILogger logger,
+    CancellationToken abandon)
 {
     /// <summary>The smallest gap between two reads of the ledger, however often commits wake the worker.</summary>
     private static readonly TimeSpan ReadGapMin = TimeSpan.FromMilliseconds(50);
@@ -35,7 +36,6 @@ internal sealed partial class WebhookWorker(
     private readonly ConcurrentQueue<WebhookAttemptRow> _attempts = new();
     private readonly SemaphoreSlim _saving = new(1, 1);
     private WebhookRow _webhook = webhook;
-    private CancellationToken _abandon;
 
     /// <summary>
     /// When this node must stop sending (Stopwatch ticks): two thirds of a lease after it last
@@ -52,11 +52,10 @@ internal sealed partial class WebhookWorker(
     /// <summary>
     /// Runs until <paramref name="stop"/>, the lease is lost, or the subscription is disabled or
     /// deleted. Attempts under way when it stops run on to their answers or their time limit,
-    /// unless <paramref name="abandon"/> ends them first (see <see cref="WebhookSender.SendAsync"/>).
+    /// unless the node's abandon token (given when made) ends them first (see <see cref="WebhookSender.SendAsync"/>).
     /// </summary>
-    public async Task RunAsync(CancellationToken stop, CancellationToken abandon)
+    public async Task RunAsync(CancellationToken stop)
     {
-        _abandon = abandon;
         using var running = CancellationTokenSource.CreateLinkedTokenSource(stop);
         Task renewing = RenewAsync(running);
         try
@@ -87,7 +86,7 @@ internal sealed partial class WebhookWorker(
 
                 // Saved even when the node is stopping (that is what it waits for), unless it has
                 // stopped waiting: a window delivered in full is not sent again by the next holder.
-                if (!await SaveAsync(_abandon))
+                if (!await SaveAsync(abandon))
                 {
                     return;
                 }
@@ -215,7 +214,7 @@ internal sealed partial class WebhookWorker(
             // receiver, and the log must hold every attempt that may have. Its own time limit
             // (Webhooks:TimeoutSeconds) bounds it; the backoff and the lease wait below stop at once.
             // Only a node that has waited as long as it may to stop abandons it, and logs that.
-            DeliveryOutcome outcome = await sender.SendAsync(current, e, _abandon);
+            DeliveryOutcome outcome = await sender.SendAsync(current, e, abandon);
             DateTimeOffset now = clock.GetUtcNow();
             if (_attempts.Count >= IWebhookStore.AttemptsKeptPerWebhook)
             {
@@ -229,7 +228,7 @@ internal sealed partial class WebhookWorker(
 
             // Abandoned by a stopping node: logged, and not the receiver's failure (it counts
             // towards nothing); the next holder delivers the event again.
-            _abandon.ThrowIfCancellationRequested();
+            abandon.ThrowIfCancellationRequested();
             if (outcome.Delivered)
             {
                 EventMetrics.WebhookDelay.Record((now - e.Time.ToDateTimeOffset()).TotalMilliseconds);
