@@ -34,6 +34,9 @@ public static class PerCall
     /// <summary>Counts one answer that waited.</summary>
     internal static void Waited() => Interlocked.Increment(ref _waits);
 
+    /// <summary>The ledger each call commits one entry to before it answers (<see cref="FloorOptions.Ledger"/>), or none.</summary>
+    public static FloorLedger? Ledger { get; set; }
+
     /// <summary>Where the garbage goes, so the JIT cannot drop it.</summary>
     public static object? Sink { get; set; }
 }
@@ -47,6 +50,7 @@ public sealed class CounterGrain : Grain, ICounterGrain
     internal const int ChunkBytes = 256;
     private long _total;
     private string? _lastId;
+    private long _sequence;
 
     /// <inheritdoc />
     public ValueTask<long> AddAsync(string id, long amount)
@@ -63,7 +67,27 @@ public sealed class CounterGrain : Grain, ICounterGrain
         }
 
         _total = checked(_total + amount);
+        if (PerCall.Ledger is { } ledger)
+        {
+            // Numbered before the first wait, as a member numbers its entries: calls in flight at once take consecutive numbers.
+            _sequence++;
+            return AnswerCommittedAsync(ledger.AppendAsync(this.GetPrimaryKeyString(), _sequence), _total);
+        }
+
         return PerCall.AwaitOnce ? AnswerLaterAsync(_total) : ValueTask.FromResult(_total);
+    }
+
+    /// <summary>The answer once the call's entry is committed, from a pooled state machine (as the member's write loop).</summary>
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<long> AnswerCommittedAsync(Task<bool> commit, long total)
+    {
+        if (!await commit)
+        {
+            throw new InvalidOperationException("The call's entry was not written: its key was taken.");
+        }
+
+        PerCall.Waited();
+        return total;
     }
 
     /// <summary>The answer after one wait, from a pooled state machine (as the member's write loop).</summary>

@@ -12,11 +12,16 @@ using Orleans.Configuration;
 // activations of a grain that does nothing but add a number, called at a fixed rate from the
 // silo's own process (as the engine's gateway calls its member grains). Each call can allocate
 // garbage of a given size (what a real purchase allocates) and can keep the call's id in the
-// grain (a young object stored into an old one, as a member's new lot does). Prints one JSON line.
+// grain (a young object stored into an old one, as a member's new lot does). With --ledger, each
+// call commits one ledger entry through the engine's commit queue and store before it answers;
+// with --direct as well, the loop appends to the ledger itself, with no grain: the storage's floor
+// alone. Prints one JSON line.
 FloorOptions options = FloorOptions.Parse(args);
 PerCall.Garbage = options.GarbageBytes;
 PerCall.KeepId = options.KeepId;
 PerCall.AwaitOnce = options.AwaitOnce;
+await using FloorLedger? ledger = options.Ledger == FloorLedger.Kind.None ? null : await FloorLedger.OpenAsync(options);
+PerCall.Ledger = options.Direct ? null : ledger;
 
 using IHost host = Host.CreateDefaultBuilder()
     .ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Error))
@@ -31,15 +36,32 @@ using IHost host = Host.CreateDefaultBuilder()
         });
     })
     .Build();
-await host.StartAsync();
+if (!options.Direct)
+{
+    await host.StartAsync();
+}
+
 IGrainFactory grains = host.Services.GetRequiredService<IGrainFactory>();
 // As the engine's gateway reaches its members: without Orleans' lookup of the grain type per call.
 var counters = new Loyalty.GrainReferences<ICounterGrain>(grains);
 
 string[] keys = Enumerable.Range(0, options.Activations).Select(Key).ToArray();
+// With --direct, each member's newest entry number (the loop numbers entries, as a grain would).
+long[] sequences = new long[options.Activations];
 var activating = Stopwatch.StartNew();
+// Every member is activated (or, with --direct, given its first entry) before the clock starts;
+// with a ledger, each member's first entry is in it then, as an enrolment would be.
 await Parallel.ForAsync(0, options.Activations, new ParallelOptions { MaxDegreeOfParallelism = 64 }, async (i, _) =>
-    await counters.Get(keys[i]).AddAsync("warm", 0));
+{
+    if (options.Direct)
+    {
+        await CommitAsync(i);
+    }
+    else
+    {
+        await counters.Get(keys[i]).AddAsync("warm", 0);
+    }
+});
 double activationSeconds = activating.Elapsed.TotalSeconds;
 GC.Collect();
 
@@ -78,7 +100,7 @@ for (long k = 0; k < calls; k++)
     // The keys are made before the clock starts, and an id per call only when the grain keeps it:
     // the figure per call is then Orleans' path and this loop's state machine, not the benchmark's strings.
     string id = options.KeepId ? "c" + k.ToString(CultureInfo.InvariantCulture) : "c";
-    pending.Add(CallAsync(counters.Get(keys[random.Next(options.Activations)]), id, due));
+    pending.Add(CallAsync(random.Next(options.Activations), id, due));
 }
 
 await Task.WhenAll(pending);
@@ -93,6 +115,8 @@ Console.WriteLine(JsonSerializer.Serialize(new
     garbage_bytes_per_call = options.GarbageBytes,
     keep_id = options.KeepId,
     await_once = options.AwaitOnce,
+    ledger = options.Ledger.ToString().ToLowerInvariant(),
+    direct = options.Direct,
     latency_ms = new { p50 = Ms(50), p99 = Ms(99), p999 = Ms(99.9), max = latency.GetMaxValue() / 1000.0 },
     // The garbage asked for and the pacing's share are left out: what remains is Orleans' call path plus this loop's state machine.
     allocated_bytes_per_call = Math.Round((double)allocated / calls - PerCall.GarbageBytesPerCall - pacingBytesPerCall),
@@ -107,18 +131,42 @@ Console.WriteLine(JsonSerializer.Serialize(new
     },
     peak_working_set_mib = Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0),
     // A grain called last keeps its id when asked to: the option did what it says.
-    kept_id = await counters.Get(keys[0]).LastIdAsync() is not null,
+    kept_id = !options.Direct && await counters.Get(keys[0]).LastIdAsync() is not null,
+    // Warm-up included: one entry per member, then one per call.
+    ledger_entries_committed = ledger?.EntriesCommitted ?? 0,
+    ledger_batches_committed = ledger?.BatchesCommitted ?? 0,
 }));
-await host.StopAsync();
+if (!options.Direct)
+{
+    await host.StopAsync();
+}
+
 return 0;
 
-async Task CallAsync(ICounterGrain grain, string id, long due)
+async Task CallAsync(int member, string id, long due)
 {
-    await grain.AddAsync(id, 1);
+    if (options.Direct)
+    {
+        await CommitAsync(member);
+    }
+    else
+    {
+        await counters.Get(keys[member]).AddAsync(id, 1);
+    }
+
     long micros = Stopwatch.GetElapsedTime(due).Ticks / 10;
     lock (latency)
     {
         latency.RecordValue(Math.Max(0, micros));
+    }
+}
+
+// Member i's next entry, straight to the ledger (--direct); numbered before the first wait.
+async Task CommitAsync(int i)
+{
+    if (!await ledger!.AppendAsync(keys[i], ++sequences[i]))
+    {
+        throw new InvalidOperationException($"Entry {sequences[i]} of member {keys[i]} was not written: its key was taken.");
     }
 }
 

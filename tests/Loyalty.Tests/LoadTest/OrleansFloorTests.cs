@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 
 namespace Loyalty.Tests.LoadTest;
@@ -36,6 +37,38 @@ public sealed class OrleansFloorTests
         Assert.InRange(keptBytes, 100, 4000);
     }
 
+    public static TheoryData<Backend, bool> LedgerRuns => new()
+    {
+        { Backend.Sqlite, false },
+        { Backend.Sqlite, true },
+        { Backend.Postgres, false },
+        { Backend.Postgres, true },
+    };
+
+    [Theory, MemberData(nameof(LedgerRuns))]
+    public async Task WithALedger_EveryCallCommitsOneEntry_AndEachMembersEntriesAreNumberedWithoutGaps(Backend backend, bool direct)
+    {
+        StorageOptions storage = TestDatabases.Create(backend, "floor");
+        string[] args = ["--activations", "300", "--rate", "300", "--duration", "2",
+            "--ledger", backend == Backend.Sqlite ? "sqlite" : "postgres", "--ledger-connection", storage.ConnectionString];
+
+        JsonElement run = await RunAsync(direct ? [.. args, "--direct"] : args);
+
+        Assert.Equal(backend == Backend.Sqlite ? "sqlite" : "postgres", run.GetProperty("ledger").GetString());
+        Assert.Equal(direct, run.GetProperty("direct").GetBoolean());
+        Assert.True(run.GetProperty("latency_ms").GetProperty("p50").GetDouble() > 0);
+        // One entry per member before the clock starts (300), then one per call (600), each waited for.
+        Assert.Equal(900, run.GetProperty("ledger_entries_committed").GetInt64());
+        Assert.InRange(run.GetProperty("ledger_batches_committed").GetInt64(), 1, 900);
+        Assert.Equal(direct ? 0 : 900, run.GetProperty("waits").GetInt64());
+        Assert.Equal(900, await Sql.ScalarAsync(storage, "SELECT count(*) FROM ledger_entries"));
+        Assert.Equal(300, await Sql.ScalarAsync(storage, "SELECT count(DISTINCT member_id) FROM ledger_entries"));
+        Assert.Equal(900, await Sql.ScalarAsync(storage, "SELECT count(DISTINCT txn_id) FROM ledger_entries"));
+        // Each member's entries are 1..n: as many as its highest number, and none below 1.
+        Assert.Equal(0, await Sql.ScalarAsync(storage,
+            "SELECT count(*) FROM (SELECT member_id FROM ledger_entries GROUP BY member_id HAVING count(*) <> max(seq) OR min(seq) <> 1) AS gaps"));
+    }
+
     [Fact]
     public async Task AnUnknownOption_FailsNamingIt()
     {
@@ -43,6 +76,19 @@ public sealed class OrleansFloorTests
 
         Assert.NotEqual(0, exit);
         Assert.Contains("--frobnicate", output, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--direct", "--direct and --ledger-connection need --ledger")]
+    [InlineData("--ledger postgres", "--ledger postgres needs --ledger-connection")]
+    [InlineData("--ledger mysql", "--ledger needs sqlite or postgres")]
+    [InlineData("--ledger sqlite --direct --await-once", "--direct calls no grain")]
+    public async Task ALedgerOptionThatCannotWork_FailsSayingWhy_BeforeAnythingRuns(string options, string message)
+    {
+        (int exit, string output) = await StartAsync(["--activations", "10", .. options.Split(' ')]);
+
+        Assert.NotEqual(0, exit);
+        Assert.Contains(message, output, StringComparison.Ordinal);
     }
 
     private static async Task<JsonElement> RunAsync(params string[] args)

@@ -1,0 +1,124 @@
+using Loyalty.Storage;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace Loyalty.OrleansFloor;
+
+/// <summary>
+/// The ledger a floor run's calls commit to: the engine's own group-commit queue over its own SQLite
+/// or PostgreSQL store, with their default settings. Each call appends one entry shaped like a
+/// purchase's earn (details of one component and two lines, a transaction id, store and money),
+/// so batches, indexes, report totals and the log write what the engine's would; only the rules,
+/// the member's state and the gateway are missing. The program id is new for every run, so runs
+/// can share a PostgreSQL database.
+/// </summary>
+public sealed class FloorLedger : IAsyncDisposable
+{
+    /// <summary>Which store the entries go to.</summary>
+    public enum Kind
+    {
+        /// <summary>No ledger: calls answer without a commit.</summary>
+        None,
+
+        /// <summary>The engine's SQLite store (WAL, synchronous=FULL, the background checkpointer).</summary>
+        Sqlite,
+
+        /// <summary>The engine's PostgreSQL store.</summary>
+        Postgres,
+    }
+
+    /// <summary>
+    /// The details every entry carries. Shared, since they are immutable: the store still encodes
+    /// them once per entry, as it does a purchase's.
+    /// </summary>
+    private static readonly EarnDetails Details = new()
+    {
+        Components = [new BreakdownComponent(ComponentKind.Base, "base", 12)],
+        TierBefore = "base",
+        TierAfter = "base",
+        EarnDay = 740_000,
+        EarnMonth = 24_300,
+        Lines = [new SkuAmount("sku-1", 800, 10_000, Quantity: 1), new SkuAmount("sku-2", 434, 10_000, Quantity: 2)],
+    };
+
+    private readonly ILedgerStore _store;
+    private readonly LedgerCommitQueue _queue;
+    private readonly string _runId = Guid.NewGuid().ToString("N")[..12];
+    private readonly string? _ownFile;
+    private long _transactions;
+
+    private FloorLedger(ILedgerStore store, string? ownFile)
+    {
+        _store = store;
+        _ownFile = ownFile;
+        _queue = new LedgerCommitQueue(store, Options.Create(new LedgerCommitOptions()), NullLogger<LedgerCommitQueue>.Instance);
+    }
+
+    /// <summary>The program the run's entries belong to.</summary>
+    public string ProgramId => "floor-" + _runId;
+
+    /// <summary>Entries committed since the ledger opened (warm-up included).</summary>
+    public long EntriesCommitted => _queue.EntryCount;
+
+    /// <summary>Batches committed since the ledger opened (warm-up included).</summary>
+    public long BatchesCommitted => _queue.BatchCount;
+
+    /// <summary>Opens the store the options name (a new SQLite file when none is named), brings its schema up to date and starts the queue.</summary>
+    public static async Task<FloorLedger> OpenAsync(FloorOptions options)
+    {
+        string? ownFile = null;
+        ILedgerStore store;
+        if (options.Ledger == Kind.Sqlite)
+        {
+            string connection = options.LedgerConnection
+                ?? "Data Source=" + (ownFile = Path.Combine(Path.GetTempPath(), $"loyalty-floor-{Guid.NewGuid():N}.db"));
+            store = new SqliteLedgerStore(connection);
+        }
+        else
+        {
+            store = new PostgresLedgerStore(options.LedgerConnection!);
+        }
+
+        await store.MigrateAsync(CancellationToken.None);
+        var ledger = new FloorLedger(store, ownFile);
+        ledger._queue.Start();
+        return ledger;
+    }
+
+    /// <summary>
+    /// Commits entry <paramref name="sequence"/> of member <paramref name="memberId"/>; true when
+    /// written. Transaction ids are numbered across the run, as the load tester's tills number theirs.
+    /// </summary>
+    public Task<bool> AppendAsync(string memberId, long sequence)
+    {
+        long transaction = Interlocked.Increment(ref _transactions);
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        var entry = new LedgerEntry(ProgramId, memberId, sequence, LedgerEntryKind.Earn, new Points(12), _runId + "-" + transaction, transaction,
+            "store-0", 1_234, "USD", null, null, now, now, 1, null, Details);
+        return _queue.AppendAsync(entry);
+    }
+
+    /// <summary>Commits what is queued, stops the queue, closes the store and deletes a SQLite file the run made.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _queue.StopAsync();
+        switch (_store)
+        {
+            case IAsyncDisposable closing:
+                await closing.DisposeAsync();
+                break;
+            case IDisposable closing:
+                closing.Dispose();
+                break;
+        }
+
+        if (_ownFile is not null)
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            foreach (string file in new[] { _ownFile, _ownFile + "-wal", _ownFile + "-shm" })
+            {
+                File.Delete(file);
+            }
+        }
+    }
+}
