@@ -10,7 +10,8 @@ namespace Loyalty.OrleansFloor;
 /// purchase's earn (details of one component and two lines, a transaction id, store and money),
 /// so batches, indexes, report totals and the log write what the engine's would; only the rules,
 /// the member's state and the gateway are missing. The program id is new for every run, so runs
-/// can share a PostgreSQL database.
+/// can share a PostgreSQL database. Or, with <see cref="Kind.File"/>, no database at all: the
+/// disk's floor under any ledger.
 /// </summary>
 public sealed class FloorLedger : IAsyncDisposable
 {
@@ -25,6 +26,9 @@ public sealed class FloorLedger : IAsyncDisposable
 
         /// <summary>The engine's PostgreSQL store.</summary>
         Postgres,
+
+        /// <summary>No database: an ideal group commit to a file (<see cref="FileGroupCommit"/>), the disk's own floor.</summary>
+        File,
     }
 
     /// <summary>
@@ -41,8 +45,9 @@ public sealed class FloorLedger : IAsyncDisposable
         Lines = [new SkuAmount("sku-1", 800, 10_000, Quantity: 1), new SkuAmount("sku-2", 434, 10_000, Quantity: 2)],
     };
 
-    private readonly ILedgerStore _store;
-    private readonly LedgerCommitQueue _queue;
+    private readonly ILedgerStore? _store;
+    private readonly LedgerCommitQueue? _queue;
+    private readonly FileGroupCommit? _log;
     private readonly string _runId = Guid.NewGuid().ToString("N")[..12];
     private readonly string? _ownFile;
     private long _transactions;
@@ -54,18 +59,28 @@ public sealed class FloorLedger : IAsyncDisposable
         _queue = new LedgerCommitQueue(store, Options.Create(new LedgerCommitOptions()), NullLogger<LedgerCommitQueue>.Instance);
     }
 
+    private FloorLedger(FileGroupCommit log) => _log = log;
+
     /// <summary>The program the run's entries belong to.</summary>
     public string ProgramId => "floor-" + _runId;
 
     /// <summary>Entries committed since the ledger opened (warm-up included).</summary>
-    public long EntriesCommitted => _queue.EntryCount;
+    public long EntriesCommitted => _log?.Entries ?? _queue!.EntryCount;
 
     /// <summary>Batches committed since the ledger opened (warm-up included).</summary>
-    public long BatchesCommitted => _queue.BatchCount;
+    public long BatchesCommitted => _log?.Batches ?? _queue!.BatchCount;
+
+    /// <summary>With <see cref="Kind.File"/>, the duration of its syncs at a percentile (ms); otherwise null.</summary>
+    public double? SyncMs(double percentile) => _log?.SyncMs(percentile);
 
     /// <summary>Opens the store the options name (a new SQLite file when none is named), brings its schema up to date and starts the queue.</summary>
     public static async Task<FloorLedger> OpenAsync(FloorOptions options)
     {
+        if (options.Ledger == Kind.File)
+        {
+            return new FloorLedger(new FileGroupCommit());
+        }
+
         string? ownFile = null;
         ILedgerStore store;
         if (options.Ledger == Kind.Sqlite)
@@ -81,7 +96,7 @@ public sealed class FloorLedger : IAsyncDisposable
 
         await store.MigrateAsync(CancellationToken.None);
         var ledger = new FloorLedger(store, ownFile);
-        ledger._queue.Start();
+        ledger._queue!.Start();
         return ledger;
     }
 
@@ -91,17 +106,28 @@ public sealed class FloorLedger : IAsyncDisposable
     /// </summary>
     public Task<bool> AppendAsync(string memberId, long sequence)
     {
+        if (_log is not null)
+        {
+            return _log.AppendAsync();
+        }
+
         long transaction = Interlocked.Increment(ref _transactions);
         DateTimeOffset now = DateTimeOffset.UtcNow;
         var entry = new LedgerEntry(ProgramId, memberId, sequence, LedgerEntryKind.Earn, new Points(12), _runId + "-" + transaction, transaction,
             "store-0", 1_234, "USD", null, null, now, now, 1, null, Details);
-        return _queue.AppendAsync(entry);
+        return _queue!.AppendAsync(entry);
     }
 
     /// <summary>Commits what is queued, stops the queue, closes the store and deletes a SQLite file the run made.</summary>
     public async ValueTask DisposeAsync()
     {
-        await _queue.StopAsync();
+        if (_log is not null)
+        {
+            _log.Dispose();
+            return;
+        }
+
+        await _queue!.StopAsync();
         switch (_store)
         {
             case IAsyncDisposable closing:
@@ -115,7 +141,7 @@ public sealed class FloorLedger : IAsyncDisposable
         if (_ownFile is not null)
         {
             Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            foreach (string file in new[] { _ownFile, _ownFile + "-wal", _ownFile + "-shm" })
+            foreach (string file in new[] { _ownFile, _ownFile + "-wal", _ownFile + "-shm", _ownFile + ".lock" })
             {
                 File.Delete(file);
             }

@@ -4,7 +4,7 @@ namespace Loyalty.OrleansFloor;
 
 /// <summary>
 /// The floor run's options: <c>--activations N --rate R --duration S --garbage BYTES --keep-id --await-once
-/// --ledger sqlite|postgres --ledger-connection STRING --direct --silo-port P --gateway-port P</c>.
+/// --ledger sqlite|postgres|file --ledger-connection STRING --direct --silo-port P --gateway-port P</c>.
 /// </summary>
 public sealed record FloorOptions(int Activations, int RatePerSecond, int DurationSeconds, int GarbageBytes, bool KeepId, int SiloPort, int GatewayPort)
 {
@@ -17,7 +17,7 @@ public sealed record FloorOptions(int Activations, int RatePerSecond, int Durati
     /// </summary>
     public FloorLedger.Kind Ledger { get; init; }
 
-    /// <summary>The ledger's connection string: a PostgreSQL server (required for it), or a SQLite file (a new one in the temporary folder by default).</summary>
+    /// <summary>The ledger's connection string: a PostgreSQL server (required for it), or a SQLite file (a new one in the temporary folder by default); none for a file.</summary>
     public string? LedgerConnection { get; init; }
 
     /// <summary>Calls go straight to the ledger from the calling loop, with no grain: the storage path's floor alone.</summary>
@@ -53,7 +53,12 @@ public sealed record FloorOptions(int Activations, int RatePerSecond, int Durati
 
         if (options.Ledger == FloorLedger.Kind.None && (options.Direct || options.LedgerConnection is not null))
         {
-            throw new ArgumentException("--direct and --ledger-connection need --ledger sqlite or --ledger postgres");
+            throw new ArgumentException("--direct and --ledger-connection need --ledger");
+        }
+
+        if (options.Ledger == FloorLedger.Kind.File && options.LedgerConnection is not null)
+        {
+            throw new ArgumentException("--ledger file writes a file of its own in the temporary folder: it takes no --ledger-connection");
         }
 
         if (options.Direct && (options.AwaitOnce || options.KeepId || options.GarbageBytes > 0))
@@ -69,7 +74,8 @@ public sealed record FloorOptions(int Activations, int RatePerSecond, int Durati
         {
             "sqlite" => FloorLedger.Kind.Sqlite,
             "postgres" => FloorLedger.Kind.Postgres,
-            _ => throw new ArgumentException("--ledger needs sqlite or postgres"),
+            "file" => FloorLedger.Kind.File,
+            _ => throw new ArgumentException("--ledger needs sqlite, postgres or file"),
         };
 
     private static string Text(string[] args, int at) =>

@@ -135,6 +135,10 @@ Console.WriteLine(JsonSerializer.Serialize(new
     // Warm-up included: one entry per member, then one per call.
     ledger_entries_committed = ledger?.EntriesCommitted ?? 0,
     ledger_batches_committed = ledger?.BatchesCommitted ?? 0,
+    // With --ledger file: how long its syncs took (the disk's own answer time).
+    ledger_sync_ms = ledger?.SyncMs(50) is { } syncP50
+        ? new { p50 = syncP50, p99 = ledger.SyncMs(99), p999 = ledger.SyncMs(99.9), max = ledger.SyncMs(100) }
+        : null,
 }));
 if (!options.Direct)
 {

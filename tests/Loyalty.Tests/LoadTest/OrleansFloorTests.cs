@@ -69,6 +69,36 @@ public sealed class OrleansFloorTests
             "SELECT count(*) FROM (SELECT member_id FROM ledger_entries GROUP BY member_id HAVING count(*) <> max(seq) OR min(seq) <> 1) AS gaps"));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task WithAFileLedger_EveryCallWaitsForASync_AndTheSyncsAreReported(bool direct)
+    {
+        string[] args = ["--activations", "300", "--rate", "300", "--duration", "2", "--ledger", "file"];
+
+        JsonElement run = await RunAsync(direct ? [.. args, "--direct"] : args);
+
+        Assert.Equal("file", run.GetProperty("ledger").GetString());
+        Assert.Equal(900, run.GetProperty("ledger_entries_committed").GetInt64());
+        Assert.Equal(direct ? 0 : 900, run.GetProperty("waits").GetInt64());
+        // One sync per batch: at least one, at most one per entry.
+        Assert.InRange(run.GetProperty("ledger_batches_committed").GetInt64(), 1, 900);
+        JsonElement sync = run.GetProperty("ledger_sync_ms");
+        Assert.True(sync.GetProperty("p50").GetDouble() > 0);
+        Assert.True(sync.GetProperty("max").GetDouble() >= sync.GetProperty("p99").GetDouble());
+        Assert.True(sync.GetProperty("p99").GetDouble() >= sync.GetProperty("p50").GetDouble());
+    }
+
+    [Fact]
+    public async Task WithoutAFileLedger_NoSyncsAreReported()
+    {
+        JsonElement run = await RunAsync("--activations", "50", "--rate", "100", "--duration", "1");
+
+        Assert.Equal("none", run.GetProperty("ledger").GetString());
+        Assert.Equal(JsonValueKind.Null, run.GetProperty("ledger_sync_ms").ValueKind);
+        Assert.Equal(0, run.GetProperty("ledger_entries_committed").GetInt64());
+    }
+
     [Fact]
     public async Task AnUnknownOption_FailsNamingIt()
     {
@@ -81,7 +111,8 @@ public sealed class OrleansFloorTests
     [Theory]
     [InlineData("--direct", "--direct and --ledger-connection need --ledger")]
     [InlineData("--ledger postgres", "--ledger postgres needs --ledger-connection")]
-    [InlineData("--ledger mysql", "--ledger needs sqlite or postgres")]
+    [InlineData("--ledger mysql", "--ledger needs sqlite, postgres or file")]
+    [InlineData("--ledger file --ledger-connection x", "it takes no --ledger-connection")]
     [InlineData("--ledger sqlite --direct --await-once", "--direct calls no grain")]
     public async Task ALedgerOptionThatCannotWork_FailsSayingWhy_BeforeAnythingRuns(string options, string message)
     {
