@@ -11,7 +11,8 @@ namespace Loyalty.OrleansFloor;
 /// end of a log file whose blocks were all written and synced beforehand, and makes them durable
 /// with one <c>fdatasync</c>. So a batch writes only sequential data: no index page, no
 /// checkpoint, no change to the file's size or extents that the sync would also have to journal.
-/// Whatever a real ledger adds, its answer cannot come sooner than this one.
+/// Whatever a real ledger adds, its answer cannot come sooner than this one. Linux only (the sync
+/// is <c>fdatasync</c>); the folder must be on the disk under test, not a tmpfs.
 /// </summary>
 internal sealed partial class FileGroupCommit : IDisposable
 {
@@ -24,30 +25,54 @@ internal sealed partial class FileGroupCommit : IDisposable
     /// <summary>The most entries written by one write call (a larger batch takes several, then one sync).</summary>
     private const int WriteEntriesMax = 4096;
 
-    private readonly string _path = Path.Combine(Path.GetTempPath(), $"loyalty-floor-{Guid.NewGuid():N}.log");
+    /// <summary>The longest duration the sync histogram holds; a longer sync is recorded as this.</summary>
+    private static readonly long SyncMicrosMax = (long)TimeSpan.FromSeconds(60).TotalMicroseconds;
+
     private readonly SafeFileHandle _file;
     private readonly byte[] _buffer = new byte[EntryBytes * WriteEntriesMax];
     private readonly object _gate = new();
     private readonly Thread _writer;
-    private readonly LongHistogram _syncMicros = new(TimeSpan.FromSeconds(60).Ticks / 10, 3);
+    /// <summary>Guards <see cref="_syncMicros"/>, which <see cref="ForgetSyncs"/> replaces.</summary>
+    private readonly object _syncsGate = new();
+    private LongHistogram _syncMicros = new(SyncMicrosMax, 3);
     private List<TaskCompletionSource<bool>> _waiting = [];
     private List<TaskCompletionSource<bool>> _taken = [];
     private bool _stopping;
+
+    /// <summary>Why the writer stopped, when a write or a sync failed: every later append fails with it.</summary>
+    private Exception? _failed;
     private long _offset;
     private long _entries;
     private long _batches;
 
-    /// <summary>Makes the log (written through and synced once) and starts its writer.</summary>
-    public FileGroupCommit()
+    /// <summary>
+    /// Makes the log in <paramref name="folder"/> (written through and synced once) and starts its
+    /// writer. The file's name is removed at once: the open handle keeps it, and nothing is left
+    /// behind however the process ends.
+    /// </summary>
+    public FileGroupCommit(string folder)
     {
-        _file = File.OpenHandle(_path, FileMode.CreateNew, FileAccess.ReadWrite);
-        for (long at = 0; at < FileBytes; at += _buffer.Length)
+        string path = Path.Combine(folder, $"loyalty-floor-{Guid.NewGuid():N}.log");
+        _file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite);
+        File.Delete(path);
+        try
         {
-            RandomAccess.Write(_file, _buffer.AsSpan(0, (int)Math.Min(_buffer.Length, FileBytes - at)), at);
+            // Not zeros: a file system that compresses, or keeps zeros as holes, would not write them.
+            Random.Shared.NextBytes(_buffer);
+            for (long at = 0; at < FileBytes; at += _buffer.Length)
+            {
+                RandomAccess.Write(_file, _buffer.AsSpan(0, (int)Math.Min(_buffer.Length, FileBytes - at)), at);
+            }
+
+            // A full sync once: the blocks, the size and the extents are on the disk before the first entry.
+            RandomAccess.FlushToDisk(_file);
+        }
+        catch
+        {
+            _file.Dispose();
+            throw;
         }
 
-        // A full sync once: the blocks, the size and the extents are on the disk before the first entry.
-        RandomAccess.FlushToDisk(_file);
         _writer = new Thread(WriteLoop) { IsBackground = true, Name = "Floor log writer" };
         _writer.Start();
     }
@@ -65,6 +90,11 @@ internal sealed partial class FileGroupCommit : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_stopping, this);
+            if (_failed is not null)
+            {
+                return Task.FromException<bool>(_failed);
+            }
+
             _waiting.Add(written);
             Monitor.Pulse(_gate);
         }
@@ -72,10 +102,19 @@ internal sealed partial class FileGroupCommit : IDisposable
         return written.Task;
     }
 
+    /// <summary>Starts the sync histogram afresh (the warm-up's syncs are not the run's).</summary>
+    public void ForgetSyncs()
+    {
+        lock (_syncsGate)
+        {
+            _syncMicros = new LongHistogram(SyncMicrosMax, 3);
+        }
+    }
+
     /// <summary>The sync's duration at <paramref name="percentile"/>, in milliseconds.</summary>
     public double SyncMs(double percentile)
     {
-        lock (_syncMicros)
+        lock (_syncsGate)
         {
             return _syncMicros.TotalCount == 0 ? 0 : _syncMicros.GetValueAtPercentile(percentile) / 1000.0;
         }
@@ -83,49 +122,79 @@ internal sealed partial class FileGroupCommit : IDisposable
 
     private void WriteLoop()
     {
-        while (true)
+        try
         {
+            while (TakeWaiting())
+            {
+                WriteAndSync();
+                foreach (TaskCompletionSource<bool> written in _taken)
+                {
+                    written.TrySetResult(true);
+                }
+
+                _taken.Clear();
+            }
+        }
+        catch (Exception e)
+        {
+            // The floor cannot go on: every append waiting or still to come fails with the reason,
+            // so the run ends with it instead of hanging.
             lock (_gate)
             {
-                while (_waiting.Count == 0 && !_stopping)
-                {
-                    Monitor.Wait(_gate);
-                }
-
-                if (_waiting.Count == 0)
-                {
-                    return;
-                }
-
-                (_waiting, _taken) = (_taken, _waiting);
+                _failed = e;
+                _taken.AddRange(_waiting);
+                _waiting.Clear();
             }
 
-            for (int done = 0; done < _taken.Count; done += WriteEntriesMax)
-            {
-                Write(Math.Min(WriteEntriesMax, _taken.Count - done) * EntryBytes);
-            }
-
-            long started = Stopwatch.GetTimestamp();
-            if (DataSync(_file) != 0)
-            {
-                throw new IOException($"fdatasync failed: error {Marshal.GetLastPInvokeError()}");
-            }
-
-            long micros = Stopwatch.GetElapsedTime(started).Ticks / 10;
-            lock (_syncMicros)
-            {
-                _syncMicros.RecordValue(micros);
-            }
-
-            Interlocked.Add(ref _entries, _taken.Count);
-            Interlocked.Increment(ref _batches);
             foreach (TaskCompletionSource<bool> written in _taken)
             {
-                written.TrySetResult(true);
+                written.TrySetException(e);
+            }
+        }
+    }
+
+    /// <summary>Waits for entries and takes all of them; false once stopping with none left.</summary>
+    private bool TakeWaiting()
+    {
+        lock (_gate)
+        {
+            while (_waiting.Count == 0 && !_stopping)
+            {
+                Monitor.Wait(_gate);
             }
 
-            _taken.Clear();
+            if (_waiting.Count == 0)
+            {
+                return false;
+            }
+
+            (_waiting, _taken) = (_taken, _waiting);
+            return true;
         }
+    }
+
+    /// <summary>Writes the taken entries and syncs them once.</summary>
+    private void WriteAndSync()
+    {
+        for (int done = 0; done < _taken.Count; done += WriteEntriesMax)
+        {
+            Write(Math.Min(WriteEntriesMax, _taken.Count - done) * EntryBytes);
+        }
+
+        long started = Stopwatch.GetTimestamp();
+        if (DataSync(_file) != 0)
+        {
+            throw new IOException($"fdatasync failed: error {Marshal.GetLastPInvokeError()}");
+        }
+
+        long micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
+        lock (_syncsGate)
+        {
+            _syncMicros.RecordValue(Math.Min(micros, SyncMicrosMax));
+        }
+
+        Interlocked.Add(ref _entries, _taken.Count);
+        Interlocked.Increment(ref _batches);
     }
 
     /// <summary>Writes <paramref name="bytes"/> at the log's end, from its start again when they would not fit.</summary>
@@ -140,7 +209,7 @@ internal sealed partial class FileGroupCommit : IDisposable
         _offset += bytes;
     }
 
-    /// <summary>Makes every entry written so far durable, then stops the writer and deletes the log.</summary>
+    /// <summary>Makes every entry written so far durable, then stops the writer and closes the log (which has no name left).</summary>
     public void Dispose()
     {
         lock (_gate)
@@ -151,7 +220,6 @@ internal sealed partial class FileGroupCommit : IDisposable
 
         _writer.Join();
         _file.Dispose();
-        File.Delete(_path);
     }
 
     /// <summary>Linux's <c>fdatasync</c>: the file's data (and only the metadata needed to read it back) on the disk.</summary>

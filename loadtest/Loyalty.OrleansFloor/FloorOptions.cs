@@ -17,7 +17,11 @@ public sealed record FloorOptions(int Activations, int RatePerSecond, int Durati
     /// </summary>
     public FloorLedger.Kind Ledger { get; init; }
 
-    /// <summary>The ledger's connection string: a PostgreSQL server (required for it), or a SQLite file (a new one in the temporary folder by default); none for a file.</summary>
+    /// <summary>
+    /// The ledger's connection string: a PostgreSQL server (required for it), or a SQLite file (a
+    /// new one in the temporary folder by default); for a file ledger, the folder its log goes in
+    /// (the temporary folder by default).
+    /// </summary>
     public string? LedgerConnection { get; init; }
 
     /// <summary>Calls go straight to the ledger from the calling loop, with no grain: the storage path's floor alone.</summary>
@@ -56,14 +60,24 @@ public sealed record FloorOptions(int Activations, int RatePerSecond, int Durati
             throw new ArgumentException("--direct and --ledger-connection need --ledger");
         }
 
-        if (options.Ledger == FloorLedger.Kind.File && options.LedgerConnection is not null)
+        if (options.Ledger == FloorLedger.Kind.File && !OperatingSystem.IsLinux())
         {
-            throw new ArgumentException("--ledger file writes a file of its own in the temporary folder: it takes no --ledger-connection");
+            throw new ArgumentException("--ledger file syncs with Linux's fdatasync: it runs on Linux only");
         }
 
-        if (options.Direct && (options.AwaitOnce || options.KeepId || options.GarbageBytes > 0))
+        if (options.Ledger == FloorLedger.Kind.File && options.LedgerConnection is { } folder && !Directory.Exists(folder))
         {
-            throw new ArgumentException("--direct calls no grain: --await-once, --keep-id and --garbage do not apply");
+            throw new ArgumentException($"--ledger file takes a folder as --ledger-connection (the disk to measure); {folder} is none");
+        }
+
+        if (options.Ledger != FloorLedger.Kind.None && options.AwaitOnce)
+        {
+            throw new ArgumentException("--await-once and --ledger both make the grain wait: choose one");
+        }
+
+        if (options.Direct && (options.KeepId || options.GarbageBytes > 0))
+        {
+            throw new ArgumentException("--direct calls no grain: --keep-id and --garbage do not apply");
         }
 
         return options;
