@@ -48,7 +48,7 @@ public sealed class FloorLedger : IAsyncDisposable
     private readonly ILedgerStore? _store;
     private readonly LedgerCommitQueue? _queue;
     private readonly FileGroupCommit? _log;
-    private readonly string _runId = Guid.NewGuid().ToString("N")[..12];
+    private readonly string _runId;
     private readonly string? _ownFile;
     private long _transactions;
     private long _entriesBefore;
@@ -56,15 +56,17 @@ public sealed class FloorLedger : IAsyncDisposable
 
     private FloorLedger(ILedgerStore store, string? ownFile)
     {
+        _runId = Guid.NewGuid().ToString("N")[..12];
+        ProgramId = "floor-" + _runId;
         _store = store;
         _ownFile = ownFile;
         _queue = new LedgerCommitQueue(store, Options.Create(new LedgerCommitOptions()), NullLogger<LedgerCommitQueue>.Instance);
     }
 
-    private FloorLedger(FileGroupCommit log) => _log = log;
+    private FloorLedger(FileGroupCommit log) => (_log, _runId, ProgramId) = (log, "", "");
 
-    /// <summary>The program the run's entries belong to.</summary>
-    public string ProgramId => "floor-" + _runId;
+    /// <summary>The program the run's entries belong to; made once, so that no call pays for the string.</summary>
+    public string ProgramId { get; }
 
     /// <summary>Entries committed since <see cref="StartClock"/> (or since the ledger opened, before it).</summary>
     public long EntriesCommitted => AllEntries - _entriesBefore;
