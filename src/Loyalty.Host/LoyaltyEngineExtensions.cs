@@ -31,8 +31,8 @@ public static class LoyaltyEngineExtensions
         DashboardSettings dashboard = config.GetSection(DashboardSettings.SectionName).Get<DashboardSettings>() ?? new DashboardSettings();
         GatewayOptions gateway = config.GetSection(GatewayOptions.SectionName).Get<GatewayOptions>() ?? new GatewayOptions();
         builder.Services.Configure<HostOptions>(o =>
-            // The drain, the streams' end, then the gateway's and the silo's stop (ledger flush, grains handed over).
-            o.ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(0, gateway.DrainDelaySeconds)) + DrainDelay.StreamsEndMax + SiloStopMax);
+            // The drain, the streams' end, the redeliveries by hand, then the gateway's and the silo's stop (ledger flush, grains handed over).
+            o.ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(0, gateway.DrainDelaySeconds)) + DrainDelay.StreamsEndMax + WebhookDispatcher.ManualEndMax + SiloStopMax);
         builder.AddLoyaltyAccess();
         builder.AddLoyaltyTelemetry();
         builder.Services.AddGrpc(o =>

@@ -1,3 +1,4 @@
+using Loyalty.Host.Webhooks;
 using Loyalty.Storage;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
@@ -96,10 +97,11 @@ public static class Health
 /// The first steps of stopping: the node says not-ready (see <see cref="Health"/>) and keeps
 /// serving for <see cref="GatewayOptions.DrainDelaySeconds"/>, so that load balancers and clients
 /// move away; then it ends its open purchase streams (each answers what it took, then ends with
-/// UNAVAILABLE) and waits for them, before the gateway stops taking calls and the silo flushes
-/// its ledger and hands its grains over.
+/// UNAVAILABLE) and waits for them, and ends the webhook redeliveries asked for by hand (see
+/// <see cref="WebhookDispatcher.EndManualAsync"/>), before the gateway stops taking calls and the
+/// silo flushes its ledger and hands its grains over.
 /// </summary>
-internal sealed partial class DrainDelay(IOptions<GatewayOptions> options, OpenStreams streams, ILogger<DrainDelay> logger) : IHostedLifecycleService
+internal sealed partial class DrainDelay(IOptions<GatewayOptions> options, OpenStreams streams, WebhookDispatcher webhooks, ILogger<DrainDelay> logger) : IHostedLifecycleService
 {
     /// <summary>How long the open streams may take to answer what they took and end.</summary>
     public static readonly TimeSpan StreamsEndMax = TimeSpan.FromSeconds(15);
@@ -136,6 +138,8 @@ internal sealed partial class DrainDelay(IOptions<GatewayOptions> options, OpenS
         {
             LogStreamsStillOpen(streams.Count, StreamsEndMax.TotalSeconds);
         }
+
+        await webhooks.EndManualAsync(cancellationToken);
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;

@@ -27,6 +27,9 @@ public sealed partial class WebhookDispatcher(
     /// <summary>How long a stopping node then waits for abandoned attempts to be logged.</summary>
     private static readonly TimeSpan AbandonWaitMax = TimeSpan.FromSeconds(3);
 
+    /// <summary>The longest <see cref="EndManualAsync"/> takes: a step of the node's stop, counted in the host's shutdown time.</summary>
+    public static readonly TimeSpan ManualEndMax = StopWaitMax + AbandonWaitMax;
+
     private readonly WebhookOptions _options = options.Value;
     private readonly Dictionary<(string, string), (WebhookWorker Worker, Task Run)> _workers = [];
     private readonly CancellationTokenSource _stop = new();
@@ -34,6 +37,16 @@ public sealed partial class WebhookDispatcher(
     /// <summary>Cancelled when a stopping node will wait no longer for attempts under way (a receiver that answers slowly, with a long Webhooks:TimeoutSeconds).</summary>
     private readonly CancellationTokenSource _abandon = new();
     private Task? _loop;
+
+    /// <summary>Redeliveries asked for by hand and still under way (see <see cref="TryRunManual"/>); guarded by <see cref="_manualLock"/>.</summary>
+    private readonly HashSet<Task> _manual = [];
+    private readonly Lock _manualLock = new();
+
+    /// <summary>Set when the node's stop has begun with <see cref="EndManualAsync"/>: no redelivery by hand starts after it; guarded by <see cref="_manualLock"/>.</summary>
+    private bool _manualEnded;
+
+    /// <summary>Cancelled when a stopping node will wait no longer for the redeliveries by hand under way.</summary>
+    private readonly CancellationTokenSource _manualAbandon = new();
 
     /// <summary>Names this node in leases: host, process and a random part (a restarted process is another owner).</summary>
     public string Owner { get; } = $"{Bounded.Echo(Environment.MachineName)}/{Environment.ProcessId}/{Guid.NewGuid():N}";
@@ -60,7 +73,7 @@ public sealed partial class WebhookDispatcher(
             await _loop.ContinueWith(static _ => { }, TaskScheduler.Default);
         }
 
-        Task[] running = [.. _workers.Values.Select(w => w.Run)];
+        Task[] running = [.. _workers.Values.Select(w => w.Run), .. ManualUnderWay()];
         Task all = Task.WhenAll(running);
         await Task.WhenAny(all, Task.Delay(StopWaitMax, cancellationToken));
         if (!all.IsCompleted)
@@ -68,6 +81,7 @@ public sealed partial class WebhookDispatcher(
             // Attempts still under way are ended as abandoned, and logged as such, rather than
             // cut off unlogged when the process exits.
             await _abandon.CancelAsync();
+            await _manualAbandon.CancelAsync();
             await Task.WhenAny(all, Task.Delay(AbandonWaitMax, cancellationToken));
         }
 
@@ -79,6 +93,86 @@ public sealed partial class WebhookDispatcher(
             {
                 await store.ReleaseAsync(program, webhook, Owner, cancellationToken);
             }
+        }
+    }
+
+    /// <summary>
+    /// Runs a redelivery asked for by hand (<paramref name="attempt"/>: its send and its log entry,
+    /// given the token this node cancels when it will wait no longer to stop). A stopping node
+    /// waits for it for a while and then abandons it (see <see cref="EndManualAsync"/>), so that it
+    /// is logged as abandoned rather than holding the stop for the attempt's whole time limit or
+    /// being cut off unlogged when the process ends. Null once the node has begun to stop: no new
+    /// attempt starts then.
+    /// </summary>
+    public Task<T>? TryRunManual<T>(Func<CancellationToken, Task<T>> attempt)
+    {
+        Task<T> run;
+        lock (_manualLock)
+        {
+            // Checked and added under the lock that EndManualAsync and StopAsync take to see what
+            // is under way: an attempt is either refused here or waited for there.
+            if (_manualEnded || _stop.IsCancellationRequested)
+            {
+                return null;
+            }
+
+            CancellationToken abandon = _manualAbandon.Token;
+            run = Task.Run(() => attempt(abandon), CancellationToken.None);
+            _manual.Add(run);
+        }
+
+        run.ContinueWith(static (done, state) => ((WebhookDispatcher)state!).Untrack(done), this,
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return run;
+    }
+
+    /// <summary>
+    /// Ends the redeliveries by hand as the node begins to stop, before the gateway stops taking
+    /// calls: that stop waits for the calls under way, a redelivery's among them, and a receiver
+    /// that never answers would hold it for the attempt's whole limit (up to 120 s). No new one
+    /// starts; those under way have as long to finish as the workers' attempts, then are abandoned:
+    /// those still waiting for the receiver end with <see cref="WebhookSender.Abandoned"/> and are
+    /// logged as such.
+    /// </summary>
+    public async Task EndManualAsync(CancellationToken cancellationToken)
+    {
+        Task[] running;
+        lock (_manualLock)
+        {
+            _manualEnded = true;
+            running = [.. _manual];
+        }
+
+        if (running.Length == 0)
+        {
+            return;
+        }
+
+        Task all = Task.WhenAll(running);
+        // A failed attempt is its caller's to report; here it is only waited for.
+        _ = all.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        await Task.WhenAny(all, Task.Delay(StopWaitMax, clock, cancellationToken));
+        if (!all.IsCompleted)
+        {
+            LogAbandoningManual(running.Count(t => !t.IsCompleted));
+            await _manualAbandon.CancelAsync();
+            await Task.WhenAny(all, Task.Delay(AbandonWaitMax, clock, cancellationToken));
+        }
+    }
+
+    private void Untrack(Task done)
+    {
+        lock (_manualLock)
+        {
+            _manual.Remove(done);
+        }
+    }
+
+    private Task[] ManualUnderWay()
+    {
+        lock (_manualLock)
+        {
+            return [.. _manual];
         }
     }
 
@@ -139,6 +233,9 @@ public sealed partial class WebhookDispatcher(
             _workers.Remove(key);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping: abandoning {Count} webhook redeliveries asked for by hand that have no answer yet")]
+    private partial void LogAbandoningManual(int count);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Claiming webhook subscriptions failed; retrying")]
     private partial void LogClaimFailed(Exception exception);

@@ -16,6 +16,7 @@ public sealed class WebhooksService(
     IWebhookStore store,
     ILedgerStore ledger,
     WebhookSender sender,
+    WebhookDispatcher dispatcher,
     IGrainFactory grains,
     IOptions<WebhookOptions> options,
     TimeProvider clock,
@@ -146,13 +147,22 @@ public sealed class WebhooksService(
 
         V1.Event e = LoyaltyEvents.ToEvent(entry, index);
         // Neither the attempt nor its log entry follows the caller's cancellation: a request that
-        // may have reached the receiver is logged (the attempt's own time limit bounds it).
-        DeliveryOutcome outcome = await sender.SendAsync(row, e, CancellationToken.None);
+        // may have reached the receiver is logged (the attempt's own time limit bounds it, and a
+        // stopping node's wait).
+        Task<WebhookAttemptRow> attempt = dispatcher.TryRunManual(abandon => RedeliverAsync(row, e, abandon))
+            ?? throw new RpcException(new Status(StatusCode.Unavailable, "this node is stopping; ask again, another node will answer"));
+        return ToMessage(await attempt);
+    }
+
+    /// <summary>One attempt of a redelivery by hand, logged; <paramref name="abandon"/> is the stopping node's (see <see cref="WebhookDispatcher.TryRunManual"/>).</summary>
+    private async Task<WebhookAttemptRow> RedeliverAsync(WebhookRow row, V1.Event e, CancellationToken abandon)
+    {
+        DeliveryOutcome outcome = await sender.SendAsync(row, e, abandon);
         var attempt = new WebhookAttemptRow(0, row.ProgramId, row.WebhookId, WebhookSender.DeliveryIdOf(row.WebhookId, e.EventId), e.EventId, e.Type, e.MemberId,
             1, clock.GetUtcNow(), outcome.StatusCode, outcome.LatencyMs, outcome.Error, Manual: true);
         await store.AppendAttemptsAsync([attempt], CancellationToken.None);
         logger.LogInformation("Webhook {ProgramId}/{WebhookId}: {EventId} redelivered by hand, status {StatusCode}", row.ProgramId, row.WebhookId, e.EventId, outcome.StatusCode);
-        return ToMessage(attempt);
+        return attempt;
     }
 
     /// <summary>A new signing secret: 256 random bits.</summary>

@@ -178,6 +178,45 @@ public sealed class WebhookTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task ARedeliveryStillWaitingWhenTheNodeStops_IsAbandonedAndLogged_WithinTheStop()
+    {
+        // The receiver answers the worker at once, then holds the redelivery far longer than the
+        // node waits to stop; the attempt's own limit is longer still.
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 5, hang: TimeSpan.FromSeconds(100));
+        StorageOptions storage = TestDatabases.Create(Backend.Sqlite, "hookredostop");
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(storage, null, [.. FastWebhooks, "--Webhooks:TimeoutSeconds=120"]);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url, WebhookId = "crm" });
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 1, prefix: "p", program: Program);
+        string eventId = (await EventIdsAsync(engine, ["a"]))[^1];
+        await receiver.WaitForAsync([eventId], Delivery);
+        receiver.HangShare = 1.0;
+        using AsyncUnaryCall<V1.WebhookDelivery> redelivery = hooks.RedeliverWebhookEventAsync(new V1.RedeliverRequest { ProgramId = Program, WebhookId = "crm", EventId = eventId });
+        for (int i = 0; i < 300 && receiver.Received.Count(r => r.EventId == eventId) < 2; i++)
+        {
+            await Task.Delay(100);
+        }
+
+        Assert.Equal(2, receiver.Received.Count(r => r.EventId == eventId));
+        var stopping = System.Diagnostics.Stopwatch.StartNew();
+        await engine.StopAsync();
+        TimeSpan stopped = stopping.Elapsed;
+
+        // Logged by the time the stop returned, as abandoned and by hand; the stop did not wait for the 120 s limit.
+        IReadOnlyList<WebhookAttemptRow> logged = await engine.Services.GetRequiredService<IWebhookStore>()
+            .ReadAttemptsAsync(Program, "crm", long.MaxValue, 100, CancellationToken.None);
+        Assert.InRange(stopped, TimeSpan.Zero, TimeSpan.FromSeconds(40));
+        WebhookAttemptRow row = Assert.Single(logged, r => r.Manual);
+        Assert.Equal(WebhookSender.Abandoned, row.Error);
+        Assert.Equal(eventId, row.EventId);
+        // The caller was told, before the gateway stopped taking calls.
+        V1.WebhookDelivery answered = await redelivery.ResponseAsync;
+        Assert.Equal(WebhookSender.Abandoned, answered.Error);
+        Assert.True(answered.Manual);
+    }
+
+    [Fact]
     public async Task Redeliver_SendsOneEventAgain_WithItsDeliveryId_AndLogsItAsManual()
     {
         await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 3);
