@@ -74,16 +74,11 @@ public sealed partial class WebhookDispatcher(
         }
 
         Task[] running = [.. _workers.Values.Select(w => w.Run), .. ManualUnderWay()];
-        Task all = Task.WhenAll(running);
-        await Task.WhenAny(all, Task.Delay(StopWaitMax, cancellationToken));
-        if (!all.IsCompleted)
+        await WaitThenAbandonAsync(running, async _ =>
         {
-            // Attempts still under way are ended as abandoned, and logged as such, rather than
-            // cut off unlogged when the process exits.
             await _abandon.CancelAsync();
             await _manualAbandon.CancelAsync();
-            await Task.WhenAny(all, Task.Delay(AbandonWaitMax, cancellationToken));
-        }
+        }, cancellationToken);
 
         foreach (((string program, string webhook), (WebhookWorker _, Task run)) in _workers)
         {
@@ -143,6 +138,21 @@ public sealed partial class WebhookDispatcher(
             running = [.. _manual];
         }
 
+        await WaitThenAbandonAsync(running, left =>
+        {
+            LogAbandoningManual(left);
+            return _manualAbandon.CancelAsync();
+        }, cancellationToken);
+    }
+
+    /// <summary>
+    /// A stopping node's wait for the attempts under way: up to <see cref="StopWaitMax"/>, then,
+    /// for those still running, <paramref name="abandon"/> (given how many), so that they end as
+    /// abandoned and are logged as such rather than cut off unlogged when the process exits, and
+    /// up to <see cref="AbandonWaitMax"/> more for those logs.
+    /// </summary>
+    private async Task WaitThenAbandonAsync(Task[] running, Func<int, Task> abandon, CancellationToken cancellationToken)
+    {
         if (running.Length == 0)
         {
             return;
@@ -154,8 +164,7 @@ public sealed partial class WebhookDispatcher(
         await Task.WhenAny(all, Task.Delay(StopWaitMax, clock, cancellationToken));
         if (!all.IsCompleted)
         {
-            LogAbandoningManual(running.Count(t => !t.IsCompleted));
-            await _manualAbandon.CancelAsync();
+            await abandon(running.Count(t => !t.IsCompleted));
             await Task.WhenAny(all, Task.Delay(AbandonWaitMax, clock, cancellationToken));
         }
     }

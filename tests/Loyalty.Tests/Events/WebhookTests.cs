@@ -210,7 +210,7 @@ public sealed class WebhookTests(ITestOutputHelper output)
         WebhookAttemptRow row = Assert.Single(logged, r => r.Manual);
         Assert.Equal(WebhookSender.Abandoned, row.Error);
         Assert.Equal(eventId, row.EventId);
-        // The caller was told, before the gateway stopped taking calls.
+        // The caller was answered too: the gateway still took the call's answer while it stopped.
         V1.WebhookDelivery answered = await redelivery.ResponseAsync;
         Assert.Equal(WebhookSender.Abandoned, answered.Error);
         Assert.True(answered.Manual);
