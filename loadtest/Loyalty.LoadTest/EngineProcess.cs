@@ -72,7 +72,7 @@ internal sealed class EngineProcess : IAsyncDisposable
         string data = Path.Combine(Path.GetTempPath(), "loyalty-loadtest-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(data);
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = data };
-        info.ArgumentList.Add(HostAssembly());
+        info.ArgumentList.Add(storage == LoadOptions.GrpcFloor ? BuiltAssembly("loadtest", "Loyalty.GrpcFloor") : BuiltAssembly("src", "Loyalty.Host"));
         foreach (string arg in Arguments(storage, postgres, port, data).Concat(extraArgs))
         {
             info.ArgumentList.Add(arg);
@@ -155,8 +155,11 @@ internal sealed class EngineProcess : IAsyncDisposable
             case "memory":
                 yield return "--Storage:Provider=Memory";
                 break;
+            case LoadOptions.GrpcFloor:
+                // Started with the engine's endpoint settings; it reads only Kestrel's and its own.
+                break;
             default:
-                throw new ArgumentException("--spawn is sqlite, postgres or memory");
+                throw new ArgumentException("--spawn is sqlite, postgres, memory or grpc-floor");
         }
     }
 
@@ -184,8 +187,8 @@ internal sealed class EngineProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>The engine built alongside this tool (the project references it, so one build makes both).</summary>
-    private static string HostAssembly()
+    /// <summary>The engine (or the gRPC floor) built alongside this tool (the project references both, so one build makes all three).</summary>
+    private static string BuiltAssembly(string folder, string project)
     {
         var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
         string tfm = here.Name, configuration = here.Parent!.Name;
@@ -196,8 +199,8 @@ internal sealed class EngineProcess : IAsyncDisposable
         }
 
         string path = Path.Combine(root?.FullName ?? throw new InvalidOperationException("LoyaltyGrains.sln not found above the load tester."),
-            "src", "Loyalty.Host", "bin", configuration, tfm, "Loyalty.Host.dll");
-        return File.Exists(path) ? path : throw new FileNotFoundException("The engine is not built; build the solution in this configuration.", path);
+            folder, project, "bin", configuration, tfm, project + ".dll");
+        return File.Exists(path) ? path : throw new FileNotFoundException($"{project} is not built; build the solution in this configuration.", path);
     }
 
     private static int FreePort()

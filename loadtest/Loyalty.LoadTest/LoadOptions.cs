@@ -151,7 +151,11 @@ internal sealed class LoadOptions
                                 spawned engine gets it); the report gives deliveries per
                                 second and their delay
           --spawn KIND          start an engine first: sqlite (a fresh file), postgres (needs
-                                --postgres or LOYALTY_BENCH_POSTGRES) or memory (not durable: the ceiling)
+                                --postgres or LOYALTY_BENCH_POSTGRES) or memory (not durable: the ceiling);
+                                or grpc-floor: a server that answers every purchase at once, with
+                                no grain and no ledger (the floor of gRPC and this tool; nothing
+                                to verify; --engine-arg --Floor:Hops=N hands each answer through
+                                the thread pool N times first)
           --postgres CONN       Npgsql connection string for --spawn postgres
           --engine-arg ARG      one more argument for the spawned engine (repeatable),
                                 e.g. --engine-arg --Orleans:IdleDeactivateAfterSeconds=30
@@ -162,6 +166,9 @@ internal sealed class LoadOptions
           --no-verify           skip reading back balances
           --quiet               no progress output
         """;
+
+    /// <summary>The --spawn kind that starts the gRPC floor instead of the engine.</summary>
+    public const string GrpcFloor = "grpc-floor";
 
     public static LoadOptions Parse(string[] args)
     {
@@ -189,7 +196,7 @@ internal sealed class LoadOptions
                 case "--no-verify": o.Verify = false; break;
                 case "--quiet": o.Quiet = true; break;
                 case "--warmup": o.WarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and double w ? w : throw new ArgumentException("--warmup must be 0 or more"); break;
-                case "--spawn": o.Spawn = Next() is "sqlite" or "postgres" or "memory" ? args[i] : throw new ArgumentException("--spawn is sqlite, postgres or memory"); break;
+                case "--spawn": o.Spawn = Next() is "sqlite" or "postgres" or "memory" or GrpcFloor ? args[i] : throw new ArgumentException("--spawn is sqlite, postgres, memory or grpc-floor"); break;
                 case "--postgres": o.Postgres = Next(); break;
                 case "--engine-arg": o.EngineArgs.Add(Next()); break;
                 case "--engine-env":
@@ -231,6 +238,17 @@ internal sealed class LoadOptions
         if (o.Batch > o.InFlightPerStream)
         {
             throw new ArgumentException("--batch cannot be larger than --in-flight: a batch is sent whole, so its purchases all count as in flight");
+        }
+
+        if (o.Spawn == GrpcFloor && (o.ReturnShare > 0 || o.RedemptionShare > 0 || o.Subscribers > 0 || o.Webhook))
+        {
+            throw new ArgumentException("--spawn grpc-floor answers purchases only: leave out --returns, --redemptions, --subscribers and --webhook");
+        }
+
+        if (o.Spawn == GrpcFloor)
+        {
+            // It keeps no balances to read back.
+            o.Verify = false;
         }
 
         if (o.Webhook && o.Spawn is not null)

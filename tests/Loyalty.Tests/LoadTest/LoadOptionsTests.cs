@@ -90,6 +90,35 @@ public sealed class LoadOptionsTests
     }
 
     [Fact]
+    public void Parse_GrpcFloor_IsSpawned_AndNothingIsReadBack()
+    {
+        LoadOptions options = LoadOptions.Parse(["--spawn", "grpc-floor", "--engine-arg", "--Floor:Hops=2"]);
+
+        Assert.Equal("grpc-floor", options.Spawn);
+        Assert.False(options.Verify); // the floor keeps no balances
+        Assert.Equal(["--Floor:Hops=2"], options.EngineArgs);
+    }
+
+    [Theory]
+    [InlineData("--returns", "0.1")]
+    [InlineData("--redemptions", "0.1")]
+    [InlineData("--subscribers", "1")]
+    public void Parse_GrpcFloor_WithWhatOnlyTheEngineAnswers_IsRefused(string option, string value)
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--spawn", "grpc-floor", option, value]));
+
+        Assert.Contains("--spawn grpc-floor answers purchases only", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Parse_GrpcFloor_WithAWebhook_IsRefused()
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--spawn", "grpc-floor", "--webhook"]));
+
+        Assert.Contains("--spawn grpc-floor answers purchases only", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Parse_RateModeWithoutEvents_SendsWhatTheRateNeedsForTheWholeDuration()
     {
         // 200,000 would end a run at 12,700/s after 15.7 s, its warm-up still in the window.

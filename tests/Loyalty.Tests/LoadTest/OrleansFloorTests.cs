@@ -148,37 +148,8 @@ public sealed class OrleansFloorTests
         return JsonDocument.Parse(json).RootElement;
     }
 
-    private static async Task<(int Exit, string Output)> StartAsync(string[] args, Dictionary<string, string>? environment = null)
-    {
-        // Built next to the tests in the same configuration (bin/<configuration>/<framework>).
-        string configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
-        string dll = Path.Combine(RepoPaths.Root(), "loadtest", "Loyalty.OrleansFloor", "bin", configuration, "net10.0", "Loyalty.OrleansFloor.dll");
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach ((string name, string value) in environment ?? [])
-        {
-            info.Environment[name] = value;
-        }
-
-        info.ArgumentList.Add(dll);
-        foreach (string arg in args.Concat(["--silo-port", Ports.Free().ToString(CultureInfo.InvariantCulture), "--gateway-port", Ports.Free().ToString(CultureInfo.InvariantCulture)]))
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        using Process process = Process.Start(info)!;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync(timeout.Token);
-        Task<string> stderr = process.StandardError.ReadToEndAsync(timeout.Token);
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-
-        return (process.ExitCode, await stdout + await stderr);
-    }
+    private static Task<(int Exit, string Output)> StartAsync(string[] args, Dictionary<string, string>? environment = null) =>
+        LoadTools.RunAsync("Loyalty.OrleansFloor",
+            args.Concat(["--silo-port", Ports.Free().ToString(CultureInfo.InvariantCulture), "--gateway-port", Ports.Free().ToString(CultureInfo.InvariantCulture)]),
+            environment);
 }

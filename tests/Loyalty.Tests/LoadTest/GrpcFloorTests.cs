@@ -1,0 +1,51 @@
+using System.Text.Json;
+using Loyalty.LoadTest;
+using Loyalty.Tests.Infrastructure;
+
+namespace Loyalty.Tests.LoadTest;
+
+/// <summary>
+/// The gRPC floor (a server with the engine's wire contract that answers purchases at once) runs
+/// as a user starts it, through the load tester, and reports as the engine would be reported.
+/// </summary>
+public sealed class GrpcFloorTests
+{
+    [Theory]
+    [InlineData(0, "max")]
+    [InlineData(3, "rate")]
+    public async Task TheLoadTester_AgainstTheFloor_HasEveryPurchaseAnswered_AndReportsTheFloorsAllocationAndProcessor(int hops, string mode)
+    {
+        string folder = Directory.CreateTempSubdirectory("loyalty-grpc-floor").FullName;
+        string json = Path.Combine(folder, "report.json");
+        LoadOptions options = LoadOptions.Parse(
+        [
+            "--spawn", "grpc-floor", "--engine-arg", $"--Floor:Hops={hops}", "--mode", mode, "--rate", "1000",
+            "--members", "300", "--events", "3000", "--streams", "2", "--warmup", "0", "--duration", "60", "--quiet", "--json", json,
+        ]);
+
+        int exit = await new LoadRun(options).RunAsync();
+
+        using JsonDocument report = JsonDocument.Parse(await File.ReadAllTextAsync(json));
+        JsonElement root = report.RootElement;
+        Assert.Equal(0, exit);
+        Assert.Equal("grpc-floor", root.GetProperty("engine").GetProperty("spawned").GetString());
+        Assert.Equal((3000L, 3000L), (root.GetProperty("events_sent").GetInt64(), root.GetProperty("events_acked").GetInt64()));
+        Assert.Equal(0, root.GetProperty("verify").GetProperty("members_checked").GetInt64());
+        Assert.True(root.GetProperty("latency_ms").GetProperty("p99").GetDouble() > 0);
+        // The floor's own process is watched as an engine's is: every answer allocates (messages, the stream's tasks).
+        Assert.InRange(root.GetProperty("engine_gc").GetProperty("allocated_bytes_per_purchase").GetInt64(), 100, 1_000_000);
+        Assert.InRange(root.GetProperty("process_cpu").GetProperty("engine_cores").GetDouble(), 0.001, Environment.ProcessorCount);
+        Directory.Delete(folder, recursive: true);
+    }
+
+    [Theory]
+    [InlineData("--Floor:Hops=9")]
+    [InlineData("--Floor:Hops=-1")]
+    public async Task TheFloor_WithHopsOutOfRange_ExitsSayingWhy(string hops)
+    {
+        (int exit, string output) = await LoadTools.RunAsync("Loyalty.GrpcFloor", [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{Ports.Free()}", hops]);
+
+        Assert.NotEqual(0, exit);
+        Assert.Contains("Floor:Hops must be 0..8", output, StringComparison.Ordinal);
+    }
+}
