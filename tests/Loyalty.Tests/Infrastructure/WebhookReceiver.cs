@@ -32,6 +32,12 @@ public sealed class WebhookReceiver : IAsyncDisposable
     private readonly List<ReceivedHook> _received = [];
     private readonly Random _random;
 
+    /// <summary>
+    /// Cancelled when the receiver is disposed, so that a request it holds ends then instead of
+    /// holding the receiver's stop (Kestrel waits for requests under way, up to 30 s).
+    /// </summary>
+    private readonly CancellationTokenSource _stopping = new();
+
     private WebhookReceiver(int seed, double failShare, double hangShare, TimeSpan hang, double stallShare)
     {
         StallShare = stallShare;
@@ -144,21 +150,32 @@ public sealed class WebhookReceiver : IAsyncDisposable
                 root.GetProperty("type").GetString()!, answer, headers, body));
         }
 
-        await Task.Delay(Delay, CancellationToken.None);
+        // A request held here ends when the engine gives up on it (the connection is closed) or
+        // when the receiver stops, whichever comes first; what it was going to answer is recorded above.
+        using var held = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping.Token);
+        if (!await DelayAsync(Delay, held.Token))
+        {
+            return;
+        }
+
         if (answer == -1)
         {
             // The status and headers go out at once; the body never comes within the engine's limit.
             context.Response.StatusCode = 200;
             context.Response.ContentLength = 100;
-            await context.Response.Body.FlushAsync();
-            await Task.Delay(hang, CancellationToken.None);
+            await context.Response.Body.FlushAsync(held.Token);
+            await DelayAsync(hang, held.Token);
             return;
         }
 
         if (answer == 0)
         {
             // Longer than the engine waits: it gives up on this attempt and retries.
-            await Task.Delay(hang, CancellationToken.None);
+            if (!await DelayAsync(hang, held.Token))
+            {
+                return;
+            }
+
             answer = 200;
         }
 
@@ -166,9 +183,25 @@ public sealed class WebhookReceiver : IAsyncDisposable
         await context.Response.WriteAsync(answer == 200 ? "ok" : "try again later");
     }
 
+    /// <summary>Waits <paramref name="delay"/>; false when <paramref name="cancel"/> ended the wait first.</summary>
+    private static async Task<bool> DelayAsync(TimeSpan delay, CancellationToken cancel)
+    {
+        try
+        {
+            await Task.Delay(delay, cancel);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
+        await _stopping.CancelAsync();
         await _app.StopAsync();
         await _app.DisposeAsync();
+        _stopping.Dispose();
     }
 }
