@@ -5,39 +5,41 @@ using V1 = Loyalty.Api.V1;
 namespace Loyalty.GrpcFloor;
 
 /// <summary>
-/// Answers every purchase at once: accepted, a point per currency unit, nothing kept. The streams
-/// have the engine gateway's shape (a reading loop; answers queued to one writer, which runs on
-/// the thread that queues an answer) without its grain call, so that what is measured is the
-/// wire, the server and the client.
+/// Answers every purchase at once: accepted, a point per currency unit, nothing kept. Ingest has
+/// the shape of the engine gateway's (a reading loop that takes an in-flight slot per purchase;
+/// answers handed, after <see cref="FloorSettings.Hops"/> trips through the thread pool as the
+/// member's answer arrives on another thread, to one writer that fills one reused message of the
+/// engine's size) without its grain call, so that what is measured is the wire, the server and
+/// the client. IngestBatches answers each batch in turn on the reading thread.
 /// </summary>
 internal sealed class FloorPurchases(FloorSettings settings) : V1.Purchases.PurchasesBase
 {
-    /// <summary>Purchases of one stream read and not yet answered, at most (as the gateway's in-flight limit).</summary>
-    private const int InFlightMax = 4096;
-
-    public override Task<V1.PurchaseAck> Accrue(V1.Purchase request, ServerCallContext context) => Task.FromResult(Answer(request));
+    public override Task<V1.PurchaseAck> Accrue(V1.Purchase request, ServerCallContext context) => Task.FromResult(new FloorAck().Fill(request));
 
     public override async Task Ingest(IAsyncStreamReader<V1.Purchase> requestStream, IServerStreamWriter<V1.PurchaseAck> responseStream, ServerCallContext context)
     {
-        using var slots = new SemaphoreSlim(InFlightMax, InFlightMax);
-        Channel<V1.PurchaseAck> acks = Channel.CreateUnbounded<V1.PurchaseAck>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
-        Task writer = WriteAsync(acks.Reader, responseStream, slots);
+        using var slots = new SemaphoreSlim(settings.InFlightMax, settings.InFlightMax);
+        // Cancelled by the client, or by the writer when a write fails, so that the reader stops waiting for slots that will never be freed.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        Channel<V1.Purchase> answers = Channel.CreateUnbounded<V1.Purchase>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
+        Task writer = WriteAsync(answers.Reader, responseStream, slots, stop);
         try
         {
-            while (await requestStream.MoveNext(context.CancellationToken))
+            while (await requestStream.MoveNext(stop.Token))
             {
-                await slots.WaitAsync(context.CancellationToken);
-                Hand(Answer(requestStream.Current), acks.Writer, settings.Hops);
+                await slots.WaitAsync(stop.Token);
+                Hand(requestStream.Current, answers.Writer, settings.Hops);
             }
 
-            for (int i = 0; i < InFlightMax; i++)
+            // The client has finished sending: every purchase taken is answered before the call ends.
+            for (int i = 0; i < settings.InFlightMax; i++)
             {
-                await slots.WaitAsync(context.CancellationToken);
+                await slots.WaitAsync(stop.Token);
             }
         }
         finally
         {
-            acks.Writer.TryComplete();
+            answers.Writer.TryComplete();
             await writer;
         }
     }
@@ -47,38 +49,47 @@ internal sealed class FloorPurchases(FloorSettings settings) : V1.Purchases.Purc
         while (await requestStream.MoveNext(context.CancellationToken))
         {
             var answer = new V1.PurchaseBatchAck();
-            answer.Acks.AddRange(requestStream.Current.Purchases.Select(Answer));
+            answer.Acks.AddRange(requestStream.Current.Purchases.Select(p => new FloorAck().Fill(p)));
             await responseStream.WriteAsync(answer);
         }
     }
 
-    private static V1.PurchaseAck Answer(V1.Purchase purchase) => new()
-    {
-        TransactionId = purchase.TransactionId,
-        Status = V1.AckStatus.Accepted,
-        PointsEarned = purchase.AmountMinor / 100,
-        Balance = purchase.AmountMinor / 100,
-        Sequence = 1,
-    };
-
-    /// <summary>Queues <paramref name="ack"/> for the writer after <paramref name="hops"/> hand-overs through the thread pool.</summary>
-    private static void Hand(V1.PurchaseAck ack, ChannelWriter<V1.PurchaseAck> acks, int hops)
+    /// <summary>Queues <paramref name="purchase"/> for the writer after <paramref name="hops"/> hand-overs through the thread pool.</summary>
+    private static void Hand(V1.Purchase purchase, ChannelWriter<V1.Purchase> answers, int hops)
     {
         if (hops == 0)
         {
-            acks.TryWrite(ack);
+            answers.TryWrite(purchase);
             return;
         }
 
-        ThreadPool.UnsafeQueueUserWorkItem(static s => Hand(s.Ack, s.Acks, s.Hops - 1), (Ack: ack, Acks: acks, Hops: hops), preferLocal: false);
+        ThreadPool.UnsafeQueueUserWorkItem(static s => Hand(s.Purchase, s.Answers, s.Hops - 1), (Purchase: purchase, Answers: answers, Hops: hops), preferLocal: false);
     }
 
-    private static async Task WriteAsync(ChannelReader<V1.PurchaseAck> acks, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots)
+    /// <summary>
+    /// Answers in the order handed over; a failed write ends the stream (the reader is stopped
+    /// through <paramref name="stop"/>, and the failure is the call's). A client that went away is
+    /// not a failure of the floor's.
+    /// </summary>
+    private static async Task WriteAsync(ChannelReader<V1.Purchase> answers, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots, CancellationTokenSource stop)
     {
-        await foreach (V1.PurchaseAck ack in acks.ReadAllAsync())
+        var ack = new FloorAck();
+        try
         {
-            await responseStream.WriteAsync(ack);
-            slots.Release();
+            await foreach (V1.Purchase purchase in answers.ReadAllAsync())
+            {
+                await responseStream.WriteAsync(ack.Fill(purchase));
+                slots.Release();
+            }
+        }
+        catch (Exception) when (stop.IsCancellationRequested)
+        {
+            // The client cancelled: nothing is left to answer.
+        }
+        catch
+        {
+            await stop.CancelAsync();
+            throw;
         }
     }
 }

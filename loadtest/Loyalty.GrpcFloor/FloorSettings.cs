@@ -1,17 +1,30 @@
 namespace Loyalty.GrpcFloor;
 
-/// <summary>How the floor answers (section <c>Floor</c> of its configuration).</summary>
-/// <param name="Hops">Times an answer is handed to the thread pool before it is written (0: written by the reading thread).</param>
-internal sealed record FloorSettings(int Hops)
+/// <summary>How the floor answers: section <c>Floor</c> of its configuration, and the engine's own in-flight limit.</summary>
+/// <param name="Hops">Times an answer is handed to the thread pool before it is written (0: by the reading thread).</param>
+/// <param name="InFlightMax">Purchases of one stream read and not yet answered, at most: the engine's <c>Gateway:StreamInFlightMax</c>.</param>
+internal sealed record FloorSettings(int Hops, int InFlightMax)
 {
     /// <summary>The most hops an answer may take: enough to model the engine's, few enough that a typo is refused.</summary>
     public const int HopsMax = 8;
 
+    /// <summary>
+    /// One trip, by default: a member's answer reaches the engine's gateway on another thread than
+    /// the one that read the purchase (the grain's completion), and the writer runs there.
+    /// </summary>
+    public const int HopsDefault = 1;
+
+    /// <summary>The engine's default of <c>Gateway:StreamInFlightMax</c>, used when the configuration has none.</summary>
+    public const int InFlightMaxDefault = 1024;
+
     public static FloorSettings From(IConfiguration configuration)
     {
-        int hops = configuration.GetValue("Floor:Hops", 0);
-        return hops is >= 0 and <= HopsMax
-            ? new FloorSettings(hops)
-            : throw new ArgumentOutOfRangeException(nameof(configuration), hops, $"Floor:Hops must be 0..{HopsMax}");
+        int hops = configuration.GetValue("Floor:Hops", HopsDefault);
+        int inFlight = configuration.GetValue("Gateway:StreamInFlightMax", InFlightMaxDefault);
+        return hops is < 0 or > HopsMax
+            ? throw new ArgumentOutOfRangeException(nameof(configuration), hops, $"Floor:Hops must be 0..{HopsMax}")
+            : inFlight < 1
+                ? throw new ArgumentOutOfRangeException(nameof(configuration), inFlight, "Gateway:StreamInFlightMax must be 1 or more")
+                : new FloorSettings(hops, inFlight);
     }
 }

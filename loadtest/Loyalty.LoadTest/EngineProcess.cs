@@ -20,8 +20,9 @@ internal sealed class EngineProcess : IAsyncDisposable
     private readonly string _dataFolder;
     private readonly StreamWriter _log;
 
-    private EngineProcess(Process process, string target, string dataFolder, StreamWriter log)
+    private EngineProcess(Process process, string target, string dataFolder, StreamWriter log, string logPath)
     {
+        LogPath = logPath;
         _process = process;
         Target = target;
         _dataFolder = dataFolder;
@@ -48,6 +49,9 @@ internal sealed class EngineProcess : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>The file the engine's output goes to; it stays after the run, for a look.</summary>
+    public string LogPath { get; }
 
     /// <summary>The engine's gRPC address.</summary>
     public string Target { get; }
@@ -94,7 +98,7 @@ internal sealed class EngineProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => Write(log, e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var engine = new EngineProcess(process, $"http://127.0.0.1:{port}", data, log) { OperatorKey = operatorKey };
+        var engine = new EngineProcess(process, $"http://127.0.0.1:{port}", data, log, logPath) { OperatorKey = operatorKey };
         await engine.WaitUntilReadyAsync();
         return engine;
     }

@@ -187,7 +187,7 @@ internal sealed class LoadRun(LoadOptions options)
         }
 
         (bool ok, long mismatched, long checkedMembers) = options.Verify ? await VerifyAsync(tills) : (true, 0, 0);
-        return Report(measured, seconds, ok, mismatched, checkedMembers, engine?.PeakWorkingSetMiB, watch?.Report(seconds, drained), gc);
+        return Report(measured, seconds, ok, mismatched, checkedMembers, engine, watch?.Report(seconds, drained), gc);
     }
 
     private async Task RunLoadAsync(CallInvoker[] tills, Stopwatch clock)
@@ -740,7 +740,7 @@ internal sealed class LoadRun(LoadOptions options)
         }
     }
 
-    private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers, double? peakMiB, object? eventsOut, EngineGc? engineGc)
+    private int Report(LongHistogram latency, double seconds, bool ok, long mismatched, long checkedMembers, EngineProcess? engine, object? eventsOut, EngineGc? engineGc)
     {
         double Ms(double percentile) => latency.TotalCount == 0 ? 0 : latency.GetValueAtPercentile(percentile) / 1000.0;
         var report = new
@@ -764,7 +764,7 @@ internal sealed class LoadRun(LoadOptions options)
                 answered_per_s = Math.Round((_returnsAcked + _redemptionsAccepted + _redemptionsRefused) / Math.Max(0.001, Seconds(_startedAt, _followUpsEndedAt)), 1),
                 drained_after_purchases_s = Math.Round(Seconds(_purchasesEndedAt, _followUpsEndedAt), 3),
             },
-            engine = new { spawned = options.Spawn, peak_working_set_mib = peakMiB },
+            engine = new { spawned = options.Spawn, peak_working_set_mib = engine?.PeakWorkingSetMiB, log = engine?.LogPath },
             // The load tester's own collections while the purchases ran: a pause here delays the
             // reading of answers, so it is inside the latency measured, not the engine's doing.
             tester_gc = new
