@@ -22,7 +22,7 @@ internal sealed class FloorPurchases(FloorSettings settings) : V1.Purchases.Purc
         // Cancelled by the client, or by the writer when a write fails, so that the reader stops waiting for slots that will never be freed.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
         Channel<V1.Purchase> answers = Channel.CreateUnbounded<V1.Purchase>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
-        Task writer = WriteAsync(answers.Reader, responseStream, slots, stop);
+        Task writer = WriteAsync(answers.Reader, responseStream, slots, stop, context.CancellationToken);
         try
         {
             while (await requestStream.MoveNext(stop.Token))
@@ -68,23 +68,24 @@ internal sealed class FloorPurchases(FloorSettings settings) : V1.Purchases.Purc
 
     /// <summary>
     /// Answers in the order handed over; a failed write ends the stream (the reader is stopped
-    /// through <paramref name="stop"/>, and the failure is the call's). A client that went away is
-    /// not a failure of the floor's.
+    /// through <paramref name="stop"/>, and the failure is the call's). A client that went away
+    /// (<paramref name="clientGone"/>) is not a failure of the floor's. Each write takes the
+    /// stream's token, as the gateway's do, so that it registers and removes the same callback.
     /// </summary>
-    private static async Task WriteAsync(ChannelReader<V1.Purchase> answers, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots, CancellationTokenSource stop)
+    private static async Task WriteAsync(ChannelReader<V1.Purchase> answers, IServerStreamWriter<V1.PurchaseAck> responseStream, SemaphoreSlim slots, CancellationTokenSource stop, CancellationToken clientGone)
     {
         var ack = new FloorAck();
         try
         {
             await foreach (V1.Purchase purchase in answers.ReadAllAsync())
             {
-                await responseStream.WriteAsync(ack.Fill(purchase));
+                await responseStream.WriteAsync(ack.Fill(purchase), stop.Token);
                 slots.Release();
             }
         }
-        catch (Exception) when (stop.IsCancellationRequested)
+        catch (Exception) when (clientGone.IsCancellationRequested)
         {
-            // The client cancelled: nothing is left to answer.
+            // The client cancelled (its flag is set before the linked source hears of it): nothing is left to answer.
         }
         catch
         {

@@ -1,5 +1,4 @@
 using Loyalty.GrpcFloor;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
 
 // The floor the engine's gRPC front door and its load tester set together: a server with the
 // engine's wire contract that answers every purchase at once, with no grain and no ledger. It
@@ -14,8 +13,6 @@ WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationO
     // The engine's appsettings.json is copied next to the binaries (see the project file).
     ContentRootPath = AppContext.BaseDirectory,
 });
-builder.Logging.SetMinimumLevel(LogLevel.Warning);
-builder.WebHost.ConfigureKestrel(k => k.ConfigureEndpointDefaults(l => l.Protocols = HttpProtocols.Http2));
 FloorSettings settings = FloorSettings.From(builder.Configuration);
 builder.Services.AddSingleton(settings);
 builder.Services.AddGrpc();
@@ -25,5 +22,6 @@ app.MapGrpcService<FloorSetUp.Programs>();
 app.MapGrpcService<FloorSetUp.Keys>();
 app.MapGrpcService<FloorSetUp.Members>();
 // One line for the log, which says what answered (the load tester keeps it beside the run).
-Console.WriteLine($"gRPC floor: answers after {settings.Hops} hops through the thread pool, at most {settings.InFlightMax} in flight per stream");
+Console.WriteLine($"gRPC floor: answers after {settings.Hops} hops through the thread pool, at most {settings.InFlightMax} in flight per stream, " +
+    $"{settings.StreamsPerConnectionMax} streams per connection");
 await app.RunAsync();

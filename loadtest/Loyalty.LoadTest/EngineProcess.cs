@@ -109,8 +109,10 @@ internal sealed class EngineProcess : IAsyncDisposable
         if (!_process.HasExited)
         {
             _process.Kill(entireProcessTree: true);
-            await _process.WaitForExitAsync();
         }
+
+        // Also when it had exited by itself: its last lines (a crash's, say) reach the log before it is closed.
+        await _process.WaitForExitAsync();
 
         _process.Dispose();
         lock (_log)
@@ -160,7 +162,7 @@ internal sealed class EngineProcess : IAsyncDisposable
                 yield return "--Storage:Provider=Memory";
                 break;
             case LoadOptions.GrpcFloor:
-                // Started with the engine's endpoint settings; it reads only Kestrel's and its own.
+                // Started with the engine's endpoint settings; of the engine's configuration it reads Kestrel's, the gateway's in-flight limit and the log levels.
                 break;
             default:
                 throw new ArgumentException("--spawn is sqlite, postgres, memory or grpc-floor");
