@@ -71,7 +71,8 @@ public sealed class CounterGrain : Grain, ICounterGrain
         {
             // Numbered before the first wait, as a member numbers its entries: calls in flight at once take consecutive numbers.
             _sequence++;
-            return AnswerCommittedAsync(ledger.AppendAsync(this.GetPrimaryKeyString(), _sequence), _total);
+            string memberId = this.GetPrimaryKeyString();
+            return AnswerCommittedAsync(ledger.AppendAsync(memberId, _sequence), memberId, _sequence, _total);
         }
 
         return PerCall.AwaitOnce ? AnswerLaterAsync(_total) : ValueTask.FromResult(_total);
@@ -79,11 +80,11 @@ public sealed class CounterGrain : Grain, ICounterGrain
 
     /// <summary>The answer once the call's entry is committed, from a pooled state machine (as the member's write loop).</summary>
     [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
-    private static async ValueTask<long> AnswerCommittedAsync(Task<bool> commit, long total)
+    private static async ValueTask<long> AnswerCommittedAsync(Task<bool> commit, string memberId, long sequence, long total)
     {
         if (!await commit)
         {
-            throw new InvalidOperationException("The call's entry was not written: its key was taken.");
+            throw FloorLedger.NotWritten(memberId, sequence);
         }
 
         PerCall.Waited();

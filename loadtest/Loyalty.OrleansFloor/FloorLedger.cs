@@ -146,6 +146,13 @@ public sealed class FloorLedger : IAsyncDisposable
         return _queue!.AppendAsync(entry);
     }
 
+    /// <summary>
+    /// The failure of an append that answered false: the entry's transaction id was in the ledger
+    /// already, which a run that numbers its own ids never causes, so it ends the run.
+    /// </summary>
+    public static InvalidOperationException NotWritten(string memberId, long sequence) =>
+        new($"Entry {sequence} of member {memberId} was not written: its key was taken.");
+
     /// <summary>Commits what is queued, stops the queue, closes the store and deletes a SQLite file the run made.</summary>
     public async ValueTask DisposeAsync()
     {

@@ -195,7 +195,7 @@ async Task CommitAsync(int i)
     long sequence = ++sequences[i];
     if (!await ledger!.AppendAsync(keys[i], sequence))
     {
-        throw new InvalidOperationException($"Entry {sequence} of member {keys[i]} was not written: its key was taken.");
+        throw FloorLedger.NotWritten(keys[i], sequence);
     }
 }
 
