@@ -28,12 +28,17 @@ internal sealed record FloorSettings(int Hops, int InFlightMax, int StreamsPerCo
     public static FloorSettings From(IConfiguration configuration)
     {
         int hops = configuration.GetValue("Floor:Hops", HopsDefault);
+        if (hops is < 0 or > HopsMax)
+        {
+            throw new ArgumentOutOfRangeException(nameof(configuration), hops, $"Floor:Hops must be 0..{HopsMax}");
+        }
+
         int inFlight = configuration.GetValue("Gateway:StreamInFlightMax", InFlightMaxDefault);
-        return hops is < 0 or > HopsMax
-            ? throw new ArgumentOutOfRangeException(nameof(configuration), hops, $"Floor:Hops must be 0..{HopsMax}")
-            : inFlight < 1
-                ? throw new ArgumentOutOfRangeException(nameof(configuration), inFlight, "Gateway:StreamInFlightMax must be 1 or more")
-                : new FloorSettings(hops, inFlight,
-                    configuration.GetValue("Kestrel:Limits:Http2:MaxStreamsPerConnection", KestrelStreamsPerConnectionDefault));
+        if (inFlight < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(configuration), inFlight, "Gateway:StreamInFlightMax must be 1 or more");
+        }
+
+        return new FloorSettings(hops, inFlight, configuration.GetValue("Kestrel:Limits:Http2:MaxStreamsPerConnection", KestrelStreamsPerConnectionDefault));
     }
 }

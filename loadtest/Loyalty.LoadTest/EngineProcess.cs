@@ -165,7 +165,7 @@ internal sealed class EngineProcess : IAsyncDisposable
                 // Started with the engine's endpoint settings; of the engine's configuration it reads Kestrel's, the gateway's in-flight limit and the log levels.
                 break;
             default:
-                throw new ArgumentException("--spawn is sqlite, postgres, memory or grpc-floor");
+                throw new ArgumentException(LoadOptions.SpawnKindsRefusal);
         }
     }
 

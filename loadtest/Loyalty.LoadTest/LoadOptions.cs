@@ -170,6 +170,11 @@ internal sealed class LoadOptions
     /// <summary>The --spawn kind that starts the gRPC floor instead of the engine.</summary>
     public const string GrpcFloor = "grpc-floor";
 
+    /// <summary>What --spawn takes, and the refusal naming them.</summary>
+    public static readonly string[] SpawnKinds = ["sqlite", "postgres", "memory", GrpcFloor];
+
+    public static readonly string SpawnKindsRefusal = $"--spawn is {string.Join(", ", SpawnKinds[..^1])} or {SpawnKinds[^1]}";
+
     public static LoadOptions Parse(string[] args)
     {
         var o = new LoadOptions();
@@ -196,7 +201,7 @@ internal sealed class LoadOptions
                 case "--no-verify": o.Verify = false; break;
                 case "--quiet": o.Quiet = true; break;
                 case "--warmup": o.WarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture) is >= 0 and double w ? w : throw new ArgumentException("--warmup must be 0 or more"); break;
-                case "--spawn": o.Spawn = Next() is "sqlite" or "postgres" or "memory" or GrpcFloor ? args[i] : throw new ArgumentException("--spawn is sqlite, postgres, memory or grpc-floor"); break;
+                case "--spawn": o.Spawn = SpawnKinds.Contains(Next()) ? args[i] : throw new ArgumentException(SpawnKindsRefusal); break;
                 case "--postgres": o.Postgres = Next(); break;
                 case "--engine-arg": o.EngineArgs.Add(Next()); break;
                 case "--engine-env":

@@ -44,13 +44,14 @@ public sealed class GrpcFloorTests
     }
 
     [Theory]
-    [InlineData("--Floor:Hops=9")]
-    [InlineData("--Floor:Hops=-1")]
-    public async Task TheFloor_WithHopsOutOfRange_ExitsSayingWhy(string hops)
+    [InlineData("--Floor:Hops=9", "Floor:Hops must be 0..8")]
+    [InlineData("--Floor:Hops=-1", "Floor:Hops must be 0..8")]
+    [InlineData("--Gateway:StreamInFlightMax=0", "Gateway:StreamInFlightMax must be 1 or more")]
+    public async Task TheFloor_WithASettingOutOfRange_ExitsSayingWhy(string setting, string said)
     {
-        (int exit, string output) = await LoadTools.RunAsync("Loyalty.GrpcFloor", [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{Ports.Free()}", hops]);
+        (int exit, string output) = await LoadTools.RunAsync("Loyalty.GrpcFloor", [$"--Kestrel:Endpoints:Grpc:Url=http://127.0.0.1:{Ports.Free()}", setting]);
 
         Assert.NotEqual(0, exit);
-        Assert.Contains("Floor:Hops must be 0..8", output, StringComparison.Ordinal);
+        Assert.Contains(said, output, StringComparison.Ordinal);
     }
 }

@@ -99,6 +99,14 @@ public sealed class LoadOptionsTests
         Assert.Equal(["--Floor:Hops=2"], options.EngineArgs);
     }
 
+    [Fact]
+    public void Parse_SpawnOfAnUnknownKind_IsRefusedNamingTheKinds()
+    {
+        var error = Assert.Throws<ArgumentException>(() => LoadOptions.Parse(["--spawn", "mysql"]));
+
+        Assert.Equal("--spawn is sqlite, postgres, memory or grpc-floor", error.Message);
+    }
+
     [Theory]
     [InlineData("--returns", "0.1")]
     [InlineData("--redemptions", "0.1")]
