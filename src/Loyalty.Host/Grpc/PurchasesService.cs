@@ -339,18 +339,21 @@ public sealed partial class PurchasesService(
         return calls;
     }
 
-    /// <summary>Writes one answer per batch, in the order the batches came; a failure stops the stream's reading too.</summary>
+    /// <summary>
+    /// Writes one answer per batch, in the order the batches came, each in the stream's one reused
+    /// message (the write has serialized it when it completes); a failure stops the stream's reading too.
+    /// </summary>
     private static async Task WriteBatchAcksAsync(ChannelReader<Task<StreamAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop, ILogger logger)
     {
+        var reused = new ReusedBatchAck();
         try
         {
             await foreach (Task<StreamAck>[] calls in batches.ReadAllAsync(stop.Token))
             {
-                // Not the stream's reused message: a batch's answer holds one ack per purchase.
-                var answer = new V1.PurchaseBatchAck();
+                V1.PurchaseBatchAck answer = reused.Begin();
                 foreach (Task<StreamAck> call in calls)
                 {
-                    answer.Acks.Add(MessageOf(await call, reused: null, logger));
+                    reused.Add(await call, logger);
                 }
 
                 await responseStream.WriteAsync(answer, stop.Token);

@@ -26,3 +26,45 @@ internal sealed class ReusedAck
         return WireMapping.FillAck(_ack, result, _breakdown, _components);
     }
 }
+
+/// <summary>
+/// The one answer message of a batch stream, filled again for each batch: each position of the
+/// batch keeps its own <see cref="ReusedAck"/>, since a batch's answer holds all its acks at once.
+/// Made anew, a batch's acks cost each purchase about 700 bytes more than on a one-purchase stream.
+/// </summary>
+internal sealed class ReusedBatchAck
+{
+    private readonly V1.PurchaseBatchAck _answer = new();
+
+    // Grows to the largest batch answered, which is at most Limits.IngestBatchPurchasesMax: a
+    // larger batch is refused whole, with refusals made for it that take no reused ack.
+    private readonly List<ReusedAck> _positions = [];
+
+    /// <summary>How many positions keep a reused ack: the largest batch answered, within the limit.</summary>
+    public int PositionsHeld => _positions.Count;
+
+    /// <summary>Empties the answer for the next batch; valid until the next call.</summary>
+    public V1.PurchaseBatchAck Begin()
+    {
+        _answer.Acks.Clear();
+        return _answer;
+    }
+
+    /// <summary>Adds the next purchase's answer to the batch's message (see <see cref="PurchasesService.MessageOf"/>).</summary>
+    public void Add(PurchasesService.StreamAck ack, ILogger logger)
+    {
+        int position = _answer.Acks.Count;
+        ReusedAck? reused = ack.Refusal is null && position < Limits.IngestBatchPurchasesMax ? At(position) : null;
+        _answer.Acks.Add(PurchasesService.MessageOf(ack, reused, logger));
+    }
+
+    private ReusedAck At(int position)
+    {
+        while (_positions.Count <= position)
+        {
+            _positions.Add(new ReusedAck());
+        }
+
+        return _positions[position];
+    }
+}

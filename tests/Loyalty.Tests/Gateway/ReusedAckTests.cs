@@ -6,8 +6,9 @@ using V1 = Loyalty.Api.V1;
 namespace Loyalty.Tests.Gateway;
 
 /// <summary>
-/// A purchase stream fills one ack message again for each purchase: whatever came before, the
-/// message written must equal the ack made anew for the same result, field for field.
+/// A purchase stream fills one ack message again for each purchase, and a batch stream one answer
+/// for each batch: whatever came before, the message written must equal the one made anew for the
+/// same results, field for field.
 /// </summary>
 public sealed class ReusedAckTests
 {
@@ -28,6 +29,46 @@ public sealed class ReusedAckTests
             Assert.Equal(fresh, filled);
             Assert.Equal(fresh.ToByteString(), filled.ToByteString());
         }
+    }
+
+    [Fact]
+    public void AReusedBatchAnswer_EqualsTheAnswerMadeAnew_AfterAnyOtherBatch()
+    {
+        var reused = new ReusedBatchAck();
+        var random = new Random(20261205);
+        for (int batch = 0; batch < 300; batch++)
+        {
+            PurchasesService.StreamAck[] acks = [.. Enumerable.Range(0, random.Next(40)).Select(i => RandomStreamAck(random, i))];
+
+            V1.PurchaseBatchAck answer = reused.Begin();
+            foreach (PurchasesService.StreamAck ack in acks)
+            {
+                reused.Add(ack, NullLogger.Instance);
+            }
+
+            V1.PurchaseBatchAck fresh = MadeAnew(acks);
+            Assert.Equal(fresh, answer);
+            Assert.Equal(fresh.ToByteString(), answer.ToByteString());
+        }
+
+        Assert.InRange(reused.PositionsHeld, 30, 39);
+    }
+
+    [Fact]
+    public void AReusedBatchAnswer_KeepsNoMorePositionsThanTheBatchLimit()
+    {
+        var reused = new ReusedBatchAck();
+        var random = new Random(5);
+        PurchasesService.StreamAck[] acks = [.. Enumerable.Range(0, Limits.IngestBatchPurchasesMax + 5).Select(i => new PurchasesService.StreamAck(RandomResult(random, i), null))];
+
+        V1.PurchaseBatchAck answer = reused.Begin();
+        foreach (PurchasesService.StreamAck ack in acks)
+        {
+            reused.Add(ack, NullLogger.Instance);
+        }
+
+        Assert.Equal(Limits.IngestBatchPurchasesMax, reused.PositionsHeld);
+        Assert.Equal(MadeAnew(acks), answer);
     }
 
     [Fact]
@@ -65,6 +106,19 @@ public sealed class ReusedAckTests
 
         Assert.Equal(new V1.PurchaseAck(), ack);
         Assert.Equal(0, ack.CalculateSize());
+    }
+
+    /// <summary>A member's answer, or now and then a refusal made before any member.</summary>
+    private static PurchasesService.StreamAck RandomStreamAck(Random random, int i) =>
+        random.Next(8) == 0
+            ? new PurchasesService.StreamAck(null, WireMapping.Rejected($"t{i}", Grpc.Core.StatusCode.PermissionDenied, "another store"))
+            : new PurchasesService.StreamAck(RandomResult(random, i), null);
+
+    private static V1.PurchaseBatchAck MadeAnew(PurchasesService.StreamAck[] acks)
+    {
+        var answer = new V1.PurchaseBatchAck();
+        answer.Acks.AddRange(acks.Select(a => a.Refusal ?? WireMapping.ToAck(a.Result!)));
+        return answer;
     }
 
     /// <summary>Results of each shape a stream answers: accepted earns and returns with or without parts, duplicates, refusals.</summary>
