@@ -28,19 +28,24 @@ internal sealed class ReusedAck
 }
 
 /// <summary>
-/// The one answer message of a batch stream, filled again for each batch: each position of the
-/// batch keeps its own <see cref="ReusedAck"/>, since a batch's answer holds all its acks at once.
-/// Made anew, a batch's acks cost each purchase about 700 bytes more than on a one-purchase stream.
+/// The one answer message of a batch stream, filled again for each batch: each of the batch's first
+/// <see cref="PositionsMax"/> positions keeps its own <see cref="ReusedAck"/>, since a batch's
+/// answer holds all its acks at once; the rest are made anew. Made anew, a batch's acks cost each
+/// purchase about 700 bytes more than on a one-purchase stream.
 /// </summary>
 internal sealed class ReusedBatchAck
 {
-    private readonly V1.PurchaseBatchAck _answer = new();
+    /// <summary>
+    /// Most positions that keep a reused ack. Each holds an ack, a breakdown and the last answer's
+    /// strings, about a kilobyte, for as long as the stream is open; so a stream holds at most
+    /// about 128 KB for them however large its batches (up to <see cref="Limits.IngestBatchPurchasesMax"/>).
+    /// </summary>
+    public const int PositionsMax = 128;
 
-    // Grows to the largest batch answered, which is at most Limits.IngestBatchPurchasesMax: a
-    // larger batch is refused whole, with refusals made for it that take no reused ack.
+    private readonly V1.PurchaseBatchAck _answer = new();
     private readonly List<ReusedAck> _positions = [];
 
-    /// <summary>How many positions keep a reused ack: the largest batch answered, within the limit.</summary>
+    /// <summary>How many positions keep a reused ack: as many as the largest batch answered, at most <see cref="PositionsMax"/>.</summary>
     public int PositionsHeld => _positions.Count;
 
     /// <summary>Empties the answer for the next batch; valid until the next call.</summary>
@@ -54,7 +59,7 @@ internal sealed class ReusedBatchAck
     public void Add(PurchasesService.StreamAck ack, ILogger logger)
     {
         int position = _answer.Acks.Count;
-        ReusedAck? reused = ack.Refusal is null && position < Limits.IngestBatchPurchasesMax ? At(position) : null;
+        ReusedAck? reused = ack.Refusal is null && position < PositionsMax ? At(position) : null;
         _answer.Acks.Add(PurchasesService.MessageOf(ack, reused, logger));
     }
 

@@ -36,15 +36,13 @@ public sealed class ReusedAckTests
     {
         var reused = new ReusedBatchAck();
         var random = new Random(20261205);
+        int purchase = 0;
         for (int batch = 0; batch < 300; batch++)
         {
-            PurchasesService.StreamAck[] acks = [.. Enumerable.Range(0, random.Next(40)).Select(i => RandomStreamAck(random, i))];
+            // Numbered across the run, so that an id left from an earlier batch at the same position shows.
+            PurchasesService.StreamAck[] acks = [.. Enumerable.Range(0, random.Next(40)).Select(_ => RandomStreamAck(random, purchase++))];
 
-            V1.PurchaseBatchAck answer = reused.Begin();
-            foreach (PurchasesService.StreamAck ack in acks)
-            {
-                reused.Add(ack, NullLogger.Instance);
-            }
+            V1.PurchaseBatchAck answer = Answer(reused, acks);
 
             V1.PurchaseBatchAck fresh = MadeAnew(acks);
             Assert.Equal(fresh, answer);
@@ -55,20 +53,40 @@ public sealed class ReusedAckTests
     }
 
     [Fact]
-    public void AReusedBatchAnswer_KeepsNoMorePositionsThanTheBatchLimit()
+    public void AReusedBatchAnswer_KeepsNoMorePositionsThanItsLimit_AndAnswersTheRestAnew()
     {
         var reused = new ReusedBatchAck();
         var random = new Random(5);
-        PurchasesService.StreamAck[] acks = [.. Enumerable.Range(0, Limits.IngestBatchPurchasesMax + 5).Select(i => new PurchasesService.StreamAck(RandomResult(random, i), null))];
+        PurchasesService.StreamAck[] acks = [.. Enumerable.Range(0, Limits.IngestBatchPurchasesMax).Select(i => new PurchasesService.StreamAck(RandomResult(random, i), null))];
 
-        V1.PurchaseBatchAck answer = reused.Begin();
-        foreach (PurchasesService.StreamAck ack in acks)
-        {
-            reused.Add(ack, NullLogger.Instance);
-        }
+        V1.PurchaseBatchAck answer = Answer(reused, acks);
 
-        Assert.Equal(Limits.IngestBatchPurchasesMax, reused.PositionsHeld);
+        Assert.Equal(ReusedBatchAck.PositionsMax, reused.PositionsHeld);
         Assert.Equal(MadeAnew(acks), answer);
+    }
+
+    [Fact]
+    public void AnAnswerThatCannotBeMapped_InABatch_IsThatPurchasesRejection_AndTheNextBatchIsWhole()
+    {
+        var reused = new ReusedBatchAck();
+        var random = new Random(11);
+        AccrualResult broken = RandomResult(random, 1) with
+        {
+            Status = AccrualStatus.Accepted,
+            Details = new EarnDetails { Components = [new(ComponentKind.Base, "base", 5), new(ComponentKind.Product, null!, 7)] },
+        };
+        PurchasesService.StreamAck[] first = [new(RandomResult(random, 0), null), new(broken, null), new(RandomResult(random, 2), null)];
+        PurchasesService.StreamAck[] second = [.. Enumerable.Range(3, 3).Select(i => new PurchasesService.StreamAck(RandomResult(random, i) with
+        {
+            Status = AccrualStatus.Accepted,
+            Details = new EarnDetails { Components = [new(ComponentKind.Base, "base", i)] },
+        }, null))];
+
+        V1.PurchaseAck refused = Answer(reused, first).Acks[1];
+        Assert.Equal((V1.AckStatus.Rejected, "UNAVAILABLE", "t1"), (refused.Status, refused.ErrorCode, refused.TransactionId));
+        V1.PurchaseBatchAck next = Answer(reused, second);
+
+        Assert.Equal(MadeAnew(second), next);
     }
 
     [Fact]
@@ -111,8 +129,19 @@ public sealed class ReusedAckTests
     /// <summary>A member's answer, or now and then a refusal made before any member.</summary>
     private static PurchasesService.StreamAck RandomStreamAck(Random random, int i) =>
         random.Next(8) == 0
-            ? new PurchasesService.StreamAck(null, WireMapping.Rejected($"t{i}", Grpc.Core.StatusCode.PermissionDenied, "another store"))
+            ? new PurchasesService.StreamAck(null, WireMapping.Rejected($"t{i}", Grpc.Core.StatusCode.PermissionDenied, $"refused {i}"))
             : new PurchasesService.StreamAck(RandomResult(random, i), null);
+
+    private static V1.PurchaseBatchAck Answer(ReusedBatchAck reused, PurchasesService.StreamAck[] acks)
+    {
+        V1.PurchaseBatchAck answer = reused.Begin();
+        foreach (PurchasesService.StreamAck ack in acks)
+        {
+            reused.Add(ack, NullLogger.Instance);
+        }
+
+        return answer;
+    }
 
     private static V1.PurchaseBatchAck MadeAnew(PurchasesService.StreamAck[] acks)
     {
