@@ -24,7 +24,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
 
     /// <summary>
     /// The default of <see cref="StorageOptions.SqliteCheckpointIntervalMs"/>. At 2,000 purchases/s
-    /// with 100,000 members it took away a stall of 20–30 ms every 2 s (README, Performance,
+    /// with 100,000 members it took away a stall of 20–30 ms every 2 s (docs/performance.md,
     /// 2026-12-03, night).
     /// </summary>
     public const int CheckpointIntervalMsDefault = 250;
@@ -510,7 +510,7 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// at 2,000 purchases/s with 100,000 members), so its passes alone never got there. The log
     /// then grew to the writer's <c>wal_autocheckpoint</c> bound, and about every 1.75 s one commit
     /// carried a checkpoint of its own that held the purchases queued behind it for 10–37 ms
-    /// (README, Performance, 2026-12-04). What is left after a pass is what was committed during
+    /// (docs/performance.md, 2026-12-04). What is left after a pass is what was committed during
     /// it, a few dozen pages; copied here, where no batch commits meanwhile, it leaves nothing
     /// behind, SQLite syncs the file, and the next batch starts the log over. A passive checkpoint,
     /// so a reader still on an older snapshot only defers the start-over to a later pass.

@@ -11,7 +11,7 @@ namespace Loyalty.Grains;
 /// marks the old list for the garbage collector's next young collection and promotes the string
 /// through the generations. Measured at 2,000 purchases/s with 100,000 members (most purchases of
 /// a 30 s run open their member's first lot), four runs each: the engine's longest GC pause was
-/// 15–27 ms with the ids inline against 31–52 ms with the strings (README, Performance). Ids that
+/// 15–27 ms with the ids inline against 31–52 ms with the strings (docs/performance.md). Ids that
 /// are ASCII and at most <see cref="InlineMax"/> characters are kept inline (the API allows ASCII
 /// ids of up to 64); any other text is kept as its string. <see cref="ToString"/> makes the string
 /// when asked. <see cref="From"/> cannot fail, so a credit never stops half-way through.
