@@ -80,8 +80,14 @@ public interface IMemberGrain : IGrainWithStringKey
     /// </summary>
     Task<MemberResult> MergeFrom(string duplicateId, string reason);
 
-    /// <summary>Leaves this account to <paramref name="survivorId"/>: records the transfer and empties it; repeated, answers the same transfer.</summary>
-    Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId);
+    /// <summary>
+    /// Leaves this account to <paramref name="survivorId"/>: records the transfer and empties it;
+    /// repeated, answers the same transfer. Refused, leaving nothing, when the transfer would move
+    /// more than <paramref name="survivorRoom"/>, what the survivor may still take in (its
+    /// headroom under the engine's volume limit), so that a duplicate never lets go of points the
+    /// survivor would then have to refuse.
+    /// </summary>
+    Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId, long survivorRoom);
 
     /// <summary>Replaces <paramref name="fromId"/> by <paramref name="toId"/> in this member's referral links (after a merge).</summary>
     Task<LoyaltyError> Repoint(string fromId, string toId);

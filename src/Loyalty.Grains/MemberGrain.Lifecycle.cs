@@ -144,27 +144,46 @@ public sealed partial class MemberGrain
             return closed;
         }
 
+        if (!_state.MergedFrom.Contains(duplicateId) && await RefuseMergeAsync(duplicateId) is { } refused)
+        {
+            return refused;
+        }
+
+        TakenIn taken = await WhileLinkingAsync(
+            () => Closed() is { } closedMeanwhile ? new TakenIn(null, closedMeanwhile) : null,
+            () => TakeInAsync(duplicateId, reason));
+        if (taken.Result.Error == LoyaltyError.None)
+        {
+            await RepointLinksAsync(duplicateId, taken.Transfer);
+        }
+
+        return taken.Result;
+    }
+
+    /// <summary>
+    /// The merge's two writes, with this member's other changes held (see <see cref="WhileLinkingAsync"/>):
+    /// the duplicate lets go first, so that its points never exist twice, and only if this member
+    /// has room for them; then they arrive here. If this member fails after the duplicate let go,
+    /// asking again fetches the same transfer.
+    /// </summary>
+    private async Task<TakenIn> TakeInAsync(string duplicateId, string reason)
+    {
         MergeTransfer? transfer = null;
         if (!_state.MergedFrom.Contains(duplicateId))
         {
-            if (await RefuseMergeAsync(duplicateId) is { } refused)
-            {
-                return refused;
-            }
-
-            // The duplicate lets go first: its points leave it before they arrive here, so they never
-            // exist twice. If this member fails after that, asking again fetches the same transfer.
-            (MergeTransfer? t, LoyaltyError detachError, string? message) = await ReferrerGrain(duplicateId).Detach(_memberId);
+            // Nothing of this member decides while the merge runs, so this room is still there when
+            // the transfer arrives.
+            (MergeTransfer? t, LoyaltyError detachError, string? message) = await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.VolumeMax - _state.Volume);
             if (t is null)
             {
-                return MemberResult.Reject(detachError, message ?? $"member '{duplicateId}' could not be merged");
+                return new TakenIn(null, MemberResult.Reject(detachError, message ?? $"member '{duplicateId}' could not be merged"));
             }
 
             transfer = t;
         }
 
         ProgramConfig? current = null;
-        MemberResult result = await WriteAsync(
+        MemberResult result = await WriteCoreAsync(new LambdaWrite<MemberResult>(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -172,15 +191,11 @@ public sealed partial class MemberGrain
                 return LifecycleDecision.MergeIn(At(program, now), duplicateId, transfer, reason)
                     .Staged(out entry, MemberResult.Reject, () => new MemberResult(View(program), LoyaltyError.None, null));
             },
+            null,
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
-        if (result.Error == LoyaltyError.None)
-        {
-            await RepointLinksAsync(duplicateId, transfer);
-        }
-
-        return result;
+            MemberResult.Reject) { OfLink = true });
+        return new TakenIn(transfer, result);
     }
 
     /// <summary>
@@ -205,12 +220,12 @@ public sealed partial class MemberGrain
     }
 
     /// <inheritdoc />
-    public async Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId)
+    public async Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId, long survivorRoom)
     {
         DetachOutcome outcome = await WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                LifecycleDecision.Detach(At(program, now), survivorId)
+                LifecycleDecision.Detach(At(program, now), survivorId, survivorRoom)
                     .Staged(out entry, (e, m) => new DetachOutcome(null, e, m), () => new DetachOutcome(_state.Detached, LoyaltyError.None, null)),
             (entry, _, _) => new DetachOutcome(entry.DetailsAs<MergedAwayDetails>()!.Merge, LoyaltyError.None, null),
             _ => Task.FromResult<DetachOutcome?>(null),
@@ -234,7 +249,8 @@ public sealed partial class MemberGrain
     /// <summary>Points the duplicate's referrer and the members it referred at the survivor; idempotent, repeated by a repeated merge.</summary>
     private async Task RepointLinksAsync(string duplicateId, MergeTransfer? transfer)
     {
-        MergeTransfer? moved = transfer ?? await ReferrerGrain(duplicateId).Detach(_memberId) switch { var (t, _, _) => t };
+        // Repeated, the detach answers the transfer it recorded whatever the room: nothing moves.
+        MergeTransfer? moved = transfer ?? await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.VolumeMax) switch { var (t, _, _) => t };
         if (moved is null)
         {
             return;
@@ -262,4 +278,7 @@ public sealed partial class MemberGrain
 
     /// <summary>The answer of a detach.</summary>
     private sealed record DetachOutcome(MergeTransfer? Transfer, LoyaltyError Error, string? Message);
+
+    /// <summary>How a merge's writes went: the transfer taken in (null when none moved) and the answer.</summary>
+    private sealed record TakenIn(MergeTransfer? Transfer, MemberResult Result);
 }

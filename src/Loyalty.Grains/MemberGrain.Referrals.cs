@@ -15,6 +15,14 @@ public sealed partial class MemberGrain
 
     private string? _referralCode;
 
+    /// <summary>
+    /// Open while a change that touches another member is made here (see <see cref="WhileLinkingAsync"/>):
+    /// a referral link, or a merge into this member. Every other change of this member waits for
+    /// it before it decides, so what the change checked here still holds when its own entry is
+    /// decided, after the other member's side.
+    /// </summary>
+    private TaskCompletionSource? _linking;
+
 
     /// <inheritdoc />
     public async Task<MemberResult> SetReferrer(string? referrerId, string? referralCode)
@@ -58,11 +66,53 @@ public sealed partial class MemberGrain
         }
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);
-        if (program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } early)
+        return await WhileLinkingAsync(
+            () => program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } early
+                ? MemberResult.Reject(early.Error, early.Message!)
+                : null,
+            () => LinkBothSidesAsync(referrer));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="change"/>, which touches another member and then writes here, with
+    /// every other change of this member held until it ends; <paramref name="refusal"/> is checked
+    /// first, in the same turn as the hold begins, so what it found still holds when the change
+    /// writes here. Without the hold a first purchase decided while a referral link was being made
+    /// turned this member's entry into a refusal ("already made a purchase") after the referrer had
+    /// recorded the link: a referrer listing a member that names nobody, a slot of its referral cap
+    /// taken. Purchases never pass the program's desk, so they are held here, on the member, for
+    /// the few calls the change takes; the desk runs one such change at a time.
+    /// </summary>
+    private async Task<T> WhileLinkingAsync<T>(Func<T?> refusal, Func<Task<T>> change)
+        where T : class
+    {
+        while (_linking is { } other)
         {
-            return MemberResult.Reject(early.Error, early.Message!);
+            // Only with two desks at once (Orleans' rare duplicate activation): one such change at a time here too.
+            await other.Task;
         }
 
+        if (refusal() is { } refused)
+        {
+            return refused;
+        }
+
+        var linking = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _linking = linking;
+        try
+        {
+            return await change();
+        }
+        finally
+        {
+            _linking = null;
+            linking.SetResult();
+        }
+    }
+
+    /// <summary>The link once the member may be referred: no cycle, the referrer's side, then this member's entry.</summary>
+    private async Task<MemberResult> LinkBothSidesAsync(string referrer)
+    {
         if (await FindCycleAsync(referrer) is { } cycle)
         {
             return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"referral by '{referrer}' would close a referral cycle: {cycle}");
@@ -74,16 +124,17 @@ public sealed partial class MemberGrain
         }
 
         ProgramConfig? current = null;
-        return await WriteAsync(
+        return await WriteCoreAsync(new LambdaWrite<MemberResult>(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 current = program;
                 return ReferralDecision.Referred(At(program, now), referrer).Staged(out entry, MemberResult.Reject, () => new MemberResult(View(program), LoyaltyError.None, null));
             },
+            null,
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
+            MemberResult.Reject) { OfLink = true });
     }
 
     /// <inheritdoc />

@@ -47,8 +47,9 @@ public sealed partial class MemberGrain
         // whose pooled state machine answers Orleans directly (it awaits the answer once).
         ValueTask<AccrualResult> write = WriteCoreAsync(new PurchaseWrite(this, purchase, fingerprint));
 
-        // Only a referred member's purchases take the longer path (once, until the referrer is settled).
-        return ReferrerToSettle ? new ValueTask<AccrualResult>(ThenSettleReferrerAsync(write.AsTask())) : write;
+        // Only a referred member's purchases take the longer path (once, until the referrer is settled),
+        // and a purchase that will decide after a referral link under way (which may refer it).
+        return ReferrerToSettle || _linking is not null ? new ValueTask<AccrualResult>(ThenSettleReferrerAsync(write.AsTask())) : write;
     }
 
     /// <summary>A purchase paid partly in points: the reward's stock first when it has any, then both entries in one commit.</summary>
@@ -245,6 +246,9 @@ public sealed partial class MemberGrain
 
         /// <summary>A refusal.</summary>
         public abstract T Reject(LoyaltyError error, string message);
+
+        /// <summary>The referral link's own write, which the link's gate lets through (see <see cref="_linking"/>).</summary>
+        public bool OfLink { get; init; }
     }
 
     /// <summary>A change given as functions: every change but purchases without a redemption, adjustments and feedback.</summary>
@@ -345,6 +349,15 @@ public sealed partial class MemberGrain
             }
 
             await WaitToDecideAsync();
+            if (_linking is { } link && !change.OfLink)
+            {
+                // A referral link is under way (see LinkReferrer): decide after its outcome, so that
+                // nothing decided here can slip between the referrer's side of it and this member's.
+                await link.Task;
+                attempt--;
+                continue;
+            }
+
             if (!_valid)
             {
                 // Another change's commit failed or collided while this one waited: reload and

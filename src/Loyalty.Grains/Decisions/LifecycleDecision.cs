@@ -64,7 +64,7 @@ public static class LifecycleDecision
     /// transfer is then <see cref="MemberState.Detached"/>); refused while it has business of its
     /// own that a merge would drop: reservations, a membership, trade-ins awaiting inspection.
     /// </summary>
-    public static Decision Detach(in Decider d, string survivorId)
+    public static Decision Detach(in Decider d, string survivorId, long survivorRoom = Headroom.VolumeMax)
     {
         MemberState state = d.State;
         if (!state.Enrolled)
@@ -87,12 +87,20 @@ public static class LifecycleDecision
         TierLadder ladder = d.Settings.Ladder;
         (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(state.Tier), state.TierReviewAt, ladder, state, d.Now);
         MergeTransfer transfer = state.TransferOf(d.MemberId, ladder.Tiers[tier].Name, reviewAt);
-        return Decision.Write(d.NewEntry(LedgerEntryKind.MergedAway, -(state.Balance + state.Lots.PendingTotal), null, 0) with
+        LedgerEntry away = d.NewEntry(LedgerEntryKind.MergedAway, -(state.Balance + state.Lots.PendingTotal), null, 0) with
         {
             Reference = survivorId,
             Reason = "merged into " + survivorId,
             Details = new MergedAwayDetails { Merge = transfer },
-        });
+        };
+
+        // The survivor's entry carries the same numbers (the points and the transfer), so it moves
+        // as much as this one: the survivor must have that room before anything leaves here.
+        long moved = Headroom.MagnitudeOf(away);
+        return moved > survivorRoom
+            ? Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"duplicate_member_id: merging '{d.MemberId}' would move {moved} points and minor units into '{survivorId}', which may take only {Math.Max(0, survivorRoom)} more under the engine's limit of {Headroom.VolumeMax} per member; nothing was recorded")
+            : Decision.Write(away);
     }
 
     /// <summary>

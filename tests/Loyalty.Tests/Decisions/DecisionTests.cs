@@ -300,6 +300,20 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void Detach_MovingMoreThanTheSurvivorsRoom_IsRefused_AndExactlyItsRoomIsTaken()
+    {
+        MemberState duplicate = WithPoints(100);
+        long moved = Headroom.MagnitudeOf(LifecycleDecision.Detach(Decider(duplicate), "s").Entry!);
+
+        Decision refused = LifecycleDecision.Detach(Decider(duplicate), "s", survivorRoom: moved - 1);
+        Decision taken = LifecycleDecision.Detach(Decider(duplicate), "s", survivorRoom: moved);
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+        Assert.Equal($"duplicate_member_id: merging 'm' would move {moved} points and minor units into 's', which may take only {moved - 1} more under the engine's limit of {Headroom.VolumeMax} per member; nothing was recorded", refused.Message);
+        Assert.Equal(LedgerEntryKind.MergedAway, taken.Entry!.Kind);
+    }
+
+    [Fact]
     public void MergeIn_ConservesThePoints_InheritsTheReferrerWhenItHasNone_AndASecondTimeWritesNothing()
     {
         MemberState duplicate = Enrolled(referredBy: "ann");

@@ -304,6 +304,30 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AMerge_TheSurvivorHasNoRoomFor_IsRefusedBeforeTheDuplicateLetsGo()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("s");
+        await EnrolAsync("d");
+        // A survivor that has moved nearly all the engine allows (written as an older version could have).
+        await AppendDirectlyAsync(new LedgerEntry(_program, "s", 2, LedgerEntryKind.Adjust, new Points(Headroom.VolumeMax - 1_000), "forged", 0,
+            null, 0, null, "migrated balance", null, Now, Now));
+        await fixture.DeactivateAllAsync();
+        Assert.Null(Error(await Member("d").Accrue(Purchase("d", "p1") with { Amount = new Money(5_000_00, "USD") })));
+        string survivor = JsonSerializer.Serialize(await Member("s").Get()), duplicate = JsonSerializer.Serialize(await Member("d").Get());
+
+        MemberResult merged = await Member("s").MergeFrom("d", "duplicate");
+        MemberResult again = await Member("s").MergeFrom("d", "duplicate");
+
+        Assert.Equal((LoyaltyError.FailedPrecondition, LoyaltyError.FailedPrecondition), (merged.Error, again.Error));
+        Assert.StartsWith("duplicate_member_id: merging 'd' would move", merged.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(survivor, JsonSerializer.Serialize(await Member("s").Get()));
+        // Before the room was checked, the duplicate let go first: 0 points and "merged into s", while s refused them.
+        Assert.Equal(duplicate, JsonSerializer.Serialize(await Member("d").Get()));
+        await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
+    }
+
+    [Fact]
     public async Task AResendOfAnOldPurchase_AndARedemptionAtTheSameMoment_NeverSpendPointsTheLedgerRefused()
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });

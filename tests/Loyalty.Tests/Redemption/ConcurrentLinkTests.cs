@@ -46,6 +46,40 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AReferralAndTheMembersFirstPurchase_AtOnce_LinkBothSidesOrNeither()
+    {
+        await PutAsync();
+        string[] referred = [.. Enumerable.Range(0, PairsCount).Select(i => $"n{i}")], referrers = [.. Enumerable.Range(0, PairsCount).Select(i => $"f{i}")];
+        string[] all = [.. referred, .. referrers];
+        await EnrolAllAsync(all);
+        await Task.WhenAll(referrers.Select(m => Member(m).Accrue(Buy(m, "q-" + m)).AsTask()));
+
+        // A till's first purchase arrives while the member's referral is being linked at the desk:
+        // pair by pair (the desk makes one link at a time), each purchase 0 to 10 ms after its link
+        // was asked for, so that some land while the link is half-way.
+        var linked = new MemberResult[PairsCount];
+        var bought = new AccrualResult[PairsCount];
+        for (int i = 0; i < PairsCount; i++)
+        {
+            Task<MemberResult> link = Member(referred[i]).SetReferrer(referrers[i], null);
+            await Task.Delay(TimeSpan.FromMilliseconds(i % 11));
+            bought[i] = await Member(referred[i]).Accrue(Buy(referred[i], "q-" + referred[i]));
+            linked[i] = await link;
+        }
+
+        Assert.All(bought, b => Assert.Equal(AccrualStatus.Accepted, b.Status));
+        foreach (MemberResult refused in linked.Where(r => r.Error != LoyaltyError.None))
+        {
+            // Only because the purchase came first: the link is then refused whole, on both sides.
+            Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+            Assert.Contains("has already made a purchase", refused.ErrorMessage, StringComparison.Ordinal);
+        }
+
+        await AssertNoCycleAndLinksMirroredAsync(all);
+        await AssertRewardsBothSidesOrNeitherAsync(all);
+    }
+
+    [Fact]
     public async Task RingsOfThreeToFive_AtOnce_NeverCloseACycle()
     {
         await PutAsync();
@@ -216,7 +250,7 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
         }
 
         // "late" lets go to keeper and the merge stops there, as a crash would leave it; then keeper reaches the limit.
-        Assert.NotNull((await Member("late").Detach("keeper")).Transfer);
+        Assert.NotNull((await Member("late").Detach("keeper", Loyalty.Grains.Headroom.VolumeMax)).Transfer);
         Assert.Equal(LoyaltyError.None, (await Member("keeper").MergeFrom(duplicates[^1], "duplicate")).Error);
 
         MemberResult completed = await Member("keeper").MergeFrom("late", "duplicate");
