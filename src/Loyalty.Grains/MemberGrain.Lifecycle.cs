@@ -134,6 +134,12 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     async Task<MemberResult> IMemberLinkSteps.MergeDuplicate(string duplicateId, string reason)
     {
+        if (duplicateId == _memberId)
+        {
+            // Also refused by MergeFrom; here because the desk's completion of a cut-short merge comes this way too.
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, "a member cannot be merged into itself");
+        }
+
         if (!await TryEnsureLoadedAsync())
         {
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
@@ -149,7 +155,8 @@ public sealed partial class MemberGrain
             return refused;
         }
 
-        TakenIn taken = await WhileLinkingAsync(
+        TakenIn taken = await WhileHeldAsync(
+            HoldPass.None,
             () => Closed() is { } closedMeanwhile ? new TakenIn(null, closedMeanwhile) : null,
             () => TakeInAsync(duplicateId, reason));
         if (taken.Result.Error == LoyaltyError.None)
@@ -161,7 +168,7 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>
-    /// The merge's two writes, with this member's other changes held (see <see cref="WhileLinkingAsync"/>):
+    /// The merge's two writes, with this member's other changes held (see <see cref="WhileHeldAsync"/>):
     /// the duplicate lets go first, so that its points never exist twice, and only if this member
     /// has room for them; then they arrive here. If this member fails after the duplicate let go,
     /// asking again fetches the same transfer.
@@ -183,7 +190,7 @@ public sealed partial class MemberGrain
         }
 
         ProgramConfig? current = null;
-        MemberResult result = await WriteCoreAsync(new LambdaWrite<MemberResult>(
+        MemberResult result = await HeldWriteAsync(() => WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
@@ -191,10 +198,10 @@ public sealed partial class MemberGrain
                 return LifecycleDecision.MergeIn(At(program, now), duplicateId, transfer, reason)
                     .Staged(out entry, MemberResult.Reject, () => new MemberResult(View(program), LoyaltyError.None, null));
             },
-            null,
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject) { OfLink = true });
+            MemberResult.Reject,
+            HoldPass.Own));
         return new TakenIn(transfer, result);
     }
 
@@ -222,6 +229,11 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId, long survivorRoom)
     {
+        if (survivorId == _memberId)
+        {
+            return (null, LoyaltyError.InvalidArgument, "a member cannot be merged into itself");
+        }
+
         DetachOutcome outcome = await WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
@@ -242,7 +254,8 @@ public sealed partial class MemberGrain
                 LifecycleDecision.Repoint(At(program, now), fromId, toId).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
+            MemberResult.Reject,
+            HoldPass.ReferralHold);
         return result.Error;
     }
 

@@ -15,13 +15,19 @@ public sealed partial class MemberGrain
 
     private string? _referralCode;
 
+    /// <summary>How often the own write of a change holding this member is tried again while the ledger fails.</summary>
+    internal const int HeldWriteRetriesMax = 3;
+
+    /// <summary>The wait before the first retry of a held change's own write; doubled for each next one.</summary>
+    private static readonly TimeSpan HeldWriteRetryDelay = TimeSpan.FromMilliseconds(100);
+
     /// <summary>
-    /// Open while a change that touches another member is made here (see <see cref="WhileLinkingAsync"/>):
-    /// a referral link, or a merge into this member. Every other change of this member waits for
-    /// it before it decides, so what the change checked here still holds when its own entry is
-    /// decided, after the other member's side.
+    /// Set while a change that touches another member is made here (see <see cref="WhileHeldAsync"/>):
+    /// a referral link, or a merge into this member. The member's other changes wait for it before
+    /// they decide (those it lets through aside), so what the change checked here still holds when
+    /// its own entry is decided, after the other member's side.
     /// </summary>
-    private TaskCompletionSource? _linking;
+    private TwoMemberHold? _hold;
 
 
     /// <inheritdoc />
@@ -66,30 +72,44 @@ public sealed partial class MemberGrain
         }
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);
-        return await WhileLinkingAsync(
-            () => program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } early
-                ? MemberResult.Reject(early.Error, early.Message!)
+        if (program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } early)
+        {
+            return MemberResult.Reject(early.Error, early.Message!);
+        }
+
+        // Outside the hold: links change only at the desk, one at a time, so the answer stands, and
+        // the walk (up to 64 reads) does not hold the member's purchases.
+        if (await FindCycleAsync(referrer) is { } cycle)
+        {
+            return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"referral by '{referrer}' would close a referral cycle: {cycle}");
+        }
+
+        return await WhileHeldAsync(
+            HoldPass.ReferralHold,
+            () => program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } refused
+                ? MemberResult.Reject(refused.Error, refused.Message!)
                 : null,
             () => LinkBothSidesAsync(referrer));
     }
 
     /// <summary>
-    /// Runs <paramref name="change"/>, which touches another member and then writes here, with
-    /// every other change of this member held until it ends; <paramref name="refusal"/> is checked
-    /// first, in the same turn as the hold begins, so what it found still holds when the change
-    /// writes here. Without the hold a first purchase decided while a referral link was being made
-    /// turned this member's entry into a refusal ("already made a purchase") after the referrer had
-    /// recorded the link: a referrer listing a member that names nobody, a slot of its referral cap
-    /// taken. Purchases never pass the program's desk, so they are held here, on the member, for
-    /// the few calls the change takes; the desk runs one such change at a time.
+    /// Runs <paramref name="change"/>, which touches another member and then writes here, with this
+    /// member's other changes held until it ends, except those <paramref name="lets"/> through;
+    /// <paramref name="refusal"/> is checked first, in the same turn as the hold begins, so what it
+    /// found still holds when the change writes here. Without the hold a first purchase decided
+    /// while a referral link was being made turned this member's entry into a refusal ("already
+    /// made a purchase") after the referrer had recorded the link: a referrer listing a member that
+    /// names nobody, a slot of its referral cap taken. Purchases never pass the program's desk, so
+    /// they are held here, on the member, for the few calls the change takes; the desk runs one
+    /// such change at a time.
     /// </summary>
-    private async Task<T> WhileLinkingAsync<T>(Func<T?> refusal, Func<Task<T>> change)
+    private async Task<T> WhileHeldAsync<T>(HoldPass lets, Func<T?> refusal, Func<Task<T>> change)
         where T : class
     {
-        while (_linking is { } other)
+        while (_hold is { } other)
         {
             // Only with two desks at once (Orleans' rare duplicate activation): one such change at a time here too.
-            await other.Task;
+            await other.Ended;
         }
 
         if (refusal() is { } refused)
@@ -97,44 +117,61 @@ public sealed partial class MemberGrain
             return refused;
         }
 
-        var linking = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        _linking = linking;
+        var hold = new TwoMemberHold(lets);
+        _hold = hold;
         try
         {
             return await change();
         }
         finally
         {
-            _linking = null;
-            linking.SetResult();
+            _hold = null;
+            hold.End();
         }
     }
 
-    /// <summary>The link once the member may be referred: no cycle, the referrer's side, then this member's entry.</summary>
-    private async Task<MemberResult> LinkBothSidesAsync(string referrer)
+    /// <summary>
+    /// The own write of a change holding this member, tried again (up to
+    /// <see cref="HeldWriteRetriesMax"/> times, waiting longer each time) while the ledger fails: the
+    /// other member's side is already written, and once the hold ends a change decided here may
+    /// make this side a refusal. What is left after the retries (the ledger down for longer) is
+    /// completed by asking again: the other side's step is idempotent.
+    /// </summary>
+    private async Task<MemberResult> HeldWriteAsync(Func<Task<MemberResult>> write)
     {
-        if (await FindCycleAsync(referrer) is { } cycle)
+        MemberResult result = await write();
+        TimeSpan delay = HeldWriteRetryDelay;
+        for (int retry = 0; retry < HeldWriteRetriesMax && result.Error == LoyaltyError.Unavailable; retry++)
         {
-            return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"referral by '{referrer}' would close a referral cycle: {cycle}");
+            // Real time, not the rules' clock: this only spaces out attempts at a failing ledger.
+            await Task.Delay(delay);
+            delay *= 2;
+            result = await write();
         }
 
+        return result;
+    }
+
+    /// <summary>The link once the member may be referred: the referrer's side, then this member's entry.</summary>
+    private async Task<MemberResult> LinkBothSidesAsync(string referrer)
+    {
         if (await LinkAtReferrerAsync(referrer) is { } linkRefusal)
         {
             return MemberResult.Reject(linkRefusal.Error, linkRefusal.Message);
         }
 
         ProgramConfig? current = null;
-        return await WriteCoreAsync(new LambdaWrite<MemberResult>(
+        return await HeldWriteAsync(() => WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 current = program;
                 return ReferralDecision.Referred(At(program, now), referrer).Staged(out entry, MemberResult.Reject, () => new MemberResult(View(program), LoyaltyError.None, null));
             },
-            null,
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject) { OfLink = true });
+            MemberResult.Reject,
+            HoldPass.Own));
     }
 
     /// <inheritdoc />
@@ -191,7 +228,8 @@ public sealed partial class MemberGrain
                     out entry, (e, m) => AccrualResult.Reject(txn, e, m), () => new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null)),
             (entry, balance, _) => new AccrualResult(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null),
             _ => Task.FromResult<AccrualResult?>(new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null)),
-            (e, m) => AccrualResult.Reject(txn, e, m));
+            (e, m) => AccrualResult.Reject(txn, e, m),
+            HoldPass.ReferralHold);
         return result.Error;
     }
 
@@ -332,4 +370,35 @@ public sealed partial class MemberGrain
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);
+
+    /// <summary>Which holds of a member (see <see cref="_hold"/>) a write goes through.</summary>
+    private enum HoldPass
+    {
+        /// <summary>None: the write waits for any hold to end (every change of the member unless said).</summary>
+        None,
+
+        /// <summary>
+        /// A referral link's hold, which needs only what makes the member referable to stay as it
+        /// was: its own referrals of others, their rewards and their re-pointing after a merge go
+        /// through (one held member's link waiting for another's could otherwise wait on each other).
+        /// </summary>
+        ReferralHold,
+
+        /// <summary>Every hold: the held change's own write.</summary>
+        Own,
+    }
+
+    /// <summary>A hold on a member's changes while a change touching another member is made here.</summary>
+    private sealed class TwoMemberHold(HoldPass lets)
+    {
+        private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Completes when the hold ends.</summary>
+        public Task Ended => _ended.Task;
+
+        /// <summary>Whether a write that <paramref name="passes"/> goes through this hold.</summary>
+        public bool Lets(HoldPass passes) => passes == HoldPass.Own || (passes != HoldPass.None && passes == lets);
+
+        public void End() => _ended.SetResult();
+    }
 }

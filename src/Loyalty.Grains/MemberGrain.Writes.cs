@@ -49,7 +49,7 @@ public sealed partial class MemberGrain
 
         // Only a referred member's purchases take the longer path (once, until the referrer is settled),
         // and a purchase that will decide after a referral link under way (which may refer it).
-        return ReferrerToSettle || _linking is not null ? new ValueTask<AccrualResult>(ThenSettleReferrerAsync(write.AsTask())) : write;
+        return ReferrerToSettle || _hold is not null ? new ValueTask<AccrualResult>(ThenSettleReferrerAsync(write.AsTask())) : write;
     }
 
     /// <summary>A purchase paid partly in points: the reward's stock first when it has any, then both entries in one commit.</summary>
@@ -247,8 +247,8 @@ public sealed partial class MemberGrain
         /// <summary>A refusal.</summary>
         public abstract T Reject(LoyaltyError error, string message);
 
-        /// <summary>The referral link's own write, which the link's gate lets through (see <see cref="_linking"/>).</summary>
-        public bool OfLink { get; init; }
+        /// <summary>Which holds of the member this write goes through (see <see cref="_hold"/>).</summary>
+        public HoldPass Passes { get; init; }
     }
 
     /// <summary>A change given as functions: every change but purchases without a redemption, adjustments and feedback.</summary>
@@ -318,9 +318,10 @@ public sealed partial class MemberGrain
         Stage<T> stage,
         Func<LedgerEntry, Points, Points, T> committed,
         Func<LedgerEntry, Task<T?>> fromLedger,
-        Func<LoyaltyError, string, T> reject)
+        Func<LoyaltyError, string, T> reject,
+        HoldPass passes = HoldPass.None)
         where T : class =>
-        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject)).AsTask();
+        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject) { Passes = passes }).AsTask();
 
     /// <summary>
     /// The write loop every change shares (see <see cref="WriteAsync{T}"/>). Its state machine
@@ -349,11 +350,11 @@ public sealed partial class MemberGrain
             }
 
             await WaitToDecideAsync();
-            if (_linking is { } link && !change.OfLink)
+            if (_hold is { } hold && !hold.Lets(change.Passes))
             {
-                // A referral link is under way (see LinkReferrer): decide after its outcome, so that
-                // nothing decided here can slip between the referrer's side of it and this member's.
-                await link.Task;
+                // A change touching another member is under way (see WhileHeldAsync): decide after its
+                // outcome, so that nothing decided here slips between the other member's side and this one's.
+                await hold.Ended;
                 attempt--;
                 continue;
             }

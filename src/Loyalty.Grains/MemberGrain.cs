@@ -241,7 +241,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 ReferralDecision.Referral(At(program, now), referredMemberId).Staged(out entry, MemberResult.Reject, () => linked),
             (_, _, _) => linked,
             _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
+            MemberResult.Reject,
+            HoldPass.ReferralHold);
     }
 
     /// <inheritdoc />

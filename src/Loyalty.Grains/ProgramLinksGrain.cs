@@ -48,10 +48,9 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         await using IAsyncDisposable held = await LockAsync();
         await CompletePendingMergeAsync(duplicateId);
         await CompletePendingMergeAsync(survivorId);
-        if (await MergeCycleAsync(survivorId, duplicateId) is { } cycle)
+        if (await MergeCycleAsync(survivorId, duplicateId) is { } why)
         {
-            return MemberResult.Reject(LoyaltyError.FailedPrecondition,
-                $"merging '{duplicateId}' into '{survivorId}' would close a referral cycle: {cycle}");
+            return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"merging '{duplicateId}' into '{survivorId}' {why}");
         }
 
         return await Steps(survivorId).MergeDuplicate(duplicateId, reason);
@@ -70,10 +69,12 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     }
 
     /// <summary>
-    /// The cycle a merge would close, or null. After the merge the survivor keeps its referrer (or
-    /// takes the duplicate's), and whoever the duplicate referred is re-pointed at the survivor: a
-    /// cycle forms when the chain above the survivor's referrer, read with that re-pointing,
-    /// comes back to the survivor.
+    /// Why the merge would leave the referral graph unsound, or null: the cycle it would close, or a
+    /// chain above the survivor too long to follow. After the merge the survivor keeps its referrer
+    /// (or takes the duplicate's), and whoever the duplicate referred is re-pointed at the survivor:
+    /// a cycle forms when the chain above the survivor's referrer, read with that re-pointing,
+    /// comes back to the survivor. A chain not followed to its end is refused as a link is (a cycle
+    /// could lie beyond it), rather than taken as having none.
     /// </summary>
     private async Task<string?> MergeCycleAsync(string survivorId, string duplicateId)
     {
@@ -96,14 +97,14 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
             chain.Add(at);
             if (at == survivorId)
             {
-                return string.Join(" ← ", chain);
+                return "would close a referral cycle: " + string.Join(" ← ", chain);
             }
 
             string? above = await Member(at).GetReferrer();
             at = above == duplicateId ? survivorId : above;
         }
 
-        return null;
+        return at is null ? null : $"would leave a referral chain above '{survivorId}' longer than {Limits.ReferralChainDepthMax}";
     }
 
     /// <summary>The program's lock for changes touching two members, across engines.</summary>

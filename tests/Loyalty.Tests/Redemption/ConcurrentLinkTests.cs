@@ -201,6 +201,45 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AMerge_WhoseChainCannotBeFollowedToItsEnd_IsRefused_RatherThanCloseACycleBeyondIt()
+    {
+        await PutAsync();
+        const int depth = 40;
+        string[] above = [.. Enumerable.Range(0, depth + 1).Select(i => $"a{i}")], below = [.. Enumerable.Range(0, depth + 1).Select(i => $"d{i}")];
+        await EnrolAllAsync([.. above, .. below]);
+        for (int i = 1; i <= depth; i++)
+        {
+            Assert.Equal(LoyaltyError.None, (await Member(above[i]).SetReferrer(above[i - 1], null)).Error);
+            Assert.Equal(LoyaltyError.None, (await Member(below[i]).SetReferrer(below[i - 1], null)).Error);
+        }
+
+        // d0 into a40: d1 now names a40, so d40 has 80 referrers above it, more than a walk follows.
+        Assert.Equal(LoyaltyError.None, (await Member(above[depth]).MergeFrom(below[0], "duplicate")).Error);
+
+        // a0 has no referrer and would take d40's, d39, whose chain leads back to a0 after 80 steps.
+        MemberResult merged = await Member(above[0]).MergeFrom(below[depth], "duplicate");
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, merged.Error);
+        Assert.Equal($"merging 'd{depth}' into 'a0' would leave a referral chain above 'a0' longer than {Limits.ReferralChainDepthMax}", merged.ErrorMessage);
+        Assert.Null((await Member(above[0]).Get())!.ReferredBy);
+        await AssertNoCycleAndLinksMirroredAsync([.. above, .. below[1..]]);
+    }
+
+    [Fact]
+    public async Task AMemberAskedToLetGoToItself_IsRefused_AndKeepsItsPoints()
+    {
+        await PutAsync();
+        await EnrolAllAsync(["s"]);
+        await Member("s").Accrue(Buy("s", "p1"));
+
+        (MergeTransfer? transfer, LoyaltyError error, string? message) = await Member("s").Detach("s", Loyalty.Grains.Headroom.VolumeMax);
+
+        Assert.Equal((null, LoyaltyError.InvalidArgument, "a member cannot be merged into itself"), (transfer, error, message));
+        MemberView kept = (await Member("s").Get())!;
+        Assert.Equal((null, 20L), (kept.MergedInto, kept.Balance.Value));
+    }
+
+    [Fact]
     public async Task Referral_ByAClosedMember_IsRefusedWithTheRealReason()
     {
         await PutAsync();
