@@ -254,8 +254,7 @@ public sealed partial class MemberGrain
                 LifecycleDecision.Repoint(At(program, now), fromId, toId).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject,
-            HoldPass.ReferralHold);
+            MemberResult.Reject);
         return result.Error;
     }
 

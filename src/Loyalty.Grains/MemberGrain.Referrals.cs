@@ -22,6 +22,13 @@ public sealed partial class MemberGrain
     private static readonly TimeSpan HeldWriteRetryDelay = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
+    /// No retry of a held change's own write starts after this long from its first try: a write that
+    /// fails slowly (a store waiting for its own time-out) must not hold the member, and the desk's
+    /// call, past the desk's own time limit.
+    /// </summary>
+    private static readonly TimeSpan HeldWriteRetriesWithin = TimeSpan.FromSeconds(2);
+
+    /// <summary>
     /// Set while a change that touches another member is made here (see <see cref="WhileHeldAsync"/>):
     /// a referral link, or a merge into this member. The member's other changes wait for it before
     /// they decide (those it lets through aside), so what the change checked here still holds when
@@ -132,16 +139,19 @@ public sealed partial class MemberGrain
 
     /// <summary>
     /// The own write of a change holding this member, tried again (up to
-    /// <see cref="HeldWriteRetriesMax"/> times, waiting longer each time) while the ledger fails: the
+    /// <see cref="HeldWriteRetriesMax"/> times, waiting longer each time, none starting after
+    /// <see cref="HeldWriteRetriesWithin"/>) while the ledger fails: the
     /// other member's side is already written, and once the hold ends a change decided here may
     /// make this side a refusal. What is left after the retries (the ledger down for longer) is
     /// completed by asking again: the other side's step is idempotent.
     /// </summary>
     private async Task<MemberResult> HeldWriteAsync(Func<Task<MemberResult>> write)
     {
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         MemberResult result = await write();
         TimeSpan delay = HeldWriteRetryDelay;
-        for (int retry = 0; retry < HeldWriteRetriesMax && result.Error == LoyaltyError.Unavailable; retry++)
+        for (int retry = 0; retry < HeldWriteRetriesMax && result.Error == LoyaltyError.Unavailable
+            && System.Diagnostics.Stopwatch.GetElapsedTime(started) + delay < HeldWriteRetriesWithin; retry++)
         {
             // Real time, not the rules' clock: this only spaces out attempts at a failing ledger.
             await Task.Delay(delay);
@@ -379,8 +389,10 @@ public sealed partial class MemberGrain
 
         /// <summary>
         /// A referral link's hold, which needs only what makes the member referable to stay as it
-        /// was: its own referrals of others, their rewards and their re-pointing after a merge go
-        /// through (one held member's link waiting for another's could otherwise wait on each other).
+        /// was: its own referrals of others and their rewards go through (one held member's link
+        /// waiting for another's could otherwise wait on each other). Not a re-pointing after a
+        /// merge: it could decide on the referrer about to be written, and it is asked for after
+        /// the merge's own hold has ended, so it cannot be part of such a wait.
         /// </summary>
         ReferralHold,
 

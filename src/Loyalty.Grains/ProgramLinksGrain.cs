@@ -48,7 +48,9 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         await using IAsyncDisposable held = await LockAsync();
         await CompletePendingMergeAsync(duplicateId);
         await CompletePendingMergeAsync(survivorId);
-        if (await MergeCycleAsync(survivorId, duplicateId) is { } why)
+        // A merge already made (its answer lost, say) is answered again as it was, not checked again.
+        bool made = await Steps(duplicateId).GetCommitted() is { MergedInto: { } into } && into == survivorId;
+        if (!made && await MergeCycleAsync(survivorId, duplicateId) is { } why)
         {
             return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"merging '{duplicateId}' into '{survivorId}' {why}");
         }
@@ -83,6 +85,11 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         {
             referrer = inherited;
         }
+        else if (referrer is not null && (await Steps(duplicateId).GetCommitted())?.Referrals.Count is null or 0)
+        {
+            // The survivor keeps its referrer and nobody is re-pointed: the chain above it stays as it is.
+            return null;
+        }
 
         // A survivor referred by the duplicate itself keeps that link (nobody is rewarded for it).
         if (referrer is null || referrer == duplicateId)
@@ -94,6 +101,12 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         string? at = referrer;
         for (int depth = 0; depth < Limits.ReferralChainDepthMax && at is not null; depth++)
         {
+            if (at != survivorId && chain.Contains(at))
+            {
+                // Links made before the desk existed may already loop; say so rather than "too long".
+                return $"cannot be checked for a referral cycle: the chain above '{survivorId}' already loops through '{at}'";
+            }
+
             chain.Add(at);
             if (at == survivorId)
             {
@@ -104,7 +117,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
             at = above == duplicateId ? survivorId : above;
         }
 
-        return at is null ? null : $"would leave a referral chain above '{survivorId}' longer than {Limits.ReferralChainDepthMax}";
+        return at is null ? null : $"cannot be checked for a referral cycle: the referral chain above '{survivorId}' is longer than {Limits.ReferralChainDepthMax}";
     }
 
     /// <summary>The program's lock for changes touching two members, across engines.</summary>
