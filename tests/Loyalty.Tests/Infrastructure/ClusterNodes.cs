@@ -5,6 +5,9 @@ namespace Loyalty.Tests.Infrastructure;
 /// <summary>Engine processes that form one cluster on one PostgreSQL (Orleans:Membership=Postgres), stopped together.</summary>
 public sealed class ClusterNodes : IAsyncDisposable
 {
+    /// <summary>How often a node is started on other ports when one of its ports was taken meanwhile.</summary>
+    private const int StartAttemptsMax = 3;
+
     private readonly List<HostProcess> _nodes;
 
     private ClusterNodes(List<HostProcess> nodes) => _nodes = nodes;
@@ -47,8 +50,7 @@ public sealed class ClusterNodes : IAsyncDisposable
         {
             for (int n = 0; n < count; n++)
             {
-                int port = Ports.Free();
-                nodes.Add(await HostProcess.StartAsync([.. EngineArgs.For(storage, port), "--Orleans:Membership=Postgres", .. extraArgs], port));
+                nodes.Add(await StartNodeAsync(storage, extraArgs));
             }
         }
         catch
@@ -58,6 +60,28 @@ public sealed class ClusterNodes : IAsyncDisposable
         }
 
         return new ClusterNodes(nodes);
+    }
+
+    /// <summary>
+    /// Starts one engine on ports that were free a moment ago. Another process may take one of
+    /// them before the engine binds it (seen once in CI: "address already in use", exit 134); the
+    /// engine then exits saying so, and is started again on other ports, at most
+    /// <see cref="StartAttemptsMax"/> times.
+    /// </summary>
+    private static async Task<HostProcess> StartNodeAsync(StorageOptions storage, string[] extraArgs)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            int port = Ports.Free();
+            try
+            {
+                return await HostProcess.StartAsync([.. EngineArgs.For(storage, port), "--Orleans:Membership=Postgres", .. extraArgs], port);
+            }
+            catch (InvalidOperationException e) when (attempt < StartAttemptsMax && e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
+            {
+                // Taken meanwhile: try other ports.
+            }
+        }
     }
 
     /// <summary>Stops every node still running (only the processes these nodes started).</summary>
