@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace Loyalty.Grains;
 
 /// <summary>
@@ -79,9 +81,15 @@ public sealed partial class MemberGrain
         }
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);
-        if (program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } early)
+        MemberResult? NotReferrable() =>
+            program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } refused
+                ? MemberResult.Reject(refused.Error, refused.Message!)
+                : null;
+
+        // Checked before the walk below as well as at the hold: a member that may not be referred is told so at once.
+        if (NotReferrable() is { } early)
         {
-            return MemberResult.Reject(early.Error, early.Message!);
+            return early;
         }
 
         // Outside the hold: links change only at the desk, one at a time, so the answer stands, and
@@ -91,12 +99,7 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"referral by '{referrer}' would close a referral cycle: {cycle}");
         }
 
-        return await WhileHeldAsync(
-            HoldPass.ReferralHold,
-            () => program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } refused
-                ? MemberResult.Reject(refused.Error, refused.Message!)
-                : null,
-            () => LinkBothSidesAsync(referrer));
+        return await WhileHeldAsync(HoldPass.ReferralHold, NotReferrable, () => LinkBothSidesAsync(referrer));
     }
 
     /// <summary>
@@ -147,11 +150,11 @@ public sealed partial class MemberGrain
     /// </summary>
     private async Task<MemberResult> HeldWriteAsync(Func<Task<MemberResult>> write)
     {
-        long started = System.Diagnostics.Stopwatch.GetTimestamp();
+        long started = Stopwatch.GetTimestamp();
         MemberResult result = await write();
         TimeSpan delay = HeldWriteRetryDelay;
         for (int retry = 0; retry < HeldWriteRetriesMax && result.Error == LoyaltyError.Unavailable
-            && System.Diagnostics.Stopwatch.GetElapsedTime(started) + delay < HeldWriteRetriesWithin; retry++)
+            && Stopwatch.GetElapsedTime(started) + delay < HeldWriteRetriesWithin; retry++)
         {
             // Real time, not the rules' clock: this only spaces out attempts at a failing ledger.
             await Task.Delay(delay);

@@ -49,8 +49,8 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         await CompletePendingMergeAsync(duplicateId);
         await CompletePendingMergeAsync(survivorId);
         // A merge already made (its answer lost, say) is answered again as it was, not checked again.
-        bool made = await Steps(duplicateId).GetCommitted() is { MergedInto: { } into } && into == survivorId;
-        if (!made && await MergeCycleAsync(survivorId, duplicateId) is { } why)
+        MemberView? duplicate = await Steps(duplicateId).GetCommitted();
+        if (duplicate?.MergedInto != survivorId && await MergeCycleAsync(survivorId, duplicateId, duplicate) is { } why)
         {
             return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"merging '{duplicateId}' into '{survivorId}' {why}");
         }
@@ -78,14 +78,14 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     /// comes back to the survivor. A chain not followed to its end is refused as a link is (a cycle
     /// could lie beyond it), rather than taken as having none.
     /// </summary>
-    private async Task<string?> MergeCycleAsync(string survivorId, string duplicateId)
+    private async Task<string?> MergeCycleAsync(string survivorId, string duplicateId, MemberView? duplicate)
     {
         string? referrer = await Member(survivorId).GetReferrer();
         if (referrer is null && await Member(duplicateId).GetReferrer() is { } inherited && inherited != survivorId)
         {
             referrer = inherited;
         }
-        else if (referrer is not null && (await Steps(duplicateId).GetCommitted())?.Referrals.Count is null or 0)
+        else if (referrer is not null && duplicate?.Referrals.Count is null or 0)
         {
             // The survivor keeps its referrer and nobody is re-pointed: the chain above it stays as it is.
             return null;
