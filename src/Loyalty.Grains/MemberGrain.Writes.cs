@@ -334,82 +334,38 @@ public sealed partial class MemberGrain
     {
         for (int attempt = 0, pass = 0; attempt < AttemptsMax && pass < PassesMax; attempt++, pass++)
         {
-            if (!await TryEnsureLoadedAsync())
+            (ProgramConfig? program, T? refused) = await WaitForTurnAsync(change);
+            if (program is null)
             {
-                return change.Reject(LoyaltyError.Unavailable, NotLoaded);
+                return refused!;
             }
 
-            if (await _services.Programs.GetAsync(_programId) is not { } program)
-            {
-                return change.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
-            }
-
-            if (change.PrefetchAsync() is { } prefetch)
-            {
-                await prefetch;
-            }
-
+            // No await between the turn and the decision: a change released with a group decides
+            // in the same turn, so that it can join the next group (see CommitAsync).
             await WaitToDecideAsync();
-            if (_hold is { } hold && !hold.Lets(change.Passes))
+            Decided<T> decided = DecideAndApply(change, program);
+            if (decided.Answer is { } answer)
             {
-                // A change touching another member is under way (see WhileHeldAsync): decide after its
-                // outcome, so that nothing decided here slips between the other member's side and this one's.
-                await hold.Ended;
-                attempt--;
-                continue;
+                return answer;
             }
 
-            if (!_valid)
+            if (decided.Entry is not { } entry)
             {
-                // Another change's commit failed or collided while this one waited: reload and
-                // decide again, without counting it as this change's own collision.
-                attempt--;
-                continue;
-            }
-
-            // From here to the commit there is no await: decide (every check, overflow included),
-            // then apply what cannot fail, then commit.
-            DateTimeOffset now = _services.Clock.GetUtcNow();
-            _state.Lots.Mature(now);
-            LedgerEntry? entry = null, before = null;
-            string? overflow;
-            T? answer;
-            try
-            {
-                overflow = Decide(change, program, now, ref entry, ref before, out answer);
-            }
-            catch (StalePrefetchException)
-            {
-                // Nothing was decided: fetch again and decide again.
-                attempt--;
-                continue;
-            }
-
-            (LoyaltyError Error, string Message)? refused = entry is null ? null : Headroom.Refuse(_state, before ?? entry, before is null ? null : entry);
-            if (entry is null || refused is not null)
-            {
-                if (_open is { } group)
+                // Not this change's own collision: decide again, after what it waits for (if anything).
+                if (decided.WaitFirst is { } wait)
                 {
-                    // An answer without a write is given on committed state only, and this one may
-                    // rest on the open group's changes: decide again once they have settled.
-                    await group.Outcome.Task;
-                    attempt--;
-                    continue;
+                    await wait;
                 }
 
-                return overflow is not null ? change.Reject(LoyaltyError.InvalidArgument, overflow)
-                    : refused is { } no ? change.Reject(no.Error, no.Message)
-                    : answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
+                attempt--;
+                continue;
             }
 
-            ApplyDecided(entry, before);
-            Points balance = _state.Balance;
-            Points pending = _state.Lots.PendingTotal;
             CommitOutcome outcome;
             if (CommitsAlone)
             {
-                // CommitAsync's usual case, inline (keep the two alike): the ledger's answer is awaited here.
-                Task<bool> append = BeginAlone(entry, program.Settings, before);
+                // CommitAsync's usual case, inline (keep the two alike): one state machine the less per purchase.
+                Task<bool> append = BeginAlone(entry, program.Settings, decided.Before);
                 bool? written = null;
                 try
                 {
@@ -421,19 +377,19 @@ public sealed partial class MemberGrain
                 }
                 finally
                 {
-                    outcome = EndAlone(entry, before, written);
+                    outcome = EndAlone(entry, decided.Before, written);
                 }
             }
             else
             {
-                outcome = await CommitInGroupAsync(entry, program.Settings, before);
+                outcome = await CommitInGroupAsync(entry, program.Settings, decided.Before);
             }
 
             switch (outcome)
             {
                 case CommitOutcome.Committed:
-                    AtFault(FaultStep.Acknowledge, entry, before);
-                    return change.Committed(entry, balance, pending);
+                    AtFault(FaultStep.Acknowledge, entry, decided.Before);
+                    return change.Committed(entry, decided.Balance, decided.Pending);
                 case CommitOutcome.Failed:
                     return change.Reject(LoyaltyError.Unavailable, NotCommitted);
                 case CommitOutcome.GroupConflict:
@@ -443,21 +399,124 @@ public sealed partial class MemberGrain
                     break;
             }
 
-            // The database already holds this transaction id (an older resend, or another member's) or
-            // another activation wrote this sequence. Ask the ledger, after the state is reloaded.
-            if (!await TryEnsureLoadedAsync())
-            {
-                return change.Reject(LoyaltyError.Unavailable, NotLoaded);
-            }
-
-            if (entry.TransactionId is not null && await _services.Store.FindTransactionAsync(_programId, entry.TransactionId, CancellationToken.None) is { } existing
-                && await change.FromLedger(existing) is { } resolved)
+            if (await AnswerAfterCollisionAsync(change, entry) is { } resolved)
             {
                 return resolved;
             }
         }
 
         return change.Reject(LoyaltyError.Unavailable, "the member is being changed concurrently; retry");
+    }
+
+    /// <summary>
+    /// What a change awaits before its turn to decide: the member loaded, its program, and what
+    /// the change fetches. The program, or the refusal when the member or its program cannot be
+    /// had. Its state machine comes from a pool when one of these waits does not complete at once.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<(ProgramConfig? Program, T? Refused)> WaitForTurnAsync<T>(Write<T> change)
+        where T : class
+    {
+        if (!await TryEnsureLoadedAsync())
+        {
+            return (null, change.Reject(LoyaltyError.Unavailable, NotLoaded));
+        }
+
+        if (await _services.Programs.GetAsync(_programId) is not { } program)
+        {
+            return (null, change.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found"));
+        }
+
+        if (change.PrefetchAsync() is { } prefetch)
+        {
+            await prefetch;
+        }
+
+        return (program, null);
+    }
+
+    /// <summary>
+    /// What the write loop does next with a change, once it has had its turn to decide: answer
+    /// it (<see cref="Answer"/>), commit what it applied (<see cref="Entry"/>, with
+    /// <see cref="Before"/>, leaving <see cref="Balance"/> and <see cref="Pending"/>), or decide
+    /// again, after <see cref="WaitFirst"/> when set.
+    /// </summary>
+    private readonly record struct Decided<T>(T? Answer, Task? WaitFirst, LedgerEntry? Entry, LedgerEntry? Before, Points Balance, Points Pending)
+        where T : class;
+
+    /// <summary>
+    /// Decides a change and applies it, without an await: every check, overflow included, comes
+    /// first, then what cannot fail. A change that another one holds up (a two-member change under
+    /// way, an invalid state, a stale prefetch) decides again; an answer without a write waits
+    /// for the open group's outcome first, since it may rest on that group's changes.
+    /// </summary>
+    private Decided<T> DecideAndApply<T>(Write<T> change, ProgramConfig program)
+        where T : class
+    {
+        if (_hold is { } hold && !hold.Lets(change.Passes))
+        {
+            // A change touching another member is under way (see WhileHeldAsync): decide after its
+            // outcome, so that nothing decided here slips between the other member's side and this one's.
+            return new Decided<T>(null, hold.Ended, null, null, default, default);
+        }
+
+        if (!_valid)
+        {
+            // Another change's commit failed or collided while this one waited: reload and decide again.
+            return default;
+        }
+
+        DateTimeOffset now = _services.Clock.GetUtcNow();
+        _state.Lots.Mature(now);
+        LedgerEntry? entry = null, before = null;
+        string? overflow;
+        T? answer;
+        try
+        {
+            overflow = Decide(change, program, now, ref entry, ref before, out answer);
+        }
+        catch (StalePrefetchException)
+        {
+            // Nothing was decided: fetch again and decide again.
+            return default;
+        }
+
+        (LoyaltyError Error, string Message)? refused = entry is null ? null : Headroom.Refuse(_state, before ?? entry, before is null ? null : entry);
+        if (entry is null || refused is not null)
+        {
+            if (_open is { } group)
+            {
+                // An answer without a write is given on committed state only, and this one may
+                // rest on the open group's changes: decide again once they have settled.
+                return new Decided<T>(null, group.Outcome.Task, null, null, default, default);
+            }
+
+            answer = overflow is not null ? change.Reject(LoyaltyError.InvalidArgument, overflow)
+                : refused is { } no ? change.Reject(no.Error, no.Message)
+                : answer ?? throw new InvalidOperationException("A stage must answer or stage an entry.");
+            return new Decided<T>(answer, null, null, null, default, default);
+        }
+
+        ApplyDecided(entry, before);
+        return new Decided<T>(null, null, entry, before, _state.Balance, _state.Lots.PendingTotal);
+    }
+
+    /// <summary>
+    /// After a collision: the database already holds this transaction id (an older resend, or
+    /// another member's) or another activation wrote this sequence. Asks the ledger, after the
+    /// state is reloaded, and answers from what it holds; null to decide again.
+    /// </summary>
+    private async Task<T?> AnswerAfterCollisionAsync<T>(Write<T> change, LedgerEntry entry)
+        where T : class
+    {
+        if (!await TryEnsureLoadedAsync())
+        {
+            return change.Reject(LoyaltyError.Unavailable, NotLoaded);
+        }
+
+        return entry.TransactionId is not null && await _services.Store.FindTransactionAsync(_programId, entry.TransactionId, CancellationToken.None) is { } existing
+            ? await change.FromLedger(existing)
+            : null;
     }
 
     /// <summary>
