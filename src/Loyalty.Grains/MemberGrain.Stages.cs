@@ -40,7 +40,8 @@ public sealed partial class MemberGrain
                 throw new StalePrefetchException();
             }
 
-            progress = _state.ReturnsToChange().Remember(purchase, earlierReturns.Returns, _state.Sequence);
+            // Made from the ledger, and kept only if this return is applied: a refusal leaves the book as it was.
+            progress = _returnSeed = ReturnProgress.Of(purchase, earlierReturns.Returns);
         }
 
         // A progress with no return yet is the same as none.
@@ -225,6 +226,13 @@ public sealed partial class MemberGrain
         public bool Stale(MemberState now) =>
             !ReferenceEquals(now, ReadOn) || (now.Returns.Kept.GetValueOrDefault(PurchaseId) is { } kept && kept.Touched > SequenceAtRead);
     }
+
+    /// <summary>
+    /// The progress a return's stage made from the ledger for a purchase the member keeps none
+    /// of; handed from the stage to <see cref="ApplyDecided"/> within one turn of the write loop
+    /// (<see cref="DecideAndApply"/> clears it before each decision), never across an await.
+    /// </summary>
+    private ReturnProgress? _returnSeed;
 
     /// <summary>Thrown by a stage whose prefetched reads are stale: the write loop runs the prefetch again.</summary>
     private sealed class StalePrefetchException : Exception;

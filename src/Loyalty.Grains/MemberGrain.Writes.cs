@@ -471,6 +471,7 @@ public sealed partial class MemberGrain
         LedgerEntry? entry = null, before = null;
         string? overflow;
         T? answer;
+        _returnSeed = null;
         try
         {
             overflow = Decide(change, program, now, ref entry, ref before, out answer);
@@ -480,6 +481,9 @@ public sealed partial class MemberGrain
             // Nothing was decided: fetch again and decide again.
             return default;
         }
+
+        ReturnProgress? returnSeed = _returnSeed;
+        _returnSeed = null;
 
         (LoyaltyError Error, string Message)? refused = entry is null ? null : Headroom.Refuse(_state, before ?? entry, before is null ? null : entry);
         if (entry is null || refused is not null)
@@ -497,7 +501,7 @@ public sealed partial class MemberGrain
             return new Decided<T>(answer, null, null, null, default, default);
         }
 
-        ApplyDecided(entry, before);
+        ApplyDecided(entry, before, returnSeed);
         return new Decided<T>(null, null, entry, before, _state.Balance, _state.Lots.PendingTotal);
     }
 

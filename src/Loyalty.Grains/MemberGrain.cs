@@ -346,12 +346,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         GrainFactory.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_programId, memberId));
 
     /// <summary>
-    /// Applies decided entries (admitted by <see cref="Headroom.Refuse"/>) to the live state. The
+    /// Applies decided entries (admitted by <see cref="Headroom.Refuse"/>) to the live state, a
+    /// return with the progress of its purchase it was decided on (see <see cref="_returnSeed"/>). The
     /// state is marked invalid while they apply: apply cannot fail by design, but if it ever threw,
     /// the next call would rebuild the member from its ledger instead of keeping half a change,
     /// and no snapshot is written from an invalid state.
     /// </summary>
-    private void ApplyDecided(LedgerEntry entry, LedgerEntry? before)
+    private void ApplyDecided(LedgerEntry entry, LedgerEntry? before, ReturnProgress? returnSeed = null)
     {
         _valid = false;
         if (before is not null)
@@ -359,7 +360,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             _state.Apply(before, _services.Options.RecentTransactionsMax);
         }
 
-        _state.Apply(entry, _services.Options.RecentTransactionsMax);
+        _state.Apply(entry, _services.Options.RecentTransactionsMax, returnSeed);
         if (entry.Kind == LedgerEntryKind.Enrol)
         {
             _state.Prepare(_services.Options.RecentTransactionsMax);

@@ -1,41 +1,65 @@
 namespace Loyalty.Grains;
 
-/// <summary>How much of one purchase has been returned so far; part of the member's state.</summary>
+/// <summary>
+/// How much of one purchase has been returned so far; part of the member's state. It changes only
+/// by <see cref="Add"/> (a return applied) and <see cref="Touch"/>; its collections are read-only views.
+/// </summary>
 [GenerateSerializer]
 public sealed class ReturnProgress
 {
+    // The fields keep the ids of the public properties they replace, so older snapshots load.
+    [Id(0)] private bool _byLines;
+    [Id(1)] private long _amountReturnedMinor;
+    [Id(2)] private Dictionary<string, long> _skuReturnedMinor = new(StringComparer.Ordinal);
+    [Id(3)] private long[] _reversed = [];
+    [Id(4)] private Dictionary<string, long> _skuReturnedQuantity = new(StringComparer.Ordinal);
+    [Id(5)] private bool _complete;
+    [Id(6)] private long _touched;
+    [Id(7)] private int _count;
+
+    /// <summary>Creates the progress of a purchase with no return yet.</summary>
+    /// <param name="components">How many components the purchase's earn has.</param>
+    /// <param name="complete">Whether it will hold every return of the purchase (see <see cref="Complete"/>).</param>
+    /// <param name="touched">The member's sequence when it is made.</param>
+    public ReturnProgress(int components, bool complete = false, long touched = 0)
+    {
+        _reversed = new long[components];
+        _complete = complete;
+        _touched = touched;
+    }
+
     /// <summary>Whether the purchase is being returned by lines (true) or by amounts (false); the two do not mix.</summary>
-    [Id(0)] public bool ByLines { get; set; }
+    public bool ByLines => _byLines;
 
     /// <summary>Money returned so far, in minor units.</summary>
-    [Id(1)] public long AmountReturnedMinor { get; set; }
+    public long AmountReturnedMinor => _amountReturnedMinor;
 
     /// <summary>Money returned so far per SKU, for returns by lines.</summary>
-    [Id(2)] public Dictionary<string, long> SkuReturnedMinor { get; set; } = new(StringComparer.Ordinal);
+    public IReadOnlyDictionary<string, long> SkuReturnedMinor => _skuReturnedMinor;
 
     /// <summary>Points reversed so far, per component of the original earn (same order).</summary>
-    [Id(3)] public long[] Reversed { get; set; } = [];
+    public IReadOnlyList<long> Reversed => _reversed;
 
     /// <summary>Units returned so far per SKU, for returns by lines (purchases recorded with quantities).</summary>
-    [Id(4)] public Dictionary<string, long> SkuReturnedQuantity { get; set; } = new(StringComparer.Ordinal);
+    public IReadOnlyDictionary<string, long> SkuReturnedQuantity => _skuReturnedQuantity;
 
     /// <summary>
     /// Whether this holds every return of the purchase: true when it was made from the purchase's
     /// returns read from the ledger (and kept up since), false when it was begun by a return
     /// replayed after the purchase's older returns were forgotten (see <see cref="ReturnBook.ReturnsKept"/>).
     /// </summary>
-    [Id(5)] public bool Complete { get; set; }
+    public bool Complete => _complete;
 
     /// <summary>The member's sequence when this was last used: the least recently used is forgotten first.</summary>
-    [Id(6)] public long Touched { get; set; }
+    public long Touched => _touched;
 
     /// <summary>How many returns it holds.</summary>
-    [Id(7)] public int Count { get; set; }
+    public int Count => _count;
 
     /// <summary>The complete progress of <paramref name="purchase"/> from every return of it read from the ledger (empty for none).</summary>
     public static ReturnProgress Of(LedgerEntry purchase, IReadOnlyList<LedgerEntry> returns)
     {
-        var progress = new ReturnProgress { Reversed = new long[purchase.DetailsAs<EarnDetails>()?.Components.Count ?? 0], Complete = true };
+        var progress = new ReturnProgress(purchase.DetailsAs<EarnDetails>()?.Components.Count ?? 0, complete: true);
         foreach (LedgerEntry r in returns)
         {
             progress.Add(r.DetailsAs<ReturnDetails>() ?? throw new InvalidOperationException($"Return entry {r.MemberId}#{r.Sequence} has no details."));
@@ -44,27 +68,52 @@ public sealed class ReturnProgress
         return progress;
     }
 
+    /// <summary>
+    /// The progress a merged-away duplicate handed over, as incomplete (the duplicate may have
+    /// forgotten older returns), counted as one return, touched at <paramref name="sequence"/>.
+    /// </summary>
+    public static ReturnProgress Adopted(ReturnedSoFar returned, long sequence)
+    {
+        var progress = new ReturnProgress(0, complete: false, sequence)
+        {
+            _byLines = returned.ByLines,
+            _amountReturnedMinor = returned.AmountReturnedMinor,
+            _skuReturnedMinor = new Dictionary<string, long>(returned.SkuReturnedMinor, StringComparer.Ordinal),
+            _reversed = [.. returned.Reversed],
+            _skuReturnedQuantity = new Dictionary<string, long>(returned.SkuReturnedQuantity ?? new Dictionary<string, long>(), StringComparer.Ordinal),
+            _count = 1,
+        };
+        return progress;
+    }
+
+    /// <summary>What a merge hands on of this progress, for <paramref name="purchaseId"/>.</summary>
+    public ReturnedSoFar Transfer(string purchaseId) =>
+        new(purchaseId, _byLines, _amountReturnedMinor, new Dictionary<string, long>(_skuReturnedMinor), [.. _reversed], new Dictionary<string, long>(_skuReturnedQuantity));
+
+    /// <summary>Marks the progress used at the member's sequence <paramref name="sequence"/>.</summary>
+    public void Touch(long sequence) => _touched = sequence;
+
     /// <summary>Adds one return to the progress.</summary>
     public void Add(ReturnDetails details)
     {
-        if (Count++ == 0)
+        if (_count++ == 0)
         {
-            ByLines = details.Lines is not null;
+            _byLines = details.Lines is not null;
         }
 
-        AmountReturnedMinor = checked(AmountReturnedMinor + details.ReturnedAmountMinor);
+        _amountReturnedMinor = checked(_amountReturnedMinor + details.ReturnedAmountMinor);
         foreach (SkuAmount line in details.Lines ?? [])
         {
-            SkuReturnedMinor[line.Sku] = checked(SkuReturnedMinor.GetValueOrDefault(line.Sku) + line.AmountMinor);
+            _skuReturnedMinor[line.Sku] = checked(_skuReturnedMinor.GetValueOrDefault(line.Sku) + line.AmountMinor);
             if (line.Quantity > 0)
             {
-                SkuReturnedQuantity[line.Sku] = checked(SkuReturnedQuantity.GetValueOrDefault(line.Sku) + line.Quantity);
+                _skuReturnedQuantity[line.Sku] = checked(_skuReturnedQuantity.GetValueOrDefault(line.Sku) + line.Quantity);
             }
         }
 
-        for (int i = 0; i < details.Components.Count && i < Reversed.Length; i++)
+        for (int i = 0; i < details.Components.Count && i < _reversed.Length; i++)
         {
-            Reversed[i] = checked(Reversed[i] + details.Components[i].Points);
+            _reversed[i] = checked(_reversed[i] + details.Components[i].Points);
         }
     }
 }
@@ -174,7 +223,7 @@ public static class Reversal
         for (int i = 0; i < details.Components.Count; i++)
         {
             BreakdownComponent c = details.Components[i];
-            long before = progress is not null && i < progress.Reversed.Length ? progress.Reversed[i] : 0;
+            long before = progress is not null && i < progress.Reversed.Count ? progress.Reversed[i] : 0;
             // A referral reward is not earned by the money of the purchase: it goes back only with all of it.
             long now = (c.Kind == ComponentKind.Referral ? (full ? c.Points : 0) : shareOf(c).Of(c.Points)) - before;
             components.Add(c with { Points = now });
@@ -230,7 +279,7 @@ public static class Reversal
             cumulative[sku] = already + now;
         }
 
-        foreach ((string sku, long already) in progress?.SkuReturnedMinor ?? [])
+        foreach ((string sku, long already) in progress?.SkuReturnedMinor ?? System.Collections.ObjectModel.ReadOnlyDictionary<string, long>.Empty)
         {
             cumulative.TryAdd(sku, already);
         }

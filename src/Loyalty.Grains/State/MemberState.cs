@@ -54,8 +54,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
     // Made at the member's first return; until then the shared empty book stands in.
     [Id(58)] private ReturnBook? _returns;
 
-    /// <summary>The member's own return book, made now if it has none (see <see cref="ReturnBook.Remember"/>).</summary>
-    internal ReturnBook ReturnsToChange() => _returns ??= new();
+    // The member's own return book, made at its first return applied.
+    private ReturnBook ReturnsToChange() => _returns ??= new();
 
     /// <summary>Spendable (active) points. Negative only under the allow-negative policy.</summary>
     public Points Balance => Lots.Balance;
@@ -209,9 +209,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// Applies one ledger entry: a table of what each kind does, every kind listed. Throws when
     /// entries arrive out of order or the kind is unknown (a ledger written by a newer version),
     /// before changing anything. A live entry was admitted by <see cref="Headroom.Refuse"/>, so
-    /// nothing below can overflow.
+    /// nothing below can overflow. A live return passes the progress of its purchase it was
+    /// decided on when the member kept none (<paramref name="returnSeed"/>, see <see cref="ReturnBook.Record"/>).
     /// </summary>
-    public void Apply(LedgerEntry entry, int recentMax)
+    public void Apply(LedgerEntry entry, int recentMax, ReturnProgress? returnSeed = null)
     {
         if (entry.Sequence <= Sequence)
         {
@@ -226,7 +227,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         Volume = checked(Volume + Headroom.MagnitudeOf(entry));
         Sequence = entry.Sequence;
         Lots.Mature(entry.RecordedAt);
-        ApplyKind(entry);
+        ApplyKind(entry, returnSeed);
         if (entry.TransactionId is not null)
         {
             _recent.Add(entry.TransactionId, entry.Fingerprint, entry.Points, entry.Sequence, recentMax);
@@ -322,13 +323,13 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
 
-    private void ApplyKind(LedgerEntry entry)
+    private void ApplyKind(LedgerEntry entry, ReturnProgress? returnSeed)
     {
         switch (entry.Kind)
         {
             case LedgerEntryKind.Enrol: ApplyEnrol(entry); break;
             case LedgerEntryKind.Earn: ApplyEarn(entry); break;
-            case LedgerEntryKind.Return: ApplyReturn(entry); break;
+            case LedgerEntryKind.Return: ApplyReturn(entry, returnSeed); break;
             case LedgerEntryKind.Adjust: ApplyAdjust(entry); break;
             case LedgerEntryKind.Feedback: Earn(entry); break;
             case LedgerEntryKind.Redeem: ApplyRedeem(entry); break;
@@ -426,7 +427,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         return false;
     }
 
-    private void ApplyReturn(LedgerEntry entry)
+    private void ApplyReturn(LedgerEntry entry, ReturnProgress? seed)
     {
         ReturnDetails details = entry.DetailsAs<ReturnDetails>() ?? throw new InvalidOperationException($"Return entry {entry.Sequence} has no details.");
         string original = entry.Reference ?? throw new InvalidOperationException($"Return entry {entry.Sequence} names no purchase.");
@@ -448,7 +449,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         LifetimeReversed += new Points(reversed);
         GivenMinor += details.GivenMinor;
         WalletMinor += details.WalletMinor;
-        ReturnsToChange().Record(original, details, entry.Sequence);
+        ReturnsToChange().Record(original, details, entry.Sequence, seed);
         if (details.MergedPurchase)
         {
             // The purchase was earned by a duplicate account merged into this one: this member's

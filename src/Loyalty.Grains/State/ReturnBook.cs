@@ -5,9 +5,9 @@ namespace Loyalty.Grains;
 /// <summary>
 /// What was returned of the member's most recently returned purchases (at most
 /// <see cref="ReturnsKept"/>), by transaction id. The rest is read from the ledger when one of
-/// them is returned again or looked up (<see cref="Remember"/>), so the book stays bounded however
-/// many purchases come back. Changed only through <see cref="MemberState.Apply"/> and
-/// <see cref="Remember"/>, which adds only what the ledger already holds.
+/// them is returned again or looked up, and kept again only when a return of it is applied (see
+/// <see cref="Record"/>), so the book stays bounded however many purchases come back. Changed
+/// only through <see cref="MemberState.Apply"/>: a return that is refused leaves it as it was.
 /// </summary>
 [GenerateSerializer]
 public sealed class ReturnBook
@@ -38,49 +38,31 @@ public sealed class ReturnBook
 
     /// <summary>
     /// The progress of <paramref name="purchaseId"/> when it is known to be complete; null when it
-    /// has no returns kept or may lack forgotten ones (then ask <see cref="Remember"/>).
+    /// has no returns kept or may lack forgotten ones (then read the purchase's returns from the ledger).
     /// </summary>
     public ReturnProgress? Known(string purchaseId) =>
         _progress?.GetValueOrDefault(purchaseId) is { Complete: true } known ? known : null;
 
-    /// <summary>Adds a return of <paramref name="purchaseId"/> applied as entry <paramref name="sequence"/>.</summary>
-    public void Record(string purchaseId, ReturnDetails details, long sequence)
+    /// <summary>
+    /// Adds a return of <paramref name="purchaseId"/> applied as entry <paramref name="sequence"/>.
+    /// When the book keeps nothing of the purchase, the return is added to
+    /// <paramref name="seed"/>: the purchase's progress the live return was decided on, made
+    /// from the ledger's earlier returns (complete), or null in replay, which begins an
+    /// incomplete progress (older returns may have been forgotten).
+    /// </summary>
+    public void Record(string purchaseId, ReturnDetails details, long sequence, ReturnProgress? seed = null)
     {
         Writable();
         Dictionary<string, ReturnProgress> progress = _progress ??= new(StringComparer.Ordinal);
         if (!progress.TryGetValue(purchaseId, out ReturnProgress? kept))
         {
-            // Complete only when it is certain no older return was forgotten: a live return is
-            // decided on a progress remembered from the ledger first, so this is replay.
-            kept = new ReturnProgress { Reversed = new long[details.Components.Count] };
+            kept = seed ?? new ReturnProgress(details.Components.Count);
             progress[purchaseId] = kept;
-            ForgetOldest();
         }
 
-        kept.Touched = sequence;
+        kept.Touch(sequence);
         kept.Add(details);
-    }
-
-    /// <summary>
-    /// The return progress of <paramref name="purchase"/>, complete: as kept when it is, else made
-    /// from <paramref name="ledgerReturns"/> (every return of it, read from the ledger; none for a
-    /// first return) and kept from now on, so that the returns applied after it keep it complete.
-    /// </summary>
-    public ReturnProgress Remember(LedgerEntry purchase, IReadOnlyList<LedgerEntry> ledgerReturns, long sequence)
-    {
-        Writable();
-        string id = purchase.TransactionId!;
-        if (Known(id) is { } known)
-        {
-            known.Touched = sequence;
-            return known;
-        }
-
-        ReturnProgress progress = ReturnProgress.Of(purchase, ledgerReturns);
-        progress.Touched = sequence;
-        (_progress ??= new(StringComparer.Ordinal))[id] = progress;
         ForgetOldest();
-        return progress;
     }
 
     /// <summary>
@@ -92,22 +74,14 @@ public sealed class ReturnBook
         Writable();
         foreach (ReturnedSoFar r in returns)
         {
-            (_progress ??= new(StringComparer.Ordinal))[r.TransactionId] = new ReturnProgress
-            {
-                ByLines = r.ByLines, AmountReturnedMinor = r.AmountReturnedMinor,
-                SkuReturnedMinor = new Dictionary<string, long>(r.SkuReturnedMinor, StringComparer.Ordinal), Reversed = [.. r.Reversed],
-                SkuReturnedQuantity = new Dictionary<string, long>(r.SkuReturnedQuantity ?? new Dictionary<string, long>(), StringComparer.Ordinal),
-                Touched = sequence, Count = 1,
-            };
+            (_progress ??= new(StringComparer.Ordinal))[r.TransactionId] = ReturnProgress.Adopted(r, sequence);
         }
 
         ForgetOldest();
     }
 
     /// <summary>What a merge hands on of this book.</summary>
-    public IReadOnlyList<ReturnedSoFar> Transfer() =>
-        [.. Kept.Select(r => new ReturnedSoFar(r.Key, r.Value.ByLines, r.Value.AmountReturnedMinor, new Dictionary<string, long>(r.Value.SkuReturnedMinor), [.. r.Value.Reversed],
-            new Dictionary<string, long>(r.Value.SkuReturnedQuantity)))];
+    public IReadOnlyList<ReturnedSoFar> Transfer() => [.. Kept.Select(r => r.Value.Transfer(r.Key))];
 
     /// <summary>Keeps at most <see cref="ReturnsKept"/> progresses (a snapshot of an older version may hold more).</summary>
     public void Trim() => ForgetOldest();

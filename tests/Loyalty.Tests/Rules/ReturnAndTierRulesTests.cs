@@ -51,17 +51,14 @@ public sealed class ReturnAndTierRulesTests
     [Fact]
     public void Return_ByLinesInPieces_EndsExactlyAtTheOriginal()
     {
-        var state = new ReturnProgress { ByLines = true, Reversed = new long[3] };
+        var state = new ReturnProgress(components: 3);
         long total = 0;
         foreach ((string sku, long amount) in new[] { ("a", 10_00L), ("w", 15_00L), ("a", 50_00L), ("w", 25_00L) })
         {
-            ReversalResult r = Reversal.Compute(Original, state, ByLines((sku, amount)), out _)!;
+            // As the decision does: a progress with no return yet is none.
+            ReversalResult r = Reversal.Compute(Original, state.Count > 0 ? state : null, ByLines((sku, amount)), out _)!;
             total += r.Total;
-            state.SkuReturnedMinor[sku] = state.SkuReturnedMinor.GetValueOrDefault(sku) + amount;
-            for (int i = 0; i < 3; i++)
-            {
-                state.Reversed[i] += r.Components[i].Points;
-            }
+            state.Add(new ReturnDetails { Components = r.Components, Lines = r.Lines, ReturnedAmountMinor = r.ReturnedAmountMinor });
         }
 
         Assert.Equal(240, total);
@@ -71,17 +68,14 @@ public sealed class ReturnAndTierRulesTests
     [Fact]
     public void Return_RepeatedPartialReturns_NeverExceedAndEndExactlyAtTheOriginal()
     {
-        var state = new ReturnProgress { Reversed = new long[3] };
+        var state = new ReturnProgress(components: 3);
         long total = 0;
         foreach (long part in new long[] { 33_33, 33_33, 33_34 })
         {
             ReversalResult r = Reversal.Compute(Original, state, ByAmount(part), out _)!;
             total += r.Total;
-            state.AmountReturnedMinor += part;
-            for (int i = 0; i < 3; i++)
-            {
-                state.Reversed[i] += r.Components[i].Points;
-            }
+            Assert.Equal(part, r.ReturnedAmountMinor);
+            state.Add(new ReturnDetails { Components = r.Components, Lines = r.Lines, ReturnedAmountMinor = r.ReturnedAmountMinor });
 
             Assert.True(total <= 240);
         }
@@ -97,7 +91,7 @@ public sealed class ReturnAndTierRulesTests
         { "more than the purchase", ByAmount(100_01), null, "exceeds the purchase" },
         { "more of a sku than bought", ByLines(("w", 40_01)), null, "for sku 'w'" },
         { "a sku that was not bought", ByLines(("zzz", 1_00)), null, "sku 'zzz' was not part" },
-        { "lines after a return by amount", ByLines(("a", 1_00)), new ReturnProgress { ByLines = false, Reversed = new long[3] }, "returned by amount before" },
+        { "lines after a return by amount", ByLines(("a", 1_00)), ReturnProgress.Of(Original, [Original with { Kind = LedgerEntryKind.Return, Details = new ReturnDetails { Components = [], ReturnedAmountMinor = 1_00 } }]), "returned by amount before" },
         { "another currency", ByAmount(1_00) with { Amount = new Money(1_00, "EUR") }, null, "currency 'EUR'" },
     };
 
