@@ -480,7 +480,7 @@ public sealed record RepointedDetails : EntryDetails
     [Id(0)] public string? ReplacedMember { get; init; }
 }
 
-/// <summary>The referred member's note that its referrer was told of the reward and/or its reversal.</summary>
+/// <summary>The referred member's note that its referrer was told of the reward and/or its reversal, or refused it.</summary>
 [GenerateSerializer, Immutable]
 public sealed record ReferralSettledDetails : EntryDetails
 {
@@ -489,6 +489,13 @@ public sealed record ReferralSettledDetails : EntryDetails
 
     /// <summary>The referrer was told of the reversal.</summary>
     [Id(1)] public bool ReferralReversed { get; init; }
+
+    /// <summary>
+    /// The referrer refused the reward for good (it cannot take it: erased, or at the engine's
+    /// volume limit); nothing is owed to it any more and nothing is to be reversed. The entry's
+    /// reason says why.
+    /// </summary>
+    [Id(2)] public bool ReferrerRefused { get; init; }
 }
 
 /// <summary>A survey answer: the score with the member's tier at the time, and the reward's lot.</summary>

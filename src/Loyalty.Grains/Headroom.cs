@@ -56,14 +56,24 @@ public static class Headroom
                 $"{FieldOf(named)} is too large: the change would move {Describe(magnitude)} points and minor units, more than the engine's limit of {VolumeMax} per member; nothing was recorded");
         }
 
-        if (magnitude > VolumeMax - state.Volume)
+        long reserved = first.Kind == LedgerEntryKind.ReferralSettled || state.Referral.ReferredBy is null ? 0 : SettlementRoom;
+        if (magnitude > VolumeMax - state.Volume - reserved)
         {
             return (LoyaltyError.FailedPrecondition,
-                $"{FieldOf(named)}: the change would move {magnitude} points and minor units, and member '{first.MemberId}' has already moved {state.Volume} of the engine's limit of {VolumeMax}; nothing was recorded");
+                $"{FieldOf(named)}: the change would move {magnitude} points and minor units, and member '{first.MemberId}' has already moved {state.Volume} of the engine's limit of {VolumeMax}"
+                + (reserved > 0 ? $" and keeps {reserved} for the notes it owes its referrer" : "") + "; nothing was recorded");
         }
 
         return null;
     }
+
+    /// <summary>
+    /// The room a referred member keeps for the notes it owes its referrer: that the reward was
+    /// given (the reward's size, plus one) and that it was reversed (one). Every other change
+    /// leaves it, so that such a note is never refused for want of room; a refused note would
+    /// leave the reward owed and offered again for ever.
+    /// </summary>
+    public const long SettlementRoom = 2 + Limits.BonusPointsMax;
 
     private static void AssertDetailsFit(LedgerEntry entry)
     {

@@ -341,9 +341,17 @@ public sealed partial class MemberGrain
         {
             IMemberGrain grain = ReferrerGrain(referrer);
             LoyaltyError error = reward ? await grain.SettleReferralReward(subject, _state.Referral.RewardOwed, reverse: false) : LoyaltyError.None;
+            bool rewarded = reward && error == LoyaltyError.None;
             if (error == LoyaltyError.None && reversal)
             {
                 error = await grain.SettleReferralReward(subject, 0, reverse: true);
+            }
+
+            if (error is LoyaltyError.InvalidArgument or LoyaltyError.FailedPrecondition or LoyaltyError.NotFound)
+            {
+                // Refused for good: asking again would be refused again, every minute, forever.
+                LogReferralRefused(_services.Logger, _programId, _memberId, referrer, error);
+                return (await WriteRefusedAsync(referrer, error, rewarded)).Error == LoyaltyError.None;
             }
 
             if (error != LoyaltyError.None)
@@ -380,6 +388,16 @@ public sealed partial class MemberGrain
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
                 ReferralDecision.Settled(At(program, now), referrer, reward, reversal).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
+            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject);
+
+    /// <summary>Writes that the referrer refused its reward for good, so that it is not offered again.</summary>
+    private Task<MemberResult> WriteRefusedAsync(string referrer, LoyaltyError error, bool rewarded) =>
+        WriteAsync(
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+                ReferralDecision.Refused(At(program, now), referrer, error, rewarded).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);

@@ -823,6 +823,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Error, Message = "Member {ProgramId}/{MemberId}: state could not be loaded")]
     private static partial void LogLoadFailed(ILogger logger, Exception exception, string programId, string memberId);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} refused its reward ({Error}); it is not offered again")]
+    private static partial void LogReferralRefused(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error})")]
     private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
 }

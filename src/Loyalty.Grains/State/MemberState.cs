@@ -366,7 +366,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     }
 
     private void ApplyReferralSettled(ReferralSettledDetails? details) =>
-        ReferralToChange.Settle(details?.ReferrerReward > 0, details?.ReferralReversed ?? false);
+        ReferralToChange.Settle(details?.ReferrerReward > 0 || details?.ReferrerRefused == true, details?.ReferralReversed == true || details?.ReferrerRefused == true);
 
     private void ApplyEnrol(LedgerEntry entry)
     {

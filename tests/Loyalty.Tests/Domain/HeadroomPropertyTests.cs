@@ -67,6 +67,32 @@ public sealed class HeadroomPropertyTests
         Assert.StartsWith("points is too large", refusal?.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("referrer")]
+    [InlineData(null)]
+    public void AReferredMember_KeepsRoomForTheNotesItOwesItsReferrer_OthersDoNot(string? referrer)
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, 0, null) with { Reference = referrer }, 8);
+        state.Apply(Entry(2, LedgerEntryKind.Adjust, Headroom.VolumeMax - Headroom.SettlementRoom - 10, 0, null), 8);
+        LedgerEntry credit = Entry(3, LedgerEntryKind.Adjust, 20, 0, null);
+        LedgerEntry note = Entry(3, LedgerEntryKind.ReferralSettled, 0, 0, new ReferralSettledDetails { ReferrerReward = Limits.BonusPointsMax, ReferralReversed = true });
+
+        (LoyaltyError Error, string Message)? creditRefused = Headroom.Refuse(state, credit);
+        (LoyaltyError Error, string Message)? noteRefused = Headroom.Refuse(state, note);
+
+        Assert.Null(noteRefused);
+        if (referrer is null)
+        {
+            Assert.Null(creditRefused);
+        }
+        else
+        {
+            Assert.Equal(LoyaltyError.FailedPrecondition, creditRefused?.Error);
+            Assert.Contains($"keeps {Headroom.SettlementRoom} for the notes it owes its referrer", creditRefused?.Message, StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public void AnEntryThatDoesNotFollowTheSequence_IsABug_AndThrows()
     {
