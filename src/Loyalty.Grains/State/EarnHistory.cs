@@ -9,7 +9,8 @@ namespace Loyalty.Grains;
 /// UTC day (the tier window), points per program-local day and month (the earn caps), points per
 /// campaign (campaign caps), and the purchase counts reports use. Every bucket list is bounded:
 /// days older than two of the longest tier windows, and cap days and months past what a cap can
-/// look at, are dropped as newer ones arrive. Changed only through <see cref="MemberState.Apply"/>.
+/// look at, are dropped as newer ones arrive, and so are the campaigns earned in least recently
+/// beyond <see cref="CampaignsKept"/>. Changed only through <see cref="MemberState.Apply"/>.
 /// </summary>
 [GenerateSerializer]
 public sealed class EarnHistory
@@ -20,6 +21,14 @@ public sealed class EarnHistory
     /// <summary>How many months of earn-cap history are kept.</summary>
     public const int CapMonthsKept = 14;
 
+    /// <summary>
+    /// How many campaigns' points a member keeps, for campaign caps: twice as many as a program
+    /// may run at once. Beyond it, the campaign the member earned in least recently is forgotten
+    /// (by ledger sequence, so replay forgets the same); a campaign can lose its count only when
+    /// the member has earned in this many others since, at least half of them no longer running.
+    /// </summary>
+    public const int CampaignsKept = 2 * Limits.CampaignsMax;
+
     /// <summary>How many days apart the oldest and newest qualifying day kept may be.</summary>
     public const int QualifyingDaysSpanMax = Limits.TierWindowDaysMax + Limits.TierWindowDaysMax;
 
@@ -29,7 +38,7 @@ public sealed class EarnHistory
     // Unused slots at the end of each cap array (0 in snapshots written before they existed).
     [Id(9)] private int _daySpare;
     [Id(10)] private int _monthSpare;
-    [Id(3)] private Dictionary<string, long>? _campaignEarned;
+    [Id(11)] private Dictionary<string, CampaignTally>? _campaigns;
     [Id(4)] private long _purchaseCount;
     [Id(5)] private int _lastPurchaseDay;
     [Id(6)] private int _purchasesInPeriods;
@@ -55,8 +64,11 @@ public sealed class EarnHistory
     /// <summary>Points earned in program-local month <paramref name="month"/>, as far as it is kept.</summary>
     public long EarnedInMonth(int month) => CapBucket.Find(_earnedByMonth, _monthSpare, month);
 
-    /// <summary>Points earned per campaign, net of returns, for campaign caps.</summary>
-    public IReadOnlyDictionary<string, long> CampaignEarned => (IReadOnlyDictionary<string, long>?)_campaignEarned ?? ReadOnlyDictionary<string, long>.Empty;
+    /// <summary>Points earned per campaign, net of returns, for campaign caps, with the entry that last earned from each.</summary>
+    public IReadOnlyDictionary<string, CampaignTally> Campaigns => (IReadOnlyDictionary<string, CampaignTally>?)_campaigns ?? ReadOnlyDictionary<string, CampaignTally>.Empty;
+
+    /// <summary>Points earned from campaign <paramref name="campaignId"/>, net of returns, as far as it is kept.</summary>
+    public long CampaignEarned(string campaignId) => _campaigns?.GetValueOrDefault(campaignId).Points ?? 0;
 
     /// <summary>Purchases accepted (earn entries), returned or not.</summary>
     public long PurchaseCount => _purchaseCount;
@@ -89,8 +101,8 @@ public sealed class EarnHistory
     /// <summary>Counts the purchases of a duplicate account merged into this member.</summary>
     public void CountMergedPurchases(long purchases) => _purchaseCount = checked(_purchaseCount + purchases);
 
-    /// <summary>Counts an earn's points in its cap day and month and in each of its campaigns.</summary>
-    public void CountEarn(int earnDay, int earnMonth, long points, IReadOnlyList<BreakdownComponent> components)
+    /// <summary>Counts an earn (entry <paramref name="sequence"/>)'s points in its cap day and month and in each of its campaigns.</summary>
+    public void CountEarn(int earnDay, int earnMonth, long points, IReadOnlyList<BreakdownComponent> components, long sequence)
     {
         CapBucket.Add(ref _earnedByDay, ref _daySpare, earnDay, points, CapDaysKept, createMissing: true);
         CapBucket.Add(ref _earnedByMonth, ref _monthSpare, earnMonth, points, CapMonthsKept, createMissing: true);
@@ -98,9 +110,14 @@ public sealed class EarnHistory
         {
             if (components[i] is { Kind: ComponentKind.Campaign } c)
             {
-                Dictionary<string, long> campaigns = _campaignEarned ??= new(StringComparer.Ordinal);
-                campaigns[c.Code] = checked(campaigns.GetValueOrDefault(c.Code) + c.Points);
+                Dictionary<string, CampaignTally> campaigns = _campaigns ??= new(StringComparer.Ordinal);
+                campaigns[c.Code] = new CampaignTally(checked(campaigns.GetValueOrDefault(c.Code).Points + c.Points), sequence);
             }
+        }
+
+        while (_campaigns is { Count: > CampaignsKept } kept)
+        {
+            kept.Remove(kept.MinBy(t => t.Value.LastEarned).Key);
         }
     }
 
@@ -115,9 +132,9 @@ public sealed class EarnHistory
         CapBucket.Add(ref _earnedByMonth, ref _monthSpare, earnMonth, -reversed, CapMonthsKept, createMissing: false);
         for (int i = 0; i < components.Count; i++)
         {
-            if (components[i] is { Kind: ComponentKind.Campaign } c && _campaignEarned is { } campaigns && campaigns.TryGetValue(c.Code, out long earned))
+            if (components[i] is { Kind: ComponentKind.Campaign } c && _campaigns is { } campaigns && campaigns.TryGetValue(c.Code, out CampaignTally tally))
             {
-                campaigns[c.Code] = checked(earned - c.Points);
+                campaigns[c.Code] = tally with { Points = checked(tally.Points - c.Points) };
             }
         }
     }
@@ -197,13 +214,21 @@ public sealed class EarnHistory
             throw new InvalidOperationException($"After entry {sequence}: qualifying days span more than {QualifyingDaysSpanMax} days.");
         }
 
-        int capDays = CapBucket.Count(_earnedByDay, _daySpare), capMonths = CapBucket.Count(_earnedByMonth, _monthSpare);
-        if (capDays > CapDaysKept || capMonths > CapMonthsKept)
+        int capDays = CapBucket.Count(_earnedByDay, _daySpare), capMonths = CapBucket.Count(_earnedByMonth, _monthSpare), campaigns = _campaigns?.Count ?? 0;
+        if (capDays > CapDaysKept || capMonths > CapMonthsKept || campaigns > CampaignsKept)
         {
-            throw new InvalidOperationException($"After entry {sequence}: {capDays} cap days or {capMonths} cap months kept.");
+            throw new InvalidOperationException($"After entry {sequence}: {capDays} cap days, {capMonths} cap months or {campaigns} campaigns kept.");
         }
     }
 }
+
+/// <summary>Points a member earned from one campaign, net of returns since.</summary>
+/// <param name="Points">The points, for the campaign's cap.</param>
+/// <param name="LastEarned">The sequence of the member's entry that last earned from it: the least recent is forgotten first.</param>
+[GenerateSerializer, Immutable]
+public readonly record struct CampaignTally(
+    [property: Id(0)] long Points,
+    [property: Id(1)] long LastEarned);
 
 /// <summary>Points earned in one cap period (a program-local day or month).</summary>
 /// <param name="Key">The period: a day number or a month number.</param>

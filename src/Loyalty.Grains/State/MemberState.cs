@@ -195,9 +195,11 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// made on first use; 4: the purchase activity is kept; 5: the state is split by concern into
     /// <see cref="Lots"/>, <see cref="Earnings"/>, <see cref="Referral"/> and <see cref="Returns"/>;
     /// 6: the earn-cap periods are sorted arrays; 7: lot ids are kept inside the lots, see <see cref="LotId"/>; 8: what few members have is kept
-    /// apart, made on first use, and so are the referral side and the return book).
+    /// apart, made on first use, and so are the referral side and the return book; 9: campaign
+    /// points are bounded, each with the entry that last earned from it, and the return book
+    /// never holds a refused return's read).
     /// </summary>
-    public const int CurrentFormat = 8;
+    public const int CurrentFormat = 9;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -283,7 +285,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     internal int RecentSlots => _recent.Slots;
 
     /// <inheritdoc />
-    long IEarnHistory.CampaignEarned(string campaignId) => Earnings.CampaignEarned.GetValueOrDefault(campaignId);
+    long IEarnHistory.CampaignEarned(string campaignId) => Earnings.CampaignEarned(campaignId);
 
     /// <inheritdoc />
     long IEarnHistory.EarnedOnDay(int day) => Earnings.EarnedOnDay(day);
@@ -407,7 +409,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         Tier = details.TierAfter ?? Tier;
         TierReviewAt = details.TierReviewAt;
-        Earnings.CountEarn(details.EarnDay, details.EarnMonth, entry.Points.Value, details.Components);
+        Earnings.CountEarn(details.EarnDay, details.EarnMonth, entry.Points.Value, details.Components, entry.Sequence);
         if (details.ReferrerReward > 0 || HasReferralComponent(details.Components))
         {
             ReferralToChange.Qualify(entry.TransactionId, details.ReferrerReward);

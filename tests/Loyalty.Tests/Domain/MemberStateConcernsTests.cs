@@ -75,6 +75,43 @@ public sealed class MemberStateConcernsTests
     }
 
     [Fact]
+    public void EarnHistory_EarnsInMoreCampaignsThanItKeeps_ForgetsTheLeastRecentlyEarned_AsReplayDoes()
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
+        long sequence = 1;
+        void Earn(params string[] campaigns)
+        {
+            sequence++;
+            LedgerEntry earn = Entry(sequence, LedgerEntryKind.Earn, 10 * campaigns.Length, Start.AddMinutes(sequence)) with
+            {
+                AmountMinor = 10_00,
+                Details = new EarnDetails { Components = [.. campaigns.Select(c => new BreakdownComponent(ComponentKind.Campaign, c, 10))], EarnDay = 1, EarnMonth = 1 },
+            };
+            state.Apply(earn, 8);
+            state.AssertInvariants(earn);
+        }
+
+        // "c0" is earned in first and again halfway; "c1" only first. Then new campaigns, more than are kept.
+        Earn("c0", "c1");
+        for (int i = 2; i < EarnHistory.CampaignsKept; i++)
+        {
+            Earn($"c{i}");
+            if (i == EarnHistory.CampaignsKept / 2)
+            {
+                Earn("c0");
+            }
+        }
+
+        Assert.Equal(EarnHistory.CampaignsKept, state.Earnings.Campaigns.Count);
+        Earn("new1", "new2");
+
+        Assert.Equal(EarnHistory.CampaignsKept, state.Earnings.Campaigns.Count);
+        Assert.Equal((20L, 0L, 0L, 10L), (state.Earnings.CampaignEarned("c0"), state.Earnings.CampaignEarned("c1"), state.Earnings.CampaignEarned("c2"), state.Earnings.CampaignEarned("c3")));
+        Assert.Equal(Snapshots.Describe(state), Snapshots.Describe(Snapshots.RoundTrip(state)));
+    }
+
+    [Fact]
     public void CapBuckets_KeepTheirOrder_DropOnlyBeyondTheirBound_AndAReturnNeverCreatesOne()
     {
         CapBucket[]? buckets = null;
@@ -132,12 +169,12 @@ public sealed class MemberStateConcernsTests
         state.Prepare(8);
         EarnHistory history = state.Earnings;
         int day = DateOnly.FromDateTime(Start.UtcDateTime).DayNumber;
-        history.CountEarn(day, 1, 10, []);
-        history.CountEarn(day + 1, 1, 10, []);
-        history.CountEarn(day + 2, 1, 10, []);
+        history.CountEarn(day, 1, 10, [], 2);
+        history.CountEarn(day + 1, 1, 10, [], 3);
+        history.CountEarn(day + 2, 1, 10, [], 4);
 
         long before = GC.GetAllocatedBytesForCurrentThread();
-        history.CountEarn(day + 3, 1, 10, []);
+        history.CountEarn(day + 3, 1, 10, [], 5);
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
 
         // Four days fit in the array made when the third arrived (two slots, then four).

@@ -179,6 +179,6 @@ public sealed class ReturnAndTierRulesTests
 
         Assert.Equal(Snapshots.Describe(live), Snapshots.Describe(replayed));
         Assert.Equal((230L, 0L), (live.Balance.Value, live.Lots.PendingTotal.Value)); // 50 + 240 - 60, all matured
-        Assert.Equal(75, live.Earnings.CampaignEarned["double"]);
+        Assert.Equal(75, live.Earnings.CampaignEarned("double"));
     }
 }
