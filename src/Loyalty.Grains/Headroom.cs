@@ -56,7 +56,7 @@ public static class Headroom
                 $"{FieldOf(named)} is too large: the change would move {Describe(magnitude)} points and minor units, more than the engine's limit of {VolumeMax} per member; nothing was recorded");
         }
 
-        long reserved = first.Kind == LedgerEntryKind.ReferralSettled || state.Referral.ReferredBy is null ? 0 : SettlementRoom;
+        long reserved = Reserved(state, first, second);
         if (magnitude > VolumeMax - state.Volume - reserved)
         {
             return (LoyaltyError.FailedPrecondition,
@@ -74,6 +74,30 @@ public static class Headroom
     /// leave the reward owed and offered again for ever.
     /// </summary>
     public const long SettlementRoom = 2 + Limits.BonusPointsMax;
+
+    /// <summary>
+    /// How much more a member may take in under the limit whatever it becomes meanwhile: the
+    /// room for a merge's transfer, checked at the duplicate before it lets go. It always keeps
+    /// <see cref="SettlementRoom"/>, since the merge may make the survivor a referred member.
+    /// </summary>
+    public static long Room(MemberState state) => VolumeMax - state.Volume - SettlementRoom;
+
+    /// <summary>
+    /// The room entries must leave: <see cref="SettlementRoom"/> when the member is referred, or
+    /// becomes so by one of them, unless they are the settlement note itself.
+    /// </summary>
+    private static long Reserved(MemberState state, LedgerEntry first, LedgerEntry? second) =>
+        first.Kind == LedgerEntryKind.ReferralSettled ? 0
+        : state.Referral.ReferredBy is not null || MakesReferred(first) || (second is not null && MakesReferred(second)) ? SettlementRoom
+        : 0;
+
+    private static bool MakesReferred(LedgerEntry entry) => entry.Kind switch
+    {
+        LedgerEntryKind.Enrol => entry.Reference is not null,
+        LedgerEntryKind.Referred => true,
+        LedgerEntryKind.MergedIn => entry.DetailsAs<MergedInDetails>()?.InheritsReferrer == true,
+        _ => false,
+    };
 
     private static void AssertDetailsFit(LedgerEntry entry)
     {

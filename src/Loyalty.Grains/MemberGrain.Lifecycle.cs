@@ -180,7 +180,7 @@ public sealed partial class MemberGrain
         {
             // Nothing of this member decides while the merge runs, so this room is still there when
             // the transfer arrives.
-            (MergeTransfer? t, LoyaltyError detachError, string? message) = await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.VolumeMax - _state.Volume);
+            (MergeTransfer? t, LoyaltyError detachError, string? message) = await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.Room(_state));
             if (t is null)
             {
                 return new TakenIn(null, MemberResult.Reject(detachError, message ?? $"member '{duplicateId}' could not be merged"));

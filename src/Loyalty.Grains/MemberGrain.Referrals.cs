@@ -351,7 +351,7 @@ public sealed partial class MemberGrain
             {
                 // Refused for good: asking again would be refused again, every minute, forever.
                 LogReferralRefused(_services.Logger, _programId, _memberId, referrer, error);
-                return (await WriteRefusedAsync(referrer, error, rewarded)).Error == LoyaltyError.None;
+                return (await WriteRefusedAsync(referrer, error, rewarded, reversalRefused: !reward || rewarded)).Error == LoyaltyError.None;
             }
 
             if (error != LoyaltyError.None)
@@ -393,11 +393,11 @@ public sealed partial class MemberGrain
             MemberResult.Reject);
 
     /// <summary>Writes that the referrer refused its reward for good, so that it is not offered again.</summary>
-    private Task<MemberResult> WriteRefusedAsync(string referrer, LoyaltyError error, bool rewarded) =>
+    private Task<MemberResult> WriteRefusedAsync(string referrer, LoyaltyError error, bool rewarded, bool reversalRefused) =>
         WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                ReferralDecision.Refused(At(program, now), referrer, error, rewarded).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
+                ReferralDecision.Refused(At(program, now), referrer, error, rewarded, reversalRefused).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);

@@ -132,17 +132,18 @@ public static class ReferralDecision
             });
 
     /// <summary>
-    /// The referred member's note that its referrer refused the reward, or its reversal after
-    /// taking the reward (<paramref name="rewarded"/>), for good (<paramref name="error"/>):
-    /// nothing is owed any more, so it is not offered again; nothing when nothing is owed.
+    /// The referred member's note that its referrer refused the reward, or its reversal
+    /// (<paramref name="reversalRefused"/>), for good (<paramref name="error"/>), having just taken
+    /// the reward or not (<paramref name="rewarded"/>): nothing is owed any more, so it is not
+    /// offered again; nothing when nothing is owed.
     /// </summary>
-    public static Decision Refused(in Decider d, string referrer, LoyaltyError error, bool rewarded) =>
+    public static Decision Refused(in Decider d, string referrer, LoyaltyError error, bool rewarded, bool reversalRefused) =>
         !d.State.Referral.Owed
             ? Decision.Nothing
             : Decision.Write(d.NewEntry(LedgerEntryKind.ReferralSettled, Points.Zero, null, 0) with
             {
                 Reference = referrer,
-                Reason = $"the referrer '{referrer}' refused the {(rewarded ? "reward's reversal" : "reward")} ({error}); it is not offered again",
+                Reason = $"the referrer '{referrer}' refused the {(reversalRefused ? "reward's reversal" : "reward")} ({error}); it is not offered again",
                 Details = new ReferralSettledDetails { ReferrerReward = rewarded ? d.State.Referral.RewardOwed : 0, ReferrerRefused = true },
             });
 }

@@ -117,8 +117,27 @@ public sealed class EarnHistory
 
         while (_campaigns is { Count: > CampaignsKept } kept)
         {
-            kept.Remove(kept.MinBy(t => t.Value.LastEarned).Key);
+            kept.Remove(LeastRecentlyEarned(kept));
         }
+    }
+
+    /// <summary>
+    /// The campaign earned from least recently; among those last earned by the same entry, the
+    /// first by ordinal code, so that the choice never depends on the dictionary's order (which
+    /// differs between a live member and one read from a snapshot).
+    /// </summary>
+    private static string LeastRecentlyEarned(Dictionary<string, CampaignTally> campaigns)
+    {
+        (string Code, long LastEarned)? least = null;
+        foreach ((string code, CampaignTally tally) in campaigns)
+        {
+            if (least is not { } l || tally.LastEarned < l.LastEarned || (tally.LastEarned == l.LastEarned && string.CompareOrdinal(code, l.Code) < 0))
+            {
+                least = (code, tally.LastEarned);
+            }
+        }
+
+        return least!.Value.Code;
     }
 
     /// <summary>

@@ -45,17 +45,20 @@ public sealed class ReturnBook
 
     /// <summary>
     /// Adds a return of <paramref name="purchaseId"/> applied as entry <paramref name="sequence"/>.
-    /// When the book keeps nothing of the purchase, the return is added to
-    /// <paramref name="seed"/>: the purchase's progress the live return was decided on, made
-    /// from the ledger's earlier returns (complete), or null in replay, which begins an
-    /// incomplete progress (older returns may have been forgotten).
+    /// When the book keeps nothing of the purchase, or only a progress that may lack forgotten
+    /// returns, the return is added to <paramref name="seed"/>: the purchase's progress the live
+    /// return was decided on, made from the ledger's earlier returns (complete), or null in
+    /// replay, which begins an incomplete progress (older returns may have been forgotten).
     /// </summary>
     public void Record(string purchaseId, ReturnDetails details, long sequence, ReturnProgress? seed = null)
     {
         Writable();
         Dictionary<string, ReturnProgress> progress = _progress ??= new(StringComparer.Ordinal);
-        if (!progress.TryGetValue(purchaseId, out ReturnProgress? kept))
+        if (!progress.TryGetValue(purchaseId, out ReturnProgress? kept) || (seed is not null && !kept.Complete))
         {
+            // A kept progress that may lack forgotten returns gives way to the complete one the
+            // return was decided on: else every later return would read the ledger again, and
+            // one read while this return commits would not see it.
             kept = seed ?? new ReturnProgress(details.Components.Count);
             progress[purchaseId] = kept;
         }
