@@ -228,8 +228,8 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>
-    /// The progress a return's stage made from the ledger for a purchase the member keeps none
-    /// of; handed from the stage to <see cref="ApplyDecided"/> within one turn of the write loop
+    /// The progress a return's stage made from the ledger for a purchase whose complete progress
+    /// the member does not keep; handed from the stage to <see cref="ApplyDecided"/> within one turn of the write loop
     /// (<see cref="DecideAndApply"/> clears it before each decision), never across an await.
     /// </summary>
     private ReturnProgress? _returnSeed;

@@ -28,7 +28,11 @@ public sealed class ReturnBook
 
     private ReturnBook(bool shared) => _shared = shared;
 
-    /// <summary>How many purchases' return progress a member keeps in memory.</summary>
+    /// <summary>
+    /// How many purchases' return progress a member keeps in memory; at least as many as a commit
+    /// group's entries (<see cref="MemberGrain.GroupEntriesMax"/>), so that returns committing
+    /// together cannot forget the progress one of them was decided on (tested).
+    /// </summary>
     public const int ReturnsKept = 256;
 
     [Id(0)] private Dictionary<string, ReturnProgress>? _progress;
