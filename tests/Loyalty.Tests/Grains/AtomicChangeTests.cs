@@ -393,6 +393,27 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AReferralOfAMemberWithoutRoomForItsNotes_IsRefusedBeforeTheReferrerLinksIt()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("r");
+        await EnrolAsync("m");
+        // Room for its own entry, not for the notes a referred member keeps room for (a migrated balance).
+        await AppendDirectlyAsync(new LedgerEntry(_program, "m", 2, LedgerEntryKind.Adjust, new Points(Headroom.VolumeMax - (Headroom.SettlementRoom / 2)), "forged", 0,
+            null, 0, null, "migrated balance", null, Now, Now));
+        await fixture.DeactivateAllAsync();
+        string referrer = JsonSerializer.Serialize(await Member("r").Get());
+
+        MemberResult linked = await Member("m").SetReferrer("r", null);
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, linked.Error);
+        Assert.Contains("too close to the engine's limit", linked.ErrorMessage, StringComparison.Ordinal);
+        // Had the member refused only its own entry, the referrer would list it and have used a slot.
+        Assert.Equal(referrer, JsonSerializer.Serialize(await Member("r").Get()));
+        await AssertEachMemberIsItsLedgerAsync(["r", "m"]);
+    }
+
+    [Fact]
     public async Task AReferrerThatCannotTakeItsReward_IsNotOfferedItAgain_AndTheReferredMemberOwesNothing()
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
@@ -541,12 +562,35 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
         await EnrolAsync("hot");
+        // The first purchase waits at its commit while the rest arrive and wait for it (else they
+        // may arrive one by one and commit alone, as one run in about 80 did).
+        using var reached = new SemaphoreSlim(0);
+        using var gate = new SemaphoreSlim(0);
         FaultInjector faults = Faults();
-        faults.Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.TransactionId == "doomed");
+        faults.Arm((at, entry) =>
+        {
+            if (at != FaultStep.Commit || entry.ProgramId != _program)
+            {
+                return false;
+            }
+
+            if (entry.TransactionId == "f0")
+            {
+                reached.Release();
+                return !gate.Wait(TimeSpan.FromSeconds(30));
+            }
+
+            return entry.TransactionId == "doomed";
+        });
         AccrualResult[] answers;
         try
         {
-            answers = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => Member("hot").Accrue(Purchase("hot", i == 15 ? "doomed" : $"f{i}")).AsTask()));
+            Task<AccrualResult> first = Member("hot").Accrue(Purchase("hot", "f0")).AsTask();
+            Assert.True(await reached.WaitAsync(TimeSpan.FromSeconds(10)), "the first purchase never reached its commit");
+            Task<AccrualResult>[] rest = [.. Enumerable.Range(1, 29).Select(i => Member("hot").Accrue(Purchase("hot", i == 15 ? "doomed" : $"f{i}")).AsTask())];
+            await Task.Delay(500);
+            gate.Release();
+            answers = [await first, .. await Task.WhenAll(rest)];
         }
         finally
         {
@@ -554,7 +598,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         }
 
         // Whatever shared the doomed entry's group failed with it; nothing it failed is in the ledger.
-        // The first purchase commits alone; the rest wait for it and go as a group, "doomed" among them.
+        // The first purchase commits alone; the rest waited for it and go as a group, "doomed" among them.
         Assert.Equal(LoyaltyError.Unavailable, answers[15].Error);
         Assert.All(answers, a => Assert.True(a.Error is LoyaltyError.None or LoyaltyError.Unavailable, a.ErrorMessage));
         Assert.True(answers.Count(a => a.Error != LoyaltyError.None) > 1, "the doomed purchase failed alone: it was not in a group");
