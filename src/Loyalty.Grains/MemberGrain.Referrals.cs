@@ -384,20 +384,18 @@ public sealed partial class MemberGrain
 
     /// <summary>Writes that the referrer was told of its reward (or its reversal).</summary>
     private Task<MemberResult> WriteSettledAsync(string referrer, bool reward, bool reversal) =>
-        WriteAsync(
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                ReferralDecision.Settled(At(program, now), referrer, reward, reversal).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
-            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
-            _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
+        WriteSettlementNoteAsync(d => ReferralDecision.Settled(d, referrer, reward, reversal));
 
     /// <summary>Writes that the referrer refused its reward for good, so that it is not offered again.</summary>
     private Task<MemberResult> WriteRefusedAsync(string referrer, LoyaltyError error, bool rewarded, bool reversalRefused) =>
+        WriteSettlementNoteAsync(d => ReferralDecision.Refused(d, referrer, error, rewarded, reversalRefused));
+
+    /// <summary>Writes the referred member's note on its referrer's reward, as <paramref name="decide"/> decides it.</summary>
+    private Task<MemberResult> WriteSettlementNoteAsync(Func<Decider, Decision> decide) =>
         WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                ReferralDecision.Refused(At(program, now), referrer, error, rewarded, reversalRefused).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
+                decide(At(program, now)).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
             (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject);

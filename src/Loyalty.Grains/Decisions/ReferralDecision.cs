@@ -32,9 +32,9 @@ public static class ReferralDecision
             return Decision.Refuse(LoyaltyError.FailedPrecondition, $"member '{d.MemberId}' has already made a purchase; a referral must come before it");
         }
 
-        // Checked before the referrer's side is written: the member's own entry must fit with the
-        // room a referred member keeps for its notes to its referrer (Headroom.SettlementRoom).
-        return d.State.Volume > Headroom.VolumeMax - Headroom.SettlementRoom - 1
+        // Checked before the referrer's side is written: the member's own entry (one unit) must fit
+        // with the room a referred member keeps for its notes to its referrer (Headroom.SettlementRoom).
+        return Headroom.Room(d.State) < 1
             ? Decision.Refuse(LoyaltyError.FailedPrecondition,
                 $"member '{d.MemberId}' has moved {d.State.Volume} points and minor units, too close to the engine's limit of {Headroom.VolumeMax} to keep room for a referrer's reward")
             : null;

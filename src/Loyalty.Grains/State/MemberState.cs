@@ -367,8 +367,12 @@ public sealed class MemberState : IEarnHistory, IQualifying
         LifetimeEarned += entry.Points;
     }
 
-    private void ApplyReferralSettled(ReferralSettledDetails? details) =>
-        ReferralToChange.Settle(details?.ReferrerReward > 0 || details?.ReferrerRefused == true, details?.ReferralReversed == true || details?.ReferrerRefused == true);
+    private void ApplyReferralSettled(ReferralSettledDetails? details)
+    {
+        // A refusal settles both: nothing is owed to the referrer, and nothing is to be reversed.
+        bool refused = details?.ReferrerRefused == true;
+        ReferralToChange.Settle(details?.ReferrerReward > 0 || refused, details?.ReferralReversed == true || refused);
+    }
 
     private void ApplyEnrol(LedgerEntry entry)
     {

@@ -347,8 +347,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
         await EnrolAsync("m");
         // A member who has moved nearly all the engine allows (written as an older version could have).
-        await AppendDirectlyAsync(new LedgerEntry(_program, "m", 2, LedgerEntryKind.Adjust, new Points(Headroom.VolumeMax - 1_000), "forged", 0,
-            null, 0, null, "migrated balance", null, Now, Now));
+        await AppendMigratedBalanceAsync("m", Headroom.VolumeMax - 1_000);
         await fixture.DeactivateAllAsync();
         string before = JsonSerializer.Serialize(await Member("m").Get());
 
@@ -399,8 +398,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await EnrolAsync("r");
         await EnrolAsync("m");
         // Room for its own entry, not for the notes a referred member keeps room for (a migrated balance).
-        await AppendDirectlyAsync(new LedgerEntry(_program, "m", 2, LedgerEntryKind.Adjust, new Points(Headroom.VolumeMax - (Headroom.SettlementRoom / 2)), "forged", 0,
-            null, 0, null, "migrated balance", null, Now, Now));
+        await AppendMigratedBalanceAsync("m", Headroom.VolumeMax - (Headroom.SettlementRoom / 2));
         await fixture.DeactivateAllAsync();
         string referrer = JsonSerializer.Serialize(await Member("r").Get());
 
@@ -419,8 +417,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
         await EnrolAsync("r");
         // A referrer that has moved nearly all the engine allows: the 500-point reward does not fit.
-        await AppendDirectlyAsync(new LedgerEntry(_program, "r", 2, LedgerEntryKind.Adjust, new Points(Headroom.VolumeMax - 100), "forged", 0,
-            null, 0, null, "migrated balance", null, Now, Now));
+        await AppendMigratedBalanceAsync("r", Headroom.VolumeMax - 100);
         await fixture.DeactivateAllAsync();
         Assert.Null(await EnrolAsync("m", "r"));
         string referrer = JsonSerializer.Serialize(await Member("r").Get());
@@ -451,8 +448,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         // A referred one has room for the transfer, but not beyond the room it keeps for the notes it
         // owes its referrer: before, the duplicate let go and the survivor then refused the points.
         long moved = survivorReferred ? Headroom.VolumeMax - (Headroom.SettlementRoom / 2) : Headroom.VolumeMax - 1_000;
-        await AppendDirectlyAsync(new LedgerEntry(_program, "s", 2, LedgerEntryKind.Adjust, new Points(moved), "forged", 0,
-            null, 0, null, "migrated balance", null, Now, Now));
+        await AppendMigratedBalanceAsync("s", moved);
         await fixture.DeactivateAllAsync();
         Assert.Null(Error(await Member("d").Accrue(Purchase("d", "p1") with { Amount = new Money(5_000_00, "USD") })));
         string survivor = JsonSerializer.Serialize(await Member("s").Get()), duplicate = JsonSerializer.Serialize(await Member("d").Get());
@@ -773,6 +769,14 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
         await AssertEachMemberIsItsLedgerAsync(["m"]);
     }
+
+    /// <summary>
+    /// Writes a member's second entry straight to the ledger: a balance of <paramref name="points"/>
+    /// as an older version or an import could have written it, to bring the member near the volume limit.
+    /// </summary>
+    private Task AppendMigratedBalanceAsync(string member, long points) =>
+        AppendDirectlyAsync(new LedgerEntry(_program, member, 2, LedgerEntryKind.Adjust, new Points(points), "forged", 0,
+            null, 0, null, "migrated balance", null, Now, Now));
 
     private async Task AppendDirectlyAsync(LedgerEntry entry)
     {
