@@ -269,6 +269,33 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void ReferralRefused_NamesWhatTheReferrerRefused_SettlesBothSteps_AndIsWrittenOnce()
+    {
+        ProgramSettings settings = Settings() with { Referrals = new ReferralPolicy(ReferrerPoints: 100, ReferredPoints: 50, MinPurchaseMinor: 10_00) };
+        MemberState owed = Enrolled(referredBy: "ann");
+        LedgerEntry qualifying = AccrualDecision.Decide(Decider(owed, settings), Purchase("t1", 25_00), 1, null);
+        owed.Apply(qualifying, 8);
+        MemberState reversed = Enrolled(referredBy: "ann");
+        reversed.Apply(qualifying, 8);
+        reversed.Apply(ReferralDecision.Settled(Decider(reversed, settings), "ann", reward: true, reversal: false).Entry!, 8);
+        reversed.Apply(ReturnDecision.Decide(Decider(reversed, settings), Return("r1", "t1", 25_00), 1, qualifying, null, null).Entry!, 8);
+
+        Decision reward = ReferralDecision.Refused(Decider(owed, settings), "ann", LoyaltyError.FailedPrecondition, rewarded: false, reversalRefused: false);
+        Decision reversal = ReferralDecision.Refused(Decider(reversed, settings), "ann", LoyaltyError.InvalidArgument, rewarded: false, reversalRefused: true);
+        owed.Apply(reward.Entry!, 8);
+        reversed.Apply(reversal.Entry!, 8);
+
+        Assert.True(reversed.Referral.Reversed);
+        Assert.Equal("the referrer 'ann' refused the reward (FailedPrecondition); it is not offered again", reward.Entry!.Reason);
+        Assert.Equal("the referrer 'ann' refused the reward's reversal (InvalidArgument); it is not offered again", reversal.Entry!.Reason);
+        Assert.Equal((true, 0L), (reward.Entry.DetailsAs<ReferralSettledDetails>()!.ReferrerRefused, reward.Entry.DetailsAs<ReferralSettledDetails>()!.ReferrerReward));
+        Assert.False(owed.Referral.Owed);
+        Assert.False(reversed.Referral.Owed);
+        Assert.True(ReferralDecision.Refused(Decider(owed, settings), "ann", LoyaltyError.FailedPrecondition, rewarded: false, reversalRefused: false).Done);
+        Assert.True(ReferralDecision.Settled(Decider(reversed, settings), "ann", reward: false, reversal: true).Done);
+    }
+
+    [Fact]
     public void Staged_OfADecisionThatWritesNothing_AnswersTheStagesSuccess_AndWithoutOneThrows()
     {
         string? answer = Decision.Nothing.Staged(out LedgerEntry? entry, (_, m) => m, () => "done");
