@@ -193,14 +193,29 @@ public interface IReferralCodeGrain : IGrainWithStringKey
 public interface IRewardStockGrain : IGrainWithStringKey
 {
     /// <summary>
-    /// Takes units under <paramref name="claimId"/> (the transaction id of the ledger entry that
-    /// spends them) when no more than <paramref name="stock"/> would then be taken; false when out
-    /// of stock. Repeated with the same claim, it answers true without taking more.
+    /// Takes <paramref name="quantity"/> units for member <paramref name="memberId"/>'s ledger entry
+    /// <paramref name="claimId"/> when no more than <paramref name="stock"/> would then be taken;
+    /// false when out of stock. The same member's request repeated while its claim is open shares
+    /// that claim and takes nothing more; another member's claim under the same id is its own.
     /// </summary>
-    Task<bool> Take(string claimId, int quantity, long stock);
+    Task<bool> Take(string memberId, string claimId, int quantity, long stock);
 
-    /// <summary>Gives the claim's units back (a refused redemption, a cancelled or lapsed reservation, a full return); once per claim.</summary>
-    Task Give(string claimId, int quantity);
+    /// <summary>
+    /// A request that took units under the claim ended without writing its entry (refused, a resend,
+    /// a commit that failed). Once no request holds the claim, it is settled against the ledger at
+    /// once: its units go back unless the member's entry is there after all.
+    /// </summary>
+    Task Abandon(string memberId, string claimId);
+
+    /// <summary>
+    /// The member ended reservation <paramref name="claimId"/>: settled against the ledger at once,
+    /// its units go back when it was cancelled or lapsed. Without this call (a crash after the
+    /// member's entry) the grain settles it itself after the reservation's lapse time.
+    /// </summary>
+    Task Settle(string memberId, string claimId);
+
+    /// <summary>A full return gave back the units spent under <paramref name="claimId"/>; once per claim.</summary>
+    Task Return(string claimId, int quantity);
 
     /// <summary>Units taken so far.</summary>
     Task<long> Taken();

@@ -49,7 +49,7 @@ public sealed partial class MemberGrain
 
             if (entry.Kind == LedgerEntryKind.ReservationEnd && entry.DetailsAs<ReservationEndDetails>() is { RewardId: { } reward } details)
             {
-                await GiveStockAsync(reward, entry.Reference!, details.Quantity);
+                await SettleStockAsync(reward, entry.Reference!);
             }
         }
 

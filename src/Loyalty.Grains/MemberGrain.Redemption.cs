@@ -12,7 +12,7 @@ public sealed partial class MemberGrain
     /// for all three: the ledger's unique index lets a reservation end only once, on any silo.
     /// '#' cannot occur in a client's id.
     /// </summary>
-    private const string EndSuffix = "#end";
+    internal const string EndSuffix = "#end";
 
     /// <summary>Fingerprints of the two ways a reservation ends, to tell them apart in the ledger.</summary>
     private const long CommitFingerprint = 1;
@@ -49,7 +49,7 @@ public sealed partial class MemberGrain
             (e, m) => RedemptionResult.Reject(txn, e, m));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
-            await Stock(request.RewardId).Give(request.TransactionId, request.Quantity);
+            await AbandonStockAsync(request);
         }
 
         return result;
@@ -73,7 +73,7 @@ public sealed partial class MemberGrain
             (e, m) => RedemptionResult.Reject(reservationId, e, m));
         if (!commit && result.Status == AccrualStatus.Accepted && result.RewardId is { } reward)
         {
-            await GiveStockAsync(reward, reservationId, result.Quantity);
+            await SettleStockAsync(reward, reservationId);
         }
 
         return result;
@@ -166,15 +166,39 @@ public sealed partial class MemberGrain
             return;
         }
 
-        stock.Taken = await Stock(request.RewardId).Take(request.TransactionId, request.Quantity, units);
+        stock.Taken = await Stock(request.RewardId).Take(_memberId, request.TransactionId, request.Quantity, units);
         stock.OutOfStock = !stock.Taken;
     }
 
-    private async Task GiveStockAsync(string rewardId, string claimId, int quantity)
+    /// <summary>
+    /// Tells the stock that a request which took units wrote no entry. The answer stands whatever
+    /// happens here: a call that fails leaves the claim to the stock's own settling.
+    /// </summary>
+    private Task AbandonStockAsync(Redemption request) =>
+        TellStockAsync(request.RewardId, stock => stock.Abandon(_memberId, request.TransactionId));
+
+    /// <summary>After a reservation was cancelled or lapsed: its units go back (see <see cref="AbandonStockAsync"/>).</summary>
+    private Task SettleStockAsync(string rewardId, string reservationId) =>
+        TellStockedAsync(rewardId, stock => stock.Settle(_memberId, reservationId));
+
+    /// <summary>Tells the reward's stock, when the reward has one (see <see cref="AbandonStockAsync"/>).</summary>
+    private async Task TellStockedAsync(string rewardId, Func<IRewardStockGrain, Task> tell)
     {
         if (await _services.Programs.GetAsync(_programId) is { } program && program.Settings.FindReward(rewardId) is { Stock: not null })
         {
-            await Stock(rewardId).Give(claimId, quantity);
+            await TellStockAsync(rewardId, tell);
+        }
+    }
+
+    private async Task TellStockAsync(string rewardId, Func<IRewardStockGrain, Task> tell)
+    {
+        try
+        {
+            await tell(Stock(rewardId));
+        }
+        catch (Exception e)
+        {
+            LogStockNotTold(_services.Logger, e, _programId, _memberId, rewardId);
         }
     }
 

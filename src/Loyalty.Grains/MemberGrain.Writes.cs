@@ -72,7 +72,7 @@ public sealed partial class MemberGrain
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
-            await Stock(redemption.RewardId).Give(redemption.TransactionId, redemption.Quantity);
+            await AbandonStockAsync(redemption);
         }
 
         if (ReferrerToSettle && _state.Referral.QualifiedBy is not null)
@@ -140,7 +140,8 @@ public sealed partial class MemberGrain
         ReturnResult result = await write;
         if (result.Status == AccrualStatus.Accepted && result.Details?.Restored is { Count: > 0 } && original()?.Details is EarnDetails { RewardId: { } reward } bought)
         {
-            await GiveStockAsync(reward, original()!.TransactionId + BasketRedeemSuffix, bought.Quantity);
+            // After the return's commit: a crash before this call leaves the unit taken (never sold twice).
+            await TellStockedAsync(reward, stock => stock.Return(original()!.TransactionId + BasketRedeemSuffix, bought.Quantity));
         }
 
         return result;

@@ -1,5 +1,8 @@
 using System.Text.Json;
+using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Redemption;
 
@@ -109,8 +112,8 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
         IRewardStockGrain stock = fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee");
         await member.Redeem(new Loyalty.Redemption("kept", "coffee", 1));
-        bool ghost = await stock.Take("lost-in-a-crash", 2, 5);
-        bool again = await stock.Take("lost-in-a-crash", 2, 5);
+        bool ghost = await stock.Take("m", "lost-in-a-crash", 2, 5);
+        bool again = await stock.Take("m", "lost-in-a-crash", 2, 5);
         long before = await stock.Taken();
 
         fixture.Clock.Advance(TimeSpan.FromMinutes(11));
@@ -119,6 +122,101 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
 
         Assert.True(ghost && again);
         Assert.Equal((3L, 1L), (before, after));
+    }
+
+    [Fact]
+    public async Task Stock_TwoMembersRedeemingUnderOneId_TakeOneUnit_AndTheRefusedOneGivesBackOnlyItsOwn()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
+        IMemberGrain other = await EnrolAsync("other");
+
+        RedemptionResult first = await member.Redeem(new Loyalty.Redemption("t1", "coffee", 1));
+        RedemptionResult clash = await other.Redeem(new Loyalty.Redemption("t1", "coffee", 1));
+
+        Assert.Equal(AccrualStatus.Accepted, first.Status);
+        Assert.NotEqual(AccrualStatus.Accepted, clash.Status);
+        // Before, the clash's give-back released the first member's unit: 0, and a sixth coffee sold.
+        Assert.Equal(1L, await Taken("coffee"));
+        fixture.Clock.Advance(TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+        Assert.Equal(1L, await Taken("coffee"));
+    }
+
+    [Fact]
+    public async Task Stock_ARedeemSentTwiceAtOnce_OrResentAfterTheMemberForgotIt_TakesOneUnit()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 1_000, Rewards = [Coffee with { Stock = 5 }] });
+        var redeem = new Loyalty.Redemption("r1", "coffee", 1);
+
+        RedemptionResult[] both = await Task.WhenAll(member.Redeem(redeem), member.Redeem(redeem));
+        long afterBoth = await Taken("coffee");
+        await ForgetAsync(member);
+        RedemptionResult resent = await member.Redeem(redeem);
+        long afterResend = await Taken("coffee");
+        // The first claim is settled; a resend after that takes a new claim, which the ledger shows
+        // was not the one spent (the entry is older than it), so its unit goes back.
+        fixture.Clock.Advance(TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+        await Taken("coffee");
+        await ForgetAsync(member);
+        RedemptionResult resentLater = await member.Redeem(redeem);
+
+        Assert.Equal([AccrualStatus.Accepted, AccrualStatus.Duplicate], both.Select(r => r.Status).Order());
+        Assert.Equal((AccrualStatus.Duplicate, AccrualStatus.Duplicate), (resent.Status, resentLater.Status));
+        Assert.Equal((1L, 1L, 1L), (afterBoth, afterResend, await Taken("coffee")));
+        Assert.Equal(970L, (await member.Get())!.Balance.Value - await BoughtAsync(member));
+    }
+
+    [Fact]
+    public async Task Stock_OfAReservationRefusedAfterTakingIt_RetriedAndCancelled_AllGoesBack()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 10_000, Rewards = [Coffee, TenOff with { Stock = 1 }] });
+        for (int i = 0; i < Limits.OpenReservationsMax; i++)
+        {
+            Assert.Equal(AccrualStatus.Accepted, (await member.Reserve(new Loyalty.Redemption($"res-{i}", "coffee", 1))).Status);
+        }
+
+        RedemptionResult refused = await member.Reserve(new Loyalty.Redemption("r-x", "ten-off", 1));
+        await member.CancelReservation("res-0");
+        RedemptionResult retried = await member.Reserve(new Loyalty.Redemption("r-x", "ten-off", 1));
+        long whileHeld = await Taken("ten-off");
+        RedemptionResult cancelled = await member.CancelReservation("r-x");
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+        Assert.Equal((AccrualStatus.Accepted, AccrualStatus.Accepted), (retried.Status, cancelled.Status));
+        // Before, the refusal's give-back was remembered and blocked the cancel's: the unit was lost.
+        Assert.Equal((1L, 0L), (whileHeld, await Taken("ten-off")));
+    }
+
+    [Fact]
+    public async Task Stock_OfACancelThatCommittedButWasNeverToldToTheStock_GoesBackAfterTheLapseTime()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150, ReservationHoldSeconds = 60, Rewards = [TenOff with { Stock = 1 }] });
+        await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1));
+        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
+        int fired = 0;
+        faults.Arm((at, entry) => at == FaultStep.Acknowledge && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.ReservationEnd
+            && Interlocked.Exchange(ref fired, 1) == 0);
+        try
+        {
+            // Durable, then the grain fails before it answers (as if its silo died there).
+            await Assert.ThrowsAnyAsync<Exception>(() => member.CancelReservation("res-1"));
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        RedemptionResult again = await member.CancelReservation("res-1");
+        long beforeSettling = await Taken("ten-off");
+        fixture.Clock.Advance(TimeSpan.FromSeconds(61) + TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+
+        Assert.Equal(1, fired);
+        Assert.Equal(AccrualStatus.Duplicate, again.Status);
+        Assert.Equal(1L, beforeSettling);
+        // Before, the unit stayed taken for good: the claim's Reserve entry was in the ledger.
+        Assert.Equal(0L, await Taken("ten-off"));
     }
 
     [Fact]
@@ -496,6 +594,32 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     private string Txn() => $"t{Interlocked.Increment(ref _txn)}";
+
+    private Task<long> Taken(string reward) => fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/" + reward).Taken();
+
+    /// <summary>Enough purchases of 1 point each that the member no longer remembers its earlier transactions.</summary>
+    private async Task ForgetAsync(IMemberGrain member)
+    {
+        for (int i = 0; i < ClusterFixture.RecentTransactionsMax; i++)
+        {
+            Assert.Equal(AccrualStatus.Accepted, (await member.Accrue(Buy(1_00))).Status);
+        }
+    }
+
+    /// <summary>The points all of the member's purchases earned.</summary>
+    private async Task<long> BoughtAsync(IMemberGrain member) =>
+        (await Sql.RowsAsync(fixture.Storage, $"SELECT points FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{(await member.Get())!.MemberId}' AND kind = {(int)LedgerEntryKind.Earn}", r => r.GetInt64(0))).Sum();
+
+    private async Task<IMemberGrain> EnrolAsync(string memberId)
+    {
+        IMemberGrain member = fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, memberId));
+        Assert.Equal(LoyaltyError.None, (await member.Enrol(new Enrolment(_program, memberId, null))).Error);
+        return member;
+    }
+
+    private IServiceProvider Silo() =>
+        (fixture.Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process."))
+            .SiloHost.Services;
 
     private Purchase Buy(long amountMinor, string? txn = null) =>
         new(txn ?? Txn(), _program, "m", "store-1", new Money(amountMinor, "USD"), Now.AddMinutes(-1), []);
