@@ -129,10 +129,16 @@ public static class Expiring
         return policy.WarnDays > 0 ? Warning(state, policy, now) : null;
     }
 
-    /// <summary>When the member's points expire for inactivity, from its newest activity.</summary>
-    public static DateTimeOffset InactivityDeadline(MemberState state, ExpiryPolicy policy) =>
+    /// <summary>
+    /// When the member's points expire for inactivity: from its newest activity, or from points
+    /// granted to it when it held none (<see cref="MemberState.GrantedIntoEmptyAt"/>), the later.
+    /// </summary>
+    public static DateTimeOffset InactivityDeadline(MemberState state, ExpiryPolicy policy)
+    {
         // Members whose snapshot predates activity tracking count from their enrolment.
-        (state.LastActivityAt == default ? state.EnrolledAt : state.LastActivityAt).AddMonths(policy.InactivityMonths);
+        DateTimeOffset from = state.LastActivityAt == default ? state.EnrolledAt : state.LastActivityAt;
+        return (state.GrantedIntoEmptyAt is { } granted && granted > from ? granted : from).AddMonths(policy.InactivityMonths);
+    }
 
     /// <summary>What expires when, soonest first: lots (pending ones included) by expiry, and everything at the inactivity deadline.</summary>
     public static IReadOnlyList<UpcomingExpiry> Upcoming(MemberState state, ExpiryPolicy policy)

@@ -128,6 +128,14 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>The inactivity deadline the member was last warned about.</summary>
     public DateTimeOffset? InactivityWarnedFor { get => _occasional?.InactivityWarnedFor; private set => SetOccasional(value, static (o, v) => o.InactivityWarnedFor = v); }
 
+    /// <summary>
+    /// When the programme last granted points (a birthday, an adjustment, feedback, a referral
+    /// reward) to a member that held none: the inactivity clock runs from it as from activity, so
+    /// a grant to a member already past its deadline is not expired at that old deadline, dated
+    /// before the grant. A grant to a member that holds points does not move its deadline.
+    /// </summary>
+    public DateTimeOffset? GrantedIntoEmptyAt { get => _occasional?.GrantedIntoEmptyAt; private set => SetOccasional(value, static (o, v) => o.GrantedIntoEmptyAt = v); }
+
     /// <summary>The member's personal data was erased; it takes no more changes.</summary>
     public bool Erased { get => _occasional?.Erased ?? false; private set => SetOccasional(value, static (o, v) => o.Erased = v); }
 
@@ -199,7 +207,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// points are bounded, each with the entry that last earned from it, and the return book
     /// never holds a refused return's read).
     /// </summary>
-    public const int CurrentFormat = 9;
+    public const int CurrentFormat = 10;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -363,6 +371,11 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Points that arrive spendable at once: a lot of their expiry, and lifetime earned.</summary>
     private void Earn(LedgerEntry entry)
     {
+        if (entry.Points.Value > 0 && Lots.Spendable.Count == 0 && Lots.Pending.Count == 0)
+        {
+            GrantedIntoEmptyAt = entry.RecordedAt;
+        }
+
         Lots.Credit(entry.Points, entry.TransactionId ?? LotIdOf(entry), (entry.Details as ILotCredit)?.ExpiresAt);
         LifetimeEarned += entry.Points;
     }

@@ -3,7 +3,7 @@ namespace Loyalty.Grains;
 /// <summary>
 /// The part of a member's state that few members ever have: erasure, merges, flags, giving,
 /// birthdays, a paid membership, the store-credit wallet, open trade-ins, a shortfall left by
-/// returns and an inactivity warning. <see cref="MemberState"/> makes it at the first such change
+/// returns, an inactivity warning and the last grant into an empty balance. <see cref="MemberState"/> makes it at the first such change
 /// and reads defaults while there is none; the meaning of each field is on the member's property
 /// of the same name. Changed only through <see cref="MemberState.Apply"/>.
 /// </summary>
@@ -45,4 +45,6 @@ internal sealed class OccasionalState
     [Id(16)] public long WalletMinor { get; set; }
 
     [Id(17)] public List<OpenTradeIn>? TradeIns { get; set; }
+
+    [Id(18)] public DateTimeOffset? GrantedIntoEmptyAt { get; set; }
 }

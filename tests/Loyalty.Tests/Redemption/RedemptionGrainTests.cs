@@ -441,6 +441,32 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Expiry_PointsGrantedToAMemberWhosePointsExpiredForInactivity_LiveTheirOwnPeriod()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6), SignupBonusPoints = 10 });
+        fixture.Clock.Advance(TimeSpan.FromDays(200));
+        await WaitForEntryAsync(LedgerEntryKind.Expire);
+        fixture.Clock.Advance(TimeSpan.FromDays(30));
+        DateTimeOffset grantedAt = Now;
+        await member.Adjust(new Adjustment("goodwill", new Points(50), "sorry"));
+        fixture.Clock.Advance(TimeSpan.FromDays(30));
+        // Into a balance that holds points: the clock the first grant started stays.
+        await member.Adjust(new Adjustment("goodwill-2", new Points(20), "sorry again"));
+        await Task.Delay(500);
+        long kept = (await member.Get())!.Balance.Value;
+
+        fixture.Clock.Advance(TimeSpan.FromDays(160));
+        await WaitForEntryAsync(LedgerEntryKind.Expire, 2);
+        IReadOnlyList<LedgerEntry> entries = await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "m", 0, CancellationToken.None);
+        LedgerEntry second = entries.Where(e => e.Kind == LedgerEntryKind.Expire).Last();
+
+        // Before, the grant was expired at once, dated at the deadline that passed before it.
+        Assert.Equal(70L, kept);
+        Assert.Equal((-70L, grantedAt.AddMonths(6)), (second.Points.Value, second.OccurredAt));
+        Assert.Equal(0L, (await member.Get())!.Balance.Value);
+    }
+
+    [Fact]
     public async Task Expiry_AnInactivityRuleAddedLater_ReachesMembersWhoNeverChangeAgain()
     {
         IMemberGrain member = await SetUpAsync(Shop);
@@ -571,12 +597,12 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         }
     }
 
-    private async Task WaitForEntryAsync(LedgerEntryKind kind)
+    private async Task WaitForEntryAsync(LedgerEntryKind kind, int count = 1)
     {
         DateTime deadline = DateTime.UtcNow + DueWaitMax;
-        while (await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)kind}") == 0)
+        while (await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)kind}") < count)
         {
-            Assert.True(DateTime.UtcNow < deadline, $"no {kind} entry within {DueWaitMax.TotalSeconds} s");
+            Assert.True(DateTime.UtcNow < deadline, $"not {count} {kind} entries within {DueWaitMax.TotalSeconds} s");
             await Task.Delay(50);
         }
     }
