@@ -209,8 +209,8 @@ public interface IRewardStockGrain : IGrainWithStringKey
 
     /// <summary>
     /// The member ended reservation <paramref name="claimId"/>: settled against the ledger at once,
-    /// its units go back when it was cancelled or lapsed. Without this call (a crash after the
-    /// member's entry) the grain settles it itself after the reservation's lapse time.
+    /// its units sold when it was committed, back when it was cancelled or lapsed. Without this
+    /// call (a crash after the member's entry) the grain settles it itself after the lapse time.
     /// </summary>
     Task Settle(string memberId, string claimId);
 

@@ -71,7 +71,7 @@ public sealed partial class MemberGrain
             (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.DetailsAs<ReservationEndDetails>()!.EndedAs) with { TransactionId = reservationId },
             existing => Task.FromResult<RedemptionResult?>(AnswerEnded(reservationId, existing, commit)),
             (e, m) => RedemptionResult.Reject(reservationId, e, m));
-        if (!commit && result.Status == AccrualStatus.Accepted && result.RewardId is { } reward)
+        if (result.Status == AccrualStatus.Accepted && result.RewardId is { } reward)
         {
             await SettleStockAsync(reward, reservationId);
         }
@@ -177,7 +177,7 @@ public sealed partial class MemberGrain
     private Task AbandonStockAsync(Redemption request) =>
         TellStockAsync(request.RewardId, stock => stock.Abandon(_memberId, request.TransactionId));
 
-    /// <summary>After a reservation was cancelled or lapsed: its units go back (see <see cref="AbandonStockAsync"/>).</summary>
+    /// <summary>After a reservation ended: committed, its units are sold; cancelled or lapsed, they go back (see <see cref="AbandonStockAsync"/>).</summary>
     private Task SettleStockAsync(string rewardId, string reservationId) =>
         TellStockedAsync(rewardId, stock => stock.Settle(_memberId, reservationId));
 

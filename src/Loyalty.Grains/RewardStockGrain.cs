@@ -1,4 +1,5 @@
 using Loyalty.Storage;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
@@ -19,17 +20,22 @@ namespace Loyalty.Grains;
 /// <item>a reservation: the claim stays open until the reservation's end entry shows whether it
 /// was committed (the units stay taken) or cancelled or lapsed (they go back).</item>
 /// </list>
-/// The member asks for that settling at once when its request ends without an entry (Abandon) or
-/// after it ends a reservation (Settle); the grain settles every claim itself after a confirm
-/// window, and a reservation's after its lapse time, so a crash between a member's entry and its
-/// call loses no unit and sells none twice. A claim is owned: a request can only give back units
-/// that the ledger says were never spent, never another member's or another request's.
+/// The entry also says how many units it spends; a claim that took more (a retry that asked for
+/// fewer) gives the rest back. The member asks for that settling at once when its request ends
+/// without an entry (Abandon) or after it ends a reservation (Settle); the grain settles every
+/// claim itself a confirm window after its last take, and a reservation's a window after its lapse
+/// time, so a crash between a member's entry and its call loses no unit and sells none twice. A
+/// claim is owned: a request can only give back units that the ledger says were never spent,
+/// never another member's or another request's. A full return gives its units back by the
+/// member's call alone (Return): a crash between the return's entry and that call leaves them
+/// taken, the safe side.
 /// </remarks>
-public sealed class RewardStockGrain(
+public sealed partial class RewardStockGrain(
     [PersistentState("stock", StorageSiloBuilderExtensions.SnapshotStorageName)] IPersistentState<RewardStockState> state,
     ILedgerStore ledger,
     EngineClock clock,
-    IOptions<MemberOptions> options) : Grain, IRewardStockGrain
+    IOptions<MemberOptions> options,
+    ILogger<RewardStockGrain> logger) : Grain, IRewardStockGrain
 {
     /// <summary>How often claims are settled against the ledger while the grain is active.</summary>
     private static readonly TimeSpan SettlePeriod = TimeSpan.FromMinutes(1);
@@ -59,7 +65,15 @@ public sealed class RewardStockGrain(
         }
 
         this.RegisterGrainTimer(SettleDueAsync, new GrainTimerCreationOptions(SettlePeriod, SettlePeriod));
-        await SettleDueAsync(cancellationToken);
+        try
+        {
+            await SettleDueAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // The ledger or the storage is unavailable: the stock still answers, and the timer settles later.
+            LogSettleFailed(logger, e, this.GetPrimaryKeyString());
+        }
     }
 
     /// <inheritdoc />
@@ -68,7 +82,17 @@ public sealed class RewardStockGrain(
         RewardStockState s = state.State;
         if (s.Claims.TryGetValue(StockClaim.Key(memberId, claimId), out StockClaim? open))
         {
+            // A retry may ask for more than the request that took the claim: it takes the difference.
+            int more = quantity - open.Quantity;
+            if (more > 0 && checked(s.Taken + more) > stock)
+            {
+                return false;
+            }
+
+            s.Taken = checked(s.Taken + Math.Max(0, more));
+            open.Quantity = Math.Max(open.Quantity, quantity);
             open.Holders = checked(open.Holders + 1);
+            open.JoinedAt = clock.GetUtcNow();
             await WriteOrReloadAsync();
             return true;
         }
@@ -134,7 +158,7 @@ public sealed class RewardStockGrain(
         RewardStockState s = state.State;
         DateTimeOffset now = clock.GetUtcNow();
         bool changed = false;
-        foreach (StockClaim claim in s.Claims.Values.Where(c => now - (c.HeldUntil ?? c.TakenAt) >= Window).ToList())
+        foreach (StockClaim claim in s.Claims.Values.Where(c => now - c.SettlesFrom >= Window).ToList())
         {
             changed |= await SettleAsync(claim, cancellationToken);
         }
@@ -160,7 +184,9 @@ public sealed class RewardStockGrain(
             return Release(claim, giveBack: true);
         }
 
-        if (entry!.Kind != LedgerEntryKind.Reserve)
+        // The entry says how many units it spends; a claim that took more gives the rest back.
+        bool changed = KeepOnly(claim, entry!.Details switch { RedeemDetails r => r.Quantity, ReserveDetails h => h.Quantity, _ => claim.Quantity });
+        if (entry.Kind != LedgerEntryKind.Reserve)
         {
             return Release(claim, giveBack: false);
         }
@@ -169,7 +195,7 @@ public sealed class RewardStockGrain(
         if (end is null || end.MemberId != entry.MemberId)
         {
             DateTimeOffset? until = entry.DetailsAs<ReserveDetails>()?.LapsesAt ?? entry.RecordedAt;
-            bool changed = claim.HeldUntil != until;
+            changed |= claim.HeldUntil != until;
             claim.HeldUntil = until;
             return changed;
         }
@@ -183,6 +209,18 @@ public sealed class RewardStockGrain(
         && (claim.MemberId is null || entry.MemberId == claim.MemberId)
         && entry.RecordedAt >= claim.TakenAt - ClockSkewMax;
 
+    private bool KeepOnly(StockClaim claim, int spent)
+    {
+        if (spent < 1 || spent >= claim.Quantity)
+        {
+            return false;
+        }
+
+        state.State.Taken = Math.Max(0, state.State.Taken - (claim.Quantity - spent));
+        claim.Quantity = spent;
+        return true;
+    }
+
     private bool Release(StockClaim claim, bool giveBack)
     {
         RewardStockState s = state.State;
@@ -194,6 +232,9 @@ public sealed class RewardStockGrain(
 
         return true;
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Stock {Reward}: settling its claims against the ledger failed; the timer tries again")]
+    private static partial void LogSettleFailed(ILogger logger, Exception exception, string reward);
 
     private async Task WriteOrReloadAsync()
     {
@@ -245,6 +286,12 @@ public sealed class StockClaim
 
     /// <summary>For a reservation found in the ledger: when it lapses, after which the grain settles it itself.</summary>
     [Id(5)] public DateTimeOffset? HeldUntil { get; set; }
+
+    /// <summary>When a request last joined the claim (a retry, a resend).</summary>
+    [Id(6)] public DateTimeOffset? JoinedAt { get; set; }
+
+    /// <summary>The confirm window counts from this: the claim's lapse time, or its last take or join.</summary>
+    public DateTimeOffset SettlesFrom => HeldUntil ?? (JoinedAt > TakenAt ? JoinedAt.Value : TakenAt);
 
     /// <summary>The claim's key: member ids cannot hold '#', so the first one ends the member's part.</summary>
     public static string Key(string? memberId, string claimId) => (memberId ?? "") + "#" + claimId;

@@ -168,6 +168,53 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Stock_ARetryAskingForMoreThanItsClaim_TakesTheDifference_OneAskingForLessGivesTheRestBack()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 1_000, Rewards = [Coffee with { Stock = 5 }] });
+        IMemberGrain other = await EnrolAsync("other");
+        IRewardStockGrain stock = fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee");
+        Assert.Equal(AccrualStatus.Accepted, (await other.Redeem(new Loyalty.Redemption("o1", "coffee", 2))).Status);
+        // A request for one unit took its claim and was lost (its silo died before the entry).
+        Assert.True(await stock.Take("m", "x", 1, 5));
+
+        RedemptionResult more = await member.Redeem(new Loyalty.Redemption("x", "coffee", 5));
+        long afterMore = await Taken("coffee");
+        fixture.Clock.Advance(TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+        long settled = await Taken("coffee");
+        // A request for three was lost; its retry asks for one.
+        Assert.True(await stock.Take("m", "z", 3, 5));
+        RedemptionResult fewer = await member.Redeem(new Loyalty.Redemption("z", "coffee", 1));
+        long beforeSettling = await Taken("coffee");
+        fixture.Clock.Advance(TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+
+        // Before, the retry shared the one-unit claim and spent five: seven sold of five.
+        Assert.Equal(LoyaltyError.FailedPrecondition, more.Error);
+        Assert.Contains("out of stock", more.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal((3L, 2L), (afterMore, settled));
+        Assert.Equal(AccrualStatus.Accepted, fewer.Status);
+        Assert.Equal((5L, 3L), (beforeSettling, await Taken("coffee")));
+    }
+
+    [Fact]
+    public async Task Stock_OfAReservationStaysTakenWhileHeld_AndWhenCommitted()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150, Rewards = [TenOff with { Stock = 1 }] });
+        await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1));
+        fixture.Clock.Advance(TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+        long held = await Taken("ten-off");
+
+        RedemptionResult committed = await member.CommitReservation("res-1");
+        fixture.Clock.Advance(TimeSpan.FromMinutes(30));
+        await fixture.DeactivateAllAsync();
+
+        Assert.Equal(AccrualStatus.Accepted, committed.Status);
+        Assert.Equal((1L, 1L), (held, await Taken("ten-off")));
+    }
+
+    [Fact]
     public async Task Stock_OfAReservationRefusedAfterTakingIt_RetriedAndCancelled_AllGoesBack()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 10_000, Rewards = [Coffee, TenOff with { Stock = 1 }] });
@@ -189,7 +236,7 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
-    public async Task Stock_OfACancelThatCommittedButWasNeverToldToTheStock_GoesBackAfterTheLapseTime()
+    public async Task Stock_OfACancelThatCommittedButWasNeverToldToTheStock_GoesBackWhenTheStockSettlesIt()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150, ReservationHoldSeconds = 60, Rewards = [TenOff with { Stock = 1 }] });
         await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1));
