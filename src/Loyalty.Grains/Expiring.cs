@@ -34,8 +34,8 @@ public static class Expiring
     /// <summary>
     /// The earliest time the member has due work, or null when nothing is ever due. Times that
     /// cannot act yet are pushed back to when they can: a pending lot's warning waits for the lot
-    /// to become spendable, and expiry waits for open reservations to end (held points do not
-    /// expire under a till's feet).
+    /// to become spendable, and expiry waits for open reservations to end only when they hold
+    /// every point (held points do not expire under a till's feet).
     /// </summary>
     public static DateTimeOffset? NextDue(MemberState state, ExpiryPolicy policy)
     {
@@ -48,17 +48,23 @@ public static class Expiring
         }
 
         IReadOnlyList<Hold> holds = state.Lots.Holds;
+        long held = 0;
         for (int i = 0; i < holds.Count; i++)
         {
             Hold hold = holds[i];
             Consider(ref due, hold.LapsesAt);
             holdsEnd = Latest(holdsEnd, hold.LapsesAt);
+            held = checked(held + hold.Points.Value);
         }
+
+        // Points no reservation holds expire on time; only when every point is held does expiry
+        // wait for the reservations to end (the wake expires just the points beyond the holds).
+        DateTimeOffset? expiryWaitsFor = state.Balance.Value > held ? null : holdsEnd;
 
         TimeSpan warn = TimeSpan.FromDays(policy.WarnDays);
         if (state.Lots.Spendable.Count > 0 && state.Lots.Spendable[0].ExpiresAt is { } first)
         {
-            Consider(ref due, Latest(holdsEnd, first)!.Value);
+            Consider(ref due, Latest(expiryWaitsFor, first)!.Value);
         }
 
         if (policy.WarnDays > 0 && FirstUnwarned(state) is { ExpiresAt: { } expiresAt })
@@ -81,7 +87,7 @@ public static class Expiring
             DateTimeOffset deadline = InactivityDeadline(state, policy);
             if (state.Lots.Spendable.Count > 0)
             {
-                Consider(ref due, Latest(holdsEnd, deadline)!.Value);
+                Consider(ref due, Latest(expiryWaitsFor, deadline)!.Value);
                 if (policy.WarnDays > 0 && state.InactivityWarnedFor != deadline)
                 {
                     Consider(ref due, deadline - warn);

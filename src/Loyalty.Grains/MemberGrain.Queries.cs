@@ -50,7 +50,7 @@ public sealed partial class MemberGrain
             return QuoteResult.Reject(tooLarge.Error, tooLarge.Message);
         }
 
-        Points available = _state.Balance - _state.Lots.HeldAt(now);
+        Points available = _state.AvailableAt(now);
         Points after = entry.AvailableAt is null ? available + entry.Points : available;
         Points redeemed = Points.Zero;
         bool giftSpent = false;
@@ -107,7 +107,7 @@ public sealed partial class MemberGrain
         _state.Lots.Mature(now);
         TierLadder ladder = program.Settings.Ladder;
         (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);
-        Points available = _state.Balance - _state.Lots.HeldAt(now);
+        Points available = _state.AvailableAt(now);
         string tierName = ladder.Tiers[tier].Name;
         return new RewardsView(tierName, available, RewardChoice.Options(program.Settings.RewardList, tierName, available.Value, now, taken, _state.OpenBirthdayGift(now)?.GiftRewardId, _state.Membership.PlanAt(now)));
     }

@@ -44,7 +44,7 @@ public static class RedemptionDecision
 
         gift = allowGift && state.OpenBirthdayGift(d.Now)?.GiftRewardId == reward.Id;
         points = checked(reward.PointsPrice * (request.Quantity - (gift ? 1 : 0)));
-        Points available = state.Balance - state.Lots.HeldAt(d.Now);
+        Points available = state.AvailableAt(d.Now);
         return available.Value < points
             ? Decision.Refuse(LoyaltyError.FailedPrecondition, $"the member has {available.Value} points available; {request.Quantity} x '{reward.Id}' needs {points}")
             : null;
@@ -87,7 +87,7 @@ public static class RedemptionDecision
             : Valued(d.NewEntry(LedgerEntryKind.Redeem, new Points(-points), request.TransactionId, fingerprint) with
             {
                 StoreId = request.StoreId,
-                Details = new RedeemDetails { RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift, Lots = d.State.Lots.PlanDebit(points) },
+                Details = new RedeemDetails { RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift, Lots = d.State.Lots.PlanDebit(points, unexpiredAt: now) },
             }, d.Settings));
     }
 

@@ -48,6 +48,22 @@ public sealed class LotBook
         }
     }
 
+    /// <summary>
+    /// Points in lots whose expiry has passed at <paramref name="now"/> and whose expiry entry is not
+    /// written yet (the member's wake comes a moment later, or waits for reservations to end).
+    /// </summary>
+    public long ExpiredAt(DateTimeOffset now)
+    {
+        long expired = 0;
+        IReadOnlyList<PointLot> lots = Spendable;
+        for (int i = 0; i < lots.Count && lots[i].ExpiresAt is { } at && at <= now; i++)
+        {
+            expired = checked(expired + lots[i].Points.Value);
+        }
+
+        return expired;
+    }
+
     /// <summary>Points held by reservations that have not lapsed by <paramref name="now"/>.</summary>
     public Points HeldAt(DateTimeOffset now)
     {
@@ -151,10 +167,11 @@ public sealed class LotBook
     /// <summary>
     /// Which lots <paramref name="points"/> would come from: when <paramref name="prefer"/> is
     /// set, the lot expiring at <paramref name="preferredExpiry"/> first (a return takes back its
-    /// own purchase's points, so other points keep their dates), then the soonest to expire. The
-    /// plan may cover less than asked when the lots run out.
+    /// own purchase's points, so other points keep their dates), then the soonest to expire. Given
+    /// <paramref name="unexpiredAt"/> (a redemption), lots already past their expiry then are not
+    /// used. The plan may cover less than asked when the lots run out.
     /// </summary>
-    public List<LotUse> PlanDebit(long points, bool prefer = false, DateTimeOffset? preferredExpiry = null)
+    public List<LotUse> PlanDebit(long points, bool prefer = false, DateTimeOffset? preferredExpiry = null, DateTimeOffset? unexpiredAt = null)
     {
         var plan = new List<LotUse>();
         IReadOnlyList<PointLot> lots = Spendable;
@@ -167,7 +184,7 @@ public sealed class LotBook
 
         for (int i = 0; i < lots.Count && left > 0; i++)
         {
-            if (i != own)
+            if (i != own && !(lots[i].ExpiresAt <= unexpiredAt))
             {
                 left -= Take(plan, lots[i], left);
             }

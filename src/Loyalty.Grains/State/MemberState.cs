@@ -60,6 +60,13 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Spendable (active) points. Negative only under the allow-negative policy.</summary>
     public Points Balance => Lots.Balance;
 
+    /// <summary>
+    /// What the member may spend at <paramref name="now"/>: the balance less the points open
+    /// reservations hold and less points past their expiry that no reservation holds (a
+    /// reservation holds the soonest-expiring points, which are not expired while it is open).
+    /// </summary>
+    public Points AvailableAt(DateTimeOffset now) => Balance - new Points(Math.Max(Lots.HeldAt(now).Value, Lots.ExpiredAt(now)));
+
     /// <summary>All points ever earned (purchases, sign-up, positive adjustments), before returns.</summary>
     [Id(3)] public Points LifetimeEarned { get; private set; }
 

@@ -296,6 +296,46 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void Redemption_AfterALotExpired_AndBeforeItsExpiryIsWritten_SpendsOnlyUnexpiredPoints()
+    {
+        ProgramSettings settings = Expiring12();
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 100_00), 1, null), 8);
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddMonths(6)), Purchase("new", 50_00), 1, null), 8);
+        Decider later = At(state, settings, Now.AddMonths(12).AddHours(1));
+
+        Decision tooMuch = RedemptionDecision.SpendOrHold(later, new Loyalty.Redemption("r1", "mug", 1), false, 1, RedemptionDecision.Stock.Secured);
+        Decision pen = RedemptionDecision.SpendOrHold(later, new Loyalty.Redemption("r2", "pen", 1), false, 1, RedemptionDecision.Stock.Secured);
+
+        // Before, the 100 expired points (their wake not run yet) paid for the mug.
+        Assert.Equal((150L, 50L), (state.Balance.Value, state.AvailableAt(later.Now).Value));
+        Assert.Equal("the member has 50 points available; 1 x 'mug' needs 60", tooMuch.Message);
+        Assert.Equal(["new"], pen.Entry!.DetailsAs<RedeemDetails>()!.Lots!.Select(l => l.LotId));
+    }
+
+    [Fact]
+    public void Expiry_WithAReservationOpen_TakesThePointsBeyondItsHoldOnTime_AndWaitsOnlyWhenEveryPointIsHeld()
+    {
+        ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
+        DateTimeOffset expiry = Now.AddMonths(12);
+        MemberState partly = Enrolled();
+        partly.Apply(AccrualDecision.Decide(At(partly, settings, Now), Purchase("old", 100_00), 1, null), 8);
+        partly.Apply(AccrualDecision.Decide(At(partly, settings, Now.AddMonths(6)), Purchase("new", 50_00), 1, null), 8);
+        partly.Apply(RedemptionDecision.SpendOrHold(At(partly, settings, expiry.AddMinutes(-1)), new Loyalty.Redemption("h1", "pen", 1), true, 1, RedemptionDecision.Stock.Secured).Entry!, 8);
+        MemberState wholly = Enrolled();
+        wholly.Apply(AccrualDecision.Decide(At(wholly, settings, Now), Purchase("old", 60_00), 1, null), 8);
+        wholly.Apply(RedemptionDecision.SpendOrHold(At(wholly, settings, expiry.AddMinutes(-1)), new Loyalty.Redemption("h1", "mug", 1), true, 1, RedemptionDecision.Stock.Secured).Entry!, 8);
+
+        DueWork? partlyDue = Expiring.Next(partly, settings.ExpiryRules, expiry.AddSeconds(1));
+
+        // Before, an open reservation put off every expiry until it ended: a day of spending expired points.
+        Assert.Equal(expiry, Expiring.NextDue(partly, settings.ExpiryRules));
+        Assert.Equal((DueKind.Expire, 100L), (partlyDue!.Kind, partlyDue.Lots.Sum(l => l.Points)));
+        Assert.Equal(expiry.AddMinutes(-1).AddDays(1), Expiring.NextDue(wholly, settings.ExpiryRules));
+        Assert.Null(Expiring.Next(wholly, settings.ExpiryRules, expiry.AddSeconds(1)));
+    }
+
+    [Fact]
     public void Staged_OfADecisionThatWritesNothing_AnswersTheStagesSuccess_AndWithoutOneThrows()
     {
         string? answer = Decision.Nothing.Staged(out LedgerEntry? entry, (_, m) => m, () => "done");
@@ -492,6 +532,15 @@ public sealed class DecisionTests
     }
 
     private static ProgramSettings Settings() => new("P", "USD", 2, 1);
+
+    private static ProgramSettings Expiring12() => Catalogue() with
+    {
+        Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12),
+        Rewards = [.. Catalogue().Rewards!, new Reward("pen", "Pen", RewardKind.Product, 20, 1_00)],
+    };
+
+    private static Decider At(MemberState state, ProgramSettings settings, DateTimeOffset at) =>
+        new("p", "m", state, new ProgramConfig("p", settings, 1), at);
 
     private static Decider Decider(MemberState state, ProgramSettings? settings = null) =>
         new("p", "m", state, new ProgramConfig("p", settings ?? Settings(), 1), Now);
