@@ -214,6 +214,15 @@ public sealed class LotBook
         {
             // One lot per expiry: the expiry identifies it (its name is the first contributor's).
             int at = IndexOfExpiry(use.ExpiresAt);
+            if (at < 0 && _pending?.FindIndex(p => p.ExpiresAt == use.ExpiresAt) is >= 0 and int pendingAt)
+            {
+                // The entry was decided on a clock ahead of the one that recorded it (another silo's,
+                // or before a step back): it spent a lot that was spendable then. The entry is the
+                // proof, so the lot matures now, or a rebuild from the ledger could never pass here.
+                Mature(_pending[pendingAt].AvailableAt);
+                at = IndexOfExpiry(use.ExpiresAt);
+            }
+
             if (at < 0)
             {
                 throw new InvalidOperationException($"No lot expiring {use.ExpiresAt:O} ({use.LotId}) is held by the member.");

@@ -336,6 +336,29 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void AnEntrySpendingALotThatMaturedOnAClockAhead_AppliesAndRebuilds()
+    {
+        ProgramSettings settings = Expiring12() with { PendingDays = 14 };
+        MemberState live = Enrolled();
+        LedgerEntry earned = AccrualDecision.Decide(At(live, settings, Now), Purchase("p1", 100_00), 1, null);
+        live.Apply(earned, 8);
+        DateTimeOffset matured = earned.AvailableAt!.Value;
+        live.Lots.Mature(matured.AddMinutes(1));
+        // Decided on a silo whose clock was ahead; recorded by one a minute behind the maturity.
+        LedgerEntry spent = RedemptionDecision.SpendOrHold(At(live, settings, matured.AddMinutes(1)), new Loyalty.Redemption("r1", "mug", 1), false, 1, RedemptionDecision.Stock.Secured).Entry!
+            with { RecordedAt = matured.AddMinutes(-1), OccurredAt = matured.AddMinutes(-1) };
+        live.Apply(spent, 8);
+        MemberState rebuilt = Enrolled();
+        rebuilt.Apply(earned, 8);
+
+        // Before, the rebuild threw "No lot expiring …", and the member could never load again.
+        rebuilt.Apply(spent, 8);
+
+        Assert.Equal((40L, 40L), (live.Balance.Value, rebuilt.Balance.Value));
+        Assert.Equal(live.Lots.Spendable, rebuilt.Lots.Spendable);
+    }
+
+    [Fact]
     public void Staged_OfADecisionThatWritesNothing_AnswersTheStagesSuccess_AndWithoutOneThrows()
     {
         string? answer = Decision.Nothing.Staged(out LedgerEntry? entry, (_, m) => m, () => "done");
