@@ -34,8 +34,9 @@ public static class Expiring
     /// <summary>
     /// The earliest time the member has due work, or null when nothing is ever due. Times that
     /// cannot act yet are pushed back to when they can: a pending lot's warning waits for the lot
-    /// to become spendable, and expiry waits for open reservations to end only when they hold
-    /// every point (held points do not expire under a till's feet).
+    /// to become spendable; the points a reservation sits on wait for it to end, and inactivity
+    /// waits for reservations only when they hold every point (held points do not expire under a
+    /// till's feet).
     /// </summary>
     public static DateTimeOffset? NextDue(MemberState state, ExpiryPolicy policy)
     {
@@ -57,14 +58,15 @@ public static class Expiring
             held = checked(held + hold.Points.Value);
         }
 
-        // Points no reservation holds expire on time; only when every point is held does expiry
-        // wait for the reservations to end (the wake expires just the points beyond the holds).
-        DateTimeOffset? expiryWaitsFor = state.Balance.Value > held ? null : holdsEnd;
+        // Inactivity takes every point no reservation holds, on time; it waits for the reservations
+        // to end only when they hold every point.
+        DateTimeOffset? inactivityWaitsFor = state.Balance.Value > held ? null : holdsEnd;
 
         TimeSpan warn = TimeSpan.FromDays(policy.WarnDays);
-        if (state.Lots.Spendable.Count > 0 && state.Lots.Spendable[0].ExpiresAt is { } first)
+        // A lot's points expire on time, except those a reservation made before then sits on.
+        if (state.Lots.NextExpiry() is { } expiry)
         {
-            Consider(ref due, Latest(expiryWaitsFor, first)!.Value);
+            Consider(ref due, expiry);
         }
 
         if (policy.WarnDays > 0 && FirstUnwarned(state) is { ExpiresAt: { } expiresAt })
@@ -87,7 +89,7 @@ public static class Expiring
             DateTimeOffset deadline = InactivityDeadline(state, policy);
             if (state.Lots.Spendable.Count > 0)
             {
-                Consider(ref due, Latest(expiryWaitsFor, deadline)!.Value);
+                Consider(ref due, Latest(inactivityWaitsFor, deadline)!.Value);
                 if (policy.WarnDays > 0 && state.InactivityWarnedFor != deadline)
                 {
                     Consider(ref due, deadline - warn);
@@ -116,7 +118,7 @@ public static class Expiring
             }
         }
 
-        // Points held by open reservations are not expired; they wait for the reservations to end.
+        // Inactivity takes every point open reservations do not hold; held points wait for them to end.
         long spare = state.Balance.Value - state.Lots.HeldAt(now).Value;
         if (policy.InactivityMonths > 0 && state.Lots.Spendable.Count > 0 && InactivityDeadline(state, policy) is var deadline && deadline <= now)
         {
@@ -127,7 +129,7 @@ public static class Expiring
             }
         }
 
-        if (Expired(state, now, spare) is { Count: > 0 } expired)
+        if (state.Lots.ExpiringAt(now) is { Count: > 0 } expired)
         {
             return new DueWork(DueKind.Expire, expired, expired[0].ExpiresAt!.Value);
         }
@@ -192,26 +194,6 @@ public static class Expiring
         }
 
         return upcoming.Count > UpcomingMax ? upcoming[..UpcomingMax] : upcoming;
-    }
-
-    private static List<LotUse> Expired(MemberState state, DateTimeOffset now, long spare)
-    {
-        var expired = new List<LotUse>();
-        IReadOnlyList<PointLot> spendable = state.Lots.Spendable;
-        for (int i = 0; i < spendable.Count; i++)
-        {
-            PointLot lot = spendable[i];
-            if (spare <= 0 || lot.ExpiresAt is not { } at || at > now)
-            {
-                break;
-            }
-
-            long take = Math.Min(spare, lot.Points.Value);
-            expired.Add(new LotUse(lot.Id, take, at));
-            spare -= take;
-        }
-
-        return expired;
     }
 
     private static DueWork? Warning(MemberState state, ExpiryPolicy policy, DateTimeOffset now)

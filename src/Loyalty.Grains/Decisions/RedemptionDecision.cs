@@ -118,8 +118,11 @@ public static class RedemptionDecision
             return Decision.Refuse(LoyaltyError.FailedPrecondition, $"reservation '{hold.ReservationId}' lapsed at {hold.LapsesAt:O}; nothing was spent");
         }
 
+        // The hold spends the soonest points that had not expired when it was made (those do not
+        // expire while it is open); a support adjustment may have taken some of them since.
         Points balance = d.State.Balance;
-        if (balance.Value < hold.Points.Value)
+        List<LotUse> lots = d.State.Lots.PlanDebit(hold.Points.Value, unexpiredAt: hold.MadeAt);
+        if (balance.Value < hold.Points.Value || lots.Sum(l => l.Points) < hold.Points.Value)
         {
             return Decision.Refuse(LoyaltyError.FailedPrecondition,
                 $"the balance ({balance.Value}) no longer covers the {hold.Points.Value} points reservation '{hold.ReservationId}' holds");
@@ -128,7 +131,7 @@ public static class RedemptionDecision
         return Decision.Write(Valued(d.NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, fingerprint) with
         {
             Reference = hold.ReservationId,
-            Details = new RedeemDetails { RewardId = hold.RewardId, Quantity = hold.Quantity, HeldPoints = hold.Points.Value, Lots = d.State.Lots.PlanDebit(hold.Points.Value) },
+            Details = new RedeemDetails { RewardId = hold.RewardId, Quantity = hold.Quantity, HeldPoints = hold.Points.Value, Lots = lots },
         }, d.Settings));
     }
 

@@ -49,19 +49,107 @@ public sealed class LotBook
     }
 
     /// <summary>
-    /// Points in lots whose expiry has passed at <paramref name="now"/> and whose expiry entry is not
-    /// written yet (the member's wake comes a moment later, or waits for reservations to end).
+    /// The points a spend decided at <paramref name="now"/> may take (the balance is positive). A
+    /// hold sits on points that had not expired when it was made, so a spend may take only points
+    /// that have not expired now and that the open holds do not need: for every time t among now
+    /// and the holds' making, the points in lots that outlive t, less the holds made at t or
+    /// later, must still cover the spend (the sets of lots each hold may use are nested, so
+    /// checking these times is enough). Points past their expiry whose entry is not written yet
+    /// (the member's wake comes a moment later) are never spendable.
     /// </summary>
-    public long ExpiredAt(DateTimeOffset now)
+    public long SpendableAt(DateTimeOffset now)
     {
-        long expired = 0;
+        long spendable = checked(PointsOutliving(now) - HeldSince(now, now));
+        foreach (Hold hold in Holds)
+        {
+            if (hold.LapsesAt > now)
+            {
+                spendable = Math.Min(spendable, checked(PointsOutliving(hold.MadeAt) - HeldSince(hold.MadeAt, now)));
+            }
+        }
+
+        return spendable;
+    }
+
+    /// <summary>
+    /// What expires at <paramref name="now"/>: in each lot past its expiry, soonest first, the
+    /// points beyond those that open holds made before that expiry sit on (a hold sits on the
+    /// soonest points it may use, so a reservation keeps the points it was made on).
+    /// </summary>
+    public List<LotUse> ExpiringAt(DateTimeOffset now)
+    {
+        var expiring = new List<LotUse>();
+        long kept = 0;
         IReadOnlyList<PointLot> lots = Spendable;
         for (int i = 0; i < lots.Count && lots[i].ExpiresAt is { } at && at <= now; i++)
         {
-            expired = checked(expired + lots[i].Points.Value);
+            long keep = Math.Min(lots[i].Points.Value, Math.Max(0, HeldBefore(at, now) - kept));
+            kept = checked(kept + keep);
+            if (lots[i].Points.Value > keep)
+            {
+                expiring.Add(new LotUse(lots[i].Id, lots[i].Points.Value - keep, at));
+            }
         }
 
-        return expired;
+        return expiring;
+    }
+
+    /// <summary>
+    /// The soonest expiry at which some points will expire (see <see cref="ExpiringAt"/>) with the
+    /// holds open now; null when none will. A hold that ends changes the member, which asks again.
+    /// </summary>
+    public DateTimeOffset? NextExpiry()
+    {
+        long kept = 0;
+        IReadOnlyList<PointLot> lots = Spendable;
+        for (int i = 0; i < lots.Count && lots[i].ExpiresAt is { } at; i++)
+        {
+            long keep = Math.Min(lots[i].Points.Value, Math.Max(0, HeldBefore(at, DateTimeOffset.MinValue) - kept));
+            kept = checked(kept + keep);
+            if (lots[i].Points.Value > keep)
+            {
+                return at;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Points in lots that do not expire by <paramref name="at"/>.</summary>
+    private long PointsOutliving(DateTimeOffset at)
+    {
+        long points = 0;
+        foreach (PointLot lot in Spendable)
+        {
+            if (!(lot.ExpiresAt <= at))
+            {
+                points = checked(points + lot.Points.Value);
+            }
+        }
+
+        return points;
+    }
+
+    /// <summary>Points of holds open at <paramref name="now"/> made at <paramref name="since"/> or later.</summary>
+    private long HeldSince(DateTimeOffset since, DateTimeOffset now) =>
+        SumHolds(h => h.LapsesAt > now && h.MadeAt >= since);
+
+    /// <summary>Points of holds open at <paramref name="now"/> made before <paramref name="expiry"/>: those that may sit on a lot of that expiry.</summary>
+    private long HeldBefore(DateTimeOffset expiry, DateTimeOffset now) =>
+        SumHolds(h => h.LapsesAt > now && h.MadeAt < expiry);
+
+    private long SumHolds(Func<Hold, bool> counts)
+    {
+        long points = 0;
+        foreach (Hold hold in Holds)
+        {
+            if (counts(hold))
+            {
+                points = checked(points + hold.Points.Value);
+            }
+        }
+
+        return points;
     }
 
     /// <summary>Points held by reservations that have not lapsed by <paramref name="now"/>.</summary>
@@ -214,11 +302,12 @@ public sealed class LotBook
         {
             // One lot per expiry: the expiry identifies it (its name is the first contributor's).
             int at = IndexOfExpiry(use.ExpiresAt);
-            if (at < 0 && _pending?.FindIndex(p => p.ExpiresAt == use.ExpiresAt) is >= 0 and int pendingAt)
+            if (at < 0 && _pending?.FindLastIndex(p => p.ExpiresAt == use.ExpiresAt) is >= 0 and int pendingAt)
             {
                 // The entry was decided on a clock ahead of the one that recorded it (another silo's,
                 // or before a step back): it spent a lot that was spendable then. The entry is the
-                // proof, so the lot matures now, or a rebuild from the ledger could never pass here.
+                // proof, so the lot matures now (with every pending lot of that expiry: the spend may
+                // take points of several), or a rebuild from the ledger could never pass here.
                 Mature(_pending[pendingAt].AvailableAt);
                 at = IndexOfExpiry(use.ExpiresAt);
             }
@@ -462,10 +551,15 @@ public readonly record struct PendingLot(
 /// <param name="LapsesAt">When the hold lapses if neither committed nor cancelled.</param>
 /// <param name="RewardId">The reward reserved.</param>
 /// <param name="Quantity">How many units.</param>
+/// <param name="MadeAt">
+/// When it was made (its entry's recorded time): it may sit only on points that had not expired
+/// then, and those it sits on do not expire while it is open.
+/// </param>
 [GenerateSerializer, Immutable]
 public sealed record Hold(
     [property: Id(0)] string ReservationId,
     [property: Id(1)] Points Points,
     [property: Id(2)] DateTimeOffset LapsesAt,
     [property: Id(3)] string RewardId,
-    [property: Id(4)] int Quantity);
+    [property: Id(4)] int Quantity,
+    [property: Id(5)] DateTimeOffset MadeAt);

@@ -62,10 +62,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     /// <summary>
     /// What the member may spend at <paramref name="now"/>: the balance less the points open
-    /// reservations hold and less points past their expiry that no reservation holds (a
-    /// reservation holds the soonest-expiring points, which are not expired while it is open).
+    /// reservations hold and less points past their expiry (see <see cref="LotBook.SpendableAt"/>).
     /// </summary>
-    public Points AvailableAt(DateTimeOffset now) => Balance - new Points(Math.Max(Lots.HeldAt(now).Value, Lots.ExpiredAt(now)));
+    public Points AvailableAt(DateTimeOffset now) => Balance.Value <= 0 ? Balance - Lots.HeldAt(now) : new Points(Lots.SpendableAt(now));
 
     /// <summary>All points ever earned (purchases, sign-up, positive adjustments), before returns.</summary>
     [Id(3)] public Points LifetimeEarned { get; private set; }
@@ -214,7 +213,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// points are bounded, each with the entry that last earned from it, and the return book
     /// never holds a refused return's read).
     /// </summary>
-    public const int CurrentFormat = 10;
+    public const int CurrentFormat = 11;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -335,7 +334,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         Earnings.PurchaseCount, Referral.QualifiedBy, Referral.Reversed, LastActivityAt,
         Referral.StatusOf(memberId),
         new Dictionary<string, long>(Referral.Rewards, StringComparer.Ordinal),
-        [.. MergedFrom], GivenMinor, WalletMinor);
+        [.. MergedFrom], GivenMinor, WalletMinor, GrantedIntoEmptyAt);
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
@@ -519,7 +518,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     private void ApplyReserve(LedgerEntry entry)
     {
         ReserveDetails reserve = entry.DetailsAs<ReserveDetails>() ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
-        Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity));
+        Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity, entry.RecordedAt));
         LastActivityAt = entry.RecordedAt;
     }
 
@@ -640,6 +639,11 @@ public sealed class MemberState : IEarnHistory, IQualifying
         LifetimeReversed += new Points(t.LifetimeReversed);
         Earnings.CountMergedPurchases(t.PurchaseCount);
         LastActivityAt = t.LastActivityAt > LastActivityAt ? t.LastActivityAt : LastActivityAt;
+        if (t.GrantedIntoEmptyAt is { } granted && !(GrantedIntoEmptyAt >= granted))
+        {
+            // The duplicate's points keep the inactivity clock a grant started for them.
+            GrantedIntoEmptyAt = granted;
+        }
     }
 
     private void ApplyWarning(ExpiryWarningDetails? details)

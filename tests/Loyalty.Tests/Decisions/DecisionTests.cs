@@ -299,9 +299,7 @@ public sealed class DecisionTests
     public void Redemption_AfterALotExpired_AndBeforeItsExpiryIsWritten_SpendsOnlyUnexpiredPoints()
     {
         ProgramSettings settings = Expiring12();
-        MemberState state = Enrolled();
-        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 100_00), 1, null), 8);
-        state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddMonths(6)), Purchase("new", 50_00), 1, null), 8);
+        MemberState state = WithTwoLots(settings);
         Decider later = At(state, settings, Now.AddMonths(12).AddHours(1));
 
         Decision tooMuch = RedemptionDecision.SpendOrHold(later, new Loyalty.Redemption("r1", "mug", 1), false, 1, RedemptionDecision.Stock.Secured);
@@ -314,25 +312,52 @@ public sealed class DecisionTests
     }
 
     [Fact]
-    public void Expiry_WithAReservationOpen_TakesThePointsBeyondItsHoldOnTime_AndWaitsOnlyWhenEveryPointIsHeld()
+    public void Expiry_WithAReservationOpen_TakesThePointsBeyondWhatItSitsOnOnTime_AndWaitsOnlyForThose()
     {
         ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
         DateTimeOffset expiry = Now.AddMonths(12);
-        MemberState partly = Enrolled();
-        partly.Apply(AccrualDecision.Decide(At(partly, settings, Now), Purchase("old", 100_00), 1, null), 8);
-        partly.Apply(AccrualDecision.Decide(At(partly, settings, Now.AddMonths(6)), Purchase("new", 50_00), 1, null), 8);
+        DateTimeOffset lapses = expiry.AddMinutes(-1).AddDays(1);
+        MemberState partly = WithTwoLots(settings);
         partly.Apply(RedemptionDecision.SpendOrHold(At(partly, settings, expiry.AddMinutes(-1)), new Loyalty.Redemption("h1", "pen", 1), true, 1, RedemptionDecision.Stock.Secured).Entry!, 8);
         MemberState wholly = Enrolled();
         wholly.Apply(AccrualDecision.Decide(At(wholly, settings, Now), Purchase("old", 60_00), 1, null), 8);
         wholly.Apply(RedemptionDecision.SpendOrHold(At(wholly, settings, expiry.AddMinutes(-1)), new Loyalty.Redemption("h1", "mug", 1), true, 1, RedemptionDecision.Stock.Secured).Entry!, 8);
+        DateTimeOffset after = expiry.AddSeconds(1);
+        long availableBefore = partly.AvailableAt(after).Value;
 
-        DueWork? partlyDue = Expiring.Next(partly, settings.ExpiryRules, expiry.AddSeconds(1));
+        DueWork? partlyDue = Expiring.Next(partly, settings.ExpiryRules, after);
+        DateTimeOffset? dueFirst = Expiring.NextDue(partly, settings.ExpiryRules);
+        partly.Apply(DueDecision.Of(At(partly, settings, after), partlyDue!, "#end", 2).Entry!, 8);
 
-        // Before, an open reservation put off every expiry until it ended: a day of spending expired points.
-        Assert.Equal(expiry, Expiring.NextDue(partly, settings.ExpiryRules));
-        Assert.Equal((DueKind.Expire, 100L), (partlyDue!.Kind, partlyDue.Lots.Sum(l => l.Points)));
-        Assert.Equal(expiry.AddMinutes(-1).AddDays(1), Expiring.NextDue(wholly, settings.ExpiryRules));
-        Assert.Null(Expiring.Next(wholly, settings.ExpiryRules, expiry.AddSeconds(1)));
+        // Before, an open reservation put off every expiry until it ended: a day of spending expired
+        // points. The 20 points it sits on wait for it; the other 80 expire on time.
+        Assert.Equal(expiry, dueFirst);
+        Assert.Equal((DueKind.Expire, 80L), (partlyDue!.Kind, partlyDue.Lots.Sum(l => l.Points)));
+        Assert.Equal((50L, 50L), (availableBefore, partly.AvailableAt(after).Value));
+        Assert.Equal(lapses, Expiring.NextDue(partly, settings.ExpiryRules));
+        Assert.Null(Expiring.Next(partly, settings.ExpiryRules, after.AddHours(1)));
+        Assert.Equal(lapses, Expiring.NextDue(wholly, settings.ExpiryRules));
+        Assert.Null(Expiring.Next(wholly, settings.ExpiryRules, after));
+    }
+
+    [Fact]
+    public void AReservationMadeAfterALotExpired_SitsOnlyOnUnexpiredPoints()
+    {
+        ProgramSettings settings = Expiring12();
+        MemberState state = WithTwoLots(settings);
+        DateTimeOffset later = Now.AddMonths(12).AddHours(1);
+        Decision held = RedemptionDecision.SpendOrHold(At(state, settings, later), new Loyalty.Redemption("h1", "pen", 2), true, 1, RedemptionDecision.Stock.Secured);
+        Assert.True(held.Entry is not null, held.Message);
+        state.Apply(held.Entry, 8);
+
+        Decision tooMuch = RedemptionDecision.SpendOrHold(At(state, settings, later.AddMinutes(5)), new Loyalty.Redemption("r1", "pen", 1), false, 1, RedemptionDecision.Stock.Secured);
+        Decision committed = RedemptionDecision.End(At(state, settings, later.AddMinutes(5)), state.Lots.FindHold("h1")!, true, "h1#end", 1);
+
+        // Before, the hold counted as sitting on the expired 100: the pen was sold from the 50 good
+        // points and the commit then spent 40 expired ones, 80 spent of 50.
+        Assert.Equal("the member has 10 points available; 1 x 'pen' needs 20", tooMuch.Message);
+        Assert.Equal([("new", 40L)], committed.Entry!.DetailsAs<RedeemDetails>()!.Lots!.Select(l => (l.LotId, l.Points)));
+        Assert.Equal([("old", 100L)], Expiring.Next(state, settings.ExpiryRules, later.AddMinutes(5))!.Lots.Select(l => (l.LotId, l.Points)));
     }
 
     [Fact]
@@ -355,6 +380,31 @@ public sealed class DecisionTests
         rebuilt.Apply(spent, 8);
 
         Assert.Equal((40L, 40L), (live.Balance.Value, rebuilt.Balance.Value));
+        Assert.Equal(live.Lots.Spendable, rebuilt.Lots.Spendable);
+    }
+
+    [Fact]
+    public void AnEntrySpendingALotOfTwoPendingPurchasesOfOneExpiry_MaturesBoth_AndRebuilds()
+    {
+        ProgramSettings settings = Catalogue() with { PendingDays = 14, Expiry = new ExpiryPolicy(ExpiryMode.EndOfMonth, 12) };
+        MemberState live = Enrolled();
+        LedgerEntry first = AccrualDecision.Decide(At(live, settings, Now), Purchase("p1", 100_00), 1, null);
+        live.Apply(first, 8);
+        LedgerEntry second = AccrualDecision.Decide(At(live, settings, Now.AddDays(1)), Purchase("p2", 100_00), 2, null);
+        live.Apply(second, 8);
+        DateTimeOffset bothMatured = second.AvailableAt!.Value.AddMinutes(1);
+        live.Lots.Mature(bothMatured);
+        LedgerEntry spent = RedemptionDecision.SpendOrHold(At(live, settings, bothMatured), new Loyalty.Redemption("r1", "mug", 2), false, 3, RedemptionDecision.Stock.Secured).Entry!
+            with { RecordedAt = first.AvailableAt!.Value.AddMinutes(-1), OccurredAt = first.AvailableAt!.Value.AddMinutes(-1) };
+        live.Apply(spent, 8);
+        MemberState rebuilt = Enrolled();
+        rebuilt.Apply(first, 8);
+        rebuilt.Apply(second, 8);
+
+        rebuilt.Apply(spent, 8);
+
+        Assert.Equal(first.DetailsAs<EarnDetails>()!.ExpiresAt, second.DetailsAs<EarnDetails>()!.ExpiresAt);
+        Assert.Equal((80L, 80L), (live.Balance.Value, rebuilt.Balance.Value));
         Assert.Equal(live.Lots.Spendable, rebuilt.Lots.Spendable);
     }
 
@@ -419,6 +469,24 @@ public sealed class DecisionTests
         Assert.Equal((70L, true), (merged.Entry!.Points.Value, merged.Entry.DetailsAs<MergedInDetails>()!.InheritsReferrer));
         Assert.Equal((100L, "ann"), (survivor.Balance.Value, survivor.Referral.ReferredBy));
         Assert.True(again.Done);
+    }
+
+    [Fact]
+    public void MergeIn_KeepsTheInactivityClockAGrantStartedForTheDuplicatesPoints()
+    {
+        ProgramSettings settings = Settings() with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6) };
+        MemberState duplicate = Enrolled();
+        DateTimeOffset granted = Now.AddMonths(8);
+        duplicate.Apply(AdjustmentDecision.Decide(At(duplicate, settings, granted), new Adjustment("a1", new Points(50), "goodwill"), 1).Entry!, 8);
+        MergeTransfer transfer = LifecycleDecision.Detach(At(duplicate, settings, granted.AddMonths(1)), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
+        MemberState survivor = Enrolled();
+        survivor.Apply(LifecycleDecision.MergeIn(new Decider("p", "s", survivor, new ProgramConfig("p", settings, 1), granted.AddMonths(1)), "m", transfer, "duplicate").Entry!, 8);
+
+        // Before, the survivor's clock ran from the two members' last activity, months past: the
+        // duplicate's goodwill points expired at the merge, dated before they were granted.
+        Assert.Equal(granted, duplicate.GrantedIntoEmptyAt);
+        Assert.Equal(granted.AddMonths(6), Expiring.InactivityDeadline(survivor, settings.ExpiryRules));
+        Assert.Null(Expiring.Next(survivor, settings.ExpiryRules, granted.AddMonths(2)));
     }
 
     [Fact]
@@ -561,6 +629,15 @@ public sealed class DecisionTests
         Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12),
         Rewards = [.. Catalogue().Rewards!, new Reward("pen", "Pen", RewardKind.Product, 20, 1_00)],
     };
+
+    /// <summary>100 points expiring a year from <see cref="Now"/> (lot "old"), 50 six months later (lot "new").</summary>
+    private static MemberState WithTwoLots(ProgramSettings settings)
+    {
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 100_00), 1, null), 8);
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddMonths(6)), Purchase("new", 50_00), 1, null), 8);
+        return state;
+    }
 
     private static Decider At(MemberState state, ProgramSettings settings, DateTimeOffset at) =>
         new("p", "m", state, new ProgramConfig("p", settings, 1), at);
