@@ -60,11 +60,12 @@ public sealed class LotBook
     public long SpendableAt(DateTimeOffset now)
     {
         long spendable = checked(PointsOutliving(now) - HeldSince(now, now));
-        foreach (Hold hold in Holds)
+        IReadOnlyList<Hold> holds = Holds;
+        for (int i = 0; i < holds.Count; i++)
         {
-            if (hold.LapsesAt > now)
+            if (holds[i].LapsesAt > now)
             {
-                spendable = Math.Min(spendable, checked(PointsOutliving(hold.MadeAt) - HeldSince(hold.MadeAt, now)));
+                spendable = Math.Min(spendable, checked(PointsOutliving(holds[i].MadeAt) - HeldSince(holds[i].MadeAt, now)));
             }
         }
 
@@ -119,11 +120,12 @@ public sealed class LotBook
     private long PointsOutliving(DateTimeOffset at)
     {
         long points = 0;
-        foreach (PointLot lot in Spendable)
+        IReadOnlyList<PointLot> lots = Spendable;
+        for (int i = 0; i < lots.Count; i++)
         {
-            if (!(lot.ExpiresAt <= at))
+            if (!(lots[i].ExpiresAt <= at))
             {
-                points = checked(points + lot.Points.Value);
+                points = checked(points + lots[i].Points.Value);
             }
         }
 
@@ -131,19 +133,31 @@ public sealed class LotBook
     }
 
     /// <summary>Points of holds open at <paramref name="now"/> made at <paramref name="since"/> or later.</summary>
-    private long HeldSince(DateTimeOffset since, DateTimeOffset now) =>
-        SumHolds(h => h.LapsesAt > now && h.MadeAt >= since);
-
-    /// <summary>Points of holds open at <paramref name="now"/> made before <paramref name="expiry"/>: those that may sit on a lot of that expiry.</summary>
-    private long HeldBefore(DateTimeOffset expiry, DateTimeOffset now) =>
-        SumHolds(h => h.LapsesAt > now && h.MadeAt < expiry);
-
-    private long SumHolds(Func<Hold, bool> counts)
+    private long HeldSince(DateTimeOffset since, DateTimeOffset now)
     {
         long points = 0;
-        foreach (Hold hold in Holds)
+        IReadOnlyList<Hold> holds = Holds;
+        for (int i = 0; i < holds.Count; i++)
         {
-            if (counts(hold))
+            Hold hold = holds[i];
+            if (hold.LapsesAt > now && hold.MadeAt >= since)
+            {
+                points = checked(points + hold.Points.Value);
+            }
+        }
+
+        return points;
+    }
+
+    /// <summary>Points of holds open at <paramref name="now"/> made before <paramref name="expiry"/>: those that may sit on a lot of that expiry.</summary>
+    private long HeldBefore(DateTimeOffset expiry, DateTimeOffset now)
+    {
+        long points = 0;
+        IReadOnlyList<Hold> holds = Holds;
+        for (int i = 0; i < holds.Count; i++)
+        {
+            Hold hold = holds[i];
+            if (hold.LapsesAt > now && hold.MadeAt < expiry)
             {
                 points = checked(points + hold.Points.Value);
             }
