@@ -138,7 +138,7 @@ public sealed partial class MemberGrain
     private async Task<ReturnResult> FinishReturnAsync(Task<ReturnResult> write, Func<LedgerEntry?> original)
     {
         ReturnResult result = await write;
-        if (result.Status == AccrualStatus.Accepted && result.Details?.Restored is { Count: > 0 } && original()?.Details is EarnDetails { RewardId: { } reward } bought)
+        if (result.Status == AccrualStatus.Accepted && result.Details is { Full: true } && original()?.Details is EarnDetails { RewardId: { } reward } bought)
         {
             // After the return's commit: a crash before this call leaves the unit taken (never sold twice).
             await TellStockedAsync(reward, stock => stock.Return(original()!.TransactionId + BasketRedeemSuffix, bought.Quantity));

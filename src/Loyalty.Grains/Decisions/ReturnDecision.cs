@@ -50,7 +50,11 @@ public static class ReturnDecision
         // The purchase's own pending points go first; the rest comes out of the active balance,
         // where the program's policy decides what happens to points already spent.
         // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
-        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.DetailsAs<RedeemDetails>()?.Lots is { Count: > 0 } spent ? spent : null;
+        // Points of a lot that has expired since are not given back: they would have expired with it
+        // (and, given back, a reservation made before that expiry could spend them).
+        DateTimeOffset now = d.Now;
+        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.DetailsAs<RedeemDetails>()?.Lots is { Count: > 0 } spent
+            && spent.Where(l => !(l.ExpiresAt <= now)).ToList() is { Count: > 0 } unexpired ? unexpired : null;
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
         PendingLot? pendingLot = state.Lots.FindPending(original.TransactionId!);
         long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
@@ -76,6 +80,7 @@ public static class ReturnDecision
             EarnMonth = earned?.EarnMonth ?? 0,
             ReferralReversed = reversal.Full && !state.Referral.Reversed && original.TransactionId == state.Referral.QualifiedBy,
             Restored = restoredLots,
+            Full = reversal.Full,
             MergedPurchase = original.MemberId != d.MemberId,
             Cause = takenBack > 0 ? earned!.Cause : null,
             GivenMinor = -takenBack,

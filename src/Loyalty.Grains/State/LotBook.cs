@@ -316,13 +316,13 @@ public sealed class LotBook
         {
             // One lot per expiry: the expiry identifies it (its name is the first contributor's).
             int at = IndexOfExpiry(use.ExpiresAt);
-            if (at < 0 && _pending?.FindLastIndex(p => p.ExpiresAt == use.ExpiresAt) is >= 0 and int pendingAt)
+            while ((at < 0 || _spendable![at].Points.Value < use.Points) && IndexOfPendingExpiring(use.ExpiresAt) is >= 0 and int pendingAt)
             {
                 // The entry was decided on a clock ahead of the one that recorded it (another silo's,
-                // or before a step back): it spent a lot that was spendable then. The entry is the
-                // proof, so the lot matures now (with every pending lot of that expiry: the spend may
-                // take points of several), or a rebuild from the ledger could never pass here.
-                Mature(_pending[pendingAt].AvailableAt);
+                // or before a step back): it spent points that were spendable then. The entry is the
+                // proof, so pending lots of that expiry mature now, as few as it needs, soonest
+                // first; otherwise a rebuild from the ledger could never pass here.
+                Mature(_pending![pendingAt].AvailableAt);
                 at = IndexOfExpiry(use.ExpiresAt);
             }
 
@@ -340,6 +340,20 @@ public sealed class LotBook
         }
 
         _balance -= points;
+    }
+
+    /// <summary>The first pending lot (soonest available) that expires at <paramref name="expiresAt"/>, or -1.</summary>
+    private int IndexOfPendingExpiring(DateTimeOffset? expiresAt)
+    {
+        for (int i = 0; i < (_pending?.Count ?? 0); i++)
+        {
+            if (_pending![i].ExpiresAt == expiresAt)
+            {
+                return i;
+            }
+        }
+
+        return -1;
     }
 
     /// <summary>Marks the lots of <paramref name="uses"/> (by expiry) as warned about.</summary>

@@ -409,6 +409,71 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void AFullReturnAfterALotExpired_DoesNotGiveBackItsPoints_SoNoReservationCanSpendThem()
+    {
+        ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
+        DateTimeOffset expiry = Now.AddMonths(12);
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 60_00), 1, null), 8);
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddMonths(6)), Purchase("new", 50_00), 1, null), 8);
+        // A basket paid with the mug, from the 60 points about to expire; then a reservation, which can sit only on the rest.
+        LedgerEntry basket = AccrualDecision.Decide(At(state, settings, expiry.AddHours(-2)), Purchase("basket", 10_00), 2, null);
+        state.Apply(basket, 8);
+        LedgerEntry paid = RedemptionDecision.SpendOrHold(At(state, settings, expiry.AddHours(-2)), new Loyalty.Redemption("basket#redeem", "mug", 1), false, 3, RedemptionDecision.Stock.Secured).Entry!;
+        state.Apply(paid, 8);
+        state.Apply(RedemptionDecision.SpendOrHold(At(state, settings, expiry.AddHours(-1)), new Loyalty.Redemption("h1", "pen", 1), true, 4, RedemptionDecision.Stock.Secured).Entry!, 8);
+        DateTimeOffset later = expiry.AddHours(1);
+
+        Decision returned = ReturnDecision.Decide(At(state, settings, later), Return("r1", "basket", 10_00), 5, basket, paid, null);
+        state.Apply(returned.Entry!, 8);
+
+        // Before, the 60 points came back into their expired lot, the reservation counted as sitting
+        // on them, and the member could spend all 50 good points besides: 70 spent of 50.
+        Assert.Equal(["old"], paid.DetailsAs<RedeemDetails>()!.Lots!.Select(l => l.LotId));
+        Assert.Equal((true, null), (returned.Entry!.DetailsAs<ReturnDetails>()!.Full, returned.Entry.DetailsAs<ReturnDetails>()!.Restored));
+        Assert.Equal(30L, state.AvailableAt(later).Value);
+    }
+
+    [Fact]
+    public void AnEntrySpendingALotOneOfTwoPendingPurchasesMade_MaturesOnlyThatOne()
+    {
+        ProgramSettings settings = Catalogue() with { PendingDays = 14, Expiry = new ExpiryPolicy(ExpiryMode.EndOfMonth, 12) };
+        MemberState live = Enrolled();
+        LedgerEntry first = AccrualDecision.Decide(At(live, settings, Now), Purchase("p1", 100_00), 1, null);
+        live.Apply(first, 8);
+        LedgerEntry second = AccrualDecision.Decide(At(live, settings, Now.AddDays(1)), Purchase("p2", 100_00), 2, null);
+        live.Apply(second, 8);
+        live.Lots.Mature(first.AvailableAt!.Value.AddMinutes(1));
+        LedgerEntry spent = RedemptionDecision.SpendOrHold(At(live, settings, first.AvailableAt!.Value.AddMinutes(1)), new Loyalty.Redemption("r1", "mug", 1), false, 3, RedemptionDecision.Stock.Secured).Entry!
+            with { RecordedAt = first.AvailableAt!.Value.AddMinutes(-1), OccurredAt = first.AvailableAt!.Value.AddMinutes(-1) };
+        live.Apply(spent, 8);
+        MemberState rebuilt = Enrolled();
+        rebuilt.Apply(first, 8);
+        rebuilt.Apply(second, 8);
+
+        rebuilt.Apply(spent, 8);
+
+        // Maturing every pending lot of that expiry would leave p2 spendable in the rebuild alone.
+        Assert.Equal((40L, 40L), (live.Balance.Value, rebuilt.Balance.Value));
+        Assert.Equal(live.Lots.Spendable, rebuilt.Lots.Spendable);
+        Assert.Equal(["p2"], rebuilt.Lots.Pending.Select(p => p.TransactionId));
+    }
+
+    [Fact]
+    public void Detach_WhilePointsHaveJustExpired_IsUnavailableUntilTheyAreWrittenOff()
+    {
+        ProgramSettings settings = Expiring12();
+        MemberState duplicate = WithTwoLots(settings);
+
+        Decision refused = LifecycleDecision.Detach(At(duplicate, settings, Now.AddMonths(12).AddSeconds(1)), "s");
+        Decision before = LifecycleDecision.Detach(At(duplicate, settings, Now.AddMonths(12).AddSeconds(-1)), "s");
+
+        Assert.Equal(LoyaltyError.Unavailable, refused.Error);
+        Assert.Contains("retry in a moment", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(LedgerEntryKind.MergedAway, before.Entry!.Kind);
+    }
+
+    [Fact]
     public void Staged_OfADecisionThatWritesNothing_AnswersTheStagesSuccess_AndWithoutOneThrows()
     {
         string? answer = Decision.Nothing.Staged(out LedgerEntry? entry, (_, m) => m, () => "done");
