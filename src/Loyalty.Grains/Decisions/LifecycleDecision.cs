@@ -84,12 +84,6 @@ public static class LifecycleDecision
             return Decision.Refuse(LoyaltyError.FailedPrecondition, blocked);
         }
 
-        if (state.Lots.ExpiringAt(d.Now).Count > 0)
-        {
-            // Moved now, they would join the survivor's lots, where a reservation could keep them.
-            return Decision.Refuse(LoyaltyError.Unavailable, $"points of member '{d.MemberId}' have just expired and are being written off; nothing was recorded, retry in a moment");
-        }
-
         TierLadder ladder = d.Settings.Ladder;
         (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(state.Tier), state.TierReviewAt, ladder, state, d.Now);
         MergeTransfer transfer = state.TransferOf(d.MemberId, ladder.Tiers[tier].Name, reviewAt);

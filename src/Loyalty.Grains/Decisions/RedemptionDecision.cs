@@ -118,10 +118,10 @@ public static class RedemptionDecision
             return Decision.Refuse(LoyaltyError.FailedPrecondition, $"reservation '{hold.ReservationId}' lapsed at {hold.LapsesAt:O}; nothing was spent");
         }
 
-        // The hold spends the soonest points that had not expired when it was made (those do not
-        // expire while it is open); a support adjustment may have taken some of them since.
+        // Unexpired points first, then points that expired since the hold was made; a support
+        // adjustment may have taken some of them since.
         Points balance = d.State.Balance;
-        List<LotUse> lots = d.State.Lots.PlanDebit(hold.Points.Value, unexpiredAt: hold.MadeAt);
+        List<LotUse> lots = d.State.Lots.PlanCommit(hold, d.Now);
         if (balance.Value < hold.Points.Value || lots.Sum(l => l.Points) < hold.Points.Value)
         {
             return Decision.Refuse(LoyaltyError.FailedPrecondition,

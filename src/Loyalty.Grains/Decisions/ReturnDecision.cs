@@ -50,11 +50,8 @@ public static class ReturnDecision
         // The purchase's own pending points go first; the rest comes out of the active balance,
         // where the program's policy decides what happens to points already spent.
         // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
-        // Points of a lot that has expired since are not given back: they would have expired with it
-        // (and, given back, a reservation made before that expiry could spend them).
-        DateTimeOffset now = d.Now;
-        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.DetailsAs<RedeemDetails>()?.Lots is { Count: > 0 } spent
-            && spent.Where(l => !(l.ExpiresAt <= now)).ToList() is { Count: > 0 } unexpired ? unexpired : null;
+        // Points of a lot that has expired since go back to it too, and the member's wake writes them off.
+        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.DetailsAs<RedeemDetails>()?.Lots is { Count: > 0 } spent ? spent : null;
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
         PendingLot? pendingLot = state.Lots.FindPending(original.TransactionId!);
         long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);

@@ -49,47 +49,30 @@ public sealed class LotBook
     }
 
     /// <summary>
-    /// The points a spend decided at <paramref name="now"/> may take (the balance is positive). A
-    /// hold sits on points that had not expired when it was made, so a spend may take only points
-    /// that have not expired now and that the open holds do not need: for every time t among now
-    /// and the holds' making, the points in lots that outlive t, less the holds made at t or
-    /// later, must still cover the spend (the sets of lots each hold may use are nested, so
-    /// checking these times is enough). Points past their expiry whose entry is not written yet
-    /// (the member's wake comes a moment later) are never spendable.
+    /// The points a spend decided at <paramref name="now"/> may take: those in lots that have not
+    /// expired, less every open hold (the balance is positive). Points past their expiry whose
+    /// entry is not written yet (the member's wake comes a moment later) are never spendable, and
+    /// a hold is met from unexpired points first, so points that reach a lot after it expired (a
+    /// return, a merge) give nothing to spend.
     /// </summary>
-    public long SpendableAt(DateTimeOffset now)
-    {
-        long spendable = checked(PointsOutliving(now) - HeldSince(now, now));
-        IReadOnlyList<Hold> holds = Holds;
-        for (int i = 0; i < holds.Count; i++)
-        {
-            if (holds[i].LapsesAt > now)
-            {
-                spendable = Math.Min(spendable, checked(PointsOutliving(holds[i].MadeAt) - HeldSince(holds[i].MadeAt, now)));
-            }
-        }
-
-        return spendable;
-    }
+    public long SpendableAt(DateTimeOffset now) => Math.Max(0, checked(PointsOutliving(now) - HeldSince(DateTimeOffset.MinValue, now)));
 
     /// <summary>
-    /// What expires at <paramref name="now"/>: in each lot past its expiry, soonest first, the
-    /// points beyond those that open holds made before that expiry sit on (a hold sits on the
-    /// soonest points it may use, so a reservation keeps the points it was made on).
+    /// What expires at <paramref name="now"/>: the points in lots past their expiry, soonest first,
+    /// except what open holds need of them because the unexpired points no longer cover them (a
+    /// hold made before a lot expired may be met from it: held points do not expire under a till's
+    /// feet). Those kept are the latest to have expired, which the most holds may use.
     /// </summary>
     public List<LotUse> ExpiringAt(DateTimeOffset now)
     {
         var expiring = new List<LotUse>();
-        long kept = 0;
+        long left = checked(ExpiredPoints(now) - Math.Max(0, HeldSince(DateTimeOffset.MinValue, now) - PointsOutliving(now)));
         IReadOnlyList<PointLot> lots = Spendable;
-        for (int i = 0; i < lots.Count && lots[i].ExpiresAt is { } at && at <= now; i++)
+        for (int i = 0; i < lots.Count && left > 0 && lots[i].ExpiresAt is { } at && at <= now; i++)
         {
-            long keep = Math.Min(lots[i].Points.Value, Math.Max(0, HeldBefore(at, now) - kept));
-            kept = checked(kept + keep);
-            if (lots[i].Points.Value > keep)
-            {
-                expiring.Add(new LotUse(lots[i].Id, lots[i].Points.Value - keep, at));
-            }
+            long take = Math.Min(left, lots[i].Points.Value);
+            expiring.Add(new LotUse(lots[i].Id, take, at));
+            left -= take;
         }
 
         return expiring;
@@ -97,23 +80,49 @@ public sealed class LotBook
 
     /// <summary>
     /// The soonest expiry at which some points will expire (see <see cref="ExpiringAt"/>) with the
-    /// holds open now; null when none will. A hold that ends changes the member, which asks again.
+    /// holds open now; null when none will. Lots expire soonest first, so that is the first lot's
+    /// expiry as long as the lots hold more than the holds; a hold that ends changes the member,
+    /// which asks again.
     /// </summary>
-    public DateTimeOffset? NextExpiry()
+    public DateTimeOffset? NextExpiry() =>
+        Spendable.Count > 0 && Spendable[0].ExpiresAt is { } first && PointsOutliving(DateTimeOffset.MinValue) > HeldSince(DateTimeOffset.MinValue, DateTimeOffset.MinValue)
+            ? first
+            : null;
+
+    /// <summary>
+    /// Which lots a hold's commit at <paramref name="now"/> spends: unexpired points first, soonest
+    /// to expire first; then, for what they no longer cover, points past their expiry that the hold
+    /// may use (lots that expired after it was made), latest first. May cover less than the hold.
+    /// </summary>
+    public List<LotUse> PlanCommit(Hold hold, DateTimeOffset now)
     {
-        long kept = 0;
+        List<LotUse> plan = PlanDebit(hold.Points.Value, unexpiredAt: now);
+        long left = checked(hold.Points.Value - plan.Sum(l => l.Points));
         IReadOnlyList<PointLot> lots = Spendable;
-        for (int i = 0; i < lots.Count && lots[i].ExpiresAt is { } at; i++)
+        for (int i = lots.Count - 1; i >= 0 && left > 0; i--)
         {
-            long keep = Math.Min(lots[i].Points.Value, Math.Max(0, HeldBefore(at, DateTimeOffset.MinValue) - kept));
-            kept = checked(kept + keep);
-            if (lots[i].Points.Value > keep)
+            if (lots[i].ExpiresAt is { } at && at <= now && at > hold.MadeAt)
             {
-                return at;
+                long take = Math.Min(left, lots[i].Points.Value);
+                plan.Add(new LotUse(lots[i].Id, take, at));
+                left -= take;
             }
         }
 
-        return null;
+        return plan;
+    }
+
+    /// <summary>Points in lots past their expiry at <paramref name="now"/>.</summary>
+    private long ExpiredPoints(DateTimeOffset now)
+    {
+        long points = 0;
+        IReadOnlyList<PointLot> lots = Spendable;
+        for (int i = 0; i < lots.Count && lots[i].ExpiresAt is { } at && at <= now; i++)
+        {
+            points = checked(points + lots[i].Points.Value);
+        }
+
+        return points;
     }
 
     /// <summary>Points in lots that do not expire by <paramref name="at"/>.</summary>
@@ -141,23 +150,6 @@ public sealed class LotBook
         {
             Hold hold = holds[i];
             if (hold.LapsesAt > now && hold.MadeAt >= since)
-            {
-                points = checked(points + hold.Points.Value);
-            }
-        }
-
-        return points;
-    }
-
-    /// <summary>Points of holds open at <paramref name="now"/> made before <paramref name="expiry"/>: those that may sit on a lot of that expiry.</summary>
-    private long HeldBefore(DateTimeOffset expiry, DateTimeOffset now)
-    {
-        long points = 0;
-        IReadOnlyList<Hold> holds = Holds;
-        for (int i = 0; i < holds.Count; i++)
-        {
-            Hold hold = holds[i];
-            if (hold.LapsesAt > now && hold.MadeAt < expiry)
             {
                 points = checked(points + hold.Points.Value);
             }

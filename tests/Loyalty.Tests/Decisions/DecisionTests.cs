@@ -312,7 +312,7 @@ public sealed class DecisionTests
     }
 
     [Fact]
-    public void Expiry_WithAReservationOpen_TakesThePointsBeyondWhatItSitsOnOnTime_AndWaitsOnlyForThose()
+    public void Expiry_WithAReservationOpen_TakesWhatTheReservationsDoNotNeedOnTime_AndKeepsOnlyWhatTheyDo()
     {
         ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
         DateTimeOffset expiry = Now.AddMonths(12);
@@ -330,10 +330,11 @@ public sealed class DecisionTests
         partly.Apply(DueDecision.Of(At(partly, settings, after), partlyDue!, "#end", 2).Entry!, 8);
 
         // Before, an open reservation put off every expiry until it ended: a day of spending expired
-        // points. The 20 points it sits on wait for it; the other 80 expire on time.
+        // points. The unexpired 50 cover the reservation's 20, so all 100 expire on time; with
+        // nothing else to meet it, a reservation keeps the expired points it needs.
         Assert.Equal(expiry, dueFirst);
-        Assert.Equal((DueKind.Expire, 80L), (partlyDue!.Kind, partlyDue.Lots.Sum(l => l.Points)));
-        Assert.Equal((50L, 50L), (availableBefore, partly.AvailableAt(after).Value));
+        Assert.Equal((DueKind.Expire, 100L), (partlyDue!.Kind, partlyDue.Lots.Sum(l => l.Points)));
+        Assert.Equal((30L, 30L), (availableBefore, partly.AvailableAt(after).Value));
         Assert.Equal(lapses, Expiring.NextDue(partly, settings.ExpiryRules));
         Assert.Null(Expiring.Next(partly, settings.ExpiryRules, after.AddHours(1)));
         Assert.Equal(lapses, Expiring.NextDue(wholly, settings.ExpiryRules));
@@ -409,7 +410,7 @@ public sealed class DecisionTests
     }
 
     [Fact]
-    public void AFullReturnAfterALotExpired_DoesNotGiveBackItsPoints_SoNoReservationCanSpendThem()
+    public void AFullReturnAfterALotExpired_GivesItsPointsBackToBeWrittenOff_AndNoReservationCanSpendThem()
     {
         ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
         DateTimeOffset expiry = Now.AddMonths(12);
@@ -430,8 +431,10 @@ public sealed class DecisionTests
         // Before, the 60 points came back into their expired lot, the reservation counted as sitting
         // on them, and the member could spend all 50 good points besides: 70 spent of 50.
         Assert.Equal(["old"], paid.DetailsAs<RedeemDetails>()!.Lots!.Select(l => l.LotId));
-        Assert.Equal((true, null), (returned.Entry!.DetailsAs<ReturnDetails>()!.Full, returned.Entry.DetailsAs<ReturnDetails>()!.Restored));
+        Assert.Equal((true, 60L), (returned.Entry!.DetailsAs<ReturnDetails>()!.Full, returned.Entry.DetailsAs<ReturnDetails>()!.Restored!.Sum(l => l.Points)));
         Assert.Equal(30L, state.AvailableAt(later).Value);
+        Assert.Equal([("old", 60L)], Expiring.Next(state, settings.ExpiryRules, later)!.Lots.Select(l => (l.LotId, l.Points)));
+        Assert.Equal([("new", 20L)], RedemptionDecision.End(At(state, settings, later), state.Lots.FindHold("h1")!, true, "h1#end", 6).Entry!.DetailsAs<RedeemDetails>()!.Lots!.Select(l => (l.LotId, l.Points)));
     }
 
     [Fact]
@@ -460,17 +463,23 @@ public sealed class DecisionTests
     }
 
     [Fact]
-    public void Detach_WhilePointsHaveJustExpired_IsUnavailableUntilTheyAreWrittenOff()
+    public void PointsMergedInJustBeforeTheyExpire_CannotMeetAReservationTheSurvivorMadeEarlier()
     {
-        ProgramSettings settings = Expiring12();
-        MemberState duplicate = WithTwoLots(settings);
+        ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
+        DateTimeOffset expiry = Now.AddMonths(12);
+        MemberState duplicate = Enrolled();
+        duplicate.Apply(AccrualDecision.Decide(At(duplicate, settings, Now), Purchase("d1", 60_00), 1, null), 8);
+        MemberState survivor = Enrolled();
+        survivor.Apply(AccrualDecision.Decide(At(survivor, settings, Now.AddMonths(6)), Purchase("s1", 50_00), 1, null), 8);
+        survivor.Apply(RedemptionDecision.SpendOrHold(At(survivor, settings, expiry.AddHours(-1)), new Loyalty.Redemption("h1", "pen", 2), true, 2, RedemptionDecision.Stock.Secured).Entry!, 8);
+        MergeTransfer transfer = LifecycleDecision.Detach(At(duplicate, settings, expiry.AddSeconds(-1)), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
+        survivor.Apply(LifecycleDecision.MergeIn(new Decider("p", "s", survivor, new ProgramConfig("p", settings, 1), expiry.AddSeconds(-1)), "m", transfer, "duplicate").Entry!, 8);
+        DateTimeOffset after = expiry.AddSeconds(1);
 
-        Decision refused = LifecycleDecision.Detach(At(duplicate, settings, Now.AddMonths(12).AddSeconds(1)), "s");
-        Decision before = LifecycleDecision.Detach(At(duplicate, settings, Now.AddMonths(12).AddSeconds(-1)), "s");
-
-        Assert.Equal(LoyaltyError.Unavailable, refused.Error);
-        Assert.Contains("retry in a moment", refused.Message, StringComparison.Ordinal);
-        Assert.Equal(LedgerEntryKind.MergedAway, before.Entry!.Kind);
+        // Before, the reservation counted as sitting on the duplicate's lot, which expired a second
+        // after it arrived, and the survivor could spend all 50 of its own points: 90 spent of 50.
+        Assert.Equal((110L, 10L), (survivor.Balance.Value, survivor.AvailableAt(after).Value));
+        Assert.Equal([("d1", 60L)], Expiring.Next(survivor, settings.ExpiryRules, after)!.Lots.Select(l => (l.LotId, l.Points)));
     }
 
     [Fact]
