@@ -310,7 +310,8 @@ public sealed record ReturnDetails : EntryDetails, ILotsTaken, IMoneyMoved
 
     /// <summary>
     /// It completed a full return of the purchase. A purchase paid partly in points then gives back
-    /// its points (<see cref="Restored"/>) and its reward's unit to the stock.
+    /// its points (<see cref="Restored"/>, less those whose lot has expired since: they would have
+    /// expired) and its reward's unit to the stock.
     /// </summary>
     [Id(17)] public bool Full { get; init; }
 

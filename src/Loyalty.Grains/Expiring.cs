@@ -34,9 +34,9 @@ public static class Expiring
     /// <summary>
     /// The earliest time the member has due work, or null when nothing is ever due. Times that
     /// cannot act yet are pushed back to when they can: a pending lot's warning waits for the lot
-    /// to become spendable; the points a reservation sits on wait for it to end, and inactivity
-    /// waits for reservations only when they hold every point (held points do not expire under a
-    /// till's feet).
+    /// to become spendable; expired points that open reservations need (unexpired points no longer
+    /// cover them) wait for them to end, and inactivity waits for reservations only when they hold
+    /// every point (held points do not expire under a till's feet).
     /// </summary>
     public static DateTimeOffset? NextDue(MemberState state, ExpiryPolicy policy)
     {
@@ -63,7 +63,7 @@ public static class Expiring
         DateTimeOffset? inactivityWaitsFor = state.Balance.Value > held ? null : holdsEnd;
 
         TimeSpan warn = TimeSpan.FromDays(policy.WarnDays);
-        // A lot's points expire on time, except those a reservation made before then sits on.
+        // A lot's points expire on time, except what open reservations need of expired points.
         if (state.Lots.NextExpiry() is { } expiry)
         {
             Consider(ref due, expiry);

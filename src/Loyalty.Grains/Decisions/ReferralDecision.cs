@@ -125,7 +125,7 @@ public static class ReferralDecision
         {
             Reference = referred,
             Reason = "referral of " + referred + " reversed: the qualifying purchase was returned",
-            Details = new ReferralRewardDetails { ReferralReversed = true, Lots = state.Lots.PlanDebit(fromActive), Shortfall = credited - fromActive },
+            Details = new ReferralRewardDetails { ReferralReversed = true, Lots = state.Lots.PlanTakeBack(fromActive, d.Now), Shortfall = credited - fromActive },
         });
     }
 

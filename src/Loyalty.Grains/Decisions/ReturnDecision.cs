@@ -50,8 +50,11 @@ public static class ReturnDecision
         // The purchase's own pending points go first; the rest comes out of the active balance,
         // where the program's policy decides what happens to points already spent.
         // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
-        // Points of a lot that has expired since go back to it too, and the member's wake writes them off.
-        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.DetailsAs<RedeemDetails>()?.Lots is { Count: > 0 } spent ? spent : null;
+        // Points of a lot that has expired since are not given back: they would have expired with it
+        // (given back, they could pay a debt or meet a reservation before the wake wrote them off).
+        DateTimeOffset now = d.Now;
+        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.DetailsAs<RedeemDetails>()?.Lots is { Count: > 0 } spent
+            && spent.Where(l => !(l.ExpiresAt <= now)).ToList() is { Count: > 0 } unexpired ? unexpired : null;
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
         PendingLot? pendingLot = state.Lots.FindPending(original.TransactionId!);
         long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
@@ -68,7 +71,7 @@ public static class ReturnDecision
             PendingAvailableAt = fromPending > 0 ? pendingLot!.Value.AvailableAt : null,
             ActiveReversed = fromActive,
             // The purchase's own lot first, so other purchases' points keep their expiry.
-            Lots = fromActive > 0 ? state.Lots.PlanDebit(fromActive, prefer: true, earned?.ExpiresAt) : null,
+            Lots = fromActive > 0 ? state.Lots.PlanTakeBack(fromActive, d.Now, prefer: true, earned?.ExpiresAt) : null,
             Shortfall = rest - fromActive,
             ReturnedAmountMinor = reversal.ReturnedAmountMinor,
             Lines = reversal.Lines,

@@ -15,7 +15,7 @@ public static class AdjustmentDecision
 
         EntryDetails details = adjustment.Points.Value >= 0
             ? new AdjustDetails { ExpiresAt = Decider.LotExpiry(d.Settings, d.Now) }
-            : new AdjustDetails { Lots = d.State.Lots.PlanDebit(-adjustment.Points.Value) };
+            : new AdjustDetails { Lots = d.State.Lots.PlanTakeBack(-adjustment.Points.Value, d.Now) };
         return Decision.Write(d.NewEntry(LedgerEntryKind.Adjust, adjustment.Points, adjustment.TransactionId, fingerprint) with
         {
             Reason = adjustment.Reason,

@@ -112,6 +112,27 @@ public sealed class LotBook
         return plan;
     }
 
+    /// <summary>
+    /// Which lots a debit that does not ask for spendable points takes (a support adjustment, a
+    /// return's or a referral reversal's take-back): unexpired points first, as
+    /// <see cref="PlanDebit"/> orders them, then points past their expiry whose entry is not written
+    /// yet. Taking expired points first would cost the member nothing and leave it the good ones.
+    /// </summary>
+    public List<LotUse> PlanTakeBack(long points, DateTimeOffset now, bool prefer = false, DateTimeOffset? preferredExpiry = null)
+    {
+        List<LotUse> plan = PlanDebit(points, prefer, preferredExpiry, unexpiredAt: now);
+        long left = checked(points - plan.Sum(l => l.Points));
+        IReadOnlyList<PointLot> lots = Spendable;
+        for (int i = 0; i < lots.Count && left > 0 && lots[i].ExpiresAt is { } at && at <= now; i++)
+        {
+            long take = Math.Min(left, lots[i].Points.Value);
+            plan.Add(new LotUse(lots[i].Id, take, at));
+            left -= take;
+        }
+
+        return plan;
+    }
+
     /// <summary>Points in lots past their expiry at <paramref name="now"/>.</summary>
     private long ExpiredPoints(DateTimeOffset now)
     {
@@ -271,7 +292,7 @@ public sealed class LotBook
         IReadOnlyList<PointLot> lots = Spendable;
         long left = points;
         int own = prefer ? IndexOfExpiry(preferredExpiry) : -1;
-        if (own >= 0)
+        if (own >= 0 && !(lots[own].ExpiresAt <= unexpiredAt))
         {
             left -= Take(plan, lots[own], left);
         }
@@ -572,8 +593,8 @@ public readonly record struct PendingLot(
 /// <param name="RewardId">The reward reserved.</param>
 /// <param name="Quantity">How many units.</param>
 /// <param name="MadeAt">
-/// When it was made (its entry's recorded time): it may sit only on points that had not expired
-/// then, and those it sits on do not expire while it is open.
+/// When it was made (its entry's recorded time): when unexpired points no longer cover the open
+/// holds, it may be met from points of lots that expired after then (see <see cref="LotBook.PlanCommit"/>).
 /// </param>
 [GenerateSerializer, Immutable]
 public sealed record Hold(

@@ -387,12 +387,7 @@ public sealed class DecisionTests
     [Fact]
     public void AnEntrySpendingALotOfTwoPendingPurchasesOfOneExpiry_MaturesBoth_AndRebuilds()
     {
-        ProgramSettings settings = Catalogue() with { PendingDays = 14, Expiry = new ExpiryPolicy(ExpiryMode.EndOfMonth, 12) };
-        MemberState live = Enrolled();
-        LedgerEntry first = AccrualDecision.Decide(At(live, settings, Now), Purchase("p1", 100_00), 1, null);
-        live.Apply(first, 8);
-        LedgerEntry second = AccrualDecision.Decide(At(live, settings, Now.AddDays(1)), Purchase("p2", 100_00), 2, null);
-        live.Apply(second, 8);
+        MemberState live = TwoPendingPurchasesOfOneExpiry(out ProgramSettings settings, out LedgerEntry first, out LedgerEntry second);
         DateTimeOffset bothMatured = second.AvailableAt!.Value.AddMinutes(1);
         live.Lots.Mature(bothMatured);
         LedgerEntry spent = RedemptionDecision.SpendOrHold(At(live, settings, bothMatured), new Loyalty.Redemption("r1", "mug", 2), false, 3, RedemptionDecision.Stock.Secured).Entry!
@@ -410,7 +405,7 @@ public sealed class DecisionTests
     }
 
     [Fact]
-    public void AFullReturnAfterALotExpired_GivesItsPointsBackToBeWrittenOff_AndNoReservationCanSpendThem()
+    public void AFullReturnAfterALotExpired_DoesNotGiveBackItsPoints_SoNoReservationCanSpendThem()
     {
         ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
         DateTimeOffset expiry = Now.AddMonths(12);
@@ -431,21 +426,15 @@ public sealed class DecisionTests
         // Before, the 60 points came back into their expired lot, the reservation counted as sitting
         // on them, and the member could spend all 50 good points besides: 70 spent of 50.
         Assert.Equal(["old"], paid.DetailsAs<RedeemDetails>()!.Lots!.Select(l => l.LotId));
-        Assert.Equal((true, 60L), (returned.Entry!.DetailsAs<ReturnDetails>()!.Full, returned.Entry.DetailsAs<ReturnDetails>()!.Restored!.Sum(l => l.Points)));
+        Assert.Equal((true, null), (returned.Entry!.DetailsAs<ReturnDetails>()!.Full, returned.Entry.DetailsAs<ReturnDetails>()!.Restored));
         Assert.Equal(30L, state.AvailableAt(later).Value);
-        Assert.Equal([("old", 60L)], Expiring.Next(state, settings.ExpiryRules, later)!.Lots.Select(l => (l.LotId, l.Points)));
         Assert.Equal([("new", 20L)], RedemptionDecision.End(At(state, settings, later), state.Lots.FindHold("h1")!, true, "h1#end", 6).Entry!.DetailsAs<RedeemDetails>()!.Lots!.Select(l => (l.LotId, l.Points)));
     }
 
     [Fact]
     public void AnEntrySpendingALotOneOfTwoPendingPurchasesMade_MaturesOnlyThatOne()
     {
-        ProgramSettings settings = Catalogue() with { PendingDays = 14, Expiry = new ExpiryPolicy(ExpiryMode.EndOfMonth, 12) };
-        MemberState live = Enrolled();
-        LedgerEntry first = AccrualDecision.Decide(At(live, settings, Now), Purchase("p1", 100_00), 1, null);
-        live.Apply(first, 8);
-        LedgerEntry second = AccrualDecision.Decide(At(live, settings, Now.AddDays(1)), Purchase("p2", 100_00), 2, null);
-        live.Apply(second, 8);
+        MemberState live = TwoPendingPurchasesOfOneExpiry(out ProgramSettings settings, out LedgerEntry first, out LedgerEntry second);
         live.Lots.Mature(first.AvailableAt!.Value.AddMinutes(1));
         LedgerEntry spent = RedemptionDecision.SpendOrHold(At(live, settings, first.AvailableAt!.Value.AddMinutes(1)), new Loyalty.Redemption("r1", "mug", 1), false, 3, RedemptionDecision.Stock.Secured).Entry!
             with { RecordedAt = first.AvailableAt!.Value.AddMinutes(-1), OccurredAt = first.AvailableAt!.Value.AddMinutes(-1) };
@@ -480,6 +469,18 @@ public sealed class DecisionTests
         // after it arrived, and the survivor could spend all 50 of its own points: 90 spent of 50.
         Assert.Equal((110L, 10L), (survivor.Balance.Value, survivor.AvailableAt(after).Value));
         Assert.Equal([("d1", 60L)], Expiring.Next(survivor, settings.ExpiryRules, after)!.Lots.Select(l => (l.LotId, l.Points)));
+    }
+
+    [Fact]
+    public void ASupportDebit_AfterALotExpired_TakesUnexpiredPointsFirst()
+    {
+        ProgramSettings settings = Expiring12();
+        MemberState state = WithTwoLots(settings);
+
+        LedgerEntry taken = AdjustmentDecision.Decide(At(state, settings, Now.AddMonths(12).AddHours(1)), new Adjustment("s1", new Points(-30), "correction"), 1).Entry!;
+
+        // Before, it took 30 of the expired 100, which the wake was about to write off: it cost the member nothing.
+        Assert.Equal([("new", 30L)], taken.DetailsAs<AdjustDetails>()!.Lots!.Select(l => (l.LotId, l.Points)));
     }
 
     [Fact]
@@ -703,6 +704,18 @@ public sealed class DecisionTests
         Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12),
         Rewards = [.. Catalogue().Rewards!, new Reward("pen", "Pen", RewardKind.Product, 20, 1_00)],
     };
+
+    /// <summary>Two purchases of 100 points a day apart, pending 14 days, whose lots expire at the same month's end.</summary>
+    private static MemberState TwoPendingPurchasesOfOneExpiry(out ProgramSettings settings, out LedgerEntry first, out LedgerEntry second)
+    {
+        settings = Catalogue() with { PendingDays = 14, Expiry = new ExpiryPolicy(ExpiryMode.EndOfMonth, 12) };
+        MemberState state = Enrolled();
+        first = AccrualDecision.Decide(At(state, settings, Now), Purchase("p1", 100_00), 1, null);
+        state.Apply(first, 8);
+        second = AccrualDecision.Decide(At(state, settings, Now.AddDays(1)), Purchase("p2", 100_00), 2, null);
+        state.Apply(second, 8);
+        return state;
+    }
 
     /// <summary>100 points expiring a year from <see cref="Now"/> (lot "old"), 50 six months later (lot "new").</summary>
     private static MemberState WithTwoLots(ProgramSettings settings)
