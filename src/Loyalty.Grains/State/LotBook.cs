@@ -55,7 +55,7 @@ public sealed class LotBook
     /// a hold is met from unexpired points first, so points that reach a lot after it expired (a
     /// return, a merge) give nothing to spend.
     /// </summary>
-    public long SpendableAt(DateTimeOffset now) => Math.Max(0, checked(PointsOutliving(now) - HeldSince(DateTimeOffset.MinValue, now)));
+    public long SpendableAt(DateTimeOffset now) => Math.Max(0, checked(PointsOutliving(now) - HeldAt(now).Value));
 
     /// <summary>
     /// What expires at <paramref name="now"/>: the points in lots past their expiry, soonest first,
@@ -66,15 +66,7 @@ public sealed class LotBook
     public List<LotUse> ExpiringAt(DateTimeOffset now)
     {
         var expiring = new List<LotUse>();
-        long left = checked(ExpiredPoints(now) - Math.Max(0, HeldSince(DateTimeOffset.MinValue, now) - PointsOutliving(now)));
-        IReadOnlyList<PointLot> lots = Spendable;
-        for (int i = 0; i < lots.Count && left > 0 && lots[i].ExpiresAt is { } at && at <= now; i++)
-        {
-            long take = Math.Min(left, lots[i].Points.Value);
-            expiring.Add(new LotUse(lots[i].Id, take, at));
-            left -= take;
-        }
-
+        TakeExpired(expiring, checked(ExpiredPoints(now) - Math.Max(0, HeldAt(now).Value - PointsOutliving(now))), now);
         return expiring;
     }
 
@@ -85,7 +77,8 @@ public sealed class LotBook
     /// which asks again.
     /// </summary>
     public DateTimeOffset? NextExpiry() =>
-        Spendable.Count > 0 && Spendable[0].ExpiresAt is { } first && PointsOutliving(DateTimeOffset.MinValue) > HeldSince(DateTimeOffset.MinValue, DateTimeOffset.MinValue)
+        // Lots exist only while the balance is positive, and then hold all of it.
+        Spendable.Count > 0 && Spendable[0].ExpiresAt is { } first && Balance.Value > HeldAt(DateTimeOffset.MinValue).Value
             ? first
             : null;
 
@@ -121,7 +114,14 @@ public sealed class LotBook
     public List<LotUse> PlanTakeBack(long points, DateTimeOffset now, bool prefer = false, DateTimeOffset? preferredExpiry = null)
     {
         List<LotUse> plan = PlanDebit(points, prefer, preferredExpiry, unexpiredAt: now);
-        long left = checked(points - plan.Sum(l => l.Points));
+        TakeExpired(plan, checked(points - plan.Sum(l => l.Points)), now);
+        return plan;
+    }
+
+    /// <summary>Adds to <paramref name="plan"/> up to <paramref name="points"/> from lots past their expiry at <paramref name="now"/>, soonest first.</summary>
+    private void TakeExpired(List<LotUse> plan, long points, DateTimeOffset now)
+    {
+        long left = points;
         IReadOnlyList<PointLot> lots = Spendable;
         for (int i = 0; i < lots.Count && left > 0 && lots[i].ExpiresAt is { } at && at <= now; i++)
         {
@@ -129,8 +129,6 @@ public sealed class LotBook
             plan.Add(new LotUse(lots[i].Id, take, at));
             left -= take;
         }
-
-        return plan;
     }
 
     /// <summary>Points in lots past their expiry at <paramref name="now"/>.</summary>
@@ -162,32 +160,17 @@ public sealed class LotBook
         return points;
     }
 
-    /// <summary>Points of holds open at <paramref name="now"/> made at <paramref name="since"/> or later.</summary>
-    private long HeldSince(DateTimeOffset since, DateTimeOffset now)
-    {
-        long points = 0;
-        IReadOnlyList<Hold> holds = Holds;
-        for (int i = 0; i < holds.Count; i++)
-        {
-            Hold hold = holds[i];
-            if (hold.LapsesAt > now && hold.MadeAt >= since)
-            {
-                points = checked(points + hold.Points.Value);
-            }
-        }
-
-        return points;
-    }
-
     /// <summary>Points held by reservations that have not lapsed by <paramref name="now"/>.</summary>
     public Points HeldAt(DateTimeOffset now)
     {
+        // By index: this runs after every change of a member with expiry (no enumerator to allocate).
         Points held = Points.Zero;
-        foreach (Hold hold in Holds)
+        IReadOnlyList<Hold> holds = Holds;
+        for (int i = 0; i < holds.Count; i++)
         {
-            if (hold.LapsesAt > now)
+            if (holds[i].LapsesAt > now)
             {
-                held += hold.Points;
+                held += holds[i].Points;
             }
         }
 

@@ -390,14 +390,7 @@ public sealed class DecisionTests
         MemberState live = TwoPendingPurchasesOfOneExpiry(out ProgramSettings settings, out LedgerEntry first, out LedgerEntry second);
         DateTimeOffset bothMatured = second.AvailableAt!.Value.AddMinutes(1);
         live.Lots.Mature(bothMatured);
-        LedgerEntry spent = RedemptionDecision.SpendOrHold(At(live, settings, bothMatured), new Loyalty.Redemption("r1", "mug", 2), false, 3, RedemptionDecision.Stock.Secured).Entry!
-            with { RecordedAt = first.AvailableAt!.Value.AddMinutes(-1), OccurredAt = first.AvailableAt!.Value.AddMinutes(-1) };
-        live.Apply(spent, 8);
-        MemberState rebuilt = Enrolled();
-        rebuilt.Apply(first, 8);
-        rebuilt.Apply(second, 8);
-
-        rebuilt.Apply(spent, 8);
+        MemberState rebuilt = RebuiltAfterASpendRecordedBeforeMaturity(live, settings, bothMatured, mugs: 2, first, second);
 
         Assert.Equal(first.DetailsAs<EarnDetails>()!.ExpiresAt, second.DetailsAs<EarnDetails>()!.ExpiresAt);
         Assert.Equal((80L, 80L), (live.Balance.Value, rebuilt.Balance.Value));
@@ -435,15 +428,9 @@ public sealed class DecisionTests
     public void AnEntrySpendingALotOneOfTwoPendingPurchasesMade_MaturesOnlyThatOne()
     {
         MemberState live = TwoPendingPurchasesOfOneExpiry(out ProgramSettings settings, out LedgerEntry first, out LedgerEntry second);
-        live.Lots.Mature(first.AvailableAt!.Value.AddMinutes(1));
-        LedgerEntry spent = RedemptionDecision.SpendOrHold(At(live, settings, first.AvailableAt!.Value.AddMinutes(1)), new Loyalty.Redemption("r1", "mug", 1), false, 3, RedemptionDecision.Stock.Secured).Entry!
-            with { RecordedAt = first.AvailableAt!.Value.AddMinutes(-1), OccurredAt = first.AvailableAt!.Value.AddMinutes(-1) };
-        live.Apply(spent, 8);
-        MemberState rebuilt = Enrolled();
-        rebuilt.Apply(first, 8);
-        rebuilt.Apply(second, 8);
-
-        rebuilt.Apply(spent, 8);
+        DateTimeOffset firstMatured = first.AvailableAt!.Value.AddMinutes(1);
+        live.Lots.Mature(firstMatured);
+        MemberState rebuilt = RebuiltAfterASpendRecordedBeforeMaturity(live, settings, firstMatured, mugs: 1, first, second);
 
         // Maturing every pending lot of that expiry would leave p2 spendable in the rebuild alone.
         Assert.Equal((40L, 40L), (live.Balance.Value, rebuilt.Balance.Value));
@@ -704,6 +691,24 @@ public sealed class DecisionTests
         Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12),
         Rewards = [.. Catalogue().Rewards!, new Reward("pen", "Pen", RewardKind.Product, 20, 1_00)],
     };
+
+    /// <summary>
+    /// Spends <paramref name="mugs"/> mugs decided at <paramref name="decidedAt"/> on the live member
+    /// but recorded a minute before the first purchase matured (a clock behind), and rebuilds the
+    /// member from the two purchases and that spend.
+    /// </summary>
+    private static MemberState RebuiltAfterASpendRecordedBeforeMaturity(MemberState live, ProgramSettings settings, DateTimeOffset decidedAt, int mugs, LedgerEntry first, LedgerEntry second)
+    {
+        DateTimeOffset recorded = first.AvailableAt!.Value.AddMinutes(-1);
+        LedgerEntry spent = RedemptionDecision.SpendOrHold(At(live, settings, decidedAt), new Loyalty.Redemption("r1", "mug", mugs), false, 3, RedemptionDecision.Stock.Secured).Entry!
+            with { RecordedAt = recorded, OccurredAt = recorded };
+        live.Apply(spent, 8);
+        MemberState rebuilt = Enrolled();
+        rebuilt.Apply(first, 8);
+        rebuilt.Apply(second, 8);
+        rebuilt.Apply(spent, 8);
+        return rebuilt;
+    }
 
     /// <summary>Two purchases of 100 points a day apart, pending 14 days, whose lots expire at the same month's end.</summary>
     private static MemberState TwoPendingPurchasesOfOneExpiry(out ProgramSettings settings, out LedgerEntry first, out LedgerEntry second)
