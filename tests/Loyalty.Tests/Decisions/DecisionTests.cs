@@ -471,6 +471,25 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void ACommit_WhosePointsASupportDebitTookSince_IsRefused_ThoughExpiredPointsRemain()
+    {
+        ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 50_00), 1, null), 8);
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddMonths(6)), Purchase("new", 30_00), 1, null), 8);
+        DateTimeOffset later = Now.AddMonths(12).AddHours(1);
+        // Made after "old" expired, so only "new" may meet it; support then takes "new".
+        state.Apply(RedemptionDecision.SpendOrHold(At(state, settings, later), new Loyalty.Redemption("h1", "pen", 1), true, 2, RedemptionDecision.Stock.Secured).Entry!, 8);
+        state.Apply(AdjustmentDecision.Decide(At(state, settings, later), new Adjustment("s1", new Points(-30), "correction"), 3).Entry!, 8);
+
+        Decision commit = RedemptionDecision.End(At(state, settings, later.AddMinutes(5)), state.Lots.FindHold("h1")!, true, "h1#end", 4);
+
+        Assert.Equal(50L, state.Balance.Value);
+        Assert.Equal(LoyaltyError.FailedPrecondition, commit.Error);
+        Assert.Contains("no longer covers the 20 points reservation 'h1' holds", commit.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Staged_OfADecisionThatWritesNothing_AnswersTheStagesSuccess_AndWithoutOneThrows()
     {
         string? answer = Decision.Nothing.Staged(out LedgerEntry? entry, (_, m) => m, () => "done");
