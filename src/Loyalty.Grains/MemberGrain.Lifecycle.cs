@@ -9,6 +9,8 @@ namespace Loyalty.Grains;
 /// </summary>
 public sealed partial class MemberGrain
 {
+    /// <summary>The most write-offs of expired points a detach makes before it gives up for a retry (one or two are the rule).</summary>
+    private const int DetachWriteOffsMax = 4;
 
     private IReadOnlyDictionary<string, string>? _profile;
 
@@ -234,15 +236,29 @@ public sealed partial class MemberGrain
             return (null, LoyaltyError.InvalidArgument, "a member cannot be merged into itself");
         }
 
-        DetachOutcome outcome = await WriteAsync(
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                LifecycleDecision.Detach(At(program, now), survivorId, survivorRoom)
-                    .Staged(out entry, (e, m) => new DetachOutcome(null, e, m), () => new DetachOutcome(_state.Detached, LoyaltyError.None, null)),
-            (entry, _, _) => new DetachOutcome(entry.DetailsAs<MergedAwayDetails>()!.Merge, LoyaltyError.None, null),
-            _ => Task.FromResult<DetachOutcome?>(null),
-            (e, m) => new DetachOutcome(null, e, m));
-        return (outcome.Transfer, outcome.Error, outcome.Message);
+        // Each pass writes either the detach or a write-off of points that expired before it; a
+        // lot can expire between two passes, so the detach is decided again after each write-off.
+        for (int pass = 0; ; pass++)
+        {
+            DetachOutcome outcome = await WriteAsync(
+                prefetch: null,
+                (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+                    LifecycleDecision.Detach(At(program, now), survivorId, survivorRoom)
+                        .Staged(out entry, (e, m) => new DetachOutcome(null, e, m), () => new DetachOutcome(_state.Detached, LoyaltyError.None, null)),
+                (entry, _, _) => entry.Kind == LedgerEntryKind.Expire ? DetachOutcome.Again
+                    : new DetachOutcome(entry.DetailsAs<MergedAwayDetails>()!.Merge, LoyaltyError.None, null),
+                _ => Task.FromResult<DetachOutcome?>(null),
+                (e, m) => new DetachOutcome(null, e, m));
+            if (!ReferenceEquals(outcome, DetachOutcome.Again))
+            {
+                return (outcome.Transfer, outcome.Error, outcome.Message);
+            }
+
+            if (pass == DetachWriteOffsMax)
+            {
+                return (null, LoyaltyError.Unavailable, $"member '{_memberId}' has points expiring as it is merged; nothing more was recorded: retry");
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -289,7 +305,11 @@ public sealed partial class MemberGrain
         Decider.ClosedFor(_programId, _memberId, _state) is { } closed ? MemberResult.Reject(closed.Error, closed.Message!) : null;
 
     /// <summary>The answer of a detach.</summary>
-    private sealed record DetachOutcome(MergeTransfer? Transfer, LoyaltyError Error, string? Message);
+    private sealed record DetachOutcome(MergeTransfer? Transfer, LoyaltyError Error, string? Message)
+    {
+        /// <summary>Points past their expiry were written off: decide the detach again.</summary>
+        public static readonly DetachOutcome Again = new(null, LoyaltyError.None, null);
+    }
 
     /// <summary>How a merge's writes went: the transfer taken in (null when none moved) and the answer.</summary>
     private sealed record TakenIn(MergeTransfer? Transfer, MemberResult Result);

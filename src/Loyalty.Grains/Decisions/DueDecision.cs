@@ -24,18 +24,22 @@ public static class DueDecision
                 RewardId = work.Hold.RewardId, Quantity = work.Hold.Quantity, HeldPoints = work.Hold.Points.Value, EndedAs = ReservationState.Lapsed,
             },
         }),
-        DueKind.Expire => Decision.Write(d.NewEntry(LedgerEntryKind.Expire, new Points(-work.Lots.Sum(l => l.Points)), null, 0) with
-        {
-            Reason = work.InactivityDeadline is null ? "lifespan" : "inactivity",
-            OccurredAt = work.At,
-            Details = new ExpireDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
-        }),
+        DueKind.Expire => Expire(d, work),
         _ => Decision.Write(d.NewEntry(LedgerEntryKind.ExpiryWarning, Points.Zero, null, 0) with
         {
             Reason = "expiring soon",
             Details = new ExpiryWarningDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
         }),
     };
+
+    /// <summary>The write-off of the points <paramref name="work"/> (of kind <see cref="DueKind.Expire"/>) names.</summary>
+    public static Decision Expire(in Decider d, DueWork work) =>
+        Decision.Write(d.NewEntry(LedgerEntryKind.Expire, new Points(-work.Lots.Sum(l => l.Points)), null, 0) with
+        {
+            Reason = work.InactivityDeadline is null ? "lifespan" : "inactivity",
+            OccurredAt = work.At,
+            Details = new ExpireDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
+        });
 
     /// <summary>The programme's own due work (a membership's lapse, then a birthday); nothing when none is due.</summary>
     public static Decision Programme(in Decider d)

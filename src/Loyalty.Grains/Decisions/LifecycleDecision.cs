@@ -63,6 +63,9 @@ public static class LifecycleDecision
     /// leaves it in one entry. Nothing when it already went to <paramref name="survivorId"/> (the
     /// transfer is then <see cref="MemberState.Detached"/>); refused while it has business of its
     /// own that a merge would drop: reservations, a membership, trade-ins awaiting inspection.
+    /// Points already past their expiry are written off first (an <see cref="LedgerEntryKind.Expire"/>
+    /// entry is the decision then; the caller decides the detach again once it is applied): handed
+    /// over, they would arrive as live points and could pay the survivor's debt or its spending.
     /// </summary>
     public static Decision Detach(in Decider d, string survivorId, long survivorRoom = Headroom.VolumeMax)
     {
@@ -82,6 +85,11 @@ public static class LifecycleDecision
         if (DetachBlocked(d) is { } blocked)
         {
             return Decision.Refuse(LoyaltyError.FailedPrecondition, blocked);
+        }
+
+        if (Expiring.Next(state, d.Settings.ExpiryRules, d.Now) is { Kind: DueKind.Expire } expired)
+        {
+            return DueDecision.Expire(d, expired);
         }
 
         TierLadder ladder = d.Settings.Ladder;

@@ -93,7 +93,7 @@ public static class RedemptionDecision
 
     /// <summary>
     /// The end of the open reservation <paramref name="hold"/>: its commit (the points spent, unless
-    /// it lapsed or the balance no longer covers it), or its release (cancelled, or lapsed when
+    /// it lapsed, or the points it may use no longer cover it), or its release (cancelled, or lapsed when
     /// its time has passed). <paramref name="key"/> and <paramref name="fingerprint"/> identify the end.
     /// </summary>
     public static Decision End(in Decider d, Hold hold, bool commit, string key, long fingerprint)
@@ -121,11 +121,21 @@ public static class RedemptionDecision
         // Unexpired points first, then points that expired since the hold was made; a support
         // adjustment may have taken some of them since.
         Points balance = d.State.Balance;
-        List<LotUse> lots = d.State.Lots.PlanCommit(hold, d.Now);
-        if (balance.Value < hold.Points.Value || lots.Sum(l => l.Points) < hold.Points.Value)
+        if (balance.Value < hold.Points.Value)
         {
             return Decision.Refuse(LoyaltyError.FailedPrecondition,
                 $"the balance ({balance.Value}) no longer covers the {hold.Points.Value} points reservation '{hold.ReservationId}' holds");
+        }
+
+        List<LotUse> lots = d.State.Lots.PlanCommit(hold, d.Now);
+        long usable = lots.Sum(l => l.Points);
+        if (usable < hold.Points.Value)
+        {
+            // The balance is enough, but part of it is points that had already expired when the
+            // reservation was made, which it may never use; the rest was taken since (a support debit).
+            return Decision.Refuse(LoyaltyError.FailedPrecondition,
+                $"only {usable} of the balance's {balance.Value} points may meet the {hold.Points.Value} points reservation '{hold.ReservationId}' holds: "
+                + $"the others had expired when it was made at {hold.MadeAt:O}");
         }
 
         return Decision.Write(Valued(d.NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, fingerprint) with

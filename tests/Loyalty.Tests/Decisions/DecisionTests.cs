@@ -486,7 +486,8 @@ public sealed class DecisionTests
 
         Assert.Equal(50L, state.Balance.Value);
         Assert.Equal(LoyaltyError.FailedPrecondition, commit.Error);
-        Assert.Contains("no longer covers the 20 points reservation 'h1' holds", commit.Message, StringComparison.Ordinal);
+        Assert.Contains("only 0 of the balance's 50 points may meet the 20 points reservation 'h1' holds", commit.Message, StringComparison.Ordinal);
+        Assert.Contains("had expired when it was made", commit.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -550,6 +551,30 @@ public sealed class DecisionTests
         Assert.Equal((70L, true), (merged.Entry!.Points.Value, merged.Entry.DetailsAs<MergedInDetails>()!.InheritsReferrer));
         Assert.Equal((100L, "ann"), (survivor.Balance.Value, survivor.Referral.ReferredBy));
         Assert.True(again.Done);
+    }
+
+    [Fact]
+    public void Detach_AfterALotExpired_WritesItOffFirst_SoItsPointsPayNoneOfTheSurvivorsDebt()
+    {
+        ProgramSettings settings = Expiring12();
+        MemberState duplicate = WithTwoLots(settings);
+        DateTimeOffset later = Now.AddMonths(12).AddHours(1);
+        MemberState survivor = Enrolled();
+        survivor.Apply(AdjustmentDecision.Decide(At(survivor, settings, later), new Adjustment("s1", new Points(-80), "chargeback"), 1).Entry!, 8);
+
+        Decision writeOff = LifecycleDecision.Detach(At(duplicate, settings, later), "s");
+        duplicate.Apply(writeOff.Entry!, 8);
+        Decision detached = LifecycleDecision.Detach(At(duplicate, settings, later), "s");
+        duplicate.Apply(detached.Entry!, 8);
+        MergeTransfer transfer = detached.Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
+        survivor.Apply(LifecycleDecision.MergeIn(At(survivor, settings, later), "m2", transfer, "duplicate").Entry!, 8);
+
+        // Before, the detach handed over the 100 expired points with the 50 good ones, and they paid
+        // the survivor's debt of 80: a balance of 70 instead of -30.
+        Assert.Equal((LedgerEntryKind.Expire, -100L), (writeOff.Entry!.Kind, writeOff.Entry.Points.Value));
+        Assert.Equal((LedgerEntryKind.MergedAway, -50L), (detached.Entry.Kind, detached.Entry.Points.Value));
+        Assert.Equal([("new", 50L)], transfer.Lots.Select(l => (l.LotId, l.Points)));
+        Assert.Equal(-30L, survivor.Balance.Value);
     }
 
     [Fact]

@@ -102,6 +102,33 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Merge_AfterTheDuplicatesPointsExpired_WritesThemOffFirst_SoTheyPayNoneOfTheSurvivorsDebt()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        IMemberGrain dup = await EnrolAsync("anna2", referredBy: null);
+        await dup.Accrue(Buy("anna2", 100_00, "dup-old"));
+        fixture.Clock.Advance(TimeSpan.FromDays(200));
+        await dup.Accrue(Buy("anna2", 40_00, "dup-new"));
+        await anna.Adjust(new Adjustment("chargeback", new Points(-70), "chargeback of a redeemed order"));
+        // Past dup-old's expiry (its 10 pending days and 12 months), months before dup-new's.
+        fixture.Clock.Advance(TimeSpan.FromDays(185));
+
+        // Merged at once, usually before the duplicate's own wake writes the expiry off.
+        MemberResult merged = await anna.MergeFrom("anna2", "duplicate sign-up");
+        await fixture.DeactivateAllAsync();
+        MemberView survivor = (await anna.Get())!;
+        List<long> expired = await Sql.RowsAsync(fixture.Storage,
+            $"SELECT points FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'anna2' AND kind = {(int)LedgerEntryKind.Expire}", r => r.GetInt64(0));
+
+        // Before, the 100 expired points travelled with the merge and paid the survivor's debt: 70 instead of -30.
+        Assert.True(merged.Error == LoyaltyError.None, merged.ErrorMessage);
+        Assert.Equal((-30L, -30L), (merged.Member!.Balance.Value, survivor.Balance.Value));
+        Assert.Equal([-100L], expired);
+        Assert.Equal(-30L, await Sql.SumPointsAsync(fixture.Storage, _program, "anna"));
+        Assert.Equal(0L, await Sql.SumPointsAsync(fixture.Storage, _program, "anna2"));
+    }
+
+    [Fact]
     public async Task Merge_OfAReferredDuplicate_DoesNotRewardTheReferralTwice()
     {
         IMemberGrain anna = await SetUpAsync("anna");
