@@ -6,7 +6,11 @@ public enum ExpiryMode
     /// <summary>Points never expire by age (an inactivity rule may still apply).</summary>
     None = 0,
 
-    /// <summary>A fixed lifespan: the lot expires that many months after it became spendable.</summary>
+    /// <summary>
+    /// A fixed lifespan: the lot is good through the program-local day that falls that many months
+    /// after it became spendable. Points earned on one day share a lot, so a member holds at most
+    /// one lot per day of the lifespan however often it buys.
+    /// </summary>
     Lifespan = 1,
 
     /// <summary>At the end of the program-local month in which the lifespan ends.</summary>
@@ -35,17 +39,15 @@ public sealed record ExpiryPolicy(
             return null;
         }
 
-        DateTimeOffset end = availableAt.AddMonths(LifespanMonths);
-        if (Mode == ExpiryMode.Lifespan)
+        // The lot is good through the local day (or the last local day of the month, or of the
+        // year) its lifespan ends in, and expires as the next one begins.
+        DateTime local = TimeZoneInfo.ConvertTime(availableAt.AddMonths(LifespanMonths), zone).DateTime;
+        DateTime next = Mode switch
         {
-            return end;
-        }
-
-        // The lot is good through the last local day of the month (or year) its lifespan ends in.
-        DateTime local = TimeZoneInfo.ConvertTime(end, zone).DateTime;
-        DateTime next = Mode == ExpiryMode.EndOfMonth
-            ? new DateTime(local.Year, local.Month, 1).AddMonths(1)
-            : new DateTime(local.Year + 1, 1, 1);
+            ExpiryMode.Lifespan => local.Date.AddDays(1),
+            ExpiryMode.EndOfMonth => new DateTime(local.Year, local.Month, 1).AddMonths(1),
+            _ => new DateTime(local.Year + 1, 1, 1),
+        };
         while (zone.IsInvalidTime(next))
         {
             // Some zones skip midnight when daylight saving starts; the day then begins an hour later.

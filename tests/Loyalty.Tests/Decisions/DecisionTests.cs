@@ -296,16 +296,36 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void Lots_UnderALifespan_AreOnePerDay_HoweverOftenTheMemberBuys()
+    {
+        ProgramSettings settings = Expiring12();
+        MemberState state = Enrolled();
+        var day = new DateTimeOffset(2026, 6, 2, 0, 0, 30, TimeSpan.Zero);
+        for (int i = 0; i < 48; i++)
+        {
+            state.Apply(AccrualDecision.Decide(At(state, settings, day.AddMinutes(30 * i)), Purchase("p" + i, 10_00), 1, null), 8);
+        }
+
+        state.Apply(AccrualDecision.Decide(At(state, settings, day.AddDays(1)), Purchase("next", 10_00), 1, null), 8);
+
+        // Before, each purchase made a lot of its own (its exact instant twelve months on): 49 lots.
+        Assert.Equal(
+            [(480L, new DateTimeOffset(2027, 6, 3, 0, 0, 0, TimeSpan.Zero)), (10L, new DateTimeOffset(2027, 6, 4, 0, 0, 0, TimeSpan.Zero))],
+            state.Lots.Spendable.Select(l => (l.Points.Value, l.ExpiresAt!.Value)));
+    }
+
+    [Fact]
     public void Redemption_AfterALotExpired_AndBeforeItsExpiryIsWritten_SpendsOnlyUnexpiredPoints()
     {
         ProgramSettings settings = Expiring12();
         MemberState state = WithTwoLots(settings);
-        Decider later = At(state, settings, Now.AddMonths(12).AddHours(1));
+        Decider later = At(state, settings, OldExpiry.AddHours(1));
 
         Decision tooMuch = RedemptionDecision.SpendOrHold(later, new Loyalty.Redemption("r1", "mug", 1), false, 1, RedemptionDecision.Stock.Secured);
         Decision pen = RedemptionDecision.SpendOrHold(later, new Loyalty.Redemption("r2", "pen", 1), false, 1, RedemptionDecision.Stock.Secured);
 
         // Before, the 100 expired points (their wake not run yet) paid for the mug.
+        Assert.Equal(OldExpiry, state.Lots.Spendable[0].ExpiresAt);
         Assert.Equal((150L, 50L), (state.Balance.Value, state.AvailableAt(later.Now).Value));
         Assert.Equal("the member has 50 points available; 1 x 'mug' needs 60", tooMuch.Message);
         Assert.Equal(["new"], pen.Entry!.DetailsAs<RedeemDetails>()!.Lots!.Select(l => l.LotId));
@@ -315,7 +335,7 @@ public sealed class DecisionTests
     public void Expiry_WithAReservationOpen_TakesWhatTheReservationsDoNotNeedOnTime_AndKeepsOnlyWhatTheyDo()
     {
         ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
-        DateTimeOffset expiry = Now.AddMonths(12);
+        DateTimeOffset expiry = OldExpiry;
         DateTimeOffset lapses = expiry.AddMinutes(-1).AddDays(1);
         MemberState partly = WithTwoLots(settings);
         partly.Apply(RedemptionDecision.SpendOrHold(At(partly, settings, expiry.AddMinutes(-1)), new Loyalty.Redemption("h1", "pen", 1), true, 1, RedemptionDecision.Stock.Secured).Entry!, 8);
@@ -346,7 +366,7 @@ public sealed class DecisionTests
     {
         ProgramSettings settings = Expiring12();
         MemberState state = WithTwoLots(settings);
-        DateTimeOffset later = Now.AddMonths(12).AddHours(1);
+        DateTimeOffset later = OldExpiry.AddHours(1);
         Decision held = RedemptionDecision.SpendOrHold(At(state, settings, later), new Loyalty.Redemption("h1", "pen", 2), true, 1, RedemptionDecision.Stock.Secured);
         Assert.True(held.Entry is not null, held.Message);
         state.Apply(held.Entry, 8);
@@ -401,7 +421,7 @@ public sealed class DecisionTests
     public void AFullReturnAfterALotExpired_DoesNotGiveBackItsPoints_SoNoReservationCanSpendThem()
     {
         ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
-        DateTimeOffset expiry = Now.AddMonths(12);
+        DateTimeOffset expiry = OldExpiry;
         MemberState state = Enrolled();
         state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 60_00), 1, null), 8);
         state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddMonths(6)), Purchase("new", 50_00), 1, null), 8);
@@ -442,7 +462,7 @@ public sealed class DecisionTests
     public void PointsMergedInJustBeforeTheyExpire_CannotMeetAReservationTheSurvivorMadeEarlier()
     {
         ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
-        DateTimeOffset expiry = Now.AddMonths(12);
+        DateTimeOffset expiry = OldExpiry;
         MemberState duplicate = Enrolled();
         duplicate.Apply(AccrualDecision.Decide(At(duplicate, settings, Now), Purchase("d1", 60_00), 1, null), 8);
         MemberState survivor = Enrolled();
@@ -464,7 +484,7 @@ public sealed class DecisionTests
         ProgramSettings settings = Expiring12();
         MemberState state = WithTwoLots(settings);
 
-        LedgerEntry taken = AdjustmentDecision.Decide(At(state, settings, Now.AddMonths(12).AddHours(1)), new Adjustment("s1", new Points(-30), "correction"), 1).Entry!;
+        LedgerEntry taken = AdjustmentDecision.Decide(At(state, settings, OldExpiry.AddHours(1)), new Adjustment("s1", new Points(-30), "correction"), 1).Entry!;
 
         // Before, it took 30 of the expired 100, which the wake was about to write off: it cost the member nothing.
         Assert.Equal([("new", 30L)], taken.DetailsAs<AdjustDetails>()!.Lots!.Select(l => (l.LotId, l.Points)));
@@ -477,7 +497,7 @@ public sealed class DecisionTests
         MemberState state = Enrolled();
         state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 50_00), 1, null), 8);
         state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddMonths(6)), Purchase("new", 30_00), 1, null), 8);
-        DateTimeOffset later = Now.AddMonths(12).AddHours(1);
+        DateTimeOffset later = OldExpiry.AddHours(1);
         // Made after "old" expired, so only "new" may meet it; support then takes "new".
         state.Apply(RedemptionDecision.SpendOrHold(At(state, settings, later), new Loyalty.Redemption("h1", "pen", 1), true, 2, RedemptionDecision.Stock.Secured).Entry!, 8);
         state.Apply(AdjustmentDecision.Decide(At(state, settings, later), new Adjustment("s1", new Points(-30), "correction"), 3).Entry!, 8);
@@ -558,7 +578,7 @@ public sealed class DecisionTests
     {
         ProgramSettings settings = Expiring12();
         MemberState duplicate = WithTwoLots(settings);
-        DateTimeOffset later = Now.AddMonths(12).AddHours(1);
+        DateTimeOffset later = OldExpiry.AddHours(1);
         MemberState survivor = Enrolled();
         survivor.Apply(AdjustmentDecision.Decide(At(survivor, settings, later), new Adjustment("s1", new Points(-80), "chargeback"), 1).Entry!, 8);
 
@@ -730,6 +750,12 @@ public sealed class DecisionTests
 
     private static ProgramSettings Settings() => new("P", "USD", 2, 1);
 
+    /// <summary>
+    /// When points that became spendable at <see cref="Now"/> expire under <see cref="Expiring12"/>:
+    /// as the day twelve months later ends (lot "old" of <see cref="WithTwoLots"/>).
+    /// </summary>
+    private static readonly DateTimeOffset OldExpiry = new(2027, 6, 2, 0, 0, 0, TimeSpan.Zero);
+
     private static ProgramSettings Expiring12() => Catalogue() with
     {
         Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12),
@@ -766,7 +792,7 @@ public sealed class DecisionTests
         return state;
     }
 
-    /// <summary>100 points expiring a year from <see cref="Now"/> (lot "old"), 50 six months later (lot "new").</summary>
+    /// <summary>100 points expiring at <see cref="OldExpiry"/> (lot "old"), 50 six months later (lot "new").</summary>
     private static MemberState WithTwoLots(ProgramSettings settings)
     {
         MemberState state = Enrolled();

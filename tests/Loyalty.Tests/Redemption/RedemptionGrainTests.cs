@@ -28,6 +28,9 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
 
     private DateTimeOffset Now => fixture.Clock.GetUtcNow();
 
+    /// <summary>When a lifespan ending at <paramref name="at"/> expires in a UTC program: as that day ends.</summary>
+    private static DateTimeOffset EndOfDay(DateTimeOffset at) => new(at.UtcDateTime.Date.AddDays(1), TimeSpan.Zero);
+
     [Fact]
     public async Task Redeem_SpendsFromTheActiveBalance_AndAResendIsDuplicate()
     {
@@ -379,7 +382,7 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     public async Task Return_InFullOfAPurchasePaidPartlyInPoints_GivesThePointsBackToTheirLots()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Expiry = TwelveMonths, Rewards = [Coffee with { Stock = 10 }] });
-        DateTimeOffset signupExpiry = Now.AddMonths(12);
+        DateTimeOffset signupExpiry = EndOfDay(Now.AddMonths(12));
         await member.Accrue(Buy(50_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
 
         ReturnResult half = await member.Return(new PurchaseReturn("r1", _program, "m", "basket", "store-1", new Money(25_00, "USD"), Now, []));
@@ -414,10 +417,10 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     {
         IMemberGrain member = await SetUpAsync(Shop with { Expiry = TwelveMonths });
         AccrualResult earned = await member.Accrue(Buy(100_00, "buy"));
-        DateTimeOffset expected = Now.AddMonths(12);
+        DateTimeOffset expected = EndOfDay(Now.AddMonths(12));
         await fixture.DeactivateAllAsync();
 
-        fixture.Clock.Advance(TimeSpan.FromDays(366));
+        fixture.Clock.Advance(TimeSpan.FromDays(367));
         await WaitForEntryAsync(LedgerEntryKind.Expire);
         long expiredPoints = await Sql.ScalarAsync(fixture.Storage, $"SELECT sum(points) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 10");
         MemberView view = (await member.Get())!;
@@ -456,7 +459,8 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         IMemberGrain member = await SetUpAsync(Shop with { Expiry = TwelveMonths with { WarnDays = 30 } });
         await member.Accrue(Buy(100_00));
 
-        fixture.Clock.Advance(TimeSpan.FromDays(365 - 29));
+        // Within 30 days of the end of the day twelve months on (that may be 366 days away), not past it.
+        fixture.Clock.Advance(TimeSpan.FromDays(365 - 28));
         await WaitForEntryAsync(LedgerEntryKind.ExpiryWarning);
         await Task.Delay(300);
         long warnings = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = 11");

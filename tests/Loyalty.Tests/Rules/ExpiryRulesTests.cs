@@ -4,7 +4,11 @@ namespace Loyalty.Tests.Rules;
 public sealed class ExpiryRulesTests
 {
     [Theory]
-    [InlineData(ExpiryMode.Lifespan, 12, "UTC", "2026-03-15T10:00:00Z", "2027-03-15T10:00:00Z")]
+    // Good through the day the lifespan ends on: 15 March 2027, all of it.
+    [InlineData(ExpiryMode.Lifespan, 12, "UTC", "2026-03-15T10:00:00Z", "2027-03-16T00:00:00Z")]
+    [InlineData(ExpiryMode.Lifespan, 12, "UTC", "2026-03-15T00:00:00Z", "2027-03-16T00:00:00Z")]
+    // 02:30 UTC on 15 March is still the 14th in New York (EDT, UTC-4): good through the local 14th.
+    [InlineData(ExpiryMode.Lifespan, 12, "America/New_York", "2026-03-15T02:30:00Z", "2027-03-15T04:00:00Z")]
     [InlineData(ExpiryMode.EndOfMonth, 12, "UTC", "2026-03-15T10:00:00Z", "2027-04-01T00:00:00Z")]
     [InlineData(ExpiryMode.EndOfYear, 12, "UTC", "2026-03-15T10:00:00Z", "2028-01-01T00:00:00Z")]
     // The month ends at local midnight: 1 April 2027 00:00 in New York (EDT, UTC-4).
@@ -18,6 +22,20 @@ public sealed class ExpiryRulesTests
         DateTimeOffset? expiresAt = policy.ExpiresAt(DateTimeOffset.Parse(availableAt, System.Globalization.CultureInfo.InvariantCulture), TimeZoneInfo.FindSystemTimeZoneById(zone));
 
         Assert.Equal(DateTimeOffset.Parse(expected, System.Globalization.CultureInfo.InvariantCulture), expiresAt);
+    }
+
+    [Fact]
+    public void Lifespan_PointsEarnedOnOneLocalDay_ShareAnExpiry_SoAMemberHoldsAtMostOneLotPerDay()
+    {
+        var policy = new ExpiryPolicy(ExpiryMode.Lifespan, 12);
+        TimeZoneInfo zone = TimeZoneInfo.FindSystemTimeZoneById("Europe/Berlin");
+        var firstOfDay = new DateTimeOffset(2026, 7, 1, 0, 0, 1, TimeSpan.FromHours(2));
+
+        HashSet<DateTimeOffset?> expiries = [.. Enumerable.Range(0, 24 * 60).Select(m => policy.ExpiresAt(firstOfDay.AddMinutes(m), zone))];
+        DateTimeOffset? nextDay = policy.ExpiresAt(firstOfDay.AddDays(1), zone);
+
+        Assert.Equal([new DateTimeOffset(2027, 7, 2, 0, 0, 0, TimeSpan.FromHours(2))], expiries);
+        Assert.Equal(new DateTimeOffset(2027, 7, 3, 0, 0, 0, TimeSpan.FromHours(2)), nextDay);
     }
 
     [Fact]
