@@ -23,6 +23,13 @@ public sealed class MembershipState
 
     [Id(5)] private List<MembershipStep>? _history;
 
+    /// <summary>
+    /// When the newest membership's paid time began (its start, or its trial's end): paid terms
+    /// are whole months from here, so a term begun on the 31st ends on each month's last day
+    /// rather than drifting to the 28th for good after February.
+    /// </summary>
+    [Id(6)] public DateTimeOffset PaidFrom { get; private set; }
+
     /// <summary>Plans whose free trial the member has had.</summary>
     public IReadOnlyList<string> TrialsUsed => (IReadOnlyList<string>?)_trialsUsed ?? [];
 
@@ -46,6 +53,7 @@ public sealed class MembershipState
         {
             case LedgerEntryKind.MembershipStarted:
                 (PlanId, StartedAt, TermEndsAt) = (change.PlanId, entry.RecordedAt, change.TermEndsAt);
+                PaidFrom = change.Trial ? change.TermEndsAt : entry.RecordedAt;
                 Status = change.Trial ? MembershipStatus.Trial : MembershipStatus.Active;
                 if (change.Trial && !TrialsUsed.Contains(change.PlanId))
                 {
@@ -123,7 +131,7 @@ public static class MembershipRules
         }
 
         // A paid term follows the term (or trial) already running.
-        DateTimeOffset end = member.TermEndsAt.AddMonths(plan.TermMonths);
+        DateTimeOffset end = Extended(member, plan.TermMonths);
         if (end > now.AddMonths(Limits.MembershipPaidAheadMonthsMax))
         {
             refusal = (LoyaltyError.FailedPrecondition, $"the membership is already paid until {member.TermEndsAt:O}; at most {Limits.MembershipPaidAheadMonthsMax} months ahead");
@@ -131,6 +139,19 @@ public static class MembershipRules
         }
 
         return (LedgerEntryKind.MembershipRenewed, new MembershipChange(plan.Id, end));
+    }
+
+    /// <summary>
+    /// The end of the member's term after <paramref name="months"/> more: counted from when its paid
+    /// time began when the term is a whole number of months from then (a renewal of a term begun on
+    /// the 31st ends on the 31st again, or the month's last day), else from the term's end.
+    /// </summary>
+    public static DateTimeOffset Extended(MembershipState member, int months)
+    {
+        DateTimeOffset from = member.PaidFrom;
+        DateTimeOffset end = member.TermEndsAt;
+        int paid = checked(((end.Year - from.Year) * 12) + end.Month - from.Month);
+        return from != default && paid >= 0 && from.AddMonths(paid) == end ? from.AddMonths(checked(paid + months)) : end.AddMonths(months);
     }
 
     /// <summary>A free trial of the plan; refused when the plan has none, the member had it, or holds a plan now.</summary>

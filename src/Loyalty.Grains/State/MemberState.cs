@@ -211,9 +211,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// 6: the earn-cap periods are sorted arrays; 7: lot ids are kept inside the lots, see <see cref="LotId"/>; 8: what few members have is kept
     /// apart, made on first use, and so are the referral side and the return book; 9: campaign
     /// points are bounded, each with the entry that last earned from it, and the return book
-    /// never holds a refused return's read).
+    /// never holds a refused return's read; 10: when points were last granted to a member holding
+    /// none; 11: when each reservation was made; 12: when a membership's paid time began).
     /// </summary>
-    public const int CurrentFormat = 11;
+    public const int CurrentFormat = 12;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves

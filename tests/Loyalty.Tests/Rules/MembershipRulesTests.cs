@@ -23,6 +23,45 @@ public sealed class MembershipRulesTests
         Assert.Equal((LedgerEntryKind.MembershipRenewed, Wednesday.AddMonths(2)), (renewKind, renewed.TermEndsAt));
     }
 
+    [Fact]
+    public void Renewals_OfATermBegunOnTheMonthsLastDay_EndOnEachMonthsLastDay_AndComeBackToThe31st()
+    {
+        var member = new MembershipState();
+        var jan31 = new DateTimeOffset(2027, 1, 31, 9, 0, 0, TimeSpan.Zero);
+        var ends = new List<DateTimeOffset>();
+        (LedgerEntryKind kind, MembershipChange change) = MembershipRules.Pay(Shop, member, Payment("p0", "prime", 14_99), jan31, out _)!.Value;
+        Apply(member, kind, change, jan31);
+        for (int i = 1; i <= 3; i++)
+        {
+            ends.Add(member.TermEndsAt);
+            (kind, change) = MembershipRules.Pay(Shop, member, Payment("p" + i, "prime", 14_99), member.TermEndsAt.AddDays(-1), out _)!.Value;
+            Apply(member, kind, change, member.TermEndsAt.AddDays(-1));
+        }
+
+        ends.Add(member.TermEndsAt);
+
+        // Before, each renewal counted a month from the term's end: 28 February, then the 28th for good.
+        Assert.Equal([new(2027, 2, 28, 9, 0, 0, TimeSpan.Zero), new(2027, 3, 31, 9, 0, 0, TimeSpan.Zero), new(2027, 4, 30, 9, 0, 0, TimeSpan.Zero), new(2027, 5, 31, 9, 0, 0, TimeSpan.Zero)], ends);
+    }
+
+    [Fact]
+    public void Renewals_AfterATrial_CountWholeMonthsFromTheTrialsEnd()
+    {
+        var member = new MembershipState();
+        var jan1 = new DateTimeOffset(2027, 1, 1, 9, 0, 0, TimeSpan.Zero);
+        MembershipChange trial = MembershipRules.Trial(Shop, member, "prime", jan1, out _)!;
+        Apply(member, LedgerEntryKind.MembershipStarted, trial, jan1);
+        for (int i = 1; i <= 2; i++)
+        {
+            (LedgerEntryKind kind, MembershipChange change) = MembershipRules.Pay(Shop, member, Payment("p" + i, "prime", 14_99), member.TermEndsAt.AddDays(-1), out _)!.Value;
+            Apply(member, kind, change, member.TermEndsAt.AddDays(-1));
+        }
+
+        // The 30-day trial ends on 31 January; paid months follow from there.
+        Assert.Equal(new DateTimeOffset(2027, 1, 31, 9, 0, 0, TimeSpan.Zero), member.PaidFrom);
+        Assert.Equal(new DateTimeOffset(2027, 3, 31, 9, 0, 0, TimeSpan.Zero), member.TermEndsAt);
+    }
+
     public static TheoryData<string, MembershipPayment, string> Refusals => new()
     {
         { "an unknown plan", Payment("x", "gold", 14_99), "not one of the program's membership_plans" },
