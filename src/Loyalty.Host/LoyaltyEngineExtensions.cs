@@ -23,19 +23,27 @@ public static class LoyaltyEngineExtensions
     public static WebApplicationBuilder AddLoyaltyEngine(this WebApplicationBuilder builder)
     {
         IConfiguration config = builder.Configuration;
-        StorageOptions storage = config.ReadStorageOptions();
-        SiloOptions silo = config.GetSection(SiloOptions.SectionName).Get<SiloOptions>() ?? new SiloOptions();
-
         builder.Services.Configure<GatewayOptions>(config.GetSection(GatewayOptions.SectionName));
         builder.Services.Configure<DashboardSettings>(config.GetSection(DashboardSettings.SectionName));
-        DashboardSettings dashboard = config.GetSection(DashboardSettings.SectionName).Get<DashboardSettings>() ?? new DashboardSettings();
         GatewayOptions gateway = config.GetSection(GatewayOptions.SectionName).Get<GatewayOptions>() ?? new GatewayOptions();
         builder.Services.Configure<HostOptions>(o =>
             // The drain, the streams' end, the redeliveries by hand, then the gateway's and the silo's stop (ledger flush, grains handed over).
             o.ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(0, gateway.DrainDelaySeconds)) + DrainDelay.StreamsEndMax + WebhookDispatcher.ManualEndMax + SiloStopMax);
         builder.AddLoyaltyAccess();
         builder.AddLoyaltyTelemetry();
-        builder.Services.AddGrpc(o =>
+        builder.Services.AddLoyaltyFrontDoor();
+        builder.Services.AddLoyaltyEventsOut(config);
+        builder.UseOrleans(siloBuilder => siloBuilder.AddLoyaltySilo(config));
+        return builder;
+    }
+
+    /// <summary>
+    /// The gRPC services with their interceptors, HTTP/JSON, OpenAPI, health and reflection, bound
+    /// with marshallers that refuse a message that does not parse.
+    /// </summary>
+    private static void AddLoyaltyFrontDoor(this IServiceCollection services)
+    {
+        services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = GatewayOptions.MessageBytesMax;
             o.EnableDetailedErrors = false;
@@ -45,76 +53,92 @@ public static class LoyaltyEngineExtensions
         }).AddServiceOptions<PurchasesService>(o => o.MaxReceiveMessageSize = GatewayOptions.PurchaseMessageBytesMax)
             // Every unary call as HTTP/JSON too (the google.api.http routes of the .proto), through the same interceptors.
             .AddJsonTranscoding();
-        builder.Services.AddLoyaltyOpenApi();
-        builder.Services.AddLoyaltyHealth();
-        builder.Services.AddOptions<EventOptions>().Bind(config.GetSection(EventOptions.SectionName))
-            .Validate(o => o.Problem() is null, "Events: a value is out of range (see the README)").ValidateOnStart();
-        builder.Services.AddSingleton<EventFeed>();
-        builder.Services.AddOptions<WebhookOptions>().Bind(config.GetSection(WebhookOptions.SectionName))
-            .Validate(o => o.Problem() is null, "Webhooks: a value is out of range (see the README)").ValidateOnStart();
-        builder.Services.AddSingleton<WebhookSender>();
-        builder.Services.AddSingleton<WebhookDispatcher>();
-        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(services => services.GetRequiredService<WebhookDispatcher>());
+        services.AddLoyaltyOpenApi();
+        services.AddLoyaltyHealth();
 
         // Every service is bound with request marshallers that refuse a message that does not
         // parse as INVALID_ARGUMENT; grpc-dotnet's own binder would answer UNKNOWN.
-        foreach (ServiceDescriptor binder in builder.Services.Where(d => d.ServiceType == typeof(IServiceMethodProvider<>)
+        foreach (ServiceDescriptor binder in services.Where(d => d.ServiceType == typeof(IServiceMethodProvider<>)
             && d.ImplementationType?.Name == "BinderServiceMethodProvider`1").ToList())
         {
-            builder.Services.Remove(binder);
+            services.Remove(binder);
         }
 
-        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton(typeof(IServiceMethodProvider<>), typeof(ParsingMethodProvider<>)));
+        services.TryAddEnumerable(ServiceDescriptor.Singleton(typeof(IServiceMethodProvider<>), typeof(ParsingMethodProvider<>)));
 
         // Server reflection lets grpcurl and similar tools call the API without the .proto file.
-        builder.Services.AddGrpcReflection();
-        builder.UseOrleans(siloBuilder =>
+        services.AddGrpcReflection();
+    }
+
+    /// <summary>The event feed and the webhook dispatcher, which starts and stops with the silo.</summary>
+    private static void AddLoyaltyEventsOut(this IServiceCollection services, IConfiguration config)
+    {
+        services.AddOptions<EventOptions>().Bind(config.GetSection(EventOptions.SectionName))
+            .Validate(o => o.Problem() is null, "Events: a value is out of range (see the README)").ValidateOnStart();
+        services.AddSingleton<EventFeed>();
+        services.AddOptions<WebhookOptions>().Bind(config.GetSection(WebhookOptions.SectionName))
+            .Validate(o => o.Problem() is null, "Webhooks: a value is out of range (see the README)").ValidateOnStart();
+        services.AddSingleton<WebhookSender>();
+        services.AddSingleton<WebhookDispatcher>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(s => s.GetRequiredService<WebhookDispatcher>());
+    }
+
+    /// <summary>The silo: its membership, cluster identity, idle collection, directory cache and the engine's grains.</summary>
+    private static void AddLoyaltySilo(this ISiloBuilder siloBuilder, IConfiguration config)
+    {
+        StorageOptions storage = config.ReadStorageOptions();
+        SiloOptions silo = config.GetSection(SiloOptions.SectionName).Get<SiloOptions>() ?? new SiloOptions();
+        siloBuilder.UseLoyaltyMembership(silo, storage);
+        // Grain calls carry the caller's trace, so a purchase is one trace from gateway to grain.
+        // Only when traces are exported: the propagation is a grain-call filter on each side,
+        // and filters take Orleans off its direct call path (two more state machines, an
+        // invoker and a continuation per call: about 0.9 KB per purchase in an allocation trace).
+        if (Telemetry.Exports(config))
         {
-            siloBuilder.UseLoyaltyMembership(silo, storage);
-            // Grain calls carry the caller's trace, so a purchase is one trace from gateway to grain.
-            // Only when traces are exported: the propagation is a grain-call filter on each side,
-            // and filters take Orleans off its direct call path (two more state machines, an
-            // invoker and a continuation per call: about 0.9 KB per purchase in an allocation trace).
-            if (Telemetry.Exports(config))
-            {
-                siloBuilder.AddActivityPropagation();
-            }
-            siloBuilder.AddLoyaltyDashboard(dashboard);
-            siloBuilder.Configure<ClusterOptions>(o =>
-            {
-                o.ClusterId = silo.ClusterId;
-                o.ServiceId = storage.ServiceId;
-            });
-            siloBuilder.Configure<GrainCollectionOptions>(o =>
-            {
-                o.CollectionAge = TimeSpan.FromSeconds(Math.Max(silo.IdleDeactivateAfterSeconds, 10));
-                // Idle grains are looked for at a quarter of the age (Orleans needs the quantum below the age).
-                o.CollectionQuantum = o.CollectionAge / 4;
-            });
-            // One engine reads its directory in process: a cache of it would only hold every
-            // member's address twice (see SiloOptions.DirectoryCacheSize).
-            int cacheEntries = silo.DirectoryCacheEntries(new GrainDirectoryOptions().CacheSize);
-            siloBuilder.Configure<GrainDirectoryOptions>(o =>
-            {
-                if (cacheEntries == 0)
-                {
-                    // "None" turns the directory's cache off; the size is still read for grains
-                    // in an external directory, and Orleans refuses one below the minimum.
-                    o.CachingStrategy = GrainDirectoryOptions.CachingStrategyType.None;
-                    o.CacheSize = SiloOptions.ExternalDirectoryCacheSize;
-                }
-                else
-                {
-                    o.CacheSize = cacheEntries;
-                }
-            });
-            siloBuilder.AddLoyaltyGrains(
-                storage,
-                members => config.GetSection(MemberOptions.SectionName).Bind(members),
-                ledger => config.GetSection(LedgerCommitOptions.SectionName).Bind(ledger),
-                schedule => config.GetSection(ScheduleOptions.SectionName).Bind(schedule));
+            siloBuilder.AddActivityPropagation();
+        }
+
+        siloBuilder.AddLoyaltyDashboard(config.GetSection(DashboardSettings.SectionName).Get<DashboardSettings>() ?? new DashboardSettings());
+        siloBuilder.Configure<ClusterOptions>(o =>
+        {
+            o.ClusterId = silo.ClusterId;
+            o.ServiceId = storage.ServiceId;
         });
-        return builder;
+        siloBuilder.Configure<GrainCollectionOptions>(o =>
+        {
+            o.CollectionAge = TimeSpan.FromSeconds(Math.Max(silo.IdleDeactivateAfterSeconds, 10));
+            // Idle grains are looked for at a quarter of the age (Orleans needs the quantum below the age).
+            o.CollectionQuantum = o.CollectionAge / 4;
+        });
+        siloBuilder.ConfigureDirectoryCache(silo);
+        siloBuilder.AddLoyaltyGrains(
+            storage,
+            members => config.GetSection(MemberOptions.SectionName).Bind(members),
+            ledger => config.GetSection(LedgerCommitOptions.SectionName).Bind(ledger),
+            schedule => config.GetSection(ScheduleOptions.SectionName).Bind(schedule));
+    }
+
+    /// <summary>
+    /// One engine reads its directory in process: a cache of it would only hold every member's
+    /// address twice (see <see cref="SiloOptions.DirectoryCacheSize"/>).
+    /// </summary>
+    private static void ConfigureDirectoryCache(this ISiloBuilder siloBuilder, SiloOptions silo)
+    {
+        int cacheEntries = silo.DirectoryCacheEntries(new GrainDirectoryOptions().CacheSize);
+        siloBuilder.Configure<GrainDirectoryOptions>(o =>
+        {
+            if (cacheEntries == 0)
+            {
+                // "None" turns the directory's cache off; the size is still read for grains
+                // in an external directory, and Orleans refuses one below the minimum.
+                o.CachingStrategy = GrainDirectoryOptions.CachingStrategyType.None;
+                o.CacheSize = SiloOptions.ExternalDirectoryCacheSize;
+            }
+            else
+            {
+                o.CacheSize = cacheEntries;
+            }
+        });
     }
 
     /// <summary>Maps the gRPC services.</summary>

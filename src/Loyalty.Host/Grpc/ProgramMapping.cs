@@ -64,6 +64,7 @@ internal static class ProgramMapping
     /// <summary>The settings message.</summary>
     public static V1.ProgramSettings ToMessage(ProgramSettings s)
     {
+        // Setting a policy's message to null leaves it unset, as the program has none.
         var m = new V1.ProgramSettings
         {
             Name = s.Name,
@@ -77,83 +78,77 @@ internal static class ProgramMapping
             SignupBonusPoints = s.SignupBonusPoints,
             DailyEarnCapPoints = s.DailyEarnCapPoints,
             MonthlyEarnCapPoints = s.MonthlyEarnCapPoints,
+            Tiers = s.Tiers is { } ladder ? ToMessage(ladder) : null,
+            Expiry = s.Expiry is { } expiry ? ToMessage(expiry) : null,
+            Referrals = s.Referrals is { } referrals ? ToMessage(referrals) : null,
+            ReservationHoldSeconds = s.ReservationHoldSeconds,
+            MaxBackdateDays = s.MaxBackdateDays,
+            FeedbackRewardPoints = s.FeedbackRewardPoints,
+            Accounting = s.Accounting is { } accounting
+                ? new V1.AccountingPolicy { PointValueMinorPerThousand = accounting.PointValueMinorPerThousand, ExpectedBreakageBp = accounting.ExpectedBreakageBp }
+                : null,
+            BonusDays = s.BonusDays is { } bonusDays ? new V1.BonusDayPolicy { MultiplierBp = bonusDays.MultiplierBp, Stacking = (V1.BonusDayStacking)(int)bonusDays.Stacking } : null,
+            Giving = s.Giving is { } giving ? ToMessage(giving) : null,
+            Birthday = s.Birthday is { } birthday ? new V1.BirthdayPolicy { BonusPoints = birthday.BonusPoints, GiftRewardId = birthday.GiftRewardId ?? "" } : null,
+            TradeIn = s.TradeIn is { } tradeIn ? ToMessage(tradeIn) : null,
         };
         m.ProductRules.AddRange(s.ProductRuleList.Select(r => new V1.ProductRule { Sku = r.Sku ?? "", Category = r.Category ?? "", MultiplierBp = r.MultiplierBp, Exclude = r.Exclude }));
         m.FlagRules.AddRange(s.FlagRuleList.Select(r => new V1.FlagRule { Flag = r.Flag, MultiplierBp = r.MultiplierBp }));
         m.Campaigns.AddRange(s.CampaignList.Select(ToMessage));
-        if (s.Tiers is { } ladder)
-        {
-            m.Tiers = new V1.TierLadder { Basis = (V1.TierBasis)(int)ladder.Basis, WindowDays = ladder.WindowDays, GraceDays = ladder.GraceDays };
-            m.Tiers.Tiers.AddRange(ladder.Tiers.Select(t =>
-            {
-                var tier = new V1.Tier { Name = t.Name, Threshold = t.Threshold, MultiplierBp = t.MultiplierBp, BonusDaysPerYear = t.BonusDaysPerYear };
-                tier.Perks.AddRange(t.Perks);
-                return tier;
-            }));
-        }
-
-        if (s.Expiry is { } expiry)
-        {
-            m.Expiry = new V1.ExpiryPolicy
-            {
-                Mode = (V1.ExpiryMode)((int)expiry.Mode + 1),
-                LifespanMonths = expiry.LifespanMonths,
-                InactivityMonths = expiry.InactivityMonths,
-                WarnDays = expiry.WarnDays,
-            };
-        }
-
         m.Rewards.AddRange(s.RewardList.Select(ToMessage));
-        if (s.Referrals is { } referrals)
-        {
-            m.Referrals = new V1.ReferralPolicy
-            {
-                ReferrerPoints = referrals.ReferrerPoints,
-                ReferredPoints = referrals.ReferredPoints,
-                MinPurchaseMinor = referrals.MinPurchaseMinor,
-                CapPerPeriod = referrals.CapPerPeriod,
-                PeriodDays = referrals.PeriodDays,
-            };
-        }
-
-        m.ReservationHoldSeconds = s.ReservationHoldSeconds;
-        m.MaxBackdateDays = s.MaxBackdateDays;
-        m.FeedbackRewardPoints = s.FeedbackRewardPoints;
-        if (s.Accounting is { } accounting)
-        {
-            m.Accounting = new V1.AccountingPolicy { PointValueMinorPerThousand = accounting.PointValueMinorPerThousand, ExpectedBreakageBp = accounting.ExpectedBreakageBp };
-        }
-
-        if (s.BonusDays is { } bonusDays)
-        {
-            m.BonusDays = new V1.BonusDayPolicy { MultiplierBp = bonusDays.MultiplierBp, Stacking = (V1.BonusDayStacking)(int)bonusDays.Stacking };
-        }
-
-        if (s.Giving is { } giving)
-        {
-            m.Giving = new V1.GivingPolicy { ShareBp = giving.ShareBp, DefaultCause = giving.DefaultCause ?? "" };
-            m.Giving.Causes.AddRange(giving.Causes.Select(c => new V1.GivingCause { Id = c.Id, Name = c.Name }));
-        }
-
-        if (s.Birthday is { } birthday)
-        {
-            m.Birthday = new V1.BirthdayPolicy { BonusPoints = birthday.BonusPoints, GiftRewardId = birthday.GiftRewardId ?? "" };
-        }
-
-        if (s.TradeIn is { } tradeIn)
-        {
-            m.TradeIn = new V1.TradeInPolicy();
-            m.TradeIn.Rates.AddRange(tradeIn.Rates.Select(r => new V1.TradeInRate { Category = r.Category, Condition = (V1.TradeInCondition)(int)r.Condition, CreditMinor = r.CreditMinor }));
-        }
-
-        m.MembershipPlans.AddRange(s.PlanList.Select(p =>
-        {
-            var plan = new V1.MembershipPlan { Id = p.Id, Name = p.Name, FeeMinor = p.FeeMinor, TermMonths = p.TermMonths, TrialDays = p.TrialDays, MultiplierBp = p.MultiplierBp, EarlyAccess = p.EarlyAccess };
-            plan.Perks.AddRange(p.PerkList);
-            return plan;
-        }));
-
+        m.MembershipPlans.AddRange(s.PlanList.Select(ToMessage));
         return m;
+    }
+
+    private static V1.TierLadder ToMessage(TierLadder ladder)
+    {
+        var m = new V1.TierLadder { Basis = (V1.TierBasis)(int)ladder.Basis, WindowDays = ladder.WindowDays, GraceDays = ladder.GraceDays };
+        m.Tiers.AddRange(ladder.Tiers.Select(t =>
+        {
+            var tier = new V1.Tier { Name = t.Name, Threshold = t.Threshold, MultiplierBp = t.MultiplierBp, BonusDaysPerYear = t.BonusDaysPerYear };
+            tier.Perks.AddRange(t.Perks);
+            return tier;
+        }));
+        return m;
+    }
+
+    // The wire's modes start at 1 (0 is unspecified); the engine's at 0.
+    private static V1.ExpiryPolicy ToMessage(ExpiryPolicy expiry) => new()
+    {
+        Mode = (V1.ExpiryMode)((int)expiry.Mode + 1),
+        LifespanMonths = expiry.LifespanMonths,
+        InactivityMonths = expiry.InactivityMonths,
+        WarnDays = expiry.WarnDays,
+    };
+
+    private static V1.ReferralPolicy ToMessage(ReferralPolicy referrals) => new()
+    {
+        ReferrerPoints = referrals.ReferrerPoints,
+        ReferredPoints = referrals.ReferredPoints,
+        MinPurchaseMinor = referrals.MinPurchaseMinor,
+        CapPerPeriod = referrals.CapPerPeriod,
+        PeriodDays = referrals.PeriodDays,
+    };
+
+    private static V1.GivingPolicy ToMessage(GivingPolicy giving)
+    {
+        var m = new V1.GivingPolicy { ShareBp = giving.ShareBp, DefaultCause = giving.DefaultCause ?? "" };
+        m.Causes.AddRange(giving.Causes.Select(c => new V1.GivingCause { Id = c.Id, Name = c.Name }));
+        return m;
+    }
+
+    private static V1.TradeInPolicy ToMessage(TradeInPolicy tradeIn)
+    {
+        var m = new V1.TradeInPolicy();
+        m.Rates.AddRange(tradeIn.Rates.Select(r => new V1.TradeInRate { Category = r.Category, Condition = (V1.TradeInCondition)(int)r.Condition, CreditMinor = r.CreditMinor }));
+        return m;
+    }
+
+    private static V1.MembershipPlan ToMessage(MembershipPlan p)
+    {
+        var plan = new V1.MembershipPlan { Id = p.Id, Name = p.Name, FeeMinor = p.FeeMinor, TermMonths = p.TermMonths, TrialDays = p.TrialDays, MultiplierBp = p.MultiplierBp, EarlyAccess = p.EarlyAccess };
+        plan.Perks.AddRange(p.PerkList);
+        return plan;
     }
 
     private static Reward ToReward(V1.Reward r) =>
