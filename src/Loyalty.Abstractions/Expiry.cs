@@ -40,8 +40,11 @@ public sealed record ExpiryPolicy(
         }
 
         // The lot is good through the local day (or the last local day of the month, or of the
-        // year) its lifespan ends in, and expires as the next one begins.
-        DateTime local = TimeZoneInfo.ConvertTime(availableAt.AddMonths(LifespanMonths), zone).DateTime;
+        // year) its lifespan ends in, and expires as the next one begins. The months are counted
+        // on the local calendar: counted in UTC, points earned one local evening would end on two
+        // different local days when the UTC date has already turned (or across a change of
+        // daylight saving time).
+        DateTime local = TimeZoneInfo.ConvertTime(availableAt, zone).DateTime.AddMonths(LifespanMonths);
         DateTime next = Mode switch
         {
             ExpiryMode.Lifespan => local.Date.AddDays(1),

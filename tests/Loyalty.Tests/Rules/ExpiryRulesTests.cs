@@ -9,6 +9,12 @@ public sealed class ExpiryRulesTests
     [InlineData(ExpiryMode.Lifespan, 12, "UTC", "2026-03-15T00:00:00Z", "2027-03-16T00:00:00Z")]
     // 02:30 UTC on 15 March is still the 14th in New York (EDT, UTC-4): good through the local 14th.
     [InlineData(ExpiryMode.Lifespan, 12, "America/New_York", "2026-03-15T02:30:00Z", "2027-03-15T04:00:00Z")]
+    // 18:00 and 21:00 on 30 January in New York (the second already the 31st in UTC): a month on
+    // the local calendar is 28 February for both, good through it.
+    [InlineData(ExpiryMode.Lifespan, 1, "America/New_York", "2027-01-30T23:00:00Z", "2027-03-01T05:00:00Z")]
+    [InlineData(ExpiryMode.Lifespan, 1, "America/New_York", "2027-01-31T02:00:00Z", "2027-03-01T05:00:00Z")]
+    // 23:30 on 9 November in Berlin (CET); six months on is 9 May, in summer time (CEST, UTC+2).
+    [InlineData(ExpiryMode.Lifespan, 6, "Europe/Berlin", "2026-11-09T22:30:00Z", "2027-05-09T22:00:00Z")]
     [InlineData(ExpiryMode.EndOfMonth, 12, "UTC", "2026-03-15T10:00:00Z", "2027-04-01T00:00:00Z")]
     [InlineData(ExpiryMode.EndOfYear, 12, "UTC", "2026-03-15T10:00:00Z", "2028-01-01T00:00:00Z")]
     // The month ends at local midnight: 1 April 2027 00:00 in New York (EDT, UTC-4).
