@@ -238,7 +238,7 @@ public sealed partial class MemberGrain
 
         // Each pass writes either the detach or a write-off of points that expired before it; a
         // lot can expire between two passes, so the detach is decided again after each write-off.
-        for (int pass = 0; ; pass++)
+        for (int pass = 1; ; pass++)
         {
             DetachOutcome outcome = await WriteAsync(
                 prefetch: null,
@@ -256,7 +256,7 @@ public sealed partial class MemberGrain
 
             if (pass == DetachWriteOffsMax)
             {
-                return (null, LoyaltyError.Unavailable, $"member '{_memberId}' has points expiring as it is merged; nothing more was recorded: retry");
+                return (null, LoyaltyError.Unavailable, $"member '{_memberId}' had points expire {pass} times while it was being merged; their expiry is recorded, the merge is not: retry");
             }
         }
     }

@@ -254,8 +254,10 @@ public sealed class LotBook
 
         if (at > 0 && lots[at - 1].ExpiresAt == expiresAt)
         {
+            // Points that join a lot the member was warned about are not in that warning: the lot
+            // is warned about again, with its new total.
             ref PointLot same = ref CollectionsMarshal.AsSpan(lots)[at - 1];
-            same = same with { Points = same.Points + new Points(toLot) };
+            same = same with { Points = same.Points + new Points(toLot), Warned = false };
             return null;
         }
 

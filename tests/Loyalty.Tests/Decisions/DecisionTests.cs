@@ -315,6 +315,27 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void PointsThatJoinALotAlreadyWarnedAbout_AreWarnedAboutAgain_WithTheLotsTotal()
+    {
+        // Warned 35 days ahead of a month's lifespan: at once, before the day's next purchase joins the lot.
+        ProgramSettings settings = Catalogue() with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, WarnDays: 35) };
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("p1", 30_00), 1, null), 8);
+        DueWork first = Expiring.Next(state, settings.ExpiryRules, Now)!;
+        state.Apply(DueDecision.Of(At(state, settings, Now), first, "#end", 2).Entry!, 8);
+        DueWork? none = Expiring.Next(state, settings.ExpiryRules, Now);
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddHours(2)), Purchase("p2", 20_00), 3, null), 8);
+
+        DueWork? again = Expiring.Next(state, settings.ExpiryRules, Now.AddHours(2));
+
+        // Before, the lot stayed warned and the 20 points joining it were never warned about.
+        Assert.Equal((DueKind.Warn, 30L), (first.Kind, first.Lots.Sum(l => l.Points)));
+        Assert.Null(none);
+        Assert.Single(state.Lots.Spendable);
+        Assert.Equal((DueKind.Warn, 50L), (again!.Kind, again.Lots.Sum(l => l.Points)));
+    }
+
+    [Fact]
     public void Redemption_AfterALotExpired_AndBeforeItsExpiryIsWritten_SpendsOnlyUnexpiredPoints()
     {
         ProgramSettings settings = Expiring12();
