@@ -140,7 +140,8 @@ public static class LifecycleDecision
             pending = checked(pending + lot.Points);
         }
 
-        return Decision.Write(d.NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance + pending)), null, 0) with
+        List<LotUse>? expired = ExpiredOnArrival(transfer, d.Now, out long expiredPoints);
+        return Decision.Write(d.NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance - expiredPoints + pending)), null, 0) with
         {
             Reference = duplicateId,
             Reason = reason,
@@ -151,8 +152,30 @@ public static class LifecycleDecision
                 TierAfter = takeTheirs ? transfer.Tier : ladder.Tiers[mine].Name,
                 TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
                 InheritsReferrer = state.Referral.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != d.MemberId,
+                ExpiredOnArrival = expired,
             },
         });
+    }
+
+    /// <summary>
+    /// The transfer's lots past their expiry at <paramref name="now"/>, and their points. The
+    /// duplicate writes off what has expired before it lets go, so these are lots whose expiry
+    /// passed between its detach and this entry (a merge retried later).
+    /// </summary>
+    private static List<LotUse>? ExpiredOnArrival(MergeTransfer transfer, DateTimeOffset now, out long points)
+    {
+        List<LotUse>? expired = null;
+        points = 0;
+        foreach (LotUse lot in transfer.Lots)
+        {
+            if (lot.ExpiresAt <= now)
+            {
+                (expired ??= []).Add(lot);
+                points = checked(points + lot.Points);
+            }
+        }
+
+        return expired;
     }
 
     /// <summary>A referral link that named a merged-away member now names its survivor; nothing when this member has no link to it.</summary>

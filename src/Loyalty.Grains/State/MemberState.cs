@@ -614,8 +614,15 @@ public sealed class MemberState : IEarnHistory, IQualifying
             Lots.Debit(new Points(-t.Balance), null);
         }
 
+        IReadOnlyList<LotUse> expiredOnArrival = details.ExpiredOnArrival ?? [];
         foreach (LotUse lot in t.Lots)
         {
+            if (expiredOnArrival.Contains(lot))
+            {
+                LifetimeExpired += new Points(lot.Points);
+                continue;
+            }
+
             Lots.Credit(new Points(lot.Points), lot.LotId, lot.ExpiresAt);
         }
 

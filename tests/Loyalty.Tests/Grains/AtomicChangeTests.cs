@@ -435,6 +435,46 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(["r", "m"]);
     }
 
+    /// <summary>
+    /// The survivor's side of a merge fails after the duplicate let go; the merge is tried again
+    /// once the duplicate's points have expired. They arrive expired: written off in the survivor's
+    /// entry, they pay none of its debt.
+    /// </summary>
+    [Fact]
+    public async Task AMergeRetriedAfterTheDuplicatesPointsExpired_WritesThemOffOnArrival_AndTheyPayNoneOfTheSurvivorsDebt()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1) });
+        Assert.Null(await EnrolAsync("s"));
+        Assert.Null(await EnrolAsync("d"));
+        Assert.Null(await BuyAsync("d", "p1"));
+        Assert.Equal(LoyaltyError.None, (await Member("s").Adjust(new Adjustment("debt", new Points(-300), "chargeback"))).Error);
+        long debt = (await Member("s").Get())!.Balance.Value;
+        long duplicatePoints = (await Member("d").Get())!.Balance.Value;
+        FaultInjector faults = Faults();
+        int fired = 0;
+        faults.Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.MergedIn
+            && Interlocked.Increment(ref fired) <= 1 + MemberGrain.HeldWriteRetriesMax);
+        MemberResult failed;
+        try
+        {
+            failed = await Member("s").MergeFrom("d", "duplicate");
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        Advance(TimeSpan.FromDays(40));
+        MemberResult merged = await Member("s").MergeFrom("d", "duplicate");
+
+        Assert.NotEqual(LoyaltyError.None, failed.Error);
+        Assert.Equal("s", (await Member("d").Get())!.MergedInto);
+        Assert.True(merged.Error == LoyaltyError.None, merged.ErrorMessage);
+        Assert.True(debt < 0 && duplicatePoints > 0, $"debt {debt}, duplicate's points {duplicatePoints}");
+        Assert.Equal((debt, duplicatePoints), (merged.Member!.Balance.Value, merged.Member.LifetimeExpired.Value));
+        await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
