@@ -474,8 +474,9 @@ public sealed record MergedInDetails : EntryDetails, ITierOutcome, ILotsTaken
 
     /// <summary>
     /// Lots of the transfer that had expired when the merge was recorded (a merge taken in after its
-    /// duplicate let go, retried once their expiry passed): written off here, counted as expired, and
-    /// never credited, so they pay no debt and cannot be spent. Null when none.
+    /// duplicate let go, retried once their expiry passed), spendable or pending (a pending lot as
+    /// its purchase's id, points and expiry): written off here, counted as expired, and never
+    /// credited, so they pay no debt and cannot be spent. Null when none.
     /// </summary>
     [Id(5)] public IReadOnlyList<LotUse>? ExpiredOnArrival { get; init; }
 

@@ -212,9 +212,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// apart, made on first use, and so are the referral side and the return book; 9: campaign
     /// points are bounded, each with the entry that last earned from it, and the return book
     /// never holds a refused return's read; 10: when points were last granted to a member holding
-    /// none; 11: when each reservation was made; 12: when a membership's paid time began).
+    /// none; 11: when each reservation was made; 12: when a membership's paid time began; 13: a
+    /// lot that points join after its warning is unwarned, so snapshots from before are rebuilt).
     /// </summary>
-    public const int CurrentFormat = 12;
+    public const int CurrentFormat = 13;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -628,6 +629,12 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         foreach (PendingLotUse lot in t.Pending)
         {
+            if (expiredOnArrival.Count > 0 && expiredOnArrival.Contains(LifecycleDecision.PendingAsLot(lot)))
+            {
+                LifetimeExpired += new Points(lot.Points);
+                continue;
+            }
+
             Lots.AddPending(new PendingLot(lot.TransactionId, lot.AvailableAt, new Points(lot.Points), lot.ExpiresAt));
         }
 
