@@ -315,6 +315,13 @@ public sealed record ReturnDetails : EntryDetails, ILotsTaken, IMoneyMoved
     /// </summary>
     [Id(17)] public bool Full { get; init; }
 
+    /// <summary>
+    /// A full return's points that are not given back because their lot has expired since the
+    /// purchase spent them, per lot: no longer redeemed (the reward came back with the purchase)
+    /// but expired, as they would have been. Null when none.
+    /// </summary>
+    [Id(18)] public IReadOnlyList<LotUse>? ExpiredUnrestored { get; init; }
+
     /// <inheritdoc />
     public override EntryDetails WithDefaults() => this with { Components = Components ?? [] };
 }

@@ -130,8 +130,8 @@ public static class Headroom
     private static long MagnitudeOf(EntryDetails details) => details switch
     {
         EarnDetails d => Add(Add(Add(Add(Add(MagnitudeOf(d.Components), MagnitudeOf(d.Lines)), d.ReferrerReward), d.Quantity), d.GivenMinor), d.WalletMinor),
-        ReturnDetails d => Add(Add(Add(Add(Add(Add(Add(Add(Add(MagnitudeOf(d.Components), MagnitudeOf(d.Lines)), d.PendingReversed), d.ActiveReversed), d.Shortfall),
-            d.ReturnedAmountMinor), d.GivenMinor), d.WalletMinor), MagnitudeOf(d.Lots)), MagnitudeOf(d.Restored)),
+        ReturnDetails d => Add(Add(Add(Add(Add(Add(Add(Add(Add(Add(MagnitudeOf(d.Components), MagnitudeOf(d.Lines)), d.PendingReversed), d.ActiveReversed), d.Shortfall),
+            d.ReturnedAmountMinor), d.GivenMinor), d.WalletMinor), MagnitudeOf(d.Lots)), MagnitudeOf(d.Restored)), MagnitudeOf(d.ExpiredUnrestored)),
         EnrolDetails d => MagnitudeOf(d.Components),
         RedeemDetails d => Add(Add(MagnitudeOf(d.Lots), d.Quantity), d.HeldPoints),
         ReserveDetails d => Add(d.HeldPoints, d.Quantity),

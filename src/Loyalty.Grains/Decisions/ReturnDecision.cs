@@ -51,10 +51,12 @@ public static class ReturnDecision
         // where the program's policy decides what happens to points already spent.
         // A purchase paid partly in points, returned in full: the points go back to the lots they came from.
         // Points of a lot that has expired since are not given back: they would have expired with it
-        // (given back, they could pay a debt or meet a reservation before the wake wrote them off).
+        // (given back, they could pay a debt or meet a reservation before the wake wrote them off);
+        // they count as expired, no longer as redeemed (the reward came back with the purchase).
         DateTimeOffset now = d.Now;
-        IReadOnlyList<LotUse>? restoredLots = reversal.Full && redeemed?.DetailsAs<RedeemDetails>()?.Lots is { Count: > 0 } spent
-            && spent.Where(l => !(l.ExpiresAt <= now)).ToList() is { Count: > 0 } unexpired ? unexpired : null;
+        IReadOnlyList<LotUse> spent = reversal.Full ? redeemed?.DetailsAs<RedeemDetails>()?.Lots ?? [] : [];
+        List<LotUse>? restoredLots = spent.Count > 0 && spent.Where(l => !(l.ExpiresAt <= now)).ToList() is { Count: > 0 } unexpired ? unexpired : null;
+        List<LotUse>? expiredLots = spent.Count > 0 && spent.Where(l => l.ExpiresAt <= now).ToList() is { Count: > 0 } expiredSince ? expiredSince : null;
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
         PendingLot? pendingLot = state.Lots.FindPending(original.TransactionId!);
         long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
@@ -80,6 +82,7 @@ public static class ReturnDecision
             EarnMonth = earned?.EarnMonth ?? 0,
             ReferralReversed = reversal.Full && !state.Referral.Reversed && original.TransactionId == state.Referral.QualifiedBy,
             Restored = restoredLots,
+            ExpiredUnrestored = expiredLots,
             Full = reversal.Full,
             MergedPurchase = original.MemberId != d.MemberId,
             Cause = takenBack > 0 ? earned!.Cause : null,

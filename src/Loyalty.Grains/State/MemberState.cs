@@ -472,6 +472,12 @@ public sealed class MemberState : IEarnHistory, IQualifying
             LifetimeRedeemed -= new Points(restored.Points);
         }
 
+        foreach (LotUse expired in details.ExpiredUnrestored ?? [])
+        {
+            LifetimeRedeemed -= new Points(expired.Points);
+            LifetimeExpired += new Points(expired.Points);
+        }
+
         long reversed = checked(details.PendingReversed + details.ActiveReversed + details.Shortfall);
         LifetimeReversed += new Points(reversed);
         GivenMinor += details.GivenMinor;

@@ -196,6 +196,11 @@ internal static class WireMapping
                     m.Restored.AddRange(restored.Select(ToMessage));
                 }
 
+                if (ret.ExpiredUnrestored is { Count: > 0 } expired)
+                {
+                    m.ExpiredUnrestored.AddRange(expired.Select(ToMessage));
+                }
+
                 break;
             case EnrolDetails enrol:
                 AddComponents(m, enrol.Components, spareComponents);

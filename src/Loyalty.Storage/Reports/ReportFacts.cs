@@ -359,8 +359,22 @@ public static class ReportFacts
             }
         }
 
+        // Points the purchase spent from lots that have expired since: the redemption is undone
+        // (they count as returned) and they expire (breakage), in their lot's cohort.
+        long expired = 0;
+        foreach (LotUse lot in d.ExpiredUnrestored ?? [])
+        {
+            expired = checked(expired + lot.Points);
+            into.Add(e.ProgramId, day, ReportMetric.Expired, "", lot.Points);
+            if (lot.ExpiresAt is { } expires)
+            {
+                into.Add(e.ProgramId, DayOf(expires), ReportMetric.CohortRedeemed, "", -lot.Points);
+                into.Add(e.ProgramId, DayOf(expires), ReportMetric.CohortExpired, "", lot.Points);
+            }
+        }
+
         into.Add(e.ProgramId, day, ReportMetric.Reversed, "", reversed);
-        into.Add(e.ProgramId, day, ReportMetric.RedemptionsReturned, "", restored);
+        into.Add(e.ProgramId, day, ReportMetric.RedemptionsReturned, "", checked(restored + expired));
         into.Add(e.ProgramId, day, ReportMetric.ReturnedSales, "", d.ReturnedAmountMinor);
         into.Add(e.ProgramId, day, ReportMetric.Returns, "", 1);
         Giving(e, day, into);
@@ -378,6 +392,7 @@ public static class ReportFacts
             }
         }
 
+        // The expired points came back from the redemption and left again: they move nothing.
         return checked(restored - reversed);
     }
 

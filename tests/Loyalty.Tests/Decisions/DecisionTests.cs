@@ -461,6 +461,9 @@ public sealed class DecisionTests
         // on them, and the member could spend all 50 good points besides: 70 spent of 50.
         Assert.Equal(["old"], paid.DetailsAs<RedeemDetails>()!.Lots!.Select(l => l.LotId));
         Assert.Equal((true, null), (returned.Entry!.DetailsAs<ReturnDetails>()!.Full, returned.Entry.DetailsAs<ReturnDetails>()!.Restored));
+        // Not given back, and no longer redeemed either: the mug came back with the basket; the points expired.
+        Assert.Equal([("old", 60L)], returned.Entry.DetailsAs<ReturnDetails>()!.ExpiredUnrestored!.Select(l => (l.LotId, l.Points)));
+        Assert.Equal((0L, 60L), (state.LifetimeRedeemed.Value, state.LifetimeExpired.Value));
         Assert.Equal(30L, state.AvailableAt(later).Value);
         Assert.Equal([("new", 20L)], RedemptionDecision.End(At(state, settings, later), state.Lots.FindHold("h1")!, true, "h1#end", 6).Entry!.DetailsAs<RedeemDetails>()!.Lots!.Select(l => (l.LotId, l.Points)));
     }

@@ -398,6 +398,26 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_InFull_AfterThePointsItSpentExpired_CountsThemAsExpired_NoLongerAsRedeemed()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Expiry = TwelveMonths, Rewards = [Coffee] });
+        await member.Accrue(Buy(50_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
+        fixture.Clock.Advance(TimeSpan.FromDays(367));
+        await WaitForEntryAsync(LedgerEntryKind.Expire);
+
+        ReturnResult returned = await member.Return(new PurchaseReturn("r1", _program, "m", "basket", "store-1", new Money(50_00, "USD"), Now, []));
+        await fixture.DeactivateAllAsync();
+        MemberView view = (await member.Get())!;
+
+        // The coffee's 30 points came from the sign-up lot, which expired before the basket came back.
+        Assert.Equal(AccrualStatus.Accepted, returned.Status);
+        Assert.Null(returned.Details!.Restored);
+        Assert.Equal([("#signup", 30L)], returned.Details.ExpiredUnrestored!.Select(l => (l.LotId, l.Points)));
+        Assert.Equal((0L, 150L), (view.LifetimeRedeemed.Value, view.LifetimeExpired.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Return_InFullOfAPurchasePaidInPoints_UnderFloorAtZero_TakesBackTheEarnFromTheRestoredPoints()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 500, NegativeBalance = NegativeBalancePolicy.FloorAtZero, Rewards = [Coffee with { PointsPrice = 500 }] });

@@ -23,6 +23,7 @@ public sealed class ReportRulesTests
         Entry(LedgerEntryKind.MergedAway, -99, null),
         Entry(LedgerEntryKind.MergedIn, 99, null),
         Entry(LedgerEntryKind.MergedIn, 60, new MergedInDetails { ExpiredOnArrival = [new LotUse("l1", 40, Monday)] }),
+        Entry(LedgerEntryKind.Return, -70, new ReturnDetails { ActiveReversed = 100, Restored = [new LotUse("l1", 30, Monday.AddYears(1))], ExpiredUnrestored = [new LotUse("l0", 20, Monday)] }),
         Entry(LedgerEntryKind.Flags, 0, null),
         Entry((LedgerEntryKind)999, 5, null),
     ];
@@ -57,6 +58,19 @@ public sealed class ReportRulesTests
         Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday), ReportMetric.MergedIn, "", 100), t);
         Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday), ReportMetric.Expired, "", 40), t);
         Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday.AddDays(-1)), ReportMetric.CohortExpired, "", 40), t);
+    }
+
+    [Fact]
+    public void AFullReturnsPointsWhoseLotExpiredSince_AreReturnedFromTheRedemption_AndExpire_InTheirCohort()
+    {
+        var totals = new ReportTotals();
+        totals.Add(Entry(LedgerEntryKind.Return, -100, new ReturnDetails { ActiveReversed = 100, ExpiredUnrestored = [new LotUse("l0", 20, Monday.AddDays(-3))] }));
+
+        ReportTotal[] t = [.. totals.Of("p")];
+        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday), ReportMetric.RedemptionsReturned, "", 20), t);
+        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday), ReportMetric.Expired, "", 20), t);
+        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday.AddDays(-3)), ReportMetric.CohortRedeemed, "", -20), t);
+        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday.AddDays(-3)), ReportMetric.CohortExpired, "", 20), t);
     }
 
     [Fact]
