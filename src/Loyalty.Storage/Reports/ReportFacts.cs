@@ -65,7 +65,7 @@ public enum ReportMetric : short
     /// <summary>Points that left with an account merged into another.</summary>
     MergedOut = 11,
 
-    /// <summary>Points spent on a purchase that came back in full, returned to the member's lots.</summary>
+    /// <summary>Points spent on a purchase that came back in full: returned to the member's lots, or counted as <see cref="Expired"/> when their lot has expired since.</summary>
     RedemptionsReturned = 12,
 
     /// <summary>Points given for survey answers.</summary>
