@@ -462,7 +462,7 @@ public sealed record MergedAwayDetails : EntryDetails
 
 /// <summary>The survivor's side of a merge: what arrived, and the tier kept.</summary>
 [GenerateSerializer, Immutable]
-public sealed record MergedInDetails : EntryDetails, ITierOutcome, ILotsTaken
+public sealed record MergedInDetails : EntryDetails, ITierOutcome
 {
     /// <summary>What moved from the merged-away member.</summary>
     [Id(0)] public MergeTransfer? Merge { get; init; }
@@ -478,17 +478,6 @@ public sealed record MergedInDetails : EntryDetails, ITierOutcome, ILotsTaken
 
     /// <summary>The survivor had no referrer and takes the duplicate's, with its referral status.</summary>
     [Id(4)] public bool InheritsReferrer { get; init; }
-
-    /// <summary>
-    /// Lots of the transfer that had expired when the merge was recorded (a merge taken in after its
-    /// duplicate let go, retried once their expiry passed), spendable or pending (a pending lot as
-    /// its purchase's id, points and expiry): written off here, counted as expired, and never
-    /// credited, so they pay no debt and cannot be spent. Null when none.
-    /// </summary>
-    [Id(5)] public IReadOnlyList<LotUse>? ExpiredOnArrival { get; init; }
-
-    /// <summary>The lots written off on arrival (the API's breakdown shows them as the entry's lots).</summary>
-    IReadOnlyList<LotUse>? ILotsTaken.Lots => ExpiredOnArrival;
 
     /// <summary>Never set: a merge keeps the higher tier, it lowers none.</summary>
     string? ITierOutcome.DowngradedFrom => null;

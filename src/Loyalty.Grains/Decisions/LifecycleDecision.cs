@@ -140,8 +140,7 @@ public static class LifecycleDecision
             pending = checked(pending + lot.Points);
         }
 
-        List<LotUse>? expired = ExpiredOnArrival(transfer, d.Now, out long expiredPoints);
-        return Decision.Write(d.NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance - expiredPoints + pending)), null, 0) with
+        return Decision.Write(d.NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance + pending)), null, 0) with
         {
             Reference = duplicateId,
             Reason = reason,
@@ -152,46 +151,9 @@ public static class LifecycleDecision
                 TierAfter = takeTheirs ? transfer.Tier : ladder.Tiers[mine].Name,
                 TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
                 InheritsReferrer = state.Referral.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != d.MemberId,
-                ExpiredOnArrival = expired,
             },
         });
     }
-
-    /// <summary>
-    /// The transfer's lots past their expiry at <paramref name="now"/>, spendable or pending (a
-    /// pending lot past its expiry has matured too, as a lot of the purchase's id), and their
-    /// points. The duplicate writes off what has expired before it lets go, so these are lots
-    /// whose expiry passed between its detach and this entry (a merge completed later).
-    /// </summary>
-    private static List<LotUse>? ExpiredOnArrival(MergeTransfer transfer, DateTimeOffset now, out long points)
-    {
-        List<LotUse>? expired = null;
-        long sum = 0;
-        foreach (LotUse lot in transfer.Lots)
-        {
-            Consider(lot);
-        }
-
-        foreach (PendingLotUse lot in transfer.Pending)
-        {
-            Consider(PendingAsLot(lot));
-        }
-
-        points = sum;
-        return expired;
-
-        void Consider(LotUse lot)
-        {
-            if (lot.ExpiresAt <= now)
-            {
-                (expired ??= []).Add(lot);
-                sum = checked(sum + lot.Points);
-            }
-        }
-    }
-
-    /// <summary>A transferred pending lot as <see cref="MergedInDetails.ExpiredOnArrival"/> names it.</summary>
-    public static LotUse PendingAsLot(PendingLotUse lot) => new(lot.TransactionId, lot.Points, lot.ExpiresAt);
 
     /// <summary>A referral link that named a merged-away member now names its survivor; nothing when this member has no link to it.</summary>
     public static Decision Repoint(in Decider d, string fromId, string toId) =>

@@ -621,26 +621,13 @@ public sealed class MemberState : IEarnHistory, IQualifying
             Lots.Debit(new Points(-t.Balance), null);
         }
 
-        IReadOnlyList<LotUse> expiredOnArrival = details.ExpiredOnArrival ?? [];
         foreach (LotUse lot in t.Lots)
         {
-            if (expiredOnArrival.Contains(lot))
-            {
-                LifetimeExpired += new Points(lot.Points);
-                continue;
-            }
-
             Lots.Credit(new Points(lot.Points), lot.LotId, lot.ExpiresAt);
         }
 
         foreach (PendingLotUse lot in t.Pending)
         {
-            if (expiredOnArrival.Count > 0 && expiredOnArrival.Contains(LifecycleDecision.PendingAsLot(lot)))
-            {
-                LifetimeExpired += new Points(lot.Points);
-                continue;
-            }
-
             Lots.AddPending(new PendingLot(lot.TransactionId, lot.AvailableAt, new Points(lot.Points), lot.ExpiresAt));
         }
 

@@ -471,24 +471,7 @@ public static class ReportFacts
     private static long MergedIn(LedgerEntry e, int day, ReportTotals into)
     {
         Tiers(e, day, into);
-        // The duplicate's lots that expired before they arrived came in with the merge (as much as
-        // left the duplicate) and expired here: counted as expired points, in their cohorts as an
-        // expiry's are. The entry's own points are what arrived less them.
-        long expired = 0;
-        foreach (LotUse lot in e.DetailsAs<MergedInDetails>()?.ExpiredOnArrival ?? [])
-        {
-            into.Add(e.ProgramId, day, ReportMetric.Expired, "", lot.Points);
-            if (lot.ExpiresAt is { } expires)
-            {
-                into.Add(e.ProgramId, DayOf(expires), ReportMetric.CohortExpired, "", lot.Points);
-            }
-
-            expired = checked(expired + lot.Points);
-        }
-
-        long arrived = checked(e.Points.Value + expired);
-        into.Add(e.ProgramId, day, arrived >= 0 ? ReportMetric.MergedIn : ReportMetric.MergedOut, "", Math.Abs(arrived));
-        return e.Points.Value;
+        return Flow(e, day, into);
     }
 
     /// <summary>Entries that move points one way or the other under one pair of flows.</summary>

@@ -622,48 +622,6 @@ public sealed class DecisionTests
     }
 
     [Fact]
-    public void MergeIn_RetriedAfterTheDuplicatesLotExpired_WritesItOffOnArrival_SoItPaysNoneOfTheSurvivorsDebt()
-    {
-        ProgramSettings settings = Expiring12();
-        MemberState duplicate = WithTwoLots(settings);
-        MergeTransfer transfer = LifecycleDecision.Detach(At(duplicate, settings, OldExpiry.AddMinutes(-1)), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
-        MemberState survivor = Enrolled();
-        survivor.Apply(AdjustmentDecision.Decide(At(survivor, settings, OldExpiry), new Adjustment("s1", new Points(-80), "chargeback"), 1).Entry!, 8);
-
-        // Its first try failed; taken in again after the duplicate's "old" lot expired.
-        Decision merged = LifecycleDecision.MergeIn(At(survivor, settings, OldExpiry.AddHours(1)), "m2", transfer, "duplicate");
-        survivor.Apply(merged.Entry!, 8);
-
-        // Before, the 100 expired points arrived as live points and paid the debt: 70 instead of -30.
-        Assert.Equal(150L, transfer.Balance);
-        Assert.Equal(50L, merged.Entry!.Points.Value);
-        Assert.Equal([("old", 100L)], merged.Entry.DetailsAs<MergedInDetails>()!.ExpiredOnArrival!.Select(l => (l.LotId, l.Points)));
-        Assert.Equal((-30L, 100L), (survivor.Balance.Value, survivor.LifetimeExpired.Value));
-    }
-
-    [Fact]
-    public void MergeIn_RetriedAfterADuplicatesPendingLotMaturedAndExpired_WritesItOffOnArrival()
-    {
-        ProgramSettings settings = Expiring12() with { PendingDays = 14 };
-        MemberState duplicate = Enrolled();
-        LedgerEntry bought = AccrualDecision.Decide(At(duplicate, settings, Now), Purchase("p1", 100_00), 1, null);
-        duplicate.Apply(bought, 8);
-        MergeTransfer transfer = LifecycleDecision.Detach(At(duplicate, settings, Now.AddDays(1)), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
-        MemberState survivor = Enrolled();
-        survivor.Apply(AdjustmentDecision.Decide(At(survivor, settings, Now.AddDays(1)), new Adjustment("s1", new Points(-80), "chargeback"), 1).Entry!, 8);
-        DateTimeOffset later = bought.DetailsAs<EarnDetails>()!.ExpiresAt!.Value.AddHours(1);
-
-        Decision merged = LifecycleDecision.MergeIn(At(survivor, settings, later), "m2", transfer, "duplicate");
-        survivor.Apply(merged.Entry!, 8);
-        survivor.Lots.Mature(later);
-
-        // Before, the pending lot arrived as pending, matured at once, and its expired points paid the debt.
-        Assert.Equal(100L, Assert.Single(transfer.Pending).Points);
-        Assert.Equal((0L, "p1"), (merged.Entry!.Points.Value, Assert.Single(merged.Entry.DetailsAs<MergedInDetails>()!.ExpiredOnArrival!).LotId));
-        Assert.Equal((-80L, 0, 100L), (survivor.Balance.Value, survivor.Lots.Pending.Count, survivor.LifetimeExpired.Value));
-    }
-
-    [Fact]
     public void MergeIn_KeepsTheInactivityClockAGrantStartedForTheDuplicatesPoints()
     {
         ProgramSettings settings = Settings() with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6) };

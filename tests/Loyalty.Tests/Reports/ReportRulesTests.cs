@@ -22,7 +22,6 @@ public sealed class ReportRulesTests
         Entry(LedgerEntryKind.ReferralReward, -40, null),
         Entry(LedgerEntryKind.MergedAway, -99, null),
         Entry(LedgerEntryKind.MergedIn, 99, null),
-        Entry(LedgerEntryKind.MergedIn, 60, new MergedInDetails { ExpiredOnArrival = [new LotUse("l1", 40, Monday)] }),
         Entry(LedgerEntryKind.Return, -70, new ReturnDetails { ActiveReversed = 100, Restored = [new LotUse("l1", 30, Monday.AddYears(1))], ExpiredUnrestored = [new LotUse("l0", 20, Monday)] }),
         Entry(LedgerEntryKind.Flags, 0, null),
         Entry((LedgerEntryKind)999, 5, null),
@@ -46,18 +45,6 @@ public sealed class ReportRulesTests
         long signed = totals.Of("p").Sum(t => ReportFacts.SignOf(t.Metric) * t.Value);
         Assert.Equal(entry.Points.Value, signed);
         Assert.Equal(Enum.IsDefined(entry.Kind), !totals.Of("p").Any(t => t.Metric == ReportMetric.Other));
-    }
-
-    [Fact]
-    public void AMergesLotsThatExpiredBeforeTheyArrived_CameInWithIt_AndCountAsExpired_InTheirCohort()
-    {
-        var totals = new ReportTotals();
-        totals.Add(Entry(LedgerEntryKind.MergedIn, 60, new MergedInDetails { ExpiredOnArrival = [new LotUse("l1", 40, Monday.AddDays(-1))] }));
-
-        ReportTotal[] t = [.. totals.Of("p")];
-        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday), ReportMetric.MergedIn, "", 100), t);
-        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday), ReportMetric.Expired, "", 40), t);
-        Assert.Contains(new ReportTotal(ReportFacts.DayOf(Monday.AddDays(-1)), ReportMetric.CohortExpired, "", 40), t);
     }
 
     [Fact]
