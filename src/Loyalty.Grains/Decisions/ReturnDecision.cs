@@ -53,10 +53,13 @@ public static class ReturnDecision
         // Points of a lot that has expired since are not given back: they would have expired with it
         // (given back, they could pay a debt or meet a reservation before the wake wrote them off);
         // they count as expired, no longer as redeemed (the reward came back with the purchase).
-        DateTimeOffset now = d.Now;
-        IReadOnlyList<LotUse> spent = reversal.Full ? redeemed?.DetailsAs<RedeemDetails>()?.Lots ?? [] : [];
-        List<LotUse>? restoredLots = spent.Count > 0 && spent.Where(l => !(l.ExpiresAt <= now)).ToList() is { Count: > 0 } unexpired ? unexpired : null;
-        List<LotUse>? expiredLots = spent.Count > 0 && spent.Where(l => l.ExpiresAt <= now).ToList() is { Count: > 0 } expiredSince ? expiredSince : null;
+        List<LotUse>? restoredLots = null;
+        List<LotUse>? expiredLots = null;
+        foreach (LotUse lot in reversal.Full ? redeemed?.DetailsAs<RedeemDetails>()?.Lots ?? [] : [])
+        {
+            (lot.ExpiresAt <= d.Now ? expiredLots ??= [] : restoredLots ??= []).Add(lot);
+        }
+
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
         PendingLot? pendingLot = state.Lots.FindPending(original.TransactionId!);
         long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
