@@ -53,10 +53,16 @@ public sealed record MemberView(
     [property: Id(32)] BirthdayGrant? BirthdayGift = null,
     [property: Id(33)] MembershipView? Membership = null,
     [property: Id(34)] long WalletMinor = 0,
-    [property: Id(35)] IReadOnlyList<OpenTradeIn>? TradeIns = null)
+    [property: Id(35)] IReadOnlyList<OpenTradeIn>? TradeIns = null,
+    [property: Id(36)] Points? SpendableNow = null)
 {
-    /// <summary>Points the member can spend now: the balance less points held by open reservations.</summary>
-    public Points Available => Balance - Held;
+    /// <summary>
+    /// Points the member can spend now: the balance less points held by open reservations, less
+    /// points past their expiry whose write-off is not written yet (the member's wake comes within
+    /// the schedule's spread after it). A view without <see cref="SpendableNow"/> (from an older
+    /// silo) counts the balance less held points.
+    /// </summary>
+    public Points Available => SpendableNow ?? Balance - Held;
 }
 
 /// <summary>

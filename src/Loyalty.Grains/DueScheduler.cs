@@ -25,6 +25,20 @@ public sealed class ScheduleOptions
 
     /// <summary>Most member wakes running at once.</summary>
     public int WakesInFlightMax { get; set; } = 16;
+
+    /// <summary>The longest a member's write-off of expired points (or warning before it) is spread after its time, in seconds (a larger setting is lowered to it).</summary>
+    public const int ExpirySpreadSecondsMax = 6 * 60 * 60;
+
+    /// <summary>
+    /// Over how long after a lot's expiry (or its warning's time) the members it concerns are
+    /// woken, each at its own offset, in seconds; 0 wakes them all on the instant. Lifespans end at
+    /// a program-local midnight, so without a spread one day's earners all fall due at once.
+    /// Below a day, so a warning still comes before its expiry.
+    /// </summary>
+    public int ExpirySpreadSeconds { get; set; } = 30 * 60;
+
+    /// <summary>The spread in effect: <see cref="ExpirySpreadSeconds"/> within 0 and <see cref="ExpirySpreadSecondsMax"/>.</summary>
+    public TimeSpan ExpirySpread => TimeSpan.FromSeconds(Math.Clamp(ExpirySpreadSeconds, 0, ExpirySpreadSecondsMax));
 }
 
 /// <summary>

@@ -32,13 +32,37 @@ public static class Expiring
     public const int UpcomingMax = 100;
 
     /// <summary>
+    /// How long after a lot's expiry (and its warning's time) this member's wake comes, within
+    /// <paramref name="spread"/>: a stable hash of the member's key, to the second. Lifespans end
+    /// at a program-local midnight, so every member who earned on one day would otherwise be due
+    /// at the same instant, and a backlog of a day's expiries would delay the reservations that
+    /// lapse just after it. Spending never waits for the wake (expired points are not spendable),
+    /// and the entry records the lot's own expiry, so only when the write-off lands moves.
+    /// </summary>
+    public static TimeSpan WakeLateBy(string programId, string memberId, TimeSpan spread)
+    {
+        long seconds = (long)spread.TotalSeconds;
+        if (seconds <= 0)
+        {
+            return TimeSpan.Zero;
+        }
+
+        var hash = new Fingerprint();
+        hash.Add(programId);
+        hash.Add(memberId);
+        return TimeSpan.FromSeconds((long)(unchecked((ulong)hash.Value) % (ulong)seconds));
+    }
+
+    /// <summary>
     /// The earliest time the member has due work, or null when nothing is ever due. Times that
     /// cannot act yet are pushed back to when they can: a pending lot's warning waits for the lot
     /// to become spendable; expired points that open reservations need (unexpired points no longer
     /// cover them) wait for them to end, and inactivity waits for reservations only when they hold
-    /// every point (held points do not expire under a till's feet).
+    /// every point (held points do not expire under a till's feet). Lots' expiries and their
+    /// warnings come <paramref name="lateBy"/> later (see <see cref="WakeLateBy"/>); lapses,
+    /// referral settlements and inactivity (a time of the member's own) do not.
     /// </summary>
-    public static DateTimeOffset? NextDue(MemberState state, ExpiryPolicy policy)
+    public static DateTimeOffset? NextDue(MemberState state, ExpiryPolicy policy, DateTimeOffset now, TimeSpan lateBy = default)
     {
         DateTimeOffset? due = null;
         DateTimeOffset? holdsEnd = null;
@@ -66,12 +90,12 @@ public static class Expiring
         // A lot's points expire on time, except what open reservations need of expired points.
         if (state.Lots.NextExpiry() is { } expiry)
         {
-            Consider(ref due, expiry);
+            Consider(ref due, expiry + lateBy);
         }
 
-        if (policy.WarnDays > 0 && FirstUnwarned(state) is { ExpiresAt: { } expiresAt })
+        if (policy.WarnDays > 0 && FirstUnwarned(state, now) is { ExpiresAt: { } expiresAt })
         {
-            Consider(ref due, expiresAt - warn);
+            Consider(ref due, expiresAt - warn + lateBy);
         }
 
         IReadOnlyList<PendingLot> pending = state.Lots.Pending;
@@ -80,7 +104,7 @@ public static class Expiring
             PendingLot lot = pending[i];
             if (lot.ExpiresAt is { } pendingExpiry)
             {
-                Consider(ref due, Latest(lot.AvailableAt, policy.WarnDays > 0 ? pendingExpiry - warn : pendingExpiry)!.Value);
+                Consider(ref due, Latest(lot.AvailableAt, (policy.WarnDays > 0 ? pendingExpiry - warn : pendingExpiry) + lateBy)!.Value);
             }
         }
 
@@ -209,7 +233,8 @@ public static class Expiring
                 break;
             }
 
-            if (!lot.Warned)
+            // Past its expiry and still here: an open reservation holds it. Too late to warn of.
+            if (!lot.Warned && at > now)
             {
                 lots.Add(new LotUse(lot.Id, lot.Points.Value, at));
             }
@@ -227,18 +252,19 @@ public static class Expiring
             : new DueWork(DueKind.Warn, lots, lots.Count > 0 ? lots[0].ExpiresAt!.Value : deadline!.Value, InactivityDeadline: deadline);
     }
 
-    private static PointLot? FirstUnwarned(MemberState state)
+    /// <summary>The soonest lot not yet warned of and not yet expired at <paramref name="now"/> (as <see cref="Warning"/> finds them), or null.</summary>
+    private static PointLot? FirstUnwarned(MemberState state, DateTimeOffset now)
     {
         IReadOnlyList<PointLot> spendable = state.Lots.Spendable;
         for (int i = 0; i < spendable.Count; i++)
         {
             PointLot lot = spendable[i];
-            if (lot.ExpiresAt is null)
+            if (lot.ExpiresAt is not { } at)
             {
                 return null;
             }
 
-            if (!lot.Warned)
+            if (!lot.Warned && at > now)
             {
                 return lot;
             }

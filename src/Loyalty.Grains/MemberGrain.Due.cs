@@ -83,7 +83,7 @@ public sealed partial class MemberGrain
         {
             DateTimeOffset now = _services.Clock.GetUtcNow();
             _state.Lots.Mature(now);
-            next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules), ProgrammeDue(program.Settings));
+            next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules, now, WakeLateBy), ProgrammeDue(program.Settings));
             if (!settled && next <= now)
             {
                 // The referrer could not be told: retry later, not at once (other members' work comes first).
@@ -112,6 +112,9 @@ public sealed partial class MemberGrain
         _scheduledDue = _scheduleKnown && _scheduledDue is { } marked && (next is null || marked < next) ? marked : next;
         _scheduleKnown = true;
     }
+
+    /// <summary>This member's offset in the spread of expiry wakes (see <see cref="Expiring.WakeLateBy"/>).</summary>
+    private TimeSpan WakeLateBy => Expiring.WakeLateBy(_programId, _memberId, _services.ExpirySpread);
 
     private DueOutcome? StageDue(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {

@@ -162,6 +162,7 @@ public sealed partial class MemberGrain
         return _state.ToView(_programId, _memberId, tier.Name, reviewAt, ((IQualifying)_state).QualifyingAt(ladder, now), tier.Perks) with
         {
             Held = _state.Lots.HeldAt(now),
+            SpendableNow = _state.AvailableAt(now),
             LifetimeRedeemed = _state.LifetimeRedeemed,
             LifetimeExpired = _state.LifetimeExpired,
             Expiring = Expiring.Upcoming(_state, policy),
@@ -190,7 +191,7 @@ public sealed partial class MemberGrain
     private DueChange? MarkDue(ProgramSettings? settings)
     {
         if (settings is null
-            || Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed ? Expiring.NextDue(_state, settings.ExpiryRules) : null,
+            || Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed ? Expiring.NextDue(_state, settings.ExpiryRules, _services.Clock.GetUtcNow(), WakeLateBy) : null,
                 ProgrammeDue(settings)) is not { } next
             || (_scheduleKnown && _scheduledDue is { } known && known <= next))
         {

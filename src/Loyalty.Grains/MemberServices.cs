@@ -21,6 +21,7 @@ public sealed class MemberServices(
     ProgramDirectory programs,
     EngineClock clock,
     IOptions<MemberOptions> options,
+    IOptions<ScheduleOptions> schedule,
     DeepCopier<MemberState> copier,
     ILogger<MemberGrain> logger,
     FaultInjector faults,
@@ -43,6 +44,9 @@ public sealed class MemberServices(
 
     /// <summary>Member options.</summary>
     public MemberOptions Options { get; } = options.Value;
+
+    /// <summary>Over how long members' expiry wakes are spread (see <see cref="Expiring.WakeLateBy"/>).</summary>
+    public TimeSpan ExpirySpread { get; } = schedule.Value.ExpirySpread;
 
     /// <summary>Copies the state for a snapshot written while the member goes on.</summary>
     public DeepCopier<MemberState> Copier { get; } = copier;

@@ -336,6 +336,68 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void ALotPastItsExpiry_HeldByAReservation_IsNotWarnedAbout_AndIsNotDueForIt()
+    {
+        ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400, Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12, WarnDays: 30) };
+        DateTimeOffset lapses = OldExpiry.AddMinutes(-1).AddDays(1);
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 60_00), 1, null), 8);
+        // The member was not woken for its warning; a mug reserved a minute before the lot expired holds it all.
+        state.Apply(RedemptionDecision.SpendOrHold(At(state, settings, OldExpiry.AddMinutes(-1)), new Loyalty.Redemption("h1", "mug", 1), true, 1, RedemptionDecision.Stock.Secured).Entry!, 8);
+        DateTimeOffset after = OldExpiry.AddSeconds(1);
+
+        DueWork? work = Expiring.Next(state, settings.ExpiryRules, after);
+        DateTimeOffset? due = Expiring.NextDue(state, settings.ExpiryRules, after);
+
+        // Before, the expired lot was warned about as "expiring soon", and was due for it in the past.
+        Assert.Null(work);
+        Assert.Equal(lapses, due);
+        DueWork warnedBefore = Expiring.Next(state, settings.ExpiryRules, OldExpiry.AddMinutes(-1))!;
+        Assert.Equal((DueKind.Warn, 60L), (warnedBefore.Kind, warnedBefore.Lots.Sum(l => l.Points)));
+    }
+
+    [Fact]
+    public void ExpiriesAndTheirWarnings_AreDueAtTheMembersOffset_AndLapsesOnTheInstant()
+    {
+        ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 3_600, Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12, WarnDays: 30) };
+        TimeSpan late = TimeSpan.FromMinutes(7);
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 100_00), 1, null), 8);
+        DateTimeOffset warnAt = OldExpiry.AddDays(-30);
+
+        DateTimeOffset? warning = Expiring.NextDue(state, settings.ExpiryRules, Now, late);
+        state.Apply(DueDecision.Of(At(state, settings, warnAt + late), Expiring.Next(state, settings.ExpiryRules, warnAt + late)!, "#end", 2).Entry!, 8);
+        DateTimeOffset? expiry = Expiring.NextDue(state, settings.ExpiryRules, warnAt + late, late);
+        LedgerEntry expired = DueDecision.Of(At(state, settings, OldExpiry + late), Expiring.Next(state, settings.ExpiryRules, OldExpiry + late)!, "#end", 2).Entry!;
+        DateTimeOffset reserved = OldExpiry.AddHours(-3);
+        state.Apply(RedemptionDecision.SpendOrHold(At(state, settings, reserved), new Loyalty.Redemption("h1", "pen", 1), true, 3, RedemptionDecision.Stock.Secured).Entry!, 8);
+        DateTimeOffset? lapse = Expiring.NextDue(state, settings.ExpiryRules, reserved, late);
+
+        Assert.Equal(warnAt + late, warning);
+        Assert.Equal(OldExpiry + late, expiry);
+        Assert.Equal(reserved.AddHours(1), lapse);
+        // The write-off itself records the lot's own expiry, whenever the wake comes.
+        Assert.Equal((LedgerEntryKind.Expire, -100L, OldExpiry), (expired.Kind, expired.Points.Value, expired.OccurredAt));
+    }
+
+    [Fact]
+    public void WakeLateBy_IsStablePerMember_WithinTheSpread_AndSpreadsADaysMembers()
+    {
+        TimeSpan spread = TimeSpan.FromMinutes(30);
+        TimeSpan[] offsets = [.. Enumerable.Range(0, 3_000).Select(i => Expiring.WakeLateBy("shop", "member-" + i, spread))];
+
+        int busiestMinute = offsets.GroupBy(o => (int)o.TotalMinutes).Max(g => g.Count());
+
+        Assert.All(offsets, o => Assert.InRange(o, TimeSpan.Zero, spread - TimeSpan.FromSeconds(1)));
+        Assert.Equal(offsets[17], Expiring.WakeLateBy("shop", "member-17", spread));
+        Assert.NotEqual(offsets[17], Expiring.WakeLateBy("other-shop", "member-17", spread));
+        // 3,000 members over 30 minutes: 100 a minute on average; none of the 30 minutes twice that.
+        Assert.Equal(30, offsets.Select(o => (int)o.TotalMinutes).Distinct().Count());
+        Assert.InRange(busiestMinute, 100, 199);
+        Assert.Equal(TimeSpan.Zero, Expiring.WakeLateBy("shop", "member-17", TimeSpan.Zero));
+    }
+
+    [Fact]
     public void Redemption_AfterALotExpired_AndBeforeItsExpiryIsWritten_SpendsOnlyUnexpiredPoints()
     {
         ProgramSettings settings = Expiring12();
@@ -367,7 +429,7 @@ public sealed class DecisionTests
         long availableBefore = partly.AvailableAt(after).Value;
 
         DueWork? partlyDue = Expiring.Next(partly, settings.ExpiryRules, after);
-        DateTimeOffset? dueFirst = Expiring.NextDue(partly, settings.ExpiryRules);
+        DateTimeOffset? dueFirst = Expiring.NextDue(partly, settings.ExpiryRules, after);
         partly.Apply(DueDecision.Of(At(partly, settings, after), partlyDue!, "#end", 2).Entry!, 8);
 
         // Before, an open reservation put off every expiry until it ended: a day of spending expired
@@ -376,9 +438,9 @@ public sealed class DecisionTests
         Assert.Equal(expiry, dueFirst);
         Assert.Equal((DueKind.Expire, 100L), (partlyDue!.Kind, partlyDue.Lots.Sum(l => l.Points)));
         Assert.Equal((30L, 30L), (availableBefore, partly.AvailableAt(after).Value));
-        Assert.Equal(lapses, Expiring.NextDue(partly, settings.ExpiryRules));
+        Assert.Equal(lapses, Expiring.NextDue(partly, settings.ExpiryRules, after));
         Assert.Null(Expiring.Next(partly, settings.ExpiryRules, after.AddHours(1)));
-        Assert.Equal(lapses, Expiring.NextDue(wholly, settings.ExpiryRules));
+        Assert.Equal(lapses, Expiring.NextDue(wholly, settings.ExpiryRules, after));
         Assert.Null(Expiring.Next(wholly, settings.ExpiryRules, after));
     }
 

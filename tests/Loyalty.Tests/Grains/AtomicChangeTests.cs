@@ -4,6 +4,7 @@ using Loyalty.Grains;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Grains;
@@ -223,8 +224,10 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             faults.Disarm();
         }
 
-        // p1's lot expires first; the stores keep times to the microsecond.
-        DateTimeOffset expiry = (await Member("m").Get())!.Expiring![0].ExpiresAt;
+        // p1's lot expires first, and the member's wake comes at its offset in the spread after
+        // that; the stores keep times to the microsecond.
+        TimeSpan spread = Silo().GetRequiredService<IOptions<ScheduleOptions>>().Value.ExpirySpread;
+        DateTimeOffset expiry = (await Member("m").Get())!.Expiring![0].ExpiresAt + Expiring.WakeLateBy(_program, "m", spread);
         DateTimeOffset? row = null;
         for (var until = DateTime.UtcNow.AddSeconds(30); DateTime.UtcNow < until && !Near(row, expiry); await Task.Delay(100))
         {
@@ -232,8 +235,38 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             row = await Silo().GetRequiredService<ILedgerStore>().ReadDueAsync(_program, "m", CancellationToken.None);
         }
 
-        Assert.True(Near(row, expiry), $"the due row holds {row:O}, not p1's expiry {expiry:O}");
+        Assert.True(Near(row, expiry), $"the due row holds {row:O}, not p1's expiry's wake {expiry:O}");
         await AssertEachMemberIsItsLedgerAsync(["m"]);
+    }
+
+    [Fact]
+    public async Task AnExpiry_IsWrittenAtTheMembersOffsetInTheSpread_NotOnTheInstant_AndRecordsTheLotsExpiry()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1) });
+        TimeSpan spread = Silo().GetRequiredService<IOptions<ScheduleOptions>>().Value.ExpirySpread;
+        // A member woken at least five minutes after its lot's expiry (the engine's default spread is 30 minutes).
+        string member = Enumerable.Range(0, 100).Select(i => "late" + i)
+            .First(m => Expiring.WakeLateBy(_program, m, spread) is var late && late >= TimeSpan.FromMinutes(5) && late <= spread - TimeSpan.FromMinutes(1));
+        TimeSpan lateBy = Expiring.WakeLateBy(_program, member, spread);
+        await EnrolAsync(member);
+        Assert.Null(await BuyAsync(member, "p1"));
+        DateTimeOffset expiry = (await Member(member).Get())!.Expiring![0].ExpiresAt;
+
+        Advance(expiry + TimeSpan.FromMinutes(1) - Now);
+        await Task.Delay(1_000); // twenty of the fixture's polls
+        long beforeItsOffset = await CountAsync(member, LedgerEntryKind.Expire);
+        long spendable = (await Member(member).Get())!.Available.Value;
+        Advance(expiry + lateBy + TimeSpan.FromSeconds(1) - Now);
+        for (var until = DateTime.UtcNow.AddSeconds(20); await CountAsync(member, LedgerEntryKind.Expire) == 0 && DateTime.UtcNow < until;)
+        {
+            await Task.Delay(50);
+        }
+
+        LedgerEntry written = (await Member(member).GetLedger(null, 10))!.Entries.First(e => e.Kind == LedgerEntryKind.Expire);
+        Assert.Equal(0, beforeItsOffset);
+        Assert.Equal(0, spendable);
+        Assert.True(Near(written.OccurredAt, expiry), $"the write-off records {written.OccurredAt:O}, not the lot's expiry {expiry:O}");
+        await AssertEachMemberIsItsLedgerAsync([member]);
     }
 
     private void Advance(TimeSpan by) => fixture.Clock.Advance(by);
