@@ -43,7 +43,7 @@ public sealed record RewardOption(
 
 /// <summary>The catalogue as a member sees it now.</summary>
 /// <param name="Tier">The member's tier (a review due now applied).</param>
-/// <param name="Available">The points the options are judged against: balance less held.</param>
+/// <param name="Available">The points the options are judged against: balance less held, less points past their expiry (as <see cref="MemberView.Available"/>).</param>
 /// <param name="Options">Every reward of the catalogue, in catalogue order.</param>
 [GenerateSerializer, Immutable]
 public sealed record RewardsView(
@@ -58,7 +58,7 @@ public sealed record RewardsView(
 /// <param name="Details">How they are made up, with the tier before and after.</param>
 /// <param name="AvailableAt">When they would be spendable; null when at once.</param>
 /// <param name="Balance">The spendable balance now.</param>
-/// <param name="Available">The balance less points held by reservations, now.</param>
+/// <param name="Available">The points the member can spend now (as <see cref="MemberView.Available"/>).</param>
 /// <param name="Pending">The pending points now.</param>
 /// <param name="AvailableAfter">Available points after the purchase (its points only if spendable at once), less its redemption.</param>
 /// <param name="Redeemed">Points the purchase's redemption would spend.</param>

@@ -142,20 +142,25 @@ public static class Expiring
             }
         }
 
-        // Inactivity takes every point open reservations do not hold; held points wait for them to end.
-        long spare = state.Balance.Value - state.Lots.HeldAt(now).Value;
-        if (policy.InactivityMonths > 0 && state.Lots.Spendable.Count > 0 && InactivityDeadline(state, policy) is var deadline && deadline <= now)
+        DateTimeOffset? deadline = policy.InactivityMonths > 0 && state.Lots.Spendable.Count > 0 && InactivityDeadline(state, policy) is var d && d <= now ? d : null;
+        List<LotUse> expired = state.Lots.ExpiringAt(now);
+        // Lots whose own expiry came before the inactivity deadline expire as their own first: the
+        // member's wake for them comes within the schedule's spread after it, maybe after the deadline.
+        int before = deadline is { } cutoff ? expired.FindIndex(l => l.ExpiresAt >= cutoff) : -1;
+        List<LotUse> ownFirst = before < 0 ? expired : expired[..before];
+        if (ownFirst.Count > 0)
         {
-            List<LotUse> lots = state.Lots.PlanDebit(spare);
-            if (lots.Count > 0)
-            {
-                return new DueWork(DueKind.Expire, lots, deadline, InactivityDeadline: deadline);
-            }
+            return new DueWork(DueKind.Expire, ownFirst, ownFirst[0].ExpiresAt!.Value);
         }
 
-        if (state.Lots.ExpiringAt(now) is { Count: > 0 } expired)
+        // Inactivity takes every point open reservations do not hold; held points wait for them to end.
+        if (deadline is { } due)
         {
-            return new DueWork(DueKind.Expire, expired, expired[0].ExpiresAt!.Value);
+            List<LotUse> lots = state.Lots.PlanDebit(state.Balance.Value - state.Lots.HeldAt(now).Value);
+            if (lots.Count > 0)
+            {
+                return new DueWork(DueKind.Expire, lots, due, InactivityDeadline: due);
+            }
         }
 
         return policy.WarnDays > 0 ? Warning(state, policy, now) : null;

@@ -10,7 +10,7 @@ namespace Loyalty.Grains;
 public sealed partial class MemberGrain
 {
     /// <summary>The most write-offs of expired points a detach makes before it gives up for a retry (one or two are the rule).</summary>
-    private const int DetachWriteOffsMax = 4;
+    internal const int DetachWriteOffsMax = 4;
 
     private IReadOnlyDictionary<string, string>? _profile;
 

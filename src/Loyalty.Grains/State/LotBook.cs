@@ -131,6 +131,13 @@ public sealed class LotBook
         }
     }
 
+    /// <summary>Whether no points are pending and every spendable lot is past its expiry at <paramref name="at"/> (or there is none).</summary>
+    public bool HoldsNothingLiveAt(DateTimeOffset at)
+    {
+        IReadOnlyList<PointLot> lots = Spendable;
+        return Pending.Count == 0 && (lots.Count == 0 || lots[^1].ExpiresAt <= at);
+    }
+
     /// <summary>Points in lots past their expiry at <paramref name="now"/>.</summary>
     private long ExpiredPoints(DateTimeOffset now)
     {

@@ -213,9 +213,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// points are bounded, each with the entry that last earned from it, and the return book
     /// never holds a refused return's read; 10: when points were last granted to a member holding
     /// none; 11: when each reservation was made; 12: when a membership's paid time began; 13: a
-    /// lot that points join after its warning is unwarned, so snapshots from before are rebuilt).
+    /// lot that points join after its warning is unwarned, so snapshots from before are rebuilt;
+    /// 14: points granted while every lot held is past its expiry count as granted into empty).
     /// </summary>
-    public const int CurrentFormat = 13;
+    public const int CurrentFormat = 14;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -379,7 +380,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Points that arrive spendable at once: a lot of their expiry, and lifetime earned.</summary>
     private void Earn(LedgerEntry entry)
     {
-        if (entry.Points.Value > 0 && Lots.Spendable.Count == 0 && Lots.Pending.Count == 0)
+        // Lots past their expiry whose write-off is not written yet (the member's wake comes within
+        // the schedule's spread) hold nothing the member has: the grant is into empty all the same.
+        if (entry.Points.Value > 0 && Lots.HoldsNothingLiveAt(entry.RecordedAt))
         {
             GrantedIntoEmptyAt = entry.RecordedAt;
         }

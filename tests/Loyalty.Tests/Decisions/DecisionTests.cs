@@ -381,6 +381,43 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void ALotThatExpiredBeforeTheInactivityDeadline_ExpiresAsItsOwn_WhenItsWakeComesAfterTheDeadline()
+    {
+        ProgramSettings settings = Catalogue() with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12, InactivityMonths: 12) };
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, new DateTimeOffset(2026, 6, 1, 0, 0, 30, TimeSpan.Zero)), Purchase("a", 100_00), 1, null), 8);
+        state.Apply(AccrualDecision.Decide(At(state, settings, new DateTimeOffset(2026, 6, 2, 0, 10, 0, TimeSpan.Zero)), Purchase("b", 50_00), 2, null), 8);
+        var lotA = new DateTimeOffset(2027, 6, 2, 0, 0, 0, TimeSpan.Zero);
+        DateTimeOffset deadline = lotA.AddMinutes(10);
+        DateTimeOffset wake = lotA.AddMinutes(20); // the member's offset in the spread: after the deadline
+
+        DueWork own = Expiring.Next(state, settings.ExpiryRules, wake)!;
+        state.Apply(DueDecision.Of(At(state, settings, wake), own, "#end", 2).Entry!, 8);
+        DueWork inactive = Expiring.Next(state, settings.ExpiryRules, wake)!;
+
+        // Before, inactivity came first and took both lots at the deadline, lot a's lifespan unrecorded.
+        Assert.Equal(deadline, Expiring.InactivityDeadline(state, settings.ExpiryRules));
+        Assert.Equal((DueKind.Expire, 100L, lotA, (DateTimeOffset?)null), (own.Kind, own.Lots.Sum(l => l.Points), own.At, own.InactivityDeadline));
+        Assert.Equal((DueKind.Expire, 50L, deadline, (DateTimeOffset?)deadline), (inactive.Kind, inactive.Lots.Sum(l => l.Points), inactive.At, inactive.InactivityDeadline));
+    }
+
+    [Fact]
+    public void PointsGranted_WhileEveryLotHeldIsPastItsExpiry_StartTheInactivityClockAgain()
+    {
+        ProgramSettings settings = Catalogue() with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, InactivityMonths: 6) };
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("a", 100_00), 1, null), 8);
+        DateTimeOffset expiry = state.Lots.Spendable[0].ExpiresAt!.Value;
+        // Five minutes after the lot expired, before the member's wake in the spread has written it off.
+        DateTimeOffset granted = expiry.AddMinutes(5);
+        state.Apply(AdjustmentDecision.Decide(At(state, settings, granted), new Adjustment("goodwill", new Points(50), "sorry"), 2).Entry!, 8);
+
+        // Before, the expired lot still counted as points held: the 50 were due to expire at the purchase's deadline.
+        Assert.Equal(granted, state.GrantedIntoEmptyAt);
+        Assert.Equal(granted.AddMonths(6), Expiring.InactivityDeadline(state, settings.ExpiryRules));
+    }
+
+    [Fact]
     public void WakeLateBy_IsStablePerMember_WithinTheSpread_AndSpreadsADaysMembers()
     {
         TimeSpan spread = TimeSpan.FromMinutes(30);

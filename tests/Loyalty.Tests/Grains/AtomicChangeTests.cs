@@ -509,6 +509,63 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
     }
 
+    [Fact]
+    public async Task AMerge_WhileTheDuplicatesLotsKeepExpiring_GivesUpAfterItsWriteOffsMax_AndARetryCompletesIt()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0, Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1) });
+        const string duplicate = "d";
+        Assert.Null(await EnrolAsync("s"));
+        Assert.Null(await EnrolAsync(duplicate));
+        for (int day = 0; day < 8; day++)
+        {
+            Assert.Null(await BuyAsync(duplicate, "p" + day));
+            Advance(TimeSpan.FromDays(1));
+        }
+
+        // A lot per day's end a month on (month ends may join a few days' lots).
+        DateTimeOffset[] expiries = [.. (await Member(duplicate).Get())!.Expiring!.Select(e => e.ExpiresAt)];
+        Assert.True(expiries.Length > MemberGrain.DetachWriteOffsMax, $"{expiries.Length} lots");
+        // The duplicate's row in the due schedule a year ahead (a scheduler that is behind): the
+        // write-offs below are the merge's own, not a wake's between two of its passes.
+        await Silo().GetRequiredService<LedgerCommitQueue>().ScheduleAsync(new DueChange(_program, duplicate, Now.AddYears(1), Exact: true));
+        Advance(expiries[0] + TimeSpan.FromSeconds(1) - Now);
+        FaultInjector faults = Faults();
+        int writeOffs = 0;
+        faults.Arm((at, entry) =>
+        {
+            // Each write-off the merge makes lets the next lot expire before the merge decides again.
+            if (at == FaultStep.Apply && entry.ProgramId == _program && entry.MemberId == duplicate && entry.Kind == LedgerEntryKind.Expire)
+            {
+                int made = Interlocked.Increment(ref writeOffs);
+                Advance(expiries[made] + TimeSpan.FromSeconds(1) - Now);
+            }
+
+            return false;
+        });
+        MemberResult gaveUp;
+        try
+        {
+            gaveUp = await Member("s").MergeFrom(duplicate, "duplicate");
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        MemberView? left = await Member(duplicate).Get();
+        MemberResult merged = await Member("s").MergeFrom(duplicate, "duplicate");
+
+        Assert.Equal(LoyaltyError.Unavailable, gaveUp.Error);
+        Assert.Contains($"had points expire {MemberGrain.DetachWriteOffsMax} times while it was being merged", gaveUp.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(MemberGrain.DetachWriteOffsMax, writeOffs);
+        Assert.Null(left!.MergedInto);
+        long live = left.Expiring!.Where(e => e.ExpiresAt > Now).Sum(e => e.Points.Value);
+        Assert.True(merged.Error == LoyaltyError.None, merged.ErrorMessage);
+        Assert.Equal(live, merged.Member!.Balance.Value);
+        Assert.Equal(MemberGrain.DetachWriteOffsMax + 1, await CountAsync(duplicate, LedgerEntryKind.Expire));
+        await AssertEachMemberIsItsLedgerAsync(["s", duplicate]);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
