@@ -79,6 +79,9 @@ public static class Limits
     /// <summary>Most tiers on a ladder.</summary>
     public const int TiersMax = 16;
 
+    /// <summary>Most old tier names a ladder keeps mapped to its tiers (see <see cref="TierLadder.Renamed"/>).</summary>
+    public const int TierRenamesMax = 64;
+
     /// <summary>Most perks listed per tier.</summary>
     public const int PerksMax = 32;
 

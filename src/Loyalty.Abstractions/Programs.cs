@@ -404,6 +404,71 @@ public sealed record ProgramSettings(
             }
         }
 
+        return CheckTierRenames(Tiers);
+    }
+
+    /// <summary>
+    /// Why a campaign or reward of these settings names a tier by an old name of
+    /// <paramref name="ladder"/> (it would never match: members are read as holding the new name);
+    /// null when none does.
+    /// </summary>
+    public string? NamesRenamedTier(TierLadder ladder)
+    {
+        if (ladder.Renamed is not { } renamed)
+        {
+            return null;
+        }
+
+        for (int i = 0; i < CampaignList.Count; i++)
+        {
+            if (CampaignList[i].Tiers.FirstOrDefault(renamed.ContainsKey) is { } old)
+            {
+                return $"campaigns[{i}].tiers: tier '{old}' is now '{renamed[old]}'";
+            }
+        }
+
+        for (int i = 0; i < RewardList.Count; i++)
+        {
+            if (RewardList[i].Tiers?.FirstOrDefault(renamed.ContainsKey) is { } old)
+            {
+                return $"rewards[{i}].tiers: tier '{old}' is now '{renamed[old]}'";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Old names map to tiers of the ladder, and are not tiers themselves (see <see cref="TierLadder.Follow"/>).</summary>
+    private static string? CheckTierRenames(TierLadder ladder)
+    {
+        if (ladder.Renamed is not { } renamed)
+        {
+            return null;
+        }
+
+        if (renamed.Count > Limits.TierRenamesMax)
+        {
+            return $"tiers.renamed has more than {Limits.TierRenamesMax} names";
+        }
+
+        foreach ((string old, string tier) in renamed)
+        {
+            if (LoyaltyIds.Check(old, "tiers.renamed", Limits.CodeLengthMax) is { } error)
+            {
+                return error;
+            }
+
+            if (ladder.Has(old))
+            {
+                return $"tiers.renamed: '{old}' is a tier of the ladder; only names the ladder no longer has are mapped";
+            }
+
+            if (!ladder.Has(tier))
+            {
+                return $"tiers.renamed: '{old}' maps to '{tier}', which is not a tier of the ladder";
+            }
+        }
+
         return null;
     }
 
@@ -448,12 +513,15 @@ public sealed record ProgramConfig(
 
 /// <summary>
 /// The answer to a conditional change of a program: the new configuration, or null when the
-/// program was not at the expected version (<paramref name="CurrentVersion"/> says where it is).
+/// program was not at the expected version (<paramref name="CurrentVersion"/> says where it is)
+/// or the change cannot follow the program as it is (<paramref name="Refused"/> says why: a tier
+/// dropped from the ladder without saying where its members go).
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record ProgramPut(
     [property: Id(0)] ProgramConfig? Config,
-    [property: Id(1)] long CurrentVersion);
+    [property: Id(1)] long CurrentVersion,
+    [property: Id(2)] string? Refused = null);
 
 /// <summary>Checks on ISO 4217 currency codes.</summary>
 public static class CurrencyCodes

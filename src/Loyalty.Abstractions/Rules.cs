@@ -117,19 +117,104 @@ public sealed record TierDefinition(
 /// threshold; the tier is then held for one window, reviewed <see cref="GraceDays"/> after the
 /// window ends, and lowered by at most one tier per review.
 /// </summary>
+/// <remarks>
+/// A member's tier is kept by name, and a member that has not changed since keeps the name it
+/// had. So a ladder never loses a name silently: <see cref="Renamed"/> maps every name an
+/// earlier ladder had, and this one does not, to the tier its members now hold (see <see cref="Follow"/>).
+/// </remarks>
 [GenerateSerializer, Immutable]
 public sealed record TierLadder(
     [property: Id(0)] TierBasis Basis,
     [property: Id(1)] int WindowDays,
     [property: Id(2)] int GraceDays,
-    [property: Id(3)] IReadOnlyList<TierDefinition> Tiers)
+    [property: Id(3)] IReadOnlyList<TierDefinition> Tiers,
+    [property: Id(4)] IReadOnlyDictionary<string, string>? Renamed = null)
 {
     /// <summary>The ladder of a program without tiers: everyone is "standard" at 1x.</summary>
     public static readonly TierLadder Default = new(TierBasis.Points, 365, 0,
         [new TierDefinition("standard", 0, Multipliers.One, [])]);
 
-    /// <summary>The index of the named tier; the entry tier when the name is unknown (e.g. after a ladder change).</summary>
+    /// <summary>
+    /// The index of the named tier, or of the tier an old name maps to (<see cref="Renamed"/>);
+    /// the entry tier when the name is unknown.
+    /// </summary>
     public int IndexOf(string? name)
+    {
+        int at = Find(name);
+        return at >= 0 ? at
+            : name is not null && Renamed is { } renamed && renamed.TryGetValue(name, out string? now) ? Math.Max(0, Find(now))
+            : 0;
+    }
+
+    /// <summary>The tier's name in this ladder of a name a member holds (an old name gives its tier's new one).</summary>
+    public string Resolve(string? name) => Tiers[IndexOf(name)].Name;
+
+    /// <summary>Whether the ladder has a tier of this name.</summary>
+    public bool Has(string name) => Find(name) >= 0;
+
+    /// <summary>
+    /// This ladder as it follows <paramref name="before"/>, a program's ladder until now: every
+    /// name <paramref name="before"/> knew (its tiers and its old names) that this one has not
+    /// must be mapped by <see cref="Renamed"/> to the tier its members move to, or the change is
+    /// refused (they would fall to the entry tier, without an entry saying so). The old entry tier
+    /// maps to the new one unless named; old names already mapped are kept, following their tier
+    /// to its new name. Null when refused, with the reason in <paramref name="refused"/>.
+    /// </summary>
+    public TierLadder? Follow(TierLadder before, out string? refused)
+    {
+        var renamed = new Dictionary<string, string>(Renamed ?? EmptyRenames, StringComparer.Ordinal);
+        foreach (string old in renamed.Keys)
+        {
+            if (!before.Has(old) && before.Renamed?.ContainsKey(old) != true)
+            {
+                refused = $"tiers.renamed: '{old}' is not a tier the program had";
+                return null;
+            }
+        }
+
+        for (int i = 0; i < before.Tiers.Count; i++)
+        {
+            string name = before.Tiers[i].Name;
+            if (Has(name) || renamed.ContainsKey(name))
+            {
+                continue;
+            }
+
+            if (i > 0)
+            {
+                refused = $"tiers: tier '{name}' is not in the new ladder, and its members would fall to '{Tiers[0].Name}' without an entry: "
+                    + $"map it to the tier they move to in tiers.renamed (\"{name}\": \"...\"), or keep it";
+                return null;
+            }
+
+            renamed[name] = Tiers[0].Name;
+        }
+
+        foreach ((string old, string tier) in before.Renamed ?? EmptyRenames)
+        {
+            if (Has(old))
+            {
+                refused = $"tiers: '{old}' was a tier renamed to '{tier}', and members may still hold it by that name: give the new tier another name";
+                return null;
+            }
+
+            // The tier an old name pointed at, as it is called now.
+            renamed.TryAdd(old, Has(tier) ? tier : renamed.GetValueOrDefault(tier, Tiers[0].Name));
+        }
+
+        if (renamed.Count > Limits.TierRenamesMax)
+        {
+            refused = $"tiers.renamed: the ladder would keep {renamed.Count} old tier names, more than {Limits.TierRenamesMax}";
+            return null;
+        }
+
+        refused = null;
+        return this with { Renamed = renamed.Count == 0 ? null : renamed };
+    }
+
+    private static readonly IReadOnlyDictionary<string, string> EmptyRenames = new Dictionary<string, string>();
+
+    private int Find(string? name)
     {
         for (int i = 0; i < Tiers.Count; i++)
         {
@@ -139,7 +224,7 @@ public sealed record TierLadder(
             }
         }
 
-        return 0;
+        return -1;
     }
 }
 

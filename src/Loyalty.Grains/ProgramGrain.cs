@@ -14,7 +14,12 @@ public sealed class ProgramGrain(
     EngineClock clock) : Grain, IProgramGrain
 {
     /// <inheritdoc />
-    public async Task<ProgramConfig> Put(ProgramSettings settings) => (await PutIfVersion(settings, null)).Config!;
+    public async Task<ProgramConfig> Put(ProgramSettings settings) =>
+        await PutIfVersion(settings, null) switch
+        {
+            { Config: { } config } => config,
+            var refused => throw new ArgumentException(refused.Refused, nameof(settings)),
+        };
 
     /// <inheritdoc />
     public async Task<ProgramPut> PutIfVersion(ProgramSettings settings, long? expectedVersion)
@@ -30,6 +35,22 @@ public sealed class ProgramGrain(
         if (error is not null)
         {
             throw new ArgumentException(error, nameof(settings));
+        }
+
+        // Members keep their tier by name: a ladder that drops a name must say where its members go.
+        if (settings.Ladder.Follow(state.State.Config?.Settings.Ladder ?? TierLadder.Default, out string? refused) is not { } ladder)
+        {
+            return new ProgramPut(null, current, refused);
+        }
+
+        if (settings.NamesRenamedTier(ladder) is { } oldName)
+        {
+            return new ProgramPut(null, current, oldName);
+        }
+
+        if (settings.Tiers is not null || ladder.Renamed is not null)
+        {
+            settings = settings with { Tiers = ladder };
         }
 
         long version = checked(current + 1);

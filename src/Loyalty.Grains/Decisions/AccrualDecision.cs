@@ -71,7 +71,7 @@ public static class AccrualDecision
             TierBefore = ladder.Tiers[reviewed].Name,
             TierAfter = ladder.Tiers[after].Name,
             TierReviewAt = after == 0 ? null : reviewAt,
-            DowngradedFrom = reviewed < indexBefore ? state.Tier : null,
+            DowngradedFrom = reviewed < indexBefore ? ladder.Tiers[indexBefore].Name : null,
             ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? Decider.LotExpiry(settings, availableAt ?? d.Now) : null,
             RewardId = redeemed is null ? null : purchase.RedeemRewardId,
             Quantity = redeemed is null ? 0 : purchase.RedeemQuantity,

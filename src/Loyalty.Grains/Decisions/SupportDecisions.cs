@@ -34,7 +34,7 @@ public static class FeedbackDecision
         var details = new FeedbackDetails
         {
             Score = feedback.Score,
-            TierAfter = d.State.Tier,
+            TierAfter = d.Settings.Ladder.Resolve(d.State.Tier),
             ExpiresAt = reward.Value > 0 ? Decider.LotExpiry(d.Settings, d.Now) : null,
         };
         return Decision.Write(d.NewEntry(LedgerEntryKind.Feedback, reward, feedback.FeedbackId, fingerprint) with

@@ -17,7 +17,8 @@ public sealed class ProgramAdminService(IGrainFactory grains, ILogger<ProgramAdm
         ProgramPut put = await GrainCalls.RunAsync(() => grains.GetGrain<IProgramGrain>(request.ProgramId).PutIfVersion(settings!, expected), logger, "PutProgram");
         return put.Config is { } config
             ? WireMapping.ToMessage(config)
-            : throw new RpcException(new Status(StatusCode.FailedPrecondition, put.CurrentVersion == 0
+            : throw new RpcException(new Status(StatusCode.FailedPrecondition, put.Refused is { } refused ? refused + "; nothing was changed"
+                : put.CurrentVersion == 0
                 ? $"expected_version {expected}: program '{request.ProgramId}' does not exist yet (expect 0 to create it); nothing was changed"
                 : $"expected_version {expected} is stale: program '{request.ProgramId}' is at version {put.CurrentVersion}; read it again and reapply the change; nothing was changed"));
     }

@@ -40,7 +40,8 @@ internal static class ProgramMapping
             m.Tiers is null ? null : new TierLadder(
                 m.Tiers.Basis == V1.TierBasis.Unspecified ? TierBasis.Points : (TierBasis)(int)m.Tiers.Basis,
                 m.Tiers.WindowDays, m.Tiers.GraceDays,
-                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, Multiplier(t.MultiplierBp), [.. t.Perks], t.BonusDaysPerYear))]),
+                [.. m.Tiers.Tiers.Select(t => new TierDefinition(t.Name, t.Threshold, Multiplier(t.MultiplierBp), [.. t.Perks], t.BonusDaysPerYear))],
+                m.Tiers.Renamed.Count == 0 ? null : new Dictionary<string, string>(m.Tiers.Renamed, StringComparer.Ordinal)),
             m.Expiry is null ? null : new ExpiryPolicy(
                 m.Expiry.Mode == V1.ExpiryMode.Unspecified ? ExpiryMode.None : (ExpiryMode)((int)m.Expiry.Mode - 1),
                 m.Expiry.LifespanMonths, m.Expiry.InactivityMonths, m.Expiry.WarnDays),
@@ -109,6 +110,11 @@ internal static class ProgramMapping
             tier.Perks.AddRange(t.Perks);
             return tier;
         }));
+        foreach ((string old, string tier) in ladder.Renamed ?? System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty)
+        {
+            m.Renamed[old] = tier;
+        }
+
         return m;
     }
 

@@ -68,9 +68,10 @@ public static class ProgramReports
         IReadOnlyList<ReportTotal> before, IReadOnlyList<ReportTotal> days, bool csv)
     {
         var running = new Running(settings.Accounting);
+        TierLadder tiers = settings.Ladder;
         foreach (ReportTotal t in before)
         {
-            running.Add(t);
+            running.Add(AsTiersAreNamedNow(t, tiers));
         }
 
         var report = new V1.ProgramReport
@@ -93,9 +94,10 @@ public static class ProgramReports
             var flows = new Flows();
             for (; next < days.Count && days[next].Day <= end.DayNumber; next++)
             {
-                flows.Add(days[next]);
-                whole.Add(days[next]);
-                running.Add(days[next]);
+                ReportTotal day = AsTiersAreNamedNow(days[next], tiers);
+                flows.Add(day);
+                whole.Add(day);
+                running.Add(day);
             }
 
             bool complete = start == PeriodStart(start, grouping) && end == PeriodEnd(start, grouping);
@@ -172,6 +174,20 @@ public static class ProgramReports
 
         return csv.ToString();
     }
+
+    /// <summary>
+    /// A total keyed by a tier, under the tier's name in the program's ladder now: members keep
+    /// the name their tier had when they last changed, and a renamed tier's old name counts as it
+    /// (see <see cref="TierLadder.Renamed"/>), so one tier is one row.
+    /// </summary>
+    private static ReportTotal AsTiersAreNamedNow(ReportTotal t, TierLadder ladder) => t.Metric switch
+    {
+        ReportMetric.TierEntered or ReportMetric.TierLeft or ReportMetric.NpsPromoters or ReportMetric.NpsPassives or ReportMetric.NpsDetractors when !ladder.Has(t.Key)
+            => t with { Key = ladder.Resolve(t.Key) },
+        ReportMetric.TierMoves when t.Key.Split('>') is [var from, var to] && !(ladder.Has(from) && ladder.Has(to))
+            => t with { Key = ladder.Resolve(from) + ">" + ladder.Resolve(to) },
+        _ => t,
+    };
 
     /// <summary>One period's flows, summed from its days.</summary>
     private sealed class Flows

@@ -170,6 +170,64 @@ public sealed class ProgramAdminTests
         Assert.Equal((360 * unit, 70 * unit), (later.ToNextTier, later.ToKeepTier));
     }
 
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task ATierDroppedFromTheLadder_IsRefusedUnlessMapped_AndItsMembersKeepTheirTierUnderTheNewName(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "admin-renames"), clock);
+        await engine.Programs.PutProgramAsync(WithTiers("member", "silver", "gold"));
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "g" });
+        var get = new V1.GetMemberRequest { ProgramId = Program, MemberId = "g" };
+        await engine.Purchases.AccrueAsync(At(Wire.Purchase(Program, "g", "g-1", 600_00), Start));
+        long atGold = (await engine.Purchases.AccrueAsync(At(Wire.Purchase(Program, "g", "g-2", 10_00), Start))).PointsEarned;
+        long version = (await engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = Program })).Version;
+
+        V1.PutProgramRequest renamed = WithTiers("member", "silver", "Gold");
+        RpcException refused = await Assert.ThrowsAsync<RpcException>(() => engine.Programs.PutProgramAsync(renamed).ResponseAsync);
+        string tierAfterRefusal = (await engine.Members.GetMemberAsync(get)).Tier;
+        renamed.Settings.Tiers.Renamed["gold"] = "Gold";
+        V1.Program put = await engine.Programs.PutProgramAsync(renamed);
+        V1.Member member = await engine.Members.GetMemberAsync(get);
+        long atGoldRenamed = (await engine.Purchases.AccrueAsync(At(Wire.Purchase(Program, "g", "g-3", 10_00), Start))).PointsEarned;
+        // A later change that leaves the old name out keeps it; one that makes it a tier again is refused.
+        V1.Program later = await engine.Programs.PutProgramAsync(WithTiers("member", "silver", "Gold"));
+        RpcException reused = await Assert.ThrowsAsync<RpcException>(() => engine.Programs.PutProgramAsync(WithTiers("member", "silver", "Gold", "gold")).ResponseAsync);
+        V1.PutProgramRequest lounge = WithTiers("member", "silver", "Gold");
+        lounge.Settings.Rewards.Add(new V1.Reward { Id = "lounge", Name = "Lounge", Kind = V1.RewardKind.Product, Sku = "lounge", PointsPrice = 30, Tiers = { "gold" } });
+        RpcException oldName = await Assert.ThrowsAsync<RpcException>(() => engine.Programs.PutProgramAsync(lounge).ResponseAsync);
+        V1.ProgramReport report = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(
+            new V1.ProgramReportRequest { ProgramId = Program, From = "2026-11-01", To = "2026-11-30", GroupBy = V1.ReportGrouping.Month });
+
+        // Before, the put was taken and the member fell to "member" (earning at x1) without an entry.
+        Assert.Equal(StatusCode.FailedPrecondition, refused.StatusCode);
+        Assert.StartsWith("tiers: tier 'gold' is not in the new ladder", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.EndsWith("; nothing was changed", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal("gold", tierAfterRefusal);
+        Assert.Equal(version + 1, put.Version);
+        Assert.Equal("Gold", member.Tier);
+        Assert.True(atGold > 10, $"the gold multiplier gave {atGold} points for 10.00");
+        Assert.Equal(atGold, atGoldRenamed);
+        Assert.Equal("Gold", later.Settings.Tiers.Renamed["gold"]);
+        Assert.Equal(StatusCode.FailedPrecondition, reused.StatusCode);
+        Assert.Contains("members may still hold it by that name", reused.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal((StatusCode.FailedPrecondition, "rewards[0].tiers: tier 'gold' is now 'Gold'; nothing was changed"), (oldName.StatusCode, oldName.Status.Detail));
+        Assert.Equal(version + 2, (await engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = Program })).Version);
+        // The member entered "gold" before the rename: the report counts it under "Gold", one row per tier.
+        Assert.Equal(["member:0", "silver:0", "Gold:1"], report.Total.Members.Tiers.Select(t => $"{t.Tier}:{t.Members}"));
+    }
+
+    /// <summary>The program with a points ladder of these tiers, 0 / 100 / 500 / 1000 points, the top ones earning double.</summary>
+    private static V1.PutProgramRequest WithTiers(params string[] names)
+    {
+        V1.PutProgramRequest request = Wire.Program(Program);
+        request.Settings.Tiers = new V1.TierLadder { Basis = V1.TierBasis.Points, WindowDays = 365, GraceDays = 30 };
+        long[] thresholds = [0, 100, 500, 1_000];
+        request.Settings.Tiers.Tiers.AddRange(names.Select((n, i) => new V1.Tier { Name = n, Threshold = thresholds[i], MultiplierBp = i >= 2 ? 20_000 : 0 }));
+        return request;
+    }
+
     private static V1.PutProgramRequest Edit(long version, string name)
     {
         V1.PutProgramRequest edit = Wire.Program(Program);

@@ -181,4 +181,59 @@ public sealed class ReturnAndTierRulesTests
         Assert.Equal((230L, 0L), (live.Balance.Value, live.Lots.PendingTotal.Value)); // 50 + 240 - 60, all matured
         Assert.Equal(75, live.Earnings.CampaignEarned("double"));
     }
+
+    private static TierLadder NamedLadder(params string[] names) =>
+        new(TierBasis.Points, 365, 0, [.. names.Select((n, i) => new TierDefinition(n, i * 100, Multipliers.One, []))]);
+
+    [Fact]
+    public void ALadderThatDropsATier_IsRefused_UnlessTheNameIsMappedToATierOfIt()
+    {
+        TierLadder before = NamedLadder("member", "silver", "gold");
+
+        TierLadder? dropped = NamedLadder("member", "silver", "Gold").Follow(before, out string? refused);
+        TierLadder? renamed = (NamedLadder("member", "silver", "Gold") with { Renamed = new Dictionary<string, string> { ["gold"] = "Gold" } }).Follow(before, out string? accepted);
+        TierLadder? typo = (NamedLadder("member", "silver", "gold") with { Renamed = new Dictionary<string, string> { ["bronze"] = "silver" } }).Follow(before, out string? unknown);
+
+        Assert.Null(dropped);
+        Assert.Equal("tiers: tier 'gold' is not in the new ladder, and its members would fall to 'member' without an entry: map it to the tier they move to in tiers.renamed (\"gold\": \"...\"), or keep it", refused);
+        Assert.Null(accepted);
+        Assert.Equal((2, "Gold", 2), (renamed!.IndexOf("gold"), renamed.Resolve("gold"), renamed.IndexOf("Gold")));
+        Assert.Null(typo);
+        Assert.Equal("tiers.renamed: 'bronze' is not a tier the program had", unknown);
+    }
+
+    [Fact]
+    public void OldTierNames_AreKeptAcrossLaterChanges_FollowTheirTier_AndCannotNameANewTier()
+    {
+        TierLadder first = NamedLadder("standard", "silver", "gold");
+        TierLadder second = (NamedLadder("member", "silver", "Gold") with { Renamed = new Dictionary<string, string> { ["gold"] = "Gold" } }).Follow(first, out _)!;
+
+        // A later change that says nothing of the old names, and renames Gold again.
+        TierLadder third = (NamedLadder("member", "silver", "Platinum") with { Renamed = new Dictionary<string, string> { ["Gold"] = "Platinum" } }).Follow(second, out string? refused)!;
+        TierLadder? reused = NamedLadder("member", "silver", "Platinum", "gold").Follow(third, out string? reusedRefused);
+
+        Assert.Null(refused);
+        // The old entry tier needs no mapping: its members are in the entry tier either way.
+        Assert.Equal(["Gold=Platinum", "gold=Platinum", "standard=member"], third.Renamed!.Select(r => $"{r.Key}={r.Value}").Order(StringComparer.Ordinal));
+        Assert.Equal((2, 2, 0), (third.IndexOf("gold"), third.IndexOf("Gold"), third.IndexOf("standard")));
+        Assert.Null(reused);
+        Assert.Equal("tiers: 'gold' was a tier renamed to 'Platinum', and members may still hold it by that name: give the new tier another name", reusedRefused);
+    }
+
+    [Fact]
+    public void ALadderKeepsAtMostItsLimitOfOldNames()
+    {
+        TierLadder ladder = NamedLadder("member", "gold");
+        string? refused = null;
+        for (int i = 0; i <= Limits.TierRenamesMax && refused is null; i++)
+        {
+            // Each change renames the top tier once more.
+            TierLadder? next = (NamedLadder("member", "gold" + i) with { Renamed = new Dictionary<string, string> { [ladder.Tiers[1].Name] = "gold" + i } }).Follow(ladder, out refused);
+            ladder = next ?? ladder;
+        }
+
+        Assert.Equal(Limits.TierRenamesMax, ladder.Renamed!.Count);
+        Assert.Equal($"tiers.renamed: the ladder would keep {Limits.TierRenamesMax + 1} old tier names, more than {Limits.TierRenamesMax}", refused);
+        Assert.Equal(1, ladder.IndexOf("gold"));
+    }
 }
