@@ -438,7 +438,7 @@ public sealed record ProgramSettings(
         return null;
     }
 
-    /// <summary>Old names map to tiers of the ladder, and are not tiers themselves (see <see cref="TierLadder.Follow"/>).</summary>
+    /// <summary>Old names are names, and few; what they map to is checked against the program's ladder (see <see cref="TierLadder.Follow"/>).</summary>
     private static string? CheckTierRenames(TierLadder ladder)
     {
         if (ladder.Renamed is not { } renamed)
@@ -453,19 +453,9 @@ public sealed record ProgramSettings(
 
         foreach ((string old, string tier) in renamed)
         {
-            if (LoyaltyIds.Check(old, "tiers.renamed", Limits.CodeLengthMax) is { } error)
+            if ((LoyaltyIds.Check(old, "tiers.renamed", Limits.CodeLengthMax) ?? LoyaltyIds.Check(tier, $"tiers.renamed['{old}']", Limits.CodeLengthMax)) is { } error)
             {
                 return error;
-            }
-
-            if (ladder.Has(old))
-            {
-                return $"tiers.renamed: '{old}' is a tier of the ladder; only names the ladder no longer has are mapped";
-            }
-
-            if (!ladder.Has(tier))
-            {
-                return $"tiers.renamed: '{old}' maps to '{tier}', which is not a tier of the ladder";
             }
         }
 

@@ -157,19 +157,16 @@ public sealed record TierLadder(
     /// name <paramref name="before"/> knew (its tiers and its old names) that this one has not
     /// must be mapped by <see cref="Renamed"/> to the tier its members move to, or the change is
     /// refused (they would fall to the entry tier, without an entry saying so). The old entry tier
-    /// maps to the new one unless named; old names already mapped are kept, following their tier
-    /// to its new name. Null when refused, with the reason in <paramref name="refused"/>.
+    /// maps to the new one unless named; old names already kept follow their tier to its new name,
+    /// and a mapping sent back as it is kept says nothing new. An old name may name a tier again
+    /// only if it is the tier its members are read as holding. Null when refused, with the reason
+    /// in <paramref name="refused"/>.
     /// </summary>
     public TierLadder? Follow(TierLadder before, out string? refused)
     {
-        var renamed = new Dictionary<string, string>(Renamed ?? EmptyRenames, StringComparer.Ordinal);
-        foreach (string old in renamed.Keys)
+        if (Given(before, out refused) is not { } renamed)
         {
-            if (!before.Has(old) && before.Renamed?.ContainsKey(old) != true)
-            {
-                refused = $"tiers.renamed: '{old}' is not a tier the program had";
-                return null;
-            }
+            return null;
         }
 
         for (int i = 0; i < before.Tiers.Count; i++)
@@ -187,19 +184,29 @@ public sealed record TierLadder(
                 return null;
             }
 
+            // The old entry tier's members are in the entry tier either way; named, so a later tier of that name is not theirs.
             renamed[name] = Tiers[0].Name;
         }
 
         foreach ((string old, string tier) in before.Renamed ?? EmptyRenames)
         {
-            if (Has(old))
+            if (renamed.ContainsKey(old))
             {
-                refused = $"tiers: '{old}' was a tier renamed to '{tier}', and members may still hold it by that name: give the new tier another name";
+                continue;
+            }
+
+            // Where the old name's members are now: its tier, as it is called now.
+            string now = Has(tier) ? tier : renamed.GetValueOrDefault(tier, Tiers[0].Name);
+            if (Has(old) && now != old)
+            {
+                refused = $"tiers: '{old}' is an old name of tier '{now}', and members may still hold it by that name: give the new tier another name";
                 return null;
             }
 
-            // The tier an old name pointed at, as it is called now.
-            renamed.TryAdd(old, Has(tier) ? tier : renamed.GetValueOrDefault(tier, Tiers[0].Name));
+            if (!Has(old))
+            {
+                renamed[old] = now;
+            }
         }
 
         if (renamed.Count > Limits.TierRenamesMax)
@@ -210,6 +217,33 @@ public sealed record TierLadder(
 
         refused = null;
         return this with { Renamed = renamed.Count == 0 ? null : renamed };
+    }
+
+    /// <summary>What this ladder's <see cref="Renamed"/> says that <paramref name="before"/> does not already keep; null when it names what cannot be mapped.</summary>
+    private Dictionary<string, string>? Given(TierLadder before, out string? refused)
+    {
+        var given = new Dictionary<string, string>(StringComparer.Ordinal);
+        refused = null;
+        foreach ((string old, string tier) in Renamed ?? EmptyRenames)
+        {
+            if (before.Renamed is { } kept && kept.TryGetValue(old, out string? keptTier) && keptTier == tier)
+            {
+                continue;
+            }
+
+            refused = !before.Has(old) && before.Renamed?.ContainsKey(old) != true ? $"tiers.renamed: '{old}' is not a tier the program had"
+                : Has(old) ? $"tiers.renamed: '{old}' is a tier of the new ladder; only names it no longer has are mapped"
+                : !Has(tier) ? $"tiers.renamed: '{old}' maps to '{tier}', which is not a tier of the new ladder"
+                : null;
+            if (refused is not null)
+            {
+                return null;
+            }
+
+            given[old] = tier;
+        }
+
+        return given;
     }
 
     private static readonly IReadOnlyDictionary<string, string> EmptyRenames = new Dictionary<string, string>();

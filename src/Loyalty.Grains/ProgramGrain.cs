@@ -37,21 +37,12 @@ public sealed class ProgramGrain(
             throw new ArgumentException(error, nameof(settings));
         }
 
-        // Members keep their tier by name: a ladder that drops a name must say where its members go.
-        if (settings.Ladder.Follow(state.State.Config?.Settings.Ladder ?? TierLadder.Default, out string? refused) is not { } ladder)
+        if (FollowTiers(settings, state.State.Config, this.GetPrimaryKeyString(), out string? refused) is not { } following)
         {
             return new ProgramPut(null, current, refused);
         }
 
-        if (settings.NamesRenamedTier(ladder) is { } oldName)
-        {
-            return new ProgramPut(null, current, oldName);
-        }
-
-        if (settings.Tiers is not null || ladder.Renamed is not null)
-        {
-            settings = settings with { Tiers = ladder };
-        }
+        settings = following;
 
         long version = checked(current + 1);
         var config = new ProgramConfig(this.GetPrimaryKeyString(), settings, version);
@@ -84,6 +75,31 @@ public sealed class ProgramGrain(
         }
 
         return new ProgramPut(config, version);
+    }
+
+    /// <summary>
+    /// The settings as they follow the program's <paramref name="before"/>: their ladder with
+    /// every old tier name mapped (see <see cref="TierLadder.Follow"/>); null when refused.
+    /// </summary>
+    private static ProgramSettings? FollowTiers(ProgramSettings settings, ProgramConfig? before, string programId, out string? refused)
+    {
+        if (before is null)
+        {
+            refused = settings.Tiers?.Renamed is { Count: > 0 } ? $"tiers.renamed: program '{programId}' is new; it has no old tier names to map" : null;
+            return refused is null ? settings : null;
+        }
+
+        // Members keep their tier by name: a ladder that drops a name must say where its members go.
+        if (settings.Ladder.Follow(before.Settings.Ladder, out refused) is not { } ladder)
+        {
+            refused = settings.Tiers is null ? refused + " (a program without tiers has the one tier 'standard': send that ladder to map the names)" : refused;
+            return null;
+        }
+
+        refused = settings.NamesRenamedTier(ladder);
+        return refused is not null ? null
+            : settings.Tiers is not null || ladder.Renamed is not null ? settings with { Tiers = ladder }
+            : settings;
     }
 
     /// <inheritdoc />

@@ -148,7 +148,7 @@ public static class LifecycleDecision
             {
                 Merge = transfer,
                 TierBefore = ladder.Tiers[mine].Name,
-                TierAfter = takeTheirs ? transfer.Tier : ladder.Tiers[mine].Name,
+                TierAfter = takeTheirs ? ladder.Resolve(transfer.Tier) : ladder.Tiers[mine].Name,
                 TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
                 InheritsReferrer = state.Referral.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != d.MemberId,
             },

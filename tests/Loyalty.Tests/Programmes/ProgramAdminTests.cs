@@ -197,6 +197,10 @@ public sealed class ProgramAdminTests
         V1.PutProgramRequest lounge = WithTiers("member", "silver", "Gold");
         lounge.Settings.Rewards.Add(new V1.Reward { Id = "lounge", Name = "Lounge", Kind = V1.RewardKind.Product, Sku = "lounge", PointsPrice = 30, Tiers = { "gold" } });
         RpcException oldName = await Assert.ThrowsAsync<RpcException>(() => engine.Programs.PutProgramAsync(lounge).ResponseAsync);
+        V1.PutProgramRequest fresh = WithTiers("member", "silver", "Gold");
+        fresh.ProgramId = "fresh";
+        fresh.Settings.Tiers.Renamed["gold"] = "Gold";
+        RpcException nothingToRename = await Assert.ThrowsAsync<RpcException>(() => engine.Programs.PutProgramAsync(fresh).ResponseAsync);
         V1.ProgramReport report = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(
             new V1.ProgramReportRequest { ProgramId = Program, From = "2026-11-01", To = "2026-11-30", GroupBy = V1.ReportGrouping.Month });
 
@@ -214,6 +218,7 @@ public sealed class ProgramAdminTests
         Assert.Contains("members may still hold it by that name", reused.Status.Detail, StringComparison.Ordinal);
         Assert.Equal((StatusCode.FailedPrecondition, "rewards[0].tiers: tier 'gold' is now 'Gold'; nothing was changed"), (oldName.StatusCode, oldName.Status.Detail));
         Assert.Equal(version + 2, (await engine.Programs.GetProgramAsync(new V1.GetProgramRequest { ProgramId = Program })).Version);
+        Assert.Equal((StatusCode.FailedPrecondition, "tiers.renamed: program 'fresh' is new; it has no old tier names to map; nothing was changed"), (nothingToRename.StatusCode, nothingToRename.Status.Detail));
         // The member entered "gold" before the rename: the report counts it under "Gold", one row per tier.
         Assert.Equal(["member:0", "silver:0", "Gold:1"], report.Total.Members.Tiers.Select(t => $"{t.Tier}:{t.Members}"));
     }

@@ -217,7 +217,38 @@ public sealed class ReturnAndTierRulesTests
         Assert.Equal(["Gold=Platinum", "gold=Platinum", "standard=member"], third.Renamed!.Select(r => $"{r.Key}={r.Value}").Order(StringComparer.Ordinal));
         Assert.Equal((2, 2, 0), (third.IndexOf("gold"), third.IndexOf("Gold"), third.IndexOf("standard")));
         Assert.Null(reused);
-        Assert.Equal("tiers: 'gold' was a tier renamed to 'Platinum', and members may still hold it by that name: give the new tier another name", reusedRefused);
+        Assert.Equal("tiers: 'gold' is an old name of tier 'Platinum', and members may still hold it by that name: give the new tier another name", reusedRefused);
+    }
+
+    [Fact]
+    public void OldNamesSentBackAsTheyAreKept_SayNothingNew_AndAnOldNameMayNameItsOwnTierAgain()
+    {
+        TierLadder first = NamedLadder("member", "silver", "gold");
+        TierLadder basic = NamedLadder("basic", "silver", "gold").Follow(first, out _)!;
+
+        // A client that read the program back sends its old names with the change (before, refused: "member" maps to no tier of the new ladder).
+        TierLadder? entry = (NamedLadder("entry", "silver", "gold") with { Renamed = new Dictionary<string, string> { ["member"] = "basic", ["basic"] = "entry" } }).Follow(basic, out string? echoRefused);
+        TierLadder? back = (NamedLadder("member", "silver", "gold") with { Renamed = new Dictionary<string, string> { ["entry"] = "member" } }).Follow(entry!, out string? backRefused);
+
+        Assert.Equal(["member=basic"], basic.Renamed!.Select(r => $"{r.Key}={r.Value}"));
+        Assert.Null(echoRefused);
+        Assert.Equal(["basic=entry", "member=entry"], entry!.Renamed!.Select(r => $"{r.Key}={r.Value}").Order(StringComparer.Ordinal));
+        // "member" is the entry tier again, which is where its old holders are: no longer an old name.
+        Assert.Null(backRefused);
+        Assert.Equal(["basic=member", "entry=member"], back!.Renamed!.Select(r => $"{r.Key}={r.Value}").Order(StringComparer.Ordinal));
+    }
+
+    [Theory]
+    [InlineData(0, 1)]
+    [InlineData(5_000, 2)]
+    public void ATierAboveTheEntryTier_HeldWithoutAReviewDate_IsReviewedAtOnce(long qualifying, int expected)
+    {
+        // As a member of an entry tier whose name moved up the ladder (or was mapped to a higher tier) holds it.
+        (int index, DateTimeOffset? reviewAt) = Tiering.Review(2, null, Ladder, RuleBuilders.Qualifying(qualifying), Wednesday);
+
+        // Before, it held the tier for good, with nothing to keep it by.
+        Assert.Equal(expected, index);
+        Assert.Equal(Wednesday.AddDays(-30 + 365), reviewAt);
     }
 
     [Fact]
