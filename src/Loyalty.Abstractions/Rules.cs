@@ -152,6 +152,9 @@ public sealed record TierLadder(
     /// <summary>Whether the ladder has a tier of this name.</summary>
     public bool Has(string name) => Find(name) >= 0;
 
+    /// <summary>Whether the name is one of the ladder's tiers or old names (an unknown one is read as the entry tier).</summary>
+    public bool Knows(string? name) => Find(name) >= 0 || (name is not null && Renamed?.ContainsKey(name) == true);
+
     /// <summary>
     /// This ladder as it follows <paramref name="before"/>, a program's ladder until now: every
     /// name <paramref name="before"/> knew (its tiers and its old names) that this one has not
@@ -166,6 +169,15 @@ public sealed record TierLadder(
     {
         if (Given(before, out refused) is not { } renamed)
         {
+            return null;
+        }
+
+        // The entry tier is held without a review date: its members may only stay in the entry tier.
+        string entry = before.Tiers[0].Name;
+        if (Find(entry) > 0 || (renamed.TryGetValue(entry, out string? entryNow) && Find(entryNow) > 0))
+        {
+            refused = $"tiers: '{entry}' is the entry tier, whose members hold it without a review date: they can only move to the new entry tier '{Tiers[0].Name}'; "
+                + "give the higher tier another name";
             return null;
         }
 

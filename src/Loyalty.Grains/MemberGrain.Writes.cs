@@ -428,6 +428,14 @@ public sealed partial class MemberGrain
             return (null, change.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found"));
         }
 
+        if (!program.Settings.Ladder.Knows(_state.Tier) && await _services.Programs.GetFreshAsync(_programId) is { } fresh)
+        {
+            // A tier name this silo's copy of the program does not know was written under a newer
+            // one (a tier renamed moments ago on another silo): decided on the old copy, the member
+            // would be read as holding the entry tier, and that would be written.
+            program = fresh;
+        }
+
         if (change.PrefetchAsync() is { } prefetch)
         {
             await prefetch;

@@ -26,13 +26,6 @@ public static class Tiering
     /// <param name="now">The time of the event.</param>
     public static (int Index, DateTimeOffset? ReviewAt) Review(int index, DateTimeOffset? reviewAt, TierLadder ladder, IQualifying member, DateTimeOffset now)
     {
-        if (index > 0 && reviewAt is null)
-        {
-            // A tier above the entry tier held without a review date (the entry tier's name moved up
-            // the ladder, or was mapped to a higher tier): it is reviewed at once, as if due now.
-            reviewAt = now.AddDays(-ladder.GraceDays);
-        }
-
         for (int step = 0; step < ReviewStepsMax && index > 0 && reviewAt is { } due; step++)
         {
             DateTimeOffset at = due.AddDays(ladder.GraceDays);

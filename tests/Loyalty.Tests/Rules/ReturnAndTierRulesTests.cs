@@ -238,17 +238,22 @@ public sealed class ReturnAndTierRulesTests
         Assert.Equal(["basic=member", "entry=member"], back!.Renamed!.Select(r => $"{r.Key}={r.Value}").Order(StringComparer.Ordinal));
     }
 
-    [Theory]
-    [InlineData(0, 1)]
-    [InlineData(5_000, 2)]
-    public void ATierAboveTheEntryTier_HeldWithoutAReviewDate_IsReviewedAtOnce(long qualifying, int expected)
+    [Fact]
+    public void TheEntryTier_CanNeitherMoveUpTheLadder_NorBeMappedToAHigherTier()
     {
-        // As a member of an entry tier whose name moved up the ladder (or was mapped to a higher tier) holds it.
-        (int index, DateTimeOffset? reviewAt) = Tiering.Review(2, null, Ladder, RuleBuilders.Qualifying(qualifying), Wednesday);
+        TierLadder before = NamedLadder("member", "gold");
 
-        // Before, it held the tier for good, with nothing to keep it by.
-        Assert.Equal(expected, index);
-        Assert.Equal(Wednesday.AddDays(-30 + 365), reviewAt);
+        TierLadder? movedUp = NamedLadder("basic", "member", "gold").Follow(before, out string? movedUpRefused);
+        TierLadder? mappedUp = (NamedLadder("basic", "silver", "gold") with { Renamed = new Dictionary<string, string> { ["member"] = "silver" } }).Follow(before, out string? mappedUpRefused);
+        TierLadder? below = NamedLadder("basic", "silver", "gold").Follow(before, out string? belowRefused);
+
+        // Before, both were taken, and the entry tier's members held the higher tier for good: they have no review date.
+        Assert.Null(movedUp);
+        Assert.Equal("tiers: 'member' is the entry tier, whose members hold it without a review date: they can only move to the new entry tier 'basic'; give the higher tier another name", movedUpRefused);
+        Assert.Null(mappedUp);
+        Assert.Equal(movedUpRefused, mappedUpRefused);
+        Assert.Null(belowRefused);
+        Assert.Equal((0, "basic"), (below!.IndexOf("member"), below.Resolve("member")));
     }
 
     [Fact]
