@@ -172,11 +172,9 @@ public sealed record TierLadder(
             return null;
         }
 
-        // The entry tier is held without a review date: its members may only stay in the entry tier.
-        string entry = before.Tiers[0].Name;
-        if (Find(entry) > 0 || (renamed.TryGetValue(entry, out string? entryNow) && Find(entryNow) > 0))
+        if (EntryMovedUp(before, renamed) is { } entry)
         {
-            refused = $"tiers: '{entry}' is the entry tier, whose members hold it without a review date: they can only move to the new entry tier '{Tiers[0].Name}'; "
+            refused = $"tiers: '{entry}' names the entry tier, whose members hold it without a review date: they can only move to the new entry tier '{Tiers[0].Name}'; "
                 + "give the higher tier another name";
             return null;
         }
@@ -229,6 +227,26 @@ public sealed record TierLadder(
 
         refused = null;
         return this with { Renamed = renamed.Count == 0 ? null : renamed };
+    }
+
+    /// <summary>
+    /// A name <paramref name="before"/> reads as its entry tier (its entry tier's, or an old name
+    /// of it) that this ladder would read as a higher tier, by name or by <paramref name="given"/>;
+    /// null when none. The entry tier is held without a review date, so its members would keep
+    /// the higher tier for good.
+    /// </summary>
+    private string? EntryMovedUp(TierLadder before, Dictionary<string, string> given)
+    {
+        IEnumerable<string> entryNames = [before.Tiers[0].Name, .. (before.Renamed ?? EmptyRenames).Where(r => before.IndexOf(r.Value) == 0).Select(r => r.Key)];
+        foreach (string name in entryNames)
+        {
+            if (Find(name) > 0 || (given.TryGetValue(name, out string? now) && Find(now) > 0))
+            {
+                return name;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>What this ladder's <see cref="Renamed"/> says that <paramref name="before"/> does not already keep; null when it names what cannot be mapped.</summary>

@@ -250,6 +250,9 @@ public sealed partial class MemberGrain
 
         /// <summary>Which holds of the member this write goes through (see <see cref="_hold"/>).</summary>
         public HoldPass Passes { get; init; }
+
+        /// <summary>Whether this change has read its program fresh for a tier name its silo's copy did not know.</summary>
+        public bool ProgramReadFresh { get; set; }
     }
 
     /// <summary>A change given as functions: every change but purchases without a redemption, adjustments and feedback.</summary>
@@ -428,14 +431,6 @@ public sealed partial class MemberGrain
             return (null, change.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found"));
         }
 
-        if (!program.Settings.Ladder.Knows(_state.Tier) && await _services.Programs.GetFreshAsync(_programId) is { } fresh)
-        {
-            // A tier name this silo's copy of the program does not know was written under a newer
-            // one (a tier renamed moments ago on another silo): decided on the old copy, the member
-            // would be read as holding the entry tier, and that would be written.
-            program = fresh;
-        }
-
         if (change.PrefetchAsync() is { } prefetch)
         {
             await prefetch;
@@ -473,6 +468,17 @@ public sealed partial class MemberGrain
         {
             // Another change's commit failed or collided while this one waited: reload and decide again.
             return default;
+        }
+
+        if (!change.ProgramReadFresh && _state.Enrolled && !program.Settings.Ladder.Knows(_state.Tier))
+        {
+            // A tier name this silo's copy of the program does not know was written under a newer
+            // one (a tier renamed moments ago on another silo): decided on the old copy, the member
+            // would be read as holding the entry tier, and that would be written. Checked here,
+            // with no await before the decision; read fresh once per change (a name the program
+            // no longer knows at all is read as the entry tier, as before).
+            change.ProgramReadFresh = true;
+            return new Decided<T>(null, _services.Programs.GetFreshAsync(_programId).AsTask(), null, null, default, default);
         }
 
         DateTimeOffset now = _services.Clock.GetUtcNow();

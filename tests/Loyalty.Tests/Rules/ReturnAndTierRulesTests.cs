@@ -249,11 +249,23 @@ public sealed class ReturnAndTierRulesTests
 
         // Before, both were taken, and the entry tier's members held the higher tier for good: they have no review date.
         Assert.Null(movedUp);
-        Assert.Equal("tiers: 'member' is the entry tier, whose members hold it without a review date: they can only move to the new entry tier 'basic'; give the higher tier another name", movedUpRefused);
+        Assert.Equal("tiers: 'member' names the entry tier, whose members hold it without a review date: they can only move to the new entry tier 'basic'; give the higher tier another name", movedUpRefused);
         Assert.Null(mappedUp);
         Assert.Equal(movedUpRefused, mappedUpRefused);
         Assert.Null(belowRefused);
         Assert.Equal((0, "basic"), (below!.IndexOf("member"), below.Resolve("member")));
+    }
+
+    [Fact]
+    public void AnOldNameOfTheEntryTier_CannotBeMappedToAHigherTierLater()
+    {
+        TierLadder basic = NamedLadder("basic", "gold").Follow(NamedLadder("standard", "gold"), out _)!;
+
+        TierLadder? mappedUp = (NamedLadder("basic", "gold") with { Renamed = new Dictionary<string, string> { ["standard"] = "gold" } }).Follow(basic, out string? refused);
+
+        // Before, the old entry name was re-pointed at gold, and its holders kept gold with no review date.
+        Assert.Null(mappedUp);
+        Assert.StartsWith("tiers: 'standard' names the entry tier", refused, StringComparison.Ordinal);
     }
 
     [Fact]
