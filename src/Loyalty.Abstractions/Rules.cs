@@ -1,3 +1,5 @@
+using System.Collections.ObjectModel;
+
 namespace Loyalty;
 
 /// <summary>How a fractional number of points becomes whole. Applied to each breakdown component on its own.</summary>
@@ -198,7 +200,7 @@ public sealed record TierLadder(
             renamed[name] = Tiers[0].Name;
         }
 
-        foreach ((string old, string tier) in before.Renamed ?? EmptyRenames)
+        foreach ((string old, string tier) in before.Renamed ?? ReadOnlyDictionary<string, string>.Empty)
         {
             if (renamed.ContainsKey(old))
             {
@@ -237,7 +239,7 @@ public sealed record TierLadder(
     /// </summary>
     private string? EntryMovedUp(TierLadder before, Dictionary<string, string> given)
     {
-        IEnumerable<string> entryNames = [before.Tiers[0].Name, .. (before.Renamed ?? EmptyRenames).Where(r => before.IndexOf(r.Value) == 0).Select(r => r.Key)];
+        IEnumerable<string> entryNames = [before.Tiers[0].Name, .. (before.Renamed ?? ReadOnlyDictionary<string, string>.Empty).Where(r => before.IndexOf(r.Value) == 0).Select(r => r.Key)];
         foreach (string name in entryNames)
         {
             if (Find(name) > 0 || (given.TryGetValue(name, out string? now) && Find(now) > 0))
@@ -254,14 +256,14 @@ public sealed record TierLadder(
     {
         var given = new Dictionary<string, string>(StringComparer.Ordinal);
         refused = null;
-        foreach ((string old, string tier) in Renamed ?? EmptyRenames)
+        foreach ((string old, string tier) in Renamed ?? ReadOnlyDictionary<string, string>.Empty)
         {
             if (before.Renamed is { } kept && kept.TryGetValue(old, out string? keptTier) && keptTier == tier)
             {
                 continue;
             }
 
-            refused = !before.Has(old) && before.Renamed?.ContainsKey(old) != true ? $"tiers.renamed: '{old}' is not a tier the program had"
+            refused = !before.Knows(old) ? $"tiers.renamed: '{old}' is not a tier the program had"
                 : Has(old) ? $"tiers.renamed: '{old}' is a tier of the new ladder; only names it no longer has are mapped"
                 : !Has(tier) ? $"tiers.renamed: '{old}' maps to '{tier}', which is not a tier of the new ladder"
                 : null;
@@ -275,8 +277,6 @@ public sealed record TierLadder(
 
         return given;
     }
-
-    private static readonly IReadOnlyDictionary<string, string> EmptyRenames = new Dictionary<string, string>();
 
     private int Find(string? name)
     {

@@ -118,4 +118,13 @@ public sealed class ExpiryRulesTests
         Assert.StartsWith("rewards[1] repeats", (RuleBuilders.Program() with { Rewards = [coffee, coffee] }).Check(), StringComparison.Ordinal);
         Assert.StartsWith("reservation_hold_seconds", (RuleBuilders.Program() with { ReservationHoldSeconds = 5 }).Check(), StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData(-5, 0)]
+    [InlineData(1_800, 1_800)]
+    [InlineData(Loyalty.Grains.ScheduleOptions.ExpirySpreadSecondsMax + 1, Loyalty.Grains.ScheduleOptions.ExpirySpreadSecondsMax)]
+    public void TheExpirySpread_IsKeptWithinZeroAndItsMaximum(int setting, int seconds)
+    {
+        Assert.Equal(TimeSpan.FromSeconds(seconds), new Loyalty.Grains.ScheduleOptions { ExpirySpreadSeconds = setting }.ExpirySpread);
+    }
 }

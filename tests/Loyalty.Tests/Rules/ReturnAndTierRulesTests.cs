@@ -268,6 +268,42 @@ public sealed class ReturnAndTierRulesTests
         Assert.StartsWith("tiers: 'standard' names the entry tier", refused, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("gold", "member", "tiers.renamed: 'gold' is a tier of the new ladder; only names it no longer has are mapped")]
+    [InlineData("silver", "platinum", "tiers.renamed: 'silver' maps to 'platinum', which is not a tier of the new ladder")]
+    public void AMapping_OfANameTheNewLadderHas_OrToATierItHasNot_IsRefused(string old, string tier, string message)
+    {
+        TierLadder? followed = (NamedLadder("member", "gold") with { Renamed = new Dictionary<string, string> { [old] = tier } })
+            .Follow(NamedLadder("member", "silver", "gold"), out string? refused);
+
+        Assert.Null(followed);
+        Assert.Equal(message, refused);
+    }
+
+    [Fact]
+    public void ProgramSettings_WithMoreOldTierNamesThanTheLimit_OrAMalformedOne_AreInvalid()
+    {
+        ProgramSettings settings = new("P", "USD", 2, 1);
+        Dictionary<string, string> tooMany = Enumerable.Range(0, Limits.TierRenamesMax + 1).ToDictionary(i => "old" + i, _ => "member");
+
+        string? many = (settings with { Tiers = NamedLadder("member") with { Renamed = tooMany } }).Check();
+        string? malformed = (settings with { Tiers = NamedLadder("member") with { Renamed = new Dictionary<string, string> { ["old one"] = "member" } } }).Check();
+
+        Assert.Equal($"tiers.renamed has more than {Limits.TierRenamesMax} names", many);
+        Assert.StartsWith("tiers.renamed", malformed, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ACampaign_NamingATierByItsOldName_IsRefused()
+    {
+        TierLadder ladder = (NamedLadder("member", "Gold") with { Renamed = new Dictionary<string, string> { ["gold"] = "Gold" } }).Follow(NamedLadder("member", "gold"), out _)!;
+        var campaign = new Campaign("double", "Double", DateTimeOffset.UnixEpoch, DateTimeOffset.MaxValue, [], 0, 24, [], ["gold"], [], 20_000, 0, 0, 0);
+
+        string? refused = new ProgramSettings("P", "USD", 2, 1, Campaigns: [campaign]).NamesRenamedTier(ladder);
+
+        Assert.Equal("campaigns[0].tiers: tier 'gold' is now 'Gold'", refused);
+    }
+
     [Fact]
     public void ALadderKeepsAtMostItsLimitOfOldNames()
     {
