@@ -191,12 +191,9 @@ public sealed partial class MemberGrain
             transfer = t;
         }
 
-        if (transfer is not null && await _services.Programs.GetAsync(_programId) is { } cached && !cached.Settings.Ladder.Knows(transfer.Tier))
-        {
-            // The duplicate's tier was named under a newer program than this silo's copy (a rename
-            // moments ago): read it fresh, so that the merge does not take it for the entry tier.
-            await _services.Programs.GetFreshAsync(_programId);
-        }
+        // The duplicate's tier may be named under a newer program than this silo's copy (a rename
+        // moments ago): then it is read fresh, so that the merge does not take it for the entry tier.
+        await _services.Programs.GetKnowingAsync(_programId, transfer?.Tier);
 
         ProgramConfig? current = null;
         MemberResult result = await HeldWriteAsync(() => WriteAsync(

@@ -77,7 +77,7 @@ public sealed partial class MemberGrain
 
         if (_state.Enrolled && _state.Referral.ReferredBy == referrer)
         {
-            return new MemberResult(View(await _services.Programs.GetAsync(_programId)), LoyaltyError.None, null);
+            return new MemberResult(View(await ProgramForViewAsync()), LoyaltyError.None, null);
         }
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);

@@ -147,6 +147,13 @@ public sealed partial class MemberGrain
     /// <summary>What a decision reads now: this member's committed state, <paramref name="program"/> and <paramref name="now"/>.</summary>
     private Decider At(ProgramConfig program, DateTimeOffset now) => new(_programId, _memberId, _state, program, now);
 
+    /// <summary>
+    /// The program for a view or a quote of this member, read fresh when this silo's copy does not
+    /// know the member's tier name (see <see cref="ProgramDirectory.GetKnowingAsync"/>). Changes
+    /// check the name in their decision step instead, where no await can follow.
+    /// </summary>
+    private ValueTask<ProgramConfig?> ProgramForViewAsync() => _services.Programs.GetKnowingAsync(_programId, _state.Enrolled ? _state.Tier : null);
+
     /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>
     private MemberView View(ProgramConfig? program)
     {

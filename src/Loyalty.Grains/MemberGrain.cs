@@ -322,7 +322,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
         // A resend also repairs the referrer's side if the first attempt stopped before it.
         await LinkReferrerAsync(referredBy);
-        return new EnrolmentResult(View(await _services.Programs.GetAsync(_programId)), true, LoyaltyError.None, null);
+        return new EnrolmentResult(View(await ProgramForViewAsync()), true, LoyaltyError.None, null);
     }
 
     private async Task LinkReferrerAsync(string? referredBy)

@@ -1,5 +1,8 @@
 using System.Text.Json;
+using Loyalty.Grains;
 using Loyalty.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Grains;
 
@@ -98,6 +101,39 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         Assert.Equal((AccrualStatus.Accepted, 0L), (allowed.Status, allowed.Balance.Value));
         Assert.Equal(AccrualStatus.Duplicate, resend.Status);
         Assert.Equal(entries + 1, await Sql.CountEntriesAsync(fixture.Storage, _program, "m"));
+    }
+
+    [Fact]
+    public async Task ATierRenamedOnAnotherSilo_WhileThisSilosCopyIsOlder_IsReadFresh_NotAsTheEntryTier()
+    {
+        TierLadder before = new(TierBasis.Points, 365, 30, [new TierDefinition("member", 0, Multipliers.One, []), new TierDefinition("gold", 100, 20_000, [])]);
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = before });
+        await member.Accrue(Buy(150_00));
+        ProgramConfig old = (await fixture.Grains.GetGrain<IProgramGrain>(_program).Get())!;
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with
+        {
+            Tiers = before with { Tiers = [before.Tiers[0], before.Tiers[1] with { Name = "Gold" }], Renamed = new Dictionary<string, string> { ["gold"] = "Gold" } },
+        });
+        AccrualResult renamed = await member.Accrue(Buy(10_00));
+
+        // This silo's copy goes back to the one before the rename: as a silo that fetched it just
+        // before another silo renamed the tier, and then took in the member (which holds "Gold").
+        Silo().GetRequiredService<ProgramDirectory>().Hold(old);
+        MemberView view = (await member.Get())!;
+        Silo().GetRequiredService<ProgramDirectory>().Hold(old);
+        QuoteResult quote = await member.Quote(Buy(10_00));
+        Silo().GetRequiredService<ProgramDirectory>().Hold(old);
+        AccrualResult stale = await member.Accrue(Buy(10_00));
+        string tierLive = (await member.Get())!.Tier;
+        await fixture.DeactivateAllAsync();
+        string tierWritten = (await member.Get())!.Tier;
+
+        // Read with the old copy, the member was "member": a view showed it, and a purchase earned at x1 and wrote it.
+        Assert.Equal((20L, "Gold"), (renamed.Earned.Value, view.Tier));
+        Assert.Equal(20L, quote.Points.Value);
+        Assert.Equal((AccrualStatus.Accepted, 20L), (stale.Status, stale.Earned.Value));
+        Assert.Equal(("Gold", "Gold"), (tierLive, tierWritten));
+        await AssertLedgerMatchesAsync(member);
     }
 
     [Fact]
@@ -338,6 +374,10 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         MemberView view = (await member.Get())!;
         Assert.Equal(view.Balance.Value + view.Pending.Value, await Sql.SumPointsAsync(fixture.Storage, _program, view.MemberId));
     }
+
+    private IServiceProvider Silo() =>
+        (fixture.Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process."))
+            .SiloHost.Services;
 
     private Purchase Buy(long amountMinor, string? txn = null, string memberId = "m") =>
         new(txn ?? $"t{Interlocked.Increment(ref _txn)}", _program, memberId, "store-1", new Money(amountMinor, "USD"), Now.AddMinutes(-1), []);
