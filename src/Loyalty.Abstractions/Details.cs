@@ -322,6 +322,13 @@ public sealed record ReturnDetails : EntryDetails, ILotsTaken, IMoneyMoved
     /// </summary>
     [Id(18)] public IReadOnlyList<LotUse>? ExpiredUnrestored { get; init; }
 
+    /// <summary>
+    /// The pending lot <see cref="PendingReversed"/> came from, by its first purchase's
+    /// transaction id (one day's purchases share a lot). Null when none came from pending, and in
+    /// returns recorded before lots were shared: each purchase then had its own lot.
+    /// </summary>
+    [Id(19)] public string? PendingLot { get; init; }
+
     /// <inheritdoc />
     public override EntryDetails WithDefaults() => this with { Components = Components ?? [] };
 }

@@ -51,13 +51,7 @@ public sealed record ExpiryPolicy(
             ExpiryMode.EndOfMonth => new DateTime(local.Year, local.Month, 1).AddMonths(1),
             _ => new DateTime(local.Year + 1, 1, 1),
         };
-        while (zone.IsInvalidTime(next))
-        {
-            // Some zones skip midnight when daylight saving starts; the day then begins an hour later.
-            next = next.AddHours(1);
-        }
-
-        return new DateTimeOffset(next, zone.GetUtcOffset(next)).ToUniversalTime();
+        return LocalDay.Begins(next, zone);
     }
 
     /// <summary>Returns null when the policy is valid, otherwise a message naming the field.</summary>
@@ -95,3 +89,23 @@ public sealed record LotUse(
     [property: Id(0)] string LotId,
     [property: Id(1)] long Points,
     [property: Id(2)] DateTimeOffset? ExpiresAt);
+
+/// <summary>Days on a program's local calendar.</summary>
+public static class LocalDay
+{
+    /// <summary>
+    /// The instant the local day that begins at <paramref name="midnight"/> (a local date at
+    /// 00:00) begins, in UTC. Some zones skip midnight when daylight saving starts; the day then
+    /// begins an hour later.
+    /// </summary>
+    public static DateTimeOffset Begins(DateTime midnight, TimeZoneInfo zone)
+    {
+        DateTime next = midnight;
+        while (zone.IsInvalidTime(next))
+        {
+            next = next.AddHours(1);
+        }
+
+        return new DateTimeOffset(next, zone.GetUtcOffset(next)).ToUniversalTime();
+    }
+}

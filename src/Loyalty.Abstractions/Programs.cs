@@ -119,6 +119,15 @@ public sealed record ProgramSettings(
     /// <summary>The program's time zone, for calendar days, campaign hours and earn caps.</summary>
     public TimeZoneInfo Zone => TimeZoneInfo.FindSystemTimeZoneById(TimeZone);
 
+    /// <summary>
+    /// When points earned at <paramref name="now"/> become spendable, or null when at once: as
+    /// the local day after the one the pending period ends on begins (at least
+    /// <see cref="PendingDays"/> days, less than a day more). One day's purchases share one
+    /// pending lot, so a member holds at most one per day of the period however many it makes.
+    /// </summary>
+    public DateTimeOffset? PendingUntil(DateTimeOffset now) =>
+        PendingDays > 0 ? LocalDay.Begins(TimeZoneInfo.ConvertTime(now, Zone).DateTime.AddDays(PendingDays).Date.AddDays(1), Zone) : null;
+
     /// <summary>Returns null when the settings are valid, otherwise a message naming the field.</summary>
     public string? Check() =>
         CheckBasics() ?? CheckProductRules() ?? CheckFlagRules() ?? CheckCampaigns() ?? CheckTiers() ?? CheckRedemption();

@@ -16,6 +16,7 @@ public sealed class ReturnProgress
     [Id(5)] private bool _complete;
     [Id(6)] private long _touched;
     [Id(7)] private int _count;
+    [Id(8)] private long _pendingReversed;
 
     /// <summary>Creates the progress of a purchase with no return yet.</summary>
     /// <param name="components">How many components the purchase's earn has.</param>
@@ -55,6 +56,9 @@ public sealed class ReturnProgress
 
     /// <summary>How many returns it holds.</summary>
     public int Count => _count;
+
+    /// <summary>Points its returns took from the purchase's pending points (the rest came from the balance).</summary>
+    public long PendingReversed => _pendingReversed;
 
     /// <summary>The complete progress of <paramref name="purchase"/> from every return of it read from the ledger (empty for none).</summary>
     public static ReturnProgress Of(LedgerEntry purchase, IReadOnlyList<LedgerEntry> returns)
@@ -102,6 +106,7 @@ public sealed class ReturnProgress
         }
 
         _amountReturnedMinor = checked(_amountReturnedMinor + details.ReturnedAmountMinor);
+        _pendingReversed = checked(_pendingReversed + details.PendingReversed);
         foreach (SkuAmount line in details.Lines ?? [])
         {
             _skuReturnedMinor[line.Sku] = checked(_skuReturnedMinor.GetValueOrDefault(line.Sku) + line.AmountMinor);

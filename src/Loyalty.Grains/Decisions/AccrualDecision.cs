@@ -55,7 +55,7 @@ public static class AccrualDecision
         }
 
         (string? Cause, long GivenMinor) giving = GivingRules.OfPurchase(settings.Giving, state.Cause, purchase.Amount.AmountMinor);
-        DateTimeOffset? availableAt = settings.PendingDays > 0 ? d.Now.AddDays(settings.PendingDays) : null;
+        DateTimeOffset? availableAt = settings.PendingUntil(d.Now);
         EarnHistory history = state.Earnings;
 
         // The details are made once, with every field: this runs for every purchase.

@@ -61,8 +61,8 @@ public static class ReturnDecision
         }
 
         long restored = restoredLots?.Sum(l => l.Points) ?? 0;
-        PendingLot? pendingLot = state.Lots.FindPending(original.TransactionId!);
-        long fromPending = Math.Min(reversal.Total, pendingLot?.Points.Value ?? 0);
+        (PendingLot? pendingLot, long stillPending) = PendingOf(state, original, progress);
+        long fromPending = Math.Min(reversal.Total, stillPending);
         long rest = reversal.Total - fromPending;
         long fromActive = d.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
             ? rest
@@ -74,6 +74,7 @@ public static class ReturnDecision
             Components = reversal.Components,
             PendingReversed = fromPending,
             PendingAvailableAt = fromPending > 0 ? pendingLot!.Value.AvailableAt : null,
+            PendingLot = fromPending > 0 ? pendingLot!.Value.TransactionId : null,
             ActiveReversed = fromActive,
             // The purchase's own lot first, so other purchases' points keep their expiry.
             Lots = fromActive > 0 ? state.Lots.PlanTakeBack(fromActive, d.Now, prefer: true, earned?.ExpiresAt) : null,
@@ -101,6 +102,24 @@ public static class ReturnDecision
             OccurredAt = request.OccurredAt,
             Details = details,
         });
+    }
+
+    /// <summary>
+    /// The pending lot holding what is still pending of <paramref name="original"/>'s points, and
+    /// how much that is: what it earned into pending less what its earlier returns took from
+    /// pending, at most what the lot holds (one day's purchases share a lot). None once its points
+    /// are spendable. The lot is found as the earn's apply made it: by availability and expiry.
+    /// </summary>
+    private static (PendingLot? Lot, long Points) PendingOf(MemberState state, LedgerEntry original, ReturnProgress? progress)
+    {
+        if (original.AvailableAt is not { } availableAt || availableAt <= original.RecordedAt || original.Points.Value <= 0
+            || state.Lots.FindPending(availableAt, original.DetailsAs<EarnDetails>()?.ExpiresAt) is not { } lot)
+        {
+            return (null, 0);
+        }
+
+        long left = Math.Max(0, original.Points.Value - (progress?.PendingReversed ?? 0));
+        return (lot, Math.Min(left, lot.Points.Value));
     }
 
     /// <summary>

@@ -187,10 +187,14 @@ public sealed class LotBook
     /// <summary>The open reservation with this id, or null.</summary>
     public Hold? FindHold(string reservationId) => _holds?.Find(h => h.ReservationId == reservationId);
 
-    /// <summary>The pending lot of a purchase, or null once it is spendable (or fully reversed).</summary>
-    public PendingLot? FindPending(string transactionId)
+    /// <summary>
+    /// The pending lot of the points that become spendable at <paramref name="availableAt"/> and
+    /// expire at <paramref name="expiresAt"/> (a purchase's, with every other purchase's of its
+    /// day), or null once they are spendable (or all reversed).
+    /// </summary>
+    public PendingLot? FindPending(DateTimeOffset availableAt, DateTimeOffset? expiresAt)
     {
-        int at = IndexOfPending(transactionId);
+        int at = IndexOfPending(availableAt, expiresAt);
         return at < 0 ? null : _pending![at];
     }
 
@@ -377,9 +381,22 @@ public sealed class LotBook
         }
     }
 
-    /// <summary>Adds a purchase's pending points, keeping the lots in order of availability.</summary>
+    /// <summary>
+    /// Adds a purchase's pending points to the lot of the same availability and expiry (named by
+    /// the first purchase that made it), or a new lot, keeping the lots in order of availability.
+    /// Purchases' points become spendable as a local day begins (<see cref="ProgramSettings.PendingUntil"/>),
+    /// so a member holds at most one lot per day of the pending period (per expiry policy in force
+    /// that day), however many purchases it makes.
+    /// </summary>
     public void AddPending(PendingLot lot)
     {
+        if (IndexOfPending(lot.AvailableAt, lot.ExpiresAt) is >= 0 and int same)
+        {
+            ref PendingLot joined = ref CollectionsMarshal.AsSpan(_pending)[same];
+            joined = joined with { Points = joined.Points + lot.Points };
+            return;
+        }
+
         // Lots usually arrive in order of availability; keep the list sorted for Mature.
         List<PendingLot> pending = _pending ??= [];
         int at = pending.Count;
@@ -391,11 +408,19 @@ public sealed class LotBook
         pending.Insert(at, lot);
     }
 
-    /// <summary>Takes <paramref name="points"/> back from a purchase's pending lot, if it is still pending; an emptied lot goes.</summary>
-    public void ReversePending(string transactionId, long points)
+    /// <summary>
+    /// Takes <paramref name="points"/> back from the pending lot named <paramref name="lotKey"/> (its
+    /// first purchase's transaction id), if it is still pending; an emptied lot goes. A return
+    /// recorded before lots were shared names its purchase; should that lot have joined another of
+    /// the same instant on a rebuild, it is found by <paramref name="availableAt"/>.
+    /// </summary>
+    public void ReversePending(string lotKey, DateTimeOffset? availableAt, long points)
     {
-        int at = IndexOfPending(transactionId);
-        if (points <= 0 || at < 0)
+        int at = points <= 0 ? -1
+            : IndexOfPending(lotKey) is >= 0 and int named ? named
+            : availableAt is { } available ? IndexOfPendingAvailable(available)
+            : -1;
+        if (at < 0)
         {
             return;
         }
@@ -517,6 +542,34 @@ public sealed class LotBook
         return -1;
     }
 
+    private int IndexOfPending(DateTimeOffset availableAt, DateTimeOffset? expiresAt)
+    {
+        IReadOnlyList<PendingLot> pending = Pending;
+        for (int i = 0; i < pending.Count; i++)
+        {
+            if (pending[i].AvailableAt == availableAt && pending[i].ExpiresAt == expiresAt)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
+    private int IndexOfPendingAvailable(DateTimeOffset availableAt)
+    {
+        IReadOnlyList<PendingLot> pending = Pending;
+        for (int i = 0; i < pending.Count; i++)
+        {
+            if (pending[i].AvailableAt == availableAt)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
     private int IndexOfPending(string transactionId)
     {
         IReadOnlyList<PendingLot> pending = Pending;
@@ -555,8 +608,11 @@ public readonly record struct PointLot(
     public string Id => Key.ToString();
 }
 
-/// <summary>The points of one purchase while they are pending.</summary>
-/// <param name="Key">The purchase's transaction id (see <see cref="TransactionId"/>).</param>
+/// <summary>
+/// Pending points that become spendable together, with the same expiry: one day's purchases
+/// (one purchase's, for purchases recorded before points became spendable as a local day begins).
+/// </summary>
+/// <param name="Key">The first purchase's transaction id (see <see cref="TransactionId"/>).</param>
 /// <param name="AvailableAt">When the points become spendable.</param>
 /// <param name="Points">The points still pending (less any reversed by returns).</param>
 /// <param name="ExpiresAt">When the points expire once spendable; null when never.</param>

@@ -214,9 +214,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// never holds a refused return's read; 10: when points were last granted to a member holding
     /// none; 11: when each reservation was made; 12: when a membership's paid time began; 13: a
     /// lot that points join after its warning is unwarned, so snapshots from before are rebuilt;
-    /// 14: points granted while every lot held is past its expiry count as granted into empty).
+    /// 14: points granted while every lot held is past its expiry count as granted into empty;
+    /// 15: one day's pending points share a lot, and the return book counts what returns took from pending).
     /// </summary>
-    public const int CurrentFormat = 14;
+    public const int CurrentFormat = 15;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -461,7 +462,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     {
         ReturnDetails details = entry.DetailsAs<ReturnDetails>() ?? throw new InvalidOperationException($"Return entry {entry.Sequence} has no details.");
         string original = entry.Reference ?? throw new InvalidOperationException($"Return entry {entry.Sequence} names no purchase.");
-        Lots.ReversePending(original, details.PendingReversed);
+        Lots.ReversePending(details.PendingLot ?? original, details.PendingAvailableAt, details.PendingReversed);
         Lots.Debit(new Points(details.ActiveReversed), details.Lots);
         Shortfall += new Points(details.Shortfall);
         if (details.ReferralReversed)

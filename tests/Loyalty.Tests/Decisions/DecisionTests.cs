@@ -112,7 +112,8 @@ public sealed class DecisionTests
         ReturnDetails details = ReturnDecision.Decide(Decider(state, pending), Return("r1", "t1", 10_00), 2, purchase, null, null).Entry!.DetailsAs<ReturnDetails>()!;
 
         Assert.Equal((10L, 0L, 0L), (details.PendingReversed, details.ActiveReversed, details.Shortfall));
-        Assert.Equal(Now.AddDays(30), details.PendingAvailableAt);
+        Assert.Equal(new DateTimeOffset(Now.AddDays(30).UtcDateTime.Date.AddDays(1), TimeSpan.Zero), details.PendingAvailableAt);
+        Assert.Equal("t1", details.PendingLot);
     }
 
     [Fact]
@@ -312,6 +313,55 @@ public sealed class DecisionTests
         Assert.Equal(
             [(480L, new DateTimeOffset(2027, 6, 3, 0, 0, 0, TimeSpan.Zero)), (10L, new DateTimeOffset(2027, 6, 4, 0, 0, 0, TimeSpan.Zero))],
             state.Lots.Spendable.Select(l => (l.Points.Value, l.ExpiresAt!.Value)));
+    }
+
+    [Fact]
+    public void PendingPoints_AreOneLotPerDay_AndAReturnTakesItsOwnPurchasesPointsFromIt()
+    {
+        ProgramSettings settings = Settings() with { PendingDays = 14 };
+        MemberState state = Enrolled();
+        var day = new DateTimeOffset(2026, 6, 2, 0, 0, 30, TimeSpan.Zero);
+        var purchases = new List<LedgerEntry>();
+        for (int i = 0; i < 48; i++)
+        {
+            purchases.Add(AccrualDecision.Decide(At(state, settings, day.AddMinutes(30 * i)), Purchase("p" + i, 10_00), 1, null));
+            state.Apply(purchases[^1], 8);
+        }
+
+        state.Apply(AccrualDecision.Decide(At(state, settings, day.AddDays(1)), Purchase("next", 10_00), 1, null), 8);
+        var seventeenth = new DateTimeOffset(2026, 6, 17, 0, 0, 0, TimeSpan.Zero);
+        var lotsBefore = state.Lots.Pending.Select(l => (l.TransactionId, l.Points.Value, l.AvailableAt)).ToList();
+
+        // Two returns of the sixth purchase, the second after the first was applied.
+        LedgerEntry first = ReturnDecision.Decide(At(state, settings, day.AddDays(3)), Return("r1", "p5", 6_00), 2, purchases[5], null, null).Entry!;
+        state.Apply(first, 8);
+        LedgerEntry second = ReturnDecision.Decide(At(state, settings, day.AddDays(3)), Return("r2", "p5", 4_00), 3, purchases[5], null,
+            ReturnProgress.Of(purchases[5], [first])).Entry!;
+        state.Apply(second, 8);
+        ReturnDetails d1 = first.DetailsAs<ReturnDetails>()!, d2 = second.DetailsAs<ReturnDetails>()!;
+        state.Lots.Mature(seventeenth);
+
+        // Before, each purchase had a lot of its own, spendable at its exact instant 14 days on: 49 lots.
+        Assert.Equal([("p0", 480L, seventeenth), ("next", 10L, seventeenth.AddDays(1))], lotsBefore);
+        Assert.Equal(seventeenth, purchases[47].AvailableAt);
+        Assert.Equal((6L, 0L, "p0", (DateTimeOffset?)seventeenth), (d1.PendingReversed, d1.ActiveReversed, d1.PendingLot, d1.PendingAvailableAt));
+        Assert.Equal((4L, 0L, "p0"), (d2.PendingReversed, d2.ActiveReversed, d2.PendingLot));
+        Assert.Equal((470L, 10L), (state.Balance.Value, state.Lots.PendingTotal.Value));
+    }
+
+    [Fact]
+    public void PendingPoints_InAProgramsTimeZone_BecomeSpendableAsTheLocalDayBegins()
+    {
+        ProgramSettings newYork = Settings() with { PendingDays = 14, TimeZone = "America/New_York" };
+
+        // 22:30 in New York on 1 March (03:30 UTC on the 2nd) is 15 March there 14 days on; spendable as
+        // the 16th begins, in daylight saving time by then (UTC-4).
+        DateTimeOffset? evening = newYork.PendingUntil(new DateTimeOffset(2026, 3, 2, 3, 30, 0, TimeSpan.Zero));
+        DateTimeOffset? midnight = newYork.PendingUntil(new DateTimeOffset(2026, 3, 2, 5, 0, 0, TimeSpan.Zero));
+
+        Assert.Equal(new DateTimeOffset(2026, 3, 16, 4, 0, 0, TimeSpan.Zero), evening);
+        Assert.Equal(new DateTimeOffset(2026, 3, 17, 4, 0, 0, TimeSpan.Zero), midnight);
+        Assert.Null((Settings() with { PendingDays = 0 }).PendingUntil(Now));
     }
 
     [Fact]

@@ -45,11 +45,14 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         DateTimeOffset at = Now;
         AccrualResult earned = await member.Accrue(Buy(100_00));
 
+        // Spendable as the (UTC, the program's) day after the fourteenth begins.
+        var dayAfter = new DateTimeOffset(at.AddDays(14).UtcDateTime.Date.AddDays(1), TimeSpan.Zero);
+        fixture.Clock.Advance(dayAfter - at - TimeSpan.FromSeconds(1));
         MemberView during = (await member.Get())!;
-        fixture.Clock.Advance(TimeSpan.FromDays(14));
+        fixture.Clock.Advance(TimeSpan.FromSeconds(1));
         MemberView after = (await member.Get())!;
 
-        Assert.Equal(at.AddDays(14), earned.AvailableAt);
+        Assert.Equal(dayAfter, earned.AvailableAt);
         Assert.Equal((0L, 100L), (during.Balance.Value, during.Pending.Value));
         Assert.Equal((100L, 0L), (after.Balance.Value, after.Pending.Value));
         Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND available_at IS NOT NULL"));
