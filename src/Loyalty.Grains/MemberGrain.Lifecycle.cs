@@ -299,7 +299,7 @@ public sealed partial class MemberGrain
             LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, _memberId);
             if (error != LoyaltyError.None)
             {
-                LogReferralLinkFailed(_services.Logger, _programId, member, _memberId, error);
+                WarnReferralLinkFailed(member, _memberId, error);
             }
         }
     }

@@ -335,7 +335,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         MemberResult linked = await LinkSteps(referredBy).AddReferral(_memberId);
         if (linked.Error != LoyaltyError.None)
         {
-            LogReferralLinkFailed(_services.Logger, _programId, _memberId, referredBy, linked.Error);
+            WarnReferralLinkFailed(_memberId, referredBy, linked.Error);
         }
     }
 
@@ -573,7 +573,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         if (outcome != CommitOutcome.Committed)
         {
             _valid = false;
-            LogCommitNotApplied(_services.Logger, _programId, _memberId, first.Sequence, outcome);
+            if (_services.Warnings.TryTake(out long leftOut))
+            {
+                LogCommitNotApplied(_services.Logger, _programId, _memberId, first.Sequence, outcome, leftOut);
+            }
         }
 
         _inFlight--;
@@ -811,8 +814,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: entry {Sequence} not committed ({Outcome}); state will reload")]
-    private static partial void LogCommitNotApplied(ILogger logger, string programId, string memberId, long sequence, CommitOutcome outcome);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: entry {Sequence} not committed ({Outcome}); state will reload ({LeftOut} such lines left out since the last)")]
+    private static partial void LogCommitNotApplied(ILogger logger, string programId, string memberId, long sequence, CommitOutcome outcome, long leftOut);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot conflict; state will reload")]
     private static partial void LogSnapshotConflict(ILogger logger, Exception exception, string programId, string memberId);
@@ -829,6 +832,15 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} refused its reward ({Error}); it is not offered again")]
     private static partial void LogReferralRefused(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error})")]
-    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
+    /// <summary>Logs that <paramref name="memberId"/>'s link to <paramref name="referrerId"/> failed, within the silo's budget of such lines.</summary>
+    private void WarnReferralLinkFailed(string memberId, string referrerId, LoyaltyError error)
+    {
+        if (_services.Warnings.TryTake(out long leftOut))
+        {
+            LogReferralLinkFailed(_services.Logger, _programId, memberId, referrerId, error, leftOut);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error}) ({LeftOut} such lines left out since the last)")]
+    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);
 }

@@ -57,6 +57,17 @@ public sealed class MemberServices(
     /// <summary>Faults injected by tests; none otherwise.</summary>
     public FaultInjector Faults { get; } = faults;
 
+    /// <summary>Member warnings a second at most that clients can cause at will (see <see cref="Warnings"/>).</summary>
+    public const int WarningLinesPerSecondMax = 5;
+
+    /// <summary>
+    /// The budget of member warnings that clients can cause at will, over every member of the
+    /// silo: a transaction id reused from further back than a member remembers (refused by the
+    /// ledger, then the member reloads), a referrer that cannot be linked. Counted on the system
+    /// clock, not the rules' (which tests move by days).
+    /// </summary>
+    public LogBudget Warnings { get; } = new(WarningLinesPerSecondMax, TimeProvider.System);
+
     /// <summary>How many program ids are kept one copy of; more programs than this are rare, and theirs are not shared.</summary>
     public const int SharedProgramIdsMax = 10_000;
 

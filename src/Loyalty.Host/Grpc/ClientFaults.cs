@@ -39,18 +39,14 @@ public sealed partial class ClientFaults : IDisposable
     private readonly Meter _meter = new(GatewayMetrics.MeterName);
     private readonly Counter<long> _faults;
     private readonly ILogger<ClientFaults> _logger;
-    private readonly TimeProvider _clock;
-    private readonly Lock _lock = new();
-    private long _windowStartedAt;
-    private int _linesInWindow;
-    private long _suppressed;
+    private readonly LogBudget _lines;
     private long _total;
 
     /// <summary>Creates the counter.</summary>
     public ClientFaults(ILogger<ClientFaults> logger, TimeProvider clock)
     {
         _logger = logger;
-        _clock = clock;
+        _lines = new LogBudget(LogLinesPerSecondMax, clock);
         _faults = _meter.CreateCounter<long>("loyalty.gateway.client_faults", unit: "{fault}", description: "Calls and messages refused because of the client");
     }
 
@@ -62,25 +58,9 @@ public sealed partial class ClientFaults : IDisposable
     {
         Interlocked.Increment(ref _total);
         _faults.Add(1, new KeyValuePair<string, object?>("kind", kind.ToString()));
-        long suppressed;
-        lock (_lock)
+        if (!_lines.TryTake(out long suppressed))
         {
-            long now = _clock.GetTimestamp();
-            if (_clock.GetElapsedTime(_windowStartedAt, now) >= TimeSpan.FromSeconds(1))
-            {
-                _windowStartedAt = now;
-                _linesInWindow = 0;
-            }
-
-            if (_linesInWindow >= LogLinesPerSecondMax)
-            {
-                _suppressed++;
-                return;
-            }
-
-            _linesInWindow++;
-            suppressed = _suppressed;
-            _suppressed = 0;
+            return;
         }
 
         // Client text, cleaned: no line breaks or control characters reach the log.

@@ -140,6 +140,32 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ResendsOfIdsOlderThanTheMemberRemembers_AreAnsweredAsDuplicates_AndTheirWarningsAreWithinTheSilosBudget()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+        for (int i = 0; i < 20; i++)
+        {
+            await member.Accrue(Buy(10_00, $"old{i}"));
+        }
+
+        long entries = await Sql.CountEntriesAsync(fixture.Storage, _program, "m");
+        LogBudget warnings = Silo().GetRequiredService<MemberServices>().Warnings;
+        long asked = warnings.Asked;
+        var answers = new List<AccrualResult>();
+        for (int i = 0; i < 30; i++)
+        {
+            // The ledger refuses the id (the member remembers only its last 16), and the member reloads.
+            answers.Add(await member.Accrue(Buy(10_00, "old0")));
+        }
+
+        Assert.All(answers, a => Assert.Equal(AccrualStatus.Duplicate, a.Status));
+        Assert.Equal(entries, await Sql.CountEntriesAsync(fixture.Storage, _program, "m"));
+        Assert.Equal(30, warnings.Asked - asked);
+        Assert.Equal(MemberServices.WarningLinesPerSecondMax, warnings.LinesPerSecond);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Flags_MoreThanTheLimit_AreRefused()
     {
         IMemberGrain member = await SetUpAsync(Shop);
