@@ -18,4 +18,12 @@ public sealed class AuthOptions
 
     /// <summary>How often each node reads keys created or revoked elsewhere: the delay before a revocation holds everywhere.</summary>
     public int RefreshIntervalMs { get; set; } = 1_000;
+
+    /// <summary>
+    /// Keys one program (or the operators) may create in any 24 hours, revoked ones included:
+    /// every node holds every key it has read, revoked and expired ones too (they answer
+    /// <c>ListKeys</c> and say why a key no longer works), so a key made and revoked in a loop
+    /// must not grow them without a bound.
+    /// </summary>
+    public int KeysCreatedPerDayMax { get; set; } = 2_000;
 }

@@ -93,6 +93,13 @@ public sealed partial class KeyRegistry(
         return _keys.Values.Count(k => k.ProgramId == programId && k.Unusable(now) is null);
     }
 
+    /// <summary>Keys of a program (operator keys for an empty id) created at or after <paramref name="since"/>, revoked ones included.</summary>
+    public int CountCreatedSince(string programId, DateTimeOffset since) =>
+        _keys.Values.Count(k => k.ProgramId == programId && k.Row.CreatedAt >= since);
+
+    /// <summary>Keys one program (or the operators) may create in any 24 hours (see <see cref="AuthOptions.KeysCreatedPerDayMax"/>).</summary>
+    public int KeysCreatedPerDayMax => Math.Max(1, options.Value.KeysCreatedPerDayMax);
+
     /// <summary>Stores a new key and returns it with its token (the only time the secret exists outside the caller).</summary>
     public async Task<(AccessKey Key, string Token)> CreateAsync(
         string programId, AccessScope scope, IReadOnlyCollection<string> storeIds, string name, DateTimeOffset? expiresAt, string createdBy, CancellationToken cancellationToken)

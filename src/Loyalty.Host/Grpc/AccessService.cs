@@ -45,6 +45,12 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
             throw new RpcException(new Status(StatusCode.FailedPrecondition, $"at most {max} active keys; revoke one first"));
         }
 
+        if (keys.CountCreatedSince(request.ProgramId, clock.GetUtcNow().AddDays(-1)) >= keys.KeysCreatedPerDayMax)
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted,
+                $"at most {keys.KeysCreatedPerDayMax} keys created in 24 hours, revoked ones included; try again later"));
+        }
+
         (AccessKey key, string token) = await keys.CreateAsync(request.ProgramId, scope, stores, request.Name, expires, caller.Key.KeyId, context.CancellationToken);
         return new V1.CreatedKey { Key = ToMessage(key), Secret = token };
     }

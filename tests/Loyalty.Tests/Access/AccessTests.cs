@@ -221,6 +221,31 @@ public sealed class AccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task CreateKey_BeyondTheDaysAllowance_IsRefused_RevokedKeysIncluded()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "keyday"), null, "--Auth:KeysCreatedPerDayMax=4");
+        await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Invoker);
+        int before = (await access.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true })).Keys.Count;
+        for (int i = before; i < 4; i++)
+        {
+            // Made and revoked at once: none stays active, yet each is held by every node.
+            V1.CreatedKey made = await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "loop " + i });
+            await access.RevokeKeyAsync(new V1.RevokeKeyRequest { ProgramId = ProgramA, KeyId = made.Key.KeyId });
+        }
+
+        RpcException refused = await Assert.ThrowsAsync<RpcException>(() =>
+            access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "one more" }).ResponseAsync);
+        int held = (await access.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true })).Keys.Count;
+        V1.CreatedKey operatorKey = await access.CreateKeyAsync(new V1.CreateKeyRequest { Scope = V1.KeyScope.Operator, Name = "operators count apart" });
+
+        Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+        Assert.Equal("at most 4 keys created in 24 hours, revoked ones included; try again later", refused.Status.Detail);
+        Assert.Equal(4, held);
+        Assert.Equal("operators count apart", operatorKey.Key.Name);
+    }
+
+    [Fact]
     public async Task CreateKey_Refusals_NameTheirReason()
     {
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "keyrules"));
