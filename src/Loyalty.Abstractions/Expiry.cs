@@ -96,7 +96,8 @@ public static class LocalDay
     /// <summary>
     /// The instant the local day that begins at <paramref name="midnight"/> (a local date at
     /// 00:00) begins, in UTC. Some zones skip midnight when daylight saving starts; the day then
-    /// begins an hour later.
+    /// begins an hour later. Others pass midnight twice when it ends; the day begins at the
+    /// first (the offset of the time that was still in force then, the larger one).
     /// </summary>
     public static DateTimeOffset Begins(DateTime midnight, TimeZoneInfo zone)
     {
@@ -106,6 +107,7 @@ public static class LocalDay
             next = next.AddHours(1);
         }
 
-        return new DateTimeOffset(next, zone.GetUtcOffset(next)).ToUniversalTime();
+        TimeSpan offset = zone.IsAmbiguousTime(next) ? zone.GetAmbiguousTimeOffsets(next).Max() : zone.GetUtcOffset(next);
+        return new DateTimeOffset(next, offset).ToUniversalTime();
     }
 }

@@ -121,9 +121,11 @@ public sealed record ProgramSettings(
 
     /// <summary>
     /// When points earned at <paramref name="now"/> become spendable, or null when at once: as
-    /// the local day after the one the pending period ends on begins (at least
-    /// <see cref="PendingDays"/> days, less than a day more). One day's purchases share one
-    /// pending lot, so a member holds at most one per day of the period however many it makes.
+    /// the local date <see cref="PendingDays"/> + 1 dates after the purchase's begins (a purchase
+    /// on 1 March with 14 days: as 16 March begins). Counted in local dates, not 24-hour days, so
+    /// a change of daylight saving time in between moves it by that hour. One day's purchases
+    /// share one pending lot (per expiry), so a member holds at most one per day of the period
+    /// however many purchases it makes.
     /// </summary>
     public DateTimeOffset? PendingUntil(DateTimeOffset now) =>
         PendingDays > 0 ? LocalDay.Begins(TimeZoneInfo.ConvertTime(now, Zone).DateTime.AddDays(PendingDays).Date.AddDays(1), Zone) : null;

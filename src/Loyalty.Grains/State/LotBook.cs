@@ -544,8 +544,9 @@ public sealed class LotBook
 
     private int IndexOfPending(DateTimeOffset availableAt, DateTimeOffset? expiresAt)
     {
+        // From the end: a purchase's lot is almost always the newest (today's).
         IReadOnlyList<PendingLot> pending = Pending;
-        for (int i = 0; i < pending.Count; i++)
+        for (int i = pending.Count - 1; i >= 0; i--)
         {
             if (pending[i].AvailableAt == availableAt && pending[i].ExpiresAt == expiresAt)
             {

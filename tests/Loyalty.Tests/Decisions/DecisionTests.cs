@@ -365,6 +365,17 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void ALocalDay_ThatBeginsTwice_BeginsAtTheFirstMidnight_AndOneThatSkipsMidnight_AnHourLater()
+    {
+        // Havana leaves summer time at 01:00, back to 00:00: 1 November 2026 begins at 00:00 UTC-4.
+        TimeZoneInfo havana = TimeZoneInfo.FindSystemTimeZoneById("America/Havana");
+
+        Assert.True(havana.IsAmbiguousTime(new DateTime(2026, 11, 1, 0, 30, 0)), "the zone's rules changed; pick another day");
+        Assert.Equal(new DateTimeOffset(2026, 11, 1, 4, 0, 0, TimeSpan.Zero), LocalDay.Begins(new DateTime(2026, 11, 1), havana));
+        Assert.Equal(new DateTimeOffset(2026, 3, 8, 5, 0, 0, TimeSpan.Zero), LocalDay.Begins(new DateTime(2026, 3, 8), havana));
+    }
+
+    [Fact]
     public void PointsThatJoinALotAlreadyWarnedAbout_AreWarnedAboutAgain_WithTheLotsTotal()
     {
         // Warned 35 days ahead of a month's lifespan: at once, before the day's next purchase joins the lot.
