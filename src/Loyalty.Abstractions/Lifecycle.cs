@@ -29,7 +29,8 @@ public sealed record MergeTransfer(
     [property: Id(19)] IReadOnlyList<string>? MergedFrom = null,
     [property: Id(20)] long GivenMinor = 0,
     [property: Id(21)] long WalletMinor = 0,
-    [property: Id(22)] DateTimeOffset? GrantedIntoEmptyAt = null);
+    [property: Id(22)] DateTimeOffset? GrantedIntoEmptyAt = null,
+    [property: Id(23)] DateTimeOffset? HandedOverAt = null);
 
 /// <summary>
 /// A referred member's standing with its referrer, as a merge hands it on: under which member id

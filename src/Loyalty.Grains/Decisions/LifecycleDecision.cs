@@ -94,7 +94,7 @@ public static class LifecycleDecision
 
         TierLadder ladder = d.Settings.Ladder;
         (int tier, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(state.Tier), state.TierReviewAt, ladder, state, d.Now);
-        MergeTransfer transfer = state.TransferOf(d.MemberId, ladder.Tiers[tier].Name, reviewAt);
+        MergeTransfer transfer = state.TransferOf(d.MemberId, ladder.Tiers[tier].Name, reviewAt) with { HandedOverAt = d.Now };
         LedgerEntry away = d.NewEntry(LedgerEntryKind.MergedAway, -(state.Balance + state.Lots.PendingTotal), null, 0) with
         {
             Reference = survivorId,

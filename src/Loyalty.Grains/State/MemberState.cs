@@ -620,6 +620,16 @@ public sealed class MemberState : IEarnHistory, IQualifying
     {
         MergedInDetails details = entry.DetailsAs<MergedInDetails>() ?? throw new InvalidOperationException($"Merge entry {entry.Sequence} has no details.");
         MergeTransfer t = details.Merge ?? throw new InvalidOperationException($"Merge entry {entry.Sequence} carries no transfer.");
+        if (t.HandedOverAt is { } handedOver)
+        {
+            // The duplicate's points that were pending until then arrive spendable (it matured them
+            // on its silo's clock, which may run ahead of this one's). So do this member's own of
+            // those days, as the entry proves that time had come: otherwise a lot of this member's
+            // would hold a day whose duplicate's points are no longer pending, and a return of the
+            // duplicate's purchase would take this member's pending points for its own.
+            Lots.Mature(handedOver);
+        }
+
         if (t.Balance < 0)
         {
             Lots.Debit(new Points(-t.Balance), null);

@@ -663,6 +663,33 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void AMergeHandedOverOnASiloAhead_MaturesTheSurvivorsLotsOfThoseDays_SoAReturnOfTheDuplicatesPurchaseTakesNoneOfThem()
+    {
+        ProgramSettings settings = Settings() with { PendingDays = 14 };
+        var bought = new DateTimeOffset(2026, 6, 2, 10, 0, 0, TimeSpan.Zero);
+        var spendable = new DateTimeOffset(2026, 6, 17, 0, 0, 0, TimeSpan.Zero);
+        MemberState duplicate = Enrolled();
+        LedgerEntry theirs = AccrualDecision.Decide(At(duplicate, settings, bought), Purchase("d1", 10_00), 1, null);
+        duplicate.Apply(theirs, 8);
+        MemberState survivor = Enrolled();
+        survivor.Apply(AccrualDecision.Decide(At(survivor, settings, bought.AddHours(1)), Purchase("s1", 30_00), 1, null), 8);
+
+        // The duplicate lets go on a silo whose clock has passed midnight; the survivor's is a minute short of it.
+        duplicate.Lots.Mature(spendable.AddMinutes(1));
+        MergeTransfer transfer = LifecycleDecision.Detach(At(duplicate, settings, spendable.AddMinutes(1)), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
+        var behind = new Decider("p", "s", survivor, new ProgramConfig("p", settings, 1), spendable.AddMinutes(-1));
+        survivor.Apply(LifecycleDecision.MergeIn(behind, "m", transfer, "duplicate").Entry!, 8);
+        ReturnDetails returned = ReturnDecision.Decide(new Decider("p", "s", survivor, new ProgramConfig("p", settings, 1), spendable.AddMinutes(-1)),
+            Return("r1", "d1", 10_00), 2, theirs, null, null).Entry!.DetailsAs<ReturnDetails>()!;
+
+        // Before, the survivor's lot of that day (its own 30 points) still waited, and the return took
+        // 10 of them as the duplicate's, whose 10 had arrived spendable and stayed so.
+        Assert.Equal((spendable.AddMinutes(1), 10L, 0), (transfer.HandedOverAt, transfer.Balance, transfer.Pending.Count));
+        Assert.Equal((0L, 10L), (returned.PendingReversed, returned.ActiveReversed));
+        Assert.Equal((40L, 0L), (survivor.Balance.Value, survivor.Lots.PendingTotal.Value));
+    }
+
+    [Fact]
     public void ASupportDebit_AfterALotExpired_TakesUnexpiredPointsFirst()
     {
         ProgramSettings settings = Expiring12();
