@@ -299,7 +299,7 @@ public sealed partial class MemberGrain
             LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, _memberId);
             if (error != LoyaltyError.None)
             {
-                WarnReferralLinkFailed(member, _memberId, error);
+                LogReferralLinkFailed(_services.Logger, _programId, member, _memberId, error);
             }
         }
     }

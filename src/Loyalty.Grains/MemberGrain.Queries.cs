@@ -27,6 +27,7 @@ public sealed partial class MemberGrain
 
         IReadOnlyDictionary<string, long> taken = await StockTakenAsync(program.Settings);
         await SettleForReadAsync();
+        program = await KnowingTierAfterAwaitsAsync(program);
         return DecideQuote(purchase with { TransactionId = QuoteTransactionId }, program, taken, _services.Clock.GetUtcNow());
     }
 
@@ -103,6 +104,7 @@ public sealed partial class MemberGrain
 
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
+        program = await KnowingTierAfterAwaitsAsync(program);
         DateTimeOffset now = _services.Clock.GetUtcNow();
         _state.Lots.Mature(now);
         TierLadder ladder = program.Settings.Ladder;

@@ -154,6 +154,24 @@ public sealed partial class MemberGrain
     /// </summary>
     private ValueTask<ProgramConfig?> ProgramForViewAsync() => _services.Programs.GetKnowingAsync(_programId, _state.Enrolled ? _state.Tier : null);
 
+    /// <summary>
+    /// <paramref name="program"/>, or the program read fresh once more when the member's tier name
+    /// is one it does not know: the awaits since it was read (a settle, a reload, another change
+    /// committing a tier named under a newer copy) may have changed the name. Settles again after
+    /// the read; a view answers without an await after this.
+    /// </summary>
+    private async ValueTask<ProgramConfig> KnowingTierAfterAwaitsAsync(ProgramConfig program)
+    {
+        if (!_state.Enrolled || program.Settings.Ladder.Knows(_state.Tier)
+            || await _services.Programs.GetFreshAsync(_programId) is not { } fresh)
+        {
+            return program;
+        }
+
+        await SettleForReadAsync();
+        return fresh;
+    }
+
     /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>
     private MemberView View(ProgramConfig? program)
     {

@@ -212,6 +212,11 @@ public sealed partial class MemberGrain
 
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
+        if (program is not null)
+        {
+            program = await KnowingTierAfterAwaitsAsync(program);
+        }
+
         return _state.Enrolled ? View(program) : null;
     }
 

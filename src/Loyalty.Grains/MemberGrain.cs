@@ -832,15 +832,22 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} refused its reward ({Error}); it is not offered again")]
     private static partial void LogReferralRefused(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
 
-    /// <summary>Logs that <paramref name="memberId"/>'s link to <paramref name="referrerId"/> failed, within the silo's budget of such lines.</summary>
+    /// <summary>
+    /// Logs that <paramref name="memberId"/>'s link to <paramref name="referrerId"/> failed, within
+    /// the silo's budget: for an enrolment, which a till may repeat at will. The links a merge
+    /// repoints and the rewards the due work settles log every failure (nothing else records them).
+    /// </summary>
     private void WarnReferralLinkFailed(string memberId, string referrerId, LoyaltyError error)
     {
         if (_services.Warnings.TryTake(out long leftOut))
         {
-            LogReferralLinkFailed(_services.Logger, _programId, memberId, referrerId, error, leftOut);
+            LogEnrolmentNotLinked(_services.Logger, _programId, memberId, referrerId, error, leftOut);
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error}) ({LeftOut} such lines left out since the last)")]
-    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error})")]
+    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: enrolment's referrer {ReferrerId} not linked ({Error}) ({LeftOut} such lines left out since the last)")]
+    private static partial void LogEnrolmentNotLinked(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);
 }

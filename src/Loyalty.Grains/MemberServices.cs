@@ -62,9 +62,10 @@ public sealed class MemberServices(
 
     /// <summary>
     /// The budget of member warnings that clients can cause at will, over every member of the
-    /// silo: a transaction id reused from further back than a member remembers (refused by the
-    /// ledger, then the member reloads), a referrer that cannot be linked. Counted on the system
-    /// clock, not the rules' (which tests move by days).
+    /// silo: a change the ledger did not commit (a transaction id reused from further back than a
+    /// member remembers is refused by the ledger, then the member reloads; an outage of the
+    /// ledger is logged by the commit queue as well), an enrolment's referrer that cannot be
+    /// linked. Counted on the system clock, not the rules' (which tests move by days).
     /// </summary>
     public LogBudget Warnings { get; } = new(WarningLinesPerSecondMax, TimeProvider.System);
 
