@@ -54,6 +54,12 @@ public interface IAccessStore
     /// </summary>
     Task<(IReadOnlyList<AccessKeyRow> Keys, DateTimeOffset DatabaseNow)> ReadKeysChangedSinceAsync(DateTimeOffset? since, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Deletes the keys revoked, or expired, before <paramref name="before"/> and returns how many.
+    /// The audit trail keeps naming them.
+    /// </summary>
+    Task<int> DeleteKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken);
+
     /// <summary>Appends an audit record (its <see cref="AuditRow.Id"/> is ignored) and returns its id.</summary>
     Task<long> AppendAuditAsync(AuditRow record, CancellationToken cancellationToken);
 

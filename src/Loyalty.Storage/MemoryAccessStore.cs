@@ -47,6 +47,21 @@ public sealed class MemoryAccessStore(TimeProvider clock) : IAccessStore
     }
 
     /// <inheritdoc />
+    public Task<int> DeleteKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            string[] ended = [.. _keys.Values.Where(e => e.Key.RevokedAt < before || e.Key.ExpiresAt < before).Select(e => e.Key.KeyId)];
+            foreach (string keyId in ended)
+            {
+                _keys.Remove(keyId);
+            }
+
+            return Task.FromResult(ended.Length);
+        }
+    }
+
+    /// <inheritdoc />
     public Task<long> AppendAuditAsync(AuditRow record, CancellationToken cancellationToken)
     {
         lock (_lock)

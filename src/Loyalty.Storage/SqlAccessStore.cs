@@ -59,6 +59,15 @@ public abstract class SqlAccessStore : IAccessStore
     }
 
     /// <inheritdoc />
+    public async Task<int> DeleteKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken)
+    {
+        await using DbConnection connection = await OpenAsync(cancellationToken);
+        await using DbCommand delete = Command(connection,
+            "DELETE FROM access_keys WHERE revoked_at < @b OR expires_at < @b;", ("@b", ToDb(before)));
+        return await delete.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
     public async Task<(IReadOnlyList<AccessKeyRow> Keys, DateTimeOffset DatabaseNow)> ReadKeysChangedSinceAsync(DateTimeOffset? since, CancellationToken cancellationToken)
     {
         await using DbConnection connection = await OpenAsync(cancellationToken);

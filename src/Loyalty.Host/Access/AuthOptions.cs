@@ -20,10 +20,18 @@ public sealed class AuthOptions
     public int RefreshIntervalMs { get; set; } = 1_000;
 
     /// <summary>
-    /// Keys one program (or the operators) may create in any 24 hours, revoked ones included:
-    /// every node holds every key it has read, revoked and expired ones too (they answer
-    /// <c>ListKeys</c> and say why a key no longer works), so a key made and revoked in a loop
-    /// must not grow them without a bound.
+    /// Keys a program's own admin keys may create for it in any 24 hours, revoked ones included
+    /// (at least 1; operators are not held to it): every node holds every key it has read,
+    /// revoked and expired ones too (they answer <c>ListKeys</c> and say why a key no longer
+    /// works), so keys made and revoked in a loop must not grow them at will. The check and the
+    /// insert are not atomic: concurrent creates may pass it by the calls in flight.
     /// </summary>
-    public int KeysCreatedPerDayMax { get; set; } = 2_000;
+    public int KeysCreatedPerDayMax { get; set; } = 200;
+
+    /// <summary>
+    /// Days a revoked or expired key is kept (listed by <c>ListKeys</c> with revoked ones, and
+    /// refused as revoked or expired) before every node forgets it and it is deleted from the
+    /// database; at least 1. With <see cref="KeysCreatedPerDayMax"/> it bounds the keys held.
+    /// </summary>
+    public int EndedKeysKeptDays { get; set; } = 30;
 }

@@ -10,7 +10,8 @@ namespace Loyalty.Host.Access;
 /// <see cref="AuthOptions.RefreshIntervalMs"/>: a call is authenticated without a database round
 /// trip, a flood of made-up keys costs no query, and a key created or revoked on any node holds on
 /// every node within one refresh. Keys are few (at most <see cref="KeysPerProgramMax"/> active per
-/// program), so holding them all is cheap.
+/// program, <see cref="AuthOptions.KeysCreatedPerDayMax"/> made a day by its admins, and ended ones
+/// forgotten after <see cref="AuthOptions.EndedKeysKeptDays"/>), so holding them all is cheap.
 /// </summary>
 public sealed partial class KeyRegistry(
     IAccessStore store,
@@ -30,6 +31,9 @@ public sealed partial class KeyRegistry(
 
     /// <summary>Characters of an authorization header looked at; longer values are refused unread.</summary>
     private const int AuthorizationLengthMax = 7 + KeyTokens.TokenLength;
+
+    /// <summary>How often a node forgets the keys that ended longer ago than they are kept.</summary>
+    private static readonly TimeSpan SweepInterval = TimeSpan.FromHours(1);
 
     /// <summary>How far back each refresh looks before the previous one, for changes committed late.</summary>
     private static readonly TimeSpan RefreshOverlap = TimeSpan.FromSeconds(10);
@@ -134,6 +138,28 @@ public sealed partial class KeyRegistry(
         return key;
     }
 
+    /// <summary>How long a revoked or expired key is kept (see <see cref="AuthOptions.EndedKeysKeptDays"/>).</summary>
+    public TimeSpan EndedKeysKept => TimeSpan.FromDays(Math.Max(1, options.Value.EndedKeysKeptDays));
+
+    /// <summary>
+    /// Forgets the keys that ended (revoked or expired) longer ago than <see cref="EndedKeysKept"/>
+    /// and deletes them from the database (every node does; the second finds nothing). A node
+    /// forgets them by its own clock, as the deletion is no change the others would read.
+    /// </summary>
+    public async Task ForgetEndedKeysAsync(CancellationToken cancellationToken)
+    {
+        DateTimeOffset before = clock.GetUtcNow() - EndedKeysKept;
+        await store.DeleteKeysEndedBeforeAsync(before, cancellationToken);
+        foreach (AccessKey key in _keys.Values)
+        {
+            if (key.Row.RevokedAt < before || key.Row.ExpiresAt < before)
+            {
+                _keys.TryRemove(key.KeyId, out _);
+                _quotas.TryRemove(key.KeyId, out _);
+            }
+        }
+    }
+
     /// <summary>Reads the keys changed since the previous refresh (all of them the first time).</summary>
     public async Task RefreshAsync(CancellationToken cancellationToken)
     {
@@ -168,11 +194,18 @@ public sealed partial class KeyRegistry(
     public async Task RunRefreshesAsync(CancellationToken cancellationToken)
     {
         using var timer = new PeriodicTimer(RefreshInterval, clock);
+        long nextSweep = clock.GetTimestamp();
         while (await timer.WaitForNextTickAsync(cancellationToken))
         {
             try
             {
                 await RefreshAsync(cancellationToken);
+                if (clock.GetTimestamp() >= nextSweep)
+                {
+                    // Hourly: what ended before the kept days is no longer read or answered.
+                    await ForgetEndedKeysAsync(cancellationToken);
+                    nextSweep = clock.GetTimestamp() + (long)(SweepInterval.TotalSeconds * clock.TimestampFrequency);
+                }
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

@@ -45,7 +45,9 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
             throw new RpcException(new Status(StatusCode.FailedPrecondition, $"at most {max} active keys; revoke one first"));
         }
 
-        if (keys.CountCreatedSince(request.ProgramId, clock.GetUtcNow().AddDays(-1)) >= keys.KeysCreatedPerDayMax)
+        // Operators are not held to it: a program's leaked admin key that used up the day must not
+        // keep the operators from issuing the program's new keys.
+        if (caller.Key.Scope != AccessScope.Operator && keys.CountCreatedSince(request.ProgramId, clock.GetUtcNow().AddDays(-1)) >= keys.KeysCreatedPerDayMax)
         {
             throw new RpcException(new Status(StatusCode.ResourceExhausted,
                 $"at most {keys.KeysCreatedPerDayMax} keys created in 24 hours, revoked ones included; try again later"));

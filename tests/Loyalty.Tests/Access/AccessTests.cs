@@ -6,6 +6,10 @@ using Loyalty.Api;
 using Loyalty.Host.Access;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using Xunit.Abstractions;
 using V1 = Loyalty.Api.V1;
 
@@ -221,11 +225,11 @@ public sealed class AccessTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task CreateKey_BeyondTheDaysAllowance_IsRefused_RevokedKeysIncluded()
+    public async Task CreateKey_ByAProgramsAdmin_BeyondTheDaysAllowance_IsRefused_RevokedKeysIncluded_ButNotForOperators()
     {
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "keyday"), null, "--Auth:KeysCreatedPerDayMax=4");
-        await SetUpAsync(engine);
-        var access = new V1.Access.AccessClient(engine.Invoker);
+        (_, string admin) = await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Channel.WithKey(admin));
         int before = (await access.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true })).Keys.Count;
         for (int i = before; i < 4; i++)
         {
@@ -237,12 +241,48 @@ public sealed class AccessTests(ITestOutputHelper output)
         RpcException refused = await Assert.ThrowsAsync<RpcException>(() =>
             access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "one more" }).ResponseAsync);
         int held = (await access.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true })).Keys.Count;
-        V1.CreatedKey operatorKey = await access.CreateKeyAsync(new V1.CreateKeyRequest { Scope = V1.KeyScope.Operator, Name = "operators count apart" });
+        V1.CreatedKey byOperator = await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(
+            new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "issued by the operators" });
 
         Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
         Assert.Equal("at most 4 keys created in 24 hours, revoked ones included; try again later", refused.Status.Detail);
         Assert.Equal(4, held);
-        Assert.Equal("operators count apart", operatorKey.Key.Name);
+        Assert.Equal("issued by the operators", byOperator.Key.Name);
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task KeysThatEndedLongerAgoThanTheyAreKept_AreForgotten_AndDeleted_OthersStay(Backend backend)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "keyforget"));
+        await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Invoker);
+        V1.CreatedKey revoked = await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "revoked" });
+        await access.RevokeKeyAsync(new V1.RevokeKeyRequest { ProgramId = ProgramA, KeyId = revoked.Key.KeyId });
+        V1.CreatedKey expiring = await access.CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "expiring", ExpiresAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow.AddDays(2)),
+        });
+        V1.CreatedKey active = await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "active" });
+
+        // A node of its own on the same database, whose clock moves on by days.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var registry = new KeyRegistry(engine.Services.GetRequiredService<IAccessStore>(), Options.Create(new AuthOptions { EndedKeysKeptDays = 30 }),
+            engine.Services.GetRequiredService<IOptions<QuotaOptions>>(), clock, NullLogger<KeyRegistry>.Instance);
+        await registry.RefreshAsync(CancellationToken.None);
+        clock.Advance(TimeSpan.FromDays(31));
+        await registry.ForgetEndedKeysAsync(CancellationToken.None);
+        bool revokedKeptAt31 = registry.Find(revoked.Key.KeyId) is not null, expiringKeptAt31 = registry.Find(expiring.Key.KeyId) is not null;
+        clock.Advance(TimeSpan.FromDays(2));
+        await registry.ForgetEndedKeysAsync(CancellationToken.None);
+        List<string> stored = await Sql.RowsAsync(engine.Storage, $"SELECT name FROM access_keys WHERE program_id = '{ProgramA}' ORDER BY name", r => r.GetString(0));
+
+        Assert.False(revokedKeptAt31);
+        Assert.True(expiringKeptAt31, "expired a day before the 31st: kept for 30 days");
+        Assert.Null(registry.Find(expiring.Key.KeyId));
+        Assert.NotNull(registry.Find(active.Key.KeyId));
+        Assert.Equal(["active", "admin", "tills"], stored);
     }
 
     [Fact]
