@@ -356,13 +356,13 @@ public sealed partial class MemberGrain
 
             if (error != LoyaltyError.None)
             {
-                LogReferralLinkFailed(_services.Logger, _programId, _memberId, referrer, error);
+                WarnSettlementFailed(referrer, error);
                 return false;
             }
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            LogReferralLinkFailed(_services.Logger, _programId, _memberId, referrer, LoyaltyError.Unavailable);
+            WarnSettlementFailed(referrer, LoyaltyError.Unavailable);
             return false;
         }
 
@@ -375,7 +375,7 @@ public sealed partial class MemberGrain
         {
             // The referrer has its reward; this member's note of it is written again by the due
             // schedule (the member stays owed). The purchase that led here is committed either way.
-            LogReferralLinkFailed(_services.Logger, _programId, _memberId, referrer, LoyaltyError.Unavailable);
+            WarnSettlementFailed(referrer, LoyaltyError.Unavailable);
             return false;
         }
 

@@ -845,6 +845,18 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
     }
 
+    /// <summary>Logs that settling with <paramref name="referrerId"/> failed, within the silo's budget of such lines.</summary>
+    private void WarnSettlementFailed(string referrerId, LoyaltyError error)
+    {
+        if (_services.SettlementWarnings.TryTake(out long leftOut))
+        {
+            LogSettlementFailed(_services.Logger, _programId, _memberId, referrerId, error, leftOut);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referral settlement with {ReferrerId} failed ({Error}); it is tried again ({LeftOut} such lines left out since the last)")]
+    private static partial void LogSettlementFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error})")]
     private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
 

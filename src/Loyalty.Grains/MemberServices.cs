@@ -69,6 +69,14 @@ public sealed class MemberServices(
     /// </summary>
     public LogBudget Warnings { get; } = new(WarningLinesPerSecondMax, TimeProvider.System);
 
+    /// <summary>
+    /// The budget of the referral settlements' warnings (a referrer that does not answer): a
+    /// settlement is tried again on each purchase and return of its member as well as by the due
+    /// work, so a referrer out of service for long would log a line for each. Apart from
+    /// <see cref="Warnings"/>, so that a till's resends cannot crowd them out.
+    /// </summary>
+    public LogBudget SettlementWarnings { get; } = new(WarningLinesPerSecondMax, TimeProvider.System);
+
     /// <summary>How many program ids are kept one copy of; more programs than this are rare, and theirs are not shared.</summary>
     public const int SharedProgramIdsMax = 10_000;
 

@@ -55,10 +55,13 @@ public interface IAccessStore
     Task<(IReadOnlyList<AccessKeyRow> Keys, DateTimeOffset DatabaseNow)> ReadKeysChangedSinceAsync(DateTimeOffset? since, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Deletes the keys revoked, or expired, before <paramref name="before"/> and returns how many.
-    /// The audit trail keeps naming them.
+    /// Clears the name and store ids of the keys revoked, or expired, before
+    /// <paramref name="before"/> (what makes a row large), and returns how many it cleared. The
+    /// rows stay, with their id, hash and end: an id is never stored again, so a configured key
+    /// that was revoked stays revoked (see <c>AccessLifecycle</c>), and the audit trail's ids still
+    /// name a key. Their change time is kept, so no node reads them again.
     /// </summary>
-    Task<int> DeleteKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken);
+    Task<int> ClearKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken);
 
     /// <summary>Appends an audit record (its <see cref="AuditRow.Id"/> is ignored) and returns its id.</summary>
     Task<long> AppendAuditAsync(AuditRow record, CancellationToken cancellationToken);

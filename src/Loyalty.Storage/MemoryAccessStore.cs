@@ -47,14 +47,15 @@ public sealed class MemoryAccessStore(TimeProvider clock) : IAccessStore
     }
 
     /// <inheritdoc />
-    public Task<int> DeleteKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken)
+    public Task<int> ClearKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            string[] ended = [.. _keys.Values.Where(e => e.Key.RevokedAt < before || e.Key.ExpiresAt < before).Select(e => e.Key.KeyId)];
-            foreach (string keyId in ended)
+            (AccessKeyRow Key, DateTimeOffset ChangedAt)[] ended = [.. _keys.Values.Where(e =>
+                (e.Key.RevokedAt < before || e.Key.ExpiresAt < before) && (e.Key.Name.Length > 0 || e.Key.StoreIds.Length > 0))];
+            foreach ((AccessKeyRow key, DateTimeOffset changedAt) in ended)
             {
-                _keys.Remove(keyId);
+                _keys[key.KeyId] = (key with { Name = "", StoreIds = "" }, changedAt);
             }
 
             return Task.FromResult(ended.Length);

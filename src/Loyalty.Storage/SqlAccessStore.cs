@@ -59,12 +59,13 @@ public abstract class SqlAccessStore : IAccessStore
     }
 
     /// <inheritdoc />
-    public async Task<int> DeleteKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken)
+    public async Task<int> ClearKeysEndedBeforeAsync(DateTimeOffset before, CancellationToken cancellationToken)
     {
         await using DbConnection connection = await OpenAsync(cancellationToken);
-        await using DbCommand delete = Command(connection,
-            "DELETE FROM access_keys WHERE revoked_at < @b OR expires_at < @b;", ("@b", ToDb(before)));
-        return await delete.ExecuteNonQueryAsync(cancellationToken);
+        await using DbCommand clear = Command(connection,
+            "UPDATE access_keys SET name = '', store_ids = '' WHERE (revoked_at < @b OR expires_at < @b) AND (name <> '' OR store_ids <> '');",
+            ("@b", ToDb(before)));
+        return await clear.ExecuteNonQueryAsync(cancellationToken);
     }
 
     /// <inheritdoc />

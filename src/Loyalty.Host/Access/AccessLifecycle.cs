@@ -99,10 +99,20 @@ internal sealed partial class AccessLifecycle(
 
         var row = new AccessKeyRow(keyId, "", AccessScope.Operator.ToStored(), "", "configured operator key", KeyTokens.Hash(secret),
             clock.GetUtcNow(), "configuration", ExpiresAt: null, RevokedAt: null);
-        await store.TryInsertKeyAsync(row, cancellationToken);
+        if (!await store.TryInsertKeyAsync(row, cancellationToken))
+        {
+            // Its row is there, but no node holds it: it ended (was revoked, or expired) longer ago
+            // than keys are kept. It stays ended; storing it again would revive a key taken out of use.
+            LogConfiguredKeyEnded(keyId);
+            return;
+        }
+
         await registry.RefreshAsync(cancellationToken);
         LogConfiguredKeyStored(keyId);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The configured operator key {KeyId} was revoked or expired long ago; it is not stored again. Configure another in Auth:BootstrapOperatorKey, or none")]
+    private partial void LogConfiguredKeyEnded(string keyId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "No API key existed: made operator key {KeyId} and wrote it to {Path} (readable by this user only). Send it as 'authorization: Bearer <key>'")]
     private partial void LogOperatorKeyWritten(string keyId, string path);

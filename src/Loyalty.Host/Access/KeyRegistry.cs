@@ -142,14 +142,21 @@ public sealed partial class KeyRegistry(
     public TimeSpan EndedKeysKept => TimeSpan.FromDays(Math.Max(1, options.Value.EndedKeysKeptDays));
 
     /// <summary>
-    /// Forgets the keys that ended (revoked or expired) longer ago than <see cref="EndedKeysKept"/>
-    /// and deletes them from the database (every node does; the second finds nothing). A node
-    /// forgets them by its own clock, as the deletion is no change the others would read.
+    /// Forgets the keys that ended (revoked or expired) longer ago than <see cref="EndedKeysKept"/>,
+    /// then clears their rows' names and store ids in the database (every node does; the second
+    /// finds nothing to clear). A node forgets by its own clock, whether or not the database
+    /// answers: the clearing is no change the others would read.
     /// </summary>
     public async Task ForgetEndedKeysAsync(CancellationToken cancellationToken)
     {
+        DateTimeOffset before = ForgetEndedKeys();
+        await store.ClearKeysEndedBeforeAsync(before, cancellationToken);
+    }
+
+    /// <summary>Forgets, in this node's memory only, the keys that ended longer ago than they are kept; returns the cut-off.</summary>
+    private DateTimeOffset ForgetEndedKeys()
+    {
         DateTimeOffset before = clock.GetUtcNow() - EndedKeysKept;
-        await store.DeleteKeysEndedBeforeAsync(before, cancellationToken);
         foreach (AccessKey key in _keys.Values)
         {
             if (key.Row.RevokedAt < before || key.Row.ExpiresAt < before)
@@ -158,6 +165,8 @@ public sealed partial class KeyRegistry(
                 _quotas.TryRemove(key.KeyId, out _);
             }
         }
+
+        return before;
     }
 
     /// <summary>Reads the keys changed since the previous refresh (all of them the first time).</summary>
@@ -165,8 +174,16 @@ public sealed partial class KeyRegistry(
     {
         DateTimeOffset? since = _refreshedAt - RefreshOverlap;
         (IReadOnlyList<AccessKeyRow> rows, DateTimeOffset now) = await store.ReadKeysChangedSinceAsync(since, cancellationToken);
+        DateTimeOffset forgetBefore = clock.GetUtcNow() - EndedKeysKept;
         foreach (AccessKeyRow row in rows)
         {
+            if (row.RevokedAt < forgetBefore || row.ExpiresAt < forgetBefore)
+            {
+                // Ended longer ago than keys are kept (the first read holds every row ever stored).
+                _keys.TryRemove(row.KeyId, out _);
+                continue;
+            }
+
             AccessKey read;
             try
             {
@@ -202,9 +219,9 @@ public sealed partial class KeyRegistry(
                 await RefreshAsync(cancellationToken);
                 if (clock.GetTimestamp() >= nextSweep)
                 {
-                    // Hourly: what ended before the kept days is no longer read or answered.
-                    await ForgetEndedKeysAsync(cancellationToken);
+                    // Hourly, failed or not: what ended before the kept days is no longer read or answered.
                     nextSweep = clock.GetTimestamp() + (long)(SweepInterval.TotalSeconds * clock.TimestampFrequency);
+                    await ForgetEndedKeysAsync(cancellationToken);
                 }
             }
             catch (Exception e) when (e is not OperationCanceledException)
