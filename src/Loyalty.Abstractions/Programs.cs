@@ -127,8 +127,16 @@ public sealed record ProgramSettings(
     /// share one pending lot (per expiry), so a member holds at most one per day of the period
     /// however many purchases it makes.
     /// </summary>
-    public DateTimeOffset? PendingUntil(DateTimeOffset now) =>
-        PendingDays > 0 ? LocalDay.Begins(TimeZoneInfo.ConvertTime(now, Zone).DateTime.AddDays(PendingDays).Date.AddDays(1), Zone) : null;
+    public DateTimeOffset? PendingUntil(DateTimeOffset now)
+    {
+        if (PendingDays == 0)
+        {
+            return null;
+        }
+
+        TimeZoneInfo zone = Zone;
+        return LocalDay.Begins(TimeZoneInfo.ConvertTime(now, zone).DateTime.AddDays(PendingDays).Date.AddDays(1), zone);
+    }
 
     /// <summary>Returns null when the settings are valid, otherwise a message naming the field.</summary>
     public string? Check() =>

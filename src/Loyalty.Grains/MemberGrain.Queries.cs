@@ -20,7 +20,7 @@ public sealed partial class MemberGrain
             return QuoteResult.Reject(LoyaltyError.InvalidArgument, error);
         }
 
-        if (await ProgramForViewAsync() is not { } program)
+        if (await _services.Programs.GetAsync(_programId) is not { } program)
         {
             return QuoteResult.Reject(LoyaltyError.NotFound, $"program '{_programId}' not found");
         }
@@ -95,7 +95,7 @@ public sealed partial class MemberGrain
     public async Task<RewardsView?> Rewards()
     {
         await SettleForReadAsync();
-        if (!_state.Enrolled || await ProgramForViewAsync() is not { } program)
+        if (!_state.Enrolled || await _services.Programs.GetAsync(_programId) is not { } program)
         {
             return null;
         }

@@ -148,9 +148,10 @@ public sealed partial class MemberGrain
     private Decider At(ProgramConfig program, DateTimeOffset now) => new(_programId, _memberId, _state, program, now);
 
     /// <summary>
-    /// The program for a view or a quote of this member, read fresh when this silo's copy does not
-    /// know the member's tier name (see <see cref="ProgramDirectory.GetKnowingAsync"/>). Changes
-    /// check the name in their decision step instead, where no await can follow.
+    /// The program for a view answered right after it, read fresh when this silo's copy does not
+    /// know the member's tier name (see <see cref="ProgramDirectory.GetKnowingAsync"/>). Reads that
+    /// await more after fetching the program check with <see cref="KnowingTierAfterAwaitsAsync"/>
+    /// instead; changes check the name in their decision step, where no await can follow.
     /// </summary>
     private ValueTask<ProgramConfig?> ProgramForViewAsync() => _services.Programs.GetKnowingAsync(_programId, _state.Enrolled ? _state.Tier : null);
 

@@ -208,7 +208,7 @@ public sealed partial class MemberGrain
             _profile = JsonSerializer.Deserialize<Dictionary<string, string>>(json);
         }
 
-        ProgramConfig? program = await ProgramForViewAsync();
+        ProgramConfig? program = await _services.Programs.GetAsync(_programId);
 
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();

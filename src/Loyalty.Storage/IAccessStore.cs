@@ -21,7 +21,11 @@ public sealed record AccessKeyRow(
     DateTimeOffset CreatedAt,
     string CreatedBy,
     DateTimeOffset? ExpiresAt,
-    DateTimeOffset? RevokedAt);
+    DateTimeOffset? RevokedAt)
+{
+    /// <summary>Whether the key was revoked, or expired, before <paramref name="at"/>.</summary>
+    public bool EndedBefore(DateTimeOffset at) => RevokedAt < at || ExpiresAt < at;
+}
 
 /// <summary>One record of the audit trail.</summary>
 /// <param name="Id">Ascending with time of writing, per database.</param>

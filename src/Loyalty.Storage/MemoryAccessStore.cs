@@ -52,7 +52,7 @@ public sealed class MemoryAccessStore(TimeProvider clock) : IAccessStore
         lock (_lock)
         {
             (AccessKeyRow Key, DateTimeOffset ChangedAt)[] ended = [.. _keys.Values.Where(e =>
-                (e.Key.RevokedAt < before || e.Key.ExpiresAt < before) && (e.Key.Name.Length > 0 || e.Key.StoreIds.Length > 0))];
+                e.Key.EndedBefore(before) && (e.Key.Name.Length > 0 || e.Key.StoreIds.Length > 0))];
             foreach ((AccessKeyRow key, DateTimeOffset changedAt) in ended)
             {
                 _keys[key.KeyId] = (key with { Name = "", StoreIds = "" }, changedAt);

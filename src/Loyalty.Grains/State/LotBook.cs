@@ -418,7 +418,7 @@ public sealed class LotBook
     {
         int at = points <= 0 ? -1
             : IndexOfPending(lotKey) is >= 0 and int named ? named
-            : availableAt is { } available ? IndexOfPendingAvailable(available)
+            : availableAt is { } available ? IndexOfPending(available, null, anyExpiry: true)
             : -1;
         if (at < 0)
         {
@@ -542,27 +542,14 @@ public sealed class LotBook
         return -1;
     }
 
-    private int IndexOfPending(DateTimeOffset availableAt, DateTimeOffset? expiresAt)
+    /// <summary>The pending lot spendable at <paramref name="availableAt"/> that expires at <paramref name="expiresAt"/> (at any expiry with <paramref name="anyExpiry"/>), or -1.</summary>
+    private int IndexOfPending(DateTimeOffset availableAt, DateTimeOffset? expiresAt, bool anyExpiry = false)
     {
         // From the end: a purchase's lot is almost always the newest (today's).
         IReadOnlyList<PendingLot> pending = Pending;
         for (int i = pending.Count - 1; i >= 0; i--)
         {
-            if (pending[i].AvailableAt == availableAt && pending[i].ExpiresAt == expiresAt)
-            {
-                return i;
-            }
-        }
-
-        return -1;
-    }
-
-    private int IndexOfPendingAvailable(DateTimeOffset availableAt)
-    {
-        IReadOnlyList<PendingLot> pending = Pending;
-        for (int i = 0; i < pending.Count; i++)
-        {
-            if (pending[i].AvailableAt == availableAt)
+            if (pending[i].AvailableAt == availableAt && (anyExpiry || pending[i].ExpiresAt == expiresAt))
             {
                 return i;
             }

@@ -30,8 +30,8 @@ public sealed class AuthOptions
 
     /// <summary>
     /// Days a revoked or expired key is kept (listed by <c>ListKeys</c> with revoked ones, and
-    /// refused as revoked or expired) before every node forgets it and it is deleted from the
-    /// database; at least 1. With <see cref="KeysCreatedPerDayMax"/> it bounds the keys held.
+    /// refused as revoked or expired) before every node forgets it and its row is cleared to its id,
+    /// hash and end; at least 1. With <see cref="KeysCreatedPerDayMax"/> it bounds the keys held.
     /// </summary>
     public int EndedKeysKeptDays { get; set; } = 30;
 }

@@ -101,7 +101,7 @@ public sealed partial class KeyRegistry(
     public int CountCreatedSince(string programId, DateTimeOffset since) =>
         _keys.Values.Count(k => k.ProgramId == programId && k.Row.CreatedAt >= since);
 
-    /// <summary>Keys one program (or the operators) may create in any 24 hours (see <see cref="AuthOptions.KeysCreatedPerDayMax"/>).</summary>
+    /// <summary>Keys a program's admins may create for it in any 24 hours (see <see cref="AuthOptions.KeysCreatedPerDayMax"/>).</summary>
     public int KeysCreatedPerDayMax => Math.Max(1, options.Value.KeysCreatedPerDayMax);
 
     /// <summary>Stores a new key and returns it with its token (the only time the secret exists outside the caller).</summary>
@@ -159,7 +159,7 @@ public sealed partial class KeyRegistry(
         DateTimeOffset before = clock.GetUtcNow() - EndedKeysKept;
         foreach (AccessKey key in _keys.Values)
         {
-            if (key.Row.RevokedAt < before || key.Row.ExpiresAt < before)
+            if (key.Row.EndedBefore(before))
             {
                 _keys.TryRemove(key.KeyId, out _);
                 _quotas.TryRemove(key.KeyId, out _);
@@ -177,7 +177,7 @@ public sealed partial class KeyRegistry(
         DateTimeOffset forgetBefore = clock.GetUtcNow() - EndedKeysKept;
         foreach (AccessKeyRow row in rows)
         {
-            if (row.RevokedAt < forgetBefore || row.ExpiresAt < forgetBefore)
+            if (row.EndedBefore(forgetBefore))
             {
                 // Ended longer ago than keys are kept (the first read holds every row ever stored).
                 _keys.TryRemove(row.KeyId, out _);
@@ -211,16 +211,16 @@ public sealed partial class KeyRegistry(
     public async Task RunRefreshesAsync(CancellationToken cancellationToken)
     {
         using var timer = new PeriodicTimer(RefreshInterval, clock);
-        long nextSweep = clock.GetTimestamp();
+        DateTimeOffset nextSweep = clock.GetUtcNow();
         while (await timer.WaitForNextTickAsync(cancellationToken))
         {
             try
             {
                 await RefreshAsync(cancellationToken);
-                if (clock.GetTimestamp() >= nextSweep)
+                if (clock.GetUtcNow() >= nextSweep)
                 {
                     // Hourly, failed or not: what ended before the kept days is no longer read or answered.
-                    nextSweep = clock.GetTimestamp() + (long)(SweepInterval.TotalSeconds * clock.TimestampFrequency);
+                    nextSweep = clock.GetUtcNow() + SweepInterval;
                     await ForgetEndedKeysAsync(cancellationToken);
                 }
             }

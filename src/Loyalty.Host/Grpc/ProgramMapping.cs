@@ -1,3 +1,4 @@
+using System.Collections.ObjectModel;
 using Google.Protobuf.WellKnownTypes;
 using V1 = Loyalty.Api.V1;
 
@@ -110,7 +111,7 @@ internal static class ProgramMapping
             tier.Perks.AddRange(t.Perks);
             return tier;
         }));
-        foreach ((string old, string tier) in ladder.Renamed ?? System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty)
+        foreach ((string old, string tier) in ladder.Renamed ?? ReadOnlyDictionary<string, string>.Empty)
         {
             m.Renamed[old] = tier;
         }

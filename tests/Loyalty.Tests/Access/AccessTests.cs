@@ -250,6 +250,15 @@ public sealed class AccessTests(ITestOutputHelper output)
         Assert.Equal("issued by the operators", byOperator.Key.Name);
     }
 
+    [Fact]
+    public void TheKeyAllowanceAndTheDaysEndedKeysAreKept_AreAtLeastOne()
+    {
+        var registry = new KeyRegistry(new MemoryAccessStore(TimeProvider.System), Options.Create(new AuthOptions { KeysCreatedPerDayMax = 0, EndedKeysKeptDays = -5 }),
+            Options.Create(new QuotaOptions()), TimeProvider.System, NullLogger<KeyRegistry>.Instance);
+
+        Assert.Equal((1, TimeSpan.FromDays(1)), (registry.KeysCreatedPerDayMax, registry.EndedKeysKept));
+    }
+
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
