@@ -246,12 +246,12 @@ public sealed partial class MemberGrain
 
     /// <summary>
     /// A purchase's returns as read from the ledger, with the state they were read against: stale
-    /// when the state was rebuilt since, or the purchase's kept progress changed after the read.
+    /// when the state was rebuilt since, or the purchase's kept progress changed after the read,
+    /// or some progress changed after the read was forgotten since (it may have been this purchase's).
     /// </summary>
     private sealed record LedgerReturns(string PurchaseId, IReadOnlyList<LedgerEntry> Returns, MemberState ReadOn, long SequenceAtRead)
     {
-        public bool Stale(MemberState now) =>
-            !ReferenceEquals(now, ReadOn) || (now.Returns.Kept.GetValueOrDefault(PurchaseId) is { } kept && kept.Touched > SequenceAtRead);
+        public bool Stale(MemberState now) => !ReferenceEquals(now, ReadOn) || now.Returns.ChangedSince(PurchaseId, SequenceAtRead);
     }
 
     /// <summary>

@@ -60,6 +60,12 @@ public sealed class ReturnProgress
     /// <summary>Points its returns took from the purchase's pending points (the rest came from the balance).</summary>
     public long PendingReversed => _pendingReversed;
 
+    /// <summary>
+    /// The SKUs and earn components it holds: its weight against <see cref="ReturnBook.ReturnLinesKept"/>
+    /// (a SKU's quantity is kept under the same key as its money, so the SKUs are counted once).
+    /// </summary>
+    public int Lines => _skuReturnedMinor.Count + _reversed.Length;
+
     /// <summary>The complete progress of <paramref name="purchase"/> from every return of it read from the ledger (empty for none).</summary>
     public static ReturnProgress Of(LedgerEntry purchase, IReadOnlyList<LedgerEntry> returns)
     {

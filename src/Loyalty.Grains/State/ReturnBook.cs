@@ -4,10 +4,11 @@ namespace Loyalty.Grains;
 
 /// <summary>
 /// What was returned of the member's most recently returned purchases (at most
-/// <see cref="ReturnsKept"/>), by transaction id. The rest is read from the ledger when one of
+/// <see cref="ReturnsKept"/> of them, holding at most <see cref="ReturnLinesKept"/> lines and
+/// components between them), by transaction id. The rest is read from the ledger when one of
 /// them is returned again or looked up, and kept again only when a return of it is applied (see
-/// <see cref="Record"/>), so the book stays bounded however many purchases come back. Changed
-/// only through <see cref="MemberState.Apply"/>: a return that is refused leaves it as it was.
+/// <see cref="Record"/>), so the book stays bounded however many purchases come back, and however
+/// large. Changed only through <see cref="MemberState.Apply"/>: a return that is refused leaves it as it was.
 /// </summary>
 [GenerateSerializer]
 public sealed class ReturnBook
@@ -29,13 +30,41 @@ public sealed class ReturnBook
     private ReturnBook(bool shared) => _shared = shared;
 
     /// <summary>
-    /// How many purchases' return progress a member keeps in memory; at least as many as a commit
-    /// group's entries (<see cref="MemberGrain.GroupEntriesMax"/>), so that returns committing
-    /// together cannot forget the progress one of them was decided on (tested).
+    /// How many purchases' return progress a member keeps in memory. A return whose purchase's
+    /// returns were read from the ledger while another return of it was applied and then forgotten
+    /// reads them again (<see cref="ChangedSince"/>), so the bound need not cover a commit group.
     /// </summary>
     public const int ReturnsKept = 256;
 
+    /// <summary>
+    /// How many SKUs and earn components the kept progresses may hold between them (a SKU costs up
+    /// to two dictionary entries and its string, up to about 200 bytes): about four purchases of
+    /// <see cref="Limits.LineItemsMax"/> lines returned line by line fill it. Without it, 256 such
+    /// purchases would keep about 25 MB in one member.
+    /// </summary>
+    public const int ReturnLinesKept = 2_048;
+
+    /// <summary>
+    /// The latest sequence at which a progress now forgotten had been used (0 when none was
+    /// forgotten since the member was loaded); not kept in snapshots, since a member read back
+    /// from one is another state, which every earlier read already counts as stale.
+    /// </summary>
+    [NonSerialized]
+    private long _forgottenTouchedMax;
+
     [Id(0)] private Dictionary<string, ReturnProgress>? _progress;
+
+    /// <summary>
+    /// Whether <paramref name="purchaseId"/>'s returns read from the ledger when the member was at
+    /// <paramref name="sequence"/> may miss a return applied since: its kept progress was used
+    /// after that, or some progress used after that has been forgotten since (the book can no
+    /// longer tell whose it was).
+    /// </summary>
+    public bool ChangedSince(string purchaseId, long sequence) =>
+        (_progress?.GetValueOrDefault(purchaseId) is { } kept && kept.Touched > sequence) || _forgottenTouchedMax > sequence;
+
+    /// <summary>The SKUs and earn components the kept progresses hold between them (see <see cref="ReturnLinesKept"/>).</summary>
+    public int LinesKept => _progress?.Values.Sum(p => p.Lines) ?? 0;
 
     /// <summary>The progress kept, by purchase.</summary>
     public IReadOnlyDictionary<string, ReturnProgress> Kept => (IReadOnlyDictionary<string, ReturnProgress>?)_progress ?? ReadOnlyDictionary<string, ReturnProgress>.Empty;
@@ -93,22 +122,42 @@ public sealed class ReturnBook
     /// <summary>Keeps at most <see cref="ReturnsKept"/> progresses (a snapshot of an older version may hold more).</summary>
     public void Trim() => ForgetOldest();
 
-    /// <summary>Throws when more than <see cref="ReturnsKept"/> progresses are kept.</summary>
+    /// <summary>
+    /// Throws when more than <see cref="ReturnsKept"/> progresses are kept, or more than
+    /// <see cref="ReturnLinesKept"/> lines by more than one progress.
+    /// </summary>
     public void AssertInvariants(long sequence)
     {
         if (Kept.Count > ReturnsKept)
         {
             throw new InvalidOperationException($"After entry {sequence}: {Kept.Count} purchases' return progress kept, more than {ReturnsKept}.");
         }
+
+        if (Kept.Count > 1 && LinesKept > ReturnLinesKept)
+        {
+            throw new InvalidOperationException($"After entry {sequence}: {LinesKept} lines of return progress kept, more than {ReturnLinesKept}.");
+        }
     }
 
-    /// <summary>Forgets the least recently used progress while more than <see cref="ReturnsKept"/> are kept.</summary>
+    /// <summary>
+    /// Forgets the least recently used progress while more than <see cref="ReturnsKept"/> are
+    /// kept, or more than <see cref="ReturnLinesKept"/> lines; the most recently used one is kept
+    /// whatever its size (a purchase's lines are bounded by <see cref="Limits.LineItemsMax"/>).
+    /// </summary>
     private void ForgetOldest()
     {
-        while (_progress is { Count: > ReturnsKept } progress)
+        if (_progress is not { } progress)
         {
-            string oldest = progress.MinBy(r => r.Value.Touched).Key;
+            return;
+        }
+
+        int lines = LinesKept;
+        while (progress.Count > ReturnsKept || (progress.Count > 1 && lines > ReturnLinesKept))
+        {
+            (string oldest, ReturnProgress forgotten) = progress.MinBy(r => r.Value.Touched);
             progress.Remove(oldest);
+            lines -= forgotten.Lines;
+            _forgottenTouchedMax = Math.Max(_forgottenTouchedMax, forgotten.Touched);
         }
     }
 

@@ -128,13 +128,64 @@ public sealed class MemberStateConcernsTests
     }
 
     [Fact]
-    public void ACommitGroup_HoldsNoMoreReturnsThanTheReturnBookKeeps()
+    public void ReturnBook_LargePurchasesReturnedByLines_KeepsNoMoreLinesThanItsBound_TheLeastRecentlyUsedGoFirst()
     {
-        // A return's stage may read its purchase's returns from the ledger while another return of
-        // it commits; that read is stale only if the purchase's progress is forgotten meanwhile,
-        // which takes as many other purchases' returns as the book keeps in the same commit group.
-        Assert.True(MemberGrain.GroupEntriesMax <= ReturnBook.ReturnsKept, $"a group of {MemberGrain.GroupEntriesMax} entries could forget a progress of {ReturnBook.ReturnsKept} kept");
+        // Ten purchases of 500 SKUs and 3 components each, each returned in full line by line.
+        var book = new ReturnBook();
+        for (int p = 0; p < 10; p++)
+        {
+            book.Record($"b{p}", BigReturn(500), sequence: p + 1, seed: new ReturnProgress(3, complete: true, touched: p + 1));
+            book.AssertInvariants(p + 1);
+            Assert.True(book.LinesKept <= ReturnBook.ReturnLinesKept, $"{book.LinesKept} lines kept after {p + 1} returns");
+        }
+
+        // Four purchases of 503 lines fit in 2,048; the six used longest ago are forgotten.
+        Assert.Equal(["b6", "b7", "b8", "b9"], book.Kept.Keys.Order(StringComparer.Ordinal));
+        Assert.Equal(4 * 503, book.LinesKept);
+        Assert.Equal(500, book.Kept["b9"].SkuReturnedQuantity.Count);
+
+        // b5, forgotten, was last used by entry 6: a ledger read of any purchase's returns made
+        // before it may lack a return applied since (the book cannot tell whose); one made at
+        // entry 6 or later cannot, unless its own purchase was used after the read.
+        Assert.True(book.ChangedSince("b0", 5));
+        Assert.True(book.ChangedSince("b5", 5));
+        Assert.False(book.ChangedSince("b0", 6));
+        Assert.False(book.ChangedSince("b5", 9));
+        Assert.True(book.ChangedSince("b9", 9));
+        Assert.False(book.ChangedSince("b9", 10));
     }
+
+    [Fact]
+    public void ReturnBook_OneProgressLargerThanTheBound_IsKeptAlone_AndFewerButSmallerAreNotForgotten()
+    {
+        var book = new ReturnBook();
+        book.Record("small", BigReturn(10), sequence: 1, seed: new ReturnProgress(1, complete: true, touched: 1));
+        Assert.False(book.ChangedSince("other", 0));
+
+        book.Record("huge", BigReturn(ReturnBook.ReturnLinesKept + 1), sequence: 2, seed: new ReturnProgress(1, complete: true, touched: 2));
+        book.AssertInvariants(2);
+
+        Assert.Equal(["huge"], book.Kept.Keys);
+        Assert.True(book.ChangedSince("small", 0));
+        Assert.False(book.ChangedSince("small", 1));
+    }
+
+    [Fact]
+    public void ReturnBook_ANewBook_HasForgottenNothing()
+    {
+        // A member read back from a snapshot has a new state, which a read against the old one
+        // already counts as stale; its own book starts with nothing forgotten.
+        var book = new ReturnBook();
+        Assert.False(book.ChangedSince("b0", 0));
+        Assert.Equal(0, book.LinesKept);
+    }
+
+    private static ReturnDetails BigReturn(int skus) => new()
+    {
+        Components = [new(ComponentKind.Base, "base", 1)],
+        Lines = [.. Enumerable.Range(0, skus).Select(i => new SkuAmount($"sku-{i:D4}-with-a-long-code", 1_00, 10_000, Quantity: 1))],
+        ReturnedAmountMinor = checked(skus * 1_00L),
+    };
 
     [Fact]
     public void CapBuckets_KeepTheirOrder_DropOnlyBeyondTheirBound_AndAReturnNeverCreatesOne()

@@ -353,6 +353,61 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ReturnProgress_OfLargeBasketsReturnedByLines_IsBoundedByLines_AndAForgottenBasketReturnsExactlyWhatIsLeft()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("m");
+        const int lines = Limits.LineItemsMax;
+        string[] baskets = ["b0", "b1", "b2", "b3", "b4", "b5", "c0", "c1", "c2", "c3"];
+        foreach (string basket in baskets)
+        {
+            Assert.Null(Error(await Member("m").Accrue(Basket("m", basket, lines))));
+        }
+
+        // b0 comes back but for its first line; then five more baskets of 500 lines, in full:
+        // more lines than the member keeps progress for, so b0's is forgotten.
+        Assert.Null(Error(await Member("m").Return(ReturnOf("m", "b0", "rb0", 1, lines))));
+        foreach (string basket in baskets[1..6])
+        {
+            Assert.Null(Error(await Member("m").Return(ReturnOf("m", basket, "r" + basket, 0, lines))));
+        }
+
+        // b0's first line, ten times at once, while four more baskets come back in full: each of
+        // those forgets progress, so a return of b0 may be decided on a ledger read made before
+        // another return of b0 was applied and forgotten. Exactly one unit was left.
+        Task<ReturnResult>[] atOnce =
+        [
+            Member("m").Return(ReturnOf("m", "b0", "last0", 0, 1)),
+            .. baskets[6..].Select(b => Member("m").Return(ReturnOf("m", b, "r" + b, 0, lines))),
+            .. Enumerable.Range(1, 9).Select(i => Member("m").Return(ReturnOf("m", "b0", $"last{i}", 0, 1))),
+        ];
+        ReturnResult[] answers = await Task.WhenAll(atOnce);
+        Assert.All(answers, r => Assert.True(r.Error is LoyaltyError.None or LoyaltyError.FailedPrecondition, r.ErrorMessage));
+        Assert.Equal(1, answers.Count(r => r.TransactionId.StartsWith("last", StringComparison.Ordinal) && r.Error == LoyaltyError.None));
+        Assert.All(answers.Where(r => r.TransactionId.StartsWith("rc", StringComparison.Ordinal)), r => Assert.Equal(LoyaltyError.None, r.Error));
+        foreach (string basket in baskets)
+        {
+            Assert.Equal(lines * 1_00L, (await Member("m").FindTransaction(basket))!.Returns!.ReturnedMinor);
+        }
+
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+
+        // Rebuilt from the ledger alone: every basket is still returned in full.
+        Assert.Equal(LoyaltyError.FailedPrecondition, (await Member("m").Return(ReturnOf("m", "b0", "again", 0, 1))).Error);
+        Assert.Equal(LoyaltyError.FailedPrecondition, (await Member("m").Return(ReturnOf("m", "c3", "again2", lines - 1, lines))).Error);
+    }
+
+    /// <summary>A basket of <paramref name="lines"/> SKUs at $1 each.</summary>
+    private Purchase Basket(string member, string txn, int lines) =>
+        new(txn, _program, member, "s1", new Money(lines * 1_00L, "USD"), Now.AddMinutes(-1),
+            [.. Enumerable.Range(0, lines).Select(i => new LineItem($"sku-{i:D4}", "general", 1, 1_00))]);
+
+    /// <summary>A return of lines <paramref name="from"/> to <paramref name="to"/> (exclusive) of a basket made by <see cref="Basket"/>.</summary>
+    private PurchaseReturn ReturnOf(string member, string basket, string txn, int from, int to) =>
+        new(txn, _program, member, basket, "s1", new Money(0, "USD"), Now,
+            [.. Enumerable.Range(from, to - from).Select(i => new ReturnLine($"sku-{i:D4}", 1, 1_00))]);
+
+    [Fact]
     public async Task ReturnsOfAPurchaseAtOnce_AfterARebuildFromTheLedger_GiveBackExactlyWhatIsLeft()
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
@@ -1010,10 +1065,6 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             .SiloHost.Services;
 
     /// <summary>
-    /// Each member as served live, then after reactivation from its snapshot, then rebuilt from the
-    /// ledger alone, must be the same; its ledger sequences run 1..n without a gap.
-    /// </summary>
-    /// <summary>
     /// Asserts the member's snapshot holds exactly the state its ledger rebuilds up to the
     /// snapshot's own sequence: every public view of it, not only what the member's view shows,
     /// so nothing uncommitted or refused is in it. A member writes none when it has nothing in its
@@ -1043,31 +1094,61 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         replayed.Returns.Trim();
         (string expected, string actual) = Comparable(replayed, snapshot);
         Assert.Equal(expected, actual);
+        await AssertCompleteReturnProgressIsTheLedgersAsync(replayed);
+        await AssertCompleteReturnProgressIsTheLedgersAsync(snapshot);
+    }
+
+    /// <summary>
+    /// Asserts every return progress the state keeps as complete is what the purchase's returns in
+    /// the ledger make: what a return is decided on, whichever purchases the state happens to keep.
+    /// </summary>
+    private async Task AssertCompleteReturnProgressIsTheLedgersAsync(MemberState state)
+    {
+        ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
+        foreach ((string purchaseId, ReturnProgress kept) in state.Returns.Kept.Where(k => k.Value.Complete))
+        {
+            LedgerEntry purchase = await store.FindTransactionAsync(_program, purchaseId, CancellationToken.None) ?? throw new InvalidOperationException($"No purchase {purchaseId}.");
+            ReturnProgress fromLedger = ReturnProgress.Of(purchase, await store.ReadReturnsOfAsync(_program, purchaseId, CancellationToken.None));
+            JsonObject expected = JsonSerializer.SerializeToNode(fromLedger)!.AsObject(), actual = JsonSerializer.SerializeToNode(kept)!.AsObject();
+            expected.Remove("Touched");
+            actual.Remove("Touched");
+            Assert.Equal(Ordered(expected)!.ToJsonString(), Ordered(actual)!.ToJsonString());
+        }
     }
 
     /// <summary>
     /// Two states as JSON of every public view, without what replay cannot know: its format (set
-    /// as a snapshot is written), and what a purchase's return progress holds when it is not
-    /// known to be complete on one side (replay begins one anew after forgetting it, while a live
-    /// return reads the purchase's earlier returns from the ledger): then only that it is kept,
-    /// and when it was last used, are compared.
+    /// as a snapshot is written), and which purchases' return progress is kept and what it holds
+    /// when it is not known to be complete on both sides. Replay begins a progress anew after
+    /// forgetting it, while a live return reads the purchase's earlier returns from the ledger; so
+    /// a live progress may be larger, and the book, bounded by lines, may keep other purchases.
+    /// Progress kept on both sides was last used by the same return, and is compared whole when
+    /// complete on both; every complete one is held to the ledger by
+    /// <see cref="AssertCompleteReturnProgressIsTheLedgersAsync"/>.
     /// </summary>
     private static (string Replayed, string Live) Comparable(MemberState replayed, MemberState live)
     {
         JsonObject a = JsonNode.Parse(Snapshots.Describe(replayed))!.AsObject(), b = JsonNode.Parse(Snapshots.Describe(live))!.AsObject();
         a.Remove("Format");
         b.Remove("Format");
-        if (a["Returns"]?["Kept"] is JsonObject keptA && b["Returns"]?["Kept"] is JsonObject keptB)
+        if (a["Returns"] is JsonObject returnsA && b["Returns"] is JsonObject returnsB
+            && returnsA["Kept"] is JsonObject keptA && returnsB["Kept"] is JsonObject keptB)
         {
-            foreach (string purchase in keptA.Select(p => p.Key).Intersect(keptB.Select(p => p.Key)).ToList())
+            returnsA.Remove("LinesKept");
+            returnsB.Remove("LinesKept");
+            foreach (string purchase in keptA.Select(p => p.Key).Union(keptB.Select(p => p.Key)).ToList())
             {
-                if (keptA[purchase]!["Complete"]!.GetValue<bool>() && keptB[purchase]!["Complete"]!.GetValue<bool>())
+                if (keptA[purchase] is not { } inA || keptB[purchase] is not { } inB)
                 {
-                    continue;
+                    keptA.Remove(purchase);
+                    keptB.Remove(purchase);
                 }
-
-                keptA[purchase] = keptA[purchase]!["Touched"]!.DeepClone();
-                keptB[purchase] = keptB[purchase]!["Touched"]!.DeepClone();
+                else if (!(inA["Complete"]!.GetValue<bool>() && inB["Complete"]!.GetValue<bool>()))
+                {
+                    // Kept on both sides: at least last used by the same return.
+                    keptA[purchase] = inA["Touched"]!.DeepClone();
+                    keptB[purchase] = inB["Touched"]!.DeepClone();
+                }
             }
         }
 
