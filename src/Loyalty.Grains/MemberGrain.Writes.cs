@@ -115,10 +115,17 @@ public sealed partial class MemberGrain
                     : await _services.Store.FindTransactionAsync(_programId, original.TransactionId + BasketRedeemSuffix, CancellationToken.None);
 
                 // The purchase's earlier returns, unless the member holds all of them (noting the
-                // state they were read against, so that the stage can tell a stale read).
+                // state they were read against, so that the stage can tell a stale read). Noted
+                // with nothing in flight, so every entry up to the sequence noted is committed and
+                // the read shows it; one applied later has a later sequence (ReturnBook.ChangedSince).
                 earlierReturns = null;
                 if (original is { Kind: LedgerEntryKind.Earn, TransactionId: { } purchaseId } && _state.Returns.Known(purchaseId) is null)
                 {
+                    while (_inFlight > 0)
+                    {
+                        await WaitForCommitsAsync();
+                    }
+
                     (MemberState readOn, long sequence) = (_state, _state.Sequence);
                     earlierReturns = new LedgerReturns(purchaseId, await _services.Store.ReadReturnsOfAsync(_programId, purchaseId, CancellationToken.None), readOn, sequence);
                 }

@@ -47,7 +47,8 @@ public sealed class ReturnProgress
     /// <summary>
     /// Whether this holds every return of the purchase: true when it was made from the purchase's
     /// returns read from the ledger (and kept up since), false when it was begun by a return
-    /// replayed after the purchase's older returns were forgotten (see <see cref="ReturnBook.ReturnsKept"/>).
+    /// replayed after the purchase's older returns were forgotten (see <see cref="ReturnBook.ReturnsKept"/>
+    /// and <see cref="ReturnBook.ReturnLinesKept"/>).
     /// </summary>
     public bool Complete => _complete;
 

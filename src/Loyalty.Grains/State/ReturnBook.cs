@@ -32,7 +32,8 @@ public sealed class ReturnBook
     /// <summary>
     /// How many purchases' return progress a member keeps in memory. A return whose purchase's
     /// returns were read from the ledger while another return of it was applied and then forgotten
-    /// reads them again (<see cref="ChangedSince"/>), so the bound need not cover a commit group.
+    /// reads them again (<see cref="ChangedSince"/>; the read is noted with nothing in flight), so
+    /// the bound need not cover a commit group.
     /// </summary>
     public const int ReturnsKept = 256;
 
@@ -63,8 +64,50 @@ public sealed class ReturnBook
     public bool ChangedSince(string purchaseId, long sequence) =>
         (_progress?.GetValueOrDefault(purchaseId) is { } kept && kept.Touched > sequence) || _forgottenTouchedMax > sequence;
 
-    /// <summary>The SKUs and earn components the kept progresses hold between them (see <see cref="ReturnLinesKept"/>).</summary>
-    public int LinesKept => _progress?.Values.Sum(p => p.Lines) ?? 0;
+    /// <summary>
+    /// The SKUs and earn components the kept progresses hold between them (see
+    /// <see cref="ReturnLinesKept"/>): counted once after a load, then kept up by every change
+    /// (the invariants ask for it after every entry applied).
+    /// </summary>
+    public int LinesKept
+    {
+        get
+        {
+            if (!_linesCounted)
+            {
+                _lines = 0;
+                if (_progress is { } progress)
+                {
+                    foreach (ReturnProgress kept in progress.Values)
+                    {
+                        _lines += kept.Lines;
+                    }
+                }
+
+                _linesCounted = true;
+            }
+
+            return _lines;
+        }
+    }
+
+    [NonSerialized]
+    private int _lines;
+
+    [NonSerialized]
+    private bool _linesCounted;
+
+    /// <summary>
+    /// Counts a progress's lines changing from <paramref name="before"/> to <paramref name="after"/>
+    /// (once counted: else the next read counts them all, the change included).
+    /// </summary>
+    private void Recount(int before, int after)
+    {
+        if (_linesCounted)
+        {
+            _lines = checked(_lines - before + after);
+        }
+    }
 
     /// <summary>The progress kept, by purchase.</summary>
     public IReadOnlyDictionary<string, ReturnProgress> Kept => (IReadOnlyDictionary<string, ReturnProgress>?)_progress ?? ReadOnlyDictionary<string, ReturnProgress>.Empty;
@@ -87,7 +130,9 @@ public sealed class ReturnBook
     {
         Writable();
         Dictionary<string, ReturnProgress> progress = _progress ??= new(StringComparer.Ordinal);
-        if (!progress.TryGetValue(purchaseId, out ReturnProgress? kept) || (seed is not null && !kept.Complete))
+        ReturnProgress? kept = progress.GetValueOrDefault(purchaseId);
+        int before = kept?.Lines ?? 0;
+        if (kept is null || (seed is not null && !kept.Complete))
         {
             // A kept progress that may lack forgotten returns gives way to the complete one the
             // return was decided on: else every later return would read the ledger again, and
@@ -98,6 +143,7 @@ public sealed class ReturnBook
 
         kept.Touch(sequence);
         kept.Add(details);
+        Recount(before, kept.Lines);
         ForgetOldest();
     }
 
@@ -110,7 +156,10 @@ public sealed class ReturnBook
         Writable();
         foreach (ReturnedSoFar r in returns)
         {
-            (_progress ??= new(StringComparer.Ordinal))[r.TransactionId] = ReturnProgress.Adopted(r, sequence);
+            Dictionary<string, ReturnProgress> progress = _progress ??= new(StringComparer.Ordinal);
+            var adopted = ReturnProgress.Adopted(r, sequence);
+            Recount(progress.GetValueOrDefault(r.TransactionId)?.Lines ?? 0, adopted.Lines);
+            progress[r.TransactionId] = adopted;
         }
 
         ForgetOldest();
@@ -119,7 +168,10 @@ public sealed class ReturnBook
     /// <summary>What a merge hands on of this book.</summary>
     public IReadOnlyList<ReturnedSoFar> Transfer() => [.. Kept.Select(r => r.Value.Transfer(r.Key))];
 
-    /// <summary>Keeps at most <see cref="ReturnsKept"/> progresses (a snapshot of an older version may hold more).</summary>
+    /// <summary>
+    /// Keeps at most <see cref="ReturnsKept"/> progresses and <see cref="ReturnLinesKept"/> lines
+    /// (a snapshot of an older version may hold more).
+    /// </summary>
     public void Trim() => ForgetOldest();
 
     /// <summary>
@@ -151,12 +203,11 @@ public sealed class ReturnBook
             return;
         }
 
-        int lines = LinesKept;
-        while (progress.Count > ReturnsKept || (progress.Count > 1 && lines > ReturnLinesKept))
+        while (progress.Count > ReturnsKept || (progress.Count > 1 && LinesKept > ReturnLinesKept))
         {
             (string oldest, ReturnProgress forgotten) = progress.MinBy(r => r.Value.Touched);
             progress.Remove(oldest);
-            lines -= forgotten.Lines;
+            Recount(forgotten.Lines, 0);
             _forgottenTouchedMax = Math.Max(_forgottenTouchedMax, forgotten.Touched);
         }
     }

@@ -137,6 +137,7 @@ public sealed class MemberStateConcernsTests
             book.Record($"b{p}", BigReturn(500), sequence: p + 1, seed: new ReturnProgress(3, complete: true, touched: p + 1));
             book.AssertInvariants(p + 1);
             Assert.True(book.LinesKept <= ReturnBook.ReturnLinesKept, $"{book.LinesKept} lines kept after {p + 1} returns");
+            Assert.Equal(book.Kept.Values.Sum(k => k.Lines), book.LinesKept);
         }
 
         // Four purchases of 503 lines fit in 2,048; the six used longest ago are forgotten.
