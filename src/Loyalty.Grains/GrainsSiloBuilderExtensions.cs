@@ -1,6 +1,7 @@
 using Loyalty.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
 namespace Loyalty.Grains;
@@ -19,7 +20,8 @@ public static class GrainsSiloBuilderExtensions
         silo.AddLoyaltyStorage(storage, configureLedger);
         silo.Services.TryAddSingleton(TimeProvider.System);
         silo.Services.TryAddSingleton(EngineClock.System);
-        silo.Services.AddOptions<MemberOptions>().Configure(o => configureMembers?.Invoke(o));
+        silo.Services.AddOptions<MemberOptions>().Configure(o => configureMembers?.Invoke(o)).ValidateOnStart();
+        silo.Services.AddSingleton<IValidateOptions<MemberOptions>, MemberOptionsValidation>();
         silo.Services.AddSingleton<ProgramDirectory>();
         silo.Services.AddSingleton<MemberServices>();
         silo.Services.TryAddSingleton(typeof(GrainReferences<>));

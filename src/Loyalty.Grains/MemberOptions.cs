@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Options;
+
 namespace Loyalty.Grains;
 
 /// <summary>Tuning of member grains. Bound from the <c>Members</c> configuration section.</summary>
@@ -33,4 +35,26 @@ public sealed class MemberOptions
 
     /// <summary>How long a silo trusts its cached copy of a program's configuration, in milliseconds.</summary>
     public int ProgramCacheTtlMs { get; set; } = 2_000;
+
+    /// <summary>The most transaction ids a member may be asked to remember (each costs 32 bytes in every member held).</summary>
+    public const int RecentTransactionsMaxLimit = 1_024;
+
+    /// <summary>
+    /// What is wrong with the values, naming the setting, or null. A member remembering no
+    /// transaction could not apply an entry at all, so a silo with one refuses to start.
+    /// </summary>
+    public string? Problem() =>
+        SnapshotEveryEntries is < 1 or > 1_000_000 ? "Members:SnapshotEveryEntries must be 1..1000000"
+        : SnapshotOnDeactivateMinEntries is < 0 or > 1_000_000 ? "Members:SnapshotOnDeactivateMinEntries must be 0..1000000"
+        : RecentTransactionsMax is < 1 or > RecentTransactionsMaxLimit ? $"Members:RecentTransactionsMax must be 1..{RecentTransactionsMaxLimit}"
+        : StockClaimConfirmSeconds is < 1 or > 604_800 ? "Members:StockClaimConfirmSeconds must be 1..604800"
+        : ProgramCacheTtlMs is < 0 or > 600_000 ? "Members:ProgramCacheTtlMs must be 0..600000"
+        : null;
+}
+
+/// <summary>Refuses member options out of range at the silo's start, naming the setting (see <see cref="MemberOptions.Problem"/>).</summary>
+internal sealed class MemberOptionsValidation : IValidateOptions<MemberOptions>
+{
+    public ValidateOptionsResult Validate(string? name, MemberOptions options) =>
+        options.Problem() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
 }

@@ -65,6 +65,20 @@ public sealed class ClusterTests
         Assert.Equal("cluster-free", (await first.Programs.PutProgramAsync(Wire.Program("cluster-free"))).ProgramId);
     }
 
+    [Theory]
+    [InlineData("--Members:RecentTransactionsMax=0", "Members:RecentTransactionsMax must be 1..1024")]
+    [InlineData("--Members:SnapshotEveryEntries=-5", "Members:SnapshotEveryEntries must be 1..1000000")]
+    public async Task Engine_WithAMemberSettingOutOfRange_RefusesToStart_NamingIt(string setting, string message)
+    {
+        // With no transaction remembered, every purchase's entry would fail to apply, and every
+        // member with one in its ledger would fail to load: the engine does not start instead.
+        StorageOptions storage = TestDatabases.Create(Backend.Sqlite, "bad-members");
+
+        Exception refused = await Assert.ThrowsAnyAsync<Exception>(() => InProcessEngine.StartAsync(storage, null, setting));
+
+        Assert.Contains(message, string.Join(" | ", Chain(refused).Select(e => e.Message)), StringComparison.Ordinal);
+    }
+
     /// <summary>The silos the membership table shows active, once it shows <paramref name="expected"/> (or after 60 s).</summary>
     private static async Task<long> ActiveSilosAsync(StorageOptions storage, int expected)
     {
