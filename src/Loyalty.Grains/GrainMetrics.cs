@@ -19,4 +19,12 @@ public static class GrainMetrics
     /// alone (the usual case) are not recorded.
     /// </summary>
     public static readonly Histogram<int> GroupEntries = Meter.CreateHistogram<int>("loyalty.member.group_entries", "{entry}");
+
+    /// <summary>
+    /// Members' loads (snapshot read and ledger replayed) that failed, by program (tag
+    /// <c>program</c>). A member that cannot be
+    /// loaded tries again at most every <see cref="MemberGrain.LoadRetryDelay"/>, answering
+    /// UNAVAILABLE meanwhile.
+    /// </summary>
+    public static readonly Counter<long> LoadFailures = Meter.CreateCounter<long>("loyalty.member.load_failures", "{load}");
 }

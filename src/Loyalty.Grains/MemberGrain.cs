@@ -87,7 +87,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         (string programId, _memberId) = LoyaltyIds.SplitMemberKey(this.GetPrimaryKeyString());
         _programId = _services.ProgramIds.Share(programId);
-        await EnsureLoadedAsync();
+
+        // A member that cannot be loaded stays activated, answering from its failure for a
+        // while (see EnsureLoadedAsync): a failed activation would be made again, with a full
+        // load, by the very next call.
+        await TryEnsureLoadedAsync();
     }
 
     /// <inheritdoc />
@@ -736,22 +740,47 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             await EnsureLoadedAsync();
             return true;
         }
-        catch (Exception e)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
-            LogLoadFailed(_services.Logger, e, _programId, _memberId);
+            // Logged where the load failed, once per attempt.
             return false;
         }
     }
+
+    /// <summary>
+    /// How long a member whose load failed answers from that failure before it loads again. A
+    /// load reads the snapshot and replays the ledger after it; a member that cannot be loaded
+    /// (an entry this version cannot read, written by a newer one during an upgrade; the database
+    /// away) would otherwise repeat that, and its log line, for every call a client retries.
+    /// </summary>
+    internal static readonly TimeSpan LoadRetryDelay = TimeSpan.FromSeconds(2);
+
+    /// <summary>The last load's failure and until when it is answered from (see <see cref="LoadRetryDelay"/>).</summary>
+    private (Exception Error, DateTimeOffset Until)? _loadFailed;
 
     private async Task EnsureLoadedAsync()
     {
         while (!_valid)
         {
+            if (_loading is null && _loadFailed is { } failed && _services.Clock.GetUtcNow() < failed.Until)
+            {
+                throw new InvalidOperationException($"Member {_programId}/{_memberId} could not be loaded moments ago; it is loaded again after {failed.Until:O}.", failed.Error);
+            }
+
             _loading ??= LoadAsync();
             Task loading = _loading;
             try
             {
                 await loading;
+                _loadFailed = null;
+            }
+            catch (Exception e) when (ReferenceEquals(_loading, loading) && e is not OutOfMemoryException)
+            {
+                // The first of the load's waiters to see it fail notes and logs it; the others rethrow.
+                _loadFailed = (e, _services.Clock.GetUtcNow() + LoadRetryDelay);
+                GrainMetrics.LoadFailures.Add(1, new KeyValuePair<string, object?>("program", _programId));
+                LogLoadFailed(_services.Logger, e, _programId, _memberId);
+                throw;
             }
             finally
             {

@@ -463,6 +463,67 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(["m"], returnsForgottenByLines: true);
     }
 
+    [Fact]
+    public async Task AMemberThatCannotBeLoaded_AnswersUnavailable_AndLoadsAgainAtMostEveryFewSeconds()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("m");
+        Assert.Null(await BuyAsync("m", "p1"));
+
+        // An entry of a kind this version does not know, as a newer version would write it
+        // during a rolling upgrade; the member is then loaded again from its ledger.
+        await AppendDirectlyAsync(new LedgerEntry(_program, "m", 3, (LedgerEntryKind)999, Points.Zero, "from-newer", 0,
+            null, 0, null, "newer", null, Now, Now));
+        await fixture.DeactivateAllAsync();
+        long failures = 0;
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Name == "loyalty.member.load_failures")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        string program = _program;
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            foreach (KeyValuePair<string, object?> tag in tags)
+            {
+                if (tag.Key == "program" && Equals(tag.Value, program))
+                {
+                    Interlocked.Add(ref failures, value);
+                }
+            }
+        });
+        listener.Start();
+
+        // Fifty purchases: each answered UNAVAILABLE, nothing written, and the member loaded once.
+        for (int i = 0; i < 50; i++)
+        {
+            AccrualResult refused = await Member("m").Accrue(Purchase("m", $"q{i}"));
+            Assert.Equal(LoyaltyError.Unavailable, refused.Error);
+            Assert.Contains("could not be loaded", refused.ErrorMessage!, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(1, Interlocked.Read(ref failures));
+        Assert.Equal(3, await CountEntriesAsync("m"));
+
+        // After the delay it is loaded again (and fails again); once the entry is gone (the node
+        // upgraded, say), the next load after the delay succeeds.
+        Advance(MemberGrain.LoadRetryDelay);
+        Assert.Equal(LoyaltyError.Unavailable, (await Member("m").Accrue(Purchase("m", "again"))).Error);
+        Assert.Equal(2, Interlocked.Read(ref failures));
+        await Sql.ExecuteAsync(fixture.Storage, $"DELETE FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm' AND seq = 3");
+        Assert.Equal(LoyaltyError.Unavailable, (await Member("m").Accrue(Purchase("m", "still"))).Error);
+        Advance(MemberGrain.LoadRetryDelay);
+        Assert.Null(await BuyAsync("m", "loaded"));
+        Assert.Equal(2, Interlocked.Read(ref failures));
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+    }
+
+    private async Task<long> CountEntriesAsync(string member) =>
+        (await Sql.RowsAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{member}'", r => r.GetInt64(0)))[0];
+
     /// <summary>A basket of <paramref name="lines"/> SKUs at $1 each.</summary>
     private Purchase Basket(string member, string txn, int lines) =>
         new(txn, _program, member, "s1", new Money(lines * 1_00L, "USD"), Now.AddMinutes(-1),
