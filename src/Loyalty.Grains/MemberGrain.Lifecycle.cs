@@ -161,9 +161,10 @@ public sealed partial class MemberGrain
             HoldPass.None,
             () => Closed() is { } closedMeanwhile ? new TakenIn(null, closedMeanwhile) : null,
             () => TakeInAsync(duplicateId, reason));
-        if (taken.Result.Error == LoyaltyError.None)
+        if (taken.Result.Error == LoyaltyError.None && !await RepointLinksAsync(duplicateId, taken.Transfer))
         {
-            await RepointLinksAsync(duplicateId, taken.Transfer);
+            return MemberResult.Reject(LoyaltyError.Unavailable,
+                $"'{duplicateId}' was merged into '{_memberId}', but not every referral link naming it could be moved yet; repeat the merge to finish");
         }
 
         return taken.Result;
@@ -278,14 +279,18 @@ public sealed partial class MemberGrain
         return result.Error;
     }
 
-    /// <summary>Points the duplicate's referrer and the members it referred at the survivor; idempotent, repeated by a repeated merge.</summary>
-    private async Task RepointLinksAsync(string duplicateId, MergeTransfer? transfer)
+    /// <summary>
+    /// Points the duplicate's referrer and the members it referred at the survivor; idempotent,
+    /// repeated by a repeated merge. False when a linked member could not be changed now (it
+    /// answered UNAVAILABLE): the merge answers so, and its repetition finishes the links.
+    /// </summary>
+    private async Task<bool> RepointLinksAsync(string duplicateId, MergeTransfer? transfer)
     {
         // Repeated, the detach answers the transfer it recorded whatever the room: nothing moves.
         MergeTransfer? moved = transfer ?? await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.VolumeMax) switch { var (t, _, _) => t };
         if (moved is null)
         {
-            return;
+            return true;
         }
 
         IEnumerable<string> linked = moved.Referrals;
@@ -294,14 +299,18 @@ public sealed partial class MemberGrain
             linked = linked.Append(referrer);
         }
 
+        bool done = true;
         foreach (string member in linked.Where(m => m != _memberId))
         {
             LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, _memberId);
             if (error != LoyaltyError.None)
             {
                 LogReferralLinkFailed(_services.Logger, _programId, member, _memberId, error);
+                done &= error != LoyaltyError.Unavailable;
             }
         }
+
+        return done;
     }
 
     /// <summary>A refusal when the member takes no more changes: not enrolled, erased, or merged away.</summary>

@@ -71,7 +71,12 @@ public sealed partial class MemberGrain
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            LogLoadFailed(_services.Logger, e, _programId, _memberId);
+            // A failed load was logged where it failed; a failed read of the ledger's newest entry is logged here.
+            if (e is not MemberUnavailableException && _loadFailed is null)
+            {
+                LogLoadFailed(_services.Logger, e, _programId, _memberId);
+            }
+
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
         }
 

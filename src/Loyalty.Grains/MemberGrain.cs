@@ -748,23 +748,31 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     }
 
     /// <summary>
-    /// How long a member whose load failed answers from that failure before it loads again. A
-    /// load reads the snapshot and replays the ledger after it; a member that cannot be loaded
-    /// (an entry this version cannot read, written by a newer one during an upgrade; the database
-    /// away) would otherwise repeat that, and its log line, for every call a client retries.
+    /// How long, in real time, a member whose load failed answers from that failure. A load reads
+    /// the snapshot and replays the ledger after it; a member that cannot be loaded (an entry this
+    /// version cannot read, written by a newer one during an upgrade; the database away) would
+    /// otherwise repeat that, and its log line, for every call a client retries. Then the
+    /// activation ends, and the next call loads the member afresh, on whichever silo it is placed.
     /// </summary>
-    internal static readonly TimeSpan LoadRetryDelay = TimeSpan.FromSeconds(2);
+    internal static readonly TimeSpan LoadRetryDelay = TimeSpan.FromSeconds(1);
 
-    /// <summary>The last load's failure and until when it is answered from (see <see cref="LoadRetryDelay"/>).</summary>
-    private (Exception Error, DateTimeOffset Until)? _loadFailed;
+    /// <summary>The last load's failure and when it happened (a <see cref="System.Diagnostics.Stopwatch"/> timestamp; see <see cref="LoadRetryDelay"/>).</summary>
+    private (Exception Error, long At)? _loadFailed;
 
     private async Task EnsureLoadedAsync()
     {
         while (!_valid)
         {
-            if (_loading is null && _loadFailed is { } failed && _services.Clock.GetUtcNow() < failed.Until)
+            if (_loading is null && _loadFailed is { } failed)
             {
-                throw new InvalidOperationException($"Member {_programId}/{_memberId} could not be loaded moments ago; it is loaded again after {failed.Until:O}.", failed.Error);
+                if (System.Diagnostics.Stopwatch.GetElapsedTime(failed.At) >= LoadRetryDelay)
+                {
+                    // Loaded again by a new activation, which may be placed on another silo (an
+                    // upgraded one, when this one cannot read the member's newest entries).
+                    DeactivateOnIdle();
+                }
+
+                throw new MemberUnavailableException($"Member {_programId}/{_memberId} could not be loaded: {failed.Error.GetType().Name}: {failed.Error.Message}");
             }
 
             _loading ??= LoadAsync();
@@ -777,7 +785,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             catch (Exception e) when (ReferenceEquals(_loading, loading) && e is not OutOfMemoryException)
             {
                 // The first of the load's waiters to see it fail notes and logs it; the others rethrow.
-                _loadFailed = (e, _services.Clock.GetUtcNow() + LoadRetryDelay);
+                _loadFailed = (e, System.Diagnostics.Stopwatch.GetTimestamp());
                 GrainMetrics.LoadFailures.Add(1, new KeyValuePair<string, object?>("program", _programId));
                 LogLoadFailed(_services.Logger, e, _programId, _memberId);
                 throw;

@@ -19,6 +19,11 @@ internal static partial class GrainCalls
         {
             throw;
         }
+        catch (MemberUnavailableException)
+        {
+            // The member logged its failed load once; a client retrying is not logged again.
+            throw new RpcException(new Status(StatusCode.Unavailable, $"{operation} could not be completed: the member cannot be loaded now; nothing was recorded, retry"));
+        }
         catch (Exception e)
         {
             LogGrainCallFailed(logger, e, operation);

@@ -497,6 +497,29 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal(StatusCode.InvalidArgument, noReason.StatusCode);
     }
 
+    [Fact]
+    public async Task AMemberThatCannotBeLoaded_IsAnsweredUnavailable_NamingIt_ForReadsAndWrites()
+    {
+        await SetUpAsync(members: 0);
+        // The only entry of a member never loaded is of a kind this version does not know (as a
+        // newer version would write it during a rolling upgrade).
+        await Sql.ExecuteAsync(Engine.Storage,
+            "INSERT INTO ledger_entries (program_id, member_id, seq, kind, points, fingerprint, amount_minor, occurred_at, recorded_at) " +
+            $"VALUES ('{_program}', 'newer', 1, 999, 0, 0, 0, '2026-12-01T00:00:00Z', '2026-12-01T00:00:00Z');");
+        var member = new V1.GetMemberRequest { ProgramId = _program, MemberId = "newer" };
+
+        RpcException first = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.GetMemberAsync(member).ResponseAsync);
+        RpcException again = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.GetMemberAsync(member).ResponseAsync);
+        RpcException purchase = await Assert.ThrowsAsync<RpcException>(() => Engine.Purchases.AccrueAsync(Wire.Purchase(_program, "newer", "p1", 1_00)).ResponseAsync);
+
+        Assert.Equal(StatusCode.Unavailable, first.StatusCode);
+        Assert.Equal(StatusCode.Unavailable, again.StatusCode);
+        Assert.Contains("the member cannot be loaded now", again.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.Unavailable, purchase.StatusCode);
+        Assert.Contains("could not be loaded", purchase.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(1, await Sql.ScalarAsync(Engine.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'newer'"));
+    }
+
     private async Task SetUpAsync(int members)
     {
         await Engine.Programs.PutProgramAsync(Wire.Program(_program));
