@@ -287,10 +287,14 @@ public sealed partial class MemberGrain
     private async Task<bool> RepointLinksAsync(string duplicateId, MergeTransfer? transfer)
     {
         // Repeated, the detach answers the transfer it recorded whatever the room: nothing moves.
-        MergeTransfer? moved = transfer ?? await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.VolumeMax) switch { var (t, _, _) => t };
+        MergeTransfer? moved = transfer;
         if (moved is null)
         {
-            return true;
+            (moved, LoyaltyError detached, _) = await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.VolumeMax);
+            if (moved is null)
+            {
+                return detached != LoyaltyError.Unavailable;
+            }
         }
 
         IEnumerable<string> linked = moved.Referrals;

@@ -52,6 +52,12 @@ public sealed partial class MemberGrain
             return refused;
         }
 
+        // Loaded before the desk, which calls back: a member that cannot be loaded answers here.
+        if (!await TryEnsureLoadedAsync())
+        {
+            return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
+        }
+
         // A referral link touches two members: it is made at the program's desk, one at a time.
         return await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).SetReferrer(_memberId, resolved.MemberId!);
     }

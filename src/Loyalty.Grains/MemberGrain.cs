@@ -131,10 +131,16 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
         // A referral link touches two members: it is made at the program's desk, one at a time.
         // A plain enrolment does not pass the desk (bulk enrolment must not queue behind one grain
-        // per program); it takes its turn with the referred ones here, at the member.
-        return enrolment.ReferredBy is null
-            ? await EnrolInTurnAsync(enrolment)
-            : await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Enrol(enrolment);
+        // per program); it takes its turn with the referred ones here, at the member. One that
+        // passes it is loaded first, since the desk calls back.
+        if (enrolment.ReferredBy is null)
+        {
+            return await EnrolInTurnAsync(enrolment);
+        }
+
+        return await TryEnsureLoadedAsync()
+            ? await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Enrol(enrolment)
+            : EnrolmentResult.Reject(LoyaltyError.Unavailable, NotLoaded);
     }
 
     /// <inheritdoc />
@@ -759,19 +765,42 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// <summary>The last load's failure and when it happened (a <see cref="System.Diagnostics.Stopwatch"/> timestamp; see <see cref="LoadRetryDelay"/>).</summary>
     private (Exception Error, long At)? _loadFailed;
 
+    /// <summary>The timer that ends an activation whose load failed (see <see cref="EndAfterFailedLoadAsync"/>).</summary>
+    private IGrainTimer? _endAfterFailure;
+
+    /// <summary>
+    /// Ends the activation once its load has failed for <see cref="LoadRetryDelay"/>, so that the
+    /// next call loads the member afresh, on whichever silo it is placed (an upgraded one, when
+    /// this one cannot read the member's newest entries). Only when the member is quiet: a
+    /// deactivating member takes no calls, and one of its changes may be waiting for another
+    /// member that calls it back (a merge, a referral link). Until then, a call after the delay
+    /// loads it again in place.
+    /// </summary>
+    private Task EndAfterFailedLoadAsync(CancellationToken cancellationToken)
+    {
+        if (_valid)
+        {
+            _endAfterFailure?.Dispose();
+            _endAfterFailure = null;
+        }
+        else if (_inFlight == 0 && _loading is null && _hold is null)
+        {
+            DeactivateOnIdle();
+        }
+        else
+        {
+            _endAfterFailure?.Change(LoadRetryDelay, Timeout.InfiniteTimeSpan);
+        }
+
+        return Task.CompletedTask;
+    }
+
     private async Task EnsureLoadedAsync()
     {
         while (!_valid)
         {
-            if (_loading is null && _loadFailed is { } failed)
+            if (_loading is null && _loadFailed is { } failed && System.Diagnostics.Stopwatch.GetElapsedTime(failed.At) < LoadRetryDelay)
             {
-                if (System.Diagnostics.Stopwatch.GetElapsedTime(failed.At) >= LoadRetryDelay)
-                {
-                    // Loaded again by a new activation, which may be placed on another silo (an
-                    // upgraded one, when this one cannot read the member's newest entries).
-                    DeactivateOnIdle();
-                }
-
                 throw new MemberUnavailableException($"Member {_programId}/{_memberId} could not be loaded: {failed.Error.GetType().Name}: {failed.Error.Message}");
             }
 
@@ -788,6 +817,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 _loadFailed = (e, System.Diagnostics.Stopwatch.GetTimestamp());
                 GrainMetrics.LoadFailures.Add(1, new KeyValuePair<string, object?>("program", _programId));
                 LogLoadFailed(_services.Logger, e, _programId, _memberId);
+                _endAfterFailure ??= this.RegisterGrainTimer(EndAfterFailedLoadAsync, new GrainTimerCreationOptions(LoadRetryDelay, Timeout.InfiniteTimeSpan));
                 throw;
             }
             finally
