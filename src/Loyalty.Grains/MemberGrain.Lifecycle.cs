@@ -130,7 +130,7 @@ public sealed partial class MemberGrain
         }
 
         // A merge touches two members (and their referral links): it is made at the program's desk, one at a time.
-        return await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Merge(_memberId, duplicateId, reason);
+        return await AtDeskAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Merge(_memberId, duplicateId, reason));
     }
 
     /// <inheritdoc />

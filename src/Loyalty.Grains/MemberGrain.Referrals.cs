@@ -59,7 +59,7 @@ public sealed partial class MemberGrain
         }
 
         // A referral link touches two members: it is made at the program's desk, one at a time.
-        return await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).SetReferrer(_memberId, resolved.MemberId!);
+        return await AtDeskAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).SetReferrer(_memberId, resolved.MemberId!));
     }
 
     /// <inheritdoc />

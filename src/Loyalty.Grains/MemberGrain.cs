@@ -139,7 +139,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         return await TryEnsureLoadedAsync()
-            ? await GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Enrol(enrolment)
+            ? await AtDeskAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Enrol(enrolment))
             : EnrolmentResult.Reject(LoyaltyError.Unavailable, NotLoaded);
     }
 
@@ -768,22 +768,44 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// <summary>The timer that ends an activation whose load failed (see <see cref="EndAfterFailedLoadAsync"/>).</summary>
     private IGrainTimer? _endAfterFailure;
 
+    /// <summary>This member's calls waiting at the program's desk, which calls the member back (see <see cref="AtDeskAsync"/>).</summary>
+    private int _atDesk;
+
+    /// <summary>
+    /// Awaits a call to the program's desk, counted: the desk calls this member back, so the
+    /// activation must not end meanwhile (a deactivating member takes no calls, and the desk,
+    /// which serves one request at a time, would wait for Orleans' response timeout).
+    /// </summary>
+    private async Task<T> AtDeskAsync<T>(Task<T> call)
+    {
+        _atDesk++;
+        try
+        {
+            return await call;
+        }
+        finally
+        {
+            _atDesk--;
+        }
+    }
+
     /// <summary>
     /// Ends the activation once its load has failed for <see cref="LoadRetryDelay"/>, so that the
     /// next call loads the member afresh, on whichever silo it is placed (an upgraded one, when
     /// this one cannot read the member's newest entries). Only when the member is quiet: a
     /// deactivating member takes no calls, and one of its changes may be waiting for another
-    /// member that calls it back (a merge, a referral link). Until then, a call after the delay
-    /// loads it again in place.
+    /// member or the program's desk, which call it back (a merge, a referral link). Until then,
+    /// a call after the delay loads it again in place.
     /// </summary>
     private Task EndAfterFailedLoadAsync(CancellationToken cancellationToken)
     {
-        if (_valid)
+        if (_valid || _loadFailed is null)
         {
+            // Loaded since (a member invalid now only because a commit failed reloads at its next call).
             _endAfterFailure?.Dispose();
             _endAfterFailure = null;
         }
-        else if (_inFlight == 0 && _loading is null && _hold is null)
+        else if (_inFlight == 0 && _loading is null && _hold is null && _atDesk == 0)
         {
             DeactivateOnIdle();
         }

@@ -533,6 +533,53 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     private async Task<long> CountEntriesAsync(string member) =>
         (await Sql.RowsAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{member}'", r => r.GetInt64(0)))[0];
 
+    /// <summary>
+    /// A member whose merge waits at the program's desk, and whose state then fails to load: its
+    /// activation must not end while the desk, which calls it back, has not answered. Ended, it
+    /// took no calls, and the desk waited for Orleans' 30 s response timeout.
+    /// </summary>
+    protected async Task MemberAtTheDeskWhoseLoadFailsAsync()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await EnrolAsync("m");
+        await EnrolAsync("d");
+        long next = (await Member("m").Get())!.LastSequence + 1;
+
+        // The member's next sequence is taken by an entry of a kind this version cannot read.
+        await AppendDirectlyAsync(new LedgerEntry(_program, "m", next, (LedgerEntryKind)999, Points.Zero, "from-newer", 0,
+            null, 0, null, "newer", null, Now, Now));
+        ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
+        IAsyncDisposable desk = await store.LockAsync("links/" + _program, CancellationToken.None);
+        Task<MemberResult> merge;
+        try
+        {
+            merge = Member("m").MergeFrom("d", "duplicate");
+            await Task.Delay(300);
+
+            // A purchase collides with that entry, and the reload after it fails.
+            Assert.Equal(LoyaltyError.Unavailable, (await Member("m").Accrue(Purchase("m", "p1"))).Error);
+            await Task.Delay(MemberGrain.LoadRetryDelay + TimeSpan.FromMilliseconds(700));
+            Assert.False(merge.IsCompleted);
+        }
+        finally
+        {
+            await desk.DisposeAsync();
+        }
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Exception? thrown = await Record.ExceptionAsync(() => merge.WaitAsync(TimeSpan.FromSeconds(60)));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"the desk answered after {clock.Elapsed.TotalSeconds:F1} s");
+        Assert.False(thrown is TimeoutException, $"the merge timed out: {thrown}");
+
+        // The member cannot be loaded, so the merge does not happen: refused, or failed with the load's error.
+        if (thrown is null)
+        {
+            Assert.Equal(LoyaltyError.Unavailable, (await merge).Error);
+        }
+
+        Assert.Null((await Member("d").Get())!.MergedInto is { Length: > 0 } into ? into : null);
+    }
+
     /// <summary>A basket of <paramref name="lines"/> SKUs at $1 each.</summary>
     private Purchase Basket(string member, string txn, int lines) =>
         new(txn, _program, member, "s1", new Money(lines * 1_00L, "USD"), Now.AddMinutes(-1),
@@ -1347,4 +1394,9 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
 public sealed class SqliteAtomicChangeTests(SqliteClusterFixture fixture) : AtomicChangeTests(fixture), IClassFixture<SqliteClusterFixture>;
 
-public sealed class PostgresAtomicChangeTests(PostgresClusterFixture fixture) : AtomicChangeTests(fixture), IClassFixture<PostgresClusterFixture>;
+public sealed class PostgresAtomicChangeTests(PostgresClusterFixture fixture) : AtomicChangeTests(fixture), IClassFixture<PostgresClusterFixture>
+{
+    /// <summary>On PostgreSQL only: its store's lock on the program's desk is what holds the desk here (SQLite's, serving one engine, is a no-op).</summary>
+    [Fact]
+    public Task AMemberWaitingAtTheDesk_WhoseLoadFails_StaysUntilTheDeskAnswers() => MemberAtTheDeskWhoseLoadFailsAsync();
+}
