@@ -839,7 +839,15 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 _loadFailed = (e, System.Diagnostics.Stopwatch.GetTimestamp());
                 GrainMetrics.LoadFailures.Add(1, new KeyValuePair<string, object?>("program", _programId));
                 LogLoadFailed(_services.Logger, e, _programId, _memberId);
-                _endAfterFailure ??= this.RegisterGrainTimer(EndAfterFailedLoadAsync, new GrainTimerCreationOptions(LoadRetryDelay, Timeout.InfiniteTimeSpan));
+                if (_endAfterFailure is { } pending)
+                {
+                    pending.Change(LoadRetryDelay, Timeout.InfiniteTimeSpan);
+                }
+                else
+                {
+                    _endAfterFailure = this.RegisterGrainTimer(EndAfterFailedLoadAsync, new GrainTimerCreationOptions(LoadRetryDelay, Timeout.InfiniteTimeSpan));
+                }
+
                 throw;
             }
             finally

@@ -554,11 +554,12 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         try
         {
             merge = Member("m").MergeFrom("d", "duplicate");
-            await Task.Delay(300);
+            await Task.Delay(1_000);
 
             // A purchase collides with that entry, and the reload after it fails.
             Assert.Equal(LoyaltyError.Unavailable, (await Member("m").Accrue(Purchase("m", "p1"))).Error);
-            await Task.Delay(MemberGrain.LoadRetryDelay + TimeSpan.FromMilliseconds(700));
+            // Twice the delay: the timer has fired at least once, late as it may be on a busy machine.
+            await Task.Delay(MemberGrain.LoadRetryDelay * 2);
             Assert.False(merge.IsCompleted);
         }
         finally
