@@ -22,9 +22,8 @@ public static class GrainMetrics
 
     /// <summary>
     /// Members' loads (snapshot read and ledger replayed) that failed, by program (tag
-    /// <c>program</c>). A member that cannot be
-    /// loaded tries again at most every <see cref="MemberGrain.LoadRetryDelay"/>, answering
-    /// UNAVAILABLE meanwhile.
+    /// <c>program</c>). A member that cannot be loaded tries again at most every
+    /// <see cref="MemberGrain.LoadRetryDelay"/>, answering UNAVAILABLE meanwhile.
     /// </summary>
     public static readonly Counter<long> LoadFailures = Meter.CreateCounter<long>("loyalty.member.load_failures", "{load}");
 }

@@ -231,8 +231,9 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// before changing anything. A live entry was admitted by <see cref="Headroom.Refuse"/>, so
     /// nothing below can overflow, and carries its kind's details. An entry read back without the
     /// details its kind needs throws from the kind's own step, after the sequence has moved: only
-    /// in a load, whose half-made state is dropped (the member answers UNAVAILABLE until it loads). A live return passes the progress of its purchase it was
-    /// decided on when the member kept none (<paramref name="returnSeed"/>, see <see cref="ReturnBook.Record"/>).
+    /// in a load, whose half-made state is dropped (the member answers UNAVAILABLE until it
+    /// loads). A live return passes the progress of its purchase it was decided on when the
+    /// member kept none (<paramref name="returnSeed"/>, see <see cref="ReturnBook.Record"/>).
     /// </summary>
     public void Apply(LedgerEntry entry, int recentMax, ReturnProgress? returnSeed = null)
     {

@@ -127,6 +127,31 @@ public sealed class MemberStateConcernsTests
         Assert.Equal(state.Earnings.Campaigns.OrderBy(c => c.Key, StringComparer.Ordinal), restored.Earnings.Campaigns.OrderBy(c => c.Key, StringComparer.Ordinal));
     }
 
+    [Theory]
+    [InlineData(nameof(MemberOptions.SnapshotEveryEntries), 1, 1_000_000)]
+    [InlineData(nameof(MemberOptions.SnapshotOnDeactivateMinEntries), 0, 1_000_000)]
+    [InlineData(nameof(MemberOptions.RecentTransactionsMax), 1, MemberOptions.RecentTransactionsMaxLimit)]
+    [InlineData(nameof(MemberOptions.StockClaimConfirmSeconds), 1, 604_800)]
+    [InlineData(nameof(MemberOptions.ProgramCacheTtlMs), 0, 600_000)]
+    public void MemberOptions_OutsideTheirRange_AreRefusedNamingTheSetting_AndTheirEdgesPass(string setting, int min, int max)
+    {
+        Assert.Null(new MemberOptions().Problem());
+        System.Reflection.PropertyInfo property = typeof(MemberOptions).GetProperty(setting)!;
+        foreach (int value in new[] { min, max })
+        {
+            var options = new MemberOptions();
+            property.SetValue(options, value);
+            Assert.Null(options.Problem());
+        }
+
+        foreach (int value in new[] { min - 1, max + 1 })
+        {
+            var options = new MemberOptions();
+            property.SetValue(options, value);
+            Assert.StartsWith($"Members:{setting} must be {min}..{max}", options.Problem(), StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public void ReturnBook_LargePurchasesReturnedByLines_KeepsNoMoreLinesThanItsBound_TheLeastRecentlyUsedGoFirst()
     {
