@@ -485,15 +485,24 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         V1.Member withProfile = await Engine.Members.SetProfileAsync(profile);
         V1.Member merged = await Engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = _program, SurvivorId = "m0", DuplicateId = "m1", Reason = "duplicate" });
         V1.Member pointer = await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "m1" });
+        // The duplicate's purchase is the survivor's now: found through it, and returned through it.
+        V1.ReturnAck returned = await Engine.Purchases.ReturnAsync(new V1.ReturnRequest
+        {
+            ProgramId = _program, MemberId = "m0", TransactionId = "dup-1-r", OriginalTransactionId = "dup-1", StoreId = "s1",
+            AmountMinor = 10_00, Currency = "USD", OccurredAt = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+        });
+        V1.Transaction bought = await Engine.Purchases.GetTransactionAsync(new V1.GetTransactionRequest { ProgramId = _program, MemberId = "m0", TransactionId = "dup-1" });
         V1.Member erased = await Engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = _program, MemberId = "m0", Reason = "request 7" });
         RpcException noReason = await Assert.ThrowsAsync<RpcException>(() => Engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = _program, MemberId = "m0" }).ResponseAsync);
 
         Assert.Equal("Mia Lund", withProfile.Profile["name"]);
         Assert.Equal((30L, "m1"), (merged.Balance, Assert.Single(merged.MergedFrom)));
         Assert.Equal("m0", pointer.MergedInto);
+        Assert.Equal((10L, 20L), (returned.PointsReversed, returned.Balance));
+        Assert.Equal((30L, 10_00L, 10L), (bought.Entry.Points, bought.ReturnProgress.ReturnedMinor, bought.ReturnProgress.ReversedPoints));
         Assert.True(erased.Erased);
         Assert.Empty(erased.Profile);
-        Assert.Equal(30L, erased.Balance);
+        Assert.Equal(20L, erased.Balance);
         Assert.Equal(StatusCode.InvalidArgument, noReason.StatusCode);
     }
 
