@@ -12,6 +12,9 @@ public sealed partial class MemberGrain
     /// <summary>The most write-offs of expired points a detach makes before it gives up for a retry (one or two are the rule).</summary>
     internal const int DetachWriteOffsMax = 4;
 
+    /// <summary>The most merges followed from a member merged away to the one that holds its account now.</summary>
+    internal const int MergeChainFollowedMax = 64;
+
     private IReadOnlyDictionary<string, string>? _profile;
 
     /// <inheritdoc />
@@ -124,7 +127,8 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
         }
 
-        if (Closed() is { } closed)
+        // A merge recorded before this member closed goes to the desk all the same: its links may be owed.
+        if (Closed() is { } closed && !_state.MergedFrom.Contains(duplicateId))
         {
             return closed;
         }
@@ -149,6 +153,15 @@ public sealed partial class MemberGrain
 
         if (Closed() is { } closed)
         {
+            // A merge recorded here and cut short before its links moved, then this member was
+            // erased or merged on: the duplicate's links still go to whoever holds the account now.
+            if (_state.MergedFrom.Contains(duplicateId) && await HolderAsync() is { } holder
+                && !await RepointLinksAsync(duplicateId, null, holder))
+            {
+                return MemberResult.Reject(LoyaltyError.Unavailable,
+                    $"'{duplicateId}' was merged into '{_memberId}', but not every referral link naming it could be moved yet; repeat the merge to finish");
+            }
+
             return closed;
         }
 
@@ -161,7 +174,7 @@ public sealed partial class MemberGrain
             HoldPass.None,
             () => Closed() is { } closedMeanwhile ? new TakenIn(null, closedMeanwhile) : null,
             () => TakeInAsync(duplicateId, reason));
-        if (taken.Result.Error == LoyaltyError.None && !await RepointLinksAsync(duplicateId, taken.Transfer))
+        if (taken.Result.Error == LoyaltyError.None && !await RepointLinksAsync(duplicateId, taken.Transfer, _memberId))
         {
             return MemberResult.Reject(LoyaltyError.Unavailable,
                 $"'{duplicateId}' was merged into '{_memberId}', but not every referral link naming it could be moved yet; repeat the merge to finish");
@@ -280,11 +293,36 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>
-    /// Points the duplicate's referrer and the members it referred at the survivor; idempotent,
-    /// repeated by a repeated merge. False when a linked member could not be changed now (it
-    /// answered UNAVAILABLE): the merge answers so, and its repetition finishes the links.
+    /// The member that holds this account now: this one, or (merged away) the last survivor of the
+    /// chain of merges that took it in; null when a member of the chain cannot be read now. Merges
+    /// made at the desk cannot form a loop (a member merged away takes no merge), so the chain ends.
     /// </summary>
-    private async Task<bool> RepointLinksAsync(string duplicateId, MergeTransfer? transfer)
+    private async Task<string?> HolderAsync()
+    {
+        string holder = _memberId;
+        string? next = _state.MergedInto;
+        for (int hop = 0; next is not null; hop++)
+        {
+            if (hop == MergeChainFollowedMax)
+            {
+                return null;
+            }
+
+            holder = next;
+            next = (await LinkSteps(next).GetCommitted())?.MergedInto;
+        }
+
+        return holder;
+    }
+
+    /// <summary>
+    /// Points the duplicate's referrer and the members it referred at <paramref name="holder"/> (the
+    /// survivor, or who holds its account now); idempotent, repeated by a repeated merge. False
+    /// when a linked member could not be changed now (it answered UNAVAILABLE): the merge answers
+    /// so, and its repetition finishes the links. The referrer's side is moved only to this member:
+    /// a survivor merged on since kept its referrer or handed it over with its own merge.
+    /// </summary>
+    private async Task<bool> RepointLinksAsync(string duplicateId, MergeTransfer? transfer, string holder)
     {
         // Repeated, the detach answers the transfer it recorded whatever the room: nothing moves.
         MergeTransfer? moved = transfer;
@@ -298,18 +336,23 @@ public sealed partial class MemberGrain
         }
 
         IEnumerable<string> linked = moved.Referrals;
-        if (moved.ReferredBy is { } referrer && _state.Referral.ReferredBy == referrer)
+        if (holder == _memberId && moved.ReferredBy is { } referrer && _state.Referral.ReferredBy == referrer)
         {
             linked = linked.Append(referrer);
         }
 
         bool done = true;
-        foreach (string member in linked.Where(m => m != _memberId))
+        foreach (string member in linked.Where(m => m != holder))
         {
-            LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, _memberId);
+            LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, holder);
             if (error != LoyaltyError.None)
             {
-                LogReferralLinkFailed(_services.Logger, _programId, member, _memberId, error);
+                // A merge can be repeated at will: within the silo's budget of such lines.
+                if (_services.Warnings.TryTake(out long leftOut))
+                {
+                    LogReferralLinkFailed(_services.Logger, _programId, member, holder, error, leftOut);
+                }
+
                 done &= error != LoyaltyError.Unavailable;
             }
         }

@@ -954,8 +954,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referral settlement with {ReferrerId} failed ({Error}); it is tried again ({LeftOut} such lines left out since the last)")]
     private static partial void LogSettlementFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not linked ({Error})")]
-    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not re-pointed after a merge ({Error}) ({LeftOut} such lines left out since the last)")]
+    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: enrolment's referrer {ReferrerId} not linked ({Error}) ({LeftOut} such lines left out since the last)")]
     private static partial void LogEnrolmentNotLinked(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);

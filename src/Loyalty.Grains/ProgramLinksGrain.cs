@@ -46,11 +46,20 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     public async Task<MemberResult> Merge(string survivorId, string duplicateId, string reason)
     {
         await using IAsyncDisposable held = await LockAsync();
-        await CompletePendingMergeAsync(duplicateId);
         await CompletePendingMergeAsync(survivorId);
-        // A merge already made (its answer lost, say) is answered again as it was, not checked again.
         MemberView? duplicate = await Steps(duplicateId).GetCommitted();
-        if (duplicate?.MergedInto != survivorId && await MergeCycleAsync(survivorId, duplicateId, duplicate) is { } why)
+        if (duplicate?.MergedInto == survivorId)
+        {
+            // This merge made before, or cut short: finished (once) and answered again as it was, not checked again.
+            return await Steps(survivorId).MergeDuplicate(duplicateId, reason);
+        }
+
+        if (duplicate?.MergedInto is not null)
+        {
+            await CompletePendingMergeAsync(duplicateId);
+        }
+
+        if (await MergeCycleAsync(survivorId, duplicateId, duplicate) is { } why)
         {
             return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"merging '{duplicateId}' into '{survivorId}' {why}");
         }

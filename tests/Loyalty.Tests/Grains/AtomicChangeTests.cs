@@ -831,6 +831,43 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AMergeCutShortBeforeItsLinksMoved_ThenItsSurvivorClosed_MovesThemToWhoHoldsTheAccount_WhenRepeated(bool mergedOn)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        foreach (string member in (string[])["s", "d", "c"])
+        {
+            await EnrolAsync(member);
+        }
+
+        await EnrolAsync("r", "d");
+        // The referred member cannot take the re-pointing now: the merge is recorded, its link is not.
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Repointed);
+        MemberResult cutShort = await Member("s").MergeFrom("d", "duplicate");
+        Faults().Disarm();
+        // Then the survivor closes: merged on into c, or erased.
+        MemberResult closed = mergedOn ? await Member("c").MergeFrom("s", "duplicate") : await Member("s").Erase("request 9");
+
+        MemberResult again = await Member("s").MergeFrom("d", "duplicate");
+        MemberResult third = await Member("s").MergeFrom("d", "duplicate");
+
+        Assert.Equal(LoyaltyError.Unavailable, cutShort.Error);
+        Assert.Contains("repeat the merge to finish", cutShort.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null(Error(closed));
+        // The repetition still answers why s takes no changes, but the link was moved: before, r stayed
+        // referred by d, merged away, and nothing could move it.
+        Assert.Equal((LoyaltyError.FailedPrecondition, LoyaltyError.FailedPrecondition), (again.Error, third.Error));
+        Assert.Contains(mergedOn ? "merged into 'c'" : "was erased", again.ErrorMessage, StringComparison.Ordinal);
+        string holder = mergedOn ? "c" : "s";
+        Assert.Equal(holder, (await Member("r").Get())!.ReferredBy);
+        Assert.Contains("r", (await Member(holder).Get())!.Referrals);
+        // Moved once: the third request found nothing left to move.
+        Assert.Equal(1L, await CountAsync("r", LedgerEntryKind.Repointed));
+        await AssertEachMemberIsItsLedgerAsync(["s", "d", "c", "r"]);
+    }
+
     [Fact]
     public async Task AResendOfAnOldPurchase_AndARedemptionAtTheSameMoment_NeverSpendPointsTheLedgerRefused()
     {
