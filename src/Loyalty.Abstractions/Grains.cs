@@ -158,6 +158,9 @@ public interface IMemberLinkSteps : IGrainWithStringKey
 
     /// <summary>The member as the ledger has it (an activation that missed another's writes reloads first); null when not enrolled.</summary>
     Task<MemberView?> GetCommitted();
+
+    /// <summary>Who this member was merged into, as the ledger has it; null when it was not, or is not enrolled.</summary>
+    Task<string?> GetMergedInto();
 }
 
 /// <summary>

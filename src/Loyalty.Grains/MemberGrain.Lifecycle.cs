@@ -155,8 +155,8 @@ public sealed partial class MemberGrain
         {
             // A merge recorded here and cut short before its links moved, then this member was
             // erased or merged on: the duplicate's links still go to whoever holds the account now.
-            if (_state.MergedFrom.Contains(duplicateId) && await HolderAsync() is { } holder
-                && !await RepointLinksAsync(duplicateId, null, holder))
+            if (_state.MergedFrom.Contains(duplicateId)
+                && (await HolderOfAsync(_memberId, _state.MergedInto) is not { } holder || !await RepointLinksAsync(duplicateId, null, holder)))
             {
                 return MemberResult.Reject(LoyaltyError.Unavailable,
                     $"'{duplicateId}' was merged into '{_memberId}', but not every referral link naming it could be moved yet; repeat the merge to finish");
@@ -293,14 +293,15 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>
-    /// The member that holds this account now: this one, or (merged away) the last survivor of the
-    /// chain of merges that took it in; null when a member of the chain cannot be read now. Merges
-    /// made at the desk cannot form a loop (a member merged away takes no merge), so the chain ends.
+    /// The member that holds <paramref name="memberId"/>'s account now: itself, or (merged away
+    /// into <paramref name="mergedInto"/>) the last survivor of the chain of merges that took it in;
+    /// null when the chain is longer than can be followed. Merges made at the desk cannot form a
+    /// loop (a member merged away takes no merge), so the chain ends.
     /// </summary>
-    private async Task<string?> HolderAsync()
+    private async Task<string?> HolderOfAsync(string memberId, string? mergedInto)
     {
-        string holder = _memberId;
-        string? next = _state.MergedInto;
+        string holder = memberId;
+        string? next = mergedInto;
         for (int hop = 0; next is not null; hop++)
         {
             if (hop == MergeChainFollowedMax)
@@ -309,7 +310,7 @@ public sealed partial class MemberGrain
             }
 
             holder = next;
-            next = (await LinkSteps(next).GetCommitted())?.MergedInto;
+            next = await LinkSteps(next).GetMergedInto();
         }
 
         return holder;
@@ -319,8 +320,8 @@ public sealed partial class MemberGrain
     /// Points the duplicate's referrer and the members it referred at <paramref name="holder"/> (the
     /// survivor, or who holds its account now); idempotent, repeated by a repeated merge. False
     /// when a linked member could not be changed now (it answered UNAVAILABLE): the merge answers
-    /// so, and its repetition finishes the links. The referrer's side is moved only to this member:
-    /// a survivor merged on since kept its referrer or handed it over with its own merge.
+    /// so, and its repetition finishes the links. The referrer's list is moved when the holder is
+    /// referred by it (inherited from the duplicate, or handed on by a later merge).
     /// </summary>
     private async Task<bool> RepointLinksAsync(string duplicateId, MergeTransfer? transfer, string holder)
     {
@@ -336,13 +337,15 @@ public sealed partial class MemberGrain
         }
 
         IEnumerable<string> linked = moved.Referrals;
-        if (holder == _memberId && moved.ReferredBy is { } referrer && _state.Referral.ReferredBy == referrer)
+        if (moved.ReferredBy is { } referrer
+            && (holder == _memberId ? _state.Referral.ReferredBy : (await LinkSteps(holder).GetCommitted())?.ReferredBy) == referrer)
         {
             linked = linked.Append(referrer);
         }
 
         bool done = true;
-        foreach (string member in linked.Where(m => m != holder))
+        // (A survivor the duplicate referred keeps that link, naming the duplicate; nobody is rewarded for it.)
+        foreach (string member in linked.Where(m => m != _memberId && m != holder))
         {
             LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, holder);
             if (error != LoyaltyError.None)
@@ -350,7 +353,7 @@ public sealed partial class MemberGrain
                 // A merge can be repeated at will: within the silo's budget of such lines.
                 if (_services.Warnings.TryTake(out long leftOut))
                 {
-                    LogReferralLinkFailed(_services.Logger, _programId, member, holder, error, leftOut);
+                    LogReferralLinkFailed(_services.Logger, _programId, member, duplicateId, holder, error, leftOut);
                 }
 
                 done &= error != LoyaltyError.Unavailable;

@@ -202,7 +202,18 @@ public sealed partial class MemberGrain
     public async Task<string?> GetReferrer()
     {
         await CatchUpAsync();
-        return _state.Enrolled ? _state.Referral.ReferredBy : null;
+        if (!_state.Enrolled || _state.Referral.ReferredBy is not { } referrer)
+        {
+            return null;
+        }
+
+        // A referrer merged away while this link to it could not be re-pointed (a merge cut short)
+        // stands for whoever holds its account now: the link ends there when the merge is repeated,
+        // so cycle checks follow it there already. A link to a member since merged into this one
+        // (a survivor referred by its duplicate) rewards nobody and leads nowhere.
+        string? mergedInto = await LinkSteps(referrer).GetMergedInto();
+        string holder = mergedInto is null ? referrer : await HolderOfAsync(referrer, mergedInto) ?? referrer;
+        return holder == _memberId ? null : holder;
     }
 
     /// <inheritdoc />

@@ -234,6 +234,13 @@ public sealed partial class MemberGrain
         return await Get();
     }
 
+    /// <inheritdoc />
+    async Task<string?> IMemberLinkSteps.GetMergedInto()
+    {
+        await CatchUpAsync();
+        return _state.Enrolled ? _state.MergedInto : null;
+    }
+
     /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: an adjustment or feedback.</summary>
     private Task<AccrualResult> WriteAccrualAsync(string txn, long fingerprint, Stage<AccrualResult> stage) =>
         WriteCoreAsync(new StagedAccrualWrite(this, txn, fingerprint, stage)).AsTask();

@@ -886,13 +886,41 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         MemberState state = row.State is { Format: MemberState.CurrentFormat } read && !ReferenceEquals(read, MemberState.Placeholder)
             ? read
             : new MemberState();
-        state.Lots.Reconcile();
         IReadOnlyList<LedgerEntry> entries = await _services.Store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
-        foreach (LedgerEntry entry in entries)
+        string? diverged = null;
+        if (state.Sequence == 0)
         {
-            state.Apply(entry, _services.Options.RecentTransactionsMax);
+            Replay(state, entries);
+        }
+        else
+        {
+            try
+            {
+                Replay(state, entries);
+                state.Lots.AssertInvariants(state.Sequence);
+            }
+            catch (InvalidOperationException e) when (entries.All(entry => Enum.IsDefined(entry.Kind)))
+            {
+                // (An entry of a kind this version does not know fails the ledger's replay too.)
+                diverged = e.Message;
+            }
         }
 
+        if (diverged is not null)
+        {
+            // A snapshot that does not agree with the entries after it is not trusted: the ledger
+            // alone rebuilds the member, and the next snapshot replaces the row.
+            LogSnapshotDiverged(_services.Logger, _programId, _memberId, diverged);
+            state = new MemberState();
+            entries = await _services.Store.ReadAfterAsync(_programId, _memberId, 0, CancellationToken.None);
+            Replay(state, entries);
+        }
+
+        // The lots are checked once per load, not after each entry replayed (a ledger written by an
+        // older version may pass through states today's rules would not make). A member whose
+        // ledger rebuilds them wrong is not served: it fails to load, visibly, rather than failing
+        // every later change.
+        state.Lots.AssertInvariants(state.Sequence);
         state.Returns.Trim();
         if (state.Enrolled)
         {
@@ -900,7 +928,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         _state = state;
-        _appliedSinceSnapshot = entries.Count;
+        // A snapshot found wrong is replaced after the next change, not left for the next load.
+        _appliedSinceSnapshot = diverged is null ? entries.Count : Math.Max(entries.Count, _services.Options.SnapshotEveryEntries);
         _valid = true;
         if (!_loadedOnce)
         {
@@ -913,6 +942,18 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: entry {Sequence} not committed ({Outcome}); state will reload ({LeftOut} such lines left out since the last)")]
     private static partial void LogCommitNotApplied(ILogger logger, string programId, string memberId, long sequence, CommitOutcome outcome, long leftOut);
+
+    /// <summary>Applies <paramref name="entries"/> to <paramref name="state"/>, in order.</summary>
+    private void Replay(MemberState state, IReadOnlyList<LedgerEntry> entries)
+    {
+        foreach (LedgerEntry entry in entries)
+        {
+            state.Apply(entry, _services.Options.RecentTransactionsMax);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: the snapshot and the entries after it disagree ({Diverged}); rebuilt from the ledger alone")]
+    private static partial void LogSnapshotDiverged(ILogger logger, string programId, string memberId, string diverged);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot conflict; state will reload")]
     private static partial void LogSnapshotConflict(ILogger logger, Exception exception, string programId, string memberId);
@@ -954,8 +995,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referral settlement with {ReferrerId} failed ({Error}); it is tried again ({LeftOut} such lines left out since the last)")]
     private static partial void LogSettlementFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} not re-pointed after a merge ({Error}) ({LeftOut} such lines left out since the last)")]
-    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: its referral link naming {DuplicateId}, merged away, not re-pointed at {HolderId} ({Error}) ({LeftOut} such lines left out since the last)")]
+    private static partial void LogReferralLinkFailed(ILogger logger, string programId, string memberId, string duplicateId, string holderId, LoyaltyError error, long leftOut);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: enrolment's referrer {ReferrerId} not linked ({Error}) ({LeftOut} such lines left out since the last)")]
     private static partial void LogEnrolmentNotLinked(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error, long leftOut);

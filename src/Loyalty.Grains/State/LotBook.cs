@@ -340,6 +340,13 @@ public sealed class LotBook
                 throw new InvalidOperationException($"No lot expiring {use.ExpiresAt:O} ({use.LotId}) is held by the member.");
             }
 
+            if (_spendable![at].Points.Value < use.Points)
+            {
+                // The entry was decided on lots this state does not hold: it has diverged from the
+                // ledger. Taking the lot to zero anyway would hide that until a later change.
+                throw new InvalidOperationException($"The lot expiring {use.ExpiresAt:O} ({use.LotId}) holds {_spendable[at].Points.Value}, less than the {use.Points} the entry takes from it.");
+            }
+
             ref PointLot lot = ref CollectionsMarshal.AsSpan(_spendable)[at];
             lot = lot with { Points = lot.Points - new Points(use.Points) };
             if (lot.Points.Value <= 0)
@@ -463,36 +470,6 @@ public sealed class LotBook
 
     /// <summary>Room made for lots beyond the one a purchase may open (each lot carries its id inline, see <see cref="LotId"/>).</summary>
     private const int SpareLots = 1;
-
-    /// <summary>
-    /// Old snapshots kept only a balance: give any spendable points no lot holds one lot that
-    /// never expires, so the lots add up to the balance again.
-    /// </summary>
-    public void Reconcile()
-    {
-        long inLots = 0;
-        foreach (PointLot lot in Spendable)
-        {
-            inLots = checked(inLots + lot.Points.Value);
-        }
-
-        long missing = Math.Max(0, _balance.Value) - inLots;
-        if (missing <= 0)
-        {
-            return;
-        }
-
-        // Into the never-expiring lot (made when missing), without touching the balance.
-        List<PointLot> lots = _spendable ??= [];
-        if (lots.Count > 0 && lots[^1].ExpiresAt is null)
-        {
-            lots[^1] = lots[^1] with { Points = lots[^1].Points + new Points(missing) };
-        }
-        else
-        {
-            lots.Add(new PointLot(LotId.From("#balance"), new Points(missing), null, Warned: false));
-        }
-    }
 
     /// <summary>
     /// Throws unless the lots hold exactly the positive balance, each non-empty and soonest expiry

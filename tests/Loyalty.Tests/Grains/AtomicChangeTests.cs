@@ -589,6 +589,64 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             [.. Enumerable.Range(from, to - from).Select(i => new ReturnLine($"sku-{i:D4}", 1, 1_00))]);
 
     [Fact]
+    public async Task ASnapshotWhoseLotsDoNotHoldItsBalance_IsNotServed_TheLedgerAloneRebuildsTheMember_AndReplacesIt()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("m");
+        Assert.Null(await BuyAsync("m", "p1"));
+        await fixture.DeactivateAllAsync();
+        // The snapshot row damaged: a balance of 999 its lots (20) do not hold.
+        Orleans.Storage.IGrainStorage snapshots = Silo().GetRequiredKeyedService<Orleans.Storage.IGrainStorage>(StorageSiloBuilderExtensions.SnapshotStorageName);
+        var row = new GrainState<MemberState>(new MemberState());
+        await snapshots.ReadStateAsync(MemberServices.SnapshotStateName, Member("m").GetGrainId(), row);
+        Assert.True(row.RecordExists);
+        typeof(LotBook).GetField("_balance", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.SetValue(row.State!.Lots, new Points(999));
+        await snapshots.WriteStateAsync(MemberServices.SnapshotStateName, Member("m").GetGrainId(), row);
+
+        MemberView loaded = (await Member("m").Get())!;
+        Assert.Null(await BuyAsync("m", "p2"));
+
+        // Before, the member was served with 999 points and spent them.
+        Assert.Equal(20L, loaded.Balance.Value);
+        Assert.Equal(40L, (await Member("m").Get())!.Balance.Value);
+        // The change after the load writes a new snapshot, from the ledger's state (the write is not
+        // awaited by the change: read until it lands, for 10 s at most).
+        for (var waited = System.Diagnostics.Stopwatch.StartNew(); ; await Task.Delay(20))
+        {
+            row = new GrainState<MemberState>(new MemberState());
+            await snapshots.ReadStateAsync(MemberServices.SnapshotStateName, Member("m").GetGrainId(), row);
+            if (row.State!.Sequence >= 3 || waited.Elapsed > TimeSpan.FromSeconds(10))
+            {
+                break;
+            }
+        }
+
+        Assert.Equal((40L, 3L), (row.State!.Balance.Value, row.State.Sequence));
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+    }
+
+    [Fact]
+    public async Task ALedgerThatTakesMoreFromALotThanItHolds_FailsTheLoad_InsteadOfServingADivergedMember()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
+        await EnrolAsync("m");
+        Assert.Null(await BuyAsync("m", "p1"));
+        LotUse lot = new("#2", 50, null);
+        // A debit of 50 from the member's only lot, which holds 20: no version of the engine decides it.
+        await AppendDirectlyAsync(new LedgerEntry(_program, "m", 3, LedgerEntryKind.Adjust, new Points(-50), "forged-debit", 0,
+            null, 0, null, "forged", null, Now, Now) with { Details = new AdjustDetails { Lots = [lot] } });
+        await fixture.DeactivateAllAsync();
+
+        AccrualResult refused = await Member("m").Accrue(Purchase("m", "p2"));
+
+        // Before, the lot was dropped and the member served a balance of -30.
+        Assert.Equal(LoyaltyError.Unavailable, refused.Error);
+        Assert.Contains("could not be loaded", refused.ErrorMessage!, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<MemberUnavailableException>(() => Member("m").Get());
+        Assert.Equal(3, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm'"));
+    }
+
+    [Fact]
     public async Task ReturnsOfAPurchaseAtOnce_AfterARebuildFromTheLedger_GiveBackExactlyWhatIsLeft()
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 0 });
@@ -837,13 +895,15 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     public async Task AMergeCutShortBeforeItsLinksMoved_ThenItsSurvivorClosed_MovesThemToWhoHoldsTheAccount_WhenRepeated(bool mergedOn)
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
-        foreach (string member in (string[])["s", "d", "c"])
+        foreach (string member in (string[])["s", "x", "c"])
         {
             await EnrolAsync(member);
         }
 
+        await EnrolAsync("d", "x");
         await EnrolAsync("r", "d");
-        // The referred member cannot take the re-pointing now: the merge is recorded, its link is not.
+        // Neither the member d referred nor d's referrer can take the re-pointing now: the merge is
+        // recorded (s takes over d's referrer x), its links are not.
         Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Repointed);
         MemberResult cutShort = await Member("s").MergeFrom("d", "duplicate");
         Faults().Disarm();
@@ -863,8 +923,41 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         string holder = mergedOn ? "c" : "s";
         Assert.Equal(holder, (await Member("r").Get())!.ReferredBy);
         Assert.Contains("r", (await Member(holder).Get())!.Referrals);
+        // The holder is referred by x (c took it over from s): x's list names it, not d.
+        Assert.Equal("x", (await Member(holder).Get())!.ReferredBy);
+        Assert.Equal([holder], (await Member("x").Get())!.Referrals);
         // Moved once: the third request found nothing left to move.
-        Assert.Equal(1L, await CountAsync("r", LedgerEntryKind.Repointed));
+        Assert.Equal((1L, 1L), (await CountAsync("r", LedgerEntryKind.Repointed), await CountAsync("x", LedgerEntryKind.Repointed)));
+        await AssertEachMemberIsItsLedgerAsync(["s", "d", "c", "r", "x"]);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ALinkAMergeCutShortLeftOnItsDuplicate_StandsForTheSurvivor_InCycleChecks(bool viaMerge)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await EnrolAsync("s");
+        await EnrolAsync("d");
+        await EnrolAsync("r", "d");
+        await EnrolAsync("c", "r");
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Repointed);
+        MemberResult cutShort = await Member("s").MergeFrom("d", "duplicate");
+        Faults().Disarm();
+
+        // r's link still names d, but will name s once the merge is repeated: s referred by r, or s
+        // merged into c (whom r referred), would then close a cycle. Before, the check followed r's
+        // link to d, found no cycle, and the repetition closed it.
+        MemberResult closing = viaMerge ? await Member("c").MergeFrom("s", "duplicate") : await Member("s").SetReferrer("r", null);
+        MemberResult finished = await Member("s").MergeFrom("d", "duplicate");
+
+        Assert.Equal(LoyaltyError.Unavailable, cutShort.Error);
+        Assert.Equal(LoyaltyError.FailedPrecondition, closing.Error);
+        Assert.Contains("cycle", closing.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null(Error(finished));
+        Assert.Equal("s", (await Member("r").Get())!.ReferredBy);
+        Assert.Equal("r", (await Member("c").Get())!.ReferredBy);
+        Assert.Null((await Member("s").Get())!.ReferredBy);
         await AssertEachMemberIsItsLedgerAsync(["s", "d", "c", "r"]);
     }
 
