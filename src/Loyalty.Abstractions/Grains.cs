@@ -124,7 +124,11 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Sets who referred this already enrolled member, by member id or referral code; once, and before its first qualifying purchase.</summary>
     Task<MemberResult> SetReferrer(string? referrerId, string? referralCode);
 
-    /// <summary>Who referred this member (null when nobody, or not enrolled), as the ledger has it; for cycle checks.</summary>
+    /// <summary>
+    /// Who referred this member, as the referral graph stands for cycle checks: the referrer, or
+    /// whoever holds its account when it was merged away; null when nobody, when that is this
+    /// member itself, or when not enrolled. The ledger's own link is <see cref="IMemberLinkSteps.GetLinks"/>.
+    /// </summary>
     Task<string?> GetReferrer();
 
     /// <summary>The member's referral code, issued on first request; null when not enrolled.</summary>
@@ -159,8 +163,11 @@ public interface IMemberLinkSteps : IGrainWithStringKey
     /// <summary>The member as the ledger has it (an activation that missed another's writes reloads first); null when not enrolled.</summary>
     Task<MemberView?> GetCommitted();
 
-    /// <summary>Who this member was merged into, as the ledger has it; null when it was not, or is not enrolled.</summary>
-    Task<string?> GetMergedInto();
+    /// <summary>
+    /// Who referred this member and who it was merged into, as the ledger has them (an activation
+    /// that missed another's writes reloads first); both null when not enrolled.
+    /// </summary>
+    Task<MemberLinks> GetLinks();
 }
 
 /// <summary>

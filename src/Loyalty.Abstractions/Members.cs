@@ -8,6 +8,16 @@ public sealed record Enrolment(
     [property: Id(2)] string? ReferredBy,
     [property: Id(3)] string? ReferralCode = null);
 
+/// <summary>A member's own links in the referral graph, as its ledger has them (see <c>IMemberLinkSteps.GetLinks</c>).</summary>
+[GenerateSerializer, Immutable]
+public sealed record MemberLinks(
+    [property: Id(0)] string? ReferredBy,
+    [property: Id(1)] string? MergedInto)
+{
+    /// <summary>No links: a member not enrolled.</summary>
+    public static readonly MemberLinks None = new(null, null);
+}
+
 /// <summary>Points that are earned but not yet spendable, and when they become spendable.</summary>
 [GenerateSerializer, Immutable]
 public sealed record PendingPoints(

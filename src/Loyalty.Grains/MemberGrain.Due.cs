@@ -81,7 +81,7 @@ public sealed partial class MemberGrain
         DateTimeOffset? next = null;
         if (_state.Enrolled && program is not null)
         {
-            DateTimeOffset now = _services.Clock.GetUtcNow();
+            DateTimeOffset now = MemberNow();
             _state.Lots.Mature(now);
             next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules, now, WakeLateBy), ProgrammeDue(program.Settings));
             if (!settled && next <= now)

@@ -134,7 +134,7 @@ public sealed partial class MemberGrain
         }
 
         // A merge touches two members (and their referral links): it is made at the program's desk, one at a time.
-        return await AtDeskAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Merge(_memberId, duplicateId, reason));
+        return await CallBackAwaitedAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Merge(_memberId, duplicateId, reason));
     }
 
     /// <inheritdoc />
@@ -310,7 +310,7 @@ public sealed partial class MemberGrain
             }
 
             holder = next;
-            next = await LinkSteps(next).GetMergedInto();
+            next = (await LinkSteps(next).GetLinks()).MergedInto;
         }
 
         return holder;
@@ -338,7 +338,7 @@ public sealed partial class MemberGrain
 
         IEnumerable<string> linked = moved.Referrals;
         if (moved.ReferredBy is { } referrer
-            && (holder == _memberId ? _state.Referral.ReferredBy : (await LinkSteps(holder).GetCommitted())?.ReferredBy) == referrer)
+            && (holder == _memberId ? _state.Referral.ReferredBy : (await LinkSteps(holder).GetLinks()).ReferredBy) == referrer)
         {
             linked = linked.Append(referrer);
         }

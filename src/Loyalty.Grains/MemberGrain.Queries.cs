@@ -28,7 +28,7 @@ public sealed partial class MemberGrain
         IReadOnlyDictionary<string, long> taken = await StockTakenAsync(program.Settings);
         await SettleForReadAsync();
         program = await KnowingTierAfterAwaitsAsync(program);
-        return DecideQuote(purchase with { TransactionId = QuoteTransactionId }, program, taken, _services.Clock.GetUtcNow());
+        return DecideQuote(purchase with { TransactionId = QuoteTransactionId }, program, taken, MemberNow());
     }
 
     /// <summary>The purchase decided as Accrue would decide it now (every check, overflow included), and never applied.</summary>
@@ -105,7 +105,7 @@ public sealed partial class MemberGrain
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
         program = await KnowingTierAfterAwaitsAsync(program);
-        DateTimeOffset now = _services.Clock.GetUtcNow();
+        DateTimeOffset now = MemberNow();
         _state.Lots.Mature(now);
         TierLadder ladder = program.Settings.Ladder;
         (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);

@@ -59,7 +59,7 @@ public sealed partial class MemberGrain
         }
 
         // A referral link touches two members: it is made at the program's desk, one at a time.
-        return await AtDeskAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).SetReferrer(_memberId, resolved.MemberId!));
+        return await CallBackAwaitedAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).SetReferrer(_memberId, resolved.MemberId!));
     }
 
     /// <inheritdoc />
@@ -211,7 +211,7 @@ public sealed partial class MemberGrain
         // stands for whoever holds its account now: the link ends there when the merge is repeated,
         // so cycle checks follow it there already. A link to a member since merged into this one
         // (a survivor referred by its duplicate) rewards nobody and leads nowhere.
-        string? mergedInto = await LinkSteps(referrer).GetMergedInto();
+        string? mergedInto = (await LinkSteps(referrer).GetLinks()).MergedInto;
         string holder = mergedInto is null ? referrer : await HolderOfAsync(referrer, mergedInto) ?? referrer;
         return holder == _memberId ? null : holder;
     }
@@ -362,11 +362,11 @@ public sealed partial class MemberGrain
         try
         {
             IMemberGrain grain = ReferrerGrain(referrer);
-            LoyaltyError error = reward ? await grain.SettleReferralReward(subject, _state.Referral.RewardOwed, reverse: false) : LoyaltyError.None;
+            LoyaltyError error = reward ? await CallBackAwaitedAsync(grain.SettleReferralReward(subject, _state.Referral.RewardOwed, reverse: false)) : LoyaltyError.None;
             bool rewarded = reward && error == LoyaltyError.None;
             if (error == LoyaltyError.None && reversal)
             {
-                error = await grain.SettleReferralReward(subject, 0, reverse: true);
+                error = await CallBackAwaitedAsync(grain.SettleReferralReward(subject, 0, reverse: true));
             }
 
             if (error is LoyaltyError.InvalidArgument or LoyaltyError.FailedPrecondition or LoyaltyError.NotFound)

@@ -176,7 +176,7 @@ public sealed partial class MemberGrain
     /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>
     private MemberView View(ProgramConfig? program)
     {
-        DateTimeOffset now = _services.Clock.GetUtcNow();
+        DateTimeOffset now = MemberNow();
         _state.Lots.Mature(now);
         TierLadder ladder = program?.Settings.Ladder ?? TierLadder.Default;
         (int index, DateTimeOffset? reviewAt) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, now);

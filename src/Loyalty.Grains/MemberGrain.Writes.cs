@@ -235,10 +235,10 @@ public sealed partial class MemberGrain
     }
 
     /// <inheritdoc />
-    async Task<string?> IMemberLinkSteps.GetMergedInto()
+    async Task<MemberLinks> IMemberLinkSteps.GetLinks()
     {
         await CatchUpAsync();
-        return _state.Enrolled ? _state.MergedInto : null;
+        return _state.Enrolled ? new MemberLinks(_state.Referral.ReferredBy, _state.MergedInto) : MemberLinks.None;
     }
 
     /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: an adjustment or feedback.</summary>
@@ -500,7 +500,7 @@ public sealed partial class MemberGrain
             return new Decided<T>(null, _services.Programs.GetFreshAsync(_programId).AsTask(), null, null, default, default);
         }
 
-        DateTimeOffset now = _services.Clock.GetUtcNow();
+        DateTimeOffset now = MemberNow();
         _state.Lots.Mature(now);
         LedgerEntry? entry = null, before = null;
         string? overflow;

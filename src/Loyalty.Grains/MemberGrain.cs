@@ -139,7 +139,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         return await TryEnsureLoadedAsync()
-            ? await AtDeskAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Enrol(enrolment))
+            ? await CallBackAwaitedAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).Enrol(enrolment))
             : EnrolmentResult.Reject(LoyaltyError.Unavailable, NotLoaded);
     }
 
@@ -307,9 +307,24 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         return null;
     }
 
+    /// <summary>
+    /// The member's time: the engine's clock, but never before the latest instant the member's
+    /// pending points were matured to. A member decided on a silo whose clock is ahead (or before
+    /// the clock stepped back), then on one behind, would otherwise record entries at times
+    /// earlier than a maturing its state already went through; replayed at those times, a credit
+    /// would pay a debt that, live, a matured lot had paid, and the member rebuilt from its
+    /// ledger would differ from the one that decided. The skew between silos is small, so the
+    /// entries it dates ahead are too.
+    /// </summary>
+    private DateTimeOffset MemberNow()
+    {
+        DateTimeOffset now = _services.Clock.GetUtcNow(), matured = _state.Lots.MaturedThrough;
+        return now >= matured ? now : matured;
+    }
+
     private LedgerEntry EnrolEntry(Enrolment enrolment, ProgramConfig? program)
     {
-        DateTimeOffset now = _services.Clock.GetUtcNow();
+        DateTimeOffset now = MemberNow();
         ProgramSettings? settings = program?.Settings;
         Points bonus = new(settings?.SignupBonusPoints ?? 0);
         var details = new EnrolDetails
@@ -768,24 +783,26 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// <summary>The timer that ends an activation whose load failed (see <see cref="EndAfterFailedLoadAsync"/>).</summary>
     private IGrainTimer? _endAfterFailure;
 
-    /// <summary>This member's calls waiting at the program's desk, which calls the member back (see <see cref="AtDeskAsync"/>).</summary>
-    private int _atDesk;
+    /// <summary>This member's calls out that may call it back (see <see cref="CallBackAwaitedAsync"/>).</summary>
+    private int _awaitingCallBack;
 
     /// <summary>
-    /// Awaits a call to the program's desk, counted: the desk calls this member back, so the
-    /// activation must not end meanwhile (a deactivating member takes no calls, and the desk,
-    /// which serves one request at a time, would wait for Orleans' response timeout).
+    /// Awaits a call out that may call this member back, counted: the program's desk (merges and
+    /// referral links), or a referrer told of a reward (merged into this member, it passes the
+    /// request back here). The activation must not end meanwhile: a deactivating member takes no
+    /// calls, and the caller (the desk serves one request at a time) would wait for Orleans'
+    /// response timeout.
     /// </summary>
-    private async Task<T> AtDeskAsync<T>(Task<T> call)
+    private async Task<T> CallBackAwaitedAsync<T>(Task<T> call)
     {
-        _atDesk++;
+        _awaitingCallBack++;
         try
         {
             return await call;
         }
         finally
         {
-            _atDesk--;
+            _awaitingCallBack--;
         }
     }
 
@@ -805,7 +822,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             _endAfterFailure?.Dispose();
             _endAfterFailure = null;
         }
-        else if (_inFlight == 0 && _loading is null && _hold is null && _atDesk == 0)
+        else if (_inFlight == 0 && _loading is null && _hold is null && _awaitingCallBack == 0)
         {
             DeactivateOnIdle();
         }
@@ -899,7 +916,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 Replay(state, entries);
                 state.Lots.AssertInvariants(state.Sequence);
             }
-            catch (InvalidOperationException e) when (entries.All(entry => Enum.IsDefined(entry.Kind)))
+            catch (Exception e) when (e is InvalidOperationException or ArithmeticException && entries.All(entry => Enum.IsDefined(entry.Kind)))
             {
                 // (An entry of a kind this version does not know fails the ledger's replay too.)
                 diverged = e.Message;
@@ -952,7 +969,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: the snapshot and the entries after it disagree ({Diverged}); rebuilt from the ledger alone")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: the snapshot and the entries after it disagree ({Diverged}); the snapshot is set aside and the ledger alone rebuilds the member")]
     private static partial void LogSnapshotDiverged(ILogger logger, string programId, string memberId, string diverged);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot conflict; state will reload")]

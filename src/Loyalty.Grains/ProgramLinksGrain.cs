@@ -89,8 +89,11 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     /// </summary>
     private async Task<string?> MergeCycleAsync(string survivorId, string duplicateId, MemberView? duplicate)
     {
+        // The survivor takes over the duplicate's referrer only when its ledger names none (a link
+        // that now leads back to itself, through a merge, still counts as one).
         string? referrer = await Member(survivorId).GetReferrer();
-        if (referrer is null && await Member(duplicateId).GetReferrer() is { } inherited && inherited != survivorId)
+        if ((await Steps(survivorId).GetLinks()).ReferredBy is null
+            && await Member(duplicateId).GetReferrer() is { } inherited && inherited != survivorId)
         {
             referrer = inherited;
         }

@@ -16,6 +16,16 @@ public sealed class LotBook
     [Id(1)] private List<PointLot>? _spendable;
     [Id(2)] private List<PendingLot>? _pending;
     [Id(3)] private List<Hold>? _holds;
+    [Id(4)] private DateTimeOffset _maturedThrough;
+
+    /// <summary>
+    /// The latest instant the pending lots were matured to: by a change, a view, or replay (each
+    /// entry's recorded time). The member's time never goes back before it (see
+    /// <c>MemberGrain.MemberNow</c>), so every entry is recorded at or after every maturing its
+    /// state went through, and replay matures the same lots before it. Internal: a view matures
+    /// the live state without an entry, so live and replayed members may differ here alone.
+    /// </summary>
+    internal DateTimeOffset MaturedThrough => _maturedThrough;
 
     /// <summary>Spendable (active) points. Negative only under the allow-negative policy.</summary>
     public Points Balance => _balance;
@@ -201,6 +211,11 @@ public sealed class LotBook
     /// <summary>Moves every pending lot available by <paramref name="now"/> into the balance.</summary>
     public void Mature(DateTimeOffset now)
     {
+        if (now > _maturedThrough)
+        {
+            _maturedThrough = now;
+        }
+
         if (_pending is not { Count: > 0 } pending)
         {
             return;
@@ -340,17 +355,15 @@ public sealed class LotBook
                 throw new InvalidOperationException($"No lot expiring {use.ExpiresAt:O} ({use.LotId}) is held by the member.");
             }
 
-            if (_spendable![at].Points.Value < use.Points)
-            {
-                // The entry was decided on lots this state does not hold: it has diverged from the
-                // ledger. Taking the lot to zero anyway would hide that until a later change.
-                throw new InvalidOperationException($"The lot expiring {use.ExpiresAt:O} ({use.LotId}) holds {_spendable[at].Points.Value}, less than the {use.Points} the entry takes from it.");
-            }
-
             ref PointLot lot = ref CollectionsMarshal.AsSpan(_spendable)[at];
             lot = lot with { Points = lot.Points - new Points(use.Points) };
             if (lot.Points.Value <= 0)
             {
+                // Less than the plan takes is legitimate in one case: decided on a clock ahead, a
+                // pending lot that matured early paid off a debt that, replayed on the recording
+                // clock, an earlier credit paid from this lot. The lot then ends empty and the rest
+                // stays debt, which that pending lot pays when it matures, as it did live. The
+                // lots still hold the balance (checked after every live change and every load).
                 _spendable!.RemoveAt(at);
             }
         }
