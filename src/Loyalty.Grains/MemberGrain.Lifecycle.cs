@@ -241,7 +241,7 @@ public sealed partial class MemberGrain
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);
         return program is not null
-            && LifecycleDecision.MergeLimits(At(program, _services.Clock.GetUtcNow()), duplicate.MergedFrom?.Count ?? 0, duplicate.Referrals) is { } refused
+            && LifecycleDecision.MergeLimits(At(program, MemberNow()), duplicate.MergedFrom?.Count ?? 0, duplicate.Referrals) is { } refused
             ? MemberResult.Reject(refused.Error, refused.Message!)
             : null;
     }

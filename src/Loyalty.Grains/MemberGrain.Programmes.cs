@@ -167,7 +167,7 @@ public sealed partial class MemberGrain
     }
 
     private MembershipResult MembershipAnswer(ProgramConfig? program, AccrualStatus status, long sequence) =>
-        new(_state.Membership.ToView(program?.Settings, _services.Clock.GetUtcNow()), status, sequence, LoyaltyError.None, null);
+        new(_state.Membership.ToView(program?.Settings, MemberNow()), status, sequence, LoyaltyError.None, null);
 
     /// <inheritdoc />
     public Task<MemberResult> ChooseCause(string? causeId)
@@ -242,9 +242,9 @@ public sealed partial class MemberGrain
     private BonusDayResult BonusDayAnswer(DateOnly day, bool alreadyBooked, long sequence, ProgramConfig? program)
     {
         ProgramSettings? settings = program?.Settings;
-        DateOnly today = BonusDayRules.LocalDay(_services.Clock.GetUtcNow(), settings?.Zone ?? TimeZoneInfo.Utc);
+        DateOnly today = BonusDayRules.LocalDay(MemberNow(), settings?.Zone ?? TimeZoneInfo.Utc);
         TierLadder ladder = settings?.Ladder ?? TierLadder.Default;
-        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, _services.Clock.GetUtcNow());
+        (int tier, _) = Tiering.Review(ladder.IndexOf(_state.Tier), _state.TierReviewAt, ladder, _state, MemberNow());
         return new BonusDayResult(day, alreadyBooked, BonusDayRules.Left(ladder.Tiers[tier], _state.BonusDays, day.Year),
             BonusDayRules.Upcoming(_state.BonusDays, today), sequence, LoyaltyError.None, null);
     }

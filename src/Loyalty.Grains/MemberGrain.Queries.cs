@@ -123,7 +123,7 @@ public sealed partial class MemberGrain
             return null;
         }
 
-        DateTimeOffset now = _services.Clock.GetUtcNow();
+        DateTimeOffset now = MemberNow();
         return [.. _state.Lots.Holds.Where(h => h.LapsesAt > now).OrderBy(h => h.LapsesAt)
             .Select(h => new OpenReservation(h.ReservationId, h.RewardId, h.Quantity, h.Points, h.LapsesAt))];
     }
@@ -163,7 +163,7 @@ public sealed partial class MemberGrain
     {
         { Kind: LedgerEntryKind.Redeem } => ReservationState.Committed,
         { Details: ReservationEndDetails { EndedAs: var endedAs } } => endedAs,
-        null when _state.Lots.FindHold(reserve.TransactionId!) is { } hold => hold.LapsesAt > _services.Clock.GetUtcNow() ? ReservationState.Held : ReservationState.Lapsed,
+        null when _state.Lots.FindHold(reserve.TransactionId!) is { } hold => hold.LapsesAt > MemberNow() ? ReservationState.Held : ReservationState.Lapsed,
         _ => ReservationState.Lapsed,
     };
 

@@ -124,7 +124,7 @@ public sealed partial class MemberGrain
             ReservationEndDetails end => (new Points(end.HeldPoints), end.RewardId, end.Quantity, (DateTimeOffset?)null, (IReadOnlyList<LotUse>?)null),
             _ => throw new InvalidOperationException($"Entry {entry.Sequence} ({entry.Kind}) is not a redemption's."),
         };
-        return new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, points, balance, _state.AvailableAt(_services.Clock.GetUtcNow()), entry.Sequence,
+        return new RedemptionResult(entry.TransactionId!, AccrualStatus.Accepted, points, balance, _state.AvailableAt(MemberNow()), entry.Sequence,
             reward, quantity, reservation, lapsesAt, lots ?? [], LoyaltyError.None, null);
     }
 
@@ -133,7 +133,7 @@ public sealed partial class MemberGrain
     {
         Hold? hold = reserve ? _state.Lots.FindHold(txn) : null;
         return new RedemptionResult(txn, AccrualStatus.Duplicate, reserve ? hold?.Points ?? Points.Zero : -points, _state.Balance,
-            _state.AvailableAt(_services.Clock.GetUtcNow()), sequence, hold?.RewardId, hold?.Quantity ?? 0,
+            _state.AvailableAt(MemberNow()), sequence, hold?.RewardId, hold?.Quantity ?? 0,
             reserve ? (hold is null ? ReservationState.None : ReservationState.Held) : ReservationState.None, hold?.LapsesAt, [], LoyaltyError.None, null);
     }
 
@@ -151,7 +151,7 @@ public sealed partial class MemberGrain
                 $"reservation '{reservationId}' was already {(committed ? "committed" : "cancelled or lapsed")}");
         }
 
-        return new RedemptionResult(reservationId, AccrualStatus.Duplicate, -points, _state.Balance, _state.AvailableAt(_services.Clock.GetUtcNow()),
+        return new RedemptionResult(reservationId, AccrualStatus.Duplicate, -points, _state.Balance, _state.AvailableAt(MemberNow()),
             sequence, null, 0, state, null, [], LoyaltyError.None, null);
     }
 
@@ -161,7 +161,7 @@ public sealed partial class MemberGrain
         if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.FindRecent(request.TransactionId) is not null
             || await _services.Programs.GetAsync(_programId) is not { } program
             || program.Settings.FindReward(request.RewardId) is not { Stock: { } units }
-            || RedemptionDecision.Affordability(At(program, _services.Clock.GetUtcNow()), request, allowGift: true, out _, out _) is not null)
+            || RedemptionDecision.Affordability(At(program, MemberNow()), request, allowGift: true, out _, out _) is not null)
         {
             return;
         }

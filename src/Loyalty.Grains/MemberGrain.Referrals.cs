@@ -93,7 +93,7 @@ public sealed partial class MemberGrain
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);
         MemberResult? NotReferrable() =>
-            program is not null && ReferralDecision.Referrable(At(program, _services.Clock.GetUtcNow()), referrer) is { } refused
+            program is not null && ReferralDecision.Referrable(At(program, MemberNow()), referrer) is { } refused
                 ? MemberResult.Reject(refused.Error, refused.Message!)
                 : null;
 

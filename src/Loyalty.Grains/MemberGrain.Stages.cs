@@ -217,7 +217,7 @@ public sealed partial class MemberGrain
     private DueChange? MarkDue(ProgramSettings? settings)
     {
         if (settings is null
-            || Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed ? Expiring.NextDue(_state, settings.ExpiryRules, _services.Clock.GetUtcNow(), WakeLateBy) : null,
+            || Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed ? Expiring.NextDue(_state, settings.ExpiryRules, MemberNow(), WakeLateBy) : null,
                 ProgrammeDue(settings)) is not { } next
             || (_scheduleKnown && _scheduledDue is { } known && known <= next))
         {
@@ -237,7 +237,7 @@ public sealed partial class MemberGrain
         _state.Erased || _state.MergedInto is not null ? null
         : Earliest(_state.Membership.LapsesAt,
             settings.Birthday is not null && _state.BirthMonth != 0
-                ? BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, _services.Clock.GetUtcNow(), settings.Zone)
+                ? BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, MemberNow(), settings.Zone)
                 : null);
 
     private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null || a <= b ? a : b;

@@ -307,20 +307,44 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         return null;
     }
 
+    /// <summary>How far a member's time may run ahead of the engine's clock (see <see cref="MemberNow"/>).</summary>
+    internal static readonly TimeSpan MemberTimeAheadMax = TimeSpan.FromMinutes(5);
+
     /// <summary>
-    /// The member's time: the engine's clock, but never before the latest instant the member's
-    /// pending points were matured to. A member decided on a silo whose clock is ahead (or before
-    /// the clock stepped back), then on one behind, would otherwise record entries at times
-    /// earlier than a maturing its state already went through; replayed at those times, a credit
-    /// would pay a debt that, live, a matured lot had paid, and the member rebuilt from its
-    /// ledger would differ from the one that decided. The skew between silos is small, so the
-    /// entries it dates ahead are too.
+    /// The member's time, which its decisions and views use: the engine's clock, but never before
+    /// the latest instant the member's pending points were matured to. A member decided on a silo
+    /// whose clock is ahead (or before the clock stepped back), then on one behind, would
+    /// otherwise record entries at times earlier than a maturing its state already went through;
+    /// replayed at those times, a credit would pay a debt that, live, a matured lot had paid, and
+    /// the member rebuilt from its ledger would differ from the one that decided. It runs at most
+    /// <see cref="MemberTimeAheadMax"/> ahead of the clock: a node whose clock was far ahead must
+    /// not move the member's dates (pending, expiry, backdating limits) for good; such a gap is
+    /// logged. (Snapshots written before the field existed read as "no maturing yet": the clock.)
     /// </summary>
     private DateTimeOffset MemberNow()
     {
         DateTimeOffset now = _services.Clock.GetUtcNow(), matured = _state.Lots.MaturedThrough;
-        return now >= matured ? now : matured;
+        if (matured <= now)
+        {
+            return now;
+        }
+
+        DateTimeOffset ceiling = now + MemberTimeAheadMax;
+        if (matured <= ceiling)
+        {
+            return matured;
+        }
+
+        if (_services.Warnings.TryTake(out long leftOut))
+        {
+            LogMemberTimeAhead(_services.Logger, _programId, _memberId, matured, now, leftOut);
+        }
+
+        return ceiling;
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: its pending points were matured to {MaturedThrough:O}, more than 5 minutes after this node's clock ({Now:O}); its time is held at 5 minutes ahead ({LeftOut} such lines left out since the last)")]
+    private static partial void LogMemberTimeAhead(ILogger logger, string programId, string memberId, DateTimeOffset maturedThrough, DateTimeOffset now, long leftOut);
 
     private LedgerEntry EnrolEntry(Enrolment enrolment, ProgramConfig? program)
     {

@@ -129,12 +129,21 @@ public sealed class ReferralSide
         (_rewards ??= new(StringComparer.Ordinal))[referred] = points;
     }
 
-    /// <summary>A referral link of <paramref name="replaced"/> now names <paramref name="survivor"/>, which it was merged into.</summary>
+    /// <summary>
+    /// A referral link of <paramref name="replaced"/> now names <paramref name="survivor"/>, which
+    /// it was merged into. When this member referred the survivor too, its link is kept once
+    /// (the earlier), so the survivor is not listed, nor counted against a cap, twice.
+    /// </summary>
     public void Repoint(string replaced, string survivor)
     {
         Writable();
         int at = _referrals?.IndexOf(replaced) ?? -1;
-        if (at >= 0)
+        if (at >= 0 && _referrals!.Contains(survivor))
+        {
+            _referrals.RemoveAt(at);
+            _referredAt!.RemoveAt(at);
+        }
+        else if (at >= 0)
         {
             _referrals![at] = survivor;
         }

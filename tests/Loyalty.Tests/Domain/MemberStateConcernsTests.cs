@@ -398,6 +398,24 @@ public sealed class MemberStateConcernsTests
         Assert.Equal(2, state.Referral.MadeSince(Start.AddDays(1), 7));
     }
 
+    [Fact]
+    public void ReferralSide_ARepointToAMemberItReferredToo_KeepsThatLinkOnce()
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
+        state.Apply(Entry(2, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "s" }, 8);
+        state.Apply(Entry(3, LedgerEntryKind.ReferralLink, 0, Start.AddHours(1)) with { Reference = "d" }, 8);
+        state.Apply(Entry(4, LedgerEntryKind.ReferralLink, 0, Start.AddHours(2)) with { Reference = "b" }, 8);
+        // d, which this member referred, is merged into s, which it referred as well.
+        LedgerEntry repoint = Entry(5, LedgerEntryKind.Repointed, 0, Start) with { Reference = "s", Details = new RepointedDetails { ReplacedMember = "d" } };
+        state.Apply(repoint, 8);
+        state.AssertInvariants(repoint);
+
+        Assert.Equal(["s", "b"], state.Referral.Referrals);
+        Assert.Equal([Start, Start.AddHours(2)], state.Referral.ReferredAt);
+        Assert.Equal(2, state.Referral.MadeSince(Start.AddDays(1), 7));
+    }
+
     private static LedgerEntry Adjust(long sequence, long points, DateTimeOffset expiresAt) =>
         Entry(sequence, LedgerEntryKind.Adjust, points, Start) with { Details = new AdjustDetails { ExpiresAt = expiresAt } };
 

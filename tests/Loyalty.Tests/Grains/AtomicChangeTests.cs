@@ -650,28 +650,37 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await EnrolAsync("m");
         Assert.Null(Error(await Member("m").Accrue(Purchase("m", "p1") with { Amount = new Money(100_00, "USD"), OccurredAt = Now })));
         Assert.Null(Error(await Member("m").Adjust(new Adjustment("a1", new Points(-10), "correction"))));
-        DateTimeOffset before = Now, matured = new DateTimeOffset(Now.UtcDateTime.Date.AddDays(2), TimeSpan.Zero).AddMinutes(1);
+        // The purchase's points become spendable as the UTC date two days on begins.
+        DateTimeOffset spendable = new(Now.UtcDateTime.Date.AddDays(2), TimeSpan.Zero), matured = spendable.AddMinutes(1);
+        ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
         try
         {
-            // The purchase's 100 points mature (two dates on) and pay the 10 owed: a lot of 90.
+            // The 100 points mature and pay the 10 owed: a lot of 90.
             fixture.Clock.AdjustTime(matured);
             Assert.Equal(90L, (await Member("m").Get())!.Balance.Value);
-            // Then the clock steps back (or the member moves to a silo behind): a credit and a spend of it.
-            fixture.Clock.AdjustTime(before.AddHours(1));
+            // Then the clock steps back two minutes, to before they matured (or the member moves to
+            // a node behind): a credit and a spend of it.
+            fixture.Clock.AdjustTime(spendable.AddMinutes(-2));
             Assert.Null(Error(await Member("m").Adjust(new Adjustment("a2", new Points(50), "goodwill"))));
             Assert.Null(Error(await Member("m").Adjust(new Adjustment("a3", new Points(-50), "correction"))));
             MemberView live = (await Member("m").Get())!;
 
-            // Before, the two were recorded an hour after the purchase: replayed there, the credit
-            // paid the debt the matured lot had paid live, and the member rebuilt from its ledger
-            // held -10 with 100 pending instead of 90.
+            // Before, the two were recorded before midnight: replayed there, the credit paid the
+            // debt the matured lot had paid live, and the member rebuilt from its ledger held -10
+            // with 100 pending instead of 90.
             Assert.Equal((90L, 0L), (live.Balance.Value, live.Pending.Value));
-            IReadOnlyList<LedgerEntry> afterStep = await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "m", 3, CancellationToken.None);
+            IReadOnlyList<LedgerEntry> afterStep = await store.ReadAfterAsync(_program, "m", 3, CancellationToken.None);
             Assert.Equal(2, afterStep.Count);
             Assert.All(afterStep, e => Assert.True(e.RecordedAt >= matured, $"entry {e.Sequence} recorded at {e.RecordedAt:O}, before {matured:O}"));
             await fixture.DeactivateAllAsync();
             MemberView reloaded = (await Member("m").Get())!;
             Assert.Equal((90L, 0L), (reloaded.Balance.Value, reloaded.Pending.Value));
+
+            // A clock a day behind: the member's time runs at most five minutes ahead of it.
+            fixture.Clock.AdjustTime(spendable.AddDays(-1));
+            Assert.Null(Error(await Member("m").Adjust(new Adjustment("a4", new Points(5), "goodwill"))));
+            LedgerEntry far = Assert.Single(await store.ReadAfterAsync(_program, "m", 5, CancellationToken.None));
+            Assert.Equal(Now + MemberGrain.MemberTimeAheadMax, far.RecordedAt);
             await AssertEachMemberIsItsLedgerAsync(["m"]);
         }
         finally
@@ -1457,6 +1466,10 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         }
 
         replayed.Returns.Trim();
+        // The member's time (not in the comparison: a view matures the live state without an
+        // entry) is never later replayed than it was live.
+        Assert.True(replayed.Lots.MaturedThrough <= snapshot.Lots.MaturedThrough,
+            $"replayed to {replayed.Lots.MaturedThrough:O}, live only to {snapshot.Lots.MaturedThrough:O}");
         (string expected, string actual) = Comparable(replayed, snapshot, returnsForgottenByLines);
         Assert.Equal(expected, actual);
         await AssertCompleteReturnProgressIsTheLedgersAsync(member, snapshot);
