@@ -307,6 +307,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         return null;
     }
 
+    /// <summary>Whether this activation logged that the member's time is held at <see cref="MemberTimeAheadMax"/>.</summary>
+    private bool _timeAheadLogged;
+
     /// <summary>How far a member's time may run ahead of the engine's clock (see <see cref="MemberNow"/>).</summary>
     internal static readonly TimeSpan MemberTimeAheadMax = TimeSpan.FromMinutes(5);
 
@@ -335,16 +338,18 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             return matured;
         }
 
-        if (_services.Warnings.TryTake(out long leftOut))
+        // Once per activation: the member stays past the cap until the clock catches up.
+        if (!_timeAheadLogged && _services.Warnings.TryTake(out long leftOut))
         {
-            LogMemberTimeAhead(_services.Logger, _programId, _memberId, matured, now, leftOut);
+            _timeAheadLogged = true;
+            LogMemberTimeAhead(_services.Logger, _programId, _memberId, matured, now, MemberTimeAheadMax, leftOut);
         }
 
         return ceiling;
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: its pending points were matured to {MaturedThrough:O}, more than 5 minutes after this node's clock ({Now:O}); its time is held at 5 minutes ahead ({LeftOut} such lines left out since the last)")]
-    private static partial void LogMemberTimeAhead(ILogger logger, string programId, string memberId, DateTimeOffset maturedThrough, DateTimeOffset now, long leftOut);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: its pending points were matured to {MaturedThrough:O}, further ahead of this node's clock ({Now:O}) than {AheadMax}; its time is held that far ahead ({LeftOut} such lines left out since the last)")]
+    private static partial void LogMemberTimeAhead(ILogger logger, string programId, string memberId, DateTimeOffset maturedThrough, DateTimeOffset now, TimeSpan aheadMax, long leftOut);
 
     private LedgerEntry EnrolEntry(Enrolment enrolment, ProgramConfig? program)
     {

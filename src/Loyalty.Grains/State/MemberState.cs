@@ -273,6 +273,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         _recent.Prepare(recentMax);
         Lots.Prepare();
         Earnings.Prepare();
+        Referral.DropRepeats();
     }
 
     /// <summary>

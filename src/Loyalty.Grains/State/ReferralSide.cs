@@ -131,24 +131,55 @@ public sealed class ReferralSide
 
     /// <summary>
     /// A referral link of <paramref name="replaced"/> now names <paramref name="survivor"/>, which
-    /// it was merged into. When this member referred the survivor too, its link is kept once
-    /// (the earlier), so the survivor is not listed, nor counted against a cap, twice.
+    /// it was merged into. When this member referred the survivor too, the survivor is kept once,
+    /// at its earlier link, so it is not listed, nor counted against a cap, twice.
     /// </summary>
     public void Repoint(string replaced, string survivor)
     {
         Writable();
-        int at = _referrals?.IndexOf(replaced) ?? -1;
-        if (at >= 0 && _referrals!.Contains(survivor))
+        if (_referrals is { } referrals && referrals.Contains(replaced))
         {
-            _referrals.RemoveAt(at);
-            _referredAt!.RemoveAt(at);
-        }
-        else if (at >= 0)
-        {
-            _referrals![at] = survivor;
+            for (int i = 0; i < referrals.Count; i++)
+            {
+                referrals[i] = referrals[i] == replaced ? survivor : referrals[i];
+            }
+
+            DropRepeats();
         }
 
         ReferredBy = ReferredBy == replaced ? survivor : ReferredBy;
+    }
+
+    /// <summary>
+    /// Keeps each referred member once, at its first (earliest) link. Only states written before
+    /// <see cref="Repoint"/> kept a survivor once can hold a member twice; a load drops the repeat,
+    /// so such a state agrees with its ledger's replay again.
+    /// </summary>
+    public void DropRepeats()
+    {
+        if (_referrals is not { Count: > 1 } referrals)
+        {
+            return;
+        }
+
+        var seen = new HashSet<string>(referrals.Count, StringComparer.Ordinal);
+        int kept = 0;
+        for (int i = 0; i < referrals.Count; i++)
+        {
+            if (seen.Add(referrals[i]))
+            {
+                referrals[kept] = referrals[i];
+                _referredAt![kept] = _referredAt[i];
+                kept++;
+            }
+        }
+
+        if (kept < referrals.Count)
+        {
+            Writable();
+            referrals.RemoveRange(kept, referrals.Count - kept);
+            _referredAt!.RemoveRange(kept, _referredAt.Count - kept);
+        }
     }
 
     /// <summary>

@@ -414,6 +414,32 @@ public sealed class MemberStateConcernsTests
         Assert.Equal(["s", "b"], state.Referral.Referrals);
         Assert.Equal([Start, Start.AddHours(2)], state.Referral.ReferredAt);
         Assert.Equal(2, state.Referral.MadeSince(Start.AddDays(1), 7));
+
+        // Referred d before s: s takes d's (earlier) place.
+        var other = new MemberState();
+        other.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
+        other.Apply(Entry(2, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "d" }, 8);
+        other.Apply(Entry(3, LedgerEntryKind.ReferralLink, 0, Start.AddHours(1)) with { Reference = "s" }, 8);
+        other.Apply(repoint with { Sequence = 4 }, 8);
+        Assert.Equal(["s"], other.Referral.Referrals);
+        Assert.Equal([Start], other.Referral.ReferredAt);
+    }
+
+    [Fact]
+    public void ReferralSide_ARepeatAnOlderVersionLeft_IsDroppedWhenTheMemberIsPrepared()
+    {
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
+        state.Apply(Entry(2, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "s" }, 8);
+        state.Apply(Entry(3, LedgerEntryKind.ReferralLink, 0, Start.AddHours(1)) with { Reference = "d" }, 8);
+        // As the older Repoint left it: d's link renamed in place, s listed twice.
+        typeof(ReferralSide).GetField("_referrals", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!
+            .SetValue(state.Referral, new List<string> { "s", "s" });
+
+        state.Prepare(8);
+
+        Assert.Equal(["s"], state.Referral.Referrals);
+        Assert.Equal([Start], state.Referral.ReferredAt);
     }
 
     private static LedgerEntry Adjust(long sequence, long points, DateTimeOffset expiresAt) =>
