@@ -158,8 +158,7 @@ public sealed partial class MemberGrain
             if (_state.MergedFrom.Contains(duplicateId)
                 && (await HolderOfAsync(_memberId, _state.MergedInto) is not { } holder || !await RepointLinksAsync(duplicateId, null, holder)))
             {
-                return MemberResult.Reject(LoyaltyError.Unavailable,
-                    $"'{duplicateId}' was merged into '{_memberId}', but not every referral link naming it could be moved yet; repeat the merge to finish");
+                return LinksNotMoved(duplicateId);
             }
 
             return closed;
@@ -176,8 +175,7 @@ public sealed partial class MemberGrain
             () => TakeInAsync(duplicateId, reason));
         if (taken.Result.Error == LoyaltyError.None && !await RepointLinksAsync(duplicateId, taken.Transfer, _memberId))
         {
-            return MemberResult.Reject(LoyaltyError.Unavailable,
-                $"'{duplicateId}' was merged into '{_memberId}', but not every referral link naming it could be moved yet; repeat the merge to finish");
+            return LinksNotMoved(duplicateId);
         }
 
         return taken.Result;
@@ -362,6 +360,10 @@ public sealed partial class MemberGrain
 
         return done;
     }
+
+    /// <summary>The answer of a merge recorded whose referral links could not all be moved yet.</summary>
+    private MemberResult LinksNotMoved(string duplicateId) => MemberResult.Reject(LoyaltyError.Unavailable,
+        $"'{duplicateId}' was merged into '{_memberId}', but not every referral link naming it could be moved yet; repeat the merge to finish");
 
     /// <summary>A refusal when the member takes no more changes: not enrolled, erased, or merged away.</summary>
     private MemberResult? Closed() =>

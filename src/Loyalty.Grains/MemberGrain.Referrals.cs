@@ -211,8 +211,7 @@ public sealed partial class MemberGrain
         // stands for whoever holds its account now: the link ends there when the merge is repeated,
         // so cycle checks follow it there already. A link to a member since merged into this one
         // (a survivor referred by its duplicate) rewards nobody and leads nowhere.
-        string? mergedInto = (await LinkSteps(referrer).GetLinks()).MergedInto;
-        string holder = mergedInto is null ? referrer : await HolderOfAsync(referrer, mergedInto) ?? referrer;
+        string holder = await HolderOfAsync(referrer, (await LinkSteps(referrer).GetLinks()).MergedInto) ?? referrer;
         return holder == _memberId ? null : holder;
     }
 

@@ -933,40 +933,27 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             ? read
             : new MemberState();
         IReadOnlyList<LedgerEntry> entries = await _services.Store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
-        string? diverged = null;
-        if (state.Sequence == 0)
+        bool fromSnapshot = state.Sequence > 0;
+        string? diverged = fromSnapshot ? ReplayOverSnapshot(state, entries) : null;
+        if (!fromSnapshot || diverged is not null)
         {
+            if (diverged is not null)
+            {
+                // A snapshot that does not agree with the entries after it is not trusted: the
+                // ledger alone rebuilds the member, and the next snapshot replaces the row.
+                LogSnapshotDiverged(_services.Logger, _programId, _memberId, diverged);
+                state = new MemberState();
+                entries = await _services.Store.ReadAfterAsync(_programId, _memberId, 0, CancellationToken.None);
+            }
+
             Replay(state, entries);
-        }
-        else
-        {
-            try
-            {
-                Replay(state, entries);
-                state.Lots.AssertInvariants(state.Sequence);
-            }
-            catch (Exception e) when (e is InvalidOperationException or ArithmeticException && entries.All(entry => Enum.IsDefined(entry.Kind)))
-            {
-                // (An entry of a kind this version does not know fails the ledger's replay too.)
-                diverged = e.Message;
-            }
+            // The lots are checked once per load, not after each entry replayed (a ledger written
+            // by an older version may pass through states today's rules would not make). A member
+            // whose ledger rebuilds them wrong is not served: it fails to load, visibly, rather
+            // than failing every later change.
+            state.Lots.AssertInvariants(state.Sequence);
         }
 
-        if (diverged is not null)
-        {
-            // A snapshot that does not agree with the entries after it is not trusted: the ledger
-            // alone rebuilds the member, and the next snapshot replaces the row.
-            LogSnapshotDiverged(_services.Logger, _programId, _memberId, diverged);
-            state = new MemberState();
-            entries = await _services.Store.ReadAfterAsync(_programId, _memberId, 0, CancellationToken.None);
-            Replay(state, entries);
-        }
-
-        // The lots are checked once per load, not after each entry replayed (a ledger written by an
-        // older version may pass through states today's rules would not make). A member whose
-        // ledger rebuilds them wrong is not served: it fails to load, visibly, rather than failing
-        // every later change.
-        state.Lots.AssertInvariants(state.Sequence);
         state.Returns.Trim();
         if (state.Enrolled)
         {
@@ -995,6 +982,25 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         foreach (LedgerEntry entry in entries)
         {
             state.Apply(entry, _services.Options.RecentTransactionsMax);
+        }
+    }
+
+    /// <summary>
+    /// Applies the entries after a snapshot to it and checks its lots: null when they agree, else
+    /// why not (the state is then half-made and dropped). An entry of a kind this version does not
+    /// know is not the snapshot's fault: it propagates, as the ledger's replay would fail on it too.
+    /// </summary>
+    private string? ReplayOverSnapshot(MemberState state, IReadOnlyList<LedgerEntry> entries)
+    {
+        try
+        {
+            Replay(state, entries);
+            state.Lots.AssertInvariants(state.Sequence);
+            return null;
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArithmeticException && entries.All(entry => Enum.IsDefined(entry.Kind)))
+        {
+            return e.Message;
         }
     }
 

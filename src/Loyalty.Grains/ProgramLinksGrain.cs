@@ -46,7 +46,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     public async Task<MemberResult> Merge(string survivorId, string duplicateId, string reason)
     {
         await using IAsyncDisposable held = await LockAsync();
-        await CompletePendingMergeAsync(survivorId);
+        await CompletePendingMergeAsync(survivorId, (await Steps(survivorId).GetLinks()).MergedInto);
         MemberView? duplicate = await Steps(duplicateId).GetCommitted();
         if (duplicate?.MergedInto == survivorId)
         {
@@ -54,9 +54,9 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
             return await Steps(survivorId).MergeDuplicate(duplicateId, reason);
         }
 
-        if (duplicate?.MergedInto is not null)
+        if (duplicate?.MergedInto is { } elsewhere)
         {
-            await CompletePendingMergeAsync(duplicateId);
+            await CompletePendingMergeAsync(duplicateId, elsewhere);
         }
 
         if (await MergeCycleAsync(survivorId, duplicateId, duplicate) is { } why)
@@ -68,12 +68,13 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     }
 
     /// <summary>
-    /// When <paramref name="memberId"/> was detached into a survivor that has not taken it in (a
-    /// merge cut short), finishes that merge; the survivor answers at once when it already has.
+    /// When <paramref name="memberId"/> was detached into <paramref name="survivor"/> (its ledger's
+    /// <c>merged_into</c>), finishes that merge if it was cut short; the survivor answers at once
+    /// when it already took the member in.
     /// </summary>
-    private async Task CompletePendingMergeAsync(string memberId)
+    private async Task CompletePendingMergeAsync(string memberId, string? survivor)
     {
-        if (await Steps(memberId).GetCommitted() is { MergedInto: { } survivor })
+        if (survivor is not null)
         {
             await Steps(survivor).MergeDuplicate(memberId, $"completes the merge of '{memberId}' into '{survivor}'");
         }

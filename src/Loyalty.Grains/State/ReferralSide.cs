@@ -162,6 +162,7 @@ public sealed class ReferralSide
             return;
         }
 
+        Writable();
         var seen = new HashSet<string>(referrals.Count, StringComparer.Ordinal);
         int kept = 0;
         for (int i = 0; i < referrals.Count; i++)
@@ -174,12 +175,8 @@ public sealed class ReferralSide
             }
         }
 
-        if (kept < referrals.Count)
-        {
-            Writable();
-            referrals.RemoveRange(kept, referrals.Count - kept);
-            _referredAt!.RemoveRange(kept, _referredAt.Count - kept);
-        }
+        referrals.RemoveRange(kept, referrals.Count - kept);
+        _referredAt!.RemoveRange(kept, _referredAt.Count - kept);
     }
 
     /// <summary>

@@ -974,6 +974,33 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(["s", "d", "c", "r", "x"]);
     }
 
+    [Fact]
+    public async Task AMergeCutShort_WhoseSurvivorWasMergedOnFurtherThanCanBeFollowed_AnswersUnavailable_AndMovesNothing()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await EnrolAsync("s");
+        await EnrolAsync("d");
+        await EnrolAsync("r", "d");
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Repointed);
+        Assert.Equal(LoyaltyError.Unavailable, (await Member("s").MergeFrom("d", "duplicate")).Error);
+        Faults().Disarm();
+        // s merged on, one account into the next, one step more than MergeChainFollowedMax.
+        string previous = "s";
+        for (int i = 1; i <= MemberGrain.MergeChainFollowedMax + 1; i++)
+        {
+            await EnrolAsync($"c{i}");
+            Assert.Null(Error(await Member($"c{i}").MergeFrom(previous, "duplicate")));
+            previous = $"c{i}";
+        }
+
+        MemberResult again = await Member("s").MergeFrom("d", "duplicate");
+
+        Assert.Equal(LoyaltyError.Unavailable, again.Error);
+        Assert.Contains("repeat the merge to finish", again.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal("d", (await Member("r").Get())!.ReferredBy);
+        Assert.Equal(0L, await CountAsync("r", LedgerEntryKind.Repointed));
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
