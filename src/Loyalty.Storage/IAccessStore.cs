@@ -27,6 +27,37 @@ public sealed record AccessKeyRow(
     public bool EndedBefore(DateTimeOffset at) => RevokedAt < at || ExpiresAt < at;
 }
 
+/// <summary>
+/// The bounds a new key is held to, checked by the store under the same lock as its insert, so
+/// that concurrent creates, on one node or several, can never pass them together.
+/// </summary>
+/// <param name="ActiveMax">Keys of the program (operator keys for an empty id) that work at <paramref name="Now"/>, before the new one.</param>
+/// <param name="CreatedMax">Keys of the program created at or after <paramref name="CreatedSince"/>, revoked ones included, before the new one; <see cref="int.MaxValue"/> for no bound.</param>
+/// <param name="CreatedSince">Where the window <paramref name="CreatedMax"/> counts in starts.</param>
+/// <param name="Now">The instant a key's expiry is compared with.</param>
+public sealed record KeyAllowance(int ActiveMax, int CreatedMax, DateTimeOffset CreatedSince, DateTimeOffset Now);
+
+/// <summary>What became of a key's insert.</summary>
+public enum KeyInsert
+{
+    /// <summary>The key is stored.</summary>
+    Inserted,
+
+    /// <summary>A key with its id is stored already (perhaps ended long ago); nothing changed.</summary>
+    IdTaken,
+
+    /// <summary>Its program has <see cref="KeyAllowance.ActiveMax"/> working keys; nothing changed.</summary>
+    TooManyActive,
+
+    /// <summary>Its program had <see cref="KeyAllowance.CreatedMax"/> keys created in the window; nothing changed.</summary>
+    TooManyCreated,
+}
+
+/// <summary>What became of a revocation.</summary>
+/// <param name="Key">The key as stored afterwards; null when there is no such key.</param>
+/// <param name="LastOperatorKey">True when it was refused because the key is the last working operator key (nothing changed).</param>
+public sealed record KeyRevocation(AccessKeyRow? Key, bool LastOperatorKey);
+
 /// <summary>One record of the audit trail.</summary>
 /// <param name="Id">Ascending with time of writing, per database.</param>
 /// <param name="ProgramId">The program the call was about; empty for operator-level calls.</param>
@@ -46,11 +77,20 @@ public interface IAccessStore
     /// <summary>The outcome recorded before a call has finished.</summary>
     const string OutcomeStarted = "STARTED";
 
-    /// <summary>Inserts a key; false when its id is taken (nothing is changed then).</summary>
-    Task<bool> TryInsertKeyAsync(AccessKeyRow key, CancellationToken cancellationToken);
+    /// <summary>
+    /// Inserts a key unless its id is taken or, with an <paramref name="allowance"/>, its program
+    /// is at one of the allowance's bounds. The checks and the insert are one step against every
+    /// other key change of every node (nothing is changed on a refusal).
+    /// </summary>
+    Task<KeyInsert> InsertKeyAsync(AccessKeyRow key, KeyAllowance? allowance, CancellationToken cancellationToken);
 
-    /// <summary>Marks a key revoked at <paramref name="at"/> unless it already is; null when there is no such key.</summary>
-    Task<AccessKeyRow?> RevokeKeyAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken);
+    /// <summary>
+    /// Marks a key revoked at <paramref name="at"/> unless it already is, or unless it is the last
+    /// operator key working at <paramref name="at"/>: that check and the revocation are one step
+    /// against every other key change, so two operators revoking the last two keys at once cannot
+    /// lock everyone out.
+    /// </summary>
+    Task<KeyRevocation> RevokeKeyAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken);
 
     /// <summary>
     /// Keys changed (created or revoked) at or after <paramref name="since"/> by the database's

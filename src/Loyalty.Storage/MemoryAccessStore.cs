@@ -8,33 +8,53 @@ public sealed class MemoryAccessStore(TimeProvider clock) : IAccessStore
     private readonly List<AuditRow> _audit = [];
 
     /// <inheritdoc />
-    public Task<bool> TryInsertKeyAsync(AccessKeyRow key, CancellationToken cancellationToken)
+    public Task<KeyInsert> InsertKeyAsync(AccessKeyRow key, KeyAllowance? allowance, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            return Task.FromResult(_keys.TryAdd(key.KeyId, (key, clock.GetUtcNow())));
+            KeyInsert outcome = _keys.ContainsKey(key.KeyId) ? KeyInsert.IdTaken
+                : allowance is null ? KeyInsert.Inserted
+                : CountActive(key.ProgramId, null, allowance.Now) >= allowance.ActiveMax ? KeyInsert.TooManyActive
+                : _keys.Values.Count(e => e.Key.ProgramId == key.ProgramId && e.Key.CreatedAt >= allowance.CreatedSince) >= allowance.CreatedMax
+                    ? KeyInsert.TooManyCreated
+                : KeyInsert.Inserted;
+            if (outcome == KeyInsert.Inserted)
+            {
+                _keys.Add(key.KeyId, (key, clock.GetUtcNow()));
+            }
+
+            return Task.FromResult(outcome);
         }
     }
 
     /// <inheritdoc />
-    public Task<AccessKeyRow?> RevokeKeyAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken)
+    public Task<KeyRevocation> RevokeKeyAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
             if (!_keys.TryGetValue(keyId, out (AccessKeyRow Key, DateTimeOffset ChangedAt) entry))
             {
-                return Task.FromResult<AccessKeyRow?>(null);
+                return Task.FromResult(new KeyRevocation(null, LastOperatorKey: false));
             }
 
-            if (entry.Key.RevokedAt is null)
+            if (entry.Key.RevokedAt is not null)
             {
-                entry = (entry.Key with { RevokedAt = at }, clock.GetUtcNow());
-                _keys[keyId] = entry;
+                return Task.FromResult(new KeyRevocation(entry.Key, LastOperatorKey: false));
             }
 
-            return Task.FromResult<AccessKeyRow?>(entry.Key);
+            if (entry.Key.ProgramId.Length == 0 && !(entry.Key.ExpiresAt <= at) && CountActive("", keyId, at) == 0)
+            {
+                return Task.FromResult(new KeyRevocation(entry.Key, LastOperatorKey: true));
+            }
+
+            entry = (entry.Key with { RevokedAt = at }, clock.GetUtcNow());
+            _keys[keyId] = entry;
+            return Task.FromResult(new KeyRevocation(entry.Key, LastOperatorKey: false));
         }
     }
+
+    private int CountActive(string programId, string? exceptKeyId, DateTimeOffset now) =>
+        _keys.Values.Count(e => e.Key.ProgramId == programId && e.Key.KeyId != exceptKeyId && e.Key.RevokedAt is null && !(e.Key.ExpiresAt <= now));
 
     /// <inheritdoc />
     public Task<(IReadOnlyList<AccessKeyRow> Keys, DateTimeOffset DatabaseNow)> ReadKeysChangedSinceAsync(DateTimeOffset? since, CancellationToken cancellationToken)

@@ -29,31 +29,94 @@ public abstract class SqlAccessStore : IAccessStore
     /// <summary>A stored time back.</summary>
     protected abstract DateTimeOffset FromDb(DbDataReader reader, int ordinal);
 
+    /// <summary>
+    /// Begins a transaction in which key changes are serialized against every other connection's:
+    /// the checks of a key's insert or revocation and the change itself see the same keys.
+    /// </summary>
+    protected abstract Task<DbTransaction> BeginKeyChangeAsync(DbConnection connection, CancellationToken cancellationToken);
+
     /// <inheritdoc />
-    public async Task<bool> TryInsertKeyAsync(AccessKeyRow key, CancellationToken cancellationToken)
+    public async Task<KeyInsert> InsertKeyAsync(AccessKeyRow key, KeyAllowance? allowance, CancellationToken cancellationToken)
     {
         await using DbConnection connection = await OpenAsync(cancellationToken);
-        await using DbCommand command = Command(connection,
-            $"INSERT INTO access_keys ({KeyColumns}, changed_at) VALUES (@k, @p, @s, @st, @n, @h, @c, @cb, @e, NULL, {NowSql}) " +
-            "ON CONFLICT (key_id) DO NOTHING;",
+        await using DbTransaction transaction = await BeginKeyChangeAsync(connection, cancellationToken);
+        KeyInsert refusal = await ExistsAsync(transaction, key.KeyId, cancellationToken) ? KeyInsert.IdTaken
+            : allowance is null ? KeyInsert.Inserted
+            : await CountActiveAsync(transaction, key.ProgramId, null, allowance.Now, cancellationToken) >= allowance.ActiveMax ? KeyInsert.TooManyActive
+            : allowance.CreatedMax < int.MaxValue && await CountCreatedSinceAsync(transaction, key.ProgramId, allowance.CreatedSince, cancellationToken) >= allowance.CreatedMax
+                ? KeyInsert.TooManyCreated
+            : KeyInsert.Inserted;
+        if (refusal != KeyInsert.Inserted)
+        {
+            return refusal;
+        }
+
+        await using (DbCommand command = Command(transaction,
+            $"INSERT INTO access_keys ({KeyColumns}, changed_at) VALUES (@k, @p, @s, @st, @n, @h, @c, @cb, @e, NULL, {NowSql});",
             ("@k", key.KeyId), ("@p", key.ProgramId), ("@s", key.Scope), ("@st", key.StoreIds), ("@n", key.Name),
             ("@h", key.SecretSha256), ("@c", ToDb(key.CreatedAt)), ("@cb", key.CreatedBy),
-            ("@e", key.ExpiresAt is { } expires ? ToDb(expires) : DBNull.Value));
-        return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
+            ("@e", key.ExpiresAt is { } expires ? ToDb(expires) : DBNull.Value)))
+        {
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+        return KeyInsert.Inserted;
     }
 
     /// <inheritdoc />
-    public async Task<AccessKeyRow?> RevokeKeyAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken)
+    public async Task<KeyRevocation> RevokeKeyAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken)
     {
         await using DbConnection connection = await OpenAsync(cancellationToken);
-        await using (DbCommand revoke = Command(connection,
-            $"UPDATE access_keys SET revoked_at = @r, changed_at = {NowSql} WHERE key_id = @k AND revoked_at IS NULL;",
-            ("@k", keyId), ("@r", ToDb(at))))
+        await using DbTransaction transaction = await BeginKeyChangeAsync(connection, cancellationToken);
+        AccessKeyRow? key = await ReadKeyAsync(transaction, keyId, cancellationToken);
+        if (key is null || key.RevokedAt is not null)
+        {
+            return new KeyRevocation(key, LastOperatorKey: false);
+        }
+
+        // Operator keys are the keys of no program.
+        if (key.ProgramId.Length == 0 && !(key.ExpiresAt <= at) && await CountActiveAsync(transaction, "", keyId, at, cancellationToken) == 0)
+        {
+            return new KeyRevocation(key, LastOperatorKey: true);
+        }
+
+        await using (DbCommand revoke = Command(transaction,
+            $"UPDATE access_keys SET revoked_at = @r, changed_at = {NowSql} WHERE key_id = @k;", ("@k", keyId), ("@r", ToDb(at))))
         {
             await revoke.ExecuteNonQueryAsync(cancellationToken);
         }
 
-        await using DbCommand select = Command(connection, $"SELECT {KeyColumns} FROM access_keys WHERE key_id = @k;", ("@k", keyId));
+        AccessKeyRow? revoked = await ReadKeyAsync(transaction, keyId, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return new KeyRevocation(revoked, LastOperatorKey: false);
+    }
+
+    private static async Task<bool> ExistsAsync(DbTransaction transaction, string keyId, CancellationToken cancellationToken)
+    {
+        await using DbCommand command = Command(transaction, "SELECT 1 FROM access_keys WHERE key_id = @k;", ("@k", keyId));
+        return await command.ExecuteScalarAsync(cancellationToken) is not null;
+    }
+
+    /// <summary>Keys of a program that work at <paramref name="now"/>, but for <paramref name="exceptKeyId"/>.</summary>
+    private async Task<long> CountActiveAsync(DbTransaction transaction, string programId, string? exceptKeyId, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        await using DbCommand command = Command(transaction,
+            "SELECT COUNT(*) FROM access_keys WHERE program_id = @p AND key_id <> @x AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > @n);",
+            ("@p", programId), ("@x", exceptKeyId ?? ""), ("@n", ToDb(now)));
+        return Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private async Task<long> CountCreatedSinceAsync(DbTransaction transaction, string programId, DateTimeOffset since, CancellationToken cancellationToken)
+    {
+        await using DbCommand command = Command(transaction,
+            "SELECT COUNT(*) FROM access_keys WHERE program_id = @p AND created_at >= @s;", ("@p", programId), ("@s", ToDb(since)));
+        return Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private async Task<AccessKeyRow?> ReadKeyAsync(DbTransaction transaction, string keyId, CancellationToken cancellationToken)
+    {
+        await using DbCommand select = Command(transaction, $"SELECT {KeyColumns} FROM access_keys WHERE key_id = @k;", ("@k", keyId));
         await using DbDataReader reader = await select.ExecuteReaderAsync(cancellationToken);
         return await reader.ReadAsync(cancellationToken) ? ReadKey(reader) : null;
     }
@@ -152,6 +215,22 @@ public sealed class PostgresAccessStore(string connectionString) : SqlAccessStor
     /// <inheritdoc />
     protected override object ToDb(DateTimeOffset value) => value.UtcDateTime;
 
+    /// <summary>
+    /// The advisory lock every key change takes (one for all programs: keys change a few times a
+    /// day, and a single lock also covers the operator keys, which belong to no program).
+    /// </summary>
+    private const long KeyChangeLockKey = 0x4C47_4B45_5953; // "LGKEYS"
+
+    /// <inheritdoc />
+    protected override async Task<DbTransaction> BeginKeyChangeAsync(DbConnection connection, CancellationToken cancellationToken)
+    {
+        // Read committed: each statement after the lock sees every change committed before it.
+        DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await using DbCommand command = Command(transaction, $"SELECT pg_advisory_xact_lock({KeyChangeLockKey});");
+        await command.ExecuteNonQueryAsync(cancellationToken);
+        return transaction;
+    }
+
     /// <inheritdoc />
     protected override DateTimeOffset FromDb(DbDataReader reader, int ordinal) => new(reader.GetDateTime(ordinal), TimeSpan.Zero);
 
@@ -171,6 +250,12 @@ public sealed class SqliteAccessStore(string connectionString) : SqlAccessStore
 
     /// <inheritdoc />
     protected override object ToDb(DateTimeOffset value) => UnixMicros.From(value);
+
+    /// <inheritdoc />
+    protected override Task<DbTransaction> BeginKeyChangeAsync(DbConnection connection, CancellationToken cancellationToken) =>
+        // BEGIN IMMEDIATE: the file's write lock is taken before the first read, so no other
+        // connection writes between the checks and the change.
+        Task.FromResult<DbTransaction>(((SqliteConnection)connection).BeginTransaction(deferred: false));
 
     /// <inheritdoc />
     protected override DateTimeOffset FromDb(DbDataReader reader, int ordinal) => UnixMicros.To(reader.GetInt64(ordinal));

@@ -58,7 +58,9 @@ internal sealed partial class AccessLifecycle(
             return;
         }
 
-        (AccessKey key, string token) = await registry.CreateAsync("", AccessScope.Operator, [], "first operator key", expiresAt: null, "bootstrap", cancellationToken);
+        (_, AccessKey? created, string token) = await registry.CreateAsync("", AccessScope.Operator, [], "first operator key", expiresAt: null, "bootstrap",
+            heldToDayAllowance: false, cancellationToken);
+        AccessKey key = created ?? throw new InvalidOperationException("The first operator key was refused: the database holds the most operator keys already.");
         string path = Path.GetFullPath(auth.OperatorKeyFile);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         // A new file, readable by the owner only from its first byte, then moved over any old
@@ -99,7 +101,7 @@ internal sealed partial class AccessLifecycle(
 
         var row = new AccessKeyRow(keyId, "", AccessScope.Operator.ToStored(), "", "configured operator key", KeyTokens.Hash(secret),
             clock.GetUtcNow(), "configuration", ExpiresAt: null, RevokedAt: null);
-        if (!await store.TryInsertKeyAsync(row, cancellationToken))
+        if (await store.InsertKeyAsync(row, allowance: null, cancellationToken) != KeyInsert.Inserted)
         {
             // Its row is there, but no node holds it: it ended (was revoked, or expired) longer ago
             // than keys are kept. It stays ended; storing it again would revive a key taken out of use.

@@ -90,52 +90,62 @@ public sealed partial class KeyRegistry(
             .Where(k => k.ProgramId == programId && (includeRevoked || k.Row.RevokedAt is null))
             .OrderBy(k => k.Row.CreatedAt).ThenBy(k => k.KeyId, StringComparer.Ordinal)];
 
-    /// <summary>How many keys of a program (operator keys for an empty id) work now.</summary>
-    public int CountActive(string programId)
-    {
-        DateTimeOffset now = clock.GetUtcNow();
-        return _keys.Values.Count(k => k.ProgramId == programId && k.Unusable(now) is null);
-    }
-
-    /// <summary>Keys of a program (operator keys for an empty id) created at or after <paramref name="since"/>, revoked ones included.</summary>
-    public int CountCreatedSince(string programId, DateTimeOffset since) =>
-        _keys.Values.Count(k => k.ProgramId == programId && k.Row.CreatedAt >= since);
-
     /// <summary>Keys a program's admins may create for it in any 24 hours (see <see cref="AuthOptions.KeysCreatedPerDayMax"/>).</summary>
     public int KeysCreatedPerDayMax => Math.Max(1, options.Value.KeysCreatedPerDayMax);
 
-    /// <summary>Stores a new key and returns it with its token (the only time the secret exists outside the caller).</summary>
-    public async Task<(AccessKey Key, string Token)> CreateAsync(
-        string programId, AccessScope scope, IReadOnlyCollection<string> storeIds, string name, DateTimeOffset? expiresAt, string createdBy, CancellationToken cancellationToken)
+    /// <summary>
+    /// Stores a new key and returns it with its token (the only time the secret exists outside the
+    /// caller), or the bound that refused it with no key. The store checks the bounds in the same
+    /// step as the insert, against every node's keys: at most <see cref="OperatorKeysMax"/> or
+    /// <see cref="KeysPerProgramMax"/> working, and, when <paramref name="heldToDayAllowance"/>,
+    /// <see cref="KeysCreatedPerDayMax"/> created in the last 24 hours.
+    /// </summary>
+    public async Task<(KeyInsert Outcome, AccessKey? Key, string Token)> CreateAsync(string programId, AccessScope scope, IReadOnlyCollection<string> storeIds,
+        string name, DateTimeOffset? expiresAt, string createdBy, bool heldToDayAllowance, CancellationToken cancellationToken)
     {
         while (true)
         {
             (string keyId, string secret, string token) = KeyTokens.New();
+            DateTimeOffset now = Microseconds(clock.GetUtcNow());
             var row = new AccessKeyRow(keyId, programId, scope.ToStored(), string.Join(',', storeIds), name, KeyTokens.Hash(secret),
-                Microseconds(clock.GetUtcNow()), createdBy, expiresAt is { } at ? Microseconds(at) : null, RevokedAt: null);
-            // 64 random bits of id: a collision is astronomically rare, and then a new id is drawn.
-            if (await store.TryInsertKeyAsync(row, cancellationToken))
+                now, createdBy, expiresAt is { } at ? Microseconds(at) : null, RevokedAt: null);
+            var allowance = new KeyAllowance(programId.Length == 0 ? OperatorKeysMax : KeysPerProgramMax,
+                heldToDayAllowance ? KeysCreatedPerDayMax : int.MaxValue, now.AddDays(-1), now);
+            switch (await store.InsertKeyAsync(row, allowance, cancellationToken))
             {
-                AccessKey key = AccessKey.From(row);
-                _keys[keyId] = key;
-                return (key, token);
+                case KeyInsert.Inserted:
+                    AccessKey key = AccessKey.From(row);
+                    _keys[keyId] = key;
+                    return (KeyInsert.Inserted, key, token);
+                case KeyInsert.IdTaken:
+                    // 64 random bits of id: a collision is astronomically rare, and then a new id is drawn.
+                    continue;
+                case var refused:
+                    return (refused, null, "");
             }
         }
     }
 
-    /// <summary>Revokes a key at once on this node (the others follow within one refresh); null when there is no such key.</summary>
-    public async Task<AccessKey?> RevokeAsync(string keyId, CancellationToken cancellationToken)
+    /// <summary>
+    /// Revokes a key at once on this node (the others follow within one refresh). Null when there
+    /// is no such key; the key unchanged and true when it is the last working operator key.
+    /// </summary>
+    public async Task<(AccessKey? Key, bool LastOperatorKey)> RevokeAsync(string keyId, CancellationToken cancellationToken)
     {
-        AccessKeyRow? row = await store.RevokeKeyAsync(keyId, Microseconds(clock.GetUtcNow()), cancellationToken);
-        if (row is null)
+        KeyRevocation revocation = await store.RevokeKeyAsync(keyId, Microseconds(clock.GetUtcNow()), cancellationToken);
+        if (revocation.Key is null)
         {
-            return null;
+            return (null, false);
         }
 
-        AccessKey key = AccessKey.From(row);
-        _keys[keyId] = key;
-        _quotas.TryRemove(keyId, out _);
-        return key;
+        AccessKey key = AccessKey.From(revocation.Key);
+        if (!revocation.LastOperatorKey)
+        {
+            _keys[keyId] = key;
+            _quotas.TryRemove(keyId, out _);
+        }
+
+        return (key, revocation.LastOperatorKey);
     }
 
     /// <summary>How long a revoked or expired key is kept (see <see cref="AuthOptions.EndedKeysKeptDays"/>).</summary>

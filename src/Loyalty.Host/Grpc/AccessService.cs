@@ -39,21 +39,19 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
             }
         }
 
-        int max = scope == AccessScope.Operator ? KeyRegistry.OperatorKeysMax : KeyRegistry.KeysPerProgramMax;
-        if (keys.CountActive(request.ProgramId) >= max)
+        // Operators are not held to the day's allowance: a program's leaked admin key that used up
+        // the day must not keep the operators from issuing the program's new keys.
+        (KeyInsert outcome, AccessKey? key, string token) = await keys.CreateAsync(request.ProgramId, scope, stores, request.Name, expires, caller.Key.KeyId,
+            heldToDayAllowance: caller.Key.Scope != AccessScope.Operator, context.CancellationToken);
+        if (key is null)
         {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"at most {max} active keys; revoke one first"));
+            throw outcome == KeyInsert.TooManyCreated
+                ? new RpcException(new Status(StatusCode.ResourceExhausted,
+                    $"at most {keys.KeysCreatedPerDayMax} keys created in 24 hours, revoked ones included; try again later"))
+                : new RpcException(new Status(StatusCode.FailedPrecondition,
+                    $"at most {(scope == AccessScope.Operator ? KeyRegistry.OperatorKeysMax : KeyRegistry.KeysPerProgramMax)} active keys; revoke one first"));
         }
 
-        // Operators are not held to it: a program's leaked admin key that used up the day must not
-        // keep the operators from issuing the program's new keys.
-        if (caller.Key.Scope != AccessScope.Operator && keys.CountCreatedSince(request.ProgramId, clock.GetUtcNow().AddDays(-1)) >= keys.KeysCreatedPerDayMax)
-        {
-            throw new RpcException(new Status(StatusCode.ResourceExhausted,
-                $"at most {keys.KeysCreatedPerDayMax} keys created in 24 hours, revoked ones included; try again later"));
-        }
-
-        (AccessKey key, string token) = await keys.CreateAsync(request.ProgramId, scope, stores, request.Name, expires, caller.Key.KeyId, context.CancellationToken);
         return new V1.CreatedKey { Key = ToMessage(key), Secret = token };
     }
 
@@ -74,13 +72,17 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
             throw new RpcException(new Status(StatusCode.NotFound, $"no key '{Bounded.Echo(request.KeyId)}' in this program"));
         }
 
-        if (key.Scope == AccessScope.Operator && key.Row.RevokedAt is null && keys.CountActive("") <= 1)
+        (AccessKey? revoked, bool lastOperatorKey) = await keys.RevokeAsync(request.KeyId, context.CancellationToken);
+        if (revoked is null)
+        {
+            throw new RpcException(new Status(StatusCode.NotFound, $"no key '{Bounded.Echo(request.KeyId)}'"));
+        }
+
+        if (lastOperatorKey)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, "this is the last operator key; create another before revoking it"));
         }
 
-        AccessKey revoked = await keys.RevokeAsync(request.KeyId, context.CancellationToken)
-            ?? throw new RpcException(new Status(StatusCode.NotFound, $"no key '{Bounded.Echo(request.KeyId)}'"));
         return ToMessage(revoked);
     }
 

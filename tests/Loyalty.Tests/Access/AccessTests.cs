@@ -250,6 +250,124 @@ public sealed class AccessTests(ITestOutputHelper output)
         Assert.Equal("issued by the operators", byOperator.Key.Name);
     }
 
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task CreateKey_SentAtOnce_ByAProgramsAdmin_NeverPassesTheDaysAllowance(Backend backend)
+    {
+        const int Allowance = 5, Sent = 40;
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "keydayrace"), null, $"--Auth:KeysCreatedPerDayMax={Allowance}");
+        (_, string admin) = await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Channel.WithKey(admin));
+        int before = (await access.ListKeysAsync(new V1.ListKeysRequest { ProgramId = ProgramA, IncludeRevoked = true })).Keys.Count;
+
+        StatusCode[] codes = await Task.WhenAll(Enumerable.Range(0, Sent).Select(i => Task.Run(async () =>
+        {
+            try
+            {
+                await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "at once " + i });
+                return StatusCode.OK;
+            }
+            catch (RpcException e)
+            {
+                Assert.True(e.StatusCode != StatusCode.ResourceExhausted || e.Status.Detail.StartsWith($"at most {Allowance} keys created", StringComparison.Ordinal), e.Status.Detail);
+                return e.StatusCode;
+            }
+        })));
+        long stored = Assert.Single(await Sql.RowsAsync(engine.Storage, $"SELECT COUNT(*) FROM access_keys WHERE program_id = '{ProgramA}'", r => r.GetInt64(0)));
+
+        Assert.Equal(Allowance - before, codes.Count(c => c == StatusCode.OK));
+        Assert.Equal(Sent - (Allowance - before), codes.Count(c => c == StatusCode.ResourceExhausted));
+        Assert.Equal(Allowance, stored);
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task KeyInserts_FromTwoNodesAtOnce_KeepEveryBound(Backend backend)
+    {
+        // Two stores on one database stand for two nodes: the bounds are the database's, not a node's.
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "keybounds"));
+        IAccessStore[] nodes = [NewAccessStore(engine.Storage), NewAccessStore(engine.Storage)];
+        try
+        {
+            DateTimeOffset now = DateTimeOffset.UtcNow;
+            var byDay = new KeyAllowance(ActiveMax: 1_000, CreatedMax: 7, now.AddDays(-1), now);
+            var byActive = new KeyAllowance(ActiveMax: 4, CreatedMax: int.MaxValue, now.AddDays(-1), now);
+
+            KeyInsert[] day = await InsertAtOnceAsync(nodes, "race-day", byDay, 100);
+            KeyInsert[] active = await InsertAtOnceAsync(nodes, "race-active", byActive, 100);
+
+            Assert.Equal((7, 93), (day.Count(o => o == KeyInsert.Inserted), day.Count(o => o == KeyInsert.TooManyCreated)));
+            Assert.Equal((4, 96), (active.Count(o => o == KeyInsert.Inserted), active.Count(o => o == KeyInsert.TooManyActive)));
+            Assert.Equal([7L, 4L], await Sql.RowsAsync(engine.Storage,
+                "SELECT COUNT(*) FROM access_keys WHERE program_id IN ('race-day', 'race-active') GROUP BY program_id ORDER BY program_id DESC", r => r.GetInt64(0)));
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task RevokingEveryOperatorKeyAtOnce_FromTwoNodes_LeavesExactlyOneWorking(Backend backend)
+    {
+        const int Rounds = 20, AddedPerRound = 3;
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "lastoperator"));
+        IAccessStore[] nodes = [NewAccessStore(engine.Storage), NewAccessStore(engine.Storage)];
+        var refusedPerRound = new List<int>();
+        try
+        {
+            for (int round = 0; round < Rounds; round++)
+            {
+                for (int i = 0; i < AddedPerRound; i++)
+                {
+                    Assert.Equal(KeyInsert.Inserted, await nodes[0].InsertKeyAsync(NewRow("", $"operator {round}.{i}"), null, CancellationToken.None));
+                }
+
+                List<string> working = await Sql.RowsAsync(engine.Storage, "SELECT key_id FROM access_keys WHERE program_id = '' AND revoked_at IS NULL", r => r.GetString(0));
+                DateTimeOffset at = DateTimeOffset.UtcNow;
+                KeyRevocation[] outcomes = await Task.WhenAll(working.Select((id, n) =>
+                    Task.Run(() => nodes[n % 2].RevokeKeyAsync(id, at, CancellationToken.None))));
+                refusedPerRound.Add(outcomes.Count(o => o.LastOperatorKey));
+                Assert.All(outcomes, o => Assert.Equal(o.LastOperatorKey, o.Key!.RevokedAt is null));
+            }
+
+            long left = Assert.Single(await Sql.RowsAsync(engine.Storage, "SELECT COUNT(*) FROM access_keys WHERE program_id = '' AND revoked_at IS NULL", r => r.GetInt64(0)));
+            Assert.Equal(Enumerable.Repeat(1, Rounds), refusedPerRound);
+            Assert.Equal(1, left);
+        }
+        finally
+        {
+            await DisposeAllAsync(nodes);
+        }
+    }
+
+    private static IAccessStore NewAccessStore(StorageOptions storage) => storage.Provider == StorageProvider.Postgres
+        ? new PostgresAccessStore(storage.ConnectionString)
+        : new SqliteAccessStore(storage.ConnectionString);
+
+    private static AccessKeyRow NewRow(string programId, string name)
+    {
+        (string keyId, string secret, _) = KeyTokens.New();
+        return new AccessKeyRow(keyId, programId, programId.Length == 0 ? "operator" : "reader", "", name, KeyTokens.Hash(secret),
+            DateTimeOffset.UtcNow, "test", ExpiresAt: null, RevokedAt: null);
+    }
+
+    private static Task<KeyInsert[]> InsertAtOnceAsync(IAccessStore[] nodes, string programId, KeyAllowance allowance, int count) =>
+        Task.WhenAll(Enumerable.Range(0, count).Select(i =>
+            Task.Run(() => nodes[i % nodes.Length].InsertKeyAsync(NewRow(programId, "at once " + i), allowance, CancellationToken.None))));
+
+    private static async Task DisposeAllAsync(IAccessStore[] stores)
+    {
+        foreach (IAsyncDisposable store in stores.OfType<IAsyncDisposable>())
+        {
+            await store.DisposeAsync();
+        }
+    }
+
     [Fact]
     public void TheKeyAllowanceAndTheDaysEndedKeysAreKept_AreAtLeastOne()
     {
@@ -287,7 +405,7 @@ public sealed class AccessTests(ITestOutputHelper output)
         await registry.ForgetEndedKeysAsync(CancellationToken.None);
         List<string> stored = await Sql.RowsAsync(engine.Storage, $"SELECT name FROM access_keys WHERE program_id = '{ProgramA}' ORDER BY name", r => r.GetString(0));
         AccessKeyRow again = new(revoked.Key.KeyId, ProgramA, "reader", "", "revived", new string('0', 64), DateTimeOffset.UtcNow, "test", null, null);
-        bool storedAgain = await engine.Services.GetRequiredService<IAccessStore>().TryInsertKeyAsync(again, CancellationToken.None);
+        bool storedAgain = await engine.Services.GetRequiredService<IAccessStore>().InsertKeyAsync(again, null, CancellationToken.None) == KeyInsert.Inserted;
         await registry.RefreshAsync(CancellationToken.None);
 
         Assert.False(revokedKeptAt31);
