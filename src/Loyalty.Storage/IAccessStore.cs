@@ -78,6 +78,12 @@ public interface IAccessStore
     const string OutcomeStarted = "STARTED";
 
     /// <summary>
+    /// How long another operator key must still work for a revocation to leave it as the last one:
+    /// a key that expires within the hour would leave nobody able to issue keys soon after.
+    /// </summary>
+    static readonly TimeSpan OperatorKeyLeftMargin = TimeSpan.FromHours(1);
+
+    /// <summary>
     /// Inserts a key unless its id is taken or, with an <paramref name="allowance"/>, its program
     /// is at one of the allowance's bounds. The checks and the insert are one step against every
     /// other key change of every node (nothing is changed on a refusal).
@@ -85,8 +91,8 @@ public interface IAccessStore
     Task<KeyInsert> InsertKeyAsync(AccessKeyRow key, KeyAllowance? allowance, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Marks a key revoked at <paramref name="at"/> unless it already is, or unless it is the last
-    /// operator key working at <paramref name="at"/>: that check and the revocation are one step
+    /// Marks a key revoked at <paramref name="at"/> unless it already is, or unless no other
+    /// operator key works until <see cref="OperatorKeyLeftMargin"/> after it: that check and the revocation are one step
     /// against every other key change, so two operators revoking the last two keys at once cannot
     /// lock everyone out.
     /// </summary>

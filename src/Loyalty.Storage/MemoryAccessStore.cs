@@ -42,7 +42,7 @@ public sealed class MemoryAccessStore(TimeProvider clock) : IAccessStore
                 return Task.FromResult(new KeyRevocation(entry.Key, LastOperatorKey: false));
             }
 
-            if (entry.Key.ProgramId.Length == 0 && !(entry.Key.ExpiresAt <= at) && CountActive("", keyId, at) == 0)
+            if (entry.Key.ProgramId.Length == 0 && !(entry.Key.ExpiresAt <= at) && CountActive("", keyId, at + IAccessStore.OperatorKeyLeftMargin) == 0)
             {
                 return Task.FromResult(new KeyRevocation(entry.Key, LastOperatorKey: true));
             }

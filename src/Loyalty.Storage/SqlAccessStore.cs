@@ -60,7 +60,9 @@ public abstract class SqlAccessStore : IAccessStore
             await command.ExecuteNonQueryAsync(cancellationToken);
         }
 
-        await transaction.CommitAsync(cancellationToken);
+        // Not cancelled by the caller once the change is decided: a commit the server made while the
+        // call answered CANCELLED would store a key whose secret reached nobody.
+        await transaction.CommitAsync(CancellationToken.None);
         return KeyInsert.Inserted;
     }
 
@@ -75,8 +77,10 @@ public abstract class SqlAccessStore : IAccessStore
             return new KeyRevocation(key, LastOperatorKey: false);
         }
 
-        // Operator keys are the keys of no program.
-        if (key.ProgramId.Length == 0 && !(key.ExpiresAt <= at) && await CountActiveAsync(transaction, "", keyId, at, cancellationToken) == 0)
+        // Operator keys are the keys of no program. Another counts only if it still works a while
+        // from now (see OperatorKeyLeftMargin): one about to expire would leave nobody in.
+        if (key.ProgramId.Length == 0 && !(key.ExpiresAt <= at)
+            && await CountActiveAsync(transaction, "", keyId, at + IAccessStore.OperatorKeyLeftMargin, cancellationToken) == 0)
         {
             return new KeyRevocation(key, LastOperatorKey: true);
         }
@@ -88,7 +92,7 @@ public abstract class SqlAccessStore : IAccessStore
         }
 
         AccessKeyRow? revoked = await ReadKeyAsync(transaction, keyId, cancellationToken);
-        await transaction.CommitAsync(cancellationToken);
+        await transaction.CommitAsync(CancellationToken.None);
         return new KeyRevocation(revoked, LastOperatorKey: false);
     }
 
@@ -224,11 +228,21 @@ public sealed class PostgresAccessStore(string connectionString) : SqlAccessStor
     /// <inheritdoc />
     protected override async Task<DbTransaction> BeginKeyChangeAsync(DbConnection connection, CancellationToken cancellationToken)
     {
-        // Read committed: each statement after the lock sees every change committed before it.
-        DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await using DbCommand command = Command(transaction, $"SELECT pg_advisory_xact_lock({KeyChangeLockKey});");
-        await command.ExecuteNonQueryAsync(cancellationToken);
-        return transaction;
+        // Read committed, whatever the server's default: each statement after the lock then sees
+        // every change committed before it (a repeatable-read snapshot would be taken by the lock's
+        // own statement, before the lock is granted).
+        DbTransaction transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted, cancellationToken);
+        try
+        {
+            await using DbCommand command = Command(transaction, $"SELECT pg_advisory_xact_lock({KeyChangeLockKey});");
+            await command.ExecuteNonQueryAsync(cancellationToken);
+            return transaction;
+        }
+        catch
+        {
+            await transaction.DisposeAsync();
+            throw;
+        }
     }
 
     /// <inheritdoc />

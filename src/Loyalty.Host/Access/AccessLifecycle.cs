@@ -58,9 +58,16 @@ internal sealed partial class AccessLifecycle(
             return;
         }
 
-        (_, AccessKey? created, string token) = await registry.CreateAsync("", AccessScope.Operator, [], "first operator key", expiresAt: null, "bootstrap",
-            heldToDayAllowance: false, cancellationToken);
-        AccessKey key = created ?? throw new InvalidOperationException("The first operator key was refused: the database holds the most operator keys already.");
+        // Stored only while no operator key works, checked under the key lock: of nodes starting
+        // at once on an empty database, one makes the key and the others find it.
+        (_, AccessKey? key, string token) = await registry.CreateAsync("", AccessScope.Operator, [], "first operator key", expiresAt: null, "bootstrap",
+            heldToDayAllowance: false, cancellationToken, onlyIfNoneWorks: true);
+        if (key is null)
+        {
+            LogOperatorKeyMadeElsewhere();
+            return;
+        }
+
         string path = Path.GetFullPath(auth.OperatorKeyFile);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         // A new file, readable by the owner only from its first byte, then moved over any old
@@ -101,16 +108,20 @@ internal sealed partial class AccessLifecycle(
 
         var row = new AccessKeyRow(keyId, "", AccessScope.Operator.ToStored(), "", "configured operator key", KeyTokens.Hash(secret),
             clock.GetUtcNow(), "configuration", ExpiresAt: null, RevokedAt: null);
-        if (await store.InsertKeyAsync(row, allowance: null, cancellationToken) != KeyInsert.Inserted)
+        KeyInsert outcome = await store.InsertKeyAsync(row, allowance: null, cancellationToken);
+        await registry.RefreshAsync(cancellationToken);
+        if (outcome == KeyInsert.Inserted)
+        {
+            LogConfiguredKeyStored(keyId);
+        }
+        else if (registry.Find(keyId) is null)
         {
             // Its row is there, but no node holds it: it ended (was revoked, or expired) longer ago
             // than keys are kept. It stays ended; storing it again would revive a key taken out of use.
+            // (A node started at the same moment with the same key may have stored it just now: then
+            // the refresh found it.)
             LogConfiguredKeyEnded(keyId);
-            return;
         }
-
-        await registry.RefreshAsync(cancellationToken);
-        LogConfiguredKeyStored(keyId);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The configured operator key {KeyId} was revoked or expired long ago; it is not stored again. Configure another in Auth:BootstrapOperatorKey, or none")]
@@ -118,6 +129,9 @@ internal sealed partial class AccessLifecycle(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "No API key existed: made operator key {KeyId} and wrote it to {Path} (readable by this user only). Send it as 'authorization: Bearer <key>'")]
     private partial void LogOperatorKeyWritten(string keyId, string path);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "No API key existed when this node started, but another node made the first operator key meanwhile; use that node's key file")]
+    private partial void LogOperatorKeyMadeElsewhere();
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Stored the configured operator key {KeyId}")]
     private partial void LogConfiguredKeyStored(string keyId);

@@ -98,10 +98,11 @@ public sealed partial class KeyRegistry(
     /// caller), or the bound that refused it with no key. The store checks the bounds in the same
     /// step as the insert, against every node's keys: at most <see cref="OperatorKeysMax"/> or
     /// <see cref="KeysPerProgramMax"/> working, and, when <paramref name="heldToDayAllowance"/>,
-    /// <see cref="KeysCreatedPerDayMax"/> created in the last 24 hours.
+    /// <see cref="KeysCreatedPerDayMax"/> created in the last 24 hours; when
+    /// <paramref name="onlyIfNoneWorks"/>, none of the program's keys working.
     /// </summary>
     public async Task<(KeyInsert Outcome, AccessKey? Key, string Token)> CreateAsync(string programId, AccessScope scope, IReadOnlyCollection<string> storeIds,
-        string name, DateTimeOffset? expiresAt, string createdBy, bool heldToDayAllowance, CancellationToken cancellationToken)
+        string name, DateTimeOffset? expiresAt, string createdBy, bool heldToDayAllowance, CancellationToken cancellationToken, bool onlyIfNoneWorks = false)
     {
         while (true)
         {
@@ -109,7 +110,7 @@ public sealed partial class KeyRegistry(
             DateTimeOffset now = Microseconds(clock.GetUtcNow());
             var row = new AccessKeyRow(keyId, programId, scope.ToStored(), string.Join(',', storeIds), name, KeyTokens.Hash(secret),
                 now, createdBy, expiresAt is { } at ? Microseconds(at) : null, RevokedAt: null);
-            var allowance = new KeyAllowance(programId.Length == 0 ? OperatorKeysMax : KeysPerProgramMax,
+            var allowance = new KeyAllowance(onlyIfNoneWorks ? 1 : programId.Length == 0 ? OperatorKeysMax : KeysPerProgramMax,
                 heldToDayAllowance ? KeysCreatedPerDayMax : int.MaxValue, now.AddDays(-1), now);
             switch (await store.InsertKeyAsync(row, allowance, cancellationToken))
             {

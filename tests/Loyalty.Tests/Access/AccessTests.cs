@@ -345,6 +345,65 @@ public sealed class AccessTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task RevokingAnOperatorKey_LeavingOnlyOneThatExpiresWithinTheHour_IsRefused(Backend backend)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "operatormargin"));
+        IAccessStore store = NewAccessStore(engine.Storage);
+        try
+        {
+            List<string> before = await Sql.RowsAsync(engine.Storage, "SELECT key_id FROM access_keys WHERE program_id = '' AND revoked_at IS NULL", r => r.GetString(0));
+            DateTimeOffset now = DateTimeOffset.UtcNow;
+            AccessKeyRow soon = NewRow("", "expires in 30 minutes") with { ExpiresAt = now.AddMinutes(30) };
+            AccessKeyRow later = NewRow("", "expires in 2 hours") with { ExpiresAt = now.AddHours(2) };
+            Assert.Equal(KeyInsert.Inserted, await store.InsertKeyAsync(soon, null, CancellationToken.None));
+
+            KeyRevocation[] withSoonOnly = [.. await Task.WhenAll(before.Select(id => store.RevokeKeyAsync(id, now, CancellationToken.None)))];
+            Assert.Equal(KeyInsert.Inserted, await store.InsertKeyAsync(later, null, CancellationToken.None));
+            KeyRevocation[] withLater = [.. await Task.WhenAll(before.Select(id => store.RevokeKeyAsync(id, now, CancellationToken.None)))];
+
+            Assert.Single(before);
+            Assert.True(withSoonOnly.Single().LastOperatorKey, "revoked although the only other operator key expires within the hour");
+            Assert.Null(withSoonOnly.Single().Key!.RevokedAt);
+            Assert.False(withLater.Single().LastOperatorKey);
+            Assert.NotNull(withLater.Single().Key!.RevokedAt);
+        }
+        finally
+        {
+            await DisposeAllAsync([store]);
+        }
+    }
+
+    [Fact]
+    public async Task NodesStartingAtOnce_OnAnEmptyDatabase_MakeExactlyOneFirstOperatorKey()
+    {
+        StorageOptions storage = TestDatabases.Create(Backend.Postgres, "bootstraprace");
+        string[] files = [.. Enumerable.Range(0, 3).Select(i => Path.Combine(TestDatabases.TempFolder(), "node" + i, "operator.key"))];
+        InProcessEngine[] nodes = await Task.WhenAll(files.Select(file =>
+            InProcessEngine.StartAsync(storage, null, "--Auth:BootstrapOperatorKey=", $"--Auth:OperatorKeyFile={file}")));
+        try
+        {
+            string[] written = [.. files.Where(File.Exists)];
+            long stored = Assert.Single(await Sql.RowsAsync(storage, "SELECT COUNT(*) FROM access_keys WHERE program_id = ''", r => r.GetInt64(0)));
+            string key = await File.ReadAllTextAsync(Assert.Single(written));
+            // Each node reads the others' keys within its refresh interval.
+            TimeSpan[] known = await Task.WhenAll(nodes.Select(n =>
+                TimeUntilAsync(async () => await StatusAsync(new V1.Access.AccessClient(n.Channel.WithKey(key))) == StatusCode.OK)));
+
+            Assert.Equal(1, stored);
+            Assert.All(known, took => Assert.True(took < TimeSpan.FromSeconds(10), $"a node knew the first operator key after {took}"));
+        }
+        finally
+        {
+            foreach (InProcessEngine node in nodes)
+            {
+                await node.DisposeAsync();
+            }
+        }
+    }
+
     private static IAccessStore NewAccessStore(StorageOptions storage) => storage.Provider == StorageProvider.Postgres
         ? new PostgresAccessStore(storage.ConnectionString)
         : new SqliteAccessStore(storage.ConnectionString);
