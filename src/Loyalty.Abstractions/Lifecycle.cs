@@ -2,8 +2,9 @@ namespace Loyalty;
 
 /// <summary>
 /// Everything one member hands to another when two accounts are merged: spendable lots with their
-/// expiries, pending points with their dates, the tier, referral links, lifetime totals, and the
-/// return progress of its purchases (so they can still be returned, never beyond what they earned).
+/// expiries, pending points with their dates, the tier, referral links, lifetime totals, the
+/// return progress of its purchases (so they can still be returned, never beyond what they earned),
+/// and the plans whose free trial it had (one trial per person and plan, whichever account took it).
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record MergeTransfer(
@@ -30,7 +31,8 @@ public sealed record MergeTransfer(
     [property: Id(20)] long GivenMinor = 0,
     [property: Id(21)] long WalletMinor = 0,
     [property: Id(22)] DateTimeOffset? GrantedIntoEmptyAt = null,
-    [property: Id(23)] DateTimeOffset? HandedOverAt = null);
+    [property: Id(23)] DateTimeOffset? HandedOverAt = null,
+    [property: Id(24)] IReadOnlyList<string>? TrialsUsed = null);
 
 /// <summary>
 /// A referred member's standing with its referrer, as a merge hands it on: under which member id

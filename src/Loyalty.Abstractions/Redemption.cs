@@ -128,15 +128,29 @@ public sealed record Redemption(
         ?? (StoreId is null ? null : LoyaltyIds.Check(StoreId, "store_id"))
         ?? (Quantity is < 1 or > Limits.RedeemQuantityMax ? $"quantity must be 1..{Limits.RedeemQuantityMax}" : null);
 
-    /// <summary>The content fingerprint; a resend must match it to count as the same request.</summary>
-    public long ComputeFingerprint()
+    /// <summary>
+    /// The content fingerprint; a resend must match it to count as the same request. A
+    /// reservation's differs from a direct redeem's of the same reward: a redeem sent under a
+    /// reservation's id (or the other way round) is another request, not a resend, and answering
+    /// it as one would hand out a reward that nothing paid for. A direct redeem's is what it was
+    /// before reservations were told apart, so its resends across an upgrade still match.
+    /// </summary>
+    public long ComputeFingerprint(bool reservation)
     {
         var f = new Fingerprint();
         f.Add(RewardId);
         f.Add(Quantity);
         f.Add(StoreId);
+        if (reservation)
+        {
+            f.Add(ReservationMark);
+        }
+
         return f.Value;
     }
+
+    /// <summary>What a reservation's fingerprint adds to a redeem's.</summary>
+    private const string ReservationMark = "reservation";
 }
 
 /// <summary>Where a reservation stands.</summary>

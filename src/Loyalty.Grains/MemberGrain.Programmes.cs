@@ -64,7 +64,7 @@ public sealed partial class MemberGrain
 
         if (_state.TradeIns.FirstOrDefault(t => t.TradeInId == tradeInId) is not { } open)
         {
-            return inspected is not null ? InspectedAnswer(tradeInId, condition, inspected)
+            return inspected is not null && IsOwn(inspected) ? InspectedAnswer(tradeInId, condition, inspected)
                 : TradeInResult.Reject(tradeInId, LoyaltyError.NotFound, $"member '{_memberId}' has no trade-in '{tradeInId}' waiting for inspection");
         }
 

@@ -146,7 +146,7 @@ public sealed partial class MemberGrain
 
         // The awaits above let other changes start: settle again, then answer without an await.
         await SettleForReadAsync();
-        if (entry is null || (entry.MemberId != _memberId && !_state.MergedFrom.Contains(entry.MemberId)))
+        if (entry is null || !IsOwn(entry))
         {
             return null;
         }
@@ -179,4 +179,10 @@ public sealed partial class MemberGrain
         long[] taken = await Task.WhenAll(stocked.Select(r => Stock(r.Id).Taken()));
         return stocked.Select((r, i) => (r.Id, taken[i])).ToDictionary(x => x.Id, x => x.Item2, StringComparer.Ordinal);
     }
+
+    /// <summary>
+    /// Whether a ledger entry found by its request id (which is unique per program, not per member)
+    /// is this member's own, or one of a member merged into it: only then may it answer here.
+    /// </summary>
+    private bool IsOwn(LedgerEntry entry) => entry.MemberId == _memberId || _state.MergedFrom.Contains(entry.MemberId);
 }

@@ -39,7 +39,7 @@ public sealed partial class MemberGrain
             return RedemptionResult.Reject(txn, LoyaltyError.InvalidArgument, error);
         }
 
-        long fingerprint = request.ComputeFingerprint();
+        long fingerprint = request.ComputeFingerprint(reserve);
         var stock = new StockTake();
         RedemptionResult result = await WriteAsync(
             prefetch: () => TakeStockAsync(request, stock),
@@ -105,7 +105,7 @@ public sealed partial class MemberGrain
 
         if (_state.Lots.FindHold(reservationId) is not { } hold)
         {
-            return ended is not null ? AnswerEnded(reservationId, ended, commit)
+            return ended is not null && IsOwn(ended) ? AnswerEnded(reservationId, ended, commit)
                 // Remembered by hash: only an ending's own fingerprint makes it this reservation's ending.
                 : _state.FindRecent(key) is { Fingerprint: ReleaseFingerprint or CommitFingerprint } prior ? AnswerEnded(reservationId, prior.Points.Value < 0, prior.Points, prior.Sequence, commit)
                 : RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, $"member '{_memberId}' has no reservation '{reservationId}'");

@@ -69,7 +69,10 @@ public sealed partial class MemberGrain
             (entry, balance, pending) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
                 entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.DetailsAs<RedeemDetails>()?.Lots, pending),
             existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)),
-            (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)));
+            (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m))
+        {
+            OlderResend = answer => OlderResendOf(purchase.TransactionId, answer),
+        });
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
             await AbandonStockAsync(redemption);
@@ -267,6 +270,15 @@ public sealed partial class MemberGrain
         /// <summary>A refusal.</summary>
         public abstract T Reject(LoyaltyError error, string message);
 
+        /// <summary>
+        /// The request id to look for in the ledger before <paramref name="answer"/>, a refusal
+        /// the member's state decided, is given; null when none. A resend of a change accepted
+        /// long ago (the member no longer remembers its id) must be answered as what it was, not
+        /// judged again on today's state: a purchase paid with store credit since spent would
+        /// otherwise be refused, and the till would take the payment a second time.
+        /// </summary>
+        public virtual string? OlderResendToCheck(T answer) => null;
+
         /// <summary>Which holds of the member this write goes through (see <see cref="_hold"/>).</summary>
         public HoldPass Passes { get; init; }
 
@@ -297,6 +309,11 @@ public sealed partial class MemberGrain
         public override Task<T?> FromLedger(LedgerEntry existing) => fromLedger(existing);
 
         public override T Reject(LoyaltyError error, string message) => reject(error, message);
+
+        public override string? OlderResendToCheck(T answer) => OlderResend?.Invoke(answer);
+
+        /// <summary>See <see cref="Write{T}.OlderResendToCheck"/>.</summary>
+        public Func<T, string?>? OlderResend { get; init; }
     }
 
     /// <summary>A change of one entry answered by an <see cref="AccrualResult"/>, under its transaction id.</summary>
@@ -312,7 +329,17 @@ public sealed partial class MemberGrain
         public override Task<AccrualResult?> FromLedger(LedgerEntry existing) => grain.AnswerFromLedger(existing, txn, fingerprint, grain.AccrualDuplicate, Reject);
 
         public override AccrualResult Reject(LoyaltyError error, string message) => AccrualResult.Reject(txn, error, message);
+
+        public override string? OlderResendToCheck(AccrualResult answer) => OlderResendOf(txn, answer);
     }
+
+    /// <summary>
+    /// A purchase's (or adjustment's) id to look for in the ledger before a refusal that rests on
+    /// the member's state is given (see <see cref="Write{T}.OlderResendToCheck"/>); refusals of
+    /// the request itself, and resends the member remembers, were answered before.
+    /// </summary>
+    private static string? OlderResendOf(string txn, AccrualResult answer) =>
+        answer.Status == AccrualStatus.Rejected && answer.Error is LoyaltyError.FailedPrecondition or LoyaltyError.NotFound ? txn : null;
 
     /// <summary>A purchase without a redemption: the hot path.</summary>
     private sealed class PurchaseWrite(MemberGrain grain, Purchase purchase, long fingerprint) : AccrualWrite(grain, purchase.TransactionId, fingerprint)
@@ -369,7 +396,12 @@ public sealed partial class MemberGrain
             Decided<T> decided = DecideAndApply(change, program);
             if (decided.Answer is { } answer)
             {
-                return answer;
+                // A member with no entry has no older change to be resent (a flood of purchases for
+                // members never enrolled costs no second read).
+                return _state.Sequence > 0 && change.OlderResendToCheck(answer) is { } id
+                    && await FindOlderAsync(id) is { } older && await change.FromLedger(older) is { } resent
+                    ? resent
+                    : answer;
             }
 
             if (decided.Entry is not { } entry)

@@ -45,6 +45,18 @@ public sealed class MembershipState
     /// <summary>When the membership lapses unless renewed; null when it is not current.</summary>
     public DateTimeOffset? LapsesAt => IsCurrent ? TermEndsAt : null;
 
+    /// <summary>Counts the trials a member merged into this one had as this member's own.</summary>
+    public void AdoptTrials(IReadOnlyList<string> trials)
+    {
+        foreach (string plan in trials)
+        {
+            if (!TrialsUsed.Contains(plan))
+            {
+                (_trialsUsed ??= []).Add(plan);
+            }
+        }
+    }
+
     /// <summary>Applies a membership entry.</summary>
     public void Apply(LedgerEntry entry)
     {

@@ -342,7 +342,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
         Earnings.PurchaseCount, Referral.QualifiedBy, Referral.Reversed, LastActivityAt,
         Referral.StatusOf(memberId),
         new Dictionary<string, long>(Referral.Rewards, StringComparer.Ordinal),
-        [.. MergedFrom], GivenMinor, WalletMinor, GrantedIntoEmptyAt);
+        [.. MergedFrom], GivenMinor, WalletMinor, GrantedIntoEmptyAt,
+        TrialsUsed: Membership.TrialsUsed.Count == 0 ? null : [.. Membership.TrialsUsed]);
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
@@ -652,6 +653,11 @@ public sealed class MemberState : IEarnHistory, IQualifying
         // The duplicate's giving counts as the member's; each purchase's cause stays in its own entry.
         GivenMinor += t.GivenMinor;
         WalletMinor += t.WalletMinor;
+        if (t.TrialsUsed is { Count: > 0 } trials)
+        {
+            (MembershipKept ??= new MembershipState()).AdoptTrials(trials);
+        }
+
         ReferralToChange.Adopt(t, details.InheritsReferrer, entry.RecordedAt);
         ReturnsToChange().Adopt(t.Returns, entry.Sequence);
         List<string> mergedFrom = MergedFromKept ??= [];

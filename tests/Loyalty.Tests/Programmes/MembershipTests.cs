@@ -106,6 +106,35 @@ public sealed class MembershipTests
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
+    public async Task ATrialUsedByADuplicateAccount_IsUsedForTheSurvivorOfTheirMerge(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "trialmerge"), clock, "--Schedule:PollIntervalMs=50");
+        try
+        {
+            await engine.Programs.PutProgramAsync(Settings());
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "s" });
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "d" });
+            V1.MembershipResponse trial = await engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "d", PlanId = "prime" });
+            clock.SetUtcNow(trial.Membership.TermEndsAt.ToDateTimeOffset().AddSeconds(1));
+            await WaitForEntriesAsync(engine, Program, "d", (int)V1.LedgerEntryKind.MembershipLapsed);
+
+            await engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = Program, SurvivorId = "s", DuplicateId = "d", Reason = "duplicate" });
+            RpcException second = await RefusedAsync(engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "s", PlanId = "prime" }).ResponseAsync);
+
+            Assert.Equal(V1.MembershipStatus.Trial, trial.Membership.Status);
+            Assert.Equal((StatusCode.FailedPrecondition, true), (second.StatusCode, second.Status.Detail.Contains("already had plan prime's free trial", StringComparison.Ordinal)));
+            engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "s");
+        }
+        finally
+        {
+            await engine.DisposeAsync();
+        }
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
     public async Task AnOldPaymentResent_IsAnsweredAsWhatItWas_AndAMemberHoldingAPlanIsNotMergedAway(Backend backend)
     {
         var clock = new FakeTimeProvider(Start);

@@ -97,6 +97,37 @@ public sealed class TradeInTests
         }
     }
 
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task APurchasePaidWithStoreCredit_ResentAfterTheMemberForgotIt_IsADuplicate_NotRefusedForTheCreditItSpent(Backend backend)
+    {
+        // The member remembers its 2 newest ids: the third purchase after p1 makes p1 one only the ledger holds.
+        var clock = new FakeTimeProvider(Start);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "wallet-resend"), clock, "--Members:RecentTransactionsMax=2");
+        await engine.Programs.PutProgramAsync(Settings());
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "w" });
+        await SubmitAsync(engine, "t1", "jackets");
+        await InspectAsync(engine, "t1", V1.TradeInCondition.Good);
+
+        V1.PurchaseAck paid = await engine.Purchases.AccrueAsync(Buy("p1", 100_00, walletMinor: 30_00));
+        for (int i = 0; i < 3; i++)
+        {
+            await engine.Purchases.AccrueAsync(Buy($"later-{i}", 10_00, walletMinor: 0));
+        }
+
+        V1.PurchaseAck resent = await engine.Purchases.AccrueAsync(Buy("p1", 100_00, walletMinor: 30_00));
+        RpcException reused = await RefusedAsync(engine.Purchases.AccrueAsync(Buy("p1", 90_00, walletMinor: 30_00)).ResponseAsync);
+        RpcException overdrawn = await RefusedAsync(engine.Purchases.AccrueAsync(Buy("p9", 100_00, walletMinor: 1)).ResponseAsync);
+        V1.Member member = await MemberAsync(engine);
+
+        Assert.Equal(V1.AckStatus.Accepted, paid.Status);
+        Assert.Equal((V1.AckStatus.Duplicate, paid.Sequence), (resent.Status, resent.Sequence));
+        Assert.Equal(StatusCode.AlreadyExists, reused.StatusCode);
+        Assert.Equal((StatusCode.FailedPrecondition, true), (overdrawn.StatusCode, overdrawn.Status.Detail.Contains("has 0 minor units of store credit", StringComparison.Ordinal)));
+        Assert.Equal(0L, member.WalletMinor);
+    }
+
     /// <summary>Jackets $50, $30 or $10 by condition; fleece $15 in good condition.</summary>
     private static V1.PutProgramRequest Settings()
     {

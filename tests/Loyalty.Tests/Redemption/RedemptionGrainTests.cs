@@ -294,6 +294,53 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ARedeemUnderAReservationsId_OrAReservationUnderARedeemsId_IsAnotherRequest_NotAResend()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150 });
+
+        RedemptionResult held = await member.Reserve(new Loyalty.Redemption("both-1", "coffee", 1));
+        RedemptionResult redeemUnderHold = await member.Redeem(new Loyalty.Redemption("both-1", "coffee", 1));
+        RedemptionResult spent = await member.Redeem(new Loyalty.Redemption("both-2", "coffee", 1));
+        RedemptionResult holdUnderRedeem = await member.Reserve(new Loyalty.Redemption("both-2", "coffee", 1));
+        RedemptionResult heldAgain = await member.Reserve(new Loyalty.Redemption("both-1", "coffee", 1));
+        MemberView after = (await member.Get())!;
+
+        Assert.Equal((AccrualStatus.Accepted, ReservationState.Held), (held.Status, held.Reservation));
+        Assert.Equal((AccrualStatus.Rejected, LoyaltyError.AlreadyExists), (redeemUnderHold.Status, redeemUnderHold.Error));
+        Assert.Equal(AccrualStatus.Accepted, spent.Status);
+        Assert.Equal((AccrualStatus.Rejected, LoyaltyError.AlreadyExists), (holdUnderRedeem.Status, holdUnderRedeem.Error));
+        Assert.Equal((AccrualStatus.Duplicate, ReservationState.Held), (heldAgain.Status, heldAgain.Reservation));
+        Assert.Equal((120L, 30L, 30L), (after.Balance.Value, after.Held.Value, after.LifetimeRedeemed.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task EndingAnotherMembersReservation_OrInspectingAnotherMembersTradeIn_IsNotFound_AndShowsNothingOfIt()
+    {
+        IMemberGrain owner = await SetUpAsync(Shop with
+        {
+            SignupBonusPoints = 150,
+            TradeIn = new TradeInPolicy([new TradeInRate("jackets", TradeInCondition.Good, 30_00)]),
+        });
+        IMemberGrain other = fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, "other"));
+        Assert.Equal(LoyaltyError.None, (await other.Enrol(new Enrolment(_program, "other", null))).Error);
+        await owner.Reserve(new Loyalty.Redemption("owners-hold", "coffee", 1));
+        await owner.CommitReservation("owners-hold");
+        await owner.SubmitTradeIn(new TradeIn("owners-jacket", "jackets", "store-1"));
+        await owner.InspectTradeIn("owners-jacket", TradeInCondition.Good);
+
+        RedemptionResult commit = await other.CommitReservation("owners-hold");
+        RedemptionResult cancel = await other.CancelReservation("owners-hold");
+        TradeInResult inspect = await other.InspectTradeIn("owners-jacket", TradeInCondition.Good);
+
+        Assert.Equal((AccrualStatus.Rejected, LoyaltyError.NotFound, 0L), (commit.Status, commit.Error, commit.Points.Value));
+        Assert.Equal((AccrualStatus.Rejected, LoyaltyError.NotFound), (cancel.Status, cancel.Error));
+        Assert.Equal((LoyaltyError.NotFound, 0L), (inspect.Error, inspect.CreditMinor));
+        MemberView untouched = (await other.Get())!;
+        Assert.Equal((150L, 0L, 0L, 0L), (untouched.Balance.Value, untouched.Held.Value, untouched.LifetimeRedeemed.Value, untouched.WalletMinor));
+    }
+
+    [Fact]
     public async Task Reserve_BeyondTheOpenReservationsLimit_IsRefused()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 10_000 });
