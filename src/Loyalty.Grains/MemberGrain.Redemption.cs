@@ -46,7 +46,8 @@ public sealed partial class MemberGrain
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageSpendOrHold(request, reserve, fingerprint, stock, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, reserve ? ReservationState.Held : ReservationState.None),
             existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m)),
-            (e, m) => RedemptionResult.Reject(txn, e, m));
+            (e, m) => RedemptionResult.Reject(txn, e, m),
+            olderResend: answer => RefusedOnState(answer.Status, answer.Error) ? txn : null);
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
             await AbandonStockAsync(request);

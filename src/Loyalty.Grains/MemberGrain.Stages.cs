@@ -237,8 +237,18 @@ public sealed partial class MemberGrain
         _state.Erased || _state.MergedInto is not null ? null
         : Earliest(_state.Membership.LapsesAt,
             settings.Birthday is not null && _state.BirthMonth != 0
-                ? BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, MemberNow(), settings.Zone)
+                ? BirthdayWake(BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, MemberNow(), settings.Zone))
                 : null);
+
+    /// <summary>
+    /// When the schedule wakes the member for a birthday due at <paramref name="due"/>: this
+    /// member's place in the spread of wakes after it (see <see cref="Expiring.WakeLateBy"/>),
+    /// since every member born in a month is due at the same local midnight; at once when it is
+    /// due already (a birthday entered during its month). Any change of the member's after the
+    /// due time grants it too: the wake is only the latest it comes.
+    /// </summary>
+    private DateTimeOffset? BirthdayWake(DateTimeOffset? due) =>
+        due is { } at && at > MemberNow() ? at + WakeLateBy : due;
 
     private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null || a <= b ? a : b;
 

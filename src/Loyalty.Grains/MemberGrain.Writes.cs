@@ -71,7 +71,7 @@ public sealed partial class MemberGrain
             existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)),
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m))
         {
-            OlderResend = answer => OlderResendOf(purchase.TransactionId, answer),
+            OlderResend = answer => RefusedOnState(answer.Status, answer.Error) ? purchase.TransactionId : null,
         });
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
@@ -137,7 +137,8 @@ public sealed partial class MemberGrain
             (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, ReversedOf(entry.DetailsAs<ReturnDetails>()!),
                 balance, pending, entry.Sequence, entry.DetailsAs<ReturnDetails>(), LoyaltyError.None, null),
             existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
-            (e, m) => ReturnResult.Reject(txn, e, m));
+            (e, m) => ReturnResult.Reject(txn, e, m),
+            olderResend: answer => RefusedOnState(answer.Status, answer.Error) ? txn : null);
         return FinishReturnAsync(_state.Referral.ReferredBy is null ? write : ThenSettleReferrerAsync(write), () => original);
     }
 
@@ -330,16 +331,16 @@ public sealed partial class MemberGrain
 
         public override AccrualResult Reject(LoyaltyError error, string message) => AccrualResult.Reject(txn, error, message);
 
-        public override string? OlderResendToCheck(AccrualResult answer) => OlderResendOf(txn, answer);
+        public override string? OlderResendToCheck(AccrualResult answer) => RefusedOnState(answer.Status, answer.Error) ? txn : null;
     }
 
     /// <summary>
-    /// A purchase's (or adjustment's) id to look for in the ledger before a refusal that rests on
-    /// the member's state is given (see <see cref="Write{T}.OlderResendToCheck"/>); refusals of
-    /// the request itself, and resends the member remembers, were answered before.
+    /// Whether a refusal rests on the member's state (so that a resend of a change accepted long
+    /// ago may have been refused for what it spent itself; see <see cref="Write{T}.OlderResendToCheck"/>).
+    /// Refusals of the request itself, and resends the member remembers, were answered before.
     /// </summary>
-    private static string? OlderResendOf(string txn, AccrualResult answer) =>
-        answer.Status == AccrualStatus.Rejected && answer.Error is LoyaltyError.FailedPrecondition or LoyaltyError.NotFound ? txn : null;
+    private static bool RefusedOnState(AccrualStatus status, LoyaltyError error) =>
+        status == AccrualStatus.Rejected && error is LoyaltyError.FailedPrecondition or LoyaltyError.NotFound;
 
     /// <summary>A purchase without a redemption: the hot path.</summary>
     private sealed class PurchaseWrite(MemberGrain grain, Purchase purchase, long fingerprint) : AccrualWrite(grain, purchase.TransactionId, fingerprint)
@@ -369,9 +370,10 @@ public sealed partial class MemberGrain
         Func<LedgerEntry, Points, Points, T> committed,
         Func<LedgerEntry, Task<T?>> fromLedger,
         Func<LoyaltyError, string, T> reject,
-        HoldPass passes = HoldPass.None)
+        HoldPass passes = HoldPass.None,
+        Func<T, string?>? olderResend = null)
         where T : class =>
-        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject) { Passes = passes }).AsTask();
+        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject) { Passes = passes, OlderResend = olderResend }).AsTask();
 
     /// <summary>
     /// The write loop every change shares (see <see cref="WriteAsync{T}"/>). Its state machine
@@ -397,8 +399,9 @@ public sealed partial class MemberGrain
             if (decided.Answer is { } answer)
             {
                 // A member with no entry has no older change to be resent (a flood of purchases for
-                // members never enrolled costs no second read).
-                return _state.Sequence > 0 && change.OlderResendToCheck(answer) is { } id
+                // members never enrolled costs no second read); a closed one answers with where to go
+                // (a resend there is the one the ledger may hold, under the survivor).
+                return _state.Sequence > 0 && _state.MergedInto is null && !_state.Erased && change.OlderResendToCheck(answer) is { } id
                     && await FindOlderAsync(id) is { } older && await change.FromLedger(older) is { } resent
                     ? resent
                     : answer;

@@ -31,10 +31,16 @@ public static class LifecycleDecision
             : Decision.Write(d.NewEntry(LedgerEntryKind.Flags, Points.Zero, null, 0) with { Details = new FlagsDetails { Flags = wanted } });
     }
 
-    /// <summary>The erasure of the member's personal data; nothing when it is erased already.</summary>
+    /// <summary>
+    /// The erasure of the member's personal data; nothing when it is erased already. Refused
+    /// while a till's reservation or a store's inspection is under way: an erased member takes
+    /// no changes, so the reservation could not be committed (it would lapse under the till) nor
+    /// the item handed in be graded; both end within minutes or at the store.
+    /// </summary>
     public static Decision Erase(in Decider d, string reason) =>
         !d.State.Enrolled ? Decision.Refuse(LoyaltyError.NotFound, d.NotEnrolled)
         : d.State.Erased ? Decision.Nothing
+        : OpenBusiness(d) is { } open ? Decision.Refuse(LoyaltyError.FailedPrecondition, open)
         : Decision.Write(d.NewEntry(LedgerEntryKind.Erase, Points.Zero, null, 0) with { Reason = reason });
 
     /// <summary>
@@ -166,6 +172,21 @@ public static class LifecycleDecision
         });
 
     /// <summary>Why the member cannot let go of its account now, or null.</summary>
+    /// <summary>
+    /// Why the member cannot be merged away or erased yet, for business under way with a till or
+    /// a store: reservations not ended, trade-ins waiting for inspection. Null when none.
+    /// </summary>
+    private static string? OpenBusiness(in Decider d)
+    {
+        // A lapsed reservation still holds a stock unit until the schedule ends it, moments later.
+        if (d.State.Lots.Holds.Count > 0)
+        {
+            return $"member '{d.MemberId}' has reservations that have not ended; commit or cancel them, or retry after they lapse";
+        }
+
+        return d.State.TradeIns.Count > 0 ? $"member '{d.MemberId}' has trade-ins waiting for inspection; inspect them first" : null;
+    }
+
     private static string? DetachBlocked(in Decider d)
     {
         MemberState state = d.State;
@@ -174,19 +195,13 @@ public static class LifecycleDecision
             return $"member '{d.MemberId}' was erased";
         }
 
-        // A lapsed reservation still holds a stock unit until the schedule ends it, moments later.
-        if (state.Lots.Holds.Count > 0)
+        if (OpenBusiness(d) is { } open)
         {
-            return $"member '{d.MemberId}' has reservations that have not ended; commit or cancel them, or retry after they lapse";
+            return open;
         }
 
-        // A membership and trade-ins waiting for inspection are the duplicate's own business with the
-        // retailer (billing, a store's inspection): the merge waits until they end rather than drop them.
-        if (state.TradeIns.Count > 0)
-        {
-            return $"member '{d.MemberId}' has trade-ins waiting for inspection; inspect them first";
-        }
-
+        // A membership is the duplicate's own business with the retailer (billing): the merge
+        // waits until it ends rather than drop it.
         return state.Membership.PlanAt(d.Now) is { } plan
             ? $"member '{d.MemberId}' holds membership plan {plan} until {state.Membership.TermEndsAt:O}; cancel it and retry after it lapses"
             : null;

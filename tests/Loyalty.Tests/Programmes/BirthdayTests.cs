@@ -39,9 +39,18 @@ public sealed class BirthdayTests
             Assert.Equal(0, await BirthdaysAsync(engine, "dec"));
             await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "gone", Reason = "ticket 9" });
 
-            // 1 December: the month begins; nobody calls the member, the due schedule wakes it.
-            clock.SetUtcNow(new DateTimeOffset(2026, 12, 1, 0, 0, 1, TimeSpan.Zero));
+            // 1 December: the month begins; nobody calls the member, the due schedule wakes it at
+            // its own place in the spread of wakes after midnight (30 minutes by default), so
+            // that the members born in a month are not all due at the same instant.
+            var midnight = new DateTimeOffset(2026, 12, 1, 0, 0, 0, TimeSpan.Zero);
+            TimeSpan lateBy = Loyalty.Grains.Expiring.WakeLateBy(Program, "dec", TimeSpan.FromMinutes(30));
+            Assert.True(lateBy > TimeSpan.FromSeconds(2), "this member's place in the spread is too early to tell from midnight");
+            clock.SetUtcNow(midnight + lateBy - TimeSpan.FromSeconds(2));
+            await Task.Delay(500);
+            long beforeItsWake = await BirthdaysAsync(engine, "dec");
+            clock.SetUtcNow(midnight + lateBy + TimeSpan.FromSeconds(1));
             await WaitForAsync(engine, "dec", 1);
+            Assert.Equal(0, beforeItsWake);
             V1.Member dec = await MemberAsync(engine, "dec");
             V1.ListRewardsResponse rewards = await redemptions.ListRewardsAsync(new V1.ListRewardsRequest { ProgramId = Program, MemberId = "dec" });
             V1.RedemptionAck free = await redemptions.RedeemAsync(new V1.RedeemRequest { ProgramId = Program, MemberId = "dec", TransactionId = "cake-1", RewardId = "cake" });
@@ -67,7 +76,7 @@ public sealed class BirthdayTests
             // The gift ends with the month; next year's month brings the next birthday.
             clock.SetUtcNow(new DateTimeOffset(2027, 1, 2, 0, 0, 0, TimeSpan.Zero));
             Assert.Null((await MemberAsync(engine, "late")).BirthdayGift);
-            clock.SetUtcNow(new DateTimeOffset(2027, 12, 1, 0, 0, 1, TimeSpan.Zero));
+            clock.SetUtcNow(new DateTimeOffset(2027, 12, 1, 0, 30, 1, TimeSpan.Zero));
             await WaitForAsync(engine, "dec", 2);
             Assert.Equal(200, (await MemberAsync(engine, "dec")).Balance);
             Assert.Equal(0, await BirthdaysAsync(engine, "gone"));

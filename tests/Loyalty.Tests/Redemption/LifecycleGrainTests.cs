@@ -67,6 +67,36 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Erase_WhileAReservationOrATradeInIsUnderWay_IsRefusedNamingIt_AndWritesNothing_ThenGoesAhead()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with
+        {
+            SignupBonusPoints = 100,
+            Rewards = [new Reward("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE")],
+            TradeIn = new TradeInPolicy([new TradeInRate("jackets", TradeInCondition.Good, 30_00)]),
+        });
+        IMemberGrain anna = await EnrolAsync("anna", null);
+        await anna.Reserve(new Loyalty.Redemption("hold-1", "coffee", 1));
+        await anna.SubmitTradeIn(new TradeIn("jacket-1", "jackets", "store-1"));
+        long entriesBefore = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'");
+
+        MemberResult whileHeld = await anna.Erase("GDPR request");
+        await anna.CommitReservation("hold-1");
+        MemberResult whileInspecting = await anna.Erase("GDPR request");
+        long entriesRefused = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'");
+        await anna.InspectTradeIn("jacket-1", TradeInCondition.Good);
+        MemberResult erased = await anna.Erase("GDPR request");
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, whileHeld.Error);
+        Assert.Contains("reservations that have not ended", whileHeld.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(LoyaltyError.FailedPrecondition, whileInspecting.Error);
+        Assert.Contains("trade-ins waiting for inspection", whileInspecting.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(entriesBefore + 1, entriesRefused);
+        Assert.Equal(LoyaltyError.None, erased.Error);
+        Assert.True(erased.Member!.Erased);
+    }
+
+    [Fact]
     public async Task Merge_MovesPointsLotsPendingAndLinks_KeepsTheHigherTier_AndLeavesAPointer()
     {
         IMemberGrain anna = await SetUpAsync("anna");

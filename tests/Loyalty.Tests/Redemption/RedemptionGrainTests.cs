@@ -315,6 +315,27 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ARedeemResentAfterTheMemberForgotIt_AndAfterItsPointsWereSpent_IsADuplicate_NotRefusedForThePointsItSpentItself()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 30 });
+        RedemptionResult spent = await member.Redeem(new Loyalty.Redemption("old-redeem", "coffee", 1));
+        for (int i = 0; i <= ClusterFixture.RecentTransactionsMax; i++)
+        {
+            Assert.Equal(AccrualStatus.Accepted, (await member.Accrue(Buy(1_00))).Status);
+        }
+
+        RedemptionResult resent = await member.Redeem(new Loyalty.Redemption("old-redeem", "coffee", 1));
+        RedemptionResult otherContent = await member.Redeem(new Loyalty.Redemption("old-redeem", "coffee", 2));
+        RedemptionResult fresh = await member.Redeem(new Loyalty.Redemption("new-redeem", "coffee", 1));
+
+        Assert.Equal((AccrualStatus.Accepted, 0L), (spent.Status, spent.Balance.Value));
+        Assert.Equal((AccrualStatus.Duplicate, spent.Sequence), (resent.Status, resent.Sequence));
+        Assert.Equal(LoyaltyError.AlreadyExists, otherContent.Error);
+        Assert.Equal(LoyaltyError.FailedPrecondition, fresh.Error);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task EndingAnotherMembersReservation_OrInspectingAnotherMembersTradeIn_IsNotFound_AndShowsNothingOfIt()
     {
         IMemberGrain owner = await SetUpAsync(Shop with
@@ -324,10 +345,10 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         });
         IMemberGrain other = fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, "other"));
         Assert.Equal(LoyaltyError.None, (await other.Enrol(new Enrolment(_program, "other", null))).Error);
-        await owner.Reserve(new Loyalty.Redemption("owners-hold", "coffee", 1));
-        await owner.CommitReservation("owners-hold");
-        await owner.SubmitTradeIn(new TradeIn("owners-jacket", "jackets", "store-1"));
-        await owner.InspectTradeIn("owners-jacket", TradeInCondition.Good);
+        Assert.Equal(AccrualStatus.Accepted, (await owner.Reserve(new Loyalty.Redemption("owners-hold", "coffee", 1))).Status);
+        Assert.Equal(AccrualStatus.Accepted, (await owner.CommitReservation("owners-hold")).Status);
+        Assert.Equal(AccrualStatus.Accepted, (await owner.SubmitTradeIn(new TradeIn("owners-jacket", "jackets", "store-1"))).Status);
+        Assert.Equal(AccrualStatus.Accepted, (await owner.InspectTradeIn("owners-jacket", TradeInCondition.Good)).Status);
 
         RedemptionResult commit = await other.CommitReservation("owners-hold");
         RedemptionResult cancel = await other.CancelReservation("owners-hold");
