@@ -236,7 +236,7 @@ public sealed partial class MemberGrain
     private T? AnswerOlder<T>(LedgerEntry? older, string id, long fingerprint, Func<long, T> duplicate, Func<LoyaltyError, string, T> reject)
         where T : class =>
         older is null ? null
-        : older.MemberId == _memberId && older.Fingerprint == fingerprint ? duplicate(older.Sequence)
+        : IsOwn(older) && older.Fingerprint == fingerprint ? duplicate(older.Sequence)
         : reject(LoyaltyError.AlreadyExists, $"'{id}' was already used for a different request");
 
     private BonusDayResult BonusDayAnswer(DateOnly day, bool alreadyBooked, long sequence, ProgramConfig? program)

@@ -122,7 +122,7 @@ public sealed partial class MemberGrain
     private Task<T?> AnswerFromLedger<T>(LedgerEntry existing, string txn, long fingerprint, Func<string, Points, long, T> duplicate, Func<LoyaltyError, string, T> reject)
         where T : class
     {
-        T answer = existing.MemberId == _memberId && existing.Fingerprint == fingerprint
+        T answer = IsOwn(existing) && existing.Fingerprint == fingerprint
             ? duplicate(txn, existing.Points, existing.Sequence)
             : reject(LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
         return Task.FromResult<T?>(answer);
@@ -244,8 +244,9 @@ public sealed partial class MemberGrain
     /// When the schedule wakes the member for a birthday due at <paramref name="due"/>: this
     /// member's place in the spread of wakes after it (see <see cref="Expiring.WakeLateBy"/>),
     /// since every member born in a month is due at the same local midnight; at once when it is
-    /// due already (a birthday entered during its month). Any change of the member's after the
-    /// due time grants it too: the wake is only the latest it comes.
+    /// due already (a birthday entered during its month). A change of the member's after the due
+    /// time marks the member due at once (see <see cref="MarkDue"/>), so an active member is not
+    /// kept waiting for its place in the spread: its wake comes within the schedule's poll.
     /// </summary>
     private DateTimeOffset? BirthdayWake(DateTimeOffset? due) =>
         due is { } at && at > MemberNow() ? at + WakeLateBy : due;

@@ -399,10 +399,11 @@ public sealed partial class MemberGrain
             if (decided.Answer is { } answer)
             {
                 // A member with no entry has no older change to be resent (a flood of purchases for
-                // members never enrolled costs no second read); a closed one answers with where to go
-                // (a resend there is the one the ledger may hold, under the survivor).
-                return _state.Sequence > 0 && _state.MergedInto is null && !_state.Erased && change.OlderResendToCheck(answer) is { } id
-                    && await FindOlderAsync(id) is { } older && await change.FromLedger(older) is { } resent
+                // members never enrolled costs no second read). Only the member's own entry answers:
+                // another member's under the id leaves the refusal as it is (a member merged away
+                // says where to go; a request sent there meanwhile is the survivor's, not a resend here).
+                return _state.Sequence > 0 && change.OlderResendToCheck(answer) is { } id
+                    && await FindOlderAsync(id) is { } older && IsOwn(older) && await change.FromLedger(older) is { } resent
                     ? resent
                     : answer;
             }

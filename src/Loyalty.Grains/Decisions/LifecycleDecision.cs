@@ -35,12 +35,13 @@ public static class LifecycleDecision
     /// The erasure of the member's personal data; nothing when it is erased already. Refused
     /// while a till's reservation or a store's inspection is under way: an erased member takes
     /// no changes, so the reservation could not be committed (it would lapse under the till) nor
-    /// the item handed in be graded; both end within minutes or at the store.
+    /// the item handed in be graded; both end within minutes or at the store. A reservation past
+    /// its lapse does not hold it up (nothing can commit it; the schedule ends it, erased or not).
     /// </summary>
     public static Decision Erase(in Decider d, string reason) =>
         !d.State.Enrolled ? Decision.Refuse(LoyaltyError.NotFound, d.NotEnrolled)
         : d.State.Erased ? Decision.Nothing
-        : OpenBusiness(d) is { } open ? Decision.Refuse(LoyaltyError.FailedPrecondition, open)
+        : OpenBusiness(d, lapsedHoldsCount: false) is { } open ? Decision.Refuse(LoyaltyError.FailedPrecondition, open)
         : Decision.Write(d.NewEntry(LedgerEntryKind.Erase, Points.Zero, null, 0) with { Reason = reason });
 
     /// <summary>
@@ -174,18 +175,29 @@ public static class LifecycleDecision
     /// <summary>Why the member cannot let go of its account now, or null.</summary>
     /// <summary>
     /// Why the member cannot be merged away or erased yet, for business under way with a till or
-    /// a store: reservations not ended, trade-ins waiting for inspection. Null when none.
+    /// a store: reservations not ended (those past their lapse too, when
+    /// <paramref name="lapsedHoldsCount"/>), trade-ins waiting for inspection. Null when none.
     /// </summary>
-    private static string? OpenBusiness(in Decider d)
+    private static string? OpenBusiness(in Decider d, bool lapsedHoldsCount)
     {
-        // A lapsed reservation still holds a stock unit until the schedule ends it, moments later.
-        if (d.State.Lots.Holds.Count > 0)
+        DateTimeOffset now = d.Now;
+        string[] holds = [.. d.State.Lots.Holds.Where(h => lapsedHoldsCount || h.LapsesAt > now).Select(h => h.ReservationId)];
+        if (holds.Length > 0)
         {
-            return $"member '{d.MemberId}' has reservations that have not ended; commit or cancel them, or retry after they lapse";
+            return $"member '{d.MemberId}' has reservations that have not ended ({Named(holds)}); commit or cancel them, or retry after they lapse";
         }
 
-        return d.State.TradeIns.Count > 0 ? $"member '{d.MemberId}' has trade-ins waiting for inspection; inspect them first" : null;
+        return d.State.TradeIns.Count > 0
+            ? $"member '{d.MemberId}' has trade-ins waiting for inspection ({Named([.. d.State.TradeIns.Select(t => t.TradeInId)])}); inspect them (as REJECTED to hand an item back) first"
+            : null;
     }
+
+    /// <summary>A few ids for a refusal's message, and how many more there are.</summary>
+    private static string Named(string[] ids) =>
+        string.Join(", ", ids.Take(NamedInRefusalMax)) + (ids.Length > NamedInRefusalMax ? $" and {ids.Length - NamedInRefusalMax} more" : "");
+
+    /// <summary>How many reservation or trade-in ids a refusal names, at most.</summary>
+    private const int NamedInRefusalMax = 3;
 
     private static string? DetachBlocked(in Decider d)
     {
@@ -195,7 +207,7 @@ public static class LifecycleDecision
             return $"member '{d.MemberId}' was erased";
         }
 
-        if (OpenBusiness(d) is { } open)
+        if (OpenBusiness(d, lapsedHoldsCount: true) is { } open)
         {
             return open;
         }

@@ -97,6 +97,34 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ARedeemResent_AfterItsMemberForgotIt_AndWasMergedAway_IsADuplicate_AtTheDuplicateAndAtTheSurvivor()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with
+        {
+            SignupBonusPoints = 30,
+            Rewards = [new Reward("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE")],
+        });
+        IMemberGrain anna = await EnrolAsync("anna", null);
+        IMemberGrain dup = await EnrolAsync("anna2", null);
+        RedemptionResult spent = await dup.Redeem(new Loyalty.Redemption("old-redeem", "coffee", 1));
+        for (int i = 0; i <= ClusterFixture.RecentTransactionsMax; i++)
+        {
+            Assert.Equal(AccrualStatus.Accepted, (await dup.Accrue(Buy("anna2", 1_00))).Status);
+        }
+
+        Assert.Equal(LoyaltyError.None, (await anna.MergeFrom("anna2", "duplicate sign-up")).Error);
+        await anna.Redeem(new Loyalty.Redemption("spend-all", "coffee", 1));
+        RedemptionResult atDuplicate = await dup.Redeem(new Loyalty.Redemption("old-redeem", "coffee", 1));
+        RedemptionResult atSurvivor = await anna.Redeem(new Loyalty.Redemption("old-redeem", "coffee", 1));
+        RedemptionResult otherAtSurvivor = await anna.Redeem(new Loyalty.Redemption("old-redeem", "coffee", 2));
+
+        Assert.Equal(AccrualStatus.Accepted, spent.Status);
+        Assert.Equal((AccrualStatus.Duplicate, spent.Sequence), (atDuplicate.Status, atDuplicate.Sequence));
+        Assert.Equal((AccrualStatus.Duplicate, spent.Sequence), (atSurvivor.Status, atSurvivor.Sequence));
+        Assert.Equal(LoyaltyError.AlreadyExists, otherAtSurvivor.Error);
+    }
+
+    [Fact]
     public async Task Merge_MovesPointsLotsPendingAndLinks_KeepsTheHigherTier_AndLeavesAPointer()
     {
         IMemberGrain anna = await SetUpAsync("anna");
