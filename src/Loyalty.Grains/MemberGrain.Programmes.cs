@@ -205,7 +205,7 @@ public sealed partial class MemberGrain
                     ?? StageBonusDay(booking, fingerprint, program, now, out entry);
             },
             (entry, _, _) => BonusDayAnswer(booking.Day, alreadyBooked: false, entry.Sequence, current!),
-            existing => existing.MemberId == _memberId && existing.Fingerprint == fingerprint
+            existing => IsOwn(existing) && existing.Fingerprint == fingerprint
                 ? Task.FromResult<BonusDayResult?>(BonusDayAnswer(booking.Day, alreadyBooked: true, existing.Sequence, current))
                 : Task.FromResult<BonusDayResult?>(BonusDayResult.Reject(LoyaltyError.AlreadyExists, $"booking_id '{booking.BookingId}' was already used for a different request")),
             BonusDayResult.Reject);

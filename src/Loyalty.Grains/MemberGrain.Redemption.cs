@@ -45,7 +45,8 @@ public sealed partial class MemberGrain
             prefetch: () => TakeStockAsync(request, stock),
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageSpendOrHold(request, reserve, fingerprint, stock, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, reserve ? ReservationState.Held : ReservationState.None),
-            existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m)),
+            existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m),
+                kind: reserve ? LedgerEntryKind.Reserve : LedgerEntryKind.Redeem),
             (e, m) => RedemptionResult.Reject(txn, e, m),
             olderResend: answer => RefusedOnState(answer.Status, answer.Error) ? txn : null);
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
@@ -84,6 +85,13 @@ public sealed partial class MemberGrain
     {
         entry = null;
         string txn = request.TransactionId;
+        // A reservation made before its fingerprint was told from a redeem's has a redeem's; its
+        // open hold tells it apart (the ledger's paths compare the entry's kind).
+        if (!reserve && _state.Lots.FindHold(txn) is not null)
+        {
+            return RedemptionResult.Reject(txn, LoyaltyError.AlreadyExists, $"transaction_id '{txn}' is an open reservation's; commit it instead");
+        }
+
         if (Precheck(txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m)) is { } early)
         {
             return early;

@@ -118,11 +118,15 @@ public sealed partial class MemberGrain
         return null;
     }
 
-    /// <summary>The answer when the ledger already holds the transaction id: the same request, or another one.</summary>
-    private Task<T?> AnswerFromLedger<T>(LedgerEntry existing, string txn, long fingerprint, Func<string, Points, long, T> duplicate, Func<LoyaltyError, string, T> reject)
+    /// <summary>
+    /// The answer when the ledger already holds the transaction id: the same request (the member's
+    /// own entry, of <paramref name="kind"/> when given, with the same fingerprint), or another one.
+    /// </summary>
+    private Task<T?> AnswerFromLedger<T>(LedgerEntry existing, string txn, long fingerprint, Func<string, Points, long, T> duplicate, Func<LoyaltyError, string, T> reject,
+        LedgerEntryKind? kind = null)
         where T : class
     {
-        T answer = IsOwn(existing) && existing.Fingerprint == fingerprint
+        T answer = IsOwn(existing) && existing.Fingerprint == fingerprint && (kind is null || existing.Kind == kind)
             ? duplicate(txn, existing.Points, existing.Sequence)
             : reject(LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
         return Task.FromResult<T?>(answer);

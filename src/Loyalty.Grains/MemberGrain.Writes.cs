@@ -399,11 +399,9 @@ public sealed partial class MemberGrain
             if (decided.Answer is { } answer)
             {
                 // A member with no entry has no older change to be resent (a flood of purchases for
-                // members never enrolled costs no second read). Only the member's own entry answers:
-                // another member's under the id leaves the refusal as it is (a member merged away
-                // says where to go; a request sent there meanwhile is the survivor's, not a resend here).
-                return _state.Sequence > 0 && change.OlderResendToCheck(answer) is { } id
-                    && await FindOlderAsync(id) is { } older && IsOwn(older) && await change.FromLedger(older) is { } resent
+                // members never enrolled costs no second read). The await is of the same type as the
+                // collision's below, so the pooled state machine gains no field for it.
+                return _state.Sequence > 0 && change.OlderResendToCheck(answer) is { } id && await AsResentAsync(change, id) is { } resent
                     ? resent
                     : answer;
             }
@@ -574,6 +572,16 @@ public sealed partial class MemberGrain
         ApplyDecided(entry, before, returnSeed);
         return new Decided<T>(null, null, entry, before, _state.Balance, _state.Lots.PendingTotal);
     }
+
+    /// <summary>
+    /// The answer to a change refused on the member's state when the ledger holds its id as the
+    /// member's own entry (see <see cref="Write{T}.OlderResendToCheck"/>); null to give the
+    /// refusal. Another member's entry under the id leaves the refusal as it is: a member merged
+    /// away says where to go, and a request sent there meanwhile is the survivor's, not a resend here.
+    /// </summary>
+    private async Task<T?> AsResentAsync<T>(Write<T> change, string id)
+        where T : class =>
+        await FindOlderAsync(id) is { } older && IsOwn(older) ? await change.FromLedger(older) : null;
 
     /// <summary>
     /// After a collision: the database already holds this transaction id (an older resend, or

@@ -172,7 +172,6 @@ public static class LifecycleDecision
             Details = new RepointedDetails { ReplacedMember = fromId },
         });
 
-    /// <summary>Why the member cannot let go of its account now, or null.</summary>
     /// <summary>
     /// Why the member cannot be merged away or erased yet, for business under way with a till or
     /// a store: reservations not ended (those past their lapse too, when
@@ -184,7 +183,8 @@ public static class LifecycleDecision
         string[] holds = [.. d.State.Lots.Holds.Where(h => lapsedHoldsCount || h.LapsesAt > now).Select(h => h.ReservationId)];
         if (holds.Length > 0)
         {
-            return $"member '{d.MemberId}' has reservations that have not ended ({Named(holds)}); commit or cancel them, or retry after they lapse";
+            // One past its lapse (only a merge counts those) is ended by the schedule within moments.
+            return $"member '{d.MemberId}' has reservations that have not ended ({Named(holds)}); commit or cancel them, or retry once they have lapsed";
         }
 
         return d.State.TradeIns.Count > 0
@@ -199,6 +199,7 @@ public static class LifecycleDecision
     /// <summary>How many reservation or trade-in ids a refusal names, at most.</summary>
     private const int NamedInRefusalMax = 3;
 
+    /// <summary>Why the member cannot let go of its account now, or null.</summary>
     private static string? DetachBlocked(in Decider d)
     {
         MemberState state = d.State;

@@ -98,11 +98,7 @@ internal sealed partial class AccessLifecycle(
 
         if (registry.Find(keyId) is { } stored)
         {
-            if (!stored.HasSecret(secret) || stored.Scope != AccessScope.Operator)
-            {
-                throw new InvalidOperationException($"Auth:BootstrapOperatorKey names key {keyId}, which is stored with another secret or scope.");
-            }
-
+            RequireSame(stored, keyId, secret);
             return;
         }
 
@@ -114,13 +110,25 @@ internal sealed partial class AccessLifecycle(
         {
             LogConfiguredKeyStored(keyId);
         }
-        else if (registry.Find(keyId) is null)
+        else if (registry.Find(keyId) is { } storedMeanwhile)
+        {
+            // Stored by a node started at the same moment: with this secret and scope, or this
+            // configuration is not the one the other node has.
+            RequireSame(storedMeanwhile, keyId, secret);
+        }
+        else
         {
             // Its row is there, but no node holds it: it ended (was revoked, or expired) longer ago
             // than keys are kept. It stays ended; storing it again would revive a key taken out of use.
-            // (A node started at the same moment with the same key may have stored it just now: then
-            // the refresh found it.)
             LogConfiguredKeyEnded(keyId);
+        }
+    }
+
+    private static void RequireSame(AccessKey stored, string keyId, string secret)
+    {
+        if (!stored.HasSecret(secret) || stored.Scope != AccessScope.Operator)
+        {
+            throw new InvalidOperationException($"Auth:BootstrapOperatorKey names key {keyId}, which is stored with another secret or scope.");
         }
     }
 

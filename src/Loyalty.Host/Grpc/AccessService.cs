@@ -80,7 +80,8 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
 
         if (lastOperatorKey)
         {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, "this is the last operator key; create another before revoking it"));
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                "this is the last operator key that works for at least another hour; create another before revoking it"));
         }
 
         return ToMessage(revoked);

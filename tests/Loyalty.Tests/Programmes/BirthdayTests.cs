@@ -50,8 +50,8 @@ public sealed class BirthdayTests
             long beforeItsWake = await BirthdaysAsync(engine, "dec");
             Assert.Equal(0, beforeItsWake);
 
-            // A member who makes a change meanwhile is not kept waiting for its place in the spread.
-            await ProfileAsync(engine, "dec", "1990-12-15");
+            // A member who makes a change meanwhile (any change: here its flags) is not kept waiting for its place in the spread.
+            await engine.Members.SetMemberFlagsAsync(new V1.SetMemberFlagsRequest { ProgramId = Program, MemberId = "dec", AddFlags = { "newsletter" } });
             await WaitForAsync(engine, "dec", 1);
             V1.Member dec = await MemberAsync(engine, "dec");
             V1.ListRewardsResponse rewards = await redemptions.ListRewardsAsync(new V1.ListRewardsRequest { ProgramId = Program, MemberId = "dec" });
