@@ -188,6 +188,16 @@ public enum AccrualStatus
     Rejected = 3,
 }
 
+/// <summary>What every answer to a change of the member's ledger says, whatever the change's kind.</summary>
+public interface IChangeOutcome
+{
+    /// <summary>Accepted, a duplicate, or refused.</summary>
+    AccrualStatus Status { get; }
+
+    /// <summary>Why it was refused; <see cref="LoyaltyError.None"/> otherwise.</summary>
+    LoyaltyError Error { get; }
+}
+
 /// <summary>The engine's answer to one purchase.</summary>
 [GenerateSerializer, Immutable]
 public sealed record AccrualResult(
@@ -203,7 +213,7 @@ public sealed record AccrualResult(
     [property: Id(9)] long ProgramVersion = 0,
     [property: Id(10)] Points Redeemed = default,
     [property: Id(11)] IReadOnlyList<LotUse>? RedeemedLots = null,
-    [property: Id(12)] Points Pending = default)
+    [property: Id(12)] Points Pending = default) : IChangeOutcome
 {
     /// <summary>A refusal with the reason.</summary>
     public static AccrualResult Reject(string transactionId, LoyaltyError error, string message) =>

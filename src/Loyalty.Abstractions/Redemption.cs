@@ -187,7 +187,7 @@ public sealed record RedemptionResult(
     [property: Id(9)] DateTimeOffset? LapsesAt,
     [property: Id(10)] IReadOnlyList<LotUse> Lots,
     [property: Id(11)] LoyaltyError Error,
-    [property: Id(12)] string? ErrorMessage)
+    [property: Id(12)] string? ErrorMessage) : IChangeOutcome
 {
     /// <summary>A refusal with the reason.</summary>
     public static RedemptionResult Reject(string transactionId, LoyaltyError error, string message) =>

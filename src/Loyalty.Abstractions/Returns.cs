@@ -136,7 +136,7 @@ public sealed record ReturnResult(
     [property: Id(5)] long Sequence,
     [property: Id(6)] ReturnDetails? Details,
     [property: Id(7)] LoyaltyError Error,
-    [property: Id(8)] string? ErrorMessage)
+    [property: Id(8)] string? ErrorMessage) : IChangeOutcome
 {
     /// <summary>A refusal with the reason.</summary>
     public static ReturnResult Reject(string transactionId, LoyaltyError error, string message) =>

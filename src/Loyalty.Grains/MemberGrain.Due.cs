@@ -83,7 +83,7 @@ public sealed partial class MemberGrain
         {
             DateTimeOffset now = MemberNow();
             _state.Lots.Mature(now);
-            next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules, now, WakeLateBy), ProgrammeDue(program.Settings));
+            next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules, now, WakeLateBy), ProgrammeDue(program.Settings, now));
             if (!settled && next <= now)
             {
                 // The referrer could not be told: retry later, not at once (other members' work comes first).

@@ -48,7 +48,7 @@ public sealed partial class MemberGrain
             existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m),
                 kind: reserve ? LedgerEntryKind.Reserve : LedgerEntryKind.Redeem),
             (e, m) => RedemptionResult.Reject(txn, e, m),
-            olderResend: answer => RefusedOnState(answer.Status, answer.Error) ? txn : null);
+            resendId: txn);
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
             await AbandonStockAsync(request);

@@ -220,9 +220,14 @@ public sealed partial class MemberGrain
     /// </summary>
     private DueChange? MarkDue(ProgramSettings? settings)
     {
-        if (settings is null
-            || Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed ? Expiring.NextDue(_state, settings.ExpiryRules, MemberNow(), WakeLateBy) : null,
-                ProgrammeDue(settings)) is not { } next
+        if (settings is null)
+        {
+            return null;
+        }
+
+        DateTimeOffset now = MemberNow();
+        if (Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed ? Expiring.NextDue(_state, settings.ExpiryRules, now, WakeLateBy) : null,
+                ProgrammeDue(settings, now)) is not { } next
             || (_scheduleKnown && _scheduledDue is { } known && known <= next))
         {
             return null;
@@ -237,11 +242,11 @@ public sealed partial class MemberGrain
     /// When the member's next programme work is due (a membership's lapse, a birthday), besides what <see cref="Expiring"/>
     /// schedules; null when none. Cheap for members without such work: it runs after every change.
     /// </summary>
-    private DateTimeOffset? ProgrammeDue(ProgramSettings settings) =>
+    private DateTimeOffset? ProgrammeDue(ProgramSettings settings, DateTimeOffset now) =>
         _state.Erased || _state.MergedInto is not null ? null
         : Earliest(_state.Membership.LapsesAt,
             settings.Birthday is not null && _state.BirthMonth != 0
-                ? BirthdayWake(BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, MemberNow(), settings.Zone))
+                ? BirthdayWake(BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, now, settings.Zone), now)
                 : null);
 
     /// <summary>
@@ -252,8 +257,8 @@ public sealed partial class MemberGrain
     /// time marks the member due at once (see <see cref="MarkDue"/>), so an active member is not
     /// kept waiting for its place in the spread: its wake comes within the schedule's poll.
     /// </summary>
-    private DateTimeOffset? BirthdayWake(DateTimeOffset? due) =>
-        due is { } at && at > MemberNow() ? at + WakeLateBy : due;
+    private DateTimeOffset? BirthdayWake(DateTimeOffset? due, DateTimeOffset now) =>
+        due is { } at && at > now ? at + WakeLateBy : due;
 
     private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null || a <= b ? a : b;
 

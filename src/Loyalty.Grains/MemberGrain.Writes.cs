@@ -69,10 +69,8 @@ public sealed partial class MemberGrain
             (entry, balance, pending) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
                 entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.DetailsAs<RedeemDetails>()?.Lots, pending),
             existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)),
-            (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m))
-        {
-            OlderResend = answer => RefusedOnState(answer.Status, answer.Error) ? purchase.TransactionId : null,
-        });
+            (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m),
+            resendId: purchase.TransactionId));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
         {
             await AbandonStockAsync(redemption);
@@ -138,7 +136,7 @@ public sealed partial class MemberGrain
                 balance, pending, entry.Sequence, entry.DetailsAs<ReturnDetails>(), LoyaltyError.None, null),
             existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
             (e, m) => ReturnResult.Reject(txn, e, m),
-            olderResend: answer => RefusedOnState(answer.Status, answer.Error) ? txn : null);
+            resendId: txn);
         return FinishReturnAsync(_state.Referral.ReferredBy is null ? write : ThenSettleReferrerAsync(write), () => original);
     }
 
@@ -272,13 +270,14 @@ public sealed partial class MemberGrain
         public abstract T Reject(LoyaltyError error, string message);
 
         /// <summary>
-        /// The request id to look for in the ledger before <paramref name="answer"/>, a refusal
-        /// the member's state decided, is given; null when none. A resend of a change accepted
-        /// long ago (the member no longer remembers its id) must be answered as what it was, not
-        /// judged again on today's state: a purchase paid with store credit since spent would
-        /// otherwise be refused, and the till would take the payment a second time.
+        /// The request id to look for in the ledger before a refusal the member's state decided
+        /// (see <see cref="RefusedOnState"/>) is given; null for changes whose refusals stand. A
+        /// resend of a change accepted long ago (the member no longer remembers its id) must be
+        /// answered as what it was, not judged again on today's state: a purchase paid with store
+        /// credit since spent would otherwise be refused, and the till would take the payment a
+        /// second time.
         /// </summary>
-        public virtual string? OlderResendToCheck(T answer) => null;
+        public virtual string? ResendId => null;
 
         /// <summary>Which holds of the member this write goes through (see <see cref="_hold"/>).</summary>
         public HoldPass Passes { get; init; }
@@ -294,7 +293,8 @@ public sealed partial class MemberGrain
         PairStage<T>? pairStage,
         Func<LedgerEntry, Points, Points, T> committed,
         Func<LedgerEntry, Task<T?>> fromLedger,
-        Func<LoyaltyError, string, T> reject) : Write<T>
+        Func<LoyaltyError, string, T> reject,
+        string? resendId = null) : Write<T>
         where T : class
     {
         public override Task? PrefetchAsync() => prefetch?.Invoke();
@@ -311,10 +311,7 @@ public sealed partial class MemberGrain
 
         public override T Reject(LoyaltyError error, string message) => reject(error, message);
 
-        public override string? OlderResendToCheck(T answer) => OlderResend?.Invoke(answer);
-
-        /// <summary>See <see cref="Write{T}.OlderResendToCheck"/>.</summary>
-        public Func<T, string?>? OlderResend { get; init; }
+        public override string? ResendId => resendId;
     }
 
     /// <summary>A change of one entry answered by an <see cref="AccrualResult"/>, under its transaction id.</summary>
@@ -331,16 +328,17 @@ public sealed partial class MemberGrain
 
         public override AccrualResult Reject(LoyaltyError error, string message) => AccrualResult.Reject(txn, error, message);
 
-        public override string? OlderResendToCheck(AccrualResult answer) => RefusedOnState(answer.Status, answer.Error) ? txn : null;
+        public override string? ResendId => txn;
     }
 
     /// <summary>
-    /// Whether a refusal rests on the member's state (so that a resend of a change accepted long
-    /// ago may have been refused for what it spent itself; see <see cref="Write{T}.OlderResendToCheck"/>).
-    /// Refusals of the request itself, and resends the member remembers, were answered before.
+    /// Whether an answer is a refusal that rests on the member's state (so that a resend of a
+    /// change accepted long ago may have been refused for what it spent itself; see
+    /// <see cref="Write{T}.ResendId"/>). Refusals of the request itself, and resends the member
+    /// remembers, were answered before.
     /// </summary>
-    private static bool RefusedOnState(AccrualStatus status, LoyaltyError error) =>
-        status == AccrualStatus.Rejected && error is LoyaltyError.FailedPrecondition or LoyaltyError.NotFound;
+    private static bool RefusedOnState<T>(T answer) =>
+        answer is IChangeOutcome { Status: AccrualStatus.Rejected, Error: LoyaltyError.FailedPrecondition or LoyaltyError.NotFound };
 
     /// <summary>A purchase without a redemption: the hot path.</summary>
     private sealed class PurchaseWrite(MemberGrain grain, Purchase purchase, long fingerprint) : AccrualWrite(grain, purchase.TransactionId, fingerprint)
@@ -371,9 +369,9 @@ public sealed partial class MemberGrain
         Func<LedgerEntry, Task<T?>> fromLedger,
         Func<LoyaltyError, string, T> reject,
         HoldPass passes = HoldPass.None,
-        Func<T, string?>? olderResend = null)
+        string? resendId = null)
         where T : class =>
-        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject) { Passes = passes, OlderResend = olderResend }).AsTask();
+        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject, resendId) { Passes = passes }).AsTask();
 
     /// <summary>
     /// The write loop every change shares (see <see cref="WriteAsync{T}"/>). Its state machine
@@ -401,7 +399,7 @@ public sealed partial class MemberGrain
                 // A member with no entry has no older change to be resent (a flood of purchases for
                 // members never enrolled costs no second read). The await is of the same type as the
                 // collision's below, so the pooled state machine gains no field for it.
-                return _state.Sequence > 0 && change.OlderResendToCheck(answer) is { } id && await AsResentAsync(change, id) is { } resent
+                return _state.Sequence > 0 && change.ResendId is { } id && RefusedOnState(answer) && await AsResentAsync(change, id) is { } resent
                     ? resent
                     : answer;
             }
@@ -575,7 +573,7 @@ public sealed partial class MemberGrain
 
     /// <summary>
     /// The answer to a change refused on the member's state when the ledger holds its id as the
-    /// member's own entry (see <see cref="Write{T}.OlderResendToCheck"/>); null to give the
+    /// member's own entry (see <see cref="Write{T}.ResendId"/>); null to give the
     /// refusal. Another member's entry under the id leaves the refusal as it is: a member merged
     /// away says where to go, and a request sent there meanwhile is the survivor's, not a resend here.
     /// </summary>

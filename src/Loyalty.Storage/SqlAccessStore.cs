@@ -40,15 +40,15 @@ public abstract class SqlAccessStore : IAccessStore
     {
         await using DbConnection connection = await OpenAsync(cancellationToken);
         await using DbTransaction transaction = await BeginKeyChangeAsync(connection, cancellationToken);
-        KeyInsert refusal = await ExistsAsync(transaction, key.KeyId, cancellationToken) ? KeyInsert.IdTaken
+        KeyInsert outcome = await ExistsAsync(transaction, key.KeyId, cancellationToken) ? KeyInsert.IdTaken
             : allowance is null ? KeyInsert.Inserted
             : await CountActiveAsync(transaction, key.ProgramId, null, allowance.Now, cancellationToken) >= allowance.ActiveMax ? KeyInsert.TooManyActive
             : allowance.CreatedMax < int.MaxValue && await CountCreatedSinceAsync(transaction, key.ProgramId, allowance.CreatedSince, cancellationToken) >= allowance.CreatedMax
                 ? KeyInsert.TooManyCreated
             : KeyInsert.Inserted;
-        if (refusal != KeyInsert.Inserted)
+        if (outcome != KeyInsert.Inserted)
         {
-            return refusal;
+            return outcome;
         }
 
         await using (DbCommand command = Command(transaction,

@@ -286,10 +286,7 @@ public sealed class AccessTests(ITestOutputHelper output)
     [InlineData(Backend.Postgres)]
     public async Task KeyInserts_FromTwoNodesAtOnce_KeepEveryBound(Backend backend)
     {
-        // Two stores on one database stand for two nodes: the bounds are the database's, not a node's.
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "keybounds"));
-        IAccessStore[] nodes = [NewAccessStore(engine.Storage), NewAccessStore(engine.Storage)];
-        try
+        await WithStoresAsync(backend, "keybounds", async (engine, nodes) =>
         {
             DateTimeOffset now = DateTimeOffset.UtcNow;
             var byDay = new KeyAllowance(ActiveMax: 1_000, CreatedMax: 7, now.AddDays(-1), now);
@@ -302,11 +299,7 @@ public sealed class AccessTests(ITestOutputHelper output)
             Assert.Equal((4, 96), (active.Count(o => o == KeyInsert.Inserted), active.Count(o => o == KeyInsert.TooManyActive)));
             Assert.Equal([7L, 4L], await Sql.RowsAsync(engine.Storage,
                 "SELECT COUNT(*) FROM access_keys WHERE program_id IN ('race-day', 'race-active') GROUP BY program_id ORDER BY program_id DESC", r => r.GetInt64(0)));
-        }
-        finally
-        {
-            await DisposeAllAsync(nodes);
-        }
+        });
     }
 
     [Theory]
@@ -315,11 +308,9 @@ public sealed class AccessTests(ITestOutputHelper output)
     public async Task RevokingEveryOperatorKeyAtOnce_FromTwoNodes_LeavesExactlyOneWorking(Backend backend)
     {
         const int Rounds = 20, AddedPerRound = 3;
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "lastoperator"));
-        IAccessStore[] nodes = [NewAccessStore(engine.Storage), NewAccessStore(engine.Storage)];
-        var refusedPerRound = new List<int>();
-        try
+        await WithStoresAsync(backend, "lastoperator", async (engine, nodes) =>
         {
+            var refusedPerRound = new List<int>();
             for (int round = 0; round < Rounds; round++)
             {
                 for (int i = 0; i < AddedPerRound; i++)
@@ -338,11 +329,7 @@ public sealed class AccessTests(ITestOutputHelper output)
             long left = Assert.Single(await Sql.RowsAsync(engine.Storage, "SELECT COUNT(*) FROM access_keys WHERE program_id = '' AND revoked_at IS NULL", r => r.GetInt64(0)));
             Assert.Equal(Enumerable.Repeat(1, Rounds), refusedPerRound);
             Assert.Equal(1, left);
-        }
-        finally
-        {
-            await DisposeAllAsync(nodes);
-        }
+        });
     }
 
     [Theory]
@@ -350,10 +337,9 @@ public sealed class AccessTests(ITestOutputHelper output)
     [InlineData(Backend.Postgres)]
     public async Task RevokingAnOperatorKey_LeavingOnlyOneThatExpiresWithinTheHour_IsRefused(Backend backend)
     {
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "operatormargin"));
-        IAccessStore store = NewAccessStore(engine.Storage);
-        try
+        await WithStoresAsync(backend, "operatormargin", async (engine, nodes) =>
         {
+            IAccessStore store = nodes[0];
             List<string> before = await Sql.RowsAsync(engine.Storage, "SELECT key_id FROM access_keys WHERE program_id = '' AND revoked_at IS NULL", r => r.GetString(0));
             DateTimeOffset now = DateTimeOffset.UtcNow;
             AccessKeyRow soon = NewRow("", "expires in 30 minutes") with { ExpiresAt = now.AddMinutes(30) };
@@ -369,11 +355,7 @@ public sealed class AccessTests(ITestOutputHelper output)
             Assert.Null(withSoonOnly.Single().Key!.RevokedAt);
             Assert.False(withLater.Single().LastOperatorKey);
             Assert.NotNull(withLater.Single().Key!.RevokedAt);
-        }
-        finally
-        {
-            await DisposeAllAsync([store]);
-        }
+        });
     }
 
     [Fact]
@@ -419,11 +401,24 @@ public sealed class AccessTests(ITestOutputHelper output)
         Task.WhenAll(Enumerable.Range(0, count).Select(i =>
             Task.Run(() => nodes[i % nodes.Length].InsertKeyAsync(NewRow(programId, "at once " + i), allowance, CancellationToken.None))));
 
-    private static async Task DisposeAllAsync(IAccessStore[] stores)
+    /// <summary>
+    /// Runs <paramref name="body"/> with an engine on a fresh database and two access stores of
+    /// their own on it, which stand for two nodes: the key bounds are the database's, not a node's.
+    /// </summary>
+    private static async Task WithStoresAsync(Backend backend, string name, Func<InProcessEngine, IAccessStore[], Task> body)
     {
-        foreach (IAsyncDisposable store in stores.OfType<IAsyncDisposable>())
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, name));
+        IAccessStore[] nodes = [NewAccessStore(engine.Storage), NewAccessStore(engine.Storage)];
+        try
         {
-            await store.DisposeAsync();
+            await body(engine, nodes);
+        }
+        finally
+        {
+            foreach (IAsyncDisposable store in nodes.OfType<IAsyncDisposable>())
+            {
+                await store.DisposeAsync();
+            }
         }
     }
 

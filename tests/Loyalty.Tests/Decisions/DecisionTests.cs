@@ -842,6 +842,26 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void Erase_WhileAReservationIsOpen_IsRefusedNamingIt_ButNotOncePastItsLapse_WhileAMergeStillWaitsForItsEnd()
+    {
+        MemberState state = WithPoints(100);
+        LedgerEntry hold = RedemptionDecision.SpendOrHold(Decider(state, Catalogue()), new Loyalty.Redemption("h1", "mug", 1), reserve: true, 1, RedemptionDecision.Stock.Secured).Entry!;
+        state.Apply(hold, 8);
+        DateTimeOffset pastLapse = hold.DetailsAs<ReserveDetails>()!.LapsesAt!.Value.AddSeconds(1);
+        var afterLapse = new Decider("p", "m", state, new ProgramConfig("p", Catalogue(), 1), pastLapse);
+
+        Decision whileOpen = LifecycleDecision.Erase(Decider(state, Catalogue()), "asked by the member");
+        Decision lapsed = LifecycleDecision.Erase(afterLapse, "asked by the member");
+        Decision merge = LifecycleDecision.Detach(afterLapse, "survivor");
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, whileOpen.Error);
+        Assert.Contains("reservations that have not ended (h1)", whileOpen.Message, StringComparison.Ordinal);
+        Assert.Equal(LedgerEntryKind.Erase, lapsed.Entry?.Kind);
+        Assert.Equal(LoyaltyError.FailedPrecondition, merge.Error);
+        Assert.Contains("(h1)", merge.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Erase_ASecondTime_WritesNothing_AndAnErasedMemberTakesNoProfile()
     {
         MemberState state = Enrolled();
