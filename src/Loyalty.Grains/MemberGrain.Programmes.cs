@@ -17,13 +17,18 @@ public sealed partial class MemberGrain
 
         long fingerprint = tradeIn.ComputeFingerprint();
         LedgerEntry? older = null;
+        LedgerEntry? inspected = null;
         return WriteAsync(
-            prefetch: async () => older = await FindOlderAsync(id),
+            prefetch: async () =>
+            {
+                older = await FindOlderAsync(id);
+                inspected = await FindInspectionOfResentAsync(id, older);
+            },
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 entry = null;
-                if ((Precheck(id, fingerprint, (_, _, sequence) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m))
-                    ?? AnswerOlder(older, id, fingerprint, sequence => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m))) is { } early)
+                if ((Precheck(id, fingerprint, (_, _, sequence) => SubmittedAnswer(id, tradeIn.Category, inspected, sequence), (e, m) => TradeInResult.Reject(id, e, m))
+                    ?? AnswerOlder(older, id, fingerprint, sequence => SubmittedAnswer(id, tradeIn.Category, inspected, sequence), (e, m) => TradeInResult.Reject(id, e, m))) is { } early)
                 {
                     return early;
                 }
@@ -31,9 +36,31 @@ public sealed partial class MemberGrain
                 return ProgrammeDecision.TradeIn(At(program, now), tradeIn, fingerprint).Staged(out entry, (e, m) => TradeInResult.Reject(id, e, m));
             },
             (entry, _, _) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Accepted, entry.Sequence),
-            existing => AnswerFromLedger(existing, id, fingerprint, (_, _, sequence) => TradeInAnswer(id, tradeIn.Category, AccrualStatus.Duplicate, sequence), (e, m) => TradeInResult.Reject(id, e, m)),
+            existing => ResentTradeInFromLedgerAsync(existing, tradeIn, fingerprint),
             (e, m) => TradeInResult.Reject(id, e, m));
     }
+
+    /// <summary>
+    /// The inspection of a trade-in whose submission is resent and no longer waits (one indexed
+    /// read, on resends only): the answer then says how it was graded, not that it is pending.
+    /// </summary>
+    private async Task<LedgerEntry?> FindInspectionOfResentAsync(string tradeInId, LedgerEntry? older) =>
+        (_state.FindRecent(tradeInId) is not null || older is not null) && !_state.TradeIns.Any(t => t.TradeInId == tradeInId)
+            ? await FindCommittedAsync(tradeInId + InspectedSuffix) : null;
+
+    /// <summary>A resent submission found in the ledger only (its id raced another node's, or the member forgot it).</summary>
+    private async Task<TradeInResult?> ResentTradeInFromLedgerAsync(LedgerEntry existing, TradeIn tradeIn, long fingerprint)
+    {
+        string id = tradeIn.TradeInId;
+        LedgerEntry? inspected = await FindInspectionOfResentAsync(id, existing);
+        return await AnswerFromLedger(existing, id, fingerprint, (_, _, sequence) => SubmittedAnswer(id, tradeIn.Category, inspected, sequence), (e, m) => TradeInResult.Reject(id, e, m));
+    }
+
+    /// <summary>A resent submission's answer: pending while it waits, else its inspection's outcome (under the submission's sequence).</summary>
+    private TradeInResult SubmittedAnswer(string tradeInId, string category, LedgerEntry? inspected, long sequence) =>
+        inspected is not null && IsOwn(inspected) && !_state.TradeIns.Any(t => t.TradeInId == tradeInId)
+            ? TradeInAnswer(tradeInId, inspected, AccrualStatus.Duplicate) with { Sequence = sequence }
+            : TradeInAnswer(tradeInId, category, AccrualStatus.Duplicate, sequence);
 
     /// <inheritdoc />
     public Task<TradeInResult> InspectTradeIn(string tradeInId, TradeInCondition condition)

@@ -161,8 +161,7 @@ public sealed partial class MemberGrain
 
     private ReservationState ReservationStateOf(LedgerEntry? ended, LedgerEntry reserve) => ended switch
     {
-        { Kind: LedgerEntryKind.Redeem } => ReservationState.Committed,
-        { Details: ReservationEndDetails { EndedAs: var endedAs } } => endedAs,
+        not null => EndedState(ended),
         null when _state.Lots.FindHold(reserve.TransactionId!) is { } hold => hold.LapsesAt > MemberNow() ? ReservationState.Held : ReservationState.Lapsed,
         _ => ReservationState.Lapsed,
     };

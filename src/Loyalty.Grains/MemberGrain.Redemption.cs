@@ -41,12 +41,21 @@ public sealed partial class MemberGrain
 
         long fingerprint = request.ComputeFingerprint(reserve);
         var stock = new StockTake();
+        LedgerEntry? ended = null;
         RedemptionResult result = await WriteAsync(
-            prefetch: () => TakeStockAsync(request, stock),
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageSpendOrHold(request, reserve, fingerprint, stock, program, now, out entry),
+            prefetch: async () =>
+            {
+                await TakeStockAsync(request, stock);
+                ended = reserve && _state.FindRecent(txn) is not null ? await FindEndOfResentAsync(txn) : null;
+            },
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageSpendOrHold(request, reserve, fingerprint, stock, ended, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, reserve ? ReservationState.Held : ReservationState.None),
-            existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m),
-                kind: reserve ? LedgerEntryKind.Reserve : LedgerEntryKind.Redeem),
+            async existing =>
+            {
+                ended = reserve ? await FindEndOfResentAsync(txn) : null;
+                return await AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve, ended), (e, m) => RedemptionResult.Reject(txn, e, m),
+                    kind: reserve ? LedgerEntryKind.Reserve : LedgerEntryKind.Redeem);
+            },
             (e, m) => RedemptionResult.Reject(txn, e, m),
             resendId: txn);
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
@@ -81,7 +90,14 @@ public sealed partial class MemberGrain
         return result;
     }
 
-    private RedemptionResult? StageSpendOrHold(Redemption request, bool reserve, long fingerprint, StockTake stock, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    /// <summary>
+    /// How a resent reservation ended, when its hold is no longer open (one indexed read, on such
+    /// resends only): the answer then says committed, cancelled or lapsed, not that nothing is held.
+    /// </summary>
+    private async Task<LedgerEntry?> FindEndOfResentAsync(string reservationId) =>
+        _state.Lots.FindHold(reservationId) is null ? await FindCommittedAsync(reservationId + EndSuffix) : null;
+
+    private RedemptionResult? StageSpendOrHold(Redemption request, bool reserve, long fingerprint, StockTake stock, LedgerEntry? ended, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string txn = request.TransactionId;
@@ -92,7 +108,7 @@ public sealed partial class MemberGrain
             return RedemptionResult.Reject(txn, LoyaltyError.AlreadyExists, $"transaction_id '{txn}' is an open reservation's; commit it instead");
         }
 
-        if (Precheck(txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve), (e, m) => RedemptionResult.Reject(txn, e, m)) is { } early)
+        if (Precheck(txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve, ended), (e, m) => RedemptionResult.Reject(txn, e, m)) is { } early)
         {
             return early;
         }
@@ -137,14 +153,45 @@ public sealed partial class MemberGrain
             reward, quantity, reservation, lapsesAt, lots ?? [], LoyaltyError.None, null);
     }
 
-    /// <summary>A resend of a redeem or a reservation, answered from the grain's memory.</summary>
-    private RedemptionResult Duplicate(string txn, Points points, long sequence, bool reserve)
+    /// <summary>
+    /// A resend of a redeem or a reservation. A reservation's answer says where it stands: held
+    /// (or lapsed) while its hold is open, else as <paramref name="ended"/> records its end.
+    /// </summary>
+    private RedemptionResult Duplicate(string txn, Points points, long sequence, bool reserve, LedgerEntry? ended)
     {
-        Hold? hold = reserve ? _state.Lots.FindHold(txn) : null;
-        return new RedemptionResult(txn, AccrualStatus.Duplicate, reserve ? hold?.Points ?? Points.Zero : -points, _state.Balance,
-            _state.AvailableAt(MemberNow()), sequence, hold?.RewardId, hold?.Quantity ?? 0,
-            reserve ? (hold is null ? ReservationState.None : ReservationState.Held) : ReservationState.None, hold?.LapsesAt, [], LoyaltyError.None, null);
+        DateTimeOffset now = MemberNow();
+        var answer = new RedemptionResult(txn, AccrualStatus.Duplicate, -points, _state.Balance, _state.AvailableAt(now), sequence,
+            null, 0, ReservationState.None, null, [], LoyaltyError.None, null);
+        if (!reserve)
+        {
+            return answer;
+        }
+
+        if (_state.Lots.FindHold(txn) is { } hold)
+        {
+            return answer with
+            {
+                Points = hold.Points, RewardId = hold.RewardId, Quantity = hold.Quantity, LapsesAt = hold.LapsesAt,
+                Reservation = hold.LapsesAt > now ? ReservationState.Held : ReservationState.Lapsed,
+            };
+        }
+
+        return ended is not null && IsOwn(ended) && EndedReward(ended) is { } reward
+            ? answer with { Points = reward.Held, RewardId = reward.RewardId, Quantity = reward.Quantity, Reservation = EndedState(ended) }
+            : answer with { Points = Points.Zero };
     }
+
+    /// <summary>How a reservation's ending entry ended it.</summary>
+    private static ReservationState EndedState(LedgerEntry ended) =>
+        ended.Kind == LedgerEntryKind.Redeem ? ReservationState.Committed : (ended.Details as ReservationEndDetails)?.EndedAs ?? ReservationState.Cancelled;
+
+    /// <summary>What a reservation held, from the entry that ended it: spent when committed, else released.</summary>
+    private static (Points Held, string? RewardId, int Quantity)? EndedReward(LedgerEntry ended) => ended.Details switch
+    {
+        ReservationEndDetails released => (new Points(released.HeldPoints), released.RewardId, released.Quantity),
+        RedeemDetails spent => (-ended.Points, spent.RewardId, spent.Quantity),
+        _ => null,
+    };
 
     /// <summary>The answer when the reservation has already ended, as the ledger records it.</summary>
     private RedemptionResult AnswerEnded(string reservationId, LedgerEntry ended, bool commit) =>

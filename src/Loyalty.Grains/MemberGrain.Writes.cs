@@ -640,7 +640,7 @@ public sealed partial class MemberGrain
 
         if (redemption is { } r)
         {
-            if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, program, now, out redeemed) is { } notRedeemed)
+            if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, ended: null, program, now, out redeemed) is { } notRedeemed)
             {
                 return AccrualResult.Reject(txn, notRedeemed.Error, $"the purchase's redemption: {notRedeemed.ErrorMessage}");
             }

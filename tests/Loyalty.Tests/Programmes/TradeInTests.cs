@@ -53,6 +53,13 @@ public sealed class TradeInTests
             Assert.Equal(StatusCode.NotFound, unknown.StatusCode);
             Assert.Equal((V1.TradeInStatus.Rejected, 0L, 30_00L), (rejected.TradeInStatus, rejected.CreditMinor, rejected.WalletMinor));
 
+            // A submission resent after its inspection says how it was graded, under its own sequence.
+            V1.TradeInResponse resentAccepted = await SubmitAsync(engine, "t1", "jackets");
+            V1.TradeInResponse resentRejected = await SubmitAsync(engine, "t2", "fleece");
+            Assert.Equal((V1.AckStatus.Duplicate, V1.TradeInStatus.Accepted, 30_00L, V1.TradeInCondition.Good, submitted.Sequence),
+                (resentAccepted.Status, resentAccepted.TradeInStatus, resentAccepted.CreditMinor, resentAccepted.Condition, resentAccepted.Sequence));
+            Assert.Equal((V1.AckStatus.Duplicate, V1.TradeInStatus.Rejected, 0L), (resentRejected.Status, resentRejected.TradeInStatus, resentRejected.CreditMinor));
+
             // The wallet pays $25 of a $100 purchase, which still earns on its whole amount.
             V1.PurchaseAck paid = await engine.Purchases.AccrueAsync(Buy("p1", 100_00, walletMinor: 25_00));
             RpcException overdrawn = await RefusedAsync(engine.Purchases.AccrueAsync(Buy("p2", 100_00, walletMinor: 5_01)).ResponseAsync);
@@ -90,6 +97,13 @@ public sealed class TradeInTests
             Assert.Equal(report, migrated);
 
             engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "w");
+
+            // Past the member's memory of recent ids (a restart), the ledger answers the same.
+            await engine.DisposeAsync();
+            engine = await InProcessEngine.StartAsync(engine.Storage, clock);
+            V1.TradeInResponse resentAfterRestart = await SubmitAsync(engine, "t1", "jackets");
+            Assert.Equal((V1.AckStatus.Duplicate, V1.TradeInStatus.Accepted, 30_00L, submitted.Sequence),
+                (resentAfterRestart.Status, resentAfterRestart.TradeInStatus, resentAfterRestart.CreditMinor, resentAfterRestart.Sequence));
         }
         finally
         {

@@ -280,6 +280,7 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         RedemptionResult committed = await member.CommitReservation("res-1");
         RedemptionResult again = await member.CommitReservation("res-1");
         RedemptionResult cancelAfter = await member.CancelReservation("res-1");
+        RedemptionResult reserveResent = await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1, "store-1"));
         MemberView after = (await member.Get())!;
 
         Assert.Equal((ReservationState.Held, 100L), (held.Reservation, held.Points.Value));
@@ -289,6 +290,9 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         Assert.Equal((AccrualStatus.Accepted, ReservationState.Committed, 50L), (committed.Status, committed.Reservation, committed.Balance.Value));
         Assert.Equal((AccrualStatus.Duplicate, ReservationState.Committed), (again.Status, again.Reservation));
         Assert.Equal(LoyaltyError.FailedPrecondition, cancelAfter.Error);
+        // The till's reservation resent after the commit says it was committed, not that nothing is held.
+        Assert.Equal((AccrualStatus.Duplicate, ReservationState.Committed, 100L, "ten-off", held.Sequence),
+            (reserveResent.Status, reserveResent.Reservation, reserveResent.Points.Value, reserveResent.RewardId, reserveResent.Sequence));
         Assert.Equal((50L, 0L, 100L), (after.Balance.Value, after.Held.Value, after.LifetimeRedeemed.Value));
         await AssertLedgerMatchesAsync(member);
     }
@@ -387,7 +391,9 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         RedemptionResult again = await member.CancelReservation("res-1");
         RedemptionResult commitAfter = await member.CommitReservation("res-1");
         RedemptionResult unknown = await member.CancelReservation("never");
+        RedemptionResult reserveResent = await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1));
 
+        Assert.Equal((AccrualStatus.Duplicate, ReservationState.Cancelled, 100L), (reserveResent.Status, reserveResent.Reservation, reserveResent.Points.Value));
         Assert.Equal(1L, takenWhileHeld);
         Assert.Equal((AccrualStatus.Accepted, ReservationState.Cancelled, 150L), (cancelled.Status, cancelled.Reservation, cancelled.Available.Value));
         Assert.Equal(AccrualStatus.Duplicate, again.Status);
@@ -407,7 +413,9 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         await WaitForEntryAsync(LedgerEntryKind.ReservationEnd);
         RedemptionResult commit = await member.CommitReservation("res-1");
         MemberView view = (await member.Get())!;
+        RedemptionResult reserveResent = await member.Reserve(new Loyalty.Redemption("res-1", "ten-off", 1));
 
+        Assert.Equal((AccrualStatus.Duplicate, ReservationState.Lapsed), (reserveResent.Status, reserveResent.Reservation));
         Assert.Equal(LoyaltyError.FailedPrecondition, commit.Error);
         Assert.Equal((150L, 0L), (view.Available.Value, view.Held.Value));
         Assert.Equal(0L, await fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/ten-off").Taken());
