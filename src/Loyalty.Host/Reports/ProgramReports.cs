@@ -100,13 +100,12 @@ public static class ProgramReports
                 running.Add(day);
             }
 
-            bool complete = start == PeriodStart(start, grouping) && end == PeriodEnd(start, grouping);
-            report.Periods.Add(flows.ToPeriod(start, end, running, KindOf(grouping), complete, ladder));
+            // A period cut short by the report's last day stays exact; one cut short by its first does not (see ExactKind).
+            report.Periods.Add(flows.ToPeriod(start, end, running, KindOf(grouping), start == PeriodStart(start, grouping), ladder));
         }
 
-        // The total counts active members exactly when it is one calendar period of some kind.
-        PurchaseActivity.Period? exact = WholePeriodKind(from, to);
-        report.Total = whole.ToPeriod(from, to, running, exact ?? KindOf(grouping), exact is not null || report.Periods.Count == 1 && report.Periods[0].Members.ActiveExact, ladder);
+        PurchaseActivity.Period? exact = ExactKind(from, to);
+        report.Total = whole.ToPeriod(from, to, running, exact ?? KindOf(grouping), exact is not null, ladder);
         if (csv)
         {
             report.Csv = Csv(report.Periods);
@@ -124,12 +123,19 @@ public static class ProgramReports
         _ => PurchaseActivity.Period.Day,
     };
 
-    /// <summary>The kind of calendar period that <paramref name="from"/>..<paramref name="to"/> is exactly, or null.</summary>
-    private static PurchaseActivity.Period? WholePeriodKind(DateOnly from, DateOnly to)
+    /// <summary>
+    /// The finest kind of calendar period whose counts of active and repeat members are exact for
+    /// <paramref name="from"/>..<paramref name="to"/>, or null. The member grain marks a purchase as
+    /// its member's first or second of its day, week, month and year; when the days start such a
+    /// period and end within it, the marks on those days count each member who bought in them
+    /// once, and each who bought twice once. Days that start mid-period are not exact: a member
+    /// whose first purchase of the month came before them is a repeat but not active.
+    /// </summary>
+    private static PurchaseActivity.Period? ExactKind(DateOnly from, DateOnly to)
     {
         foreach (V1.ReportGrouping grouping in (V1.ReportGrouping[])[V1.ReportGrouping.Day, V1.ReportGrouping.Week, V1.ReportGrouping.Month, V1.ReportGrouping.Year])
         {
-            if (PeriodStart(from, grouping) == from && PeriodEnd(from, grouping) == to)
+            if (PeriodStart(from, grouping) == from && to <= PeriodEnd(from, grouping))
             {
                 return KindOf(grouping);
             }
@@ -165,7 +171,7 @@ public static class ProgramReports
                 f.Reversed, f.Redeemed, f.Expired, f.MergedIn, f.MergedOut, f.RedemptionsReturned, f.Other, f.Net, f.PendingAdded, f.PendingMatured, f.PendingReversed,
                 f.SalesMinor, f.Purchases, f.ReturnedMinor, f.Returns, f.Enrolled, b.Outstanding, b.Pending, b.Spendable, b.LiabilityMinor, b.DeferredRevenueMinor,
                 b.BreakageBp, b.BreakageObserved ? "true" : "false", b.MaturedRedeemed, b.MaturedExpired, b.Members,
-                m.Active, m.Repeat, m.ActiveExact ? "true" : "false", m.ParticipationBp, m.RepeatRateBp, m.FirstTimeSalesMinor, m.ReturningSalesMinor, m.AverageOrderMinor,
+                m.Active, m.HasRepeat ? m.Repeat : "", m.ActiveExact ? "true" : "false", m.HasParticipationBp ? m.ParticipationBp : "", m.HasRepeatRateBp ? m.RepeatRateBp : "", m.FirstTimeSalesMinor, m.ReturningSalesMinor, m.AverageOrderMinor,
                 m.LifetimeValueMinor, m.ReferralsMade, m.ReferralsQualified, m.Upgrades, m.Downgrades, f.IssuedFeedback, p.Nps.Responses, p.Nps.Nps,
                 p.StoreCredit?.IssuedMinor ?? 0, p.StoreCredit?.SpentMinor ?? 0, p.StoreCredit?.RefundedMinor ?? 0, b.StoreCreditMinor,
             ];
@@ -304,20 +310,24 @@ public static class ProgramReports
             var figures = new V1.MemberFigures
             {
                 Active = active,
-                Repeat = repeat,
                 ActiveExact = activeExact,
-                ParticipationBp = Ratio(active, closing.Members),
-                RepeatRateBp = Ratio(repeat, active),
                 FirstTimePurchases = M(ReportMetric.FirstTimePurchases),
                 FirstTimeSalesMinor = firstTime,
                 ReturningSalesMinor = checked(sales - firstTime),
                 AverageOrderMinor = Divide(sales, M(ReportMetric.Purchases)),
-                RevenuePerActiveMemberMinor = Divide(sales, active),
                 LifetimeValueMinor = Divide(running.NetSales, closing.Members),
                 ReferralsMade = M(ReportMetric.ReferralsMade),
                 ReferralsQualified = M(ReportMetric.ReferralsQualified),
                 ReferralConversionBp = Ratio(M(ReportMetric.ReferralsQualified), M(ReportMetric.ReferralsMade)),
             };
+            if (activeExact)
+            {
+                figures.Repeat = repeat;
+                figures.ParticipationBp = Ratio(active, closing.Members);
+                figures.RepeatRateBp = Ratio(repeat, active);
+                figures.RevenuePerActiveMemberMinor = Divide(sales, active);
+            }
+
             foreach ((string move, long count) in Keyed(ReportMetric.TierMoves))
             {
                 string[] ends = move.Split('>');

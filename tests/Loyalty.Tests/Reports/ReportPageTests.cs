@@ -30,6 +30,11 @@ public sealed partial class ReportPageTests(ITestOutputHelper output)
         });
 
         string dom = await RenderAsync($"{engine.HttpAddress}/reports?program={ProgramReportTests.Program}&from=2026-11-01&to=2027-06-30&groupBy=REPORT_GROUPING_MONTH#key={WebUtility.UrlEncode(TestKeys.Operator)}");
+        V1.ProgramReport november = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(new V1.ProgramReportRequest
+        {
+            ProgramId = ProgramReportTests.Program, From = "2026-11-01", To = "2026-11-30",
+        });
+        string novemberDom = await RenderAsync($"{engine.HttpAddress}/reports?program={ProgramReportTests.Program}&from=2026-11-01&to=2026-11-30#key={WebUtility.UrlEncode(TestKeys.Operator)}");
         string wrongKey = await RenderAsync($"{engine.HttpAddress}/reports?program={ProgramReportTests.Program}#key=lgk_0000000000000000.nope");
 
         Assert.Contains("data-loaded=\"true\"", dom, StringComparison.Ordinal);
@@ -44,6 +49,10 @@ public sealed partial class ReportPageTests(ITestOutputHelper output)
         Assert.Equal(Count(closing.Members), Figure(dom, "members"));
         Assert.Equal(report.Total.Nps.Nps.ToString("0.00", CultureInfo.InvariantCulture), Figure(dom, "nps"));
         Assert.Equal(report.Periods.Count, PeriodRow().Matches(dom).Count);
+        // Eight months together have no exact repeat rate: the page shows none rather than a sum of months'.
+        Assert.Equal((false, "\u2014"), (report.Total.Members.HasRepeatRateBp, Figure(dom, "repeat-rate")));
+        Assert.Equal((true, $"{november.Total.Members.RepeatRateBp / 100.0:0.00} %".Replace(',', '.')), (november.Total.Members.HasRepeatRateBp, Figure(novemberDom, "repeat-rate")));
+        Assert.True(november.Total.Members.RepeatRateBp > 0, "November's story has a repeat customer");
         Assert.True(report.Total.Flows.Redeemed > 0 && closing.LiabilityMinor != 0, "the story gives the page figures worth checking");
         Assert.Contains("data-loaded=\"error\"", wrongKey, StringComparison.Ordinal);
     }

@@ -159,6 +159,46 @@ public sealed class ReportRulesTests
         Assert.Equal((1, 1, 10_000), (members.ReferralsMade, members.ReferralsQualified, members.ReferralConversionBp));
     }
 
+    [Fact]
+    public void RepeatAndParticipation_AreGivenOnlyWhereTheyAreExact_ARangeFromAPeriodsFirstDayAndEndingWithinIt()
+    {
+        // Two members enrolled; each buys twice in November 2026: "a" on Wednesday the 4th and
+        // Friday the 6th, "b" twice on Monday the 9th. The grain marks each purchase as its
+        // member's first or second of the day, week, month and year; the totals below are those marks.
+        int Day(int d) => new DateOnly(2026, 11, d).DayNumber;
+        ReportTotal Mark(int d, ReportMetric metric, PurchaseActivity.Period period) => new(Day(d), metric + (short)period, "", 1);
+        IEnumerable<ReportTotal> Marks(int d, ReportMetric metric, params PurchaseActivity.Period[] periods) => periods.Select(p => Mark(d, metric, p));
+        PurchaseActivity.Period[] all = [PurchaseActivity.Period.Day, PurchaseActivity.Period.Week, PurchaseActivity.Period.Month, PurchaseActivity.Period.Year];
+        ReportTotal[] before = [new(Day(1) - 30, ReportMetric.Enrolled, "", 2)];
+        ReportTotal[] days =
+        [
+            .. Marks(4, ReportMetric.ActiveDay, all),
+            .. Marks(6, ReportMetric.ActiveDay, PurchaseActivity.Period.Day), .. Marks(6, ReportMetric.RepeatDay, all[1..]),
+            .. Marks(9, ReportMetric.ActiveDay, all), .. Marks(9, ReportMetric.RepeatDay, all),
+        ];
+        ReportTotal[] Between(int first, int last) => [.. days.Where(t => t.Day >= Day(first) && t.Day <= Day(last))];
+
+        // November the 1st to the 20th, by day: the total is exact as a month cut short by its last day.
+        V1.MemberFigures monthSoFar = Build(new(2026, 11, 1), new(2026, 11, 20), V1.ReportGrouping.Day, before, Between(1, 20)).Total.Members;
+        // The 5th to the 20th, by week: the first week starts on a Thursday, after a's first purchase of it.
+        V1.ProgramReport midWeek = Build(new(2026, 11, 5), new(2026, 11, 20), V1.ReportGrouping.Week, before, Between(5, 20));
+        // The whole month by day is counted as a month, not as a sum of days (which would miss a's return on another day).
+        V1.MemberFigures byDay = Build(new(2026, 11, 1), new(2026, 11, 30), V1.ReportGrouping.Day, before, Between(1, 30)).Total.Members;
+
+        Assert.Equal((2L, true, 2L, 10_000, 10_000), (monthSoFar.Active, monthSoFar.ActiveExact, monthSoFar.Repeat, monthSoFar.RepeatRateBp, monthSoFar.ParticipationBp));
+        Assert.Equal((false, false, false, false, false), (midWeek.Total.Members.ActiveExact, midWeek.Total.Members.HasRepeat,
+            midWeek.Total.Members.HasRepeatRateBp, midWeek.Total.Members.HasParticipationBp, midWeek.Total.Members.HasRevenuePerActiveMemberMinor));
+        // Its first week (the 5th to the 8th) holds a's second purchase of the week but not its
+        // first: a repeat without an active member, not a figure to give. The later weeks are whole
+        // or cut short by their last day only.
+        Assert.Equal(["2026-11-05:False:False", "2026-11-09:True:True", "2026-11-16:True:True"],
+            midWeek.Periods.Select(p => $"{p.Start}:{p.Members.ActiveExact}:{p.Members.HasRepeatRateBp}"));
+        Assert.Equal((0L, 1L, 10_000), (midWeek.Periods[0].Members.Active, midWeek.Periods[1].Members.Active, midWeek.Periods[1].Members.RepeatRateBp));
+        Assert.Equal((2L, true, 10_000), (byDay.Active, byDay.ActiveExact, byDay.RepeatRateBp));
+        string firstWeek = midWeek.Csv.Split('\n')[1];
+        Assert.Contains(",,false,,,", firstWeek, StringComparison.Ordinal);
+    }
+
     private static V1.ProgramReport Build(DateOnly from, DateOnly to, V1.ReportGrouping grouping, ReportTotal[] before, ReportTotal[] days, AccountingPolicy? accounting = null, ProgramSettings? settings = null) =>
         ProgramReports.Build("p", settings ?? new ProgramSettings("P", "USD", 2, 1, Accounting: accounting), from, to, grouping, before, days, csv: true);
 
