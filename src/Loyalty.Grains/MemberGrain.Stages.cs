@@ -6,11 +6,11 @@ namespace Loyalty.Grains;
 public sealed partial class MemberGrain
 {
     private ReturnResult? StageReturn(PurchaseReturn request, long fingerprint, LedgerEntry? original, LedgerEntry? redeemed,
-        LedgerReturns? earlierReturns, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+        LedgerReturns? earlierReturns, LedgerEntry? resent, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string txn = request.TransactionId;
-        if (Precheck(txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)) is { } early)
+        if (Precheck(txn, fingerprint, (t, p, s) => ReturnDuplicate(t, p, s, resent), (e, m) => ReturnResult.Reject(txn, e, m)) is { } early)
         {
             return early;
         }
@@ -135,8 +135,15 @@ public sealed partial class MemberGrain
     private AccrualResult AccrualDuplicate(string txn, Points points, long sequence) =>
         new(txn, AccrualStatus.Duplicate, points, _state.Balance, sequence, LoyaltyError.None, null);
 
-    private ReturnResult ReturnDuplicate(string txn, Points points, long sequence) =>
-        new(txn, AccrualStatus.Duplicate, Points.Zero - points, _state.Balance, _state.Lots.PendingTotal, sequence, null, LoyaltyError.None, null);
+    /// <summary>
+    /// A resent return, answered as the first answer was from its entry (<paramref name="recorded"/>)
+    /// when read: the points it reversed (not its net move, which counts points a return of a basket
+    /// paid in points gave back) and its breakdown.
+    /// </summary>
+    private ReturnResult ReturnDuplicate(string txn, Points points, long sequence, LedgerEntry? recorded) =>
+        recorded is { Kind: LedgerEntryKind.Return, Details: ReturnDetails details } && IsOwn(recorded) && recorded.Sequence == sequence
+            ? new(txn, AccrualStatus.Duplicate, ReversedOf(details), _state.Balance, _state.Lots.PendingTotal, sequence, details, LoyaltyError.None, null)
+            : new(txn, AccrualStatus.Duplicate, Points.Zero - points, _state.Balance, _state.Lots.PendingTotal, sequence, null, LoyaltyError.None, null);
 
     /// <summary>The committed ledger entry of a transaction id, waiting first for this member's change in flight (it may be that one).</summary>
     private async Task<LedgerEntry?> FindCommittedAsync(string txn)

@@ -106,11 +106,13 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = purchaseReturn.ComputeFingerprint();
-        LedgerEntry? original = null, redeemed = null;
+        LedgerEntry? original = null, redeemed = null, resent = null;
         LedgerReturns? earlierReturns = null;
         Task<ReturnResult> write = WriteAsync(
             prefetch: async () =>
             {
+                // A resend is answered as the return was: its entry holds what it reversed and how (one read, on resends only).
+                resent = _state.FindRecent(txn) is not null ? await FindCommittedAsync(txn) : null;
                 original = await FindCommittedAsync(purchaseReturn.OriginalTransactionId);
                 redeemed = (original?.Details as EarnDetails)?.RewardId is null ? null
                     : await _services.Store.FindTransactionAsync(_programId, original.TransactionId + BasketRedeemSuffix, CancellationToken.None);
@@ -131,10 +133,10 @@ public sealed partial class MemberGrain
                     earlierReturns = new LedgerReturns(purchaseId, await _services.Store.ReadReturnsOfAsync(_programId, purchaseId, CancellationToken.None), readOn, sequence);
                 }
             },
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, earlierReturns, program, now, out entry),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, earlierReturns, resent, program, now, out entry),
             (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, ReversedOf(entry.DetailsAs<ReturnDetails>()!),
                 balance, pending, entry.Sequence, entry.DetailsAs<ReturnDetails>(), LoyaltyError.None, null),
-            existing => AnswerFromLedger(existing, txn, fingerprint, ReturnDuplicate, (e, m) => ReturnResult.Reject(txn, e, m)),
+            existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => ReturnDuplicate(t, p, s, existing), (e, m) => ReturnResult.Reject(txn, e, m)),
             (e, m) => ReturnResult.Reject(txn, e, m),
             resendId: txn);
         return FinishReturnAsync(_state.Referral.ReferredBy is null ? write : ThenSettleReferrerAsync(write), () => original);

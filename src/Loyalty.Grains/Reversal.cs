@@ -296,10 +296,33 @@ public static class Reversal
             cumulative.TryAdd(sku, already);
         }
 
+        // A SKU whose every unit came back is returned whole, whatever the till refunded for it:
+        // refunds rounded per unit (three of 3.33 for a line of 10.00) must not leave a share behind.
+        foreach ((string sku, long units) in UnitsBought(basket))
+        {
+            long unitsBack = checked((progress?.SkuReturnedQuantity.GetValueOrDefault(sku) ?? 0) + unitsNow.GetValueOrDefault(sku));
+            if (units > 0 && unitsBack >= units)
+            {
+                cumulative[sku] = bought[sku];
+            }
+        }
+
         lines = [.. returnedNow.Select(r => new SkuAmount(r.Key, r.Value, 0, "", unitsNow[r.Key]))];
         full = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value);
         error = null;
         return Shares(basket, cumulative);
+    }
+
+    /// <summary>Units bought of each SKU (0 for purchases recorded before quantities were kept).</summary>
+    private static Dictionary<string, long> UnitsBought(IReadOnlyList<SkuAmount> basket)
+    {
+        var units = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (SkuAmount line in basket)
+        {
+            units[line.Sku] = checked(units.GetValueOrDefault(line.Sku) + line.Quantity);
+        }
+
+        return units;
     }
 
     /// <summary>
@@ -309,14 +332,10 @@ public static class Reversal
     /// </summary>
     private static string? ExceedsUnits(IReadOnlyList<SkuAmount> basket, ReturnProgress? progress, Dictionary<string, int> unitsNow)
     {
+        Dictionary<string, long> units = UnitsBought(basket);
         foreach ((string sku, int now) in unitsNow)
         {
-            long bought = 0;
-            foreach (SkuAmount line in basket)
-            {
-                bought += line.Sku == sku ? line.Quantity : 0;
-            }
-
+            long bought = units.GetValueOrDefault(sku);
             long already = progress?.SkuReturnedQuantity.GetValueOrDefault(sku) ?? 0;
             if (bought > 0 && already + now > bought)
             {
@@ -336,7 +355,7 @@ public static class Reversal
         var remaining = new Dictionary<string, long>(cumulative, StringComparer.Ordinal);
         var groupWhole = new Dictionary<string, Int128>(StringComparer.Ordinal);
         var groupReturned = new Dictionary<string, Int128>(StringComparer.Ordinal);
-        Int128 weightedWhole = 0, weightedReturned = 0;
+        Int128 weightedWhole = 0, weightedReturned = 0, moneyWhole = 0, moneyReturned = 0;
         foreach (SkuAmount entry in basket)
         {
             long back = Math.Min(remaining.GetValueOrDefault(entry.Sku), entry.AmountMinor);
@@ -345,10 +364,15 @@ public static class Reversal
             groupReturned[entry.Component] = groupReturned.GetValueOrDefault(entry.Component) + back;
             weightedWhole += (Int128)entry.AmountMinor * entry.MultiplierBp;
             weightedReturned += (Int128)back * entry.MultiplierBp;
+            moneyWhole += entry.AmountMinor;
+            moneyReturned += back;
         }
 
+        // A basket of excluded lines only has no weight, yet a campaign's flat bonus may still have
+        // been earned on its money: such a bonus goes back in the share of the money returned.
+        Share bonus = weightedWhole > 0 ? new Share(weightedReturned, weightedWhole) : new Share(moneyReturned, moneyWhole);
         return c => c.Kind is ComponentKind.Base or ComponentKind.Product
             ? new Share(groupReturned.GetValueOrDefault(c.Code), groupWhole.GetValueOrDefault(c.Code))
-            : new Share(weightedReturned, weightedWhole);
+            : bonus;
     }
 }

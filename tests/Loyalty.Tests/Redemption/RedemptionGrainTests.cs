@@ -463,10 +463,15 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
 
         ReturnResult half = await member.Return(new PurchaseReturn("r1", _program, "m", "basket", "store-1", new Money(25_00, "USD"), Now, []));
         ReturnResult rest = await member.Return(new PurchaseReturn("r2", _program, "m", "basket", "store-1", new Money(25_00, "USD"), Now, []));
+        ReturnResult resent = await member.Return(new PurchaseReturn("r2", _program, "m", "basket", "store-1", new Money(25_00, "USD"), Now, []));
         MemberView view = (await member.Get())!;
 
         Assert.Null(half.Details!.Restored);
         Assert.Equal([new LotUse("#signup", 30, signupExpiry)], rest.Details!.Restored);
+        // The resend answers as the return did: the points it reversed (not its net move, which counts
+        // the points given back to the lots) and its breakdown.
+        Assert.Equal((AccrualStatus.Duplicate, rest.Reversed, rest.Sequence), (resent.Status, resent.Reversed, resent.Sequence));
+        Assert.Equal(rest.Details.Restored, resent.Details?.Restored);
         Assert.Equal((100L, 0L), (view.Balance.Value, view.LifetimeRedeemed.Value));
         Assert.Equal([(signupExpiry, 100L)], view.Expiring!.Select(e => (e.ExpiresAt, e.Points.Value)));
         Assert.Equal(0L, await fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee").Taken());

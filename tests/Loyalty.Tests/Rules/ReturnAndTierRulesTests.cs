@@ -86,6 +86,54 @@ public sealed class ReturnAndTierRulesTests
         Assert.Contains("exceeds the purchase", more, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Return_ByLines_EveryUnitBack_IsFull_ThoughTheTillRefundedLessThanTheLineCost()
+    {
+        // Three units for 10.00, refunded one at a time at 3.33: every unit back is the whole line.
+        LedgerEntry bought = Original with
+        {
+            Points = new Points(10),
+            AmountMinor = 10_00,
+            Details = new EarnDetails { Components = [new BreakdownComponent(ComponentKind.Base, "base", 10)], Lines = [new SkuAmount("a", 10_00, Multipliers.One, "base", 3)] },
+        };
+        var state = new ReturnProgress(components: 1);
+        long total = 0;
+        var full = new List<bool>();
+        for (int i = 0; i < 3; i++)
+        {
+            ReversalResult r = Reversal.Compute(bought, state.Count > 0 ? state : null, ByLines(("a", 3_33)), out string? error)!;
+            Assert.Null(error);
+            total += r.Total;
+            full.Add(r.Full);
+            state.Add(new ReturnDetails { Components = r.Components, Lines = r.Lines, ReturnedAmountMinor = r.ReturnedAmountMinor, Full = r.Full });
+        }
+
+        Assert.Equal([false, false, true], full);
+        Assert.Equal(10, total);
+        Assert.True(Reversal.Status(bought, state).Full);
+        Assert.Null(Reversal.Compute(bought, state, ByLines(("a", 1)), out string? fourth));
+        Assert.Contains("1 returned now and 3 before, of 3 units bought", fourth, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Return_ByLines_OfABasketOfExcludedLines_TakesBackTheCampaignsFlatBonusInTheMoneysShare()
+    {
+        // A gift card earns nothing itself (weight 0), but the purchase met a campaign's threshold for a flat 200.
+        LedgerEntry bought = Original with
+        {
+            Points = new Points(200),
+            AmountMinor = 20_00,
+            Details = new EarnDetails { Components = [new BreakdownComponent(ComponentKind.Campaign, "spend-20", 200)], Lines = [new SkuAmount("gift", 20_00, 0, "excluded:gift", 2)] },
+        };
+
+        ReversalResult? half = Reversal.Compute(bought, null, ByLines(("gift", 10_00)), out string? error);
+        ReversalResult? whole = Reversal.Compute(bought, null, new PurchaseReturn("r1", "p", "m", "t1", "store-1", new Money(0, "USD"), Wednesday, [new ReturnLine("gift", 2, 20_00)]), out _);
+
+        Assert.Null(error);
+        Assert.Equal(100, half!.Total);
+        Assert.Equal((200L, true), (whole!.Total, whole.Full));
+    }
+
     public static TheoryData<string, PurchaseReturn, ReturnProgress?, string> Refusals => new()
     {
         { "more than the purchase", ByAmount(100_01), null, "exceeds the purchase" },
