@@ -147,9 +147,9 @@ internal sealed class LoadOptions
                                 report gives their events per second and the delay from an
                                 entry's record time to its arrival (default 0)
           --webhook             a webhook for every event, received by the load tester on a
-                                loopback port (the engine needs Webhooks:AllowHttp=true; a
-                                spawned engine gets it); the report gives deliveries per
-                                second and their delay
+                                loopback port (the engine needs Webhooks:AllowHttp=true and
+                                Webhooks:AllowPrivateTargets=true; a spawned engine gets
+                                both); the report gives deliveries per second and their delay
           --spawn KIND          start an engine first: sqlite (a fresh file), postgres (needs
                                 --postgres or LOYALTY_BENCH_POSTGRES) or memory (not durable: the ceiling);
                                 or grpc-floor: a server that answers every purchase at once, with
@@ -259,6 +259,7 @@ internal sealed class LoadOptions
         if (o.Webhook && o.Spawn is not null)
         {
             o.EngineArgs.Add("--Webhooks:AllowHttp=true");
+            o.EngineArgs.Add("--Webhooks:AllowPrivateTargets=true");
         }
 
         if (o.Mode == "rate" && o.RatePerSecond <= 0)

@@ -12,6 +12,13 @@ public sealed class WebhookOptions
     /// <summary>Whether subscriptions may use plain http URLs (development and tests); otherwise https only.</summary>
     public bool AllowHttp { get; set; }
 
+    /// <summary>
+    /// Whether deliveries may reach addresses outside the public internet: loopback, private
+    /// ranges, link-local (development, tests, and receivers inside the operator's own network).
+    /// Off by default: a retailer's URL must not reach the engine's neighbours (<see cref="WebhookTargets"/>).
+    /// </summary>
+    public bool AllowPrivateTargets { get; set; }
+
     /// <summary>How long one delivery attempt may take, connection included.</summary>
     public int TimeoutSeconds { get; set; } = 10;
 

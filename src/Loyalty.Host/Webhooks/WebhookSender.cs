@@ -19,7 +19,8 @@ public sealed record DeliveryOutcome(bool Delivered, int StatusCode, int Latency
 
 /// <summary>
 /// Posts one event to one subscription's URL, signed. The request goes to that URL only:
-/// redirects are not followed, the attempt has a timeout, and at most
+/// redirects are not followed, internal addresses are not reached (<see cref="WebhookTargets"/>),
+/// the attempt has a timeout, and at most
 /// <see cref="WebhookOptions.ResponseBytesMax"/> bytes of the answer are read.
 /// </summary>
 public sealed class WebhookSender : IDisposable
@@ -60,6 +61,9 @@ public sealed class WebhookSender : IDisposable
             ConnectTimeout = TimeSpan.FromSeconds(Math.Min(_options.TimeoutSeconds, 10)),
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             MaxResponseHeadersLength = 16,
+            // No proxy: a delivery connects to the subscription's own host, through the check on its addresses.
+            UseProxy = false,
+            ConnectCallback = (context, ct) => WebhookTargets.ConnectAsync(context.DnsEndPoint, _options.AllowPrivateTargets, ct),
         };
         // Each attempt has its own limit (SendAsync); this one is only a backstop.
         _client = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(_options.TimeoutSeconds + 5) };

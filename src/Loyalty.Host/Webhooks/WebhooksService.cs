@@ -190,7 +190,10 @@ public sealed class WebhooksService(
             return _options.AllowHttp ? "url must be http or https" : "url must be https (plain http is off: Webhooks:AllowHttp)";
         }
 
-        return uri.UserInfo.Length > 0 ? "url must not carry a user name or password" : uri.Fragment.Length > 0 ? "url must not have a fragment" : null;
+        return uri.UserInfo.Length > 0 ? "url must not carry a user name or password"
+            : uri.Fragment.Length > 0 ? "url must not have a fragment"
+            : _options.AllowPrivateTargets ? null
+            : WebhookTargets.Refusal(uri);
     }
 
     /// <summary>The types as stored (comma-separated, sorted, distinct); unknown types are refused.</summary>

@@ -21,7 +21,7 @@ public sealed class WebhookTests(ITestOutputHelper output)
     /// <summary>Fast retries and a one-second timeout, so that a test sees many of them.</summary>
     internal static readonly string[] FastWebhooks =
     [
-        "--Webhooks:AllowHttp=true", "--Webhooks:TimeoutSeconds=1", "--Webhooks:RetryFirstDelayMs=20",
+        "--Webhooks:AllowHttp=true", "--Webhooks:AllowPrivateTargets=true", "--Webhooks:TimeoutSeconds=1", "--Webhooks:RetryFirstDelayMs=20",
         "--Webhooks:RetryDelayMaxSeconds=1", "--Webhooks:PollIntervalMs=50", "--Webhooks:LeaseSeconds=3",
     ];
 
@@ -273,6 +273,88 @@ public sealed class WebhookTests(ITestOutputHelper output)
         Assert.Equal(StatusCode.InvalidArgument, grace.StatusCode);
         Assert.Single((await hooks.ListWebhooksAsync(new V1.ListWebhooksRequest { ProgramId = Program })).Webhooks);
     }
+
+    [Theory]
+    [InlineData("http://127.0.0.1:8080/hook", "127.0.0.1")]
+    [InlineData("http://localhost:8080/hook", "'localhost' is this machine")]
+    [InlineData("http://crm.localhost/hook", "'crm.localhost' is this machine")]
+    [InlineData("http://169.254.169.254/latest/meta-data", "169.254.169.254")]
+    [InlineData("https://10.1.2.3/hook", "10.1.2.3")]
+    [InlineData("https://[::1]/hook", "::1")]
+    [InlineData("https://[::ffff:192.168.0.7]/hook", "192.168.0.7")]
+    [InlineData("https://[fd00::7]/hook", "fd00::7")]
+    public async Task AWebhookToAnInternalAddress_IsRefused_UnlessPrivateTargetsAreAllowed(string url, string named)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookssrf"), null, "--Webhooks:AllowHttp=true");
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = "https://crm.example/x", WebhookId = "crm" });
+
+        RpcException created = await Assert.ThrowsAsync<RpcException>(() => hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = url }).ResponseAsync);
+        RpcException moved = await Assert.ThrowsAsync<RpcException>(() => hooks.UpdateWebhookAsync(new V1.UpdateWebhookRequest { ProgramId = Program, WebhookId = "crm", Url = url }).ResponseAsync);
+
+        Assert.Equal((StatusCode.InvalidArgument, StatusCode.InvalidArgument), (created.StatusCode, moved.StatusCode));
+        Assert.Contains(named, created.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("Webhooks:AllowPrivateTargets", created.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal("https://crm.example/x", Assert.Single((await hooks.ListWebhooksAsync(new V1.ListWebhooksRequest { ProgramId = Program })).Webhooks).Url);
+    }
+
+    [Fact]
+    public async Task ADeliveryToAnInternalAddress_IsNotConnected_WhenPrivateTargetsAreTurnedOff_AndTheLogSaysWhy()
+    {
+        // A subscription made while private targets were allowed, on a node that no longer allows them:
+        // the check on the connection's addresses (also what stops a public name resolving inward) refuses it.
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 5);
+        StorageOptions storage = TestDatabases.Create(Backend.Sqlite, "hookinward");
+        await using (InProcessEngine allowing = await InProcessEngine.StartAsync(storage, null, FastWebhooks))
+        {
+            await allowing.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+            await new V1.Webhooks.WebhooksClient(allowing.Invoker).CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url, WebhookId = "inward" });
+        }
+
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(storage, null, [.. FastWebhooks, "--Webhooks:AllowPrivateTargets=false"]);
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 1, prefix: "p", program: Program);
+        var logRequest = new V1.ListWebhookDeliveriesRequest { ProgramId = Program, WebhookId = "inward", PageSize = 50 };
+        V1.ListWebhookDeliveriesResponse log = await hooks.ListWebhookDeliveriesAsync(logRequest);
+        for (int i = 0; i < 200 && log.Deliveries.Count == 0; i++)
+        {
+            await Task.Delay(50);
+            log = await hooks.ListWebhookDeliveriesAsync(logRequest);
+        }
+
+        Assert.NotEmpty(log.Deliveries);
+        Assert.All(log.Deliveries, d => Assert.Contains("not on the public internet", d.Error, StringComparison.Ordinal));
+        Assert.Empty(receiver.Received);
+    }
+
+    [Theory]
+    [InlineData("127.0.0.1", true)]
+    [InlineData("10.255.0.1", true)]
+    [InlineData("172.16.0.1", true)]
+    [InlineData("172.32.0.1", false)]
+    [InlineData("192.168.1.1", true)]
+    [InlineData("169.254.169.254", true)]
+    [InlineData("100.64.0.1", true)]
+    [InlineData("100.128.0.1", false)]
+    [InlineData("0.0.0.0", true)]
+    [InlineData("224.0.0.1", true)]
+    [InlineData("255.255.255.255", true)]
+    [InlineData("8.8.8.8", false)]
+    [InlineData("93.184.216.34", false)]
+    [InlineData("::1", true)]
+    [InlineData("::", true)]
+    [InlineData("fe80::1", true)]
+    [InlineData("fc00::1", true)]
+    [InlineData("ff02::1", true)]
+    [InlineData("::ffff:127.0.0.1", true)]
+    [InlineData("::ffff:8.8.8.8", false)]
+    [InlineData("64:ff9b::a00:1", true)]
+    [InlineData("64:ff9b::808:808", false)]
+    [InlineData("2001:db8::1", true)]
+    [InlineData("2606:4700::1111", false)]
+    public void InternalAddresses_AreThoseOutsideThePublicInternet(string address, bool isInternal) =>
+        Assert.Equal(isInternal, WebhookTargets.IsInternal(System.Net.IPAddress.Parse(address)));
 
     /// <summary>The ids of every event the members' ledgers give.</summary>
     internal static async Task<List<string>> EventIdsAsync(InProcessEngine engine, IEnumerable<string> members, string program = Program) =>

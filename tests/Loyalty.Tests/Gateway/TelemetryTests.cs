@@ -35,7 +35,7 @@ public sealed class TelemetryTests
 
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "otel"), null,
             $"--OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{receiverPort}", "--OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-            "--OTEL_METRIC_EXPORT_INTERVAL=500", "--OTEL_BSP_SCHEDULE_DELAY=200", "--Webhooks:AllowHttp=true", "--Webhooks:PollIntervalMs=50");
+            "--OTEL_METRIC_EXPORT_INTERVAL=500", "--OTEL_BSP_SCHEDULE_DELAY=200", "--Webhooks:AllowHttp=true", "--Webhooks:AllowPrivateTargets=true", "--Webhooks:PollIntervalMs=50");
         await engine.Programs.PutProgramAsync(Wire.Program("otel"));
         await new V1.Webhooks.WebhooksClient(engine.Invoker).CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = "otel", Url = $"http://127.0.0.1:{receiverPort}/hooks" });
         using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(30));
