@@ -101,7 +101,9 @@ public interface IWebhookStore
     /// (their lease ended before <paramref name="now"/>) or that <paramref name="owner"/> already
     /// holds, until <paramref name="leaseUntil"/>, and returns them. Two nodes claiming at once
     /// never both get one subscription. Subscriptions the owner already holds come last, so that
-    /// they never crowd free ones out of the limit.
+    /// they never crowd free ones out of the limit; the others come in the order they have been
+    /// waiting (never held first, then by when their lease ended), so that subscriptions taking
+    /// turns on a full node (<see cref="YieldAsync"/>) each get theirs.
     /// </summary>
     Task<IReadOnlyList<WebhookRow>> ClaimAsync(string owner, DateTimeOffset now, DateTimeOffset leaseUntil, int limit, CancellationToken cancellationToken);
 
@@ -117,6 +119,16 @@ public interface IWebhookStore
 
     /// <summary>Ends <paramref name="owner"/>'s lease (a node stopping), so another node may claim the subscription at once.</summary>
     Task ReleaseAsync(string programId, string webhookId, string owner, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Ends <paramref name="owner"/>'s lease to give a full node's place to a subscription that
+    /// waits: the lease is marked ended at <paramref name="at"/>, so the subscription queues
+    /// behind those that waited longer (see <see cref="ClaimAsync"/>).
+    /// </summary>
+    Task YieldAsync(string programId, string webhookId, string owner, DateTimeOffset at, CancellationToken cancellationToken);
+
+    /// <summary>Enabled subscriptions that no node holds at <paramref name="now"/>: waiting for a node with room.</summary>
+    Task<int> CountWaitingAsync(DateTimeOffset now, CancellationToken cancellationToken);
 
     /// <summary>
     /// Appends attempts to the log, keeping the newest <see cref="AttemptsKeptPerWebhook"/> per

@@ -110,7 +110,8 @@ public sealed class MemoryWebhookStore : IWebhookStore
         ArgumentOutOfRangeException.ThrowIfNegative(limit);
         lock (_lock)
         {
-            (string, string)[] keys = [.. _webhooks.Where(e => e.Value.IsClaimableBy(owner, now)).OrderBy(e => e.Value.LeaseOwner == owner).Take(limit).Select(e => e.Key)];
+            (string, string)[] keys = [.. _webhooks.Where(e => e.Value.IsClaimableBy(owner, now)).OrderBy(e => e.Value.LeaseOwner == owner)
+                .ThenBy(e => e.Value.LeaseUntil ?? DateTimeOffset.MinValue).ThenBy(e => e.Key.Item1, StringComparer.Ordinal).ThenBy(e => e.Key.Item2, StringComparer.Ordinal).Take(limit).Select(e => e.Key)];
             var claimed = new List<WebhookRow>(keys.Length);
             foreach ((string, string) key in keys)
             {
@@ -169,6 +170,29 @@ public sealed class MemoryWebhookStore : IWebhookStore
             }
 
             return Task.CompletedTask;
+        }
+    }
+
+    /// <inheritdoc />
+    public Task YieldAsync(string programId, string webhookId, string owner, DateTimeOffset at, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            if (TryGetHeld(programId, webhookId, owner, out Subscription? s))
+            {
+                _webhooks[(programId, webhookId)] = s with { LeaseOwner = null, LeaseUntil = at };
+            }
+
+            return Task.CompletedTask;
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<int> CountWaitingAsync(DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            return Task.FromResult(_webhooks.Values.Count(s => s.Row.Enabled && (s.LeaseUntil is null || s.LeaseUntil < now)));
         }
     }
 

@@ -184,6 +184,25 @@ public abstract class SqlWebhookStore : IWebhookStore
     }
 
     /// <inheritdoc />
+    public async Task YieldAsync(string programId, string webhookId, string owner, DateTimeOffset at, CancellationToken cancellationToken)
+    {
+        await using DbConnection connection = await OpenAsync(cancellationToken);
+        await using DbCommand command = Command(connection,
+            $"UPDATE webhooks SET lease_owner = NULL, lease_until = @at WHERE {ByKey} AND lease_owner = @o;",
+            ("@p", programId), ("@w", webhookId), ("@o", owner), ("@at", ToDb(at)));
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<int> CountWaitingAsync(DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        await using DbConnection connection = await OpenAsync(cancellationToken);
+        await using DbCommand command = Command(connection,
+            "SELECT COUNT(*) FROM webhooks WHERE enabled AND (lease_until IS NULL OR lease_until < @now);", ("@now", ToDb(now)));
+        return Convert.ToInt32(await command.ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <inheritdoc />
     public async Task AppendAttemptsAsync(IReadOnlyList<WebhookAttemptRow> attempts, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(attempts);
@@ -314,7 +333,7 @@ public sealed class PostgresWebhookStore(string connectionString) : SqlWebhookSt
     protected override string ClaimSql =>
         "UPDATE webhooks SET lease_owner = @o, lease_until = @until WHERE (program_id, webhook_id) IN (" +
         "SELECT program_id, webhook_id FROM webhooks WHERE enabled AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @o) " +
-        "ORDER BY (lease_owner IS NOT DISTINCT FROM @o), program_id, webhook_id LIMIT @l FOR UPDATE SKIP LOCKED) " +
+        "ORDER BY (lease_owner IS NOT DISTINCT FROM @o), lease_until ASC NULLS FIRST, program_id, webhook_id LIMIT @l FOR UPDATE SKIP LOCKED) " +
         $"RETURNING {WebhookColumns};";
 
     /// <inheritdoc />
@@ -349,7 +368,7 @@ public sealed class SqliteWebhookStore(string connectionString) : SqlWebhookStor
     protected override string ClaimSql =>
         "UPDATE webhooks SET lease_owner = @o, lease_until = @until WHERE (program_id, webhook_id) IN (" +
         "SELECT program_id, webhook_id FROM webhooks WHERE enabled AND (lease_until IS NULL OR lease_until < @now OR lease_owner = @o) " +
-        "ORDER BY (lease_owner IS @o), program_id, webhook_id LIMIT @l) " +
+        "ORDER BY (lease_owner IS @o), lease_until ASC NULLS FIRST, program_id, webhook_id LIMIT @l) " +
         $"RETURNING {WebhookColumns};";
 
     /// <inheritdoc />

@@ -18,8 +18,11 @@ public sealed partial class WebhookDispatcher(
     TimeProvider clock,
     ILogger<WebhookDispatcher> logger) : ILifecycleParticipant<ISiloLifecycle>
 {
-    /// <summary>Subscriptions one node delivers at once.</summary>
-    public const int WorkersPerNodeMax = 64;
+    /// <summary>How long a worker must have had nothing to deliver before it gives its place to a subscription that waits.</summary>
+    private static readonly TimeSpan YieldIdleMin = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long a busy worker holds its place while others wait, before it gives it up after its window.</summary>
+    private static readonly TimeSpan YieldHeldMin = TimeSpan.FromSeconds(60);
 
     /// <summary>How long a stopping node waits for its workers to save their positions.</summary>
     private static readonly TimeSpan StopWaitMax = TimeSpan.FromSeconds(10);
@@ -192,17 +195,21 @@ public sealed partial class WebhookDispatcher(
         {
             try
             {
-                Forget();
-                int room = WorkersPerNodeMax - _workers.Count;
+                await ForgetAsync(stop);
+                int room = _options.WorkersPerNodeMax - _workers.Count;
+                DateTimeOffset now = clock.GetUtcNow();
                 if (room > 0)
                 {
-                    DateTimeOffset now = clock.GetUtcNow();
                     IReadOnlyList<WebhookRow> claimed = await store.ClaimAsync(Owner, now, now.AddSeconds(_options.LeaseSeconds), room, stop);
                     foreach (WebhookRow row in claimed.Where(r => !_workers.ContainsKey((r.ProgramId, r.WebhookId))))
                     {
                         var worker = new WebhookWorker(row, Owner, ledger, store, sender, commits, _options, clock, logger, _abandon.Token);
                         _workers[worker.Key] = (worker, Task.Run(() => RunWorkerAsync(worker, stop), CancellationToken.None));
                     }
+                }
+                else if (await store.CountWaitingAsync(now, stop) is > 0 and int waiting)
+                {
+                    TakeTurns(waiting);
                 }
 
                 await Task.Delay(poll, stop);
@@ -234,12 +241,37 @@ public sealed partial class WebhookDispatcher(
         }
     }
 
-    /// <summary>Drops the workers that ended (lease lost, disabled, failed), so their subscriptions can be claimed again.</summary>
-    private void Forget()
+    /// <summary>
+    /// On a full node, with <paramref name="waiting"/> subscriptions no node holds: asks as many
+    /// workers to give their places up, those idle longest first, then those that have held theirs
+    /// longest. Without turns, subscriptions beyond every node's room would never be delivered.
+    /// </summary>
+    private void TakeTurns(int waiting)
     {
-        foreach ((string, string) key in _workers.Where(w => w.Value.Run.IsCompleted).Select(w => w.Key).ToList())
+        int asked = _workers.Values.Count(w => w.Worker.Yielding);
+        foreach (WebhookWorker worker in _workers.Values.Select(w => w.Worker)
+            .Where(w => !w.Yielding && (w.IdleFor >= YieldIdleMin || w.HeldFor >= YieldHeldMin))
+            .OrderByDescending(w => w.IdleFor).ThenByDescending(w => w.HeldFor)
+            .Take(Math.Max(0, waiting - asked)))
+        {
+            worker.Yield();
+        }
+    }
+
+    /// <summary>
+    /// Drops the workers that ended (lease lost, disabled, failed), so their subscriptions can be
+    /// claimed again; a worker that ended to give its place up releases its lease, queued behind
+    /// the subscriptions that waited longer.
+    /// </summary>
+    private async Task ForgetAsync(CancellationToken stop)
+    {
+        foreach (((string program, string webhook) key, (WebhookWorker worker, Task _)) in _workers.Where(w => w.Value.Run.IsCompleted).ToList())
         {
             _workers.Remove(key);
+            if (worker.Yielding)
+            {
+                await store.YieldAsync(key.program, key.webhook, Owner, clock.GetUtcNow(), stop);
+            }
         }
     }
 

@@ -49,6 +49,13 @@ public sealed class WebhookOptions
     /// <summary>How often a node looks for subscriptions to take, and for new events when idle.</summary>
     public int PollIntervalMs { get; set; } = 500;
 
+    /// <summary>
+    /// Subscriptions one node delivers at once. When more wait than the nodes have room for, a
+    /// full node's workers take turns: one with nothing to deliver (or that has held its
+    /// subscription for a minute) gives its place to the one that has waited longest.
+    /// </summary>
+    public int WorkersPerNodeMax { get; set; } = 64;
+
     /// <summary>Subscriptions a program may have.</summary>
     public int WebhooksPerProgramMax { get; set; } = 20;
 
@@ -64,5 +71,6 @@ public sealed class WebhookOptions
         : LeaseSeconds is < 3 or > 3_600 ? "Webhooks:LeaseSeconds must be 3..3600"
         : PollIntervalMs is < 10 or > 60_000 ? "Webhooks:PollIntervalMs must be 10..60000"
         : WebhooksPerProgramMax is < 1 or > 1_000 ? "Webhooks:WebhooksPerProgramMax must be 1..1000"
+        : WorkersPerNodeMax is < 1 or > 1_024 ? "Webhooks:WorkersPerNodeMax must be 1..1024"
         : null;
 }

@@ -46,8 +46,31 @@ internal sealed partial class WebhookWorker(
     private EventMark _delivered = ParsePosition(webhook.Position);
     private DateTimeOffset? _failingSince = webhook.FailingSince;
 
+    /// <summary>When this worker took the subscription (Stopwatch ticks).</summary>
+    private readonly long _heldSince = Stopwatch.GetTimestamp();
+
+    /// <summary>When the worker last found nothing to deliver (Stopwatch ticks), or 0 while it has work.</summary>
+    private long _idleSince;
+
+    private volatile bool _yielding;
+
     /// <summary>The subscription's (program, id).</summary>
     public (string ProgramId, string WebhookId) Key { get; } = (webhook.ProgramId, webhook.WebhookId);
+
+    /// <summary>Whether the worker was asked to give its place up (see <see cref="Yield"/>).</summary>
+    public bool Yielding => _yielding;
+
+    /// <summary>How long the worker has had nothing to deliver (zero while it has).</summary>
+    public TimeSpan IdleFor => Interlocked.Read(ref _idleSince) is var since and > 0 ? Stopwatch.GetElapsedTime(since) : TimeSpan.Zero;
+
+    /// <summary>How long the worker has held its subscription.</summary>
+    public TimeSpan HeldFor => Stopwatch.GetElapsedTime(_heldSince);
+
+    /// <summary>
+    /// Asks the worker to end at its next step, between windows (a window under way is delivered
+    /// and saved first), so that a full node can give its place to a subscription that waits.
+    /// </summary>
+    public void Yield() => _yielding = true;
 
     /// <summary>
     /// Runs until <paramref name="stop"/>, the lease is lost, or the subscription is disabled or
@@ -60,13 +83,15 @@ internal sealed partial class WebhookWorker(
         Task renewing = RenewAsync(running);
         try
         {
-            while (!running.IsCancellationRequested)
+            while (!running.IsCancellationRequested && !_yielding)
             {
                 // Taken before the read: a commit during the read wakes the next wait at once.
                 Task committed = commits.Next;
                 (List<V1.Event> window, EventMark end) = await ReadWindowAsync(running.Token);
                 if (end.CompareTo(Delivered) <= 0)
                 {
+                    Interlocked.CompareExchange(ref _idleSince, Stopwatch.GetTimestamp(), 0);
+
                     // Idle: a good moment to write the delivery log.
                     await FlushAttemptsAsync();
                     await Task.WhenAny(committed, Task.Delay(options.PollIntervalMs, running.Token));
@@ -74,6 +99,7 @@ internal sealed partial class WebhookWorker(
                     continue;
                 }
 
+                Interlocked.Exchange(ref _idleSince, 0);
                 if (!await DeliverWindowAsync(window, running.Token))
                 {
                     return;

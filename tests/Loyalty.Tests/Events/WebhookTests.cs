@@ -275,6 +275,36 @@ public sealed class WebhookTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task MoreSubscriptionsThanANodeHasRoomFor_TakeTurns_AndEveryOneIsDelivered(Backend backend)
+    {
+        // Room for two at once, five subscriptions: without turns three would never be delivered.
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 9);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "hookturns"), null,
+            [.. FastWebhooks, "--Webhooks:WorkersPerNodeMax=2"]);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        string[] webhooks = ["w1", "w2", "w3", "w4", "w5"];
+        foreach (string id in webhooks)
+        {
+            await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url, WebhookId = id });
+        }
+
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a", "b"], purchases: 2, prefix: "p", program: Program);
+        List<string> expected = await EventIdsAsync(engine, ["a", "b"]);
+        HashSet<string> Missing() => [.. webhooks.SelectMany(w => expected.Select(e => WebhookSender.DeliveryIdOf(w, e)))
+            .Except(receiver.Received.Where(r => r.Answered is >= 200 and < 300).Select(r => r.DeliveryId))];
+        for (int i = 0; i < 600 && Missing().Count > 0; i++)
+        {
+            await Task.Delay(100);
+        }
+
+        Assert.Empty(Missing());
+        AssertInOrderPerMember([.. receiver.Received.Where(r => r.DeliveryId.StartsWith("w3/", StringComparison.Ordinal))], retriesOfDeliveredAllowed: true);
+    }
+
+    [Theory]
     [InlineData("http://127.0.0.1:8080/hook", "127.0.0.1")]
     [InlineData("http://localhost:8080/hook", "'localhost' is this machine")]
     [InlineData("http://crm.localhost/hook", "'crm.localhost' is this machine")]
