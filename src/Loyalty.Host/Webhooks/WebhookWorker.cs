@@ -234,6 +234,10 @@ internal sealed partial class WebhookWorker(
             cancellationToken.ThrowIfCancellationRequested();
             await WaitForLeaseAsync(cancellationToken);
             WebhookRow current = _webhook;
+            if (attempt > 1)
+            {
+                e = await RereadAsync(e, cancellationToken);
+            }
 
             // An attempt once started is not cancelled (another member's attempt disabling the
             // endpoint, the lease running out, the node stopping): it may already have reached the
@@ -285,6 +289,22 @@ internal sealed partial class WebhookWorker(
 
             await Task.Delay(Backoff(attempt), cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// The event as the ledger holds it now, for a retry: a member erased while the receiver was
+    /// failing has had its personal text removed from the ledger, and a retry (up to days later)
+    /// must not carry what the first attempt did. The event as it was when the entry is not found.
+    /// </summary>
+    private async Task<V1.Event> RereadAsync(V1.Event e, CancellationToken cancellationToken)
+    {
+        if (e.Entry is null || !EventCursor.TryParse(e.Cursor, out _, out int index)
+            || await ledger.ReadEventAsync(e.ProgramId, e.MemberId, e.Entry.Sequence, cancellationToken) is not { } fresh)
+        {
+            return e;
+        }
+
+        return LoyaltyEvents.ToEvent(fresh, index);
     }
 
     /// <summary>

@@ -277,6 +277,38 @@ public sealed class WebhookTests(ITestOutputHelper output)
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
+    public async Task ARetryAfterTheMemberWasErased_CarriesNoneOfTheTextTheFirstAttemptDid(Backend backend)
+    {
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 3, failShare: 1.0);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "hookerase"), null, FastWebhooks);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url, WebhookId = "crm", EventTypes = { "points.adjusted" } });
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 1, prefix: "p", program: Program);
+        await engine.Members.AdjustPointsAsync(new V1.AdjustPointsRequest { ProgramId = Program, MemberId = "a", Points = 5, Reason = "Jane Doe called about her order", TransactionId = "adj-1" });
+        for (int i = 0; i < 200 && !receiver.Received.Any(r => r.Body.Contains("Jane", StringComparison.Ordinal)); i++)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.Contains(receiver.Received, r => r.Body.Contains("Jane", StringComparison.Ordinal));
+        await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "a", Reason = "the member asked" });
+        int before = receiver.Received.Count;
+        receiver.FailShare = 0;
+        for (int i = 0; i < 600 && !receiver.Received.Any(r => r.Answered == 200 && r.Type == "points.adjusted"); i++)
+        {
+            await Task.Delay(50);
+        }
+
+        ReceivedHook delivered = receiver.Received.Last(r => r.Answered == 200 && r.Type == "points.adjusted");
+        Assert.True(delivered.Arrival >= before);
+        Assert.DoesNotContain("Jane", delivered.Body, StringComparison.Ordinal);
+        Assert.Matches("\"reason\": ?\"erased\"", delivered.Body);
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
     public async Task MoreSubscriptionsThanANodeHasRoomFor_TakeTurns_AndEveryOneIsDelivered(Backend backend)
     {
         // Room for two at once, five subscriptions: without turns three would never be delivered.
