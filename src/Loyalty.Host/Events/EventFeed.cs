@@ -34,6 +34,10 @@ public sealed partial class EventFeed : IDisposable
     private Task? _loop;
     private int _subscribers;
 
+    /// <summary>Streams per program on this node; guarded by <see cref="_placesLock"/>.</summary>
+    private readonly Dictionary<string, int> _programPlaces = new(StringComparer.Ordinal);
+    private readonly Lock _placesLock = new();
+
     /// <summary>Creates the feed; its loop starts with the first subscriber.</summary>
     public EventFeed(ILedgerStore store, LedgerCommits commits, IOptions<EventOptions> options, ILogger<EventFeed> logger)
     {
@@ -50,20 +54,51 @@ public sealed partial class EventFeed : IDisposable
     /// <summary>Subscribers on this node now.</summary>
     public int Subscribers => Volatile.Read(ref _subscribers);
 
-    /// <summary>Takes a subscriber's place; false when the node serves as many as it may.</summary>
-    public bool TryEnter()
+    /// <summary>
+    /// Takes a subscriber's place for <paramref name="programId"/>: null when taken, else why not
+    /// (the node serves as many streams as it may, or the program has as many of them on this
+    /// node as one program may, so that one retailer cannot take every place).
+    /// </summary>
+    public string? TryEnter(string programId)
     {
-        if (Interlocked.Increment(ref _subscribers) <= _options.SubscribersMax)
+        lock (_placesLock)
         {
-            return true;
-        }
+            int ofProgram = _programPlaces.GetValueOrDefault(programId);
+            if (_subscribers >= _options.SubscribersMax)
+            {
+                return "this node serves as many event streams as it may; try another node or later";
+            }
 
-        Interlocked.Decrement(ref _subscribers);
-        return false;
+            if (ofProgram >= _options.SubscribersPerProgramMax)
+            {
+                return $"program '{programId}' has as many event streams on this node as one program may ({_options.SubscribersPerProgramMax}, Events:SubscribersPerProgramMax); close one, or try another node";
+            }
+
+            _programPlaces[programId] = ofProgram + 1;
+            Interlocked.Increment(ref _subscribers);
+            return null;
+        }
     }
 
     /// <summary>Gives back a place taken by <see cref="TryEnter"/>.</summary>
-    public void Leave() => Interlocked.Decrement(ref _subscribers);
+    public void Leave(string programId)
+    {
+        lock (_placesLock)
+        {
+            int left = _programPlaces.GetValueOrDefault(programId) - 1;
+            if (left > 0)
+            {
+                _programPlaces[programId] = left;
+            }
+            else
+            {
+                // No entry for a program without streams: the map holds only programs streaming now.
+                _programPlaces.Remove(programId);
+            }
+
+            Interlocked.Decrement(ref _subscribers);
+        }
+    }
 
     /// <summary>
     /// Every entry of the program after <paramref name="after"/>, in event order, without end:

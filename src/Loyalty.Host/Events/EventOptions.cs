@@ -21,6 +21,9 @@ public sealed class EventOptions
     /// <summary>Event streams one node serves at once; more are refused with RESOURCE_EXHAUSTED.</summary>
     public int SubscribersMax { get; set; } = 256;
 
+    /// <summary>Event streams one program may have open on one node: one retailer cannot take every place.</summary>
+    public int SubscribersPerProgramMax { get; set; } = 32;
+
     /// <summary>Entries read from the ledger per query, in replay and when following.</summary>
     public int PageEntries { get; set; } = 500;
 
@@ -29,6 +32,7 @@ public sealed class EventOptions
         PollIntervalMs is < 10 or > 60_000 ? "Events:PollIntervalMs must be 10..60000"
         : SubscriberBufferEntriesMax is < 16 or > 1_000_000 ? "Events:SubscriberBufferEntriesMax must be 16..1000000"
         : SubscribersMax is < 1 or > 100_000 ? "Events:SubscribersMax must be 1..100000"
+        : SubscribersPerProgramMax is < 1 or > 100_000 ? "Events:SubscribersPerProgramMax must be 1..100000"
         : PageEntries is < 1 or > 10_000 ? "Events:PageEntries must be 1..10000"
         : null;
 }

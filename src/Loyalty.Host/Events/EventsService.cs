@@ -27,9 +27,9 @@ public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFact
             throw new RpcException(new Status(StatusCode.Unavailable, StoppingMessage));
         }
 
-        if (!feed.TryEnter())
+        if (feed.TryEnter(request.ProgramId) is { } full)
         {
-            throw new RpcException(new Status(StatusCode.ResourceExhausted, "this node serves as many event streams as it may; try another node or later"));
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, full));
         }
 
         using OpenStreams.Lease open = streams.Open();
@@ -68,7 +68,7 @@ public sealed class EventsService(EventFeed feed, ILedgerStore store, IGrainFact
         }
         finally
         {
-            feed.Leave();
+            feed.Leave(request.ProgramId);
         }
     }
 

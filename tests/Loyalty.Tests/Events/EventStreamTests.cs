@@ -103,6 +103,51 @@ public sealed class EventStreamTests
         Assert.Equal(StatusCode.PermissionDenied, till.StatusCode);
     }
 
+    [Fact]
+    public async Task OneProgram_CannotTakeEveryStreamOfANode_OthersStillSubscribe()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "evshare"), null, "--Events:SubscribersPerProgramMax=2");
+        await engine.Programs.PutProgramAsync(TieredProgram("greedy"));
+        await engine.Programs.PutProgramAsync(TieredProgram("other"));
+        var events = new V1.Events.EventsClient(engine.Invoker);
+        using var cancel = new CancellationTokenSource(Wait);
+        AsyncServerStreamingCall<V1.Event> Open(string program) => events.Subscribe(new V1.SubscribeRequest { ProgramId = program }, cancellationToken: cancel.Token);
+
+        // A stream from now with nothing happening waits for events: still waiting after a moment is served, a refusal ends it at once.
+        static async Task<RpcException?> RefusalOf(AsyncServerStreamingCall<V1.Event> call)
+        {
+            Task<bool> next = call.ResponseStream.MoveNext();
+            if (await Task.WhenAny(next, Task.Delay(TimeSpan.FromMilliseconds(500))) != next)
+            {
+                return null;
+            }
+
+            RpcException refused = await Assert.ThrowsAsync<RpcException>(() => next);
+            return refused;
+        }
+
+        using AsyncServerStreamingCall<V1.Event> first = Open("greedy"), second = Open("greedy");
+        Assert.Null(await RefusalOf(first));
+        Assert.Null(await RefusalOf(second));
+        using AsyncServerStreamingCall<V1.Event> third = Open("greedy"), other = Open("other");
+        RpcException? refused = await RefusalOf(third);
+        RpcException? otherRefused = await RefusalOf(other);
+
+        // A closed stream gives its place back when its call ends on the server.
+        first.Dispose();
+        RpcException? afterClose = new(Status.DefaultCancelled);
+        for (int i = 0; i < 20 && afterClose is not null; i++)
+        {
+            using AsyncServerStreamingCall<V1.Event> retry = Open("greedy");
+            afterClose = await RefusalOf(retry);
+        }
+
+        Assert.Equal(StatusCode.ResourceExhausted, refused?.StatusCode);
+        Assert.Contains("Events:SubscribersPerProgramMax", refused!.Status.Detail, StringComparison.Ordinal);
+        Assert.Null(otherRefused);
+        Assert.Null(afterClose);
+    }
+
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
