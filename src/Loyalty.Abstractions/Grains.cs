@@ -87,9 +87,11 @@ public interface IMemberGrain : IGrainWithStringKey
     /// headroom under the engine's volume limit), so that a duplicate never lets go of points the
     /// survivor would then have to refuse.
     /// </summary>
+    [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
     Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId, long survivorRoom);
 
     /// <summary>Replaces <paramref name="fromId"/> by <paramref name="toId"/> in this member's referral links (after a merge).</summary>
+    [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
     Task<LoyaltyError> Repoint(string fromId, string toId);
 
     /// <summary>The member, or null when not enrolled.</summary>
@@ -146,18 +148,22 @@ public interface IMemberGrain : IGrainWithStringKey
 public interface IMemberLinkSteps : IGrainWithStringKey
 {
     /// <summary>Enrols a member whose referrer is named (and resolved from a code, if one was given).</summary>
+    [ResponseTimeout(Limits.TwoMemberStepTimeout)]
     Task<EnrolmentResult> EnrolReferred(Enrolment enrolment);
 
     /// <summary>Links this enrolled member to <paramref name="referrerId"/>, refusing cycles; see <see cref="IMemberGrain.SetReferrer"/>.</summary>
+    [ResponseTimeout(Limits.TwoMemberStepTimeout)]
     Task<MemberResult> LinkReferrer(string referrerId);
 
     /// <summary>
     /// Records that this member referred <paramref name="referredMemberId"/>; idempotent. Refused,
     /// with the reason, when this member is not enrolled, is closed, or has reached a referral cap.
     /// </summary>
+    [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
     Task<MemberResult> AddReferral(string referredMemberId);
 
     /// <summary>Merges the duplicate into this member; see <see cref="IMemberGrain.MergeFrom"/>.</summary>
+    [ResponseTimeout(Limits.TwoMemberStepTimeout)]
     Task<MemberResult> MergeDuplicate(string duplicateId, string reason);
 
     /// <summary>The member as the ledger has it (an activation that missed another's writes reloads first); null when not enrolled.</summary>

@@ -118,6 +118,20 @@ public static class Limits
     /// <summary>How far up the referral chain a cycle is looked for; a longer chain is refused as a possible cycle.</summary>
     public const int ReferralChainDepthMax = 64;
 
+    /// <summary>
+    /// How long the program's desk waits for a member's step of a change that touches two
+    /// members (<c>[ResponseTimeout]</c> on those calls), instead of Orleans' default of 30 s.
+    /// The desk holds the program's lock while it waits: were its call to give up first, the lock
+    /// would go while the step still runs (a slow ledger, a chain walk of many grain calls), and an
+    /// opposite request could pass the check the step made, and close a cycle. An hour is longer
+    /// than any step takes (its own calls time out at 30 s each, its commits are retried for
+    /// seconds); a silo that dies fails the call at once, and its step with it.
+    /// </summary>
+    public const string TwoMemberStepTimeout = "01:00:00";
+
+    /// <summary>The same for the steps those steps call on the other member (shorter, so that the outer call outlives them).</summary>
+    public const string TwoMemberInnerStepTimeout = "00:30:00";
+
     /// <summary>Most profile fields per member.</summary>
     public const int ProfileFieldsMax = 32;
 

@@ -25,6 +25,11 @@ namespace Loyalty.Grains;
 /// as the ledger has it: two desks then still make their changes one after the other, each
 /// seeing the other's.
 /// </para>
+/// <para>
+/// The lock is held for as long as a member's step runs: the calls to the steps wait up to
+/// <see cref="Limits.TwoMemberStepTimeout"/>, not Orleans' 30 s, since a call that gave up would
+/// release the lock while its step went on, and let an opposite request pass the check it made.
+/// </para>
 /// </remarks>
 public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinksGrain
 {

@@ -34,10 +34,18 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
     /// <summary>Clocks by fixture id: the silo configurator is created by the test cluster, not by us.</summary>
     private static readonly ConcurrentDictionary<string, FakeTimeProvider> Clocks = new();
 
+    /// <summary>Orleans' default wait for a grain call's answer in this cluster's silo, when not its own default (30 s).</summary>
+    protected virtual TimeSpan? ResponseTimeout => null;
+
     public async Task InitializeAsync()
     {
         Storage = TestDatabases.Create(Backend, "grains");
         var builder = new TestClusterBuilder(1);
+        if (ResponseTimeout is { } timeout)
+        {
+            builder.Properties["Test:ResponseTimeoutMs"] = ((long)timeout.TotalMilliseconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+
         builder.Properties["Storage:Provider"] = Storage.Provider.ToString();
         builder.Properties["Storage:ConnectionString"] = Storage.ConnectionString;
         string clockId = Guid.NewGuid().ToString("N");
@@ -63,6 +71,11 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
         public void Configure(ISiloBuilder siloBuilder)
         {
             siloBuilder.Services.AddSingleton(new EngineClock(Clocks[siloBuilder.Configuration["Test:ClockId"]!]));
+            if (siloBuilder.Configuration["Test:ResponseTimeoutMs"] is { } ms)
+            {
+                siloBuilder.Configure<Orleans.Configuration.SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromMilliseconds(long.Parse(ms, System.Globalization.CultureInfo.InvariantCulture)));
+            }
+
             siloBuilder.AddLoyaltyGrains(
                 siloBuilder.Configuration.ReadStorageOptions(),
                 members =>
@@ -80,3 +93,9 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
 public sealed class SqliteClusterFixture() : ClusterFixture(Backend.Sqlite);
 
 public sealed class PostgresClusterFixture() : ClusterFixture(Backend.Postgres);
+
+/// <summary>A SQLite cluster whose grain calls give up after 2 s (Orleans' default is 30 s): for steps that outlast a call's wait.</summary>
+public sealed class ShortTimeoutClusterFixture() : ClusterFixture(Backend.Sqlite)
+{
+    protected override TimeSpan? ResponseTimeout => TimeSpan.FromSeconds(2);
+}
