@@ -26,6 +26,13 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// </summary>
     private const int TotalsSlots = 16;
 
+    /// <summary>How many times a batch is written when the server ends it to break a deadlock.</summary>
+    private const int BatchAttemptsMax = 3;
+
+    /// <summary>Batches written again after the server ended them to break a deadlock (or a serialization failure).</summary>
+    private static readonly System.Diagnostics.Metrics.Counter<long> BatchesRetried =
+        LedgerCommitQueue.Meter.CreateCounter<long>("loyalty.ledger.batches_retried", "{batch}");
+
     /// <summary>How long the batch writer's connection may sit unused before the next batch opens a fresh one.</summary>
     internal const long WriterIdleMaxMs = 30_000;
 
@@ -121,6 +128,28 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// meanwhile does not fail the next batch.
     /// </remarks>
     public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
+        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await AppendBatchOnceAsync(entries, inserted, dues, detailsJson, groups, cancellationToken);
+                return;
+            }
+            catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure
+                && attempt < BatchAttemptsMax && !cancellationToken.IsCancellationRequested)
+            {
+                // The server chose this batch's transaction to end a deadlock (with another node's
+                // batch, or a program change scheduling its members' due times): it was rolled back
+                // whole, before its commit, so it is written again rather than every member in it
+                // being answered UNAVAILABLE.
+                BatchesRetried.Add(1);
+            }
+        }
+    }
+
+    private async Task AppendBatchOnceAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);

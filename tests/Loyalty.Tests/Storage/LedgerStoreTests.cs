@@ -780,6 +780,43 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         Assert.Equal(5, await Sql.ScalarAsync(options, "SELECT coalesce(sum(value), 0) FROM report_totals WHERE metric = 1"));
     }
 
+    [Fact]
+    public async Task APostgresBatchTheServerEndsToBreakADeadlock_IsWrittenAgain_NotFailed()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Postgres, "deadlock");
+        ILedgerStore store = await CreateStoreAsync(options);
+        DateTimeOffset at = new(2027, 1, 1, 0, 0, 0, TimeSpan.Zero);
+        await store.AppendBatchAsync([], [], [new DueChange("p", "m1", at, Exact: true), new DueChange("p", "m2", at, Exact: true)], null, [], CancellationToken.None);
+
+        // Another transaction (a program change scheduling its members, say) holds m2 and then
+        // asks for m1, while the batch, which takes its rows in key order, holds m1 and waits for m2.
+        await using var other = new NpgsqlConnection(options.ConnectionString);
+        await other.OpenAsync();
+        await using NpgsqlTransaction otherTransaction = await other.BeginTransactionAsync();
+        await using (var lockM2 = new NpgsqlCommand("SELECT 1 FROM member_due WHERE program_id = 'p' AND member_id = 'm2' FOR UPDATE", other, otherTransaction))
+        {
+            await lockM2.ExecuteNonQueryAsync();
+        }
+
+        DateTimeOffset later = at.AddDays(1);
+        Task batch = store.AppendBatchAsync([Entries.Earn("p", "m1", 1, 10), Entries.Earn("p", "m2", 1, 10)], new bool[2],
+            [new DueChange("p", "m1", later, Exact: true), new DueChange("p", "m2", later, Exact: true)], null, [], CancellationToken.None);
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        Assert.False(batch.IsCompleted, "the batch waits for m2");
+        await using (var lockM1 = new NpgsqlCommand("SELECT 1 FROM member_due WHERE program_id = 'p' AND member_id = 'm1' FOR UPDATE", other, otherTransaction))
+        {
+            // The server finds the deadlock after deadlock_timeout (1 s) and ends the batch, which waited first.
+            await lockM1.ExecuteNonQueryAsync();
+        }
+
+        await otherTransaction.CommitAsync();
+        await batch;
+
+        Assert.Single(await store.ReadAfterAsync("p", "m1", 0, CancellationToken.None));
+        Assert.Single(await store.ReadAfterAsync("p", "m2", 0, CancellationToken.None));
+        Assert.Equal(later, await store.ReadDueAsync("p", "m2", CancellationToken.None));
+    }
+
     private async Task<ILedgerStore> CreateStoreAsync(StorageOptions options)
     {
         ILedgerStore store = options.Provider == StorageProvider.Sqlite
