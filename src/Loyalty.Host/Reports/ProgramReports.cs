@@ -389,6 +389,7 @@ public static class ProgramReports
                 case ReportMetric.PendingAdded: _pending = checked(_pending + t.Value); break;
                 case ReportMetric.PendingMatured or ReportMetric.PendingReversed: _pending = checked(_pending - t.Value); break;
                 case ReportMetric.Enrolled: _members = checked(_members + t.Value); break;
+                case ReportMetric.MergedAway: _members = checked(_members - t.Value); break;
                 case ReportMetric.CohortRedeemed: _maturedRedeemed = checked(_maturedRedeemed + t.Value); break;
                 case ReportMetric.CohortExpired: _maturedExpired = checked(_maturedExpired + t.Value); break;
                 case ReportMetric.StoreCreditIssued or ReportMetric.StoreCreditRefunded: _storeCredit = checked(_storeCredit + t.Value); break;

@@ -104,6 +104,9 @@ public enum ReportMetric : short
     /// <summary>Members enrolled.</summary>
     Enrolled = 40,
 
+    /// <summary>Members merged into another (their accounts end): they leave the member count and their tier.</summary>
+    MergedAway = 41,
+
     /// <summary>Members who made a purchase on the day (their first of the day).</summary>
     ActiveDay = 60,
 
@@ -203,7 +206,8 @@ public static class ReportFacts
             LedgerEntryKind.Feedback => Feedback(e, day, into),
             LedgerEntryKind.Birthday => Birthday(e, day, into),
             LedgerEntryKind.TradeInAccepted => TradeIn(e, day, into),
-            LedgerEntryKind.Adjust or LedgerEntryKind.ReferralReward or LedgerEntryKind.MergedAway => Flow(e, day, into),
+            LedgerEntryKind.MergedAway => MergedAway(e, day, into),
+            LedgerEntryKind.Adjust or LedgerEntryKind.ReferralReward => Flow(e, day, into),
             _ => 0,
         };
 
@@ -466,6 +470,18 @@ public static class ReportFacts
     {
         into.Add(e.ProgramId, day, ReportMetric.ReferralsMade, "", 1);
         return 0;
+    }
+
+    /// <summary>A duplicate's account ends: one member less, and one less in the tier it held (the survivor's entry counts the survivor's move).</summary>
+    private static long MergedAway(LedgerEntry e, int day, ReportTotals into)
+    {
+        into.Add(e.ProgramId, day, ReportMetric.MergedAway, "", 1);
+        if (e.DetailsAs<MergedAwayDetails>()?.Merge?.Tier is { Length: > 0 } tier)
+        {
+            into.Add(e.ProgramId, day, ReportMetric.TierLeft, tier, 1);
+        }
+
+        return Flow(e, day, into);
     }
 
     private static long MergedIn(LedgerEntry e, int day, ReportTotals into)

@@ -68,13 +68,14 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         V1.MemberFigures november = report.Periods[0].Members, december = report.Periods[1].Members;
         Assert.Equal((3, 1, true), (november.Active, november.Repeat, november.ActiveExact));
         Assert.Equal(3_333, november.RepeatRateBp);
-        Assert.Equal(7_500, november.ParticipationBp);
+        // d was merged into b in November: three members remain, all of whom bought.
+        Assert.Equal(10_000, november.ParticipationBp);
         Assert.Equal((1, 0), (december.Active, december.Repeat));
         Assert.Equal(await LedgerAsync(db, "COUNT(DISTINCT member_id)", "AND kind = 2"), report.Total.Members.FirstTimePurchases);
         Assert.Equal(230_00, report.Total.Members.FirstTimeSalesMinor);
         Assert.Equal(60_00, report.Total.Members.ReturningSalesMinor);
-        Assert.Equal((total.SalesMinor - total.ReturnedMinor) / 4, report.Total.Members.LifetimeValueMinor);
-        Assert.Equal(4, Assert.Single(report.Total.Members.Tiers).Members);
+        Assert.Equal((total.SalesMinor - total.ReturnedMinor) / 3, report.Total.Members.LifetimeValueMinor);
+        Assert.Equal(3, Assert.Single(report.Total.Members.Tiers).Members);
 
         // NPS: 10, 9 and 3 are two promoters and a detractor: (2 - 1) / 3.
         V1.NpsFigures nps = report.Total.Nps;
@@ -90,7 +91,8 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         V1.Member[] members = [.. await Task.WhenAll(MemberIds.Select(async m => await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = m })))];
         Assert.Equal(members.Sum(m => m.Balance + m.PendingPoints), closing.Outstanding);
         Assert.Equal(members.Sum(m => m.PendingPoints), closing.Pending);
-        Assert.Equal(4, closing.Members);
+        Assert.Equal(3, closing.Members);
+        Assert.Equal(3, await LedgerAsync(db, "COUNT(*)", "AND kind = 1") - await LedgerAsync(db, "COUNT(*)", "AND kind = 16"));
 
         // Accounting: four cents a point; breakage observed on lots that matured (all of them, a year on).
         Assert.Equal(closing.Outstanding * 4, closing.LiabilityMinor);
@@ -113,6 +115,39 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         // Rebuilt from the ledger alone, the totals give the same report.
         await RebuildAsync(db);
         Assert.Equal(report, await reports.GetProgramReportAsync(request));
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task AMergedAwayMember_LeavesTheMemberCountAndItsTier_AndOlderTotalsAreRebuiltOnUpgrade(Backend backend)
+    {
+        StorageOptions db = TestDatabases.Create(backend, "reportmerge");
+        var request = new V1.ProgramReportRequest { ProgramId = Program, From = "2026-11-01", To = "2026-11-30" };
+        V1.ProgramReport before;
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(db, new FakeTimeProvider(Start)))
+        {
+            await engine.Programs.PutProgramAsync(Wire.Program(Program));
+            foreach (string member in (string[])["s", "dup", "x"])
+            {
+                await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = member });
+            }
+
+            await engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = Program, SurvivorId = "s", DuplicateId = "dup", Reason = "same person" });
+            before = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(request);
+        }
+
+        // A database from before merged-away members left the count: migration 16 marks it for a rebuild.
+        await Sql.ExecuteAsync(db, "DELETE FROM loyalty_schema_versions WHERE version = 16");
+        await Sql.ExecuteAsync(db, $"DELETE FROM report_totals WHERE program_id = '{Program}' AND (metric = 41 OR metric = 71)");
+        V1.ProgramReport upgraded;
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(db, new FakeTimeProvider(Start)))
+        {
+            upgraded = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(request);
+        }
+
+        Assert.Equal((2L, 2L), (before.Total.Closing.Members, Assert.Single(before.Total.Members.Tiers).Members));
+        Assert.Equal(before, upgraded);
     }
 
     [Theory]
