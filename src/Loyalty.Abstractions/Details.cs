@@ -486,6 +486,13 @@ public sealed record MergedInDetails : EntryDetails, ITierOutcome
     /// <summary>The survivor had no referrer and takes the duplicate's, with its referral status.</summary>
     [Id(4)] public bool InheritsReferrer { get; init; }
 
+    /// <summary>
+    /// The survivor had made purchases before it took the referrer over: the referral it takes
+    /// earns nobody a reward, as a referral set after a member's first purchase would not
+    /// (merging a new, referred account into an old customer's must not open one).
+    /// </summary>
+    [Id(5)] public bool InheritedAfterPurchases { get; init; }
+
     /// <summary>Never set: a merge keeps the higher tier, it lowers none.</summary>
     string? ITierOutcome.DowngradedFrom => null;
 

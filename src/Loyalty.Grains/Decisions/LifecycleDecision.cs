@@ -147,6 +147,7 @@ public static class LifecycleDecision
             pending = checked(pending + lot.Points);
         }
 
+        bool inherits = state.Referral.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != d.MemberId;
         return Decision.Write(d.NewEntry(LedgerEntryKind.MergedIn, new Points(checked(transfer.Balance + pending)), null, 0) with
         {
             Reference = duplicateId,
@@ -157,7 +158,8 @@ public static class LifecycleDecision
                 TierBefore = ladder.Tiers[mine].Name,
                 TierAfter = takeTheirs ? ladder.Resolve(transfer.Tier) : ladder.Tiers[mine].Name,
                 TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
-                InheritsReferrer = state.Referral.ReferredBy is null && transfer.ReferredBy is { } referrer && referrer != d.MemberId,
+                InheritsReferrer = inherits,
+                InheritedAfterPurchases = inherits && state.Earnings.PurchaseCount > 0,
             },
         });
     }

@@ -658,7 +658,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
             (MembershipKept ??= new MembershipState()).AdoptTrials(trials);
         }
 
-        ReferralToChange.Adopt(t, details.InheritsReferrer, entry.RecordedAt);
+        ReferralToChange.Adopt(t, details.InheritsReferrer, details.InheritedAfterPurchases, entry.RecordedAt);
         ReturnsToChange().Adopt(t.Returns, entry.Sequence);
         List<string> mergedFrom = MergedFromKept ??= [];
         mergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !mergedFrom.Contains(m)));

@@ -183,9 +183,11 @@ public sealed class ReferralSide
     /// Takes over what a duplicate merged in at <paramref name="at"/> brings: the members it
     /// referred, its rewards for them, and (when <paramref name="inheritsReferrer"/>, because this
     /// member had no referrer) its own referral, under the id the referrer knows it by, so it is
-    /// never rewarded twice and its reversal reaches the reward that was given.
+    /// never rewarded twice and its reversal reaches the reward that was given. A referral taken
+    /// over by a member that had bought before (<paramref name="afterPurchases"/>) is closed
+    /// without a reward, as one set after a first purchase would be.
     /// </summary>
-    public void Adopt(MergeTransfer t, bool inheritsReferrer, DateTimeOffset at)
+    public void Adopt(MergeTransfer t, bool inheritsReferrer, bool afterPurchases, DateTimeOffset at)
     {
         Writable();
         foreach (string referred in t.Referrals)
@@ -196,7 +198,8 @@ public sealed class ReferralSide
         if (inheritsReferrer)
         {
             ReferredBy = t.ReferredBy;
-            QualifiedBy = t.ReferralQualifiedBy ?? (t.PurchaseCount > 0 ? "#merged" : null);
+            // Closed without a reward when either account had bought before (see MergedInDetails.InheritedAfterPurchases).
+            QualifiedBy = t.ReferralQualifiedBy ?? (t.PurchaseCount > 0 || afterPurchases ? "#merged" : null);
             Reversed = t.ReferralReversed;
             RewardOwed = t.Referral?.RewardOwed ?? 0;
             RewardSettled = t.Referral?.RewardSettled ?? true;

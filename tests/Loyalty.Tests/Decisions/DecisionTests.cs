@@ -785,6 +785,30 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void MergeIn_OfAReferredNewAccount_IntoACustomerWhoHadBought_TakesTheReferrer_ButNoReferralReward()
+    {
+        // A customer who already bought cannot be given a referrer (it comes before a first
+        // purchase); a new account made with a friend's code and merged into it must not open one either.
+        ProgramSettings settings = Settings() with { Referrals = new ReferralPolicy(ReferrerPoints: 100, ReferredPoints: 50, MinPurchaseMinor: 10_00) };
+        MemberState duplicate = Enrolled(referredBy: "ann");
+        MergeTransfer transfer = LifecycleDecision.Detach(Decider(duplicate, settings), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
+        MemberState customer = Enrolled(), newcomer = Enrolled();
+        customer.Apply(AccrualDecision.Decide(Decider(customer, settings), Purchase("old", 25_00), 1, null), 8);
+
+        Decision intoCustomer = LifecycleDecision.MergeIn(Decider(customer, settings), "m", transfer, "same person");
+        customer.Apply(intoCustomer.Entry!, 8);
+        Decision intoNewcomer = LifecycleDecision.MergeIn(Decider(newcomer, settings), "m", transfer, "same person");
+        newcomer.Apply(intoNewcomer.Entry!, 8);
+        LedgerEntry customerBuys = AccrualDecision.Decide(Decider(customer, settings), Purchase("t1", 25_00), 1, null);
+        LedgerEntry newcomerBuys = AccrualDecision.Decide(Decider(newcomer, settings), Purchase("t1", 25_00), 1, null);
+
+        Assert.Equal((true, true), (intoCustomer.Entry!.DetailsAs<MergedInDetails>()!.InheritsReferrer, intoCustomer.Entry.DetailsAs<MergedInDetails>()!.InheritedAfterPurchases));
+        Assert.Equal(("ann", "ann"), (customer.Referral.ReferredBy, newcomer.Referral.ReferredBy));
+        Assert.Equal((25L, 0L), (customerBuys.Points.Value, customerBuys.DetailsAs<EarnDetails>()!.ReferrerReward));
+        Assert.Equal((75L, 100L), (newcomerBuys.Points.Value, newcomerBuys.DetailsAs<EarnDetails>()!.ReferrerReward));
+    }
+
+    [Fact]
     public void Detach_AfterALotExpired_WritesItOffFirst_SoItsPointsPayNoneOfTheSurvivorsDebt()
     {
         ProgramSettings settings = Expiring12();
