@@ -32,7 +32,8 @@ public sealed record MergeTransfer(
     [property: Id(21)] long WalletMinor = 0,
     [property: Id(22)] DateTimeOffset? GrantedIntoEmptyAt = null,
     [property: Id(23)] DateTimeOffset? HandedOverAt = null,
-    [property: Id(24)] IReadOnlyList<string>? TrialsUsed = null);
+    [property: Id(24)] IReadOnlyList<string>? TrialsUsed = null,
+    [property: Id(25)] IReadOnlyList<DateTimeOffset>? ReferredAt = null);
 
 /// <summary>
 /// A referred member's standing with its referrer, as a merge hands it on: under which member id

@@ -343,7 +343,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
         Referral.StatusOf(memberId),
         new Dictionary<string, long>(Referral.Rewards, StringComparer.Ordinal),
         [.. MergedFrom], GivenMinor, WalletMinor, GrantedIntoEmptyAt,
-        TrialsUsed: Membership.TrialsUsed.Count == 0 ? null : [.. Membership.TrialsUsed]);
+        TrialsUsed: Membership.TrialsUsed.Count == 0 ? null : [.. Membership.TrialsUsed],
+        ReferredAt: Referral.ReferredAt.Count == 0 ? null : [.. Referral.ReferredAt]);
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;

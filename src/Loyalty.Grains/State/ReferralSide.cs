@@ -99,6 +99,25 @@ public sealed class ReferralSide
         }
     }
 
+    /// <summary>Records a member this one referred at <paramref name="at"/>, once, in time order among the others.</summary>
+    private void LinkInOrder(string referred, DateTimeOffset at)
+    {
+        if (Referrals.Contains(referred))
+        {
+            return;
+        }
+
+        List<DateTimeOffset> times = _referredAt ??= [];
+        int index = times.Count;
+        while (index > 0 && times[index - 1] > at)
+        {
+            index--;
+        }
+
+        (_referrals ??= []).Insert(index, referred);
+        times.Insert(index, at);
+    }
+
     /// <summary>This member's purchase <paramref name="purchaseId"/> qualified its referral; the referrer is owed <paramref name="referrerReward"/>.</summary>
     public void Qualify(string? purchaseId, long referrerReward)
     {
@@ -190,9 +209,12 @@ public sealed class ReferralSide
     public void Adopt(MergeTransfer t, bool inheritsReferrer, bool afterPurchases, DateTimeOffset at)
     {
         Writable();
-        foreach (string referred in t.Referrals)
+        for (int i = 0; i < t.Referrals.Count; i++)
         {
-            Link(referred, at);
+            // When the duplicate made each referral, so that the survivor's referral cap counts
+            // them in their own period, not as made at the merge (a transfer from before the
+            // times were handed on has none: the merge's time, as then).
+            LinkInOrder(t.Referrals[i], t.ReferredAt is { } times && i < times.Count ? times[i] : at);
         }
 
         if (inheritsReferrer)

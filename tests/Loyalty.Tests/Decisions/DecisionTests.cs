@@ -238,6 +238,33 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void ReferralsTakenOverInAMerge_CountInTheCapOnTheDaysTheyWereMade_NotOnTheMergesDay()
+    {
+        // The duplicate made two referrals a year ago; the survivor, with a cap of 2 in 30 days,
+        // still has room for two this month.
+        ProgramSettings settings = Settings() with { Referrals = new ReferralPolicy(100, 50, CapPerPeriod: 2, PeriodDays: 30) };
+        MemberState duplicate = Enrolled();
+        DateTimeOffset yearAgo = Now.AddYears(-1);
+        foreach (string referred in new[] { "r1", "r2" })
+        {
+            duplicate.Apply(ReferralDecision.Referral(new Decider("p", "m", duplicate, new ProgramConfig("p", settings, 1), yearAgo), referred).Entry!, 8);
+        }
+
+        MergeTransfer transfer = LifecycleDecision.Detach(Decider(duplicate, settings), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
+        MemberState survivor = Enrolled();
+        survivor.Apply(ReferralDecision.Referral(Decider(survivor, settings), "r0").Entry!, 8);
+        survivor.Apply(LifecycleDecision.MergeIn(Decider(survivor, settings), "m", transfer, "same person").Entry!, 8);
+        Decision second = ReferralDecision.Referral(Decider(survivor, settings), "r3");
+        survivor.Apply(second.Entry!, 8);
+        Decision third = ReferralDecision.Referral(Decider(survivor, settings), "r4");
+
+        Assert.Equal(["r1", "r2", "r0", "r3"], survivor.Referral.Referrals);
+        Assert.Equal([yearAgo, yearAgo], survivor.Referral.ReferredAt.Take(2));
+        Assert.Equal(LoyaltyError.None, second.Error);
+        Assert.Equal(LoyaltyError.FailedPrecondition, third.Error);
+    }
+
+    [Fact]
     public void ReferralReward_IsWrittenOnce_ItsReversalTakesBackWhatIsLeft_WhereBalancesAreFloored()
     {
         MemberState state = Enrolled();
