@@ -87,8 +87,23 @@ internal sealed partial class WebhookWorker(
             {
                 // Taken before the read: a commit during the read wakes the next wait at once.
                 Task committed = commits.Next;
+                string typesRead = _webhook.Types;
                 (List<V1.Event> window, EventMark end) = await ReadWindowAsync(running.Token);
-                if (end.CompareTo(Delivered) <= 0)
+                if (end.CompareTo(Delivered) > 0)
+                {
+                    // A change to the subscription (deleted, disabled, another URL or event types)
+                    // counts from the next window, not from the next renewal a third of a lease on.
+                    if (!await RefreshAsync(running.Token))
+                    {
+                        return;
+                    }
+
+                    if (_webhook.Types != typesRead)
+                    {
+                        continue;
+                    }
+                }
+                else
                 {
                     Interlocked.CompareExchange(ref _idleSince, Stopwatch.GetTimestamp(), 0);
 
@@ -236,6 +251,14 @@ internal sealed partial class WebhookWorker(
             WebhookRow current = _webhook;
             if (attempt > 1)
             {
+                // A retry goes where the subscription now says (its URL or secret may have
+                // changed while it failed), and not at all once it was disabled or deleted.
+                if (!await RefreshAsync(cancellationToken))
+                {
+                    return false;
+                }
+
+                current = _webhook;
                 e = await RereadAsync(e, cancellationToken);
             }
 
@@ -289,6 +312,18 @@ internal sealed partial class WebhookWorker(
 
             await Task.Delay(Backoff(attempt), cancellationToken);
         }
+    }
+
+    /// <summary>The subscription as stored now; false when it was deleted or disabled (the worker then ends).</summary>
+    private async Task<bool> RefreshAsync(CancellationToken cancellationToken)
+    {
+        if (await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, cancellationToken) is not { Enabled: true } fresh)
+        {
+            return false;
+        }
+
+        _webhook = fresh;
+        return true;
     }
 
     /// <summary>

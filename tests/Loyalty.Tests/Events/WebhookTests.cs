@@ -306,6 +306,28 @@ public sealed class WebhookTests(ITestOutputHelper output)
         Assert.Matches("\"reason\": ?\"erased\"", delivered.Body);
     }
 
+    [Fact]
+    public async Task AnEndpointMovedWhileFailing_GetsTheRetriesAtOnce_NotAfterTheNextRenewal()
+    {
+        // Leases of 30 s: the worker renews, and used to read its subscription again, every 10 s.
+        await using WebhookReceiver old = await WebhookReceiver.StartAsync(seed: 4, failShare: 1.0);
+        await using WebhookReceiver moved = await WebhookReceiver.StartAsync(seed: 6);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookmove"), null,
+            [.. FastWebhooks, "--Webhooks:LeaseSeconds=30"]);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = old.Url, WebhookId = "crm" });
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 1, prefix: "p", program: Program);
+        for (int i = 0; i < 200 && old.Received.Count < 3; i++)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.True(old.Received.Count >= 3, "the old endpoint failed a few attempts");
+        await hooks.UpdateWebhookAsync(new V1.UpdateWebhookRequest { ProgramId = Program, WebhookId = "crm", Url = moved.Url });
+        await moved.WaitForAsync(await EventIdsAsync(engine, ["a"]), TimeSpan.FromSeconds(5));
+    }
+
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
