@@ -33,6 +33,7 @@ public static class LoyaltyEngineExtensions
         builder.AddLoyaltyTelemetry();
         builder.Services.AddLoyaltyFrontDoor();
         builder.Services.AddLoyaltyEventsOut(config);
+        builder.Services.AddLoyaltyReports(config);
         builder.UseOrleans(siloBuilder => siloBuilder.AddLoyaltySilo(config));
         return builder;
     }
@@ -68,6 +69,14 @@ public static class LoyaltyEngineExtensions
 
         // Server reflection lets grpcurl and similar tools call the API without the .proto file.
         services.AddGrpcReflection();
+    }
+
+    /// <summary>Programme reports' limits: how many of one program a node computes at once.</summary>
+    private static void AddLoyaltyReports(this IServiceCollection services, IConfiguration config)
+    {
+        services.AddOptions<ReportOptions>().Bind(config.GetSection(ReportOptions.SectionName))
+            .Validate(o => o.Problem() is null, "Reports: a value is out of range (see the README)").ValidateOnStart();
+        services.AddSingleton<ReportGate>();
     }
 
     /// <summary>The event feed and the webhook dispatcher, which starts and stops with the silo.</summary>

@@ -8,7 +8,7 @@ using V1 = Loyalty.Api.V1;
 namespace Loyalty.Host.Reports;
 
 /// <summary>Programme reports over gRPC: checks the period, reads two ranges of daily totals, builds the report.</summary>
-public sealed class ReportsService(ILedgerStore ledger, IGrainFactory grains, Loyalty.Grains.EngineClock clock) : V1.Reports.ReportsBase
+public sealed class ReportsService(ILedgerStore ledger, IGrainFactory grains, Loyalty.Grains.EngineClock clock, ReportGate gate) : V1.Reports.ReportsBase
 {
     /// <inheritdoc />
     public override async Task<V1.ProgramReport> GetProgramReport(V1.ProgramReportRequest request, ServerCallContext context)
@@ -31,6 +31,9 @@ public sealed class ReportsService(ILedgerStore ledger, IGrainFactory grains, Lo
         ProgramConfig program = await grains.GetGrain<IProgramGrain>(request.ProgramId).Get()
             ?? throw new RpcException(new Status(StatusCode.NotFound, $"program '{request.ProgramId}' not found"));
 
+        using ReportGate.Place place = gate.TryEnter(request.ProgramId)
+            ?? throw new RpcException(new Status(StatusCode.ResourceExhausted,
+                $"program '{request.ProgramId}' has {gate.Max} reports being computed on this node, as many as it may at once (Reports:ConcurrentPerProgramMax); retry when one is done"));
         IReadOnlyList<ReportTotal> before = await ledger.ReadTotalsAsync(request.ProgramId, DateOnly.MinValue.DayNumber, from.DayNumber, perDay: false, context.CancellationToken);
         IReadOnlyList<ReportTotal> days = await ledger.ReadTotalsAsync(request.ProgramId, from.DayNumber, to.DayNumber + 1, perDay: true, context.CancellationToken);
         V1.ProgramReport report;

@@ -117,6 +117,42 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         Assert.Equal(report, await reports.GetProgramReportAsync(request));
     }
 
+    [Fact]
+    public async Task OneProgram_ComputesAtMostItsShareOfReportsAtOnce_OthersAreNotHeldBack()
+    {
+        StorageOptions db = TestDatabases.Create(Backend.Postgres, "reportgate");
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(db, new FakeTimeProvider(Start), "--Reports:ConcurrentPerProgramMax=2");
+        await engine.Programs.PutProgramAsync(Wire.Program(Program));
+        await engine.Programs.PutProgramAsync(Wire.Program("other"));
+        var reports = new V1.Reports.ReportsClient(engine.Invoker);
+        Task<V1.ProgramReport> Report(string program) => reports.GetProgramReportAsync(new V1.ProgramReportRequest { ProgramId = program }).ResponseAsync;
+
+        // The totals' table locked: every report under way waits in its read, holding its place.
+        await using var locker = new Npgsql.NpgsqlConnection(db.ConnectionString);
+        await locker.OpenAsync();
+        await using Npgsql.NpgsqlTransaction locked = await locker.BeginTransactionAsync();
+        await using (var lockTable = new Npgsql.NpgsqlCommand("LOCK TABLE report_totals IN ACCESS EXCLUSIVE MODE", locker, locked))
+        {
+            await lockTable.ExecuteNonQueryAsync();
+        }
+
+        Task<V1.ProgramReport>[] held = [Report(Program), Report(Program)];
+        Task<V1.ProgramReport> others = Report("other");
+        for (int i = 0; i < 100 && await Sql.ScalarAsync(db, "SELECT count(*) FROM pg_locks WHERE relation = 'report_totals'::regclass AND NOT granted") < 3; i++)
+        {
+            await Task.Delay(50);
+        }
+
+        RpcException third = await Assert.ThrowsAsync<RpcException>(() => Report(Program));
+        await locked.CommitAsync();
+        V1.ProgramReport[] done = await Task.WhenAll([.. held, others]);
+
+        Assert.Equal(StatusCode.ResourceExhausted, third.StatusCode);
+        Assert.Contains("Reports:ConcurrentPerProgramMax", third.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal([Program, Program, "other"], done.Select(r => r.ProgramId));
+        Assert.Equal(Program, (await Report(Program)).ProgramId);
+    }
+
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
