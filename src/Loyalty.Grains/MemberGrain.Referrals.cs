@@ -246,10 +246,13 @@ public sealed partial class MemberGrain
         }
 
         await EnsureLoadedAsync();
-        if (_state.MergedInto is { } survivor && !_state.Referral.Rewards.ContainsKey(referredMemberId))
+        if (_state.MergedInto is { } survivor)
         {
             // The referrer was merged into another account: the reward (or its reversal) goes there,
-            // unless the referred member is that account itself (nobody rewards itself).
+            // unless the referred member is that account itself (nobody rewards itself). Also when
+            // this account got the reward before the merge: the survivor took it over with the
+            // points, so the survivor is where its reversal must land (here it would be taken back
+            // from an empty, closed account, that is not at all).
             return survivor == referredMemberId ? LoyaltyError.None : await ReferrerGrain(survivor).SettleReferralReward(referredMemberId, points, reverse);
         }
 

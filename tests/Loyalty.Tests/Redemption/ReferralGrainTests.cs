@@ -144,6 +144,27 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AReversalSentToAReferrerMergedAway_AfterItGotTheReward_ReachesTheSurvivorThatTookItOver()
+    {
+        // ben still names rita (as a member not yet repointed would); rita got 500 for him, then
+        // was merged into sam with her points: the reversal must take the 500 back from sam.
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain sam = await EnrolAsync("sam");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "rita");
+        await ben.Accrue(Buy("ben", 60_00));
+        await sam.MergeFrom("rita", "duplicate");
+        long before = (await sam.Get())!.Balance.Value;
+
+        LoyaltyError reversed = await rita.SettleReferralReward("ben", 500, reverse: true);
+        LoyaltyError again = await rita.SettleReferralReward("ben", 500, reverse: true);
+
+        Assert.Equal((500L, LoyaltyError.None, LoyaltyError.None), (before, reversed, again));
+        Assert.Equal(0L, (await sam.Get())!.Balance.Value);
+        Assert.Equal(0L, (await rita.Get())!.Balance.Value);
+    }
+
+    [Fact]
     public async Task Merge_OfAReferredMember_ThenAFullReturn_ReversesTheRewardTheReferrerActuallyGave()
     {
         await PutAsync(Shop);
