@@ -465,6 +465,13 @@ public sealed record MergedAwayDetails : EntryDetails
 {
     /// <summary>What moved to the survivor.</summary>
     [Id(0)] public MergeTransfer? Merge { get; init; }
+
+    /// <summary>
+    /// The tier the member's entries last recorded, which reports count it in; the transfer's tier
+    /// is the one it holds now, after a review that lowers a tier and is recorded only with the
+    /// member's next entry (this one). Null in entries written before it was kept.
+    /// </summary>
+    [Id(1)] public string? TierRecorded { get; init; }
 }
 
 /// <summary>The survivor's side of a merge: what arrived, and the tier kept.</summary>
@@ -493,8 +500,12 @@ public sealed record MergedInDetails : EntryDetails, ITierOutcome
     /// </summary>
     [Id(5)] public bool InheritedAfterPurchases { get; init; }
 
-    /// <summary>Never set: a merge keeps the higher tier, it lowers none.</summary>
-    string? ITierOutcome.DowngradedFrom => null;
+    /// <summary>
+    /// The survivor's tier as its entries last recorded it, when a review due by the merge lowered
+    /// it (the merge is the entry that records that review); null otherwise. The merge itself then
+    /// keeps the higher of the two members' tiers.
+    /// </summary>
+    [Id(6)] public string? DowngradedFrom { get; init; }
 
     /// <inheritdoc />
     public override EntryDetails WithDefaults() => this with { TierBefore = TierBefore ?? TierAfter };

@@ -106,7 +106,7 @@ public static class LifecycleDecision
         {
             Reference = survivorId,
             Reason = "merged into " + survivorId,
-            Details = new MergedAwayDetails { Merge = transfer },
+            Details = new MergedAwayDetails { Merge = transfer, TierRecorded = state.Tier },
         };
 
         // The survivor's entry carries the same numbers (the points and the transfer), so it moves
@@ -156,6 +156,7 @@ public static class LifecycleDecision
             {
                 Merge = transfer,
                 TierBefore = ladder.Tiers[mine].Name,
+                DowngradedFrom = mine < ladder.IndexOf(state.Tier) ? state.Tier : null,
                 TierAfter = takeTheirs ? ladder.Resolve(transfer.Tier) : ladder.Tiers[mine].Name,
                 TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
                 InheritsReferrer = inherits,

@@ -21,8 +21,8 @@ public sealed partial class WebhookDispatcher(
     /// <summary>How long a worker must have had nothing to deliver before it gives its place to a subscription that waits.</summary>
     private static readonly TimeSpan YieldIdleMin = TimeSpan.FromSeconds(1);
 
-    /// <summary>How long a busy worker holds its place while others wait, before it gives it up after its window.</summary>
-    private static readonly TimeSpan YieldHeldMin = TimeSpan.FromSeconds(60);
+    /// <summary>How long a busy worker holds its place while others wait, before it gives it up: two leases (a minute by default).</summary>
+    private TimeSpan YieldHeldMin => TimeSpan.FromSeconds(2 * _options.LeaseSeconds);
 
     /// <summary>How long a stopping node waits for its workers to save their positions.</summary>
     private static readonly TimeSpan StopWaitMax = TimeSpan.FromSeconds(10);
@@ -207,9 +207,9 @@ public sealed partial class WebhookDispatcher(
                         _workers[worker.Key] = (worker, Task.Run(() => RunWorkerAsync(worker, stop), CancellationToken.None));
                     }
                 }
-                else if (await store.CountWaitingAsync(now, stop) is > 0 and int waiting)
+                else if (await store.CountWaitingAsync(now, stop) > 0)
                 {
-                    TakeTurns(waiting);
+                    TakeTurns();
                 }
 
                 await Task.Delay(poll, stop);
@@ -242,20 +242,24 @@ public sealed partial class WebhookDispatcher(
     }
 
     /// <summary>
-    /// On a full node, with <paramref name="waiting"/> subscriptions no node holds: asks as many
-    /// workers to give their places up, those idle longest first, then those that have held theirs
-    /// longest. Without turns, subscriptions beyond every node's room would never be delivered.
+    /// On a full node, with subscriptions waiting that no node holds: asks one worker to give its
+    /// place up, the one idle longest, else the one that has held its place longest. One at a time
+    /// per node (the count of those waiting is the cluster's, and every full node sees it), so turns
+    /// churn no more than a place per poll; a failing worker asked gives its place up at its next
+    /// retry's wait, so no waiting subscription starves behind one retrying for days.
+    /// Without turns, subscriptions beyond every node's room would never be delivered.
     /// </summary>
-    private void TakeTurns(int waiting)
+    private void TakeTurns()
     {
-        int asked = _workers.Values.Count(w => w.Worker.Yielding);
-        foreach (WebhookWorker worker in _workers.Values.Select(w => w.Worker)
-            .Where(w => !w.Yielding && (w.IdleFor >= YieldIdleMin || w.HeldFor >= YieldHeldMin))
-            .OrderByDescending(w => w.IdleFor).ThenByDescending(w => w.HeldFor)
-            .Take(Math.Max(0, waiting - asked)))
+        if (_workers.Values.Any(w => w.Worker.Yielding))
         {
-            worker.Yield();
+            return;
         }
+
+        _workers.Values.Select(w => w.Worker)
+            .Where(w => w.IdleFor >= YieldIdleMin || w.HeldFor >= YieldHeldMin)
+            .OrderByDescending(w => w.IdleFor).ThenByDescending(w => w.HeldFor)
+            .FirstOrDefault()?.Yield();
     }
 
     /// <summary>

@@ -29,6 +29,9 @@ internal sealed partial class WebhookWorker(
     /// <summary>The smallest gap between two reads of the ledger, however often commits wake the worker.</summary>
     private static readonly TimeSpan ReadGapMin = TimeSpan.FromMilliseconds(50);
 
+    /// <summary>How old a window may be before an event's first attempt reads the event and the subscription again.</summary>
+    private static readonly TimeSpan RereadAfter = TimeSpan.FromSeconds(5);
+
     /// <summary>How often a worker whose right to send ran out looks whether a renewal restored it.</summary>
     private static readonly TimeSpan LeaseWaitPoll = TimeSpan.FromMilliseconds(20);
 
@@ -54,6 +57,12 @@ internal sealed partial class WebhookWorker(
 
     private volatile bool _yielding;
 
+    /// <summary>Cancelled by <see cref="Yield"/>: a failing window's backoff ends at once, and the worker with it.</summary>
+    private readonly CancellationTokenSource _yieldRequested = new();
+
+    /// <summary>When the window being delivered was read (Stopwatch ticks).</summary>
+    private long _windowReadAt;
+
     /// <summary>The subscription's (program, id).</summary>
     public (string ProgramId, string WebhookId) Key { get; } = (webhook.ProgramId, webhook.WebhookId);
 
@@ -67,10 +76,16 @@ internal sealed partial class WebhookWorker(
     public TimeSpan HeldFor => Stopwatch.GetElapsedTime(_heldSince);
 
     /// <summary>
-    /// Asks the worker to end at its next step, between windows (a window under way is delivered
-    /// and saved first), so that a full node can give its place to a subscription that waits.
+    /// Asks the worker to end at its next step, so that a full node can give its place to a
+    /// subscription that waits: between windows (a window under way is delivered and saved
+    /// first), or, when a window is failing, at its next wait for a retry (the window is then
+    /// delivered again, from its start, by the next holder: at least once, as always).
     /// </summary>
-    public void Yield() => _yielding = true;
+    public void Yield()
+    {
+        _yielding = true;
+        _yieldRequested.Cancel();
+    }
 
     /// <summary>
     /// Runs until <paramref name="stop"/>, the lease is lost, or the subscription is disabled or
@@ -88,6 +103,7 @@ internal sealed partial class WebhookWorker(
                 // Taken before the read: a commit during the read wakes the next wait at once.
                 Task committed = commits.Next;
                 string typesRead = _webhook.Types;
+                Interlocked.Exchange(ref _windowReadAt, Stopwatch.GetTimestamp());
                 (List<V1.Event> window, EventMark end) = await ReadWindowAsync(running.Token);
                 if (end.CompareTo(Delivered) > 0)
                 {
@@ -249,16 +265,23 @@ internal sealed partial class WebhookWorker(
             cancellationToken.ThrowIfCancellationRequested();
             await WaitForLeaseAsync(cancellationToken);
             WebhookRow current = _webhook;
-            if (attempt > 1)
+            if (attempt > 1 || Stopwatch.GetElapsedTime(Interlocked.Read(ref _windowReadAt)) > RereadAfter)
             {
-                // A retry goes where the subscription now says (its URL or secret may have
-                // changed while it failed), and not at all once it was disabled or deleted.
+                // A retry, or an event that waited behind its member's failing one, goes where the
+                // subscription now says (its URL or secret may have changed meanwhile), not at all
+                // once it was disabled or deleted or its type dropped, and as the ledger holds it
+                // now (an erasure meanwhile removed its personal text).
                 if (!await RefreshAsync(cancellationToken))
                 {
                     return false;
                 }
 
                 current = _webhook;
+                if (TypesOf(current.Types) is { } types && !types.Contains(e.Type))
+                {
+                    return true;
+                }
+
                 e = await RereadAsync(e, cancellationToken);
             }
 
@@ -310,7 +333,16 @@ internal sealed partial class WebhookWorker(
                 return false;
             }
 
-            await Task.Delay(Backoff(attempt), cancellationToken);
+            using var backoff = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _yieldRequested.Token);
+            try
+            {
+                await Task.Delay(Backoff(attempt), backoff.Token);
+            }
+            catch (OperationCanceledException) when (_yielding && !cancellationToken.IsCancellationRequested)
+            {
+                // Another subscription waits for this node's place: this failing one takes its turn later.
+                return false;
+            }
         }
     }
 

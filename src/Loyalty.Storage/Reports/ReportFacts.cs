@@ -476,7 +476,7 @@ public static class ReportFacts
     private static long MergedAway(LedgerEntry e, int day, ReportTotals into)
     {
         into.Add(e.ProgramId, day, ReportMetric.MergedAway, "", 1);
-        if (e.DetailsAs<MergedAwayDetails>()?.Merge?.Tier is { Length: > 0 } tier)
+        if (e.DetailsAs<MergedAwayDetails>() is { } away && (away.TierRecorded ?? away.Merge?.Tier) is { Length: > 0 } tier)
         {
             into.Add(e.ProgramId, day, ReportMetric.TierLeft, tier, 1);
         }

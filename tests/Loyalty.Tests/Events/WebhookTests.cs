@@ -328,6 +328,31 @@ public sealed class WebhookTests(ITestOutputHelper output)
         await moved.WaitForAsync(await EventIdsAsync(engine, ["a"]), TimeSpan.FromSeconds(5));
     }
 
+    [Fact]
+    public async Task ASubscriptionFailingForDays_GivesItsPlaceUpAtItsNextRetry_SoOneWaitingIsDelivered()
+    {
+        // Room for one: "w1" (claimed first) fails on every attempt and would retry within its
+        // window for days; "w2" waits. After two leases (6 s here) w1 gives its place up.
+        await using WebhookReceiver failing = await WebhookReceiver.StartAsync(seed: 7, failShare: 1.0);
+        await using WebhookReceiver working = await WebhookReceiver.StartAsync(seed: 8);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookstuck"), null,
+            [.. FastWebhooks, "--Webhooks:WorkersPerNodeMax=1"]);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = failing.Url, WebhookId = "w1" });
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 1, prefix: "p", program: Program);
+        for (int i = 0; i < 200 && failing.Received.Count == 0; i++)
+        {
+            await Task.Delay(20);
+        }
+
+        // A subscription starts at the stream's end: b's events come after it.
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = working.Url, WebhookId = "w2" });
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["b"], purchases: 1, prefix: "p", program: Program);
+        await working.WaitForAsync(await EventIdsAsync(engine, ["b"]), TimeSpan.FromSeconds(30));
+        Assert.NotEmpty(failing.Received);
+    }
+
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]

@@ -199,6 +199,23 @@ public sealed class ReportRulesTests
         Assert.Contains(",,false,,,", firstWeek, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void AMergedAwayMember_LeavesTheTierItsEntriesRecorded_NotTheOneAReviewDueAtTheMergeGives()
+    {
+        // Recorded gold; a review due at the merge lowers it to silver, and the transfer carries
+        // silver. Reports counted it in gold: gold is the tier it leaves.
+        var transfer = new MergeTransfer("d", 0, [], [], "silver", null, null, [], 0, 0, 0, 0, [], 0);
+        LedgerEntry away = Entry(LedgerEntryKind.MergedAway, 0, new MergedAwayDetails { Merge = transfer, TierRecorded = "gold" });
+        LedgerEntry older = Entry(LedgerEntryKind.MergedAway, 0, new MergedAwayDetails { Merge = transfer });
+        var totals = new ReportTotals();
+        totals.Add(away);
+        var fromOlder = new ReportTotals();
+        fromOlder.Add(older);
+
+        Assert.Equal(["MergedAway::1", "TierLeft:gold:1"], totals.Of("p").Select(t => $"{t.Metric}:{t.Key}:{t.Value}").Order(StringComparer.Ordinal));
+        Assert.Contains(fromOlder.Of("p"), t => t is { Metric: ReportMetric.TierLeft, Key: "silver" });
+    }
+
     private static V1.ProgramReport Build(DateOnly from, DateOnly to, V1.ReportGrouping grouping, ReportTotal[] before, ReportTotal[] days, AccountingPolicy? accounting = null, ProgramSettings? settings = null) =>
         ProgramReports.Build("p", settings ?? new ProgramSettings("P", "USD", 2, 1, Accounting: accounting), from, to, grouping, before, days, csv: true);
 
