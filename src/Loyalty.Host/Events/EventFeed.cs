@@ -34,9 +34,8 @@ public sealed partial class EventFeed : IDisposable
     private Task? _loop;
     private int _subscribers;
 
-    /// <summary>Streams per program on this node; guarded by <see cref="_placesLock"/>.</summary>
-    private readonly Dictionary<string, int> _programPlaces = new(StringComparer.Ordinal);
-    private readonly Lock _placesLock = new();
+    /// <summary>Streams per program on this node (Events:SubscribersPerProgramMax).</summary>
+    private readonly KeyedPlaces _programPlaces;
 
     /// <summary>Creates the feed; its loop starts with the first subscriber.</summary>
     public EventFeed(ILedgerStore store, LedgerCommits commits, IOptions<EventOptions> options, ILogger<EventFeed> logger)
@@ -49,6 +48,8 @@ public sealed partial class EventFeed : IDisposable
         {
             throw new OptionsValidationException(EventOptions.SectionName, typeof(EventOptions), [problem]);
         }
+
+        _programPlaces = new KeyedPlaces(_options.SubscribersPerProgramMax);
     }
 
     /// <summary>Subscribers on this node now.</summary>
@@ -61,43 +62,26 @@ public sealed partial class EventFeed : IDisposable
     /// </summary>
     public string? TryEnter(string programId)
     {
-        lock (_placesLock)
+        if (Interlocked.Increment(ref _subscribers) > _options.SubscribersMax)
         {
-            int ofProgram = _programPlaces.GetValueOrDefault(programId);
-            if (_subscribers >= _options.SubscribersMax)
-            {
-                return "this node serves as many event streams as it may; try another node or later";
-            }
-
-            if (ofProgram >= _options.SubscribersPerProgramMax)
-            {
-                return $"program '{programId}' has as many event streams on this node as one program may ({_options.SubscribersPerProgramMax}, Events:SubscribersPerProgramMax); close one, or try another node";
-            }
-
-            _programPlaces[programId] = ofProgram + 1;
-            Interlocked.Increment(ref _subscribers);
-            return null;
+            Interlocked.Decrement(ref _subscribers);
+            return "this node serves as many event streams as it may; try another node or later";
         }
+
+        if (!_programPlaces.TryTake(programId))
+        {
+            Interlocked.Decrement(ref _subscribers);
+            return $"program '{programId}' has as many event streams on this node as one program may ({_programPlaces.MaxPerKey}, Events:SubscribersPerProgramMax); close one, or try another node";
+        }
+
+        return null;
     }
 
     /// <summary>Gives back a place taken by <see cref="TryEnter"/>.</summary>
     public void Leave(string programId)
     {
-        lock (_placesLock)
-        {
-            int left = _programPlaces.GetValueOrDefault(programId) - 1;
-            if (left > 0)
-            {
-                _programPlaces[programId] = left;
-            }
-            else
-            {
-                // No entry for a program without streams: the map holds only programs streaming now.
-                _programPlaces.Remove(programId);
-            }
-
-            Interlocked.Decrement(ref _subscribers);
-        }
+        _programPlaces.GiveBack(programId);
+        Interlocked.Decrement(ref _subscribers);
     }
 
     /// <summary>

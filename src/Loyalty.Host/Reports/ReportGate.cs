@@ -24,48 +24,16 @@ public sealed class ReportOptions
 /// <summary>The places for reports being computed on this node, per program (<see cref="ReportOptions.ConcurrentPerProgramMax"/>).</summary>
 public sealed class ReportGate(IOptions<ReportOptions> options)
 {
-    private readonly int _max = options.Value.ConcurrentPerProgramMax;
-    private readonly Dictionary<string, int> _running = new(StringComparer.Ordinal);
-    private readonly Lock _lock = new();
-
-    /// <summary>A place for a report of <paramref name="programId"/>, given back when disposed; null when the program has as many as it may.</summary>
-    public Place? TryEnter(string programId)
-    {
-        lock (_lock)
-        {
-            int running = _running.GetValueOrDefault(programId);
-            if (running >= _max)
-            {
-                return null;
-            }
-
-            _running[programId] = running + 1;
-            return new Place(this, programId);
-        }
-    }
+    private readonly KeyedPlaces _places = new(options.Value.ConcurrentPerProgramMax);
 
     /// <summary>The most reports of one program computed at once.</summary>
-    public int Max => _max;
+    public int Max => _places.MaxPerKey;
 
-    private void Leave(string programId)
-    {
-        lock (_lock)
-        {
-            int left = _running.GetValueOrDefault(programId) - 1;
-            if (left > 0)
-            {
-                _running[programId] = left;
-            }
-            else
-            {
-                // Only programs with a report under way are held: the map does not grow with the programs ever reported on.
-                _running.Remove(programId);
-            }
-        }
-    }
+    /// <summary>A place for a report of <paramref name="programId"/>, given back when disposed; null when the program has as many as it may.</summary>
+    public Place? TryEnter(string programId) => _places.TryTake(programId) ? new Place(_places, programId) : null;
 
     /// <summary>A report's place; disposing it gives the place back (once).</summary>
-    public sealed class Place(ReportGate gate, string programId) : IDisposable
+    public sealed class Place(KeyedPlaces places, string programId) : IDisposable
     {
         private int _left;
 
@@ -74,7 +42,7 @@ public sealed class ReportGate(IOptions<ReportOptions> options)
         {
             if (Interlocked.Exchange(ref _left, 1) == 0)
             {
-                gate.Leave(programId);
+                places.GiveBack(programId);
             }
         }
     }
