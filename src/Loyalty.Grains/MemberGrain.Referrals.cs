@@ -246,13 +246,15 @@ public sealed partial class MemberGrain
         }
 
         await EnsureLoadedAsync();
-        if (_state.MergedInto is { } survivor)
+        if (_state.MergedInto is { } survivor && (reverse || !_state.Referral.Rewards.ContainsKey(referredMemberId)))
         {
             // The referrer was merged into another account: the reward (or its reversal) goes there,
-            // unless the referred member is that account itself (nobody rewards itself). Also when
-            // this account got the reward before the merge: the survivor took it over with the
-            // points, so the survivor is where its reversal must land (here it would be taken back
-            // from an empty, closed account, that is not at all).
+            // unless the referred member is that account itself (nobody rewards itself). A reversal
+            // goes there also when this account got the reward before the merge: the survivor took
+            // it over with the points, so it must be taken back there (here it would be taken from
+            // an empty, closed account, that is not at all). A reward this account already got is
+            // answered here: forwarded while the merge is cut short, the survivor, not yet holding
+            // it, would pay it a second time.
             return survivor == referredMemberId ? LoyaltyError.None : await ReferrerGrain(survivor).SettleReferralReward(referredMemberId, points, reverse);
         }
 

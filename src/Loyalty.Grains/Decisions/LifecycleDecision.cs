@@ -156,7 +156,7 @@ public static class LifecycleDecision
             {
                 Merge = transfer,
                 TierBefore = ladder.Tiers[mine].Name,
-                DowngradedFrom = mine < ladder.IndexOf(state.Tier) ? state.Tier : null,
+                DowngradedFrom = mine < ladder.IndexOf(state.Tier) ? ladder.Resolve(state.Tier) : null,
                 TierAfter = takeTheirs ? ladder.Resolve(transfer.Tier) : ladder.Tiers[mine].Name,
                 TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
                 InheritsReferrer = inherits,

@@ -62,16 +62,18 @@ public sealed partial class EventFeed : IDisposable
     /// </summary>
     public string? TryEnter(string programId)
     {
+        // The program's place first: a program at its limit never touches the node's count, which
+        // another program's request reads at the same moment.
+        if (!_programPlaces.TryTake(programId))
+        {
+            return $"program '{programId}' has as many event streams on this node as one program may ({_programPlaces.MaxPerKey}, Events:SubscribersPerProgramMax); close one, or try another node";
+        }
+
         if (Interlocked.Increment(ref _subscribers) > _options.SubscribersMax)
         {
             Interlocked.Decrement(ref _subscribers);
+            _programPlaces.GiveBack(programId);
             return "this node serves as many event streams as it may; try another node or later";
-        }
-
-        if (!_programPlaces.TryTake(programId))
-        {
-            Interlocked.Decrement(ref _subscribers);
-            return $"program '{programId}' has as many event streams on this node as one program may ({_programPlaces.MaxPerKey}, Events:SubscribersPerProgramMax); close one, or try another node";
         }
 
         return null;

@@ -251,13 +251,15 @@ public sealed partial class WebhookDispatcher(
     /// </summary>
     private void TakeTurns()
     {
-        if (_workers.Values.Any(w => w.Worker.Yielding))
+        // One asked at a time, unless the one asked is slow to go (a busy worker goes after its
+        // window, which a slow receiver can make minutes): then another is asked too.
+        if (_workers.Values.Any(w => w.Worker.Yielding && w.Worker.AskedFor < YieldHeldMin))
         {
             return;
         }
 
         _workers.Values.Select(w => w.Worker)
-            .Where(w => w.IdleFor >= YieldIdleMin || w.HeldFor >= YieldHeldMin)
+            .Where(w => !w.Yielding && (w.IdleFor >= YieldIdleMin || w.HeldFor >= YieldHeldMin))
             .OrderByDescending(w => w.IdleFor).ThenByDescending(w => w.HeldFor)
             .FirstOrDefault()?.Yield();
     }

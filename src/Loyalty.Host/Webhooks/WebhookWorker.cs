@@ -29,6 +29,9 @@ internal sealed partial class WebhookWorker(
     /// <summary>The smallest gap between two reads of the ledger, however often commits wake the worker.</summary>
     private static readonly TimeSpan ReadGapMin = TimeSpan.FromMilliseconds(50);
 
+    /// <summary>How often, at most, the member tasks of a window read the subscription again.</summary>
+    private static readonly TimeSpan RefreshEvery = TimeSpan.FromSeconds(1);
+
     /// <summary>How old a window may be before an event's first attempt reads the event and the subscription again.</summary>
     private static readonly TimeSpan RereadAfter = TimeSpan.FromSeconds(5);
 
@@ -63,6 +66,12 @@ internal sealed partial class WebhookWorker(
     /// <summary>When the window being delivered was read (Stopwatch ticks).</summary>
     private long _windowReadAt;
 
+    /// <summary>When the subscription was last read by <see cref="RefreshAsync"/> (Stopwatch ticks; 0 for never).</summary>
+    private long _refreshedAt;
+
+    /// <summary>When <see cref="Yield"/> was called (Stopwatch ticks).</summary>
+    private long _askedAt;
+
     /// <summary>The subscription's (program, id).</summary>
     public (string ProgramId, string WebhookId) Key { get; } = (webhook.ProgramId, webhook.WebhookId);
 
@@ -83,9 +92,13 @@ internal sealed partial class WebhookWorker(
     /// </summary>
     public void Yield()
     {
+        Interlocked.Exchange(ref _askedAt, Stopwatch.GetTimestamp());
         _yielding = true;
         _yieldRequested.Cancel();
     }
+
+    /// <summary>How long ago the worker was asked to give its place up (zero when it was not).</summary>
+    public TimeSpan AskedFor => _yielding ? Stopwatch.GetElapsedTime(Interlocked.Read(ref _askedAt)) : TimeSpan.Zero;
 
     /// <summary>
     /// Runs until <paramref name="stop"/>, the lease is lost, or the subscription is disabled or
@@ -279,10 +292,23 @@ internal sealed partial class WebhookWorker(
                 current = _webhook;
                 if (TypesOf(current.Types) is { } types && !types.Contains(e.Type))
                 {
+                    // No longer subscribed to: dropped as the window's read would drop it, and
+                    // its failures no longer count towards disabling the subscription.
+                    lock (_gate)
+                    {
+                        _failingSince = null;
+                    }
+
                     return true;
                 }
 
-                e = await RereadAsync(e, cancellationToken);
+                if (await RereadAsync(e, cancellationToken) is not { } fresh)
+                {
+                    await Task.Delay(Backoff(attempt), cancellationToken);
+                    continue;
+                }
+
+                e = fresh;
             }
 
             // An attempt once started is not cancelled (another member's attempt disabling the
@@ -333,7 +359,12 @@ internal sealed partial class WebhookWorker(
                 return false;
             }
 
-            using var backoff = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _yieldRequested.Token);
+            // Asked to give its place up, a subscription failing for two leases or more does so
+            // here rather than retry for days in this window; one that fails now and then (a 503
+            // mid-window) retries, and gives its place up after its window, so that what it
+            // delivered is saved and not sent again.
+            bool failingLong = failing >= TimeSpan.FromSeconds(2 * options.LeaseSeconds);
+            using var backoff = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, failingLong ? _yieldRequested.Token : CancellationToken.None);
             try
             {
                 await Task.Delay(Backoff(attempt), backoff.Token);
@@ -346,32 +377,67 @@ internal sealed partial class WebhookWorker(
         }
     }
 
-    /// <summary>The subscription as stored now; false when it was deleted or disabled (the worker then ends).</summary>
+    /// <summary>
+    /// The subscription as stored now, read at most every <see cref="RefreshEvery"/> (the member
+    /// tasks of a window share the read); false when it was deleted or disabled (the worker then
+    /// ends). A failed read keeps the subscription as last read: the next renewal reads it again.
+    /// </summary>
     private async Task<bool> RefreshAsync(CancellationToken cancellationToken)
     {
-        if (await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, cancellationToken) is not { Enabled: true } fresh)
+        long last = Interlocked.Read(ref _refreshedAt);
+        if (last != 0 && Stopwatch.GetElapsedTime(last) < RefreshEvery)
+        {
+            return true;
+        }
+
+        WebhookRow? fresh;
+        try
+        {
+            fresh = await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogRenewFailed(e, _webhook.ProgramId, _webhook.WebhookId);
+            return true;
+        }
+
+        if (fresh is not { Enabled: true })
         {
             return false;
         }
 
         _webhook = fresh;
+        Interlocked.Exchange(ref _refreshedAt, Stopwatch.GetTimestamp());
         return true;
     }
 
     /// <summary>
     /// The event as the ledger holds it now, for a retry: a member erased while the receiver was
     /// failing has had its personal text removed from the ledger, and a retry (up to days later)
-    /// must not carry what the first attempt did. The event as it was when the entry is not found.
+    /// must not carry what the first attempt did. The event as it was when the entry is not found;
+    /// null when the ledger could not be read.
     /// </summary>
-    private async Task<V1.Event> RereadAsync(V1.Event e, CancellationToken cancellationToken)
+    private async Task<V1.Event?> RereadAsync(V1.Event e, CancellationToken cancellationToken)
     {
-        if (e.Entry is null || !EventCursor.TryParse(e.Cursor, out _, out int index)
-            || await ledger.ReadEventAsync(e.ProgramId, e.MemberId, e.Entry.Sequence, cancellationToken) is not { } fresh)
+        if (e.Entry is null || !EventCursor.TryParse(e.Cursor, out _, out int index))
         {
             return e;
         }
 
-        return LoyaltyEvents.ToEvent(fresh, index);
+        PositionedEntry? fresh;
+        try
+        {
+            fresh = await ledger.ReadEventAsync(e.ProgramId, e.MemberId, e.Entry.Sequence, cancellationToken);
+        }
+        catch (Exception failure) when (failure is not OperationCanceledException)
+        {
+            // The ledger could not be read: no attempt is made with a copy that may be stale;
+            // the caller waits a retry's backoff, as after a failed attempt.
+            LogRenewFailed(failure, _webhook.ProgramId, _webhook.WebhookId);
+            return null;
+        }
+
+        return fresh is null ? e : LoyaltyEvents.ToEvent(fresh, index);
     }
 
     /// <summary>
