@@ -21,8 +21,6 @@ public sealed partial class WebhookDispatcher(
     /// <summary>How long a worker must have had nothing to deliver before it gives its place to a subscription that waits.</summary>
     private static readonly TimeSpan YieldIdleMin = TimeSpan.FromSeconds(1);
 
-    /// <summary>How long a busy worker holds its place while others wait, before it gives it up: two leases (a minute by default).</summary>
-    private TimeSpan YieldHeldMin => TimeSpan.FromSeconds(2 * _options.LeaseSeconds);
 
     /// <summary>How long a stopping node waits for its workers to save their positions.</summary>
     private static readonly TimeSpan StopWaitMax = TimeSpan.FromSeconds(10);
@@ -253,13 +251,13 @@ public sealed partial class WebhookDispatcher(
     {
         // One asked at a time, unless the one asked is slow to go (a busy worker goes after its
         // window, which a slow receiver can make minutes): then another is asked too.
-        if (_workers.Values.Any(w => w.Worker.Yielding && w.Worker.AskedFor < YieldHeldMin))
+        if (_workers.Values.Any(w => w.Worker.Yielding && w.Worker.AskedFor < _options.TurnAfter))
         {
             return;
         }
 
         _workers.Values.Select(w => w.Worker)
-            .Where(w => !w.Yielding && (w.IdleFor >= YieldIdleMin || w.HeldFor >= YieldHeldMin))
+            .Where(w => !w.Yielding && (w.IdleFor >= YieldIdleMin || w.HeldFor >= _options.TurnAfter))
             .OrderByDescending(w => w.IdleFor).ThenByDescending(w => w.HeldFor)
             .FirstOrDefault()?.Yield();
     }

@@ -56,6 +56,12 @@ public sealed class WebhookOptions
     /// </summary>
     public int WorkersPerNodeMax { get; set; } = 64;
 
+    /// <summary>
+    /// How long a subscription keeps its node place while others wait, before it is asked to give
+    /// it up (busy), or gives it up at a retry's wait (failing): two leases, a minute by default.
+    /// </summary>
+    public TimeSpan TurnAfter => TimeSpan.FromSeconds(2 * LeaseSeconds);
+
     /// <summary>Subscriptions a program may have.</summary>
     public int WebhooksPerProgramMax { get; set; } = 20;
 

@@ -363,7 +363,7 @@ internal sealed partial class WebhookWorker(
             // here rather than retry for days in this window; one that fails now and then (a 503
             // mid-window) retries, and gives its place up after its window, so that what it
             // delivered is saved and not sent again.
-            bool failingLong = failing >= TimeSpan.FromSeconds(2 * options.LeaseSeconds);
+            bool failingLong = failing >= options.TurnAfter;
             using var backoff = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, failingLong ? _yieldRequested.Token : CancellationToken.None);
             try
             {

@@ -437,6 +437,18 @@ public sealed class WebhookTests(ITestOutputHelper output)
         Assert.Empty(receiver.Received);
     }
 
+    [Fact]
+    public void TheLimitsAddedForSharedNodes_RefuseValuesOutOfRange_NamingTheSetting()
+    {
+        Assert.Equal("Webhooks:WorkersPerNodeMax must be 1..1024", new WebhookOptions { WorkersPerNodeMax = 0 }.Problem());
+        Assert.Equal("Webhooks:WorkersPerNodeMax must be 1..1024", new WebhookOptions { WorkersPerNodeMax = 1_025 }.Problem());
+        Assert.Equal("Events:SubscribersPerProgramMax must be 1..100000", new Loyalty.Host.Events.EventOptions { SubscribersPerProgramMax = 0 }.Problem());
+        Assert.Equal("Reports:ConcurrentPerProgramMax must be 1..1000", new Loyalty.Host.Reports.ReportOptions { ConcurrentPerProgramMax = 0 }.Problem());
+        Assert.Null(new WebhookOptions { WorkersPerNodeMax = 1_024 }.Problem());
+        Assert.Null(new Loyalty.Host.Reports.ReportOptions { ConcurrentPerProgramMax = 1_000 }.Problem());
+        Assert.Equal(TimeSpan.FromMinutes(1), new WebhookOptions().TurnAfter);
+    }
+
     [Theory]
     [InlineData("127.0.0.1", true)]
     [InlineData("10.255.0.1", true)]
