@@ -89,9 +89,11 @@ public interface IWebhookStore
 
     /// <summary>
     /// Makes <paramref name="newSecret"/> the signing secret with the next key version; the current
-    /// one keeps signing until <paramref name="previousUntil"/>. False when there is no such subscription.
+    /// one keeps signing until <paramref name="previousUntil"/>. With <paramref name="expectedKeyVersion"/>,
+    /// only from that version. False when there is no such subscription, or it is at another version
+    /// (nothing is changed then).
     /// </summary>
-    Task<bool> RotateSecretAsync(string programId, string webhookId, string newSecret, DateTimeOffset previousUntil, DateTimeOffset at, CancellationToken cancellationToken);
+    Task<bool> RotateSecretAsync(string programId, string webhookId, string newSecret, DateTimeOffset previousUntil, int? expectedKeyVersion, DateTimeOffset at, CancellationToken cancellationToken);
 
     /// <summary>Deletes a subscription and its delivery log; false when there was none.</summary>
     Task<bool> DeleteAsync(string programId, string webhookId, CancellationToken cancellationToken);

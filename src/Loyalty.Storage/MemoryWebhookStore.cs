@@ -72,11 +72,12 @@ public sealed class MemoryWebhookStore : IWebhookStore
     }
 
     /// <inheritdoc />
-    public Task<bool> RotateSecretAsync(string programId, string webhookId, string newSecret, DateTimeOffset previousUntil, DateTimeOffset at, CancellationToken cancellationToken)
+    public Task<bool> RotateSecretAsync(string programId, string webhookId, string newSecret, DateTimeOffset previousUntil, int? expectedKeyVersion, DateTimeOffset at, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            if (!_webhooks.TryGetValue((programId, webhookId), out Subscription? s))
+            if (!_webhooks.TryGetValue((programId, webhookId), out Subscription? s)
+                || (expectedKeyVersion is int expected && s.Row.KeyVersion != expected))
             {
                 return Task.FromResult(false);
             }

@@ -107,14 +107,17 @@ public abstract class SqlWebhookStore : IWebhookStore
     }
 
     /// <inheritdoc />
-    public async Task<bool> RotateSecretAsync(string programId, string webhookId, string newSecret, DateTimeOffset previousUntil, DateTimeOffset at, CancellationToken cancellationToken)
+    public async Task<bool> RotateSecretAsync(string programId, string webhookId, string newSecret, DateTimeOffset previousUntil, int? expectedKeyVersion, DateTimeOffset at, CancellationToken cancellationToken)
     {
         // Every right-hand side reads the row as it was, so previous_secret gets the old secret.
+        // The version's check is in the statement, so two rotations from one version never both apply.
         await using DbConnection connection = await OpenAsync(cancellationToken);
         await using DbCommand command = Command(connection,
             "UPDATE webhooks SET previous_secret = secret, previous_secret_until = @pu, secret = @s, " +
-            $"key_version = key_version + 1, updated_at = @at WHERE {ByKey};",
-            ("@p", programId), ("@w", webhookId), ("@s", newSecret), ("@pu", ToDb(previousUntil)), ("@at", ToDb(at)));
+            $"key_version = key_version + 1, updated_at = @at WHERE {ByKey}" +
+            (expectedKeyVersion is null ? ";" : " AND key_version = @kv;"),
+            ("@p", programId), ("@w", webhookId), ("@s", newSecret), ("@pu", ToDb(previousUntil)),
+            ("@kv", expectedKeyVersion ?? 0), ("@at", ToDb(at)));
         return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
     }
 

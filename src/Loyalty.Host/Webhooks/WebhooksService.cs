@@ -94,12 +94,35 @@ public sealed class WebhooksService(
         GrainCalls.Require(request.GraceSeconds < 0 || request.GraceSeconds > GraceMax.TotalSeconds
             ? $"grace_seconds must be 0..{GraceMax.TotalSeconds:0} (0 means {GraceDefault.TotalHours:0} hours)"
             : null);
+        GrainCalls.Require(request.HasExpectedKeyVersion && request.ExpectedKeyVersion < 1 ? "expected_key_version must be 1 or more (key versions start at 1)" : null);
         WebhookRow row = await FindAsync(request.ProgramId, request.WebhookId, context.CancellationToken);
         TimeSpan grace = request.GraceSeconds == 0 ? GraceDefault : TimeSpan.FromSeconds(request.GraceSeconds);
         string secret = NewSecret();
         DateTimeOffset now = clock.GetUtcNow();
-        await store.RotateSecretAsync(row.ProgramId, row.WebhookId, secret, now + grace, now, context.CancellationToken);
-        return new V1.CreatedWebhook { Webhook = ToMessage(await FindAsync(row.ProgramId, row.WebhookId, context.CancellationToken)), Secret = secret };
+        int? expected = request.HasExpectedKeyVersion ? request.ExpectedKeyVersion : null;
+        if (await store.RotateSecretAsync(row.ProgramId, row.WebhookId, secret, now + grace, expected, now, context.CancellationToken))
+        {
+            return new V1.CreatedWebhook { Webhook = ToMessage(await FindAsync(row.ProgramId, row.WebhookId, context.CancellationToken)), Secret = secret };
+        }
+
+        return AlreadyRotated(await FindAsync(row.ProgramId, row.WebhookId, context.CancellationToken), expected);
+    }
+
+    /// <summary>
+    /// The answer to a rotation from a version the secret has already left. One step on is the
+    /// rotation asked for, already made (a resend whose first answer was lost, or another admin's
+    /// rotation from the same version): its secret is answered, and rotating again would retire the
+    /// secret receivers still check before they ever saw the new one. Further on, it is refused.
+    /// </summary>
+    private static V1.CreatedWebhook AlreadyRotated(WebhookRow row, int? expected)
+    {
+        if (expected is int from && row.KeyVersion == from + 1)
+        {
+            return new V1.CreatedWebhook { Webhook = ToMessage(row), Secret = row.Secret };
+        }
+
+        throw new RpcException(new Status(StatusCode.FailedPrecondition,
+            $"the secret is at key version {row.KeyVersion}, not expected_key_version {expected}; nothing was rotated"));
     }
 
     /// <inheritdoc />

@@ -92,6 +92,31 @@ public sealed class WebhookTests(ITestOutputHelper output)
         Assert.DoesNotContain(rotated.Secret, shown.ToString(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ARotationResent_FromTheVersionItLeft_AnswersTheSameSecret_AndKeepsTheFirstSigning()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookrerot"), null, FastWebhooks);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        V1.CreatedWebhook first = await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = "https://crm.example.com/hook", WebhookId = "crm" });
+        var rotate = new V1.RotateWebhookSecretRequest { ProgramId = Program, WebhookId = "crm", ExpectedKeyVersion = 1 };
+
+        V1.CreatedWebhook rotated = await hooks.RotateWebhookSecretAsync(rotate);
+        V1.CreatedWebhook resent = await hooks.RotateWebhookSecretAsync(rotate);
+        RpcException stale = await Assert.ThrowsAsync<RpcException>(() => hooks.RotateWebhookSecretAsync(new V1.RotateWebhookSecretRequest { ProgramId = Program, WebhookId = "crm", ExpectedKeyVersion = 5 }).ResponseAsync);
+        RpcException zero = await Assert.ThrowsAsync<RpcException>(() => hooks.RotateWebhookSecretAsync(new V1.RotateWebhookSecretRequest { ProgramId = Program, WebhookId = "crm", ExpectedKeyVersion = 0 }).ResponseAsync);
+        V1.CreatedWebhook unconditional = await hooks.RotateWebhookSecretAsync(new V1.RotateWebhookSecretRequest { ProgramId = Program, WebhookId = "crm" });
+
+        Assert.NotEqual(first.Secret, rotated.Secret);
+        Assert.Equal((2, rotated.Secret), (resent.Webhook.KeyVersion, resent.Secret));
+        Assert.Equal(rotated.Webhook.PreviousSecretUntil, resent.Webhook.PreviousSecretUntil);
+        Assert.Equal(StatusCode.FailedPrecondition, stale.StatusCode);
+        Assert.Contains("key version 2", stale.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.InvalidArgument, zero.StatusCode);
+        Assert.Contains("expected_key_version", zero.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(3, unconditional.Webhook.KeyVersion);
+    }
+
     /// <remarks>
     /// With a receiver that also leaves half the requests without an answer (until the attempt's
     /// 1 s limit), other members' attempts are on the wire when one member's failure disables the

@@ -83,15 +83,33 @@ public sealed class WebhookStoreTests
         IWebhookStore store = await CreateStoreAsync(kind);
         await store.TryInsertAsync(Row("w1"), None);
 
-        bool first = await store.RotateSecretAsync("p", "w1", "second", T0.AddHours(24), T0.AddMinutes(1), None);
-        bool second = await store.RotateSecretAsync("p", "w1", "third", T0.AddHours(48), T0.AddMinutes(2), None);
-        bool missing = await store.RotateSecretAsync("p", "w-missing", "x", T0, T0, None);
+        bool first = await store.RotateSecretAsync("p", "w1", "second", T0.AddHours(24), null, T0.AddMinutes(1), None);
+        bool second = await store.RotateSecretAsync("p", "w1", "third", T0.AddHours(48), null, T0.AddMinutes(2), None);
+        bool missing = await store.RotateSecretAsync("p", "w-missing", "x", T0, null, T0, None);
 
         Assert.True(first && second);
         Assert.Equal(
             Row("w1") with { Secret = "third", KeyVersion = 3, PreviousSecret = "second", PreviousSecretUntil = T0.AddHours(48), UpdatedAt = T0.AddMinutes(2) },
             await store.GetAsync("p", "w1", None));
         Assert.False(missing);
+    }
+
+    [Theory, MemberData(nameof(Stores))]
+    public async Task RotateSecret_FromAnExpectedVersion_AppliesOnlyAtThatVersion(string kind)
+    {
+        IWebhookStore store = await CreateStoreAsync(kind);
+        await store.TryInsertAsync(Row("w1"), None);
+
+        bool fromOne = await store.RotateSecretAsync("p", "w1", "second", T0.AddHours(24), 1, T0.AddMinutes(1), None);
+        bool fromOneAgain = await store.RotateSecretAsync("p", "w1", "third", T0.AddHours(48), 1, T0.AddMinutes(2), None);
+        bool fromThree = await store.RotateSecretAsync("p", "w1", "third", T0.AddHours(48), 3, T0.AddMinutes(2), None);
+
+        Assert.True(fromOne);
+        Assert.False(fromOneAgain);
+        Assert.False(fromThree);
+        Assert.Equal(
+            Row("w1") with { Secret = "second", KeyVersion = 2, PreviousSecret = Row("w1").Secret, PreviousSecretUntil = T0.AddHours(24), UpdatedAt = T0.AddMinutes(1) },
+            await store.GetAsync("p", "w1", None));
     }
 
     [Theory, MemberData(nameof(Stores))]
