@@ -36,7 +36,25 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// <summary>How long the batch writer's connection may sit unused before the next batch opens a fresh one.</summary>
     internal const long WriterIdleMaxMs = 30_000;
 
+    /// <summary>
+    /// How long a batch writer's transaction may wait between its statements before the server
+    /// ends it. A batch sends its statements back to back, so only a writer that stopped half-way
+    /// waits this long: a node frozen (paused, swapped out) or cut off from the server. Its
+    /// transaction has taken an id, and every node's event reads stop at the oldest id still
+    /// running, so until the server ends it the whole cluster's events out stand still. Ended, the
+    /// batch is rolled back whole; the frozen node's commit then fails and its members are answered
+    /// that nothing was recorded.
+    /// </summary>
+    internal const int WriterIdleInTransactionMaxMs = 10_000;
+
     private readonly NpgsqlDataSource _dataSource;
+
+    /// <summary>
+    /// Connections for batch writers only, each ending a transaction left waiting (see
+    /// <see cref="WriterIdleInTransactionMaxMs"/>). A pool of their own, so that the setting never
+    /// reaches the connections whose transactions wait by design (the program desk's lock).
+    /// </summary>
+    internal NpgsqlDataSource WriterSource { get; }
 
     /// <summary>The batch writer between batches; null while one is lent out (see <see cref="AppendBatchAsync"/>).</summary>
     private PostgresBatchWriter? _idleWriter;
@@ -47,8 +65,17 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
 
     /// <summary>Creates the store over a pooled data source.</summary>
     public PostgresLedgerStore(string connectionString)
+        : this(connectionString, WriterIdleInTransactionMaxMs)
+    {
+    }
+
+    /// <summary>Creates the store, its batch writers' transactions ended after <paramref name="writerIdleInTransactionMaxMs"/> left waiting (tests shorten it).</summary>
+    internal PostgresLedgerStore(string connectionString, int writerIdleInTransactionMaxMs)
     {
         _dataSource = NpgsqlDataSource.Create(connectionString);
+        var writer = new NpgsqlConnectionStringBuilder(connectionString);
+        writer.Options = $"{writer.Options} -c idle_in_transaction_session_timeout={writerIdleInTransactionMaxMs.ToString(System.Globalization.CultureInfo.InvariantCulture)}".Trim();
+        WriterSource = NpgsqlDataSource.Create(writer.ConnectionString);
         _idleSweep = new Timer(static store => ((PostgresLedgerStore)store!).SweepIdleWriter(), this, WriterIdleMaxMs, WriterIdleMaxMs);
     }
 
@@ -160,7 +187,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             writer = null;
         }
 
-        writer ??= await PostgresBatchWriter.OpenAsync(_dataSource, cancellationToken);
+        writer ??= await PostgresBatchWriter.OpenAsync(WriterSource, cancellationToken);
         try
         {
             await writer.WriteAsync(entries, inserted, dues, detailsJson, groups, cancellationToken);
@@ -478,6 +505,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             await writer.DisposeAsync();
         }
 
+        await WriterSource.DisposeAsync();
         await _dataSource.DisposeAsync();
     }
 

@@ -59,6 +59,39 @@ public sealed class EventOrderTests
         Assert.Equal(read[1].Position, end);
     }
 
+    /// <remarks>
+    /// A node frozen half-way through a batch (paused, swapped out, its network cut) keeps a
+    /// transaction with an id open; every event read stops at it. Here its connection is one of the
+    /// store's writer connections, left idle inside a transaction that wrote an entry.
+    /// </remarks>
+    [Fact]
+    public async Task Postgres_AWriterLeftWaitingInsideItsTransaction_IsEndedByTheServer_AndHoldsBackNoEventsAfterThat()
+    {
+        StorageOptions storage = TestDatabases.Create(Backend.Postgres, "evstall");
+        await using var store = new PostgresLedgerStore(storage.ConnectionString, writerIdleInTransactionMaxMs: 1_000);
+        await store.MigrateAsync(CancellationToken.None);
+        await using NpgsqlConnection frozen = await store.WriterSource.OpenConnectionAsync();
+        await using NpgsqlTransaction running = await frozen.BeginTransactionAsync();
+        await using (var insert = new NpgsqlCommand(
+            "INSERT INTO ledger_entries (program_id, member_id, seq, kind, points, fingerprint, amount_minor, occurred_at, recorded_at) " +
+            "VALUES ('order', 'frozen', 1, 1, 0, 0, 0, now(), now());", frozen, running))
+        {
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        await store.AppendBatchAsync([Entries.Earn(Program, "late", 1, 10)], new bool[1], [], null, [], CancellationToken.None);
+        IReadOnlyList<PositionedEntry> read = [];
+        for (int attempt = 0; attempt < 300 && read.Count == 0; attempt++)
+        {
+            read = await store.ReadEventsAsync(Program, EventPosition.Start, 100, CancellationToken.None);
+            await Task.Delay(read.Count == 0 ? 50 : 0);
+        }
+
+        Assert.Equal(["late"], read.Select(e => e.Entry.MemberId));
+        await Assert.ThrowsAnyAsync<NpgsqlException>(() => running.CommitAsync());
+        Assert.Equal(["late"], await Sql.RowsAsync(storage, "SELECT member_id FROM ledger_entries;", r => r.GetString(0)));
+    }
+
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
