@@ -71,7 +71,10 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
             CheckScoped(caller, request, context);
         }
 
-        await StreamAsync(caller, context, () => continuation(request, responseStream, context));
+        // What such a stream sends (events) is checked against the key at each message, so a key
+        // revoked or expired while its stream is open receives nothing more.
+        var checkedStream = new KeyCheckedWriter<TResponse>(responseStream, keys, caller, faults, context.Method);
+        await StreamAsync(caller, context, () => continuation(request, checkedStream, context));
     }
 
     /// <inheritdoc />
@@ -90,6 +93,13 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
     /// <summary>Runs a stream within the key's allowance of open streams.</summary>
     private async Task StreamAsync(Caller caller, ServerCallContext context, Func<Task> run)
     {
+        // Opening a stream costs a call: it reads the database (where an event stream starts), so
+        // a loop of opens and cancels is held to the key's call rate like any other reads.
+        if (!caller.Quota.TryTakeUnary(out TimeSpan retryAfter))
+        {
+            throw OverQuota(context, retryAfter, "the key's call rate");
+        }
+
         if (!caller.Quota.TryOpenStream())
         {
             throw OverQuota(context, StreamRetryAfter, "the streams the key may hold open");

@@ -39,6 +39,19 @@ public sealed partial class FaultInterceptor(ClientFaults faults, ILogger<FaultI
         }
     }
 
+    /// <inheritdoc />
+    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            await continuation(request, responseStream, context);
+        }
+        catch (Exception e) when (Answer(e, context) is { } answer)
+        {
+            throw answer;
+        }
+    }
+
     /// <summary>
     /// What the client gets instead of <paramref name="e"/>, or null when <paramref name="e"/>
     /// itself is the answer (a refusal, a cancellation).

@@ -287,8 +287,17 @@ public sealed partial class PurchasesService(
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, streams.Ending);
         try
         {
-            while (await NextAsync(requestStream, caller, context.Method, idle, reading.Token, cancel))
+            for (long read = 1; await NextAsync(requestStream, caller, context.Method, idle, reading.Token, cancel); read++)
             {
+                if (requestStream.Current.Purchases.Count > Limits.IngestBatchPurchasesMax)
+                {
+                    // Answering each purchase of a batch of any size would let one message of empty
+                    // purchases (two bytes each) become millions of acknowledgements queued per stream.
+                    batches.Writer.TryComplete();
+                    await writer;
+                    throw Oversized(requestStream.Current.Purchases.Count, read, context.Method);
+                }
+
                 Task<StreamAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, context.Method, slots, cancel);
                 if (!batches.Writer.TryWrite(dispatched))
                 {
@@ -319,17 +328,6 @@ public sealed partial class PurchasesService(
     {
         int count = batch.Purchases.Count;
         var calls = new Task<StreamAck>[count];
-        if (count > Limits.IngestBatchPurchasesMax)
-        {
-            string error = $"the batch has {count} purchases; at most {Limits.IngestBatchPurchasesMax}";
-            for (int i = 0; i < count; i++)
-            {
-                calls[i] = Task.FromResult(new StreamAck(null, WireMapping.Rejected(batch.Purchases[i].TransactionId, StatusCode.InvalidArgument, error)));
-            }
-
-            return calls;
-        }
-
         for (int i = 0; i < count; i++)
         {
             await slots.WaitAsync(cancel);
@@ -337,6 +335,15 @@ public sealed partial class PurchasesService(
         }
 
         return calls;
+    }
+
+    /// <summary>The end of a stream that sent a batch over the limit: the batches before it were answered; it and those after were not read.</summary>
+    private RpcException Oversized(int count, long batchNumber, string method)
+    {
+        string error = $"batch {batchNumber} of the stream has {count} purchases; a PurchaseBatch holds at most {Limits.IngestBatchPurchasesMax}. " +
+            "Nothing of it was recorded; every batch before it was answered, and none after it was read: send them again in smaller batches";
+        faults.Record(ClientFaultKind.TooLarge, method, error);
+        return new RpcException(new Status(StatusCode.InvalidArgument, error));
     }
 
     /// <summary>

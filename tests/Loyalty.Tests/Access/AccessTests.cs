@@ -592,6 +592,57 @@ public sealed class AccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task KeyRevokedWhileItsEventStreamIsOpen_EndsTheStream_Unauthenticated_BeforeAnotherEvent()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "revokeevents"));
+        (string pos, _) = await SetUpAsync(engine);
+        var access = new V1.Access.AccessClient(engine.Invoker);
+        V1.CreatedKey crm = await access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "crm" });
+        var till = new V1.Purchases.PurchasesClient(engine.Channel.WithKey(pos));
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using AsyncServerStreamingCall<V1.Event> events = new V1.Events.EventsClient(engine.Channel.WithKey(crm.Secret))
+            .Subscribe(new V1.SubscribeRequest { ProgramId = ProgramA }, cancellationToken: cancel.Token);
+        await events.ResponseHeadersAsync;
+        await till.AccrueAsync(Wire.Purchase(ProgramA, "m1", "seen", 1_00));
+        Assert.True(await events.ResponseStream.MoveNext(cancel.Token));
+        V1.Event seen = events.ResponseStream.Current;
+
+        await access.RevokeKeyAsync(new V1.RevokeKeyRequest { ProgramId = ProgramA, KeyId = crm.Key.KeyId });
+        await till.AccrueAsync(Wire.Purchase(ProgramA, "m1", "unseen", 1_00));
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            while (await events.ResponseStream.MoveNext(cancel.Token))
+            {
+                Assert.Fail($"an event reached a revoked key: {events.ResponseStream.Current}");
+            }
+        });
+
+        Assert.Equal("m1", seen.MemberId);
+        Assert.Equal((StatusCode.Unauthenticated, "the key was revoked"), (ended.StatusCode, ended.Status.Detail));
+    }
+
+    [Fact]
+    public async Task OpeningAStream_TakesACallFromTheKeysRate()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "streamrate"), null,
+            "--Quotas:Reader:UnaryPerSecond=0.1", "--Quotas:Reader:UnaryBurst=2");
+        await SetUpAsync(engine);
+        string reader = (await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "r" })).Secret;
+        var events = new V1.Events.EventsClient(engine.Channel.WithKey(reader));
+        var opened = new List<StatusCode>();
+        for (int i = 0; i < 3; i++)
+        {
+            // An open stream waits for events (none come), so reading is ended after a second; a refused one ends at once.
+            using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+            using var call = events.Subscribe(new V1.SubscribeRequest { ProgramId = ProgramA }, cancellationToken: wait.Token);
+            RpcException end = await Assert.ThrowsAsync<RpcException>(() => call.ResponseStream.MoveNext(wait.Token));
+            opened.Add(end.StatusCode == StatusCode.Cancelled ? StatusCode.OK : end.StatusCode);
+        }
+
+        Assert.Equal([StatusCode.OK, StatusCode.OK, StatusCode.ResourceExhausted], opened);
+    }
+
+    [Fact]
     public async Task ExpiredKey_IsUnauthenticated()
     {
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "expiry"));

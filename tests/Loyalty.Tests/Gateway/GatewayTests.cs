@@ -192,18 +192,40 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
     }
 
     [Fact]
-    public async Task IngestBatches_OversizedBatch_RejectsEveryPurchaseWritesNothing_AndTheStreamGoesOn()
+    public async Task IngestBatches_OversizedBatch_EndsTheStreamWithInvalidArgument_AfterAnsweringTheBatchesBefore_AndWritesNothingOfIt()
     {
         await SetUpAsync(members: 1);
         V1.PurchaseBatch oversized = Batch(Enumerable.Range(0, Limits.IngestBatchPurchasesMax + 1).Select(i => Wire.Purchase(_program, "m0", $"o{i}", 1_00)));
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck> call = Engine.Purchases.IngestBatches(cancellationToken: cancel.Token);
 
-        List<V1.PurchaseBatchAck> answers = await StreamBatchesAsync([oversized, new V1.PurchaseBatch(), Batch([Wire.Purchase(_program, "m0", "after", 2_00)])]);
+        await call.RequestStream.WriteAsync(Batch([Wire.Purchase(_program, "m0", "before", 2_00)]));
+        await call.RequestStream.WriteAsync(oversized);
+        Assert.True(await call.ResponseStream.MoveNext(cancel.Token));
+        V1.PurchaseBatchAck before = call.ResponseStream.Current;
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => call.ResponseStream.MoveNext(cancel.Token));
 
-        Assert.Equal([Limits.IngestBatchPurchasesMax + 1, 0, 1], answers.Select(a => a.Acks.Count));
-        Assert.All(answers[0].Acks, a => Assert.Equal(("INVALID_ARGUMENT", true), (a.ErrorCode, a.ErrorMessage.Contains("at most 1000", StringComparison.Ordinal))));
-        Assert.Equal(V1.AckStatus.Accepted, answers[2].Acks[0].Status);
+        Assert.Equal(V1.AckStatus.Accepted, Assert.Single(before.Acks).Status);
+        Assert.Equal(StatusCode.InvalidArgument, ended.StatusCode);
+        Assert.Contains("batch 2 of the stream has 1001 purchases", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("at most 1000", ended.Status.Detail, StringComparison.Ordinal);
         Assert.Equal(1, await PurchaseEntriesAsync());
         Assert.Equal(2, (await Engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = _program, MemberId = "m0" })).Balance);
+    }
+
+    /// <remarks>Two bytes a purchase: one message of 4 MiB names two million; answered each, they were a few hundred MB per message.</remarks>
+    [Fact]
+    public async Task IngestBatches_AMillionEmptyPurchases_EndTheStreamWithOneShortStatus()
+    {
+        await SetUpAsync(members: 1);
+        var flood = new V1.PurchaseBatch();
+        flood.Purchases.AddRange(Enumerable.Range(0, 1_000_000).Select(_ => new V1.Purchase()));
+
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => StreamBatchesAsync([flood]));
+
+        Assert.Equal(StatusCode.InvalidArgument, ended.StatusCode);
+        Assert.True(ended.Status.Detail.Length < 400, ended.Status.Detail);
+        Assert.Equal(0, await PurchaseEntriesAsync());
     }
 
     [Fact]
