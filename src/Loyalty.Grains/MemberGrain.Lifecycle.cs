@@ -108,6 +108,17 @@ public sealed partial class MemberGrain
 
         _profile = null;
         _referralCode = null;
+        // The accounts merged into this one were the same person's, and keep what it gave them
+        // (profile, flags, cause, birth month): each is erased too, with an entry (and event) of its
+        // own. The list holds every account merged in, through earlier merges too.
+        foreach (string duplicate in _state.MergedFrom)
+        {
+            if ((await ReferrerGrain(duplicate).Erase(reason)) is { Error: not LoyaltyError.None } failed)
+            {
+                return failed;
+            }
+        }
+
         return result;
     }
 

@@ -98,21 +98,23 @@ public sealed partial class MemberGrain
             return (LoyaltyError.NotFound, NotEnrolledMessage());
         }
 
-        if (_state.MergedInto is not null || _state.Erased)
-        {
-            return (LoyaltyError.FailedPrecondition, Closed()!.ErrorMessage!);
-        }
-
         // Remembered by a 64-bit hash of the id: another fingerprint under the same hash is a reuse
         // of the id (or, with odds of about 2^-60 per purchase, two ids of this member colliding).
         // It is refused here, before anything is applied: a conflicting entry must never be applied
         // in memory and left for the unique index, since later changes could build on it.
+        // Before the closed account's refusal: a till resending a change recorded before the
+        // erasure or merge is told it was recorded, as it is for one the member no longer remembers.
         if (_state.FindRecent(txn) is { } remembered)
         {
             prior = remembered;
             return remembered.Fingerprint == fingerprint
                 ? (LoyaltyError.None, "")
                 : (LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");
+        }
+
+        if (_state.MergedInto is not null || _state.Erased)
+        {
+            return (LoyaltyError.FailedPrecondition, Closed()!.ErrorMessage!);
         }
 
         return null;

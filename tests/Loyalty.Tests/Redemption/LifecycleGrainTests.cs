@@ -67,6 +67,34 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Erase_OfASurvivor_ErasesTheAccountsMergedIntoIt_AndTheMergesReasons()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        IMemberGrain dup = await EnrolAsync("anna2", referredBy: null);
+        IMemberGrain older = await EnrolAsync("anna3", referredBy: null);
+        await dup.SetProfile(new Dictionary<string, string> { ["email"] = "anna@example.com" });
+        await dup.SetFlags(["vegan"]);
+        await older.SetProfile(new Dictionary<string, string> { ["phone"] = "+46 70 123" });
+        Assert.Equal(LoyaltyError.None, (await dup.MergeFrom("anna3", "Anna Berg, older account")).Error);
+        Assert.Equal(LoyaltyError.None, (await anna.MergeFrom("anna2", "Anna Berg duplicate: same email")).Error);
+
+        MemberResult erased = await anna.Erase("GDPR request 2026-120");
+        await fixture.DeactivateAllAsync();
+        MemberView dupAfter = (await dup.Get())!, olderAfter = (await older.Get())!;
+        long profiles = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM member_profiles WHERE program_id = '{_program}'");
+        long personal = await Sql.ScalarAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND (reason LIKE '%Berg%' OR reason LIKE '%GDPR%' OR details LIKE '%vegan%')");
+
+        Assert.Equal(LoyaltyError.None, erased.Error);
+        Assert.Equal((true, "anna"), (dupAfter.Erased, dupAfter.MergedInto));
+        Assert.Equal((true, "anna2"), (olderAfter.Erased, olderAfter.MergedInto));
+        Assert.Null(dupAfter.Profile);
+        Assert.Empty(dupAfter.Flags);
+        Assert.Null(olderAfter.Profile);
+        Assert.Equal((0L, 0L), (profiles, personal));
+    }
+
+    [Fact]
     public async Task Erase_WhileAReservationOrATradeInIsUnderWay_IsRefusedNamingIt_AndWritesNothing_ThenGoesAhead()
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with
@@ -122,6 +150,29 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
         Assert.Equal((AccrualStatus.Duplicate, spent.Sequence), (atDuplicate.Status, atDuplicate.Sequence));
         Assert.Equal((AccrualStatus.Duplicate, spent.Sequence), (atSurvivor.Status, atSurvivor.Sequence));
         Assert.Equal(LoyaltyError.AlreadyExists, otherAtSurvivor.Error);
+    }
+
+    [Fact]
+    public async Task ChangesResent_AfterTheirMemberWasErased_WhileItStillRemembersThem_AreDuplicates()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with
+        {
+            SignupBonusPoints = 30,
+            Rewards = [new Reward("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE")],
+        });
+        IMemberGrain anna = await EnrolAsync("anna", null);
+        AccrualResult bought = await anna.Accrue(Buy("anna", 10_00, "bought"));
+        RedemptionResult spent = await anna.Redeem(new Loyalty.Redemption("spent", "coffee", 1));
+        Assert.Equal(LoyaltyError.None, (await anna.Erase("GDPR request 17")).Error);
+
+        AccrualResult boughtAgain = await anna.Accrue(Buy("anna", 10_00, "bought"));
+        RedemptionResult spentAgain = await anna.Redeem(new Loyalty.Redemption("spent", "coffee", 1));
+        AccrualResult newPurchase = await anna.Accrue(Buy("anna", 10_00, "new"));
+
+        Assert.Equal((AccrualStatus.Accepted, AccrualStatus.Accepted), (bought.Status, spent.Status));
+        Assert.Equal((AccrualStatus.Duplicate, bought.Sequence), (boughtAgain.Status, boughtAgain.Sequence));
+        Assert.Equal((AccrualStatus.Duplicate, spent.Sequence), (spentAgain.Status, spentAgain.Sequence));
+        Assert.Equal(LoyaltyError.FailedPrecondition, newPurchase.Error);
     }
 
     [Fact]
