@@ -93,7 +93,8 @@ public static class Expiring
             Consider(ref due, expiry + lateBy);
         }
 
-        if (policy.WarnDays > 0 && FirstUnwarned(state, now) is { ExpiresAt: { } expiresAt })
+        bool warns = Warns(state, policy);
+        if (warns && FirstUnwarned(state, now) is { ExpiresAt: { } expiresAt })
         {
             Consider(ref due, expiresAt - warn + lateBy);
         }
@@ -104,7 +105,7 @@ public static class Expiring
             PendingLot lot = pending[i];
             if (lot.ExpiresAt is { } pendingExpiry)
             {
-                Consider(ref due, Latest(lot.AvailableAt, (policy.WarnDays > 0 ? pendingExpiry - warn : pendingExpiry) + lateBy)!.Value);
+                Consider(ref due, Latest(lot.AvailableAt, (warns ? pendingExpiry - warn : pendingExpiry) + lateBy)!.Value);
             }
         }
 
@@ -114,7 +115,7 @@ public static class Expiring
             if (state.Lots.Spendable.Count > 0)
             {
                 Consider(ref due, Latest(inactivityWaitsFor, deadline)!.Value);
-                if (policy.WarnDays > 0 && state.InactivityWarnedFor != deadline)
+                if (warns && state.InactivityWarnedFor != deadline)
                 {
                     Consider(ref due, deadline - warn);
                 }
@@ -163,8 +164,15 @@ public static class Expiring
             }
         }
 
-        return policy.WarnDays > 0 ? Warning(state, policy, now) : null;
+        return Warns(state, policy) ? Warning(state, policy, now) : null;
     }
+
+    /// <summary>
+    /// Whether the member is warned before its points expire. An erased member is not: its points
+    /// still expire (the programme's accounting), but a warning would tell the retailer's CRM about
+    /// a person who asked to be forgotten, and that person can no longer spend them.
+    /// </summary>
+    private static bool Warns(MemberState state, ExpiryPolicy policy) => policy.WarnDays > 0 && !state.Erased;
 
     /// <summary>
     /// When the member's points expire for inactivity: from its newest activity, or from points

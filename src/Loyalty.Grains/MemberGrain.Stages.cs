@@ -235,7 +235,8 @@ public sealed partial class MemberGrain
         }
 
         DateTimeOffset now = MemberNow();
-        if (Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed ? Expiring.NextDue(_state, settings.ExpiryRules, now, WakeLateBy) : null,
+        if (Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.Owed || _state.Lots.AnyExpires()
+                ? Expiring.NextDue(_state, settings.ExpiryRules, now, WakeLateBy) : null,
                 ProgrammeDue(settings, now)) is not { } next
             || (_scheduleKnown && _scheduledDue is { } known && known <= next))
         {

@@ -81,6 +81,30 @@ public sealed class LotBook
     }
 
     /// <summary>
+    /// Whether any lot, spendable or pending, carries an expiry. Lots keep the expiry they were
+    /// given when the programme's policy changes (or arrive with one, by a merge or a return), so
+    /// a member whose programme no longer expires points may still have some to expire.
+    /// </summary>
+    public bool AnyExpires()
+    {
+        if (Spendable.Count > 0 && Spendable[0].ExpiresAt is not null)
+        {
+            return true;
+        }
+
+        IReadOnlyList<PendingLot> pending = Pending;
+        for (int i = 0; i < pending.Count; i++)
+        {
+            if (pending[i].ExpiresAt is not null)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
     /// The soonest expiry at which some points will expire (see <see cref="ExpiringAt"/>) with the
     /// holds open now; null when none will. Lots expire soonest first, so that is the first lot's
     /// expiry as long as the lots hold more than the holds; a hold that ends changes the member,

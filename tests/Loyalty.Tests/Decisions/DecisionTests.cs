@@ -403,6 +403,25 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void AnErasedMembersPoints_ExpireOnTime_WithNoWarningBefore()
+    {
+        ProgramSettings settings = Catalogue() with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, WarnDays: 35) };
+        MemberState state = Enrolled();
+        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("p1", 30_00), 1, null), 8);
+        DueWork warnedWhileKept = Expiring.Next(state, settings.ExpiryRules, Now)!;
+        state.Apply(LifecycleDecision.Erase(At(state, settings, Now), "asked by the member").Entry!, 8);
+
+        DueWork? now = Expiring.Next(state, settings.ExpiryRules, Now);
+        DateTimeOffset? due = Expiring.NextDue(state, settings.ExpiryRules, Now);
+        DueWork? atExpiry = Expiring.Next(state, settings.ExpiryRules, due!.Value);
+
+        Assert.Equal(DueKind.Warn, warnedWhileKept.Kind);
+        Assert.Null(now);
+        Assert.Equal(state.Lots.Spendable[0].ExpiresAt, due);
+        Assert.Equal((DueKind.Expire, 30L), (atExpiry!.Kind, atExpiry.Lots.Sum(l => l.Points)));
+    }
+
+    [Fact]
     public void PointsThatJoinALotAlreadyWarnedAbout_AreWarnedAboutAgain_WithTheLotsTotal()
     {
         // Warned 35 days ahead of a month's lifespan: at once, before the day's next purchase joins the lot.

@@ -94,6 +94,35 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
         Assert.Equal((0L, 0L), (profiles, personal));
     }
 
+    /// <remarks>
+    /// Lots keep the expiry they were given. The survivor here joined after the programme stopped
+    /// expiring points, so it had nothing scheduled; the merge brings it points that still expire.
+    /// </remarks>
+    [Fact]
+    public async Task PointsMergedIn_ThatStillCarryAnExpiry_Expire_AfterTheProgrammeStoppedExpiringPoints()
+    {
+        IMemberGrain dup = await SetUpAsync("anna2");
+        await dup.Accrue(Buy("anna2", 100_00));
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { Expiry = null });
+        fixture.Clock.Advance(TimeSpan.FromMinutes(1));
+        IMemberGrain anna = await EnrolAsync("anna", null);
+        Assert.Equal(LoyaltyError.None, (await anna.MergeFrom("anna2", "duplicate")).Error);
+        await fixture.DeactivateAllAsync();
+
+        fixture.Clock.Advance(TimeSpan.FromDays(400));
+        DateTime deadline = DateTime.UtcNow.AddSeconds(20);
+        long expired = 0;
+        while (expired == 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+            expired = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'anna' AND kind = 10");
+        }
+
+        MemberView after = (await anna.Get())!;
+        Assert.Equal(1, expired);
+        Assert.Equal((0L, 100L), (after.Balance.Value, after.LifetimeExpired.Value));
+    }
+
     [Fact]
     public async Task Erase_WhileAReservationOrATradeInIsUnderWay_IsRefusedNamingIt_AndWritesNothing_ThenGoesAhead()
     {
