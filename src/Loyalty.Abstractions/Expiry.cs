@@ -72,8 +72,22 @@ public sealed record ExpiryPolicy(
             return $"expiry.inactivity_months must be 0..{Limits.ExpiryMonthsMax}";
         }
 
-        return WarnDays is < 0 or > Limits.ExpiryWarnDaysMax ? $"expiry.warn_days must be 0..{Limits.ExpiryWarnDaysMax}" : null;
+        if (WarnDays is < 0 or > Limits.ExpiryWarnDaysMax)
+        {
+            return $"expiry.warn_days must be 0..{Limits.ExpiryWarnDaysMax}";
+        }
+
+        // A warning as long as the shortest time points live would warn of every point as it is
+        // earned, and again with each purchase that joins a lot already warned of.
+        int shortestMonths = Mode == ExpiryMode.None ? InactivityMonths
+            : InactivityMonths == 0 ? LifespanMonths : Math.Min(LifespanMonths, InactivityMonths);
+        return WarnDays > 0 && shortestMonths > 0 && WarnDays >= shortestMonths * ShortestMonthDays
+            ? $"expiry.warn_days ({WarnDays}) must be shorter than the {shortestMonths} month(s) points live ({shortestMonths * ShortestMonthDays} days at the least)"
+            : null;
     }
+
+    /// <summary>The fewest days a month has: how long a policy's months are at the least.</summary>
+    public const int ShortestMonthDays = 28;
 }
 
 /// <summary>Points that expire at one instant (pending ones included), as the member sees them.</summary>

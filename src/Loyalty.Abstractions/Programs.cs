@@ -225,6 +225,13 @@ public sealed record ProgramSettings(
             return $"pending_days must be 0..{Limits.PendingDaysMax}";
         }
 
+        // Inactivity is counted from the purchase: points pending that long would expire as they
+        // become spendable, never spendable and never warned of.
+        if (PendingDays > 0 && Expiry is { InactivityMonths: > 0 } inactive && PendingDays >= inactive.InactivityMonths * ExpiryPolicy.ShortestMonthDays)
+        {
+            return $"pending_days ({PendingDays}) must be shorter than expiry.inactivity_months ({inactive.InactivityMonths}; {inactive.InactivityMonths * ExpiryPolicy.ShortestMonthDays} days at the least): points would expire for inactivity as they became spendable";
+        }
+
         if (!Enum.IsDefined(NegativeBalance))
         {
             return "negative_balance must be ALLOW_NEGATIVE or FLOOR_AT_ZERO";

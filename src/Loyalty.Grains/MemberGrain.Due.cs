@@ -20,6 +20,10 @@ public sealed partial class MemberGrain
     public async Task Wake()
     {
         await EnsureLoadedAsync();
+        // The silo's copy of the program is refreshed first: wakes come in bulk right after a change
+        // of the expiry or birthday rules (every member is brought due), and one decided on a copy
+        // up to a cache's lifetime old would grant or warn under the rules just replaced.
+        await _services.Programs.GetFreshAsync(_programId);
         bool settled = !_state.Referral.Owed || await SettleReferrerAsync();
 
         for (int step = 0; step < WakeStepsMax; step++)

@@ -1,4 +1,5 @@
 using Loyalty.Storage;
+using Microsoft.Extensions.Logging;
 using Orleans.Runtime;
 
 namespace Loyalty.Grains;
@@ -7,12 +8,32 @@ namespace Loyalty.Grains;
 /// A program's configuration. Changes are rare, so each is written straight to grain storage;
 /// member grains read it through the silo's <see cref="ProgramDirectory"/> cache.
 /// </summary>
-public sealed class ProgramGrain(
+public sealed partial class ProgramGrain(
     [PersistentState("program", StorageSiloBuilderExtensions.SnapshotStorageName)] IPersistentState<ProgramGrainState> state,
     ProgramDirectory directory,
     ILedgerStore store,
-    EngineClock clock) : Grain, IProgramGrain
+    EngineClock clock,
+    FaultInjector faults,
+    ILogger<ProgramGrain> logger) : Grain, IProgramGrain
 {
+    /// <summary>How often a scheduling of every member that failed is tried again.</summary>
+    internal static readonly TimeSpan RescheduleRetryPeriod = TimeSpan.FromSeconds(5);
+
+    /// <summary>Tries a failed scheduling of every member again until it is done; null while none is owed.</summary>
+    private IGrainTimer? _rescheduleRetry;
+
+    /// <inheritdoc />
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        // A scheduling owed when the grain last stopped (its silo died before it was done).
+        if (state.State.RescheduleMembers)
+        {
+            RetryRescheduleLater();
+        }
+
+        return Task.CompletedTask;
+    }
+
     /// <inheritdoc />
     public async Task<ProgramConfig> Put(ProgramSettings settings) =>
         await PutIfVersion(settings, null) switch
@@ -63,19 +84,49 @@ public sealed class ProgramGrain(
         }
 
         directory.Remember(config);
-        if (state.State.RescheduleMembers)
+        if (state.State.RescheduleMembers && !await TryRescheduleMembersAsync())
         {
-            // Every member wakes once and reschedules itself under the new policy (an inactivity
-            // rule added now applies to members who never change again); wakes read the program
-            // fresh, so none decides under the old policy. Until this is done the flag stays
-            // stored, and the next change of the program does it again.
-            await store.ScheduleProgramAsync(config.ProgramId, clock.GetUtcNow(), CancellationToken.None);
-            state.State.RescheduleMembers = false;
-            await state.WriteStateAsync();
+            // The change is stored and answered as made; its scheduling is owed, and tried again.
+            RetryRescheduleLater();
         }
 
         return new ProgramPut(config, version);
     }
+
+    /// <summary>
+    /// Brings every member of the program due once: each wakes and reschedules itself under the
+    /// new policy (an inactivity rule added now applies to members who never change again). Until
+    /// this is done the flag stays stored; false when it failed.
+    /// </summary>
+    private async Task<bool> TryRescheduleMembersAsync()
+    {
+        string programId = this.GetPrimaryKeyString();
+        try
+        {
+            faults.AtProgramSchedule(programId);
+            await store.ScheduleProgramAsync(programId, clock.GetUtcNow(), CancellationToken.None);
+            state.State.RescheduleMembers = false;
+            await state.WriteStateAsync();
+            _rescheduleRetry?.Dispose();
+            _rescheduleRetry = null;
+            return true;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Stored or not, the flag in memory says it is still owed: a retry does it again (it is idempotent).
+            state.State.RescheduleMembers = true;
+            LogRescheduleFailed(e, programId, RescheduleRetryPeriod.TotalSeconds);
+            return false;
+        }
+    }
+
+    /// <summary>Tries the owed scheduling again every <see cref="RescheduleRetryPeriod"/>, keeping the grain active until it is done.</summary>
+    private void RetryRescheduleLater() =>
+        _rescheduleRetry ??= this.RegisterGrainTimer(async _ => await TryRescheduleMembersAsync(),
+            new GrainTimerCreationOptions(RescheduleRetryPeriod, RescheduleRetryPeriod) { KeepAlive = true });
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Scheduling every member of program {ProgramId} after a change of its expiry or birthday rules failed; trying again in {RetrySeconds} s")]
+    private partial void LogRescheduleFailed(Exception exception, string programId, double retrySeconds);
 
     /// <summary>
     /// The settings as they follow the program's <paramref name="before"/>: their ladder with

@@ -42,9 +42,10 @@ public sealed class FaultInjector
 {
     private volatile Func<FaultStep, LedgerEntry, bool>? _rule;
     private volatile Func<DueChange, bool>? _dueRule;
+    private volatile Func<string, bool>? _programScheduleRule;
 
     /// <summary>Whether a rule is armed.</summary>
-    public bool Armed => _rule is not null || _dueRule is not null;
+    public bool Armed => _rule is not null || _dueRule is not null || _programScheduleRule is not null;
 
     /// <summary>From now on, throws at every step and entry for which <paramref name="rule"/> answers true.</summary>
     public void Arm(Func<FaultStep, LedgerEntry, bool> rule) => _rule = rule;
@@ -56,11 +57,27 @@ public sealed class FaultInjector
     /// </summary>
     public void ArmDue(Func<DueChange, bool> rule) => _dueRule = rule;
 
+    /// <summary>
+    /// From now on, fails the scheduling of a program's every member (after a change of its expiry
+    /// or birthday rules) whenever <paramref name="rule"/> answers true for the program's id.
+    /// </summary>
+    public void ArmProgramSchedule(Func<string, bool> rule) => _programScheduleRule = rule;
+
     /// <summary>Stops injecting faults.</summary>
     public void Disarm()
     {
         _rule = null;
         _dueRule = null;
+        _programScheduleRule = null;
+    }
+
+    /// <summary>Throws <see cref="InjectedFaultException"/> when the armed rule chooses this program's scheduling.</summary>
+    public void AtProgramSchedule(string programId)
+    {
+        if (_programScheduleRule is { } rule && rule(programId))
+        {
+            throw new InjectedFaultException(FaultStep.Schedule, $"the scheduling of program {programId}'s members");
+        }
     }
 
     /// <summary>Throws <see cref="InjectedFaultException"/> when the armed rule chooses this step and entry.</summary>

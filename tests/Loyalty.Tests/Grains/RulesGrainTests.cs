@@ -107,6 +107,25 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AWake_WhileThisSilosCopyOfTheProgramIsOlder_DecidesUnderTheNewestPolicy()
+    {
+        ProgramSettings warned = Shop with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, WarnDays: 7) };
+        IMemberGrain member = await SetUpAsync(warned);
+        await member.Accrue(Buy(50_00));
+        ProgramConfig old = (await fixture.Grains.GetGrain<IProgramGrain>(_program).Get())!;
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(warned with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1) });
+        // The change brings every member due once: let that wake pass before this silo's copy goes back.
+        await Task.Delay(500);
+
+        // As a silo that fetched the program just before another silo stopped the warnings.
+        Silo().GetRequiredService<ProgramDirectory>().Hold(old);
+        fixture.Clock.Advance(TimeSpan.FromDays(26));
+        await member.Wake();
+
+        Assert.Equal(0, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.ExpiryWarning}"));
+    }
+
+    [Fact]
     public async Task ATierRenamedOnAnotherSilo_WhileThisSilosCopyIsOlder_IsReadFresh_NotAsTheEntryTier()
     {
         TierLadder before = new(TierBasis.Points, 365, 30, [new TierDefinition("member", 0, Multipliers.One, []), new TierDefinition("gold", 100, 20_000, [])]);

@@ -633,6 +633,33 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         Assert.Equal((0L, 100L), ((await member.Get())!.Balance.Value, (await member.Get())!.LifetimeExpired.Value));
     }
 
+    [Fact]
+    public async Task Expiry_AnInactivityRuleWhoseSchedulingFailed_IsAnsweredAsMade_AndStillReachesMembersWhoNeverChangeAgain()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+        await member.Accrue(Buy(100_00));
+        await fixture.DeactivateAllAsync();
+        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
+        int failed = 0;
+        faults.ArmProgramSchedule(p => p == _program && Interlocked.Exchange(ref failed, 1) == 0);
+        ProgramConfig changed;
+        try
+        {
+            changed = await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6) });
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        fixture.Clock.Advance(TimeSpan.FromDays(200));
+        await WaitForEntryAsync(LedgerEntryKind.Expire);
+
+        Assert.Equal(1, failed);
+        Assert.Equal(6, changed.Settings.Expiry!.InactivityMonths);
+        Assert.Equal((0L, 100L), ((await member.Get())!.Balance.Value, (await member.Get())!.LifetimeExpired.Value));
+    }
+
     [Theory]
     [InlineData(3)]
     [InlineData(4)]

@@ -55,11 +55,24 @@ public sealed class ExpiryRulesTests
     [InlineData(ExpiryMode.Lifespan, 12, -1, 0, "expiry.inactivity_months")]
     [InlineData(ExpiryMode.Lifespan, 12, 0, 366, "expiry.warn_days")]
     [InlineData((ExpiryMode)9, 12, 0, 0, "expiry.mode")]
+    [InlineData(ExpiryMode.Lifespan, 1, 0, 28, "expiry.warn_days (28) must be shorter than the 1 month(s)")]
+    [InlineData(ExpiryMode.Lifespan, 12, 2, 56, "expiry.warn_days (56) must be shorter than the 2 month(s)")]
+    [InlineData(ExpiryMode.None, 0, 1, 30, "expiry.warn_days (30)")]
     public void Settings_WithABadExpiryPolicy_AreRefusedNamingTheField(ExpiryMode mode, int lifespan, int inactivity, int warn, string field)
     {
         ProgramSettings settings = RuleBuilders.Program() with { Expiry = new ExpiryPolicy(mode, lifespan, inactivity, warn) };
 
         Assert.StartsWith(field, settings.Check(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Settings_WhosePendingPointsOutlastTheInactivityDeadline_AreRefused_ButAShorterWaitIsNot()
+    {
+        ProgramSettings inactive = RuleBuilders.Program() with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 1) };
+
+        Assert.StartsWith("pending_days (28) must be shorter than expiry.inactivity_months", (inactive with { PendingDays = 28 }).Check(), StringComparison.Ordinal);
+        Assert.Null((inactive with { PendingDays = 27 }).Check());
+        Assert.Null((RuleBuilders.Program() with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, WarnDays: 27) }).Check());
     }
 
     public static TheoryData<Reward, string> BadRewards => new()
