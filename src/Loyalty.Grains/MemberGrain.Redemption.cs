@@ -41,18 +41,20 @@ public sealed partial class MemberGrain
 
         long fingerprint = request.ComputeFingerprint(reserve);
         var stock = new StockTake();
+        // For a resend (one indexed read, on resends only): a reservation's end, or the redeem itself,
+        // so that the answer says what the first one did (the reward, its quantity, the lots spent).
         LedgerEntry? ended = null;
         RedemptionResult result = await WriteAsync(
             prefetch: async () =>
             {
                 await TakeStockAsync(request, stock);
-                ended = reserve && _state.FindRecent(txn) is not null ? await FindEndOfResentAsync(txn) : null;
+                ended = _state.FindRecent(txn) is null ? null : reserve ? await FindEndOfResentAsync(txn) : await FindCommittedAsync(txn);
             },
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageSpendOrHold(request, reserve, fingerprint, stock, ended, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, reserve ? ReservationState.Held : ReservationState.None),
             async existing =>
             {
-                ended = reserve ? await FindEndOfResentAsync(txn) : null;
+                ended = reserve ? await FindEndOfResentAsync(txn) : existing;
                 return await AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve, ended), (e, m) => RedemptionResult.Reject(txn, e, m),
                     kind: reserve ? LedgerEntryKind.Reserve : LedgerEntryKind.Redeem);
             },
@@ -133,6 +135,8 @@ public sealed partial class MemberGrain
             return ended is not null && IsOwn(ended) ? AnswerEnded(reservationId, ended, commit)
                 // Remembered by hash: only an ending's own fingerprint makes it this reservation's ending.
                 : _state.FindRecent(key) is { Fingerprint: ReleaseFingerprint or CommitFingerprint } prior ? AnswerEnded(reservationId, prior.Points.Value < 0, prior.Points, prior.Sequence, commit)
+                // A closed account holds no reservation: the till is told why (and where the member went).
+                : Closed() is { } closed ? RedemptionResult.Reject(reservationId, closed.Error, closed.ErrorMessage!)
                 : RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, $"member '{_memberId}' has no reservation '{reservationId}'");
         }
 
@@ -164,7 +168,9 @@ public sealed partial class MemberGrain
             null, 0, ReservationState.None, null, [], LoyaltyError.None, null);
         if (!reserve)
         {
-            return answer;
+            return ended is { Details: RedeemDetails spent } && IsOwn(ended)
+                ? answer with { RewardId = spent.RewardId, Quantity = spent.Quantity, Lots = spent.Lots ?? [] }
+                : answer;
         }
 
         if (_state.Lots.FindHold(txn) is { } hold)
@@ -193,10 +199,21 @@ public sealed partial class MemberGrain
         _ => null,
     };
 
-    /// <summary>The answer when the reservation has already ended, as the ledger records it.</summary>
-    private RedemptionResult AnswerEnded(string reservationId, LedgerEntry ended, bool commit) =>
-        AnswerEnded(reservationId, ended.Kind == LedgerEntryKind.Redeem, ended.Points, ended.Sequence, commit,
+    /// <summary>
+    /// The answer when the reservation has already ended, as the ledger records it: what the first
+    /// commit or cancel answered (the points held, the reward, its quantity, the lots spent).
+    /// </summary>
+    private RedemptionResult AnswerEnded(string reservationId, LedgerEntry ended, bool commit)
+    {
+        RedemptionResult answer = AnswerEnded(reservationId, ended.Kind == LedgerEntryKind.Redeem, ended.Points, ended.Sequence, commit,
             (ended.Details as ReservationEndDetails)?.EndedAs ?? ReservationState.Cancelled);
+        return answer.Error != LoyaltyError.None || EndedReward(ended) is not { } reward ? answer
+            : answer with
+            {
+                Points = reward.Held, RewardId = reward.RewardId, Quantity = reward.Quantity,
+                Lots = (ended.Details as RedeemDetails)?.Lots ?? [],
+            };
+    }
 
     private RedemptionResult AnswerEnded(string reservationId, bool committed, Points points, long sequence, bool commit, ReservationState endedAs = ReservationState.Cancelled)
     {
@@ -214,7 +231,7 @@ public sealed partial class MemberGrain
     /// <summary>Takes the reward's stock before the decision, when the reward has stock and the member plausibly can have it.</summary>
     private async Task TakeStockAsync(Redemption request, StockTake stock)
     {
-        if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.FindRecent(request.TransactionId) is not null
+        if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.Erased || _state.MergedInto is not null || _state.FindRecent(request.TransactionId) is not null
             || await _services.Programs.GetAsync(_programId) is not { } program
             || program.Settings.FindReward(request.RewardId) is not { Stock: { } units }
             || RedemptionDecision.Affordability(At(program, MemberNow()), request, allowGift: true, out _, out _) is not null)

@@ -29,7 +29,7 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
             expires = at;
         }
 
-        GrainCalls.Require(CheckNewKey(request, scope, stores, expires));
+        GrainCalls.Require(CheckNewKey(request, scope, stores, expires) ?? CheckOutlives(caller.Key, expires));
         if (scope != AccessScope.Operator)
         {
             ProgramConfig? program = await GrainCalls.RunAsync(() => grains.GetGrain<IProgramGrain>(request.ProgramId).Get(), logger, "CreateKey");
@@ -157,6 +157,15 @@ public sealed class AccessService(KeyRegistry keys, IAccessStore store, IGrainFa
             ? $"expires_at must lie in the future, at most {KeyLifetimeMax.TotalDays:0} days ahead"
             : null;
     }
+
+    /// <summary>
+    /// Why a key that expires may not make this one: a key given for a while (a contractor's)
+    /// must not make one that outlives it, or its access would last for good.
+    /// </summary>
+    private static string? CheckOutlives(AccessKey creator, DateTimeOffset? expires) =>
+        creator.Row.ExpiresAt is { } creatorExpires && (expires is null || expires > creatorExpires)
+            ? $"the calling key expires at {creatorExpires:u}; a key it makes must have an expires_at no later"
+            : null;
 
     private static AccessScope ToScope(V1.KeyScope scope) => scope switch
     {

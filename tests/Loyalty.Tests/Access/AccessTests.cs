@@ -506,6 +506,34 @@ public sealed class AccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task AKeyThatExpires_MakesOnlyKeysThatExpireNoLater()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "keyoutlive"));
+        await SetUpAsync(engine);
+        DateTimeOffset hourAway = DateTimeOffset.UtcNow.AddHours(1);
+        V1.CreatedKey contractor = await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = ProgramA, Scope = V1.KeyScope.Admin, Name = "contractor", ExpiresAt = Timestamp.FromDateTimeOffset(hourAway),
+        });
+        var access = new V1.Access.AccessClient(engine.Channel.WithKey(contractor.Secret));
+
+        RpcException forGood = await Assert.ThrowsAsync<RpcException>(() =>
+            access.CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Admin, Name = "forever" }).ResponseAsync);
+        RpcException longer = await Assert.ThrowsAsync<RpcException>(() => access.CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "longer", ExpiresAt = Timestamp.FromDateTimeOffset(hourAway.AddMinutes(1)),
+        }).ResponseAsync);
+        V1.CreatedKey within = await access.CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "within", ExpiresAt = Timestamp.FromDateTimeOffset(hourAway.AddMinutes(-1)),
+        });
+
+        Assert.Equal((StatusCode.InvalidArgument, StatusCode.InvalidArgument), (forGood.StatusCode, longer.StatusCode));
+        Assert.Contains("the calling key expires at", forGood.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal("within", within.Key.Name);
+    }
+
+    [Fact]
     public async Task RevokedKey_IsRefusedByEveryNode_WithinAFewRefreshes()
     {
         // Each node reads changed keys every Auth:RefreshIntervalMs. The bound below is eight of

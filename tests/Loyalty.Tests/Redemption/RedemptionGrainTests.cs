@@ -270,6 +270,45 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task RedeemsCommitsAndCancelsResent_AnswerAsTheFirstDid()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 500 });
+        RedemptionResult redeemed = await member.Redeem(new Loyalty.Redemption("r-1", "coffee", 2));
+        await member.Reserve(new Loyalty.Redemption("res-c", "ten-off", 1));
+        RedemptionResult committed = await member.CommitReservation("res-c");
+        await member.Reserve(new Loyalty.Redemption("res-x", "ten-off", 1));
+        RedemptionResult cancelled = await member.CancelReservation("res-x");
+
+        RedemptionResult redeemedAgain = await member.Redeem(new Loyalty.Redemption("r-1", "coffee", 2));
+        RedemptionResult committedAgain = await member.CommitReservation("res-c");
+        RedemptionResult cancelledAgain = await member.CancelReservation("res-x");
+        await fixture.DeactivateAllAsync();
+        RedemptionResult cancelledAfterRestart = await member.CancelReservation("res-x");
+
+        static object Said(RedemptionResult r) => (r.Points.Value, r.RewardId, r.Quantity, r.Reservation, string.Join(",", r.Lots.Select(l => $"{l.LotId}:{l.Points}")));
+        Assert.Equal(AccrualStatus.Duplicate, redeemedAgain.Status);
+        Assert.Equal(Said(redeemed), Said(redeemedAgain));
+        Assert.Equal(Said(committed), Said(committedAgain));
+        Assert.Equal(Said(cancelled), Said(cancelledAgain));
+        Assert.Equal(Said(cancelled), Said(cancelledAfterRestart));
+        Assert.Equal(("ten-off", 1), (cancelledAgain.RewardId, cancelledAgain.Quantity));
+        Assert.True(cancelledAgain.Points.Value > 0);
+    }
+
+    [Fact]
+    public async Task CommitOrCancel_OnAnErasedMember_SaysTheMemberWasErased()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 500 });
+        Assert.Equal(LoyaltyError.None, (await member.Erase("request 4")).Error);
+
+        RedemptionResult commit = await member.CommitReservation("res-9");
+        RedemptionResult cancel = await member.CancelReservation("res-9");
+
+        Assert.Equal((LoyaltyError.FailedPrecondition, LoyaltyError.FailedPrecondition), (commit.Error, cancel.Error));
+        Assert.Contains("was erased", cancel.ErrorMessage, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Reserve_HoldsPoints_CommitSpendsThem_AndBothAreIdempotent()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 150 });
