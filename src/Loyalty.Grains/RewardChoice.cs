@@ -2,7 +2,7 @@ namespace Loyalty.Grains;
 
 /// <summary>
 /// Which rewards a member can redeem, and why not the others: the same checks, in the same order,
-/// as a redemption (plan, tier, window, stock, points), so a till that shows an option as redeemable
+/// as a redemption (plan, window, tier, points, stock), so a till that shows an option as redeemable
 /// sees the redemption accepted unless something changes in between.
 /// </summary>
 public static class RewardChoice
@@ -36,12 +36,12 @@ public static class RewardChoice
         {
             _ when reward.PlanList.Count > 0 && (plan is null || !reward.PlanList.Contains(plan)) =>
                 (RewardBlock.Plan, $"reward '{reward.Id}' is for members of plans {string.Join(", ", reward.PlanList)}"),
-            _ when reward.TierList.Count > 0 && !reward.TierList.Contains(tier) =>
-                (RewardBlock.Tier, $"reward '{reward.Id}' is for tiers {string.Join(", ", reward.TierList)}; the member is {tier}"),
             { AvailableFrom: { } from } when now < from => (RewardBlock.NotYet, $"reward '{reward.Id}' is available from {from:O}"),
             { AvailableUntil: { } until } when now >= until => (RewardBlock.Ended, $"reward '{reward.Id}' was available until {until:O}"),
-            _ when left == 0 => (RewardBlock.OutOfStock, $"reward '{reward.Id}' is out of stock"),
+            _ when reward.TierList.Count > 0 && !reward.TierList.Contains(tier) =>
+                (RewardBlock.Tier, $"reward '{reward.Id}' is for tiers {string.Join(", ", reward.TierList)}; the member is {tier}"),
             _ when pointsShort > 0 => (RewardBlock.Points, $"the member has {available} points available; '{reward.Id}' needs {reward.PointsPrice}"),
+            _ when left == 0 => (RewardBlock.OutOfStock, $"reward '{reward.Id}' is out of stock"),
             _ => (RewardBlock.None, null),
         };
         return new RewardOption(reward, block, reason, pointsShort, block == RewardBlock.None ? units : 0, left);

@@ -166,6 +166,24 @@ public sealed class DecisionTests
         Assert.Equal((LoyaltyError.NotFound, "reward 'yacht' is not in the catalogue of program 'p'"), (missing.Error, missing.Message));
     }
 
+    [Theory]
+    [InlineData(false, RewardBlock.Points, "needs 60")]
+    [InlineData(true, RewardBlock.Ended, "is not available now")]
+    public void TheRewardsListing_BlocksARewardForTheReasonARedemptionIsRefused(bool forGoldOnlyAndEnded, RewardBlock block, string redeemSays)
+    {
+        // Out of stock and too dear; and maybe also for another tier and past its window.
+        MemberState state = WithPoints(40);
+        Reward mug = new("mug", "Mug", RewardKind.Product, 60, 5_00, Stock: 1);
+        mug = forGoldOnlyAndEnded ? mug with { Tiers = ["gold"], AvailableUntil = Now.AddDays(-1) } : mug;
+        ProgramSettings settings = Settings() with { Rewards = [mug] };
+
+        Decision redeem = RedemptionDecision.SpendOrHold(Decider(state, settings), new Loyalty.Redemption("d1", "mug", 1), false, 1, RedemptionDecision.Stock.OutOfStock);
+        RewardOption listed = RewardChoice.Options(settings.Rewards!, state.Tier, 40, Now, new Dictionary<string, long> { ["mug"] = 1 })[0];
+
+        Assert.Contains(redeemSays, redeem.Message, StringComparison.Ordinal);
+        Assert.Equal(block, listed.Block);
+    }
+
     [Fact]
     public void ReservationEnd_ALapsedHold_CannotBeCommitted_AndIsReleasedAsLapsed()
     {
