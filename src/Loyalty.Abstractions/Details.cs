@@ -95,7 +95,7 @@ public abstract record EntryDetails
 
     private static Type?[] MapKinds()
     {
-        var types = new Type?[(int)LedgerEntryKind.TradeInRejected + 1];
+        var types = new Type?[(int)LedgerEntryKind.TierReviewed + 1];
         types[(int)LedgerEntryKind.Enrol] = typeof(EnrolDetails);
         types[(int)LedgerEntryKind.Earn] = typeof(EarnDetails);
         types[(int)LedgerEntryKind.Return] = typeof(ReturnDetails);
@@ -122,6 +122,7 @@ public abstract record EntryDetails
         types[(int)LedgerEntryKind.TradeInSubmitted] = typeof(TradeInSubmittedDetails);
         types[(int)LedgerEntryKind.TradeInAccepted] = typeof(TradeInAcceptedDetails);
         types[(int)LedgerEntryKind.TradeInRejected] = typeof(TradeInRejectedDetails);
+        types[(int)LedgerEntryKind.TierReviewed] = typeof(TierReviewedDetails);
 
         // ReferralLink, Referred, Erase and CauseChosen say everything in the entry itself.
         return types;
@@ -509,6 +510,23 @@ public sealed record MergedInDetails : EntryDetails, ITierOutcome
 
     /// <inheritdoc />
     public override EntryDetails WithDefaults() => this with { TierBefore = TierBefore ?? TierAfter };
+}
+
+/// <summary>A tier review that lowered the member's tier: the tier before and after it, and the next review.</summary>
+[GenerateSerializer, Immutable]
+public sealed record TierReviewedDetails : EntryDetails, ITierOutcome
+{
+    /// <inheritdoc />
+    [Id(0)] public string? TierBefore { get; init; }
+
+    /// <inheritdoc />
+    [Id(1)] public string? TierAfter { get; init; }
+
+    /// <inheritdoc />
+    [Id(2)] public DateTimeOffset? TierReviewAt { get; init; }
+
+    /// <summary>None: the entry is itself the review's downgrade (<see cref="TierBefore"/> to <see cref="TierAfter"/>).</summary>
+    public string? DowngradedFrom => null;
 }
 
 /// <summary>A referral link repointed from a merged-away member (the entry's reference is the survivor).</summary>

@@ -209,6 +209,13 @@ public enum LedgerEntryKind : short
 
     /// <summary>An inspected trade-in was rejected: no credit (reference: the trade-in id).</summary>
     TradeInRejected = 30,
+
+    /// <summary>
+    /// A tier review lowered the member's tier, written when the review fell due (no points move):
+    /// a member who stops buying is recorded, reported and announced in its lower tier on time,
+    /// not only at its next purchase.
+    /// </summary>
+    TierReviewed = 31,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

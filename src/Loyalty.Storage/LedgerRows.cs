@@ -170,4 +170,5 @@ public static class DetailsJson
 [JsonSerializable(typeof(TradeInSubmittedDetails))]
 [JsonSerializable(typeof(TradeInAcceptedDetails))]
 [JsonSerializable(typeof(TradeInRejectedDetails))]
+[JsonSerializable(typeof(TierReviewedDetails))]
 internal sealed partial class DetailsJsonContext : JsonSerializerContext;

@@ -41,11 +41,16 @@ public static class DueDecision
             Details = new ExpireDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
         });
 
-    /// <summary>The programme's own due work (a membership's lapse, then a birthday); nothing when none is due.</summary>
+    /// <summary>The programme's own due work (a membership's lapse, a tier review's downgrade, then a birthday); nothing when none is due.</summary>
     public static Decision Programme(in Decider d)
     {
         ProgramSettings settings = d.Settings;
         MembershipState membership = d.State.Membership;
+        if (TierReview(d) is { } review)
+        {
+            return review;
+        }
+
         if (MembershipRules.LapseDue(membership, d.Now))
         {
             return Decision.Write(d.NewEntry(LedgerEntryKind.MembershipLapsed, Points.Zero, null, 0) with
@@ -66,5 +71,27 @@ public static class DueDecision
             Reason = "birthday " + grant.Year.ToString(System.Globalization.CultureInfo.InvariantCulture),
             Details = new BirthdayDetails { Birthday = grant, ExpiresAt = points.Value > 0 ? Decider.LotExpiry(settings, d.Now) : null },
         });
+    }
+
+    /// <summary>
+    /// The downgrade of every tier review due by now that lowers the member's tier, as one entry;
+    /// null when none lowers it (a member who still qualifies keeps its tier for another window,
+    /// which needs no entry: every later decision reviews the same way).
+    /// </summary>
+    public static Decision? TierReview(in Decider d)
+    {
+        if (d.State.TierReviewAt is null)
+        {
+            return null;
+        }
+
+        TierLadder ladder = d.Settings.Ladder;
+        int recorded = ladder.IndexOf(d.State.Tier);
+        (int index, DateTimeOffset? reviewAt) = Tiering.Review(recorded, d.State.TierReviewAt, ladder, d.State, d.Now);
+        return index >= recorded ? null
+            : Decision.Write(d.NewEntry(LedgerEntryKind.TierReviewed, Points.Zero, null, 0) with
+            {
+                Details = new TierReviewedDetails { TierBefore = ladder.Tiers[recorded].Name, TierAfter = ladder.Tiers[index].Name, TierReviewAt = reviewAt },
+            });
     }
 }

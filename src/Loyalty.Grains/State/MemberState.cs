@@ -380,6 +380,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
                 or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MembershipLapsed: (MembershipKept ??= new MembershipState()).Apply(entry); break;
             case LedgerEntryKind.TradeInSubmitted: (TradeInsOpen ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.DetailsAs<TradeInSubmittedDetails>()?.TradeIn?.Category ?? "", entry.RecordedAt)); break;
             case LedgerEntryKind.TradeInAccepted or LedgerEntryKind.TradeInRejected: ApplyTradeInDecided(entry); break;
+            case LedgerEntryKind.TierReviewed: ApplyTierReviewed(entry.DetailsAs<TierReviewedDetails>()!); break;
             default: throw new InvalidOperationException($"Ledger entry {entry.Sequence} is of unknown kind {(int)entry.Kind}.");
         }
     }
@@ -607,6 +608,12 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
     private void ApplyBonusDay(LedgerEntry entry) =>
         (BonusDaysBooked ??= new BookedBonusDays()).Book(entry.DetailsAs<BonusDayBookedDetails>()?.BonusDay ?? throw new InvalidOperationException($"Bonus-day entry {entry.Sequence} has no details."));
+
+    private void ApplyTierReviewed(TierReviewedDetails details)
+    {
+        Tier = details.TierAfter ?? Tier;
+        TierReviewAt = details.TierReviewAt;
+    }
 
     private void ApplyTradeInDecided(LedgerEntry entry)
     {

@@ -52,6 +52,7 @@ public static class LoyaltyEvents
         [LedgerEntryKind.TradeInSubmitted] = "trade_in.submitted",
         [LedgerEntryKind.TradeInAccepted] = "trade_in.accepted",
         [LedgerEntryKind.TradeInRejected] = "trade_in.rejected",
+        [LedgerEntryKind.TierReviewed] = "tier.reviewed",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

@@ -601,6 +601,7 @@ internal static class WireMapping
         LedgerEntryKind.TradeInSubmitted => V1.LedgerEntryKind.TradeInSubmitted,
         LedgerEntryKind.TradeInAccepted => V1.LedgerEntryKind.TradeInAccepted,
         LedgerEntryKind.TradeInRejected => V1.LedgerEntryKind.TradeInRejected,
+        LedgerEntryKind.TierReviewed => V1.LedgerEntryKind.TierReviewed,
         _ => V1.LedgerEntryKind.Unspecified,
     };
 

@@ -208,6 +208,7 @@ public static class ReportFacts
             LedgerEntryKind.TradeInAccepted => TradeIn(e, day, into),
             LedgerEntryKind.MergedAway => MergedAway(e, day, into),
             LedgerEntryKind.Adjust or LedgerEntryKind.ReferralReward => Flow(e, day, into),
+            LedgerEntryKind.TierReviewed => TierReviewed(e, day, into),
             _ => 0,
         };
 
@@ -295,6 +296,13 @@ public static class ReportFacts
         {
             into.Add(e.ProgramId, day, ReportMetric.Given, cause, d.GivenMinor);
         }
+    }
+
+    /// <summary>A review's downgrade, written when it fell due: a tier move, no points.</summary>
+    private static long TierReviewed(LedgerEntry e, int day, ReportTotals into)
+    {
+        Tiers(e, day, into);
+        return 0;
     }
 
     /// <summary>Tier moves an entry records: a downgrade by review before it, then its own change.</summary>

@@ -306,7 +306,26 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             }),
         ["referral settled"] = new(LedgerEntryKind.ReferralSettled, "m", ["m", "r"], async t => { await t.EnrolAsync("r"); await t.EnrolAsync("m", referredBy: "r"); },
             async t => await t.BuyAsync("m", "qualifying")),
+        // A purchase reaches silver, held for a year; the review after it finds nothing bought since.
+        ["tier reviewed"] = new(LedgerEntryKind.TierReviewed, "m", ["m"],
+            async t =>
+            {
+                await t.WithSilverAsync();
+                await t.EnrolAsync("m");
+                await t.BuyAsync("m", "p1");
+            },
+            t => { t.Advance(TimeSpan.FromDays(367)); return Task.CompletedTask; }),
     };
+
+    /// <summary>The due work's programme with a second tier, reached at 10 points.</summary>
+    private Task WithSilverAsync() =>
+        fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with
+        {
+            Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, WarnDays: 7),
+            Birthday = new BirthdayPolicy(50),
+            Tiers = new TierLadder(TierBasis.Points, 365, 0,
+                [new TierDefinition(MemberState.DefaultTier, 0, Multipliers.One, [], BonusDaysPerYear: 5), new TierDefinition("silver", 10, 10_000, [])]),
+        });
 
     [Fact]
     public async Task ReturnProgress_IsBounded_AndAForgottenPurchaseIsReadFromTheLedger_LiveAndAfterARebuild()

@@ -107,6 +107,59 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AGoldMemberWhoStopsBuying_IsRecordedOneTierLowerAtEachReview_WithoutAnotherChange()
+    {
+        TierLadder ladder = new(TierBasis.Points, 365, 30,
+            [new TierDefinition("member", 0, Multipliers.One, []), new TierDefinition("silver", 100, 12_500, []), new TierDefinition("gold", 200, 15_000, [])]);
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = ladder });
+        await member.Accrue(Buy(250_00));
+        IMemberGrain keeps = await EnrolAsync("keeps");
+        await keeps.Accrue(Buy(250_00, memberId: "keeps"));
+        DateTimeOffset firstReview = (await member.Get())!.TierReviewAt!.Value;
+        await fixture.DeactivateAllAsync();
+
+        // The first review (at the held window's end and its grace): gold to silver. "keeps" buys
+        // again within the window, and stays gold without an entry.
+        fixture.Clock.Advance(TimeSpan.FromDays(300));
+        await keeps.Accrue(Buy(250_00, memberId: "keeps"));
+        fixture.Clock.Advance(TimeSpan.FromDays(96) + TimeSpan.FromHours(1));
+        List<(string Member, string Details)> first = await ReviewsAsync(1);
+        string keptAtFirst = (await keeps.Get())!.Tier;
+        // A window on, neither bought: each drops a tier ("m" to the entry tier).
+        fixture.Clock.Advance(TimeSpan.FromDays(365));
+        List<(string Member, string Details)> second = await ReviewsAsync(3);
+        MemberView live = (await member.Get())!;
+        await fixture.DeactivateAllAsync();
+        MemberView replayed = (await member.Get())!;
+
+        Assert.Equal("m", Assert.Single(first).Member);
+        Assert.Contains("gold", first[0].Details, StringComparison.Ordinal);
+        Assert.Contains("silver", first[0].Details, StringComparison.Ordinal);
+        Assert.Equal(["keeps", "m", "m"], second.Select(r => r.Member).Order());
+        Assert.Equal(("member", (DateTimeOffset?)null), (live.Tier, live.TierReviewAt));
+        Assert.Equal(live.Tier, replayed.Tier);
+        Assert.Equal(("gold", "silver"), (keptAtFirst, (await keeps.Get())!.Tier));
+        Assert.True(firstReview < fixture.Clock.GetUtcNow());
+        await AssertLedgerMatchesAsync(member);
+
+        async Task<List<(string Member, string Details)>> ReviewsAsync(int count)
+        {
+            DateTime deadline = DateTime.UtcNow.AddSeconds(20);
+            List<(string, string)> rows = [];
+            while (rows.Count < count && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+                rows = await Sql.RowsAsync(fixture.Storage,
+                    $"SELECT member_id, CAST(details AS TEXT) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.TierReviewed} ORDER BY recorded_at",
+                    r => (r.GetString(0), r.IsDBNull(1) ? "" : r.GetString(1)));
+            }
+
+            Assert.Equal(count, rows.Count);
+            return rows;
+        }
+    }
+
+    [Fact]
     public async Task AWake_WhileThisSilosCopyOfTheProgramIsOlder_DecidesUnderTheNewestPolicy()
     {
         ProgramSettings warned = Shop with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1, WarnDays: 7) };
