@@ -34,8 +34,12 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Records an item handed in for trade-in credit, waiting for inspection; idempotent by the trade-in id.</summary>
     Task<TradeInResult> SubmitTradeIn(TradeIn tradeIn);
 
-    /// <summary>Grades an item waiting for inspection: its credit (from the program's table) goes to the wallet, or nothing when rejected; once per trade-in.</summary>
-    Task<TradeInResult> InspectTradeIn(string tradeInId, TradeInCondition condition);
+    /// <summary>
+    /// Grades an item waiting for inspection: its credit (from the program's table) goes to the
+    /// wallet, or nothing when rejected; once per trade-in. With <paramref name="storeId"/> (a till
+    /// restricted to stores), only an item handed in at that store.
+    /// </summary>
+    Task<TradeInResult> InspectTradeIn(string tradeInId, TradeInCondition condition, string? storeId = null);
 
     /// <summary>Books a personal bonus day within the member's tier's allowance; idempotent by the booking id, and a day booked twice is booked once.</summary>
     Task<BonusDayResult> BookBonusDay(BonusDayBooking booking);
@@ -58,11 +62,17 @@ public interface IMemberGrain : IGrainWithStringKey
     /// <summary>Holds points for a reward at a till until committed, cancelled or lapsed; idempotent by the reservation id.</summary>
     Task<RedemptionResult> Reserve(Redemption reservation);
 
-    /// <summary>Spends the points a reservation holds; a repeat answers the same commit.</summary>
-    Task<RedemptionResult> CommitReservation(string reservationId);
+    /// <summary>
+    /// Spends the points a reservation holds; a repeat answers the same commit. With
+    /// <paramref name="storeId"/> (a till restricted to stores), only a reservation made at that store.
+    /// </summary>
+    Task<RedemptionResult> CommitReservation(string reservationId, string? storeId = null);
 
-    /// <summary>Frees the points a reservation holds; a repeat, or a cancel after it lapsed, is answered without a change.</summary>
-    Task<RedemptionResult> CancelReservation(string reservationId);
+    /// <summary>
+    /// Frees the points a reservation holds; a repeat, or a cancel after it lapsed, is answered
+    /// without a change. With <paramref name="storeId"/>, only a reservation made at that store.
+    /// </summary>
+    Task<RedemptionResult> CancelReservation(string reservationId, string? storeId = null);
 
     /// <summary>Does the member's due work (lapses, expiries, warnings) and schedules the next; called by the due scheduler.</summary>
     Task Wake();

@@ -23,4 +23,7 @@ public enum LoyaltyError
 
     /// <summary>The engine could not make the change durable; nothing was acknowledged. Retry.</summary>
     Unavailable = 5,
+
+    /// <summary>The caller may not act on this (a till of one store ending another store's reservation).</summary>
+    PermissionDenied = 6,
 }

@@ -110,7 +110,8 @@ public sealed record TradeInRecord(
 public sealed record OpenTradeIn(
     [property: Id(0)] string TradeInId,
     [property: Id(1)] string Category,
-    [property: Id(2)] DateTimeOffset SubmittedAt);
+    [property: Id(2)] DateTimeOffset SubmittedAt,
+    [property: Id(3)] string? StoreId = null);
 
 /// <summary>Where a trade-in stands.</summary>
 public enum TradeInStatus

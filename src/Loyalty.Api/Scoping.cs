@@ -53,7 +53,7 @@ public sealed partial class RedeemRequest : IProgramScoped, IMemberScoped, IStor
 
 public sealed partial class ReserveRequest : IProgramScoped, IMemberScoped, IStoreScoped;
 
-public sealed partial class ReservationRequest : IProgramScoped, IMemberScoped;
+public sealed partial class ReservationRequest : IProgramScoped, IMemberScoped, IStoreScoped;
 
 public sealed partial class Purchase : IProgramScoped, IMemberScoped, IStoreScoped;
 
@@ -103,4 +103,4 @@ public sealed partial class CancelMembershipRequest : IProgramScoped, IMemberSco
 
 public sealed partial class SubmitTradeInRequest : IProgramScoped, IMemberScoped, IStoreScoped;
 
-public sealed partial class InspectTradeInRequest : IProgramScoped, IMemberScoped;
+public sealed partial class InspectTradeInRequest : IProgramScoped, IMemberScoped, IStoreScoped;

@@ -63,7 +63,7 @@ public sealed partial class MemberGrain
             : TradeInAnswer(tradeInId, category, AccrualStatus.Duplicate, sequence);
 
     /// <inheritdoc />
-    public Task<TradeInResult> InspectTradeIn(string tradeInId, TradeInCondition condition)
+    public Task<TradeInResult> InspectTradeIn(string tradeInId, TradeInCondition condition, string? storeId = null)
     {
         if ((LoyaltyIds.Check(tradeInId, "trade_in_id") ?? (Enum.IsDefined(condition) ? null : "condition must be LIKE_NEW, GOOD, WORN or REJECTED")) is { } error)
         {
@@ -75,13 +75,13 @@ public sealed partial class MemberGrain
         LedgerEntry? inspected = null;
         return WriteAsync(
             prefetch: async () => inspected = _state.TradeIns.Any(t => t.TradeInId == tradeInId) ? null : await FindCommittedAsync(key),
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageInspection(tradeInId, condition, inspected, program, now, out entry),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageInspection(tradeInId, condition, storeId, inspected, program, now, out entry),
             (entry, _, _) => TradeInAnswer(tradeInId, entry, AccrualStatus.Accepted),
             existing => Task.FromResult<TradeInResult?>(InspectedAnswer(tradeInId, condition, existing)),
             (e, m) => TradeInResult.Reject(tradeInId, e, m));
     }
 
-    private TradeInResult? StageInspection(string tradeInId, TradeInCondition condition, LedgerEntry? inspected, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    private TradeInResult? StageInspection(string tradeInId, TradeInCondition condition, string? storeId, LedgerEntry? inspected, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         if (Closed() is { } closed)
@@ -95,7 +95,7 @@ public sealed partial class MemberGrain
                 : TradeInResult.Reject(tradeInId, LoyaltyError.NotFound, $"member '{_memberId}' has no trade-in '{tradeInId}' waiting for inspection");
         }
 
-        return ProgrammeDecision.Inspection(At(program, now), open, condition, tradeInId + InspectedSuffix).Staged(out entry, (e, m) => TradeInResult.Reject(tradeInId, e, m));
+        return ProgrammeDecision.Inspection(At(program, now), open, condition, tradeInId + InspectedSuffix, storeId).Staged(out entry, (e, m) => TradeInResult.Reject(tradeInId, e, m));
     }
 
     /// <summary>The answer when the trade-in was inspected before: the same grade again is a duplicate, another one a conflict.</summary>

@@ -26,10 +26,10 @@ public sealed partial class MemberGrain
     public Task<RedemptionResult> Reserve(Redemption reservation) => SpendOrHoldAsync(reservation, reserve: true);
 
     /// <inheritdoc />
-    public Task<RedemptionResult> CommitReservation(string reservationId) => EndReservationAsync(reservationId, commit: true);
+    public Task<RedemptionResult> CommitReservation(string reservationId, string? storeId = null) => EndReservationAsync(reservationId, commit: true, storeId);
 
     /// <inheritdoc />
-    public Task<RedemptionResult> CancelReservation(string reservationId) => EndReservationAsync(reservationId, commit: false);
+    public Task<RedemptionResult> CancelReservation(string reservationId, string? storeId = null) => EndReservationAsync(reservationId, commit: false, storeId);
 
     private async Task<RedemptionResult> SpendOrHoldAsync(Redemption request, bool reserve)
     {
@@ -68,7 +68,7 @@ public sealed partial class MemberGrain
         return result;
     }
 
-    private async Task<RedemptionResult> EndReservationAsync(string reservationId, bool commit)
+    private async Task<RedemptionResult> EndReservationAsync(string reservationId, bool commit, string? storeId)
     {
         if (LoyaltyIds.Check(reservationId, "reservation_id") is { } error)
         {
@@ -80,7 +80,7 @@ public sealed partial class MemberGrain
         LedgerEntry? ended = null;
         RedemptionResult result = await WriteAsync(
             prefetch: async () => ended = _state.Lots.FindHold(reservationId) is null ? await FindCommittedAsync(key) : null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageEnd(reservationId, commit, ended, program, now, out entry),
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageEnd(reservationId, commit, storeId, ended, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.DetailsAs<ReservationEndDetails>()!.EndedAs) with { TransactionId = reservationId },
             existing => Task.FromResult<RedemptionResult?>(AnswerEnded(reservationId, existing, commit)),
             (e, m) => RedemptionResult.Reject(reservationId, e, m));
@@ -121,7 +121,7 @@ public sealed partial class MemberGrain
             .Staged(out entry, (e, m) => RedemptionResult.Reject(txn, e, m));
     }
 
-    private RedemptionResult? StageEnd(string reservationId, bool commit, LedgerEntry? ended, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    private RedemptionResult? StageEnd(string reservationId, bool commit, string? storeId, LedgerEntry? ended, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string key = reservationId + EndSuffix;
@@ -140,7 +140,7 @@ public sealed partial class MemberGrain
                 : RedemptionResult.Reject(reservationId, LoyaltyError.NotFound, $"member '{_memberId}' has no reservation '{reservationId}'");
         }
 
-        return RedemptionDecision.End(At(program, now), hold, commit, key, commit ? CommitFingerprint : ReleaseFingerprint)
+        return RedemptionDecision.End(At(program, now), hold, commit, key, commit ? CommitFingerprint : ReleaseFingerprint, storeId)
             .Staged(out entry, (e, m) => RedemptionResult.Reject(reservationId, e, m));
     }
 

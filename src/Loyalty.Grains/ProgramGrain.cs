@@ -16,11 +16,16 @@ public sealed partial class ProgramGrain(
     FaultInjector faults,
     ILogger<ProgramGrain> logger) : Grain, IProgramGrain
 {
-    /// <summary>How often a scheduling of every member that failed is tried again.</summary>
-    internal static readonly TimeSpan RescheduleRetryPeriod = TimeSpan.FromSeconds(5);
+    /// <summary>How long after a failed scheduling of every member it is tried again; doubled after each failure, up to <see cref="RescheduleRetryMax"/>.</summary>
+    internal static readonly TimeSpan RescheduleRetryFirst = TimeSpan.FromSeconds(5), RescheduleRetryMax = TimeSpan.FromMinutes(5);
 
     /// <summary>Tries a failed scheduling of every member again until it is done; null while none is owed.</summary>
     private IGrainTimer? _rescheduleRetry;
+
+    private TimeSpan _rescheduleRetryDelay = RescheduleRetryFirst;
+
+    /// <summary>The members were brought due, and only the stored flag's clearing is still owed (it failed): a retry writes just that.</summary>
+    private bool _membersScheduled;
 
     /// <inheritdoc />
     public override Task OnActivateAsync(CancellationToken cancellationToken)
@@ -67,10 +72,10 @@ public sealed partial class ProgramGrain(
 
         long version = checked(current + 1);
         var config = new ProgramConfig(this.GetPrimaryKeyString(), settings, version);
-        // A new expiry policy or birthday rule changes when members are due: each is brought due once.
-        bool expiryChanged = version > 1 && (state.State.Config!.Settings.ExpiryRules != settings.ExpiryRules || state.State.Config.Settings.Birthday != settings.Birthday);
+        // A new expiry policy, birthday rule or tier ladder changes when members are due: each is brought due once.
+        bool dueChanged = version > 1 && DueChanged(state.State.Config!.Settings, settings);
         ProgramGrainState before = state.State;
-        state.State = new ProgramGrainState { Config = config, RescheduleMembers = before.RescheduleMembers || expiryChanged };
+        state.State = new ProgramGrainState { Config = config, RescheduleMembers = before.RescheduleMembers || dueChanged };
         try
         {
             await state.WriteStateAsync();
@@ -84,6 +89,7 @@ public sealed partial class ProgramGrain(
         }
 
         directory.Remember(config);
+        _membersScheduled &= !dueChanged;
         if (state.State.RescheduleMembers && !await TryRescheduleMembersAsync())
         {
             // The change is stored and answered as made; its scheduling is owed, and tried again.
@@ -91,6 +97,18 @@ public sealed partial class ProgramGrain(
         }
 
         return new ProgramPut(config, version);
+    }
+
+    /// <summary>
+    /// Whether a change of settings moves when members are due: the expiry policy, the birthday
+    /// rule, or the tier ladder's timing (window, grace, basis, thresholds), by which reviews fall.
+    /// </summary>
+    private static bool DueChanged(ProgramSettings before, ProgramSettings after)
+    {
+        TierLadder was = before.Ladder, now = after.Ladder;
+        return before.ExpiryRules != after.ExpiryRules || before.Birthday != after.Birthday
+            || was.WindowDays != now.WindowDays || was.GraceDays != now.GraceDays || was.Basis != now.Basis
+            || !was.Tiers.Select(t => t.Threshold).SequenceEqual(now.Tiers.Select(t => t.Threshold));
     }
 
     /// <summary>
@@ -103,29 +121,67 @@ public sealed partial class ProgramGrain(
         string programId = this.GetPrimaryKeyString();
         try
         {
-            faults.AtProgramSchedule(programId);
-            await store.ScheduleProgramAsync(programId, clock.GetUtcNow(), CancellationToken.None);
+            if (!_membersScheduled)
+            {
+                faults.AtProgramSchedule(programId);
+                await store.ScheduleProgramAsync(programId, clock.GetUtcNow(), CancellationToken.None);
+                _membersScheduled = true;
+            }
+
             state.State.RescheduleMembers = false;
             await state.WriteStateAsync();
-            _rescheduleRetry?.Dispose();
-            _rescheduleRetry = null;
+            _membersScheduled = false;
+            StopRescheduleRetry();
             return true;
+        }
+        catch (Orleans.Storage.InconsistentStateException e)
+        {
+            // Another activation wrote the program since this one read it: this copy is stale and
+            // goes; the next activation reads what is stored (and its flag, if still owed).
+            state.State.RescheduleMembers = true;
+            LogRescheduleFailed(e, programId, 0);
+            StopRescheduleRetry();
+            this.DeactivateOnIdle();
+            return false;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // Stored or not, the flag in memory says it is still owed: a retry does it again (it is idempotent).
             state.State.RescheduleMembers = true;
-            LogRescheduleFailed(e, programId, RescheduleRetryPeriod.TotalSeconds);
+            LogRescheduleFailed(e, programId, _rescheduleRetryDelay.TotalSeconds);
             return false;
         }
     }
 
-    /// <summary>Tries the owed scheduling again every <see cref="RescheduleRetryPeriod"/>, keeping the grain active until it is done.</summary>
-    private void RetryRescheduleLater() =>
-        _rescheduleRetry ??= this.RegisterGrainTimer(async _ => await TryRescheduleMembersAsync(),
-            new GrainTimerCreationOptions(RescheduleRetryPeriod, RescheduleRetryPeriod) { KeepAlive = true });
+    /// <summary>
+    /// Tries the owed scheduling again, later after each failure (from <see cref="RescheduleRetryFirst"/>
+    /// to <see cref="RescheduleRetryMax"/>), keeping the grain active until it is done.
+    /// </summary>
+    private void RetryRescheduleLater()
+    {
+        if (_rescheduleRetry is null)
+        {
+            _rescheduleRetry = this.RegisterGrainTimer(RetryRescheduleAsync, new GrainTimerCreationOptions(_rescheduleRetryDelay, Timeout.InfiniteTimeSpan) { KeepAlive = true });
+        }
+    }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Scheduling every member of program {ProgramId} after a change of its expiry or birthday rules failed; trying again in {RetrySeconds} s")]
+    private async Task RetryRescheduleAsync(CancellationToken cancellationToken)
+    {
+        if (!await TryRescheduleMembersAsync() && _rescheduleRetry is { } timer)
+        {
+            _rescheduleRetryDelay = TimeSpan.FromTicks(Math.Min(_rescheduleRetryDelay.Ticks * 2, RescheduleRetryMax.Ticks));
+            timer.Change(_rescheduleRetryDelay, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private void StopRescheduleRetry()
+    {
+        _rescheduleRetry?.Dispose();
+        _rescheduleRetry = null;
+        _rescheduleRetryDelay = RescheduleRetryFirst;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Scheduling every member of program {ProgramId} after a change of its expiry, birthday or tier rules failed; trying again in {RetrySeconds} s (0: when the program is next activated)")]
     private partial void LogRescheduleFailed(Exception exception, string programId, double retrySeconds);
 
     /// <summary>

@@ -61,7 +61,7 @@ public interface ILedgerStore
 
     /// <summary>
     /// Removes what a member's ledger rows may hold of personal data (free-text reasons typed by
-    /// staff or members, the erasure's and a merge's among them, the flags of flag entries, survey comments, the cause the member chose, the
+    /// staff or members, a merge's among them (not the erasure's own: the API keeps it, a ticket number, not personal data), the flags of flag entries, survey comments, the cause the member chose, the
     /// profile's birth month and the birthday entries' reason), keeping every amount so program
     /// totals stay right.
     /// </summary>

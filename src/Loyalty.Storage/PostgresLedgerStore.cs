@@ -45,7 +45,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// batch is rolled back whole; the frozen node's commit then fails and its members are answered
     /// that nothing was recorded.
     /// </summary>
-    internal const int WriterIdleInTransactionMaxMs = 10_000;
+    public const int WriterIdleInTransactionMaxMs = 10_000;
 
     private readonly NpgsqlDataSource _dataSource;
 
@@ -69,12 +69,25 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     {
     }
 
-    /// <summary>Creates the store, its batch writers' transactions ended after <paramref name="writerIdleInTransactionMaxMs"/> left waiting (tests shorten it).</summary>
-    internal PostgresLedgerStore(string connectionString, int writerIdleInTransactionMaxMs)
+    /// <summary>
+    /// Creates the store, its batch writers' transactions ended after <paramref name="writerIdleInTransactionMaxMs"/>
+    /// left waiting (see <see cref="StorageOptions.PostgresWriterIdleInTransactionMs"/>; 0 sends no such setting).
+    /// </summary>
+    public PostgresLedgerStore(string connectionString, int writerIdleInTransactionMaxMs)
     {
+        if (writerIdleInTransactionMaxMs is not 0 and (< 1_000 or > 600_000))
+        {
+            throw new ArgumentOutOfRangeException(nameof(writerIdleInTransactionMaxMs), writerIdleInTransactionMaxMs,
+                "Storage:PostgresWriterIdleInTransactionMs must be 0 (off) or 1000..600000.");
+        }
+
         _dataSource = NpgsqlDataSource.Create(connectionString);
         var writer = new NpgsqlConnectionStringBuilder(connectionString);
-        writer.Options = $"{writer.Options} -c idle_in_transaction_session_timeout={writerIdleInTransactionMaxMs.ToString(System.Globalization.CultureInfo.InvariantCulture)}".Trim();
+        if (writerIdleInTransactionMaxMs > 0)
+        {
+            writer.Options = $"{writer.Options} -c idle_in_transaction_session_timeout={writerIdleInTransactionMaxMs.ToString(System.Globalization.CultureInfo.InvariantCulture)}".Trim();
+        }
+
         WriterSource = NpgsqlDataSource.Create(writer.ConnectionString);
         _idleSweep = new Timer(static store => ((PostgresLedgerStore)store!).SweepIdleWriter(), this, WriterIdleMaxMs, WriterIdleMaxMs);
     }
@@ -487,9 +500,9 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public async Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken)
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand(
-            "UPDATE ledger_entries SET reason = CASE WHEN kind IN (5, 15, 17, 26) THEN 'erased' WHEN kind IN (20, 23) THEN NULL ELSE reason END, details = CASE WHEN kind IN (6, 14) THEN NULL ELSE details END, " +
+            "UPDATE ledger_entries SET reason = CASE WHEN kind IN (5, 17, 26) THEN 'erased' WHEN kind IN (20, 23) THEN NULL ELSE reason END, details = CASE WHEN kind IN (6, 14) THEN NULL ELSE details END, " +
             "reference = CASE WHEN kind = 22 THEN NULL ELSE reference END " +
-            "WHERE program_id = $1 AND member_id = $2 AND kind IN (5, 6, 14, 15, 17, 20, 22, 23, 26);");
+            "WHERE program_id = $1 AND member_id = $2 AND kind IN (5, 6, 14, 17, 20, 22, 23, 26);");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(memberId);
         await command.ExecuteNonQueryAsync(cancellationToken);

@@ -43,6 +43,14 @@ public sealed class StorageOptions
     public int SqliteCheckpointIntervalMs { get; set; } = SqliteLedgerStore.CheckpointIntervalMsDefault;
 
     /// <summary>
+    /// PostgreSQL only: how long, in milliseconds, a batch writer's transaction may wait between its
+    /// statements before the server ends it (a node frozen or cut off half-way through a batch
+    /// otherwise holds back every node's event reads); 10,000 by default, 1000..600000, or 0 to
+    /// send no such setting (a pooler that refuses startup options, such as PgBouncer's default).
+    /// </summary>
+    public int PostgresWriterIdleInTransactionMs { get; set; } = PostgresLedgerStore.WriterIdleInTransactionMaxMs;
+
+    /// <summary>
     /// A copy in which a relative SQLite path is made absolute (against the working directory),
     /// so the ledger and Orleans' snapshot storage open the same file whatever folder they run in.
     /// </summary>
@@ -55,7 +63,7 @@ public sealed class StorageOptions
 
         var builder = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString);
         builder.DataSource = Path.GetFullPath(builder.DataSource);
-        return new StorageOptions { Provider = Provider, ConnectionString = builder.ToString(), ServiceId = ServiceId, SqliteWalCheckpointPages = SqliteWalCheckpointPages, SqliteCheckpointIntervalMs = SqliteCheckpointIntervalMs };
+        return new StorageOptions { Provider = Provider, ConnectionString = builder.ToString(), ServiceId = ServiceId, SqliteWalCheckpointPages = SqliteWalCheckpointPages, SqliteCheckpointIntervalMs = SqliteCheckpointIntervalMs, PostgresWriterIdleInTransactionMs = PostgresWriterIdleInTransactionMs };
     }
 }
 

@@ -69,7 +69,7 @@ public static class StorageSiloBuilderExtensions
     public static ILedgerStore CreateLedgerStore(StorageOptions storage) => storage.Provider switch
     {
         StorageProvider.Sqlite => new SqliteLedgerStore(storage.ConnectionString, storage.SqliteWalCheckpointPages, storage.SqliteCheckpointIntervalMs),
-        StorageProvider.Postgres => new PostgresLedgerStore(storage.ConnectionString),
+        StorageProvider.Postgres => new PostgresLedgerStore(storage.ConnectionString, storage.PostgresWriterIdleInTransactionMs),
         StorageProvider.Memory => new MemoryLedgerStore(),
         _ => throw new InvalidOperationException($"Unknown storage provider {storage.Provider}."),
     };

@@ -38,8 +38,13 @@ public static class ProgrammeDecision
     /// and condition (into the store-credit wallet), or rejected; refused when the table has no
     /// credit for that condition. <paramref name="key"/> makes the inspection once per trade-in.
     /// </summary>
-    public static Decision Inspection(in Decider d, OpenTradeIn open, TradeInCondition condition, string key)
+    public static Decision Inspection(in Decider d, OpenTradeIn open, TradeInCondition condition, string key, string? storeId = null)
     {
+        if (RedemptionDecision.OtherStore($"trade-in '{open.TradeInId}' was handed in", open.StoreId, storeId) is { } otherStore)
+        {
+            return Decision.Refuse(LoyaltyError.PermissionDenied, otherStore);
+        }
+
         long? credit = condition == TradeInCondition.Rejected ? 0 : d.Settings.TradeIn?.CreditOf(open.Category, condition);
         if (credit is null)
         {

@@ -96,8 +96,13 @@ public static class RedemptionDecision
     /// it lapsed, or the points it may use no longer cover it), or its release (cancelled, or lapsed when
     /// its time has passed). <paramref name="key"/> and <paramref name="fingerprint"/> identify the end.
     /// </summary>
-    public static Decision End(in Decider d, Hold hold, bool commit, string key, long fingerprint)
+    public static Decision End(in Decider d, Hold hold, bool commit, string key, long fingerprint, string? storeId = null)
     {
+        if (OtherStore($"reservation '{hold.ReservationId}' was made", hold.StoreId, storeId) is { } otherStore)
+        {
+            return Decision.Refuse(LoyaltyError.PermissionDenied, otherStore);
+        }
+
         if (!commit)
         {
             return Decision.Write(d.NewEntry(LedgerEntryKind.ReservationEnd, Points.Zero, key, fingerprint) with
@@ -158,4 +163,14 @@ public static class RedemptionDecision
                 Details = details with { Cause = reward.Kind == RewardKind.Donation ? reward.Cause : null },
             }
             : redeem;
+
+    /// <summary>
+    /// Why a till restricted to <paramref name="storeId"/> (null for one that is not) may not act on
+    /// <paramref name="what"/>, made at <paramref name="madeAt"/>: it is another store's; null when it
+    /// may (also when the store it was made at is not known: made before stores were kept).
+    /// </summary>
+    public static string? OtherStore(string what, string? madeAt, string? storeId) =>
+        storeId is not null && madeAt is not null && !string.Equals(madeAt, storeId, StringComparison.Ordinal)
+            ? $"{what} at store '{madeAt}'; a key restricted to stores acts only on its own stores' (this call's store_id is '{storeId}')"
+            : null;
 }

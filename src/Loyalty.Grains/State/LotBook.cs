@@ -646,6 +646,7 @@ public readonly record struct PendingLot(
 /// When it was made (its entry's recorded time): when unexpired points no longer cover the open
 /// holds, it may be met from points of lots that expired after then (see <see cref="LotBook.PlanCommit"/>).
 /// </param>
+/// <param name="StoreId">The store it was made at; null when none was named (or it was made before stores were kept).</param>
 [GenerateSerializer, Immutable]
 public sealed record Hold(
     [property: Id(0)] string ReservationId,
@@ -653,4 +654,5 @@ public sealed record Hold(
     [property: Id(2)] DateTimeOffset LapsesAt,
     [property: Id(3)] string RewardId,
     [property: Id(4)] int Quantity,
-    [property: Id(5)] DateTimeOffset MadeAt);
+    [property: Id(5)] DateTimeOffset MadeAt,
+    [property: Id(6)] string? StoreId = null);

@@ -378,7 +378,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
             case LedgerEntryKind.CauseChosen: Cause = entry.Reference; break;
             case LedgerEntryKind.MembershipStarted or LedgerEntryKind.MembershipRenewed
                 or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MembershipLapsed: (MembershipKept ??= new MembershipState()).Apply(entry); break;
-            case LedgerEntryKind.TradeInSubmitted: (TradeInsOpen ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.DetailsAs<TradeInSubmittedDetails>()?.TradeIn?.Category ?? "", entry.RecordedAt)); break;
+            case LedgerEntryKind.TradeInSubmitted: (TradeInsOpen ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.DetailsAs<TradeInSubmittedDetails>()?.TradeIn?.Category ?? "", entry.RecordedAt, entry.StoreId)); break;
             case LedgerEntryKind.TradeInAccepted or LedgerEntryKind.TradeInRejected: ApplyTradeInDecided(entry); break;
             case LedgerEntryKind.TierReviewed: ApplyTierReviewed(entry.DetailsAs<TierReviewedDetails>()!); break;
             default: throw new InvalidOperationException($"Ledger entry {entry.Sequence} is of unknown kind {(int)entry.Kind}.");
@@ -537,7 +537,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     private void ApplyReserve(LedgerEntry entry)
     {
         ReserveDetails reserve = entry.DetailsAs<ReserveDetails>() ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
-        Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity, entry.RecordedAt));
+        Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity, entry.RecordedAt, entry.StoreId));
         LastActivityAt = entry.RecordedAt;
     }
 

@@ -62,6 +62,13 @@ public sealed class Caller(AccessKey key, KeyQuota quota)
                 ? "this call needs an operator key"
                 : $"the key belongs to another program than '{Bounded.Echo(programId)}'";
 
+    /// <summary>
+    /// <paramref name="storeId"/> when the key is restricted to stores (the interceptor has checked
+    /// it is one of them), for the member to check what the call acts on was made there; null for
+    /// a key that may act for any store.
+    /// </summary>
+    public string? StoreIfRestricted(string storeId) => Key.StoreIds.Count > 0 ? storeId : null;
+
     /// <summary>Why the key may not act for <paramref name="storeId"/>, or null when it may.</summary>
     public string? RefusesStore(string storeId) =>
         Key.StoreIds.Count == 0 || Key.StoreIds.Contains(storeId)

@@ -123,7 +123,8 @@ public sealed class MembersService(GrainReferences<IMemberGrain> members, ILogge
         IMemberGrain member = Member(request.ProgramId, request.MemberId);
         GrainCalls.Require(LoyaltyIds.Check(request.TradeInId, "trade_in_id")
             ?? (request.Condition is V1.TradeInCondition.Unspecified or > V1.TradeInCondition.Rejected ? "condition must be LIKE_NEW, GOOD, WORN or REJECTED" : null));
-        return TradeInAsync(() => member.InspectTradeIn(request.TradeInId, (TradeInCondition)(int)request.Condition), "InspectTradeIn");
+        string? store = Access.Caller.Of(context).StoreIfRestricted(request.StoreId);
+        return TradeInAsync(() => member.InspectTradeIn(request.TradeInId, (TradeInCondition)(int)request.Condition, store), "InspectTradeIn");
     }
 
     private async Task<V1.TradeInResponse> TradeInAsync(Func<Task<TradeInResult>> call, string operation)

@@ -26,14 +26,16 @@ public sealed class RedemptionsService(GrainReferences<IMemberGrain> members, IL
     public override Task<V1.RedemptionAck> CommitReservation(V1.ReservationRequest request, ServerCallContext context)
     {
         GrainCalls.Require(LoyaltyIds.Check(request.ReservationId, "reservation_id"));
-        return CallAsync(request.ProgramId, request.MemberId, m => m.CommitReservation(request.ReservationId), "CommitReservation");
+        string? store = Access.Caller.Of(context).StoreIfRestricted(request.StoreId);
+        return CallAsync(request.ProgramId, request.MemberId, m => m.CommitReservation(request.ReservationId, store), "CommitReservation");
     }
 
     /// <inheritdoc />
     public override Task<V1.RedemptionAck> CancelReservation(V1.ReservationRequest request, ServerCallContext context)
     {
         GrainCalls.Require(LoyaltyIds.Check(request.ReservationId, "reservation_id"));
-        return CallAsync(request.ProgramId, request.MemberId, m => m.CancelReservation(request.ReservationId), "CancelReservation");
+        string? store = Access.Caller.Of(context).StoreIfRestricted(request.StoreId);
+        return CallAsync(request.ProgramId, request.MemberId, m => m.CancelReservation(request.ReservationId, store), "CancelReservation");
     }
 
     /// <inheritdoc />

@@ -17,6 +17,7 @@ internal static class WireMapping
         LoyaltyError.AlreadyExists => StatusCode.AlreadyExists,
         LoyaltyError.FailedPrecondition => StatusCode.FailedPrecondition,
         LoyaltyError.Unavailable => StatusCode.Unavailable,
+        LoyaltyError.PermissionDenied => StatusCode.PermissionDenied,
         _ => throw new ArgumentOutOfRangeException(nameof(error), error, "Not a refusal."),
     };
 

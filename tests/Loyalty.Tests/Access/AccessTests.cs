@@ -176,6 +176,46 @@ public sealed class AccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task PosKey_RestrictedToStores_EndsAndInspectsOnlyWhatItsStoresMade()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "storeends"));
+        await SetUpAsync(engine);
+        V1.PutProgramRequest program = Wire.Program(ProgramA);
+        program.Settings.Rewards.Add(new V1.Reward { Id = "mug", Name = "Mug", Kind = V1.RewardKind.Product, Sku = "mug", PointsPrice = 30, ValueMinor = 4_50 });
+        program.Settings.TradeIn = new V1.TradeInPolicy { Rates = { new V1.TradeInRate { Category = "jackets", Condition = V1.TradeInCondition.Good, CreditMinor = 30_00 } } };
+        await engine.Programs.PutProgramAsync(program);
+        await engine.Members.AdjustPointsAsync(new V1.AdjustPointsRequest { ProgramId = ProgramA, MemberId = "m1", TransactionId = "welcome", Points = 500, Reason = "welcome" });
+        var anyStore = new V1.Redemptions.RedemptionsClient(engine.Invoker);
+        await anyStore.ReserveAsync(new V1.ReserveRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r1", RewardId = "mug", StoreId = "store-1" });
+        await anyStore.ReserveAsync(new V1.ReserveRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2", RewardId = "mug", StoreId = "store-2" });
+        await engine.Members.SubmitTradeInAsync(new V1.SubmitTradeInRequest { ProgramId = ProgramA, MemberId = "m1", TradeInId = "ti-2", Category = "jackets", StoreId = "store-2" });
+        V1.CreatedKey key = await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "store 1 tills", StoreIds = { "store-1" },
+        });
+        var till = new V1.Redemptions.RedemptionsClient(engine.Channel.WithKey(key.Secret));
+        var tillMembers = new V1.Members.MembersClient(engine.Channel.WithKey(key.Secret));
+
+        RpcException unnamed = await Assert.ThrowsAsync<RpcException>(() =>
+            till.CancelReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2" }).ResponseAsync);
+        RpcException otherStore = await Assert.ThrowsAsync<RpcException>(() =>
+            till.CancelReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2", StoreId = "store-1" }).ResponseAsync);
+        RpcException otherItem = await Assert.ThrowsAsync<RpcException>(() => tillMembers.InspectTradeInAsync(new V1.InspectTradeInRequest
+        {
+            ProgramId = ProgramA, MemberId = "m1", TradeInId = "ti-2", Condition = V1.TradeInCondition.Good, StoreId = "store-1",
+        }).ResponseAsync);
+        V1.RedemptionAck own = await till.CommitReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r1", StoreId = "store-1" });
+        V1.RedemptionAck byAnyStore = await anyStore.CancelReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2" });
+        V1.Member member = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramA, MemberId = "m1" });
+
+        Assert.Equal((StatusCode.PermissionDenied, StatusCode.PermissionDenied, StatusCode.PermissionDenied), (unnamed.StatusCode, otherStore.StatusCode, otherItem.StatusCode));
+        Assert.Contains("reservation 'r2' was made at store 'store-2'", otherStore.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("trade-in 'ti-2' was handed in at store 'store-2'", otherItem.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal((V1.ReservationState.Committed, V1.ReservationState.Cancelled), (own.Reservation, byAnyStore.Reservation));
+        Assert.Equal((470L, 0L), (member.Balance, member.WalletMinor));
+    }
+
+    [Fact]
     public async Task Ingest_ForAnotherProgram_IsRejectedPerPurchase_AndTheStreamGoesOn()
     {
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "streamprog"));
