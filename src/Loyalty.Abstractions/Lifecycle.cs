@@ -4,7 +4,10 @@ namespace Loyalty;
 /// Everything one member hands to another when two accounts are merged: spendable lots with their
 /// expiries, pending points with their dates, the tier, referral links, lifetime totals, the
 /// return progress of its purchases (so they can still be returned, never beyond what they earned),
-/// and the plans whose free trial it had (one trial per person and plan, whichever account took it).
+/// the plans whose free trial it had (one trial per person and plan, whichever account took it),
+/// its birthday gift not yet redeemed and the year of its last birthday reward (one a year, whichever
+/// account took it), and the personal bonus days it booked. Fields after the first ones are null or
+/// 0 in merges recorded before they were kept.
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record MergeTransfer(
@@ -33,7 +36,10 @@ public sealed record MergeTransfer(
     [property: Id(22)] DateTimeOffset? GrantedIntoEmptyAt = null,
     [property: Id(23)] DateTimeOffset? HandedOverAt = null,
     [property: Id(24)] IReadOnlyList<string>? TrialsUsed = null,
-    [property: Id(25)] IReadOnlyList<DateTimeOffset>? ReferredAt = null);
+    [property: Id(25)] IReadOnlyList<DateTimeOffset>? ReferredAt = null,
+    [property: Id(26)] BirthdayGrant? BirthdayGift = null,
+    [property: Id(27)] int BirthdayYear = 0,
+    [property: Id(28)] IReadOnlyList<int>? BonusDays = null);
 
 /// <summary>
 /// A referred member's standing with its referrer, as a merge hands it on: under which member id

@@ -344,7 +344,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
         new Dictionary<string, long>(Referral.Rewards, StringComparer.Ordinal),
         [.. MergedFrom], GivenMinor, WalletMinor, GrantedIntoEmptyAt,
         TrialsUsed: Membership.TrialsUsed.Count == 0 ? null : [.. Membership.TrialsUsed],
-        ReferredAt: Referral.ReferredAt.Count == 0 ? null : [.. Referral.ReferredAt]);
+        ReferredAt: Referral.ReferredAt.Count == 0 ? null : [.. Referral.ReferredAt],
+        BirthdayGift: BirthdayGrant is { GiftRewardId: not null } gift && !BirthdayGiftUsed ? gift : null,
+        BirthdayYear: BirthdayYear,
+        BonusDays: BonusDays.Days.Count == 0 ? null : [.. BonusDays.Days]);
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
@@ -666,6 +669,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
             (MembershipKept ??= new MembershipState()).AdoptTrials(trials);
         }
 
+        AdoptBirthdayAndBonusDays(t);
+
         ReferralToChange.Adopt(t, details.InheritsReferrer, details.InheritedAfterPurchases, entry.RecordedAt);
         ReturnsToChange().Adopt(t.Returns, entry.Sequence);
         List<string> mergedFrom = MergedFromKept ??= [];
@@ -683,6 +688,31 @@ public sealed class MemberState : IEarnHistory, IQualifying
         {
             // The duplicate's points keep the inactivity clock a grant started for them.
             GrantedIntoEmptyAt = granted;
+        }
+    }
+
+    /// <summary>
+    /// The duplicate's birthday and bonus days, as one person's: its gift not yet redeemed is the
+    /// member's when the member holds none unredeemed of a later month (whether it is still open is
+    /// read against the clock, as any gift's); a year's birthday reward taken by either account is
+    /// taken for both; the days it booked are booked.
+    /// </summary>
+    private void AdoptBirthdayAndBonusDays(MergeTransfer t)
+    {
+        if (t.BirthdayGift is { } gift && (BirthdayGrant is not { GiftRewardId: not null } mine || BirthdayGiftUsed || mine.GiftUntil < gift.GiftUntil))
+        {
+            BirthdayGrant = gift;
+            BirthdayGiftUsed = false;
+        }
+
+        if (t.BirthdayYear > BirthdayYear)
+        {
+            BirthdayYear = t.BirthdayYear;
+        }
+
+        foreach (int day in t.BonusDays ?? [])
+        {
+            (BonusDaysBooked ??= new BookedBonusDays()).Book(day);
         }
     }
 

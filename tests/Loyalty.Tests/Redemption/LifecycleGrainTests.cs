@@ -94,6 +94,41 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
         Assert.Equal((0L, 0L), (profiles, personal));
     }
 
+    [Fact]
+    public async Task Merge_HandsOnTheDuplicatesBirthdayGiftAndYear_AndItsBookedBonusDays()
+    {
+        var entry = new TierDefinition("member", 0, Multipliers.One, [], BonusDaysPerYear: 5);
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with
+        {
+            Tiers = Ladder with { Tiers = [entry, Ladder.Tiers[1]] },
+            Birthday = new BirthdayPolicy(50, "cake"),
+            Rewards = [new Reward("cake", "Birthday cake", RewardKind.Product, 500, Sku: "CAKE")],
+            BonusDays = new BonusDayPolicy(20_000, BonusDayStacking.Stack),
+        });
+        IMemberGrain anna = await EnrolAsync("anna", null);
+        IMemberGrain dup = await EnrolAsync("anna2", null);
+        DateTimeOffset now = fixture.Clock.GetUtcNow();
+        await dup.SetProfile(new Dictionary<string, string> { ["birthday"] = $"{now.Month:00}-{Math.Min(now.Day, 28):00}" });
+        DateTime until = DateTime.UtcNow.AddSeconds(20);
+        while ((await dup.Get())!.BirthdayGift is null && DateTime.UtcNow < until)
+        {
+            await Task.Delay(50);
+        }
+
+        BirthdayGrant gift = (await dup.Get())!.BirthdayGift!;
+        DateOnly day = DateOnly.FromDateTime(now.UtcDateTime).AddDays(3);
+        Assert.Equal(LoyaltyError.None, (await dup.BookBonusDay(new BonusDayBooking("b1", day))).Error);
+
+        Assert.Equal(LoyaltyError.None, (await anna.MergeFrom("anna2", "duplicate")).Error);
+        MemberView live = (await anna.Get())!;
+        await fixture.DeactivateAllAsync();
+        MemberView replayed = (await anna.Get())!;
+
+        Assert.Equal(gift, live.BirthdayGift);
+        Assert.Contains(day, live.BonusDays!);
+        Assert.Equal((live.BirthdayGift, string.Join(",", live.BonusDays!)), (replayed.BirthdayGift, string.Join(",", replayed.BonusDays!)));
+    }
+
     /// <remarks>
     /// Lots keep the expiry they were given. The survivor here joined after the programme stopped
     /// expiring points, so it had nothing scheduled; the merge brings it points that still expire.
