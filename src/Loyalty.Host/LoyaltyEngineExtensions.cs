@@ -179,6 +179,7 @@ public static class LoyaltyEngineExtensions
             .Validate(q => q.Problem() is null, "Quotas: rates must be above 0 and bursts at least 1").ValidateOnStart();
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<KeyRegistry>();
+        builder.Services.AddSingleton<AnonymousStreams>();
         builder.Services.AddSingleton<ClientFaults>();
         // A silo lifecycle stage: the keys load after the ledger has migrated the schema they live in.
         builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, AccessLifecycle>();

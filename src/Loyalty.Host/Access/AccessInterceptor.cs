@@ -12,7 +12,7 @@ namespace Loyalty.Host.Access;
 /// records support and admin calls in the audit trail. A refused call reaches no service, so it
 /// writes nothing. Streams are checked here once; their messages are checked by the service.
 /// </summary>
-public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore audit, ClientFaults faults, TimeProvider clock, ILogger<AccessInterceptor> logger) : Interceptor
+public sealed partial class AccessInterceptor(KeyRegistry keys, AnonymousStreams anonymous, IAccessStore audit, ClientFaults faults, TimeProvider clock, ILogger<AccessInterceptor> logger) : Interceptor
 {
     /// <summary>When a key at its cap of open streams is told to try again (a stream's end cannot be foreseen).</summary>
     private static readonly TimeSpan StreamRetryAfter = TimeSpan.FromSeconds(1);
@@ -62,7 +62,20 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, IAccessStore aud
         // A call of this kind added later (a change feed) is behind keys from the start; the health watch is not.
         if (Admit(context) is not (Caller caller, CallRule rule))
         {
-            await continuation(request, responseStream, context);
+            if (!anonymous.TryOpen())
+            {
+                throw OverQuota(context, StreamRetryAfter, $"the node's {AnonymousStreams.OpenMax} streams open without a key (health watches)");
+            }
+
+            try
+            {
+                await continuation(request, responseStream, context);
+            }
+            finally
+            {
+                anonymous.Close();
+            }
+
             return;
         }
 

@@ -10,6 +10,53 @@ namespace Loyalty.Tests.Gateway;
 /// <summary>gRPC health checking: without a key, live and ready, and not-ready first when the node stops; then the node ends its streams cleanly.</summary>
 public sealed class HealthTests
 {
+    [Fact]
+    public async Task HealthWatches_WithoutAKey_AreBoundedPerNode_AndAPlaceFreedIsTakenAgain()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "watches"));
+        var health = new Health.HealthClient(engine.Channel);
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var watches = new List<AsyncServerStreamingCall<HealthCheckResponse>>();
+        try
+        {
+            for (int i = 0; i < Loyalty.Host.Access.AnonymousStreams.OpenMax; i++)
+            {
+                AsyncServerStreamingCall<HealthCheckResponse> watch = health.Watch(new HealthCheckRequest(), cancellationToken: cancel.Token);
+                Assert.True(await watch.ResponseStream.MoveNext(cancel.Token));
+                watches.Add(watch);
+            }
+
+            using AsyncServerStreamingCall<HealthCheckResponse> beyond = health.Watch(new HealthCheckRequest(), cancellationToken: cancel.Token);
+            RpcException refused = await Assert.ThrowsAsync<RpcException>(() => beyond.ResponseStream.MoveNext(cancel.Token));
+            watches[0].Dispose();
+            watches.RemoveAt(0);
+            bool again = false;
+            for (int attempt = 0; attempt < 50 && !again; attempt++)
+            {
+                using AsyncServerStreamingCall<HealthCheckResponse> next = health.Watch(new HealthCheckRequest(), cancellationToken: cancel.Token);
+                try
+                {
+                    again = await next.ResponseStream.MoveNext(cancel.Token);
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted)
+                {
+                    await Task.Delay(100);
+                }
+            }
+
+            Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+            Assert.Contains("without a key", refused.Status.Detail, StringComparison.Ordinal);
+            Assert.True(again, "the place of a closed watch was not freed");
+        }
+        finally
+        {
+            foreach (AsyncServerStreamingCall<HealthCheckResponse> watch in watches)
+            {
+                watch.Dispose();
+            }
+        }
+    }
+
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
