@@ -113,7 +113,7 @@ public sealed partial class MemberGrain
         // own. The list holds every account merged in, through earlier merges too.
         foreach (string duplicate in _state.MergedFrom)
         {
-            if ((await ReferrerGrain(duplicate).Erase(reason)) is { Error: not LoyaltyError.None } failed)
+            if ((await OtherMember(duplicate).Erase(reason)) is { Error: not LoyaltyError.None } failed)
             {
                 return failed;
             }
@@ -205,7 +205,7 @@ public sealed partial class MemberGrain
         {
             // Nothing of this member decides while the merge runs, so this room is still there when
             // the transfer arrives.
-            (MergeTransfer? t, LoyaltyError detachError, string? message) = await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.Room(_state));
+            (MergeTransfer? t, LoyaltyError detachError, string? message) = await OtherMember(duplicateId).Detach(_memberId, Headroom.Room(_state));
             if (t is null)
             {
                 return new TakenIn(null, MemberResult.Reject(detachError, message ?? $"member '{duplicateId}' could not be merged"));
@@ -242,7 +242,7 @@ public sealed partial class MemberGrain
     /// </summary>
     private async Task<MemberResult?> RefuseMergeAsync(string duplicateId)
     {
-        MemberView? duplicate = await ReferrerGrain(duplicateId).Get();
+        MemberView? duplicate = await OtherMember(duplicateId).Get();
         if (duplicate is null || duplicate.MergedInto == _memberId)
         {
             return null;
@@ -338,7 +338,7 @@ public sealed partial class MemberGrain
         MergeTransfer? moved = transfer;
         if (moved is null)
         {
-            (moved, LoyaltyError detached, _) = await ReferrerGrain(duplicateId).Detach(_memberId, Headroom.VolumeMax);
+            (moved, LoyaltyError detached, _) = await OtherMember(duplicateId).Detach(_memberId, Headroom.VolumeMax);
             if (moved is null)
             {
                 return detached != LoyaltyError.Unavailable;
@@ -356,7 +356,7 @@ public sealed partial class MemberGrain
         // (A survivor the duplicate referred keeps that link, naming the duplicate; nobody is rewarded for it.)
         foreach (string member in linked.Where(m => m != _memberId && m != holder))
         {
-            LoyaltyError error = await ReferrerGrain(member).Repoint(duplicateId, holder);
+            LoyaltyError error = await OtherMember(member).Repoint(duplicateId, holder);
             if (error != LoyaltyError.None)
             {
                 // A merge can be repeated at will: within the silo's budget of such lines.

@@ -255,7 +255,7 @@ public sealed partial class MemberGrain
             // an empty, closed account, that is not at all). A reward this account already got is
             // answered here: forwarded while the merge is cut short, the survivor, not yet holding
             // it, would pay it a second time.
-            return survivor == referredMemberId ? LoyaltyError.None : await ReferrerGrain(survivor).SettleReferralReward(referredMemberId, points, reverse);
+            return survivor == referredMemberId ? LoyaltyError.None : await OtherMember(survivor).SettleReferralReward(referredMemberId, points, reverse);
         }
 
         // '#' cannot occur in a client's transaction id: the keys cannot collide with purchases.
@@ -310,7 +310,7 @@ public sealed partial class MemberGrain
         string? at = referrer;
         for (int depth = 0; depth < Limits.ReferralChainDepthMax; depth++)
         {
-            at = await ReferrerGrain(at).GetReferrer();
+            at = await OtherMember(at).GetReferrer();
             if (at is null)
             {
                 return null;
@@ -365,7 +365,7 @@ public sealed partial class MemberGrain
         bool reward = _state.Referral.RewardOwed > 0 && !_state.Referral.RewardSettled, reversal = _state.Referral.Reversed && !_state.Referral.ReversalSettled;
         try
         {
-            IMemberGrain grain = ReferrerGrain(referrer);
+            IMemberGrain grain = OtherMember(referrer);
             LoyaltyError error = reward ? await CallBackAwaitedAsync(grain.SettleReferralReward(subject, _state.Referral.RewardOwed, reverse: false)) : LoyaltyError.None;
             bool rewarded = reward && error == LoyaltyError.None;
             if (error == LoyaltyError.None && reversal)

@@ -254,27 +254,18 @@ public sealed partial class MemberGrain
     /// </summary>
     private DateTimeOffset? ProgrammeDue(ProgramSettings settings, DateTimeOffset now) =>
         _state.Erased || _state.MergedInto is not null ? null
-        : Earliest(Earliest(_state.Membership.LapsesAt, TierReviewDue(settings.Ladder, now)),
+        : Earliest(Earliest(_state.Membership.LapsesAt, TierReviewWake(settings.Ladder, now)),
             settings.Birthday is not null && _state.BirthMonth != 0
                 ? BirthdayWake(BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, now, settings.Zone), now)
                 : null);
 
     /// <summary>
-    /// When the member's next tier review is (at the member's place in the spread of wakes after
-    /// it, as expiry's); now when one already due lowers the tier the entries recorded. Null at the
-    /// entry tier. One comparison for a member whose review is ahead.
+    /// When the schedule wakes the member for its tier review (<see cref="DueDecision.TierReviewDue"/>):
+    /// at once for a downgrade already owed, else at the member's place in the spread of wakes after
+    /// the review, as for expiry.
     /// </summary>
-    private DateTimeOffset? TierReviewDue(TierLadder ladder, DateTimeOffset now)
-    {
-        if (_state.TierReviewAt is null)
-        {
-            return null;
-        }
-
-        int recorded = ladder.IndexOf(_state.Tier);
-        (int index, DateTimeOffset? reviewAt) = Tiering.Review(recorded, _state.TierReviewAt, ladder, _state, now);
-        return index < recorded ? now : reviewAt?.AddDays(ladder.GraceDays) + WakeLateBy;
-    }
+    private DateTimeOffset? TierReviewWake(TierLadder ladder, DateTimeOffset now) =>
+        DueDecision.TierReviewDue(_state, ladder, now) is not { } due ? null : due > now ? due + WakeLateBy : due;
 
     /// <summary>
     /// When the schedule wakes the member for a birthday due at <paramref name="due"/>: this

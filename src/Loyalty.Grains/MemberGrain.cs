@@ -299,7 +299,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         if (enrolment.ReferredBy is not null && !_state.Enrolled
-            && await ReferrerGrain(enrolment.ReferredBy).Get() is null)
+            && await OtherMember(enrolment.ReferredBy).Get() is null)
         {
             return EnrolmentResult.Reject(LoyaltyError.NotFound, $"referred_by member '{enrolment.ReferredBy}' is not enrolled in program '{_programId}'");
         }
@@ -393,7 +393,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
     }
 
-    private IMemberGrain ReferrerGrain(string memberId) =>
+    /// <summary>Another member of this program (a referrer, a duplicate, a survivor).</summary>
+    private IMemberGrain OtherMember(string memberId) =>
         GrainFactory.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_programId, memberId));
 
     private IMemberLinkSteps LinkSteps(string memberId) =>

@@ -47,6 +47,9 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// </summary>
     public const int WriterIdleInTransactionMaxMs = 10_000;
 
+    /// <summary>The accepted <see cref="StorageOptions.PostgresWriterIdleInTransactionMs"/> other than 0 (off).</summary>
+    internal const int WriterIdleInTransactionMsMin = 1_000, WriterIdleInTransactionMsMax = 600_000;
+
     private readonly NpgsqlDataSource _dataSource;
 
     /// <summary>
@@ -75,10 +78,10 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// </summary>
     public PostgresLedgerStore(string connectionString, int writerIdleInTransactionMaxMs)
     {
-        if (writerIdleInTransactionMaxMs is not 0 and (< 1_000 or > 600_000))
+        if (writerIdleInTransactionMaxMs is not 0 and (< WriterIdleInTransactionMsMin or > WriterIdleInTransactionMsMax))
         {
             throw new ArgumentOutOfRangeException(nameof(writerIdleInTransactionMaxMs), writerIdleInTransactionMaxMs,
-                "Storage:PostgresWriterIdleInTransactionMs must be 0 (off) or 1000..600000.");
+                $"Storage:PostgresWriterIdleInTransactionMs must be 0 (off) or {WriterIdleInTransactionMsMin}..{WriterIdleInTransactionMsMax}.");
         }
 
         _dataSource = NpgsqlDataSource.Create(connectionString);

@@ -80,18 +80,36 @@ public static class DueDecision
     /// </summary>
     public static Decision? TierReview(in Decider d)
     {
-        if (d.State.TierReviewAt is null)
+        TierLadder ladder = d.Settings.Ladder;
+        return Reviewed(d.State, ladder, d.Now) is { } review && review.Index < review.Recorded
+            ? Decision.Write(d.NewEntry(LedgerEntryKind.TierReviewed, Points.Zero, null, 0) with
+            {
+                Details = new TierReviewedDetails { TierBefore = ladder.Tiers[review.Recorded].Name, TierAfter = ladder.Tiers[review.Index].Name, TierReviewAt = review.ReviewAt },
+            })
+            : null;
+    }
+
+    /// <summary>
+    /// When <see cref="TierReview"/> next has work: now when a review due already lowers the tier
+    /// the member's entries recorded, else when the next review falls (its window's end and the
+    /// grace after it); null at the entry tier. One comparison while the review is ahead: it runs
+    /// after every change of a member above the entry tier.
+    /// </summary>
+    public static DateTimeOffset? TierReviewDue(MemberState state, TierLadder ladder, DateTimeOffset now) =>
+        Reviewed(state, ladder, now) is not { } review ? null
+        : review.Index < review.Recorded ? now
+        : review.ReviewAt?.AddDays(ladder.GraceDays);
+
+    /// <summary>The tier the member's entries recorded, and where every review due by now leaves it; null at the entry tier.</summary>
+    private static (int Recorded, int Index, DateTimeOffset? ReviewAt)? Reviewed(MemberState state, TierLadder ladder, DateTimeOffset now)
+    {
+        if (state.TierReviewAt is null)
         {
             return null;
         }
 
-        TierLadder ladder = d.Settings.Ladder;
-        int recorded = ladder.IndexOf(d.State.Tier);
-        (int index, DateTimeOffset? reviewAt) = Tiering.Review(recorded, d.State.TierReviewAt, ladder, d.State, d.Now);
-        return index >= recorded ? null
-            : Decision.Write(d.NewEntry(LedgerEntryKind.TierReviewed, Points.Zero, null, 0) with
-            {
-                Details = new TierReviewedDetails { TierBefore = ladder.Tiers[recorded].Name, TierAfter = ladder.Tiers[index].Name, TierReviewAt = reviewAt },
-            });
+        int recorded = ladder.IndexOf(state.Tier);
+        (int index, DateTimeOffset? reviewAt) = Tiering.Review(recorded, state.TierReviewAt, ladder, state, now);
+        return (recorded, index, reviewAt);
     }
 }

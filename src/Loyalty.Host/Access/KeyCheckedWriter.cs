@@ -22,23 +22,14 @@ internal sealed class KeyCheckedWriter<T>(IServerStreamWriter<T> inner, KeyRegis
     /// <inheritdoc />
     public Task WriteAsync(T message)
     {
-        Check();
+        keys.ThrowIfNoLongerUsable(caller, faults, method);
         return inner.WriteAsync(message);
     }
 
     /// <inheritdoc />
     public Task WriteAsync(T message, CancellationToken cancellationToken)
     {
-        Check();
+        keys.ThrowIfNoLongerUsable(caller, faults, method);
         return inner.WriteAsync(message, cancellationToken);
-    }
-
-    private void Check()
-    {
-        if (keys.NoLongerUsable(caller.Key.KeyId) is { } why)
-        {
-            faults.Record(ClientFaultKind.Unauthenticated, method, why);
-            throw new RpcException(new Status(StatusCode.Unauthenticated, why));
-        }
     }
 }

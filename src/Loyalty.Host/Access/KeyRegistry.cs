@@ -81,6 +81,19 @@ public sealed partial class KeyRegistry(
     public string? NoLongerUsable(string keyId) =>
         _keys.TryGetValue(keyId, out AccessKey? key) ? key.Unusable(clock.GetUtcNow()) : "the key was removed";
 
+    /// <summary>
+    /// Ends an open stream whose key was revoked, expired or removed since it opened: counted as a
+    /// client fault and thrown as UNAUTHENTICATED saying why. Nothing when the key still works.
+    /// </summary>
+    public void ThrowIfNoLongerUsable(Caller caller, ClientFaults faults, string method)
+    {
+        if (NoLongerUsable(caller.Key.KeyId) is { } why)
+        {
+            faults.Record(ClientFaultKind.Unauthenticated, method, why);
+            throw new global::Grpc.Core.RpcException(new global::Grpc.Core.Status(global::Grpc.Core.StatusCode.Unauthenticated, why));
+        }
+    }
+
     /// <summary>The key with this id, or null.</summary>
     public AccessKey? Find(string keyId) => _keys.GetValueOrDefault(keyId);
 

@@ -204,10 +204,9 @@ public sealed partial class PurchasesService(
         }
 
         // A key revoked (or expired) while its stream is open stops there, not when the stream ends.
-        if (more && keys.NoLongerUsable(caller.Key.KeyId) is { } why)
+        if (more)
         {
-            faults.Record(ClientFaultKind.Unauthenticated, method, why);
-            throw new RpcException(new Status(StatusCode.Unauthenticated, why));
+            keys.ThrowIfNoLongerUsable(caller, faults, method);
         }
 
         return more;

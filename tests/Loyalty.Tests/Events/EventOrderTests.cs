@@ -93,6 +93,17 @@ public sealed class EventOrderTests
     }
 
     [Theory]
+    [InlineData(999)]
+    [InlineData(600_001)]
+    [InlineData(-1)]
+    public void Postgres_AWriterIdleInTransactionLimitOutOfRange_IsRefusedNamingTheSetting(int milliseconds)
+    {
+        ArgumentOutOfRangeException refused = Assert.Throws<ArgumentOutOfRangeException>(() => new PostgresLedgerStore("Host=127.0.0.1", milliseconds));
+
+        Assert.Contains("Storage:PostgresWriterIdleInTransactionMs must be 0 (off) or 1000..600000", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
     public async Task AReaderFollowingConcurrentWriters_SeesEveryEntryOnce_InAscendingPositions(Backend backend)
