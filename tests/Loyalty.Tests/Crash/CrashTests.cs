@@ -49,8 +49,9 @@ public sealed class CrashTests
 
         // Resending everything completes the unacknowledged events and re-earns nothing acknowledged.
         Dictionary<string, V1.PurchaseAck> resent = await StreamAllAsync(second, events);
+        string[] rejected = Rejections(resent.Values);
+        Assert.True(rejected.Length == 0, $"Resends rejected:{Environment.NewLine}{string.Join(Environment.NewLine, rejected)}{Environment.NewLine}The engine's log:{Environment.NewLine}{second.RecentOutput}");
         Assert.All(acknowledged, a => Assert.Equal((V1.AckStatus.Duplicate, a.Value), (resent[a.Key].Status, resent[a.Key].PointsEarned)));
-        Assert.DoesNotContain(resent.Values, ack => ack.Status == V1.AckStatus.Rejected);
         Dictionary<string, long> balances = await AssertBalancesEqualLedgerAsync(second, storage);
         Assert.Equal(events.Sum(e => e.AmountMinor / 100), balances.Values.Sum());
 
@@ -59,6 +60,10 @@ public sealed class CrashTests
         Assert.All(again.Values, ack => Assert.Equal(V1.AckStatus.Duplicate, ack.Status));
         Assert.Equal(balances, await AssertBalancesEqualLedgerAsync(second, storage));
     }
+
+    /// <summary>The first rejections with their reasons, so a failure says why and not only how many.</summary>
+    private static string[] Rejections(IEnumerable<V1.PurchaseAck> acks) =>
+        [.. acks.Where(ack => ack.Status == V1.AckStatus.Rejected).Take(5).Select(ack => $"{ack.TransactionId}: {ack.ErrorCode} {ack.ErrorMessage}")];
 
     private static async Task<HostProcess> StartHostAsync(StorageOptions storage)
     {
