@@ -553,6 +553,12 @@ public sealed record ReferralSettledDetails : EntryDetails
     /// reason says why.
     /// </summary>
     [Id(2)] public bool ReferrerRefused { get; init; }
+
+    /// <summary>
+    /// Null for the member's own referral; otherwise the <see cref="MergedReferral.Subject"/> of a
+    /// duplicate's referral it took over, whose reversal the referrer was told of (or refused).
+    /// </summary>
+    [Id(3)] public string? Subject { get; init; }
 }
 
 /// <summary>A survey answer: the score with the member's tier at the time, and the reward's lot.</summary>

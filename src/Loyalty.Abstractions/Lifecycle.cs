@@ -6,7 +6,8 @@ namespace Loyalty;
 /// return progress of its purchases (so they can still be returned, never beyond what they earned),
 /// the plans whose free trial it had (one trial per person and plan, whichever account took it),
 /// its birthday gift not yet redeemed and the year of its last birthday reward (one a year, whichever
-/// account took it), and the personal bonus days it booked. Fields after the first ones are null or
+/// account took it), the personal bonus days it booked, and the referrals of duplicates merged into it
+/// before (<see cref="MergedReferral"/>). Fields after the first ones are null or
 /// 0 in merges recorded before they were kept.
 /// </summary>
 [GenerateSerializer, Immutable]
@@ -39,7 +40,8 @@ public sealed record MergeTransfer(
     [property: Id(25)] IReadOnlyList<DateTimeOffset>? ReferredAt = null,
     [property: Id(26)] BirthdayGrant? BirthdayGift = null,
     [property: Id(27)] int BirthdayYear = 0,
-    [property: Id(28)] IReadOnlyList<int>? BonusDays = null);
+    [property: Id(28)] IReadOnlyList<int>? BonusDays = null,
+    [property: Id(29)] IReadOnlyList<MergedReferral>? MergedReferrals = null);
 
 /// <summary>
 /// A referred member's standing with its referrer, as a merge hands it on: under which member id
@@ -51,6 +53,25 @@ public sealed record ReferralStatus(
     [property: Id(1)] long RewardOwed,
     [property: Id(2)] bool RewardSettled,
     [property: Id(3)] bool ReversalSettled);
+
+/// <summary>
+/// The referral of a duplicate merged into a member that kept its own referrer: who referred the
+/// duplicate (<see cref="Referrer"/>, which recorded it under <see cref="Subject"/>) and the
+/// purchase that qualified it, now the survivor's to return. A full return of that purchase takes
+/// back the referred member's bonus with it, so the referrer's reward is reversed too
+/// (<see cref="Reversed"/>), and the referrer told of it (<see cref="ReversalSettled"/>).
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record MergedReferral(
+    [property: Id(0)] string Referrer,
+    [property: Id(1)] string Subject,
+    [property: Id(2)] string QualifiedBy,
+    [property: Id(3)] bool Reversed = false,
+    [property: Id(4)] bool ReversalSettled = false)
+{
+    /// <summary>The referrer still has to hear of the reversal.</summary>
+    public bool Owed => Reversed && !ReversalSettled;
+}
 
 /// <summary>A pending lot as a merge moves it.</summary>
 [GenerateSerializer, Immutable]

@@ -66,7 +66,7 @@ public static class Expiring
     {
         DateTimeOffset? due = null;
         DateTimeOffset? holdsEnd = null;
-        if (state.Referral.Owed)
+        if (state.Referral.AnyOwed)
         {
             // The referrer has not recorded its reward yet: due at once, so a wake retries it.
             Consider(ref due, DateTimeOffset.UnixEpoch);

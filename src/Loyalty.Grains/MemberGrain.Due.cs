@@ -24,7 +24,7 @@ public sealed partial class MemberGrain
         // of the expiry or birthday rules (every member is brought due), and one decided on a copy
         // up to a cache's lifetime old would grant or warn under the rules just replaced.
         await _services.Programs.GetFreshAsync(_programId);
-        bool settled = !_state.Referral.Owed || await SettleReferrerAsync();
+        bool settled = !_state.Referral.AnyOwed || await SettleReferrerAsync();
 
         for (int step = 0; step < WakeStepsMax; step++)
         {

@@ -356,6 +356,24 @@ public sealed partial class MemberGrain
     /// </summary>
     private async Task<bool> SettleReferrerAsync()
     {
+        bool settled = await SettleOwnReferrerAsync();
+        if (!_state.Referral.MergedOwed)
+        {
+            return settled;
+        }
+
+        // Copied: each note written replaces the list's record.
+        foreach (MergedReferral merged in _state.Referral.Merged.ToArray())
+        {
+            settled &= !merged.Owed || await SettleMergedReversalAsync(merged);
+        }
+
+        return settled;
+    }
+
+    /// <summary>Tells this member's own referrer its reward, or its reversal (see <see cref="SettleReferrerAsync"/>).</summary>
+    private async Task<bool> SettleOwnReferrerAsync()
+    {
         if (_state.Referral.ReferredBy is not { } referrer || !_state.Referral.Owed)
         {
             return true;
@@ -406,6 +424,48 @@ public sealed partial class MemberGrain
         }
 
         return settled.Error == LoyaltyError.None;
+    }
+
+    /// <summary>
+    /// Tells the referrer of a duplicate merged in that the purchase which rewarded it was returned
+    /// here in full, then records that it did (or that it refused, for good). Idempotent at the
+    /// referrer, which keys the reward by <see cref="MergedReferral.Subject"/>; retried by the due
+    /// schedule until recorded.
+    /// </summary>
+    private async Task<bool> SettleMergedReversalAsync(MergedReferral merged)
+    {
+        LoyaltyError error;
+        try
+        {
+            error = await CallBackAwaitedAsync(OtherMember(merged.Referrer).SettleReferralReward(merged.Subject, 0, reverse: true));
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            WarnSettlementFailed(merged.Referrer, LoyaltyError.Unavailable);
+            return false;
+        }
+
+        bool refused = error is LoyaltyError.InvalidArgument or LoyaltyError.FailedPrecondition or LoyaltyError.NotFound;
+        if (error != LoyaltyError.None && !refused)
+        {
+            WarnSettlementFailed(merged.Referrer, error);
+            return false;
+        }
+
+        if (refused)
+        {
+            LogReferralRefused(_services.Logger, _programId, _memberId, merged.Referrer, error);
+        }
+
+        try
+        {
+            return (await WriteSettlementNoteAsync(d => ReferralDecision.MergedReversalSettled(d, merged.Subject, refused ? error : null))).Error == LoyaltyError.None;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            WarnSettlementFailed(merged.Referrer, LoyaltyError.Unavailable);
+            return false;
+        }
     }
 
     /// <summary>Writes that the referrer was told of its reward (or its reversal).</summary>

@@ -7,7 +7,10 @@ namespace Loyalty.Grains;
 /// <summary>Purchases, returns, adjustments and flags: every change that follows the program's rules.</summary>
 public sealed partial class MemberGrain
 {
-    private const string NotCommitted = "the ledger could not commit; nothing was recorded, retry";
+    // Not "nothing was recorded": a connection lost during COMMIT leaves the outcome to the
+    // server. The member reloads from the ledger before its next change, so a resend is answered
+    // from what the ledger holds, whichever way the commit went.
+    private const string NotCommitted = "the ledger did not confirm the commit; send it again: a change the ledger kept is answered as a duplicate, never made twice";
     private const string NotLoaded = "member state could not be loaded; nothing was recorded, retry";
 
     /// <summary>The suffix of the redemption a purchase carries; '#' cannot occur in a client's id.</summary>
@@ -87,7 +90,7 @@ public sealed partial class MemberGrain
     private async Task<T> ThenSettleReferrerAsync<T>(Task<T> write)
     {
         T result = await write;
-        if (ReferrerToSettle && _state.Referral.QualifiedBy is not null)
+        if ((ReferrerToSettle && _state.Referral.QualifiedBy is not null) || _state.Referral.MergedOwed)
         {
             await SettleReferrerAsync();
         }
@@ -139,7 +142,7 @@ public sealed partial class MemberGrain
             existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => ReturnDuplicate(t, p, s, existing), (e, m) => ReturnResult.Reject(txn, e, m)),
             (e, m) => ReturnResult.Reject(txn, e, m),
             resendId: txn);
-        return FinishReturnAsync(_state.Referral.ReferredBy is null ? write : ThenSettleReferrerAsync(write), () => original);
+        return FinishReturnAsync(_state.Referral.ReferredBy is null && _state.Referral.Merged.Count == 0 ? write : ThenSettleReferrerAsync(write), () => original);
     }
 
     /// <summary>The points a return took back: from the purchase's pending lot and from the balance.</summary>

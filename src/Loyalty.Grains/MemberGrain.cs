@@ -227,7 +227,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                     AtFault(FaultStep.Acknowledge, entry, null);
                     return new EnrolmentResult(View(program), false, LoyaltyError.None, null);
                 case CommitOutcome.Failed:
-                    return EnrolmentResult.Reject(LoyaltyError.Unavailable, "the ledger could not commit; nothing was recorded, retry");
+                    return EnrolmentResult.Reject(LoyaltyError.Unavailable, NotCommitted);
             }
         }
 

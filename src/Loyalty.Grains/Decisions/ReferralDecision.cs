@@ -140,6 +140,29 @@ public static class ReferralDecision
             });
 
     /// <summary>
+    /// The note that the referrer of a duplicate merged in (recorded as <paramref name="subject"/>)
+    /// was told its reward is reversed, or refused that for good (<paramref name="refused"/>);
+    /// nothing when it is not owed (written already).
+    /// </summary>
+    public static Decision MergedReversalSettled(in Decider d, string subject, LoyaltyError? refused)
+    {
+        MergedReferral? owed = null;
+        foreach (MergedReferral merged in d.State.Referral.Merged)
+        {
+            owed = merged.Subject == subject && merged.Owed ? merged : owed;
+        }
+
+        return owed is null
+            ? Decision.Nothing
+            : Decision.Write(d.NewEntry(LedgerEntryKind.ReferralSettled, Points.Zero, null, 0) with
+            {
+                Reference = owed.Referrer,
+                Reason = refused is { } error ? $"the referrer '{owed.Referrer}' refused the reversal of its reward for '{subject}' ({error}); it is not offered again" : null,
+                Details = new ReferralSettledDetails { ReferralReversed = refused is null, ReferrerRefused = refused is not null, Subject = subject },
+            });
+    }
+
+    /// <summary>
     /// The referred member's note that its referrer refused the reward, or its reversal
     /// (<paramref name="reversalRefused"/>), for good (<paramref name="error"/>), having just taken
     /// the reward or not (<paramref name="rewarded"/>): nothing is owed any more, so it is not

@@ -84,7 +84,9 @@ public static class ReturnDecision
             OriginalRecordedAt = original.RecordedAt,
             EarnDay = earned?.EarnDay ?? 0,
             EarnMonth = earned?.EarnMonth ?? 0,
-            ReferralReversed = reversal.Full && !state.Referral.Reversed && original.TransactionId == state.Referral.QualifiedBy,
+            // This member's own referral, or that of a duplicate merged in (its referrer's reward
+            // goes with the referred bonus the full return takes back).
+            ReferralReversed = reversal.Full && state.Referral.ReversedByReturnOf(original.TransactionId!),
             Restored = restoredLots,
             ExpiredUnrestored = expiredLots,
             Full = reversal.Full,

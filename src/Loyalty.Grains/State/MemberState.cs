@@ -215,9 +215,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// none; 11: when each reservation was made; 12: when a membership's paid time began; 13: a
     /// lot that points join after its warning is unwarned, so snapshots from before are rebuilt;
     /// 14: points granted while every lot held is past its expiry count as granted into empty;
-    /// 15: one day's pending points share a lot, and the return book counts what returns took from pending).
+    /// 15: one day's pending points share a lot, and the return book counts what returns took from pending;
+    /// 16: a survivor with a referrer of its own keeps its duplicates' referrals, to reverse them).
     /// </summary>
-    public const int CurrentFormat = 15;
+    public const int CurrentFormat = 16;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -290,7 +291,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     {
         Lots.AssertInvariants(entry.Sequence);
         Earnings.AssertInvariants(entry.Sequence);
-        Referral.AssertInvariants(entry.Sequence);
+        Referral.AssertInvariants(entry.Sequence, MergedFrom.Count);
         Returns.AssertInvariants(entry.Sequence);
     }
 
@@ -347,7 +348,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
         ReferredAt: Referral.ReferredAt.Count == 0 ? null : [.. Referral.ReferredAt],
         BirthdayGift: BirthdayGrant is { GiftRewardId: not null } gift && !BirthdayGiftUsed ? gift : null,
         BirthdayYear: BirthdayYear,
-        BonusDays: BonusDays.Days.Count == 0 ? null : [.. BonusDays.Days]);
+        BonusDays: BonusDays.Days.Count == 0 ? null : [.. BonusDays.Days],
+        MergedReferrals: Referral.Merged.Count == 0 ? null : [.. Referral.Merged]);
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
@@ -406,7 +408,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     {
         // A refusal settles both: nothing is owed to the referrer, and nothing is to be reversed.
         bool refused = details?.ReferrerRefused == true;
-        ReferralToChange.Settle(details?.ReferrerReward > 0 || refused, details?.ReferralReversed == true || refused);
+        ReferralToChange.Settle(details?.ReferrerReward > 0 || refused, details?.ReferralReversed == true || refused, details?.Subject);
     }
 
     private void ApplyEnrol(LedgerEntry entry)
@@ -477,7 +479,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         Shortfall += new Points(details.Shortfall);
         if (details.ReferralReversed)
         {
-            ReferralToChange.Reverse();
+            ReferralToChange.Reverse(original);
         }
 
         foreach (LotUse restored in details.Restored ?? [])
@@ -671,7 +673,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         AdoptBirthdayAndBonusDays(t);
 
-        ReferralToChange.Adopt(t, details.InheritsReferrer, details.InheritedAfterPurchases, entry.RecordedAt);
+        ReferralToChange.Adopt(t, entry.MemberId, details.InheritsReferrer, details.InheritedAfterPurchases, entry.RecordedAt);
         ReturnsToChange().Adopt(t.Returns, entry.Sequence);
         List<string> mergedFrom = MergedFromKept ??= [];
         mergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !mergedFrom.Contains(m)));

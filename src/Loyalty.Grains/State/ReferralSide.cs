@@ -20,6 +20,9 @@ public sealed class ReferralSide
     [NonSerialized]
     private readonly bool _shared;
 
+    /// <summary>The qualifying purchase of a referral closed without a reward when a merge took it over.</summary>
+    public const string ClosedByMerge = "#merged";
+
     /// <summary>Creates an empty side of the member's own.</summary>
     public ReferralSide()
     {
@@ -54,6 +57,58 @@ public sealed class ReferralSide
     /// a duplicate merged into it whose referral it took over. Null means its own.
     /// </summary>
     [Id(9)] public string? Subject { get; private set; }
+
+    /// <summary>
+    /// The referrals of duplicates merged into this member while it had a referrer of its own:
+    /// each a purchase whose full return here reverses a referrer's reward that is not this
+    /// member's own referrer's. At most one per merged duplicate.
+    /// </summary>
+    [Id(10)] private List<MergedReferral>? _merged;
+
+    /// <summary>The referrals of duplicates merged in that this member did not take as its own (see <see cref="MergedReferral"/>).</summary>
+    public IReadOnlyList<MergedReferral> Merged => (IReadOnlyList<MergedReferral>?)_merged ?? [];
+
+    /// <summary>A referrer of a merged duplicate still has to hear of its reward's reversal.</summary>
+    public bool MergedOwed
+    {
+        get
+        {
+            for (int i = 0; i < Merged.Count; i++)
+            {
+                if (Merged[i].Owed)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+    }
+
+    /// <summary>Some referrer still has to hear from this member: its own (<see cref="Owed"/>) or a merged duplicate's.</summary>
+    public bool AnyOwed => Owed || MergedOwed;
+
+    /// <summary>
+    /// Whether a full return of <paramref name="purchaseId"/> reverses a referral: this member's own,
+    /// or a merged duplicate's, qualified by that purchase and not reversed yet.
+    /// </summary>
+    public bool ReversedByReturnOf(string purchaseId)
+    {
+        if (QualifiedBy == purchaseId)
+        {
+            return !Reversed;
+        }
+
+        for (int i = 0; i < Merged.Count; i++)
+        {
+            if (Merged[i].QualifiedBy == purchaseId)
+            {
+                return !Merged[i].Reversed;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>Whom this member referred, oldest first.</summary>
     public IReadOnlyList<string> Referrals => (IReadOnlyList<string>?)_referrals ?? [];
@@ -126,19 +181,52 @@ public sealed class ReferralSide
         RewardOwed = referrerReward;
     }
 
-    /// <summary>The qualifying purchase came back in full: both rewards are reversed.</summary>
-    public void Reverse()
+    /// <summary>
+    /// The qualifying purchase <paramref name="purchaseId"/> came back in full: both rewards of its
+    /// referral are reversed, this member's own or a merged duplicate's.
+    /// </summary>
+    public void Reverse(string purchaseId)
     {
         Writable();
-        Reversed = true;
+        int merged = QualifiedBy == purchaseId ? -1 : IndexOfMerged(m => m.QualifiedBy == purchaseId);
+        if (merged < 0)
+        {
+            Reversed = true;
+            return;
+        }
+
+        _merged![merged] = _merged[merged] with { Reversed = true };
     }
 
-    /// <summary>The referrer recorded the reward, the reversal, or both.</summary>
-    public void Settle(bool reward, bool reversal)
+    /// <summary>
+    /// The referrer recorded the reward, the reversal, or both: of this member's own referral, or
+    /// (<paramref name="subject"/> set) the reversal of a merged duplicate's.
+    /// </summary>
+    public void Settle(bool reward, bool reversal, string? subject = null)
     {
         Writable();
+        int merged = subject is null ? -1 : IndexOfMerged(m => m.Subject == subject);
+        if (merged >= 0)
+        {
+            _merged![merged] = _merged[merged] with { ReversalSettled = true };
+            return;
+        }
+
         RewardSettled |= reward;
         ReversalSettled |= reversal;
+    }
+
+    private int IndexOfMerged(Func<MergedReferral, bool> match)
+    {
+        for (int i = 0; i < Merged.Count; i++)
+        {
+            if (match(Merged[i]))
+            {
+                return i;
+            }
+        }
+
+        return -1;
     }
 
     /// <summary>As a referrer: the reward for <paramref name="referred"/> (0 once reversed).</summary>
@@ -204,9 +292,10 @@ public sealed class ReferralSide
     /// member had no referrer) its own referral, under the id the referrer knows it by, so it is
     /// never rewarded twice and its reversal reaches the reward that was given. A referral taken
     /// over by a member that had bought before (<paramref name="afterPurchases"/>) is closed
-    /// without a reward, as one set after a first purchase would be.
+    /// without a reward, as one set after a first purchase would be. Otherwise a referral it
+    /// qualified is kept apart (<see cref="Merged"/>), so that its purchase's return reverses it.
     /// </summary>
-    public void Adopt(MergeTransfer t, bool inheritsReferrer, bool afterPurchases, DateTimeOffset at)
+    public void Adopt(MergeTransfer t, string survivorId, bool inheritsReferrer, bool afterPurchases, DateTimeOffset at)
     {
         Writable();
         for (int i = 0; i < t.Referrals.Count; i++)
@@ -221,12 +310,26 @@ public sealed class ReferralSide
         {
             ReferredBy = t.ReferredBy;
             // Closed without a reward when either account had bought before (see MergedInDetails.InheritedAfterPurchases).
-            QualifiedBy = t.ReferralQualifiedBy ?? (t.PurchaseCount > 0 || afterPurchases ? "#merged" : null);
+            QualifiedBy = t.ReferralQualifiedBy ?? (t.PurchaseCount > 0 || afterPurchases ? ClosedByMerge : null);
             Reversed = t.ReferralReversed;
             RewardOwed = t.Referral?.RewardOwed ?? 0;
             RewardSettled = t.Referral?.RewardSettled ?? true;
             ReversalSettled = t.Referral?.ReversalSettled ?? false;
             Subject = t.Referral?.Subject ?? t.MemberId;
+        }
+
+        else if (t.ReferredBy is { } referrer && referrer != survivorId && t.ReferralQualifiedBy is { } purchase && purchase != ClosedByMerge
+            && t.Referral?.ReversalSettled != true)
+        {
+            // Its referral stays its referrer's: the purchase that qualified it is this member's to
+            // return now, and its full return takes back the referrer's reward as well as the bonus.
+            // (Not when this member was the referrer: it would be telling itself.)
+            AddMerged(new MergedReferral(referrer, t.Referral?.Subject ?? t.MemberId, purchase, t.ReferralReversed));
+        }
+
+        foreach (MergedReferral earlier in t.MergedReferrals ?? [])
+        {
+            AddMerged(earlier);
         }
 
         foreach ((string referred, long points) in t.ReferralRewards ?? new Dictionary<string, long>())
@@ -235,15 +338,29 @@ public sealed class ReferralSide
         }
     }
 
+    /// <summary>Keeps a merged duplicate's referral once (a merge repeated hands it on again).</summary>
+    private void AddMerged(MergedReferral referral)
+    {
+        if (IndexOfMerged(m => m.Subject == referral.Subject) < 0)
+        {
+            (_merged ??= []).Add(referral);
+        }
+    }
+
     /// <summary>This member's referral as a merge hands it on.</summary>
     public ReferralStatus StatusOf(string memberId) => new(Subject ?? memberId, RewardOwed, RewardSettled, ReversalSettled);
 
-    /// <summary>Throws unless each referral has its time, in order.</summary>
-    public void AssertInvariants(long sequence)
+    /// <summary>Throws unless each referral has its time, in order, and merged referrals are bounded by the merges.</summary>
+    public void AssertInvariants(long sequence, int mergedFrom)
     {
         if (Referrals.Count != ReferredAt.Count)
         {
             throw new InvalidOperationException($"After entry {sequence}: {Referrals.Count} referrals with {ReferredAt.Count} times.");
+        }
+
+        if (Merged.Count > mergedFrom)
+        {
+            throw new InvalidOperationException($"After entry {sequence}: {Merged.Count} merged referrals from {mergedFrom} merged accounts.");
         }
     }
 

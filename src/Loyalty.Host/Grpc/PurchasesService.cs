@@ -143,7 +143,7 @@ public sealed partial class PurchasesService(
     /// Decides one purchase and hands its answer to <paramref name="acks"/> (Ingest) or returns it
     /// (IngestBatches), freeing <paramref name="slotToFree"/> once decided. One method for both,
     /// so that each purchase costs one state machine. Never throws: a failure becomes a rejection
-    /// that says nothing was recorded.
+    /// that says to send it again.
     /// </summary>
     private async Task<StreamAck> AckAsync(V1.Purchase message, Caller caller, string method, ChannelWriter<StreamAck>? acks, SemaphoreSlim? slotToFree)
     {
@@ -166,7 +166,7 @@ public sealed partial class PurchasesService(
         catch (Exception e)
         {
             GrainCalls.LogGrainCallFailed(logger, e, "Ingest");
-            answer = new StreamAck(null, WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed; nothing was recorded, retry"));
+            answer = new StreamAck(null, WireMapping.Rejected(message.TransactionId, StatusCode.Unavailable, "the purchase could not be processed: " + GrainCalls.UnknownOutcome));
         }
 
         GatewayMetrics.RecordPurchase(started, answer.Status);

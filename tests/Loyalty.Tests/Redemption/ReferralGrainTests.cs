@@ -168,6 +168,76 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Merge_OfAReferredMemberIntoOneWithItsOwnReferrer_ThenAFullReturn_ReversesBothRewardsOfTheDuplicatesReferral()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain ruth = await EnrolAsync("ruth");
+        IMemberGrain sam = await EnrolAsync("sam", referredBy: "ruth");
+        IMemberGrain dora = await EnrolAsync("dora", referredBy: "rita");
+        await dora.Accrue(Buy("dora", 60_00, "p1"));
+        await sam.MergeFrom("dora", "duplicate");
+        long ritaBefore = (await rita.Get())!.Balance.Value, samBefore = (await sam.Get())!.Balance.Value;
+
+        PurchaseReturn back = ReturnOf("sam", "p1", 60_00);
+        ReturnResult returned = await sam.Return(back);
+        ReturnResult resent = await sam.Return(back);
+        // The survivor's own referral is untouched: its first qualifying purchase rewards ruth.
+        await sam.Accrue(Buy("sam", 60_00));
+        MemberView samAfter = (await sam.Get())!;
+        await fixture.DeactivateAllAsync();
+
+        Assert.Equal((500L, 260L), (ritaBefore, samBefore));
+        Assert.True(returned.Details!.ReferralReversed);
+        Assert.Equal(AccrualStatus.Duplicate, resent.Status);
+        // Before, the full return took back dora's 200 bonus at sam, and rita kept her 500.
+        Assert.Equal(0L, (await rita.Get())!.Balance.Value);
+        Assert.Equal((260L, "ruth"), (samAfter.Balance.Value, samAfter.ReferredBy));
+        Assert.Equal(500L, (await ruth.Get())!.Balance.Value);
+        // Reloaded (from its snapshot or its ledger), the survivor owes nobody anything more.
+        Assert.Equal(samAfter.Balance, (await sam.Get())!.Balance);
+        Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'rita' AND kind = 13 AND points < 0"));
+    }
+
+    [Fact]
+    public async Task Merges_InTurn_HandOnADuplicatesReferral_SoTheLastSurvivorsFullReturnReversesIt()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        await EnrolAsync("ruth");
+        await EnrolAsync("uma");
+        IMemberGrain sam = await EnrolAsync("sam", referredBy: "ruth");
+        IMemberGrain tom = await EnrolAsync("tom", referredBy: "uma");
+        IMemberGrain dora = await EnrolAsync("dora", referredBy: "rita");
+        await dora.Accrue(Buy("dora", 60_00, "p1"));
+        await sam.MergeFrom("dora", "duplicate");
+        await tom.MergeFrom("sam", "duplicate");
+
+        ReturnResult returned = await tom.Return(ReturnOf("tom", "p1", 60_00));
+
+        Assert.True(returned.Details!.ReferralReversed);
+        Assert.Equal((0L, 0L), ((await rita.Get())!.Balance.Value, (await tom.Get())!.Balance.Value));
+    }
+
+    [Fact]
+    public async Task Merge_OfAReferredMemberIntoItsOwnReferrer_ThenAFullReturn_TellsNobody()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain dora = await EnrolAsync("dora", referredBy: "rita");
+        await dora.Accrue(Buy("dora", 60_00, "p1"));
+        await rita.MergeFrom("dora", "duplicate");
+
+        ReturnResult returned = await rita.Return(ReturnOf("rita", "p1", 60_00));
+
+        // The survivor was the referrer: it keeps the reward it earned, as before, and calls no one (itself).
+        Assert.Equal(LoyaltyError.None, returned.Error);
+        Assert.False(returned.Details!.ReferralReversed);
+        Assert.Equal(500L, (await rita.Get())!.Balance.Value);
+    }
+
+    [Fact]
     public async Task Merge_OfAReferrerIntoItsReferee_NeverRewardsAMemberForReferringItself()
     {
         await PutAsync(Shop);
