@@ -69,7 +69,8 @@ public sealed record MergedReferral(
     [property: Id(3)] bool Reversed = false,
     [property: Id(4)] bool ReversalSettled = false)
 {
-    /// <summary>The referrer still has to hear of the reversal.</summary>
+    /// <summary>The referrer still has to hear of the reversal (derived: not written with the record).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public bool Owed => Reversed && !ReversalSettled;
 }
 

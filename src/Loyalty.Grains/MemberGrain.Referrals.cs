@@ -437,7 +437,10 @@ public sealed partial class MemberGrain
         LoyaltyError error;
         try
         {
-            error = await CallBackAwaitedAsync(OtherMember(merged.Referrer).SettleReferralReward(merged.Subject, 0, reverse: true));
+            // The referrer may be this member (the duplicate was merged into the account that referred
+            // it), or be merged into it, when the call comes back here: the grain is reentrant.
+            IMemberGrain referrer = merged.Referrer == _memberId ? this : OtherMember(merged.Referrer);
+            error = await CallBackAwaitedAsync(referrer.SettleReferralReward(merged.Subject, 0, reverse: true));
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

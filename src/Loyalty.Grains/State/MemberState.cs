@@ -349,7 +349,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         BirthdayGift: BirthdayGrant is { GiftRewardId: not null } gift && !BirthdayGiftUsed ? gift : null,
         BirthdayYear: BirthdayYear,
         BonusDays: BonusDays.Days.Count == 0 ? null : [.. BonusDays.Days],
-        MergedReferrals: Referral.Merged.Count == 0 ? null : [.. Referral.Merged]);
+        MergedReferrals: Referral.Merged.Any(m => !m.Reversed || !m.ReversalSettled) ? [.. Referral.Merged.Where(m => !m.Reversed || !m.ReversalSettled)] : null);
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
@@ -673,7 +673,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         AdoptBirthdayAndBonusDays(t);
 
-        ReferralToChange.Adopt(t, entry.MemberId, details.InheritsReferrer, details.InheritedAfterPurchases, entry.RecordedAt);
+        ReferralToChange.Adopt(t, details.InheritsReferrer, details.InheritedAfterPurchases, entry.RecordedAt);
         ReturnsToChange().Adopt(t.Returns, entry.Sequence);
         List<string> mergedFrom = MergedFromKept ??= [];
         mergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !mergedFrom.Contains(m)));

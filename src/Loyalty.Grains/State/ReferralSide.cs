@@ -188,14 +188,17 @@ public sealed class ReferralSide
     public void Reverse(string purchaseId)
     {
         Writable();
-        int merged = QualifiedBy == purchaseId ? -1 : IndexOfMerged(m => m.QualifiedBy == purchaseId);
-        if (merged < 0)
+        if (QualifiedBy == purchaseId)
         {
             Reversed = true;
-            return;
+        }
+        else if (IndexOfMerged(m => m.QualifiedBy == purchaseId) is var merged and >= 0)
+        {
+            _merged![merged] = _merged[merged] with { Reversed = true };
         }
 
-        _merged![merged] = _merged[merged] with { Reversed = true };
+        // Neither: the decision never writes that (it asks ReversedByReturnOf), so nothing changes
+        // rather than the member's own referral.
     }
 
     /// <summary>
@@ -205,10 +208,14 @@ public sealed class ReferralSide
     public void Settle(bool reward, bool reversal, string? subject = null)
     {
         Writable();
-        int merged = subject is null ? -1 : IndexOfMerged(m => m.Subject == subject);
-        if (merged >= 0)
+        if (subject is not null)
         {
-            _merged![merged] = _merged[merged] with { ReversalSettled = true };
+            // A merged duplicate's; one no longer held (never written so) changes nothing else.
+            if (IndexOfMerged(m => m.Subject == subject) is var merged and >= 0)
+            {
+                _merged![merged] = _merged[merged] with { ReversalSettled = true };
+            }
+
             return;
         }
 
@@ -295,7 +302,7 @@ public sealed class ReferralSide
     /// without a reward, as one set after a first purchase would be. Otherwise a referral it
     /// qualified is kept apart (<see cref="Merged"/>), so that its purchase's return reverses it.
     /// </summary>
-    public void Adopt(MergeTransfer t, string survivorId, bool inheritsReferrer, bool afterPurchases, DateTimeOffset at)
+    public void Adopt(MergeTransfer t, bool inheritsReferrer, bool afterPurchases, DateTimeOffset at)
     {
         Writable();
         for (int i = 0; i < t.Referrals.Count; i++)
@@ -318,12 +325,12 @@ public sealed class ReferralSide
             Subject = t.Referral?.Subject ?? t.MemberId;
         }
 
-        else if (t.ReferredBy is { } referrer && referrer != survivorId && t.ReferralQualifiedBy is { } purchase && purchase != ClosedByMerge
+        else if (t.ReferredBy is { } referrer && t.ReferralQualifiedBy is { } purchase && purchase != ClosedByMerge
             && t.Referral?.ReversalSettled != true)
         {
             // Its referral stays its referrer's: the purchase that qualified it is this member's to
-            // return now, and its full return takes back the referrer's reward as well as the bonus.
-            // (Not when this member was the referrer: it would be telling itself.)
+            // return now, and its full return takes back the referrer's reward as well as the bonus
+            // (this member's own reward, when it was the referrer).
             AddMerged(new MergedReferral(referrer, t.Referral?.Subject ?? t.MemberId, purchase, t.ReferralReversed));
         }
 

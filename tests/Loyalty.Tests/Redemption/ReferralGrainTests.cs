@@ -194,8 +194,12 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         Assert.Equal(0L, (await rita.Get())!.Balance.Value);
         Assert.Equal((260L, "ruth"), (samAfter.Balance.Value, samAfter.ReferredBy));
         Assert.Equal(500L, (await ruth.Get())!.Balance.Value);
-        // Reloaded (from its snapshot or its ledger), the survivor owes nobody anything more.
+        // Reloaded (from its snapshot or its ledger) and woken, the survivor owes nobody anything more:
+        // it told rita once, and writes no further note.
+        await sam.Wake();
         Assert.Equal(samAfter.Balance, (await sam.Get())!.Balance);
+        Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'sam' AND kind = {(int)LedgerEntryKind.ReferralSettled} AND reference = 'rita'"));
         Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage,
             $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'rita' AND kind = 13 AND points < 0"));
     }
@@ -214,27 +218,55 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         await sam.MergeFrom("dora", "duplicate");
         await tom.MergeFrom("sam", "duplicate");
 
+        await fixture.DeactivateAllAsync();
+
         ReturnResult returned = await tom.Return(ReturnOf("tom", "p1", 60_00));
+        // tom's own referral is untouched: its first qualifying purchase rewards uma.
+        await tom.Accrue(Buy("tom", 60_00));
 
         Assert.True(returned.Details!.ReferralReversed);
-        Assert.Equal((0L, 0L), ((await rita.Get())!.Balance.Value, (await tom.Get())!.Balance.Value));
+        Assert.Equal((0L, 260L, 500L), ((await rita.Get())!.Balance.Value, (await tom.Get())!.Balance.Value, (await Member("uma").Get())!.Balance.Value));
     }
 
     [Fact]
-    public async Task Merge_OfAReferredMemberIntoItsOwnReferrer_ThenAFullReturn_TellsNobody()
+    public async Task Merge_OfAReferredMemberIntoItsOwnReferrer_ThenAFullReturn_TakesBackTheReferrersRewardThere()
     {
         await PutAsync(Shop);
         IMemberGrain rita = await EnrolAsync("rita");
         IMemberGrain dora = await EnrolAsync("dora", referredBy: "rita");
         await dora.Accrue(Buy("dora", 60_00, "p1"));
         await rita.MergeFrom("dora", "duplicate");
+        long merged = (await rita.Get())!.Balance.Value;
 
         ReturnResult returned = await rita.Return(ReturnOf("rita", "p1", 60_00));
 
-        // The survivor was the referrer: it keeps the reward it earned, as before, and calls no one (itself).
-        Assert.Equal(LoyaltyError.None, returned.Error);
-        Assert.False(returned.Details!.ReferralReversed);
-        Assert.Equal(500L, (await rita.Get())!.Balance.Value);
+        // Before, the bonus went back with the purchase and rita kept the 500 for referring it.
+        Assert.Equal(760L, merged);
+        Assert.True(returned.Details!.ReferralReversed);
+        Assert.Equal(0L, (await rita.Get())!.Balance.Value);
+    }
+
+    [Fact]
+    public async Task AReferrerMergedIntoTheSurvivorAfterItsReferee_LosesTheRewardThereWhenThePurchaseComesBack()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        await EnrolAsync("ruth");
+        IMemberGrain sam = await EnrolAsync("sam", referredBy: "ruth");
+        IMemberGrain dora = await EnrolAsync("dora", referredBy: "rita");
+        await dora.Accrue(Buy("dora", 60_00, "p1"));
+        await sam.MergeFrom("dora", "duplicate");
+        await sam.MergeFrom("rita", "duplicate");
+        long merged = (await sam.Get())!.Balance.Value;
+
+        ReturnResult returned = await sam.Return(ReturnOf("sam", "p1", 60_00));
+        await fixture.DeactivateAllAsync();
+
+        // rita's 500 came to sam with her points: the reversal, sent to rita, comes back and is taken there.
+        Assert.Equal(760L, merged);
+        Assert.True(returned.Details!.ReferralReversed);
+        Assert.Equal(0L, (await sam.Get())!.Balance.Value);
+        Assert.Equal(0L, (await rita.Get())!.Balance.Value);
     }
 
     [Fact]
