@@ -8,7 +8,8 @@ namespace Loyalty.Host.Webhooks;
 /// runs inside someone's network: unless <see cref="WebhookOptions.AllowPrivateTargets"/>, a
 /// delivery never connects to an address that is not on the public internet (loopback, private
 /// ranges, link-local such as the cloud metadata service, carrier-grade NAT, multicast,
-/// reserved). The check is made on the addresses the connection is about to use, after DNS, so
+/// reserved; in IPv6 anything outside global unicast, its special-purpose block with Teredo, and
+/// the NAT64 and 6to4 forms of an internal IPv4 address). The check is made on the addresses the connection is about to use, after DNS, so
 /// a name that resolves (or is rebound) to an internal address is refused too; URLs naming such
 /// an address outright are refused when a subscription is created or changed.
 /// </summary>
@@ -44,11 +45,24 @@ public static class WebhookTargets
 
         Span<byte> v6 = stackalloc byte[16];
         address.TryWriteBytes(v6, out _);
-        bool embedsV4 = v6[..12].SequenceEqual(Nat64Prefix) || v6[..12].IndexOfAnyExcept((byte)0) < 0;
-        return IPAddress.IsLoopback(address) || address.Equals(IPAddress.IPv6None)
-            || address.IsIPv6LinkLocal || address.IsIPv6SiteLocal || address.IsIPv6Multicast || address.IsIPv6UniqueLocal
-            || embedsV4 && IsInternal(new IPAddress(v6[12..]))                      // NAT64 and IPv4-compatible forms of an internal address
-            || v6[0] == 0x20 && v6[1] == 0x01 && v6[2] == 0x0d && v6[3] == 0xb8;   // documentation
+        if (v6[..12].SequenceEqual(Nat64Prefix) || v6[..12].IndexOfAnyExcept((byte)0) < 0)
+        {
+            // The well-known NAT64 prefix and the IPv4-compatible forms (loopback ::1 and the
+            // unspecified :: among them) reach the IPv4 address they carry.
+            return IsInternal(new IPAddress(v6[12..]));
+        }
+
+        // Only global unicast (2000::/3) is the public internet; outside it are unique-local,
+        // link-local, multicast, discard-only, local-use NAT64 (64:ff9b:1::/48) and reserved space.
+        if ((v6[0] & 0xe0) != 0x20)
+        {
+            return true;
+        }
+
+        return v6[0] == 0x20 && v6[1] == 0x02 && IsInternal(new IPAddress(v6[2..6]))   // 6to4 reaches the IPv4 address it carries
+            || v6[0] == 0x20 && v6[1] == 0x01 && v6[2] <= 0x01                          // special purpose (2001::/23): Teredo, benchmarking, ORCHID…
+            || v6[0] == 0x20 && v6[1] == 0x01 && v6[2] == 0x0d && v6[3] == 0xb8         // documentation
+            || v6[0] == 0x3f && v6[1] == 0xff && v6[2] <= 0x0f;                         // documentation (3fff::/20)
     }
 
     /// <summary>Why a URL's host may not receive deliveries (an internal address, or a name only this machine knows), or null.</summary>

@@ -499,6 +499,15 @@ public sealed class WebhookTests(ITestOutputHelper output)
     [InlineData("64:ff9b::808:808", false)]
     [InlineData("2001:db8::1", true)]
     [InlineData("2606:4700::1111", false)]
+    [InlineData("2002:7f00:1::1", true)]         // 6to4 of 127.0.0.1
+    [InlineData("2002:a9fe:a9fe::1", true)]      // 6to4 of 169.254.169.254
+    [InlineData("2002:808:808::1", false)]       // 6to4 of 8.8.8.8
+    [InlineData("2001:0:4136:e378:8000:63bf:3fff:fdd2", true)] // Teredo
+    [InlineData("2001:2::1", true)]              // benchmarking
+    [InlineData("64:ff9b:1::a00:1", true)]       // local-use NAT64
+    [InlineData("100::1", true)]                 // discard-only
+    [InlineData("3fff::1", true)]                // documentation
+    [InlineData("2001:4860:4860::8888", false)]
     public void InternalAddresses_AreThoseOutsideThePublicInternet(string address, bool isInternal) =>
         Assert.Equal(isInternal, WebhookTargets.IsInternal(System.Net.IPAddress.Parse(address)));
 
