@@ -356,6 +356,57 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
             20 + (v.ReferredBy is null ? 0 : 200) + 500L * all.Values.Count(o => o.ReferredBy == v.MemberId);
     }
 
+    [Fact]
+    public async Task ADuplicatesQualifyingPurchaseReturned_WhileItsSurvivorIsMergedOn_ReversesBothRewardsOnce()
+    {
+        await PutAsync();
+        string[] Ids(string prefix) => [.. Enumerable.Range(0, PairsCount / 3).Select(i => $"{prefix}{i}")];
+        // Per round: a referrer, its referred duplicate, a survivor and the member it is merged into, both referred by another.
+        (string[] referrers, string[] duplicates, string[] survivors, string[] lasts, string[] others) = (Ids("rr"), Ids("rd"), Ids("rs"), Ids("rt"), Ids("ru"));
+        await EnrolAllAsync([.. referrers, .. others]);
+        await EnrolReferredAsync(duplicates, referrers);
+        await EnrolReferredAsync(survivors, others);
+        await EnrolReferredAsync(lasts, others);
+        await Task.WhenAll(duplicates.Select(m => Member(m).Accrue(Buy(m, "p-" + m)).AsTask()));
+        Assert.All(await Task.WhenAll(survivors.Select((m, i) => Member(m).MergeFrom(duplicates[i], "duplicate"))), r => Assert.Equal(LoyaltyError.None, r.Error));
+
+        // At once: the survivor's return of the duplicate's qualifying purchase, and the survivor merged on.
+        Task<ReturnResult[]> returning = Task.WhenAll(survivors.Select((m, i) => Member(m).Return(ReturnOf(m, "p-" + duplicates[i]))));
+        Task<MemberResult[]> merging = Task.WhenAll(lasts.Select((m, i) => Member(m).MergeFrom(survivors[i], "duplicate")));
+        ReturnResult[] returns = await returning;
+        Assert.All(await merging, r => Assert.Equal(LoyaltyError.None, r.Error));
+        for (int i = 0; i < survivors.Length; i++)
+        {
+            // Refused because the survivor was merged on first: the return is the last account's to take.
+            ReturnResult returned = returns[i].Error == LoyaltyError.None ? returns[i]
+                : await Member(lasts[i]).Return(ReturnOf(lasts[i], "p-" + duplicates[i]));
+            Assert.True(returned.Error == LoyaltyError.None, returned.ErrorMessage);
+            Assert.True(returned.Details!.ReferralReversed);
+        }
+
+        // Settled by the members' own retries and wakes; then every point of the referral is gone.
+        string[] all = [.. referrers, .. duplicates, .. survivors, .. lasts, .. others];
+        DateTime deadline = DateTime.UtcNow + SettleWaitMax;
+        while (await TotalBalanceAsync(all) != 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.WhenAll(lasts.Concat(survivors).Select(m => Member(m).Wake()));
+            await Task.Delay(200);
+        }
+
+        Assert.Equal(0L, await TotalBalanceAsync(all));
+        Assert.Equal(referrers.Length, await Sql.ScalarAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.ReferralReward} AND points < 0"));
+    }
+
+    private async Task EnrolReferredAsync(string[] members, string[] referrers)
+    {
+        EnrolmentResult[] results = await Task.WhenAll(members.Select((m, i) => Member(m).Enrol(new Enrolment(_program, m, referrers[i]))));
+        Assert.All(results, r => Assert.Equal(LoyaltyError.None, r.Error));
+    }
+
+    private PurchaseReturn ReturnOf(string member, string original) =>
+        new("r-" + original, _program, member, original, "s1", new Money(20_00, "USD"), fixture.Clock.GetUtcNow(), []);
+
     private async Task<long> TotalBalanceAsync(string[] members) =>
         (await Task.WhenAll(members.Select(async m => (await Member(m).Get())!.Balance.Value))).Sum();
 
