@@ -255,7 +255,9 @@ public sealed partial class MemberGrain
             // an empty, closed account, that is not at all). A reward this account already got is
             // answered here: forwarded while the merge is cut short, the survivor, not yet holding
             // it, would pay it a second time.
-            return survivor == referredMemberId ? LoyaltyError.None : await OtherMember(survivor).SettleReferralReward(referredMemberId, points, reverse);
+            // A reversal goes there also when that account is the referred member itself: it holds
+            // the reward this account got for it.
+            return survivor == referredMemberId && !reverse ? LoyaltyError.None : await OtherMember(survivor).SettleReferralReward(referredMemberId, points, reverse);
         }
 
         // '#' cannot occur in a client's transaction id: the keys cannot collide with purchases.

@@ -99,9 +99,10 @@ public static class ReferralDecision
         }
 
         IReadOnlyDictionary<string, long> rewards = state.Referral.Rewards;
-        // A reward for a duplicate merged in is nobody's to have (one rewards no account of one's
-        // own); its reversal takes back what was credited before the merge.
-        if (state.Erased || state.MergedInto is not null || referred == d.MemberId || (!reverse && state.MergedFrom.Contains(referred))
+        // A reward for this member itself or a duplicate merged in is nobody's to have (one rewards
+        // no account of one's own); its reversal takes back what was credited before the merge
+        // (a referrer merged into the member it referred brought that reward with its points).
+        if (state.Erased || state.MergedInto is not null || (!reverse && (referred == d.MemberId || state.MergedFrom.Contains(referred)))
             || state.FindRecent(txn) is { Fingerprint: 0 } || (!reverse && rewards.ContainsKey(referred))
             || (reverse && rewards.GetValueOrDefault(referred, -1) == 0))
         {

@@ -216,9 +216,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// lot that points join after its warning is unwarned, so snapshots from before are rebuilt;
     /// 14: points granted while every lot held is past its expiry count as granted into empty;
     /// 15: one day's pending points share a lot, and the return book counts what returns took from pending;
-    /// 16: a survivor with a referrer of its own keeps its duplicates' referrals, to reverse them).
+    /// 16: a survivor with a referrer of its own keeps its duplicates' referrals, to reverse them;
+    /// 17: also a survivor that was the duplicate's referrer, and a note naming no referral changes none).
     /// </summary>
-    public const int CurrentFormat = 16;
+    public const int CurrentFormat = 17;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves

@@ -367,7 +367,16 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
         await EnrolReferredAsync(duplicates, referrers);
         await EnrolReferredAsync(survivors, others);
         await EnrolReferredAsync(lasts, others);
-        await Task.WhenAll(duplicates.Select(m => Member(m).Accrue(Buy(m, "p-" + m)).AsTask()));
+        Assert.All(await Task.WhenAll(duplicates.Select(m => Member(m).Accrue(Buy(m, "p-" + m)).AsTask())), r => Assert.Equal(AccrualStatus.Accepted, r.Status));
+        // Every referrer holds its reward before the merges (a settlement that failed is retried by a wake).
+        DateTime rewarded = DateTime.UtcNow + SettleWaitMax;
+        while (await TotalBalanceAsync(referrers) != 500L * referrers.Length && DateTime.UtcNow < rewarded)
+        {
+            await Task.WhenAll(duplicates.Select(m => Member(m).Wake()));
+            await Task.Delay(200);
+        }
+
+        Assert.Equal(500L * referrers.Length, await TotalBalanceAsync(referrers));
         Assert.All(await Task.WhenAll(survivors.Select((m, i) => Member(m).MergeFrom(duplicates[i], "duplicate"))), r => Assert.Equal(LoyaltyError.None, r.Error));
 
         // At once: the survivor's return of the duplicate's qualifying purchase, and the survivor merged on.
@@ -389,7 +398,7 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
         DateTime deadline = DateTime.UtcNow + SettleWaitMax;
         while (await TotalBalanceAsync(all) != 0 && DateTime.UtcNow < deadline)
         {
-            await Task.WhenAll(lasts.Concat(survivors).Select(m => Member(m).Wake()));
+            await Task.WhenAll(lasts.Concat(survivors).Concat(duplicates).Select(m => Member(m).Wake()));
             await Task.Delay(200);
         }
 

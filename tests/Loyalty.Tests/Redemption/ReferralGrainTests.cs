@@ -270,6 +270,24 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AReferrerMergedIntoItsReferee_LosesTheRewardThereWhenTheQualifyingPurchaseComesBack()
+    {
+        await PutAsync(Shop);
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "anna");
+        await ben.Accrue(Buy("ben", 60_00, "q"));
+        await ben.MergeFrom("anna", "the same person");
+        long merged = (await ben.Get())!.Balance.Value;
+
+        ReturnResult returned = await ben.Return(ReturnOf("ben", "q", 60_00));
+
+        // Before, the 500 anna got for referring ben stayed in ben's balance.
+        Assert.Equal(760L, merged);
+        Assert.True(returned.Details!.ReferralReversed);
+        Assert.Equal((0L, 0L), ((await ben.Get())!.Balance.Value, (await anna.Get())!.Balance.Value));
+    }
+
+    [Fact]
     public async Task Merge_OfAReferrerIntoItsReferee_NeverRewardsAMemberForReferringItself()
     {
         await PutAsync(Shop);
