@@ -393,9 +393,8 @@ public sealed partial class MemberGrain
                 error = await CallBackAwaitedAsync(grain.SettleReferralReward(subject, 0, reverse: true));
             }
 
-            if (error is LoyaltyError.InvalidArgument or LoyaltyError.FailedPrecondition or LoyaltyError.NotFound)
+            if (RefusedForGood(error))
             {
-                // Refused for good: asking again would be refused again, every minute, forever.
                 LogReferralRefused(_services.Logger, _programId, _memberId, referrer, error);
                 return (await WriteRefusedAsync(referrer, error, rewarded, reversalRefused: !reward || rewarded)).Error == LoyaltyError.None;
             }
@@ -450,7 +449,7 @@ public sealed partial class MemberGrain
             return false;
         }
 
-        bool refused = error is LoyaltyError.InvalidArgument or LoyaltyError.FailedPrecondition or LoyaltyError.NotFound;
+        bool refused = RefusedForGood(error);
         if (error != LoyaltyError.None && !refused)
         {
             WarnSettlementFailed(merged.Referrer, error);
@@ -472,6 +471,10 @@ public sealed partial class MemberGrain
             return false;
         }
     }
+
+    /// <summary>A referrer's answer that asking again would only repeat (every minute, forever): the settlement is recorded as refused.</summary>
+    private static bool RefusedForGood(LoyaltyError error) =>
+        error is LoyaltyError.InvalidArgument or LoyaltyError.FailedPrecondition or LoyaltyError.NotFound;
 
     /// <summary>Writes that the referrer was told of its reward (or its reversal).</summary>
     private Task<MemberResult> WriteSettledAsync(string referrer, bool reward, bool reversal) =>

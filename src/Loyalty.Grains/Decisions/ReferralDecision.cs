@@ -149,12 +149,7 @@ public static class ReferralDecision
     /// </summary>
     public static Decision MergedReversalSettled(in Decider d, string subject, LoyaltyError? refused)
     {
-        MergedReferral? owed = null;
-        foreach (MergedReferral merged in d.State.Referral.Merged)
-        {
-            owed = merged.Subject == subject && merged.Owed ? merged : owed;
-        }
-
+        MergedReferral? owed = d.State.Referral.Merged.FirstOrDefault(m => m.Subject == subject && m.Owed);
         return owed is null
             ? Decision.Nothing
             : Decision.Write(d.NewEntry(LedgerEntryKind.ReferralSettled, Points.Zero, null, 0) with

@@ -350,7 +350,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         BirthdayGift: BirthdayGrant is { GiftRewardId: not null } gift && !BirthdayGiftUsed ? gift : null,
         BirthdayYear: BirthdayYear,
         BonusDays: BonusDays.Days.Count == 0 ? null : [.. BonusDays.Days],
-        MergedReferrals: Referral.Merged.Any(m => !m.Reversed || !m.ReversalSettled) ? [.. Referral.Merged.Where(m => !m.Reversed || !m.ReversalSettled)] : null);
+        MergedReferrals: Referral.MergedToHandOn());
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;

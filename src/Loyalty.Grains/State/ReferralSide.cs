@@ -69,21 +69,7 @@ public sealed class ReferralSide
     public IReadOnlyList<MergedReferral> Merged => (IReadOnlyList<MergedReferral>?)_merged ?? [];
 
     /// <summary>A referrer of a merged duplicate still has to hear of its reward's reversal.</summary>
-    public bool MergedOwed
-    {
-        get
-        {
-            for (int i = 0; i < Merged.Count; i++)
-            {
-                if (Merged[i].Owed)
-                {
-                    return true;
-                }
-            }
-
-            return false;
-        }
-    }
+    public bool MergedOwed => IndexOfMerged(static m => m.Owed) >= 0;
 
     /// <summary>Some referrer still has to hear from this member: its own (<see cref="Owed"/>) or a merged duplicate's.</summary>
     public bool AnyOwed => Owed || MergedOwed;
@@ -99,15 +85,15 @@ public sealed class ReferralSide
             return !Reversed;
         }
 
-        for (int i = 0; i < Merged.Count; i++)
-        {
-            if (Merged[i].QualifiedBy == purchaseId)
-            {
-                return !Merged[i].Reversed;
-            }
-        }
+        int merged = IndexOfMerged(m => m.QualifiedBy == purchaseId);
+        return merged >= 0 && !Merged[merged].Reversed;
+    }
 
-        return false;
+    /// <summary>The merged referrals a merge of this member hands on: those whose referrer has not yet heard of their reversal; null for none.</summary>
+    public IReadOnlyList<MergedReferral>? MergedToHandOn()
+    {
+        MergedReferral[] open = [.. Merged.Where(static m => !m.Reversed || !m.ReversalSettled)];
+        return open.Length == 0 ? null : open;
     }
 
     /// <summary>Whom this member referred, oldest first.</summary>
@@ -324,7 +310,6 @@ public sealed class ReferralSide
             ReversalSettled = t.Referral?.ReversalSettled ?? false;
             Subject = t.Referral?.Subject ?? t.MemberId;
         }
-
         else if (t.ReferredBy is { } referrer && t.ReferralQualifiedBy is { } purchase && purchase != ClosedByMerge
             && t.Referral?.ReversalSettled != true)
         {

@@ -9,9 +9,10 @@ namespace Loyalty.Host.Webhooks;
 /// delivery never connects to an address that is not on the public internet (loopback, private
 /// ranges, link-local such as the cloud metadata service, carrier-grade NAT, multicast,
 /// reserved; in IPv6 anything outside global unicast, its special-purpose block with Teredo, and
-/// the NAT64 and 6to4 forms of an internal IPv4 address). The check is made on the addresses the connection is about to use, after DNS, so
-/// a name that resolves (or is rebound) to an internal address is refused too; URLs naming such
-/// an address outright are refused when a subscription is created or changed.
+/// the NAT64 and 6to4 forms of an internal IPv4 address). The check is made on the addresses the
+/// connection is about to use, after DNS, so a name that resolves (or is rebound) to an internal
+/// address is refused too; URLs naming such an address outright are refused when a subscription
+/// is created or changed.
 /// </summary>
 public static class WebhookTargets
 {
