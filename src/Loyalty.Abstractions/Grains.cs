@@ -152,8 +152,9 @@ public interface IMemberGrain : IGrainWithStringKey
 
 /// <summary>
 /// The steps of changes that touch two members (referral links, merges). Only the program's
-/// <see cref="IProgramLinksGrain"/> calls them, one change at a time; clients call
-/// <see cref="IMemberGrain"/>, which hands such changes to it.
+/// <see cref="IProgramLinksGrain"/> calls the steps that change a member, one change at a time;
+/// clients call <see cref="IMemberGrain"/>, which hands such changes to it. The reads of links
+/// are for members too.
 /// </summary>
 public interface IMemberLinkSteps : IGrainWithStringKey
 {
@@ -184,6 +185,12 @@ public interface IMemberLinkSteps : IGrainWithStringKey
     /// that missed another's writes reloads first); both null when not enrolled.
     /// </summary>
     Task<MemberLinks> GetLinks();
+
+    /// <summary>
+    /// Whether this member's ledger records <paramref name="duplicateId"/> merged in (through an
+    /// earlier merge too): a duplicate that let go here is taken over only once this is true.
+    /// </summary>
+    Task<bool> HasTakenIn(string duplicateId);
 }
 
 /// <summary>

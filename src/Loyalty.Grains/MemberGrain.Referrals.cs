@@ -257,7 +257,20 @@ public sealed partial class MemberGrain
             // it, would pay it a second time.
             // A reversal goes there also when that account is the referred member itself: it holds
             // the reward this account got for it.
-            return survivor == referredMemberId && !reverse ? LoyaltyError.None : await OtherMember(survivor).SettleReferralReward(referredMemberId, points, reverse);
+            if (survivor == referredMemberId && !reverse)
+            {
+                return LoyaltyError.None;
+            }
+
+            // A reversal waits until the survivor has taken this account in: before (a merge cut
+            // short), it would record there that nothing is due, and keep the reward the completed
+            // merge brings later. The referred member's due schedule asks again.
+            if (reverse && _state.Referral.Rewards.ContainsKey(referredMemberId) && !await LinkSteps(survivor).HasTakenIn(_memberId))
+            {
+                return LoyaltyError.Unavailable;
+            }
+
+            return await OtherMember(survivor).SettleReferralReward(referredMemberId, points, reverse);
         }
 
         // '#' cannot occur in a client's transaction id: the keys cannot collide with purchases.

@@ -248,6 +248,13 @@ public sealed partial class MemberGrain
         return _state.Enrolled ? new MemberLinks(_state.Referral.ReferredBy, _state.MergedInto) : MemberLinks.None;
     }
 
+    /// <inheritdoc />
+    async Task<bool> IMemberLinkSteps.HasTakenIn(string duplicateId)
+    {
+        await CatchUpAsync();
+        return _state.Enrolled && _state.MergedFrom.Contains(duplicateId);
+    }
+
     /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: an adjustment or feedback.</summary>
     private Task<AccrualResult> WriteAccrualAsync(string txn, long fingerprint, Stage<AccrualResult> stage) =>
         WriteCoreAsync(new StagedAccrualWrite(this, txn, fingerprint, stage)).AsTask();

@@ -288,6 +288,35 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AReversalReachingAReferrerMidMerge_WaitsUntilTheSurvivorTookItIn_ThenTakesTheRewardBackThere()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain sam = await EnrolAsync("sam");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "rita");
+        await ben.Accrue(Buy("ben", 60_00, "q"));
+        // rita lets go to sam and the merge stops there, as a crash would leave it.
+        Assert.NotNull((await rita.Detach("sam", Loyalty.Grains.Headroom.VolumeMax)).Transfer);
+
+        ReturnResult returned = await ben.Return(ReturnOf("ben", "q", 60_00));
+        LoyaltyError midMerge = await rita.SettleReferralReward("ben", 0, reverse: true);
+        long samMidMerge = (await sam.Get())!.Balance.Value;
+        MemberResult completed = await sam.MergeFrom("rita", "duplicate");
+        await ben.Wake();
+        LoyaltyError resent = await rita.SettleReferralReward("ben", 0, reverse: true);
+        await fixture.DeactivateAllAsync();
+
+        Assert.True(returned.Details!.ReferralReversed);
+        // Before, sam recorded the reversal as 0 while rita's points were on their way, and kept the 500 they brought.
+        Assert.Equal((LoyaltyError.Unavailable, 0L), (midMerge, samMidMerge));
+        Assert.Equal(LoyaltyError.None, completed.Error);
+        Assert.Equal(LoyaltyError.None, resent);
+        Assert.Equal((0L, 0L, 0L), ((await sam.Get())!.Balance.Value, (await rita.Get())!.Balance.Value, (await ben.Get())!.Balance.Value));
+        Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'sam' AND kind = {(int)LedgerEntryKind.ReferralReward} AND points = -500"));
+    }
+
+    [Fact]
     public async Task Merge_OfAReferrerIntoItsReferee_NeverRewardsAMemberForReferringItself()
     {
         await PutAsync(Shop);
