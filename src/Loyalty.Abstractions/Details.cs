@@ -95,7 +95,7 @@ public abstract record EntryDetails
 
     private static Type?[] MapKinds()
     {
-        var types = new Type?[(int)LedgerEntryKind.TierReviewed + 1];
+        var types = new Type?[(int)LedgerEntryKind.ReferralWithdrawn + 1];
         types[(int)LedgerEntryKind.Enrol] = typeof(EnrolDetails);
         types[(int)LedgerEntryKind.Earn] = typeof(EarnDetails);
         types[(int)LedgerEntryKind.Return] = typeof(ReturnDetails);
@@ -123,8 +123,9 @@ public abstract record EntryDetails
         types[(int)LedgerEntryKind.TradeInAccepted] = typeof(TradeInAcceptedDetails);
         types[(int)LedgerEntryKind.TradeInRejected] = typeof(TradeInRejectedDetails);
         types[(int)LedgerEntryKind.TierReviewed] = typeof(TierReviewedDetails);
+        types[(int)LedgerEntryKind.ReferralLink] = typeof(ReferralLinkDetails);
 
-        // ReferralLink, Referred, Erase and CauseChosen say everything in the entry itself.
+        // Referred, Erase, CauseChosen, ReferralConfirmed and ReferralWithdrawn say everything in the entry itself.
         return types;
     }
 }
@@ -527,6 +528,18 @@ public sealed record TierReviewedDetails : EntryDetails, ITierOutcome
 
     /// <summary>None: the entry is itself the review's downgrade (<see cref="TierBefore"/> to <see cref="TierAfter"/>).</summary>
     public string? DowngradedFrom => null;
+}
+
+/// <summary>The referrer's side of a referral link (the entry's reference is the referred member).</summary>
+[GenerateSerializer, Immutable]
+public sealed record ReferralLinkDetails : EntryDetails
+{
+    /// <summary>
+    /// The link waits for the referred member's side: a <see cref="LedgerEntryKind.ReferralConfirmed"/>
+    /// or <see cref="LedgerEntryKind.ReferralWithdrawn"/> entry settles it. Links recorded before
+    /// this existed have no details, and stand.
+    /// </summary>
+    [Id(0)] public bool Unconfirmed { get; init; }
 }
 
 /// <summary>A referral link repointed from a merged-away member (the entry's reference is the survivor).</summary>

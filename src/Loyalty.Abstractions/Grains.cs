@@ -173,6 +173,14 @@ public interface IMemberLinkSteps : IGrainWithStringKey
     [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
     Task<MemberResult> AddReferral(string referredMemberId);
 
+    /// <summary>
+    /// Settles this referrer's unconfirmed link to <paramref name="referredMemberId"/>: it stands
+    /// (<paramref name="stands"/>: the referred member's side is written) or is withdrawn;
+    /// idempotent, nothing when the link is not unconfirmed.
+    /// </summary>
+    [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
+    Task<MemberResult> SettleReferralLink(string referredMemberId, bool stands);
+
     /// <summary>Merges the duplicate into this member; see <see cref="IMemberGrain.MergeFrom"/>.</summary>
     [ResponseTimeout(Limits.TwoMemberStepTimeout)]
     Task<MemberResult> MergeDuplicate(string duplicateId, string reason);
@@ -207,6 +215,14 @@ public interface IProgramLinksGrain : IGrainWithStringKey
 
     /// <summary>Merges <paramref name="duplicateId"/> into <paramref name="survivorId"/>.</summary>
     Task<MemberResult> Merge(string survivorId, string duplicateId, string reason);
+
+    /// <summary>
+    /// Settles each unconfirmed referral link of <paramref name="referrerId"/> (see
+    /// <see cref="MemberLinks.Unconfirmed"/>) against the referred member's ledger: kept when it
+    /// names the referrer, withdrawn otherwise. The referrer's due schedule asks for it; the
+    /// answer is <see cref="LoyaltyError.None"/> once none is left unsettled.
+    /// </summary>
+    Task<LoyaltyError> CheckReferralLinks(string referrerId);
 }
 
 /// <summary>A referral code, keyed by the code: which member of which program it belongs to.</summary>

@@ -8,11 +8,16 @@ public sealed record Enrolment(
     [property: Id(2)] string? ReferredBy,
     [property: Id(3)] string? ReferralCode = null);
 
-/// <summary>A member's own links in the referral graph, as its ledger has them (see <c>IMemberLinkSteps.GetLinks</c>).</summary>
+/// <summary>
+/// A member's own links in the referral graph, as its ledger has them (see <c>IMemberLinkSteps.GetLinks</c>):
+/// who referred it, who it was merged into, and the members it referred whose side of the link is
+/// not known to be written yet (null for none).
+/// </summary>
 [GenerateSerializer, Immutable]
 public sealed record MemberLinks(
     [property: Id(0)] string? ReferredBy,
-    [property: Id(1)] string? MergedInto)
+    [property: Id(1)] string? MergedInto,
+    [property: Id(2)] IReadOnlyList<string>? Unconfirmed = null)
 {
     /// <summary>No links: a member not enrolled.</summary>
     public static readonly MemberLinks None = new(null, null);
@@ -216,6 +221,19 @@ public enum LedgerEntryKind : short
     /// not only at its next purchase.
     /// </summary>
     TierReviewed = 31,
+
+    /// <summary>
+    /// The referred member's side of a referral link (reference) is written: the link, recorded
+    /// first here at the referrer, stands (no points move).
+    /// </summary>
+    ReferralConfirmed = 32,
+
+    /// <summary>
+    /// The referred member's side of a referral link (reference) was never written (its change failed
+    /// or was refused there): the referrer no longer lists it, and the link's place under the
+    /// referral caps is free again (no points move).
+    /// </summary>
+    ReferralWithdrawn = 33,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

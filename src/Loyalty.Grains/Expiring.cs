@@ -72,6 +72,12 @@ public static class Expiring
             Consider(ref due, DateTimeOffset.UnixEpoch);
         }
 
+        if (state.Referral.UnconfirmedSince is { } linked && !state.Erased && state.MergedInto is null)
+        {
+            // A referral link this member made whose change failed half-way: the desk checks it.
+            Consider(ref due, linked + ReferralDecision.LinkCheckDelay);
+        }
+
         IReadOnlyList<Hold> holds = state.Lots.Holds;
         long held = 0;
         for (int i = 0; i < holds.Count; i++)

@@ -25,6 +25,7 @@ public sealed partial class MemberGrain
         // up to a cache's lifetime old would grant or warn under the rules just replaced.
         await _services.Programs.GetFreshAsync(_programId);
         bool settled = !_state.Referral.AnyOwed || await SettleReferrerAsync();
+        settled &= !LinkCheckDue() || await CheckReferralLinksAsync();
 
         for (int step = 0; step < WakeStepsMax; step++)
         {
@@ -58,6 +59,29 @@ public sealed partial class MemberGrain
         }
 
         await RescheduleAsync(settled);
+    }
+
+    /// <summary>Whether a referral link this member made waits for its check (see <see cref="ReferralDecision.LinkCheckDelay"/>).</summary>
+    private bool LinkCheckDue() =>
+        _state.Referral.UnconfirmedSince is { } since && !_state.Erased && _state.MergedInto is null
+        && since + ReferralDecision.LinkCheckDelay <= MemberNow();
+
+    /// <summary>
+    /// Has the program's desk settle this member's unconfirmed referral links: a change that made
+    /// one failed before the referred member's side was known to be written. False to try again
+    /// after <see cref="SettlementRetryDelay"/>.
+    /// </summary>
+    private async Task<bool> CheckReferralLinksAsync()
+    {
+        try
+        {
+            LoyaltyError error = await CallBackAwaitedAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).CheckReferralLinks(_memberId));
+            return error == LoyaltyError.None;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return false;
+        }
     }
 
     /// <summary>

@@ -235,7 +235,7 @@ public sealed partial class MemberGrain
         }
 
         DateTimeOffset now = MemberNow();
-        if (Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.AnyOwed || _state.Lots.AnyExpires()
+        if (Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.AnyOwed || _state.Referral.Unconfirmed.Count > 0 || _state.Lots.AnyExpires()
                 ? Expiring.NextDue(_state, settings.ExpiryRules, now, WakeLateBy) : null,
                 ProgrammeDue(settings, now)) is not { } next
             || (_scheduleKnown && _scheduledDue is { } known && known <= next))

@@ -245,7 +245,27 @@ public sealed partial class MemberGrain
     async Task<MemberLinks> IMemberLinkSteps.GetLinks()
     {
         await CatchUpAsync();
-        return _state.Enrolled ? new MemberLinks(_state.Referral.ReferredBy, _state.MergedInto) : MemberLinks.None;
+        return !_state.Enrolled ? MemberLinks.None
+            : new MemberLinks(_state.Referral.ReferredBy, _state.MergedInto, _state.Referral.Unconfirmed is { Count: > 0 } unconfirmed ? [.. unconfirmed] : null);
+    }
+
+    /// <inheritdoc />
+    async Task<MemberResult> IMemberLinkSteps.SettleReferralLink(string referredMemberId, bool stands)
+    {
+        if (LoyaltyIds.Check(referredMemberId, "referred member id") is { } invalid)
+        {
+            return MemberResult.Reject(LoyaltyError.InvalidArgument, invalid);
+        }
+
+        MemberResult settled = new(null, LoyaltyError.None, null);
+        return await WriteAsync(
+            prefetch: null,
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+                ReferralDecision.LinkSettled(At(program, now), referredMemberId, stands).Staged(out entry, MemberResult.Reject, () => settled),
+            (_, _, _) => settled,
+            _ => Task.FromResult<MemberResult?>(null),
+            MemberResult.Reject,
+            HoldPass.ReferralHold);
     }
 
     /// <inheritdoc />

@@ -37,14 +37,70 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     public async Task<EnrolmentResult> Enrol(Enrolment enrolment)
     {
         await using IAsyncDisposable held = await LockAsync();
-        return await Steps(enrolment.MemberId).EnrolReferred(enrolment);
+        EnrolmentResult result = await Steps(enrolment.MemberId).EnrolReferred(enrolment);
+        if (enrolment.ReferredBy is { } referrer && result.Error != LoyaltyError.Unavailable)
+        {
+            await TrySettleLinkAsync(referrer, enrolment.MemberId);
+        }
+
+        return result;
     }
 
     /// <inheritdoc />
     public async Task<MemberResult> SetReferrer(string memberId, string referrerId)
     {
         await using IAsyncDisposable held = await LockAsync();
-        return await Steps(memberId).LinkReferrer(referrerId);
+        MemberResult result = await Steps(memberId).LinkReferrer(referrerId);
+        if (result.Error != LoyaltyError.Unavailable)
+        {
+            await TrySettleLinkAsync(referrerId, memberId);
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc />
+    public async Task<LoyaltyError> CheckReferralLinks(string referrerId)
+    {
+        await using IAsyncDisposable held = await LockAsync();
+        LoyaltyError failed = LoyaltyError.None;
+        foreach (string referred in (await Steps(referrerId).GetLinks()).Unconfirmed ?? [])
+        {
+            LoyaltyError error = await SettleLinkAsync(referrerId, referred);
+            failed = error == LoyaltyError.None ? failed : error;
+        }
+
+        return failed;
+    }
+
+    /// <summary>
+    /// Settles the referrer's side of a link once the change that made it has ended, when that
+    /// change answered anything but UNAVAILABLE: the referred member's side is then written, or
+    /// will never be by that change. (After UNAVAILABLE a commit's outcome may still be open, and
+    /// the referrer's due schedule asks for the check a minute later, in <see cref="CheckReferralLinks"/>.)
+    /// A failure here is left to that check too: the change's own answer stands.
+    /// </summary>
+    private async Task TrySettleLinkAsync(string referrerId, string referredId)
+    {
+        try
+        {
+            await SettleLinkAsync(referrerId, referredId);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // The link stays unconfirmed, and the referrer's due schedule has it checked.
+        }
+    }
+
+    /// <summary>
+    /// The referrer's unconfirmed link to <paramref name="referredId"/> stands when the referred
+    /// member's ledger names the referrer, and is withdrawn otherwise. Called with the program's
+    /// lock held, so no change that could still write the referred side is running.
+    /// </summary>
+    private async Task<LoyaltyError> SettleLinkAsync(string referrerId, string referredId)
+    {
+        bool stands = (await Steps(referredId).GetLinks()).ReferredBy == referrerId;
+        return (await Steps(referrerId).SettleReferralLink(referredId, stands)).Error;
     }
 
     /// <inheritdoc />

@@ -171,4 +171,5 @@ public static class DetailsJson
 [JsonSerializable(typeof(TradeInAcceptedDetails))]
 [JsonSerializable(typeof(TradeInRejectedDetails))]
 [JsonSerializable(typeof(TierReviewedDetails))]
+[JsonSerializable(typeof(ReferralLinkDetails))]
 internal sealed partial class DetailsJsonContext : JsonSerializerContext;

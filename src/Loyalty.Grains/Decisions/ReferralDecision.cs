@@ -80,7 +80,39 @@ public static class ReferralDecision
                 $"referrer '{d.MemberId}' has reached the program's cap of {policy.CapPerPeriod} referrals in {policy.PeriodDays} days");
         }
 
-        return Decision.Write(d.NewEntry(LedgerEntryKind.ReferralLink, Points.Zero, null, 0) with { Reference = referred });
+        return Decision.Write(d.NewEntry(LedgerEntryKind.ReferralLink, Points.Zero, null, 0) with
+        {
+            Reference = referred,
+            Details = new ReferralLinkDetails { Unconfirmed = true },
+        });
+    }
+
+    /// <summary>
+    /// How long after an unconfirmed link was made the due schedule has the desk check it: longer
+    /// than the change that made it takes when it does not fail (it is confirmed at once then).
+    /// </summary>
+    public static readonly TimeSpan LinkCheckDelay = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// The referrer's note on an unconfirmed link to <paramref name="referred"/>: it stands
+    /// (<paramref name="stands"/>: the referred member names this one), or it is withdrawn.
+    /// Nothing when the link is not unconfirmed (settled already, or never made), or when this
+    /// member was erased (its links no longer count for anything) or merged away (which it cannot
+    /// be with a link unconfirmed).
+    /// </summary>
+    public static Decision LinkSettled(in Decider d, string referred, bool stands)
+    {
+        MemberState state = d.State;
+        if (!state.Enrolled || state.Erased || state.MergedInto is not null || !state.Referral.Unconfirmed.Contains(referred))
+        {
+            return Decision.Nothing;
+        }
+
+        return Decision.Write(d.NewEntry(stands ? LedgerEntryKind.ReferralConfirmed : LedgerEntryKind.ReferralWithdrawn, Points.Zero, null, 0) with
+        {
+            Reference = referred,
+            Reason = stands ? null : $"'{referred}' never recorded this referral (the change that made it failed or was refused there)",
+        });
     }
 
     /// <summary>

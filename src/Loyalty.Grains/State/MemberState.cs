@@ -371,6 +371,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
             case LedgerEntryKind.ExpiryWarning: ApplyWarning(entry.DetailsAs<ExpiryWarningDetails>()); break;
             case LedgerEntryKind.Flags: FlagsKept = entry.DetailsAs<FlagsDetails>()?.Flags is { Count: > 0 } flags ? [.. flags] : null; break;
             case LedgerEntryKind.ReferralLink: ApplyReferralLink(entry); break;
+            case LedgerEntryKind.ReferralConfirmed: ReferralToChange.Confirm(ReferredIn(entry)); break;
+            case LedgerEntryKind.ReferralWithdrawn: ReferralToChange.Withdraw(ReferredIn(entry)); break;
             case LedgerEntryKind.Referred: SetReferredBy(entry.Reference); break;
             case LedgerEntryKind.ReferralReward: ApplyReferralReward(entry); break;
             case LedgerEntryKind.ReferralSettled: ApplyReferralSettled(entry.DetailsAs<ReferralSettledDetails>()); break;
@@ -557,9 +559,12 @@ public sealed class MemberState : IEarnHistory, IQualifying
     {
         if (entry.Reference is { } referred)
         {
-            ReferralToChange.Link(referred, entry.RecordedAt);
+            ReferralToChange.Link(referred, entry.RecordedAt, entry.DetailsAs<ReferralLinkDetails>()?.Unconfirmed ?? false);
         }
     }
+
+    private static string ReferredIn(LedgerEntry entry) =>
+        entry.Reference ?? throw new InvalidOperationException($"{entry.Kind} entry {entry.Sequence} names no referred member.");
 
     private void ApplyReferralReward(LedgerEntry entry)
     {

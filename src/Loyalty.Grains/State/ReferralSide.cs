@@ -65,6 +65,37 @@ public sealed class ReferralSide
     /// </summary>
     [Id(10)] private List<MergedReferral>? _merged;
 
+    /// <summary>
+    /// Members in <see cref="Referrals"/> whose own side of the link is not known to be written
+    /// yet (see <see cref="ReferralLinkDetails.Unconfirmed"/>): the program's desk
+    /// confirms or withdraws each.
+    /// </summary>
+    [Id(11)] private List<string>? _unconfirmed;
+
+    /// <summary>The referrals whose referred member's side is not known to be written yet.</summary>
+    public IReadOnlyList<string> Unconfirmed => (IReadOnlyList<string>?)_unconfirmed ?? [];
+
+    /// <summary>When the oldest unconfirmed referral was made; null when none is.</summary>
+    public DateTimeOffset? UnconfirmedSince
+    {
+        get
+        {
+            if (_unconfirmed is null)
+            {
+                return null;
+            }
+
+            DateTimeOffset? oldest = null;
+            foreach (string referred in _unconfirmed)
+            {
+                DateTimeOffset made = _referredAt![_referrals!.IndexOf(referred)];
+                oldest = oldest is { } o && o <= made ? o : made;
+            }
+
+            return oldest;
+        }
+    }
+
     /// <summary>The referrals of duplicates merged in that this member did not take as its own (see <see cref="MergedReferral"/>).</summary>
     public IReadOnlyList<MergedReferral> Merged => (IReadOnlyList<MergedReferral>?)_merged ?? [];
 
@@ -129,14 +160,40 @@ public sealed class ReferralSide
         ReferredBy = referrer;
     }
 
-    /// <summary>Records a member this one referred, once.</summary>
-    public void Link(string referred, DateTimeOffset at)
+    /// <summary>Records a member this one referred, once; <paramref name="unconfirmed"/> until its own side is known to be written.</summary>
+    public void Link(string referred, DateTimeOffset at, bool unconfirmed)
     {
         Writable();
         if (!Referrals.Contains(referred))
         {
             (_referrals ??= []).Add(referred);
             (_referredAt ??= []).Add(at);
+            if (unconfirmed)
+            {
+                (_unconfirmed ??= []).Add(referred);
+            }
+        }
+    }
+
+    /// <summary>The referred member's side of the link is written: the link stands.</summary>
+    public void Confirm(string referred)
+    {
+        Writable();
+        if (_unconfirmed is { } unconfirmed && unconfirmed.Remove(referred) && unconfirmed.Count == 0)
+        {
+            _unconfirmed = null;
+        }
+    }
+
+    /// <summary>The referred member's side of an unconfirmed link was never written: the link goes, with its place under the caps.</summary>
+    public void Withdraw(string referred)
+    {
+        Writable();
+        Confirm(referred);
+        if (_referrals is { } referrals && referrals.IndexOf(referred) is var at and >= 0)
+        {
+            referrals.RemoveAt(at);
+            _referredAt!.RemoveAt(at);
         }
     }
 
@@ -245,6 +302,12 @@ public sealed class ReferralSide
             }
 
             DropRepeats();
+            if (_unconfirmed is { } unconfirmed && unconfirmed.Remove(replaced))
+            {
+                // Still to be checked, now at the member that holds the account (once).
+                unconfirmed.Remove(survivor);
+                unconfirmed.Add(survivor);
+            }
         }
 
         ReferredBy = ReferredBy == replaced ? survivor : ReferredBy;
@@ -297,6 +360,9 @@ public sealed class ReferralSide
             // them in their own period, not as made at the merge (a transfer from before the
             // times were handed on has none: the merge's time, as then).
             LinkInOrder(t.Referrals[i], t.ReferredAt is { } times && i < times.Count ? times[i] : at);
+            // The duplicate's link vouches for one this member made but could not confirm: the
+            // referred member named the duplicate, and now names this member.
+            Confirm(t.Referrals[i]);
         }
 
         if (inheritsReferrer)
@@ -353,6 +419,14 @@ public sealed class ReferralSide
         if (Merged.Count > mergedFrom)
         {
             throw new InvalidOperationException($"After entry {sequence}: {Merged.Count} merged referrals from {mergedFrom} merged accounts.");
+        }
+
+        foreach (string unconfirmed in Unconfirmed)
+        {
+            if (!Referrals.Contains(unconfirmed))
+            {
+                throw new InvalidOperationException($"After entry {sequence}: the unconfirmed referral of '{unconfirmed}' is not among the member's referrals.");
+            }
         }
     }
 

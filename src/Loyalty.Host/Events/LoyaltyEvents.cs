@@ -53,6 +53,8 @@ public static class LoyaltyEvents
         [LedgerEntryKind.TradeInAccepted] = "trade_in.accepted",
         [LedgerEntryKind.TradeInRejected] = "trade_in.rejected",
         [LedgerEntryKind.TierReviewed] = "tier.reviewed",
+        [LedgerEntryKind.ReferralConfirmed] = "referral.confirmed",
+        [LedgerEntryKind.ReferralWithdrawn] = "referral.withdrawn",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

@@ -591,6 +591,8 @@ internal static class WireMapping
         LedgerEntryKind.MergedIn => V1.LedgerEntryKind.MergedIn,
         LedgerEntryKind.Repointed => V1.LedgerEntryKind.Repointed,
         LedgerEntryKind.ReferralSettled => V1.LedgerEntryKind.ReferralSettled,
+        LedgerEntryKind.ReferralConfirmed => V1.LedgerEntryKind.ReferralConfirmed,
+        LedgerEntryKind.ReferralWithdrawn => V1.LedgerEntryKind.ReferralWithdrawn,
         LedgerEntryKind.Feedback => V1.LedgerEntryKind.Feedback,
         LedgerEntryKind.BonusDayBooked => V1.LedgerEntryKind.BonusDayBooked,
         LedgerEntryKind.CauseChosen => V1.LedgerEntryKind.CauseChosen,

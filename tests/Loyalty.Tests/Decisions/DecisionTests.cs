@@ -265,7 +265,9 @@ public sealed class DecisionTests
         DateTimeOffset yearAgo = Now.AddYears(-1);
         foreach (string referred in new[] { "r1", "r2" })
         {
-            duplicate.Apply(ReferralDecision.Referral(new Decider("p", "m", duplicate, new ProgramConfig("p", settings, 1), yearAgo), referred).Entry!, 8);
+            var then = new Decider("p", "m", duplicate, new ProgramConfig("p", settings, 1), yearAgo);
+            duplicate.Apply(ReferralDecision.Referral(then, referred).Entry!, 8);
+            duplicate.Apply(ReferralDecision.LinkSettled(then, referred, stands: true).Entry!, 8);
         }
 
         MergeTransfer transfer = LifecycleDecision.Detach(Decider(duplicate, settings), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
@@ -280,6 +282,36 @@ public sealed class DecisionTests
         Assert.Equal([yearAgo, yearAgo], survivor.Referral.ReferredAt.Take(2));
         Assert.Equal(LoyaltyError.None, second.Error);
         Assert.Equal(LoyaltyError.FailedPrecondition, third.Error);
+    }
+
+    [Fact]
+    public void ReferralLink_IsUnconfirmedUntilSettled_AWithdrawalFreesItsPlaceUnderTheCap_AndASecondSettlementWritesNothing()
+    {
+        ProgramSettings settings = Settings() with { Referrals = new ReferralPolicy(100, 50, CapPerPeriod: 1, PeriodDays: 30) };
+        MemberState referrer = Enrolled();
+        LedgerEntry link = ReferralDecision.Referral(Decider(referrer, settings), "mia").Entry!;
+        referrer.Apply(link, 8);
+        Decision overCap = ReferralDecision.Referral(Decider(referrer, settings), "ned");
+        Decision detach = LifecycleDecision.Detach(Decider(referrer, settings), "s");
+        LedgerEntry withdrawn = ReferralDecision.LinkSettled(Decider(referrer, settings), "mia", stands: false).Entry!;
+        referrer.Apply(withdrawn, 8);
+        Decision again = ReferralDecision.LinkSettled(Decider(referrer, settings), "mia", stands: true);
+        LedgerEntry ned = ReferralDecision.Referral(Decider(referrer, settings), "ned").Entry!;
+        referrer.Apply(ned, 8);
+        LedgerEntry confirmed = ReferralDecision.LinkSettled(Decider(referrer, settings), "ned", stands: true).Entry!;
+        referrer.Apply(confirmed, 8);
+
+        Assert.True(link.DetailsAs<ReferralLinkDetails>()!.Unconfirmed);
+        Assert.Equal(LoyaltyError.FailedPrecondition, overCap.Error);
+        Assert.Equal(LoyaltyError.Unavailable, detach.Error);
+        Assert.Contains("the referral of 'mia' by member 'm' is not settled yet", detach.Message, StringComparison.Ordinal);
+        Assert.Equal((LedgerEntryKind.ReferralWithdrawn, "mia"), (withdrawn.Kind, withdrawn.Reference));
+        Assert.Null(again.Entry);
+        Assert.Equal((LedgerEntryKind.ReferralConfirmed, "ned"), (confirmed.Kind, confirmed.Reference));
+        Assert.Equal(["ned"], referrer.Referral.Referrals);
+        Assert.Empty(referrer.Referral.Unconfirmed);
+        Assert.Null(referrer.Referral.UnconfirmedSince);
+        Assert.Equal(LoyaltyError.None, LifecycleDecision.Detach(Decider(referrer, settings), "s").Error);
     }
 
     [Fact]

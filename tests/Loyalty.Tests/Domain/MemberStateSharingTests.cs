@@ -57,7 +57,8 @@ public sealed class MemberStateSharingTests
     [Fact]
     public void TheSharedEmptyOnes_CannotChange()
     {
-        Assert.Throws<InvalidOperationException>(() => ReferralSide.None.Link("friend", Entries.Now));
+        Assert.Throws<InvalidOperationException>(() => ReferralSide.None.Link("friend", Entries.Now, unconfirmed: true));
+        Assert.Throws<InvalidOperationException>(() => ReferralSide.None.Withdraw("friend"));
         Assert.Throws<InvalidOperationException>(() => ReferralSide.None.ReferredByMember("referrer"));
         Assert.Throws<InvalidOperationException>(() => ReferralSide.None.Reward("friend", 5));
         Assert.Throws<InvalidOperationException>(() => ReturnBook.None.Adopt([new ReturnedSoFar("t1", false, 100, new Dictionary<string, long>(), [], new Dictionary<string, long>())], 1));

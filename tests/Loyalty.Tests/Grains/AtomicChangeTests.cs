@@ -306,6 +306,26 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             }),
         ["referral settled"] = new(LedgerEntryKind.ReferralSettled, "m", ["m", "r"], async t => { await t.EnrolAsync("r"); await t.EnrolAsync("m", referredBy: "r"); },
             async t => await t.BuyAsync("m", "qualifying")),
+        // m's own entry of a link to r fails every try: r's side stays, unconfirmed, until its due
+        // schedule has the desk check it a minute later, and withdraw it.
+        ["referral withdrawn"] = new(LedgerEntryKind.ReferralWithdrawn, "r", ["m", "r"],
+            async t =>
+            {
+                await t.EnrolAsync("m");
+                await t.EnrolAsync("r");
+                t.Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == t._program && entry.Kind == LedgerEntryKind.Referred);
+                try
+                {
+                    Assert.Equal(LoyaltyError.Unavailable, (await t.Member("m").SetReferrer("r", null)).Error);
+                }
+                finally
+                {
+                    t.Faults().Disarm();
+                }
+
+                Assert.Equal("r's link to m is unconfirmed", await t.UnconfirmedAsync("r"));
+            },
+            t => { t.Advance(ReferralDecision.LinkCheckDelay + TimeSpan.FromSeconds(1)); return Task.CompletedTask; }),
         // A purchase reaches silver, held for a year; the review after it finds nothing bought since.
         ["tier reviewed"] = new(LedgerEntryKind.TierReviewed, "m", ["m"],
             async t =>
@@ -1441,6 +1461,26 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             async t => Error(await t.Member("m").SetReferrer("r", null))),
         ["referral link"] = new(LedgerEntryKind.ReferralLink, ["m", "r"], async t => { await t.EnrolAsync("m"); await t.EnrolAsync("r"); },
             async t => Error(await t.Member("m").SetReferrer("r", null))),
+        // The desk confirms the referrer's link once the referred side is written (here the link is
+        // made while every confirmation fails, then the desk's step is asked for directly).
+        ["referral confirmed"] = new(LedgerEntryKind.ReferralConfirmed, ["m", "r"],
+            async t =>
+            {
+                await t.EnrolAsync("m");
+                await t.EnrolAsync("r");
+                t.Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == t._program && entry.Kind == LedgerEntryKind.ReferralConfirmed);
+                try
+                {
+                    Assert.Equal(LoyaltyError.None, (await t.Member("m").SetReferrer("r", null)).Error);
+                }
+                finally
+                {
+                    t.Faults().Disarm();
+                }
+
+                Assert.Equal("r's link to m is unconfirmed", await t.UnconfirmedAsync("r"));
+            },
+            async t => Error(await t.LinkSteps("r").SettleReferralLink("m", stands: true)) ?? await t.UnconfirmedAsync("r")),
         ["referral reward"] = new(LedgerEntryKind.ReferralReward, ["m", "r"], async t => { await t.EnrolAsync("r"); await t.EnrolAsync("m", "r"); },
             async t => await t.Member("r").SettleReferralReward("m", 500, reverse: false) is var e && e == LoyaltyError.None ? null : e.ToString()),
         ["repointed"] = new(LedgerEntryKind.Repointed, ["m", "d", "r"], async t => { await t.EnrolAsync("m"); await t.EnrolAsync("d"); await t.EnrolAsync("r", "d"); },
@@ -1461,6 +1501,14 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
     private async Task<string?> EnrolAsync(string id, string? referredBy = null) =>
         (await Member(id).Enrol(new Enrolment(_program, id, referredBy))) is { Error: not LoyaltyError.None } refused ? refused.ErrorMessage : null;
+
+    private IMemberLinkSteps LinkSteps(string id) => fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, id));
+
+    /// <summary>Null when the member has no unconfirmed referral link, else which it has.</summary>
+    private async Task<string?> UnconfirmedAsync(string referrer) =>
+        (await LinkSteps(referrer).GetLinks()).Unconfirmed is { Count: > 0 } unconfirmed
+            ? $"{referrer}'s link to {string.Join(", ", unconfirmed)} is unconfirmed"
+            : null;
 
     private async Task<string?> BuyAsync(string member, string txn) => Error(await Member(member).Accrue(Purchase(member, txn)));
 

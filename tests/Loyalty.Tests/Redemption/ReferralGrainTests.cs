@@ -1,4 +1,8 @@
+using Loyalty.Grains;
+using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Redemption;
 
@@ -317,6 +321,79 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ALinkMade_IsConfirmedAtTheReferrerAtOnce_SoNothingIsLeftToCheck()
+    {
+        await PutAsync(Shop);
+        await EnrolAsync("rita");
+        await EnrolAsync("ben", referredBy: "rita");
+        await EnrolAsync("cleo");
+
+        MemberResult linked = await Member("cleo").SetReferrer("rita", null);
+
+        Assert.Equal(LoyaltyError.None, linked.Error);
+        Assert.Null((await LinkSteps("rita").GetLinks()).Unconfirmed);
+        Assert.Equal(["ben", "cleo"], (await Member("rita").Get())!.Referrals);
+        Assert.Equal((2L, 2L), (await CountAsync("rita", LedgerEntryKind.ReferralLink), await CountAsync("rita", LedgerEntryKind.ReferralConfirmed)));
+        Assert.Equal(0L, await CountAsync("rita", LedgerEntryKind.ReferralWithdrawn));
+    }
+
+    [Fact]
+    public async Task ALinkWhoseReferredSideIsNeverWritten_IsWithdrawnByTheReferrersSchedule_FreeingItsPlaceUnderTheCap()
+    {
+        await PutAsync(Shop with { Referrals = Shop.Referrals! with { CapPerPeriod = 1 } });
+        await EnrolAsync("rita");
+        await EnrolAsync("mia");
+        await EnrolAsync("ned");
+        await EnrolAsync("sam");
+
+        // mia's own entry fails every try (the ledger down for longer than the change retries):
+        // rita's side, written first, stays.
+        MemberResult failed = await WithReferredSideFailingAsync(() => Member("mia").SetReferrer("rita", null));
+        MemberView ritaHalfLinked = (await Member("rita").Get())!;
+        MemberResult overCap = await Member("ned").SetReferrer("rita", null);
+        MemberResult mergeMeanwhile = await Member("sam").MergeFrom("rita", "duplicate");
+        fixture.Clock.Advance(ReferralDecision.LinkCheckDelay + TimeSpan.FromSeconds(1));
+        await Member("rita").Wake();
+        MemberView ritaChecked = (await Member("rita").Get())!;
+        MemberResult nedLinked = await Member("ned").SetReferrer("rita", null);
+        await fixture.DeactivateAllAsync();
+
+        Assert.Equal(LoyaltyError.Unavailable, failed.Error);
+        Assert.Equal(["mia"], ritaHalfLinked.Referrals);
+        Assert.Equal(LoyaltyError.FailedPrecondition, overCap.Error);
+        Assert.Equal(LoyaltyError.Unavailable, mergeMeanwhile.Error);
+        Assert.Contains("the referral of 'mia' by member 'rita' is not settled yet", mergeMeanwhile.ErrorMessage, StringComparison.Ordinal);
+        Assert.Empty(ritaChecked.Referrals);
+        Assert.Equal(LoyaltyError.None, nedLinked.Error);
+        Assert.Equal(["ned"], (await Member("rita").Get())!.Referrals);
+        Assert.Null((await Member("mia").Get())!.ReferredBy);
+        Assert.Equal((1L, 1L), (await CountAsync("rita", LedgerEntryKind.ReferralWithdrawn), await CountAsync("rita", LedgerEntryKind.ReferralConfirmed)));
+        // Settled, rita merges: ned's link moves to sam.
+        Assert.Equal(LoyaltyError.None, (await Member("sam").MergeFrom("rita", "duplicate")).Error);
+        Assert.Equal(["ned"], (await Member("sam").Get())!.Referrals);
+        Assert.Equal("sam", (await Member("ned").Get())!.ReferredBy);
+    }
+
+    [Fact]
+    public async Task AReferredEnrolmentWhoseEntryIsNeverWritten_IsWithdrawnAtTheReferrer_AndAPlainEnrolmentLaterNamesNobody()
+    {
+        await PutAsync(Shop);
+        await EnrolAsync("rita");
+
+        EnrolmentResult failed = await WithReferredSideFailingAsync(() => Member("mia").Enrol(new Enrolment(_program, "mia", "rita")), LedgerEntryKind.Enrol);
+        IReadOnlyList<string>? unconfirmed = (await LinkSteps("rita").GetLinks()).Unconfirmed;
+        fixture.Clock.Advance(ReferralDecision.LinkCheckDelay + TimeSpan.FromSeconds(1));
+        await Member("rita").Wake();
+        await EnrolAsync("mia");
+
+        Assert.Equal(LoyaltyError.Unavailable, failed.Error);
+        Assert.Equal(["mia"], unconfirmed);
+        Assert.Empty((await Member("rita").Get())!.Referrals);
+        Assert.Null((await Member("mia").Get())!.ReferredBy);
+        Assert.Null((await LinkSteps("rita").GetLinks()).Unconfirmed);
+    }
+
+    [Fact]
     public async Task Merge_OfAReferrerIntoItsReferee_NeverRewardsAMemberForReferringItself()
     {
         await PutAsync(Shop);
@@ -330,6 +407,29 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
+
+    private IMemberLinkSteps LinkSteps(string id) => fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, id));
+
+    /// <summary>Runs <paramref name="change"/> with every commit of the referred member's own entry (of <paramref name="kind"/>) failing.</summary>
+    private async Task<T> WithReferredSideFailingAsync<T>(Func<Task<T>> change, LedgerEntryKind kind = LedgerEntryKind.Referred)
+    {
+        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
+        faults.Arm((step, entry) => step == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == kind);
+        try
+        {
+            return await change();
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+    }
+
+    private Task<long> CountAsync(string member, LedgerEntryKind kind) => Sql.ScalarAsync(fixture.Storage,
+        $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{member}' AND kind = {(int)kind}");
+
+    private IServiceProvider Silo() =>
+        (fixture.Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process.")).SiloHost.Services;
 
     private Task PutAsync(ProgramSettings settings) => fixture.Grains.GetGrain<IProgramGrain>(_program).Put(settings);
 

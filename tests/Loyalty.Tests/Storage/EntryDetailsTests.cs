@@ -26,7 +26,7 @@ public sealed class EntryDetailsTests
         }
 
         Assert.Equal(
-            [LedgerEntryKind.ReferralLink, LedgerEntryKind.Referred, LedgerEntryKind.Erase, LedgerEntryKind.CauseChosen],
+            [LedgerEntryKind.Referred, LedgerEntryKind.Erase, LedgerEntryKind.CauseChosen, LedgerEntryKind.ReferralConfirmed, LedgerEntryKind.ReferralWithdrawn],
             Enum.GetValues<LedgerEntryKind>().Where(k => EntryDetails.For(k) is null));
     }
 
