@@ -176,10 +176,13 @@ public interface IMemberLinkSteps : IGrainWithStringKey
     /// <summary>
     /// Settles this referrer's unconfirmed link to <paramref name="referredMemberId"/>: it stands
     /// (<paramref name="stands"/>: the referred member's side is written) or is withdrawn;
-    /// idempotent, nothing when the link is not unconfirmed.
+    /// idempotent, nothing when the link is not unconfirmed. A withdrawal is made only once the
+    /// change that made the link has ended (<paramref name="changeEnded"/>: it answered, other
+    /// than UNAVAILABLE) or the link is older than the check's delay (a commit's outcome may be
+    /// open for a while after UNAVAILABLE).
     /// </summary>
     [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
-    Task<MemberResult> SettleReferralLink(string referredMemberId, bool stands);
+    Task<MemberResult> SettleReferralLink(string referredMemberId, bool stands, bool changeEnded);
 
     /// <summary>Merges the duplicate into this member; see <see cref="IMemberGrain.MergeFrom"/>.</summary>
     [ResponseTimeout(Limits.TwoMemberStepTimeout)]
@@ -195,10 +198,12 @@ public interface IMemberLinkSteps : IGrainWithStringKey
     Task<MemberLinks> GetLinks();
 
     /// <summary>
-    /// Whether this member's ledger records <paramref name="duplicateId"/> merged in (through an
-    /// earlier merge too): a duplicate that let go here is taken over only once this is true.
+    /// Whether <paramref name="duplicateId"/>, which let go to this member, is still to be taken in
+    /// here: this member is open and its ledger does not record that merge (through an earlier
+    /// merge either). False once taken in, and for a member erased or merged away before it took
+    /// the duplicate in (which it then never will).
     /// </summary>
-    Task<bool> HasTakenIn(string duplicateId);
+    Task<bool> AwaitsMergeOf(string duplicateId);
 }
 
 /// <summary>

@@ -25,7 +25,11 @@ public sealed partial class MemberGrain
         // up to a cache's lifetime old would grant or warn under the rules just replaced.
         await _services.Programs.GetFreshAsync(_programId);
         bool settled = !_state.Referral.AnyOwed || await SettleReferrerAsync();
-        settled &= !LinkCheckDue() || await CheckReferralLinksAsync();
+        if (LinkCheckDue())
+        {
+            // After a failed check, the next waits its turn (a purchase meanwhile brings the member due again at once).
+            settled &= _linkCheckFailedAt + SettlementRetryDelay <= MemberNow() && await CheckReferralLinksAsync();
+        }
 
         for (int step = 0; step < WakeStepsMax; step++)
         {
@@ -61,6 +65,9 @@ public sealed partial class MemberGrain
         await RescheduleAsync(settled);
     }
 
+    /// <summary>When this activation's last check of its referral links failed (see <see cref="CheckReferralLinksAsync"/>).</summary>
+    private DateTimeOffset _linkCheckFailedAt = DateTimeOffset.MinValue;
+
     /// <summary>Whether a referral link this member made waits for its check (see <see cref="ReferralDecision.LinkCheckDelay"/>).</summary>
     private bool LinkCheckDue() =>
         _state.Referral.UnconfirmedSince is { } since && !_state.Erased && _state.MergedInto is null
@@ -73,15 +80,18 @@ public sealed partial class MemberGrain
     /// </summary>
     private async Task<bool> CheckReferralLinksAsync()
     {
+        bool checkedAll;
         try
         {
-            LoyaltyError error = await CallBackAwaitedAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).CheckReferralLinks(_memberId));
-            return error == LoyaltyError.None;
+            checkedAll = await CallBackAwaitedAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).CheckReferralLinks(_memberId)) == LoyaltyError.None;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            return false;
+            checkedAll = false;
         }
+
+        _linkCheckFailedAt = checkedAll ? DateTimeOffset.MinValue : MemberNow();
+        return checkedAll;
     }
 
     /// <summary>

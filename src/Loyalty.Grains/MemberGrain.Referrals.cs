@@ -264,8 +264,10 @@ public sealed partial class MemberGrain
 
             // A reversal waits until the survivor has taken this account in: before (a merge cut
             // short), it would record there that nothing is due, and keep the reward the completed
-            // merge brings later. The referred member's due schedule asks again.
-            if (reverse && _state.Referral.Rewards.ContainsKey(referredMemberId) && !await LinkSteps(survivor).HasTakenIn(_memberId))
+            // merge brings later. The referred member's due schedule asks again. (A survivor
+            // erased or merged on before it took this account in never will: it holds none of the
+            // reward, and the reversal goes there as before.)
+            if (reverse && _state.Referral.Rewards.ContainsKey(referredMemberId) && await LinkSteps(survivor).AwaitsMergeOf(_memberId))
             {
                 return LoyaltyError.Unavailable;
             }

@@ -250,7 +250,7 @@ public sealed partial class MemberGrain
     }
 
     /// <inheritdoc />
-    async Task<MemberResult> IMemberLinkSteps.SettleReferralLink(string referredMemberId, bool stands)
+    async Task<MemberResult> IMemberLinkSteps.SettleReferralLink(string referredMemberId, bool stands, bool changeEnded)
     {
         if (LoyaltyIds.Check(referredMemberId, "referred member id") is { } invalid)
         {
@@ -261,7 +261,7 @@ public sealed partial class MemberGrain
         return await WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                ReferralDecision.LinkSettled(At(program, now), referredMemberId, stands).Staged(out entry, MemberResult.Reject, () => settled),
+                ReferralDecision.LinkSettled(At(program, now), referredMemberId, stands, changeEnded).Staged(out entry, MemberResult.Reject, () => settled),
             (_, _, _) => settled,
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject,
@@ -269,10 +269,10 @@ public sealed partial class MemberGrain
     }
 
     /// <inheritdoc />
-    async Task<bool> IMemberLinkSteps.HasTakenIn(string duplicateId)
+    async Task<bool> IMemberLinkSteps.AwaitsMergeOf(string duplicateId)
     {
         await CatchUpAsync();
-        return _state.Enrolled && _state.MergedFrom.Contains(duplicateId);
+        return _state.Enrolled && !_state.Erased && _state.MergedInto is null && !_state.MergedFrom.Contains(duplicateId);
     }
 
     /// <summary>The write of a change answered by an <see cref="AccrualResult"/>: an adjustment or feedback.</summary>

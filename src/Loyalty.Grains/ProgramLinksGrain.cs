@@ -66,7 +66,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         LoyaltyError failed = LoyaltyError.None;
         foreach (string referred in (await Steps(referrerId).GetLinks()).Unconfirmed ?? [])
         {
-            LoyaltyError error = await SettleLinkAsync(referrerId, referred);
+            LoyaltyError error = await SettleLinkAsync(referrerId, referred, changeEnded: false);
             failed = error == LoyaltyError.None ? failed : error;
         }
 
@@ -84,7 +84,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     {
         try
         {
-            await SettleLinkAsync(referrerId, referredId);
+            await SettleLinkAsync(referrerId, referredId, changeEnded: true);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -94,13 +94,15 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
 
     /// <summary>
     /// The referrer's unconfirmed link to <paramref name="referredId"/> stands when the referred
-    /// member's ledger names the referrer, and is withdrawn otherwise. Called with the program's
-    /// lock held, so no change that could still write the referred side is running.
+    /// member's ledger names the referrer (or a member merged into it, whose link a merge's
+    /// re-pointing moves there), and is withdrawn otherwise. Called with the program's lock held,
+    /// so no change that could still write the referred side is running; see
+    /// <see cref="IMemberLinkSteps.SettleReferralLink"/> for <paramref name="changeEnded"/>.
     /// </summary>
-    private async Task<LoyaltyError> SettleLinkAsync(string referrerId, string referredId)
+    private async Task<LoyaltyError> SettleLinkAsync(string referrerId, string referredId, bool changeEnded)
     {
-        bool stands = (await Steps(referredId).GetLinks()).ReferredBy == referrerId;
-        return (await Steps(referrerId).SettleReferralLink(referredId, stands)).Error;
+        bool stands = await Member(referredId).GetReferrer() == referrerId;
+        return (await Steps(referrerId).SettleReferralLink(referredId, stands, changeEnded)).Error;
     }
 
     /// <inheritdoc />

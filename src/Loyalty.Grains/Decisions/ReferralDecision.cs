@@ -95,15 +95,18 @@ public static class ReferralDecision
 
     /// <summary>
     /// The referrer's note on an unconfirmed link to <paramref name="referred"/>: it stands
-    /// (<paramref name="stands"/>: the referred member names this one), or it is withdrawn.
-    /// Nothing when the link is not unconfirmed (settled already, or never made), or when this
-    /// member was erased (its links no longer count for anything) or merged away (which it cannot
-    /// be with a link unconfirmed).
+    /// (<paramref name="stands"/>: the referred member names this one), or it is withdrawn. A
+    /// withdrawal waits until the change that made the link has ended (<paramref name="changeEnded"/>)
+    /// or the link is <see cref="LinkCheckDelay"/> old: after an UNAVAILABLE the referred member's
+    /// commit may still land. Nothing when the link is not unconfirmed (settled already, or never
+    /// made), when a withdrawal must wait, or when this member was erased (its links no longer
+    /// count for anything) or merged away (which it cannot be with a link unconfirmed).
     /// </summary>
-    public static Decision LinkSettled(in Decider d, string referred, bool stands)
+    public static Decision LinkSettled(in Decider d, string referred, bool stands, bool changeEnded)
     {
         MemberState state = d.State;
-        if (!state.Enrolled || state.Erased || state.MergedInto is not null || !state.Referral.Unconfirmed.Contains(referred))
+        if (!state.Enrolled || state.Erased || state.MergedInto is not null || !state.Referral.Unconfirmed.Contains(referred)
+            || (!stands && !changeEnded && state.Referral.MadeAt(referred) + LinkCheckDelay > d.Now))
         {
             return Decision.Nothing;
         }

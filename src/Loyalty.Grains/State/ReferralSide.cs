@@ -75,6 +75,10 @@ public sealed class ReferralSide
     /// <summary>The referrals whose referred member's side is not known to be written yet.</summary>
     public IReadOnlyList<string> Unconfirmed => (IReadOnlyList<string>?)_unconfirmed ?? [];
 
+    /// <summary>When the referral of <paramref name="referred"/> was made; null when this member did not refer it.</summary>
+    public DateTimeOffset? MadeAt(string referred) =>
+        _referrals?.IndexOf(referred) is { } at and >= 0 ? _referredAt![at] : null;
+
     /// <summary>When the oldest unconfirmed referral was made; null when none is.</summary>
     public DateTimeOffset? UnconfirmedSince
     {
@@ -296,6 +300,7 @@ public sealed class ReferralSide
         Writable();
         if (_referrals is { } referrals && referrals.Contains(replaced))
         {
+            bool survivorListed = referrals.Contains(survivor);
             for (int i = 0; i < referrals.Count; i++)
             {
                 referrals[i] = referrals[i] == replaced ? survivor : referrals[i];
@@ -304,9 +309,14 @@ public sealed class ReferralSide
             DropRepeats();
             if (_unconfirmed is { } unconfirmed && unconfirmed.Remove(replaced))
             {
-                // Still to be checked, now at the member that holds the account (once).
-                unconfirmed.Remove(survivor);
-                unconfirmed.Add(survivor);
+                // Still to be checked, now under the member that holds the account; a survivor
+                // listed already keeps its own link's standing.
+                if (!survivorListed)
+                {
+                    unconfirmed.Add(survivor);
+                }
+
+                _unconfirmed = unconfirmed.Count == 0 ? null : unconfirmed;
             }
         }
 
@@ -359,10 +369,9 @@ public sealed class ReferralSide
             // When the duplicate made each referral, so that the survivor's referral cap counts
             // them in their own period, not as made at the merge (a transfer from before the
             // times were handed on has none: the merge's time, as then).
+            // (A link of this member's own still unconfirmed stays so: the desk's check finds the
+            // referred member naming this one, or the duplicate, merged in, and keeps it.)
             LinkInOrder(t.Referrals[i], t.ReferredAt is { } times && i < times.Count ? times[i] : at);
-            // The duplicate's link vouches for one this member made but could not confirm: the
-            // referred member named the duplicate, and now names this member.
-            Confirm(t.Referrals[i]);
         }
 
         if (inheritsReferrer)

@@ -267,7 +267,7 @@ public sealed class DecisionTests
         {
             var then = new Decider("p", "m", duplicate, new ProgramConfig("p", settings, 1), yearAgo);
             duplicate.Apply(ReferralDecision.Referral(then, referred).Entry!, 8);
-            duplicate.Apply(ReferralDecision.LinkSettled(then, referred, stands: true).Entry!, 8);
+            duplicate.Apply(ReferralDecision.LinkSettled(then, referred, stands: true, changeEnded: true).Entry!, 8);
         }
 
         MergeTransfer transfer = LifecycleDecision.Detach(Decider(duplicate, settings), "s").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
@@ -293,18 +293,22 @@ public sealed class DecisionTests
         referrer.Apply(link, 8);
         Decision overCap = ReferralDecision.Referral(Decider(referrer, settings), "ned");
         Decision detach = LifecycleDecision.Detach(Decider(referrer, settings), "s");
-        LedgerEntry withdrawn = ReferralDecision.LinkSettled(Decider(referrer, settings), "mia", stands: false).Entry!;
+        // Checked from the schedule, a link is withdrawn only once it is a minute old: after an
+        // UNAVAILABLE the referred member's commit may still land. Once its change has ended, at once.
+        Decision tooYoung = ReferralDecision.LinkSettled(Decider(referrer, settings), "mia", stands: false, changeEnded: false);
+        LedgerEntry withdrawn = ReferralDecision.LinkSettled(At(referrer, settings, Now + ReferralDecision.LinkCheckDelay), "mia", stands: false, changeEnded: false).Entry!;
         referrer.Apply(withdrawn, 8);
-        Decision again = ReferralDecision.LinkSettled(Decider(referrer, settings), "mia", stands: true);
+        Decision again = ReferralDecision.LinkSettled(Decider(referrer, settings), "mia", stands: true, changeEnded: true);
         LedgerEntry ned = ReferralDecision.Referral(Decider(referrer, settings), "ned").Entry!;
         referrer.Apply(ned, 8);
-        LedgerEntry confirmed = ReferralDecision.LinkSettled(Decider(referrer, settings), "ned", stands: true).Entry!;
+        LedgerEntry confirmed = ReferralDecision.LinkSettled(Decider(referrer, settings), "ned", stands: true, changeEnded: false).Entry!;
         referrer.Apply(confirmed, 8);
 
         Assert.True(link.DetailsAs<ReferralLinkDetails>()!.Unconfirmed);
         Assert.Equal(LoyaltyError.FailedPrecondition, overCap.Error);
         Assert.Equal(LoyaltyError.Unavailable, detach.Error);
         Assert.Contains("the referral of 'mia' by member 'm' is not settled yet", detach.Message, StringComparison.Ordinal);
+        Assert.Null(tooYoung.Entry);
         Assert.Equal((LedgerEntryKind.ReferralWithdrawn, "mia"), (withdrawn.Kind, withdrawn.Reference));
         Assert.Null(again.Entry);
         Assert.Equal((LedgerEntryKind.ReferralConfirmed, "ned"), (confirmed.Kind, confirmed.Reference));

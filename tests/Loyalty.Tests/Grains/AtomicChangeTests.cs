@@ -1480,7 +1480,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
                 Assert.Equal("r's link to m is unconfirmed", await t.UnconfirmedAsync("r"));
             },
-            async t => Error(await t.LinkSteps("r").SettleReferralLink("m", stands: true)) ?? await t.UnconfirmedAsync("r")),
+            async t => Error(await t.LinkSteps("r").SettleReferralLink("m", stands: true, changeEnded: true)) ?? await t.UnconfirmedAsync("r")),
         ["referral reward"] = new(LedgerEntryKind.ReferralReward, ["m", "r"], async t => { await t.EnrolAsync("r"); await t.EnrolAsync("m", "r"); },
             async t => await t.Member("r").SettleReferralReward("m", 500, reverse: false) is var e && e == LoyaltyError.None ? null : e.ToString()),
         ["repointed"] = new(LedgerEntryKind.Repointed, ["m", "d", "r"], async t => { await t.EnrolAsync("m"); await t.EnrolAsync("d"); await t.EnrolAsync("r", "d"); },

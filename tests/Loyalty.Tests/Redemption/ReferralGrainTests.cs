@@ -321,6 +321,28 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AReversalReachingAReferrerLetGoToASurvivorErasedBeforeItTookItIn_IsSettledNotRetriedForever()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain sam = await EnrolAsync("sam");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "rita");
+        await ben.Accrue(Buy("ben", 60_00, "q"));
+        Assert.NotNull((await rita.Detach("sam", Loyalty.Grains.Headroom.VolumeMax)).Transfer);
+        await sam.Erase("request");
+
+        ReturnResult returned = await ben.Return(ReturnOf("ben", "q", 60_00));
+        LoyaltyError again = await rita.SettleReferralReward("ben", 0, reverse: true);
+        await ben.Wake();
+
+        // sam will never take rita in: it holds none of her reward, and ben's notes are written
+        // (the reward's and the reversal's), so nothing is retried.
+        Assert.True(returned.Details!.ReferralReversed);
+        Assert.Equal(LoyaltyError.None, again);
+        Assert.Equal(2L, await CountAsync("ben", LedgerEntryKind.ReferralSettled));
+    }
+
+    [Fact]
     public async Task ALinkMade_IsConfirmedAtTheReferrerAtOnce_SoNothingIsLeftToCheck()
     {
         await PutAsync(Shop);
@@ -375,6 +397,39 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task TheScheduledCheck_WithdrawsOnlyLinksAMinuteOld_AndKeepsOneWhoseReferredSideLandedAfterAll()
+    {
+        await PutAsync(Shop);
+        await EnrolAsync("rita");
+        await EnrolAsync("mia");
+        await EnrolAsync("ned");
+        await EnrolAsync("ola");
+
+        // mia's entry never lands; ola's lands, but the step fails after its commit (an answer lost):
+        // the desk cannot tell, and leaves both to the check. ned's fails 40 s later.
+        MemberResult mia = await WithReferredSideFailingAsync(() => Member("mia").SetReferrer("rita", null));
+        Exception? ola = await Record.ExceptionAsync(() => WithReferredSideFailingAsync(() => Member("ola").SetReferrer("rita", null), step: FaultStep.Acknowledge));
+        fixture.Clock.Advance(TimeSpan.FromSeconds(40));
+        MemberResult ned = await WithReferredSideFailingAsync(() => Member("ned").SetReferrer("rita", null));
+        IReadOnlyList<string>? before = (await LinkSteps("rita").GetLinks()).Unconfirmed;
+        fixture.Clock.Advance(TimeSpan.FromSeconds(21));
+        await Member("rita").Wake();
+        IReadOnlyList<string>? afterFirst = (await LinkSteps("rita").GetLinks()).Unconfirmed;
+        IReadOnlyList<string> listedAfterFirst = (await Member("rita").Get())!.Referrals;
+        fixture.Clock.Advance(TimeSpan.FromSeconds(40));
+        await Member("rita").Wake();
+
+        Assert.Equal((LoyaltyError.Unavailable, LoyaltyError.Unavailable), (mia.Error, ned.Error));
+        Assert.NotNull(ola);
+        Assert.Equal(["mia", "ola", "ned"], before);
+        Assert.Equal(["ned"], afterFirst);
+        Assert.Equal(["ola", "ned"], listedAfterFirst);
+        Assert.Null((await LinkSteps("rita").GetLinks()).Unconfirmed);
+        Assert.Equal(["ola"], (await Member("rita").Get())!.Referrals);
+        Assert.Equal("rita", (await Member("ola").Get())!.ReferredBy);
+    }
+
+    [Fact]
     public async Task AReferredEnrolmentWhoseEntryIsNeverWritten_IsWithdrawnAtTheReferrer_AndAPlainEnrolmentLaterNamesNobody()
     {
         await PutAsync(Shop);
@@ -410,11 +465,11 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
 
     private IMemberLinkSteps LinkSteps(string id) => fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, id));
 
-    /// <summary>Runs <paramref name="change"/> with every commit of the referred member's own entry (of <paramref name="kind"/>) failing.</summary>
-    private async Task<T> WithReferredSideFailingAsync<T>(Func<Task<T>> change, LedgerEntryKind kind = LedgerEntryKind.Referred)
+    /// <summary>Runs <paramref name="change"/> with the referred member's own entry (of <paramref name="kind"/>) failing at <paramref name="step"/> each time.</summary>
+    private async Task<T> WithReferredSideFailingAsync<T>(Func<Task<T>> change, LedgerEntryKind kind = LedgerEntryKind.Referred, FaultStep step = FaultStep.Commit)
     {
         FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
-        faults.Arm((step, entry) => step == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == kind);
+        faults.Arm((at, entry) => at == step && entry.ProgramId == _program && entry.Kind == kind);
         try
         {
             return await change();
