@@ -116,8 +116,12 @@ public interface IWebhookStore
     /// </summary>
     Task<bool> SaveProgressAsync(string programId, string webhookId, string owner, string position, DateTimeOffset? failingSince, DateTimeOffset leaseUntil, CancellationToken cancellationToken);
 
-    /// <summary>Disables the subscription with a reason, only while <paramref name="owner"/> holds its lease; ends the lease.</summary>
-    Task<bool> DisableAsync(string programId, string webhookId, string owner, string reason, DateTimeOffset at, CancellationToken cancellationToken);
+    /// <summary>
+    /// Disables the subscription with a reason, only while <paramref name="owner"/> holds its lease
+    /// and its configuration is still the one last changed at <paramref name="seenUpdatedAt"/> (a
+    /// failure seen under an older one, before a re-enable or a new URL, disables nothing); ends the lease.
+    /// </summary>
+    Task<bool> DisableAsync(string programId, string webhookId, string owner, DateTimeOffset seenUpdatedAt, string reason, DateTimeOffset at, CancellationToken cancellationToken);
 
     /// <summary>Ends <paramref name="owner"/>'s lease (a node stopping), so another node may claim the subscription at once.</summary>
     Task ReleaseAsync(string programId, string webhookId, string owner, CancellationToken cancellationToken);

@@ -145,11 +145,11 @@ public sealed class MemoryWebhookStore : IWebhookStore
     }
 
     /// <inheritdoc />
-    public Task<bool> DisableAsync(string programId, string webhookId, string owner, string reason, DateTimeOffset at, CancellationToken cancellationToken)
+    public Task<bool> DisableAsync(string programId, string webhookId, string owner, DateTimeOffset seenUpdatedAt, string reason, DateTimeOffset at, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            if (!TryGetHeld(programId, webhookId, owner, out Subscription? s))
+            if (!TryGetHeld(programId, webhookId, owner, out Subscription? s) || s.Row.UpdatedAt != seenUpdatedAt)
             {
                 return Task.FromResult(false);
             }

@@ -166,13 +166,13 @@ public abstract class SqlWebhookStore : IWebhookStore
     }
 
     /// <inheritdoc />
-    public async Task<bool> DisableAsync(string programId, string webhookId, string owner, string reason, DateTimeOffset at, CancellationToken cancellationToken)
+    public async Task<bool> DisableAsync(string programId, string webhookId, string owner, DateTimeOffset seenUpdatedAt, string reason, DateTimeOffset at, CancellationToken cancellationToken)
     {
         await using DbConnection connection = await OpenAsync(cancellationToken);
         await using DbCommand command = Command(connection,
             "UPDATE webhooks SET enabled = @e, disabled_reason = @r, updated_at = @at, lease_owner = NULL, lease_until = NULL " +
-            $"WHERE {ByKey} AND lease_owner = @o AND enabled;",
-            ("@p", programId), ("@w", webhookId), ("@o", owner), ("@e", false), ("@r", reason), ("@at", ToDb(at)));
+            $"WHERE {ByKey} AND lease_owner = @o AND enabled AND updated_at = @seen;",
+            ("@p", programId), ("@w", webhookId), ("@o", owner), ("@e", false), ("@r", reason), ("@at", ToDb(at)), ("@seen", ToDb(seenUpdatedAt)));
         return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
     }
 

@@ -350,10 +350,18 @@ internal sealed partial class WebhookWorker(
             }
 
             LogAttemptFailed(current.ProgramId, current.WebhookId, e.EventId, attempt, outcome.Error ?? "");
+            if (cancellationToken.IsCancellationRequested)
+            {
+                // The window gave up while this attempt ran (another member's failure disabled the
+                // subscription, or the worker is ending): this late failure disables nothing. An
+                // operator may have enabled it again meanwhile, under the same lease owner.
+                return false;
+            }
+
             if (failing >= TimeSpan.FromSeconds(options.DisableAfterFailingSeconds))
             {
                 string reason = WebhookSender.Bounded($"failing since {now - failing:u}: {outcome.Error}");
-                await store.DisableAsync(current.ProgramId, current.WebhookId, owner, reason, now, CancellationToken.None);
+                await store.DisableAsync(current.ProgramId, current.WebhookId, owner, current.UpdatedAt, reason, now, CancellationToken.None);
                 EventMetrics.WebhooksDisabled.Add(1);
                 LogDisabled(current.ProgramId, current.WebhookId, reason);
                 return false;

@@ -212,14 +212,33 @@ public sealed class WebhookStoreTests
     }
 
     [Theory, MemberData(nameof(Stores))]
+    public async Task Disable_SeenUnderAnOlderConfiguration_ChangesNothing_SoALateFailureCannotUndoAReenable(string kind)
+    {
+        IWebhookStore store = await CreateStoreAsync(kind);
+        await store.TryInsertAsync(Row("w1"), None);
+        await store.ClaimAsync("a", T0, T0.AddSeconds(30), 10, None);
+        Assert.True(await store.DisableAsync("p", "w1", "a", T0, "HTTP 500", T0.AddSeconds(1), None));
+        // Re-enabled by an operator, and claimed again under the same owner (one node).
+        await store.UpdateConfigAsync("p", "w1", "https://example.test/hooks", "points.earned", true, null, T0.AddSeconds(2), None);
+        Assert.Single(await store.ClaimAsync("a", T0.AddSeconds(2), T0.AddSeconds(32), 10, None));
+
+        bool late = await store.DisableAsync("p", "w1", "a", T0, "no answer within 1 s", T0.AddSeconds(3), None);
+        bool current = await store.DisableAsync("p", "w1", "a", T0.AddSeconds(2), "HTTP 500 again", T0.AddSeconds(4), None);
+
+        Assert.False(late);
+        Assert.True(current);
+        Assert.Equal("HTTP 500 again", (await store.GetAsync("p", "w1", None))!.DisabledReason);
+    }
+
+    [Theory, MemberData(nameof(Stores))]
     public async Task Disable_ByTheOwner_RecordsTheReasonAndStopsClaims_AndByAnotherOwnerChangesNothing(string kind)
     {
         IWebhookStore store = await CreateStoreAsync(kind);
         await store.TryInsertAsync(Row("w1") with { FailingSince = T0 }, None);
         await store.ClaimAsync("a", T0, T0.AddSeconds(30), 10, None);
 
-        bool byOther = await store.DisableAsync("p", "w1", "b", "not mine", T0.AddSeconds(1), None);
-        bool byOwner = await store.DisableAsync("p", "w1", "a", "failing for 3 days: HTTP 500", T0.AddSeconds(2), None);
+        bool byOther = await store.DisableAsync("p", "w1", "b", T0, "not mine", T0.AddSeconds(1), None);
+        bool byOwner = await store.DisableAsync("p", "w1", "a", T0, "failing for 3 days: HTTP 500", T0.AddSeconds(2), None);
         bool saveAfter = await store.SaveProgressAsync("p", "w1", "a", "cursor:9", null, T0.AddSeconds(60), None);
 
         Assert.False(byOther);
