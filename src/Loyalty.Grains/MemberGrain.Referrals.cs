@@ -88,6 +88,10 @@ public sealed partial class MemberGrain
 
         if (_state.Enrolled && _state.Referral.ReferredBy == referrer)
         {
+            // Made already. The referrer's side is asked for again (nothing when it lists this
+            // member): a link withdrawn there because this member's entry landed only after the
+            // check is restored, and the desk then confirms it.
+            await LinkSteps(referrer).AddReferral(_memberId);
             return new MemberResult(View(await ProgramForViewAsync()), LoyaltyError.None, null);
         }
 

@@ -66,7 +66,17 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         LoyaltyError failed = LoyaltyError.None;
         foreach (string referred in (await Steps(referrerId).GetLinks()).Unconfirmed ?? [])
         {
-            LoyaltyError error = await SettleLinkAsync(referrerId, referred, changeEnded: false);
+            LoyaltyError error;
+            try
+            {
+                error = await SettleLinkAsync(referrerId, referred, changeEnded: false);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // One referred member that cannot be read now does not hold up the others' checks.
+                error = LoyaltyError.Unavailable;
+            }
+
             failed = error == LoyaltyError.None ? failed : error;
         }
 

@@ -361,10 +361,16 @@ internal sealed partial class WebhookWorker(
             if (failing >= TimeSpan.FromSeconds(options.DisableAfterFailingSeconds))
             {
                 string reason = WebhookSender.Bounded($"failing since {now - failing:u}: {outcome.Error}");
-                await store.DisableAsync(current.ProgramId, current.WebhookId, owner, current.UpdatedAt, reason, now, CancellationToken.None);
-                EventMetrics.WebhooksDisabled.Add(1);
-                LogDisabled(current.ProgramId, current.WebhookId, reason);
-                return false;
+                if (await store.DisableAsync(current.ProgramId, current.WebhookId, owner, current.UpdatedAt, reason, now, CancellationToken.None))
+                {
+                    EventMetrics.WebhooksDisabled.Add(1);
+                    LogDisabled(current.ProgramId, current.WebhookId, reason);
+                    return false;
+                }
+
+                // Not disabled: its settings changed since this attempt read them (a new URL or
+                // secret, a re-enable), or the lease is gone. The retry below reads them again (or
+                // finds it disabled, or its lease lost, and stops).
             }
 
             // Asked to give its place up, a subscription failing for two leases or more does so
@@ -390,6 +396,25 @@ internal sealed partial class WebhookWorker(
     /// tasks of a window share the read); false when it was deleted or disabled (the worker then
     /// ends). A failed read keeps the subscription as last read: the next renewal reads it again.
     /// </summary>
+    /// <summary>
+    /// Takes the subscription as read now. One changed since this worker read it (another
+    /// <c>updated_at</c>) whose failing time is cleared was disabled and enabled again meanwhile:
+    /// the failures this worker counted before are forgotten, so that they neither disable it again
+    /// at its next failure nor are written back over the cleared time.
+    /// </summary>
+    private void Adopt(WebhookRow fresh)
+    {
+        if (fresh.UpdatedAt != _webhook.UpdatedAt && fresh.FailingSince is null)
+        {
+            lock (_gate)
+            {
+                _failingSince = null;
+            }
+        }
+
+        _webhook = fresh;
+    }
+
     private async Task<bool> RefreshAsync(CancellationToken cancellationToken)
     {
         long last = Interlocked.Read(ref _refreshedAt);
@@ -414,7 +439,7 @@ internal sealed partial class WebhookWorker(
             return false;
         }
 
-        _webhook = fresh;
+        Adopt(fresh);
         Interlocked.Exchange(ref _refreshedAt, Stopwatch.GetTimestamp());
         return true;
     }
@@ -522,13 +547,19 @@ internal sealed partial class WebhookWorker(
                 // ledger's commits (on SQLite for the one write lock).
                 await FlushAttemptsAsync();
                 WebhookRow? fresh = await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, running.Token);
-                if (fresh is not { Enabled: true } || !await SaveAsync(running.Token))
+                if (fresh is not { Enabled: true })
                 {
                     await running.CancelAsync();
                     return;
                 }
 
-                _webhook = fresh;
+                // Taken in before the save, which writes this worker's failing time back.
+                Adopt(fresh);
+                if (!await SaveAsync(running.Token))
+                {
+                    await running.CancelAsync();
+                    return;
+                }
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

@@ -336,7 +336,7 @@ public sealed class GatewayTests(EngineFixture fixture) : IClassFixture<EngineFi
         Assert.Equal(["m1"], referrer.Referrals);
         Assert.Equal(3, referrer.Balance);
         Assert.Equal([V1.LedgerEntryKind.Earn, V1.LedgerEntryKind.Earn, V1.LedgerEntryKind.Earn], page1.Entries.Select(e => e.Kind));
-        Assert.Equal([V1.LedgerEntryKind.ReferralLink, V1.LedgerEntryKind.Enrol], page2.Entries.Select(e => e.Kind));
+        Assert.Equal([V1.LedgerEntryKind.ReferralConfirmed, V1.LedgerEntryKind.ReferralLink, V1.LedgerEntryKind.Enrol], page2.Entries.Select(e => e.Kind));
         Assert.Equal("", page2.NextPageToken);
         Assert.Equal(StatusCode.InvalidArgument, badToken.StatusCode);
         Assert.Equal(StatusCode.NotFound, unknown.StatusCode);

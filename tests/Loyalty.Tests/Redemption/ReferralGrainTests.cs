@@ -430,6 +430,26 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ALinkWithdrawnWhileTheReferredSideLandedAfterAll_IsRestoredByTheRequestRepeated()
+    {
+        await PutAsync(Shop);
+        await EnrolAsync("rita");
+        await EnrolAsync("ola");
+        // ola's entry lands but the answer is lost; rita's link is then withdrawn as if ola's
+        // commit had come only after the check (the desk's step asked for directly).
+        await Record.ExceptionAsync(() => WithReferredSideFailingAsync(() => Member("ola").SetReferrer("rita", null), step: FaultStep.Acknowledge));
+        await LinkSteps("rita").SettleReferralLink("ola", stands: false, changeEnded: true);
+        IReadOnlyList<string> withdrawn = (await Member("rita").Get())!.Referrals;
+
+        MemberResult repeated = await Member("ola").SetReferrer("rita", null);
+
+        Assert.Empty(withdrawn);
+        Assert.Equal((LoyaltyError.None, "rita"), (repeated.Error, repeated.Member!.ReferredBy));
+        Assert.Equal(["ola"], (await Member("rita").Get())!.Referrals);
+        Assert.Null((await LinkSteps("rita").GetLinks()).Unconfirmed);
+    }
+
+    [Fact]
     public async Task AReferredEnrolmentWhoseEntryIsNeverWritten_IsWithdrawnAtTheReferrer_AndAPlainEnrolmentLaterNamesNobody()
     {
         await PutAsync(Shop);
