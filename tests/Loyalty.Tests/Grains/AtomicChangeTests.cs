@@ -309,22 +309,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         // m's own entry of a link to r fails every try: r's side stays, unconfirmed, until its due
         // schedule has the desk check it a minute later, and withdraw it.
         ["referral withdrawn"] = new(LedgerEntryKind.ReferralWithdrawn, "r", ["m", "r"],
-            async t =>
-            {
-                await t.EnrolAsync("m");
-                await t.EnrolAsync("r");
-                t.Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == t._program && entry.Kind == LedgerEntryKind.Referred);
-                try
-                {
-                    Assert.Equal(LoyaltyError.Unavailable, (await t.Member("m").SetReferrer("r", null)).Error);
-                }
-                finally
-                {
-                    t.Faults().Disarm();
-                }
-
-                Assert.Equal("r's link to m is unconfirmed", await t.UnconfirmedAsync("r"));
-            },
+            t => t.LinkWithCommitsFailingAsync(LedgerEntryKind.Referred, LoyaltyError.Unavailable),
             t => { t.Advance(ReferralDecision.LinkCheckDelay + TimeSpan.FromSeconds(1)); return Task.CompletedTask; }),
         // A purchase reaches silver, held for a year; the review after it finds nothing bought since.
         ["tier reviewed"] = new(LedgerEntryKind.TierReviewed, "m", ["m"],
@@ -1464,22 +1449,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         // The desk confirms the referrer's link once the referred side is written (here the link is
         // made while every confirmation fails, then the desk's step is asked for directly).
         ["referral confirmed"] = new(LedgerEntryKind.ReferralConfirmed, ["m", "r"],
-            async t =>
-            {
-                await t.EnrolAsync("m");
-                await t.EnrolAsync("r");
-                t.Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == t._program && entry.Kind == LedgerEntryKind.ReferralConfirmed);
-                try
-                {
-                    Assert.Equal(LoyaltyError.None, (await t.Member("m").SetReferrer("r", null)).Error);
-                }
-                finally
-                {
-                    t.Faults().Disarm();
-                }
-
-                Assert.Equal("r's link to m is unconfirmed", await t.UnconfirmedAsync("r"));
-            },
+            t => t.LinkWithCommitsFailingAsync(LedgerEntryKind.ReferralConfirmed, LoyaltyError.None),
             async t => Error(await t.LinkSteps("r").SettleReferralLink("m", stands: true, changeEnded: true)) ?? await t.UnconfirmedAsync("r")),
         ["referral reward"] = new(LedgerEntryKind.ReferralReward, ["m", "r"], async t => { await t.EnrolAsync("r"); await t.EnrolAsync("m", "r"); },
             async t => await t.Member("r").SettleReferralReward("m", 500, reverse: false) is var e && e == LoyaltyError.None ? null : e.ToString()),
@@ -1503,6 +1473,27 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         (await Member(id).Enrol(new Enrolment(_program, id, referredBy))) is { Error: not LoyaltyError.None } refused ? refused.ErrorMessage : null;
 
     private IMemberLinkSteps LinkSteps(string id) => fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, id));
+
+    /// <summary>
+    /// Enrols m and r and links m to r while every commit of <paramref name="failing"/> entries
+    /// fails, answered <paramref name="answer"/>; r's link to m is left unconfirmed.
+    /// </summary>
+    private async Task LinkWithCommitsFailingAsync(LedgerEntryKind failing, LoyaltyError answer)
+    {
+        await EnrolAsync("m");
+        await EnrolAsync("r");
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == failing);
+        try
+        {
+            Assert.Equal(answer, (await Member("m").SetReferrer("r", null)).Error);
+        }
+        finally
+        {
+            Faults().Disarm();
+        }
+
+        Assert.Equal("r's link to m is unconfirmed", await UnconfirmedAsync("r"));
+    }
 
     /// <summary>Null when the member has no unconfirmed referral link, else which it has.</summary>
     private async Task<string?> UnconfirmedAsync(string referrer) =>

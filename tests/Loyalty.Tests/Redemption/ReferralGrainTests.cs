@@ -294,13 +294,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     [Fact]
     public async Task AReversalReachingAReferrerMidMerge_WaitsUntilTheSurvivorTookItIn_ThenTakesTheRewardBackThere()
     {
-        await PutAsync(Shop);
-        IMemberGrain rita = await EnrolAsync("rita");
-        IMemberGrain sam = await EnrolAsync("sam");
-        IMemberGrain ben = await EnrolAsync("ben", referredBy: "rita");
-        await ben.Accrue(Buy("ben", 60_00, "q"));
-        // rita lets go to sam and the merge stops there, as a crash would leave it.
-        Assert.NotNull((await rita.Detach("sam", Loyalty.Grains.Headroom.VolumeMax)).Transfer);
+        (IMemberGrain rita, IMemberGrain sam, IMemberGrain ben) = await RewardedReferrerLetGoMidMergeAsync();
 
         ReturnResult returned = await ben.Return(ReturnOf("ben", "q", 60_00));
         LoyaltyError midMerge = await rita.SettleReferralReward("ben", 0, reverse: true);
@@ -323,12 +317,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     [Fact]
     public async Task AReversalReachingAReferrerLetGoToASurvivorErasedBeforeItTookItIn_IsSettledNotRetriedForever()
     {
-        await PutAsync(Shop);
-        IMemberGrain rita = await EnrolAsync("rita");
-        IMemberGrain sam = await EnrolAsync("sam");
-        IMemberGrain ben = await EnrolAsync("ben", referredBy: "rita");
-        await ben.Accrue(Buy("ben", 60_00, "q"));
-        Assert.NotNull((await rita.Detach("sam", Loyalty.Grains.Headroom.VolumeMax)).Transfer);
+        (IMemberGrain rita, IMemberGrain sam, IMemberGrain ben) = await RewardedReferrerLetGoMidMergeAsync();
         await sam.Erase("request");
 
         ReturnResult returned = await ben.Return(ReturnOf("ben", "q", 60_00));
@@ -482,6 +471,21 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
+
+    /// <summary>
+    /// rita, rewarded for referring ben (his qualifying purchase "q"), lets go to sam in a merge
+    /// that stops there, as a crash would leave it; sam has not taken her in.
+    /// </summary>
+    private async Task<(IMemberGrain Rita, IMemberGrain Sam, IMemberGrain Ben)> RewardedReferrerLetGoMidMergeAsync()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain sam = await EnrolAsync("sam");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "rita");
+        await ben.Accrue(Buy("ben", 60_00, "q"));
+        Assert.NotNull((await rita.Detach("sam", Loyalty.Grains.Headroom.VolumeMax)).Transfer);
+        return (rita, sam, ben);
+    }
 
     private IMemberLinkSteps LinkSteps(string id) => fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, id));
 
