@@ -66,6 +66,9 @@ internal sealed partial class WebhookWorker(
     /// <summary>When the window being delivered was read (Stopwatch ticks).</summary>
     private long _windowReadAt;
 
+    /// <summary>Set when a window gave up because the subscription was disabled or deleted: the worker only ends now.</summary>
+    private volatile bool _gaveUp;
+
     /// <summary>When the subscription was last read by <see cref="RefreshAsync"/> (Stopwatch ticks; 0 for never).</summary>
     private long _refreshedAt;
 
@@ -234,6 +237,7 @@ internal sealed partial class WebhookWorker(
                     if (!await DeliverAsync(e, disabled.Token))
                     {
                         gaveUp = true;
+                        _gaveUp = true;
                         await disabled.CancelAsync();
                         return;
                     }
@@ -396,25 +400,6 @@ internal sealed partial class WebhookWorker(
     /// tasks of a window share the read); false when it was deleted or disabled (the worker then
     /// ends). A failed read keeps the subscription as last read: the next renewal reads it again.
     /// </summary>
-    /// <summary>
-    /// Takes the subscription as read now. One changed since this worker read it (another
-    /// <c>updated_at</c>) whose failing time is cleared was disabled and enabled again meanwhile:
-    /// the failures this worker counted before are forgotten, so that they neither disable it again
-    /// at its next failure nor are written back over the cleared time.
-    /// </summary>
-    private void Adopt(WebhookRow fresh)
-    {
-        if (fresh.UpdatedAt != _webhook.UpdatedAt && fresh.FailingSince is null)
-        {
-            lock (_gate)
-            {
-                _failingSince = null;
-            }
-        }
-
-        _webhook = fresh;
-    }
-
     private async Task<bool> RefreshAsync(CancellationToken cancellationToken)
     {
         long last = Interlocked.Read(ref _refreshedAt);
@@ -439,7 +424,7 @@ internal sealed partial class WebhookWorker(
             return false;
         }
 
-        Adopt(fresh);
+        _webhook = fresh;
         Interlocked.Exchange(ref _refreshedAt, Stopwatch.GetTimestamp());
         return true;
     }
@@ -547,19 +532,16 @@ internal sealed partial class WebhookWorker(
                 // ledger's commits (on SQLite for the one write lock).
                 await FlushAttemptsAsync();
                 WebhookRow? fresh = await store.GetAsync(_webhook.ProgramId, _webhook.WebhookId, running.Token);
-                if (fresh is not { Enabled: true })
+                // A worker whose window gave up (the subscription disabled) saves nothing more while
+                // its last attempts run out: re-enabled meanwhile and claimed again under the same
+                // owner, it would write its old failing time back over the one the re-enable cleared.
+                if (fresh is not { Enabled: true } || _gaveUp || !await SaveAsync(running.Token))
                 {
                     await running.CancelAsync();
                     return;
                 }
 
-                // Taken in before the save, which writes this worker's failing time back.
-                Adopt(fresh);
-                if (!await SaveAsync(running.Token))
-                {
-                    await running.CancelAsync();
-                    return;
-                }
+                _webhook = fresh;
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

@@ -439,6 +439,22 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task TheLinkRequestRepeatedForAMemberMergedAway_AddsNothingAtTheReferrer()
+    {
+        await PutAsync(Shop);
+        await EnrolAsync("rita");
+        await EnrolAsync("sam");
+        await EnrolAsync("dora", referredBy: "rita");
+        await Member("sam").MergeFrom("dora", "same person");
+
+        // dora's ledger still names rita; her link moved to sam, who took rita as his referrer.
+        await Member("dora").SetReferrer("rita", null);
+
+        Assert.Equal(["sam"], (await Member("rita").Get())!.Referrals);
+        Assert.Null((await LinkSteps("rita").GetLinks()).Unconfirmed);
+    }
+
+    [Fact]
     public async Task AReferredEnrolmentWhoseEntryIsNeverWritten_IsWithdrawnAtTheReferrer_AndAPlainEnrolmentLaterNamesNobody()
     {
         await PutAsync(Shop);
