@@ -72,10 +72,10 @@ public static class Expiring
             Consider(ref due, DateTimeOffset.UnixEpoch);
         }
 
-        if (state.Referral.UnconfirmedSince is { } linked && !state.Erased && state.MergedInto is null)
+        if (state.LinkCheckAt is { } linkCheck)
         {
             // A referral link this member made whose change failed half-way: the desk checks it.
-            Consider(ref due, linked + ReferralDecision.LinkCheckDelay);
+            Consider(ref due, linkCheck);
         }
 
         IReadOnlyList<Hold> holds = state.Lots.Holds;

@@ -68,10 +68,8 @@ public sealed partial class MemberGrain
     /// <summary>When this activation's last check of its referral links failed (see <see cref="CheckReferralLinksAsync"/>).</summary>
     private DateTimeOffset _linkCheckFailedAt = DateTimeOffset.MinValue;
 
-    /// <summary>Whether a referral link this member made waits for its check (see <see cref="ReferralDecision.LinkCheckDelay"/>).</summary>
-    private bool LinkCheckDue() =>
-        _state.Referral.UnconfirmedSince is { } since && !_state.Erased && _state.MergedInto is null
-        && since + ReferralDecision.LinkCheckDelay <= MemberNow();
+    /// <summary>Whether a referral link this member made waits for its check (see <see cref="MemberState.LinkCheckAt"/>).</summary>
+    private bool LinkCheckDue() => _state.LinkCheckAt <= MemberNow();
 
     /// <summary>
     /// Has the program's desk settle this member's unconfirmed referral links: a change that made

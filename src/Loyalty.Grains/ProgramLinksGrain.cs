@@ -40,7 +40,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         EnrolmentResult result = await Steps(enrolment.MemberId).EnrolReferred(enrolment);
         if (enrolment.ReferredBy is { } referrer && result.Error != LoyaltyError.Unavailable)
         {
-            await TrySettleLinkAsync(referrer, enrolment.MemberId);
+            await TrySettleLinkAsync(referrer, enrolment.MemberId, changeEnded: true);
         }
 
         return result;
@@ -53,7 +53,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         MemberResult result = await Steps(memberId).LinkReferrer(referrerId);
         if (result.Error != LoyaltyError.Unavailable)
         {
-            await TrySettleLinkAsync(referrerId, memberId);
+            await TrySettleLinkAsync(referrerId, memberId, changeEnded: true);
         }
 
         return result;
@@ -66,17 +66,8 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         LoyaltyError failed = LoyaltyError.None;
         foreach (string referred in (await Steps(referrerId).GetLinks()).Unconfirmed ?? [])
         {
-            LoyaltyError error;
-            try
-            {
-                error = await SettleLinkAsync(referrerId, referred, changeEnded: false);
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                // One referred member that cannot be read now does not hold up the others' checks.
-                error = LoyaltyError.Unavailable;
-            }
-
+            // One referred member that cannot be read now does not hold up the others' checks.
+            LoyaltyError error = await TrySettleLinkAsync(referrerId, referred, changeEnded: false);
             failed = error == LoyaltyError.None ? failed : error;
         }
 
@@ -84,21 +75,22 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     }
 
     /// <summary>
-    /// Settles the referrer's side of a link once the change that made it has ended, when that
-    /// change answered anything but UNAVAILABLE: the referred member's side is then written, or
-    /// will never be by that change. (After UNAVAILABLE a commit's outcome may still be open, and
-    /// the referrer's due schedule asks for the check a minute later, in <see cref="CheckReferralLinks"/>.)
-    /// A failure here is left to that check too: the change's own answer stands.
+    /// <see cref="SettleLinkAsync"/>, with a call that throws answered UNAVAILABLE: the link stays
+    /// unconfirmed, and the referrer's due schedule has it checked again. After a change, it is
+    /// called once the change answered anything but UNAVAILABLE: the referred member's side is then
+    /// written, or will never be by that change (after UNAVAILABLE a commit's outcome may still be
+    /// open, and the check a minute later, <see cref="CheckReferralLinks"/>, settles it); the
+    /// change's own answer stands whatever this one is.
     /// </summary>
-    private async Task TrySettleLinkAsync(string referrerId, string referredId)
+    private async Task<LoyaltyError> TrySettleLinkAsync(string referrerId, string referredId, bool changeEnded)
     {
         try
         {
-            await SettleLinkAsync(referrerId, referredId, changeEnded: true);
+            return await SettleLinkAsync(referrerId, referredId, changeEnded);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            // The link stays unconfirmed, and the referrer's due schedule has it checked.
+            return LoyaltyError.Unavailable;
         }
     }
 

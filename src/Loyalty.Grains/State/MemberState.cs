@@ -156,6 +156,14 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Duplicate accounts merged into this one.</summary>
     public IReadOnlyList<string> MergedFrom => (IReadOnlyList<string>?)MergedFromKept ?? [];
 
+    /// <summary>
+    /// When the program's desk is to check this member's oldest unconfirmed referral link (see
+    /// <see cref="ReferralDecision.LinkCheckDelay"/>); null when none is, or when the member was
+    /// erased or merged away (its links are settled no more).
+    /// </summary>
+    public DateTimeOffset? LinkCheckAt =>
+        Referral.UnconfirmedSince is { } since && !Erased && MergedInto is null ? since + ReferralDecision.LinkCheckDelay : null;
+
     /// <summary>Whether the member has profile fields (kept outside the ledger).</summary>
     public bool HasProfile { get => _occasional?.HasProfile ?? false; private set => SetOccasional(value, static (o, v) => o.HasProfile = v); }
 

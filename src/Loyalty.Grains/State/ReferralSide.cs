@@ -80,25 +80,7 @@ public sealed class ReferralSide
         _referrals?.IndexOf(referred) is { } at and >= 0 ? _referredAt![at] : null;
 
     /// <summary>When the oldest unconfirmed referral was made; null when none is.</summary>
-    public DateTimeOffset? UnconfirmedSince
-    {
-        get
-        {
-            if (_unconfirmed is null)
-            {
-                return null;
-            }
-
-            DateTimeOffset? oldest = null;
-            foreach (string referred in _unconfirmed)
-            {
-                DateTimeOffset made = _referredAt![_referrals!.IndexOf(referred)];
-                oldest = oldest is { } o && o <= made ? o : made;
-            }
-
-            return oldest;
-        }
-    }
+    public DateTimeOffset? UnconfirmedSince => _unconfirmed?.Min(MadeAt);
 
     /// <summary>The referrals of duplicates merged in that this member did not take as its own (see <see cref="MergedReferral"/>).</summary>
     public IReadOnlyList<MergedReferral> Merged => (IReadOnlyList<MergedReferral>?)_merged ?? [];
@@ -307,16 +289,15 @@ public sealed class ReferralSide
             }
 
             DropRepeats();
-            if (_unconfirmed is { } unconfirmed && unconfirmed.Remove(replaced))
+            if (Unconfirmed.Contains(replaced))
             {
                 // Still to be checked, now under the member that holds the account; a survivor
                 // listed already keeps its own link's standing.
+                Confirm(replaced);
                 if (!survivorListed)
                 {
-                    unconfirmed.Add(survivor);
+                    (_unconfirmed ??= []).Add(survivor);
                 }
-
-                _unconfirmed = unconfirmed.Count == 0 ? null : unconfirmed;
             }
         }
 

@@ -66,7 +66,7 @@ internal sealed partial class WebhookWorker(
     /// <summary>When the window being delivered was read (Stopwatch ticks).</summary>
     private long _windowReadAt;
 
-    /// <summary>Set when a window gave up because the subscription was disabled or deleted: the worker only ends now.</summary>
+    /// <summary>Set when a window gave up (the subscription disabled or deleted, or the worker ending): the worker only ends now.</summary>
     private volatile bool _gaveUp;
 
     /// <summary>When the subscription was last read by <see cref="RefreshAsync"/> (Stopwatch ticks; 0 for never).</summary>
@@ -224,7 +224,6 @@ internal sealed partial class WebhookWorker(
     {
         using var disabled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using var slots = new SemaphoreSlim(options.ConcurrencyPerWebhook);
-        bool gaveUp = false;
         Exception? failure = null;
 
         async Task MemberAsync(IEnumerable<V1.Event> events)
@@ -236,7 +235,6 @@ internal sealed partial class WebhookWorker(
                 {
                     if (!await DeliverAsync(e, disabled.Token))
                     {
-                        gaveUp = true;
                         _gaveUp = true;
                         await disabled.CancelAsync();
                         return;
@@ -260,7 +258,7 @@ internal sealed partial class WebhookWorker(
         {
             await all;
         }
-        catch (OperationCanceledException) when (gaveUp || failure is not null)
+        catch (OperationCanceledException) when (_gaveUp || failure is not null)
         {
         }
 
@@ -269,7 +267,7 @@ internal sealed partial class WebhookWorker(
             throw new InvalidOperationException("A delivery failed unexpectedly; the window will be delivered again.", failure);
         }
 
-        return !gaveUp;
+        return !_gaveUp;
     }
 
     /// <summary>Delivers one event, retrying with exponential backoff; false when the subscription was disabled meanwhile.</summary>

@@ -235,10 +235,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     [Fact]
     public async Task Merge_OfAReferredMemberIntoItsOwnReferrer_ThenAFullReturn_TakesBackTheReferrersRewardThere()
     {
-        await PutAsync(Shop);
-        IMemberGrain rita = await EnrolAsync("rita");
-        IMemberGrain dora = await EnrolAsync("dora", referredBy: "rita");
-        await dora.Accrue(Buy("dora", 60_00, "p1"));
+        (IMemberGrain rita, _) = await QualifiedReferralAsync("rita", "dora", "p1");
         await rita.MergeFrom("dora", "duplicate");
         long merged = (await rita.Get())!.Balance.Value;
 
@@ -276,10 +273,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     [Fact]
     public async Task AReferrerMergedIntoItsReferee_LosesTheRewardThereWhenTheQualifyingPurchaseComesBack()
     {
-        await PutAsync(Shop);
-        IMemberGrain anna = await EnrolAsync("anna");
-        IMemberGrain ben = await EnrolAsync("ben", referredBy: "anna");
-        await ben.Accrue(Buy("ben", 60_00, "q"));
+        (IMemberGrain anna, IMemberGrain ben) = await QualifiedReferralAsync("anna", "ben", "q");
         await ben.MergeFrom("anna", "the same person");
         long merged = (await ben.Get())!.Balance.Value;
 
@@ -489,16 +483,26 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
 
     /// <summary>
+    /// Under <see cref="Shop"/>, <paramref name="referrer"/> and the member it referred, whose
+    /// purchase <paramref name="purchase"/> of 60 USD qualified the referral (both rewarded).
+    /// </summary>
+    private async Task<(IMemberGrain Referrer, IMemberGrain Referred)> QualifiedReferralAsync(string referrer, string referred, string purchase)
+    {
+        await PutAsync(Shop);
+        IMemberGrain referrerGrain = await EnrolAsync(referrer);
+        IMemberGrain referredGrain = await EnrolAsync(referred, referredBy: referrer);
+        await referredGrain.Accrue(Buy(referred, 60_00, purchase));
+        return (referrerGrain, referredGrain);
+    }
+
+    /// <summary>
     /// rita, rewarded for referring ben (his qualifying purchase "q"), lets go to sam in a merge
     /// that stops there, as a crash would leave it; sam has not taken her in.
     /// </summary>
     private async Task<(IMemberGrain Rita, IMemberGrain Sam, IMemberGrain Ben)> RewardedReferrerLetGoMidMergeAsync()
     {
-        await PutAsync(Shop);
-        IMemberGrain rita = await EnrolAsync("rita");
+        (IMemberGrain rita, IMemberGrain ben) = await QualifiedReferralAsync("rita", "ben", "q");
         IMemberGrain sam = await EnrolAsync("sam");
-        IMemberGrain ben = await EnrolAsync("ben", referredBy: "rita");
-        await ben.Accrue(Buy("ben", 60_00, "q"));
         Assert.NotNull((await rita.Detach("sam", Loyalty.Grains.Headroom.VolumeMax)).Transfer);
         return (rita, sam, ben);
     }
