@@ -95,7 +95,7 @@ public abstract record EntryDetails
 
     private static Type?[] MapKinds()
     {
-        var types = new Type?[(int)LedgerEntryKind.ReferralWithdrawn + 1];
+        var types = new Type?[(int)LedgerEntryKind.MergeSettled + 1];
         types[(int)LedgerEntryKind.Enrol] = typeof(EnrolDetails);
         types[(int)LedgerEntryKind.Earn] = typeof(EarnDetails);
         types[(int)LedgerEntryKind.Return] = typeof(ReturnDetails);
@@ -124,8 +124,9 @@ public abstract record EntryDetails
         types[(int)LedgerEntryKind.TradeInRejected] = typeof(TradeInRejectedDetails);
         types[(int)LedgerEntryKind.TierReviewed] = typeof(TierReviewedDetails);
         types[(int)LedgerEntryKind.ReferralLink] = typeof(ReferralLinkDetails);
+        types[(int)LedgerEntryKind.MergeSettled] = typeof(MergeSettledDetails);
 
-        // Referred, Erase, CauseChosen, ReferralConfirmed and ReferralWithdrawn say everything in the entry itself.
+        // Referred, Erase, CauseChosen, ReferralConfirmed, ReferralWithdrawn and MergeStarted say everything in the entry itself.
         return types;
     }
 }
@@ -540,6 +541,17 @@ public sealed record ReferralLinkDetails : EntryDetails
     /// this existed have no details, and stand.
     /// </summary>
     [Id(0)] public bool Unconfirmed { get; init; }
+}
+
+/// <summary>The end of a merge into this member (the entry's reference is the duplicate).</summary>
+[GenerateSerializer, Immutable]
+public sealed record MergeSettledDetails : EntryDetails
+{
+    /// <summary>
+    /// The duplicate refused to let go (erased, merged elsewhere, business of its own, no room
+    /// here): nothing moved, and the entry's reason says why. False when it was taken in.
+    /// </summary>
+    [Id(0)] public bool Abandoned { get; init; }
 }
 
 /// <summary>A referral link repointed from a merged-away member (the entry's reference is the survivor).</summary>

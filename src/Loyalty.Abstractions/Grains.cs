@@ -100,6 +100,15 @@ public interface IMemberGrain : IGrainWithStringKey
     [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
     Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId, long survivorRoom);
 
+    /// <summary>
+    /// Why <see cref="Detach"/> would be refused now, without writing anything: the error and its
+    /// message, or <see cref="LoyaltyError.None"/> when it would go ahead (a write-off of expired
+    /// points first included). Asked before a survivor records a merge as started, so that a
+    /// merge refused for the duplicate's reasons leaves nothing in either ledger.
+    /// </summary>
+    [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
+    Task<(LoyaltyError Error, string? Message)> CheckDetach(string survivorId, long survivorRoom);
+
     /// <summary>Replaces <paramref name="fromId"/> by <paramref name="toId"/> in this member's referral links (after a merge).</summary>
     [ResponseTimeout(Limits.TwoMemberInnerStepTimeout)]
     Task<LoyaltyError> Repoint(string fromId, string toId);
@@ -228,6 +237,14 @@ public interface IProgramLinksGrain : IGrainWithStringKey
     /// answer is <see cref="LoyaltyError.None"/> once none is left unsettled.
     /// </summary>
     Task<LoyaltyError> CheckReferralLinks(string referrerId);
+
+    /// <summary>
+    /// Completes the merge into <paramref name="survivorId"/> that was started and cut short (see
+    /// <see cref="MemberLinks.MergingFrom"/>): the duplicate is taken in and its links moved, or the
+    /// merge is abandoned when the duplicate refuses to let go. The survivor's due schedule asks
+    /// for it; the answer is <see cref="LoyaltyError.None"/> once no merge into it is left open.
+    /// </summary>
+    Task<LoyaltyError> CompleteMerge(string survivorId);
 }
 
 /// <summary>A referral code, keyed by the code: which member of which program it belongs to.</summary>

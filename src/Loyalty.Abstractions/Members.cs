@@ -10,14 +10,16 @@ public sealed record Enrolment(
 
 /// <summary>
 /// A member's own links in the referral graph, as its ledger has them (see <c>IMemberLinkSteps.GetLinks</c>):
-/// who referred it, who it was merged into, and the members it referred whose side of the link is
-/// not known to be written yet (null for none).
+/// who referred it, who it was merged into, the members it referred whose side of the link is
+/// not known to be written yet (null for none), and the duplicate whose merge into it was started
+/// and is not over (null for none).
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record MemberLinks(
     [property: Id(0)] string? ReferredBy,
     [property: Id(1)] string? MergedInto,
-    [property: Id(2)] IReadOnlyList<string>? Unconfirmed = null)
+    [property: Id(2)] IReadOnlyList<string>? Unconfirmed = null,
+    [property: Id(3)] string? MergingFrom = null)
 {
     /// <summary>No links: a member not enrolled.</summary>
     public static readonly MemberLinks None = new(null, null);
@@ -234,6 +236,20 @@ public enum LedgerEntryKind : short
     /// referral caps is free again (no points move).
     /// </summary>
     ReferralWithdrawn = 33,
+
+    /// <summary>
+    /// The survivor's intent to take in a duplicate account (reference), written before the
+    /// duplicate lets go: until a <see cref="MergeSettled"/> entry follows, the merge is not over,
+    /// and the survivor's due schedule has it completed (no points move).
+    /// </summary>
+    MergeStarted = 34,
+
+    /// <summary>
+    /// The merge of a duplicate account (reference) into this member is over: taken in with its
+    /// referral links moved, or abandoned because the duplicate refused to let go (its details say
+    /// which; the reason, why). No points move.
+    /// </summary>
+    MergeSettled = 35,
 }
 
 /// <summary>One change to a member, as the append-only ledger holds it.</summary>

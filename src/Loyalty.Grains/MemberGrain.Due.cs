@@ -25,10 +25,22 @@ public sealed partial class MemberGrain
         // up to a cache's lifetime old would grant or warn under the rules just replaced.
         await _services.Programs.GetFreshAsync(_programId);
         bool settled = !_state.Referral.AnyOwed || await SettleReferrerAsync();
-        if (LinkCheckDue())
+        DateTimeOffset now = MemberNow();
+        bool linkCheck = _state.LinkCheckAt <= now, mergeCheck = _state.MergeCheckAt <= now;
+        if (linkCheck || mergeCheck)
         {
-            // After a failed check, the next waits its turn (a purchase meanwhile brings the member due again at once).
-            settled &= _linkCheckFailedAt + SettlementRetryDelay <= MemberNow() && await CheckReferralLinksAsync();
+            // The desk's work for this member; after a failure, the next try waits its turn.
+            bool done = false;
+            if (DeskRetryAt is not { } retryAt || retryAt <= now)
+            {
+                IProgramLinksGrain desk = GrainFactory.GetGrain<IProgramLinksGrain>(_programId);
+                bool links = !linkCheck || await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId));
+                bool merge = !mergeCheck || await DeskCheckAsync(() => desk.CompleteMerge(_memberId));
+                done = links && merge;
+                _deskFailedAt = done ? null : now;
+            }
+
+            settled &= done;
         }
 
         for (int step = 0; step < WakeStepsMax; step++)
@@ -65,31 +77,28 @@ public sealed partial class MemberGrain
         await RescheduleAsync(settled);
     }
 
-    /// <summary>When this activation's last check of its referral links failed (see <see cref="CheckReferralLinksAsync"/>).</summary>
-    private DateTimeOffset _linkCheckFailedAt = DateTimeOffset.MinValue;
+    /// <summary>When this activation's last request of the desk's due work failed (see <see cref="DeskCheckAsync"/>); null when it did not.</summary>
+    private DateTimeOffset? _deskFailedAt;
 
-    /// <summary>Whether a referral link this member made waits for its check (see <see cref="MemberState.LinkCheckAt"/>).</summary>
-    private bool LinkCheckDue() => _state.LinkCheckAt <= MemberNow();
+    /// <summary>When the desk's due work may be asked for again after a failure: <see cref="SettlementRetryDelay"/> after it (null: at once).</summary>
+    private DateTimeOffset? DeskRetryAt => _deskFailedAt + SettlementRetryDelay;
 
     /// <summary>
-    /// Has the program's desk settle this member's unconfirmed referral links: a change that made
-    /// one failed before the referred member's side was known to be written. False to try again
-    /// after <see cref="SettlementRetryDelay"/>.
+    /// Has the program's desk do this member's due work: settle its unconfirmed referral links
+    /// (a change that made one failed before the referred member's side was known to be written),
+    /// or complete a merge into it that was cut short. False to try again after
+    /// <see cref="SettlementRetryDelay"/>.
     /// </summary>
-    private async Task<bool> CheckReferralLinksAsync()
+    private async Task<bool> DeskCheckAsync(Func<Task<LoyaltyError>> call)
     {
-        bool checkedAll;
         try
         {
-            checkedAll = await CallBackAwaitedAsync(GrainFactory.GetGrain<IProgramLinksGrain>(_programId).CheckReferralLinks(_memberId)) == LoyaltyError.None;
+            return await CallBackAwaitedAsync(call()) == LoyaltyError.None;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            checkedAll = false;
+            return false;
         }
-
-        _linkCheckFailedAt = checkedAll ? DateTimeOffset.MinValue : MemberNow();
-        return checkedAll;
     }
 
     /// <summary>

@@ -177,6 +177,8 @@ public sealed partial class MemberGrain
 
         if (!_state.MergedFrom.Contains(duplicateId) && await RefuseMergeAsync(duplicateId) is { } refused)
         {
+            // A merge started and cut short whose duplicate can no longer be taken in ends here.
+            await SettleMergeAsync(duplicateId, refused, HoldPass.None);
             return refused;
         }
 
@@ -189,8 +191,49 @@ public sealed partial class MemberGrain
             return LinksNotMoved(duplicateId);
         }
 
+        if (taken.Result.Error == LoyaltyError.None)
+        {
+            // The merge is over. Answered as done even when this note fails: the due schedule has
+            // the desk complete the merge again (every step of it is done already) and write it.
+            await SettleMergeAsync(duplicateId, null, HoldPass.None);
+        }
+
         return taken.Result;
     }
+
+    /// <summary>
+    /// Ends the open merge of <paramref name="duplicateId"/> (see <see cref="MemberState.MergingFrom"/>):
+    /// taken in when <paramref name="refused"/> is null, abandoned when the duplicate refused for
+    /// good (an UNAVAILABLE leaves it open, for the due schedule to try again). A failure here is
+    /// left to the due schedule too, which completes the merge again and writes the note.
+    /// </summary>
+    private async Task SettleMergeAsync(string duplicateId, MemberResult? refused, HoldPass passes)
+    {
+        if (_state.MergingFrom != duplicateId || refused?.Error == LoyaltyError.Unavailable)
+        {
+            return;
+        }
+
+        string? because = refused is null ? null : refused.ErrorMessage ?? refused.Error.ToString();
+        try
+        {
+            await WriteAsync(
+                prefetch: null,
+                (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+                    LifecycleDecision.MergeSettle(At(program, now), duplicateId, because).Staged(out entry, MemberResult.Reject, () => MergeNoted),
+                (_, _, _) => MergeNoted,
+                _ => Task.FromResult<MemberResult?>(null),
+                MemberResult.Reject,
+                passes);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Left open: see above.
+        }
+    }
+
+    /// <summary>The answer of a merge's own note (not the merge's answer).</summary>
+    private static readonly MemberResult MergeNoted = new(null, LoyaltyError.None, null);
 
     /// <summary>
     /// The merge's two writes, with this member's other changes held (see <see cref="WhileHeldAsync"/>):
@@ -203,12 +246,37 @@ public sealed partial class MemberGrain
         MergeTransfer? transfer = null;
         if (!_state.MergedFrom.Contains(duplicateId))
         {
+            // Room for the transfer, and for this merge's two notes.
+            long room = Headroom.Room(_state) - MergeNotesRoom;
+            if (_state.MergingFrom != duplicateId && await OtherMember(duplicateId).CheckDetach(_memberId, room) is ({ } checkError and not LoyaltyError.None, var why))
+            {
+                // Refused for the duplicate's reasons before anything is written here.
+                return new TakenIn(null, MemberResult.Reject(checkError, why ?? $"member '{duplicateId}' could not be merged"));
+            }
+
+            // The intent first: once the duplicate has let go, this member knows the merge is open
+            // whatever happens next, and its due schedule completes it (see MemberState.MergingFrom).
+            MemberResult started = await WriteAsync(
+                prefetch: null,
+                (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
+                    LifecycleDecision.MergeStart(At(program, now), duplicateId).Staged(out entry, MemberResult.Reject, () => MergeNoted),
+                (_, _, _) => MergeNoted,
+                _ => Task.FromResult<MemberResult?>(null),
+                MemberResult.Reject,
+                HoldPass.Own);
+            if (started.Error != LoyaltyError.None)
+            {
+                return new TakenIn(null, started);
+            }
+
             // Nothing of this member decides while the merge runs, so this room is still there when
             // the transfer arrives.
-            (MergeTransfer? t, LoyaltyError detachError, string? message) = await OtherMember(duplicateId).Detach(_memberId, Headroom.Room(_state));
+            (MergeTransfer? t, LoyaltyError detachError, string? message) = await OtherMember(duplicateId).Detach(_memberId, room);
             if (t is null)
             {
-                return new TakenIn(null, MemberResult.Reject(detachError, message ?? $"member '{duplicateId}' could not be merged"));
+                MemberResult refused = MemberResult.Reject(detachError, message ?? $"member '{duplicateId}' could not be merged");
+                await SettleMergeAsync(duplicateId, refused, HoldPass.Own);
+                return new TakenIn(null, refused);
             }
 
             transfer = t;
@@ -287,6 +355,28 @@ public sealed partial class MemberGrain
             }
         }
     }
+
+    /// <inheritdoc />
+    public async Task<(LoyaltyError Error, string? Message)> CheckDetach(string survivorId, long survivorRoom)
+    {
+        if (!await TryEnsureLoadedAsync())
+        {
+            return (LoyaltyError.Unavailable, NotLoaded);
+        }
+
+        await CatchUpAsync();
+        if (await _services.Programs.GetAsync(_programId) is not { } program)
+        {
+            return (LoyaltyError.NotFound, $"program '{_programId}' not found");
+        }
+
+        // A write-off of expired points is a step of the detach, not a refusal.
+        Decision decision = LifecycleDecision.Detach(At(program, MemberNow()), survivorId, survivorRoom);
+        return decision.Refused ? (decision.Error, decision.Message) : (LoyaltyError.None, null);
+    }
+
+    /// <summary>The survivor's room a merge keeps for its own two notes (<see cref="LedgerEntryKind.MergeStarted"/> and <see cref="LedgerEntryKind.MergeSettled"/>).</summary>
+    private const long MergeNotesRoom = 2;
 
     /// <inheritdoc />
     public async Task<LoyaltyError> Repoint(string fromId, string toId)

@@ -246,7 +246,7 @@ public sealed partial class MemberGrain
     {
         await CatchUpAsync();
         return !_state.Enrolled ? MemberLinks.None
-            : new MemberLinks(_state.Referral.ReferredBy, _state.MergedInto, _state.Referral.Unconfirmed is { Count: > 0 } unconfirmed ? [.. unconfirmed] : null);
+            : new MemberLinks(_state.Referral.ReferredBy, _state.MergedInto, _state.Referral.Unconfirmed is { Count: > 0 } unconfirmed ? [.. unconfirmed] : null, _state.MergingFrom);
     }
 
     /// <inheritdoc />

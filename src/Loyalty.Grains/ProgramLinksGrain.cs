@@ -15,8 +15,10 @@ namespace Loyalty.Grains;
 /// Why a desk and not locks on members: a lock per member would need an order, timeouts and a
 /// durable owner to survive a crash; the desk needs none, because the state stays where it was,
 /// in the members' ledgers, and every step it takes is idempotent. A change cut short by a crash
-/// is completed by repeating it; a merge left half-done (the duplicate detached, the survivor
-/// not yet credited) is completed here before any later merge of either member. Such changes
+/// is completed by repeating it, or by the members' due schedules: a referral link not known to
+/// be written at both ends is checked, and a merge the survivor recorded as started
+/// (<see cref="MemberLinks.MergingFrom"/>) is completed, about a minute later. A merge left
+/// half-done is also completed here before any later merge of either member. Such changes
 /// are rare next to purchases, which never pass here, so one at a time per program costs little.
 /// <para>
 /// Orleans keeps one activation "for the most part": during membership changes, or with a node
@@ -108,9 +110,35 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     }
 
     /// <inheritdoc />
+    public async Task<LoyaltyError> CompleteMerge(string survivorId)
+    {
+        await using IAsyncDisposable held = await LockAsync();
+        return await CompleteOpenMergeAsync(survivorId);
+    }
+
+    /// <summary>
+    /// Completes the merge into <paramref name="survivorId"/> that was started and is still open
+    /// (see <see cref="MemberLinks.MergingFrom"/>): the survivor takes the duplicate in, or
+    /// abandons the merge when the duplicate refuses for good. None once no merge is open there.
+    /// </summary>
+    private async Task<LoyaltyError> CompleteOpenMergeAsync(string survivorId)
+    {
+        if ((await Steps(survivorId).GetLinks()).MergingFrom is not { } duplicate)
+        {
+            return LoyaltyError.None;
+        }
+
+        await Steps(survivorId).MergeDuplicate(duplicate, $"completes the merge of '{duplicate}' into '{survivorId}'");
+        return (await Steps(survivorId).GetLinks()).MergingFrom is null ? LoyaltyError.None : LoyaltyError.Unavailable;
+    }
+
+    /// <inheritdoc />
     public async Task<MemberResult> Merge(string survivorId, string duplicateId, string reason)
     {
         await using IAsyncDisposable held = await LockAsync();
+        // Merges started and cut short, into either member, end first: one open at a time each.
+        await CompleteOpenMergeAsync(survivorId);
+        await CompleteOpenMergeAsync(duplicateId);
         await CompletePendingMergeAsync(survivorId, (await Steps(survivorId).GetLinks()).MergedInto);
         MemberView? duplicate = await Steps(duplicateId).GetCommitted();
         if (duplicate?.MergedInto == survivorId)

@@ -172,4 +172,5 @@ public static class DetailsJson
 [JsonSerializable(typeof(TradeInRejectedDetails))]
 [JsonSerializable(typeof(TierReviewedDetails))]
 [JsonSerializable(typeof(ReferralLinkDetails))]
+[JsonSerializable(typeof(MergeSettledDetails))]
 internal sealed partial class DetailsJsonContext : JsonSerializerContext;

@@ -42,7 +42,51 @@ public static class LifecycleDecision
         !d.State.Enrolled ? Decision.Refuse(LoyaltyError.NotFound, d.NotEnrolled)
         : d.State.Erased ? Decision.Nothing
         : OpenBusiness(d, lapsedHoldsCount: false) is { } open ? Decision.Refuse(LoyaltyError.FailedPrecondition, open)
+        : MergeOpen(d) is { } merging ? Decision.Refuse(LoyaltyError.Unavailable, merging)
         : Decision.Write(d.NewEntry(LedgerEntryKind.Erase, Points.Zero, null, 0) with { Reason = reason });
+
+    /// <summary>
+    /// How long after a merge was started its survivor's due schedule has the desk complete it,
+    /// when it is still open: longer than a merge takes when it does not fail (it is settled at
+    /// once then).
+    /// </summary>
+    public static readonly TimeSpan MergeCheckDelay = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// The survivor's intent to take in <paramref name="duplicateId"/>, written before the
+    /// duplicate lets go, so that a merge cut short after that is known here and completed by the
+    /// due schedule, not only when the client repeats it. Nothing when this merge is the open one
+    /// already; refused while another is open (the desk completes it first; it is open still only
+    /// when that failed), or when this member takes no changes.
+    /// </summary>
+    public static Decision MergeStart(in Decider d, string duplicateId) =>
+        d.Closed() is { } closed ? closed
+        : d.State.MergingFrom == duplicateId ? Decision.Nothing
+        : MergeOpen(d) is { } merging ? Decision.Refuse(LoyaltyError.Unavailable, merging)
+        : Decision.Write(d.NewEntry(LedgerEntryKind.MergeStarted, Points.Zero, null, 0) with { Reference = duplicateId });
+
+    /// <summary>
+    /// The end of the open merge of <paramref name="duplicateId"/>: taken in (its links moved), or
+    /// abandoned for <paramref name="abandonedBecause"/>, the duplicate's refusal to let go.
+    /// Nothing when that merge is not the open one (settled already, or started before merges
+    /// were recorded as started).
+    /// </summary>
+    public static Decision MergeSettle(in Decider d, string duplicateId, string? abandonedBecause) =>
+        d.State.MergingFrom != duplicateId ? Decision.Nothing
+        : Decision.Write(d.NewEntry(LedgerEntryKind.MergeSettled, Points.Zero, null, 0) with
+        {
+            Reference = duplicateId,
+            Reason = abandonedBecause is null ? null
+                : abandonedBecause.Length <= Limits.ReasonLengthMax ? abandonedBecause
+                : abandonedBecause[..(Limits.ReasonLengthMax - 1)] + "…",
+            Details = new MergeSettledDetails { Abandoned = abandonedBecause is not null },
+        });
+
+    /// <summary>Why the member cannot close (be erased or merged away) while a merge into it is open, or null.</summary>
+    private static string? MergeOpen(in Decider d) =>
+        d.State.MergingFrom is { } duplicate
+            ? $"the merge of '{duplicate}' into member '{d.MemberId}' is not finished yet (it was cut short); it is completed about a minute after it started: retry then"
+            : null;
 
     /// <summary>
     /// The survivor's limits, checked before the duplicate lets go so that a refusal strands
@@ -92,6 +136,12 @@ public static class LifecycleDecision
         if (DetachBlocked(d) is { } blocked)
         {
             return Decision.Refuse(LoyaltyError.FailedPrecondition, blocked);
+        }
+
+        if (MergeOpen(d) is { } merging)
+        {
+            // Its points would move on without the open merge's: they arrive here when it completes.
+            return Decision.Refuse(LoyaltyError.Unavailable, merging);
         }
 
         if (state.Referral.Unconfirmed is [var unsettled, ..])

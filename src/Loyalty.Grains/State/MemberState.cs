@@ -157,6 +157,22 @@ public sealed class MemberState : IEarnHistory, IQualifying
     public IReadOnlyList<string> MergedFrom => (IReadOnlyList<string>?)MergedFromKept ?? [];
 
     /// <summary>
+    /// The duplicate whose merge into this member was started (<see cref="LedgerEntryKind.MergeStarted"/>)
+    /// and is not over yet; null when none is. One at a time: the desk completes an open merge
+    /// before it starts another, and a member with one open is neither erased nor merged away.
+    /// </summary>
+    public string? MergingFrom { get => _occasional?.MergingFrom; private set => SetOccasional(value, static (o, v) => o.MergingFrom = v); }
+
+    /// <summary>When the open merge (<see cref="MergingFrom"/>) was started.</summary>
+    public DateTimeOffset MergingSince { get => _occasional?.MergingSince ?? default; private set => SetOccasional(value, static (o, v) => o.MergingSince = v); }
+
+    /// <summary>
+    /// When the member's due schedule is to have the desk complete its open merge (see
+    /// <see cref="LifecycleDecision.MergeCheckDelay"/>); null when none is open.
+    /// </summary>
+    public DateTimeOffset? MergeCheckAt => MergingFrom is null ? null : MergingSince + LifecycleDecision.MergeCheckDelay;
+
+    /// <summary>
     /// When the program's desk is to check this member's oldest unconfirmed referral link (see
     /// <see cref="ReferralDecision.LinkCheckDelay"/>); null when none is, or when the member was
     /// erased or merged away (its links are settled no more).
@@ -389,6 +405,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
             case LedgerEntryKind.Erase: ApplyErase(); break;
             case LedgerEntryKind.MergedAway: ApplyMergedAway(entry); break;
             case LedgerEntryKind.MergedIn: ApplyMergedIn(entry); break;
+            case LedgerEntryKind.MergeStarted: ApplyMergeStarted(entry); break;
+            case LedgerEntryKind.MergeSettled: ApplyMergeSettled(entry); break;
             case LedgerEntryKind.Birthday: ApplyBirthday(entry); break;
             case LedgerEntryKind.BonusDayBooked: ApplyBonusDay(entry); break;
             case LedgerEntryKind.CauseChosen: Cause = entry.Reference; break;
@@ -646,6 +664,21 @@ public sealed class MemberState : IEarnHistory, IQualifying
         Detached = entry.DetailsAs<MergedAwayDetails>()?.Merge;
         WalletMinor = 0;
         Lots.Clear();
+    }
+
+    private void ApplyMergeStarted(LedgerEntry entry)
+    {
+        MergingFrom = entry.Reference ?? throw new InvalidOperationException($"Merge start {entry.Sequence} names no duplicate.");
+        MergingSince = entry.RecordedAt;
+    }
+
+    private void ApplyMergeSettled(LedgerEntry entry)
+    {
+        if (entry.Reference == MergingFrom)
+        {
+            MergingFrom = null;
+            MergingSince = default;
+        }
     }
 
     private void ApplyMergedIn(LedgerEntry entry)

@@ -47,4 +47,8 @@ internal sealed class OccasionalState
     [Id(17)] public List<OpenTradeIn>? TradeIns { get; set; }
 
     [Id(18)] public DateTimeOffset? GrantedIntoEmptyAt { get; set; }
+
+    [Id(19)] public string? MergingFrom { get; set; }
+
+    [Id(20)] public DateTimeOffset MergingSince { get; set; }
 }

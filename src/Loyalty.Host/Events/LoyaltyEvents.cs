@@ -55,6 +55,8 @@ public static class LoyaltyEvents
         [LedgerEntryKind.TierReviewed] = "tier.reviewed",
         [LedgerEntryKind.ReferralConfirmed] = "referral.confirmed",
         [LedgerEntryKind.ReferralWithdrawn] = "referral.withdrawn",
+        [LedgerEntryKind.MergeStarted] = "member.merge_started",
+        [LedgerEntryKind.MergeSettled] = "member.merge_settled",
     }.ToFrozenDictionary();
 
     /// <summary>Every event type, for validating filters.</summary>

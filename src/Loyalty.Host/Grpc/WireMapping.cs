@@ -593,6 +593,8 @@ internal static class WireMapping
         LedgerEntryKind.ReferralSettled => V1.LedgerEntryKind.ReferralSettled,
         LedgerEntryKind.ReferralConfirmed => V1.LedgerEntryKind.ReferralConfirmed,
         LedgerEntryKind.ReferralWithdrawn => V1.LedgerEntryKind.ReferralWithdrawn,
+        LedgerEntryKind.MergeStarted => V1.LedgerEntryKind.MergeStarted,
+        LedgerEntryKind.MergeSettled => V1.LedgerEntryKind.MergeSettled,
         LedgerEntryKind.Feedback => V1.LedgerEntryKind.Feedback,
         LedgerEntryKind.BonusDayBooked => V1.LedgerEntryKind.BonusDayBooked,
         LedgerEntryKind.CauseChosen => V1.LedgerEntryKind.CauseChosen,

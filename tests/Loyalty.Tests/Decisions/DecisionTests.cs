@@ -319,6 +319,38 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void AMergeStarted_IsOpenUntilSettled_OneAtATime_AndTheSurvivorDoesNotCloseMeanwhile()
+    {
+        ProgramSettings settings = Settings();
+        MemberState survivor = Enrolled();
+        LedgerEntry started = LifecycleDecision.MergeStart(Decider(survivor, settings), "d1").Entry!;
+        survivor.Apply(started, 8);
+        Decision again = LifecycleDecision.MergeStart(Decider(survivor, settings), "d1");
+        Decision another = LifecycleDecision.MergeStart(Decider(survivor, settings), "d2");
+        Decision erase = LifecycleDecision.Erase(Decider(survivor, settings), "request");
+        Decision detach = LifecycleDecision.Detach(Decider(survivor, settings), "c");
+        Decision settleOther = LifecycleDecision.MergeSettle(Decider(survivor, settings), "d2", null);
+        string why = new('x', Limits.ReasonLengthMax + 20);
+        LedgerEntry abandoned = LifecycleDecision.MergeSettle(Decider(survivor, settings), "d1", why).Entry!;
+        DateTimeOffset? checkAt = survivor.MergeCheckAt;
+        survivor.Apply(abandoned, 8);
+
+        Assert.Equal((LedgerEntryKind.MergeStarted, "d1", 0L), (started.Kind, started.Reference, started.Points.Value));
+        Assert.Equal(Now + LifecycleDecision.MergeCheckDelay, checkAt);
+        Assert.True(again.Done);
+        Assert.Equal((LoyaltyError.Unavailable, LoyaltyError.Unavailable, LoyaltyError.Unavailable), (another.Error, erase.Error, detach.Error));
+        Assert.Contains("the merge of 'd1' into member 'm' is not finished", erase.Message, StringComparison.Ordinal);
+        Assert.True(settleOther.Done);
+        Assert.Equal((LedgerEntryKind.MergeSettled, "d1", true), (abandoned.Kind, abandoned.Reference, abandoned.DetailsAs<MergeSettledDetails>()!.Abandoned));
+        Assert.Equal(Limits.ReasonLengthMax, abandoned.Reason!.Length);
+        Assert.Null(survivor.MergingFrom);
+        Assert.Null(survivor.MergeCheckAt);
+        Assert.True(LifecycleDecision.MergeSettle(Decider(survivor, settings), "d1", null).Done);
+        Assert.Equal(LoyaltyError.None, LifecycleDecision.MergeStart(Decider(survivor, settings), "d2").Error);
+        Assert.Equal(LoyaltyError.None, LifecycleDecision.Erase(Decider(survivor, settings), "request").Error);
+    }
+
+    [Fact]
     public void ReferralReward_IsWrittenOnce_ItsReversalTakesBackWhatIsLeft_WhereBalancesAreFloored()
     {
         MemberState state = Enrolled();

@@ -311,6 +311,11 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         ["referral withdrawn"] = new(LedgerEntryKind.ReferralWithdrawn, "r", ["m", "r"],
             t => t.LinkWithCommitsFailingAsync(LedgerEntryKind.Referred, LoyaltyError.Unavailable),
             t => { t.Advance(ReferralDecision.LinkCheckDelay + TimeSpan.FromSeconds(1)); return Task.CompletedTask; }),
+        // The survivor's own write of the merge fails every try: the merge stays open, and its due
+        // schedule has the desk complete it a minute later, and note its end.
+        ["merge settled"] = new(LedgerEntryKind.MergeSettled, "s", ["s", "d"],
+            t => t.MergeCutShortAsync(LedgerEntryKind.MergedIn),
+            t => { t.Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1)); return Task.CompletedTask; }),
         // A purchase reaches silver, held for a year; the review after it finds nothing bought since.
         ["tier reviewed"] = new(LedgerEntryKind.TierReviewed, "m", ["m"],
             async t =>
@@ -959,7 +964,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task AMergeCutShortBeforeItsLinksMoved_ThenItsSurvivorClosed_MovesThemToWhoHoldsTheAccount_WhenRepeated(bool mergedOn)
+    public async Task AMergeCutShortBeforeItsLinksMoved_InALedgerFromBeforeMergeStarts_ThenItsSurvivorClosed_MovesThemToWhoHoldsTheAccount_WhenRepeated(bool mergedOn)
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
         foreach (string member in (string[])["s", "x", "c"])
@@ -974,6 +979,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Repointed);
         MemberResult cutShort = await Member("s").MergeFrom("d", "duplicate");
         Faults().Disarm();
+        // A ledger written before merges were recorded as started: s does not know its merge is open.
+        await ForgetMergeStartsAsync();
         // Then the survivor closes: merged on into c, or erased.
         MemberResult closed = mergedOn ? await Member("c").MergeFrom("s", "duplicate") : await Member("s").Erase("request 9");
 
@@ -999,7 +1006,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     }
 
     [Fact]
-    public async Task AMergeCutShort_WhoseSurvivorWasMergedOnFurtherThanCanBeFollowed_AnswersUnavailable_AndMovesNothing()
+    public async Task AMergeCutShort_InALedgerFromBeforeMergeStarts_WhoseSurvivorWasMergedOnFurtherThanCanBeFollowed_AnswersUnavailable_AndMovesNothing()
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
         await EnrolAsync("s");
@@ -1008,6 +1015,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Repointed);
         Assert.Equal(LoyaltyError.Unavailable, (await Member("s").MergeFrom("d", "duplicate")).Error);
         Faults().Disarm();
+        await ForgetMergeStartsAsync();
         // s merged on, one account into the next, one step more than MergeChainFollowedMax.
         string previous = "s";
         for (int i = 1; i <= MemberGrain.MergeChainFollowedMax + 1; i++)
@@ -1023,6 +1031,147 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Contains("repeat the merge to finish", again.ErrorMessage, StringComparison.Ordinal);
         Assert.Equal("d", (await Member("r").Get())!.ReferredBy);
         Assert.Equal(0L, await CountAsync("r", LedgerEntryKind.Repointed));
+    }
+
+    /// <summary>
+    /// A merge cut short at any of its writes (the duplicate's letting go, the survivor's taking
+    /// in, the links' re-pointing), with the client never asking again, is completed by the
+    /// survivor's due schedule a minute later: the duplicate's points, its referrer and the
+    /// member it referred all end at the survivor, as if the merge had gone through at once.
+    /// </summary>
+    [Theory]
+    [InlineData(LedgerEntryKind.MergedAway)]
+    [InlineData(LedgerEntryKind.MergedIn)]
+    [InlineData(LedgerEntryKind.Repointed)]
+    public async Task AMergeCutShort_IsCompletedByTheSurvivorsDueSchedule_WithoutARepeat(LedgerEntryKind failing)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        Assert.Null(await EnrolAsync("x"));
+        Assert.Null(await EnrolAsync("d", "x"));
+        Assert.Null(await EnrolAsync("r", "d"));
+        Assert.Null(await BuyAsync("d", "p1"));
+        Assert.Null(await EnrolAsync("s"));
+        long expected = (await Member("s").Get())!.Balance.Value + (await Member("d").Get())!.Balance.Value;
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == failing);
+        MemberResult cutShort;
+        try
+        {
+            cutShort = await Member("s").MergeFrom("d", "duplicate");
+        }
+        finally
+        {
+            Faults().Disarm();
+        }
+
+        Assert.Equal(LoyaltyError.Unavailable, cutShort.Error);
+        Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
+        // Not before its minute: the merge's own client may still be repeating it.
+        await Task.Delay(300);
+        Assert.Equal(0L, await CountAsync("s", LedgerEntryKind.MergeSettled));
+
+        Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+
+        Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not completed");
+        Assert.Null(await MergeOpenAsync("s"));
+        MemberView survivor = (await Member("s").Get())!;
+        Assert.Equal(expected, survivor.Balance.Value);
+        Assert.Equal("x", survivor.ReferredBy);
+        Assert.Equal(["r"], survivor.Referrals);
+        Assert.Equal("s", (await Member("r").Get())!.ReferredBy);
+        Assert.Equal(["s"], (await Member("x").Get())!.Referrals);
+        Assert.Equal("s", (await Member("d").Get())!.MergedInto);
+        Assert.Equal((1L, 1L, 1L), (await CountAsync("s", LedgerEntryKind.MergeStarted), await CountAsync("s", LedgerEntryKind.MergedIn), await CountAsync("s", LedgerEntryKind.MergeSettled)));
+        LedgerEntry settled = (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "s", 0, CancellationToken.None)).Last();
+        Assert.Equal((LedgerEntryKind.MergeSettled, "d", false, null), (settled.Kind, settled.Reference, settled.DetailsAs<MergeSettledDetails>()!.Abandoned, settled.Reason));
+        // Repeated now, the merge answers as done and writes nothing more.
+        long sequence = survivor.LastSequence;
+        Assert.Null(Error(await Member("s").MergeFrom("d", "duplicate")));
+        Assert.Equal(sequence, (await Member("s").Get())!.LastSequence);
+        await AssertEachMemberIsItsLedgerAsync(["s", "d", "r", "x"]);
+    }
+
+    /// <summary>
+    /// A survivor whose merge is open is not closed under it: an erasure is refused (UNAVAILABLE,
+    /// naming the open merge) until the due schedule has completed it, and a merge of the survivor
+    /// into another member completes it first, so the duplicate's points move on with it.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ASurvivorWithAMergeOpen_IsNotClosedBeforeTheMergeEnds(bool mergedOn)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await MergeCutShortAsync(LedgerEntryKind.MergedIn);
+        long duplicatePoints = await DetachedPointsAsync("d");
+        Assert.True(duplicatePoints > 0, $"d handed over {duplicatePoints} points");
+        Assert.Null(await EnrolAsync("c"));
+        long before = (await Member("s").Get())!.Balance.Value + (await Member("c").Get())!.Balance.Value;
+
+        if (mergedOn)
+        {
+            Assert.Null(Error(await Member("c").MergeFrom("s", "duplicate")));
+            Assert.Null(await MergeOpenAsync("s"));
+            Assert.Equal(before + duplicatePoints, (await Member("c").Get())!.Balance.Value);
+            Assert.Equal(["d", "s"], (await Member("c").Get())!.MergedFrom!.Order(StringComparer.Ordinal));
+        }
+        else
+        {
+            MemberResult refused = await Member("s").Erase("request 7");
+            Assert.Equal(LoyaltyError.Unavailable, refused.Error);
+            Assert.Contains("the merge of 'd' into member 's' is not finished", refused.ErrorMessage, StringComparison.Ordinal);
+            Assert.Equal(0L, await CountAsync("s", LedgerEntryKind.Erase));
+
+            Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+            Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not completed");
+            Assert.Null(Error(await Member("s").Erase("request 7")));
+            Assert.Equal(1L, await CountAsync("s", LedgerEntryKind.MergedIn));
+        }
+
+        await AssertEachMemberIsItsLedgerAsync(["s", "d", "c"]);
+    }
+
+    /// <summary>
+    /// A merge cut short before the duplicate let go, whose duplicate then can never let go
+    /// (erased meanwhile): the due schedule abandons it, with the duplicate's reason, and the
+    /// survivor is free to close; nothing moved.
+    /// </summary>
+    [Fact]
+    public async Task AnOpenMergeWhoseDuplicateCanNoLongerLetGo_IsAbandonedWithItsReason()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await MergeCutShortAsync(LedgerEntryKind.MergedAway);
+        long balance = (await Member("s").Get())!.Balance.Value;
+        Assert.Null(Error(await Member("d").Erase("request 8")));
+
+        Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+
+        Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not ended");
+        LedgerEntry settled = (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "s", 0, CancellationToken.None)).Last();
+        Assert.True(settled.DetailsAs<MergeSettledDetails>()!.Abandoned);
+        Assert.Contains("member 'd' was erased", settled.Reason, StringComparison.Ordinal);
+        Assert.Null(await MergeOpenAsync("s"));
+        Assert.Equal(balance, (await Member("s").Get())!.Balance.Value);
+        Assert.Equal(0L, await CountAsync("s", LedgerEntryKind.MergedIn));
+        Assert.Null(Error(await Member("s").Erase("request 9")));
+        await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
+    }
+
+    /// <summary>The points <paramref name="duplicate"/> handed over when it was merged away (its merge entry's).</summary>
+    private async Task<long> DetachedPointsAsync(string duplicate) =>
+        -(await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, duplicate, 0, CancellationToken.None))
+            .Single(e => e.Kind == LedgerEntryKind.MergedAway).Points.Value;
+
+    /// <summary>
+    /// Makes the program's ledgers look as merges left them before they were recorded as started:
+    /// each <see cref="LedgerEntryKind.MergeStarted"/> entry becomes a note that changes nothing (an
+    /// empty flags entry, for members without flags), and every member is loaded afresh from its ledger.
+    /// </summary>
+    private async Task ForgetMergeStartsAsync()
+    {
+        await fixture.DeactivateAllAsync();
+        await Sql.ExecuteAsync(fixture.Storage,
+            $"UPDATE ledger_entries SET kind = {(int)LedgerEntryKind.Flags}, reference = NULL WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.MergeStarted}");
+        await Sql.ExecuteAsync(fixture.Storage, "DELETE FROM orleansstorage WHERE graintypestring LIKE '%member%'");
     }
 
     [Theory]
@@ -1460,6 +1609,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             async t => Error(await t.Member("m").MergeFrom("d", "duplicate"))),
         ["merged in"] = new(LedgerEntryKind.MergedIn, ["m", "d"], async t => { await t.EnrolAsync("m"); await t.EnrolAsync("d"); await t.BuyAsync("d", "p1"); },
             async t => Error(await t.Member("m").MergeFrom("d", "duplicate"))),
+        ["merge started"] = new(LedgerEntryKind.MergeStarted, ["m", "d"], async t => { await t.EnrolAsync("m"); await t.EnrolAsync("d"); await t.BuyAsync("d", "p1"); },
+            async t => Error(await t.Member("m").MergeFrom("d", "duplicate")) ?? await t.MergeOpenAsync("m")),
     };
 
     private DateTimeOffset Now => fixture.Clock.GetUtcNow();
@@ -1496,6 +1647,47 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     }
 
     /// <summary>Null when the member has no unconfirmed referral link, else which it has.</summary>
+    /// <summary>
+    /// s (enrolled) starts a merge of d (enrolled, with points) while every commit of a
+    /// <paramref name="failing"/> entry fails, on the first try and every retry: the merge is
+    /// answered as not done and left open at s.
+    /// </summary>
+    private async Task MergeCutShortAsync(LedgerEntryKind failing)
+    {
+        await EnrolAsync("s");
+        await EnrolAsync("d");
+        await BuyAsync("d", "p1");
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == failing);
+        try
+        {
+            Assert.NotEqual(LoyaltyError.None, (await Member("s").MergeFrom("d", "duplicate")).Error);
+        }
+        finally
+        {
+            Faults().Disarm();
+        }
+
+        Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
+    }
+
+    /// <summary>Null when no merge into <paramref name="survivor"/> is open, else which is.</summary>
+    private async Task<string?> MergeOpenAsync(string survivor) =>
+        (await LinkSteps(survivor).GetLinks()).MergingFrom is { } open ? $"{survivor}'s merge of {open} is open" : null;
+
+    /// <summary>Waits (the due scheduler polls every few milliseconds here) until <paramref name="member"/> has a <paramref name="kind"/> entry; false after 20 s.</summary>
+    private async Task<bool> WrittenAsync(string member, LedgerEntryKind kind)
+    {
+        for (var until = DateTime.UtcNow.AddSeconds(20); DateTime.UtcNow < until; await Task.Delay(50))
+        {
+            if (await CountAsync(member, kind) > 0)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     private async Task<string?> UnconfirmedAsync(string referrer) =>
         (await LinkSteps(referrer).GetLinks()).Unconfirmed is { Count: > 0 } unconfirmed
             ? $"{referrer}'s link to {string.Join(", ", unconfirmed)} is unconfirmed"

@@ -26,7 +26,7 @@ public sealed class EntryDetailsTests
         }
 
         Assert.Equal(
-            [LedgerEntryKind.Referred, LedgerEntryKind.Erase, LedgerEntryKind.CauseChosen, LedgerEntryKind.ReferralConfirmed, LedgerEntryKind.ReferralWithdrawn],
+            [LedgerEntryKind.Referred, LedgerEntryKind.Erase, LedgerEntryKind.CauseChosen, LedgerEntryKind.ReferralConfirmed, LedgerEntryKind.ReferralWithdrawn, LedgerEntryKind.MergeStarted],
             Enum.GetValues<LedgerEntryKind>().Where(k => EntryDetails.For(k) is null));
     }
 
