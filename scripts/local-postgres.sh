@@ -51,7 +51,7 @@ start_postgres() {
   port=$(free_port)
   as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U loyalty --auth=trust -E UTF8 >/dev/null
   as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c max_connections=300 -c fsync=on" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c max_connections=600 -c fsync=on" start >/dev/null
   export LOYALTY_POSTGRES="Host=127.0.0.1;Port=$port;Username=loyalty;Database=postgres;Pooling=true;Maximum Pool Size=50"
   echo "$(basename "$0"): PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 }

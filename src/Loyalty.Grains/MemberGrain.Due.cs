@@ -38,6 +38,7 @@ public sealed partial class MemberGrain
                 bool merge = !mergeCheck || await DeskCheckAsync(() => desk.CompleteMerge(_memberId));
                 done = links && merge;
                 _deskFailedAt = done ? null : now;
+                _deskFailures = done ? 0 : Math.Min(_deskFailures + 1, DeskBackOffMax);
             }
 
             settled &= done;
@@ -80,8 +81,19 @@ public sealed partial class MemberGrain
     /// <summary>When this activation's last request of the desk's due work failed (see <see cref="DeskCheckAsync"/>); null when it did not.</summary>
     private DateTimeOffset? _deskFailedAt;
 
-    /// <summary>When the desk's due work may be asked for again after a failure: <see cref="SettlementRetryDelay"/> after it (null: at once).</summary>
-    private DateTimeOffset? DeskRetryAt => _deskFailedAt + SettlementRetryDelay;
+    /// <summary>How many requests of the desk's due work failed in a row in this activation (at most <see cref="DeskBackOffMax"/>).</summary>
+    private int _deskFailures;
+
+    /// <summary>The most doublings of the wait after failed requests of the desk's due work: 2⁶ minutes, about an hour.</summary>
+    private const int DeskBackOffMax = 7;
+
+    /// <summary>
+    /// When the desk's due work may be asked for again after a failure (null: at once):
+    /// <see cref="SettlementRetryDelay"/> after the first, twice as long after each further one in
+    /// a row, up to about an hour, so that work that cannot be done (a member whose ledger cannot
+    /// be read) does not take the program's desk every minute.
+    /// </summary>
+    private DateTimeOffset? DeskRetryAt => _deskFailedAt + SettlementRetryDelay * (1 << (Math.Max(_deskFailures, 1) - 1));
 
     /// <summary>
     /// Has the program's desk do this member's due work: settle its unconfirmed referral links
@@ -131,8 +143,9 @@ public sealed partial class MemberGrain
             next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules, now, WakeLateBy), ProgrammeDue(program.Settings, now));
             if (!settled && next <= now)
             {
-                // The referrer could not be told: retry later, not at once (other members' work comes first).
-                next = now + SettlementRetryDelay;
+                // The referrer could not be told, or the desk's work failed: retry later, not at
+                // once (other members' work comes first); the desk's, when its wait is longer.
+                next = DeskRetryAt is { } retryAt && retryAt > now + SettlementRetryDelay ? retryAt : now + SettlementRetryDelay;
             }
         }
 

@@ -172,6 +172,12 @@ public sealed partial class MemberGrain
                 return LinksNotMoved(duplicateId);
             }
 
+            if (_state.MergedFrom.Contains(duplicateId))
+            {
+                // Taken in before this member closed, its links moved now: the merge is over.
+                await SettleMergeAsync(duplicateId, null, HoldPass.None);
+            }
+
             return closed;
         }
 
@@ -209,7 +215,7 @@ public sealed partial class MemberGrain
     /// </summary>
     private async Task SettleMergeAsync(string duplicateId, MemberResult? refused, HoldPass passes)
     {
-        if (_state.MergingFrom != duplicateId || refused?.Error == LoyaltyError.Unavailable)
+        if (_state.MergingFrom != duplicateId || refused?.Error is LoyaltyError.Unavailable or LoyaltyError.None)
         {
             return;
         }
@@ -217,6 +223,13 @@ public sealed partial class MemberGrain
         string? because = refused is null ? null : refused.ErrorMessage ?? refused.Error.ToString();
         try
         {
+            // Abandoned only when the duplicate's ledger shows it never let go here: its refusal may
+            // come from an activation that has not seen its own hand-over (Orleans may run two).
+            if (refused is not null && (await LinkSteps(duplicateId).GetLinks()).MergedInto == _memberId)
+            {
+                return;
+            }
+
             await WriteAsync(
                 prefetch: null,
                 (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
@@ -259,7 +272,7 @@ public sealed partial class MemberGrain
             MemberResult started = await WriteAsync(
                 prefetch: null,
                 (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                    LifecycleDecision.MergeStart(At(program, now), duplicateId).Staged(out entry, MemberResult.Reject, () => MergeNoted),
+                    LifecycleDecision.MergeStart(At(program, now), duplicateId, reason).Staged(out entry, MemberResult.Reject, () => MergeNoted),
                 (_, _, _) => MergeNoted,
                 _ => Task.FromResult<MemberResult?>(null),
                 MemberResult.Reject,
@@ -286,13 +299,15 @@ public sealed partial class MemberGrain
         // moments ago): then it is read fresh, so that the merge does not take it for the entry tier.
         await _services.Programs.GetKnowingAsync(_programId, transfer?.Tier);
 
+        // A merge completed later (by the due schedule, or a repeat) keeps the reason it was asked for with.
+        string asked = _state.MergingFrom == duplicateId && _state.MergingReason is { } kept ? kept : reason;
         ProgramConfig? current = null;
         MemberResult result = await HeldWriteAsync(() => WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
                 current = program;
-                return LifecycleDecision.MergeIn(At(program, now), duplicateId, transfer, reason)
+                return LifecycleDecision.MergeIn(At(program, now), duplicateId, transfer, asked)
                     .Staged(out entry, MemberResult.Reject, () => new MemberResult(View(program), LoyaltyError.None, null));
             },
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),

@@ -91,10 +91,12 @@ public sealed partial class MemberGrain
             // Made already. The referrer's side is asked for again (nothing when it lists this
             // member): a link withdrawn there because this member's entry landed only after the
             // check is restored, and the desk then confirms it. Not for a member merged away or
-            // erased: its link moved to the survivor, or counts for nothing.
-            if (_state.MergedInto is null && !_state.Erased)
+            // erased: its link moved to the survivor, or counts for nothing. A restore the referrer
+            // refuses (its cap taken meanwhile, say) is the answer: the link is not whole.
+            if (_state.MergedInto is null && !_state.Erased
+                && await LinkSteps(referrer).AddReferral(_memberId) is { Error: not LoyaltyError.None } refused)
             {
-                await LinkSteps(referrer).AddReferral(_memberId);
+                return refused;
             }
 
             return new MemberResult(View(await ProgramForViewAsync()), LoyaltyError.None, null);

@@ -116,6 +116,19 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         return await CompleteOpenMergeAsync(survivorId);
     }
 
+    /// <summary><see cref="CompleteOpenMergeAsync"/>, with a call that throws answered UNAVAILABLE.</summary>
+    private async Task<LoyaltyError> TryCompleteOpenMergeAsync(string survivorId)
+    {
+        try
+        {
+            return await CompleteOpenMergeAsync(survivorId);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return LoyaltyError.Unavailable;
+        }
+    }
+
     /// <summary>
     /// Completes the merge into <paramref name="survivorId"/> that was started and is still open
     /// (see <see cref="MemberLinks.MergingFrom"/>): the survivor takes the duplicate in, or
@@ -137,8 +150,9 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     {
         await using IAsyncDisposable held = await LockAsync();
         // Merges started and cut short, into either member, end first: one open at a time each.
-        await CompleteOpenMergeAsync(survivorId);
-        await CompleteOpenMergeAsync(duplicateId);
+        // One that cannot end now is refused by the steps below, naming it.
+        await TryCompleteOpenMergeAsync(survivorId);
+        await TryCompleteOpenMergeAsync(duplicateId);
         await CompletePendingMergeAsync(survivorId, (await Steps(survivorId).GetLinks()).MergedInto);
         MemberView? duplicate = await Steps(duplicateId).GetCommitted();
         if (duplicate?.MergedInto == survivorId)

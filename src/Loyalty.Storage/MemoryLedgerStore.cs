@@ -268,7 +268,7 @@ public sealed class MemoryLedgerStore : ILedgerStore
                 {
                     list[i] = list[i].Kind switch
                     {
-                        LedgerEntryKind.Adjust or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MergedIn => list[i] with { Reason = "erased" },
+                        LedgerEntryKind.Adjust or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MergedIn or LedgerEntryKind.MergeStarted => list[i] with { Reason = "erased" },
                         LedgerEntryKind.Birthday => list[i] with { Reason = null },
                         LedgerEntryKind.Flags or LedgerEntryKind.Profile => list[i] with { Details = null },
                         LedgerEntryKind.Feedback => list[i] with { Reason = null },

@@ -503,9 +503,9 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     public async Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken)
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand(
-            "UPDATE ledger_entries SET reason = CASE WHEN kind IN (5, 17, 26) THEN 'erased' WHEN kind IN (20, 23) THEN NULL ELSE reason END, details = CASE WHEN kind IN (6, 14) THEN NULL ELSE details END, " +
+            "UPDATE ledger_entries SET reason = CASE WHEN kind IN (5, 17, 26, 34) THEN 'erased' WHEN kind IN (20, 23) THEN NULL ELSE reason END, details = CASE WHEN kind IN (6, 14) THEN NULL ELSE details END, " +
             "reference = CASE WHEN kind = 22 THEN NULL ELSE reference END " +
-            "WHERE program_id = $1 AND member_id = $2 AND kind IN (5, 6, 14, 17, 20, 22, 23, 26);");
+            "WHERE program_id = $1 AND member_id = $2 AND kind IN (5, 6, 14, 17, 20, 22, 23, 26, 34);");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(memberId);
         await command.ExecuteNonQueryAsync(cancellationToken);

@@ -313,9 +313,9 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// <inheritdoc />
     public Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken) =>
         ExecuteOnceAsync(
-            "UPDATE ledger_entries SET reason = CASE WHEN kind IN (5, 17, 26) THEN 'erased' WHEN kind IN (20, 23) THEN NULL ELSE reason END, details = CASE WHEN kind IN (6, 14) THEN NULL ELSE details END, " +
+            "UPDATE ledger_entries SET reason = CASE WHEN kind IN (5, 17, 26, 34) THEN 'erased' WHEN kind IN (20, 23) THEN NULL ELSE reason END, details = CASE WHEN kind IN (6, 14) THEN NULL ELSE details END, " +
             "reference = CASE WHEN kind = 22 THEN NULL ELSE reference END " +
-            "WHERE program_id = $p AND member_id = $m AND kind IN (5, 6, 14, 17, 20, 22, 23, 26);",
+            "WHERE program_id = $p AND member_id = $m AND kind IN (5, 6, 14, 17, 20, 22, 23, 26, 34);",
             cancellationToken, ("$p", programId), ("$m", memberId));
 
     /// <inheritdoc />

@@ -55,15 +55,17 @@ public static class LifecycleDecision
     /// <summary>
     /// The survivor's intent to take in <paramref name="duplicateId"/>, written before the
     /// duplicate lets go, so that a merge cut short after that is known here and completed by the
-    /// due schedule, not only when the client repeats it. Nothing when this merge is the open one
-    /// already; refused while another is open (the desk completes it first; it is open still only
-    /// when that failed), or when this member takes no changes.
+    /// due schedule, not only when the client repeats it; its reason is kept for that completion.
+    /// Nothing when this merge is the open one already; refused while another is open (the desk
+    /// completes it first; it is open still only when that failed), or when this member takes no
+    /// changes.
     /// </summary>
-    public static Decision MergeStart(in Decider d, string duplicateId) =>
+    public static Decision MergeStart(in Decider d, string duplicateId, string reason) =>
         d.Closed() is { } closed ? closed
         : d.State.MergingFrom == duplicateId ? Decision.Nothing
-        : MergeOpen(d) is { } merging ? Decision.Refuse(LoyaltyError.Unavailable, merging)
-        : Decision.Write(d.NewEntry(LedgerEntryKind.MergeStarted, Points.Zero, null, 0) with { Reference = duplicateId });
+        : d.State.MergingFrom is { } other ? Decision.Refuse(LoyaltyError.Unavailable,
+            $"the merge of '{other}' into member '{d.MemberId}' is not finished yet (it was cut short); it is completed about a minute after it started: retry then")
+        : Decision.Write(d.NewEntry(LedgerEntryKind.MergeStarted, Points.Zero, null, 0) with { Reference = duplicateId, Reason = reason });
 
     /// <summary>
     /// The end of the open merge of <paramref name="duplicateId"/>: taken in (its links moved), or
@@ -82,10 +84,13 @@ public static class LifecycleDecision
             Details = new MergeSettledDetails { Abandoned = abandonedBecause is not null },
         });
 
-    /// <summary>Why the member cannot close (be erased or merged away) while a merge into it is open, or null.</summary>
+    /// <summary>
+    /// Why the member cannot close (be erased or merged away) while a merge into it is open and
+    /// its duplicate not yet taken in (<see cref="MemberState.AwaitsOpenMerge"/>), or null.
+    /// </summary>
     private static string? MergeOpen(in Decider d) =>
-        d.State.MergingFrom is { } duplicate
-            ? $"the merge of '{duplicate}' into member '{d.MemberId}' is not finished yet (it was cut short); it is completed about a minute after it started: retry then"
+        d.State.AwaitsOpenMerge
+            ? $"the merge of '{d.State.MergingFrom}' into member '{d.MemberId}' is not finished yet (it was cut short); it is completed about a minute after it started: retry then"
             : null;
 
     /// <summary>

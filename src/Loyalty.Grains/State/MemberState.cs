@@ -166,6 +166,17 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>When the open merge (<see cref="MergingFrom"/>) was started.</summary>
     public DateTimeOffset MergingSince { get => _occasional?.MergingSince ?? default; private set => SetOccasional(value, static (o, v) => o.MergingSince = v); }
 
+    /// <summary>The reason the open merge (<see cref="MergingFrom"/>) was asked for with, for its completion.</summary>
+    public string? MergingReason { get => _occasional?.MergingReason; private set => SetOccasional(value, static (o, v) => o.MergingReason = v); }
+
+    /// <summary>
+    /// Whether the open merge's duplicate has not been taken in yet: the member is then neither
+    /// erased nor merged away, so that the duplicate's points, once let go, always have an open
+    /// account to arrive at. Once it is in, only its links may be left to move, and those follow
+    /// the account wherever it went (see <c>MemberGrain.MergeDuplicate</c>).
+    /// </summary>
+    public bool AwaitsOpenMerge => MergingFrom is { } duplicate && !MergedFrom.Contains(duplicate);
+
     /// <summary>
     /// When the member's due schedule is to have the desk complete its open merge (see
     /// <see cref="LifecycleDecision.MergeCheckDelay"/>); null when none is open.
@@ -241,9 +252,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// 14: points granted while every lot held is past its expiry count as granted into empty;
     /// 15: one day's pending points share a lot, and the return book counts what returns took from pending;
     /// 16: a survivor with a referrer of its own keeps its duplicates' referrals, to reverse them;
-    /// 17: also a survivor that was the duplicate's referrer, and a note naming no referral changes none).
+    /// 17: also a survivor that was the duplicate's referrer, and a note naming no referral changes none;
+    /// 18: the merge into the member started and not yet settled, with its reason).
     /// </summary>
-    public const int CurrentFormat = 17;
+    public const int CurrentFormat = 18;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -632,6 +644,8 @@ public sealed class MemberState : IEarnHistory, IQualifying
         FlagsKept = null;
         Cause = null;
         BirthMonth = 0;
+        // Typed by staff, it may hold personal data (the ledger's copy is anonymised too).
+        MergingReason = null;
     }
 
     private void ApplyBirthday(LedgerEntry entry)
@@ -670,6 +684,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
     {
         MergingFrom = entry.Reference ?? throw new InvalidOperationException($"Merge start {entry.Sequence} names no duplicate.");
         MergingSince = entry.RecordedAt;
+        MergingReason = entry.Reason;
     }
 
     private void ApplyMergeSettled(LedgerEntry entry)
@@ -678,6 +693,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
         {
             MergingFrom = null;
             MergingSince = default;
+            MergingReason = null;
         }
     }
 

@@ -51,4 +51,6 @@ internal sealed class OccasionalState
     [Id(19)] public string? MergingFrom { get; set; }
 
     [Id(20)] public DateTimeOffset MergingSince { get; set; }
+
+    [Id(21)] public string? MergingReason { get; set; }
 }

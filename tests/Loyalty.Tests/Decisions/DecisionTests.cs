@@ -323,19 +323,21 @@ public sealed class DecisionTests
     {
         ProgramSettings settings = Settings();
         MemberState survivor = Enrolled();
-        LedgerEntry started = LifecycleDecision.MergeStart(Decider(survivor, settings), "d1").Entry!;
+        LedgerEntry started = LifecycleDecision.MergeStart(Decider(survivor, settings), "d1", "same person").Entry!;
         survivor.Apply(started, 8);
-        Decision again = LifecycleDecision.MergeStart(Decider(survivor, settings), "d1");
-        Decision another = LifecycleDecision.MergeStart(Decider(survivor, settings), "d2");
+        Decision again = LifecycleDecision.MergeStart(Decider(survivor, settings), "d1", "same person");
+        Decision another = LifecycleDecision.MergeStart(Decider(survivor, settings), "d2", "same person");
         Decision erase = LifecycleDecision.Erase(Decider(survivor, settings), "request");
         Decision detach = LifecycleDecision.Detach(Decider(survivor, settings), "c");
         Decision settleOther = LifecycleDecision.MergeSettle(Decider(survivor, settings), "d2", null);
         string why = new('x', Limits.ReasonLengthMax + 20);
         LedgerEntry abandoned = LifecycleDecision.MergeSettle(Decider(survivor, settings), "d1", why).Entry!;
         DateTimeOffset? checkAt = survivor.MergeCheckAt;
+        string? reasonKept = survivor.MergingReason;
         survivor.Apply(abandoned, 8);
 
-        Assert.Equal((LedgerEntryKind.MergeStarted, "d1", 0L), (started.Kind, started.Reference, started.Points.Value));
+        Assert.Equal((LedgerEntryKind.MergeStarted, "d1", 0L, "same person"), (started.Kind, started.Reference, started.Points.Value, started.Reason));
+        Assert.Equal("same person", reasonKept);
         Assert.Equal(Now + LifecycleDecision.MergeCheckDelay, checkAt);
         Assert.True(again.Done);
         Assert.Equal((LoyaltyError.Unavailable, LoyaltyError.Unavailable, LoyaltyError.Unavailable), (another.Error, erase.Error, detach.Error));
@@ -346,7 +348,7 @@ public sealed class DecisionTests
         Assert.Null(survivor.MergingFrom);
         Assert.Null(survivor.MergeCheckAt);
         Assert.True(LifecycleDecision.MergeSettle(Decider(survivor, settings), "d1", null).Done);
-        Assert.Equal(LoyaltyError.None, LifecycleDecision.MergeStart(Decider(survivor, settings), "d2").Error);
+        Assert.Equal(LoyaltyError.None, LifecycleDecision.MergeStart(Decider(survivor, settings), "d2", "same person").Error);
         Assert.Equal(LoyaltyError.None, LifecycleDecision.Erase(Decider(survivor, settings), "request").Error);
     }
 

@@ -1081,8 +1081,11 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Equal(["s"], (await Member("x").Get())!.Referrals);
         Assert.Equal("s", (await Member("d").Get())!.MergedInto);
         Assert.Equal((1L, 1L, 1L), (await CountAsync("s", LedgerEntryKind.MergeStarted), await CountAsync("s", LedgerEntryKind.MergedIn), await CountAsync("s", LedgerEntryKind.MergeSettled)));
-        LedgerEntry settled = (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "s", 0, CancellationToken.None)).Last();
+        IReadOnlyList<LedgerEntry> ledger = await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "s", 0, CancellationToken.None);
+        LedgerEntry settled = ledger[^1];
         Assert.Equal((LedgerEntryKind.MergeSettled, "d", false, null), (settled.Kind, settled.Reference, settled.DetailsAs<MergeSettledDetails>()!.Abandoned, settled.Reason));
+        // Completed by the schedule, the merge keeps the reason it was asked for with.
+        Assert.Equal("duplicate", ledger.Single(e => e.Kind == LedgerEntryKind.MergedIn).Reason);
         // Repeated now, the merge answers as done and writes nothing more.
         long sequence = survivor.LastSequence;
         Assert.Null(Error(await Member("s").MergeFrom("d", "duplicate")));
@@ -1128,6 +1131,42 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         }
 
         await AssertEachMemberIsItsLedgerAsync(["s", "d", "c"]);
+    }
+
+    /// <summary>
+    /// A merge whose duplicate was taken in, and only its referral links are left to move, does
+    /// not hold up the survivor's erasure: the links follow the account (to the erased survivor)
+    /// when the due schedule completes the merge, which then ends.
+    /// </summary>
+    [Fact]
+    public async Task AnOpenMergeWithOnlyItsLinksLeft_DoesNotHoldUpTheSurvivorsErasure_AndItsLinksFollowTheAccount()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        Assert.Null(await EnrolAsync("s"));
+        Assert.Null(await EnrolAsync("d"));
+        Assert.Null(await EnrolAsync("r", "d"));
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Repointed);
+        MemberResult cutShort;
+        try
+        {
+            cutShort = await Member("s").MergeFrom("d", "duplicate");
+        }
+        finally
+        {
+            Faults().Disarm();
+        }
+
+        Assert.Equal(LoyaltyError.Unavailable, cutShort.Error);
+        Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
+        Assert.Null(Error(await Member("s").Erase("request 5")));
+
+        Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+
+        Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not completed");
+        Assert.Null(await MergeOpenAsync("s"));
+        Assert.Equal("s", (await Member("r").Get())!.ReferredBy);
+        Assert.Equal(1L, await CountAsync("r", LedgerEntryKind.Repointed));
+        await AssertEachMemberIsItsLedgerAsync(["s", "d", "r"]);
     }
 
     /// <summary>

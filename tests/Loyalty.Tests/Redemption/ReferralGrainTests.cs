@@ -433,6 +433,25 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AWithdrawnLinksRestore_ThatTheReferrerRefuses_IsAnsweredWithItsRefusal()
+    {
+        await PutAsync(Shop with { Referrals = Shop.Referrals! with { CapPerPeriod = 1 } });
+        await EnrolAsync("rita");
+        await EnrolAsync("ola");
+        // As above: ola names rita, rita's link to her is withdrawn; then ned takes rita's one place.
+        await Record.ExceptionAsync(() => WithReferredSideFailingAsync(() => Member("ola").SetReferrer("rita", null), step: FaultStep.Acknowledge));
+        await LinkSteps("rita").SettleReferralLink("ola", stands: false, changeEnded: true);
+        await EnrolAsync("ned", referredBy: "rita");
+
+        MemberResult repeated = await Member("ola").SetReferrer("rita", null);
+
+        // Before, the repeat answered success while rita did not list ola.
+        Assert.Equal(LoyaltyError.FailedPrecondition, repeated.Error);
+        Assert.Contains("rita", repeated.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(["ned"], (await Member("rita").Get())!.Referrals);
+    }
+
+    [Fact]
     public async Task TheLinkRequestRepeatedForAMemberMergedAway_AddsNothingAtTheReferrer()
     {
         await PutAsync(Shop);
