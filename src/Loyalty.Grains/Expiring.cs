@@ -72,18 +72,6 @@ public static class Expiring
             Consider(ref due, DateTimeOffset.UnixEpoch);
         }
 
-        if (state.LinkCheckAt is { } linkCheck)
-        {
-            // A referral link this member made whose change failed half-way: the desk checks it.
-            Consider(ref due, linkCheck);
-        }
-
-        if (state.MergeCheckAt is { } mergeCheck)
-        {
-            // A merge into this member that was cut short: the desk completes it.
-            Consider(ref due, mergeCheck);
-        }
-
         IReadOnlyList<Hold> holds = state.Lots.Holds;
         long held = 0;
         for (int i = 0; i < holds.Count; i++)

@@ -29,19 +29,18 @@ public sealed partial class MemberGrain
         bool linkCheck = _state.LinkCheckAt <= now, mergeCheck = _state.MergeCheckAt <= now;
         if (linkCheck || mergeCheck)
         {
-            // The desk's work for this member; after a failure, the next try waits its turn.
-            bool done = false;
-            if (DeskRetryAt is not { } retryAt || retryAt <= now)
+            // The desk's work for this member. One that fails stays in the state, and the
+            // reschedule below waits longer the older it is (see DeskDue).
+            IProgramLinksGrain desk = GrainFactory.GetGrain<IProgramLinksGrain>(_programId);
+            if (linkCheck)
             {
-                IProgramLinksGrain desk = GrainFactory.GetGrain<IProgramLinksGrain>(_programId);
-                bool links = !linkCheck || await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId));
-                bool merge = !mergeCheck || await DeskCheckAsync(() => desk.CompleteMerge(_memberId));
-                done = links && merge;
-                _deskFailedAt = done ? null : now;
-                _deskFailures = done ? 0 : Math.Min(_deskFailures + 1, DeskBackOffMax);
+                await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId));
             }
 
-            settled &= done;
+            if (mergeCheck)
+            {
+                await DeskCheckAsync(() => desk.CompleteMerge(_memberId));
+            }
         }
 
         for (int step = 0; step < WakeStepsMax; step++)
@@ -78,28 +77,34 @@ public sealed partial class MemberGrain
         await RescheduleAsync(settled);
     }
 
-    /// <summary>When this activation's last request of the desk's due work failed (see <see cref="DeskCheckAsync"/>); null when it did not.</summary>
-    private DateTimeOffset? _deskFailedAt;
-
-    /// <summary>How many requests of the desk's due work failed in a row in this activation (at most <see cref="DeskBackOffMax"/>).</summary>
-    private int _deskFailures;
-
-    /// <summary>The most doublings of the wait after failed requests of the desk's due work: 2⁶ minutes, about an hour.</summary>
-    private const int DeskBackOffMax = 7;
+    /// <summary>The longest the desk's due work waits between tries.</summary>
+    private static readonly TimeSpan DeskRetryMax = TimeSpan.FromHours(1);
 
     /// <summary>
-    /// When the desk's due work may be asked for again after a failure (null: at once):
-    /// <see cref="SettlementRetryDelay"/> after the first, twice as long after each further one in
-    /// a row, up to about an hour, so that work that cannot be done (a member whose ledger cannot
-    /// be read) does not take the program's desk every minute.
+    /// When the desk's due work for this member (<see cref="MemberState.LinkCheckAt"/>,
+    /// <see cref="MemberState.MergeCheckAt"/>) is next to be asked for; null when there is none.
+    /// Work not yet due is asked for when it falls due. Work overdue was asked for and failed
+    /// (the schedule was set to its time when the entry that made it was applied), and waits half
+    /// as long as it has been overdue, at least <see cref="SettlementRetryDelay"/> and at most
+    /// <see cref="DeskRetryMax"/>: work that cannot be done (a member whose ledger cannot be read)
+    /// does not take the program's desk every minute. The wait is the ledger's, not the
+    /// activation's, so it holds across deactivations.
     /// </summary>
-    private DateTimeOffset? DeskRetryAt => _deskFailedAt + SettlementRetryDelay * (1 << (Math.Max(_deskFailures, 1) - 1));
+    private DateTimeOffset? DeskDue(DateTimeOffset now)
+    {
+        if (Earliest(_state.LinkCheckAt, _state.MergeCheckAt) is not { } due || due > now)
+        {
+            return Earliest(_state.LinkCheckAt, _state.MergeCheckAt);
+        }
+
+        TimeSpan wait = (now - due) / 2;
+        return now + (wait < SettlementRetryDelay ? SettlementRetryDelay : wait > DeskRetryMax ? DeskRetryMax : wait);
+    }
 
     /// <summary>
     /// Has the program's desk do this member's due work: settle its unconfirmed referral links
     /// (a change that made one failed before the referred member's side was known to be written),
-    /// or complete a merge into it that was cut short. False to try again after
-    /// <see cref="SettlementRetryDelay"/>.
+    /// or complete a merge into it that was cut short. False when it is not done (see <see cref="DeskDue"/>).
     /// </summary>
     private async Task<bool> DeskCheckAsync(Func<Task<LoyaltyError>> call)
     {
@@ -143,10 +148,11 @@ public sealed partial class MemberGrain
             next = Earliest(Expiring.NextDue(_state, program.Settings.ExpiryRules, now, WakeLateBy), ProgrammeDue(program.Settings, now));
             if (!settled && next <= now)
             {
-                // The referrer could not be told, or the desk's work failed: retry later, not at
-                // once (other members' work comes first); the desk's, when its wait is longer.
-                next = DeskRetryAt is { } retryAt && retryAt > now + SettlementRetryDelay ? retryAt : now + SettlementRetryDelay;
+                // The referrer could not be told: retry later, not at once (other members' work comes first).
+                next = now + SettlementRetryDelay;
             }
+
+            next = Earliest(next, DeskDue(now));
         }
 
         // The due time rides in a batch with other members' entries, and goes with it when the

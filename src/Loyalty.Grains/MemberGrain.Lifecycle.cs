@@ -76,6 +76,12 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.InvalidArgument, reasonError);
         }
 
+        if (await TryEnsureLoadedAsync() && _state.AwaitsOpenMerge)
+        {
+            // An erasure does not wait for the due schedule: the open merge it would be refused for is completed now, if it can be.
+            await DeskCheckAsync(() => GrainFactory.GetGrain<IProgramLinksGrain>(_programId).CompleteMerge(_memberId));
+        }
+
         ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
             prefetch: null,

@@ -235,22 +235,10 @@ public sealed partial class MemberGrain
         }
 
         DateTimeOffset now = MemberNow();
-        if (Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.AnyOwed || _state.Referral.Unconfirmed.Count > 0
-                    || _state.MergingFrom is not null || _state.Lots.AnyExpires()
+        if (Earliest(Earliest(settings.HasExpiry || _state.Lots.Holds.Count > 0 || _state.Referral.AnyOwed || _state.Lots.AnyExpires()
                 ? Expiring.NextDue(_state, settings.ExpiryRules, now, WakeLateBy) : null,
-                ProgrammeDue(settings, now)) is not { } next)
-        {
-            return null;
-        }
-
-        if (next <= now && DeskRetryAt is { } retryAt && retryAt > next)
-        {
-            // The desk's work failed at the last wake and waits its turn, as the wake's own
-            // reschedule said: each change meanwhile would otherwise bring the member due at once.
-            next = retryAt;
-        }
-
-        if (_scheduleKnown && _scheduledDue is { } known && known <= next)
+                ProgrammeDue(settings, now)), DeskDue(now)) is not { } next
+            || (_scheduleKnown && _scheduledDue is { } known && known <= next))
         {
             return null;
         }

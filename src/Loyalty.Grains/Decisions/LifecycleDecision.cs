@@ -64,7 +64,7 @@ public static class LifecycleDecision
         d.Closed() is { } closed ? closed
         : d.State.MergingFrom == duplicateId ? Decision.Nothing
         : d.State.MergingFrom is { } other ? Decision.Refuse(LoyaltyError.Unavailable,
-            $"the merge of '{other}' into member '{d.MemberId}' is not finished yet (it was cut short); it is completed about a minute after it started: retry then")
+            $"the merge of '{other}' into member '{d.MemberId}' is not finished yet (it was cut short); the member's due schedule completes it, a minute after it started or later when that fails: retry then")
         : Decision.Write(d.NewEntry(LedgerEntryKind.MergeStarted, Points.Zero, null, 0) with { Reference = duplicateId, Reason = reason });
 
     /// <summary>
@@ -90,7 +90,7 @@ public static class LifecycleDecision
     /// </summary>
     private static string? MergeOpen(in Decider d) =>
         d.State.AwaitsOpenMerge
-            ? $"the merge of '{d.State.MergingFrom}' into member '{d.MemberId}' is not finished yet (it was cut short); it is completed about a minute after it started: retry then"
+            ? $"the merge of '{d.State.MergingFrom}' into member '{d.MemberId}' is not finished yet (it was cut short); the member's due schedule completes it, a minute after it started or later when that fails: retry then"
             : null;
 
     /// <summary>

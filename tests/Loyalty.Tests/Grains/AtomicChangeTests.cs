@@ -1094,9 +1094,9 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     }
 
     /// <summary>
-    /// A survivor whose merge is open is not closed under it: an erasure is refused (UNAVAILABLE,
-    /// naming the open merge) until the due schedule has completed it, and a merge of the survivor
-    /// into another member completes it first, so the duplicate's points move on with it.
+    /// A survivor whose merge is open is not closed under it: an erasure completes it first, and is
+    /// refused (UNAVAILABLE, naming the open merge) while that fails; a merge of the survivor into
+    /// another member completes it first too, so the duplicate's points move on with it.
     /// </summary>
     [Theory]
     [InlineData(false)]
@@ -1119,18 +1119,80 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         }
         else
         {
-            MemberResult refused = await Member("s").Erase("request 7");
+            // The erasure first tries to complete the merge itself; while that still fails, it is refused.
+            Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.MergedIn);
+            MemberResult refused;
+            try
+            {
+                refused = await Member("s").Erase("request 7");
+            }
+            finally
+            {
+                Faults().Disarm();
+            }
+
             Assert.Equal(LoyaltyError.Unavailable, refused.Error);
             Assert.Contains("the merge of 'd' into member 's' is not finished", refused.ErrorMessage, StringComparison.Ordinal);
             Assert.Equal(0L, await CountAsync("s", LedgerEntryKind.Erase));
 
-            Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
-            Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not completed");
+            // With the ledger well again, the erasure completes the merge, then erases.
             Assert.Null(Error(await Member("s").Erase("request 7")));
-            Assert.Equal(1L, await CountAsync("s", LedgerEntryKind.MergedIn));
+            Assert.Equal((1L, 1L, 1L), (await CountAsync("s", LedgerEntryKind.MergedIn), await CountAsync("s", LedgerEntryKind.MergeSettled), await CountAsync("s", LedgerEntryKind.Erase)));
+            Assert.Equal(before + duplicatePoints, (await Member("s").Get())!.Balance.Value + (await Member("c").Get())!.Balance.Value);
         }
 
         await AssertEachMemberIsItsLedgerAsync(["s", "d", "c"]);
+    }
+
+    /// <summary>
+    /// Desk work that keeps failing (here an open merge whose survivor's own write cannot be
+    /// committed) is tried again later the longer it has been overdue: half as long as that, at
+    /// least a minute and at most an hour; purchases meanwhile do not bring it forward. The wait is
+    /// read from the ledger's times, so it holds whether or not the member stayed active.
+    /// </summary>
+    [Fact]
+    public async Task DeskWorkThatKeepsFailing_IsTriedLessOften_TheLongerItIsOverdue()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await MergeCutShortAsync(LedgerEntryKind.MergedIn);
+        ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.MergedIn);
+        try
+        {
+            // 30 minutes overdue: tried, failed, and due again 15 minutes on.
+            Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromMinutes(30));
+            Assert.True(await DueRowNearAsync(store, "s", Now + TimeSpan.FromMinutes(15)), "not rescheduled 15 minutes on");
+            Assert.Null(await BuyAsync("s", "p9"));
+            Assert.True(Near(await store.ReadDueAsync(_program, "s", CancellationToken.None), Now + TimeSpan.FromMinutes(15)), "a purchase brought the retry forward");
+
+            // Three and a half hours overdue, after a deactivation: an hour on.
+            await fixture.DeactivateAllAsync();
+            Advance(TimeSpan.FromHours(3));
+            Assert.True(await DueRowNearAsync(store, "s", Now + TimeSpan.FromHours(1)), "not rescheduled an hour on");
+        }
+        finally
+        {
+            Faults().Disarm();
+        }
+
+        Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
+        Advance(TimeSpan.FromHours(1));
+        Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not completed once the ledger took it");
+        await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
+    }
+
+    /// <summary>Waits (up to 20 s) until <paramref name="member"/>'s due row holds <paramref name="expected"/>.</summary>
+    private async Task<bool> DueRowNearAsync(ILedgerStore store, string member, DateTimeOffset expected)
+    {
+        for (var until = DateTime.UtcNow.AddSeconds(20); DateTime.UtcNow < until; await Task.Delay(50))
+        {
+            if (Near(await store.ReadDueAsync(_program, member, CancellationToken.None), expected))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>
