@@ -26,21 +26,19 @@ public sealed partial class MemberGrain
         await _services.Programs.GetFreshAsync(_programId);
         bool settled = !_state.Referral.AnyOwed || await SettleReferrerAsync();
         DateTimeOffset now = MemberNow();
-        bool linkCheck = _state.LinkCheckAt <= now, mergeCheck = _state.MergeCheckAt <= now;
-        if (linkCheck || mergeCheck)
+        // The desk's work for this member, each kind on its own time (see DeskDue). One that fails
+        // stays in the state, and waits before it is asked for again, the longer the older it is.
+        IProgramLinksGrain desk = GrainFactory.GetGrain<IProgramLinksGrain>(_programId);
+        if (_state.LinkCheckAt <= now && !(_linkRetryAt > now))
         {
-            // The desk's work for this member. One that fails stays in the state, and the
-            // reschedule below waits longer the older it is (see DeskDue).
-            IProgramLinksGrain desk = GrainFactory.GetGrain<IProgramLinksGrain>(_programId);
-            if (linkCheck)
-            {
-                await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId));
-            }
+            bool done = await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId));
+            _linkRetryAt = done ? null : RetryAt(_state.LinkCheckAt, now);
+        }
 
-            if (mergeCheck)
-            {
-                await DeskCheckAsync(() => desk.CompleteMerge(_memberId));
-            }
+        if (_state.MergeCheckAt <= now && !(_mergeRetryAt > now))
+        {
+            bool done = await DeskCheckAsync(() => desk.CompleteMerge(_memberId));
+            _mergeRetryAt = done ? null : RetryAt(_state.MergeCheckAt, now);
         }
 
         for (int step = 0; step < WakeStepsMax; step++)
@@ -81,23 +79,40 @@ public sealed partial class MemberGrain
     private static readonly TimeSpan DeskRetryMax = TimeSpan.FromHours(1);
 
     /// <summary>
-    /// When the desk's due work for this member (<see cref="MemberState.LinkCheckAt"/>,
-    /// <see cref="MemberState.MergeCheckAt"/>) is next to be asked for; null when there is none.
-    /// Work not yet due is asked for when it falls due. Work overdue was asked for and failed
-    /// (the schedule was set to its time when the entry that made it was applied), and waits half
-    /// as long as it has been overdue, at least <see cref="SettlementRetryDelay"/> and at most
-    /// <see cref="DeskRetryMax"/>: work that cannot be done (a member whose ledger cannot be read)
-    /// does not take the program's desk every minute. The wait is the ledger's, not the
-    /// activation's, so it holds across deactivations.
+    /// When this activation may ask the desk again for the member's link check, or for its open
+    /// merge, after a try that failed; null when none failed here (see <see cref="DeskDue"/>).
     /// </summary>
-    private DateTimeOffset? DeskDue(DateTimeOffset now)
+    private DateTimeOffset? _linkRetryAt, _mergeRetryAt;
+
+    /// <summary>
+    /// When the desk's due work for this member (<see cref="MemberState.LinkCheckAt"/>,
+    /// <see cref="MemberState.MergeCheckAt"/>) is next to be asked for, the earlier of the two
+    /// kinds; null when there is none. Each kind not yet due is asked for when it falls due. One
+    /// overdue was asked for and failed (the schedule was set to its time when the entry that made
+    /// it was applied): it waits as a failed try in this activation said, or, when none did here
+    /// (the member was deactivated since), as <see cref="RetryAt"/> says now, so that work that
+    /// cannot be done (a member whose ledger cannot be read) does not take the program's desk
+    /// every minute, across deactivations too.
+    /// </summary>
+    private DateTimeOffset? DeskDue(DateTimeOffset now) =>
+        Earliest(KindDue(_state.LinkCheckAt, _linkRetryAt, now), KindDue(_state.MergeCheckAt, _mergeRetryAt, now));
+
+    private static DateTimeOffset? KindDue(DateTimeOffset? due, DateTimeOffset? retryAt, DateTimeOffset now) =>
+        due is not { } at || at > now ? due : retryAt ?? RetryAt(at, now);
+
+    /// <summary>
+    /// The next try of desk work due at <paramref name="due"/> and still not done at
+    /// <paramref name="now"/>: half as long on as it has been overdue, at least
+    /// <see cref="SettlementRetryDelay"/> and at most <see cref="DeskRetryMax"/>.
+    /// </summary>
+    private static DateTimeOffset? RetryAt(DateTimeOffset? due, DateTimeOffset now)
     {
-        if (Earliest(_state.LinkCheckAt, _state.MergeCheckAt) is not { } due || due > now)
+        if (due is not { } at || at > now)
         {
-            return Earliest(_state.LinkCheckAt, _state.MergeCheckAt);
+            return due;
         }
 
-        TimeSpan wait = (now - due) / 2;
+        TimeSpan wait = (now - at) / 2;
         return now + (wait < SettlementRetryDelay ? SettlementRetryDelay : wait > DeskRetryMax ? DeskRetryMax : wait);
     }
 

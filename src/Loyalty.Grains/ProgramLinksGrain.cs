@@ -17,7 +17,7 @@ namespace Loyalty.Grains;
 /// in the members' ledgers, and every step it takes is idempotent. A change cut short by a crash
 /// is completed by repeating it, or by the members' due schedules: a referral link not known to
 /// be written at both ends is checked, and a merge the survivor recorded as started
-/// (<see cref="MemberLinks.MergingFrom"/>) is completed, about a minute later. A merge left
+/// (<see cref="MemberLinks.MergingFrom"/>) is completed, a minute later (longer after each failure). A merge left
 /// half-done is also completed here before any later merge of either member. Such changes
 /// are rare next to purchases, which never pass here, so one at a time per program costs little.
 /// <para>

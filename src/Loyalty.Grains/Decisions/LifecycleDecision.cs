@@ -154,7 +154,7 @@ public static class LifecycleDecision
             // A link whose referred side may still be written would move to the survivor unchecked:
             // the desk settles it first (at once after the change that made it, or from the due schedule).
             return Decision.Refuse(LoyaltyError.Unavailable,
-                $"the referral of '{unsettled}' by member '{d.MemberId}' is not settled yet (the change that made it failed half-way); it is checked about a minute after it was made: retry the merge then");
+                $"the referral of '{unsettled}' by member '{d.MemberId}' is not settled yet (the change that made it failed half-way); the member's due schedule checks it a minute after it was made, or later when that fails: retry the merge then");
         }
 
         if (Expiring.Next(state, d.Settings.ExpiryRules, d.Now) is { Kind: DueKind.Expire } expired)

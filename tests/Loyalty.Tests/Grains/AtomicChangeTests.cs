@@ -1161,9 +1161,12 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         {
             // 30 minutes overdue: tried, failed, and due again 15 minutes on.
             Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromMinutes(30));
-            Assert.True(await DueRowNearAsync(store, "s", Now + TimeSpan.FromMinutes(15)), "not rescheduled 15 minutes on");
+            DateTimeOffset retry = Now + TimeSpan.FromMinutes(15);
+            Assert.True(await DueRowNearAsync(store, "s", retry), "not rescheduled 15 minutes on");
+            // Five minutes later a purchase neither brings the retry forward nor moves it on.
+            Advance(TimeSpan.FromMinutes(5));
             Assert.Null(await BuyAsync("s", "p9"));
-            Assert.True(Near(await store.ReadDueAsync(_program, "s", CancellationToken.None), Now + TimeSpan.FromMinutes(15)), "a purchase brought the retry forward");
+            Assert.True(Near(await store.ReadDueAsync(_program, "s", CancellationToken.None), retry), "a purchase moved the retry");
 
             // Three and a half hours overdue, after a deactivation: an hour on.
             await fixture.DeactivateAllAsync();
@@ -1179,6 +1182,47 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Advance(TimeSpan.FromHours(1));
         Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not completed once the ledger took it");
         await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
+    }
+
+    /// <summary>
+    /// The two kinds of desk work keep their own times: a link check that has been failing for
+    /// hours (its retry an hour off) does not hold up the first try of a merge cut short now, a
+    /// minute after it started.
+    /// </summary>
+    [Fact]
+    public async Task ALinkCheckFailingForHours_DoesNotHoldUpANewOpenMergesFirstTry()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        ILedgerStore store = Silo().GetRequiredService<ILedgerStore>();
+        Assert.Null(await EnrolAsync("s"));
+        Assert.Null(await EnrolAsync("m"));
+        Assert.Null(await EnrolAsync("d"));
+        // m's side of its link to s never lands, and the withdrawal of s's side keeps failing;
+        // later, for a while, so does the survivor's own write of a merge.
+        bool mergeFails = false;
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program
+            && (entry.Kind is LedgerEntryKind.Referred or LedgerEntryKind.ReferralWithdrawn || (Volatile.Read(ref mergeFails) && entry.Kind == LedgerEntryKind.MergedIn)));
+        try
+        {
+            Assert.Equal(LoyaltyError.Unavailable, (await Member("m").SetReferrer("s", null)).Error);
+            await fixture.DeactivateAllAsync();
+            Advance(TimeSpan.FromHours(3));
+            Assert.True(await DueRowNearAsync(store, "s", Now + TimeSpan.FromHours(1)), "the failing link check was not put an hour off");
+
+            Volatile.Write(ref mergeFails, true);
+            Assert.Equal(LoyaltyError.Unavailable, (await Member("s").MergeFrom("d", "duplicate")).Error);
+            Volatile.Write(ref mergeFails, false);
+
+            Assert.True(Near(await store.ReadDueAsync(_program, "s", CancellationToken.None), Now + LifecycleDecision.MergeCheckDelay), "the merge's first try is not a minute on");
+            Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+            Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not completed");
+        }
+        finally
+        {
+            Faults().Disarm();
+        }
+
+        Assert.Equal("s's link to m is unconfirmed", await UnconfirmedAsync("s"));
     }
 
     /// <summary>Waits (up to 20 s) until <paramref name="member"/>'s due row holds <paramref name="expected"/>.</summary>
