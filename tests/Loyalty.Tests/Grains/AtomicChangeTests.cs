@@ -1052,18 +1052,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Null(await BuyAsync("d", "p1"));
         Assert.Null(await EnrolAsync("s"));
         long expected = (await Member("s").Get())!.Balance.Value + (await Member("d").Get())!.Balance.Value;
-        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == failing);
-        MemberResult cutShort;
-        try
-        {
-            cutShort = await Member("s").MergeFrom("d", "duplicate");
-        }
-        finally
-        {
-            Faults().Disarm();
-        }
-
-        Assert.Equal(LoyaltyError.Unavailable, cutShort.Error);
+        Assert.Equal(LoyaltyError.Unavailable, (await MergeWithCommitsFailingAsync(failing)).Error);
         Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
         // Not before its minute: the merge's own client may still be repeating it.
         await Task.Delay(300);
@@ -1251,18 +1240,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Null(await EnrolAsync("s"));
         Assert.Null(await EnrolAsync("d"));
         Assert.Null(await EnrolAsync("r", "d"));
-        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Repointed);
-        MemberResult cutShort;
-        try
-        {
-            cutShort = await Member("s").MergeFrom("d", "duplicate");
-        }
-        finally
-        {
-            Faults().Disarm();
-        }
-
-        Assert.Equal(LoyaltyError.Unavailable, cutShort.Error);
+        Assert.Equal(LoyaltyError.Unavailable, (await MergeWithCommitsFailingAsync(LedgerEntryKind.Repointed)).Error);
         Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
         Assert.Null(Error(await Member("s").Erase("request 5")));
 
@@ -1802,17 +1780,22 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await EnrolAsync("s");
         await EnrolAsync("d");
         await BuyAsync("d", "p1");
+        Assert.NotEqual(LoyaltyError.None, (await MergeWithCommitsFailingAsync(failing)).Error);
+        Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
+    }
+
+    /// <summary>s's merge of d, while every commit of a <paramref name="failing"/> entry fails.</summary>
+    private async Task<MemberResult> MergeWithCommitsFailingAsync(LedgerEntryKind failing)
+    {
         Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == failing);
         try
         {
-            Assert.NotEqual(LoyaltyError.None, (await Member("s").MergeFrom("d", "duplicate")).Error);
+            return await Member("s").MergeFrom("d", "duplicate");
         }
         finally
         {
             Faults().Disarm();
         }
-
-        Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
     }
 
     /// <summary>Null when no merge into <paramref name="survivor"/> is open, else which is.</summary>
