@@ -29,16 +29,14 @@ public sealed partial class MemberGrain
         // The desk's work for this member, each kind on its own time (see DeskDue). One that fails
         // stays in the state, and waits before it is asked for again, the longer the older it is.
         IProgramLinksGrain desk = GrainFactory.GetGrain<IProgramLinksGrain>(_programId);
-        if (_state.LinkCheckAt <= now && !(_linkRetryAt > now))
+        if (_state.LinkCheckAt is { } linkDue && linkDue <= now && !(_linkRetryAt > now))
         {
-            bool done = await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId));
-            _linkRetryAt = done ? null : RetryAt(_state.LinkCheckAt, now);
+            _linkRetryAt = await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId)) ? null : RetryAt(linkDue, now);
         }
 
-        if (_state.MergeCheckAt <= now && !(_mergeRetryAt > now))
+        if (_state.MergeCheckAt is { } mergeDue && mergeDue <= now && !(_mergeRetryAt > now))
         {
-            bool done = await DeskCheckAsync(() => desk.CompleteMerge(_memberId));
-            _mergeRetryAt = done ? null : RetryAt(_state.MergeCheckAt, now);
+            _mergeRetryAt = await DeskCheckAsync(() => desk.CompleteMerge(_memberId)) ? null : RetryAt(mergeDue, now);
         }
 
         for (int step = 0; step < WakeStepsMax; step++)
@@ -105,14 +103,9 @@ public sealed partial class MemberGrain
     /// <paramref name="now"/>: half as long on as it has been overdue, at least
     /// <see cref="SettlementRetryDelay"/> and at most <see cref="DeskRetryMax"/>.
     /// </summary>
-    private static DateTimeOffset? RetryAt(DateTimeOffset? due, DateTimeOffset now)
+    private static DateTimeOffset RetryAt(DateTimeOffset due, DateTimeOffset now)
     {
-        if (due is not { } at || at > now)
-        {
-            return due;
-        }
-
-        TimeSpan wait = (now - at) / 2;
+        TimeSpan wait = (now - due) / 2;
         return now + (wait < SettlementRetryDelay ? SettlementRetryDelay : wait > DeskRetryMax ? DeskRetryMax : wait);
     }
 

@@ -236,23 +236,13 @@ public sealed partial class MemberGrain
                 return;
             }
 
-            await WriteAsync(
-                prefetch: null,
-                (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                    LifecycleDecision.MergeSettle(At(program, now), duplicateId, because).Staged(out entry, MemberResult.Reject, () => MergeNoted),
-                (_, _, _) => MergeNoted,
-                _ => Task.FromResult<MemberResult?>(null),
-                MemberResult.Reject,
-                passes);
+            await WriteNoteAsync(d => LifecycleDecision.MergeSettle(d, duplicateId, because), passes);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // Left open: see above.
         }
     }
-
-    /// <summary>The answer of a merge's own note (not the merge's answer).</summary>
-    private static readonly MemberResult MergeNoted = new(null, LoyaltyError.None, null);
 
     /// <summary>
     /// The merge's two writes, with this member's other changes held (see <see cref="WhileHeldAsync"/>):
@@ -275,14 +265,7 @@ public sealed partial class MemberGrain
 
             // The intent first: once the duplicate has let go, this member knows the merge is open
             // whatever happens next, and its due schedule completes it (see MemberState.MergingFrom).
-            MemberResult started = await WriteAsync(
-                prefetch: null,
-                (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                    LifecycleDecision.MergeStart(At(program, now), duplicateId, reason).Staged(out entry, MemberResult.Reject, () => MergeNoted),
-                (_, _, _) => MergeNoted,
-                _ => Task.FromResult<MemberResult?>(null),
-                MemberResult.Reject,
-                HoldPass.Own);
+            MemberResult started = await WriteNoteAsync(d => LifecycleDecision.MergeStart(d, duplicateId, reason), HoldPass.Own);
             if (started.Error != LoyaltyError.None)
             {
                 return new TakenIn(null, started);
@@ -402,14 +385,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<LoyaltyError> Repoint(string fromId, string toId)
     {
-        MemberResult result = await WriteAsync(
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                LifecycleDecision.Repoint(At(program, now), fromId, toId).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
-            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
-            _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
-        return result.Error;
+        return (await WriteNoteAsync(d => LifecycleDecision.Repoint(d, fromId, toId))).Error;
     }
 
     /// <summary>

@@ -489,7 +489,7 @@ public sealed partial class MemberGrain
 
         try
         {
-            return (await WriteSettlementNoteAsync(d => ReferralDecision.MergedReversalSettled(d, merged.Subject, refused ? error : null))).Error == LoyaltyError.None;
+            return (await WriteNoteAsync(d => ReferralDecision.MergedReversalSettled(d, merged.Subject, refused ? error : null))).Error == LoyaltyError.None;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -504,21 +504,29 @@ public sealed partial class MemberGrain
 
     /// <summary>Writes that the referrer was told of its reward (or its reversal).</summary>
     private Task<MemberResult> WriteSettledAsync(string referrer, bool reward, bool reversal) =>
-        WriteSettlementNoteAsync(d => ReferralDecision.Settled(d, referrer, reward, reversal));
+        WriteNoteAsync(d => ReferralDecision.Settled(d, referrer, reward, reversal));
 
     /// <summary>Writes that the referrer refused its reward for good, so that it is not offered again.</summary>
     private Task<MemberResult> WriteRefusedAsync(string referrer, LoyaltyError error, bool rewarded, bool reversalRefused) =>
-        WriteSettlementNoteAsync(d => ReferralDecision.Refused(d, referrer, error, rewarded, reversalRefused));
+        WriteNoteAsync(d => ReferralDecision.Refused(d, referrer, error, rewarded, reversalRefused));
 
-    /// <summary>Writes the referred member's note on its referrer's reward, as <paramref name="decide"/> decides it.</summary>
-    private Task<MemberResult> WriteSettlementNoteAsync(Func<Decider, Decision> decide) =>
+    /// <summary>
+    /// Writes a note that moves no points and answers with no view (a settlement, a link's
+    /// confirmation, a re-pointing, a merge's start or end), as <paramref name="decide"/> decides it;
+    /// <paramref name="passes"/> says which holds of the member it goes through.
+    /// </summary>
+    private Task<MemberResult> WriteNoteAsync(Func<Decider, Decision> decide, HoldPass passes = HoldPass.None) =>
         WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                decide(At(program, now)).Staged(out entry, MemberResult.Reject, () => new MemberResult(null, LoyaltyError.None, null)),
-            (_, _, _) => new MemberResult(null, LoyaltyError.None, null),
+                decide(At(program, now)).Staged(out entry, MemberResult.Reject, () => NoteWritten),
+            (_, _, _) => NoteWritten,
             _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject);
+            MemberResult.Reject,
+            passes);
+
+    /// <summary>The answer of a note written, or already there.</summary>
+    private static readonly MemberResult NoteWritten = new(null, LoyaltyError.None, null);
 
     /// <summary>Which holds of a member (see <see cref="_hold"/>) a write goes through.</summary>
     private enum HoldPass

@@ -257,15 +257,7 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.InvalidArgument, invalid);
         }
 
-        MemberResult settled = new(null, LoyaltyError.None, null);
-        return await WriteAsync(
-            prefetch: null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
-                ReferralDecision.LinkSettled(At(program, now), referredMemberId, stands, changeEnded).Staged(out entry, MemberResult.Reject, () => settled),
-            (_, _, _) => settled,
-            _ => Task.FromResult<MemberResult?>(null),
-            MemberResult.Reject,
-            HoldPass.ReferralHold);
+        return await WriteNoteAsync(d => ReferralDecision.LinkSettled(d, referredMemberId, stands, changeEnded), HoldPass.ReferralHold);
     }
 
     /// <inheritdoc />
