@@ -16,6 +16,21 @@ public sealed class GatewayOptions
     /// </summary>
     public const int PurchaseMessageBytesMax = 4 * 1024 * 1024;
 
+    /// <summary>
+    /// Largest message of a purchase call that carries one purchase or return (<c>Accrue</c>,
+    /// <c>Quote</c>, <c>Return</c>, each message of <c>Ingest</c>): one at every limit (500 lines
+    /// whose SKUs and categories are 64 characters of four UTF-8 bytes each) is under 300 KiB.
+    /// Parsing a message makes several times its size in objects, so a call's limit is what the
+    /// call can need, not the service's.
+    /// </summary>
+    public const int PurchaseCallBytesMax = 512 * 1024;
+
+    /// <summary>The largest message of <paramref name="method"/> ("/loyalty.v1.Purchases/Accrue").</summary>
+    public static int MessageBytesMaxOf(string method) =>
+        !method.StartsWith("/loyalty.v1.Purchases/", StringComparison.Ordinal) ? MessageBytesMax
+        : method == "/loyalty.v1.Purchases/IngestBatches" ? PurchaseMessageBytesMax
+        : PurchaseCallBytesMax;
+
     /// <summary>Most batches of one IngestBatches stream dispatched but not yet answered on the wire.</summary>
     public const int StreamBatchesPendingMax = 64;
 

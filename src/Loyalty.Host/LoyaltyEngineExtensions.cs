@@ -154,6 +154,7 @@ public static class LoyaltyEngineExtensions
     public static WebApplication MapLoyaltyGateway(this WebApplication app)
     {
         app.UseGrpcProtocolErrorsAsInvalidArgument();
+        app.UseKeyFirst();
         app.UseLoyaltyOpenApi();
         app.MapLoyaltyDashboard(app.Services.GetRequiredService<IOptions<DashboardSettings>>().Value);
         app.MapGrpcService<ProgramAdminService>();

@@ -141,10 +141,20 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, AnonymousStreams
             return null;
         }
 
-        Caller? caller = keys.Authenticate(context.RequestHeaders.GetValue("authorization"), out string failure);
+        // The key was checked before the request was read (KeyFirst). The headers are read
+        // from the HTTP request, not through context.RequestHeaders: building those parses every
+        // header as gRPC metadata and throws on one that is not (a "-bin" value that is not
+        // base64), which would answer UNKNOWN with an error logged, before any key is seen.
+        HttpContext http = context.GetHttpContext();
+        Caller? caller = http.Items.TryGetValue(KeyFirst.CallerItem, out object? checkedFirst) ? checkedFirst as Caller : null;
+        string failure = "";
+        caller ??= http.Request.Headers.Authorization is { Count: <= 1 } authorization
+            ? keys.Authenticate(authorization.ToString(), out failure)
+            : null;
         if (caller is null)
         {
-            throw Refuse(ClientFaultKind.Unauthenticated, StatusCode.Unauthenticated, context, failure);
+            throw Refuse(ClientFaultKind.Unauthenticated, StatusCode.Unauthenticated, context,
+                failure.Length > 0 ? failure : "send one authorization header, not several");
         }
 
         if (rule is null || (rule.Scopes & caller.Key.Scope.AsSet()) == 0)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Loyalty.Host.Webhooks;
 using Loyalty.Storage;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -46,6 +47,7 @@ public static class Health
             o.Period = TimeSpan.FromSeconds(2);
         });
         services.AddSingleton<OpenStreams>();
+        services.AddSingleton<DatabaseProbe>();
         services.AddSingleton<DrainDelay>();
         services.AddHostedService(s => s.GetRequiredService<DrainDelay>());
         return services;
@@ -60,16 +62,51 @@ public static class Health
                 : HealthCheckResult.Unhealthy($"the silo is {silo.CurrentStatus}"));
     }
 
-    /// <summary>Ready while the engine's database answers a query, within two seconds.</summary>
-    private sealed class DatabaseCheck(IAccessStore store, TimeProvider clock) : IHealthCheck
+    /// <summary>Ready while the engine's database answers a query, within two seconds (see <see cref="DatabaseProbe"/>).</summary>
+    private sealed class DatabaseCheck(DatabaseProbe probe) : IHealthCheck
+    {
+        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+            probe.CheckAsync();
+    }
+
+    /// <summary>
+    /// The database check, run at most once a second whatever the number of probes: health checks
+    /// need no key, and a flood of them must not become a flood of queries on the connections the
+    /// ledger shares. Probes within a second of a check (or while one runs) get its result.
+    /// </summary>
+    internal sealed class DatabaseProbe(IAccessStore store, TimeProvider clock)
     {
         /// <summary>How long the database may take to answer before the node is not ready.</summary>
         private static readonly TimeSpan DatabaseAnswerMax = TimeSpan.FromSeconds(2);
 
-        public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+        /// <summary>How long one check's result answers later probes.</summary>
+        private static readonly TimeSpan ResultKept = TimeSpan.FromSeconds(1);
+
+        private readonly Lock _gate = new();
+        private Task<HealthCheckResult>? _last;
+        private long _lastStarted;
+
+        /// <summary>The latest check's result, or a new check's when that one is older than <see cref="ResultKept"/>.</summary>
+        public Task<HealthCheckResult> CheckAsync()
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(DatabaseAnswerMax);
+            lock (_gate)
+            {
+                // Real time, not the engine's clock (a test's may stand still).
+                if (_last is null || Stopwatch.GetElapsedTime(_lastStarted) >= ResultKept)
+                {
+                    _lastStarted = Stopwatch.GetTimestamp();
+                    // Off the lock: SQLite's reads run synchronously.
+                    _last = Task.Run(RunAsync);
+                }
+
+                return _last;
+            }
+        }
+
+        private async Task<HealthCheckResult> RunAsync()
+        {
+            // Its own time limit, not a probe's token: the result is shared by every probe meanwhile.
+            using var timeout = new CancellationTokenSource(DatabaseAnswerMax);
             try
             {
                 // The newest key changes: one indexed query on a small table.

@@ -67,8 +67,18 @@ public sealed class ParsingMethodProvider<TService>(ClientFaults faults) : IServ
         {
             Marshaller<TRequest> inner = method.RequestMarshaller;
             string name = method.FullName;
+            int bytesMax = GatewayOptions.MessageBytesMaxOf(name);
             var guarded = new Marshaller<TRequest>(inner.ContextualSerializer, deserialization =>
             {
+                if (deserialization.PayloadLength > bytesMax)
+                {
+                    // Below the service's limit, which grpc-dotnet enforces, but above what this
+                    // method's message can need: refused before it is parsed into objects.
+                    string refusal = $"the message is {deserialization.PayloadLength} bytes; {name} takes at most {bytesMax}";
+                    faults.Record(ClientFaultKind.TooLarge, name, refusal);
+                    throw new RpcException(new Status(StatusCode.ResourceExhausted, refusal));
+                }
+
                 try
                 {
                     return inner.ContextualDeserializer(deserialization);

@@ -243,6 +243,17 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>
+    /// Waits for every answer taken to be written, within the idle limit: a client that has
+    /// finished sending but stopped reading would otherwise hold the stream, its slot among the
+    /// key's streams and its queued answers for as long as its connection lives.
+    /// </summary>
+    private Task AnsweredWithinIdleAsync(Task writer, CancellationTokenSource idle, CancellationToken cancel)
+    {
+        idle.CancelAfter(_idleMax);
+        return WithinIdleAsync(writer.WaitAsync, idle, cancel, "the client has not read its answers");
+    }
+
+    /// <summary>
     /// The refusal of a streamed purchase the key may not send (another program, another store)
     /// or not send now (over its purchase quota), or null. The stream goes on either way.
     /// </summary>
@@ -293,7 +304,7 @@ public sealed partial class PurchasesService(
                     // Answering each purchase of a batch of any size would let one message of empty
                     // purchases (two bytes each) become millions of acknowledgements queued per stream.
                     batches.Writer.TryComplete();
-                    await writer;
+                    await AnsweredWithinIdleAsync(writer, idle, cancel);
                     throw Oversized(requestStream.Current.Purchases.Count, read, context.Method);
                 }
 
@@ -306,7 +317,7 @@ public sealed partial class PurchasesService(
 
             // Every batch taken is answered before the stream ends.
             batches.Writer.TryComplete();
-            await writer;
+            await AnsweredWithinIdleAsync(writer, idle, cancel);
             ThrowIfStopping();
         }
         catch

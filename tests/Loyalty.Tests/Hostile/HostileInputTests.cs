@@ -32,6 +32,110 @@ public sealed class HostileInputTests
     }
 
     [Fact]
+    public async Task CallsWithoutAValidKey_AreRefusedBeforeTheirMessageIsRead()
+    {
+        await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
+        using HttpClient http = GrpcFrames.Client();
+        byte[] garbage = GrpcFrames.Frame([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
+        // 4 MiB of empty line items (field 8, length 0), gzipped to a few kilobytes: parsed, two million objects.
+        byte[] lines = new byte[4 * 1024 * 1024 - 16];
+        for (int i = 0; i < lines.Length; i += 2)
+        {
+            lines[i] = 0x42;
+        }
+
+        byte[] bomb = GrpcFrames.Frame(Gzip(lines), compressed: true);
+
+        (StatusCode Code, string Message)[] answers =
+        [
+            await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Members/Enroll", garbage, key: null),
+            await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Purchases/Accrue", garbage, key: "lk_nope.secret"),
+            await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Purchases/Accrue", bomb, key: null, encoding: "gzip"),
+            await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Purchases/Ingest", garbage, key: null),
+            await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Members/GetMember", garbage, key: TestKeys.Operator,
+                headers: [("authorization", "Bearer " + TestKeys.Operator)]),
+        ];
+
+        // Not INVALID_ARGUMENT (the message parsed and found broken) nor RESOURCE_EXHAUSTED: never read.
+        Assert.All(answers, a => Assert.Equal(StatusCode.Unauthenticated, a.Code));
+        Assert.Contains("authorization: Bearer", answers[0].Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task HeadersThatAreNotGrpcMetadata_DoNotFailTheCall()
+    {
+        await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
+        using HttpClient http = GrpcFrames.Client();
+        byte[] get = GrpcFrames.Frame(new V1.GetMemberRequest { ProgramId = Program, MemberId = "m1" }.ToByteArray());
+        (string, string)[] odd = [("x-odd-bin", "a"), ("x!odd", "1")];
+        using var json = new HttpClient { BaseAddress = new Uri(engine.HttpAddress) };
+        using var jsonRequest = new HttpRequestMessage(HttpMethod.Get, $"/v1/programs/{Program}/members/m1");
+        jsonRequest.Headers.TryAddWithoutValidation("authorization", "Bearer " + TestKeys.Operator);
+        jsonRequest.Headers.TryAddWithoutValidation("x-odd-bin", "a");
+
+        (StatusCode Code, string Message) keyed = await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Members/GetMember", get, TestKeys.Operator, headers: odd);
+        (StatusCode Code, string Message) unkeyed = await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Members/GetMember", get, key: null, headers: odd);
+        using HttpResponseMessage jsonAnswer = await json.SendAsync(jsonRequest);
+
+        // Before: UNKNOWN, with an error and its stack trace logged, key or no key.
+        Assert.Equal(StatusCode.OK, keyed.Code);
+        Assert.Equal(StatusCode.Unauthenticated, unkeyed.Code);
+        Assert.Equal(System.Net.HttpStatusCode.OK, jsonAnswer.StatusCode);
+    }
+
+    [Fact]
+    public async Task APurchaseCallsMessage_OverWhatOnePurchaseNeeds_IsResourceExhausted_AndWritesNothing()
+    {
+        await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
+        V1.Purchase purchase = Wire.Purchase(Program, "m1", "t-lines", 10_00);
+        purchase.LineItems.Add(Enumerable.Range(0, 300_000).Select(_ => new V1.LineItem()));
+        using HttpClient http = GrpcFrames.Client();
+
+        (StatusCode Code, string Message) accrue = await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Purchases/Accrue",
+            GrpcFrames.Frame(purchase.ToByteArray()), TestKeys.Operator);
+        V1.Member member = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "m1" });
+
+        Assert.Equal(StatusCode.ResourceExhausted, accrue.Code);
+        Assert.Contains($"takes at most {512 * 1024}", accrue.Message, StringComparison.Ordinal);
+        Assert.Equal(0, member.Balance);
+    }
+
+    [Fact]
+    public async Task AJsonBody_OverItsLimit_IsRefused_AndWritesNothing()
+    {
+        await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
+        using var json = new HttpClient { BaseAddress = new Uri(engine.HttpAddress), Timeout = TimeSpan.FromSeconds(30) };
+        json.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", TestKeys.Operator);
+        string body = "{\"memberId\":\"big\",\"referredBy\":\"" + new string('a', 5 * 1024 * 1024) + "\"}";
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/programs/{Program}/members")
+        {
+            Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json"),
+        };
+        // The body goes only once the server asks for it; refused first, it is never sent.
+        request.Headers.ExpectContinue = true;
+        using HttpResponseMessage answer = await json.SendAsync(request);
+        RpcException missing = await Assert.ThrowsAsync<RpcException>(() =>
+            engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "big" }).ResponseAsync);
+
+        // JSON transcoding answers the server's refusal as INVALID_ARGUMENT (HTTP 400), naming it.
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, answer.StatusCode);
+        Assert.Contains("Request body too large", await answer.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+    }
+
+    private static byte[] Gzip(byte[] data)
+    {
+        using var output = new MemoryStream();
+        using (var gzip = new System.IO.Compression.GZipStream(output, System.IO.Compression.CompressionLevel.SmallestSize, leaveOpen: true))
+        {
+            gzip.Write(data);
+        }
+
+        return output.ToArray();
+    }
+
+    [Fact]
     public async Task HugeFields_AreRefusedByLength_WithShortMessages_AndTheConnectionGoesOn()
     {
         await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
@@ -142,6 +246,39 @@ public sealed class HostileInputTests
 
         Assert.Equal(StatusCode.DeadlineExceeded, ended.StatusCode);
         Assert.Contains("no message for 1 s", ended.Status.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ABatchStream_WhoseClientStopsReadingItsAnswers_IsEndedAfterTheIdleLimit_AfterItsLastBatch()
+    {
+        await using InProcessEngine engine = await StartAsync(Backend.Sqlite, "--Gateway:StreamIdleTimeoutSeconds=1");
+        V1.CreatedKey pos = await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = Program, Scope = V1.KeyScope.Pos, Name = "till" });
+        var till = new V1.Purchases.PurchasesClient(engine.Channel.WithKey(pos.Secret));
+        using AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck> stream = till.IngestBatches();
+        // Refused at the door (another program): answered at once, about 2 MB of answers, far over
+        // what HTTP/2 lets the server send to a client that does not read.
+        for (int b = 0; b < 20; b++)
+        {
+            var batch = new V1.PurchaseBatch();
+            batch.Purchases.Add(Enumerable.Range(0, 1_000).Select(i => Wire.Purchase("elsewhere", "m1", $"t-{b}-{i}", 10_00)));
+            await stream.RequestStream.WriteAsync(batch);
+        }
+
+        await stream.RequestStream.CompleteAsync();
+        // Longer than the idle limit and the writer's grace: before, the stream waited for as long as the client.
+        await Task.Delay(TimeSpan.FromSeconds(9));
+        int answers = 0;
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            while (await stream.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                answers++;
+            }
+        });
+
+        // Ended by the server (its answer cut short, or its status when the trailers still went out).
+        Assert.True(ended.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Cancelled, ended.Status.ToString());
+        Assert.True(answers < 20, $"{answers} batches answered");
     }
 
     [Fact]

@@ -48,7 +48,8 @@ public static class GrpcFrames
 
     /// <summary>Posts a request body to a method ("/package.Service/Method"); the status the engine answered with.</summary>
     /// <remarks>With <paramref name="timeoutMs"/>, the call carries that deadline (grpc-timeout): for a stream that would never end by itself.</remarks>
-    public static async Task<(StatusCode Code, string Message)> SendAsync(HttpClient http, string address, string method, byte[] body, string? key, string? encoding = null, int? timeoutMs = null)
+    /// <remarks>Other <paramref name="headers"/> are sent as they are, unchecked.</remarks>
+    public static async Task<(StatusCode Code, string Message)> SendAsync(HttpClient http, string address, string method, byte[] body, string? key, string? encoding = null, int? timeoutMs = null, IEnumerable<(string Name, string Value)>? headers = null)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, address + method)
         {
@@ -61,6 +62,11 @@ public static class GrpcFrames
         if (key is not null)
         {
             request.Headers.TryAddWithoutValidation("authorization", "Bearer " + key);
+        }
+
+        foreach ((string name, string value) in headers ?? [])
+        {
+            request.Headers.TryAddWithoutValidation(name, value);
         }
 
         if (encoding is not null)

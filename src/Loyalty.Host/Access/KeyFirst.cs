@@ -1,0 +1,111 @@
+using System.Globalization;
+using Grpc.AspNetCore.Server;
+using Grpc.Core;
+using Microsoft.AspNetCore.Grpc.JsonTranscoding;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Primitives;
+
+namespace Loyalty.Host.Access;
+
+/// <summary>
+/// Checks a call's key before its request body is read. grpc-dotnet and JSON transcoding parse a
+/// unary call's message before any interceptor runs, so without this a caller with no key could
+/// make the node inflate and parse a message of up to the size limit (a compressed one, or one of
+/// millions of empty repeated fields, becomes hundreds of megabytes of objects) only to be refused
+/// afterwards. A call refused here is answered as the interceptor would answer it
+/// (UNAUTHENTICATED, or HTTP 401 on HTTP/JSON) and counted in <see cref="ClientFaults"/>; a call
+/// that passes carries its caller on to <see cref="AccessInterceptor"/>, which checks the rest
+/// (scope, program, store, quota). It also bounds an HTTP/JSON request's body, which grpc-dotnet's
+/// message limit does not cover.
+/// </summary>
+public static class KeyFirst
+{
+    /// <summary>Where the caller found here waits for the interceptor (the call's <c>HttpContext.Items</c>).</summary>
+    public const string CallerItem = "loyalty.key-first.caller";
+
+    /// <summary>The largest HTTP/JSON request body: a program at its limits as JSON fits with room to spare.</summary>
+    public const long JsonBodyBytesMax = 4 * 1024 * 1024;
+
+    /// <summary>Adds the check; it must run after routing and before the gRPC endpoints.</summary>
+    public static IApplicationBuilder UseKeyFirst(this IApplicationBuilder app) =>
+        app.Use(static (context, next) => Check(context) ? next(context) : Refuse(context));
+
+    /// <summary>Whether the call may go on to its endpoint; false when it was refused here.</summary>
+    private static bool Check(HttpContext context)
+    {
+        string? method = MethodOf(context.GetEndpoint());
+        if (method is null || AccessPolicy.For(method) is { Anonymous: true })
+        {
+            // Not a call of the API (the dashboard, the report page, OpenAPI: each checks keys
+            // itself), or a health probe, which needs none.
+            return true;
+        }
+
+        bool grpc = IsGrpc(context.Request);
+        if (!grpc && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } body)
+        {
+            body.MaxRequestBodySize = JsonBodyBytesMax;
+        }
+
+        StringValues authorization = context.Request.Headers.Authorization;
+        KeyRegistry keys = context.RequestServices.GetRequiredService<KeyRegistry>();
+        string failure = "send one authorization header, not several";
+        Caller? caller = authorization.Count > 1 ? null : keys.Authenticate(authorization.ToString(), out failure);
+        if (caller is null)
+        {
+            context.Items[RefusalItem] = failure;
+            context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.Unauthenticated, method, failure);
+            return false;
+        }
+
+        context.Items[CallerItem] = caller;
+        return true;
+    }
+
+    private const string RefusalItem = "loyalty.key-first.refusal";
+
+    /// <summary>Answers a refused call as UNAUTHENTICATED, in gRPC's form or HTTP/JSON's.</summary>
+    private static Task Refuse(HttpContext context)
+    {
+        string message = context.Items[RefusalItem] as string ?? "the key is not valid";
+        HttpResponse response = context.Response;
+        if (IsGrpc(context.Request))
+        {
+            // A trailers-only answer: the status in the headers, no message.
+            response.StatusCode = StatusCodes.Status200OK;
+            response.ContentType = "application/grpc";
+            response.Headers["grpc-status"] = ((int)StatusCode.Unauthenticated).ToString(CultureInfo.InvariantCulture);
+            response.Headers["grpc-message"] = Uri.EscapeDataString(message);
+            return Task.CompletedTask;
+        }
+
+        // As JSON transcoding answers an RpcException: google.rpc.Status as JSON, 401.
+        response.StatusCode = StatusCodes.Status401Unauthorized;
+        response.ContentType = "application/json";
+        return response.WriteAsync(System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["code"] = (int)StatusCode.Unauthenticated,
+            ["message"] = message,
+            ["details"] = Array.Empty<object>(),
+        }));
+    }
+
+    /// <summary>The API method an endpoint serves ("/loyalty.v1.Members/GetMember"), over gRPC or HTTP/JSON; null for other endpoints.</summary>
+    private static string? MethodOf(Endpoint? endpoint)
+    {
+        if (endpoint is null)
+        {
+            return null;
+        }
+
+        if (endpoint.Metadata.GetMetadata<GrpcJsonTranscodingMetadata>() is { } json)
+        {
+            return "/" + json.MethodDescriptor.Service.FullName + "/" + json.MethodDescriptor.Name;
+        }
+
+        return endpoint.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method.FullName;
+    }
+
+    private static bool IsGrpc(HttpRequest request) =>
+        request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true;
+}
