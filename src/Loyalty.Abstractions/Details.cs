@@ -332,6 +332,18 @@ public sealed record ReturnDetails : EntryDetails, ILotsTaken, IMoneyMoved
     /// </summary>
     [Id(19)] public string? PendingLot { get; init; }
 
+    /// <summary>
+    /// The purchase's money this return takes off the member's qualifying spend: what it returns,
+    /// or, when it completes the purchase's return, all of the purchase's amount not returned
+    /// before (lines need not add up to the purchase's amount: tax, or a line refunded for less
+    /// than it cost). Null in returns recorded before it was kept, which took off
+    /// <see cref="ReturnedAmountMinor"/>.
+    /// </summary>
+    [Id(20)] public long? SpendReturnedMinor { get; init; }
+
+    /// <summary>What the return takes off the qualifying spend (<see cref="SpendReturnedMinor"/>).</summary>
+    public long SpendTakenMinor => SpendReturnedMinor ?? ReturnedAmountMinor;
+
     /// <inheritdoc />
     public override EntryDetails WithDefaults() => this with { Components = Components ?? [] };
 }

@@ -19,7 +19,11 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task Wake()
     {
-        await EnsureLoadedAsync();
+        // Caught up with the ledger, not only loaded: during a change of the cluster's membership
+        // another activation of this member may have written meanwhile (a reservation's hold, say),
+        // and a wake that found no work under a stale state would still set the exact due time,
+        // later than the other activation's work.
+        await CatchUpAsync();
         // The silo's copy of the program is refreshed first: wakes come in bulk right after a change
         // of the expiry or birthday rules (every member is brought due), and one decided on a copy
         // up to a cache's lifetime old would grant or warn under the rules just replaced.
@@ -183,6 +187,39 @@ public sealed partial class MemberGrain
         // Landed: the row holds this time, or an earlier one that a change marked meanwhile.
         _scheduledDue = _scheduleKnown && _scheduledDue is { } marked && (next is null || marked < next) ? marked : next;
         _scheduleKnown = true;
+        await RescheduleAgainIfTheRulesChangedAsync(program);
+    }
+
+    /// <summary>
+    /// A change of the program's rules that moves when members are due brings every member due
+    /// now, straight in the schedule (<c>ScheduleProgramAsync</c>). One that landed after this
+    /// member read the program and before its exact time did was overwritten by a time computed
+    /// under the old rules (or the row removed): the program is read again once the time has
+    /// landed, and when it changed meanwhile the member is marked due now, so it wakes under the
+    /// new rules. The program grain answers a read only after a change's scheduling, so a read
+    /// that still sees the old version means the scheduling is still to come, after this write.
+    /// </summary>
+    private async Task RescheduleAgainIfTheRulesChangedAsync(ProgramConfig? used)
+    {
+        ProgramConfig? now = await _services.Programs.GetFreshAsync(_programId);
+        if (now is null || now.Version == used?.Version)
+        {
+            return;
+        }
+
+        DateTimeOffset due = MemberNow();
+        try
+        {
+            await _services.Ledger.ScheduleAsync(new DueChange(_programId, _memberId, due, Exact: false));
+        }
+        catch
+        {
+            _scheduleKnown = false;
+            throw;
+        }
+
+        // The row holds this time or an earlier one.
+        _scheduledDue = due;
     }
 
     /// <summary>This member's offset in the spread of expiry wakes (see <see cref="Expiring.WakeLateBy"/>).</summary>

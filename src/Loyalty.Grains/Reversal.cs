@@ -70,7 +70,8 @@ public sealed class ReturnProgress
     /// <summary>The complete progress of <paramref name="purchase"/> from every return of it read from the ledger (empty for none).</summary>
     public static ReturnProgress Of(LedgerEntry purchase, IReadOnlyList<LedgerEntry> returns)
     {
-        var progress = new ReturnProgress(purchase.DetailsAs<EarnDetails>()?.Components.Count ?? 0, complete: true);
+        // An earn without details is reversed as one base component (see Compute): its progress keeps one too.
+        var progress = new ReturnProgress(purchase.DetailsAs<EarnDetails>()?.Components.Count ?? 1, complete: true);
         foreach (LedgerEntry r in returns)
         {
             progress.Add(r.DetailsAs<ReturnDetails>() ?? throw new InvalidOperationException($"Return entry {r.MemberId}#{r.Sequence} has no details."));

@@ -20,6 +20,14 @@ public static class ReturnDecision
             return Decision.Refuse(LoyaltyError.InvalidArgument, tooOld);
         }
 
+        if (original is not null && original.Kind == LedgerEntryKind.Earn && original.MemberId == d.State.MergingFrom && d.State.AwaitsOpenMerge)
+        {
+            // The duplicate has let go and this member has not taken it in yet: its purchases are
+            // returned here once the merge completes (moments, or at its scheduled retry).
+            return Decision.Refuse(LoyaltyError.Unavailable,
+                $"original_transaction_id '{request.OriginalTransactionId}' is a purchase of member '{original.MemberId}', whose merge into '{d.MemberId}' is still under way; retry shortly");
+        }
+
         // A purchase of a duplicate account merged into this one is returned here.
         if (original is null || (original.MemberId != d.MemberId && !d.State.MergedFrom.Contains(original.MemberId)) || original.Kind != LedgerEntryKind.Earn)
         {
@@ -67,7 +75,8 @@ public static class ReturnDecision
         long fromActive = d.Settings.NegativeBalance == NegativeBalancePolicy.AllowNegative
             ? rest
             : Math.Min(rest, Math.Max(0, checked(state.Balance.Value + restored)));
-        (long takenBack, long refunded) = MoneyBack(original, progress, reversal);
+        long moneyReturned = MoneyReturned(original, progress, reversal);
+        (long takenBack, long refunded) = MoneyBack(original, progress, moneyReturned);
         EarnDetails? earned = original.DetailsAs<EarnDetails>();
         var details = new ReturnDetails
         {
@@ -80,6 +89,7 @@ public static class ReturnDecision
             Lots = fromActive > 0 ? state.Lots.PlanTakeBack(fromActive, d.Now, prefer: true, earned?.ExpiresAt) : null,
             Shortfall = rest - fromActive,
             ReturnedAmountMinor = reversal.ReturnedAmountMinor,
+            SpendReturnedMinor = moneyReturned,
             Lines = reversal.Lines,
             OriginalRecordedAt = original.RecordedAt,
             EarnDay = earned?.EarnDay ?? 0,
@@ -125,14 +135,20 @@ public static class ReturnDecision
     }
 
     /// <summary>
+    /// The share of the purchase's money this return gives back: what it returns, or, when it
+    /// completes the purchase's return (every line, though lines may not add up to its amount),
+    /// all of the rest.
+    /// </summary>
+    private static long MoneyReturned(LedgerEntry original, ReturnProgress? progress, ReversalResult reversal) =>
+        reversal.Full ? Math.Max(0, original.AmountMinor - (progress?.AmountReturnedMinor ?? 0)) : reversal.ReturnedAmountMinor;
+
+    /// <summary>
     /// The money a return moves back, in the share of the purchase's money returned: what it gave
     /// to a cause (taken back) and the store credit it was paid with (refunded to the wallet).
     /// </summary>
-    private static (long TakenBack, long Refunded) MoneyBack(LedgerEntry original, ReturnProgress? progress, ReversalResult reversal)
+    private static (long TakenBack, long Refunded) MoneyBack(LedgerEntry original, ReturnProgress? progress, long returnedNow)
     {
-        // A purchase returned in full (every line, though lines may not add up to its amount) gives back all of the rest.
         long returnedBefore = progress?.AmountReturnedMinor ?? 0;
-        long returnedNow = reversal.Full ? Math.Max(0, original.AmountMinor - returnedBefore) : reversal.ReturnedAmountMinor;
         EarnDetails? earned = original.DetailsAs<EarnDetails>();
         return (Reversal.TakenBack(earned?.GivenMinor ?? 0, original.AmountMinor, returnedBefore, returnedNow),
             Reversal.TakenBack(-(earned?.WalletMinor ?? 0), original.AmountMinor, returnedBefore, returnedNow));

@@ -549,7 +549,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         if (details.OriginalRecordedAt is { } recordedAt)
         {
-            Earnings.AddQualifying(DayOf(recordedAt), -reversed, -details.ReturnedAmountMinor, createMissing: false);
+            Earnings.AddQualifying(DayOf(recordedAt), -reversed, -details.SpendTakenMinor, createMissing: false);
         }
 
         Earnings.CountReturn(details.EarnDay, details.EarnMonth, reversed, details.Components);

@@ -101,6 +101,22 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void Return_OfAnEarnWithoutDetails_InTwoHalves_TakesBackWhatItEarned_NotMore()
+    {
+        MemberState state = Enrolled();
+        // An earn row without details (written by an older engine, or imported).
+        LedgerEntry purchase = AccrualDecision.Decide(Decider(state), Purchase("t1", 20_00), 1, null) with { Details = null };
+        state.Apply(purchase, 8);
+        LedgerEntry firstHalf = ReturnDecision.Decide(Decider(state), Return("r1", "t1", 10_00), 2, purchase, null, null).Entry!;
+        state.Apply(firstHalf, 8);
+
+        Decision secondHalf = ReturnDecision.Decide(Decider(state), Return("r2", "t1", 10_00), 3, purchase, null, ReturnProgress.Of(purchase, [firstHalf]));
+
+        // Before: the second half reversed all 20 again (30 for a purchase that earned 20).
+        Assert.Equal(-purchase.Points.Value, firstHalf.Points.Value + secondHalf.Entry!.Points.Value);
+    }
+
+    [Fact]
     public void Return_OfAPendingPurchase_TakesItsPendingPointsFirst_AndNothingFromTheBalance()
     {
         ProgramSettings pending = Settings() with { PendingDays = 30 };

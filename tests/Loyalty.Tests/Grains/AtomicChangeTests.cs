@@ -239,6 +239,45 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(["m"]);
     }
 
+    /// <summary>
+    /// A change of the expiry rules brings every member due now, straight in the schedule. A wake
+    /// that read the program before the change and wrote its exact time after it overwrote that
+    /// (here: removed the row, as the old rules have no due work); the member is now marked due
+    /// again once its time has landed, and so wakes under the new rules.
+    /// </summary>
+    [Fact]
+    public async Task ARuleChange_LandingWhileAWakeReschedules_LeavesTheMemberDue()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await EnrolAsync("m");
+        Assert.Null(await BuyAsync("m", "p1"));
+        FaultInjector faults = Faults();
+        int changed = 0;
+        faults.ArmDue(due =>
+        {
+            if (due.ProgramId == _program && due.MemberId == "m" && due.Exact && Interlocked.Exchange(ref changed, 1) == 0)
+            {
+                // On the writer, before the wake's batch is written: the rule change lands in between.
+                Assert.True(fixture.Grains.GetGrain<IProgramGrain>(_program)
+                    .Put(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 1) }).Wait(TimeSpan.FromSeconds(30)), "the rule change did not land");
+            }
+
+            return false;
+        });
+        try
+        {
+            await Member("m").Wake();
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        DateTimeOffset? row = await Silo().GetRequiredService<ILedgerStore>().ReadDueAsync(_program, "m", CancellationToken.None);
+        Assert.Equal(1, changed);
+        Assert.True(row <= Now, $"the due row holds {row:O}, not a time at or before {Now:O}");
+    }
+
     [Fact]
     public async Task AnExpiry_IsWrittenAtTheMembersOffsetInTheSpread_NotOnTheInstant_AndRecordsTheLotsExpiry()
     {
@@ -1080,6 +1119,30 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Null(Error(await Member("s").MergeFrom("d", "duplicate")));
         Assert.Equal(sequence, (await Member("s").Get())!.LastSequence);
         await AssertEachMemberIsItsLedgerAsync(["s", "d", "r", "x"]);
+    }
+
+    /// <summary>
+    /// While the duplicate has let go and the survivor has not yet taken it in, a return of the
+    /// duplicate's purchase sent to the survivor is UNAVAILABLE, naming the merge under way (it
+    /// was NOT_FOUND, which a till takes as final); once the merge completes, the same return goes
+    /// through at the survivor.
+    /// </summary>
+    [Fact]
+    public async Task AReturnAtTheSurvivor_OfAPurchaseOfAMergeUnderWay_IsUnavailable_UntilTheMergeCompletes()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await MergeCutShortAsync(LedgerEntryKind.MergedIn);
+        var request = new PurchaseReturn("ret-p1", _program, "s", "p1", "s1", new Money(10_00, "USD"), Now, []);
+
+        ReturnResult during = await Member("s").Return(request);
+        Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+        Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not completed");
+        ReturnResult after = await Member("s").Return(request);
+
+        Assert.Equal(LoyaltyError.Unavailable, during.Error);
+        Assert.Contains("whose merge into 's' is still under way", during.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null(Error(after));
+        await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
     }
 
     /// <summary>

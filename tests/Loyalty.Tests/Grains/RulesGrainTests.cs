@@ -358,6 +358,26 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Tier_AFullReturnByLines_TakesBackThePurchasesWholeSpend_ThoughItsLinesRefundLess()
+    {
+        TierLadder bySpend = Ladder with { Basis = TierBasis.Spend, Tiers = [Ladder.Tiers[0], Ladder.Tiers[1] with { Threshold = 200_00 }] };
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = bySpend });
+        // 1,100.00 with tax; the line itself is 1,000.00, and the till refunds it in two parts, the last for less.
+        await member.Accrue(Buy(1_100_00, "buy") with { LineItems = [new LineItem("coat", "wear", 10, 1_000_00)] });
+        ReturnResult first = await member.Return(ReturnOf("buy", 0) with { Lines = [new ReturnLine("coat", 4, 400_00)] });
+        long afterFirst = (await member.Get())!.TierQualifying;
+
+        ReturnResult last = await member.Return(ReturnOf("buy", 0) with { Lines = [new ReturnLine("coat", 6, 1_00)] });
+        MemberView after = (await member.Get())!;
+
+        Assert.Equal((LoyaltyError.None, LoyaltyError.None), (first.Error, last.Error));
+        Assert.Equal(700_00L, afterFirst);
+        Assert.True(((ReturnDetails)last.Details!).Full);
+        // Before: 699.99 of a purchase returned in full stayed counted toward the tier.
+        Assert.Equal(0L, after.TierQualifying);
+    }
+
+    [Fact]
     public async Task Caps_CampaignAndDailyCaps_HoldAcrossPurchases()
     {
         Campaign bonus = new("welcome", "Welcome", Now.AddDays(-1), Now.AddDays(10), [], 0, 0, [], [], [], 0, 50, 80, 0);
