@@ -77,10 +77,20 @@ public sealed partial class MemberGrain
 
         string key = reservationId + EndSuffix;
         long fingerprint = commit ? CommitFingerprint : ReleaseFingerprint;
-        LedgerEntry? ended = null;
+        LedgerEntry? ended = null, reserved = null;
         RedemptionResult result = await WriteAsync(
-            prefetch: async () => ended = _state.Lots.FindHold(reservationId) is null ? await FindCommittedAsync(key) : null,
-            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageEnd(reservationId, commit, storeId, ended, program, now, out entry),
+            prefetch: async () =>
+            {
+                ended = reserved = null;
+                if (_state.Lots.FindHold(reservationId) is null)
+                {
+                    ended = await FindCommittedAsync(key);
+                    // For a key restricted to stores, the answer about an ended reservation is
+                    // given only at the store it was made at, as the ending itself was.
+                    reserved = storeId is null ? null : await FindCommittedAsync(reservationId);
+                }
+            },
+            (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageEnd(reservationId, commit, storeId, ended, reserved, program, now, out entry),
             (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.DetailsAs<ReservationEndDetails>()!.EndedAs) with { TransactionId = reservationId },
             existing => Task.FromResult<RedemptionResult?>(AnswerEnded(reservationId, existing, commit)),
             (e, m) => RedemptionResult.Reject(reservationId, e, m));
@@ -117,11 +127,21 @@ public sealed partial class MemberGrain
 
         RedemptionDecision.Stock secured = program.Settings.FindReward(request.RewardId)?.Stock is null || stock.Taken ? RedemptionDecision.Stock.Secured
             : stock.OutOfStock ? RedemptionDecision.Stock.OutOfStock : RedemptionDecision.Stock.Unknown;
+        if (secured == RedemptionDecision.Stock.Unknown && !stock.AskedAgain)
+        {
+            // The stock was not asked: when the prefetch looked, the member could not have the
+            // reward (points maturing since, a credit or a cancel landing in between), or the
+            // reward had no stock in this silo's copy of the program. Asked again once, not
+            // refused as UNAVAILABLE.
+            stock.AskedAgain = true;
+            throw new StalePrefetchException();
+        }
+
         return RedemptionDecision.SpendOrHold(At(program, now), request, reserve, fingerprint, secured)
             .Staged(out entry, (e, m) => RedemptionResult.Reject(txn, e, m));
     }
 
-    private RedemptionResult? StageEnd(string reservationId, bool commit, string? storeId, LedgerEntry? ended, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    private RedemptionResult? StageEnd(string reservationId, bool commit, string? storeId, LedgerEntry? ended, LedgerEntry? reserved, ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {
         entry = null;
         string key = reservationId + EndSuffix;
@@ -132,6 +152,12 @@ public sealed partial class MemberGrain
 
         if (_state.Lots.FindHold(reservationId) is not { } hold)
         {
+            if (reserved is { Kind: LedgerEntryKind.Reserve } && IsOwn(reserved)
+                && RedemptionDecision.OtherStore($"reservation '{reservationId}' was made", reserved.StoreId, storeId) is { } otherStore)
+            {
+                return RedemptionResult.Reject(reservationId, LoyaltyError.PermissionDenied, otherStore);
+            }
+
             return ended is not null && IsOwn(ended) ? AnswerEnded(reservationId, ended, commit)
                 // Remembered by hash: only an ending's own fingerprint makes it this reservation's ending.
                 : _state.FindRecent(key) is { Fingerprint: ReleaseFingerprint or CommitFingerprint } prior ? AnswerEnded(reservationId, prior.Points.Value < 0, prior.Points, prior.Sequence, commit)
@@ -231,6 +257,8 @@ public sealed partial class MemberGrain
     /// <summary>Takes the reward's stock before the decision, when the reward has stock and the member plausibly can have it.</summary>
     private async Task TakeStockAsync(Redemption request, StockTake stock)
     {
+        // Points that became spendable since the last change count, as they will in the decision.
+        _state.Lots.Mature(MemberNow());
         if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.Erased || _state.MergedInto is not null || _state.FindRecent(request.TransactionId) is not null
             || await _services.Programs.GetAsync(_programId) is not { } program
             || program.Settings.FindReward(request.RewardId) is not { Stock: { } units }
@@ -239,8 +267,19 @@ public sealed partial class MemberGrain
             return;
         }
 
-        stock.Taken = await Stock(request.RewardId).Take(_memberId, request.TransactionId, request.Quantity, units);
-        stock.OutOfStock = !stock.Taken;
+        try
+        {
+            stock.Taken = await Stock(request.RewardId).Take(_memberId, request.TransactionId, request.Quantity, units);
+            stock.OutOfStock = !stock.Taken;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Not known whether units were taken: the request is answered as not secured (nothing
+            // written, retry), and a claim taken without its answer is settled by the stock
+            // itself after its confirm window. Not abandoned from here: a resend of this request
+            // in flight may share the claim, and its units must stay until the ledger shows it.
+            LogStockNotTaken(_services.Logger, e, _programId, _memberId, request.RewardId);
+        }
     }
 
     /// <summary>
@@ -283,5 +322,8 @@ public sealed partial class MemberGrain
         public bool Taken { get; set; }
 
         public bool OutOfStock { get; set; }
+
+        /// <summary>The decision found the stock not asked and had the prefetch ask again (once).</summary>
+        public bool AskedAgain { get; set; }
     }
 }

@@ -1017,6 +1017,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: the stock of reward {RewardId} could not be told how a request ended; it settles the claim against the ledger itself")]
     private static partial void LogStockNotTold(ILogger logger, Exception exception, string programId, string memberId, string rewardId);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: the stock of reward {RewardId} could not be asked for units; the redemption is refused as not secured, and a claim taken without its answer is settled by the stock itself")]
+    private static partial void LogStockNotTaken(ILogger logger, Exception exception, string programId, string memberId, string rewardId);
+
     [LoggerMessage(Level = LogLevel.Error, Message = "Member {ProgramId}/{MemberId}: state could not be loaded")]
     private static partial void LogLoadFailed(ILogger logger, Exception exception, string programId, string memberId);
 

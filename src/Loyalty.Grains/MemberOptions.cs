@@ -29,9 +29,16 @@ public sealed class MemberOptions
 
     /// <summary>
     /// How long a reward's stock waits before it checks that a unit taken for a redemption was
-    /// recorded in the ledger, and gives it back when not, in seconds. Far longer than a commit.
+    /// recorded in the ledger, and gives it back when not, in seconds. Far longer than a commit:
+    /// a request still on its way to the ledger when the stock looks would have its unit given
+    /// back and then spend it, selling it twice. A queued entry commits in one attempt or fails,
+    /// so its way is bounded by the queue's wait and one batch's database timeouts; the least
+    /// accepted, <see cref="StockClaimConfirmSecondsMin"/>, is several times those.
     /// </summary>
     public int StockClaimConfirmSeconds { get; set; } = 600;
+
+    /// <summary>The least accepted <see cref="StockClaimConfirmSeconds"/>.</summary>
+    public const int StockClaimConfirmSecondsMin = 120;
 
     /// <summary>How long a silo trusts its cached copy of a program's configuration, in milliseconds.</summary>
     public int ProgramCacheTtlMs { get; set; } = 2_000;
@@ -47,7 +54,7 @@ public sealed class MemberOptions
         SnapshotEveryEntries is < 1 or > 1_000_000 ? "Members:SnapshotEveryEntries must be 1..1000000"
         : SnapshotOnDeactivateMinEntries is < 0 or > 1_000_000 ? "Members:SnapshotOnDeactivateMinEntries must be 0..1000000"
         : RecentTransactionsMax is < 1 or > RecentTransactionsMaxLimit ? $"Members:RecentTransactionsMax must be 1..{RecentTransactionsMaxLimit}"
-        : StockClaimConfirmSeconds is < 1 or > 604_800 ? "Members:StockClaimConfirmSeconds must be 1..604800"
+        : StockClaimConfirmSeconds is < StockClaimConfirmSecondsMin or > 604_800 ? $"Members:StockClaimConfirmSeconds must be {StockClaimConfirmSecondsMin}..604800"
         : ProgramCacheTtlMs is < 0 or > 600_000 ? "Members:ProgramCacheTtlMs must be 0..600000"
         : null;
 }

@@ -49,7 +49,7 @@ public sealed partial class RewardStockGrain(
     /// </summary>
     private static readonly TimeSpan ClockSkewMax = TimeSpan.FromMinutes(1);
 
-    private TimeSpan Window => TimeSpan.FromSeconds(Math.Max(1, options.Value.StockClaimConfirmSeconds));
+    private TimeSpan Window => TimeSpan.FromSeconds(Math.Max(MemberOptions.StockClaimConfirmSecondsMin, options.Value.StockClaimConfirmSeconds));
 
     private string ProgramId => this.GetPrimaryKeyString()[..this.GetPrimaryKeyString().IndexOf('/', StringComparison.Ordinal)];
 

@@ -266,7 +266,8 @@ public sealed class MemoryLedgerStore : ILedgerStore
             {
                 for (int i = 0; i < list.Count; i++)
                 {
-                    list[i] = list[i].Kind switch
+                    LedgerEntry before = list[i];
+                    list[i] = before.Kind switch
                     {
                         LedgerEntryKind.Adjust or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MergedIn or LedgerEntryKind.MergeStarted => list[i] with { Reason = "erased" },
                         LedgerEntryKind.Birthday => list[i] with { Reason = null },
@@ -275,6 +276,12 @@ public sealed class MemoryLedgerStore : ILedgerStore
                         LedgerEntryKind.CauseChosen => list[i] with { Reference = null },
                         _ => list[i],
                     };
+                    if (!ReferenceEquals(before, list[i]) && before.TransactionId is { } txn
+                        && _transactions.TryGetValue((programId, txn), out LedgerEntry? indexed) && ReferenceEquals(indexed, before))
+                    {
+                        // The index by transaction id reads the same row, as the SQL stores' do.
+                        _transactions[(programId, txn)] = list[i];
+                    }
                 }
             }
         }

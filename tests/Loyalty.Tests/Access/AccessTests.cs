@@ -206,12 +206,20 @@ public sealed class AccessTests(ITestOutputHelper output)
         }).ResponseAsync);
         V1.RedemptionAck own = await till.CommitReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r1", StoreId = "store-1" });
         V1.RedemptionAck byAnyStore = await anyStore.CancelReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2" });
+        // Once ended, r2 is still store-2's: store 1's tills are not told how it ended either.
+        RpcException endedElsewhere = await Assert.ThrowsAsync<RpcException>(() =>
+            till.CancelReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2", StoreId = "store-1" }).ResponseAsync);
+        V1.RedemptionAck ownAgain = await till.CommitReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r1", StoreId = "store-1" });
         V1.Member member = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramA, MemberId = "m1" });
 
         Assert.Equal((StatusCode.PermissionDenied, StatusCode.PermissionDenied, StatusCode.PermissionDenied), (unnamed.StatusCode, otherStore.StatusCode, otherItem.StatusCode));
         Assert.Contains("reservation 'r2' was made at store 'store-2'", otherStore.Status.Detail, StringComparison.Ordinal);
         Assert.Contains("trade-in 'ti-2' was handed in at store 'store-2'", otherItem.Status.Detail, StringComparison.Ordinal);
         Assert.Equal((V1.ReservationState.Committed, V1.ReservationState.Cancelled), (own.Reservation, byAnyStore.Reservation));
+        // Before: the resend was answered as a duplicate, with store 2's reward and points.
+        Assert.Equal(StatusCode.PermissionDenied, endedElsewhere.StatusCode);
+        Assert.Contains("reservation 'r2' was made at store 'store-2'", endedElsewhere.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(V1.ReservationState.Committed, ownAgain.Reservation);
         Assert.Equal((470L, 0L), (member.Balance, member.WalletMinor));
     }
 

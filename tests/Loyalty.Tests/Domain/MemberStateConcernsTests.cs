@@ -131,7 +131,7 @@ public sealed class MemberStateConcernsTests
     [InlineData(nameof(MemberOptions.SnapshotEveryEntries), 1, 1_000_000)]
     [InlineData(nameof(MemberOptions.SnapshotOnDeactivateMinEntries), 0, 1_000_000)]
     [InlineData(nameof(MemberOptions.RecentTransactionsMax), 1, MemberOptions.RecentTransactionsMaxLimit)]
-    [InlineData(nameof(MemberOptions.StockClaimConfirmSeconds), 1, 604_800)]
+    [InlineData(nameof(MemberOptions.StockClaimConfirmSeconds), MemberOptions.StockClaimConfirmSecondsMin, 604_800)]
     [InlineData(nameof(MemberOptions.ProgramCacheTtlMs), 0, 600_000)]
     public void MemberOptions_OutsideTheirRange_AreRefusedNamingTheSetting_AndTheirEdgesPass(string setting, int min, int max)
     {

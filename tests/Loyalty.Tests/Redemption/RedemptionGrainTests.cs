@@ -110,6 +110,22 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Stock_TheFirstRedemptionAfterPendingPointsBecomeSpendable_TakesItsUnit()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 0, PendingDays = 14, Rewards = [Coffee with { Stock = 5 }] });
+        Assert.Equal(AccrualStatus.Accepted, (await member.Accrue(Buy(40_00))).Status);
+        fixture.Clock.Advance(TimeSpan.FromDays(15));
+
+        // No change since the points became spendable: the member's lots still hold them as pending.
+        RedemptionResult redeemed = await member.Redeem(new Loyalty.Redemption("after-pending", "coffee", 1));
+
+        // Before: UNAVAILABLE, "the reward's stock could not be reserved", on every first try.
+        Assert.Equal((AccrualStatus.Accepted, LoyaltyError.None), (redeemed.Status, redeemed.Error));
+        Assert.Equal(1L, await Taken("coffee"));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Stock_TakenForARedemptionThatNeverReachedTheLedger_GoesBack_AndRecordedOnesStay()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
