@@ -341,7 +341,8 @@ public sealed record ReturnDetails : EntryDetails, ILotsTaken, IMoneyMoved
     /// </summary>
     [Id(20)] public long? SpendReturnedMinor { get; init; }
 
-    /// <summary>What the return takes off the qualifying spend (<see cref="SpendReturnedMinor"/>).</summary>
+    /// <summary>What the return takes off the qualifying spend (<see cref="SpendReturnedMinor"/>); derived, not stored.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public long SpendTakenMinor => SpendReturnedMinor ?? ReturnedAmountMinor;
 
     /// <inheritdoc />

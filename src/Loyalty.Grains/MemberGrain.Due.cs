@@ -202,8 +202,9 @@ public sealed partial class MemberGrain
     private async Task RescheduleAgainIfTheRulesChangedAsync(ProgramConfig? used)
     {
         ProgramConfig? now = await _services.Programs.GetFreshAsync(_programId);
-        if (now is null || now.Version == used?.Version)
+        if (now is null || now.Version == used?.Version || (used is not null && !ProgramGrain.DueChanged(used.Settings, now.Settings)))
         {
+            // Unchanged, or changed in what does not move due times (those changes bring no one due).
             return;
         }
 

@@ -127,7 +127,8 @@ public sealed partial class MemberGrain
 
         RedemptionDecision.Stock secured = program.Settings.FindReward(request.RewardId)?.Stock is null || stock.Taken ? RedemptionDecision.Stock.Secured
             : stock.OutOfStock ? RedemptionDecision.Stock.OutOfStock : RedemptionDecision.Stock.Unknown;
-        if (secured == RedemptionDecision.Stock.Unknown && !stock.AskedAgain)
+        if (secured == RedemptionDecision.Stock.Unknown && !stock.AskedAgain
+            && RedemptionDecision.Affordability(At(program, now), request, allowGift: !reserve, out _, out _) is null)
         {
             // The stock was not asked: when the prefetch looked, the member could not have the
             // reward (points maturing since, a credit or a cancel landing in between), or the
@@ -278,6 +279,8 @@ public sealed partial class MemberGrain
             // written, retry), and a claim taken without its answer is settled by the stock
             // itself after its confirm window. Not abandoned from here: a resend of this request
             // in flight may share the claim, and its units must stay until the ledger shows it.
+            // Not asked again either: the stock that failed now would most likely fail again.
+            stock.AskedAgain = true;
             LogStockNotTaken(_services.Logger, e, _programId, _memberId, request.RewardId);
         }
     }

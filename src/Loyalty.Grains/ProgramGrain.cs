@@ -103,7 +103,7 @@ public sealed partial class ProgramGrain(
     /// Whether a change of settings moves when members are due: the expiry policy, the birthday
     /// rule, or the tier ladder's timing (window, grace, basis, thresholds), by which reviews fall.
     /// </summary>
-    private static bool DueChanged(ProgramSettings before, ProgramSettings after)
+    internal static bool DueChanged(ProgramSettings before, ProgramSettings after)
     {
         TierLadder was = before.Ladder, now = after.Ladder;
         return before.ExpiryRules != after.ExpiryRules || before.Birthday != after.Birthday

@@ -287,7 +287,22 @@ public sealed partial class LedgerCommitQueue
                 inserted = new bool[entries.Count];
             }
 
-            CommitAsync(batch, entries, details, dues, groups, inserted).GetAwaiter().GetResult();
+            try
+            {
+                CommitAsync(batch, entries, details, dues, groups, inserted).GetAwaiter().GetResult();
+            }
+            catch (Exception e)
+            {
+                // CommitAsync answers every item itself; this is the last resort for a fault of
+                // its own, so that the writer goes on: ended, it would leave every later append,
+                // and every member waiting on one, waiting for good. An item not yet answered is
+                // failed, and its member reloads from the ledger, which says whether it is there.
+                LogBatchFailed(e, entries.Count);
+                foreach (PendingAppend p in batch)
+                {
+                    p.TrySetException(new LedgerUnavailableException("The ledger's writer failed on this batch; the change may not be recorded.", e));
+                }
+            }
 
             // Written or failed, the batch is over and nothing reads its bytes any more (a failed
             // item is not retried from the queue; its caller appends again).
@@ -310,11 +325,16 @@ public sealed partial class LedgerCommitQueue
         }
 
         long started = Stopwatch.GetTimestamp();
-        while (batch.Count < _options.BatchSizeMax)
+        // Counted in entries, not queued items: one item may be a member's group of entries (a
+        // merge's, a wake's), and the limit is the transaction's size. An item with none (a due
+        // change alone) counts as one row. The last group taken may go past the limit.
+        int rows = 0;
+        while (rows < _options.BatchSizeMax)
         {
             if (reader.TryRead(out PendingAppend? next))
             {
                 batch.Add(next);
+                rows += Math.Max(1, next.Count);
                 continue;
             }
 

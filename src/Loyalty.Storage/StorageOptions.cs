@@ -92,7 +92,10 @@ public sealed class LedgerCommitOptions
     /// <summary>The configuration section name.</summary>
     public const string SectionName = "Ledger";
 
-    /// <summary>Most entries in one database transaction.</summary>
+    /// <summary>
+    /// Most entries in one database transaction, give or take one member's group (a merge's or a
+    /// wake's entries, at most a few hundred), which is never split.
+    /// </summary>
     public int BatchSizeMax { get; set; } = 4096;
 
     /// <summary>

@@ -148,9 +148,19 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, AnonymousStreams
         HttpContext http = context.GetHttpContext();
         Caller? caller = http.Items.TryGetValue(KeyFirst.CallerItem, out object? checkedFirst) ? checkedFirst as Caller : null;
         string failure = "";
-        caller ??= http.Request.Headers.Authorization is { Count: <= 1 } authorization
-            ? keys.Authenticate(authorization.ToString(), out failure)
-            : null;
+        if (caller is not null && keys.NoLongerUsable(caller.Key.KeyId) is { } gone)
+        {
+            // Revoked or expired while the request's body was on its way (a slow one can take long).
+            caller = null;
+            failure = gone;
+        }
+        else
+        {
+            caller ??= http.Request.Headers.Authorization is { Count: <= 1 } authorization
+                ? keys.Authenticate(authorization.ToString(), out failure)
+                : null;
+        }
+
         if (caller is null)
         {
             throw Refuse(ClientFaultKind.Unauthenticated, StatusCode.Unauthenticated, context,

@@ -26,6 +26,16 @@ public static class KeyFirst
     /// <summary>The largest HTTP/JSON request body: a program at its limits as JSON fits with room to spare.</summary>
     public const long JsonBodyBytesMax = 4 * 1024 * 1024;
 
+    /// <summary>
+    /// How many times its gRPC message limit a method's HTTP/JSON body may be: JSON spells out
+    /// field names and numbers, and what JSON transcoding parses is bounded by the body alone.
+    /// </summary>
+    private const int JsonBodyPerMessageByte = 4;
+
+    /// <summary>The largest HTTP/JSON body of <paramref name="method"/>: a purchase call's is 2 MiB.</summary>
+    public static long JsonBodyBytesMaxOf(string method) =>
+        Math.Min(JsonBodyBytesMax, (long)GatewayOptions.MessageBytesMaxOf(method) * JsonBodyPerMessageByte);
+
     /// <summary>Adds the check; it must run after routing and before the gRPC endpoints.</summary>
     public static IApplicationBuilder UseKeyFirst(this IApplicationBuilder app) =>
         app.Use(static (context, next) => Check(context) ? next(context) : Refuse(context));
@@ -41,10 +51,9 @@ public static class KeyFirst
             return true;
         }
 
-        bool grpc = IsGrpc(context.Request);
-        if (!grpc && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } body)
+        if (!IsGrpc(context.Request) && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } body)
         {
-            body.MaxRequestBodySize = JsonBodyBytesMax;
+            body.MaxRequestBodySize = JsonBodyBytesMaxOf(method);
         }
 
         StringValues authorization = context.Request.Headers.Authorization;

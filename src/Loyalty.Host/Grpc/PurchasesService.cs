@@ -243,9 +243,10 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>
-    /// Waits for every answer taken to be written, within the idle limit: a client that has
-    /// finished sending but stopped reading would otherwise hold the stream, its slot among the
-    /// key's streams and its queued answers for as long as its connection lives.
+    /// Waits for every answer taken to be written, within the idle limit (restarted by each batch
+    /// written): a client that has finished sending but stopped reading would otherwise hold the
+    /// stream, its slot among the key's streams and its queued answers for as long as its
+    /// connection lives.
     /// </summary>
     private Task AnsweredWithinIdleAsync(Task writer, CancellationTokenSource idle, CancellationToken cancel)
     {
@@ -291,8 +292,17 @@ public sealed partial class PurchasesService(
         // Answers leave in batch order; a bounded queue of batches keeps a slow reader from piling them up.
         Channel<Task<StreamAck>[]> batches = Channel.CreateBounded<Task<StreamAck>[]>(
             new BoundedChannelOptions(GatewayOptions.StreamBatchesPendingMax) { SingleReader = true, SingleWriter = true });
-        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop, logger);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        // Once the client has finished sending, each batch written restarts the idle limit: the
+        // stream ends only when its answers stop moving, not when the members are slow.
+        bool draining = false;
+        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop, logger, () =>
+        {
+            if (Volatile.Read(ref draining))
+            {
+                idle.CancelAfter(_idleMax);
+            }
+        });
         // Reading alone also stops when the node stops; waiting to answer what was taken does not.
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(idle.Token, streams.Ending);
         try
@@ -304,6 +314,7 @@ public sealed partial class PurchasesService(
                     // Answering each purchase of a batch of any size would let one message of empty
                     // purchases (two bytes each) become millions of acknowledgements queued per stream.
                     batches.Writer.TryComplete();
+                    Volatile.Write(ref draining, true);
                     await AnsweredWithinIdleAsync(writer, idle, cancel);
                     throw Oversized(requestStream.Current.Purchases.Count, read, context.Method);
                 }
@@ -317,6 +328,7 @@ public sealed partial class PurchasesService(
 
             // Every batch taken is answered before the stream ends.
             batches.Writer.TryComplete();
+            Volatile.Write(ref draining, true);
             await AnsweredWithinIdleAsync(writer, idle, cancel);
             ThrowIfStopping();
         }
@@ -360,7 +372,7 @@ public sealed partial class PurchasesService(
     /// Writes one answer per batch, in the order the batches came, each in the stream's one reused
     /// message (the write has serialized it when it completes); a failure stops the stream's reading too.
     /// </summary>
-    private static async Task WriteBatchAcksAsync(ChannelReader<Task<StreamAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop, ILogger logger)
+    private static async Task WriteBatchAcksAsync(ChannelReader<Task<StreamAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop, ILogger logger, Action written)
     {
         var reused = new ReusedBatchAck();
         try
@@ -374,6 +386,7 @@ public sealed partial class PurchasesService(
                 }
 
                 await responseStream.WriteAsync(answer, stop.Token);
+                written();
             }
         }
         catch (OperationCanceledException)

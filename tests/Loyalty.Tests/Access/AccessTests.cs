@@ -223,6 +223,51 @@ public sealed class AccessTests(ITestOutputHelper output)
         Assert.Equal((470L, 0L), (member.Balance, member.WalletMinor));
     }
 
+    /// <summary>
+    /// The key is checked when a call's headers arrive, before its body is read (KeyFirst); a key
+    /// revoked while a slow body is still on its way is refused when the body has come, not let
+    /// through on the first check.
+    /// </summary>
+    [Fact]
+    public async Task AKeyRevokedWhileACallsBodyIsOnItsWay_IsUnauthenticated_AndWritesNothing()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "slowbody"));
+        (string pos, _) = await SetUpAsync(engine);
+        using HttpClient http = GrpcFrames.Client();
+        var body = new HeldBackContent(GrpcFrames.Frame(Wire.Purchase(ProgramA, "m1", "slow-1", 10_00).ToByteArray()));
+
+        Task<(StatusCode Code, string Message)> call = GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Purchases/Accrue", body, pos);
+        await body.Started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await Task.Delay(300);
+        await new V1.Access.AccessClient(engine.Invoker).RevokeKeyAsync(new V1.RevokeKeyRequest { ProgramId = ProgramA, KeyId = KeyId(pos) });
+        body.Release.SetResult();
+        (StatusCode code, string message) = await call;
+
+        Assert.Equal((StatusCode.Unauthenticated, "the key was revoked"), (code, message));
+        Assert.Equal(0, (await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramA, MemberId = "m1" })).Balance);
+    }
+
+    /// <summary>A request body sent only when released: the call's headers go first.</summary>
+    private sealed class HeldBackContent(byte[] bytes) : HttpContent
+    {
+        public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context)
+        {
+            Started.TrySetResult();
+            await Release.Task;
+            await stream.WriteAsync(bytes);
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = bytes.Length;
+            return true;
+        }
+    }
+
     [Fact]
     public async Task Ingest_ForAnotherProgram_IsRejectedPerPurchase_AndTheStreamGoesOn()
     {

@@ -49,11 +49,15 @@ public static class GrpcFrames
     /// <summary>Posts a request body to a method ("/package.Service/Method"); the status the engine answered with.</summary>
     /// <remarks>With <paramref name="timeoutMs"/>, the call carries that deadline (grpc-timeout): for a stream that would never end by itself.</remarks>
     /// <remarks>Other <paramref name="headers"/> are sent as they are, unchecked.</remarks>
-    public static async Task<(StatusCode Code, string Message)> SendAsync(HttpClient http, string address, string method, byte[] body, string? key, string? encoding = null, int? timeoutMs = null, IEnumerable<(string Name, string Value)>? headers = null)
+    public static Task<(StatusCode Code, string Message)> SendAsync(HttpClient http, string address, string method, byte[] body, string? key, string? encoding = null, int? timeoutMs = null, IEnumerable<(string Name, string Value)>? headers = null) =>
+        SendAsync(http, address, method, new ByteArrayContent(body), key, encoding, timeoutMs, headers);
+
+    /// <inheritdoc cref="SendAsync(HttpClient, string, string, byte[], string?, string?, int?, IEnumerable{ValueTuple{string, string}}?)"/>
+    public static async Task<(StatusCode Code, string Message)> SendAsync(HttpClient http, string address, string method, HttpContent body, string? key, string? encoding = null, int? timeoutMs = null, IEnumerable<(string Name, string Value)>? headers = null)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, address + method)
         {
-            Content = new ByteArrayContent(body),
+            Content = body,
             Version = HttpVersion.Version20,
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
         };

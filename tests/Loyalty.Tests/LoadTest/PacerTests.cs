@@ -35,13 +35,17 @@ public sealed class PacerTests
     public async Task Waits_CompleteInTheOrderOfTheirTimes_NotOfTheirCalls()
     {
         using var pacer = new Pacer();
-        long now = Stopwatch.GetTimestamp(), ms = Stopwatch.Frequency / 1000;
+        long ms = Stopwatch.Frequency / 1000;
+        // Every wait is made well before the first is due (a wait for a time passed completes at
+        // once, in the order of the calls): half a second is far more than a busy machine takes
+        // between six calls; 10 to 60 ms after it came too close (a CI run made the calls late).
+        long first = Stopwatch.GetTimestamp() + 500 * ms;
         var order = new List<int>();
         int[] offsetsMs = [60, 20, 40, 10, 50, 30];
 
         await Task.WhenAll(offsetsMs.Select(async offset =>
         {
-            await pacer.WaitUntilAsync(now + offset * ms);
+            await pacer.WaitUntilAsync(first + offset * ms);
             lock (order)
             {
                 order.Add(offset);

@@ -518,6 +518,24 @@ public sealed class LedgerStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task GroupCommit_BatchSizeMax_CountsEntries_NotQueuedGroups()
+    {
+        ILedgerStore store = await CreateStoreAsync(Backend.Sqlite);
+        LedgerCommitQueue queue = CreateQueue(store, batchSizeMax: 3, flushIntervalMs: 1_000);
+        queue.Start();
+
+        // Three members' groups of two entries each, queued at once: six entries, three items.
+        Task<bool>[] groups = [.. new[] { "a", "b", "c" }.Select(m =>
+            queue.AppendGroupAsync([Entries.Earn("p", m, 1, 10), Entries.Earn("p", m, 2, 10)]))];
+
+        Assert.All(await Task.WhenAll(groups), Assert.True);
+        // Before: one transaction of six entries (three items); now the first two groups (four
+        // entries, the limit reached) go together and the third alone.
+        Assert.Equal(2, queue.BatchCount);
+        await queue.StopAsync();
+    }
+
+    [Fact]
     public async Task CommitQueue_RefusesADueChangeNoStoreMayRead_EvenMadeByWithOrDefault_AndQueuesNothing()
     {
         ILedgerStore store = await CreateStoreAsync(Backend.Sqlite);
