@@ -96,8 +96,15 @@ public static class KeyFirst
             ["code"] = (int)StatusCode.Unauthenticated,
             ["message"] = message,
             ["details"] = Array.Empty<object>(),
-        }));
+        }, StatusJson));
     }
+
+    /// <summary>
+    /// The refusal's JSON, its message readable as written (quotes and angle brackets as they are,
+    /// not escaped as Unicode): it is served as application/json, never inside HTML.
+    /// </summary>
+    private static readonly System.Text.Json.JsonSerializerOptions StatusJson =
+        new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>The API method an endpoint serves ("/loyalty.v1.Members/GetMember"), over gRPC or HTTP/JSON; null for other endpoints.</summary>
     private static string? MethodOf(Endpoint? endpoint)
