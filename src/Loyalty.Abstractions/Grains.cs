@@ -197,6 +197,14 @@ public interface IMemberLinkSteps : IGrainWithStringKey
     [ResponseTimeout(Limits.TwoMemberStepTimeout)]
     Task<MemberResult> MergeDuplicate(string duplicateId, string reason);
 
+    /// <summary>
+    /// Abandons this member's open merge of <paramref name="duplicateId"/> (see
+    /// <see cref="IProgramLinksGrain.CompleteMerge"/>) for <paramref name="why"/>, when the
+    /// duplicate's ledger shows it never let go here; nothing otherwise. The desk's call, when the
+    /// graph has changed since the merge was checked and completing it now would close a cycle.
+    /// </summary>
+    Task AbandonMerge(string duplicateId, string why);
+
     /// <summary>The member as the ledger has it (an activation that missed another's writes reloads first); null when not enrolled.</summary>
     Task<MemberView?> GetCommitted();
 
@@ -285,8 +293,12 @@ public interface IRewardStockGrain : IGrainWithStringKey
     /// </summary>
     Task Settle(string memberId, string claimId);
 
-    /// <summary>A full return gave back the units spent under <paramref name="claimId"/>; once per claim.</summary>
-    Task Return(string claimId, int quantity);
+    /// <summary>
+    /// A full return gave back the units spent under <paramref name="claimId"/> at
+    /// <paramref name="spentAt"/>; once per claim, and only for units the stock counted (spent
+    /// once it was counting: a reward that was given a stock later counted none before).
+    /// </summary>
+    Task Return(string claimId, int quantity, DateTimeOffset spentAt);
 
     /// <summary>Units taken so far.</summary>
     Task<long> Taken();

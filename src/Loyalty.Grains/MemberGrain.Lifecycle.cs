@@ -17,6 +17,14 @@ public sealed partial class MemberGrain
 
     private IReadOnlyDictionary<string, string>? _profile;
 
+    /// <summary>
+    /// One profile change at a time, from its ledger note to its row: two at once would commit
+    /// their notes in one order and could upsert their rows in the other, leaving the row with
+    /// the fields of the change the ledger has first. Made at the first change (most members
+    /// never have one).
+    /// </summary>
+    private SemaphoreSlim? _profileChanges;
+
     /// <inheritdoc />
     public async Task<MemberResult> SetProfile(IReadOnlyDictionary<string, string> fields)
     {
@@ -24,6 +32,21 @@ public sealed partial class MemberGrain
         {
             return MemberResult.Reject(LoyaltyError.InvalidArgument, error);
         }
+
+        SemaphoreSlim changes = _profileChanges ??= new SemaphoreSlim(1, 1);
+        await changes.WaitAsync();
+        try
+        {
+            return await SetProfileAloneAsync(fields);
+        }
+        finally
+        {
+            changes.Release();
+        }
+    }
+
+    private async Task<MemberResult> SetProfileAloneAsync(IReadOnlyDictionary<string, string> fields)
+    {
 
         if (!await TryEnsureLoadedAsync())
         {
@@ -114,6 +137,7 @@ public sealed partial class MemberGrain
 
         _profile = null;
         _referralCode = null;
+        await RewriteSnapshotAsync();
         // The accounts merged into this one were the same person's, and keep what it gave them
         // (profile, flags, cause, birth month): each is erased too, with an entry (and event) of its
         // own. The list holds every account merged in, through earlier merges too.
@@ -126,6 +150,26 @@ public sealed partial class MemberGrain
         }
 
         return result;
+    }
+
+    /// <summary>
+    /// Writes the snapshot again from the erased state: the stored one may hold what the erasure
+    /// took out of the state (flags, the chosen cause, the birth month, a merge's reason), and a
+    /// member that changes little after its erasure would not replace it for a long time.
+    /// </summary>
+    private async Task RewriteSnapshotAsync()
+    {
+        await SettleForReadAsync();
+        if (_snapshotWrite is { } running)
+        {
+            // One copied before the erasure was applied may still be on its way: this one lands after it.
+            await running;
+        }
+
+        if (_valid && _inFlight == 0 && !_snapshotting)
+        {
+            await WriteSnapshotAsync();
+        }
     }
 
     /// <inheritdoc />
@@ -211,6 +255,15 @@ public sealed partial class MemberGrain
         }
 
         return taken.Result;
+    }
+
+    /// <inheritdoc />
+    async Task IMemberLinkSteps.AbandonMerge(string duplicateId, string why)
+    {
+        if (await TryEnsureLoadedAsync() && _state.AwaitsOpenMerge && _state.MergingFrom == duplicateId)
+        {
+            await SettleMergeAsync(duplicateId, MemberResult.Reject(LoyaltyError.FailedPrecondition, why), HoldPass.None);
+        }
     }
 
     /// <summary>

@@ -155,7 +155,7 @@ public sealed partial class MemberGrain
         if (result.Status == AccrualStatus.Accepted && result.Details is { Full: true } && original()?.Details is EarnDetails { RewardId: { } reward } bought)
         {
             // After the return's commit: a crash before this call leaves the unit taken (never sold twice).
-            await TellStockedAsync(reward, stock => stock.Return(original()!.TransactionId + BasketRedeemSuffix, bought.Quantity));
+            await TellStockedAsync(reward, stock => stock.Return(original()!.TransactionId + BasketRedeemSuffix, bought.Quantity, original()!.RecordedAt));
         }
 
         return result;
@@ -219,7 +219,11 @@ public sealed partial class MemberGrain
         if (_state.HasProfile && _profile is null
             && await _services.Store.ReadProfileAsync(_programId, _memberId, CancellationToken.None) is { } json)
         {
-            _profile = JsonSerializer.Deserialize<Dictionary<string, string>>(json);
+            // Kept only when no profile change or erasure landed during the read: the row read may be older.
+            if (_profile is null && !_state.Erased)
+            {
+                _profile = JsonSerializer.Deserialize<Dictionary<string, string>>(json);
+            }
         }
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);

@@ -141,6 +141,16 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
             return LoyaltyError.None;
         }
 
+        // Checked again while the duplicate has not let go: since the merge was checked, links
+        // may have been made that its re-pointing would close into a cycle (the survivor linked
+        // under a member the duplicate referred). Such a merge is abandoned, naming the cycle.
+        MemberView? held = await Steps(duplicate).GetCommitted();
+        if (held?.MergedInto != survivorId && await MergeCycleAsync(survivorId, duplicate, held) is { } why)
+        {
+            await Steps(survivorId).AbandonMerge(duplicate, $"merging '{duplicate}' into '{survivorId}' {why}");
+            return (await Steps(survivorId).GetLinks()).MergingFrom is null ? LoyaltyError.None : LoyaltyError.Unavailable;
+        }
+
         await Steps(survivorId).MergeDuplicate(duplicate, $"completes the merge of '{duplicate}' into '{survivorId}'");
         return (await Steps(survivorId).GetLinks()).MergingFrom is null ? LoyaltyError.None : LoyaltyError.Unavailable;
     }

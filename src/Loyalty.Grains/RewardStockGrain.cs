@@ -64,6 +64,14 @@ public sealed partial class RewardStockGrain(
             state.State.Claims[StockClaim.Key(null, id)] = legacy;
         }
 
+        // A stock stored before it kept when it started counting may have counted anything: its
+        // returns give units back as they did.
+        RewardStockState stored = state.State;
+        if (stored.CountingSince is null && (stored.Taken > 0 || stored.Claims.Count > 0 || stored.Returned.Count > 0))
+        {
+            stored.CountingSince = DateTimeOffset.MinValue;
+        }
+
         this.RegisterGrainTimer(SettleDueAsync, new GrainTimerCreationOptions(SettlePeriod, SettlePeriod));
         try
         {
@@ -104,6 +112,7 @@ public sealed partial class RewardStockGrain(
 
         s.Claims[StockClaim.Key(memberId, claimId)] = new StockClaim { MemberId = memberId, ClaimId = claimId, Quantity = quantity, TakenAt = clock.GetUtcNow(), Holders = 1 };
         s.Taken = checked(s.Taken + quantity);
+        s.CountingSince ??= clock.GetUtcNow();
         await WriteOrReloadAsync();
         return true;
     }
@@ -136,11 +145,13 @@ public sealed partial class RewardStockGrain(
     }
 
     /// <inheritdoc />
-    public async Task Return(string claimId, int quantity)
+    public async Task Return(string claimId, int quantity, DateTimeOffset spentAt)
     {
         RewardStockState s = state.State;
-        if (quantity < 1 || s.Returned.ContainsKey(claimId))
+        if (quantity < 1 || s.Returned.ContainsKey(claimId) || s.CountingSince is not { } since || spentAt < since - ClockSkewMax)
         {
+            // Given back already, or spent before the stock counted anything (the reward had no
+            // stock then): nothing of it is in Taken.
             return;
         }
 
@@ -263,6 +274,13 @@ public sealed class RewardStockState
 
     /// <summary>Claims whose spent units a full return gave back recently, so a repeated return gives nothing back twice.</summary>
     [Id(3)] public Dictionary<string, DateTimeOffset> Returned { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// When the stock took its first unit: units spent before were never counted, and a return of
+    /// them gives none back. Null while it has taken none; the earliest time for a stock stored
+    /// before this was kept.
+    /// </summary>
+    [Id(4)] public DateTimeOffset? CountingSince { get; set; }
 }
 
 /// <summary>Units taken under one claim: a member's ledger entry that will spend them.</summary>

@@ -53,7 +53,31 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, AnonymousStreams
             return;
         }
 
-        await StreamAsync(caller, context, () => continuation(requestStream, responseStream, context));
+        // The purchase streams check and count each message themselves; any other duplex stream
+        // (server reflection) is read through a reader that does it for them: each request costs
+        // a unary call, and a key revoked meanwhile ends the stream.
+        IAsyncStreamReader<TRequest> reader = context.Method.StartsWith("/loyalty.v1.Purchases/", StringComparison.Ordinal)
+            ? requestStream
+            : new MeteredReader<TRequest>(requestStream, caller, keys, faults, context.Method, retryAfter => OverQuota(context, retryAfter, "the key's call rate"));
+        await StreamAsync(caller, context, () => continuation(reader, responseStream, context));
+    }
+
+    /// <summary>Reads a stream's requests, each one checked against the key and taken from its quota of unary calls.</summary>
+    private sealed class MeteredReader<T>(IAsyncStreamReader<T> inner, Caller caller, KeyRegistry keys, ClientFaults faults, string method, Func<TimeSpan, RpcException> overQuota)
+        : IAsyncStreamReader<T>
+    {
+        public T Current => inner.Current;
+
+        public async Task<bool> MoveNext(CancellationToken cancellationToken)
+        {
+            if (!await inner.MoveNext(cancellationToken))
+            {
+                return false;
+            }
+
+            keys.ThrowIfNoLongerUsable(caller, faults, method);
+            return caller.Quota.TryTakeUnary(out TimeSpan retryAfter) ? true : throw overQuota(retryAfter);
+        }
     }
 
     /// <inheritdoc />
@@ -264,8 +288,14 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, AnonymousStreams
     {
         long milliseconds = TokenBucket.WholeMilliseconds(retryAfter);
         faults.Record(ClientFaultKind.QuotaExceeded, context.Method, limit);
-        // The same advice as an HTTP header, for HTTP/JSON callers (429 with Retry-After).
-        context.GetHttpContext().Response.Headers.RetryAfter = ((milliseconds + 999) / 1000).ToString(CultureInfo.InvariantCulture);
+        // The same advice as an HTTP header, for HTTP/JSON callers (429 with Retry-After); not on a
+        // stream that has answered already (its headers are gone: the trailer carries it).
+        HttpResponse response = context.GetHttpContext().Response;
+        if (!response.HasStarted)
+        {
+            response.Headers.RetryAfter = ((milliseconds + 999) / 1000).ToString(CultureInfo.InvariantCulture);
+        }
+
         var trailers = new Metadata { { Loyalty.Api.ApiKeyCalls.RetryAfterTrailer, milliseconds.ToString(CultureInfo.InvariantCulture) } };
         return new RpcException(new Status(StatusCode.ResourceExhausted, $"over {limit}; retry after {milliseconds} ms"), trailers);
     }

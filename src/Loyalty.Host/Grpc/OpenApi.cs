@@ -49,12 +49,29 @@ public static class OpenApi
     {
         app.Use(static async (context, next) =>
         {
-            if (context.Request.Path.StartsWithSegments("/openapi", StringComparison.OrdinalIgnoreCase)
-                && context.RequestServices.GetRequiredService<KeyRegistry>().Authenticate(context.Request.Headers.Authorization, out string failure) is null)
+            if (!context.Request.Path.StartsWithSegments("/openapi", StringComparison.OrdinalIgnoreCase))
             {
-                context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.Unauthenticated, context.Request.Path, failure);
+                await next(context);
+                return;
+            }
+
+            ClientFaults faults = context.RequestServices.GetRequiredService<ClientFaults>();
+            if (context.RequestServices.GetRequiredService<KeyRegistry>().Authenticate(context.Request.Headers.Authorization, out string failure) is not { } caller)
+            {
+                faults.Record(ClientFaultKind.Unauthenticated, context.Request.Path, failure);
                 context.Response.StatusCode = StatusCodes.Status401Unauthorized;
                 await context.Response.WriteAsJsonAsync(new { code = 16, message = failure });
+                return;
+            }
+
+            // The document is built from the descriptors on each request: it costs a unary call.
+            if (!caller.Quota.TryTakeUnary(out TimeSpan retryAfter))
+            {
+                faults.Record(ClientFaultKind.QuotaExceeded, context.Request.Path, "the key's call rate");
+                long milliseconds = TokenBucket.WholeMilliseconds(retryAfter);
+                context.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+                context.Response.Headers.RetryAfter = ((milliseconds + 999) / 1000).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                await context.Response.WriteAsJsonAsync(new { code = 8, message = $"over the key's call rate; retry after {milliseconds} ms" });
                 return;
             }
 

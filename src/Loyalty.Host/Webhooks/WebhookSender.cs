@@ -138,11 +138,16 @@ public sealed class WebhookSender : IDisposable
         {
             using HttpResponseMessage response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, attempt.Token);
             int status = (int)response.StatusCode;
+            if (response.IsSuccessStatusCode)
+            {
+                // Accepted by its status line: the body is not read (nothing of it is logged for a
+                // success), so a receiver that answers 2xx and never finishes its body is not
+                // taken for one that failed, and the event is not sent again.
+                return new DeliveryOutcome(true, status, Elapsed(started), null);
+            }
+
             string answer = await ReadBoundedAsync(response, attempt.Token);
-            int latency = Elapsed(started);
-            return response.IsSuccessStatusCode
-                ? new DeliveryOutcome(true, status, latency, null)
-                : new DeliveryOutcome(false, status, latency, Bounded($"HTTP {status}" + (status is >= 300 and < 400 ? " (redirects are not followed)" : "") + (answer.Length > 0 ? ": " + answer : "")));
+            return new DeliveryOutcome(false, status, Elapsed(started), Bounded($"HTTP {status}" + (status is >= 300 and < 400 ? " (redirects are not followed)" : "") + (answer.Length > 0 ? ": " + answer : "")));
         }
         catch (Exception ex)
         {

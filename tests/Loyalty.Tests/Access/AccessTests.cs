@@ -825,6 +825,34 @@ public sealed class AccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Reflection_EachRequestOnAStream_CostsAUnaryCall()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "reflectionquota"), null,
+            "--Quotas:Reader:UnaryPerSecond=0.1", "--Quotas:Reader:UnaryBurst=3");
+        await engine.Programs.PutProgramAsync(Wire.Program(ProgramA));
+        string reader = (await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "r" })).Secret;
+        var call = new Method<byte[], byte[]>(MethodType.DuplexStreaming, "grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo",
+            Marshallers.Create(b => b, b => b), Marshallers.Create(b => b, b => b));
+        using AsyncDuplexStreamingCall<byte[], byte[]> stream = engine.Channel.WithKey(reader).AsyncDuplexStreamingCall(call, null, new CallOptions(deadline: DateTime.UtcNow.AddSeconds(30)));
+        byte[] listServices = [0x3A, 0x00];
+
+        // The open costs one call of the burst of three; two requests are answered, the third is over.
+        int answered = 0;
+        RpcException over = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                await stream.RequestStream.WriteAsync(listServices);
+                Assert.True(await stream.ResponseStream.MoveNext(CancellationToken.None));
+                answered++;
+            }
+        });
+
+        Assert.Equal(2, answered);
+        Assert.Equal(StatusCode.ResourceExhausted, over.StatusCode);
+    }
+
+    [Fact]
     public async Task FirstStart_WritesAnOperatorKeyFile_AndALaterStartKeepsIt()
     {
         StorageOptions storage = TestDatabases.Create(Backend.Sqlite, "bootstrap");

@@ -67,6 +67,28 @@ public sealed class WebhookTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task AReceiverThatAnswers2xx_AndNeverEndsItsBody_HasEachEventOnce()
+    {
+        await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 5, stallShare: 1.0);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "hookstall"), null, FastWebhooks);
+        await engine.Programs.PutProgramAsync(EventStreamTests.TieredProgram(Program));
+        var hooks = new V1.Webhooks.WebhooksClient(engine.Invoker);
+        await hooks.CreateWebhookAsync(new V1.CreateWebhookRequest { ProgramId = Program, Url = receiver.Url });
+        await EventStreamTests.EnrolAndBuyAsync(engine, ["a"], purchases: 2, prefix: "p", program: Program);
+        List<string> expected = await EventIdsAsync(engine, ["a"]);
+        for (int i = 0; i < 300 && expected.Except(receiver.Received.Select(r => r.EventId)).Any(); i++)
+        {
+            await Task.Delay(100);
+        }
+
+        // Three attempts' time limits (1 s here) and more: a retry would have come by now.
+        await Task.Delay(TimeSpan.FromSeconds(4));
+
+        // Before: each answer's stalled body ran out the attempt's time limit, and every event came again and again.
+        Assert.Equal(expected.Order(), receiver.Received.Select(r => r.EventId).Order());
+    }
+
+    [Fact]
     public async Task ARotatedSecret_SignsBesideThePreviousOne_UntilTheGraceEnds()
     {
         await using WebhookReceiver receiver = await WebhookReceiver.StartAsync(seed: 1);

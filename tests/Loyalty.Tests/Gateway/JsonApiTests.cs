@@ -96,6 +96,24 @@ public sealed class JsonApiTests
     }
 
     [Fact]
+    public async Task OpenApiDocument_CostsAUnaryCall_OfTheKeysQuota()
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "openapiquota"), null,
+            "--Quotas:Reader:UnaryPerSecond=0.1", "--Quotas:Reader:UnaryBurst=1");
+        await engine.Programs.PutProgramAsync(Wire.Program(Program));
+        string reader = (await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = Program, Scope = V1.KeyScope.Reader, Name = "r" })).Secret;
+        using HttpClient reading = Client(engine, reader);
+
+        HttpResponseMessage first = await reading.GetAsync("/openapi/v1.json");
+        HttpResponseMessage second = await reading.GetAsync("/openapi/v1.json");
+
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        // Before: every request built the document again, whatever the key's quota.
+        Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+        Assert.True(second.Headers.RetryAfter?.Delta > TimeSpan.Zero, "no Retry-After");
+    }
+
+    [Fact]
     public async Task TheProgrammeCalls_AreHttpJsonToo_AStaleVersionIsRefused_AndAQuoteWritesNothing()
     {
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "json-programmes"));

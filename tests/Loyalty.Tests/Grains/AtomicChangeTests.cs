@@ -1342,6 +1342,41 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AssertEachMemberIsItsLedgerAsync(["s", "d"]);
     }
 
+    /// <summary>
+    /// A merge cut short before the duplicate let go, and meanwhile a link that its completion
+    /// would close into a cycle (the survivor linked under the member the duplicate referred, or
+    /// the duplicate's referrer linked under the survivor): the due schedule checks the graph again
+    /// and abandons the merge, naming the cycle, instead of making it.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AnOpenMerge_ThatWouldNowCloseACycle_IsAbandoned_NotMade(bool throughTheReferrer)
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        Assert.Null(await EnrolAsync("r"));
+        Assert.Null(await EnrolAsync("d", throughTheReferrer ? "r" : null));
+        Assert.Null(await EnrolAsync("x", "d"));
+        Assert.Null(await EnrolAsync("s"));
+        Assert.NotEqual(LoyaltyError.None, (await MergeWithCommitsFailingAsync(LedgerEntryKind.MergedAway)).Error);
+        Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
+        // Allowed now: d has not let go, so no chain passes through s yet.
+        MemberResult linked = throughTheReferrer ? await Member("r").SetReferrer("s", null) : await Member("s").SetReferrer("x", null);
+        Assert.Equal(LoyaltyError.None, linked.Error);
+
+        Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+
+        Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not ended");
+        LedgerEntry settled = (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "s", 0, CancellationToken.None)).Last();
+        Assert.True(settled.DetailsAs<MergeSettledDetails>()!.Abandoned);
+        Assert.Contains("would close a referral cycle", settled.Reason, StringComparison.Ordinal);
+        // Before: completed, and s and x (or s and r) each named the other as its referrer.
+        Assert.Null((await Member("d").Get())!.MergedInto);
+        Assert.Equal("d", (await Member("x").Get())!.ReferredBy);
+        Assert.Equal(0L, await CountAsync("s", LedgerEntryKind.MergedIn));
+        await AssertEachMemberIsItsLedgerAsync(["s", "d", "x", "r"]);
+    }
+
     /// <summary>The points <paramref name="duplicate"/> handed over when it was merged away (its merge entry's).</summary>
     private async Task<long> DetachedPointsAsync(string duplicate) =>
         -(await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, duplicate, 0, CancellationToken.None))

@@ -1,3 +1,5 @@
+using Loyalty.Grains;
+using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 
 namespace Loyalty.Tests.Redemption;
@@ -35,6 +37,53 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
         Assert.Contains("email", details[0], StringComparison.Ordinal);
         Assert.Equal((LoyaltyError.InvalidArgument, LoyaltyError.InvalidArgument), (tooMany.Error, tooLong.Error));
         Assert.Contains("longer than", tooLong.ErrorMessage, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Erase_RewritesTheSnapshot_SoNoneHoldsWhatTheErasureRemoved()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        await anna.SetFlags(["vegan"]);
+        // Deactivated with its flags: the stored snapshot holds them.
+        await fixture.DeactivateAllAsync();
+        Assert.Contains("vegan", (await SnapshotAsync("anna"))!.Flags);
+
+        MemberResult erased = await anna.Erase("request 1");
+        MemberState? after = await SnapshotAsync("anna");
+
+        Assert.Equal(LoyaltyError.None, erased.Error);
+        // Before: the snapshot stayed as it was, flags and all, until 20 more entries.
+        Assert.NotNull(after);
+        Assert.True(after.Erased);
+        Assert.Empty(after.Flags);
+    }
+
+    private async Task<MemberState?> SnapshotAsync(string member)
+    {
+        var row = new Orleans.GrainState<MemberState>(new MemberState());
+        IServiceProvider silo = (fixture.Cluster.Primary as Orleans.TestingHost.InProcessSiloHandle)!.SiloHost.Services;
+        await Microsoft.Extensions.DependencyInjection.ServiceProviderKeyedServiceExtensions.GetRequiredKeyedService<Orleans.Storage.IGrainStorage>(silo, StorageSiloBuilderExtensions.SnapshotStorageName)
+            .ReadStateAsync(MemberServices.SnapshotStateName, fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, member)).GetGrainId(), row);
+        return row.RecordExists ? row.State : null;
+    }
+
+    [Fact]
+    public async Task Profile_ChangedManyTimesAtOnce_KeepsTheFieldsOfTheChangeTheLedgerHasLast()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+
+        // Each change names one field of its own, so the row tells which change it holds.
+        MemberResult[] changes = await Task.WhenAll(Enumerable.Range(0, 30).Select(i =>
+            anna.SetProfile(new Dictionary<string, string> { [$"f{i}"] = "x" })));
+        List<string> notes = await Sql.RowsAsync(fixture.Storage,
+            $"SELECT details FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'anna' AND kind = 14 ORDER BY seq DESC", r => r.GetString(0));
+        await fixture.DeactivateAllAsync();
+        MemberView reloaded = (await anna.Get())!;
+
+        Assert.All(changes, c => Assert.Equal(LoyaltyError.None, c.Error));
+        Assert.Equal(30, notes.Count);
+        string held = Assert.Single(reloaded.Profile!.Keys);
+        Assert.Contains($"\"{held}\"", notes[0], StringComparison.Ordinal);
     }
 
     [Fact]

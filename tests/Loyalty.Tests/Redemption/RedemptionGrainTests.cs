@@ -534,6 +534,24 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_InFullOfAPurchasePaidInPoints_BeforeItsRewardHadStock_GivesBackNoUnit()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee] });
+        await member.Accrue(Buy(50_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
+        // The coffee gets a stock of 5 afterwards; another member then takes one of them.
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
+        IMemberGrain other = await EnrolAsync("other");
+        fixture.Clock.Advance(TimeSpan.FromSeconds(61) + TimeSpan.FromMinutes(1));
+        Assert.Equal(AccrualStatus.Accepted, (await other.Redeem(new Loyalty.Redemption("o1", "coffee", 1))).Status);
+
+        ReturnResult returned = await member.Return(new PurchaseReturn("r1", _program, "m", "basket", "store-1", new Money(50_00, "USD"), Now, []));
+
+        Assert.True(returned.Details!.Full);
+        // Before: 0, the other member's unit counted free, and six coffees could be sold of five.
+        Assert.Equal(1L, await Taken("coffee"));
+    }
+
+    [Fact]
     public async Task Return_InFull_AfterThePointsItSpentExpired_CountsThemAsExpired_NoLongerAsRedeemed()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Expiry = TwelveMonths, Rewards = [Coffee] });
