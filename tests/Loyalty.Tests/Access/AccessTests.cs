@@ -827,10 +827,8 @@ public sealed class AccessTests(ITestOutputHelper output)
     [Fact]
     public async Task Reflection_EachRequestOnAStream_CostsAUnaryCall()
     {
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "reflectionquota"), null,
-            "--Quotas:Reader:UnaryPerSecond=0.1", "--Quotas:Reader:UnaryBurst=3");
-        await engine.Programs.PutProgramAsync(Wire.Program(ProgramA));
-        string reader = (await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = ProgramA, Scope = V1.KeyScope.Reader, Name = "r" })).Secret;
+        (InProcessEngine engine, string reader) = await ThrottledReader.StartAsync("reflectionquota", ProgramA, burst: 3);
+        await using InProcessEngine started = engine;
         var call = new Method<byte[], byte[]>(MethodType.DuplexStreaming, "grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo",
             Marshallers.Create(b => b, b => b), Marshallers.Create(b => b, b => b));
         using AsyncDuplexStreamingCall<byte[], byte[]> stream = engine.Channel.WithKey(reader).AsyncDuplexStreamingCall(call, null, new CallOptions(deadline: DateTime.UtcNow.AddSeconds(30)));

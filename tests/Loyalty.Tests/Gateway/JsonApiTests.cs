@@ -98,10 +98,8 @@ public sealed class JsonApiTests
     [Fact]
     public async Task OpenApiDocument_CostsAUnaryCall_OfTheKeysQuota()
     {
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(Backend.Sqlite, "openapiquota"), null,
-            "--Quotas:Reader:UnaryPerSecond=0.1", "--Quotas:Reader:UnaryBurst=1");
-        await engine.Programs.PutProgramAsync(Wire.Program(Program));
-        string reader = (await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest { ProgramId = Program, Scope = V1.KeyScope.Reader, Name = "r" })).Secret;
+        (InProcessEngine engine, string reader) = await ThrottledReader.StartAsync("openapiquota", Program, burst: 1);
+        await using InProcessEngine started = engine;
         using HttpClient reading = Client(engine, reader);
 
         HttpResponseMessage first = await reading.GetAsync("/openapi/v1.json");
