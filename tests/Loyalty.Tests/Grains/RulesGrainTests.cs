@@ -373,7 +373,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         Assert.Equal((LoyaltyError.None, LoyaltyError.None), (first.Error, last.Error));
         Assert.Equal(700_00L, afterFirst);
         Assert.True(((ReturnDetails)last.Details!).Full);
-        // Before: 699.99 of a purchase returned in full stayed counted toward the tier.
+        // Before: 699.00 of a purchase returned in full stayed counted toward the tier.
         Assert.Equal(0L, after.TierQualifying);
     }
 
