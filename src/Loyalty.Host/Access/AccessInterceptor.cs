@@ -180,15 +180,12 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, AnonymousStreams
         }
         else
         {
-            caller ??= http.Request.Headers.Authorization is { Count: <= 1 } authorization
-                ? keys.Authenticate(authorization.ToString(), out failure)
-                : null;
+            caller ??= KeyFirst.Authenticate(http.Request, keys, out failure);
         }
 
         if (caller is null)
         {
-            throw Refuse(ClientFaultKind.Unauthenticated, StatusCode.Unauthenticated, context,
-                failure.Length > 0 ? failure : "send one authorization header, not several");
+            throw Refuse(ClientFaultKind.Unauthenticated, StatusCode.Unauthenticated, context, failure);
         }
 
         if (rule is null || (rule.Scopes & caller.Key.Scope.AsSet()) == 0)

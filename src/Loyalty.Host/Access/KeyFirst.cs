@@ -38,17 +38,33 @@ public static class KeyFirst
 
     /// <summary>Adds the check; it must run after routing and before the gRPC endpoints.</summary>
     public static IApplicationBuilder UseKeyFirst(this IApplicationBuilder app) =>
-        app.Use(static (context, next) => Check(context) ? next(context) : Refuse(context));
+        app.Use(static (context, next) => Check(context) is { } refusal ? Refuse(context, refusal) : next(context));
 
-    /// <summary>Whether the call may go on to its endpoint; false when it was refused here.</summary>
-    private static bool Check(HttpContext context)
+    /// <summary>
+    /// The caller of the request's one <c>authorization</c> header, or null and why not (several
+    /// headers are refused rather than one chosen).
+    /// </summary>
+    public static Caller? Authenticate(HttpRequest request, KeyRegistry keys, out string failure)
+    {
+        StringValues authorization = request.Headers.Authorization;
+        if (authorization.Count > 1)
+        {
+            failure = "send one authorization header, not several";
+            return null;
+        }
+
+        return keys.Authenticate(authorization.ToString(), out failure);
+    }
+
+    /// <summary>Why the call is refused here, or null when it may go on to its endpoint.</summary>
+    private static string? Check(HttpContext context)
     {
         string? method = MethodOf(context.GetEndpoint());
         if (method is null || AccessPolicy.For(method) is { Anonymous: true })
         {
             // Not a call of the API (the dashboard, the report page, OpenAPI: each checks keys
             // itself), or a health probe, which needs none.
-            return true;
+            return null;
         }
 
         if (!IsGrpc(context.Request) && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } body)
@@ -56,27 +72,19 @@ public static class KeyFirst
             body.MaxRequestBodySize = JsonBodyBytesMaxOf(method);
         }
 
-        StringValues authorization = context.Request.Headers.Authorization;
-        KeyRegistry keys = context.RequestServices.GetRequiredService<KeyRegistry>();
-        string failure = "send one authorization header, not several";
-        Caller? caller = authorization.Count > 1 ? null : keys.Authenticate(authorization.ToString(), out failure);
-        if (caller is null)
+        if (Authenticate(context.Request, context.RequestServices.GetRequiredService<KeyRegistry>(), out string failure) is not { } caller)
         {
-            context.Items[RefusalItem] = failure;
             context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.Unauthenticated, method, failure);
-            return false;
+            return failure;
         }
 
         context.Items[CallerItem] = caller;
-        return true;
+        return null;
     }
 
-    private const string RefusalItem = "loyalty.key-first.refusal";
-
     /// <summary>Answers a refused call as UNAUTHENTICATED, in gRPC's form or HTTP/JSON's.</summary>
-    private static Task Refuse(HttpContext context)
+    private static Task Refuse(HttpContext context, string message)
     {
-        string message = context.Items[RefusalItem] as string ?? "the key is not valid";
         HttpResponse response = context.Response;
         if (IsGrpc(context.Request))
         {
