@@ -341,6 +341,20 @@ public sealed record ReturnDetails : EntryDetails, ILotsTaken, IMoneyMoved
     /// </summary>
     [Id(20)] public long? SpendReturnedMinor { get; init; }
 
+    /// <summary>
+    /// The purchase is a merged duplicate's (<see cref="MergedPurchase"/>) whose qualifying history
+    /// the merge brought in: the return takes its points and spend off the survivor's qualification
+    /// as it would the survivor's own purchase's. False for merges recorded before that history was
+    /// handed on (the survivor never counted those purchases).
+    /// </summary>
+    [Id(21)] public bool MergedQualifying { get; init; }
+
+    /// <summary>
+    /// A full return of a purchase whose basket took the member's birthday gift, while that year's
+    /// gift is still the member's: the gift is open again (its unit went back to the stock).
+    /// </summary>
+    [Id(22)] public bool BirthdayGiftBack { get; init; }
+
     /// <summary>What the return takes off the qualifying spend (<see cref="SpendReturnedMinor"/>); derived, not stored.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public long SpendTakenMinor => SpendReturnedMinor ?? ReturnedAmountMinor;
@@ -389,6 +403,9 @@ public sealed record RedeemDetails : EntryDetails, ILotsTaken
 
     /// <summary>A committed reservation: the points it had held.</summary>
     [Id(5)] public long HeldPoints { get; init; }
+
+    /// <summary>The year of the birthday grant whose gift <see cref="BirthdayGift"/> was (0 without one, and in redemptions recorded before it was kept).</summary>
+    [Id(6)] public int BirthdayGiftYear { get; init; }
 }
 
 /// <summary>A reservation: the reward, how many units, the points held and when the hold lapses.</summary>
@@ -527,7 +544,7 @@ public sealed record MergedInDetails : EntryDetails, ITierOutcome
     public override EntryDetails WithDefaults() => this with { TierBefore = TierBefore ?? TierAfter };
 }
 
-/// <summary>A tier review that lowered the member's tier: the tier before and after it, and the next review.</summary>
+/// <summary>A tier review that fell due: the tier before and after it (the same when it kept the tier), and the next review.</summary>
 [GenerateSerializer, Immutable]
 public sealed record TierReviewedDetails : EntryDetails, ITierOutcome
 {
@@ -540,8 +557,11 @@ public sealed record TierReviewedDetails : EntryDetails, ITierOutcome
     /// <inheritdoc />
     [Id(2)] public DateTimeOffset? TierReviewAt { get; init; }
 
-    /// <summary>None: the entry is itself the review's downgrade (<see cref="TierBefore"/> to <see cref="TierAfter"/>).</summary>
+    /// <summary>None: the entry is itself the review's downgrade (<see cref="TierBefore"/> to <see cref="TierAfter"/>), if it lowered the tier.</summary>
     public string? DowngradedFrom => null;
+
+    /// <inheritdoc />
+    public override EntryDetails WithDefaults() => this with { TierBefore = TierBefore ?? TierAfter };
 }
 
 /// <summary>The referrer's side of a referral link (the entry's reference is the referred member).</summary>

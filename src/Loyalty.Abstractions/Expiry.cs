@@ -24,13 +24,43 @@ public enum ExpiryMode
 /// A program's expiry policy. Every earned lot gets its expiry when it is earned, from the
 /// policy of that moment; a later change of policy applies to later lots only.
 /// </summary>
+/// <param name="Mode">How a lot's expiry follows from when it became spendable.</param>
+/// <param name="LifespanMonths">The lifespan of a lot, in months.</param>
+/// <param name="InactivityMonths">Months without activity after which every point expires; 0 for none.</param>
+/// <param name="WarnDays">How many days before points expire the member is warned; 0 for no warning.</param>
+/// <param name="InactivityNotBefore">
+/// The earliest instant any member's points expire for inactivity under the rule as it stands
+/// (set by the engine when a change adds the rule to a program or shortens it: the change's time
+/// and <see cref="WarnDays"/> after it; null otherwise), so a member long idle is warned first
+/// rather than losing its points the moment the rule arrives.
+/// </param>
 [GenerateSerializer, Immutable]
 public sealed record ExpiryPolicy(
     [property: Id(0)] ExpiryMode Mode,
     [property: Id(1)] int LifespanMonths,
     [property: Id(2)] int InactivityMonths = 0,
-    [property: Id(3)] int WarnDays = 0)
+    [property: Id(3)] int WarnDays = 0,
+    [property: Id(4)] DateTimeOffset? InactivityNotBefore = null)
 {
+    /// <summary>
+    /// This policy as put by a change of <paramref name="before"/> at <paramref name="now"/>:
+    /// <see cref="InactivityNotBefore"/> is the warning days after now when the change adds an
+    /// inactivity rule or shortens it (members' deadlines come sooner), never sooner than it was;
+    /// kept as it was when the change leaves the rule as long or longer (a deadline announced does
+    /// not come sooner because the warning days were shortened since); null without a rule.
+    /// </summary>
+    public ExpiryPolicy Following(ExpiryPolicy? before, DateTimeOffset now)
+    {
+        DateTimeOffset? kept = before is { InactivityMonths: > 0 } ? before.InactivityNotBefore : null;
+        DateTimeOffset stamped = now.AddDays(WarnDays);
+        return this with
+        {
+            InactivityNotBefore = InactivityMonths <= 0 ? null
+                : before is not { InactivityMonths: > 0 } || InactivityMonths < before.InactivityMonths ? (kept > stamped ? kept : stamped)
+                : kept,
+        };
+    }
+
     /// <summary>When a lot that becomes spendable at <paramref name="availableAt"/> expires; null when it does not.</summary>
     public DateTimeOffset? ExpiresAt(DateTimeOffset availableAt, TimeZoneInfo zone)
     {

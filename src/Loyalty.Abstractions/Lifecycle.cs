@@ -7,8 +7,9 @@ namespace Loyalty;
 /// the plans whose free trial it had (one trial per person and plan, whichever account took it),
 /// its birthday gift not yet redeemed and the year of its last birthday reward (one a year, whichever
 /// account took it), the personal bonus days it booked, and the referrals of duplicates merged into it
-/// before (<see cref="MergedReferral"/>). Fields after the first ones are null or
-/// 0 in merges recorded before they were kept.
+/// before (<see cref="MergedReferral"/>), its qualifying history for the tier window (so that one
+/// person's two accounts qualify together) and the expiries of the lots it was already warned about.
+/// Fields after the first ones are null or 0 in merges recorded before they were kept.
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record MergeTransfer(
@@ -41,7 +42,23 @@ public sealed record MergeTransfer(
     [property: Id(26)] BirthdayGrant? BirthdayGift = null,
     [property: Id(27)] int BirthdayYear = 0,
     [property: Id(28)] IReadOnlyList<int>? BonusDays = null,
-    [property: Id(29)] IReadOnlyList<MergedReferral>? MergedReferrals = null);
+    [property: Id(29)] IReadOnlyList<MergedReferral>? MergedReferrals = null,
+    [property: Id(30)] IReadOnlyList<QualifyingDayUse>? Qualification = null,
+    [property: Id(31)] IReadOnlyList<string>? QualifyingFrom = null,
+    [property: Id(32)] IReadOnlyList<DateTimeOffset>? WarnedExpiries = null);
+
+/// <summary>
+/// One UTC day of a duplicate's qualifying points and spend, as a merge hands it on: the survivor
+/// adds it to its own day, so that a tier is held and reviewed on what both accounts earned.
+/// </summary>
+/// <param name="Day">The UTC day (DateOnly.DayNumber).</param>
+/// <param name="Points">Qualifying points of that day, net of returns.</param>
+/// <param name="Spend">Qualifying spend of that day in minor units, net of returns.</param>
+[GenerateSerializer, Immutable]
+public sealed record QualifyingDayUse(
+    [property: Id(0)] int Day,
+    [property: Id(1)] long Points,
+    [property: Id(2)] long Spend);
 
 /// <summary>
 /// A referred member's standing with its referrer, as a merge hands it on: under which member id

@@ -218,9 +218,10 @@ public enum LedgerEntryKind : short
     TradeInRejected = 30,
 
     /// <summary>
-    /// A tier review lowered the member's tier, written when the review fell due (no points move):
+    /// A tier review, written when it fell due (no points move): it lowered the member's tier, so
     /// a member who stops buying is recorded, reported and announced in its lower tier on time,
-    /// not only at its next purchase.
+    /// not only at its next purchase; or it kept the tier for another window (tier before and
+    /// after the same), so that the review, once done, is not judged again later.
     /// </summary>
     TierReviewed = 31,
 

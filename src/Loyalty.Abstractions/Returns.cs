@@ -111,9 +111,11 @@ public sealed record PurchaseReturn(
                 return $"lines[{i}].quantity must be 1..{Limits.LineQuantityMax}";
             }
 
-            if (line.AmountMinor is <= 0 or > Limits.PurchaseAmountMinorMax)
+            // 0 is a unit given back without money: a free line (a gift with the purchase) comes
+            // back with the rest of the basket, and the units count towards its full return.
+            if (line.AmountMinor is < 0 or > Limits.PurchaseAmountMinorMax)
             {
-                return $"lines[{i}].amount_minor must be 1..{Limits.PurchaseAmountMinorMax}";
+                return $"lines[{i}].amount_minor must be 0..{Limits.PurchaseAmountMinorMax}";
             }
 
             total = checked(total + line.AmountMinor);

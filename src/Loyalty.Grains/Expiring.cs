@@ -176,13 +176,15 @@ public static class Expiring
 
     /// <summary>
     /// When the member's points expire for inactivity: from its newest activity, or from points
-    /// granted to it when it held none (<see cref="MemberState.GrantedIntoEmptyAt"/>), the later.
+    /// granted to it when it held none (<see cref="MemberState.GrantedIntoEmptyAt"/>), the later;
+    /// never sooner than the rule allows since it took effect (<see cref="ExpiryPolicy.InactivityNotBefore"/>).
     /// </summary>
     public static DateTimeOffset InactivityDeadline(MemberState state, ExpiryPolicy policy)
     {
         // Members whose snapshot predates activity tracking count from their enrolment.
         DateTimeOffset from = state.LastActivityAt == default ? state.EnrolledAt : state.LastActivityAt;
-        return (state.GrantedIntoEmptyAt is { } granted && granted > from ? granted : from).AddMonths(policy.InactivityMonths);
+        DateTimeOffset byActivity = (state.GrantedIntoEmptyAt is { } granted && granted > from ? granted : from).AddMonths(policy.InactivityMonths);
+        return policy.InactivityNotBefore is { } floor && floor > byActivity ? floor : byActivity;
     }
 
     /// <summary>What expires when, soonest first: lots (pending ones included) by expiry, and everything at the inactivity deadline.</summary>

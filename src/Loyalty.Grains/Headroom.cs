@@ -190,6 +190,12 @@ public static class Headroom
         }
 
         sum = Add(Add(Add(Add(sum, t.LifetimeEarned), t.LifetimeRedeemed), t.LifetimeExpired), t.LifetimeReversed);
+        foreach (QualifyingDayUse day in t.Qualification ?? [])
+        {
+            // The survivor's qualifying days grow by these (none in merges recorded before they were handed on).
+            sum = Add(Add(sum, day.Points), day.Spend);
+        }
+
         foreach (ReturnedSoFar r in t.Returns)
         {
             sum = Add(sum, r.AmountReturnedMinor);

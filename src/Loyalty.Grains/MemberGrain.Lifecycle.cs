@@ -137,7 +137,12 @@ public sealed partial class MemberGrain
 
         _profile = null;
         _referralCode = null;
-        await RewriteSnapshotAsync();
+        if (!await RewriteSnapshotAsync())
+        {
+            return MemberResult.Reject(LoyaltyError.Unavailable,
+                $"member '{_memberId}' is erased, but its stored snapshot could not be written again without the erased data yet; repeat the erasure to finish");
+        }
+
         // The accounts merged into this one were the same person's, and keep what it gave them
         // (profile, flags, cause, birth month): each is erased too, with an entry (and event) of its
         // own. The list holds every account merged in, through earlier merges too.
@@ -152,24 +157,54 @@ public sealed partial class MemberGrain
         return result;
     }
 
+    /// <summary>How many times an erasure tries to write the member's snapshot again before it answers that it could not.</summary>
+    private const int SnapshotRewriteAttemptsMax = 5;
+
+    /// <summary>How long the erasure's rewrite waits after a failed attempt, times the attempts made.</summary>
+    private static readonly TimeSpan SnapshotRewriteBackoff = TimeSpan.FromMilliseconds(50);
+
     /// <summary>
     /// Writes the snapshot again from the erased state: the stored one may hold what the erasure
     /// took out of the state (flags, the chosen cause, the birth month, a merge's reason), and a
-    /// member that changes little after its erasure would not replace it for a long time.
+    /// member that changes little after its erasure would not replace it for a long time. False
+    /// when no attempt wrote it (a change in flight each time, a conflict, the store failing): the
+    /// erasure is then not answered as done.
     /// </summary>
-    private async Task RewriteSnapshotAsync()
+    private async Task<bool> RewriteSnapshotAsync()
     {
-        await SettleForReadAsync();
-        if (_snapshotWrite is { } running)
+        for (int attempt = 0; attempt < SnapshotRewriteAttemptsMax; attempt++)
         {
-            // One copied before the erasure was applied may still be on its way: this one lands after it.
-            await running;
+            try
+            {
+                await SettleForReadAsync();
+            }
+            catch (MemberUnavailableException)
+            {
+                return false;
+            }
+
+            if (_snapshotWrite is { } running)
+            {
+                // One copied before the erasure was applied may still be on its way: this one lands after it.
+                await running;
+            }
+
+            if (_valid && _inFlight == 0 && !_snapshotting)
+            {
+                // Registered as the write under way, so that a reload, or another erasure's
+                // rewrite, waits for it instead of passing it by.
+                Task<bool> write = WriteSnapshotAsync();
+                _snapshotWrite = write.IsCompleted ? null : write;
+                if (await write)
+                {
+                    return true;
+                }
+            }
+
+            await Task.Delay(SnapshotRewriteBackoff * (attempt + 1));
         }
 
-        if (_valid && _inFlight == 0 && !_snapshotting)
-        {
-            await WriteSnapshotAsync();
-        }
+        return false;
     }
 
     /// <inheritdoc />

@@ -77,7 +77,7 @@ public sealed partial class MemberGrain
             prefetch: async () => inspected = _state.TradeIns.Any(t => t.TradeInId == tradeInId) ? null : await FindCommittedAsync(key),
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageInspection(tradeInId, condition, storeId, inspected, program, now, out entry),
             (entry, _, _) => TradeInAnswer(tradeInId, entry, AccrualStatus.Accepted),
-            existing => Task.FromResult<TradeInResult?>(InspectedAnswer(tradeInId, condition, existing)),
+            existing => Task.FromResult<TradeInResult?>(InspectedAnswer(tradeInId, condition, existing, storeId)),
             (e, m) => TradeInResult.Reject(tradeInId, e, m));
     }
 
@@ -91,16 +91,22 @@ public sealed partial class MemberGrain
 
         if (_state.TradeIns.FirstOrDefault(t => t.TradeInId == tradeInId) is not { } open)
         {
-            return inspected is not null && IsOwn(inspected) ? InspectedAnswer(tradeInId, condition, inspected)
+            return inspected is not null && IsOwn(inspected) ? InspectedAnswer(tradeInId, condition, inspected, storeId)
                 : TradeInResult.Reject(tradeInId, LoyaltyError.NotFound, $"member '{_memberId}' has no trade-in '{tradeInId}' waiting for inspection");
         }
 
         return ProgrammeDecision.Inspection(At(program, now), open, condition, tradeInId + InspectedSuffix, storeId).Staged(out entry, (e, m) => TradeInResult.Reject(tradeInId, e, m));
     }
 
-    /// <summary>The answer when the trade-in was inspected before: the same grade again is a duplicate, another one a conflict.</summary>
-    private TradeInResult InspectedAnswer(string tradeInId, TradeInCondition condition, LedgerEntry inspected) =>
-        inspected.Fingerprint == (long)condition
+    /// <summary>
+    /// The answer when the trade-in was inspected before: the same grade again is a duplicate,
+    /// another one a conflict; to a key restricted to other stores than the one it was handed in
+    /// at, neither (inspections recorded before they kept their store answer as they did).
+    /// </summary>
+    private TradeInResult InspectedAnswer(string tradeInId, TradeInCondition condition, LedgerEntry inspected, string? storeId) =>
+        RedemptionDecision.OtherStore($"trade-in '{tradeInId}' was handed in", inspected.StoreId, storeId) is { } otherStore
+            ? TradeInResult.Reject(tradeInId, LoyaltyError.PermissionDenied, otherStore)
+        : inspected.Fingerprint == (long)condition
             ? TradeInAnswer(tradeInId, inspected, AccrualStatus.Duplicate)
             : TradeInResult.Reject(tradeInId, LoyaltyError.FailedPrecondition, $"trade-in '{tradeInId}' was already inspected as {(TradeInCondition)inspected.Fingerprint}");
 

@@ -123,11 +123,20 @@ public sealed partial class MemberGrain
     /// <summary>
     /// The answer when the ledger already holds the transaction id: the same request (the member's
     /// own entry, of <paramref name="kind"/> when given, with the same fingerprint), or another one.
+    /// An entry of a duplicate merged into this member was fingerprinted with the duplicate's id:
+    /// a request that names a member has it compared as if it named the duplicate
+    /// (<paramref name="fingerprintAs"/>), so that a till told of the merge and resending to the
+    /// survivor hears its change was recorded, not that the id was used for another.
     /// </summary>
     private Task<T?> AnswerFromLedger<T>(LedgerEntry existing, string txn, long fingerprint, Func<string, Points, long, T> duplicate, Func<LoyaltyError, string, T> reject,
-        LedgerEntryKind? kind = null)
+        LedgerEntryKind? kind = null, Func<string, long>? fingerprintAs = null)
         where T : class
     {
+        if (existing.MemberId != _memberId && fingerprintAs is not null && IsOwn(existing))
+        {
+            fingerprint = fingerprintAs(existing.MemberId);
+        }
+
         T answer = IsOwn(existing) && existing.Fingerprint == fingerprint && (kind is null || existing.Kind == kind)
             ? duplicate(txn, existing.Points, existing.Sequence)
             : reject(LoyaltyError.AlreadyExists, $"transaction_id '{txn}' was already used for a different request");

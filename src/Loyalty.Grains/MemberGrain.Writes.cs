@@ -71,7 +71,8 @@ public sealed partial class MemberGrain
             },
             (entry, balance, pending) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
                 entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.DetailsAs<RedeemDetails>()?.Lots, pending),
-            existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m)),
+            existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m),
+                fingerprintAs: m => (purchase with { MemberId = m }).ComputeFingerprint()),
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m),
             resendId: purchase.TransactionId));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
@@ -139,7 +140,8 @@ public sealed partial class MemberGrain
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageReturn(purchaseReturn, fingerprint, original, redeemed, earlierReturns, resent, program, now, out entry),
             (entry, balance, pending) => new ReturnResult(txn, AccrualStatus.Accepted, ReversedOf(entry.DetailsAs<ReturnDetails>()!),
                 balance, pending, entry.Sequence, entry.DetailsAs<ReturnDetails>(), LoyaltyError.None, null),
-            existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => ReturnDuplicate(t, p, s, existing), (e, m) => ReturnResult.Reject(txn, e, m)),
+            existing => AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => ReturnDuplicate(t, p, s, existing), (e, m) => ReturnResult.Reject(txn, e, m),
+                fingerprintAs: m => (purchaseReturn with { MemberId = m }).ComputeFingerprint()),
             (e, m) => ReturnResult.Reject(txn, e, m),
             resendId: txn);
         return FinishReturnAsync(_state.Referral.ReferredBy is null && _state.Referral.Merged.Count == 0 ? write : ThenSettleReferrerAsync(write), () => original);
@@ -373,6 +375,9 @@ public sealed partial class MemberGrain
     {
         public override AccrualResult? Stage(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before) =>
             Grain.StageAccrual(purchase, Fingerprint, null, program, now, out entry, out before);
+
+        public override Task<AccrualResult?> FromLedger(LedgerEntry existing) => Grain.AnswerFromLedger(existing, purchase.TransactionId, Fingerprint, Grain.AccrualDuplicate, Reject,
+            fingerprintAs: m => (purchase with { MemberId = m }).ComputeFingerprint());
     }
 
     /// <summary>An adjustment or feedback, decided by its stage.</summary>

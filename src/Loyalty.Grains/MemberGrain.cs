@@ -752,13 +752,14 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
     }
 
-    /// <summary>Writes the state as a snapshot. Never throws: the ledger stays the source of truth.</summary>
-    private async Task WriteSnapshotAsync()
+    /// <summary>Writes the state as a snapshot; whether it was written. Never throws: the ledger stays the source of truth.</summary>
+    private async Task<bool> WriteSnapshotAsync()
     {
         _snapshotting = true;
         int covered = _appliedSinceSnapshot;
         try
         {
+            _services.Faults.AtSnapshot(_memberId);
             MemberState copy = _services.Copier.Copy(_state);
             copy.Format = MemberState.CurrentFormat;
             // The written copy is not kept: between writes the grain holds one state, not two.
@@ -766,16 +767,19 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             await _services.Snapshots.WriteStateAsync(MemberServices.SnapshotStateName, this.GetGrainId(), row);
             _snapshotEtag = row.ETag;
             _appliedSinceSnapshot -= covered;
+            return true;
         }
         catch (InconsistentStateException e)
         {
             // Another activation wrote this member: ours is stale and must reload.
             _valid = false;
             LogSnapshotConflict(_services.Logger, e, _programId, _memberId);
+            return false;
         }
         catch (Exception e)
         {
             LogSnapshotFailed(_services.Logger, e, _programId, _memberId);
+            return false;
         }
         finally
         {
@@ -959,6 +963,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         if (state.Enrolled)
         {
             state.Prepare(_services.Options.RecentTransactionsMax);
+            state.Unlist(_memberId);
         }
 
         _state = state;

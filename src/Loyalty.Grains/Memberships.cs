@@ -42,6 +42,17 @@ public sealed class MembershipState
     /// <summary>The plan whose benefits the member has at <paramref name="now"/>; null when none.</summary>
     public string? PlanAt(DateTimeOffset now) => IsCurrent && now < TermEndsAt ? PlanId : null;
 
+    /// <summary>
+    /// The plan whose benefits a purchase made at <paramref name="occurredAt"/> and recorded at
+    /// <paramref name="now"/> earns: the plan held now, if the purchase was made after the
+    /// membership began. A till's purchase sent late (offline, back-dated) from before the member
+    /// paid does not earn the plan's benefits, as bonus days and campaigns go by the purchase's time too.
+    /// A till's clock may run behind the engine's by as much as it may run ahead
+    /// (<see cref="Limits.PurchaseFutureSkewMax"/>): a purchase rung up just after paying at the till counts.
+    /// </summary>
+    public string? PlanForPurchase(DateTimeOffset occurredAt, DateTimeOffset now) =>
+        PlanAt(now) is { } plan && occurredAt + Limits.PurchaseFutureSkewMax >= StartedAt ? plan : null;
+
     /// <summary>When the membership lapses unless renewed; null when it is not current.</summary>
     public DateTimeOffset? LapsesAt => IsCurrent ? TermEndsAt : null;
 

@@ -69,6 +69,15 @@ public sealed partial class ProgramGrain(
         }
 
         settings = following;
+        if (state.State.Config?.Settings is { } was && settings.Expiry is { } expiry)
+        {
+            settings = settings with { Expiry = expiry.Following(was.Expiry, clock.GetUtcNow()) };
+        }
+
+        if (await CurrencyChangeRefusedAsync(state.State.Config?.Settings, settings) is { } currencyRefused)
+        {
+            return new ProgramPut(null, current, currencyRefused);
+        }
 
         long version = checked(current + 1);
         var config = new ProgramConfig(this.GetPrimaryKeyString(), settings, version);
@@ -98,6 +107,17 @@ public sealed partial class ProgramGrain(
 
         return new ProgramPut(config, version);
     }
+
+    /// <summary>
+    /// Why the currency (or its exponent) may not change, or null: once the program has ledger
+    /// entries, its purchases, returns, store-credit wallets and report totals are amounts in the
+    /// old currency's minor units, which the new one would read as its own.
+    /// </summary>
+    private async Task<string?> CurrencyChangeRefusedAsync(ProgramSettings? before, ProgramSettings after) =>
+        before is not null && (before.Currency != after.Currency || before.CurrencyExponent != after.CurrencyExponent)
+            && await store.HasEntriesAsync(this.GetPrimaryKeyString(), CancellationToken.None)
+            ? $"currency cannot change from {before.Currency} (exponent {before.CurrencyExponent}) to {after.Currency} (exponent {after.CurrencyExponent}) once the program has ledger entries: its purchases, returns, wallets and reports are amounts in {before.Currency}; start a new program for the new currency"
+            : null;
 
     /// <summary>
     /// Whether a change of settings moves when members are due: the expiry policy, the birthday

@@ -309,9 +309,25 @@ public static class Reversal
         }
 
         lines = [.. returnedNow.Select(r => new SkuAmount(r.Key, r.Value, 0, "", unitsNow[r.Key]))];
-        full = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value);
+        // Full once: a return after the purchase was whole already (a free line's unit, or a unit
+        // given back without money after its line's money came back) completes nothing, and gives
+        // back no points spent, store credit or reward again.
+        full = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value) && !WholeBefore(basket, bought, progress);
         error = null;
         return Shares(basket, cumulative);
+    }
+
+    /// <summary>Whether the returns before this one had returned the purchase whole, by the same rule as this one's (every SKU's money, or every unit of it).</summary>
+    private static bool WholeBefore(IReadOnlyList<SkuAmount> basket, Dictionary<string, long> bought, ReturnProgress? progress)
+    {
+        if (progress is null)
+        {
+            return false;
+        }
+
+        Dictionary<string, long> units = UnitsBought(basket);
+        return bought.All(b => progress.SkuReturnedMinor.GetValueOrDefault(b.Key) == b.Value
+            || (units[b.Key] > 0 && progress.SkuReturnedQuantity.GetValueOrDefault(b.Key) >= units[b.Key]));
     }
 
     /// <summary>Units bought of each SKU (0 for purchases recorded before quantities were kept).</summary>

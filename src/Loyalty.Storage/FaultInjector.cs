@@ -23,6 +23,9 @@ public enum FaultStep
     /// leaves (after applying it, before queuing it).
     /// </summary>
     Schedule,
+
+    /// <summary>The member grain writes its snapshot (not a step of a change: the ledger stays the truth).</summary>
+    Snapshot,
 }
 
 /// <summary>Thrown by an armed <see cref="FaultInjector"/>; never thrown otherwise.</summary>
@@ -43,9 +46,10 @@ public sealed class FaultInjector
     private volatile Func<FaultStep, LedgerEntry, bool>? _rule;
     private volatile Func<DueChange, bool>? _dueRule;
     private volatile Func<string, bool>? _programScheduleRule;
+    private volatile Func<string, bool>? _snapshotRule;
 
     /// <summary>Whether a rule is armed.</summary>
-    public bool Armed => _rule is not null || _dueRule is not null || _programScheduleRule is not null;
+    public bool Armed => _rule is not null || _dueRule is not null || _programScheduleRule is not null || _snapshotRule is not null;
 
     /// <summary>From now on, throws at every step and entry for which <paramref name="rule"/> answers true.</summary>
     public void Arm(Func<FaultStep, LedgerEntry, bool> rule) => _rule = rule;
@@ -63,12 +67,25 @@ public sealed class FaultInjector
     /// </summary>
     public void ArmProgramSchedule(Func<string, bool> rule) => _programScheduleRule = rule;
 
+    /// <summary>From now on, fails every snapshot write of a member whose id <paramref name="rule"/> answers true for.</summary>
+    public void ArmSnapshot(Func<string, bool> rule) => _snapshotRule = rule;
+
     /// <summary>Stops injecting faults.</summary>
     public void Disarm()
     {
         _rule = null;
         _dueRule = null;
         _programScheduleRule = null;
+        _snapshotRule = null;
+    }
+
+    /// <summary>Throws <see cref="InjectedFaultException"/> when the armed snapshot rule chooses this member's snapshot.</summary>
+    public void AtSnapshot(string memberId)
+    {
+        if (_snapshotRule is { } rule && rule(memberId))
+        {
+            throw new InjectedFaultException(FaultStep.Snapshot, $"the snapshot of member {memberId}");
+        }
     }
 
     /// <summary>Throws <see cref="InjectedFaultException"/> when the armed rule chooses this program's scheduling.</summary>

@@ -111,10 +111,23 @@ public interface ILedgerStore
     Task<IReadOnlyList<PositionedEntry>> ReadEventsAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken);
 
     /// <summary>
+    /// Up to <paramref name="limit"/> committed entries of a program after <paramref name="after"/>,
+    /// in the order of <see cref="ReadEventsAsync"/>, for the report rebuild, which runs while
+    /// nothing writes to the program. Unlike <see cref="ReadEventsAsync"/>, it does not hold back
+    /// entries behind a transaction still open elsewhere on the server: a rebuild would leave them
+    /// out of the totals for good.
+    /// </summary>
+    Task<IReadOnlyList<PositionedEntry>> ReadCommittedAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken) =>
+        ReadEventsAsync(programId, after, limit, cancellationToken);
+
+    /// <summary>
     /// The position of a program's last entry that <see cref="ReadEventsAsync"/> would return now
     /// (<see cref="EventPosition.Start"/> when none): reading after it gives only what commits later.
     /// </summary>
     Task<EventPosition> ReadEventsEndAsync(string programId, CancellationToken cancellationToken);
+
+    /// <summary>Whether the program has any ledger entry (every committed one, whatever is still in flight elsewhere).</summary>
+    Task<bool> HasEntriesAsync(string programId, CancellationToken cancellationToken);
 
     /// <summary>One member's entry with its event position, or null when there is none.</summary>
     Task<PositionedEntry?> ReadEventAsync(string programId, string memberId, long sequence, CancellationToken cancellationToken);

@@ -258,6 +258,15 @@ public sealed class MemoryLedgerStore : ILedgerStore
     }
 
     /// <inheritdoc />
+    public Task<bool> HasEntriesAsync(string programId, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            return Task.FromResult(_order.TryGetValue(programId, out var entries) && entries.Count > 0);
+        }
+    }
+
+    /// <inheritdoc />
     public Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken)
     {
         lock (_gate)

@@ -359,16 +359,31 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     private const string VisibleHorizonSql = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
     /// <inheritdoc />
-    public async Task<IReadOnlyList<PositionedEntry>> ReadEventsAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken)
+    public Task<IReadOnlyList<PositionedEntry>> ReadEventsAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken) =>
+        ReadPositionedAsync(programId, after, limit, $"AND commit_tx < {VisibleHorizonSql}", cancellationToken);
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<PositionedEntry>> ReadCommittedAsync(string programId, EventPosition after, int limit, CancellationToken cancellationToken) =>
+        ReadPositionedAsync(programId, after, limit, "", cancellationToken);
+
+    /// <summary>A program's entries after a position in commit order, <paramref name="horizon"/> (a condition on commit_tx, or none) limiting which.</summary>
+    private async Task<IReadOnlyList<PositionedEntry>> ReadPositionedAsync(string programId, EventPosition after, int limit, string horizon, CancellationToken cancellationToken)
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand(
-            $"SELECT {Columns}, commit_tx, pos FROM ledger_entries WHERE program_id = $1 AND (commit_tx, pos) > ($2, $3) " +
-            $"AND commit_tx < {VisibleHorizonSql} ORDER BY commit_tx, pos LIMIT $4;");
+            $"SELECT {Columns}, commit_tx, pos FROM ledger_entries WHERE program_id = $1 AND (commit_tx, pos) > ($2, $3) {horizon} ORDER BY commit_tx, pos LIMIT $4;");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(after.Commit);
         command.Parameters.AddWithValue(after.Row);
         command.Parameters.AddWithValue(limit);
         return await LedgerRows.ReadPositionedAsync(command, ReadTime, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<bool> HasEntriesAsync(string programId, CancellationToken cancellationToken)
+    {
+        await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE program_id = $1);");
+        command.Parameters.AddWithValue(programId);
+        return await command.ExecuteScalarAsync(cancellationToken) is true;
     }
 
     /// <inheritdoc />

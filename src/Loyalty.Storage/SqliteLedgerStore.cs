@@ -311,6 +311,16 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
+    public async Task<bool> HasEntriesAsync(string programId, CancellationToken cancellationToken)
+    {
+        await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        await using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE program_id = $p);";
+        command.Parameters.AddWithValue("$p", programId);
+        return await command.ExecuteScalarAsync(cancellationToken) is long and not 0;
+    }
+
+    /// <inheritdoc />
     public Task AnonymiseAsync(string programId, string memberId, CancellationToken cancellationToken) =>
         ExecuteOnceAsync(
             "UPDATE ledger_entries SET reason = CASE WHEN kind IN (5, 17, 26, 34) THEN 'erased' WHEN kind IN (20, 23) THEN NULL ELSE reason END, details = CASE WHEN kind IN (6, 14) THEN NULL ELSE details END, " +

@@ -44,7 +44,7 @@ public static class AccrualDecision
         int indexBefore = ladder.IndexOf(state.Tier);
         (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, state.TierReviewAt, ladder, state, d.Now);
         EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanAt(d.Now)))), purchase, settings, state.Referral);
+            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanForPurchase(purchase.OccurredAt, d.Now)))), purchase, settings, state.Referral);
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
         int after = Tiering.Upgrade(reviewed, ladder, state, d.Now,

@@ -41,7 +41,7 @@ public static class DueDecision
             Details = new ExpireDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
         });
 
-    /// <summary>The programme's own due work (a membership's lapse, a tier review's downgrade, then a birthday); nothing when none is due.</summary>
+    /// <summary>The programme's own due work (a tier review, a membership's lapse, then a birthday); nothing when none is due.</summary>
     public static Decision Programme(in Decider d)
     {
         ProgramSettings settings = d.Settings;
@@ -74,14 +74,17 @@ public static class DueDecision
     }
 
     /// <summary>
-    /// The downgrade of every tier review due by now that lowers the member's tier, as one entry;
-    /// null when none lowers it (a member who still qualifies keeps its tier for another window,
-    /// which needs no entry: every later decision reviews the same way).
+    /// Every tier review due by now, as one entry: the downgrade, or the tier kept for another
+    /// window (before and after the same tier, with the next review's date). A review kept is
+    /// recorded too: left unrecorded, every later decision would judge it again, on the
+    /// qualifying days and the ladder of its own time (a return of a purchase in the reviewed
+    /// window, thresholds raised since), and could take the tier away mid-window. Null when no
+    /// review is due.
     /// </summary>
     public static Decision? TierReview(in Decider d)
     {
         TierLadder ladder = d.Settings.Ladder;
-        return Reviewed(d.State, ladder, d.Now) is { } review && review.Index < review.Recorded
+        return Reviewed(d.State, ladder, d.Now) is { } review && IsDue(review, d.State)
             ? Decision.Write(d.NewEntry(LedgerEntryKind.TierReviewed, Points.Zero, null, 0) with
             {
                 Details = new TierReviewedDetails { TierBefore = ladder.Tiers[review.Recorded].Name, TierAfter = ladder.Tiers[review.Index].Name, TierReviewAt = review.ReviewAt },
@@ -90,15 +93,23 @@ public static class DueDecision
     }
 
     /// <summary>
-    /// When <see cref="TierReview"/> next has work: now when a review due already lowers the tier
-    /// the member's entries recorded, else when the next review falls (its window's end and the
-    /// grace after it); null at the entry tier. One comparison while the review is ahead: it runs
-    /// after every change of a member above the entry tier.
+    /// When <see cref="TierReview"/> next has work: now when a review is due already (one the
+    /// member's entries have not recorded), else when the next review falls (its window's end and
+    /// the grace after it); null at the entry tier. One comparison while the review is ahead: it
+    /// runs after every change of a member above the entry tier.
     /// </summary>
     public static DateTimeOffset? TierReviewDue(MemberState state, TierLadder ladder, DateTimeOffset now) =>
         Reviewed(state, ladder, now) is not { } review ? null
-        : review.Index < review.Recorded ? now
+        : IsDue(review, state) ? now
         : review.ReviewAt?.AddDays(ladder.GraceDays);
+
+    /// <summary>
+    /// Whether reviews due by now change what the member's entries recorded: its tier, or when it
+    /// is next reviewed. A member recorded in the entry tier (or in a name the ladder no longer
+    /// has) has no review to record, whatever date its entries hold.
+    /// </summary>
+    private static bool IsDue((int Recorded, int Index, DateTimeOffset? ReviewAt) review, MemberState state) =>
+        review.Index < review.Recorded || (review.Recorded > 0 && review.ReviewAt != state.TierReviewAt);
 
     /// <summary>The tier the member's entries recorded, and where every review due by now leaves it; null at the entry tier.</summary>
     private static (int Recorded, int Index, DateTimeOffset? ReviewAt)? Reviewed(MemberState state, TierLadder ladder, DateTimeOffset now)

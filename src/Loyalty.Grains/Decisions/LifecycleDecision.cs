@@ -107,7 +107,8 @@ public static class LifecycleDecision
         }
 
         IReadOnlyList<string> mine = d.State.Referral.Referrals;
-        int referralsAfter = mine.Count + duplicateReferrals.Count(r => !mine.Contains(r));
+        string self = d.MemberId;
+        int referralsAfter = mine.Count + duplicateReferrals.Count(r => r != self && !mine.Contains(r));
         return referralsAfter > Limits.ReferralsPerMemberMax
             ? Decision.Refuse(LoyaltyError.FailedPrecondition,
                 $"member '{d.MemberId}' would have {referralsAfter} referrals, more than the {Limits.ReferralsPerMemberMax} one member may")
@@ -203,7 +204,11 @@ public static class LifecycleDecision
 
         TierLadder ladder = d.Settings.Ladder;
         (int mine, DateTimeOffset? myReview) = Tiering.Review(ladder.IndexOf(state.Tier), state.TierReviewAt, ladder, state, d.Now);
-        bool takeTheirs = ladder.IndexOf(transfer.Tier) > mine;
+        int theirs = ladder.IndexOf(transfer.Tier);
+        // What both accounts earned in the window may reach a tier neither held: the merge then
+        // moves the member up at once, as the purchase that crosses a threshold does.
+        int reached = Tiering.Upgrade(Math.Max(mine, theirs), ladder, new Together(state, transfer.Qualification), d.Now, 0);
+        bool takeTheirs = theirs > mine;
         long pending = 0;
         foreach (PendingLotUse lot in transfer.Pending)
         {
@@ -220,12 +225,35 @@ public static class LifecycleDecision
                 Merge = transfer,
                 TierBefore = ladder.Tiers[mine].Name,
                 DowngradedFrom = mine < ladder.IndexOf(state.Tier) ? ladder.Resolve(state.Tier) : null,
-                TierAfter = takeTheirs ? ladder.Resolve(transfer.Tier) : ladder.Tiers[mine].Name,
-                TierReviewAt = takeTheirs ? transfer.TierReviewAt : myReview,
+                TierAfter = reached > Math.Max(mine, theirs) ? ladder.Tiers[reached].Name : takeTheirs ? ladder.Resolve(transfer.Tier) : ladder.Tiers[mine].Name,
+                TierReviewAt = reached > Math.Max(mine, theirs) ? d.Now.AddDays(ladder.WindowDays) : takeTheirs ? transfer.TierReviewAt : myReview,
                 InheritsReferrer = inherits,
                 InheritedAfterPurchases = inherits && state.Earnings.PurchaseCount > 0,
             },
         });
+    }
+
+    /// <summary>
+    /// A member's qualifying totals with a merged duplicate's days added: each account's volume is
+    /// within <see cref="Headroom.VolumeMax"/>, half of 64 bits, so their sum cannot overflow.
+    /// </summary>
+    private sealed class Together(MemberState state, IReadOnlyList<QualifyingDayUse>? theirs) : IQualifying
+    {
+        public long QualifyingAt(TierLadder ladder, DateTimeOffset at)
+        {
+            long total = ((IQualifying)state).QualifyingAt(ladder, at);
+            int last = MemberState.DayOf(at);
+            int first = last - ladder.WindowDays + 1;
+            foreach (QualifyingDayUse day in theirs ?? [])
+            {
+                if (day.Day >= first && day.Day <= last)
+                {
+                    total = checked(total + (ladder.Basis == TierBasis.Points ? day.Points : day.Spend));
+                }
+            }
+
+            return total;
+        }
     }
 
     /// <summary>A referral link that named a merged-away member now names its survivor; nothing when this member has no link to it.</summary>

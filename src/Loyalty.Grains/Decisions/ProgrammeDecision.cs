@@ -56,6 +56,8 @@ public static class ProgrammeDecision
         return Decision.Write(d.NewEntry(rejected ? LedgerEntryKind.TradeInRejected : LedgerEntryKind.TradeInAccepted, Points.Zero, key, (long)condition) with
         {
             Reference = open.TradeInId,
+            // Where it was handed in: a resent inspection from a key of another store is refused by it.
+            StoreId = open.StoreId,
             AmountMinor = credit.Value,
             Currency = d.Settings.Currency,
             Details = rejected ? new TradeInRejectedDetails { TradeIn = record } : new TradeInAcceptedDetails { TradeIn = record, WalletMinor = credit.Value },

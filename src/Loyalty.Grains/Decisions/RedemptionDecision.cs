@@ -87,7 +87,11 @@ public static class RedemptionDecision
             : Valued(d.NewEntry(LedgerEntryKind.Redeem, new Points(-points), request.TransactionId, fingerprint) with
             {
                 StoreId = request.StoreId,
-                Details = new RedeemDetails { RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift, Lots = d.State.Lots.PlanDebit(points, unexpiredAt: now) },
+                Details = new RedeemDetails
+                {
+                    RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift, BirthdayGiftYear = gift ? d.State.BirthdayGrant!.Year : 0,
+                    Lots = d.State.Lots.PlanDebit(points, unexpiredAt: now),
+                },
             }, d.Settings));
     }
 

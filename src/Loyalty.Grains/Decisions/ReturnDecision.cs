@@ -101,6 +101,9 @@ public static class ReturnDecision
             ExpiredUnrestored = expiredLots,
             Full = reversal.Full,
             MergedPurchase = original.MemberId != d.MemberId,
+            MergedQualifying = original.MemberId != d.MemberId && state.QualifyingFrom.Contains(original.MemberId),
+            BirthdayGiftBack = reversal.Full && state.BirthdayGiftUsed
+                && redeemed?.DetailsAs<RedeemDetails>() is { BirthdayGift: true, BirthdayGiftYear: > 0 and var year } && state.BirthdayGrant?.Year == year,
             Cause = takenBack > 0 ? earned!.Cause : null,
             GivenMinor = -takenBack,
             WalletMinor = refunded,

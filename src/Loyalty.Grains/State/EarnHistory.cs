@@ -196,6 +196,25 @@ public sealed class EarnHistory
         days.RemoveRange(0, expired);
     }
 
+    /// <summary>
+    /// The qualifying days as a merge hands them on: never null (even with none), so that the
+    /// survivor knows the duplicate's returns take off its qualification from then on.
+    /// </summary>
+    public IReadOnlyList<QualifyingDayUse> QualificationToHandOn() =>
+        _qualification is { Count: > 0 } days ? [.. days.Select(q => new QualifyingDayUse(q.Day, q.Points, q.Spend))] : [];
+
+    /// <summary>
+    /// Adds a merged duplicate's qualifying days to this member's, day by day; days older than the
+    /// span kept fall away as they do for this member's own.
+    /// </summary>
+    public void AdoptQualifying(IReadOnlyList<QualifyingDayUse> days)
+    {
+        for (int i = 0; i < days.Count; i++)
+        {
+            AddQualifying(days[i].Day, days[i].Points, days[i].Spend);
+        }
+    }
+
     /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
     public (long Points, long Spend) QualifyingAt(DateTimeOffset at, int windowDays)
     {

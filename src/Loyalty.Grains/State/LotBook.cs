@@ -283,6 +283,39 @@ public sealed class LotBook
         }
     }
 
+    /// <summary>
+    /// Credits a merged duplicate's lot (<see cref="Credit(Points, string, DateTimeOffset?)"/>),
+    /// keeping it warned about when the duplicate was warned of it (<paramref name="warned"/>) and,
+    /// if this member had a lot of that expiry already, it was warned of that one too: one person
+    /// is not told twice of the same points, and is told of points no warning named.
+    /// </summary>
+    public void CreditMerged(Points points, string lotId, DateTimeOffset? expiresAt, bool warned)
+    {
+        int mine = IndexOfExpiry(expiresAt);
+        bool warnedOfMine = mine < 0 || _spendable![mine].Warned;
+        Credit(points, lotId, expiresAt);
+        if (warned && warnedOfMine && IndexOfExpiry(expiresAt) is >= 0 and int at)
+        {
+            ref PointLot lot = ref CollectionsMarshal.AsSpan(_spendable)[at];
+            lot = lot with { Warned = true };
+        }
+    }
+
+    /// <summary>The expiries of the lots the member was warned about, as a merge hands them on; null when none.</summary>
+    public IReadOnlyList<DateTimeOffset>? WarnedExpiries()
+    {
+        List<DateTimeOffset>? warned = null;
+        foreach (PointLot lot in Spendable)
+        {
+            if (lot is { Warned: true, ExpiresAt: { } expiry })
+            {
+                (warned ??= []).Add(expiry);
+            }
+        }
+
+        return warned;
+    }
+
     /// <summary>Credits the balance and the lot of the expiry if there is one; else where a new lot goes, and its points.</summary>
     private (int At, Points Points)? CreditExisting(Points points, DateTimeOffset? expiresAt)
     {

@@ -156,6 +156,15 @@ public sealed class MemberState : IEarnHistory, IQualifying
     /// <summary>Duplicate accounts merged into this one.</summary>
     public IReadOnlyList<string> MergedFrom => (IReadOnlyList<string>?)MergedFromKept ?? [];
 
+    private List<string>? QualifyingFromKept { get => _occasional?.QualifyingFrom; set => SetOccasional(value, static (o, v) => o.QualifyingFrom = v); }
+
+    /// <summary>
+    /// The duplicates (of <see cref="MergedFrom"/>) whose qualifying history this member holds: a
+    /// return of one of their purchases takes its amounts off this member's qualification. Merges
+    /// recorded before that history was handed on are not among them.
+    /// </summary>
+    public IReadOnlyList<string> QualifyingFrom => (IReadOnlyList<string>?)QualifyingFromKept ?? [];
+
     /// <summary>
     /// The duplicate whose merge into this member was started (<see cref="LedgerEntryKind.MergeStarted"/>)
     /// and is not over yet; null when none is. One at a time: the desk completes an open merge
@@ -315,6 +324,19 @@ public sealed class MemberState : IEarnHistory, IQualifying
     }
 
     /// <summary>
+    /// Drops this member from its own referrals, where a state saved before merges left it out
+    /// (a duplicate that referred its survivor handed it on) has it, so that it agrees with its
+    /// ledger's replay again.
+    /// </summary>
+    public void Unlist(string memberId)
+    {
+        if (Referral.Referrals.Contains(memberId))
+        {
+            ReferralToChange.Withdraw(memberId);
+        }
+    }
+
+    /// <summary>
     /// What every apply must leave true: the lots hold exactly the positive balance, soonest
     /// expiry first; pending lots are in order of availability; the histories are within their
     /// bounds. (The limits on referrals and merges are decisions, not invariants: a merge cut
@@ -386,7 +408,10 @@ public sealed class MemberState : IEarnHistory, IQualifying
         BirthdayGift: BirthdayGrant is { GiftRewardId: not null } gift && !BirthdayGiftUsed ? gift : null,
         BirthdayYear: BirthdayYear,
         BonusDays: BonusDays.Days.Count == 0 ? null : [.. BonusDays.Days],
-        MergedReferrals: Referral.MergedToHandOn());
+        MergedReferrals: Referral.MergedToHandOn(),
+        Qualification: Earnings.QualificationToHandOn(),
+        QualifyingFrom: [.. QualifyingFrom],
+        WarnedExpiries: Lots.WarnedExpiries());
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
@@ -540,16 +565,21 @@ public sealed class MemberState : IEarnHistory, IQualifying
         GivenMinor += details.GivenMinor;
         WalletMinor += details.WalletMinor;
         ReturnsToChange().Record(original, details, entry.Sequence, seed);
+        if (details.BirthdayGiftBack)
+        {
+            BirthdayGiftUsed = false;
+        }
+        if (details.OriginalRecordedAt is { } recordedAt && (!details.MergedPurchase || details.MergedQualifying))
+        {
+            Earnings.AddQualifying(DayOf(recordedAt), -reversed, -details.SpendTakenMinor, createMissing: false);
+        }
+
         if (details.MergedPurchase)
         {
             // The purchase was earned by a duplicate account merged into this one: this member's
-            // qualification and cap counters never counted it, so they are left alone.
+            // cap counters never counted it (nor its qualification, unless the merge brought that
+            // in), so they are left alone.
             return;
-        }
-
-        if (details.OriginalRecordedAt is { } recordedAt)
-        {
-            Earnings.AddQualifying(DayOf(recordedAt), -reversed, -details.SpendTakenMinor, createMissing: false);
         }
 
         Earnings.CountReturn(details.EarnDay, details.EarnMonth, reversed, details.Components);
@@ -718,7 +748,7 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         foreach (LotUse lot in t.Lots)
         {
-            Lots.Credit(new Points(lot.Points), lot.LotId, lot.ExpiresAt);
+            Lots.CreditMerged(new Points(lot.Points), lot.LotId, lot.ExpiresAt, warned: lot.ExpiresAt is { } expiry && t.WarnedExpiries?.Contains(expiry) == true);
         }
 
         foreach (PendingLotUse lot in t.Pending)
@@ -736,11 +766,19 @@ public sealed class MemberState : IEarnHistory, IQualifying
 
         AdoptBirthdayAndBonusDays(t);
 
-        ReferralToChange.Adopt(t, details.InheritsReferrer, details.InheritedAfterPurchases, entry.RecordedAt);
+        ReferralToChange.Adopt(t, entry.MemberId, details.InheritsReferrer, details.InheritedAfterPurchases, entry.RecordedAt);
         ReturnsToChange().Adopt(t.Returns, entry.Sequence);
         List<string> mergedFrom = MergedFromKept ??= [];
         mergedFrom.AddRange((t.MergedFrom ?? []).Where(m => !mergedFrom.Contains(m)));
         mergedFrom.Add(t.MemberId);
+        if (t.Qualification is { } days)
+        {
+            // The duplicate's tier window is the person's too (its returns then take off here: see ApplyReturn).
+            Earnings.AdoptQualifying(days);
+            List<string> qualifyingFrom = QualifyingFromKept ??= [];
+            qualifyingFrom.AddRange((t.QualifyingFrom ?? []).Append(t.MemberId).Where(m => !qualifyingFrom.Contains(m)));
+        }
+
         Tier = details.TierAfter ?? Tier;
         TierReviewAt = details.TierAfter is null ? TierReviewAt : details.TierReviewAt;
         LifetimeEarned += new Points(t.LifetimeEarned);

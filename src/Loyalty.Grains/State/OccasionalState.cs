@@ -53,4 +53,6 @@ internal sealed class OccasionalState
     [Id(20)] public DateTimeOffset MergingSince { get; set; }
 
     [Id(21)] public string? MergingReason { get; set; }
+
+    [Id(22)] public List<string>? QualifyingFrom { get; set; }
 }

@@ -342,11 +342,18 @@ public sealed class ReferralSide
     /// without a reward, as one set after a first purchase would be. Otherwise a referral it
     /// qualified is kept apart (<see cref="Merged"/>), so that its purchase's return reverses it.
     /// </summary>
-    public void Adopt(MergeTransfer t, bool inheritsReferrer, bool afterPurchases, DateTimeOffset at)
+    public void Adopt(MergeTransfer t, string self, bool inheritsReferrer, bool afterPurchases, DateTimeOffset at)
     {
         Writable();
         for (int i = 0; i < t.Referrals.Count; i++)
         {
+            if (t.Referrals[i] == self)
+            {
+                // The duplicate referred this member: one person does not list itself among the
+                // members it referred (its own link, naming the duplicate, stays; see the desk).
+                continue;
+            }
+
             // When the duplicate made each referral, so that the survivor's referral cap counts
             // them in their own period, not as made at the merge (a transfer from before the
             // times were handed on has none: the merge's time, as then).

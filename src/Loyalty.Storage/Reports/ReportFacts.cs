@@ -298,7 +298,7 @@ public static class ReportFacts
         }
     }
 
-    /// <summary>A review's downgrade, written when it fell due: a tier move, no points.</summary>
+    /// <summary>A tier review, written when it fell due: a tier move when it lowered the tier (none when it kept it), no points.</summary>
     private static long TierReviewed(LedgerEntry e, int day, ReportTotals into)
     {
         Tiers(e, day, into);

@@ -35,7 +35,7 @@ public static class ReportRebuild
         EventPosition after = EventPosition.Start;
         while (true)
         {
-            IReadOnlyList<PositionedEntry> page = await store.ReadEventsAsync(programId, after, PageEntries, cancellationToken);
+            IReadOnlyList<PositionedEntry> page = await store.ReadCommittedAsync(programId, after, PageEntries, cancellationToken);
             if (page.Count == 0)
             {
                 break;

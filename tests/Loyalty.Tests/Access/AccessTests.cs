@@ -210,6 +210,12 @@ public sealed class AccessTests(ITestOutputHelper output)
         RpcException endedElsewhere = await Assert.ThrowsAsync<RpcException>(() =>
             till.CancelReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2", StoreId = "store-1" }).ResponseAsync);
         V1.RedemptionAck ownAgain = await till.CommitReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r1", StoreId = "store-1" });
+        // Once inspected by store 2, the trade-in is still store 2's: a resent inspection from store 1 is not told its grade.
+        await engine.Members.InspectTradeInAsync(new V1.InspectTradeInRequest { ProgramId = ProgramA, MemberId = "m1", TradeInId = "ti-2", Condition = V1.TradeInCondition.Good, StoreId = "store-2" });
+        RpcException inspectedElsewhere = await Assert.ThrowsAsync<RpcException>(() => tillMembers.InspectTradeInAsync(new V1.InspectTradeInRequest
+        {
+            ProgramId = ProgramA, MemberId = "m1", TradeInId = "ti-2", Condition = V1.TradeInCondition.Good, StoreId = "store-1",
+        }).ResponseAsync);
         V1.Member member = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = ProgramA, MemberId = "m1" });
 
         Assert.Equal((StatusCode.PermissionDenied, StatusCode.PermissionDenied, StatusCode.PermissionDenied), (unnamed.StatusCode, otherStore.StatusCode, otherItem.StatusCode));
@@ -220,7 +226,9 @@ public sealed class AccessTests(ITestOutputHelper output)
         Assert.Equal(StatusCode.PermissionDenied, endedElsewhere.StatusCode);
         Assert.Contains("reservation 'r2' was made at store 'store-2'", endedElsewhere.Status.Detail, StringComparison.Ordinal);
         Assert.Equal(V1.ReservationState.Committed, ownAgain.Reservation);
-        Assert.Equal((470L, 0L), (member.Balance, member.WalletMinor));
+        Assert.Equal(StatusCode.PermissionDenied, inspectedElsewhere.StatusCode);
+        Assert.Contains("trade-in 'ti-2' was handed in at store 'store-2'", inspectedElsewhere.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal((470L, 30_00L), (member.Balance, member.WalletMinor));
     }
 
     /// <summary>

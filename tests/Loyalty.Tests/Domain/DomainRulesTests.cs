@@ -60,6 +60,39 @@ public sealed class DomainRulesTests
         Assert.Equal(expected, Entries.Purchase("p", "m", "t", amount, Entries.Now).Check(Entries.Now));
 
     [Fact]
+    public void ExpiryPolicyFollowing_AnInactivityRuleAddedOrShortened_ExpiresNothingBeforeItsWarningDays_AndAnAnnouncedFloorNeverComesSooner()
+    {
+        DateTimeOffset t = Entries.Now;
+        var none = new ExpiryPolicy(ExpiryMode.None, 0);
+        var sixMonths = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6, WarnDays: 30);
+
+        ExpiryPolicy added = sixMonths.Following(none, t);
+        ExpiryPolicy fewerWarnDays = (sixMonths with { WarnDays = 7 }).Following(added, t.AddDays(10));
+        ExpiryPolicy longer = (sixMonths with { InactivityMonths = 12 }).Following(added, t.AddDays(10));
+        ExpiryPolicy shorter = (sixMonths with { InactivityMonths = 3 }).Following(added, t.AddDays(10));
+        ExpiryPolicy shorterSoon = (sixMonths with { InactivityMonths = 3, WarnDays = 7 }).Following(added, t.AddDays(1));
+        ExpiryPolicy removed = none.Following(added, t.AddDays(10));
+
+        Assert.Equal(t.AddDays(30), added.InactivityNotBefore);
+        Assert.Equal(t.AddDays(30), fewerWarnDays.InactivityNotBefore);
+        Assert.Equal(t.AddDays(30), longer.InactivityNotBefore);
+        Assert.Equal(t.AddDays(40), shorter.InactivityNotBefore);
+        Assert.Equal(t.AddDays(30), shorterSoon.InactivityNotBefore);
+        Assert.Null(removed.InactivityNotBefore);
+    }
+
+    [Theory]
+    [InlineData(0, null)]
+    [InlineData(-1, "lines[1].amount_minor must be 0..100000000000")]
+    [InlineData(100_000_000_001, "lines[1].amount_minor must be 0..100000000000")]
+    public void ReturnCheck_ALineWithoutMoney_IsAUnitGivenBack_ButNegativeOrAbsurdMoneyIsRefused(long amount, string? expected)
+    {
+        var request = new PurchaseReturn("r", "p", "m", "t", "s", new Money(0, "USD"), Entries.Now, [new ReturnLine("mug", 1, 5_00), new ReturnLine("gift", 1, amount)]);
+
+        Assert.Equal(expected, request.Check(Entries.Now));
+    }
+
+    [Fact]
     public void PurchaseCheck_LinesAddingUpToMoreThanTheTotal_AreRefused()
     {
         Purchase purchase = Entries.Purchase("p", "m", "t", 1_00, Entries.Now) with

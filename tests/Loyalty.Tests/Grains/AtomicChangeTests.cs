@@ -39,7 +39,8 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         var data = new TheoryData<string, FaultStep>();
         foreach (string scenario in scenarios)
         {
-            foreach (FaultStep step in Enum.GetValues<FaultStep>())
+            // The snapshot is not a step of a change (the ledger stays the truth): its fault has a test of its own.
+            foreach (FaultStep step in Enum.GetValues<FaultStep>().Where(s => s != FaultStep.Snapshot))
             {
                 data.Add(scenario, step);
             }

@@ -119,23 +119,27 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         await fixture.DeactivateAllAsync();
 
         // The first review (at the held window's end and its grace): gold to silver. "keeps" buys
-        // again within the window, and stays gold without an entry.
+        // again within the window, and stays gold, with an entry that records the review.
         fixture.Clock.Advance(TimeSpan.FromDays(300));
         await keeps.Accrue(Buy(250_00, memberId: "keeps"));
         fixture.Clock.Advance(TimeSpan.FromDays(96) + TimeSpan.FromHours(1));
-        List<(string Member, string Details)> first = await ReviewsAsync(1);
+        List<(string Member, string Details)> first = await ReviewsAsync(2);
         string keptAtFirst = (await keeps.Get())!.Tier;
         // A window on, neither bought: each drops a tier ("m" to the entry tier).
         fixture.Clock.Advance(TimeSpan.FromDays(365));
-        List<(string Member, string Details)> second = await ReviewsAsync(3);
+        List<(string Member, string Details)> second = await ReviewsAsync(4);
         MemberView live = (await member.Get())!;
         await fixture.DeactivateAllAsync();
         MemberView replayed = (await member.Get())!;
 
-        Assert.Equal("m", Assert.Single(first).Member);
-        Assert.Contains("gold", first[0].Details, StringComparison.Ordinal);
-        Assert.Contains("silver", first[0].Details, StringComparison.Ordinal);
-        Assert.Equal(["keeps", "m", "m"], second.Select(r => r.Member).Order());
+        Assert.Equal(["keeps", "m"], first.Select(r => r.Member).Order());
+        (string _, string lowered) = Assert.Single(first, r => r.Member == "m");
+        Assert.Contains("gold", lowered, StringComparison.Ordinal);
+        Assert.Contains("silver", lowered, StringComparison.Ordinal);
+        (string _, string kept) = Assert.Single(first, r => r.Member == "keeps");
+        Assert.Contains("gold", kept, StringComparison.Ordinal);
+        Assert.DoesNotContain("silver", kept, StringComparison.Ordinal);
+        Assert.Equal(["keeps", "keeps", "m", "m"], second.Select(r => r.Member).Order());
         Assert.Equal(("member", (DateTimeOffset?)null), (live.Tier, live.TierReviewAt));
         Assert.Equal(live.Tier, replayed.Tier);
         Assert.Equal(("gold", "silver"), (keptAtFirst, (await keeps.Get())!.Tier));
@@ -301,6 +305,32 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_ByLines_TakesAFreeLineBackWithoutMoney_AndThePurchaseIsReturnedInFullOnce()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+        LineItem[] lines = [new LineItem("mug", "kitchen", 1, 30_00), new LineItem("gift", "free", 1, 0)];
+        await member.Accrue(Buy(30_00, "basket") with { LineItems = lines });
+        await member.Accrue(Buy(30_00, "basket-2") with { LineItems = lines });
+        PurchaseReturn ByLines(string txn, string purchase, params ReturnLine[] returned) => new(txn, _program, "m", purchase, "store-1", new Money(0, "USD"), Now, returned);
+
+        // The gift first, then the mug: the mug's return completes the purchase.
+        ReturnResult gift = await member.Return(ByLines("r1", "basket", new ReturnLine("gift", 1, 0)));
+        ReturnResult giftAgain = await member.Return(ByLines("r2", "basket", new ReturnLine("gift", 1, 0)));
+        ReturnResult rest = await member.Return(ByLines("r3", "basket", new ReturnLine("mug", 1, 30_00)));
+        // The mug first (the purchase is whole: the gift cost nothing), then the gift: it completes nothing again.
+        ReturnResult mug = await member.Return(ByLines("r4", "basket-2", new ReturnLine("mug", 1, 30_00)));
+        ReturnResult giftAfter = await member.Return(ByLines("r5", "basket-2", new ReturnLine("gift", 1, 0)));
+
+        Assert.Equal((AccrualStatus.Accepted, 0L, false), (gift.Status, gift.Reversed.Value, gift.Details!.Full));
+        Assert.Contains("sku 'gift': 1 returned now and 1 before, of 1 units bought", giftAgain.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal((AccrualStatus.Accepted, 30L, true), (rest.Status, rest.Reversed.Value, rest.Details!.Full));
+        Assert.Equal((AccrualStatus.Accepted, 30L, true), (mug.Status, mug.Reversed.Value, mug.Details!.Full));
+        Assert.Equal((AccrualStatus.Accepted, 0L, false), (giftAfter.Status, giftAfter.Reversed.Value, giftAfter.Details!.Full));
+        Assert.Equal(0L, (await member.Get())!.Balance.Value);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Tier_UpgradesOnTheCrossingPurchase_AndTheNextPurchaseEarnsFaster()
     {
         IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });
@@ -329,6 +359,37 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
 
         Assert.Equal(("silver", "member"), (inGrace, afterGrace));
         Assert.Equal(("silver", "member", 10L), (((EarnDetails)next.Details!).DowngradedFrom, ((EarnDetails)next.Details!).TierBefore, next.Earned.Value));
+    }
+
+    [Fact]
+    public async Task Tier_AReviewThatKeepsTheTier_IsRecorded_SoAThresholdRaisedLaterDoesNotTakeItMidWindow()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });
+        DateTimeOffset start = Now;
+        await member.Accrue(Buy(160_00));
+        fixture.Clock.Advance(TimeSpan.FromDays(300));
+        await member.Accrue(Buy(200_00));
+        // Past the review (the window's end and 30 days of grace): 200 in the window keeps silver (150).
+        fixture.Clock.Advance(TimeSpan.FromDays(95) + TimeSpan.FromHours(1));
+        string sql = $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm' AND kind = {(int)LedgerEntryKind.TierReviewed}";
+        DateTime deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (await Sql.ScalarAsync(fixture.Storage, sql) == 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the kept review was not recorded within 15 s");
+            await Task.Delay(50);
+        }
+
+        MemberView kept = (await member.Get())!;
+        TierReviewedDetails recorded = (await member.GetLedger(null, 10))!.Entries.Single(e => e.Kind == LedgerEntryKind.TierReviewed).DetailsAs<TierReviewedDetails>()!;
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { Tiers = Ladder with { Tiers = [Ladder.Tiers[0], Ladder.Tiers[1] with { Threshold = 300 }] } });
+        MemberView afterRaise = (await member.Get())!;
+
+        // Held for another window from the review's window end: 365 + 365 days after the upgrade.
+        Assert.Equal(("silver", start.AddDays(730)), (kept.Tier, kept.TierReviewAt!.Value));
+        // Read back from the ledger, the kept review names its tier before and after alike.
+        Assert.Equal(("silver", "silver", kept.TierReviewAt), (recorded.TierBefore, recorded.TierAfter, recorded.TierReviewAt));
+        // Before, the kept review was judged again under the raised threshold: the member fell to "member" mid-window.
+        Assert.Equal(("silver", kept.TierReviewAt), (afterRaise.Tier, afterRaise.TierReviewAt));
     }
 
     [Fact]

@@ -75,6 +75,23 @@ public sealed class BirthdayTests
             await Task.Delay(500);
             Assert.Equal((1, 1, 0, 0), (await BirthdaysAsync(engine, "dec"), await BirthdaysAsync(engine, "late"), await BirthdaysAsync(engine, "none"), await BirthdaysAsync(engine, "gone")));
 
+            // A basket that took the gift, returned whole within the month: the gift is hers again.
+            V1.Purchase basket = Wire.Purchase(Program, "late", "basket-1", 30_00);
+            basket.OccurredAt = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(clock.GetUtcNow().AddMinutes(-1));
+            basket.RedeemRewardId = "cake";
+            await engine.Purchases.AccrueAsync(basket);
+            V1.BirthdayGift? takenInBasket = (await MemberAsync(engine, "late")).BirthdayGift;
+            await engine.Purchases.ReturnAsync(new V1.ReturnRequest
+            {
+                ProgramId = Program, MemberId = "late", TransactionId = "basket-1-back", OriginalTransactionId = "basket-1", StoreId = "store-1",
+                AmountMinor = 30_00, Currency = "USD", OccurredAt = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(clock.GetUtcNow()),
+            });
+            V1.Member lateAfterReturn = await MemberAsync(engine, "late");
+            V1.RedemptionAck again = await redemptions.RedeemAsync(new V1.RedeemRequest { ProgramId = Program, MemberId = "late", TransactionId = "cake-late", RewardId = "cake" });
+            Assert.Null(takenInBasket);
+            Assert.Equal(("cake", 2026), (lateAfterReturn.BirthdayGift?.RewardId, lateAfterReturn.BirthdayGift?.Year));
+            Assert.Equal(0L, again.Points);
+
             // The gift ends with the month; next year's month brings the next birthday.
             clock.SetUtcNow(new DateTimeOffset(2027, 1, 2, 0, 0, 0, TimeSpan.Zero));
             Assert.Null((await MemberAsync(engine, "late")).BirthdayGift);

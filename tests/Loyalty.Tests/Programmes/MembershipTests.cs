@@ -91,6 +91,9 @@ public sealed class MembershipTests
             Assert.Equal(StatusCode.FailedPrecondition, (await RefusedAsync(engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "p", PlanId = "prime" }).ResponseAsync)).StatusCode);
             V1.MembershipResponse again = await PayAsync(engine, "p", "pay-4", 14_99);
             Assert.Equal((V1.MembershipStatus.Active, clock.GetUtcNow().AddMonths(1)), (again.Membership.Status, again.Membership.TermEndsAt.ToDateTimeOffset()));
+            // A till's purchase from before this membership began, sent late, earns without the plan.
+            Assert.Equal("base=100", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-offline", 100_00, clock.GetUtcNow().AddHours(-2)))));
+            Assert.Equal("base=100 prime=50", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-4", 100_00, clock.GetUtcNow().AddMinutes(-1)))));
 
             // Erasure keeps the payments and forgets the typed reason.
             await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "p", Reason = "ticket 3" });

@@ -19,6 +19,32 @@ public sealed class ProgramAdminTests
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
+    public async Task PutProgram_ChangingTheCurrency_IsTakenWhileTheProgramHasNoEntries_AndRefusedOnceItHas(Backend backend)
+    {
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "admin-currency"));
+        await engine.Programs.PutProgramAsync(Wire.Program(Program));
+        V1.PutProgramRequest yen = Wire.Program(Program);
+        yen.Settings.Currency = "JPY";
+        yen.Settings.CurrencyExponent = 0;
+
+        V1.Program beforeEntries = await engine.Programs.PutProgramAsync(yen);
+        await engine.Programs.PutProgramAsync(Wire.Program(Program));
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "m" });
+        RpcException refused = await Assert.ThrowsAsync<RpcException>(() => engine.Programs.PutProgramAsync(yen).ResponseAsync);
+        V1.PutProgramRequest renamed = Wire.Program(Program);
+        renamed.Settings.Name = "Renamed";
+        V1.Program otherChange = await engine.Programs.PutProgramAsync(renamed);
+
+        Assert.Equal("JPY", beforeEntries.Settings.Currency);
+        Assert.Equal(StatusCode.FailedPrecondition, refused.StatusCode);
+        Assert.StartsWith("currency cannot change from USD (exponent 2) to JPY (exponent 0) once the program has ledger entries", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.EndsWith("; nothing was changed", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(("USD", "Renamed"), (otherChange.Settings.Currency, otherChange.Settings.Name));
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
     public async Task PutProgram_UnderAStaleExpectedVersion_IsRefused_AndOfTwoAdminsAtOnceExactlyOneWins(Backend backend)
     {
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "admin-version"));

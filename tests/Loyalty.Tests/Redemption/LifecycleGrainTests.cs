@@ -1,6 +1,7 @@
 using Loyalty.Grains;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Loyalty.Tests.Redemption;
 
@@ -55,6 +56,38 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
         // Before: the snapshot stayed as it was, flags and all, until 20 more entries.
         Assert.NotNull(after);
         Assert.True(after.Erased);
+        Assert.Empty(after.Flags);
+    }
+
+    [Fact]
+    public async Task Erase_WhoseSnapshotCannotBeWrittenAgain_IsNotAnsweredDone_AndARepeatFinishesIt()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        await anna.SetFlags(["vegan"]);
+        await fixture.DeactivateAllAsync();
+        FaultInjector faults = ((Orleans.TestingHost.InProcessSiloHandle)fixture.Cluster.Primary!).SiloHost.Services.GetRequiredService<FaultInjector>();
+
+        MemberResult failed;
+        faults.ArmSnapshot(member => member == "anna");
+        try
+        {
+            failed = await anna.Erase("request 1");
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        MemberState? stale = await SnapshotAsync("anna");
+        MemberResult repeated = await anna.Erase("request 1");
+        MemberState? after = await SnapshotAsync("anna");
+
+        // Before, the erasure answered done and the stored snapshot kept the flags.
+        Assert.Equal(LoyaltyError.Unavailable, failed.Error);
+        Assert.Contains("repeat the erasure", failed.ErrorMessage, StringComparison.Ordinal);
+        Assert.Contains("vegan", stale!.Flags);
+        Assert.Equal(LoyaltyError.None, repeated.Error);
+        Assert.True(after!.Erased);
         Assert.Empty(after.Flags);
     }
 
@@ -396,6 +429,100 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Merge_OfTwoAccountsThatTogetherQualify_MovesTheMemberUpAtOnce_AndReturnsOfTheDuplicatesPurchasesCountAgainstIt()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        IMemberGrain dup = await EnrolAsync("anna2", null);
+        await anna.Accrue(Buy("anna", 300_00));
+        await dup.Accrue(Buy("anna2", 250_00, "dup-buy"));
+
+        MemberResult merged = await anna.MergeFrom("anna2", "duplicate sign-up");
+        ReturnResult returned = await anna.Return(new PurchaseReturn("ret-dup", _program, "anna", "dup-buy", "store-1", new Money(100_00, "USD"), fixture.Clock.GetUtcNow(), []));
+        MemberView live = (await anna.Get())!;
+        await fixture.DeactivateAllAsync();
+        MemberView reloaded = (await anna.Get())!;
+
+        // Neither account reached gold (500) alone; the person did, so the merge moves them up and
+        // holds the tier for a window from now.
+        Assert.True(merged.Error == LoyaltyError.None, merged.ErrorMessage);
+        Assert.Equal(("gold", 550L), (merged.Member!.Tier, merged.Member.TierQualifying));
+        Assert.Equal(fixture.Clock.GetUtcNow().AddDays(365), merged.Member.TierReviewAt);
+        // A return of the duplicate's purchase takes its points off the person's qualification; the tier stays held.
+        Assert.Equal(AccrualStatus.Accepted, returned.Status);
+        Assert.Equal(("gold", 450L), (live.Tier, live.TierQualifying));
+        Assert.Equal((live.Tier, live.TierQualifying, live.TierReviewAt), (reloaded.Tier, reloaded.TierQualifying, reloaded.TierReviewAt));
+    }
+
+    [Fact]
+    public async Task Merge_DoesNotWarnAgainOfPointsTheDuplicateWasWarnedAbout_ButWarnsOfTheSurvivorsOwn()
+    {
+        IMemberGrain anna = await SetUpAsync("anna", Shop with { Expiry = new ExpiryPolicy(ExpiryMode.Lifespan, 12, WarnDays: 30) });
+        IMemberGrain dup = await EnrolAsync("anna2", null);
+        await dup.Accrue(Buy("anna2", 100_00, "dup-buy"));
+        fixture.Clock.Advance(TimeSpan.FromDays(5));
+        await anna.Accrue(Buy("anna", 50_00, "anna-buy"));
+        DateTimeOffset dupExpires = Assert.Single((await dup.Get())!.Expiring!).ExpiresAt;
+        DateTimeOffset annaExpires = Assert.Single((await anna.Get())!.Expiring!).ExpiresAt;
+        // 29 days before the duplicate's lot expires (within its 30 warning days), 34 or so before anna's.
+        fixture.Clock.Advance(dupExpires - fixture.Clock.GetUtcNow() - TimeSpan.FromDays(29));
+        await WaitForEntriesAsync("anna2", LedgerEntryKind.ExpiryWarning, 1);
+
+        MemberResult merged = await anna.MergeFrom("anna2", "duplicate sign-up");
+        // 29 days before anna's own lot expires now, still before the duplicate's.
+        fixture.Clock.Advance(annaExpires - fixture.Clock.GetUtcNow() - TimeSpan.FromDays(29));
+        await WaitForEntriesAsync("anna", LedgerEntryKind.ExpiryWarning, 1);
+        await Task.Delay(300);
+        List<string> warnings = await Sql.RowsAsync(fixture.Storage,
+            $"SELECT details FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'anna' AND kind = {(int)LedgerEntryKind.ExpiryWarning}", r => r.GetString(0));
+
+        Assert.True(merged.Error == LoyaltyError.None, merged.ErrorMessage);
+        string warning = Assert.Single(warnings);
+        Assert.Contains("anna-buy", warning, StringComparison.Ordinal);
+        Assert.DoesNotContain("dup-buy", warning, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Merge_OfTheDuplicateThatReferredTheSurvivor_DoesNotListTheSurvivorAmongItsOwnReferrals()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        IMemberGrain dup = await EnrolAsync("anna2", null);
+        IMemberGrain anna = await EnrolAsync("anna", referredBy: "anna2");
+        IMemberGrain friend = await EnrolAsync("friend", referredBy: "anna2");
+
+        MemberResult merged = await anna.MergeFrom("anna2", "duplicate sign-up");
+        await fixture.DeactivateAllAsync();
+        MemberView reloaded = (await anna.Get())!;
+
+        Assert.True(merged.Error == LoyaltyError.None, merged.ErrorMessage);
+        Assert.Equal(["friend"], merged.Member!.Referrals);
+        Assert.Equal(["friend"], reloaded.Referrals);
+        Assert.Equal("anna", (await friend.Get())!.ReferredBy);
+    }
+
+    [Fact]
+    public async Task ChangesOfTheDuplicate_ResentToTheSurvivorAfterTheMerge_AreDuplicates_AndOtherContentUnderTheirIdsIsRefused()
+    {
+        IMemberGrain anna = await SetUpAsync("anna");
+        IMemberGrain dup = await EnrolAsync("anna2", null);
+        Purchase bought = Buy("anna2", 100_00, "dup-buy");
+        var returned = new PurchaseReturn("dup-ret", _program, "anna2", "dup-buy", "store-1", new Money(40_00, "USD"), fixture.Clock.GetUtcNow(), []);
+        AccrualResult first = await dup.Accrue(bought);
+        ReturnResult firstReturn = await dup.Return(returned);
+        await anna.MergeFrom("anna2", "duplicate sign-up");
+        long entries = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'");
+
+        AccrualResult boughtAgain = await anna.Accrue(bought with { MemberId = "anna" });
+        ReturnResult returnedAgain = await anna.Return(returned with { MemberId = "anna" });
+        AccrualResult otherPurchase = await anna.Accrue(bought with { MemberId = "anna", Amount = new Money(900_00, "USD") });
+        ReturnResult otherReturn = await anna.Return(returned with { MemberId = "anna", Amount = new Money(50_00, "USD") });
+
+        Assert.Equal((AccrualStatus.Duplicate, first.Sequence), (boughtAgain.Status, boughtAgain.Sequence));
+        Assert.Equal((AccrualStatus.Duplicate, firstReturn.Sequence), (returnedAgain.Status, returnedAgain.Sequence));
+        Assert.Equal((LoyaltyError.AlreadyExists, LoyaltyError.AlreadyExists), (otherPurchase.Error, otherReturn.Error));
+        Assert.Equal(entries, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}'"));
+    }
+
+    [Fact]
     public async Task Merge_Refusals_WriteNothing()
     {
         IMemberGrain anna = await SetUpAsync("anna");
@@ -411,10 +538,28 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
 
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
 
-    private async Task<IMemberGrain> SetUpAsync(string id)
+    private async Task<IMemberGrain> SetUpAsync(string id, ProgramSettings? settings = null)
     {
-        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(settings ?? Shop);
         return await EnrolAsync(id, null);
+    }
+
+    private async Task WaitForEntriesAsync(string member, LedgerEntryKind kind, int count)
+    {
+        // The due schedule wakes members on the fake clock, polled in real time: moments, not seconds.
+        DateTime deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{member}' AND kind = {(int)kind}") < count)
+        {
+            if (DateTime.UtcNow >= deadline)
+            {
+                List<string> kinds = await Sql.RowsAsync(fixture.Storage, $"SELECT kind || ':' || points FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{member}' ORDER BY seq", r => r.GetString(0));
+                MemberView? view = await fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, member)).Get();
+                string expiring = string.Join("/", view?.Expiring?.Select(e => e.ExpiresAt.ToString("O") + " " + e.Points.Value) ?? []);
+                Assert.Fail($"not {count} {kind} entries of '{member}' within 15 s; its entries: {string.Join(", ", kinds)}; expiring {expiring}; now {fixture.Clock.GetUtcNow():O}");
+            }
+
+            await Task.Delay(50);
+        }
     }
 
     private async Task<IMemberGrain> EnrolAsync(string id, string? referredBy)

@@ -510,6 +510,28 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_OfAFreeLineAfterThePurchaseCameBackWhole_GivesNoPointsBackASecondTime()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee] });
+        await member.Accrue(Buy(50_00, "basket") with
+        {
+            RedeemRewardId = "coffee", RedeemQuantity = 1, LineItems = [new LineItem("tea", "food", 1, 50_00), new LineItem("gift", "free", 1, 0)],
+        });
+        PurchaseReturn ByLines(string txn, ReturnLine line) => new(txn, _program, "m", "basket", "store-1", new Money(0, "USD"), Now, [line]);
+
+        ReturnResult whole = await member.Return(ByLines("r1", new ReturnLine("tea", 1, 50_00)));
+        ReturnResult gift = await member.Return(ByLines("r2", new ReturnLine("gift", 1, 0)));
+        MemberView view = (await member.Get())!;
+
+        Assert.Equal((true, 30L), (whole.Details!.Full, whole.Details.Restored!.Sum(l => l.Points)));
+        // Before, the gift's return counted as the full return again and gave the coffee's 30 points back twice.
+        Assert.Equal((AccrualStatus.Accepted, false), (gift.Status, gift.Details!.Full));
+        Assert.Null(gift.Details.Restored);
+        Assert.Equal((100L, 0L), (view.Balance.Value, view.LifetimeRedeemed.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Return_InFullOfAPurchasePaidPartlyInPoints_GivesThePointsBackToTheirLots()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Expiry = TwelveMonths, Rewards = [Coffee with { Stock = 10 }] });
@@ -664,6 +686,29 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         Assert.Equal(130L, before);
         Assert.Equal((0L, 130L), (after.Balance.Value, after.LifetimeExpired.Value));
         Assert.Contains("inactivity", await ReasonOfAsync(LedgerEntryKind.Expire), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Expiry_AnInactivityRuleAddedLater_WarnsMembersLongIdleFirst_AndExpiresTheirPointsOnlyTheWarningDaysAfter()
+    {
+        IMemberGrain member = await SetUpAsync(Shop);
+        await member.Accrue(Buy(100_00));
+        fixture.Clock.Advance(TimeSpan.FromDays(700));
+        DateTimeOffset added = Now;
+
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6, WarnDays: 30) });
+        await WaitForEntryAsync(LedgerEntryKind.ExpiryWarning);
+        await Task.Delay(300);
+        MemberView warned = (await member.Get())!;
+        long expiredAtOnce = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.Expire}");
+        fixture.Clock.Advance(TimeSpan.FromDays(30) + TimeSpan.FromHours(1));
+        await WaitForEntryAsync(LedgerEntryKind.Expire);
+        MemberView after = (await member.Get())!;
+
+        // Before, the member's 100 points expired the moment the rule arrived, with no warning.
+        Assert.Equal((100L, 0L), (warned.Balance.Value, expiredAtOnce));
+        Assert.Equal(added.AddDays(30), Assert.Single(warned.Expiring!).ExpiresAt);
+        Assert.Equal((0L, 100L), (after.Balance.Value, after.LifetimeExpired.Value));
     }
 
     [Fact]

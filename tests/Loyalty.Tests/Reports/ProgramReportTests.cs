@@ -215,6 +215,43 @@ public sealed class ProgramReportTests(Xunit.Abstractions.ITestOutputHelper outp
         }
     }
 
+    [Fact]
+    public async Task TheRebuild_ReadsEveryEntry_ThoughATransactionStartedBeforeThemIsStillOpenOnTheServer()
+    {
+        StorageOptions db = TestDatabases.Create(Backend.Postgres, "rebuildopen");
+        var request = new V1.ProgramReportRequest { ProgramId = Program, From = "2026-11-01", To = "2026-11-30" };
+        // A session left idle in a transaction that holds a transaction id (any session on the
+        // server): the event stream holds back every entry committed after it began.
+        await using var idle = new Npgsql.NpgsqlConnection(db.ConnectionString);
+        await idle.OpenAsync();
+        await using Npgsql.NpgsqlTransaction open = await idle.BeginTransactionAsync();
+        await using (var command = new Npgsql.NpgsqlCommand("SELECT txid_current();", idle, open))
+        {
+            await command.ExecuteScalarAsync();
+        }
+
+        V1.ProgramReport before;
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(db, new FakeTimeProvider(Start)))
+        {
+            await engine.Programs.PutProgramAsync(Wire.Program(Program));
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "a" });
+            await engine.Purchases.AccrueAsync(Purchase("a", "p1", 25_00));
+            before = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(request);
+        }
+
+        await Sql.ExecuteAsync(db, $"DELETE FROM report_totals WHERE program_id = '{Program}'");
+        await RebuildAsync(db);
+        await open.RollbackAsync();
+        V1.ProgramReport rebuilt;
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(db, new FakeTimeProvider(Start)))
+        {
+            rebuilt = await new V1.Reports.ReportsClient(engine.Invoker).GetProgramReportAsync(request);
+        }
+
+        Assert.Equal((1L, 25_00L), (before.Total.Flows.Purchases, before.Total.Flows.SalesMinor));
+        Assert.Equal(before, rebuilt);
+    }
+
     /// <summary>Runs the engine's binary with a command and the database's settings; its exit code and output.</summary>
     private static async Task<(int Code, string Output)> RunCommandAsync(StorageOptions db, params string[] command)
     {
