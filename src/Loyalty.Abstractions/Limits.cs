@@ -165,6 +165,13 @@ public static class Limits
     /// <summary>How far ahead renewals may carry a membership's term, in months.</summary>
     public const int MembershipPaidAheadMonthsMax = 120;
 
+    /// <summary>
+    /// How many days after a membership's term ended a payment for the same plan still renews it
+    /// (the term follows on from the one that ended, anchored as before) rather than starting a new
+    /// membership: billing confirms a renewal charged at the term's end minutes or days later.
+    /// </summary>
+    public const int MembershipRenewalGraceDays = 7;
+
     /// <summary>Membership changes kept in a member's history.</summary>
     public const int MembershipHistoryMax = 24;
 

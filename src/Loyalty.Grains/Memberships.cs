@@ -143,7 +143,9 @@ public static class MembershipRules
 
         if (member.PlanAt(now) is not { } current)
         {
-            return (LedgerEntryKind.MembershipStarted, new MembershipChange(plan.Id, now.AddMonths(plan.TermMonths)));
+            return RenewsAfterItsEnd(member, plan, now)
+                ? (LedgerEntryKind.MembershipRenewed, new MembershipChange(plan.Id, Extended(member, plan.TermMonths)))
+                : (LedgerEntryKind.MembershipStarted, new MembershipChange(plan.Id, now.AddMonths(plan.TermMonths)));
         }
 
         if (current != plan.Id)
@@ -163,6 +165,16 @@ public static class MembershipRules
 
         return (LedgerEntryKind.MembershipRenewed, new MembershipChange(plan.Id, end));
     }
+
+    /// <summary>
+    /// Whether a payment for <paramref name="plan"/> renews a membership (or trial) of that plan
+    /// whose term ended within <see cref="Limits.MembershipRenewalGraceDays"/> (lapsed, or its lapse
+    /// not written yet): the next term follows on from the one that ended, when it ends after now.
+    /// </summary>
+    private static bool RenewsAfterItsEnd(MembershipState member, MembershipPlan plan, DateTimeOffset now) =>
+        member.PlanId == plan.Id && member.PaidFrom != default
+        && now >= member.TermEndsAt && now < member.TermEndsAt.AddDays(Limits.MembershipRenewalGraceDays)
+        && Extended(member, plan.TermMonths) > now;
 
     /// <summary>
     /// The end of the member's term after <paramref name="months"/> more: counted from when its paid

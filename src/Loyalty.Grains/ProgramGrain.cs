@@ -121,12 +121,14 @@ public sealed partial class ProgramGrain(
 
     /// <summary>
     /// Whether a change of settings moves when members are due: the expiry policy, the birthday
-    /// rule, or the tier ladder's timing (window, grace, basis, thresholds), by which reviews fall.
+    /// rule (or, with one, the time zone whose midnight begins a birth month), or the tier ladder's
+    /// timing (window, grace, basis, thresholds), by which reviews fall.
     /// </summary>
     internal static bool DueChanged(ProgramSettings before, ProgramSettings after)
     {
         TierLadder was = before.Ladder, now = after.Ladder;
         return before.ExpiryRules != after.ExpiryRules || before.Birthday != after.Birthday
+            || (after.Birthday is not null && before.TimeZone != after.TimeZone)
             || was.WindowDays != now.WindowDays || was.GraceDays != now.GraceDays || was.Basis != now.Basis
             || !was.Tiers.Select(t => t.Threshold).SequenceEqual(now.Tiers.Select(t => t.Threshold));
     }

@@ -87,7 +87,16 @@ public sealed class MembershipTests
             Assert.Equal(("pay-1", 14_99L), (lapsed.Membership.History[1].PaymentId, lapsed.Membership.History[1].AmountMinor));
             Assert.Equal("base=100", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-3", 100_00, clock.GetUtcNow()))));
 
-            // The trial was used; a new payment starts a new term now.
+            // Billing's renewal confirmed a day after the lapse (within the 7 grace days): the same
+            // membership goes on from the term that ended, its months anchored as before.
+            clock.Advance(TimeSpan.FromDays(1));
+            V1.MembershipResponse late = await PayAsync(engine, "p", "pay-late", 14_99);
+            Assert.Equal((V1.MembershipStatus.Active, Start.AddDays(30).AddMonths(2)), (late.Membership.Status, late.Membership.TermEndsAt.ToDateTimeOffset()));
+            Assert.Equal(V1.LedgerEntryKind.MembershipRenewed, late.Membership.History[^1].Kind);
+
+            // Lapsed again and paid for more than 7 days later: the trial was used; a new payment starts a new term now.
+            clock.SetUtcNow(late.Membership.TermEndsAt.ToDateTimeOffset().AddDays(8));
+            await WaitForEntriesAsync(engine, Program, "p", (int)V1.LedgerEntryKind.MembershipLapsed, 2);
             Assert.Equal(StatusCode.FailedPrecondition, (await RefusedAsync(engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "p", PlanId = "prime" }).ResponseAsync)).StatusCode);
             V1.MembershipResponse again = await PayAsync(engine, "p", "pay-4", 14_99);
             Assert.Equal((V1.MembershipStatus.Active, clock.GetUtcNow().AddMonths(1)), (again.Membership.Status, again.Membership.TermEndsAt.ToDateTimeOffset()));

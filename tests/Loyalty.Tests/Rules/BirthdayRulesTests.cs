@@ -26,6 +26,18 @@ public sealed class BirthdayRulesTests
     }
 
     [Fact]
+    public void AChangeOfTimeZone_MovesMembersDue_WhenTheProgramRewardsBirthdays_AndOnlyThen()
+    {
+        var shop = new ProgramSettings("Shop", "USD", 2, 1);
+        ProgramSettings withBirthdays = shop with { Birthday = Policy };
+
+        // The birth month begins at the program's local midnight: another zone moves every member's wake.
+        Assert.True(ProgramGrain.DueChanged(withBirthdays, withBirthdays with { TimeZone = "America/New_York" }));
+        Assert.False(ProgramGrain.DueChanged(shop, shop with { TimeZone = "America/New_York" }));
+        Assert.False(ProgramGrain.DueChanged(withBirthdays, withBirthdays with { Name = "Renamed" }));
+    }
+
+    [Fact]
     public void TheMonth_BeginsAtProgramLocalMidnight_AndTheGiftLastsToItsEnd()
     {
         DateTimeOffset justBefore = new(2026, 12, 1, 4, 59, 0, TimeSpan.Zero);
