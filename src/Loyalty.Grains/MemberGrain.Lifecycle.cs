@@ -178,8 +178,9 @@ public sealed partial class MemberGrain
             {
                 await SettleForReadAsync();
             }
-            catch (MemberUnavailableException)
+            catch (Exception e) when (e is not OutOfMemoryException)
             {
+                // The member cannot be settled now (a reload failed): the erasure is answered as not finished.
                 return false;
             }
 
@@ -201,7 +202,10 @@ public sealed partial class MemberGrain
                 }
             }
 
-            await Task.Delay(SnapshotRewriteBackoff * (attempt + 1));
+            if (attempt + 1 < SnapshotRewriteAttemptsMax)
+            {
+                await Task.Delay(SnapshotRewriteBackoff * (attempt + 1));
+            }
         }
 
         return false;

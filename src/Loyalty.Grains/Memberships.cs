@@ -53,6 +53,14 @@ public sealed class MembershipState
     public string? PlanForPurchase(DateTimeOffset occurredAt, DateTimeOffset now) =>
         PlanAt(now) is { } plan && occurredAt + Limits.PurchaseFutureSkewMax >= StartedAt ? plan : null;
 
+    /// <summary>
+    /// Whether the newest membership was cancelled before its term ended (still cancelled, or
+    /// lapsed right after its cancellation; the history always keeps its newest steps).
+    /// </summary>
+    public bool EndedCancelled =>
+        Status == MembershipStatus.Cancelled
+        || (Status == MembershipStatus.Lapsed && History is [.., { Kind: LedgerEntryKind.MembershipCancelled }, { Kind: LedgerEntryKind.MembershipLapsed }]);
+
     /// <summary>When the membership lapses unless renewed; null when it is not current.</summary>
     public DateTimeOffset? LapsesAt => IsCurrent ? TermEndsAt : null;
 
@@ -170,9 +178,11 @@ public static class MembershipRules
     /// Whether a payment for <paramref name="plan"/> renews a membership (or trial) of that plan
     /// whose term ended within <see cref="Limits.MembershipRenewalGraceDays"/> (lapsed, or its lapse
     /// not written yet): the next term follows on from the one that ended, when it ends after now.
+    /// Not one the member cancelled: billing charges no renewal at its end, so a payment after it is
+    /// a new membership, from now.
     /// </summary>
     private static bool RenewsAfterItsEnd(MembershipState member, MembershipPlan plan, DateTimeOffset now) =>
-        member.PlanId == plan.Id && member.PaidFrom != default
+        member.PlanId == plan.Id && member.PaidFrom != default && !member.EndedCancelled
         && now >= member.TermEndsAt && now < member.TermEndsAt.AddDays(Limits.MembershipRenewalGraceDays)
         && Extended(member, plan.TermMonths) > now;
 

@@ -87,22 +87,28 @@ public sealed class MembershipTests
             Assert.Equal(("pay-1", 14_99L), (lapsed.Membership.History[1].PaymentId, lapsed.Membership.History[1].AmountMinor));
             Assert.Equal("base=100", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-3", 100_00, clock.GetUtcNow()))));
 
-            // Billing's renewal confirmed a day after the lapse (within the 7 grace days): the same
-            // membership goes on from the term that ended, its months anchored as before.
+            // p cancelled before its term ended: a payment a day after the lapse (within the 7 grace
+            // days) is a new membership from now, not a renewal; the trial was used.
             clock.Advance(TimeSpan.FromDays(1));
-            V1.MembershipResponse late = await PayAsync(engine, "p", "pay-late", 14_99);
-            Assert.Equal((V1.MembershipStatus.Active, Start.AddDays(30).AddMonths(2)), (late.Membership.Status, late.Membership.TermEndsAt.ToDateTimeOffset()));
-            Assert.Equal(V1.LedgerEntryKind.MembershipRenewed, late.Membership.History[^1].Kind);
-
-            // Lapsed again and paid for more than 7 days later: the trial was used; a new payment starts a new term now.
-            clock.SetUtcNow(late.Membership.TermEndsAt.ToDateTimeOffset().AddDays(8));
-            await WaitForEntriesAsync(engine, Program, "p", (int)V1.LedgerEntryKind.MembershipLapsed, 2);
             Assert.Equal(StatusCode.FailedPrecondition, (await RefusedAsync(engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "p", PlanId = "prime" }).ResponseAsync)).StatusCode);
             V1.MembershipResponse again = await PayAsync(engine, "p", "pay-4", 14_99);
             Assert.Equal((V1.MembershipStatus.Active, clock.GetUtcNow().AddMonths(1)), (again.Membership.Status, again.Membership.TermEndsAt.ToDateTimeOffset()));
+            Assert.Equal(V1.LedgerEntryKind.MembershipStarted, again.Membership.History[^1].Kind);
             // A till's purchase from before this membership began, sent late, earns without the plan.
             Assert.Equal("base=100", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-offline", 100_00, clock.GetUtcNow().AddHours(-2)))));
             Assert.Equal("base=100 prime=50", Describe(await engine.Purchases.AccrueAsync(Buy("p", "p-4", 100_00, clock.GetUtcNow().AddMinutes(-1)))));
+
+            // q's membership is not cancelled: billing's renewal, confirmed a day after its term
+            // ended and the lapse was written, renews it from that end, its months anchored as before.
+            V1.MembershipResponse qStarted = await PayAsync(engine, "q", "q-pay-1", 14_99);
+            clock.SetUtcNow(qStarted.Membership.TermEndsAt.ToDateTimeOffset().AddSeconds(1));
+            await WaitForEntriesAsync(engine, Program, "q", (int)V1.LedgerEntryKind.MembershipLapsed);
+            clock.Advance(TimeSpan.FromDays(1));
+            V1.MembershipResponse qLate = await PayAsync(engine, "q", "q-pay-2", 14_99);
+            Assert.Equal((V1.MembershipStatus.Active, qStarted.Membership.StartedAt.ToDateTimeOffset().AddMonths(2)), (qLate.Membership.Status, qLate.Membership.TermEndsAt.ToDateTimeOffset()));
+            Assert.Equal(
+                new[] { V1.LedgerEntryKind.MembershipStarted, V1.LedgerEntryKind.MembershipLapsed, V1.LedgerEntryKind.MembershipRenewed },
+                qLate.Membership.History.Select(h => h.Kind));
 
             // Erasure keeps the payments and forgets the typed reason.
             await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "p", Reason = "ticket 3" });
