@@ -190,16 +190,9 @@ public sealed partial class MemberGrain
                 await running;
             }
 
-            if (_valid && _inFlight == 0 && !_snapshotting)
+            if (_valid && _inFlight == 0 && !_snapshotting && await StartSnapshotWrite())
             {
-                // Registered as the write under way, so that a reload, or another erasure's
-                // rewrite, waits for it instead of passing it by.
-                Task<bool> write = WriteSnapshotAsync();
-                _snapshotWrite = write.IsCompleted ? null : write;
-                if (await write)
-                {
-                    return true;
-                }
+                return true;
             }
 
             if (attempt + 1 < SnapshotRewriteAttemptsMax)

@@ -72,7 +72,7 @@ public sealed partial class MemberGrain
             (entry, balance, pending) => new AccrualResult(entry.TransactionId!, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null,
                 entry.Details, entry.AvailableAt, entry.ProgramVersion, redeemed is null ? Points.Zero : -redeemed.Points, redeemed?.DetailsAs<RedeemDetails>()?.Lots, pending),
             existing => AnswerFromLedger(existing, purchase.TransactionId, fingerprint, AccrualDuplicate, (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m),
-                fingerprintAs: m => (purchase with { MemberId = m }).ComputeFingerprint()),
+                fingerprintAs: PurchaseFingerprintAs(purchase)),
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m),
             resendId: purchase.TransactionId));
         if (stock.Taken && result.Status != AccrualStatus.Accepted)
@@ -354,7 +354,11 @@ public sealed partial class MemberGrain
         public override AccrualResult Committed(LedgerEntry entry, Points balance, Points pending) =>
             new(txn, AccrualStatus.Accepted, entry.Points, balance, entry.Sequence, LoyaltyError.None, null, entry.Details, entry.AvailableAt, entry.ProgramVersion, Pending: pending);
 
-        public override Task<AccrualResult?> FromLedger(LedgerEntry existing) => grain.AnswerFromLedger(existing, txn, fingerprint, grain.AccrualDuplicate, Reject);
+        public override Task<AccrualResult?> FromLedger(LedgerEntry existing) =>
+            grain.AnswerFromLedger(existing, txn, fingerprint, grain.AccrualDuplicate, Reject, fingerprintAs: FingerprintAs);
+
+        /// <summary>The request's fingerprint had it named another member (a merged duplicate); null when the request names none.</summary>
+        protected virtual Func<string, long>? FingerprintAs => null;
 
         public override AccrualResult Reject(LoyaltyError error, string message) => AccrualResult.Reject(txn, error, message);
 
@@ -370,14 +374,16 @@ public sealed partial class MemberGrain
     private static bool RefusedOnState<T>(T answer) =>
         answer is IChangeOutcome { Status: AccrualStatus.Rejected, Error: LoyaltyError.FailedPrecondition or LoyaltyError.NotFound };
 
+    /// <summary>A purchase's fingerprint as if it named another member (for <see cref="AnswerFromLedger"/>); made only on a ledger hit.</summary>
+    private static Func<string, long> PurchaseFingerprintAs(Purchase purchase) => member => (purchase with { MemberId = member }).ComputeFingerprint();
+
     /// <summary>A purchase without a redemption: the hot path.</summary>
     private sealed class PurchaseWrite(MemberGrain grain, Purchase purchase, long fingerprint) : AccrualWrite(grain, purchase.TransactionId, fingerprint)
     {
         public override AccrualResult? Stage(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before) =>
             Grain.StageAccrual(purchase, Fingerprint, null, program, now, out entry, out before);
 
-        public override Task<AccrualResult?> FromLedger(LedgerEntry existing) => Grain.AnswerFromLedger(existing, purchase.TransactionId, Fingerprint, Grain.AccrualDuplicate, Reject,
-            fingerprintAs: m => (purchase with { MemberId = m }).ComputeFingerprint());
+        protected override Func<string, long> FingerprintAs => PurchaseFingerprintAs(purchase);
     }
 
     /// <summary>An adjustment or feedback, decided by its stage.</summary>

@@ -747,9 +747,16 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         if (_valid && _inFlight == 0 && !_snapshotting && _appliedSinceSnapshot >= _services.Options.SnapshotEveryEntries)
         {
-            Task write = WriteSnapshotAsync();
-            _snapshotWrite = write.IsCompleted ? null : write;
+            _ = StartSnapshotWrite();
         }
+    }
+
+    /// <summary>Starts a snapshot write registered as the one under way, so that a reload, or another write, waits for it.</summary>
+    private Task<bool> StartSnapshotWrite()
+    {
+        Task<bool> write = WriteSnapshotAsync();
+        _snapshotWrite = write.IsCompleted ? null : write;
+        return write;
     }
 
     /// <summary>Writes the state as a snapshot; whether it was written. Never throws: the ledger stays the source of truth.</summary>

@@ -299,7 +299,8 @@ public static class Reversal
 
         // A SKU whose every unit came back is returned whole, whatever the till refunded for it:
         // refunds rounded per unit (three of 3.33 for a line of 10.00) must not leave a share behind.
-        foreach ((string sku, long units) in UnitsBought(basket))
+        Dictionary<string, long> unitsBought = UnitsBought(basket);
+        foreach ((string sku, long units) in unitsBought)
         {
             long unitsBack = checked((progress?.SkuReturnedQuantity.GetValueOrDefault(sku) ?? 0) + unitsNow.GetValueOrDefault(sku));
             if (units > 0 && unitsBack >= units)
@@ -312,20 +313,19 @@ public static class Reversal
         // Full once: a return after the purchase was whole already (a free line's unit, or a unit
         // given back without money after its line's money came back) completes nothing, and gives
         // back no points spent, store credit or reward again.
-        full = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value) && !WholeBefore(basket, bought, progress);
+        full = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value) && !WholeBefore(bought, unitsBought, progress);
         error = null;
         return Shares(basket, cumulative);
     }
 
     /// <summary>Whether the returns before this one had returned the purchase whole, by the same rule as this one's (every SKU's money, or every unit of it).</summary>
-    private static bool WholeBefore(IReadOnlyList<SkuAmount> basket, Dictionary<string, long> bought, ReturnProgress? progress)
+    private static bool WholeBefore(Dictionary<string, long> bought, Dictionary<string, long> units, ReturnProgress? progress)
     {
         if (progress is null)
         {
             return false;
         }
 
-        Dictionary<string, long> units = UnitsBought(basket);
         return bought.All(b => progress.SkuReturnedMinor.GetValueOrDefault(b.Key) == b.Value
             || (units[b.Key] > 0 && progress.SkuReturnedQuantity.GetValueOrDefault(b.Key) >= units[b.Key]));
     }

@@ -207,7 +207,8 @@ public static class LifecycleDecision
         int theirs = ladder.IndexOf(transfer.Tier);
         // What both accounts earned in the window may reach a tier neither held: the merge then
         // moves the member up at once, as the purchase that crosses a threshold does.
-        int reached = Tiering.Upgrade(Math.Max(mine, theirs), ladder, new Together(state, transfer.Qualification), d.Now, 0);
+        int held = Math.Max(mine, theirs);
+        int reached = Tiering.Upgrade(held, ladder, new Together(state, transfer.Qualification), d.Now, 0);
         bool takeTheirs = theirs > mine;
         long pending = 0;
         foreach (PendingLotUse lot in transfer.Pending)
@@ -225,8 +226,8 @@ public static class LifecycleDecision
                 Merge = transfer,
                 TierBefore = ladder.Tiers[mine].Name,
                 DowngradedFrom = mine < ladder.IndexOf(state.Tier) ? ladder.Resolve(state.Tier) : null,
-                TierAfter = reached > Math.Max(mine, theirs) ? ladder.Tiers[reached].Name : takeTheirs ? ladder.Resolve(transfer.Tier) : ladder.Tiers[mine].Name,
-                TierReviewAt = reached > Math.Max(mine, theirs) ? d.Now.AddDays(ladder.WindowDays) : takeTheirs ? transfer.TierReviewAt : myReview,
+                TierAfter = reached > held ? ladder.Tiers[reached].Name : takeTheirs ? ladder.Resolve(transfer.Tier) : ladder.Tiers[mine].Name,
+                TierReviewAt = reached > held ? d.Now.AddDays(ladder.WindowDays) : takeTheirs ? transfer.TierReviewAt : myReview,
                 InheritsReferrer = inherits,
                 InheritedAfterPurchases = inherits && state.Earnings.PurchaseCount > 0,
             },
@@ -242,8 +243,7 @@ public static class LifecycleDecision
         public long QualifyingAt(TierLadder ladder, DateTimeOffset at)
         {
             long total = ((IQualifying)state).QualifyingAt(ladder, at);
-            int last = MemberState.DayOf(at);
-            int first = last - ladder.WindowDays + 1;
+            (int first, int last) = EarnHistory.WindowDays(at, ladder.WindowDays);
             foreach (QualifyingDayUse day in theirs ?? [])
             {
                 if (day.Day >= first && day.Day <= last)

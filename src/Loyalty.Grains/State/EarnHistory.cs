@@ -215,12 +215,18 @@ public sealed class EarnHistory
         }
     }
 
+    /// <summary>The first and last UTC day (day numbers) of the tier window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
+    public static (int First, int Last) WindowDays(DateTimeOffset at, int windowDays)
+    {
+        int last = MemberState.DayOf(at);
+        return (last - windowDays + 1, last);
+    }
+
     /// <summary>Qualifying points and spend recorded in the window of <paramref name="windowDays"/> days ending at <paramref name="at"/>.</summary>
     public (long Points, long Spend) QualifyingAt(DateTimeOffset at, int windowDays)
     {
         IReadOnlyList<QualifyingDay> days = Qualification;
-        int last = MemberState.DayOf(at);
-        int first = last - windowDays + 1;
+        (int first, int last) = WindowDays(at, windowDays);
         long points = 0, spend = 0;
         // Days are in order: walk back from the newest and stop at the window's start.
         for (int i = days.Count - 1; i >= 0 && days[i].Day >= first; i--)

@@ -110,6 +110,12 @@ public sealed class MembershipTests
                 new[] { V1.LedgerEntryKind.MembershipStarted, V1.LedgerEntryKind.MembershipLapsed, V1.LedgerEntryKind.MembershipRenewed },
                 qLate.Membership.History.Select(h => h.Kind));
 
+            // Past the 7 grace days after its next end, a payment no longer renews q's membership: it starts a new one, from now.
+            clock.SetUtcNow(qLate.Membership.TermEndsAt.ToDateTimeOffset().AddDays(8));
+            await WaitForEntriesAsync(engine, Program, "q", (int)V1.LedgerEntryKind.MembershipLapsed, 2);
+            V1.MembershipResponse qAfterGrace = await PayAsync(engine, "q", "q-pay-3", 14_99);
+            Assert.Equal((V1.LedgerEntryKind.MembershipStarted, clock.GetUtcNow().AddMonths(1)), (qAfterGrace.Membership.History[^1].Kind, qAfterGrace.Membership.TermEndsAt.ToDateTimeOffset()));
+
             // Erasure keeps the payments and forgets the typed reason.
             await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "p", Reason = "ticket 3" });
             Assert.Equal(0, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = 'p' AND kind = 26 AND reason <> 'erased'"));
