@@ -44,6 +44,10 @@ public static class StorageSiloBuilderExtensions
             StorageProvider.Postgres => new PostgresWebhookStore(storage.ConnectionString),
             _ => new MemoryWebhookStore(),
         });
+        silo.Services.AddSingleton(services => new SnapshotSerializer(
+            new OrleansGrainStorageSerializer(services.GetRequiredService<Orleans.Serialization.Serializer>()),
+            services.GetRequiredService<ILogger<SnapshotSerializer>>(),
+            services.GetService<TimeProvider>() ?? TimeProvider.System));
         silo.Services.AddSingleton<FaultInjector>();
         silo.Services.AddSingleton<LedgerCommits>();
         silo.Services.AddSingleton<LedgerCommitQueue>();
@@ -59,8 +63,9 @@ public static class StorageSiloBuilderExtensions
             {
                 o.Invariant = storage.Provider == StorageProvider.Postgres ? "Npgsql" : "System.Data.SQLite";
                 o.ConnectionString = storage.ConnectionString;
-                // Orleans' own binary format: compact, versioned by [Id] attributes.
-                o.GrainStorageSerializer = new OrleansGrainStorageSerializer(services.GetRequiredService<Orleans.Serialization.Serializer>());
+                // Orleans' own binary format: compact, versioned by [Id] attributes; a member's
+                // snapshot that cannot be read is rebuilt from the ledger (see SnapshotSerializer).
+                o.GrainStorageSerializer = services.GetRequiredService<SnapshotSerializer>();
             }));
         return silo;
     }

@@ -10,7 +10,7 @@ namespace Loyalty.Grains;
 /// decision the rules made is recorded in the entry's details.
 /// </summary>
 [GenerateSerializer]
-public sealed class MemberState : IEarnHistory, IQualifying
+public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILedgerRebuiltState
 {
     /// <summary>The newest transactions, to answer resends from memory; changed only through <see cref="Apply"/>.</summary>
     [Id(41)]

@@ -200,6 +200,36 @@ public abstract class MemberGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Reactivation_WithAnUnreadableSnapshot_RebuildsFromTheLedgerAndReplacesIt()
+    {
+        IMemberGrain member = await EnrolAsync("m1");
+        for (int i = 0; i < (ClusterFixture.SnapshotEveryEntries * 2) + 3; i++)
+        {
+            await member.Accrue(Entries.Purchase(_program, "m1", $"t{i}", (i + 1) * 1_00));
+        }
+
+        MemberView before = (await member.Get())!;
+        await fixture.DeactivateAllAsync();
+        string row = $"FROM orleansstorage WHERE grainidextensionstring = '{LoyaltyIds.MemberKey(_program, "m1")}'";
+        Assert.Equal(1, await Sql.ScalarAsync(fixture.Storage, "SELECT count(*) " + row + " AND payloadbinary IS NOT NULL"));
+        string garbage = fixture.Backend == Backend.Sqlite ? "X'00FF13370BADF00D'" : "'\\x00ff13370badf00d'::bytea";
+        await Sql.ExecuteAsync(fixture.Storage, $"UPDATE orleansstorage SET payloadbinary = {garbage} WHERE grainidextensionstring = '{LoyaltyIds.MemberKey(_program, "m1")}'");
+
+        MemberView rebuilt = (await member.Get())!;
+        AccrualResult next = await member.Accrue(Entries.Purchase(_program, "m1", "after", 1_00));
+        await fixture.DeactivateAllAsync();
+        long garbageRows = await Sql.ScalarAsync(fixture.Storage, "SELECT count(*) " + row + $" AND payloadbinary = {garbage}");
+        MemberView reloaded = (await member.Get())!;
+
+        Assert.Equal(JsonSerializer.Serialize(before), JsonSerializer.Serialize(rebuilt));
+        Assert.Equal((AccrualStatus.Accepted, before.LastSequence + 1), (next.Status, next.Sequence));
+        // Deactivation wrote the rebuilt state over the unreadable row (under the row's own version).
+        Assert.Equal(0, garbageRows);
+        Assert.Equal(before.Balance + new Points(2), reloaded.Balance);
+        Assert.Equal(reloaded.Balance.Value, await Sql.SumPointsAsync(fixture.Storage, _program, "m1"));
+    }
+
+    [Fact]
     public async Task Accrue_ManyConcurrentPurchasesOfOneMember_AllCommitWithDistinctSequences()
     {
         IMemberGrain member = await EnrolAsync("hot");
