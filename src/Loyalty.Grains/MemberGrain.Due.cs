@@ -234,10 +234,13 @@ public sealed partial class MemberGrain
             return DueOutcome.Nothing;
         }
 
-        // A closed account (erased, merged away) earns nothing new: no birthday, no membership to lapse.
+        // A closed account earns nothing new, but what runs out still ends. An erased member has
+        // no birth month left (no birthday), and its tier is reviewed and its membership lapses as
+        // anyone's. One merged away took its tier to the survivor (the reports count it gone):
+        // only a membership whose term ended before the merge is left to lapse.
         Decider at = At(program, now);
         Decision decision = Expiring.Next(_state, program.Settings.ExpiryRules, now) is { } work ? DueDecision.Of(at, work, EndSuffix, ReleaseFingerprint)
-            : _state.Erased || _state.MergedInto is not null ? Decision.Nothing
+            : _state.MergedInto is not null ? DueDecision.Lapse(at) ?? Decision.Nothing
             : DueDecision.Programme(at);
         return decision.Staged(out entry, (e, _) => new DueOutcome(null, e), () => DueOutcome.Nothing);
     }

@@ -61,6 +61,25 @@ public sealed class MembershipState
         Status == MembershipStatus.Cancelled
         || (Status == MembershipStatus.Lapsed && History is [.., { Kind: LedgerEntryKind.MembershipCancelled }, { Kind: LedgerEntryKind.MembershipLapsed }]);
 
+    /// <summary>
+    /// What the member's newest payment for <paramref name="planId"/> was, in minor units; null
+    /// when the history kept holds none (trials are free). A renewal may be paid at this price
+    /// after the plan's fee changed (see <see cref="MembershipRules.Pay"/>).
+    /// </summary>
+    public long? LastPaidMinor(string planId)
+    {
+        IReadOnlyList<MembershipStep> history = History;
+        for (int i = history.Count - 1; i >= 0; i--)
+        {
+            if (history[i] is { Kind: LedgerEntryKind.MembershipStarted or LedgerEntryKind.MembershipRenewed, AmountMinor: > 0 } paid && paid.PlanId == planId)
+            {
+                return paid.AmountMinor;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>When the membership lapses unless renewed; null when it is not current.</summary>
     public DateTimeOffset? LapsesAt => IsCurrent ? TermEndsAt : null;
 
@@ -142,16 +161,23 @@ public static class MembershipRules
             return null;
         }
 
-        if (payment.Amount.Currency != settings.Currency || payment.Amount.AmountMinor != plan.FeeMinor)
+        string? current = member.PlanAt(now);
+        bool renews = current is null ? RenewsAfterItsEnd(member, plan, now) : current == plan.Id;
+        // A renewal may be paid at the price the member has been paying: billing that keeps a
+        // subscriber's price after the fee changed (or charged before the change and confirmed
+        // after it) must not make a paying member lapse. A new membership pays the fee of now.
+        long? kept = renews ? member.LastPaidMinor(plan.Id) : null;
+        if (payment.Amount.Currency != settings.Currency || (payment.Amount.AmountMinor != plan.FeeMinor && payment.Amount.AmountMinor != kept))
         {
             refusal = (LoyaltyError.FailedPrecondition,
-                $"the payment ({payment.Amount.AmountMinor} {payment.Amount.Currency}) does not match plan {plan.Id}'s fee ({plan.FeeMinor} {settings.Currency})");
+                $"the payment ({payment.Amount.AmountMinor} {payment.Amount.Currency}) does not match plan {plan.Id}'s fee ({plan.FeeMinor} {settings.Currency})"
+                + (kept is { } price && price != plan.FeeMinor ? $" nor the price the member's membership was last paid at ({price} {settings.Currency})" : ""));
             return null;
         }
 
-        if (member.PlanAt(now) is not { } current)
+        if (current is null)
         {
-            return RenewsAfterItsEnd(member, plan, now)
+            return renews
                 ? (LedgerEntryKind.MembershipRenewed, new MembershipChange(plan.Id, Extended(member, plan.TermMonths)))
                 : (LedgerEntryKind.MembershipStarted, new MembershipChange(plan.Id, now.AddMonths(plan.TermMonths)));
         }

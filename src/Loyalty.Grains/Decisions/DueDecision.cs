@@ -45,19 +45,14 @@ public static class DueDecision
     public static Decision Programme(in Decider d)
     {
         ProgramSettings settings = d.Settings;
-        MembershipState membership = d.State.Membership;
         if (TierReview(d) is { } review)
         {
             return review;
         }
 
-        if (MembershipRules.LapseDue(membership, d.Now))
+        if (Lapse(d) is { } lapse)
         {
-            return Decision.Write(d.NewEntry(LedgerEntryKind.MembershipLapsed, Points.Zero, null, 0) with
-            {
-                OccurredAt = membership.TermEndsAt,
-                Details = new MembershipLapsedDetails { Membership = new MembershipChange(membership.PlanId!, membership.TermEndsAt) },
-            });
+            return lapse;
         }
 
         if (BirthdayRules.Grant(settings.Birthday, d.State.BirthMonth, d.State.BirthdayYear, d.Now, settings.Zone) is not { } grant)
@@ -71,6 +66,23 @@ public static class DueDecision
             Reason = "birthday " + grant.Year.ToString(System.Globalization.CultureInfo.InvariantCulture),
             Details = new BirthdayDetails { Birthday = grant, ExpiresAt = points.Value > 0 ? Decider.LotExpiry(settings, d.Now) : null },
         });
+    }
+
+    /// <summary>
+    /// The membership's lapse, when its term has ended and the lapse is not recorded yet; null
+    /// otherwise. A closed account's lapse is recorded too: billing, reports and the member's
+    /// history would otherwise show a membership running for good.
+    /// </summary>
+    public static Decision? Lapse(in Decider d)
+    {
+        MembershipState membership = d.State.Membership;
+        return MembershipRules.LapseDue(membership, d.Now)
+            ? Decision.Write(d.NewEntry(LedgerEntryKind.MembershipLapsed, Points.Zero, null, 0) with
+            {
+                OccurredAt = membership.TermEndsAt,
+                Details = new MembershipLapsedDetails { Membership = new MembershipChange(membership.PlanId!, membership.TermEndsAt) },
+            })
+            : null;
     }
 
     /// <summary>

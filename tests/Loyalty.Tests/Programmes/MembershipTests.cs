@@ -186,6 +186,71 @@ public sealed class MembershipTests
         Assert.Equal("", (await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "p" })).MergedInto);
     }
 
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task AFeeRaised_RenewsAtThePriceLastPaidOrTheNewFee_ButANewMembershipPaysTheNewFee(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "membership-fee"), clock);
+        await engine.Programs.PutProgramAsync(Settings());
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "p" });
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "n" });
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "t" });
+        V1.MembershipResponse started = await PayAsync(engine, "p", "p-pay-1", 14_99);
+        await engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "t", PlanId = "prime" });
+
+        V1.PutProgramRequest dearer = Settings();
+        dearer.Settings.MembershipPlans[0].FeeMinor = 19_99;
+        await engine.Programs.PutProgramAsync(dearer);
+        V1.MembershipResponse keptPrice = await PayAsync(engine, "p", "p-pay-2", 14_99);
+        RpcException otherPrice = await RefusedAsync(PayAsync(engine, "p", "p-pay-4", 17_99));
+        V1.MembershipResponse newFee = await PayAsync(engine, "p", "p-pay-3", 19_99);
+        RpcException newAtOldPrice = await RefusedAsync(PayAsync(engine, "n", "n-pay-1", 14_99));
+        RpcException trialAtOldPrice = await RefusedAsync(PayAsync(engine, "t", "t-pay-1", 14_99));
+
+        Assert.Equal((V1.LedgerEntryKind.MembershipRenewed, started.Membership.TermEndsAt.ToDateTimeOffset().AddMonths(1)),
+            (keptPrice.Membership.History[^1].Kind, keptPrice.Membership.TermEndsAt.ToDateTimeOffset()));
+        Assert.Equal((V1.AckStatus.Accepted, 19_99L), (newFee.Status, newFee.Membership.History[^1].AmountMinor));
+        // The newest payment's price is the one kept: 19.99 now, so 14.99 no longer renews.
+        Assert.Equal(StatusCode.FailedPrecondition, (await RefusedAsync(PayAsync(engine, "p", "p-pay-5", 14_99))).StatusCode);
+        Assert.Equal((StatusCode.FailedPrecondition, true), (otherPrice.StatusCode, otherPrice.Status.Detail.Contains("nor the price the member's membership was last paid at (1499 USD)", StringComparison.Ordinal)));
+        Assert.Equal((StatusCode.FailedPrecondition, false), (newAtOldPrice.StatusCode, newAtOldPrice.Status.Detail.Contains("last paid", StringComparison.Ordinal)));
+        Assert.Equal(StatusCode.FailedPrecondition, trialAtOldPrice.StatusCode);
+        Assert.Equal(2, await EntriesAsync(engine, Program, "p", (int)V1.LedgerEntryKind.MembershipRenewed));
+        Assert.Equal(0, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id IN ('n', 't') AND txn_id IN ('n-pay-1', 't-pay-1')"));
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task AnErasedMembersMembership_LapsesAtItsTermsEnd(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "membership-erased"), clock, "--Schedule:PollIntervalMs=50");
+        try
+        {
+            await engine.Programs.PutProgramAsync(Settings());
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "e" });
+            V1.MembershipResponse paid = await PayAsync(engine, "e", "e-pay-1", 14_99);
+            await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "e", Reason = "ticket 4" });
+
+            clock.SetUtcNow(paid.Membership.TermEndsAt.ToDateTimeOffset().AddSeconds(1));
+            await WaitForEntriesAsync(engine, Program, "e", (int)V1.LedgerEntryKind.MembershipLapsed);
+            V1.Member erased = await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "e" });
+            RpcException renewal = await RefusedAsync(PayAsync(engine, "e", "e-pay-2", 14_99));
+
+            Assert.Equal(V1.MembershipStatus.Lapsed, erased.Membership.Status);
+            Assert.Equal(V1.LedgerEntryKind.MembershipLapsed, erased.Membership.History[^1].Kind);
+            Assert.Equal((StatusCode.FailedPrecondition, true), (renewal.StatusCode, renewal.Status.Detail.Contains("erased", StringComparison.Ordinal)));
+            engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "e");
+        }
+        finally
+        {
+            await engine.DisposeAsync();
+        }
+    }
+
     /// <summary>Prime: $14.99 a month, a 30-day trial, x1.5 points, a members' week campaign and a members' deal; Plus: no trial.</summary>
     private static V1.PutProgramRequest Settings()
     {

@@ -62,6 +62,26 @@ public sealed class TierReviewTests
         Assert.Equal("base", (await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "m" })).Tier);
     }
 
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task AnErasedMember_IsStillReviewed_AndLeavesItsTier(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "tiererased"), clock, "--Schedule:PollIntervalMs=50");
+        await engine.Programs.PutProgramAsync(Silver(graceDays: 0));
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "e" });
+        await engine.Purchases.AccrueAsync(Wire.Purchase(Program, "e", "p1", 50_00));
+        string tierBefore = (await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "e" })).Tier;
+        await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "e", Reason = "ticket 5" });
+
+        clock.Advance(TimeSpan.FromDays(32));
+        await WaitForEntriesAsync(engine, Program, "e", TierReviewed);
+
+        Assert.Equal("silver", tierBefore);
+        Assert.Equal("base", (await engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "e" })).Tier);
+    }
+
     /// <summary>Silver at 20 points in a 30-day window, held for a window and the grace after it.</summary>
     private static V1.PutProgramRequest Silver(int graceDays)
     {
