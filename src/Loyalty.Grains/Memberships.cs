@@ -44,14 +44,16 @@ public sealed class MembershipState
 
     /// <summary>
     /// The plan whose benefits a purchase made at <paramref name="occurredAt"/> and recorded at
-    /// <paramref name="now"/> earns: the plan held now, if the purchase was made after the
-    /// membership began. A till's purchase sent late (offline, back-dated) from before the member
-    /// paid does not earn the plan's benefits, as bonus days and campaigns go by the purchase's time too.
-    /// A till's clock may run behind the engine's by as much as it may run ahead
-    /// (<see cref="Limits.PurchaseFutureSkewMax"/>): a purchase rung up just after paying at the till counts.
+    /// <paramref name="now"/> earns: the newest membership's plan, if the purchase was made while
+    /// it ran (after it began, and before its term ended unless it runs still). Bonus days and
+    /// campaigns go by the purchase's time too: a till's purchase sent late (offline, back-dated)
+    /// from before the member paid does not earn the plan's benefits, and one from the last day of
+    /// a term that has lapsed since does. A till's clock may run behind the engine's by as much as
+    /// it may run ahead (<see cref="Limits.PurchaseFutureSkewMax"/>): a purchase rung up just
+    /// after paying at the till counts.
     /// </summary>
     public string? PlanForPurchase(DateTimeOffset occurredAt, DateTimeOffset now) =>
-        PlanAt(now) is { } plan && occurredAt + Limits.PurchaseFutureSkewMax >= StartedAt ? plan : null;
+        PlanId is { } plan && occurredAt + Limits.PurchaseFutureSkewMax >= StartedAt && (PlanAt(now) is not null || occurredAt < TermEndsAt) ? plan : null;
 
     /// <summary>
     /// Whether the newest membership was cancelled before its term ended (still cancelled, or

@@ -224,6 +224,27 @@ public sealed class MembershipTests
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
+    public async Task APurchaseFromATermThatLapsedSince_SentLate_EarnsThePlansBenefits_OneFromAfterItDoesNot(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "membership-late"), clock, "--Schedule:PollIntervalMs=50");
+        await engine.Programs.PutProgramAsync(Settings());
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "m" });
+        V1.MembershipResponse paid = await PayAsync(engine, "m", "m-pay-1", 14_99);
+        DateTimeOffset end = paid.Membership.TermEndsAt.ToDateTimeOffset();
+
+        clock.SetUtcNow(end.AddDays(1));
+        await WaitForEntriesAsync(engine, Program, "m", (int)V1.LedgerEntryKind.MembershipLapsed);
+        V1.PurchaseAck inTheTerm = await engine.Purchases.AccrueAsync(Buy("m", "m-offline-1", 100_00, end.AddHours(-1)));
+        V1.PurchaseAck afterIt = await engine.Purchases.AccrueAsync(Buy("m", "m-offline-2", 100_00, end.AddHours(1)));
+
+        Assert.Equal("base=100 prime=50", Describe(inTheTerm));
+        Assert.Equal("base=100", Describe(afterIt));
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
     public async Task AnErasedMembersMembership_LapsesAtItsTermsEnd(Backend backend)
     {
         var clock = new FakeTimeProvider(Start);
