@@ -538,11 +538,30 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     /// <inheritdoc />
     public async Task<IReadOnlyList<ReportTotal>> ReadTotalsAsync(string programId, int fromDay, int toDay, bool perDay, CancellationToken cancellationToken)
     {
-        string dayColumn = perDay ? "day" : "$f";
+        string day = perDay ? "day" : "$f";
+        const string Range = "FROM report_totals WHERE program_id = $p AND day >= $f AND day < $t";
         await using SqliteConnection connection = await OpenAsync(cancellationToken);
+        try
+        {
+            return await QueryTotalsAsync(connection, $"SELECT {day}, metric, key, sum(value) {Range} GROUP BY {day}, metric, key ORDER BY 1, 2, 3;",
+                programId, fromDay, toDay, cancellationToken);
+        }
+        catch (SqliteException e) when (e.Message.Contains("integer overflow", StringComparison.Ordinal))
+        {
+            // A sum past 64 bits (no real programme gets near; a hostile one can): the rows are
+            // read one by one and added here, held at the bounds as PostgreSQL's read is.
+            IReadOnlyList<ReportTotal> rows = await QueryTotalsAsync(connection, $"SELECT day, metric, key, value {Range};", programId, fromDay, toDay, cancellationToken);
+            return [.. rows
+                .GroupBy(r => (Day: perDay ? r.Day : fromDay, r.Metric, r.Key))
+                .Select(g => new ReportTotal(g.Key.Day, g.Key.Metric, g.Key.Key, g.Aggregate(0L, (sum, r) => ReportTotals.SaturatingAdd(sum, r.Value))))
+                .OrderBy(t => t.Day).ThenBy(t => t.Metric).ThenBy(t => t.Key, StringComparer.Ordinal)];
+        }
+    }
+
+    private static async Task<IReadOnlyList<ReportTotal>> QueryTotalsAsync(SqliteConnection connection, string sql, string programId, int fromDay, int toDay, CancellationToken cancellationToken)
+    {
         await using SqliteCommand command = connection.CreateCommand();
-        command.CommandText = $"SELECT {dayColumn}, metric, key, sum(value) FROM report_totals WHERE program_id = $p AND day >= $f AND day < $t " +
-            $"GROUP BY {dayColumn}, metric, key ORDER BY 1, 2, 3;";
+        command.CommandText = sql;
         command.Parameters.AddWithValue("$p", programId);
         command.Parameters.AddWithValue("$f", fromDay);
         command.Parameters.AddWithValue("$t", toDay);

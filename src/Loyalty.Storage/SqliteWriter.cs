@@ -20,10 +20,16 @@ internal sealed class SqliteWriter : IDisposable
         "INSERT INTO ledger_entries (" + LedgerRows.Columns + ") VALUES " +
         "($p, $m, $s, $k, $pts, $t, $f, $st, $a, $c, $r, $ref, $o, $rec, $v, $av, $d) ON CONFLICT DO NOTHING";
 
-    /// <summary>Adds to a report total in slot 0 (one engine writes the file).</summary>
+    /// <summary>
+    /// Adds to a report total in slot 0 (one engine writes the file), held at 64 bits' bounds as
+    /// PostgreSQL's is: SQLite's own sum past them would store a floating-point total.
+    /// </summary>
     public const string AddTotalSql =
         "INSERT INTO report_totals (program_id, day, metric, key, slot, value) VALUES ($p, $d, $m, $k, 0, $v) " +
-        "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = value + excluded.value";
+        "ON CONFLICT (program_id, day, metric, key, slot) DO UPDATE SET value = CASE " +
+        "WHEN excluded.value > 0 AND report_totals.value > 9223372036854775807 - excluded.value THEN 9223372036854775807 " +
+        "WHEN excluded.value < 0 AND report_totals.value < (-9223372036854775807 - 1) - excluded.value THEN (-9223372036854775807 - 1) " +
+        "ELSE report_totals.value + excluded.value END";
 
     private const string DueSetSql =
         "INSERT INTO member_due (program_id, member_id, due_at) VALUES ($p, $m, $d) " +

@@ -1,3 +1,4 @@
+using Loyalty.Storage.Reports;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -212,6 +213,30 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         var refused = Assert.Throws<ArgumentOutOfRangeException>(() => new SqliteLedgerStore(options.ConnectionString, pages));
 
         Assert.Contains("Storage:SqliteWalCheckpointPages", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Theory, MemberData(nameof(Backends))]
+    public async Task ReportTotals_PastSixtyFourBits_AreHeldAtTheBound_WhenAddedAndWhenRead(Backend backend)
+    {
+        ILedgerStore store = await CreateStoreAsync(backend);
+        const long Huge = 5_000_000_000_000_000_000;
+        LedgerEntry HugeEarn(string member, DateTimeOffset at) => Entries.Earn("p", member, 1, 1) with { Points = new Points(Huge), AmountMinor = 1, RecordedAt = at, OccurredAt = at };
+        DateTimeOffset first = Entries.Now, second = Entries.Now.AddDays(1);
+        int day = ReportFacts.DayOf(first);
+
+        // Separate batches: the second adds into the row the first wrote, in the database.
+        foreach (LedgerEntry entry in (LedgerEntry[])[HugeEarn("a", first), HugeEarn("b", first), HugeEarn("c", second), Entries.Earn("p", "d", 1, 7) with { RecordedAt = second }])
+        {
+            Assert.True(await store.AppendGroupAsync([entry], CancellationToken.None));
+        }
+
+        IReadOnlyList<ReportTotal> perDay = await store.ReadTotalsAsync("p", day, day + 2, perDay: true, CancellationToken.None);
+        IReadOnlyList<ReportTotal> whole = await store.ReadTotalsAsync("p", day, day + 2, perDay: false, CancellationToken.None);
+
+        long Issued(IReadOnlyList<ReportTotal> totals, int at) => totals.Single(t => t.Day == at && t.Metric == ReportMetric.IssuedPurchases).Value;
+        Assert.Equal((long.MaxValue, Huge + 7), (Issued(perDay, day), Issued(perDay, day + 1)));
+        Assert.Equal(long.MaxValue, Issued(whole, day));
+        Assert.Equal(4, whole.Single(t => t.Metric == ReportMetric.Purchases).Value);
     }
 
     [Theory, MemberData(nameof(Backends))]
