@@ -477,19 +477,6 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
         ReferralToChange.Settle(details?.ReferrerReward > 0 || refused, details?.ReferralReversed == true || refused, details?.Subject);
     }
 
-    /// <summary>
-    /// Records activity at <paramref name="at"/>. Never earlier than the activity already
-    /// recorded: entries are recorded by silos' clocks, which may step back (or differ between
-    /// silos), and the inactivity deadline must not move sooner because one did.
-    /// </summary>
-    private void Touch(DateTimeOffset at)
-    {
-        if (at > LastActivityAt)
-        {
-            LastActivityAt = at;
-        }
-    }
-
     private void ApplyEnrol(LedgerEntry entry)
     {
         Enrolled = true;
@@ -498,7 +485,7 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
         EnrolDetails? details = entry.DetailsAs<EnrolDetails>();
         Lots.Credit(entry.Points, "#signup", details?.ExpiresAt);
         LifetimeEarned += entry.Points;
-        Touch(entry.RecordedAt);
+        LastActivityAt = entry.RecordedAt;
         Tier = details?.TierAfter ?? DefaultTier;
         TierReviewAt = null;
     }
@@ -516,7 +503,7 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
         }
 
         LifetimeEarned += entry.Points;
-        Touch(entry.RecordedAt);
+        LastActivityAt = entry.RecordedAt;
         GivenMinor += details?.GivenMinor ?? 0;
         WalletMinor += details?.WalletMinor ?? 0;
         int day = DayOf(entry.RecordedAt);
@@ -616,7 +603,7 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
         BirthdayGiftUsed |= details?.BirthdayGift ?? false;
         Lots.Debit(-entry.Points, details?.Lots);
         LifetimeRedeemed += -entry.Points;
-        Touch(entry.RecordedAt);
+        LastActivityAt = entry.RecordedAt;
         if (entry.Reference is { } reservation)
         {
             Lots.EndHold(reservation);
@@ -627,7 +614,7 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
     {
         ReserveDetails reserve = entry.DetailsAs<ReserveDetails>() ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
         Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity, entry.RecordedAt, entry.StoreId));
-        Touch(entry.RecordedAt);
+        LastActivityAt = entry.RecordedAt;
     }
 
     private void ApplyExpire(LedgerEntry entry)

@@ -40,18 +40,6 @@ public sealed class MemberStateConcernsTests
     }
 
     [Fact]
-    public void LastActivity_RecordedByAClockSteppedBack_StaysAtTheLatest()
-    {
-        var state = new MemberState();
-        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
-        state.Apply(Entry(2, LedgerEntryKind.Earn, 10, Start.AddHours(2)), 8);
-
-        state.Apply(Entry(3, LedgerEntryKind.Earn, 10, Start.AddHours(1)), 8);
-
-        Assert.Equal(Start.AddHours(2), state.LastActivityAt);
-    }
-
-    [Fact]
     public void EarnHistory_FourHundredDaysOfEarns_KeepsEveryBucketListWithinItsBound()
     {
         var state = new MemberState();
