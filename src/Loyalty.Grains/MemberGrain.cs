@@ -966,6 +966,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             state.Lots.AssertInvariants(state.Sequence);
         }
 
+        // A stored row that gave nothing (another format, or unreadable) would be read and replayed
+        // past on every load, and a member that changes little might not replace it for a long time.
+        bool rowUnused = row.RecordExists && !fromSnapshot;
         state.Returns.Trim();
         if (state.Enrolled)
         {
@@ -974,8 +977,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         _state = state;
-        // A snapshot found wrong is replaced after the next change, not left for the next load.
-        _appliedSinceSnapshot = diverged is null ? entries.Count : Math.Max(entries.Count, _services.Options.SnapshotEveryEntries);
+        // A snapshot found wrong or not used is replaced after the next change (or on deactivation),
+        // not left for the next load.
+        _appliedSinceSnapshot = diverged is null && !rowUnused ? entries.Count : Math.Max(entries.Count, _services.Options.SnapshotEveryEntries);
         _valid = true;
         if (!_loadedOnce)
         {

@@ -64,23 +64,39 @@ public sealed class MembershipState
         || (Status == MembershipStatus.Lapsed && History is [.., { Kind: LedgerEntryKind.MembershipCancelled }, { Kind: LedgerEntryKind.MembershipLapsed }]);
 
     /// <summary>
-    /// What the member's newest payment for <paramref name="planId"/> was, in minor units; null
-    /// when the history kept holds none (trials are free). A renewal may be paid at this price
-    /// after the plan's fee changed (see <see cref="MembershipRules.Pay"/>).
+    /// What the newest payment of the newest membership was, in minor units, when that membership
+    /// is of <paramref name="planId"/>; null when it had none (a trial not paid for yet) or the
+    /// history kept holds none. A renewal may be paid at this price after the plan's fee changed
+    /// (see <see cref="MembershipRules.Pay"/>). Payments of an earlier membership do not count: a
+    /// new membership (a trial's included) pays the fee of its own time.
     /// </summary>
     public long? LastPaidMinor(string planId)
     {
+        if (PlanId != planId)
+        {
+            return null;
+        }
+
         IReadOnlyList<MembershipStep> history = History;
         for (int i = history.Count - 1; i >= 0; i--)
         {
-            if (history[i] is { Kind: LedgerEntryKind.MembershipStarted or LedgerEntryKind.MembershipRenewed, AmountMinor: > 0 } paid && paid.PlanId == planId)
+            switch (history[i])
             {
-                return paid.AmountMinor;
+                case { Kind: LedgerEntryKind.MembershipRenewed, AmountMinor: > 0 } renewal:
+                    return renewal.AmountMinor;
+                case { Kind: LedgerEntryKind.MembershipStarted } start:
+                    return start.AmountMinor > 0 ? start.AmountMinor : null;
             }
         }
 
         return null;
     }
+
+    /// <summary>
+    /// Until when billing may still renew the newest membership after its term ended (see
+    /// <see cref="Limits.MembershipRenewalGraceDays"/>); null when it cannot (none, or cancelled).
+    /// </summary>
+    public DateTimeOffset? RenewableUntil => PlanId is not null && !EndedCancelled ? TermEndsAt.AddDays(Limits.MembershipRenewalGraceDays) : null;
 
     /// <summary>When the membership lapses unless renewed; null when it is not current.</summary>
     public DateTimeOffset? LapsesAt => IsCurrent ? TermEndsAt : null;
@@ -210,8 +226,7 @@ public static class MembershipRules
     /// a new membership, from now.
     /// </summary>
     private static bool RenewsAfterItsEnd(MembershipState member, MembershipPlan plan, DateTimeOffset now) =>
-        member.PlanId == plan.Id && member.PaidFrom != default && !member.EndedCancelled
-        && now >= member.TermEndsAt && now < member.TermEndsAt.AddDays(Limits.MembershipRenewalGraceDays)
+        member.PlanId == plan.Id && member.PaidFrom != default && now >= member.TermEndsAt && now < member.RenewableUntil
         && Extended(member, plan.TermMonths) > now;
 
     /// <summary>

@@ -70,7 +70,7 @@ public static class DueDecision
 
     /// <summary>
     /// The membership's lapse, when its term has ended and the lapse is not recorded yet; null
-    /// otherwise. A closed account's lapse is recorded too: billing, reports and the member's
+    /// otherwise. An erased member's lapse is recorded too: billing, reports and the member's
     /// history would otherwise show a membership running for good.
     /// </summary>
     public static Decision? Lapse(in Decider d)

@@ -308,9 +308,16 @@ public static class LifecycleDecision
         }
 
         // A membership is the duplicate's own business with the retailer (billing): the merge
-        // waits until it ends rather than drop it.
-        return state.Membership.PlanAt(d.Now) is { } plan
-            ? $"member '{d.MemberId}' holds membership plan {plan} until {state.Membership.TermEndsAt:O}; cancel it and retry after it lapses"
+        // waits until it ends rather than drop it, through the days billing may still renew it
+        // after its term (a renewal sent to an account merged away would be refused), and until
+        // its lapse is recorded (nothing is written on an account after it is merged away).
+        MembershipState membership = state.Membership;
+        return membership.PlanAt(d.Now) is { } plan
+            ? $"member '{d.MemberId}' holds membership plan {plan} until {membership.TermEndsAt:O}; cancel it and retry after it lapses"
+            : membership.RenewableUntil > d.Now
+            ? $"member '{d.MemberId}''s membership of plan {membership.PlanId} ended at {membership.TermEndsAt:O}, and billing may renew it until {membership.RenewableUntil:O}; retry after that"
+            : membership.LapsesAt is not null
+            ? $"member '{d.MemberId}''s membership of plan {membership.PlanId} ended at {membership.TermEndsAt:O} and its lapse is being recorded; retry in a minute"
             : null;
     }
 }

@@ -1,3 +1,4 @@
+using Loyalty.Storage;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Loyalty.Tests.Infrastructure;
@@ -142,6 +143,10 @@ public sealed class MembershipTests
             V1.MembershipResponse trial = await engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "d", PlanId = "prime" });
             clock.SetUtcNow(trial.Membership.TermEndsAt.ToDateTimeOffset().AddSeconds(1));
             await WaitForEntriesAsync(engine, Program, "d", (int)V1.LedgerEntryKind.MembershipLapsed);
+            // Billing may still renew the lapsed trial for 7 days: the merge waits for them.
+            RpcException inGrace = await RefusedAsync(engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = Program, SurvivorId = "s", DuplicateId = "d", Reason = "duplicate" }).ResponseAsync);
+            Assert.Equal((StatusCode.FailedPrecondition, true), (inGrace.StatusCode, inGrace.Status.Detail.Contains("billing may renew it until", StringComparison.Ordinal)));
+            clock.SetUtcNow(trial.Membership.TermEndsAt.ToDateTimeOffset().AddDays(7));
 
             await engine.Members.MergeMembersAsync(new V1.MergeMembersRequest { ProgramId = Program, SurvivorId = "s", DuplicateId = "d", Reason = "duplicate" });
             RpcException second = await RefusedAsync(engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "s", PlanId = "prime" }).ResponseAsync);
@@ -208,6 +213,16 @@ public sealed class MembershipTests
         V1.MembershipResponse newFee = await PayAsync(engine, "p", "p-pay-3", 19_99);
         RpcException newAtOldPrice = await RefusedAsync(PayAsync(engine, "n", "n-pay-1", 14_99));
         RpcException trialAtOldPrice = await RefusedAsync(PayAsync(engine, "t", "t-pay-1", 14_99));
+        // An earlier membership's price does not carry over to a new one: o paid 14.99 once, its
+        // term lapsed past the grace, and it starts the plan's trial now.
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "o" });
+        await engine.Programs.PutProgramAsync(Settings());
+        V1.MembershipResponse oStarted = await PayAsync(engine, "o", "o-pay-1", 14_99);
+        await engine.Programs.PutProgramAsync(dearer);
+        clock.SetUtcNow(oStarted.Membership.TermEndsAt.ToDateTimeOffset().AddDays(8));
+        await engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "o", PlanId = "prime" });
+        RpcException oldPriceAfterTrial = await RefusedAsync(PayAsync(engine, "o", "o-pay-2", 14_99));
+        Assert.Equal((StatusCode.FailedPrecondition, false), (oldPriceAfterTrial.StatusCode, oldPriceAfterTrial.Status.Detail.Contains("last paid", StringComparison.Ordinal)));
 
         Assert.Equal((V1.LedgerEntryKind.MembershipRenewed, started.Membership.TermEndsAt.ToDateTimeOffset().AddMonths(1)),
             (keptPrice.Membership.History[^1].Kind, keptPrice.Membership.TermEndsAt.ToDateTimeOffset()));
@@ -269,6 +284,32 @@ public sealed class MembershipTests
         finally
         {
             await engine.DisposeAsync();
+        }
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
+    public async Task AMemberErasedBeforeLapsesWereScheduledForErasedMembers_IsBroughtDueByTheUpgrade(Backend backend)
+    {
+        StorageOptions db = TestDatabases.Create(backend, "membership-erased-upgrade");
+        var clock = new FakeTimeProvider(Start);
+        V1.MembershipResponse paid;
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(db, clock))
+        {
+            await engine.Programs.PutProgramAsync(Settings());
+            await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "e" });
+            paid = await PayAsync(engine, "e", "e-pay-1", 14_99);
+            await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "e", Reason = "ticket 7" });
+        }
+
+        // As a database written by the version before: no due row, and migration 18 not yet run.
+        await Sql.ExecuteAsync(db, "DELETE FROM member_due");
+        await Sql.ExecuteAsync(db, "DELETE FROM loyalty_schema_versions WHERE version = 18");
+        clock.SetUtcNow(paid.Membership.TermEndsAt.ToDateTimeOffset().AddDays(1));
+        await using (InProcessEngine engine = await InProcessEngine.StartAsync(db, clock, "--Schedule:PollIntervalMs=50"))
+        {
+            await WaitForEntriesAsync(engine, Program, "e", (int)V1.LedgerEntryKind.MembershipLapsed);
         }
     }
 
