@@ -338,7 +338,7 @@ public sealed partial class MemberGrain
         string? at = referrer;
         for (int depth = 0; depth < Limits.ReferralChainDepthMax; depth++)
         {
-            at = await OtherMember(at).GetReferrer();
+            at = await ReferralChains.ReferrerAboveAsync(GrainFactory, _programId, at);
             if (at is null)
             {
                 return null;

@@ -369,13 +369,22 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
     private async Task<EnrolmentResult> AnswerRepeatedEnrolmentAsync(string? referredBy)
     {
-        if (_state.Referral.ReferredBy != referredBy)
+        // The referrer named may have been merged into another since, and this member's link
+        // re-pointed at the account that holds it now: the same enrolment, resent.
+        string? recorded = _state.Referral.ReferredBy;
+        if (recorded != referredBy
+            && (referredBy is null || recorded is null || await HolderOfAsync(referredBy, (await LinkSteps(referredBy).GetLinks()).MergedInto) != recorded))
         {
             return EnrolmentResult.Reject(LoyaltyError.AlreadyExists, $"member '{_memberId}' is already enrolled with different details");
         }
 
-        // A resend also repairs the referrer's side if the first attempt stopped before it.
-        await LinkReferrerAsync(referredBy);
+        // A resend also repairs the referrer's side if the first attempt stopped before it. Not
+        // for a member merged away or erased: its link moved to the survivor, or counts for nothing.
+        if (_state.MergedInto is null && !_state.Erased)
+        {
+            await LinkReferrerAsync(recorded);
+        }
+
         return new EnrolmentResult(View(await ProgramForViewAsync()), true, LoyaltyError.None, null);
     }
 

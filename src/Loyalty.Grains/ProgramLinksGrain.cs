@@ -39,6 +39,12 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     public async Task<EnrolmentResult> Enrol(Enrolment enrolment)
     {
         await using IAsyncDisposable held = await LockAsync();
+        if (enrolment.ReferredBy is { } named)
+        {
+            // As for SetReferrer: a merge into the referrer cut short ends first.
+            await TryCompleteOpenMergeAsync(named);
+        }
+
         EnrolmentResult result = await Steps(enrolment.MemberId).EnrolReferred(enrolment);
         if (enrolment.ReferredBy is { } referrer && result.Error != LoyaltyError.Unavailable)
         {
@@ -52,6 +58,16 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     public async Task<MemberResult> SetReferrer(string memberId, string referrerId)
     {
         await using IAsyncDisposable held = await LockAsync();
+        // A merge into the member started and cut short ends first: the purchases it brings decide
+        // whether the member may still be referred, and the referrer it may bring whether it has one.
+        await TryCompleteOpenMergeAsync(memberId);
+        await TryCompleteOpenMergeAsync(referrerId);
+        if ((await Steps(memberId).GetLinks()).MergingFrom is { } open)
+        {
+            return MemberResult.Reject(LoyaltyError.Unavailable,
+                $"the merge of '{open}' into member '{memberId}' is not finished yet (it was cut short); the member's due schedule completes it: retry then");
+        }
+
         MemberResult result = await Steps(memberId).LinkReferrer(referrerId);
         if (result.Error != LoyaltyError.Unavailable)
         {
@@ -243,7 +259,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
                 return "would close a referral cycle: " + string.Join(" ← ", chain);
             }
 
-            string? above = await Member(at).GetReferrer();
+            string? above = await ReferralChains.ReferrerAboveAsync(GrainFactory, this.GetPrimaryKeyString(), at);
             at = above == duplicateId ? survivorId : above;
         }
 

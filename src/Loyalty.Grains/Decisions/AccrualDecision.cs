@@ -44,7 +44,7 @@ public static class AccrualDecision
         int indexBefore = ladder.IndexOf(state.Tier);
         (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, state.TierReviewAt, ladder, state, d.Now);
         EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanForPurchase(purchase.OccurredAt, d.Now)))), purchase, settings, state.Referral);
+            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanForPurchase(purchase.OccurredAt, d.Now)))), purchase, settings, state.Referral, d.MemberId, state.MergedFrom);
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
         int after = Tiering.Upgrade(reviewed, ladder, state, d.Now,
@@ -91,12 +91,16 @@ public static class AccrualDecision
     /// <summary>
     /// The referral rewards of a referred member's first qualifying purchase: the member's own as a
     /// component of this earn, the referrer's as an amount it is owed (settled at the referrer).
+    /// None when the referrer's account was merged into this member's (or names it): one person
+    /// referred by their own other account is rewarded on neither side.
     /// </summary>
-    private static EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings, ReferralSide referral)
+    private static EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings, ReferralSide referral,
+        string memberId, IReadOnlyList<string> mergedFrom)
     {
         if (referral.ReferredBy is not { } referrer || referral.QualifiedBy is not null
             || settings.Referrals is not { } policy || policy.ReferrerPoints + policy.ReferredPoints == 0
-            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor)
+            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor
+            || referrer == memberId || mergedFrom.Contains(referrer))
         {
             return earn;
         }

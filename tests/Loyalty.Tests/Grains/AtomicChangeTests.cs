@@ -1352,7 +1352,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task AnOpenMerge_ThatWouldNowCloseACycle_IsAbandoned_NotMade(bool throughTheReferrer)
+    public async Task AnOpenMerge_IsCompletedBeforeALinkOfItsSurvivor_AndTheLinkThatWouldThenCloseACycleIsRefused(bool throughTheReferrer)
     {
         await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
         Assert.Null(await EnrolAsync("r"));
@@ -1361,21 +1361,66 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         Assert.Null(await EnrolAsync("s"));
         Assert.NotEqual(LoyaltyError.None, (await MergeWithCommitsFailingAsync(LedgerEntryKind.MergedAway)).Error);
         Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
-        // Allowed now: d has not let go, so no chain passes through s yet.
+
+        // The merge asked for first ends first (s takes d's referrer r, or x is re-pointed at s);
+        // the link is then checked against the graph it left. Before: the link was made, and the
+        // merge abandoned a minute later.
         MemberResult linked = throughTheReferrer ? await Member("r").SetReferrer("s", null) : await Member("s").SetReferrer("x", null);
-        Assert.Equal(LoyaltyError.None, linked.Error);
 
-        Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+        Assert.Equal(LoyaltyError.FailedPrecondition, linked.Error);
+        Assert.Contains("would close a referral cycle", linked.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null(await MergeOpenAsync("s"));
+        Assert.Equal("s", (await Member("d").Get())!.MergedInto);
+        Assert.Equal(1L, await CountAsync("s", LedgerEntryKind.MergedIn));
+        if (throughTheReferrer)
+        {
+            Assert.Equal(("r", (string?)null), ((await Member("s").Get())!.ReferredBy, (await Member("r").Get())!.ReferredBy));
+        }
+        else
+        {
+            Assert.Equal(("s", (string?)null), ((await Member("x").Get())!.ReferredBy, (await Member("s").Get())!.ReferredBy));
+        }
 
-        Assert.True(await WrittenAsync("s", LedgerEntryKind.MergeSettled), "the open merge was not ended");
-        LedgerEntry settled = (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "s", 0, CancellationToken.None)).Last();
-        Assert.True(settled.DetailsAs<MergeSettledDetails>()!.Abandoned);
-        Assert.Contains("would close a referral cycle", settled.Reason, StringComparison.Ordinal);
-        // Before: completed, and s and x (or s and r) each named the other as its referrer.
-        Assert.Null((await Member("d").Get())!.MergedInto);
-        Assert.Equal("d", (await Member("x").Get())!.ReferredBy);
-        Assert.Equal(0L, await CountAsync("s", LedgerEntryKind.MergedIn));
         await AssertEachMemberIsItsLedgerAsync(["s", "d", "x", "r"]);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AMergeCutShortAfterItsDuplicateLetGo_WhoseCompletionKeepsFailing_LetsNoLinkCloseACycleThroughTheReferrerItBrings(bool chainAbove)
+    {
+        // r referred d; d lets go to s, and s's side keeps failing: the merge stays open, and when
+        // it completes s takes d's referrer r (s has none). A link of r under s, or under a member
+        // s referred, would then close a cycle; it must be refused while the merge is open.
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        Assert.Null(await EnrolAsync("r"));
+        Assert.Null(await EnrolAsync("d", "r"));
+        Assert.Null(await EnrolAsync("s"));
+        Assert.Null(await EnrolAsync("y", "s"));
+        Faults().Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.MergedIn);
+        MemberResult linked;
+        try
+        {
+            Assert.NotEqual(LoyaltyError.None, (await Member("s").MergeFrom("d", "duplicate")).Error);
+            Assert.Equal("s", (await Member("d").Get())!.MergedInto);
+            Assert.Equal("s's merge of d is open", await MergeOpenAsync("s"));
+            linked = await Member("r").SetReferrer(chainAbove ? "y" : "s", null);
+        }
+        finally
+        {
+            Faults().Disarm();
+        }
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, linked.Error);
+        Assert.Contains("would close a referral cycle", linked.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null((await Member("r").Get())!.ReferredBy);
+
+        // The due schedule completes the merge: s takes r as its referrer, and no cycle stands.
+        Advance(LifecycleDecision.MergeCheckDelay + TimeSpan.FromSeconds(1));
+        Assert.True(await WrittenAsync("s", LedgerEntryKind.MergedIn), "the open merge was not completed");
+        Assert.Equal("r", (await Member("s").Get())!.ReferredBy);
+        Assert.Null((await Member("r").Get())!.ReferredBy);
+        await AssertEachMemberIsItsLedgerAsync(["s", "d", "y", "r"]);
     }
 
     /// <summary>The points <paramref name="duplicate"/> handed over when it was merged away (its merge entry's).</summary>

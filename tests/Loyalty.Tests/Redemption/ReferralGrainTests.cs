@@ -468,6 +468,42 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AnEnrolmentResentForAMemberMergedAway_AddsNothingAtTheReferrer()
+    {
+        await PutAsync(Shop);
+        await EnrolAsync("rita");
+        await EnrolAsync("sam");
+        await EnrolAsync("dora", referredBy: "rita");
+        await Member("sam").MergeFrom("dora", "same person");
+
+        // dora's ledger still names rita; her link moved to sam, who took rita as his referrer.
+        EnrolmentResult resent = await Member("dora").Enrol(new Enrolment(_program, "dora", "rita"));
+
+        Assert.Equal((LoyaltyError.None, true), (resent.Error, resent.AlreadyEnrolled));
+        Assert.Equal(["sam"], (await Member("rita").Get())!.Referrals);
+        Assert.Null((await LinkSteps("rita").GetLinks()).Unconfirmed);
+    }
+
+    [Fact]
+    public async Task AnEnrolmentResent_AfterItsReferrerWasMergedIntoAnother_IsTheSameEnrolment()
+    {
+        await PutAsync(Shop);
+        await EnrolAsync("rita");
+        await EnrolAsync("ruth");
+        await EnrolAsync("dora", referredBy: "rita");
+        await Member("ruth").MergeFrom("rita", "same person");
+
+        // dora's link was re-pointed at ruth, who holds rita's account now.
+        EnrolmentResult resent = await Member("dora").Enrol(new Enrolment(_program, "dora", "rita"));
+        EnrolmentResult other = await Member("dora").Enrol(new Enrolment(_program, "dora", "sam"));
+
+        Assert.Equal("ruth", (await Member("dora").Get())!.ReferredBy);
+        Assert.Equal((LoyaltyError.None, true), (resent.Error, resent.AlreadyEnrolled));
+        Assert.Equal(LoyaltyError.AlreadyExists, other.Error);
+        Assert.Equal(["dora"], (await Member("ruth").Get())!.Referrals);
+    }
+
+    [Fact]
     public async Task AReferredEnrolmentWhoseEntryIsNeverWritten_IsWithdrawnAtTheReferrer_AndAPlainEnrolmentLaterNamesNobody()
     {
         await PutAsync(Shop);
@@ -496,7 +532,8 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
 
         await ben.Accrue(Buy("ben", 60_00));
 
-        Assert.Equal(260L, (await ben.Get())!.Balance.Value);
+        // The purchase's own 60 points; neither side of a referral of one person by their own other account is rewarded.
+        Assert.Equal(60L, (await ben.Get())!.Balance.Value);
     }
 
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
