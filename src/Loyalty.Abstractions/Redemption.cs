@@ -84,7 +84,8 @@ public sealed record Reward(
         string? kindError = Kind switch
         {
             RewardKind.Discount => ValueMinor is < 1 or > Limits.PurchaseAmountMinorMax ? $"{field}.value_minor must be 1..{Limits.PurchaseAmountMinorMax} for a discount" : null,
-            RewardKind.Product => LoyaltyIds.Check(Sku, field + ".sku", Limits.CodeLengthMax),
+            RewardKind.Product => LoyaltyIds.Check(Sku, field + ".sku", Limits.CodeLengthMax)
+                ?? (ValueMinor is < 0 or > Limits.PurchaseAmountMinorMax ? $"{field}.value_minor must be 0..{Limits.PurchaseAmountMinorMax} for a product (its shelf value, 0 when not given)" : null),
             RewardKind.Donation => FreeText.Check(Cause, field + ".cause", Limits.NameLengthMax) is { } causeError
                 ? causeError + " (a donation names its cause)"
                 : ValueMinor is < 0 or > Limits.PurchaseAmountMinorMax ? $"{field}.value_minor must be 0..{Limits.PurchaseAmountMinorMax}" : null,

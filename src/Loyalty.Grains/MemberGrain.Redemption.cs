@@ -47,7 +47,7 @@ public sealed partial class MemberGrain
         RedemptionResult result = await WriteAsync(
             prefetch: async () =>
             {
-                await TakeStockAsync(request, stock);
+                await TakeStockAsync(request, reserve, stock);
                 ended = _state.FindRecent(txn) is null ? null : reserve ? await FindEndOfResentAsync(txn) : await FindCommittedAsync(txn);
             },
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) => StageSpendOrHold(request, reserve, fingerprint, stock, ended, program, now, out entry),
@@ -255,15 +255,19 @@ public sealed partial class MemberGrain
             sequence, null, 0, state, null, [], LoyaltyError.None, null);
     }
 
-    /// <summary>Takes the reward's stock before the decision, when the reward has stock and the member plausibly can have it.</summary>
-    private async Task TakeStockAsync(Redemption request, StockTake stock)
+    /// <summary>
+    /// Takes the reward's stock before the decision, when the reward has stock and the member
+    /// plausibly can have it, as the decision will judge it: a reservation cannot be paid with the
+    /// birthday gift, so one that only the gift would pay for takes no unit from other members.
+    /// </summary>
+    private async Task TakeStockAsync(Redemption request, bool reserve, StockTake stock)
     {
         // Points that became spendable since the last change count, as they will in the decision.
         _state.Lots.Mature(MemberNow());
         if (stock.Taken || stock.OutOfStock || !_state.Enrolled || _state.Erased || _state.MergedInto is not null || _state.FindRecent(request.TransactionId) is not null
             || await _services.Programs.GetAsync(_programId) is not { } program
             || program.Settings.FindReward(request.RewardId) is not { Stock: { } units }
-            || RedemptionDecision.Affordability(At(program, MemberNow()), request, allowGift: true, out _, out _) is not null)
+            || RedemptionDecision.Affordability(At(program, MemberNow()), request, allowGift: !reserve, out _, out _) is not null)
         {
             return;
         }

@@ -61,7 +61,7 @@ public sealed partial class MemberGrain
         var stock = new StockTake();
         LedgerEntry? redeemed = null;
         AccrualResult result = await WriteCoreAsync(new LambdaWrite<AccrualResult>(
-            prefetch: () => TakeStockAsync(redemption, stock),
+            prefetch: () => TakeStockAsync(redemption, reserve: false, stock),
             null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before) =>
             {

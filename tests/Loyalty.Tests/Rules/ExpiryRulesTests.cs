@@ -82,6 +82,8 @@ public sealed class ExpiryRulesTests
         { new Reward("r", "x", RewardKind.Product, 0, Sku: "S"), "rewards[0].points_price" },
         { new Reward("r", "x", RewardKind.Discount, 10), "rewards[0].value_minor" },
         { new Reward("r", "x", RewardKind.Product, 10), "rewards[0].sku" },
+        { new Reward("r", "x", RewardKind.Product, 10, ValueMinor: -500, Sku: "S"), "rewards[0].value_minor" },
+        { new Reward("r", "x", RewardKind.Product, 10, ValueMinor: Limits.PurchaseAmountMinorMax + 1, Sku: "S"), "rewards[0].value_minor" },
         { new Reward("r", "x", RewardKind.Donation, 10), "rewards[0].cause" },
         { new Reward("r", "x", (RewardKind)7, 10), "rewards[0].kind" },
         { new Reward("r", "x", RewardKind.Product, 10, Sku: "S", Stock: -1), "rewards[0].stock" },
