@@ -406,6 +406,13 @@ public sealed record RedeemDetails : EntryDetails, ILotsTaken
 
     /// <summary>The year of the birthday grant whose gift <see cref="BirthdayGift"/> was (0 without one, and in redemptions recorded before it was kept).</summary>
     [Id(6)] public int BirthdayGiftYear { get; init; }
+
+    /// <summary>
+    /// Whether the units were taken from the reward's stock (it had one when they were spent): a
+    /// full return gives them back exactly when they were, whatever the catalogue says by then.
+    /// Null in redemptions recorded before it was kept.
+    /// </summary>
+    [Id(7)] public bool? StockTaken { get; init; }
 }
 
 /// <summary>A reservation: the reward, how many units, the points held and when the hold lapses.</summary>

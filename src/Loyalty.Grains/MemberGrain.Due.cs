@@ -236,11 +236,12 @@ public sealed partial class MemberGrain
 
         // A closed account earns nothing new, but what runs out still ends. An erased member has
         // no birth month left (no birthday), and its tier is reviewed and its membership lapses as
-        // anyone's. One merged away took its tier to the survivor (the reports count it gone) and
-        // had no membership left to lapse (the merge waits for that): nothing is written on it.
+        // anyone's. One merged away took its tier to the survivor (the reports count it gone); its
+        // membership ended before the merge (the merge waits for its lapse), but one merged away by
+        // an earlier version may have left its lapse unrecorded: only that is written on it.
         Decider at = At(program, now);
         Decision decision = Expiring.Next(_state, program.Settings.ExpiryRules, now) is { } work ? DueDecision.Of(at, work, EndSuffix, ReleaseFingerprint)
-            : _state.MergedInto is not null ? Decision.Nothing
+            : _state.MergedInto is not null ? DueDecision.Lapse(at) ?? Decision.Nothing
             : DueDecision.Programme(at);
         return decision.Staged(out entry, (e, _) => new DueOutcome(null, e), () => DueOutcome.Nothing);
     }

@@ -125,7 +125,8 @@ public sealed partial class MemberGrain
             return early;
         }
 
-        RedemptionDecision.Stock secured = program.Settings.FindReward(request.RewardId)?.Stock is null || stock.Taken ? RedemptionDecision.Stock.Secured
+        RedemptionDecision.Stock secured = stock.Taken ? RedemptionDecision.Stock.Taken
+            : program.Settings.FindReward(request.RewardId)?.Stock is null ? RedemptionDecision.Stock.Secured
             : stock.OutOfStock ? RedemptionDecision.Stock.OutOfStock : RedemptionDecision.Stock.Unknown;
         if (secured == RedemptionDecision.Stock.Unknown && !stock.AskedAgain
             && RedemptionDecision.Affordability(At(program, now), request, allowGift: !reserve, out _, out _) is null)

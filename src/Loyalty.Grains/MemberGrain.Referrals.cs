@@ -114,6 +114,13 @@ public sealed partial class MemberGrain
             return early;
         }
 
+        if (_state.AwaitsOpenMerge)
+        {
+            // The duplicate's purchases and referrer, still to arrive, decide whether it may be referred.
+            return MemberResult.Reject(LoyaltyError.Unavailable,
+                $"the merge of '{_state.MergingFrom}' into member '{_memberId}' is not finished yet (it was cut short); the member's due schedule completes it: retry then");
+        }
+
         // Outside the hold: links change only at the desk, one at a time, so the answer stands, and
         // the walk (up to 64 reads) does not hold the member's purchases.
         if (await FindCycleAsync(referrer) is { } cycle)
@@ -375,7 +382,8 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>Whether the referrer still has to hear of this member's qualifying purchase (or of its return).</summary>
-    private bool ReferrerToSettle => _state.Referral.ReferredBy is not null && (_state.Referral.QualifiedBy is null || _state.Referral.Owed);
+    private bool ReferrerToSettle => _state.Referral.ReferredBy is not null
+        && ((_state.Referral.QualifiedBy is null && !_state.ReferredByOwnAccount(_memberId)) || _state.Referral.Owed);
 
     /// <summary>
     /// Tells the referrer its reward, or its reversal, then records here that it did. The call is

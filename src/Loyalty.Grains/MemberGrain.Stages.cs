@@ -262,7 +262,7 @@ public sealed partial class MemberGrain
     /// schedules; null when none. Cheap for members without such work: it runs after every change.
     /// </summary>
     private DateTimeOffset? ProgrammeDue(ProgramSettings settings, DateTimeOffset now) =>
-        _state.MergedInto is not null ? null
+        _state.MergedInto is not null ? _state.Membership.LapsesAt
         : Earliest(Earliest(_state.Membership.LapsesAt, TierReviewWake(settings.Ladder, now)),
             settings.Birthday is not null && _state.BirthMonth != 0
                 ? BirthdayWake(BirthdayRules.Due(settings.Birthday, _state.BirthMonth, _state.BirthdayYear, now, settings.Zone), now)

@@ -144,20 +144,34 @@ public sealed partial class MemberGrain
                 fingerprintAs: m => (purchaseReturn with { MemberId = m }).ComputeFingerprint()),
             (e, m) => ReturnResult.Reject(txn, e, m),
             resendId: txn);
-        return FinishReturnAsync(_state.Referral.ReferredBy is null && _state.Referral.Merged.Count == 0 ? write : ThenSettleReferrerAsync(write), () => original);
+        return FinishReturnAsync(_state.Referral.ReferredBy is null && _state.Referral.Merged.Count == 0 ? write : ThenSettleReferrerAsync(write), () => (original, redeemed));
     }
 
     /// <summary>The points a return took back: from the purchase's pending lot and from the balance.</summary>
     private static Points ReversedOf(ReturnDetails details) => new(checked(details.PendingReversed + details.ActiveReversed));
 
-    /// <summary>A full return of a purchase paid partly in points also gives the reward's unit back to its stock.</summary>
-    private async Task<ReturnResult> FinishReturnAsync(Task<ReturnResult> write, Func<LedgerEntry?> original)
+    /// <summary>
+    /// A full return of a purchase paid partly in points also gives the reward's units back to its
+    /// stock, when they were taken from it (as the basket's redemption recorded; by the catalogue of
+    /// now for redemptions recorded before that was kept).
+    /// </summary>
+    private async Task<ReturnResult> FinishReturnAsync(Task<ReturnResult> write, Func<(LedgerEntry? Original, LedgerEntry? Redeemed)> read)
     {
         ReturnResult result = await write;
-        if (result.Status == AccrualStatus.Accepted && result.Details is { Full: true } && original()?.Details is EarnDetails { RewardId: { } reward } bought)
+        (LedgerEntry? original, LedgerEntry? redeemed) = read();
+        if (result.Status == AccrualStatus.Accepted && result.Details is { Full: true } && original?.Details is EarnDetails { RewardId: { } reward } bought)
         {
             // After the return's commit: a crash before this call leaves the unit taken (never sold twice).
-            await TellStockedAsync(reward, stock => stock.Return(original()!.TransactionId + BasketRedeemSuffix, bought.Quantity, original()!.RecordedAt));
+            Func<IRewardStockGrain, Task> giveBack = stock => stock.Return(original.TransactionId + BasketRedeemSuffix, bought.Quantity, original.RecordedAt);
+            switch (redeemed?.DetailsAs<RedeemDetails>()?.StockTaken)
+            {
+                case true:
+                    await TellStockAsync(reward, giveBack);
+                    break;
+                case null:
+                    await TellStockedAsync(reward, giveBack);
+                    break;
+            }
         }
 
         return result;

@@ -373,7 +373,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         // re-pointed at the account that holds it now: the same enrolment, resent.
         string? recorded = _state.Referral.ReferredBy;
         if (recorded != referredBy
-            && (referredBy is null || recorded is null || await HolderOfAsync(referredBy, (await LinkSteps(referredBy).GetLinks()).MergedInto) != recorded))
+            && (referredBy is null || recorded is null || await CurrentHolderAsync(referredBy) is not { } named || named != await CurrentHolderAsync(recorded)))
         {
             return EnrolmentResult.Reject(LoyaltyError.AlreadyExists, $"member '{_memberId}' is already enrolled with different details");
         }
@@ -387,6 +387,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
         return new EnrolmentResult(View(await ProgramForViewAsync()), true, LoyaltyError.None, null);
     }
+
+    /// <summary>The member that holds <paramref name="memberId"/>'s account now (see <see cref="HolderOfAsync"/>).</summary>
+    private async Task<string?> CurrentHolderAsync(string memberId) =>
+        await HolderOfAsync(memberId, (await LinkSteps(memberId).GetLinks()).MergedInto);
 
     private async Task LinkReferrerAsync(string? referredBy)
     {
@@ -977,7 +981,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
         // A stored row that gave nothing (another format, or unreadable) would be read and replayed
         // past on every load, and a member that changes little might not replace it for a long time.
-        bool rowUnused = row.RecordExists && !fromSnapshot;
+        bool rowUnused = row.RecordExists && !fromSnapshot && entries.Count > 0;
         state.Returns.Trim();
         if (state.Enrolled)
         {

@@ -39,12 +39,6 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     public async Task<EnrolmentResult> Enrol(Enrolment enrolment)
     {
         await using IAsyncDisposable held = await LockAsync();
-        if (enrolment.ReferredBy is { } named)
-        {
-            // As for SetReferrer: a merge into the referrer cut short ends first.
-            await TryCompleteOpenMergeAsync(named);
-        }
-
         EnrolmentResult result = await Steps(enrolment.MemberId).EnrolReferred(enrolment);
         if (enrolment.ReferredBy is { } referrer && result.Error != LoyaltyError.Unavailable)
         {
@@ -59,15 +53,10 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     {
         await using IAsyncDisposable held = await LockAsync();
         // A merge into the member started and cut short ends first: the purchases it brings decide
-        // whether the member may still be referred, and the referrer it may bring whether it has one.
+        // whether the member may still be referred, and the referrer it may bring whether it has
+        // one (while it cannot end, the member refuses the link). A merge into the referrer needs
+        // no completion: the cycle check follows the referrer it will bring (ReferralChains).
         await TryCompleteOpenMergeAsync(memberId);
-        await TryCompleteOpenMergeAsync(referrerId);
-        if ((await Steps(memberId).GetLinks()).MergingFrom is { } open)
-        {
-            return MemberResult.Reject(LoyaltyError.Unavailable,
-                $"the merge of '{open}' into member '{memberId}' is not finished yet (it was cut short); the member's due schedule completes it: retry then");
-        }
-
         MemberResult result = await Steps(memberId).LinkReferrer(referrerId);
         if (result.Error != LoyaltyError.Unavailable)
         {

@@ -6,7 +6,8 @@ internal static class ReferralChains
     /// <summary>
     /// The referrer above <paramref name="memberId"/> as a cycle check must follow it: its own
     /// (<see cref="IMemberGrain.GetReferrer"/>), or, when its ledger names none and a merge into it
-    /// is open, the referrer that merge gives it when it completes (the duplicate's). A link
+    /// is open whose duplicate has let go to it, the referrer that merge gives it when it
+    /// completes (the duplicate's). A link
     /// checked while such a merge is open (cut short after the duplicate let go, and completed by
     /// the due schedule later, unchecked) must not close a cycle once it completes.
     /// </summary>
@@ -23,7 +24,16 @@ internal static class ReferralChains
             return null;
         }
 
-        string? inherited = await grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(programId, duplicate)).GetReferrer();
+        // Only once the duplicate has let go to this member: before, the merge is checked for
+        // cycles again when it completes, and abandoned rather than made (the link made meanwhile
+        // stands); and the duplicate may have gone to another member since.
+        string duplicateKey = LoyaltyIds.MemberKey(programId, duplicate);
+        if ((await grains.GetGrain<IMemberLinkSteps>(duplicateKey).GetLinks()).MergedInto != memberId)
+        {
+            return null;
+        }
+
+        string? inherited = await grains.GetGrain<IMemberGrain>(duplicateKey).GetReferrer();
         return inherited == memberId ? null : inherited;
     }
 }

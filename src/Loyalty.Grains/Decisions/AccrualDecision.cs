@@ -44,7 +44,7 @@ public static class AccrualDecision
         int indexBefore = ladder.IndexOf(state.Tier);
         (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, state.TierReviewAt, ladder, state, d.Now);
         EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanForPurchase(purchase.OccurredAt, d.Now)))), purchase, settings, state.Referral, d.MemberId, state.MergedFrom);
+            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanForPurchase(purchase.OccurredAt, d.Now)))), purchase, settings, state.Referral, state.ReferredByOwnAccount(d.MemberId));
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
         int after = Tiering.Upgrade(reviewed, ladder, state, d.Now,
@@ -91,16 +91,13 @@ public static class AccrualDecision
     /// <summary>
     /// The referral rewards of a referred member's first qualifying purchase: the member's own as a
     /// component of this earn, the referrer's as an amount it is owed (settled at the referrer).
-    /// None when the referrer's account was merged into this member's (or names it): one person
-    /// referred by their own other account is rewarded on neither side.
+    /// None when the referrer is one of the member's own accounts (see <see cref="MemberState.ReferredByOwnAccount"/>).
     /// </summary>
-    private static EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings, ReferralSide referral,
-        string memberId, IReadOnlyList<string> mergedFrom)
+    private static EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings, ReferralSide referral, bool ownAccount)
     {
         if (referral.ReferredBy is not { } referrer || referral.QualifiedBy is not null
             || settings.Referrals is not { } policy || policy.ReferrerPoints + policy.ReferredPoints == 0
-            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor
-            || referrer == memberId || mergedFrom.Contains(referrer))
+            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor || ownAccount)
         {
             return earn;
         }

@@ -11,8 +11,11 @@ public static class RedemptionDecision
     /// <summary>Whether the reward's stock was secured before the decision (rewards without stock need none).</summary>
     public enum Stock
     {
-        /// <summary>The reward has no stock, or its units were taken for this request.</summary>
+        /// <summary>The reward has no stock: nothing to take.</summary>
         Secured,
+
+        /// <summary>The reward's units were taken from its stock for this request.</summary>
+        Taken,
 
         /// <summary>The reward has no units left.</summary>
         OutOfStock,
@@ -65,7 +68,7 @@ public static class RedemptionDecision
             return Decision.Refuse(LoyaltyError.FailedPrecondition, $"the member already holds {Limits.OpenReservationsMax} open reservations");
         }
 
-        if (stock != Stock.Secured)
+        if (stock is not (Stock.Secured or Stock.Taken))
         {
             return stock == Stock.OutOfStock
                 ? Decision.Refuse(LoyaltyError.FailedPrecondition, $"reward '{request.RewardId}' is out of stock")
@@ -90,7 +93,7 @@ public static class RedemptionDecision
                 Details = new RedeemDetails
                 {
                     RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift, BirthdayGiftYear = gift ? d.State.BirthdayGrant!.Year : 0,
-                    Lots = d.State.Lots.PlanDebit(points, unexpiredAt: now),
+                    Lots = d.State.Lots.PlanDebit(points, unexpiredAt: now), StockTaken = stock == Stock.Taken,
                 },
             }, d.Settings));
     }

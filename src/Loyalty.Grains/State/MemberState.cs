@@ -187,6 +187,13 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
     public bool AwaitsOpenMerge => MergingFrom is { } duplicate && !MergedFrom.Contains(duplicate);
 
     /// <summary>
+    /// Whether the member's referrer is one of its own accounts: itself, or one merged (or being
+    /// merged) into it. One person referred by their own other account is rewarded on neither side.
+    /// </summary>
+    public bool ReferredByOwnAccount(string memberId) =>
+        Referral.ReferredBy is { } referrer && (referrer == memberId || referrer == MergingFrom || MergedFrom.Contains(referrer));
+
+    /// <summary>
     /// When the member's due schedule is to have the desk complete its open merge (see
     /// <see cref="LifecycleDecision.MergeCheckDelay"/>); null when none is open.
     /// </summary>

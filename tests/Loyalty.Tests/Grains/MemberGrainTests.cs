@@ -230,7 +230,7 @@ public abstract class MemberGrainTests(ClusterFixture fixture)
 
         Assert.Equal(JsonSerializer.Serialize(before), JsonSerializer.Serialize(rebuilt));
         Assert.Equal((AccrualStatus.Accepted, before.LastSequence + 1), (next.Status, next.Sequence));
-        // Deactivation wrote the rebuilt state over the unreadable row (under the row's own version).
+        // The snapshot written after the next change replaced the unreadable row (under the row's own version).
         Assert.Equal((0L, 1L), (garbageRows, await Sql.ScalarAsync(fixture.Storage, "SELECT count(*) " + row + " AND payloadbinary IS NOT NULL")));
         Assert.Equal(before.Balance + new Points(2), reloaded.Balance);
         Assert.Equal(reloaded.Balance.Value, await Sql.SumPointsAsync(fixture.Storage, _program, "m1"));

@@ -574,6 +574,43 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_InFullOfABasketMadeWhileItsRewardsStockWasUnset_GivesBackNoUnit_OnceTheStockIsBack()
+    {
+        ProgramSettings stocked = Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] };
+        IMemberGrain member = await SetUpAsync(stocked);
+        IMemberGrain other = await EnrolAsync("other");
+        Assert.Equal(AccrualStatus.Accepted, (await other.Redeem(new Loyalty.Redemption("o1", "coffee", 1))).Status);
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(stocked with { Rewards = [Coffee] });
+        await member.Accrue(Buy(50_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(stocked);
+
+        ReturnResult returned = await member.Return(new PurchaseReturn("r1", _program, "m", "basket", "store-1", new Money(50_00, "USD"), Now, []));
+
+        Assert.True(returned.Details!.Full);
+        // Before: 0, the other member's unit given back for one never taken, and six coffees could be sold of five.
+        Assert.Equal(1L, await Taken("coffee"));
+    }
+
+    [Fact]
+    public async Task Return_InFullOfABasketMadeWhileStocked_AfterTheStockWasUnset_GivesItsUnitBack()
+    {
+        ProgramSettings stocked = Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] };
+        IMemberGrain member = await SetUpAsync(stocked);
+        await member.Accrue(Buy(50_00, "basket") with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
+        IMemberGrain other = await EnrolAsync("other");
+        Assert.Equal(AccrualStatus.Accepted, (await other.Redeem(new Loyalty.Redemption("o1", "coffee", 1))).Status);
+        long takenBoth = await Taken("coffee");
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(stocked with { Rewards = [Coffee] });
+
+        ReturnResult returned = await member.Return(new PurchaseReturn("r1", _program, "m", "basket", "store-1", new Money(50_00, "USD"), Now, []));
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(stocked);
+
+        Assert.True(returned.Details!.Full);
+        // Before: 2, the basket's unit lost to the stock for good.
+        Assert.Equal((2L, 1L), (takenBoth, await Taken("coffee")));
+    }
+
+    [Fact]
     public async Task Return_InFull_AfterThePointsItSpentExpired_CountsThemAsExpired_NoLongerAsRedeemed()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Expiry = TwelveMonths, Rewards = [Coffee] });

@@ -490,6 +490,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         await PutAsync(Shop);
         await EnrolAsync("rita");
         await EnrolAsync("ruth");
+        await EnrolAsync("sam");
         await EnrolAsync("dora", referredBy: "rita");
         await Member("ruth").MergeFrom("rita", "same person");
 
