@@ -163,6 +163,7 @@ public sealed partial class MemberGrain
         {
             // After the return's commit: a crash before this call leaves the unit taken (never sold twice).
             Func<IRewardStockGrain, Task> giveBack = stock => stock.Return(original.TransactionId + BasketRedeemSuffix, bought.Quantity, original.RecordedAt);
+            // False: no unit was taken, so none goes back.
             switch (redeemed?.DetailsAs<RedeemDetails>()?.StockTaken)
             {
                 case true:

@@ -6,10 +6,10 @@ internal static class ReferralChains
     /// <summary>
     /// The referrer above <paramref name="memberId"/> as a cycle check must follow it: its own
     /// (<see cref="IMemberGrain.GetReferrer"/>), or, when its ledger names none and a merge into it
-    /// is open whose duplicate has let go to it, the referrer that merge gives it when it
-    /// completes (the duplicate's). A link
-    /// checked while such a merge is open (cut short after the duplicate let go, and completed by
-    /// the due schedule later, unchecked) must not close a cycle once it completes.
+    /// is open whose duplicate has let go to it, the referrer that merge gives it when it completes
+    /// (the duplicate's). A link checked while such a merge is open (cut short after the duplicate
+    /// let go, and completed by the due schedule later, unchecked) must not close a cycle once it
+    /// completes.
     /// </summary>
     public static async Task<string?> ReferrerAboveAsync(IGrainFactory grains, string programId, string memberId)
     {

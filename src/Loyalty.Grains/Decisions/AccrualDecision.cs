@@ -44,7 +44,7 @@ public static class AccrualDecision
         int indexBefore = ladder.IndexOf(state.Tier);
         (int reviewed, DateTimeOffset? reviewAt) = Tiering.Review(indexBefore, state.TierReviewAt, ladder, state, d.Now);
         EarnResult earn = WithReferralReward(Earning.Compute(purchase, settings, new EarnContext(
-            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanForPurchase(purchase.OccurredAt, d.Now)))), purchase, settings, state.Referral, state.ReferredByOwnAccount(d.MemberId));
+            ladder.Tiers[reviewed], state.Flags, state, settings.FindPlan(state.Membership.PlanForPurchase(purchase.OccurredAt, d.Now)))), purchase, settings, state, d.MemberId);
 
         // The purchase that crosses a threshold moves the member up at once (it earns at the old tier).
         int after = Tiering.Upgrade(reviewed, ladder, state, d.Now,
@@ -93,11 +93,14 @@ public static class AccrualDecision
     /// component of this earn, the referrer's as an amount it is owed (settled at the referrer).
     /// None when the referrer is one of the member's own accounts (see <see cref="MemberState.ReferredByOwnAccount"/>).
     /// </summary>
-    private static EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings, ReferralSide referral, bool ownAccount)
+    private static EarnResult WithReferralReward(EarnResult earn, Purchase purchase, ProgramSettings settings, MemberState state, string memberId)
     {
+        // The own-account check last: it looks through the merged accounts, and only a referred
+        // member's qualifying purchase needs it.
+        ReferralSide referral = state.Referral;
         if (referral.ReferredBy is not { } referrer || referral.QualifiedBy is not null
             || settings.Referrals is not { } policy || policy.ReferrerPoints + policy.ReferredPoints == 0
-            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor || ownAccount)
+            || purchase.Amount.AmountMinor < policy.MinPurchaseMinor || state.ReferredByOwnAccount(memberId))
         {
             return earn;
         }

@@ -70,8 +70,9 @@ public static class DueDecision
 
     /// <summary>
     /// The membership's lapse, when its term has ended and the lapse is not recorded yet; null
-    /// otherwise. An erased member's lapse is recorded too: billing, reports and the member's
-    /// history would otherwise show a membership running for good.
+    /// otherwise. A closed account's lapse is recorded too (an erased member's; one merged away by
+    /// an earlier version before its lapse was written): billing, reports and the member's history
+    /// would otherwise show a membership running for good.
     /// </summary>
     public static Decision? Lapse(in Decider d)
     {
