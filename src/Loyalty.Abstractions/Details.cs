@@ -430,6 +430,12 @@ public sealed record ReserveDetails : EntryDetails
 
     /// <summary>The points held.</summary>
     [Id(3)] public long HeldPoints { get; init; }
+
+    /// <summary>
+    /// A donation reward's cause; the money the units stand for is the entry's amount, which the
+    /// commit records whatever the catalogue says by then.
+    /// </summary>
+    [Id(4)] public string? Cause { get; init; }
 }
 
 /// <summary>A reservation that ended without a redemption: cancelled or lapsed.</summary>

@@ -101,7 +101,7 @@ public sealed partial class MemberGrain
     /// <summary>
     /// The answer when the trade-in was inspected before: the same grade again is a duplicate,
     /// another one a conflict; to a key restricted to other stores than the one it was handed in
-    /// at, neither (inspections recorded before they kept their store answer as they did).
+    /// at, or to any key restricted to stores when it was handed in without one, neither.
     /// </summary>
     private TradeInResult InspectedAnswer(string tradeInId, TradeInCondition condition, LedgerEntry inspected, string? storeId) =>
         RedemptionDecision.OtherStore($"trade-in '{tradeInId}' was handed in", inspected.StoreId, storeId) is { } otherStore

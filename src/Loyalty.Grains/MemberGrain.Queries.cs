@@ -82,9 +82,9 @@ public sealed partial class MemberGrain
             return (refusal.Error, refusal.Message!);
         }
 
-        if (program.Settings.FindReward(redemption.RewardId)!.Stock is { } stock && stock - taken.GetValueOrDefault(redemption.RewardId) < redemption.Quantity)
+        if (program.Settings.FindReward(redemption.RewardId)!.Stock is { } stock && stock - taken.GetValueOrDefault(redemption.RewardId) is var left && left < redemption.Quantity)
         {
-            return (LoyaltyError.FailedPrecondition, $"reward '{redemption.RewardId}' is out of stock");
+            return (LoyaltyError.FailedPrecondition, RedemptionDecision.OutOfStock(redemption.RewardId, redemption.Quantity, left));
         }
 
         points = new Points(price);

@@ -94,7 +94,9 @@ public sealed partial class MemberGrain
             (entry, balance, _) => Answer(entry, balance, commit ? ReservationState.Committed : entry.DetailsAs<ReservationEndDetails>()!.EndedAs) with { TransactionId = reservationId },
             existing => Task.FromResult<RedemptionResult?>(AnswerEnded(reservationId, existing, commit)),
             (e, m) => RedemptionResult.Reject(reservationId, e, m));
-        if (result.Status == AccrualStatus.Accepted && result.RewardId is { } reward)
+        // A resend settles too: the first ending's call to the stock may have failed, and its units
+        // would then wait for the stock's own settling, after the reservation's lapse time.
+        if (result.Status is AccrualStatus.Accepted or AccrualStatus.Duplicate && result.RewardId is { } reward)
         {
             await SettleStockAsync(reward, reservationId);
         }

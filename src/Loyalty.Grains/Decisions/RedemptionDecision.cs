@@ -71,20 +71,24 @@ public static class RedemptionDecision
         if (stock is not (Stock.Secured or Stock.Taken))
         {
             return stock == Stock.OutOfStock
-                ? Decision.Refuse(LoyaltyError.FailedPrecondition, $"reward '{request.RewardId}' is out of stock")
+                ? Decision.Refuse(LoyaltyError.FailedPrecondition, OutOfStock(request.RewardId, request.Quantity, left: null))
                 : Decision.Refuse(LoyaltyError.Unavailable, "the reward's stock could not be reserved; nothing was recorded, retry");
         }
 
+        RewardValue value = ValueNow(d.Settings, d.Settings.FindReward(request.RewardId)!, request.Quantity);
         return Decision.Write(reserve
             ? d.NewEntry(LedgerEntryKind.Reserve, Points.Zero, request.TransactionId, fingerprint) with
             {
                 StoreId = request.StoreId,
+                AmountMinor = value.AmountMinor,
+                Currency = value.Currency,
                 Details = new ReserveDetails
                 {
                     RewardId = request.RewardId,
                     Quantity = request.Quantity,
                     HeldPoints = points,
                     LapsesAt = now.AddSeconds(d.Settings.ReservationHoldSeconds),
+                    Cause = value.Cause,
                 },
             }
             : Valued(d.NewEntry(LedgerEntryKind.Redeem, new Points(-points), request.TransactionId, fingerprint) with
@@ -95,7 +99,7 @@ public static class RedemptionDecision
                     RewardId = request.RewardId, Quantity = request.Quantity, BirthdayGift = gift, BirthdayGiftYear = gift ? d.State.BirthdayGrant!.Year : 0,
                     Lots = d.State.Lots.PlanDebit(points, unexpiredAt: now), StockTaken = stock == Stock.Taken,
                 },
-            }, d.Settings));
+            }, value));
     }
 
     /// <summary>
@@ -150,34 +154,50 @@ public static class RedemptionDecision
                 + $"the others had expired when it was made at {hold.MadeAt:O}");
         }
 
-        return Decision.Write(Valued(d.NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, fingerprint) with
+        // Valued as when it was made: the price the member was promised, also when the reward
+        // has left the catalogue since.
+        LedgerEntry redeem = d.NewEntry(LedgerEntryKind.Redeem, -hold.Points, key, fingerprint) with
         {
             Reference = hold.ReservationId,
             Details = new RedeemDetails { RewardId = hold.RewardId, Quantity = hold.Quantity, HeldPoints = hold.Points.Value, Lots = lots },
-        }, d.Settings));
+        };
+        return Decision.Write(hold.Value is { } value ? Valued(redeem, value)
+            : d.Settings.FindReward(hold.RewardId) is { } reward ? Valued(redeem, ValueNow(d.Settings, reward, hold.Quantity))
+            : redeem);
     }
 
     /// <summary>
-    /// A redemption with the money its reward stands for (the discount, product value or donation,
-    /// times the units) and, for a donation, its cause, as the catalogue has them when it is spent.
+    /// Why <paramref name="quantity"/> units of the reward cannot be had: none left, or fewer than
+    /// asked (<paramref name="left"/> when known; the stock answers only whether it had them all).
     /// </summary>
-    private static LedgerEntry Valued(LedgerEntry redeem, ProgramSettings settings) =>
-        redeem.DetailsAs<RedeemDetails>() is { } details && settings.FindReward(details.RewardId!) is { } reward
-            ? redeem with
-            {
-                AmountMinor = reward.ValueOf(details.Quantity),
-                Currency = settings.Currency,
-                Details = details with { Cause = reward.Kind == RewardKind.Donation ? reward.Cause : null },
-            }
-            : redeem;
+    public static string OutOfStock(string rewardId, int quantity, long? left) => left switch
+    {
+        <= 0 => $"reward '{rewardId}' is out of stock",
+        { } some => $"reward '{rewardId}' has {some} units left in stock; {quantity} were asked for",
+        null when quantity == 1 => $"reward '{rewardId}' is out of stock",
+        null => $"reward '{rewardId}' has fewer than the {quantity} units asked for left in stock",
+    };
+
+    /// <summary>What <paramref name="quantity"/> units of <paramref name="reward"/> stand for by the catalogue of now.</summary>
+    private static RewardValue ValueNow(ProgramSettings settings, Reward reward, int quantity) =>
+        new(reward.ValueOf(quantity), settings.Currency, reward.Kind == RewardKind.Donation ? reward.Cause : null);
+
+    /// <summary>A redemption with the money its units stand for and, for a donation, its cause.</summary>
+    private static LedgerEntry Valued(LedgerEntry redeem, RewardValue value) => redeem with
+    {
+        AmountMinor = value.AmountMinor,
+        Currency = value.Currency,
+        Details = redeem.DetailsAs<RedeemDetails>()! with { Cause = value.Cause },
+    };
 
     /// <summary>
     /// Why a till restricted to <paramref name="storeId"/> (null for one that is not) may not act on
-    /// <paramref name="what"/>, made at <paramref name="madeAt"/>: it is another store's; null when it
-    /// may (also when the store it was made at is not known: made before stores were kept).
+    /// <paramref name="what"/>, made at <paramref name="madeAt"/>: it is another store's, or no
+    /// store's (made by a key not restricted to stores, such as the web shop's, or before stores
+    /// were kept: a key that is not restricted acts on those); null when it may.
     /// </summary>
     public static string? OtherStore(string what, string? madeAt, string? storeId) =>
-        storeId is not null && madeAt is not null && !string.Equals(madeAt, storeId, StringComparison.Ordinal)
-            ? $"{what} at store '{madeAt}'; a key restricted to stores acts only on its own stores' (this call's store_id is '{storeId}')"
-            : null;
+        storeId is null || string.Equals(madeAt, storeId, StringComparison.Ordinal) ? null
+        : madeAt is null ? $"{what} without a store; a key restricted to stores acts only on its own stores' (this call's store_id is '{storeId}')"
+        : $"{what} at store '{madeAt}'; a key restricted to stores acts only on its own stores' (this call's store_id is '{storeId}')";
 }

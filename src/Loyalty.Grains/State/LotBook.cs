@@ -680,6 +680,10 @@ public readonly record struct PendingLot(
 /// holds, it may be met from points of lots that expired after then (see <see cref="LotBook.PlanCommit"/>).
 /// </param>
 /// <param name="StoreId">The store it was made at; null when none was named (or it was made before stores were kept).</param>
+/// <param name="Value">
+/// The money the reserved units stood for when it was made, which its commit records; null in
+/// reservations made before it was kept (their commit values them by the catalogue of then).
+/// </param>
 [GenerateSerializer, Immutable]
 public sealed record Hold(
     [property: Id(0)] string ReservationId,
@@ -688,4 +692,15 @@ public sealed record Hold(
     [property: Id(3)] string RewardId,
     [property: Id(4)] int Quantity,
     [property: Id(5)] DateTimeOffset MadeAt,
-    [property: Id(6)] string? StoreId = null);
+    [property: Id(6)] string? StoreId = null,
+    [property: Id(7)] RewardValue? Value = null);
+
+/// <summary>What redeemed units stand for: the discount, product value or donation, in the program's currency, and a donation's cause.</summary>
+/// <param name="AmountMinor">The money, in minor units of <paramref name="Currency"/>.</param>
+/// <param name="Currency">The program's currency when the units were valued.</param>
+/// <param name="Cause">A donation's cause; null for other rewards.</param>
+[GenerateSerializer, Immutable]
+public sealed record RewardValue(
+    [property: Id(0)] long AmountMinor,
+    [property: Id(1)] string? Currency,
+    [property: Id(2)] string? Cause);

@@ -620,7 +620,9 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
     private void ApplyReserve(LedgerEntry entry)
     {
         ReserveDetails reserve = entry.DetailsAs<ReserveDetails>() ?? throw new InvalidOperationException($"Reserve entry {entry.Sequence} has no details.");
-        Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity, entry.RecordedAt, entry.StoreId));
+        // Reservations made before their value was kept have no currency on their entry.
+        RewardValue? value = entry.Currency is null ? null : new RewardValue(entry.AmountMinor, entry.Currency, reserve.Cause);
+        Lots.AddHold(new Hold(entry.TransactionId!, new Points(reserve.HeldPoints), reserve.LapsesAt ?? entry.RecordedAt, reserve.RewardId ?? "", reserve.Quantity, entry.RecordedAt, entry.StoreId, value));
         LastActivityAt = entry.RecordedAt;
     }
 

@@ -189,6 +189,9 @@ public sealed class AccessTests(ITestOutputHelper output)
         await anyStore.ReserveAsync(new V1.ReserveRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r1", RewardId = "mug", StoreId = "store-1" });
         await anyStore.ReserveAsync(new V1.ReserveRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2", RewardId = "mug", StoreId = "store-2" });
         await engine.Members.SubmitTradeInAsync(new V1.SubmitTradeInRequest { ProgramId = ProgramA, MemberId = "m1", TradeInId = "ti-2", Category = "jackets", StoreId = "store-2" });
+        // Made without a store, by a key not restricted to stores (the web shop's).
+        await anyStore.ReserveAsync(new V1.ReserveRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r3", RewardId = "mug" });
+        await engine.Members.SubmitTradeInAsync(new V1.SubmitTradeInRequest { ProgramId = ProgramA, MemberId = "m1", TradeInId = "ti-3", Category = "jackets" });
         V1.CreatedKey key = await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest
         {
             ProgramId = ProgramA, Scope = V1.KeyScope.Pos, Name = "store 1 tills", StoreIds = { "store-1" },
@@ -203,6 +206,12 @@ public sealed class AccessTests(ITestOutputHelper output)
         RpcException otherItem = await Assert.ThrowsAsync<RpcException>(() => tillMembers.InspectTradeInAsync(new V1.InspectTradeInRequest
         {
             ProgramId = ProgramA, MemberId = "m1", TradeInId = "ti-2", Condition = V1.TradeInCondition.Good, StoreId = "store-1",
+        }).ResponseAsync);
+        RpcException storeless = await Assert.ThrowsAsync<RpcException>(() =>
+            till.CommitReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r3", StoreId = "store-1" }).ResponseAsync);
+        RpcException storelessItem = await Assert.ThrowsAsync<RpcException>(() => tillMembers.InspectTradeInAsync(new V1.InspectTradeInRequest
+        {
+            ProgramId = ProgramA, MemberId = "m1", TradeInId = "ti-3", Condition = V1.TradeInCondition.Good, StoreId = "store-1",
         }).ResponseAsync);
         V1.RedemptionAck own = await till.CommitReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r1", StoreId = "store-1" });
         V1.RedemptionAck byAnyStore = await anyStore.CancelReservationAsync(new V1.ReservationRequest { ProgramId = ProgramA, MemberId = "m1", ReservationId = "r2" });
@@ -221,6 +230,10 @@ public sealed class AccessTests(ITestOutputHelper output)
         Assert.Equal((StatusCode.PermissionDenied, StatusCode.PermissionDenied, StatusCode.PermissionDenied), (unnamed.StatusCode, otherStore.StatusCode, otherItem.StatusCode));
         Assert.Contains("reservation 'r2' was made at store 'store-2'", otherStore.Status.Detail, StringComparison.Ordinal);
         Assert.Contains("trade-in 'ti-2' was handed in at store 'store-2'", otherItem.Status.Detail, StringComparison.Ordinal);
+        // Before: a till of store 1 committed the web shop's reservation and graded its item.
+        Assert.Equal((StatusCode.PermissionDenied, StatusCode.PermissionDenied), (storeless.StatusCode, storelessItem.StatusCode));
+        Assert.Contains("reservation 'r3' was made without a store", storeless.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("trade-in 'ti-3' was handed in without a store", storelessItem.Status.Detail, StringComparison.Ordinal);
         Assert.Equal((V1.ReservationState.Committed, V1.ReservationState.Cancelled), (own.Reservation, byAnyStore.Reservation));
         // Before: the resend was answered as a duplicate, with store 2's reward and points.
         Assert.Equal(StatusCode.PermissionDenied, endedElsewhere.StatusCode);

@@ -183,6 +183,14 @@ public sealed class DecisionTests
     }
 
     [Theory]
+    [InlineData(1, null, "reward 'mug' is out of stock")]
+    [InlineData(3, null, "reward 'mug' has fewer than the 3 units asked for left in stock")]
+    [InlineData(3, 0L, "reward 'mug' is out of stock")]
+    [InlineData(3, 2L, "reward 'mug' has 2 units left in stock; 3 were asked for")]
+    public void OutOfStock_SaysOutOfStockOnlyWhenNoneAreLeft(int quantity, long? left, string message) =>
+        Assert.Equal(message, RedemptionDecision.OutOfStock("mug", quantity, left));
+
+    [Theory]
     [InlineData(false, RewardBlock.Points, "needs 60")]
     [InlineData(true, RewardBlock.Ended, "is not available now")]
     public void TheRewardsListing_BlocksARewardForTheReasonARedemptionIsRefused(bool forGoldOnlyAndEnded, RewardBlock block, string redeemSays)

@@ -144,6 +144,47 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Commit_RecordsTheValueAndCauseOfWhenTheReservationWasMade_WhateverTheCatalogueSaysSince()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 500 });
+        Assert.Equal(AccrualStatus.Accepted, (await member.Reserve(new Loyalty.Redemption("give", "trees", 2))).Status);
+        Assert.Equal(AccrualStatus.Accepted, (await member.Reserve(new Loyalty.Redemption("off", "ten-off", 1))).Status);
+        // The donation leaves the catalogue; the discount is raised.
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop with { SignupBonusPoints = 500, Rewards = [Coffee, TenOff with { ValueMinor = 12_00 }] });
+
+        RedemptionResult gave = await member.CommitReservation("give");
+        RedemptionResult off = await member.CommitReservation("off");
+
+        Assert.Equal((AccrualStatus.Accepted, AccrualStatus.Accepted), (gave.Status, off.Status));
+        List<(string Txn, long Amount, string Currency, string Details)> spent = await Sql.RowsAsync(fixture.Storage,
+            $"SELECT txn_id, amount_minor, currency, details FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.Redeem} ORDER BY txn_id",
+            r => (r.GetString(0), r.GetInt64(1), r.GetString(2), r.GetString(3)));
+        // Before: the donation was recorded with no money and no cause, the discount at 12.00.
+        Assert.Equal([("give#end", 2_00L, "USD"), ("off#end", 10_00L, "USD")], spent.Select(s => (s.Txn, s.Amount, s.Currency)));
+        Assert.Contains("Forests Now", spent[0].Details, StringComparison.Ordinal);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Stock_AResentCancel_GivesBackUnitsTheFirstCancelCouldNotTellTheStockAbout()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
+        IRewardStockGrain stock = fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee");
+        Assert.Equal(AccrualStatus.Accepted, (await member.Reserve(new Loyalty.Redemption("res", "coffee", 2))).Status);
+        Assert.Equal(AccrualStatus.Accepted, (await member.CancelReservation("res")).Status);
+        long afterCancel = await Taken("coffee");
+        // The cancel's call to the stock was lost: the claim is as the reservation left it.
+        Assert.True(await stock.Take("m", "res", 2, 5));
+
+        RedemptionResult resent = await member.CancelReservation("res");
+
+        Assert.Equal((AccrualStatus.Duplicate, ReservationState.Cancelled), (resent.Status, resent.Reservation));
+        // Before: 2 until the stock's own settling, after the reservation's lapse time.
+        Assert.Equal((0L, 0L), (afterCancel, await Taken("coffee")));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
     public async Task Stock_TwoMembersRedeemingUnderOneId_TakeOneUnit_AndTheRefusedOneGivesBackOnlyItsOwn()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
@@ -210,7 +251,8 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
 
         // Before, the retry shared the one-unit claim and spent five: seven sold of five.
         Assert.Equal(LoyaltyError.FailedPrecondition, more.Error);
-        Assert.Contains("out of stock", more.ErrorMessage, StringComparison.Ordinal);
+        // Before: "out of stock", with two units left.
+        Assert.Equal("reward 'coffee' has fewer than the 5 units asked for left in stock", more.ErrorMessage);
         Assert.Equal((3L, 2L), (afterMore, settled));
         Assert.Equal(AccrualStatus.Accepted, fewer.Status);
         Assert.Equal((5L, 3L), (beforeSettling, await Taken("coffee")));
@@ -273,16 +315,18 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
             faults.Disarm();
         }
 
-        RedemptionResult again = await member.CancelReservation("res-1");
+        // No resend (which would settle it too): the stock settles the claim itself.
         long beforeSettling = await Taken("ten-off");
         fixture.Clock.Advance(TimeSpan.FromSeconds(61) + TimeSpan.FromMinutes(11));
         await fixture.DeactivateAllAsync();
+        long settled = await Taken("ten-off");
+        RedemptionResult again = await member.CancelReservation("res-1");
 
         Assert.Equal(1, fired);
         Assert.Equal(AccrualStatus.Duplicate, again.Status);
         Assert.Equal(1L, beforeSettling);
         // Before, the unit stayed taken for good: the claim's Reserve entry was in the ledger.
-        Assert.Equal(0L, await Taken("ten-off"));
+        Assert.Equal((0L, 0L), (settled, await Taken("ten-off")));
     }
 
     [Fact]
