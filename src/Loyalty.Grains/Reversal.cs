@@ -211,10 +211,10 @@ public static class Reversal
 
         Func<BreakdownComponent, Share>? shareOf;
         IReadOnlyList<SkuAmount>? lines = null;
-        bool full;
+        bool full, whole;
         if (byLines)
         {
-            shareOf = SharesByLines(details, progress, request, out lines, out full, out error);
+            shareOf = SharesByLines(details, progress, request, out lines, out full, out whole, out error);
         }
         else
         {
@@ -223,7 +223,7 @@ public static class Reversal
                 ? $"the return exceeds the purchase: {progress?.AmountReturnedMinor ?? 0} of {original.AmountMinor} minor units were already returned"
                 : null;
             shareOf = _ => new Share(after, original.AmountMinor);
-            full = after == original.AmountMinor;
+            full = whole = after == original.AmountMinor;
         }
 
         if (shareOf is null || error is not null)
@@ -237,8 +237,10 @@ public static class Reversal
         {
             BreakdownComponent c = details.Components[i];
             long before = progress is not null && i < progress.Reversed.Count ? progress.Reversed[i] : 0;
-            // A referral reward is not earned by the money of the purchase: it goes back only with all of it.
-            long now = (c.Kind == ComponentKind.Referral ? (full ? c.Points : 0) : shareOf(c).Of(c.Points)) - before;
+            // A referral reward is not earned by the money of the purchase: it goes back only with
+            // all of it (and stays back: a later return of a free line leaves it whole). No
+            // return gives points: what was reversed before is never undone.
+            long now = Math.Max(0, (c.Kind == ComponentKind.Referral ? (whole ? c.Points : 0) : shareOf(c).Of(c.Points)) - before);
             components.Add(c with { Points = now });
             total = checked(total + now);
         }
@@ -247,10 +249,10 @@ public static class Reversal
     }
 
     private static Func<BreakdownComponent, Share>? SharesByLines(
-        EarnDetails details, ReturnProgress? progress, PurchaseReturn request, out IReadOnlyList<SkuAmount>? lines, out bool full, out string? error)
+        EarnDetails details, ReturnProgress? progress, PurchaseReturn request, out IReadOnlyList<SkuAmount>? lines, out bool full, out bool whole, out string? error)
     {
         lines = null;
-        full = false;
+        full = whole = false;
         if (details.Lines is not { Count: > 0 } basket)
         {
             error = "the purchase had no line items; return it by amount";
@@ -313,7 +315,8 @@ public static class Reversal
         // Full once: a return after the purchase was whole already (a free line's unit, or a unit
         // given back without money after its line's money came back) completes nothing, and gives
         // back no points spent, store credit or reward again.
-        full = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value) && !WholeBefore(bought, unitsBought, progress);
+        whole = bought.All(b => cumulative.GetValueOrDefault(b.Key) == b.Value);
+        full = whole && !WholeBefore(bought, unitsBought, progress);
         error = null;
         return Shares(basket, cumulative);
     }

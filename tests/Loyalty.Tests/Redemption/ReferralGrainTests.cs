@@ -60,6 +60,30 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_OfAFreeLineAfterTheQualifyingPurchaseCameBackWhole_GivesNoReferralPointsBack()
+    {
+        await PutAsync(Shop);
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "anna");
+        LineItem[] lines = [new LineItem("shoes", "shoes", 1, 100_00), new LineItem("gift", "free", 1, 0)];
+        await ben.Accrue(Buy("ben", 100_00, "qualify") with { LineItems = lines });
+        PurchaseReturn ByLines(params ReturnLine[] returned) =>
+            new($"r{Interlocked.Increment(ref _txn)}", _program, "ben", "qualify", "store-1", new Money(0, "USD"), fixture.Clock.GetUtcNow(), returned);
+
+        // The shoes make the purchase whole (the gift cost nothing), then the gift comes back.
+        ReturnResult shoes = await ben.Return(ByLines(new ReturnLine("shoes", 1, 100_00)));
+        ReturnResult gift = await ben.Return(ByLines(new ReturnLine("gift", 1, 0)));
+        MemberView benView = (await ben.Get())!;
+
+        Assert.Equal((AccrualStatus.Accepted, 300L, true), (shoes.Status, shoes.Reversed.Value, shoes.Details!.ReferralReversed));
+        // Before: the gift's return reversed -200 points (its entry +200), the balance did not move.
+        Assert.Equal((AccrualStatus.Accepted, 0L), (gift.Status, gift.Reversed.Value));
+        Assert.Equal((0L, 0L), (benView.Balance.Value, benView.Pending.Value));
+        Assert.Equal(0L, await Sql.SumPointsAsync(fixture.Storage, _program, "ben"));
+        Assert.Equal(0L, (await anna.Get())!.Balance.Value);
+    }
+
+    [Fact]
     public async Task Refusals_NameTheProblem_AndWriteNothing()
     {
         await PutAsync(Shop);
