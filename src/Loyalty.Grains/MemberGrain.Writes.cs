@@ -381,13 +381,14 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>
-    /// Whether an answer is a refusal that rests on the member's state (so that a resend of a
-    /// change accepted long ago may have been refused for what it spent itself; see
-    /// <see cref="Write{T}.ResendId"/>). Refusals of the request itself, and resends the member
-    /// remembers, were answered before.
+    /// Whether an answer is a refusal that rests on the member's state or on the time (so that a
+    /// resend of a change accepted long ago may have been refused for what it spent itself, or as
+    /// back-dated by now, or for counters grown since; see <see cref="Write{T}.ResendId"/>).
+    /// Refusals of the request's own fields, and resends the member remembers, were answered
+    /// before the decision.
     /// </summary>
     private static bool RefusedOnState<T>(T answer) =>
-        answer is IChangeOutcome { Status: AccrualStatus.Rejected, Error: LoyaltyError.FailedPrecondition or LoyaltyError.NotFound };
+        answer is IChangeOutcome { Status: AccrualStatus.Rejected, Error: LoyaltyError.FailedPrecondition or LoyaltyError.NotFound or LoyaltyError.InvalidArgument };
 
     /// <summary>A purchase's fingerprint as if it named another member (for <see cref="AnswerFromLedger"/>); made only on a ledger hit.</summary>
     private static Func<string, long> PurchaseFingerprintAs(Purchase purchase) => member => (purchase with { MemberId = member }).ComputeFingerprint();

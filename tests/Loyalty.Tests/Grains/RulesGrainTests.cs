@@ -550,6 +550,34 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         }
     }
 
+    [Fact]
+    public async Task APurchaseAndAReturnResentAfterTheBackdatingLimit_AreAnsweredAsDuplicates_NotRefusedAsTooOld()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { MaxBackdateDays = 7 });
+        Purchase purchase = Buy(50_00, "old");
+        PurchaseReturn partReturn = ReturnOf("old", 10_00, "old-back");
+        AccrualResult bought = await member.Accrue(purchase);
+        ReturnResult returned = await member.Return(partReturn);
+        for (int i = 0; i < ClusterFixture.RecentTransactionsMax; i++)
+        {
+            await member.Accrue(Buy(1_00));
+        }
+
+        fixture.Clock.Advance(TimeSpan.FromDays(8));
+        AccrualResult resent = await member.Accrue(purchase);
+        ReturnResult resentReturn = await member.Return(partReturn);
+        AccrualResult fresh = await member.Accrue(Buy(50_00, "new-but-old") with { OccurredAt = Now.AddDays(-8) });
+
+        Assert.Equal((AccrualStatus.Accepted, AccrualStatus.Accepted), (bought.Status, returned.Status));
+        // Before: INVALID_ARGUMENT "occurred_at is more than 7 days in the past", and the till
+        // could take the sale as failed.
+        Assert.Equal((AccrualStatus.Duplicate, LoyaltyError.None, 50L), (resent.Status, resent.Error, resent.Earned.Value));
+        Assert.Equal((AccrualStatus.Duplicate, LoyaltyError.None), (resentReturn.Status, resentReturn.Error));
+        Assert.Equal(LoyaltyError.InvalidArgument, fresh.Error);
+        Assert.Contains("more than 7 days in the past", fresh.ErrorMessage, StringComparison.Ordinal);
+        await AssertLedgerMatchesAsync(member);
+    }
+
     /// <summary>The ledger is the truth: its sum is the balance plus the pending points.</summary>
     private async Task AssertLedgerMatchesAsync(IMemberGrain member)
     {
