@@ -195,6 +195,12 @@ public static class MembershipRules
 
         if (current is null)
         {
+            if (!renews && LapseBeingRecorded(member, now) is { } lapsing)
+            {
+                refusal = (LoyaltyError.Unavailable, lapsing);
+                return null;
+            }
+
             return renews
                 ? (LedgerEntryKind.MembershipRenewed, new MembershipChange(plan.Id, Extended(member, plan.TermMonths)))
                 : (LedgerEntryKind.MembershipStarted, new MembershipChange(plan.Id, now.AddMonths(plan.TermMonths)));
@@ -250,10 +256,21 @@ public static class MembershipRules
             : plan.TrialDays == 0 ? (LoyaltyError.FailedPrecondition, $"plan {planId} has no free trial")
             : member.TrialsUsed.Contains(planId) ? (LoyaltyError.FailedPrecondition, $"the member already had plan {planId}'s free trial")
             : member.PlanAt(now) is { } current ? (LoyaltyError.FailedPrecondition, $"the member holds plan {current} until {member.TermEndsAt:O}")
+            : LapseBeingRecorded(member, now) is { } lapsing ? (LoyaltyError.Unavailable, lapsing)
             : null;
         return refusal is null ? new MembershipChange(planId, now.AddDays(plan!.TrialDays), Trial: true) : null;
     }
 
     /// <summary>Whether the membership's term has ended at <paramref name="now"/> and its lapse is to be recorded.</summary>
     public static bool LapseDue(MembershipState member, DateTimeOffset now) => member.LapsesAt is { } at && at <= now;
+
+    /// <summary>
+    /// Why a new membership (or trial) cannot start yet: the last one's term has ended and its lapse
+    /// waits for the member's wake (moments after the term's end). Started over it, the lapse would
+    /// never be written: billing, reports and events would not hear that the first one ended.
+    /// </summary>
+    private static string? LapseBeingRecorded(MembershipState member, DateTimeOffset now) =>
+        LapseDue(member, now)
+            ? $"the member's membership of plan {member.PlanId} ended at {member.TermEndsAt:O} and its lapse is being recorded; nothing was written, retry in a minute"
+            : null;
 }

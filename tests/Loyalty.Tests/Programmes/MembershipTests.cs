@@ -197,7 +197,7 @@ public sealed class MembershipTests
     public async Task AFeeRaised_RenewsAtThePriceLastPaidOrTheNewFee_ButANewMembershipPaysTheNewFee(Backend backend)
     {
         var clock = new FakeTimeProvider(Start);
-        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "membership-fee"), clock);
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "membership-fee"), clock, "--Schedule:PollIntervalMs=50");
         await engine.Programs.PutProgramAsync(Settings());
         await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "p" });
         await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "n" });
@@ -220,6 +220,8 @@ public sealed class MembershipTests
         V1.MembershipResponse oStarted = await PayAsync(engine, "o", "o-pay-1", 14_99);
         await engine.Programs.PutProgramAsync(dearer);
         clock.SetUtcNow(oStarted.Membership.TermEndsAt.ToDateTimeOffset().AddDays(8));
+        // A trial waits for the last membership's lapse to be recorded (moments, by the schedule).
+        await WaitForEntriesAsync(engine, Program, "o", (int)V1.LedgerEntryKind.MembershipLapsed);
         await engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "o", PlanId = "prime" });
         RpcException oldPriceAfterTrial = await RefusedAsync(PayAsync(engine, "o", "o-pay-2", 14_99));
         Assert.Equal((StatusCode.FailedPrecondition, false), (oldPriceAfterTrial.StatusCode, oldPriceAfterTrial.Status.Detail.Contains("last paid", StringComparison.Ordinal)));

@@ -151,6 +151,27 @@ public sealed class MembershipRulesTests
         Assert.Equal("base=100 total=100", Describe(none));
     }
 
+    [Fact]
+    public void ANewMembership_WaitsForTheLastOnesLapseToBeRecorded_ARenewalDoesNot()
+    {
+        var member = new MembershipState();
+        (LedgerEntryKind kind, MembershipChange change) = MembershipRules.Pay(Shop, member, Payment("p1", "prime", 14_99), Wednesday, out _)!.Value;
+        Apply(member, kind, change, Wednesday);
+        DateTimeOffset ended = change.TermEndsAt.AddMinutes(1);
+
+        var other = MembershipRules.Pay(Shop, member, Payment("p2", "plus", 99_00), ended, out var waiting);
+        var renewal = MembershipRules.Pay(Shop, member, Payment("p3", "prime", 14_99), ended, out _);
+        Apply(member, LedgerEntryKind.MembershipLapsed, change, change.TermEndsAt);
+        var afterLapse = MembershipRules.Pay(Shop, member, Payment("p2", "plus", 99_00), ended, out _);
+
+        // Before: plus started over prime's unrecorded lapse, which was then never written.
+        Assert.Null(other);
+        Assert.Equal(LoyaltyError.Unavailable, waiting!.Value.Error);
+        Assert.Contains("membership of plan prime ended at", waiting.Value.Message, StringComparison.Ordinal);
+        Assert.Equal(LedgerEntryKind.MembershipRenewed, renewal!.Value.Kind);
+        Assert.Equal((LedgerEntryKind.MembershipStarted, "plus"), (afterLapse!.Value.Kind, afterLapse.Value.Change.PlanId));
+    }
+
     private static MembershipPayment Payment(string id, string plan, long amountMinor) => new(id, plan, new Money(amountMinor, "USD"));
 
     private static void Apply(MembershipState member, LedgerEntryKind kind, MembershipChange change, DateTimeOffset at) =>
