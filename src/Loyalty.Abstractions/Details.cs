@@ -475,6 +475,13 @@ public sealed record ExpiryWarningDetails : EntryDetails, ILotsTaken
 
     /// <summary>The inactivity deadline warned about.</summary>
     [Id(1)] public DateTimeOffset? InactivityDeadline { get; init; }
+
+    /// <summary>
+    /// The points the inactivity deadline will take if the member does nothing before it (lots
+    /// whose own expiry comes first are in <see cref="Lots"/> or warned of on their own); 0 without
+    /// a deadline, and in warnings recorded before it was kept.
+    /// </summary>
+    [Id(2)] public long InactivityPoints { get; init; }
 }
 
 /// <summary>A referrer's reward (its lot's expiry), or its reversal (the lots taken back and what could not be).</summary>

@@ -19,7 +19,8 @@ public sealed record DueWork(
     IReadOnlyList<LotUse> Lots,
     DateTimeOffset At,
     Hold? Hold = null,
-    DateTimeOffset? InactivityDeadline = null);
+    DateTimeOffset? InactivityDeadline = null,
+    long InactivityPoints = 0);
 
 /// <summary>
 /// Expiry and the other work a member has at a time (pure functions of the state, the program's
@@ -123,7 +124,9 @@ public static class Expiring
 
             if (state.Lots.Pending.Count > 0)
             {
-                Consider(ref due, Latest(state.Lots.Pending[0].AvailableAt, deadline)!.Value);
+                // Points that are pending now will be spendable by then: their member is warned
+                // too (at the warning's time, or when they mature if that is later).
+                Consider(ref due, Latest(state.Lots.Pending[0].AvailableAt, warns && state.InactivityWarnedFor != deadline ? deadline - warn : deadline)!.Value);
             }
         }
 
@@ -185,6 +188,28 @@ public static class Expiring
         DateTimeOffset from = state.LastActivityAt == default ? state.EnrolledAt : state.LastActivityAt;
         DateTimeOffset byActivity = (state.GrantedIntoEmptyAt is { } granted && granted > from ? granted : from).AddMonths(policy.InactivityMonths);
         return policy.InactivityNotBefore is { } floor && floor > byActivity ? floor : byActivity;
+    }
+
+    /// <summary>
+    /// The points the inactivity deadline would take if nothing happens before it: every lot's,
+    /// pending ones included, but those whose own expiry comes first (as <see cref="Upcoming"/> counts them).
+    /// </summary>
+    private static long TakenAtDeadline(MemberState state, DateTimeOffset deadline)
+    {
+        long total = 0;
+        IReadOnlyList<PointLot> spendable = state.Lots.Spendable;
+        for (int i = 0; i < spendable.Count; i++)
+        {
+            total = spendable[i].ExpiresAt < deadline ? total : checked(total + spendable[i].Points.Value);
+        }
+
+        IReadOnlyList<PendingLot> pending = state.Lots.Pending;
+        for (int i = 0; i < pending.Count; i++)
+        {
+            total = pending[i].ExpiresAt < deadline ? total : checked(total + pending[i].Points.Value);
+        }
+
+        return total;
     }
 
     /// <summary>What expires when, soonest first: lots (pending ones included) by expiry, and everything at the inactivity deadline.</summary>
@@ -264,7 +289,8 @@ public static class Expiring
 
         return lots.Count == 0 && deadline is null
             ? null
-            : new DueWork(DueKind.Warn, lots, lots.Count > 0 ? lots[0].ExpiresAt!.Value : deadline!.Value, InactivityDeadline: deadline);
+            : new DueWork(DueKind.Warn, lots, lots.Count > 0 ? lots[0].ExpiresAt!.Value : deadline!.Value, InactivityDeadline: deadline,
+                InactivityPoints: deadline is { } d2 ? TakenAtDeadline(state, d2) : 0);
     }
 
     /// <summary>The soonest lot not yet warned of and not yet expired at <paramref name="now"/> (as <see cref="Warning"/> finds them), or null.</summary>

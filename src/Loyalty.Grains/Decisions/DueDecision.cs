@@ -28,7 +28,7 @@ public static class DueDecision
         _ => Decision.Write(d.NewEntry(LedgerEntryKind.ExpiryWarning, Points.Zero, null, 0) with
         {
             Reason = "expiring soon",
-            Details = new ExpiryWarningDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline },
+            Details = new ExpiryWarningDetails { Lots = work.Lots, InactivityDeadline = work.InactivityDeadline, InactivityPoints = work.InactivityPoints },
         }),
     };
 

@@ -137,11 +137,15 @@ public static class LoyaltyEvents
     {
         ExpiryWarningDetails? warning = entry.DetailsAs<ExpiryWarningDetails>();
         IReadOnlyList<LotUse> lots = warning?.Lots ?? [];
-        long points = 0;
+        // An inactivity warning's points go at its deadline; the lots it names, at their own expiry.
+        long atDeadline = warning?.InactivityPoints ?? 0;
+        long points = atDeadline;
         DateTimeOffset? earliest = warning?.InactivityDeadline;
         foreach (LotUse lot in lots)
         {
-            points = checked(points + lot.Points);
+            // A lot that would outlive the deadline is in its points already.
+            bool inDeadlines = atDeadline > 0 && lot.ExpiresAt >= warning!.InactivityDeadline;
+            points = inDeadlines ? points : checked(points + lot.Points);
             if (lot.ExpiresAt is { } at && (earliest is null || at < earliest))
             {
                 earliest = at;

@@ -793,6 +793,28 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Expiry_AMemberWhosePointsWerePendingWhenItLastChanged_IsWarnedOfInactivityBeforeTheyGo()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { PendingDays = 14, Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6, WarnDays: 30) });
+        await member.Accrue(Buy(100_00));
+
+        // About 7 days before the deadline (6 months after the purchase), well past its warning.
+        fixture.Clock.Advance(TimeSpan.FromDays(175));
+        // Before: nothing was due until the deadline itself, and the points went with no warning.
+        await WaitForEntryAsync(LedgerEntryKind.ExpiryWarning);
+        MemberView warned = (await member.Get())!;
+        LedgerEntry warning = (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "m", 0, CancellationToken.None)).Single(e => e.Kind == LedgerEntryKind.ExpiryWarning);
+        Loyalty.Api.V1.Event published = Loyalty.Host.Events.LoyaltyEvents.ToEvent(new PositionedEntry(EventPosition.Start, warning), 0);
+
+        Assert.Equal(100L, warned.Balance.Value);
+        Assert.Equal(0L, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.Expire}"));
+        UpcomingExpiry upcoming = Assert.Single(warned.Expiring!);
+        Assert.Equal("inactivity", upcoming.Reason);
+        // Before, the points.expiring event of an inactivity warning said 0 points.
+        Assert.Equal(("points.expiring", 100L, upcoming.ExpiresAt), (published.Type, published.Expiring.Points, published.Expiring.ExpiresAt.ToDateTimeOffset()));
+    }
+
+    [Fact]
     public async Task Expiry_PointsGrantedToAMemberWhosePointsExpiredForInactivity_LiveTheirOwnPeriod()
     {
         IMemberGrain member = await SetUpAsync(Shop with { Expiry = new ExpiryPolicy(ExpiryMode.None, 0, InactivityMonths: 6), SignupBonusPoints = 10 });
