@@ -8,6 +8,14 @@ namespace Loyalty.Grains;
 public static class AccrualDecision
 {
     /// <summary>
+    /// With a daily earn cap, how many days back a purchase may be dated: the days of cap history a
+    /// member keeps (<see cref="EarnHistory.CapDaysKept"/>, counted back from its newest), less a
+    /// day for a till's clock ahead across midnight and one for the program's time zone. An older
+    /// day is no longer known, and its cap would be granted afresh.
+    /// </summary>
+    public const int DailyCapBackdateDaysMax = EarnHistory.CapDaysKept - 2;
+
+    /// <summary>
     /// The refusal of a purchase the member's state or the program rules out (currency,
     /// back-dating, store credit), or null when it may be earned. Checked before any redemption
     /// it carries is decided, so that its own reason is the one named.
@@ -24,6 +32,12 @@ public static class AccrualDecision
         if (settings.RefusesBackdated(purchase.OccurredAt, d.Now) is { } tooOld)
         {
             return Decision.Refuse(LoyaltyError.InvalidArgument, tooOld);
+        }
+
+        if (settings.DailyEarnCapPoints > 0 && purchase.OccurredAt < d.Now - TimeSpan.FromDays(DailyCapBackdateDaysMax))
+        {
+            return Decision.Refuse(LoyaltyError.InvalidArgument,
+                $"occurred_at is more than {DailyCapBackdateDaysMax} days in the past: a program with a daily earn cap (daily_earn_cap_points) takes purchases at most that old");
         }
 
         return purchase.WalletMinor > d.State.WalletMinor

@@ -38,6 +38,22 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void Accrual_DatedBeyondTheDaysADailyCapLooksBackOn_IsRefused_WithoutACapTheProgramsLimitHolds()
+    {
+        ProgramSettings capped = Settings() with { DailyEarnCapPoints = 500 };
+        Purchase old = Purchase("t1", 25_00) with { OccurredAt = Now.AddDays(-(AccrualDecision.DailyCapBackdateDaysMax + 1)) };
+        Purchase recent = Purchase("t2", 25_00) with { OccurredAt = Now.AddDays(-(AccrualDecision.DailyCapBackdateDaysMax - 1)) };
+
+        Decision? refused = AccrualDecision.Check(Decider(Enrolled(), capped), old);
+
+        // Before: accepted, and a day the member no longer remembered earned its whole cap again.
+        Assert.Equal(LoyaltyError.InvalidArgument, refused?.Error);
+        Assert.Contains("a program with a daily earn cap", refused?.Message, StringComparison.Ordinal);
+        Assert.Null(AccrualDecision.Check(Decider(Enrolled(), capped), recent));
+        Assert.Null(AccrualDecision.Check(Decider(Enrolled()), old));
+    }
+
+    [Fact]
     public void Accrual_SpendingMoreStoreCreditThanTheMemberHolds_IsRefused()
     {
         Decision? refused = AccrualDecision.Check(Decider(Enrolled()), Purchase("t1", 25_00) with { WalletMinor = 1 });
