@@ -269,9 +269,10 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
     /// 15: one day's pending points share a lot, and the return book counts what returns took from pending;
     /// 16: a survivor with a referrer of its own keeps its duplicates' referrals, to reverse them;
     /// 17: also a survivor that was the duplicate's referrer, and a note naming no referral changes none;
-    /// 18: the merge into the member started and not yet settled, with its reason).
+    /// 18: the merge into the member started and not yet settled, with its reason; 19: a
+    /// reservation's value kept with its hold, and an erased member's open birthday gift dropped).
     /// </summary>
-    public const int CurrentFormat = 18;
+    public const int CurrentFormat = 19;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves
@@ -683,6 +684,8 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
         FlagsKept = null;
         Cause = null;
         BirthMonth = 0;
+        // An open gift would tell the month too (its end is the next month's start).
+        BirthdayGrant = null;
         // Typed by staff, it may hold personal data (the ledger's copy is anonymised too).
         MergingReason = null;
     }

@@ -251,7 +251,7 @@ internal static class WireMapping
                 (m.RewardId, m.Quantity, m.HeldPoints, m.BirthdayGift, m.Cause) = (redeem.RewardId ?? "", redeem.Quantity, redeem.HeldPoints, redeem.BirthdayGift, redeem.Cause ?? "");
                 break;
             case ReserveDetails reserve:
-                (m.RewardId, m.Quantity, m.HeldPoints, m.LapsesAt) = (reserve.RewardId ?? "", reserve.Quantity, reserve.HeldPoints, Time(reserve.LapsesAt));
+                (m.RewardId, m.Quantity, m.HeldPoints, m.LapsesAt, m.Cause) = (reserve.RewardId ?? "", reserve.Quantity, reserve.HeldPoints, Time(reserve.LapsesAt), reserve.Cause ?? "");
                 break;
             case ReservationEndDetails end:
                 (m.RewardId, m.Quantity, m.HeldPoints, m.EndedAs) = (end.RewardId ?? "", end.Quantity, end.HeldPoints, (V1.ReservationState)(int)end.EndedAs);

@@ -103,7 +103,10 @@ public sealed class BirthdayTests
             // Erasure forgets the birth month and the birthday entries' reason; the points stay.
             await engine.Members.EraseMemberAsync(new V1.EraseMemberRequest { ProgramId = Program, MemberId = "dec", Reason = "ticket 4" });
             Assert.Equal(0, await Sql.ScalarAsync(engine.Storage, $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = 'dec' AND ((kind = 23 AND reason IS NOT NULL) OR (kind = 14 AND details IS NOT NULL))"));
-            Assert.Equal(200, (await MemberAsync(engine, "dec")).Balance);
+            V1.Member erased = await MemberAsync(engine, "dec");
+            Assert.Equal(200, erased.Balance);
+            // Before: the open gift, which ends as the birth month does, was still shown.
+            Assert.Null(erased.BirthdayGift);
             engine = await Replay.AssertRebuiltFromLedgerAsync(engine, clock, Program, "dec", "late", "none", "gone");
         }
         finally

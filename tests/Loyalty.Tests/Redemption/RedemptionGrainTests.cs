@@ -162,6 +162,9 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         // Before: the donation was recorded with no money and no cause, the discount at 12.00.
         Assert.Equal([("give#end", 2_00L, "USD"), ("off#end", 10_00L, "USD")], spent.Select(s => (s.Txn, s.Amount, s.Currency)));
         Assert.Contains("Forests Now", spent[0].Details, StringComparison.Ordinal);
+        LedgerEntry reserved = (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "m", 0, CancellationToken.None)).First(e => e.Kind == LedgerEntryKind.Reserve);
+        Loyalty.Api.V1.LedgerEntry shown = Loyalty.Host.Grpc.WireMapping.ToMessage(reserved);
+        Assert.Equal((2_00L, "Forests Now"), (shown.AmountMinor, shown.Breakdown.Cause));
         await AssertLedgerMatchesAsync(member);
     }
 
