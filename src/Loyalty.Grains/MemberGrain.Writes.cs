@@ -677,10 +677,10 @@ public sealed partial class MemberGrain
 
     private AccrualResult? StageAccrual(
         Purchase purchase, long fingerprint, (Redemption Request, StockTake Stock)? redemption, ProgramConfig program, DateTimeOffset now,
-        out LedgerEntry? entry, out LedgerEntry? redeemed)
+        out LedgerEntry? entry, out LedgerEntry? before)
     {
         entry = null;
-        redeemed = null;
+        before = null;
         string txn = purchase.TransactionId;
         if (Precheck(txn, fingerprint, out Remembered prior) is { } early)
         {
@@ -695,15 +695,21 @@ public sealed partial class MemberGrain
 
         if (redemption is { } r)
         {
-            if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, ended: null, program, now, out redeemed) is { } notRedeemed)
+            if (StageSpendOrHold(r.Request, reserve: false, fingerprint, r.Stock, ended: null, program, now, out before) is { } notRedeemed)
             {
                 return AccrualResult.Reject(txn, notRedeemed.Error, $"the purchase's redemption: {notRedeemed.ErrorMessage}");
             }
 
-            redeemed = redeemed! with { Reference = txn };
+            before = before! with { Reference = txn };
+        }
+        else
+        {
+            // A review due and not recorded yet is written first, in the purchase's commit (a
+            // basket's redemption takes that place: its earn records the review, as it did before).
+            before = DueDecision.ReviewBefore(decider);
         }
 
-        entry = AccrualDecision.Decide(decider, purchase, fingerprint, redeemed);
+        entry = AccrualDecision.Decide(decider, purchase, fingerprint, before);
         return null;
     }
 }

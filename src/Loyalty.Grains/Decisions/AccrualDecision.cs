@@ -47,10 +47,12 @@ public static class AccrualDecision
     }
 
     /// <summary>
-    /// The earn entry of a purchase that passed <see cref="Check"/>; <paramref name="redeemed"/> is
-    /// the redemption decided with it (written just before it, in the same commit group), or null.
+    /// The earn entry of a purchase that passed <see cref="Check"/>; <paramref name="before"/> is the
+    /// entry decided with it and written just before it, in the same commit group, or null: its
+    /// basket's redemption, or the tier review due by now (<see cref="DueDecision.ReviewBefore"/>),
+    /// whose outcome this entry then starts from rather than records again.
     /// </summary>
-    public static LedgerEntry Decide(in Decider d, Purchase purchase, long fingerprint, LedgerEntry? redeemed)
+    public static LedgerEntry Decide(in Decider d, Purchase purchase, long fingerprint, LedgerEntry? before)
     {
         MemberState state = d.State;
         ProgramSettings settings = d.Settings;
@@ -85,10 +87,10 @@ public static class AccrualDecision
             TierBefore = ladder.Tiers[reviewed].Name,
             TierAfter = ladder.Tiers[after].Name,
             TierReviewAt = after == 0 ? null : reviewAt,
-            DowngradedFrom = reviewed < indexBefore ? ladder.Tiers[indexBefore].Name : null,
+            DowngradedFrom = reviewed < indexBefore && before?.Kind != LedgerEntryKind.TierReviewed ? ladder.Tiers[indexBefore].Name : null,
             ExpiresAt = settings.HasExpiry && earn.Total.Value > 0 ? Decider.LotExpiry(settings, availableAt ?? d.Now) : null,
-            RewardId = redeemed is null ? null : purchase.RedeemRewardId,
-            Quantity = redeemed is null ? 0 : purchase.RedeemQuantity,
+            RewardId = before?.Kind == LedgerEntryKind.Redeem ? purchase.RedeemRewardId : null,
+            Quantity = before?.Kind == LedgerEntryKind.Redeem ? purchase.RedeemQuantity : 0,
             Activity = PurchaseActivity.Flags(history.LastPurchaseDay, history.PurchasesInPeriods, history.PurchaseCount, MemberState.DayOf(d.Now)),
             Cause = giving.Cause,
             GivenMinor = giving.GivenMinor,
@@ -97,7 +99,7 @@ public static class AccrualDecision
 
         // Made directly, not as a copy of a new entry: this runs for every purchase.
         return new LedgerEntry(
-            d.ProgramId, d.MemberId, checked(state.Sequence + (redeemed is null ? 1 : 2)), LedgerEntryKind.Earn, earn.Total, purchase.TransactionId, fingerprint,
+            d.ProgramId, d.MemberId, checked(state.Sequence + (before is null ? 1 : 2)), LedgerEntryKind.Earn, earn.Total, purchase.TransactionId, fingerprint,
             purchase.StoreId, purchase.Amount.AmountMinor, purchase.Amount.Currency, null, null,
             purchase.OccurredAt, d.Now, d.Program.Version, availableAt, details);
     }

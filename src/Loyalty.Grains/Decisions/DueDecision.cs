@@ -106,6 +106,16 @@ public static class DueDecision
     }
 
     /// <summary>
+    /// The entry of the tier review due by now and not recorded yet (as <see cref="TierReview"/>
+    /// writes it), for a purchase to write just before its own: the member's wake for it comes in
+    /// the spread of wakes after the review, and a purchase first would otherwise record the
+    /// review in its earn, with no entry or event of its own. Null when none is due: one comparison
+    /// while the review is ahead (this runs for every purchase of a member above the entry tier).
+    /// </summary>
+    public static LedgerEntry? ReviewBefore(in Decider d) =>
+        TierReviewDue(d.State, d.Settings.Ladder, d.Now) is { } due && due <= d.Now ? TierReview(d)?.Entry : null;
+
+    /// <summary>
     /// When <see cref="TierReview"/> next has work: now when a review is due already (one the
     /// member's entries have not recorded), else when the next review falls (its window's end and
     /// the grace after it); null at the entry tier. One comparison while the review is ahead: it

@@ -18,7 +18,7 @@ public sealed class DecisionTests
         MemberState state = Enrolled();
         string before = Snapshots.Describe(state);
 
-        LedgerEntry earn = AccrualDecision.Decide(Decider(state), Purchase("t1", 25_00), 7, redeemed: null);
+        LedgerEntry earn = AccrualDecision.Decide(Decider(state), Purchase("t1", 25_00), 7, before: null);
 
         Assert.Equal(before, Snapshots.Describe(state));
         Assert.Equal((2L, LedgerEntryKind.Earn, 25L, "t1", 7L), (earn.Sequence, earn.Kind, earn.Points.Value, earn.TransactionId, earn.Fingerprint));

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Loyalty.Grains;
+using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.TestingHost;
@@ -358,8 +359,39 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         AccrualResult next = await member.Accrue(Buy(10_00));
 
         Assert.Equal(("silver", "member"), (inGrace, afterGrace));
-        Assert.Equal(("silver", "member", 10L), (((EarnDetails)next.Details!).DowngradedFrom, ((EarnDetails)next.Details!).TierBefore, next.Earned.Value));
+        // The review has its own entry, written by the member's wake or, first, with the purchase;
+        // the purchase starts from it (before, it recorded the downgrade in its own earn, and no
+        // review entry or tier.reviewed event was written when the purchase came first).
+        Assert.Equal((null, "member", 10L), (((EarnDetails)next.Details!).DowngradedFrom, ((EarnDetails)next.Details!).TierBefore, next.Earned.Value));
+        TierReviewedDetails review = Assert.Single(await ReviewsAsync()).DetailsAs<TierReviewedDetails>()!;
+        Assert.Equal(("silver", "member"), (review.TierBefore, review.TierAfter));
+        await AssertLedgerMatchesAsync(member);
     }
+
+    [Fact]
+    public async Task Tier_APurchaseBeforeTheReviewsWake_WritesTheKeptReviewFirst_InItsCommit()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });
+        await member.Accrue(Buy(160_00));
+        fixture.Clock.Advance(TimeSpan.FromDays(300));
+        await member.Accrue(Buy(200_00));
+        // The review falls due at the window's end and 30 days of grace; the member's wake for it
+        // comes up to 30 minutes later (its place in the spread of wakes).
+        fixture.Clock.Advance(TimeSpan.FromDays(95));
+
+        AccrualResult next = await member.Accrue(Buy(10_00));
+        IReadOnlyList<LedgerEntry> reviews = await ReviewsAsync();
+
+        TierReviewedDetails review = Assert.Single(reviews).DetailsAs<TierReviewedDetails>()!;
+        Assert.Equal(("silver", "silver"), (review.TierBefore, review.TierAfter));
+        Assert.True(reviews[0].Sequence < next.Sequence);
+        Assert.Equal(("silver", "silver", 15L), (((EarnDetails)next.Details!).TierBefore, ((EarnDetails)next.Details!).TierAfter, next.Earned.Value));
+        Assert.Equal(review.TierReviewAt, (await member.Get())!.TierReviewAt);
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    private async Task<IReadOnlyList<LedgerEntry>> ReviewsAsync() =>
+        [.. (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "m", 0, CancellationToken.None)).Where(e => e.Kind == LedgerEntryKind.TierReviewed)];
 
     [Fact]
     public async Task Tier_AReviewThatKeepsTheTier_IsRecorded_SoAThresholdRaisedLaterDoesNotTakeItMidWindow()
