@@ -16,6 +16,13 @@ public static class AccrualDecision
     public const int DailyCapBackdateDaysMax = EarnHistory.CapDaysKept - 2;
 
     /// <summary>
+    /// With a monthly earn cap, how many months back a purchase may be dated: the months of cap
+    /// history a member keeps (<see cref="EarnHistory.CapMonthsKept"/>), less two for the same
+    /// reasons. The default back-dating limit (365 days) is within it.
+    /// </summary>
+    public const int MonthlyCapBackdateMonthsMax = EarnHistory.CapMonthsKept - 2;
+
+    /// <summary>
     /// The refusal of a purchase the member's state or the program rules out (currency,
     /// back-dating, store credit), or null when it may be earned. Checked before any redemption
     /// it carries is decided, so that its own reason is the one named.
@@ -38,6 +45,12 @@ public static class AccrualDecision
         {
             return Decision.Refuse(LoyaltyError.InvalidArgument,
                 $"occurred_at is more than {DailyCapBackdateDaysMax} days in the past: a program with a daily earn cap (daily_earn_cap_points) takes purchases at most that old");
+        }
+
+        if (settings.MonthlyEarnCapPoints > 0 && purchase.OccurredAt < d.Now.AddMonths(-MonthlyCapBackdateMonthsMax))
+        {
+            return Decision.Refuse(LoyaltyError.InvalidArgument,
+                $"occurred_at is more than {MonthlyCapBackdateMonthsMax} months in the past: a program with a monthly earn cap (monthly_earn_cap_points) takes purchases at most that old");
         }
 
         return purchase.WalletMinor > d.State.WalletMinor

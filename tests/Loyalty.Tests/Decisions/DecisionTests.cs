@@ -54,6 +54,22 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void Accrual_DatedBeyondTheMonthsAMonthlyCapLooksBackOn_IsRefused_TheDefaultLimitIsWithinThem()
+    {
+        ProgramSettings capped = Settings() with { MonthlyEarnCapPoints = 5_000, MaxBackdateDays = 730 };
+        Purchase old = Purchase("t1", 25_00) with { OccurredAt = Now.AddMonths(-AccrualDecision.MonthlyCapBackdateMonthsMax).AddDays(-1) };
+        Purchase yearOld = Purchase("t2", 25_00) with { OccurredAt = Now.AddDays(-ProgramSettings.MaxBackdateDaysDefault) };
+
+        Decision? refused = AccrualDecision.Check(Decider(Enrolled(), capped), old);
+
+        // Before: accepted, and a month the member no longer remembered earned its whole cap again.
+        Assert.Equal(LoyaltyError.InvalidArgument, refused?.Error);
+        Assert.Contains("a program with a monthly earn cap", refused?.Message, StringComparison.Ordinal);
+        Assert.Null(AccrualDecision.Check(Decider(Enrolled(), capped), yearOld));
+        Assert.Null(AccrualDecision.Check(Decider(Enrolled(), Settings() with { MaxBackdateDays = 730 }), old));
+    }
+
+    [Fact]
     public void Accrual_SpendingMoreStoreCreditThanTheMemberHolds_IsRefused()
     {
         Decision? refused = AccrualDecision.Check(Decider(Enrolled()), Purchase("t1", 25_00) with { WalletMinor = 1 });
