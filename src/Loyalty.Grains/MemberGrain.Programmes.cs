@@ -126,6 +126,11 @@ public sealed partial class MemberGrain
         }
 
         long fingerprint = payment.ComputeFingerprint();
+        return AfterDueLapseAsync(() => PayAsync(payment, fingerprint));
+    }
+
+    private Task<MembershipResult> PayAsync(MembershipPayment payment, long fingerprint)
+    {
         ProgramConfig? current = null;
         LedgerEntry? older = null;
         return WriteAsync(
@@ -155,7 +160,36 @@ public sealed partial class MemberGrain
             return Task.FromResult(MembershipResult.Reject(LoyaltyError.InvalidArgument, error));
         }
 
-        return WriteMembershipAsync((program, now) => ProgrammeDecision.Trial(At(program, now), planId));
+        return AfterDueLapseAsync(() => WriteMembershipAsync((program, now) => ProgrammeDecision.Trial(At(program, now), planId)));
+    }
+
+    /// <summary>
+    /// Runs a change that may start a membership. Refused because the last membership's lapse is
+    /// still to be written (its term has ended and the member's wake has not come yet, see
+    /// <see cref="MembershipRules.LapseDue"/>), it writes the lapse now, as the wake would, and runs
+    /// the change once more: the lapse is never skipped, and the caller is not kept waiting for it.
+    /// </summary>
+    private async Task<MembershipResult> AfterDueLapseAsync(Func<Task<MembershipResult>> change)
+    {
+        MembershipResult result = await change();
+        if (result.Error != LoyaltyError.Unavailable || !MembershipRules.LapseDue(_state.Membership, MemberNow()))
+        {
+            return result;
+        }
+
+        DueOutcome lapse = await WriteAsync(
+            prefetch: null,
+            StageLapse,
+            (entry, _, _) => new DueOutcome(entry, LoyaltyError.None),
+            _ => Task.FromResult<DueOutcome?>(null),
+            (e, _) => new DueOutcome(null, e));
+        return lapse.Error == LoyaltyError.None ? await change() : result;
+    }
+
+    private DueOutcome? StageLapse(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
+    {
+        entry = null;
+        return DueDecision.Lapse(At(program, now)) is { } lapse ? lapse.Staged(out entry, (e, _) => new DueOutcome(null, e)) : DueOutcome.Nothing;
     }
 
     /// <inheritdoc />

@@ -241,6 +241,34 @@ public sealed class MembershipTests
     [Theory]
     [InlineData(Backend.Sqlite)]
     [InlineData(Backend.Postgres)]
+    public async Task APaymentOrTrialBeforeTheLastTermsLapseIsWritten_WritesTheLapseFirst(Backend backend)
+    {
+        var clock = new FakeTimeProvider(Start);
+        // The schedule does not poll during the test: no wake writes a lapse.
+        await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "membership-lapse-first"), clock, "--Schedule:PollIntervalMs=3600000");
+        await engine.Programs.PutProgramAsync(Settings());
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "m" });
+        await engine.Members.EnrollAsync(new V1.EnrollRequest { ProgramId = Program, MemberId = "t" });
+        await PayAsync(engine, "m", "m-pay-1", 14_99);
+        V1.MembershipResponse yearly = await PayAsync(engine, "t", "t-pay-1", 99_00, "plus");
+        clock.SetUtcNow(yearly.Membership.TermEndsAt.ToDateTimeOffset().AddMinutes(1));
+
+        V1.MembershipResponse other = await PayAsync(engine, "m", "m-pay-2", 99_00, "plus");
+        V1.MembershipResponse trial = await engine.Members.StartMembershipTrialAsync(new V1.StartMembershipTrialRequest { ProgramId = Program, MemberId = "t", PlanId = "prime" });
+
+        // Before: plus and the trial started over the unrecorded lapses, which were never written.
+        Assert.Equal((V1.AckStatus.Accepted, "plus"), (other.Status, other.Membership.PlanId));
+        Assert.Equal("prime", trial.Membership.PlanId);
+        foreach (string member in new[] { "m", "t" })
+        {
+            List<int> kinds = await Sql.RowsAsync(engine.Storage, $"SELECT kind FROM ledger_entries WHERE program_id = '{Program}' AND member_id = '{member}' ORDER BY seq", r => r.GetInt32(0));
+            Assert.Equal([(int)LedgerEntryKind.MembershipStarted, (int)LedgerEntryKind.MembershipLapsed, (int)LedgerEntryKind.MembershipStarted], kinds.Where(k => k is (int)LedgerEntryKind.MembershipStarted or (int)LedgerEntryKind.MembershipLapsed));
+        }
+    }
+
+    [Theory]
+    [InlineData(Backend.Sqlite)]
+    [InlineData(Backend.Postgres)]
     public async Task APurchaseFromATermThatLapsedSince_SentLate_EarnsThePlansBenefits_OneFromAfterItDoesNot(Backend backend)
     {
         var clock = new FakeTimeProvider(Start);
