@@ -45,12 +45,7 @@ public sealed partial class MemberGrain
 
         for (int step = 0; step < WakeStepsMax; step++)
         {
-            DueOutcome outcome = await WriteAsync(
-                prefetch: null,
-                StageDue,
-                (entry, _, _) => new DueOutcome(entry, LoyaltyError.None),
-                _ => Task.FromResult<DueOutcome?>(null),
-                (e, _) => new DueOutcome(null, e));
+            DueOutcome outcome = await WriteDueAsync(StageDue);
             if (outcome.Error == LoyaltyError.NotFound)
             {
                 // The program is gone: nothing is due any more; the reschedule removes the row.
@@ -247,6 +242,10 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>What one step of a wake did: an entry, nothing left to do, or an error.</summary>
+    /// <summary>Writes the piece of due work <paramref name="stage"/> decides: its entry, nothing, or why it could not.</summary>
+    private Task<DueOutcome> WriteDueAsync(Stage<DueOutcome> stage) =>
+        WriteAsync(prefetch: null, stage, (entry, _, _) => new DueOutcome(entry, LoyaltyError.None), _ => Task.FromResult<DueOutcome?>(null), (e, _) => new DueOutcome(null, e));
+
     private sealed record DueOutcome(LedgerEntry? Entry, LoyaltyError Error)
     {
         public static readonly DueOutcome Nothing = new(null, LoyaltyError.None);

@@ -177,12 +177,7 @@ public sealed partial class MemberGrain
             return result;
         }
 
-        DueOutcome lapse = await WriteAsync(
-            prefetch: null,
-            StageLapse,
-            (entry, _, _) => new DueOutcome(entry, LoyaltyError.None),
-            _ => Task.FromResult<DueOutcome?>(null),
-            (e, _) => new DueOutcome(null, e));
+        DueOutcome lapse = await WriteDueAsync(StageLapse);
         return lapse.Error == LoyaltyError.None ? await change() : result;
     }
 
