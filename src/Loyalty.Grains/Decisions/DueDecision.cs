@@ -109,8 +109,9 @@ public static class DueDecision
     /// The entry of the tier review due by now and not recorded yet (as <see cref="TierReview"/>
     /// writes it), for a purchase to write just before its own: the member's wake for it comes in
     /// the spread of wakes after the review, and a purchase first would otherwise record the
-    /// review in its earn, with no entry or event of its own. Null when none is due: one comparison
-    /// while the review is ahead (this runs for every purchase of a member above the entry tier).
+    /// review in its earn, with no entry or event of its own. Null when none is due: a lookup of the
+    /// tier's name and one comparison while the review is ahead (this runs for every purchase of a
+    /// member above the entry tier; nothing is allocated unless a review is due).
     /// </summary>
     public static LedgerEntry? ReviewBefore(in Decider d) =>
         TierReviewDue(d.State, d.Settings.Ladder, d.Now) is { } due && due <= d.Now ? TierReview(d)?.Entry : null;
