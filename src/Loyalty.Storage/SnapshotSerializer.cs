@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Orleans.Storage;
 
@@ -26,6 +27,13 @@ public sealed partial class SnapshotSerializer(IGrainStorageSerializer inner, IL
     /// <summary>Lines a second at most about unreadable snapshots: a bad deployment could make every member's unreadable.</summary>
     private const int UnreadableLinesPerSecond = 5;
 
+    /// <summary>
+    /// Snapshots read as none because they could not be decoded (tag <c>state</c>: the stored
+    /// type), for every serializer in the process: the log's lines are budgeted, the count is not.
+    /// </summary>
+    private static readonly Counter<long> UnreadableRead =
+        LedgerCommitQueue.Meter.CreateCounter<long>("loyalty.snapshots.unreadable", "{snapshot}");
+
     private readonly LogBudget _unreadableLines = new(UnreadableLinesPerSecond, clock);
 
     private long _unreadable;
@@ -51,6 +59,7 @@ public sealed partial class SnapshotSerializer(IGrainStorageSerializer inner, IL
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             Interlocked.Increment(ref _unreadable);
+            UnreadableRead.Add(1, new KeyValuePair<string, object?>("state", typeof(T).Name));
             if (_unreadableLines.TryTake(out long leftOut))
             {
                 LogUnreadable(logger, e, typeof(T).Name, input.ToMemory().Length, leftOut);

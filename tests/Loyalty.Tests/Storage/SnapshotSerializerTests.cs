@@ -31,6 +31,39 @@ public sealed class SnapshotSerializerTests
     }
 
     [Fact]
+    public void AnUnreadableSnapshot_IsCountedInTheStoragesMeter_ByItsType()
+    {
+        SnapshotSerializer serializer = Create();
+        long counted = 0;
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == LedgerCommitQueue.MeterName && instrument.Name == "loyalty.snapshots.unreadable")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            // Other tests read unreadable member snapshots at the same time: only this type counts here.
+            foreach (KeyValuePair<string, object?> tag in tags)
+            {
+                if (tag.Key == "state" && Equals(tag.Value, nameof(CountedState)))
+                {
+                    Interlocked.Add(ref counted, value);
+                }
+            }
+        });
+        listener.Start();
+
+        Assert.Null(serializer.Deserialize<CountedState>(new BinaryData(Garbage)));
+        Assert.Null(serializer.Deserialize<CountedState>(new BinaryData(Garbage)));
+        Assert.Null(serializer.Deserialize<CountedState>(new BinaryData(Garbage)));
+
+        Assert.Equal(3, Interlocked.Read(ref counted));
+    }
+
+    [Fact]
     public void AnUnreadableProgramOrStock_StillFailsItsRead()
     {
         SnapshotSerializer serializer = Create();
@@ -52,3 +85,6 @@ public sealed class SnapshotSerializerTests
         Assert.Equal(0, serializer.Unreadable);
     }
 }
+
+/// <summary>A state the ledger would rebuild, known only to this test (its count is its own); only garbage is read as it.</summary>
+public sealed class CountedState : ILedgerRebuiltState;
