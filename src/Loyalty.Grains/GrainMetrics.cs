@@ -26,4 +26,11 @@ public static class GrainMetrics
     /// <see cref="MemberGrain.LoadRetryDelay"/>, answering UNAVAILABLE meanwhile.
     /// </summary>
     public static readonly Counter<long> LoadFailures = Meter.CreateCounter<long>("loyalty.member.load_failures", "{load}");
+
+    /// <summary>
+    /// Units a reward's stock was asked to give back beyond those it had taken, by program (tag
+    /// <c>program</c>): a unit given back twice. The stock's count stays at 0; any value here is a
+    /// defect to report.
+    /// </summary>
+    public static readonly Counter<long> StockOverReleased = Meter.CreateCounter<long>("loyalty.stock.over_released", "{unit}");
 }

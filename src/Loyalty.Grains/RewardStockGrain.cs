@@ -156,7 +156,7 @@ public sealed partial class RewardStockGrain(
         }
 
         s.Returned[claimId] = clock.GetUtcNow();
-        s.Taken = Math.Max(0, s.Taken - quantity);
+        GiveBack(quantity);
         await WriteOrReloadAsync();
     }
 
@@ -227,7 +227,7 @@ public sealed partial class RewardStockGrain(
             return false;
         }
 
-        state.State.Taken = Math.Max(0, state.State.Taken - (claim.Quantity - spent));
+        GiveBack(claim.Quantity - spent);
         claim.Quantity = spent;
         return true;
     }
@@ -238,11 +238,34 @@ public sealed partial class RewardStockGrain(
         s.Claims.Remove(StockClaim.Key(claim.MemberId, claim.ClaimId));
         if (giveBack)
         {
-            s.Taken = Math.Max(0, s.Taken - claim.Quantity);
+            GiveBack(claim.Quantity);
         }
 
         return true;
     }
+
+    /// <summary>
+    /// Gives units back. More than are taken cannot be given back: that would be a unit given
+    /// back twice (a defect, or a stock stored by a version with one), and the count stays at 0
+    /// rather than selling more than the stock; it is logged and counted
+    /// (<see cref="GrainMetrics.StockOverReleased"/>) so that it is seen, not hidden.
+    /// </summary>
+    private void GiveBack(long units)
+    {
+        RewardStockState s = state.State;
+        if (units <= s.Taken)
+        {
+            s.Taken -= units;
+            return;
+        }
+
+        GrainMetrics.StockOverReleased.Add(units - s.Taken, new KeyValuePair<string, object?>("program", ProgramId));
+        LogOverReleased(logger, this.GetPrimaryKeyString(), units, s.Taken);
+        s.Taken = 0;
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Stock {Reward}: {Units} units given back with only {Taken} taken; the count stays at 0 (a unit given back twice)")]
+    private static partial void LogOverReleased(ILogger logger, string reward, long units, long taken);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Stock {Reward}: settling its claims against the ledger failed; the timer tries again")]
     private static partial void LogSettleFailed(ILogger logger, Exception exception, string reward);

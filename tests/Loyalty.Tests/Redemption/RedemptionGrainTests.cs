@@ -169,6 +169,46 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Stock_AskedToGiveBackMoreThanItTook_StaysAtZero_AndCountsTheDefect()
+    {
+        await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
+        IRewardStockGrain stock = fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee");
+        long overReleased = 0;
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Name == "loyalty.stock.over_released")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        string program = _program;
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            foreach (KeyValuePair<string, object?> tag in tags)
+            {
+                if (tag.Key == "program" && Equals(tag.Value, program))
+                {
+                    Interlocked.Add(ref overReleased, value);
+                }
+            }
+        });
+        listener.Start();
+        // A unit taken and given back (no entry spent it), then a return of 2 units the stock never
+        // counted as taken: a give-back twice, as a defect would ask for.
+        Assert.True(await stock.Take("m", "never-written", 1, 5));
+        await stock.Abandon("m", "never-written");
+        long afterAbandon = await stock.Taken();
+
+        await stock.Return("not-taken", 2, Now);
+
+        Assert.Equal((0L, 0L), (afterAbandon, await stock.Taken()));
+        // Before: clamped at 0 and nothing said.
+        Assert.Equal(2L, Interlocked.Read(ref overReleased));
+        Assert.True(await stock.Take("m", "next", 5, 5));
+    }
+
+    [Fact]
     public async Task Stock_AResentCancel_GivesBackUnitsTheFirstCancelCouldNotTellTheStockAbout()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
