@@ -8,7 +8,8 @@ namespace Loyalty;
 /// its birthday gift not yet redeemed and the year of its last birthday reward (one a year, whichever
 /// account took it), the personal bonus days it booked, and the referrals of duplicates merged into it
 /// before (<see cref="MergedReferral"/>), its qualifying history for the tier window (so that one
-/// person's two accounts qualify together) and the expiries of the lots it was already warned about.
+/// person's two accounts qualify together), the expiries of the lots it was already warned about and
+/// its shortfall (points a return or a referral's reversal could not take back).
 /// Fields after the first ones are null or 0 in merges recorded before they were kept.
 /// </summary>
 [GenerateSerializer, Immutable]
@@ -45,7 +46,8 @@ public sealed record MergeTransfer(
     [property: Id(29)] IReadOnlyList<MergedReferral>? MergedReferrals = null,
     [property: Id(30)] IReadOnlyList<QualifyingDayUse>? Qualification = null,
     [property: Id(31)] IReadOnlyList<string>? QualifyingFrom = null,
-    [property: Id(32)] IReadOnlyList<DateTimeOffset>? WarnedExpiries = null);
+    [property: Id(32)] IReadOnlyList<DateTimeOffset>? WarnedExpiries = null,
+    [property: Id(33)] long Shortfall = 0);
 
 /// <summary>
 /// One UTC day of a duplicate's qualifying points and spend, as a merge hands it on: the survivor

@@ -189,7 +189,7 @@ public static class Headroom
             sum = Add(sum, lot.Points);
         }
 
-        sum = Add(Add(Add(Add(sum, t.LifetimeEarned), t.LifetimeRedeemed), t.LifetimeExpired), t.LifetimeReversed);
+        sum = Add(Add(Add(Add(Add(sum, t.LifetimeEarned), t.LifetimeRedeemed), t.LifetimeExpired), t.LifetimeReversed), t.Shortfall);
         foreach (QualifyingDayUse day in t.Qualification ?? [])
         {
             // The survivor's qualifying days grow by these (none in merges recorded before they were handed on).

@@ -419,7 +419,8 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
         MergedReferrals: Referral.MergedToHandOn(),
         Qualification: Earnings.QualificationToHandOn(),
         QualifyingFrom: [.. QualifyingFrom],
-        WarnedExpiries: Lots.WarnedExpiries());
+        WarnedExpiries: Lots.WarnedExpiries(),
+        Shortfall: Shortfall.Value);
 
     /// <summary>The UTC calendar day of an instant, as a day number.</summary>
     public static int DayOf(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).DayNumber;
@@ -797,6 +798,12 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
         LifetimeRedeemed += new Points(t.LifetimeRedeemed);
         LifetimeExpired += new Points(t.LifetimeExpired);
         LifetimeReversed += new Points(t.LifetimeReversed);
+        // What the duplicate's returns could not take back is the person's (0 in merges recorded before it was handed on).
+        if (t.Shortfall != 0)
+        {
+            Shortfall += new Points(t.Shortfall);
+        }
+
         Earnings.CountMergedPurchases(t.PurchaseCount);
         LastActivityAt = t.LastActivityAt > LastActivityAt ? t.LastActivityAt : LastActivityAt;
         if (t.GrantedIntoEmptyAt is { } granted && !(GrantedIntoEmptyAt >= granted))

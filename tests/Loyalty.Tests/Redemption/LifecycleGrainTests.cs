@@ -384,6 +384,31 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Merge_HandsOnTheDuplicatesShortfall_WithItsLifetimeReversed()
+    {
+        ProgramSettings floored = Shop with { PendingDays = 0, NegativeBalance = NegativeBalancePolicy.FloorAtZero };
+        IMemberGrain anna = await SetUpAsync("anna", floored);
+        IMemberGrain dup = await EnrolAsync("anna2", referredBy: null);
+        await anna.Accrue(Buy("anna", 30_00));
+        await dup.Accrue(Buy("anna2", 100_00, "dup-buy"));
+        await dup.Adjust(new Adjustment("spent", new Points(-80), "spent at the till"));
+        // The return takes back 100 points from 20: 80 are the duplicate's shortfall.
+        ReturnResult returned = await dup.Return(new PurchaseReturn("dup-ret", _program, "anna2", "dup-buy", "store-1", new Money(100_00, "USD"), fixture.Clock.GetUtcNow(), []));
+        MemberView dupBefore = (await dup.Get())!;
+
+        MemberResult merged = await anna.MergeFrom("anna2", "duplicate sign-up");
+        await fixture.DeactivateAllAsync();
+        MemberView survivor = (await anna.Get())!;
+
+        Assert.Equal((AccrualStatus.Accepted, 80L, 100L), (returned.Status, dupBefore.Shortfall.Value, dupBefore.LifetimeReversed.Value));
+        Assert.True(merged.Error == LoyaltyError.None, merged.ErrorMessage);
+        // Before: the lifetime reversed moved (100) but the shortfall stayed behind (0).
+        Assert.Equal((80L, 100L), (merged.Member!.Shortfall.Value, merged.Member.LifetimeReversed.Value));
+        Assert.Equal((80L, 100L, 30L), (survivor.Shortfall.Value, survivor.LifetimeReversed.Value, survivor.Balance.Value));
+        Assert.Equal(30L, await Sql.SumPointsAsync(fixture.Storage, _program, "anna"));
+    }
+
+    [Fact]
     public async Task Merge_OfAReferredDuplicate_DoesNotRewardTheReferralTwice()
     {
         IMemberGrain anna = await SetUpAsync("anna");
