@@ -390,8 +390,58 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         await AssertLedgerMatchesAsync(member);
     }
 
-    private async Task<IReadOnlyList<LedgerEntry>> ReviewsAsync() =>
-        [.. (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, "m", 0, CancellationToken.None)).Where(e => e.Kind == LedgerEntryKind.TierReviewed)];
+    [Fact]
+    public async Task Tier_APurchaseThatCrossesBackOverTheTierItsDueReviewLowered_HasTheReviewAndTheUpgrade()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { Tiers = Ladder });
+        await member.Accrue(Buy(160_00));
+        // Past the window and its grace: silver is due to fall to member.
+        fixture.Clock.Advance(TimeSpan.FromDays(365 + 31));
+
+        AccrualResult next = await member.Accrue(Buy(200_00));
+        IReadOnlyList<LedgerEntry> reviews = await ReviewsAsync();
+        MemberView view = (await member.Get())!;
+
+        // The review is written first, then the purchase starts from its tier and crosses back:
+        // two tier changes (down, then up), each with its own entry.
+        TierReviewedDetails review = Assert.Single(reviews).DetailsAs<TierReviewedDetails>()!;
+        Assert.Equal(("silver", "member"), (review.TierBefore, review.TierAfter));
+        Assert.True(reviews[0].Sequence < next.Sequence);
+        EarnDetails earn = (EarnDetails)next.Details!;
+        Assert.Equal(("member", "silver", null, 200L), (earn.TierBefore, earn.TierAfter, earn.DowngradedFrom, next.Earned.Value));
+        Assert.Equal(("silver", Now.AddDays(365)), (view.Tier, view.TierReviewAt!.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Tier_ABasketWithARedemption_WhileAReviewIsDue_RecordsTheReviewInItsEarn()
+    {
+        var coffee = new Reward("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE");
+        await SetUpAsync(Shop with { Tiers = Ladder, Rewards = [coffee] });
+        // A member whose wake for the review comes at least 5 minutes after it falls due (its place
+        // in the 30-minute spread of wakes), so the basket comes first.
+        string id = Enumerable.Range(0, 1000).Select(i => $"b{i}")
+            .First(b => Expiring.WakeLateBy(_program, b, TimeSpan.FromMinutes(30)) >= TimeSpan.FromMinutes(5));
+        IMemberGrain member = await EnrolAsync(id);
+        await member.Accrue(Buy(160_00, memberId: id));
+        fixture.Clock.Advance(TimeSpan.FromDays(365 + 30));
+
+        AccrualResult basket = await member.Accrue(Buy(10_00, memberId: id) with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
+        IReadOnlyList<LedgerEntry> reviews = await ReviewsAsync(id);
+        MemberView view = (await member.Get())!;
+
+        // Documented: the redemption and the earn are one commit of their own, so the review goes
+        // into the earn (downgraded_from) rather than an entry before them.
+        Assert.True(basket.Status == AccrualStatus.Accepted, basket.ErrorMessage);
+        Assert.Empty(reviews);
+        EarnDetails earn = (EarnDetails)basket.Details!;
+        Assert.Equal(("silver", "member", "member"), (earn.DowngradedFrom, earn.TierBefore, earn.TierAfter));
+        Assert.Equal(("member", 160L - 30L + 10L), (view.Tier, view.Balance.Value));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    private async Task<IReadOnlyList<LedgerEntry>> ReviewsAsync(string memberId = "m") =>
+        [.. (await Silo().GetRequiredService<ILedgerStore>().ReadAfterAsync(_program, memberId, 0, CancellationToken.None)).Where(e => e.Kind == LedgerEntryKind.TierReviewed)];
 
     [Fact]
     public async Task Tier_AReviewThatKeepsTheTier_IsRecorded_SoAThresholdRaisedLaterDoesNotTakeItMidWindow()
