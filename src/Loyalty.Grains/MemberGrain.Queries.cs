@@ -46,7 +46,9 @@ public sealed partial class MemberGrain
             return QuoteResult.Reject(refused!.Error, refused.ErrorMessage!);
         }
 
-        if (Headroom.Refuse(_state, entry, null) is { } tooLarge)
+        // A review due and not written yet comes before the earn (see StageAccrual): the pair is
+        // checked as Accrue checks it, and the earn already starts from the reviewed tier.
+        if (Headroom.Refuse(_state, before ?? entry, before is null ? null : entry) is { } tooLarge)
         {
             return QuoteResult.Reject(tooLarge.Error, tooLarge.Message);
         }

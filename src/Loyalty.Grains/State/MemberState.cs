@@ -460,7 +460,7 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
                 or LedgerEntryKind.MembershipCancelled or LedgerEntryKind.MembershipLapsed: (MembershipKept ??= new MembershipState()).Apply(entry); break;
             case LedgerEntryKind.TradeInSubmitted: (TradeInsOpen ??= []).Add(new OpenTradeIn(entry.TransactionId!, entry.DetailsAs<TradeInSubmittedDetails>()?.TradeIn?.Category ?? "", entry.RecordedAt, entry.StoreId)); break;
             case LedgerEntryKind.TradeInAccepted or LedgerEntryKind.TradeInRejected: ApplyTradeInDecided(entry); break;
-            case LedgerEntryKind.TierReviewed: ApplyTierReviewed(entry.DetailsAs<TierReviewedDetails>()!); break;
+            case LedgerEntryKind.TierReviewed: ApplyTierReviewed(entry.DetailsAs<TierReviewedDetails>() ?? throw new InvalidOperationException($"Tier review {entry.Sequence} has no details.")); break;
             default: throw new InvalidOperationException($"Ledger entry {entry.Sequence} is of unknown kind {(int)entry.Kind}.");
         }
     }

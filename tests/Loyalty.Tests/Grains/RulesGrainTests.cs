@@ -414,6 +414,28 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Quote_WhileAReviewIsDueAndNotWrittenYet_AnswersFromTheReviewedTier_AndWritesNothing()
+    {
+        await SetUpAsync(Shop with { Tiers = Ladder });
+        // A member whose wake for the review comes at least 5 minutes after it falls due, so the quote comes first.
+        string id = Enumerable.Range(0, 1000).Select(i => $"q{i}")
+            .First(q => Expiring.WakeLateBy(_program, q, TimeSpan.FromMinutes(30)) >= TimeSpan.FromMinutes(5));
+        IMemberGrain member = await EnrolAsync(id);
+        await member.Accrue(Buy(160_00, memberId: id));
+        fixture.Clock.Advance(TimeSpan.FromDays(365 + 30));
+        long entries = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{id}'");
+
+        // Before: the quote staged the review and the earn and checked the earn alone, out of
+        // sequence, and failed with an internal error.
+        QuoteResult quote = await member.Quote(Buy(10_00, memberId: id));
+
+        Assert.True(quote.Error == LoyaltyError.None, quote.ErrorMessage);
+        // 10 points at the reviewed tier (member, 1x), not silver's 15.
+        Assert.Equal((10L, "member"), (quote.Points.Value, ((EarnDetails)quote.Details!).TierBefore));
+        Assert.Equal(entries, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{id}'"));
+    }
+
+    [Fact]
     public async Task Tier_ABasketWithARedemption_WhileAReviewIsDue_RecordsTheReviewInItsEarn()
     {
         var coffee = new Reward("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE");
