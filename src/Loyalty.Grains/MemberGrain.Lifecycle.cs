@@ -256,8 +256,10 @@ public sealed partial class MemberGrain
 
             if (_state.MergedFrom.Contains(duplicateId))
             {
-                // Taken in before this member closed, its links moved now: the merge is over.
+                // Taken in before this member closed, its links moved now: the merge is over, and
+                // a resend of it is answered as done (the closing is the answer to anything new).
                 await SettleMergeAsync(duplicateId, null, HoldPass.None);
+                return new MemberResult(View(await ProgramForViewAsync()), LoyaltyError.None, null);
             }
 
             return closed;

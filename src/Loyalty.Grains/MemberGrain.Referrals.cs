@@ -86,6 +86,14 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
         }
 
+        if (_state.Enrolled && _state.Referral.ReferredBy is { } current && current != referrer
+            && !_state.Erased && _state.MergedInto is null && await CurrentHolderAsync(referrer) == current)
+        {
+            // Made already, and the referrer was merged into the member that holds its account
+            // now, to which the link was moved: a resend is answered as made, not as "already referred".
+            return new MemberResult(View(await ProgramForViewAsync()), LoyaltyError.None, null);
+        }
+
         if (_state.Enrolled && _state.Referral.ReferredBy == referrer)
         {
             // Made already. The referrer's side is asked for again (nothing when it lists this
@@ -295,6 +303,7 @@ public sealed partial class MemberGrain
 
         // '#' cannot occur in a client's transaction id: the keys cannot collide with purchases.
         string txn = "#ref:" + referredMemberId + (reverse ? ":reversed" : "");
+        bool merged = _state.MergedInto is not null;
         AccrualResult result = await WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
@@ -304,6 +313,14 @@ public sealed partial class MemberGrain
             _ => Task.FromResult<AccrualResult?>(new AccrualResult(txn, AccrualStatus.Duplicate, Points.Zero, _state.Balance, 0, LoyaltyError.None, null)),
             (e, m) => AccrualResult.Reject(txn, e, m),
             HoldPass.ReferralHold);
+        if (result.Status == AccrualStatus.Duplicate && !merged && _state.MergedInto is not null)
+        {
+            // Merged away while this waited for its turn: the decision, made on the merged state,
+            // wrote nothing here, so the reward (or its reversal) is the survivor's, as above.
+            // Answering done would leave the referred member's note saying it was given.
+            return await SettleReferralReward(referredMemberId, points, reverse);
+        }
+
         return result.Error;
     }
 

@@ -178,7 +178,14 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
 
         if (duplicate?.MergedInto is { } elsewhere)
         {
+            // Refused for what it is, before checks that would read the closed account's old links.
             await CompletePendingMergeAsync(duplicateId, elsewhere);
+            return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{duplicateId}' was already merged into '{elsewhere}'");
+        }
+
+        if (duplicate?.Erased == true)
+        {
+            return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"member '{duplicateId}' was erased");
         }
 
         if (await MergeCycleAsync(survivorId, duplicateId, duplicate) is { } why)

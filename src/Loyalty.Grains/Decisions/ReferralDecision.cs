@@ -57,15 +57,16 @@ public static class ReferralDecision
     /// </summary>
     public static Decision Referral(in Decider d, string referred)
     {
+        ReferralSide side = d.State.Referral;
+        if (d.State.Enrolled && side.Referrals.Contains(referred))
+        {
+            // Made already, also by a member closed since: a link resent is answered as made.
+            return Decision.Nothing;
+        }
+
         if (d.Closed() is { } closed)
         {
             return closed;
-        }
-
-        ReferralSide side = d.State.Referral;
-        if (side.Referrals.Contains(referred))
-        {
-            return Decision.Nothing;
         }
 
         if (side.Referrals.Count >= Limits.ReferralsPerMemberMax)

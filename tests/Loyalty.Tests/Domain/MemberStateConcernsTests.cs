@@ -382,6 +382,21 @@ public sealed class MemberStateConcernsTests
         };
 
     [Fact]
+    public void ReferralSide_CountsLinksForTheCap_WhateverTheOrderOfTheirTimes()
+    {
+        // A duplicate's referral merged in keeps its time, which its silo's clock may have put
+        // after a later link's here: the times are then out of order.
+        var state = new MemberState();
+        state.Apply(Entry(1, LedgerEntryKind.Enrol, 0, Start), 8);
+        state.Apply(Entry(2, LedgerEntryKind.ReferralLink, 0, Start.AddHours(2)) with { Reference = "a" }, 8);
+        state.Apply(Entry(3, LedgerEntryKind.ReferralLink, 0, Start) with { Reference = "b" }, 8);
+
+        // Before: counted from the newest back, stopping at b's time (outside the window): 0.
+        Assert.Equal(1, state.Referral.MadeSince(Start.AddDays(7).AddHours(1), 7));
+        Assert.Equal(2, state.Referral.MadeSince(Start.AddDays(1), 7));
+    }
+
+    [Fact]
     public void ReferralSide_TheSameLinkTwice_IsKeptOnce_AndARepointRenamesIt()
     {
         var state = new MemberState();

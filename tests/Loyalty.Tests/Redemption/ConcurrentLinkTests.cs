@@ -407,6 +407,38 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
             $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.ReferralReward} AND points < 0"));
     }
 
+    [Fact]
+    public async Task AReferrerMergedAway_WhileItsReferredMembersQualifyingPurchaseRewardsIt_IsRewardedOnce_AtTheSurvivor()
+    {
+        await PutAsync();
+        string[] Ids(string prefix) => [.. Enumerable.Range(0, PairsCount / 3).Select(i => $"{prefix}{i}")];
+        (string[] referrers, string[] referred, string[] survivors) = (Ids("ar"), Ids("an"), Ids("as"));
+        await EnrolAllAsync([.. referrers, .. survivors]);
+        await EnrolReferredAsync(referred, referrers);
+
+        // At once: the referred member's qualifying purchase (which rewards its referrer) and the
+        // referrer merged into a survivor. The reward lands at the referrer before the merge (and
+        // moves with it) or at the survivor after it; never nowhere, never twice.
+        Task<AccrualResult[]> buying = Task.WhenAll(referred.Select(m => Member(m).Accrue(Buy(m, "q-" + m)).AsTask()));
+        Task<MemberResult[]> merging = Task.WhenAll(survivors.Select((m, i) => Member(m).MergeFrom(referrers[i], "duplicate")));
+        Assert.All(await buying, r => Assert.Equal(AccrualStatus.Accepted, r.Status));
+        Assert.All(await merging, r => Assert.True(r.Error == LoyaltyError.None, r.ErrorMessage));
+
+        // A settlement that failed is retried by the referred member's wake.
+        DateTime deadline = DateTime.UtcNow + SettleWaitMax;
+        while (await TotalBalanceAsync(survivors) != 500L * survivors.Length && DateTime.UtcNow < deadline)
+        {
+            await Task.WhenAll(referred.Select(m => Member(m).Wake()));
+            await Task.Delay(200);
+        }
+
+        Assert.Equal(500L * survivors.Length, await TotalBalanceAsync(survivors));
+        Assert.Equal(0L, await TotalBalanceAsync(referrers));
+        Assert.Equal((200L + 20L) * referred.Length, await TotalBalanceAsync(referred));
+        Assert.Equal(survivors.Length, await Sql.ScalarAsync(fixture.Storage,
+            $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND kind = {(int)LedgerEntryKind.ReferralReward} AND points > 0"));
+    }
+
     private async Task EnrolReferredAsync(string[] members, string[] referrers)
     {
         EnrolmentResult[] results = await Task.WhenAll(members.Select((m, i) => Member(m).Enrol(new Enrolment(_program, m, referrers[i]))));

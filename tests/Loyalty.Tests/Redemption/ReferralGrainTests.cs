@@ -561,6 +561,53 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         Assert.Equal(60L, (await ben.Get())!.Balance.Value);
     }
 
+    [Fact]
+    public async Task Resends_OfALinkOrAMerge_AfterTheirOtherSideClosed_AreAnsweredAsMade()
+    {
+        await PutAsync(Shop);
+        IMemberGrain ben = await EnrolAsync("ben"), cleo = await EnrolAsync("cleo");
+        IMemberGrain rita = await EnrolAsync("rita"), erin = await EnrolAsync("erin");
+        IMemberGrain sam = await EnrolAsync("sam"), dora = await EnrolAsync("dora");
+        Assert.Equal(LoyaltyError.None, (await ben.SetReferrer("rita", null)).Error);
+        Assert.Equal(LoyaltyError.None, (await cleo.SetReferrer("erin", null)).Error);
+        Assert.Equal(LoyaltyError.None, (await sam.MergeFrom("rita", "duplicate")).Error);
+        Assert.Equal(LoyaltyError.None, (await erin.Erase("request 7")).Error);
+        Assert.Equal(LoyaltyError.None, (await sam.MergeFrom("dora", "duplicate")).Error);
+        Assert.Equal(LoyaltyError.None, (await sam.Erase("request 8")).Error);
+
+        // Before: "already referred by 'sam'" (rita's link moved there), "'erin' was erased" and
+        // "'sam' was erased", though each was made.
+        MemberResult toMerged = await ben.SetReferrer("rita", null);
+        MemberResult toErased = await cleo.SetReferrer("erin", null);
+        MemberResult mergeAgain = await sam.MergeFrom("dora", "duplicate");
+
+        Assert.True(toMerged.Error == LoyaltyError.None, toMerged.ErrorMessage);
+        Assert.True(toErased.Error == LoyaltyError.None, toErased.ErrorMessage);
+        Assert.True(mergeAgain.Error == LoyaltyError.None, mergeAgain.ErrorMessage);
+        Assert.Equal(("sam", "erin"), ((await ben.Get())!.ReferredBy, (await cleo.Get())!.ReferredBy));
+        // Something new is still refused for what it is.
+        Assert.Equal(LoyaltyError.AlreadyExists, (await ben.SetReferrer("cleo", null)).Error);
+        Assert.Contains("was erased", (await sam.MergeFrom("ben", "duplicate")).ErrorMessage, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Merge_OfADuplicateMergedElsewhereAlready_IsRefusedSayingSo_NotForItsOldLinks()
+    {
+        await PutAsync(Shop);
+        IMemberGrain sam = await EnrolAsync("sam");
+        await EnrolAsync("rita", referredBy: "sam");
+        await EnrolAsync("dora", referredBy: "rita");
+        IMemberGrain tom = await EnrolAsync("tom");
+        Assert.Equal(LoyaltyError.None, (await tom.MergeFrom("dora", "duplicate")).Error);
+
+        // dora's old referrer chain (rita, then sam) would make sam's merge of it a cycle; but
+        // dora is tom's now. Before: "would close a referral cycle".
+        MemberResult refused = await sam.MergeFrom("dora", "duplicate");
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
+        Assert.Contains("was already merged into 'tom'", refused.ErrorMessage, StringComparison.Ordinal);
+    }
+
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
 
     /// <summary>
