@@ -116,8 +116,9 @@ public sealed partial class MemberGrain
                 ? MemberResult.Reject(refused.Error, refused.Message!)
                 : null;
 
-        // Checked before the walk below as well as at the hold: a member that may not be referred is told so at once.
-        if (NotReferrable() is { } early)
+        // Checked before the walk below as well as at the hold: a member that may not be referred is
+        // told so at once, when what refuses it is committed (else the hold's check waits for that).
+        if (_inFlight == 0 && NotReferrable() is { } early)
         {
             return early;
         }
@@ -153,15 +154,35 @@ public sealed partial class MemberGrain
     private async Task<T> WhileHeldAsync<T>(HoldPass lets, Func<T?> refusal, Func<Task<T>> change)
         where T : class
     {
-        while (_hold is { } other)
+        while (true)
         {
-            // Only with two desks at once (Orleans' rare duplicate activation): one such change at a time here too.
-            await other.Ended;
-        }
+            while (_hold is { } other)
+            {
+                // Only with two desks at once (Orleans' rare duplicate activation): one such change at a time here too.
+                await other.Ended;
+            }
 
-        if (refusal() is { } refused)
-        {
-            return refused;
+            if (!_valid)
+            {
+                // A commit failed meanwhile: the state is rebuilt from the ledger before it is judged.
+                await EnsureLoadedAsync();
+                continue;
+            }
+
+            if (refusal() is not { } refused)
+            {
+                // The hold begins in this same turn, so what the check found still holds.
+                break;
+            }
+
+            if (_inFlight == 0)
+            {
+                return refused;
+            }
+
+            // Refused on a change still committing (a first purchase, say): its commit may fail,
+            // and the refusal's reason with it. Decided again once it is committed or not.
+            await WaitForCommitsAsync();
         }
 
         var hold = new TwoMemberHold(lets);

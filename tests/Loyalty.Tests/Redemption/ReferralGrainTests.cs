@@ -591,6 +591,60 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Link_AskedWhileTheMembersFirstPurchaseCommits_WaitsForIt_AndIsMadeWhenThatCommitFails()
+    {
+        await PutAsync(Shop);
+        IMemberGrain rita = await EnrolAsync("rita");
+        IMemberGrain ben = await EnrolAsync("ben");
+        using var entered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
+        // ben's purchase is applied and held at its commit (on the ledger's writer), then fails there.
+        faults.Arm((at, entry) =>
+        {
+            if (at != FaultStep.Commit || entry.ProgramId != _program || entry.MemberId != "ben" || entry.Kind != LedgerEntryKind.Earn)
+            {
+                return false;
+            }
+
+            entered.Set();
+            release.Wait(TimeSpan.FromSeconds(10));
+            return true;
+        });
+        AccrualResult bought;
+        MemberResult linked;
+        try
+        {
+            Task<AccrualResult> buying = ben.Accrue(Buy("ben", 60_00, "first")).AsTask();
+            Assert.True(entered.Wait(TimeSpan.FromSeconds(10)));
+            Task<MemberResult> linking = ben.SetReferrer("rita", null);
+            // Not answered on the purchase still committing ("has already made a purchase"): the
+            // member's catch-up before the walk waits for it, and so does the check at the hold
+            // (for a purchase that arrives during the walk, a window this test does not reach).
+            await Task.Delay(300);
+            bool answeredWhileCommitting = linking.IsCompleted;
+            release.Set();
+            bought = await buying;
+            linked = await linking;
+            Assert.False(answeredWhileCommitting, "the link was answered while the purchase it was refused for was still committing");
+        }
+        finally
+        {
+            release.Set();
+            faults.Disarm();
+        }
+
+        Assert.Equal(LoyaltyError.Unavailable, bought.Error);
+        Assert.True(linked.Error == LoyaltyError.None, linked.ErrorMessage);
+        Assert.Equal("rita", (await ben.Get())!.ReferredBy);
+        Assert.Equal(["ben"], (await rita.Get())!.Referrals);
+        Assert.Equal(0, await CountAsync("ben", LedgerEntryKind.Earn));
+        // The purchase resent now is the first, and qualifies the referral.
+        AccrualResult resent = await ben.Accrue(Buy("ben", 60_00, "first"));
+        Assert.Equal((AccrualStatus.Accepted, 260L), (resent.Status, resent.Earned.Value));
+    }
+
+    [Fact]
     public async Task Merge_OfADuplicateMergedElsewhereAlready_IsRefusedSayingSo_NotForItsOldLinks()
     {
         await PutAsync(Shop);
