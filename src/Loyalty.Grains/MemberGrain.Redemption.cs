@@ -23,7 +23,45 @@ public sealed partial class MemberGrain
     public Task<RedemptionResult> Redeem(Redemption redemption) => SpendOrHoldAsync(redemption, reserve: false);
 
     /// <inheritdoc />
-    public Task<RedemptionResult> Reserve(Redemption reservation) => SpendOrHoldAsync(reservation, reserve: true);
+    public async Task<RedemptionResult> Reserve(Redemption reservation)
+    {
+        RedemptionResult result = await SpendOrHoldAsync(reservation, reserve: true);
+        if (result.Error != LoyaltyError.Unavailable || !HasLapsedHold())
+        {
+            return result;
+        }
+
+        // Refused for holds past their lapse time whose end the wake has not written yet (the
+        // schedule may be behind or failing): they are written now, as the wake would, and the
+        // reservation is decided again, so the till is not kept waiting for the schedule.
+        for (int step = 0; step < LapsedHoldsWrittenMax && HasLapsedHold(); step++)
+        {
+            if (await WriteDueAsync(StageDue) is not { Error: LoyaltyError.None, Entry: not null })
+            {
+                return result;
+            }
+        }
+
+        return await SpendOrHoldAsync(reservation, reserve: true);
+    }
+
+    /// <summary>Due steps a reservation writes at most before it is decided again (the holds' lapses, and what falls due before them).</summary>
+    private const int LapsedHoldsWrittenMax = 2 * Limits.OpenReservationsMax;
+
+    private bool HasLapsedHold()
+    {
+        DateTimeOffset now = MemberNow();
+        IReadOnlyList<Hold> holds = _state.Lots.Holds;
+        for (int i = 0; i < holds.Count; i++)
+        {
+            if (holds[i].LapsesAt <= now)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <inheritdoc />
     public Task<RedemptionResult> CommitReservation(string reservationId, string? storeId = null) => EndReservationAsync(reservationId, commit: true, storeId);

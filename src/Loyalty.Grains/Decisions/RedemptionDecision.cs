@@ -63,9 +63,14 @@ public static class RedemptionDecision
         }
 
         DateTimeOffset now = d.Now;
-        if (reserve && d.State.Lots.Holds.Count(h => h.LapsesAt > now) >= Limits.OpenReservationsMax)
+        if (reserve && d.State.Lots.Holds.Count >= Limits.OpenReservationsMax)
         {
-            return Decision.Refuse(LoyaltyError.FailedPrecondition, $"the member already holds {Limits.OpenReservationsMax} open reservations");
+            // Every hold the member keeps counts, also one past its lapse time whose end is not
+            // written yet (the wake writes it): a backlogged schedule cannot make the list grow.
+            int open = d.State.Lots.Holds.Count(h => h.LapsesAt > now);
+            return open >= Limits.OpenReservationsMax
+                ? Decision.Refuse(LoyaltyError.FailedPrecondition, $"the member already holds {Limits.OpenReservationsMax} open reservations")
+                : Decision.Refuse(LoyaltyError.Unavailable, $"{d.State.Lots.Holds.Count - open} of the member's reservations have lapsed and their end is not recorded yet; nothing was recorded, retry");
         }
 
         if (stock is not (Stock.Secured or Stock.Taken))
