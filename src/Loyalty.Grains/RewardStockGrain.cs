@@ -259,13 +259,21 @@ public sealed partial class RewardStockGrain(
             return;
         }
 
-        GrainMetrics.StockOverReleased.Add(units - s.Taken, new KeyValuePair<string, object?>("program", ProgramId));
-        LogOverReleased(logger, this.GetPrimaryKeyString(), units, s.Taken);
+        // A stock stored before it kept when it started counting may give back units it never
+        // counted (see OnActivateAsync): expected there, not a defect.
+        if (s.CountingSince != DateTimeOffset.MinValue)
+        {
+            _overReleased = checked(_overReleased + (units - s.Taken));
+        }
+
         s.Taken = 0;
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Stock {Reward}: {Units} units given back with only {Taken} taken; the count stays at 0 (a unit given back twice)")]
-    private static partial void LogOverReleased(ILogger logger, string reward, long units, long taken);
+    /// <summary>Units given back beyond those taken since the last write, reported once that write lands.</summary>
+    private long _overReleased;
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Stock {Reward}: {Units} units given back beyond those taken; the count stays at 0 (a unit given back twice)")]
+    private static partial void LogOverReleased(ILogger logger, string reward, long units);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Stock {Reward}: settling its claims against the ledger failed; the timer tries again")]
     private static partial void LogSettleFailed(ILogger logger, Exception exception, string reward);
@@ -279,8 +287,17 @@ public sealed partial class RewardStockGrain(
         catch
         {
             // Not durable, so not done: the caller sees the failure, and the stored state is the truth.
+            _overReleased = 0;
             await state.ReadStateAsync();
             throw;
+        }
+
+        if (_overReleased > 0)
+        {
+            // Reported once it is written: a failed write is settled again later, and would count it twice.
+            GrainMetrics.StockOverReleased.Add(_overReleased, new KeyValuePair<string, object?>("program", ProgramId));
+            LogOverReleased(logger, this.GetPrimaryKeyString(), _overReleased);
+            _overReleased = 0;
         }
     }
 }

@@ -58,15 +58,17 @@ public static class ReferralDecision
     public static Decision Referral(in Decider d, string referred)
     {
         ReferralSide side = d.State.Referral;
-        if (d.State.Enrolled && side.Referrals.Contains(referred))
+        Decision? closed = d.Closed();
+        if (d.State.Enrolled && side.Referrals.Contains(referred) && (closed is null || !side.Unconfirmed.Contains(referred)))
         {
-            // Made already, also by a member closed since: a link resent is answered as made.
+            // Made already, also by a member closed since once the link was whole: a link resent is
+            // answered as made. One still unconfirmed when this member closed is not completed now.
             return Decision.Nothing;
         }
 
-        if (d.Closed() is { } closed)
+        if (closed is { } refused)
         {
-            return closed;
+            return refused;
         }
 
         if (side.Referrals.Count >= Limits.ReferralsPerMemberMax)

@@ -270,9 +270,11 @@ public sealed class MemberState : IEarnHistory, IQualifying, Loyalty.Storage.ILe
     /// 16: a survivor with a referrer of its own keeps its duplicates' referrals, to reverse them;
     /// 17: also a survivor that was the duplicate's referrer, and a note naming no referral changes none;
     /// 18: the merge into the member started and not yet settled, with its reason; 19: a
-    /// reservation's value kept with its hold, and an erased member's open birthday gift dropped).
+    /// reservation's value kept with its hold, and an erased member's open birthday gift dropped;
+    /// 20: a merge hands on the duplicate's shortfall, which an older engine's snapshot of a
+    /// survivor would leave out).
     /// </summary>
-    public const int CurrentFormat = 19;
+    public const int CurrentFormat = 20;
 
     /// <summary>
     /// What a member grain hands the snapshot store to read into: a read that finds no row leaves

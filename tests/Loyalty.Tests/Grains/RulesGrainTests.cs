@@ -418,11 +418,11 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
     {
         await SetUpAsync(Shop with { Tiers = Ladder });
         // A member whose wake for the review comes at least 5 minutes after it falls due, so the quote comes first.
-        string id = Enumerable.Range(0, 1000).Select(i => $"q{i}")
-            .First(q => Expiring.WakeLateBy(_program, q, TimeSpan.FromMinutes(30)) >= TimeSpan.FromMinutes(5));
+        string id = WokenAtLeastFiveMinutesLate("q");
         IMemberGrain member = await EnrolAsync(id);
         await member.Accrue(Buy(160_00, memberId: id));
-        fixture.Clock.Advance(TimeSpan.FromDays(365 + 30));
+        // Just past the review's time (the window and its grace), before the member's wake.
+        fixture.Clock.Advance(TimeSpan.FromDays(365 + 30) + TimeSpan.FromMinutes(1));
         long entries = await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{id}'");
 
         // Before: the quote staged the review and the earn and checked the earn alone, out of
@@ -442,11 +442,11 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         await SetUpAsync(Shop with { Tiers = Ladder, Rewards = [coffee] });
         // A member whose wake for the review comes at least 5 minutes after it falls due (its place
         // in the 30-minute spread of wakes), so the basket comes first.
-        string id = Enumerable.Range(0, 1000).Select(i => $"b{i}")
-            .First(b => Expiring.WakeLateBy(_program, b, TimeSpan.FromMinutes(30)) >= TimeSpan.FromMinutes(5));
+        string id = WokenAtLeastFiveMinutesLate("b");
         IMemberGrain member = await EnrolAsync(id);
         await member.Accrue(Buy(160_00, memberId: id));
-        fixture.Clock.Advance(TimeSpan.FromDays(365 + 30));
+        // Just past the review's time (the window and its grace), before the member's wake.
+        fixture.Clock.Advance(TimeSpan.FromDays(365 + 30) + TimeSpan.FromMinutes(1));
 
         AccrualResult basket = await member.Accrue(Buy(10_00, memberId: id) with { RedeemRewardId = "coffee", RedeemQuantity = 1 });
         IReadOnlyList<LedgerEntry> reviews = await ReviewsAsync(id);
@@ -460,6 +460,14 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         Assert.Equal(("silver", "member", "member"), (earn.DowngradedFrom, earn.TierBefore, earn.TierAfter));
         Assert.Equal(("member", 160L - 30L + 10L), (view.Tier, view.Balance.Value));
         await AssertLedgerMatchesAsync(member);
+    }
+
+    /// <summary>A member id whose wake comes at least five minutes after its due time, in the silo's spread of wakes.</summary>
+    private string WokenAtLeastFiveMinutesLate(string prefix)
+    {
+        TimeSpan spread = Silo().GetRequiredService<Microsoft.Extensions.Options.IOptions<ScheduleOptions>>().Value.ExpirySpread;
+        Assert.True(spread >= TimeSpan.FromMinutes(10), $"the test needs a spread of wakes of 10 minutes or more; the silo's is {spread}");
+        return Enumerable.Range(0, 1000).Select(i => $"{prefix}{i}").First(id => Expiring.WakeLateBy(_program, id, spread) >= TimeSpan.FromMinutes(5));
     }
 
     private async Task<IReadOnlyList<LedgerEntry>> ReviewsAsync(string memberId = "m") =>

@@ -645,6 +645,26 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ALinkHalfMade_WhenItsReferrerWasErased_IsNotCompletedByAResend()
+    {
+        await PutAsync(Shop);
+        IMemberGrain erin = await EnrolAsync("erin");
+        IMemberGrain ben = await EnrolAsync("ben");
+        // erin's side is written (unconfirmed), ben's fails: the link is half-made.
+        MemberResult failed = await WithReferredSideFailingAsync(() => ben.SetReferrer("erin", null));
+        Assert.Equal(LoyaltyError.Unavailable, failed.Error);
+        Assert.Equal(["ben"], (await erin.Get())!.Referrals);
+        Assert.Equal(LoyaltyError.None, (await erin.Erase("request 9")).Error);
+
+        MemberResult resent = await ben.SetReferrer("erin", null);
+
+        Assert.Equal(LoyaltyError.FailedPrecondition, resent.Error);
+        Assert.Contains("'erin' was erased", resent.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null((await ben.Get())!.ReferredBy);
+        Assert.Equal(0, await CountAsync("ben", LedgerEntryKind.Referred));
+    }
+
+    [Fact]
     public async Task Merge_OfADuplicateMergedElsewhereAlready_IsRefusedSayingSo_NotForItsOldLinks()
     {
         await PutAsync(Shop);
