@@ -33,19 +33,19 @@ public sealed partial class MemberGrain
         // The desk's work for this member, each kind on its own time (see DeskDue). One that fails
         // stays in the state, and waits before it is asked for again, the longer the older it is.
         IProgramLinksGrain desk = GrainFactory.GetGrain<IProgramLinksGrain>(_programId);
-        if (_state.LinkCheckAt is { } linkDue && linkDue <= now && !(_linkRetryAt > now))
+        if (_state.LinkCheckAt is { } linkDue && linkDue <= now && !(RetryFor(_linkRetry, linkDue) > now))
         {
-            _linkRetryAt = await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId)) ? null : RetryAt(linkDue, now);
+            _linkRetry = await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId)) ? null : new DeskRetry(linkDue, RetryAt(linkDue, now));
         }
 
-        if (_state.MergeCheckAt is { } mergeDue && mergeDue <= now && !(_mergeRetryAt > now))
+        if (_state.MergeCheckAt is { } mergeDue && mergeDue <= now && !(RetryFor(_mergeRetry, mergeDue) > now))
         {
-            _mergeRetryAt = await DeskCheckAsync(() => desk.CompleteMerge(_memberId)) ? null : RetryAt(mergeDue, now);
+            _mergeRetry = await DeskCheckAsync(() => desk.CompleteMerge(_memberId)) ? null : new DeskRetry(mergeDue, RetryAt(mergeDue, now));
         }
 
         for (int step = 0; step < WakeStepsMax; step++)
         {
-            DueOutcome outcome = await WriteDueAsync(StageDue);
+            DueOutcome outcome = await WriteDueStepAsync();
             if (outcome.Error == LoyaltyError.NotFound)
             {
                 // The program is gone: nothing is due any more; the reschedule removes the row.
@@ -58,14 +58,9 @@ public sealed partial class MemberGrain
                 throw new InvalidOperationException($"Due work of {_programId}/{_memberId} could not be written ({outcome.Error}).");
             }
 
-            if (outcome.Entry is not { } entry)
+            if (outcome.Entry is null)
             {
                 break;
-            }
-
-            if (entry.Kind == LedgerEntryKind.ReservationEnd && entry.DetailsAs<ReservationEndDetails>() is { RewardId: { } reward } details)
-            {
-                await SettleStockAsync(reward, entry.Reference!);
             }
         }
 
@@ -79,7 +74,17 @@ public sealed partial class MemberGrain
     /// When this activation may ask the desk again for the member's link check, or for its open
     /// merge, after a try that failed; null when none failed here (see <see cref="DeskDue"/>).
     /// </summary>
-    private DateTimeOffset? _linkRetryAt, _mergeRetryAt;
+    private DeskRetry? _linkRetry, _mergeRetry;
+
+    /// <summary>
+    /// A failed try of desk work: the due time it was for, and when to try again. It holds only
+    /// while that work is still the one due: a link confirmed by another path (a resent change)
+    /// and a new one made since are due at another time, and are asked for then, not after the
+    /// old one's back-off.
+    /// </summary>
+    private sealed record DeskRetry(DateTimeOffset Due, DateTimeOffset At);
+
+    private static DateTimeOffset? RetryFor(DeskRetry? retry, DateTimeOffset due) => retry is { } r && r.Due == due ? r.At : null;
 
     /// <summary>
     /// When the desk's due work for this member (<see cref="MemberState.LinkCheckAt"/>,
@@ -92,10 +97,10 @@ public sealed partial class MemberGrain
     /// every minute, across deactivations too.
     /// </summary>
     private DateTimeOffset? DeskDue(DateTimeOffset now) =>
-        Earliest(KindDue(_state.LinkCheckAt, _linkRetryAt, now), KindDue(_state.MergeCheckAt, _mergeRetryAt, now));
+        Earliest(KindDue(_state.LinkCheckAt, _linkRetry, now), KindDue(_state.MergeCheckAt, _mergeRetry, now));
 
-    private static DateTimeOffset? KindDue(DateTimeOffset? due, DateTimeOffset? retryAt, DateTimeOffset now) =>
-        due is not { } at || at > now ? due : retryAt ?? RetryAt(at, now);
+    private static DateTimeOffset? KindDue(DateTimeOffset? due, DeskRetry? retry, DateTimeOffset now) =>
+        due is not { } at || at > now ? due : RetryFor(retry, at) ?? RetryAt(at, now);
 
     /// <summary>
     /// The next try of desk work due at <paramref name="due"/> and still not done at
@@ -241,11 +246,26 @@ public sealed partial class MemberGrain
         return decision.Staged(out entry, (e, _) => new DueOutcome(null, e), () => DueOutcome.Nothing);
     }
 
-    /// <summary>What one step of a wake did: an entry, nothing left to do, or an error.</summary>
+    /// <summary>
+    /// Writes the next piece of the member's due work (see <see cref="StageDue"/>); a reservation's
+    /// lapse then has the reward's stock settle its units at once.
+    /// </summary>
+    private async Task<DueOutcome> WriteDueStepAsync()
+    {
+        DueOutcome outcome = await WriteDueAsync(StageDue);
+        if (outcome.Entry is { Kind: LedgerEntryKind.ReservationEnd } entry && entry.DetailsAs<ReservationEndDetails>() is { RewardId: { } reward })
+        {
+            await SettleStockAsync(reward, entry.Reference!);
+        }
+
+        return outcome;
+    }
+
     /// <summary>Writes the piece of due work <paramref name="stage"/> decides: its entry, nothing, or why it could not.</summary>
     private Task<DueOutcome> WriteDueAsync(Stage<DueOutcome> stage) =>
         WriteAsync(prefetch: null, stage, (entry, _, _) => new DueOutcome(entry, LoyaltyError.None), _ => Task.FromResult<DueOutcome?>(null), (e, _) => new DueOutcome(null, e));
 
+    /// <summary>What one step of due work did: an entry, nothing left to do, or an error.</summary>
     private sealed record DueOutcome(LedgerEntry? Entry, LoyaltyError Error)
     {
         public static readonly DueOutcome Nothing = new(null, LoyaltyError.None);

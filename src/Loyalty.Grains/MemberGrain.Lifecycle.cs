@@ -256,10 +256,9 @@ public sealed partial class MemberGrain
 
             if (_state.MergedFrom.Contains(duplicateId))
             {
-                // Taken in before this member closed, its links moved now: the merge is over, and
-                // a resend of it is answered as done (the closing is the answer to anything new).
+                // Taken in before this member closed, its links moved now: the merge is over (the
+                // answer still says why this account takes no changes: its points are elsewhere).
                 await SettleMergeAsync(duplicateId, null, HoldPass.None);
-                return new MemberResult(View(await ProgramForViewAsync()), LoyaltyError.None, null);
             }
 
             return closed;

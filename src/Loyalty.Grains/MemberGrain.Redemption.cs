@@ -36,7 +36,7 @@ public sealed partial class MemberGrain
         // reservation is decided again, so the till is not kept waiting for the schedule.
         for (int step = 0; step < LapsedHoldsWrittenMax && HasLapsedHold(); step++)
         {
-            if (await WriteDueAsync(StageDue) is not { Error: LoyaltyError.None, Entry: not null })
+            if (await WriteDueStepAsync() is not { Error: LoyaltyError.None, Entry: not null })
             {
                 return result;
             }

@@ -23,7 +23,7 @@ public sealed class LapsedHoldsTests
         // The schedule does not poll during the test: no wake writes a lapse.
         await using InProcessEngine engine = await InProcessEngine.StartAsync(TestDatabases.Create(backend, "lapsed-holds"), clock, "--Schedule:PollIntervalMs=3600000");
         IGrainFactory grains = engine.Services.GetRequiredService<IGrainFactory>();
-        var coffee = new Reward("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE");
+        var coffee = new Reward("coffee", "Free coffee", RewardKind.Product, 30, Sku: "COFFEE", Stock: 40);
         await grains.GetGrain<IProgramGrain>(Program).Put(new ProgramSettings("Shop", "USD", 2, 1, SignupBonusPoints: 10_000, Rewards: [coffee],
             ReservationHoldSeconds: Limits.ReservationHoldSecondsMin));
         IMemberGrain member = grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(Program, "m"));
@@ -47,5 +47,7 @@ public sealed class LapsedHoldsTests
             $"SELECT COUNT(*) FROM ledger_entries WHERE program_id = '{Program}' AND member_id = 'm' AND kind = {(int)LedgerEntryKind.ReservationEnd}"));
         Assert.Equal(["next"], (await member.Reservations())!.Select(r => r.ReservationId));
         Assert.Equal(10_000L, (await member.Get())!.Balance.Value);
+        // The lapsed holds' units went back to the stock as their ends were written (as the wake's do).
+        Assert.Equal(1L, await grains.GetGrain<IRewardStockGrain>(Program + "/coffee").Taken());
     }
 }
