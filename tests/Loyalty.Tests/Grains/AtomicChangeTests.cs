@@ -544,27 +544,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         await AppendDirectlyAsync(new LedgerEntry(_program, "m", 3, (LedgerEntryKind)999, Points.Zero, "from-newer", 0,
             null, 0, null, "newer", null, Now, Now));
         await fixture.DeactivateAllAsync();
-        long failures = 0;
-        using var listener = new System.Diagnostics.Metrics.MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Name == "loyalty.member.load_failures")
-            {
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        string program = _program;
-        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            foreach (KeyValuePair<string, object?> tag in tags)
-            {
-                if (tag.Key == "program" && Equals(tag.Value, program))
-                {
-                    Interlocked.Add(ref failures, value);
-                }
-            }
-        });
-        listener.Start();
+        using var failures = new TaggedCount("loyalty.member.load_failures", "program", _program);
 
         // Fifty purchases: each answered UNAVAILABLE, nothing written, and the member loaded once.
         for (int i = 0; i < 50; i++)
@@ -574,13 +554,13 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
             Assert.Contains("could not be loaded", refused.ErrorMessage!, StringComparison.Ordinal);
         }
 
-        Assert.Equal(1, Interlocked.Read(ref failures));
+        Assert.Equal(1, failures.Value);
         Assert.Equal(3, await Sql.ScalarAsync(fixture.Storage, $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm'"));
 
         // Reads answer from the failure too, as an exception the gateway turns into UNAVAILABLE
         // without logging it again.
         await Assert.ThrowsAsync<MemberUnavailableException>(() => Member("m").Get());
-        Assert.Equal(1, Interlocked.Read(ref failures));
+        Assert.Equal(1, failures.Value);
 
         // After the delay (real time) the quiet activation ends, and the next call loads the
         // member afresh (and fails again); once the entry is gone (every node upgraded, say),
@@ -595,12 +575,12 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         // One load for both calls, unless they came more than the delay apart (one more load per
         // delay passed): a CI run once counted a third load here.
         long delaysPassed = (long)(System.Diagnostics.Stopwatch.GetElapsedTime(calls) / MemberGrain.LoadRetryDelay);
-        Assert.InRange(Interlocked.Read(ref failures), 2, 2 + delaysPassed);
-        long failuresBefore = Interlocked.Read(ref failures);
+        Assert.InRange(failures.Value, 2, 2 + delaysPassed);
+        long failuresBefore = failures.Value;
         await Sql.ExecuteAsync(fixture.Storage, $"DELETE FROM ledger_entries WHERE program_id = '{_program}' AND member_id = 'm' AND seq = 3");
         await Task.Delay(MemberGrain.LoadRetryDelay + TimeSpan.FromMilliseconds(200));
         Assert.Null(await BuyAsync("m", "loaded"));
-        Assert.Equal(failuresBefore, Interlocked.Read(ref failures));
+        Assert.Equal(failuresBefore, failures.Value);
         await AssertEachMemberIsItsLedgerAsync(["m"]);
     }
 

@@ -378,7 +378,16 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         fixture.Clock.Advance(TimeSpan.FromHours(2));
         await WithReferredSideFailingAsync(async () =>
         {
-            await Member("rita").Wake();
+            try
+            {
+                await Member("rita").Wake();
+            }
+            catch (Exception e) when (e is not Xunit.Sdk.XunitException)
+            {
+                // The wake's own writes may share the failed batch: it fails, and the scheduler
+                // would wake the member again. The desk's check failed before, as this test needs.
+            }
+
             return true;
         }, LedgerEntryKind.ReferralWithdrawn);
         Assert.Equal(["mia"], (await Member("rita").Get())!.Referrals);

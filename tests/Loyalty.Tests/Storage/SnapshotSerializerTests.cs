@@ -34,33 +34,14 @@ public sealed class SnapshotSerializerTests
     public void AnUnreadableSnapshot_IsCountedInTheStoragesMeter_ByItsType()
     {
         SnapshotSerializer serializer = Create();
-        long counted = 0;
-        using var listener = new System.Diagnostics.Metrics.MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Meter.Name == LedgerCommitQueue.MeterName && instrument.Name == "loyalty.snapshots.unreadable")
-            {
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            // Other tests read unreadable member snapshots at the same time: only this type counts here.
-            foreach (KeyValuePair<string, object?> tag in tags)
-            {
-                if (tag.Key == "state" && Equals(tag.Value, nameof(CountedState)))
-                {
-                    Interlocked.Add(ref counted, value);
-                }
-            }
-        });
-        listener.Start();
+        // Other tests read unreadable member snapshots at the same time: only this type counts here.
+        using var counted = new TaggedCount("loyalty.snapshots.unreadable", "state", nameof(CountedState));
 
         Assert.Null(serializer.Deserialize<CountedState>(new BinaryData(Garbage)));
         Assert.Null(serializer.Deserialize<CountedState>(new BinaryData(Garbage)));
         Assert.Null(serializer.Deserialize<CountedState>(new BinaryData(Garbage)));
 
-        Assert.Equal(3, Interlocked.Read(ref counted));
+        Assert.Equal(3, counted.Value);
     }
 
     [Fact]
