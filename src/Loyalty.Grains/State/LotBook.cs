@@ -71,40 +71,13 @@ public sealed class LotBook
     /// What expires at <paramref name="now"/>: the points in lots past their expiry, soonest first,
     /// except what open holds need of them because the unexpired points no longer cover them (a
     /// hold made before a lot expired may be met from it: held points do not expire under a till's
-    /// feet). Only holds that may use them count (made before the latest of those lots expired,
-    /// see <see cref="PlanCommit"/>): points kept for a hold that cannot take them would be
-    /// neither spendable nor committed until it lapsed. Those kept are the latest to have expired,
-    /// which the most holds may use.
+    /// feet). Those kept are the latest to have expired, which the most holds may use.
     /// </summary>
     public List<LotUse> ExpiringAt(DateTimeOffset now)
     {
         var expiring = new List<LotUse>();
-        long kept = Math.Min(Math.Max(0, HeldAt(now).Value - PointsOutliving(now)), HeldUsingExpiredAt(now));
-        TakeExpired(expiring, checked(ExpiredPoints(now) - kept), now);
+        TakeExpired(expiring, checked(ExpiredPoints(now) - Math.Max(0, HeldAt(now).Value - PointsOutliving(now))), now);
         return expiring;
-    }
-
-    /// <summary>Points of holds open at <paramref name="now"/> that may be met from a lot past its expiry then (made before the latest such lot expired).</summary>
-    private long HeldUsingExpiredAt(DateTimeOffset now)
-    {
-        DateTimeOffset? latest = null;
-        IReadOnlyList<PointLot> lots = Spendable;
-        for (int i = 0; i < lots.Count && lots[i].ExpiresAt is { } at && at <= now; i++)
-        {
-            latest = at;
-        }
-
-        long held = 0;
-        IReadOnlyList<Hold> holds = Holds;
-        for (int i = 0; i < holds.Count && latest is { } last; i++)
-        {
-            if (holds[i].LapsesAt > now && holds[i].MadeAt < last)
-            {
-                held = checked(held + holds[i].Points.Value);
-            }
-        }
-
-        return held;
     }
 
     /// <summary>
@@ -134,28 +107,14 @@ public sealed class LotBook
     /// <summary>
     /// The soonest expiry at which some points will expire (see <see cref="ExpiringAt"/>) with the
     /// holds open now; null when none will. Lots expire soonest first, so that is the first lot's
-    /// expiry as long as the lots hold more than the holds, or the first lot more than the holds
-    /// that may be met from it (made before it expires); a hold that ends changes the member,
+    /// expiry as long as the lots hold more than the holds; a hold that ends changes the member,
     /// which asks again.
     /// </summary>
-    public DateTimeOffset? NextExpiry()
-    {
+    public DateTimeOffset? NextExpiry() =>
         // Lots exist only while the balance is positive, and then hold all of it.
-        if (Spendable.Count == 0 || Spendable[0].ExpiresAt is not { } first)
-        {
-            return null;
-        }
-
-        long held = 0, heldBefore = 0;
-        IReadOnlyList<Hold> holds = Holds;
-        for (int i = 0; i < holds.Count; i++)
-        {
-            held = checked(held + holds[i].Points.Value);
-            heldBefore = holds[i].MadeAt < first ? checked(heldBefore + holds[i].Points.Value) : heldBefore;
-        }
-
-        return Balance.Value > held || Spendable[0].Points.Value > heldBefore ? first : null;
-    }
+        Spendable.Count > 0 && Spendable[0].ExpiresAt is { } first && Balance.Value > HeldAt(DateTimeOffset.MinValue).Value
+            ? first
+            : null;
 
     /// <summary>
     /// Which lots a hold's commit at <paramref name="now"/> spends: unexpired points first, soonest

@@ -909,31 +909,6 @@ public sealed class DecisionTests
         Assert.Equal(LoyaltyError.FailedPrecondition, commit.Error);
         Assert.Contains("only 0 of the balance's 50 points may meet the 20 points reservation 'h1' holds", commit.Message, StringComparison.Ordinal);
         Assert.Contains("had expired when it was made", commit.Message, StringComparison.Ordinal);
-        // Nothing of "old" is kept for h1, which cannot use it: all 50 expire at the wake. Before,
-        // 20 were kept (neither spendable nor committable) until h1 lapsed.
-        DateTimeOffset wake = later.AddMinutes(5);
-        Assert.Equal(50L, state.Lots.ExpiringAt(wake).Sum(l => l.Points));
-        state.Apply(DueDecision.Of(At(state, settings, wake), Expiring.Next(state, settings.ExpiryRules, wake)!, "#end", 5).Entry!, 8);
-        Assert.Equal((0L, (DateTimeOffset?)null), (state.Balance.Value, state.Lots.NextExpiry()));
-    }
-
-    [Fact]
-    public void PointsKeptForAHoldThatCannotUseThem_AreDueToExpire_EvenWhenTheBalanceIsAllHeld()
-    {
-        // A state as the code before left it: 20 points of an expired lot kept for a reservation
-        // made after that lot expired, and the balance all held.
-        ProgramSettings settings = Expiring12() with { ReservationHoldSeconds = 86_400 };
-        MemberState state = Enrolled();
-        state.Apply(AccrualDecision.Decide(At(state, settings, Now), Purchase("old", 20_00), 1, null), 8);
-        state.Apply(AccrualDecision.Decide(At(state, settings, Now.AddMonths(6)), Purchase("new", 20_00), 1, null), 8);
-        DateTimeOffset later = OldExpiry.AddHours(1);
-        state.Apply(RedemptionDecision.SpendOrHold(At(state, settings, later), new Loyalty.Redemption("h1", "pen", 1), true, 2, RedemptionDecision.Stock.Secured).Entry!, 8);
-        state.Apply(AdjustmentDecision.Decide(At(state, settings, later), new Adjustment("s1", new Points(-20), "correction"), 3).Entry!, 8);
-
-        // Before: 20 held against a balance of 20, so no expiry was due until h1 lapsed.
-        Assert.Equal((20L, 20L), (state.Balance.Value, state.Lots.HeldAt(later).Value));
-        Assert.Equal(OldExpiry, state.Lots.NextExpiry());
-        Assert.Equal(20L, state.Lots.ExpiringAt(later.AddMinutes(5)).Sum(l => l.Points));
     }
 
     [Fact]
