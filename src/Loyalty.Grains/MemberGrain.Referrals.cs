@@ -162,10 +162,11 @@ public sealed partial class MemberGrain
                 await other.Ended;
             }
 
-            if (!_valid)
+            if (!_valid && await TryEnsureLoadedAsync())
             {
-                // A commit failed meanwhile: the state is rebuilt from the ledger before it is judged.
-                await EnsureLoadedAsync();
+                // A commit failed meanwhile: the state was rebuilt from the ledger; judged again.
+                // One that cannot be loaded now is judged as it is, as before, and the change's
+                // own write answers UNAVAILABLE (an exception here would reach the desk's caller).
                 continue;
             }
 
@@ -175,7 +176,7 @@ public sealed partial class MemberGrain
                 break;
             }
 
-            if (_inFlight == 0)
+            if (_inFlight == 0 || !_valid)
             {
                 return refused;
             }
