@@ -45,7 +45,7 @@ public sealed partial class MemberGrain
 
         for (int step = 0; step < WakeStepsMax; step++)
         {
-            DueOutcome outcome = await WriteDueStepAsync();
+            DueOutcome outcome = await WriteDueStepAsync(StageDue);
             if (outcome.Error == LoyaltyError.NotFound)
             {
                 // The program is gone: nothing is due any more; the reschedule removes the row.
@@ -247,18 +247,52 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>
-    /// Writes the next piece of the member's due work (see <see cref="StageDue"/>); a reservation's
-    /// lapse then has the reward's stock settle its units at once.
+    /// Writes the next piece of the member's due work that <paramref name="stage"/> decides (all
+    /// of it: <see cref="StageDue"/>); a reservation's lapse then has the reward's stock settle its
+    /// units at once.
     /// </summary>
-    private async Task<DueOutcome> WriteDueStepAsync()
+    private async Task<DueOutcome> WriteDueStepAsync(Stage<DueOutcome> stage)
     {
-        DueOutcome outcome = await WriteDueAsync(StageDue);
+        DueOutcome outcome = await WriteDueAsync(stage);
         if (outcome.Entry is { Kind: LedgerEntryKind.ReservationEnd } entry && entry.DetailsAs<ReservationEndDetails>() is { RewardId: { } reward })
         {
             await SettleStockAsync(reward, entry.Reference!);
         }
 
         return outcome;
+    }
+
+    /// <summary>
+    /// Runs a change that due work not yet written can hold up: refused with UNAVAILABLE while
+    /// <paramref name="owed"/> says such work is there (its wake may be behind or failing), it
+    /// writes that work now, as the wake would (at most <paramref name="stepsMax"/> steps of
+    /// <paramref name="stage"/>, stopping when nothing is left to write), and runs the change once
+    /// more, so the caller is not kept waiting for the schedule. A step that fails ends it with
+    /// the first answer.
+    /// </summary>
+    private async Task<T> AfterOwedDueWorkAsync<T>(Func<Task<T>> change, Func<T, LoyaltyError> errorOf, Func<bool> owed, Stage<DueOutcome> stage, int stepsMax)
+    {
+        T result = await change();
+        if (errorOf(result) != LoyaltyError.Unavailable || !owed())
+        {
+            return result;
+        }
+
+        for (int step = 0; step < stepsMax && owed(); step++)
+        {
+            DueOutcome written = await WriteDueStepAsync(stage);
+            if (written.Error != LoyaltyError.None)
+            {
+                return result;
+            }
+
+            if (written.Entry is null)
+            {
+                break;
+            }
+        }
+
+        return await change();
     }
 
     /// <summary>Writes the piece of due work <paramref name="stage"/> decides: its entry, nothing, or why it could not.</summary>

@@ -166,20 +166,11 @@ public sealed partial class MemberGrain
     /// <summary>
     /// Runs a change that may start a membership. Refused because the last membership's lapse is
     /// still to be written (its term has ended and the member's wake has not come yet, see
-    /// <see cref="MembershipRules.LapseDue"/>), it writes the lapse now, as the wake would, and runs
-    /// the change once more: the lapse is never skipped, and the caller is not kept waiting for it.
+    /// <see cref="MembershipRules.LapseDue"/>), it writes the lapse first (see
+    /// <see cref="AfterOwedDueWorkAsync"/>): the lapse is never skipped.
     /// </summary>
-    private async Task<MembershipResult> AfterDueLapseAsync(Func<Task<MembershipResult>> change)
-    {
-        MembershipResult result = await change();
-        if (result.Error != LoyaltyError.Unavailable || !MembershipRules.LapseDue(_state.Membership, MemberNow()))
-        {
-            return result;
-        }
-
-        DueOutcome lapse = await WriteDueAsync(StageLapse);
-        return lapse.Error == LoyaltyError.None ? await change() : result;
-    }
+    private Task<MembershipResult> AfterDueLapseAsync(Func<Task<MembershipResult>> change) =>
+        AfterOwedDueWorkAsync(change, static r => r.Error, () => MembershipRules.LapseDue(_state.Membership, MemberNow()), StageLapse, stepsMax: 1);
 
     private DueOutcome? StageLapse(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry)
     {

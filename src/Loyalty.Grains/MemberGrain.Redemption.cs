@@ -23,27 +23,12 @@ public sealed partial class MemberGrain
     public Task<RedemptionResult> Redeem(Redemption redemption) => SpendOrHoldAsync(redemption, reserve: false);
 
     /// <inheritdoc />
-    public async Task<RedemptionResult> Reserve(Redemption reservation)
-    {
-        RedemptionResult result = await SpendOrHoldAsync(reservation, reserve: true);
-        if (result.Error != LoyaltyError.Unavailable || !HasLapsedHold())
-        {
-            return result;
-        }
-
-        // Refused for holds past their lapse time whose end the wake has not written yet (the
-        // schedule may be behind or failing): they are written now, as the wake would, and the
-        // reservation is decided again, so the till is not kept waiting for the schedule.
-        for (int step = 0; step < LapsedHoldsWrittenMax && HasLapsedHold(); step++)
-        {
-            if (await WriteDueStepAsync() is not { Error: LoyaltyError.None, Entry: not null })
-            {
-                return result;
-            }
-        }
-
-        return await SpendOrHoldAsync(reservation, reserve: true);
-    }
+    /// <remarks>
+    /// Refused because the member's reservations are taken partly by holds past their lapse time
+    /// whose end the wake has not written yet, it writes them first (see <see cref="AfterOwedDueWorkAsync"/>).
+    /// </remarks>
+    public Task<RedemptionResult> Reserve(Redemption reservation) =>
+        AfterOwedDueWorkAsync(() => SpendOrHoldAsync(reservation, reserve: true), static r => r.Error, HasLapsedHold, StageDue, LapsedHoldsWrittenMax);
 
     /// <summary>Due steps a reservation writes at most before it is decided again (the holds' lapses, and what falls due before them).</summary>
     private const int LapsedHoldsWrittenMax = 2 * Limits.OpenReservationsMax;

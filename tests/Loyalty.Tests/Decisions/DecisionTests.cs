@@ -912,6 +912,28 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void AReservation_WhenTheMaximumOfHoldsIsReachedPartlyByLapsedOnes_IsRefusedUnavailable_NamingThem()
+    {
+        ProgramSettings settings = Catalogue() with { ReservationHoldSeconds = Limits.ReservationHoldSecondsMin };
+        MemberState state = WithPoints(60 * (Limits.OpenReservationsMax + 1));
+        for (int i = 0; i < Limits.OpenReservationsMax; i++)
+        {
+            // The first two made early enough to have lapsed by the last decision below.
+            DateTimeOffset at = i < 2 ? Now : Now.AddSeconds(Limits.ReservationHoldSecondsMin);
+            state.Apply(RedemptionDecision.SpendOrHold(At(state, settings, at), new Loyalty.Redemption($"h{i}", "mug", 1), true, 2, RedemptionDecision.Stock.Secured).Entry!, 8);
+        }
+
+        DateTimeOffset later = Now.AddSeconds(Limits.ReservationHoldSecondsMin + 1);
+        Decision refused = RedemptionDecision.SpendOrHold(At(state, settings, later), new Loyalty.Redemption("next", "mug", 1), true, 2, RedemptionDecision.Stock.Secured);
+        Decision full = RedemptionDecision.SpendOrHold(At(state, settings, Now.AddSeconds(Limits.ReservationHoldSecondsMin - 1)), new Loyalty.Redemption("next", "mug", 1), true, 2, RedemptionDecision.Stock.Secured);
+
+        Assert.Equal(LoyaltyError.Unavailable, refused.Error);
+        Assert.Contains("2 of the member's reservations have lapsed and their end is not recorded yet", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(LoyaltyError.FailedPrecondition, full.Error);
+        Assert.Contains($"already holds {Limits.OpenReservationsMax} open reservations", full.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Staged_OfADecisionThatWritesNothing_AnswersTheStagesSuccess_AndWithoutOneThrows()
     {
         string? answer = Decision.Nothing.Staged(out LedgerEntry? entry, (_, m) => m, () => "done");

@@ -722,6 +722,12 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
 
         Assert.Equal(LoyaltyError.FailedPrecondition, refused.Error);
         Assert.Contains("was already merged into 'tom'", refused.ErrorMessage, StringComparison.Ordinal);
+        // An erased duplicate is refused for that, at the desk, before any check of its links.
+        await EnrolAsync("ida", referredBy: "rita");
+        Assert.Equal(LoyaltyError.None, (await Member("ida").Erase("request 10")).Error);
+        MemberResult erased = await sam.MergeFrom("ida", "duplicate");
+        Assert.Equal(LoyaltyError.FailedPrecondition, erased.Error);
+        Assert.Contains("member 'ida' was erased", erased.ErrorMessage, StringComparison.Ordinal);
     }
 
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
