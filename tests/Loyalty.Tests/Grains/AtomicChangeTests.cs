@@ -5,7 +5,6 @@ using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
-using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Grains;
 
@@ -2049,9 +2048,7 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
 
     private FaultInjector Faults() => Silo().GetRequiredService<FaultInjector>();
 
-    private IServiceProvider Silo() =>
-        (fixture.Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process."))
-            .SiloHost.Services;
+    private IServiceProvider Silo() => fixture.SiloServices;
 
     /// <summary>
     /// Asserts the member's snapshot holds exactly the state its ledger rebuilds up to the

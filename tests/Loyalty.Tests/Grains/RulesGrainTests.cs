@@ -3,7 +3,6 @@ using Loyalty.Grains;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
-using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Grains;
 
@@ -697,9 +696,7 @@ public abstract class RulesGrainTests(ClusterFixture fixture)
         Assert.Equal(view.Balance.Value + view.Pending.Value, await Sql.SumPointsAsync(fixture.Storage, _program, view.MemberId));
     }
 
-    private IServiceProvider Silo() =>
-        (fixture.Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process."))
-            .SiloHost.Services;
+    private IServiceProvider Silo() => fixture.SiloServices;
 
     private Purchase Buy(long amountMinor, string? txn = null, string memberId = "m") =>
         new(txn ?? $"t{Interlocked.Increment(ref _txn)}", _program, memberId, "store-1", new Money(amountMinor, "USD"), Now.AddMinutes(-1), []);

@@ -27,6 +27,10 @@ public abstract class ClusterFixture(Backend backend) : IAsyncLifetime
 
     public IGrainFactory Grains => Cluster.GrainFactory;
 
+    /// <summary>The services of the cluster's silo (in this process), for its ledger store and fault injector.</summary>
+    public IServiceProvider SiloServices =>
+        (Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process.")).SiloHost.Services;
+
     /// <summary>The clock of the loyalty rules in this cluster's silo; tests move it forward by days.</summary>
     /// <remarks>It starts on a whole second, so times the tests derive from it are whole microseconds like the ledger's.</remarks>
     public FakeTimeProvider Clock { get; } = new(DateTimeOffset.FromUnixTimeSeconds(DateTimeOffset.UtcNow.ToUnixTimeSeconds()));

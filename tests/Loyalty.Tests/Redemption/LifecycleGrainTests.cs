@@ -65,7 +65,7 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
         IMemberGrain anna = await SetUpAsync("anna");
         await anna.SetFlags(["vegan"]);
         await fixture.DeactivateAllAsync();
-        FaultInjector faults = ((Orleans.TestingHost.InProcessSiloHandle)fixture.Cluster.Primary!).SiloHost.Services.GetRequiredService<FaultInjector>();
+        FaultInjector faults = fixture.SiloServices.GetRequiredService<FaultInjector>();
 
         MemberResult failed;
         faults.ArmSnapshot(member => member == "anna");
@@ -94,7 +94,7 @@ public abstract class LifecycleGrainTests(ClusterFixture fixture)
     private async Task<MemberState?> SnapshotAsync(string member)
     {
         var row = new Orleans.GrainState<MemberState>(new MemberState());
-        IServiceProvider silo = (fixture.Cluster.Primary as Orleans.TestingHost.InProcessSiloHandle)!.SiloHost.Services;
+        IServiceProvider silo = fixture.SiloServices;
         await Microsoft.Extensions.DependencyInjection.ServiceProviderKeyedServiceExtensions.GetRequiredKeyedService<Orleans.Storage.IGrainStorage>(silo, StorageSiloBuilderExtensions.SnapshotStorageName)
             .ReadStateAsync(MemberServices.SnapshotStateName, fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, member)).GetGrainId(), row);
         return row.RecordExists ? row.State : null;

@@ -2,7 +2,6 @@ using System.Text.Json;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
-using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Redemption;
 
@@ -1067,9 +1066,7 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
         return member;
     }
 
-    private IServiceProvider Silo() =>
-        (fixture.Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process."))
-            .SiloHost.Services;
+    private IServiceProvider Silo() => fixture.SiloServices;
 
     private Purchase Buy(long amountMinor, string? txn = null) =>
         new(txn ?? Txn(), _program, "m", "store-1", new Money(amountMinor, "USD"), Now.AddMinutes(-1), []);

@@ -2,7 +2,6 @@ using Loyalty.Grains;
 using Loyalty.Storage;
 using Loyalty.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
-using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Redemption;
 
@@ -777,8 +776,7 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     private Task<long> CountAsync(string member, LedgerEntryKind kind) => Sql.ScalarAsync(fixture.Storage,
         $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{member}' AND kind = {(int)kind}");
 
-    private IServiceProvider Silo() =>
-        (fixture.Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process.")).SiloHost.Services;
+    private IServiceProvider Silo() => fixture.SiloServices;
 
     private Task PutAsync(ProgramSettings settings) => fixture.Grains.GetGrain<IProgramGrain>(_program).Put(settings);
 

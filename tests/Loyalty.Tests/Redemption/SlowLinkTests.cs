@@ -1,7 +1,6 @@
 using Loyalty.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Loyalty.Tests.Infrastructure;
-using Orleans.TestingHost;
 
 namespace Loyalty.Tests.Redemption;
 
@@ -68,6 +67,5 @@ public sealed class SlowLinkTests(ShortTimeoutClusterFixture fixture) : IClassFi
 
     private IMemberGrain Member(string id) => fixture.Grains.GetGrain<IMemberGrain>(LoyaltyIds.MemberKey(_program, id));
 
-    private IServiceProvider Silo() =>
-        (fixture.Cluster.Primary as InProcessSiloHandle ?? throw new InvalidOperationException("The test cluster's silo is not in process.")).SiloHost.Services;
+    private IServiceProvider Silo() => fixture.SiloServices;
 }
