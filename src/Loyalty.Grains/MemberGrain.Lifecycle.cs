@@ -233,6 +233,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     async Task<MemberResult> IMemberLinkSteps.MergeDuplicate(string duplicateId, string reason)
     {
+        long epoch = SeeDeskEpoch();
         if (duplicateId == _memberId)
         {
             // Also refused by MergeFrom; here because the desk's completion of a cut-short merge comes this way too.
@@ -274,7 +275,7 @@ public sealed partial class MemberGrain
         TakenIn taken = await WhileHeldAsync(
             HoldPass.None,
             () => Closed() is { } closedMeanwhile ? new TakenIn(null, closedMeanwhile) : null,
-            () => TakeInAsync(duplicateId, reason));
+            () => TakeInAsync(duplicateId, reason, epoch));
         if (taken.Result.Error == LoyaltyError.None && !await RepointLinksAsync(duplicateId, taken.Transfer, _memberId))
         {
             return LinksNotMoved(duplicateId);
@@ -293,6 +294,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     async Task IMemberLinkSteps.AbandonMerge(string duplicateId, string why)
     {
+        SeeDeskEpoch();
         if (await TryEnsureLoadedAsync() && _state.AwaitsOpenMerge && _state.MergingFrom == duplicateId)
         {
             await SettleMergeAsync(duplicateId, MemberResult.Reject(LoyaltyError.FailedPrecondition, why), HoldPass.None);
@@ -336,7 +338,7 @@ public sealed partial class MemberGrain
     /// has room for them; then they arrive here. If this member fails after the duplicate let go,
     /// asking again fetches the same transfer.
     /// </summary>
-    private async Task<TakenIn> TakeInAsync(string duplicateId, string reason)
+    private async Task<TakenIn> TakeInAsync(string duplicateId, string reason, long deskEpoch)
     {
         MergeTransfer? transfer = null;
         if (!_state.MergedFrom.Contains(duplicateId))
@@ -351,7 +353,9 @@ public sealed partial class MemberGrain
 
             // The intent first: once the duplicate has let go, this member knows the merge is open
             // whatever happens next, and its due schedule completes it (see MemberState.MergingFrom).
-            MemberResult started = await WriteNoteAsync(d => LifecycleDecision.MergeStart(d, duplicateId, reason), HoldPass.Own);
+            // Under the desk's epoch, as is the duplicate's letting go: once it has let go, the
+            // merge is completed whatever desk asks, so the writes after it are not refused.
+            MemberResult started = await WriteNoteAsync(d => LifecycleDecision.MergeStart(d, duplicateId, reason), HoldPass.Own, deskEpoch);
             if (started.Error != LoyaltyError.None)
             {
                 return new TakenIn(null, started);
@@ -416,6 +420,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<(MergeTransfer? Transfer, LoyaltyError Error, string? Message)> Detach(string survivorId, long survivorRoom)
     {
+        long epoch = SeeDeskEpoch();
         if (survivorId == _memberId)
         {
             return (null, LoyaltyError.InvalidArgument, "a member cannot be merged into itself");
@@ -433,7 +438,8 @@ public sealed partial class MemberGrain
                 (entry, _, _) => entry.Kind == LedgerEntryKind.Expire ? DetachOutcome.Again
                     : new DetachOutcome(entry.DetailsAs<MergedAwayDetails>()!.Merge, LoyaltyError.None, null),
                 _ => Task.FromResult<DetachOutcome?>(null),
-                (e, m) => new DetachOutcome(null, e, m));
+                (e, m) => new DetachOutcome(null, e, m),
+                deskEpoch: epoch);
             if (!ReferenceEquals(outcome, DetachOutcome.Again))
             {
                 return (outcome.Transfer, outcome.Error, outcome.Message);
@@ -449,6 +455,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     public async Task<(LoyaltyError Error, string? Message)> CheckDetach(string survivorId, long survivorRoom)
     {
+        SeeDeskEpoch();
         if (!await TryEnsureLoadedAsync())
         {
             return (LoyaltyError.Unavailable, NotLoaded);

@@ -1,3 +1,4 @@
+using Loyalty.Storage;
 using System.Diagnostics;
 
 namespace Loyalty.Grains;
@@ -38,6 +39,13 @@ public sealed partial class MemberGrain
     /// </summary>
     private TwoMemberHold? _hold;
 
+    /// <summary>The newest desk epoch a call here has run under (see <see cref="DeskEpoch"/>).</summary>
+    private long _deskEpochSeen;
+
+    /// <summary>The answer to a step of a desk older than one this member has answered since.</summary>
+    private const string SupersededMessage =
+        "a newer change at the program's desk read this member after this change was checked (the engine that asked for it stopped meanwhile); nothing was recorded here, retry";
+
 
     /// <inheritdoc />
     public async Task<MemberResult> SetReferrer(string? referrerId, string? referralCode)
@@ -65,6 +73,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     async Task<MemberResult> IMemberLinkSteps.LinkReferrer(string referrer)
     {
+        long epoch = SeeDeskEpoch();
         if (LoyaltyIds.Check(referrer, "referred_by") is { } invalid)
         {
             return MemberResult.Reject(LoyaltyError.InvalidArgument, invalid);
@@ -137,7 +146,7 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.FailedPrecondition, $"referral by '{referrer}' would close a referral cycle: {cycle}");
         }
 
-        return await WhileHeldAsync(HoldPass.ReferralHold, NotReferrable, () => LinkBothSidesAsync(referrer));
+        return await WhileHeldAsync(HoldPass.ReferralHold, NotReferrable, () => LinkBothSidesAsync(referrer, epoch));
     }
 
     /// <summary>
@@ -207,12 +216,13 @@ public sealed partial class MemberGrain
     /// make this side a refusal. What is left after the retries (the ledger down for longer) is
     /// completed by asking again: the other side's step is idempotent.
     /// </summary>
-    private async Task<MemberResult> HeldWriteAsync(Func<Task<MemberResult>> write)
+    private async Task<MemberResult> HeldWriteAsync(Func<Task<MemberResult>> write, long deskEpoch = 0)
     {
         long started = Stopwatch.GetTimestamp();
         MemberResult result = await write();
         TimeSpan delay = HeldWriteRetryDelay;
-        for (int retry = 0; retry < HeldWriteRetriesMax && result.Error == LoyaltyError.Unavailable
+        // Not for a step a newer desk has superseded: its refusal will not change, and the hold keeps the newer desk waiting.
+        for (int retry = 0; retry < HeldWriteRetriesMax && result.Error == LoyaltyError.Unavailable && !Superseded(deskEpoch)
             && Stopwatch.GetElapsedTime(started) + delay < HeldWriteRetriesWithin; retry++)
         {
             // Real time, not the rules' clock: this only spaces out attempts at a failing ledger.
@@ -224,8 +234,8 @@ public sealed partial class MemberGrain
         return result;
     }
 
-    /// <summary>The link once the member may be referred: the referrer's side, then this member's entry.</summary>
-    private async Task<MemberResult> LinkBothSidesAsync(string referrer)
+    /// <summary>The link once the member may be referred: the referrer's side, then this member's entry (under the step's <paramref name="epoch"/>).</summary>
+    private async Task<MemberResult> LinkBothSidesAsync(string referrer, long epoch)
     {
         if (await LinkAtReferrerAsync(referrer) is { } linkRefusal)
         {
@@ -243,12 +253,14 @@ public sealed partial class MemberGrain
             (_, _, _) => new MemberResult(View(current), LoyaltyError.None, null),
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject,
-            HoldPass.Own));
+            HoldPass.Own,
+            deskEpoch: epoch), epoch);
     }
 
     /// <inheritdoc />
     public async Task<string?> GetReferrer()
     {
+        SeeDeskEpoch();
         await CatchUpAsync();
         if (!_state.Enrolled || _state.Referral.ReferredBy is not { } referrer)
         {
@@ -562,7 +574,7 @@ public sealed partial class MemberGrain
     /// confirmation, a re-pointing, a merge's start or end), as <paramref name="decide"/> decides it;
     /// <paramref name="passes"/> says which holds of the member it goes through.
     /// </summary>
-    private Task<MemberResult> WriteNoteAsync(Func<Decider, Decision> decide, HoldPass passes = HoldPass.None) =>
+    private Task<MemberResult> WriteNoteAsync(Func<Decider, Decision> decide, HoldPass passes = HoldPass.None, long deskEpoch = 0) =>
         WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
@@ -570,7 +582,49 @@ public sealed partial class MemberGrain
             (_, _, _) => NoteWritten,
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject,
-            passes);
+            passes,
+            deskEpoch: deskEpoch);
+
+    /// <summary>
+    /// The desk epoch this call runs under (0 outside the desk's changes), noted as seen here:
+    /// from now on, writes of steps under an older one are refused (see <see cref="DeskEpoch"/>).
+    /// Called as a call arrives, before its first await.
+    /// </summary>
+    private long SeeDeskEpoch()
+    {
+        long epoch = DeskEpoch.Current(_programId);
+        _deskEpochSeen = Math.Max(_deskEpochSeen, epoch);
+        return epoch;
+    }
+
+    /// <summary>
+    /// The fence of a step's write under <paramref name="epoch"/> (see <see cref="EntryFence"/>):
+    /// the ledger leaves it out once the program's desk lock has a newer holder, which another
+    /// activation of this member (or this member before it was deactivated) may have answered.
+    /// </summary>
+    private LockFence? DeskFence(long epoch) => epoch == 0 ? null : new LockFence(DeskEpoch.LockName(_programId), epoch);
+
+    /// <summary>
+    /// Notes the epoch of the program desk lock's latest holder, as the ledger has it (see
+    /// <see cref="DeskFence"/>); false when the ledger cannot be read (the change then answers
+    /// UNAVAILABLE, as when the member cannot be loaded).
+    /// </summary>
+    private async Task<bool> TryNoteLatestDeskEpochAsync()
+    {
+        try
+        {
+            long latest = await _services.Store.ReadLockEpochAsync(DeskEpoch.LockName(_programId), CancellationToken.None);
+            _deskEpochSeen = Math.Max(_deskEpochSeen, latest);
+            return true;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Whether a write of a step under <paramref name="epoch"/> comes after a newer desk was answered here (see <see cref="DeskEpoch"/>).</summary>
+    private bool Superseded(long epoch) => epoch != 0 && epoch < _deskEpochSeen;
 
     /// <summary>The answer of a note written, or already there.</summary>
     private static readonly MemberResult NoteWritten = new(null, LoyaltyError.None, null);

@@ -258,6 +258,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     async Task<MemberView?> IMemberLinkSteps.GetCommitted()
     {
+        SeeDeskEpoch();
         await CatchUpAsync();
         return await Get();
     }
@@ -265,6 +266,7 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     async Task<MemberLinks> IMemberLinkSteps.GetLinks()
     {
+        SeeDeskEpoch();
         await CatchUpAsync();
         return !_state.Enrolled ? MemberLinks.None
             : new MemberLinks(_state.Referral.ReferredBy, _state.MergedInto, _state.Referral.Unconfirmed is { Count: > 0 } unconfirmed ? [.. unconfirmed] : null, _state.MergingFrom);
@@ -273,17 +275,19 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     async Task<MemberResult> IMemberLinkSteps.SettleReferralLink(string referredMemberId, bool stands, bool changeEnded)
     {
+        long epoch = SeeDeskEpoch();
         if (LoyaltyIds.Check(referredMemberId, "referred member id") is { } invalid)
         {
             return MemberResult.Reject(LoyaltyError.InvalidArgument, invalid);
         }
 
-        return await WriteNoteAsync(d => ReferralDecision.LinkSettled(d, referredMemberId, stands, changeEnded), HoldPass.ReferralHold);
+        return await WriteNoteAsync(d => ReferralDecision.LinkSettled(d, referredMemberId, stands, changeEnded), HoldPass.ReferralHold, epoch);
     }
 
     /// <inheritdoc />
     async Task<bool> IMemberLinkSteps.AwaitsMergeOf(string duplicateId)
     {
+        SeeDeskEpoch();
         await CatchUpAsync();
         return _state.Enrolled && !_state.Erased && _state.MergedInto is null && !_state.MergedFrom.Contains(duplicateId);
     }
@@ -329,6 +333,9 @@ public sealed partial class MemberGrain
 
         /// <summary>Whether this change has read its program fresh for a tier name its silo's copy did not know.</summary>
         public bool ProgramReadFresh { get; set; }
+
+        /// <summary>The desk epoch of the step this write is part of (see <see cref="DeskEpoch"/>); 0 for none (every purchase).</summary>
+        public virtual long Epoch => 0;
     }
 
     /// <summary>A change given as functions: every change but purchases without a redemption, adjustments and feedback.</summary>
@@ -339,9 +346,12 @@ public sealed partial class MemberGrain
         Func<LedgerEntry, Points, Points, T> committed,
         Func<LedgerEntry, Task<T?>> fromLedger,
         Func<LoyaltyError, string, T> reject,
-        string? resendId = null) : Write<T>
+        string? resendId = null,
+        long epoch = 0) : Write<T>
         where T : class
     {
+        public override long Epoch => epoch;
+
         public override Task? PrefetchAsync() => prefetch?.Invoke();
 
         public override T? Stage(ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry, out LedgerEntry? before)
@@ -424,9 +434,10 @@ public sealed partial class MemberGrain
         Func<LedgerEntry, Task<T?>> fromLedger,
         Func<LoyaltyError, string, T> reject,
         HoldPass passes = HoldPass.None,
-        string? resendId = null)
+        string? resendId = null,
+        long deskEpoch = 0)
         where T : class =>
-        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject, resendId) { Passes = passes }).AsTask();
+        WriteCoreAsync(new LambdaWrite<T>(prefetch, stage, null, committed, fromLedger, reject, resendId, deskEpoch) { Passes = passes }).AsTask();
 
     /// <summary>
     /// The write loop every change shares (see <see cref="WriteAsync{T}"/>). Its state machine
@@ -475,7 +486,7 @@ public sealed partial class MemberGrain
             if (CommitsAlone)
             {
                 // CommitAsync's usual case, inline (keep the two alike): one state machine the less per purchase.
-                Task<bool> append = BeginAlone(entry, program.Settings, decided.Before);
+                Task<bool> append = BeginAlone(entry, program.Settings, decided.Before, change.Epoch);
                 bool? written = null;
                 try
                 {
@@ -492,7 +503,7 @@ public sealed partial class MemberGrain
             }
             else
             {
-                outcome = await CommitInGroupAsync(entry, program.Settings, decided.Before);
+                outcome = await CommitInGroupAsync(entry, program.Settings, decided.Before, change.Epoch);
             }
 
             switch (outcome)
@@ -622,6 +633,12 @@ public sealed partial class MemberGrain
             return new Decided<T>(answer, null, null, null, default, default);
         }
 
+        if (Superseded(change.Epoch))
+        {
+            // Only what would be written: an answer from what is recorded already (a resent step) stands.
+            return new Decided<T>(change.Reject(LoyaltyError.Unavailable, SupersededMessage), null, null, null, default, default);
+        }
+
         ApplyDecided(entry, before, returnSeed);
         return new Decided<T>(null, null, entry, before, _state.Balance, _state.Lots.PendingTotal);
     }
@@ -645,6 +662,14 @@ public sealed partial class MemberGrain
         where T : class
     {
         if (!await TryEnsureLoadedAsync())
+        {
+            return change.Reject(LoyaltyError.Unavailable, NotLoaded);
+        }
+
+        // A desk's step may have been left out of the batch for a newer desk that another
+        // activation of this member answered: with the latest epoch noted, it is refused as
+        // superseded when decided again.
+        if (change.Epoch != 0 && !await TryNoteLatestDeskEpochAsync())
         {
             return change.Reject(LoyaltyError.Unavailable, NotLoaded);
         }

@@ -135,7 +135,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         // passes it is loaded first, since the desk calls back.
         if (enrolment.ReferredBy is null)
         {
-            return await EnrolInTurnAsync(enrolment);
+            return await EnrolInTurnAsync(enrolment, deskEpoch: 0);
         }
 
         return await TryEnsureLoadedAsync()
@@ -144,10 +144,13 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     }
 
     /// <inheritdoc />
-    Task<EnrolmentResult> IMemberLinkSteps.EnrolReferred(Enrolment enrolment) =>
-        CheckRouting(enrolment.ProgramId, enrolment.MemberId) is { } misrouted
+    Task<EnrolmentResult> IMemberLinkSteps.EnrolReferred(Enrolment enrolment)
+    {
+        long epoch = SeeDeskEpoch();
+        return CheckRouting(enrolment.ProgramId, enrolment.MemberId) is { } misrouted
             ? Task.FromResult(EnrolmentResult.Reject(LoyaltyError.InvalidArgument, misrouted))
-            : EnrolInTurnAsync(enrolment);
+            : EnrolInTurnAsync(enrolment, epoch);
+    }
 
     /// <summary>
     /// Runs one enrolment of this member at a time. A referred enrolment links the member at its
@@ -157,7 +160,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// answered as a repeat (or refused as different), and the referrer is linked only when the
     /// member names it.
     /// </summary>
-    private async Task<EnrolmentResult> EnrolInTurnAsync(Enrolment enrolment)
+    private async Task<EnrolmentResult> EnrolInTurnAsync(Enrolment enrolment, long deskEpoch)
     {
         while (_enrolling is { } running)
         {
@@ -168,7 +171,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         _enrolling = turn.Task;
         try
         {
-            return await EnrolCoreAsync(enrolment);
+            return await EnrolCoreAsync(enrolment, deskEpoch);
         }
         finally
         {
@@ -177,8 +180,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
     }
 
-    /// <summary>The enrolment, once any referral code is resolved: the referrer's link first, then the member's entry.</summary>
-    private async Task<EnrolmentResult> EnrolCoreAsync(Enrolment enrolment)
+    /// <summary>The enrolment, once any referral code is resolved: the referrer's link first, then the member's entry (under the desk's <paramref name="deskEpoch"/>).</summary>
+    private async Task<EnrolmentResult> EnrolCoreAsync(Enrolment enrolment, long deskEpoch)
     {
         bool linked = false;
         for (int attempt = 0, pass = 0; attempt < AttemptsMax && pass < PassesMax; attempt++, pass++)
@@ -214,6 +217,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 continue;
             }
 
+            if (Superseded(deskEpoch))
+            {
+                return EnrolmentResult.Reject(LoyaltyError.Unavailable, SupersededMessage);
+            }
+
             LedgerEntry entry = EnrolEntry(enrolment, program);
             if (Headroom.Refuse(_state, entry) is { } tooLarge)
             {
@@ -221,13 +229,21 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             }
 
             ApplyDecided(entry, null);
-            switch (await CommitAsync(entry, program?.Settings))
+            switch (await CommitAsync(entry, program?.Settings, deskEpoch: deskEpoch))
             {
                 case CommitOutcome.Committed:
                     AtFault(FaultStep.Acknowledge, entry, null);
                     return new EnrolmentResult(View(program), false, LoyaltyError.None, null);
                 case CommitOutcome.Failed:
                     return EnrolmentResult.Reject(LoyaltyError.Unavailable, NotCommitted);
+                case CommitOutcome.Conflict or CommitOutcome.GroupConflict when deskEpoch != 0:
+                    // Perhaps left out of the batch for a newer desk (see AnswerAfterCollisionAsync).
+                    if (!await TryNoteLatestDeskEpochAsync())
+                    {
+                        return EnrolmentResult.Reject(LoyaltyError.Unavailable, NotLoaded);
+                    }
+
+                    break;
             }
         }
 
@@ -237,6 +253,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// <inheritdoc />
     async Task<MemberResult> IMemberLinkSteps.AddReferral(string referredMemberId)
     {
+        long epoch = SeeDeskEpoch();
         string? invalid = LoyaltyIds.Check(referredMemberId, "referred member id")
             ?? (referredMemberId == _memberId ? "a member cannot refer itself" : null);
         if (invalid is not null)
@@ -252,7 +269,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             (_, _, _) => linked,
             _ => Task.FromResult<MemberResult?>(null),
             MemberResult.Reject,
-            HoldPass.ReferralHold);
+            HoldPass.ReferralHold,
+            deskEpoch: epoch);
     }
 
     /// <inheritdoc />
@@ -472,12 +490,12 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// <see cref="CommitsAlone"/>, which the write loop uses to await the ledger itself.
     /// </para>
     /// </summary>
-    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before = null)
+    private async Task<CommitOutcome> CommitAsync(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before = null, long deskEpoch = 0)
     {
         if (CommitsAlone)
         {
             // The same steps as the write loop's own (WriteCoreAsync): keep the two alike.
-            Task<bool> append = BeginAlone(entry, settings, before);
+            Task<bool> append = BeginAlone(entry, settings, before, deskEpoch);
             bool? written = null;
             CommitOutcome outcome;
             try
@@ -496,7 +514,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             return outcome;
         }
 
-        return await CommitInGroupAsync(entry, settings, before);
+        return await CommitInGroupAsync(entry, settings, before, deskEpoch);
     }
 
     /// <summary>
@@ -509,8 +527,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// </summary>
     private bool CommitsAlone => _open is null && _waiting == 0;
 
-    /// <summary>Sends a change that commits alone to the ledger (see <see cref="CommitsAlone"/>).</summary>
-    private Task<bool> BeginAlone(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before)
+    /// <summary>Sends a change that commits alone to the ledger (see <see cref="CommitsAlone"/>), fenced by the desk's epoch when a step's.</summary>
+    private Task<bool> BeginAlone(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before, long deskEpoch)
     {
         _appliedSinceSnapshot += before is null ? 1 : 2;
         _inFlight++;
@@ -518,7 +536,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         {
             // Inside the try: a failure here too settles the change as not written (the state is rebuilt).
             DueChange? due = MarkDueFor(settings, entry, before);
-            return before is null ? _services.Ledger.AppendAsync(entry, due) : _services.Ledger.AppendGroupAsync([before, entry], due);
+            LockFence? fence = DeskFence(deskEpoch);
+            return before is null ? _services.Ledger.AppendAsync(entry, due, fence) : _services.Ledger.AppendGroupAsync([before, entry], due, fence);
         }
         catch (LedgerUnavailableException e)
         {
@@ -566,7 +585,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     }
 
     /// <summary>Commits a change that does not commit alone: it joins the open group, or opens one for the changes waiting (see <see cref="CommitAsync"/>).</summary>
-    private async Task<CommitOutcome> CommitInGroupAsync(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before)
+    private async Task<CommitOutcome> CommitInGroupAsync(LedgerEntry entry, ProgramSettings? settings, LedgerEntry? before, long deskEpoch)
     {
         _appliedSinceSnapshot += before is null ? 1 : 2;
 
@@ -586,7 +605,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
         if (_open is { } joined)
         {
-            joined.Add(before, entry, due);
+            joined.Add(before, entry, due, deskEpoch);
             return await joined.Outcome.Task;
         }
 
@@ -598,11 +617,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         try
         {
             _open = group;
-            group.Add(before, entry, due);
+            group.Add(before, entry, due, deskEpoch);
             await Task.Yield();
             _open = null;
             GrainMetrics.GroupEntries.Record(group.Entries.Count);
-            bool written = await _services.Ledger.AppendGroupAsync(group.Entries, group.Due);
+            bool written = await _services.Ledger.AppendGroupAsync(group.Entries, group.Due, DeskFence(group.DeskEpoch));
             outcome = written ? CommitOutcome.Committed
                 : group.Changes > 1 ? CommitOutcome.GroupConflict
                 : CommitOutcome.Conflict;
@@ -708,8 +727,12 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         /// <summary>The group's mark on the due schedule: the latest a change made, which is the earliest time.</summary>
         public DueChange? Due { get; private set; }
 
-        public void Add(LedgerEntry? before, LedgerEntry entry, DueChange? due)
+        /// <summary>The oldest desk epoch of the group's steps (0 when none): the group is written all or nothing, so under the strictest fence.</summary>
+        public long DeskEpoch { get; private set; }
+
+        public void Add(LedgerEntry? before, LedgerEntry entry, DueChange? due, long deskEpoch)
         {
+            DeskEpoch = deskEpoch == 0 ? DeskEpoch : DeskEpoch == 0 ? deskEpoch : Math.Min(DeskEpoch, deskEpoch);
             if (before is not null)
             {
                 Entries.Add(before);

@@ -31,6 +31,9 @@ namespace Loyalty.Grains;
 /// The lock is held for as long as a member's step runs: the calls to the steps wait up to
 /// <see cref="Limits.TwoMemberStepTimeout"/>, not Orleans' 30 s, since a call that gave up would
 /// release the lock while its step went on, and let an opposite request pass the check it made.
+/// A desk whose engine dies releases the lock all the same, with its step still running on
+/// another engine: so each change runs under the lock's epoch (<see cref="DeskEpoch"/>), and a
+/// member refuses the writes of a step older than a desk it has already answered.
 /// </para>
 /// </remarks>
 public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinksGrain
@@ -38,7 +41,8 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     /// <inheritdoc />
     public async Task<EnrolmentResult> Enrol(Enrolment enrolment)
     {
-        await using IAsyncDisposable held = await LockAsync();
+        await using HeldLock held = await LockAsync();
+        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         EnrolmentResult result = await Steps(enrolment.MemberId).EnrolReferred(enrolment);
         if (enrolment.ReferredBy is { } referrer && result.Error != LoyaltyError.Unavailable)
         {
@@ -51,7 +55,8 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     /// <inheritdoc />
     public async Task<MemberResult> SetReferrer(string memberId, string referrerId)
     {
-        await using IAsyncDisposable held = await LockAsync();
+        await using HeldLock held = await LockAsync();
+        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         // A merge into the member started and cut short ends first: the purchases it brings decide
         // whether the member may still be referred, and the referrer it may bring whether it has
         // one (while it cannot end, the member refuses the link). A merge into the referrer needs
@@ -69,7 +74,8 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     /// <inheritdoc />
     public async Task<LoyaltyError> CheckReferralLinks(string referrerId)
     {
-        await using IAsyncDisposable held = await LockAsync();
+        await using HeldLock held = await LockAsync();
+        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         LoyaltyError failed = LoyaltyError.None;
         foreach (string referred in (await Steps(referrerId).GetLinks()).Unconfirmed ?? [])
         {
@@ -117,7 +123,8 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     /// <inheritdoc />
     public async Task<LoyaltyError> CompleteMerge(string survivorId)
     {
-        await using IAsyncDisposable held = await LockAsync();
+        await using HeldLock held = await LockAsync();
+        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         return await CompleteOpenMergeAsync(survivorId);
     }
 
@@ -163,7 +170,8 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     /// <inheritdoc />
     public async Task<MemberResult> Merge(string survivorId, string duplicateId, string reason)
     {
-        await using IAsyncDisposable held = await LockAsync();
+        await using HeldLock held = await LockAsync();
+        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         // Merges started and cut short, into either member, end first: one open at a time each.
         // One that cannot end now is refused by the steps below, naming it.
         await TryCompleteOpenMergeAsync(survivorId);
@@ -262,8 +270,11 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         return at is null ? null : $"cannot be checked for a referral cycle: the referral chain above '{survivorId}' is longer than {Limits.ReferralChainDepthMax}";
     }
 
-    /// <summary>The program's lock for changes touching two members, across engines.</summary>
-    private Task<IAsyncDisposable> LockAsync() => store.LockAsync("links/" + this.GetPrimaryKeyString(), CancellationToken.None);
+    /// <summary>
+    /// The program's lock for changes touching two members, across engines. The caller then runs
+    /// under its epoch (<see cref="DeskEpoch.Enter"/>, which must be called in the caller's own flow).
+    /// </summary>
+    private Task<HeldLock> LockAsync() => store.LockAsync(DeskEpoch.LockName(this.GetPrimaryKeyString()), CancellationToken.None);
 
     private IMemberLinkSteps Steps(string memberId) =>
         GrainFactory.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(this.GetPrimaryKeyString(), memberId));

@@ -64,3 +64,37 @@ public static class EntryGroups
         return null;
     }
 }
+
+/// <summary>
+/// Entry <see cref="Index"/> of a batch is part of a step of a change made under the lock
+/// <see cref="LockName"/> at <see cref="Epoch"/> (see <see cref="ILedgerStore.LockAsync"/>): it is
+/// written only while no later hold of that lock exists.
+/// </summary>
+public readonly record struct EntryFence(int Index, string LockName, long Epoch)
+{
+    /// <summary>
+    /// Marks not inserted, and returns, the inserted entries whose lock has a
+    /// <paramref name="latest"/> epoch larger than their fence's; null when none. The store
+    /// removes them in the same transaction, as it does <see cref="EntryGroups.TakeBackPartial"/>'s.
+    /// </summary>
+    public static List<LedgerEntry>? TakeBackStale(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<EntryFence> fences, IReadOnlyDictionary<string, long> latest)
+    {
+        List<LedgerEntry>? stale = null;
+        foreach (EntryFence fence in fences)
+        {
+            if (inserted[fence.Index] && latest.TryGetValue(fence.LockName, out long epoch) && epoch > fence.Epoch)
+            {
+                inserted[fence.Index] = false;
+                (stale ??= []).Add(entries[fence.Index]);
+            }
+        }
+
+        return stale;
+    }
+}
+
+/// <summary>
+/// The lock and epoch a queued change was decided under (see <see cref="EntryFence"/>). A class:
+/// every queued item has room for one, and nearly all (purchases) have none.
+/// </summary>
+public sealed record LockFence(string LockName, long Epoch);

@@ -2,7 +2,7 @@ namespace Loyalty.Storage;
 
 /// <summary>
 /// The append-only ledger: the source of truth for every member. Implementations are
-/// thread-safe; <see cref="AppendBatchAsync"/> is called by one writer at a time per silo, but
+/// thread-safe; <see cref="AppendBatchAsync(IReadOnlyList{LedgerEntry}, bool[], IReadOnlyList{DueChange}, IReadOnlyList{ReadOnlyMemory{byte}}?, IReadOnlyList{EntryGroup}, IReadOnlyList{EntryFence}, CancellationToken)"/> is called by one writer at a time per silo, but
 /// several silos may append to the same database concurrently.
 /// </summary>
 public interface ILedgerStore
@@ -26,6 +26,16 @@ public interface ILedgerStore
     /// </summary>
     Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
         IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// <see cref="AppendBatchAsync(IReadOnlyList{LedgerEntry}, bool[], IReadOnlyList{DueChange}, IReadOnlyList{ReadOnlyMemory{byte}}?, IReadOnlyList{EntryGroup}, CancellationToken)"/>,
+    /// and an entry of <paramref name="fences"/> whose lock was taken since with a larger epoch is
+    /// skipped as a taken sequence is (its group with it). A store that serves one engine ignores
+    /// the fences: there a lock's holder dies with the steps it started, and the members refuse the
+    /// steps of a holder older than one they have answered.
+    /// </summary>
+    Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
+        IReadOnlyList<EntryGroup> groups, IReadOnlyList<EntryFence> fences, CancellationToken cancellationToken);
 
     /// <summary>
     /// Whether the store keeps entry details as JSON text. The commit queue then encodes them on
@@ -98,9 +108,17 @@ public interface ILedgerStore
     /// until the handle is disposed or its engine dies. For changes that must not interleave even
     /// while Orleans runs two activations of one grain (during membership changes, or with a
     /// partitioned view). An SQLite or in-memory store serves one engine, whose single activation
-    /// of a grain already serialises its calls: there the lock is a no-op.
+    /// of a grain already serialises its calls: there the lock is a no-op. Each hold has an
+    /// <see cref="HeldLock.Epoch"/> larger than that of every hold of the same lock before it.
     /// </summary>
-    Task<IAsyncDisposable> LockAsync(string name, CancellationToken cancellationToken);
+    Task<HeldLock> LockAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The epoch of the latest hold of the lock <paramref name="name"/> across every engine; 0 when
+    /// never held, and on a store that serves one engine (which does not fence, see
+    /// <see cref="AppendBatchAsync(IReadOnlyList{LedgerEntry}, bool[], IReadOnlyList{DueChange}, IReadOnlyList{ReadOnlyMemory{byte}}?, IReadOnlyList{EntryGroup}, IReadOnlyList{EntryFence}, CancellationToken)"/>).
+    /// </summary>
+    Task<long> ReadLockEpochAsync(string name, CancellationToken cancellationToken);
 
     /// <summary>
     /// Up to <paramref name="limit"/> entries of a program after <paramref name="after"/>, in the
@@ -184,10 +202,32 @@ public readonly record struct EventPosition(long Commit, long Row) : IComparable
 /// <summary>A ledger entry with its position in its program's event order.</summary>
 public sealed record PositionedEntry(EventPosition Position, LedgerEntry Entry);
 
-/// <summary>The lock of a store that serves one engine: nothing to hold.</summary>
-internal sealed class OneEngineLock : IAsyncDisposable
+/// <summary>
+/// A lock held (see <see cref="ILedgerStore.LockAsync"/>); disposing it releases it. Its epoch
+/// lets what was done under it be told from what a later holder does: a step the holder started
+/// may still run after the holder's engine died and the lock passed on (a fencing token).
+/// </summary>
+public abstract class HeldLock : IAsyncDisposable
 {
-    public static readonly Task<IAsyncDisposable> Held = Task.FromResult<IAsyncDisposable>(new OneEngineLock());
+    /// <summary>Larger than the epoch of every earlier hold of the same lock, on every engine of the store.</summary>
+    public abstract long Epoch { get; }
 
-    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    /// <inheritdoc />
+    public abstract ValueTask DisposeAsync();
+}
+
+/// <summary>
+/// The lock of a store that serves one engine: nothing to hold, and the epoch counts holds in
+/// this process (the steps of an engine that stopped stopped with it).
+/// </summary>
+internal sealed class OneEngineLock(long epoch) : HeldLock
+{
+    private static long s_lastEpoch;
+
+    public override long Epoch => epoch;
+
+    /// <summary>A hold with the next epoch.</summary>
+    public static Task<HeldLock> Take() => Task.FromResult<HeldLock>(new OneEngineLock(Interlocked.Increment(ref s_lastEpoch)));
+
+    public override ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }

@@ -95,7 +95,7 @@ public sealed partial class LedgerCommitQueue
     /// durable and must not be acknowledged. A due change no store may read
     /// (<see cref="DueChange.Check"/>) throws <see cref="ArgumentException"/> at once, and nothing is queued.
     /// </summary>
-    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null)
+    public Task<bool> AppendAsync(LedgerEntry entry, DueChange? due = null, LockFence? fence = null)
     {
         RefuseBroken(due);
         EncodedDetails details;
@@ -110,7 +110,7 @@ public sealed partial class LedgerCommitQueue
             return Task.FromException<bool>(new LedgerUnavailableException("The entry's details could not be encoded; the change was not recorded.", e));
         }
 
-        return Enqueue(new PendingAppend(entry, due, details));
+        return Enqueue(new PendingAppend(entry, due, details) { Fence = fence });
     }
 
     /// <summary>
@@ -119,7 +119,7 @@ public sealed partial class LedgerCommitQueue
     /// item, so they land in the same batch, and the store writes them all or nothing. True only
     /// when all were written.
     /// </summary>
-    public Task<bool> AppendGroupAsync(IReadOnlyList<LedgerEntry> group, DueChange? due = null)
+    public Task<bool> AppendGroupAsync(IReadOnlyList<LedgerEntry> group, DueChange? due = null, LockFence? fence = null)
     {
         if (EntryGroups.Check(group) is { } wrong)
         {
@@ -128,7 +128,7 @@ public sealed partial class LedgerCommitQueue
 
         if (group.Count == 1)
         {
-            return AppendAsync(group[0], due);
+            return AppendAsync(group[0], due, fence);
         }
 
         RefuseBroken(due);
@@ -161,7 +161,7 @@ public sealed partial class LedgerCommitQueue
             return Task.FromException<bool>(new LedgerUnavailableException("The entries' details could not be encoded; the change was not recorded.", e));
         }
 
-        return Enqueue(new PendingAppend(group, due, details));
+        return Enqueue(new PendingAppend(group, due, details) { Fence = fence });
     }
 
     /// <summary>
@@ -250,6 +250,7 @@ public sealed partial class LedgerCommitQueue
         List<ReadOnlyMemory<byte>>? details = _store.StoresDetailsAsJson ? new(_options.BatchSizeMax) : null;
         var dues = new List<DueChange>();
         var groups = new List<EntryGroup>();
+        var fences = new List<EntryFence>();
         bool[] inserted = new bool[_options.BatchSizeMax];
         while (FillBatch(reader, batch))
         {
@@ -262,6 +263,7 @@ public sealed partial class LedgerCommitQueue
             details?.Clear();
             dues.Clear();
             groups.Clear();
+            fences.Clear();
             foreach (PendingAppend p in batch)
             {
                 if (p.Count > 1)
@@ -269,8 +271,14 @@ public sealed partial class LedgerCommitQueue
                     groups.Add(new EntryGroup(entries.Count, p.Count));
                 }
 
+                LockFence? fence = p.Fence;
                 for (int i = 0; i < p.Count; i++)
                 {
+                    if (fence is not null)
+                    {
+                        fences.Add(new EntryFence(entries.Count, fence.LockName, fence.Epoch));
+                    }
+
                     entries.Add(p[i]);
                     details?.Add(p.EncodedDetails(i).Json);
                 }
@@ -289,7 +297,7 @@ public sealed partial class LedgerCommitQueue
 
             try
             {
-                CommitAsync(batch, entries, details, dues, groups, inserted).GetAwaiter().GetResult();
+                CommitAsync(batch, entries, details, dues, groups, fences, inserted).GetAwaiter().GetResult();
             }
             catch (Exception e)
             {
@@ -379,7 +387,7 @@ public sealed partial class LedgerCommitQueue
     }
 
     private async Task CommitAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<ReadOnlyMemory<byte>>? details, List<DueChange> dues,
-        List<EntryGroup> groups, bool[] inserted)
+        List<EntryGroup> groups, List<EntryFence> fences, bool[] inserted)
     {
         long started = Stopwatch.GetTimestamp();
         BatchWait.Record(Stopwatch.GetElapsedTime(batch[0].QueuedAt, started).TotalMilliseconds);
@@ -390,7 +398,7 @@ public sealed partial class LedgerCommitQueue
                 InjectCommitFaults(entries, dues);
             }
 
-            await _store.AppendBatchAsync(entries, inserted, dues, details, groups, CancellationToken.None);
+            await _store.AppendBatchAsync(entries, inserted, dues, details, groups, fences, CancellationToken.None);
         }
         catch (Exception e)
         {
@@ -510,6 +518,9 @@ public sealed partial class LedgerCommitQueue
         public LedgerEntry this[int index] => _group is null ? _entry! : _group[index];
 
         public DueChange? Due { get; }
+
+        /// <summary>The lock and epoch the item's change was decided under, when a desk's step (see <see cref="EntryFence"/>).</summary>
+        public LockFence? Fence { get; init; }
 
         /// <summary>When the item was made, just before it was queued (<see cref="Stopwatch"/> ticks).</summary>
         public long QueuedAt { get; } = Stopwatch.GetTimestamp();

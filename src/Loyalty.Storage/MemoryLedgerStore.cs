@@ -381,5 +381,15 @@ public sealed class MemoryLedgerStore : ILedgerStore
     }
 
     /// <inheritdoc />
-    public Task<IAsyncDisposable> LockAsync(string name, CancellationToken cancellationToken) => OneEngineLock.Held;
+    public Task<HeldLock> LockAsync(string name, CancellationToken cancellationToken) => OneEngineLock.Take();
+
+    /// <inheritdoc />
+    /// <remarks>One engine: 0, as nothing is fenced here.</remarks>
+    public Task<long> ReadLockEpochAsync(string name, CancellationToken cancellationToken) => Task.FromResult(0L);
+
+    /// <inheritdoc />
+    /// <remarks>One engine: the fences are not checked (a lock's holder dies with the steps it started).</remarks>
+    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
+        IReadOnlyList<EntryGroup> groups, IReadOnlyList<EntryFence> fences, CancellationToken cancellationToken) =>
+        AppendBatchAsync(entries, inserted, dues, detailsJson, groups, cancellationToken);
 }

@@ -146,9 +146,9 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         }
     }
 
-    /// <summary>Writes one batch as <see cref="ILedgerStore.AppendBatchAsync"/> describes.</summary>
+    /// <summary>Writes one batch as <see cref="ILedgerStore.AppendBatchAsync(IReadOnlyList{LedgerEntry}, bool[], IReadOnlyList{DueChange}, IReadOnlyList{ReadOnlyMemory{byte}}?, IReadOnlyList{EntryGroup}, IReadOnlyList{EntryFence}, CancellationToken)"/> describes.</summary>
     public async Task WriteAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
-        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
+        IReadOnlyList<EntryGroup> groups, IReadOnlyList<EntryFence> fences, CancellationToken cancellationToken)
     {
         if (entries.Count == 0 && dues.Count == 0)
         {
@@ -169,9 +169,15 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
         if (entries.Count > 0)
         {
             await InsertAsync(entries, detailsJson, inserted, cancellationToken);
+            List<LedgerEntry>? stale = fences.Count > 0 ? await TakeBackFencedAsync(entries, inserted, fences, cancellationToken) : null;
             if (groups.Count > 0 && EntryGroups.TakeBackPartial(entries, inserted, groups) is { } partial)
             {
-                await PostgresLedgerStore.RemoveAsync(_connection, partial, cancellationToken);
+                (stale ??= []).AddRange(partial);
+            }
+
+            if (stale is not null)
+            {
+                await PostgresLedgerStore.RemoveAsync(_connection, stale, cancellationToken);
             }
 
             await WriteTotalsAsync(entries, inserted, cancellationToken);
@@ -179,6 +185,28 @@ internal sealed class PostgresBatchWriter : IAsyncDisposable
 
         await transaction.CommitAsync(cancellationToken);
         LastUsedAt = Environment.TickCount64;
+    }
+
+    /// <summary>
+    /// Marks not inserted, and returns, the entries whose fence's lock was taken since with a
+    /// larger epoch; null when none. The locks' rows are read FOR SHARE, so a newer holder records
+    /// its epoch only after this batch commits (see 019_lock_epochs.sql).
+    /// </summary>
+    private async Task<List<LedgerEntry>?> TakeBackFencedAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<EntryFence> fences, CancellationToken cancellationToken)
+    {
+        var latest = new Dictionary<string, long>(StringComparer.Ordinal);
+        await using (var command = new NpgsqlCommand(
+            "SELECT name, epoch FROM lock_epochs_latest WHERE name = ANY($1) ORDER BY name FOR SHARE", _connection))
+        {
+            command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. fences.Select(f => f.LockName).Distinct()] });
+            await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                latest[reader.GetString(0)] = reader.GetInt64(1);
+            }
+        }
+
+        return EntryFence.TakeBackStale(entries, inserted, fences, latest);
     }
 
     /// <summary>Writes the batch's due changes (<see cref="DuesSql"/>).</summary>

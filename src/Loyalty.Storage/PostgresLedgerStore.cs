@@ -59,7 +59,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// </summary>
     internal NpgsqlDataSource WriterSource { get; }
 
-    /// <summary>The batch writer between batches; null while one is lent out (see <see cref="AppendBatchAsync"/>).</summary>
+    /// <summary>The batch writer between batches; null while one is lent out (see <see cref="AppendBatchAsync(IReadOnlyList{LedgerEntry}, bool[], IReadOnlyList{DueChange}, IReadOnlyList{ReadOnlyMemory{byte}}?, IReadOnlyList{EntryGroup}, IReadOnlyList{EntryFence}, CancellationToken)"/>).</summary>
     private PostgresBatchWriter? _idleWriter;
     private volatile bool _disposed;
 
@@ -170,14 +170,19 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// <see cref="WriterIdleMaxMs"/> is replaced, so a connection the network or the server closed
     /// meanwhile does not fail the next batch.
     /// </remarks>
+    public Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
+        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken) =>
+        AppendBatchAsync(entries, inserted, dues, detailsJson, groups, [], cancellationToken);
+
+    /// <inheritdoc />
     public async Task AppendBatchAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
-        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
+        IReadOnlyList<EntryGroup> groups, IReadOnlyList<EntryFence> fences, CancellationToken cancellationToken)
     {
         for (int attempt = 1; ; attempt++)
         {
             try
             {
-                await AppendBatchOnceAsync(entries, inserted, dues, detailsJson, groups, cancellationToken);
+                await AppendBatchOnceAsync(entries, inserted, dues, detailsJson, groups, fences, cancellationToken);
                 return;
             }
             catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure
@@ -193,7 +198,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     private async Task AppendBatchOnceAsync(IReadOnlyList<LedgerEntry> entries, bool[] inserted, IReadOnlyList<DueChange> dues, IReadOnlyList<ReadOnlyMemory<byte>>? detailsJson,
-        IReadOnlyList<EntryGroup> groups, CancellationToken cancellationToken)
+        IReadOnlyList<EntryGroup> groups, IReadOnlyList<EntryFence> fences, CancellationToken cancellationToken)
     {
         Array.Clear(inserted);
         PostgresBatchWriter? writer = Interlocked.Exchange(ref _idleWriter, null);
@@ -206,7 +211,7 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         writer ??= await PostgresBatchWriter.OpenAsync(WriterSource, cancellationToken);
         try
         {
-            await writer.WriteAsync(entries, inserted, dues, detailsJson, groups, cancellationToken);
+            await writer.WriteAsync(entries, inserted, dues, detailsJson, groups, fences, cancellationToken);
         }
         catch
         {
@@ -551,16 +556,40 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     /// A transaction-scoped advisory lock on its own connection: released when the handle commits,
     /// and by PostgreSQL when the engine's connection dies with it, so a crash never leaves it held.
     /// </remarks>
-    public async Task<IAsyncDisposable> LockAsync(string name, CancellationToken cancellationToken)
+    public async Task<HeldLock> LockAsync(string name, CancellationToken cancellationToken)
     {
         NpgsqlConnection connection = await _dataSource.OpenConnectionAsync(cancellationToken);
         try
         {
             NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
-            await using var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended(@name, 0))", connection, transaction);
-            command.Parameters.AddWithValue("name", name);
-            await command.ExecuteNonQueryAsync(cancellationToken);
-            return new AdvisoryLock(connection, transaction);
+            await using (var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended(@name, 0))", connection, transaction))
+            {
+                command.Parameters.AddWithValue("name", name);
+                await command.ExecuteNonQueryAsync(cancellationToken);
+            }
+
+            // The epoch is taken once the lock is held, and the next holder gets the lock (and then
+            // its epoch) only after this transaction ends. On another connection, in a transaction
+            // of its own: a write gives a transaction an id, and the event readers wait for every
+            // open one (see 019_lock_epochs.sql). From the batch writers' pool, which the lock
+            // holders do not drain. Recorded only if larger: a holder whose lock was lost while
+            // it took its epoch (its connection died) must not put the latest back.
+            object? recorded;
+            await using (NpgsqlConnection other = await WriterSource.OpenConnectionAsync(cancellationToken))
+            await using (var epoch = new NpgsqlCommand(
+                "INSERT INTO lock_epochs_latest AS l (name, epoch) VALUES (@name, nextval('lock_epochs')) " +
+                "ON CONFLICT (name) DO UPDATE SET epoch = EXCLUDED.epoch WHERE l.epoch < EXCLUDED.epoch RETURNING epoch", other))
+            {
+                epoch.Parameters.AddWithValue("name", name);
+                recorded = await epoch.ExecuteScalarAsync(cancellationToken);
+            }
+
+            if (recorded is not long id)
+            {
+                throw new LedgerUnavailableException($"The lock '{name}' was taken by another holder while this one took its epoch; it is not held.");
+            }
+
+            return new AdvisoryLock(connection, transaction, id);
         }
         catch
         {
@@ -569,10 +598,20 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         }
     }
 
-    /// <summary>A held advisory lock: ending its transaction releases it.</summary>
-    private sealed class AdvisoryLock(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
+    /// <inheritdoc />
+    public async Task<long> ReadLockEpochAsync(string name, CancellationToken cancellationToken)
     {
-        public async ValueTask DisposeAsync()
+        await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT epoch FROM lock_epochs_latest WHERE name = $1");
+        command.Parameters.AddWithValue(name);
+        return await command.ExecuteScalarAsync(cancellationToken) is long epoch ? epoch : 0;
+    }
+
+    /// <summary>A held advisory lock: ending its transaction releases it.</summary>
+    private sealed class AdvisoryLock(NpgsqlConnection connection, NpgsqlTransaction transaction, long epoch) : HeldLock
+    {
+        public override long Epoch => epoch;
+
+        public override async ValueTask DisposeAsync()
         {
             try
             {

@@ -1,3 +1,6 @@
+using Loyalty.Grains;
+using Loyalty.Storage;
+using Microsoft.Extensions.DependencyInjection;
 using Loyalty.Tests.Infrastructure;
 
 namespace Loyalty.Tests.Redemption;
@@ -12,6 +15,7 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
     private const int PairsCount = 150;
     private const int RingsPerSize = 20;
     private static readonly TimeSpan SettleWaitMax = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan StepHeldMax = TimeSpan.FromSeconds(120);
 
     private readonly string _program = "c" + Guid.NewGuid().ToString("N")[..10];
 
@@ -303,6 +307,165 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
         Assert.Equal(20L, completed.Member.Balance.Value);
     }
 
+    /// <summary>
+    /// A desk whose engine dies releases the program's lock while the step it asked for goes on,
+    /// on another engine. Here such a step links m0 under m1 (above m1 runs a chain back to the
+    /// last member) and is held just after m1 recorded its side; meanwhile a newer desk links the
+    /// last member under m0, its check reading m0 with no referrer yet. Before the desk's epoch,
+    /// the old step then wrote m0's link and closed the ring. (A ring of two cannot be staged so:
+    /// the newer desk's step would run on m1, held by the old step's write.)
+    /// </summary>
+    [Theory]
+    [InlineData(3)]
+    [InlineData(5)]
+    public async Task AStepOfADeskThatStopped_IsRefused_OnceANewerDeskHasReadTheMember_SoNoRingCloses(int ringSize)
+    {
+        await PutAsync();
+        string[] ring = [.. Enumerable.Range(0, ringSize).Select(i => $"k{ringSize}-{i}")];
+        await EnrolAllAsync(ring);
+        for (int i = 1; i + 1 < ringSize; i++)
+        {
+            Assert.Equal(LoyaltyError.None, (await Member(ring[i]).SetReferrer(ring[i + 1], null)).Error);
+        }
+
+        // The old desk's step, held once m1 recorded its side, while the newer desk links the last member under m0.
+        (MemberResult oldAnswer, MemberResult newer) = await WhileAStepOfADeadDeskIsHeldAsync(
+            LedgerEntryKind.ReferralLink, ring[1],
+            () => fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, ring[0])).LinkReferrer(ring[1]),
+            () => Member(ring[^1]).SetReferrer(ring[0], null));
+
+        Assert.Equal(LoyaltyError.None, newer.Error);
+        Assert.Equal(LoyaltyError.Unavailable, oldAnswer.Error);
+        Assert.Contains("a newer change at the program's desk read this member", oldAnswer.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null((await Member(ring[0]).Get())!.ReferredBy);
+
+        // m1's side, left by the old step, is withdrawn by the check its due schedule asks for.
+        fixture.Clock.Advance(ReferralDecision.LinkCheckDelay + TimeSpan.FromSeconds(1));
+        Assert.Equal(LoyaltyError.None, await fixture.Grains.GetGrain<IProgramLinksGrain>(_program).CheckReferralLinks(ring[1]));
+        await AssertNoCycleAndLinksMirroredAsync(ring);
+    }
+
+    /// <summary>
+    /// The same for a merge: the old desk's step recorded the merge's start at the survivor and is
+    /// held there; a newer desk then links a member under the duplicate, reading it. The duplicate
+    /// refuses to let go to the old step, and the merge, left open, is completed by the newer desk
+    /// the survivor's due schedule asks (checked again for cycles), moving the new link with it.
+    /// </summary>
+    [Fact]
+    public async Task AMergeStepOfADeskThatStopped_IsRefusedByTheDuplicate_OnceANewerDeskHasReadIt_AndTheMergeIsCompletedLater()
+    {
+        await PutAsync();
+        await EnrolAllAsync(["ms", "md", "mx"]);
+
+        (MemberResult oldAnswer, MemberResult newer) = await WhileAStepOfADeadDeskIsHeldAsync(
+            LedgerEntryKind.MergeStarted, "ms",
+            () => fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, "ms")).MergeDuplicate("md", "duplicate"),
+            () => Member("mx").SetReferrer("md", null));
+
+        Assert.Equal(LoyaltyError.None, newer.Error);
+        Assert.Equal(LoyaltyError.Unavailable, oldAnswer.Error);
+        Assert.Contains("a newer change at the program's desk read this member", oldAnswer.ErrorMessage, StringComparison.Ordinal);
+        Assert.True(string.IsNullOrEmpty((await Member("md").Get())!.MergedInto));
+
+        Assert.Equal(LoyaltyError.None, await fixture.Grains.GetGrain<IProgramLinksGrain>(_program).CompleteMerge("ms"));
+        MemberView survivor = (await Member("ms").Get())!, duplicate = (await Member("md").Get())!, referred = (await Member("mx").Get())!;
+        Assert.Equal("ms", duplicate.MergedInto);
+        Assert.Equal("ms", referred.ReferredBy);
+        Assert.Contains("mx", survivor.Referrals);
+    }
+
+    /// <summary>
+    /// As <see cref="AMergeStepOfADeskThatStopped_IsRefusedByTheDuplicate_OnceANewerDeskHasReadIt_AndTheMergeIsCompletedLater"/>,
+    /// with the duplicate deactivated after the newer desk read it: its next activation has not
+    /// seen that desk, and the ledger's batch leaves its letting go out (PostgreSQL, where several
+    /// engines share the desk's lock; an SQLite engine's desk dies with its steps).
+    /// </summary>
+    protected async Task AMergeStepOfADeskThatStopped_IsRefused_EvenByANewActivationOfTheDuplicateAsync()
+    {
+        await PutAsync();
+        await EnrolAllAsync(["ns", "nd", "nx"]);
+        IManagementGrain management = fixture.Grains.GetGrain<IManagementGrain>(0);
+
+        (MemberResult oldAnswer, MemberResult newer) = await WhileAStepOfADeadDeskIsHeldAsync(
+            LedgerEntryKind.MergeStarted, "ns",
+            () => fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, "ns")).MergeDuplicate("nd", "duplicate"),
+            () => Member("nx").SetReferrer("nd", null),
+            async () =>
+            {
+                var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+                do
+                {
+                    await fixture.DeactivateAllAsync();
+                    await Task.Delay(100);
+                }
+                while (await management.GetGrainActivationCount((GrainReference)Member("nd")) > 0 && DateTime.UtcNow < deadline);
+
+                Assert.Equal(0, await management.GetGrainActivationCount((GrainReference)Member("nd")));
+            });
+
+        Assert.Equal(LoyaltyError.None, newer.Error);
+        Assert.Equal(LoyaltyError.Unavailable, oldAnswer.Error);
+        Assert.Contains("a newer change at the program's desk read this member", oldAnswer.ErrorMessage, StringComparison.Ordinal);
+        Assert.True(string.IsNullOrEmpty((await Member("nd").Get())!.MergedInto));
+        Assert.Equal(LoyaltyError.None, await fixture.Grains.GetGrain<IProgramLinksGrain>(_program).CompleteMerge("ns"));
+        Assert.Equal("ns", (await Member("nd").Get())!.MergedInto);
+        Assert.Equal("ns", (await Member("nx").Get())!.ReferredBy);
+    }
+
+    /// <summary>
+    /// Stages a step of a desk that died: the desk took the program's lock and let it go at once,
+    /// its <paramref name="step"/> (called directly, under that lock's epoch) is held in
+    /// <paramref name="heldMember"/>'s turn once its entry of <paramref name="heldKind"/> is
+    /// written, and <paramref name="newer"/> is asked meanwhile (through a newer desk), then
+    /// <paramref name="after"/> is done; then the step goes on. Both answers.
+    /// </summary>
+    private async Task<(MemberResult Old, MemberResult Newer)> WhileAStepOfADeadDeskIsHeldAsync(
+        LedgerEntryKind heldKind, string heldMember, Func<Task<MemberResult>> step, Func<Task<MemberResult>> newer, Func<Task>? after = null)
+    {
+        HeldLock old = await fixture.SiloServices.GetRequiredService<ILedgerStore>().LockAsync("links/" + _program, CancellationToken.None);
+        await old.DisposeAsync();
+
+        FaultInjector faults = fixture.SiloServices.GetRequiredService<FaultInjector>();
+        var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var goOn = new ManualResetEventSlim();
+        int held = 0;
+        faults.Arm((at, entry) =>
+        {
+            if (at == FaultStep.Acknowledge && entry.ProgramId == _program && entry.MemberId == heldMember
+                && entry.Kind == heldKind && Interlocked.Exchange(ref held, 1) == 0)
+            {
+                written.SetResult();
+                goOn.Wait(StepHeldMax);
+            }
+
+            return false;
+        });
+
+        try
+        {
+            Task<MemberResult> oldStep = Task.Run(() =>
+            {
+                DeskEpoch.Enter(_program, old.Epoch);
+                return step();
+            });
+            await written.Task.WaitAsync(StepHeldMax);
+            MemberResult newerAnswer = await newer();
+            if (after is not null)
+            {
+                await after();
+            }
+
+            faults.Disarm();
+            goOn.Set();
+            return (await oldStep.WaitAsync(StepHeldMax), newerAnswer);
+        }
+        finally
+        {
+            faults.Disarm();
+            goOn.Set();
+        }
+    }
+
     private async Task AssertNoCycleAndLinksMirroredAsync(string[] members)
     {
         Dictionary<string, MemberView> views = (await Task.WhenAll(members.Select(async m => (await Member(m).Get())!)))
@@ -467,4 +630,9 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
 
 public sealed class SqliteConcurrentLinkTests(SqliteClusterFixture fixture) : ConcurrentLinkTests(fixture), IClassFixture<SqliteClusterFixture>;
 
-public sealed class PostgresConcurrentLinkTests(PostgresClusterFixture fixture) : ConcurrentLinkTests(fixture), IClassFixture<PostgresClusterFixture>;
+public sealed class PostgresConcurrentLinkTests(PostgresClusterFixture fixture) : ConcurrentLinkTests(fixture), IClassFixture<PostgresClusterFixture>
+{
+    [Fact]
+    public Task AMergeStepOfADeskThatStopped_IsRefused_EvenByANewActivationOfTheDuplicate() =>
+        AMergeStepOfADeskThatStopped_IsRefused_EvenByANewActivationOfTheDuplicateAsync();
+}

@@ -764,17 +764,135 @@ public sealed class LedgerStoreTests : IAsyncLifetime
         await using (first)
         await using (second)
         {
-            IAsyncDisposable held = await first.LockAsync("links/p", CancellationToken.None);
-            Task<IAsyncDisposable> waiting = second.LockAsync("links/p", CancellationToken.None);
-            await using (await second.LockAsync("links/q", CancellationToken.None))
+            HeldLock held = await first.LockAsync("links/p", CancellationToken.None);
+            Task<HeldLock> waiting = second.LockAsync("links/p", CancellationToken.None);
+            long other;
+            await using (HeldLock otherName = await second.LockAsync("links/q", CancellationToken.None))
             {
                 await Task.Delay(300);
                 Assert.False(waiting.IsCompleted, "a second engine took a lock the first still held");
+                other = otherName.Epoch;
             }
 
             await held.DisposeAsync();
-            await using IAsyncDisposable taken = await waiting.WaitAsync(TimeSpan.FromSeconds(10));
+            await using HeldLock taken = await waiting.WaitAsync(TimeSpan.FromSeconds(10));
+
+            // The fencing token: the engine that takes the lock next has the larger epoch, taken
+            // once it holds the lock (not when it asked: another lock was taken in between).
+            Assert.True(taken.Epoch > held.Epoch, $"epochs {held.Epoch} then {taken.Epoch}");
+            Assert.True(taken.Epoch > other, $"the waiting engine's epoch {taken.Epoch} was taken before {other}, while it waited");
         }
+    }
+
+    [Fact]
+    public async Task PostgresLock_ANewHolderRecordsItsEpoch_OnlyOnceABatchFencedByTheLockHasCommitted()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Postgres, "lockorder");
+        var store = (PostgresLedgerStore)await CreateStoreAsync(options);
+        long first;
+        await using (HeldLock held = await store.LockAsync("links/p", CancellationToken.None))
+        {
+            first = held.Epoch;
+        }
+
+        // A fenced batch's transaction, still open: it read the lock's row FOR SHARE.
+        await using var batch = new Npgsql.NpgsqlConnection(options.ConnectionString);
+        await batch.OpenAsync();
+        await using Npgsql.NpgsqlTransaction transaction = await batch.BeginTransactionAsync();
+        await using (var read = new Npgsql.NpgsqlCommand("SELECT epoch FROM lock_epochs_latest WHERE name = 'links/p' FOR SHARE", batch, transaction))
+        {
+            Assert.Equal(first, (long)(await read.ExecuteScalarAsync())!);
+        }
+
+        Task<HeldLock> next = store.LockAsync("links/p", CancellationToken.None);
+        await Task.Delay(500);
+        Assert.False(next.IsCompleted, "a new holder recorded its epoch while a batch fenced by the lock had not committed");
+
+        await transaction.CommitAsync();
+        await using HeldLock taken = await next.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(taken.Epoch > first);
+    }
+
+    [Fact]
+    public async Task PostgresLock_WhoseEpochIsNotTheLatest_IsNotHeld_AndIsLetGo()
+    {
+        StorageOptions options = TestDatabases.Create(Backend.Postgres, "lockstale");
+        var store = (PostgresLedgerStore)await CreateStoreAsync(options);
+        await (await store.LockAsync("links/p", CancellationToken.None)).DisposeAsync();
+
+        // As if another holder had recorded a later epoch while this one took its own (its
+        // connection died after it took the lock): this hold must not put the latest back.
+        await Sql.ExecuteAsync(options, "UPDATE lock_epochs_latest SET epoch = 9000000000000000000 WHERE name = 'links/p'");
+        await Assert.ThrowsAsync<LedgerUnavailableException>(() => store.LockAsync("links/p", CancellationToken.None));
+        Assert.Equal(9_000_000_000_000_000_000, await store.ReadLockEpochAsync("links/p", CancellationToken.None));
+
+        // The refused hold let the lock go: the next one takes it at once.
+        await Sql.ExecuteAsync(options, "UPDATE lock_epochs_latest SET epoch = 0 WHERE name = 'links/p'");
+        await using HeldLock next = await store.LockAsync("links/p", CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(next.Epoch > 0);
+    }
+
+    [Fact]
+    public async Task PostgresBatch_LeavesOutAnEntryWhoseLockHasANewerHolder_WithItsGroup_AndWritesTheRest()
+    {
+        var store = (PostgresLedgerStore)await CreateStoreAsync(Backend.Postgres);
+        long older, newer;
+        await using (HeldLock first = await store.LockAsync("links/p", CancellationToken.None))
+        {
+            older = first.Epoch;
+        }
+
+        await using (HeldLock second = await store.LockAsync("links/p", CancellationToken.None))
+        {
+            newer = second.Epoch;
+        }
+
+        LedgerEntry[] entries =
+        [
+            Entries.Earn("p", "a", 1, 10, "ta"),
+            Entries.Earn("p", "b", 1, 10, "tb"),
+            Entries.Earn("p", "c", 1, 10, "tc"),
+            Entries.Earn("p", "d", 1, 10, "td1"),
+            Entries.Earn("p", "d", 2, 10, "td2"),
+            Entries.Earn("p", "e", 1, 10, "te"),
+        ];
+        bool[] inserted = new bool[entries.Length];
+        EntryFence[] fences =
+        [
+            new(0, "links/p", older),
+            new(1, "links/p", newer),
+            new(4, "links/p", older),
+            new(5, "links/never-held", 1),
+        ];
+
+        await store.AppendBatchAsync(entries, inserted, [], null, [new EntryGroup(3, 2)], fences, CancellationToken.None);
+
+        // a's step came from the older holder; d's group holds such a step; b's is the newest
+        // holder's; c is no step; e's lock was never held.
+        Assert.Equal([false, true, true, false, false, true], inserted);
+        Assert.Equal(["b", "c", "e"], (await Task.WhenAll(new[] { "a", "b", "c", "d", "e" }.Select(async m => (m, (await store.ReadAfterAsync("p", m, 0, CancellationToken.None)).Count))))
+            .Where(x => x.Count > 0).Select(x => x.m));
+        Assert.Equal(newer, await store.ReadLockEpochAsync("links/p", CancellationToken.None));
+        Assert.Equal(0, await store.ReadLockEpochAsync("links/never-held", CancellationToken.None));
+    }
+
+    [Theory]
+    [InlineData("memory")]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Lock_EachHoldHasALargerEpochThanTheOneBefore(string kind)
+    {
+        ILedgerStore store = await StoreOfKindAsync(kind);
+        var epochs = new List<long>();
+        for (int i = 0; i < 5; i++)
+        {
+            await using HeldLock held = await store.LockAsync("links/p", CancellationToken.None);
+            epochs.Add(held.Epoch);
+        }
+
+        Assert.Equal(epochs.Order(), epochs);
+        Assert.Equal(epochs.Count, epochs.Distinct().Count());
+        Assert.All(epochs, e => Assert.True(e > 0));
     }
 
     public Task InitializeAsync() => Task.CompletedTask;
