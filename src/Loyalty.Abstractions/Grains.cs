@@ -203,6 +203,7 @@ public interface IMemberLinkSteps : IGrainWithStringKey
     /// duplicate's ledger shows it never let go here; nothing otherwise. The desk's call, when the
     /// graph has changed since the merge was checked and completing it now would close a cycle.
     /// </summary>
+    [ResponseTimeout(Limits.TwoMemberStepTimeout)]
     Task AbandonMerge(string duplicateId, string why);
 
     /// <summary>The member as the ledger has it (an activation that missed another's writes reloads first); null when not enrolled.</summary>

@@ -17,11 +17,11 @@ namespace Loyalty.Grains;
 /// passed to its writes explicitly, never read at the write: work a step starts may outlive it and
 /// carry the step's context with it, and its writes are not the step's.
 /// <para>
-/// Fenced: a member's referrer (the link's own entry, an enrolment with one) and a merge until the
-/// duplicate lets go (its start, the letting go), and the referrer's side of a link. Not fenced:
-/// what completes a merge once the duplicate has let go (it must end whatever desk asks, and the
-/// cycle checks already follow it through <c>MergingFrom</c> and <c>MergedInto</c>), and notes that
-/// settle what is recorded.
+/// Fenced: a member's referrer (the link's own entry, an enrolment with one), the referrer's side
+/// of a link and its settling, and a merge until the duplicate lets go (its start, the letting go
+/// and the write-offs of expired points before it, an abandonment). Not fenced: what completes a
+/// merge once the duplicate has let go (it must end whatever desk asks, and the cycle checks
+/// already follow it through <c>MergingFrom</c> and <c>MergedInto</c>).
 /// </para>
 /// <para>
 /// What is noted lives in the member's activation, and a member deactivated, or a second

@@ -294,10 +294,10 @@ public sealed partial class MemberGrain
     /// <inheritdoc />
     async Task IMemberLinkSteps.AbandonMerge(string duplicateId, string why)
     {
-        SeeDeskEpoch();
+        long epoch = SeeDeskEpoch();
         if (await TryEnsureLoadedAsync() && _state.AwaitsOpenMerge && _state.MergingFrom == duplicateId)
         {
-            await SettleMergeAsync(duplicateId, MemberResult.Reject(LoyaltyError.FailedPrecondition, why), HoldPass.None);
+            await SettleMergeAsync(duplicateId, MemberResult.Reject(LoyaltyError.FailedPrecondition, why), HoldPass.None, epoch);
         }
     }
 
@@ -305,9 +305,10 @@ public sealed partial class MemberGrain
     /// Ends the open merge of <paramref name="duplicateId"/> (see <see cref="MemberState.MergingFrom"/>):
     /// taken in when <paramref name="refused"/> is null, abandoned when the duplicate refused for
     /// good (an UNAVAILABLE leaves it open, for the due schedule to try again). A failure here is
-    /// left to the due schedule too, which completes the merge again and writes the note.
+    /// left to the due schedule too, which completes the merge again and writes the note. An
+    /// abandonment the desk asked for is written under its <paramref name="deskEpoch"/>.
     /// </summary>
-    private async Task SettleMergeAsync(string duplicateId, MemberResult? refused, HoldPass passes)
+    private async Task SettleMergeAsync(string duplicateId, MemberResult? refused, HoldPass passes, long deskEpoch = 0)
     {
         if (_state.MergingFrom != duplicateId || refused?.Error is LoyaltyError.Unavailable or LoyaltyError.None)
         {
@@ -324,7 +325,7 @@ public sealed partial class MemberGrain
                 return;
             }
 
-            await WriteNoteAsync(d => LifecycleDecision.MergeSettle(d, duplicateId, because), passes);
+            await WriteNoteAsync(d => LifecycleDecision.MergeSettle(d, duplicateId, because), passes, deskEpoch);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -569,24 +569,26 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
             }
 
             // The epoch is taken once the lock is held, and the next holder gets the lock (and then
-            // its epoch) only after this transaction ends. On another connection, in a transaction
-            // of its own: a write gives a transaction an id, and the event readers wait for every
-            // open one (see 019_lock_epochs.sql). From the batch writers' pool, which the lock
-            // holders do not drain. Recorded only if larger: a holder whose lock was lost while
-            // it took its epoch (its connection died) must not put the latest back.
-            object? recorded;
-            await using (NpgsqlConnection other = await WriterSource.OpenConnectionAsync(cancellationToken))
-            await using (var epoch = new NpgsqlCommand(
-                "INSERT INTO lock_epochs_latest AS l (name, epoch) VALUES (@name, nextval('lock_epochs')) " +
-                "ON CONFLICT (name) DO UPDATE SET epoch = EXCLUDED.epoch WHERE l.epoch < EXCLUDED.epoch RETURNING epoch", other))
+            // its epoch) only after this transaction ends; the lock's own session is asked after
+            // the epoch is drawn, so it was still held then (a holder whose session died while it
+            // drew would otherwise carry an epoch drawn after a later holder's). The epoch is drawn
+            // and recorded on another connection, in transactions of their own: a write gives a
+            // transaction an id, and the event readers wait for every open one (see
+            // 019_lock_epochs.sql). From the batch writers' pool, which lock holders do not drain.
+            // Recorded only if larger, so the latest never goes back.
+            long drawn = await OnWriterConnectionAsync("SELECT nextval('lock_epochs')", null, cancellationToken) as long?
+                ?? throw new InvalidOperationException("The sequence lock_epochs gave no value.");
+            await using (var alive = new NpgsqlCommand("SELECT 1", connection, transaction))
             {
-                epoch.Parameters.AddWithValue("name", name);
-                recorded = await epoch.ExecuteScalarAsync(cancellationToken);
+                await alive.ExecuteScalarAsync(cancellationToken);
             }
 
-            if (recorded is not long id)
+            if (await OnWriterConnectionAsync(
+                "INSERT INTO lock_epochs_latest AS l (name, epoch) VALUES ($1, $2) " +
+                "ON CONFLICT (name) DO UPDATE SET epoch = EXCLUDED.epoch WHERE l.epoch < EXCLUDED.epoch RETURNING epoch",
+                [name, drawn], cancellationToken) is not long id)
             {
-                throw new LedgerUnavailableException($"The lock '{name}' was taken by another holder while this one took its epoch; it is not held.");
+                throw new LedgerUnavailableException($"The lock '{name}' has a later holder than this one; it is not held.");
             }
 
             return new AdvisoryLock(connection, transaction, id);
@@ -604,6 +606,19 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
         await using NpgsqlCommand command = _dataSource.CreateCommand("SELECT epoch FROM lock_epochs_latest WHERE name = $1");
         command.Parameters.AddWithValue(name);
         return await command.ExecuteScalarAsync(cancellationToken) is long epoch ? epoch : 0;
+    }
+
+    /// <summary>One statement's scalar on a connection of the batch writers' pool, in a transaction of its own.</summary>
+    private async Task<object?> OnWriterConnectionAsync(string sql, object[]? parameters, CancellationToken cancellationToken)
+    {
+        await using NpgsqlConnection connection = await WriterSource.OpenConnectionAsync(cancellationToken);
+        await using var command = new NpgsqlCommand(sql, connection);
+        foreach (object parameter in parameters ?? [])
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = parameter });
+        }
+
+        return await command.ExecuteScalarAsync(cancellationToken);
     }
 
     /// <summary>A held advisory lock: ending its transaction releases it.</summary>

@@ -71,10 +71,11 @@ public static class LifecycleDecision
     /// The end of the open merge of <paramref name="duplicateId"/>: taken in (its links moved), or
     /// abandoned for <paramref name="abandonedBecause"/>, the duplicate's refusal to let go.
     /// Nothing when that merge is not the open one (settled already, or started before merges
-    /// were recorded as started).
+    /// were recorded as started), and no abandonment once the duplicate is taken in: a refusal
+    /// judged before it let go (by a desk since superseded) must not end a merge that happened.
     /// </summary>
     public static Decision MergeSettle(in Decider d, string duplicateId, string? abandonedBecause) =>
-        d.State.MergingFrom != duplicateId ? Decision.Nothing
+        d.State.MergingFrom != duplicateId || (abandonedBecause is not null && d.State.MergedFrom.Contains(duplicateId)) ? Decision.Nothing
         : Decision.Write(d.NewEntry(LedgerEntryKind.MergeSettled, Points.Zero, null, 0) with
         {
             Reference = duplicateId,

@@ -409,6 +409,28 @@ public sealed class DecisionTests
     }
 
     [Fact]
+    public void AMergeTakenIn_IsNotAbandoned_ByARefusalJudgedBeforeTheDuplicateLetGo_OnlySettled()
+    {
+        ProgramSettings settings = Settings();
+        MemberState duplicate = Enrolled();
+        var atDuplicate = new Decider("p", "d1", duplicate, new ProgramConfig("p", settings, 1), Now);
+        MergeTransfer transfer = LifecycleDecision.Detach(atDuplicate, "m").Entry!.DetailsAs<MergedAwayDetails>()!.Merge!;
+        MemberState survivor = Enrolled();
+        survivor.Apply(LifecycleDecision.MergeStart(Decider(survivor, settings), "d1", "same person").Entry!, 8);
+        survivor.Apply(LifecycleDecision.MergeIn(Decider(survivor, settings), "d1", transfer, "same person").Entry!, 8);
+
+        // A desk's abandonment, decided while the duplicate had not let go, reaches the survivor
+        // after a newer desk's merge took the duplicate in (its links still to move).
+        Decision abandon = LifecycleDecision.MergeSettle(Decider(survivor, settings), "d1", "would close a referral cycle");
+        LedgerEntry settled = LifecycleDecision.MergeSettle(Decider(survivor, settings), "d1", null).Entry!;
+
+        Assert.True(abandon.Done);
+        Assert.Null(abandon.Entry);
+        Assert.Equal("d1", survivor.MergingFrom);
+        Assert.False(settled.DetailsAs<MergeSettledDetails>()!.Abandoned);
+    }
+
+    [Fact]
     public void ReferralReward_IsWrittenOnce_ItsReversalTakesBackWhatIsLeft_WhereBalancesAreFloored()
     {
         MemberState state = Enrolled();
