@@ -39,10 +39,8 @@ namespace Loyalty.Grains;
 public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinksGrain
 {
     /// <inheritdoc />
-    public async Task<EnrolmentResult> Enrol(Enrolment enrolment)
+    public Task<EnrolmentResult> Enrol(Enrolment enrolment) => AtDeskAsync(async () =>
     {
-        await using HeldLock held = await LockAsync();
-        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         EnrolmentResult result = await Steps(enrolment.MemberId).EnrolReferred(enrolment);
         if (enrolment.ReferredBy is { } referrer && result.Error != LoyaltyError.Unavailable)
         {
@@ -50,13 +48,11 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         }
 
         return result;
-    }
+    });
 
     /// <inheritdoc />
-    public async Task<MemberResult> SetReferrer(string memberId, string referrerId)
+    public Task<MemberResult> SetReferrer(string memberId, string referrerId) => AtDeskAsync(async () =>
     {
-        await using HeldLock held = await LockAsync();
-        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         // A merge into the member started and cut short ends first: the purchases it brings decide
         // whether the member may still be referred, and the referrer it may bring whether it has
         // one (while it cannot end, the member refuses the link). A merge into the referrer needs
@@ -69,13 +65,11 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         }
 
         return result;
-    }
+    });
 
     /// <inheritdoc />
-    public async Task<LoyaltyError> CheckReferralLinks(string referrerId)
+    public Task<LoyaltyError> CheckReferralLinks(string referrerId) => AtDeskAsync(async () =>
     {
-        await using HeldLock held = await LockAsync();
-        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         LoyaltyError failed = LoyaltyError.None;
         foreach (string referred in (await Steps(referrerId).GetLinks()).Unconfirmed ?? [])
         {
@@ -85,7 +79,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         }
 
         return failed;
-    }
+    });
 
     /// <summary>
     /// <see cref="SettleLinkAsync"/>, with a call that throws answered UNAVAILABLE: the link stays
@@ -121,12 +115,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     }
 
     /// <inheritdoc />
-    public async Task<LoyaltyError> CompleteMerge(string survivorId)
-    {
-        await using HeldLock held = await LockAsync();
-        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
-        return await CompleteOpenMergeAsync(survivorId);
-    }
+    public Task<LoyaltyError> CompleteMerge(string survivorId) => AtDeskAsync(() => CompleteOpenMergeAsync(survivorId));
 
     /// <summary><see cref="CompleteOpenMergeAsync"/>, with a call that throws answered UNAVAILABLE.</summary>
     private async Task<LoyaltyError> TryCompleteOpenMergeAsync(string survivorId)
@@ -168,10 +157,8 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     }
 
     /// <inheritdoc />
-    public async Task<MemberResult> Merge(string survivorId, string duplicateId, string reason)
+    public Task<MemberResult> Merge(string survivorId, string duplicateId, string reason) => AtDeskAsync(async () =>
     {
-        await using HeldLock held = await LockAsync();
-        DeskEpoch.Enter(this.GetPrimaryKeyString(), held.Epoch);
         // Merges started and cut short, into either member, end first: one open at a time each.
         // One that cannot end now is refused by the steps below, naming it.
         await TryCompleteOpenMergeAsync(survivorId);
@@ -202,7 +189,7 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
         }
 
         return await Steps(survivorId).MergeDuplicate(duplicateId, reason);
-    }
+    });
 
     /// <summary>
     /// When <paramref name="memberId"/> was detached into <paramref name="survivor"/> (its ledger's
@@ -271,10 +258,18 @@ public sealed class ProgramLinksGrain(ILedgerStore store) : Grain, IProgramLinks
     }
 
     /// <summary>
-    /// The program's lock for changes touching two members, across engines. The caller then runs
-    /// under its epoch (<see cref="DeskEpoch.Enter"/>, which must be called in the caller's own flow).
+    /// Runs <paramref name="change"/> holding the program's lock for changes touching two members,
+    /// across engines, under the hold's epoch (<see cref="DeskEpoch"/>). The epoch is entered here,
+    /// in the flow the change runs in (a value set in an awaited method does not come back to its
+    /// caller), so every step the change calls carries it.
     /// </summary>
-    private Task<HeldLock> LockAsync() => store.LockAsync(DeskEpoch.LockName(this.GetPrimaryKeyString()), CancellationToken.None);
+    private async Task<T> AtDeskAsync<T>(Func<Task<T>> change)
+    {
+        string programId = this.GetPrimaryKeyString();
+        await using HeldLock held = await store.LockAsync(DeskEpoch.LockName(programId), CancellationToken.None);
+        DeskEpoch.Enter(programId, held.Epoch);
+        return await change();
+    }
 
     private IMemberLinkSteps Steps(string memberId) =>
         GrainFactory.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(this.GetPrimaryKeyString(), memberId));

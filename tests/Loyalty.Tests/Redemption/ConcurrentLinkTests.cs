@@ -346,6 +346,32 @@ public abstract class ConcurrentLinkTests(ClusterFixture fixture)
     }
 
     /// <summary>
+    /// The same for an enrolment with a referrer: the old desk's step is held once the referrer
+    /// recorded its side; a newer desk's link under the member to be enrolled reads it (and is
+    /// refused, as it is not enrolled yet). The enrolment is then refused, nothing written.
+    /// </summary>
+    [Fact]
+    public async Task AnEnrolmentStepOfADeskThatStopped_IsRefused_OnceANewerDeskHasReadTheMember()
+    {
+        await PutAsync();
+        await EnrolAllAsync(["er", "ey"]);
+
+        (MemberResult oldAnswer, MemberResult newer) = await WhileAStepOfADeadDeskIsHeldAsync(
+            LedgerEntryKind.ReferralLink, "er",
+            async () =>
+            {
+                EnrolmentResult enrolled = await fixture.Grains.GetGrain<IMemberLinkSteps>(LoyaltyIds.MemberKey(_program, "en")).EnrolReferred(new Enrolment(_program, "en", "er"));
+                return new MemberResult(null, enrolled.Error, enrolled.ErrorMessage);
+            },
+            () => Member("ey").SetReferrer("en", null));
+
+        Assert.Equal(LoyaltyError.NotFound, newer.Error);
+        Assert.Equal(LoyaltyError.Unavailable, oldAnswer.Error);
+        Assert.Contains("a newer change at the program's desk read this member", oldAnswer.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null(await Member("en").Get());
+    }
+
+    /// <summary>
     /// The same for a merge: the old desk's step recorded the merge's start at the survivor and is
     /// held there; a newer desk then links a member under the duplicate, reading it. The duplicate
     /// refuses to let go to the old step, and the merge, left open, is completed by the newer desk
