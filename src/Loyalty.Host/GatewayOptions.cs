@@ -35,6 +35,14 @@ public sealed class GatewayOptions
     public const int StreamBatchesPendingMax = 64;
 
     /// <summary>
+    /// Most purchases of one IngestBatches stream dispatched but not yet answered on the wire: the
+    /// gateway stops reading the stream while the limit is reached, so a client that does not read
+    /// its answers holds at most this many (about 250 bytes each). At least a batch's worth, so
+    /// that a full batch can always be dispatched.
+    /// </summary>
+    public const int StreamAnswersPendingMax = 2 * Limits.IngestBatchPurchasesMax;
+
+    /// <summary>
     /// Most purchases of one ingest stream at their member grains; the gateway stops reading the
     /// stream while the limit is reached (HTTP/2 flow control then slows the till). On
     /// <c>Ingest</c> a purchase counts until its ack is sent. On <c>IngestBatches</c> it counts

@@ -38,7 +38,7 @@ public static class KeyFirst
 
     /// <summary>Adds the check; it must run after routing and before the gRPC endpoints.</summary>
     public static IApplicationBuilder UseKeyFirst(this IApplicationBuilder app) =>
-        app.Use(static (context, next) => Check(context) is { } refusal ? Refuse(context, refusal) : next(context));
+        app.Use(static (context, next) => Check(context) is { } refusal ? Refuse(context, refusal.Code, refusal.Message) : next(context));
 
     /// <summary>
     /// The caller of the request's one <c>authorization</c> header, or null and why not (several
@@ -57,9 +57,10 @@ public static class KeyFirst
     }
 
     /// <summary>Why the call is refused here, or null when it may go on to its endpoint.</summary>
-    private static string? Check(HttpContext context)
+    private static (StatusCode Code, string Message)? Check(HttpContext context)
     {
-        string? method = MethodOf(context.GetEndpoint());
+        Endpoint? endpoint = context.GetEndpoint();
+        string? method = MethodOf(endpoint);
         if (method is null || AccessPolicy.For(method) is { Anonymous: true })
         {
             // Not a call of the API (the dashboard, the report page, OpenAPI: each checks keys
@@ -67,45 +68,81 @@ public static class KeyFirst
             return null;
         }
 
-        if (!IsGrpc(context.Request) && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } body)
+        ClientFaults faults = context.RequestServices.GetRequiredService<ClientFaults>();
+        if (endpoint!.Metadata.GetMetadata<GrpcJsonTranscodingMetadata>() is not null)
         {
-            body.MaxRequestBodySize = JsonBodyBytesMaxOf(method);
+            // An HTTP/JSON route is JSON whatever its content type says ("application/grpc+json"
+            // too): its body is bounded here, and a charset JSON transcoding cannot decode
+            // (which it answers with UNKNOWN and a logged stack trace) is refused.
+            if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } body)
+            {
+                body.MaxRequestBodySize = JsonBodyBytesMaxOf(method);
+            }
+
+            if (UnsupportedCharset(context.Request) is { } charset)
+            {
+                string refusal = $"the content type's charset '{Bounded.Echo(charset)}' is not supported: send JSON in UTF-8";
+                faults.Record(ClientFaultKind.Malformed, method, refusal);
+                return (StatusCode.InvalidArgument, refusal);
+            }
         }
 
         if (Authenticate(context.Request, context.RequestServices.GetRequiredService<KeyRegistry>(), out string failure) is not { } caller)
         {
-            context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.Unauthenticated, method, failure);
-            return failure;
+            faults.Record(ClientFaultKind.Unauthenticated, method, failure);
+            return (StatusCode.Unauthenticated, failure);
         }
 
         context.Items[CallerItem] = caller;
         return null;
     }
 
-    /// <summary>Answers a refused call as UNAUTHENTICATED, in gRPC's form or HTTP/JSON's.</summary>
-    private static Task Refuse(HttpContext context, string message)
+    /// <summary>The request's charset when it is one other than UTF-8 (JSON is UTF-8, RFC 8259); null when none is named, or UTF-8.</summary>
+    private static string? UnsupportedCharset(HttpRequest request)
+    {
+        if (request.ContentType is not { } contentType)
+        {
+            return null;
+        }
+
+        if (!Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out Microsoft.Net.Http.Headers.MediaTypeHeaderValue? parsed))
+        {
+            return contentType;
+        }
+
+        string? charset = parsed.Charset.HasValue ? parsed.Charset.Value.Trim('"') : null;
+        return charset is null || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase) || charset.Equals("utf8", StringComparison.OrdinalIgnoreCase)
+            ? null
+            : charset;
+    }
+
+    /// <summary>Answers a refused call with <paramref name="code"/>, in gRPC's form or HTTP/JSON's.</summary>
+    private static Task Refuse(HttpContext context, StatusCode code, string message)
     {
         HttpResponse response = context.Response;
-        if (IsGrpc(context.Request))
+        if (context.GetEndpoint()?.Metadata.GetMetadata<GrpcJsonTranscodingMetadata>() is null && IsGrpc(context.Request))
         {
             // A trailers-only answer: the status in the headers, no message.
             response.StatusCode = StatusCodes.Status200OK;
             response.ContentType = "application/grpc";
-            response.Headers["grpc-status"] = ((int)StatusCode.Unauthenticated).ToString(CultureInfo.InvariantCulture);
+            response.Headers["grpc-status"] = ((int)code).ToString(CultureInfo.InvariantCulture);
             response.Headers["grpc-message"] = Uri.EscapeDataString(message);
             return Task.CompletedTask;
         }
 
-        // As JSON transcoding answers an RpcException: google.rpc.Status as JSON, 401.
-        response.StatusCode = StatusCodes.Status401Unauthorized;
+        // As JSON transcoding answers an RpcException: google.rpc.Status as JSON, 401 or 400.
+        response.StatusCode = code == StatusCode.Unauthenticated ? StatusCodes.Status401Unauthorized : StatusCodes.Status400BadRequest;
         response.ContentType = "application/json";
         return response.WriteAsync(System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object>
         {
-            ["code"] = (int)StatusCode.Unauthenticated,
+            ["code"] = (int)code,
             ["message"] = message,
             ["details"] = Array.Empty<object>(),
         }, StatusJson));
     }
+
+    private static bool IsGrpc(HttpRequest request) =>
+        request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true;
 
     /// <summary>
     /// The refusal's JSON, its message readable as written (quotes and angle brackets as they are,
@@ -129,7 +166,4 @@ public static class KeyFirst
 
         return endpoint.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method.FullName;
     }
-
-    private static bool IsGrpc(HttpRequest request) =>
-        request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true;
 }

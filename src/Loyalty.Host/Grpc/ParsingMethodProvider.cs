@@ -1,7 +1,11 @@
+using System.Buffers;
 using System.Reflection;
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
 using Grpc.AspNetCore.Server.Model;
 using Grpc.Core;
 using Microsoft.AspNetCore.Routing;
+using V1 = Loyalty.Api.V1;
 
 namespace Loyalty.Host.Grpc;
 
@@ -68,6 +72,11 @@ public sealed class ParsingMethodProvider<TService>(ClientFaults faults) : IServ
             Marshaller<TRequest> inner = method.RequestMarshaller;
             string name = method.FullName;
             int bytesMax = GatewayOptions.MessageBytesMaxOf(name);
+            MessageDescriptor? descriptor = typeof(TRequest).GetProperty("Descriptor", BindingFlags.Public | BindingFlags.Static)?.GetValue(null) as MessageDescriptor;
+            var parser = typeof(TRequest).GetProperty("Parser", BindingFlags.Public | BindingFlags.Static)?.GetValue(null) as MessageParser;
+            // A batch of more purchases than allowed is parsed only as far as its first purchase
+            // too many: enough for the stream to refuse it, whatever the number that follows.
+            FieldDescriptor? cut = descriptor == V1.PurchaseBatch.Descriptor ? V1.PurchaseBatch.Descriptor.FindFieldByNumber(V1.PurchaseBatch.PurchasesFieldNumber) : null;
             var guarded = new Marshaller<TRequest>(inner.ContextualSerializer, deserialization =>
             {
                 if (deserialization.PayloadLength > bytesMax)
@@ -79,9 +88,26 @@ public sealed class ParsingMethodProvider<TService>(ClientFaults faults) : IServ
                     throw new RpcException(new Status(StatusCode.ResourceExhausted, refusal));
                 }
 
+                long? cutAt = null;
+                if (descriptor is not null)
+                {
+                    ReadOnlySequence<byte> payload = deserialization.PayloadAsReadOnlySequence();
+                    long messagesMax = MessageShape.MessagesMaxOf(payload.Length);
+                    long messages = MessageShape.CountMessages(payload, descriptor, messagesMax, cut, Limits.IngestBatchPurchasesMax, out cutAt);
+                    if (messages > messagesMax)
+                    {
+                        string refusal = $"the message of {payload.Length} bytes holds more than {messagesMax} embedded messages (at most one per " +
+                            $"{MessageShape.BytesPerMessageMin} bytes): a message made of empty parts is refused before it is parsed";
+                        faults.Record(ClientFaultKind.TooLarge, name, refusal);
+                        throw new RpcException(new Status(StatusCode.ResourceExhausted, refusal));
+                    }
+                }
+
                 try
                 {
-                    return inner.ContextualDeserializer(deserialization);
+                    return cutAt is { } at && parser is not null
+                        ? (TRequest)parser.ParseFrom(deserialization.PayloadAsReadOnlySequence().Slice(0, at))
+                        : inner.ContextualDeserializer(deserialization);
                 }
                 catch (Exception e) when (e is not RpcException)
                 {

@@ -289,6 +289,9 @@ public sealed partial class PurchasesService(
         using OpenStreams.Lease open = OpenStream();
         // Not disposed: grain calls still running after the client has gone release their slots later.
         var slots = new SemaphoreSlim(_inFlightMax, _inFlightMax);
+        // Answers decided and not yet written, counted in purchases: a queue of batches alone would
+        // hold 64 batches of 1,000 answers (refusals cost no quota) for a client that does not read.
+        var unwritten = new SemaphoreSlim(GatewayOptions.StreamAnswersPendingMax, GatewayOptions.StreamAnswersPendingMax);
         // Answers leave in batch order; a bounded queue of batches keeps a slow reader from piling them up.
         Channel<Task<StreamAck>[]> batches = Channel.CreateBounded<Task<StreamAck>[]>(
             new BoundedChannelOptions(GatewayOptions.StreamBatchesPendingMax) { SingleReader = true, SingleWriter = true });
@@ -296,7 +299,7 @@ public sealed partial class PurchasesService(
         // Once the client has finished sending, each batch written restarts the idle limit: the
         // stream ends only when its answers stop moving, not when the members are slow.
         bool draining = false;
-        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop, logger, () =>
+        Task writer = WriteBatchAcksAsync(batches.Reader, responseStream, stop, unwritten, logger, () =>
         {
             if (Volatile.Read(ref draining))
             {
@@ -316,10 +319,10 @@ public sealed partial class PurchasesService(
                     batches.Writer.TryComplete();
                     Volatile.Write(ref draining, true);
                     await AnsweredWithinIdleAsync(writer, idle, cancel);
-                    throw Oversized(requestStream.Current.Purchases.Count, read, context.Method);
+                    throw Oversized(read, context.Method);
                 }
 
-                Task<StreamAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, context.Method, slots, cancel);
+                Task<StreamAck>[] dispatched = await DispatchAsync(requestStream.Current, caller, context.Method, slots, unwritten, idle, cancel);
                 if (!batches.Writer.TryWrite(dispatched))
                 {
                     await WithinIdleAsync(t => batches.Writer.WriteAsync(dispatched, t).AsTask(), idle, cancel, "the client has not read its answers");
@@ -346,12 +349,19 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>Sends each purchase of a batch to its member in order, each once a slot is free; the slot comes back when its member has answered.</summary>
-    private async Task<Task<StreamAck>[]> DispatchAsync(V1.PurchaseBatch batch, Caller caller, string method, SemaphoreSlim slots, CancellationToken cancel)
+    private async Task<Task<StreamAck>[]> DispatchAsync(V1.PurchaseBatch batch, Caller caller, string method, SemaphoreSlim slots, SemaphoreSlim unwritten,
+        CancellationTokenSource idle, CancellationToken cancel)
     {
         int count = batch.Purchases.Count;
         var calls = new Task<StreamAck>[count];
         for (int i = 0; i < count; i++)
         {
+            // Room among the answers not yet written waits for the client to read them, within the idle limit.
+            if (!unwritten.Wait(0))
+            {
+                await WithinIdleAsync(unwritten.WaitAsync, idle, cancel, "the client has not read its answers");
+            }
+
             await slots.WaitAsync(cancel);
             calls[i] = AckAsync(batch.Purchases[i], caller, method, acks: null, slotToFree: slots);
         }
@@ -360,9 +370,10 @@ public sealed partial class PurchasesService(
     }
 
     /// <summary>The end of a stream that sent a batch over the limit: the batches before it were answered; it and those after were not read.</summary>
-    private RpcException Oversized(int count, long batchNumber, string method)
+    private RpcException Oversized(long batchNumber, string method)
     {
-        string error = $"batch {batchNumber} of the stream has {count} purchases; a PurchaseBatch holds at most {Limits.IngestBatchPurchasesMax}. " +
+        // A batch over the limit is parsed only up to its first purchase too many (ParsingMethodProvider).
+        string error = $"batch {batchNumber} of the stream has more than {Limits.IngestBatchPurchasesMax} purchases; a PurchaseBatch holds at most {Limits.IngestBatchPurchasesMax}. " +
             "Nothing of it was recorded; every batch before it was answered, and none after it was read: send them again in smaller batches";
         faults.Record(ClientFaultKind.TooLarge, method, error);
         return new RpcException(new Status(StatusCode.InvalidArgument, error));
@@ -372,7 +383,8 @@ public sealed partial class PurchasesService(
     /// Writes one answer per batch, in the order the batches came, each in the stream's one reused
     /// message (the write has serialized it when it completes); a failure stops the stream's reading too.
     /// </summary>
-    private static async Task WriteBatchAcksAsync(ChannelReader<Task<StreamAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop, ILogger logger, Action written)
+    private static async Task WriteBatchAcksAsync(ChannelReader<Task<StreamAck>[]> batches, IServerStreamWriter<V1.PurchaseBatchAck> responseStream, CancellationTokenSource stop,
+        SemaphoreSlim unwritten, ILogger logger, Action written)
     {
         var reused = new ReusedBatchAck();
         try
@@ -386,6 +398,11 @@ public sealed partial class PurchasesService(
                 }
 
                 await responseStream.WriteAsync(answer, stop.Token);
+                if (calls.Length > 0)
+                {
+                    unwritten.Release(calls.Length);
+                }
+
                 written();
             }
         }

@@ -64,6 +64,74 @@ public sealed class HostileInputTests
     }
 
     [Fact]
+    public async Task MessagesOfEmptyParts_WithinTheByteLimit_AreRefusedBeforeTheyBecomeObjects()
+    {
+        await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
+        using HttpClient http = GrpcFrames.Client();
+        // A batch of 1,000 purchases of 2,000 empty line items each (4 MiB, gzipped to kilobytes):
+        // parsed, two million objects before any count is looked at.
+        var purchase = new List<byte> { 0x0A, 0xA0, 0x1F };   // field 1, length 4,000
+        for (int i = 0; i < 2_000; i++)
+        {
+            purchase.AddRange([0x42, 0x00]);
+        }
+
+        byte[] batch = [.. Enumerable.Repeat(purchase, 1_000).SelectMany(p => p)];
+        // An Accrue of 250,000 empty line items (500,000 bytes, under its 512 KiB).
+        byte[] lines = [.. Enumerable.Repeat<byte[]>([0x42, 0x00], 250_000).SelectMany(l => l)];
+        byte[] batchFrame = GrpcFrames.Frame(Gzip(batch), compressed: true), linesFrame = GrpcFrames.Frame(Gzip(lines), compressed: true);
+        await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Purchases/Accrue", GrpcFrames.Frame(Wire.Purchase(Program, "m1", "warm", 1_00).ToByteArray()), TestKeys.Operator);
+
+        long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
+        (StatusCode Code, string Message) batched = await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Purchases/IngestBatches", batchFrame, TestKeys.Operator, encoding: "gzip");
+        (StatusCode Code, string Message) accrued = await GrpcFrames.SendAsync(http, engine.Address, "/loyalty.v1.Purchases/Accrue", linesFrame, TestKeys.Operator, encoding: "gzip");
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
+
+        Assert.Equal((StatusCode.ResourceExhausted, StatusCode.ResourceExhausted), (batched.Code, accrued.Code));
+        Assert.Contains("embedded messages", batched.Message, StringComparison.Ordinal);
+        // Before: about 350 MB for the batch. The inflated bytes themselves are most of what is left.
+        Assert.True(allocated < 64L * 1024 * 1024, $"{allocated:N0} bytes allocated");
+    }
+
+    [Fact]
+    public async Task ABatchStreamWhoseAnswersAreNotRead_HoldsABoundedNumberOfThem_AndIsNoLongerRead()
+    {
+        await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
+        V1.CreatedKey key = await new V1.Access.AccessClient(engine.Invoker).CreateKeyAsync(new V1.CreateKeyRequest
+        {
+            ProgramId = Program, Scope = V1.KeyScope.Pos, Name = "store 1 tills", StoreIds = { "store-1" },
+        });
+        var till = new V1.Purchases.PurchasesClient(engine.Channel.WithKey(key.Secret));
+        Loyalty.Host.ClientFaults faults = engine.Services.GetRequiredService<Loyalty.Host.ClientFaults>();
+        long faultsBefore = faults.Total;
+        // Each purchase is for a store the key may not use: refused at once, at no cost to its quota.
+        var batch = new V1.PurchaseBatch();
+        batch.Purchases.AddRange(Enumerable.Range(0, Limits.IngestBatchPurchasesMax).Select(i =>
+        {
+            V1.Purchase purchase = Wire.Purchase(Program, "m1", $"t{i}", 1_00);
+            purchase.StoreId = "store-2";
+            return purchase;
+        }));
+
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using AsyncDuplexStreamingCall<V1.PurchaseBatch, V1.PurchaseBatchAck> call = till.IngestBatches(cancellationToken: cancel.Token);
+        Task sending = Task.Run(async () =>
+        {
+            for (int i = 0; i < 70; i++)
+            {
+                await call.RequestStream.WriteAsync(batch, cancel.Token);
+            }
+        });
+        await Task.WhenAny(sending, Task.Delay(TimeSpan.FromSeconds(5)));
+        long refused = faults.Total - faultsBefore;
+        await cancel.CancelAsync();
+
+        // Answers never read: the gateway holds at most StreamAnswersPendingMax of them (and what the
+        // connection's window took), then stops reading. Before: 64 batches queued, 64,000 and more.
+        Assert.InRange(refused, Limits.IngestBatchPurchasesMax, 4 * Limits.IngestBatchPurchasesMax);
+    }
+
+    [Fact]
     public async Task HeadersThatAreNotGrpcMetadata_DoNotFailTheCall()
     {
         await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
@@ -102,8 +170,10 @@ public sealed class HostileInputTests
         Assert.Equal(0, member.Balance);
     }
 
-    [Fact]
-    public async Task AJsonBody_OverItsLimit_IsRefused_AndWritesNothing()
+    [Theory]
+    [InlineData("application/json")]
+    [InlineData("application/grpc+json")]   // before: taken for gRPC, and Kestrel's 28.6 MiB limit applied
+    public async Task AJsonBody_OverItsLimit_IsRefused_AndWritesNothing(string contentType)
     {
         await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
         using var json = new HttpClient { BaseAddress = new Uri(engine.HttpAddress), Timeout = TimeSpan.FromSeconds(30) };
@@ -112,7 +182,7 @@ public sealed class HostileInputTests
 
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/programs/{Program}/members")
         {
-            Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json"),
+            Content = new StringContent(body, System.Text.Encoding.UTF8, contentType),
         };
         // The body goes only once the server asks for it; refused first, it is never sent.
         request.Headers.ExpectContinue = true;
@@ -123,6 +193,39 @@ public sealed class HostileInputTests
         // JSON transcoding answers the server's refusal as INVALID_ARGUMENT (HTTP 400), naming it.
         Assert.Equal(System.Net.HttpStatusCode.BadRequest, answer.StatusCode);
         Assert.Contains("Request body too large", await answer.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+    }
+
+    [Fact]
+    public async Task AJsonBody_InACharsetOtherThanUtf8_IsInvalidArgument_NamingIt_AndCountedAsTheClientsFault()
+    {
+        await using InProcessEngine engine = await StartAsync(Backend.Sqlite);
+        using var json = new HttpClient { BaseAddress = new Uri(engine.HttpAddress), Timeout = TimeSpan.FromSeconds(30) };
+        json.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", TestKeys.Operator);
+        Loyalty.Host.ClientFaults faults = engine.Services.GetRequiredService<Loyalty.Host.ClientFaults>();
+        long faultsBefore = faults.Total;
+
+        var answers = new List<(System.Net.HttpStatusCode Status, string Body)>();
+        foreach (string charset in (string[])["bogus", "utf-16", new string('x', 5_000)])
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/programs/{Program}/members")
+            {
+                Content = new ByteArrayContent("{\"memberId\":\"cs\"}"u8.ToArray()),
+            };
+            request.Content.Headers.TryAddWithoutValidation("Content-Type", $"application/json; charset={charset}");
+            using HttpResponseMessage answer = await json.SendAsync(request);
+            answers.Add((answer.StatusCode, await answer.Content.ReadAsStringAsync()));
+        }
+
+        RpcException missing = await Assert.ThrowsAsync<RpcException>(() =>
+            engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "cs" }).ResponseAsync);
+
+        // Before: HTTP 500, {"code":2,"message":"Exception was thrown by handler."}, and an error logged with its stack trace.
+        Assert.All(answers, a => Assert.Equal(System.Net.HttpStatusCode.BadRequest, a.Status));
+        Assert.All(answers, a => Assert.Contains("\"code\":3", a.Body, StringComparison.Ordinal));
+        Assert.Contains("charset 'bogus' is not supported", answers[0].Body, StringComparison.Ordinal);
+        Assert.True(answers[2].Body.Length < 2_000, $"the refusal echoes {answers[2].Body.Length} characters");
+        Assert.Equal(3, faults.Total - faultsBefore);
         Assert.Equal(StatusCode.NotFound, missing.StatusCode);
     }
 
