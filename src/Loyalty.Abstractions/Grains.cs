@@ -256,7 +256,11 @@ public interface IProgramLinksGrain : IGrainWithStringKey
     Task<LoyaltyError> CompleteMerge(string survivorId);
 }
 
-/// <summary>A referral code, keyed by the code: which member of which program it belongs to.</summary>
+/// <summary>
+/// A referral code, keyed "program/code" (<see cref="ReferralCodes.Key"/>): which member of the
+/// program it belongs to. Engines before codes were kept per program keyed a code by itself; such
+/// a code of the same program is taken over at its first use.
+/// </summary>
 public interface IReferralCodeGrain : IGrainWithStringKey
 {
     /// <summary>Gives the code to the member when it is free (or already theirs); false when another member holds it.</summary>
@@ -281,9 +285,10 @@ public interface IRewardStockGrain : IGrainWithStringKey
     Task<bool> Take(string memberId, string claimId, int quantity, long stock);
 
     /// <summary>
-    /// A request that took units under the claim ended without writing its entry (refused, a resend,
-    /// a commit that failed). Once no request holds the claim, it is settled against the ledger at
-    /// once: its units go back unless the member's entry is there after all.
+    /// A request that took units under the claim ended known to have written nothing (refused, or a
+    /// resend answered as a duplicate; not a commit whose outcome is unknown, which leaves the claim
+    /// to be settled against the ledger after its confirm window). Once every request that took the
+    /// claim has abandoned it, its units go back.
     /// </summary>
     Task Abandon(string memberId, string claimId);
 

@@ -54,6 +54,13 @@ public static class ReferralCodes
     public const int Length = 8;
 
     /// <summary>
+    /// The key of code <paramref name="code"/>'s grain in program <paramref name="programId"/>:
+    /// codes are kept per program, so that no program's members can take, or find out about,
+    /// another program's codes (the codes are a public hash of program and member).
+    /// </summary>
+    public static string Key(string programId, string code) => programId + "/" + code;
+
+    /// <summary>
     /// The member's code for attempt <paramref name="salt"/>: a hash of program and member, so the
     /// code says nothing about either. A taken code (another member's, by a rare collision) is
     /// skipped by trying the next salt.

@@ -33,14 +33,14 @@ public sealed partial class MemberGrain
         // The desk's work for this member, each kind on its own time (see DeskDue). One that fails
         // stays in the state, and waits before it is asked for again, the longer the older it is.
         IProgramLinksGrain desk = GrainFactory.GetGrain<IProgramLinksGrain>(_programId);
-        if (_state.LinkCheckAt is { } linkDue && linkDue <= now && !(RetryFor(_linkRetry, linkDue) > now))
+        if (_state.LinkCheckAt is { } linkDue && linkDue <= now && !(RetryFor(LinkRetry, linkDue) > now))
         {
-            _linkRetry = await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId)) ? null : new DeskRetry(linkDue, RetryAt(linkDue, now));
+            LinkRetry = await DeskCheckAsync(() => desk.CheckReferralLinks(_memberId)) ? null : new DeskRetry(linkDue, RetryAt(linkDue, now));
         }
 
-        if (_state.MergeCheckAt is { } mergeDue && mergeDue <= now && !(RetryFor(_mergeRetry, mergeDue) > now))
+        if (_state.MergeCheckAt is { } mergeDue && mergeDue <= now && !(RetryFor(MergeRetry, mergeDue) > now))
         {
-            _mergeRetry = await DeskCheckAsync(() => desk.CompleteMerge(_memberId)) ? null : new DeskRetry(mergeDue, RetryAt(mergeDue, now));
+            MergeRetry = await DeskCheckAsync(() => desk.CompleteMerge(_memberId)) ? null : new DeskRetry(mergeDue, RetryAt(mergeDue, now));
         }
 
         for (int step = 0; step < WakeStepsMax; step++)
@@ -71,12 +71,6 @@ public sealed partial class MemberGrain
     private static readonly TimeSpan DeskRetryMax = TimeSpan.FromHours(1);
 
     /// <summary>
-    /// When this activation may ask the desk again for the member's link check, or for its open
-    /// merge, after a try that failed; null when none failed here (see <see cref="DeskDue"/>).
-    /// </summary>
-    private DeskRetry? _linkRetry, _mergeRetry;
-
-    /// <summary>
     /// A failed try of desk work: the due time it was for, and when to try again. It holds only
     /// while that work is still the one due: a link confirmed by another path (a resent change)
     /// and a new one made since are due at another time, and are asked for then, not after the
@@ -97,7 +91,7 @@ public sealed partial class MemberGrain
     /// every minute, across deactivations too.
     /// </summary>
     private DateTimeOffset? DeskDue(DateTimeOffset now) =>
-        Earliest(KindDue(_state.LinkCheckAt, _linkRetry, now), KindDue(_state.MergeCheckAt, _mergeRetry, now));
+        Earliest(KindDue(_state.LinkCheckAt, LinkRetry, now), KindDue(_state.MergeCheckAt, MergeRetry, now));
 
     private static DateTimeOffset? KindDue(DateTimeOffset? due, DeskRetry? retry, DateTimeOffset now) =>
         due is not { } at || at > now ? due : RetryFor(retry, at) ?? RetryAt(at, now);

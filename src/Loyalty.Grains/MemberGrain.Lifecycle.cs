@@ -17,14 +17,6 @@ public sealed partial class MemberGrain
 
     private IReadOnlyDictionary<string, string>? _profile;
 
-    /// <summary>
-    /// One profile change at a time, from its ledger note to its row: two at once would commit
-    /// their notes in one order and could upsert their rows in the other, leaving the row with
-    /// the fields of the change the ledger has first. Made at the first change (most members
-    /// never have one).
-    /// </summary>
-    private SemaphoreSlim? _profileChanges;
-
     /// <inheritdoc />
     public async Task<MemberResult> SetProfile(IReadOnlyDictionary<string, string> fields)
     {
@@ -33,7 +25,7 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.InvalidArgument, error);
         }
 
-        SemaphoreSlim changes = _profileChanges ??= new SemaphoreSlim(1, 1);
+        SemaphoreSlim changes = ProfileChanges ??= new SemaphoreSlim(1, 1);
         await changes.WaitAsync();
         try
         {
@@ -132,11 +124,11 @@ public sealed partial class MemberGrain
         var owner = new ReferralOwner(_programId, _memberId);
         for (int salt = 0; salt < CodeAttemptsMax; salt++)
         {
-            await GrainFactory.GetGrain<IReferralCodeGrain>(ReferralCodes.For(_programId, _memberId, salt)).Release(owner);
+            await GrainFactory.GetGrain<IReferralCodeGrain>(ReferralCodes.Key(_programId, ReferralCodes.For(_programId, _memberId, salt))).Release(owner);
         }
 
         _profile = null;
-        _referralCode = null;
+        ReferralCode = null;
         if (!await RewriteSnapshotAsync())
         {
             return MemberResult.Reject(LoyaltyError.Unavailable,

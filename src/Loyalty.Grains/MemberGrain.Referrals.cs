@@ -16,8 +16,6 @@ public sealed partial class MemberGrain
     private const int CodeAttemptsMax = 8;
 
 
-    private string? _referralCode;
-
     /// <summary>How often the own write of a change holding this member is tried again while the ledger fails.</summary>
     internal const int HeldWriteRetriesMax = 3;
 
@@ -30,17 +28,6 @@ public sealed partial class MemberGrain
     /// call, past the desk's own time limit.
     /// </summary>
     private static readonly TimeSpan HeldWriteRetriesWithin = TimeSpan.FromSeconds(2);
-
-    /// <summary>
-    /// Set while a change that touches another member is made here (see <see cref="WhileHeldAsync"/>):
-    /// a referral link, or a merge into this member. The member's other changes wait for it before
-    /// they decide (those it lets through aside), so what the change checked here still holds when
-    /// its own entry is decided, after the other member's side.
-    /// </summary>
-    private TwoMemberHold? _hold;
-
-    /// <summary>The newest desk epoch a call here has run under (see <see cref="DeskEpoch"/>).</summary>
-    private long _deskEpochSeen;
 
     /// <summary>The answer to a step of a desk older than one this member has answered since.</summary>
     private const string SupersededMessage =
@@ -87,9 +74,9 @@ public sealed partial class MemberGrain
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // A failed load was logged where it failed; a failed read of the ledger's newest entry is logged here.
-            if (e is not MemberUnavailableException && _loadFailed is null)
+            if (e is not MemberUnavailableException && LoadFailed is null && _services.StorageFailures.TryTake(out long leftOut))
             {
-                LogLoadFailed(_services.Logger, e, _programId, _memberId);
+                LogLoadFailed(_services.Logger, e, _programId, _memberId, leftOut);
             }
 
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
@@ -165,7 +152,7 @@ public sealed partial class MemberGrain
     {
         while (true)
         {
-            while (_hold is { } other)
+            while (HeldBy is { } other)
             {
                 // Only with two desks at once (Orleans' rare duplicate activation): one such change at a time here too.
                 await other.Ended;
@@ -196,14 +183,14 @@ public sealed partial class MemberGrain
         }
 
         var hold = new TwoMemberHold(lets);
-        _hold = hold;
+        HeldBy = hold;
         try
         {
             return await change();
         }
         finally
         {
-            _hold = null;
+            HeldBy = null;
             hold.End();
         }
     }
@@ -285,16 +272,16 @@ public sealed partial class MemberGrain
         }
 
         var owner = new ReferralOwner(_programId, _memberId);
-        for (int salt = 0; salt < CodeAttemptsMax && _referralCode is null; salt++)
+        for (int salt = 0; salt < CodeAttemptsMax && ReferralCode is null; salt++)
         {
             string code = ReferralCodes.For(_programId, _memberId, salt);
-            if (await GrainFactory.GetGrain<IReferralCodeGrain>(code).Claim(owner))
+            if (await GrainFactory.GetGrain<IReferralCodeGrain>(ReferralCodes.Key(_programId, code)).Claim(owner))
             {
-                _referralCode = code;
+                ReferralCode = code;
             }
         }
 
-        return _referralCode ?? throw new InvalidOperationException($"No free referral code for {_programId}/{_memberId}.");
+        return ReferralCode ?? throw new InvalidOperationException($"No free referral code for {_programId}/{_memberId}.");
     }
 
     /// <inheritdoc />
@@ -373,15 +360,12 @@ public sealed partial class MemberGrain
             return (null, MemberResult.Reject(LoyaltyError.InvalidArgument, codeError!));
         }
 
-        ReferralOwner? owner = await GrainFactory.GetGrain<IReferralCodeGrain>(code).Resolve();
-        if (owner is null)
+        // Looked up in this program only: a code of another program is unknown here, and said to be
+        // so in the same words, so that no program learns which codes (and members) another has.
+        ReferralOwner? owner = await GrainFactory.GetGrain<IReferralCodeGrain>(ReferralCodes.Key(_programId, code)).Resolve();
+        if (owner is null || owner.ProgramId != _programId)
         {
             return (null, MemberResult.Reject(LoyaltyError.NotFound, $"referral code '{code}' is unknown"));
-        }
-
-        if (owner.ProgramId != _programId)
-        {
-            return (null, MemberResult.Reject(LoyaltyError.FailedPrecondition, $"referral code '{code}' belongs to another program"));
         }
 
         return referrerId is not null && referrerId != owner.MemberId
@@ -593,7 +577,7 @@ public sealed partial class MemberGrain
     private long SeeDeskEpoch()
     {
         long epoch = DeskEpoch.Current(_programId);
-        _deskEpochSeen = Math.Max(_deskEpochSeen, epoch);
+        DeskEpochSeen = Math.Max(DeskEpochSeen, epoch);
         return epoch;
     }
 
@@ -614,7 +598,7 @@ public sealed partial class MemberGrain
         try
         {
             long latest = await _services.Store.ReadLockEpochAsync(DeskEpoch.LockName(_programId), CancellationToken.None);
-            _deskEpochSeen = Math.Max(_deskEpochSeen, latest);
+            DeskEpochSeen = Math.Max(DeskEpochSeen, latest);
             return true;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
@@ -624,12 +608,12 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>Whether a write of a step under <paramref name="epoch"/> comes after a newer desk was answered here (see <see cref="DeskEpoch"/>).</summary>
-    private bool Superseded(long epoch) => epoch != 0 && epoch < _deskEpochSeen;
+    private bool Superseded(long epoch) => epoch != 0 && epoch < DeskEpochSeen;
 
     /// <summary>The answer of a note written, or already there.</summary>
     private static readonly MemberResult NoteWritten = new(null, LoyaltyError.None, null);
 
-    /// <summary>Which holds of a member (see <see cref="_hold"/>) a write goes through.</summary>
+    /// <summary>Which holds of a member (see <see cref="HeldBy"/>) a write goes through.</summary>
     private enum HoldPass
     {
         /// <summary>None: the write waits for any hold to end (every change of the member unless said).</summary>

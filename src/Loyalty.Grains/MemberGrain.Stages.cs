@@ -41,7 +41,7 @@ public sealed partial class MemberGrain
             }
 
             // Made from the ledger, and kept only if this return is applied: a refusal leaves the book as it was.
-            progress = _returnSeed = ReturnProgress.Of(purchase, earlierReturns.Returns);
+            progress = ReturnSeed = ReturnProgress.Of(purchase, earlierReturns.Returns);
         }
 
         // A progress with no return yet is the same as none.
@@ -300,13 +300,6 @@ public sealed partial class MemberGrain
     {
         public bool Stale(MemberState now) => !ReferenceEquals(now, ReadOn) || now.Returns.ChangedSince(PurchaseId, SequenceAtRead);
     }
-
-    /// <summary>
-    /// The progress a return's stage made from the ledger for a purchase whose complete progress
-    /// the member does not keep; handed from the stage to <see cref="ApplyDecided"/> within one turn of the write loop
-    /// (<see cref="DecideAndApply"/> clears it before each decision), never across an await.
-    /// </summary>
-    private ReturnProgress? _returnSeed;
 
     /// <summary>Thrown by a stage whose prefetched reads are stale: the write loop runs the prefetch again.</summary>
     private sealed class StalePrefetchException : Exception;

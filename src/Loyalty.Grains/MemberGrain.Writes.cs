@@ -52,7 +52,7 @@ public sealed partial class MemberGrain
 
         // Only a referred member's purchases take the longer path (once, until the referrer is settled),
         // and a purchase that will decide after a referral link under way (which may refer it).
-        return ReferrerToSettle || _hold is not null ? new ValueTask<AccrualResult>(ThenSettleReferrerAsync(write.AsTask())) : write;
+        return ReferrerToSettle || HeldBy is not null ? new ValueTask<AccrualResult>(ThenSettleReferrerAsync(write.AsTask())) : write;
     }
 
     /// <summary>A purchase paid partly in points: the reward's stock first when it has any, then both entries in one commit.</summary>
@@ -75,7 +75,7 @@ public sealed partial class MemberGrain
                 fingerprintAs: PurchaseFingerprintAs(purchase)),
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m),
             resendId: purchase.TransactionId));
-        if (stock.Taken && result.Status != AccrualStatus.Accepted)
+        if (stock.Taken && WroteNothing(result.Status, result.Error))
         {
             await AbandonStockAsync(redemption);
         }
@@ -328,7 +328,7 @@ public sealed partial class MemberGrain
         /// </summary>
         public virtual string? ResendId => null;
 
-        /// <summary>Which holds of the member this write goes through (see <see cref="_hold"/>).</summary>
+        /// <summary>Which holds of the member this write goes through (see <see cref="HeldBy"/>).</summary>
         public HoldPass Passes { get; init; }
 
         /// <summary>Whether this change has read its program fresh for a tier name its silo's copy did not know.</summary>
@@ -574,7 +574,7 @@ public sealed partial class MemberGrain
     private Decided<T> DecideAndApply<T>(Write<T> change, ProgramConfig program)
         where T : class
     {
-        if (_hold is { } hold && !hold.Lets(change.Passes))
+        if (HeldBy is { } hold && !hold.Lets(change.Passes))
         {
             // A change touching another member is under way (see WhileHeldAsync): decide after its
             // outcome, so that nothing decided here slips between the other member's side and this one's.
@@ -603,7 +603,7 @@ public sealed partial class MemberGrain
         LedgerEntry? entry = null, before = null;
         string? overflow;
         T? answer;
-        _returnSeed = null;
+        ReturnSeed = null;
         try
         {
             overflow = Decide(change, program, now, ref entry, ref before, out answer);
@@ -614,8 +614,8 @@ public sealed partial class MemberGrain
             return default;
         }
 
-        ReturnProgress? returnSeed = _returnSeed;
-        _returnSeed = null;
+        ReturnProgress? returnSeed = ReturnSeed;
+        ReturnSeed = null;
 
         (LoyaltyError Error, string Message)? refused = entry is null ? null : Headroom.Refuse(_state, before ?? entry, before is null ? null : entry);
         if (entry is null || refused is not null)

@@ -325,8 +325,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         return null;
     }
 
-    /// <summary>Whether this activation logged that the member's time is held at <see cref="MemberTimeAheadMax"/>.</summary>
-    private bool _timeAheadLogged;
 
     /// <summary>How far a member's time may run ahead of the engine's clock (see <see cref="MemberNow"/>).</summary>
     internal static readonly TimeSpan MemberTimeAheadMax = TimeSpan.FromMinutes(5);
@@ -357,9 +355,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
 
         // Once per activation: the member stays past the cap until the clock catches up.
-        if (!_timeAheadLogged && _services.Warnings.TryTake(out long leftOut))
+        if (!TimeAheadLogged && _services.Warnings.TryTake(out long leftOut))
         {
-            _timeAheadLogged = true;
+            TimeAheadLogged = true;
             LogMemberTimeAhead(_services.Logger, _programId, _memberId, matured, now, MemberTimeAheadMax, leftOut);
         }
 
@@ -433,7 +431,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
     /// <summary>
     /// Applies decided entries (admitted by <see cref="Headroom.Refuse"/>) to the live state, a
-    /// return with the progress of its purchase it was decided on (see <see cref="_returnSeed"/>). The
+    /// return with the progress of its purchase it was decided on (see <see cref="ReturnSeed"/>). The
     /// state is marked invalid while they apply: apply cannot fail by design, but if it ever threw,
     /// the next call would rebuild the member from its ledger instead of keeping half a change,
     /// and no snapshot is written from an invalid state.
@@ -660,6 +658,11 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         if (outcome != CommitOutcome.Committed)
         {
             _valid = false;
+            if (outcome == CommitOutcome.Failed)
+            {
+                UnknownOutcomeAt = System.Diagnostics.Stopwatch.GetTimestamp();
+            }
+
             if (_services.Warnings.TryTake(out long leftOut))
             {
                 LogCommitNotApplied(_services.Logger, _programId, _memberId, first.Sequence, outcome, leftOut);
@@ -750,15 +753,46 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// balance whose ledger entry is not durable yet (and could still be taken back by a failed
     /// commit), and a ledger page read after a member's answer includes every change it showed.
     /// </summary>
+    /// <remarks>
+    /// For <see cref="UnknownOutcomeWindow"/> after a commit whose outcome was unknown (a COMMIT
+    /// whose connection dropped), the entry may land after the state was reloaded without it: a
+    /// read then also asks the ledger for its newest entry, and reloads when it has one more.
+    /// </remarks>
     private async Task SettleForReadAsync()
     {
-        do
+        while (true)
         {
             await EnsureLoadedAsync();
             await WaitForCommitsAsync();
+            if (!_valid || _inFlight > 0)
+            {
+                continue;
+            }
+
+            if (UnknownOutcomeAt is not { } unknownAt || System.Diagnostics.Stopwatch.GetElapsedTime(unknownAt) > UnknownOutcomeWindow)
+            {
+                return;
+            }
+
+            IReadOnlyList<LedgerEntry> newest = await _services.Store.ReadPageAsync(_programId, _memberId, long.MaxValue, 1, CancellationToken.None);
+            if (newest.Count > 0 && newest[0].Sequence > _state.Sequence && _inFlight == 0)
+            {
+                _valid = false;
+            }
+
+            if (_valid && _inFlight == 0)
+            {
+                return;
+            }
         }
-        while (!_valid || _inFlight > 0);
     }
+
+    /// <summary>
+    /// How long after a commit whose outcome was unknown the member's reads look for its entry in
+    /// the ledger (see <see cref="SettleForReadAsync"/>): a COMMIT the server received ends within
+    /// its own write's time, far less than this.
+    /// </summary>
+    internal static readonly TimeSpan UnknownOutcomeWindow = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// Like <see cref="SettleForReadAsync"/>, and also reloads the state when the ledger holds
@@ -821,7 +855,14 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         }
         catch (Exception e)
         {
-            LogSnapshotFailed(_services.Logger, e, _programId, _memberId);
+            // Tried again only after as many more entries: a snapshot that fails for good (a
+            // store down, a state it cannot take) must not cost a copy and a write per change.
+            _appliedSinceSnapshot -= covered;
+            if (_services.StorageFailures.TryTake(out long leftOut))
+            {
+                LogSnapshotFailed(_services.Logger, e, _programId, _memberId, leftOut);
+            }
+
             return false;
         }
         finally
@@ -853,12 +894,6 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// activation ends, and the next call loads the member afresh, on whichever silo it is placed.
     /// </summary>
     internal static readonly TimeSpan LoadRetryDelay = TimeSpan.FromSeconds(1);
-
-    /// <summary>The last load's failure and when it happened (a <see cref="System.Diagnostics.Stopwatch"/> timestamp; see <see cref="LoadRetryDelay"/>).</summary>
-    private (Exception Error, long At)? _loadFailed;
-
-    /// <summary>The timer that ends an activation whose load failed (see <see cref="EndAfterFailedLoadAsync"/>).</summary>
-    private IGrainTimer? _endAfterFailure;
 
     /// <summary>This member's calls out that may call it back (see <see cref="CallBackAwaitedAsync"/>).</summary>
     private int _awaitingCallBack;
@@ -893,19 +928,19 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// </summary>
     private Task EndAfterFailedLoadAsync(CancellationToken cancellationToken)
     {
-        if (_valid || _loadFailed is null)
+        if (_valid || LoadFailed is null)
         {
             // Loaded since (a member invalid now only because a commit failed reloads at its next call).
-            _endAfterFailure?.Dispose();
-            _endAfterFailure = null;
+            EndAfterFailure?.Dispose();
+            EndAfterFailure = null;
         }
-        else if (_inFlight == 0 && _loading is null && _hold is null && _awaitingCallBack == 0)
+        else if (_inFlight == 0 && _loading is null && HeldBy is null && _awaitingCallBack == 0)
         {
             DeactivateOnIdle();
         }
         else
         {
-            _endAfterFailure?.Change(LoadRetryDelay, Timeout.InfiniteTimeSpan);
+            EndAfterFailure?.Change(LoadRetryDelay, Timeout.InfiniteTimeSpan);
         }
 
         return Task.CompletedTask;
@@ -915,7 +950,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     {
         while (!_valid)
         {
-            if (_loading is null && _loadFailed is { } failed && System.Diagnostics.Stopwatch.GetElapsedTime(failed.At) < LoadRetryDelay)
+            if (_loading is null && LoadFailed is { } failed && System.Diagnostics.Stopwatch.GetElapsedTime(failed.At) < LoadRetryDelay)
             {
                 throw new MemberUnavailableException($"Member {_programId}/{_memberId} could not be loaded: {failed.Error.GetType().Name}: {failed.Error.Message}");
             }
@@ -925,21 +960,25 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             try
             {
                 await loading;
-                _loadFailed = null;
+                LoadFailed = null;
             }
             catch (Exception e) when (ReferenceEquals(_loading, loading) && e is not OutOfMemoryException)
             {
                 // The first of the load's waiters to see it fail notes and logs it; the others rethrow.
-                _loadFailed = (e, System.Diagnostics.Stopwatch.GetTimestamp());
+                LoadFailed = (e, System.Diagnostics.Stopwatch.GetTimestamp());
                 GrainMetrics.LoadFailures.Add(1, new KeyValuePair<string, object?>("program", _programId));
-                LogLoadFailed(_services.Logger, e, _programId, _memberId);
-                if (_endAfterFailure is { } pending)
+                if (_services.StorageFailures.TryTake(out long leftOut))
+                {
+                    LogLoadFailed(_services.Logger, e, _programId, _memberId, leftOut);
+                }
+
+                if (EndAfterFailure is { } pending)
                 {
                     pending.Change(LoadRetryDelay, Timeout.InfiniteTimeSpan);
                 }
                 else
                 {
-                    _endAfterFailure = this.RegisterGrainTimer(EndAfterFailedLoadAsync, new GrainTimerCreationOptions(LoadRetryDelay, Timeout.InfiniteTimeSpan));
+                    EndAfterFailure = this.RegisterGrainTimer(EndAfterFailedLoadAsync, new GrainTimerCreationOptions(LoadRetryDelay, Timeout.InfiniteTimeSpan));
                 }
 
                 throw;
@@ -980,9 +1019,9 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         MemberState state = row.State is { Format: MemberState.CurrentFormat } read && !ReferenceEquals(read, MemberState.Placeholder)
             ? read
             : new MemberState();
-        IReadOnlyList<LedgerEntry> entries = await _services.Store.ReadAfterAsync(_programId, _memberId, state.Sequence, CancellationToken.None);
         bool fromSnapshot = state.Sequence > 0;
-        string? diverged = fromSnapshot ? ReplayOverSnapshot(state, entries) : null;
+        var replayed = new Replayed();
+        string? diverged = fromSnapshot ? await ReplayOverSnapshotAsync(state, replayed) : null;
         if (!fromSnapshot || diverged is not null)
         {
             if (diverged is not null)
@@ -991,10 +1030,10 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 // ledger alone rebuilds the member, and the next snapshot replaces the row.
                 LogSnapshotDiverged(_services.Logger, _programId, _memberId, diverged);
                 state = new MemberState();
-                entries = await _services.Store.ReadAfterAsync(_programId, _memberId, 0, CancellationToken.None);
+                replayed = new Replayed();
             }
 
-            Replay(state, entries);
+            await ReplayAfterAsync(state, replayed);
             // The lots are checked once per load, not after each entry replayed (a ledger written
             // by an older version may pass through states today's rules would not make). A member
             // whose ledger rebuilds them wrong is not served: it fails to load, visibly, rather
@@ -1004,7 +1043,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
 
         // A stored row that gave nothing (another format, or unreadable) would be read and replayed
         // past on every load, and a member that changes little might not replace it for a long time.
-        bool rowUnused = row.RecordExists && !fromSnapshot && entries.Count > 0;
+        bool rowUnused = row.RecordExists && !fromSnapshot && replayed.Entries > 0;
         state.Returns.Trim();
         if (state.Enrolled)
         {
@@ -1015,7 +1054,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         _state = state;
         // A snapshot found wrong or not used is replaced after the next change (or on deactivation),
         // not left for the next load.
-        _appliedSinceSnapshot = diverged is null && !rowUnused ? entries.Count : Math.Max(entries.Count, _services.Options.SnapshotEveryEntries);
+        int entries = (int)Math.Min(replayed.Entries, int.MaxValue);
+        _appliedSinceSnapshot = diverged is null && !rowUnused ? entries : Math.Max(entries, _services.Options.SnapshotEveryEntries);
         _valid = true;
         if (!_loadedOnce)
         {
@@ -1029,12 +1069,46 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: entry {Sequence} not committed ({Outcome}); state will reload ({LeftOut} such lines left out since the last)")]
     private static partial void LogCommitNotApplied(ILogger logger, string programId, string memberId, long sequence, CommitOutcome outcome, long leftOut);
 
-    /// <summary>Applies <paramref name="entries"/> to <paramref name="state"/>, in order.</summary>
-    private void Replay(MemberState state, IReadOnlyList<LedgerEntry> entries)
+    /// <summary>
+    /// The entries a member's ledger holds after its state are read this many at a time when the
+    /// member is loaded: a member's ledger may be millions of entries long (a shop's guest account),
+    /// and a load, after an upgrade that sets every snapshot aside, replays it from the start.
+    /// </summary>
+    internal const int LoadPageEntries = 1_000;
+
+    /// <summary>How far a load's replay went: the entries applied, the page being applied, and whether it is applying (not reading).</summary>
+    private sealed class Replayed
     {
-        foreach (LedgerEntry entry in entries)
+        public long Entries { get; set; }
+
+        public IReadOnlyList<LedgerEntry> Page { get; set; } = [];
+
+        public bool Applying { get; set; }
+    }
+
+    /// <summary>
+    /// Applies the member's entries after <paramref name="state"/>'s sequence to it, in order, a
+    /// page of <see cref="LoadPageEntries"/> at a time, so that a load holds one page of entries,
+    /// not the member's whole ledger. An entry that does not follow the state throws (see
+    /// <see cref="MemberState.Apply"/>), so a page read again cannot be applied twice.
+    /// </summary>
+    private async Task ReplayAfterAsync(MemberState state, Replayed replayed)
+    {
+        while (true)
         {
-            state.Apply(entry, _services.Options.RecentTransactionsMax);
+            replayed.Page = await _services.Store.ReadAfterAsync(_programId, _memberId, state.Sequence, LoadPageEntries, CancellationToken.None);
+            replayed.Applying = true;
+            foreach (LedgerEntry entry in replayed.Page)
+            {
+                state.Apply(entry, _services.Options.RecentTransactionsMax);
+            }
+
+            replayed.Applying = false;
+            replayed.Entries += replayed.Page.Count;
+            if (replayed.Page.Count < LoadPageEntries)
+            {
+                return;
+            }
         }
     }
 
@@ -1043,15 +1117,16 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// why not (the state is then half-made and dropped). An entry of a kind this version does not
     /// know is not the snapshot's fault: it propagates, as the ledger's replay would fail on it too.
     /// </summary>
-    private string? ReplayOverSnapshot(MemberState state, IReadOnlyList<LedgerEntry> entries)
+    private async Task<string?> ReplayOverSnapshotAsync(MemberState state, Replayed replayed)
     {
         try
         {
-            Replay(state, entries);
+            await ReplayAfterAsync(state, replayed);
+            replayed.Applying = true;
             state.Lots.AssertInvariants(state.Sequence);
             return null;
         }
-        catch (Exception e) when (e is InvalidOperationException or ArithmeticException && entries.All(entry => Enum.IsDefined(entry.Kind)))
+        catch (Exception e) when (e is InvalidOperationException or ArithmeticException && replayed.Applying && replayed.Page.All(entry => Enum.IsDefined(entry.Kind)))
         {
             return e.Message;
         }
@@ -1063,8 +1138,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot conflict; state will reload")]
     private static partial void LogSnapshotConflict(ILogger logger, Exception exception, string programId, string memberId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot write failed")]
-    private static partial void LogSnapshotFailed(ILogger logger, Exception exception, string programId, string memberId);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: snapshot write failed ({LeftOut} such lines left out since the last)")]
+    private static partial void LogSnapshotFailed(ILogger logger, Exception exception, string programId, string memberId, long leftOut);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: the stock of reward {RewardId} could not be told how a request ended; it settles the claim against the ledger itself")]
     private static partial void LogStockNotTold(ILogger logger, Exception exception, string programId, string memberId, string rewardId);
@@ -1072,8 +1147,8 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: the stock of reward {RewardId} could not be asked for units; the redemption is refused as not secured, and a claim taken without its answer is settled by the stock itself")]
     private static partial void LogStockNotTaken(ILogger logger, Exception exception, string programId, string memberId, string rewardId);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Member {ProgramId}/{MemberId}: state could not be loaded")]
-    private static partial void LogLoadFailed(ILogger logger, Exception exception, string programId, string memberId);
+    [LoggerMessage(Level = LogLevel.Error, Message = "Member {ProgramId}/{MemberId}: state could not be loaded ({LeftOut} such lines left out since the last)")]
+    private static partial void LogLoadFailed(ILogger logger, Exception exception, string programId, string memberId, long leftOut);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Member {ProgramId}/{MemberId}: referrer {ReferrerId} refused its reward ({Error}); it is not offered again")]
     private static partial void LogReferralRefused(ILogger logger, string programId, string memberId, string referrerId, LoyaltyError error);

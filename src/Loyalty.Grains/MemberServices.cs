@@ -77,6 +77,14 @@ public sealed class MemberServices(
     /// </summary>
     public LogBudget SettlementWarnings { get; } = new(WarningLinesPerSecondMax, TimeProvider.System);
 
+    /// <summary>
+    /// The budget of the members' storage failures (a state that cannot be loaded, a snapshot that
+    /// cannot be written): with the database down, every member called fails alike, and each would
+    /// log its own line with a stack trace. Apart from <see cref="Warnings"/>, so that clients'
+    /// warnings cannot crowd out an outage.
+    /// </summary>
+    public LogBudget StorageFailures { get; } = new(WarningLinesPerSecondMax, TimeProvider.System);
+
     /// <summary>How many program ids are kept one copy of; more programs than this are rare, and theirs are not shared.</summary>
     public const int SharedProgramIdsMax = 10_000;
 

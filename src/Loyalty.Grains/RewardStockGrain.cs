@@ -21,8 +21,10 @@ namespace Loyalty.Grains;
 /// was committed (the units stay taken) or cancelled or lapsed (they go back).</item>
 /// </list>
 /// The entry also says how many units it spends; a claim that took more (a retry that asked for
-/// fewer) gives the rest back. The member asks for that settling at once when its request ends
-/// without an entry (Abandon) or after it ends a reservation (Settle); the grain settles every
+/// fewer) gives the rest back. A request that ends known to have written nothing (refused, or a
+/// resend answered as a duplicate) abandons its claim, and the units go back once every request
+/// that took it has (Abandon); one whose commit's outcome is unknown does not, and leaves its
+/// claim to the ledger. The member asks for settling after it ends a reservation (Settle); the grain settles every
 /// claim itself a confirm window after its last take, and a reservation's a window after its lapse
 /// time, so a crash between a member's entry and its call loses no unit and sells none twice. A
 /// claim is owned: a request can only give back units that the ledger says were never spent,
@@ -125,9 +127,22 @@ public sealed partial class RewardStockGrain(
             return;
         }
 
-        claim.Holders = Math.Max(0, claim.Holders - 1);
-        if (claim.Holders == 0)
+        if (claim.Holders > 1)
         {
+            claim.Holders--;
+        }
+        else if (claim.Holders == 1)
+        {
+            // Every request that took the claim ended having written nothing (one that wrote its
+            // entry, or whose commit's outcome is unknown, never abandons): the units go back. Not
+            // settled by the ledger: an entry there under this id is older than the claim (a
+            // committed reservation resent after the member forgot it), and its units were
+            // counted by a claim of its own.
+            Release(claim, giveBack: true);
+        }
+        else
+        {
+            // A claim stored before its holders were counted: the ledger says.
             await SettleAsync(claim, CancellationToken.None);
         }
 

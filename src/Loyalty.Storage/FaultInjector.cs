@@ -26,6 +26,13 @@ public enum FaultStep
 
     /// <summary>The member grain writes its snapshot (not a step of a change: the ledger stays the truth).</summary>
     Snapshot,
+
+    /// <summary>
+    /// The entry's batch is answered as failed, then written a moment later: a COMMIT whose
+    /// connection was lost while the server went on. The change's outcome is unknown to the
+    /// engine when it answers, and the entry is in the ledger soon after.
+    /// </summary>
+    LateCommit,
 }
 
 /// <summary>Thrown by an armed <see cref="FaultInjector"/>; never thrown otherwise.</summary>
@@ -70,6 +77,9 @@ public sealed class FaultInjector
     /// <summary>From now on, fails every snapshot write of a member whose id <paramref name="rule"/> answers true for.</summary>
     public void ArmSnapshot(Func<string, bool> rule) => _snapshotRule = rule;
 
+    /// <summary>How long after its failed answer a batch chosen at <see cref="FaultStep.LateCommit"/> is written.</summary>
+    public TimeSpan LateCommitDelay { get; set; } = TimeSpan.FromMilliseconds(300);
+
     /// <summary>Stops injecting faults.</summary>
     public void Disarm()
     {
@@ -95,6 +105,25 @@ public sealed class FaultInjector
         {
             throw new InjectedFaultException(FaultStep.Schedule, $"the scheduling of program {programId}'s members");
         }
+    }
+
+    /// <summary>Whether the armed rule chooses this step for any of <paramref name="entries"/> (the steps of a whole batch).</summary>
+    public bool Chooses(FaultStep step, IReadOnlyList<LedgerEntry> entries)
+    {
+        if (_rule is not { } rule)
+        {
+            return false;
+        }
+
+        foreach (LedgerEntry entry in entries)
+        {
+            if (rule(step, entry))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>Throws <see cref="InjectedFaultException"/> when the armed rule chooses this step and entry.</summary>

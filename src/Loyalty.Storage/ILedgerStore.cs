@@ -90,6 +90,12 @@ public interface ILedgerStore
     /// <summary>A member's entries with a sequence above <paramref name="afterSequence"/>, oldest first.</summary>
     Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// The first <paramref name="limit"/> of a member's entries with a sequence above
+    /// <paramref name="afterSequence"/>, oldest first: a long ledger read a page at a time.
+    /// </summary>
+    Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, int limit, CancellationToken cancellationToken);
+
     /// <summary>Up to <paramref name="limit"/> entries below <paramref name="beforeSequence"/>, newest first.</summary>
     Task<IReadOnlyList<LedgerEntry>> ReadPageAsync(string programId, string memberId, long beforeSequence, int limit, CancellationToken cancellationToken);
 

@@ -396,6 +396,11 @@ public sealed partial class LedgerCommitQueue
             if (_faults.Armed)
             {
                 InjectCommitFaults(entries, dues);
+                if (_faults.Chooses(FaultStep.LateCommit, entries))
+                {
+                    await CommitLateAsync(batch, entries, details, dues, groups, fences, inserted);
+                    return;
+                }
             }
 
             await _store.AppendBatchAsync(entries, inserted, dues, details, groups, fences, CancellationToken.None);
@@ -460,6 +465,25 @@ public sealed partial class LedgerCommitQueue
         {
             return Task.FromException<bool>(new LedgerUnavailableException(what + "; the change was not recorded.", e));
         }
+    }
+
+    /// <summary>
+    /// An armed <see cref="FaultStep.LateCommit"/>: the batch's items are answered as failed, as a
+    /// COMMIT whose connection was lost, and the batch is written after the fault's delay, as the
+    /// server that went on would. Only in tests; the writer waits meanwhile.
+    /// </summary>
+    private async Task CommitLateAsync(List<PendingAppend> batch, List<LedgerEntry> entries, List<ReadOnlyMemory<byte>>? details, List<DueChange> dues,
+        List<EntryGroup> groups, List<EntryFence> fences, bool[] inserted)
+    {
+        var lost = new LedgerUnavailableException("The ledger's answer to the commit was lost (an injected fault); the change may be recorded.",
+            new InjectedFaultException(FaultStep.LateCommit, $"a batch of {entries.Count} entries"));
+        foreach (PendingAppend p in batch)
+        {
+            p.TrySetException(lost);
+        }
+
+        await Task.Delay(_faults.LateCommitDelay);
+        await _store.AppendBatchAsync(entries, inserted, dues, details, groups, fences, CancellationToken.None);
     }
 
     /// <summary>Fails the whole batch, as a database error would, when an armed fault chooses one of its entries or due changes.</summary>

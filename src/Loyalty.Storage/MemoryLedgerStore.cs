@@ -101,12 +101,16 @@ public sealed class MemoryLedgerStore : ILedgerStore
     }
 
     /// <inheritdoc />
-    public Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken)
+    public Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken) =>
+        ReadAfterAsync(programId, memberId, afterSequence, int.MaxValue, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, int limit, CancellationToken cancellationToken)
     {
         lock (_gate)
         {
             IReadOnlyList<LedgerEntry> rows = _members.TryGetValue((programId, memberId), out List<LedgerEntry>? list)
-                ? [.. list.Where(e => e.Sequence > afterSequence)]
+                ? [.. list.Where(e => e.Sequence > afterSequence).Take(limit)]
                 : [];
             return Task.FromResult(rows);
         }

@@ -338,13 +338,18 @@ public sealed class PostgresLedgerStore : ILedgerStore, IAsyncDisposable
     }
 
     /// <inheritdoc />
-    public async Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken)
+    public Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken) =>
+        ReadAfterAsync(programId, memberId, afterSequence, int.MaxValue, cancellationToken);
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, int limit, CancellationToken cancellationToken)
     {
         await using NpgsqlCommand command = _dataSource.CreateCommand(
-            $"SELECT {Columns} FROM ledger_entries WHERE program_id = $1 AND member_id = $2 AND seq > $3 ORDER BY seq;");
+            $"SELECT {Columns} FROM ledger_entries WHERE program_id = $1 AND member_id = $2 AND seq > $3 ORDER BY seq LIMIT $4;");
         command.Parameters.AddWithValue(programId);
         command.Parameters.AddWithValue(memberId);
         command.Parameters.AddWithValue(afterSequence);
+        command.Parameters.AddWithValue((long)limit);
         return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
     }
 

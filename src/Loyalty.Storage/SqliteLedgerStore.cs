@@ -171,14 +171,19 @@ public sealed class SqliteLedgerStore : ILedgerStore, IDisposable
     }
 
     /// <inheritdoc />
-    public async Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken)
+    public Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, CancellationToken cancellationToken) =>
+        ReadAfterAsync(programId, memberId, afterSequence, int.MaxValue, cancellationToken);
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<LedgerEntry>> ReadAfterAsync(string programId, string memberId, long afterSequence, int limit, CancellationToken cancellationToken)
     {
         await using SqliteConnection connection = await OpenAsync(cancellationToken);
         await using SqliteCommand command = connection.CreateCommand();
-        command.CommandText = $"SELECT {Columns} FROM ledger_entries WHERE program_id = $p AND member_id = $m AND seq > $s ORDER BY seq;";
+        command.CommandText = $"SELECT {Columns} FROM ledger_entries WHERE program_id = $p AND member_id = $m AND seq > $s ORDER BY seq LIMIT $l;";
         command.Parameters.AddWithValue("$p", programId);
         command.Parameters.AddWithValue("$m", memberId);
         command.Parameters.AddWithValue("$s", afterSequence);
+        command.Parameters.AddWithValue("$l", limit);
         return await LedgerRows.ReadAllAsync(command, ReadTime, cancellationToken);
     }
 

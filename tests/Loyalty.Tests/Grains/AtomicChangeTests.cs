@@ -49,6 +49,21 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task AMemberWhoseLedgerSpansSeveralLoadPages_IsRebuiltFromTheLedgerAlone()
+    {
+        await fixture.Grains.GetGrain<IProgramGrain>(_program).Put(Shop);
+        Assert.Null(await EnrolAsync("m"));
+        for (int i = 0; i < (2 * MemberGrain.LoadPageEntries) + 37; i++)
+        {
+            Assert.Null(await BuyAsync("m", $"p{i}"));
+        }
+
+        // Live, from its snapshot, and from the ledger alone (read a page at a time): the same member.
+        await AssertEachMemberIsItsLedgerAsync(["m"]);
+        Assert.Equal((2 * MemberGrain.LoadPageEntries) + 38, (await Member("m").Get())!.LastSequence);
+    }
+
+    [Fact]
     public void EveryEntryKind_HasAScenarioWithAFaultAtEveryStep()
     {
         LedgerEntryKind[] covered = [.. Scenarios.Values.Select(s => s.Kind).Concat(DueScenarios.Values.Select(s => s.Kind)).Distinct().Order()];
@@ -69,7 +84,20 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         // is an exception, which ends any change at once.
         int times = HeldKinds.Contains(s.Kind) && step is FaultStep.Encode or FaultStep.Enqueue or FaultStep.Commit ? 1 + MemberGrain.HeldWriteRetriesMax : 1;
         int fired = 0;
-        faults.Arm((at, entry) => at == step && entry.ProgramId == _program && entry.Kind == s.Kind && Interlocked.Increment(ref fired) <= times);
+        bool Fire()
+        {
+            for (int seen = Volatile.Read(ref fired); seen < times; seen = Volatile.Read(ref fired))
+            {
+                if (Interlocked.CompareExchange(ref fired, seen + 1, seen) == seen)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+
+        faults.Arm((at, entry) => at == step && entry.ProgramId == _program && entry.Kind == s.Kind && Fire());
 
         string? failure;
         try
@@ -86,7 +114,13 @@ public abstract class AtomicChangeTests(ClusterFixture fixture)
         }
 
         Assert.Equal(times, fired);
-        Assert.NotNull(failure);
+        if (!(step == FaultStep.LateCommit && HeldKinds.Contains(s.Kind)))
+        {
+            // A held change whose commit's answer was lost tries its write again, finds it landed
+            // and answers done; any other change answers the failure.
+            Assert.NotNull(failure);
+        }
+
         await AssertEachMemberIsItsLedgerAsync(s.Members);
         Assert.Null(await s.Act(this));
         await AssertEachMemberIsItsLedgerAsync(s.Members);

@@ -225,6 +225,65 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Stock_ARedeemWhoseCommitAnswerWasLost_KeepsItsUnit_SoACommitLandingLaterSellsItOnce()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 1 }] });
+        IMemberGrain other = await EnrolAsync("other");
+        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
+        faults.Arm((at, entry) => at == FaultStep.LateCommit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Redeem);
+        RedemptionResult lost;
+        try
+        {
+            lost = await member.Redeem(new Loyalty.Redemption("r1", "coffee", 1));
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        // The COMMIT the engine saw fail lands a moment later, as a server that went on would.
+        long entries = 0;
+        for (int i = 0; i < 200 && (entries = await Sql.CountEntriesAsync(fixture.Storage, _program, "m")) < 2; i++)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.Equal(2L, entries);
+        RedemptionResult second = await other.Redeem(new Loyalty.Redemption("r2", "coffee", 1));
+        RedemptionResult resent = await member.Redeem(new Loyalty.Redemption("r1", "coffee", 1));
+
+        Assert.Equal(LoyaltyError.Unavailable, lost.Error);
+        // Before: the unit went back at once, before the entry was there to keep it, and the only coffee was sold twice.
+        Assert.True(second.Error == LoyaltyError.FailedPrecondition && second.ErrorMessage!.Contains("out of stock", StringComparison.Ordinal), $"{second.Status} {second.ErrorMessage}");
+        Assert.Equal(AccrualStatus.Duplicate, resent.Status);
+        Assert.Equal(1L, await Taken("coffee"));
+        fixture.Clock.Advance(TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+        Assert.Equal(1L, await Taken("coffee"));
+        await AssertLedgerMatchesAsync(member);
+    }
+
+    [Fact]
+    public async Task Stock_ACommittedReservationResentAfterTheMemberForgotIt_GivesBackTheUnitItsResendTook()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 1_000, Rewards = [Coffee with { Stock = 5 }] });
+        Assert.Equal(AccrualStatus.Accepted, (await member.Reserve(new Loyalty.Redemption("res", "coffee", 1))).Status);
+        Assert.Equal(AccrualStatus.Accepted, (await member.CommitReservation("res")).Status);
+        long committed = await Taken("coffee");
+        await ForgetAsync(member);
+
+        RedemptionResult resent = await member.Reserve(new Loyalty.Redemption("res", "coffee", 1));
+        long afterResend = await Taken("coffee");
+        fixture.Clock.Advance(TimeSpan.FromMinutes(11));
+        await fixture.DeactivateAllAsync();
+
+        Assert.Equal(AccrualStatus.Duplicate, resent.Status);
+        // Before: the resend's unit was taken for good (2), as if the reservation's entry, older
+        // than its claim, had been written for it.
+        Assert.Equal((1L, 1L, 1L), (committed, afterResend, await Taken("coffee")));
+    }
+
+    [Fact]
     public async Task Stock_ARedeemSentTwiceAtOnce_OrResentAfterTheMemberForgotIt_TakesOneUnit()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 1_000, Rewards = [Coffee with { Stock = 5 }] });

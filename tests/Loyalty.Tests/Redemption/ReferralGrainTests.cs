@@ -83,6 +83,46 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Codes_AreKeptPerProgram_SoAnotherProgramHoldingTheSameCodesBlocksNobody()
+    {
+        await PutAsync(Shop);
+        // Another program's members hold every code anna could be given, as an engine that kept
+        // codes globally let them (the codes are a public hash of program and member).
+        for (int salt = 0; salt < 8; salt++)
+        {
+            Assert.True(await fixture.Grains.GetGrain<IReferralCodeGrain>(ReferralCodes.For(_program, "anna", salt)).Claim(new ReferralOwner(_program + "-evil", "x" + salt)));
+        }
+
+        IMemberGrain anna = await EnrolAsync("anna");
+        string? code = await anna.GetReferralCode();
+        IMemberGrain ben = await EnrolAsync("ben", code: code);
+
+        // Before: every salt's code was taken, and anna could never have one (UNAVAILABLE, again and again).
+        Assert.Equal(ReferralCodes.For(_program, "anna", 0), code);
+        Assert.Equal("anna", (await ben.Get())!.ReferredBy);
+    }
+
+    [Fact]
+    public async Task ACodeIssuedWhenCodesWereGlobal_IsStillItsMembers_AndNoOtherMembersOfItsProgram()
+    {
+        await PutAsync(Shop);
+        // As an engine that kept codes globally wrote them: anna's code under the code alone, and
+        // the code that is cleo's first under the same key, held by anna too (a collision's stand-in).
+        string annaCode = ReferralCodes.For(_program, "anna", 0), cleoFirst = ReferralCodes.For(_program, "cleo", 0);
+        Assert.True(await fixture.Grains.GetGrain<IReferralCodeGrain>(annaCode).Claim(new ReferralOwner(_program, "anna")));
+        Assert.True(await fixture.Grains.GetGrain<IReferralCodeGrain>(cleoFirst).Claim(new ReferralOwner(_program, "anna")));
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain cleo = await EnrolAsync("cleo");
+
+        IMemberGrain ben = await EnrolAsync("ben", code: cleoFirst);
+        string? cleoCode = await cleo.GetReferralCode();
+
+        Assert.Equal(annaCode, await anna.GetReferralCode());
+        Assert.Equal("anna", (await ben.Get())!.ReferredBy);
+        Assert.Equal(ReferralCodes.For(_program, "cleo", 1), cleoCode);
+    }
+
+    [Fact]
     public async Task Refusals_NameTheProblem_AndWriteNothing()
     {
         await PutAsync(Shop);
@@ -104,7 +144,8 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
             ("already referred", await ben.SetReferrer("cleo", null), LoyaltyError.AlreadyExists, "already referred by 'anna'"),
             ("cycle of two", await anna.SetReferrer("ben", null), LoyaltyError.FailedPrecondition, "cycle: anna → ben → anna"),
             ("cycle of three", await anna.SetReferrer("cleo", null), LoyaltyError.FailedPrecondition, "cycle: anna → ben → cleo → anna"),
-            ("other program", await buyer.SetReferrer(null, otherProgramCode), LoyaltyError.FailedPrecondition, "belongs to another program"),
+            // As unknown as a code nobody has, in the same words: a program cannot find out which codes another has.
+            ("other program", await buyer.SetReferrer(null, otherProgramCode), LoyaltyError.NotFound, $"referral code '{otherProgramCode}' is unknown"),
             ("unknown code", await buyer.SetReferrer(null, "ZZZZZZZZ"), LoyaltyError.NotFound, "unknown"),
             ("after a purchase", await buyer.SetReferrer("anna", null), LoyaltyError.FailedPrecondition, "already made a purchase"),
         ];
