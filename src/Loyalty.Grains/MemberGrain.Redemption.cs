@@ -83,7 +83,7 @@ public sealed partial class MemberGrain
             },
             (e, m) => RedemptionResult.Reject(txn, e, m),
             resendId: txn);
-        if (stock.Taken && WroteNothing(result.Status, result.Error))
+        if (stock.Taken && WroteNothing(result.Status, result.Error, result.ErrorMessage))
         {
             await AbandonStockAsync(request);
         }
@@ -317,13 +317,14 @@ public sealed partial class MemberGrain
 
     /// <summary>
     /// Whether a request that took units is known to have written no entry, so that they can go
-    /// back at once. Not after UNAVAILABLE: a commit whose answer was lost may still land (a
-    /// COMMIT the server finishes after the connection dropped), and the stock, settling at once,
-    /// would not see its entry yet and sell the units again. Such a claim is settled by the stock
-    /// itself after its confirm window, from what the ledger then holds.
+    /// back at once. Not after a commit the ledger did not confirm (<see cref="NotCommitted"/>):
+    /// it may still land (a COMMIT the server finishes after the connection dropped), and the
+    /// stock, settling at once, would not see its entry yet and sell the units again. Such a
+    /// claim is settled by the stock itself after its confirm window, from what the ledger then
+    /// holds. Every other refusal, UNAVAILABLE ones included, is decided before anything is sent.
     /// </summary>
-    private static bool WroteNothing(AccrualStatus status, LoyaltyError error) =>
-        status != AccrualStatus.Accepted && error != LoyaltyError.Unavailable;
+    private static bool WroteNothing(AccrualStatus status, LoyaltyError error, string? message) =>
+        status != AccrualStatus.Accepted && !(error == LoyaltyError.Unavailable && message == NotCommitted);
 
     /// <summary>
     /// Tells the stock that a request which took units wrote no entry. The answer stands whatever

@@ -75,7 +75,7 @@ public sealed partial class MemberGrain
                 fingerprintAs: PurchaseFingerprintAs(purchase)),
             (e, m) => AccrualResult.Reject(purchase.TransactionId, e, m),
             resendId: purchase.TransactionId));
-        if (stock.Taken && WroteNothing(result.Status, result.Error))
+        if (stock.Taken && WroteNothing(result.Status, result.Error, result.ErrorMessage))
         {
             await AbandonStockAsync(redemption);
         }

@@ -56,12 +56,14 @@ public sealed class ReferralCodeGrain(
         }
 
         ReferralOwner? global = await GrainFactory.GetGrain<IReferralCodeGrain>(scope.Code).Resolve();
-        _globalRead = true;
         if (global is not null && global.ProgramId == scope.ProgramId)
         {
+            // Noted as read only once written: a write that fails leaves the takeover to the next
+            // call, so that the code is never taken as free (and claimed by another member) meanwhile.
             await WriteOwnerAsync(global);
         }
 
+        _globalRead = true;
         return state.State.Owner;
     }
 

@@ -101,7 +101,9 @@ public sealed partial class RewardStockGrain(
 
             s.Taken = checked(s.Taken + Math.Max(0, more));
             open.Quantity = Math.Max(open.Quantity, quantity);
-            open.Holders = checked(open.Holders + 1);
+            // A claim stored before holders were counted (0) stays uncounted: its taker may have
+            // written its entry, so its abandonment is settled by the ledger, not by the count.
+            open.Holders = open.Holders == 0 ? 0 : checked(open.Holders + 1);
             open.JoinedAt = clock.GetUtcNow();
             await WriteOrReloadAsync();
             return true;

@@ -39,15 +39,18 @@ public static class MessageShape
     /// repeated message field of the top level) occurs more than <paramref name="cutAfter"/>
     /// times, stops there and gives in <paramref name="cutAt"/> where the occurrence after
     /// <paramref name="cutAfter"/> ends, so that the caller can parse only that much (enough to
-    /// see the message is over its limit). Bytes that are not valid protobuf end the walk: the
-    /// parser then refuses them for what they are.
+    /// see the message is over its limit). A field this API does not know counts as a message
+    /// (the parser discards it, but a bomb of them costs a walk). <paramref name="readable"/> is
+    /// false for bytes the walk cannot follow: not protobuf, or protobuf no encoder of this API's
+    /// messages writes (groups, tags and lengths in more bytes than they need), which the parser
+    /// would read past what was counted; the caller refuses them.
     /// </summary>
     public static long CountMessages(ReadOnlySequence<byte> payload, MessageDescriptor descriptor, long messagesMax,
-        FieldDescriptor? cutField, int cutAfter, out long? cutAt)
+        FieldDescriptor? cutField, int cutAfter, out long? cutAt, out bool readable)
     {
         var reader = new SequenceReader<byte>(payload);
         var walk = new Walk(messagesMax, cutField, cutAfter);
-        walk.Message(ref reader, payload.Length, descriptor, depth: 0);
+        readable = walk.Message(ref reader, payload.Length, descriptor, depth: 0);
         cutAt = walk.CutAt;
         return walk.Messages;
     }
@@ -68,7 +71,7 @@ public static class MessageShape
         {
             while (reader.Consumed < end && !Stopped)
             {
-                if (!TryReadVarint(ref reader, out ulong tag) || tag >> 3 is 0 or > int.MaxValue)
+                if (!TryReadVarint(ref reader, out ulong tag, bytesMax: 5) || tag >> 3 is 0 or > int.MaxValue)
                 {
                     return false;
                 }
@@ -84,10 +87,16 @@ public static class MessageShape
 
         private bool Field(ref SequenceReader<byte> reader, long end, MessageDescriptor descriptor, int number, int wireType, int depth)
         {
+            FieldDescriptor? field = descriptor.FindFieldByNumber(number);
+            if (field is null)
+            {
+                Messages++;
+            }
+
             switch (wireType)
             {
                 case 0:
-                    return TryReadVarint(ref reader, out _);
+                    return TryReadVarint(ref reader, out _, bytesMax: 10);
                 case 1:
                     return TryAdvance(ref reader, 8, end);
                 case 5:
@@ -99,13 +108,12 @@ public static class MessageShape
                     return false;
             }
 
-            if (!TryReadVarint(ref reader, out ulong length) || reader.Consumed > end || length > (ulong)(end - reader.Consumed))
+            if (!TryReadVarint(ref reader, out ulong length, bytesMax: 5) || reader.Consumed > end || length > (ulong)(end - reader.Consumed))
             {
                 return false;
             }
 
             long fieldEnd = reader.Consumed + (long)length;
-            FieldDescriptor? field = descriptor.FindFieldByNumber(number);
             if (field is not { FieldType: FieldType.Message } || depth >= DepthMax)
             {
                 return TryAdvance(ref reader, (long)length, end);
@@ -136,10 +144,11 @@ public static class MessageShape
             return true;
         }
 
-        private static bool TryReadVarint(ref SequenceReader<byte> reader, out ulong value)
+        /// <summary>A varint of at most <paramref name="bytesMax"/> bytes: 5 for a tag or a length (32 bits), 10 for a value.</summary>
+        private static bool TryReadVarint(ref SequenceReader<byte> reader, out ulong value, int bytesMax)
         {
             value = 0;
-            for (int shift = 0; shift < 64; shift += 7)
+            for (int shift = 0; shift < 7 * bytesMax; shift += 7)
             {
                 if (!reader.TryRead(out byte b))
                 {

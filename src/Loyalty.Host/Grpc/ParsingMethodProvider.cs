@@ -73,7 +73,8 @@ public sealed class ParsingMethodProvider<TService>(ClientFaults faults) : IServ
             string name = method.FullName;
             int bytesMax = GatewayOptions.MessageBytesMaxOf(name);
             MessageDescriptor? descriptor = typeof(TRequest).GetProperty("Descriptor", BindingFlags.Public | BindingFlags.Static)?.GetValue(null) as MessageDescriptor;
-            var parser = typeof(TRequest).GetProperty("Parser", BindingFlags.Public | BindingFlags.Static)?.GetValue(null) as MessageParser;
+            // Fields this API does not know are dropped, not kept as objects of their own.
+            MessageParser? parser = (typeof(TRequest).GetProperty("Parser", BindingFlags.Public | BindingFlags.Static)?.GetValue(null) as MessageParser)?.WithDiscardUnknownFields(true);
             // A batch of more purchases than allowed is parsed only as far as its first purchase
             // too many: enough for the stream to refuse it, whatever the number that follows.
             FieldDescriptor? cut = descriptor == V1.PurchaseBatch.Descriptor ? V1.PurchaseBatch.Descriptor.FindFieldByNumber(V1.PurchaseBatch.PurchasesFieldNumber) : null;
@@ -93,7 +94,16 @@ public sealed class ParsingMethodProvider<TService>(ClientFaults faults) : IServ
                 {
                     ReadOnlySequence<byte> payload = deserialization.PayloadAsReadOnlySequence();
                     long messagesMax = MessageShape.MessagesMaxOf(payload.Length);
-                    long messages = MessageShape.CountMessages(payload, descriptor, messagesMax, cut, Limits.IngestBatchPurchasesMax, out cutAt);
+                    long messages = MessageShape.CountMessages(payload, descriptor, messagesMax, cut, Limits.IngestBatchPurchasesMax, out cutAt, out bool readable);
+                    if (!readable && messages <= messagesMax)
+                    {
+                        // Not protobuf, or protobuf no encoder of this API writes (groups, tags or
+                        // lengths in more bytes than they need): the parser might read it past what was counted.
+                        string refusal = $"the message is not a valid {typeof(TRequest).Name}: its bytes are not protobuf as this API's messages are written";
+                        faults.Record(ClientFaultKind.Malformed, name, refusal);
+                        throw new RpcException(new Status(StatusCode.InvalidArgument, refusal));
+                    }
+
                     if (messages > messagesMax)
                     {
                         string refusal = $"the message of {payload.Length} bytes holds more than {messagesMax} embedded messages (at most one per " +
@@ -105,8 +115,9 @@ public sealed class ParsingMethodProvider<TService>(ClientFaults faults) : IServ
 
                 try
                 {
-                    return cutAt is { } at && parser is not null
-                        ? (TRequest)parser.ParseFrom(deserialization.PayloadAsReadOnlySequence().Slice(0, at))
+                    ReadOnlySequence<byte> payload = deserialization.PayloadAsReadOnlySequence();
+                    return parser is not null
+                        ? (TRequest)parser.ParseFrom(cutAt is { } at ? payload.Slice(0, at) : payload)
                         : inner.ContextualDeserializer(deserialization);
                 }
                 catch (Exception e) when (e is not RpcException)
