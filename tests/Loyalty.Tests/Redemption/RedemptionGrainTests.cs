@@ -284,6 +284,30 @@ public abstract class RedemptionGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Stock_AClaimStoredBeforeHoldersWereCounted_JoinedByAResend_IsStillSettledByTheLedger()
+    {
+        IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 100, Rewards = [Coffee with { Stock = 5 }] });
+        Assert.Equal(AccrualStatus.Accepted, (await member.Redeem(new Loyalty.Redemption("r1", "coffee", 1))).Status);
+        await fixture.DeactivateAllAsync();
+        // As a version that did not count holders stored it: the claim of the redeem, written, with 0 holders.
+        IRewardStockGrain stock = fixture.Grains.GetGrain<IRewardStockGrain>(_program + "/coffee");
+        Orleans.Storage.IGrainStorage storage = Microsoft.Extensions.DependencyInjection.ServiceProviderKeyedServiceExtensions
+            .GetRequiredKeyedService<Orleans.Storage.IGrainStorage>(Silo(), StorageSiloBuilderExtensions.SnapshotStorageName);
+        var row = new Orleans.GrainState<Loyalty.Grains.RewardStockState>(new Loyalty.Grains.RewardStockState());
+        await storage.ReadStateAsync("stock", stock.GetGrainId(), row);
+        Assert.Equal(1, row.State!.Claims[Loyalty.Grains.StockClaim.Key("m", "r1")].Holders);
+        row.State!.Claims[Loyalty.Grains.StockClaim.Key("m", "r1")].Holders = 0;
+        await storage.WriteStateAsync("stock", stock.GetGrainId(), row);
+
+        // A resend joins the claim and is answered as a duplicate: it abandons it.
+        Assert.True(await stock.Take("m", "r1", 1, 5));
+        await stock.Abandon("m", "r1");
+
+        // Before: the join counted one holder, and its abandonment gave back the unit the redeem spent.
+        Assert.Equal(1L, await Taken("coffee"));
+    }
+
+    [Fact]
     public async Task Stock_ARedeemSentTwiceAtOnce_OrResentAfterTheMemberForgotIt_TakesOneUnit()
     {
         IMemberGrain member = await SetUpAsync(Shop with { SignupBonusPoints = 1_000, Rewards = [Coffee with { Stock = 5 }] });
