@@ -758,8 +758,16 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     /// whose connection dropped), the entry may land after the state was reloaded without it: a
     /// read then also asks the ledger for its newest entry, and reloads when it has one more.
     /// </remarks>
-    private async Task SettleForReadAsync()
+    private Task SettleForReadAsync() => SettleForReadAsync(askLedger: false);
+
+    /// <summary>
+    /// <see cref="SettleForReadAsync()"/>; with <paramref name="askLedger"/> (or within
+    /// <see cref="UnknownOutcomeWindow"/>), once settled it reads the ledger's newest entry, once,
+    /// and reloads when the ledger holds one this activation has not applied.
+    /// </summary>
+    private async Task SettleForReadAsync(bool askLedger)
     {
+        bool asked = false;
         while (true)
         {
             await EnsureLoadedAsync();
@@ -769,49 +777,35 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
                 continue;
             }
 
-            if (UnknownOutcomeAt is not { } unknownAt || System.Diagnostics.Stopwatch.GetElapsedTime(unknownAt) > UnknownOutcomeWindow)
+            if (asked || !(askLedger || UnknownOutcomeAt is { } unknownAt && System.Diagnostics.Stopwatch.GetElapsedTime(unknownAt) <= UnknownOutcomeWindow))
             {
                 return;
             }
 
+            asked = true;
             IReadOnlyList<LedgerEntry> newest = await _services.Store.ReadPageAsync(_programId, _memberId, long.MaxValue, 1, CancellationToken.None);
             if (newest.Count > 0 && newest[0].Sequence > _state.Sequence && _inFlight == 0)
             {
                 _valid = false;
-            }
-
-            if (_valid && _inFlight == 0)
-            {
-                return;
             }
         }
     }
 
     /// <summary>
     /// How long after a commit whose outcome was unknown the member's reads look for its entry in
-    /// the ledger (see <see cref="SettleForReadAsync"/>): a COMMIT the server received ends within
+    /// the ledger (see <see cref="SettleForReadAsync(bool)"/>): a COMMIT the server received ends within
     /// its own write's time, far less than this.
     /// </summary>
     internal static readonly TimeSpan UnknownOutcomeWindow = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// Like <see cref="SettleForReadAsync"/>, and also reloads the state when the ledger holds
+    /// Like <see cref="SettleForReadAsync()"/>, and also reloads the state when the ledger holds
     /// entries this activation has not applied: another activation of this member wrote them
     /// (Orleans may run two for a while during membership changes). One indexed read of the newest
     /// entry; used by the checks of changes that touch two members, which must see every member
     /// as the ledger has it, not as a stale activation remembers it.
     /// </summary>
-    private async Task CatchUpAsync()
-    {
-        await SettleForReadAsync();
-        IReadOnlyList<LedgerEntry> newest = await _services.Store.ReadPageAsync(_programId, _memberId, long.MaxValue, 1, CancellationToken.None);
-        if (newest.Count > 0 && newest[0].Sequence > _state.Sequence && _inFlight == 0)
-        {
-            _valid = false;
-        }
-
-        await SettleForReadAsync();
-    }
+    private Task CatchUpAsync() => SettleForReadAsync(askLedger: true);
 
     private void MaybeSnapshot()
     {

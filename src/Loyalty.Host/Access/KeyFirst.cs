@@ -69,7 +69,7 @@ public static class KeyFirst
         }
 
         ClientFaults faults = context.RequestServices.GetRequiredService<ClientFaults>();
-        if (endpoint!.Metadata.GetMetadata<GrpcJsonTranscodingMetadata>() is not null)
+        if (IsJsonRoute(endpoint))
         {
             // An HTTP/JSON route is JSON whatever its content type says ("application/grpc+json"
             // too): its body is bounded here, and a charset JSON transcoding cannot decode
@@ -120,7 +120,7 @@ public static class KeyFirst
     private static Task Refuse(HttpContext context, StatusCode code, string message)
     {
         HttpResponse response = context.Response;
-        if (context.GetEndpoint()?.Metadata.GetMetadata<GrpcJsonTranscodingMetadata>() is null && IsGrpc(context.Request))
+        if (!IsJsonRoute(context.GetEndpoint()) && IsGrpc(context.Request))
         {
             // A trailers-only answer: the status in the headers, no message.
             response.StatusCode = StatusCodes.Status200OK;
@@ -140,9 +140,6 @@ public static class KeyFirst
             ["details"] = Array.Empty<object>(),
         }, StatusJson));
     }
-
-    private static bool IsGrpc(HttpRequest request) =>
-        request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true;
 
     /// <summary>
     /// The refusal's JSON, its message readable as written (quotes and angle brackets as they are,
@@ -166,4 +163,10 @@ public static class KeyFirst
 
         return endpoint.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method.FullName;
     }
+
+    /// <summary>Whether the endpoint is an HTTP/JSON route (JSON transcoding), whatever the request's content type says.</summary>
+    private static bool IsJsonRoute(Endpoint? endpoint) => endpoint?.Metadata.GetMetadata<GrpcJsonTranscodingMetadata>() is not null;
+
+    private static bool IsGrpc(HttpRequest request) =>
+        request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true;
 }
