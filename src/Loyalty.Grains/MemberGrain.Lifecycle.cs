@@ -39,7 +39,6 @@ public sealed partial class MemberGrain
 
     private async Task<MemberResult> SetProfileAloneAsync(IReadOnlyDictionary<string, string> fields)
     {
-
         if (!await TryEnsureLoadedAsync())
         {
             return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
@@ -53,13 +52,10 @@ public sealed partial class MemberGrain
         // The ledger's note first (field names only, never values), then the personal data. An
         // erasure that commits in between is seen afterwards, and the data is deleted again.
         var copy = new SortedDictionary<string, string>(fields.ToDictionary(), StringComparer.Ordinal);
-        ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
-                current = program;
-
                 // The birthday's month only, for the due schedule; the date itself stays in the profile.
                 return LifecycleDecision.Profile(At(program, now), copy.Keys, Profiles.BirthMonthOf(copy.GetValueOrDefault(Profiles.BirthdayField)))
                     .Staged(out entry, MemberResult.Reject);
@@ -73,14 +69,17 @@ public sealed partial class MemberGrain
         }
 
         await _services.Store.WriteProfileAsync(_programId, _memberId, copy.Count == 0 ? null : JsonSerializer.Serialize(copy), _services.Clock.GetUtcNow(), CancellationToken.None);
+        MemberView view = await CommittedViewAsync();
         if (_state.Erased)
         {
             await _services.Store.WriteProfileAsync(_programId, _memberId, null, _services.Clock.GetUtcNow(), CancellationToken.None);
             return Closed()!;
         }
 
+        // The view as committed, not View(current): other changes may have been applied while the
+        // profile was written, and not be committed yet. An erasure committed by then is seen above.
         _profile = copy;
-        return new MemberResult(View(current), LoyaltyError.None, null);
+        return new MemberResult(view, LoyaltyError.None, null);
     }
 
     /// <inheritdoc />

@@ -87,7 +87,7 @@ public sealed partial class MemberGrain
         {
             // Made already, and the referrer was merged into the member that holds its account
             // now, to which the link was moved: a resend is answered as made, not as "already referred".
-            return new MemberResult(View(await ProgramForViewAsync()), LoyaltyError.None, null);
+            return new MemberResult(await CommittedViewAsync(), LoyaltyError.None, null);
         }
 
         if (_state.Enrolled && _state.Referral.ReferredBy == referrer)
@@ -103,7 +103,7 @@ public sealed partial class MemberGrain
                 return refused;
             }
 
-            return new MemberResult(View(await ProgramForViewAsync()), LoyaltyError.None, null);
+            return new MemberResult(await CommittedViewAsync(), LoyaltyError.None, null);
         }
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);
@@ -292,7 +292,9 @@ public sealed partial class MemberGrain
             return LoyaltyError.InvalidArgument;
         }
 
-        await EnsureLoadedAsync();
+        // As committed: a merge applied and still waiting for its commit would send the reward to
+        // a survivor that never takes this account in, if that commit fails.
+        await SettleForReadAsync();
         if (_state.MergedInto is { } survivor && (reverse || !_state.Referral.Rewards.ContainsKey(referredMemberId)))
         {
             // The referrer was merged into another account: the reward (or its reversal) goes there,
@@ -425,9 +427,24 @@ public sealed partial class MemberGrain
     /// idempotent; until the record is written the member's due time stays "now", so the due
     /// scheduler repeats it after any failure, whether or not the member is active.
     /// </summary>
+    /// <remarks>
+    /// What is owed is read from the state as committed (<see cref="SettleForReadAsync()"/>): a
+    /// return applied and still waiting for its commit says the reward is to be reversed, and a
+    /// referrer told so would take its reward back for a return that may then fail.
+    /// </remarks>
     private async Task<bool> SettleReferrerAsync()
     {
+        if (!await TrySettleForReadAsync())
+        {
+            return false;
+        }
+
         bool settled = await SettleOwnReferrerAsync();
+        if (!await TrySettleForReadAsync())
+        {
+            return false;
+        }
+
         if (!_state.Referral.MergedOwed)
         {
             return settled;
@@ -440,6 +457,24 @@ public sealed partial class MemberGrain
         }
 
         return settled;
+    }
+
+    /// <summary>
+    /// <see cref="SettleForReadAsync()"/>, or false when the member cannot be loaded: the change
+    /// that led to a settlement is committed either way, and the due schedule asks again.
+    /// </summary>
+    private async Task<bool> TrySettleForReadAsync()
+    {
+        try
+        {
+            await SettleForReadAsync();
+            return true;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            WarnSettlementFailed(_state.Referral.ReferredBy ?? _memberId, LoyaltyError.Unavailable);
+            return false;
+        }
     }
 
     /// <summary>Tells this member's own referrer its reward, or its reversal (see <see cref="SettleReferrerAsync"/>).</summary>

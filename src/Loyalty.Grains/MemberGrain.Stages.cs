@@ -170,14 +170,6 @@ public sealed partial class MemberGrain
     private Decider At(ProgramConfig program, DateTimeOffset now) => new(_programId, _memberId, _state, program, now);
 
     /// <summary>
-    /// The program for a view answered right after it, read fresh when this silo's copy does not
-    /// know the member's tier name (see <see cref="ProgramDirectory.GetKnowingAsync"/>). Reads that
-    /// await more after fetching the program check with <see cref="KnowingTierAfterAwaitsAsync"/>
-    /// instead; changes check the name in their decision step, where no await can follow.
-    /// </summary>
-    private ValueTask<ProgramConfig?> ProgramForViewAsync() => _services.Programs.GetKnowingAsync(_programId, _state.Enrolled ? _state.Tier : null);
-
-    /// <summary>
     /// <paramref name="program"/>, or the program read fresh once more when the member's tier name
     /// is one it does not know: the awaits since it was read (a settle, a reload, another change
     /// committing a tier named under a newer copy) may have changed the name. Settles again after
@@ -185,14 +177,33 @@ public sealed partial class MemberGrain
     /// </summary>
     private async ValueTask<ProgramConfig> KnowingTierAfterAwaitsAsync(ProgramConfig program)
     {
-        if (!_state.Enrolled || program.Settings.Ladder.Knows(_state.Tier)
-            || await _services.Programs.GetFreshAsync(_programId) is not { } fresh)
+        if (!_state.Enrolled || program.Settings.Ladder.Knows(_state.Tier))
         {
             return program;
         }
 
+        // Settled after the read whatever it found: the read let other changes start.
+        ProgramConfig? fresh = await _services.Programs.GetFreshAsync(_programId);
         await SettleForReadAsync();
-        return fresh;
+        return fresh ?? program;
+    }
+
+    /// <summary>
+    /// The member's view as committed, for an answer given after awaits: while this request
+    /// awaited, other changes may have been applied and be waiting for their commit, which may
+    /// fail. Settles (see <see cref="SettleForReadAsync()"/>) after the program is read, and answers
+    /// with no await after that. It may throw as a settle does (the member cannot be loaded).
+    /// </summary>
+    private async Task<MemberView> CommittedViewAsync()
+    {
+        ProgramConfig? program = await _services.Programs.GetAsync(_programId);
+        await SettleForReadAsync();
+        if (program is not null)
+        {
+            program = await KnowingTierAfterAwaitsAsync(program);
+        }
+
+        return View(program);
     }
 
     /// <summary>The member now: pending points that became available are active, and a tier review that is due is applied to the view.</summary>

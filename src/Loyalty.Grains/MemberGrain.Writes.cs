@@ -650,8 +650,18 @@ public sealed partial class MemberGrain
     /// away says where to go, and a request sent there meanwhile is the survivor's, not a resend here.
     /// </summary>
     private async Task<T?> AsResentAsync<T>(Write<T> change, string id)
-        where T : class =>
-        await FindOlderAsync(id) is { } older && IsOwn(older) ? await change.FromLedger(older) : null;
+        where T : class
+    {
+        if (await FindOlderAsync(id) is not { } older || !IsOwn(older))
+        {
+            return null;
+        }
+
+        // The answer reads the member (its balance): as committed, not with a change applied
+        // during the read and still waiting for its commit.
+        await SettleForReadAsync();
+        return await change.FromLedger(older);
+    }
 
     /// <summary>
     /// After a collision: the database already holds this transaction id (an older resend, or
@@ -674,9 +684,14 @@ public sealed partial class MemberGrain
             return change.Reject(LoyaltyError.Unavailable, NotLoaded);
         }
 
-        return entry.TransactionId is not null && await _services.Store.FindTransactionAsync(_programId, entry.TransactionId, CancellationToken.None) is { } existing
-            ? await change.FromLedger(existing)
-            : null;
+        if (entry.TransactionId is null || await _services.Store.FindTransactionAsync(_programId, entry.TransactionId, CancellationToken.None) is not { } existing)
+        {
+            return null;
+        }
+
+        // As a resend's (see AsResentAsync): the answer reads the member as committed.
+        await SettleForReadAsync();
+        return await change.FromLedger(existing);
     }
 
     /// <summary>

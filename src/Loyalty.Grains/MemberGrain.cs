@@ -401,7 +401,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             await LinkReferrerAsync(recorded);
         }
 
-        return new EnrolmentResult(View(await ProgramForViewAsync()), true, LoyaltyError.None, null);
+        return new EnrolmentResult(await CommittedViewAsync(), true, LoyaltyError.None, null);
     }
 
     /// <summary>The member that holds <paramref name="memberId"/>'s account now (see <see cref="HolderOfAsync"/>).</summary>

@@ -673,6 +673,89 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Return_OfTheQualifyingPurchase_WhoseCommitFails_LeavesTheReferrersRewardWhole()
+    {
+        await PutAsync(Shop);
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "anna");
+        await ben.Accrue(Buy("ben", 60_00, "qualify"));
+        Assert.Equal(500L, (await anna.Get())!.Balance.Value);
+        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
+        faults.Arm((at, entry) => at == FaultStep.Commit && entry.ProgramId == _program && entry.Kind == LedgerEntryKind.Return);
+        ReturnResult failed;
+        try
+        {
+            failed = await ben.Return(ReturnOf("ben", "qualify", 60_00));
+        }
+        finally
+        {
+            faults.Disarm();
+        }
+
+        // The due schedule's wake settles whatever ben still owes its referrer: nothing.
+        await ben.Wake();
+        MemberView annaView = (await anna.Get())!, benView = (await ben.Get())!;
+
+        Assert.Equal(LoyaltyError.Unavailable, failed.Error);
+        // Before: the return's failed state told anna to give its reward back (balance 0, a reversal written).
+        Assert.Equal(500L, annaView.Balance.Value);
+        Assert.Equal(500L, await Sql.SumPointsAsync(fixture.Storage, _program, "anna"));
+        Assert.Equal((260L, "qualify"), (benView.Balance.Value, benView.ReferralQualifiedBy));
+    }
+
+    [Fact]
+    public async Task Wake_WhileAReturnOfTheQualifyingPurchaseCommits_TellsTheReferrerNothingUntilItsOutcome()
+    {
+        await PutAsync(Shop);
+        IMemberGrain anna = await EnrolAsync("anna");
+        IMemberGrain ben = await EnrolAsync("ben", referredBy: "anna");
+        await ben.Accrue(Buy("ben", 60_00, "qualify"));
+        using var entered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
+        // The return is applied and held at its commit (on the ledger's writer), then fails there.
+        faults.Arm((at, entry) =>
+        {
+            if (at != FaultStep.Commit || entry.ProgramId != _program || entry.Kind != LedgerEntryKind.Return)
+            {
+                return false;
+            }
+
+            entered.Set();
+            release.Wait(TimeSpan.FromSeconds(10));
+            return true;
+        });
+        ReturnResult failed;
+        long annaWhileCommitting;
+        try
+        {
+            Task<ReturnResult> returning = ben.Return(ReturnOf("ben", "qualify", 60_00));
+            Assert.True(entered.Wait(TimeSpan.FromSeconds(10)));
+            Task waking = ben.Wake();
+            await Task.Delay(300);
+            // Read at the ledger: anna's grain would wait for nothing, but a reversal told to it
+            // waits for the writer held above, so the sum is read after the release too.
+            annaWhileCommitting = await Sql.SumPointsAsync(fixture.Storage, _program, "anna");
+            release.Set();
+            failed = await returning;
+            await waking;
+        }
+        finally
+        {
+            release.Set();
+            faults.Disarm();
+        }
+
+        await ben.Wake();
+        MemberView annaView = (await anna.Get())!;
+
+        Assert.Equal(LoyaltyError.Unavailable, failed.Error);
+        Assert.Equal(500L, annaWhileCommitting);
+        Assert.Equal(500L, annaView.Balance.Value);
+        Assert.Equal(500L, await Sql.SumPointsAsync(fixture.Storage, _program, "anna"));
+    }
+
+    [Fact]
     public async Task Link_AskedWhileTheMembersFirstPurchaseCommits_WaitsForIt_AndIsMadeWhenThatCommitFails()
     {
         await PutAsync(Shop);
