@@ -69,16 +69,17 @@ public sealed partial class MemberGrain
         }
 
         await _services.Store.WriteProfileAsync(_programId, _memberId, copy.Count == 0 ? null : JsonSerializer.Serialize(copy), _services.Clock.GetUtcNow(), CancellationToken.None);
+        // The view as committed, not the state as it is: other changes may have been applied while
+        // the profile was written, and not be committed yet. An erasure committed by then is seen below.
+        _profile = copy;
         MemberView view = await CommittedViewAsync();
         if (_state.Erased)
         {
+            _profile = null;
             await _services.Store.WriteProfileAsync(_programId, _memberId, null, _services.Clock.GetUtcNow(), CancellationToken.None);
             return Closed()!;
         }
 
-        // The view as committed, not View(current): other changes may have been applied while the
-        // profile was written, and not be committed yet. An erasure committed by then is seen above.
-        _profile = copy;
         return new MemberResult(view, LoyaltyError.None, null);
     }
 
