@@ -31,6 +31,29 @@ public static class FreeText
         return HasControl(value) ? $"{field} may not contain control characters" : null;
     }
 
+    /// <summary>
+    /// Null when <paramref name="values"/> are at most <paramref name="countMax"/> texts, each
+    /// acceptable as <see cref="Check"/> takes a required one (a perk shown to members, say); else
+    /// why not, naming <paramref name="field"/> and the first text refused by its place.
+    /// </summary>
+    public static string? CheckList(IReadOnlyList<string> values, string field, int countMax, int lengthMax)
+    {
+        if (values.Count > countMax)
+        {
+            return $"{field} must be at most {countMax} texts of 1..{lengthMax} characters";
+        }
+
+        for (int i = 0; i < values.Count; i++)
+        {
+            if (Check(values[i], $"{field}[{i}]", lengthMax) is { } error)
+            {
+                return error;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>The text without control characters and cut to <see cref="Bounded.EchoLengthMax"/>: safe to store and show whatever a client sent.</summary>
     public static string Clean(string? value) =>
         value is null ? "" : Bounded.Echo(HasControl(value) ? new string([.. value.Where(c => !char.IsControl(c))]) : value);

@@ -70,9 +70,7 @@ public sealed record MembershipPlan(
             return $"{field}.multiplier_bp must be {Multipliers.One}..{Multipliers.Max} (10000 is x1)";
         }
 
-        return PerkList.Count > Limits.PerksMax || PerkList.Any(p => p.Length is 0 or > Limits.NameLengthMax)
-            ? $"{field}.perks must be at most {Limits.PerksMax} texts of 1..{Limits.NameLengthMax} characters"
-            : null;
+        return FreeText.CheckList(PerkList, field + ".perks", Limits.PerksMax, Limits.NameLengthMax);
     }
 }
 

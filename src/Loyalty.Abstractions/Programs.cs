@@ -345,6 +345,12 @@ public sealed record ProgramSettings(
             return $"{field}.name is longer than {Limits.NameLengthMax} characters";
         }
 
+        if (FreeText.HasControl(c.Name))
+        {
+            // Shown on the member's statement in the earn's breakdown.
+            return $"{field}.name may not contain control characters";
+        }
+
         if (c.StartsAt == default || c.EndsAt <= c.StartsAt)
         {
             return $"{field} needs starts_at before ends_at";
@@ -419,9 +425,9 @@ public sealed record ProgramSettings(
                 return $"{field} repeats tier {t.Name}";
             }
 
-            if (t.Perks.Count > Limits.PerksMax || t.Perks.Any(p => p.Length is 0 or > Limits.NameLengthMax))
+            if (FreeText.CheckList(t.Perks, field + ".perks", Limits.PerksMax, Limits.NameLengthMax) is { } perks)
             {
-                return $"{field}.perks must be at most {Limits.PerksMax} texts of 1..{Limits.NameLengthMax} characters";
+                return perks;
             }
 
             if (t.BonusDaysPerYear is < 0 or > Limits.BonusDaysPerYearMax)

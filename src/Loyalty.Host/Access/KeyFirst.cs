@@ -13,10 +13,12 @@ namespace Loyalty.Host.Access;
 /// make the node inflate and parse a message of up to the size limit (a compressed one, or one of
 /// millions of empty repeated fields, becomes hundreds of megabytes of objects) only to be refused
 /// afterwards. A call refused here is answered as the interceptor would answer it
-/// (UNAUTHENTICATED, or HTTP 401 on HTTP/JSON) and counted in <see cref="ClientFaults"/>; a call
-/// that passes carries its caller on to <see cref="AccessInterceptor"/>, which checks the rest
-/// (scope, program, store, quota). It also bounds an HTTP/JSON request's body, which grpc-dotnet's
-/// message limit does not cover.
+/// (UNAUTHENTICATED or PERMISSION_DENIED, HTTP 401 or 403 on HTTP/JSON) and counted in
+/// <see cref="ClientFaults"/>; a call that passes carries its caller on to
+/// <see cref="AccessInterceptor"/>, which checks the rest (the program a gRPC message names, the
+/// store, quota). The key's scope, and on HTTP/JSON the program in the path, are checked here. It
+/// also bounds an HTTP/JSON request's body, which grpc-dotnet's message limit does not cover, and
+/// walks it before it is parsed (<see cref="JsonBodies"/>).
 /// </summary>
 public static class KeyFirst
 {
@@ -38,7 +40,32 @@ public static class KeyFirst
 
     /// <summary>Adds the check; it must run after routing and before the gRPC endpoints.</summary>
     public static IApplicationBuilder UseKeyFirst(this IApplicationBuilder app) =>
-        app.Use(static (context, next) => Check(context) is { } refusal ? Refuse(context, refusal.Code, refusal.Message) : next(context));
+        app.Use(static (context, next) =>
+            Check(context) is { } refusal ? Refuse(context, refusal.Code, refusal.Message)
+            : IsJsonRoute(context.GetEndpoint()) && MethodOf(context.GetEndpoint()) is { } method ? JsonCallAsync(context, next, method)
+            : next(context));
+
+    /// <summary>
+    /// An HTTP/JSON call that passed the checks above: its body read and walked before JSON
+    /// transcoding parses it (see <see cref="JsonBodies"/>), and its error answers bounded.
+    /// </summary>
+    private static async Task JsonCallAsync(HttpContext context, RequestDelegate next, string method)
+    {
+        if (HasBody(context.Request) && await JsonBodies.ReadAndCheckAsync(context, method) is { } refused)
+        {
+            ClientFaultKind kind = refused.Code == StatusCode.ResourceExhausted ? ClientFaultKind.TooLarge : ClientFaultKind.Malformed;
+            context.RequestServices.GetRequiredService<ClientFaults>().Record(kind, method, refused.Message);
+            await Refuse(context, refused.Code, refused.Message);
+            return;
+        }
+
+        await JsonBodies.RunBoundedAsync(context, next, method);
+    }
+
+    /// <summary>Whether the request may carry a body JSON transcoding reads: not on the methods that take none, nor one declared empty.</summary>
+    private static bool HasBody(HttpRequest request) =>
+        request.ContentLength != 0
+        && !(HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || HttpMethods.IsDelete(request.Method) || HttpMethods.IsOptions(request.Method));
 
     /// <summary>
     /// The caller of the request's one <c>authorization</c> header, or null and why not (several
@@ -93,6 +120,19 @@ public static class KeyFirst
             return (StatusCode.Unauthenticated, failure);
         }
 
+        // The key's scope and program, before the body is read: a key that may not make this call
+        // does not get its body parsed either (an HTTP/JSON route names its program in the path,
+        // which JSON transcoding puts in the request over whatever the body says).
+        CallRule? rule = AccessPolicy.For(method);
+        string? refused = rule is null || (rule.Scopes & caller.Key.Scope.AsSet()) == 0 ? $"a {caller.Key.Scope.ToStored()} key may not call {method}"
+            : rule.ProgramScoped && IsJsonRoute(endpoint) && context.GetRouteValue("program_id") is string program ? caller.RefusesProgram(program)
+            : null;
+        if (refused is not null)
+        {
+            faults.Record(ClientFaultKind.PermissionDenied, method, refused);
+            return (StatusCode.PermissionDenied, refused);
+        }
+
         context.Items[CallerItem] = caller;
         return null;
     }
@@ -130,8 +170,15 @@ public static class KeyFirst
             return Task.CompletedTask;
         }
 
-        // As JSON transcoding answers an RpcException: google.rpc.Status as JSON, 401 or 400.
-        response.StatusCode = code == StatusCode.Unauthenticated ? StatusCodes.Status401Unauthorized : StatusCodes.Status400BadRequest;
+        // As JSON transcoding answers an RpcException: google.rpc.Status as JSON, with the HTTP
+        // status of its code (a body too large, in bytes or in what it becomes, is 413).
+        response.StatusCode = code switch
+        {
+            StatusCode.Unauthenticated => StatusCodes.Status401Unauthorized,
+            StatusCode.PermissionDenied => StatusCodes.Status403Forbidden,
+            StatusCode.ResourceExhausted => StatusCodes.Status413PayloadTooLarge,
+            _ => StatusCodes.Status400BadRequest,
+        };
         response.ContentType = "application/json";
         return response.WriteAsync(System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object>
         {
@@ -145,7 +192,7 @@ public static class KeyFirst
     /// The refusal's JSON, its message readable as written (quotes and angle brackets as they are,
     /// not escaped as Unicode): it is served as application/json, never inside HTML.
     /// </summary>
-    private static readonly System.Text.Json.JsonSerializerOptions StatusJson =
+    internal static readonly System.Text.Json.JsonSerializerOptions StatusJson =
         new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>The API method an endpoint serves ("/loyalty.v1.Members/GetMember"), over gRPC or HTTP/JSON; null for other endpoints.</summary>

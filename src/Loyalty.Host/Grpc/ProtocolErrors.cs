@@ -9,7 +9,8 @@ namespace Loyalty.Host.Grpc;
 /// interceptor runs, with INTERNAL. Such an answer is a trailers-only response, so its status is
 /// still in the headers when they are about to be sent; this middleware turns it into
 /// INVALID_ARGUMENT there: the fault is the client's, and sending the same bytes again cannot help.
-/// The engine itself never answers INTERNAL, so nothing else is touched.
+/// The engine itself never answers INTERNAL, so nothing else is touched. Its refusal of an unknown
+/// <c>grpc-encoding</c> (UNIMPLEMENTED) keeps its status and quotes the header bounded.
 /// </summary>
 public static class ProtocolErrors
 {
@@ -22,6 +23,11 @@ public static class ProtocolErrors
     private const string InternalCode = "13";
 
     private const string ResourceExhaustedCode = "8";
+
+    private const string UnimplementedCode = "12";
+
+    /// <summary>How grpc-dotnet's refusal of a <c>grpc-encoding</c> it does not know begins (UNIMPLEMENTED).</summary>
+    private const string UnsupportedEncodingPrefix = "Unsupported grpc-encoding value";
 
     /// <summary>Adds the middleware; it must run before the gRPC endpoints.</summary>
     public static IApplicationBuilder UseGrpcProtocolErrorsAsInvalidArgument(this IApplicationBuilder app) =>
@@ -43,6 +49,17 @@ public static class ProtocolErrors
         {
             // A message over the size limit (compressed or inflated); grpc-dotnet's status stands, and it is counted.
             context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.TooLarge, context.Request.Path, headers["grpc-message"].ToString());
+        }
+
+        if (headers.TryGetValue("grpc-status", out StringValues unimplemented) && unimplemented == UnimplementedCode
+            && headers["grpc-message"].ToString().StartsWith(UnsupportedEncodingPrefix, StringComparison.Ordinal))
+        {
+            // grpc-dotnet quotes the header whole (up to Kestrel's header limit, escaped three times
+            // over): the status stands, the quote is bounded, and the fault is counted.
+            string encoding = context.Request.Headers["grpc-encoding"].ToString();
+            string message = $"grpc-encoding '{Bounded.Echo(encoding)}' is not supported: send identity or gzip";
+            context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.Malformed, context.Request.Path, message);
+            headers["grpc-message"] = Uri.EscapeDataString(message);
         }
 
         if (headers.TryGetValue("grpc-status", out StringValues status) && status == InternalCode)

@@ -193,9 +193,10 @@ public sealed class HostileInputTests
         RpcException missing = await Assert.ThrowsAsync<RpcException>(() =>
             engine.Members.GetMemberAsync(new V1.GetMemberRequest { ProgramId = Program, MemberId = "big" }).ResponseAsync);
 
-        // JSON transcoding answers the server's refusal as INVALID_ARGUMENT (HTTP 400), naming it.
-        Assert.Equal(System.Net.HttpStatusCode.BadRequest, answer.StatusCode);
-        Assert.Contains("Request body too large", await answer.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        // Refused from its declared length, as a message over its limit is on gRPC (RESOURCE_EXHAUSTED).
+        // Before the body was read ahead of JSON transcoding: INVALID_ARGUMENT (HTTP 400), Kestrel's words.
+        Assert.Equal(System.Net.HttpStatusCode.RequestEntityTooLarge, answer.StatusCode);
+        Assert.Contains("the request body is larger than 4194304 bytes", await answer.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         Assert.Equal(StatusCode.NotFound, missing.StatusCode);
     }
 
