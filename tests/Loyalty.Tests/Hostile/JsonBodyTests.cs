@@ -54,6 +54,23 @@ public sealed class JsonBodyTests
     }
 
     [Fact]
+    public void TheScenarioPrograms_AndBodiesAtTheApisLimits_PassTheWalk()
+    {
+        var settings = new V1.ProgramSettings { Name = "Big", Currency = "USD", CurrencyExponent = 2, EarnPointsPerUnit = 1 };
+        settings.ProductRules.Add(Enumerable.Range(0, Limits.ProductRulesMax).Select(i => new V1.ProductRule { Sku = $"s{i}", MultiplierBp = 20_000 }));
+        settings.Rewards.Add(Enumerable.Range(0, Limits.RewardsMax).Select(i => new V1.Reward { Id = $"r{i}", Name = "Reward", PointsPrice = 100 }));
+        settings.Campaigns.Add(Enumerable.Range(0, Limits.CampaignsMax).Select(i => new V1.Campaign { Id = $"c{i}", Name = "Campaign" }));
+        V1.Purchase lines = Wire.Purchase(Program, "m1", "t-lines", 10_00);
+        lines.LineItems.Add(Enumerable.Range(0, Limits.LineItemsMax).Select(_ => new V1.LineItem { Quantity = 1 }));
+        string[] scenarios = Directory.GetFiles(Path.Combine(RepoPaths.Root(), "scenarios"), "*.json");
+
+        Assert.NotEmpty(scenarios);
+        Assert.All(scenarios, file => Assert.Null(JsonShape.Check(File.ReadAllBytes(file))));
+        Assert.Null(JsonShape.Check(Encoding.UTF8.GetBytes(Google.Protobuf.JsonFormatter.Default.Format(settings))));
+        Assert.Null(JsonShape.Check(Encoding.UTF8.GetBytes(Google.Protobuf.JsonFormatter.Default.Format(lines))));
+    }
+
+    [Fact]
     public async Task BodiesThatAreNotJson_OrHoldOverlongText_AreInvalidArgument_QuotingNoneOfIt()
     {
         await using InProcessEngine engine = await StartAsync();
