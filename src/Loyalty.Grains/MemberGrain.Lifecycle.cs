@@ -50,12 +50,16 @@ public sealed partial class MemberGrain
         }
 
         // The ledger's note first (field names only, never values), then the personal data. An
-        // erasure that commits in between is seen afterwards, and the data is deleted again.
+        // erasure waits for this change to end (it takes the same turn, see Erase); one seen
+        // afterwards all the same (written by another activation) has the data deleted again.
         var copy = new SortedDictionary<string, string>(fields.ToDictionary(), StringComparer.Ordinal);
+        ProgramConfig? current = null;
         MemberResult result = await WriteAsync(
             prefetch: null,
             (ProgramConfig program, DateTimeOffset now, out LedgerEntry? entry) =>
             {
+                current = program;
+
                 // The birthday's month only, for the due schedule; the date itself stays in the profile.
                 return LifecycleDecision.Profile(At(program, now), copy.Keys, Profiles.BirthMonthOf(copy.GetValueOrDefault(Profiles.BirthdayField)))
                     .Staged(out entry, MemberResult.Reject);
@@ -72,7 +76,7 @@ public sealed partial class MemberGrain
         // The view as committed, not the state as it is: other changes may have been applied while
         // the profile was written, and not be committed yet. An erasure committed by then is seen below.
         _profile = copy;
-        MemberView view = await CommittedViewAsync();
+        MemberView view = await CommittedViewAsync(current);
         if (_state.Erased)
         {
             _profile = null;
@@ -91,6 +95,22 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.InvalidArgument, reasonError);
         }
 
+        // One profile change at a time, erasures included: a profile written while an erasure
+        // commits could otherwise land after the erasure deleted the row, and stay.
+        SemaphoreSlim changes = ProfileChanges ??= new SemaphoreSlim(1, 1);
+        await changes.WaitAsync();
+        try
+        {
+            return await EraseAloneAsync(reason);
+        }
+        finally
+        {
+            changes.Release();
+        }
+    }
+
+    private async Task<MemberResult> EraseAloneAsync(string reason)
+    {
         if (await TryEnsureLoadedAsync() && _state.AwaitsOpenMerge)
         {
             // An erasure does not wait for the due schedule: the open merge it would be refused for is completed now, if it can be.
@@ -403,7 +423,15 @@ public sealed partial class MemberGrain
             return null;
         }
 
+        // Decided on this member as committed: a referral applied here and still committing, which
+        // may fail, must not abandon the merge for good.
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);
+        if (!await TrySettleForReadAsync())
+        {
+            // Left open (an UNAVAILABLE refusal), for the due schedule to complete.
+            return MemberResult.Reject(LoyaltyError.Unavailable, NotLoaded);
+        }
+
         return program is not null
             && LifecycleDecision.MergeLimits(At(program, MemberNow()), duplicate.MergedFrom?.Count ?? 0, duplicate.Referrals) is { } refused
             ? MemberResult.Reject(refused.Error, refused.Message!)
@@ -454,12 +482,13 @@ public sealed partial class MemberGrain
             return (LoyaltyError.Unavailable, NotLoaded);
         }
 
-        await CatchUpAsync();
+        // The program first: the check is decided on the member as caught up, with no await between.
         if (await _services.Programs.GetAsync(_programId) is not { } program)
         {
             return (LoyaltyError.NotFound, $"program '{_programId}' not found");
         }
 
+        await CatchUpAsync();
         // A write-off of expired points is a step of the detach, not a refusal.
         Decision decision = LifecycleDecision.Detach(At(program, MemberNow()), survivorId, survivorRoom);
         return decision.Refused ? (decision.Error, decision.Message) : (LoyaltyError.None, null);

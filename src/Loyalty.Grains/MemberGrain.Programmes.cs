@@ -53,7 +53,7 @@ public sealed partial class MemberGrain
     {
         string id = tradeIn.TradeInId;
         LedgerEntry? inspected = await FindInspectionOfResentAsync(id, existing);
-        await SettleForReadAsync();
+        await TrySettleForReadAsync();
         return await AnswerFromLedger(existing, id, fingerprint, (_, _, sequence) => SubmittedAnswer(id, tradeIn.Category, inspected, sequence), (e, m) => TradeInResult.Reject(id, e, m));
     }
 

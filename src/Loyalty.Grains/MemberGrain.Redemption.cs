@@ -78,7 +78,7 @@ public sealed partial class MemberGrain
             async existing =>
             {
                 ended = reserve ? await FindEndOfResentAsync(txn) : existing;
-                await SettleForReadAsync();
+                await TrySettleForReadAsync();
                 return await AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve, ended), (e, m) => RedemptionResult.Reject(txn, e, m),
                     kind: reserve ? LedgerEntryKind.Reserve : LedgerEntryKind.Redeem);
             },

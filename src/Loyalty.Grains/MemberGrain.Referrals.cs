@@ -434,13 +434,13 @@ public sealed partial class MemberGrain
     /// </remarks>
     private async Task<bool> SettleReferrerAsync()
     {
-        if (!await TrySettleForReadAsync())
+        if (!await SettledForReferrerAsync())
         {
             return false;
         }
 
         bool settled = await SettleOwnReferrerAsync();
-        if (!await TrySettleForReadAsync())
+        if (!await SettledForReferrerAsync())
         {
             return false;
         }
@@ -460,21 +460,18 @@ public sealed partial class MemberGrain
     }
 
     /// <summary>
-    /// <see cref="SettleForReadAsync()"/>, or false when the member cannot be loaded: the change
-    /// that led to a settlement is committed either way, and the due schedule asks again.
+    /// <see cref="TrySettleForReadAsync"/>, warning when it fails: the change that led to a
+    /// settlement is committed either way, and the due schedule asks again.
     /// </summary>
-    private async Task<bool> TrySettleForReadAsync()
+    private async Task<bool> SettledForReferrerAsync()
     {
-        try
+        if (await TrySettleForReadAsync())
         {
-            await SettleForReadAsync();
             return true;
         }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            WarnSettlementFailed(_state.Referral.ReferredBy ?? _memberId, LoyaltyError.Unavailable);
-            return false;
-        }
+
+        WarnSettlementFailed(_state.Referral.ReferredBy ?? _memberId, LoyaltyError.Unavailable);
+        return false;
     }
 
     /// <summary>Tells this member's own referrer its reward, or its reversal (see <see cref="SettleReferrerAsync"/>).</summary>

@@ -191,16 +191,25 @@ public sealed partial class MemberGrain
     /// <summary>
     /// The member's view as committed, for an answer given after awaits: while this request
     /// awaited, other changes may have been applied and be waiting for their commit, which may
-    /// fail. Settles (see <see cref="SettleForReadAsync()"/>) after the program is read, and answers
-    /// with no await after that. It may throw as a settle does (the member cannot be loaded).
+    /// fail. Settles (see <see cref="SettleForReadAsync()"/>) after the program is read (unless
+    /// <paramref name="known"/>), and answers with no await after that. The change it answers is
+    /// recorded already: when the settle fails (the member cannot be loaded again now), the view is
+    /// of the state as it is, as it was before answers settled, not a refusal.
     /// </summary>
-    private async Task<MemberView> CommittedViewAsync()
+    private async Task<MemberView> CommittedViewAsync(ProgramConfig? known = null)
     {
-        ProgramConfig? program = await _services.Programs.GetAsync(_programId);
-        await SettleForReadAsync();
-        if (program is not null)
+        ProgramConfig? program = known ?? await _services.Programs.GetAsync(_programId);
+        try
         {
-            program = await KnowingTierAfterAwaitsAsync(program);
+            await SettleForReadAsync();
+            if (program is not null)
+            {
+                program = await KnowingTierAfterAwaitsAsync(program);
+            }
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Logged where the load failed; answered below from the state as it is.
         }
 
         return View(program);

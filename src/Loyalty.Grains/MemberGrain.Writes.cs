@@ -658,8 +658,9 @@ public sealed partial class MemberGrain
         }
 
         // The answer reads the member (its balance): as committed, not with a change applied
-        // during the read and still waiting for its commit.
-        await SettleForReadAsync();
+        // during the read and still waiting for its commit (as it is when that cannot be had: the
+        // request is recorded, and is answered so).
+        await TrySettleForReadAsync();
         return await change.FromLedger(older);
     }
 
@@ -690,7 +691,7 @@ public sealed partial class MemberGrain
         }
 
         // As a resend's (see AsResentAsync): the answer reads the member as committed.
-        await SettleForReadAsync();
+        await TrySettleForReadAsync();
         return await change.FromLedger(existing);
     }
 

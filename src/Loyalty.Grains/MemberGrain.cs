@@ -792,6 +792,26 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     }
 
     /// <summary>
+    /// <see cref="SettleForReadAsync()"/>, or false when it failed (the member could not be loaded
+    /// again, or the ledger read): for an answer to a change whose outcome is known already (a
+    /// resend found in the ledger, a profile written), which is then answered from the state as it
+    /// is rather than as "nothing was recorded".
+    /// </summary>
+    private async Task<bool> TrySettleForReadAsync()
+    {
+        try
+        {
+            await SettleForReadAsync();
+            return true;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A failed load was logged where it failed.
+            return false;
+        }
+    }
+
+    /// <summary>
     /// How long after a commit whose outcome was unknown the member's reads look for its entry in
     /// the ledger (see <see cref="SettleForReadAsync(bool)"/>): a COMMIT the server received ends within
     /// its own write's time, far less than this.

@@ -35,56 +35,68 @@ public static class JsonBodies
             return TooLarge(method, limit);
         }
 
-        byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(request.ContentLength ?? FirstBufferBytes, limit) + 1);
-        int length = 0;
+        // Sized by what arrives, not by the length the client declares (a declared 4 MiB that
+        // trickles in would otherwise hold 4 MiB from its first byte).
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(FirstBufferBytes);
+        bool owned = true;
         try
         {
+            int length = 0;
             while (true)
             {
-                if (length == buffer.Length)
+                int room = (int)Math.Min(buffer.Length, limit) - length;
+                if (room == 0)
                 {
-                    if (length > limit)
+                    if (length >= limit)
                     {
-                        ArrayPool<byte>.Shared.Return(buffer);
-                        return TooLarge(method, limit);
+                        // Full at the limit: one byte more is a body over it.
+                        if (await request.Body.ReadAsync(new byte[1], context.RequestAborted) > 0)
+                        {
+                            return TooLarge(method, limit);
+                        }
+
+                        break;
                     }
 
-                    byte[] larger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)buffer.Length * 2, limit + 1));
+                    byte[] larger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)buffer.Length * 2, limit));
                     buffer.AsSpan(0, length).CopyTo(larger);
                     ArrayPool<byte>.Shared.Return(buffer);
                     buffer = larger;
+                    continue;
                 }
 
-                int read = await request.Body.ReadAsync(buffer.AsMemory(length, (int)Math.Min(buffer.Length - length, limit + 1 - length)), context.RequestAborted);
+                int read = await request.Body.ReadAsync(buffer.AsMemory(length, room), context.RequestAborted);
                 if (read == 0)
                 {
                     break;
                 }
 
                 length += read;
-                if (length > limit)
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                    return TooLarge(method, limit);
-                }
             }
+
+            if (length > 0 && JsonShape.Check(buffer.AsSpan(0, length)) is { } refused)
+            {
+                return refused;
+            }
+
+            request.Body = new MemoryStream(buffer, 0, length, writable: false);
+            context.Response.RegisterForDispose(new Returned(buffer));
+            owned = false;
+            return null;
         }
         catch (BadHttpRequestException e)
         {
             // Kestrel's own limits (the body's size, its rate): its message names no client text.
-            ArrayPool<byte>.Shared.Return(buffer);
             return e.StatusCode == StatusCodes.Status413PayloadTooLarge ? TooLarge(method, limit) : (StatusCode.InvalidArgument, Bounded.Detail(e.Message));
         }
-
-        if (length > 0 && JsonShape.Check(buffer.AsSpan(0, length)) is { } refused)
+        finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
-            return refused;
+            // On a refusal, and when the read fails or is cancelled (the client went away).
+            if (owned)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
-
-        request.Body = new MemoryStream(buffer, 0, length, writable: false);
-        context.Response.RegisterForDispose(new Returned(buffer));
-        return null;
     }
 
     /// <summary>

@@ -57,6 +57,12 @@ public static class JsonShape
     /// </summary>
     public static (StatusCode Code, string Message)? Check(ReadOnlySpan<byte> json)
     {
+        // A byte order mark is not JSON, but JSON transcoding's reader skips one, and some writers send it.
+        if (json.StartsWith("\uFEFF"u8))
+        {
+            json = json[3..];
+        }
+
         var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = DepthMax, CommentHandling = JsonCommentHandling.Disallow });
         Span<int> members = stackalloc int[DepthMax + 1];
         long objects = 0, objectsMax = ObjectsMaxOf(json.Length);

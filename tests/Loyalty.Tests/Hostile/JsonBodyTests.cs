@@ -68,6 +68,8 @@ public sealed class JsonBodyTests
         Assert.All(scenarios, file => Assert.Null(JsonShape.Check(File.ReadAllBytes(file))));
         Assert.Null(JsonShape.Check(Encoding.UTF8.GetBytes(Google.Protobuf.JsonFormatter.Default.Format(settings))));
         Assert.Null(JsonShape.Check(Encoding.UTF8.GetBytes(Google.Protobuf.JsonFormatter.Default.Format(lines))));
+        // A byte order mark, which some writers put first and JSON transcoding skips.
+        Assert.Null(JsonShape.Check([0xEF, 0xBB, 0xBF, .. "{\"memberId\":\"bom\"}"u8]));
     }
 
     [Fact]
