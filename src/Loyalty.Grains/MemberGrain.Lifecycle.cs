@@ -25,15 +25,25 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.InvalidArgument, error);
         }
 
-        SemaphoreSlim changes = ProfileChanges ??= new SemaphoreSlim(1, 1);
-        await changes.WaitAsync();
+        return await InProfileTurnAsync(() => SetProfileAloneAsync(fields));
+    }
+
+    /// <summary>
+    /// Runs a change of the member's personal data in its turn: one at a time, profile changes and
+    /// erasures alike (a profile written while an erasure commits could otherwise land after the
+    /// erasure deleted the row, and stay).
+    /// </summary>
+    private async Task<MemberResult> InProfileTurnAsync(Func<Task<MemberResult>> change)
+    {
+        SemaphoreSlim turn = ProfileChanges ??= new SemaphoreSlim(1, 1);
+        await turn.WaitAsync();
         try
         {
-            return await SetProfileAloneAsync(fields);
+            return await change();
         }
         finally
         {
-            changes.Release();
+            turn.Release();
         }
     }
 
@@ -95,18 +105,7 @@ public sealed partial class MemberGrain
             return MemberResult.Reject(LoyaltyError.InvalidArgument, reasonError);
         }
 
-        // One profile change at a time, erasures included: a profile written while an erasure
-        // commits could otherwise land after the erasure deleted the row, and stay.
-        SemaphoreSlim changes = ProfileChanges ??= new SemaphoreSlim(1, 1);
-        await changes.WaitAsync();
-        try
-        {
-            return await EraseAloneAsync(reason);
-        }
-        finally
-        {
-            changes.Release();
-        }
+        return await InProfileTurnAsync(() => EraseAloneAsync(reason));
     }
 
     private async Task<MemberResult> EraseAloneAsync(string reason)

@@ -712,19 +712,8 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         await ben.Accrue(Buy("ben", 60_00, "qualify"));
         using var entered = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
-        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
         // The return is applied and held at its commit (on the ledger's writer), then fails there.
-        faults.Arm((at, entry) =>
-        {
-            if (at != FaultStep.Commit || entry.ProgramId != _program || entry.Kind != LedgerEntryKind.Return)
-            {
-                return false;
-            }
-
-            entered.Set();
-            release.Wait(TimeSpan.FromSeconds(10));
-            return true;
-        });
+        FaultInjector faults = ArmHeldAtCommitThenFailed(entry => entry.Kind == LedgerEntryKind.Return, entered, release);
         ReturnResult failed;
         long annaWhileCommitting;
         try
@@ -763,19 +752,8 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         IMemberGrain ben = await EnrolAsync("ben");
         using var entered = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
-        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
         // ben's purchase is applied and held at its commit (on the ledger's writer), then fails there.
-        faults.Arm((at, entry) =>
-        {
-            if (at != FaultStep.Commit || entry.ProgramId != _program || entry.MemberId != "ben" || entry.Kind != LedgerEntryKind.Earn)
-            {
-                return false;
-            }
-
-            entered.Set();
-            release.Wait(TimeSpan.FromSeconds(10));
-            return true;
-        });
+        FaultInjector faults = ArmHeldAtCommitThenFailed(entry => entry is { MemberId: "ben", Kind: LedgerEntryKind.Earn }, entered, release);
         AccrualResult bought;
         MemberResult linked;
         try
@@ -901,6 +879,28 @@ public abstract class ReferralGrainTests(ClusterFixture fixture)
         $"SELECT count(*) FROM ledger_entries WHERE program_id = '{_program}' AND member_id = '{member}' AND kind = {(int)kind}");
 
     private IServiceProvider Silo() => fixture.SiloServices;
+
+    /// <summary>
+    /// Arms the commit of this program's <paramref name="chosen"/> entries to be held on the
+    /// ledger's writer (setting <paramref name="entered"/>) until <paramref name="release"/> is
+    /// set, at most 10 s, and then to fail.
+    /// </summary>
+    private FaultInjector ArmHeldAtCommitThenFailed(Func<LedgerEntry, bool> chosen, ManualResetEventSlim entered, ManualResetEventSlim release)
+    {
+        FaultInjector faults = Silo().GetRequiredService<FaultInjector>();
+        faults.Arm((at, entry) =>
+        {
+            if (at != FaultStep.Commit || entry.ProgramId != _program || !chosen(entry))
+            {
+                return false;
+            }
+
+            entered.Set();
+            release.Wait(TimeSpan.FromSeconds(10));
+            return true;
+        });
+        return faults;
+    }
 
     private Task PutAsync(ProgramSettings settings) => fixture.Grains.GetGrain<IProgramGrain>(_program).Put(settings);
 
