@@ -86,7 +86,7 @@ public sealed partial class MemberGrain
         // The view as committed, not the state as it is: other changes may have been applied while
         // the profile was written, and not be committed yet. An erasure committed by then is seen below.
         _profile = copy;
-        MemberView view = await CommittedViewAsync(current);
+        MemberView? view = await CommittedViewAsync(current);
         if (_state.Erased)
         {
             _profile = null;
@@ -94,7 +94,7 @@ public sealed partial class MemberGrain
             return Closed()!;
         }
 
-        return new MemberResult(view, LoyaltyError.None, null);
+        return view is null ? MemberResult.Reject(LoyaltyError.Unavailable, RecordedUnread) : new MemberResult(view, LoyaltyError.None, null);
     }
 
     /// <inheritdoc />

@@ -53,7 +53,11 @@ public sealed partial class MemberGrain
     {
         string id = tradeIn.TradeInId;
         LedgerEntry? inspected = await FindInspectionOfResentAsync(id, existing);
-        await TrySettleForReadAsync();
+        if (!await TrySettleForReadAsync())
+        {
+            return TradeInResult.Reject(id, LoyaltyError.Unavailable, HeldUnread);
+        }
+
         return await AnswerFromLedger(existing, id, fingerprint, (_, _, sequence) => SubmittedAnswer(id, tradeIn.Category, inspected, sequence), (e, m) => TradeInResult.Reject(id, e, m));
     }
 

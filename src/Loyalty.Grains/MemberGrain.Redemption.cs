@@ -78,7 +78,11 @@ public sealed partial class MemberGrain
             async existing =>
             {
                 ended = reserve ? await FindEndOfResentAsync(txn) : existing;
-                await TrySettleForReadAsync();
+                if (!await TrySettleForReadAsync())
+                {
+                    return RedemptionResult.Reject(txn, LoyaltyError.Unavailable, HeldUnread);
+                }
+
                 return await AnswerFromLedger(existing, txn, fingerprint, (t, p, s) => Duplicate(t, p, s, reserve, ended), (e, m) => RedemptionResult.Reject(txn, e, m),
                     kind: reserve ? LedgerEntryKind.Reserve : LedgerEntryKind.Redeem);
             },

@@ -87,7 +87,7 @@ public sealed partial class MemberGrain
         {
             // Made already, and the referrer was merged into the member that holds its account
             // now, to which the link was moved: a resend is answered as made, not as "already referred".
-            return new MemberResult(await CommittedViewAsync(), LoyaltyError.None, null);
+            return await CommittedViewAsync() is { } view ? new MemberResult(view, LoyaltyError.None, null) : MemberResult.Reject(LoyaltyError.Unavailable, RecordedUnread);
         }
 
         if (_state.Enrolled && _state.Referral.ReferredBy == referrer)
@@ -103,7 +103,7 @@ public sealed partial class MemberGrain
                 return refused;
             }
 
-            return new MemberResult(await CommittedViewAsync(), LoyaltyError.None, null);
+            return await CommittedViewAsync() is { } view ? new MemberResult(view, LoyaltyError.None, null) : MemberResult.Reject(LoyaltyError.Unavailable, RecordedUnread);
         }
 
         ProgramConfig? program = await _services.Programs.GetAsync(_programId);

@@ -191,17 +191,21 @@ public sealed partial class MemberGrain
     /// <summary>
     /// The member's view as committed, for an answer given after awaits: while this request
     /// awaited, other changes may have been applied and be waiting for their commit, which may
-    /// fail. Settles (see <see cref="SettleForReadAsync()"/>) after the program is read (unless
-    /// <paramref name="known"/>), and answers with no await after that. The change it answers is
-    /// recorded already: when the settle fails (the member cannot be loaded again now), the view is
-    /// of the state as it is, as it was before answers settled, not a refusal.
+    /// fail. Settles (see <see cref="TrySettleForReadAsync"/>) after the program is read (unless
+    /// <paramref name="known"/>), and answers with no await after that. Null when the member cannot
+    /// be read as committed now: the change it answers is recorded already, and the caller says so
+    /// (<see cref="RecordedUnread"/>) rather than answer from a state that may hold failed changes.
     /// </summary>
-    private async Task<MemberView> CommittedViewAsync(ProgramConfig? known = null)
+    private async Task<MemberView?> CommittedViewAsync(ProgramConfig? known = null)
     {
         ProgramConfig? program = known ?? await _services.Programs.GetAsync(_programId);
+        if (!await TrySettleForReadAsync())
+        {
+            return null;
+        }
+
         try
         {
-            await SettleForReadAsync();
             if (program is not null)
             {
                 program = await KnowingTierAfterAwaitsAsync(program);
@@ -209,7 +213,8 @@ public sealed partial class MemberGrain
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            // Logged where the load failed; answered below from the state as it is.
+            // Without a program that knows the member's tier, the view would show the entry tier.
+            return null;
         }
 
         return View(program);

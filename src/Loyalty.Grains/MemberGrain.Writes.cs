@@ -658,10 +658,9 @@ public sealed partial class MemberGrain
         }
 
         // The answer reads the member (its balance): as committed, not with a change applied
-        // during the read and still waiting for its commit (as it is when that cannot be had: the
-        // request is recorded, and is answered so).
-        await TrySettleForReadAsync();
-        return await change.FromLedger(older);
+        // during the read and still waiting for its commit. When that cannot be had, it says the
+        // ledger holds the id, not that nothing was recorded.
+        return await TrySettleForReadAsync() ? await change.FromLedger(older) : change.Reject(LoyaltyError.Unavailable, HeldUnread);
     }
 
     /// <summary>
@@ -691,8 +690,7 @@ public sealed partial class MemberGrain
         }
 
         // As a resend's (see AsResentAsync): the answer reads the member as committed.
-        await TrySettleForReadAsync();
-        return await change.FromLedger(existing);
+        return await TrySettleForReadAsync() ? await change.FromLedger(existing) : change.Reject(LoyaltyError.Unavailable, HeldUnread);
     }
 
     /// <summary>

@@ -401,7 +401,7 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
             await LinkReferrerAsync(recorded);
         }
 
-        return new EnrolmentResult(await CommittedViewAsync(), true, LoyaltyError.None, null);
+        return await CommittedViewAsync() is { } view ? new EnrolmentResult(view, true, LoyaltyError.None, null) : EnrolmentResult.Reject(LoyaltyError.Unavailable, RecordedUnread);
     }
 
     /// <summary>The member that holds <paramref name="memberId"/>'s account now (see <see cref="HolderOfAsync"/>).</summary>
@@ -792,10 +792,12 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
     }
 
     /// <summary>
-    /// <see cref="SettleForReadAsync()"/>, or false when it failed (the member could not be loaded
-    /// again, or the ledger read): for an answer to a change whose outcome is known already (a
-    /// resend found in the ledger, a profile written), which is then answered from the state as it
-    /// is rather than as "nothing was recorded".
+    /// <see cref="SettleForReadAsync()"/>; false when it failed and the state may hold changes the
+    /// ledger does not (the member could not be loaded again after a failed commit): for an answer
+    /// to a change whose outcome is known already (a resend found in the ledger, a profile
+    /// written), which then says so (<see cref="RecordedUnread"/>, <see cref="HeldUnread"/>), not
+    /// that nothing was recorded. A failed read of the ledger's newest entry with the state valid and nothing in flight
+    /// leaves it as committed as this activation knows: true.
     /// </summary>
     private async Task<bool> TrySettleForReadAsync()
     {
@@ -807,9 +809,19 @@ public sealed partial class MemberGrain : Grain, IMemberGrain, IMemberLinkSteps
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // A failed load was logged where it failed.
-            return false;
+            return _valid && _inFlight == 0;
         }
     }
+
+    /// <summary>The answer to a change that is recorded, when the member cannot be read to answer with it.</summary>
+    private const string RecordedUnread = "the change is recorded; the member cannot be read now to answer with it: send it again";
+
+    /// <summary>
+    /// The answer to a request whose transaction id the ledger holds already, when the member
+    /// cannot be read to answer from it: a resend of it, or another request under the same id,
+    /// which asking again tells apart.
+    /// </summary>
+    private const string HeldUnread = "the ledger holds this transaction id already; the member cannot be read now to answer from it: send it again";
 
     /// <summary>
     /// How long after a commit whose outcome was unknown the member's reads look for its entry in
