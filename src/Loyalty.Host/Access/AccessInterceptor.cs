@@ -14,8 +14,6 @@ namespace Loyalty.Host.Access;
 /// </summary>
 public sealed partial class AccessInterceptor(KeyRegistry keys, AnonymousStreams anonymous, IAccessStore audit, ClientFaults faults, TimeProvider clock, ILogger<AccessInterceptor> logger) : Interceptor
 {
-    /// <summary>Where a call notes, in its <c>HttpContext.Items</c>, that it reached this interceptor (its message parsed).</summary>
-    public const string SeenItem = "loyalty.access.seen";
 
     /// <summary>When a key at its cap of open streams is told to try again (a stream's end cannot be foreseen).</summary>
     private static readonly TimeSpan StreamRetryAfter = TimeSpan.FromSeconds(1);
@@ -164,7 +162,11 @@ public sealed partial class AccessInterceptor(KeyRegistry keys, AnonymousStreams
     {
         // Noted for the HTTP/JSON answer's bounding (JsonBodies): a refusal of a call seen here is
         // counted here, or is the engine's answer, not a body JSON transcoding could not convert.
-        context.GetHttpContext().Items[SeenItem] = SeenItem;
+        if (context.GetHttpContext().Items.TryGetValue(JsonBodies.SeenItem, out object? seen) && seen is System.Runtime.CompilerServices.StrongBox<bool> box)
+        {
+            box.Value = true;
+        }
+
         CallRule? rule = AccessPolicy.For(context.Method);
         if (rule is { Anonymous: true })
         {

@@ -1,8 +1,8 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Grpc.Core;
 using Loyalty.Host.Grpc;
-using Microsoft.AspNetCore.Http.Features;
 
 namespace Loyalty.Host.Access;
 
@@ -16,6 +16,13 @@ public static class JsonBodies
 {
     /// <summary>The first buffer a body is read into; it doubles as the body arrives, up to its limit.</summary>
     private const int FirstBufferBytes = 16 * 1024;
+
+    /// <summary>
+    /// Where an HTTP/JSON call keeps, in its <c>HttpContext.Items</c>, whether it reached the
+    /// interceptor (its message parsed): a <see cref="StrongBox{T}"/> of bool the interceptor sets.
+    /// Only HTTP/JSON calls carry it, so a gRPC call costs the interceptor one lookup, no write.
+    /// </summary>
+    public const string SeenItem = "loyalty.json.seen";
 
     /// <summary>Bytes of an error answer kept to be bounded; an answer longer than this is replaced whole.</summary>
     private const int ErrorAnswerBytesMax = 64 * 1024;
@@ -107,6 +114,8 @@ public static class JsonBodies
     /// </summary>
     public static async Task RunBoundedAsync(HttpContext context, RequestDelegate next, string method)
     {
+        var seen = new StrongBox<bool>();
+        context.Items[SeenItem] = seen;
         Stream original = context.Response.Body;
         var held = new ErrorAnswerStream(context.Response, original);
         context.Response.Body = held;
@@ -121,16 +130,16 @@ public static class JsonBodies
 
         if (held.Held is { Length: > 0 } answer)
         {
-            await SendBoundedAsync(context, answer, held.Overflowed, method);
+            await SendBoundedAsync(context, answer, held.Overflowed, method, seen.Value);
         }
     }
 
     /// <summary>The call's refused answer, as JSON transcoding wrote it, with its message bounded.</summary>
-    private static async Task SendBoundedAsync(HttpContext context, MemoryStream answer, bool overflowed, string method)
+    private static async Task SendBoundedAsync(HttpContext context, MemoryStream answer, bool overflowed, string method, bool seen)
     {
         (int code, string? message) = ReadStatus(answer.GetBuffer().AsSpan(0, (int)answer.Length));
         string bounded = message is null ? "the request was refused; its message was too long to send" : Bounded.Detail(message);
-        if (!context.Items.ContainsKey(AccessInterceptor.SeenItem))
+        if (!seen)
         {
             context.RequestServices.GetRequiredService<ClientFaults>().Record(ClientFaultKind.Malformed, method, bounded);
         }
@@ -148,12 +157,7 @@ public static class JsonBodies
             return;
         }
 
-        byte[] json = JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, object>
-        {
-            ["code"] = code,
-            ["message"] = bounded,
-            ["details"] = Array.Empty<object>(),
-        }, KeyFirst.StatusJson);
+        byte[] json = KeyFirst.StatusBody(code, bounded);
         if (!response.HasStarted)
         {
             response.ContentLength = json.Length;

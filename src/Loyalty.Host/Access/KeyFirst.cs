@@ -180,19 +180,23 @@ public static class KeyFirst
             _ => StatusCodes.Status400BadRequest,
         };
         response.ContentType = "application/json";
-        return response.WriteAsync(System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object>
+        return response.Body.WriteAsync(StatusBody((int)code, message)).AsTask();
+    }
+
+    /// <summary>A <c>google.rpc.Status</c> as JSON transcoding writes one, of <paramref name="code"/> and <paramref name="message"/>.</summary>
+    internal static byte[] StatusBody(int code, string message) =>
+        System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, object>
         {
-            ["code"] = (int)code,
+            ["code"] = code,
             ["message"] = message,
             ["details"] = Array.Empty<object>(),
-        }, StatusJson));
-    }
+        }, StatusJson);
 
     /// <summary>
     /// The refusal's JSON, its message readable as written (quotes and angle brackets as they are,
     /// not escaped as Unicode): it is served as application/json, never inside HTML.
     /// </summary>
-    internal static readonly System.Text.Json.JsonSerializerOptions StatusJson =
+    private static readonly System.Text.Json.JsonSerializerOptions StatusJson =
         new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>The API method an endpoint serves ("/loyalty.v1.Members/GetMember"), over gRPC or HTTP/JSON; null for other endpoints.</summary>
